@@ -1,0 +1,129 @@
+"""The one typed settings object of every Forgeline process (API, worker, CLI, tests)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER = "change-me"
+
+# Task queues: one worker per queue (worker.py), named for the workflows they serve.
+AGENT_TASK_QUEUE = "agent"
+PIPELINES_TASK_QUEUE = "pipelines"
+DEPLOYMENTS_TASK_QUEUE = "deployments"
+BILLING_TASK_QUEUE = "billing"
+TASK_QUEUES = (AGENT_TASK_QUEUE, PIPELINES_TASK_QUEUE, DEPLOYMENTS_TASK_QUEUE, BILLING_TASK_QUEUE)
+
+# Custom search attributes operators filter on in the Temporal UI (all Keyword).
+SEARCH_ATTRIBUTES = ("ForgelineOrgId", "ForgelineProjectId", "ForgelineKind")
+
+
+def _env(name: str) -> AliasChoices:
+    """Accept both the prefixed name and the conventional one (e.g. DATABASE_URL)."""
+    return AliasChoices(f"FORGELINE_{name}", name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FORGELINE_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path(".data")
+    log_level: str = "INFO"
+
+    # PostgreSQL: unset means the embedded server under data_dir.
+    database_url: str | None = Field(default=None, validation_alias=_env("DATABASE_URL"))
+    embedded_postgres_port: int = 54329
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+
+    # Temporal: unset means the embedded dev server (SQLite file under data_dir).
+    temporal_address: str | None = Field(default=None, validation_alias=_env("TEMPORAL_ADDRESS"))
+    temporal_namespace: str = Field(default="default", validation_alias=_env("TEMPORAL_NAMESPACE"))
+    temporal_tls: bool = Field(default=False, validation_alias=_env("TEMPORAL_TLS"))
+    temporal_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("TEMPORAL_API_KEY")
+    )
+    embedded_temporal_port: int = 7233
+    embedded_temporal_ui_port: int = 8233
+
+    # HTTP API.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_base_url: str = "http://localhost:8000"
+    max_request_body_bytes: int = 1_048_576
+
+    # Secrets. Fernet keys (comma-separated, newest first) encrypt tokens at rest.
+    encryption_keys: SecretStr = Field(
+        default=SecretStr(PLACEHOLDER), validation_alias=_env("ENCRYPTION_KEYS")
+    )
+
+    # Object store: a local directory unless an S3 bucket is configured.
+    storage_dir: Path | None = None
+    s3_bucket: str | None = Field(default=None, validation_alias=_env("S3_BUCKET"))
+    s3_endpoint_url: str | None = Field(default=None, validation_alias=_env("S3_ENDPOINT_URL"))
+    s3_region: str = Field(default="us-east-1", validation_alias=_env("AWS_REGION"))
+    aws_access_key_id: SecretStr | None = Field(
+        default=None, validation_alias=_env("AWS_ACCESS_KEY_ID")
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("AWS_SECRET_ACCESS_KEY")
+    )
+
+    # LLM: unset key means the deterministic built-in planner.
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("ANTHROPIC_API_KEY")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=_env("ANTHROPIC_BASE_URL")
+    )
+    anthropic_model: str = "claude-sonnet-4-5"
+    agent_max_steps: int = 24
+    agent_token_budget: int = 200_000
+
+    # Payments: unset key means invoices are issued for manual collection.
+    stripe_api_key: SecretStr | None = Field(default=None, validation_alias=_env("STRIPE_API_KEY"))
+    stripe_api_base: str | None = Field(default=None, validation_alias=_env("STRIPE_API_BASE"))
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias=_env("STRIPE_WEBHOOK_SECRET")
+    )
+    tax_rate: Decimal = Decimal("0")
+
+    # Builds and deployments.
+    container_runner: Literal["auto", "docker", "local"] = "auto"
+    docker_host: str | None = Field(default=None, validation_alias=_env("DOCKER_HOST"))
+    allow_local_repositories: bool = False
+    workspace_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        key = self.encryption_keys.get_secret_value()
+        if self.environment != "development" and key in ("", PLACEHOLDER):
+            raise ValueError(
+                "FORGELINE_ENCRYPTION_KEYS must be set to real Fernet keys outside development"
+            )
+        if self.environment == "production" and not (self.database_url and self.temporal_address):
+            raise ValueError("DATABASE_URL and TEMPORAL_ADDRESS are required in production")
+        return self
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.storage_dir or self.data_dir / "objects"
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.workspace_dir or self.data_dir / "workspaces"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
