@@ -1,0 +1,1 @@
+"""Embedded services for `make run` and the tests: PostgreSQL and the Temporal dev server."""

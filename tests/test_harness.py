@@ -1,0 +1,44 @@
+"""The test harness itself: real Postgres, rolled-back sessions, Temporal with search attributes."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
+
+from forgeline.settings import SEARCH_ATTRIBUTES, Settings
+
+
+async def test_postgres_is_real_and_versioned(db_session: AsyncSession) -> None:
+    version = (await db_session.execute(text("SHOW server_version_num"))).scalar_one()
+    assert int(version) >= 140000
+
+
+async def test_db_session_rolls_back_committed_work(
+    db_session: AsyncSession, session_maker: async_sessionmaker[AsyncSession]
+) -> None:
+    await db_session.execute(text("CREATE TABLE harness_probe (id int)"))
+    await db_session.commit()
+    await db_session.execute(text("INSERT INTO harness_probe VALUES (1)"))
+    await db_session.commit()
+    assert (await db_session.execute(text("SELECT count(*) FROM harness_probe"))).scalar_one() == 1
+    # Another connection never sees the uncommitted outer transaction.
+    async with session_maker() as other:
+        found = await other.execute(text("SELECT to_regclass('harness_probe') IS NOT NULL"))
+        assert found.scalar_one() is False
+
+
+async def test_temporal_has_forgeline_search_attributes(temporal_client: Client) -> None:
+    response = await temporal_client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=temporal_client.namespace)
+    )
+    for name in SEARCH_ATTRIBUTES:
+        assert name in response.custom_attributes
+
+
+def test_settings_are_test_settings(settings: Settings, task_queue: str) -> None:
+    assert settings.environment == "test"
+    assert settings.encryption_keys.get_secret_value() != "change-me"
+    assert settings.objects_dir.is_dir()
+    assert task_queue.startswith("test-")
