@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # PostgreSQL: unset means the embedded server under data_dir.
     database_url: str | None = Field(default=None, validation_alias=_env("DATABASE_URL"))
     embedded_postgres_port: int = 54329
+    # Other PostgreSQL binaries (initdb, pg_ctl, postgres) for the embedded server.
+    pg_bin_dir: Path | None = None
     db_pool_size: int = 10
     db_max_overflow: int = 20
 
@@ -55,6 +57,10 @@ class Settings(BaseSettings):
     )
     embedded_temporal_port: int = 7233
     embedded_temporal_ui_port: int = 8233
+
+    # Worker: seconds in-flight activities get after SIGTERM; threads for sync activities.
+    worker_shutdown_grace_seconds: float = 30
+    worker_activity_threads: int = 32
 
     # HTTP API.
     api_host: str = "127.0.0.1"

@@ -1,0 +1,198 @@
+"""Forgeline worker: builds clients once and runs one Temporal worker per task queue.
+
+Each domain contributes `activities/<domain>/registration.py: registration(deps) -> Registration`.
+SIGTERM/SIGINT stop polling; in-flight activities get the grace period to finish or heartbeat out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import inspect
+import logging
+import signal
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.deps import Registration, WorkerDeps
+from db.session import create_engine, create_session_maker
+from forgeline.settings import (
+    AGENT_TASK_QUEUE,
+    BILLING_TASK_QUEUE,
+    DEPLOYMENTS_TASK_QUEUE,
+    PIPELINES_TASK_QUEUE,
+    Settings,
+    get_settings,
+)
+from forgeline.temporal_client import connect_temporal, temporal_target
+from workflows.echo import DIAGNOSTICS_TASK_QUEUE, EchoWorkflow, echo_activity
+
+log = logging.getLogger("forgeline.worker")
+
+# Domain package under activities/ -> the task queue its registration serves.
+DOMAINS: dict[str, str] = {
+    "agent": AGENT_TASK_QUEUE,
+    "pipelines": PIPELINES_TASK_QUEUE,
+    "deployments": DEPLOYMENTS_TASK_QUEUE,
+    "billing": BILLING_TASK_QUEUE,
+}
+ALL_TASK_QUEUES = (*DOMAINS.values(), DIAGNOSTICS_TASK_QUEUE)
+
+
+def diagnostics_registration(deps: WorkerDeps) -> Registration:
+    return Registration(
+        task_queue=DIAGNOSTICS_TASK_QUEUE, workflows=[EchoWorkflow], activities=[echo_activity]
+    )
+
+
+def load_registrations(
+    deps: WorkerDeps, task_queues: Iterable[str] = ALL_TASK_QUEUES
+) -> list[Registration]:
+    """Import each wanted domain's registration module and call it with the shared deps."""
+    wanted = set(task_queues)
+    registrations: list[Registration] = []
+    for domain, queue in DOMAINS.items():
+        if queue not in wanted:
+            continue
+        module_name = f"activities.{domain}.registration"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            # Only the registration module (or its package) being absent is tolerated, and only
+            # outside production; a broken import inside it is a real error.
+            if deps.settings.environment == "production" or not module_name.startswith(missing):
+                raise
+            log.warning("skipping task queue %r: %s does not exist yet", queue, module_name)
+            continue
+        registrations.append(module.registration(deps))
+    if DIAGNOSTICS_TASK_QUEUE in wanted:
+        registrations.append(diagnostics_registration(deps))
+    return registrations
+
+
+def merge_by_queue(registrations: Sequence[Registration]) -> dict[str, Registration]:
+    merged: dict[str, Registration] = {}
+    for reg in registrations:
+        into = merged.setdefault(reg.task_queue, Registration(task_queue=reg.task_queue))
+        into.workflows = [*into.workflows, *reg.workflows]
+        into.activities = [*into.activities, *reg.activities]
+        into.on_shutdown = [*into.on_shutdown, *reg.on_shutdown]
+    return merged
+
+
+def build_workers(
+    client: Client,
+    registrations: dict[str, Registration],
+    *,
+    executor: ThreadPoolExecutor,
+    grace: timedelta,
+) -> list[Worker]:
+    workers = []
+    for queue, reg in registrations.items():
+        if not reg.workflows and not reg.activities:
+            continue
+        workers.append(
+            Worker(
+                client,
+                task_queue=queue,
+                workflows=list(reg.workflows),
+                activities=list(reg.activities),
+                # Sync activities (Docker SDK, boto3) run on this pool; async ones on the loop.
+                activity_executor=executor,
+                graceful_shutdown_timeout=grace,
+            )
+        )
+    return workers
+
+
+async def _call_hooks(hooks: Iterable[Callable[[], Any]]) -> None:
+    for hook in hooks:
+        try:
+            result = hook()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("on_shutdown hook %r failed", hook)
+
+
+async def connect_with_retry(settings: Settings, attempts: int = 60) -> Client:
+    """The server may still be starting (compose, make run): retry for about a minute."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await connect_temporal(settings)
+        except Exception as exc:
+            if attempt == attempts:
+                raise
+            log.info("waiting for Temporal at %s (%s)", temporal_target(settings), exc)
+            await asyncio.sleep(1)
+    raise AssertionError("unreachable")
+
+
+async def run(
+    settings: Settings,
+    task_queues: Iterable[str] = ALL_TASK_QUEUES,
+    *,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until `stop` is set (or SIGTERM/SIGINT when run as a program)."""
+    stop = stop or asyncio.Event()
+    engine = create_engine(settings)
+    session_maker = create_session_maker(engine)
+    client = await connect_with_retry(settings)
+    deps = WorkerDeps(settings=settings, session_maker=session_maker, temporal=client)
+    registrations = merge_by_queue(load_registrations(deps, task_queues))
+    grace = timedelta(seconds=settings.worker_shutdown_grace_seconds)
+    executor = ThreadPoolExecutor(max_workers=settings.worker_activity_threads)
+    workers = build_workers(client, registrations, executor=executor, grace=grace)
+    log.info("worker polling %s on %s", [w.task_queue for w in workers], temporal_target(settings))
+    running = [asyncio.create_task(w.run(), name=f"worker:{w.task_queue}") for w in workers]
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait([*running, stopping], return_when=asyncio.FIRST_COMPLETED)
+        crashed = [task for task in done if task is not stopping and task.exception()]
+        for task in crashed:
+            log.error("worker %s stopped", task.get_name(), exc_info=task.exception())
+    finally:
+        log.info("shutting down: %ss grace for in-flight activities", grace.total_seconds())
+        await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
+        stopping.cancel()
+        for reg in registrations.values():
+            await _call_hooks(reg.on_shutdown)
+        executor.shutdown(wait=True)
+        await engine.dispose()
+        log.info("worker stopped")
+    if crashed:
+        raise SystemExit(1)
+
+
+async def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--task-queue",
+        action="append",
+        choices=ALL_TASK_QUEUES,
+        help="serve only this task queue (repeatable); default: all of them",
+    )
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run(settings, args.task_queue or ALL_TASK_QUEUES, stop=stop)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
