@@ -103,12 +103,15 @@ class Settings(BaseSettings):
         default=None, validation_alias=_env("STRIPE_WEBHOOK_SECRET")
     )
     tax_rate: Decimal = Decimal("0")
+    stripe_timeout_seconds: float = 30.0
 
     # Builds and deployments.
     container_runner: Literal["auto", "docker", "local"] = "auto"
     docker_host: str | None = Field(default=None, validation_alias=_env("DOCKER_HOST"))
     allow_local_repositories: bool = False
     workspace_dir: Path | None = None
+    # Image for stages that name none (Docker runner only).
+    default_stage_image: str = "debian:bookworm-slim"
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
