@@ -1,0 +1,189 @@
+"""The one wrapper around the Docker SDK: images, containers, logs (stage runs and deployments).
+
+The SDK is blocking; the async methods run it in threads. Containers carry `forgeline.*` labels
+and deterministic names so a retry can find what an earlier attempt (or a crashed worker) left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.models.containers import Container
+
+from forgeline.settings import Settings
+
+LABEL_PREFIX = "forgeline."
+
+
+class EngineUnavailable(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    command: list[str]
+    workdir: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    # host path → container path, read-write
+    mounts: Mapping[str, str] = field(default_factory=dict)
+    cpus: float | None = None
+    memory_mb: int | None = None
+    pids_limit: int | None = None
+    network: str = "none"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ports: Mapping[str, int | None] = field(default_factory=dict)
+
+
+class ContainerEngine:
+    """A Docker engine connection; construct once per process (worker registration)."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+
+    @classmethod
+    def connect(cls, settings: Settings | None = None) -> ContainerEngine:
+        base_url = settings.docker_host if settings else None
+        try:
+            client = (
+                docker.DockerClient(base_url=base_url, timeout=60)
+                if base_url
+                else docker.from_env(timeout=60)
+            )
+            client.ping()
+        except DockerException as exc:
+            raise EngineUnavailable(f"no Docker engine answers: {exc}") from exc
+        return cls(client)
+
+    @staticmethod
+    def available(settings: Settings | None = None) -> bool:
+        try:
+            engine = ContainerEngine.connect(settings)
+        except EngineUnavailable:
+            return False
+        engine.close()
+        return True
+
+    def close(self) -> None:
+        self.client.close()
+
+    # Images -------------------------------------------------------------------------------
+    def image_exists(self, ref: str) -> bool:
+        try:
+            self.client.images.get(ref)
+        except ImageNotFound:
+            return False
+        return True
+
+    def ensure_image(self, ref: str) -> None:
+        """Use a local image when present; pull only when missing."""
+        if not self.image_exists(ref):
+            self.client.images.pull(ref)
+
+    def build_image(
+        self, context_dir: Path, tag: str, *, dockerfile: str = "Dockerfile", labels: Any = None
+    ) -> str:
+        image, _logs = self.client.images.build(
+            path=str(context_dir), tag=tag, dockerfile=dockerfile, rm=True, labels=labels or {}
+        )
+        return str(image.id)
+
+    def remove_image(self, ref: str) -> None:
+        with contextlib.suppress(ImageNotFound):
+            self.client.images.remove(ref, force=True)
+
+    # Containers ---------------------------------------------------------------------------
+    def create(self, spec: ContainerSpec) -> Container:
+        host_config: dict[str, Any] = {
+            "privileged": False,
+            "security_opt": ["no-new-privileges"],
+            "network_mode": spec.network,
+            "labels": {**spec.labels, f"{LABEL_PREFIX}managed": "true"},
+            "environment": dict(spec.env),
+            "volumes": {host: {"bind": inner, "mode": "rw"} for host, inner in spec.mounts.items()},
+        }
+        if spec.workdir:
+            host_config["working_dir"] = spec.workdir
+        if spec.cpus:
+            host_config["nano_cpus"] = int(spec.cpus * 1e9)
+        if spec.memory_mb:
+            host_config["mem_limit"] = f"{spec.memory_mb}m"
+            host_config["memswap_limit"] = f"{spec.memory_mb}m"
+        if spec.pids_limit:
+            host_config["pids_limit"] = spec.pids_limit
+        if spec.ports:
+            host_config["ports"] = dict(spec.ports)
+        container: Container = self.client.containers.create(
+            spec.image, spec.command, name=spec.name, detach=True, **host_config
+        )
+        return container
+
+    def get(self, name: str) -> Container | None:
+        try:
+            return self.client.containers.get(name)
+        except NotFound:
+            return None
+
+    def remove(self, name_or_container: str | Container) -> None:
+        """Kill and remove; a missing container counts as removed."""
+        container = (
+            self.get(name_or_container) if isinstance(name_or_container, str) else name_or_container
+        )
+        if container is None:
+            return
+        with contextlib.suppress(NotFound):
+            container.remove(force=True)
+
+    def remove_by_prefix(self, prefix: str) -> int:
+        removed = 0
+        for container in self.client.containers.list(all=True, filters={"name": prefix}):
+            if container.name and container.name.startswith(prefix):
+                self.remove(container)
+                removed += 1
+        return removed
+
+    def kill(self, container: Container) -> None:
+        with contextlib.suppress(NotFound, APIError):
+            container.kill()
+
+    async def stream_logs(self, container: Container) -> AsyncIterator[bytes]:
+        """Follow stdout+stderr until the container stops; the SDK iterator runs in a thread."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
+        stop = threading.Event()
+
+        def pump() -> None:
+            try:
+                for data in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                    if stop.is_set():
+                        break
+                    asyncio.run_coroutine_threadsafe(queue.put(data), loop).result()
+            except (DockerException, RuntimeError):
+                pass
+            finally:
+                with contextlib.suppress(RuntimeError):
+                    asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+
+        thread = threading.Thread(target=pump, name=f"logs-{container.name}", daemon=True)
+        thread.start()
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+        finally:
+            stop.set()
+            # Unblock the pump if it is waiting on a full queue.
+            while not queue.empty():
+                queue.get_nowait()
+
+    async def wait(self, container: Container) -> int:
+        result = await asyncio.to_thread(container.wait)
+        return int(result.get("StatusCode", -1))

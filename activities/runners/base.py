@@ -1,0 +1,61 @@
+"""The one interface every stage runner implements (Docker containers, local process groups)."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OutputCallback = Callable[[bytes], Awaitable[None]]
+
+_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+
+
+def process_name(run_id: str, stage: str, attempt: int) -> str:
+    """Deterministic per attempt, so a retry can find and remove its predecessors."""
+    return f"{process_prefix(run_id, stage)}{attempt}"
+
+
+def process_prefix(run_id: str, stage: str) -> str:
+    safe_stage = _NAME_UNSAFE.sub("_", stage)[:60]
+    return f"fl-{run_id}-{safe_stage}-"
+
+
+@dataclass(frozen=True)
+class StageProcess:
+    """What to run for one attempt of one stage; `script` runs under `sh -c`."""
+
+    name: str
+    script: str
+    workspace: Path
+    timeout_seconds: float
+    image: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    cpus: float | None = None
+    memory_mb: int | None = None
+    pids_limit: int | None = None
+    network: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    exit_code: int
+    timed_out: bool = False
+
+
+class Runner(ABC):
+    kind: str
+
+    @abstractmethod
+    async def run(self, process: StageProcess, on_output: OutputCallback) -> StageOutcome:
+        """Run to completion or timeout. On asyncio cancellation the process is killed first."""
+
+    @abstractmethod
+    async def remove_stale(self, prefix: str) -> int:
+        """Kill and remove leftovers (earlier attempts, a crashed worker's) named `prefix*`."""
+
+    async def close(self) -> None:
+        return None

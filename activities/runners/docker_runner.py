@@ -1,0 +1,73 @@
+"""Docker runner: one container per stage attempt from the stage's image, workspace bind-mounted.
+
+No privileged mode, no network unless the stage asks, CPU/memory/pids limits. The container name
+`fl-{run_id}-{stage}-{attempt}` lets a retry remove whatever its predecessor left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from activities.containers import ContainerEngine, ContainerSpec
+from activities.runners.base import OutputCallback, Runner, StageOutcome, StageProcess
+
+WORKSPACE_MOUNT = "/workspace"
+DEFAULT_PIDS_LIMIT = 512
+
+
+class DockerRunner(Runner):
+    kind = "docker"
+
+    def __init__(self, engine: ContainerEngine, default_image: str) -> None:
+        self.engine = engine
+        self.default_image = default_image
+
+    async def run(self, process: StageProcess, on_output: OutputCallback) -> StageOutcome:
+        process.workspace.mkdir(parents=True, exist_ok=True)
+        image = process.image or self.default_image
+        spec = ContainerSpec(
+            name=process.name,
+            image=image,
+            command=["/bin/sh", "-c", process.script],
+            workdir=WORKSPACE_MOUNT,
+            env={**process.env, "HOME": WORKSPACE_MOUNT},
+            mounts={str(process.workspace.resolve()): WORKSPACE_MOUNT},
+            cpus=process.cpus,
+            memory_mb=process.memory_mb,
+            pids_limit=process.pids_limit or DEFAULT_PIDS_LIMIT,
+            network="bridge" if process.network else "none",
+            labels=process.labels,
+        )
+        await asyncio.to_thread(self.engine.remove, process.name)
+        await asyncio.to_thread(self.engine.ensure_image, image)
+        container = await asyncio.to_thread(self.engine.create, spec)
+        try:
+            await asyncio.to_thread(container.start)
+
+            async def pump() -> None:
+                async for data in self.engine.stream_logs(container):
+                    await on_output(data)
+
+            pump_task = asyncio.create_task(pump())
+            try:
+                async with asyncio.timeout(process.timeout_seconds):
+                    exit_code = await self.engine.wait(container)
+            except TimeoutError:
+                await asyncio.to_thread(self.engine.kill, container)
+                await self.engine.wait(container)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(pump_task, 5)
+                return StageOutcome(exit_code=137, timed_out=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pump_task, 10)
+            return StageOutcome(exit_code=exit_code)
+        finally:
+            # On success, failure and cancellation alike: the container does not outlive its stage.
+            await asyncio.shield(asyncio.to_thread(self.engine.remove, container))
+
+    async def remove_stale(self, prefix: str) -> int:
+        return await asyncio.to_thread(self.engine.remove_by_prefix, prefix)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.engine.close)

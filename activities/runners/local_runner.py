@@ -1,0 +1,120 @@
+"""Local process runner: each stage is `sh -c` in its own process group, in the run workspace.
+
+The embedded default when no Docker engine answers. Resource limits come from setrlimit in the
+child; cancel and timeout kill the whole group. A pidfile per attempt lets a retry after a worker
+crash kill the orphaned group of its predecessor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from activities.runners.base import OutputCallback, Runner, StageOutcome, StageProcess
+
+_BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
+
+
+def _limits(process: StageProcess) -> Callable[[], None]:
+    cpu_seconds = int(process.timeout_seconds) + 5
+    memory = process.memory_mb * 1024 * 1024 if process.memory_mb else None
+    nproc = process.pids_limit
+
+    def apply() -> None:
+        # Runs in the child between fork and exec: only async-signal-safe work here.
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if memory:
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        # RLIMIT_NPROC counts every process of the user and root ignores it: only when unprivileged.
+        if nproc and os.geteuid() != 0:
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+
+    return apply
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class LocalProcessRunner(Runner):
+    kind = "local"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.pid_dir = state_dir / "pids"
+        self.pid_dir.mkdir(parents=True, exist_ok=True)
+
+    def _env(self, process: StageProcess) -> dict[str, str]:
+        env = {k: os.environ[k] for k in _BASE_ENV_KEYS if k in os.environ}
+        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        env["HOME"] = str(process.workspace)
+        env.update(process.env)
+        env["FORGELINE_PROCESS"] = process.name
+        return env
+
+    async def run(self, process: StageProcess, on_output: OutputCallback) -> StageOutcome:
+        process.workspace.mkdir(parents=True, exist_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            process.script,
+            cwd=process.workspace,
+            env=self._env(process),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_limits(process),
+        )
+        pidfile = self.pid_dir / f"{process.name}.pid"
+        pidfile.write_text(str(proc.pid))
+        pump: asyncio.Task[None] | None = None
+        try:
+            pump = asyncio.create_task(self._pump(proc, on_output))
+            timed_out = False
+            try:
+                async with asyncio.timeout(process.timeout_seconds):
+                    exit_code = await proc.wait()
+            except TimeoutError:
+                timed_out = True
+            # Background children die with their stage (and release the pipe they hold).
+            _kill_group(proc.pid)
+            exit_code = await proc.wait()
+            await pump
+            if timed_out:
+                return StageOutcome(exit_code=exit_code, timed_out=True)
+            return StageOutcome(exit_code=exit_code)
+        except BaseException:
+            _kill_group(proc.pid)
+            if pump is not None:
+                pump.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(proc.wait())
+            raise
+        finally:
+            pidfile.unlink(missing_ok=True)
+
+    @staticmethod
+    async def _pump(proc: asyncio.subprocess.Process, on_output: OutputCallback) -> None:
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(65536):
+            await on_output(chunk)
+
+    async def remove_stale(self, prefix: str) -> int:
+        removed = 0
+        for pidfile in self.pid_dir.glob(f"{prefix}*.pid"):
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(pidfile.read_text().strip())
+                # The pid may have been reused since the crash: only kill our own process.
+                marker = f"FORGELINE_PROCESS={pidfile.stem}".encode()
+                if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                    _kill_group(pid)
+                    removed += 1
+            pidfile.unlink(missing_ok=True)
+        return removed

@@ -1,0 +1,136 @@
+"""Both runners, same scenarios: output, exit codes, timeout, cancel kills, stale cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from pathlib import Path
+
+from activities.runners import Runner, StageProcess, process_name, process_prefix
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    async def __call__(self, chunk: bytes) -> None:
+        self.data.extend(chunk)
+
+    @property
+    def text(self) -> str:
+        return self.data.decode()
+
+
+def spec(tmp_path: Path, script: str, *, name: str = "fl-r1-build-1", timeout: float = 20, **kw):
+    return StageProcess(
+        name=name, script=script, workspace=tmp_path / "ws", timeout_seconds=timeout, **kw
+    )
+
+
+async def test_success_output_and_env(runner: Runner, tmp_path: Path) -> None:
+    out = Collected()
+    result = await runner.run(
+        spec(
+            tmp_path,
+            'echo "hello $GREETING"; echo err >&2; echo data > out.txt',
+            env={"GREETING": "world"},
+        ),
+        out,
+    )
+    assert result.exit_code == 0 and not result.timed_out
+    assert "hello world" in out.text and "err" in out.text
+    assert (tmp_path / "ws" / "out.txt").read_text() == "data\n"
+
+
+async def test_failing_exit_code(runner: Runner, tmp_path: Path) -> None:
+    result = await runner.run(spec(tmp_path, "echo failing; exit 3"), Collected())
+    assert result.exit_code == 3
+
+
+async def test_metacharacters_in_env_are_inert(runner: Runner, tmp_path: Path) -> None:
+    branch = 'main; touch pwned && echo $(id) `id` "quote'
+    out = Collected()
+    result = await runner.run(
+        spec(tmp_path, 'printf "%s\\n" "$FORGELINE_BRANCH"', env={"FORGELINE_BRANCH": branch}), out
+    )
+    assert result.exit_code == 0
+    assert out.text.strip() == branch
+    assert not (tmp_path / "ws" / "pwned").exists()
+
+
+async def test_timeout_kills(runner: Runner, tmp_path: Path) -> None:
+    out = Collected()
+    started = time.monotonic()
+    result = await runner.run(spec(tmp_path, "echo start; sleep 30; echo never", timeout=1.5), out)
+    assert result.timed_out
+    assert time.monotonic() - started < 15
+    assert "never" not in out.text
+
+
+async def test_cancel_kills_process(runner: Runner, tmp_path: Path) -> None:
+    out = Collected()
+    marker = tmp_path / "ws" / "alive"
+    task = asyncio.create_task(
+        runner.run(spec(tmp_path, "while true; do date > alive; sleep 0.2; done"), out)
+    )
+    for _ in range(100):
+        if marker.exists():
+            break
+        await asyncio.sleep(0.1)
+    assert marker.exists()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(1.0)
+    first = marker.read_text()
+    await asyncio.sleep(1.0)
+    assert marker.read_text() == first, "the stage kept running after cancel"
+
+
+async def test_remove_stale_predecessor(runner: Runner, tmp_path: Path) -> None:
+    old = process_name("r2", "test", 1)
+    marker = tmp_path / "ws" / "beat"
+    task = asyncio.create_task(
+        runner.run(
+            spec(tmp_path, "while true; do date > beat; sleep 0.2; done", name=old), Collected()
+        )
+    )
+    for _ in range(100):
+        if marker.exists():
+            break
+        await asyncio.sleep(0.1)
+    # What a crashed worker leaves behind: the process/container of attempt 1, still running.
+    removed = await runner.remove_stale(process_prefix("r2", "test"))
+    assert removed == 1
+    await asyncio.sleep(1.0)
+    first = marker.read_text()
+    await asyncio.sleep(1.0)
+    assert marker.read_text() == first
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+async def test_background_children_do_not_outlive_stage(runner: Runner, tmp_path: Path) -> None:
+    result = await runner.run(
+        spec(
+            tmp_path,
+            "(while true; do date > bg; sleep 0.2; done) >/dev/null 2>&1 & sleep 0.5; echo started",
+        ),
+        Collected(),
+    )
+    assert result.exit_code == 0
+    await asyncio.sleep(0.8)
+    first = (tmp_path / "ws" / "bg").read_text()
+    await asyncio.sleep(1.0)
+    assert (tmp_path / "ws" / "bg").read_text() == first
+
+
+def test_local_runner_is_not_leaking_pidfiles(tmp_path: Path) -> None:
+    from activities.runners.local_runner import LocalProcessRunner
+
+    runner = LocalProcessRunner(tmp_path / "state")
+    asyncio.run(runner.run(spec(tmp_path, "true"), Collected()))
+    assert os.listdir(runner.pid_dir) == []
