@@ -1,0 +1,67 @@
+# Forgeline developer entry points. `make run` and `make test` work from a clean clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv if it is on PATH, else the copy `make uv` installs with pip (run as `python3 -m uv`).
+PYTHON ?= python3
+UV = $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+PYTEST_ARGS ?=
+RESULTS := .pytest_cache/forgeline-results.xml
+
+.PHONY: help uv sync run test lint fmt bench migrate worker api
+
+help:
+	@echo "make run      start the whole stack (embedded Temporal + PostgreSQL, worker, API)"
+	@echo "make test     run the test suite (real PostgreSQL and Temporal)"
+	@echo "make lint     ruff check, ruff format --check, mypy"
+	@echo "make fmt      ruff format + ruff check --fix"
+	@echo "make bench    Temporal baseline + every bench/bench_*.py, as one table"
+	@echo "make migrate  alembic upgrade head (embedded PostgreSQL unless DATABASE_URL)"
+	@echo "make worker   run worker.py against running services"
+	@echo "make api      run the API (uvicorn, reload) against running services"
+
+uv:
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
+		$(PYTHON) -m pip install --quiet uv 2>/dev/null || \
+		$(PYTHON) -m pip install --quiet --break-system-packages uv
+
+sync: uv
+	@$(UV) sync --frozen --quiet
+
+run: sync
+	$(UV) run --frozen python -m forgeline.stack
+
+# pytest leaves through os._exit with its own status (tests/conftest.py); should the Temporal
+# SDK still abort at interpreter exit (sdk-python#300, status 134), the recorded results decide.
+test: sync
+	@if [ -f scripts/ensure-docker.sh ]; then \
+		bash scripts/ensure-docker.sh || echo "Docker unavailable: container tests use the local runner or skip"; \
+	fi
+	@mkdir -p .pytest_cache; rm -f $(RESULTS); rc=0; \
+	$(UV) run --frozen pytest $(PYTEST_ARGS) --junitxml=$(RESULTS) || rc=$$?; \
+	if [ $$rc -eq 134 ] && $(UV) run --frozen python .ci/junit_ok.py $(RESULTS); then \
+		echo "pytest aborted at interpreter exit (status 134) after a green run: treated as success"; \
+		rc=0; \
+	fi; \
+	exit $$rc
+
+lint: sync
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy .
+
+fmt: sync
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+bench: sync
+	$(UV) run --frozen python -m bench.run
+
+migrate: sync
+	$(UV) run --frozen python -m forgeline.stack migrate
+
+worker: sync
+	$(UV) run --frozen python worker.py
+
+api: sync
+	$(UV) run --frozen uvicorn api.app:create_app --factory --reload --port 8000
