@@ -5,6 +5,9 @@ from __future__ import annotations
 from activities.runners.base import Runner, StageOutcome, StageProcess, process_name, process_prefix
 from forgeline.settings import Settings
 
+# Image for stages that name none (Docker runner only).
+DEFAULT_STAGE_IMAGE = "debian:bookworm-slim"
+
 __all__ = [
     "Runner",
     "StageOutcome",
@@ -28,5 +31,5 @@ def create_runner(settings: Settings) -> Runner:
             if settings.container_runner == "docker":
                 raise
         else:
-            return DockerRunner(engine, settings.default_stage_image)
+            return DockerRunner(engine, DEFAULT_STAGE_IMAGE)
     return LocalProcessRunner(settings.data_dir / "runner")
