@@ -1,0 +1,1 @@
+"""The organization's audit trail, read-only for admins."""

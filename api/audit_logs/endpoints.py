@@ -1,0 +1,89 @@
+"""GET /v1/audit-logs: the organization's audit trail, newest first, keyset paginated."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+from sqlalchemy import RowMapping, Select, or_, select
+
+from api.deps import ADMIN, Principal, SessionDep, require_scope
+from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
+from db.models.operations import AuditLog
+
+router = APIRouter(tags=["audit"])
+
+_COLUMNS = tuple(AuditLog.__table__.c)
+
+
+class AuditLogOut(BaseModel):
+    id: uuid.UUID
+    actor_type: str
+    actor_user_id: uuid.UUID | None
+    actor_api_key_id: uuid.UUID | None
+    action: str
+    resource_type: str
+    resource_id: uuid.UUID | None
+    old_values: dict[str, Any] | None
+    new_values: dict[str, Any] | None
+    changed_fields: list[str]
+    request_id: str | None
+    ip_address: str | None
+    user_agent: str | None
+    severity: str
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+def _out(row: RowMapping) -> AuditLogOut:
+    return AuditLogOut(
+        id=row["id"],
+        actor_type=row["actor_type"],
+        actor_user_id=row["actor_user_id"],
+        actor_api_key_id=row["actor_api_key_id"],
+        action=row["action"],
+        resource_type=row["resource_type"],
+        resource_id=row["resource_id"],
+        old_values=row["old_values"],
+        new_values=row["new_values"],
+        changed_fields=list(row["changed_fields"] or []),
+        request_id=row["request_id"],
+        ip_address=row["ip_address"],
+        user_agent=row["user_agent"],
+        severity=row["severity"],
+        metadata=row["metadata"] or {},
+        created_at=row["created_at"],
+    )
+
+
+@router.get("/audit-logs")
+async def list_audit_logs(
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require_scope(ADMIN))],
+    action: Annotated[str | None, Query(max_length=100, examples=["project.created"])] = None,
+    resource_type: Annotated[str | None, Query(max_length=100)] = None,
+    resource_id: uuid.UUID | None = None,
+    actor: Annotated[uuid.UUID | None, Query(description="A user id or an API key id.")] = None,
+    since: Annotated[datetime | None, Query(description="Only entries at or after.")] = None,
+    cursor: CursorParam = None,
+    limit: LimitParam = 50,
+) -> Page[AuditLogOut]:
+    stmt: Select[Any] = select(*_COLUMNS).where(
+        AuditLog.organization_id == principal.organization_id
+    )
+    if action is not None:
+        stmt = stmt.where(AuditLog.action == action)
+    if resource_type is not None:
+        stmt = stmt.where(AuditLog.resource_type == resource_type)
+    if resource_id is not None:
+        stmt = stmt.where(AuditLog.resource_id == resource_id)
+    if actor is not None:
+        stmt = stmt.where(or_(AuditLog.actor_user_id == actor, AuditLog.actor_api_key_id == actor))
+    if since is not None:
+        stmt = stmt.where(AuditLog.created_at >= since)
+    stmt = paginate(stmt, AuditLog.created_at, AuditLog.id, cursor=cursor, limit=limit)
+    rows = (await session.execute(stmt)).mappings().all()
+    return build_page(rows, limit=limit, key=lambda r: (r["created_at"], r["id"]), to_item=_out)

@@ -1,0 +1,1 @@
+"""Projects domain: projects, their git repository and their deployment environments."""

@@ -1,0 +1,237 @@
+"""/v1 routes for projects, their repository and their environments."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from api.deps import (
+    ENVIRONMENTS_READ,
+    PROJECTS_READ,
+    PROJECTS_WRITE,
+    Principal,
+    SessionDep,
+    SettingsDep,
+    require_scope,
+)
+from api.pagination import CursorParam, LimitParam, Page, build_page
+from api.projects import repository as queries
+from api.projects import service
+from api.projects.schemas import (
+    EnvironmentCreate,
+    EnvironmentOut,
+    EnvironmentType,
+    EnvironmentUpdate,
+    ProjectCreate,
+    ProjectOut,
+    ProjectStatusFilter,
+    ProjectType,
+    ProjectUpdate,
+    RepositoryOut,
+    RepositoryPut,
+)
+from forgeline.errors import NotFound
+
+router = APIRouter(tags=["projects"])
+
+Reader = Annotated[Principal, Depends(require_scope(PROJECTS_READ))]
+Writer = Annotated[Principal, Depends(require_scope(PROJECTS_WRITE))]
+EnvironmentReader = Annotated[Principal, Depends(require_scope(ENVIRONMENTS_READ))]
+_PROBLEMS: dict[int | str, dict[str, str]] = {
+    404: {"description": "Not found (or owned by another organization)"},
+    422: {"description": "Validation failed"},
+}
+
+
+@router.post(
+    "/projects",
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"description": "Slug already used"}, 402: {"description": "Plan limit"}},
+)
+async def create_project(
+    body: ProjectCreate, session: SessionDep, principal: Writer, request: Request
+) -> ProjectOut:
+    return await service.create_project(session, principal, request, body)
+
+
+@router.get("/projects")
+async def list_projects(
+    session: SessionDep,
+    principal: Reader,
+    status_filter: Annotated[
+        ProjectStatusFilter | None,
+        Query(
+            alias="status",
+            description="Filter by status; archived projects are listed only with status=archived.",
+        ),
+    ] = None,
+    project_type: ProjectType | None = None,
+    framework: Annotated[str | None, Query(max_length=100)] = None,
+    search: Annotated[
+        str | None, Query(max_length=100, description="Substring of the name or slug.")
+    ] = None,
+    cursor: CursorParam = None,
+    limit: LimitParam = 50,
+) -> Page[ProjectOut]:
+    rows = await queries.list_projects(
+        session,
+        principal.organization_id,
+        status=status_filter,
+        project_type=project_type,
+        framework=framework,
+        search=search,
+        cursor=cursor,
+        limit=limit,
+    )
+    return build_page(
+        rows, limit=limit, key=lambda r: (r["created_at"], r["id"]), to_item=service.project_out
+    )
+
+
+@router.get("/projects/{project_id}", responses=_PROBLEMS)
+async def get_project(project_id: uuid.UUID, session: SessionDep, principal: Reader) -> ProjectOut:
+    return await service.get_project(session, principal, project_id)
+
+
+@router.patch("/projects/{project_id}", responses=_PROBLEMS)
+async def update_project(
+    project_id: uuid.UUID,
+    body: ProjectUpdate,
+    session: SessionDep,
+    principal: Writer,
+    request: Request,
+) -> ProjectOut:
+    return await service.update_project(session, principal, request, project_id, body)
+
+
+@router.post("/projects/{project_id}/archive", responses=_PROBLEMS)
+async def archive_project(
+    project_id: uuid.UUID, session: SessionDep, principal: Writer, request: Request
+) -> ProjectOut:
+    return await service.set_archived(session, principal, request, project_id, archived=True)
+
+
+@router.post("/projects/{project_id}/unarchive", responses=_PROBLEMS)
+async def unarchive_project(
+    project_id: uuid.UUID, session: SessionDep, principal: Writer, request: Request
+) -> ProjectOut:
+    return await service.set_archived(session, principal, request, project_id, archived=False)
+
+
+# --------------------------------------------------------------------------- repository
+
+
+@router.get("/projects/{project_id}/repository", tags=["repositories"], responses=_PROBLEMS)
+async def get_repository(
+    project_id: uuid.UUID, session: SessionDep, principal: Reader
+) -> RepositoryOut:
+    return await service.get_repository(session, principal, project_id)
+
+
+@router.put(
+    "/projects/{project_id}/repository",
+    tags=["repositories"],
+    responses={**_PROBLEMS, 201: {"description": "Connected", "model": RepositoryOut}},
+)
+async def put_repository(
+    project_id: uuid.UUID,
+    body: RepositoryPut,
+    session: SessionDep,
+    principal: Writer,
+    settings: SettingsDep,
+    request: Request,
+    response: Response,
+) -> RepositoryOut:
+    repo, created = await service.put_repository(
+        session, principal, request, settings, project_id, body
+    )
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return repo
+
+
+@router.delete(
+    "/projects/{project_id}/repository",
+    tags=["repositories"],
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=_PROBLEMS,
+)
+async def delete_repository(
+    project_id: uuid.UUID, session: SessionDep, principal: Writer, request: Request
+) -> None:
+    await service.delete_repository(session, principal, request, project_id)
+
+
+# --------------------------------------------------------------------------- environments
+
+
+@router.post(
+    "/projects/{project_id}/environments",
+    tags=["environments"],
+    status_code=status.HTTP_201_CREATED,
+    responses={**_PROBLEMS, 409: {"description": "Name already used"}},
+)
+async def create_environment(
+    project_id: uuid.UUID,
+    body: EnvironmentCreate,
+    session: SessionDep,
+    principal: Writer,
+    request: Request,
+) -> EnvironmentOut:
+    return await service.create_environment(session, principal, request, project_id, body)
+
+
+@router.get("/projects/{project_id}/environments", tags=["environments"], responses=_PROBLEMS)
+async def list_environments(
+    project_id: uuid.UUID,
+    session: SessionDep,
+    principal: EnvironmentReader,
+    env_type: EnvironmentType | None = None,
+    cursor: CursorParam = None,
+    limit: LimitParam = 50,
+) -> Page[EnvironmentOut]:
+    project = await queries.get_project_row(session, principal.organization_id, project_id)
+    if project is None:
+        raise NotFound("project not found", resource_type="project")
+    rows = await queries.list_environments(
+        session,
+        principal.organization_id,
+        project_id,
+        env_type=env_type,
+        cursor=cursor,
+        limit=limit,
+    )
+    return build_page(
+        rows, limit=limit, key=lambda r: (r["created_at"], r["id"]), to_item=service.environment_out
+    )
+
+
+@router.get("/environments/{environment_id}", tags=["environments"], responses=_PROBLEMS)
+async def get_environment(
+    environment_id: uuid.UUID, session: SessionDep, principal: EnvironmentReader
+) -> EnvironmentOut:
+    return await service.get_environment(session, principal, environment_id)
+
+
+@router.patch("/environments/{environment_id}", tags=["environments"], responses=_PROBLEMS)
+async def update_environment(
+    environment_id: uuid.UUID,
+    body: EnvironmentUpdate,
+    session: SessionDep,
+    principal: Writer,
+    request: Request,
+) -> EnvironmentOut:
+    return await service.update_environment(session, principal, request, environment_id, body)
+
+
+@router.delete(
+    "/environments/{environment_id}",
+    tags=["environments"],
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**_PROBLEMS, 409: {"description": "Still referenced by deployments"}},
+)
+async def delete_environment(
+    environment_id: uuid.UUID, session: SessionDep, principal: Writer, request: Request
+) -> None:
+    await service.delete_environment(session, principal, request, environment_id)
