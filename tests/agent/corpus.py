@@ -1,0 +1,317 @@
+"""Fixture corpus: one tiny repository per framework family, written to disk by tests and bench."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _pkg(deps: dict[str, str], scripts: dict[str, str] | None = None, **extra: object) -> str:
+    body: dict[str, object] = {"name": extra.pop("name", "app"), "version": "1.0.0"}
+    body["scripts"] = scripts or {"build": "build", "test": "test", "lint": "lint"}
+    body["dependencies"] = deps
+    body.update(extra)
+    return json.dumps(body, indent=2)
+
+
+@dataclass(frozen=True)
+class SampleRepo:
+    name: str
+    framework: str
+    files: dict[str, str]
+    package_manager: str | None = None
+    monorepo: bool = False
+    app_frameworks: tuple[str, ...] = field(default_factory=tuple)
+    output_directory: str | None = None
+
+
+CORPUS: tuple[SampleRepo, ...] = (
+    SampleRepo(
+        "static-html",
+        "static",
+        {"index.html": "<!doctype html><html><head><title>x</title></head><body></body></html>"},
+        output_directory=".",
+    ),
+    SampleRepo(
+        "nextjs-npm",
+        "nextjs",
+        {
+            "package.json": _pkg({"next": "14.2.0", "react": "18.3.0"}),
+            "package-lock.json": "{}",
+            "next.config.js": "module.exports = {}",
+        },
+        package_manager="npm",
+        output_directory=".next",
+    ),
+    SampleRepo(
+        "nextjs-export-pnpm",
+        "nextjs",
+        {
+            "package.json": _pkg({"next": "14.2.0", "react": "18.3.0"}),
+            "pnpm-lock.yaml": "lockfileVersion: '9.0'\n",
+            "next.config.mjs": "export default { output: 'export' }",
+        },
+        package_manager="pnpm",
+        output_directory="out",
+    ),
+    SampleRepo(
+        "react-vite-yarn",
+        "react-vite",
+        {
+            "package.json": _pkg({"react": "18.3.0", "vite": "5.0.0"}),
+            "yarn.lock": "# yarn lockfile v1\n",
+            "vite.config.ts": "export default {}",
+        },
+        package_manager="yarn",
+        output_directory="dist",
+    ),
+    SampleRepo(
+        "react-cra",
+        "react-cra",
+        {
+            "package.json": _pkg({"react": "18.2.0", "react-scripts": "5.0.1"}),
+            "package-lock.json": "{}",
+        },
+        package_manager="npm",
+        output_directory="build",
+    ),
+    SampleRepo(
+        "vue-vite-bun",
+        "vue",
+        {
+            "package.json": _pkg({"vue": "3.4.0", "vite": "5.0.0"}),
+            "bun.lockb": "",
+            "vite.config.ts": "",
+        },
+        package_manager="bun",
+        output_directory="dist",
+    ),
+    SampleRepo(
+        "nuxt",
+        "nuxt",
+        {"package.json": _pkg({"nuxt": "3.11.0"}), "nuxt.config.ts": "", "package-lock.json": "{}"},
+        package_manager="npm",
+        output_directory=".output",
+    ),
+    SampleRepo(
+        "angular",
+        "angular",
+        {
+            "package.json": _pkg({"@angular/core": "17.0.0"}),
+            "angular.json": json.dumps({"projects": {"shop": {}}}),
+            "package-lock.json": "{}",
+        },
+        package_manager="npm",
+        output_directory="dist/shop",
+    ),
+    SampleRepo(
+        "svelte",
+        "svelte",
+        {"package.json": _pkg({"svelte": "4.2.0", "vite": "5.0.0"}), "package-lock.json": "{}"},
+        package_manager="npm",
+    ),
+    SampleRepo(
+        "sveltekit",
+        "sveltekit",
+        {
+            "package.json": _pkg({"@sveltejs/kit": "2.0.0", "svelte": "4.2.0"}),
+            "svelte.config.js": "",
+            "pnpm-lock.yaml": "lockfileVersion: '9.0'\n",
+        },
+        package_manager="pnpm",
+    ),
+    SampleRepo(
+        "astro",
+        "astro",
+        {
+            "package.json": _pkg({"astro": "4.0.0"}),
+            "astro.config.mjs": "",
+            "package-lock.json": "{}",
+        },
+        package_manager="npm",
+        output_directory="dist",
+    ),
+    SampleRepo(
+        "gatsby",
+        "gatsby",
+        {"package.json": _pkg({"gatsby": "5.0.0", "react": "18.0.0"}), "yarn.lock": ""},
+        package_manager="yarn",
+        output_directory="public",
+    ),
+    SampleRepo(
+        "remix",
+        "remix",
+        {
+            "package.json": _pkg({"@remix-run/react": "2.0.0", "react": "18.0.0"}),
+            "package-lock.json": "{}",
+        },
+        package_manager="npm",
+        output_directory="build",
+    ),
+    SampleRepo(
+        "express",
+        "express",
+        {
+            "package.json": _pkg({"express": "4.19.0"}, {"test": "node --test", "start": "node ."}),
+            "package-lock.json": "{}",
+        },
+        package_manager="npm",
+    ),
+    SampleRepo(
+        "django-pip",
+        "django",
+        {
+            "requirements.txt": "Django==5.0\npytest-django\n",
+            "manage.py": "",
+            "app/__init__.py": "",
+        },
+        package_manager="pip",
+    ),
+    SampleRepo(
+        "flask-poetry",
+        "flask",
+        {
+            "pyproject.toml": '[tool.poetry]\nname = "svc"\n[tool.poetry.dependencies]\n'
+            'python = "^3.12"\nflask = "^3.0"\n'
+            '[tool.poetry.group.dev.dependencies]\npytest = "*"\n',
+            "poetry.lock": "",
+        },
+        package_manager="poetry",
+    ),
+    SampleRepo(
+        "fastapi-uv",
+        "fastapi",
+        {
+            "pyproject.toml": '[project]\nname = "api"\nrequires-python = ">=3.12"\n'
+            'dependencies = ["fastapi>=0.110", "uvicorn"]\n[dependency-groups]\n'
+            'dev = ["pytest", "ruff"]\n',
+            "uv.lock": "",
+        },
+        package_manager="uv",
+    ),
+    SampleRepo(
+        "go-service",
+        "go",
+        {
+            "go.mod": "module example.com/acme/svc\n\ngo 1.22\n",
+            "go.sum": "",
+            "main.go": "package main\n",
+        },
+        package_manager="go modules",
+        output_directory="bin",
+    ),
+    SampleRepo(
+        "rust-cli",
+        "rust",
+        {
+            "Cargo.toml": '[package]\nname = "tool"\nversion = "0.1.0"\n',
+            "Cargo.lock": "",
+            "src/main.rs": "",
+        },
+        package_manager="cargo",
+        output_directory="target/release",
+    ),
+    SampleRepo(
+        "java-maven",
+        "spring-boot",
+        {
+            "pom.xml": "<project><parent><artifactId>spring-boot-starter-parent</artifactId>"
+            "</parent></project>"
+        },
+        package_manager="maven",
+        output_directory="target",
+    ),
+    SampleRepo(
+        "java-gradle",
+        "gradle",
+        {
+            "build.gradle": "plugins { id 'java' }\n",
+            "gradlew": "#!/bin/sh\n",
+            "settings.gradle": "",
+        },
+        package_manager="gradle",
+        output_directory="build/libs",
+    ),
+    SampleRepo(
+        "rails",
+        "rails",
+        {
+            "Gemfile": "source 'https://rubygems.org'\ngem 'rails', '~> 7.1'\ngem 'rubocop'\n",
+            "Gemfile.lock": "",
+            "config/application.rb": "",
+            ".ruby-version": "3.3.0\n",
+        },
+        package_manager="bundler",
+    ),
+    SampleRepo(
+        "laravel",
+        "laravel",
+        {
+            "composer.json": json.dumps(
+                {
+                    "name": "acme/shop",
+                    "require": {"laravel/framework": "^11.0"},
+                    "require-dev": {"laravel/pint": "^1.0"},
+                }
+            ),
+            "artisan": "",
+            "composer.lock": "{}",
+        },
+        package_manager="composer",
+    ),
+    SampleRepo(
+        "dockerfile-only",
+        "dockerfile",
+        {"Dockerfile": 'FROM alpine:3.20\nCMD ["echo", "hi"]\n', "entrypoint.sh": ""},
+    ),
+    SampleRepo(
+        "monorepo-workspaces",
+        "monorepo",
+        {
+            "package.json": json.dumps(
+                {"name": "root", "private": True, "workspaces": ["apps/*", "packages/*"]}
+            ),
+            "package-lock.json": "{}",
+            "apps/web/package.json": _pkg({"next": "14.0.0"}, name="web"),
+            "apps/admin/package.json": _pkg({"react": "18.0.0", "vite": "5.0.0"}, name="admin"),
+            "packages/ui/package.json": _pkg({"react": "18.0.0"}, {"test": "vitest"}, name="ui"),
+        },
+        package_manager="npm",
+        monorepo=True,
+        app_frameworks=("nextjs", "react-vite"),
+    ),
+    SampleRepo(
+        "monorepo-polyglot",
+        "monorepo",
+        {
+            "frontend/package.json": _pkg({"vue": "3.0.0", "vite": "5.0.0"}, name="frontend"),
+            "frontend/package-lock.json": "{}",
+            "backend/requirements.txt": "fastapi\npytest\n",
+        },
+        monorepo=True,
+        app_frameworks=("vue", "fastapi"),
+    ),
+)
+
+
+def write_repo(sample: SampleRepo, root: Path, *, git: bool = False) -> Path:
+    """Write the sample under root/<name>; with git=True also commit it (for clone tests)."""
+    repo = root / sample.name
+    for rel, content in sample.files.items():
+        path = repo / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    if git:
+        env_args = ["-c", "user.email=t@example.com", "-c", "user.name=t"]
+        subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+        subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+        subprocess.run(
+            ["git", *env_args, "-C", str(repo), "commit", "-q", "-m", "sample"], check=True
+        )
+    return repo
+
+
+def write_corpus(root: Path, *, git: bool = False) -> dict[str, Path]:
+    return {s.name: write_repo(s, root, git=git) for s in CORPUS}

@@ -1,0 +1,273 @@
+"""Payload models of the AgentTaskWorkflow and its activities (pure pydantic, no I/O imports)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TaskType = Literal[
+    "generate_pipeline",
+    "analyze_repo",
+    "optimize_config",
+    "troubleshoot_failure",
+    "suggest_improvements",
+]
+TASK_TYPES: tuple[str, ...] = (
+    "generate_pipeline",
+    "analyze_repo",
+    "optimize_config",
+    "troubleshoot_failure",
+    "suggest_improvements",
+)
+StageType = Literal["install", "lint", "test", "build", "security_scan", "deploy"]
+STAGE_ORDER: tuple[str, ...] = ("install", "lint", "test", "build", "security_scan", "deploy")
+PLANNER_VERSION = "forgeline-planner-1"
+
+
+class Preferences(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    deploy_provider: str | None = None
+    include_tests: bool = True
+    include_lint: bool = True
+    include_security_scan: bool = True
+    enable_preview_deployments: bool = False
+    default_branch: str | None = None
+
+
+class AgentTaskInputData(BaseModel):
+    """The client's `input_data`: what to analyse and how the pipeline should look."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    branch: str | None = Field(default=None, max_length=200)
+    commit: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{7,40}$")
+    framework_hint: str | None = Field(default=None, max_length=60)
+    app_path: str | None = Field(default=None, max_length=300)
+    pipeline_run_id: uuid.UUID | None = None
+    preferences: Preferences = Field(default_factory=Preferences)
+
+
+# --- repository analysis -------------------------------------------------------------------------
+
+
+class AppDetection(BaseModel):
+    """One buildable application found in the repository (the root, or one app of a monorepo)."""
+
+    path: str = "."
+    name: str
+    language: str
+    framework: str
+    confidence: float
+    package_manager: str | None = None
+    install_command: str | None = None
+    lint_command: str | None = None
+    test_command: str | None = None
+    build_command: str | None = None
+    output_directory: str | None = None
+    image: str | None = None
+    cache_paths: list[str] = Field(default_factory=list)
+    lockfiles: list[str] = Field(default_factory=list)
+    has_dockerfile: bool = False
+    estimated_build_seconds: int = 60
+    evidence: list[str] = Field(default_factory=list)
+
+
+class RepoAnalysis(BaseModel):
+    apps: list[AppDetection]
+    is_monorepo: bool = False
+    workspace_tool: str | None = None
+    workspace_install_command: str | None = None
+    workspace_image: str | None = None
+    file_count: int = 0
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def primary(self) -> AppDetection:
+        return self.apps[0]
+
+
+# --- pipeline proposal ---------------------------------------------------------------------------
+
+
+class ProposedStage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    stage_type: StageType
+    commands: list[str] = Field(min_length=1)
+    image: str | None = None
+    services: list[str] = Field(default_factory=list)
+    working_directory: str = "."
+    conditions: dict[str, Any] = Field(default_factory=dict)
+    timeout_seconds: int = Field(default=600, ge=30, le=6 * 3600)
+    depends_on: list[str] = Field(default_factory=list)
+    cache_paths: list[str] = Field(default_factory=list)
+    # Files whose content keys the dependency cache (lockfiles), relative to the repo root.
+    cache_key_files: list[str] = Field(default_factory=list)
+    artifact_paths: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class PipelineProposal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    pipeline_type: Literal["build_only", "test_only", "deploy_only", "full_cicd"] = "full_cicd"
+    framework: str = "unknown"
+    triggers: dict[str, Any] = Field(default_factory=dict)
+    stages: list[ProposedStage] = Field(min_length=1)
+    estimated_build_seconds: int = 0
+
+
+class ValidationReport(BaseModel):
+    valid: bool
+    errors: list[str] = Field(default_factory=list)
+    github_actions_yaml: str | None = None
+    gitlab_ci_yaml: str | None = None
+
+
+# --- workflow and activity payloads --------------------------------------------------------------
+
+
+class AgentTaskWorkflowInput(BaseModel):
+    task_id: uuid.UUID
+    organization_id: uuid.UUID
+    project_id: uuid.UUID
+    task_type: TaskType
+    # State carried across continue-as-new.
+    execution_id: uuid.UUID | None = None
+    checkout: CheckoutResult | None = None
+    step_number: int = 0
+    tokens_used: int = 0
+    conversation_ref: str | None = None
+    planner_state: dict[str, Any] = Field(default_factory=dict)
+    continued_runs: int = 0
+
+
+class AgentTaskWorkflowOutput(BaseModel):
+    task_id: uuid.UUID
+    status: Literal["completed", "failed", "cancelled"]
+    output: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class StartExecutionInput(BaseModel):
+    task_id: uuid.UUID
+    agent_version: str
+
+
+class StartExecutionOutput(BaseModel):
+    execution_id: uuid.UUID
+    task_type: TaskType
+    input_data: dict[str, Any]
+    use_llm: bool
+    agent_version: str
+    max_steps: int
+    token_budget: int
+
+
+class CheckoutInput(BaseModel):
+    task_id: uuid.UUID
+    project_id: uuid.UUID
+    branch: str | None = None
+    commit: str | None = None
+
+
+class CheckoutResult(BaseModel):
+    workspace: str
+    commit_sha: str
+    branch: str | None
+    file_count: int
+    size_bytes: int
+
+
+class ToolCall(BaseModel):
+    """One tool call of the agent (from the model or from the planner)."""
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolActivityInput(BaseModel):
+    task_id: uuid.UUID
+    execution_id: uuid.UUID
+    project_id: uuid.UUID
+    step_number: int
+    invocation_key: str
+    call: ToolCall
+    checkout: CheckoutResult
+
+
+class ToolActivityOutput(BaseModel):
+    call_id: str
+    name: str
+    ok: bool
+    # What the model sees (capped); large results stay in the projection/object store.
+    content: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    duration_ms: int = 0
+
+
+class LlmTurnInput(BaseModel):
+    task_id: uuid.UUID
+    execution_id: uuid.UUID
+    step_number: int
+    conversation_ref: str | None
+    # Tool results from the previous turn, appended to the stored conversation first.
+    tool_results: list[ToolActivityOutput] = Field(default_factory=list)
+    task_type: TaskType
+    input_data: dict[str, Any] = Field(default_factory=dict)
+    max_tokens: int = 4096
+
+
+class LlmTurnOutput(BaseModel):
+    conversation_ref: str
+    stop_reason: str | None
+    text: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: str = "0"
+
+
+class PlannerTurnInput(BaseModel):
+    task_id: uuid.UUID
+    execution_id: uuid.UUID
+    step_number: int
+    task_type: TaskType
+    input_data: dict[str, Any] = Field(default_factory=dict)
+    planner_state: dict[str, Any] = Field(default_factory=dict)
+    tool_results: list[ToolActivityOutput] = Field(default_factory=list)
+
+
+class PlannerTurnOutput(BaseModel):
+    planner_state: dict[str, Any]
+    text: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    done: bool = False
+
+
+class FinishInput(BaseModel):
+    task_id: uuid.UUID
+    execution_id: uuid.UUID
+    project_id: uuid.UUID
+    task_type: TaskType
+    status: Literal["completed", "failed", "cancelled"]
+    final_text: str = ""
+    error: str | None = None
+    # The proposal is re-read from the last successful propose/validate tool invocation.
+    tokens_used: int = 0
+    steps: int = 0
+
+
+class FinishOutput(BaseModel):
+    status: Literal["completed", "failed", "cancelled"]
+    output: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+AgentTaskWorkflowInput.model_rebuild()
