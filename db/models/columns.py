@@ -14,6 +14,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 MONEY = Numeric(12, 2)
 PRECISE_MONEY = Numeric(12, 4)
 QUANTITY = Numeric(18, 6)
+# Per-unit prices can be tiny (per token, per request): eight decimal places.
+UNIT_PRICE = Numeric(14, 8)
 TZ_DATETIME = DateTime(timezone=True)
 
 

@@ -51,6 +51,55 @@ def upgrade() -> None:
         sa.UniqueConstraint("stripe_customer_id", name=op.f("uq_organizations_stripe_customer_id")),
     )
     op.create_table(
+        "plans",
+        sa.Column("slug", sa.String(length=100), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("price_monthly", sa.Numeric(precision=12, scale=2), nullable=True),
+        sa.Column("price_yearly", sa.Numeric(precision=12, scale=2), nullable=True),
+        sa.Column("currency", sa.String(length=3), server_default="USD", nullable=False),
+        sa.Column("max_projects", sa.Integer(), nullable=True),
+        sa.Column("max_pipelines_per_project", sa.Integer(), nullable=True),
+        sa.Column("max_deployments_per_month", sa.Integer(), nullable=True),
+        sa.Column("included_build_minutes", sa.Integer(), nullable=True),
+        sa.Column("included_agent_tokens", sa.Integer(), nullable=True),
+        sa.Column("custom_domains", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "priority_support", sa.Boolean(), server_default=sa.text("false"), nullable=False
+        ),
+        sa.Column("overage_build_minute_price", sa.Numeric(precision=14, scale=8), nullable=True),
+        sa.Column("overage_storage_gb_price", sa.Numeric(precision=14, scale=8), nullable=True),
+        sa.Column("overage_bandwidth_gb_price", sa.Numeric(precision=14, scale=8), nullable=True),
+        sa.Column("overage_agent_token_price", sa.Numeric(precision=14, scale=8), nullable=True),
+        sa.Column("overage_api_request_price", sa.Numeric(precision=14, scale=8), nullable=True),
+        sa.Column("is_active", sa.Boolean(), server_default=sa.text("true"), nullable=False),
+        sa.Column("is_public", sa.Boolean(), server_default=sa.text("true"), nullable=False),
+        sa.Column("sort_order", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "(max_projects IS NULL OR max_projects >= 0) AND (max_pipelines_per_project IS NULL OR max_pipelines_per_project >= 0) AND (max_deployments_per_month IS NULL OR max_deployments_per_month >= 0) AND (included_build_minutes IS NULL OR included_build_minutes >= 0)",
+            name=op.f("ck_plans_limits_non_negative"),
+        ),
+        sa.CheckConstraint(
+            "(price_monthly IS NULL OR price_monthly >= 0) AND (price_yearly IS NULL OR price_yearly >= 0)",
+            name=op.f("ck_plans_prices_non_negative"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_plans")),
+        sa.UniqueConstraint("slug", name=op.f("uq_plans_slug")),
+    )
+    op.create_table(
         "users",
         sa.Column("email", sa.String(length=320), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=False),
@@ -360,6 +409,100 @@ def upgrade() -> None:
         op.f("ix_password_reset_tokens_user_id"), "password_reset_tokens", ["user_id"], unique=False
     )
     op.create_table(
+        "payment_methods",
+        sa.Column("organization_id", sa.Uuid(), nullable=False),
+        sa.Column("stripe_payment_method_id", sa.String(length=255), nullable=False),
+        sa.Column("type", sa.String(length=20), server_default="card", nullable=False),
+        sa.Column("brand", sa.String(length=50), nullable=True),
+        sa.Column("last4", sa.String(length=4), nullable=True),
+        sa.Column("exp_month", sa.Integer(), nullable=True),
+        sa.Column("exp_year", sa.Integer(), nullable=True),
+        sa.Column("country", sa.String(length=2), nullable=True),
+        sa.Column("is_default", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("detached_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "last4 IS NULL OR last4 ~ '^[0-9]{4}$'", name=op.f("ck_payment_methods_last4_digits")
+        ),
+        sa.CheckConstraint(
+            "type IN ('card', 'bank_account', 'paypal')", name=op.f("ck_payment_methods_type_valid")
+        ),
+        sa.CheckConstraint(
+            "exp_month IS NULL OR exp_month BETWEEN 1 AND 12",
+            name=op.f("ck_payment_methods_exp_month_range"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_payment_methods_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_payment_methods")),
+        sa.UniqueConstraint(
+            "stripe_payment_method_id", name=op.f("uq_payment_methods_stripe_payment_method_id")
+        ),
+    )
+    op.create_index(
+        op.f("ix_payment_methods_organization_id"),
+        "payment_methods",
+        ["organization_id"],
+        unique=False,
+    )
+    op.create_index(
+        "uq_payment_methods_organization_id_default",
+        "payment_methods",
+        ["organization_id"],
+        unique=True,
+        postgresql_where=sa.text("is_default"),
+    )
+    op.create_table(
+        "plan_features",
+        sa.Column("plan_id", sa.Uuid(), nullable=False),
+        sa.Column("feature_key", sa.String(length=100), nullable=False),
+        sa.Column("limit_value", sa.Integer(), nullable=True),
+        sa.Column("enabled", sa.Boolean(), server_default=sa.text("true"), nullable=False),
+        sa.Column("description", sa.String(length=255), nullable=True),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "limit_value IS NULL OR limit_value >= 0",
+            name=op.f("ck_plan_features_limit_non_negative"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["plan_id"],
+            ["plans.id"],
+            name=op.f("fk_plan_features_plan_id_plans"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_plan_features")),
+        sa.UniqueConstraint(
+            "plan_id", "feature_key", name=op.f("uq_plan_features_plan_id_feature_key")
+        ),
+    )
+    op.create_table(
         "projects",
         sa.Column("organization_id", sa.Uuid(), nullable=True),
         sa.Column("owner_user_id", sa.Uuid(), nullable=True),
@@ -508,6 +651,84 @@ def upgrade() -> None:
         postgresql_where=sa.text("revoked_at IS NULL"),
     )
     op.create_table(
+        "subscriptions",
+        sa.Column("organization_id", sa.Uuid(), nullable=False),
+        sa.Column("plan_id", sa.Uuid(), nullable=False),
+        sa.Column("status", sa.String(length=20), server_default="active", nullable=False),
+        sa.Column("current_period_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("current_period_end", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("trial_end", sa.DateTime(timezone=True), nullable=True),
+        sa.Column(
+            "cancel_at_period_end", sa.Boolean(), server_default=sa.text("false"), nullable=False
+        ),
+        sa.Column("cancelled_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("pending_plan_id", sa.Uuid(), nullable=True),
+        sa.Column("pending_change_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("stripe_subscription_id", sa.String(length=255), nullable=True),
+        sa.Column("stripe_customer_id", sa.String(length=255), nullable=True),
+        sa.Column("billing_schedule_id", sa.String(length=255), nullable=True),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "status IN ('trialing', 'active', 'past_due', 'cancelled', 'expired')",
+            name=op.f("ck_subscriptions_status_valid"),
+        ),
+        sa.CheckConstraint(
+            "current_period_end > current_period_start", name=op.f("ck_subscriptions_period_order")
+        ),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_subscriptions_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["pending_plan_id"],
+            ["plans.id"],
+            name=op.f("fk_subscriptions_pending_plan_id_plans"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["plan_id"],
+            ["plans.id"],
+            name=op.f("fk_subscriptions_plan_id_plans"),
+            ondelete="RESTRICT",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_subscriptions")),
+        sa.UniqueConstraint(
+            "stripe_subscription_id", name=op.f("uq_subscriptions_stripe_subscription_id")
+        ),
+    )
+    op.create_index(
+        op.f("ix_subscriptions_organization_id"), "subscriptions", ["organization_id"], unique=False
+    )
+    op.create_index(op.f("ix_subscriptions_plan_id"), "subscriptions", ["plan_id"], unique=False)
+    op.create_index(
+        "ix_subscriptions_status_current_period_end",
+        "subscriptions",
+        ["status", "current_period_end"],
+        unique=False,
+    )
+    op.create_index(
+        "uq_subscriptions_organization_id_live",
+        "subscriptions",
+        ["organization_id"],
+        unique=True,
+        postgresql_where=sa.text("status IN ('trialing', 'active', 'past_due')"),
+    )
+    op.create_table(
         "user_preferences",
         sa.Column("user_id", sa.Uuid(), nullable=False),
         sa.Column("theme", sa.String(length=20), server_default="system", nullable=False),
@@ -557,6 +778,112 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_user_preferences")),
         sa.UniqueConstraint("user_id", name=op.f("uq_user_preferences_user_id")),
+    )
+    op.create_table(
+        "agent_tasks",
+        sa.Column("organization_id", sa.Uuid(), nullable=True),
+        sa.Column("project_id", sa.Uuid(), nullable=False),
+        sa.Column("task_type", sa.String(length=50), nullable=False),
+        sa.Column("status", sa.String(length=20), server_default="pending", nullable=False),
+        sa.Column(
+            "input_data",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column(
+            "output_data",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=True,
+        ),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("token_budget", sa.Integer(), nullable=True),
+        sa.Column("tokens_used", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column(
+            "cost_usd",
+            sa.Numeric(precision=12, scale=4),
+            server_default=sa.text("0"),
+            nullable=False,
+        ),
+        sa.Column("retry_count", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("workflow_id", sa.String(length=255), nullable=True),
+        sa.Column("created_by_user_id", sa.Uuid(), nullable=True),
+        sa.Column("created_by_api_key_id", sa.Uuid(), nullable=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "status IN ('pending', 'running', 'completed', 'failed', 'cancelled')",
+            name=op.f("ck_agent_tasks_status_valid"),
+        ),
+        sa.CheckConstraint(
+            "task_type IN ('generate_pipeline', 'analyze_repo', 'optimize_config', 'troubleshoot_failure', 'suggest_improvements')",
+            name=op.f("ck_agent_tasks_task_type_valid"),
+        ),
+        sa.CheckConstraint(
+            "token_budget IS NULL OR token_budget > 0",
+            name=op.f("ck_agent_tasks_token_budget_positive"),
+        ),
+        sa.CheckConstraint(
+            "tokens_used >= 0", name=op.f("ck_agent_tasks_tokens_used_non_negative")
+        ),
+        sa.ForeignKeyConstraint(
+            ["created_by_api_key_id"],
+            ["api_keys.id"],
+            name=op.f("fk_agent_tasks_created_by_api_key_id_api_keys"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["created_by_user_id"],
+            ["users.id"],
+            name=op.f("fk_agent_tasks_created_by_user_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_agent_tasks_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_agent_tasks_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_agent_tasks")),
+    )
+    op.create_index(
+        "ix_agent_tasks_organization_id_created_at",
+        "agent_tasks",
+        ["organization_id", "created_at", "id"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_agent_tasks_project_id_created_at",
+        "agent_tasks",
+        ["project_id", "created_at", "id"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_agent_tasks_unfinished",
+        "agent_tasks",
+        ["status", "created_at"],
+        unique=False,
+        postgresql_where=sa.text("status IN ('pending', 'running')"),
     )
     op.create_table(
         "audit_logs",
@@ -707,6 +1034,100 @@ def upgrade() -> None:
         ["expires_at"],
         unique=False,
         postgresql_where=sa.text("env_type = 'preview' AND expires_at IS NOT NULL"),
+    )
+    op.create_table(
+        "invoices",
+        sa.Column("organization_id", sa.Uuid(), nullable=False),
+        sa.Column("subscription_id", sa.Uuid(), nullable=True),
+        sa.Column("invoice_number", sa.String(length=50), nullable=False),
+        sa.Column("period_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("period_end", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("status", sa.String(length=20), server_default="draft", nullable=False),
+        sa.Column(
+            "line_items",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'[]'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column(
+            "subtotal", sa.Numeric(precision=12, scale=2), server_default="0", nullable=False
+        ),
+        sa.Column("tax_rate", sa.Numeric(precision=6, scale=4), server_default="0", nullable=False),
+        sa.Column("tax", sa.Numeric(precision=12, scale=2), server_default="0", nullable=False),
+        sa.Column("total", sa.Numeric(precision=12, scale=2), server_default="0", nullable=False),
+        sa.Column(
+            "amount_paid", sa.Numeric(precision=12, scale=2), server_default="0", nullable=False
+        ),
+        sa.Column(
+            "credit_carried_forward",
+            sa.Numeric(precision=12, scale=2),
+            server_default="0",
+            nullable=False,
+        ),
+        sa.Column("currency", sa.String(length=3), server_default="USD", nullable=False),
+        sa.Column("stripe_invoice_id", sa.String(length=255), nullable=True),
+        sa.Column(
+            "collection_method", sa.String(length=30), server_default="send_invoice", nullable=False
+        ),
+        sa.Column("workflow_id", sa.String(length=255), nullable=True),
+        sa.Column("issued_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("paid_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("voided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "collection_method IN ('charge_automatically', 'send_invoice')",
+            name=op.f("ck_invoices_collection_method_valid"),
+        ),
+        sa.CheckConstraint(
+            "status IN ('draft', 'open', 'paid', 'void', 'uncollectible')",
+            name=op.f("ck_invoices_status_valid"),
+        ),
+        sa.CheckConstraint("period_end > period_start", name=op.f("ck_invoices_period_order")),
+        sa.CheckConstraint(
+            "subtotal >= 0 AND tax >= 0 AND total >= 0 AND amount_paid >= 0",
+            name=op.f("ck_invoices_amounts_non_negative"),
+        ),
+        sa.CheckConstraint(
+            "tax_rate >= 0 AND tax_rate < 1", name=op.f("ck_invoices_tax_rate_range")
+        ),
+        sa.CheckConstraint(
+            "total = subtotal + tax", name=op.f("ck_invoices_total_is_subtotal_plus_tax")
+        ),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_invoices_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["subscription_id"],
+            ["subscriptions.id"],
+            name=op.f("fk_invoices_subscription_id_subscriptions"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_invoices")),
+        sa.UniqueConstraint("invoice_number", name=op.f("uq_invoices_invoice_number")),
+        sa.UniqueConstraint(
+            "organization_id", "period_start", name=op.f("uq_invoices_organization_id_period_start")
+        ),
+        sa.UniqueConstraint("stripe_invoice_id", name=op.f("uq_invoices_stripe_invoice_id")),
+    )
+    op.create_index("ix_invoices_status_due_at", "invoices", ["status", "due_at"], unique=False)
+    op.create_index(
+        op.f("ix_invoices_subscription_id"), "invoices", ["subscription_id"], unique=False
     )
     op.create_table(
         "project_files",
@@ -959,6 +1380,296 @@ def upgrade() -> None:
         unique=True,
     )
     op.create_table(
+        "agent_executions",
+        sa.Column("task_id", sa.Uuid(), nullable=False),
+        sa.Column("sequence", sa.Integer(), server_default=sa.text("1"), nullable=False),
+        sa.Column("provider", sa.String(length=20), nullable=False),
+        sa.Column("model", sa.String(length=100), nullable=True),
+        sa.Column("planner_version", sa.String(length=50), nullable=True),
+        sa.Column("status", sa.String(length=20), server_default="running", nullable=False),
+        sa.Column("reasoning_trace", sa.Text(), nullable=True),
+        sa.Column("transcript_key", sa.String(length=1024), nullable=True),
+        sa.Column("input_tokens", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("output_tokens", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column(
+            "cost_usd",
+            sa.Numeric(precision=12, scale=4),
+            server_default=sa.text("0"),
+            nullable=False,
+        ),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column(
+            "started_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "provider IN ('anthropic', 'planner')", name=op.f("ck_agent_executions_provider_valid")
+        ),
+        sa.CheckConstraint(
+            "status IN ('running', 'completed', 'failed', 'timeout', 'cancelled')",
+            name=op.f("ck_agent_executions_status_valid"),
+        ),
+        sa.CheckConstraint(
+            "input_tokens >= 0 AND output_tokens >= 0",
+            name=op.f("ck_agent_executions_tokens_non_negative"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["task_id"],
+            ["agent_tasks.id"],
+            name=op.f("fk_agent_executions_task_id_agent_tasks"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_agent_executions")),
+        sa.UniqueConstraint(
+            "task_id", "sequence", name=op.f("uq_agent_executions_task_id_sequence")
+        ),
+    )
+    op.create_table(
+        "code_reviews",
+        sa.Column("project_id", sa.Uuid(), nullable=False),
+        sa.Column("agent_task_id", sa.Uuid(), nullable=True),
+        sa.Column("commit_sha", sa.String(length=64), nullable=True),
+        sa.Column("file_path", sa.String(length=1000), nullable=False),
+        sa.Column("language", sa.String(length=50), nullable=True),
+        sa.Column("score", sa.Integer(), nullable=False),
+        sa.Column(
+            "issues",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'[]'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column(
+            "highlights",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'[]'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column("summary", sa.Text(), nullable=True),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.CheckConstraint("score BETWEEN 0 AND 100", name=op.f("ck_code_reviews_score_range")),
+        sa.ForeignKeyConstraint(
+            ["agent_task_id"],
+            ["agent_tasks.id"],
+            name=op.f("fk_code_reviews_agent_task_id_agent_tasks"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_code_reviews_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_code_reviews")),
+    )
+    op.create_index(
+        op.f("ix_code_reviews_agent_task_id"), "code_reviews", ["agent_task_id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_code_reviews_project_id"), "code_reviews", ["project_id"], unique=False
+    )
+    op.create_table(
+        "payments",
+        sa.Column("invoice_id", sa.Uuid(), nullable=False),
+        sa.Column("organization_id", sa.Uuid(), nullable=False),
+        sa.Column("payment_method_id", sa.Uuid(), nullable=True),
+        sa.Column("amount", sa.Numeric(precision=12, scale=2), nullable=False),
+        sa.Column("currency", sa.String(length=3), server_default="USD", nullable=False),
+        sa.Column("status", sa.String(length=20), server_default="pending", nullable=False),
+        sa.Column("attempt_number", sa.Integer(), server_default=sa.text("1"), nullable=False),
+        sa.Column("stripe_payment_intent_id", sa.String(length=255), nullable=True),
+        sa.Column("stripe_charge_id", sa.String(length=255), nullable=True),
+        sa.Column("idempotency_key", sa.String(length=255), nullable=False),
+        sa.Column("failure_code", sa.String(length=100), nullable=True),
+        sa.Column("failure_message", sa.Text(), nullable=True),
+        sa.Column(
+            "attempted_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("paid_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "status IN ('pending', 'processing', 'succeeded', 'failed', 'refunded')",
+            name=op.f("ck_payments_status_valid"),
+        ),
+        sa.CheckConstraint("amount >= 0", name=op.f("ck_payments_amount_non_negative")),
+        sa.ForeignKeyConstraint(
+            ["invoice_id"],
+            ["invoices.id"],
+            name=op.f("fk_payments_invoice_id_invoices"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_payments_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["payment_method_id"],
+            ["payment_methods.id"],
+            name=op.f("fk_payments_payment_method_id_payment_methods"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_payments")),
+        sa.UniqueConstraint("idempotency_key", name=op.f("uq_payments_idempotency_key")),
+        sa.UniqueConstraint(
+            "stripe_payment_intent_id", name=op.f("uq_payments_stripe_payment_intent_id")
+        ),
+    )
+    op.create_index(op.f("ix_payments_invoice_id"), "payments", ["invoice_id"], unique=False)
+    op.create_index(
+        op.f("ix_payments_organization_id"), "payments", ["organization_id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_payments_payment_method_id"), "payments", ["payment_method_id"], unique=False
+    )
+    op.create_index("ix_payments_status", "payments", ["status"], unique=False)
+    op.create_index(
+        "uq_payments_invoice_id_succeeded",
+        "payments",
+        ["invoice_id"],
+        unique=True,
+        postgresql_where=sa.text("status = 'succeeded'"),
+    )
+    op.create_table(
+        "pipelines",
+        sa.Column("project_id", sa.Uuid(), nullable=False),
+        sa.Column("organization_id", sa.Uuid(), nullable=True),
+        sa.Column("generated_by_task_id", sa.Uuid(), nullable=True),
+        sa.Column("created_by_user_id", sa.Uuid(), nullable=True),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column(
+            "pipeline_type", sa.String(length=50), server_default="full_cicd", nullable=False
+        ),
+        sa.Column(
+            "triggers",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column(
+            "config",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column("status", sa.String(length=50), server_default="active", nullable=False),
+        sa.Column("version", sa.Integer(), server_default=sa.text("1"), nullable=False),
+        sa.Column("github_actions_yaml", sa.Text(), nullable=True),
+        sa.Column("gitlab_ci_yaml", sa.Text(), nullable=True),
+        sa.Column(
+            "retry_policy",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column("concurrency", sa.Integer(), nullable=True),
+        sa.Column("next_run_number", sa.Integer(), server_default=sa.text("1"), nullable=False),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "pipeline_type IN ('build_only', 'test_only', 'deploy_only', 'full_cicd')",
+            name=op.f("ck_pipelines_pipeline_type_valid"),
+        ),
+        sa.CheckConstraint(
+            "status IN ('draft', 'active', 'paused', 'deprecated')",
+            name=op.f("ck_pipelines_status_valid"),
+        ),
+        sa.CheckConstraint(
+            "concurrency IS NULL OR concurrency > 0", name=op.f("ck_pipelines_concurrency_positive")
+        ),
+        sa.CheckConstraint("version >= 1", name=op.f("ck_pipelines_version_positive")),
+        sa.ForeignKeyConstraint(
+            ["created_by_user_id"],
+            ["users.id"],
+            name=op.f("fk_pipelines_created_by_user_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["generated_by_task_id"],
+            ["agent_tasks.id"],
+            name=op.f("fk_pipelines_generated_by_task_id_agent_tasks"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_pipelines_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_pipelines_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_pipelines")),
+    )
+    op.create_index(
+        op.f("ix_pipelines_generated_by_task_id"),
+        "pipelines",
+        ["generated_by_task_id"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_pipelines_organization_id"), "pipelines", ["organization_id"], unique=False
+    )
+    op.create_index(
+        "ix_pipelines_project_id_created_at",
+        "pipelines",
+        ["project_id", "created_at", "id"],
+        unique=False,
+    )
+    op.create_index("ix_pipelines_status", "pipelines", ["status"], unique=False)
+    op.create_table(
         "system_metrics",
         sa.Column("metric_category", sa.String(length=50), nullable=False),
         sa.Column("metric_name", sa.String(length=100), nullable=False),
@@ -1032,11 +1743,1268 @@ def upgrade() -> None:
         ["workflow_execution_id"],
         unique=False,
     )
+    op.create_table(
+        "usage_records",
+        sa.Column("organization_id", sa.Uuid(), nullable=False),
+        sa.Column("subscription_id", sa.Uuid(), nullable=True),
+        sa.Column("project_id", sa.Uuid(), nullable=True),
+        sa.Column("invoice_id", sa.Uuid(), nullable=True),
+        sa.Column("usage_type", sa.String(length=30), nullable=False),
+        sa.Column("quantity", sa.Numeric(precision=18, scale=6), nullable=False),
+        sa.Column("unit", sa.String(length=20), nullable=False),
+        sa.Column("cost", sa.Numeric(precision=12, scale=4), nullable=True),
+        sa.Column(
+            "recorded_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("period", sa.String(length=7), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=255), nullable=False),
+        sa.Column(
+            "source_refs",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.CheckConstraint(
+            "period ~ '^[0-9]{4}-(0[1-9]|1[0-2])$'", name=op.f("ck_usage_records_period_format")
+        ),
+        sa.CheckConstraint(
+            "usage_type IN ('build_minutes', 'deployment', 'storage_gb', 'bandwidth_gb', 'agent_tokens', 'api_requests')",
+            name=op.f("ck_usage_records_usage_type_valid"),
+        ),
+        sa.CheckConstraint("quantity >= 0", name=op.f("ck_usage_records_quantity_non_negative")),
+        sa.ForeignKeyConstraint(
+            ["invoice_id"],
+            ["invoices.id"],
+            name=op.f("fk_usage_records_invoice_id_invoices"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_usage_records_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_usage_records_project_id_projects"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["subscription_id"],
+            ["subscriptions.id"],
+            name=op.f("fk_usage_records_subscription_id_subscriptions"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_records")),
+        sa.UniqueConstraint("idempotency_key", name=op.f("uq_usage_records_idempotency_key")),
+    )
+    op.create_index(
+        op.f("ix_usage_records_invoice_id"), "usage_records", ["invoice_id"], unique=False
+    )
+    op.create_index(
+        "ix_usage_records_organization_id_period",
+        "usage_records",
+        ["organization_id", "period"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_usage_records_organization_id_usage_type_recorded_at",
+        "usage_records",
+        ["organization_id", "usage_type", "recorded_at"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_usage_records_project_id"), "usage_records", ["project_id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_usage_records_subscription_id"), "usage_records", ["subscription_id"], unique=False
+    )
+    op.create_table(
+        "agent_steps",
+        sa.Column("execution_id", sa.Uuid(), nullable=False),
+        sa.Column("step_number", sa.Integer(), nullable=False),
+        sa.Column("step_type", sa.String(length=100), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("status", sa.String(length=20), server_default="completed", nullable=False),
+        sa.Column(
+            "content",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column("input_tokens", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("output_tokens", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.CheckConstraint(
+            "status IN ('pending', 'running', 'completed', 'failed', 'skipped')",
+            name=op.f("ck_agent_steps_status_valid"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["execution_id"],
+            ["agent_executions.id"],
+            name=op.f("fk_agent_steps_execution_id_agent_executions"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_agent_steps")),
+        sa.UniqueConstraint(
+            "execution_id", "step_number", name=op.f("uq_agent_steps_execution_id_step_number")
+        ),
+    )
+    op.create_table(
+        "pipeline_runs",
+        sa.Column("pipeline_id", sa.Uuid(), nullable=False),
+        sa.Column("organization_id", sa.Uuid(), nullable=True),
+        sa.Column("project_id", sa.Uuid(), nullable=False),
+        sa.Column("run_number", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=20), server_default="queued", nullable=False),
+        sa.Column("trigger", sa.String(length=20), server_default="manual", nullable=False),
+        sa.Column("branch", sa.String(length=255), nullable=True),
+        sa.Column("commit_sha", sa.String(length=64), nullable=True),
+        sa.Column("commit_message", sa.Text(), nullable=True),
+        sa.Column(
+            "env_var_names",
+            postgresql.ARRAY(sa.String(length=128)),
+            server_default=sa.text("'{}'::varchar[]"),
+            nullable=False,
+        ),
+        sa.Column("env_vars_encrypted", sa.Text(), nullable=True),
+        sa.Column("rerun_of_id", sa.Uuid(), nullable=True),
+        sa.Column("reuse_from_run_id", sa.Uuid(), nullable=True),
+        sa.Column("triggered_by_user_id", sa.Uuid(), nullable=True),
+        sa.Column("triggered_by_api_key_id", sa.Uuid(), nullable=True),
+        sa.Column("workflow_id", sa.String(length=255), nullable=True),
+        sa.Column(
+            "queued_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("duration_seconds", sa.Integer(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column(
+            "metadata",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "status IN ('queued', 'running', 'success', 'failed', 'cancelled')",
+            name=op.f("ck_pipeline_runs_status_valid"),
+        ),
+        sa.CheckConstraint(
+            "trigger IN ('manual', 'api', 'push', 'pull_request', 'schedule')",
+            name=op.f("ck_pipeline_runs_trigger_valid"),
+        ),
+        sa.CheckConstraint("run_number > 0", name=op.f("ck_pipeline_runs_run_number_positive")),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_pipeline_runs_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["pipeline_id"],
+            ["pipelines.id"],
+            name=op.f("fk_pipeline_runs_pipeline_id_pipelines"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_pipeline_runs_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["rerun_of_id"],
+            ["pipeline_runs.id"],
+            name=op.f("fk_pipeline_runs_rerun_of_id_pipeline_runs"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["reuse_from_run_id"],
+            ["pipeline_runs.id"],
+            name=op.f("fk_pipeline_runs_reuse_from_run_id_pipeline_runs"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["triggered_by_api_key_id"],
+            ["api_keys.id"],
+            name=op.f("fk_pipeline_runs_triggered_by_api_key_id_api_keys"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["triggered_by_user_id"],
+            ["users.id"],
+            name=op.f("fk_pipeline_runs_triggered_by_user_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_pipeline_runs")),
+        sa.UniqueConstraint(
+            "pipeline_id", "run_number", name=op.f("uq_pipeline_runs_pipeline_id_run_number")
+        ),
+    )
+    op.create_index(
+        "ix_pipeline_runs_organization_id_active",
+        "pipeline_runs",
+        ["organization_id", "queued_at"],
+        unique=False,
+        postgresql_where=sa.text("status IN ('queued', 'running')"),
+    )
+    op.create_index(
+        "ix_pipeline_runs_pipeline_id_created_at",
+        "pipeline_runs",
+        ["pipeline_id", "created_at", "id"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_pipeline_runs_project_id_created_at",
+        "pipeline_runs",
+        ["project_id", "created_at", "id"],
+        unique=False,
+    )
+    op.create_index("ix_pipeline_runs_started_at", "pipeline_runs", ["started_at"], unique=False)
+    op.create_index("ix_pipeline_runs_status", "pipeline_runs", ["status"], unique=False)
+    op.create_table(
+        "pipeline_stages",
+        sa.Column("pipeline_id", sa.Uuid(), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("stage_type", sa.String(length=50), nullable=False),
+        sa.Column("image", sa.String(length=500), nullable=True),
+        sa.Column(
+            "commands",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'[]'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column(
+            "conditions",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column("timeout_seconds", sa.Integer(), server_default=sa.text("600"), nullable=False),
+        sa.Column(
+            "depends_on",
+            postgresql.ARRAY(sa.String(length=100)),
+            server_default=sa.text("'{}'::varchar[]"),
+            nullable=False,
+        ),
+        sa.Column("retry_count", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column(
+            "retryable_exit_codes",
+            postgresql.ARRAY(sa.Integer()),
+            server_default=sa.text("'{}'::integer[]"),
+            nullable=False,
+        ),
+        sa.Column("allow_failure", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "artifact_paths",
+            postgresql.ARRAY(sa.String(length=1000)),
+            server_default=sa.text("'{}'::varchar[]"),
+            nullable=False,
+        ),
+        sa.Column(
+            "cache_paths",
+            postgresql.ARRAY(sa.String(length=1000)),
+            server_default=sa.text("'{}'::varchar[]"),
+            nullable=False,
+        ),
+        sa.Column("network_enabled", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("working_directory", sa.String(length=1000), nullable=True),
+        sa.Column(
+            "environment",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "stage_type IN ('install', 'lint', 'test', 'build', 'security_scan', 'deploy', 'custom')",
+            name=op.f("ck_pipeline_stages_stage_type_valid"),
+        ),
+        sa.CheckConstraint("position >= 0", name=op.f("ck_pipeline_stages_position_non_negative")),
+        sa.CheckConstraint(
+            "retry_count >= 0", name=op.f("ck_pipeline_stages_retry_count_non_negative")
+        ),
+        sa.CheckConstraint("timeout_seconds > 0", name=op.f("ck_pipeline_stages_timeout_positive")),
+        sa.ForeignKeyConstraint(
+            ["pipeline_id"],
+            ["pipelines.id"],
+            name=op.f("fk_pipeline_stages_pipeline_id_pipelines"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_pipeline_stages")),
+        sa.UniqueConstraint(
+            "pipeline_id", "name", name=op.f("uq_pipeline_stages_pipeline_id_name")
+        ),
+    )
+    op.create_index(
+        "ix_pipeline_stages_pipeline_id_position",
+        "pipeline_stages",
+        ["pipeline_id", "position"],
+        unique=False,
+    )
+    op.create_table(
+        "deployments",
+        sa.Column("environment_id", sa.Uuid(), nullable=False),
+        sa.Column("project_id", sa.Uuid(), nullable=False),
+        sa.Column("organization_id", sa.Uuid(), nullable=True),
+        sa.Column("pipeline_run_id", sa.Uuid(), nullable=True),
+        sa.Column("version", sa.String(length=100), nullable=False),
+        sa.Column("commit_sha", sa.String(length=64), nullable=True),
+        sa.Column("image_ref", sa.String(length=500), nullable=True),
+        sa.Column("artifact_key", sa.String(length=1024), nullable=True),
+        sa.Column("status", sa.String(length=30), server_default="pending", nullable=False),
+        sa.Column("provider", sa.String(length=50), nullable=False),
+        sa.Column("url", sa.String(length=1000), nullable=True),
+        sa.Column(
+            "config_snapshot",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column("triggered_by_user_id", sa.Uuid(), nullable=True),
+        sa.Column("triggered_by_api_key_id", sa.Uuid(), nullable=True),
+        sa.Column("approved_by_user_id", sa.Uuid(), nullable=True),
+        sa.Column("approved_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("approval_reason", sa.Text(), nullable=True),
+        sa.Column("rejected_by_user_id", sa.Uuid(), nullable=True),
+        sa.Column("rejected_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("rejection_reason", sa.Text(), nullable=True),
+        sa.Column("rollback_of_id", sa.Uuid(), nullable=True),
+        sa.Column("rolled_back_to_id", sa.Uuid(), nullable=True),
+        sa.Column("promoted_from_id", sa.Uuid(), nullable=True),
+        sa.Column(
+            "health_summary",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column("is_preview", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("preview_ref", sa.String(length=255), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("workflow_id", sa.String(length=255), nullable=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("rolled_back_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "provider IN ('docker', 'static', 'aws', 'vercel', 'netlify', 'cloudflare', 'gcp', 'azure', 'coolify', 'custom')",
+            name=op.f("ck_deployments_provider_valid"),
+        ),
+        sa.CheckConstraint(
+            "status IN ('pending', 'queued', 'awaiting_approval', 'building', 'deploying', 'verifying', 'active', 'failed', 'rolled_back', 'superseded', 'cancelled', 'rejected')",
+            name=op.f("ck_deployments_status_valid"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["approved_by_user_id"],
+            ["users.id"],
+            name=op.f("fk_deployments_approved_by_user_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["environment_id"],
+            ["environments.id"],
+            name=op.f("fk_deployments_environment_id_environments"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_deployments_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["pipeline_run_id"],
+            ["pipeline_runs.id"],
+            name=op.f("fk_deployments_pipeline_run_id_pipeline_runs"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_deployments_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["promoted_from_id"],
+            ["deployments.id"],
+            name=op.f("fk_deployments_promoted_from_id_deployments"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["rejected_by_user_id"],
+            ["users.id"],
+            name=op.f("fk_deployments_rejected_by_user_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["rollback_of_id"],
+            ["deployments.id"],
+            name=op.f("fk_deployments_rollback_of_id_deployments"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["rolled_back_to_id"],
+            ["deployments.id"],
+            name=op.f("fk_deployments_rolled_back_to_id_deployments"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["triggered_by_api_key_id"],
+            ["api_keys.id"],
+            name=op.f("fk_deployments_triggered_by_api_key_id_api_keys"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["triggered_by_user_id"],
+            ["users.id"],
+            name=op.f("fk_deployments_triggered_by_user_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deployments")),
+    )
+    op.create_index(
+        "ix_deployments_environment_id_created_at",
+        "deployments",
+        ["environment_id", sa.literal_column("created_at DESC"), sa.literal_column("id DESC")],
+        unique=False,
+        postgresql_where=sa.text("deleted_at IS NULL"),
+    )
+    op.create_index(
+        "ix_deployments_environment_id_healthy",
+        "deployments",
+        ["environment_id", "finished_at"],
+        unique=False,
+        postgresql_where=sa.text("status IN ('active', 'superseded')"),
+    )
+    op.create_index(
+        op.f("ix_deployments_organization_id"), "deployments", ["organization_id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_deployments_pipeline_run_id"), "deployments", ["pipeline_run_id"], unique=False
+    )
+    op.create_index(
+        "ix_deployments_project_id_created_at",
+        "deployments",
+        ["project_id", sa.literal_column("created_at DESC"), sa.literal_column("id DESC")],
+        unique=False,
+        postgresql_where=sa.text("deleted_at IS NULL"),
+    )
+    op.create_index("ix_deployments_status", "deployments", ["status"], unique=False)
+    op.create_table(
+        "pr_tracking",
+        sa.Column("project_id", sa.Uuid(), nullable=False),
+        sa.Column("repository_id", sa.Uuid(), nullable=True),
+        sa.Column("pr_number", sa.Integer(), nullable=False),
+        sa.Column("pr_url", sa.String(length=500), nullable=False),
+        sa.Column("repository_name", sa.String(length=255), nullable=False),
+        sa.Column("title", sa.String(length=500), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("branch_name", sa.String(length=255), nullable=False),
+        sa.Column("base_branch", sa.String(length=255), server_default="main", nullable=False),
+        sa.Column("head_sha", sa.String(length=64), nullable=True),
+        sa.Column("status", sa.String(length=20), server_default="open", nullable=False),
+        sa.Column("ci_status", sa.String(length=20), server_default="pending", nullable=False),
+        sa.Column("review_status", sa.String(length=20), server_default="pending", nullable=False),
+        sa.Column(
+            "security_scan_status", sa.String(length=20), server_default="pending", nullable=False
+        ),
+        sa.Column("test_coverage_percentage", sa.Numeric(precision=5, scale=2), nullable=True),
+        sa.Column("quality_score", sa.Numeric(precision=5, scale=2), nullable=True),
+        sa.Column("lines_added", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("lines_deleted", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("files_changed", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("commits_count", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("latest_pipeline_run_id", sa.Uuid(), nullable=True),
+        sa.Column("preview_environment_id", sa.Uuid(), nullable=True),
+        sa.Column("agent_task_id", sa.Uuid(), nullable=True),
+        sa.Column("author", sa.String(length=255), nullable=True),
+        sa.Column(
+            "assignees",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'[]'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column(
+            "reviewers",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'[]'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column(
+            "labels",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'[]'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column("merged_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "ci_status IN ('pending', 'running', 'success', 'failure', 'skipped')",
+            name=op.f("ck_pr_tracking_ci_status_valid"),
+        ),
+        sa.CheckConstraint(
+            "security_scan_status IN ('pending', 'running', 'success', 'failure', 'skipped')",
+            name=op.f("ck_pr_tracking_security_scan_status_valid"),
+        ),
+        sa.CheckConstraint(
+            "status IN ('open', 'draft', 'merged', 'closed')",
+            name=op.f("ck_pr_tracking_status_valid"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["agent_task_id"],
+            ["agent_tasks.id"],
+            name=op.f("fk_pr_tracking_agent_task_id_agent_tasks"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["latest_pipeline_run_id"],
+            ["pipeline_runs.id"],
+            name=op.f("fk_pr_tracking_latest_pipeline_run_id_pipeline_runs"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["preview_environment_id"],
+            ["environments.id"],
+            name=op.f("fk_pr_tracking_preview_environment_id_environments"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_pr_tracking_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["repository_id"],
+            ["repositories.id"],
+            name=op.f("fk_pr_tracking_repository_id_repositories"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_pr_tracking")),
+        sa.UniqueConstraint(
+            "project_id", "pr_number", name=op.f("uq_pr_tracking_project_id_pr_number")
+        ),
+    )
+    op.create_index("ix_pr_tracking_ci_status", "pr_tracking", ["ci_status"], unique=False)
+    op.create_index("ix_pr_tracking_quality_score", "pr_tracking", ["quality_score"], unique=False)
+    op.create_index(
+        "ix_pr_tracking_repository_name_pr_number",
+        "pr_tracking",
+        ["repository_name", "pr_number"],
+        unique=False,
+    )
+    op.create_table(
+        "stage_executions",
+        sa.Column("run_id", sa.Uuid(), nullable=False),
+        sa.Column("stage_id", sa.Uuid(), nullable=True),
+        sa.Column("stage_name", sa.String(length=100), nullable=False),
+        sa.Column("attempt", sa.Integer(), server_default=sa.text("1"), nullable=False),
+        sa.Column("status", sa.String(length=20), server_default="pending", nullable=False),
+        sa.Column("exit_code", sa.Integer(), nullable=True),
+        sa.Column("runner", sa.String(length=20), nullable=True),
+        sa.Column("container_name", sa.String(length=255), nullable=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("duration_ms", sa.BigInteger(), nullable=True),
+        sa.Column("log_size_bytes", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.Column("log_line_count", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("log_object_key", sa.String(length=1024), nullable=True),
+        sa.Column("log_tail", sa.Text(), nullable=True),
+        sa.Column("reused_from_id", sa.Uuid(), nullable=True),
+        sa.Column("skip_reason", sa.Text(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "runner IN ('docker', 'local')", name=op.f("ck_stage_executions_runner_valid")
+        ),
+        sa.CheckConstraint(
+            "status IN ('pending', 'queued', 'running', 'success', 'failed', 'cancelled', 'skipped', 'timed_out')",
+            name=op.f("ck_stage_executions_status_valid"),
+        ),
+        sa.CheckConstraint("attempt >= 1", name=op.f("ck_stage_executions_attempt_positive")),
+        sa.ForeignKeyConstraint(
+            ["reused_from_id"],
+            ["stage_executions.id"],
+            name=op.f("fk_stage_executions_reused_from_id_stage_executions"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["pipeline_runs.id"],
+            name=op.f("fk_stage_executions_run_id_pipeline_runs"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["stage_id"],
+            ["pipeline_stages.id"],
+            name=op.f("fk_stage_executions_stage_id_pipeline_stages"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_stage_executions")),
+        sa.UniqueConstraint(
+            "run_id",
+            "stage_name",
+            "attempt",
+            name=op.f("uq_stage_executions_run_id_stage_name_attempt"),
+        ),
+    )
+    op.create_index(
+        op.f("ix_stage_executions_stage_id"), "stage_executions", ["stage_id"], unique=False
+    )
+    op.create_index("ix_stage_executions_status", "stage_executions", ["status"], unique=False)
+    op.create_table(
+        "test_results",
+        sa.Column("project_id", sa.Uuid(), nullable=False),
+        sa.Column("agent_task_id", sa.Uuid(), nullable=True),
+        sa.Column("pipeline_run_id", sa.Uuid(), nullable=True),
+        sa.Column("file_path", sa.String(length=1000), nullable=False),
+        sa.Column("test_type", sa.String(length=20), nullable=False),
+        sa.Column("framework", sa.String(length=50), nullable=True),
+        sa.Column("test_code", sa.Text(), nullable=True),
+        sa.Column(
+            "edge_cases",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'[]'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column("coverage_goal", sa.Integer(), nullable=True),
+        sa.Column("coverage_percentage", sa.Numeric(precision=5, scale=2), nullable=True),
+        sa.Column("passed", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("failed", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("skipped", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.CheckConstraint(
+            "test_type IN ('unit', 'integration', 'e2e')",
+            name=op.f("ck_test_results_test_type_valid"),
+        ),
+        sa.CheckConstraint(
+            "coverage_goal IS NULL OR coverage_goal BETWEEN 0 AND 100",
+            name=op.f("ck_test_results_coverage_goal_range"),
+        ),
+        sa.CheckConstraint(
+            "coverage_percentage IS NULL OR coverage_percentage BETWEEN 0 AND 100",
+            name=op.f("ck_test_results_coverage_range"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["agent_task_id"],
+            ["agent_tasks.id"],
+            name=op.f("fk_test_results_agent_task_id_agent_tasks"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["pipeline_run_id"],
+            ["pipeline_runs.id"],
+            name=op.f("fk_test_results_pipeline_run_id_pipeline_runs"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_test_results_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_test_results")),
+    )
+    op.create_index(
+        op.f("ix_test_results_agent_task_id"), "test_results", ["agent_task_id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_test_results_pipeline_run_id"), "test_results", ["pipeline_run_id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_test_results_project_id"), "test_results", ["project_id"], unique=False
+    )
+    op.create_table(
+        "tool_invocations",
+        sa.Column("execution_id", sa.Uuid(), nullable=False),
+        sa.Column("step_id", sa.Uuid(), nullable=True),
+        sa.Column("invocation_key", sa.String(length=255), nullable=False),
+        sa.Column("tool_name", sa.String(length=100), nullable=False),
+        sa.Column(
+            "parameters",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column("result_summary", sa.Text(), nullable=True),
+        sa.Column("duration_ms", sa.Integer(), nullable=True),
+        sa.Column("status", sa.String(length=20), server_default="running", nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column(
+            "invoked_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.CheckConstraint(
+            "status IN ('running', 'success', 'failed', 'timeout')",
+            name=op.f("ck_tool_invocations_status_valid"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["execution_id"],
+            ["agent_executions.id"],
+            name=op.f("fk_tool_invocations_execution_id_agent_executions"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["step_id"],
+            ["agent_steps.id"],
+            name=op.f("fk_tool_invocations_step_id_agent_steps"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_tool_invocations")),
+        sa.UniqueConstraint("invocation_key", name=op.f("uq_tool_invocations_invocation_key")),
+    )
+    op.create_index(
+        op.f("ix_tool_invocations_execution_id"), "tool_invocations", ["execution_id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_tool_invocations_step_id"), "tool_invocations", ["step_id"], unique=False
+    )
+    op.create_index(
+        "ix_tool_invocations_tool_name_invoked_at",
+        "tool_invocations",
+        ["tool_name", "invoked_at"],
+        unique=False,
+    )
+    op.create_table(
+        "artifacts",
+        sa.Column("run_id", sa.Uuid(), nullable=False),
+        sa.Column("stage_execution_id", sa.Uuid(), nullable=True),
+        sa.Column("name", sa.String(length=500), nullable=False),
+        sa.Column("object_key", sa.String(length=1024), nullable=False),
+        sa.Column("size_bytes", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=True),
+        sa.Column("content_type", sa.String(length=255), nullable=True),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.CheckConstraint("size_bytes >= 0", name=op.f("ck_artifacts_size_non_negative")),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["pipeline_runs.id"],
+            name=op.f("fk_artifacts_run_id_pipeline_runs"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["stage_execution_id"],
+            ["stage_executions.id"],
+            name=op.f("fk_artifacts_stage_execution_id_stage_executions"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_artifacts")),
+        sa.UniqueConstraint("object_key", name=op.f("uq_artifacts_object_key")),
+    )
+    op.create_index(op.f("ix_artifacts_run_id"), "artifacts", ["run_id"], unique=False)
+    op.create_index(
+        op.f("ix_artifacts_stage_execution_id"), "artifacts", ["stage_execution_id"], unique=False
+    )
+    op.create_table(
+        "deployment_containers",
+        sa.Column("deployment_id", sa.Uuid(), nullable=False),
+        sa.Column("container_id", sa.String(length=255), nullable=True),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("image", sa.String(length=500), nullable=False),
+        sa.Column("host", sa.String(length=255), server_default="localhost", nullable=False),
+        sa.Column("host_port", sa.Integer(), nullable=True),
+        sa.Column("container_port", sa.Integer(), nullable=True),
+        sa.Column("status", sa.String(length=20), server_default="starting", nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("stopped_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.CheckConstraint(
+            "status IN ('starting', 'running', 'stopped', 'removed', 'failed')",
+            name=op.f("ck_deployment_containers_status_valid"),
+        ),
+        sa.CheckConstraint(
+            "host_port IS NULL OR host_port BETWEEN 1 AND 65535",
+            name=op.f("ck_deployment_containers_host_port"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["deployment_id"],
+            ["deployments.id"],
+            name=op.f("fk_deployment_containers_deployment_id_deployments"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deployment_containers")),
+        sa.UniqueConstraint("name", name=op.f("uq_deployment_containers_name")),
+    )
+    op.create_index(
+        op.f("ix_deployment_containers_deployment_id"),
+        "deployment_containers",
+        ["deployment_id"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_deployment_containers_live_host_port",
+        "deployment_containers",
+        ["host_port"],
+        unique=False,
+        postgresql_where=sa.text("status IN ('starting', 'running')"),
+    )
+    op.create_table(
+        "deployment_health_checks",
+        sa.Column("deployment_id", sa.Uuid(), nullable=False),
+        sa.Column("check_number", sa.Integer(), nullable=False),
+        sa.Column("phase", sa.String(length=20), server_default="verify", nullable=False),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("latency_ms", sa.Integer(), nullable=True),
+        sa.Column("ok", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column(
+            "checked_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.CheckConstraint(
+            "phase IN ('verify', 'monitor')", name=op.f("ck_deployment_health_checks_phase_valid")
+        ),
+        sa.ForeignKeyConstraint(
+            ["deployment_id"],
+            ["deployments.id"],
+            name=op.f("fk_deployment_health_checks_deployment_id_deployments"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deployment_health_checks")),
+        sa.UniqueConstraint(
+            "deployment_id",
+            "check_number",
+            name=op.f("uq_deployment_health_checks_deployment_id_check_number"),
+        ),
+    )
+    op.create_table(
+        "deployment_runtime_logs",
+        sa.Column("deployment_id", sa.Uuid(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("stream", sa.String(length=20), server_default="stdout", nullable=False),
+        sa.Column("source", sa.String(length=50), server_default="docker", nullable=False),
+        sa.Column("level", sa.String(length=20), nullable=True),
+        sa.Column("line", sa.Text(), nullable=False),
+        sa.Column(
+            "logged_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.CheckConstraint(
+            "stream IN ('stdout', 'stderr', 'build', 'system')",
+            name=op.f("ck_deployment_runtime_logs_stream_valid"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["deployment_id"],
+            ["deployments.id"],
+            name=op.f("fk_deployment_runtime_logs_deployment_id_deployments"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deployment_runtime_logs")),
+        sa.UniqueConstraint(
+            "deployment_id", "seq", name=op.f("uq_deployment_runtime_logs_deployment_id_seq")
+        ),
+    )
+    op.create_table(
+        "infrastructure_resources",
+        sa.Column("organization_id", sa.Uuid(), nullable=True),
+        sa.Column("project_id", sa.Uuid(), nullable=True),
+        sa.Column("environment_id", sa.Uuid(), nullable=True),
+        sa.Column("deployment_id", sa.Uuid(), nullable=True),
+        sa.Column("provider", sa.String(length=50), nullable=False),
+        sa.Column("resource_type", sa.String(length=100), nullable=False),
+        sa.Column("resource_id", sa.String(length=512), nullable=False),
+        sa.Column("region", sa.String(length=64), nullable=True),
+        sa.Column(
+            "config",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column("status", sa.String(length=20), server_default="provisioning", nullable=False),
+        sa.Column("monthly_cost", sa.Numeric(precision=12, scale=4), nullable=True),
+        sa.Column("currency", sa.String(length=3), server_default="USD", nullable=False),
+        sa.Column("destroyed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "status IN ('provisioning', 'active', 'failed', 'destroying', 'destroyed')",
+            name=op.f("ck_infrastructure_resources_status_valid"),
+        ),
+        sa.CheckConstraint(
+            "monthly_cost IS NULL OR monthly_cost >= 0",
+            name=op.f("ck_infrastructure_resources_cost_non_negative"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["deployment_id"],
+            ["deployments.id"],
+            name=op.f("fk_infrastructure_resources_deployment_id_deployments"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["environment_id"],
+            ["environments.id"],
+            name=op.f("fk_infrastructure_resources_environment_id_environments"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_infrastructure_resources_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_infrastructure_resources_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_infrastructure_resources")),
+        sa.UniqueConstraint(
+            "provider", "resource_id", name=op.f("uq_infrastructure_resources_provider_resource_id")
+        ),
+    )
+    op.create_index(
+        op.f("ix_infrastructure_resources_deployment_id"),
+        "infrastructure_resources",
+        ["deployment_id"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_infrastructure_resources_environment_id"),
+        "infrastructure_resources",
+        ["environment_id"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_infrastructure_resources_organization_id"),
+        "infrastructure_resources",
+        ["organization_id"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_infrastructure_resources_project_id"),
+        "infrastructure_resources",
+        ["project_id"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_infrastructure_resources_resource_type",
+        "infrastructure_resources",
+        ["resource_type"],
+        unique=False,
+    )
+    op.create_table(
+        "stage_log_chunks",
+        sa.Column("stage_execution_id", sa.Uuid(), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("first_line", sa.Integer(), nullable=False),
+        sa.Column("line_count", sa.Integer(), nullable=False),
+        sa.Column("content", sa.Text(), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.CheckConstraint(
+            "seq >= 0 AND first_line >= 0 AND line_count >= 0",
+            name=op.f("ck_stage_log_chunks_counters"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["stage_execution_id"],
+            ["stage_executions.id"],
+            name=op.f("fk_stage_log_chunks_stage_execution_id_stage_executions"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_stage_log_chunks")),
+        sa.UniqueConstraint(
+            "stage_execution_id", "seq", name=op.f("uq_stage_log_chunks_stage_execution_id_seq")
+        ),
+    )
+    op.create_table(
+        "webhook_payloads",
+        sa.Column("provider", sa.String(length=20), nullable=False),
+        sa.Column("delivery_id", sa.String(length=255), nullable=False),
+        sa.Column("event_type", sa.String(length=100), nullable=False),
+        sa.Column("organization_id", sa.Uuid(), nullable=True),
+        sa.Column("project_id", sa.Uuid(), nullable=True),
+        sa.Column("deployment_id", sa.Uuid(), nullable=True),
+        sa.Column(
+            "payload",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column(
+            "headers",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'{}'::jsonb"),
+            nullable=False,
+        ),
+        sa.Column("signature_valid", sa.Boolean(), nullable=False),
+        sa.Column("status", sa.String(length=20), server_default="received", nullable=False),
+        sa.Column(
+            "received_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("processed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
+        sa.CheckConstraint(
+            "provider IN ('github', 'gitlab', 'bitbucket', 'stripe')",
+            name=op.f("ck_webhook_payloads_provider_valid"),
+        ),
+        sa.CheckConstraint(
+            "status IN ('received', 'processed', 'ignored', 'failed')",
+            name=op.f("ck_webhook_payloads_status_valid"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["deployment_id"],
+            ["deployments.id"],
+            name=op.f("fk_webhook_payloads_deployment_id_deployments"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_webhook_payloads_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_webhook_payloads_project_id_projects"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_payloads")),
+        sa.UniqueConstraint(
+            "provider", "delivery_id", name=op.f("uq_webhook_payloads_provider_delivery_id")
+        ),
+    )
+    op.create_index(
+        op.f("ix_webhook_payloads_deployment_id"),
+        "webhook_payloads",
+        ["deployment_id"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_webhook_payloads_organization_id"),
+        "webhook_payloads",
+        ["organization_id"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_webhook_payloads_project_id"), "webhook_payloads", ["project_id"], unique=False
+    )
+    op.create_index(
+        "ix_webhook_payloads_provider_received_at",
+        "webhook_payloads",
+        ["provider", "received_at"],
+        unique=False,
+    )
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    op.drop_index("ix_webhook_payloads_provider_received_at", table_name="webhook_payloads")
+    op.drop_index(op.f("ix_webhook_payloads_project_id"), table_name="webhook_payloads")
+    op.drop_index(op.f("ix_webhook_payloads_organization_id"), table_name="webhook_payloads")
+    op.drop_index(op.f("ix_webhook_payloads_deployment_id"), table_name="webhook_payloads")
+    op.drop_table("webhook_payloads")
+    op.drop_table("stage_log_chunks")
+    op.drop_index(
+        "ix_infrastructure_resources_resource_type", table_name="infrastructure_resources"
+    )
+    op.drop_index(
+        op.f("ix_infrastructure_resources_project_id"), table_name="infrastructure_resources"
+    )
+    op.drop_index(
+        op.f("ix_infrastructure_resources_organization_id"), table_name="infrastructure_resources"
+    )
+    op.drop_index(
+        op.f("ix_infrastructure_resources_environment_id"), table_name="infrastructure_resources"
+    )
+    op.drop_index(
+        op.f("ix_infrastructure_resources_deployment_id"), table_name="infrastructure_resources"
+    )
+    op.drop_table("infrastructure_resources")
+    op.drop_table("deployment_runtime_logs")
+    op.drop_table("deployment_health_checks")
+    op.drop_index(
+        "ix_deployment_containers_live_host_port",
+        table_name="deployment_containers",
+        postgresql_where=sa.text("status IN ('starting', 'running')"),
+    )
+    op.drop_index(
+        op.f("ix_deployment_containers_deployment_id"), table_name="deployment_containers"
+    )
+    op.drop_table("deployment_containers")
+    op.drop_index(op.f("ix_artifacts_stage_execution_id"), table_name="artifacts")
+    op.drop_index(op.f("ix_artifacts_run_id"), table_name="artifacts")
+    op.drop_table("artifacts")
+    op.drop_index("ix_tool_invocations_tool_name_invoked_at", table_name="tool_invocations")
+    op.drop_index(op.f("ix_tool_invocations_step_id"), table_name="tool_invocations")
+    op.drop_index(op.f("ix_tool_invocations_execution_id"), table_name="tool_invocations")
+    op.drop_table("tool_invocations")
+    op.drop_index(op.f("ix_test_results_project_id"), table_name="test_results")
+    op.drop_index(op.f("ix_test_results_pipeline_run_id"), table_name="test_results")
+    op.drop_index(op.f("ix_test_results_agent_task_id"), table_name="test_results")
+    op.drop_table("test_results")
+    op.drop_index("ix_stage_executions_status", table_name="stage_executions")
+    op.drop_index(op.f("ix_stage_executions_stage_id"), table_name="stage_executions")
+    op.drop_table("stage_executions")
+    op.drop_index("ix_pr_tracking_repository_name_pr_number", table_name="pr_tracking")
+    op.drop_index("ix_pr_tracking_quality_score", table_name="pr_tracking")
+    op.drop_index("ix_pr_tracking_ci_status", table_name="pr_tracking")
+    op.drop_table("pr_tracking")
+    op.drop_index("ix_deployments_status", table_name="deployments")
+    op.drop_index(
+        "ix_deployments_project_id_created_at",
+        table_name="deployments",
+        postgresql_where=sa.text("deleted_at IS NULL"),
+    )
+    op.drop_index(op.f("ix_deployments_pipeline_run_id"), table_name="deployments")
+    op.drop_index(op.f("ix_deployments_organization_id"), table_name="deployments")
+    op.drop_index(
+        "ix_deployments_environment_id_healthy",
+        table_name="deployments",
+        postgresql_where=sa.text("status IN ('active', 'superseded')"),
+    )
+    op.drop_index(
+        "ix_deployments_environment_id_created_at",
+        table_name="deployments",
+        postgresql_where=sa.text("deleted_at IS NULL"),
+    )
+    op.drop_table("deployments")
+    op.drop_index("ix_pipeline_stages_pipeline_id_position", table_name="pipeline_stages")
+    op.drop_table("pipeline_stages")
+    op.drop_index("ix_pipeline_runs_status", table_name="pipeline_runs")
+    op.drop_index("ix_pipeline_runs_started_at", table_name="pipeline_runs")
+    op.drop_index("ix_pipeline_runs_project_id_created_at", table_name="pipeline_runs")
+    op.drop_index("ix_pipeline_runs_pipeline_id_created_at", table_name="pipeline_runs")
+    op.drop_index(
+        "ix_pipeline_runs_organization_id_active",
+        table_name="pipeline_runs",
+        postgresql_where=sa.text("status IN ('queued', 'running')"),
+    )
+    op.drop_table("pipeline_runs")
+    op.drop_table("agent_steps")
+    op.drop_index(op.f("ix_usage_records_subscription_id"), table_name="usage_records")
+    op.drop_index(op.f("ix_usage_records_project_id"), table_name="usage_records")
+    op.drop_index(
+        "ix_usage_records_organization_id_usage_type_recorded_at", table_name="usage_records"
+    )
+    op.drop_index("ix_usage_records_organization_id_period", table_name="usage_records")
+    op.drop_index(op.f("ix_usage_records_invoice_id"), table_name="usage_records")
+    op.drop_table("usage_records")
     op.drop_index(op.f("ix_system_metrics_workflow_execution_id"), table_name="system_metrics")
     op.drop_index("ix_system_metrics_recorded_at", table_name="system_metrics")
     op.drop_index(op.f("ix_system_metrics_organization_id"), table_name="system_metrics")
@@ -1045,6 +3013,25 @@ def downgrade() -> None:
     )
     op.drop_index("ix_system_metrics_category_name_recorded_at", table_name="system_metrics")
     op.drop_table("system_metrics")
+    op.drop_index("ix_pipelines_status", table_name="pipelines")
+    op.drop_index("ix_pipelines_project_id_created_at", table_name="pipelines")
+    op.drop_index(op.f("ix_pipelines_organization_id"), table_name="pipelines")
+    op.drop_index(op.f("ix_pipelines_generated_by_task_id"), table_name="pipelines")
+    op.drop_table("pipelines")
+    op.drop_index(
+        "uq_payments_invoice_id_succeeded",
+        table_name="payments",
+        postgresql_where=sa.text("status = 'succeeded'"),
+    )
+    op.drop_index("ix_payments_status", table_name="payments")
+    op.drop_index(op.f("ix_payments_payment_method_id"), table_name="payments")
+    op.drop_index(op.f("ix_payments_organization_id"), table_name="payments")
+    op.drop_index(op.f("ix_payments_invoice_id"), table_name="payments")
+    op.drop_table("payments")
+    op.drop_index(op.f("ix_code_reviews_project_id"), table_name="code_reviews")
+    op.drop_index(op.f("ix_code_reviews_agent_task_id"), table_name="code_reviews")
+    op.drop_table("code_reviews")
+    op.drop_table("agent_executions")
     op.drop_index("uq_workflow_executions_workflow_id_run_id", table_name="workflow_executions")
     op.drop_index(
         "ix_workflow_executions_tags_gin", table_name="workflow_executions", postgresql_using="gin"
@@ -1066,6 +3053,9 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_project_members_user_id"), table_name="project_members")
     op.drop_table("project_members")
     op.drop_table("project_files")
+    op.drop_index(op.f("ix_invoices_subscription_id"), table_name="invoices")
+    op.drop_index("ix_invoices_status_due_at", table_name="invoices")
+    op.drop_table("invoices")
     op.drop_index(
         "ix_environments_preview_expires_at",
         table_name="environments",
@@ -1083,7 +3073,24 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_audit_logs_actor_user_id"), table_name="audit_logs")
     op.drop_index(op.f("ix_audit_logs_actor_api_key_id"), table_name="audit_logs")
     op.drop_table("audit_logs")
+    op.drop_index(
+        "ix_agent_tasks_unfinished",
+        table_name="agent_tasks",
+        postgresql_where=sa.text("status IN ('pending', 'running')"),
+    )
+    op.drop_index("ix_agent_tasks_project_id_created_at", table_name="agent_tasks")
+    op.drop_index("ix_agent_tasks_organization_id_created_at", table_name="agent_tasks")
+    op.drop_table("agent_tasks")
     op.drop_table("user_preferences")
+    op.drop_index(
+        "uq_subscriptions_organization_id_live",
+        table_name="subscriptions",
+        postgresql_where=sa.text("status IN ('trialing', 'active', 'past_due')"),
+    )
+    op.drop_index("ix_subscriptions_status_current_period_end", table_name="subscriptions")
+    op.drop_index(op.f("ix_subscriptions_plan_id"), table_name="subscriptions")
+    op.drop_index(op.f("ix_subscriptions_organization_id"), table_name="subscriptions")
+    op.drop_table("subscriptions")
     op.drop_index(
         "ix_sessions_user_active",
         table_name="sessions",
@@ -1104,6 +3111,14 @@ def downgrade() -> None:
     op.drop_index("ix_projects_owner_user_id_created_at", table_name="projects")
     op.drop_index("ix_projects_organization_id_created_at", table_name="projects")
     op.drop_table("projects")
+    op.drop_table("plan_features")
+    op.drop_index(
+        "uq_payment_methods_organization_id_default",
+        table_name="payment_methods",
+        postgresql_where=sa.text("is_default"),
+    )
+    op.drop_index(op.f("ix_payment_methods_organization_id"), table_name="payment_methods")
+    op.drop_table("payment_methods")
     op.drop_index(op.f("ix_password_reset_tokens_user_id"), table_name="password_reset_tokens")
     op.drop_table("password_reset_tokens")
     op.drop_index(op.f("ix_organization_members_user_id"), table_name="organization_members")
@@ -1135,5 +3150,6 @@ def downgrade() -> None:
     op.drop_table("api_keys")
     op.drop_index("uq_users_email_lower", table_name="users")
     op.drop_table("users")
+    op.drop_table("plans")
     op.drop_table("organizations")
     # ### end Alembic commands ###
