@@ -1,0 +1,181 @@
+"""Queries for the accounts domain; services call these, endpoints never build SQL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import func, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models.accounts import (
+    ApiKey,
+    Organization,
+    OrganizationMember,
+    PasswordResetToken,
+    User,
+    UserSession,
+)
+
+
+class UserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, user_id: UUID) -> User | None:
+        return await self.session.get(User, user_id)
+
+    async def get_by_email(self, email: str) -> User | None:
+        # Matches the functional unique index uq_users_email_lower.
+        stmt = select(User).where(func.lower(User.email) == email.strip().lower())
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+
+class OrganizationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, organization_id: UUID) -> Organization | None:
+        return await self.session.get(Organization, organization_id)
+
+    async def slug_taken(self, slug: str) -> bool:
+        stmt = select(Organization.id).where(Organization.slug == slug)
+        return (await self.session.execute(stmt)).first() is not None
+
+
+class MemberRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def role_of(self, organization_id: UUID, user_id: UUID) -> str | None:
+        stmt = select(OrganizationMember.role).where(
+            OrganizationMember.organization_id == organization_id,
+            OrganizationMember.user_id == user_id,
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def get(self, organization_id: UUID, member_id: UUID) -> OrganizationMember | None:
+        stmt = select(OrganizationMember).where(
+            OrganizationMember.id == member_id,
+            OrganizationMember.organization_id == organization_id,
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def get_by_user(self, organization_id: UUID, user_id: UUID) -> OrganizationMember | None:
+        stmt = select(OrganizationMember).where(
+            OrganizationMember.organization_id == organization_id,
+            OrganizationMember.user_id == user_id,
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def first_organization_of(self, user_id: UUID) -> UUID | None:
+        stmt = (
+            select(OrganizationMember.organization_id)
+            .where(OrganizationMember.user_id == user_id)
+            .order_by(OrganizationMember.created_at, OrganizationMember.id)
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def organization_by_slug_for_user(self, slug: str, user_id: UUID) -> UUID | None:
+        stmt = (
+            select(Organization.id)
+            .join(OrganizationMember, OrganizationMember.organization_id == Organization.id)
+            .where(Organization.slug == slug, OrganizationMember.user_id == user_id)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def lock_owners(self, organization_id: UUID) -> list[UUID]:
+        """Owner member IDs, row-locked so two concurrent demotions cannot both pass the
+        last-owner check."""
+        stmt = (
+            select(OrganizationMember.id)
+            .where(
+                OrganizationMember.organization_id == organization_id,
+                OrganizationMember.role == "owner",
+            )
+            .order_by(OrganizationMember.id)
+            .with_for_update()
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def page(
+        self, organization_id: UUID, *, after: tuple[datetime, UUID] | None, limit: int
+    ) -> list[tuple[OrganizationMember, User]]:
+        stmt = (
+            select(OrganizationMember, User)
+            .join(User, User.id == OrganizationMember.user_id)
+            .where(OrganizationMember.organization_id == organization_id)
+            .order_by(OrganizationMember.created_at, OrganizationMember.id)
+            .limit(limit)
+        )
+        if after is not None:
+            stmt = stmt.where(
+                tuple_(OrganizationMember.created_at, OrganizationMember.id)
+                > tuple_(after[0], after[1])
+            )
+        return [(m, u) for m, u in (await self.session.execute(stmt)).all()]
+
+
+class SessionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get_by_hash(self, token_hash: str) -> UserSession | None:
+        stmt = select(UserSession).where(UserSession.token_hash == token_hash)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def get(self, session_id: UUID) -> UserSession | None:
+        return await self.session.get(UserSession, session_id)
+
+    async def revoke_all_for_user(self, user_id: UUID, now: datetime) -> None:
+        await self.session.execute(
+            update(UserSession)
+            .where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+
+
+class PasswordResetRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def consume(self, token_hash: str, now: datetime) -> UUID | None:
+        """Mark an unused, unexpired token used and return its user; atomic, so single use."""
+        stmt = (
+            update(PasswordResetToken)
+            .where(
+                PasswordResetToken.token_hash == token_hash,
+                PasswordResetToken.used_at.is_(None),
+                PasswordResetToken.expires_at > now,
+            )
+            .values(used_at=now)
+            .returning(PasswordResetToken.user_id)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+
+class ApiKeyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get_by_prefix(self, prefix: str) -> ApiKey | None:
+        stmt = select(ApiKey).where(ApiKey.key_prefix == prefix)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def get(self, organization_id: UUID, key_id: UUID) -> ApiKey | None:
+        stmt = select(ApiKey).where(ApiKey.id == key_id, ApiKey.organization_id == organization_id)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def page(
+        self, organization_id: UUID, *, after: tuple[datetime, UUID] | None, limit: int
+    ) -> list[ApiKey]:
+        stmt = (
+            select(ApiKey)
+            .where(ApiKey.organization_id == organization_id)
+            .order_by(ApiKey.created_at, ApiKey.id)
+            .limit(limit)
+        )
+        if after is not None:
+            stmt = stmt.where(tuple_(ApiKey.created_at, ApiKey.id) > tuple_(after[0], after[1]))
+        return list((await self.session.execute(stmt)).scalars())

@@ -1,0 +1,69 @@
+"""API scopes, what each role may hold, and the implications between scopes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+PROJECTS_READ = "projects:read"
+PROJECTS_WRITE = "projects:write"
+PIPELINES_READ = "pipelines:read"
+PIPELINES_WRITE = "pipelines:write"
+DEPLOYMENTS_TRIGGER = "deployments:trigger"
+ENVIRONMENTS_READ = "environments:read"
+BILLING_READ = "billing:read"
+ADMIN = "admin"
+
+ALL_SCOPES: frozenset[str] = frozenset(
+    {
+        PROJECTS_READ,
+        PROJECTS_WRITE,
+        PIPELINES_READ,
+        PIPELINES_WRITE,
+        DEPLOYMENTS_TRIGGER,
+        ENVIRONMENTS_READ,
+        BILLING_READ,
+        ADMIN,
+    }
+)
+READ_SCOPES: frozenset[str] = frozenset(
+    {PROJECTS_READ, PIPELINES_READ, ENVIRONMENTS_READ, BILLING_READ}
+)
+WRITE_SCOPES: frozenset[str] = ALL_SCOPES - READ_SCOPES
+
+# A scope on the left grants the scopes on the right as well.
+IMPLIES: dict[str, frozenset[str]] = {
+    PROJECTS_WRITE: frozenset({PROJECTS_READ, ENVIRONMENTS_READ}),
+    PIPELINES_WRITE: frozenset({PIPELINES_READ}),
+    DEPLOYMENTS_TRIGGER: frozenset({PIPELINES_READ, ENVIRONMENTS_READ}),
+    ADMIN: ALL_SCOPES,
+}
+
+Role = Literal["owner", "admin", "member", "viewer"]
+ROLES: tuple[Role, ...] = ("owner", "admin", "member", "viewer")
+ROLE_RANK: dict[str, int] = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
+
+# The most a principal of each role can ever hold, whatever its key says.
+ROLE_SCOPES: dict[str, frozenset[str]] = {
+    "owner": ALL_SCOPES,
+    "admin": ALL_SCOPES,
+    "member": ALL_SCOPES - {ADMIN, BILLING_READ},
+    "viewer": frozenset({PROJECTS_READ, PIPELINES_READ, ENVIRONMENTS_READ}),
+}
+
+
+def expand(scopes: Iterable[str]) -> frozenset[str]:
+    granted = set()
+    for scope in scopes:
+        if scope in ALL_SCOPES:
+            granted.add(scope)
+            granted |= IMPLIES.get(scope, frozenset())
+    return frozenset(granted)
+
+
+def effective_scopes(role: str, requested: Iterable[str] | None) -> frozenset[str]:
+    """Scopes a principal really has: its requested scopes (all, for a session) expanded, then
+    capped by its role, so a viewer's key never writes."""
+    cap = ROLE_SCOPES.get(role, frozenset())
+    granted = ALL_SCOPES if requested is None else expand(requested)
+    return granted & cap

@@ -1,0 +1,140 @@
+"""The FastAPI application factory: lifespan, middleware, error handling, and the /v1 routers.
+
+Domain routers are listed in ROUTER_MODULES; each module exposes `router: APIRouter`. Routers
+whose paths do not already start with /v1 are mounted under /v1. A module that does not exist
+yet is skipped (other domains land over time); any other import error fails loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+
+from api.accounts.rate_limit import ApiKeyRateLimiter, LastUsedThrottle
+from api.errors import ServiceUnavailable, install_error_handlers
+from api.health import router as health_router
+from api.middleware import (
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+    install_request_id_log_records,
+)
+from api.temporal import TemporalConnection
+from db.session import create_engine, create_session_maker
+from forgeline.settings import Settings, get_settings
+
+logger = logging.getLogger("forgeline.api")
+
+API_PREFIX = "/v1"
+
+ROUTER_MODULES: list[str] = [
+    "api.accounts.endpoints",
+    "api.projects.endpoints",
+    "api.agent.endpoints",
+    "api.pipelines.endpoints",
+    "api.runs.endpoints",
+    "api.deployments.endpoints",
+    "api.billing.endpoints",
+    "api.audit_logs.endpoints",
+    "api.integrations.endpoints",
+]
+
+
+def _load_router(module_name: str) -> APIRouter | None:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only the listed module itself (or its package) being absent is tolerated.
+        if exc.name and module_name.startswith(exc.name):
+            logger.debug("router module %s not present; skipped", module_name)
+            return None
+        raise
+    router = getattr(module, "router", None)
+    if not isinstance(router, APIRouter):
+        raise TypeError(f"{module_name} must expose `router: APIRouter`")
+    return router
+
+
+def include_domain_routers(app: FastAPI, modules: list[str]) -> list[str]:
+    included: list[str] = []
+    for name in modules:
+        router = _load_router(name)
+        if router is None:
+            continue
+        paths = [getattr(route, "path", "") for route in router.routes]
+        already_versioned = bool(paths) and all(p.startswith(API_PREFIX) for p in paths)
+        app.include_router(router, prefix="" if already_versioned else API_PREFIX)
+        included.append(name)
+    return included
+
+
+def _configure_logging(settings: Settings) -> None:
+    install_request_id_log_records()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    session_maker: async_sessionmaker[AsyncSession] | None = None,
+    temporal_client: Client | None = None,
+) -> FastAPI:
+    """Build the app. The engine is created here (no I/O until first use) so the app also works
+    under transports that skip the lifespan; the lifespan warms Temporal and disposes the engine.
+    Tests may hand in their own session maker and Temporal client."""
+    settings = settings or get_settings()
+    _configure_logging(settings)
+    engine = None
+    if session_maker is None:
+        engine = create_engine(settings)
+        session_maker = create_session_maker(engine)
+    temporal = TemporalConnection(settings)
+    if temporal_client is not None:
+        temporal.set_client(temporal_client)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def warm_temporal() -> None:
+            # Not fatal: /healthz reports it and TemporalDep retries on demand.
+            with contextlib.suppress(ServiceUnavailable):
+                await temporal.get()
+
+        warm = asyncio.create_task(warm_temporal())
+        try:
+            yield
+        finally:
+            warm.cancel()
+            if engine is not None:
+                await engine.dispose()
+
+    app = FastAPI(
+        title="Forgeline API",
+        version="1.0.0",
+        description="Durable orchestration for AI-driven CI/CD. Authenticate with "
+        "`Authorization: Bearer <API key or session token>`.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_maker = session_maker
+    app.state.temporal = temporal
+    app.state.rate_limiter = ApiKeyRateLimiter()
+    app.state.last_used = LastUsedThrottle(session_maker)
+
+    install_error_handlers(app)
+    # Added innermost first: the request context wraps everything, so even a 413 carries an ID.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+
+    app.include_router(health_router)
+    app.state.router_modules = include_domain_routers(app, ROUTER_MODULES)
+    return app

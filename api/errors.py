@@ -1,0 +1,145 @@
+"""The one place that turns every failure into an application/problem+json response (RFC 9457)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from forgeline.errors import DomainError, RateLimited
+
+logger = logging.getLogger("forgeline.api")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://forgeline.dev/problems/"
+
+
+class ServiceUnavailable(DomainError):
+    """A backing service (Temporal, the database) cannot be reached right now."""
+
+    status_code = 503
+    title = "Service unavailable"
+    type_slug = "service-unavailable"
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised while streaming a request body past the configured limit.
+
+    An HTTPException on purpose: FastAPI re-raises those from body parsing instead of
+    wrapping them into a generic 400.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"Request body exceeds the limit of {limit} bytes")
+
+
+def problem_response(
+    request: Request | None,
+    *,
+    status: int,
+    detail: str,
+    slug: str | None = None,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """Build the problem document; every error path of the API ends here."""
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + (slug or phrase.lower().replace(" ", "-")),
+        "title": title or phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path if request is not None else None,
+        "request_id": getattr(request.state, "request_id", None) if request is not None else None,
+    }
+    for key, value in extra.items():
+        body.setdefault(key, value)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Location, message and type of each field error; never the input (it may be a password)."""
+    return [
+        {
+            "loc": [str(part) for part in error.get("loc", ())],
+            "msg": str(error.get("msg", "")),
+            "type": str(error.get("type", "")),
+        }
+        for error in errors
+    ]
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    if exc.status_code == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    return problem_response(
+        request,
+        status=exc.status_code,
+        detail=exc.detail,
+        slug=exc.type_slug,
+        title=exc.title,
+        headers=headers,
+        **exc.extra,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(error.get("type") == "json_invalid" for error in errors):
+        return problem_response(
+            request,
+            status=400,
+            detail="The request body is not valid JSON",
+            slug="malformed-json",
+            title="Malformed JSON",
+            errors=_field_errors(errors),
+        )
+    return problem_response(
+        request,
+        status=422,
+        detail="The request does not match the expected schema",
+        slug="validation-failed",
+        title="Validation failed",
+        errors=_field_errors(errors),
+    )
+
+
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers) if exc.headers else None
+    slug = "payload-too-large" if exc.status_code == 413 else None
+    return problem_response(
+        request, status=exc.status_code, detail=str(exc.detail), slug=slug, headers=headers
+    )
+
+
+def unhandled_problem(request: Request | None) -> JSONResponse:
+    """A 500 that says nothing about the internals; the traceback goes to the log."""
+    return problem_response(
+        request,
+        status=500,
+        detail="An unexpected error occurred; quote the request_id when reporting it",
+        slug="internal-error",
+    )
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return unhandled_problem(request)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(Exception, _unhandled)

@@ -1,0 +1,142 @@
+"""Pure ASGI middleware: request IDs (header, logs, problems), last-resort 500s, body size limit."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from contextvars import ContextVar
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import BodyTooLarge, problem_response, unhandled_problem
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+_request_id: ContextVar[str | None] = ContextVar("forgeline_request_id", default=None)
+access_logger = logging.getLogger("forgeline.api.access")
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
+def install_request_id_log_records() -> None:
+    """Give every log record a `request_id` attribute so formats can always reference it."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_forgeline_request_id", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.request_id = _request_id.get() or "-"
+        return record
+
+    factory._forgeline_request_id = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class RequestContextMiddleware:
+    """Assigns the request ID, echoes it back, logs one access line, and turns a crash into a
+    problem document (so an unexpected exception never reaches the client as a bare 500)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        valid = incoming is not None and _VALID_REQUEST_ID.match(incoming) is not None
+        request_id = incoming if valid and incoming else uuid.uuid4().hex
+        token = _request_id.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logging.getLogger("forgeline.api").exception(
+                "unhandled error on %s %s", scope.get("method"), scope.get("path")
+            )
+            if response_started:
+                raise
+            response = unhandled_problem(Request(scope))
+            await response(scope, receive, send_with_id)
+        finally:
+            access_logger.info(
+                "%s %s %s %.1fms",
+                scope.get("method"),
+                scope.get("path"),
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
+            _request_id.reset(token)
+
+
+class BodySizeLimitMiddleware:
+    """Refuses bodies over `max_bytes` with 413: up front from Content-Length, and while
+    streaming for chunked uploads that lie about (or omit) their length."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        response = problem_response(
+            Request(scope),
+            status=413,
+            detail=f"Request body exceeds the limit of {self.max_bytes} bytes",
+            slug="payload-too-large",
+            headers={"Connection": "close"},
+        )
+
+        async def no_body() -> Message:
+            return {"type": "http.disconnect"}
+
+        await response(scope, no_body, send)

@@ -1,0 +1,148 @@
+"""App plumbing: /healthz, request IDs, problem+json for every kind of bad input, OpenAPI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict
+
+from api.app import create_app
+from forgeline.errors import Conflict
+from forgeline.settings import Settings
+
+PROBLEM_KEYS = {"type", "title", "status", "detail", "instance", "request_id"}
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    count: int
+
+
+probe = APIRouter(prefix="/v1/_probe")
+
+
+@probe.post("/echo")
+async def echo(body: Body) -> Body:
+    return body
+
+
+@probe.get("/conflict")
+async def conflict() -> None:
+    raise Conflict("already there", field="name")
+
+
+@probe.get("/boom")
+async def boom() -> None:
+    raise RuntimeError("secret internal detail /etc/passwd")
+
+
+@pytest.fixture(scope="module")
+async def probe_client(settings: Settings):
+    app = create_app(settings.model_copy(update={"max_request_body_bytes": 1024}))
+    app.include_router(probe)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert body.keys() >= PROBLEM_KEYS
+    assert body["status"] == status
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+async def test_healthz_reports_database_and_temporal(api_client):
+    response = await api_client.get("/healthz")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["database"]["ok"] and body["temporal"]["ok"]
+
+
+async def test_healthz_503_when_temporal_unreachable(settings: Settings):
+    from forgeline.embedded.postgres import free_port
+
+    down = settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+    app = create_app(down)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["database"]["ok"] is True
+    assert body["temporal"]["ok"] is False
+
+
+async def test_request_id_is_echoed_or_generated(probe_client):
+    response = await probe_client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    generated = await probe_client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert generated.headers["x-request-id"] != "bad id\twith spaces"
+    assert len(generated.headers["x-request-id"]) == 32
+
+
+async def test_malformed_json_is_400_problem(probe_client):
+    response = await probe_client.post(
+        "/v1/_probe/echo", content=b'{"name": "x", ', headers={"content-type": "application/json"}
+    )
+    body = assert_problem(response, 400)
+    assert body["type"].endswith("/malformed-json")
+
+
+async def test_wrong_types_and_unknown_fields_are_422_with_field_errors(probe_client):
+    response = await probe_client.post("/v1/_probe/echo", json={"name": "x", "count": "many"})
+    body = assert_problem(response, 422)
+    assert body["errors"][0]["loc"] == ["body", "count"]
+    assert "input" not in body["errors"][0]  # inputs may be secrets: never echoed
+    extra = await probe_client.post("/v1/_probe/echo", json={"name": "x", "count": 1, "admin": 1})
+    body = assert_problem(extra, 422)
+    assert body["errors"][0]["type"] == "extra_forbidden"
+
+
+async def test_oversized_body_is_413_problem(probe_client):
+    big = {"name": "x" * 4000, "count": 1}
+    body = assert_problem(await probe_client.post("/v1/_probe/echo", json=big), 413)
+    assert body["type"].endswith("/payload-too-large")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            yield b" " * 512  # no Content-Length: counted while streaming
+
+    streamed = await probe_client.post(
+        "/v1/_probe/echo", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert_problem(streamed, 413)
+
+
+async def test_domain_error_maps_to_problem_with_extras(probe_client):
+    body = assert_problem(await probe_client.get("/v1/_probe/conflict"), 409)
+    assert body["detail"] == "already there"
+    assert body["field"] == "name"
+
+
+async def test_unknown_exception_is_500_without_internals(probe_client):
+    body = assert_problem(await probe_client.get("/v1/_probe/boom"), 500)
+    assert "passwd" not in str(body) and "RuntimeError" not in str(body)
+
+
+async def test_unknown_route_is_404_problem(probe_client):
+    assert_problem(await probe_client.get("/v1/nope"), 404)
+
+
+async def test_openapi_lists_accounts_routes(api_client):
+    response = await api_client.get("/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for path in ("/v1/auth/signup", "/v1/auth/login", "/v1/me", "/v1/api-keys", "/v1/members"):
+        assert path in paths
+    assert (await api_client.get("/docs")).status_code == 200
