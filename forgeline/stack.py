@@ -25,8 +25,15 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.session import create_engine, create_session_maker, database_url, sync_database_url
+from db.session import (
+    create_engine,
+    create_session_maker,
+    database_url,
+    session_scope,
+    sync_database_url,
+)
 from forgeline.embedded.postgres import EmbeddedPostgres, port_open
 from forgeline.embedded.temporal import EmbeddedTemporal, wait_for_temporal
 from forgeline.settings import PLACEHOLDER, Settings
@@ -62,6 +69,16 @@ def run_migrations(url: str) -> None:
     config.set_main_option("script_location", str(ROOT / "db" / "migrations"))
     config.set_main_option("sqlalchemy.url", sync_database_url(url).replace("%", "%%"))
     command.upgrade(config, "head")
+
+
+async def seed_reference_data(session_maker: async_sessionmaker[AsyncSession]) -> None:
+    """Idempotent reference data (plans and plan features), one unit of work."""
+    seed = _optional("db.seed", "seed_reference_data")
+    if seed is None:
+        return
+    async with session_scope(session_maker) as session:
+        await seed(session)
+    print("Seeded reference data (plans, plan features)", flush=True)
 
 
 def _optional(module: str, name: str) -> Callable[..., Any] | None:
@@ -207,10 +224,7 @@ class Stack:
         session_maker = create_session_maker(engine)
         shown: dict[str, Any] = {}
         try:
-            seed = _optional("db.seed", "seed_reference_data")
-            if seed:
-                await _maybe_await(seed(session_maker))
-                print("Seeded reference data (plans, plan features)", flush=True)
+            await seed_reference_data(session_maker)
             bootstrap = _optional("api.accounts.bootstrap", "ensure_bootstrap")
             if bootstrap:
                 shown = remember_bootstrap(
@@ -318,21 +332,27 @@ async def serve(settings: Settings, ready: Callable[[Stack], Awaitable[None]] | 
 
 
 async def migrate(settings: Settings) -> int:
-    """`make migrate`: upgrade the configured or embedded database, leaving it as it was."""
-    if settings.database_url:
-        await asyncio.to_thread(run_migrations, settings.database_url)
-        return 0
-    pg = EmbeddedPostgres(
-        settings.data_dir.absolute() / "postgres",
-        settings.embedded_postgres_port,
-        bin_dir=settings.pg_bin_dir,
-    )
-    was_running = pg.is_running()
-    pg.start()
+    """`make migrate`: upgrade and seed the configured or embedded database."""
+    pg: EmbeddedPostgres | None = None
+    was_running = True
+    if not settings.database_url:
+        pg = EmbeddedPostgres(
+            settings.data_dir.absolute() / "postgres",
+            settings.embedded_postgres_port,
+            bin_dir=settings.pg_bin_dir,
+        )
+        was_running = pg.is_running()
+        pg.start()
+    url = pg.url if pg else database_url(settings)
     try:
-        await asyncio.to_thread(run_migrations, pg.url)
+        await asyncio.to_thread(run_migrations, url)
+        engine = create_engine(settings, url=url)
+        try:
+            await seed_reference_data(create_session_maker(engine))
+        finally:
+            await engine.dispose()
     finally:
-        if not was_running:
+        if pg and not was_running:
             pg.stop()
     return 0
 
