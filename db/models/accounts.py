@@ -79,7 +79,10 @@ class User(UUIDPrimaryKey, Timestamps, Base):
     last_login_at: Mapped[datetime | None] = mapped_column(TZ_DATETIME)
 
     memberships: Mapped[list[OrganizationMember]] = relationship(
-        back_populates="user", lazy="raise", passive_deletes=True
+        back_populates="user",
+        lazy="raise",
+        passive_deletes=True,
+        foreign_keys="OrganizationMember.user_id",
     )
 
     __table_args__ = (
