@@ -8,7 +8,7 @@ UV = $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 PYTEST_ARGS ?=
 RESULTS := .pytest_cache/forgeline-results.xml
 
-.PHONY: help uv sync run test lint fmt bench migrate worker api
+.PHONY: help uv sync run test lint fmt bench migrate worker api readme
 
 help:
 	@echo "make run      start the whole stack (embedded Temporal + PostgreSQL, worker, API)"
@@ -19,6 +19,7 @@ help:
 	@echo "make migrate  alembic upgrade head (embedded PostgreSQL unless DATABASE_URL)"
 	@echo "make worker   run worker.py against running services"
 	@echo "make api      run the API (uvicorn, reload) against running services"
+	@echo "make readme   regenerate the README configuration table from forgeline/settings.py"
 
 uv:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
@@ -65,3 +66,6 @@ worker: sync
 
 api: sync
 	$(UV) run --frozen uvicorn api.app:create_app --factory --reload --port 8000
+
+readme: sync
+	$(UV) run --frozen python -m forgeline.settings_doc
