@@ -51,9 +51,13 @@ _PROBLEMS: dict[int | str, dict[str, str]] = {
     responses={409: {"description": "Slug already used"}, 402: {"description": "Plan limit"}},
 )
 async def create_project(
-    body: ProjectCreate, session: SessionDep, principal: Writer, request: Request
+    body: ProjectCreate,
+    session: SessionDep,
+    principal: Writer,
+    settings: SettingsDep,
+    request: Request,
 ) -> ProjectOut:
-    return await service.create_project(session, principal, request, body)
+    return await service.create_project(session, principal, request, settings, body)
 
 
 @router.get("/projects")
@@ -101,9 +105,10 @@ async def update_project(
     body: ProjectUpdate,
     session: SessionDep,
     principal: Writer,
+    settings: SettingsDep,
     request: Request,
 ) -> ProjectOut:
-    return await service.update_project(session, principal, request, project_id, body)
+    return await service.update_project(session, principal, request, settings, project_id, body)
 
 
 @router.post("/projects/{project_id}/archive", responses=_PROBLEMS)
@@ -177,9 +182,10 @@ async def create_environment(
     body: EnvironmentCreate,
     session: SessionDep,
     principal: Writer,
+    settings: SettingsDep,
     request: Request,
 ) -> EnvironmentOut:
-    return await service.create_environment(session, principal, request, project_id, body)
+    return await service.create_environment(session, principal, request, settings, project_id, body)
 
 
 @router.get("/projects/{project_id}/environments", tags=["environments"], responses=_PROBLEMS)
@@ -220,9 +226,12 @@ async def update_environment(
     body: EnvironmentUpdate,
     session: SessionDep,
     principal: Writer,
+    settings: SettingsDep,
     request: Request,
 ) -> EnvironmentOut:
-    return await service.update_environment(session, principal, request, environment_id, body)
+    return await service.update_environment(
+        session, principal, request, settings, environment_id, body
+    )
 
 
 @router.delete(

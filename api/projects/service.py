@@ -170,18 +170,22 @@ async def _unique_slug(session: AsyncSession, organization_id: uuid.UUID, base: 
 
 
 def _store_project_config(
-    config: ProjectConfig, previous: Mapping[str, Any] | None
+    config: ProjectConfig, previous: Mapping[str, Any] | None, settings: Settings
 ) -> dict[str, Any]:
     data = config.model_dump(mode="json", exclude_none=True)
     data["environment_variables"] = env_vars.seal(
         data.get("environment_variables", []),
         (previous or {}).get("environment_variables") or [],
+        settings,
     )
     return data
 
 
 def _validate_environment_config(
-    provider: str, config: Mapping[str, Any], previous: Mapping[str, Any] | None
+    provider: str,
+    config: Mapping[str, Any],
+    previous: Mapping[str, Any] | None,
+    settings: Settings,
 ) -> dict[str, Any]:
     schema = PROVIDER_CONFIGS[provider]
     try:
@@ -199,6 +203,7 @@ def _validate_environment_config(
     data["environment_variables"] = env_vars.seal(
         data.get("environment_variables", []),
         (previous or {}).get("environment_variables") or [],
+        settings,
     )
     return data
 
@@ -251,7 +256,11 @@ async def _enforce_plan_limit(
 
 
 async def create_project(
-    session: AsyncSession, principal: Principal, request: Request | None, body: ProjectCreate
+    session: AsyncSession,
+    principal: Principal,
+    request: Request | None,
+    settings: Settings,
+    body: ProjectCreate,
 ) -> ProjectOut:
     org = principal.organization_id
     await _enforce_plan_limit(session, org, "projects")
@@ -270,7 +279,7 @@ async def create_project(
         description=body.description,
         project_type=body.project_type,
         framework=body.framework,
-        config=_store_project_config(body.config, None),
+        config=_store_project_config(body.config, None, settings),
         status="active",
     )
     session.add(project)
@@ -302,6 +311,7 @@ async def update_project(
     session: AsyncSession,
     principal: Principal,
     request: Request | None,
+    settings: Settings,
     project_id: uuid.UUID,
     body: ProjectUpdate,
 ) -> ProjectOut:
@@ -326,7 +336,7 @@ async def update_project(
     if "status" in fields and body.status is not None:
         project.status = body.status
     if "config" in fields and body.config is not None:
-        project.config = _store_project_config(body.config, project.config)
+        project.config = _store_project_config(body.config, project.config, settings)
     after = _project_snapshot(project)
     if after == before:
         return project_out(project)  # nothing changed: not a mutation, no audit row
@@ -471,13 +481,14 @@ async def create_environment(
     session: AsyncSession,
     principal: Principal,
     request: Request | None,
+    settings: Settings,
     project_id: uuid.UUID,
     body: EnvironmentCreate,
 ) -> EnvironmentOut:
     project = await _require_project(session, principal, project_id, for_update=True)
     _refuse_if_archived(project)
     await _enforce_plan_limit(session, principal.organization_id, "environments_per_project")
-    config = _validate_environment_config(body.provider, body.config or {}, None)
+    config = _validate_environment_config(body.provider, body.config or {}, None, settings)
     is_protected = bool(body.is_protected)
     # A protected environment without a count means one approval, like GitHub environments.
     approvals = body.required_approvals
@@ -537,6 +548,7 @@ async def update_environment(
     session: AsyncSession,
     principal: Principal,
     request: Request | None,
+    settings: Settings,
     environment_id: uuid.UUID,
     body: EnvironmentUpdate,
 ) -> EnvironmentOut:
@@ -559,7 +571,7 @@ async def update_environment(
     if "provider" in fields and body.provider is not None:
         env.provider = body.provider
     if "config" in fields and body.config is not None:
-        env.config = _validate_environment_config(env.provider, body.config, env.config)
+        env.config = _validate_environment_config(env.provider, body.config, env.config, settings)
     if "is_protected" in fields and body.is_protected is not None:
         env.is_protected = body.is_protected
         if not body.is_protected and "required_approvals" not in fields:
