@@ -213,7 +213,7 @@ async def list_members(
         cursor=cursor,
         limit=limit,
     )
-    rows = list((await session.execute(stmt)).tuples())
+    rows = [(row[0], row[1]) for row in (await session.execute(stmt)).all()]
     return build_page(
         rows,
         limit=limit,

@@ -7,10 +7,14 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
 
 from api.app import create_app
+from api.audit import write_audit
+from api.deps import SessionDep
+from db.models.operations import AuditLog
 from forgeline.errors import Conflict
 from forgeline.settings import Settings
 
@@ -34,6 +38,13 @@ async def echo(body: Body) -> Body:
 @probe.get("/conflict")
 async def conflict() -> None:
     raise Conflict("already there", field="name")
+
+
+@probe.post("/half-written")
+async def half_written(session: SessionDep, request: Request) -> None:
+    await write_audit(session, None, request, "probe.written", "probe", None)
+    await session.flush()  # the row reached the database inside the transaction...
+    raise Conflict("...and the failure rolls it back")
 
 
 @probe.get("/boom")
@@ -146,3 +157,13 @@ async def test_openapi_lists_accounts_routes(api_client):
     for path in ("/v1/auth/signup", "/v1/auth/login", "/v1/me", "/v1/api-keys", "/v1/members"):
         assert path in paths
     assert (await api_client.get("/docs")).status_code == 200
+
+
+async def test_failed_request_writes_nothing(probe_client, session_maker):
+    response = await probe_client.post("/v1/_probe/half-written")
+    assert response.status_code == 409
+    async with session_maker() as session:
+        rows = await session.execute(
+            select(AuditLog.id).where(AuditLog.request_id == response.headers["x-request-id"])
+        )
+        assert rows.first() is None

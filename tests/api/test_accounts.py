@@ -1,0 +1,407 @@
+"""Identity and access against real Postgres: sign-up, sessions, reset, TOTP, members, audit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pyotp
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.accounts.service import SESSION_TTL
+from db.models.accounts import Notification, PasswordResetToken, User, UserSession
+from db.models.operations import AuditLog
+from tests.factories import DEFAULT_PASSWORD, make_org
+
+Maker = async_sessionmaker[AsyncSession]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def signup(client: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
+    suffix = uuid.uuid4().hex[:8]
+    body = {
+        "email": f"Person-{suffix}@Example.com",
+        "password": "a long enough password",
+        "name": "Person",
+        "organization_name": f"Acme {suffix}",
+        **overrides,
+    }
+    response = await client.post("/v1/auth/signup", json=body)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def audit_actions(session_maker: Maker, org_id: uuid.UUID | str) -> list[str]:
+    async with session_maker() as session:
+        rows = await session.execute(
+            select(AuditLog.action)
+            .where(AuditLog.organization_id == uuid.UUID(str(org_id)))
+            .order_by(AuditLog.created_at, AuditLog.id)
+        )
+        return list(rows.scalars())
+
+
+async def test_signup_creates_owner_session_and_audit(api_client, session_maker):
+    result = await signup(api_client)
+    assert result["user"]["email"].startswith("person-")  # normalised to lower case
+    token = result["session"]["token"]
+    expires = datetime.fromisoformat(result["session"]["expires_at"])
+    assert timedelta(days=6, hours=23) < expires - datetime.now(UTC) <= SESSION_TTL
+    me = await api_client.get("/v1/me", headers=bearer(token))
+    assert me.status_code == 200, me.text
+    assert me.json()["role"] == "owner" and "admin" in me.json()["scopes"]
+    assert me.json()["auth_method"] == "session"
+    org_id = result["organization"]["id"]
+    assert await audit_actions(session_maker, org_id) == ["organization.signed_up"]
+    async with session_maker() as session:
+        user = await session.get(User, uuid.UUID(result["user"]["id"]))
+        assert user is not None and user.password_hash is not None
+        assert user.password_hash.startswith("$argon2id$")
+        stored = (await session.execute(select(UserSession.token_hash))).scalars().all()
+        assert token not in stored  # only the hash is at rest
+
+
+async def test_email_is_unique_case_insensitively(api_client):
+    first = await signup(api_client)
+    again = await api_client.post(
+        "/v1/auth/signup",
+        json={
+            "email": first["user"]["email"].upper(),
+            "password": "another long password",
+            "name": "Twin",
+            "organization_name": "Twin Co",
+        },
+    )
+    assert again.status_code == 409
+    assert again.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_signup_refuses_mass_assignment_and_writes_nothing(api_client, session_maker):
+    email = f"mass-{uuid.uuid4().hex[:8]}@example.com"
+    for extra in (
+        {"organization_id": str(uuid.uuid4())},
+        {"role": "owner"},
+        {"password_hash": "x"},
+    ):
+        response = await api_client.post(
+            "/v1/auth/signup",
+            json={
+                "email": email,
+                "password": "a long enough password",
+                "name": "M",
+                "organization_name": "Mass",
+                **extra,
+            },
+        )
+        assert response.status_code == 422
+    async with session_maker() as session:
+        count = await session.scalar(
+            select(func.count()).select_from(User).where(User.email == email)
+        )
+    assert count == 0
+
+
+async def test_login_refresh_rotates_and_logout_revokes(api_client, session_maker):
+    result = await signup(api_client)
+    email = result["user"]["email"]
+    bad = await api_client.post("/v1/auth/login", json={"email": email, "password": "wrong one!"})
+    assert bad.status_code == 401
+    unknown = await api_client.post(
+        "/v1/auth/login", json={"email": "nobody@example.com", "password": "whatever it is"}
+    )
+    assert unknown.status_code == 401 and unknown.json()["detail"] == bad.json()["detail"]
+
+    login = await api_client.post(
+        "/v1/auth/login", json={"email": email.upper(), "password": "a long enough password"}
+    )
+    assert login.status_code == 200, login.text
+    first = login.json()["token"]
+
+    refreshed = await api_client.post("/v1/auth/refresh", headers=bearer(first))
+    assert refreshed.status_code == 200, refreshed.text
+    second = refreshed.json()["token"]
+    assert second != first
+    assert (await api_client.get("/v1/me", headers=bearer(first))).status_code == 401
+    assert (await api_client.get("/v1/me", headers=bearer(second))).status_code == 200
+
+    assert (await api_client.post("/v1/auth/logout", headers=bearer(second))).status_code == 204
+    assert (await api_client.get("/v1/me", headers=bearer(second))).status_code == 401
+    actions = await audit_actions(session_maker, result["organization"]["id"])
+    assert actions[-3:] == ["session.created", "session.rotated", "session.revoked"]
+
+
+async def test_expired_session_is_rejected(api_client, session_maker):
+    result = await signup(api_client)
+    token = result["session"]["token"]
+    async with session_maker() as session:
+        await session.execute(
+            update(UserSession)
+            .where(UserSession.user_id == uuid.UUID(result["user"]["id"]))
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+        await session.commit()
+    response = await api_client.get("/v1/me", headers=bearer(token))
+    assert response.status_code == 401
+    assert "expired" in response.json()["detail"]
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_refresh_and_logout_refuse_api_keys(api_client, session_maker):
+    org = await make_org(session_maker)
+    assert (await api_client.post("/v1/auth/refresh", headers=org.headers)).status_code == 403
+
+
+async def _reset_url(session_maker: Maker, user_id: str) -> str:
+    async with session_maker() as session:
+        note = (
+            (
+                await session.execute(
+                    select(Notification)
+                    .where(Notification.user_id == uuid.UUID(user_id))
+                    .where(Notification.type == "password_reset")
+                    .order_by(Notification.created_at.desc())
+                )
+            )
+            .scalars()
+            .first()
+        )
+    assert note is not None
+    return str(note.data["reset_url"])
+
+
+async def test_password_reset_is_single_use_and_revokes_sessions(api_client, session_maker):
+    result = await signup(api_client)
+    email, old_token = result["user"]["email"], result["session"]["token"]
+    accepted = await api_client.post("/v1/auth/password-reset/request", json={"email": email})
+    assert accepted.status_code == 202
+    nobody = await api_client.post(
+        "/v1/auth/password-reset/request", json={"email": "ghost@example.com"}
+    )
+    assert nobody.status_code == 202  # same answer: no account probing
+
+    token = (await _reset_url(session_maker, result["user"]["id"])).split("token=", 1)[1]
+    async with session_maker() as session:
+        hashes = (await session.execute(select(PasswordResetToken.token_hash))).scalars().all()
+    assert token not in hashes
+
+    body = {"token": token, "new_password": "brand new password 1"}
+    assert (await api_client.post("/v1/auth/password-reset/confirm", json=body)).status_code == 204
+    reused = await api_client.post("/v1/auth/password-reset/confirm", json=body)
+    assert reused.status_code == 400 and reused.json()["type"].endswith("/invalid-token")
+
+    assert (await api_client.get("/v1/me", headers=bearer(old_token))).status_code == 401
+    old_login = {"email": email, "password": "a long enough password"}
+    assert (await api_client.post("/v1/auth/login", json=old_login)).status_code == 401
+    new_login = {"email": email, "password": "brand new password 1"}
+    assert (await api_client.post("/v1/auth/login", json=new_login)).status_code == 200
+
+
+async def test_expired_reset_token_is_refused(api_client, session_maker):
+    result = await signup(api_client)
+    await api_client.post(
+        "/v1/auth/password-reset/request", json={"email": result["user"]["email"]}
+    )
+    token = (await _reset_url(session_maker, result["user"]["id"])).split("token=", 1)[1]
+    async with session_maker() as session:
+        await session.execute(
+            update(PasswordResetToken)
+            .where(PasswordResetToken.user_id == uuid.UUID(result["user"]["id"]))
+            .values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
+        )
+        await session.commit()
+    response = await api_client.post(
+        "/v1/auth/password-reset/confirm", json={"token": token, "new_password": "whatever 12345"}
+    )
+    assert response.status_code == 400
+
+
+async def test_totp_enroll_confirm_then_required_at_login(api_client, session_maker):
+    result = await signup(api_client)
+    token, email = result["session"]["token"], result["user"]["email"]
+    enrolled = await api_client.post("/v1/auth/totp/enroll", headers=bearer(token))
+    assert enrolled.status_code == 200, enrolled.text
+    secret = enrolled.json()["secret"]
+    assert enrolled.json()["otpauth_uri"].startswith("otpauth://totp/")
+    async with session_maker() as session:
+        user = await session.get(User, uuid.UUID(result["user"]["id"]))
+        assert user is not None and user.totp_secret_encrypted
+        assert secret not in user.totp_secret_encrypted  # encrypted at rest
+
+    wrong = await api_client.post(
+        "/v1/auth/totp/confirm", headers=bearer(token), json={"code": "000000"}
+    )
+    assert wrong.status_code == 422
+    code = pyotp.TOTP(secret).now()
+    confirmed = await api_client.post(
+        "/v1/auth/totp/confirm", headers=bearer(token), json={"code": code}
+    )
+    assert confirmed.status_code == 200 and confirmed.json() == {"enabled": True}
+
+    credentials = {"email": email, "password": "a long enough password"}
+    missing = await api_client.post("/v1/auth/login", json=credentials)
+    assert missing.status_code == 401 and missing.json()["type"].endswith("/totp-required")
+    bad_code = await api_client.post("/v1/auth/login", json={**credentials, "totp_code": "123456"})
+    assert bad_code.status_code == 401
+    good = await api_client.post(
+        "/v1/auth/login", json={**credentials, "totp_code": pyotp.TOTP(secret).now()}
+    )
+    assert good.status_code == 200, good.text
+
+
+async def test_unauthenticated_and_garbage_tokens_are_401(api_client):
+    assert (await api_client.get("/v1/me")).status_code == 401
+    for token in ("nonsense", "fls_forged-session-token", "Basic abc"):
+        response = await api_client.get("/v1/me", headers=bearer(token))
+        assert response.status_code == 401
+        assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_members_add_invite_role_change_remove(api_client, session_maker):
+    owner = await signup(api_client)
+    headers = bearer(owner["session"]["token"])
+    org_id = owner["organization"]["id"]
+    other = await signup(api_client)
+
+    added = await api_client.post(
+        "/v1/members", headers=headers, json={"email": other["user"]["email"], "role": "admin"}
+    )
+    assert added.status_code == 201, added.text
+    assert added.json()["role"] == "admin"
+    duplicate = await api_client.post(
+        "/v1/members", headers=headers, json={"email": other["user"]["email"]}
+    )
+    assert duplicate.status_code == 409
+
+    missing = await api_client.post(
+        "/v1/members", headers=headers, json={"email": "ghost-x@example.com"}
+    )
+    assert missing.status_code == 404
+    invite_email = f"new-{uuid.uuid4().hex[:8]}@example.com"
+    invited = await api_client.post(
+        "/v1/members/invitations", headers=headers, json={"email": invite_email, "role": "viewer"}
+    )
+    assert invited.status_code == 201, invited.text
+    async with session_maker() as session:
+        note = (
+            await session.execute(
+                select(Notification).where(
+                    Notification.user_id == uuid.UUID(invited.json()["user_id"])
+                )
+            )
+        ).scalar_one()
+        assert note.type == "organization_invitation" and "set_password_url" in note.data
+
+    listed = await api_client.get("/v1/members", headers=headers, params={"limit": 2})
+    assert listed.status_code == 200
+    page = listed.json()
+    assert len(page["items"]) == 2 and page["next_cursor"]
+    rest = await api_client.get(
+        "/v1/members", headers=headers, params={"limit": 2, "cursor": page["next_cursor"]}
+    )
+    assert len(rest.json()["items"]) == 1
+
+    member_id = invited.json()["id"]
+    changed = await api_client.patch(
+        f"/v1/members/{member_id}", headers=headers, json={"role": "member"}
+    )
+    assert changed.status_code == 200 and changed.json()["role"] == "member"
+    assert (await api_client.delete(f"/v1/members/{member_id}", headers=headers)).status_code == 204
+    actions = await audit_actions(session_maker, org_id)
+    assert actions[1:] == [
+        "member.added",
+        "member.invited",
+        "member.role_changed",
+        "member.removed",
+    ]
+
+    # Another tenant's member ID is a 404, never a 403.
+    foreign = await make_org(session_maker)
+    async with session_maker() as session:
+        from db.models.accounts import OrganizationMember
+
+        foreign_member = (
+            await session.execute(
+                select(OrganizationMember.id).where(
+                    OrganizationMember.organization_id == foreign.org_id
+                )
+            )
+        ).scalar_one()
+    cross = await api_client.patch(
+        f"/v1/members/{foreign_member}", headers=headers, json={"role": "viewer"}
+    )
+    assert cross.status_code == 404
+
+
+async def test_last_owner_cannot_be_removed_or_demoted(api_client, session_maker):
+    owner = await signup(api_client)
+    headers = bearer(owner["session"]["token"])
+    listed = (await api_client.get("/v1/members", headers=headers)).json()["items"]
+    me = listed[0]["id"]
+    before = await audit_actions(session_maker, owner["organization"]["id"])
+
+    demote = await api_client.patch(f"/v1/members/{me}", headers=headers, json={"role": "admin"})
+    assert demote.status_code == 409
+    remove = await api_client.delete(f"/v1/members/{me}", headers=headers)
+    assert remove.status_code == 409
+    # Failed requests leave no audit rows.
+    assert await audit_actions(session_maker, owner["organization"]["id"]) == before
+
+    second = await signup(api_client)
+    added = await api_client.post(
+        "/v1/members", headers=headers, json={"email": second["user"]["email"], "role": "owner"}
+    )
+    assert added.status_code == 201
+    demote = await api_client.patch(f"/v1/members/{me}", headers=headers, json={"role": "admin"})
+    assert demote.status_code == 200
+
+
+async def test_admin_cannot_grant_owner_and_viewer_cannot_manage(api_client, session_maker):
+    admin = await make_org(session_maker, role="admin")
+    someone = await signup(api_client)
+    response = await api_client.post(
+        "/v1/members",
+        headers=admin.headers,
+        json={"email": someone["user"]["email"], "role": "owner"},
+    )
+    assert response.status_code == 403
+    viewer = await make_org(session_maker, role="viewer")
+    response = await api_client.post(
+        "/v1/members", headers=viewer.headers, json={"email": someone["user"]["email"]}
+    )
+    assert response.status_code == 403
+    assert (await api_client.get("/v1/members", headers=viewer.headers)).status_code == 200
+
+
+async def test_organization_update_is_audited_with_changed_fields(api_client, session_maker):
+    org = await make_org(session_maker)
+    response = await api_client.patch(
+        "/v1/organizations/current", headers=org.headers, json={"name": "Renamed Inc"}
+    )
+    assert response.status_code == 200 and response.json()["name"] == "Renamed Inc"
+    async with session_maker() as session:
+        row = (
+            await session.execute(select(AuditLog).where(AuditLog.organization_id == org.org_id))
+        ).scalar_one()
+    assert row.action == "organization.updated" and row.changed_fields == ["name"]
+    assert row.actor_type == "api_key" and row.actor_api_key_id == org.api_key_id
+    assert row.request_id and row.old_values == {"name": row.old_values["name"]}
+    refused = await api_client.patch(
+        "/v1/organizations/current", headers=org.headers, json={"slug": "hijack"}
+    )
+    assert refused.status_code == 422
+
+
+async def test_make_org_owner_can_log_in(api_client, session_maker):
+    org = await make_org(session_maker)
+    response = await api_client.post(
+        "/v1/auth/login", json={"email": org.email, "password": DEFAULT_PASSWORD}
+    )
+    assert response.status_code == 200
+    assert response.json()["organization_id"] == str(org.org_id)
