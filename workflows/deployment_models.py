@@ -331,3 +331,8 @@ class TeardownRequest(_Model):
     environment_id: str
     provider: str
     reason: str = "ttl"
+
+
+class DecisionRecord(_Model):
+    deployment_id: str
+    decision: ApprovalDecision

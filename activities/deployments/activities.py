@@ -1,0 +1,624 @@
+"""The DeploymentWorkflow's activities: build, release, verify, retire, roll back, project state.
+
+Every side effect is keyed by the deployment ID (container name, object keys, bucket, row IDs),
+so a retried activity — or one retried after a worker crash — finds what its predecessor did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tarfile
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
+
+from activities.billing.metering import record_usage as record_usage_row
+from activities.deployments import projections
+from activities.deployments.build import BuildFailed, ImageBuilder, find_static_root, image_tag
+from activities.deployments.health import Probe, check_url, probe_http, verify
+from activities.deployments.providers import require_available
+from activities.deployments.providers.aws import S3WebsitePublisher, bucket_name
+from activities.deployments.providers.docker import DockerReleaser, container_name
+from activities.deployments.providers.static import publish_directory, site_prefix, site_url
+from activities.storage import ObjectStore
+from db.models.deployments import Deployment
+from db.models.projects import Environment
+from db.session import session_scope
+from forgeline.errors import DomainError
+from forgeline.settings import Settings
+from workflows.deployment_lock import EnvironmentDeploymentLock, LockState
+from workflows.deployment_models import (
+    ActivationRequest,
+    BuildRequest,
+    BuildResult,
+    DecisionRecord,
+    DeploymentRuntimeConfig,
+    ExecutionRecord,
+    HealthRequest,
+    HealthVerdict,
+    LockRequest,
+    LogCollectRequest,
+    LogCollectResult,
+    MonitorProbe,
+    PreviousDeployment,
+    PreviousLookup,
+    ReleaseRequest,
+    ReleaseResult,
+    RetireRequest,
+    RetireResult,
+    RollbackRecord,
+    StatusUpdate,
+    StillActive,
+    TeardownRequest,
+    UsageRequest,
+)
+
+logger = logging.getLogger("forgeline.deployments")
+
+LOG_BATCH = 50
+
+
+def _non_retryable(exc: Exception) -> ApplicationError:
+    return ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True)
+
+
+class DeploymentActivities:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        session_maker: async_sessionmaker[AsyncSession],
+        temporal: Client,
+        docker_client: docker.DockerClient | None,
+        store: ObjectStore,
+        s3_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._sessions = session_maker
+        self._temporal = temporal
+        self._docker = docker_client
+        self._store = store
+        self._s3_factory = s3_factory
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _releaser(self) -> DockerReleaser:
+        if self._docker is None:
+            raise ApplicationError(
+                "no Docker engine on this worker", type="ProviderUnavailable", non_retryable=True
+            )
+        return DockerReleaser(self._docker)
+
+    def _s3(self) -> S3WebsitePublisher:
+        if self._s3_factory is None:
+            raise ApplicationError(
+                "AWS is not configured on this worker",
+                type="ProviderUnavailable",
+                non_retryable=True,
+            )
+        return S3WebsitePublisher(self._s3_factory(), endpoint_url=self._settings.s3_endpoint_url)
+
+    # --- projections ---------------------------------------------------------------------------
+
+    @activity.defn(name="deployment_record_status")
+    async def record_status(self, upd: StatusUpdate) -> None:
+        async with session_scope(self._sessions) as session:
+            await projections.set_status(session, upd)
+            if upd.status in projections.DONE_STATUSES and upd.status != "active":
+                await projections.close_execution(
+                    session, activity.info().workflow_id or "", "completed"
+                )
+
+    @activity.defn(name="deployment_record_execution")
+    async def record_execution(self, rec: ExecutionRecord) -> None:
+        async with session_scope(self._sessions) as session:
+            await projections.record_execution(
+                session,
+                workflow_id=rec.workflow_id,
+                run_id=rec.run_id,
+                workflow_type=rec.workflow_type,
+                kind="deployment",
+                task_queue=rec.task_queue,
+                organization_id=rec.organization_id,
+                project_id=rec.project_id,
+                resource_id=rec.subject_id,
+            )
+
+    @activity.defn(name="deployment_record_decision")
+    async def record_decision(self, rec: DecisionRecord) -> None:
+        decision = rec.decision
+        async with session_scope(self._sessions) as session:
+            row = await session.get(Deployment, uuid.UUID(rec.deployment_id))
+            if row is None:
+                return
+            approver = uuid.UUID(decision.approver_user_id)
+            if decision.approved:
+                row.approved_by_user_id = approver
+                row.approved_at = row.approved_at or projections.now()
+                row.approval_reason = decision.reason
+            else:
+                row.rejected_by_user_id = approver
+                row.rejected_at = row.rejected_at or projections.now()
+                row.rejection_reason = decision.reason
+
+    @activity.defn(name="deployment_acquire_lock")
+    async def acquire_lock(self, req: LockRequest) -> None:
+        """Signal-with-start the environment's lock workflow; the grant comes back as a signal."""
+        await self._temporal.start_workflow(
+            EnvironmentDeploymentLock.run,
+            LockState(environment_id=req.environment_id),
+            id=f"environment-lock-{req.environment_id}",
+            task_queue=activity.info().task_queue,
+            start_signal="request",
+            start_signal_args=[req],
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
+
+    # --- build ---------------------------------------------------------------------------------
+
+    def _context(self, req: BuildRequest, scratch: Path) -> Path:
+        source = req.source
+        if source.context_key:
+            archive = scratch / "context.tar.gz"
+            with archive.open("wb") as out, self._store.open(source.context_key) as src:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+            target = scratch / "context"
+            target.mkdir()
+            with tarfile.open(archive) as tar:
+                tar.extractall(target, filter="data")
+            return target
+        if source.context_dir:
+            path = Path(source.context_dir).resolve()
+            allowed = self._settings.allow_local_repositories or path.is_relative_to(
+                self._settings.workspaces_dir.resolve()
+            )
+            if not allowed or not path.is_dir():
+                raise BuildFailed(f"build context {source.context_dir!r} is not available")
+            return path
+        raise BuildFailed("nothing to build: no source directory or stored source archive")
+
+    @activity.defn(name="deployment_build")
+    async def build(self, req: BuildRequest) -> BuildResult:
+        """Image for `docker`, published static files for `static`/`aws`; logs stored as lines."""
+        try:
+            provider = require_available(req.provider)
+        except DomainError as exc:
+            raise _non_retryable(exc) from exc
+        pending: list[tuple[int, str, str, str, Any]] = []
+        seq = 0
+
+        def on_line(line: str) -> None:
+            # Called from the build thread: list.append is atomic, the pump drains it.
+            nonlocal seq
+            seq += 1
+            pending.append((seq, "build", "build", line, None))
+
+        async def drain() -> None:
+            batch = pending[: len(pending)]
+            del pending[: len(batch)]
+            if batch:
+                async with session_scope(self._sessions) as session:
+                    await projections.append_logs(session, req.deployment_id, batch)
+
+        async def pump() -> None:
+            # Streams build lines to Postgres about once a second and heartbeats meanwhile.
+            while True:
+                await asyncio.sleep(1.0)
+                activity.heartbeat(f"build line {seq}")
+                await drain()
+
+        pump_task = asyncio.create_task(pump())
+        try:
+            with tempfile.TemporaryDirectory(prefix="fl-deploy-") as tmp:
+                context = self._context(req, Path(tmp))
+                if provider == "docker":
+                    if self._docker is None:
+                        raise BuildFailed("no Docker engine on this worker")
+                    tag = image_tag(req.project_id, req.source.version, req.source.commit_sha)
+                    built = await asyncio.to_thread(
+                        ImageBuilder(self._docker).build,
+                        context,
+                        tag=tag,
+                        dockerfile=req.source.dockerfile,
+                        output_dir=req.source.output_dir,
+                        framework=req.source.framework,
+                        on_line=on_line,
+                        labels={"forgeline.deployment_id": req.deployment_id},
+                    )
+                    result = BuildResult(
+                        image=built.tag,
+                        generated_dockerfile=built.generated_dockerfile,
+                        log_lines=built.log_lines,
+                    )
+                else:
+                    root = find_static_root(context, req.source.output_dir)
+                    if root is None:
+                        raise BuildFailed("no static output (index.html) to publish")
+                    prefix = site_prefix(req.deployment_id)
+                    files = await asyncio.to_thread(publish_directory, self._store, root, prefix)
+                    on_line(f"published {len(files)} files to {prefix}")
+                    result = BuildResult(static_prefix=prefix, log_lines=len(files))
+        except (BuildFailed, DomainError, FileNotFoundError) as exc:
+            on_line(f"build failed: {exc}")
+            raise _non_retryable(exc) from exc
+        finally:
+            pump_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump_task
+            await drain()
+        return result
+
+    # --- release -------------------------------------------------------------------------------
+
+    @activity.defn(name="deployment_release")
+    async def release(self, req: ReleaseRequest) -> ReleaseResult:
+        try:
+            provider = require_available(req.provider)
+        except DomainError as exc:
+            raise _non_retryable(exc) from exc
+        if provider == "docker":
+            return await self._release_docker(req)
+        if provider == "static":
+            assert req.static_prefix
+            return ReleaseResult(url=site_url(self._settings.public_base_url, req.deployment_id))
+        return await self._release_aws(req)
+
+    async def _release_docker(self, req: ReleaseRequest) -> ReleaseResult:
+        if not req.image:
+            raise ApplicationError(
+                "docker release needs an image", type="BuildFailed", non_retryable=True
+            )
+        releaser = self._releaser()
+        running = await asyncio.to_thread(
+            releaser.run,
+            deployment_id=req.deployment_id,
+            environment_id=req.environment_id,
+            image=req.image,
+            container_port=req.config.container_port,
+            environment=dict(req.config.environment_variables),
+        )
+        async with session_scope(self._sessions) as session:
+            await projections.upsert_container(
+                session,
+                deployment_id=req.deployment_id,
+                name=running.name,
+                container_id=running.id,
+                image=req.image,
+                host_port=running.host_port,
+                container_port=req.config.container_port,
+                status="running",
+            )
+        return ReleaseResult(
+            url=running.url,
+            container_id=running.id,
+            container_name=running.name,
+            host_port=running.host_port,
+        )
+
+    async def _release_aws(self, req: ReleaseRequest) -> ReleaseResult:
+        if not req.static_prefix:
+            raise ApplicationError(
+                "aws release needs static files", type="BuildFailed", non_retryable=True
+            )
+        publisher = self._s3()
+        bucket = bucket_name(req.environment_id, req.config.bucket_name)
+        site = await asyncio.to_thread(
+            publisher.publish, self._store, req.static_prefix, bucket, req.config.region
+        )
+        async with session_scope(self._sessions) as session:
+            await projections.upsert_resource(
+                session,
+                organization_id=req.organization_id,
+                project_id=req.project_id,
+                environment_id=req.environment_id,
+                deployment_id=req.deployment_id,
+                provider="aws",
+                resource_type="s3_bucket",
+                resource_id=site.arn,
+                region=site.region,
+                config=site.resource_config(),
+                monthly_cost=site.monthly_cost,
+            )
+        return ReleaseResult(url=site.url, resources=[bucket], monthly_cost=str(site.monthly_cost))
+
+    # --- health --------------------------------------------------------------------------------
+
+    async def _probe_fn(self, req: HealthRequest, http: httpx.AsyncClient) -> Callable[[], Any]:
+        if req.provider == "docker":
+            url = check_url(req.url, req.policy.path)
+            return lambda: probe_http(http, url, req.policy)
+        if req.provider == "static":
+            # Served by the API from the object store: probe the store the API reads.
+            async def static_probe() -> Probe:
+                key = f"{req.static_prefix}/{req.policy.path.strip('/') or 'index.html'}"
+                started = asyncio.get_running_loop().time()
+                ok = await asyncio.to_thread(self._store.exists, key)
+                latency = int((asyncio.get_running_loop().time() - started) * 1000)
+                return Probe(
+                    check_url(req.url, req.policy.path),
+                    ok,
+                    200 if ok else 404,
+                    latency,
+                    None if ok else f"{key} missing",
+                    projections.now(),
+                )
+
+            return static_probe
+        publisher = self._s3()
+
+        async def s3_probe() -> Probe:
+            started = asyncio.get_running_loop().time()
+            ok, error = await asyncio.to_thread(publisher.probe, req.bucket_name or "")
+            latency = int((asyncio.get_running_loop().time() - started) * 1000)
+            return Probe(req.url, ok, 200 if ok else 404, latency, error, projections.now())
+
+        return s3_probe
+
+    async def _run_checks(self, req: HealthRequest, phase: str) -> HealthVerdict:
+        async with session_scope(self._sessions) as session:
+            number = await projections.next_check_number(session, req.deployment_id)
+        counter = [number]
+
+        async def record(probe: Probe) -> None:
+            async with session_scope(self._sessions) as session:
+                await projections.insert_health_check(
+                    session,
+                    deployment_id=req.deployment_id,
+                    check_number=counter[0],
+                    phase=phase,
+                    url=probe.url,
+                    status_code=probe.http_status,
+                    latency_ms=probe.latency_ms,
+                    ok=probe.passed,
+                    error=probe.error,
+                    checked_at=probe.checked_at,
+                )
+            counter[0] += 1
+
+        dead = None
+        if req.provider == "docker":
+            releaser = self._releaser()
+
+            async def dead_reason() -> str | None:
+                return await asyncio.to_thread(releaser.dead_reason, req.deployment_id)
+
+            dead = dead_reason
+        policy = req.policy
+        if req.single_probe:
+            policy = policy.model_copy(update={"required_passes": 1, "failure_threshold": 1})
+        async with httpx.AsyncClient() as http:
+            probe = await self._probe_fn(req, http)
+            return await verify(
+                probe, record, policy, heartbeat=activity.heartbeat, dead_reason=dead
+            )
+
+    @activity.defn(name="deployment_verify_health")
+    async def verify_health(self, req: HealthRequest) -> HealthVerdict:
+        return await self._run_checks(req, "verify")
+
+    @activity.defn(name="deployment_monitor_probe")
+    async def monitor_probe(self, req: HealthRequest) -> HealthVerdict:
+        verdict = await self._run_checks(req, "monitor")
+        summary = {
+            "status": "healthy" if verdict.healthy else "unhealthy",
+            "last_check_at": verdict.checked_at.isoformat() if verdict.checked_at else None,
+            "response_time_ms": verdict.last_latency_ms,
+            "http_status": verdict.last_status,
+            "monitor": True,
+            "reason": verdict.reason,
+        }
+        async with session_scope(self._sessions) as session:
+            row = await session.get(Deployment, uuid.UUID(req.deployment_id))
+            if row is not None:
+                row.health_summary = {**(row.health_summary or {}), **summary}
+        if req.container_name:
+            await self.collect_logs(
+                LogCollectRequest(
+                    deployment_id=req.deployment_id, container_name=req.container_name
+                )
+            )
+        return verdict
+
+    @activity.defn(name="deployment_still_active")
+    async def still_active(self, probe: MonitorProbe) -> StillActive:
+        async with session_scope(self._sessions) as session:
+            status = await session.scalar(
+                select(Deployment.status).where(
+                    Deployment.id == uuid.UUID(probe.deployment_id), Deployment.deleted_at.is_(None)
+                )
+            )
+        return StillActive(active=status == "active")
+
+    @activity.defn(name="deployment_collect_logs")
+    async def collect_logs(self, req: LogCollectRequest) -> LogCollectResult:
+        """Container stdout/stderr into deployment_runtime_logs; numbered after the build lines."""
+        if self._docker is None:
+            return LogCollectResult(lines=0)
+        lines = await asyncio.to_thread(self._releaser().logs, req.deployment_id)
+        # Runtime lines live at seq 1_000_000+ (build lines below), numbered by position in the
+        # container's log, so re-collecting the same lines is a no-op.
+        batch = [
+            (1_000_000 + i, line.stream, "docker", line.message, line.timestamp)
+            for i, line in enumerate(lines)
+        ]
+        async with session_scope(self._sessions) as session:
+            await projections.append_logs(session, req.deployment_id, batch)
+        return LogCollectResult(lines=len(lines))
+
+    # --- swap, rollback, teardown --------------------------------------------------------------
+
+    @activity.defn(name="deployment_retire")
+    async def retire(self, req: RetireRequest) -> RetireResult:
+        removed: list[str] = []
+        if req.provider == "docker" and self._docker is not None:
+            releaser = self._releaser()
+            if req.keep_deployment_id:
+                removed = await asyncio.to_thread(
+                    releaser.retire_others, req.environment_id, req.keep_deployment_id
+                )
+            if req.drop_deployment_id:
+                await asyncio.to_thread(releaser.remove, req.drop_deployment_id)
+                removed.append(req.drop_deployment_id)
+        async with session_scope(self._sessions) as session:
+            await projections.mark_containers_removed(session, sorted(set(removed)))
+        return RetireResult(removed=sorted(set(removed)))
+
+    @activity.defn(name="deployment_activate")
+    async def activate(self, req: ActivationRequest) -> None:
+        async with session_scope(self._sessions) as session:
+            await projections.activate(
+                session,
+                deployment_id=req.deployment_id,
+                environment_id=req.environment_id,
+                url=req.url,
+                health_summary=req.health_summary,
+                rollback_of_deployment_id=req.rollback_of_deployment_id,
+            )
+            await projections.close_execution(
+                session, activity.info().workflow_id or "", "completed"
+            )
+
+    @activity.defn(name="deployment_record_usage")
+    async def record_usage(self, req: UsageRequest) -> None:
+        """One `deployment` usage record per deployment (idempotent on its key)."""
+        async with session_scope(self._sessions) as session:
+            await record_usage_row(
+                session,
+                organization_id=uuid.UUID(req.organization_id),
+                project_id=uuid.UUID(req.project_id),
+                usage_type="deployment",
+                quantity=1,
+                idempotency_key=f"deployment-{req.deployment_id}:usage",
+                source_refs={"deployment_id": req.deployment_id},
+            )
+
+    @activity.defn(name="deployment_previous_healthy")
+    async def previous_healthy(self, req: PreviousLookup) -> PreviousDeployment | None:
+        async with session_scope(self._sessions) as session:
+            row = await projections.previous_healthy(
+                session, req.environment_id, req.exclude_deployment_id
+            )
+        if row is None:
+            return None
+        return PreviousDeployment(
+            deployment_id=str(row.id),
+            url=row.url,
+            image=row.image_ref,
+            container_name=container_name(str(row.id)) if row.provider == "docker" else None,
+        )
+
+    @activity.defn(name="deployment_restore_previous")
+    async def restore_previous(self, prev: PreviousDeployment) -> None:
+        """Make sure the previous healthy version serves (restart its container / re-publish)."""
+        async with session_scope(self._sessions) as session:
+            row = await session.get(Deployment, uuid.UUID(prev.deployment_id))
+            env = await session.get(Environment, row.environment_id) if row else None
+        if row is None or env is None:
+            return
+        config = DeploymentRuntimeConfig.model_validate(row.config_snapshot or {})
+        if row.provider == "docker" and row.image_ref:
+            releaser = self._releaser()
+            running = await asyncio.to_thread(
+                releaser.run,
+                deployment_id=str(row.id),
+                environment_id=str(row.environment_id),
+                image=row.image_ref,
+                container_port=config.container_port,
+                environment=dict(config.environment_variables),
+            )
+            async with session_scope(self._sessions) as session:
+                await projections.upsert_container(
+                    session,
+                    deployment_id=str(row.id),
+                    name=running.name,
+                    container_id=running.id,
+                    image=row.image_ref,
+                    host_port=running.host_port,
+                    container_port=config.container_port,
+                    status="running",
+                )
+                if running.url != row.url:
+                    fresh = await session.get(Deployment, row.id)
+                    if fresh is not None:
+                        fresh.url = running.url
+        elif row.provider == "aws" and row.artifact_key:
+            bucket = bucket_name(str(row.environment_id), config.bucket_name)
+            await asyncio.to_thread(
+                self._s3().publish, self._store, row.artifact_key, bucket, config.region
+            )
+
+    @activity.defn(name="deployment_record_rollback")
+    async def record_rollback(self, rec: RollbackRecord) -> None:
+        async with session_scope(self._sessions) as session:
+            await projections.record_rollback(
+                session,
+                deployment_id=rec.deployment_id,
+                reason=rec.reason,
+                previous_id=rec.previous.deployment_id if rec.previous else None,
+                health_summary=rec.health_summary,
+            )
+            await projections.close_execution(
+                session, activity.info().workflow_id or "", "completed"
+            )
+
+    @activity.defn(name="deployment_teardown_environment")
+    async def teardown_environment(self, req: TeardownRequest) -> list[str]:
+        removed: list[str] = []
+        if self._docker is not None:
+            removed = await asyncio.to_thread(
+                self._releaser().remove_environment, req.environment_id
+            )
+        async with session_scope(self._sessions) as session:
+            env = await session.get(Environment, uuid.UUID(req.environment_id))
+            if env is None:
+                return removed
+            config = DeploymentRuntimeConfig.model_validate(
+                {k: v for k, v in (env.config or {}).items() if k in ("bucket_name", "region")}
+            )
+            env.status = "deleted"
+            await projections.mark_containers_removed(session, removed)
+            await session.execute(
+                update(Deployment)
+                .where(Deployment.environment_id == env.id, Deployment.status == "active")
+                .values(status="superseded", error=f"preview torn down: {req.reason}")
+            )
+        if req.provider == "aws" and self._s3_factory is not None:
+            await asyncio.to_thread(
+                self._s3().delete_site, bucket_name(req.environment_id, config.bucket_name)
+            )
+        return removed
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [
+            self.record_status,
+            self.record_execution,
+            self.record_decision,
+            self.acquire_lock,
+            self.build,
+            self.release,
+            self.verify_health,
+            self.monitor_probe,
+            self.still_active,
+            self.collect_logs,
+            self.retire,
+            self.activate,
+            self.record_usage,
+            self.previous_healthy,
+            self.restore_previous,
+            self.record_rollback,
+            self.teardown_environment,
+        ]

@@ -1,0 +1,368 @@
+"""Idempotent projection writes of the deployment workflow into Postgres (upserts keyed by
+deterministic IDs; a retried activity never duplicates a row)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models.deployments import (
+    Deployment,
+    DeploymentContainer,
+    DeploymentHealthCheck,
+    DeploymentRuntimeLog,
+    InfrastructureResource,
+)
+from db.models.operations import WorkflowExecution
+from db.models.projects import Environment
+from workflows.deployment_models import HEALTHY_STATUSES, TERMINAL_STATUSES, StatusUpdate
+
+DONE_STATUSES = set(TERMINAL_STATUSES)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def set_status(session: AsyncSession, upd: StatusUpdate) -> None:
+    values: dict[str, Any] = {"status": upd.status, "updated_at": func.now()}
+    if upd.url is not None:
+        values["url"] = upd.url
+    if upd.image is not None:
+        values["image_ref"] = upd.image
+    if upd.artifact:
+        values["artifact_key"] = upd.artifact.get("static_prefix") or upd.artifact.get("image")
+    if upd.reason is not None and upd.status in ("failed", "rejected", "cancelled", "rolled_back"):
+        values["error"] = upd.reason
+    if upd.health_summary is not None:
+        values["health_summary"] = upd.health_summary
+    if upd.status in ("building", "queued") or upd.status == "deploying":
+        values["started_at"] = func.coalesce(Deployment.started_at, func.now())
+    if upd.status in DONE_STATUSES:
+        values["finished_at"] = func.coalesce(Deployment.finished_at, func.now())
+    if upd.set_rolled_back_at:
+        values["rolled_back_at"] = func.coalesce(Deployment.rolled_back_at, func.now())
+    # Never move a finished deployment backwards (a late retry of an earlier step).
+    await session.execute(
+        update(Deployment)
+        .where(
+            Deployment.id == uuid.UUID(upd.deployment_id),
+            Deployment.status.not_in(DONE_STATUSES - {upd.status})
+            | (Deployment.status == upd.status),
+        )
+        .values(**values)
+    )
+
+
+async def record_execution(
+    session: AsyncSession,
+    *,
+    workflow_id: str,
+    run_id: str,
+    workflow_type: str,
+    kind: str,
+    task_queue: str,
+    organization_id: str,
+    project_id: str | None,
+    resource_id: str,
+    memo: dict[str, Any] | None = None,
+) -> None:
+    stmt = insert(WorkflowExecution).values(
+        kind=kind,
+        workflow_type=workflow_type,
+        workflow_id=workflow_id,
+        run_id=run_id,
+        task_queue=task_queue,
+        organization_id=uuid.UUID(organization_id),
+        project_id=uuid.UUID(project_id) if project_id else None,
+        resource_type=kind,
+        resource_id=uuid.UUID(resource_id),
+        status="running",
+        search_attributes={
+            "ForgelineOrgId": organization_id,
+            "ForgelineProjectId": project_id or "",
+            "ForgelineKind": kind,
+        },
+        memo=memo or {},
+    )
+    await session.execute(stmt.on_conflict_do_nothing(index_elements=["workflow_id", "run_id"]))
+    await session.execute(
+        update(Deployment)
+        .where(Deployment.id == uuid.UUID(resource_id), Deployment.workflow_id.is_(None))
+        .values(workflow_id=workflow_id)
+    )
+
+
+async def close_execution(session: AsyncSession, workflow_id: str, status: str) -> None:
+    await session.execute(
+        update(WorkflowExecution)
+        .where(WorkflowExecution.workflow_id == workflow_id, WorkflowExecution.status == "running")
+        .values(status=status, closed_at=func.now())
+    )
+
+
+async def upsert_container(
+    session: AsyncSession,
+    *,
+    deployment_id: str,
+    name: str,
+    container_id: str,
+    image: str,
+    host_port: int,
+    container_port: int,
+    status: str,
+) -> None:
+    stmt = insert(DeploymentContainer).values(
+        deployment_id=uuid.UUID(deployment_id),
+        name=name,
+        container_id=container_id,
+        image=image,
+        host="127.0.0.1",
+        host_port=host_port,
+        container_port=container_port,
+        status=status,
+        started_at=now(),
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["name"],
+            set_={
+                "container_id": stmt.excluded.container_id,
+                "host_port": stmt.excluded.host_port,
+                "status": stmt.excluded.status,
+                "stopped_at": None,
+            },
+        )
+    )
+
+
+async def mark_containers_removed(session: AsyncSession, deployment_ids: Sequence[str]) -> None:
+    if not deployment_ids:
+        return
+    await session.execute(
+        update(DeploymentContainer)
+        .where(
+            DeploymentContainer.deployment_id.in_([uuid.UUID(d) for d in deployment_ids]),
+            DeploymentContainer.status != "removed",
+        )
+        .values(status="removed", stopped_at=func.now())
+    )
+
+
+async def next_check_number(session: AsyncSession, deployment_id: str) -> int:
+    current = await session.scalar(
+        select(func.coalesce(func.max(DeploymentHealthCheck.check_number), 0)).where(
+            DeploymentHealthCheck.deployment_id == uuid.UUID(deployment_id)
+        )
+    )
+    return int(current or 0) + 1
+
+
+async def insert_health_check(
+    session: AsyncSession,
+    *,
+    deployment_id: str,
+    check_number: int,
+    phase: str,
+    url: str,
+    status_code: int | None,
+    latency_ms: int | None,
+    ok: bool,
+    error: str | None,
+    checked_at: datetime,
+) -> None:
+    await session.execute(
+        insert(DeploymentHealthCheck)
+        .values(
+            deployment_id=uuid.UUID(deployment_id),
+            check_number=check_number,
+            phase=phase,
+            url=url,
+            status_code=status_code,
+            latency_ms=latency_ms,
+            ok=ok,
+            error=error,
+            checked_at=checked_at,
+        )
+        .on_conflict_do_nothing(index_elements=["deployment_id", "check_number"])
+    )
+
+
+async def append_logs(
+    session: AsyncSession,
+    deployment_id: str,
+    lines: Sequence[tuple[int, str, str, str, datetime | None]],
+) -> None:
+    """(seq, stream, source, line, logged_at); seq makes a re-collection idempotent."""
+    if not lines:
+        return
+    rows = [
+        {
+            "deployment_id": uuid.UUID(deployment_id),
+            "seq": seq,
+            "stream": stream,
+            "source": source,
+            "line": line[:8000],
+            "logged_at": logged_at or now(),
+            "level": "error" if stream == "stderr" else "info",
+        }
+        for seq, stream, source, line, logged_at in lines
+    ]
+    await session.execute(
+        insert(DeploymentRuntimeLog)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["deployment_id", "seq"])
+    )
+
+
+async def upsert_resource(
+    session: AsyncSession,
+    *,
+    organization_id: str,
+    project_id: str,
+    environment_id: str,
+    deployment_id: str,
+    provider: str,
+    resource_type: str,
+    resource_id: str,
+    region: str | None,
+    config: dict[str, Any],
+    monthly_cost: Decimal | None,
+) -> None:
+    stmt = insert(InfrastructureResource).values(
+        organization_id=uuid.UUID(organization_id),
+        project_id=uuid.UUID(project_id),
+        environment_id=uuid.UUID(environment_id),
+        deployment_id=uuid.UUID(deployment_id),
+        provider=provider,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        region=region,
+        config=config,
+        status="active",
+        monthly_cost=monthly_cost,
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["provider", "resource_id"],
+            set_={
+                "deployment_id": stmt.excluded.deployment_id,
+                "config": stmt.excluded.config,
+                "monthly_cost": stmt.excluded.monthly_cost,
+                "status": "active",
+                "destroyed_at": None,
+                "updated_at": func.now(),
+            },
+        )
+    )
+
+
+async def activate(
+    session: AsyncSession,
+    *,
+    deployment_id: str,
+    environment_id: str,
+    url: str,
+    health_summary: dict[str, Any],
+    rollback_of_deployment_id: str | None,
+) -> None:
+    dep = uuid.UUID(deployment_id)
+    env = uuid.UUID(environment_id)
+    # What served before is superseded (still a healthy version to roll back to).
+    await session.execute(
+        update(Deployment)
+        .where(
+            Deployment.environment_id == env, Deployment.status == "active", Deployment.id != dep
+        )
+        .values(status="superseded", updated_at=func.now())
+    )
+    await session.execute(
+        update(Deployment)
+        .where(Deployment.id == dep)
+        .values(
+            status="active",
+            url=url,
+            health_summary=health_summary,
+            finished_at=func.coalesce(Deployment.finished_at, func.now()),
+            updated_at=func.now(),
+        )
+    )
+    if rollback_of_deployment_id:
+        # An explicit rollback: the version it replaced is now rolled back.
+        await session.execute(
+            update(Deployment)
+            .where(Deployment.id == uuid.UUID(rollback_of_deployment_id))
+            .values(
+                status="rolled_back",
+                rolled_back_at=func.coalesce(Deployment.rolled_back_at, func.now()),
+                rolled_back_to_id=dep,
+                updated_at=func.now(),
+            )
+        )
+    await session.execute(
+        update(Environment).where(Environment.id == env).values(url=url, updated_at=func.now())
+    )
+
+
+async def previous_healthy(
+    session: AsyncSession, environment_id: str, exclude_deployment_id: str
+) -> Deployment | None:
+    """The most recent deployment of the environment that was healthy (active or superseded)."""
+    result = await session.execute(
+        select(Deployment)
+        .where(
+            and_(
+                Deployment.environment_id == uuid.UUID(environment_id),
+                Deployment.id != uuid.UUID(exclude_deployment_id),
+                Deployment.status.in_(HEALTHY_STATUSES),
+                Deployment.deleted_at.is_(None),
+            )
+        )
+        .order_by(Deployment.finished_at.desc().nulls_last(), Deployment.created_at.desc())
+        .limit(1)
+    )
+    return result.scalar_one_or_none()
+
+
+async def record_rollback(
+    session: AsyncSession,
+    *,
+    deployment_id: str,
+    reason: str,
+    previous_id: str | None,
+    health_summary: dict[str, Any],
+) -> None:
+    dep = uuid.UUID(deployment_id)
+    values: dict[str, Any] = {
+        "status": "rolled_back" if previous_id else "failed",
+        "error": reason[:2000],
+        "health_summary": health_summary,
+        "finished_at": func.coalesce(Deployment.finished_at, func.now()),
+        "updated_at": func.now(),
+    }
+    if previous_id:
+        values["rolled_back_at"] = func.coalesce(Deployment.rolled_back_at, func.now())
+        values["rolled_back_to_id"] = uuid.UUID(previous_id)
+    await session.execute(update(Deployment).where(Deployment.id == dep).values(**values))
+    if previous_id:
+        prev = uuid.UUID(previous_id)
+        # The previous version serves again: it is the environment's active deployment.
+        row = await session.get(Deployment, prev)
+        if row is not None:
+            await session.execute(
+                update(Deployment)
+                .where(Deployment.id == prev)
+                .values(status="active", updated_at=func.now())
+            )
+            await session.execute(
+                update(Environment)
+                .where(Environment.id == row.environment_id)
+                .values(url=row.url, updated_at=func.now())
+            )

@@ -1,0 +1,59 @@
+"""Deployments task queue: DeploymentWorkflow, lock, monitor and preview workflows + activities."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from activities.containers import ContainerEngine, EngineUnavailable
+from activities.deployments.activities import DeploymentActivities
+from activities.deps import Registration, WorkerDeps
+from activities.storage import create_object_store, create_s3_client
+from forgeline.settings import DEPLOYMENTS_TASK_QUEUE
+from workflows.deployment import DeploymentWorkflow
+from workflows.deployment_lock import EnvironmentDeploymentLock
+from workflows.deployment_monitor import DeploymentMonitorWorkflow
+from workflows.preview import PreviewEnvironmentWorkflow
+
+logger = logging.getLogger("forgeline.deployments")
+
+WORKFLOWS: list[type] = [
+    DeploymentWorkflow,
+    EnvironmentDeploymentLock,
+    DeploymentMonitorWorkflow,
+    PreviewEnvironmentWorkflow,
+]
+
+
+def registration(deps: WorkerDeps) -> Registration:
+    engine: ContainerEngine | None
+    try:
+        engine = ContainerEngine.connect(deps.settings)
+    except EngineUnavailable as exc:
+        # `static` (and `aws`) deployments still work; `docker` ones fail with a clear error.
+        logger.warning("deployments worker without Docker: %s", exc)
+        engine = None
+    s3_client: Any = None
+
+    def s3_factory() -> Any:
+        nonlocal s3_client
+        if s3_client is None:
+            s3_client = create_s3_client(deps.settings)
+        return s3_client
+
+    activities = DeploymentActivities(
+        settings=deps.settings,
+        session_maker=deps.session_maker,
+        temporal=deps.temporal,
+        docker_client=engine.client if engine else None,
+        store=create_object_store(deps.settings),
+        s3_factory=s3_factory,
+    )
+    shutdown: list[Callable[[], Any]] = [engine.close] if engine else []
+    return Registration(
+        task_queue=DEPLOYMENTS_TASK_QUEUE,
+        workflows=WORKFLOWS,
+        activities=activities.all(),
+        on_shutdown=shutdown,
+    )

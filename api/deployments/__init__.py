@@ -1,0 +1,1 @@
+"""Deployments domain: release builds to environments, approvals, rollback, promotion, sites."""

@@ -1,0 +1,287 @@
+"""Deployment intents: write the row, commit, start the DeploymentWorkflow; approvals, rollback,
+promotion and the static site host. Tenant scoping happens here (another org's ID is a 404)."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from activities.deployments.providers import require_available
+from db.models.deployments import Deployment
+from db.models.pipelines import Artifact, PipelineRun
+from db.models.projects import Environment, Project
+from forgeline.errors import Conflict, NotFound, ValidationFailed
+from forgeline.settings import DEPLOYMENTS_TASK_QUEUE, Settings
+from workflows.deployment import DeploymentWorkflow, deployment_workflow_id, search_attributes
+from workflows.deployment_models import (
+    HEALTHY_STATUSES,
+    ApprovalDecision,
+    ApprovalOutcome,
+    DeploymentInput,
+    DeploymentRuntimeConfig,
+    DeploymentSource,
+    HealthCheckPolicy,
+    PreviewInput,
+)
+from workflows.preview import PreviewEnvironmentWorkflow, preview_workflow_id
+
+APPROVER_ROLES = ["owner", "admin"]
+DEFAULT_PREVIEW_TTL_SECONDS = 3 * 24 * 3600.0
+
+
+async def environment_for(
+    session: AsyncSession, organization_id: uuid.UUID, environment_id: uuid.UUID
+) -> tuple[Environment, Project]:
+    row = (
+        await session.execute(
+            select(Environment, Project)
+            .join(Project, Project.id == Environment.project_id)
+            .where(Environment.id == environment_id, Project.organization_id == organization_id)
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFound("environment not found", resource_type="environment")
+    return row[0], row[1]
+
+
+async def deployment_for(
+    session: AsyncSession, organization_id: uuid.UUID, deployment_id: uuid.UUID
+) -> Deployment:
+    row = await session.scalar(
+        select(Deployment).where(
+            Deployment.id == deployment_id,
+            Deployment.organization_id == organization_id,
+            Deployment.deleted_at.is_(None),
+        )
+    )
+    if row is None:
+        raise NotFound("deployment not found", resource_type="deployment")
+    return row
+
+
+def runtime_config(environment: Environment) -> DeploymentRuntimeConfig:
+    """The environment's config as released with this deployment (snapshotted on the row)."""
+    cfg: dict[str, Any] = dict(environment.config or {})
+    variables = cfg.get("environment_variables") or {}
+    if not isinstance(variables, dict):
+        variables = {}
+    health = HealthCheckPolicy(
+        path=str(cfg.get("health_check_path") or "/"),
+        required_passes=int(cfg.get("health_check_passes") or 3),
+        failure_threshold=int(cfg.get("health_check_failure_threshold") or 3),
+        interval_seconds=float(cfg.get("health_check_interval_seconds") or 0.5),
+        window_seconds=float(cfg.get("health_check_window_seconds") or 30),
+        max_latency_ms=int(cfg.get("health_check_max_latency_ms") or 2000),
+    )
+    return DeploymentRuntimeConfig(
+        container_port=int(cfg.get("container_port") or 8080),
+        environment_variables={str(k): str(v) for k, v in variables.items()},
+        region=str(cfg.get("region") or "us-east-1"),
+        bucket_name=cfg.get("bucket_name"),
+        health=health,
+    )
+
+
+async def source_from_run(
+    session: AsyncSession, settings: Settings, project: Project, run_id: uuid.UUID
+) -> DeploymentSource:
+    run = await session.scalar(
+        select(PipelineRun).where(PipelineRun.id == run_id, PipelineRun.project_id == project.id)
+    )
+    if run is None:
+        raise NotFound("pipeline run not found", resource_type="pipeline_run")
+    if run.status not in ("succeeded", "success", "completed"):
+        raise Conflict(
+            f"pipeline run {run.run_number} is {run.status}; only a successful run can be deployed",
+            run_status=run.status,
+        )
+    artifacts = (
+        await session.scalars(
+            select(Artifact).where(Artifact.run_id == run.id).order_by(Artifact.created_at.desc())
+        )
+    ).all()
+    archive = next((a for a in artifacts if a.object_key.endswith((".tar.gz", ".tgz"))), None)
+    workspace = settings.workspaces_dir / str(run.id)
+    if archive is None and not workspace.is_dir():
+        raise ValidationFailed("the pipeline run left no deployable source or build output")
+    return DeploymentSource(
+        version=(run.commit_sha or f"run-{run.run_number}")[:12],
+        commit_sha=run.commit_sha,
+        branch=run.branch,
+        context_key=archive.object_key if archive else None,
+        context_dir=None if archive else str(workspace),
+        framework=project.framework,
+        output_dir=(project.config or {}).get("output_directory"),
+    )
+
+
+def workflow_input(
+    deployment: Deployment,
+    environment: Environment,
+    project: Project,
+    source: DeploymentSource,
+    *,
+    triggered_by: uuid.UUID | None,
+    config: DeploymentRuntimeConfig | None = None,
+) -> DeploymentInput:
+    cfg = environment.config or {}
+    return DeploymentInput(
+        deployment_id=str(deployment.id),
+        organization_id=str(project.organization_id),
+        project_id=str(project.id),
+        environment_id=str(environment.id),
+        environment_name=environment.name,
+        environment_type=environment.env_type,
+        provider=environment.provider,
+        protected=environment.is_protected,
+        triggered_by_user_id=str(triggered_by) if triggered_by else None,
+        pipeline_run_id=str(deployment.pipeline_run_id) if deployment.pipeline_run_id else None,
+        source=source,
+        config=config or runtime_config(environment),
+        approval_timeout_seconds=float(cfg.get("approval_timeout_seconds") or 24 * 3600),
+        approver_roles=APPROVER_ROLES,
+        rollback_of_deployment_id=str(deployment.rollback_of_id)
+        if deployment.rollback_of_id
+        else None,
+        preview=environment.env_type == "preview",
+        monitor_interval_seconds=float(cfg.get("monitor_interval_seconds") or 60),
+    )
+
+
+async def create_deployment(
+    session: AsyncSession,
+    environment: Environment,
+    project: Project,
+    source: DeploymentSource,
+    *,
+    triggered_by_user_id: uuid.UUID | None,
+    triggered_by_api_key_id: uuid.UUID | None = None,
+    pipeline_run_id: uuid.UUID | None = None,
+    config: DeploymentRuntimeConfig | None = None,
+    rollback_of_id: uuid.UUID | None = None,
+    promoted_from_id: uuid.UUID | None = None,
+) -> tuple[Deployment, DeploymentInput]:
+    """Validate and add the row (flushed, not committed): the caller commits, then starts."""
+    require_available(environment.provider)
+    if environment.status == "deleted":
+        raise Conflict("environment is deleted")
+    config = config or runtime_config(environment)
+    deployment = Deployment(
+        id=uuid.uuid4(),
+        environment_id=environment.id,
+        project_id=project.id,
+        organization_id=project.organization_id,
+        pipeline_run_id=pipeline_run_id,
+        version=source.version[:100],
+        commit_sha=source.commit_sha,
+        image_ref=source.image,
+        artifact_key=source.static_prefix,
+        status="pending",
+        provider=environment.provider,
+        config_snapshot=config.model_dump(mode="json"),
+        triggered_by_user_id=triggered_by_user_id,
+        triggered_by_api_key_id=triggered_by_api_key_id,
+        rollback_of_id=rollback_of_id,
+        promoted_from_id=promoted_from_id,
+        is_preview=environment.env_type == "preview",
+        preview_ref=environment.preview_branch,
+    )
+    deployment.workflow_id = deployment_workflow_id(str(deployment.id))
+    session.add(deployment)
+    await session.flush()
+    inp = workflow_input(
+        deployment, environment, project, source, triggered_by=triggered_by_user_id, config=config
+    )
+    return deployment, inp
+
+
+async def start_workflow(
+    temporal: Client, inp: DeploymentInput, *, task_queue: str = DEPLOYMENTS_TASK_QUEUE
+) -> None:
+    with contextlib.suppress(WorkflowAlreadyStartedError):
+        await temporal.start_workflow(
+            DeploymentWorkflow.run,
+            inp,
+            id=deployment_workflow_id(inp.deployment_id),
+            task_queue=task_queue,
+            search_attributes=search_attributes(inp.organization_id, inp.project_id, "deployment"),
+            memo={"environment": inp.environment_name, "version": inp.source.version},
+        )
+    if inp.preview:
+        try:
+            await temporal.start_workflow(
+                PreviewEnvironmentWorkflow.run,
+                PreviewInput(
+                    environment_id=inp.environment_id,
+                    organization_id=inp.organization_id,
+                    project_id=inp.project_id,
+                    provider=inp.provider,
+                    ttl_seconds=DEFAULT_PREVIEW_TTL_SECONDS,
+                ),
+                id=preview_workflow_id(inp.environment_id),
+                task_queue=task_queue,
+                search_attributes=search_attributes(inp.organization_id, inp.project_id, "preview"),
+            )
+        except WorkflowAlreadyStartedError:
+            # A new push extends the preview's lifetime.
+            await temporal.get_workflow_handle(preview_workflow_id(inp.environment_id)).signal(
+                PreviewEnvironmentWorkflow.extend
+            )
+
+
+async def decide(
+    temporal: Client, deployment: Deployment, decision: ApprovalDecision
+) -> ApprovalOutcome:
+    """Send the approve/reject Update; the workflow's validator enforces who may decide."""
+    if deployment.status != "awaiting_approval":
+        raise Conflict(f"deployment is {deployment.status}, not awaiting approval")
+    handle = temporal.get_workflow_handle(deployment.workflow_id or "")
+    try:
+        outcome: ApprovalOutcome = await handle.execute_update(DeploymentWorkflow.decide, decision)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        message = getattr(cause, "message", None) or str(cause or exc)
+        if "cannot approve" in message or "triggered" in message:
+            from forgeline.errors import Forbidden
+
+            raise Forbidden(message) from exc
+        raise Conflict(message) from exc
+    except RPCError as exc:
+        raise Conflict(f"deployment workflow is not running: {exc.message}") from exc
+    return outcome
+
+
+async def last_healthy_before(session: AsyncSession, deployment: Deployment) -> Deployment | None:
+    return await session.scalar(
+        select(Deployment)
+        .where(
+            Deployment.environment_id == deployment.environment_id,
+            Deployment.id != deployment.id,
+            Deployment.status.in_(HEALTHY_STATUSES),
+            Deployment.deleted_at.is_(None),
+            Deployment.created_at <= deployment.created_at,
+        )
+        .order_by(Deployment.finished_at.desc().nulls_last(), Deployment.created_at.desc())
+        .limit(1)
+    )
+
+
+def artifact_source(deployment: Deployment) -> DeploymentSource:
+    """The exact artifact a deployment released (rollback and promotion reuse it)."""
+    if deployment.provider == "docker" and not deployment.image_ref:
+        raise Conflict("that deployment has no built image to reuse")
+    if deployment.provider in ("static", "aws") and not deployment.artifact_key:
+        raise Conflict("that deployment has no published files to reuse")
+    return DeploymentSource(
+        version=deployment.version,
+        commit_sha=deployment.commit_sha,
+        image=deployment.image_ref if deployment.provider == "docker" else None,
+        static_prefix=deployment.artifact_key if deployment.provider != "docker" else None,
+    )

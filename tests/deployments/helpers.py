@@ -1,0 +1,144 @@
+"""Shared setup for deployment workflow/API tests: rows, activities, worker, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.deployments.activities import DeploymentActivities
+from activities.deployments.registration import WORKFLOWS
+from activities.storage import LocalObjectStore
+from api.deployments import service
+from db.models.deployments import Deployment
+from db.models.projects import Environment, Project
+from db.session import session_scope
+from forgeline.settings import Settings
+from workflows.deployment_models import DeploymentSource
+
+FAST_HEALTH = {
+    "health_check_path": "/healthz",
+    "health_check_passes": 3,
+    "health_check_failure_threshold": 3,
+    "health_check_interval_seconds": 0.2,
+    "health_check_window_seconds": 10,
+    "monitor_interval_seconds": 3600,
+}
+
+
+async def make_environment(
+    session_maker: async_sessionmaker[AsyncSession],
+    org_id: uuid.UUID,
+    *,
+    provider: str = "docker",
+    env_type: str = "staging",
+    protected: bool = False,
+    config: dict[str, Any] | None = None,
+    project_id: uuid.UUID | None = None,
+) -> tuple[uuid.UUID, uuid.UUID]:
+    async with session_scope(session_maker) as session:
+        if project_id is None:
+            project = Project(
+                id=uuid.uuid4(),
+                organization_id=org_id,
+                name="Site",
+                slug=f"site-{uuid.uuid4().hex[:8]}",
+                project_type="static_site",
+            )
+            session.add(project)
+            await session.flush()
+            project_id = project.id
+        env = Environment(
+            id=uuid.uuid4(),
+            project_id=project_id,
+            name=f"{env_type}-{uuid.uuid4().hex[:6]}",
+            env_type=env_type,
+            provider=provider,
+            is_protected=protected,
+            config={**FAST_HEALTH, **(config or {})},
+        )
+        session.add(env)
+    return project_id, env.id
+
+
+async def start_deployment(
+    session_maker: async_sessionmaker[AsyncSession],
+    temporal: Client,
+    org_id: uuid.UUID,
+    environment_id: uuid.UUID,
+    source: DeploymentSource,
+    *,
+    task_queue: str,
+    user_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    async with session_scope(session_maker) as session:
+        env, project = await service.environment_for(session, org_id, environment_id)
+        deployment, inp = await service.create_deployment(
+            session, env, project, source, triggered_by_user_id=user_id
+        )
+    await service.start_workflow(temporal, inp, task_queue=task_queue)
+    return deployment.id
+
+
+async def deployment_row(
+    session_maker: async_sessionmaker[AsyncSession], deployment_id: uuid.UUID
+) -> Deployment:
+    async with session_maker() as session:
+        row = await session.scalar(select(Deployment).where(Deployment.id == deployment_id))
+        assert row is not None
+        return row
+
+
+async def wait_status(
+    session_maker: async_sessionmaker[AsyncSession],
+    deployment_id: uuid.UUID,
+    statuses: tuple[str, ...],
+    timeout: float = 60,
+) -> Deployment:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        row = await deployment_row(session_maker, deployment_id)
+        if row.status in statuses:
+            return row
+        if loop.time() > deadline:
+            raise AssertionError(f"deployment {deployment_id} stuck in {row.status}")
+        await asyncio.sleep(0.1)
+
+
+def make_activities(
+    settings: Settings,
+    session_maker: async_sessionmaker[AsyncSession],
+    temporal: Client,
+    docker_client: Any,
+    s3_factory: Any = None,
+) -> DeploymentActivities:
+    return DeploymentActivities(
+        settings=settings,
+        session_maker=session_maker,
+        temporal=temporal,
+        docker_client=docker_client,
+        store=LocalObjectStore(settings.objects_dir),
+        s3_factory=s3_factory,
+    )
+
+
+@asynccontextmanager
+async def running_worker(
+    client: Client, task_queue: str, activities: DeploymentActivities
+) -> AsyncIterator[Worker]:
+    worker = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=activities.all(),
+    )
+    async with worker:
+        yield worker
