@@ -85,7 +85,7 @@ def test_upgrade_downgrade_upgrade(fresh_database_url: str) -> None:
     command.check(config)
 
 
-async def _snapshot(session) -> list[tuple]:
+async def _snapshot(session) -> list[tuple[object, ...]]:
     plans = (await session.execute(select(Plan).order_by(Plan.slug))).scalars().all()
     features = (
         (
