@@ -110,17 +110,17 @@ def _as_dict(result: Any) -> dict[str, Any]:
     return {"result": str(result)}
 
 
-def remember_bootstrap(settings: Settings, result: Any) -> dict[str, Any]:
-    """Keep the first run's raw API key (0600) so later runs can show it again."""
+def bootstrap_display(settings: Settings, result: Any) -> dict[str, Any]:
+    """What to print: the bootstrap result, plus what `.data/bootstrap.json` kept from run one."""
     path = settings.data_dir / "bootstrap.json"
-    shown = {k: str(v) for k, v in _as_dict(result).items() if v is not None}
-    saved: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    raw_key = shown.get("api_key") or shown.get("raw_api_key")
-    if raw_key:
-        if saved.get("api_key") != raw_key:
-            _write_private(path, json.dumps({**shown, "api_key": raw_key}, indent=2))
-        return {**shown, "api_key": raw_key}
-    return {**saved, **shown}
+    saved: dict[str, Any] = {}
+    if path.exists():
+        with contextlib.suppress(OSError, ValueError):
+            saved = json.loads(path.read_text())
+    fresh = {k: v for k, v in _as_dict(result).items() if v is not None}
+    shown = {**saved, **fresh}
+    shown.pop("created", None)
+    return {k: str(v) for k, v in shown.items()}
 
 
 class ChildProcesses:
@@ -227,9 +227,8 @@ class Stack:
             await seed_reference_data(session_maker)
             bootstrap = _optional("api.accounts.bootstrap", "ensure_bootstrap")
             if bootstrap:
-                shown = remember_bootstrap(
-                    settings, await _maybe_await(bootstrap(session_maker, settings))
-                )
+                result = await _maybe_await(bootstrap(session_maker, settings))
+                shown = bootstrap_display(settings, result)
             schedules = _optional("activities.billing.schedules", "ensure_billing_schedules")
             if schedules:
                 client = await connect_temporal(settings)
