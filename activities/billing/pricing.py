@@ -172,19 +172,29 @@ def plan_fee(price: Decimal, period: Period, days: int) -> Decimal:
 
 
 def proration_for_change(
-    *, old_price: Decimal, new_price: Decimal, period: Period, changed_at: datetime
+    *,
+    old_price: Decimal,
+    new_price: Decimal,
+    period: Period,
+    changed_at: datetime,
+    billable_from: datetime | None = None,
 ) -> Decimal:
-    """Charge (upgrade, > 0) or credit (downgrade, < 0) for changing plan during `period`.
+    """The proration line for a plan change during `period` (> 0 charge, < 0 credit).
 
     Rule: billing is in arrears on calendar months and the closing invoice charges the plan in
-    effect at period close for the whole period. A change on day d therefore adds
-    (old - new) x (days before d) / days-in-month, so the customer pays the old price for the days
-    before the change and the new price from day d on (the change day is billed at the new plan).
-    The adjustment is rounded to the cent once, here, and appears as its own line on the next
-    invoice.
+    effect at period close (the new plan) for its billable days. A change on day d therefore adds
+    (old - new) x (billable days before d) / days-in-month: the customer pays the old price for the
+    days before the change and the new price from day d on (the change day is billed at the new
+    plan). An upgrade yields a credit on this line (the new plan line is dearer), a downgrade a
+    charge; together the two lines are exactly "each plan for its days". The adjustment is
+    rounded to the cent once, here, and appears as its own line on the next invoice. Days before
+    `billable_from` (service start, trial) are free under either plan and not counted.
     """
     changed_day = changed_at.astimezone(UTC).date()
-    elapsed = min(max((changed_day - period.start.date()).days, 0), period.days)
+    first_day = period.start.date()
+    if billable_from is not None:
+        first_day = max(first_day, billable_from.astimezone(UTC).date())
+    elapsed = min(max((changed_day - first_day).days, 0), period.days)
     return round_cents((old_price - new_price) * elapsed / period.days)
 
 

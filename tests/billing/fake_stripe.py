@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,7 @@ class FakeStripe:
     _idempotency: dict[str, tuple[str, int, dict[str, Any]]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _server: asyncio.Server | None = None
+    _tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     port: int = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -187,7 +189,8 @@ class FakeStripe:
     # ------------------------------------------------------------------ Stripe endpoints
 
     def _new_id(self, prefix: str) -> str:
-        return f"{prefix}_{next(self._ids):06d}"
+        # Unique across fake instances: tests share one database with unique Stripe IDs.
+        return f"{prefix}_{self._tag}{next(self._ids):06d}"
 
     def _route(
         self, method: str, path: str, params: dict[str, str], fault: Fault | None
@@ -214,31 +217,35 @@ class FakeStripe:
             return 200, customer
         if method == "POST" and len(parts) == 3 and parts[0] == "payment_methods":
             pm_id, action = parts[1], parts[2]
-            card = TEST_CARDS.get(pm_id)
-            if card is None:
-                return 404, _error(
-                    "invalid_request_error", "No such PaymentMethod", "resource_missing"
-                )
             if action == "attach":
+                # Like Stripe's test tokens: attaching `pm_card_visa` mints a new PaymentMethod.
+                card = TEST_CARDS.get(pm_id)
+                if card is None:
+                    return 404, _error(
+                        "invalid_request_error", "No such PaymentMethod", "resource_missing"
+                    )
                 if params.get("customer") not in self.customers:
                     return 404, _error(
                         "invalid_request_error", "No such customer", "resource_missing"
                     )
                 pm: dict[str, Any] = {
-                    "id": pm_id,
+                    "id": self._new_id("pm"),
                     "object": "payment_method",
                     "type": "card",
                     "card": dict(card),
                     "customer": params["customer"],
+                    "metadata": {"token": pm_id},
                 }
-                self.payment_methods[pm_id] = pm
+                self.payment_methods[pm["id"]] = pm
                 return 200, pm
             if action == "detach":
-                detached: dict[str, Any] = self.payment_methods.pop(pm_id, {}) or {
-                    "id": pm_id,
-                    "card": card,
-                }
-                return 200, {**detached, "customer": None}
+                detached = self.payment_methods.get(pm_id)
+                if detached is None:
+                    return 404, _error(
+                        "invalid_request_error", "No such PaymentMethod", "resource_missing"
+                    )
+                detached["customer"] = None
+                return 200, detached
         if method == "POST" and parts == ["invoices"]:
             if params.get("customer") not in self.customers:
                 return 404, _error("invalid_request_error", "No such customer", "resource_missing")
@@ -298,7 +305,8 @@ class FakeStripe:
             return 400, _error("invalid_request_error", "Invoice must be finalized first")
         customer = self.customers[invoice["customer"]]
         pm = params.get("payment_method") or customer["invoice_settings"]["default_payment_method"]
-        declined = (fault is not None and fault.kind == "decline") or pm in (
+        token = self.payment_methods.get(pm or "", {}).get("metadata", {}).get("token")
+        declined = (fault is not None and fault.kind == "decline") or token in (
             None,
             "pm_card_chargeDeclined",
         )

@@ -74,7 +74,8 @@ async def test_happy_path_charges_once(fake, billing):
     )
     assert again.charge_id == other.charge_id == result.charge_id
     assert len(fake.successful_charges()) == 1
-    assert fake.customers[customer]["invoice_settings"]["default_payment_method"] == "pm_card_visa"
+    default = fake.customers[customer]["invoice_settings"]["default_payment_method"]
+    assert fake.payment_methods[default]["metadata"]["token"] == "pm_card_visa"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,137 @@
+"""Billing fixtures: seeded plans, the fake Stripe server, subscribed organizations, workers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.billing.invoicing import BillingActivities
+from activities.billing.pricing import Period
+from activities.billing.schedules import BillingScheduleActivities
+from activities.billing.stripe_billing import StripeBilling
+from db.models.accounts import Organization
+from db.models.billing import PaymentMethod, Plan, Subscription
+from db.seed import seed_reference_data
+from db.session import session_scope
+from tests.billing.fake_stripe import FakeStripe
+from tests.factories import OrgFixture, make_org
+from workflows.billing import BillingCycleWorkflow, BillingWorkflow
+
+
+@pytest.fixture(scope="session")
+async def plans(session_maker: async_sessionmaker[AsyncSession]) -> dict[str, Plan]:
+    async with session_scope(session_maker) as session:
+        await seed_reference_data(session)
+    async with session_maker() as session:
+        return {plan.slug: plan for plan in (await session.scalars(select(Plan))).all()}
+
+
+@pytest.fixture
+async def fake_stripe() -> AsyncIterator[FakeStripe]:
+    server = FakeStripe(hang_seconds=4)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def stripe_billing(fake_stripe: FakeStripe) -> AsyncIterator[StripeBilling]:
+    client = StripeBilling("sk_test_fake", api_base=fake_stripe.url, timeout=1.5)
+    yield client
+    await client.close()
+
+
+@dataclass
+class SubscribedOrg:
+    org: OrgFixture
+    subscription_id: uuid.UUID
+
+    @property
+    def org_id(self) -> uuid.UUID:
+        return self.org.org_id
+
+
+async def subscribe(
+    session_maker: async_sessionmaker[AsyncSession],
+    plans: dict[str, Plan],
+    *,
+    plan: str = "pro",
+    started: datetime,
+    trial_end: datetime | None = None,
+    stripe: StripeBilling | None = None,
+    card: str | None = "pm_card_visa",
+    org: OrgFixture | None = None,
+) -> SubscribedOrg:
+    """A fresh organization on `plan` since `started`; with a Stripe customer + card when given."""
+    org = org or await make_org(session_maker)
+    period = Period.containing(started)
+    async with session_scope(session_maker) as session:
+        subscription = Subscription(
+            organization_id=org.org_id,
+            plan_id=plans[plan].id,
+            status="trialing" if trial_end else "active",
+            current_period_start=started,
+            current_period_end=period.end,
+            trial_end=trial_end,
+        )
+        session.add(subscription)
+        await session.flush()
+        if stripe is not None and card is not None:
+            customer = await stripe.ensure_customer(
+                organization_id=str(org.org_id), name="Test org", email=None
+            )
+            details = await stripe.attach_card(
+                customer_id=customer, payment_method_id=card, make_default=True
+            )
+            await session.execute(
+                update(Organization)
+                .where(Organization.id == org.org_id)
+                .values(stripe_customer_id=customer)
+            )
+            session.add(
+                PaymentMethod(
+                    organization_id=org.org_id,
+                    stripe_payment_method_id=details.payment_method_id,
+                    brand=details.brand,
+                    last4=details.last4,
+                    exp_month=details.exp_month,
+                    exp_year=details.exp_year,
+                    country=details.country,
+                    is_default=True,
+                )
+            )
+        return SubscribedOrg(org=org, subscription_id=subscription.id)
+
+
+def billing_worker(
+    client: Client,
+    task_queue: str,
+    session_maker: async_sessionmaker[AsyncSession],
+    stripe: StripeBilling | None,
+    tax_rate: Decimal = Decimal("0"),
+    extra_workflows: tuple[type, ...] = (),
+) -> Worker:
+    billing = BillingActivities(session_maker, stripe, tax_rate)
+    fan_out = BillingScheduleActivities(session_maker, client)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BillingWorkflow, BillingCycleWorkflow, *extra_workflows],
+        activities=[
+            billing.create_invoice,
+            billing.push_invoice_to_stripe,
+            billing.charge_invoice,
+            billing.record_payment,
+            billing.end_subscription_for_nonpayment,
+            fan_out.start_due_billing_runs,
+        ],
+    )
