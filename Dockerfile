@@ -1,7 +1,7 @@
 # Forgeline application image: the API (default command) and worker.py (compose overrides it).
 FROM python:3.11-slim-bookworm
 
-COPY --from=ghcr.io/astral-sh/uv:0.9 /uv /uvx /usr/local/bin/
+COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /uvx /usr/local/bin/
 
 # git: cloning repositories in activities. No Docker CLI: the Docker SDK talks to DOCKER_HOST.
 RUN apt-get update \
