@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from moto.server import ThreadedMotoServer
 
 from activities.containers import ContainerEngine
 from activities.runners import Runner
@@ -38,3 +40,14 @@ def make_runner(kind: str, request: pytest.FixtureRequest, state_dir: Path) -> R
 @pytest.fixture(params=RUNNER_KINDS)
 async def runner(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Runner]:
     yield make_runner(request.param, request, tmp_path / "runner-state")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

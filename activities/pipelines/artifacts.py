@@ -1,0 +1,100 @@
+"""Artifacts: files a stage declares (globs relative to the workspace) go to the object store.
+
+Declared paths that resolve outside the workspace (`../../etc/passwd`, symlinks out) are refused;
+names are sanitised into run-scoped keys `runs/{run}/artifacts/{stage}/{attempt}/{name}`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+from dataclasses import dataclass
+from pathlib import Path
+
+from activities.storage import ObjectStore, join_key, sanitize_key
+
+MAX_ARTIFACT_FILES = 1000
+
+
+@dataclass(frozen=True)
+class CollectedFile:
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class UploadedArtifact:
+    name: str
+    object_key: str
+    size_bytes: int
+    sha256: str
+    content_type: str | None
+
+
+def artifact_prefix(run_id: str, stage: str, attempt: int) -> str:
+    return join_key("runs", run_id, "artifacts", stage, str(attempt))
+
+
+def collect(workspace: Path, patterns: list[str]) -> tuple[list[CollectedFile], list[str]]:
+    """Files matching the declared patterns inside the workspace, and the refusals."""
+    root = workspace.resolve()
+    found: dict[str, CollectedFile] = {}
+    refused: list[str] = []
+    for pattern in patterns:
+        candidate = Path(pattern)
+        if candidate.is_absolute() or ".." in candidate.parts:
+            refused.append(f"{pattern}: outside the workspace")
+            continue
+        for match in sorted(root.glob(pattern)):
+            paths = sorted(match.rglob("*")) if match.is_dir() else [match]
+            for path in paths:
+                resolved = path.resolve()
+                if not resolved.is_relative_to(root):
+                    refused.append(f"{path.relative_to(root)}: links outside the workspace")
+                    continue
+                if not resolved.is_file():
+                    continue
+                try:
+                    name = sanitize_key(path.relative_to(root).as_posix())
+                except ValueError:
+                    continue
+                found.setdefault(name, CollectedFile(name=name, path=resolved))
+                if len(found) >= MAX_ARTIFACT_FILES:
+                    return list(found.values()), [*refused, "too many files; truncated"]
+    return list(found.values()), refused
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def upload(store: ObjectStore, prefix: str, files: list[CollectedFile]) -> list[UploadedArtifact]:
+    uploaded: list[UploadedArtifact] = []
+    for file in files:
+        content_type = mimetypes.guess_type(file.name)[0]
+        key = store.put_file(join_key(prefix, file.name), file.path, content_type)
+        uploaded.append(
+            UploadedArtifact(
+                name=file.name,
+                object_key=key,
+                size_bytes=file.path.stat().st_size,
+                sha256=_sha256(file.path),
+                content_type=content_type,
+            )
+        )
+    return uploaded
+
+
+def restore(store: ObjectStore, object_key: str, workspace: Path, name: str) -> None:
+    """Put a reused stage's artifact back where the stage left it."""
+    target = (workspace / sanitize_key(name)).resolve()
+    if not target.is_relative_to(workspace.resolve()):
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with store.open(object_key) as src, target.open("wb") as out:
+        while block := src.read(1 << 20):
+            out.write(block)

@@ -1,0 +1,48 @@
+"""Pipelines task queue: PipelineRunWorkflow, BuildSlotsWorkflow and their activities."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from activities.deps import Registration, WorkerDeps
+from activities.pipelines.run_activities import RunActivities
+from activities.pipelines.stage_execution import StageActivities
+from activities.runners import Runner, create_runner
+from activities.storage import ObjectStore, create_object_store
+from forgeline.settings import PIPELINES_TASK_QUEUE
+from workflows.build_slots import BuildSlotsWorkflow
+from workflows.pipeline_run import PipelineRunWorkflow
+
+WORKFLOWS: list[type] = [PipelineRunWorkflow, BuildSlotsWorkflow]
+
+
+def pipeline_activities(
+    deps: WorkerDeps, *, runner: Runner | None = None, store: ObjectStore | None = None
+) -> tuple[list[Callable[..., Any]], Runner]:
+    """The activity callables; tests pass their own runner/store to pin Docker or local."""
+    runner = runner or create_runner(deps.settings)
+    store = store or create_object_store(deps.settings)
+    runs = RunActivities(deps.settings, deps.session_maker, deps.temporal)
+    stages = StageActivities(deps.settings, deps.session_maker, store, runner)
+    activities: list[Callable[..., Any]] = [
+        runs.load_run_plan,
+        runs.request_build_slot,
+        runs.mark_run_started,
+        runs.checkout_run,
+        runs.finish_run,
+        stages.execute_stage,
+        stages.record_stage_skipped,
+        stages.reuse_stage,
+    ]
+    return activities, runner
+
+
+def registration(deps: WorkerDeps) -> Registration:
+    activities, runner = pipeline_activities(deps)
+    return Registration(
+        task_queue=PIPELINES_TASK_QUEUE,
+        workflows=WORKFLOWS,
+        activities=activities,
+        on_shutdown=[runner.close],
+    )

@@ -1,0 +1,203 @@
+"""Run-level activities: load the plan, ask for a build slot, mark started, check out, finish."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from decimal import ROUND_UP, Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from activities.pipelines import projections
+from activities.pipelines.plan import load_plan
+from activities.pipelines.stage_execution import run_workspace
+from db.models.pipelines import PipelineRun, StageExecution
+from db.models.projects import Repository
+from db.session import session_scope
+from forgeline.crypto import decrypt_str
+from forgeline.settings import Settings
+from workflows.build_slots import BuildSlotsWorkflow
+from workflows.pipeline_models import (
+    ACQUIRE_SIGNAL,
+    RUN_NOT_FOUND_ERROR,
+    BuildSlotsInput,
+    CheckoutInput,
+    CheckoutResult,
+    FinishRunInput,
+    PipelineRunInput,
+    RunPlan,
+    RunStarted,
+    SlotRequest,
+    build_slots_workflow_id,
+)
+
+WORKFLOW_STATUS = {"success": "completed", "failed": "failed", "cancelled": "cancelled"}
+
+
+def build_minutes(total_ms: int) -> Decimal:
+    """Billed to the hundredth of a minute, rounded up (a 1 ms build is not free)."""
+    return (Decimal(total_ms) / Decimal(60_000)).quantize(Decimal("0.01"), rounding=ROUND_UP)
+
+
+def _run_not_found(run_id: str) -> ApplicationError:
+    return ApplicationError(
+        f"pipeline run {run_id} not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
+    )
+
+
+class RunActivities:
+    def __init__(
+        self,
+        settings: Settings,
+        session_maker: async_sessionmaker[AsyncSession],
+        temporal: Client,
+    ) -> None:
+        self.settings = settings
+        self.session_maker = session_maker
+        self.temporal = temporal
+
+    @activity.defn(name="load_run_plan")
+    async def load_run_plan(self, inp: PipelineRunInput) -> RunPlan:
+        async with session_scope(self.session_maker) as session:
+            plan = await load_plan(session, inp.run_id)
+        if plan is None:
+            raise ApplicationError(
+                f"pipeline run {inp.run_id} not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
+            )
+        return plan
+
+    @activity.defn(name="request_build_slot")
+    async def request_build_slot(self, request: SlotRequest) -> None:
+        """Signal-with-start the organization's semaphore; the grant comes back as a signal."""
+        await self.temporal.start_workflow(
+            BuildSlotsWorkflow.run,
+            BuildSlotsInput(organization_key=request.organization_key, limit=request.limit),
+            id=build_slots_workflow_id(request.organization_key),
+            task_queue=activity.info().task_queue,
+            start_signal=ACQUIRE_SIGNAL,
+            start_signal_args=[request],
+        )
+
+    @activity.defn(name="mark_run_started")
+    async def mark_run_started(self, inp: RunStarted) -> None:
+        async with session_scope(self.session_maker) as session:
+            run = await session.get(PipelineRun, uuid.UUID(inp.run_id))
+            if run is None:
+                raise ApplicationError(
+                    "run not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
+                )
+            if run.status == "queued":
+                run.status = "running"
+            run.started_at = run.started_at or projections.now()
+            run.workflow_id = inp.workflow_id
+            await projections.upsert_workflow_execution(
+                session,
+                {
+                    "kind": "pipeline_run",
+                    "workflow_type": "PipelineRunWorkflow",
+                    "workflow_id": inp.workflow_id,
+                    "run_id": inp.workflow_run_id,
+                    "task_queue": inp.task_queue,
+                    "organization_id": run.organization_id,
+                    "project_id": run.project_id,
+                    "resource_type": "pipeline_run",
+                    "resource_id": run.id,
+                    "status": "running",
+                    "memo": {"pipeline_id": str(run.pipeline_id), "run_number": run.run_number},
+                },
+            )
+
+    @activity.defn(name="checkout_run")
+    async def checkout_run(self, inp: CheckoutInput) -> CheckoutResult:
+        """Fresh workspace; clone the project's repository at the run's commit (or branch)."""
+        from activities.git import RepositoryUnavailable, clone_repository
+        from forgeline.url_safety import UnsafeRepositoryUrl
+
+        async with session_scope(self.session_maker) as session:
+            run = await session.get(PipelineRun, uuid.UUID(inp.run_id))
+            if run is None:
+                raise ApplicationError(
+                    "run not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
+                )
+            repo = await session.scalar(
+                select(Repository).where(Repository.project_id == run.project_id)
+            )
+            changed = (run.metadata_ or {}).get("changed_paths")
+        workspace = run_workspace(self.settings, inp.run_id)
+        if repo is None:
+            workspace.mkdir(parents=True, exist_ok=True)
+            return CheckoutResult(commit_sha=inp.commit_sha, changed_paths=changed)
+        token = (
+            decrypt_str(repo.access_token_encrypted, self.settings)
+            if repo.access_token_encrypted
+            else None
+        )
+        try:
+            result = await clone_repository(
+                repo.url,
+                workspace,
+                branch=None if inp.commit_sha else inp.branch or repo.default_branch,
+                commit=inp.commit_sha,
+                token=token,
+                allow_local=self.settings.allow_local_repositories,
+                on_progress=lambda: activity.heartbeat(),
+            )
+        except (RepositoryUnavailable, UnsafeRepositoryUrl) as exc:
+            raise ApplicationError(str(exc), type="GitError", non_retryable=True) from exc
+        async with session_scope(self.session_maker) as session:
+            await projections.set_run_status(session, inp.run_id, commit_sha=result.commit_sha)
+        return CheckoutResult(commit_sha=result.commit_sha, changed_paths=changed)
+
+    @activity.defn(name="finish_run")
+    async def finish_run(self, inp: FinishRunInput) -> None:
+        """Final status, unfinished stages closed, one build_minutes record, operator row closed."""
+        from activities.billing.metering import record_usage
+
+        async with session_scope(self.session_maker) as session:
+            run = await session.get(PipelineRun, uuid.UUID(inp.run_id), with_for_update=True)
+            if run is None:
+                raise ApplicationError(
+                    "run not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
+                )
+            finished = run.finished_at or projections.now()
+            run.status = inp.status
+            run.finished_at = finished
+            run.error = inp.error
+            if run.started_at:
+                run.duration_seconds = int((finished - run.started_at).total_seconds())
+            await projections.close_unfinished_stages(
+                session, inp.run_id, "cancelled" if inp.status == "cancelled" else "failed"
+            )
+            total_ms = await session.scalar(
+                select(func.coalesce(func.sum(StageExecution.duration_ms), 0)).where(
+                    StageExecution.run_id == run.id, StageExecution.reused_from_id.is_(None)
+                )
+            )
+            if run.organization_id is not None:
+                await record_usage(
+                    session,
+                    organization_id=run.organization_id,
+                    project_id=run.project_id,
+                    usage_type="build_minutes",
+                    quantity=build_minutes(int(total_ms or 0)),
+                    idempotency_key=f"pipeline-run-{run.id}:build_minutes",
+                    source_refs={
+                        "pipeline_run_id": str(run.id),
+                        "pipeline_id": str(run.pipeline_id),
+                    },
+                )
+            await projections.close_workflow_execution(
+                session,
+                workflow_id=inp.workflow_id,
+                run_id=inp.workflow_run_id,
+                status=WORKFLOW_STATUS[inp.status],
+                error=inp.error,
+            )
+        await asyncio.to_thread(
+            shutil.rmtree, run_workspace(self.settings, inp.run_id), ignore_errors=True
+        )

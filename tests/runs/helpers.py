@@ -1,0 +1,174 @@
+"""Builders for pipeline-run tests: project + pipeline + stages rows, a worker, run + wait."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+from activities.deps import WorkerDeps
+from activities.pipelines.registration import WORKFLOWS, pipeline_activities
+from activities.runners import Runner
+from activities.storage import ObjectStore
+from api.runs import service
+from api.runs.schemas import RunCreate
+from db.models.accounts import Organization
+from db.models.pipelines import Pipeline, PipelineRun, PipelineStage, StageExecution
+from db.models.projects import Project
+from db.session import session_scope
+from forgeline.settings import Settings
+
+
+def stage(name: str, run: str | list[str], position: int = 0, **kw: Any) -> dict[str, Any]:
+    commands = [run] if isinstance(run, str) else run
+    return {
+        "name": name,
+        "position": position,
+        "commands": [{"run": c} for c in commands],
+        **kw,
+    }
+
+
+async def make_pipeline(
+    session_maker: async_sessionmaker[AsyncSession],
+    org_id: uuid.UUID,
+    stages: list[dict[str, Any]],
+    *,
+    image: str | None = None,
+    retry_policy: dict[str, Any] | None = None,
+    concurrent_builds: int | None = None,
+) -> uuid.UUID:
+    suffix = uuid.uuid4().hex[:8]
+    async with session_scope(session_maker) as session:
+        if concurrent_builds is not None:
+            org = await session.get(Organization, org_id)
+            assert org is not None
+            org.settings = {**(org.settings or {}), "concurrent_builds": concurrent_builds}
+        project = Project(
+            id=uuid.uuid4(),
+            organization_id=org_id,
+            name=f"P {suffix}",
+            slug=f"p-{suffix}",
+            project_type="api",
+        )
+        session.add(project)
+        await session.flush()
+        pipeline = Pipeline(
+            id=uuid.uuid4(),
+            project_id=project.id,
+            organization_id=org_id,
+            name="ci",
+            config={"default_image": image} if image else {},
+            retry_policy=retry_policy or {"initial_interval_seconds": 0.2},
+        )
+        session.add(pipeline)
+        await session.flush()
+        for spec in stages:
+            session.add(
+                PipelineStage(
+                    id=uuid.uuid4(),
+                    pipeline_id=pipeline.id,
+                    stage_type=spec.pop("stage_type", "custom"),
+                    timeout_seconds=spec.pop("timeout_seconds", 60),
+                    **spec,
+                )
+            )
+    return pipeline.id
+
+
+async def create_run(
+    session_maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    org_id: uuid.UUID,
+    pipeline_id: uuid.UUID,
+    **body: Any,
+) -> PipelineRun:
+    async with session_scope(session_maker) as session:
+        return await service.create_run(
+            session,
+            settings,
+            organization_id=org_id,
+            pipeline_id=pipeline_id,
+            body=RunCreate(**body),
+        )
+
+
+async def start(
+    client: Client, run: PipelineRun, task_queue: str, heartbeat_seconds: float = 1.0
+) -> WorkflowHandle[Any, Any]:
+    return await service.start_run_workflow(
+        client, run, task_queue=task_queue, heartbeat_seconds=heartbeat_seconds
+    )
+
+
+@asynccontextmanager
+async def pipeline_worker(
+    client: Client,
+    task_queue: str,
+    settings: Settings,
+    session_maker: async_sessionmaker[AsyncSession],
+    runner: Runner,
+    store: ObjectStore | None = None,
+) -> AsyncIterator[Worker]:
+    deps = WorkerDeps(settings=settings, session_maker=session_maker, temporal=client)
+    activities, _ = pipeline_activities(deps, runner=runner, store=store)
+    worker = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=activities,
+        max_concurrent_activities=50,
+    )
+    async with worker:
+        yield worker
+
+
+async def run_row(
+    session_maker: async_sessionmaker[AsyncSession], run_id: uuid.UUID
+) -> PipelineRun:
+    async with session_maker() as session:
+        run = await session.get(PipelineRun, run_id)
+        assert run is not None
+        return run
+
+
+async def executions(
+    session_maker: async_sessionmaker[AsyncSession], run_id: uuid.UUID
+) -> list[StageExecution]:
+    async with session_maker() as session:
+        rows = await session.scalars(
+            select(StageExecution)
+            .where(StageExecution.run_id == run_id)
+            .order_by(StageExecution.stage_name, StageExecution.attempt)
+        )
+        return list(rows)
+
+
+def by_stage(rows: list[StageExecution]) -> dict[str, list[StageExecution]]:
+    grouped: dict[str, list[StageExecution]] = {}
+    for row in rows:
+        grouped.setdefault(row.stage_name, []).append(row)
+    return grouped
+
+
+async def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if await predicate():
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+async def log_text(session_maker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID) -> str:
+    async with session_maker() as session:
+        lines = [line async for _, line in service.log_lines_after(session, execution_id, -1)]
+    return "\n".join(lines)

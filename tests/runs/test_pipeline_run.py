@@ -1,0 +1,364 @@
+"""PipelineRunWorkflow end to end on real Temporal + Postgres, over both runners (Docker, local)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from temporalio.client import WorkflowFailureError
+
+from activities.runners import Runner, process_name
+from activities.storage import LocalObjectStore, ObjectStore
+from api.runs import service
+from db.models.billing import UsageRecord
+from db.models.operations import WorkflowExecution
+from db.models.pipelines import Artifact
+from tests.factories import make_org
+from tests.runs.helpers import (
+    by_stage,
+    create_run,
+    executions,
+    log_text,
+    make_pipeline,
+    pipeline_worker,
+    run_row,
+    stage,
+    start,
+    wait_for,
+)
+from workflows.pipeline_models import RunStatusView
+
+
+@pytest.fixture
+async def org(session_maker):
+    return await make_org(session_maker)
+
+
+@pytest.fixture
+def image(runner: Runner, request: pytest.FixtureRequest) -> str | None:
+    return request.getfixturevalue("busybox_image") if runner.kind == "docker" else None
+
+
+async def run_pipeline(ctx, stages, *, store: ObjectStore | None = None, **body):
+    pipeline_id = await make_pipeline(
+        ctx["session_maker"], ctx["org"].org_id, stages, image=ctx["image"]
+    )
+    run = await create_run(
+        ctx["session_maker"], ctx["settings"], ctx["org"].org_id, pipeline_id, **body
+    )
+    async with pipeline_worker(
+        ctx["client"],
+        ctx["task_queue"],
+        ctx["settings"],
+        ctx["session_maker"],
+        ctx["runner"],
+        store,
+    ):
+        handle = await start(ctx["client"], run, ctx["task_queue"])
+        result = await handle.result()
+    return run, result
+
+
+@pytest.fixture
+def ctx(session_maker, settings, temporal_client, task_queue, runner, org, image):
+    return {
+        "session_maker": session_maker,
+        "settings": settings,
+        "client": temporal_client,
+        "task_queue": task_queue,
+        "runner": runner,
+        "org": org,
+        "image": image,
+    }
+
+
+async def test_success(ctx) -> None:
+    run, result = await run_pipeline(
+        ctx,
+        [
+            stage("build", ['echo "building $FORGELINE_BRANCH"', "echo artifact > built.txt"], 0),
+            stage("test", ["cat built.txt", "echo tests passed"], 1),
+        ],
+        branch="main",
+        variables=[{"name": "TOKEN", "value": "sup3r-s3cret-value", "secret": True}],
+    )
+    assert result.status == "success"
+    row = await run_row(ctx["session_maker"], run.id)
+    assert row.status == "success" and row.started_at and row.finished_at
+    rows = by_stage(await executions(ctx["session_maker"], run.id))
+    assert [r.status for r in rows["build"]] == ["success"]
+    assert rows["test"][0].exit_code == 0
+    assert rows["build"][0].runner == ctx["runner"].kind
+    assert "building main" in await log_text(ctx["session_maker"], rows["build"][0].id)
+    assert "artifact" in await log_text(ctx["session_maker"], rows["test"][0].id)
+    async with ctx["session_maker"]() as session:
+        usage = (
+            await session.scalars(
+                select(UsageRecord).where(
+                    UsageRecord.idempotency_key == f"pipeline-run-{run.id}:build_minutes"
+                )
+            )
+        ).all()
+        assert len(usage) == 1 and usage[0].usage_type == "build_minutes"
+        wf = await session.scalar(
+            select(WorkflowExecution).where(WorkflowExecution.resource_id == run.id)
+        )
+        assert wf is not None and wf.status == "completed" and wf.kind == "pipeline_run"
+
+
+async def test_secrets_masked_in_logs(ctx) -> None:
+    secret = "multi-line-secret-AAAA\nsecond-line-BBBB"
+    run, result = await run_pipeline(
+        ctx,
+        [
+            stage(
+                "leak",
+                [
+                    'echo "raw: $TOKEN"',
+                    'printf %s "$TOKEN" | base64',
+                    "echo \"b64: $(printf %s 'multi-line-secret-AAAA' | base64)\"",
+                ],
+            )
+        ],
+        variables=[{"name": "TOKEN", "value": secret, "secret": True}],
+    )
+    assert result.status == "success"
+    rows = await executions(ctx["session_maker"], run.id)
+    text = await log_text(ctx["session_maker"], rows[0].id)
+    assert "multi-line-secret-AAAA" not in text and "second-line-BBBB" not in text
+    assert "bXVsdGktbGluZS1zZWNyZXQtQUFBQQ" not in text
+    assert "***" in text
+
+
+async def test_failing_stage_skips_dependents(ctx) -> None:
+    run, result = await run_pipeline(
+        ctx,
+        [
+            stage("build", ["echo compiling", "exit 3"], 0),
+            stage("test", "echo never", 1),
+            stage(
+                "report", "echo failure report", 2, conditions={"previous_stage_status": "failure"}
+            ),
+        ],
+    )
+    assert result.status == "failed"
+    rows = by_stage(await executions(ctx["session_maker"], run.id))
+    assert rows["build"][0].status == "failed" and rows["build"][0].exit_code == 3
+    assert len(rows["build"]) == 1  # a test failure is not retried
+    assert rows["test"][0].status == "skipped"
+    assert "dependency failed" in (rows["test"][0].skip_reason or "")
+    assert rows["report"][0].status == "success"
+
+
+async def test_stage_timeout(ctx) -> None:
+    run, result = await run_pipeline(
+        ctx, [stage("slow", ["echo start", "sleep 30", "echo never"], timeout_seconds=1)]
+    )
+    assert result.status == "failed"
+    (row,) = await executions(ctx["session_maker"], run.id)
+    assert row.status == "timed_out"
+    text = await log_text(ctx["session_maker"], row.id)
+    assert "start" in text and "never" not in text
+
+
+async def test_retries_flaky_exit_codes_only(ctx) -> None:
+    flaky = stage(
+        "flaky",
+        ["if [ -f .tried ]; then echo ok; exit 0; fi", "touch .tried", "echo flake; exit 75"],
+        0,
+        retry_count=2,
+        retryable_exit_codes=[75],
+    )
+    run, result = await run_pipeline(ctx, [flaky])
+    assert result.status == "success"
+    rows = await executions(ctx["session_maker"], run.id)
+    assert [(r.attempt, r.status, r.exit_code) for r in rows] == [
+        (1, "failed", 75),
+        (2, "success", 0),
+    ]
+    broken = stage("broken", "exit 75", 0, retry_count=1, retryable_exit_codes=[75])
+    run, result = await run_pipeline(ctx, [broken])
+    assert result.status == "failed"
+    rows = await executions(ctx["session_maker"], run.id)
+    assert [r.attempt for r in rows] == [1, 2]  # retry_count=1: exactly one retry
+
+
+async def process_gone(runner: Runner, name: str) -> bool:
+    if runner.kind == "docker":
+        return runner.engine.get(name) is None  # type: ignore[attr-defined]
+    marker = f"FORGELINE_PROCESS={name}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                return False
+        except OSError:
+            continue
+    return True
+
+
+async def test_cancel_mid_stage_kills(ctx) -> None:
+    pipeline_id = await make_pipeline(
+        ctx["session_maker"],
+        ctx["org"].org_id,
+        [
+            stage("forever", ["echo started", "while true; do sleep 0.2; done"]),
+            stage("after", "true", 1),
+        ],
+        image=ctx["image"],
+    )
+    run = await create_run(ctx["session_maker"], ctx["settings"], ctx["org"].org_id, pipeline_id)
+    async with pipeline_worker(
+        ctx["client"], ctx["task_queue"], ctx["settings"], ctx["session_maker"], ctx["runner"]
+    ):
+        handle = await start(ctx["client"], run, ctx["task_queue"])
+
+        async def running() -> bool:
+            rows = await executions(ctx["session_maker"], run.id)
+            return (
+                bool(rows)
+                and rows[0].status == "running"
+                and rows[0].log_line_count >= 0
+                and ("started" in await log_text(ctx["session_maker"], rows[0].id))
+            )
+
+        await wait_for(running)
+        live = await handle.query("status", result_type=RunStatusView)
+        assert live.status == "running" and live.running == ["forever"]
+        await service.cancel_run(ctx["client"], await run_row(ctx["session_maker"], run.id))
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    row = await run_row(ctx["session_maker"], run.id)
+    assert row.status == "cancelled"
+    rows = by_stage(await executions(ctx["session_maker"], run.id))
+    assert rows["forever"][0].status == "cancelled"
+    assert "after" not in rows
+    assert await process_gone(ctx["runner"], process_name(str(run.id), "forever", 1))
+
+
+async def test_depends_on_runs_in_parallel(ctx) -> None:
+    run, result = await run_pipeline(
+        ctx,
+        [
+            stage("setup", "echo setup", 0),
+            stage("unit", "sleep 1.5", 1, depends_on=["setup"]),
+            stage("lint", "sleep 1.5", 1, depends_on=["setup"]),
+            stage("package", "echo done", 2, depends_on=["unit", "lint"]),
+        ],
+    )
+    assert result.status == "success"
+    rows = {r.stage_name: r for r in await executions(ctx["session_maker"], run.id)}
+    unit, lint = rows["unit"], rows["lint"]
+    assert unit.started_at and lint.started_at and unit.finished_at and lint.finished_at
+    # Overlap: each started before the other finished.
+    assert unit.started_at < lint.finished_at and lint.started_at < unit.finished_at
+    assert rows["package"].started_at and rows["setup"].finished_at
+    assert rows["package"].started_at >= max(unit.finished_at, lint.finished_at)
+    assert rows["setup"].finished_at <= min(unit.started_at, lint.started_at)
+
+
+async def test_conditions_record_skipped(ctx) -> None:
+    run, result = await run_pipeline(
+        ctx,
+        [
+            stage("build", "echo build", 0),
+            stage("release", "echo release", 1, conditions={"branch": ["release/*"]}),
+            stage("docs", "echo docs", 1, conditions={"files_changed": ["docs/**"]}),
+            stage("src", "echo src", 1, conditions={"files_changed": ["src/**"]}),
+            stage("on-failure", "echo x", 2, conditions={"previous_stage_status": "failure"}),
+            stage("always", "echo always", 3, conditions={"previous_stage_status": "always"}),
+        ],
+        branch="main",
+        changed_paths=["src/app/main.py", "README.md"],
+    )
+    assert result.status == "success"
+    status = {r.stage_name: r.status for r in await executions(ctx["session_maker"], run.id)}
+    assert status == {
+        "build": "success",
+        "release": "skipped",
+        "docs": "skipped",
+        "src": "success",
+        "on-failure": "skipped",
+        "always": "success",
+    }
+
+
+async def test_rerun_from_failed_reuses_succeeded(ctx) -> None:
+    stages = [
+        stage("build", ["echo compiled > out.txt", "echo built"], 0, artifact_paths=["out.txt"]),
+        stage("test", ['test "$(cat out.txt)" = compiled', '[ "$FORGELINE_RUN_NUMBER" -gt 1 ]'], 1),
+    ]
+    run, result = await run_pipeline(ctx, stages, commit_sha="a" * 40)
+    assert result.status == "failed"
+    async with ctx["session_maker"]() as session:
+        again = await service.rerun(
+            session,
+            ctx["settings"],
+            organization_id=ctx["org"].org_id,
+            run_id=run.id,
+            from_failed=True,
+        )
+        await session.commit()
+    assert again.run_number == 2 and again.commit_sha == "a" * 40
+    async with pipeline_worker(
+        ctx["client"], ctx["task_queue"], ctx["settings"], ctx["session_maker"], ctx["runner"]
+    ):
+        result = await (await start(ctx["client"], again, ctx["task_queue"])).result()
+    assert result.status == "success"
+    first = by_stage(await executions(ctx["session_maker"], run.id))
+    rows = by_stage(await executions(ctx["session_maker"], again.id))
+    assert rows["build"][0].reused_from_id == first["build"][0].id
+    assert rows["build"][0].status == "success"
+    assert rows["test"][0].reused_from_id is None and rows["test"][0].status == "success"
+
+
+@pytest.fixture(params=["local-store", "s3-store"])
+def artifact_store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    if request.param == "local-store":
+        return LocalObjectStore(tmp_path / "objects")
+    from tests.runs.test_storage import make_s3_store
+
+    endpoint = request.getfixturevalue("moto_endpoint")
+    return make_s3_store(endpoint, f"artifacts-{uuid.uuid4().hex[:12]}")
+
+
+async def test_artifact_round_trip(ctx, artifact_store: ObjectStore) -> None:
+    run, result = await run_pipeline(
+        ctx,
+        [
+            stage(
+                "build",
+                ["mkdir -p dist/sub", "echo app > dist/app.js", "echo x > dist/sub/y.txt"],
+                artifact_paths=["dist/**", "../../etc/passwd", "/etc/passwd", "missing/*"],
+            )
+        ],
+        store=artifact_store,
+    )
+    assert result.status == "success"
+    async with ctx["session_maker"]() as session:
+        arts = (await session.scalars(select(Artifact).where(Artifact.run_id == run.id))).all()
+    names = sorted(a.name for a in arts)
+    assert names == ["dist/app.js", "dist/sub/y.txt"]
+    for art in arts:
+        assert art.object_key.startswith(f"runs/{run.id}/artifacts/build/1/")
+        data = await asyncio.to_thread(artifact_store.get_bytes, art.object_key)
+        assert data == (b"app\n" if art.name == "dist/app.js" else b"x\n")
+        assert art.size_bytes == len(data)
+
+
+async def test_branch_metacharacters_are_inert(ctx) -> None:
+    branch = "feat/$(touch${IFS}pwned);echo${IFS}`id`|x&y"
+    run, result = await run_pipeline(
+        ctx,
+        [stage("show", ['printf "%s\\n" "$FORGELINE_BRANCH"', "ls"], 0)],
+        branch=branch,
+    )
+    assert result.status == "success"
+    (row,) = await executions(ctx["session_maker"], run.id)
+    text = await log_text(ctx["session_maker"], row.id)
+    assert branch in text.splitlines()
+    assert "pwned" not in text.splitlines()

@@ -1,0 +1,102 @@
+"""BuildSlotsWorkflow: a per-organization counting semaphore for concurrent pipeline runs.
+
+Runs acquire with signal-with-start (`build-slots-{org}`), wait for a `slot_granted` signal, and
+release when they finish (success, failure or cancel). Waiters are served first come, first served.
+No timers and no polling: the workflow sleeps until a signal arrives and ends when idle.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from temporalio import workflow
+from temporalio.exceptions import FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.pipeline_models import (
+        ACQUIRE_SIGNAL,
+        GRANT_SIGNAL,
+        RELEASE_SIGNAL,
+        BuildSlotsInput,
+        BuildSlotsView,
+        SlotRelease,
+        SlotRequest,
+    )
+
+
+@workflow.defn(name="BuildSlotsWorkflow")
+class BuildSlotsWorkflow:
+    def __init__(self) -> None:
+        self.limit = 1
+        self.holders: list[str] = []
+        self.waiting: deque[str] = deque()
+        self.to_grant: deque[str] = deque()
+        self.org = ""
+
+    @workflow.signal(name=ACQUIRE_SIGNAL)
+    def acquire(self, request: SlotRequest) -> None:
+        # The latest plan limit wins (an upgrade frees slots for the queue at once).
+        self.limit = max(1, request.limit)
+        wf_id = request.run_workflow_id
+        if wf_id in self.holders:
+            self.to_grant.append(wf_id)  # a repeated acquire (retried activity): grant again
+        elif wf_id not in self.waiting:
+            self.waiting.append(wf_id)
+        self._fill()
+
+    @workflow.signal(name=RELEASE_SIGNAL)
+    def release(self, release: SlotRelease) -> None:
+        wf_id = release.run_workflow_id
+        if wf_id in self.holders:
+            self.holders.remove(wf_id)
+        if wf_id in self.waiting:
+            self.waiting.remove(wf_id)
+        self._fill()
+
+    @workflow.query(name="state")
+    def state(self) -> BuildSlotsView:
+        return BuildSlotsView(limit=self.limit, holders=self.holders, waiting=list(self.waiting))
+
+    def _fill(self) -> None:
+        while self.waiting and len(self.holders) < self.limit:
+            wf_id = self.waiting.popleft()
+            self.holders.append(wf_id)
+            self.to_grant.append(wf_id)
+
+    @workflow.run
+    async def run(self, inp: BuildSlotsInput) -> None:
+        self.org = inp.organization_key
+        self.limit = max(self.limit, inp.limit)
+        # State carried over continue-as-new comes before signals delivered in the first task.
+        self.holders = [*inp.holders, *(h for h in self.holders if h not in inp.holders)]
+        carried = [w for w in inp.waiting if w not in self.holders]
+        self.waiting = deque([*carried, *(w for w in self.waiting if w not in carried)])
+        self._fill()
+        while True:
+            await workflow.wait_condition(
+                lambda: (
+                    bool(self.to_grant)
+                    or (not self.holders and not self.waiting)
+                    or workflow.info().is_continue_as_new_suggested()
+                )
+            )
+            while self.to_grant:
+                wf_id = self.to_grant.popleft()
+                try:
+                    await workflow.get_external_workflow_handle(wf_id).signal(GRANT_SIGNAL)
+                except FailureError:
+                    # The run is gone (terminated before releasing): free its slot.
+                    self.release(SlotRelease(run_workflow_id=wf_id))
+            if not self.holders and not self.waiting and not self.to_grant:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                return
+            if not self.to_grant and workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    BuildSlotsInput(
+                        organization_key=self.org,
+                        limit=self.limit,
+                        holders=self.holders,
+                        waiting=list(self.waiting),
+                    )
+                )

@@ -1,0 +1,219 @@
+"""Payload models of the PipelineRunWorkflow, its activities and the BuildSlots workflow.
+
+Large data (logs, artifacts, repository contents) never travels in these: only IDs and keys.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RunStatus = Literal["queued", "running", "success", "failed", "cancelled"]
+StageStatus = Literal[
+    "pending", "queued", "running", "success", "failed", "cancelled", "skipped", "timed_out"
+]
+PreviousStatusRule = Literal["success", "failure", "always"]
+
+# Activity names (called by name so workflows/ never imports the activity modules' I/O deps).
+LOAD_RUN_PLAN = "load_run_plan"
+REQUEST_BUILD_SLOT = "request_build_slot"
+MARK_RUN_STARTED = "mark_run_started"
+CHECKOUT_RUN = "checkout_run"
+EXECUTE_STAGE = "execute_stage"
+RECORD_STAGE_SKIPPED = "record_stage_skipped"
+REUSE_STAGE = "reuse_stage"
+FINISH_RUN = "finish_run"
+# Owned by the deployments domain (DEPLOYMENTS_TASK_QUEUE): creates the deployments row.
+PREPARE_PIPELINE_DEPLOYMENT = "prepare_pipeline_deployment"
+
+STAGE_FAILED_ERROR = "StageFailed"
+STAGE_TIMED_OUT_ERROR = "StageTimedOut"
+STAGE_INVALID_ERROR = "StageInvalid"
+RUN_NOT_FOUND_ERROR = "RunNotFound"
+
+ACQUIRE_SIGNAL = "acquire"
+RELEASE_SIGNAL = "release"
+GRANT_SIGNAL = "slot_granted"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=False)
+
+
+class StageConditions(_Model):
+    """When a stage runs: branch globs, changed-path globs, rule on its dependencies' status."""
+
+    branches: list[str] = Field(default_factory=list)
+    paths: list[str] = Field(default_factory=list)
+    previous_stage_status: PreviousStatusRule = "success"
+
+
+class StageSpec(_Model):
+    name: str
+    stage_id: str | None = None
+    stage_type: str = "custom"
+    position: int = 0
+    image: str | None = None
+    script: str
+    conditions: StageConditions = Field(default_factory=StageConditions)
+    timeout_seconds: int = 600
+    depends_on: list[str] = Field(default_factory=list)
+    retry_count: int = 0
+    retryable_exit_codes: list[int] = Field(default_factory=list)
+    allow_failure: bool = False
+    artifact_paths: list[str] = Field(default_factory=list)
+    network_enabled: bool = False
+    working_directory: str | None = None
+    environment: dict[str, str] = Field(default_factory=dict)
+    cpus: float | None = None
+    memory_mb: int | None = None
+    pids_limit: int | None = None
+    retry_initial_interval_seconds: float = 1.0
+    retry_maximum_interval_seconds: float = 30.0
+    # A deploy stage with an environment also starts the DeploymentWorkflow as a child.
+    deploy_environment_id: str | None = None
+    # Hash of everything above that affects the result: rerun-from-failed reuses on equality.
+    spec_hash: str = ""
+
+
+class ReusableStage(_Model):
+    execution_id: str
+    spec_hash: str
+    exit_code: int | None = None
+
+
+class DeployStageInput(_Model):
+    run_id: str
+    organization_id: str | None = None
+    project_id: str
+    environment_id: str
+    commit_sha: str | None = None
+    branch: str | None = None
+
+
+class PipelineRunInput(_Model):
+    run_id: str
+    pipeline_id: str
+    project_id: str
+    organization_id: str | None = None
+    # Seconds between stage heartbeats (and 3x this is the heartbeat timeout).
+    heartbeat_seconds: float = 2.0
+
+
+class RunPlan(_Model):
+    run_id: str
+    run_number: int
+    pipeline_id: str
+    project_id: str
+    organization_id: str | None = None
+    branch: str | None = None
+    commit_sha: str | None = None
+    has_repository: bool = False
+    stages: list[StageSpec]
+    reusable: dict[str, ReusableStage] = Field(default_factory=dict)
+    concurrent_builds: int = 1
+    status: RunStatus = "queued"
+
+
+class RunStarted(_Model):
+    run_id: str
+    workflow_id: str
+    workflow_run_id: str
+    task_queue: str
+
+
+class CheckoutInput(_Model):
+    run_id: str
+    branch: str | None = None
+    commit_sha: str | None = None
+
+
+class CheckoutResult(_Model):
+    commit_sha: str | None = None
+    # None when unknown (no repository, no parent): path conditions then match.
+    changed_paths: list[str] | None = None
+
+
+class StageInput(_Model):
+    run_id: str
+    organization_id: str | None = None
+    stage: StageSpec
+    branch: str | None = None
+    commit_sha: str | None = None
+    run_number: int = 0
+
+
+class StageResult(_Model):
+    stage_name: str
+    status: StageStatus
+    exit_code: int | None = None
+    attempt: int = 1
+    execution_id: str | None = None
+    duration_ms: int = 0
+    artifact_count: int = 0
+    reused: bool = False
+    skip_reason: str | None = None
+    error: str | None = None
+
+
+class SkipStageInput(_Model):
+    run_id: str
+    stage: StageSpec
+    reason: str
+
+
+class ReuseStageInput(_Model):
+    run_id: str
+    stage: StageSpec
+    reused: ReusableStage
+
+
+class FinishRunInput(_Model):
+    run_id: str
+    status: RunStatus
+    error: str | None = None
+    workflow_id: str
+    workflow_run_id: str
+    spec_hashes: dict[str, str] = Field(default_factory=dict)
+
+
+class RunStatusView(_Model):
+    """Answer of the `status` query: live state without touching Postgres."""
+
+    run_id: str
+    status: RunStatus
+    queued_for_slot: bool = False
+    stages: dict[str, StageStatus] = Field(default_factory=dict)
+    running: list[str] = Field(default_factory=list)
+
+
+class SlotRequest(_Model):
+    organization_key: str
+    run_workflow_id: str
+    limit: int = 1
+
+
+class SlotRelease(_Model):
+    run_workflow_id: str
+
+
+class BuildSlotsInput(_Model):
+    organization_key: str
+    limit: int = 1
+    holders: list[str] = Field(default_factory=list)
+    waiting: list[str] = Field(default_factory=list)
+
+
+class BuildSlotsView(_Model):
+    limit: int
+    holders: list[str]
+    waiting: list[str]
+
+
+def build_slots_workflow_id(organization_key: str) -> str:
+    return f"build-slots-{organization_key}"
+
+
+def pipeline_run_workflow_id(run_id: str) -> str:
+    return f"pipeline-run-{run_id}"

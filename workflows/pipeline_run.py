@@ -1,0 +1,391 @@
+"""PipelineRunWorkflow: checkout, then stages as a DAG (order + depends_on), conditions, retries.
+
+Waits for a per-organization build slot (BuildSlotsWorkflow) before it starts, releases it however
+it ends. Every stage attempt is a heartbeating activity; cancelling the run cancels the activity,
+which kills the container or process group before the run is marked `cancelled`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from forgeline.settings import DEPLOYMENTS_TASK_QUEUE
+    from workflows.pipeline_models import (
+        CHECKOUT_RUN,
+        EXECUTE_STAGE,
+        FINISH_RUN,
+        GRANT_SIGNAL,
+        LOAD_RUN_PLAN,
+        MARK_RUN_STARTED,
+        PREPARE_PIPELINE_DEPLOYMENT,
+        RECORD_STAGE_SKIPPED,
+        RELEASE_SIGNAL,
+        REQUEST_BUILD_SLOT,
+        REUSE_STAGE,
+        RUN_NOT_FOUND_ERROR,
+        STAGE_FAILED_ERROR,
+        STAGE_INVALID_ERROR,
+        STAGE_TIMED_OUT_ERROR,
+        CheckoutInput,
+        CheckoutResult,
+        DeployStageInput,
+        FinishRunInput,
+        PipelineRunInput,
+        ReuseStageInput,
+        RunPlan,
+        RunStarted,
+        RunStatus,
+        RunStatusView,
+        SkipStageInput,
+        SlotRelease,
+        SlotRequest,
+        StageInput,
+        StageResult,
+        StageSpec,
+        StageStatus,
+        build_slots_workflow_id,
+    )
+
+# Projection writes and bookkeeping: short, retried on anything but bad input.
+BOOKKEEPING = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    maximum_interval=timedelta(seconds=10),
+    non_retryable_error_types=[RUN_NOT_FOUND_ERROR, STAGE_INVALID_ERROR],
+)
+BOOKKEEPING_TIMEOUT = timedelta(seconds=60)
+CHECKOUT_TIMEOUT = timedelta(minutes=10)
+# Extra attempts for infrastructure failures (worker lost, engine hiccup) on top of the stage's
+# own retry_count; exit-code retries are counted by the activity against retry_count.
+INFRA_ATTEMPTS = 3
+# The runner enforces the stage timeout exactly; the activity gets this much more to kill,
+# collect artifacts and move the log, so a timeout is recorded as `timed_out` with its log.
+STAGE_GRACE = timedelta(seconds=60)
+
+BROKEN_STATUSES = {"failed", "timed_out", "cancelled"}
+
+
+def stage_dependencies(stages: list[StageSpec]) -> dict[str, set[str]]:
+    """Explicit depends_on wins; otherwise a stage waits for every stage earlier in `order`."""
+    names = {s.name for s in stages}
+    deps: dict[str, set[str]] = {}
+    for stage in stages:
+        if stage.depends_on:
+            deps[stage.name] = {d for d in stage.depends_on if d in names and d != stage.name}
+        else:
+            deps[stage.name] = {s.name for s in stages if s.position < stage.position}
+    return deps
+
+
+def _matches_any(value: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def skip_reason(
+    stage: StageSpec,
+    *,
+    branch: str | None,
+    changed_paths: list[str] | None,
+    broken_deps: list[str],
+) -> str | None:
+    """Why a stage does not run, or None when it does."""
+    cond = stage.conditions
+    rule = cond.previous_stage_status
+    if rule == "success" and broken_deps:
+        return f"dependency failed: {', '.join(sorted(broken_deps))}"
+    if rule == "failure" and not broken_deps:
+        return "runs only when a previous stage failed"
+    if cond.branches and not (branch and _matches_any(branch, cond.branches)):
+        return f"branch {branch!r} does not match {cond.branches}"
+    if (
+        cond.paths
+        and changed_paths is not None
+        and not any(_matches_any(p, cond.paths) for p in changed_paths)
+    ):
+        return f"no changed path matches {cond.paths}"
+    return None
+
+
+@workflow.defn(name="PipelineRunWorkflow")
+class PipelineRunWorkflow:
+    def __init__(self) -> None:
+        self.run_id = ""
+        self.status: RunStatus = "queued"
+        self.slot_granted = False
+        self.waiting_for_slot = False
+        self.stage_status: dict[str, StageStatus] = {}
+
+    @workflow.signal(name=GRANT_SIGNAL)
+    def grant(self) -> None:
+        self.slot_granted = True
+
+    @workflow.query(name="status")
+    def query_status(self) -> RunStatusView:
+        return RunStatusView(
+            run_id=self.run_id,
+            status=self.status,
+            queued_for_slot=self.waiting_for_slot,
+            stages=dict(self.stage_status),
+            running=[n for n, s in self.stage_status.items() if s == "running"],
+        )
+
+    @workflow.run
+    async def run(self, inp: PipelineRunInput) -> RunStatusView:
+        self.run_id = inp.run_id
+        info = workflow.info()
+        plan: RunPlan = await workflow.execute_activity(
+            LOAD_RUN_PLAN,
+            inp,
+            result_type=RunPlan,
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING,
+        )
+        self.stage_status = {s.name: "pending" for s in plan.stages}
+        slot_key = plan.organization_id or f"project-{plan.project_id}"
+        error: str | None = None
+        status: RunStatus = "failed"
+        try:
+            self.waiting_for_slot = True
+            await workflow.execute_activity(
+                REQUEST_BUILD_SLOT,
+                SlotRequest(
+                    organization_key=slot_key,
+                    run_workflow_id=info.workflow_id,
+                    limit=plan.concurrent_builds,
+                ),
+                start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+                retry_policy=BOOKKEEPING,
+            )
+            await workflow.wait_condition(lambda: self.slot_granted)
+            self.waiting_for_slot = False
+            self.status = "running"
+            await workflow.execute_activity(
+                MARK_RUN_STARTED,
+                RunStarted(
+                    run_id=inp.run_id,
+                    workflow_id=info.workflow_id,
+                    workflow_run_id=info.run_id,
+                    task_queue=info.task_queue,
+                ),
+                start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+                retry_policy=BOOKKEEPING,
+            )
+            checkout: CheckoutResult = await workflow.execute_activity(
+                CHECKOUT_RUN,
+                CheckoutInput(run_id=inp.run_id, branch=plan.branch, commit_sha=plan.commit_sha),
+                result_type=CheckoutResult,
+                start_to_close_timeout=CHECKOUT_TIMEOUT,
+                heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(
+                    maximum_attempts=3, non_retryable_error_types=[RUN_NOT_FOUND_ERROR, "GitError"]
+                ),
+            )
+            status = await self._run_stages(inp, plan, checkout)
+        except asyncio.CancelledError:
+            status = "cancelled"
+            await self._finish(inp, plan, status, "cancelled by request", slot_key)
+            raise
+        except (ActivityError, ChildWorkflowError) as exc:
+            error = str(exc.cause or exc)
+            status = "failed"
+        await self._finish(inp, plan, status, error, slot_key)
+        return self.query_status()
+
+    async def _finish(
+        self, inp: PipelineRunInput, plan: RunPlan, status: RunStatus, error: str | None, key: str
+    ) -> None:
+        self.status = status
+        for name, stage_status in self.stage_status.items():
+            if stage_status in ("pending", "running") and status == "cancelled":
+                self.stage_status[name] = "cancelled"
+        # Release first: a finished run must never hold a slot, even if bookkeeping fails.
+        try:
+            await workflow.get_external_workflow_handle(build_slots_workflow_id(key)).signal(
+                RELEASE_SIGNAL, SlotRelease(run_workflow_id=workflow.info().workflow_id)
+            )
+        except FailureError:
+            workflow.logger.warning("build slots workflow gone; nothing to release")
+        info = workflow.info()
+        await workflow.execute_activity(
+            FINISH_RUN,
+            FinishRunInput(
+                run_id=inp.run_id,
+                status=status,
+                error=error,
+                workflow_id=info.workflow_id,
+                workflow_run_id=info.run_id,
+                spec_hashes={s.name: s.spec_hash for s in plan.stages},
+            ),
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING,
+        )
+
+    async def _run_stages(
+        self, inp: PipelineRunInput, plan: RunPlan, checkout: CheckoutResult
+    ) -> RunStatus:
+        specs = {s.name: s for s in plan.stages}
+        deps = stage_dependencies(plan.stages)
+        results: dict[str, StageResult] = {}
+        broken: set[str] = set()  # failed (not allowed to) or skipped because of a failure
+        failed_own: set[str] = set()
+        running: dict[asyncio.Task[StageResult], str] = {}
+        commit = checkout.commit_sha or plan.commit_sha
+        try:
+            while len(results) < len(specs):
+                for name in sorted(specs, key=lambda n: (specs[n].position, n)):
+                    if name in results or name in running.values():
+                        continue
+                    if not deps[name] <= results.keys():
+                        continue
+                    stage = specs[name]
+                    reason = skip_reason(
+                        stage,
+                        branch=plan.branch,
+                        changed_paths=checkout.changed_paths,
+                        broken_deps=[d for d in deps[name] if d in broken],
+                    )
+                    if reason is not None:
+                        if stage.conditions.previous_stage_status == "success" and (
+                            deps[name] & broken
+                        ):
+                            broken.add(name)
+                        results[name] = await self._skip(inp, stage, reason)
+                        continue
+                    reusable = plan.reusable.get(name)
+                    if reusable is not None and reusable.spec_hash == stage.spec_hash:
+                        results[name] = await self._reuse(inp, stage, reusable)
+                        continue
+                    self.stage_status[name] = "running"
+                    task = asyncio.create_task(self._execute(inp, plan, stage, commit))
+                    running[task] = name
+                if not running:
+                    if len(results) < len(specs):
+                        # Unreachable: a dependency cycle. Skip what is left, visibly.
+                        for name in specs.keys() - results.keys():
+                            results[name] = await self._skip(inp, specs[name], "dependency cycle")
+                            broken.add(name)
+                            failed_own.add(name)
+                    break
+                done, _ = await workflow.wait(list(running), return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    name = running.pop(task)
+                    result = task.result()
+                    results[name] = result
+                    self.stage_status[name] = result.status
+                    if result.status in BROKEN_STATUSES and not specs[name].allow_failure:
+                        broken.add(name)
+                        failed_own.add(name)
+        except asyncio.CancelledError:
+            for task in running:
+                task.cancel()
+            # Wait until every activity confirmed the kill (WAIT_CANCELLATION_COMPLETED).
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
+        return "failed" if failed_own else "success"
+
+    async def _skip(self, inp: PipelineRunInput, stage: StageSpec, reason: str) -> StageResult:
+        self.stage_status[stage.name] = "skipped"
+        result: StageResult = await workflow.execute_activity(
+            RECORD_STAGE_SKIPPED,
+            SkipStageInput(run_id=inp.run_id, stage=stage, reason=reason),
+            result_type=StageResult,
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING,
+        )
+        return result
+
+    async def _reuse(self, inp: PipelineRunInput, stage: StageSpec, reused: Any) -> StageResult:
+        self.stage_status[stage.name] = "success"
+        result: StageResult = await workflow.execute_activity(
+            REUSE_STAGE,
+            ReuseStageInput(run_id=inp.run_id, stage=stage, reused=reused),
+            result_type=StageResult,
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING,
+        )
+        return result
+
+    async def _execute(
+        self, inp: PipelineRunInput, plan: RunPlan, stage: StageSpec, commit: str | None
+    ) -> StageResult:
+        try:
+            result: StageResult = await workflow.execute_activity(
+                EXECUTE_STAGE,
+                StageInput(
+                    run_id=inp.run_id,
+                    organization_id=plan.organization_id,
+                    stage=stage,
+                    branch=plan.branch,
+                    commit_sha=commit,
+                    run_number=plan.run_number,
+                ),
+                result_type=StageResult,
+                start_to_close_timeout=timedelta(seconds=stage.timeout_seconds) + STAGE_GRACE,
+                heartbeat_timeout=timedelta(seconds=inp.heartbeat_seconds * 3),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=stage.retry_initial_interval_seconds),
+                    maximum_interval=timedelta(seconds=stage.retry_maximum_interval_seconds),
+                    maximum_attempts=stage.retry_count + 1 + INFRA_ATTEMPTS,
+                    non_retryable_error_types=[STAGE_TIMED_OUT_ERROR, STAGE_INVALID_ERROR],
+                ),
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+        except ActivityError as exc:
+            cause = exc.cause
+            status: StageStatus = "failed"
+            exit_code: int | None = None
+            if isinstance(cause, ApplicationError):
+                if cause.type == STAGE_TIMED_OUT_ERROR:
+                    status = "timed_out"
+                if cause.type in (STAGE_FAILED_ERROR, STAGE_TIMED_OUT_ERROR) and cause.details:
+                    detail = cause.details[0]
+                    if isinstance(detail, dict):
+                        exit_code = detail.get("exit_code")
+            return StageResult(
+                stage_name=stage.name,
+                status=status,
+                exit_code=exit_code,
+                error=str(cause or exc),
+            )
+        if result.status == "success" and stage.deploy_environment_id:
+            await self._deploy(inp, plan, stage, commit)
+        return result
+
+    async def _deploy(
+        self, inp: PipelineRunInput, plan: RunPlan, stage: StageSpec, commit: str | None
+    ) -> None:
+        """Hook: a deploy stage with an environment starts DeploymentWorkflow as a child.
+
+        The deployments domain owns `prepare_pipeline_deployment` (creates the deployments row,
+        returns the DeploymentInput) on its task queue; its failure fails this stage's run.
+        """
+        deployment_input: dict[str, Any] = await workflow.execute_activity(
+            PREPARE_PIPELINE_DEPLOYMENT,
+            DeployStageInput(
+                run_id=inp.run_id,
+                organization_id=plan.organization_id,
+                project_id=plan.project_id,
+                environment_id=stage.deploy_environment_id or "",
+                commit_sha=commit,
+                branch=plan.branch,
+            ),
+            result_type=dict,
+            task_queue=DEPLOYMENTS_TASK_QUEUE,
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING,
+        )
+        await workflow.execute_child_workflow(
+            "DeploymentWorkflow",
+            deployment_input,
+            id=f"deployment-{deployment_input['deployment_id']}",
+            task_queue=DEPLOYMENTS_TASK_QUEUE,
+        )
