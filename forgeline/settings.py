@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     container_runner: Literal["auto", "docker", "local"] = "auto"
     docker_host: str | None = Field(default=None, validation_alias=_env("DOCKER_HOST"))
     allow_local_repositories: bool = False
+    # Repository clones (agent analysis, pipeline runs): refused past these limits.
+    repo_max_bytes: int = 200_000_000
+    repo_max_files: int = 50_000
+    git_clone_timeout_seconds: int = 300
     workspace_dir: Path | None = None
     # Image for stages that name none (Docker runner only).
     default_stage_image: str = "debian:bookworm-slim"

@@ -137,13 +137,19 @@ class AgentTaskWorkflowInput(BaseModel):
     organization_id: uuid.UUID
     project_id: uuid.UUID
     task_type: TaskType
+    # Start a new run of the workflow after this many turns (history stays small).
+    continue_as_new_after_steps: int = 40
     # State carried across continue-as-new.
-    execution_id: uuid.UUID | None = None
+    execution: StartExecutionOutput | None = None
     checkout: CheckoutResult | None = None
     step_number: int = 0
     tokens_used: int = 0
     conversation_ref: str | None = None
     planner_state: dict[str, Any] = Field(default_factory=dict)
+    pending_results: list[ToolActivityOutput] = Field(default_factory=list)
+    validated: bool = False
+    final_text: str = ""
+    llm_error: str | None = None
     continued_runs: int = 0
 
 
@@ -156,15 +162,17 @@ class AgentTaskWorkflowOutput(BaseModel):
 
 class StartExecutionInput(BaseModel):
     task_id: uuid.UUID
-    agent_version: str
+    sequence: int = 1
+    force_planner: bool = False
+    previous_error: str | None = None
 
 
 class StartExecutionOutput(BaseModel):
     execution_id: uuid.UUID
-    task_type: TaskType
-    input_data: dict[str, Any]
-    use_llm: bool
+    sequence: int
+    provider: Literal["anthropic", "planner"]
     agent_version: str
+    input_data: dict[str, Any]
     max_steps: int
     token_budget: int
 
@@ -195,11 +203,11 @@ class ToolCall(BaseModel):
 class ToolActivityInput(BaseModel):
     task_id: uuid.UUID
     execution_id: uuid.UUID
-    project_id: uuid.UUID
     step_number: int
     invocation_key: str
     call: ToolCall
     checkout: CheckoutResult
+    input_data: dict[str, Any] = Field(default_factory=dict)
 
 
 class ToolActivityOutput(BaseModel):
@@ -215,6 +223,7 @@ class ToolActivityOutput(BaseModel):
 class LlmTurnInput(BaseModel):
     task_id: uuid.UUID
     execution_id: uuid.UUID
+    sequence: int = 1
     step_number: int
     conversation_ref: str | None
     # Tool results from the previous turn, appended to the stored conversation first.
@@ -238,6 +247,7 @@ class PlannerTurnInput(BaseModel):
     task_id: uuid.UUID
     execution_id: uuid.UUID
     step_number: int
+    description: str = ""
     task_type: TaskType
     input_data: dict[str, Any] = Field(default_factory=dict)
     planner_state: dict[str, Any] = Field(default_factory=dict)
@@ -253,15 +263,16 @@ class PlannerTurnOutput(BaseModel):
 
 class FinishInput(BaseModel):
     task_id: uuid.UUID
-    execution_id: uuid.UUID
-    project_id: uuid.UUID
+    execution_id: uuid.UUID | None
     task_type: TaskType
     status: Literal["completed", "failed", "cancelled"]
+    checkout: CheckoutResult | None = None
     final_text: str = ""
     error: str | None = None
-    # The proposal is re-read from the last successful propose/validate tool invocation.
+    stop_reason: str | None = None
     tokens_used: int = 0
     steps: int = 0
+    llm_error: str | None = None
 
 
 class FinishOutput(BaseModel):
@@ -271,3 +282,4 @@ class FinishOutput(BaseModel):
 
 
 AgentTaskWorkflowInput.model_rebuild()
+StartExecutionOutput.model_rebuild()

@@ -1,0 +1,346 @@
+"""Idempotent writes of the agent's read model: executions, steps, tool calls, usage, pipelines.
+
+Every row has a deterministic key (task id + execution sequence + step + call id), so a retried
+or replayed activity upserts the same row instead of adding another.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from activities.agent.llm import cost_of
+from db.models.agent import AgentExecution, AgentStep, AgentTask, ToolInvocation
+from db.models.billing import UsageRecord
+from db.models.operations import WorkflowExecution
+from db.models.pipelines import Pipeline, PipelineStage
+from db.models.projects import Project
+from workflows.agent_models import PipelineProposal, ValidationReport
+
+NAMESPACE = uuid.UUID("5b0f3c1e-8f7a-4d61-9a53-6f0c2d7e4a10")
+
+
+def execution_id(task_id: uuid.UUID, sequence: int) -> uuid.UUID:
+    return uuid.uuid5(NAMESPACE, f"{task_id}:execution:{sequence}")
+
+
+def step_id(execution: uuid.UUID, step_number: int) -> uuid.UUID:
+    return uuid.uuid5(NAMESPACE, f"{execution}:step:{step_number}")
+
+
+def pipeline_id_for(task_id: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(NAMESPACE, f"{task_id}:pipeline")
+
+
+def stage_id_for(pipeline: uuid.UUID, name: str) -> uuid.UUID:
+    return uuid.uuid5(NAMESPACE, f"{pipeline}:stage:{name}")
+
+
+async def load_task(session: AsyncSession, task_id: uuid.UUID) -> AgentTask | None:
+    return await session.get(AgentTask, task_id)
+
+
+async def start_execution(
+    session: AsyncSession,
+    task_id: uuid.UUID,
+    *,
+    sequence: int,
+    provider: str,
+    model: str | None,
+    planner_version: str | None,
+) -> uuid.UUID:
+    exec_id = execution_id(task_id, sequence)
+    await session.execute(
+        insert(AgentExecution)
+        .values(
+            id=exec_id,
+            task_id=task_id,
+            sequence=sequence,
+            provider=provider,
+            model=model,
+            planner_version=planner_version,
+            status="running",
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    await session.execute(
+        update(AgentTask)
+        .where(AgentTask.id == task_id, AgentTask.status.in_(("pending", "running")))
+        .values(
+            status="running",
+            started_at=func.coalesce(AgentTask.started_at, func.now()),
+            retry_count=sequence - 1,
+        )
+    )
+    return exec_id
+
+
+async def record_step(
+    session: AsyncSession,
+    execution: uuid.UUID,
+    step_number: int,
+    *,
+    step_type: str,
+    description: str,
+    content: dict[str, Any],
+    status: str = "completed",
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+) -> uuid.UUID:
+    sid = step_id(execution, step_number)
+    await session.execute(
+        insert(AgentStep)
+        .values(
+            id=sid,
+            execution_id=execution,
+            step_number=step_number,
+            step_type=step_type,
+            description=description[:2000],
+            content=content,
+            status=status,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
+        .on_conflict_do_nothing(index_elements=["execution_id", "step_number"])
+    )
+    return sid
+
+
+async def step_exists(session: AsyncSession, execution: uuid.UUID, step_number: int) -> bool:
+    row = await session.execute(
+        select(AgentStep.id).where(
+            AgentStep.execution_id == execution, AgentStep.step_number == step_number
+        )
+    )
+    return row.first() is not None
+
+
+async def record_tool_invocation(
+    session: AsyncSession,
+    *,
+    execution: uuid.UUID,
+    step_number: int,
+    invocation_key: str,
+    tool_name: str,
+    parameters: dict[str, Any],
+    status: str,
+    result_summary: str,
+    duration_ms: int,
+    error: str | None,
+) -> None:
+    values = {
+        "status": status,
+        "result_summary": result_summary[:4000],
+        "duration_ms": duration_ms,
+        "error": error[:4000] if error else None,
+        "completed_at": datetime.now(UTC),
+    }
+    stmt = insert(ToolInvocation).values(
+        id=uuid.uuid5(NAMESPACE, invocation_key),
+        execution_id=execution,
+        step_id=step_id(execution, step_number),
+        invocation_key=invocation_key,
+        tool_name=tool_name[:100],
+        parameters=parameters,
+        **values,
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(index_elements=["invocation_key"], set_=values)
+    )
+
+
+async def refresh_usage(
+    session: AsyncSession,
+    *,
+    task_id: uuid.UUID,
+    execution: uuid.UUID,
+    model: str,
+    organization_id: uuid.UUID | None,
+    project_id: uuid.UUID,
+    step_number: int,
+    input_tokens: int,
+    output_tokens: int,
+) -> None:
+    """Totals are re-summed from the steps (never incremented), so retries cannot double count."""
+    totals = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(AgentStep.input_tokens), 0),
+                func.coalesce(func.sum(AgentStep.output_tokens), 0),
+            ).where(AgentStep.execution_id == execution)
+        )
+    ).one()
+    in_total, out_total = int(totals[0]), int(totals[1])
+    await session.execute(
+        update(AgentExecution)
+        .where(AgentExecution.id == execution)
+        .values(
+            input_tokens=in_total,
+            output_tokens=out_total,
+            cost_usd=cost_of(model, in_total, out_total),
+        )
+    )
+    task_totals = (
+        await session.execute(
+            select(
+                func.coalesce(
+                    func.sum(AgentExecution.input_tokens + AgentExecution.output_tokens), 0
+                ),
+                func.coalesce(func.sum(AgentExecution.cost_usd), 0),
+            ).where(AgentExecution.task_id == task_id)
+        )
+    ).one()
+    await session.execute(
+        update(AgentTask)
+        .where(AgentTask.id == task_id)
+        .values(tokens_used=int(task_totals[0]), cost_usd=Decimal(task_totals[1]))
+    )
+    if organization_id is None or input_tokens + output_tokens == 0:
+        return
+    now = datetime.now(UTC)
+    await session.execute(
+        insert(UsageRecord)
+        .values(
+            organization_id=organization_id,
+            project_id=project_id,
+            usage_type="agent_tokens",
+            quantity=Decimal(input_tokens + output_tokens),
+            unit="tokens",
+            cost=cost_of(model, input_tokens, output_tokens),
+            period=now.strftime("%Y-%m"),
+            idempotency_key=f"agent-task-{task_id}:{execution}:{step_number}:agent_tokens",
+            source_refs={"agent_task_id": str(task_id), "model": model},
+        )
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    )
+
+
+async def finish_execution(
+    session: AsyncSession,
+    execution: uuid.UUID,
+    *,
+    status: str,
+    reasoning: str | None,
+    error: str | None,
+    transcript_key: str | None = None,
+) -> None:
+    await session.execute(
+        update(AgentExecution)
+        .where(AgentExecution.id == execution, AgentExecution.status == "running")
+        .values(
+            status=status,
+            reasoning_trace=reasoning,
+            error=error,
+            transcript_key=transcript_key,
+            finished_at=func.now(),
+        )
+    )
+
+
+async def finish_task(
+    session: AsyncSession,
+    task_id: uuid.UUID,
+    *,
+    status: str,
+    output: dict[str, Any] | None,
+    error: str | None,
+) -> None:
+    await session.execute(
+        update(AgentTask)
+        .where(AgentTask.id == task_id, AgentTask.status.in_(("pending", "running")))
+        .values(status=status, output_data=output, error=error, completed_at=func.now())
+    )
+    await session.execute(
+        update(WorkflowExecution)
+        .where(
+            WorkflowExecution.workflow_id == f"agent-task-{task_id}",
+            WorkflowExecution.status == "running",
+        )
+        .values(
+            status={"completed": "completed", "failed": "failed"}.get(status, "cancelled"),
+            closed_at=func.now(),
+            error=error,
+        )
+    )
+
+
+async def save_pipeline(
+    session: AsyncSession,
+    *,
+    task: AgentTask,
+    proposal: PipelineProposal,
+    report: ValidationReport,
+    config: dict[str, Any],
+) -> uuid.UUID:
+    """One pipeline per generate task (deterministic id); stages keyed by (pipeline, name)."""
+    pid = pipeline_id_for(task.id)
+    await session.execute(
+        insert(Pipeline)
+        .values(
+            id=pid,
+            project_id=task.project_id,
+            organization_id=task.organization_id,
+            generated_by_task_id=task.id,
+            created_by_user_id=task.created_by_user_id,
+            name=proposal.name[:255],
+            description=f"Generated by Forgeline for {proposal.framework}",
+            pipeline_type=proposal.pipeline_type,
+            triggers=proposal.triggers,
+            config=config,
+            status="active",
+            github_actions_yaml=report.github_actions_yaml,
+            gitlab_ci_yaml=report.gitlab_ci_yaml,
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    for position, stage in enumerate(proposal.stages):
+        await session.execute(
+            insert(PipelineStage)
+            .values(
+                id=stage_id_for(pid, stage.name),
+                pipeline_id=pid,
+                name=stage.name,
+                position=position,
+                **stage_columns(stage),
+            )
+            .on_conflict_do_nothing(index_elements=["pipeline_id", "name"])
+        )
+    return pid
+
+
+def _step_name(command: str) -> str:
+    first = command.strip().splitlines()[0] if command.strip() else "run"
+    return first if len(first) <= 80 else first[:77] + "..."
+
+
+def stage_columns(stage: Any) -> dict[str, Any]:
+    """Map a ProposedStage onto pipeline_stages columns that exist in this schema version."""
+    columns = set(PipelineStage.__table__.columns.keys())
+    wanted: dict[str, Any] = {
+        "stage_type": stage.stage_type,
+        "commands": [{"name": _step_name(c), "run": c} for c in stage.commands],
+        "image": stage.image,
+        "conditions": dict(stage.conditions),
+        "timeout_seconds": stage.timeout_seconds,
+        "depends_on": list(stage.depends_on),
+        "working_directory": None
+        if stage.working_directory in ("", ".")
+        else stage.working_directory,
+        "environment": dict(stage.env),
+        "cache_paths": list(stage.cache_paths),
+        "artifact_paths": list(stage.artifact_paths),
+        # Generated stages install dependencies or call out (scans, deploys).
+        "network_enabled": True,
+    }
+    return {k: v for k, v in wanted.items() if k in columns}
+
+
+async def project_name(session: AsyncSession, project_id: uuid.UUID) -> str | None:
+    row = await session.execute(select(Project.name).where(Project.id == project_id))
+    return row.scalar_one_or_none()

@@ -1,0 +1,1 @@
+"""Agent tasks API: start, read, cancel and list AgentTaskWorkflow runs."""

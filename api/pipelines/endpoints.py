@@ -1,0 +1,89 @@
+"""/v1 routes of pipelines: per-project list, detail with stages, YAML export."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy import select
+
+from api.deps import PIPELINES_READ, Principal, SessionDep, require_scope
+from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
+from api.pipelines import service
+from api.pipelines.schemas import PipelineDetail, PipelineOut
+from db.models.pipelines import Pipeline
+from db.models.projects import Project
+from forgeline.errors import NotFound
+from forgeline.pipeline_export import ExportFormat
+
+router = APIRouter(tags=["pipelines"])
+
+Reader = Annotated[Principal, Depends(require_scope(PIPELINES_READ))]
+_PROBLEMS: dict[int | str, dict[str, str]] = {
+    404: {"description": "Not found (or owned by another organization)"},
+    422: {"description": "Validation failed"},
+}
+FILENAMES = {"github-actions": "forgeline.yml", "gitlab-ci": ".gitlab-ci.yml"}
+
+
+@router.get("/projects/{project_id}/pipelines", responses=_PROBLEMS)
+async def list_pipelines(
+    project_id: uuid.UUID,
+    session: SessionDep,
+    principal: Reader,
+    cursor: CursorParam = None,
+    limit: LimitParam = 50,
+) -> Page[PipelineOut]:
+    found = await session.execute(
+        select(Project.id).where(
+            Project.id == project_id, Project.organization_id == principal.organization_id
+        )
+    )
+    if found.first() is None:
+        raise NotFound("project not found", resource_type="project")
+    stmt = paginate(
+        select(Pipeline).where(
+            Pipeline.project_id == project_id,
+            Pipeline.organization_id == principal.organization_id,
+        ),
+        Pipeline.created_at,
+        Pipeline.id,
+        cursor=cursor,
+        limit=limit,
+    )
+    rows = (await session.execute(stmt)).scalars().all()
+    return build_page(
+        rows,
+        limit=limit,
+        key=lambda r: (r.created_at, r.id),
+        to_item=PipelineOut.model_validate,
+    )
+
+
+@router.get("/pipelines/{pipeline_id}", responses=_PROBLEMS)
+async def get_pipeline(
+    pipeline_id: uuid.UUID, session: SessionDep, principal: Reader
+) -> PipelineDetail:
+    pipeline = await service.get_pipeline(session, principal, pipeline_id)
+    return service.detail(pipeline, await service.stages_of(session, pipeline.id))
+
+
+@router.get(
+    "/pipelines/{pipeline_id}/export",
+    responses={**_PROBLEMS, 200: {"content": {"application/yaml": {}}}},
+    response_class=Response,
+)
+async def export_pipeline(
+    pipeline_id: uuid.UUID,
+    session: SessionDep,
+    principal: Reader,
+    export_format: Annotated[ExportFormat, Query(alias="format")] = "github-actions",
+) -> Response:
+    """The pipeline as GitHub Actions or GitLab CI YAML (validated when it was generated)."""
+    text = await service.export(session, principal, pipeline_id, export_format)
+    return Response(
+        content=text,
+        media_type="application/yaml",
+        headers={"Content-Disposition": f'attachment; filename="{FILENAMES[export_format]}"'},
+    )
