@@ -7,7 +7,7 @@ import binascii
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
@@ -34,6 +34,14 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
+def check_storable_datetime(value: datetime) -> datetime:
+    """Refuse instants Postgres/asyncpg cannot take (e.g. year 1 at +14:00 overflows in UTC)."""
+    as_utc = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if not 1900 <= as_utc.year <= 9999:
+        raise ValueError("timestamp out of range")
+    return value
+
+
 def encode_cursor(sort_value: datetime, row_id: uuid.UUID) -> str:
     payload = json.dumps([sort_value.isoformat(), str(row_id)], separators=(",", ":"))
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
@@ -48,8 +56,16 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         sort_value = datetime.fromisoformat(sort_raw)
         if sort_value.tzinfo is None:
             raise ValueError("naive timestamp")
+        check_storable_datetime(sort_value)
         return sort_value, uuid.UUID(id_raw)
-    except (ValueError, TypeError, binascii.Error, UnicodeError, json.JSONDecodeError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        OverflowError,
+        binascii.Error,
+        UnicodeError,
+        json.JSONDecodeError,
+    ) as exc:
         raise ValidationFailed("invalid pagination cursor", field="cursor") from exc
 
 

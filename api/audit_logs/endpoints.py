@@ -7,11 +7,19 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 from sqlalchemy import RowMapping, Select, or_, select
 
 from api.deps import ADMIN, Principal, SessionDep, require_scope
-from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
+from api.pagination import (
+    CursorParam,
+    LimitParam,
+    Page,
+    build_page,
+    check_storable_datetime,
+    paginate,
+)
+from api.projects.schemas import QueryText
 from db.models.operations import AuditLog
 
 router = APIRouter(tags=["audit"])
@@ -36,6 +44,10 @@ class AuditLogOut(BaseModel):
     severity: str
     metadata: dict[str, Any]
     created_at: datetime
+
+
+def _storable_since(value: datetime | None) -> datetime | None:
+    return None if value is None else check_storable_datetime(value)
 
 
 def _out(row: RowMapping) -> AuditLogOut:
@@ -63,11 +75,15 @@ def _out(row: RowMapping) -> AuditLogOut:
 async def list_audit_logs(
     session: SessionDep,
     principal: Annotated[Principal, Depends(require_scope(ADMIN))],
-    action: Annotated[str | None, Query(max_length=100, examples=["project.created"])] = None,
-    resource_type: Annotated[str | None, Query(max_length=100)] = None,
+    action: Annotated[QueryText | None, Query(max_length=100, examples=["project.created"])] = None,
+    resource_type: Annotated[QueryText | None, Query(max_length=100)] = None,
     resource_id: uuid.UUID | None = None,
     actor: Annotated[uuid.UUID | None, Query(description="A user id or an API key id.")] = None,
-    since: Annotated[datetime | None, Query(description="Only entries at or after.")] = None,
+    since: Annotated[
+        datetime | None,
+        Query(description="Only entries at or after."),
+        AfterValidator(_storable_since),
+    ] = None,
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Page[AuditLogOut]:

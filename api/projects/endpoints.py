@@ -29,6 +29,7 @@ from api.projects.schemas import (
     ProjectStatusFilter,
     ProjectType,
     ProjectUpdate,
+    QueryText,
     RepositoryOut,
     RepositoryPut,
 )
@@ -72,9 +73,9 @@ async def list_projects(
         ),
     ] = None,
     project_type: ProjectType | None = None,
-    framework: Annotated[str | None, Query(max_length=100)] = None,
+    framework: Annotated[QueryText | None, Query(max_length=100)] = None,
     search: Annotated[
-        str | None, Query(max_length=100, description="Substring of the name or slug.")
+        QueryText | None, Query(max_length=100, description="Substring of the name or slug.")
     ] = None,
     cursor: CursorParam = None,
     limit: LimitParam = 50,

@@ -47,8 +47,40 @@ assert set(ProjectType.__args__) == set(PROJECT_TYPES)  # type: ignore[attr-defi
 assert set(EnvironmentType.__args__) == set(ENVIRONMENT_TYPES)  # type: ignore[attr-defined]
 
 
+def storable_text(value: str) -> str:
+    """Postgres text and JSONB cannot hold NUL, and unpaired surrogates do not encode as UTF-8:
+    refuse both here (422) rather than fail at the driver (500)."""
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("text must be valid Unicode (no unpaired surrogates)") from exc
+    return value
+
+
+def _check_storable(value: Any, depth: int = 0) -> None:
+    if depth > 32:
+        raise ValueError("input is nested too deeply")
+    if isinstance(value, str):
+        storable_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key, depth + 1)
+            _check_storable(item, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_storable(item, depth + 1)
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        _check_storable(data)
+        return data
 
 
 def _printable(value: str) -> str:
@@ -81,6 +113,8 @@ Name = Annotated[
     AfterValidator(_printable),
 ]
 Framework = Annotated[str, StringConstraints(max_length=100)]
+# Free-text query parameters (search, filters) go into SQL parameters: same storability rule.
+QueryText = Annotated[str, AfterValidator(storable_text)]
 
 
 def _check_framework(value: str | None) -> str | None:
