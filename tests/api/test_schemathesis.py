@@ -88,8 +88,9 @@ def fuzz(base_url: str, headers: dict[str, str], ids: dict[str, str]) -> tuple[i
             try:
                 case.validate_response(response, checks=[not_a_server_error])
             except (AssertionError, FailureGroup, Failure):
+                op = case.operation
                 failures.append(
-                    f"{operation.method.upper()} {operation.path} -> {response.status_code}: "
+                    f"{op.method.upper()} {op.path} -> {response.status_code}: "
                     f"{case.as_curl_command(headers=headers, base_url=base_url)}\n"
                     f"    {response.text[:300]}"
                 )
