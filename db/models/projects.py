@@ -223,6 +223,8 @@ class Environment(UUIDPrimaryKey, Timestamps, Base):
         check_in("provider", DEPLOY_PROVIDERS),
         check_in("status", ENVIRONMENT_STATUSES),
         CheckConstraint("required_approvals >= 0", name="required_approvals_non_negative"),
+        # Keyset pagination of a project's environments, newest first.
+        Index("ix_environments_project_id_created_at", "project_id", "created_at", "id"),
         # Preview teardown sweeps look only at previews that have a TTL.
         Index(
             "ix_environments_preview_expires_at",

@@ -1035,6 +1035,12 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("env_type = 'preview' AND expires_at IS NOT NULL"),
     )
+    op.create_index(
+        "ix_environments_project_id_created_at",
+        "environments",
+        ["project_id", "created_at", "id"],
+        unique=False,
+    )
     op.create_table(
         "invoices",
         sa.Column("organization_id", sa.Uuid(), nullable=False),
@@ -3056,6 +3062,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_invoices_subscription_id"), table_name="invoices")
     op.drop_index("ix_invoices_status_due_at", table_name="invoices")
     op.drop_table("invoices")
+    op.drop_index("ix_environments_project_id_created_at", table_name="environments")
     op.drop_index(
         "ix_environments_preview_expires_at",
         table_name="environments",
