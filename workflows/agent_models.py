@@ -139,6 +139,8 @@ class AgentTaskWorkflowInput(BaseModel):
     task_type: TaskType
     # Start a new run of the workflow after this many turns (history stays small).
     continue_as_new_after_steps: int = 40
+    # A worker that dies mid-activity is noticed after this long (activities heartbeat).
+    heartbeat_timeout_seconds: int = 30
     # State carried across continue-as-new.
     execution: StartExecutionOutput | None = None
     checkout: CheckoutResult | None = None

@@ -117,7 +117,7 @@ class AgentTaskWorkflow:
                     ),
                     result_type=CheckoutResult,
                     start_to_close_timeout=timedelta(minutes=10),
-                    heartbeat_timeout=timedelta(seconds=60),
+                    heartbeat_timeout=self._heartbeat(state),
                     retry_policy=CLONE_RETRY,
                 )
             stop_reason = await self._loop(state)
@@ -136,6 +136,10 @@ class AgentTaskWorkflow:
             raise
         except ActivityError as err:
             return await self._finish(state, "failed", error=_reason(err))
+
+    @staticmethod
+    def _heartbeat(state: AgentTaskWorkflowInput) -> timedelta:
+        return timedelta(seconds=max(2, state.heartbeat_timeout_seconds))
 
     def _output_ready(self, state: AgentTaskWorkflowInput) -> bool:
         if state.task_type == "generate_pipeline":
@@ -198,7 +202,7 @@ class AgentTaskWorkflow:
                 ),
                 result_type=LlmTurnOutput,
                 start_to_close_timeout=timedelta(minutes=3),
-                heartbeat_timeout=timedelta(minutes=2),
+                heartbeat_timeout=self._heartbeat(state),
                 retry_policy=LLM_RETRY,
             )
         except ActivityError as err:
@@ -275,7 +279,7 @@ class AgentTaskWorkflow:
                 ),
                 result_type=ToolActivityOutput,
                 start_to_close_timeout=timedelta(minutes=2),
-                heartbeat_timeout=timedelta(minutes=2) if call.name not in ("read_file",) else None,
+                heartbeat_timeout=self._heartbeat(state),
                 retry_policy=TOOL_RETRY,
             )
             if result.name == "validate_pipeline" and result.data.get("valid") is True:
@@ -350,7 +354,7 @@ class AgentTaskWorkflow:
             ),
             result_type=FinishOutput,
             start_to_close_timeout=timedelta(minutes=3),
-            heartbeat_timeout=timedelta(minutes=2),
+            heartbeat_timeout=self._heartbeat(state),
             retry_policy=DB_RETRY,
         )
         self._phase = result.status

@@ -8,8 +8,9 @@ import json
 import shutil
 import time
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -66,6 +67,7 @@ LANGUAGES = {
     ".kt": "kotlin", ".rb": "ruby", ".php": "php", ".html": "html", ".css": "css", ".vue": "vue",
     ".svelte": "svelte",
 }  # fmt: skip
+T = TypeVar("T")
 MAX_INDEXED_FILES = 5_000
 LOG_TAIL_CHARS = 6_000
 SYSTEM_PROMPT = """You are Forgeline's CI/CD agent. You inspect one git repository through tools \
@@ -319,8 +321,13 @@ class AgentActivities:
                 }
             )
         activity.heartbeat()
-        reply = await self.llm.create(
-            system=SYSTEM_PROMPT, messages=messages, tools=TOOL_SCHEMAS, max_tokens=inp.max_tokens
+        reply = await heartbeat_while(
+            self.llm.create(
+                system=SYSTEM_PROMPT,
+                messages=messages,
+                tools=TOOL_SCHEMAS,
+                max_tokens=inp.max_tokens,
+            )
         )
         messages.append({"role": "assistant", "content": reply.content})
         calls = []
@@ -400,7 +407,9 @@ class AgentActivities:
                     str(inp.task_id),
                     AgentTaskInputData.model_validate(inp.input_data),
                 )
-                result = await asyncio.to_thread(toolbox.run, call.name, call.arguments)
+                result = await heartbeat_while(
+                    asyncio.to_thread(toolbox.run, call.name, call.arguments)
+                )
                 ok, content, summary, data = result.ok, result.content, result.summary, result.data
                 if not ok:
                     status = "failed"
@@ -521,7 +530,7 @@ class AgentActivities:
             root = await self._ensure_checkout(inp.task_id, inp.checkout)
             toolbox = AgentToolbox(root, self.store, str(inp.task_id), input_data)
             try:
-                output = await asyncio.to_thread(self._build_output, inp, toolbox)
+                output = await heartbeat_while(asyncio.to_thread(self._build_output, inp, toolbox))
             except _OutputMissing as exc:
                 status, error = "failed", str(exc)
         if inp.final_text:
@@ -634,6 +643,17 @@ class _OutputMissing(Exception):
 def _heartbeat() -> None:
     if activity.in_activity():
         activity.heartbeat()
+
+
+async def heartbeat_while(awaitable: Awaitable[T], every: float = 1.0) -> T:
+    """Await one long call (LLM request, actionlint) while heartbeating, so a dead worker is
+    noticed after the heartbeat timeout instead of the start-to-close timeout."""
+    task = asyncio.ensure_future(awaitable)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=every)
+        if done:
+            return task.result()
+        _heartbeat()
 
 
 def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
