@@ -48,7 +48,7 @@ def _project_rows(org_id: uuid.UUID, count: int, start: datetime) -> list[dict[s
 async def seeded(engine, session_maker):
     big = await make_org(session_maker)
     start = datetime(2025, 1, 1, tzinfo=UTC)
-    filler_orgs = [
+    filler_orgs: list[dict[str, Any]] = [
         {"id": uuid.uuid4(), "name": f"Filler {i}", "slug": f"filler-{uuid.uuid4().hex[:12]}"}
         for i in range(FILLER_ORGS)
     ]
