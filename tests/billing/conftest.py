@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -27,12 +27,21 @@ from tests.factories import OrgFixture, make_org
 from workflows.billing import BillingCycleWorkflow, BillingWorkflow
 
 
-@pytest.fixture(scope="session")
-async def plans(session_maker: async_sessionmaker[AsyncSession]) -> dict[str, Plan]:
+@pytest.fixture(scope="module")
+async def plans(
+    session_maker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[dict[str, Plan]]:
+    """Seeded plans for one module, removed afterwards: with plans present every organization
+    without a subscription is on Free, whose limits would surprise other domains' tests that
+    share this database."""
     async with session_scope(session_maker) as session:
         await seed_reference_data(session)
     async with session_maker() as session:
-        return {plan.slug: plan for plan in (await session.scalars(select(Plan))).all()}
+        seeded = {plan.slug: plan for plan in (await session.scalars(select(Plan))).all()}
+    yield seeded
+    async with session_scope(session_maker) as session:
+        await session.execute(delete(Subscription))
+        await session.execute(delete(Plan))
 
 
 @pytest.fixture

@@ -1,0 +1,160 @@
+"""Plan limits, enforced where they bite: `await enforce_limit(session, org_id, "projects")` before
+writing; it raises PaymentRequired (402) naming the limit and the plan, and writes nothing.
+
+The check takes a transaction-scoped advisory lock per (organization, limit), so two concurrent
+creations cannot both pass the last free slot: the second waits for the first to commit and
+then counts its row.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models.accounts import OrganizationMember
+from db.models.billing import LIVE_SUBSCRIPTION_STATUSES, Plan, PlanFeature, Subscription
+from db.models.deployments import Deployment
+from db.models.pipelines import Pipeline, PipelineRun
+from db.models.projects import Environment, Project
+from forgeline.errors import PaymentRequired
+
+log = logging.getLogger(__name__)
+
+PLAN_COLUMN_LIMITS = {
+    "projects": "max_projects",
+    "pipelines_per_project": "max_pipelines_per_project",
+    "deployments_per_month": "max_deployments_per_month",
+}
+FEATURE_LIMITS = ("team_members", "environments_per_project", "concurrent_builds")
+SWITCH_FEATURES = ("preview_deployments",)
+PER_PROJECT = ("pipelines_per_project", "environments_per_project")
+LIMIT_NAMES = (*PLAN_COLUMN_LIMITS, *FEATURE_LIMITS, *SWITCH_FEATURES)
+
+
+@dataclass(frozen=True)
+class EffectivePlan:
+    slug: str
+    name: str
+    plan: Plan
+
+
+async def effective_plan(session: AsyncSession, organization_id: uuid.UUID) -> EffectivePlan | None:
+    """The plan whose limits apply now: the live subscription's (a requested plan change applies
+    at once; only its billing waits for the next invoice), else Free; None if no plans exist."""
+    subscription = (
+        await session.execute(
+            select(Subscription.plan_id, Subscription.pending_plan_id).where(
+                Subscription.organization_id == organization_id,
+                Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES),
+            )
+        )
+    ).first()
+    plan: Plan | None = None
+    if subscription is not None:
+        plan = await session.get(Plan, subscription.pending_plan_id or subscription.plan_id)
+    if plan is None:
+        plan = (await session.scalars(select(Plan).where(Plan.slug == "free"))).first()
+    return None if plan is None else EffectivePlan(plan.slug, plan.name, plan)
+
+
+async def _feature(session: AsyncSession, plan: Plan, key: str) -> PlanFeature | None:
+    return (
+        await session.scalars(
+            select(PlanFeature).where(
+                PlanFeature.plan_id == plan.id, PlanFeature.feature_key == key
+            )
+        )
+    ).first()
+
+
+async def current_count(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    limit_name: str,
+    project_id: uuid.UUID | None,
+) -> int:
+    """How much of `limit_name` the organization (or project) uses right now."""
+    if limit_name == "projects":
+        query = select(func.count()).where(
+            Project.organization_id == organization_id, Project.status != "archived"
+        )
+    elif limit_name == "pipelines_per_project":
+        query = select(func.count()).where(
+            Pipeline.project_id == project_id, Pipeline.status != "deprecated"
+        )
+    elif limit_name == "environments_per_project":
+        query = select(func.count()).where(
+            Environment.project_id == project_id, Environment.status != "deleted"
+        )
+    elif limit_name == "deployments_per_month":
+        now = datetime.now(UTC)
+        month_start = datetime(now.year, now.month, 1, tzinfo=UTC)
+        query = select(func.count()).where(
+            Deployment.organization_id == organization_id, Deployment.created_at >= month_start
+        )
+    elif limit_name == "team_members":
+        query = select(func.count()).where(OrganizationMember.organization_id == organization_id)
+    elif limit_name == "concurrent_builds":
+        query = select(func.count()).where(
+            PipelineRun.organization_id == organization_id,
+            PipelineRun.status.in_(("queued", "running")),
+        )
+    else:
+        raise ValueError(f"unknown plan limit {limit_name!r}")
+    return int(await session.scalar(query) or 0)
+
+
+async def enforce_limit(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    limit_name: str,
+    *,
+    project_id: uuid.UUID | None = None,
+) -> None:
+    """Raise PaymentRequired when creating one more `limit_name` would exceed the plan."""
+    if limit_name not in LIMIT_NAMES:
+        raise ValueError(f"unknown plan limit {limit_name!r}; one of {', '.join(LIMIT_NAMES)}")
+    effective = await effective_plan(session, organization_id)
+    if effective is None:
+        return  # no plans seeded: an unconfigured installation has no limits
+    plan = effective.plan
+    if limit_name in SWITCH_FEATURES:
+        feature = await _feature(session, plan, limit_name)
+        if feature is not None and not feature.enabled:
+            raise PaymentRequired(
+                f"{limit_name.replace('_', ' ').capitalize()} are not included in the "
+                f"{effective.name} plan; upgrade to use them.",
+                limit=limit_name,
+                plan=effective.slug,
+            )
+        return
+    if limit_name in PLAN_COLUMN_LIMITS:
+        maximum: int | None = getattr(plan, PLAN_COLUMN_LIMITS[limit_name])
+    else:
+        feature = await _feature(session, plan, limit_name)
+        maximum = None if feature is None else feature.limit_value
+    if maximum is None:
+        return  # unlimited
+    if limit_name in PER_PROJECT and project_id is None:
+        log.warning("enforce_limit(%r) called without project_id; not enforced", limit_name)
+        return
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": f"plan-limit:{organization_id}:{limit_name}:{project_id or ''}"},
+    )
+    used = await current_count(session, organization_id, limit_name, project_id)
+    if used >= maximum:
+        scope = "this project" if limit_name in PER_PROJECT else "your organization"
+        raise PaymentRequired(
+            f"The {effective.name} plan allows {maximum} {limit_name.replace('_', ' ')}; "
+            f"{scope} already has {used}. Upgrade the plan to add more.",
+            limit=limit_name,
+            plan=effective.slug,
+            maximum=maximum,
+            current=used,
+        )
