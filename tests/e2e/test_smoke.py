@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -118,12 +119,24 @@ async def test_worker_round_trips_a_pydantic_payload(
     settings: Settings, worker_process: Child
 ) -> None:
     client = await connect_temporal(settings)
-    result = await client.execute_workflow(
+    handle = await client.start_workflow(
         EchoWorkflow.run,
         EchoInput(message="ping", repeat=2, tags=["smoke"]),
         id=f"diagnostics-echo-{uuid.uuid4()}",
         task_queue=DIAGNOSTICS_TASK_QUEUE,
+        execution_timeout=timedelta(seconds=120),
     )
+    pending = asyncio.ensure_future(handle.result())
+    # A worker that dies at start-up (a broken registration) must fail the test, not hang it.
+    while not pending.done():
+        if worker_process.process.poll() is not None:
+            pending.cancel()
+            pytest.fail(
+                f"worker.py exited with {worker_process.process.returncode}:\n"
+                f"{worker_process.output()}"
+            )
+        await asyncio.wait([pending], timeout=0.2)
+    result = pending.result()
     assert isinstance(result, EchoOutput), worker_process.output()
     assert result == EchoOutput(
         message="ping ping", echoed_by=DIAGNOSTICS_TASK_QUEUE, tags=["smoke"]
