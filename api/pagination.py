@@ -6,11 +6,11 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Query
+from fastapi import Query, Response
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Select, tuple_
 
@@ -102,3 +102,23 @@ def build_page(
     visible = rows[:limit]
     next_cursor = encode_cursor(*key(visible[-1])) if has_more and visible else None
     return Page[T](items=[to_item(r) for r in visible], next_cursor=next_cursor)
+
+
+def json_page(
+    rows: Sequence[Row],
+    *,
+    limit: int,
+    key: Callable[[Row], tuple[datetime, uuid.UUID]],
+    to_data: Callable[[Row], Mapping[str, Any]],
+    page_model: type[Page[Any]],
+) -> Response:
+    """For hot lists: validate plain row data and serialise the page to JSON bytes in one
+    pydantic-core pass, instead of building models in Python and having FastAPI walk them again.
+    Declare `response_model=page_model` on the route so the OpenAPI document stays exact."""
+    has_more = len(rows) > limit
+    visible = rows[:limit]
+    next_cursor = encode_cursor(*key(visible[-1])) if has_more and visible else None
+    page = page_model.model_validate(
+        {"items": [to_data(r) for r in visible], "next_cursor": next_cursor}
+    )
+    return Response(page.model_dump_json(), media_type="application/json")

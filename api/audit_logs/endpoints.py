@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import AfterValidator, BaseModel
 from sqlalchemy import RowMapping, Select, or_, select
 
@@ -15,8 +15,8 @@ from api.pagination import (
     CursorParam,
     LimitParam,
     Page,
-    build_page,
     check_storable_datetime,
+    json_page,
     paginate,
 )
 from api.projects.schemas import QueryText
@@ -50,8 +50,8 @@ def _storable_since(value: datetime | None) -> datetime | None:
     return None if value is None else check_storable_datetime(value)
 
 
-def _out(row: RowMapping) -> AuditLogOut:
-    return AuditLogOut(
+def _data(row: RowMapping) -> dict[str, Any]:
+    return dict(
         id=row["id"],
         actor_type=row["actor_type"],
         actor_user_id=row["actor_user_id"],
@@ -71,7 +71,7 @@ def _out(row: RowMapping) -> AuditLogOut:
     )
 
 
-@router.get("/audit-logs")
+@router.get("/audit-logs", response_model=Page[AuditLogOut])
 async def list_audit_logs(
     session: SessionDep,
     principal: Annotated[Principal, Depends(require_scope(ADMIN))],
@@ -86,7 +86,7 @@ async def list_audit_logs(
     ] = None,
     cursor: CursorParam = None,
     limit: LimitParam = 50,
-) -> Page[AuditLogOut]:
+) -> Response:
     stmt: Select[Any] = select(*_COLUMNS).where(
         AuditLog.organization_id == principal.organization_id
     )
@@ -102,4 +102,10 @@ async def list_audit_logs(
         stmt = stmt.where(AuditLog.created_at >= since)
     stmt = paginate(stmt, AuditLog.created_at, AuditLog.id, cursor=cursor, limit=limit)
     rows = (await session.execute(stmt)).mappings().all()
-    return build_page(rows, limit=limit, key=lambda r: (r["created_at"], r["id"]), to_item=_out)
+    return json_page(
+        rows,
+        limit=limit,
+        key=lambda r: (r["created_at"], r["id"]),
+        to_data=_data,
+        page_model=Page[AuditLogOut],
+    )

@@ -16,7 +16,7 @@ from api.deps import (
     SettingsDep,
     require_scope,
 )
-from api.pagination import CursorParam, LimitParam, Page, build_page
+from api.pagination import CursorParam, LimitParam, Page, json_page
 from api.projects import repository as queries
 from api.projects import service
 from api.projects.schemas import (
@@ -61,7 +61,7 @@ async def create_project(
     return await service.create_project(session, principal, request, settings, body)
 
 
-@router.get("/projects")
+@router.get("/projects", response_model=Page[ProjectOut])
 async def list_projects(
     session: SessionDep,
     principal: Reader,
@@ -79,7 +79,7 @@ async def list_projects(
     ] = None,
     cursor: CursorParam = None,
     limit: LimitParam = 50,
-) -> Page[ProjectOut]:
+) -> Response:
     rows = await queries.list_projects(
         session,
         principal.organization_id,
@@ -90,8 +90,12 @@ async def list_projects(
         cursor=cursor,
         limit=limit,
     )
-    return build_page(
-        rows, limit=limit, key=lambda r: (r["created_at"], r["id"]), to_item=service.project_out
+    return json_page(
+        rows,
+        limit=limit,
+        key=lambda r: (r["created_at"], r["id"]),
+        to_data=service.project_data,
+        page_model=Page[ProjectOut],
     )
 
 
@@ -189,7 +193,12 @@ async def create_environment(
     return await service.create_environment(session, principal, request, settings, project_id, body)
 
 
-@router.get("/projects/{project_id}/environments", tags=["environments"], responses=_PROBLEMS)
+@router.get(
+    "/projects/{project_id}/environments",
+    tags=["environments"],
+    responses=_PROBLEMS,
+    response_model=Page[EnvironmentOut],
+)
 async def list_environments(
     project_id: uuid.UUID,
     session: SessionDep,
@@ -197,7 +206,7 @@ async def list_environments(
     env_type: EnvironmentType | None = None,
     cursor: CursorParam = None,
     limit: LimitParam = 50,
-) -> Page[EnvironmentOut]:
+) -> Response:
     project = await queries.get_project_row(session, principal.organization_id, project_id)
     if project is None:
         raise NotFound("project not found", resource_type="project")
@@ -209,8 +218,12 @@ async def list_environments(
         cursor=cursor,
         limit=limit,
     )
-    return build_page(
-        rows, limit=limit, key=lambda r: (r["created_at"], r["id"]), to_item=service.environment_out
+    return json_page(
+        rows,
+        limit=limit,
+        key=lambda r: (r["created_at"], r["id"]),
+        to_data=service.environment_data,
+        page_model=Page[EnvironmentOut],
     )
 
 

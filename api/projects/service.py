@@ -47,28 +47,32 @@ SLUG_MAX = 63
 
 
 def project_config_out(stored: Mapping[str, Any] | None) -> ProjectConfigOut:
+    return ProjectConfigOut.model_validate(project_config_data(stored))
+
+
+def project_config_data(stored: Mapping[str, Any] | None) -> dict[str, Any]:
     data = dict(stored or {})
     data["environment_variables"] = env_vars.masked(data.get("environment_variables") or [])
-    return ProjectConfigOut.model_validate(data)
+    return data
+
+
+_PROJECT_FIELDS = tuple(name for name in ProjectOut.model_fields if name != "config")
+_ENVIRONMENT_FIELDS = tuple(name for name in EnvironmentOut.model_fields if name != "config")
+
+
+def project_data(row: Project | RowMapping) -> dict[str, Any]:
+    """Response data of a project (secrets masked), from an ORM object or a Core row."""
+    if isinstance(row, Mapping):
+        data = {name: row[name] for name in _PROJECT_FIELDS}
+        data["config"] = project_config_data(row["config"])
+    else:
+        data = {name: getattr(row, name) for name in _PROJECT_FIELDS}
+        data["config"] = project_config_data(row.config)
+    return data
 
 
 def project_out(row: Project | RowMapping) -> ProjectOut:
-    get = row.__getitem__ if isinstance(row, Mapping) else row.__getattribute__
-    return ProjectOut(
-        id=get("id"),
-        organization_id=get("organization_id"),
-        name=get("name"),
-        slug=get("slug"),
-        description=get("description"),
-        project_type=get("project_type"),
-        framework=get("framework"),
-        status=get("status"),
-        config=project_config_out(get("config")),
-        created_by_user_id=get("created_by_user_id"),
-        archived_at=get("archived_at"),
-        created_at=get("created_at"),
-        updated_at=get("updated_at"),
-    )
+    return ProjectOut.model_validate(project_data(row))
 
 
 def environment_config_out(stored: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -78,23 +82,18 @@ def environment_config_out(stored: Mapping[str, Any] | None) -> dict[str, Any]:
     return data
 
 
+def environment_data(row: Environment | RowMapping) -> dict[str, Any]:
+    if isinstance(row, Mapping):
+        data = {name: row[name] for name in _ENVIRONMENT_FIELDS}
+        data["config"] = environment_config_out(row["config"])
+    else:
+        data = {name: getattr(row, name) for name in _ENVIRONMENT_FIELDS}
+        data["config"] = environment_config_out(row.config)
+    return data
+
+
 def environment_out(row: Environment | RowMapping) -> EnvironmentOut:
-    get = row.__getitem__ if isinstance(row, Mapping) else row.__getattribute__
-    return EnvironmentOut(
-        id=get("id"),
-        project_id=get("project_id"),
-        name=get("name"),
-        env_type=get("env_type"),
-        provider=get("provider"),
-        config=environment_config_out(get("config")),
-        url=get("url"),
-        is_protected=get("is_protected"),
-        required_approvals=get("required_approvals"),
-        auto_deploy=get("auto_deploy"),
-        status=get("status"),
-        created_at=get("created_at"),
-        updated_at=get("updated_at"),
-    )
+    return EnvironmentOut.model_validate(environment_data(row))
 
 
 def repository_out(repo: Repository) -> RepositoryOut:
