@@ -179,9 +179,9 @@ async def test_usage_by_type_and_project(api_client, session_maker, plans):
         await session.flush()
         for i, (project_id, kind, qty) in enumerate(
             [
-                (project.id, "build_minutes", 30),
-                (project.id, "build_minutes", 12),
-                (None, "agent_tokens", 5000),
+                (project.id, "build_minutes", "30"),
+                (project.id, "build_minutes", "12"),
+                (None, "agent_tokens", "5000"),
                 (project.id, "storage_gb", "1.5"),
             ]
         ):
