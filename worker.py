@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import inspect
 import logging
@@ -122,8 +123,13 @@ async def _call_hooks(hooks: Iterable[Callable[[], Any]]) -> None:
             log.exception("on_shutdown hook %r failed", hook)
 
 
-async def connect_with_retry(settings: Settings, attempts: int = 60) -> Client:
-    """The server may still be starting (compose, make run): retry for about a minute."""
+async def connect_with_retry(
+    settings: Settings, stop: asyncio.Event, attempts: int = 60
+) -> Client | None:
+    """The server may still be starting (compose, make run): retry for about a minute.
+
+    Returns None when `stop` is set while waiting.
+    """
     for attempt in range(1, attempts + 1):
         try:
             return await connect_temporal(settings)
@@ -131,8 +137,11 @@ async def connect_with_retry(settings: Settings, attempts: int = 60) -> Client:
             if attempt == attempts:
                 raise
             log.info("waiting for Temporal at %s (%s)", temporal_target(settings), exc)
-            await asyncio.sleep(1)
-    raise AssertionError("unreachable")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1)
+        if stop.is_set():
+            return None
+    return None
 
 
 async def run(
@@ -143,9 +152,11 @@ async def run(
 ) -> None:
     """Run until `stop` is set (or SIGTERM/SIGINT when run as a program)."""
     stop = stop or asyncio.Event()
+    client = await connect_with_retry(settings, stop)
+    if client is None:
+        return
     engine = create_engine(settings)
     session_maker = create_session_maker(engine)
-    client = await connect_with_retry(settings)
     deps = WorkerDeps(settings=settings, session_maker=session_maker, temporal=client)
     registrations = merge_by_queue(load_registrations(deps, task_queues))
     grace = timedelta(seconds=settings.worker_shutdown_grace_seconds)
