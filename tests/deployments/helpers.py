@@ -29,7 +29,7 @@ FAST_HEALTH = {
     "health_check_failure_threshold": 3,
     "health_check_interval_seconds": 0.2,
     "health_check_window_seconds": 10,
-    "monitor_interval_seconds": 3600,
+    "monitor_interval_seconds": 30 * 24 * 3600,
 }
 
 
