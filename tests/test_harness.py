@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import workflow
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from forgeline.settings import SEARCH_ATTRIBUTES, Settings
 
@@ -42,3 +48,24 @@ def test_settings_are_test_settings(settings: Settings, task_queue: str) -> None
     assert settings.encryption_keys.get_secret_value() != "change-me"
     assert settings.objects_dir.is_dir()
     assert task_queue.startswith("test-")
+
+
+async def test_time_skipping_env_skips_a_long_timer(time_skipping_env: WorkflowEnvironment) -> None:
+    async with Worker(
+        time_skipping_env.client,
+        task_queue="harness-timer",
+        workflows=[SleepyWorkflow],
+    ):
+        slept = await time_skipping_env.client.execute_workflow(
+            SleepyWorkflow.run, 3600, id=f"harness-timer-{uuid.uuid4()}", task_queue="harness-timer"
+        )
+    assert slept >= 3600
+
+
+@workflow.defn(sandboxed=False)
+class SleepyWorkflow:
+    @workflow.run
+    async def run(self, seconds: int) -> float:
+        started = workflow.now()
+        await asyncio.sleep(seconds)
+        return (workflow.now() - started).total_seconds()
