@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.audit import write_audit
+from api.billing.limits import enforce_limit
 from api.deps import Principal
 from api.projects import repository as queries
 from api.projects.schemas import (
@@ -237,20 +238,6 @@ def _refuse_if_archived(project: Project) -> None:
         raise Conflict("the project is archived; unarchive it first")
 
 
-async def _enforce_plan_limit(
-    session: AsyncSession, organization_id: uuid.UUID, limit: str
-) -> None:
-    """PLAN LIMIT CALL POINT: api.billing.limits.enforce_limit (owner: billing) is called here
-    once that module exists; it raises PaymentRequired naming the limit and the plan."""
-    try:
-        from api.billing.limits import enforce_limit  # type: ignore[import-not-found, import-untyped]
-    except ModuleNotFoundError as exc:
-        if exc.name in ("api.billing", "api.billing.limits"):
-            return
-        raise
-    await enforce_limit(session, organization_id, limit)
-
-
 # --------------------------------------------------------------------------- projects
 
 
@@ -262,7 +249,7 @@ async def create_project(
     body: ProjectCreate,
 ) -> ProjectOut:
     org = principal.organization_id
-    await _enforce_plan_limit(session, org, "projects")
+    await enforce_limit(session, org, "projects")
     if body.slug is not None:
         if await queries.slug_taken(session, org, body.slug):
             raise Conflict(f"slug {body.slug!r} is already used in this organization", field="slug")
@@ -358,6 +345,9 @@ async def set_archived(
     project = await _require_project(session, principal, project_id, for_update=True)
     if (project.status == "archived") == archived:
         return project_out(project)  # idempotent
+    if not archived:
+        # Archived projects do not count against the plan; bringing one back does.
+        await enforce_limit(session, principal.organization_id, "projects")
     before = {"status": project.status, "archived_at": project.archived_at}
     project.status = "archived" if archived else "active"
     project.archived_at = datetime.now(UTC) if archived else None
@@ -486,7 +476,9 @@ async def create_environment(
 ) -> EnvironmentOut:
     project = await _require_project(session, principal, project_id, for_update=True)
     _refuse_if_archived(project)
-    await _enforce_plan_limit(session, principal.organization_id, "environments_per_project")
+    await enforce_limit(
+        session, principal.organization_id, "environments_per_project", project_id=project.id
+    )
     config = _validate_environment_config(body.provider, body.config or {}, None, settings)
     is_protected = bool(body.is_protected)
     # A protected environment without a count means one approval, like GitHub environments.

@@ -269,3 +269,55 @@ async def test_other_tenant_gets_404(api_client, session_maker) -> None:
         assert r.status_code == 404, (method, path)
     listed = (await api_client.get("/v1/projects", headers=b.headers)).json()
     assert listed["items"] == []
+
+
+async def test_plan_limits_answer_402_and_write_nothing(api_client, session_maker) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import delete
+
+    from db.models.billing import Plan, PlanFeature, Subscription
+    from db.session import session_scope
+
+    org = await make_org(session_maker)
+    plan_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    async with session_scope(session_maker) as session:
+        session.add(Plan(id=plan_id, slug=f"tiny-{plan_id.hex[:8]}", name="Tiny", max_projects=2))
+        await session.flush()
+        session.add(
+            PlanFeature(plan_id=plan_id, feature_key="environments_per_project", limit_value=1)
+        )
+        session.add(
+            Subscription(
+                organization_id=org.org_id,
+                plan_id=plan_id,
+                status="active",
+                current_period_start=now,
+                current_period_end=now + timedelta(days=30),
+            )
+        )
+    try:
+        first = (await create(api_client, org, name="One")).json()
+        assert (await create(api_client, org, name="Two")).status_code == 201
+        before = await audit_count(session_maker, org.org_id)
+        r = await create(api_client, org, name="Three")
+        assert r.status_code == 402, r.text
+        assert r.json()["limit"] == "projects"
+        assert await audit_count(session_maker, org.org_id) == before
+        # Archived projects do not count against the limit.
+        await api_client.post(f"/v1/projects/{first['id']}/archive", headers=org.headers)
+        assert (await create(api_client, org, name="Three")).status_code == 201
+
+        r = await api_client.post(f"/v1/projects/{first['id']}/unarchive", headers=org.headers)
+        assert r.status_code == 402
+        second = (await api_client.get("/v1/projects", headers=org.headers)).json()["items"][0]
+        envs = f"/v1/projects/{second['id']}/environments"
+        body = {"name": "staging", "env_type": "staging", "provider": "static"}
+        assert (await api_client.post(envs, json=body, headers=org.headers)).status_code == 201
+        r = await api_client.post(envs, json={**body, "name": "prod"}, headers=org.headers)
+        assert r.status_code == 402 and r.json()["limit"] == "environments_per_project"
+    finally:
+        async with session_scope(session_maker) as session:
+            await session.execute(delete(Subscription).where(Subscription.plan_id == plan_id))
+            await session.execute(delete(Plan).where(Plan.id == plan_id))
