@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from forgeline.crypto import decrypt_str, encrypt_str
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from forgeline.crypto import decrypt_str, encrypt_str, rotate_str
 from forgeline.settings import Settings
 
 MASK = "********"
@@ -64,3 +67,56 @@ def secret_values(
 ) -> set[str]:
     """The plain secret values, for masking them in stage logs."""
     return {value for value in reveal([v for v in stored if v.get("secret")], settings).values()}
+
+
+def rotate(
+    stored: Iterable[Mapping[str, Any]], settings: Settings | None = None
+) -> list[dict[str, Any]]:
+    """Re-encrypt secret values under the newest key (for key rotation)."""
+    rotated: list[dict[str, Any]] = []
+    for v in stored:
+        item = dict(v)
+        if item.get("secret") and item.get("value_encrypted"):
+            item["value_encrypted"] = rotate_str(str(item["value_encrypted"]), settings)
+        rotated.append(item)
+    return rotated
+
+
+async def rotate_config_secrets(
+    session_maker: async_sessionmaker[AsyncSession],
+    settings: Settings | None = None,
+    *,
+    batch_size: int = 500,
+) -> dict[str, int]:
+    """Key rotation for the secrets inside JSONB configs (`projects.config` and
+    `environments.config` -> environment_variables[].value_encrypted), which the
+    `*_encrypted` column sweep cannot see. Keyset batches, one commit per batch."""
+    from sqlalchemy import update
+
+    from db.models.projects import Environment, Project
+
+    counts: dict[str, int] = {}
+    for model in (Project, Environment):
+        key = f"{model.__tablename__}.config.environment_variables"
+        counts[key] = 0
+        last_id = None
+        while True:
+            stmt = select(model.id, model.config).order_by(model.id).limit(batch_size)
+            if last_id is not None:
+                stmt = stmt.where(model.id > last_id)
+            async with session_maker() as session:
+                rows = (await session.execute(stmt)).all()
+                if not rows:
+                    break
+                for row_id, config in rows:
+                    variables = (config or {}).get("environment_variables") or []
+                    if not any(v.get("secret") for v in variables):
+                        continue
+                    new_config = {**config, "environment_variables": rotate(variables, settings)}
+                    await session.execute(
+                        update(model).where(model.id == row_id).values(config=new_config)
+                    )
+                    counts[key] += sum(1 for v in variables if v.get("secret"))
+                await session.commit()
+                last_id = rows[-1][0]
+    return counts
