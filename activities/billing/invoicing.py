@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -35,6 +35,7 @@ from db.models.billing import (
     Plan,
     Subscription,
 )
+from db.models.operations import WorkflowExecution
 from db.session import session_scope
 from workflows.billing_models import (
     ChargeRequest,
@@ -152,6 +153,22 @@ async def move_to_free_plan(
     )
 
 
+async def close_execution(session: AsyncSession) -> None:
+    """Mark this workflow's workflow_executions row completed from its last activity."""
+    try:
+        info = activity.info()
+    except RuntimeError:  # called outside an activity (benchmarks, scripts)
+        return
+    await session.execute(
+        update(WorkflowExecution)
+        .where(
+            WorkflowExecution.workflow_id == info.workflow_id,
+            WorkflowExecution.run_id == info.workflow_run_id,
+        )
+        .values(status="completed", closed_at=func.now())
+    )
+
+
 @asynccontextmanager
 async def heartbeating(every: float = 1.0) -> AsyncIterator[None]:
     """Heartbeat while a single long external call runs, so a dead worker is noticed quickly."""
@@ -182,7 +199,10 @@ class BillingActivities:
         period = Period.parse(request.period)
         organization_id = uuid.UUID(request.organization_id)
         async with session_scope(self.session_maker) as session:
-            return await self._create_invoice(session, organization_id, period)
+            summary = await self._create_invoice(session, organization_id, period)
+            if not summary.collect_with_stripe:
+                await close_execution(session)
+            return summary
 
     async def _create_invoice(
         self, session: AsyncSession, organization_id: uuid.UUID, period: Period
@@ -535,6 +555,7 @@ class BillingActivities:
                     invoice.paid_at = now
                 if subscription is not None and subscription.status == "past_due":
                     subscription.status = "active"
+                await close_execution(session)
                 return
             if subscription is not None and subscription.status != "past_due":
                 subscription.status = "past_due"
@@ -576,6 +597,7 @@ class BillingActivities:
             if subscription is None or subscription.status != "past_due":
                 return  # already handled by an earlier attempt of this activity
             await move_to_free_plan(session, subscription, status="cancelled", at=now)
+            await close_execution(session)
             await notify_owners(
                 session,
                 organization_id,

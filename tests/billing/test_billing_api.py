@@ -20,6 +20,7 @@ from activities.billing.metering import record_usage
 from activities.billing.pricing import Period
 from db.models.billing import Invoice, Payment, Subscription
 from db.models.integrations import WebhookPayload
+from db.models.operations import WorkflowExecution
 from db.models.projects import Project
 from db.session import session_scope
 from forgeline.settings import BILLING_TASK_QUEUE
@@ -230,6 +231,15 @@ async def test_run_billing_lists_invoices_and_never_duplicates(
             "/v1/billing/invoices/run", headers=h, json={"period": LAST_MONTH.key}
         )
         assert again.json()["started"] is False
+    async with session_maker() as session:
+        executions = (
+            await session.scalars(
+                select(WorkflowExecution).where(
+                    WorkflowExecution.workflow_id == run.json()["workflow_id"]
+                )
+            )
+        ).all()
+    assert [(e.kind, e.status) for e in executions] == [("billing", "completed")]
     future = await api_client.post(
         "/v1/billing/invoices/run",
         headers=h,
