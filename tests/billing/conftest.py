@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, select, update
@@ -119,6 +121,18 @@ async def subscribe(
                 )
             )
         return SubscribedOrg(org=org, subscription_id=subscription.id)
+
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def record_history(client: Client, workflow_id: str, name: str) -> None:
+    """With FORGELINE_RECORD_HISTORIES=1, save the workflow's history for the replay test."""
+    if os.environ.get("FORGELINE_RECORD_HISTORIES") != "1":
+        return
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    HISTORIES.mkdir(exist_ok=True)
+    (HISTORIES / f"{name}.json").write_text(history.to_json())
 
 
 def billing_worker(

@@ -13,7 +13,8 @@ from activities.billing.pricing import Period, round_cents
 from db.models.accounts import Notification
 from db.models.billing import Invoice, Payment, Plan, Subscription
 from db.session import session_scope
-from tests.billing.conftest import billing_worker, subscribe
+from tests.billing.conftest import billing_worker, record_history, subscribe
+from workflows.billing_models import billing_workflow_id
 from tests.billing.year_driver import MonthlyBillingDriver, MonthsInput
 
 TAX = Decimal("0.10")
@@ -137,6 +138,9 @@ async def test_dunning_ends_in_cancellation_and_free_plan(
         before = await env.get_current_time()
         (result,) = await _drive(env, task_queue, sub.org_id, first, 1)
         after = await env.get_current_time()
+        await record_history(
+            env.client, billing_workflow_id(str(sub.org_id), first.key), "billing_dunning_cancelled"
+        )
     assert result.status == "uncollectible" and result.subscription_cancelled
     assert result.charge_attempts == 4
     assert after - before >= first.end - before + timedelta(days=7)

@@ -22,7 +22,7 @@ from db.models.accounts import Notification
 from db.models.billing import Invoice, Payment, Subscription
 from db.session import session_scope
 from forgeline.settings import BILLING_TASK_QUEUE
-from tests.billing.conftest import billing_worker, subscribe
+from tests.billing.conftest import billing_worker, record_history, subscribe
 from workflows.billing import BillingWorkflow
 from workflows.billing_models import BillingInput, BillingResult, billing_workflow_id
 
@@ -98,6 +98,11 @@ async def test_faults_still_give_one_invoice_and_one_charge(
             task_queue=task_queue,
         )
         assert again.invoice_id == result.invoice_id and again.status == "paid"
+        await record_history(
+            temporal_client,
+            billing_workflow_id(str(sub.org_id), LAST_MONTH.key),
+            "billing_paid_after_faults",
+        )
 
     invoices = await _invoices(session_maker, sub.org_id)
     assert len(invoices) == 1
