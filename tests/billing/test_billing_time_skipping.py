@@ -14,8 +14,8 @@ from db.models.accounts import Notification
 from db.models.billing import Invoice, Payment, Plan, Subscription
 from db.session import session_scope
 from tests.billing.conftest import billing_worker, record_history, subscribe
-from workflows.billing_models import billing_workflow_id
 from tests.billing.year_driver import MonthlyBillingDriver, MonthsInput
+from workflows.billing_models import billing_workflow_id
 
 TAX = Decimal("0.10")
 
