@@ -30,6 +30,8 @@ class FactoryContext:
     session_maker: async_sessionmaker[AsyncSession]
     org: OrgFixture
     ids: dict[str, uuid.UUID] = field(default_factory=dict)
+    # The app's settings, for factories that also put files in the object store.
+    settings: Any = None
 
     async def ensure(self, param: str) -> uuid.UUID:
         """The id for `param` in this chain, created through its factory on first use."""
@@ -119,6 +121,157 @@ async def member_factory(ctx: FactoryContext) -> uuid.UUID:
     return member_id
 
 
+async def pipeline_factory(ctx: FactoryContext) -> uuid.UUID:
+    from db.models.pipelines import Pipeline, PipelineStage
+
+    project_id = await ctx.ensure("project_id")
+    pipeline_id = uuid.uuid4()
+    async with session_scope(ctx.session_maker) as session:
+        session.add(
+            Pipeline(
+                id=pipeline_id,
+                project_id=project_id,
+                organization_id=ctx.org.org_id,
+                name="Matrix pipeline",
+            )
+        )
+        await session.flush()
+        session.add(
+            PipelineStage(
+                pipeline_id=pipeline_id,
+                name="build",
+                position=0,
+                stage_type="build",
+                commands=[{"name": "build", "run": "true"}],
+            )
+        )
+    return pipeline_id
+
+
+async def run_factory(ctx: FactoryContext) -> uuid.UUID:
+    """A finished run with one `build` stage execution (for the stage log routes)."""
+    from db.models.pipelines import PipelineRun, StageExecution
+
+    pipeline_id = await ctx.ensure("pipeline_id")
+    project_id = await ctx.ensure("project_id")
+    run_id = uuid.uuid4()
+    async with session_scope(ctx.session_maker) as session:
+        session.add(
+            PipelineRun(
+                id=run_id,
+                pipeline_id=pipeline_id,
+                organization_id=ctx.org.org_id,
+                project_id=project_id,
+                run_number=1,
+                status="failed",
+            )
+        )
+        await session.flush()
+        session.add(StageExecution(run_id=run_id, stage_name="build", status="failed"))
+    return run_id
+
+
+async def artifact_factory(ctx: FactoryContext) -> uuid.UUID:
+    from db.models.pipelines import Artifact
+
+    run_id = await ctx.ensure("run_id")
+    artifact_id = uuid.uuid4()
+    key = f"matrix/{artifact_id}/dist.tar.gz"
+    content = b"matrix artifact"
+    if ctx.settings is not None:
+        from activities.storage import create_object_store
+
+        key = create_object_store(ctx.settings).put_bytes(key, content)
+    async with session_scope(ctx.session_maker) as session:
+        session.add(
+            Artifact(
+                id=artifact_id,
+                run_id=run_id,
+                name="dist.tar.gz",
+                object_key=key,
+                size_bytes=len(content),
+            )
+        )
+    return artifact_id
+
+
+async def agent_task_factory(ctx: FactoryContext) -> uuid.UUID:
+    from db.models.agent import AgentTask
+
+    project_id = await ctx.ensure("project_id")
+    task_id = uuid.uuid4()
+    async with session_scope(ctx.session_maker) as session:
+        session.add(
+            AgentTask(
+                id=task_id,
+                organization_id=ctx.org.org_id,
+                project_id=project_id,
+                task_type="generate_pipeline",
+                status="completed",
+            )
+        )
+    return task_id
+
+
+async def deployment_factory(ctx: FactoryContext) -> uuid.UUID:
+    from db.models.deployments import Deployment
+
+    environment_id = await ctx.ensure("environment_id")
+    project_id = await ctx.ensure("project_id")
+    deployment_id = uuid.uuid4()
+    async with session_scope(ctx.session_maker) as session:
+        session.add(
+            Deployment(
+                id=deployment_id,
+                environment_id=environment_id,
+                project_id=project_id,
+                organization_id=ctx.org.org_id,
+                version="v1",
+                status="active",
+                provider="static",
+            )
+        )
+    return deployment_id
+
+
+async def invoice_factory(ctx: FactoryContext) -> uuid.UUID:
+    from datetime import UTC, datetime, timedelta
+
+    from db.models.billing import Invoice
+
+    invoice_id = uuid.uuid4()
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    async with session_scope(ctx.session_maker) as session:
+        session.add(
+            Invoice(
+                id=invoice_id,
+                organization_id=ctx.org.org_id,
+                invoice_number=f"MATRIX-{invoice_id.hex[:12]}",
+                period_start=start,
+                period_end=start + timedelta(days=31),
+                status="open",
+            )
+        )
+    return invoice_id
+
+
+async def payment_method_factory(ctx: FactoryContext) -> uuid.UUID:
+    from db.models.billing import PaymentMethod
+
+    method_id = uuid.uuid4()
+    async with session_scope(ctx.session_maker) as session:
+        session.add(
+            PaymentMethod(
+                id=method_id,
+                organization_id=ctx.org.org_id,
+                stripe_payment_method_id=f"pm_matrix_{method_id.hex[:16]}",
+                brand="visa",
+                last4="4242",
+            )
+        )
+    return method_id
+
+
 # Path parameter name -> factory creating that object in ctx.org. Add yours here.
 FACTORIES: dict[str, Factory] = {
     "project_id": project_factory,
@@ -126,17 +279,33 @@ FACTORIES: dict[str, Factory] = {
     "key_id": api_key_factory,
     "api_key_id": api_key_factory,
     "member_id": member_factory,
+    "pipeline_id": pipeline_factory,
+    "run_id": run_factory,
+    "artifact_id": artifact_factory,
+    "task_id": agent_task_factory,
+    "deployment_id": deployment_factory,
+    "invoice_id": invoice_factory,
+    "payment_method_id": payment_method_factory,
 }
 
 # Values for path parameters that are not ids (`{period}`, `{name}` ...).
-PATH_VALUES: dict[str, str] = {}
+PATH_VALUES: dict[str, str] = {"stage": "build", "path": "index.html"}
 
-# (METHOD, path template) -> JSON body, where the schema-generated body is not valid.
+
+async def promote_body(ctx: FactoryContext) -> dict[str, str]:
+    """Promotion needs a second environment of the same project."""
+    return {"target_environment_id": str(await environment_factory(ctx))}
+
+
+# (METHOD, path template) -> JSON body (or an async `ctx -> body`), where the body generated
+# from the OpenAPI schema would not pass validation or would point at the wrong objects.
 BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/v1/deployments/{deployment_id}/promote"): promote_body,
     ("PUT", "/v1/projects/{project_id}/repository"): {
         "provider": "github",
         "url": "https://github.com/forgeline/matrix.git",
     },
+    ("POST", "/v1/environments/{environment_id}/deployments"): {"version": "v1"},
     ("POST", "/v1/projects/{project_id}/environments"): {
         "name": "matrix-env",
         "env_type": "staging",
@@ -146,4 +315,8 @@ BODIES: dict[tuple[str, str], Any] = {
 
 # (METHOD, path template) -> why the route is deliberately reachable across tenants (e.g. a
 # public, unguessable-URL site preview). Keep this empty unless there is a product reason.
-EXEMPT: dict[tuple[str, str], str] = {}
+EXEMPT: dict[tuple[str, str], str] = {
+    ("GET", "/v1/sites/{deployment_id}/{path:path}"): (
+        "the local static host serves published sites publicly, like any website"
+    ),
+}
