@@ -174,3 +174,39 @@ async def test_dunning_ends_in_cancellation_and_free_plan(
     assert invoice.status == "uncollectible"
     assert fake_stripe.successful_charges() == []
     assert datetime.now(UTC)  # wall clock untouched by time skipping
+
+
+async def test_trial_without_a_card_expires_to_free(
+    time_skipping_env, task_queue, session_maker, plans, fake_stripe, stripe_billing
+):
+    env = time_skipping_env
+    first = Period.containing(await env.get_current_time())
+    sub = await subscribe(
+        session_maker,
+        plans,
+        plan="pro",
+        started=first.start,
+        trial_end=first.start + timedelta(days=14),
+        stripe=stripe_billing,
+        card=None,
+    )
+    async with billing_worker(
+        env.client,
+        task_queue,
+        session_maker,
+        stripe_billing,
+        TAX,
+        extra_workflows=(MonthlyBillingDriver,),
+    ):
+        (result,) = await _drive(env, task_queue, sub.org_id, first, 1)
+    assert (result.total, result.status) == ("0.00", "paid")
+    async with session_maker() as session:
+        subs = (
+            await session.execute(
+                select(Subscription.status, Plan.slug)
+                .join(Plan, Plan.id == Subscription.plan_id)
+                .where(Subscription.organization_id == sub.org_id)
+                .order_by(Subscription.created_at)
+            )
+        ).all()
+    assert [tuple(row) for row in subs] == [("expired", "pro"), ("active", "free")]

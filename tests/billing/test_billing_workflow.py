@@ -11,7 +11,7 @@ from decimal import Decimal
 from sqlalchemy import func, select
 
 from activities.billing.metering import record_usage
-from activities.billing.pricing import Period
+from activities.billing.pricing import Period, round_cents
 from activities.billing.schedules import (
     BILLING_SCHEDULE_ID,
     backfill_billing,
@@ -191,3 +191,31 @@ async def test_schedule_backfill_bills_once_and_can_pause(
         )
     assert count == 1
     assert uuid.UUID(str(sub.org_id))
+
+
+async def test_plan_change_is_prorated_on_the_next_invoice(
+    temporal_client, task_queue, session_maker, plans
+):
+    sub = await subscribe(session_maker, plans, plan="starter", started=LAST_MONTH.start)
+    changed_at = LAST_MONTH.start + timedelta(days=10, hours=15)
+    async with session_scope(session_maker) as session:
+        subscription = await session.get_one(Subscription, sub.subscription_id)
+        subscription.pending_plan_id = plans["pro"].id
+        subscription.pending_change_at = changed_at
+    async with billing_worker(temporal_client, task_queue, session_maker, None):
+        result: BillingResult = await temporal_client.execute_workflow(
+            BillingWorkflow.run,
+            BillingInput(organization_id=str(sub.org_id), period=LAST_MONTH.key),
+            id=billing_workflow_id(str(sub.org_id), LAST_MONTH.key),
+            task_queue=task_queue,
+        )
+    credit = round_cents(Decimal(19 - 49) * 10 / LAST_MONTH.days)
+    assert Decimal(result.total) == Decimal("49.00") + credit
+    (invoice,) = await _invoices(session_maker, sub.org_id)
+    assert [(line["kind"], line["amount"]) for line in invoice.line_items] == [
+        ("plan", "49.00"),
+        ("credit", str(credit)),
+    ]
+    async with session_maker() as session:
+        subscription = await session.get_one(Subscription, sub.subscription_id)
+    assert subscription.plan_id == plans["pro"].id and subscription.pending_plan_id is None
