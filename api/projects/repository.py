@@ -165,3 +165,26 @@ async def environment_name_taken(
     if excluding is not None:
         stmt = stmt.where(Environment.id != excluding)
     return (await session.execute(stmt.limit(1))).first() is not None
+
+
+# Deployment states in which something is running or about to run in the environment.
+LIVE_DEPLOYMENT_STATUSES = (
+    "pending",
+    "queued",
+    "awaiting_approval",
+    "building",
+    "deploying",
+    "verifying",
+    "active",
+)
+
+
+async def has_live_deployments(session: AsyncSession, environment_id: uuid.UUID) -> bool:
+    from db.models.deployments import Deployment
+
+    stmt = select(Deployment.id).where(
+        Deployment.environment_id == environment_id,
+        Deployment.status.in_(LIVE_DEPLOYMENT_STATUSES),
+        Deployment.deleted_at.is_(None),
+    )
+    return (await session.execute(stmt.limit(1))).first() is not None

@@ -595,6 +595,12 @@ async def delete_environment(
     session: AsyncSession, principal: Principal, request: Request | None, environment_id: uuid.UUID
 ) -> None:
     env = await _require_environment(session, principal, environment_id)
+    if await queries.has_live_deployments(session, env.id):
+        # Deleting would cascade away a release that is running or in flight.
+        raise Conflict(
+            "the environment has a live or in-progress deployment; roll it back or tear it "
+            "down first"
+        )
     before = _environment_snapshot(env)
     await session.delete(env)
     try:

@@ -229,3 +229,39 @@ async def test_environment_scopes(api_client, session_maker, project) -> None:
         f"/v1/environments/{env_id}", json={"auto_deploy": True}, headers=reader.headers
     )
     assert r.status_code == 403
+
+
+async def test_environment_with_live_deployment_cannot_be_deleted(
+    api_client, session_maker, project
+) -> None:
+    from db.models.deployments import Deployment
+    from db.session import session_scope
+
+    org, proj = project
+    env = (
+        await api_client.post(
+            envs_url(proj),
+            json={"name": "live", "env_type": "production", "provider": "static"},
+            headers=org.headers,
+        )
+    ).json()
+    deployment_id = uuid.uuid4()
+    async with session_scope(session_maker) as session:
+        session.add(
+            Deployment(
+                id=deployment_id,
+                environment_id=uuid.UUID(env["id"]),
+                project_id=uuid.UUID(proj["id"]),
+                organization_id=org.org_id,
+                version="v1",
+                status="active",
+                provider="static",
+            )
+        )
+    one = f"/v1/environments/{env['id']}"
+    assert (await api_client.delete(one, headers=org.headers)).status_code == 409
+    async with session_scope(session_maker) as session:
+        row = await session.get(Deployment, deployment_id)
+        assert row is not None
+        row.status = "rolled_back"
+    assert (await api_client.delete(one, headers=org.headers)).status_code == 204
