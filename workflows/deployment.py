@@ -232,7 +232,6 @@ class DeploymentWorkflow:
                 ),
                 result_type=ReleaseResult,
                 start_to_close_timeout=timedelta(minutes=5),
-                heartbeat_timeout=timedelta(seconds=60),
                 retry_policy=RELEASE_RETRY,
             )
             self._url = release.url
@@ -323,7 +322,7 @@ class DeploymentWorkflow:
             ),
             result_type=HealthVerdict,
             start_to_close_timeout=timedelta(seconds=policy.window_seconds + 120),
-            heartbeat_timeout=timedelta(seconds=max(30.0, policy.request_timeout_seconds * 3)),
+            heartbeat_timeout=timedelta(seconds=max(5.0, policy.request_timeout_seconds * 3)),
             retry_policy=RELEASE_RETRY,
         )
         return verdict
