@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.accounts.rate_limit import ApiKeyRateLimiter, LastUsedThrottle
-from api.errors import ServiceUnavailable, install_error_handlers
+from api.errors import ServiceUnavailable, install_error_handlers, install_problem_openapi
 from api.health import router as health_router
 from api.middleware import (
     BodySizeLimitMiddleware,
@@ -137,4 +137,5 @@ def create_app(
 
     app.include_router(health_router)
     app.state.router_modules = include_domain_routers(app, ROUTER_MODULES)
+    install_problem_openapi(app)
     return app

@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from forgeline.errors import DomainError, RateLimited
@@ -37,6 +39,19 @@ class BodyTooLarge(StarletteHTTPException):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"Request body exceeds the limit of {limit} bytes")
+
+
+class Problem(BaseModel):
+    """The body of every error response (RFC 9457 problem details, plus the request ID)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    request_id: str | None = None
 
 
 def problem_response(
@@ -123,6 +138,34 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """Input the schemas let through but Postgres refuses is still the client's fault:
+    SQLSTATE class 22 (data exception: NUL bytes, out-of-range values) is a 422, class 23
+    (a unique or foreign-key constraint that lost a race with another request) a 409.
+    Anything else is a bug: a 500 that says nothing about the internals."""
+    assert isinstance(exc, DBAPIError)
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+    if sqlstate.startswith("22"):
+        logger.info("database rejected a value (SQLSTATE %s)", sqlstate)
+        return problem_response(
+            request,
+            status=422,
+            detail="A value was rejected by the database (invalid characters or out of range)",
+            slug="validation-failed",
+            title="Validation failed",
+        )
+    if sqlstate.startswith("23"):
+        logger.info("constraint violation (SQLSTATE %s)", sqlstate)
+        return problem_response(
+            request,
+            status=409,
+            detail="The request conflicts with existing data",
+            slug="conflict",
+            title="Conflict",
+        )
+    return await _unhandled(request, exc)
+
+
 def unhandled_problem(request: Request | None) -> JSONResponse:
     """A 500 that says nothing about the internals; the traceback goes to the log."""
     return problem_response(
@@ -142,4 +185,50 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unhandled)
+
+
+PROBLEM_STATUSES: dict[int, str] = {
+    400: "Malformed request (e.g. invalid JSON)",
+    401: "Missing, malformed, expired or revoked credentials",
+    403: "The credentials lack the required scope or role",
+    404: "Not found (or owned by another organization)",
+    409: "Conflicts with existing data",
+    413: "Request body too large",
+    422: "Validation failed",
+    429: "Rate limit exceeded (see Retry-After)",
+}
+
+
+def install_problem_openapi(app: FastAPI) -> None:
+    """Document every error response as application/problem+json with the Problem schema, on
+    every operation, so clients and schema-driven tests see what the API really returns."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["Problem"] = Problem.model_json_schema()
+        problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                if not isinstance(operation, dict) or "responses" not in operation:
+                    continue
+                responses = operation["responses"]
+                for code, description in PROBLEM_STATUSES.items():
+                    entry = responses.setdefault(str(code), {"description": description})
+                    entry["content"] = problem
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -47,7 +47,11 @@ async def _check_temporal(connection: TemporalConnection) -> dict[str, Any]:
     }
 
 
-@router.get("/healthz", summary="Database and Temporal reachability")
+@router.get(
+    "/healthz",
+    summary="Database and Temporal reachability",
+    responses={503: {"description": "The database or Temporal is unreachable"}},
+)
 async def healthz(request: Request) -> JSONResponse:
     database, temporal = await asyncio.gather(
         _check_database(request.app.state.session_maker),

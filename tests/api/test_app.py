@@ -167,3 +167,26 @@ async def test_failed_request_writes_nothing(probe_client, session_maker):
             select(AuditLog.id).where(AuditLog.request_id == response.headers["x-request-id"])
         )
         assert rows.first() is None
+
+
+async def test_openapi_documents_errors_as_problems(api_client):
+    schema = (await api_client.get("/openapi.json")).json()
+    assert "Problem" in schema["components"]["schemas"]
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    login = schema["paths"]["/v1/auth/login"]["post"]["responses"]
+    assert set(login["422"]["content"]) == {"application/problem+json"}
+    assert "429" in schema["paths"]["/v1/me"]["get"]["responses"]
+
+
+async def test_values_postgres_refuses_are_4xx_not_500(api_client):
+    response = await api_client.post(
+        "/v1/auth/signup",
+        json={
+            "email": "nul@example.com",
+            "password": "a long enough password",
+            "name": "bad\u0000name",
+            "organization_name": "Nul Org",
+        },
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
