@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from api.accounts.rate_limit import ApiKeyRateLimiter, LastUsedThrottle
+from api.accounts.rate_limit import LastUsedThrottle, SlidingWindowRateLimiter
 from api.errors import ServiceUnavailable, install_error_handlers, install_problem_openapi
 from api.health import router as health_router
 from api.middleware import (
@@ -127,7 +127,9 @@ def create_app(
     app.state.engine = engine
     app.state.session_maker = session_maker
     app.state.temporal = temporal
-    app.state.rate_limiter = ApiKeyRateLimiter()
+    app.state.rate_limiter = SlidingWindowRateLimiter()
+    # Credential guessing: attempts per email per minute on login and password-reset requests.
+    app.state.login_limiter = SlidingWindowRateLimiter()
     app.state.last_used = LastUsedThrottle(session_maker)
 
     install_error_handlers(app)

@@ -25,12 +25,14 @@ from db.models.accounts import ApiKey
 WINDOW_SECONDS = 60.0
 
 
-class ApiKeyRateLimiter:
+class SlidingWindowRateLimiter:
+    """Requests per minute per key (an API key ID, or a derived ID for login attempts)."""
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._hits: dict[uuid.UUID, deque[float]] = {}
+        self._hits: dict[uuid.UUID | str, deque[float]] = {}
 
-    def check(self, key_id: uuid.UUID, limit_per_minute: int | None) -> int | None:
+    def check(self, key_id: uuid.UUID | str, limit_per_minute: int | None) -> int | None:
         """Record one request; return None when allowed, else the seconds until a slot frees."""
         if not limit_per_minute or limit_per_minute <= 0:
             return None
@@ -43,7 +45,7 @@ class ApiKeyRateLimiter:
         hits.append(now)
         return None
 
-    def reset(self, key_id: uuid.UUID) -> None:
+    def reset(self, key_id: uuid.UUID | str) -> None:
         self._hits.pop(key_id, None)
 
 

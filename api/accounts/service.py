@@ -56,6 +56,8 @@ PASSWORD_RESET_TTL = timedelta(hours=1)
 INVITATION_TTL = timedelta(days=7)
 # API keys whose creator left the organization keep no more power than a member.
 ORPHAN_KEY_ROLE = "member"
+LOGIN_ATTEMPTS_PER_MINUTE = 10
+RESET_REQUESTS_PER_MINUTE = 3
 
 
 class TotpRequired(Unauthorized):
@@ -75,6 +77,19 @@ def utcnow() -> datetime:
 
 def _settings(request: Request | None) -> Settings | None:
     return getattr(request.app.state, "settings", None) if request is not None else None
+
+
+def _throttle(request: Request, bucket: str, email: str, per_minute: int) -> None:
+    """Per-email attempt limit (per process, like the API key limit): slows password guessing
+    and reset-notification spam without revealing whether the account exists."""
+    limiter = getattr(request.app.state, "login_limiter", None)
+    if limiter is None:
+        return
+    retry_after = limiter.check(f"{bucket}:{email.strip().lower()}", per_minute)
+    if retry_after is not None:
+        raise RateLimited(
+            "Too many attempts for this account; retry later", retry_after=retry_after
+        )
 
 
 def _client_ip(request: Request | None) -> str | None:
@@ -285,6 +300,7 @@ async def login(
     totp_code: str | None,
     organization_slug: str | None,
 ) -> tuple[UserSession, str]:
+    _throttle(request, "login", email, LOGIN_ATTEMPTS_PER_MINUTE)
     user = await UserRepository(session).get_by_email(email)
     # verify_password runs Argon2 even for unknown emails: equal timing, no account probing.
     valid = security.verify_password(user.password_hash if user else None, password)
@@ -385,6 +401,7 @@ def _reset_url(request: Request | None, raw: str) -> str:
 
 async def request_password_reset(session: AsyncSession, request: Request, email: str) -> None:
     """Always succeeds from the caller's view, so it cannot be used to probe for accounts."""
+    _throttle(request, "reset", email, RESET_REQUESTS_PER_MINUTE)
     user = await UserRepository(session).get_by_email(email)
     if user is None or not user.is_active:
         return

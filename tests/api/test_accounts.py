@@ -405,3 +405,15 @@ async def test_make_org_owner_can_log_in(api_client, session_maker):
     )
     assert response.status_code == 200
     assert response.json()["organization_id"] == str(org.org_id)
+
+
+async def test_login_attempts_are_throttled_per_email(api_client):
+    email = f"guess-{uuid.uuid4().hex[:8]}@example.com"
+    statuses = [
+        (
+            await api_client.post("/v1/auth/login", json={"email": email, "password": "guess!"})
+        ).status_code
+        for _ in range(11)
+    ]
+    assert statuses[:10] == [401] * 10
+    assert statuses[10] == 429
