@@ -146,16 +146,21 @@ def bootstrap(as_json: AsJson = False) -> None:
 
 @app.command("rotate-keys")
 def rotate_keys(as_json: AsJson = False) -> None:
-    """Re-encrypt every encrypted column under the first key of FORGELINE_ENCRYPTION_KEYS."""
+    """Re-encrypt every encrypted column (and the secret variables inside project and
+    environment configs) under the first key of FORGELINE_ENCRYPTION_KEYS."""
     from db.session import create_engine, create_session_maker
     from forgeline.crypto import DecryptionFailed, rotate_encrypted_columns
+    from forgeline.environment_variables import rotate_config_secrets
 
     settings = get_settings()
 
     async def rotate() -> dict[str, int]:
         engine = create_engine(settings)
         try:
-            return await rotate_encrypted_columns(create_session_maker(engine), settings)
+            session_maker = create_session_maker(engine)
+            counts = await rotate_encrypted_columns(session_maker, settings)
+            counts.update(await rotate_config_secrets(session_maker, settings))
+            return counts
         finally:
             await engine.dispose()
 
