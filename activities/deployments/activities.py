@@ -37,6 +37,7 @@ from activities.storage import ObjectStore
 from db.models.deployments import Deployment
 from db.models.projects import Environment
 from db.session import session_scope
+from forgeline.environment_variables import reveal
 from forgeline.errors import DomainError
 from forgeline.settings import Settings
 from workflows.deployment_lock import EnvironmentDeploymentLock, LockState
@@ -110,6 +111,16 @@ class DeploymentActivities:
                 non_retryable=True,
             )
         return S3WebsitePublisher(self._s3_factory(), endpoint_url=self._settings.s3_endpoint_url)
+
+    async def _secret_variables(self, environment_id: str) -> dict[str, str]:
+        """Secret environment variables, decrypted here and handed straight to Docker."""
+        async with self._sessions() as session:
+            env = await session.get(Environment, uuid.UUID(environment_id))
+        stored = (env.config or {}).get("environment_variables") if env else None
+        if not isinstance(stored, list):
+            return {}
+        secrets = [v for v in stored if isinstance(v, dict) and v.get("secret")]
+        return reveal(secrets, self._settings) if secrets else {}
 
     # --- projections ---------------------------------------------------------------------------
 
@@ -283,13 +294,17 @@ class DeploymentActivities:
                 "docker release needs an image", type="BuildFailed", non_retryable=True
             )
         releaser = self._releaser()
+        variables = {
+            **req.config.environment_variables,
+            **await self._secret_variables(req.environment_id),
+        }
         running = await asyncio.to_thread(
             releaser.run,
             deployment_id=req.deployment_id,
             environment_id=req.environment_id,
             image=req.image,
             container_port=req.config.container_port,
-            environment=dict(req.config.environment_variables),
+            environment=variables,
         )
         async with session_scope(self._sessions) as session:
             await projections.upsert_container(
@@ -538,7 +553,10 @@ class DeploymentActivities:
                 environment_id=str(row.environment_id),
                 image=row.image_ref,
                 container_port=config.container_port,
-                environment=dict(config.environment_variables),
+                environment={
+                    **config.environment_variables,
+                    **await self._secret_variables(str(row.environment_id)),
+                },
             )
             async with session_scope(self._sessions) as session:
                 await projections.upsert_container(

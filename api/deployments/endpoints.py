@@ -129,7 +129,7 @@ async def create_deployment(
         environment,
         project,
         source,
-        triggered_by_user_id=principal.user_id,
+        triggered_by_user_id=await service.acting_user(session, principal),
         triggered_by_api_key_id=principal.api_key_id,
         pipeline_run_id=body.pipeline_run_id,
     )
@@ -253,17 +253,18 @@ async def _decide(
     request: Request,
 ) -> DecisionOut:
     row = await service.deployment_for(session, principal.organization_id, deployment_id)
-    if principal.user_id is None:
-        raise Forbidden("approvals need a member (a user), not an anonymous key")
+    member = await service.acting_user(session, principal)
+    if member is None:
+        raise Forbidden("approvals need a member, not an organization-wide key")
     if principal.role not in service.APPROVER_ROLES:
         raise Forbidden(f"role {principal.role!r} cannot decide deployments (owner or admin)")
-    if row.triggered_by_user_id == principal.user_id:
+    if row.triggered_by_user_id == member:
         raise Forbidden("the member who triggered a deployment cannot approve or reject it")
     outcome = await service.decide(
         temporal,
         row,
         ApprovalDecision(
-            approver_user_id=str(principal.user_id),
+            approver_user_id=str(member),
             approver_role=principal.role,
             approved=approved,
             reason=body.reason,
@@ -337,7 +338,7 @@ async def rollback_deployment(
         environment,
         project,
         service.artifact_source(target),
-        triggered_by_user_id=principal.user_id,
+        triggered_by_user_id=await service.acting_user(session, principal),
         triggered_by_api_key_id=principal.api_key_id,
         config=DeploymentRuntimeConfig.model_validate(target.config_snapshot or {}),
         rollback_of_id=row.id,
@@ -388,7 +389,7 @@ async def promote_deployment(
         environment,
         project,
         service.artifact_source(row),
-        triggered_by_user_id=principal.user_id,
+        triggered_by_user_id=await service.acting_user(session, principal),
         triggered_by_api_key_id=principal.api_key_id,
         pipeline_run_id=row.pipeline_run_id,
         promoted_from_id=row.id,

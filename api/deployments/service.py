@@ -14,6 +14,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from activities.deployments.providers import require_available
+from api.deps import Principal
+from db.models.accounts import ApiKey
 from db.models.deployments import Deployment
 from db.models.pipelines import Artifact, PipelineRun
 from db.models.projects import Environment, Project
@@ -66,23 +68,56 @@ async def deployment_for(
     return row
 
 
+async def acting_user(session: AsyncSession, principal: Principal) -> uuid.UUID | None:
+    """The member behind the call: the session's user, or the user who created the API key."""
+    if principal.user_id is not None:
+        return principal.user_id
+    if principal.api_key_id is None:
+        return None
+    creator: uuid.UUID | None = await session.scalar(
+        select(ApiKey.created_by_user_id).where(ApiKey.id == principal.api_key_id)
+    )
+    return creator
+
+
+def _first(cfg: dict[str, Any], *names: str) -> Any:
+    return next((cfg[n] for n in names if cfg.get(n) not in (None, "")), None)
+
+
+def plain_variables(raw: Any) -> dict[str, str]:
+    """Non-secret variables only: secret values stay encrypted in the environment row and are
+    revealed inside the release activity, never carried in a workflow payload."""
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return {
+            str(v["name"]): str(v.get("value", ""))
+            for v in raw
+            if isinstance(v, dict) and "name" in v and not v.get("secret")
+        }
+    return {}
+
+
 def runtime_config(environment: Environment) -> DeploymentRuntimeConfig:
-    """The environment's config as released with this deployment (snapshotted on the row)."""
+    """The environment's config as released with this deployment (snapshotted on the row).
+
+    Reads the environments API's keys (`port`, `healthy_threshold`,
+    `health_check_timeout_seconds`) and the finer-grained ones operators may set directly.
+    """
     cfg: dict[str, Any] = dict(environment.config or {})
-    variables = cfg.get("environment_variables") or {}
-    if not isinstance(variables, dict):
-        variables = {}
     health = HealthCheckPolicy(
         path=str(cfg.get("health_check_path") or "/"),
-        required_passes=int(cfg.get("health_check_passes") or 3),
+        required_passes=int(_first(cfg, "health_check_passes", "healthy_threshold") or 3),
         failure_threshold=int(cfg.get("health_check_failure_threshold") or 3),
         interval_seconds=float(cfg.get("health_check_interval_seconds") or 0.5),
-        window_seconds=float(cfg.get("health_check_window_seconds") or 30),
+        window_seconds=float(
+            _first(cfg, "health_check_window_seconds", "health_check_timeout_seconds") or 30
+        ),
         max_latency_ms=int(cfg.get("health_check_max_latency_ms") or 2000),
     )
     return DeploymentRuntimeConfig(
-        container_port=int(cfg.get("container_port") or 8080),
-        environment_variables={str(k): str(v) for k, v in variables.items()},
+        container_port=int(_first(cfg, "container_port", "port") or 8080),
+        environment_variables=plain_variables(cfg.get("environment_variables")),
         region=str(cfg.get("region") or "us-east-1"),
         bucket_name=cfg.get("bucket_name"),
         health=health,

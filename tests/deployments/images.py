@@ -15,7 +15,7 @@ HEALTHY = """\
 FROM scratch
 COPY busybox /bin/busybox
 COPY www /www
-ENTRYPOINT ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+ENTRYPOINT ["/bin/busybox", "httpd", "-f", "-v", "-p", "8080", "-h", "/www"]
 """
 # Serves, but every path is a 404: health checks fail while the container keeps running.
 NO_CONTENT = """\
