@@ -11,8 +11,10 @@ import hashlib
 import hmac
 import secrets
 import string
+import time
 import zlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pyotp
 from argon2 import PasswordHasher
@@ -110,6 +112,15 @@ def totp_uri(secret: str, email: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name="Forgeline")
 
 
-def verify_totp(secret: str, code: str) -> bool:
-    # One step of clock drift either way, as authenticator apps expect.
-    return code.isdigit() and pyotp.TOTP(secret).verify(code, valid_window=1)
+def verify_totp(secret: str, code: str, now: float | None = None) -> int | None:
+    """The time step `code` belongs to (one step of clock drift either way, as authenticator
+    apps expect), or None. Callers store the step so a code is accepted only once."""
+    if not (code.isdigit() and len(code) == 6):
+        return None
+    totp = pyotp.TOTP(secret)
+    moment = time.time() if now is None else now
+    step = totp.timecode(datetime.fromtimestamp(moment, UTC))
+    for candidate in (step, step - 1, step + 1):
+        if hmac.compare_digest(totp.generate_otp(candidate), code):
+            return candidate
+    return None

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -310,7 +310,7 @@ async def login(
         if totp_code is None:
             raise TotpRequired("This account requires a TOTP code (totp_code)")
         secret = decrypt_str(user.totp_secret_encrypted or "", _settings(request))
-        if not security.verify_totp(secret, totp_code):
+        if not await _accept_totp(session, user, secret, totp_code):
             raise Unauthorized("Invalid TOTP code")
     members = MemberRepository(session)
     if organization_slug is not None:
@@ -456,6 +456,28 @@ async def _session_user(session: AsyncSession, principal: Principal) -> User:
     return user
 
 
+async def _accept_totp(session: AsyncSession, user: User, secret: str, code: str) -> bool:
+    """Check the code and burn its time step in one conditional UPDATE, so the same code
+    cannot be replayed (not even by a concurrent request on another API process)."""
+    step = security.verify_totp(secret, code)
+    if step is None:
+        return False
+    burned = await session.execute(
+        update(User)
+        .where(
+            User.id == user.id,
+            or_(User.totp_last_step.is_(None), User.totp_last_step < step),
+        )
+        .values(totp_last_step=step)
+        .returning(User.id)
+        .execution_options(synchronize_session=False)
+    )
+    if burned.first() is None:
+        return False
+    user.totp_last_step = step
+    return True
+
+
 async def totp_enroll(
     session: AsyncSession, request: Request, principal: Principal
 ) -> tuple[str, str]:
@@ -477,7 +499,7 @@ async def totp_confirm(
     if not user.totp_secret_encrypted:
         raise Conflict("Enroll first: POST /v1/auth/totp/enroll")
     secret = decrypt_str(user.totp_secret_encrypted, _settings(request))
-    if not security.verify_totp(secret, code):
+    if not await _accept_totp(session, user, secret, code):
         raise ValidationFailed("The TOTP code does not match", field="code")
     user.totp_enabled = True
     current = await _current_session(session, principal)
@@ -494,7 +516,8 @@ async def totp_disable(
     user = await _session_user(session, principal)
     if not user.totp_enabled or not user.totp_secret_encrypted:
         raise Conflict("TOTP is not enabled for this account")
-    if not security.verify_totp(decrypt_str(user.totp_secret_encrypted, _settings(request)), code):
+    secret = decrypt_str(user.totp_secret_encrypted, _settings(request))
+    if not await _accept_totp(session, user, secret, code):
         raise ValidationFailed("The TOTP code does not match", field="code")
     user.totp_enabled = False
     user.totp_secret_encrypted = None

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     ForeignKey,
@@ -74,6 +75,8 @@ class User(UUIDPrimaryKey, Timestamps, Base):
     )
     totp_secret_encrypted: Mapped[str | None] = mapped_column(Text)
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # The last accepted TOTP time step: a code is good once, even within its 30-second window.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     # Hashes of one-time backup codes; a used code is removed from the list.
     backup_code_hashes: Mapped[list[Any]] = json_array()
     last_login_at: Mapped[datetime | None] = mapped_column(TZ_DATETIME)

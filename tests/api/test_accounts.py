@@ -249,10 +249,13 @@ async def test_totp_enroll_confirm_then_required_at_login(api_client, session_ma
     assert missing.status_code == 401 and missing.json()["type"].endswith("/totp-required")
     bad_code = await api_client.post("/v1/auth/login", json={**credentials, "totp_code": "123456"})
     assert bad_code.status_code == 401
-    good = await api_client.post(
-        "/v1/auth/login", json={**credentials, "totp_code": pyotp.TOTP(secret).now()}
-    )
+    # The confirm call burned the current step; the next step's code is fresh.
+    totp = pyotp.TOTP(secret)
+    next_code = totp.at(datetime.now(UTC) + timedelta(seconds=30))
+    good = await api_client.post("/v1/auth/login", json={**credentials, "totp_code": next_code})
     assert good.status_code == 200, good.text
+    replay = await api_client.post("/v1/auth/login", json={**credentials, "totp_code": next_code})
+    assert replay.status_code == 401  # a code works once
 
 
 async def test_unauthenticated_and_garbage_tokens_are_401(api_client):

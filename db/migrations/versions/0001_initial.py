@@ -111,6 +111,7 @@ def upgrade() -> None:
         sa.Column("email_verified", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("totp_secret_encrypted", sa.Text(), nullable=True),
         sa.Column("totp_enabled", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("totp_last_step", sa.BigInteger(), nullable=True),
         sa.Column(
             "backup_code_hashes",
             postgresql.JSONB(astext_type=sa.Text()),
