@@ -254,13 +254,12 @@ async def task_detail(session: AsyncSession, task: AgentTask) -> AgentTaskDetail
         by_step.setdefault(inv.step_id, []).append(ToolInvocationOut.model_validate(inv))
     steps_by_exec: dict[uuid.UUID, list[AgentStepOut]] = {}
     for step in steps:
-        out = AgentStepOut.model_validate(step)
-        out.tool_invocations = by_step.get(step.id, [])
-        steps_by_exec.setdefault(step.execution_id, []).append(out)
-    detail = AgentTaskDetail.model_validate(task)
-    detail.executions = []
+        step_out = AgentStepOut.model_validate(step, from_attributes=True)
+        step_out.tool_invocations = by_step.get(step.id, [])
+        steps_by_exec.setdefault(step.execution_id, []).append(step_out)
+    detail = AgentTaskDetail(**AgentTaskOut.model_validate(task).model_dump())
     for execution in executions:
-        exec_out = AgentExecutionOut.model_validate(execution)
+        exec_out = AgentExecutionOut.model_validate(_columns(execution))
         exec_out.steps = steps_by_exec.get(execution.id, [])
         detail.executions.append(exec_out)
     return detail
@@ -309,6 +308,11 @@ def list_filters(principal: Principal, project_id: uuid.UUID) -> list[Any]:
         AgentTask.organization_id == principal.organization_id,
         AgentTask.project_id == project_id,
     ]
+
+
+def _columns(row: Any) -> dict[str, Any]:
+    """Column values only: relationships are lazy='raise' and must not be touched."""
+    return {c.key: getattr(row, c.key) for c in row.__table__.columns}
 
 
 def out(task: AgentTask) -> AgentTaskOut:

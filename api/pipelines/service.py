@@ -41,7 +41,8 @@ async def stages_of(session: AsyncSession, pipeline_id: uuid.UUID) -> list[Pipel
 
 
 def detail(pipeline: Pipeline, stages: list[PipelineStage]) -> PipelineDetail:
-    out = PipelineDetail.model_validate(pipeline)
+    columns = {c.key: getattr(pipeline, c.key) for c in Pipeline.__table__.columns}
+    out = PipelineDetail.model_validate(columns)
     out.stages = [PipelineStageOut.model_validate(s) for s in stages]
     return out
 
