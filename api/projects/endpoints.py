@@ -207,9 +207,8 @@ async def list_environments(
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Response:
-    project = await queries.get_project_row(session, principal.organization_id, project_id)
-    if project is None:
-        raise NotFound("project not found", resource_type="project")
+    # The list query joins the project's organization, so rows imply access; only an empty
+    # page needs the second look that tells "no environments" from "no such project".
     rows = await queries.list_environments(
         session,
         principal.organization_id,
@@ -218,6 +217,10 @@ async def list_environments(
         cursor=cursor,
         limit=limit,
     )
+    if not rows and not await queries.project_exists(
+        session, principal.organization_id, project_id
+    ):
+        raise NotFound("project not found", resource_type="project")
     return json_page(
         rows,
         limit=limit,

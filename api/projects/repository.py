@@ -81,6 +81,15 @@ async def get_project_row(
     return (await session.execute(stmt)).mappings().one_or_none()
 
 
+async def project_exists(
+    session: AsyncSession, organization_id: uuid.UUID, project_id: uuid.UUID
+) -> bool:
+    stmt = select(Project.id).where(
+        Project.id == project_id, Project.organization_id == organization_id
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
 async def slugs_with_prefix(
     session: AsyncSession, organization_id: uuid.UUID, prefix: str
 ) -> set[str]:
