@@ -8,6 +8,7 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
@@ -62,9 +63,13 @@ def problem_response(
     slug: str | None = None,
     title: str | None = None,
     headers: dict[str, str] | None = None,
-    **extra: Any,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    """Build the problem document; every error path of the API ends here."""
+    """Build the problem document; every error path of the API ends here.
+
+    `extra` members (a DomainError's keyword arguments, field errors) are JSON-encoded (UUIDs,
+    decimals, datetimes); any that would shadow a standard member go under `context` instead.
+    """
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + (slug or phrase.lower().replace(" ", "-")),
@@ -74,8 +79,14 @@ def problem_response(
         "instance": request.url.path if request is not None else None,
         "request_id": getattr(request.state, "request_id", None) if request is not None else None,
     }
-    for key, value in extra.items():
-        body.setdefault(key, value)
+    shadowed: dict[str, Any] = {}
+    for key, value in jsonable_encoder(extra or {}).items():
+        if key in body:
+            shadowed[key] = value
+        else:
+            body[key] = value
+    if shadowed:
+        body.setdefault("context", shadowed)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
@@ -103,7 +114,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         slug=exc.type_slug,
         title=exc.title,
         headers=headers,
-        **exc.extra,
+        extra=exc.extra,
     )
 
 
@@ -117,7 +128,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             detail="The request body is not valid JSON",
             slug="malformed-json",
             title="Malformed JSON",
-            errors=_field_errors(errors),
+            extra={"errors": _field_errors(errors)},
         )
     return problem_response(
         request,
@@ -125,7 +136,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         detail="The request does not match the expected schema",
         slug="validation-failed",
         title="Validation failed",
-        errors=_field_errors(errors),
+        extra={"errors": _field_errors(errors)},
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -45,6 +46,11 @@ async def half_written(session: SessionDep, request: Request) -> None:
     await write_audit(session, None, request, "probe.written", "probe", None)
     await session.flush()  # the row reached the database inside the transaction...
     raise Conflict("...and the failure rolls it back")
+
+
+@probe.get("/conflict-extras")
+async def conflict_extras() -> None:
+    raise Conflict("finished", status="succeeded", run_id=uuid.UUID(int=7))
 
 
 @probe.get("/boom")
@@ -190,3 +196,9 @@ async def test_values_postgres_refuses_are_4xx_not_500(api_client):
     )
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_domain_error_extras_never_shadow_problem_members(probe_client):
+    body = assert_problem(await probe_client.get("/v1/_probe/conflict-extras"), 409)
+    assert body["status"] == 409 and body["context"] == {"status": "succeeded"}
+    assert body["run_id"] == str(uuid.UUID(int=7))
