@@ -84,7 +84,7 @@ async def create_run(
 ) -> PipelineRun:
     pipeline = await get_pipeline(session, organization_id, pipeline_id)
     if pipeline.status in ("paused", "deprecated"):
-        raise Conflict(f"pipeline is {pipeline.status}", status=pipeline.status)
+        raise Conflict(f"pipeline is {pipeline.status}", pipeline_status=pipeline.status)
     encrypted = (
         encrypt_str(json.dumps([v.model_dump() for v in body.variables]), settings)
         if body.variables
@@ -130,7 +130,7 @@ async def rerun(
     """A new run of the same commit and variables; `from_failed` reuses succeeded stages."""
     source = await get_run(session, organization_id, run_id)
     if source.status not in FINISHED:
-        raise Conflict("the run has not finished yet", status=source.status)
+        raise Conflict("the run has not finished yet", run_status=source.status)
     body = RunCreate(trigger="api", branch=source.branch, commit_sha=source.commit_sha)
     run = await create_run(
         session,
@@ -193,7 +193,7 @@ async def start_run_workflow(
 
 async def cancel_run(client: Client, run: PipelineRun) -> None:
     if run.status in FINISHED:
-        raise Conflict("the run has already finished", status=run.status)
+        raise Conflict("the run has already finished", run_status=run.status)
     try:
         await client.get_workflow_handle(pipeline_run_workflow_id(str(run.id))).cancel()
     except RPCError as exc:

@@ -1,0 +1,347 @@
+"""/v1 routes for pipeline runs: trigger, list, detail, cancel, rerun, logs (download, SSE),
+artifacts."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+from sse_starlette.sse import EventSourceResponse
+
+from activities.storage import ObjectStore, create_object_store
+from api.audit import write_audit
+from api.deps import (
+    PIPELINES_READ,
+    PIPELINES_WRITE,
+    Principal,
+    SessionDep,
+    SettingsDep,
+    TemporalDep,
+    require_scope,
+)
+from api.errors import ServiceUnavailable
+from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
+from api.runs import service
+from api.runs.schemas import ArtifactOut, RunCreate, RunDetailOut, RunOut
+from db.models.pipelines import Artifact, PipelineRun, StageExecution
+from db.session import session_scope
+from forgeline.errors import NotFound
+
+router = APIRouter(tags=["runs"])
+
+Reader = Annotated[Principal, Depends(require_scope(PIPELINES_READ))]
+Writer = Annotated[Principal, Depends(require_scope(PIPELINES_WRITE))]
+_PROBLEMS: dict[int | str, dict[str, str]] = {
+    404: {"description": "Not found (or owned by another organization)"},
+    409: {"description": "Conflict with the run's state"},
+    422: {"description": "Validation failed"},
+}
+FINISHED_STAGE = ("success", "failed", "cancelled", "skipped", "timed_out")
+FOLLOW_POLL_SECONDS = 0.5
+
+
+def object_store(request: Request) -> ObjectStore:
+    store: ObjectStore | None = getattr(request.app.state, "object_store", None)
+    if store is None:
+        store = create_object_store(request.app.state.settings)
+        request.app.state.object_store = store
+    return store
+
+
+async def _start(temporal: TemporalDep, session: SessionDep, run: PipelineRun) -> None:
+    """The row is committed first; a start failure closes it instead of leaving it queued."""
+    await session.commit()
+    try:
+        await service.start_run_workflow(temporal, run)
+    except Exception as exc:
+        run.status = "failed"
+        run.error = f"could not start the run: {type(exc).__name__}"
+        await session.commit()
+        raise ServiceUnavailable("Temporal is not reachable; the run was not started") from exc
+
+
+@router.post(
+    "/pipelines/{pipeline_id}/runs", status_code=status.HTTP_202_ACCEPTED, responses=_PROBLEMS
+)
+async def trigger_run(
+    pipeline_id: uuid.UUID,
+    body: RunCreate,
+    session: SessionDep,
+    principal: Writer,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    request: Request,
+) -> RunOut:
+    run = await service.create_run(
+        session,
+        settings,
+        organization_id=principal.organization_id,
+        pipeline_id=pipeline_id,
+        body=body,
+        user_id=principal.user_id,
+        api_key_id=principal.api_key_id,
+    )
+    await write_audit(
+        session,
+        principal,
+        request,
+        "pipeline_run.trigger",
+        "pipeline_run",
+        run.id,
+        new={"run_number": run.run_number, "branch": run.branch, "commit_sha": run.commit_sha},
+    )
+    await _start(temporal, session, run)
+    return service.run_out(run)
+
+
+@router.get("/pipelines/{pipeline_id}/runs", responses=_PROBLEMS)
+async def list_runs(
+    pipeline_id: uuid.UUID,
+    session: SessionDep,
+    principal: Reader,
+    status_filter: Annotated[
+        Literal["queued", "running", "success", "failed", "cancelled"] | None,
+        Query(alias="status"),
+    ] = None,
+    cursor: CursorParam = None,
+    limit: LimitParam = 50,
+) -> Page[RunOut]:
+    await service.get_pipeline(session, principal.organization_id, pipeline_id)
+    stmt = service.run_query(principal.organization_id).where(
+        PipelineRun.pipeline_id == pipeline_id
+    )
+    if status_filter:
+        stmt = stmt.where(PipelineRun.status == status_filter)
+    rows = list(
+        (
+            await session.scalars(
+                paginate(stmt, PipelineRun.created_at, PipelineRun.id, cursor=cursor, limit=limit)
+            )
+        ).all()
+    )
+    return build_page(
+        rows, limit=limit, key=lambda r: (r.created_at, r.id), to_item=service.run_out
+    )
+
+
+@router.get("/runs/{run_id}", responses=_PROBLEMS)
+async def get_run(
+    run_id: uuid.UUID, session: SessionDep, principal: Reader, temporal: TemporalDep
+) -> RunDetailOut:
+    run = await service.get_run(session, principal.organization_id, run_id)
+    stages = await service.stage_executions(session, run.id)
+    live = await service.live_status(temporal, run)
+    return RunDetailOut(
+        **service.run_out(run).model_dump(),
+        stages=[service.stage_out(s) for s in stages],
+        live=live,
+    )
+
+
+@router.post("/runs/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED, responses=_PROBLEMS)
+async def cancel_run(
+    run_id: uuid.UUID,
+    session: SessionDep,
+    principal: Writer,
+    temporal: TemporalDep,
+    request: Request,
+) -> RunOut:
+    run = await service.get_run(session, principal.organization_id, run_id)
+    await service.cancel_run(temporal, run)
+    await write_audit(session, principal, request, "pipeline_run.cancel", "pipeline_run", run.id)
+    return service.run_out(run)
+
+
+@router.post("/runs/{run_id}/rerun", status_code=status.HTTP_202_ACCEPTED, responses=_PROBLEMS)
+async def rerun(
+    run_id: uuid.UUID,
+    session: SessionDep,
+    principal: Writer,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    request: Request,
+    from_: Annotated[
+        Literal["failed", "start"],
+        Query(alias="from", description="`failed` reuses stages that succeeded"),
+    ] = "start",
+) -> RunOut:
+    run = await service.rerun(
+        session,
+        settings,
+        organization_id=principal.organization_id,
+        run_id=run_id,
+        from_failed=from_ == "failed",
+        user_id=principal.user_id,
+        api_key_id=principal.api_key_id,
+    )
+    await write_audit(
+        session,
+        principal,
+        request,
+        "pipeline_run.rerun",
+        "pipeline_run",
+        run.id,
+        new={"rerun_of": str(run_id), "from": from_},
+    )
+    await _start(temporal, session, run)
+    return service.run_out(run)
+
+
+def _store_lines(store: ObjectStore, key: str, after: int) -> Iterator[tuple[int, str]]:
+    """Lines of a log moved to the object store, numbered from 0, after `after`."""
+    with store.open(key) as stream:
+        buffer = b""
+        number = 0
+        while block := stream.read(1 << 16):
+            buffer += block
+            *lines, buffer = buffer.split(b"\n")
+            for raw in lines:
+                if number > after:
+                    yield number, raw.decode("utf-8", errors="replace")
+                number += 1
+        if buffer and number > after:
+            yield number, buffer.decode("utf-8", errors="replace")
+
+
+def _take(iterator: Iterator[tuple[int, str]], count: int) -> list[tuple[int, str]]:
+    return [item for _, item in zip(range(count), iterator, strict=False)]
+
+
+async def _lines(
+    request: Request, execution: StageExecution, after: int
+) -> AsyncIterator[tuple[int, str]]:
+    if execution.log_object_key:
+        store = object_store(request)
+        iterator = _store_lines(store, execution.log_object_key, after)
+        while True:
+            batch = await asyncio.to_thread(_take, iterator, 2000)
+            if not batch:
+                return
+            for item in batch:
+                yield item
+    else:
+        async with request.app.state.session_maker() as session:
+            async for item in service.log_lines_after(session, execution.id, after):
+                yield item
+
+
+@router.get(
+    "/runs/{run_id}/stages/{stage}/logs",
+    responses={**_PROBLEMS, 200: {"content": {"text/plain": {}, "text/event-stream": {}}}},
+)
+async def stage_logs(
+    run_id: uuid.UUID,
+    stage: Annotated[str, Path(max_length=100)],
+    session: SessionDep,
+    principal: Reader,
+    request: Request,
+    follow: bool = False,
+    attempt: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    after: Annotated[int | None, Query(ge=-1, description="Last line number already seen")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> Any:
+    run = await service.get_run(session, principal.organization_id, run_id)
+    execution = await service.stage_execution_for_log(session, run.id, stage, attempt)
+    if not follow:
+        filename = f"run-{run.run_number}-{execution.stage_name}-{execution.attempt}.log"
+
+        async def body() -> AsyncIterator[bytes]:
+            async for _, line in _lines(request, execution, -1):
+                yield (line + "\n").encode()
+
+        return StreamingResponse(
+            body(),
+            media_type="text/plain; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+    cursor = after if after is not None else -1
+    if last_event_id is not None and last_event_id.strip().lstrip("-").isdigit():
+        cursor = max(cursor, int(last_event_id.strip()))
+    session_maker = request.app.state.session_maker
+    execution_id = execution.id
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        position = cursor
+        while True:
+            async with session_scope(session_maker) as s:
+                current = await s.get(StageExecution, execution_id)
+            if current is None:
+                return
+            finished = current.status in FINISHED_STAGE
+            async for number, line in _lines(request, current, position):
+                position = number
+                yield {"id": str(number), "event": "line", "data": line}
+            if finished:
+                yield {"event": "end", "data": current.status}
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+    return EventSourceResponse(events(), ping=15)
+
+
+@router.get("/runs/{run_id}/artifacts", responses=_PROBLEMS)
+async def list_artifacts(
+    run_id: uuid.UUID, session: SessionDep, principal: Reader
+) -> list[ArtifactOut]:
+    run = await service.get_run(session, principal.organization_id, run_id)
+    rows = await session.scalars(
+        select(Artifact).where(Artifact.run_id == run.id).order_by(Artifact.name, Artifact.id)
+    )
+    return [
+        ArtifactOut(
+            id=a.id,
+            name=a.name,
+            size_bytes=a.size_bytes,
+            sha256=a.sha256,
+            content_type=a.content_type,
+            stage_execution_id=a.stage_execution_id,
+            created_at=a.created_at,
+        )
+        for a in rows
+    ]
+
+
+@router.get(
+    "/runs/{run_id}/artifacts/{artifact_id}",
+    responses={**_PROBLEMS, 200: {"content": {"application/octet-stream": {}}}},
+)
+async def download_artifact(
+    run_id: uuid.UUID,
+    artifact_id: uuid.UUID,
+    session: SessionDep,
+    principal: Reader,
+    request: Request,
+) -> StreamingResponse:
+    run = await service.get_run(session, principal.organization_id, run_id)
+    artifact = await session.scalar(
+        select(Artifact).where(Artifact.id == artifact_id, Artifact.run_id == run.id)
+    )
+    if artifact is None:
+        raise NotFound("artifact not found")
+    store = object_store(request)
+    chunks = await asyncio.to_thread(store.iter_chunks, artifact.object_key)
+
+    async def body() -> AsyncIterator[bytes]:
+        while True:
+            block = await asyncio.to_thread(next, chunks, b"")
+            if not block:
+                return
+            yield block
+
+    filename = artifact.name.rsplit("/", 1)[-1]
+    return StreamingResponse(
+        body(),
+        media_type=artifact.content_type or "application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Content-Length": str(artifact.size_bytes),
+        },
+    )
