@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +15,7 @@ from sqlalchemy import select
 
 from api.app import create_app
 from api.audit import write_audit
-from api.deps import SessionDep
+from api.deps import SessionDep, TemporalDep
 from db.models.operations import AuditLog
 from forgeline.errors import Conflict
 from forgeline.settings import Settings
@@ -51,6 +52,16 @@ async def half_written(session: SessionDep, request: Request) -> None:
 @probe.get("/conflict-extras")
 async def conflict_extras() -> None:
     raise Conflict("finished", status="succeeded", run_id=uuid.UUID(int=7))
+
+
+@probe.get("/logs")
+async def logs() -> None:
+    logging.getLogger("forgeline.test.probe").warning("inside the request")
+
+
+@probe.get("/temporal")
+async def temporal(client: TemporalDep) -> dict[str, str]:
+    return {"namespace": client.namespace}
 
 
 @probe.get("/boom")
@@ -90,10 +101,14 @@ async def test_healthz_503_when_temporal_unreachable(settings: Settings):
 
     down = settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
     app = create_app(down)
+    app.include_router(probe)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             response = await client.get("/healthz")
+            needs_temporal = await client.get("/v1/_probe/temporal")
+    # Endpoints that need Temporal answer 503 (retry later); the API itself stays up.
+    assert_problem(needs_temporal, 503)
     assert response.status_code == 503
     body = response.json()
     assert body["database"]["ok"] is True
@@ -202,3 +217,16 @@ async def test_domain_error_extras_never_shadow_problem_members(probe_client):
     body = assert_problem(await probe_client.get("/v1/_probe/conflict-extras"), 409)
     assert body["status"] == 409 and body["context"] == {"status": "succeeded"}
     assert body["run_id"] == str(uuid.UUID(int=7))
+
+
+async def test_log_records_carry_the_request_id(probe_client, caplog):
+    with caplog.at_level(logging.WARNING, logger="forgeline.test.probe"):
+        response = await probe_client.get("/v1/_probe/logs", headers={"X-Request-ID": "trace-42"})
+    assert response.status_code == 200
+    records = [r for r in caplog.records if r.name == "forgeline.test.probe"]
+    assert records and records[0].request_id == "trace-42"
+
+
+async def test_temporal_dep_gives_the_client(probe_client):
+    response = await probe_client.get("/v1/_probe/temporal")
+    assert response.status_code == 200 and response.json() == {"namespace": "default"}
