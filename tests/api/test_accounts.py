@@ -420,3 +420,36 @@ async def test_login_attempts_are_throttled_per_email(api_client):
     ]
     assert statuses[:10] == [401] * 10
     assert statuses[10] == 429
+
+
+async def test_invited_user_sets_password_and_signs_in(api_client, session_maker):
+    owner = await signup(api_client)
+    email = f"invitee-{uuid.uuid4().hex[:8]}@example.com"
+    invited = await api_client.post(
+        "/v1/members/invitations",
+        headers=bearer(owner["session"]["token"]),
+        json={"email": email, "name": "Invitee", "role": "member"},
+    )
+    assert invited.status_code == 201
+    async with session_maker() as session:
+        note = (
+            await session.execute(
+                select(Notification).where(
+                    Notification.user_id == uuid.UUID(invited.json()["user_id"])
+                )
+            )
+        ).scalar_one()
+    token = str(note.data["set_password_url"]).split("token=", 1)[1]
+    no_password = await api_client.post(
+        "/v1/auth/login", json={"email": email, "password": "anything at all"}
+    )
+    assert no_password.status_code == 401
+    confirm = await api_client.post(
+        "/v1/auth/password-reset/confirm", json={"token": token, "new_password": "invitee password"}
+    )
+    assert confirm.status_code == 204
+    login = await api_client.post(
+        "/v1/auth/login", json={"email": email, "password": "invitee password"}
+    )
+    assert login.status_code == 200
+    assert login.json()["organization_id"] == owner["organization"]["id"]
