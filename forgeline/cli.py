@@ -36,6 +36,7 @@ CLI_MODULES: list[str] = [
     "forgeline.cli_pipelines",
     "forgeline.cli_deployments",
     "forgeline.cli_billing",
+    "forgeline.cli_agent",
 ]
 
 console = Console()

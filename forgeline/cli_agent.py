@@ -1,0 +1,119 @@
+"""`forgeline agent ...`: start an agent task on a project, wait for it, print the pipeline YAML."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from forgeline.api_client import ApiError, ForgelineClient
+from forgeline.cli import (
+    ApiKey,
+    ApiUrl,
+    AsJson,
+    client,
+    console,
+    emit,
+    err_console,
+    resolve_project,
+    run,
+)
+
+NAME = "agent"
+app = typer.Typer(help="AI agent tasks: generate and troubleshoot pipelines.", no_args_is_help=True)
+TASK_COLUMNS = ("id", "task_type", "status", "tokens_used", "error")
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def _export(api: ForgelineClient, pipeline_id: str, fmt: str) -> str:
+    # The export endpoint answers YAML, not JSON: read the body as text.
+    response = api._http.get(f"/v1/pipelines/{pipeline_id}/export", params={"format": fmt})
+    if response.status_code >= 400:
+        raise ApiError(response.status_code, response.text[:300])
+    return response.text
+
+
+def _wait(api: ForgelineClient, task_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    with console.status("agent working..."):
+        while True:
+            task: dict[str, Any] = run(lambda: api.get(f"/v1/agent-tasks/{task_id}"))
+            if task["status"] in TERMINAL or time.monotonic() > deadline:
+                return task
+            time.sleep(1.0)
+
+
+@app.command("generate")
+def generate(
+    project: Annotated[str, typer.Argument(help="Project ID or slug.")],
+    branch: Annotated[str | None, typer.Option(help="Branch to analyse.")] = None,
+    framework: Annotated[str | None, typer.Option(help="Framework hint.")] = None,
+    deploy_provider: Annotated[
+        str | None, typer.Option(help="forgeline (default), vercel, netlify, docker or none.")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="github-actions or gitlab-ci")
+    ] = "github-actions",
+    wait: Annotated[bool, typer.Option(help="Wait and print the generated YAML.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 300.0,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_json: AsJson = False,
+) -> None:
+    """Generate a validated CI/CD pipeline for the project's repository."""
+    input_data: dict[str, Any] = {}
+    if branch:
+        input_data["branch"] = branch
+    if framework:
+        input_data["framework_hint"] = framework
+    if deploy_provider:
+        input_data["preferences"] = {"deploy_provider": deploy_provider}
+    with client(api_url, api_key) as api:
+        project_id = resolve_project(api, project)
+        body = {"task_type": "generate_pipeline", "input_data": input_data}
+        task = run(lambda: api.post(f"/v1/projects/{project_id}/agent-tasks", body))
+        if wait:
+            task = _wait(api, task["id"], timeout)
+        emit(task, TASK_COLUMNS, as_json=as_json, title="Agent task")
+        output = task.get("output_data") or {}
+        if task["status"] == "completed" and output.get("pipeline_id") and not as_json:
+            console.print(
+                f"[green]{output.get('detected_framework')}[/green] "
+                f"(confidence {output.get('confidence')}), pipeline {output['pipeline_id']}"
+            )
+            typer.echo(run(lambda: _export(api, output["pipeline_id"], fmt)))
+        elif task["status"] == "failed":
+            err_console.print(f"[red]{task.get('error')}[/red]")
+            raise typer.Exit(1)
+
+
+@app.command("show")
+def show(
+    task_id: str, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False
+) -> None:
+    """A task with its executions, steps and tool calls."""
+    with client(api_url, api_key) as api:
+        task = run(lambda: api.get(f"/v1/agent-tasks/{task_id}"))
+    if as_json:
+        emit(task, TASK_COLUMNS, as_json=True)
+        return
+    emit(task, TASK_COLUMNS, as_json=False, title="Agent task")
+    for execution in task.get("executions", []):
+        for step in execution["steps"]:
+            tools = ", ".join(
+                f"{t['tool_name']}={t['status']}" for t in step.get("tool_invocations", [])
+            )
+            console.print(f"{step['step_number']:>3} {step['description'] or ''} [{tools}]")
+
+
+@app.command("export")
+def export(
+    pipeline_id: str,
+    fmt: Annotated[str, typer.Option("--format")] = "github-actions",
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Print a pipeline as GitHub Actions or GitLab CI YAML."""
+    with client(api_url, api_key) as api:
+        typer.echo(run(lambda: _export(api, pipeline_id, fmt)))
