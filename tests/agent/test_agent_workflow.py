@@ -9,6 +9,8 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from db.models.agent import AgentExecution, AgentStep, AgentTask, ToolInvocation
 from db.models.billing import UsageRecord
@@ -125,6 +127,11 @@ async def test_planner_generates_validated_pipeline(
     assert yaml.safe_load(pipeline.gitlab_ci_yaml or "")["build"]["artifacts"]["paths"] == [".next"]
     # Workspace is scratch: removed when the task finishes.
     assert not (settings.workspaces_dir / "agent" / str(task_id)).exists()
+    # The recorded history replays deterministically against the current workflow code.
+    history = await temporal_client.get_workflow_handle(f"agent-task-{task_id}").fetch_history()
+    await Replayer(
+        workflows=[AgentTaskWorkflow], data_converter=pydantic_data_converter
+    ).replay_workflow(history)
 
 
 @pytest.mark.parametrize("task_type", ["analyze_repo", "suggest_improvements", "optimize_config"])
