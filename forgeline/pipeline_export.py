@@ -90,6 +90,17 @@ def job_id(stage_name: str) -> str:
     return ident if re.match(r"^[A-Za-z_]", ident) else f"job-{ident}"
 
 
+def cache_name(stage: ProposedStage) -> str:
+    """One dependency cache per app, shared by its install/lint/test/build jobs."""
+    name = job_id(stage.name)
+    for kind in ("install", "lint", "test", "build"):
+        if name == kind:
+            return "deps"
+        if name.endswith(f"-{kind}"):
+            return f"{name[: -len(kind) - 1]}-deps"
+    return f"{name}-deps"
+
+
 def _variables(stage: ProposedStage) -> list[str]:
     found = re.findall(r"\$\{?([A-Z][A-Z0-9_]+)", " ".join(stage.commands))
     return sorted(set(found))
@@ -207,7 +218,7 @@ def to_github_actions(proposal: PipelineProposal) -> dict[str, Any]:
                             for p in stage.cache_paths
                         ),
                         "key": "${{ runner.os }}-"
-                        + job_id(stage.name)
+                        + cache_name(stage)
                         + "-${{ hashFiles("
                         + key_files
                         + ") }}",
@@ -324,9 +335,9 @@ def to_gitlab_ci(proposal: PipelineProposal) -> dict[str, Any]:
         if local_cache:
             prefix = "" if stage.working_directory in ("", ".") else f"{stage.working_directory}/"
             key: Any = (
-                {"files": stage.cache_key_files[:2]}
+                {"files": stage.cache_key_files[:2], "prefix": cache_name(stage)}
                 if stage.cache_key_files
-                else f"{job_id(stage.name)}-deps"
+                else cache_name(stage)
             )
             job["cache"] = {"key": key, "paths": [f"{prefix}{p}/" for p in local_cache]}
         if stage.artifact_paths:

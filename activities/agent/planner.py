@@ -294,6 +294,22 @@ def _python_deps(files: RepoFiles, base: str) -> tuple[set[str], dict[str, Any]]
     return names, pyproject
 
 
+def _python_version(pinned: str | None, requires: str) -> str:
+    """The CI image's Python: .python-version, else the newest one `requires-python` allows."""
+    if pinned and re.match(r"^\s*3\.\d+", pinned):
+        return ".".join(pinned.strip().split(".")[:2])
+    upper = re.search(r"<\s*3\.(\d+)", requires)
+    exact = re.search(r"(?:==|~=)\s*3\.(\d+)", requires)
+    lower = re.search(r">=?\s*3\.(\d+)", requires)
+    if exact:
+        return f"3.{exact.group(1)}"
+    if upper:
+        return f"3.{int(upper.group(1)) - 1}"
+    if lower and int(lower.group(1)) > 12:
+        return f"3.{lower.group(1)}"
+    return "3.12"
+
+
 def detect_python(files: RepoFiles, base: str) -> AppDetection | None:
     manifests = ("pyproject.toml", "requirements.txt", "setup.py", "Pipfile", "manage.py")
     if not any(files.exists(_join(base, m)) for m in manifests):
@@ -339,9 +355,10 @@ def detect_python(files: RepoFiles, base: str) -> AppDetection | None:
         lint = f"{run}flake8"
     else:
         lint = None
-    requires = str((pyproject.get("project") or {}).get("requires-python") or "")
-    minor = re.findall(r"3\.(\d+)", requires)
-    version = f"3.{max(int(m) for m in minor)}" if minor and ">=" not in requires else "3.12"
+    version = _python_version(
+        files.text(_join(base, ".python-version")),
+        str((pyproject.get("project") or {}).get("requires-python") or ""),
+    )
     build: str | None = None
     if framework == "django":
         build = f"{run}python manage.py collectstatic --noinput"
