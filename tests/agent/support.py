@@ -60,7 +60,7 @@ async def agent_worker(
     llm = None
     if anthropic_base_url:
         llm = AnthropicLlm(
-            api_key="test-key", model="claude-sonnet-4-5", base_url=anthropic_base_url
+            api_key="test-key", model="claude-sonnet-4-6", base_url=anthropic_base_url
         )
     acts = AgentActivities(settings, session_maker, create_object_store(settings), llm)
     async with Worker(

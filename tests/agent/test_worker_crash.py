@@ -42,6 +42,7 @@ def _start_worker(
         "FORGELINE_STORAGE_DIR": str(settings.objects_dir),
         "FORGELINE_ALLOW_LOCAL_REPOSITORIES": "true",
         "FORGELINE_ANTHROPIC_API_KEY": "test-key",
+        "FORGELINE_ANTHROPIC_MODEL": "claude-sonnet-4-6",
         "FORGELINE_ANTHROPIC_BASE_URL": llm_url,
         "FORGELINE_LOG_LEVEL": "WARNING",
     }
