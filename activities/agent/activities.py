@@ -562,6 +562,11 @@ class AgentActivities:
                     },
                 )
                 output["pipeline_id"] = str(pid)
+                await projections.remember_framework(
+                    session,
+                    task.project_id,
+                    "monorepo" if analysis.is_monorepo else analysis.primary.framework,
+                )
             if inp.execution_id is not None:
                 await projections.finish_execution(
                     session,

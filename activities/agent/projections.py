@@ -20,7 +20,7 @@ from db.models.agent import AgentExecution, AgentStep, AgentTask, ToolInvocation
 from db.models.billing import UsageRecord
 from db.models.operations import WorkflowExecution
 from db.models.pipelines import Pipeline, PipelineStage
-from db.models.projects import Project
+from db.models.projects import FRAMEWORKS, Project
 from workflows.agent_models import PipelineProposal, ValidationReport
 
 NAMESPACE = uuid.UUID("5b0f3c1e-8f7a-4d61-9a53-6f0c2d7e4a10")
@@ -339,6 +339,29 @@ def stage_columns(stage: Any) -> dict[str, Any]:
         "network_enabled": True,
     }
     return {k: v for k, v in wanted.items() if k in columns}
+
+
+PROJECT_FRAMEWORK = {
+    "static": "static_html",
+    "react-vite": "react",
+    "react-cra": "react",
+    "spring-boot": "spring",
+    "maven": "java",
+    "gradle": "java",
+    "unknown": "other",
+}
+
+
+async def remember_framework(session: AsyncSession, project_id: uuid.UUID, detected: str) -> None:
+    """Fill the project's framework from the analysis, never overwriting what a user set."""
+    value = PROJECT_FRAMEWORK.get(detected, detected)
+    if value not in FRAMEWORKS:
+        value = "other"
+    await session.execute(
+        update(Project)
+        .where(Project.id == project_id, Project.framework.is_(None))
+        .values(framework=value)
+    )
 
 
 async def project_name(session: AsyncSession, project_id: uuid.UUID) -> str | None:

@@ -15,7 +15,7 @@ from temporalio.worker import Replayer
 from db.models.agent import AgentExecution, AgentStep, AgentTask, ToolInvocation
 from db.models.billing import UsageRecord
 from db.models.pipelines import Pipeline, PipelineStage
-from db.models.projects import ProjectFile
+from db.models.projects import Project, ProjectFile
 from db.session import session_scope
 from forgeline.pipeline_export import validate_yaml
 from tests.agent import fake_anthropic
@@ -122,6 +122,9 @@ async def test_planner_generates_validated_pipeline(
     assert stages[0].commands == [{"name": "npm ci", "run": "npm ci"}]
     assert execution.provider == "planner" and execution.status == "completed"
     assert files == 3
+    async with session_maker() as session:
+        project = await session.get(Project, project_id)
+    assert project is not None and project.framework == "nextjs"
     assert validate_yaml(pipeline.github_actions_yaml or "", "github-actions") == []
     assert validate_yaml(pipeline.gitlab_ci_yaml or "", "gitlab-ci") == []
     assert yaml.safe_load(pipeline.gitlab_ci_yaml or "")["build"]["artifacts"]["paths"] == [".next"]
