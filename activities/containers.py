@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,33 +158,58 @@ class ContainerEngine:
             container.kill()
 
     async def stream_logs(self, container: Container) -> AsyncIterator[bytes]:
-        """Follow stdout+stderr until the container stops; the SDK iterator runs in a thread."""
+        """Follow stdout+stderr until the container stops; the SDK iterator runs in a thread.
+
+        The SDK yields small frames; the thread appends them to a deque and wakes the event loop
+        only when it was empty, so a chatty container costs one wake-up per batch, not per frame.
+        """
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
+        frames: deque[bytes | None] = deque()
+        ready = asyncio.Event()
         stop = threading.Event()
+
+        def push(item: bytes | None) -> None:
+            was_empty = not frames
+            frames.append(item)
+            if was_empty:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(ready.set)
 
         def pump() -> None:
             try:
                 for data in container.logs(stream=True, follow=True, stdout=True, stderr=True):
                     if stop.is_set():
                         break
-                    asyncio.run_coroutine_threadsafe(queue.put(data), loop).result()
+                    while len(frames) > 20_000 and not stop.is_set():
+                        time.sleep(0.005)  # the consumer (log storage) is behind: back off
+                    push(data)
             except (DockerException, RuntimeError):
                 pass
             finally:
-                with contextlib.suppress(RuntimeError):
-                    asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+                push(None)
 
         thread = threading.Thread(target=pump, name=f"logs-{container.name}", daemon=True)
         thread.start()
         try:
-            while (item := await queue.get()) is not None:
-                yield item
+            while True:
+                await ready.wait()
+                ready.clear()
+                batch: list[bytes] = []
+                finished = False
+                while frames:
+                    item = frames.popleft()
+                    if item is None:
+                        finished = True
+                        break
+                    batch.append(item)
+                if batch:
+                    yield b"".join(batch)
+                if finished:
+                    return
+                if frames:
+                    ready.set()
         finally:
             stop.set()
-            # Unblock the pump if it is waiting on a full queue.
-            while not queue.empty():
-                queue.get_nowait()
 
     async def wait(self, container: Container) -> int:
         result = await asyncio.to_thread(container.wait)

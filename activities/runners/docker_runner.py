@@ -59,8 +59,9 @@ class DockerRunner(Runner):
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait_for(pump_task, 5)
                 return StageOutcome(exit_code=137, timed_out=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(pump_task, 10)
+            # The log stream ends when the engine has delivered everything: drain it all (a
+            # 50 MB log takes seconds after the container exits), bounded by the stage timeout.
+            await asyncio.wait_for(pump_task, max(60.0, process.timeout_seconds))
             return StageOutcome(exit_code=exit_code)
         finally:
             # On success, failure and cancellation alike: the container does not outlive its stage.
