@@ -275,6 +275,7 @@ class FinishInput(BaseModel):
     tokens_used: int = 0
     steps: int = 0
     llm_error: str | None = None
+    conversation_ref: str | None = None
 
 
 class FinishOutput(BaseModel):

@@ -351,6 +351,7 @@ class AgentTaskWorkflow:
                 tokens_used=state.tokens_used,
                 steps=state.step_number,
                 llm_error=state.llm_error,
+                conversation_ref=state.conversation_ref,
             ),
             result_type=FinishOutput,
             start_to_close_timeout=timedelta(minutes=3),

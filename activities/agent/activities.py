@@ -538,6 +538,8 @@ class AgentActivities:
         if inp.llm_error:
             output["llm_fallback_reason"] = inp.llm_error
         output.update({"steps": inp.steps, "tokens_used": inp.tokens_used})
+        if inp.stop_reason:
+            output["stop_reason"] = inp.stop_reason
         if inp.checkout is not None:
             output["commit_sha"] = inp.checkout.commit_sha
         async with session_scope(self.session_maker) as session:
@@ -574,6 +576,7 @@ class AgentActivities:
                     status={"completed": "completed", "failed": "failed"}.get(status, "cancelled"),
                     reasoning=(inp.final_text or output.get("summary") or None),
                     error=error,
+                    transcript_key=inp.conversation_ref,
                 )
             await projections.finish_task(
                 session, inp.task_id, status=status, output=output, error=error

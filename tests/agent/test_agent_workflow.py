@@ -36,7 +36,14 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {n: write_repo(BY_NAME[n], root, git=True) for n in names}
 
 
-async def _task(session_maker, org_id, project_id, task_type="generate_pipeline", **input_data):
+async def _task(
+    session_maker,
+    org_id,
+    project_id,
+    task_type="generate_pipeline",
+    token_budget=None,
+    **input_data,
+):
     task_id = uuid.uuid4()
     async with session_scope(session_maker) as session:
         session.add(
@@ -46,6 +53,7 @@ async def _task(session_maker, org_id, project_id, task_type="generate_pipeline"
                 project_id=project_id,
                 task_type=task_type,
                 input_data=input_data,
+                token_budget=token_budget,
                 workflow_id=f"agent-task-{task_id}",
             )
         )
@@ -205,6 +213,42 @@ async def test_llm_conversation_with_faults(
     assert len(steps) == 5 and all(s.step_type == "llm_turn" for s in steps)
     assert sorted(t.status for t in tools).count("failed") == 2 and len(tools) == 7
     assert usage == 5
+    assert (await counts(session_maker, task_id))["pipelines"] == 1
+
+
+async def test_token_budget_stops_the_loop_and_planner_finishes(
+    temporal_client, settings, session_maker, task_queue, repos
+):
+    org = await make_org(session_maker)
+    project_id = await make_project(session_maker, org.org_id, str(repos["nextjs-npm"]))
+    task_id = await _task(session_maker, org.org_id, project_id, token_budget=300)
+    script = fake_anthropic.generation_script()
+    with fake_anthropic.serve(script) as url:
+        async with agent_worker(
+            temporal_client, settings, session_maker, task_queue, anthropic_base_url=url
+        ):
+            result = await _run(temporal_client, task_queue, org.org_id, project_id, task_id)
+    assert result.status == "completed", result.error
+    assert result.output["stop_reason"] == "token_budget"
+    assert result.output["tokens_used"] == 300  # two turns of 150, then the budget is spent
+    async with session_maker() as session:
+        execution = (
+            await session.execute(select(AgentExecution).where(AgentExecution.task_id == task_id))
+        ).scalar_one()
+        steps = (
+            (
+                await session.execute(
+                    select(AgentStep.step_type)
+                    .where(AgentStep.execution_id == execution.id)
+                    .order_by(AgentStep.step_number)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    # Honest fallback: the planner's propose/validate are recorded as their own step.
+    assert steps == ["llm_turn", "llm_turn", "planner_fallback"]
+    assert execution.transcript_key and execution.transcript_key.endswith("1-0002.json")
     assert (await counts(session_maker, task_id))["pipelines"] == 1
 
 
