@@ -1,0 +1,151 @@
+"""Crash tests: SIGKILL the worker mid-stage and restart it; restart the Temporal server
+(SQLite-backed) mid-run. The run completes; one execution row per attempt; no gaps in logs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from forgeline.embedded.postgres import free_port
+from forgeline.embedded.temporal import EmbeddedTemporal
+from forgeline.temporal_client import connect_temporal
+from tests.factories import make_org
+from tests.runs.helpers import (
+    by_stage,
+    create_run,
+    executions,
+    log_text,
+    make_pipeline,
+    pipeline_worker,
+    run_row,
+    stage,
+    start,
+    wait_for,
+)
+from tests.runs.test_pipeline_run import process_gone
+
+ROOT = Path(__file__).resolve().parents[2]
+COUNT_SCRIPT = 'i=0; while [ $i -lt 40 ]; do echo "line-$i"; i=$((i+1)); sleep 0.1; done'
+
+
+def spawn_worker(settings, task_queue: str, runner_kind: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "FORGELINE_ENVIRONMENT": "test",
+        "FORGELINE_DATA_DIR": str(settings.data_dir),
+        "FORGELINE_STORAGE_DIR": str(settings.objects_dir),
+        "FORGELINE_DATABASE_URL": settings.database_url,
+        "FORGELINE_TEMPORAL_ADDRESS": settings.temporal_address,
+        "FORGELINE_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
+        "FORGELINE_CONTAINER_RUNNER": runner_kind,
+        "FORGELINE_LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.runs.worker_process", task_queue],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def assert_contiguous(text: str, complete: bool) -> None:
+    lines = [x for x in text.splitlines() if x.startswith("line-")]
+    numbers = [int(x.removeprefix("line-")) for x in lines]
+    assert numbers == list(range(len(numbers))), "gap or duplicate in the log"
+    if complete:
+        assert len(numbers) == 40
+
+
+@pytest.mark.parametrize("runner", ["local", "docker"], indirect=True)
+async def test_sigkill_worker_mid_stage(
+    session_maker, settings, temporal_client, task_queue, runner, request
+) -> None:
+    org = await make_org(session_maker)
+    image = request.getfixturevalue("busybox_image") if runner.kind == "docker" else None
+    pipeline_id = await make_pipeline(
+        session_maker,
+        org.org_id,
+        [stage("count", COUNT_SCRIPT, 0), stage("after", "echo after", 1)],
+        image=image,
+    )
+    run = await create_run(session_maker, settings, org.org_id, pipeline_id)
+    first = spawn_worker(settings, task_queue, runner.kind)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        handle = await start(temporal_client, run, task_queue, heartbeat_seconds=1.0)
+
+        async def mid_stage() -> bool:
+            rows = await executions(session_maker, run.id)
+            return bool(rows) and "line-5" in await log_text(session_maker, rows[0].id)
+
+        await wait_for(mid_stage, timeout=60)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        second = spawn_worker(settings, task_queue, runner.kind)
+        result = await asyncio.wait_for(handle.result(), 120)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert result.status == "success"
+    assert (await run_row(session_maker, run.id)).status == "success"
+    rows = by_stage(await executions(session_maker, run.id))
+    attempts = [(r.attempt, r.status) for r in rows["count"]]
+    assert attempts == [(1, "failed"), (2, "success")]
+    assert rows["count"][0].error == "worker lost during the attempt"
+    assert_contiguous(await log_text(session_maker, rows["count"][0].id), complete=False)
+    assert_contiguous(await log_text(session_maker, rows["count"][1].id), complete=True)
+    assert [r.attempt for r in rows["after"]] == [1]
+    # The orphan of attempt 1 (its process group / container) was removed by attempt 2.
+    from activities.runners import process_name
+
+    assert await process_gone(runner, process_name(str(run.id), "count", 1))
+
+
+async def test_temporal_server_restart_mid_run(
+    session_maker, settings, task_queue, tmp_path
+) -> None:
+    from activities.runners.local_runner import LocalProcessRunner
+
+    server = EmbeddedTemporal(tmp_path / "temporal", port=free_port(), ui_port=None)
+    await asyncio.to_thread(server.start)
+    try:
+        await server.wait_ready()
+        client = await connect_temporal(settings, target=server.address)
+        org = await make_org(session_maker)
+        pipeline_id = await make_pipeline(
+            session_maker,
+            org.org_id,
+            [stage("count", COUNT_SCRIPT, 0), stage("after", "echo after", 1)],
+        )
+        run = await create_run(session_maker, settings, org.org_id, pipeline_id)
+        runner = LocalProcessRunner(tmp_path / "state")
+        async with pipeline_worker(client, task_queue, settings, session_maker, runner):
+            handle = await start(client, run, task_queue, heartbeat_seconds=2.0)
+
+            async def mid_stage() -> bool:
+                rows = await executions(session_maker, run.id)
+                return bool(rows) and "line-3" in await log_text(session_maker, rows[0].id)
+
+            await wait_for(mid_stage, timeout=60)
+            await asyncio.to_thread(server.stop)
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(server.start)
+            await server.wait_ready()
+            result = await asyncio.wait_for(handle.result(), 120)
+        assert result.status == "success"
+        rows = by_stage(await executions(session_maker, run.id))
+        assert rows["count"][-1].status == "success"
+        assert_contiguous(await log_text(session_maker, rows["count"][-1].id), complete=True)
+        assert rows["after"][0].status == "success"
+        assert (await run_row(session_maker, run.id)).status == "success"
+    finally:
+        await asyncio.to_thread(server.stop)

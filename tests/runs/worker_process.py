@@ -1,0 +1,30 @@
+"""A pipelines worker in its own process, for crash tests: `python -m tests.runs.worker_process
+TASK_QUEUE` with settings from FORGELINE_* environment variables. Runs until killed."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from temporalio.worker import Worker
+
+from activities.deps import WorkerDeps
+from activities.pipelines.registration import WORKFLOWS, pipeline_activities
+from db.session import create_engine, create_session_maker
+from forgeline.settings import Settings
+from forgeline.temporal_client import connect_temporal
+
+
+async def main(task_queue: str) -> None:
+    settings = Settings()
+    engine = create_engine(settings)
+    client = await connect_temporal(settings)
+    deps = WorkerDeps(settings, create_session_maker(engine), client)
+    activities, _ = pipeline_activities(deps)
+    worker = Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=activities)
+    print("worker ready", flush=True)
+    await worker.run()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))
