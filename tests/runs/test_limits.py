@@ -104,6 +104,6 @@ async def test_50mb_log_moves_to_object_store_without_loss(
                 .select_from(StageLogChunk)
                 .where(StageLogChunk.stage_execution_id == row.id)
             )
-        return n == 0
+        return bool(n == 0)
 
     await wait_for(chunks_gone, timeout=5)
