@@ -341,7 +341,8 @@ def detect_python(files: RepoFiles, base: str) -> AppDetection | None:
     if framework != "python":
         evidence.append(f"dependency {framework}")
 
-    if "pytest" in deps or files.exists(_join(base, "pytest.ini")) or "pytest" in tool:
+    uses_pytest = "pytest" in deps or any(d.startswith("pytest-") for d in deps)
+    if uses_pytest or files.exists(_join(base, "pytest.ini")) or "pytest" in tool:
         test: str | None = f"{run}pytest"
     elif framework == "django":
         test = f"{run}python manage.py test"
