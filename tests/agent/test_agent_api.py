@@ -31,9 +31,10 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 async def _tasks_of(session_maker, project_id) -> int:
     async with session_maker() as session:
-        return (
+        count: int = (
             await session.execute(select(func.count()).where(AgentTask.project_id == project_id))
         ).scalar_one()
+        return count
 
 
 async def _wait(temporal_client, task_id: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -37,13 +38,13 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 async def _task(
-    session_maker,
-    org_id,
-    project_id,
-    task_type="generate_pipeline",
-    token_budget=None,
-    **input_data,
-):
+    session_maker: Any,
+    org_id: uuid.UUID,
+    project_id: uuid.UUID,
+    task_type: str = "generate_pipeline",
+    token_budget: int | None = None,
+    **input_data: Any,
+) -> uuid.UUID:
     task_id = uuid.uuid4()
     async with session_scope(session_maker) as session:
         session.add(

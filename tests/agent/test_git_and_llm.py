@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import anthropic
-import httpx
+import httpx2 as httpx  # the HTTP client the anthropic SDK is built on
 import pytest
 
 from activities.agent.llm import cost_of, to_application_error

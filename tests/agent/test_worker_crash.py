@@ -59,9 +59,10 @@ def _start_worker(
 async def _steps(session_maker, task_id) -> int:
     async with session_maker() as session:
         execs = select(AgentExecution.id).where(AgentExecution.task_id == task_id)
-        return (
+        count: int = (
             await session.execute(select(func.count()).where(AgentStep.execution_id.in_(execs)))
         ).scalar_one()
+        return count
 
 
 async def test_kill_worker_mid_loop(temporal_client, settings, session_maker, task_queue, tmp_path):
