@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import uuid
 from typing import Any
@@ -107,6 +108,9 @@ async def create_task(
         ).first()
         if run is None:
             raise NotFound("pipeline run not found in this project", resource_type="pipeline_run")
+    if body.task_type == "generate_pipeline":
+        # The generated pipeline counts against the plan: refuse before any work starts.
+        await _enforce_pipeline_limit(session, principal.organization_id, project.id)
     task_id = uuid.uuid4()
     task = AgentTask(
         id=task_id,
@@ -134,6 +138,18 @@ async def create_task(
         metadata={"project_id": str(project.id)},
     )
     return task
+
+
+async def _enforce_pipeline_limit(
+    session: AsyncSession, organization_id: uuid.UUID, project_id: uuid.UUID
+) -> None:
+    try:
+        limits = importlib.import_module("api.billing.limits")
+    except ModuleNotFoundError:  # billing not installed in this build
+        return
+    await limits.enforce_limit(
+        session, organization_id, "pipelines_per_project", project_id=project_id
+    )
 
 
 async def start_task_workflow(

@@ -266,3 +266,38 @@ async def test_troubleshoot_failed_run(api_client, temporal_client, settings, se
     assert out["diagnosis"][0]["cause"] == "the lockfile is out of sync with the manifest"
     assert "frozen-lockfile" in out["diagnosis"][0]["evidence"][0]
     assert out["proposed_pipeline"]["stages"][0]["name"] == "install"
+
+
+async def test_pipeline_plan_limit_refuses_generation(api_client, session_maker, repos):
+    """On Free (2 pipelines per project) a third generation is a 402 and writes nothing."""
+    from sqlalchemy import delete
+
+    from db.models.billing import Plan, Subscription
+    from db.seed import seed_reference_data
+
+    org = await make_org(session_maker)
+    project_id = await make_project(session_maker, org.org_id, str(repos["go-service"]))
+    async with session_scope(session_maker) as session:
+        await seed_reference_data(session)
+        for i in range(2):
+            session.add(Pipeline(project_id=project_id, organization_id=org.org_id, name=f"p{i}"))
+    try:
+        resp = await api_client.post(
+            f"/v1/projects/{project_id}/agent-tasks",
+            json={"task_type": "generate_pipeline"},
+            headers=org.headers,
+        )
+        analyze = await api_client.post(
+            f"/v1/projects/{project_id}/agent-tasks",
+            json={"task_type": "analyze_repo"},
+            headers=org.headers,
+        )
+    finally:
+        async with session_scope(session_maker) as session:
+            await session.execute(delete(Subscription))
+            await session.execute(delete(Plan))
+    assert resp.status_code == 402, resp.text
+    assert resp.json()["limit"] == "pipelines_per_project"
+    assert analyze.status_code == 202  # analysis creates no pipeline: not limited
+    assert await _tasks_of(session_maker, project_id) == 1
+    await api_client.post(f"/v1/agent-tasks/{analyze.json()['id']}/cancel", headers=org.headers)
