@@ -40,7 +40,7 @@ TOOL_SCHEMAS: list[dict[str, Any]] = [
     },
     {
         "name": "read_file",
-        "description": "Read one text file of the repository (first 64 KB at most).",
+        "description": "Read one text file of the repository (first 32 KB at most).",
         "input_schema": {
             "type": "object",
             "properties": {"path": {"type": "string"}},

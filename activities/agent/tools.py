@@ -25,9 +25,9 @@ from workflows.agent_models import (
     ValidationReport,
 )
 
-MAX_READ_BYTES = 64 * 1024
+MAX_READ_BYTES = 32 * 1024
 MAX_LIST = 500
-MAX_CONTENT_CHARS = 16_000
+MAX_CONTENT_CHARS = 40_000
 REPO_TOOLS = (
     "list_files",
     "read_file",
@@ -145,7 +145,7 @@ class AgentToolbox:
         if b"\x00" in raw[:8192]:
             return ToolResult(ok=False, content=f"{rel} is a binary file", summary="binary")
         text = raw[:MAX_READ_BYTES].decode("utf-8", errors="replace")
-        note = "\n... (truncated at 64 KB)" if len(raw) > MAX_READ_BYTES else ""
+        note = "\n... (truncated at 32 KB)" if len(raw) > MAX_READ_BYTES else ""
         return ToolResult(
             ok=True, content=_content(text + note), summary=f"{min(len(raw), MAX_READ_BYTES)} bytes"
         )
