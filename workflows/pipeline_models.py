@@ -97,8 +97,9 @@ class PipelineRunInput(_Model):
     pipeline_id: str
     project_id: str
     organization_id: str | None = None
-    # Seconds between stage heartbeats (and 3x this is the heartbeat timeout).
-    heartbeat_seconds: float = 2.0
+    # 3x this is the stage heartbeat timeout: how fast a dead worker is noticed. Not lower by
+    # default: an overloaded worker's event loop can delay heartbeats by seconds.
+    heartbeat_seconds: float = 5.0
 
 
 class RunPlan(_Model):

@@ -156,7 +156,7 @@ async def start_run_workflow(
     run: PipelineRun,
     *,
     task_queue: str = PIPELINES_TASK_QUEUE,
-    heartbeat_seconds: float = 2.0,
+    heartbeat_seconds: float = 5.0,
 ) -> WorkflowHandle[Any, Any]:
     """Start after the row is committed; starting twice is harmless."""
     wf_id = pipeline_run_workflow_id(str(run.id))

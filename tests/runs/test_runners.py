@@ -134,3 +134,16 @@ def test_local_runner_is_not_leaking_pidfiles(tmp_path: Path) -> None:
     runner = LocalProcessRunner(tmp_path / "state")
     asyncio.run(runner.run(spec(tmp_path, "true"), Collected()))
     assert os.listdir(runner.pid_dir) == []
+
+
+async def test_local_runner_applies_resource_limits(tmp_path: Path) -> None:
+    from activities.runners.local_runner import LocalProcessRunner
+
+    out = Collected()
+    runner = LocalProcessRunner(tmp_path / "state")
+    result = await runner.run(
+        spec(tmp_path, "ulimit -t; ulimit -c; ulimit -v", timeout=20, memory_mb=512), out
+    )
+    assert result.exit_code == 0
+    cpu, core, vmem = out.text.split()
+    assert cpu == "25" and core == "0" and vmem == str(512 * 1024)

@@ -1,0 +1,252 @@
+"""Pipeline runs: N no-op stages (N = 1, 5, 20) against the bare chain of N activities measured in
+the same run, then 200 concurrent runs (runs/minute, p95) against 200 concurrent bare chains.
+A history breakdown of one run says where the overhead goes.
+
+Run alone: `uv run python -m bench.run --only runs --skip-baseline`.
+Repeats: FORGELINE_BENCH_RUNS_REPEATS (10); concurrent runs: FORGELINE_BENCH_RUNS_CONCURRENT (200).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections import defaultdict
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.deps import WorkerDeps
+from activities.pipelines.registration import WORKFLOWS, pipeline_activities
+from activities.runners.local_runner import LocalProcessRunner
+from api.runs import service
+from api.runs.schemas import RunCreate
+from bench.baseline import measure_chain, percentile
+from bench.context import BenchContext, BenchRow
+from db.models.accounts import Organization
+from db.models.pipelines import Pipeline, PipelineStage
+from db.models.projects import Project
+from db.session import create_engine, create_session_maker, session_scope
+from forgeline.settings import Settings
+
+REPEATS = int(os.environ.get("FORGELINE_BENCH_RUNS_REPEATS", "10"))
+CONCURRENT = int(os.environ.get("FORGELINE_BENCH_RUNS_CONCURRENT", "200"))
+CONCURRENT_ACTIVITIES = int(os.environ.get("FORGELINE_BENCH_RUNS_ACTIVITIES", "40"))
+
+
+def log(message: str) -> None:
+    print(f"  runs: {message}", file=sys.stderr, flush=True)
+
+
+async def make_pipeline(session_maker, org_id: uuid.UUID, n: int) -> uuid.UUID:
+    suffix = uuid.uuid4().hex[:8]
+    async with session_scope(session_maker) as session:
+        project = Project(
+            id=uuid.uuid4(),
+            organization_id=org_id,
+            name=suffix,
+            slug=f"b-{suffix}",
+            project_type="api",
+        )
+        session.add(project)
+        await session.flush()
+        pipeline = Pipeline(
+            id=uuid.uuid4(), project_id=project.id, organization_id=org_id, name=f"noop-{n}"
+        )
+        session.add(pipeline)
+        await session.flush()
+        for i in range(n):
+            session.add(
+                PipelineStage(
+                    id=uuid.uuid4(),
+                    pipeline_id=pipeline.id,
+                    name=f"s{i}",
+                    position=i,
+                    stage_type="custom",
+                    commands=[{"run": "true"}],
+                )
+            )
+    return pipeline.id
+
+
+async def one_run(client: Client, session_maker, settings, org_id, pipeline_id, queue) -> float:
+    async with session_scope(session_maker) as session:
+        run = await service.create_run(
+            session, settings, organization_id=org_id, pipeline_id=pipeline_id, body=RunCreate()
+        )
+    started = time.perf_counter()
+    handle = await service.start_run_workflow(client, run, task_queue=queue)
+    result = await handle.result()
+    assert result.status == "success", result
+    return (time.perf_counter() - started) * 1000
+
+
+async def breakdown(client: Client, workflow_id: str) -> str:
+    """Mean ms per activity type (scheduled → completed) in one run's history."""
+    scheduled: dict[int, tuple[str, float]] = {}
+    spent: dict[str, list[float]] = defaultdict(list)
+    wft: list[float] = []
+    wft_started = 0.0
+    gaps: list[float] = []
+    last_completed: float | None = None
+    events = 0
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        events += 1
+        ts = event.event_time.ToDatetime().timestamp() * 1000
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            wft_started = ts
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            wft.append(ts - wft_started)
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            if last_completed is not None:
+                gaps.append(ts - last_completed)
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled[event.event_id] = (name, ts)
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            sched_id = event.activity_task_completed_event_attributes.scheduled_event_id
+            name, t0 = scheduled[sched_id]
+            spent[name].append(ts - t0)
+            last_completed = ts
+    parts = [f"{k} {statistics.fmean(v):.0f}ms x{len(v)}" for k, v in spent.items()]
+    return (
+        f"{events} history events; activity scheduled->completed: "
+        + ", ".join(parts)
+        + f"; workflow task started->completed {statistics.fmean(wft):.1f}ms x{len(wft)}"
+        + f"; activity completed->next scheduled {statistics.fmean(gaps or [0]):.1f}ms"
+    )
+
+
+async def run(ctx: BenchContext) -> list[BenchRow]:
+    url = await ctx.database_url()
+    settings = Settings(
+        data_dir=ctx.work_dir / "runs-data",
+        database_url=url,
+        temporal_address=ctx.temporal_address,
+        log_level="WARNING",
+        db_pool_size=20,
+        db_max_overflow=20,
+    )
+    engine = create_engine(settings, url=url)
+    session_maker = create_session_maker(engine)
+    org_id = uuid.uuid4()
+    async with session_scope(session_maker) as session:
+        session.add(
+            Organization(
+                id=org_id,
+                name="bench",
+                slug=f"bench-{org_id.hex[:8]}",
+                settings={"concurrent_builds": 1000},
+            )
+        )
+    queue = f"bench-runs-{uuid.uuid4()}"
+    deps = WorkerDeps(settings, session_maker, ctx.client)
+    runner = LocalProcessRunner(settings.data_dir / "runner")
+    activities, _ = pipeline_activities(deps, runner=runner)
+    rows: list[BenchRow] = []
+    try:
+        async with Worker(
+            ctx.client,
+            task_queue=queue,
+            workflows=WORKFLOWS,
+            activities=activities,
+            # Bounded, as DESIGN.md advises: past this the worker's event loop (process
+            # spawns, DB writes) starves heartbeats; queued activities wait in Temporal instead.
+            max_concurrent_activities=CONCURRENT_ACTIVITIES,
+        ):
+            for n in (1, 5, 20):
+                chain = await ctx.chain(n)
+                pipeline_id = await make_pipeline(session_maker, org_id, n)
+                for _ in range(2):  # warm-up
+                    await one_run(ctx.client, session_maker, settings, org_id, pipeline_id, queue)
+                samples = [
+                    await one_run(ctx.client, session_maker, settings, org_id, pipeline_id, queue)
+                    for _ in range(REPEATS)
+                ]
+                p50 = statistics.median(samples)
+                log(f"N={n}: p50 {p50:.0f} ms vs chain {chain.p50_ms:.0f} ms")
+                rows.append(
+                    BenchRow(
+                        f"pipeline run, {n} no-op stages",
+                        "latency p50",
+                        p50,
+                        baseline=chain.p50_ms,
+                        note=f"chain of {n} activities",
+                    )
+                )
+                rows.append(
+                    BenchRow(
+                        f"pipeline run, {n} no-op stages",
+                        "latency p95",
+                        percentile(samples, 0.95),
+                        baseline=chain.p95_ms,
+                    )
+                )
+                # Same activity count as the run (N stages + 5 bookkeeping activities).
+                equal = await measure_chain(ctx.client, n + 5, 5, throughput_workflows=0)
+                rows.append(
+                    BenchRow(
+                        f"pipeline run, {n} no-op stages",
+                        "latency p50 vs N+5 chain",
+                        p50,
+                        baseline=equal.p50_ms,
+                        note="same number of activities",
+                    )
+                )
+            async with session_maker() as session:
+                from sqlalchemy import select
+
+                from db.models.pipelines import PipelineRun
+
+                last = await session.scalar(
+                    select(PipelineRun.workflow_id)
+                    .where(PipelineRun.organization_id == org_id)
+                    .order_by(PipelineRun.created_at.desc())
+                    .limit(1)
+                )
+            if last:
+                log("breakdown (N=20): " + await breakdown(ctx.client, last))
+
+            # Throughput: CONCURRENT runs of 5 stages in flight at once.
+            pipeline_id = await make_pipeline(session_maker, org_id, 5)
+            started = time.perf_counter()
+            samples = await asyncio.gather(
+                *(
+                    one_run(ctx.client, session_maker, settings, org_id, pipeline_id, queue)
+                    for _ in range(CONCURRENT)
+                )
+            )
+            elapsed = time.perf_counter() - started
+        chain_tp = await measure_chain(
+            ctx.client, 5, 3, concurrency=CONCURRENT, throughput_workflows=CONCURRENT
+        )
+        per_minute = CONCURRENT / elapsed * 60
+        base_per_minute = (chain_tp.throughput_wps or 0) * 60
+        log(
+            f"{CONCURRENT} concurrent: {per_minute:.0f} runs/min "
+            f"vs {base_per_minute:.0f} chains/min"
+        )
+        rows.append(
+            BenchRow(
+                f"{CONCURRENT} concurrent runs, 5 stages",
+                "throughput",
+                per_minute,
+                unit="runs/min",
+                baseline=base_per_minute,
+                note="bare 5-chains/min",
+            )
+        )
+        rows.append(
+            BenchRow(
+                f"{CONCURRENT} concurrent runs, 5 stages",
+                "end-to-end p95",
+                percentile(list(samples), 0.95),
+                note=f"p50 {statistics.median(samples):.0f} ms",
+            )
+        )
+    finally:
+        await engine.dispose()
+    return rows
