@@ -10,6 +10,8 @@ balancer a key could get up to N x its limit; the step up then is a Postgres fix
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 import uuid
@@ -23,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from db.models.accounts import ApiKey
 
 WINDOW_SECONDS = 60.0
+
+log = logging.getLogger(__name__)
 
 
 class SlidingWindowRateLimiter:
@@ -53,7 +57,10 @@ class LastUsedThrottle:
     """Writes `api_keys.last_used_at` at most once per `interval` per key and process.
 
     Its own short transaction, never the request's: an UPDATE there would hold the key row's
-    lock for the whole request and serialise every concurrent request of that key.
+    lock for the whole request and serialise every concurrent request of that key. The write
+    runs as a background task the request does not await: awaiting it would make each request
+    hold two pooled connections at once, and a burst of keys refreshing together would then
+    exhaust the pool and stall every request until the pool timeout.
     """
 
     def __init__(
@@ -67,6 +74,7 @@ class LastUsedThrottle:
         self._interval = interval_seconds
         self._clock = clock
         self._last: dict[uuid.UUID, float] = {}
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def touch(self, key_id: uuid.UUID) -> None:
         now = self._clock()
@@ -74,16 +82,31 @@ class LastUsedThrottle:
         if last is not None and now - last < self._interval:
             return
         self._last[key_id] = now
-        async with self._session_maker() as session:
-            await session.execute(
-                update(ApiKey)
-                .where(
-                    ApiKey.id == key_id,
-                    or_(
-                        ApiKey.last_used_at.is_(None),
-                        ApiKey.last_used_at < func.now() - timedelta(seconds=self._interval),
-                    ),
+        task = asyncio.create_task(self._write(key_id))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait for the writes in flight (at shutdown, and in tests)."""
+        if self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    async def _write(self, key_id: uuid.UUID) -> None:
+        try:
+            async with self._session_maker() as session:
+                await session.execute(
+                    update(ApiKey)
+                    .where(
+                        ApiKey.id == key_id,
+                        or_(
+                            ApiKey.last_used_at.is_(None),
+                            ApiKey.last_used_at < func.now() - timedelta(seconds=self._interval),
+                        ),
+                    )
+                    .values(last_used_at=func.now())
                 )
-                .values(last_used_at=func.now())
-            )
-            await session.commit()
+                await session.commit()
+        except Exception:
+            # Best effort: a missed refresh is retried after the next interval.
+            self._last.pop(key_id, None)
+            log.warning("could not refresh last_used_at for API key %s", key_id, exc_info=True)

@@ -41,7 +41,7 @@ def test_role_caps_scopes():
     assert "admin" not in effective_scopes("member", ["admin"])
 
 
-async def test_create_list_use_and_revoke(api_client, session_maker):
+async def test_create_list_use_and_revoke(app, api_client, session_maker):
     org = await make_org(session_maker)
     created = await api_client.post(
         "/v1/api-keys",
@@ -70,6 +70,7 @@ async def test_create_list_use_and_revoke(api_client, session_maker):
     denied = await api_client.get("/v1/api-keys", headers=bearer(raw))
     assert denied.status_code == 403 and denied.json()["required_scope"] == "admin"
 
+    await app.state.last_used.drain()  # the refresh is written in the background
     async with session_maker() as session:
         row = await session.get(ApiKey, uuid.UUID(body["id"]))
         assert row is not None and row.last_used_at is not None
