@@ -23,6 +23,7 @@ from api.accounts import security
 from api.accounts.scopes import ALL_SCOPES
 from api.accounts.service import create_organization_with_owner, insert_api_key, utcnow
 from api.audit import write_audit
+from api.billing.free_plan import ensure_free_subscription
 from db.models.accounts import ApiKey, Organization, OrganizationMember, User
 from forgeline.settings import Settings
 
@@ -105,6 +106,9 @@ async def ensure_bootstrap(
             await session.execute(select(Organization).where(Organization.slug == org_slug))
         ).scalar_one_or_none()
         if org is not None:
+            # Also on later runs: plans seeded after the first bootstrap, or a subscription that
+            # ended without a Free successor, still leave the organization on Free.
+            await ensure_free_subscription(session, org.id)
             raw = str(saved.get("api_key") or "")
             if saved.get("org_id") == str(org.id) and await _key_still_valid(session, raw, org.id):
                 return BootstrapResult(
@@ -152,6 +156,7 @@ async def ensure_bootstrap(
                 password_hash=security.hash_password(password),
             )
             org, email = made.organization, made.user.email
+            await ensure_free_subscription(session, org.id)
             key, raw = await insert_api_key(
                 session,
                 organization_id=org.id,

@@ -27,6 +27,8 @@ from api.accounts.repository import (
 )
 from api.accounts.scopes import ROLE_RANK, effective_scopes, expand
 from api.audit import write_audit
+from api.billing.free_plan import ensure_free_subscription
+from api.billing.limits import enforce_limit
 from api.deps import Principal
 from db.models.accounts import (
     ApiKey,
@@ -267,6 +269,8 @@ async def signup(
         name=name,
         password_hash=security.hash_password(password),
     )
+    # New organizations start on Free (when plans are seeded), so they are billed and limited.
+    await ensure_free_subscription(session, created.organization.id)
     user_session, raw = await _new_session(
         session, request, created.user, created.organization.id, mfa_verified=False
     )
@@ -581,6 +585,8 @@ async def add_member(
     invite: bool = False,
 ) -> tuple[OrganizationMember, User]:
     _check_role_change_allowed(principal, role)
+    # Before any write: an invitation over the plan's member limit creates no user either.
+    await enforce_limit(session, principal.organization_id, "team_members")
     users = UserRepository(session)
     user = await users.get_by_email(email)
     invited = False

@@ -1,0 +1,183 @@
+"""New organizations start on Free (sign-up, bootstrap); a manual run invoices the bootstrap
+organization; members are limited by the plan (402, nothing written)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from activities.billing.pricing import Period
+from api.accounts.bootstrap import ensure_bootstrap
+from db.models.accounts import Notification, OrganizationMember, User
+from db.models.billing import LIVE_SUBSCRIPTION_STATUSES, Invoice, Plan, Subscription
+from db.models.operations import WorkflowExecution
+from forgeline.settings import BILLING_TASK_QUEUE, Settings
+from tests.billing.conftest import billing_worker
+from tests.factories import make_org
+
+
+async def _live_subscriptions(session_maker, org_id: uuid.UUID) -> list[tuple[str, str]]:
+    async with session_maker() as session:
+        rows = await session.execute(
+            select(Plan.slug, Subscription.status)
+            .join(Plan, Plan.id == Subscription.plan_id)
+            .where(
+                Subscription.organization_id == org_id,
+                Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES),
+            )
+        )
+        return [(row.slug, row.status) for row in rows]
+
+
+async def _signup(api_client) -> uuid.UUID:
+    suffix = uuid.uuid4().hex[:8]
+    response = await api_client.post(
+        "/v1/auth/signup",
+        json={
+            "email": f"free-{suffix}@example.com",
+            "password": "a long enough password",
+            "name": "Free Person",
+            "organization_name": f"Free {suffix}",
+        },
+    )
+    assert response.status_code == 201, response.text
+    return uuid.UUID(response.json()["organization"]["id"])
+
+
+async def test_signup_without_plans_creates_no_subscription(api_client, session_maker):
+    # Runs before this module seeds plans (the `plans` fixture is first requested below).
+    async with session_maker() as session:
+        if await session.scalar(select(func.count()).select_from(Plan)):
+            pytest.skip("another suite left plans seeded in this database")
+    org_id = await _signup(api_client)
+    assert await _live_subscriptions(session_maker, org_id) == []
+
+
+async def test_signup_starts_on_free_for_the_current_month(api_client, session_maker, plans):
+    org_id = await _signup(api_client)
+    assert await _live_subscriptions(session_maker, org_id) == [("free", "active")]
+    async with session_maker() as session:
+        query = select(Subscription).where(Subscription.organization_id == org_id)
+        sub = (await session.scalars(query)).one()
+    month = Period.containing(datetime.now(UTC))
+    assert month.start <= sub.current_period_start <= datetime.now(UTC)
+    assert sub.current_period_end == month.end
+
+
+@pytest.fixture
+def boot_settings(settings: Settings, tmp_path) -> Settings:
+    return settings.model_copy(update={"data_dir": tmp_path})
+
+
+async def test_bootstrap_org_is_on_free_and_a_manual_run_invoices_it(
+    api_client, session_maker, temporal_client, plans, boot_settings
+):
+    slug = f"boot-{uuid.uuid4().hex[:8]}"
+    email = f"{slug}@example.com"
+    first = await ensure_bootstrap(session_maker, boot_settings, org_slug=slug, owner_email=email)
+    again = await ensure_bootstrap(session_maker, boot_settings, org_slug=slug, owner_email=email)
+    assert first.created and not again.created and again.org_id == first.org_id
+    # Idempotent: one live Free subscription however often `make run` bootstraps.
+    assert await _live_subscriptions(session_maker, first.org_id) == [("free", "active")]
+
+    headers = {"Authorization": f"Bearer {first.api_key}"}
+    async with billing_worker(temporal_client, BILLING_TASK_QUEUE, session_maker, None):
+        run = await api_client.post("/v1/billing/invoices/run", headers=headers, json={})
+        assert run.status_code == 202, run.text
+        await temporal_client.get_workflow_handle(run.json()["workflow_id"]).result()
+    period = Period.containing(datetime.now(UTC))
+    assert run.json()["period"] == period.key
+    async with session_maker() as session:
+        invoice = (
+            await session.scalars(select(Invoice).where(Invoice.organization_id == first.org_id))
+        ).one()
+        execution = (
+            await session.scalars(
+                select(WorkflowExecution).where(
+                    WorkflowExecution.workflow_id == run.json()["workflow_id"]
+                )
+            )
+        ).one()
+    assert invoice.period_start == period.start
+    assert (invoice.total, invoice.status) == (0, "paid")
+    assert invoice.line_items[0]["description"].startswith("Free plan")
+    assert execution.status == "completed"
+    # The period closed; the organization stays on Free for the next one.
+    assert await _live_subscriptions(session_maker, first.org_id) == [("free", "active")]
+    third = await ensure_bootstrap(session_maker, boot_settings, org_slug=slug, owner_email=email)
+    assert third.api_key == first.api_key
+    assert await _live_subscriptions(session_maker, first.org_id) == [("free", "active")]
+
+
+async def _member_rows(session_maker, org_id: uuid.UUID) -> int:
+    async with session_maker() as session:
+        return int(
+            await session.scalar(
+                select(func.count()).where(OrganizationMember.organization_id == org_id)
+            )
+            or 0
+        )
+
+
+async def test_members_are_limited_by_the_plan(api_client, session_maker, plans):
+    org = await make_org(session_maker)  # the owner: 1 of Free's 2 members
+    invited = await api_client.post(
+        "/v1/members/invitations",
+        headers=org.headers,
+        json={"email": f"second-{uuid.uuid4().hex[:8]}@example.com", "role": "member"},
+    )
+    assert invited.status_code == 201, invited.text
+
+    over_email = f"third-{uuid.uuid4().hex[:8]}@example.com"
+    refused = await api_client.post(
+        "/v1/members/invitations",
+        headers=org.headers,
+        json={"email": over_email, "role": "member"},
+    )
+    assert refused.status_code == 402, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    problem = refused.json()
+    assert (problem["limit"], problem["plan"], problem["maximum"]) == ("team_members", "free", 2)
+    assert "Free" in problem["detail"]
+
+    # Adding an existing user is refused the same way.
+    other = await make_org(session_maker)
+    added = await api_client.post(
+        "/v1/members", headers=org.headers, json={"email": other.email, "role": "viewer"}
+    )
+    assert added.status_code == 402, added.text
+    assert added.json()["limit"] == "team_members"
+
+    # Nothing written: no user for the refused invitation, no membership, no notification.
+    assert await _member_rows(session_maker, org.org_id) == 2
+    async with session_maker() as session:
+        assert await session.scalar(select(User.id).where(User.email == over_email)) is None
+        assert (
+            await session.scalar(
+                select(func.count()).where(
+                    Notification.user_id == other.user_id,
+                    Notification.organization_id == org.org_id,
+                )
+            )
+            == 0
+        )
+
+    # On a plan with room, the same request succeeds.
+    async with session_maker() as session, session.begin():
+        session.add(
+            Subscription(
+                organization_id=org.org_id,
+                plan_id=plans["pro"].id,
+                status="active",
+                current_period_start=datetime.now(UTC),
+                current_period_end=Period.containing(datetime.now(UTC)).end,
+            )
+        )
+    added = await api_client.post(
+        "/v1/members", headers=org.headers, json={"email": other.email, "role": "viewer"}
+    )
+    assert added.status_code == 201, added.text
+    assert await _member_rows(session_maker, org.org_id) == 3
