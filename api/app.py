@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.accounts.rate_limit import LastUsedThrottle, SlidingWindowRateLimiter
+from api.billing.request_meter import ApiRequestMeter
 from api.errors import ServiceUnavailable, install_error_handlers, install_problem_openapi
 from api.health import router as health_router
 from api.middleware import (
@@ -100,6 +101,8 @@ def create_app(
     temporal = TemporalConnection(settings)
     if temporal_client is not None:
         temporal.set_client(temporal_client)
+    # api_requests usage: counted in memory by the auth dependency, written by the lifespan.
+    meter = ApiRequestMeter(session_maker)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -109,10 +112,14 @@ def create_app(
                 await temporal.get()
 
         warm = asyncio.create_task(warm_temporal())
+        flusher = asyncio.create_task(meter.run())
         try:
             yield
         finally:
             warm.cancel()
+            # Before the engine goes: the last counted requests are written at clean shutdown.
+            await meter.close(flusher)
+            await app.state.last_used.drain()
             if engine is not None:
                 await engine.dispose()
 
@@ -131,6 +138,7 @@ def create_app(
     # Credential guessing: attempts per email per minute on login and password-reset requests.
     app.state.login_limiter = SlidingWindowRateLimiter()
     app.state.last_used = LastUsedThrottle(session_maker)
+    app.state.api_meter = meter
 
     install_error_handlers(app)
     # Added innermost first: the request context wraps everything, so even a 413 carries an ID.

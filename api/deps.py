@@ -105,6 +105,10 @@ async def get_principal(
         raise Unauthorized("Missing bearer token (Authorization: Bearer <API key or session>)")
     principal = await authenticate_bearer(session, request, credentials.credentials.strip())
     request.state.principal = principal
+    # Once per authenticated request (the principal is cached above): api_requests metering.
+    meter = getattr(request.app.state, "api_meter", None)
+    if meter is not None:
+        meter.count(principal.organization_id)
     return principal
 
 
