@@ -3,11 +3,12 @@ BillingCycleWorkflow is what the monthly Schedule starts: one BillingWorkflow pe
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.billing.invoicing import BillingActivities
@@ -19,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
         BillingResult,
         ChargeRequest,
         ChargeResult,
+        CloseExecutionRequest,
         EndSubscriptionRequest,
         InvoiceRequest,
         InvoiceSummary,
@@ -46,6 +48,10 @@ STRIPE_RETRY = RetryPolicy(
     non_retryable_error_types=["PaymentDeclined", "StripeRequestRejected", "LookupError"],
 )
 
+# A run that fails or is cancelled closes its workflow_executions row (added after histories
+# were recorded; replays of runs that failed without it take the old path).
+CLOSE_ON_FAILURE_PATCH = "billing-execution-closed-on-failure"
+
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 
 
@@ -68,6 +74,38 @@ class BillingWorkflow:
 
     @workflow.run
     async def run(self, params: BillingInput) -> BillingResult:
+        try:
+            return await self._run(params)
+        except (FailureError, asyncio.CancelledError) as error:
+            # Only on this failure path, so recorded successful histories replay unchanged.
+            if workflow.patched(CLOSE_ON_FAILURE_PATCH):
+                await self._close_failed(params, error)
+            raise
+
+    async def _close_failed(self, params: BillingInput, error: BaseException) -> None:
+        cancelled = isinstance(error, asyncio.CancelledError) or (
+            isinstance(error, FailureError) and isinstance(error.cause, CancelledError)
+        )
+        self._status = "cancelled" if cancelled else "failed"
+        cause = error.cause if isinstance(error, FailureError) else None
+        message = f"{error}: {cause}" if cause is not None else str(error) or type(error).__name__
+        try:
+            await workflow.execute_activity_method(
+                BillingActivities.close_failed_execution,
+                CloseExecutionRequest(
+                    organization_id=params.organization_id,
+                    period=params.period,
+                    status=self._status,
+                    error=message,
+                ),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+            )
+        except ActivityError:
+            # The original failure is what the operator must see, not the bookkeeping's.
+            workflow.logger.warning("could not close the workflow_executions row")
+
+    async def _run(self, params: BillingInput) -> BillingResult:
         result = BillingResult(organization_id=params.organization_id, period=params.period)
         self._status = "invoicing"
         summary: InvoiceSummary = await workflow.execute_activity_method(

@@ -74,6 +74,15 @@ class EndSubscriptionRequest(BaseModel):
     organization_id: str
 
 
+class CloseExecutionRequest(BaseModel):
+    """A billing run that ended without a result: its workflow_executions row is closed."""
+
+    organization_id: str
+    period: str
+    status: str = "failed"  # failed | cancelled
+    error: str | None = None
+
+
 class BillingResult(BaseModel):
     organization_id: str
     period: str

@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
+from activities.billing.metering import record_usage
 from activities.billing.pricing import (
     Adjustment,
     Period,
@@ -25,6 +26,7 @@ from activities.billing.pricing import (
     proration_for_change,
     to_cents,
 )
+from activities.billing.schedules import upsert_closed_execution
 from activities.billing.stripe_billing import InvoiceLineCents, StripeBilling
 from db.models.accounts import Notification, Organization, OrganizationMember
 from db.models.billing import (
@@ -35,11 +37,11 @@ from db.models.billing import (
     Plan,
     Subscription,
 )
-from db.models.operations import WorkflowExecution
 from db.session import session_scope
 from workflows.billing_models import (
     ChargeRequest,
     ChargeResult,
+    CloseExecutionRequest,
     EndSubscriptionRequest,
     InvoiceRequest,
     InvoiceSummary,
@@ -63,6 +65,58 @@ ROLL_UP_SQL = text(
     SELECT usage_type, sum(quantity) AS quantity FROM billed GROUP BY usage_type
     """
 )
+
+
+# What an organization keeps in the object store at the close of a period: run artifacts not
+# expired by then, and stage logs that were moved to the object store (short logs stay in
+# Postgres chunks and are not billed as storage).
+STORAGE_BYTES_SQL = text(
+    """
+    SELECT
+        (SELECT coalesce(sum(a.size_bytes), 0)
+           FROM artifacts a JOIN pipeline_runs r ON r.id = a.run_id
+          WHERE r.organization_id = :organization_id
+            AND a.created_at < :period_end
+            AND (a.expires_at IS NULL OR a.expires_at > :period_end))
+      + (SELECT coalesce(sum(se.log_size_bytes), 0)
+           FROM stage_executions se JOIN pipeline_runs r ON r.id = se.run_id
+          WHERE r.organization_id = :organization_id
+            AND se.log_object_key IS NOT NULL
+            AND se.created_at < :period_end) AS stored_bytes
+    """
+)
+BYTES_PER_GB = Decimal(10**9)  # decimal gigabytes, as the unit on the invoice says
+GB_QUANTUM = Decimal("0.000001")  # the scale of usage_records.quantity
+
+
+def storage_key(organization_id: uuid.UUID, period: Period) -> str:
+    return f"storage:{organization_id}:{period.key}"
+
+
+async def record_storage_usage(
+    session: AsyncSession, organization_id: uuid.UUID, period: Period
+) -> Decimal:
+    """One storage_gb usage record per (organization, period), measured at the period's close
+    and dated inside the period, so the roll-up that follows bills it. Idempotent by key."""
+    stored = int(
+        await session.scalar(
+            STORAGE_BYTES_SQL,
+            {"organization_id": organization_id, "period_end": period.end},
+        )
+        or 0
+    )
+    gigabytes = (Decimal(stored) / BYTES_PER_GB).quantize(GB_QUANTUM, rounding=ROUND_HALF_UP)
+    await record_usage(
+        session,
+        organization_id=organization_id,
+        project_id=None,
+        usage_type="storage_gb",
+        quantity=gigabytes,
+        idempotency_key=storage_key(organization_id, period),
+        recorded_at=period.end - timedelta(microseconds=1),
+        source_refs={"bytes": stored, "measured_at": period.end.isoformat()},
+    )
+    return gigabytes
 
 
 def included_quantities(plan: Plan) -> dict[str, Decimal | None]:
@@ -153,19 +207,32 @@ async def move_to_free_plan(
     )
 
 
-async def close_execution(session: AsyncSession) -> None:
-    """Mark this workflow's workflow_executions row completed from its last activity."""
+async def close_execution(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    period_key: str,
+    *,
+    status: str = "completed",
+    error: str | None = None,
+) -> None:
+    """Close this workflow's workflow_executions row from inside one of its activities.
+
+    An upsert: a fast run (a $0 invoice) can finish before its starter commits the row, whose
+    later insert (ON CONFLICT DO NOTHING) then leaves this closed row alone."""
     try:
         info = activity.info()
     except RuntimeError:  # called outside an activity (benchmarks, scripts)
         return
-    await session.execute(
-        update(WorkflowExecution)
-        .where(
-            WorkflowExecution.workflow_id == info.workflow_id,
-            WorkflowExecution.run_id == info.workflow_run_id,
-        )
-        .values(status="completed", closed_at=func.now())
+    await upsert_closed_execution(
+        session,
+        organization_id=organization_id,
+        period_key=period_key,
+        workflow_id=info.workflow_id or "",
+        run_id=info.workflow_run_id or "",
+        workflow_type=info.workflow_type or "BillingWorkflow",
+        task_queue=info.task_queue,
+        status=status,
+        error=error,
     )
 
 
@@ -201,7 +268,7 @@ class BillingActivities:
         async with session_scope(self.session_maker) as session:
             summary = await self._create_invoice(session, organization_id, period)
             if not summary.collect_with_stripe:
-                await close_execution(session)
+                await close_execution(session, organization_id, period.key)
             return summary
 
     async def _create_invoice(
@@ -300,6 +367,7 @@ class BillingActivities:
         )
         if inserted.scalar_one_or_none() is None:
             raise RuntimeError(f"invoice {number} appeared concurrently; retrying")
+        await record_storage_usage(session, organization_id, period)
         usage = {
             row.usage_type: Decimal(row.quantity)
             for row in await session.execute(
@@ -555,7 +623,9 @@ class BillingActivities:
                     invoice.paid_at = now
                 if subscription is not None and subscription.status == "past_due":
                     subscription.status = "active"
-                await close_execution(session)
+                await close_execution(
+                    session, invoice.organization_id, Period.containing(invoice.period_start).key
+                )
                 return
             if subscription is not None and subscription.status != "past_due":
                 subscription.status = "past_due"
@@ -597,7 +667,9 @@ class BillingActivities:
             if subscription is None or subscription.status != "past_due":
                 return  # already handled by an earlier attempt of this activity
             await move_to_free_plan(session, subscription, status="cancelled", at=now)
-            await close_execution(session)
+            await close_execution(
+                session, organization_id, Period.containing(invoice.period_start).key
+            )
             await notify_owners(
                 session,
                 organization_id,
@@ -605,4 +677,17 @@ class BillingActivities:
                 title="Subscription cancelled for non-payment",
                 body=f"Invoice {invoice.invoice_number} stayed unpaid; you are on the Free plan.",
                 data={"invoice_id": str(invoice.id)},
+            )
+
+    @activity.defn
+    async def close_failed_execution(self, request: CloseExecutionRequest) -> None:
+        """The workflow gave up (an activity failed for good, or it was cancelled): its
+        workflow_executions row must not stay `running`."""
+        async with session_scope(self.session_maker) as session:
+            await close_execution(
+                session,
+                uuid.UUID(request.organization_id),
+                request.period,
+                status=request.status,
+                error=request.error,
             )

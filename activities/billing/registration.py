@@ -23,6 +23,7 @@ def registration(deps: WorkerDeps) -> Registration:
             billing.charge_invoice,
             billing.record_payment,
             billing.end_subscription_for_nonpayment,
+            billing.close_failed_execution,
             fan_out.start_due_billing_runs,
         ],
         on_shutdown=[stripe.close] if stripe is not None else [],

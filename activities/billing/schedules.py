@@ -18,7 +18,7 @@ import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -183,6 +183,47 @@ async def record_billing_execution(
             search_attributes={"ForgelineOrgId": str(organization_id), "ForgelineKind": "billing"},
         )
         .on_conflict_do_nothing()
+    )
+
+
+async def upsert_closed_execution(
+    session: AsyncSession,
+    *,
+    organization_id: uuid.UUID,
+    period_key: str,
+    workflow_id: str,
+    run_id: str,
+    workflow_type: str,
+    task_queue: str | None,
+    status: str,
+    error: str | None = None,
+) -> None:
+    """Close the workflow_executions row of a billing run, inserting it when the starter has not
+    committed it yet (its later insert is then a no-op, so the row never reverts to running)."""
+    await session.execute(
+        pg_insert(WorkflowExecution)
+        .values(
+            kind=BILLING_WORKFLOW_KIND,
+            workflow_type=workflow_type,
+            workflow_id=workflow_id,
+            run_id=run_id,
+            task_queue=task_queue,
+            organization_id=organization_id,
+            resource_type="billing_period",
+            memo={"period": period_key},
+            search_attributes={"ForgelineOrgId": str(organization_id), "ForgelineKind": "billing"},
+            status=status,
+            closed_at=func.now(),
+            error=error[:4000] if error else None,
+        )
+        .on_conflict_do_update(
+            index_elements=[WorkflowExecution.workflow_id, WorkflowExecution.run_id],
+            set_={
+                "status": status,
+                "closed_at": func.now(),
+                "error": error[:4000] if error else None,
+            },
+        )
     )
 
 

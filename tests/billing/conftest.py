@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -29,21 +30,41 @@ from tests.factories import OrgFixture, make_org
 from workflows.billing import BillingCycleWorkflow, BillingWorkflow
 
 
-@pytest.fixture(scope="module")
-async def plans(
+@asynccontextmanager
+async def seeded_plans(
     session_maker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[dict[str, Plan]]:
-    """Seeded plans for one module, removed afterwards: with plans present every organization
-    without a subscription is on Free, whose limits would surprise other domains' tests that
-    share this database."""
+    """Seeded plans while the block runs, then the database as it was: subscriptions created in
+    the block are deleted, plans that existed before are re-seeded (tests may have edited their
+    limits), plans that did not are removed. Other suites sharing this database keep theirs."""
+    async with session_maker() as session:
+        plans_before = set((await session.scalars(select(Plan.slug))).all())
+        subscriptions_before = set((await session.scalars(select(Subscription.id))).all())
     async with session_scope(session_maker) as session:
         await seed_reference_data(session)
     async with session_maker() as session:
         seeded = {plan.slug: plan for plan in (await session.scalars(select(Plan))).all()}
-    yield seeded
-    async with session_scope(session_maker) as session:
-        await session.execute(delete(Subscription))
-        await session.execute(delete(Plan))
+    try:
+        yield seeded
+    finally:
+        async with session_scope(session_maker) as session:
+            await session.execute(
+                delete(Subscription).where(Subscription.id.not_in(subscriptions_before))
+            )
+            if plans_before:
+                await seed_reference_data(session)
+            await session.execute(delete(Plan).where(Plan.slug.in_(set(seeded) - plans_before)))
+
+
+@pytest.fixture(scope="module")
+async def plans(
+    session_maker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[dict[str, Plan]]:
+    """Seeded plans for one module (see seeded_plans for what is restored afterwards): with plans
+    present every organization without a subscription is on Free, whose limits would surprise
+    other domains' tests that share this database."""
+    async with seeded_plans(session_maker) as seeded:
+        yield seeded
 
 
 @pytest.fixture
@@ -155,6 +176,7 @@ def billing_worker(
             billing.charge_invoice,
             billing.record_payment,
             billing.end_subscription_for_nonpayment,
+            billing.close_failed_execution,
             fan_out.start_due_billing_runs,
         ],
     )

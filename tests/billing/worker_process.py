@@ -30,6 +30,7 @@ async def main(task_queue: str) -> None:
             billing.charge_invoice,
             billing.record_payment,
             billing.end_subscription_for_nonpayment,
+            billing.close_failed_execution,
         ],
     )
     print("ready", flush=True)
