@@ -3,6 +3,7 @@ storage measured at period close and invoiced, and a failed billing run's execut
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -285,3 +286,35 @@ async def test_a_run_that_finishes_before_its_row_is_committed_stays_completed(
             select(func.count()).where(WorkflowExecution.organization_id == sub.org_id)
         )
     assert count == 1
+
+
+async def test_a_cancelled_billing_run_closes_its_execution_row(
+    temporal_client, task_queue, session_maker, plans, fake_stripe, stripe_billing
+):
+    sub = await subscribe(
+        session_maker,
+        plans,
+        plan="starter",
+        started=LAST_MONTH.start,
+        stripe=stripe_billing,
+        card="pm_card_chargeDeclined",
+    )
+    workflow_id = billing_workflow_id(str(sub.org_id), LAST_MONTH.key)
+    async with billing_worker(temporal_client, task_queue, session_maker, stripe_billing):
+        handle = await temporal_client.start_workflow(
+            BillingWorkflow.run,
+            BillingInput(organization_id=str(sub.org_id), period=LAST_MONTH.key),
+            id=workflow_id,
+            task_queue=task_queue,
+        )
+        for _ in range(200):  # the first charge is declined; the run waits a day to retry
+            if await handle.query(BillingWorkflow.status) == "dunning_wait_day_1":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the run never reached the dunning wait")
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    (row,) = await _executions(session_maker, workflow_id)
+    assert row.status == "cancelled" and row.closed_at is not None
