@@ -172,9 +172,13 @@ def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The Java test server with time skipping; started only when a test asks for it."""
+    """The test server with time skipping, one per test module that asks for it.
+
+    Per module, not per session: a workflow or an abandoned result wait left behind by one module
+    can hold the server's time-skipping lock, and then no later timer would ever skip.
+    """
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(test_server_binary()),
         data_converter=pydantic_data_converter,
