@@ -69,18 +69,24 @@ ROLL_UP_SQL = text(
 
 # What an organization keeps in the object store at the close of a period: run artifacts not
 # expired by then, and stage logs that were moved to the object store (short logs stay in
-# Postgres chunks and are not billed as storage).
+# Postgres chunks and are not billed as storage). Runs are reached through the organization's
+# projects, both lookups served by indexes, so the roll-up never scans every run.
 STORAGE_BYTES_SQL = text(
     """
+    WITH runs AS (
+        SELECT r.id FROM pipeline_runs r
+        WHERE r.project_id IN (
+                SELECT p.id FROM projects p WHERE p.organization_id = :organization_id
+            )
+          AND r.organization_id = :organization_id
+    )
     SELECT
-        (SELECT coalesce(sum(a.size_bytes), 0)
-           FROM artifacts a JOIN pipeline_runs r ON r.id = a.run_id
-          WHERE r.organization_id = :organization_id
+        (SELECT coalesce(sum(a.size_bytes), 0) FROM artifacts a
+          WHERE a.run_id IN (SELECT id FROM runs)
             AND a.created_at < :period_end
             AND (a.expires_at IS NULL OR a.expires_at > :period_end))
-      + (SELECT coalesce(sum(se.log_size_bytes), 0)
-           FROM stage_executions se JOIN pipeline_runs r ON r.id = se.run_id
-          WHERE r.organization_id = :organization_id
+      + (SELECT coalesce(sum(se.log_size_bytes), 0) FROM stage_executions se
+          WHERE se.run_id IN (SELECT id FROM runs)
             AND se.log_object_key IS NOT NULL
             AND se.created_at < :period_end) AS stored_bytes
     """
