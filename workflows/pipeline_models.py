@@ -16,10 +16,10 @@ StageStatus = Literal[
 PreviousStatusRule = Literal["success", "failure", "always"]
 
 # Activity names (called by name so workflows/ never imports the activity modules' I/O deps).
-LOAD_RUN_PLAN = "load_run_plan"
-REQUEST_BUILD_SLOT = "request_build_slot"
-MARK_RUN_STARTED = "mark_run_started"
-CHECKOUT_RUN = "checkout_run"
+# Load the plan and ask the organization's BuildSlotsWorkflow for a slot (one round trip).
+PREPARE_RUN = "prepare_run"
+# Mark the run running, record workflow_executions, check out the commit (one round trip).
+START_RUN = "start_run"
 EXECUTE_STAGE = "execute_stage"
 RECORD_STAGE_SKIPPED = "record_stage_skipped"
 REUSE_STAGE = "reuse_stage"
@@ -122,6 +122,8 @@ class RunStarted(_Model):
     workflow_id: str
     workflow_run_id: str
     task_queue: str
+    branch: str | None = None
+    commit_sha: str | None = None
 
 
 class CheckoutInput(_Model):

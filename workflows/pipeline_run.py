@@ -21,22 +21,19 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     from forgeline.settings import DEPLOYMENTS_TASK_QUEUE
     from workflows.pipeline_models import (
-        CHECKOUT_RUN,
         EXECUTE_STAGE,
         FINISH_RUN,
         GRANT_SIGNAL,
-        LOAD_RUN_PLAN,
-        MARK_RUN_STARTED,
         PREPARE_PIPELINE_DEPLOYMENT,
+        PREPARE_RUN,
         RECORD_STAGE_SKIPPED,
         RELEASE_SIGNAL,
-        REQUEST_BUILD_SLOT,
         REUSE_STAGE,
         RUN_NOT_FOUND_ERROR,
         STAGE_FAILED_ERROR,
         STAGE_INVALID_ERROR,
         STAGE_TIMED_OUT_ERROR,
-        CheckoutInput,
+        START_RUN,
         CheckoutResult,
         DeployStageInput,
         FinishRunInput,
@@ -48,7 +45,6 @@ with workflow.unsafe.imports_passed_through():
         RunStatusView,
         SkipStageInput,
         SlotRelease,
-        SlotRequest,
         StageInput,
         StageResult,
         StageSpec,
@@ -142,46 +138,34 @@ class PipelineRunWorkflow:
     async def run(self, inp: PipelineRunInput) -> RunStatusView:
         self.run_id = inp.run_id
         info = workflow.info()
-        plan: RunPlan = await workflow.execute_activity(
-            LOAD_RUN_PLAN,
-            inp,
-            result_type=RunPlan,
-            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-            retry_policy=BOOKKEEPING,
-        )
-        self.stage_status = {s.name: "pending" for s in plan.stages}
-        slot_key = plan.organization_id or f"project-{plan.project_id}"
+        slot_key = inp.organization_id or f"project-{inp.project_id}"
         error: str | None = None
         status: RunStatus = "failed"
+        plan: RunPlan | None = None
         try:
+            # Also asks for a build slot: the grant arrives as a signal, maybe before this returns.
             self.waiting_for_slot = True
-            await workflow.execute_activity(
-                REQUEST_BUILD_SLOT,
-                SlotRequest(
-                    organization_key=slot_key,
-                    run_workflow_id=info.workflow_id,
-                    limit=plan.concurrent_builds,
-                ),
+            plan = await workflow.execute_activity(
+                PREPARE_RUN,
+                inp,
+                result_type=RunPlan,
                 start_to_close_timeout=BOOKKEEPING_TIMEOUT,
                 retry_policy=BOOKKEEPING,
             )
+            self.stage_status = {s.name: "pending" for s in plan.stages}
             await workflow.wait_condition(lambda: self.slot_granted)
             self.waiting_for_slot = False
             self.status = "running"
-            await workflow.execute_activity(
-                MARK_RUN_STARTED,
+            checkout: CheckoutResult = await workflow.execute_activity(
+                START_RUN,
                 RunStarted(
                     run_id=inp.run_id,
                     workflow_id=info.workflow_id,
                     workflow_run_id=info.run_id,
                     task_queue=info.task_queue,
+                    branch=plan.branch,
+                    commit_sha=plan.commit_sha,
                 ),
-                start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-                retry_policy=BOOKKEEPING,
-            )
-            checkout: CheckoutResult = await workflow.execute_activity(
-                CHECKOUT_RUN,
-                CheckoutInput(run_id=inp.run_id, branch=plan.branch, commit_sha=plan.commit_sha),
                 result_type=CheckoutResult,
                 start_to_close_timeout=CHECKOUT_TIMEOUT,
                 heartbeat_timeout=timedelta(seconds=60),
@@ -201,7 +185,12 @@ class PipelineRunWorkflow:
         return self.query_status()
 
     async def _finish(
-        self, inp: PipelineRunInput, plan: RunPlan, status: RunStatus, error: str | None, key: str
+        self,
+        inp: PipelineRunInput,
+        plan: RunPlan | None,
+        status: RunStatus,
+        error: str | None,
+        key: str,
     ) -> None:
         self.status = status
         for name, stage_status in self.stage_status.items():
@@ -223,7 +212,7 @@ class PipelineRunWorkflow:
                 error=error,
                 workflow_id=info.workflow_id,
                 workflow_run_id=info.run_id,
-                spec_hashes={s.name: s.spec_hash for s in plan.stages},
+                spec_hashes={s.name: s.spec_hash for s in plan.stages} if plan else {},
             ),
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=BOOKKEEPING,

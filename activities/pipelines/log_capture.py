@@ -159,10 +159,12 @@ class LogCapture:
         self._last_flush = time.monotonic()
         if not self._pending:
             return
-        chunk = LogChunk(first_seq=self._flushed_seq, lines=self._pending)
-        self._pending = []
-        self._pending_bytes = 0
+        chunk = LogChunk(first_seq=self._flushed_seq, lines=list(self._pending))
+        # Lines leave `pending` only once stored: a flush cancelled mid-write is redone whole
+        # by the next one (the sink is idempotent per chunk), so nothing is lost or doubled.
         await self.sink(chunk)
+        del self._pending[: len(chunk.lines)]
+        self._pending_bytes = sum(len(x.encode()) + 1 for x in self._pending)
         self._flushed_seq += len(chunk.lines)
 
     async def close(self) -> LogSummary:

@@ -102,17 +102,20 @@ async def insert_log_chunk(
     line_count: int,
     content: str,
 ) -> None:
+    stmt = pg_insert(StageLogChunk).values(
+        id=uuid.uuid5(execution_id, f"chunk:{seq}"),
+        stage_execution_id=execution_id,
+        seq=seq,
+        first_line=first_line,
+        line_count=line_count,
+        content=content,
+    )
+    # A redone flush carries the same first line and possibly more lines: the longer one wins.
     await session.execute(
-        pg_insert(StageLogChunk)
-        .values(
-            id=uuid.uuid5(execution_id, f"chunk:{seq}"),
-            stage_execution_id=execution_id,
-            seq=seq,
-            first_line=first_line,
-            line_count=line_count,
-            content=content,
+        stmt.on_conflict_do_update(
+            index_elements=["stage_execution_id", "seq"],
+            set_={"line_count": stmt.excluded.line_count, "content": stmt.excluded.content},
         )
-        .on_conflict_do_nothing(index_elements=["stage_execution_id", "seq"])
     )
 
 

@@ -26,10 +26,8 @@ def pipeline_activities(
     runs = RunActivities(deps.settings, deps.session_maker, deps.temporal)
     stages = StageActivities(deps.settings, deps.session_maker, store, runner)
     activities: list[Callable[..., Any]] = [
-        runs.load_run_plan,
-        runs.request_build_slot,
-        runs.mark_run_started,
-        runs.checkout_run,
+        runs.prepare_run,
+        runs.start_run,
         runs.finish_run,
         stages.execute_stage,
         stages.record_stage_skipped,

@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import uuid
 from decimal import ROUND_UP, Decimal
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,7 +27,6 @@ from workflows.pipeline_models import (
     ACQUIRE_SIGNAL,
     RUN_NOT_FOUND_ERROR,
     BuildSlotsInput,
-    CheckoutInput,
     CheckoutResult,
     FinishRunInput,
     PipelineRunInput,
@@ -61,36 +61,35 @@ class RunActivities:
         self.session_maker = session_maker
         self.temporal = temporal
 
-    @activity.defn(name="load_run_plan")
-    async def load_run_plan(self, inp: PipelineRunInput) -> RunPlan:
+    @activity.defn(name="prepare_run")
+    async def prepare_run(self, inp: PipelineRunInput) -> RunPlan:
+        """Load the plan, then signal-with-start the organization's semaphore for a slot."""
         async with session_scope(self.session_maker) as session:
             plan = await load_plan(session, inp.run_id)
         if plan is None:
-            raise ApplicationError(
-                f"pipeline run {inp.run_id} not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
-            )
-        return plan
-
-    @activity.defn(name="request_build_slot")
-    async def request_build_slot(self, request: SlotRequest) -> None:
-        """Signal-with-start the organization's semaphore; the grant comes back as a signal."""
+            raise _run_not_found(inp.run_id)
+        key = inp.organization_id or f"project-{inp.project_id}"
+        info = activity.info()
+        request = SlotRequest(
+            organization_key=key, run_workflow_id=info.workflow_id, limit=plan.concurrent_builds
+        )
         await self.temporal.start_workflow(
             BuildSlotsWorkflow.run,
-            BuildSlotsInput(organization_key=request.organization_key, limit=request.limit),
-            id=build_slots_workflow_id(request.organization_key),
-            task_queue=activity.info().task_queue,
+            BuildSlotsInput(organization_key=key, limit=plan.concurrent_builds),
+            id=build_slots_workflow_id(key),
+            task_queue=info.task_queue,
             start_signal=ACQUIRE_SIGNAL,
             start_signal_args=[request],
         )
+        return plan
 
-    @activity.defn(name="mark_run_started")
-    async def mark_run_started(self, inp: RunStarted) -> None:
+    @activity.defn(name="start_run")
+    async def start_run(self, inp: RunStarted) -> CheckoutResult:
+        """Mark the run running (+ its workflow_executions row), then check out its commit."""
         async with session_scope(self.session_maker) as session:
             run = await session.get(PipelineRun, uuid.UUID(inp.run_id))
             if run is None:
-                raise ApplicationError(
-                    "run not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
-                )
+                raise _run_not_found(inp.run_id)
             if run.status == "queued":
                 run.status = "running"
             run.started_at = run.started_at or projections.now()
@@ -111,19 +110,6 @@ class RunActivities:
                     "memo": {"pipeline_id": str(run.pipeline_id), "run_number": run.run_number},
                 },
             )
-
-    @activity.defn(name="checkout_run")
-    async def checkout_run(self, inp: CheckoutInput) -> CheckoutResult:
-        """Fresh workspace; clone the project's repository at the run's commit (or branch)."""
-        from activities.git import RepositoryUnavailable, clone_repository
-        from forgeline.url_safety import UnsafeRepositoryUrl
-
-        async with session_scope(self.session_maker) as session:
-            run = await session.get(PipelineRun, uuid.UUID(inp.run_id))
-            if run is None:
-                raise ApplicationError(
-                    "run not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
-                )
             repo = await session.scalar(
                 select(Repository).where(Repository.project_id == run.project_id)
             )
@@ -132,6 +118,16 @@ class RunActivities:
         if repo is None:
             workspace.mkdir(parents=True, exist_ok=True)
             return CheckoutResult(commit_sha=inp.commit_sha, changed_paths=changed)
+        commit = await self._checkout(repo, workspace, inp)
+        async with session_scope(self.session_maker) as session:
+            await projections.set_run_status(session, inp.run_id, commit_sha=commit)
+        return CheckoutResult(commit_sha=commit, changed_paths=changed)
+
+    async def _checkout(self, repo: Repository, workspace: Path, inp: RunStarted) -> str:
+        """Clone the project's repository at the run's commit (or branch) into the workspace."""
+        from activities.git import RepositoryUnavailable, clone_repository
+        from forgeline.url_safety import UnsafeRepositoryUrl
+
         token = (
             decrypt_str(repo.access_token_encrypted, self.settings)
             if repo.access_token_encrypted
@@ -149,9 +145,7 @@ class RunActivities:
             )
         except (RepositoryUnavailable, UnsafeRepositoryUrl) as exc:
             raise ApplicationError(str(exc), type="GitError", non_retryable=True) from exc
-        async with session_scope(self.session_maker) as session:
-            await projections.set_run_status(session, inp.run_id, commit_sha=result.commit_sha)
-        return CheckoutResult(commit_sha=result.commit_sha, changed_paths=changed)
+        return result.commit_sha
 
     @activity.defn(name="finish_run")
     async def finish_run(self, inp: FinishRunInput) -> None:

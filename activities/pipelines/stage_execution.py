@@ -176,21 +176,24 @@ class StageActivities:
             labels={"forgeline.run_id": inp.run_id, "forgeline.stage": stage.name},
         )
         beat = asyncio.create_task(heartbeat())
+
+        async def stop_beat() -> None:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+
         clock = time.monotonic()
         try:
             outcome = await self.runner.run(process, on_output)
         except asyncio.CancelledError:
-            beat.cancel()
-            await asyncio.shield(
-                self._close(inp, attempt, exec_id, capture, "cancelled", None, clock)
-            )
+            closing = self._close(inp, attempt, exec_id, capture, "cancelled", None, clock)
+            await asyncio.shield(asyncio.gather(stop_beat(), return_exceptions=True))
+            await asyncio.shield(closing)
             raise
         except Exception as exc:
-            beat.cancel()
+            await stop_beat()
             await self._close(inp, attempt, exec_id, capture, "failed", None, clock, str(exc))
             raise
-        finally:
-            beat.cancel()
+        await stop_beat()
         status: StageStatus = "success"
         if outcome.timed_out:
             status = "timed_out"
