@@ -362,3 +362,30 @@ async def test_branch_metacharacters_are_inert(ctx) -> None:
     text = await log_text(ctx["session_maker"], row.id)
     assert branch in text.splitlines()
     assert "pwned" not in text.splitlines()
+
+
+@pytest.mark.parametrize("runner", ["local"], indirect=True)
+async def test_history_replays_deterministically(ctx) -> None:
+    from temporalio.worker import Replayer
+
+    from activities.pipelines.registration import WORKFLOWS
+    from workflows.pipeline_models import pipeline_run_workflow_id
+
+    run, result = await run_pipeline(
+        ctx,
+        [
+            stage("a", "echo a", 0),
+            stage("b", "exit 2", 1, depends_on=["a"], allow_failure=True),
+            stage("c", "echo c", 1, depends_on=["a"], conditions={"branch": ["nope"]}),
+            stage("d", "echo d", 2),
+        ],
+        branch="main",
+    )
+    assert result.status == "success"  # b failed but is allowed to
+    history = (
+        await ctx["client"]
+        .get_workflow_handle(pipeline_run_workflow_id(str(run.id)))
+        .fetch_history()
+    )
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=ctx["client"].data_converter)
+    await replayer.replay_workflow(history)
