@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import importlib
 import importlib.util
@@ -123,6 +124,13 @@ def bootstrap_display(settings: Settings, result: Any) -> dict[str, Any]:
     return {k: str(v) for k, v in shown.items()}
 
 
+def _terminate_with_parent() -> None:
+    """In the child: SIGTERM when the stack dies, even by SIGKILL (Linux prctl)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class ChildProcesses:
     """worker.py and uvicorn, each in its own session so Ctrl-C reaches the stack first."""
 
@@ -131,7 +139,12 @@ class ChildProcesses:
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
         self.children[name] = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True
+            args,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_terminate_with_parent,
         )
 
     def exited(self) -> list[tuple[str, int]]:
@@ -362,7 +375,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     if args[:1] == ["migrate"]:
         sys.exit(asyncio.run(migrate(settings)))
-    sys.exit(asyncio.run(serve(settings)))
+    try:
+        status = asyncio.run(serve(settings))
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        # Services already started were stopped by serve(); say what went wrong in one line.
+        print(f"Forgeline could not start: {exc}", file=sys.stderr)
+        status = 1
+    sys.exit(status)
 
 
 if __name__ == "__main__":

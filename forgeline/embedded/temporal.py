@@ -133,6 +133,7 @@ class EmbeddedTemporal:
         """Start the server and block until its gRPC port accepts connections."""
         if self.is_running():
             return
+        self._stop_leftover()
         if port_open(self.host, self.port):
             raise RuntimeError(f"port {self.port} is already in use; is another Temporal running?")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -147,6 +148,7 @@ class EmbeddedTemporal:
             # Temporal last, after the worker has drained.
             start_new_session=True,
         )
+        self.pid_file.write_text(str(self.process.pid))
         deadline = time.monotonic() + timeout
         while not port_open(self.host, self.port):
             if self.process.poll() is not None:
@@ -157,6 +159,26 @@ class EmbeddedTemporal:
                 self.stop()
                 raise TimeoutError(f"temporal did not listen on {self.address} in {timeout}s")
             time.sleep(0.1)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "temporal.pid"
+
+    def _stop_leftover(self) -> None:
+        """A server left behind by a killed stack (own session, so it outlives its parent)."""
+        try:
+            pid = int(self.pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            return
+        if str(self.db_file) not in cmdline:
+            return  # the pid was reused by something else
+        log.warning("stopping a leftover temporal dev server (pid %s)", pid)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
 
     async def wait_ready(self, timeout: float = 60) -> None:
         """Block until the namespace answers over gRPC (the port opens slightly earlier)."""
@@ -177,9 +199,20 @@ class EmbeddedTemporal:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if process is not None:
+            self.pid_file.unlink(missing_ok=True)
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie awaiting its parent."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 async def wait_for_temporal(address: str, namespace: str = "default", timeout: float = 60) -> None:
