@@ -51,6 +51,8 @@ class PlanSpec:
     sort_order: int
     overage: dict[str, Decimal | None] = field(default_factory=lambda: dict(STANDARD_OVERAGE))
     features: dict[str, FeatureSpec] = field(default_factory=dict)
+    # (api requests, storage GB, bandwidth GB) included per month; None = unlimited.
+    included_extras: tuple[int | None, int | None, int | None] = (0, 0, 0)
 
 
 def _features(
@@ -92,6 +94,7 @@ PLANS: tuple[PlanSpec, ...] = (
         included_agent_tokens=50_000,
         custom_domains=False,
         priority_support=False,
+        included_extras=(10_000, 1, 10),
         sort_order=0,
         features=_features(
             team_members=2,
@@ -117,6 +120,7 @@ PLANS: tuple[PlanSpec, ...] = (
         included_agent_tokens=500_000,
         custom_domains=True,
         priority_support=False,
+        included_extras=(100_000, 10, 100),
         sort_order=1,
         features=_features(
             team_members=5,
@@ -142,6 +146,7 @@ PLANS: tuple[PlanSpec, ...] = (
         included_agent_tokens=2_000_000,
         custom_domains=True,
         priority_support=True,
+        included_extras=(1_000_000, 100, 1_000),
         sort_order=2,
         features=_features(
             team_members=20,
@@ -167,6 +172,7 @@ PLANS: tuple[PlanSpec, ...] = (
         included_agent_tokens=None,
         custom_domains=True,
         priority_support=True,
+        included_extras=(None, None, None),
         sort_order=3,
         overage=dict.fromkeys(STANDARD_OVERAGE),
         features=_features(
@@ -198,6 +204,9 @@ async def seed_reference_data(session: AsyncSession) -> None:
             "max_deployments_per_month": spec.max_deployments_per_month,
             "included_build_minutes": spec.included_build_minutes,
             "included_agent_tokens": spec.included_agent_tokens,
+            "included_api_requests": spec.included_extras[0],
+            "included_storage_gb": spec.included_extras[1],
+            "included_bandwidth_gb": spec.included_extras[2],
             "custom_domains": spec.custom_domains,
             "priority_support": spec.priority_support,
             "is_active": True,

@@ -134,9 +134,9 @@ def included_quantities(plan: Plan) -> dict[str, Decimal | None]:
     return {
         "build_minutes": maybe(plan.included_build_minutes),
         "agent_tokens": maybe(plan.included_agent_tokens),
-        "storage_gb": Decimal(0),
-        "bandwidth_gb": Decimal(0),
-        "api_requests": Decimal(0),
+        "storage_gb": maybe(plan.included_storage_gb),
+        "bandwidth_gb": maybe(plan.included_bandwidth_gb),
+        "api_requests": maybe(plan.included_api_requests),
     }
 
 

@@ -67,6 +67,10 @@ class Plan(UUIDPrimaryKey, Timestamps, Base):
     max_deployments_per_month: Mapped[int | None] = mapped_column(Integer)
     included_build_minutes: Mapped[int | None] = mapped_column(Integer)
     included_agent_tokens: Mapped[int | None] = mapped_column(Integer)
+    # Allowances for the metered extras; without them a Free org would owe cents for API calls.
+    included_api_requests: Mapped[int | None] = mapped_column(Integer)
+    included_storage_gb: Mapped[int | None] = mapped_column(Integer)
+    included_bandwidth_gb: Mapped[int | None] = mapped_column(Integer)
     custom_domains: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=text("false")
     )

@@ -130,7 +130,7 @@ async def test_clean_shutdown_writes_the_open_minute(settings: Settings, session
 
 
 async def _stored_objects(session_maker: Maker, org_id: uuid.UUID) -> None:
-    """2.5 GB of artifacts kept, one expired before the close, one made after; a 0.5 GB log."""
+    """102.5 GB of artifacts kept, one expired before the close, one made after; a 0.5 GB log."""
     during = LAST_MONTH.start + timedelta(days=3)
     async with session_scope(session_maker) as session:
         project = Project(organization_id=org_id, name="Web", slug="web", project_type="api")
@@ -174,7 +174,7 @@ async def _stored_objects(session_maker: Maker, org_id: uuid.UUID) -> None:
 
         session.add_all(
             [
-                artifact("dist.tar", 2_500_000_000, created_at=during),
+                artifact("dist.tar", 102_500_000_000, created_at=during),
                 artifact("old.tar", 7_000_000_000, created_at=during, expires_at=during),
                 artifact(
                     "later.tar", 9_000_000_000, created_at=LAST_MONTH.end + timedelta(hours=1)
@@ -195,7 +195,7 @@ async def test_storage_is_measured_at_period_close_and_invoiced(
             id=billing_workflow_id(str(sub.org_id), LAST_MONTH.key),
             task_queue=task_queue,
         )
-    # Pro: $49 + 3 GB x $0.10 (no storage included).
+    # Pro: $49 + (103 GB - 100 GB included) x $0.10.
     assert (result.status, result.total) == ("open", "49.30")
     async with session_maker() as session:
         records = (
@@ -211,7 +211,7 @@ async def test_storage_is_measured_at_period_close_and_invoiced(
         ).one()
     (record,) = records
     assert record.idempotency_key == storage_key(sub.org_id, LAST_MONTH)
-    assert (record.quantity, record.period, record.unit) == (Decimal(3), LAST_MONTH.key, "GB")
+    assert (record.quantity, record.period, record.unit) == (Decimal(103), LAST_MONTH.key, "GB")
     assert record.invoice_id == invoice.id
     storage_lines = [line for line in invoice.line_items if line.get("usage_type") == "storage_gb"]
     assert [(line["quantity"], line["amount"]) for line in storage_lines] == [("3.000000", "0.30")]

@@ -63,6 +63,9 @@ def upgrade() -> None:
         sa.Column("max_deployments_per_month", sa.Integer(), nullable=True),
         sa.Column("included_build_minutes", sa.Integer(), nullable=True),
         sa.Column("included_agent_tokens", sa.Integer(), nullable=True),
+        sa.Column("included_api_requests", sa.Integer(), nullable=True),
+        sa.Column("included_storage_gb", sa.Integer(), nullable=True),
+        sa.Column("included_bandwidth_gb", sa.Integer(), nullable=True),
         sa.Column("custom_domains", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column(
             "priority_support", sa.Boolean(), server_default=sa.text("false"), nullable=False
