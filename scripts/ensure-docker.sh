@@ -27,6 +27,12 @@ fi
 if [ -z "${DOCKER_HOST:-}" ] || [ "${DOCKER_HOST}" = "unix:///var/run/docker.sock" ]; then
   log "starting dockerd"
   mkdir -p /var/log
+  # A dockerd that died (machine reused, killed session) leaves its pid file and refuses to start.
+  for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+    if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; then
+      rm -f "$pidfile"
+    fi
+  done
   # iptables may be unusable inside a sandbox; stage containers run with network "none"
   # unless they ask, so the engine works without NAT rules.
   storage_driver="${FORGELINE_DOCKER_STORAGE_DRIVER:-}"
