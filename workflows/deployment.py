@@ -179,6 +179,7 @@ class DeploymentWorkflow:
                 "commit_sha": inp.source.commit_sha or "",
             }
         )
+        await self._projection("deployment_ensure_row", inp)
         await self._projection(
             "deployment_record_execution",
             ExecutionRecord(

@@ -46,6 +46,7 @@ from workflows.deployment_models import (
     BuildRequest,
     BuildResult,
     DecisionRecord,
+    DeploymentInput,
     DeploymentRuntimeConfig,
     ExecutionRecord,
     HealthRequest,
@@ -147,6 +148,11 @@ class DeploymentActivities:
                 project_id=rec.project_id,
                 resource_id=rec.subject_id,
             )
+
+    @activity.defn(name="deployment_ensure_row")
+    async def ensure_row(self, inp: DeploymentInput) -> None:
+        async with session_scope(self._sessions) as session:
+            await projections.ensure_deployment(session, inp)
 
     @activity.defn(name="deployment_record_decision")
     async def record_decision(self, rec: DecisionRecord) -> None:
@@ -623,6 +629,7 @@ class DeploymentActivities:
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.record_status,
+            self.ensure_row,
             self.record_execution,
             self.record_decision,
             self.acquire_lock,

@@ -22,7 +22,12 @@ from db.models.deployments import (
 )
 from db.models.operations import WorkflowExecution
 from db.models.projects import Environment
-from workflows.deployment_models import HEALTHY_STATUSES, TERMINAL_STATUSES, StatusUpdate
+from workflows.deployment_models import (
+    HEALTHY_STATUSES,
+    TERMINAL_STATUSES,
+    DeploymentInput,
+    StatusUpdate,
+)
 
 DONE_STATUSES = set(TERMINAL_STATUSES)
 
@@ -366,3 +371,33 @@ async def record_rollback(
                 .where(Environment.id == row.environment_id)
                 .values(url=row.url, updated_at=func.now())
             )
+
+
+async def ensure_deployment(session: AsyncSession, inp: DeploymentInput) -> None:
+    """The intent row, for a workflow started without one (the pipeline's deploy stage starts
+    DeploymentWorkflow as a child); an existing row (API path) is left as it is."""
+    await session.execute(
+        insert(Deployment)
+        .values(
+            id=uuid.UUID(inp.deployment_id),
+            environment_id=uuid.UUID(inp.environment_id),
+            project_id=uuid.UUID(inp.project_id),
+            organization_id=uuid.UUID(inp.organization_id),
+            pipeline_run_id=uuid.UUID(inp.pipeline_run_id) if inp.pipeline_run_id else None,
+            version=inp.source.version[:100],
+            commit_sha=inp.source.commit_sha,
+            image_ref=inp.source.image,
+            artifact_key=inp.source.static_prefix,
+            status="pending",
+            provider=inp.provider,
+            config_snapshot=inp.config.model_dump(mode="json"),
+            triggered_by_user_id=(
+                uuid.UUID(inp.triggered_by_user_id) if inp.triggered_by_user_id else None
+            ),
+            rollback_of_id=(
+                uuid.UUID(inp.rollback_of_deployment_id) if inp.rollback_of_deployment_id else None
+            ),
+            is_preview=inp.preview,
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+    )

@@ -145,6 +145,10 @@ async def test_approval_granted_then_static_site_is_active(
         assert row.status == "active" and row.approval_reason == "ship it"
         assert row.url and row.url.endswith(f"/sites/{dep}/")
         assert activities._store.exists(f"{row.artifact_key}/index.html")
+        # The time-skipping server freezes time while any workflow task waits for a worker:
+        # end what outlives this test (the environment lock, the monitor) while ours still runs.
+        for workflow_id in (f"environment-lock-{row.environment_id}", f"deployment-monitor-{dep}"):
+            await client.get_workflow_handle(workflow_id).terminate("test over")
 
 
 async def test_approval_rejected(settings, session_maker, skipping, task_queue, tmp_path):
