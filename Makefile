@@ -36,7 +36,7 @@ run: sync
 # SDK still abort at interpreter exit (sdk-python#300, status 134), the recorded results decide.
 test: sync
 	@if [ -f scripts/ensure-docker.sh ]; then \
-		bash scripts/ensure-docker.sh || echo "Docker unavailable: container tests use the local runner or skip"; \
+		bash scripts/ensure-docker.sh || echo "Docker engine unavailable: the Docker-backed tests will fail"; \
 	fi
 	@mkdir -p .pytest_cache; rm -f $(RESULTS); rc=0; \
 	$(UV) run --frozen pytest $(PYTEST_ARGS) --junitxml=$(RESULTS) || rc=$$?; \
