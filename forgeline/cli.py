@@ -87,7 +87,11 @@ def emit(data: Any, columns: Sequence[str], *, as_json: bool, title: str | None 
     rows = data if isinstance(data, list) else [data]
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        if column in ("id", "slug") or column.endswith("_id"):
+            # IDs and slugs are what users copy into the next command: never shortened.
+            table.add_column(column, min_width=36 if column != "slug" else None, no_wrap=True)
+        else:
+            table.add_column(column)
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
     console.print(table)
