@@ -53,11 +53,19 @@ __all__ = [
 ]
 
 
+_READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One unit of work per request: committed when the endpoint returns, rolled back when it
-    raises (so a failed request writes nothing, audit rows included)."""
+    raises (so a failed request writes nothing, audit rows included). GET/HEAD are read-only
+    and run without an explicit transaction."""
     async with request.app.state.session_maker() as session:
         try:
+            if request.method in _READ_ONLY_METHODS:
+                # Reads need no BEGIN/COMMIT round trips: each statement runs in its own
+                # implicit transaction (asyncpg autocommit), as a raw asyncpg query would.
+                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             yield session
             await session.commit()
         except BaseException:

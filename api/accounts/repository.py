@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import RowMapping, bindparam, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models.accounts import (
@@ -179,3 +179,60 @@ class ApiKeyRepository:
         if after is not None:
             stmt = stmt.where(tuple_(ApiKey.created_at, ApiKey.id) > tuple_(after[0], after[1]))
         return list((await self.session.execute(stmt)).scalars())
+
+
+# ---------------------------------------------------------------- hot path: bearer resolution
+# One Core round trip per request (no ORM objects): the credential row, the holder's current
+# membership role (NULL once they left) and the organization, joined so a deleted organization
+# simply finds no row. Indexed lookups: uq key_prefix / uq token_hash, uq (organization, user).
+
+_KEY_AUTH_STMT = (
+    select(
+        ApiKey.id,
+        ApiKey.organization_id,
+        ApiKey.created_by_user_id,
+        ApiKey.key_hash,
+        ApiKey.scopes,
+        ApiKey.rate_limit_per_minute,
+        ApiKey.expires_at,
+        ApiKey.revoked_at,
+        OrganizationMember.role.label("creator_role"),
+    )
+    .join(Organization, Organization.id == ApiKey.organization_id)
+    .outerjoin(
+        OrganizationMember,
+        (OrganizationMember.organization_id == ApiKey.organization_id)
+        & (OrganizationMember.user_id == ApiKey.created_by_user_id),
+    )
+    .where(ApiKey.key_prefix == bindparam("prefix"))
+)
+
+_SESSION_AUTH_STMT = (
+    select(
+        UserSession.id,
+        UserSession.user_id,
+        UserSession.organization_id,
+        UserSession.expires_at,
+        UserSession.revoked_at,
+        User.is_active,
+        OrganizationMember.role,
+    )
+    .join(User, User.id == UserSession.user_id)
+    .outerjoin(Organization, Organization.id == UserSession.organization_id)
+    .outerjoin(
+        OrganizationMember,
+        (OrganizationMember.organization_id == Organization.id)
+        & (OrganizationMember.user_id == UserSession.user_id),
+    )
+    .where(UserSession.token_hash == bindparam("token_hash"))
+)
+
+
+async def api_key_auth_row(session: AsyncSession, prefix: str) -> RowMapping | None:
+    result = await session.execute(_KEY_AUTH_STMT, {"prefix": prefix})
+    return result.mappings().first()
+
+
+async def session_auth_row(session: AsyncSession, token_hash: str) -> RowMapping | None:
+    result = await session.execute(_SESSION_AUTH_STMT, {"token_hash": token_hash})
+    return result.mappings().first()

@@ -24,6 +24,8 @@ from api.accounts.repository import (
     PasswordResetRepository,
     SessionRepository,
     UserRepository,
+    api_key_auth_row,
+    session_auth_row,
 )
 from api.accounts.scopes import ROLE_RANK, effective_scopes, expand
 from api.audit import write_audit
@@ -113,59 +115,58 @@ async def _authenticate_api_key(session: AsyncSession, request: Request, raw: st
     # Format and checksum first: typos and forgeries never cost a database lookup.
     if not security.api_key_well_formed(raw):
         raise Unauthorized("Malformed API key")
-    key = await ApiKeyRepository(session).get_by_prefix(raw[: security.DISPLAY_PREFIX_LENGTH])
-    if key is None or not security.constant_time_equal(key.key_hash, security.sha256_hex(raw)):
+    # One round trip: key row + creator's membership role + organization (see repository).
+    key = await api_key_auth_row(session, raw[: security.DISPLAY_PREFIX_LENGTH])
+    if key is None or not security.constant_time_equal(key["key_hash"], security.sha256_hex(raw)):
         raise Unauthorized("Invalid API key")
-    now = utcnow()
-    if key.revoked_at is not None:
+    if key["revoked_at"] is not None:
         raise Unauthorized("API key has been revoked")
-    if key.expires_at is not None and key.expires_at <= now:
+    if key["expires_at"] is not None and key["expires_at"] <= utcnow():
         raise Unauthorized("API key has expired")
-    role = ORPHAN_KEY_ROLE
-    if key.created_by_user_id is not None:
-        creator_role = await MemberRepository(session).role_of(
-            key.organization_id, key.created_by_user_id
-        )
-        if creator_role is None:
+    role: str = ORPHAN_KEY_ROLE
+    if key["created_by_user_id"] is not None:
+        if key["creator_role"] is None:
             raise Unauthorized("API key belongs to a user who is no longer a member")
-        role = creator_role
-    retry_after = request.app.state.rate_limiter.check(key.id, key.rate_limit_per_minute)
+        role = key["creator_role"]
+    key_id: uuid.UUID = key["id"]
+    per_minute: int = key["rate_limit_per_minute"]
+    retry_after = request.app.state.rate_limiter.check(key_id, per_minute)
     if retry_after is not None:
         raise RateLimited(
-            f"API key rate limit of {key.rate_limit_per_minute} requests per minute exceeded",
+            f"API key rate limit of {per_minute} requests per minute exceeded",
             retry_after=retry_after,
         )
-    await request.app.state.last_used.touch(key.id)
+    await request.app.state.last_used.touch(key_id)
     return Principal(
-        organization_id=key.organization_id,
+        organization_id=key["organization_id"],
         user_id=None,
-        api_key_id=key.id,
+        api_key_id=key_id,
         role=role,
-        scopes=effective_scopes(role, key.scopes),
+        scopes=effective_scopes(role, key["scopes"]),
     )
 
 
 async def _authenticate_session(session: AsyncSession, raw: str) -> Principal:
-    row = await SessionRepository(session).get_by_hash(security.sha256_hex(raw))
-    if row is None or row.revoked_at is not None:
+    # One round trip: session row + user + membership role in the session's organization.
+    row = await session_auth_row(session, security.sha256_hex(raw))
+    if row is None or row["revoked_at"] is not None:
         raise Unauthorized("Invalid or revoked session")
-    if row.expires_at <= utcnow():
+    if row["expires_at"] <= utcnow():
         raise Unauthorized("Session has expired; sign in again")
-    if row.organization_id is None:
+    if row["organization_id"] is None:
         raise Unauthorized("Session has no organization; sign in again")
-    user = await UserRepository(session).get(row.user_id)
-    if user is None or not user.is_active:
+    if not row["is_active"]:
         raise Unauthorized("Invalid or revoked session")
-    role = await MemberRepository(session).role_of(row.organization_id, row.user_id)
+    role: str | None = row["role"]
     if role is None:
         raise Unauthorized("No longer a member of this organization")
     return Principal(
-        organization_id=row.organization_id,
-        user_id=row.user_id,
+        organization_id=row["organization_id"],
+        user_id=row["user_id"],
         api_key_id=None,
         role=role,
         scopes=effective_scopes(role, None),
-        session_id=row.id,
+        session_id=row["id"],
     )
 
 

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from pydantic import BaseModel
 
 from api.deps import (
     ENVIRONMENTS_READ,
@@ -36,6 +37,12 @@ from api.projects.schemas import (
 from forgeline.errors import NotFound
 
 router = APIRouter(tags=["projects"])
+
+
+def _json(model: BaseModel) -> Response:
+    """Hot single-object reads: one pydantic-core serialisation, no second validation pass."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
 
 Reader = Annotated[Principal, Depends(require_scope(PROJECTS_READ))]
 Writer = Annotated[Principal, Depends(require_scope(PROJECTS_WRITE))]
@@ -99,9 +106,10 @@ async def list_projects(
     )
 
 
-@router.get("/projects/{project_id}", responses=_PROBLEMS)
-async def get_project(project_id: uuid.UUID, session: SessionDep, principal: Reader) -> ProjectOut:
-    return await service.get_project(session, principal, project_id)
+@router.get("/projects/{project_id}", response_model=ProjectOut, responses=_PROBLEMS)
+async def get_project(project_id: uuid.UUID, session: SessionDep, principal: Reader) -> Response:
+    # Validated once by the service, serialised once here (FastAPI would validate it again).
+    return _json(await service.get_project(session, principal, project_id))
 
 
 @router.patch("/projects/{project_id}", responses=_PROBLEMS)
@@ -230,11 +238,16 @@ async def list_environments(
     )
 
 
-@router.get("/environments/{environment_id}", tags=["environments"], responses=_PROBLEMS)
+@router.get(
+    "/environments/{environment_id}",
+    tags=["environments"],
+    response_model=EnvironmentOut,
+    responses=_PROBLEMS,
+)
 async def get_environment(
     environment_id: uuid.UUID, session: SessionDep, principal: EnvironmentReader
-) -> EnvironmentOut:
-    return await service.get_environment(session, principal, environment_id)
+) -> Response:
+    return _json(await service.get_environment(session, principal, environment_id))
 
 
 @router.patch("/environments/{environment_id}", tags=["environments"], responses=_PROBLEMS)
