@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
@@ -107,12 +108,14 @@ async def test_broken_images_fail_health_checks(client, tmp_path: Path):
 
             async with httpx.AsyncClient() as http:
                 url = check_url(running.url, "/healthz")
-                verdict = await verify(
-                    lambda url=url, http=http: probe_http(http, url, FAST),
-                    record,
-                    FAST,
-                    dead_reason=lambda dep_id=dep_id: _async(releaser.dead_reason(dep_id)),
-                )
+
+                def probe(url: str = url, http: httpx.AsyncClient = http) -> Any:
+                    return probe_http(http, url, FAST)
+
+                def dead(dep_id: str = dep_id) -> Any:
+                    return _async(releaser.dead_reason(dep_id))
+
+                verdict = await verify(probe, record, FAST, dead_reason=dead)
             assert not verdict.healthy, name
             assert verdict.reason
     finally:
