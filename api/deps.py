@@ -9,13 +9,14 @@ checks, the Temporal client and the settings.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import CursorResult, Executable
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
@@ -48,6 +49,7 @@ __all__ = [
     "SessionDep",
     "SettingsDep",
     "TemporalDep",
+    "core_execute",
     "require_scope",
     "require_session_principal",
 ]
@@ -75,6 +77,16 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 # scope="function": commit before the response is sent, so a failed commit is a failed request.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def core_execute(
+    session: AsyncSession, stmt: Executable, params: Mapping[str, Any] | None = None
+) -> CursorResult[Any]:
+    """Run a Core statement on the request's connection (same transaction as the session),
+    skipping the ORM Session.execute path: hot reads pay for neither ORM compile state nor
+    identity-map bookkeeping they do not use."""
+    connection = await session.connection()
+    return await connection.execute(stmt, dict(params) if params is not None else None)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from uuid import UUID
 from sqlalchemy import RowMapping, bindparam, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.deps import core_execute
 from db.models.accounts import (
     ApiKey,
     Organization,
@@ -186,53 +187,58 @@ class ApiKeyRepository:
 # membership role (NULL once they left) and the organization, joined so a deleted organization
 # simply finds no row. Indexed lookups: uq key_prefix / uq token_hash, uq (organization, user).
 
+_keys = ApiKey.__table__
+_members = OrganizationMember.__table__
+_orgs = Organization.__table__
+_sessions = UserSession.__table__
+_users = User.__table__
+
 _KEY_AUTH_STMT = (
     select(
-        ApiKey.id,
-        ApiKey.organization_id,
-        ApiKey.created_by_user_id,
-        ApiKey.key_hash,
-        ApiKey.scopes,
-        ApiKey.rate_limit_per_minute,
-        ApiKey.expires_at,
-        ApiKey.revoked_at,
-        OrganizationMember.role.label("creator_role"),
+        _keys.c.id,
+        _keys.c.organization_id,
+        _keys.c.created_by_user_id,
+        _keys.c.key_hash,
+        _keys.c.scopes,
+        _keys.c.rate_limit_per_minute,
+        _keys.c.expires_at,
+        _keys.c.revoked_at,
+        _members.c.role.label("creator_role"),
     )
-    .join(Organization, Organization.id == ApiKey.organization_id)
+    .join(_orgs, _orgs.c.id == _keys.c.organization_id)
     .outerjoin(
-        OrganizationMember,
-        (OrganizationMember.organization_id == ApiKey.organization_id)
-        & (OrganizationMember.user_id == ApiKey.created_by_user_id),
+        _members,
+        (_members.c.organization_id == _keys.c.organization_id)
+        & (_members.c.user_id == _keys.c.created_by_user_id),
     )
-    .where(ApiKey.key_prefix == bindparam("prefix"))
+    .where(_keys.c.key_prefix == bindparam("prefix"))
 )
 
 _SESSION_AUTH_STMT = (
     select(
-        UserSession.id,
-        UserSession.user_id,
-        UserSession.organization_id,
-        UserSession.expires_at,
-        UserSession.revoked_at,
-        User.is_active,
-        OrganizationMember.role,
+        _sessions.c.id,
+        _sessions.c.user_id,
+        _sessions.c.organization_id,
+        _sessions.c.expires_at,
+        _sessions.c.revoked_at,
+        _users.c.is_active,
+        _members.c.role,
     )
-    .join(User, User.id == UserSession.user_id)
-    .outerjoin(Organization, Organization.id == UserSession.organization_id)
+    .join(_users, _users.c.id == _sessions.c.user_id)
+    .outerjoin(_orgs, _orgs.c.id == _sessions.c.organization_id)
     .outerjoin(
-        OrganizationMember,
-        (OrganizationMember.organization_id == Organization.id)
-        & (OrganizationMember.user_id == UserSession.user_id),
+        _members,
+        (_members.c.organization_id == _orgs.c.id) & (_members.c.user_id == _sessions.c.user_id),
     )
-    .where(UserSession.token_hash == bindparam("token_hash"))
+    .where(_sessions.c.token_hash == bindparam("token_hash"))
 )
 
 
 async def api_key_auth_row(session: AsyncSession, prefix: str) -> RowMapping | None:
-    result = await session.execute(_KEY_AUTH_STMT, {"prefix": prefix})
+    result = await core_execute(session, _KEY_AUTH_STMT, {"prefix": prefix})
     return result.mappings().first()
 
 
 async def session_auth_row(session: AsyncSession, token_hash: str) -> RowMapping | None:
-    result = await session.execute(_SESSION_AUTH_STMT, {"token_hash": token_hash})
+    result = await core_execute(session, _SESSION_AUTH_STMT, {"token_hash": token_hash})
     return result.mappings().first()

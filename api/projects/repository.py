@@ -10,14 +10,31 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import RowMapping, Select, func, or_, select
+from sqlalchemy import RowMapping, Select, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.deps import core_execute
 from api.pagination import paginate
 from db.models.projects import Environment, Project, Repository
 
 PROJECT_COLUMNS = tuple(Project.__table__.c)
 ENVIRONMENT_COLUMNS = tuple(Environment.__table__.c)
+_projects = Project.__table__
+_environments = Environment.__table__
+
+# Hot single-row reads: built once (bind parameters), run as Core on the request connection.
+_GET_PROJECT_ROW = select(*PROJECT_COLUMNS).where(
+    _projects.c.id == bindparam("project_id"),
+    _projects.c.organization_id == bindparam("organization_id"),
+)
+_GET_ENVIRONMENT_ROW = (
+    select(*ENVIRONMENT_COLUMNS)
+    .join(_projects, _projects.c.id == _environments.c.project_id)
+    .where(
+        _environments.c.id == bindparam("environment_id"),
+        _projects.c.organization_id == bindparam("organization_id"),
+    )
+)
 
 
 def _escape_like(term: str) -> str:
@@ -35,25 +52,26 @@ async def list_projects(
     cursor: str | None,
     limit: int,
 ) -> Sequence[RowMapping]:
-    stmt: Select[Any] = select(*PROJECT_COLUMNS).where(Project.organization_id == organization_id)
+    c = _projects.c  # table columns: a plain Core statement, no ORM compile state
+    stmt: Select[Any] = select(*PROJECT_COLUMNS).where(c.organization_id == organization_id)
     if status is not None:
-        stmt = stmt.where(Project.status == status)
+        stmt = stmt.where(c.status == status)
     else:
-        stmt = stmt.where(Project.status != "archived")
+        stmt = stmt.where(c.status != "archived")
     if project_type is not None:
-        stmt = stmt.where(Project.project_type == project_type)
+        stmt = stmt.where(c.project_type == project_type)
     if framework is not None:
-        stmt = stmt.where(Project.framework == framework)
+        stmt = stmt.where(c.framework == framework)
     if search:
         pattern = f"%{_escape_like(search.lower())}%"
         stmt = stmt.where(
             or_(
-                func.lower(Project.name).like(pattern, escape="\\"),
-                Project.slug.like(pattern, escape="\\"),
+                func.lower(c.name).like(pattern, escape="\\"),
+                c.slug.like(pattern, escape="\\"),
             )
         )
-    stmt = paginate(stmt, Project.created_at, Project.id, cursor=cursor, limit=limit)
-    rows: Sequence[RowMapping] = (await session.execute(stmt)).mappings().all()
+    stmt = paginate(stmt, c.created_at, c.id, cursor=cursor, limit=limit)
+    rows: Sequence[RowMapping] = (await core_execute(session, stmt)).mappings().all()
     return rows
 
 
@@ -75,10 +93,8 @@ async def get_project(
 async def get_project_row(
     session: AsyncSession, organization_id: uuid.UUID, project_id: uuid.UUID
 ) -> RowMapping | None:
-    stmt = select(*PROJECT_COLUMNS).where(
-        Project.id == project_id, Project.organization_id == organization_id
-    )
-    return (await session.execute(stmt)).mappings().one_or_none()
+    params = {"project_id": project_id, "organization_id": organization_id}
+    return (await core_execute(session, _GET_PROJECT_ROW, params)).mappings().one_or_none()
 
 
 async def project_exists(
@@ -131,15 +147,16 @@ async def list_environments(
 ) -> Sequence[RowMapping]:
     # The join re-checks the tenant even though the caller already loaded the project: a list
     # must never be the one query that forgot it.
+    e, p = _environments.c, _projects.c
     stmt: Select[Any] = (
         select(*ENVIRONMENT_COLUMNS)
-        .join(Project, Project.id == Environment.project_id)
-        .where(Environment.project_id == project_id, Project.organization_id == organization_id)
+        .join(_projects, p.id == e.project_id)
+        .where(e.project_id == project_id, p.organization_id == organization_id)
     )
     if env_type is not None:
-        stmt = stmt.where(Environment.env_type == env_type)
-    stmt = paginate(stmt, Environment.created_at, Environment.id, cursor=cursor, limit=limit)
-    rows: Sequence[RowMapping] = (await session.execute(stmt)).mappings().all()
+        stmt = stmt.where(e.env_type == env_type)
+    stmt = paginate(stmt, e.created_at, e.id, cursor=cursor, limit=limit)
+    rows: Sequence[RowMapping] = (await core_execute(session, stmt)).mappings().all()
     return rows
 
 
@@ -157,12 +174,8 @@ async def get_environment(
 async def get_environment_row(
     session: AsyncSession, organization_id: uuid.UUID, environment_id: uuid.UUID
 ) -> RowMapping | None:
-    stmt = (
-        select(*ENVIRONMENT_COLUMNS)
-        .join(Project, Project.id == Environment.project_id)
-        .where(Environment.id == environment_id, Project.organization_id == organization_id)
-    )
-    return (await session.execute(stmt)).mappings().one_or_none()
+    params = {"environment_id": environment_id, "organization_id": organization_id}
+    return (await core_execute(session, _GET_ENVIRONMENT_ROW, params)).mappings().one_or_none()
 
 
 async def environment_name_taken(
