@@ -2,26 +2,36 @@
 
 Runs acquire with signal-with-start (`build-slots-{org}`), wait for a `slot_granted` signal, and
 release when they finish (success, failure or cancel). Waiters are served first come, first served.
-No timers and no polling: the workflow sleeps until a signal arrives and ends when idle.
+No timers and no polling: the workflow sleeps until a signal arrives and ends when idle. When a run
+has to queue, one activity checks that every holder still runs: a terminated run never releases,
+so its slot is freed there instead of blocking the organization forever.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import FailureError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.pipeline_models import (
         ACQUIRE_SIGNAL,
+        FIND_GONE_HOLDERS,
         GRANT_SIGNAL,
         RELEASE_SIGNAL,
         BuildSlotsInput,
         BuildSlotsView,
+        SlotHolders,
         SlotRelease,
         SlotRequest,
     )
+
+HOLDER_CHECK_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_attempts=5, non_retryable_error_types=[]
+)
 
 
 @workflow.defn(name="BuildSlotsWorkflow")
@@ -32,6 +42,7 @@ class BuildSlotsWorkflow:
         self.waiting: deque[str] = deque()
         self.to_grant: deque[str] = deque()
         self.org = ""
+        self.check_holders = False
 
     @workflow.signal(name=ACQUIRE_SIGNAL)
     def acquire(self, request: SlotRequest) -> None:
@@ -43,6 +54,9 @@ class BuildSlotsWorkflow:
         elif wf_id not in self.waiting:
             self.waiting.append(wf_id)
         self._fill()
+        if self.waiting:
+            # Someone has to wait: make sure no holder is a run that disappeared.
+            self.check_holders = True
 
     @workflow.signal(name=RELEASE_SIGNAL)
     def release(self, release: SlotRelease) -> None:
@@ -63,6 +77,22 @@ class BuildSlotsWorkflow:
             self.holders.append(wf_id)
             self.to_grant.append(wf_id)
 
+    async def _release_gone_holders(self) -> None:
+        try:
+            gone: SlotHolders = await workflow.execute_activity(
+                FIND_GONE_HOLDERS,
+                SlotHolders(workflow_ids=list(self.holders)),
+                result_type=SlotHolders,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=HOLDER_CHECK_RETRY,
+            )
+        except ActivityError:
+            workflow.logger.warning("could not check build slot holders; keeping them")
+            return
+        for wf_id in gone.workflow_ids:
+            workflow.logger.warning("slot holder %s no longer runs; slot freed", wf_id)
+            self.release(SlotRelease(run_workflow_id=wf_id))
+
     @workflow.run
     async def run(self, inp: BuildSlotsInput) -> None:
         self.org = inp.organization_key
@@ -76,6 +106,7 @@ class BuildSlotsWorkflow:
             await workflow.wait_condition(
                 lambda: (
                     bool(self.to_grant)
+                    or self.check_holders
                     or (not self.holders and not self.waiting)
                     or workflow.info().is_continue_as_new_suggested()
                 )
@@ -87,6 +118,10 @@ class BuildSlotsWorkflow:
                 except FailureError:
                     # The run is gone (terminated before releasing): free its slot.
                     self.release(SlotRelease(run_workflow_id=wf_id))
+            if self.check_holders:
+                self.check_holders = False
+                await self._release_gone_holders()
+                continue
             if not self.holders and not self.waiting and not self.to_grant:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 return

@@ -24,6 +24,8 @@ EXECUTE_STAGE = "execute_stage"
 RECORD_STAGE_SKIPPED = "record_stage_skipped"
 REUSE_STAGE = "reuse_stage"
 FINISH_RUN = "finish_run"
+# Which of a BuildSlotsWorkflow's holders no longer run (terminated without releasing).
+FIND_GONE_HOLDERS = "find_gone_slot_holders"
 # Owned by the deployments domain (DEPLOYMENTS_TASK_QUEUE): creates the deployments row.
 PREPARE_PIPELINE_DEPLOYMENT = "prepare_pipeline_deployment"
 
@@ -206,6 +208,10 @@ class BuildSlotsInput(_Model):
     limit: int = 1
     holders: list[str] = Field(default_factory=list)
     waiting: list[str] = Field(default_factory=list)
+
+
+class SlotHolders(_Model):
+    workflow_ids: list[str] = Field(default_factory=list)
 
 
 class BuildSlotsView(_Model):

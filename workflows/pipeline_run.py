@@ -145,7 +145,9 @@ class PipelineRunWorkflow:
         try:
             # Also asks for a build slot: the grant arrives as a signal, maybe before this returns.
             self.waiting_for_slot = True
-            plan = await workflow.execute_activity(
+            # Short DB-only bookkeeping runs as local activities: no server round trip (a
+            # handful per run; stages stay regular activities, see DESIGN on local activities).
+            plan = await workflow.execute_local_activity(
                 PREPARE_RUN,
                 inp,
                 result_type=RunPlan,
@@ -156,23 +158,37 @@ class PipelineRunWorkflow:
             await workflow.wait_condition(lambda: self.slot_granted)
             self.waiting_for_slot = False
             self.status = "running"
-            checkout: CheckoutResult = await workflow.execute_activity(
-                START_RUN,
-                RunStarted(
-                    run_id=inp.run_id,
-                    workflow_id=info.workflow_id,
-                    workflow_run_id=info.run_id,
-                    task_queue=info.task_queue,
-                    branch=plan.branch,
-                    commit_sha=plan.commit_sha,
-                ),
-                result_type=CheckoutResult,
-                start_to_close_timeout=CHECKOUT_TIMEOUT,
-                heartbeat_timeout=timedelta(seconds=60),
-                retry_policy=RetryPolicy(
-                    maximum_attempts=3, non_retryable_error_types=[RUN_NOT_FOUND_ERROR, "GitError"]
-                ),
+            started = RunStarted(
+                run_id=inp.run_id,
+                workflow_id=info.workflow_id,
+                workflow_run_id=info.run_id,
+                task_queue=info.task_queue,
+                branch=plan.branch,
+                commit_sha=plan.commit_sha,
             )
+            checkout: CheckoutResult
+            if plan.has_repository:
+                # A clone is long and heartbeats: a regular activity.
+                checkout = await workflow.execute_activity(
+                    START_RUN,
+                    started,
+                    result_type=CheckoutResult,
+                    start_to_close_timeout=CHECKOUT_TIMEOUT,
+                    heartbeat_timeout=timedelta(seconds=60),
+                    retry_policy=RetryPolicy(
+                        maximum_attempts=3,
+                        non_retryable_error_types=[RUN_NOT_FOUND_ERROR, "GitError"],
+                    ),
+                )
+            else:
+                # Nothing to clone: marking the run started is one short transaction.
+                checkout = await workflow.execute_local_activity(
+                    START_RUN,
+                    started,
+                    result_type=CheckoutResult,
+                    start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+                    retry_policy=BOOKKEEPING,
+                )
             status = await self._run_stages(inp, plan, checkout)
         except asyncio.CancelledError:
             status = "cancelled"
@@ -204,7 +220,7 @@ class PipelineRunWorkflow:
         except FailureError:
             workflow.logger.warning("build slots workflow gone; nothing to release")
         info = workflow.info()
-        await workflow.execute_activity(
+        await workflow.execute_local_activity(
             FINISH_RUN,
             FinishRunInput(
                 run_id=inp.run_id,
@@ -283,7 +299,7 @@ class PipelineRunWorkflow:
 
     async def _skip(self, inp: PipelineRunInput, stage: StageSpec, reason: str) -> StageResult:
         self.stage_status[stage.name] = "skipped"
-        result: StageResult = await workflow.execute_activity(
+        result: StageResult = await workflow.execute_local_activity(
             RECORD_STAGE_SKIPPED,
             SkipStageInput(run_id=inp.run_id, stage=stage, reason=reason),
             result_type=StageResult,
@@ -294,7 +310,7 @@ class PipelineRunWorkflow:
 
     async def _reuse(self, inp: PipelineRunInput, stage: StageSpec, reused: Any) -> StageResult:
         self.stage_status[stage.name] = "success"
-        result: StageResult = await workflow.execute_activity(
+        result: StageResult = await workflow.execute_local_activity(
             REUSE_STAGE,
             ReuseStageInput(run_id=inp.run_id, stage=stage, reused=reused),
             result_type=StageResult,

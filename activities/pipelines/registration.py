@@ -29,6 +29,7 @@ def pipeline_activities(
         runs.prepare_run,
         runs.start_run,
         runs.finish_run,
+        runs.find_gone_slot_holders,
         stages.execute_stage,
         stages.record_stage_skipped,
         stages.reuse_stage,

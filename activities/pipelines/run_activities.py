@@ -11,8 +11,9 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.pipelines import projections
 from activities.pipelines.plan import load_plan
@@ -25,6 +26,7 @@ from forgeline.settings import Settings
 from workflows.build_slots import BuildSlotsWorkflow
 from workflows.pipeline_models import (
     ACQUIRE_SIGNAL,
+    FIND_GONE_HOLDERS,
     RUN_NOT_FOUND_ERROR,
     BuildSlotsInput,
     CheckoutResult,
@@ -32,6 +34,7 @@ from workflows.pipeline_models import (
     PipelineRunInput,
     RunPlan,
     RunStarted,
+    SlotHolders,
     SlotRequest,
     build_slots_workflow_id,
 )
@@ -82,6 +85,22 @@ class RunActivities:
             start_signal_args=[request],
         )
         return plan
+
+    @activity.defn(name=FIND_GONE_HOLDERS)
+    async def find_gone_slot_holders(self, inp: SlotHolders) -> SlotHolders:
+        """The holders whose run is closed or unknown (terminated, timed out, never released)."""
+        gone: list[str] = []
+        for wf_id in inp.workflow_ids:
+            try:
+                desc = await self.temporal.get_workflow_handle(wf_id).describe()
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    gone.append(wf_id)
+                    continue
+                raise
+            if desc.status != WorkflowExecutionStatus.RUNNING:
+                gone.append(wf_id)
+        return SlotHolders(workflow_ids=gone)
 
     @activity.defn(name="start_run")
     async def start_run(self, inp: RunStarted) -> CheckoutResult:

@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,7 +25,9 @@ from activities.pipelines.log_capture import LogCapture, LogChunk, SecretMasker
 from activities.runners import Runner, StageProcess, process_name, process_prefix
 from activities.storage import ObjectStore, join_key
 from db.models.pipelines import Artifact, PipelineRun
+from db.models.projects import Environment, Project
 from db.session import session_scope
+from forgeline import environment_variables as env_vars
 from forgeline.crypto import decrypt_str
 from forgeline.settings import Settings
 from workflows.pipeline_models import (
@@ -113,14 +116,47 @@ class StageActivities:
             )
             # A replayed attempt starts its log from line 0 again: never two copies of a line.
             await projections.delete_log_chunks(session, exec_id)
-            encrypted = await session.scalar(
-                select(PipelineRun.env_vars_encrypted).where(
-                    PipelineRun.id == uuid.UUID(inp.run_id)
+            row = (
+                await session.execute(
+                    select(
+                        PipelineRun.env_vars_encrypted,
+                        PipelineRun.metadata_,
+                        Project.config,
+                        Project.id,
+                    )
+                    .join(Project, Project.id == PipelineRun.project_id)
+                    .where(PipelineRun.id == uuid.UUID(inp.run_id))
                 )
+            ).one_or_none()
+            encrypted, metadata, project_config, project_id = (
+                row if row is not None else (None, {}, {}, None)
             )
+            environment_id = stage.deploy_environment_id or (metadata or {}).get("environment_id")
+            environment_config: dict[str, Any] = {}
+            if environment_id and project_id is not None:
+                environment_config = (
+                    await session.scalar(
+                        select(Environment.config).where(
+                            Environment.id == uuid.UUID(str(environment_id)),
+                            # Only an environment of the run's own project.
+                            Environment.project_id == project_id,
+                        )
+                    )
+                    or {}
+                )
         variables, secrets = run_variables(self.settings, encrypted)
+        # Precedence: run > environment > project. Secrets are decrypted here only.
+        project_vars = (project_config or {}).get("environment_variables") or []
+        environment_vars = environment_config.get("environment_variables") or []
+        secrets = [
+            *secrets,
+            *env_vars.secret_values(project_vars, self.settings),
+            *env_vars.secret_values(environment_vars, self.settings),
+        ]
         env = {
             **stage.environment,
+            **env_vars.reveal(project_vars, self.settings),
+            **env_vars.reveal(environment_vars, self.settings),
             **variables,
             "CI": "true",
             "FORGELINE": "true",

@@ -49,6 +49,8 @@ class RunCreate(BaseModel):
     commit_sha: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{7,64}$")
     variables: list[RunVariable] = Field(default_factory=list, max_length=100)
     changed_paths: list[str] | None = Field(default=None, max_length=10_000)
+    # Target environment: its config environment variables reach every stage (run > env > project).
+    environment_id: uuid.UUID | None = None
 
     @field_validator("branch")
     @classmethod

@@ -19,6 +19,7 @@ from temporalio.service import RPCError
 
 from api.runs.schemas import RunCreate, RunOut, StageExecutionOut
 from db.models.pipelines import Pipeline, PipelineRun, StageExecution, StageLogChunk
+from db.models.projects import Environment
 from forgeline.crypto import encrypt_str
 from forgeline.errors import Conflict, NotFound
 from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
@@ -93,6 +94,16 @@ async def create_run(
     metadata: dict[str, Any] = {}
     if body.changed_paths is not None:
         metadata["changed_paths"] = body.changed_paths
+    if body.environment_id is not None:
+        environment = await session.scalar(
+            select(Environment.id).where(
+                Environment.id == body.environment_id,
+                Environment.project_id == pipeline.project_id,
+            )
+        )
+        if environment is None:
+            raise NotFound("environment not found")
+        metadata["environment_id"] = str(body.environment_id)
     run = PipelineRun(
         id=uuid.uuid4(),
         pipeline_id=pipeline.id,

@@ -107,3 +107,40 @@ async def test_50mb_log_moves_to_object_store_without_loss(
         return bool(n == 0)
 
     await wait_for(chunks_gone, timeout=5)
+
+
+async def test_terminated_holder_frees_its_slot(
+    session_maker, settings, temporal_client, task_queue, tmp_path
+) -> None:
+    """A terminated run never releases: the next queued run finds it gone and takes the slot."""
+    from activities.runners.local_runner import LocalProcessRunner
+
+    org = await make_org(session_maker)
+    pipeline_id = await make_pipeline(
+        session_maker, org.org_id, [stage("work", "sleep 30")], concurrent_builds=1
+    )
+    quick_id = await make_pipeline(
+        session_maker, org.org_id, [stage("work", "true")], concurrent_builds=1
+    )
+    stuck = await create_run(session_maker, settings, org.org_id, pipeline_id)
+    runner = LocalProcessRunner(tmp_path / "state")
+    slots = temporal_client.get_workflow_handle(build_slots_workflow_id(str(org.org_id)))
+    async with pipeline_worker(temporal_client, task_queue, settings, session_maker, runner):
+        stuck_handle = await start(temporal_client, stuck, task_queue)
+
+        async def holding() -> bool:
+            try:
+                view = await slots.query("state", result_type=BuildSlotsView)
+            except Exception:
+                return False
+            return bool(view.holders == [stuck_handle.id])
+
+        await wait_for(holding)
+        await stuck_handle.terminate(reason="operator terminated")
+        # The slot is still held by a run that will never release it ...
+        view = await slots.query("state", result_type=BuildSlotsView)
+        assert view.holders == [stuck_handle.id]
+        # ... until a run has to queue behind it.
+        quick = await create_run(session_maker, settings, org.org_id, quick_id)
+        result = await (await start(temporal_client, quick, task_queue)).result()
+    assert result.status == "success"

@@ -389,3 +389,110 @@ async def test_history_replays_deterministically(ctx) -> None:
     )
     replayer = Replayer(workflows=WORKFLOWS, data_converter=ctx["client"].data_converter)
     await replayer.replay_workflow(history)
+
+
+@pytest.mark.parametrize("runner", ["local"], indirect=True)
+async def test_project_and_environment_variables(ctx) -> None:
+    """Project and environment config variables reach the stage (run > environment > project);
+    a secret reaches the command but never the stored log nor any workflow payload."""
+    from db.models.pipelines import Pipeline
+    from db.models.projects import Environment, Project
+    from db.session import session_scope
+    from forgeline import environment_variables as env_vars
+    from workflows.pipeline_models import pipeline_run_workflow_id
+
+    secret, env_secret = "proj-s3cr3t-7c1f9e", "env-s3cr3t-42ab88"
+    sm = ctx["session_maker"]
+    pipeline_id = await make_pipeline(
+        sm,
+        ctx["org"].org_id,
+        [
+            stage(
+                "show",
+                [
+                    'echo "plain=$PLAIN level=$LEVEL who=$WHO"',
+                    'test "$PSECRET" = "proj-s3cr3t-7c1f9e" && echo project-secret-ok',
+                    'test "$ESECRET" = "env-s3cr3t-42ab88" && echo env-secret-ok',
+                    'echo "leak: $PSECRET $ESECRET"',
+                ],
+            )
+        ],
+        image=ctx["image"],
+    )
+    async with session_scope(sm) as session:
+        pipeline = await session.get(Pipeline, pipeline_id)
+        assert pipeline is not None
+        project = await session.get(Project, pipeline.project_id)
+        assert project is not None
+        project.config = {
+            **(project.config or {}),
+            "environment_variables": env_vars.seal(
+                [
+                    {"name": "PLAIN", "value": "from-project"},
+                    {"name": "LEVEL", "value": "project"},
+                    {"name": "WHO", "value": "project"},
+                    {"name": "PSECRET", "value": secret, "secret": True},
+                ],
+                settings=ctx["settings"],
+            ),
+        }
+        environment = Environment(
+            id=uuid.uuid4(),
+            project_id=project.id,
+            name="staging",
+            env_type="staging",
+            provider="static",
+            config={
+                "environment_variables": env_vars.seal(
+                    [
+                        {"name": "LEVEL", "value": "environment"},
+                        {"name": "WHO", "value": "environment"},
+                        {"name": "ESECRET", "value": env_secret, "secret": True},
+                    ],
+                    settings=ctx["settings"],
+                )
+            },
+        )
+        session.add(environment)
+    run = await create_run(
+        sm,
+        ctx["settings"],
+        ctx["org"].org_id,
+        pipeline_id,
+        environment_id=str(environment.id),
+        variables=[{"name": "WHO", "value": "run"}],
+    )
+    async with pipeline_worker(
+        ctx["client"], ctx["task_queue"], ctx["settings"], sm, ctx["runner"]
+    ):
+        handle = await start(ctx["client"], run, ctx["task_queue"])
+        result = await handle.result()
+    assert result.status == "success"
+    (row,) = await executions(sm, run.id)
+    text = await log_text(sm, row.id)
+    assert "plain=from-project level=environment who=run" in text
+    assert "project-secret-ok" in text and "env-secret-ok" in text
+    assert secret not in text and env_secret not in text
+    assert "leak: ***" in text
+    history = await (
+        ctx["client"].get_workflow_handle(pipeline_run_workflow_id(str(run.id))).fetch_history()
+    )
+    dumped = history.to_json()
+    assert secret not in dumped and env_secret not in dumped
+    assert "proj-s3cr3t" not in dumped and "env-s3cr3t" not in dumped
+
+
+async def test_environment_of_another_project_is_not_found(ctx) -> None:
+    from forgeline.errors import NotFound
+
+    pipeline_id = await make_pipeline(
+        ctx["session_maker"], ctx["org"].org_id, [stage("a", "true")], image=ctx["image"]
+    )
+    with pytest.raises(NotFound):
+        await create_run(
+            ctx["session_maker"],
+            ctx["settings"],
+            ctx["org"].org_id,
+            pipeline_id,
+            environment_id=str(uuid.uuid4()),
+        )
