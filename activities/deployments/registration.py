@@ -8,6 +8,7 @@ from typing import Any
 
 from activities.containers import ContainerEngine, EngineUnavailable
 from activities.deployments.activities import DeploymentActivities
+from activities.deployments.pipeline_stage import PipelineDeployActivities
 from activities.deps import Registration, WorkerDeps
 from activities.storage import create_object_store, create_s3_client
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE
@@ -42,18 +43,23 @@ def registration(deps: WorkerDeps) -> Registration:
             s3_client = create_s3_client(deps.settings)
         return s3_client
 
+    store = create_object_store(deps.settings)
     activities = DeploymentActivities(
         settings=deps.settings,
         session_maker=deps.session_maker,
         temporal=deps.temporal,
         docker_client=engine.client if engine else None,
-        store=create_object_store(deps.settings),
+        store=store,
         s3_factory=s3_factory,
+    )
+    # The pipeline deploy stage's entry point (PipelineRunWorkflow calls it on this queue).
+    pipeline_stage = PipelineDeployActivities(
+        settings=deps.settings, session_maker=deps.session_maker, store=store
     )
     shutdown: list[Callable[[], Any]] = [engine.close] if engine else []
     return Registration(
         task_queue=DEPLOYMENTS_TASK_QUEUE,
         workflows=WORKFLOWS,
-        activities=activities.all(),
+        activities=[*activities.all(), *pipeline_stage.all()],
         on_shutdown=shutdown,
     )

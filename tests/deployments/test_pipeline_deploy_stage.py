@@ -1,0 +1,207 @@
+"""A pipeline deploy stage: `prepare_pipeline_deployment`, then DeploymentWorkflow as a child.
+
+A real run (local process runner) builds a static site into its workspace; its deploy stage
+releases it to a `static` environment. PipelineRunWorkflow sends that stage to the production
+DEPLOYMENTS_TASK_QUEUE constant, so the deployments worker here listens on it (each pytest
+session has its own Temporal server, so the name is not shared with anyone else).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.service import RPCError
+from temporalio.worker import Worker
+
+from activities.deployments.pipeline_stage import (
+    PipelineDeployActivities,
+    pipeline_deployment_id,
+)
+from activities.deployments.registration import WORKFLOWS
+from activities.runners.local_runner import LocalProcessRunner
+from activities.storage import LocalObjectStore
+from db.models.deployments import Deployment
+from db.models.operations import WorkflowExecution
+from db.models.pipelines import Pipeline, PipelineStage
+from db.session import session_scope
+from forgeline.settings import DEPLOYMENTS_TASK_QUEUE, Settings
+from tests.deployments.helpers import make_activities, make_environment
+from tests.factories import make_org
+from tests.runs.helpers import create_run, pipeline_worker, run_row, start
+from workflows.deployment_models import DeploymentInput
+from workflows.pipeline_models import DeployStageInput
+
+BUILD = (
+    "mkdir -p dist && printf '<h1>from the pipeline</h1>\\n' > dist/index.html"
+    " && printf 'ok\\n' > dist/healthz"
+)
+
+
+async def make_deploy_pipeline(
+    session_maker: async_sessionmaker[AsyncSession],
+    org_id: uuid.UUID,
+    project_id: uuid.UUID,
+    environment_id: uuid.UUID,
+) -> uuid.UUID:
+    async with session_scope(session_maker) as session:
+        pipeline = Pipeline(
+            id=uuid.uuid4(),
+            project_id=project_id,
+            organization_id=org_id,
+            name="ship",
+            config={},
+            retry_policy={"initial_interval_seconds": 0.2},
+        )
+        session.add(pipeline)
+        await session.flush()
+        session.add(
+            PipelineStage(
+                id=uuid.uuid4(),
+                pipeline_id=pipeline.id,
+                name="build",
+                position=0,
+                stage_type="build",
+                timeout_seconds=60,
+                commands=[{"run": BUILD}],
+            )
+        )
+        session.add(
+            PipelineStage(
+                id=uuid.uuid4(),
+                pipeline_id=pipeline.id,
+                name="deploy",
+                position=1,
+                stage_type="deploy",
+                timeout_seconds=60,
+                commands=[{"run": "test -f dist/index.html"}],
+                conditions={"deploy_environment_id": str(environment_id)},
+            )
+        )
+    return pipeline.id
+
+
+@asynccontextmanager
+async def workers(
+    client: Client,
+    task_queue: str,
+    settings: Settings,
+    session_maker: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> AsyncIterator[PipelineDeployActivities]:
+    store = LocalObjectStore(settings.objects_dir)
+    deployments = make_activities(settings, session_maker, client, None)
+    stage = PipelineDeployActivities(settings=settings, session_maker=session_maker, store=store)
+    deployment_worker = Worker(
+        client,
+        task_queue=DEPLOYMENTS_TASK_QUEUE,
+        workflows=WORKFLOWS,
+        activities=[*deployments.all(), *stage.all()],
+    )
+    runner = LocalProcessRunner(tmp_path / "runner-state")
+    async with (
+        deployment_worker,
+        pipeline_worker(client, task_queue, settings, session_maker, runner, store),
+    ):
+        yield stage
+
+
+async def _run(
+    client: Client,
+    settings: Settings,
+    session_maker: async_sessionmaker[AsyncSession],
+    task_queue: str,
+    org_id: uuid.UUID,
+    pipeline_id: uuid.UUID,
+) -> Any:
+    run = await create_run(session_maker, settings, org_id, pipeline_id)
+    handle = await start(client, run, task_queue)
+    await handle.result()
+    return await run_row(session_maker, run.id)
+
+
+async def _end_leftovers(client: Client, environment_id: uuid.UUID, deployment_id: str) -> None:
+    """The environment lock and the health monitor outlive the run by design."""
+    for workflow_id in (
+        f"environment-lock-{environment_id}",
+        f"deployment-monitor-{deployment_id}",
+    ):
+        # Already closed is fine.
+        with contextlib.suppress(RPCError):
+            await client.get_workflow_handle(workflow_id).terminate("test over")
+
+
+async def test_deploy_stage_releases_the_run_to_a_static_environment(
+    settings, session_maker, temporal_client, task_queue, tmp_path: Path
+):
+    org = await make_org(session_maker, role="admin")
+    project_id, env_id = await make_environment(session_maker, org.org_id, provider="static")
+    pipeline_id = await make_deploy_pipeline(session_maker, org.org_id, project_id, env_id)
+    async with workers(temporal_client, task_queue, settings, session_maker, tmp_path) as stage:
+        run = await _run(
+            temporal_client, settings, session_maker, task_queue, org.org_id, pipeline_id
+        )
+        assert run.status == "success", run.error
+        deployment_id = pipeline_deployment_id(str(run.id), str(env_id))
+        async with session_maker() as session:
+            rows = (
+                await session.scalars(select(Deployment).where(Deployment.environment_id == env_id))
+            ).all()
+            executions = await session.scalar(
+                select(func.count())
+                .select_from(WorkflowExecution)
+                .where(WorkflowExecution.workflow_id == f"deployment-{deployment_id}")
+            )
+        assert [(r.id, r.status) for r in rows] == [(deployment_id, "active")]
+        assert rows[0].pipeline_run_id == run.id and rows[0].url
+        assert executions == 1
+        assert LocalObjectStore(settings.objects_dir).exists(f"{rows[0].artifact_key}/index.html")
+
+        # A retried activity finds the same deployment (no second row, same input).
+        again = await stage.prepare_pipeline_deployment(
+            DeployStageInput(
+                run_id=str(run.id),
+                organization_id=str(org.org_id),
+                project_id=str(project_id),
+                environment_id=str(env_id),
+            )
+        )
+        assert DeploymentInput.model_validate(again).deployment_id == str(deployment_id)
+        async with session_maker() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(Deployment)
+                .where(Deployment.environment_id == env_id)
+            )
+        assert count == 1
+        await _end_leftovers(temporal_client, env_id, str(deployment_id))
+
+
+async def test_deploy_stage_to_another_orgs_environment_fails_the_run(
+    settings, session_maker, temporal_client, task_queue, tmp_path: Path
+):
+    org = await make_org(session_maker, role="admin")
+    other = await make_org(session_maker, role="admin")
+    project_id, _ = await make_environment(session_maker, org.org_id, provider="static")
+    _, foreign_env = await make_environment(session_maker, other.org_id, provider="static")
+    pipeline_id = await make_deploy_pipeline(session_maker, org.org_id, project_id, foreign_env)
+    async with workers(temporal_client, task_queue, settings, session_maker, tmp_path):
+        run = await _run(
+            temporal_client, settings, session_maker, task_queue, org.org_id, pipeline_id
+        )
+    assert run.status == "failed"
+    assert run.error and "does not exist in this run's project" in run.error
+    async with session_maker() as session:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(Deployment)
+            .where(Deployment.environment_id == foreign_env)
+        )
+    assert count == 0
