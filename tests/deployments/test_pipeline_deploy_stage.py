@@ -28,9 +28,11 @@ from activities.deployments.pipeline_stage import (
 from activities.deployments.registration import WORKFLOWS
 from activities.runners.local_runner import LocalProcessRunner
 from activities.storage import LocalObjectStore
+from api.deployments import service
 from db.models.deployments import Deployment
 from db.models.operations import WorkflowExecution
 from db.models.pipelines import Pipeline, PipelineStage
+from db.models.projects import Project
 from db.session import session_scope
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE, Settings
 from tests.deployments.helpers import make_activities, make_environment
@@ -181,6 +183,14 @@ async def test_deploy_stage_releases_the_run_to_a_static_environment(
                 .where(Deployment.environment_id == env_id)
             )
         assert count == 1
+        # The API path (deploy this run again later) finds what the stage stored: the run's
+        # workspace is gone once the run finished, its source archive is not.
+        assert not (settings.workspaces_dir / str(run.id)).exists()
+        async with session_maker() as session:
+            project = await session.get(Project, project_id)
+            assert project is not None
+            source = await service.source_from_run(session, settings, project, run.id)
+        assert source.context_key and source.context_key.endswith(".tar.gz")
         await _end_leftovers(temporal_client, env_id, str(deployment_id))
 
 
