@@ -15,12 +15,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
+from activities.deployments import pipeline_stage
 from activities.deployments.pipeline_stage import (
     PipelineDeployActivities,
     pipeline_deployment_id,
@@ -34,6 +37,7 @@ from db.models.operations import WorkflowExecution
 from db.models.pipelines import Pipeline, PipelineStage
 from db.models.projects import Project
 from db.session import session_scope
+from forgeline.errors import PaymentRequired
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE, Settings
 from tests.deployments.helpers import make_activities, make_environment
 from tests.factories import make_org
@@ -215,3 +219,39 @@ async def test_deploy_stage_to_another_orgs_environment_fails_the_run(
             .where(Deployment.environment_id == foreign_env)
         )
     assert count == 0
+
+
+async def test_monthly_limit_is_a_non_retryable_failure_and_writes_nothing(
+    settings, session_maker, monkeypatch, tmp_path: Path
+):
+    org = await make_org(session_maker, role="admin")
+    project_id, env_id = await make_environment(session_maker, org.org_id, provider="static")
+    pipeline_id = await make_deploy_pipeline(session_maker, org.org_id, project_id, env_id)
+    run = await create_run(session_maker, settings, org.org_id, pipeline_id)
+    (settings.workspaces_dir / str(run.id) / "dist").mkdir(parents=True)
+
+    async def refuse(*_: Any, **__: Any) -> None:
+        raise PaymentRequired(
+            "The Free plan allows 10 deployments per month", limit="deployments_per_month"
+        )
+
+    monkeypatch.setattr(pipeline_stage, "enforce_limit", refuse)
+    stage = PipelineDeployActivities(
+        settings=settings,
+        session_maker=session_maker,
+        store=LocalObjectStore(settings.objects_dir),
+    )
+    with pytest.raises(ApplicationError) as caught:
+        await stage.prepare_pipeline_deployment(
+            DeployStageInput(
+                run_id=str(run.id),
+                organization_id=str(org.org_id),
+                project_id=str(project_id),
+                environment_id=str(env_id),
+            )
+        )
+    assert caught.value.non_retryable and caught.value.type == "PaymentRequired"
+    assert "deployments per month" in caught.value.message
+    async with session_maker() as session:
+        deployment_id = pipeline_deployment_id(str(run.id), str(env_id))
+        assert await session.get(Deployment, deployment_id) is None
