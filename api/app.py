@@ -95,11 +95,14 @@ API_POOL_RECYCLE_SECONDS = 300
 
 
 def create_api_engine(settings: Settings) -> AsyncEngine:
-    """The API's engine: like db.session.create_engine, minus the per-checkout pre-ping."""
+    """The API's engine: like db.session.create_engine, minus the per-checkout pre-ping, and
+    with all pool_size + max_overflow connections kept open: under load an overflow connection
+    was closed on return and reopened moments later (connect, codec set-up, a cold prepared-
+    statement cache), which showed up as multi-second p99s in bench_projects_api."""
     return create_async_engine(
         async_database_url(database_url(settings)),
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
+        pool_size=settings.db_pool_size + settings.db_max_overflow,
+        max_overflow=0,
         pool_pre_ping=False,
         pool_recycle=API_POOL_RECYCLE_SECONDS,
     )
