@@ -35,6 +35,11 @@ class Preferences(BaseModel):
     include_security_scan: bool = True
     enable_preview_deployments: bool = False
     default_branch: str | None = None
+    # A Forgeline environment of the task's project (checked by the API): the generated deploy
+    # stage then starts a DeploymentWorkflow for it. The name is filled in by the API, never
+    # taken from the client.
+    deploy_environment_id: uuid.UUID | None = None
+    deploy_environment_name: str | None = None
 
 
 class AgentTaskInputData(BaseModel):

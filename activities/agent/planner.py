@@ -813,29 +813,58 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "app"
 
 
-def _deploy_commands(app: AppDetection, provider: str | None) -> tuple[str | None, list[str]]:
+# Marks a deploy stage done by Forgeline itself: exports turn it into a call to the deployments API.
+FORGELINE_DEPLOY = "forgeline"
+NO_ENVIRONMENT_DEPLOY = (
+    'echo "No deploy environment chosen: this stage deploys nothing. Generate the pipeline with'
+    " input_data.preferences.deploy_environment_id, or set conditions.deploy_environment_id on"
+    ' this stage, to deploy through Forgeline."'
+)
+
+
+def _shell_label(text: str) -> str:
+    """An environment name made safe inside a double-quoted shell string."""
+    return re.sub(r"[^A-Za-z0-9 ._:/-]+", "-", text).strip()[:100] or "environment"
+
+
+def _deploy_commands(
+    app: AppDetection, prefs: Preferences
+) -> tuple[str | None, list[str], dict[str, Any]]:
+    """Image, commands and extra conditions of the deploy stage for the chosen provider."""
     out = app.output_directory or "."
     where = "." if app.path in ("", ".") else app.path
-    match (provider or "forgeline").lower():
+    match (prefs.deploy_provider or "forgeline").lower():
         case "vercel":
-            return "node:20", ['npx --yes vercel deploy --prod --yes --token "$VERCEL_TOKEN"']
+            return "node:20", ['npx --yes vercel deploy --prod --yes --token "$VERCEL_TOKEN"'], {}
         case "netlify":
-            return "node:20", [
-                f'npx --yes netlify-cli deploy --prod --dir "{out}" --auth "$NETLIFY_AUTH_TOKEN"'
-            ]
+            return (
+                "node:20",
+                [f'npx --yes netlify-cli deploy --prod --dir "{out}" --auth "$NETLIFY_AUTH_TOKEN"'],
+                {},
+            )
         case "docker":
-            return None, [
-                f'docker build -t "$IMAGE_NAME:$COMMIT_SHA" {where}',
-                'docker push "$IMAGE_NAME:$COMMIT_SHA"',
-            ]
+            return (
+                None,
+                [
+                    f'docker build -t "$IMAGE_NAME:$COMMIT_SHA" {where}',
+                    'docker push "$IMAGE_NAME:$COMMIT_SHA"',
+                ],
+                {},
+            )
         case _:
-            # The Forgeline DeploymentWorkflow does the work; CI only asks for it.
-            return "curlimages/curl:8.10.1", [
-                "curl -fsS -X POST"
-                ' "$FORGELINE_API_URL/v1/projects/$FORGELINE_PROJECT_ID/deployments"'
-                ' -H "Authorization: Bearer $FORGELINE_TOKEN" -H "Content-Type: application/json"'
-                ' -d "{\\"commit_sha\\": \\"$COMMIT_SHA\\"}"'
-            ]
+            # Inside Forgeline the run starts DeploymentWorkflow as a child when this stage
+            # succeeds (conditions.deploy_environment_id): the command needs no credentials.
+            # Exports replace it with a call to the deployments API (forgeline.pipeline_export).
+            extra: dict[str, Any] = {"deploy_via": FORGELINE_DEPLOY}
+            if prefs.deploy_environment_id is None:
+                return "alpine:3.20", [NO_ENVIRONMENT_DEPLOY], extra
+            label = _shell_label(prefs.deploy_environment_name or str(prefs.deploy_environment_id))
+            extra["deploy_environment_id"] = str(prefs.deploy_environment_id)
+            return (
+                "alpine:3.20",
+                [f'echo "Deploying $FORGELINE_COMMIT_SHA to {label} through Forgeline"'],
+                extra,
+            )
 
 
 def propose_pipeline(
@@ -987,8 +1016,12 @@ def propose_pipeline(
         )
     deploy_after = [scan_name] if scan_name else [s for s in build_names if s]
     if primary.framework != "unknown" and (prefs.deploy_provider or "").lower() != "none":
-        image, commands = _deploy_commands(primary, prefs.deploy_provider)
-        conditions: dict[str, Any] = {"branch": [branch], "previous_stage_status": "success"}
+        image, commands, extra = _deploy_commands(primary, prefs)
+        conditions: dict[str, Any] = {
+            "branch": [branch],
+            "previous_stage_status": "success",
+            **extra,
+        }
         add(
             ProposedStage(
                 name="deploy",

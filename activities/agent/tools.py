@@ -37,6 +37,20 @@ REPO_TOOLS = (
 )
 
 
+PINNED_PREFERENCES = ("deploy_environment_id", "deploy_environment_name")
+
+
+def pin_deploy_environment(proposal: PipelineProposal, prefs: Preferences) -> PipelineProposal:
+    """Deploy stages of a model-written pipeline deploy only to the task's chosen environment."""
+    stages = []
+    for stage in proposal.stages:
+        conditions = {k: v for k, v in stage.conditions.items() if k != "deploy_environment_id"}
+        if stage.stage_type == "deploy" and prefs.deploy_environment_id is not None:
+            conditions["deploy_environment_id"] = str(prefs.deploy_environment_id)
+        stages.append(stage.model_copy(update={"conditions": conditions}))
+    return proposal.model_copy(update={"stages": stages})
+
+
 class ToolInputError(ValueError):
     """The model called a tool with arguments it does not accept (reported back, not retried)."""
 
@@ -168,12 +182,16 @@ class AgentToolbox:
         raw_prefs = args.get("preferences")
         prefs = self.input.preferences
         if isinstance(raw_prefs, dict):
-            prefs = Preferences.model_validate({**prefs.model_dump(), **raw_prefs})
+            # The deploy environment was checked against the task's project by the API: a
+            # model's tool call cannot point a deploy somewhere else.
+            chosen = {k: getattr(prefs, k) for k in PINNED_PREFERENCES}
+            prefs = Preferences.model_validate({**prefs.model_dump(), **raw_prefs, **chosen})
         if args.get("pipeline") is not None:
             try:
                 proposal = PipelineProposal.model_validate(args["pipeline"])
             except ValidationError as exc:
                 raise ToolInputError(f"invalid pipeline: {exc.errors()[:5]}") from None
+            proposal = pin_deploy_environment(proposal, prefs)
         else:
             proposal = propose_pipeline(
                 self.analysis(), prefs, default_branch=self.input.branch or "main"

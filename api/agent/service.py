@@ -30,11 +30,11 @@ from api.deps import Principal
 from db.models.agent import AgentExecution, AgentStep, AgentTask, ToolInvocation
 from db.models.operations import WorkflowExecution
 from db.models.pipelines import PipelineRun
-from db.models.projects import Project, Repository
+from db.models.projects import Environment, Project, Repository
 from forgeline.errors import Conflict, NotFound, ValidationFailed
 from forgeline.settings import AGENT_TASK_QUEUE, Settings
 from forgeline.url_safety import parse_repository_url
-from workflows.agent_models import AgentTaskWorkflowInput
+from workflows.agent_models import AgentTaskInputData, AgentTaskWorkflowInput
 from workflows.agent_task import AgentTaskWorkflow
 
 log = logging.getLogger("forgeline.api.agent")
@@ -108,6 +108,7 @@ async def create_task(
         ).first()
         if run is None:
             raise NotFound("pipeline run not found in this project", resource_type="pipeline_run")
+    await _resolve_deploy_environment(session, project.id, data)
     if body.task_type == "generate_pipeline":
         # The generated pipeline counts against the plan: refuse before any work starts.
         await _enforce_pipeline_limit(session, principal.organization_id, project.id)
@@ -138,6 +139,28 @@ async def create_task(
         metadata={"project_id": str(project.id)},
     )
     return task
+
+
+async def _resolve_deploy_environment(
+    session: AsyncSession, project_id: uuid.UUID, data: AgentTaskInputData
+) -> None:
+    """A chosen deploy environment must be a live environment of the task's own project."""
+    prefs = data.preferences
+    # The name is ours to fill in (it ends up in a generated command), never the client's.
+    prefs.deploy_environment_name = None
+    if prefs.deploy_environment_id is None:
+        return
+    env = (
+        await session.execute(
+            select(Environment.name, Environment.status).where(
+                Environment.id == prefs.deploy_environment_id,
+                Environment.project_id == project_id,
+            )
+        )
+    ).first()
+    if env is None or env.status == "deleted":
+        raise NotFound("deploy environment not found in this project", resource_type="environment")
+    prefs.deploy_environment_name = env.name
 
 
 async def _enforce_pipeline_limit(
