@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -169,7 +170,10 @@ async def test_static_site_approval_and_promotion(api_client, session_maker, wor
     assert r.status_code == 202, r.text
     dep = await wait_api(api_client, owner_headers, r.json()["id"])
     assert dep["status"] == "active", dep["error"]
-    page = await api_client.get(f"/v1/sites/{dep['id']}/")
+    # The URL the deployment advertises is the one the site host serves.
+    site_path = httpx.URL(dep["url"]).path
+    assert site_path == f"/v1/sites/{dep['id']}/"
+    page = await api_client.get(site_path)
     assert page.status_code == 200 and "hello static" in page.text
     assert page.headers["content-type"].startswith("text/html")
     assert (await api_client.get(f"/v1/sites/{dep['id']}/../../etc/passwd")).status_code == 404

@@ -143,7 +143,7 @@ async def test_approval_granted_then_static_site_is_active(
         assert result.status == "active", result.reason
         row = await deployment_row(session_maker, dep)
         assert row.status == "active" and row.approval_reason == "ship it"
-        assert row.url and row.url.endswith(f"/sites/{dep}/")
+        assert row.url and row.url.endswith(f"/v1/sites/{dep}/")
         assert activities._store.exists(f"{row.artifact_key}/index.html")
         # The time-skipping server freezes time while any workflow task waits for a worker:
         # end what outlives this test (the environment lock, the monitor) while ours still runs.

@@ -1,5 +1,5 @@
 """The `static` provider: a site's files published under an object-store prefix, served by the
-API's static host at a stable URL (`{public_base_url}/sites/{deployment_id}/`)."""
+API's static host at a stable URL (`{public_base_url}/v1/sites/{deployment_id}/`)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def site_prefix(deployment_id: str) -> str:
 
 
 def site_url(public_base_url: str, deployment_id: str) -> str:
-    return f"{public_base_url.rstrip('/')}/sites/{deployment_id}/"
+    return f"{public_base_url.rstrip('/')}/v1/sites/{deployment_id}/"
 
 
 def content_type(path: str) -> str:
