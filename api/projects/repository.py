@@ -36,6 +36,28 @@ _GET_ENVIRONMENT_ROW = (
     )
 )
 
+# The unfiltered first page of each list (by far the most requested shape), built once; the
+# same statement paginate() would build, with the tenant and the limit as bind parameters.
+_FIRST_PROJECTS_PAGE = (
+    select(*PROJECT_COLUMNS)
+    .where(
+        _projects.c.organization_id == bindparam("organization_id"),
+        _projects.c.status != "archived",
+    )
+    .order_by(_projects.c.created_at.desc(), _projects.c.id.desc())
+    .limit(bindparam("fetch"))
+)
+_FIRST_ENVIRONMENTS_PAGE = (
+    select(*ENVIRONMENT_COLUMNS)
+    .join(_projects, _projects.c.id == _environments.c.project_id)
+    .where(
+        _environments.c.project_id == bindparam("project_id"),
+        _projects.c.organization_id == bindparam("organization_id"),
+    )
+    .order_by(_environments.c.created_at.desc(), _environments.c.id.desc())
+    .limit(bindparam("fetch"))
+)
+
 
 def _escape_like(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -52,6 +74,9 @@ async def list_projects(
     cursor: str | None,
     limit: int,
 ) -> Sequence[RowMapping]:
+    if (status, project_type, framework, search, cursor) == (None, None, None, None, None):
+        params = {"organization_id": organization_id, "fetch": limit + 1}
+        return (await core_execute(session, _FIRST_PROJECTS_PAGE, params)).mappings().all()
     c = _projects.c  # table columns: a plain Core statement, no ORM compile state
     stmt: Select[Any] = select(*PROJECT_COLUMNS).where(c.organization_id == organization_id)
     if status is not None:
@@ -147,6 +172,9 @@ async def list_environments(
 ) -> Sequence[RowMapping]:
     # The join re-checks the tenant even though the caller already loaded the project: a list
     # must never be the one query that forgot it.
+    if env_type is None and cursor is None:
+        params = {"project_id": project_id, "organization_id": organization_id, "fetch": limit + 1}
+        return (await core_execute(session, _FIRST_ENVIRONMENTS_PAGE, params)).mappings().all()
     e, p = _environments.c, _projects.c
     stmt: Select[Any] = (
         select(*ENVIRONMENT_COLUMNS)
