@@ -73,8 +73,9 @@ LOG_TAIL_CHARS = 6_000
 SYSTEM_PROMPT = """You are Forgeline's CI/CD agent. You inspect one git repository through tools \
 and produce a correct, runnable pipeline (install, lint, test, build, security_scan, deploy).
 Always ground decisions in files you listed or read. Use detect_framework early. For pipeline \
-work call propose_pipeline and then validate_pipeline until it reports OK. Be concise; when \
-done, answer with a short summary and no tool call."""
+work call propose_pipeline and then validate_pipeline until it reports OK. Keep the deploy \
+stage propose_pipeline gives: Forgeline itself deploys after it succeeds, so it needs no API \
+credentials. Be concise; when done, answer with a short summary and no tool call."""
 
 
 def _non_retryable(message: str, kind: str) -> ApplicationError:

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from activities.agent.planner import analyze_repository, propose_pipeline
+from activities.agent.tools import pin_deploy_environment
 from activities.runners.local_runner import LocalProcessRunner
 from db.models.agent import AgentTask
 from db.models.pipelines import Pipeline, PipelineStage
@@ -197,3 +198,23 @@ async def test_generated_pipeline_runs_green_on_main_without_environment(
     [deploy] = rows["deploy"]
     assert deploy.status == "success" and deploy.exit_code == 0
     assert "No deploy environment chosen" in await log_text(session_maker, deploy.id)
+
+
+def test_model_written_pipeline_deploys_only_to_the_chosen_environment(static_repo: Path) -> None:
+    proposal = propose_pipeline(analyze_repository(static_repo), Preferences())
+    foreign = str(uuid.uuid4())
+    stages = [
+        s.model_copy(update={"conditions": {**s.conditions, "deploy_environment_id": foreign}})
+        for s in proposal.stages
+    ]
+    hostile = proposal.model_copy(update={"stages": stages})
+    assert all(
+        "deploy_environment_id" not in s.conditions
+        for s in pin_deploy_environment(hostile, Preferences()).stages
+    )
+    chosen = uuid.uuid4()
+    pinned = pin_deploy_environment(hostile, Preferences(deploy_environment_id=chosen))
+    assert {s.name: s.conditions.get("deploy_environment_id") for s in pinned.stages} == {
+        "lint": None,
+        "deploy": str(chosen),
+    }
