@@ -94,6 +94,7 @@ async def breakdown(client: Client, workflow_id: str) -> str:
     gaps: list[float] = []
     last_completed: float | None = None
     events = 0
+    markers = 0
     async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
         events += 1
         ts = event.event_time.ToDatetime().timestamp() * 1000
@@ -101,6 +102,8 @@ async def breakdown(client: Client, workflow_id: str) -> str:
             wft_started = ts
         elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
             wft.append(ts - wft_started)
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            markers += 1  # a local activity: its time is inside a workflow task
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             if last_completed is not None:
                 gaps.append(ts - last_completed)
@@ -115,7 +118,9 @@ async def breakdown(client: Client, workflow_id: str) -> str:
     return (
         f"{events} history events; activity scheduled->completed: "
         + ", ".join(parts)
+        + f"; local activities x{markers}"
         + f"; workflow task started->completed {statistics.fmean(wft):.1f}ms x{len(wft)}"
+        + f" (max {max(wft or [0]):.0f}ms)"
         + f"; activity completed->next scheduled {statistics.fmean(gaps or [0]):.1f}ms"
     )
 

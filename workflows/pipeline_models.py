@@ -35,6 +35,8 @@ STAGE_INVALID_ERROR = "StageInvalid"
 RUN_NOT_FOUND_ERROR = "RunNotFound"
 
 ACQUIRE_SIGNAL = "acquire"
+# Acquire by update: the answer says whether the slot is held now (then no grant signal follows).
+ACQUIRE_UPDATE = "acquire_now"
 RELEASE_SIGNAL = "release"
 GRANT_SIGNAL = "slot_granted"
 
@@ -117,6 +119,8 @@ class RunPlan(_Model):
     reusable: dict[str, ReusableStage] = Field(default_factory=dict)
     concurrent_builds: int = 1
     status: RunStatus = "queued"
+    # Granted while preparing (a free slot): the run starts without waiting for a grant signal.
+    slot_granted: bool = False
 
 
 class RunStarted(_Model):

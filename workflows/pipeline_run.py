@@ -155,6 +155,8 @@ class PipelineRunWorkflow:
                 retry_policy=BOOKKEEPING,
             )
             self.stage_status = {s.name: "pending" for s in plan.stages}
+            if plan.slot_granted:
+                self.slot_granted = True
             await workflow.wait_condition(lambda: self.slot_granted)
             self.waiting_for_slot = False
             self.status = "running"

@@ -11,7 +11,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowExecutionStatus
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -25,7 +26,6 @@ from forgeline.crypto import decrypt_str
 from forgeline.settings import Settings
 from workflows.build_slots import BuildSlotsWorkflow
 from workflows.pipeline_models import (
-    ACQUIRE_SIGNAL,
     FIND_GONE_HOLDERS,
     RUN_NOT_FOUND_ERROR,
     BuildSlotsInput,
@@ -76,15 +76,20 @@ class RunActivities:
         request = SlotRequest(
             organization_key=key, run_workflow_id=info.workflow_id, limit=plan.concurrent_builds
         )
-        await self.temporal.start_workflow(
-            BuildSlotsWorkflow.run,
-            BuildSlotsInput(organization_key=key, limit=plan.concurrent_builds),
-            id=build_slots_workflow_id(key),
-            task_queue=info.task_queue,
-            start_signal=ACQUIRE_SIGNAL,
-            start_signal_args=[request],
+        # Update-with-start: the semaphore answers at once whether the slot is free (FIFO order
+        # is still decided inside BuildSlotsWorkflow); a queued run gets a grant signal later.
+        granted = await self.temporal.execute_update_with_start_workflow(
+            BuildSlotsWorkflow.acquire_now,
+            request,
+            start_workflow_operation=WithStartWorkflowOperation(
+                BuildSlotsWorkflow.run,
+                BuildSlotsInput(organization_key=key, limit=plan.concurrent_builds),
+                id=build_slots_workflow_id(key),
+                task_queue=info.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            ),
         )
-        return plan
+        return plan.model_copy(update={"slot_granted": bool(granted)})
 
     @activity.defn(name=FIND_GONE_HOLDERS)
     async def find_gone_slot_holders(self, inp: SlotHolders) -> SlotHolders:
