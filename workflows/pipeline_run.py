@@ -119,6 +119,8 @@ class PipelineRunWorkflow:
         self.slot_granted = False
         self.waiting_for_slot = False
         self.stage_status: dict[str, StageStatus] = {}
+        # Why the run failed, stage by stage, for the run's `error` column.
+        self.failures: list[str] = []
 
     @workflow.signal(name=GRANT_SIGNAL)
     def grant(self) -> None:
@@ -199,6 +201,8 @@ class PipelineRunWorkflow:
         except (ActivityError, ChildWorkflowError) as exc:
             error = str(exc.cause or exc)
             status = "failed"
+        if status == "failed" and error is None and self.failures:
+            error = "; ".join(self.failures)[:2000]
         await self._finish(inp, plan, status, error, slot_key)
         return self.query_status()
 
@@ -291,6 +295,9 @@ class PipelineRunWorkflow:
                     if result.status in BROKEN_STATUSES and not specs[name].allow_failure:
                         broken.add(name)
                         failed_own.add(name)
+                        self.failures.append(
+                            f"stage {name} {result.status}: {result.error or 'no detail'}"
+                        )
         except asyncio.CancelledError:
             for task in running:
                 task.cancel()
@@ -364,16 +371,20 @@ class PipelineRunWorkflow:
                 error=str(cause or exc),
             )
         if result.status == "success" and stage.deploy_environment_id:
-            await self._deploy(inp, plan, stage, commit)
+            deploy_error = await self._deploy(inp, plan, stage, commit)
+            if deploy_error is not None:
+                # The stage's commands passed but its deployment did not: the stage failed.
+                return StageResult(stage_name=stage.name, status="failed", error=deploy_error)
         return result
 
     async def _deploy(
         self, inp: PipelineRunInput, plan: RunPlan, stage: StageSpec, commit: str | None
-    ) -> None:
+    ) -> str | None:
         """Hook: a deploy stage with an environment starts DeploymentWorkflow as a child.
 
         The deployments domain owns `prepare_pipeline_deployment` (creates the deployments row,
         returns the DeploymentInput) on its task queue; its failure fails this stage's run.
+        Returns why the deployment did not go live (failed, rolled back, rejected), else None.
         """
         deployment_input: dict[str, Any] = await workflow.execute_activity(
             PREPARE_PIPELINE_DEPLOYMENT,
@@ -390,9 +401,16 @@ class PipelineRunWorkflow:
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=BOOKKEEPING,
         )
-        await workflow.execute_child_workflow(
+        outcome: dict[str, Any] = await workflow.execute_child_workflow(
             "DeploymentWorkflow",
             deployment_input,
             id=f"deployment-{deployment_input['deployment_id']}",
             task_queue=DEPLOYMENTS_TASK_QUEUE,
+            result_type=dict,
+        )
+        if outcome.get("status") in ("active", "superseded"):
+            return None
+        return (
+            f"deployment {outcome.get('deployment_id')} ended {outcome.get('status')}: "
+            f"{outcome.get('reason') or 'no reason given'}"
         )

@@ -56,6 +56,9 @@ async def make_deploy_pipeline(
     org_id: uuid.UUID,
     project_id: uuid.UUID,
     environment_id: uuid.UUID,
+    *,
+    build: str = BUILD,
+    deploy_check: str = "test -f dist/index.html",
 ) -> uuid.UUID:
     async with session_scope(session_maker) as session:
         pipeline = Pipeline(
@@ -76,7 +79,7 @@ async def make_deploy_pipeline(
                 position=0,
                 stage_type="build",
                 timeout_seconds=60,
-                commands=[{"run": BUILD}],
+                commands=[{"run": build}],
             )
         )
         session.add(
@@ -87,7 +90,7 @@ async def make_deploy_pipeline(
                 position=1,
                 stage_type="deploy",
                 timeout_seconds=60,
-                commands=[{"run": "test -f dist/index.html"}],
+                commands=[{"run": deploy_check}],
                 conditions={"deploy_environment_id": str(environment_id)},
             )
         )
@@ -196,6 +199,33 @@ async def test_deploy_stage_releases_the_run_to_a_static_environment(
             source = await service.source_from_run(session, settings, project, run.id)
         assert source.context_key and source.context_key.endswith(".tar.gz")
         await _end_leftovers(temporal_client, env_id, str(deployment_id))
+
+
+async def test_a_deployment_that_does_not_go_live_fails_the_stage_and_the_run(
+    settings, session_maker, temporal_client, task_queue, tmp_path: Path
+):
+    # The stage's own commands pass, but the output has no index.html: the release fails.
+    org = await make_org(session_maker, role="admin")
+    project_id, env_id = await make_environment(session_maker, org.org_id, provider="static")
+    pipeline_id = await make_deploy_pipeline(
+        session_maker,
+        org.org_id,
+        project_id,
+        env_id,
+        build="mkdir -p dist && printf 'about' > dist/about.html",
+        deploy_check="test -d dist",
+    )
+    async with workers(temporal_client, task_queue, settings, session_maker, tmp_path):
+        run = await _run(
+            temporal_client, settings, session_maker, task_queue, org.org_id, pipeline_id
+        )
+    assert run.status == "failed"
+    assert run.error and "stage deploy failed" in run.error and "ended failed" in run.error
+    deployment_id = pipeline_deployment_id(str(run.id), str(env_id))
+    async with session_maker() as session:
+        row = await session.get(Deployment, deployment_id)
+    assert row is not None and row.status == "failed"
+    await _end_leftovers(temporal_client, env_id, str(deployment_id))
 
 
 async def test_deploy_stage_to_another_orgs_environment_fails_the_run(
