@@ -104,8 +104,13 @@ async def create_deployment(
         session, principal.organization_id, environment_id
     )
     require_available(environment.provider)
-    if body.pipeline_run_id is not None:
-        source = await service.source_from_run(session, settings, project, body.pipeline_run_id)
+    pipeline_run_id = body.pipeline_run_id
+    if pipeline_run_id is None and body.commit_sha and not body.source_dir:
+        pipeline_run_id = await service.run_for_commit(
+            session, project, body.commit_sha, body.branch
+        )
+    if pipeline_run_id is not None:
+        source = await service.source_from_run(session, settings, project, pipeline_run_id)
     else:
         if body.source_dir and not settings.allow_local_repositories:
             raise ValidationFailed(
@@ -113,7 +118,8 @@ async def create_deployment(
             )
         if not body.source_dir:
             raise ValidationFailed(
-                "deploying a version needs its source: give pipeline_run_id (or source_dir in dev)"
+                "deploying a version needs its source: give pipeline_run_id or the commit_sha of "
+                "a successful run (or source_dir in dev)"
             )
         source = DeploymentSource(
             version=(body.version or body.commit_sha or "")[:100],
@@ -131,7 +137,7 @@ async def create_deployment(
         source,
         triggered_by_user_id=await service.acting_user(session, principal),
         triggered_by_api_key_id=principal.api_key_id,
-        pipeline_run_id=body.pipeline_run_id,
+        pipeline_run_id=pipeline_run_id,
     )
     await write_audit(
         session,

@@ -17,6 +17,8 @@ class DeploymentCreate(BaseModel):
     pipeline_run_id: uuid.UUID | None = None
     version: str | None = Field(default=None, min_length=1, max_length=100)
     commit_sha: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{7,64}$")
+    # With commit_sha alone: deploy the newest successful run of that commit (on this branch).
+    branch: str | None = Field(default=None, min_length=1, max_length=255)
     # A local checkout (only when local repositories are allowed: development and tests).
     source_dir: str | None = Field(default=None, max_length=1000)
     output_dir: str | None = Field(default=None, max_length=255)

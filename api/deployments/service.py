@@ -83,6 +83,34 @@ async def source_from_run(
     return await source_for_run(session, settings, project, run)
 
 
+async def run_for_commit(
+    session: AsyncSession, project: Project, commit_sha: str, branch: str | None
+) -> uuid.UUID:
+    """The newest successful run of a commit (full SHA or a prefix) in the project.
+
+    This is what an external CI job deploys with `{"commit_sha": ..., "branch": ...}`: the
+    source Forgeline built and tested for that commit, never an unbuilt checkout.
+    """
+    query = select(PipelineRun.id).where(
+        PipelineRun.project_id == project.id,
+        PipelineRun.status == "success",
+        PipelineRun.commit_sha.startswith(commit_sha.lower(), autoescape=True),
+    )
+    if branch is not None:
+        query = query.where(PipelineRun.branch == branch)
+    run_id = await session.scalar(
+        query.order_by(PipelineRun.finished_at.desc().nulls_last(), PipelineRun.id.desc()).limit(1)
+    )
+    if run_id is None:
+        on_branch = f" on branch {branch}" if branch else ""
+        raise Conflict(
+            f"no successful pipeline run of commit {commit_sha}{on_branch} in this project; "
+            "run the pipeline for that commit first",
+            commit_sha=commit_sha,
+        )
+    return run_id
+
+
 async def start_workflow(
     temporal: Client, inp: DeploymentInput, *, task_queue: str = DEPLOYMENTS_TASK_QUEUE
 ) -> None:

@@ -34,7 +34,7 @@ from activities.storage import LocalObjectStore
 from api.deployments import service
 from db.models.deployments import Deployment
 from db.models.operations import WorkflowExecution
-from db.models.pipelines import Pipeline, PipelineStage
+from db.models.pipelines import Pipeline, PipelineRun, PipelineStage
 from db.models.projects import Project
 from db.session import session_scope
 from forgeline.errors import PaymentRequired
@@ -285,3 +285,52 @@ async def test_monthly_limit_is_a_non_retryable_failure_and_writes_nothing(
     async with session_maker() as session:
         deployment_id = pipeline_deployment_id(str(run.id), str(env_id))
         assert await session.get(Deployment, deployment_id) is None
+
+
+async def test_a_commit_deploys_its_newest_successful_run(
+    settings, session_maker, temporal_client, task_queue, tmp_path: Path, api_client
+):
+    """What an exported CI job sends: `{"commit_sha", "branch"}` → that commit's built source."""
+    org = await make_org(session_maker, role="admin")
+    project_id, env_id = await make_environment(session_maker, org.org_id, provider="static")
+    pipeline_id = await make_deploy_pipeline(session_maker, org.org_id, project_id, env_id)
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    async with workers(temporal_client, task_queue, settings, session_maker, tmp_path):
+        run = await _run(
+            temporal_client, settings, session_maker, task_queue, org.org_id, pipeline_id
+        )
+        assert run.status == "success", run.error
+        async with session_scope(session_maker) as session:
+            row = await session.get(PipelineRun, run.id)
+            assert row is not None
+            row.commit_sha, row.branch = sha, "main"
+
+        missing = await api_client.post(
+            f"/v1/environments/{env_id}/deployments",
+            json={"commit_sha": "fedcba9876543210", "branch": "main"},
+            headers=org.headers,
+        )
+        assert missing.status_code == 409, missing.text
+        assert "no successful pipeline run of commit" in missing.json()["detail"]
+        wrong_branch = await api_client.post(
+            f"/v1/environments/{env_id}/deployments",
+            json={"commit_sha": sha[:12], "branch": "release"},
+            headers=org.headers,
+        )
+        assert wrong_branch.status_code == 409, wrong_branch.text
+
+        created = await api_client.post(
+            f"/v1/environments/{env_id}/deployments",
+            json={"commit_sha": sha[:12], "branch": "main"},
+            headers=org.headers,
+        )
+        assert created.status_code == 202, created.text
+        body = created.json()
+        assert body["pipeline_run_id"] == str(run.id)
+        handle = temporal_client.get_workflow_handle(f"deployment-{body['id']}")
+        outcome = await handle.result()
+        assert outcome["status"] == "active", outcome
+    await _end_leftovers(temporal_client, env_id, body["id"])
+    await _end_leftovers(
+        temporal_client, env_id, str(pipeline_deployment_id(str(run.id), str(env_id)))
+    )
