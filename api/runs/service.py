@@ -19,7 +19,7 @@ from temporalio.service import RPCError
 
 from api.runs.schemas import RunCreate, RunOut, StageExecutionOut
 from db.models.pipelines import Pipeline, PipelineRun, StageExecution, StageLogChunk
-from db.models.projects import Environment
+from db.models.projects import Environment, Repository
 from forgeline.crypto import encrypt_str
 from forgeline.errors import Conflict, NotFound
 from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
@@ -104,6 +104,12 @@ async def create_run(
         if environment is None:
             raise NotFound("environment not found")
         metadata["environment_id"] = str(body.environment_id)
+    branch = body.branch
+    if branch is None and body.commit_sha is None:
+        # Like a push to the default branch: branch conditions (deploy on main) then apply.
+        branch = await session.scalar(
+            select(Repository.default_branch).where(Repository.project_id == pipeline.project_id)
+        )
     run = PipelineRun(
         id=uuid.uuid4(),
         pipeline_id=pipeline.id,
@@ -112,7 +118,7 @@ async def create_run(
         run_number=await next_run_number(session, pipeline.id),
         status="queued",
         trigger=body.trigger,
-        branch=body.branch,
+        branch=branch,
         commit_sha=body.commit_sha.lower() if body.commit_sha else None,
         env_var_names=[v.name for v in body.variables],
         env_vars_encrypted=encrypted,

@@ -9,6 +9,9 @@ import uuid
 import pytest
 
 from activities.runners.local_runner import LocalProcessRunner
+from db.models.pipelines import Pipeline
+from db.models.projects import Repository
+from db.session import session_scope
 from forgeline.settings import PIPELINES_TASK_QUEUE
 from tests.factories import make_org
 from tests.runs.helpers import create_run, make_pipeline, pipeline_worker, run_row, stage, wait_for
@@ -218,3 +221,27 @@ async def test_run_numbers_sequential_under_concurrent_starts(session_maker, set
         *(create_run(session_maker, settings, org.org_id, pipeline_id) for _ in range(12))
     )
     assert sorted(r.run_number for r in runs) == list(range(1, 13))
+
+
+async def test_a_run_without_branch_or_commit_builds_the_default_branch(
+    session_maker, settings
+) -> None:
+    org = await make_org(session_maker)
+    pipeline_id = await make_pipeline(session_maker, org.org_id, [stage("s", "true")])
+    no_repository = await create_run(session_maker, settings, org.org_id, pipeline_id)
+    assert no_repository.branch is None
+    async with session_scope(session_maker) as session:
+        pipeline = await session.get(Pipeline, pipeline_id)
+        assert pipeline is not None
+        session.add(
+            Repository(
+                project_id=pipeline.project_id,
+                provider="git",
+                url="https://example.com/acme/site.git",
+                default_branch="trunk",
+            )
+        )
+    default = await create_run(session_maker, settings, org.org_id, pipeline_id)
+    assert default.branch == "trunk"
+    explicit = await create_run(session_maker, settings, org.org_id, pipeline_id, branch="dev")
+    assert explicit.branch == "dev"
