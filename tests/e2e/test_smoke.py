@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import signal
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from temporalio.service import RPCError
 
 from forgeline.embedded.postgres import free_port
-from forgeline.settings import Settings
+from forgeline.settings import TASK_QUEUES, Settings
 from forgeline.temporal_client import connect_temporal
 from workflows.echo import DIAGNOSTICS_TASK_QUEUE, EchoInput, EchoOutput, EchoWorkflow
 
@@ -61,7 +63,19 @@ class Child:
 
 
 @pytest.fixture(scope="module")
-def worker_process(settings: Settings) -> Iterator[Child]:
+async def quiet_production_queues(settings: Settings) -> None:
+    """worker.py polls the production task queues. On the session's shared Temporal server, API
+    tests earlier in the run started workflows there that no worker of theirs ever ran; this
+    module is about the processes, not about finishing their leftovers, so end them first."""
+    client = await connect_temporal(settings)
+    async for execution in client.list_workflows('ExecutionStatus="Running"'):
+        if execution.task_queue in TASK_QUEUES:
+            with contextlib.suppress(RPCError):
+                await client.get_workflow_handle(execution.id).terminate("e2e: leftover")
+
+
+@pytest.fixture(scope="module")
+def worker_process(settings: Settings, quiet_production_queues: None) -> Iterator[Child]:
     child = Child("worker", [sys.executable, "worker.py"], _child_env(settings), settings.data_dir)
     yield child
     status = child.stop()
