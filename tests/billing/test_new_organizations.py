@@ -50,8 +50,8 @@ async def _signup(api_client) -> uuid.UUID:
 async def test_signup_without_plans_creates_no_subscription(api_client, session_maker):
     # Runs before this module seeds plans (the `plans` fixture is first requested below).
     async with session_maker() as session:
-        if await session.scalar(select(func.count()).select_from(Plan)):
-            pytest.skip("another suite left plans seeded in this database")
+        seeded = await session.scalar(select(func.count()).select_from(Plan))
+    assert not seeded, "plans are seeded here: a suite before this one did not clean up"
     org_id = await _signup(api_client)
     assert await _live_subscriptions(session_maker, org_id) == []
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
 import signal
 import subprocess
@@ -84,8 +83,6 @@ def worker_process(settings: Settings, quiet_production_queues: None) -> Iterato
 
 @pytest.fixture(scope="module")
 async def api_url(settings: Settings) -> AsyncIterator[str]:
-    if importlib.util.find_spec("api.app") is None:
-        pytest.skip("api.app is not there yet")
     port = free_port()
     args = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory"]
     args += ["--host", "127.0.0.1", "--port", str(port)]
