@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from forgeline.search_attributes import SEARCH_ATTRIBUTE_NAMES
+
 PLACEHOLDER = "change-me"
 
 # Task queues: one worker per queue (worker.py), named for the workflows they serve.
@@ -20,7 +22,7 @@ BILLING_TASK_QUEUE = "billing"
 TASK_QUEUES = (AGENT_TASK_QUEUE, PIPELINES_TASK_QUEUE, DEPLOYMENTS_TASK_QUEUE, BILLING_TASK_QUEUE)
 
 # Custom search attributes operators filter on in the Temporal UI (all Keyword).
-SEARCH_ATTRIBUTES = ("ForgelineOrgId", "ForgelineProjectId", "ForgelineKind")
+SEARCH_ATTRIBUTES = SEARCH_ATTRIBUTE_NAMES
 
 
 def _env(name: str) -> AliasChoices:

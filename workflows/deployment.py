@@ -10,13 +10,17 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import (
     RetryPolicy,
-    SearchAttributeKey,
-    SearchAttributePair,
     TypedSearchAttributes,
 )
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from forgeline.search_attributes import (
+        KIND_KEY,
+        ORG_KEY,
+        PROJECT_KEY,
+        forgeline_search_attributes,
+    )
     from workflows.deployment_lock import GRANTED_SIGNAL, SUPERSEDED_SIGNAL
     from workflows.deployment_models import (
         ActivationRequest,
@@ -59,23 +63,13 @@ RELEASE_RETRY = RetryPolicy(
 )
 BUILD_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=NON_RETRYABLE)
 
-ORG_KEY = SearchAttributeKey.for_keyword("ForgelineOrgId")
-PROJECT_KEY = SearchAttributeKey.for_keyword("ForgelineProjectId")
-KIND_KEY = SearchAttributeKey.for_keyword("ForgelineKind")
-
 
 def deployment_workflow_id(deployment_id: str) -> str:
     return f"deployment-{deployment_id}"
 
 
 def search_attributes(organization_id: str, project_id: str, kind: str) -> TypedSearchAttributes:
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(ORG_KEY, organization_id),
-            SearchAttributePair(PROJECT_KEY, project_id),
-            SearchAttributePair(KIND_KEY, kind),
-        ]
-    )
+    return forgeline_search_attributes(kind, organization_id=organization_id, project_id=project_id)
 
 
 class ApprovalRejected(Exception):

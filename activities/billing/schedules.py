@@ -37,9 +37,6 @@ from temporalio.client import (
     WorkflowHandle,
 )
 from temporalio.common import (
-    SearchAttributeKey,
-    SearchAttributePair,
-    TypedSearchAttributes,
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -47,6 +44,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from activities.billing.pricing import Period
 from db.models.billing import Invoice, Subscription
 from db.models.operations import WorkflowExecution
+from forgeline.search_attributes import forgeline_search_attributes
 from forgeline.settings import BILLING_TASK_QUEUE
 from workflows.billing_models import (
     BILLING_WORKFLOW_KIND,
@@ -60,8 +58,6 @@ from workflows.billing_models import (
 BILLING_SCHEDULE_ID = "forgeline-billing-monthly"
 BILLING_CYCLE_WORKFLOW_ID = "billing-cycle"
 BILLABLE_STATUSES = ("trialing", "active", "past_due")
-ORG_KEY = SearchAttributeKey.for_keyword("ForgelineOrgId")
-KIND_KEY = SearchAttributeKey.for_keyword("ForgelineKind")
 START_CONCURRENCY = 16
 
 
@@ -74,9 +70,7 @@ def billing_schedule() -> Schedule:
             BillingCycleInput(),
             id=BILLING_CYCLE_WORKFLOW_ID,
             task_queue=BILLING_TASK_QUEUE,
-            typed_search_attributes=TypedSearchAttributes(
-                [SearchAttributePair(KIND_KEY, "billing-cycle")]
-            ),
+            typed_search_attributes=forgeline_search_attributes("billing-cycle"),
         ),
         spec=ScheduleSpec(
             calendars=[
@@ -146,11 +140,8 @@ async def start_billing_workflow(
             id=workflow_id,
             task_queue=BILLING_TASK_QUEUE,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(ORG_KEY, str(organization_id)),
-                    SearchAttributePair(KIND_KEY, BILLING_WORKFLOW_KIND),
-                ]
+            search_attributes=forgeline_search_attributes(
+                BILLING_WORKFLOW_KIND, organization_id=organization_id
             ),
             memo={"period": period.key, "trigger": trigger},
         )

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import TypedSearchAttributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -32,6 +32,7 @@ from db.models.operations import WorkflowExecution
 from db.models.pipelines import PipelineRun
 from db.models.projects import Environment, Project, Repository
 from forgeline.errors import Conflict, NotFound, ValidationFailed
+from forgeline.search_attributes import forgeline_search_attributes
 from forgeline.settings import AGENT_TASK_QUEUE, Settings
 from forgeline.url_safety import parse_repository_url
 from workflows.agent_models import AgentTaskInputData, AgentTaskWorkflowInput
@@ -47,15 +48,7 @@ def workflow_id_for(task_id: uuid.UUID) -> str:
 
 
 def search_attributes(org_id: uuid.UUID, project_id: uuid.UUID) -> TypedSearchAttributes:
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(SearchAttributeKey.for_keyword("ForgelineOrgId"), str(org_id)),
-            SearchAttributePair(
-                SearchAttributeKey.for_keyword("ForgelineProjectId"), str(project_id)
-            ),
-            SearchAttributePair(SearchAttributeKey.for_keyword("ForgelineKind"), KIND),
-        ]
-    )
+    return forgeline_search_attributes(KIND, organization_id=org_id, project_id=project_id)
 
 
 async def _project(session: AsyncSession, principal: Principal, project_id: uuid.UUID) -> Project:

@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -22,12 +21,10 @@ from db.models.pipelines import Pipeline, PipelineRun, StageExecution, StageLogC
 from db.models.projects import Environment, Repository
 from forgeline.crypto import encrypt_str
 from forgeline.errors import Conflict, NotFound
+from forgeline.search_attributes import forgeline_search_attributes
 from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
 from workflows.pipeline_models import PipelineRunInput, RunStatusView, pipeline_run_workflow_id
 
-ORG_KEY = SearchAttributeKey.for_keyword("ForgelineOrgId")
-PROJECT_KEY = SearchAttributeKey.for_keyword("ForgelineProjectId")
-KIND_KEY = SearchAttributeKey.for_keyword("ForgelineKind")
 FINISHED = ("success", "failed", "cancelled")
 
 
@@ -177,12 +174,6 @@ async def start_run_workflow(
 ) -> WorkflowHandle[Any, Any]:
     """Start after the row is committed; starting twice is harmless."""
     wf_id = pipeline_run_workflow_id(str(run.id))
-    pairs: list[SearchAttributePair[Any]] = [
-        SearchAttributePair(PROJECT_KEY, str(run.project_id)),
-        SearchAttributePair(KIND_KEY, "pipeline_run"),
-    ]
-    if run.organization_id:
-        pairs.append(SearchAttributePair(ORG_KEY, str(run.organization_id)))
     try:
         return await client.start_workflow(
             "PipelineRunWorkflow",
@@ -196,7 +187,11 @@ async def start_run_workflow(
             id=wf_id,
             task_queue=task_queue,
             result_type=RunStatusView,
-            search_attributes=TypedSearchAttributes(pairs),
+            search_attributes=forgeline_search_attributes(
+                "pipeline_run",
+                organization_id=run.organization_id or None,
+                project_id=run.project_id,
+            ),
             memo={
                 "pipeline_id": str(run.pipeline_id),
                 "run_number": run.run_number,
