@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
+import asyncpg
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -62,3 +64,18 @@ async def session_scope(
         except BaseException:
             await session.rollback()
             raise
+
+
+@asynccontextmanager
+async def driver_connection(
+    session_maker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection as the asyncpg connection itself, outside any transaction.
+
+    For hot single statements (each its own implicit transaction, no BEGIN/COMMIT round trips);
+    the pool still checks the connection out and resets it on return as usual.
+    """
+    engine: AsyncEngine = session_maker.kw["bind"]
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        yield cast(asyncpg.Connection, raw.driver_connection)

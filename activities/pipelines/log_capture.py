@@ -114,8 +114,10 @@ class LogSummary:
     line_count: int
     byte_count: int
     tail: str
+    # The spool file exists only when the stage wrote something.
     spool_path: Path
     large: bool
+    last_chunk: LogChunk | None = None
 
 
 @dataclass
@@ -167,21 +169,27 @@ class LogCapture:
         self._pending_bytes = sum(len(x.encode()) + 1 for x in self._pending)
         self._flushed_seq += len(chunk.lines)
 
-    async def close(self) -> LogSummary:
+    async def close(self, *, hand_back_last: bool = False) -> LogSummary:
+        """End of output. With `hand_back_last`, the lines not stored yet are not sent to the
+        sink but returned as `last_chunk`, for the caller's own closing write to store."""
         self._accept(self._splitter.flush())
-        await self.flush()
+        last: LogChunk | None = None
+        if not hand_back_last:
+            await self.flush()
+        elif self._pending:
+            last = LogChunk(first_seq=self._flushed_seq, lines=list(self._pending))
+        tail = ""
         if self._spool is not None:
             self._spool.close()
             self._spool = None
-        else:
-            self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-            self.spool_path.write_text("")
+            tail = read_tail(self.spool_path, TAIL_BYTES)
         return LogSummary(
             line_count=self._next_seq,
             byte_count=self._byte_count,
-            tail=read_tail(self.spool_path, TAIL_BYTES),
+            tail=tail,
             spool_path=self.spool_path,
             large=self._byte_count > LARGE_LOG_BYTES,
+            last_chunk=last,
         )
 
     def _accept(self, lines: list[str]) -> None:

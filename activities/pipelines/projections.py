@@ -1,20 +1,22 @@
 """Postgres projections of pipeline runs: idempotent upserts keyed by deterministic IDs.
 
-Core statements (not the ORM) because they sit on the hot path of every log chunk and stage.
+Core statements (not the ORM); the three statements of every stage attempt are plain SQL.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+import asyncpg
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models.operations import WorkflowExecution
-from db.models.pipelines import Artifact, PipelineRun, StageExecution, StageLogChunk
+from db.models.pipelines import PipelineRun, StageExecution
 
 _NAMESPACE = uuid.UUID("6f1c8a55-8a57-4d0b-9a3e-3c1f0c6b2d11")
 UNFINISHED_STAGE = ("pending", "queued", "running")
@@ -58,21 +60,217 @@ async def upsert_stage_execution(
     return exec_id
 
 
-async def mark_lost_attempts(
-    session: AsyncSession, *, run_id: str, stage_name: str, before_attempt: int
-) -> int:
-    """Earlier attempts still `running` belonged to a worker that died: close them as failed."""
-    result = await session.execute(
-        update(StageExecution)
-        .where(
-            StageExecution.run_id == uuid.UUID(run_id),
-            StageExecution.stage_name == stage_name,
-            StageExecution.attempt < before_attempt,
-            StageExecution.status.in_(UNFINISHED_STAGE),
-        )
-        .values(status="failed", error="worker lost during the attempt", finished_at=now())
+# The three statements every stage attempt runs (open, log chunk, close) are plain SQL on the
+# asyncpg connection, one round trip each: built and run through SQLAlchemy Core, the open
+# statement alone cost ~4.7 ms against ~1.0 ms here (statement construction and cache-key work).
+# Data-modifying CTEs run exactly once, whether or not the outer statement reads them.
+
+_OPEN_ATTEMPT = """
+WITH lost AS (
+    UPDATE stage_executions
+    SET status = 'failed', error = 'worker lost during the attempt',
+        finished_at = now(), updated_at = now()
+    WHERE run_id = $1 AND stage_name = $2 AND attempt < $3
+      AND status IN ('pending', 'queued', 'running')
+    RETURNING 1
+), opened AS (
+    INSERT INTO stage_executions (id, run_id, stage_name, attempt, stage_id, status, runner,
+                                  container_name, started_at, log_size_bytes, log_line_count)
+    VALUES ($4, $1, $2, $3, $5, 'running', $6, $7, now(), 0, 0)
+    ON CONFLICT (run_id, stage_name, attempt) DO UPDATE SET
+        stage_id = excluded.stage_id, status = 'running', runner = excluded.runner,
+        container_name = excluded.container_name, started_at = excluded.started_at,
+        finished_at = NULL, exit_code = NULL, error = NULL, duration_ms = NULL,
+        log_size_bytes = 0, log_line_count = 0, log_object_key = NULL, log_tail = NULL,
+        updated_at = now()
+    RETURNING 1
+), dropped AS (
+    DELETE FROM stage_log_chunks WHERE stage_execution_id = $4 RETURNING 1
+)
+SELECT r.env_vars_encrypted, p.config, e.config
+FROM pipeline_runs r
+JOIN projects p ON p.id = r.project_id
+LEFT JOIN environments e ON e.project_id = p.id
+    AND e.id = COALESCE($8::uuid, NULLIF(r.metadata ->> 'environment_id', '')::uuid)
+WHERE r.id = $1
+"""
+
+_STORE_LOG_CHUNK = """
+INSERT INTO stage_log_chunks (id, stage_execution_id, seq, first_line, line_count, content)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (stage_execution_id, seq) DO UPDATE SET
+    line_count = excluded.line_count, content = excluded.content
+"""
+
+_CLOSE_ATTEMPT = """
+WITH final_chunk AS (
+    INSERT INTO stage_log_chunks (id, stage_execution_id, seq, first_line, line_count, content)
+    SELECT $11, $1, $12, $13, $14, $15 WHERE $15::text IS NOT NULL
+    ON CONFLICT (stage_execution_id, seq) DO UPDATE SET
+        line_count = excluded.line_count, content = excluded.content
+    RETURNING 1
+), dropped AS (
+    DELETE FROM stage_log_chunks WHERE stage_execution_id = $1 AND $16::boolean RETURNING 1
+)
+UPDATE stage_executions
+SET status = $2, exit_code = $3, finished_at = now(), duration_ms = $4, log_size_bytes = $5,
+    log_line_count = $6, log_object_key = $7, log_tail = $8, error = $9, updated_at = now()
+WHERE id = $1 AND attempt = $10
+"""
+
+_UPSERT_ARTIFACT = """
+INSERT INTO artifacts (id, run_id, stage_execution_id, name, object_key, size_bytes, sha256,
+                       content_type)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (object_key) DO UPDATE SET size_bytes = excluded.size_bytes, sha256 = excluded.sha256
+"""
+
+
+@dataclass(frozen=True)
+class OpenedAttempt:
+    """What a stage attempt runs with, read in the statement that opened it."""
+
+    execution_id: uuid.UUID
+    env_vars_encrypted: str | None
+    project_config: dict[str, Any]
+    environment_config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ClosedAttempt:
+    status: str
+    exit_code: int | None
+    duration_ms: int
+    log_size_bytes: int
+    log_line_count: int
+    log_object_key: str | None = None
+    log_tail: str | None = None
+    error: str | None = None
+    # Lines not stored yet: (seq, first line, line count, content), stored with the close.
+    final_chunk: tuple[int, int, int, str] | None = None
+    artifacts: list[ArtifactRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ArtifactRow:
+    name: str
+    object_key: str
+    size_bytes: int
+    sha256: str
+    content_type: str | None
+
+
+async def open_attempt(
+    conn: asyncpg.Connection,
+    *,
+    run_id: str,
+    stage_name: str,
+    attempt: int,
+    stage_id: str | None,
+    runner: str,
+    container_name: str,
+    environment_id: uuid.UUID | None,
+) -> OpenedAttempt | None:
+    """Close attempts a dead worker left `running`, upsert this one as `running` (a replayed
+    attempt starts its log at line 0 again) and read the run's variables and configs; the
+    environment's only if it belongs to the run's project (the stage's deploy environment wins
+    over the run's). None when the run does not exist."""
+    exec_id = stage_execution_id(run_id, stage_name, attempt)
+    row = await conn.fetchrow(
+        _OPEN_ATTEMPT,
+        uuid.UUID(run_id),
+        stage_name,
+        attempt,
+        exec_id,
+        uuid.UUID(stage_id) if stage_id else None,
+        runner,
+        container_name,
+        environment_id,
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    if row is None:
+        return None
+    return OpenedAttempt(
+        execution_id=exec_id,
+        env_vars_encrypted=row[0],
+        project_config=row[1] or {},
+        environment_config=row[2] or {},
+    )
+
+
+async def store_log_chunk(
+    conn: asyncpg.Connection,
+    *,
+    execution_id: uuid.UUID,
+    seq: int,
+    first_line: int,
+    line_count: int,
+    content: str,
+) -> None:
+    """Idempotent per (execution, seq): a redone flush with more lines replaces the chunk."""
+    await conn.execute(
+        _STORE_LOG_CHUNK,
+        log_chunk_id(execution_id, seq),
+        execution_id,
+        seq,
+        first_line,
+        line_count,
+        content,
+    )
+
+
+async def close_attempt(
+    conn: asyncpg.Connection,
+    *,
+    run_id: str,
+    execution_id: uuid.UUID,
+    attempt: int,
+    closed: ClosedAttempt,
+) -> None:
+    """The attempt's final row with its last log lines (or, when the whole log moved to the
+    object store, without its chunks) and its artifacts, in one transaction."""
+    chunk_args: tuple[Any, ...] = (None, None, None, None, None)
+    if closed.final_chunk is not None:
+        seq, first_line, line_count, content = closed.final_chunk
+        chunk_args = (log_chunk_id(execution_id, seq), seq, first_line, line_count, content)
+    args = (
+        execution_id,
+        closed.status,
+        closed.exit_code,
+        closed.duration_ms,
+        closed.log_size_bytes,
+        closed.log_line_count,
+        closed.log_object_key,
+        closed.log_tail,
+        closed.error,
+        attempt,
+        *chunk_args,
+        closed.log_object_key is not None,
+    )
+    if not closed.artifacts:
+        await conn.execute(_CLOSE_ATTEMPT, *args)
+        return
+    async with conn.transaction():
+        await conn.executemany(
+            _UPSERT_ARTIFACT,
+            [
+                (
+                    artifact_id(a.object_key),
+                    uuid.UUID(run_id),
+                    execution_id,
+                    a.name,
+                    a.object_key,
+                    a.size_bytes,
+                    a.sha256,
+                    a.content_type,
+                )
+                for a in closed.artifacts
+            ],
+        )
+        await conn.execute(_CLOSE_ATTEMPT, *args)
+
+
+def log_chunk_id(execution_id: uuid.UUID, seq: int) -> uuid.UUID:
+    return uuid.uuid5(execution_id, f"chunk:{seq}")
 
 
 async def count_exit_code_failures(
@@ -91,67 +289,6 @@ async def count_exit_code_failures(
         )
     )
     return int(result.scalar_one())
-
-
-async def insert_log_chunk(
-    session: AsyncSession,
-    *,
-    execution_id: uuid.UUID,
-    seq: int,
-    first_line: int,
-    line_count: int,
-    content: str,
-) -> None:
-    stmt = pg_insert(StageLogChunk).values(
-        id=uuid.uuid5(execution_id, f"chunk:{seq}"),
-        stage_execution_id=execution_id,
-        seq=seq,
-        first_line=first_line,
-        line_count=line_count,
-        content=content,
-    )
-    # A redone flush carries the same first line and possibly more lines: the longer one wins.
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["stage_execution_id", "seq"],
-            set_={"line_count": stmt.excluded.line_count, "content": stmt.excluded.content},
-        )
-    )
-
-
-async def delete_log_chunks(session: AsyncSession, execution_id: uuid.UUID) -> None:
-    await session.execute(
-        delete(StageLogChunk).where(StageLogChunk.stage_execution_id == execution_id)
-    )
-
-
-async def upsert_artifact(
-    session: AsyncSession,
-    *,
-    run_id: str,
-    execution_id: uuid.UUID,
-    name: str,
-    object_key: str,
-    size_bytes: int,
-    sha256: str,
-    content_type: str | None,
-) -> None:
-    stmt = pg_insert(Artifact).values(
-        id=artifact_id(object_key),
-        run_id=uuid.UUID(run_id),
-        stage_execution_id=execution_id,
-        name=name,
-        object_key=object_key,
-        size_bytes=size_bytes,
-        sha256=sha256,
-        content_type=content_type,
-    )
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["object_key"],
-            set_={"size_bytes": stmt.excluded.size_bytes, "sha256": stmt.excluded.sha256},
-        )
-    )
 
 
 async def set_run_status(session: AsyncSession, run_id: str, **values: Any) -> None:

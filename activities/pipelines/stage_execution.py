@@ -11,8 +11,8 @@ import contextlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,13 +24,13 @@ from activities.pipelines import projections
 from activities.pipelines.log_capture import LogCapture, LogChunk, SecretMasker
 from activities.runners import Runner, StageProcess, process_name, process_prefix
 from activities.storage import ObjectStore, join_key
-from db.models.pipelines import Artifact, PipelineRun
-from db.models.projects import Environment, Project
-from db.session import session_scope
+from db.models.pipelines import Artifact
+from db.session import driver_connection, session_scope
 from forgeline import environment_variables as env_vars
 from forgeline.crypto import decrypt_str
 from forgeline.settings import Settings
 from workflows.pipeline_models import (
+    RUN_NOT_FOUND_ERROR,
     STAGE_FAILED_ERROR,
     STAGE_INVALID_ERROR,
     STAGE_TIMED_OUT_ERROR,
@@ -42,6 +42,17 @@ from workflows.pipeline_models import (
 )
 
 HEARTBEAT_SECONDS = 1.0
+
+
+def _environment_uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ApplicationError(
+            f"deploy environment {value!r} is not an ID",
+            type=STAGE_INVALID_ERROR,
+            non_retryable=True,
+        ) from None
 
 
 def run_workspace(settings: Settings, run_id: str) -> Path:
@@ -93,60 +104,31 @@ class StageActivities:
                 )
         # Whatever an earlier attempt left running (a crashed worker's container) goes first.
         await self.runner.remove_stale(process_prefix(inp.run_id, stage.name))
-        started = projections.now()
-        async with session_scope(self.session_maker) as session:
-            await projections.mark_lost_attempts(
-                session, run_id=inp.run_id, stage_name=stage.name, before_attempt=attempt
-            )
-            exec_id = await projections.upsert_stage_execution(
-                session,
+        deploy_environment = (
+            _environment_uuid(stage.deploy_environment_id) if stage.deploy_environment_id else None
+        )
+        async with driver_connection(self.session_maker) as conn:
+            opened = await projections.open_attempt(
+                conn,
                 run_id=inp.run_id,
                 stage_name=stage.name,
                 attempt=attempt,
-                values={
-                    "stage_id": uuid.UUID(stage.stage_id) if stage.stage_id else None,
-                    "status": "running",
-                    "runner": self.runner.kind,
-                    "container_name": name,
-                    "started_at": started,
-                    "finished_at": None,
-                    "exit_code": None,
-                    "error": None,
-                },
+                stage_id=stage.stage_id,
+                runner=self.runner.kind,
+                container_name=name,
+                environment_id=deploy_environment,
             )
-            # A replayed attempt starts its log from line 0 again: never two copies of a line.
-            await projections.delete_log_chunks(session, exec_id)
-            row = (
-                await session.execute(
-                    select(
-                        PipelineRun.env_vars_encrypted,
-                        PipelineRun.metadata_,
-                        Project.config,
-                        Project.id,
-                    )
-                    .join(Project, Project.id == PipelineRun.project_id)
-                    .where(PipelineRun.id == uuid.UUID(inp.run_id))
-                )
-            ).one_or_none()
-            encrypted, metadata, project_config, project_id = (
-                row if row is not None else (None, {}, {}, None)
+        if opened is None:
+            raise ApplicationError(
+                f"pipeline run {inp.run_id} not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
             )
-            environment_id = stage.deploy_environment_id or (metadata or {}).get("environment_id")
-            environment_config: dict[str, Any] = {}
-            if environment_id and project_id is not None:
-                environment_config = (
-                    await session.scalar(
-                        select(Environment.config).where(
-                            Environment.id == uuid.UUID(str(environment_id)),
-                            # Only an environment of the run's own project.
-                            Environment.project_id == project_id,
-                        )
-                    )
-                    or {}
-                )
+        exec_id = opened.execution_id
+        encrypted = opened.env_vars_encrypted
+        project_config = opened.project_config
+        environment_config = opened.environment_config
         variables, secrets = run_variables(self.settings, encrypted)
         # Precedence: run > environment > project. Secrets are decrypted here only.
-        project_vars = (project_config or {}).get("environment_variables") or []
+        project_vars = project_config.get("environment_variables") or []
         environment_vars = environment_config.get("environment_variables") or []
         secrets = [
             *secrets,
@@ -173,9 +155,9 @@ class StageActivities:
 
         async def sink(chunk: LogChunk) -> None:
             nonlocal chunk_seq
-            async with session_scope(self.session_maker) as s:
-                await projections.insert_log_chunk(
-                    s,
+            async with driver_connection(self.session_maker) as conn:
+                await projections.store_log_chunk(
+                    conn,
                     execution_id=exec_id,
                     seq=chunk_seq,
                     first_line=chunk.first_seq,
@@ -221,13 +203,17 @@ class StageActivities:
         try:
             outcome = await self.runner.run(process, on_output)
         except asyncio.CancelledError:
-            closing = self._close(inp, attempt, exec_id, capture, "cancelled", None, clock)
+            closing = self._close(
+                inp, attempt, capture, lambda: chunk_seq, "cancelled", None, clock
+            )
             await asyncio.shield(asyncio.gather(stop_beat(), return_exceptions=True))
             await asyncio.shield(closing)
             raise
         except Exception as exc:
             await stop_beat()
-            await self._close(inp, attempt, exec_id, capture, "failed", None, clock, str(exc))
+            await self._close(
+                inp, attempt, capture, lambda: chunk_seq, "failed", None, clock, str(exc)
+            )
             raise
         await stop_beat()
         status: StageStatus = "success"
@@ -238,8 +224,8 @@ class StageActivities:
         result = await self._close(
             inp,
             attempt,
-            exec_id,
             capture,
+            lambda: chunk_seq,
             status,
             outcome.exit_code,
             clock,
@@ -275,14 +261,15 @@ class StageActivities:
         self,
         inp: StageInput,
         attempt: int,
-        exec_id: uuid.UUID,
         capture: LogCapture,
+        next_chunk: Callable[[], int],
         status: StageStatus,
         exit_code: int | None,
         clock: float,
         error: str | None = None,
     ) -> StageResult:
-        summary = await capture.close()
+        # The last lines are stored by the closing statement itself, not a flush of their own.
+        summary = await capture.close(hand_back_last=True)
         duration_ms = int((time.monotonic() - clock) * 1000)
         log_key: str | None = None
         if summary.large:
@@ -298,37 +285,35 @@ class StageActivities:
                 activity.logger.warning("artifact paths refused: %s", refused)
             prefix = artifact_files.artifact_prefix(inp.run_id, inp.stage.name, attempt)
             uploaded = await asyncio.to_thread(artifact_files.upload, self.store, prefix, files)
-        async with session_scope(self.session_maker) as session:
-            if log_key is not None:
-                # The whole log now lives in the object store; the row keeps the tail.
-                await projections.delete_log_chunks(session, exec_id)
-            for item in uploaded:
-                await projections.upsert_artifact(
-                    session,
-                    run_id=inp.run_id,
-                    execution_id=exec_id,
+        exec_id = projections.stage_execution_id(inp.run_id, inp.stage.name, attempt)
+        last = summary.last_chunk
+        closed = projections.ClosedAttempt(
+            status=status,
+            exit_code=exit_code,
+            duration_ms=duration_ms,
+            log_size_bytes=summary.byte_count,
+            log_line_count=summary.line_count,
+            # The whole log now lives in the object store; the row keeps the tail.
+            log_object_key=log_key,
+            log_tail=summary.tail if log_key else None,
+            error=error,
+            final_chunk=None
+            if last is None or log_key is not None
+            else (next_chunk(), last.first_seq, len(last.lines), last.content),
+            artifacts=[
+                projections.ArtifactRow(
                     name=item.name,
                     object_key=item.object_key,
                     size_bytes=item.size_bytes,
                     sha256=item.sha256,
                     content_type=item.content_type,
                 )
-            await projections.upsert_stage_execution(
-                session,
-                run_id=inp.run_id,
-                stage_name=inp.stage.name,
-                attempt=attempt,
-                values={
-                    "status": status,
-                    "exit_code": exit_code,
-                    "finished_at": projections.now(),
-                    "duration_ms": duration_ms,
-                    "log_size_bytes": summary.byte_count,
-                    "log_line_count": summary.line_count,
-                    "log_object_key": log_key,
-                    "log_tail": summary.tail if log_key else None,
-                    "error": error,
-                },
+                for item in uploaded
+            ],
+        )
+        async with driver_connection(self.session_maker) as conn:
+            await projections.close_attempt(
+                conn, run_id=inp.run_id, execution_id=exec_id, attempt=attempt, closed=closed
             )
         with contextlib.suppress(OSError):
             summary.spool_path.unlink()
