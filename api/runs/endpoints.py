@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
@@ -13,7 +13,6 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
-from activities.storage import ObjectStore, create_object_store
 from api.audit import write_audit
 from api.deps import (
     PIPELINES_READ,
@@ -27,9 +26,9 @@ from api.deps import (
 from api.errors import ServiceUnavailable
 from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
 from api.runs import service
+from api.runs.logs import follow_events, object_store, parse_event_id, stage_lines
 from api.runs.schemas import ArtifactOut, RunCreate, RunDetailOut, RunOut
-from db.models.pipelines import Artifact, PipelineRun, StageExecution
-from db.session import session_scope
+from db.models.pipelines import Artifact, PipelineRun
 from forgeline.errors import NotFound
 
 router = APIRouter(tags=["runs"])
@@ -41,16 +40,6 @@ _PROBLEMS: dict[int | str, dict[str, str]] = {
     409: {"description": "Conflict with the run's state"},
     422: {"description": "Validation failed"},
 }
-FINISHED_STAGE = ("success", "failed", "cancelled", "skipped", "timed_out")
-FOLLOW_POLL_SECONDS = 0.5
-
-
-def object_store(request: Request) -> ObjectStore:
-    store: ObjectStore | None = getattr(request.app.state, "object_store", None)
-    if store is None:
-        store = create_object_store(request.app.state.settings)
-        request.app.state.object_store = store
-    return store
 
 
 async def _start(temporal: TemporalDep, session: SessionDep, run: PipelineRun) -> None:
@@ -192,44 +181,6 @@ async def rerun(
     return service.run_out(run)
 
 
-def _store_lines(store: ObjectStore, key: str, after: int) -> Iterator[tuple[int, str]]:
-    """Lines of a log moved to the object store, numbered from 0, after `after`."""
-    with store.open(key) as stream:
-        buffer = b""
-        number = 0
-        while block := stream.read(1 << 16):
-            buffer += block
-            *lines, buffer = buffer.split(b"\n")
-            for raw in lines:
-                if number > after:
-                    yield number, raw.decode("utf-8", errors="replace")
-                number += 1
-        if buffer and number > after:
-            yield number, buffer.decode("utf-8", errors="replace")
-
-
-def _take(iterator: Iterator[tuple[int, str]], count: int) -> list[tuple[int, str]]:
-    return [item for _, item in zip(range(count), iterator, strict=False)]
-
-
-async def _lines(
-    request: Request, execution: StageExecution, after: int
-) -> AsyncIterator[tuple[int, str]]:
-    if execution.log_object_key:
-        store = object_store(request)
-        iterator = _store_lines(store, execution.log_object_key, after)
-        while True:
-            batch = await asyncio.to_thread(_take, iterator, 2000)
-            if not batch:
-                return
-            for item in batch:
-                yield item
-    else:
-        async with request.app.state.session_maker() as session:
-            async for item in service.log_lines_after(session, execution.id, after):
-                yield item
-
-
 @router.get(
     "/runs/{run_id}/stages/{stage}/logs",
     responses={**_PROBLEMS, 200: {"content": {"text/plain": {}, "text/event-stream": {}}}},
@@ -241,17 +192,25 @@ async def stage_logs(
     principal: Reader,
     request: Request,
     follow: bool = False,
-    attempt: Annotated[int | None, Query(ge=1, le=1000)] = None,
-    after: Annotated[int | None, Query(ge=-1, description="Last line number already seen")] = None,
+    attempt: Annotated[
+        int | None, Query(ge=1, le=1000, description="One attempt only (default: the latest)")
+    ] = None,
+    after: Annotated[
+        int | None,
+        Query(ge=-1, description="Last line number already seen, in the first attempt followed"),
+    ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Any:
+    """The log as a text download, or with `follow=true` as server-sent events: `line` events
+    (id `<attempt>:<line>`), `attempt` when a retry starts, then `end` with the final status.
+    Without `attempt` the follower starts at the latest attempt and carries on through retries."""
     run = await service.get_run(session, principal.organization_id, run_id)
-    execution = await service.stage_execution_for_log(session, run.id, stage, attempt)
     if not follow:
-        filename = f"run-{run.run_number}-{execution.stage_name}-{execution.attempt}.log"
+        download = await service.stage_execution_for_log(session, run.id, stage, attempt)
+        filename = f"run-{run.run_number}-{download.stage_name}-{download.attempt}.log"
 
         async def body() -> AsyncIterator[bytes]:
-            async for _, line in _lines(request, execution, -1):
+            async for _, line in stage_lines(request, download, -1):
                 yield (line + "\n").encode()
 
         return StreamingResponse(
@@ -260,31 +219,27 @@ async def stage_logs(
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
 
-    cursor = after if after is not None else -1
-    if last_event_id is not None and last_event_id.strip().lstrip("-").isdigit():
-        cursor = max(cursor, int(last_event_id.strip()))
-    session_maker = request.app.state.session_maker
-    execution_id = execution.id
-
-    async def events() -> AsyncIterator[dict[str, Any]]:
-        position = cursor
-        while True:
-            async with session_scope(session_maker) as s:
-                current = await s.get(StageExecution, execution_id)
-            if current is None:
-                return
-            finished = current.status in FINISHED_STAGE
-            async for number, line in _lines(request, current, position):
-                position = number
-                yield {"id": str(number), "event": "line", "data": line}
-            if finished:
-                yield {"event": "end", "data": current.status}
-                return
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(FOLLOW_POLL_SECONDS)
-
-    return EventSourceResponse(events(), ping=15)
+    resume = parse_event_id(last_event_id)
+    if attempt is None and resume is not None and resume.attempt is not None:
+        # A reconnect continues in the attempt it was reading, even if a retry has started since.
+        execution = await service.stage_execution_for_log(session, run.id, stage, resume.attempt)
+        position = resume.line
+    else:
+        execution = await service.stage_execution_for_log(session, run.id, stage, attempt)
+        position = after if after is not None else -1
+        if resume is not None and resume.attempt is None:
+            position = max(position, resume.line)
+        elif resume is not None and resume.attempt == execution.attempt:
+            position = resume.line
+    events = follow_events(
+        request,
+        run_id=run.id,
+        stage=stage,
+        execution=execution,
+        after=position,
+        single_attempt=attempt is not None,
+    )
+    return EventSourceResponse(events, ping=15)
 
 
 @router.get("/runs/{run_id}/artifacts", responses=_PROBLEMS)

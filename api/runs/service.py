@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Select, select, update
@@ -26,6 +27,10 @@ from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
 from workflows.pipeline_models import PipelineRunInput, RunStatusView, pipeline_run_workflow_id
 
 FINISHED = ("success", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+# A status query waits for a workflow task: bounded, so a busy or absent worker cannot stall a
+# log follower.
+STATUS_QUERY_TIMEOUT = timedelta(seconds=5)
 
 
 async def get_pipeline(
@@ -223,6 +228,41 @@ async def live_status(client: Client, run: PipelineRun) -> dict[str, Any] | None
         return None
     dumped: dict[str, Any] = view.model_dump(mode="json")
     return dumped
+
+
+async def stage_still_running(client: Client, run_id: uuid.UUID, stage: str) -> bool | None:
+    """Whether the workflow still counts the stage as running (retries pending included);
+    None when the workflow cannot answer."""
+    try:
+        handle = client.get_workflow_handle(pipeline_run_workflow_id(str(run_id)))
+        view = await handle.query(
+            "status", result_type=RunStatusView, rpc_timeout=STATUS_QUERY_TIMEOUT
+        )
+    except Exception:  # unknown, not an error: the caller falls back to Postgres
+        return None
+    return view.stages.get(stage) in ("pending", "queued", "running")
+
+
+async def run_is_active(session: AsyncSession, run_id: uuid.UUID) -> bool:
+    status = await session.scalar(select(PipelineRun.status).where(PipelineRun.id == run_id))
+    return status in ACTIVE
+
+
+async def next_attempt(
+    session: AsyncSession, run_id: uuid.UUID, stage: str, after_attempt: int
+) -> StageExecution | None:
+    """The stage's first attempt after `after_attempt`, if one has started."""
+    row: StageExecution | None = await session.scalar(
+        select(StageExecution)
+        .where(
+            StageExecution.run_id == run_id,
+            StageExecution.stage_name == stage,
+            StageExecution.attempt > after_attempt,
+        )
+        .order_by(StageExecution.attempt)
+        .limit(1)
+    )
+    return row
 
 
 async def stage_executions(session: AsyncSession, run_id: uuid.UUID) -> list[StageExecution]:

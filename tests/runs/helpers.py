@@ -172,3 +172,21 @@ async def log_text(session_maker: async_sessionmaker[AsyncSession], execution_id
     async with session_maker() as session:
         lines = [line async for _, line in service.log_lines_after(session, execution_id, -1)]
     return "\n".join(lines)
+
+
+def parse_sse(text: str) -> list[tuple[str | None, str | None, str]]:
+    """(id, event, data) of each event of a buffered server-sent-events body."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        ev_id = ev_type = None
+        data: list[str] = []
+        for line in block.splitlines():
+            if line.startswith("id:"):
+                ev_id = line[3:].strip()
+            elif line.startswith("event:"):
+                ev_type = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
+        if ev_type or data:
+            events.append((ev_id, ev_type, "\n".join(data)))
+    return events

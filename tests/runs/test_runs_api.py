@@ -14,7 +14,15 @@ from db.models.projects import Repository
 from db.session import session_scope
 from forgeline.settings import PIPELINES_TASK_QUEUE
 from tests.factories import make_org
-from tests.runs.helpers import create_run, make_pipeline, pipeline_worker, run_row, stage, wait_for
+from tests.runs.helpers import (
+    create_run,
+    make_pipeline,
+    parse_sse,
+    pipeline_worker,
+    run_row,
+    stage,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -32,23 +40,6 @@ async def wait_finished(session_maker, run_id: uuid.UUID):
 
     await wait_for(done, timeout=60)
     return await run_row(session_maker, run_id)
-
-
-def parse_sse(text: str) -> list[tuple[str | None, str | None, str]]:
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        ev_id = ev_type = None
-        data: list[str] = []
-        for line in block.splitlines():
-            if line.startswith("id:"):
-                ev_id = line[3:].strip()
-            elif line.startswith("event:"):
-                ev_type = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-        if ev_type or data:
-            events.append((ev_id, ev_type, "\n".join(data)))
-    return events
 
 
 async def test_trigger_read_logs_artifacts(api_client, session_maker, worker) -> None:
@@ -89,17 +80,19 @@ async def test_trigger_read_logs_artifacts(api_client, session_maker, worker) ->
     lines = log.text.splitlines()
     assert [x for x in lines if x.startswith("line-")] == [f"line-{i}" for i in range(1, 51)]
 
-    # Resume from a sequence number: only later lines, numbered, then the end event.
-    sse = await api_client.get(
-        f"/v1/runs/{run.id}/stages/build/logs",
-        params={"follow": "true"},
-        headers={**org.headers, "Last-Event-ID": "40"},
-    )
-    events = parse_sse(sse.text)
-    numbered = [(int(i), d) for i, t, d in events if t == "line" and i is not None]
-    assert numbered and numbered[0][0] == 41
-    assert [n for n, _ in numbered] == list(range(41, 41 + len(numbered)))
-    assert events[-1][1] == "end"
+    # Resume from an event ID: only later lines, numbered `<attempt>:<line>`, then the end event.
+    # A plain line number (the form before attempts were in the ID) still works.
+    for last_event_id in ("1:40", "40"):
+        sse = await api_client.get(
+            f"/v1/runs/{run.id}/stages/build/logs",
+            params={"follow": "true"},
+            headers={**org.headers, "Last-Event-ID": last_event_id},
+        )
+        events = parse_sse(sse.text)
+        numbered = [i for i, t, _ in events if t == "line"]
+        assert numbered and numbered[0] == "1:41"
+        assert numbered == [f"1:{n}" for n in range(41, 41 + len(numbered))]
+        assert events[-1][1] == "end"
 
     arts = (await api_client.get(f"/v1/runs/{run.id}/artifacts", headers=org.headers)).json()
     assert [a["name"] for a in arts] == ["app.bin"]
@@ -150,8 +143,8 @@ async def test_live_follow_and_cancel(api_client, session_maker, worker) -> None
     )
     await canceller
     events = parse_sse(sse.text)
-    numbered = [int(i) for i, t, _ in events if t == "line" and i is not None]
-    assert numbered[0] == 3 and numbered == list(range(3, 3 + len(numbered)))
+    numbered = [i for i, t, _ in events if t == "line"]
+    assert numbered[0] == "1:3" and numbered == [f"1:{n}" for n in range(3, 3 + len(numbered))]
     assert events[-1] == (None, "end", "cancelled")
     run = await wait_finished(session_maker, uuid.UUID(run_id))
     assert run.status == "cancelled"

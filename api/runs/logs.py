@@ -1,0 +1,173 @@
+"""Stage logs for the API: numbered lines from stored chunks or the object store, and the SSE
+follower that carries on across a stage's retried attempts until the stage is really done."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from activities.storage import ObjectStore, create_object_store
+from api.runs import service
+from db.models.pipelines import StageExecution
+from db.session import session_scope
+
+FINISHED_STAGE = ("success", "failed", "cancelled", "skipped", "timed_out")
+# An attempt that ended like this is the stage's last one: only a failure is ever retried.
+FINAL_STAGE = ("success", "cancelled", "skipped", "timed_out")
+FOLLOW_POLL_SECONDS = 0.5
+# Between a failed attempt and the next one Postgres cannot tell "retry pending" from "done" while
+# other stages keep the run going; the workflow can, but a query costs a workflow task: ask it at
+# most this often, and only in that gap.
+FOLLOW_QUERY_SECONDS = 2.0
+
+
+def object_store(request: Request) -> ObjectStore:
+    store: ObjectStore | None = getattr(request.app.state, "object_store", None)
+    if store is None:
+        store = create_object_store(request.app.state.settings)
+        request.app.state.object_store = store
+    return store
+
+
+def _store_lines(store: ObjectStore, key: str, after: int) -> Iterator[tuple[int, str]]:
+    """Lines of a log moved to the object store, numbered from 0, after `after`."""
+    with store.open(key) as stream:
+        buffer = b""
+        number = 0
+        while block := stream.read(1 << 16):
+            buffer += block
+            *lines, buffer = buffer.split(b"\n")
+            for raw in lines:
+                if number > after:
+                    yield number, raw.decode("utf-8", errors="replace")
+                number += 1
+        if buffer and number > after:
+            yield number, buffer.decode("utf-8", errors="replace")
+
+
+def _take(iterator: Iterator[tuple[int, str]], count: int) -> list[tuple[int, str]]:
+    return [item for _, item in zip(range(count), iterator, strict=False)]
+
+
+async def stage_lines(
+    request: Request, execution: StageExecution, after: int
+) -> AsyncIterator[tuple[int, str]]:
+    """(line number, text) of one attempt's log after line `after` (-1 for all)."""
+    if execution.log_object_key:
+        store = object_store(request)
+        iterator = _store_lines(store, execution.log_object_key, after)
+        while True:
+            batch = await asyncio.to_thread(_take, iterator, 2000)
+            if not batch:
+                return
+            for item in batch:
+                yield item
+    else:
+        async with request.app.state.session_maker() as session:
+            async for item in service.log_lines_after(session, execution.id, after):
+                yield item
+
+
+@dataclass(frozen=True)
+class LogPosition:
+    """Where a follower resumes: after `line` of `attempt`; attempt None means the first
+    attempt the request follows (the plain line numbers of `after` and of older event IDs)."""
+
+    attempt: int | None
+    line: int
+
+
+def event_id(attempt: int, line: int) -> str:
+    """The SSE id of a line: unambiguous across attempts, so Last-Event-ID resumes exactly."""
+    return f"{attempt}:{line}"
+
+
+def parse_event_id(value: str | None) -> LogPosition | None:
+    """`<attempt>:<line>`, or a plain line number; anything else is ignored (None)."""
+    if value is None:
+        return None
+    head, sep, tail = value.strip().partition(":")
+    try:
+        attempt, line = (int(head), int(tail)) if sep else (None, int(head))
+    except ValueError:
+        return None
+    if line < -1 or (attempt is not None and attempt < 1):
+        return None
+    return LogPosition(attempt, line)
+
+
+async def _stage_retry_pending(request: Request, run_id: uuid.UUID, stage: str) -> bool | None:
+    """The workflow's word on whether the stage may still run another attempt; None when it
+    cannot be asked right now (then Postgres decides on a later poll)."""
+    try:
+        client = await request.app.state.temporal.get()
+    except Exception:  # unreachable Temporal: keep polling Postgres
+        return None
+    return await service.stage_still_running(client, run_id, stage)
+
+
+async def follow_events(
+    request: Request,
+    *,
+    run_id: uuid.UUID,
+    stage: str,
+    execution: StageExecution,
+    after: int,
+    single_attempt: bool,
+) -> AsyncIterator[dict[str, Any]]:
+    """SSE events of a stage's log: `line` (id `<attempt>:<line>`), `attempt` when a retry
+    starts, and `end` with the last attempt's status once no other attempt will run.
+
+    With `single_attempt` only `execution` is followed, ending when it finishes."""
+    session_maker = request.app.state.session_maker
+    current_id = execution.id
+    position = after
+    last_query = float("-inf")
+    while True:
+        async with session_scope(session_maker) as session:
+            current = await session.get(StageExecution, current_id)
+        if current is None:
+            return
+        # Read before the lines: a finished row's log is complete.
+        finished = current.status in FINISHED_STAGE
+        async for number, line in stage_lines(request, current, position):
+            position = number
+            yield {"id": event_id(current.attempt, number), "event": "line", "data": line}
+        if finished:
+            if single_attempt or current.status in FINAL_STAGE:
+                yield {"event": "end", "data": current.status}
+                return
+            async with session_scope(session_maker) as session:
+                newer = await service.next_attempt(session, run_id, stage, current.attempt)
+                run_active = newer is None and await service.run_is_active(session, run_id)
+            if newer is not None:
+                current_id, position = newer.id, -1
+                yield {
+                    "id": event_id(newer.attempt, -1),
+                    "event": "attempt",
+                    "data": str(newer.attempt),
+                }
+                continue
+            if not run_active:
+                yield {"event": "end", "data": current.status}
+                return
+            if time.monotonic() - last_query >= FOLLOW_QUERY_SECONDS:
+                last_query = time.monotonic()
+                if await _stage_retry_pending(request, run_id, stage) is False:
+                    # Done for the workflow; an attempt that started and ended since the read
+                    # above would be in Postgres by now, so look once more before ending.
+                    async with session_scope(session_maker) as session:
+                        newer = await service.next_attempt(session, run_id, stage, current.attempt)
+                    if newer is None:
+                        yield {"event": "end", "data": current.status}
+                        return
+                    continue
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(FOLLOW_POLL_SECONDS)
