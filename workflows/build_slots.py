@@ -1,10 +1,12 @@
 """BuildSlotsWorkflow: a per-organization counting semaphore for concurrent pipeline runs.
 
-Runs acquire with signal-with-start (`build-slots-{org}`), wait for a `slot_granted` signal, and
-release when they finish (success, failure or cancel). Waiters are served first come, first served.
-No timers and no polling: the workflow sleeps until a signal arrives and ends when idle. When a run
-has to queue, one activity checks that every holder still runs: a terminated run never releases,
-so its slot is freed there instead of blocking the organization forever.
+Runs acquire with update-with-start (`build-slots-{org}`): the update answers whether the slot is
+held now, else a `slot_granted` signal follows. They release when they finish (success, failure or
+cancel). Waiters are served first come, first served. No polling: the workflow sleeps until a
+signal arrives, and ends after `idle_seconds` without holders or waiters (one timer, started only
+when idle). When a run has to queue, one activity checks that every holder still runs: a
+terminated run never releases, so its slot is freed there instead of blocking the organization
+forever.
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ class BuildSlotsWorkflow:
     def state(self) -> BuildSlotsView:
         return BuildSlotsView(limit=self.limit, holders=self.holders, waiting=list(self.waiting))
 
+    def _idle(self) -> bool:
+        return not self.holders and not self.waiting and not self.to_grant
+
     def _fill(self) -> None:
         while self.waiting and len(self.holders) < self.limit:
             wf_id = self.waiting.popleft()
@@ -120,7 +125,7 @@ class BuildSlotsWorkflow:
                 lambda: (
                     bool(self.to_grant)
                     or self.check_holders
-                    or (not self.holders and not self.waiting)
+                    or self._idle()
                     or workflow.info().is_continue_as_new_suggested()
                 )
             )
@@ -135,9 +140,17 @@ class BuildSlotsWorkflow:
                 self.check_holders = False
                 await self._release_gone_holders()
                 continue
-            if not self.holders and not self.waiting and not self.to_grant:
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                return
+            if self._idle():
+                # Linger before ending: the organization's next run then finds a running (and
+                # cached) semaphore, one update instead of starting a new workflow.
+                try:
+                    await workflow.wait_condition(
+                        lambda: not self._idle(), timeout=timedelta(seconds=inp.idle_seconds)
+                    )
+                    continue
+                except TimeoutError:
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    return
             if not self.to_grant and workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
@@ -146,5 +159,6 @@ class BuildSlotsWorkflow:
                         limit=self.limit,
                         holders=self.holders,
                         waiting=list(self.waiting),
+                        idle_seconds=inp.idle_seconds,
                     )
                 )

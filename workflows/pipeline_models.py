@@ -121,6 +121,9 @@ class RunPlan(_Model):
     status: RunStatus = "queued"
     # Granted while preparing (a free slot): the run starts without waiting for a grant signal.
     slot_granted: bool = False
+    # Granted and nothing to clone: preparing also marked the run started (no start_run step).
+    started: bool = False
+    changed_paths: list[str] | None = None
 
 
 class RunStarted(_Model):
@@ -185,6 +188,8 @@ class FinishRunInput(_Model):
     workflow_id: str
     workflow_run_id: str
     spec_hashes: dict[str, str] = Field(default_factory=dict)
+    # The build-slot semaphore to release (its organization key); None = nothing held.
+    slot_key: str | None = None
 
 
 class RunStatusView(_Model):
@@ -212,6 +217,8 @@ class BuildSlotsInput(_Model):
     limit: int = 1
     holders: list[str] = Field(default_factory=list)
     waiting: list[str] = Field(default_factory=list)
+    # How long the semaphore outlives its last holder, waiting for the next run.
+    idle_seconds: float = 300.0
 
 
 class SlotHolders(_Model):

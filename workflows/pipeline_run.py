@@ -15,7 +15,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -27,7 +27,6 @@ with workflow.unsafe.imports_passed_through():
         PREPARE_PIPELINE_DEPLOYMENT,
         PREPARE_RUN,
         RECORD_STAGE_SKIPPED,
-        RELEASE_SIGNAL,
         REUSE_STAGE,
         RUN_NOT_FOUND_ERROR,
         STAGE_FAILED_ERROR,
@@ -44,12 +43,10 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
         RunStatusView,
         SkipStageInput,
-        SlotRelease,
         StageInput,
         StageResult,
         StageSpec,
         StageStatus,
-        build_slots_workflow_id,
     )
 
 # Projection writes and bookkeeping: short, retried on anything but bad input.
@@ -171,7 +168,12 @@ class PipelineRunWorkflow:
                 commit_sha=plan.commit_sha,
             )
             checkout: CheckoutResult
-            if plan.has_repository:
+            if plan.started:
+                # Preparing found a free slot and nothing to clone: already marked started.
+                checkout = CheckoutResult(
+                    commit_sha=plan.commit_sha, changed_paths=plan.changed_paths
+                )
+            elif plan.has_repository:
                 # A clone is long and heartbeats: a regular activity.
                 checkout = await workflow.execute_activity(
                     START_RUN,
@@ -218,13 +220,6 @@ class PipelineRunWorkflow:
         for name, stage_status in self.stage_status.items():
             if stage_status in ("pending", "running") and status == "cancelled":
                 self.stage_status[name] = "cancelled"
-        # Release first: a finished run must never hold a slot, even if bookkeeping fails.
-        try:
-            await workflow.get_external_workflow_handle(build_slots_workflow_id(key)).signal(
-                RELEASE_SIGNAL, SlotRelease(run_workflow_id=workflow.info().workflow_id)
-            )
-        except FailureError:
-            workflow.logger.warning("build slots workflow gone; nothing to release")
         info = workflow.info()
         await workflow.execute_local_activity(
             FINISH_RUN,
@@ -235,6 +230,8 @@ class PipelineRunWorkflow:
                 workflow_id=info.workflow_id,
                 workflow_run_id=info.run_id,
                 spec_hashes={s.name: s.spec_hash for s in plan.stages} if plan else {},
+                # finish_run releases the build slot first thing, whatever else fails.
+                slot_key=key,
             ),
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=BOOKKEEPING,

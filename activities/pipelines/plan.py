@@ -189,6 +189,7 @@ async def load_plan(session: AsyncSession, run_id: str) -> RunPlan | None:
         branch=run.branch,
         commit_sha=run.commit_sha,
         has_repository=has_repo,
+        changed_paths=(run.metadata_ or {}).get("changed_paths"),
         stages=specs,
         reusable=await reusable_stages(session, run, specs),
         concurrent_builds=await concurrent_builds(session, run.organization_id),

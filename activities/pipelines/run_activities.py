@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
+from datetime import timedelta
 from decimal import ROUND_UP, Decimal
 from pathlib import Path
 
@@ -35,10 +36,14 @@ from workflows.pipeline_models import (
     RunPlan,
     RunStarted,
     SlotHolders,
+    SlotRelease,
     SlotRequest,
     build_slots_workflow_id,
 )
 
+# Bounds each call on the build-slot semaphore: a worker shutting down (nobody left to run the
+# semaphore's workflow task) must not hang a local activity until the default RPC timeout.
+SLOT_RPC_TIMEOUT = timedelta(seconds=10)
 WORKFLOW_STATUS = {"success": "completed", "failed": "failed", "cancelled": "cancelled"}
 
 
@@ -66,13 +71,16 @@ class RunActivities:
 
     @activity.defn(name="prepare_run")
     async def prepare_run(self, inp: PipelineRunInput) -> RunPlan:
-        """Load the plan, then signal-with-start the organization's semaphore for a slot."""
+        """Load the plan and ask the organization's semaphore for a build slot
+        (update-with-start). Granted with nothing to clone, the run is marked started too."""
         async with session_scope(self.session_maker) as session:
             plan = await load_plan(session, inp.run_id)
         if plan is None:
             raise _run_not_found(inp.run_id)
         key = inp.organization_id or f"project-{inp.project_id}"
         info = activity.info()
+        # Always set for an activity of a workflow (only standalone activities lack them).
+        assert info.workflow_id is not None and info.workflow_run_id is not None
         request = SlotRequest(
             organization_key=key, run_workflow_id=info.workflow_id, limit=plan.concurrent_builds
         )
@@ -88,8 +96,18 @@ class RunActivities:
                 task_queue=info.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             ),
+            rpc_timeout=SLOT_RPC_TIMEOUT,
         )
-        return plan.model_copy(update={"slot_granted": bool(granted)})
+        plan = plan.model_copy(update={"slot_granted": bool(granted)})
+        if granted and not plan.has_repository:
+            # Nothing to clone: the run starts now, without a start_run step of its own.
+            async with session_scope(self.session_maker) as session:
+                await self._mark_started(
+                    session, inp.run_id, info.workflow_id, info.workflow_run_id, info.task_queue
+                )
+            run_workspace(self.settings, inp.run_id).mkdir(parents=True, exist_ok=True)
+            plan = plan.model_copy(update={"started": True, "status": "running"})
+        return plan
 
     @activity.defn(name=FIND_GONE_HOLDERS)
     async def find_gone_slot_holders(self, inp: SlotHolders) -> SlotHolders:
@@ -111,28 +129,8 @@ class RunActivities:
     async def start_run(self, inp: RunStarted) -> CheckoutResult:
         """Mark the run running (+ its workflow_executions row), then check out its commit."""
         async with session_scope(self.session_maker) as session:
-            run = await session.get(PipelineRun, uuid.UUID(inp.run_id))
-            if run is None:
-                raise _run_not_found(inp.run_id)
-            if run.status == "queued":
-                run.status = "running"
-            run.started_at = run.started_at or projections.now()
-            run.workflow_id = inp.workflow_id
-            await projections.upsert_workflow_execution(
-                session,
-                {
-                    "kind": "pipeline_run",
-                    "workflow_type": "PipelineRunWorkflow",
-                    "workflow_id": inp.workflow_id,
-                    "run_id": inp.workflow_run_id,
-                    "task_queue": inp.task_queue,
-                    "organization_id": run.organization_id,
-                    "project_id": run.project_id,
-                    "resource_type": "pipeline_run",
-                    "resource_id": run.id,
-                    "status": "running",
-                    "memo": {"pipeline_id": str(run.pipeline_id), "run_number": run.run_number},
-                },
+            run = await self._mark_started(
+                session, inp.run_id, inp.workflow_id, inp.workflow_run_id, inp.task_queue
             )
             repo = await session.scalar(
                 select(Repository).where(Repository.project_id == run.project_id)
@@ -146,6 +144,48 @@ class RunActivities:
         async with session_scope(self.session_maker) as session:
             await projections.set_run_status(session, inp.run_id, commit_sha=commit)
         return CheckoutResult(commit_sha=commit, changed_paths=changed)
+
+    @staticmethod
+    async def _mark_started(
+        session: AsyncSession, run_id: str, workflow_id: str, workflow_run_id: str, queue: str
+    ) -> PipelineRun:
+        run = await session.get(PipelineRun, uuid.UUID(run_id))
+        if run is None:
+            raise _run_not_found(run_id)
+        if run.status == "queued":
+            run.status = "running"
+        run.started_at = run.started_at or projections.now()
+        run.workflow_id = workflow_id
+        await projections.upsert_workflow_execution(
+            session,
+            {
+                "kind": "pipeline_run",
+                "workflow_type": "PipelineRunWorkflow",
+                "workflow_id": workflow_id,
+                "run_id": workflow_run_id,
+                "task_queue": queue,
+                "organization_id": run.organization_id,
+                "project_id": run.project_id,
+                "resource_type": "pipeline_run",
+                "resource_id": run.id,
+                "status": "running",
+                "memo": {"pipeline_id": str(run.pipeline_id), "run_number": run.run_number},
+            },
+        )
+        return run
+
+    async def _release_slot(self, key: str, run_workflow_id: str) -> None:
+        try:
+            await self.temporal.get_workflow_handle(build_slots_workflow_id(key)).signal(
+                BuildSlotsWorkflow.release,
+                SlotRelease(run_workflow_id=run_workflow_id),
+                rpc_timeout=SLOT_RPC_TIMEOUT,
+            )
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            # The semaphore has ended: nothing is held any more.
+            activity.logger.info("build slots %s gone; nothing to release", key)
 
     async def _checkout(self, repo: Repository, workspace: Path, inp: RunStarted) -> str:
         """Clone the project's repository at the run's commit (or branch) into the workspace."""
@@ -173,9 +213,14 @@ class RunActivities:
 
     @activity.defn(name="finish_run")
     async def finish_run(self, inp: FinishRunInput) -> None:
-        """Final status, unfinished stages closed, one build_minutes record, operator row closed."""
+        """Slot released, final status, unfinished stages closed, one build_minutes record,
+        operator row closed. Idempotent: a retry releases and records nothing twice."""
         from activities.billing.metering import record_usage
 
+        if inp.slot_key is not None:
+            # Released first and from here (one RPC, not a workflow-task round trip of the run):
+            # a finished run must never hold a slot, even if the bookkeeping below fails.
+            await self._release_slot(inp.slot_key, inp.workflow_id)
         async with session_scope(self.session_maker) as session:
             run = await session.get(PipelineRun, uuid.UUID(inp.run_id), with_for_update=True)
             if run is None:
