@@ -7,7 +7,7 @@ import json
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models.accounts import Organization
@@ -87,38 +87,33 @@ def stage_spec(stage: PipelineStage, pipeline: Pipeline) -> StageSpec:
     return spec
 
 
-async def concurrent_builds(session: AsyncSession, organization_id: uuid.UUID | None) -> int:
+async def concurrent_builds(
+    session: AsyncSession, organization_id: uuid.UUID | None, org_settings: dict[str, Any] | None
+) -> int:
+    """The organization's override, else its subscription's plan limit, else the free plan's."""
     if organization_id is None:
         return DEFAULT_CONCURRENT_BUILDS
-    org_settings = await session.scalar(
-        select(Organization.settings).where(Organization.id == organization_id)
-    )
     override = (org_settings or {}).get("concurrent_builds")
     if isinstance(override, int) and override > 0:
         return override
-    row = (
-        await session.execute(
-            select(PlanFeature.limit_value)
-            .join(Subscription, Subscription.plan_id == PlanFeature.plan_id)
-            .where(
-                Subscription.organization_id == organization_id,
-                Subscription.status.in_(ACTIVE_SUBSCRIPTION),
-                PlanFeature.feature_key == "concurrent_builds",
-            )
-            .limit(1)
+    subscribed = (
+        select(PlanFeature.limit_value, literal(0).label("rank"))
+        .join(Subscription, Subscription.plan_id == PlanFeature.plan_id)
+        .where(
+            Subscription.organization_id == organization_id,
+            Subscription.status.in_(ACTIVE_SUBSCRIPTION),
+            PlanFeature.feature_key == "concurrent_builds",
         )
-    ).first()
+    )
+    free = (
+        select(PlanFeature.limit_value, literal(1).label("rank"))
+        .join(Plan, Plan.id == PlanFeature.plan_id)
+        .where(Plan.slug == "free", PlanFeature.feature_key == "concurrent_builds")
+    )
+    # One round trip: the subscription's row wins over the free plan's.
+    row = (await session.execute(union_all(subscribed, free).order_by("rank").limit(1))).first()
     if row is None:
-        free = (
-            await session.execute(
-                select(PlanFeature.limit_value)
-                .join(Plan, Plan.id == PlanFeature.plan_id)
-                .where(Plan.slug == "free", PlanFeature.feature_key == "concurrent_builds")
-            )
-        ).first()
-        if free is None:
-            return DEFAULT_CONCURRENT_BUILDS
-        row = free
+        return DEFAULT_CONCURRENT_BUILDS
     limit = row[0]
     return UNLIMITED_CONCURRENT_BUILDS if limit is None else max(1, int(limit))
 
@@ -155,12 +150,23 @@ async def reusable_stages(
 
 
 async def load_plan(session: AsyncSession, run_id: str) -> RunPlan | None:
-    run = await session.get(PipelineRun, uuid.UUID(run_id), with_for_update=True)
-    if run is None:
+    has_repository = (
+        exists().where(Repository.project_id == PipelineRun.project_id).label("has_repository")
+    )
+    # The run (locked: its metadata is updated below), its pipeline, whether it has a repository
+    # and the organization's settings in one round trip.
+    found = (
+        await session.execute(
+            select(PipelineRun, Pipeline, has_repository, Organization.settings)
+            .join(Pipeline, Pipeline.id == PipelineRun.pipeline_id)
+            .outerjoin(Organization, Organization.id == PipelineRun.organization_id)
+            .where(PipelineRun.id == uuid.UUID(run_id))
+            .with_for_update(of=PipelineRun)
+        )
+    ).one_or_none()
+    if found is None:
         return None
-    pipeline = await session.get(Pipeline, run.pipeline_id)
-    if pipeline is None:
-        return None
+    run, pipeline, has_repo, org_settings = found
     stages = (
         await session.execute(
             select(PipelineStage)
@@ -169,13 +175,6 @@ async def load_plan(session: AsyncSession, run_id: str) -> RunPlan | None:
         )
     ).scalars()
     specs = [stage_spec(s, pipeline) for s in stages]
-    has_repo = bool(
-        await session.scalar(
-            select(func.count())
-            .select_from(Repository)
-            .where(Repository.project_id == run.project_id)
-        )
-    )
     # The hashes are what a later rerun compares against: stored with the run, before it runs.
     metadata = dict(run.metadata_ or {})
     metadata["stage_spec_hashes"] = {s.name: s.spec_hash for s in specs}
@@ -188,10 +187,10 @@ async def load_plan(session: AsyncSession, run_id: str) -> RunPlan | None:
         organization_id=str(run.organization_id) if run.organization_id else None,
         branch=run.branch,
         commit_sha=run.commit_sha,
-        has_repository=has_repo,
+        has_repository=bool(has_repo),
         changed_paths=(run.metadata_ or {}).get("changed_paths"),
         stages=specs,
         reusable=await reusable_stages(session, run, specs),
-        concurrent_builds=await concurrent_builds(session, run.organization_id),
+        concurrent_builds=await concurrent_builds(session, run.organization_id, org_settings),
         status=run.status,  # type: ignore[arg-type]
     )

@@ -15,7 +15,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models.operations import WorkflowExecution
 from db.models.pipelines import PipelineRun, StageExecution
 
 _NAMESPACE = uuid.UUID("6f1c8a55-8a57-4d0b-9a3e-3c1f0c6b2d11")
@@ -269,6 +268,119 @@ async def close_attempt(
         await conn.execute(_CLOSE_ATTEMPT, *args)
 
 
+# The run-level bookkeeping of every run: one statement each as well.
+
+_MARK_RUN_STARTED = """
+WITH run AS (
+    UPDATE pipeline_runs
+    SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END,
+        started_at = COALESCE(started_at, now()), workflow_id = $2, updated_at = now()
+    WHERE id = $1
+    RETURNING id, organization_id, project_id, pipeline_id, run_number, metadata
+), operator_row AS (
+    INSERT INTO workflow_executions (id, kind, workflow_type, workflow_id, run_id, task_queue,
+                                     organization_id, project_id, resource_type, resource_id,
+                                     status, memo)
+    SELECT gen_random_uuid(), 'pipeline_run', 'PipelineRunWorkflow', $2, $3, $4,
+           organization_id, project_id, 'pipeline_run', id, 'running',
+           jsonb_build_object('pipeline_id', pipeline_id::text, 'run_number', run_number)
+    FROM run
+    ON CONFLICT (workflow_id, run_id) DO UPDATE SET
+        task_queue = excluded.task_queue, status = excluded.status, memo = excluded.memo,
+        updated_at = now()
+    RETURNING 1
+)
+SELECT project_id, metadata FROM run
+"""
+
+_FINISH_RUN = """
+WITH run AS (
+    UPDATE pipeline_runs
+    SET status = $2, error = $3, finished_at = COALESCE(finished_at, now()),
+        duration_seconds = EXTRACT(EPOCH FROM COALESCE(finished_at, now()) - started_at)::int,
+        updated_at = now()
+    WHERE id = $1
+    RETURNING id, organization_id, project_id, pipeline_id
+), unfinished AS (
+    UPDATE stage_executions SET status = $4, finished_at = now(), updated_at = now()
+    WHERE run_id = $1 AND status IN ('pending', 'queued', 'running')
+    RETURNING 1
+), operator_row AS (
+    UPDATE workflow_executions
+    SET status = $5, closed_at = now(), error = $3, updated_at = now()
+    WHERE workflow_id = $6 AND run_id = $7
+    RETURNING 1
+)
+SELECT organization_id, project_id, pipeline_id,
+       (SELECT COALESCE(SUM(duration_ms), 0) FROM stage_executions
+        WHERE run_id = $1 AND reused_from_id IS NULL) AS build_ms
+FROM run
+"""
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    project_id: uuid.UUID
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    organization_id: uuid.UUID | None
+    project_id: uuid.UUID
+    pipeline_id: uuid.UUID
+    build_ms: int
+
+
+async def mark_run_started(
+    conn: asyncpg.Connection,
+    *,
+    run_id: str,
+    workflow_id: str,
+    workflow_run_id: str,
+    task_queue: str,
+) -> StartedRun | None:
+    """`queued` becomes `running` (a later status stays), started_at set once, and the
+    operators' workflow_executions row upserted. None when the run does not exist."""
+    row = await conn.fetchrow(
+        _MARK_RUN_STARTED, uuid.UUID(run_id), workflow_id, workflow_run_id, task_queue
+    )
+    if row is None:
+        return None
+    return StartedRun(project_id=row[0], metadata=row[1] or {})
+
+
+async def finish_run(
+    conn: asyncpg.Connection,
+    *,
+    run_id: str,
+    status: str,
+    error: str | None,
+    unfinished_stage_status: str,
+    workflow_status: str,
+    workflow_id: str,
+    workflow_run_id: str,
+) -> FinishedRun | None:
+    """Final status (the first finish time stays), stages left open closed with
+    `unfinished_stage_status`, the operators' row closed; returns what the build-minutes record
+    needs. None when the run does not exist."""
+    row = await conn.fetchrow(
+        _FINISH_RUN,
+        uuid.UUID(run_id),
+        status,
+        error,
+        unfinished_stage_status,
+        workflow_status,
+        workflow_id,
+        workflow_run_id,
+    )
+    if row is None:
+        return None
+    return FinishedRun(
+        organization_id=row[0], project_id=row[1], pipeline_id=row[2], build_ms=int(row[3])
+    )
+
+
 def log_chunk_id(execution_id: uuid.UUID, seq: int) -> uuid.UUID:
     return uuid.uuid5(execution_id, f"chunk:{seq}")
 
@@ -296,36 +408,4 @@ async def set_run_status(session: AsyncSession, run_id: str, **values: Any) -> N
         update(PipelineRun)
         .where(PipelineRun.id == uuid.UUID(run_id))
         .values(**values, updated_at=func.now())
-    )
-
-
-async def close_unfinished_stages(session: AsyncSession, run_id: str, status: str) -> None:
-    await session.execute(
-        update(StageExecution)
-        .where(
-            StageExecution.run_id == uuid.UUID(run_id),
-            StageExecution.status.in_(UNFINISHED_STAGE),
-        )
-        .values(status=status, finished_at=now(), updated_at=func.now())
-    )
-
-
-async def upsert_workflow_execution(session: AsyncSession, values: dict[str, Any]) -> None:
-    stmt = pg_insert(WorkflowExecution).values(id=uuid.uuid4(), **values)
-    keep: dict[str, Any] = {
-        k: stmt.excluded[k] for k in values if k not in ("workflow_id", "run_id")
-    }
-    keep["updated_at"] = func.now()
-    await session.execute(
-        stmt.on_conflict_do_update(index_elements=["workflow_id", "run_id"], set_=keep)
-    )
-
-
-async def close_workflow_execution(
-    session: AsyncSession, *, workflow_id: str, run_id: str, status: str, error: str | None
-) -> None:
-    await session.execute(
-        update(WorkflowExecution)
-        .where(WorkflowExecution.workflow_id == workflow_id, WorkflowExecution.run_id == run_id)
-        .values(status=status, closed_at=now(), error=error, updated_at=func.now())
     )

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import uuid
 from datetime import timedelta
 from decimal import ROUND_UP, Decimal
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowExecutionStatus
@@ -20,9 +19,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.pipelines import projections
 from activities.pipelines.plan import load_plan
 from activities.pipelines.stage_execution import run_workspace
-from db.models.pipelines import PipelineRun, StageExecution
 from db.models.projects import Repository
-from db.session import session_scope
+from db.session import driver_connection, session_scope
 from forgeline.crypto import decrypt_str
 from forgeline.settings import Settings
 from workflows.build_slots import BuildSlotsWorkflow
@@ -101,10 +99,9 @@ class RunActivities:
         plan = plan.model_copy(update={"slot_granted": bool(granted)})
         if granted and not plan.has_repository:
             # Nothing to clone: the run starts now, without a start_run step of its own.
-            async with session_scope(self.session_maker) as session:
-                await self._mark_started(
-                    session, inp.run_id, info.workflow_id, info.workflow_run_id, info.task_queue
-                )
+            await self._mark_started(
+                inp.run_id, info.workflow_id, info.workflow_run_id, info.task_queue
+            )
             run_workspace(self.settings, inp.run_id).mkdir(parents=True, exist_ok=True)
             plan = plan.model_copy(update={"started": True, "status": "running"})
         return plan
@@ -128,14 +125,14 @@ class RunActivities:
     @activity.defn(name="start_run")
     async def start_run(self, inp: RunStarted) -> CheckoutResult:
         """Mark the run running (+ its workflow_executions row), then check out its commit."""
-        async with session_scope(self.session_maker) as session:
-            run = await self._mark_started(
-                session, inp.run_id, inp.workflow_id, inp.workflow_run_id, inp.task_queue
-            )
+        started = await self._mark_started(
+            inp.run_id, inp.workflow_id, inp.workflow_run_id, inp.task_queue
+        )
+        changed = started.metadata.get("changed_paths")
+        async with self.session_maker() as session:
             repo = await session.scalar(
-                select(Repository).where(Repository.project_id == run.project_id)
+                select(Repository).where(Repository.project_id == started.project_id)
             )
-            changed = (run.metadata_ or {}).get("changed_paths")
         workspace = run_workspace(self.settings, inp.run_id)
         if repo is None:
             workspace.mkdir(parents=True, exist_ok=True)
@@ -145,34 +142,20 @@ class RunActivities:
             await projections.set_run_status(session, inp.run_id, commit_sha=commit)
         return CheckoutResult(commit_sha=commit, changed_paths=changed)
 
-    @staticmethod
     async def _mark_started(
-        session: AsyncSession, run_id: str, workflow_id: str, workflow_run_id: str, queue: str
-    ) -> PipelineRun:
-        run = await session.get(PipelineRun, uuid.UUID(run_id))
-        if run is None:
+        self, run_id: str, workflow_id: str, workflow_run_id: str, queue: str
+    ) -> projections.StartedRun:
+        async with driver_connection(self.session_maker) as conn:
+            started = await projections.mark_run_started(
+                conn,
+                run_id=run_id,
+                workflow_id=workflow_id,
+                workflow_run_id=workflow_run_id,
+                task_queue=queue,
+            )
+        if started is None:
             raise _run_not_found(run_id)
-        if run.status == "queued":
-            run.status = "running"
-        run.started_at = run.started_at or projections.now()
-        run.workflow_id = workflow_id
-        await projections.upsert_workflow_execution(
-            session,
-            {
-                "kind": "pipeline_run",
-                "workflow_type": "PipelineRunWorkflow",
-                "workflow_id": workflow_id,
-                "run_id": workflow_run_id,
-                "task_queue": queue,
-                "organization_id": run.organization_id,
-                "project_id": run.project_id,
-                "resource_type": "pipeline_run",
-                "resource_id": run.id,
-                "status": "running",
-                "memo": {"pipeline_id": str(run.pipeline_id), "run_number": run.run_number},
-            },
-        )
-        return run
+        return started
 
     async def _release_slot(self, key: str, run_workflow_id: str) -> None:
         try:
@@ -221,46 +204,35 @@ class RunActivities:
             # Released first and from here (one RPC, not a workflow-task round trip of the run):
             # a finished run must never hold a slot, even if the bookkeeping below fails.
             await self._release_slot(inp.slot_key, inp.workflow_id)
-        async with session_scope(self.session_maker) as session:
-            run = await session.get(PipelineRun, uuid.UUID(inp.run_id), with_for_update=True)
-            if run is None:
-                raise ApplicationError(
-                    "run not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
-                )
-            finished = run.finished_at or projections.now()
-            run.status = inp.status
-            run.finished_at = finished
-            run.error = inp.error
-            if run.started_at:
-                run.duration_seconds = int((finished - run.started_at).total_seconds())
-            await projections.close_unfinished_stages(
-                session, inp.run_id, "cancelled" if inp.status == "cancelled" else "failed"
+        async with driver_connection(self.session_maker) as conn:
+            run = await projections.finish_run(
+                conn,
+                run_id=inp.run_id,
+                status=inp.status,
+                error=inp.error,
+                unfinished_stage_status="cancelled" if inp.status == "cancelled" else "failed",
+                workflow_status=WORKFLOW_STATUS[inp.status],
+                workflow_id=inp.workflow_id,
+                workflow_run_id=inp.workflow_run_id,
             )
-            total_ms = await session.scalar(
-                select(func.coalesce(func.sum(StageExecution.duration_ms), 0)).where(
-                    StageExecution.run_id == run.id, StageExecution.reused_from_id.is_(None)
-                )
-            )
-            if run.organization_id is not None:
+        if run is None:
+            raise _run_not_found(inp.run_id)
+        if run.organization_id is not None:
+            # Its own unit of work: a retry after the statement above finds the run finished
+            # already and records the minutes once (idempotency key).
+            async with session_scope(self.session_maker) as session:
                 await record_usage(
                     session,
                     organization_id=run.organization_id,
                     project_id=run.project_id,
                     usage_type="build_minutes",
-                    quantity=build_minutes(int(total_ms or 0)),
-                    idempotency_key=f"pipeline-run-{run.id}:build_minutes",
+                    quantity=build_minutes(run.build_ms),
+                    idempotency_key=f"pipeline-run-{inp.run_id}:build_minutes",
                     source_refs={
-                        "pipeline_run_id": str(run.id),
+                        "pipeline_run_id": inp.run_id,
                         "pipeline_id": str(run.pipeline_id),
                     },
                 )
-            await projections.close_workflow_execution(
-                session,
-                workflow_id=inp.workflow_id,
-                run_id=inp.workflow_run_id,
-                status=WORKFLOW_STATUS[inp.status],
-                error=inp.error,
-            )
         await asyncio.to_thread(
             shutil.rmtree, run_workspace(self.settings, inp.run_id), ignore_errors=True
         )
