@@ -14,25 +14,22 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.accounts.rate_limit import LastUsedThrottle, SlidingWindowRateLimiter
 from api.billing.request_meter import ApiRequestMeter
+from api.database import create_api_engine
 from api.errors import ServiceUnavailable, install_error_handlers, install_problem_openapi
 from api.health import router as health_router
 from api.middleware import (
     BodySizeLimitMiddleware,
+    ReadRetryMiddleware,
     RequestContextMiddleware,
     install_request_id_log_records,
 )
 from api.temporal import TemporalConnection
-from db.session import async_database_url, create_session_maker, database_url
+from db.session import create_session_maker
 from forgeline.settings import Settings, get_settings
 
 logger = logging.getLogger("forgeline.api")
@@ -85,26 +82,6 @@ def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
-    )
-
-
-# Connections older than this are replaced at checkout (no round trip) instead of being pinged on
-# every checkout: pool_pre_ping costs one extra round trip per request, and an idle connection
-# dropped by a restarted server or a proxy is far rarer than requests are.
-API_POOL_RECYCLE_SECONDS = 300
-
-
-def create_api_engine(settings: Settings) -> AsyncEngine:
-    """The API's engine: like db.session.create_engine, minus the per-checkout pre-ping, and
-    with all pool_size + max_overflow connections kept open: under load an overflow connection
-    was closed on return and reopened moments later (connect, codec set-up, a cold prepared-
-    statement cache), which showed up as multi-second p99s in bench_projects_api."""
-    return create_async_engine(
-        async_database_url(database_url(settings)),
-        pool_size=settings.db_pool_size + settings.db_max_overflow,
-        max_overflow=0,
-        pool_pre_ping=False,
-        pool_recycle=API_POOL_RECYCLE_SECONDS,
     )
 
 
@@ -166,7 +143,9 @@ def create_app(
     app.state.api_meter = meter
 
     install_error_handlers(app)
-    # Added innermost first: the request context wraps everything, so even a 413 carries an ID.
+    # Added innermost first: the request context wraps everything, so even a 413 carries an ID;
+    # a read retried after a lost database connection reruns only the routing and the endpoint.
+    app.add_middleware(ReadRetryMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(RequestContextMiddleware)
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
+from asyncpg.exceptions import ConnectionDoesNotExistError
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +30,26 @@ class ServiceUnavailable(DomainError):
     status_code = 503
     title = "Service unavailable"
     type_slug = "service-unavailable"
+    retry_after = 2
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """PostgreSQL refused or dropped a new connection (down, restarting, out of slots)."""
+
+    retry_after = 1
+
+
+# Set on request.state when a request met a pooled connection the server had dropped; the
+# ReadRetryMiddleware then runs a GET/HEAD once more instead of sending the 503.
+CONNECTION_LOST_STATE = "database_connection_lost"
+
+
+def database_connection_lost(exc: DBAPIError) -> bool:
+    """The statement never reached a live server: SQLAlchemy found the connection closed (and
+    invalidated it together with every older pooled connection), or asyncpg lost it."""
+    return bool(exc.connection_invalidated) or isinstance(
+        exc.orig.__cause__ if exc.orig is not None else None, ConnectionDoesNotExistError
+    )
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -104,7 +125,8 @@ def _field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    retry_after = exc.retry_after if isinstance(exc, RateLimited | ServiceUnavailable) else None
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     if exc.status_code == 401:
         headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return problem_response(
@@ -153,8 +175,20 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     """Input the schemas let through but Postgres refuses is still the client's fault:
     SQLSTATE class 22 (data exception: NUL bytes, out-of-range values) is a 422, class 23
     (a unique or foreign-key constraint that lost a race with another request) a 409.
-    Anything else is a bug: a 500 that says nothing about the internals."""
+    A connection the server dropped (a restart) is a 503 to retry. Anything else is a bug: a
+    500 that says nothing about the internals."""
     assert isinstance(exc, DBAPIError)
+    if database_connection_lost(exc):
+        logger.warning("database connection lost on %s %s", request.method, request.url.path)
+        setattr(request.state, CONNECTION_LOST_STATE, True)
+        return problem_response(
+            request,
+            status=503,
+            detail="The database connection was lost; retry the request",
+            slug=ServiceUnavailable.type_slug,
+            title=ServiceUnavailable.title,
+            headers={"Retry-After": str(DatabaseUnavailable.retry_after)},
+        )
     sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
     if sqlstate.startswith("22"):
         logger.info("database rejected a value (SQLSTATE %s)", sqlstate)
@@ -209,6 +243,7 @@ PROBLEM_STATUSES: dict[int, str] = {
     413: "Request body too large",
     422: "Validation failed",
     429: "Rate limit exceeded (see Retry-After)",
+    503: "A backing service (database, Temporal) is unavailable; retry after Retry-After",
 }
 
 

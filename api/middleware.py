@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request IDs (header, logs, problems), last-resort 500s, body size limit."""
+"""Pure ASGI middleware: request IDs (header, logs, problems), last-resort 500s, body size limit,
+one retry of a read that met a database connection lost while pooled."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import BodyTooLarge, problem_response, unhandled_problem
+from api.errors import CONNECTION_LOST_STATE, BodyTooLarge, problem_response, unhandled_problem
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -140,3 +141,46 @@ class BodySizeLimitMiddleware:
             return {"type": "http.disconnect"}
 
         await response(scope, no_body, send)
+
+
+class ReadRetryMiddleware:
+    """Runs a GET/HEAD once more when it failed on a pooled connection PostgreSQL had dropped
+    (a restart): the API pings no connection at checkout, so the first request after a restart
+    is the one to find out. SQLAlchemy has invalidated that connection and every older one, so
+    the second run gets a fresh connection. Reads write nothing and the first run's 503 is held
+    back unsent, so the client sees one ordinary answer. Writes are not retried: they answer
+    503 with Retry-After."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        body: list[Message] = []
+        held = False
+
+        async def recording_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                body.append(message)
+            return message
+
+        async def send_unless_lost(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start" and state.pop(CONNECTION_LOST_STATE, False):
+                held = True
+            if not held:
+                await send(message)
+
+        await self.app(scope, recording_receive, send_unless_lost)
+        if not held:
+            return
+        replay = iter(body)
+
+        async def replaying_receive() -> Message:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replaying_receive, send)
