@@ -24,6 +24,9 @@ EXECUTE_STAGE = "execute_stage"
 RECORD_STAGE_SKIPPED = "record_stage_skipped"
 REUSE_STAGE = "reuse_stage"
 FINISH_RUN = "finish_run"
+# A run waiting for a deployment approval gives its build slot back, then queues for it again.
+ACQUIRE_SLOT = "acquire_build_slot"
+RELEASE_SLOT = "release_build_slot"
 # Which of a BuildSlotsWorkflow's holders no longer run (terminated without releasing).
 FIND_GONE_HOLDERS = "find_gone_slot_holders"
 # Owned by the deployments domain (DEPLOYMENTS_TASK_QUEUE): creates the deployments row.

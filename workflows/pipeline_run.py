@@ -21,12 +21,14 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     from forgeline.settings import DEPLOYMENTS_TASK_QUEUE
     from workflows.pipeline_models import (
+        ACQUIRE_SLOT,
         EXECUTE_STAGE,
         FINISH_RUN,
         GRANT_SIGNAL,
         PREPARE_PIPELINE_DEPLOYMENT,
         PREPARE_RUN,
         RECORD_STAGE_SKIPPED,
+        RELEASE_SLOT,
         REUSE_STAGE,
         RUN_NOT_FOUND_ERROR,
         STAGE_FAILED_ERROR,
@@ -43,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
         RunStatusView,
         SkipStageInput,
+        SlotRequest,
         StageInput,
         StageResult,
         StageSpec,
@@ -77,6 +80,11 @@ def stage_dependencies(stages: list[StageSpec]) -> dict[str, set[str]]:
         else:
             deps[stage.name] = {s.name for s in stages if s.position < stage.position}
     return deps
+
+
+def slot_key(inp: PipelineRunInput) -> str:
+    """The build-slot semaphore a run queues at: its organization's (a project's without one)."""
+    return inp.organization_id or f"project-{inp.project_id}"
 
 
 def _matches_any(value: str, patterns: Iterable[str]) -> bool:
@@ -137,7 +145,7 @@ class PipelineRunWorkflow:
     async def run(self, inp: PipelineRunInput) -> RunStatusView:
         self.run_id = inp.run_id
         info = workflow.info()
-        slot_key = inp.organization_id or f"project-{inp.project_id}"
+        key = slot_key(inp)
         error: str | None = None
         status: RunStatus = "failed"
         plan: RunPlan | None = None
@@ -198,14 +206,14 @@ class PipelineRunWorkflow:
             status = await self._run_stages(inp, plan, checkout)
         except asyncio.CancelledError:
             status = "cancelled"
-            await self._finish(inp, plan, status, "cancelled by request", slot_key)
+            await self._finish(inp, plan, status, "cancelled by request", key)
             raise
         except (ActivityError, ChildWorkflowError) as exc:
             error = str(exc.cause or exc)
             status = "failed"
         if status == "failed" and error is None and self.failures:
             error = "; ".join(self.failures)[:2000]
-        await self._finish(inp, plan, status, error, slot_key)
+        await self._finish(inp, plan, status, error, key)
         return self.query_status()
 
     async def _finish(
@@ -374,6 +382,31 @@ class PipelineRunWorkflow:
                 return StageResult(stage_name=stage.name, status="failed", error=deploy_error)
         return result
 
+    def _only_running(self, stage_name: str) -> bool:
+        return [n for n, st in self.stage_status.items() if st == "running"] == [stage_name]
+
+    async def _slot_call(self, name: str, inp: PipelineRunInput, plan: RunPlan) -> bool:
+        granted: bool = await workflow.execute_local_activity(
+            name,
+            SlotRequest(
+                organization_key=slot_key(inp),
+                run_workflow_id=workflow.info().workflow_id,
+                limit=plan.concurrent_builds,
+            ),
+            result_type=bool,
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING,
+        )
+        return granted
+
+    async def _reacquire_slot(self, inp: PipelineRunInput, plan: RunPlan) -> None:
+        self.slot_granted = False
+        self.waiting_for_slot = True
+        if await self._slot_call(ACQUIRE_SLOT, inp, plan):
+            self.slot_granted = True
+        await workflow.wait_condition(lambda: self.slot_granted)
+        self.waiting_for_slot = False
+
     async def _deploy(
         self, inp: PipelineRunInput, plan: RunPlan, stage: StageSpec, commit: str | None
     ) -> str | None:
@@ -398,13 +431,26 @@ class PipelineRunWorkflow:
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=BOOKKEEPING,
         )
-        outcome: dict[str, Any] = await workflow.execute_child_workflow(
-            "DeploymentWorkflow",
-            deployment_input,
-            id=f"deployment-{deployment_input['deployment_id']}",
-            task_queue=DEPLOYMENTS_TASK_QUEUE,
-            result_type=dict,
-        )
+        # A protected environment waits for a person, maybe for hours: unless another stage of
+        # this run is building, the run gives its build slot back meanwhile and queues for one
+        # again once the deployment has ended (GitLab's manual jobs hold no runner either).
+        yield_slot = bool(deployment_input.get("protected")) and self._only_running(stage.name)
+        if yield_slot:
+            await self._slot_call(RELEASE_SLOT, inp, plan)
+        try:
+            outcome: dict[str, Any] = await workflow.execute_child_workflow(
+                "DeploymentWorkflow",
+                deployment_input,
+                id=f"deployment-{deployment_input['deployment_id']}",
+                task_queue=DEPLOYMENTS_TASK_QUEUE,
+                result_type=dict,
+            )
+        except ChildWorkflowError:
+            if yield_slot:
+                await self._reacquire_slot(inp, plan)
+            raise
+        if yield_slot:
+            await self._reacquire_slot(inp, plan)
         if outcome.get("status") in ("active", "superseded"):
             return None
         return (

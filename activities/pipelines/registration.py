@@ -30,6 +30,8 @@ def pipeline_activities(
         runs.start_run,
         runs.finish_run,
         runs.find_gone_slot_holders,
+        runs.acquire_build_slot,
+        runs.release_build_slot,
         stages.execute_stage,
         stages.record_stage_skipped,
         stages.reuse_stage,

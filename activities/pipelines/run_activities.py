@@ -25,7 +25,9 @@ from forgeline.crypto import decrypt_str
 from forgeline.settings import Settings
 from workflows.build_slots import BuildSlotsWorkflow
 from workflows.pipeline_models import (
+    ACQUIRE_SLOT,
     FIND_GONE_HOLDERS,
+    RELEASE_SLOT,
     RUN_NOT_FOUND_ERROR,
     BuildSlotsInput,
     CheckoutResult,
@@ -79,22 +81,12 @@ class RunActivities:
         info = activity.info()
         # Always set for an activity of a workflow (only standalone activities lack them).
         assert info.workflow_id is not None and info.workflow_run_id is not None
-        request = SlotRequest(
-            organization_key=key, run_workflow_id=info.workflow_id, limit=plan.concurrent_builds
-        )
-        # Update-with-start: the semaphore answers at once whether the slot is free (FIFO order
-        # is still decided inside BuildSlotsWorkflow); a queued run gets a grant signal later.
-        granted = await self.temporal.execute_update_with_start_workflow(
-            BuildSlotsWorkflow.acquire_now,
-            request,
-            start_workflow_operation=WithStartWorkflowOperation(
-                BuildSlotsWorkflow.run,
-                BuildSlotsInput(organization_key=key, limit=plan.concurrent_builds),
-                id=build_slots_workflow_id(key),
-                task_queue=info.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            ),
-            rpc_timeout=SLOT_RPC_TIMEOUT,
+        granted = await self.acquire_build_slot(
+            SlotRequest(
+                organization_key=key,
+                run_workflow_id=info.workflow_id,
+                limit=plan.concurrent_builds,
+            )
         )
         plan = plan.model_copy(update={"slot_granted": bool(granted)})
         if granted and not plan.has_repository:
@@ -105,6 +97,33 @@ class RunActivities:
             run_workspace(self.settings, inp.run_id).mkdir(parents=True, exist_ok=True)
             plan = plan.model_copy(update={"started": True, "status": "running"})
         return plan
+
+    @activity.defn(name=ACQUIRE_SLOT)
+    async def acquire_build_slot(self, request: SlotRequest) -> bool:
+        """Queue at the organization's semaphore (started if need be); True = slot held now.
+
+        Update-with-start: the semaphore answers at once whether the slot is free (FIFO order is
+        decided inside BuildSlotsWorkflow); a queued run gets a grant signal later. Repeating it
+        (a retried activity) is harmless: a holder is told it holds, a waiter keeps its place.
+        """
+        granted = await self.temporal.execute_update_with_start_workflow(
+            BuildSlotsWorkflow.acquire_now,
+            request,
+            start_workflow_operation=WithStartWorkflowOperation(
+                BuildSlotsWorkflow.run,
+                BuildSlotsInput(organization_key=request.organization_key, limit=request.limit),
+                id=build_slots_workflow_id(request.organization_key),
+                task_queue=activity.info().task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            ),
+            rpc_timeout=SLOT_RPC_TIMEOUT,
+        )
+        return bool(granted)
+
+    @activity.defn(name=RELEASE_SLOT)
+    async def release_build_slot(self, request: SlotRequest) -> bool:
+        """Give the slot back (or leave the queue); False: the semaphore had already ended."""
+        return await self._release_slot(request.organization_key, request.run_workflow_id)
 
     @activity.defn(name=FIND_GONE_HOLDERS)
     async def find_gone_slot_holders(self, inp: SlotHolders) -> SlotHolders:
@@ -157,7 +176,7 @@ class RunActivities:
             raise _run_not_found(run_id)
         return started
 
-    async def _release_slot(self, key: str, run_workflow_id: str) -> None:
+    async def _release_slot(self, key: str, run_workflow_id: str) -> bool:
         try:
             await self.temporal.get_workflow_handle(build_slots_workflow_id(key)).signal(
                 BuildSlotsWorkflow.release,
@@ -169,6 +188,8 @@ class RunActivities:
                 raise
             # The semaphore has ended: nothing is held any more.
             activity.logger.info("build slots %s gone; nothing to release", key)
+            return False
+        return True
 
     async def _checkout(self, repo: Repository, workspace: Path, inp: RunStarted) -> str:
         """Clone the project's repository at the run's commit (or branch) into the workspace."""

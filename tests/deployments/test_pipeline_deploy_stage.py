@@ -8,6 +8,7 @@ session has its own Temporal server, so the name is not shared with anyone else)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -39,11 +40,25 @@ from db.models.projects import Project
 from db.session import session_scope
 from forgeline.errors import PaymentRequired
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE, Settings
-from tests.deployments.helpers import make_activities, make_environment
+from tests.deployments.helpers import make_activities, make_environment, wait_status
 from tests.factories import make_org
-from tests.runs.helpers import create_run, pipeline_worker, run_row, start
-from workflows.deployment_models import DeploymentInput
-from workflows.pipeline_models import DeployStageInput
+from tests.runs.helpers import (
+    create_run,
+    make_pipeline,
+    pipeline_worker,
+    run_row,
+    stage,
+    start,
+    wait_for,
+)
+from workflows.deployment import DeploymentWorkflow, deployment_workflow_id
+from workflows.deployment_models import ApprovalDecision, DeploymentInput
+from workflows.pipeline_models import (
+    BuildSlotsView,
+    DeployStageInput,
+    RunStatusView,
+    build_slots_workflow_id,
+)
 
 BUILD = (
     "mkdir -p dist && printf '<h1>from the pipeline</h1>\\n' > dist/index.html"
@@ -334,3 +349,67 @@ async def test_a_commit_deploys_its_newest_successful_run(
     await _end_leftovers(
         temporal_client, env_id, str(pipeline_deployment_id(str(run.id), str(env_id)))
     )
+
+
+async def test_a_run_awaiting_approval_gives_its_build_slot_to_the_next_run(
+    settings, session_maker, temporal_client, task_queue, tmp_path: Path
+):
+    """One build slot: while run A's deploy stage waits for approval of a protected environment,
+    run B (same organization) builds and finishes; approved, A queues for a slot again, deploys
+    and succeeds; no slot is left held."""
+    org = await make_org(session_maker, role="admin")
+    project_id, env_id = await make_environment(
+        session_maker, org.org_id, provider="static", env_type="production", protected=True
+    )
+    pipeline_id = await make_deploy_pipeline(session_maker, org.org_id, project_id, env_id)
+    quick_id = await make_pipeline(
+        session_maker, org.org_id, [stage("quick", "echo quick")], concurrent_builds=1
+    )
+    slots = temporal_client.get_workflow_handle(build_slots_workflow_id(str(org.org_id)))
+    async with workers(temporal_client, task_queue, settings, session_maker, tmp_path):
+        run_a = await create_run(session_maker, settings, org.org_id, pipeline_id)
+        handle_a = await start(temporal_client, run_a, task_queue)
+        deployment_id = pipeline_deployment_id(str(run_a.id), str(env_id))
+
+        async def deployment_exists() -> bool:
+            async with session_maker() as session:
+                return await session.get(Deployment, deployment_id) is not None
+
+        await wait_for(deployment_exists)
+        await wait_status(session_maker, deployment_id, ("awaiting_approval",))
+
+        async def slot_free() -> bool:
+            view = await slots.query("state", result_type=BuildSlotsView)
+            return bool(view.holders == [])
+
+        await wait_for(slot_free)
+        run_b = await create_run(session_maker, settings, org.org_id, quick_id)
+        # Liveness, not speed: with A holding the only slot, B would wait for ever.
+        handle_b = await start(temporal_client, run_b, task_queue)
+        result_b = await asyncio.wait_for(handle_b.result(), timeout=60)
+        assert result_b.status == "success"
+        assert (await handle_a.query("status", result_type=RunStatusView)).stages == {
+            "build": "success",
+            "deploy": "running",
+        }
+
+        deployment = temporal_client.get_workflow_handle_for(
+            DeploymentWorkflow.run, deployment_workflow_id(str(deployment_id))
+        )
+        await deployment.execute_update(
+            DeploymentWorkflow.decide,
+            ApprovalDecision(
+                approver_user_id=str(org.user_id),
+                approver_role="admin",
+                approved=True,
+                reason="ship it",
+            ),
+        )
+        result_a = await handle_a.result()
+        assert result_a.status == "success", result_a
+        view = await slots.query("state", result_type=BuildSlotsView)
+        assert view.holders == [] and view.waiting == []
+        await _end_leftovers(temporal_client, env_id, str(deployment_id))
+    async with session_maker() as session:
+        row = await session.get(Deployment, deployment_id)
+    assert row is not None and row.status == "active"
