@@ -7,12 +7,14 @@ The write joins the caller's transaction; the caller commits.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -84,6 +86,54 @@ async def record_usage(
         .returning(UsageRecord.id)
     )
     return result.scalar_one_or_none() is not None
+
+
+_INSERT_ON_CONNECTION = """
+INSERT INTO usage_records (id, organization_id, project_id, subscription_id, usage_type, quantity,
+                           unit, recorded_at, period, idempotency_key, source_refs)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id
+"""
+
+
+async def record_usage_on(
+    conn: asyncpg.Connection,
+    *,
+    organization_id: uuid.UUID | str,
+    project_id: uuid.UUID | str | None,
+    usage_type: str,
+    quantity: Decimal | int | float | str,
+    idempotency_key: str,
+    source_refs: Mapping[str, Any] | None = None,
+) -> bool:
+    """`record_usage` as one statement on a bare asyncpg connection (its own implicit
+    transaction): for a hot path that already holds one, e.g. closing a pipeline run."""
+    row = _row(
+        organization_id=organization_id,
+        project_id=project_id,
+        usage_type=usage_type,
+        quantity=quantity,
+        idempotency_key=idempotency_key,
+        recorded_at=None,
+        source_refs=source_refs,
+        subscription_id=None,
+    )
+    inserted = await conn.fetchval(
+        _INSERT_ON_CONNECTION,
+        row["id"],
+        row["organization_id"],
+        row["project_id"],
+        row["subscription_id"],
+        row["usage_type"],
+        row["quantity"],
+        row["unit"],
+        row["recorded_at"],
+        row["period"],
+        row["idempotency_key"],
+        json.dumps(row["source_refs"]),
+    )
+    return inserted is not None
 
 
 async def record_usage_batch(session: AsyncSession, records: Sequence[Mapping[str, Any]]) -> int:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Coroutine
 from datetime import timedelta
 from decimal import ROUND_UP, Decimal
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -219,41 +221,46 @@ class RunActivities:
     async def finish_run(self, inp: FinishRunInput) -> None:
         """Slot released, final status, unfinished stages closed, one build_minutes record,
         operator row closed. Idempotent: a retry releases and records nothing twice."""
-        from activities.billing.metering import record_usage
+        from activities.billing.metering import record_usage_on
 
-        if inp.slot_key is not None:
-            # Released first and from here (one RPC, not a workflow-task round trip of the run):
-            # a finished run must never hold a slot, even if the bookkeeping below fails.
-            await self._release_slot(inp.slot_key, inp.workflow_id)
-        async with driver_connection(self.session_maker) as conn:
-            run = await projections.finish_run(
-                conn,
-                run_id=inp.run_id,
-                status=inp.status,
-                error=inp.error,
-                unfinished_stage_status="cancelled" if inp.status == "cancelled" else "failed",
-                workflow_status=WORKFLOW_STATUS[inp.status],
-                workflow_id=inp.workflow_id,
-                workflow_run_id=inp.workflow_run_id,
-            )
-        if run is None:
-            raise _run_not_found(inp.run_id)
-        if run.organization_id is not None:
-            # Its own unit of work: a retry after the statement above finds the run finished
-            # already and records the minutes once (idempotency key).
-            async with session_scope(self.session_maker) as session:
-                await record_usage(
-                    session,
-                    organization_id=run.organization_id,
-                    project_id=run.project_id,
-                    usage_type="build_minutes",
-                    quantity=build_minutes(run.build_ms),
-                    idempotency_key=f"pipeline-run-{inp.run_id}:build_minutes",
-                    source_refs={
-                        "pipeline_run_id": inp.run_id,
-                        "pipeline_id": str(run.pipeline_id),
-                    },
+        async def close_run() -> None:
+            async with driver_connection(self.session_maker) as conn:
+                run = await projections.finish_run(
+                    conn,
+                    run_id=inp.run_id,
+                    status=inp.status,
+                    error=inp.error,
+                    unfinished_stage_status="cancelled" if inp.status == "cancelled" else "failed",
+                    workflow_status=WORKFLOW_STATUS[inp.status],
+                    workflow_id=inp.workflow_id,
+                    workflow_run_id=inp.workflow_run_id,
                 )
+                if run is None:
+                    raise _run_not_found(inp.run_id)
+                if run.organization_id is not None:
+                    # A retry finds the run finished already and records the minutes once.
+                    await record_usage_on(
+                        conn,
+                        organization_id=run.organization_id,
+                        project_id=run.project_id,
+                        usage_type="build_minutes",
+                        quantity=build_minutes(run.build_ms),
+                        idempotency_key=f"pipeline-run-{inp.run_id}:build_minutes",
+                        source_refs={
+                            "pipeline_run_id": inp.run_id,
+                            "pipeline_id": str(run.pipeline_id),
+                        },
+                    )
+
+        # The slot is released alongside the bookkeeping, not after it: a finished run must
+        # never hold a slot, even if the bookkeeping fails (it is retried; releasing twice is
+        # harmless).
+        steps: list[Coroutine[Any, Any, object]] = [close_run()]
+        if inp.slot_key is not None:
+            steps.append(self._release_slot(inp.slot_key, inp.workflow_id))
+        for outcome in await asyncio.gather(*steps, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
         await asyncio.to_thread(
             shutil.rmtree, run_workspace(self.settings, inp.run_id), ignore_errors=True
         )
