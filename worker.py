@@ -31,7 +31,7 @@ from forgeline.settings import (
     Settings,
     get_settings,
 )
-from forgeline.temporal_client import connect_temporal, temporal_target
+from forgeline.temporal_client import connect_temporal, temporal_target, workflow_runner
 from workflows.echo import DIAGNOSTICS_TASK_QUEUE, EchoWorkflow, echo_activity
 
 log = logging.getLogger("forgeline.worker")
@@ -105,6 +105,7 @@ def build_workers(
                 task_queue=queue,
                 workflows=list(reg.workflows),
                 activities=list(reg.activities),
+                workflow_runner=workflow_runner(),
                 # Sync activities (Docker SDK, boto3) run on this pool; async ones on the loop.
                 activity_executor=executor,
                 graceful_shutdown_timeout=grace,

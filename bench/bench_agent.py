@@ -33,6 +33,7 @@ from db.models.agent import AgentTask
 from db.models.projects import Project, Repository
 from db.session import create_engine, create_session_maker, session_scope
 from forgeline.settings import Settings
+from forgeline.temporal_client import workflow_runner
 from tests.agent.corpus import CORPUS, write_corpus
 from workflows.agent_models import AgentTaskWorkflowInput
 from workflows.agent_task import AgentTaskWorkflow
@@ -125,6 +126,7 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
             workflows=[AgentTaskWorkflow],
             activities=acts.activities,
             max_concurrent_activities=CONCURRENCY * 2,
+            workflow_runner=workflow_runner(),
         ):
             await one("static-html", queue)  # warm-up
             latencies: list[float] = []

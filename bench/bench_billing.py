@@ -28,6 +28,7 @@ from bench.context import BenchContext, BenchRow
 from db.seed import seed_reference_data
 from db.session import create_session_maker, session_scope
 from forgeline.settings import BILLING_TASK_QUEUE
+from forgeline.temporal_client import workflow_runner
 from workflows.billing import BillingCycleWorkflow, BillingWorkflow
 from workflows.billing_models import BillingCycleInput, BillingCycleResult, InvoiceRequest
 
@@ -287,6 +288,7 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
             workflows=[BillingWorkflow, BillingCycleWorkflow],
             activities=[billing.create_invoice, fan_out.start_due_billing_runs],
             max_concurrent_activities=CONCURRENCY * 2,
+            workflow_runner=workflow_runner(),
         ):
             started = time.perf_counter()
             result: BillingCycleResult = await ctx.client.execute_workflow(

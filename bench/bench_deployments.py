@@ -32,6 +32,7 @@ from db.models.deployments import DeploymentHealthCheck
 from db.models.projects import Environment, Project
 from db.session import create_engine, create_session_maker, session_scope
 from forgeline.settings import Settings
+from forgeline.temporal_client import workflow_runner
 from workflows.deployment import DeploymentWorkflow, deployment_workflow_id
 from workflows.deployment_models import DeploymentResult, DeploymentSource
 
@@ -172,7 +173,11 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
     rows: list[BenchRow] = []
     try:
         async with Worker(
-            ctx.client, task_queue=task_queue, workflows=WORKFLOWS, activities=activities.all()
+            ctx.client,
+            task_queue=task_queue,
+            workflows=WORKFLOWS,
+            activities=activities.all(),
+            workflow_runner=workflow_runner(),
         ):
             await deploy(DeploymentSource(version="warmup", image="fl-bench:good"))
             prebuilt: list[float] = []

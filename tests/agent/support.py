@@ -20,6 +20,7 @@ from db.models.pipelines import Pipeline
 from db.models.projects import Project, Repository
 from db.session import session_scope
 from forgeline.settings import Settings
+from forgeline.temporal_client import workflow_runner
 from workflows.agent_task import AgentTaskWorkflow
 
 
@@ -68,6 +69,7 @@ async def agent_worker(
         task_queue=task_queue,
         workflows=[AgentTaskWorkflow],
         activities=acts.activities,
+        workflow_runner=workflow_runner(),
     ):
         yield acts
     if llm:

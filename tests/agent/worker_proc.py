@@ -17,7 +17,7 @@ from activities.agent.registration import registration
 from activities.deps import WorkerDeps
 from db.session import create_engine, create_session_maker
 from forgeline.settings import Settings
-from forgeline.temporal_client import connect_temporal
+from forgeline.temporal_client import connect_temporal, workflow_runner
 
 
 async def main(task_queue: str, gate: Path | None) -> None:
@@ -26,7 +26,11 @@ async def main(task_queue: str, gate: Path | None) -> None:
     client = await connect_temporal(settings)
     reg = registration(WorkerDeps(settings, create_session_maker(engine), client))
     worker = Worker(
-        client, task_queue=task_queue, workflows=reg.workflows, activities=reg.activities
+        client,
+        task_queue=task_queue,
+        workflows=reg.workflows,
+        activities=reg.activities,
+        workflow_runner=workflow_runner(),
     )
     while gate is not None and not gate.exists():
         await asyncio.sleep(0.05)

@@ -25,6 +25,7 @@ from db.models.accounts import Organization
 from db.models.billing import PaymentMethod, Plan, Subscription
 from db.seed import seed_reference_data
 from db.session import session_scope
+from forgeline.temporal_client import workflow_runner
 from tests.billing.fake_stripe import FakeStripe
 from tests.factories import OrgFixture, make_org
 from workflows.billing import BillingCycleWorkflow, BillingWorkflow
@@ -179,4 +180,5 @@ def billing_worker(
             billing.close_failed_execution,
             fan_out.start_due_billing_runs,
         ],
+        workflow_runner=workflow_runner(),
     )

@@ -11,7 +11,7 @@ from activities.billing.invoicing import BillingActivities
 from activities.billing.stripe_billing import StripeBilling
 from db.session import create_engine, create_session_maker
 from forgeline.settings import Settings
-from forgeline.temporal_client import connect_temporal
+from forgeline.temporal_client import connect_temporal, workflow_runner
 from workflows.billing import BillingWorkflow
 
 
@@ -32,6 +32,7 @@ async def main(task_queue: str) -> None:
             billing.end_subscription_for_nonpayment,
             billing.close_failed_execution,
         ],
+        workflow_runner=workflow_runner(),
     )
     print("ready", flush=True)
     await worker.run()

@@ -21,6 +21,7 @@ from db.models.deployments import Deployment
 from db.models.projects import Environment, Project
 from db.session import session_scope
 from forgeline.settings import Settings
+from forgeline.temporal_client import workflow_runner
 from workflows.deployment_models import DeploymentSource
 
 FAST_HEALTH = {
@@ -139,6 +140,7 @@ async def running_worker(
         task_queue=task_queue,
         workflows=WORKFLOWS,
         activities=activities.all(),
+        workflow_runner=workflow_runner(),
     )
     async with worker:
         yield worker

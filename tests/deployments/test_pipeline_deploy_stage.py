@@ -40,6 +40,7 @@ from db.models.projects import Project
 from db.session import session_scope
 from forgeline.errors import PaymentRequired
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE, Settings
+from forgeline.temporal_client import workflow_runner
 from tests.deployments.helpers import make_activities, make_environment, wait_status
 from tests.factories import make_org
 from tests.runs.helpers import (
@@ -128,6 +129,7 @@ async def workers(
         task_queue=DEPLOYMENTS_TASK_QUEUE,
         workflows=WORKFLOWS,
         activities=[*deployments.all(), *stage.all()],
+        workflow_runner=workflow_runner(),
     )
     runner = LocalProcessRunner(tmp_path / "runner-state")
     async with (

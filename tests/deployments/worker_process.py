@@ -14,7 +14,7 @@ from activities.deployments.registration import WORKFLOWS
 from activities.storage import LocalObjectStore
 from db.session import create_engine, create_session_maker
 from forgeline.settings import Settings
-from forgeline.temporal_client import connect_temporal
+from forgeline.temporal_client import connect_temporal, workflow_runner
 
 
 async def main() -> None:
@@ -39,6 +39,7 @@ async def main() -> None:
         task_queue=os.environ["FL_TASK_QUEUE"],
         workflows=WORKFLOWS,
         activities=activities.all(),
+        workflow_runner=workflow_runner(),
     )
     print("worker ready", flush=True)
     await worker.run()

@@ -24,6 +24,7 @@ from db.models.pipelines import Pipeline, PipelineRun, PipelineStage, StageExecu
 from db.models.projects import Project
 from db.session import session_scope
 from forgeline.settings import Settings
+from forgeline.temporal_client import workflow_runner
 
 
 def stage(name: str, run: str | list[str], position: int = 0, **kw: Any) -> dict[str, Any]:
@@ -125,6 +126,7 @@ async def pipeline_worker(
         workflows=WORKFLOWS,
         activities=activities,
         max_concurrent_activities=50,
+        workflow_runner=workflow_runner(),
     )
     async with worker:
         yield worker

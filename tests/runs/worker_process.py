@@ -12,7 +12,7 @@ from activities.deps import WorkerDeps
 from activities.pipelines.registration import WORKFLOWS, pipeline_activities
 from db.session import create_engine, create_session_maker
 from forgeline.settings import Settings
-from forgeline.temporal_client import connect_temporal
+from forgeline.temporal_client import connect_temporal, workflow_runner
 
 
 async def main(task_queue: str) -> None:
@@ -21,7 +21,13 @@ async def main(task_queue: str) -> None:
     client = await connect_temporal(settings)
     deps = WorkerDeps(settings, create_session_maker(engine), client)
     activities, _ = pipeline_activities(deps)
-    worker = Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=activities)
+    worker = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=activities,
+        workflow_runner=workflow_runner(),
+    )
     print("worker ready", flush=True)
     await worker.run()
 
