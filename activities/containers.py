@@ -29,6 +29,10 @@ class EngineUnavailable(RuntimeError):
     pass
 
 
+class ImageUnavailable(RuntimeError):
+    """An image the engine does not have and cannot pull (no registry access, wrong name)."""
+
+
 @dataclass(frozen=True)
 class ContainerSpec:
     name: str
@@ -88,8 +92,17 @@ class ContainerEngine:
 
     def ensure_image(self, ref: str) -> None:
         """Use a local image when present; pull only when missing."""
-        if not self.image_exists(ref):
+        if self.image_exists(ref):
+            return
+        try:
             self.client.images.pull(ref)
+        except DockerException as exc:
+            # What the stage's error and the run's error show: the cause and the ways out.
+            raise ImageUnavailable(
+                f"image {ref} is not on the Docker engine and pulling it failed ({exc}); "
+                "pull or load it on the engine, name an image it has, or run stages as local "
+                "processes (FORGELINE_CONTAINER_RUNNER=local)"
+            ) from exc
 
     def build_image(
         self, context_dir: Path, tag: str, *, dockerfile: str = "Dockerfile", labels: Any = None

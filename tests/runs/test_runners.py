@@ -8,7 +8,11 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
+from activities.containers import ContainerEngine, ImageUnavailable
 from activities.runners import Runner, StageProcess, process_name, process_prefix
+from activities.runners.docker_runner import DockerRunner
 
 
 class Collected:
@@ -147,3 +151,17 @@ async def test_local_runner_applies_resource_limits(tmp_path: Path) -> None:
     assert result.exit_code == 0
     cpu, core, vmem = out.text.split()
     assert cpu == "25" and core == "0" and vmem == str(512 * 1024)
+
+
+async def test_an_image_the_engine_cannot_get_is_a_clear_error(
+    docker_engine: ContainerEngine, busybox_image: str, tmp_path: Path
+) -> None:
+    """A stage image that is neither on the engine nor pullable (here: no registry at all) fails
+    with what to do about it, and leaves no container behind."""
+    runner = DockerRunner(docker_engine, busybox_image)
+    missing = "registry.invalid/forgeline/never-built:1"
+    with pytest.raises(ImageUnavailable) as raised:
+        await runner.run(spec(tmp_path, "true", image=missing), Collected())
+    message = str(raised.value)
+    assert missing in message and "FORGELINE_CONTAINER_RUNNER=local" in message
+    assert await runner.remove_stale(process_prefix("r1", "build")) == 0
