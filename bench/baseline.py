@@ -43,7 +43,8 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-async def _run_one(client: Client, steps: int, task_queue: str) -> float:
+async def run_chain(client: Client, steps: int, task_queue: str) -> float:
+    """One chain of `steps` activities, start to result, in ms (a worker polls `task_queue`)."""
     started = time.perf_counter()
     await client.execute_workflow(
         ChainWorkflow.run,
@@ -74,15 +75,15 @@ async def measure_chain(
         client, task_queue=task_queue, workflows=[ChainWorkflow], activities=[increment]
     ):
         for _ in range(warmup):
-            await _run_one(client, n, task_queue)
-        samples = [await _run_one(client, n, task_queue) for _ in range(repeats)]
+            await run_chain(client, n, task_queue)
+        samples = [await run_chain(client, n, task_queue) for _ in range(repeats)]
         throughput: float | None = None
         if total > 0:
             gate = asyncio.Semaphore(concurrency)
 
             async def gated() -> None:
                 async with gate:
-                    await _run_one(client, n, task_queue)
+                    await run_chain(client, n, task_queue)
 
             started = time.perf_counter()
             await asyncio.gather(*(gated() for _ in range(total)))

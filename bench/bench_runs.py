@@ -26,8 +26,8 @@ from activities.pipelines.registration import WORKFLOWS, pipeline_activities
 from activities.runners.local_runner import LocalProcessRunner
 from api.runs import service
 from api.runs.schemas import RunCreate
-from bench.baseline import measure_chain, percentile
-from bench.chain_workflow import ChainInput, ChainWorkflow, increment
+from bench.baseline import measure_chain, percentile, run_chain
+from bench.chain_workflow import ChainWorkflow, increment
 from bench.context import BenchContext, BenchRow
 from db.models.accounts import Organization
 from db.models.pipelines import Pipeline, PipelineStage
@@ -98,14 +98,7 @@ async def interleaved(
     chains: list[float] = []
     async with Worker(client, task_queue=queue, workflows=[ChainWorkflow], activities=[increment]):
         for i in range(REPEATS + 2):
-            started = time.perf_counter()
-            await client.execute_workflow(
-                ChainWorkflow.run,
-                ChainInput(steps=n),
-                id=f"bench-chain-{uuid.uuid4()}",
-                task_queue=queue,
-            )
-            chain_ms = (time.perf_counter() - started) * 1000
+            chain_ms = await run_chain(client, n, queue)
             run_ms = await run_once()
             if i >= 2:
                 chains.append(chain_ms)

@@ -11,6 +11,7 @@ forever.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from datetime import timedelta
 
@@ -86,6 +87,13 @@ class BuildSlotsWorkflow:
     def state(self) -> BuildSlotsView:
         return BuildSlotsView(limit=self.limit, holders=self.holders, waiting=list(self.waiting))
 
+    async def _grant(self, wf_id: str) -> None:
+        try:
+            await workflow.get_external_workflow_handle(wf_id).signal(GRANT_SIGNAL)
+        except FailureError:
+            # The run is gone (terminated before releasing): free its slot.
+            self.release(SlotRelease(run_workflow_id=wf_id))
+
     def _idle(self) -> bool:
         return not self.holders and not self.waiting and not self.to_grant
 
@@ -130,12 +138,10 @@ class BuildSlotsWorkflow:
                 )
             )
             while self.to_grant:
-                wf_id = self.to_grant.popleft()
-                try:
-                    await workflow.get_external_workflow_handle(wf_id).signal(GRANT_SIGNAL)
-                except FailureError:
-                    # The run is gone (terminated before releasing): free its slot.
-                    self.release(SlotRelease(run_workflow_id=wf_id))
+                # All pending grants at once: one workflow task for a burst of queued runs.
+                batch = list(self.to_grant)
+                self.to_grant.clear()
+                await asyncio.gather(*(self._grant(wf_id) for wf_id in batch))
             if self.check_holders:
                 self.check_holders = False
                 await self._release_gone_holders()

@@ -13,7 +13,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -27,6 +32,7 @@ from forgeline.crypto import decrypt_str
 from forgeline.settings import Settings
 from workflows.build_slots import BuildSlotsWorkflow
 from workflows.pipeline_models import (
+    ACQUIRE_SIGNAL,
     ACQUIRE_SLOT,
     FIND_GONE_HOLDERS,
     RELEASE_SLOT,
@@ -102,25 +108,46 @@ class RunActivities:
 
     @activity.defn(name=ACQUIRE_SLOT)
     async def acquire_build_slot(self, request: SlotRequest) -> bool:
-        """Queue at the organization's semaphore (started if need be); True = slot held now.
+        """Queue at the organization's semaphore (started if need be); True = slot held now,
+        False = the grant comes later as a signal to the run.
 
-        Update-with-start: the semaphore answers at once whether the slot is free (FIFO order is
-        decided inside BuildSlotsWorkflow); a queued run gets a grant signal later. Repeating it
-        (a retried activity) is harmless: a holder is told it holds, a waiter keeps its place.
+        Update-with-start first: the semaphore answers at once whether the slot is free (FIFO
+        order is decided inside BuildSlotsWorkflow). Temporal admits only a few updates in flight
+        per workflow (10 by default), so when many runs of one organization start together the
+        update is refused or times out: the run then queues with signal-with-start (no such
+        limit) and waits for its grant. Both are idempotent: a holder is granted again, a waiter
+        keeps its place.
         """
-        granted = await self.temporal.execute_update_with_start_workflow(
-            BuildSlotsWorkflow.acquire_now,
-            request,
-            start_workflow_operation=WithStartWorkflowOperation(
-                BuildSlotsWorkflow.run,
-                BuildSlotsInput(organization_key=request.organization_key, limit=request.limit),
-                id=build_slots_workflow_id(request.organization_key),
-                task_queue=activity.info().task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            ),
+        handle_id = build_slots_workflow_id(request.organization_key)
+        start = BuildSlotsInput(organization_key=request.organization_key, limit=request.limit)
+        queue = activity.info().task_queue
+        try:
+            granted = await self.temporal.execute_update_with_start_workflow(
+                BuildSlotsWorkflow.acquire_now,
+                request,
+                start_workflow_operation=WithStartWorkflowOperation(
+                    BuildSlotsWorkflow.run,
+                    start,
+                    id=handle_id,
+                    task_queue=queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                ),
+                rpc_timeout=SLOT_RPC_TIMEOUT,
+            )
+            return bool(granted)
+        except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+            activity.logger.info("build slots %s busy (%s); queueing by signal", handle_id, exc)
+        await self.temporal.start_workflow(
+            BuildSlotsWorkflow.run,
+            start,
+            id=handle_id,
+            task_queue=queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            start_signal=ACQUIRE_SIGNAL,
+            start_signal_args=[request],
             rpc_timeout=SLOT_RPC_TIMEOUT,
         )
-        return bool(granted)
+        return False
 
     @activity.defn(name=RELEASE_SLOT)
     async def release_build_slot(self, request: SlotRequest) -> bool:

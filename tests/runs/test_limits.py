@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import uuid
 
 import pytest
+from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
+from temporalio.worker import Worker
 
 from activities.storage import create_object_store
+from forgeline.temporal_client import workflow_runner
 from tests.factories import make_org
 from tests.runs.helpers import (
     create_run,
@@ -18,7 +27,15 @@ from tests.runs.helpers import (
     start,
     wait_for,
 )
-from workflows.pipeline_models import BuildSlotsView, RunStatusView, build_slots_workflow_id
+from workflows.build_slots import BuildSlotsWorkflow
+from workflows.pipeline_models import (
+    GRANT_SIGNAL,
+    BuildSlotsInput,
+    BuildSlotsView,
+    RunStatusView,
+    SlotRequest,
+    build_slots_workflow_id,
+)
 
 
 async def test_concurrent_builds_limit_queues_fifo(
@@ -63,6 +80,124 @@ async def test_concurrent_builds_limit_queues_fifo(
         assert waiter.started_at is not None and waiter.started_at >= first_done
     # FIFO: the third run started before the fourth.
     assert rows[2].started_at <= rows[3].started_at  # type: ignore[operator]
+
+
+async def prepare_attempt(client: Client, workflow_id: str) -> int:
+    """The attempt on which the run's prepare_run local activity succeeded (its marker)."""
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            data = event.marker_recorded_event_attributes.details["data"].payloads[0].data
+            marker = json.loads(data)
+            if marker["activity_type"] == "prepare_run":
+                return int(marker["attempt"])
+    raise AssertionError(f"{workflow_id}: no prepare_run marker")
+
+
+async def test_a_burst_of_runs_beyond_the_update_limit_all_run_within_the_limit(
+    session_maker, settings, temporal_client, task_queue, tmp_path
+) -> None:
+    """30 runs of one organization started at once all finish, each prepared on its first
+    attempt; never more than the organization's 3 slots build at the same time, and no slot is
+    left held."""
+    from activities.runners.local_runner import LocalProcessRunner
+
+    org = await make_org(session_maker)
+    pipeline_id = await make_pipeline(
+        session_maker, org.org_id, [stage("work", "sleep 0.3")], concurrent_builds=3
+    )
+    runs = [await create_run(session_maker, settings, org.org_id, pipeline_id) for _ in range(30)]
+    runner = LocalProcessRunner(tmp_path / "state")
+    async with pipeline_worker(temporal_client, task_queue, settings, session_maker, runner):
+        handles = await asyncio.gather(*(start(temporal_client, r, task_queue) for r in runs))
+        results = await asyncio.gather(*(h.result() for h in handles))
+        slots = temporal_client.get_workflow_handle(build_slots_workflow_id(str(org.org_id)))
+        view = await slots.query("state", result_type=BuildSlotsView)
+        attempts = [await prepare_attempt(temporal_client, h.id) for h in handles]
+    assert [r.status for r in results] == ["success"] * 30
+    assert attempts == [1] * 30
+    assert view.holders == [] and view.waiting == []
+    spans = []
+    for run in runs:
+        (row,) = await executions(session_maker, run.id)
+        assert row.started_at is not None and row.finished_at is not None
+        spans.append((row.started_at, row.finished_at))
+    # The most stages building at any one moment (each start against all spans).
+    most = max(sum(1 for s, f in spans if s <= start_at < f) for start_at, _ in spans)
+    assert 1 <= most <= 3
+
+
+@workflow.defn(name="TestSlotWaiter")
+class SlotWaiter:
+    """Stands in for a pipeline run: done once the semaphore grants it a slot."""
+
+    def __init__(self) -> None:
+        self.granted = False
+
+    @workflow.signal(name=GRANT_SIGNAL)
+    def grant(self) -> None:
+        self.granted = True
+
+    @workflow.run
+    async def run(self) -> bool:
+        await workflow.wait_condition(lambda: self.granted)
+        return True
+
+
+async def test_a_refused_slot_update_queues_by_signal(
+    session_maker, settings, temporal_client, task_queue
+) -> None:
+    """Temporal admits 10 updates in flight per workflow. With 10 acquire updates stuck on a
+    semaphore no worker runs yet, an 11th acquire is refused as an update: it queues by signal
+    instead (answering "not granted now") and is granted once the semaphore runs."""
+    from activities.pipelines.run_activities import RunActivities
+
+    key = f"burst-{uuid.uuid4()}"
+    slots_queue = f"{task_queue}-slots"
+    await temporal_client.start_workflow(
+        BuildSlotsWorkflow.run,
+        BuildSlotsInput(organization_key=key, limit=20),
+        id=build_slots_workflow_id(key),
+        task_queue=slots_queue,
+    )
+    handle = temporal_client.get_workflow_handle_for(
+        BuildSlotsWorkflow.run, build_slots_workflow_id(key)
+    )
+    stuck = [
+        asyncio.create_task(
+            handle.execute_update(
+                BuildSlotsWorkflow.acquire_now,
+                SlotRequest(organization_key=key, run_workflow_id=f"stuck-{i}", limit=20),
+            )
+        )
+        for i in range(10)
+    ]
+
+    late = await temporal_client.start_workflow(
+        SlotWaiter.run, id=f"late-{uuid.uuid4()}", task_queue=slots_queue
+    )
+    await asyncio.sleep(1)  # let the ten reach the server
+    activities = RunActivities(settings, session_maker, temporal_client)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, task_queue=slots_queue)
+    granted = await env.run(
+        activities.acquire_build_slot,
+        SlotRequest(organization_key=key, run_workflow_id=late.id, limit=20),
+    )
+    assert granted is False
+    async with Worker(
+        temporal_client,
+        task_queue=slots_queue,
+        workflows=[BuildSlotsWorkflow, SlotWaiter],
+        activities=[activities.find_gone_slot_holders],
+        workflow_runner=workflow_runner(),
+    ):
+        assert await asyncio.gather(*stuck) == [True] * 10
+        view = await handle.query(BuildSlotsWorkflow.state)
+        # The late run got its grant as a signal.
+        assert await late.result() is True
+        view = await handle.query(BuildSlotsWorkflow.state)
+        assert sorted(view.holders) == sorted([*(f"stuck-{i}" for i in range(10)), late.id])
+        await handle.terminate("test over")
 
 
 @pytest.mark.parametrize("runner", ["local", "docker"], indirect=True)
