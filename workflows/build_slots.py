@@ -66,12 +66,16 @@ class BuildSlotsWorkflow:
     def acquire_now(self, request: SlotRequest) -> bool:
         """Queue like `acquire`; answer True when the caller holds a slot now. The answer replaces
         the grant signal (one workflow-task turnaround less for a run that does not wait)."""
-        self.acquire(request)
         wf_id = request.run_workflow_id
+        pending = self.to_grant.count(wf_id)
+        self.acquire(request)
         if wf_id not in self.holders:
             return False
-        while wf_id in self.to_grant:
-            self.to_grant.remove(wf_id)
+        # Drop only the grant this call queued: one queued earlier by the acquire signal (a run
+        # whose update timed out client-side and that queued by signal) must still be sent.
+        # acquire() queued it last (a holder's repeat, or the newest waiter that _fill() took).
+        if self.to_grant.count(wf_id) > pending and self.to_grant[-1] == wf_id:
+            self.to_grant.pop()
         return True
 
     @workflow.signal(name=RELEASE_SIGNAL)

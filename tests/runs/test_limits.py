@@ -29,6 +29,7 @@ from tests.runs.helpers import (
 )
 from workflows.build_slots import BuildSlotsWorkflow
 from workflows.pipeline_models import (
+    ACQUIRE_SIGNAL,
     GRANT_SIGNAL,
     BuildSlotsInput,
     BuildSlotsView,
@@ -198,6 +199,41 @@ async def test_a_refused_slot_update_queues_by_signal(
         view = await handle.query(BuildSlotsWorkflow.state)
         assert sorted(view.holders) == sorted([*(f"stuck-{i}" for i in range(10)), late.id])
         await handle.terminate("test over")
+
+
+async def test_an_update_after_a_signal_acquire_keeps_the_signalled_grant(
+    temporal_client, task_queue
+) -> None:
+    """A run whose acquire update timed out queued by signal; the update may still be applied
+    after that. Both land in one workflow task: the answer of the update goes nowhere, so the
+    grant the signal queued must still be sent (else the run would wait for ever)."""
+    key = f"late-update-{uuid.uuid4()}"
+    slots_queue = f"{task_queue}-slots"
+    waiter = await temporal_client.start_workflow(
+        SlotWaiter.run, id=f"waiter-{uuid.uuid4()}", task_queue=slots_queue
+    )
+    request = SlotRequest(organization_key=key, run_workflow_id=waiter.id, limit=2)
+    slots = await temporal_client.start_workflow(
+        BuildSlotsWorkflow.run,
+        BuildSlotsInput(organization_key=key, limit=2),
+        id=build_slots_workflow_id(key),
+        task_queue=slots_queue,
+        start_signal=ACQUIRE_SIGNAL,
+        start_signal_args=[request],
+    )
+    update = asyncio.create_task(slots.execute_update(BuildSlotsWorkflow.acquire_now, request))
+    await asyncio.sleep(1)  # the update reaches the server before any worker runs the semaphore
+    async with Worker(
+        temporal_client,
+        task_queue=slots_queue,
+        workflows=[BuildSlotsWorkflow, SlotWaiter],
+        workflow_runner=workflow_runner(),
+    ):
+        assert await update is True
+        assert await asyncio.wait_for(waiter.result(), timeout=30) is True
+        view = await slots.query(BuildSlotsWorkflow.state)
+        assert view.holders == [waiter.id] and view.waiting == []
+        await slots.terminate("test over")
 
 
 @pytest.mark.parametrize("runner", ["local", "docker"], indirect=True)
