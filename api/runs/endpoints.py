@@ -26,7 +26,13 @@ from api.deps import (
 from api.errors import ServiceUnavailable
 from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
 from api.runs import service
-from api.runs.logs import follow_events, object_store, parse_event_id, stage_lines
+from api.runs.logs import (
+    first_attempt_events,
+    follow_events,
+    object_store,
+    parse_event_id,
+    stage_lines,
+)
 from api.runs.schemas import ArtifactOut, RunCreate, RunDetailOut, RunOut
 from db.models.pipelines import Artifact, PipelineRun
 from forgeline.errors import NotFound
@@ -203,7 +209,8 @@ async def stage_logs(
 ) -> Any:
     """The log as a text download, or with `follow=true` as server-sent events: `line` events
     (id `<attempt>:<line>`), `attempt` when a retry starts, then `end` with the final status.
-    Without `attempt` the follower starts at the latest attempt and carries on through retries."""
+    Without `attempt` the follower starts at the latest attempt and carries on through retries;
+    a stage that has not started yet is waited for (`end` is `not_run` if the run ends first)."""
     run = await service.get_run(session, principal.organization_id, run_id)
     if not follow:
         download = await service.stage_execution_for_log(session, run.id, stage, attempt)
@@ -225,8 +232,17 @@ async def stage_logs(
         execution = await service.stage_execution_for_log(session, run.id, stage, resume.attempt)
         position = resume.line
     else:
-        execution = await service.stage_execution_for_log(session, run.id, stage, attempt)
         position = after if after is not None else -1
+        if attempt is None and not await service.stage_started(session, run.id, stage):
+            # Not started yet: the stream waits for it (unknown stage names are still a 404).
+            await service.require_pipeline_stage(session, run.pipeline_id, stage)
+            if resume is not None:
+                position = max(position, resume.line)
+            return EventSourceResponse(
+                first_attempt_events(request, run_id=run.id, stage=stage, after=position),
+                ping=15,
+            )
+        execution = await service.stage_execution_for_log(session, run.id, stage, attempt)
         if resume is not None and resume.attempt is None:
             position = max(position, resume.line)
         elif resume is not None and resume.attempt == execution.attempt:

@@ -171,3 +171,33 @@ async def follow_events(
         if await request.is_disconnected():
             return
         await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+
+async def first_attempt_events(
+    request: Request, *, run_id: uuid.UUID, stage: str, after: int
+) -> AsyncIterator[dict[str, Any]]:
+    """Following a stage that has not started yet (a run just triggered, a stage waiting for
+    its dependencies): wait for its first attempt, then follow it like any other. A run that
+    ends without ever starting the stage (cancelled, failed earlier) ends with `not_run`."""
+    session_maker = request.app.state.session_maker
+    while True:
+        async with session_scope(session_maker) as session:
+            first = await service.next_attempt(session, run_id, stage, 0)
+            active = first is None and await service.run_is_active(session, run_id)
+        if first is not None:
+            async for event in follow_events(
+                request,
+                run_id=run_id,
+                stage=stage,
+                execution=first,
+                after=after,
+                single_attempt=False,
+            ):
+                yield event
+            return
+        if not active:
+            yield {"event": "end", "data": "not_run"}
+            return
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(FOLLOW_POLL_SECONDS)

@@ -18,7 +18,13 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from api.runs.schemas import RunCreate, RunOut, StageExecutionOut
-from db.models.pipelines import Pipeline, PipelineRun, StageExecution, StageLogChunk
+from db.models.pipelines import (
+    Pipeline,
+    PipelineRun,
+    PipelineStage,
+    StageExecution,
+    StageLogChunk,
+)
 from db.models.projects import Environment, Repository
 from forgeline.crypto import encrypt_str
 from forgeline.errors import Conflict, NotFound
@@ -246,6 +252,27 @@ async def stage_still_running(client: Client, run_id: uuid.UUID, stage: str) -> 
 async def run_is_active(session: AsyncSession, run_id: uuid.UUID) -> bool:
     status = await session.scalar(select(PipelineRun.status).where(PipelineRun.id == run_id))
     return status in ACTIVE
+
+
+async def stage_started(session: AsyncSession, run_id: uuid.UUID, stage: str) -> bool:
+    """Whether the stage has an execution row in this run (any attempt, skipped included)."""
+    found = await session.scalar(
+        select(StageExecution.id)
+        .where(StageExecution.run_id == run_id, StageExecution.stage_name == stage)
+        .limit(1)
+    )
+    return found is not None
+
+
+async def require_pipeline_stage(session: AsyncSession, pipeline_id: uuid.UUID, stage: str) -> None:
+    """404 unless the pipeline has a stage of that name."""
+    found = await session.scalar(
+        select(PipelineStage.id)
+        .where(PipelineStage.pipeline_id == pipeline_id, PipelineStage.name == stage)
+        .limit(1)
+    )
+    if found is None:
+        raise NotFound(f"the run's pipeline has no stage {stage!r}")
 
 
 async def next_attempt(

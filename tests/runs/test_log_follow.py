@@ -221,3 +221,38 @@ async def test_follow_ends_after_the_last_failed_attempt_while_the_run_goes_on(
         return (await run_row(session_maker, uuid.UUID(run_id))).status == "cancelled"
 
     await wait_for(cancelled, timeout=60)
+
+
+async def test_follow_a_stage_before_it_starts(api_client, session_maker, worker) -> None:
+    """A client follows the second stage right after triggering the run: the stream waits for
+    the stage's first attempt and carries its lines to `end: success`. An unknown stage is a
+    404; a stage its run never reaches (cancelled first) ends with `not_run`."""
+    org = await make_org(session_maker)
+    pipeline_id = await make_pipeline(
+        session_maker,
+        org.org_id,
+        [
+            stage("first", ["echo starting", "sleep 2", "echo one"]),
+            stage("second", ["echo two-a", "echo two-b"], 1),
+        ],
+    )
+    run_id = await trigger(api_client, org, pipeline_id)
+    events = await follow(api_client, org, run_id, "second")
+    lines = [(i, d) for i, t, d in events if t == "line"]
+    assert [i for i, _ in lines] == [f"1:{n}" for n in range(len(lines))]
+    texts = [d for _, d in lines]
+    assert "two-a" in texts and "two-b" in texts and "one" not in texts
+    assert events[-1] == (None, "end", "success")
+
+    missing = await api_client.get(
+        f"/v1/runs/{run_id}/stages/nope/logs", params={"follow": "true"}, headers=org.headers
+    )
+    assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+
+    cancelled = await trigger(api_client, org, pipeline_id)
+    follower = asyncio.create_task(follow(api_client, org, cancelled, "second"))
+    await wait_attempt_running(session_maker, cancelled, "first", 1)
+    resp = await api_client.post(f"/v1/runs/{cancelled}/cancel", headers=org.headers)
+    assert resp.status_code == 202, resp.text
+    never = await asyncio.wait_for(follower, timeout=60)
+    assert never == [(None, "end", "not_run")]
