@@ -52,6 +52,9 @@ from workflows.pipeline_models import (
 # Bounds each call on the build-slot semaphore: a worker shutting down (nobody left to run the
 # semaphore's workflow task) must not hang a local activity until the default RPC timeout.
 SLOT_RPC_TIMEOUT = timedelta(seconds=10)
+# The acquire update answers in ~10 ms on a running semaphore; one that takes longer is queued
+# behind others (a burst of runs): queueing by signal is then the faster way in.
+SLOT_UPDATE_RPC_TIMEOUT = timedelta(seconds=2)
 WORKFLOW_STATUS = {"success": "completed", "failed": "failed", "cancelled": "cancelled"}
 
 
@@ -132,7 +135,7 @@ class RunActivities:
                     task_queue=queue,
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 ),
-                rpc_timeout=SLOT_RPC_TIMEOUT,
+                rpc_timeout=SLOT_UPDATE_RPC_TIMEOUT,
             )
             return bool(granted)
         except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
