@@ -88,15 +88,6 @@ async def record_usage(
     return result.scalar_one_or_none() is not None
 
 
-_INSERT_ON_CONNECTION = """
-INSERT INTO usage_records (id, organization_id, project_id, subscription_id, usage_type, quantity,
-                           unit, recorded_at, period, idempotency_key, source_refs)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING id
-"""
-
-
 async def record_usage_on(
     conn: asyncpg.Connection,
     *,
@@ -119,19 +110,14 @@ async def record_usage_on(
         source_refs=source_refs,
         subscription_id=None,
     )
+    row["source_refs"] = json.dumps(row["source_refs"])  # the connection's JSONB codec: text
+    # The columns are the row's keys (one list, `_row`'s), the values positional.
+    columns = ", ".join(row)
+    values = ", ".join(f"${n}" for n in range(1, len(row) + 1))
     inserted = await conn.fetchval(
-        _INSERT_ON_CONNECTION,
-        row["id"],
-        row["organization_id"],
-        row["project_id"],
-        row["subscription_id"],
-        row["usage_type"],
-        row["quantity"],
-        row["unit"],
-        row["recorded_at"],
-        row["period"],
-        row["idempotency_key"],
-        json.dumps(row["source_refs"]),
+        f"INSERT INTO usage_records ({columns}) VALUES ({values}) "  # noqa: S608  (own keys)
+        "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+        *row.values(),
     )
     return inserted is not None
 

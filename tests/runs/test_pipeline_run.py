@@ -103,6 +103,8 @@ async def test_success(ctx) -> None:
             )
         ).all()
         assert len(usage) == 1 and usage[0].usage_type == "build_minutes"
+        assert usage[0].source_refs["pipeline_run_id"] == str(run.id)
+        assert usage[0].quantity > 0 and usage[0].project_id == row.project_id
         wf = await session.scalar(
             select(WorkflowExecution).where(WorkflowExecution.resource_id == run.id)
         )
