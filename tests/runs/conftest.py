@@ -8,11 +8,16 @@ from pathlib import Path
 
 import pytest
 from moto.server import ThreadedMotoServer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.worker import Worker
 
 from activities.containers import ContainerEngine
 from activities.runners import Runner
 from activities.runners.docker_runner import DockerRunner
 from activities.runners.local_runner import LocalProcessRunner
+from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
+from tests.runs.helpers import pipeline_worker
 from tests.runs.images import connect_engine, ensure_busybox_image
 
 RUNNER_KINDS = ["local", "docker"]
@@ -51,3 +56,18 @@ def moto_endpoint() -> Iterator[str]:
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+@pytest.fixture
+async def worker(
+    temporal_client: Client,
+    settings: Settings,
+    session_maker: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> AsyncIterator[Worker]:
+    """A local-runner worker on the production pipelines queue, where the API starts runs."""
+    runner = LocalProcessRunner(tmp_path / "state")
+    async with pipeline_worker(
+        temporal_client, PIPELINES_TASK_QUEUE, settings, session_maker, runner
+    ) as w:
+        yield w

@@ -9,19 +9,15 @@ import uuid
 from typing import Any
 
 import httpx
-import pytest
 
-from activities.runners.local_runner import LocalProcessRunner
 from api.runs.logs import LogPosition, parse_event_id
 from db.models.pipelines import StageExecution
-from forgeline.settings import PIPELINES_TASK_QUEUE
 from tests.factories import OrgFixture, make_org
 from tests.runs.helpers import (
     executions,
     log_text,
     make_pipeline,
     parse_sse,
-    pipeline_worker,
     run_row,
     stage,
     wait_for,
@@ -36,15 +32,6 @@ FLAKY = [
     "for i in 1 2 3 4 5 6 7 8; do echo a$FORGELINE_ATTEMPT-$i; sleep 0.25; done",
     '[ "$FORGELINE_ATTEMPT" -ge 2 ] || exit 75',
 ]
-
-
-@pytest.fixture
-async def worker(temporal_client, settings, session_maker, tmp_path):
-    runner = LocalProcessRunner(tmp_path / "state")
-    async with pipeline_worker(
-        temporal_client, PIPELINES_TASK_QUEUE, settings, session_maker, runner
-    ) as w:
-        yield w
 
 
 async def trigger(api_client: httpx.AsyncClient, org: OrgFixture, pipeline_id: uuid.UUID) -> str:

@@ -8,30 +8,18 @@ import uuid
 
 import pytest
 
-from activities.runners.local_runner import LocalProcessRunner
 from db.models.pipelines import Pipeline
 from db.models.projects import Repository
 from db.session import session_scope
-from forgeline.settings import PIPELINES_TASK_QUEUE
 from tests.factories import make_org
 from tests.runs.helpers import (
     create_run,
     make_pipeline,
     parse_sse,
-    pipeline_worker,
     run_row,
     stage,
     wait_for,
 )
-
-
-@pytest.fixture
-async def worker(temporal_client, settings, session_maker, tmp_path):
-    runner = LocalProcessRunner(tmp_path / "state")
-    async with pipeline_worker(
-        temporal_client, PIPELINES_TASK_QUEUE, settings, session_maker, runner
-    ) as w:
-        yield w
 
 
 async def wait_finished(session_maker, run_id: uuid.UUID):
