@@ -238,7 +238,7 @@ class PipelineRunWorkflow:
                 workflow_id=info.workflow_id,
                 workflow_run_id=info.run_id,
                 spec_hashes={s.name: s.spec_hash for s in plan.stages} if plan else {},
-                # finish_run releases the build slot first thing, whatever else fails.
+                # finish_run releases the build slot alongside its bookkeeping, even if that fails.
                 slot_key=key,
             ),
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
