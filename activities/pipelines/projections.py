@@ -136,6 +136,15 @@ class OpenedAttempt:
 
 
 @dataclass(frozen=True)
+class ArtifactRow:
+    name: str
+    object_key: str
+    size_bytes: int
+    sha256: str
+    content_type: str | None
+
+
+@dataclass(frozen=True)
 class ClosedAttempt:
     status: str
     exit_code: int | None
@@ -148,15 +157,6 @@ class ClosedAttempt:
     # Lines not stored yet: (seq, first line, line count, content), stored with the close.
     final_chunk: tuple[int, int, int, str] | None = None
     artifacts: list[ArtifactRow] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ArtifactRow:
-    name: str
-    object_key: str
-    size_bytes: int
-    sha256: str
-    content_type: str | None
 
 
 async def open_attempt(

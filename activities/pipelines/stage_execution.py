@@ -123,13 +123,10 @@ class StageActivities:
                 f"pipeline run {inp.run_id} not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
             )
         exec_id = opened.execution_id
-        encrypted = opened.env_vars_encrypted
-        project_config = opened.project_config
-        environment_config = opened.environment_config
-        variables, secrets = run_variables(self.settings, encrypted)
+        variables, secrets = run_variables(self.settings, opened.env_vars_encrypted)
         # Precedence: run > environment > project. Secrets are decrypted here only.
-        project_vars = project_config.get("environment_variables") or []
-        environment_vars = environment_config.get("environment_variables") or []
+        project_vars = opened.project_config.get("environment_variables") or []
+        environment_vars = opened.environment_config.get("environment_variables") or []
         secrets = [
             *secrets,
             *env_vars.secret_values(project_vars, self.settings),

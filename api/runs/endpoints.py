@@ -233,7 +233,11 @@ async def stage_logs(
         position = resume.line
     else:
         position = after if after is not None else -1
-        if attempt is None and not await service.stage_started(session, run.id, stage):
+        try:
+            execution = await service.stage_execution_for_log(session, run.id, stage, attempt)
+        except NotFound:
+            if attempt is not None:
+                raise
             # Not started yet: the stream waits for it (unknown stage names are still a 404).
             await service.require_pipeline_stage(session, run.pipeline_id, stage)
             if resume is not None:
@@ -242,7 +246,6 @@ async def stage_logs(
                 first_attempt_events(request, run_id=run.id, stage=stage, after=position),
                 ping=15,
             )
-        execution = await service.stage_execution_for_log(session, run.id, stage, attempt)
         if resume is not None and resume.attempt is None:
             position = max(position, resume.line)
         elif resume is not None and resume.attempt == execution.attempt:

@@ -254,16 +254,6 @@ async def run_is_active(session: AsyncSession, run_id: uuid.UUID) -> bool:
     return status in ACTIVE
 
 
-async def stage_started(session: AsyncSession, run_id: uuid.UUID, stage: str) -> bool:
-    """Whether the stage has an execution row in this run (any attempt, skipped included)."""
-    found = await session.scalar(
-        select(StageExecution.id)
-        .where(StageExecution.run_id == run_id, StageExecution.stage_name == stage)
-        .limit(1)
-    )
-    return found is not None
-
-
 async def require_pipeline_stage(session: AsyncSession, pipeline_id: uuid.UUID, stage: str) -> None:
     """404 unless the pipeline has a stage of that name."""
     found = await session.scalar(
