@@ -1,4 +1,4 @@
-"""Payload models of the PipelineRunWorkflow, its activities and the BuildSlots workflow.
+"""Payload models of the PipelineRunWorkflow and its activities (stages, build slots).
 
 Large data (logs, artifacts, repository contents) never travels in these: only IDs and keys.
 """
@@ -16,7 +16,7 @@ StageStatus = Literal[
 PreviousStatusRule = Literal["success", "failure", "always"]
 
 # Activity names (called by name so workflows/ never imports the activity modules' I/O deps).
-# Load the plan and ask the organization's BuildSlotsWorkflow for a slot (one round trip).
+# Load the plan and claim one of the organization's build slots (or queue for one).
 PREPARE_RUN = "prepare_run"
 # Mark the run running, record workflow_executions, check out the commit (one round trip).
 START_RUN = "start_run"
@@ -27,8 +27,6 @@ FINISH_RUN = "finish_run"
 # A run waiting for a deployment approval gives its build slot back, then queues for it again.
 ACQUIRE_SLOT = "acquire_build_slot"
 RELEASE_SLOT = "release_build_slot"
-# Which of a BuildSlotsWorkflow's holders no longer run (terminated without releasing).
-FIND_GONE_HOLDERS = "find_gone_slot_holders"
 # Owned by the deployments domain (DEPLOYMENTS_TASK_QUEUE): creates the deployments row.
 PREPARE_PIPELINE_DEPLOYMENT = "prepare_pipeline_deployment"
 
@@ -37,10 +35,7 @@ STAGE_TIMED_OUT_ERROR = "StageTimedOut"
 STAGE_INVALID_ERROR = "StageInvalid"
 RUN_NOT_FOUND_ERROR = "RunNotFound"
 
-ACQUIRE_SIGNAL = "acquire"
-# Acquire by update: the answer says whether the slot is held now (then no grant signal follows).
-ACQUIRE_UPDATE = "acquire_now"
-RELEASE_SIGNAL = "release"
+# A queued run's slot is free: the signal names the claim it grants (SlotGrant).
 GRANT_SIGNAL = "slot_granted"
 
 
@@ -124,6 +119,8 @@ class RunPlan(_Model):
     status: RunStatus = "queued"
     # Granted while preparing (a free slot): the run starts without waiting for a grant signal.
     slot_granted: bool = False
+    # The run's build-slot claim (a grant signal for another claim is not for this one).
+    slot_claim: int | None = None
     # Granted and nothing to clone: preparing also marked the run started (no start_run step).
     started: bool = False
     changed_paths: list[str] | None = None
@@ -211,31 +208,15 @@ class SlotRequest(_Model):
     limit: int = 1
 
 
-class SlotRelease(_Model):
-    run_workflow_id: str
+class SlotClaim(_Model):
+    """Answer of acquiring: held now, or queued (then a SlotGrant signal for `seq` follows)."""
+
+    granted: bool
+    seq: int
 
 
-class BuildSlotsInput(_Model):
-    organization_key: str
-    limit: int = 1
-    holders: list[str] = Field(default_factory=list)
-    waiting: list[str] = Field(default_factory=list)
-    # How long the semaphore outlives its last holder, waiting for the next run.
-    idle_seconds: float = 300.0
-
-
-class SlotHolders(_Model):
-    workflow_ids: list[str] = Field(default_factory=list)
-
-
-class BuildSlotsView(_Model):
-    limit: int
-    holders: list[str]
-    waiting: list[str]
-
-
-def build_slots_workflow_id(organization_key: str) -> str:
-    return f"build-slots-{organization_key}"
+class SlotGrant(_Model):
+    seq: int
 
 
 def pipeline_run_workflow_id(run_id: str) -> str:

@@ -1,8 +1,9 @@
 """PipelineRunWorkflow: checkout, then stages as a DAG (order + depends_on), conditions, retries.
 
-Waits for a per-organization build slot (BuildSlotsWorkflow) before it starts, releases it however
-it ends. Every stage attempt is a heartbeating activity; cancelling the run cancels the activity,
-which kills the container or process group before the run is marked `cancelled`.
+Waits for one of its organization's build slots (claimed while preparing; a grant signal when it
+has to queue) before it starts, releases it however it ends. Every stage attempt is a heartbeating
+activity; cancelling the run cancels the activity, which kills the container or process group
+before the run is marked `cancelled`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
         RunStatusView,
         SkipStageInput,
+        SlotClaim,
+        SlotGrant,
         SlotRequest,
         StageInput,
         StageResult,
@@ -122,14 +125,24 @@ class PipelineRunWorkflow:
         self.run_id = ""
         self.status: RunStatus = "queued"
         self.slot_granted = False
+        # The run's current build-slot claim and the claims granted by signal: a grant for an
+        # earlier claim (given back while awaiting an approval) does not grant the current one.
+        self.slot_claim: int | None = None
+        self.grants: set[int] = set()
         self.waiting_for_slot = False
         self.stage_status: dict[str, StageStatus] = {}
         # Why the run failed, stage by stage, for the run's `error` column.
         self.failures: list[str] = []
 
     @workflow.signal(name=GRANT_SIGNAL)
-    def grant(self) -> None:
-        self.slot_granted = True
+    def grant(self, grant: SlotGrant | None = None) -> None:
+        if grant is None:
+            self.slot_granted = True
+        else:
+            self.grants.add(grant.seq)
+
+    def _slot_held(self) -> bool:
+        return self.slot_granted or (self.slot_claim is not None and self.slot_claim in self.grants)
 
     @workflow.query(name="status")
     def query_status(self) -> RunStatusView:
@@ -162,9 +175,10 @@ class PipelineRunWorkflow:
                 retry_policy=BOOKKEEPING,
             )
             self.stage_status = {s.name: "pending" for s in plan.stages}
+            self.slot_claim = plan.slot_claim
             if plan.slot_granted:
                 self.slot_granted = True
-            await workflow.wait_condition(lambda: self.slot_granted)
+            await workflow.wait_condition(self._slot_held)
             self.waiting_for_slot = False
             self.status = "running"
             started = RunStarted(
@@ -385,26 +399,36 @@ class PipelineRunWorkflow:
     def _only_running(self, stage_name: str) -> bool:
         return [n for n, st in self.stage_status.items() if st == "running"] == [stage_name]
 
-    async def _slot_call(self, name: str, inp: PipelineRunInput, plan: RunPlan) -> bool:
-        granted: bool = await workflow.execute_local_activity(
-            name,
-            SlotRequest(
-                organization_key=slot_key(inp),
-                run_workflow_id=workflow.info().workflow_id,
-                limit=plan.concurrent_builds,
-            ),
+    def _slot_request(self, inp: PipelineRunInput, plan: RunPlan) -> SlotRequest:
+        return SlotRequest(
+            organization_key=slot_key(inp),
+            run_workflow_id=workflow.info().workflow_id,
+            limit=plan.concurrent_builds,
+        )
+
+    async def _release_slot(self, inp: PipelineRunInput, plan: RunPlan) -> None:
+        self.slot_granted = False
+        self.slot_claim = None
+        await workflow.execute_local_activity(
+            RELEASE_SLOT,
+            self._slot_request(inp, plan),
             result_type=bool,
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=BOOKKEEPING,
         )
-        return granted
 
     async def _reacquire_slot(self, inp: PipelineRunInput, plan: RunPlan) -> None:
-        self.slot_granted = False
         self.waiting_for_slot = True
-        if await self._slot_call(ACQUIRE_SLOT, inp, plan):
-            self.slot_granted = True
-        await workflow.wait_condition(lambda: self.slot_granted)
+        claim: SlotClaim = await workflow.execute_local_activity(
+            ACQUIRE_SLOT,
+            self._slot_request(inp, plan),
+            result_type=SlotClaim,
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING,
+        )
+        self.slot_claim = claim.seq
+        self.slot_granted = claim.granted
+        await workflow.wait_condition(self._slot_held)
         self.waiting_for_slot = False
 
     async def _deploy(
@@ -436,7 +460,7 @@ class PipelineRunWorkflow:
         # again once the deployment has ended (GitLab's manual jobs hold no runner either).
         yield_slot = bool(deployment_input.get("protected")) and self._only_running(stage.name)
         if yield_slot:
-            await self._slot_call(RELEASE_SLOT, inp, plan)
+            await self._release_slot(inp, plan)
         try:
             outcome: dict[str, Any] = await workflow.execute_child_workflow(
                 "DeploymentWorkflow",

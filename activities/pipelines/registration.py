@@ -1,4 +1,4 @@
-"""Pipelines task queue: PipelineRunWorkflow, BuildSlotsWorkflow and their activities."""
+"""Pipelines task queue: PipelineRunWorkflow and its activities."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from activities.pipelines.stage_execution import StageActivities
 from activities.runners import Runner, create_runner
 from activities.storage import ObjectStore, create_object_store
 from forgeline.settings import PIPELINES_TASK_QUEUE
-from workflows.build_slots import BuildSlotsWorkflow
 from workflows.pipeline_run import PipelineRunWorkflow
 
-WORKFLOWS: list[type] = [PipelineRunWorkflow, BuildSlotsWorkflow]
+WORKFLOWS: list[type] = [PipelineRunWorkflow]
 
 
 def pipeline_activities(
@@ -29,7 +28,6 @@ def pipeline_activities(
         runs.prepare_run,
         runs.start_run,
         runs.finish_run,
-        runs.find_gone_slot_holders,
         runs.acquire_build_slot,
         runs.release_build_slot,
         stages.execute_stage,

@@ -13,48 +13,37 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.client import (
-    Client,
-    WithStartWorkflowOperation,
-    WorkflowExecutionStatus,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.pipelines import projections
+from activities.pipelines import build_slots, projections
 from activities.pipelines.plan import load_plan
 from activities.pipelines.stage_execution import run_workspace
 from db.models.projects import Repository
 from db.session import driver_connection, session_scope
 from forgeline.crypto import decrypt_str
 from forgeline.settings import Settings
-from workflows.build_slots import BuildSlotsWorkflow
 from workflows.pipeline_models import (
-    ACQUIRE_SIGNAL,
     ACQUIRE_SLOT,
-    FIND_GONE_HOLDERS,
+    GRANT_SIGNAL,
     RELEASE_SLOT,
     RUN_NOT_FOUND_ERROR,
-    BuildSlotsInput,
     CheckoutResult,
     FinishRunInput,
     PipelineRunInput,
     RunPlan,
     RunStarted,
-    SlotHolders,
-    SlotRelease,
+    SlotClaim,
+    SlotGrant,
     SlotRequest,
-    build_slots_workflow_id,
 )
 
-# Bounds each call on the build-slot semaphore: a worker shutting down (nobody left to run the
-# semaphore's workflow task) must not hang a local activity until the default RPC timeout.
+# Bounds each grant signal and holder check: a local activity must not hang on an unreachable
+# Temporal until the default RPC timeout.
 SLOT_RPC_TIMEOUT = timedelta(seconds=10)
-# The acquire update answers in ~10 ms on a running semaphore; one that takes longer is queued
-# behind others (a burst of runs): queueing by signal is then the faster way in.
-SLOT_UPDATE_RPC_TIMEOUT = timedelta(seconds=2)
+# Holder checks in flight at once when a run has to queue.
+HOLDER_CHECKS = 20
 WORKFLOW_STATUS = {"success": "completed", "failed": "failed", "cancelled": "cancelled"}
 
 
@@ -82,25 +71,24 @@ class RunActivities:
 
     @activity.defn(name="prepare_run")
     async def prepare_run(self, inp: PipelineRunInput) -> RunPlan:
-        """Load the plan and ask the organization's semaphore for a build slot
-        (update-with-start). Granted with nothing to clone, the run is marked started too."""
+        """Load the plan and claim a build slot (or queue for one). Granted with nothing to clone,
+        the run is marked started too."""
         async with session_scope(self.session_maker) as session:
             plan = await load_plan(session, inp.run_id)
         if plan is None:
             raise _run_not_found(inp.run_id)
-        key = inp.organization_id or f"project-{inp.project_id}"
         info = activity.info()
         # Always set for an activity of a workflow (only standalone activities lack them).
         assert info.workflow_id is not None and info.workflow_run_id is not None
-        granted = await self.acquire_build_slot(
+        claim = await self.acquire_build_slot(
             SlotRequest(
-                organization_key=key,
+                organization_key=inp.organization_id or f"project-{inp.project_id}",
                 run_workflow_id=info.workflow_id,
                 limit=plan.concurrent_builds,
             )
         )
-        plan = plan.model_copy(update={"slot_granted": bool(granted)})
-        if granted and not plan.has_repository:
+        plan = plan.model_copy(update={"slot_granted": claim.granted, "slot_claim": claim.seq})
+        if claim.granted and not plan.has_repository:
             # Nothing to clone: the run starts now, without a start_run step of its own.
             await self._mark_started(
                 inp.run_id, info.workflow_id, info.workflow_run_id, info.task_queue
@@ -110,68 +98,88 @@ class RunActivities:
         return plan
 
     @activity.defn(name=ACQUIRE_SLOT)
-    async def acquire_build_slot(self, request: SlotRequest) -> bool:
-        """Queue at the organization's semaphore (started if need be); True = slot held now,
-        False = the grant comes later as a signal to the run.
+    async def acquire_build_slot(self, request: SlotRequest) -> SlotClaim:
+        """Claim one of the organization's build slots: held now, or queued first come, first
+        served (a `slot_granted` signal naming the claim follows when a slot frees).
 
-        Update-with-start first: the semaphore answers at once whether the slot is free (FIFO
-        order is decided inside BuildSlotsWorkflow). Temporal admits only a few updates in flight
-        per workflow (10 by default), so when many runs of one organization start together the
-        update is refused or times out: the run then queues with signal-with-start (no such
-        limit) and waits for its grant. Both are idempotent: a holder is granted again, a waiter
-        keeps its place.
+        Idempotent: a holder holds, a waiter keeps its place. A run that has to queue first checks
+        that every holder still runs: a terminated run never releases, so its slot is freed here
+        instead of blocking the organization for ever.
         """
-        handle_id = build_slots_workflow_id(request.organization_key)
-        start = BuildSlotsInput(organization_key=request.organization_key, limit=request.limit)
-        queue = activity.info().task_queue
-        try:
-            granted = await self.temporal.execute_update_with_start_workflow(
-                BuildSlotsWorkflow.acquire_now,
-                request,
-                start_workflow_operation=WithStartWorkflowOperation(
-                    BuildSlotsWorkflow.run,
-                    start,
-                    id=handle_id,
-                    task_queue=queue,
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                ),
-                rpc_timeout=SLOT_UPDATE_RPC_TIMEOUT,
+        key = request.organization_key
+        async with driver_connection(self.session_maker) as conn:
+            claim, pending = await build_slots.acquire(
+                conn, key, request.run_workflow_id, request.limit
             )
-            return bool(granted)
-        except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
-            activity.logger.info("build slots %s busy (%s); queueing by signal", handle_id, exc)
-        await self.temporal.start_workflow(
-            BuildSlotsWorkflow.run,
-            start,
-            id=handle_id,
-            task_queue=queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal=ACQUIRE_SIGNAL,
-            start_signal_args=[request],
-            rpc_timeout=SLOT_RPC_TIMEOUT,
-        )
-        return False
+        await self._deliver(key, pending)
+        if not claim.holding:
+            await self._free_gone_holders(key)
+        return SlotClaim(granted=claim.holding, seq=claim.seq)
 
     @activity.defn(name=RELEASE_SLOT)
     async def release_build_slot(self, request: SlotRequest) -> bool:
-        """Give the slot back (or leave the queue); False: the semaphore had already ended."""
-        return await self._release_slot(request.organization_key, request.run_workflow_id)
+        """Give the slot back (or leave the queue); the next waiting run is granted it."""
+        await self._release_slot(request.organization_key, request.run_workflow_id)
+        return True
 
-    @activity.defn(name=FIND_GONE_HOLDERS)
-    async def find_gone_slot_holders(self, inp: SlotHolders) -> SlotHolders:
-        """The holders whose run is closed or unknown (terminated, timed out, never released)."""
-        gone: list[str] = []
-        for wf_id in inp.workflow_ids:
-            try:
-                desc = await self.temporal.get_workflow_handle(wf_id).describe()
-            except RPCError as exc:
-                if exc.status == RPCStatusCode.NOT_FOUND:
-                    gone.append(wf_id)
-                    continue
-                raise
-            if desc.status != WorkflowExecutionStatus.RUNNING:
-                gone.append(wf_id)
-        return SlotHolders(workflow_ids=gone)
+    async def _release_slot(self, key: str, run_workflow_id: str) -> None:
+        async with driver_connection(self.session_maker) as conn:
+            pending = await build_slots.release(conn, key, run_workflow_id)
+        await self._deliver(key, pending)
+
+    async def _deliver(self, key: str, pending: list[build_slots.PendingGrant]) -> None:
+        """Signal each promoted run its grant. A run that no longer exists (terminated while it
+        waited) gives the slot back at once, to the next in line."""
+        while pending:
+            sent = await asyncio.gather(*(self._signal_grant(g) for g in pending))
+            async with driver_connection(self.session_maker) as conn:
+                for grant, delivered in zip(pending, sent, strict=True):
+                    if delivered:
+                        await build_slots.delivered(conn, key, grant)
+                gone = [g for g, delivered in zip(pending, sent, strict=True) if not delivered]
+                pending = []
+                for grant in gone:
+                    activity.logger.warning(
+                        "build slot granted to %s, which no longer runs; slot freed",
+                        grant.run_workflow_id,
+                    )
+                    pending = await build_slots.release(conn, key, grant.run_workflow_id)
+
+    async def _signal_grant(self, grant: build_slots.PendingGrant) -> bool:
+        """False when the run is gone (closed or unknown): nobody will use the slot."""
+        try:
+            await self.temporal.get_workflow_handle(grant.run_workflow_id).signal(
+                GRANT_SIGNAL, SlotGrant(seq=grant.seq), rpc_timeout=SLOT_RPC_TIMEOUT
+            )
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def _free_gone_holders(self, key: str) -> None:
+        async with driver_connection(self.session_maker) as conn:
+            holders = await build_slots.holders(conn, key)
+        limit = asyncio.Semaphore(HOLDER_CHECKS)
+
+        async def gone(workflow_id: str) -> bool:
+            async with limit:
+                try:
+                    desc = await self.temporal.get_workflow_handle(workflow_id).describe(
+                        rpc_timeout=SLOT_RPC_TIMEOUT
+                    )
+                except RPCError as exc:
+                    if exc.status == RPCStatusCode.NOT_FOUND:
+                        return True
+                    raise
+                return desc.status != WorkflowExecutionStatus.RUNNING
+
+        for workflow_id, is_gone in zip(
+            holders, await asyncio.gather(*(gone(h) for h in holders)), strict=True
+        ):
+            if is_gone:
+                activity.logger.warning("slot holder %s no longer runs; slot freed", workflow_id)
+                await self._release_slot(key, workflow_id)
 
     @activity.defn(name="start_run")
     async def start_run(self, inp: RunStarted) -> CheckoutResult:
@@ -207,21 +215,6 @@ class RunActivities:
         if started is None:
             raise _run_not_found(run_id)
         return started
-
-    async def _release_slot(self, key: str, run_workflow_id: str) -> bool:
-        try:
-            await self.temporal.get_workflow_handle(build_slots_workflow_id(key)).signal(
-                BuildSlotsWorkflow.release,
-                SlotRelease(run_workflow_id=run_workflow_id),
-                rpc_timeout=SLOT_RPC_TIMEOUT,
-            )
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-            # The semaphore has ended: nothing is held any more.
-            activity.logger.info("build slots %s gone; nothing to release", key)
-            return False
-        return True
 
     async def _checkout(self, repo: Repository, workspace: Path, inp: RunStarted) -> str:
         """Clone the project's repository at the run's commit (or branch) into the workspace."""

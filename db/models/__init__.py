@@ -41,6 +41,8 @@ from db.models.integrations import PullRequest, WebhookPayload
 from db.models.operations import AuditLog, SystemMetric, WorkflowExecution
 from db.models.pipelines import (
     Artifact,
+    BuildSlotClaim,
+    BuildSlots,
     Pipeline,
     PipelineRun,
     PipelineStage,
@@ -62,6 +64,8 @@ __all__ = [
     "ApiKey",
     "Artifact",
     "AuditLog",
+    "BuildSlotClaim",
+    "BuildSlots",
     "CodeReview",
     "Deployment",
     "DeploymentContainer",

@@ -1,4 +1,5 @@
-"""Pipelines and their executions: stages, runs, stage executions, log chunks, artifacts."""
+"""Pipelines and their executions: stages, runs, stage executions, log chunks, artifacts, and the
+per-organization build slots runs queue for."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     String,
@@ -287,3 +289,55 @@ class Artifact(UUIDPrimaryKey, Base):
     created_at: Mapped[datetime] = created_at_column()
 
     __table_args__ = (CheckConstraint("size_bytes >= 0", name="size_non_negative"),)
+
+
+class BuildSlots(Base):
+    """An organization's build-slot semaphore: its limit, and the row its claims lock on.
+
+    Keyed like the runs' slot key: the organization's ID (`project-<id>` for a project without
+    one). Acquiring and releasing lock this row, so the count and the queue stay consistent.
+    """
+
+    __tablename__ = "build_slots"
+
+    organization_key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    slot_limit: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(
+        TZ_DATETIME, nullable=False, server_default=text("now()")
+    )
+
+    __table_args__ = (CheckConstraint("slot_limit >= 1", name="slot_limit_positive"),)
+
+
+class BuildSlotClaim(Base):
+    """A run holding one of its organization's build slots, or waiting for one (FIFO by `seq`).
+
+    `grant_pending`: promoted from the queue, the run's grant signal not yet delivered; whoever
+    touches the semaphore next sends it again, so a crash between commit and signal loses nothing.
+    `seq` tells a claim from an earlier one of the same run: a grant names the claim it is for.
+    """
+
+    __tablename__ = "build_slot_claims"
+
+    organization_key: Mapped[str] = mapped_column(
+        ForeignKey("build_slots.organization_key", ondelete="CASCADE"), primary_key=True
+    )
+    run_workflow_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
+    holding: Mapped[bool] = mapped_column(Boolean)
+    grant_pending: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    queued_at: Mapped[datetime] = mapped_column(
+        TZ_DATETIME, nullable=False, server_default=text("now()")
+    )
+    granted_at: Mapped[datetime | None] = mapped_column(TZ_DATETIME)
+
+    __table_args__ = (
+        Index(
+            "ix_build_slot_claims_organization_key_holding_seq",
+            "organization_key",
+            "holding",
+            "seq",
+        ),
+    )

@@ -30,6 +30,7 @@ from activities.deployments.pipeline_stage import (
     pipeline_deployment_id,
 )
 from activities.deployments.registration import WORKFLOWS
+from activities.pipelines import build_slots
 from activities.runners.local_runner import LocalProcessRunner
 from activities.storage import LocalObjectStore
 from api.deployments import service
@@ -37,7 +38,7 @@ from db.models.deployments import Deployment
 from db.models.operations import WorkflowExecution
 from db.models.pipelines import Pipeline, PipelineRun, PipelineStage
 from db.models.projects import Project
-from db.session import session_scope
+from db.session import driver_connection, session_scope
 from forgeline.errors import PaymentRequired
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE, Settings
 from forgeline.temporal_client import workflow_runner
@@ -55,10 +56,8 @@ from tests.runs.helpers import (
 from workflows.deployment import DeploymentWorkflow, deployment_workflow_id
 from workflows.deployment_models import ApprovalDecision, DeploymentInput
 from workflows.pipeline_models import (
-    BuildSlotsView,
     DeployStageInput,
     RunStatusView,
-    build_slots_workflow_id,
 )
 
 BUILD = (
@@ -367,7 +366,11 @@ async def test_a_run_awaiting_approval_gives_its_build_slot_to_the_next_run(
     quick_id = await make_pipeline(
         session_maker, org.org_id, [stage("quick", "echo quick")], concurrent_builds=1
     )
-    slots = temporal_client.get_workflow_handle(build_slots_workflow_id(str(org.org_id)))
+
+    async def slots() -> build_slots.SlotState:
+        async with driver_connection(session_maker) as conn:
+            return await build_slots.state(conn, str(org.org_id))
+
     async with workers(temporal_client, task_queue, settings, session_maker, tmp_path):
         run_a = await create_run(session_maker, settings, org.org_id, pipeline_id)
         handle_a = await start(temporal_client, run_a, task_queue)
@@ -381,8 +384,7 @@ async def test_a_run_awaiting_approval_gives_its_build_slot_to_the_next_run(
         await wait_status(session_maker, deployment_id, ("awaiting_approval",))
 
         async def slot_free() -> bool:
-            view = await slots.query("state", result_type=BuildSlotsView)
-            return bool(view.holders == [])
+            return (await slots()).holders == []
 
         await wait_for(slot_free)
         run_b = await create_run(session_maker, settings, org.org_id, quick_id)
@@ -409,7 +411,7 @@ async def test_a_run_awaiting_approval_gives_its_build_slot_to_the_next_run(
         )
         result_a = await handle_a.result()
         assert result_a.status == "success", result_a
-        view = await slots.query("state", result_type=BuildSlotsView)
+        view = await slots()
         assert view.holders == [] and view.waiting == []
         await _end_leftovers(temporal_client, env_id, str(deployment_id))
     async with session_maker() as session:

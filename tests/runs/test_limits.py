@@ -1,21 +1,18 @@
-"""Per-organization build slots (FIFO, no polling) and a 50 MB stage log handled without loss."""
+"""Per-organization build slots with real runs (FIFO, no polling) and a 50 MB stage log handled
+without loss."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-import uuid
 
 import pytest
-from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.testing import ActivityEnvironment
-from temporalio.worker import Worker
 
+from activities.pipelines import build_slots
 from activities.storage import create_object_store
-from forgeline.temporal_client import workflow_runner
+from db.session import driver_connection
 from tests.factories import make_org
 from tests.runs.helpers import (
     create_run,
@@ -27,16 +24,12 @@ from tests.runs.helpers import (
     start,
     wait_for,
 )
-from workflows.build_slots import BuildSlotsWorkflow
-from workflows.pipeline_models import (
-    ACQUIRE_SIGNAL,
-    GRANT_SIGNAL,
-    BuildSlotsInput,
-    BuildSlotsView,
-    RunStatusView,
-    SlotRequest,
-    build_slots_workflow_id,
-)
+from workflows.pipeline_models import RunStatusView
+
+
+async def slot_state(session_maker, key: str) -> build_slots.SlotState:
+    async with driver_connection(session_maker) as conn:
+        return await build_slots.state(conn, key)
 
 
 async def test_concurrent_builds_limit_queues_fifo(
@@ -55,13 +48,9 @@ async def test_concurrent_builds_limit_queues_fifo(
         for run in runs:
             handles.append(await start(temporal_client, run, task_queue))
             await asyncio.sleep(0.2)  # a definite arrival order
-        slots = temporal_client.get_workflow_handle(build_slots_workflow_id(str(org.org_id)))
 
         async def two_waiting() -> bool:
-            try:
-                view = await slots.query("state", result_type=BuildSlotsView)
-            except Exception:
-                return False
+            view = await slot_state(session_maker, str(org.org_id))
             if len(view.holders) == 2 and len(view.waiting) == 2:
                 assert view.waiting == [f"pipeline-run-{r.id}" for r in runs[2:]]
                 return True
@@ -94,7 +83,7 @@ async def prepare_attempt(client: Client, workflow_id: str) -> int:
     raise AssertionError(f"{workflow_id}: no prepare_run marker")
 
 
-async def test_a_burst_of_runs_beyond_the_update_limit_all_run_within_the_limit(
+async def test_a_burst_of_runs_all_run_within_the_limit(
     session_maker, settings, temporal_client, task_queue, tmp_path
 ) -> None:
     """30 runs of one organization started at once all finish, each prepared on its first
@@ -111,8 +100,7 @@ async def test_a_burst_of_runs_beyond_the_update_limit_all_run_within_the_limit(
     async with pipeline_worker(temporal_client, task_queue, settings, session_maker, runner):
         handles = await asyncio.gather(*(start(temporal_client, r, task_queue) for r in runs))
         results = await asyncio.gather(*(h.result() for h in handles))
-        slots = temporal_client.get_workflow_handle(build_slots_workflow_id(str(org.org_id)))
-        view = await slots.query("state", result_type=BuildSlotsView)
+        view = await slot_state(session_maker, str(org.org_id))
         attempts = [await prepare_attempt(temporal_client, h.id) for h in handles]
     assert [r.status for r in results] == ["success"] * 30
     assert attempts == [1] * 30
@@ -125,115 +113,6 @@ async def test_a_burst_of_runs_beyond_the_update_limit_all_run_within_the_limit(
     # The most stages building at any one moment (each start against all spans).
     most = max(sum(1 for s, f in spans if s <= start_at < f) for start_at, _ in spans)
     assert 1 <= most <= 3
-
-
-@workflow.defn(name="TestSlotWaiter")
-class SlotWaiter:
-    """Stands in for a pipeline run: done once the semaphore grants it a slot."""
-
-    def __init__(self) -> None:
-        self.granted = False
-
-    @workflow.signal(name=GRANT_SIGNAL)
-    def grant(self) -> None:
-        self.granted = True
-
-    @workflow.run
-    async def run(self) -> bool:
-        await workflow.wait_condition(lambda: self.granted)
-        return True
-
-
-async def test_a_refused_slot_update_queues_by_signal(
-    session_maker, settings, temporal_client, task_queue
-) -> None:
-    """Temporal admits 10 updates in flight per workflow. With 10 acquire updates stuck on a
-    semaphore no worker runs yet, an 11th acquire is refused as an update: it queues by signal
-    instead (answering "not granted now") and is granted once the semaphore runs."""
-    from activities.pipelines.run_activities import RunActivities
-
-    key = f"burst-{uuid.uuid4()}"
-    slots_queue = f"{task_queue}-slots"
-    await temporal_client.start_workflow(
-        BuildSlotsWorkflow.run,
-        BuildSlotsInput(organization_key=key, limit=20),
-        id=build_slots_workflow_id(key),
-        task_queue=slots_queue,
-    )
-    handle = temporal_client.get_workflow_handle_for(
-        BuildSlotsWorkflow.run, build_slots_workflow_id(key)
-    )
-    stuck = [
-        asyncio.create_task(
-            handle.execute_update(
-                BuildSlotsWorkflow.acquire_now,
-                SlotRequest(organization_key=key, run_workflow_id=f"stuck-{i}", limit=20),
-            )
-        )
-        for i in range(10)
-    ]
-
-    late = await temporal_client.start_workflow(
-        SlotWaiter.run, id=f"late-{uuid.uuid4()}", task_queue=slots_queue
-    )
-    await asyncio.sleep(1)  # let the ten reach the server
-    activities = RunActivities(settings, session_maker, temporal_client)
-    env = ActivityEnvironment()
-    env.info = dataclasses.replace(env.info, task_queue=slots_queue)
-    granted = await env.run(
-        activities.acquire_build_slot,
-        SlotRequest(organization_key=key, run_workflow_id=late.id, limit=20),
-    )
-    assert granted is False
-    async with Worker(
-        temporal_client,
-        task_queue=slots_queue,
-        workflows=[BuildSlotsWorkflow, SlotWaiter],
-        activities=[activities.find_gone_slot_holders],
-        workflow_runner=workflow_runner(),
-    ):
-        assert await asyncio.gather(*stuck) == [True] * 10
-        view = await handle.query(BuildSlotsWorkflow.state)
-        # The late run got its grant as a signal.
-        assert await late.result() is True
-        view = await handle.query(BuildSlotsWorkflow.state)
-        assert sorted(view.holders) == sorted([*(f"stuck-{i}" for i in range(10)), late.id])
-        await handle.terminate("test over")
-
-
-async def test_an_update_after_a_signal_acquire_keeps_the_signalled_grant(
-    temporal_client, task_queue
-) -> None:
-    """A run whose acquire update timed out queued by signal; the update may still be applied
-    after that. Both land in one workflow task: the answer of the update goes nowhere, so the
-    grant the signal queued must still be sent (else the run would wait for ever)."""
-    key = f"late-update-{uuid.uuid4()}"
-    slots_queue = f"{task_queue}-slots"
-    waiter = await temporal_client.start_workflow(
-        SlotWaiter.run, id=f"waiter-{uuid.uuid4()}", task_queue=slots_queue
-    )
-    request = SlotRequest(organization_key=key, run_workflow_id=waiter.id, limit=2)
-    slots = await temporal_client.start_workflow(
-        BuildSlotsWorkflow.run,
-        BuildSlotsInput(organization_key=key, limit=2),
-        id=build_slots_workflow_id(key),
-        task_queue=slots_queue,
-        start_signal=ACQUIRE_SIGNAL,
-        start_signal_args=[request],
-    )
-    update = asyncio.create_task(slots.execute_update(BuildSlotsWorkflow.acquire_now, request))
-    await asyncio.sleep(1)  # the update reaches the server before any worker runs the semaphore
-    async with Worker(
-        temporal_client,
-        task_queue=slots_queue,
-        workflows=[BuildSlotsWorkflow, SlotWaiter],
-        workflow_runner=workflow_runner(),
-    ):
-        assert await update is True
-        assert await asyncio.wait_for(waiter.result(), timeout=30) is True
-        view = await slots.query(BuildSlotsWorkflow.state)
-        assert view.holders == [waiter.id] and view.waiting == []
-        await slots.terminate("test over")
 
 
 @pytest.mark.parametrize("runner", ["local", "docker"], indirect=True)
@@ -295,23 +174,21 @@ async def test_terminated_holder_frees_its_slot(
     )
     stuck = await create_run(session_maker, settings, org.org_id, pipeline_id)
     runner = LocalProcessRunner(tmp_path / "state")
-    slots = temporal_client.get_workflow_handle(build_slots_workflow_id(str(org.org_id)))
+    key = str(org.org_id)
     async with pipeline_worker(temporal_client, task_queue, settings, session_maker, runner):
         stuck_handle = await start(temporal_client, stuck, task_queue)
 
         async def holding() -> bool:
-            try:
-                view = await slots.query("state", result_type=BuildSlotsView)
-            except Exception:
-                return False
+            view = await slot_state(session_maker, key)
             return bool(view.holders == [stuck_handle.id])
 
         await wait_for(holding)
         await stuck_handle.terminate(reason="operator terminated")
         # The slot is still held by a run that will never release it ...
-        view = await slots.query("state", result_type=BuildSlotsView)
-        assert view.holders == [stuck_handle.id]
+        assert (await slot_state(session_maker, key)).holders == [stuck_handle.id]
         # ... until a run has to queue behind it.
         quick = await create_run(session_maker, settings, org.org_id, quick_id)
         result = await (await start(temporal_client, quick, task_queue)).result()
     assert result.status == "success"
+    view = await slot_state(session_maker, key)
+    assert view.holders == [] and view.waiting == []
