@@ -1,19 +1,19 @@
-"""A run's rows turned into its RunPlan: stage specs with hashes, reusable stages, slot limit."""
+"""A run's rows turned into its RunPlan: stage specs with hashes, reusable stages, slot limit.
+
+Read on the asyncpg connection in one statement (two more for a rerun): preparing a run is on the
+path of every run, and the ORM would cost several milliseconds more.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import exists, literal, select, union_all
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
 
-from db.models.accounts import Organization
-from db.models.billing import Plan, PlanFeature, Subscription
-from db.models.pipelines import Pipeline, PipelineRun, PipelineStage, StageExecution
-from db.models.projects import Repository
 from workflows.pipeline_models import ReusableStage, RunPlan, StageConditions, StageSpec
 
 # Without a subscription an organization is on the free tier: one build at a time.
@@ -54,143 +54,165 @@ def spec_hash(spec: StageSpec) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def stage_spec(stage: PipelineStage, pipeline: Pipeline) -> StageSpec:
-    policy = pipeline.retry_policy or {}
-    env = {str(k): str(v) for k, v in (stage.environment or {}).items()}
-    limits = (pipeline.config or {}).get("resources", {})
+def stage_spec(stage: Mapping[str, Any], pipeline: Mapping[str, Any]) -> StageSpec:
+    """A `pipeline_stages` row (column names as keys) with its pipeline's retry policy/config."""
+    policy = pipeline.get("retry_policy") or {}
+    config = pipeline.get("config") or {}
+    env = {str(k): str(v) for k, v in (stage.get("environment") or {}).items()}
+    limits = config.get("resources", {})
+    conditions = stage.get("conditions") or {}
     spec = StageSpec(
-        name=stage.name,
-        stage_id=str(stage.id),
-        stage_type=stage.stage_type,
-        position=stage.position,
-        image=stage.image or (pipeline.config or {}).get("default_image"),
-        script=stage_script(stage.commands or []),
-        conditions=conditions_of(stage.conditions or {}),
-        timeout_seconds=stage.timeout_seconds,
-        depends_on=list(stage.depends_on or []),
-        retry_count=stage.retry_count or int(policy.get("max_retries", 0)),
-        retryable_exit_codes=list(stage.retryable_exit_codes or [])
+        name=stage["name"],
+        stage_id=str(stage["id"]),
+        stage_type=stage["stage_type"],
+        position=stage["position"],
+        image=stage.get("image") or config.get("default_image"),
+        script=stage_script(stage.get("commands") or []),
+        conditions=conditions_of(conditions),
+        timeout_seconds=stage["timeout_seconds"],
+        depends_on=list(stage.get("depends_on") or []),
+        retry_count=stage.get("retry_count") or int(policy.get("max_retries", 0)),
+        retryable_exit_codes=list(stage.get("retryable_exit_codes") or [])
         or list(policy.get("retryable_exit_codes", [])),
-        allow_failure=stage.allow_failure,
-        artifact_paths=list(stage.artifact_paths or []),
-        network_enabled=stage.network_enabled,
-        working_directory=stage.working_directory,
+        allow_failure=bool(stage.get("allow_failure")),
+        artifact_paths=list(stage.get("artifact_paths") or []),
+        network_enabled=bool(stage.get("network_enabled")),
+        working_directory=stage.get("working_directory"),
         environment=env,
         cpus=limits.get("cpus"),
         memory_mb=limits.get("memory_mb"),
         pids_limit=limits.get("pids_limit"),
         retry_initial_interval_seconds=float(policy.get("initial_interval_seconds", 1.0)),
         retry_maximum_interval_seconds=float(policy.get("maximum_interval_seconds", 30.0)),
-        deploy_environment_id=(stage.conditions or {}).get("deploy_environment_id"),
+        deploy_environment_id=conditions.get("deploy_environment_id"),
     )
     spec.spec_hash = spec_hash(spec)
     return spec
 
 
-async def concurrent_builds(
-    session: AsyncSession, organization_id: uuid.UUID | None, org_settings: dict[str, Any] | None
+def concurrent_builds(
+    organization_id: uuid.UUID | None,
+    org_settings: dict[str, Any] | None,
+    plan_limit: tuple[int | None] | None,
 ) -> int:
-    """The organization's override, else its subscription's plan limit, else the free plan's."""
+    """The organization's override, else its subscription's plan limit (else the free plan's):
+    `plan_limit` is that plan's row, its value None for unlimited; no row at all means the
+    default."""
     if organization_id is None:
         return DEFAULT_CONCURRENT_BUILDS
     override = (org_settings or {}).get("concurrent_builds")
     if isinstance(override, int) and override > 0:
         return override
-    subscribed = (
-        select(PlanFeature.limit_value, literal(0).label("rank"))
-        .join(Subscription, Subscription.plan_id == PlanFeature.plan_id)
-        .where(
-            Subscription.organization_id == organization_id,
-            Subscription.status.in_(ACTIVE_SUBSCRIPTION),
-            PlanFeature.feature_key == "concurrent_builds",
-        )
-    )
-    free = (
-        select(PlanFeature.limit_value, literal(1).label("rank"))
-        .join(Plan, Plan.id == PlanFeature.plan_id)
-        .where(Plan.slug == "free", PlanFeature.feature_key == "concurrent_builds")
-    )
-    # One round trip: the subscription's row wins over the free plan's.
-    row = (await session.execute(union_all(subscribed, free).order_by("rank").limit(1))).first()
-    if row is None:
+    if plan_limit is None:
         return DEFAULT_CONCURRENT_BUILDS
-    limit = row[0]
+    (limit,) = plan_limit
     return UNLIMITED_CONCURRENT_BUILDS if limit is None else max(1, int(limit))
 
 
+# The run, its pipeline's policy and config, whether the project has a repository, the
+# organization's settings, the stages in order and the plan's build limit, in one round trip.
+_PLAN = """
+SELECT r.run_number, r.pipeline_id, r.project_id, r.organization_id, r.branch, r.commit_sha,
+       r.status, r.metadata, r.reuse_from_run_id, p.retry_policy, p.config, o.settings,
+       EXISTS (SELECT 1 FROM repositories repo WHERE repo.project_id = r.project_id),
+       COALESCE((SELECT jsonb_agg(to_jsonb(s) ORDER BY s.position, s.name)
+                 FROM pipeline_stages s WHERE s.pipeline_id = r.pipeline_id), '[]'::jsonb),
+       lim.found, lim.limit_value
+FROM pipeline_runs r
+JOIN pipelines p ON p.id = r.pipeline_id
+LEFT JOIN organizations o ON o.id = r.organization_id
+LEFT JOIN LATERAL (
+    -- The live subscription's plan wins over the free plan.
+    SELECT true AS found, limit_value FROM (
+        SELECT pf.limit_value, 0 AS rank
+        FROM plan_features pf JOIN subscriptions sub ON sub.plan_id = pf.plan_id
+        WHERE sub.organization_id = r.organization_id AND sub.status = ANY($2::text[])
+          AND pf.feature_key = 'concurrent_builds'
+        UNION ALL
+        SELECT pf.limit_value, 1
+        FROM plan_features pf JOIN plans pl ON pl.id = pf.plan_id
+        WHERE pl.slug = 'free' AND pf.feature_key = 'concurrent_builds'
+        ORDER BY rank LIMIT 1
+    ) ranked
+) lim ON r.organization_id IS NOT NULL
+WHERE r.id = $1
+"""
+
+_SOURCE_RUN = "SELECT commit_sha, metadata FROM pipeline_runs WHERE id = $1"
+_SUCCEEDED = """
+SELECT stage_name, id, reused_from_id, exit_code FROM stage_executions
+WHERE run_id = $1 AND status = 'success'
+ORDER BY attempt DESC
+"""
+
+
 async def reusable_stages(
-    session: AsyncSession, run: PipelineRun, specs: list[StageSpec]
+    conn: asyncpg.Connection,
+    reuse_from_run_id: uuid.UUID | None,
+    commit_sha: str | None,
+    specs: list[StageSpec],
 ) -> dict[str, ReusableStage]:
     """Stages that succeeded in the run being re-run, at the same commit with the same spec."""
-    if run.reuse_from_run_id is None:
+    if reuse_from_run_id is None:
         return {}
-    source = await session.get(PipelineRun, run.reuse_from_run_id)
-    if source is None or source.commit_sha != run.commit_sha:
+    source = await conn.fetchrow(_SOURCE_RUN, reuse_from_run_id)
+    if source is None or source["commit_sha"] != commit_sha:
         return {}
-    old_hashes: dict[str, str] = (source.metadata_ or {}).get("stage_spec_hashes", {})
-    rows = (
-        await session.execute(
-            select(StageExecution)
-            .where(StageExecution.run_id == source.id, StageExecution.status == "success")
-            .order_by(StageExecution.attempt.desc())
-        )
-    ).scalars()
+    old_hashes: dict[str, str] = (source["metadata"] or {}).get("stage_spec_hashes", {})
     reusable: dict[str, ReusableStage] = {}
     current = {s.name: s.spec_hash for s in specs}
-    for row in rows:
-        name = row.stage_name
+    for row in await conn.fetch(_SUCCEEDED, reuse_from_run_id):
+        name = row["stage_name"]
         if name in reusable or name not in current or old_hashes.get(name) != current[name]:
             continue
         reusable[name] = ReusableStage(
-            execution_id=str(row.reused_from_id or row.id),
+            execution_id=str(row["reused_from_id"] or row["id"]),
             spec_hash=current[name],
-            exit_code=row.exit_code,
+            exit_code=row["exit_code"],
         )
     return reusable
 
 
-async def load_plan(session: AsyncSession, run_id: str) -> RunPlan | None:
-    has_repository = (
-        exists().where(Repository.project_id == PipelineRun.project_id).label("has_repository")
-    )
-    # The run (locked: its metadata is updated below), its pipeline, whether it has a repository
-    # and the organization's settings in one round trip.
-    found = (
-        await session.execute(
-            select(PipelineRun, Pipeline, has_repository, Organization.settings)
-            .join(Pipeline, Pipeline.id == PipelineRun.pipeline_id)
-            .outerjoin(Organization, Organization.id == PipelineRun.organization_id)
-            .where(PipelineRun.id == uuid.UUID(run_id))
-            .with_for_update(of=PipelineRun)
-        )
-    ).one_or_none()
-    if found is None:
+async def load_plan(conn: asyncpg.Connection, run_id: str) -> RunPlan | None:
+    """The run's plan, or None when the run does not exist. Reads only: the stage hashes a later
+    rerun compares against are stored when the run finishes (a rerun needs a finished run)."""
+    row = await conn.fetchrow(_PLAN, uuid.UUID(run_id), list(ACTIVE_SUBSCRIPTION))
+    if row is None:
         return None
-    run, pipeline, has_repo, org_settings = found
-    stages = (
-        await session.execute(
-            select(PipelineStage)
-            .where(PipelineStage.pipeline_id == pipeline.id)
-            .order_by(PipelineStage.position, PipelineStage.name)
-        )
-    ).scalars()
-    specs = [stage_spec(s, pipeline) for s in stages]
-    # The hashes are what a later rerun compares against: stored with the run, before it runs.
-    metadata = dict(run.metadata_ or {})
-    metadata["stage_spec_hashes"] = {s.name: s.spec_hash for s in specs}
-    run.metadata_ = metadata
+    (
+        run_number,
+        pipeline_id,
+        project_id,
+        organization_id,
+        branch,
+        commit_sha,
+        status,
+        metadata,
+        reuse_from_run_id,
+        retry_policy,
+        config,
+        org_settings,
+        has_repository,
+        stages,
+        plan_found,
+        plan_limit,
+    ) = row
+    pipeline = {"retry_policy": retry_policy, "config": config}
+    specs = [stage_spec(stage, pipeline) for stage in stages]
     return RunPlan(
         run_id=run_id,
-        run_number=run.run_number,
-        pipeline_id=str(pipeline.id),
-        project_id=str(run.project_id),
-        organization_id=str(run.organization_id) if run.organization_id else None,
-        branch=run.branch,
-        commit_sha=run.commit_sha,
-        has_repository=bool(has_repo),
-        changed_paths=(run.metadata_ or {}).get("changed_paths"),
+        run_number=run_number,
+        pipeline_id=str(pipeline_id),
+        project_id=str(project_id),
+        organization_id=str(organization_id) if organization_id else None,
+        branch=branch,
+        commit_sha=commit_sha,
+        has_repository=bool(has_repository),
+        changed_paths=(metadata or {}).get("changed_paths"),
         stages=specs,
-        reusable=await reusable_stages(session, run, specs),
-        concurrent_builds=await concurrent_builds(session, run.organization_id, org_settings),
-        status=run.status,  # type: ignore[arg-type]
+        reusable=await reusable_stages(conn, reuse_from_run_id, commit_sha, specs),
+        concurrent_builds=concurrent_builds(
+            organization_id, org_settings, (plan_limit,) if plan_found else None
+        ),
+        status=status,
     )

@@ -5,6 +5,7 @@ Core statements (not the ORM); the three statements of every stage attempt are p
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -298,6 +299,7 @@ WITH run AS (
     UPDATE pipeline_runs
     SET status = $2, error = $3, finished_at = COALESCE(finished_at, now()),
         duration_seconds = EXTRACT(EPOCH FROM COALESCE(finished_at, now()) - started_at)::int,
+        metadata = metadata || jsonb_build_object('stage_spec_hashes', $8::jsonb),
         updated_at = now()
     WHERE id = $1
     RETURNING id, organization_id, project_id, pipeline_id
@@ -360,10 +362,11 @@ async def finish_run(
     workflow_status: str,
     workflow_id: str,
     workflow_run_id: str,
+    spec_hashes: dict[str, str],
 ) -> FinishedRun | None:
-    """Final status (the first finish time stays), stages left open closed with
-    `unfinished_stage_status`, the operators' row closed; returns what the build-minutes record
-    needs. None when the run does not exist."""
+    """Final status (the first finish time stays), the stage spec hashes a rerun compares against,
+    stages left open closed with `unfinished_stage_status`, the operators' row closed; returns
+    what the build-minutes record needs. None when the run does not exist."""
     row = await conn.fetchrow(
         _FINISH_RUN,
         uuid.UUID(run_id),
@@ -373,6 +376,7 @@ async def finish_run(
         workflow_status,
         workflow_id,
         workflow_run_id,
+        json.dumps(spec_hashes),  # the connection's JSONB codec takes text
     )
     if row is None:
         return None

@@ -73,8 +73,8 @@ class RunActivities:
     async def prepare_run(self, inp: PipelineRunInput) -> RunPlan:
         """Load the plan and claim a build slot (or queue for one). Granted with nothing to clone,
         the run is marked started too."""
-        async with session_scope(self.session_maker) as session:
-            plan = await load_plan(session, inp.run_id)
+        async with driver_connection(self.session_maker) as conn:
+            plan = await load_plan(conn, inp.run_id)
         if plan is None:
             raise _run_not_found(inp.run_id)
         info = activity.info()
@@ -257,6 +257,7 @@ class RunActivities:
                     workflow_status=WORKFLOW_STATUS[inp.status],
                     workflow_id=inp.workflow_id,
                     workflow_run_id=inp.workflow_run_id,
+                    spec_hashes=inp.spec_hashes,
                 )
                 if run is None:
                     raise _run_not_found(inp.run_id)

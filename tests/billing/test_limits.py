@@ -101,9 +101,12 @@ async def test_every_limit_on_the_free_plan(session_maker, plans):
         await _refused(session, org.org_id, "deployments_per_month")
 
         await enforce_limit(session, org.org_id, "concurrent_builds")
+        pipeline = Pipeline(project_id=project.id, organization_id=org.org_id, name="Build")
+        session.add(pipeline)
+        await session.flush()
         session.add(
             PipelineRun(
-                pipeline_id=(await session.scalars(select(Pipeline.id).limit(1))).first(),
+                pipeline_id=pipeline.id,
                 project_id=project.id,
                 organization_id=org.org_id,
                 run_number=1,
