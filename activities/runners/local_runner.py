@@ -1,8 +1,8 @@
 """Local process runner: each stage is `sh -c` in its own process group, in the run workspace.
 
-The embedded default when no Docker engine answers. Resource limits come from setrlimit in the
-child; cancel and timeout kill the whole group. A pidfile per attempt lets a retry after a worker
-crash kill the orphaned group of its predecessor.
+The embedded default when no Docker engine answers. Resource limits are set by the shell before
+the script (`ulimit`); cancel and timeout kill the whole group. A pidfile per attempt lets a retry
+after a worker crash kill the orphaned group of its predecessor.
 """
 
 from __future__ import annotations
@@ -22,24 +22,34 @@ _BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
 
 
 def _limited_argv(process: StageProcess) -> tuple[list[str], Callable[[], None] | None]:
-    """`sh -c script` under resource limits.
+    """`sh -c script` under resource limits, without a preexec_fn.
 
-    util-linux `prlimit` sets them and execs the shell, so the spawn keeps Python's fast vfork
-    path (a preexec_fn forces fork() of the whole worker: ~15 ms per stage, on the event loop).
-    Without prlimit, the limits are applied in a preexec_fn instead.
+    A preexec_fn forces fork() of the whole worker (~15 ms per stage, on the event loop) instead
+    of Python's fast vfork path. So the shell sets the limits itself, with `ulimit` on the
+    script's first line (line numbers in its errors stay the script's own): one exec per stage.
+    Limits `ulimit` cannot set portably (processes: `-p` in dash, `-u` in bash) go through
+    util-linux `prlimit`, which execs the shell (~0.7 ms more); without it, a preexec_fn.
     """
     cpu_seconds = int(process.timeout_seconds) + 5
     memory = process.memory_mb * 1024 * 1024 if process.memory_mb else None
     # RLIMIT_NPROC counts every process of the user and root ignores it: only when unprivileged.
     nproc = process.pids_limit if os.geteuid() != 0 else None
+    if not nproc:
+        # Hard then soft (the soft CPU limit sends SIGXCPU, the hard one SIGKILL); both for the
+        # rest, so the script cannot raise them again.
+        limits = [f"ulimit -t {cpu_seconds + 5}", f"ulimit -S -t {cpu_seconds}", "ulimit -c 0"]
+        if memory:
+            limits.append(f"ulimit -v {memory // 1024}")
+        guard = " && ".join(limits)
+        prologue = f'{{ {guard}; }} || {{ echo "cannot set resource limits" >&2; exit 125; }}; '
+        return ["/bin/sh", "-c", prologue + process.script], None
     shell = ["/bin/sh", "-c", process.script]
     prlimit = shutil.which("prlimit")
     if prlimit:
         args = [prlimit, f"--cpu={cpu_seconds}:{cpu_seconds + 5}", "--core=0"]
         if memory:
             args.append(f"--as={memory}")
-        if nproc:
-            args.append(f"--nproc={nproc}")
+        args.append(f"--nproc={nproc}")
         return [*args, "--", *shell], None
 
     def apply() -> None:
@@ -48,8 +58,7 @@ def _limited_argv(process: StageProcess) -> tuple[list[str], Callable[[], None] 
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if memory:
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        if nproc:
-            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
     return shell, apply
 

@@ -146,11 +146,26 @@ async def test_local_runner_applies_resource_limits(tmp_path: Path) -> None:
     out = Collected()
     runner = LocalProcessRunner(tmp_path / "state")
     result = await runner.run(
-        spec(tmp_path, "ulimit -t; ulimit -c; ulimit -v", timeout=20, memory_mb=512), out
+        spec(tmp_path, "ulimit -t; ulimit -H -t; ulimit -c; ulimit -v", timeout=20, memory_mb=512),
+        out,
     )
     assert result.exit_code == 0
-    cpu, core, vmem = out.text.split()
-    assert cpu == "25" and core == "0" and vmem == str(512 * 1024)
+    cpu, cpu_hard, core, vmem = out.text.split()
+    assert (cpu, cpu_hard, core, vmem) == ("25", "30", "0", str(512 * 1024))
+
+
+async def test_local_runner_errors_keep_the_scripts_line_numbers(tmp_path: Path) -> None:
+    """The limits are set on the script's first line, not on lines of their own: the shell
+    reports the script's errors at the script's own line numbers."""
+    from activities.runners.local_runner import LocalProcessRunner
+
+    out = Collected()
+    runner = LocalProcessRunner(tmp_path / "state")
+    script = "echo first\nno_such_command_here"
+    result = await runner.run(spec(tmp_path, script, timeout=20), out)
+    assert result.exit_code == 127
+    assert out.text.startswith("first\n")
+    assert "2: no_such_command_here: not found" in out.text
 
 
 async def test_an_image_the_engine_cannot_get_is_a_clear_error(
