@@ -72,49 +72,61 @@ class RunActivities:
     @activity.defn(name="prepare_run")
     async def prepare_run(self, inp: PipelineRunInput) -> RunPlan:
         """Load the plan and claim a build slot (or queue for one). Granted with nothing to clone,
-        the run is marked started too."""
-        async with driver_connection(self.session_maker) as conn:
-            plan = await load_plan(conn, inp.run_id)
-        if plan is None:
-            raise _run_not_found(inp.run_id)
+        the run is marked started too. One pooled connection for the three."""
         info = activity.info()
         # Always set for an activity of a workflow (only standalone activities lack them).
         assert info.workflow_id is not None and info.workflow_run_id is not None
-        claim = await self.acquire_build_slot(
-            SlotRequest(
-                organization_key=inp.organization_id or f"project-{inp.project_id}",
-                run_workflow_id=info.workflow_id,
-                limit=plan.concurrent_builds,
+        key = inp.organization_id or f"project-{inp.project_id}"
+        async with driver_connection(self.session_maker) as conn:
+            plan = await load_plan(conn, inp.run_id)
+            if plan is None:
+                raise _run_not_found(inp.run_id)
+            claim, pending = await build_slots.acquire(
+                conn, key, info.workflow_id, plan.concurrent_builds
             )
-        )
-        plan = plan.model_copy(update={"slot_granted": claim.granted, "slot_claim": claim.seq})
-        if claim.granted and not plan.has_repository:
-            # Nothing to clone: the run starts now, without a start_run step of its own.
-            await self._mark_started(
-                inp.run_id, info.workflow_id, info.workflow_run_id, info.task_queue
-            )
+            # Nothing to clone: a granted run starts now, without a start_run step of its own.
+            starts = claim.holding and not plan.has_repository
+            if starts:
+                started = await projections.mark_run_started(
+                    conn,
+                    run_id=inp.run_id,
+                    workflow_id=info.workflow_id,
+                    workflow_run_id=info.workflow_run_id,
+                    task_queue=info.task_queue,
+                )
+                if started is None:
+                    raise _run_not_found(inp.run_id)
+        await self._settle_claim(key, claim, pending)
+        update: dict[str, object] = {"slot_granted": claim.holding, "slot_claim": claim.seq}
+        if starts:
             run_workspace(self.settings, inp.run_id).mkdir(parents=True, exist_ok=True)
-            plan = plan.model_copy(update={"started": True, "status": "running"})
-        return plan
+            update |= {"started": True, "status": "running"}
+        return plan.model_copy(update=update)
 
     @activity.defn(name=ACQUIRE_SLOT)
     async def acquire_build_slot(self, request: SlotRequest) -> SlotClaim:
         """Claim one of the organization's build slots: held now, or queued first come, first
         served (a `slot_granted` signal naming the claim follows when a slot frees).
 
-        Idempotent: a holder holds, a waiter keeps its place. A run that has to queue first checks
-        that every holder still runs: a terminated run never releases, so its slot is freed here
-        instead of blocking the organization for ever.
+        Idempotent: a holder holds, a waiter keeps its place.
         """
         key = request.organization_key
         async with driver_connection(self.session_maker) as conn:
             claim, pending = await build_slots.acquire(
                 conn, key, request.run_workflow_id, request.limit
             )
+        await self._settle_claim(key, claim, pending)
+        return SlotClaim(granted=claim.holding, seq=claim.seq)
+
+    async def _settle_claim(
+        self, key: str, claim: build_slots.Claim, pending: list[build_slots.PendingGrant]
+    ) -> None:
+        """Deliver the grants still pending. A run that has to queue first checks that every
+        holder still runs: a terminated run never releases, so its slot is freed here instead of
+        blocking the organization for ever."""
         await self._deliver(key, pending)
         if not claim.holding:
             await self._free_gone_holders(key)
-        return SlotClaim(granted=claim.holding, seq=claim.seq)
 
     @activity.defn(name=RELEASE_SLOT)
     async def release_build_slot(self, request: SlotRequest) -> bool:

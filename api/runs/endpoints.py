@@ -135,6 +135,7 @@ async def get_run(
         **service.run_out(run).model_dump(),
         stages=[service.stage_out(s) for s in stages],
         live=live,
+        queue_position=await service.queue_position(session, run),
     )
 
 

@@ -118,3 +118,5 @@ class RunOut(BaseModel):
 class RunDetailOut(RunOut):
     stages: list[StageExecutionOut]
     live: dict[str, object] | None = None
+    # Queued for a build slot: 1 starts next when one of the organization's slots frees.
+    queue_position: int | None = None

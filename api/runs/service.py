@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -19,6 +19,7 @@ from temporalio.service import RPCError
 
 from api.runs.schemas import RunCreate, RunOut, StageExecutionOut
 from db.models.pipelines import (
+    BuildSlotClaim,
     Pipeline,
     PipelineRun,
     PipelineStage,
@@ -221,6 +222,33 @@ async def cancel_run(client: Client, run: PipelineRun) -> None:
         await client.get_workflow_handle(pipeline_run_workflow_id(str(run.id))).cancel()
     except RPCError as exc:
         raise Conflict("the run's workflow is not running") from exc
+
+
+async def queue_position(session: AsyncSession, run: PipelineRun) -> int | None:
+    """Where a queued run waits in its organization's build-slot queue (1: next to start);
+    None when it is not waiting for a slot."""
+    if run.status != "queued" or run.workflow_id is None:
+        return None
+    key = str(run.organization_id) if run.organization_id else f"project-{run.project_id}"
+    own = (
+        select(BuildSlotClaim.seq)
+        .where(
+            BuildSlotClaim.organization_key == key,
+            BuildSlotClaim.run_workflow_id == run.workflow_id,
+            BuildSlotClaim.holding.is_(False),
+        )
+        .scalar_subquery()
+    )
+    ahead = await session.scalar(
+        select(func.count())
+        .select_from(BuildSlotClaim)
+        .where(
+            BuildSlotClaim.organization_key == key,
+            BuildSlotClaim.holding.is_(False),
+            BuildSlotClaim.seq <= own,
+        )
+    )
+    return int(ahead) if ahead else None
 
 
 async def live_status(client: Client, run: PipelineRun) -> dict[str, Any] | None:

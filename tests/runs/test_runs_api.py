@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -226,3 +227,45 @@ async def test_a_run_without_branch_or_commit_builds_the_default_branch(
     assert default.branch == "trunk"
     explicit = await create_run(session_maker, settings, org.org_id, pipeline_id, branch="dev")
     assert explicit.branch == "dev"
+
+
+async def test_queued_runs_show_their_place_in_the_build_slot_queue(
+    api_client, session_maker, worker
+) -> None:
+    """One build slot: while the first run builds, the next two wait in order (positions 1, 2),
+    then each starts in turn; a running or finished run has no position."""
+    org = await make_org(session_maker)
+    pipeline_id = await make_pipeline(
+        session_maker, org.org_id, [stage("work", "sleep 2")], concurrent_builds=1
+    )
+    ids = []
+    for _ in range(3):
+        resp = await api_client.post(
+            f"/v1/pipelines/{pipeline_id}/runs", json={}, headers=org.headers
+        )
+        assert resp.status_code == 202, resp.text
+        ids.append(resp.json()["id"])
+
+    async def detail(run_id: str) -> dict[str, Any]:
+        resp = await api_client.get(f"/v1/runs/{run_id}", headers=org.headers)
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        return body
+
+    async def all_claimed() -> bool:
+        return [(await detail(i))["queue_position"] for i in ids[1:]] == [1, 2]
+
+    await wait_for(all_claimed, timeout=30)
+    first = await detail(ids[0])
+    assert first["status"] == "running" and first["queue_position"] is None
+    queued = await detail(ids[2])
+    assert queued["status"] == "queued" and queued["live"]["queued_for_slot"] is True
+
+    async def second_running() -> bool:
+        return bool((await detail(ids[1]))["status"] == "running")
+
+    await wait_for(second_running, timeout=30)
+    assert (await detail(ids[2]))["queue_position"] == 1
+    for run_id in ids:
+        assert (await wait_finished(session_maker, uuid.UUID(run_id))).status == "success"
+    assert (await detail(ids[2]))["queue_position"] is None
