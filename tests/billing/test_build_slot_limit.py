@@ -42,9 +42,7 @@ async def test_the_limit_comes_from_override_then_subscription_then_free(
     assert await limit_of_a_run(session_maker, settings, team.org.org_id) == 7
 
 
-async def test_an_unlimited_plan_gets_the_ceiling(session_maker, settings, plans) -> None:
-    started = datetime(2026, 11, 1, tzinfo=UTC)
-    starter = await subscribe(session_maker, plans, plan="starter", started=started)
+async def set_starter_limit(session_maker, plans, value: int | None) -> None:
     async with session_scope(session_maker) as session:
         await session.execute(
             update(PlanFeature)
@@ -52,20 +50,16 @@ async def test_an_unlimited_plan_gets_the_ceiling(session_maker, settings, plans
                 PlanFeature.plan_id == plans["starter"].id,
                 PlanFeature.feature_key == "concurrent_builds",
             )
-            .values(limit_value=None)
+            .values(limit_value=value)
         )
+
+
+async def test_an_unlimited_plan_gets_the_ceiling(session_maker, settings, plans) -> None:
+    started = datetime(2026, 11, 1, tzinfo=UTC)
+    starter = await subscribe(session_maker, plans, plan="starter", started=started)
+    await set_starter_limit(session_maker, plans, None)
     try:
-        assert (
-            await limit_of_a_run(session_maker, settings, starter.org.org_id)
-            == UNLIMITED_CONCURRENT_BUILDS
-        )
+        limit = await limit_of_a_run(session_maker, settings, starter.org.org_id)
+        assert limit == UNLIMITED_CONCURRENT_BUILDS
     finally:
-        async with session_scope(session_maker) as session:
-            await session.execute(
-                update(PlanFeature)
-                .where(
-                    PlanFeature.plan_id == plans["starter"].id,
-                    PlanFeature.feature_key == "concurrent_builds",
-                )
-                .values(limit_value=2)
-            )
+        await set_starter_limit(session_maker, plans, 2)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from temporalio import workflow
@@ -146,46 +148,72 @@ async def granted(handle: WorkflowHandle[Any, Any]) -> list[int]:
     return result
 
 
-async def test_a_grant_lost_before_delivery_is_sent_by_the_next_claim(
-    session_maker, settings, temporal_client: Client, task_queue
-) -> None:
-    """A worker dies between promoting a waiter and signalling it: the promotion is committed
-    with its grant pending, and the next run touching the semaphore delivers it."""
-    key = new_key()
-    activities = RunActivities(settings, session_maker, temporal_client)
-    env = ActivityEnvironment()
+class SlotRuns:
+    """Stand-in runs (SlotWaiter workflows) claiming and releasing one organization's slots
+    through the real activities."""
+
+    def __init__(self, client: Client, task_queue: str, activities: RunActivities) -> None:
+        self.client = client
+        self.task_queue = task_queue
+        self.activities = activities
+        self.key = new_key()
+        self.env = ActivityEnvironment()
+
+    async def start(self, prefix: str) -> WorkflowHandle[Any, Any]:
+        return await self.client.start_workflow(
+            SlotWaiter.run, id=f"{prefix}-{uuid.uuid4()}", task_queue=self.task_queue
+        )
+
+    def request(self, run_workflow_id: str) -> SlotRequest:
+        return SlotRequest(organization_key=self.key, run_workflow_id=run_workflow_id, limit=1)
+
+    async def claim(self, run_workflow_id: str) -> SlotClaim:
+        claim: SlotClaim = await self.env.run(
+            self.activities.acquire_build_slot, self.request(run_workflow_id)
+        )
+        return claim
+
+    async def release(self, run_workflow_id: str) -> bool:
+        released: bool = await self.env.run(
+            self.activities.release_build_slot, self.request(run_workflow_id)
+        )
+        return released
+
+
+@asynccontextmanager
+async def slot_runs(
+    session_maker, settings, temporal_client: Client, task_queue: str
+) -> AsyncIterator[SlotRuns]:
     async with Worker(
         temporal_client,
         task_queue=task_queue,
         workflows=[SlotWaiter],
         workflow_runner=workflow_runner(),
     ):
+        yield SlotRuns(
+            temporal_client, task_queue, RunActivities(settings, session_maker, temporal_client)
+        )
+
+
+async def test_a_grant_lost_before_delivery_is_sent_by_the_next_claim(
+    session_maker, settings, temporal_client: Client, task_queue
+) -> None:
+    """A worker dies between promoting a waiter and signalling it: the promotion is committed
+    with its grant pending, and the next run touching the semaphore delivers it."""
+    async with slot_runs(session_maker, settings, temporal_client, task_queue) as runs:
+        key = runs.key
         # Holders must be running workflows: a run that has to queue frees gone holders' slots.
-        holding = await temporal_client.start_workflow(
-            SlotWaiter.run, id=f"holder-{uuid.uuid4()}", task_queue=task_queue
-        )
-        waiter = await temporal_client.start_workflow(
-            SlotWaiter.run, id=f"waiter-{uuid.uuid4()}", task_queue=task_queue
-        )
-        holder = await env.run(
-            activities.acquire_build_slot,
-            SlotRequest(organization_key=key, run_workflow_id=holding.id, limit=1),
-        )
-        queued: SlotClaim = await env.run(
-            activities.acquire_build_slot,
-            SlotRequest(organization_key=key, run_workflow_id=waiter.id, limit=1),
-        )
+        holding = await runs.start("holder")
+        waiter = await runs.start("waiter")
+        holder = await runs.claim(holding.id)
+        queued = await runs.claim(waiter.id)
         assert holder.granted and not queued.granted
         # The holder's release commits, then its worker "dies" before any signal is sent.
         async with driver_connection(session_maker) as conn:
             pending = await build_slots.release(conn, key, holding.id)
         assert pending == [build_slots.PendingGrant(waiter.id, queued.seq)]
         # Any later claim of the organization sends the pending grant.
-        later = await env.run(
-            activities.acquire_build_slot,
-            SlotRequest(organization_key=key, run_workflow_id="later", limit=1),
-        )
-        assert later.granted is False
+        assert (await runs.claim("later")).granted is False
         assert await granted(waiter) == [queued.seq]
         await holding.terminate("test over")
         view = await state(session_maker, key)
@@ -199,35 +227,17 @@ async def test_a_slot_granted_to_a_gone_run_passes_to_the_next_in_line(
 ) -> None:
     """A queued run terminated before its turn cannot take its slot: the grant finds it gone and
     the slot goes on to the run behind it."""
-    key = new_key()
-    activities = RunActivities(settings, session_maker, temporal_client)
-    env = ActivityEnvironment()
-
-    def request(run: str) -> SlotRequest:
-        return SlotRequest(organization_key=key, run_workflow_id=run, limit=1)
-
-    async with Worker(
-        temporal_client,
-        task_queue=task_queue,
-        workflows=[SlotWaiter],
-        workflow_runner=workflow_runner(),
-    ):
-        gone = await temporal_client.start_workflow(
-            SlotWaiter.run, id=f"gone-{uuid.uuid4()}", task_queue=task_queue
-        )
-        live = await temporal_client.start_workflow(
-            SlotWaiter.run, id=f"live-{uuid.uuid4()}", task_queue=task_queue
-        )
-        holding = await temporal_client.start_workflow(
-            SlotWaiter.run, id=f"holder-{uuid.uuid4()}", task_queue=task_queue
-        )
-        assert (await env.run(activities.acquire_build_slot, request(holding.id))).granted
-        await env.run(activities.acquire_build_slot, request(gone.id))
-        live_claim = await env.run(activities.acquire_build_slot, request(live.id))
+    async with slot_runs(session_maker, settings, temporal_client, task_queue) as runs:
+        gone = await runs.start("gone")
+        live = await runs.start("live")
+        holding = await runs.start("holder")
+        assert (await runs.claim(holding.id)).granted
+        await runs.claim(gone.id)
+        live_claim = await runs.claim(live.id)
         await gone.terminate("operator terminated")
-        assert await env.run(activities.release_build_slot, request(holding.id)) is True
+        assert await runs.release(holding.id) is True
         assert await granted(live) == [live_claim.seq]
         await holding.terminate("test over")
-    assert await state(session_maker, key) == build_slots.SlotState(
+    assert await state(session_maker, runs.key) == build_slots.SlotState(
         limit=1, holders=[live.id], waiting=[]
     )
