@@ -94,6 +94,7 @@ def build_workers(
     *,
     executor: ThreadPoolExecutor,
     grace: timedelta,
+    sandboxed: bool = False,
 ) -> list[Worker]:
     workers = []
     for queue, reg in registrations.items():
@@ -105,7 +106,7 @@ def build_workers(
                 task_queue=queue,
                 workflows=list(reg.workflows),
                 activities=list(reg.activities),
-                workflow_runner=workflow_runner(),
+                workflow_runner=workflow_runner(sandboxed),
                 # Sync activities (Docker SDK, boto3) run on this pool; async ones on the loop.
                 activity_executor=executor,
                 graceful_shutdown_timeout=grace,
@@ -162,7 +163,13 @@ async def run(
     registrations = merge_by_queue(load_registrations(deps, task_queues))
     grace = timedelta(seconds=settings.worker_shutdown_grace_seconds)
     executor = ThreadPoolExecutor(max_workers=settings.worker_activity_threads)
-    workers = build_workers(client, registrations, executor=executor, grace=grace)
+    workers = build_workers(
+        client,
+        registrations,
+        executor=executor,
+        grace=grace,
+        sandboxed=settings.workflow_sandbox,
+    )
     log.info("worker polling %s on %s", [w.task_queue for w in workers], temporal_target(settings))
     running = [asyncio.create_task(w.run(), name=f"worker:{w.task_queue}") for w in workers]
     stopping = asyncio.create_task(stop.wait())

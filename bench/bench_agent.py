@@ -126,7 +126,7 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
             workflows=[AgentTaskWorkflow],
             activities=acts.activities,
             max_concurrent_activities=CONCURRENCY * 2,
-            workflow_runner=workflow_runner(),
+            workflow_runner=workflow_runner(settings.workflow_sandbox),
         ):
             await one("static-html", queue)  # warm-up
             latencies: list[float] = []

@@ -288,7 +288,7 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
             workflows=[BillingWorkflow, BillingCycleWorkflow],
             activities=[billing.create_invoice, fan_out.start_due_billing_runs],
             max_concurrent_activities=CONCURRENCY * 2,
-            workflow_runner=workflow_runner(),
+            workflow_runner=workflow_runner(settings.workflow_sandbox),
         ):
             started = time.perf_counter()
             result: BillingCycleResult = await ctx.client.execute_workflow(

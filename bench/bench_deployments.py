@@ -177,7 +177,7 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
             task_queue=task_queue,
             workflows=WORKFLOWS,
             activities=activities.all(),
-            workflow_runner=workflow_runner(),
+            workflow_runner=workflow_runner(settings.workflow_sandbox),
         ):
             await deploy(DeploymentSource(version="warmup", image="fl-bench:good"))
             prebuilt: list[float] = []

@@ -173,6 +173,9 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
     runner = LocalProcessRunner(settings.data_dir / "runner")
     activities, _ = pipeline_activities(deps, runner=runner)
     rows: list[BenchRow] = []
+    # As worker.py runs them (FORGELINE_WORKFLOW_SANDBOX); the baseline chain keeps SDK defaults.
+    where = "inside" if settings.workflow_sandbox else "outside"
+    log(f"pipeline runs {where} the workflow sandbox")
     try:
         async with Worker(
             ctx.client,
@@ -182,7 +185,7 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
             # Bounded, as DESIGN.md advises: past this the worker's event loop (process
             # spawns, DB writes) starves heartbeats; queued activities wait in Temporal instead.
             max_concurrent_activities=CONCURRENT_ACTIVITIES,
-            workflow_runner=workflow_runner(),
+            workflow_runner=workflow_runner(settings.workflow_sandbox),
         ):
             for n in (1, 5, 20):
                 pipeline_id = await make_pipeline(session_maker, org_id, n)

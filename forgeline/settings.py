@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     # Worker: seconds in-flight activities get after SIGTERM; threads for sync activities.
     worker_shutdown_grace_seconds: float = 30
     worker_activity_threads: int = 32
+    # Run workflow code inside the Temporal sandbox (its runtime checks for non-deterministic
+    # calls). The test suite turns it on, so every workflow path it covers runs checked; workers
+    # run without it by default, which saves ~1.5 ms of CPU per workflow activation.
+    workflow_sandbox: bool = False
 
     # HTTP API.
     api_host: str = "127.0.0.1"

@@ -34,6 +34,11 @@ from forgeline.settings import SEARCH_ATTRIBUTES, Settings
 ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = ROOT / "alembic.ini"
 
+# Every workflow the suite runs, in-process or in a worker process it spawns, runs inside the
+# Temporal sandbox: its runtime checks catch non-deterministic calls that workers (unsandboxed by
+# default) would not.
+os.environ.setdefault("FORGELINE_WORKFLOW_SANDBOX", "true")
+
 # Durability is worthless for a throwaway test cluster; these make migrations and commits cheap.
 TEST_PG_OPTIONS = {
     "fsync": "off",
@@ -211,6 +216,7 @@ def settings(tmp_root: Path, database_url: str, temporal_address: str) -> Settin
         encryption_keys=Fernet.generate_key().decode(),
         allow_local_repositories=True,
         log_level="WARNING",
+        workflow_sandbox=True,
     )
 
 

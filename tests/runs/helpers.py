@@ -117,6 +117,8 @@ async def pipeline_worker(
     session_maker: async_sessionmaker[AsyncSession],
     runner: Runner,
     store: ObjectStore | None = None,
+    *,
+    sandboxed: bool = True,
 ) -> AsyncIterator[Worker]:
     deps = WorkerDeps(settings=settings, session_maker=session_maker, temporal=client)
     activities, _ = pipeline_activities(deps, runner=runner, store=store)
@@ -126,7 +128,7 @@ async def pipeline_worker(
         workflows=WORKFLOWS,
         activities=activities,
         max_concurrent_activities=50,
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(sandboxed),
     )
     async with worker:
         yield worker

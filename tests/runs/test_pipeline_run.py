@@ -42,7 +42,9 @@ def image(runner: Runner, request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("busybox_image") if runner.kind == "docker" else None
 
 
-async def run_pipeline(ctx, stages, *, store: ObjectStore | None = None, **body):
+async def run_pipeline(
+    ctx, stages, *, store: ObjectStore | None = None, sandboxed: bool = True, **body
+):
     pipeline_id = await make_pipeline(
         ctx["session_maker"], ctx["org"].org_id, stages, image=ctx["image"]
     )
@@ -56,6 +58,7 @@ async def run_pipeline(ctx, stages, *, store: ObjectStore | None = None, **body)
         ctx["session_maker"],
         ctx["runner"],
         store,
+        sandboxed=sandboxed,
     ):
         handle = await start(ctx["client"], run, ctx["task_queue"])
         result = await handle.result()
@@ -368,6 +371,8 @@ async def test_branch_metacharacters_are_inert(ctx) -> None:
 
 @pytest.mark.parametrize("runner", ["local"], indirect=True)
 async def test_history_replays_deterministically(ctx) -> None:
+    """The run executes as workers run it by default, outside the sandbox; its history then
+    replays under the SDK's full default sandbox, which checks every call the workflow makes."""
     from temporalio.worker import Replayer
 
     from activities.pipelines.registration import WORKFLOWS
@@ -382,6 +387,7 @@ async def test_history_replays_deterministically(ctx) -> None:
             stage("d", "echo d", 2),
         ],
         branch="main",
+        sandboxed=False,
     )
     assert result.status == "success"  # b failed but is allowed to
     history = (

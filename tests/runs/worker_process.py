@@ -26,7 +26,7 @@ async def main(task_queue: str) -> None:
         task_queue=task_queue,
         workflows=WORKFLOWS,
         activities=activities,
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(settings.workflow_sandbox),
     )
     print("worker ready", flush=True)
     await worker.run()
