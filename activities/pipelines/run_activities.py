@@ -52,6 +52,17 @@ def build_minutes(total_ms: int) -> Decimal:
     return (Decimal(total_ms) / Decimal(60_000)).quantize(Decimal("0.01"), rounding=ROUND_UP)
 
 
+async def remove_workspace(workspace: Path) -> None:
+    """An empty workspace (nothing cloned, nothing written) goes at once; a full one is removed
+    on a thread, off the event loop."""
+    try:
+        workspace.rmdir()
+    except FileNotFoundError:
+        return
+    except OSError:
+        await asyncio.to_thread(shutil.rmtree, workspace, ignore_errors=True)
+
+
 def _run_not_found(run_id: str) -> ApplicationError:
     return ApplicationError(
         f"pipeline run {run_id} not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
@@ -297,6 +308,4 @@ class RunActivities:
         for outcome in await asyncio.gather(*steps, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 raise outcome
-        await asyncio.to_thread(
-            shutil.rmtree, run_workspace(self.settings, inp.run_id), ignore_errors=True
-        )
+        await remove_workspace(run_workspace(self.settings, inp.run_id))

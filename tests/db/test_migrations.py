@@ -24,6 +24,12 @@ VIEWS = {
     "v_agent_usage_daily",
     "v_project_file_stats",
 }
+FUNCTIONS = {
+    "build_slot_acquire",
+    "build_slot_pending",
+    "build_slot_promote",
+    "build_slot_release",
+}
 
 
 @pytest.fixture
@@ -31,6 +37,15 @@ def fresh_database_url(database_url: str) -> Iterator[str]:
     """An empty database on the session's server, dropped afterwards."""
     with scratch_database(database_url) as url:
         yield url
+
+
+def _functions(url: str) -> set[str]:
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        rows = conn.execute(
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = 'public'"
+        ).fetchall()
+    return {row[0] for row in rows}
 
 
 def _relations(url: str) -> tuple[set[str], set[str]]:
@@ -52,7 +67,8 @@ def _relations(url: str) -> tuple[set[str], set[str]]:
 
 def test_revision_chain_is_linear_and_fixed() -> None:
     script = ScriptDirectory.from_config(alembic_config("postgresql+psycopg://unused/unused"))
-    assert script.get_heads() == ["0002_views"]
+    assert script.get_heads() == ["0003_build_slot_functions"]
+    assert script.get_revision("0003_build_slot_functions").down_revision == "0002_views"
     assert script.get_revision("0002_views").down_revision == "0001_initial"
     assert script.get_revision("0001_initial").down_revision is None
 
@@ -72,11 +88,13 @@ def test_upgrade_downgrade_upgrade(fresh_database_url: str) -> None:
     tables, views = _relations(fresh_database_url)
     assert set(Base.metadata.tables) <= tables
     assert views == VIEWS
+    assert _functions(fresh_database_url) == FUNCTIONS
 
     command.downgrade(config, "base")
     tables, views = _relations(fresh_database_url)
     assert tables == {"alembic_version"}
     assert views == set()
+    assert _functions(fresh_database_url) == set()
 
     command.upgrade(config, "head")
     tables, views = _relations(fresh_database_url)
