@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.deps import Registration, WorkerDeps
+from activities.runners.local_runner import watch_children_with_pidfd
 from db.session import create_engine, create_session_maker
 from forgeline.settings import (
     AGENT_TASK_QUEUE,
@@ -202,6 +203,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     settings = get_settings()
+    watch_children_with_pidfd()
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

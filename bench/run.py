@@ -17,6 +17,7 @@ from pathlib import Path
 
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from activities.runners.local_runner import watch_children_with_pidfd
 from bench.context import BenchContext, BenchRow
 from forgeline.embedded.postgres import free_port
 from forgeline.embedded.temporal import EmbeddedTemporal
@@ -78,6 +79,8 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", help="run only bench_<name>.py (repeatable)")
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args(argv)
+    # As worker.py does: the benches host their workers in this process.
+    watch_children_with_pidfd()
 
     work_dir = Path(tempfile.mkdtemp(prefix="fl-bench-"))
     temporal = EmbeddedTemporal(work_dir / "temporal", port=free_port(), ui_port=None)

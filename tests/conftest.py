@@ -39,6 +39,7 @@ ALEMBIC_INI = ROOT / "alembic.ini"
 # default) would not.
 os.environ.setdefault("FORGELINE_WORKFLOW_SANDBOX", "true")
 
+
 # Durability is worthless for a throwaway test cluster; these make migrations and commits cheap.
 TEST_PG_OPTIONS = {
     "fsync": "off",

@@ -13,6 +13,7 @@ import os
 import resource
 import shutil
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,6 +62,24 @@ def _limited_argv(process: StageProcess) -> tuple[list[str], Callable[[], None] 
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
     return shell, apply
+
+
+def watch_children_with_pidfd() -> bool:
+    """Have asyncio wait for stage processes through a pidfd in the running event loop, instead
+    of Python 3.11's default of one thread per process blocked in waitpid() (a thread started per
+    stage, and a wake-up through it when the stage ends). For the worker process: call once from
+    its event loop. Later Pythons deprecate child watchers; they keep their default. Returns
+    whether the pidfd watcher is in use."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return False  # a kernel without pidfds (before Linux 5.3)
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)
+    return True
 
 
 def _kill_group(pgid: int) -> None:

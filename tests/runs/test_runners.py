@@ -180,3 +180,28 @@ async def test_an_image_the_engine_cannot_get_is_a_clear_error(
     message = str(raised.value)
     assert missing in message and "FORGELINE_CONTAINER_RUNNER=local" in message
     assert await runner.remove_stale(process_prefix("r1", "build")) == 0
+
+
+def test_local_runner_with_the_pidfd_child_watcher(tmp_path: Path) -> None:
+    """As in worker.py: stage processes are awaited through a pidfd in the event loop, with no
+    thread per process; exit codes and output arrive as with the default watcher."""
+    import threading
+
+    from activities.runners.local_runner import LocalProcessRunner, watch_children_with_pidfd
+
+    runner = LocalProcessRunner(tmp_path / "state")
+
+    async def stages() -> list[tuple[int, str, int]]:
+        assert watch_children_with_pidfd()
+        results = []
+        for code in (0, 3):
+            out = Collected()
+            threads = threading.active_count()
+            outcome = await runner.run(spec(tmp_path, f"echo out-{code}; exit {code}"), out)
+            results.append((outcome.exit_code, out.text, threading.active_count() - threads))
+        return results
+
+    try:
+        assert asyncio.run(stages()) == [(0, "out-0\n", 0), (3, "out-3\n", 0)]
+    finally:
+        asyncio.set_child_watcher(asyncio.ThreadedChildWatcher())
