@@ -65,6 +65,18 @@ async def upsert_stage_execution(
 # statement alone cost ~4.7 ms against ~1.0 ms here (statement construction and cache-key work).
 # Data-modifying CTEs run exactly once, whether or not the outer statement reads them.
 
+# The variables a run's stages see, as stored (secret values still encrypted): the run's own, its
+# project's and each of its project's environments' (`r`: the run, `p`: its project).
+_RUN_VARIABLES = """jsonb_build_object(
+    'run', r.env_vars_encrypted,
+    'project', COALESCE(p.config -> 'environment_variables', '[]'::jsonb),
+    'environments', COALESCE(
+        (SELECT jsonb_object_agg(e.id::text, e.config -> 'environment_variables')
+         FROM environments e
+         WHERE e.project_id = r.project_id AND e.config ? 'environment_variables'),
+        '{}'::jsonb),
+    'environment_id', r.metadata ->> 'environment_id')"""
+
 _OPEN_ATTEMPT = """
 WITH lost AS (
     UPDATE stage_executions
@@ -87,13 +99,11 @@ WITH lost AS (
 ), dropped AS (
     DELETE FROM stage_log_chunks WHERE stage_execution_id = $4 RETURNING 1
 )
-SELECT r.env_vars_encrypted, p.config, e.config
+SELECT COALESCE(r.variables_snapshot, {RUN_VARIABLES})
 FROM pipeline_runs r
 JOIN projects p ON p.id = r.project_id
-LEFT JOIN environments e ON e.project_id = p.id
-    AND e.id = COALESCE($8::uuid, NULLIF(r.metadata ->> 'environment_id', '')::uuid)
 WHERE r.id = $1
-"""
+""".replace("{RUN_VARIABLES}", _RUN_VARIABLES)
 
 _STORE_LOG_CHUNK = """
 INSERT INTO stage_log_chunks (id, stage_execution_id, seq, first_line, line_count, content)
@@ -128,12 +138,11 @@ ON CONFLICT (object_key) DO UPDATE SET size_bytes = excluded.size_bytes, sha256 
 
 @dataclass(frozen=True)
 class OpenedAttempt:
-    """What a stage attempt runs with, read in the statement that opened it."""
+    """What a stage attempt runs with, read in the statement that opened it: the run's
+    variables snapshot (see _RUN_VARIABLES)."""
 
     execution_id: uuid.UUID
-    env_vars_encrypted: str | None
-    project_config: dict[str, Any]
-    environment_config: dict[str, Any]
+    variables: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -169,12 +178,11 @@ async def open_attempt(
     stage_id: str | None,
     runner: str,
     container_name: str,
-    environment_id: uuid.UUID | None,
 ) -> OpenedAttempt | None:
     """Close attempts a dead worker left `running`, upsert this one as `running` (a replayed
-    attempt starts its log at line 0 again) and read the run's variables and configs; the
-    environment's only if it belongs to the run's project (the stage's deploy environment wins
-    over the run's). None when the run does not exist."""
+    attempt starts its log at line 0 again) and read the run's variables: the snapshot taken when
+    it started (as stored now, for a run started without one). None when the run does not
+    exist."""
     exec_id = stage_execution_id(run_id, stage_name, attempt)
     row = await conn.fetchrow(
         _OPEN_ATTEMPT,
@@ -185,16 +193,10 @@ async def open_attempt(
         uuid.UUID(stage_id) if stage_id else None,
         runner,
         container_name,
-        environment_id,
     )
     if row is None:
         return None
-    return OpenedAttempt(
-        execution_id=exec_id,
-        env_vars_encrypted=row[0],
-        project_config=row[1] or {},
-        environment_config=row[2] or {},
-    )
+    return OpenedAttempt(execution_id=exec_id, variables=row[0] or {})
 
 
 async def store_log_chunk(
@@ -273,11 +275,17 @@ async def close_attempt(
 
 _MARK_RUN_STARTED = """
 WITH run AS (
-    UPDATE pipeline_runs
-    SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END,
-        started_at = COALESCE(started_at, now()), workflow_id = $2, updated_at = now()
-    WHERE id = $1
-    RETURNING id, organization_id, project_id, pipeline_id, run_number, metadata
+    UPDATE pipeline_runs r
+    SET status = CASE WHEN r.status = 'queued' THEN 'running' ELSE r.status END,
+        started_at = COALESCE(r.started_at, now()), workflow_id = $2, updated_at = now(),
+        -- Taken once: a repeated start keeps what the first one saw.
+        variables_snapshot = COALESCE(
+            r.variables_snapshot,
+            (SELECT {RUN_VARIABLES} FROM projects p WHERE p.id = r.project_id)
+        )
+    WHERE r.id = $1
+    RETURNING r.id, r.organization_id, r.project_id, r.pipeline_id, r.run_number, r.metadata,
+              r.variables_snapshot
 ), operator_row AS (
     INSERT INTO workflow_executions (id, kind, workflow_type, workflow_id, run_id, task_queue,
                                      organization_id, project_id, resource_type, resource_id,
@@ -291,8 +299,8 @@ WITH run AS (
         updated_at = now()
     RETURNING 1
 )
-SELECT project_id, metadata FROM run
-"""
+SELECT project_id, metadata, variables_snapshot FROM run
+""".replace("{RUN_VARIABLES}", _RUN_VARIABLES)
 
 _FINISH_RUN = """
 WITH run AS (
@@ -300,7 +308,7 @@ WITH run AS (
     SET status = $2, error = $3, finished_at = COALESCE(finished_at, now()),
         duration_seconds = EXTRACT(EPOCH FROM COALESCE(finished_at, now()) - started_at)::int,
         metadata = metadata || jsonb_build_object('stage_spec_hashes', $8::jsonb),
-        updated_at = now()
+        variables_snapshot = NULL, updated_at = now()
     WHERE id = $1
     RETURNING id, organization_id, project_id, pipeline_id
 ), unfinished AS (
@@ -324,6 +332,7 @@ FROM run
 class StartedRun:
     project_id: uuid.UUID
     metadata: dict[str, Any]
+    variables: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -349,7 +358,7 @@ async def mark_run_started(
     )
     if row is None:
         return None
-    return StartedRun(project_id=row[0], metadata=row[1] or {})
+    return StartedRun(project_id=row[0], metadata=row[1] or {}, variables=row[2] or {})
 
 
 async def finish_run(

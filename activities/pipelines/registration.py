@@ -7,6 +7,7 @@ from typing import Any
 
 from activities.deps import Registration, WorkerDeps
 from activities.pipelines.run_activities import RunActivities
+from activities.pipelines.run_variables import RunVariablesCache
 from activities.pipelines.stage_execution import StageActivities
 from activities.runners import Runner, create_runner
 from activities.storage import ObjectStore, create_object_store
@@ -22,8 +23,10 @@ def pipeline_activities(
     """The activity callables; tests pass their own runner/store to pin Docker or local."""
     runner = runner or create_runner(deps.settings)
     store = store or create_object_store(deps.settings)
-    runs = RunActivities(deps.settings, deps.session_maker, deps.temporal)
-    stages = StageActivities(deps.settings, deps.session_maker, store, runner)
+    # One worker's runs and stages share the variables snapshots of the runs it runs.
+    variables = RunVariablesCache()
+    runs = RunActivities(deps.settings, deps.session_maker, deps.temporal, variables)
+    stages = StageActivities(deps.settings, deps.session_maker, store, runner, variables)
     activities: list[Callable[..., Any]] = [
         runs.prepare_run,
         runs.start_run,

@@ -19,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.pipelines import build_slots, projections
 from activities.pipelines.plan import load_plan
+from activities.pipelines.run_variables import RunVariablesCache
 from activities.pipelines.stage_execution import run_workspace
 from db.models.projects import Repository
 from db.session import driver_connection, session_scope
@@ -75,10 +76,13 @@ class RunActivities:
         settings: Settings,
         session_maker: async_sessionmaker[AsyncSession],
         temporal: Client,
+        variables: RunVariablesCache | None = None,
     ) -> None:
         self.settings = settings
         self.session_maker = session_maker
         self.temporal = temporal
+        # Shared with the stage activities: a run's variables snapshot, taken when it starts.
+        self.variables = variables or RunVariablesCache()
 
     @activity.defn(name="prepare_run")
     async def prepare_run(self, inp: PipelineRunInput) -> RunPlan:
@@ -107,6 +111,7 @@ class RunActivities:
                 )
                 if started is None:
                     raise _run_not_found(inp.run_id)
+                self.variables.put(inp.run_id, started.variables)
         await self._settle_claim(key, claim, pending)
         update: dict[str, object] = {"slot_granted": claim.holding, "slot_claim": claim.seq}
         if starts:
@@ -237,6 +242,7 @@ class RunActivities:
             )
         if started is None:
             raise _run_not_found(run_id)
+        self.variables.put(run_id, started.variables)
         return started
 
     async def _checkout(self, repo: Repository, workspace: Path, inp: RunStarted) -> str:
@@ -308,4 +314,5 @@ class RunActivities:
         for outcome in await asyncio.gather(*steps, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 raise outcome
+        self.variables.drop(inp.run_id)
         await remove_workspace(run_workspace(self.settings, inp.run_id))

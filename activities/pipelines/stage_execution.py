@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sqlalchemy import select
@@ -22,12 +21,11 @@ from temporalio.exceptions import ApplicationError
 from activities.pipelines import artifacts as artifact_files
 from activities.pipelines import projections
 from activities.pipelines.log_capture import LogCapture, LogChunk, SecretMasker
-from activities.runners import Runner, StageProcess, process_name, process_prefix
+from activities.pipelines.run_variables import RunVariablesCache, stage_variables
+from activities.runners import Runner, StageOutcome, StageProcess, process_name, process_prefix
 from activities.storage import ObjectStore, join_key
 from db.models.pipelines import Artifact
 from db.session import driver_connection, session_scope
-from forgeline import environment_variables as env_vars
-from forgeline.crypto import decrypt_str
 from forgeline.settings import Settings
 from workflows.pipeline_models import (
     RUN_NOT_FOUND_ERROR,
@@ -63,16 +61,6 @@ def log_object_key(run_id: str, stage: str, attempt: int) -> str:
     return join_key("runs", run_id, "logs", stage, f"{attempt}.log")
 
 
-def run_variables(settings: Settings, encrypted: str | None) -> tuple[dict[str, str], list[str]]:
-    """Run-level variables (decrypted here only) and the secret values to mask."""
-    if not encrypted:
-        return {}, []
-    items = json.loads(decrypt_str(encrypted, settings))
-    env = {str(v["name"]): str(v["value"]) for v in items}
-    secrets = [str(v["value"]) for v in items if v.get("secret")]
-    return env, secrets
-
-
 class StageActivities:
     def __init__(
         self,
@@ -80,11 +68,14 @@ class StageActivities:
         session_maker: async_sessionmaker[AsyncSession],
         store: ObjectStore,
         runner: Runner,
+        variables: RunVariablesCache | None = None,
     ) -> None:
         self.settings = settings
         self.session_maker = session_maker
         self.store = store
         self.runner = runner
+        # Shared with the run activities, which put a run's snapshot here when it starts.
+        self.variables = variables or RunVariablesCache()
 
     @activity.defn(name="execute_stage")
     async def execute_stage(self, inp: StageInput) -> StageResult:
@@ -105,38 +96,23 @@ class StageActivities:
         # Whatever an earlier attempt left running (a crashed worker's container) goes first.
         await self.runner.remove_stale(process_prefix(inp.run_id, stage.name))
         deploy_environment = (
-            _environment_uuid(stage.deploy_environment_id) if stage.deploy_environment_id else None
+            str(_environment_uuid(stage.deploy_environment_id))
+            if stage.deploy_environment_id
+            else None
         )
-        async with driver_connection(self.session_maker) as conn:
-            opened = await projections.open_attempt(
-                conn,
-                run_id=inp.run_id,
-                stage_name=stage.name,
-                attempt=attempt,
-                stage_id=stage.stage_id,
-                runner=self.runner.kind,
-                container_name=name,
-                environment_id=deploy_environment,
-            )
-        if opened is None:
-            raise ApplicationError(
-                f"pipeline run {inp.run_id} not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
-            )
-        exec_id = opened.execution_id
-        variables, secrets = run_variables(self.settings, opened.env_vars_encrypted)
-        # Precedence: run > environment > project. Secrets are decrypted here only.
-        project_vars = opened.project_config.get("environment_variables") or []
-        environment_vars = opened.environment_config.get("environment_variables") or []
-        secrets = [
-            *secrets,
-            *env_vars.secret_values(project_vars, self.settings),
-            *env_vars.secret_values(environment_vars, self.settings),
-        ]
+        exec_id = projections.stage_execution_id(inp.run_id, stage.name, attempt)
+        # The attempt's row is opened while the process starts when this worker already holds the
+        # run's variables (it took them when the run started, or for an earlier stage); else the
+        # opening statement reads them first.
+        opening = asyncio.ensure_future(self._open(inp, attempt, name))
+        snapshot = self.variables.get(inp.run_id)
+        if snapshot is None:
+            snapshot = (await opening).variables
+            self.variables.put(inp.run_id, snapshot)
+        variables = stage_variables(self.settings, snapshot, deploy_environment)
         env = {
             **stage.environment,
-            **env_vars.reveal(project_vars, self.settings),
-            **env_vars.reveal(environment_vars, self.settings),
-            **variables,
+            **variables.env,
             "CI": "true",
             "FORGELINE": "true",
             "FORGELINE_RUN_ID": inp.run_id,
@@ -147,11 +123,13 @@ class StageActivities:
             "FORGELINE_BRANCH": inp.branch or "",
             "FORGELINE_COMMIT_SHA": inp.commit_sha or "",
         }
+        secrets = variables.secrets
         chunk_seq = 0
         lock = asyncio.Lock()
 
         async def sink(chunk: LogChunk) -> None:
             nonlocal chunk_seq
+            await opening  # the row exists and a replayed attempt's chunks are gone
             async with driver_connection(self.session_maker) as conn:
                 await projections.store_log_chunk(
                     conn,
@@ -198,10 +176,10 @@ class StageActivities:
 
         clock = time.monotonic()
         try:
-            outcome = await self.runner.run(process, on_output)
+            outcome = await self._run_while_opening(process, on_output, opening)
         except asyncio.CancelledError:
             closing = self._close(
-                inp, attempt, capture, lambda: chunk_seq, "cancelled", None, clock
+                inp, attempt, opening, capture, lambda: chunk_seq, "cancelled", None, clock
             )
             await asyncio.shield(asyncio.gather(stop_beat(), return_exceptions=True))
             await asyncio.shield(closing)
@@ -209,7 +187,7 @@ class StageActivities:
         except Exception as exc:
             await stop_beat()
             await self._close(
-                inp, attempt, capture, lambda: chunk_seq, "failed", None, clock, str(exc)
+                inp, attempt, opening, capture, lambda: chunk_seq, "failed", None, clock, str(exc)
             )
             raise
         await stop_beat()
@@ -221,6 +199,7 @@ class StageActivities:
         result = await self._close(
             inp,
             attempt,
+            opening,
             capture,
             lambda: chunk_seq,
             status,
@@ -238,6 +217,45 @@ class StageActivities:
         if status == "failed":
             raise await self._failure(inp, attempt, outcome.exit_code)
         return result
+
+    async def _open(self, inp: StageInput, attempt: int, name: str) -> projections.OpenedAttempt:
+        async with driver_connection(self.session_maker) as conn:
+            opened = await projections.open_attempt(
+                conn,
+                run_id=inp.run_id,
+                stage_name=inp.stage.name,
+                attempt=attempt,
+                stage_id=inp.stage.stage_id,
+                runner=self.runner.kind,
+                container_name=name,
+            )
+        if opened is None:
+            raise ApplicationError(
+                f"pipeline run {inp.run_id} not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
+            )
+        return opened
+
+    async def _run_while_opening(
+        self,
+        process: StageProcess,
+        on_output: Callable[[bytes], Awaitable[None]],
+        opening: asyncio.Future[projections.OpenedAttempt],
+    ) -> StageOutcome:
+        """The process runs while the attempt's row is being opened. If opening fails, the
+        process is killed and the failure raised: the attempt is retried like any lost write."""
+        running = asyncio.ensure_future(self.runner.run(process, on_output))
+        try:
+            await asyncio.wait((running, opening), return_when=asyncio.FIRST_COMPLETED)
+            if opening.done() and opening.exception() is not None:
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+                opening.result()
+            return await running
+        except BaseException:
+            # Cancelled (the activity, or the failed opening above): the runner kills the process.
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            raise
 
     async def _failure(self, inp: StageInput, attempt: int, exit_code: int) -> ApplicationError:
         """Flaky exit codes retry up to retry_count times; everything else fails at once."""
@@ -258,6 +276,7 @@ class StageActivities:
         self,
         inp: StageInput,
         attempt: int,
+        opening: asyncio.Future[projections.OpenedAttempt],
         capture: LogCapture,
         next_chunk: Callable[[], int],
         status: StageStatus,
@@ -308,6 +327,7 @@ class StageActivities:
                 for item in uploaded
             ],
         )
+        await opening  # the row to close exists
         async with driver_connection(self.session_maker) as conn:
             await projections.close_attempt(
                 conn, run_id=inp.run_id, execution_id=exec_id, attempt=attempt, closed=closed

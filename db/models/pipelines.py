@@ -20,7 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, Timestamps, UUIDPrimaryKey
@@ -165,6 +165,10 @@ class PipelineRun(UUIDPrimaryKey, Timestamps, Base):
     # Names only: values are encrypted (env_vars_encrypted) and masked in logs.
     env_var_names: Mapped[list[str]] = _string_array(128)
     env_vars_encrypted: Mapped[str | None] = mapped_column(Text)
+    # The variables every stage of the run sees, taken when it starts (the run's own, its
+    # project's and its project's environments', secret values still encrypted); cleared when
+    # the run finishes. Later edits apply to later runs.
+    variables_snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     rerun_of_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("pipeline_runs.id", ondelete="SET NULL")
     )

@@ -1930,6 +1930,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("env_vars_encrypted", sa.Text(), nullable=True),
+        sa.Column("variables_snapshot", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("rerun_of_id", sa.Uuid(), nullable=True),
         sa.Column("reuse_from_run_id", sa.Uuid(), nullable=True),
         sa.Column("triggered_by_user_id", sa.Uuid(), nullable=True),
