@@ -119,4 +119,57 @@ async def rotate_config_secrets(
                     counts[key] += sum(1 for v in variables if v.get("secret"))
                 await session.commit()
                 last_id = rows[-1][0]
+    counts["pipeline_runs.variables_snapshot"] = await _rotate_run_snapshots(
+        session_maker, settings, batch_size
+    )
     return counts
+
+
+def rotate_snapshot(
+    snapshot: Mapping[str, Any], settings: Settings | None = None
+) -> dict[str, Any]:
+    """A run's variables snapshot (see activities/pipelines/run_variables.py) under the newest
+    key: the run's own encrypted variables and every secret of its project and environments."""
+    rotated = dict(snapshot)
+    if rotated.get("run"):
+        rotated["run"] = rotate_str(str(rotated["run"]), settings)
+    rotated["project"] = rotate(rotated.get("project") or [], settings)
+    rotated["environments"] = {
+        env_id: rotate(variables or [], settings)
+        for env_id, variables in (rotated.get("environments") or {}).items()
+    }
+    return rotated
+
+
+async def _rotate_run_snapshots(
+    session_maker: async_sessionmaker[AsyncSession], settings: Settings | None, batch_size: int
+) -> int:
+    """Unfinished runs hold a snapshot of their variables until they finish."""
+    from sqlalchemy import update
+
+    from db.models.pipelines import PipelineRun
+
+    rotated = 0
+    last_id = None
+    while True:
+        stmt = (
+            select(PipelineRun.id, PipelineRun.variables_snapshot)
+            .where(PipelineRun.variables_snapshot.is_not(None))
+            .order_by(PipelineRun.id)
+            .limit(batch_size)
+        )
+        if last_id is not None:
+            stmt = stmt.where(PipelineRun.id > last_id)
+        async with session_maker() as session:
+            rows = (await session.execute(stmt)).all()
+            if not rows:
+                return rotated
+            for row_id, snapshot in rows:
+                await session.execute(
+                    update(PipelineRun)
+                    .where(PipelineRun.id == row_id, PipelineRun.variables_snapshot.is_not(None))
+                    .values(variables_snapshot=rotate_snapshot(snapshot, settings))
+                )
+                rotated += 1
+            await session.commit()
+            last_id = rows[-1][0]

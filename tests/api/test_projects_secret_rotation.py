@@ -68,3 +68,30 @@ async def test_rotation_moves_config_secrets_to_the_newest_key(app, session_make
             assert env_vars.reveal(row.config["environment_variables"], current) == {
                 "TOKEN": "rotate-me"
             }
+
+
+def test_a_runs_variables_snapshot_rotates_with_its_sources(settings) -> None:
+    """An unfinished run's snapshot holds the same ciphertexts as its sources: rotated to the
+    newest key, every secret in it still reads the same."""
+    from activities.pipelines.run_variables import stage_variables
+    from forgeline.crypto import encrypt_str
+
+    old_key = Fernet.generate_key().decode()
+    old = settings.model_copy(update={"encryption_keys": SecretStr(old_key)})
+    both = settings.model_copy(
+        update={
+            "encryption_keys": SecretStr(f"{settings.encryption_keys.get_secret_value()},{old_key}")
+        }
+    )
+    env_id = str(uuid.uuid4())
+    sealed = env_vars.seal([{"name": "TOKEN", "value": "rotate-me", "secret": True}], (), old)
+    snapshot = {
+        "run": encrypt_str('[{"name": "RUN", "value": "run-secret", "secret": true}]', old),
+        "project": sealed,
+        "environments": {env_id: sealed},
+        "environment_id": env_id,
+    }
+    rotated = env_vars.rotate_snapshot(snapshot, both)
+    variables = stage_variables(settings, rotated, None)  # the newest key alone reads it
+    assert variables.env == {"TOKEN": "rotate-me", "RUN": "run-secret"}
+    assert sorted(variables.secrets) == ["rotate-me", "rotate-me", "run-secret"]
