@@ -151,7 +151,15 @@ class LocalProcessRunner(Runner):
 
     async def remove_stale(self, prefix: str) -> int:
         removed = 0
-        for pidfile in self.pid_dir.glob(f"{prefix}*.pid"):
+        # A prefix match, not glob(): glob compiles a regular expression per distinct pattern,
+        # and every stage attempt has its own prefix.
+        with os.scandir(self.pid_dir) as entries:
+            stale = [
+                Path(entry.path)
+                for entry in entries
+                if entry.name.startswith(prefix) and entry.name.endswith(".pid")
+            ]
+        for pidfile in stale:
             with contextlib.suppress(ValueError, OSError):
                 pid = int(pidfile.read_text().strip())
                 # The pid may have been reused since the crash: only kill our own process.
