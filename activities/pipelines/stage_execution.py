@@ -109,7 +109,11 @@ class StageActivities:
         if snapshot is None:
             snapshot = (await opening).variables
             self.variables.put(inp.run_id, snapshot)
-        variables = stage_variables(self.settings, snapshot, deploy_environment)
+        try:
+            variables = stage_variables(self.settings, snapshot, deploy_environment)
+        except Exception:
+            await asyncio.gather(opening, return_exceptions=True)  # not left running unawaited
+            raise
         env = {
             **stage.environment,
             **variables.env,
