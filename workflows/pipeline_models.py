@@ -147,6 +147,17 @@ class CheckoutResult(_Model):
     changed_paths: list[str] | None = None
 
 
+class FinishRunInput(_Model):
+    run_id: str
+    status: RunStatus
+    error: str | None = None
+    workflow_id: str
+    workflow_run_id: str
+    spec_hashes: dict[str, str] = Field(default_factory=dict)
+    # The build-slot semaphore to release (its organization key); None = nothing held.
+    slot_key: str | None = None
+
+
 class StageInput(_Model):
     run_id: str
     organization_id: str | None = None
@@ -154,6 +165,9 @@ class StageInput(_Model):
     branch: str | None = None
     commit_sha: str | None = None
     run_number: int = 0
+    # The run's last stage, whose success decides the run: when this attempt succeeds, the
+    # activity closes the run too (one local activity less); None = the workflow closes it.
+    finish: FinishRunInput | None = None
 
 
 class StageResult(_Model):
@@ -167,6 +181,8 @@ class StageResult(_Model):
     reused: bool = False
     skip_reason: str | None = None
     error: str | None = None
+    # The attempt also closed the run (StageInput.finish).
+    run_finished: bool = False
 
 
 class SkipStageInput(_Model):
@@ -179,17 +195,6 @@ class ReuseStageInput(_Model):
     run_id: str
     stage: StageSpec
     reused: ReusableStage
-
-
-class FinishRunInput(_Model):
-    run_id: str
-    status: RunStatus
-    error: str | None = None
-    workflow_id: str
-    workflow_run_id: str
-    spec_hashes: dict[str, str] = Field(default_factory=dict)
-    # The build-slot semaphore to release (its organization key); None = nothing held.
-    slot_key: str | None = None
 
 
 class RunStatusView(_Model):

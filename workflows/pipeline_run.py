@@ -71,6 +71,8 @@ INFRA_ATTEMPTS = 3
 STAGE_GRACE = timedelta(seconds=60)
 
 BROKEN_STATUSES = {"failed", "timed_out", "cancelled"}
+# Patch: the last stage's activity may close the run (histories from before keep the finish step).
+FINISH_WITH_LAST_STAGE = "finish-with-last-stage"
 
 
 def stage_dependencies(stages: list[StageSpec]) -> dict[str, set[str]]:
@@ -133,6 +135,8 @@ class PipelineRunWorkflow:
         self.stage_status: dict[str, StageStatus] = {}
         # Why the run failed, stage by stage, for the run's `error` column.
         self.failures: list[str] = []
+        # The last stage's activity closed the run (it succeeded): no finish_run step.
+        self.finished_by_stage = False
 
     @workflow.signal(name=GRANT_SIGNAL)
     def grant(self, grant: SlotGrant | None = None) -> None:
@@ -158,7 +162,6 @@ class PipelineRunWorkflow:
     async def run(self, inp: PipelineRunInput) -> RunStatusView:
         self.run_id = inp.run_id
         info = workflow.info()
-        key = slot_key(inp)
         error: str | None = None
         status: RunStatus = "failed"
         plan: RunPlan | None = None
@@ -220,14 +223,17 @@ class PipelineRunWorkflow:
             status = await self._run_stages(inp, plan, checkout)
         except asyncio.CancelledError:
             status = "cancelled"
-            await self._finish(inp, plan, status, "cancelled by request", key)
+            await self._finish(inp, plan, status, "cancelled by request")
             raise
         except (ActivityError, ChildWorkflowError) as exc:
             error = str(exc.cause or exc)
             status = "failed"
         if status == "failed" and error is None and self.failures:
             error = "; ".join(self.failures)[:2000]
-        await self._finish(inp, plan, status, error, key)
+        if self.finished_by_stage and status == "success":
+            self.status = status
+        else:
+            await self._finish(inp, plan, status, error)
         return self.query_status()
 
     async def _finish(
@@ -236,27 +242,31 @@ class PipelineRunWorkflow:
         plan: RunPlan | None,
         status: RunStatus,
         error: str | None,
-        key: str,
     ) -> None:
         self.status = status
         for name, stage_status in self.stage_status.items():
             if stage_status in ("pending", "running") and status == "cancelled":
                 self.stage_status[name] = "cancelled"
-        info = workflow.info()
         await workflow.execute_local_activity(
             FINISH_RUN,
-            FinishRunInput(
-                run_id=inp.run_id,
-                status=status,
-                error=error,
-                workflow_id=info.workflow_id,
-                workflow_run_id=info.run_id,
-                spec_hashes={s.name: s.spec_hash for s in plan.stages} if plan else {},
-                # finish_run releases the build slot alongside its bookkeeping, even if that fails.
-                slot_key=key,
-            ),
+            self._finish_input(inp, plan, status, error),
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=BOOKKEEPING,
+        )
+
+    def _finish_input(
+        self, inp: PipelineRunInput, plan: RunPlan | None, status: RunStatus, error: str | None
+    ) -> FinishRunInput:
+        info = workflow.info()
+        return FinishRunInput(
+            run_id=inp.run_id,
+            status=status,
+            error=error,
+            workflow_id=info.workflow_id,
+            workflow_run_id=info.run_id,
+            spec_hashes={s.name: s.spec_hash for s in plan.stages} if plan else {},
+            # finish_run releases the build slot alongside its bookkeeping, even if that fails.
+            slot_key=slot_key(inp),
         )
 
     async def _run_stages(
@@ -295,7 +305,17 @@ class PipelineRunWorkflow:
                         results[name] = await self._reuse(inp, stage, reusable)
                         continue
                     self.stage_status[name] = "running"
-                    task = asyncio.create_task(self._execute(inp, plan, stage, commit))
+                    # The last stage left, nothing failed so far, no deployment to follow: its
+                    # success is the run's, so its activity may close the run itself.
+                    last = (
+                        not running
+                        and not failed_own
+                        and len(results) == len(specs) - 1
+                        and not stage.deploy_environment_id
+                        and workflow.patched(FINISH_WITH_LAST_STAGE)
+                    )
+                    finish = self._finish_input(inp, plan, "success", None) if last else None
+                    task = asyncio.create_task(self._execute(inp, plan, stage, commit, finish))
                     running[task] = name
                 if not running:
                     if len(results) < len(specs):
@@ -311,6 +331,7 @@ class PipelineRunWorkflow:
                     result = task.result()
                     results[name] = result
                     self.stage_status[name] = result.status
+                    self.finished_by_stage = self.finished_by_stage or result.run_finished
                     if result.status in BROKEN_STATUSES and not specs[name].allow_failure:
                         broken.add(name)
                         failed_own.add(name)
@@ -348,7 +369,12 @@ class PipelineRunWorkflow:
         return result
 
     async def _execute(
-        self, inp: PipelineRunInput, plan: RunPlan, stage: StageSpec, commit: str | None
+        self,
+        inp: PipelineRunInput,
+        plan: RunPlan,
+        stage: StageSpec,
+        commit: str | None,
+        finish: FinishRunInput | None = None,
     ) -> StageResult:
         try:
             result: StageResult = await workflow.execute_activity(
@@ -360,6 +386,7 @@ class PipelineRunWorkflow:
                     branch=plan.branch,
                     commit_sha=commit,
                     run_number=plan.run_number,
+                    finish=finish,
                 ),
                 result_type=StageResult,
                 start_to_close_timeout=timedelta(seconds=stage.timeout_seconds) + STAGE_GRACE,

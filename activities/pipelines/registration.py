@@ -26,7 +26,9 @@ def pipeline_activities(
     # One worker's runs and stages share the variables snapshots of the runs it runs.
     variables = RunVariablesCache()
     runs = RunActivities(deps.settings, deps.session_maker, deps.temporal, variables)
-    stages = StageActivities(deps.settings, deps.session_maker, store, runner, variables)
+    stages = StageActivities(
+        deps.settings, deps.session_maker, store, runner, variables, finish_run=runs.finish_run
+    )
     activities: list[Callable[..., Any]] = [
         runs.prepare_run,
         runs.start_run,

@@ -32,6 +32,7 @@ from workflows.pipeline_models import (
     STAGE_FAILED_ERROR,
     STAGE_INVALID_ERROR,
     STAGE_TIMED_OUT_ERROR,
+    FinishRunInput,
     ReuseStageInput,
     SkipStageInput,
     StageInput,
@@ -40,6 +41,8 @@ from workflows.pipeline_models import (
 )
 
 HEARTBEAT_SECONDS = 1.0
+# At most this long for the last stage to close its run (else the workflow's finish step does).
+FINISH_SECONDS = 10.0
 
 
 def _environment_uuid(value: str) -> uuid.UUID:
@@ -69,11 +72,14 @@ class StageActivities:
         store: ObjectStore,
         runner: Runner,
         variables: RunVariablesCache | None = None,
+        finish_run: Callable[[FinishRunInput], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.session_maker = session_maker
         self.store = store
         self.runner = runner
+        # The run activities' finish_run: the last stage closes its run when it succeeds.
+        self.finish_run = finish_run
         # Shared with the run activities, which put a run's snapshot here when it starts.
         self.variables = variables or RunVariablesCache()
 
@@ -220,6 +226,19 @@ class StageActivities:
             )
         if status == "failed":
             raise await self._failure(inp, attempt, outcome.exit_code)
+        if inp.finish is not None and self.finish_run is not None:
+            # Bounded well inside the heartbeat timeout: this attempt must not be lost (and its
+            # stage run again) over bookkeeping that the workflow can do itself.
+            beat_timeout = activity.info().heartbeat_timeout
+            limit = min(FINISH_SECONDS, beat_timeout.total_seconds() / 2) if beat_timeout else 10
+            try:
+                async with asyncio.timeout(limit):
+                    await self.finish_run(inp.finish)
+            except Exception as exc:
+                # The stage stands; the workflow closes the run with its own step instead.
+                activity.logger.warning("closing run %s after its last stage: %s", inp.run_id, exc)
+            else:
+                result = result.model_copy(update={"run_finished": True})
         return result
 
     async def _open(self, inp: StageInput, attempt: int, name: str) -> projections.OpenedAttempt:

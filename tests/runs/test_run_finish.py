@@ -1,0 +1,133 @@
+"""Closing a run: the last stage's activity closes it when its success decides the run (no
+finish step of the workflow's own); otherwise, or when that fails, the workflow's finish step."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+from sqlalchemy import func, select
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.deps import WorkerDeps
+from activities.pipelines import build_slots
+from activities.pipelines.registration import WORKFLOWS, pipeline_activities
+from activities.pipelines.stage_execution import StageActivities, run_workspace
+from activities.runners.local_runner import LocalProcessRunner
+from db.models.billing import UsageRecord
+from db.session import driver_connection
+from forgeline.temporal_client import workflow_runner
+from tests.factories import make_org
+from tests.runs.helpers import (
+    create_run,
+    executions,
+    make_pipeline,
+    pipeline_worker,
+    run_row,
+    stage,
+    start,
+)
+from workflows.pipeline_models import FinishRunInput
+
+
+async def local_activities(client: Client, workflow_id: str) -> list[str]:
+    """The local activities a run executed, in order (their markers in its history)."""
+    names = []
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            details = event.marker_recorded_event_attributes.details
+            if "data" in details:
+                names.append(json.loads(details["data"].payloads[0].data)["activity_type"])
+    return names
+
+
+async def usage_records(session_maker, run_id: uuid.UUID) -> int:
+    async with session_maker() as session:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(UsageRecord)
+            .where(UsageRecord.idempotency_key == f"pipeline-run-{run_id}:build_minutes")
+        )
+    return int(count or 0)
+
+
+async def assert_closed(session_maker, settings, org_id: uuid.UUID, run_id: uuid.UUID, status):
+    row = await run_row(session_maker, run_id)
+    assert row.status == status and row.finished_at is not None
+    assert row.variables_snapshot is None
+    assert "stage_spec_hashes" in row.metadata_
+    assert await usage_records(session_maker, run_id) == 1
+    async with driver_connection(session_maker) as conn:
+        slots = await build_slots.state(conn, str(org_id))
+    assert slots.holders == [] and slots.waiting == []
+    assert not run_workspace(settings, str(run_id)).exists()
+
+
+async def test_the_last_stage_closes_a_successful_run(
+    session_maker, settings, temporal_client, task_queue, tmp_path: Path
+) -> None:
+    org = await make_org(session_maker)
+    pipeline_id = await make_pipeline(
+        session_maker, org.org_id, [stage("build", "echo built", 0), stage("test", "true", 1)]
+    )
+    run = await create_run(session_maker, settings, org.org_id, pipeline_id)
+    runner = LocalProcessRunner(tmp_path / "state")
+    async with pipeline_worker(temporal_client, task_queue, settings, session_maker, runner):
+        handle = await start(temporal_client, run, task_queue)
+        assert (await handle.result()).status == "success"
+    assert await local_activities(temporal_client, handle.id) == ["prepare_run"]
+    await assert_closed(session_maker, settings, org.org_id, run.id, "success")
+    assert [e.status for e in await executions(session_maker, run.id)] == ["success"] * 2
+
+
+async def test_a_failed_last_stage_leaves_closing_to_the_workflow(
+    session_maker, settings, temporal_client, task_queue, tmp_path: Path
+) -> None:
+    org = await make_org(session_maker)
+    pipeline_id = await make_pipeline(
+        session_maker, org.org_id, [stage("build", "true", 0), stage("test", "exit 1", 1)]
+    )
+    run = await create_run(session_maker, settings, org.org_id, pipeline_id)
+    runner = LocalProcessRunner(tmp_path / "state")
+    async with pipeline_worker(temporal_client, task_queue, settings, session_maker, runner):
+        handle = await start(temporal_client, run, task_queue)
+        assert (await handle.result()).status == "failed"
+    assert await local_activities(temporal_client, handle.id) == ["prepare_run", "finish_run"]
+    await assert_closed(session_maker, settings, org.org_id, run.id, "failed")
+
+
+async def test_when_the_last_stage_cannot_close_the_run_the_workflow_does(
+    session_maker, settings, temporal_client, task_queue, tmp_path: Path
+) -> None:
+    """Closing from the stage fails (here: always): the stage still succeeds, once, and the
+    workflow's own finish step closes the run."""
+    org = await make_org(session_maker)
+    pipeline_id = await make_pipeline(session_maker, org.org_id, [stage("only", "true", 0)])
+    run = await create_run(session_maker, settings, org.org_id, pipeline_id)
+    runner = LocalProcessRunner(tmp_path / "state")
+
+    async def unreachable(_: FinishRunInput) -> None:
+        raise ConnectionError("database went away")
+
+    deps = WorkerDeps(settings=settings, session_maker=session_maker, temporal=temporal_client)
+    activities, _ = pipeline_activities(deps, runner=runner)
+    for bound in activities:
+        owner = getattr(bound, "__self__", None)
+        if isinstance(owner, StageActivities):
+            owner.finish_run = unreachable
+    async with Worker(
+        temporal_client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=activities,
+        workflow_runner=workflow_runner(),
+    ):
+        handle = await start(temporal_client, run, task_queue)
+        assert (await handle.result()).status == "success"
+    assert await local_activities(temporal_client, handle.id) == ["prepare_run", "finish_run"]
+    await assert_closed(session_maker, settings, org.org_id, run.id, "success")
+    (execution,) = await executions(session_maker, run.id)
+    assert execution.attempt == 1 and execution.status == "success"
