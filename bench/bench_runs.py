@@ -123,7 +123,10 @@ async def breakdown(client: Client, workflow_id: str) -> str:
             wft_started = ts
         elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
             wft.append(ts - wft_started)
-        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+        if (
+            event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+            and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        ):
             markers += 1  # a local activity: its time is inside a workflow task
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             if last_completed is not None:
