@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.deps import Registration, WorkerDeps
+from activities.pipelines.build_slots import retire_semaphore_workflows
 from activities.runners.local_runner import watch_children_with_pidfd
 from db.session import create_engine, create_session_maker
 from forgeline.settings import (
@@ -162,6 +163,8 @@ async def run(
     session_maker = create_session_maker(engine)
     deps = WorkerDeps(settings=settings, session_maker=session_maker, temporal=client)
     registrations = merge_by_queue(load_registrations(deps, task_queues))
+    if PIPELINES_TASK_QUEUE in registrations:
+        await retire_semaphore_workflows(client)
     grace = timedelta(seconds=settings.worker_shutdown_grace_seconds)
     executor = ThreadPoolExecutor(max_workers=settings.worker_activity_threads)
     workers = build_workers(

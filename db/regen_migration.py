@@ -1,5 +1,9 @@
 """Regenerate db/migrations/versions/0001_initial.py from all models against an empty database.
 
+Schema changes after 0002 are revisions of their own (0003_build_slots, ...): they upgrade the
+databases `make run` keeps in `.data/`. Regenerating 0001 folds them in, so it is for squashing
+the chain only, together with removing those revisions (the check at the end fails otherwise).
+
 Usage: `uv run python -m db.regen_migration`. Uses FORGELINE_REGEN_DATABASE_URL when set (a
 scratch database is created on that server if possible), otherwise a throwaway embedded Postgres.
 """

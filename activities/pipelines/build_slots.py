@@ -2,7 +2,7 @@
 
 A run claims a slot before it builds and gives it back however it ends. Claims live in
 `build_slot_claims`; claiming and releasing are server-side functions (migration
-0003_build_slot_functions) that lock the organization's `build_slots` row first, so counting
+0003_build_slots) that lock the organization's `build_slots` row first, so counting
 holders, queueing and promoting never race. A waiting run sleeps in its workflow until a grant
 signal names its claim; the claim is marked `grant_pending` in the same transaction that promotes
 it, so a signal lost to a crash is sent again by whoever touches the semaphore next.
@@ -13,9 +13,14 @@ round trip (~10-13 ms) per run and serializes an organization's bursts on one wo
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import asyncpg
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+log = logging.getLogger(__name__)
 
 _ACQUIRE = "SELECT * FROM build_slot_acquire($1, $2, $3)"
 _RELEASE = "SELECT * FROM build_slot_release($1, $2)"
@@ -101,3 +106,26 @@ async def state(conn: asyncpg.Connection, key: str) -> SlotState:
         holders=[r["run_workflow_id"] for r in claims if r["holding"]],
         waiting=[r["run_workflow_id"] for r in claims if not r["holding"]],
     )
+
+
+# The per-organization semaphore workflow these tables replaced.
+RETIRED_WORKFLOW_TYPE = "BuildSlotsWorkflow"
+
+
+async def retire_semaphore_workflows(client: Client) -> int:
+    """Terminate the semaphore workflows of earlier versions still open on this namespace (one
+    lingered 5 minutes after its organization's last run): no worker runs their type any more,
+    and their history would only fail its workflow tasks. Returns how many were terminated."""
+    retired = 0
+    query = f'WorkflowType = "{RETIRED_WORKFLOW_TYPE}" AND ExecutionStatus = "Running"'
+    try:
+        async for execution in client.list_workflows(query):
+            await client.get_workflow_handle(execution.id, run_id=execution.run_id).terminate(
+                reason="build slots moved to Postgres"
+            )
+            retired += 1
+    except RPCError as exc:
+        log.warning("could not retire old build-slot workflows: %s", exc)
+    if retired:
+        log.info("retired %d build-slot workflows of an earlier version", retired)
+    return retired

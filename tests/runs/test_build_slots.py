@@ -241,3 +241,21 @@ async def test_a_slot_granted_to_a_gone_run_passes_to_the_next_in_line(
     assert await state(session_maker, runs.key) == build_slots.SlotState(
         limit=1, holders=[live.id], waiting=[]
     )
+
+
+async def test_semaphore_workflows_of_an_earlier_version_are_retired(
+    temporal_client: Client, task_queue
+) -> None:
+    """A semaphore workflow left open by an earlier version (no worker runs its type now) is
+    terminated when a pipelines worker starts, instead of failing its workflow tasks for ever."""
+    from temporalio.client import WorkflowExecutionStatus
+
+    old = await temporal_client.start_workflow(
+        build_slots.RETIRED_WORKFLOW_TYPE, id=f"build-slots-{uuid.uuid4()}", task_queue=task_queue
+    )
+
+    async def retired() -> bool:
+        await build_slots.retire_semaphore_workflows(temporal_client)
+        return (await old.describe()).status == WorkflowExecutionStatus.TERMINATED
+
+    await wait_for(retired, timeout=30)
