@@ -66,37 +66,49 @@ async def assert_closed(session_maker, settings, org_id: uuid.UUID, run_id: uuid
     assert not run_workspace(settings, str(run_id)).exists()
 
 
-async def test_the_last_stage_closes_a_successful_run(
-    session_maker, settings, temporal_client, task_queue, tmp_path: Path
-) -> None:
+async def run_to_the_end(
+    session_maker, settings, temporal_client, task_queue, tmp_path: Path, stages
+) -> tuple[uuid.UUID, uuid.UUID, str, list[str]]:
+    """Organization, run, the run's final status and the local activities it executed."""
     org = await make_org(session_maker)
-    pipeline_id = await make_pipeline(
-        session_maker, org.org_id, [stage("build", "echo built", 0), stage("test", "true", 1)]
-    )
+    pipeline_id = await make_pipeline(session_maker, org.org_id, stages)
     run = await create_run(session_maker, settings, org.org_id, pipeline_id)
     runner = LocalProcessRunner(tmp_path / "state")
     async with pipeline_worker(temporal_client, task_queue, settings, session_maker, runner):
         handle = await start(temporal_client, run, task_queue)
-        assert (await handle.result()).status == "success"
-    assert await local_activities(temporal_client, handle.id) == ["prepare_run"]
-    await assert_closed(session_maker, settings, org.org_id, run.id, "success")
-    assert [e.status for e in await executions(session_maker, run.id)] == ["success"] * 2
+        status = (await handle.result()).status
+    return org.org_id, run.id, status, await local_activities(temporal_client, handle.id)
+
+
+async def test_the_last_stage_closes_a_successful_run(
+    session_maker, settings, temporal_client, task_queue, tmp_path: Path
+) -> None:
+    org_id, run_id, status, steps = await run_to_the_end(
+        session_maker,
+        settings,
+        temporal_client,
+        task_queue,
+        tmp_path,
+        [stage("build", "echo built", 0), stage("test", "true", 1)],
+    )
+    assert status == "success" and steps == ["prepare_run"]
+    await assert_closed(session_maker, settings, org_id, run_id, "success")
+    assert [e.status for e in await executions(session_maker, run_id)] == ["success"] * 2
 
 
 async def test_a_failed_last_stage_leaves_closing_to_the_workflow(
     session_maker, settings, temporal_client, task_queue, tmp_path: Path
 ) -> None:
-    org = await make_org(session_maker)
-    pipeline_id = await make_pipeline(
-        session_maker, org.org_id, [stage("build", "true", 0), stage("test", "exit 1", 1)]
+    org_id, run_id, status, steps = await run_to_the_end(
+        session_maker,
+        settings,
+        temporal_client,
+        task_queue,
+        tmp_path,
+        [stage("build", "true", 0), stage("test", "exit 1", 1)],
     )
-    run = await create_run(session_maker, settings, org.org_id, pipeline_id)
-    runner = LocalProcessRunner(tmp_path / "state")
-    async with pipeline_worker(temporal_client, task_queue, settings, session_maker, runner):
-        handle = await start(temporal_client, run, task_queue)
-        assert (await handle.result()).status == "failed"
-    assert await local_activities(temporal_client, handle.id) == ["prepare_run", "finish_run"]
-    await assert_closed(session_maker, settings, org.org_id, run.id, "failed")
+    assert status == "failed" and steps == ["prepare_run", "finish_run"]
+    await assert_closed(session_maker, settings, org_id, run_id, "failed")
 
 
 async def test_when_the_last_stage_cannot_close_the_run_the_workflow_does(
