@@ -3,7 +3,7 @@ masked in every API answer, revealed only inside the activity that runs a build 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -88,39 +88,28 @@ async def rotate_config_secrets(
     *,
     batch_size: int = 500,
 ) -> dict[str, int]:
-    """Key rotation for the secrets inside JSONB configs (`projects.config` and
-    `environments.config` -> environment_variables[].value_encrypted), which the
-    `*_encrypted` column sweep cannot see. Keyset batches, one commit per batch."""
-    from sqlalchemy import update
-
+    """Key rotation for the secrets inside JSONB columns, which the `*_encrypted` column sweep
+    cannot see: `projects.config` and `environments.config` -> environment_variables[], and the
+    variables snapshots unfinished runs hold. Keyset batches, one commit per batch."""
+    from db.models.pipelines import PipelineRun
     from db.models.projects import Environment, Project
+
+    def config(value: Any) -> tuple[Any, int] | None:
+        variables = (value or {}).get("environment_variables") or []
+        secrets = sum(1 for v in variables if v.get("secret"))
+        if not secrets:
+            return None
+        return {**value, "environment_variables": rotate(variables, settings)}, secrets
+
+    def snapshot(value: Any) -> tuple[Any, int]:
+        return rotate_snapshot(value, settings), 1
 
     counts: dict[str, int] = {}
     for model in (Project, Environment):
         key = f"{model.__tablename__}.config.environment_variables"
-        counts[key] = 0
-        last_id = None
-        while True:
-            stmt = select(model.id, model.config).order_by(model.id).limit(batch_size)
-            if last_id is not None:
-                stmt = stmt.where(model.id > last_id)
-            async with session_maker() as session:
-                rows = (await session.execute(stmt)).all()
-                if not rows:
-                    break
-                for row_id, config in rows:
-                    variables = (config or {}).get("environment_variables") or []
-                    if not any(v.get("secret") for v in variables):
-                        continue
-                    new_config = {**config, "environment_variables": rotate(variables, settings)}
-                    await session.execute(
-                        update(model).where(model.id == row_id).values(config=new_config)
-                    )
-                    counts[key] += sum(1 for v in variables if v.get("secret"))
-                await session.commit()
-                last_id = rows[-1][0]
-    counts["pipeline_runs.variables_snapshot"] = await _rotate_run_snapshots(
-        session_maker, settings, batch_size
+        counts[key] = await _rewrite_in_batches(session_maker, model.config, config, batch_size)
+    counts["pipeline_runs.variables_snapshot"] = await _rewrite_in_batches(
+        session_maker, PipelineRun.variables_snapshot, snapshot, batch_size
     )
     return counts
 
@@ -141,35 +130,38 @@ def rotate_snapshot(
     return rotated
 
 
-async def _rotate_run_snapshots(
-    session_maker: async_sessionmaker[AsyncSession], settings: Settings | None, batch_size: int
+async def _rewrite_in_batches(
+    session_maker: async_sessionmaker[AsyncSession],
+    column: Any,
+    rewrite: Callable[[Any], tuple[Any, int] | None],
+    batch_size: int,
 ) -> int:
-    """Unfinished runs hold a snapshot of their variables until they finish."""
+    """Every row where `column` (a mapped JSONB attribute) is set, by keyset batches on `id`:
+    `rewrite` gives the new value and how many secrets it re-encrypted, or None to leave the row.
+    A value cleared meanwhile (a run that finished) stays cleared."""
     from sqlalchemy import update
 
-    from db.models.pipelines import PipelineRun
-
-    rotated = 0
+    model = column.class_
+    rewritten = 0
     last_id = None
     while True:
-        stmt = (
-            select(PipelineRun.id, PipelineRun.variables_snapshot)
-            .where(PipelineRun.variables_snapshot.is_not(None))
-            .order_by(PipelineRun.id)
-            .limit(batch_size)
-        )
+        stmt = select(model.id, column).where(column.is_not(None)).order_by(model.id)
         if last_id is not None:
-            stmt = stmt.where(PipelineRun.id > last_id)
+            stmt = stmt.where(model.id > last_id)
         async with session_maker() as session:
-            rows = (await session.execute(stmt)).all()
+            rows = (await session.execute(stmt.limit(batch_size))).all()
             if not rows:
-                return rotated
-            for row_id, snapshot in rows:
+                return rewritten
+            for row_id, value in rows:
+                result = rewrite(value)
+                if result is None:
+                    continue
+                new_value, secrets = result
                 await session.execute(
-                    update(PipelineRun)
-                    .where(PipelineRun.id == row_id, PipelineRun.variables_snapshot.is_not(None))
-                    .values(variables_snapshot=rotate_snapshot(snapshot, settings))
+                    update(model)
+                    .where(model.id == row_id, column.is_not(None))
+                    .values({column: new_value})
                 )
-                rotated += 1
+                rewritten += secrets
             await session.commit()
             last_id = rows[-1][0]

@@ -224,5 +224,10 @@ class SlotGrant(_Model):
     seq: int
 
 
+def build_slot_key(organization_id: str | None, project_id: str) -> str:
+    """The build slots a run claims from: its organization's (its project's without one)."""
+    return organization_id or f"project-{project_id}"
+
+
 def pipeline_run_workflow_id(run_id: str) -> str:
     return f"pipeline-run-{run_id}"

@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         StageResult,
         StageSpec,
         StageStatus,
+        build_slot_key,
     )
 
 # Projection writes and bookkeeping: short, retried on anything but bad input.
@@ -85,11 +86,6 @@ def stage_dependencies(stages: list[StageSpec]) -> dict[str, set[str]]:
         else:
             deps[stage.name] = {s.name for s in stages if s.position < stage.position}
     return deps
-
-
-def slot_key(inp: PipelineRunInput) -> str:
-    """The build-slot semaphore a run queues at: its organization's (a project's without one)."""
-    return inp.organization_id or f"project-{inp.project_id}"
 
 
 def _matches_any(value: str, patterns: Iterable[str]) -> bool:
@@ -126,9 +122,8 @@ class PipelineRunWorkflow:
     def __init__(self) -> None:
         self.run_id = ""
         self.status: RunStatus = "queued"
-        self.slot_granted = False
-        # The run's current build-slot claim and the claims granted by signal: a grant for an
-        # earlier claim (given back while awaiting an approval) does not grant the current one.
+        # The run's current build-slot claim and the claims granted (at once, or by signal): a
+        # grant for an earlier claim (given back while awaiting an approval) is not for this one.
         self.slot_claim: int | None = None
         self.grants: set[int] = set()
         self.waiting_for_slot = False
@@ -139,14 +134,16 @@ class PipelineRunWorkflow:
         self.finished_by_stage = False
 
     @workflow.signal(name=GRANT_SIGNAL)
-    def grant(self, grant: SlotGrant | None = None) -> None:
-        if grant is None:
-            self.slot_granted = True
-        else:
-            self.grants.add(grant.seq)
+    def grant(self, grant: SlotGrant) -> None:
+        self.grants.add(grant.seq)
+
+    def _claimed(self, seq: int, granted: bool) -> None:
+        self.slot_claim = seq
+        if granted:
+            self.grants.add(seq)
 
     def _slot_held(self) -> bool:
-        return self.slot_granted or (self.slot_claim is not None and self.slot_claim in self.grants)
+        return self.slot_claim in self.grants
 
     @workflow.query(name="status")
     def query_status(self) -> RunStatusView:
@@ -178,9 +175,8 @@ class PipelineRunWorkflow:
                 retry_policy=BOOKKEEPING,
             )
             self.stage_status = {s.name: "pending" for s in plan.stages}
-            self.slot_claim = plan.slot_claim
-            if plan.slot_granted:
-                self.slot_granted = True
+            if plan.slot_claim is not None:
+                self._claimed(plan.slot_claim, plan.slot_granted)
             await workflow.wait_condition(self._slot_held)
             self.waiting_for_slot = False
             self.status = "running"
@@ -266,7 +262,7 @@ class PipelineRunWorkflow:
             workflow_run_id=info.run_id,
             spec_hashes={s.name: s.spec_hash for s in plan.stages} if plan else {},
             # finish_run releases the build slot alongside its bookkeeping, even if that fails.
-            slot_key=slot_key(inp),
+            slot_key=build_slot_key(inp.organization_id, inp.project_id),
         )
 
     async def _run_stages(
@@ -428,13 +424,12 @@ class PipelineRunWorkflow:
 
     def _slot_request(self, inp: PipelineRunInput, plan: RunPlan) -> SlotRequest:
         return SlotRequest(
-            organization_key=slot_key(inp),
+            organization_key=build_slot_key(inp.organization_id, inp.project_id),
             run_workflow_id=workflow.info().workflow_id,
             limit=plan.concurrent_builds,
         )
 
     async def _release_slot(self, inp: PipelineRunInput, plan: RunPlan) -> None:
-        self.slot_granted = False
         self.slot_claim = None
         await workflow.execute_local_activity(
             RELEASE_SLOT,
@@ -453,8 +448,7 @@ class PipelineRunWorkflow:
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=BOOKKEEPING,
         )
-        self.slot_claim = claim.seq
-        self.slot_granted = claim.granted
+        self._claimed(claim.seq, claim.granted)
         await workflow.wait_condition(self._slot_held)
         self.waiting_for_slot = False
 

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from activities.pipelines.artifacts import UploadedArtifact
 from db.models.pipelines import PipelineRun, StageExecution
 
 _NAMESPACE = uuid.UUID("6f1c8a55-8a57-4d0b-9a3e-3c1f0c6b2d11")
@@ -146,15 +147,6 @@ class OpenedAttempt:
 
 
 @dataclass(frozen=True)
-class ArtifactRow:
-    name: str
-    object_key: str
-    size_bytes: int
-    sha256: str
-    content_type: str | None
-
-
-@dataclass(frozen=True)
 class ClosedAttempt:
     status: str
     exit_code: int | None
@@ -166,7 +158,7 @@ class ClosedAttempt:
     error: str | None = None
     # Lines not stored yet: (seq, first line, line count, content), stored with the close.
     final_chunk: tuple[int, int, int, str] | None = None
-    artifacts: list[ArtifactRow] = field(default_factory=list)
+    artifacts: list[UploadedArtifact] = field(default_factory=list)
 
 
 async def open_attempt(

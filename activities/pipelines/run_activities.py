@@ -10,6 +10,7 @@ from decimal import ROUND_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -20,7 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.pipelines import build_slots, projections
 from activities.pipelines.plan import load_plan
 from activities.pipelines.run_variables import RunVariablesCache
-from activities.pipelines.stage_execution import run_workspace
+from activities.pipelines.stage_execution import run_not_found, run_workspace
 from db.models.projects import Repository
 from db.session import driver_connection, session_scope
 from forgeline.crypto import decrypt_str
@@ -29,7 +30,6 @@ from workflows.pipeline_models import (
     ACQUIRE_SLOT,
     GRANT_SIGNAL,
     RELEASE_SLOT,
-    RUN_NOT_FOUND_ERROR,
     CheckoutResult,
     FinishRunInput,
     PipelineRunInput,
@@ -38,6 +38,7 @@ from workflows.pipeline_models import (
     SlotClaim,
     SlotGrant,
     SlotRequest,
+    build_slot_key,
 )
 
 # Bounds each grant signal and holder check: a local activity must not hang on an unreachable
@@ -64,12 +65,6 @@ async def remove_workspace(workspace: Path) -> None:
         await asyncio.to_thread(shutil.rmtree, workspace, ignore_errors=True)
 
 
-def _run_not_found(run_id: str) -> ApplicationError:
-    return ApplicationError(
-        f"pipeline run {run_id} not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
-    )
-
-
 class RunActivities:
     def __init__(
         self,
@@ -91,27 +86,20 @@ class RunActivities:
         info = activity.info()
         # Always set for an activity of a workflow (only standalone activities lack them).
         assert info.workflow_id is not None and info.workflow_run_id is not None
-        key = inp.organization_id or f"project-{inp.project_id}"
+        key = build_slot_key(inp.organization_id, inp.project_id)
         async with driver_connection(self.session_maker) as conn:
             plan = await load_plan(conn, inp.run_id)
             if plan is None:
-                raise _run_not_found(inp.run_id)
+                raise run_not_found(inp.run_id)
             claim, pending = await build_slots.acquire(
                 conn, key, info.workflow_id, plan.concurrent_builds
             )
             # Nothing to clone: a granted run starts now, without a start_run step of its own.
             starts = claim.holding and not plan.has_repository
             if starts:
-                started = await projections.mark_run_started(
-                    conn,
-                    run_id=inp.run_id,
-                    workflow_id=info.workflow_id,
-                    workflow_run_id=info.workflow_run_id,
-                    task_queue=info.task_queue,
+                await self._mark_started(
+                    conn, inp.run_id, info.workflow_id, info.workflow_run_id, info.task_queue
                 )
-                if started is None:
-                    raise _run_not_found(inp.run_id)
-                self.variables.put(inp.run_id, started.variables)
         await self._settle_claim(key, claim, pending)
         update: dict[str, object] = {"slot_granted": claim.holding, "slot_claim": claim.seq}
         if starts:
@@ -212,9 +200,10 @@ class RunActivities:
     @activity.defn(name="start_run")
     async def start_run(self, inp: RunStarted) -> CheckoutResult:
         """Mark the run running (+ its workflow_executions row), then check out its commit."""
-        started = await self._mark_started(
-            inp.run_id, inp.workflow_id, inp.workflow_run_id, inp.task_queue
-        )
+        async with driver_connection(self.session_maker) as conn:
+            started = await self._mark_started(
+                conn, inp.run_id, inp.workflow_id, inp.workflow_run_id, inp.task_queue
+            )
         changed = started.metadata.get("changed_paths")
         async with self.session_maker() as session:
             repo = await session.scalar(
@@ -230,18 +219,23 @@ class RunActivities:
         return CheckoutResult(commit_sha=commit, changed_paths=changed)
 
     async def _mark_started(
-        self, run_id: str, workflow_id: str, workflow_run_id: str, queue: str
+        self,
+        conn: asyncpg.Connection,
+        run_id: str,
+        workflow_id: str,
+        workflow_run_id: str,
+        queue: str,
     ) -> projections.StartedRun:
-        async with driver_connection(self.session_maker) as conn:
-            started = await projections.mark_run_started(
-                conn,
-                run_id=run_id,
-                workflow_id=workflow_id,
-                workflow_run_id=workflow_run_id,
-                task_queue=queue,
-            )
+        """Running, with its operator row; the variables snapshot it took is kept for its stages."""
+        started = await projections.mark_run_started(
+            conn,
+            run_id=run_id,
+            workflow_id=workflow_id,
+            workflow_run_id=workflow_run_id,
+            task_queue=queue,
+        )
         if started is None:
-            raise _run_not_found(run_id)
+            raise run_not_found(run_id)
         self.variables.put(run_id, started.variables)
         return started
 
@@ -289,7 +283,7 @@ class RunActivities:
                     spec_hashes=inp.spec_hashes,
                 )
                 if run is None:
-                    raise _run_not_found(inp.run_id)
+                    raise run_not_found(inp.run_id)
                 if run.organization_id is not None:
                     # A retry finds the run finished already and records the minutes once.
                     await record_usage_on(

@@ -56,6 +56,12 @@ def _environment_uuid(value: str) -> uuid.UUID:
         ) from None
 
 
+def run_not_found(run_id: str) -> ApplicationError:
+    return ApplicationError(
+        f"pipeline run {run_id} not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
+    )
+
+
 def run_workspace(settings: Settings, run_id: str) -> Path:
     return settings.workspaces_dir / str(uuid.UUID(run_id))
 
@@ -230,7 +236,11 @@ class StageActivities:
             # Bounded well inside the heartbeat timeout: this attempt must not be lost (and its
             # stage run again) over bookkeeping that the workflow can do itself.
             beat_timeout = activity.info().heartbeat_timeout
-            limit = min(FINISH_SECONDS, beat_timeout.total_seconds() / 2) if beat_timeout else 10
+            limit = (
+                min(FINISH_SECONDS, beat_timeout.total_seconds() / 2)
+                if beat_timeout
+                else FINISH_SECONDS
+            )
             try:
                 async with asyncio.timeout(limit):
                     await self.finish_run(inp.finish)
@@ -253,9 +263,7 @@ class StageActivities:
                 container_name=name,
             )
         if opened is None:
-            raise ApplicationError(
-                f"pipeline run {inp.run_id} not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
-            )
+            raise run_not_found(inp.run_id)
         return opened
 
     async def _run_while_opening(
@@ -324,7 +332,6 @@ class StageActivities:
                 activity.logger.warning("artifact paths refused: %s", refused)
             prefix = artifact_files.artifact_prefix(inp.run_id, inp.stage.name, attempt)
             uploaded = await asyncio.to_thread(artifact_files.upload, self.store, prefix, files)
-        exec_id = projections.stage_execution_id(inp.run_id, inp.stage.name, attempt)
         last = summary.last_chunk
         closed = projections.ClosedAttempt(
             status=status,
@@ -339,18 +346,9 @@ class StageActivities:
             final_chunk=None
             if last is None or log_key is not None
             else (next_chunk(), last.first_seq, len(last.lines), last.content),
-            artifacts=[
-                projections.ArtifactRow(
-                    name=item.name,
-                    object_key=item.object_key,
-                    size_bytes=item.size_bytes,
-                    sha256=item.sha256,
-                    content_type=item.content_type,
-                )
-                for item in uploaded
-            ],
+            artifacts=uploaded,
         )
-        await opening  # the row to close exists
+        exec_id = (await opening).execution_id  # the row to close exists
         async with driver_connection(self.session_maker) as conn:
             await projections.close_attempt(
                 conn, run_id=inp.run_id, execution_id=exec_id, attempt=attempt, closed=closed

@@ -31,7 +31,12 @@ from forgeline.crypto import encrypt_str
 from forgeline.errors import Conflict, NotFound
 from forgeline.search_attributes import forgeline_search_attributes
 from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
-from workflows.pipeline_models import PipelineRunInput, RunStatusView, pipeline_run_workflow_id
+from workflows.pipeline_models import (
+    PipelineRunInput,
+    RunStatusView,
+    build_slot_key,
+    pipeline_run_workflow_id,
+)
 
 FINISHED = ("success", "failed", "cancelled")
 ACTIVE = ("queued", "running")
@@ -229,7 +234,9 @@ async def queue_position(session: AsyncSession, run: PipelineRun) -> int | None:
     None when it is not waiting for a slot."""
     if run.status != "queued" or run.workflow_id is None:
         return None
-    key = str(run.organization_id) if run.organization_id else f"project-{run.project_id}"
+    key = build_slot_key(
+        str(run.organization_id) if run.organization_id else None, str(run.project_id)
+    )
     own = (
         select(BuildSlotClaim.seq)
         .where(
