@@ -144,3 +144,21 @@ async def running_worker(
     )
     async with worker:
         yield worker
+
+
+async def decide(
+    handle: Any, approver_user_id: str, role: str, *, approved: bool, reason: str
+) -> Any:
+    """A person's approval decision on a DeploymentWorkflow waiting for one (the update)."""
+    from workflows.deployment import DeploymentWorkflow
+    from workflows.deployment_models import ApprovalDecision
+
+    return await handle.execute_update(
+        DeploymentWorkflow.decide,
+        ApprovalDecision(
+            approver_user_id=approver_user_id,
+            approver_role=role,
+            approved=approved,
+            reason=reason,
+        ),
+    )

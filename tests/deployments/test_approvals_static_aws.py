@@ -21,6 +21,7 @@ from db.models.deployments import InfrastructureResource
 from forgeline.embedded.postgres import free_port
 from forgeline.settings import SEARCH_ATTRIBUTES
 from tests.deployments.helpers import (
+    decide,
     deployment_row,
     make_activities,
     make_environment,
@@ -31,7 +32,7 @@ from tests.deployments.helpers import (
 from tests.deployments.images import write_context
 from tests.factories import make_org
 from workflows.deployment import DeploymentWorkflow, deployment_workflow_id
-from workflows.deployment_models import ApprovalDecision, DeploymentSource
+from workflows.deployment_models import DeploymentSource
 
 
 @pytest.fixture(scope="module")
@@ -110,34 +111,10 @@ async def test_approval_granted_then_static_site_is_active(
         dep, handle = await _protected(session_maker, org, tmp_path, client, task_queue)
         # The triggering member cannot approve their own deployment; a viewer cannot either.
         with pytest.raises(WorkflowUpdateFailedError):
-            await handle.execute_update(
-                DeploymentWorkflow.decide,
-                ApprovalDecision(
-                    approver_user_id=str(org.owner_user_id),
-                    approver_role="owner",
-                    approved=True,
-                    reason="self",
-                ),
-            )
+            await decide(handle, str(org.owner_user_id), "owner", approved=True, reason="self")
         with pytest.raises(WorkflowUpdateFailedError):
-            await handle.execute_update(
-                DeploymentWorkflow.decide,
-                ApprovalDecision(
-                    approver_user_id=str(uuid.uuid4()),
-                    approver_role="viewer",
-                    approved=True,
-                    reason="viewer",
-                ),
-            )
-        outcome = await handle.execute_update(
-            DeploymentWorkflow.decide,
-            ApprovalDecision(
-                approver_user_id=str(org.user_id),
-                approver_role="admin",
-                approved=True,
-                reason="ship it",
-            ),
-        )
+            await decide(handle, str(uuid.uuid4()), "viewer", approved=True, reason="viewer")
+        outcome = await decide(handle, str(org.user_id), "admin", approved=True, reason="ship it")
         assert outcome.approved
         result = await handle.result()
         assert result.status == "active", result.reason
@@ -157,15 +134,7 @@ async def test_approval_rejected(settings, session_maker, skipping, task_queue, 
     activities = make_activities(settings, session_maker, client, None)
     async with running_worker(client, task_queue, activities):
         dep, handle = await _protected(session_maker, org, tmp_path, client, task_queue)
-        await handle.execute_update(
-            DeploymentWorkflow.decide,
-            ApprovalDecision(
-                approver_user_id=str(org.user_id),
-                approver_role="admin",
-                approved=False,
-                reason="not on a Friday",
-            ),
-        )
+        await decide(handle, str(org.user_id), "admin", approved=False, reason="not on a Friday")
         result = await handle.result()
         assert result.status == "rejected"
         row = await deployment_row(session_maker, dep)

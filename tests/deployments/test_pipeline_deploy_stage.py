@@ -42,7 +42,7 @@ from db.session import driver_connection, session_scope
 from forgeline.errors import PaymentRequired
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE, Settings
 from forgeline.temporal_client import workflow_runner
-from tests.deployments.helpers import make_activities, make_environment, wait_status
+from tests.deployments.helpers import decide, make_activities, make_environment, wait_status
 from tests.factories import make_org
 from tests.runs.helpers import (
     create_run,
@@ -54,7 +54,7 @@ from tests.runs.helpers import (
     wait_for,
 )
 from workflows.deployment import DeploymentWorkflow, deployment_workflow_id
-from workflows.deployment_models import ApprovalDecision, DeploymentInput
+from workflows.deployment_models import DeploymentInput
 from workflows.pipeline_models import (
     DeployStageInput,
     RunStatusView,
@@ -400,15 +400,7 @@ async def test_a_run_awaiting_approval_gives_its_build_slot_to_the_next_run(
         deployment = temporal_client.get_workflow_handle_for(
             DeploymentWorkflow.run, deployment_workflow_id(str(deployment_id))
         )
-        await deployment.execute_update(
-            DeploymentWorkflow.decide,
-            ApprovalDecision(
-                approver_user_id=str(org.user_id),
-                approver_role="admin",
-                approved=True,
-                reason="ship it",
-            ),
-        )
+        await decide(deployment, str(org.user_id), "admin", approved=True, reason="ship it")
         result_a = await handle_a.result()
         assert result_a.status == "success", result_a
         view = await slots()
