@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 import asyncpg
 from temporalio.client import Client
@@ -110,6 +111,8 @@ async def state(conn: asyncpg.Connection, key: str) -> SlotState:
 
 # The per-organization semaphore workflow these tables replaced.
 RETIRED_WORKFLOW_TYPE = "BuildSlotsWorkflow"
+# Each call of the retiring step at worker start: a slow visibility store must not hold it up.
+RETIRE_RPC_TIMEOUT = timedelta(seconds=10)
 
 
 async def retire_semaphore_workflows(client: Client) -> int:
@@ -119,9 +122,9 @@ async def retire_semaphore_workflows(client: Client) -> int:
     retired = 0
     query = f'WorkflowType = "{RETIRED_WORKFLOW_TYPE}" AND ExecutionStatus = "Running"'
     try:
-        async for execution in client.list_workflows(query):
+        async for execution in client.list_workflows(query, rpc_timeout=RETIRE_RPC_TIMEOUT):
             await client.get_workflow_handle(execution.id, run_id=execution.run_id).terminate(
-                reason="build slots moved to Postgres"
+                reason="build slots moved to Postgres", rpc_timeout=RETIRE_RPC_TIMEOUT
             )
             retired += 1
     except RPCError as exc:
