@@ -48,6 +48,10 @@ class ContainerSpec:
     network: str = "none"
     labels: Mapping[str, str] = field(default_factory=dict)
     ports: Mapping[str, int | None] = field(default_factory=dict)
+    # Stage containers: an unprivileged user and no capabilities (apps keep the image's own).
+    user: str | None = None
+    cap_drop: tuple[str, ...] = ()
+    tmpfs: Mapping[str, str] = field(default_factory=dict)
 
 
 class ContainerEngine:
@@ -128,6 +132,12 @@ class ContainerEngine:
         }
         if spec.workdir:
             host_config["working_dir"] = spec.workdir
+        if spec.user:
+            host_config["user"] = spec.user
+        if spec.cap_drop:
+            host_config["cap_drop"] = list(spec.cap_drop)
+        if spec.tmpfs:
+            host_config["tmpfs"] = dict(spec.tmpfs)
         if spec.cpus:
             host_config["nano_cpus"] = int(spec.cpus * 1e9)
         if spec.memory_mb:

@@ -20,6 +20,8 @@ PIPELINES_TASK_QUEUE = "pipelines"
 DEPLOYMENTS_TASK_QUEUE = "deployments"
 BILLING_TASK_QUEUE = "billing"
 TASK_QUEUES = (AGENT_TASK_QUEUE, PIPELINES_TASK_QUEUE, DEPLOYMENTS_TASK_QUEUE, BILLING_TASK_QUEUE)
+# Stage execution: served by build hosts only (`forgeline build-host`), never the control worker.
+BUILDS_TASK_QUEUE = "builds"
 
 # Custom search attributes operators filter on in the Temporal UI (all Keyword).
 SEARCH_ATTRIBUTES = SEARCH_ATTRIBUTE_NAMES
@@ -79,6 +81,20 @@ class Settings(BaseSettings):
         default=SecretStr(PLACEHOLDER), validation_alias=_env("ENCRYPTION_KEYS")
     )
 
+    # Temporal payload encryption (AES-GCM, comma-separated base64 keys, newest first), shared by
+    # the control plane and build hosts; unset outside production: a key kept in the data dir.
+    payload_keys: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "FORGELINE_PAYLOAD_KEYS", "FORGELINE_PAYLOAD_KEY", "PAYLOAD_KEYS"
+        ),
+    )
+
+    # Build hosts: the task queue (pool) stages run on; this process is a build host (holds no
+    # encryption, Stripe or Anthropic keys; refused in production when given any).
+    build_task_queue: str = BUILDS_TASK_QUEUE
+    build_host: bool = False
+
     # Object store: a local directory unless an S3 bucket is configured.
     storage_dir: Path | None = None
     s3_bucket: str | None = Field(default=None, validation_alias=_env("S3_BUCKET"))
@@ -112,7 +128,26 @@ class Settings(BaseSettings):
     stripe_timeout_seconds: float = 30.0
 
     # Builds and deployments.
-    container_runner: Literal["auto", "docker", "local"] = "auto"
+    # auto = the sandbox (bubblewrap) when it works here, else Docker when an engine answers.
+    # `unsafe-local` runs stages as plain processes with the worker's identity: development only.
+    container_runner: Literal["auto", "sandbox", "docker", "unsafe-local"] = "auto"
+    # The unprivileged user stages run as (sandbox and Docker runners), never the worker's.
+    build_uid: int = 61000
+    build_gid: int = 61000
+    # Defaults for stages that set no limit of their own.
+    build_memory_mb: int = 4096
+    build_pids_limit: int = 1024
+    build_disk_mb: int = 10240
+    build_cpus: float | None = None
+    # Egress of sandboxed stages: an upstream proxy to chain to, extra networks (CIDR) they may
+    # reach although private (an internal registry mirror), a CA bundle mounted for them, or the
+    # host's own CA variables passed through.
+    build_proxy: str | None = None
+    build_egress_allow: list[str] = Field(default_factory=list)
+    build_ca_bundle: Path | None = None
+    build_pass_host_ca: bool = False
+    # Extra read-only paths mounted into the sandbox (toolchains outside /usr, e.g. /opt/tools).
+    build_toolchain_paths: list[Path] = Field(default_factory=list)
     docker_host: str | None = Field(default=None, validation_alias=_env("DOCKER_HOST"))
     allow_local_repositories: bool = False
     # Repository clones (agent analysis, pipeline runs): refused past these limits.
@@ -126,13 +161,39 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
         key = self.encryption_keys.get_secret_value()
-        if self.environment != "development" and key in ("", PLACEHOLDER):
+        if self.build_host:
+            self._refuse_build_host_keys(key)
+        elif self.environment != "development" and key in ("", PLACEHOLDER):
             raise ValueError(
                 "FORGELINE_ENCRYPTION_KEYS must be set to real Fernet keys outside development"
             )
+        if self.environment == "production" and self.container_runner == "unsafe-local":
+            raise ValueError(
+                "FORGELINE_CONTAINER_RUNNER=unsafe-local runs builds with the worker's identity "
+                "and is refused in production: use sandbox or docker"
+            )
         if self.environment == "production" and not (self.database_url and self.temporal_address):
             raise ValueError("DATABASE_URL and TEMPORAL_ADDRESS are required in production")
+        if self.environment == "production" and self.payload_keys is None:
+            raise ValueError("FORGELINE_PAYLOAD_KEYS is required in production")
         return self
+
+    def _refuse_build_host_keys(self, encryption_key: str) -> None:
+        """A build host runs hostile code: in production it must not hold the platform's keys."""
+        if self.environment != "production":
+            return
+        held = [
+            name
+            for name, present in (
+                ("FORGELINE_ENCRYPTION_KEYS", encryption_key not in ("", PLACEHOLDER)),
+                ("STRIPE_API_KEY", self.stripe_api_key is not None),
+                ("STRIPE_WEBHOOK_SECRET", self.stripe_webhook_secret is not None),
+                ("ANTHROPIC_API_KEY", self.anthropic_api_key is not None),
+            )
+            if present
+        ]
+        if held:
+            raise ValueError(f"a build host must not be given {', '.join(held)}")
 
     @property
     def objects_dir(self) -> Path:

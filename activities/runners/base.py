@@ -29,6 +29,7 @@ class StageProcess:
 
     name: str
     script: str
+    # The directory the script starts in (the run's workspace or a directory inside it).
     workspace: Path
     timeout_seconds: float
     image: str | None = None
@@ -38,6 +39,18 @@ class StageProcess:
     pids_limit: int | None = None
     network: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    # The run's whole workspace, when `workspace` is a directory inside it: isolating runners
+    # mount the root and start in `workspace`.
+    root: Path | None = None
+    disk_mb: int | None = None
+
+    @property
+    def workdir(self) -> str:
+        """`workspace` relative to `root` ("" when they are the same directory)."""
+        if self.root is None:
+            return ""
+        relative = self.workspace.resolve().relative_to(self.root.resolve())
+        return "" if str(relative) == "." else str(relative)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """Docker runner: one container per stage attempt from the stage's image, workspace bind-mounted.
 
-No privileged mode, no network unless the stage asks, CPU/memory/pids limits. The container name
+No privileged mode, no capabilities, no-new-privileges, the build user (never root, whose uid is
+the host's), no host path but the workspace, no network unless the stage asks, CPU/memory/pids
+limits, a private /tmp. The container name
 `fl-{run_id}-{stage}-{attempt}` lets a retry remove whatever its predecessor left behind.
 """
 
@@ -11,6 +13,7 @@ import contextlib
 
 from activities.containers import ContainerEngine, ContainerSpec
 from activities.runners.base import OutputCallback, Runner, StageOutcome, StageProcess
+from activities.runners.sandbox_runner import SANDBOX_TMP, give_to_build_user
 
 WORKSPACE_MOUNT = "/workspace"
 DEFAULT_PIDS_LIMIT = 512
@@ -19,20 +22,30 @@ DEFAULT_PIDS_LIMIT = 512
 class DockerRunner(Runner):
     kind = "docker"
 
-    def __init__(self, engine: ContainerEngine, default_image: str) -> None:
+    def __init__(
+        self, engine: ContainerEngine, default_image: str, uid: int = 61000, gid: int = 61000
+    ) -> None:
         self.engine = engine
         self.default_image = default_image
+        self.uid = uid
+        self.gid = gid
 
     async def run(self, process: StageProcess, on_output: OutputCallback) -> StageOutcome:
-        process.workspace.mkdir(parents=True, exist_ok=True)
+        root = process.root or process.workspace
+        root.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(give_to_build_user, root, self.uid, self.gid)
         image = process.image or self.default_image
+        workdir = f"{WORKSPACE_MOUNT}/{process.workdir}" if process.workdir else WORKSPACE_MOUNT
         spec = ContainerSpec(
             name=process.name,
             image=image,
             command=["/bin/sh", "-c", process.script],
-            workdir=WORKSPACE_MOUNT,
-            env={**process.env, "HOME": WORKSPACE_MOUNT},
-            mounts={str(process.workspace.resolve()): WORKSPACE_MOUNT},
+            workdir=workdir,
+            env={"HOME": WORKSPACE_MOUNT, "TMPDIR": SANDBOX_TMP, **process.env},
+            mounts={str(root.resolve()): WORKSPACE_MOUNT},
+            user=f"{self.uid}:{self.gid}",
+            cap_drop=("ALL",),
+            tmpfs={SANDBOX_TMP: "rw,nosuid,nodev,size=1g"},
             cpus=process.cpus,
             memory_mb=process.memory_mb,
             pids_limit=process.pids_limit or DEFAULT_PIDS_LIMIT,

@@ -1,6 +1,8 @@
-"""Local process runner: each stage is `sh -c` in its own process group, in the run workspace.
+"""UNISOLATED local process runner: each stage is `sh -c` in its own process group, in the run
+workspace, with the worker's own identity, files and network.
 
-The embedded default when no Docker engine answers. Resource limits are set by the shell before
+For development only (`FORGELINE_CONTAINER_RUNNER=unsafe-local`), refused in production: a build
+run this way can read everything the worker can. Resource limits are set by the shell before
 the script (`ulimit`); cancel and timeout kill the whole group. A pidfile per attempt lets a retry
 after a worker crash kill the orphaned group of its predecessor.
 """
@@ -82,13 +84,19 @@ def watch_children_with_pidfd() -> bool:
     return True
 
 
+async def pump_output(proc: asyncio.subprocess.Process, on_output: OutputCallback) -> None:
+    assert proc.stdout is not None
+    while chunk := await proc.stdout.read(65536):
+        await on_output(chunk)
+
+
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
 
 
 class LocalProcessRunner(Runner):
-    kind = "local"
+    kind = "unsafe-local"
 
     def __init__(self, state_dir: Path) -> None:
         self.pid_dir = state_dir / "pids"
@@ -119,7 +127,7 @@ class LocalProcessRunner(Runner):
         pidfile.write_text(str(proc.pid))
         pump: asyncio.Task[None] | None = None
         try:
-            pump = asyncio.create_task(self._pump(proc, on_output))
+            pump = asyncio.create_task(pump_output(proc, on_output))
             timed_out = False
             try:
                 async with asyncio.timeout(process.timeout_seconds):
@@ -142,12 +150,6 @@ class LocalProcessRunner(Runner):
             raise
         finally:
             pidfile.unlink(missing_ok=True)
-
-    @staticmethod
-    async def _pump(proc: asyncio.subprocess.Process, on_output: OutputCallback) -> None:
-        assert proc.stdout is not None
-        while chunk := await proc.stdout.read(65536):
-            await on_output(chunk)
 
     async def remove_stale(self, prefix: str) -> int:
         removed = 0
