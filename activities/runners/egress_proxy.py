@@ -2,8 +2,8 @@
 
 A sandboxed stage has a network namespace of its own with nothing but loopback; a forwarder inside
 it hands connections to this socket. The proxy resolves the name itself and connects only to
-global addresses (no loopback, private, link-local/metadata, CGNAT, multicast or reserved ranges,
-whatever a name resolves to), so PostgreSQL, Temporal, the API and cloud metadata stay out of reach
+addresses outside internal networks (no loopback, private, link-local/metadata, CGNAT, multicast
+or reserved ranges, whatever a name resolves to), so PostgreSQL, Temporal, the API and cloud metadata stay out of reach
 while package registries work. `CONNECT host:port` tunnels TLS; absolute-form `GET http://...`
 requests are forwarded one per connection. Operators may allow extra networks (an internal mirror)
 and chain to an upstream proxy (`FORGELINE_BUILD_PROXY`).
@@ -34,9 +34,33 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_HEAD_BYTES = 16_384
 CONNECT_TIMEOUT = 15.0
 HEAD_TIMEOUT = 30.0
-# Translation prefixes that can smuggle an IPv4 destination inside an IPv6 address.
-_TRANSLATED = tuple(
-    ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16")
+# Where builds never go: this host, its private networks, link-local (cloud metadata), carrier
+# NAT, benchmarking, multicast and reserved space, and the IPv6 prefixes that can carry an IPv4
+# destination inside (NAT64, 6to4). Everything else is the internet.
+INTERNAL_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/128",
+        "::1/128",
+        "64:ff9b::/96",
+        "64:ff9b:1::/48",
+        "2002::/16",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+    )
 )
 
 
@@ -49,7 +73,7 @@ class EgressRefused(Exception):
 
 @dataclass(frozen=True)
 class EgressPolicy:
-    """Global unicast addresses only, plus the networks the operator allows explicitly."""
+    """No internal address (INTERNAL_NETWORKS), except networks the operator allows explicitly."""
 
     allow: tuple[IPNetwork, ...] = ()
 
@@ -62,11 +86,9 @@ class EgressPolicy:
             address = address.ipv4_mapped
         if any(address in net for net in self.allow if net.version == address.version):
             return True
-        if isinstance(address, ipaddress.IPv6Address) and any(
-            address in net for net in _TRANSLATED
-        ):
-            return False
-        return address.is_global and not address.is_multicast
+        return not any(
+            address in net for net in INTERNAL_NETWORKS if net.version == address.version
+        )
 
 
 @dataclass

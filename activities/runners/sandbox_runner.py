@@ -273,6 +273,7 @@ class SandboxRunner(Runner):
         args = [*self._base_args, "--bind", str(root), SANDBOX_WORKSPACE]
         args += ["--bind", str(root / SANDBOX_DIR / "tmp"), SANDBOX_TMP, "--chdir", workdir]
         if process.network:
+            args += ["--perms", "0755", "--dir", str(Path(PROXY_SOCKET).parent)]
             args += ["--ro-bind", str(self.proxy_socket), PROXY_SOCKET]
         args += [
             "--",
