@@ -2,6 +2,8 @@
 
 Each domain contributes `activities/<domain>/registration.py: registration(deps) -> Registration`.
 SIGTERM/SIGINT stop polling; in-flight activities get the grace period to finish or heartbeat out.
+`--build-host` (or `--task-queue builds`) runs a build host instead: stage execution only, on the
+build task queue, with no keys (refused in production when given any) and the build database role.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from db.session import create_engine, create_session_maker
 from forgeline.settings import (
     AGENT_TASK_QUEUE,
     BILLING_TASK_QUEUE,
+    BUILDS_TASK_QUEUE,
     DEPLOYMENTS_TASK_QUEUE,
     PIPELINES_TASK_QUEUE,
     Settings,
@@ -45,6 +48,7 @@ DOMAINS: dict[str, str] = {
     "deployments": DEPLOYMENTS_TASK_QUEUE,
     "billing": BILLING_TASK_QUEUE,
 }
+# The control worker's queues; the build task queue is served by build hosts only.
 ALL_TASK_QUEUES = (*DOMAINS.values(), DIAGNOSTICS_TASK_QUEUE)
 
 
@@ -77,7 +81,20 @@ def load_registrations(
         registrations.append(module.registration(deps))
     if DIAGNOSTICS_TASK_QUEUE in wanted:
         registrations.append(diagnostics_registration(deps))
+    if deps.settings.build_task_queue in wanted:
+        from activities.pipelines.registration import build_registration
+
+        registrations.append(build_registration(deps))
     return registrations
+
+
+def worker_database_url(settings: Settings) -> str | None:
+    """A build host writes through the least-privilege build role when one is configured."""
+    if settings.build_host:
+        build_url: str | None = getattr(settings, "build_database_url", None)
+        if build_url:
+            return build_url
+    return None
 
 
 def merge_by_queue(registrations: Sequence[Registration]) -> dict[str, Registration]:
@@ -159,7 +176,7 @@ async def run(
     client = await connect_with_retry(settings, stop)
     if client is None:
         return
-    engine = create_engine(settings)
+    engine = create_engine(settings, url=worker_database_url(settings))
     session_maker = create_session_maker(engine)
     deps = WorkerDeps(settings=settings, session_maker=session_maker, temporal=client)
     registrations = merge_by_queue(load_registrations(deps, task_queues))
@@ -201,11 +218,19 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--task-queue",
         action="append",
-        choices=ALL_TASK_QUEUES,
-        help="serve only this task queue (repeatable); default: all of them",
+        choices=(*ALL_TASK_QUEUES, BUILDS_TASK_QUEUE),
+        help="serve only this task queue (repeatable); default: all of the control worker's",
+    )
+    parser.add_argument(
+        "--build-host",
+        action="store_true",
+        help="run stages only (FORGELINE_BUILD_TASK_QUEUE), holding no keys",
     )
     args = parser.parse_args(argv)
-    settings = get_settings()
+    build_host = args.build_host or args.task_queue == [BUILDS_TASK_QUEUE]
+    # A build host's settings refuse keys in production: it must not hold what it never needs.
+    settings = Settings(build_host=True) if build_host else get_settings()
+    queues = [settings.build_task_queue] if settings.build_host else args.task_queue
     watch_children_with_pidfd()
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -215,7 +240,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run(settings, args.task_queue or ALL_TASK_QUEUES, stop=stop)
+    await run(settings, queues or ALL_TASK_QUEUES, stop=stop)
 
 
 if __name__ == "__main__":

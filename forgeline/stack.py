@@ -62,6 +62,34 @@ def development_encryption_key(settings: Settings) -> str | None:
     return key_file.read_text().strip()
 
 
+# What a build host's environment never holds (it runs hostile code): the Fernet keys, payment and
+# LLM keys, the API key of the CLI.
+BUILD_HOST_WITHHELD = ("ENCRYPTION_KEY", "STRIPE", "ANTHROPIC", "FORGELINE_API_KEY")
+
+
+def build_host_environment(env: dict[str, str], build_database_url: str | None) -> dict[str, str]:
+    """The control worker's environment without any key, and with the build database role."""
+    kept = {
+        name: value
+        for name, value in env.items()
+        if not any(part in name.upper() for part in BUILD_HOST_WITHHELD)
+    }
+    if build_database_url:
+        kept.pop("DATABASE_URL", None)
+        kept["FORGELINE_DATABASE_URL"] = build_database_url
+    kept["FORGELINE_BUILD_HOST"] = "true"
+    return kept
+
+
+def development_payload_key_env(settings: Settings) -> str | None:
+    """In development without FORGELINE_PAYLOAD_KEYS, the key kept in the data dir."""
+    if settings.payload_keys is not None:
+        return None
+    from forgeline.payload_codec import development_payload_key
+
+    return development_payload_key(settings.data_dir.absolute())
+
+
 def run_migrations(url: str) -> None:
     from alembic import command
     from alembic.config import Config
@@ -178,6 +206,9 @@ class Stack:
         key = development_encryption_key(settings)
         if key:
             self.env["FORGELINE_ENCRYPTION_KEYS"] = key
+        payload_key = development_payload_key_env(settings)
+        if payload_key:
+            self.env["FORGELINE_PAYLOAD_KEYS"] = payload_key
         self.env.setdefault("FORGELINE_ALLOW_LOCAL_REPOSITORIES", "true")
         self.env["FORGELINE_DATA_DIR"] = str(data_dir)
 
@@ -254,6 +285,13 @@ class Stack:
     def start_children(self) -> None:
         settings = self.settings
         self.children.start("worker", [sys.executable, str(ROOT / "worker.py")], self.env)
+        # Stages run in a process of their own, which holds no key (a second machine can run it).
+        build_url: str | None = getattr(settings, "build_database_url", None)
+        self.children.start(
+            "build-host",
+            [sys.executable, str(ROOT / "worker.py"), "--build-host"],
+            build_host_environment(self.env, build_url),
+        )
         if importlib.util.find_spec("api.app") is None:
             log.warning("api.app does not exist yet; not starting the API")
             return

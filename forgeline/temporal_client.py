@@ -4,10 +4,10 @@ workflow runner every worker uses."""
 from __future__ import annotations
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import UnsandboxedWorkflowRunner, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from forgeline.payload_codec import data_converter
 from forgeline.settings import Settings
 
 
@@ -16,12 +16,13 @@ def temporal_target(settings: Settings) -> str:
 
 
 async def connect_temporal(settings: Settings, *, target: str | None = None) -> Client:
-    """Connect with the pydantic data converter so payload models round-trip everywhere."""
+    """Connect with the pydantic data converter so payload models round-trip everywhere, and the
+    payload codec so the server only stores ciphertext (forgeline/payload_codec.py)."""
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     return await Client.connect(
         target or temporal_target(settings),
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings),
         tls=settings.temporal_tls,
         api_key=api_key,
     )

@@ -23,12 +23,16 @@ from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from db.session import create_engine, create_session_maker, sync_database_url
 from forgeline.embedded.postgres import EmbeddedPostgres, free_port
 from forgeline.embedded.temporal import TUNING_ARGS, temporal_binary, test_server_binary
+from forgeline.payload_codec import (
+    encrypted_data_converter,
+    generate_payload_key,
+    parse_payload_keys,
+)
 from forgeline.settings import SEARCH_ATTRIBUTES, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +42,10 @@ ALEMBIC_INI = ROOT / "alembic.ini"
 # Temporal sandbox: its runtime checks catch non-deterministic calls that workers (unsandboxed by
 # default) would not.
 os.environ.setdefault("FORGELINE_WORKFLOW_SANDBOX", "true")
+# One payload key for the session: every client, in-process worker and worker process it spawns
+# (they inherit the environment) encrypts and decrypts payloads as the product's processes do.
+os.environ.setdefault("FORGELINE_PAYLOAD_KEYS", generate_payload_key())
+DATA_CONVERTER = encrypted_data_converter(parse_payload_keys(os.environ["FORGELINE_PAYLOAD_KEYS"]))
 
 
 # Durability is worthless for a throwaway test cluster; these make migrations and commits cheap.
@@ -150,12 +158,12 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """A local Temporal dev server (in-memory, same tuning flags as `make run`)."""
     external = os.environ.get("FORGELINE_TEST_TEMPORAL_ADDRESS")
     if external:
-        client = await Client.connect(external, data_converter=pydantic_data_converter)
+        client = await Client.connect(external, data_converter=DATA_CONVERTER)
         env = WorkflowEnvironment.from_client(client)
     else:
         env = await WorkflowEnvironment.start_local(
             namespace="default",
-            data_converter=pydantic_data_converter,
+            data_converter=DATA_CONVERTER,
             search_attributes=_search_attribute_keys(),
             dev_server_existing_path=str(temporal_binary()),
             dev_server_extra_args=list(TUNING_ARGS),
@@ -186,7 +194,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(test_server_binary()),
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
     )
     try:
         yield env

@@ -79,6 +79,38 @@ class StageSpec(_Model):
     spec_hash: str = ""
 
 
+class ResolvedVariables(_Model):
+    """One stage's variables, decrypted by the control plane for the build host that runs it.
+
+    Plain secret values: this model only ever travels inside encrypted payloads
+    (forgeline/payload_codec.py), never in IDs, search attributes, memos or logs.
+    """
+
+    env: dict[str, str] = Field(default_factory=dict)
+    # The secret values among them, masked in the stage's log.
+    secrets: list[str] = Field(default_factory=list)
+
+    def __repr__(self) -> str:  # never printed with its values (workflow or activity logs)
+        return f"ResolvedVariables({len(self.env)} variables, {len(self.secrets)} secret)"
+
+    __str__ = __repr__
+
+
+class RunVariables(_Model):
+    """A run's variables as its stages see them, by deploy environment ID ("" = the run's own
+    environment): taken when the run starts, the same for all its stages."""
+
+    by_environment: dict[str, ResolvedVariables] = Field(default_factory=dict)
+
+    def for_stage(self, deploy_environment_id: str | None) -> ResolvedVariables:
+        return self.by_environment.get(deploy_environment_id or "") or ResolvedVariables()
+
+    def __repr__(self) -> str:
+        return f"RunVariables({sorted(self.by_environment)})"
+
+    __str__ = __repr__
+
+
 class ReusableStage(_Model):
     execution_id: str
     spec_hash: str
@@ -124,6 +156,10 @@ class RunPlan(_Model):
     # Granted and nothing to clone: preparing also marked the run started (no start_run step).
     started: bool = False
     changed_paths: list[str] | None = None
+    # The build hosts' task queue (pool) this run's stages execute on.
+    build_task_queue: str | None = None
+    # Set when preparing also started the run (else the checkout's result carries them).
+    variables: RunVariables | None = None
 
 
 class RunStarted(_Model):
@@ -133,6 +169,8 @@ class RunStarted(_Model):
     task_queue: str
     branch: str | None = None
     commit_sha: str | None = None
+    # The deploy environments the run's stages name: their variables are resolved too.
+    environment_ids: list[str] = Field(default_factory=list)
 
 
 class CheckoutInput(_Model):
@@ -145,6 +183,8 @@ class CheckoutResult(_Model):
     commit_sha: str | None = None
     # None when unknown (no repository, no parent): path conditions then match.
     changed_paths: list[str] | None = None
+    # The run's variables, resolved when it started (build hosts cannot decrypt them).
+    variables: RunVariables | None = None
 
 
 class FinishRunInput(_Model):
@@ -168,6 +208,8 @@ class StageInput(_Model):
     # The run's last stage, whose success decides the run: when this attempt succeeds, the
     # activity closes the run too (one local activity less); None = the workflow closes it.
     finish: FinishRunInput | None = None
+    # The stage's resolved variables (None: a run from before build hosts, or none at all).
+    variables: ResolvedVariables | None = None
 
 
 class StageResult(_Model):

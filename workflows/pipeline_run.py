@@ -2,8 +2,9 @@
 
 Waits for one of its organization's build slots (claimed while preparing; a grant signal when it
 has to queue) before it starts, releases it however it ends. Every stage attempt is a heartbeating
-activity; cancelling the run cancels the activity, which kills the container or process group
-before the run is marked `cancelled`.
+activity on a build host (the plan's build task queue), with the variables the control plane
+resolved when the run started; cancelling the run cancels the activity, which kills the container
+or process group before the run is marked `cancelled`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         RunStarted,
         RunStatus,
         RunStatusView,
+        RunVariables,
         SkipStageInput,
         SlotClaim,
         SlotGrant,
@@ -74,6 +76,9 @@ STAGE_GRACE = timedelta(seconds=60)
 BROKEN_STATUSES = {"failed", "timed_out", "cancelled"}
 # Patch: the last stage's activity may close the run (histories from before keep the finish step).
 FINISH_WITH_LAST_STAGE = "finish-with-last-stage"
+# Patch: stages run on build hosts with the variables resolved at start (and never close the run:
+# a build host does not write runs). Runs started before keep their stages on their own queue.
+STAGES_ON_BUILD_HOSTS = "stages-on-build-hosts"
 
 
 def stage_dependencies(stages: list[StageSpec]) -> dict[str, set[str]]:
@@ -132,6 +137,9 @@ class PipelineRunWorkflow:
         self.failures: list[str] = []
         # The last stage's activity closed the run (it succeeded): no finish_run step.
         self.finished_by_stage = False
+        self.on_build_hosts = False
+        # Resolved by the control plane when the run started; only in (encrypted) payloads.
+        self.variables: RunVariables | None = None
 
     @workflow.signal(name=GRANT_SIGNAL)
     def grant(self, grant: SlotGrant) -> None:
@@ -158,6 +166,8 @@ class PipelineRunWorkflow:
     @workflow.run
     async def run(self, inp: PipelineRunInput) -> RunStatusView:
         self.run_id = inp.run_id
+        # Decided once per run: a run started before build hosts has no variables to hand them.
+        self.on_build_hosts = workflow.patched(STAGES_ON_BUILD_HOSTS)
         info = workflow.info()
         error: str | None = None
         status: RunStatus = "failed"
@@ -187,12 +197,17 @@ class PipelineRunWorkflow:
                 task_queue=info.task_queue,
                 branch=plan.branch,
                 commit_sha=plan.commit_sha,
+                environment_ids=sorted(
+                    {s.deploy_environment_id for s in plan.stages if s.deploy_environment_id}
+                ),
             )
             checkout: CheckoutResult
             if plan.started:
                 # Preparing found a free slot and nothing to clone: already marked started.
                 checkout = CheckoutResult(
-                    commit_sha=plan.commit_sha, changed_paths=plan.changed_paths
+                    commit_sha=plan.commit_sha,
+                    changed_paths=plan.changed_paths,
+                    variables=plan.variables,
                 )
             elif plan.has_repository:
                 # A clone is long and heartbeats: a regular activity.
@@ -216,6 +231,7 @@ class PipelineRunWorkflow:
                     start_to_close_timeout=BOOKKEEPING_TIMEOUT,
                     retry_policy=BOOKKEEPING,
                 )
+            self.variables = checkout.variables
             status = await self._run_stages(inp, plan, checkout)
         except asyncio.CancelledError:
             status = "cancelled"
@@ -308,6 +324,7 @@ class PipelineRunWorkflow:
                         and not failed_own
                         and len(results) == len(specs) - 1
                         and not stage.deploy_environment_id
+                        and not self.on_build_hosts
                         and workflow.patched(FINISH_WITH_LAST_STAGE)
                     )
                     finish = self._finish_input(inp, plan, "success", None) if last else None
@@ -372,6 +389,12 @@ class PipelineRunWorkflow:
         commit: str | None,
         finish: FinishRunInput | None = None,
     ) -> StageResult:
+        queue = workflow.info().task_queue
+        variables = None
+        if self.on_build_hosts:
+            queue = plan.build_task_queue or queue
+            if self.variables is not None:
+                variables = self.variables.for_stage(stage.deploy_environment_id)
         try:
             result: StageResult = await workflow.execute_activity(
                 EXECUTE_STAGE,
@@ -383,7 +406,9 @@ class PipelineRunWorkflow:
                     commit_sha=commit,
                     run_number=plan.run_number,
                     finish=finish,
+                    variables=variables,
                 ),
+                task_queue=queue,
                 result_type=StageResult,
                 start_to_close_timeout=timedelta(seconds=stage.timeout_seconds) + STAGE_GRACE,
                 heartbeat_timeout=timedelta(seconds=inp.heartbeat_seconds * 3),

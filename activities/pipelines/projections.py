@@ -100,11 +100,8 @@ WITH lost AS (
 ), dropped AS (
     DELETE FROM stage_log_chunks WHERE stage_execution_id = $4 RETURNING 1
 )
-SELECT COALESCE(r.variables_snapshot, {RUN_VARIABLES})
-FROM pipeline_runs r
-JOIN projects p ON p.id = r.project_id
-WHERE r.id = $1
-""".replace("{RUN_VARIABLES}", _RUN_VARIABLES)
+SELECT count(*) FROM opened
+"""
 
 _STORE_LOG_CHUNK = """
 INSERT INTO stage_log_chunks (id, stage_execution_id, seq, first_line, line_count, content)
@@ -139,11 +136,10 @@ ON CONFLICT (object_key) DO UPDATE SET size_bytes = excluded.size_bytes, sha256 
 
 @dataclass(frozen=True)
 class OpenedAttempt:
-    """What a stage attempt runs with, read in the statement that opened it: the run's
-    variables snapshot (see _RUN_VARIABLES)."""
+    """The attempt's row, opened (running) on a build host: stage tables only, never the run's
+    variables (they reach the build host resolved, in its encrypted input)."""
 
     execution_id: uuid.UUID
-    variables: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -171,24 +167,26 @@ async def open_attempt(
     runner: str,
     container_name: str,
 ) -> OpenedAttempt | None:
-    """Close attempts a dead worker left `running`, upsert this one as `running` (a replayed
-    attempt starts its log at line 0 again) and read the run's variables: the snapshot taken when
-    it started (as stored now, for a run started without one). None when the run does not
-    exist."""
+    """Close attempts a dead worker left `running` and upsert this one as `running` (a replayed
+    attempt starts its log at line 0 again). None when the run does not exist: the foreign key
+    says so, without reading `pipeline_runs` (a build host's role may not)."""
     exec_id = stage_execution_id(run_id, stage_name, attempt)
-    row = await conn.fetchrow(
-        _OPEN_ATTEMPT,
-        uuid.UUID(run_id),
-        stage_name,
-        attempt,
-        exec_id,
-        uuid.UUID(stage_id) if stage_id else None,
-        runner,
-        container_name,
-    )
-    if row is None:
-        return None
-    return OpenedAttempt(execution_id=exec_id, variables=row[0] or {})
+    try:
+        await conn.fetchval(
+            _OPEN_ATTEMPT,
+            uuid.UUID(run_id),
+            stage_name,
+            attempt,
+            exec_id,
+            uuid.UUID(stage_id) if stage_id else None,
+            runner,
+            container_name,
+        )
+    except asyncpg.ForeignKeyViolationError as exc:
+        if "run_id" in (exc.constraint_name or ""):
+            return None
+        raise
+    return OpenedAttempt(execution_id=exec_id)
 
 
 async def store_log_chunk(

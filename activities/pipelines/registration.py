@@ -1,52 +1,93 @@
-"""Pipelines task queue: PipelineRunWorkflow and its activities."""
+"""Pipelines task queue: PipelineRunWorkflow and its control-side activities; builds task queue:
+stage execution, served by build hosts (worker.py --build-host), which hold no keys."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from activities.deps import Registration, WorkerDeps
 from activities.pipelines.run_activities import RunActivities
-from activities.pipelines.run_variables import RunVariablesCache
 from activities.pipelines.stage_execution import StageActivities
-from activities.runners import Runner, create_runner
+from activities.runners import Runner, StageOutcome, StageProcess, create_runner
+from activities.runners.base import OutputCallback
 from activities.storage import ObjectStore, create_object_store
-from forgeline.settings import PIPELINES_TASK_QUEUE
+from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
 from workflows.pipeline_run import PipelineRunWorkflow
 
 WORKFLOWS: list[type] = [PipelineRunWorkflow]
 
 
-def pipeline_activities(
-    deps: WorkerDeps, *, runner: Runner | None = None, store: ObjectStore | None = None
-) -> tuple[list[Callable[..., Any]], Runner]:
-    """The activity callables; tests pass their own runner/store to pin Docker or local."""
-    runner = runner or create_runner(deps.settings)
+def control_activities(
+    deps: WorkerDeps, *, store: ObjectStore | None = None
+) -> list[Callable[..., Any]]:
+    """Run bookkeeping, checkout, variables (decrypted here), skipped and reused stages."""
     store = store or create_object_store(deps.settings)
-    # One worker's runs and stages share the variables snapshots of the runs it runs.
-    variables = RunVariablesCache()
-    runs = RunActivities(deps.settings, deps.session_maker, deps.temporal, variables)
-    stages = StageActivities(
-        deps.settings, deps.session_maker, store, runner, variables, finish_run=runs.finish_run
-    )
-    activities: list[Callable[..., Any]] = [
+    runs = RunActivities(deps.settings, deps.session_maker, deps.temporal)
+    # Skipping and reusing run no build: no runner, nothing started.
+    stages = StageActivities(deps.settings, deps.session_maker, store, runner=_NoRunner())
+    return [
         runs.prepare_run,
         runs.start_run,
         runs.finish_run,
         runs.acquire_build_slot,
         runs.release_build_slot,
-        stages.execute_stage,
         stages.record_stage_skipped,
         stages.reuse_stage,
     ]
-    return activities, runner
+
+
+def build_activities(
+    settings: Settings,
+    session_maker: async_sessionmaker[AsyncSession],
+    *,
+    runner: Runner | None = None,
+    store: ObjectStore | None = None,
+) -> tuple[list[Callable[..., Any]], Runner]:
+    """What a build host serves: stage attempts (log chunks, results, artifacts written through
+    its own, least-privilege session maker)."""
+    runner = runner or create_runner(settings)
+    store = store or create_object_store(settings)
+    stages = StageActivities(settings, session_maker, store, runner)
+    return [stages.execute_stage], runner
+
+
+def pipeline_activities(
+    deps: WorkerDeps, *, runner: Runner | None = None, store: ObjectStore | None = None
+) -> tuple[list[Callable[..., Any]], Runner]:
+    """Both sides on one worker (tests, benchmarks): the run's plan then names that worker's
+    queue as its build queue only if `deps.settings.build_task_queue` says so."""
+    store = store or create_object_store(deps.settings)
+    built, runner = build_activities(deps.settings, deps.session_maker, runner=runner, store=store)
+    return [*control_activities(deps, store=store), *built], runner
 
 
 def registration(deps: WorkerDeps) -> Registration:
-    activities, runner = pipeline_activities(deps)
     return Registration(
         task_queue=PIPELINES_TASK_QUEUE,
         workflows=WORKFLOWS,
+        activities=control_activities(deps),
+    )
+
+
+def build_registration(deps: WorkerDeps) -> Registration:
+    activities, runner = build_activities(deps.settings, deps.session_maker)
+    return Registration(
+        task_queue=deps.settings.build_task_queue,
         activities=activities,
         on_shutdown=[runner.close],
     )
+
+
+class _NoRunner(Runner):
+    """The runner of the control side's stage activities, which start no process."""
+
+    kind = "none"
+
+    async def run(self, process: StageProcess, on_output: OutputCallback) -> StageOutcome:
+        raise RuntimeError("the control plane runs no stage")
+
+    async def remove_stale(self, prefix: str) -> int:
+        return 0

@@ -20,7 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.pipelines import build_slots, projections
 from activities.pipelines.plan import load_plan
-from activities.pipelines.run_variables import RunVariablesCache
+from activities.pipelines.run_variables import resolve_run_variables
 from activities.pipelines.stage_execution import run_not_found, run_workspace
 from db.models.projects import Repository
 from db.session import driver_connection, session_scope
@@ -49,6 +49,11 @@ HOLDER_CHECKS = 20
 WORKFLOW_STATUS = {"success": "completed", "failed": "failed", "cancelled": "cancelled"}
 
 
+def stage_environment_ids(plan: RunPlan) -> list[str]:
+    """The deploy environments a run's stages name (their variables are resolved at start)."""
+    return sorted({s.deploy_environment_id for s in plan.stages if s.deploy_environment_id})
+
+
 def build_minutes(total_ms: int) -> Decimal:
     """Billed to the hundredth of a minute, rounded up (a 1 ms build is not free)."""
     return (Decimal(total_ms) / Decimal(60_000)).quantize(Decimal("0.01"), rounding=ROUND_UP)
@@ -71,13 +76,10 @@ class RunActivities:
         settings: Settings,
         session_maker: async_sessionmaker[AsyncSession],
         temporal: Client,
-        variables: RunVariablesCache | None = None,
     ) -> None:
         self.settings = settings
         self.session_maker = session_maker
         self.temporal = temporal
-        # Shared with the stage activities: a run's variables snapshot, taken when it starts.
-        self.variables = variables or RunVariablesCache()
 
     @activity.defn(name="prepare_run")
     async def prepare_run(self, inp: PipelineRunInput) -> RunPlan:
@@ -96,15 +98,23 @@ class RunActivities:
             )
             # Nothing to clone: a granted run starts now, without a start_run step of its own.
             starts = claim.holding and not plan.has_repository
+            started = None
             if starts:
-                await self._mark_started(
+                started = await self._mark_started(
                     conn, inp.run_id, info.workflow_id, info.workflow_run_id, info.task_queue
                 )
         await self._settle_claim(key, claim, pending)
-        update: dict[str, object] = {"slot_granted": claim.holding, "slot_claim": claim.seq}
-        if starts:
+        update: dict[str, object] = {
+            "slot_granted": claim.holding,
+            "slot_claim": claim.seq,
+            "build_task_queue": self.settings.build_task_queue,
+        }
+        if started is not None:
             run_workspace(self.settings, inp.run_id).mkdir(parents=True, exist_ok=True)
-            update |= {"started": True, "status": "running"}
+            variables = resolve_run_variables(
+                self.settings, started.variables, stage_environment_ids(plan)
+            )
+            update |= {"started": True, "status": "running", "variables": variables}
         return plan.model_copy(update=update)
 
     @activity.defn(name=ACQUIRE_SLOT)
@@ -205,6 +215,9 @@ class RunActivities:
                 conn, inp.run_id, inp.workflow_id, inp.workflow_run_id, inp.task_queue
             )
         changed = started.metadata.get("changed_paths")
+        # Decrypted here, on the control plane: the stages' build hosts get their share in
+        # encrypted payloads.
+        variables = resolve_run_variables(self.settings, started.variables, inp.environment_ids)
         async with self.session_maker() as session:
             repo = await session.scalar(
                 select(Repository).where(Repository.project_id == started.project_id)
@@ -212,11 +225,13 @@ class RunActivities:
         workspace = run_workspace(self.settings, inp.run_id)
         if repo is None:
             workspace.mkdir(parents=True, exist_ok=True)
-            return CheckoutResult(commit_sha=inp.commit_sha, changed_paths=changed)
+            return CheckoutResult(
+                commit_sha=inp.commit_sha, changed_paths=changed, variables=variables
+            )
         commit = await self._checkout(repo, workspace, inp)
         async with session_scope(self.session_maker) as session:
             await projections.set_run_status(session, inp.run_id, commit_sha=commit)
-        return CheckoutResult(commit_sha=commit, changed_paths=changed)
+        return CheckoutResult(commit_sha=commit, changed_paths=changed, variables=variables)
 
     async def _mark_started(
         self,
@@ -226,7 +241,7 @@ class RunActivities:
         workflow_run_id: str,
         queue: str,
     ) -> projections.StartedRun:
-        """Running, with its operator row; the variables snapshot it took is kept for its stages."""
+        """Running, with its operator row and the variables snapshot it took."""
         started = await projections.mark_run_started(
             conn,
             run_id=run_id,
@@ -236,7 +251,6 @@ class RunActivities:
         )
         if started is None:
             raise run_not_found(run_id)
-        self.variables.put(run_id, started.variables)
         return started
 
     async def _checkout(self, repo: Repository, workspace: Path, inp: RunStarted) -> str:
@@ -308,5 +322,4 @@ class RunActivities:
         for outcome in await asyncio.gather(*steps, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 raise outcome
-        self.variables.drop(inp.run_id)
         await remove_workspace(run_workspace(self.settings, inp.run_id))

@@ -2,9 +2,9 @@
 
 Every stage of a run sees the same values: the run's own variables, its project's, and its
 environment's (the stage's deploy environment, else the run's), taken when the run starts; later
-edits apply to later runs (as a Vercel deployment keeps the variables it was built with). Since
-the snapshot cannot change while the run runs, a worker keeps it in memory: a stage's process
-then starts while its attempt row is being written instead of after.
+edits apply to later runs (as a Vercel deployment keeps the variables it was built with). The
+control plane decrypts them once, when the run starts (`resolve_run_variables`), and each stage's
+share reaches its build host inside an encrypted Temporal payload: build hosts hold no key.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from temporalio.exceptions import ApplicationError
+
 from forgeline import environment_variables as env_vars
-from forgeline.crypto import decrypt_str
+from forgeline.crypto import DecryptionFailed, decrypt_str
 from forgeline.settings import Settings
+from workflows.pipeline_models import STAGE_INVALID_ERROR, ResolvedVariables, RunVariables
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,27 @@ def stage_variables(
             *env_vars.secret_values(environment_vars, settings),
         ],
     )
+
+
+def resolve_run_variables(
+    settings: Settings, snapshot: dict[str, Any], environment_ids: list[str]
+) -> RunVariables:
+    """What each stage of the run will see: the run's own environment ("") and each deploy
+    environment its stages name. Values that no configured key decrypts fail the run."""
+    try:
+        return RunVariables(
+            by_environment={
+                key: ResolvedVariables(env=resolved.env, secrets=resolved.secrets)
+                for key in {"", *environment_ids}
+                for resolved in [stage_variables(settings, snapshot, key or None)]
+            }
+        )
+    except DecryptionFailed as exc:
+        raise ApplicationError(
+            f"the run's variables cannot be read: {exc}",
+            type=STAGE_INVALID_ERROR,
+            non_retryable=True,
+        ) from None
 
 
 class RunVariablesCache:

@@ -2,6 +2,8 @@
 
 One `stage_executions` row per attempt, keyed by (run, stage, attempt). Cancellation arrives through
 the heartbeat and kills the container/process group before the row is closed as `cancelled`.
+`execute_stage` runs on build hosts (the `builds` task queue): it holds no keys and reads no
+variables; the stage's resolved variables arrive in its (encrypted) input from the control plane.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from temporalio.exceptions import ApplicationError
 from activities.pipelines import artifacts as artifact_files
 from activities.pipelines import projections
 from activities.pipelines.log_capture import LogCapture, LogChunk, SecretMasker
-from activities.pipelines.run_variables import RunVariablesCache, stage_variables
 from activities.runners import Runner, StageOutcome, StageProcess, process_name, process_prefix
 from activities.storage import ObjectStore, join_key
 from db.models.pipelines import Artifact
@@ -33,6 +34,7 @@ from workflows.pipeline_models import (
     STAGE_INVALID_ERROR,
     STAGE_TIMED_OUT_ERROR,
     FinishRunInput,
+    ResolvedVariables,
     ReuseStageInput,
     SkipStageInput,
     StageInput,
@@ -77,17 +79,15 @@ class StageActivities:
         session_maker: async_sessionmaker[AsyncSession],
         store: ObjectStore,
         runner: Runner,
-        variables: RunVariablesCache | None = None,
         finish_run: Callable[[FinishRunInput], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.session_maker = session_maker
         self.store = store
         self.runner = runner
-        # The run activities' finish_run: the last stage closes its run when it succeeds.
+        # The run activities' finish_run, where they share a process: the last stage closes its
+        # run when it succeeds (never on a build host, which does not write runs).
         self.finish_run = finish_run
-        # Shared with the run activities, which put a run's snapshot here when it starts.
-        self.variables = variables or RunVariablesCache()
 
     @activity.defn(name="execute_stage")
     async def execute_stage(self, inp: StageInput) -> StageResult:
@@ -107,25 +107,14 @@ class StageActivities:
                 )
         # Whatever an earlier attempt left running (a crashed worker's container) goes first.
         await self.runner.remove_stale(process_prefix(inp.run_id, stage.name))
-        deploy_environment = (
-            str(_environment_uuid(stage.deploy_environment_id))
-            if stage.deploy_environment_id
-            else None
-        )
+        if stage.deploy_environment_id:
+            _environment_uuid(stage.deploy_environment_id)
         exec_id = projections.stage_execution_id(inp.run_id, stage.name, attempt)
-        # The attempt's row is opened while the process starts when this worker already holds the
-        # run's variables (it took them when the run started, or for an earlier stage); else the
-        # opening statement reads them first.
+        # The attempt's row is opened while the process starts.
         opening = asyncio.ensure_future(self._open(inp, attempt, name))
-        snapshot = self.variables.get(inp.run_id)
-        if snapshot is None:
-            snapshot = (await opening).variables
-            self.variables.put(inp.run_id, snapshot)
-        try:
-            variables = stage_variables(self.settings, snapshot, deploy_environment)
-        except Exception:
-            await asyncio.gather(opening, return_exceptions=True)  # not left running unawaited
-            raise
+        # Resolved and decrypted by the control plane for this stage (the deploy environment's
+        # variables when it names one): this host holds no key and reads no variables table.
+        variables = inp.variables or ResolvedVariables()
         env = {
             **stage.environment,
             **variables.env,
@@ -175,6 +164,7 @@ class StageActivities:
             name=name,
             script=stage.script,
             workspace=workdir,
+            root=workspace,
             timeout_seconds=stage.timeout_seconds,
             image=stage.image,
             env=env,

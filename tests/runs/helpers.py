@@ -14,9 +14,9 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
-from activities.pipelines.registration import WORKFLOWS, pipeline_activities
+from activities.pipelines.registration import WORKFLOWS, build_activities, control_activities
 from activities.runners import Runner
-from activities.storage import ObjectStore
+from activities.storage import ObjectStore, create_object_store
 from api.runs import service
 from api.runs.schemas import RunCreate
 from db.models.accounts import Organization
@@ -120,17 +120,23 @@ async def pipeline_worker(
     *,
     sandboxed: bool = True,
 ) -> AsyncIterator[Worker]:
-    deps = WorkerDeps(settings=settings, session_maker=session_maker, temporal=client)
-    activities, _ = pipeline_activities(deps, runner=runner, store=store)
+    """The control worker on `task_queue` and, beside it, a build worker on its own queue
+    (`<task_queue>-builds`), which the runs' plans name."""
+    build_queue = f"{task_queue}-builds"
+    store = store or create_object_store(settings)
+    control_settings = settings.model_copy(update={"build_task_queue": build_queue})
+    deps = WorkerDeps(settings=control_settings, session_maker=session_maker, temporal=client)
     worker = Worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=activities,
+        activities=control_activities(deps, store=store),
         max_concurrent_activities=50,
         workflow_runner=workflow_runner(sandboxed),
     )
-    async with worker:
+    built, _ = build_activities(settings, session_maker, runner=runner, store=store)
+    builds = Worker(client, task_queue=build_queue, activities=built, max_concurrent_activities=50)
+    async with worker, builds:
         yield worker
 
 

@@ -16,7 +16,8 @@ from forgeline.temporal_client import connect_temporal, workflow_runner
 
 
 async def main(task_queue: str) -> None:
-    settings = Settings()
+    # Control and build activities on one queue: the runs' plans name it as their build queue.
+    settings = Settings(build_task_queue=task_queue)
     engine = create_engine(settings)
     client = await connect_temporal(settings)
     deps = WorkerDeps(settings, create_session_maker(engine), client)
