@@ -182,7 +182,10 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
             )
         )
     queue = f"bench-runs-{uuid.uuid4()}"
-    deps = WorkerDeps(settings, session_maker, ctx.client)
+    # Control and build activities on one worker: its queue is the runs' build queue.
+    deps = WorkerDeps(
+        settings.model_copy(update={"build_task_queue": queue}), session_maker, ctx.client
+    )
     runner = LocalProcessRunner(settings.data_dir / "runner")
     activities, _ = pipeline_activities(deps, runner=runner)
     rows: list[BenchRow] = []

@@ -1,5 +1,5 @@
-"""Closing a run: the last stage's activity closes it when its success decides the run (no
-finish step of the workflow's own); otherwise, or when that fails, the workflow's finish step."""
+"""Closing a run: the workflow's finish step, always (stages run on build hosts, which do not
+write runs; only histories from before build hosts let the last stage close its run)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ async def run_to_the_end(
     return org.org_id, run.id, status, await local_activities(temporal_client, handle.id)
 
 
-async def test_the_last_stage_closes_a_successful_run(
+async def test_the_workflow_closes_a_successful_run(
     session_maker, settings, temporal_client, task_queue, tmp_path: Path
 ) -> None:
     org_id, run_id, status, steps = await run_to_the_end(
@@ -91,7 +91,7 @@ async def test_the_last_stage_closes_a_successful_run(
         tmp_path,
         [stage("build", "echo built", 0), stage("test", "true", 1)],
     )
-    assert status == "success" and steps == ["prepare_run"]
+    assert status == "success" and steps == ["prepare_run", "finish_run"]
     await assert_closed(session_maker, settings, org_id, run_id, "success")
     assert [e.status for e in await executions(session_maker, run_id)] == ["success"] * 2
 
@@ -111,20 +111,23 @@ async def test_a_failed_last_stage_leaves_closing_to_the_workflow(
     await assert_closed(session_maker, settings, org_id, run_id, "failed")
 
 
-async def test_when_the_last_stage_cannot_close_the_run_the_workflow_does(
+async def test_a_stage_never_closes_its_run_even_beside_the_run_activities(
     session_maker, settings, temporal_client, task_queue, tmp_path: Path
 ) -> None:
-    """Closing from the stage fails (here: always): the stage still succeeds, once, and the
-    workflow's own finish step closes the run."""
+    """Stage and run activities on one worker (the stage activity is handed finish_run): the
+    last stage's attempt still leaves closing to the workflow's finish step."""
     org = await make_org(session_maker)
     pipeline_id = await make_pipeline(session_maker, org.org_id, [stage("only", "true", 0)])
     run = await create_run(session_maker, settings, org.org_id, pipeline_id)
     runner = LocalProcessRunner(tmp_path / "state")
 
-    async def unreachable(_: FinishRunInput) -> None:
-        raise ConnectionError("database went away")
+    closed_by_stage: list[FinishRunInput] = []
 
-    deps = WorkerDeps(settings=settings, session_maker=session_maker, temporal=temporal_client)
+    async def unreachable(inp: FinishRunInput) -> None:
+        closed_by_stage.append(inp)
+
+    one_queue = settings.model_copy(update={"build_task_queue": task_queue})
+    deps = WorkerDeps(settings=one_queue, session_maker=session_maker, temporal=temporal_client)
     activities, _ = pipeline_activities(deps, runner=runner)
     for bound in activities:
         owner = getattr(bound, "__self__", None)
@@ -140,6 +143,7 @@ async def test_when_the_last_stage_cannot_close_the_run_the_workflow_does(
         handle = await start(temporal_client, run, task_queue)
         assert (await handle.result()).status == "success"
     assert await local_activities(temporal_client, handle.id) == ["prepare_run", "finish_run"]
+    assert closed_by_stage == []
     await assert_closed(session_maker, settings, org.org_id, run.id, "success")
     (execution,) = await executions(session_maker, run.id)
     assert execution.attempt == 1 and execution.status == "success"
