@@ -104,8 +104,8 @@ class ContainerEngine:
             # What the stage's error and the run's error show: the cause and the ways out.
             raise ImageUnavailable(
                 f"image {ref} is not on the Docker engine and pulling it failed ({exc}); "
-                "pull or load it on the engine, name an image it has, or run stages as local "
-                "processes (FORGELINE_CONTAINER_RUNNER=local)"
+                "pull or load it on the engine, name an image it has, or run stages in the "
+                "sandbox (FORGELINE_CONTAINER_RUNNER=sandbox)"
             ) from exc
 
     def build_image(

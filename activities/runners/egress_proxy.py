@@ -3,10 +3,10 @@
 A sandboxed stage has a network namespace of its own with nothing but loopback; a forwarder inside
 it hands connections to this socket. The proxy resolves the name itself and connects only to
 addresses outside internal networks (no loopback, private, link-local/metadata, CGNAT, multicast
-or reserved ranges, whatever a name resolves to), so PostgreSQL, Temporal, the API and cloud metadata stay out of reach
-while package registries work. `CONNECT host:port` tunnels TLS; absolute-form `GET http://...`
-requests are forwarded one per connection. Operators may allow extra networks (an internal mirror)
-and chain to an upstream proxy (`FORGELINE_BUILD_PROXY`).
+or reserved ranges, whatever a name resolves to), so PostgreSQL, Temporal, the API and cloud
+metadata stay out of reach while package registries work. `CONNECT host:port` tunnels TLS;
+absolute-form `GET http://...` requests are forwarded one per connection. Operators may allow
+extra networks (an internal mirror) and chain to an upstream proxy (`FORGELINE_BUILD_PROXY`).
 
 Runs inside the build host (`EgressProxy.start`) or alone:
 `python -m activities.runners.egress_proxy --socket PATH [--allow CIDR]`.

@@ -95,6 +95,8 @@ class SandboxConfig:
     pass_host_ca: bool = False
     egress_allow: tuple[str, ...] = ()
     upstream_proxy: str | None = None
+    # An egress proxy run elsewhere (its own process or service): the runner starts none.
+    proxy_socket: Path | None = None
     disk_check_seconds: float = 1.0
 
 
@@ -151,7 +153,7 @@ class SandboxRunner(Runner):
         self.state_dir = config.state_dir
         self.etc_dir = self.state_dir / "etc"
         self._write_identity_files()
-        self.proxy_socket = self.state_dir / "egress" / "egress.sock"
+        self.proxy_socket = config.proxy_socket or self.state_dir / "egress" / "egress.sock"
         self._proxy: EgressProxy | None = None
         self._proxy_lock = asyncio.Lock()
         self._base_args = self._static_args()
@@ -217,7 +219,7 @@ class SandboxRunner(Runner):
         return args
 
     async def _ensure_proxy(self) -> None:
-        if self._proxy is not None:
+        if self._proxy is not None or self.config.proxy_socket is not None:
             return
         async with self._proxy_lock:
             if self._proxy is None:

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from activities.agent.planner import analyze_repository, propose_pipeline
 from activities.agent.tools import pin_deploy_environment
-from activities.runners.local_runner import LocalProcessRunner
+from tests.runs.sandbox import sandbox_runner
 from db.models.agent import AgentTask
 from db.models.pipelines import Pipeline, PipelineStage
 from db.models.projects import Environment
@@ -189,7 +189,7 @@ async def test_generated_pipeline_runs_green_on_main_without_environment(
     run = await create_run(
         session_maker, settings, org.org_id, pipeline_id, trigger="manual", branch="main"
     )
-    runner = LocalProcessRunner(tmp_path / "runner-state")
+    runner = sandbox_runner(tmp_path / "runner-state")
     async with pipeline_worker(temporal_client, task_queue, settings, session_maker, runner):
         handle = await start(temporal_client, run, task_queue)
         result = await handle.result()

@@ -31,7 +31,7 @@ from activities.deployments.pipeline_stage import (
 )
 from activities.deployments.registration import WORKFLOWS
 from activities.pipelines import build_slots
-from activities.runners.local_runner import LocalProcessRunner
+from tests.runs.sandbox import sandbox_runner
 from activities.storage import LocalObjectStore
 from api.deployments import service
 from db.models.deployments import Deployment
@@ -130,7 +130,7 @@ async def workers(
         activities=[*deployments.all(), *stage.all()],
         workflow_runner=workflow_runner(),
     )
-    runner = LocalProcessRunner(tmp_path / "runner-state")
+    runner = sandbox_runner(tmp_path / "runner-state")
     async with (
         deployment_worker,
         pipeline_worker(client, task_queue, settings, session_maker, runner, store),

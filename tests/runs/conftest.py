@@ -1,4 +1,4 @@
-"""Fixtures for pipeline-run tests: both runners (real Docker and local processes)."""
+"""Fixtures for pipeline-run tests: both isolated runners (the bubblewrap sandbox, real Docker)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from temporalio.worker import Worker
 from activities.containers import ContainerEngine
 from activities.runners import Runner
 from activities.runners.docker_runner import DockerRunner
-from activities.runners.local_runner import LocalProcessRunner
 from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
 from tests.runs.helpers import pipeline_worker
 from tests.runs.images import connect_engine, ensure_busybox_image
+from tests.runs.sandbox import sandbox_runner
 
-RUNNER_KINDS = ["local", "docker"]
+RUNNER_KINDS = ["sandbox", "docker"]
 
 
 @pytest.fixture(scope="session")
@@ -39,12 +39,15 @@ def make_runner(kind: str, request: pytest.FixtureRequest, state_dir: Path) -> R
     if kind == "docker":
         engine: ContainerEngine = request.getfixturevalue("docker_engine")
         return DockerRunner(engine, request.getfixturevalue("busybox_image"))
-    return LocalProcessRunner(state_dir)
+    return sandbox_runner(state_dir)
 
 
 @pytest.fixture(params=RUNNER_KINDS)
 async def runner(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Runner]:
-    yield make_runner(request.param, request, tmp_path / "runner-state")
+    runner = make_runner(request.param, request, tmp_path / "runner-state")
+    yield runner
+    if request.param != "docker":  # the Docker engine is the session's, closed with it
+        await runner.close()
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +68,8 @@ async def worker(
     session_maker: async_sessionmaker[AsyncSession],
     tmp_path: Path,
 ) -> AsyncIterator[Worker]:
-    """A local-runner worker on the production pipelines queue, where the API starts runs."""
-    runner = LocalProcessRunner(tmp_path / "state")
+    """A sandbox-runner worker on the production pipelines queue, where the API starts runs."""
+    runner = sandbox_runner(tmp_path / "state")
     async with pipeline_worker(
         temporal_client, PIPELINES_TASK_QUEUE, settings, session_maker, runner
     ) as w:

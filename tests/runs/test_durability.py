@@ -63,7 +63,7 @@ def assert_contiguous(text: str, complete: bool) -> None:
         assert len(numbers) == 40
 
 
-@pytest.mark.parametrize("runner", ["local", "docker"], indirect=True)
+@pytest.mark.parametrize("runner", ["sandbox", "docker"], indirect=True)
 async def test_sigkill_worker_mid_stage(
     session_maker, settings, temporal_client, task_queue, runner, request
 ) -> None:
@@ -113,7 +113,7 @@ async def test_sigkill_worker_mid_stage(
 async def test_temporal_server_restart_mid_run(
     session_maker, settings, task_queue, tmp_path
 ) -> None:
-    from activities.runners.local_runner import LocalProcessRunner
+    from tests.runs.sandbox import sandbox_runner
 
     server = EmbeddedTemporal(tmp_path / "temporal", port=free_port(), ui_port=None)
     await asyncio.to_thread(server.start)
@@ -127,7 +127,7 @@ async def test_temporal_server_restart_mid_run(
             [stage("count", COUNT_SCRIPT, 0), stage("after", "echo after", 1)],
         )
         run = await create_run(session_maker, settings, org.org_id, pipeline_id)
-        runner = LocalProcessRunner(tmp_path / "state")
+        runner = sandbox_runner(tmp_path / "state")
         async with pipeline_worker(client, task_queue, settings, session_maker, runner):
             handle = await start(client, run, task_queue, heartbeat_seconds=2.0)
 

@@ -35,14 +35,14 @@ async def slot_state(session_maker, key: str) -> build_slots.SlotState:
 async def test_concurrent_builds_limit_queues_fifo(
     session_maker, settings, temporal_client, task_queue, tmp_path
 ) -> None:
-    from activities.runners.local_runner import LocalProcessRunner
+    from tests.runs.sandbox import sandbox_runner
 
     org = await make_org(session_maker)
     pipeline_id = await make_pipeline(
         session_maker, org.org_id, [stage("work", "sleep 3")], concurrent_builds=2
     )
     runs = [await create_run(session_maker, settings, org.org_id, pipeline_id) for _ in range(4)]
-    runner = LocalProcessRunner(tmp_path / "state")
+    runner = sandbox_runner(tmp_path / "state")
     async with pipeline_worker(temporal_client, task_queue, settings, session_maker, runner):
         handles = []
         for run in runs:
@@ -89,14 +89,14 @@ async def test_a_burst_of_runs_all_run_within_the_limit(
     """30 runs of one organization started at once all finish, each prepared on its first
     attempt; never more than the organization's 3 slots build at the same time, and no slot is
     left held."""
-    from activities.runners.local_runner import LocalProcessRunner
+    from tests.runs.sandbox import sandbox_runner
 
     org = await make_org(session_maker)
     pipeline_id = await make_pipeline(
         session_maker, org.org_id, [stage("work", "sleep 0.3")], concurrent_builds=3
     )
     runs = [await create_run(session_maker, settings, org.org_id, pipeline_id) for _ in range(30)]
-    runner = LocalProcessRunner(tmp_path / "state")
+    runner = sandbox_runner(tmp_path / "state")
     async with pipeline_worker(temporal_client, task_queue, settings, session_maker, runner):
         handles = await asyncio.gather(*(start(temporal_client, r, task_queue) for r in runs))
         results = await asyncio.gather(*(h.result() for h in handles))
@@ -115,7 +115,7 @@ async def test_a_burst_of_runs_all_run_within_the_limit(
     assert 1 <= most <= 3
 
 
-@pytest.mark.parametrize("runner", ["local", "docker"], indirect=True)
+@pytest.mark.parametrize("runner", ["sandbox", "docker"], indirect=True)
 async def test_50mb_log_moves_to_object_store_without_loss(
     session_maker, settings, temporal_client, task_queue, runner, request
 ) -> None:
@@ -163,7 +163,7 @@ async def test_terminated_holder_frees_its_slot(
     session_maker, settings, temporal_client, task_queue, tmp_path
 ) -> None:
     """A terminated run never releases: the next queued run finds it gone and takes the slot."""
-    from activities.runners.local_runner import LocalProcessRunner
+    from tests.runs.sandbox import sandbox_runner
 
     org = await make_org(session_maker)
     pipeline_id = await make_pipeline(
@@ -173,7 +173,7 @@ async def test_terminated_holder_frees_its_slot(
         session_maker, org.org_id, [stage("work", "true")], concurrent_builds=1
     )
     stuck = await create_run(session_maker, settings, org.org_id, pipeline_id)
-    runner = LocalProcessRunner(tmp_path / "state")
+    runner = sandbox_runner(tmp_path / "state")
     key = str(org.org_id)
     async with pipeline_worker(temporal_client, task_queue, settings, session_maker, runner):
         stuck_handle = await start(temporal_client, stuck, task_queue)

@@ -369,7 +369,7 @@ async def test_branch_metacharacters_are_inert(ctx) -> None:
     assert "pwned" not in text.splitlines()
 
 
-@pytest.mark.parametrize("runner", ["local"], indirect=True)
+@pytest.mark.parametrize("runner", ["sandbox"], indirect=True)
 async def test_history_replays_deterministically(ctx) -> None:
     """The run executes as workers run it by default, outside the sandbox; its history then
     replays under the SDK's full default sandbox, which checks every call the workflow makes."""
@@ -399,7 +399,7 @@ async def test_history_replays_deterministically(ctx) -> None:
     await replayer.replay_workflow(history)
 
 
-@pytest.mark.parametrize("runner", ["local"], indirect=True)
+@pytest.mark.parametrize("runner", ["sandbox"], indirect=True)
 async def test_project_and_environment_variables(ctx) -> None:
     """Project and environment config variables reach the stage (run > environment > project);
     a secret reaches the command but never the stored log nor any workflow payload."""

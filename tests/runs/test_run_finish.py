@@ -16,7 +16,6 @@ from activities.deps import WorkerDeps
 from activities.pipelines import build_slots
 from activities.pipelines.registration import WORKFLOWS, pipeline_activities
 from activities.pipelines.stage_execution import StageActivities, run_workspace
-from activities.runners.local_runner import LocalProcessRunner
 from db.models.billing import UsageRecord
 from db.session import driver_connection
 from forgeline.temporal_client import workflow_runner
@@ -30,6 +29,7 @@ from tests.runs.helpers import (
     stage,
     start,
 )
+from tests.runs.sandbox import sandbox_runner
 from workflows.pipeline_models import FinishRunInput
 
 
@@ -73,7 +73,7 @@ async def run_to_the_end(
     org = await make_org(session_maker)
     pipeline_id = await make_pipeline(session_maker, org.org_id, stages)
     run = await create_run(session_maker, settings, org.org_id, pipeline_id)
-    runner = LocalProcessRunner(tmp_path / "state")
+    runner = sandbox_runner(tmp_path / "state")
     async with pipeline_worker(temporal_client, task_queue, settings, session_maker, runner):
         handle = await start(temporal_client, run, task_queue)
         status = (await handle.result()).status
@@ -119,7 +119,7 @@ async def test_a_stage_never_closes_its_run_even_beside_the_run_activities(
     org = await make_org(session_maker)
     pipeline_id = await make_pipeline(session_maker, org.org_id, [stage("only", "true", 0)])
     run = await create_run(session_maker, settings, org.org_id, pipeline_id)
-    runner = LocalProcessRunner(tmp_path / "state")
+    runner = sandbox_runner(tmp_path / "state")
 
     closed_by_stage: list[FinishRunInput] = []
 

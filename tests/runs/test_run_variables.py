@@ -13,7 +13,6 @@ import pytest
 from activities.pipelines.run_variables import RunVariablesCache, stage_variables
 from activities.pipelines.stage_execution import StageActivities
 from activities.runners.base import StageProcess
-from activities.runners.local_runner import LocalProcessRunner
 from activities.storage import LocalObjectStore
 from db.models.pipelines import Pipeline
 from db.models.projects import Project
@@ -31,6 +30,7 @@ from tests.runs.helpers import (
     start,
     wait_for,
 )
+from tests.runs.sandbox import sandbox_runner
 
 
 async def set_project_variable(session_maker, settings, pipeline_id, value: str) -> None:
@@ -76,7 +76,7 @@ async def test_every_stage_sees_the_variables_the_run_started_with(
         ],
     )
     await set_project_variable(session_maker, settings, pipeline_id, "before")
-    runner = LocalProcessRunner(tmp_path / "state")
+    runner = sandbox_runner(tmp_path / "state")
     async with pipeline_worker(temporal_client, task_queue, settings, session_maker, runner):
         run = await create_run(session_maker, settings, org.org_id, pipeline_id)
         handle = await start(temporal_client, run, task_queue)
@@ -133,7 +133,7 @@ async def test_a_failed_opening_kills_the_stage_process(
 ) -> None:
     """The process starts while the attempt's row is written; when that write fails, the
     process group is killed at once and the failure raised (the attempt is retried)."""
-    runner = LocalProcessRunner(tmp_path / "state")
+    runner = sandbox_runner(tmp_path / "state")
     activities = StageActivities(
         settings, session_maker, LocalObjectStore(tmp_path / "objects"), runner
     )

@@ -178,7 +178,7 @@ async def test_an_image_the_engine_cannot_get_is_a_clear_error(
     with pytest.raises(ImageUnavailable) as raised:
         await runner.run(spec(tmp_path, "true", image=missing), Collected())
     message = str(raised.value)
-    assert missing in message and "FORGELINE_CONTAINER_RUNNER=local" in message
+    assert missing in message and "FORGELINE_CONTAINER_RUNNER=sandbox" in message
     assert await runner.remove_stale(process_prefix("r1", "build")) == 0
 
 
