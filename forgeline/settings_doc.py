@@ -42,6 +42,11 @@ DESCRIPTIONS: dict[str, str] = {
     "max_request_body_bytes": "request body limit",
     "encryption_keys": "Fernet keys, comma-separated, newest first (tokens at rest); `make run` "
     "generates `.data/encryption.key` in development",
+    "payload_keys": "AES-GCM keys (base64, 32 bytes), comma-separated, newest first: Temporal "
+    "payloads are encrypted with them (control plane and build hosts share them); unset outside "
+    "production = `data_dir/payload.key`, generated",
+    "build_task_queue": "task queue (build pool) the runs' stages execute on",
+    "build_host": "this worker is a build host (`worker.py --build-host`): stages only, no keys",
     "storage_dir": "object store directory; unset = `data_dir/objects`",
     "s3_bucket": "S3/R2/MinIO bucket; set = S3 object store instead of the directory",
     "s3_endpoint_url": "S3-compatible endpoint (MinIO, R2)",
