@@ -23,7 +23,7 @@ from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
 from activities.pipelines.registration import WORKFLOWS, pipeline_activities
-from activities.runners.local_runner import LocalProcessRunner
+from activities.runners import create_runner
 from api.runs import service
 from api.runs.schemas import RunCreate
 from bench.baseline import measure_chain, percentile, run_chain
@@ -186,7 +186,8 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
     deps = WorkerDeps(
         settings.model_copy(update={"build_task_queue": queue}), session_maker, ctx.client
     )
-    runner = LocalProcessRunner(settings.data_dir / "runner")
+    # Isolation on, as `make run` runs stages.
+    runner = create_runner(settings.model_copy(update={"container_runner": "sandbox"}))
     activities, _ = pipeline_activities(deps, runner=runner)
     rows: list[BenchRow] = []
     # As worker.py runs them (FORGELINE_WORKFLOW_SANDBOX); the baseline chain keeps SDK defaults.
@@ -219,7 +220,7 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
                 log(f"N={n}: p50 {p50:.0f} ms vs chain {chain_p50:.0f} ms (interleaved)")
                 rows.append(
                     BenchRow(
-                        f"pipeline run, {n} no-op stages",
+                        f"pipeline run, {n} no-op stages (sandbox)",
                         "latency p50",
                         p50,
                         baseline=chain_p50,
@@ -228,7 +229,7 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
                 )
                 rows.append(
                     BenchRow(
-                        f"pipeline run, {n} no-op stages",
+                        f"pipeline run, {n} no-op stages (sandbox)",
                         "latency p95",
                         percentile(runs, 0.95),
                         baseline=percentile(chains, 0.95),
@@ -239,7 +240,7 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
                 equal = await measure_chain(ctx.client, n + 2, 5, throughput_workflows=0)
                 rows.append(
                     BenchRow(
-                        f"pipeline run, {n} no-op stages",
+                        f"pipeline run, {n} no-op stages (sandbox)",
                         "latency p50 vs N+2 chain",
                         p50,
                         baseline=equal.p50_ms,
@@ -285,7 +286,7 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
         )
         rows.append(
             BenchRow(
-                f"{CONCURRENT} concurrent runs, 5 stages",
+                f"{CONCURRENT} concurrent runs, 5 stages (sandbox)",
                 "throughput",
                 per_minute,
                 unit="runs/min",
@@ -295,7 +296,7 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
         )
         rows.append(
             BenchRow(
-                f"{CONCURRENT} concurrent runs, 5 stages",
+                f"{CONCURRENT} concurrent runs, 5 stages (sandbox)",
                 "end-to-end p95",
                 percentile(list(samples), 0.95),
                 note=f"p50 {statistics.median(samples):.0f} ms",

@@ -41,7 +41,7 @@ STAGE_EXECUTION_STATUSES = (
     "skipped",
     "timed_out",
 )
-RUNNERS = ("docker", "local")
+RUNNERS = ("sandbox", "docker", "unsafe-local")
 
 
 def _string_array(length: int = 255) -> Mapped[list[str]]:
