@@ -462,3 +462,23 @@ def test_sandbox_refused_settings() -> None:
             database_url="postgresql://a@localhost/b",
             temporal_address="localhost:7233",
         )
+
+
+async def test_stage_cannot_drive_temporal(
+    runner: Runner, tmp_path: Path, request: pytest.FixtureRequest, settings
+) -> None:
+    """The `temporal` CLI of the worker's environment is not there, and the frontend it would
+    call (to send an approval update to another tenant's deployment) is not reachable."""
+    cli = Path(sys.prefix) / "bin" / "temporal"
+    assert cli.exists()
+    address = settings.temporal_address
+    script = (
+        f"{cli} workflow update execute --address {address} --workflow-id deployment-x "
+        "--name approve 2>&1 | head -2; "
+        f"temporal workflow update execute --address {address} --workflow-id deployment-x "
+        "--name approve 2>&1 | head -2; true"
+    )
+    out = Collected()
+    result = await runner.run(hostile(runner, tmp_path, script, image=_image(runner, request)), out)
+    assert result.exit_code == 0, out.text
+    assert out.text.count("not found") + out.text.count("No such file") >= 2, out.text
