@@ -1,13 +1,19 @@
 """Artifacts: files a stage declares (globs relative to the workspace) go to the object store.
 
-Declared paths that resolve outside the workspace (`../../etc/passwd`, symlinks out) are refused;
-names are sanitised into run-scoped keys `runs/{run}/artifacts/{stage}/{attempt}/{name}`.
+Declared paths that resolve outside the workspace (`../../etc/passwd`, symlinks out) are refused,
+and what is read is checked again on the open file (a concurrent stage of the same run may swap a
+path for a symlink between the check and the read); names are sanitised into run-scoped keys
+`runs/{run}/artifacts/{stage}/{attempt}/{name}`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mimetypes
+import os
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +26,27 @@ MAX_ARTIFACT_FILES = 1000
 class CollectedFile:
     name: str
     path: Path
+    root: Path | None = None
+
+
+class ArtifactMoved(RuntimeError):
+    """The file changed into something outside the workspace after it was collected."""
+
+
+@contextlib.contextmanager
+def opened_inside(file: CollectedFile) -> Iterator[tuple[Path, int]]:
+    """The collected file, opened without following a final symlink and verified on the open
+    descriptor to be a regular file inside the workspace: (a path to that descriptor, size)."""
+    fd = os.open(file.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        root = (file.root or file.path.parent).resolve()
+        if not stat.S_ISREG(info.st_mode) or not real.is_relative_to(root):
+            raise ArtifactMoved(f"{file.name}: no longer a file inside the workspace")
+        yield Path(f"/proc/self/fd/{fd}"), info.st_size
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -58,7 +85,7 @@ def collect(workspace: Path, patterns: list[str]) -> tuple[list[CollectedFile], 
                     name = sanitize_key(path.relative_to(root).as_posix())
                 except ValueError:
                     continue
-                found.setdefault(name, CollectedFile(name=name, path=resolved))
+                found.setdefault(name, CollectedFile(name=name, path=resolved, root=root))
                 if len(found) >= MAX_ARTIFACT_FILES:
                     return list(found.values()), [*refused, "too many files; truncated"]
     return list(found.values()), refused
@@ -76,13 +103,18 @@ def upload(store: ObjectStore, prefix: str, files: list[CollectedFile]) -> list[
     uploaded: list[UploadedArtifact] = []
     for file in files:
         content_type = mimetypes.guess_type(file.name)[0]
-        key = store.put_file(join_key(prefix, file.name), file.path, content_type)
+        try:
+            with opened_inside(file) as (path, size):
+                key = store.put_file(join_key(prefix, file.name), path, content_type)
+                digest = _sha256(path)
+        except (ArtifactMoved, OSError):
+            continue  # replaced by a link or removed since it was collected: not uploaded
         uploaded.append(
             UploadedArtifact(
                 name=file.name,
                 object_key=key,
-                size_bytes=file.path.stat().st_size,
-                sha256=_sha256(file.path),
+                size_bytes=size,
+                sha256=digest,
                 content_type=content_type,
             )
         )

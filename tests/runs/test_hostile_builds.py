@@ -482,3 +482,28 @@ async def test_stage_cannot_drive_temporal(
     result = await runner.run(hostile(runner, tmp_path, script, image=_image(runner, request)), out)
     assert result.exit_code == 0, out.text
     assert out.text.count("not found") + out.text.count("No such file") >= 2, out.text
+
+
+def test_an_artifact_swapped_for_a_symlink_after_collection_is_not_uploaded(
+    tmp_path: Path,
+) -> None:
+    """A concurrent stage of the same run swaps a collected artifact for a link to a host file
+    between collection and upload: the worker (root) reads nothing outside the workspace."""
+    from activities.pipelines import artifacts
+    from activities.storage import LocalObjectStore
+
+    secret = tmp_path / "host-secret"
+    secret.write_text(MARKER)
+    workspace = tmp_path / "ws"
+    (workspace / "dist").mkdir(parents=True)
+    (workspace / "dist" / "app.js").write_text("ok")
+    (workspace / "dist" / "keep.txt").write_text("kept")
+    files, refused = artifacts.collect(workspace, ["dist/**"])
+    assert {f.name for f in files} == {"dist/app.js", "dist/keep.txt"} and not refused
+    (workspace / "dist" / "app.js").unlink()
+    (workspace / "dist" / "app.js").symlink_to(secret)
+    store = LocalObjectStore(tmp_path / "objects")
+    uploaded = artifacts.upload(store, "runs/r/artifacts/s/1", files)
+    assert [a.name for a in uploaded] == ["dist/keep.txt"]
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "objects").rglob("*") if p.is_file())
+    assert MARKER.encode() not in stored
