@@ -33,9 +33,22 @@ from activities.deployments.providers import require_available
 from activities.deployments.providers.aws import S3WebsitePublisher, bucket_name
 from activities.deployments.providers.docker import DockerReleaser, container_name
 from activities.deployments.providers.static import publish_directory, site_prefix, site_url
+from activities.deployments.routing import (
+    DEPLOYMENT_ROUTE_PREFIX,
+    ENV_ROUTE_PREFIX,
+    CaddyRoutes,
+    ProxyUnavailable,
+    Route,
+    RouteTable,
+    deployment_host,
+    environment_hosts,
+    proxy_http_base,
+    public_url,
+)
 from activities.storage import ObjectStore
+from db import app_hosts
 from db.models.deployments import Deployment
-from db.models.projects import Environment
+from db.models.projects import Environment, Project
 from db.session import session_scope
 from forgeline.environment_variables import reveal
 from forgeline.errors import DomainError
@@ -71,6 +84,8 @@ from workflows.deployment_models import (
 logger = logging.getLogger("forgeline.deployments")
 
 LOG_BATCH = 50
+# Seconds a replaced container keeps serving after its route moved (requests already in flight).
+DRAIN_SECONDS = 2.0
 
 
 def _non_retryable(exc: Exception) -> ApplicationError:
@@ -87,7 +102,13 @@ class DeploymentActivities:
         docker_client: docker.DockerClient | None,
         store: ObjectStore,
         s3_factory: Callable[[], Any] | None = None,
+        routes: RouteTable | None = None,
+        drain_seconds: float = DRAIN_SECONDS,
     ) -> None:
+        self._routes: RouteTable = routes or CaddyRoutes(
+            settings.proxy_admin_url, http_port=settings.proxy_http_port
+        )
+        self._drain_seconds = drain_seconds
         self._settings = settings
         self._sessions = session_maker
         self._temporal = temporal
@@ -102,7 +123,7 @@ class DeploymentActivities:
             raise ApplicationError(
                 "no Docker engine on this worker", type="ProviderUnavailable", non_retryable=True
             )
-        return DockerReleaser(self._docker)
+        return DockerReleaser(self._docker, network=self._settings.proxy_network)
 
     def _s3(self) -> S3WebsitePublisher:
         if self._s3_factory is None:
@@ -112,6 +133,62 @@ class DeploymentActivities:
                 non_retryable=True,
             )
         return S3WebsitePublisher(self._s3_factory(), endpoint_url=self._settings.s3_endpoint_url)
+
+    # --- routes ---------------------------------------------------------------------------------
+
+    def _deployment_url(self, deployment_id: str) -> str:
+        host = deployment_host(deployment_id, self._settings.apps_domain)
+        return public_url(host, self._settings.proxy_http_port)
+
+    async def _environment_hosts(self, environment_id: str) -> list[str]:
+        """The environment's host names, its generated host assigned (once, unique) if missing."""
+        async with session_scope(self._sessions) as session:
+            row = (
+                await session.execute(
+                    select(Environment, Project.slug)
+                    .join(Project, Project.id == Environment.project_id)
+                    .where(Environment.id == uuid.UUID(environment_id))
+                    .with_for_update(of=Environment)
+                )
+            ).first()
+            if row is None:
+                raise ApplicationError(
+                    f"environment {environment_id} not found", type="NotFound", non_retryable=True
+                )
+            env, project_slug = row
+            config = dict(env.config or {})
+            if not config.get(app_hosts.HOSTNAME_KEY):
+                candidates = environment_hosts(
+                    env.name, project_slug, environment_id, self._settings.apps_domain
+                )
+                for host in candidates:
+                    if await app_hosts.first_taken(session, [host], excluding=env.id) is None:
+                        config[app_hosts.HOSTNAME_KEY] = host
+                        env.config = config
+                        break
+                else:
+                    raise ApplicationError(
+                        f"no free host name for environment {environment_id}",
+                        type="Conflict",
+                        non_retryable=True,
+                    )
+            return app_hosts.claimed_hosts(config)
+
+    async def _point_environment(
+        self, environment_id: str, deployment_id: str, upstream: str
+    ) -> str:
+        """Atomically route the environment's host names to one deployment; its stable URL."""
+        hosts = await self._environment_hosts(environment_id)
+        await self._routes.put(
+            Route(id=f"{ENV_ROUTE_PREFIX}{environment_id}", hosts=hosts, upstream=upstream)
+        )
+        return public_url(hosts[0], self._settings.proxy_http_port)
+
+    async def _route_deployment(self, deployment_id: str, upstream: str) -> None:
+        host = deployment_host(deployment_id, self._settings.apps_domain)
+        await self._routes.put(
+            Route(id=f"{DEPLOYMENT_ROUTE_PREFIX}{deployment_id}", hosts=[host], upstream=upstream)
+        )
 
     async def _secret_variables(self, environment_id: str) -> dict[str, str]:
         """Secret environment variables, decrypted here and handed straight to Docker."""
@@ -312,6 +389,12 @@ class DeploymentActivities:
             container_port=req.config.container_port,
             environment=variables,
         )
+        # Its own route first (health checks take it); the environment's moves only when healthy.
+        try:
+            await self._route_deployment(req.deployment_id, running.upstream)
+            hosts = await self._environment_hosts(req.environment_id)
+        except ProxyUnavailable as exc:
+            raise ApplicationError(str(exc), type="ProxyUnavailable") from exc
         async with session_scope(self._sessions) as session:
             await projections.upsert_container(
                 session,
@@ -324,7 +407,7 @@ class DeploymentActivities:
                 status="running",
             )
         return ReleaseResult(
-            url=running.url,
+            url=public_url(hosts[0], self._settings.proxy_http_port),
             container_id=running.id,
             container_name=running.name,
             host_port=running.host_port,
@@ -360,8 +443,10 @@ class DeploymentActivities:
 
     async def _probe_fn(self, req: HealthRequest, http: httpx.AsyncClient) -> Callable[[], Any]:
         if req.provider == "docker":
-            url = check_url(req.url, req.policy.path)
-            return lambda: probe_http(http, url, req.policy)
+            # Through the proxy, on the deployment's own host: the path visitors' requests take.
+            url = check_url(self._deployment_url(req.deployment_id), req.policy.path)
+            via = proxy_http_base(self._settings.proxy_admin_url, self._settings.proxy_http_port)
+            return lambda: probe_http(http, url, req.policy, via=via)
         if req.provider == "static":
             # Served by the API from the object store: probe the store the API reads.
             async def static_probe() -> Probe:
@@ -484,19 +569,51 @@ class DeploymentActivities:
 
     @activity.defn(name="deployment_retire")
     async def retire(self, req: RetireRequest) -> RetireResult:
+        """The swap: route the environment to the kept deployment, drain, remove the others."""
         removed: list[str] = []
         if req.provider == "docker" and self._docker is not None:
             releaser = self._releaser()
-            if req.keep_deployment_id:
-                removed = await asyncio.to_thread(
-                    releaser.retire_others, req.environment_id, req.keep_deployment_id
-                )
-            if req.drop_deployment_id:
-                await asyncio.to_thread(releaser.remove, req.drop_deployment_id)
-                removed.append(req.drop_deployment_id)
+            try:
+                if req.keep_deployment_id:
+                    removed = await self._swap_to(req.environment_id, req.keep_deployment_id)
+                if req.drop_deployment_id:
+                    await self._routes.remove(
+                        [f"{DEPLOYMENT_ROUTE_PREFIX}{req.drop_deployment_id}"]
+                    )
+                    await asyncio.to_thread(releaser.remove, req.drop_deployment_id)
+                    removed.append(req.drop_deployment_id)
+            except ProxyUnavailable as exc:
+                raise ApplicationError(str(exc), type="ProxyUnavailable") from exc
         async with session_scope(self._sessions) as session:
             await projections.mark_containers_removed(session, sorted(set(removed)))
         return RetireResult(removed=sorted(set(removed)))
+
+    async def _container_port(self, deployment_id: str) -> int:
+        async with self._sessions() as session:
+            snapshot = await session.scalar(
+                select(Deployment.config_snapshot).where(Deployment.id == uuid.UUID(deployment_id))
+            )
+        return DeploymentRuntimeConfig.model_validate(snapshot or {}).container_port
+
+    async def _swap_to(self, environment_id: str, deployment_id: str) -> list[str]:
+        releaser = self._releaser()
+        port = await self._container_port(deployment_id)
+        running = await asyncio.to_thread(releaser.describe, deployment_id, port)
+        if running is None:
+            # Healthy a moment ago: a retry finds it restarted (restart policy) or fails loudly.
+            raise ApplicationError(f"container of {deployment_id} is not running")
+        await self._route_deployment(deployment_id, running.upstream)
+        await self._point_environment(environment_id, deployment_id, running.upstream)
+        others = [
+            c.labels.get("forgeline.deployment_id", "")
+            for c in await asyncio.to_thread(releaser.managed, environment_id)
+        ]
+        others = [d for d in others if d and d != deployment_id]
+        if others:
+            # Requests the proxy already sent to the old containers finish before they go.
+            await asyncio.sleep(self._drain_seconds)
+            await self._routes.remove([f"{DEPLOYMENT_ROUTE_PREFIX}{d}" for d in others])
+        return await asyncio.to_thread(releaser.retire_others, environment_id, deployment_id)
 
     @activity.defn(name="deployment_activate")
     async def activate(self, req: ActivationRequest) -> None:
@@ -564,6 +681,13 @@ class DeploymentActivities:
                     **await self._secret_variables(str(row.environment_id)),
                 },
             )
+            try:
+                await self._route_deployment(str(row.id), running.upstream)
+                url = await self._point_environment(
+                    str(row.environment_id), str(row.id), running.upstream
+                )
+            except ProxyUnavailable as exc:
+                raise ApplicationError(str(exc), type="ProxyUnavailable") from exc
             async with session_scope(self._sessions) as session:
                 await projections.upsert_container(
                     session,
@@ -575,10 +699,10 @@ class DeploymentActivities:
                     container_port=config.container_port,
                     status="running",
                 )
-                if running.url != row.url:
+                if url != row.url:
                     fresh = await session.get(Deployment, row.id)
                     if fresh is not None:
-                        fresh.url = running.url
+                        fresh.url = url
         elif row.provider == "aws" and row.artifact_key:
             bucket = bucket_name(str(row.environment_id), config.bucket_name)
             await asyncio.to_thread(
@@ -606,6 +730,13 @@ class DeploymentActivities:
             removed = await asyncio.to_thread(
                 self._releaser().remove_environment, req.environment_id
             )
+            try:
+                await self._routes.remove(
+                    [f"{ENV_ROUTE_PREFIX}{req.environment_id}"]
+                    + [f"{DEPLOYMENT_ROUTE_PREFIX}{d}" for d in removed]
+                )
+            except ProxyUnavailable as exc:
+                raise ApplicationError(str(exc), type="ProxyUnavailable") from exc
         async with session_scope(self._sessions) as session:
             env = await session.get(Environment, uuid.UUID(req.environment_id))
             if env is None:

@@ -28,11 +28,24 @@ def check_url(base_url: str, path: str) -> str:
     return base_url.rstrip("/") + "/" + path.lstrip("/")
 
 
-async def probe_http(client: httpx.AsyncClient, url: str, policy: HealthCheckPolicy) -> Probe:
+async def probe_http(
+    client: httpx.AsyncClient,
+    url: str,
+    policy: HealthCheckPolicy,
+    *,
+    via: str | None = None,
+) -> Probe:
+    """GET `url`; with `via` (a proxy's base URL) the request goes to the proxy and names the
+    host of `url` in its Host header, so it takes the route the app's visitors take."""
     started = time.perf_counter()
     checked_at = datetime.now(UTC)
+    target, headers = url, {}
+    if via is not None:
+        parsed = httpx.URL(url)
+        target = str(httpx.URL(via).copy_with(raw_path=parsed.raw_path))
+        headers["Host"] = parsed.netloc.decode("ascii")
     try:
-        response = await client.get(url, timeout=policy.request_timeout_seconds)
+        response = await client.get(target, headers=headers, timeout=policy.request_timeout_seconds)
     except httpx.HTTPError as exc:
         return Probe(url, False, None, None, f"{type(exc).__name__}: {exc}"[:500], checked_at)
     latency_ms = int((time.perf_counter() - started) * 1000)

@@ -162,3 +162,14 @@ async def decide(
             reason=reason,
         ),
     )
+
+
+async def get_app(settings: Settings, url: str) -> Any:
+    """GET an app URL (`http://<host>.localhost:<port>/...`) through the proxy on loopback."""
+    import httpx
+
+    from tests.deployments.proxy import via_proxy
+
+    target, headers = via_proxy(url, settings.proxy_http_port)
+    async with httpx.AsyncClient() as http:
+        return await http.get(target, headers=headers)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -13,6 +12,7 @@ from db.models.deployments import DeploymentContainer, DeploymentHealthCheck, De
 from db.models.projects import Environment
 from tests.deployments.helpers import (
     deployment_row,
+    get_app,
     make_activities,
     make_environment,
     running_worker,
@@ -57,8 +57,7 @@ async def test_deploy_then_broken_release_rolls_back(
             assert row.status == "active", row.error
             assert row.image_ref == f"forgeline/{row.project_id}:a1b2c3d4e5"
             assert row.health_summary["status"] == "healthy"
-            async with httpx.AsyncClient() as http:
-                assert "v1" in (await http.get(row.url or "")).text
+            assert "v1" in (await get_app(settings, row.url or "")).text
 
             v2 = await start_deployment(
                 session_maker,
@@ -77,8 +76,7 @@ async def test_deploy_then_broken_release_rolls_back(
             # The previous version still serves; only its container is left.
             again = await deployment_row(session_maker, v1)
             assert again.status == "active"
-            async with httpx.AsyncClient() as http:
-                assert "v1" in (await http.get(again.url or "")).text
+            assert "v1" in (await get_app(settings, again.url or "")).text
             assert [c.labels["forgeline.deployment_id"] for c in releaser.managed(str(env_id))] == [
                 str(v1)
             ]

@@ -10,13 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import select
 
 from activities.deployments.providers.docker import DockerReleaser
 from db.models.deployments import DeploymentContainer
 from tests.deployments.helpers import (
+    get_app,
     make_activities,
     make_environment,
     running_worker,
@@ -60,6 +60,8 @@ async def test_worker_killed_mid_deploy_leaves_one_container(
         "FL_TEMPORAL_ADDRESS": temporal_address,
         "FL_TASK_QUEUE": task_queue,
         "FL_OBJECTS_DIR": str(settings.objects_dir),
+        "FORGELINE_PROXY_ADMIN_URL": settings.proxy_admin_url,
+        "FORGELINE_PROXY_HTTP_PORT": str(settings.proxy_http_port),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.deployments.worker_process"],
@@ -92,8 +94,7 @@ async def test_worker_killed_mid_deploy_leaves_one_container(
         assert row.status == "active", row.error
         containers = releaser.managed(str(env_id))
         assert [c.name for c in containers] == [f"fl-deploy-{dep}"]
-        async with httpx.AsyncClient() as http:
-            assert (await http.get(row.url or "")).status_code == 200
+        assert (await get_app(settings, row.url or "")).status_code == 200
         async with session_maker() as session:
             rows = (
                 await session.scalars(

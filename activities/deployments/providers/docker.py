@@ -1,4 +1,5 @@
-"""The `docker` provider: run a deployment's image as a container on a free host port (30000-39999).
+"""The `docker` provider: run a deployment's image as a container the reverse proxy can reach:
+on a Docker network shared with the proxy, or on a free port (30000-39999) of 127.0.0.1 only.
 
 Container names are deterministic (`fl-deploy-{deployment_id}`) so a retried activity finds the
 container its crashed predecessor started instead of starting a second one.
@@ -33,10 +34,12 @@ class RunningContainer:
     image: str
     host_port: int
     status: str
+    # host:port the reverse proxy dials (the container on the shared network, or the loopback port)
+    upstream: str = ""
 
     @property
     def url(self) -> str:
-        return f"http://{BIND_HOST}:{self.host_port}"
+        return f"http://{self.upstream}"
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,9 @@ def candidate_ports(deployment_id: str) -> list[int]:
 class DockerReleaser:
     """Start, inspect, log and remove deployment containers through one Docker client."""
 
-    def __init__(self, client: docker.DockerClient) -> None:
+    def __init__(self, client: docker.DockerClient, *, network: str | None = None) -> None:
         self._docker = client
+        self._network = network or None
 
     def find(self, deployment_id: str) -> Container | None:
         try:
@@ -76,21 +80,34 @@ class DockerReleaser:
         except NotFound:
             return None
 
-    @staticmethod
-    def _describe(container: Container, container_port: int) -> RunningContainer | None:
+    def _describe(self, container: Container, container_port: int) -> RunningContainer | None:
         container.reload()
+        image = container.attrs.get("Config", {}).get("Image", "")
+        if self._network:
+            networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+            if self._network not in networks:
+                return None
+            return RunningContainer(
+                id=container.id or "",
+                name=container.name or "",
+                image=image,
+                host_port=0,
+                status=container.status,
+                upstream=f"{container.name}:{container_port}",
+            )
         bindings = (container.attrs.get("HostConfig", {}).get("PortBindings") or {}).get(
             f"{container_port}/tcp"
         ) or []
         if not bindings:
             return None
-        image = container.attrs.get("Config", {}).get("Image", "")
+        host_port = int(bindings[0]["HostPort"])
         return RunningContainer(
             id=container.id or "",
             name=container.name or "",
             image=image,
-            host_port=int(bindings[0]["HostPort"]),
+            host_port=host_port,
             status=container.status,
+            upstream=f"{BIND_HOST}:{host_port}",
         )
 
     def run(
@@ -109,6 +126,26 @@ class DockerReleaser:
             if described is not None and existing.status == "running":
                 return described
             existing.remove(force=True)
+        labels = {
+            LABEL_MANAGED: "1",
+            LABEL_DEPLOYMENT: deployment_id,
+            LABEL_ENVIRONMENT: environment_id,
+        }
+        if self._network:
+            # The proxy shares this network and dials the container by name: nothing published.
+            container = self._docker.containers.run(  # type: ignore[call-overload]
+                image,
+                name=container_name(deployment_id),
+                detach=True,
+                environment=environment,
+                network=self._network,
+                labels=labels,
+                restart_policy={"Name": "unless-stopped", "MaximumRetryCount": 0},
+            )
+            described = self._describe(container, container_port)
+            if described is None:
+                raise RuntimeError(f"container {container.name} is not on {self._network}")
+            return described
         last_error: Exception | None = None
         for port in candidate_ports(deployment_id)[:50]:
             if not _port_free(port):
@@ -120,11 +157,7 @@ class DockerReleaser:
                     detach=True,
                     environment=environment,
                     ports={f"{container_port}/tcp": (BIND_HOST, port)},
-                    labels={
-                        LABEL_MANAGED: "1",
-                        LABEL_DEPLOYMENT: deployment_id,
-                        LABEL_ENVIRONMENT: environment_id,
-                    },
+                    labels=labels,
                     restart_policy={"Name": "unless-stopped", "MaximumRetryCount": 0},
                 )
             except APIError as exc:
@@ -174,6 +207,13 @@ class DockerReleaser:
                 all=True, filters={"label": [f"{LABEL_ENVIRONMENT}={environment_id}"]}
             )
         )
+
+    def describe(self, deployment_id: str, container_port: int) -> RunningContainer | None:
+        """The running container of a deployment as the proxy reaches it, or None."""
+        container = self.find(deployment_id)
+        if container is None or container.status != "running":
+            return None
+        return self._describe(container, container_port)
 
     def remove(self, deployment_id: str) -> bool:
         container = self.find(deployment_id)

@@ -1,0 +1,290 @@
+"""The reverse proxy in front of Docker deployments: one route per environment (its stable host
+names) and one per deployment (its own host, used by health checks before it takes traffic).
+
+`RouteTable` is the interface; `CaddyRoutes` drives Caddy through its admin API. A swap is one
+atomic replacement of the route list, guarded by Caddy's ETag (If-Match), so concurrent writers
+never lose each other's changes and never leave two routes with one ID.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+SERVER_NAME = "forgeline"
+ENV_ROUTE_PREFIX = "fl-env-"
+DEPLOYMENT_ROUTE_PREFIX = "fl-dep-"
+LABEL_MAX = 40
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+HOSTNAME_PATTERN = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+$")
+
+
+class ProxyUnavailable(RuntimeError):
+    """The proxy's admin API did not answer or refused the change (retryable)."""
+
+
+def host_label(name: str) -> str:
+    """A DNS label from any name: ASCII, lowercase, [a-z0-9-], no leading/trailing hyphen."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    label = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    return label[:LABEL_MAX].strip("-") or "app"
+
+
+def environment_hosts(
+    environment: str, project: str, environment_id: str, apps_domain: str
+) -> list[str]:
+    """Candidate host names of an environment, preferred first; the later ones carry the
+    environment ID for when a nicer one is already claimed by another environment."""
+    env, proj = host_label(environment), host_label(project)
+    compact = environment_id.replace("-", "")
+    return [
+        f"{env}.{proj}.{apps_domain}",
+        f"{env}.{proj}-{compact[:8]}.{apps_domain}",
+        f"{env}.{proj}-{compact}.{apps_domain}",
+    ]
+
+
+def deployment_host(deployment_id: str, apps_domain: str) -> str:
+    """One label under the apps domain: never equal to an environment's (two labels) host."""
+    return f"fl-{deployment_id.replace('-', '')}.{apps_domain}"
+
+
+def is_hostname(value: str) -> bool:
+    return bool(HOSTNAME_PATTERN.match(value)) and not re.fullmatch(r"[0-9.]+", value)
+
+
+def public_url(host: str, http_port: int) -> str:
+    return f"http://{host}" if http_port == 80 else f"http://{host}:{http_port}"
+
+
+def proxy_http_base(admin_url: str, http_port: int) -> str:
+    """Where the worker reaches the proxy's HTTP side: the admin API's host, the HTTP port."""
+    host = urlsplit(admin_url).hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{http_port}"
+
+
+@dataclass(frozen=True)
+class Route:
+    id: str
+    hosts: list[str]
+    upstream: str  # host:port the proxy dials
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+class RouteTable(Protocol):
+    """What the deployment activities need from a reverse proxy."""
+
+    async def put(self, route: Route) -> None:
+        """Create the route or atomically replace the one with the same ID."""
+
+    async def get(self, route_id: str) -> Route | None: ...
+
+    async def remove(self, route_ids: list[str]) -> None: ...
+
+    async def routes(self, prefix: str = "") -> list[Route]: ...
+
+
+def _fnv1a32(data: bytes) -> str:
+    value = 0x811C9DC5
+    for byte in data:
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return f"{value:08x}"
+
+
+class CaddyRoutes:
+    """Routes of one Caddy HTTP server, edited through the admin API (`/config/...`)."""
+
+    def __init__(
+        self,
+        admin_url: str,
+        *,
+        http_port: int,
+        server: str = SERVER_NAME,
+        timeout: float = 10.0,
+        attempts: int = 20,
+    ) -> None:
+        self._admin = admin_url.rstrip("/")
+        self._http_port = http_port
+        self._server = server
+        self._timeout = timeout
+        self._attempts = attempts
+
+    @property
+    def _routes_path(self) -> str:
+        return f"/config/apps/http/servers/{self._server}/routes"
+
+    def server_config(self) -> dict[str, Any]:
+        # No automatic HTTPS: app hosts are plain HTTP here (TLS belongs to the edge in front).
+        return {
+            "listen": [f":{self._http_port}"],
+            "automatic_https": {"disable": True},
+            "routes": [],
+        }
+
+    async def _request(
+        self, http: httpx.AsyncClient, method: str, path: str, **kwargs: Any
+    ) -> httpx.Response:
+        # Caddy's admin API refuses requests whose Origin/Host it does not expect; send its own.
+        try:
+            return await http.request(method, self._admin + path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ProxyUnavailable(f"proxy admin API {self._admin}: {exc!r}") from exc
+
+    async def _ensure_server(self, http: httpx.AsyncClient) -> None:
+        """Create the missing part of apps/http/servers/<server> (a fresh or foreign Caddy)."""
+        parts = ["apps", "http", "servers", self._server]
+        nested: dict[str, Any] = self.server_config()
+        for depth in range(len(parts), 0, -1):
+            parent = "/config/" + "/".join(parts[: depth - 1])
+            got = await self._request(http, "GET", parent)
+            if got.status_code == 200 and got.content.strip() not in (b"null", b""):
+                key = parts[depth - 1]
+                put = await self._request(http, "PUT", f"{parent.rstrip('/')}/{key}", json=nested)
+                # "already exists" means a concurrent writer created it: fine.
+                if put.status_code >= 400 and "exist" not in put.text:
+                    raise ProxyUnavailable(f"proxy refused the server config: {put.text}")
+                return
+            nested = {parts[depth - 1]: nested}
+        put = await self._request(http, "POST", "/config/", json=nested)
+        if put.status_code >= 400:
+            raise ProxyUnavailable(f"proxy refused the server config: {put.text}")
+
+    async def _read(self, http: httpx.AsyncClient) -> tuple[list[dict[str, Any]], str]:
+        for _ in range(3):
+            got = await self._request(http, "GET", self._routes_path)
+            if got.status_code == 200 and got.content.strip() != b"null":
+                etag = f'"{self._routes_path} {_fnv1a32(got.content)}"'
+                routes = json.loads(got.content)
+                return (routes if isinstance(routes, list) else []), etag
+            if got.status_code >= 500 or got.content.strip() == b"null" or got.status_code == 404:
+                await self._ensure_server(http)
+                continue
+            raise ProxyUnavailable(f"proxy answered {got.status_code}: {got.text}")
+        raise ProxyUnavailable("proxy server config could not be created")
+
+    async def _edit(self, change: Any) -> None:
+        """Read the route list, apply `change`, write it back only if nobody wrote meanwhile."""
+        async with httpx.AsyncClient(timeout=self._timeout) as http:
+            for _ in range(self._attempts):
+                routes, etag = await self._read(http)
+                updated = change([dict(r) for r in routes])
+                if updated == routes:
+                    return
+                wrote = await self._request(
+                    http,
+                    "PATCH",
+                    self._routes_path,
+                    json=updated,
+                    headers={"If-Match": etag},
+                )
+                if wrote.status_code == 412:
+                    continue
+                if wrote.status_code >= 400:
+                    raise ProxyUnavailable(f"proxy refused the routes: {wrote.text}")
+                return
+        raise ProxyUnavailable("proxy routes kept changing under a concurrent writer")
+
+    @staticmethod
+    def _to_caddy(route: Route) -> dict[str, Any]:
+        return {
+            "@id": route.id,
+            "match": [{"host": list(route.hosts)}],
+            "handle": [
+                {
+                    "handler": "reverse_proxy",
+                    "upstreams": [{"dial": route.upstream}],
+                    "headers": {"request": {"set": {"X-Forgeline-Route": [route.id]}}},
+                }
+            ],
+            "terminal": True,
+        }
+
+    @staticmethod
+    def _from_caddy(raw: dict[str, Any]) -> Route | None:
+        try:
+            hosts = raw["match"][0]["host"]
+            upstream = raw["handle"][0]["upstreams"][0]["dial"]
+            return Route(id=str(raw["@id"]), hosts=list(hosts), upstream=str(upstream))
+        except (KeyError, IndexError, TypeError):
+            return None
+
+    async def put(self, route: Route) -> None:
+        claimed = set(route.hosts)
+        wanted = self._to_caddy(route)
+
+        def change(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            placed = False
+            for raw in routes:
+                if raw.get("@id") == route.id:
+                    if not placed:
+                        out.append(wanted)
+                        placed = True
+                    continue
+                out.append(raw)
+            if not placed:
+                out.append(wanted)
+            # A host belongs to one route: a stale route elsewhere must not shadow this one.
+            for raw in out:
+                if raw is wanted:
+                    continue
+                for matcher in raw.get("match") or []:
+                    if isinstance(matcher, dict) and isinstance(matcher.get("host"), list):
+                        matcher["host"] = [h for h in matcher["host"] if h not in claimed]
+            return [r for r in out if r is wanted or _has_hosts(r)]
+
+        await self._edit(change)
+
+    async def get(self, route_id: str) -> Route | None:
+        async with httpx.AsyncClient(timeout=self._timeout) as http:
+            routes, _ = await self._read(http)
+        for raw in routes:
+            if raw.get("@id") == route_id:
+                return self._from_caddy(raw)
+        return None
+
+    async def routes(self, prefix: str = "") -> list[Route]:
+        async with httpx.AsyncClient(timeout=self._timeout) as http:
+            routes, _ = await self._read(http)
+        found = [self._from_caddy(r) for r in routes if str(r.get("@id", "")).startswith(prefix)]
+        return [r for r in found if r is not None]
+
+    async def remove(self, route_ids: list[str]) -> None:
+        dropped = set(route_ids)
+        await self._edit(lambda routes: [r for r in routes if r.get("@id") not in dropped])
+
+
+def _has_hosts(raw: dict[str, Any]) -> bool:
+    matchers = raw.get("match")
+    if not matchers:
+        return True  # not a host route of ours: leave it alone
+    return any(
+        not isinstance(m, dict) or not isinstance(m.get("host"), list) or m["host"]
+        for m in matchers
+    )
+
+
+def caddy_config(*, admin_listen: str, http_listen: str) -> dict[str, Any]:
+    """The configuration the embedded stack and the tests start Caddy with."""
+    return {
+        "admin": {"listen": admin_listen},
+        "apps": {
+            "http": {
+                "servers": {
+                    SERVER_NAME: {
+                        "listen": [http_listen],
+                        "automatic_https": {"disable": True},
+                        "routes": [],
+                    }
+                }
+            }
+        },
+    }
