@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from forgeline.url_safety import UnsafeRepositoryUrl, resolve_for_clone
+from forgeline.url_safety import CloneTarget, UnsafeRepositoryUrl, resolve_for_clone
 
 log = logging.getLogger("forgeline.git")
 
@@ -150,6 +150,30 @@ def _limit_message(files: int, size: int, limits: CloneLimits) -> str:
     return f"repository is larger than {limits.max_bytes // 1_000_000} MB (limit)"
 
 
+def clone_environment(target: CloneTarget, *, home: Path, askpass: Path) -> dict[str, str]:
+    """The whole environment of a git child: nothing inherited but PATH, and the allowed
+    protocol exactly as forgeline.url_safety decided it for this URL."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),  # no user gitconfig, credential helpers or ssh config leak in
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": str(askpass),
+        "GIT_LFS_SKIP_SMUDGE": "1",
+        **target.env,
+    }
+
+
+def clone_config(target: CloneTarget) -> list[str]:
+    """`-c` options of every git command of a clone: no hooks, no fsmonitor, no submodules."""
+    return [
+        *("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null"),
+        *("-c", "submodule.recurse=false"),
+        *target.git_args(),
+    ]
+
+
 async def clone_repository(
     url: str,
     dest: Path,
@@ -183,25 +207,10 @@ async def clone_repository(
         askpass = Path(scratch) / "askpass.sh"
         askpass.write_text(ASKPASS_SCRIPT)
         askpass.chmod(stat.S_IRWXU)
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": scratch,  # no user gitconfig, credential helpers or ssh config leak in
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_CONFIG_GLOBAL": os.devnull,
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_ASKPASS": str(askpass),
-            "GIT_LFS_SKIP_SMUDGE": "1",
-            **target.env,
-        }
-        allowed = {"https": "https:ssh", "ssh": "https:ssh", "local": "file"}
-        env["GIT_ALLOW_PROTOCOL"] = allowed[target.validated.kind]
+        env = clone_environment(target, home=Path(scratch), askpass=askpass)
         if token:
             env["FORGELINE_GIT_TOKEN"] = token
-        config = [
-            *("-c", "protocol.ext.allow=never", "-c", "core.fsmonitor=false"),
-            *("-c", "core.hooksPath=/dev/null", "-c", "submodule.recurse=false"),
-            *target.git_args(),
-        ]
+        config = clone_config(target)
         git = _GitRunner(
             env=env,
             deadline=time.monotonic() + limits.timeout_seconds,

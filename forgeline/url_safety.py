@@ -20,6 +20,9 @@ Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 UrlKind = Literal["https", "ssh", "local"]
 
 MAX_URL_LENGTH = 2048
+# The one git transport a checked URL may use: nothing else decides which protocols a clone,
+# its redirects or its submodules may reach.
+ALLOWED_PROTOCOL: dict[UrlKind, str] = {"https": "https", "ssh": "ssh", "local": "file"}
 
 # Cloud metadata endpoints that are not all covered by "not global" (fd00:ec2::254 is ULA, but
 # Alibaba's 100.100.100.200 sits in shared address space and some clouds use odd ranges).
@@ -343,22 +346,25 @@ async def resolve_for_clone(
     was stored) and pins git/ssh to the checked address, refusing redirects and other
     transports, so a rebinding resolver cannot swap in an internal host between check and use."""
     validated = await validate_repository_url(url, allow_local=allow_local, resolver=resolver)
-    config = ["protocol.allow=never", "http.followRedirects=false", "core.askPass=true"]
-    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": ""}
-    if validated.kind == "local":
-        config.append("protocol.file.allow=always")
-        env["GIT_ALLOW_PROTOCOL"] = "file"
-    elif validated.kind == "https":
-        config.append("protocol.https.allow=always")
-        env["GIT_ALLOW_PROTOCOL"] = "https"
+    protocol = ALLOWED_PROTOCOL[validated.kind]
+    # Every protocol is refused but the one this URL was checked for: git's own default would
+    # let a redirect, a submodule or a fetch of promised objects reach file://, ext:: or ssh.
+    config = [
+        "protocol.allow=never",
+        "protocol.ext.allow=never",
+        f"protocol.{protocol}.allow=always",
+        "http.followRedirects=false",
+        "core.askPass=true",
+    ]
+    # GIT_ALLOW_PROTOCOL overrides every protocol.* setting, so it must say the same thing.
+    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": protocol}
+    if validated.kind == "https":
         assert validated.host is not None
         port = validated.port or 443
         pinned = validated.addresses[0]
         pinned_literal = f"[{pinned}]" if ":" in pinned else pinned
         config.append(f"http.curloptResolve={validated.host}:{port}:{pinned_literal}")
-    else:
-        config.append("protocol.ssh.allow=always")
-        env["GIT_ALLOW_PROTOCOL"] = "ssh"
+    elif validated.kind == "ssh":
         # ssh would resolve the name again; HostName pins it while host-key checks still use
         # the original name via HostKeyAlias.
         env["GIT_SSH_COMMAND"] = (
