@@ -149,6 +149,14 @@ class Settings(BaseSettings):
     # Extra read-only paths mounted into the sandbox (toolchains outside /usr, e.g. /opt/tools).
     build_toolchain_paths: list[Path] = Field(default_factory=list)
     docker_host: str | None = Field(default=None, validation_alias=_env("DOCKER_HOST"))
+    # Docker deployments are served by a reverse proxy (Caddy, configured through its admin API)
+    # at <environment>.<project>.<apps_domain> on proxy_http_port. proxy_network: a Docker
+    # network the proxy shares with the app containers (compose); empty means the proxy runs on
+    # the engine's host and reaches containers on ports published on 127.0.0.1 only.
+    apps_domain: str = "localhost"
+    proxy_admin_url: str = "http://127.0.0.1:2019"
+    proxy_http_port: int = 8080
+    proxy_network: str | None = None
     allow_local_repositories: bool = False
     # Repository clones (agent analysis, pipeline runs): refused past these limits.
     repo_max_bytes: int = 200_000_000
