@@ -52,9 +52,9 @@ class BenchContext:
 
             server = EmbeddedPostgres(self.work_dir / "pg", free_port())
             await asyncio.to_thread(server.start)
-            await asyncio.to_thread(run_migrations, server.url)
+            await asyncio.to_thread(run_migrations, server.migrator_url)
             self._postgres = server
-        return self._postgres.url
+        return self._postgres.app_url
 
     def close(self) -> None:
         if self._postgres is not None:

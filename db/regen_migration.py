@@ -44,7 +44,7 @@ def throwaway_postgres() -> Iterator[str]:
     )
     try:
         server.start()
-        yield sync_database_url(server.url)
+        yield sync_database_url(server.superuser_url)
     finally:
         server.destroy()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -37,9 +37,27 @@ def sync_database_url(url: str) -> str:
 
 
 def database_url(settings: Settings) -> str:
+    """The application's URL: DATABASE_URL, else the embedded server's app role (no DDL)."""
     if settings.database_url:
         return settings.database_url
-    return f"postgresql://postgres@127.0.0.1:{settings.embedded_postgres_port}/forgeline"
+    return _embedded_url(settings, "forgeline_app")
+
+
+def migration_database_url(settings: Settings) -> str:
+    """The schema owner's URL, for Alembic: FORGELINE_MIGRATION_DATABASE_URL, else DATABASE_URL,
+    else the embedded server's migrator role."""
+    if settings.migration_database_url:
+        return settings.migration_database_url
+    if settings.database_url:
+        return settings.database_url
+    return _embedded_url(settings, "forgeline_migrator")
+
+
+def _embedded_url(settings: Settings, role: str) -> str:
+    from forgeline.embedded.postgres import embedded_url
+
+    data_dir = settings.data_dir.absolute() / "postgres"
+    return embedded_url(data_dir, settings.embedded_postgres_port, role)
 
 
 # A pooled connection used this recently is handed out without a ping first.

@@ -46,6 +46,14 @@ class Settings(BaseSettings):
 
     # PostgreSQL: unset means the embedded server under data_dir.
     database_url: str | None = Field(default=None, validation_alias=_env("DATABASE_URL"))
+    # The schema owner's URL, for migrations only (unset: DATABASE_URL); the build hosts'
+    # least-privilege role (db/roles.py). Unset with the embedded server: its own roles.
+    migration_database_url: str | None = Field(
+        default=None, validation_alias=_env("MIGRATION_DATABASE_URL")
+    )
+    build_database_url: str | None = Field(
+        default=None, validation_alias=_env("BUILD_DATABASE_URL")
+    )
     embedded_postgres_port: int = 54329
     # Other PostgreSQL binaries (initdb, pg_ctl, postgres) for the embedded server.
     pg_bin_dir: Path | None = None

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -31,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from db.session import (
     create_engine,
     create_session_maker,
-    database_url,
+    migration_database_url,
     session_scope,
     sync_database_url,
 )
@@ -50,6 +51,44 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     path.chmod(0o600)
+
+
+# What the data dir holds for the service user alone: keys, passwords, the bootstrap owner's
+# credentials, every tenant's objects, logs and workspaces, the embedded servers' state.
+PRIVATE_TREES = ("objects", "spool", "temporal", "postgres-credentials")
+PRIVATE_DIRS = ("workspaces", "runner")
+
+
+def secure_data_dir(data_dir: Path) -> None:
+    """Directories 0700 and files 0600 for the service user; repairs an older, laxer data dir.
+
+    Whole trees for what only this user writes; the top directory alone for `workspaces` and
+    `runner`, whose insides the build sandbox hands to the build user. `postgres` is the
+    server's own (initdb sets it 0700).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _restrict(data_dir, 0o700)
+    for entry in data_dir.iterdir():
+        if entry.is_symlink():
+            continue
+        if entry.is_file():
+            _restrict(entry, 0o600)
+        elif entry.name in PRIVATE_DIRS:
+            _restrict(entry, 0o700)
+        elif entry.name in PRIVATE_TREES:
+            for root, dirs, files in os.walk(entry):
+                _restrict(Path(root), 0o700)
+                for name in files:
+                    _restrict(Path(root) / name, 0o600)
+                dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
+
+
+def _restrict(path: Path, ceiling: int) -> None:
+    """Clear every permission bit beyond `ceiling` (group and other), keeping the owner's."""
+    with contextlib.suppress(FileNotFoundError):
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if mode & ~ceiling:
+            path.chmod(mode & ceiling)
 
 
 def development_encryption_key(settings: Settings) -> str | None:
@@ -202,7 +241,7 @@ class Stack:
     async def start_services(self) -> None:
         settings = self.settings
         data_dir = settings.data_dir.absolute()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(data_dir)
         key = development_encryption_key(settings)
         if key:
             self.env["FORGELINE_ENCRYPTION_KEYS"] = key
@@ -242,9 +281,14 @@ class Stack:
                 )
             print(f"PostgreSQL: starting embedded server ({self.postgres.data_dir})", flush=True)
             await asyncio.to_thread(self.postgres.start)
-            self.env["FORGELINE_DATABASE_URL"] = self.postgres.url
+            # The API and workers connect as the application role (rows only, no DDL).
+            self.env["FORGELINE_DATABASE_URL"] = self.postgres.app_url
+            self.env.pop("DATABASE_URL", None)
 
-        url = database_url(settings) if not self.postgres else self.postgres.url
+        url = self.postgres.migrator_url if self.postgres else migration_database_url(settings)
+        # Only migrations hold the schema owner's credentials, never the API or a worker.
+        for name in ("FORGELINE_MIGRATION_DATABASE_URL", "MIGRATION_DATABASE_URL"):
+            self.env.pop(name, None)
         print("Migrating: alembic upgrade head", flush=True)
         await asyncio.to_thread(run_migrations, url)
 
@@ -257,7 +301,8 @@ class Stack:
         if "FORGELINE_ENCRYPTION_KEYS" in self.env:
             update["encryption_keys"] = SecretStr(self.env["FORGELINE_ENCRYPTION_KEYS"])
         if self.postgres:
-            update["database_url"] = self.postgres.url
+            update["database_url"] = self.postgres.app_url
+            update["build_database_url"] = self.postgres.build_url
         if self.temporal:
             update["temporal_address"] = self.temporal.address
         return self.settings.model_copy(update=update)
@@ -286,7 +331,7 @@ class Stack:
         settings = self.settings
         self.children.start("worker", [sys.executable, str(ROOT / "worker.py")], self.env)
         # Stages run in a process of their own, which holds no key (a second machine can run it).
-        build_url: str | None = getattr(settings, "build_database_url", None)
+        build_url = self.postgres.build_url if self.postgres else settings.build_database_url
         self.children.start(
             "build-host",
             [sys.executable, str(ROOT / "worker.py"), "--build-host"],
@@ -386,6 +431,7 @@ async def migrate(settings: Settings) -> int:
     pg: EmbeddedPostgres | None = None
     was_running = True
     if not settings.database_url:
+        secure_data_dir(settings.data_dir.absolute())
         pg = EmbeddedPostgres(
             settings.data_dir.absolute() / "postgres",
             settings.embedded_postgres_port,
@@ -393,10 +439,10 @@ async def migrate(settings: Settings) -> int:
         )
         was_running = pg.is_running()
         pg.start()
-    url = pg.url if pg else database_url(settings)
+    url = pg.migrator_url if pg else migration_database_url(settings)
     try:
         await asyncio.to_thread(run_migrations, url)
-        engine = create_engine(settings, url=url)
+        engine = create_engine(settings, url=pg.app_url if pg else None)
         try:
             await seed_reference_data(create_session_maker(engine))
         finally:

@@ -103,12 +103,25 @@ def run_migrations(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-async def database_url(postgres: EmbeddedPostgres | None) -> str:
-    """URL of a migrated database (embedded unless FORGELINE_TEST_DATABASE_URL/DATABASE_URL)."""
-    url = _external_database_url() or (postgres.url if postgres else "")
+def migration_database_url(postgres: EmbeddedPostgres | None) -> str:
+    """The schema owner's URL (Alembic's), never the one the application code under test gets."""
+    if postgres is None:
+        external = os.environ.get("FORGELINE_TEST_MIGRATION_DATABASE_URL")
+        return external or _external_database_url() or ""
+    return postgres.migrator_url
+
+
+@pytest.fixture(scope="session")
+async def database_url(postgres: EmbeddedPostgres | None, migration_database_url: str) -> str:
+    """URL of a migrated database (embedded unless FORGELINE_TEST_DATABASE_URL/DATABASE_URL).
+
+    Embedded, it is the application role's (db/roles.py: rows only, no DDL, no superuser), so
+    every test proves the product works without more; migrations ran as the migrator.
+    """
+    url = _external_database_url() or (postgres.app_url if postgres else "")
     if ALEMBIC_INI.exists():
         # A thread: env.py may run its own event loop (async engine) and must not nest in ours.
-        await asyncio.to_thread(run_migrations, url)
+        await asyncio.to_thread(run_migrations, migration_database_url)
     return url
 
 

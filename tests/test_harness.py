@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import workflow
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
@@ -24,15 +26,37 @@ async def test_postgres_is_real_and_versioned(db_session: AsyncSession) -> None:
 async def test_db_session_rolls_back_committed_work(
     db_session: AsyncSession, session_maker: async_sessionmaker[AsyncSession]
 ) -> None:
-    await db_session.execute(text("CREATE TABLE harness_probe (id int)"))
+    name = f"harness-probe-{uuid.uuid4()}"
+    insert = text(
+        "INSERT INTO system_metrics (id, metric_category, metric_name) "
+        "VALUES (gen_random_uuid(), 'harness', :name)"
+    )
+    count = text("SELECT count(*) FROM system_metrics WHERE metric_name = :name")
+    await db_session.execute(insert, {"name": name})
     await db_session.commit()
-    await db_session.execute(text("INSERT INTO harness_probe VALUES (1)"))
+    await db_session.execute(insert, {"name": name})
     await db_session.commit()
-    assert (await db_session.execute(text("SELECT count(*) FROM harness_probe"))).scalar_one() == 1
+    assert (await db_session.execute(count, {"name": name})).scalar_one() == 2
     # Another connection never sees the uncommitted outer transaction.
     async with session_maker() as other:
-        found = await other.execute(text("SELECT to_regclass('harness_probe') IS NOT NULL"))
-        assert found.scalar_one() is False
+        assert (await other.execute(count, {"name": name})).scalar_one() == 0
+
+
+async def test_the_suite_connects_without_superuser_or_ddl(db_session: AsyncSession) -> None:
+    """Tests run as the application's role (migrations ran as the migrator): what passes here
+    passes without superuser, and the schema cannot be changed by the code under test."""
+    role = (
+        await db_session.execute(
+            text(
+                "SELECT current_user, rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
+                "WHERE rolname = current_user"
+            )
+        )
+    ).one()
+    assert tuple(role) == ("forgeline_app", False, False, False)
+    with pytest.raises(ProgrammingError, match="permission denied"):
+        async with db_session.begin_nested():
+            await db_session.execute(text("CREATE TABLE harness_probe (id int)"))
 
 
 async def test_temporal_has_forgeline_search_attributes(temporal_client: Client) -> None:

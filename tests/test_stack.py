@@ -50,13 +50,13 @@ def test_embedded_postgres_keeps_data_across_restarts(scratch: Path) -> None:
     server = EmbeddedPostgres(scratch / "pg", free_port(), server_options={"fsync": "off"})
     server.start()
     try:
-        with psycopg.connect(server.url, autocommit=True) as conn:
+        with psycopg.connect(server.migrator_url, autocommit=True) as conn:
             conn.execute("CREATE TABLE kept (v text)")
             conn.execute("INSERT INTO kept VALUES ('still here')")
         server.stop()
         assert not server.is_running()
         server.start()
-        with psycopg.connect(server.url) as conn:
+        with psycopg.connect(server.app_url) as conn:
             assert conn.execute("SELECT v FROM kept").fetchone() == ("still here",)
     finally:
         server.destroy()

