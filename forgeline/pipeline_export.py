@@ -1,8 +1,8 @@
 """Pipeline export to GitHub Actions and GitLab CI YAML, and validation of what we export.
 
-Validation: the YAML must parse safely (aliases refused, so no billion-laughs), GitHub Actions
-output must pass `actionlint` (shipped in the venv by a wheel), GitLab CI output must pass the
-vendored GitLab CI JSON schema (no network at runtime).
+Validation: the YAML must parse through the bounded loader (forgeline.safe_parsing), GitHub
+Actions output must pass `actionlint` (shipped in the venv by a wheel), GitLab CI output must pass
+the vendored GitLab CI JSON schema (no network at runtime).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any, Literal
 import jsonschema  # type: ignore[import-untyped]
 import yaml
 
+from forgeline.safe_parsing import UnsafeDocument, load_yaml
 from workflows.agent_models import STAGE_ORDER, PipelineProposal, ProposedStage, ValidationReport
 
 ExportFormat = Literal["github-actions", "gitlab-ci"]
 EXPORT_FORMATS: tuple[str, ...] = ("github-actions", "gitlab-ci")
-MAX_YAML_BYTES = 1_048_576
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "gitlab-ci.json"
 SECRET_VARIABLES = {"FORGELINE_TOKEN", "VERCEL_TOKEN", "NETLIFY_AUTH_TOKEN", "REGISTRY_PASSWORD"}
 # Images without glibc cannot host the JavaScript actions GitHub injects into job containers.
@@ -46,10 +46,6 @@ LOCKFILES = (
 )
 
 
-class UnsafeYaml(ValueError):
-    """The document uses aliases/anchors, is too large, or does not parse."""
-
-
 class _Dumper(yaml.SafeDumper):
     """Block style, no anchors: exported YAML must itself pass the alias check."""
 
@@ -67,19 +63,6 @@ _Dumper.add_representer(str, _str_presenter)
 
 def dump_yaml(data: dict[str, Any]) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True)
-
-
-def safe_load_yaml(text: str) -> Any:
-    """Parse untrusted YAML: size-capped and with anchors/aliases refused outright."""
-    if len(text.encode("utf-8", errors="replace")) > MAX_YAML_BYTES:
-        raise UnsafeYaml(f"YAML document larger than {MAX_YAML_BYTES} bytes")
-    try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise UnsafeYaml("YAML anchors and aliases are not accepted")
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UnsafeYaml(f"YAML does not parse: {exc}") from exc
 
 
 # --- shared helpers ------------------------------------------------------------------------------
@@ -455,8 +438,8 @@ def gitlab_schema_errors(doc: Any) -> list[str]:
 
 def validate_yaml(text: str, fmt: ExportFormat) -> list[str]:
     try:
-        doc = safe_load_yaml(text)
-    except UnsafeYaml as exc:
+        doc = load_yaml(text)
+    except UnsafeDocument as exc:
         return [str(exc)]
     if not isinstance(doc, dict):
         return ["the document is not a mapping"]

@@ -6,15 +6,12 @@ detect_framework / propose_pipeline tools, so both paths share one source of tru
 
 from __future__ import annotations
 
-import json
 import re
-import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
+from forgeline.safe_parsing import UnsafeDocument, load_json, load_toml, load_yaml
 from workflows.agent_models import (
     AppDetection,
     PipelineProposal,
@@ -34,6 +31,8 @@ class RepoFiles:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        # Manifests that were present but not read (too large, unsafe or broken), with why.
+        self.unread: dict[str, str] = {}
 
     def path(self, rel: str) -> Path:
         target = (self.root / rel).resolve()
@@ -54,27 +53,34 @@ class RepoFiles:
         if not self.exists(rel):
             return None
         target = self.path(rel)
-        if not target.is_file() or target.stat().st_size > MAX_MANIFEST_BYTES:
+        if not target.is_file():
+            return None
+        if target.stat().st_size > MAX_MANIFEST_BYTES:
+            self.unread[rel] = f"larger than {MAX_MANIFEST_BYTES} bytes"
             return None
         return target.read_text(encoding="utf-8", errors="replace")
 
     def json(self, rel: str) -> dict[str, Any] | None:
-        raw = self.text(rel)
-        if raw is None:
-            return None
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError:
-            return None
+        data = self._parsed(rel, load_json)
         return data if isinstance(data, dict) else None
 
     def toml(self, rel: str) -> dict[str, Any] | None:
+        data = self._parsed(rel, load_toml)
+        return data if isinstance(data, dict) else None
+
+    def yaml(self, rel: str) -> dict[str, Any] | None:
+        data = self._parsed(rel, load_yaml)
+        return data if isinstance(data, dict) else None
+
+    def _parsed(self, rel: str, load: Callable[[str], Any]) -> Any:
+        """Every structured file of the repository goes through the bounded loader."""
         raw = self.text(rel)
         if raw is None:
             return None
         try:
-            return tomllib.loads(raw)
-        except tomllib.TOMLDecodeError:
+            return load(raw)
+        except UnsafeDocument as exc:
+            self.unread[rel] = str(exc)
             return None
 
     def subdirs(self, rel: str) -> list[str]:
@@ -668,13 +674,9 @@ def _workspace_globs(files: RepoFiles) -> tuple[str | None, list[str]]:
         workspaces = workspaces.get("packages")
     if isinstance(workspaces, list) and workspaces:
         return "workspaces", [str(w) for w in workspaces]
-    raw = files.text("pnpm-workspace.yaml")
-    if raw:
-        try:
-            data = yaml.safe_load(raw) or {}
-        except yaml.YAMLError:
-            data = {}
-        packages = data.get("packages") if isinstance(data, dict) else None
+    data = files.yaml("pnpm-workspace.yaml")
+    if data:
+        packages = data.get("packages")
         if isinstance(packages, list):
             return "pnpm-workspace", [str(p) for p in packages]
     for marker in ("turbo.json", "nx.json", "lerna.json"):
@@ -773,6 +775,7 @@ def analyze_repository(
     apps.sort(key=rank, reverse=True)
     if framework_hint and not any(framework_hint.lower() in a.framework for a in apps):
         notes.append(f"hint {framework_hint!r} not confirmed by the repository contents")
+    notes += [f"{rel} was not read: {why}" for rel, why in sorted(files.unread.items())]
     return RepoAnalysis(
         apps=apps,
         is_monorepo=is_monorepo,

@@ -11,17 +11,18 @@ from sqlalchemy import func, select
 
 from activities.agent.planner import analyze_repository, propose_pipeline
 from activities.agent.tools import pin_deploy_environment
-from tests.runs.sandbox import sandbox_runner
 from db.models.agent import AgentTask
 from db.models.pipelines import Pipeline, PipelineStage
 from db.models.projects import Environment
 from db.session import session_scope
-from forgeline.pipeline_export import safe_load_yaml, validate_proposal
+from forgeline.pipeline_export import validate_proposal
+from forgeline.safe_parsing import load_yaml
 from forgeline.settings import AGENT_TASK_QUEUE
 from tests.agent.corpus import CORPUS, write_repo
 from tests.agent.support import agent_worker, make_project
 from tests.factories import make_org
 from tests.runs.helpers import by_stage, create_run, executions, log_text, pipeline_worker, start
+from tests.runs.sandbox import sandbox_runner
 from workflows.agent_models import Preferences
 
 pytestmark = pytest.mark.timeout(120)
@@ -36,7 +37,7 @@ def static_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _deploy_jobs(report_gha: str, report_gitlab: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    return safe_load_yaml(report_gha)["jobs"]["deploy"], safe_load_yaml(report_gitlab)["deploy"]
+    return load_yaml(report_gha)["jobs"]["deploy"], load_yaml(report_gitlab)["deploy"]
 
 
 def test_static_site_without_environment_deploys_nothing_inside_forgeline(

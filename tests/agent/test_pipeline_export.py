@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from forgeline.pipeline_export import (
-    UnsafeYaml,
-    check_graph,
-    safe_load_yaml,
-    validate_proposal,
-    validate_yaml,
-)
+from forgeline.pipeline_export import check_graph, validate_proposal, validate_yaml
+from forgeline.safe_parsing import UnsafeDocument, load_yaml
 from workflows.agent_models import PipelineProposal, ProposedStage
 
 BOMB = "a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\n"
@@ -23,16 +18,16 @@ def _proposal(*stages: ProposedStage) -> PipelineProposal:
 
 
 def test_alias_bomb_is_refused() -> None:
-    with pytest.raises(UnsafeYaml):
-        safe_load_yaml(BOMB)
+    with pytest.raises(UnsafeDocument):
+        load_yaml(BOMB)
     assert validate_yaml(BOMB, "gitlab-ci") == ["YAML anchors and aliases are not accepted"]
 
 
 def test_oversized_and_unparsable_yaml_are_refused() -> None:
-    with pytest.raises(UnsafeYaml):
-        safe_load_yaml("a: " + "x" * 1_100_000)
-    with pytest.raises(UnsafeYaml):
-        safe_load_yaml("a: [unclosed")
+    with pytest.raises(UnsafeDocument):
+        load_yaml("a: " + "x" * 1_100_000)
+    with pytest.raises(UnsafeDocument):
+        load_yaml("a: [unclosed")
 
 
 def test_actionlint_reports_a_broken_workflow() -> None:
