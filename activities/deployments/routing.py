@@ -8,6 +8,7 @@ never lose each other's changes and never leave two routes with one ID.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import unicodedata
@@ -129,10 +130,15 @@ class CaddyRoutes:
             "routes": [],
         }
 
+    def _client(self) -> httpx.AsyncClient:
+        # No keep-alive: each config load may close the admin API's idle connections.
+        return httpx.AsyncClient(
+            timeout=self._timeout, limits=httpx.Limits(max_keepalive_connections=0)
+        )
+
     async def _request(
         self, http: httpx.AsyncClient, method: str, path: str, **kwargs: Any
     ) -> httpx.Response:
-        # Caddy's admin API refuses requests whose Origin/Host it does not expect; send its own.
         try:
             return await http.request(method, self._admin + path, **kwargs)
         except httpx.HTTPError as exc:
@@ -172,19 +178,27 @@ class CaddyRoutes:
 
     async def _edit(self, change: Any) -> None:
         """Read the route list, apply `change`, write it back only if nobody wrote meanwhile."""
-        async with httpx.AsyncClient(timeout=self._timeout) as http:
-            for _ in range(self._attempts):
+        async with self._client() as http:
+            for attempt in range(self._attempts):
                 routes, etag = await self._read(http)
                 updated = change([dict(r) for r in routes])
                 if updated == routes:
                     return
-                wrote = await self._request(
-                    http,
-                    "PATCH",
-                    self._routes_path,
-                    json=updated,
-                    headers={"If-Match": etag},
-                )
+                try:
+                    wrote = await self._request(
+                        http,
+                        "PATCH",
+                        self._routes_path,
+                        json=updated,
+                        headers={"If-Match": etag},
+                    )
+                except ProxyUnavailable:
+                    # Dropped while a concurrent change reloaded Caddy: read again, the
+                    # comparison above tells whether this change landed.
+                    if attempt + 1 == self._attempts:
+                        raise
+                    await asyncio.sleep(0.05 * (attempt + 1))
+                    continue
                 if wrote.status_code == 412:
                     continue
                 if wrote.status_code >= 400:
@@ -244,7 +258,7 @@ class CaddyRoutes:
         await self._edit(change)
 
     async def get(self, route_id: str) -> Route | None:
-        async with httpx.AsyncClient(timeout=self._timeout) as http:
+        async with self._client() as http:
             routes, _ = await self._read(http)
         for raw in routes:
             if raw.get("@id") == route_id:
@@ -252,7 +266,7 @@ class CaddyRoutes:
         return None
 
     async def routes(self, prefix: str = "") -> list[Route]:
-        async with httpx.AsyncClient(timeout=self._timeout) as http:
+        async with self._client() as http:
             routes, _ = await self._read(http)
         found = [self._from_caddy(r) for r in routes if str(r.get("@id", "")).startswith(prefix)]
         return [r for r in found if r is not None]
