@@ -17,9 +17,10 @@ ENV UV_COMPILE_BYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first (cached layer), then the project itself.
+# Dependencies first (cached layer), then the project itself. No dependency group: neither the
+# dev tools nor the embedded Temporal/PostgreSQL wheels belong in production.
 COPY pyproject.toml uv.lock README.md ./
-RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-install-project
+RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-default-groups --no-install-project
 
 COPY alembic.ini worker.py ./
 COPY forgeline ./forgeline
@@ -27,7 +28,7 @@ COPY api ./api
 COPY activities ./activities
 COPY workflows ./workflows
 COPY db ./db
-RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev
+RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-default-groups
 
 RUN useradd --system --uid 10001 --create-home --home-dir /home/forgeline forgeline \
     && mkdir -p /app/.data \
