@@ -4,6 +4,7 @@ two concurrent claims of one name are serialised and the second sees the first."
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -14,6 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.models.projects import Environment
 
 HOSTNAME_KEY = "hostname"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+HOSTNAME_PATTERN = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+$")
+
+
+def is_hostname(value: str) -> bool:
+    """A DNS host name of two labels or more (lowercase), not an IPv4 address."""
+    return bool(HOSTNAME_PATTERN.match(value)) and not re.fullmatch(r"[0-9.]+", value)
 
 
 def claimed_hosts(config: Mapping[str, Any] | None) -> list[str]:

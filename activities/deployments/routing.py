@@ -18,12 +18,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from db.app_hosts import is_hostname
+
+__all__ = ["is_hostname"]
+
 SERVER_NAME = "forgeline"
 ENV_ROUTE_PREFIX = "fl-env-"
 DEPLOYMENT_ROUTE_PREFIX = "fl-dep-"
 LABEL_MAX = 40
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-HOSTNAME_PATTERN = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+$")
 
 
 class ProxyUnavailable(RuntimeError):
@@ -54,10 +56,6 @@ def environment_hosts(
 def deployment_host(deployment_id: str, apps_domain: str) -> str:
     """One label under the apps domain: never equal to an environment's (two labels) host."""
     return f"fl-{deployment_id.replace('-', '')}.{apps_domain}"
-
-
-def is_hostname(value: str) -> bool:
-    return bool(HOSTNAME_PATTERN.match(value)) and not re.fullmatch(r"[0-9.]+", value)
 
 
 def public_url(host: str, http_port: int) -> str:

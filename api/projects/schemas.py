@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from db.app_hosts import is_hostname
 from db.models.projects import (
     DEPLOY_PROVIDERS,
     ENVIRONMENT_TYPES,
@@ -315,6 +316,16 @@ class RepositoryOut(BaseModel):
 # --------------------------------------------------------------------------- environments
 
 
+def _custom_domain(value: str) -> str:
+    host = value.strip().lower().rstrip(".")
+    if not is_hostname(host):
+        raise ValueError("not a host name (letters, digits, hyphens; two labels or more)")
+    return host
+
+
+CustomDomain = Annotated[str, StringConstraints(max_length=253), AfterValidator(_custom_domain)]
+
+
 class _ProviderConfig(StrictModel):
     custom_domain: (
         Annotated[
@@ -323,6 +334,8 @@ class _ProviderConfig(StrictModel):
         | None
     ) = None
     environment_variables: EnvironmentVariables = Field(default_factory=list)
+    # Custom domains served by the environment's route (Docker), each claimed by one environment.
+    domains: Annotated[list[CustomDomain], Field(max_length=20)] = Field(default_factory=list)
 
 
 class DockerConfig(_ProviderConfig):

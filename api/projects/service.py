@@ -34,6 +34,7 @@ from api.projects.schemas import (
     RepositoryOut,
     RepositoryPut,
 )
+from db import app_hosts
 from db.models.projects import Environment, Project, Repository
 from forgeline import environment_variables as env_vars
 from forgeline.crypto import encrypt_str
@@ -200,6 +201,17 @@ def _validate_environment_config(
             ],
         ) from exc
     data = parsed.model_dump(mode="json", exclude_none=True)
+    data["domains"] = sorted(set(data.get("domains") or []))
+    apps_domain = settings.apps_domain.lower()
+    for domain in app_hosts.claimed_hosts(data):
+        if domain == apps_domain or domain.endswith("." + apps_domain):
+            raise ValidationFailed(
+                f"{domain!r} is under the apps domain {apps_domain!r}; use the generated host",
+                field="config.domains",
+            )
+    if (previous or {}).get(app_hosts.HOSTNAME_KEY):
+        # Assigned by the first Docker release; kept across config updates.
+        data[app_hosts.HOSTNAME_KEY] = previous[app_hosts.HOSTNAME_KEY]  # type: ignore[index]
     data["environment_variables"] = env_vars.seal(
         data.get("environment_variables", []),
         (previous or {}).get("environment_variables") or [],
@@ -220,6 +232,18 @@ async def _flush(session: AsyncSession, conflict_message: str) -> None:
         if _is_unique_violation(exc):
             raise Conflict(conflict_message) from exc
         raise
+
+
+async def _claim_domains(
+    session: AsyncSession, config: Mapping[str, Any], environment_id: uuid.UUID | None
+) -> None:
+    """A domain another environment (any tenant) already serves is a 409."""
+    domains = [
+        d for d in app_hosts.claimed_hosts(config) if d != config.get(app_hosts.HOSTNAME_KEY)
+    ]
+    taken = await app_hosts.first_taken(session, domains, excluding=environment_id)
+    if taken is not None:
+        raise Conflict(f"domain {taken!r} is already used by another environment", field="config")
 
 
 async def _require_project(
@@ -480,6 +504,7 @@ async def create_environment(
         session, principal.organization_id, "environments_per_project", project_id=project.id
     )
     config = _validate_environment_config(body.provider, body.config or {}, None, settings)
+    await _claim_domains(session, config, None)
     is_protected = bool(body.is_protected)
     # A protected environment without a count means one approval, like GitHub environments.
     approvals = body.required_approvals
@@ -563,6 +588,7 @@ async def update_environment(
         env.provider = body.provider
     if "config" in fields and body.config is not None:
         env.config = _validate_environment_config(env.provider, body.config, env.config, settings)
+        await _claim_domains(session, env.config, env.id)
     if "is_protected" in fields and body.is_protected is not None:
         env.is_protected = body.is_protected
         if not body.is_protected and "required_approvals" not in fields:
