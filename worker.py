@@ -23,6 +23,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.billing.schedules import ensure_billing_schedules
 from activities.deps import Registration, WorkerDeps
 from activities.pipelines.build_slots import retire_semaphore_workflows
 from activities.runners.local_runner import watch_children_with_pidfd
@@ -182,6 +183,10 @@ async def run(
     registrations = merge_by_queue(load_registrations(deps, task_queues))
     if PIPELINES_TASK_QUEUE in registrations:
         await retire_semaphore_workflows(client)
+    if BILLING_TASK_QUEUE in registrations:
+        # Every billing worker makes sure the monthly schedule exists (idempotent: the schedule ID
+        # is unique, so concurrent starts create one), so no deployment depends on `make run`.
+        await ensure_billing_schedules(client)
     grace = timedelta(seconds=settings.worker_shutdown_grace_seconds)
     executor = ThreadPoolExecutor(max_workers=settings.worker_activity_threads)
     workers = build_workers(
