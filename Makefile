@@ -36,12 +36,14 @@ sync: uv
 # Stages run in the bubblewrap sandbox (scripts/ensure-sandbox.sh installs what it needs).
 run: sync
 	@bash scripts/ensure-sandbox.sh || echo "build sandbox unavailable: stages will not run isolated"
+	@bash scripts/ensure-caddy.sh || echo "caddy unavailable: Docker deployments get no app URL"
 	$(UV) run --frozen python -m forgeline.stack
 
 # pytest leaves through os._exit with its own status (tests/conftest.py); should the Temporal
 # SDK still abort at interpreter exit (sdk-python#300, status 134), the recorded results decide.
 test: sync
 	@bash scripts/ensure-sandbox.sh || echo "build sandbox unavailable: the sandbox tests will fail"
+	@bash scripts/ensure-caddy.sh || echo "caddy unavailable: the deployment tests will fail"
 	@if [ -f scripts/ensure-docker.sh ]; then \
 		bash scripts/ensure-docker.sh || echo "Docker engine unavailable: the Docker-backed tests will fail"; \
 	fi

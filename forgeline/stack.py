@@ -29,6 +29,7 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from activities.deployments.routing import embedded_caddy_command, public_url
 from db.session import (
     create_engine,
     create_session_maker,
@@ -329,6 +330,16 @@ class Stack:
 
     def start_children(self) -> None:
         settings = self.settings
+        caddy = embedded_caddy_command(
+            admin_url=settings.proxy_admin_url,
+            http_host=settings.api_host,
+            http_port=settings.proxy_http_port,
+            state_dir=settings.data_dir.absolute() / "caddy",
+        )
+        if caddy is not None:
+            # The reverse proxy of Docker deployments (scripts/ensure-caddy.sh installs it).
+            caddy_env = {**self.env, "XDG_CONFIG_HOME": str(settings.data_dir.absolute() / "caddy")}
+            self.children.start("caddy", caddy, caddy_env)
         self.children.start("worker", [sys.executable, str(ROOT / "worker.py")], self.env)
         # Stages run in a process of their own, which holds no key (a second machine can run it).
         build_url = self.postgres.build_url if self.postgres else settings.build_database_url
@@ -384,6 +395,8 @@ def banner(settings: Settings, shown: dict[str, Any]) -> str:
         f"  Health         {api}/healthz",
         f"  Temporal UI    {ui}",
         f"  Temporal gRPC  {temporal_target(settings)}",
+        "  Deployed apps  "
+        + public_url(f"<environment>.<project>.{settings.apps_domain}", settings.proxy_http_port),
     ]
     if shown:
         lines.append("  Bootstrap organization (kept in .data/bootstrap.json):")

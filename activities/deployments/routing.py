@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import unicodedata
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -300,3 +302,25 @@ def caddy_config(*, admin_listen: str, http_listen: str) -> dict[str, Any]:
             }
         },
     }
+
+
+def embedded_caddy_command(
+    *, admin_url: str, http_host: str, http_port: int, state_dir: Path
+) -> list[str] | None:
+    """`caddy run` for the embedded stack (admin API on loopback only), or None without caddy."""
+    binary = shutil.which("caddy")
+    admin = urlsplit(admin_url)
+    if binary is None or admin.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    state_dir.mkdir(parents=True, exist_ok=True)
+    config = state_dir / "caddy.json"
+    config.write_text(
+        json.dumps(
+            caddy_config(
+                admin_listen=f"127.0.0.1:{admin.port or 2019}",
+                http_listen=f"{http_host}:{http_port}",
+            )
+        )
+    )
+    # --resume: routes survive a restart (Caddy's autosave under XDG_CONFIG_HOME=state_dir).
+    return [binary, "run", "--config", str(config), "--resume"]
