@@ -1,4 +1,4 @@
-"""Stage log capture: bytes → numbered lines, secrets masked before anything is stored.
+"""Stage log capture: bytes → masked bytes → numbered lines, before anything is stored.
 
 `LogCapture` numbers lines from 0, batches them into chunks for a `LogChunkSink` (Postgres rows),
 spools the masked text to a local file, and at the end says whether the log is large enough to
@@ -8,12 +8,14 @@ be moved to the object store (only the tail then stays in the row).
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+from urllib.parse import quote, quote_plus
 
 MASK = "***"
 # Shorter values would mask ordinary words everywhere; GitHub Actions draws the same line.
@@ -21,60 +23,177 @@ MIN_SECRET_LENGTH = 4
 MAX_LINE_BYTES = 64 * 1024
 LARGE_LOG_BYTES = 1_048_576
 TAIL_BYTES = 64 * 1024
+_MASK_BYTES = MASK.encode()
+
+
+def _base64_forms(raw: bytes) -> set[str]:
+    """Whole encodings, unpadded ones, and the stable core of the secret's encoding at each of
+    the three byte offsets it can sit at inside a longer encoded value (`user:token` in a
+    Basic auth header, `echo "$TOKEN" | base64` with its newline)."""
+    forms: set[str] = set()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        whole = encode(raw).decode()
+        forms |= {whole, whole.rstrip("=")}
+        for shift in (0, 1, 2):
+            encoded = encode(b"\0" * shift + raw).decode()
+            # Characters that also carry bits of the bytes before or after are left out.
+            first = -(-8 * shift // 6)
+            last = 8 * (shift + len(raw)) // 6
+            forms.add(encoded[first:last])
+    return forms
+
+
+def _escaped_forms(text: str) -> set[str]:
+    """How a value reads once a tool has escaped or encoded it."""
+    raw = text.encode()
+    forms = {text[::-1], raw.hex(), raw.hex().upper()}
+    forms |= _base64_forms(raw)
+    for url_encoded in (quote(text, safe=""), quote_plus(text)):
+        forms |= {url_encoded, re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), url_encoded)}
+    forms |= {json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
+    return forms
 
 
 def _secret_forms(value: str) -> set[str]:
     forms: set[str] = set()
-    candidates = [value, *value.splitlines()]
+    whole = value.strip("\r\n")
+    candidates = [whole, *(line.strip("\r") for line in value.splitlines())]
     for candidate in candidates:
-        candidate = candidate.strip("\r")
         if len(candidate) < MIN_SECRET_LENGTH:
             continue
         forms.add(candidate)
-        raw = candidate.encode()
-        for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
-            text = encoded.decode()
-            forms.add(text)
-            forms.add(text.rstrip("="))
-    return {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
+        forms |= _escaped_forms(candidate)
+    # A line never contains a newline, so a form with one could never match: each line of a
+    # multi-line secret is masked on its own instead.
+    return {f for f in forms if len(f) >= MIN_SECRET_LENGTH and "\n" not in f}
+
+
+def _trie_pattern(words: Iterable[bytes]) -> bytes:
+    """One regex for many literals, shaped as a prefix tree: the engine follows one branch per
+    byte instead of trying every literal at every position, and the longest literal wins."""
+    end = -1
+    root: dict[int, Any] = {}
+    for word in words:
+        node = root
+        for byte in word:
+            node = node.setdefault(byte, {})
+        node[end] = {}
+
+    def emit(node: dict[int, Any]) -> bytes:
+        run = bytearray()
+        # Single-child chains become one literal run (no recursion per byte of a long key).
+        while len(node) == 1 and end not in node:
+            byte, node = next(iter(node.items()))
+            run.append(byte)
+        out = re.escape(bytes(run))
+        branches = [re.escape(bytes([b])) + emit(child) for b, child in node.items() if b != end]
+        if not branches:
+            return out
+        group = branches[0] if len(branches) == 1 else b"(?:" + b"|".join(branches) + b")"
+        if end in node:
+            return out + (b"(?:" + group + b")?")
+        return out + group
+
+    return emit(root)
 
 
 class SecretMasker:
-    """Replaces secret values, their base64 forms and each line of multi-line secrets."""
+    """Masks secret values as they appear in output: verbatim, each line of a multi-line value,
+    reversed, base64 (standard and URL-safe, at any offset), hex (lower and upper case),
+    URL-encoded and JSON-escaped. A safety net, not a boundary: a build that wants to leak a
+    secret can always transform it some other way (see README, "Log masking")."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         forms: set[str] = set()
         for secret in secrets:
             if secret:
                 forms |= _secret_forms(secret)
-        # Longest first so a secret containing another is masked whole.
-        ordered = sorted(forms, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(f) for f in ordered)) if ordered else None
+        encoded = sorted({f.encode() for f in forms})
+        self.longest = max((len(f) for f in encoded), default=0)
+        self._bytes_pattern = re.compile(_trie_pattern(encoded)) if encoded else None
 
     def mask(self, line: str) -> str:
+        return self.mask_bytes(line.encode()).decode("utf-8", errors="replace")
+
+    def mask_bytes(self, data: bytes) -> bytes:
+        if self._bytes_pattern is None:
+            return data
+        return self._bytes_pattern.sub(_MASK_BYTES, data)
+
+    def stream(self) -> MaskingStream:
+        return MaskingStream(self)
+
+
+class MaskingStream:
+    """Masks a byte stream cut anywhere (pipe reads, overlong lines): a secret split across two
+    reads is held back until it can be seen whole. Every byte is scanned a bounded number of
+    times, so the cost stays linear in the output."""
+
+    def __init__(self, masker: SecretMasker) -> None:
+        self._pattern = masker._bytes_pattern
+        self._hold = max(masker.longest - 1, 0)
+        self._batch = max(2 * self._hold, 4096)
+        self._pending = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """The masked output that no later byte can change; the rest waits for more."""
         if self._pattern is None:
-            return line
-        return self._pattern.sub(MASK, line)
+            return data
+        buf = self._pending + data if self._pending else data
+        if b"\n" not in data and len(buf) < self._batch:
+            # A partial line grows in small writes (progress bars): scanning the held-back
+            # tail again on every write would cost hold x writes, so wait for a batch.
+            self._pending = buf
+            return b""
+        # No match spans a newline, and any match that starts before `safe` ends inside `buf`.
+        safe = max(buf.rfind(b"\n") + 1, len(buf) - self._hold)
+        out: list[bytes] = []
+        pos = 0
+        for match in self._pattern.finditer(buf):
+            if match.start() >= safe:
+                break
+            out += (buf[pos : match.start()], _MASK_BYTES)
+            pos = match.end()
+        cut = max(pos, safe)
+        out.append(buf[pos:cut])
+        self._pending = buf[cut:]
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        return self._pattern.sub(_MASK_BYTES, rest) if self._pattern is not None else rest
+
+
+def _char_boundary(data: bytes | bytearray, limit: int) -> int:
+    """The largest cut <= limit (by at most 3 bytes) that does not split a UTF-8 character;
+    `data` is longer than `limit`."""
+    for cut in range(limit, limit - 4, -1):
+        if (data[cut] & 0xC0) != 0x80:
+            return cut
+    return limit  # not UTF-8 there anyway
 
 
 class LineSplitter:
-    """Incremental bytes → complete lines; overlong lines are cut at MAX_LINE_BYTES."""
+    """Incremental bytes → complete lines; overlong lines are cut at MAX_LINE_BYTES (on a
+    character boundary). Feed it masked bytes: a cut never splits a secret that way."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[str]:
-        self._buffer.extend(data)
         lines: list[str] = []
-        while True:
-            idx = self._buffer.find(b"\n")
-            if idx < 0:
-                break
-            lines.extend(self._cut(bytes(self._buffer[:idx])))
-            del self._buffer[: idx + 1]
+        if b"\n" in data:
+            self._buffer.extend(data)
+            *complete, rest = bytes(self._buffer).split(b"\n")
+            self._buffer = bytearray(rest)
+            for raw in complete:
+                lines.extend(self._cut(raw))
+        else:
+            self._buffer.extend(data)
         while len(self._buffer) > MAX_LINE_BYTES:
-            lines.append(self._decode(bytes(self._buffer[:MAX_LINE_BYTES])))
-            del self._buffer[:MAX_LINE_BYTES]
+            cut = _char_boundary(self._buffer, MAX_LINE_BYTES)
+            lines.append(self._decode(bytes(self._buffer[:cut])))
+            del self._buffer[:cut]
         return lines
 
     def flush(self) -> list[str]:
@@ -87,9 +206,13 @@ class LineSplitter:
     def _cut(self, raw: bytes) -> list[str]:
         if len(raw) <= MAX_LINE_BYTES:
             return [self._decode(raw)]
-        return [
-            self._decode(raw[i : i + MAX_LINE_BYTES]) for i in range(0, len(raw), MAX_LINE_BYTES)
-        ]
+        pieces: list[str] = []
+        while len(raw) > MAX_LINE_BYTES:
+            cut = _char_boundary(raw, MAX_LINE_BYTES)
+            pieces.append(self._decode(raw[:cut]))
+            raw = raw[cut:]
+        pieces.append(self._decode(raw))
+        return pieces
 
     @staticmethod
     def _decode(raw: bytes) -> str:
@@ -131,6 +254,7 @@ class LogCapture:
     max_bytes: int = 256 * 1024
     max_delay: float = 0.5
     _splitter: LineSplitter = field(default_factory=LineSplitter)
+    _stream: MaskingStream | None = None
     _pending: list[str] = field(default_factory=list)
     _pending_bytes: int = 0
     _next_seq: int = 0
@@ -144,7 +268,10 @@ class LogCapture:
         return self._next_seq
 
     async def feed(self, data: bytes) -> None:
-        self._accept(self._splitter.feed(data))
+        # Masked before lines are cut, so a secret straddling a cut is still seen whole.
+        if self._stream is None:
+            self._stream = self.masker.stream()
+        self._accept(self._splitter.feed(self._stream.feed(data)))
         if (
             len(self._pending) >= self.max_lines
             or self._pending_bytes >= self.max_bytes
@@ -172,6 +299,8 @@ class LogCapture:
     async def close(self, *, hand_back_last: bool = False) -> LogSummary:
         """End of output. With `hand_back_last`, the lines not stored yet are not sent to the
         sink but returned as `last_chunk`, for the caller's own closing write to store."""
+        if self._stream is not None:
+            self._accept(self._splitter.feed(self._stream.flush()))
         self._accept(self._splitter.flush())
         last: LogChunk | None = None
         if not hand_back_last:
@@ -199,12 +328,11 @@ class LogCapture:
             self.spool_path.parent.mkdir(parents=True, exist_ok=True)
             self._spool = self.spool_path.open("w", encoding="utf-8")
         for line in lines:
-            masked = self.masker.mask(line)
-            self._pending.append(masked)
-            size = len(masked.encode()) + 1
+            self._pending.append(line)
+            size = len(line.encode()) + 1
             self._pending_bytes += size
             self._byte_count += size
-            self._spool.write(masked + "\n")
+            self._spool.write(line + "\n")
         self._next_seq += len(lines)
 
 
