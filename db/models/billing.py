@@ -8,9 +8,11 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     Numeric,
@@ -146,7 +148,8 @@ class Subscription(UUIDPrimaryKey, Timestamps, Base):
     )
     cancelled_at: Mapped[datetime | None] = mapped_column(TZ_DATETIME)
     ended_at: Mapped[datetime | None] = mapped_column(TZ_DATETIME)
-    # A plan change takes effect (with proration) at the next invoice.
+    # Superseded: a plan change now applies to `plan_id` at once and is recorded in
+    # `subscription_plan_changes` (migration 0005 moved pending changes there). Always NULL.
     pending_plan_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("plans.id", ondelete="SET NULL")
     )
@@ -167,6 +170,33 @@ class Subscription(UUIDPrimaryKey, Timestamps, Base):
             postgresql_where=text("status IN ('trialing', 'active', 'past_due')"),
         ),
         Index("ix_subscriptions_status_current_period_end", "status", "current_period_end"),
+    )
+
+
+class SubscriptionPlanChange(UUIDPrimaryKey, Base):
+    """One plan change of a subscription, in the order the changes were made (`seq`): the
+    invoice of a period charges each plan for the time it was in effect."""
+
+    __tablename__ = "subscription_plan_changes"
+
+    subscription_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="CASCADE")
+    )
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    from_plan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("plans.id", ondelete="RESTRICT"))
+    to_plan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("plans.id", ondelete="RESTRICT"))
+    # The database's clock when the change was made, under the subscription's row lock.
+    changed_at: Mapped[datetime] = mapped_column(TZ_DATETIME)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        CheckConstraint("from_plan_id <> to_plan_id", name="plan_changes"),
+        Index(
+            "ix_subscription_plan_changes_subscription_id_seq", "subscription_id", "seq"
+        ),
     )
 
 
