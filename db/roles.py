@@ -97,8 +97,12 @@ def ensure_roles(conn: psycopg.Connection[Any], passwords: Mapping[str, str | No
                 _grant_existing(conn)
                 grant_build_role(conn)
             return
-        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
-            pass  # another server session created a role first
+        except (
+            psycopg.errors.DuplicateObject,
+            psycopg.errors.UniqueViolation,
+            psycopg.errors.DeadlockDetected,
+        ):
+            pass  # a session on another database changed the same role rows first
         except psycopg.errors.InternalError_ as exc:
             if "concurrently" not in str(exc):
                 raise

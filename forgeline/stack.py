@@ -87,8 +87,10 @@ def secure_data_dir(data_dir: Path) -> None:
 def _restrict(path: Path, ceiling: int) -> None:
     """Clear every permission bit beyond `ceiling` (group and other), keeping the owner's."""
     with contextlib.suppress(FileNotFoundError):
-        mode = stat.S_IMODE(path.lstat().st_mode)
-        if mode & ~ceiling:
+        info = path.lstat()
+        mode = stat.S_IMODE(info.st_mode)
+        # A symlink's target may be anywhere (chmod would follow it): never changed from here.
+        if mode & ~ceiling and not stat.S_ISLNK(info.st_mode):
             path.chmod(mode & ceiling)
 
 

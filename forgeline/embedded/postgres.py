@@ -327,7 +327,8 @@ class EmbeddedPostgres:
                 timeout=timeout + 10,
             )
         self._wait_accepting(timeout)
-        if not self.hba_is_current():
+        # Also when the file is right but a stop came before the reload that would apply it.
+        if not self.hba_is_current() or self.accepts_without_password():
             self._require_passwords(timeout)
         self.create_database()
 
@@ -361,16 +362,20 @@ class EmbeddedPostgres:
             conn.execute("SELECT pg_reload_conf()")
         # The postmaster reloads on SIGHUP, a moment later: wait until trust is really gone.
         deadline = time.monotonic() + timeout
-        no_password = role_url(SUPERUSER, None, self.host, self.port, "postgres")
-        while True:
-            try:
-                psycopg.connect(no_password, connect_timeout=2).close()
-            except psycopg.OperationalError as exc:
-                if "password" in str(exc):
-                    return
+        while self.accepts_without_password():
             if time.monotonic() > deadline:
                 raise RuntimeError("PostgreSQL still accepts connections without a password")
             time.sleep(0.1)
+
+    def accepts_without_password(self) -> bool:
+        """Whether the superuser gets in over TCP with no password at all (trust)."""
+        no_password = role_url(SUPERUSER, None, self.host, self.port, "postgres")
+        try:
+            # No password file either: only the server's own rules decide.
+            psycopg.connect(no_password, connect_timeout=5, passfile=os.devnull).close()
+        except psycopg.OperationalError:
+            return False
+        return True
 
     def create_database(self, name: str | None = None) -> None:
         """The database (owned by the migrator) with the roles and their grants in it."""
