@@ -344,7 +344,8 @@ async def test_a_build_host_writes_its_attempt_through_the_build_role_and_nothin
 
     conn = await asyncpg.connect(postgres.build_url)
     try:
-        for _ in range(2):  # the second time: a replayed attempt, its log restarted
+        # The second time a replayed attempt: its earlier chunks (0..2) go, its log restarts.
+        for chunk_count in (3, 1):
             opened = await projections.open_attempt(
                 conn,
                 run_id=str(run_id),
@@ -355,19 +356,21 @@ async def test_a_build_host_writes_its_attempt_through_the_build_role_and_nothin
                 container_name=f"fl-{run_id}",
             )
             assert opened is not None
-            await projections.store_log_chunk(
-                conn,
-                execution_id=opened.execution_id,
-                seq=0,
-                first_line=0,
-                line_count=1,
-                content="compiling\n",
-            )
+            execution_id = opened.execution_id
+            for seq in range(chunk_count):
+                await projections.store_log_chunk(
+                    conn,
+                    execution_id=execution_id,
+                    seq=seq,
+                    first_line=seq,
+                    line_count=1,
+                    content="compiling\n",
+                )
         key = f"runs/{run_id}/artifacts/build/1/app.tar"
         await projections.close_attempt(
             conn,
             run_id=str(run_id),
-            execution_id=opened.execution_id,
+            execution_id=execution_id,
             attempt=1,
             closed=projections.ClosedAttempt(
                 status="success",
@@ -416,7 +419,7 @@ async def test_a_build_host_writes_its_attempt_through_the_build_role_and_nothin
                     "SELECT seq, content FROM stage_log_chunks WHERE stage_execution_id = :id"
                     " ORDER BY seq"
                 ),
-                {"id": opened.execution_id},
+                {"id": execution_id},
             )
         ).all()
         status = (
