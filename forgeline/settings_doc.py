@@ -19,7 +19,12 @@ DESCRIPTIONS: dict[str, str] = {
     "development",
     "data_dir": "state of the embedded services, objects, workspaces, bootstrap credentials",
     "log_level": "Python log level of API and worker",
-    "database_url": "PostgreSQL URL; unset = embedded server under `data_dir/postgres`",
+    "database_url": "PostgreSQL URL of the API and control workers (the `forgeline_app` role); "
+    "unset = embedded server under `data_dir/postgres`",
+    "migration_database_url": "PostgreSQL URL for migrations only (the schema owner, "
+    "`forgeline_migrator`); unset = `DATABASE_URL`",
+    "build_database_url": "PostgreSQL URL of build hosts (the `forgeline_build` role: stage "
+    "tables only)",
     "embedded_postgres_port": "TCP port of the embedded PostgreSQL",
     "pg_bin_dir": "other PostgreSQL binaries (initdb, pg_ctl, postgres) for the embedded server",
     "db_pool_size": "SQLAlchemy pool size per process",
