@@ -51,6 +51,9 @@ STRIPE_RETRY = RetryPolicy(
 # A run that fails or is cancelled closes its workflow_executions row (added after histories
 # were recorded; replays of runs that failed without it take the old path).
 CLOSE_ON_FAILURE_PATCH = "billing-execution-closed-on-failure"
+# The invoice step is told the workflow's time, so a period that has not ended is refused by the
+# workflow's clock (added after histories were recorded; older runs let the activity use its own).
+PERIOD_ENDED_PATCH = "billing-invoice-after-period-end"
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 
@@ -108,9 +111,12 @@ class BillingWorkflow:
     async def _run(self, params: BillingInput) -> BillingResult:
         result = BillingResult(organization_id=params.organization_id, period=params.period)
         self._status = "invoicing"
+        as_of = workflow.now() if workflow.patched(PERIOD_ENDED_PATCH) else None
         summary: InvoiceSummary = await workflow.execute_activity_method(
             BillingActivities.create_invoice,
-            InvoiceRequest(organization_id=params.organization_id, period=params.period),
+            InvoiceRequest(
+                organization_id=params.organization_id, period=params.period, as_of=as_of
+            ),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, Field
 
 # Days after the first failed charge on which payment is retried before the subscription ends.
@@ -23,6 +25,8 @@ class BillingInput(BaseModel):
 class InvoiceRequest(BaseModel):
     organization_id: str
     period: str
+    # The workflow's time when it asked: a period is invoiced only once it has ended by then.
+    as_of: datetime | None = None
 
 
 class InvoiceSummary(BaseModel):

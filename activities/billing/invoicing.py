@@ -15,15 +15,19 @@ from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.billing.metering import record_usage
+from activities.billing.plan_history import PlanSpan, plan_spans
 from activities.billing.pricing import (
     Adjustment,
+    InvoiceDraft,
     Period,
+    PlanPeriodShare,
     billable_days,
     build_invoice,
+    build_prorated_invoice,
     invoice_number,
-    proration_for_change,
     to_cents,
 )
 from activities.billing.schedules import upsert_closed_execution
@@ -65,6 +69,22 @@ ROLL_UP_SQL = text(
     SELECT usage_type, sum(quantity) AS quantity FROM billed GROUP BY usage_type
     """
 )
+# The same claim when the plan changed during the period, summed per plan span as well: span i
+# holds the records from the i-th change on (`thresholds` are the changes' times); records
+# before the first change, late ones of earlier periods included, go to the first plan.
+ROLL_UP_BY_SPAN_SQL = text(
+    """
+    WITH billed AS (
+        UPDATE usage_records SET invoice_id = :invoice_id
+        WHERE organization_id = :organization_id AND invoice_id IS NULL AND period <= :period
+        RETURNING usage_type, quantity, recorded_at
+    )
+    SELECT usage_type, width_bucket(recorded_at, CAST(:thresholds AS timestamptz[])) AS span,
+           sum(quantity) AS quantity
+    FROM billed GROUP BY 1, 2
+    """
+)
+PERIOD_NOT_ENDED = "PeriodNotEnded"
 
 
 # What an organization keeps in the object store at the close of a period: run artifacts not
@@ -195,7 +215,6 @@ async def move_to_free_plan(
     subscription.status = status
     subscription.ended_at = at
     subscription.cancelled_at = subscription.cancelled_at or at
-    subscription.pending_plan_id = None
     await session.flush()
     free_id = await free_plan_id(session)
     if free_id is None:
@@ -271,6 +290,17 @@ class BillingActivities:
         """The (organization, period) invoice, created at most once (unique org + period_start)."""
         period = Period.parse(request.period)
         organization_id = uuid.UUID(request.organization_id)
+        # The workflow's clock when it asked (the activity's own for older workflows).
+        as_of = request.as_of or datetime.now(UTC)
+        if period.end > as_of:
+            # Refused for good: the workflow fails, and its ID can be started again once the
+            # period is over.
+            raise ApplicationError(
+                f"period {period.key} has not ended; it can be invoiced from "
+                f"{period.end.isoformat()}",
+                type=PERIOD_NOT_ENDED,
+                non_retryable=True,
+            )
         async with session_scope(self.session_maker) as session:
             summary = await self._create_invoice(session, organization_id, period)
             if not summary.collect_with_stripe:
@@ -307,13 +337,8 @@ class BillingActivities:
             return InvoiceSummary(reason="period closed before the subscription started")
 
         now = datetime.now(UTC)
-        plan = await session.get_one(Plan, subscription.plan_id)
-        closing_plan, change_at = plan, None
-        if subscription.pending_plan_id is not None and (
-            subscription.pending_change_at is None or subscription.pending_change_at < period.end
-        ):
-            closing_plan = await session.get_one(Plan, subscription.pending_plan_id)
-            change_at = subscription.pending_change_at
+        spans = await plan_spans(session, subscription, period)
+        closing_plan = await session.get_one(Plan, spans[-1].plan_id)
 
         expired_trial = False
         if subscription.status == "trialing" and (
@@ -330,19 +355,6 @@ class BillingActivities:
             days = 0
 
         adjustments: list[Adjustment] = []
-        if change_at is not None and closing_plan.id != plan.id and days > 0:
-            adjustments.append(
-                Adjustment(
-                    f"Plan change {plan.name} -> {closing_plan.name} on {change_at.date()}",
-                    proration_for_change(
-                        old_price=plan.price_monthly or Decimal(0),
-                        new_price=closing_plan.price_monthly or Decimal(0),
-                        period=period,
-                        changed_at=change_at,
-                        billable_from=first_billable,
-                    ),
-                )
-            )
         previous_credit = (
             await session.scalars(
                 select(Invoice.credit_carried_forward).where(
@@ -374,28 +386,27 @@ class BillingActivities:
         if inserted.scalar_one_or_none() is None:
             raise RuntimeError(f"invoice {number} appeared concurrently; retrying")
         await record_storage_usage(session, organization_id, period)
-        usage = {
-            row.usage_type: Decimal(row.quantity)
-            for row in await session.execute(
-                ROLL_UP_SQL,
-                {
-                    "invoice_id": invoice_id,
-                    "organization_id": organization_id,
-                    "period": period.key,
-                },
+        claim = {"invoice_id": invoice_id, "organization_id": organization_id, "period": period.key}
+        if len(spans) == 1:
+            usage = {
+                row.usage_type: Decimal(row.quantity)
+                for row in await session.execute(ROLL_UP_SQL, claim)
+            }
+            draft = build_invoice(
+                plan_name=closing_plan.name,
+                plan_price=closing_plan.price_monthly or Decimal(0),
+                period=period,
+                days=days,
+                usage=usage,
+                included=included_quantities(closing_plan),
+                adjustments=adjustments,
+                tax_rate=self.tax_rate,
+                unit_prices=unit_prices(closing_plan),
             )
-        }
-        draft = build_invoice(
-            plan_name=closing_plan.name,
-            plan_price=closing_plan.price_monthly or Decimal(0),
-            period=period,
-            days=days,
-            usage=usage,
-            included=included_quantities(closing_plan),
-            adjustments=adjustments,
-            tax_rate=self.tax_rate,
-            unit_prices=unit_prices(closing_plan),
-        )
+        else:
+            draft = await self._prorated_draft(
+                session, claim, period, spans, first_billable, adjustments
+            )
         collect_with_stripe = self.stripe is not None and draft.total > 0
         status = "open" if draft.total > 0 else "paid"
         await session.execute(
@@ -417,7 +428,7 @@ class BillingActivities:
                 paid_at=now if status == "paid" else None,
             )
         )
-        await self._close_period(session, subscription, period, closing_plan, expired_trial)
+        await self._close_period(session, subscription, period, expired_trial)
         if not collect_with_stripe and draft.total > 0:
             await notify_owners(
                 session,
@@ -436,22 +447,56 @@ class BillingActivities:
             collect_with_stripe=collect_with_stripe,
         )
 
+    async def _prorated_draft(
+        self,
+        session: AsyncSession,
+        claim: dict[str, object],
+        period: Period,
+        spans: list[PlanSpan],
+        first_billable: datetime,
+        adjustments: list[Adjustment],
+    ) -> InvoiceDraft:
+        """Each plan of the period for the time it was in effect (every change, not only the
+        last): its fee for its billable time, its usage against its prorated allowance."""
+        usage: list[dict[str, Decimal]] = [{} for _ in spans]
+        rows = await session.execute(
+            ROLL_UP_BY_SPAN_SQL, {**claim, "thresholds": [span.start for span in spans[1:]]}
+        )
+        for row in rows:
+            bucket = usage[min(max(int(row.span), 0), len(spans) - 1)]
+            bucket[row.usage_type] = bucket.get(row.usage_type, Decimal(0)) + Decimal(row.quantity)
+        shares: list[PlanPeriodShare] = []
+        for span, span_usage in zip(spans, usage, strict=True):
+            plan = await session.get_one(Plan, span.plan_id)
+            billed_from = max(span.start, first_billable)
+            shares.append(
+                PlanPeriodShare(
+                    plan_name=plan.name,
+                    plan_price=plan.price_monthly or Decimal(0),
+                    start=span.start,
+                    end=span.end,
+                    billed_from=billed_from,
+                    billed_to=max(span.end, billed_from),
+                    usage=span_usage,
+                    included=included_quantities(plan),
+                    unit_prices=unit_prices(plan),
+                )
+            )
+        return build_prorated_invoice(
+            period=period, shares=shares, adjustments=adjustments, tax_rate=self.tax_rate
+        )
+
     async def _close_period(
         self,
         session: AsyncSession,
         subscription: Subscription,
         period: Period,
-        closing_plan: Plan,
         expired_trial: bool,
     ) -> None:
-        """Advance the subscription past `period`: plan change, trial end, cancellation."""
+        """Advance the subscription past `period`: trial end, cancellation."""
         if subscription.current_period_end <= period.end:
             subscription.current_period_start = period.end
             subscription.current_period_end = period.next().end
-        if subscription.pending_plan_id == closing_plan.id:
-            subscription.plan_id = closing_plan.id
-            subscription.pending_plan_id = None
-            subscription.pending_change_at = None
         trial_over = subscription.trial_end is None or subscription.trial_end <= period.end
         if subscription.status == "trialing" and trial_over:
             if expired_trial:

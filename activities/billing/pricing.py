@@ -9,8 +9,9 @@ becomes a "credit carried forward" line and is returned so the next invoice can 
 from __future__ import annotations
 
 import calendar
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -42,6 +43,14 @@ def round_cents(value: Decimal) -> Decimal:
     return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
+# Billing periods Forgeline accepts anywhere (API, CLI, workflow inputs): months of these years.
+# Bounded so every period has a start and an end a datetime can hold, and a typo such as 0001-01
+# or 9999-12 is refused with a message instead of reaching the database.
+FIRST_PERIOD_YEAR = 2000
+LAST_PERIOD_YEAR = 2100
+_PERIOD_TEXT = re.compile(r"([0-9]{4})-?([0-9]{2})")
+
+
 @dataclass(frozen=True)
 class Period:
     """A calendar month in UTC: every subscription is billed on calendar months."""
@@ -51,13 +60,18 @@ class Period:
 
     @classmethod
     def parse(cls, text: str) -> Period:
-        """Parse `YYYY-MM` (or `YYYYMM`); ValueError on anything else."""
-        digits = text.replace("-", "")
-        if len(digits) != 6 or not digits.isdigit() or (len(text) == 7 and text[4] != "-"):
-            raise ValueError(f"period must look like YYYY-MM, got {text!r}")
-        year, month = int(digits[:4]), int(digits[4:])
-        if not (1 <= month <= 12 and 2000 <= year <= 9999):
-            raise ValueError(f"period out of range: {text!r}")
+        """Parse `YYYY-MM` (or `YYYYMM`) of a real month from FIRST_PERIOD_YEAR to
+        LAST_PERIOD_YEAR; ValueError (with a message for the user) on anything else."""
+        match = _PERIOD_TEXT.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
+            raise ValueError(f"period must be a month written YYYY-MM, got {str(text)[:40]!r}")
+        year, month = int(match[1]), int(match[2])
+        if not 1 <= month <= 12:
+            raise ValueError(f"period {text!r} names no month: the month is 01 to 12")
+        if not FIRST_PERIOD_YEAR <= year <= LAST_PERIOD_YEAR:
+            raise ValueError(
+                f"period {text!r} is out of range: {FIRST_PERIOD_YEAR}-01 to {LAST_PERIOD_YEAR}-12"
+            )
         return cls(year, month)
 
     @classmethod
@@ -253,6 +267,99 @@ def build_invoice(
             kind = "proration" if amount > 0 else "credit"
             lines.append(Line(kind, adjustment.description, Decimal(1), amount, amount))
     lines.extend(overage_lines(usage, included, unit_prices))
+    return _totals(lines, tax_rate)
+
+
+@dataclass(frozen=True)
+class PlanPeriodShare:
+    """One plan's share of a period: its fee for the billable time `[billed_from, billed_to)`,
+    and the usage recorded while it was in effect, against its allowance prorated to the time
+    it was in effect."""
+
+    plan_name: str
+    plan_price: Decimal
+    start: datetime
+    end: datetime
+    billed_from: datetime
+    billed_to: datetime
+    usage: Mapping[str, Decimal] = field(default_factory=dict)
+    included: Mapping[str, Decimal | None] = field(default_factory=dict)
+    unit_prices: Mapping[str, Decimal] = field(default_factory=lambda: dict(USAGE_UNIT_PRICES))
+
+
+ALLOWANCE_QUANTUM = Decimal("0.000001")  # the scale of usage quantities
+
+
+def share_of_period(period: Period, start: datetime, end: datetime) -> Decimal:
+    """The fraction of `period` between `start` and `end` (0 when empty), by the second."""
+    total = Decimal(int((period.end - period.start).total_seconds()))
+    seconds = Decimal(max(0, int((end - start).total_seconds())))
+    return seconds / total
+
+
+def prorated_allowance(included: Decimal | None, share: Decimal) -> Decimal | None:
+    if included is None:
+        return None
+    return (included * share).quantize(ALLOWANCE_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def build_prorated_invoice(
+    *,
+    period: Period,
+    shares: Sequence[PlanPeriodShare],
+    adjustments: Sequence[Adjustment] = (),
+    tax_rate: Decimal = ZERO,
+) -> InvoiceDraft:
+    """The invoice of a period in which the plan changed: each plan is charged for the billable
+    time it was in effect (price x share of the period, each line rounded on its own), and the
+    usage of its time beyond its prorated allowance at its own prices. Same inputs, same
+    invoice, to the cent."""
+    lines: list[Line] = []
+    for share in shares:
+        fee = round_cents(
+            share.plan_price * share_of_period(period, share.billed_from, share.billed_to)
+        )
+        lines.append(
+            Line(
+                "plan",
+                f"{share.plan_name} plan - {period.key}, "
+                f"{_stamp(share.start)} to {_stamp(share.end)} UTC",
+                Decimal(1),
+                round_cents(share.plan_price),
+                fee,
+            )
+        )
+    for adjustment in adjustments:
+        amount = round_cents(adjustment.amount)
+        if amount != 0:
+            kind = "proration" if amount > 0 else "credit"
+            lines.append(Line(kind, adjustment.description, Decimal(1), amount, amount))
+    for share in shares:
+        fraction = share_of_period(period, share.start, share.end)
+        allowances = {
+            usage_type: prorated_allowance(share.included.get(usage_type, Decimal(0)), fraction)
+            for usage_type in share.usage
+        }
+        for line in overage_lines(share.usage, allowances, share.unit_prices):
+            lines.append(
+                Line(
+                    line.kind,
+                    f"{share.plan_name}, {_stamp(share.start)} to {_stamp(share.end)} UTC: "
+                    + line.description,
+                    line.quantity,
+                    line.unit_price,
+                    line.amount,
+                    line.usage_type,
+                )
+            )
+    return _totals(lines, tax_rate)
+
+
+def _totals(lines: list[Line], tax_rate: Decimal) -> InvoiceDraft:
     subtotal = sum((line.amount for line in lines), ZERO)
     carried = ZERO
     if subtotal < 0:

@@ -13,18 +13,27 @@ round trip (~10-13 ms) per run and serializes an organization's bursts on one wo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
 import asyncpg
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
+
+from db.session import driver_connection
+from workflows.pipeline_models import GRANT_SIGNAL, SlotGrant
 
 log = logging.getLogger(__name__)
 
 _ACQUIRE = "SELECT * FROM build_slot_acquire($1, $2, $3)"
 _RELEASE = "SELECT * FROM build_slot_release($1, $2)"
+# A plan change: the organization's limit now, and its queue promoted up to it (0005).
+SET_LIMIT_SQL = "SELECT pending_runs, pending_seqs FROM build_slot_set_limit($1, $2)"
+# Bounds each grant signal: a caller must not hang on an unreachable Temporal.
+GRANT_RPC_TIMEOUT = timedelta(seconds=10)
 
 _DELIVERED = """
 UPDATE build_slot_claims SET grant_pending = false
@@ -86,6 +95,58 @@ async def release(conn: asyncpg.Connection, key: str, run_workflow_id: str) -> l
     row = await conn.fetchrow(_RELEASE, key, run_workflow_id)
     assert row is not None
     return _pending(row)
+
+
+async def set_limit(conn: asyncpg.Connection, key: str, limit: int) -> list[PendingGrant]:
+    """The organization's slot limit is `limit` from now on: waiting claims are promoted up to
+    it in queue order (a lower limit takes no slot back). Returns the grants to deliver."""
+    row = await conn.fetchrow(SET_LIMIT_SQL, key, max(1, limit))
+    assert row is not None
+    return _pending(row)
+
+
+def pending_of(runs: list[str], seqs: list[int]) -> list[PendingGrant]:
+    return [PendingGrant(run, seq) for run, seq in zip(runs, seqs, strict=True)]
+
+
+async def signal_grant(temporal: Client, grant: PendingGrant) -> bool:
+    """Tell a waiting run its claim holds; False when the run is gone (closed or unknown)."""
+    try:
+        await temporal.get_workflow_handle(grant.run_workflow_id).signal(
+            GRANT_SIGNAL, SlotGrant(seq=grant.seq), rpc_timeout=GRANT_RPC_TIMEOUT
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def deliver_grants(
+    temporal: Client,
+    session_maker: async_sessionmaker[AsyncSession],
+    key: str,
+    pending: list[PendingGrant],
+) -> None:
+    """Signal each promoted run its grant and mark it delivered. A run that no longer exists
+    gives its slot back at once, to the next in line. A grant whose signal fails stays pending:
+    whoever touches the semaphore next sends it again."""
+    while pending:
+        sent = await asyncio.gather(*(signal_grant(temporal, g) for g in pending))
+        async with driver_connection(session_maker) as conn:
+            gone = []
+            for grant, was_sent in zip(pending, sent, strict=True):
+                if was_sent:
+                    await delivered(conn, key, grant)
+                else:
+                    gone.append(grant)
+            pending = []
+            for grant in gone:
+                log.warning(
+                    "build slot granted to %s, which no longer runs; slot freed",
+                    grant.run_workflow_id,
+                )
+                pending = await release(conn, key, grant.run_workflow_id)
 
 
 async def delivered(conn: asyncpg.Connection, key: str, grant: PendingGrant) -> None:

@@ -138,6 +138,42 @@ LEFT JOIN LATERAL (
 WHERE r.id = $1
 """
 
+# An organization's limit as it stands now (the same resolution as _PLAN's): read again where a
+# claim is made, so a plan change applies to runs that were queued before it.
+_ORGANIZATION_LIMIT = """
+SELECT o.settings, lim.found, lim.limit_value
+FROM organizations o
+LEFT JOIN LATERAL (
+    SELECT true AS found, limit_value FROM (
+        SELECT pf.limit_value, 0 AS rank
+        FROM plan_features pf JOIN subscriptions sub ON sub.plan_id = pf.plan_id
+        WHERE sub.organization_id = o.id AND sub.status = ANY($2::text[])
+          AND pf.feature_key = 'concurrent_builds'
+        UNION ALL
+        SELECT pf.limit_value, 1
+        FROM plan_features pf JOIN plans pl ON pl.id = pf.plan_id
+        WHERE pl.slug = 'free' AND pf.feature_key = 'concurrent_builds'
+        ORDER BY rank LIMIT 1
+    ) ranked
+) lim ON true
+WHERE o.id = $1
+"""
+
+
+async def slot_limit_for_key(conn: asyncpg.Connection, key: str, fallback: int) -> int:
+    """The current build-slot limit of the organization behind a slot key (`fallback` for a
+    project without an organization, or an organization that no longer exists)."""
+    try:
+        organization_id = uuid.UUID(key)
+    except ValueError:
+        return fallback
+    row = await conn.fetchrow(_ORGANIZATION_LIMIT, organization_id, list(ACTIVE_SUBSCRIPTION))
+    if row is None:
+        return fallback
+    settings, found, limit = row
+    return concurrent_builds(organization_id, settings, (limit,) if found else None)
+
+
 _SOURCE_RUN = "SELECT commit_sha, metadata FROM pipeline_runs WHERE id = $1"
 _SUCCEEDED = """
 SELECT stage_name, id, reused_from_id, exit_code FROM stage_executions

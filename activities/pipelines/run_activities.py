@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.pipelines import build_slots, projections
-from activities.pipelines.plan import load_plan
+from activities.pipelines.plan import load_plan, slot_limit_for_key
 from activities.pipelines.run_variables import resolve_run_variables
 from activities.pipelines.stage_execution import run_not_found, run_workspace
 from db.models.projects import Repository
@@ -28,7 +28,6 @@ from forgeline.crypto import decrypt_str
 from forgeline.settings import Settings
 from workflows.pipeline_models import (
     ACQUIRE_SLOT,
-    GRANT_SIGNAL,
     RELEASE_SLOT,
     CheckoutResult,
     FinishRunInput,
@@ -36,7 +35,6 @@ from workflows.pipeline_models import (
     RunPlan,
     RunStarted,
     SlotClaim,
-    SlotGrant,
     SlotRequest,
     build_slot_key,
 )
@@ -126,9 +124,9 @@ class RunActivities:
         """
         key = request.organization_key
         async with driver_connection(self.session_maker) as conn:
-            claim, pending = await build_slots.acquire(
-                conn, key, request.run_workflow_id, request.limit
-            )
+            # The plan's limit now, not the one the run was prepared under.
+            limit = await slot_limit_for_key(conn, key, request.limit)
+            claim, pending = await build_slots.acquire(conn, key, request.run_workflow_id, limit)
         await self._settle_claim(key, claim, pending)
         return SlotClaim(granted=claim.holding, seq=claim.seq)
 
@@ -154,34 +152,8 @@ class RunActivities:
         await self._deliver(key, pending)
 
     async def _deliver(self, key: str, pending: list[build_slots.PendingGrant]) -> None:
-        """Signal each promoted run its grant. A run that no longer exists (terminated while it
-        waited) gives the slot back at once, to the next in line."""
-        while pending:
-            sent = await asyncio.gather(*(self._signal_grant(g) for g in pending))
-            async with driver_connection(self.session_maker) as conn:
-                for grant, delivered in zip(pending, sent, strict=True):
-                    if delivered:
-                        await build_slots.delivered(conn, key, grant)
-                gone = [g for g, delivered in zip(pending, sent, strict=True) if not delivered]
-                pending = []
-                for grant in gone:
-                    activity.logger.warning(
-                        "build slot granted to %s, which no longer runs; slot freed",
-                        grant.run_workflow_id,
-                    )
-                    pending = await build_slots.release(conn, key, grant.run_workflow_id)
-
-    async def _signal_grant(self, grant: build_slots.PendingGrant) -> bool:
-        """False when the run is gone (closed or unknown): nobody will use the slot."""
-        try:
-            await self.temporal.get_workflow_handle(grant.run_workflow_id).signal(
-                GRANT_SIGNAL, SlotGrant(seq=grant.seq), rpc_timeout=SLOT_RPC_TIMEOUT
-            )
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return False
-            raise
-        return True
+        """Signal each promoted run its grant (a run that is gone frees its slot at once)."""
+        await build_slots.deliver_grants(self.temporal, self.session_maker, key, pending)
 
     async def _free_gone_holders(self, key: str) -> None:
         async with driver_connection(self.session_maker) as conn:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from activities.billing.pricing import Period
-from api.billing import service
+from activities.pipelines import build_slots
+from api.billing import limits, service
 from api.billing.schemas import (
     BillingRunOut,
     BillingRunRequest,
@@ -37,6 +40,8 @@ from api.deps import (
 )
 from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
 from db.models.billing import Invoice
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["billing"])
 
@@ -66,7 +71,9 @@ async def create_subscription(
     settings: SettingsDep,
     request: Request,
 ) -> SubscriptionOut:
-    return await service.create_subscription(session, principal, request, settings, body)
+    subscription = await service.create_subscription(session, principal, request, settings, body)
+    await _apply_plan_to_build_slots(session, request, principal.organization_id)
+    return subscription
 
 
 @router.patch(
@@ -80,7 +87,29 @@ async def update_subscription(
     settings: SettingsDep,
     request: Request,
 ) -> SubscriptionOut:
-    return await service.update_subscription(session, principal, request, settings, body)
+    subscription = await service.update_subscription(session, principal, request, settings, body)
+    await _apply_plan_to_build_slots(session, request, principal.organization_id)
+    return subscription
+
+
+async def _apply_plan_to_build_slots(
+    session: AsyncSession, request: Request, organization_id: uuid.UUID
+) -> None:
+    """The plan's build-slot limit applies with the change: runs queued behind the old limit
+    are promoted in the same transaction, and told once it has committed. A grant that cannot be
+    told now stays pending (the organization's next claim or release, or a retried request,
+    delivers it); the plan change itself has succeeded either way."""
+    grants = await limits.apply_build_slot_limit(session, organization_id)
+    await session.commit()
+    if not grants:
+        return
+    try:
+        temporal = await request.app.state.temporal.get()
+        await build_slots.deliver_grants(
+            temporal, request.app.state.session_maker, str(organization_id), grants
+        )
+    except Exception:  # the change is committed; delivery is retried by the next touch
+        log.warning("build-slot grants of %s left pending", organization_id, exc_info=True)
 
 
 @router.get("/billing/payment-methods")

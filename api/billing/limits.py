@@ -16,12 +16,15 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models.accounts import OrganizationMember
+from activities.pipelines import build_slots
+from activities.pipelines.plan import concurrent_builds
+from db.models.accounts import Organization, OrganizationMember
 from db.models.billing import LIVE_SUBSCRIPTION_STATUSES, Plan, PlanFeature, Subscription
 from db.models.deployments import Deployment
 from db.models.pipelines import Pipeline, PipelineRun
 from db.models.projects import Environment, Project
 from forgeline.errors import PaymentRequired
+from workflows.pipeline_models import build_slot_key
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +47,19 @@ class EffectivePlan:
 
 
 async def effective_plan(session: AsyncSession, organization_id: uuid.UUID) -> EffectivePlan | None:
-    """The plan whose limits apply now: the live subscription's (a requested plan change applies
-    at once; only its billing waits for the next invoice), else Free; None if no plans exist."""
-    subscription = (
-        await session.execute(
-            select(Subscription.plan_id, Subscription.pending_plan_id).where(
+    """The plan whose limits apply now: the live subscription's (a plan change applies at once
+    and is billed for the time each plan was in effect), else Free; None if no plans exist."""
+    plan_id = (
+        await session.scalars(
+            select(Subscription.plan_id).where(
                 Subscription.organization_id == organization_id,
                 Subscription.status.in_(LIVE_SUBSCRIPTION_STATUSES),
             )
         )
     ).first()
     plan: Plan | None = None
-    if subscription is not None:
-        plan = await session.get(Plan, subscription.pending_plan_id or subscription.plan_id)
+    if plan_id is not None:
+        plan = await session.get(Plan, plan_id)
     if plan is None:
         plan = (await session.scalars(select(Plan).where(Plan.slug == "free"))).first()
     return None if plan is None else EffectivePlan(plan.slug, plan.name, plan)
@@ -158,3 +161,35 @@ async def enforce_limit(
             maximum=maximum,
             current=used,
         )
+
+
+async def concurrent_builds_limit(session: AsyncSession, organization_id: uuid.UUID) -> int:
+    """The organization's number of build slots now: its own override, else its plan's
+    `concurrent_builds` (as a run's plan resolves it, activities/pipelines/plan.py)."""
+    settings = await session.scalar(
+        select(Organization.settings).where(Organization.id == organization_id)
+    )
+    effective = await effective_plan(session, organization_id)
+    feature = (
+        None if effective is None else await _feature(session, effective.plan, "concurrent_builds")
+    )
+    return concurrent_builds(
+        organization_id, settings, None if feature is None else (feature.limit_value,)
+    )
+
+
+async def apply_build_slot_limit(
+    session: AsyncSession, organization_id: uuid.UUID
+) -> list[build_slots.PendingGrant]:
+    """Bring the organization's build-slot limit to its plan's, in the caller's transaction:
+    runs queued behind the old limit are promoted up to the new one as the plan change commits.
+    Returns the grants to deliver once committed (still pending ones included, so a retried
+    request delivers what a crashed one could not)."""
+    limit = await concurrent_builds_limit(session, organization_id)
+    row = (
+        await session.execute(
+            text("SELECT pending_runs, pending_seqs FROM build_slot_set_limit(:key, :limit)"),
+            {"key": build_slot_key(str(organization_id), ""), "limit": limit},
+        )
+    ).one()
+    return build_slots.pending_of(list(row.pending_runs), list(row.pending_seqs))

@@ -7,7 +7,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+
+from activities.billing.pricing import FIRST_PERIOD_YEAR, LAST_PERIOD_YEAR, Period
 
 Money = Annotated[Decimal, PlainSerializer(lambda v: f"{v:.2f}", return_type=str)]
 Quantity = Annotated[
@@ -20,7 +22,23 @@ UnitPrice = Annotated[
     ),
 ]
 PlanSlug = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-z0-9-]+$")]
-PeriodText = Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-11"])]
+
+
+def _real_period(text: str) -> str:
+    Period.parse(text)  # a real month in range, or a ValueError with the reason (a 422)
+    return text
+
+
+PeriodText = Annotated[
+    str,
+    Field(
+        min_length=7,
+        max_length=7,
+        description=f"A month, YYYY-MM, from {FIRST_PERIOD_YEAR}-01 to {LAST_PERIOD_YEAR}-12",
+        examples=["2026-11"],
+    ),
+    AfterValidator(_real_period),
+]
 
 
 class Request(BaseModel):
@@ -63,8 +81,12 @@ class SubscriptionUpdate(Request):
 class SubscriptionOut(BaseModel):
     id: uuid.UUID
     plan: str
-    pending_plan: str | None = Field(description="Plan change billed (prorated) at next invoice")
-    pending_change_at: datetime | None
+    pending_plan: str | None = Field(
+        default=None,
+        description="Always null: a plan change applies at once, and the period's invoice charges"
+        " each plan for the time it was in effect",
+    )
+    pending_change_at: datetime | None = None
     status: Literal["trialing", "active", "past_due", "cancelled", "expired"]
     current_period_start: datetime
     current_period_end: datetime
@@ -146,7 +168,9 @@ class InvoiceDetail(InvoiceOut):
 
 class BillingRunRequest(Request):
     period: PeriodText | None = Field(
-        default=None, description="Month to close; default: the subscription's current period"
+        default=None,
+        description="Month to close (it must have ended); default: the subscription's open"
+        " period once it has ended, else last month",
     )
 
 

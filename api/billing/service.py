@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
+from activities.billing.plan_history import change_plan
 from activities.billing.pricing import USAGE_UNITS, Period
 from activities.billing.schedules import record_billing_execution, start_billing_workflow
 from activities.billing.stripe_billing import PaymentDeclined, StripeBilling, StripeRequestRejected
@@ -63,6 +64,11 @@ from forgeline.errors import (
 from forgeline.settings import Settings
 
 WEBHOOK_TOLERANCE_SECONDS = 300
+
+
+class PeriodNotEnded(Conflict):
+    title = "Billing period not ended"
+    type_slug = "period-not-ended"
 
 
 class BadWebhook(DomainError):
@@ -277,17 +283,10 @@ async def update_subscription(
     sub = await _live_subscription(session, principal.organization_id, lock=True)
     if sub is None:
         raise NotFound("No subscription to change; subscribe with POST first")
-    old = {
-        "plan_id": str(sub.plan_id),
-        "pending_plan_id": str(sub.pending_plan_id) if sub.pending_plan_id else None,
-        "cancel_at_period_end": sub.cancel_at_period_end,
-    }
+    old = {"plan_id": str(sub.plan_id), "cancel_at_period_end": sub.cancel_at_period_end}
     if body.plan is not None:
         plan = await _plan_by_slug(session, body.plan)
-        if plan.id == sub.plan_id:
-            sub.pending_plan_id = None
-            sub.pending_change_at = None
-        else:
+        if plan.id != sub.plan_id:
             if (
                 settings.stripe_api_key is not None
                 and (plan.price_monthly or 0) > 0
@@ -299,9 +298,9 @@ async def update_subscription(
                     limit="payment_method",
                     plan=plan.slug,
                 )
-            # Limits follow the new plan now; the invoice prorates it from today.
-            sub.pending_plan_id = plan.id
-            sub.pending_change_at = datetime.now(UTC)
+            # The new plan and its limits apply now; the period's invoice charges each plan
+            # for the time it was in effect.
+            await change_plan(session, sub, plan.id)
     if body.cancel_at_period_end is not None:
         sub.cancel_at_period_end = body.cancel_at_period_end
         sub.cancelled_at = datetime.now(UTC) if body.cancel_at_period_end else None
@@ -314,11 +313,7 @@ async def update_subscription(
         "subscription",
         sub.id,
         old=old,
-        new={
-            "plan_id": str(sub.plan_id),
-            "pending_plan_id": str(sub.pending_plan_id) if sub.pending_plan_id else None,
-            "cancel_at_period_end": sub.cancel_at_period_end,
-        },
+        new={"plan_id": str(sub.plan_id), "cancel_at_period_end": sub.cancel_at_period_end},
     )
     return await _subscription_out(session, sub)
 
@@ -578,9 +573,20 @@ async def run_billing(
         sub = await _live_subscription(session, org_id)
         if sub is None:
             raise NotFound("No subscription to bill")
+        # The subscription's open period once it has ended (a missed run), else the last month.
         period = Period.containing(sub.current_period_start)
-    if period.start > datetime.now(UTC):
+        if period.end > datetime.now(UTC):
+            period = Period.containing(datetime.now(UTC)).previous()
+    now = datetime.now(UTC)
+    if period.start > now:
         raise ValidationFailed("Cannot bill a period that has not started", field="period")
+    if period.end > now:
+        raise PeriodNotEnded(
+            f"Period {period.key} has not ended: it is invoiced from {period.end.isoformat()},"
+            " with each plan charged for the time it was in effect",
+            period=period.key,
+            ends_at=period.end.isoformat(),
+        )
     workflow_id, run_id = await start_billing_workflow(
         temporal, organization_id=org_id, period=period, trigger="api"
     )

@@ -22,7 +22,7 @@ from activities.billing.pricing import Period
 from activities.billing.schedules import BillingScheduleActivities
 from activities.billing.stripe_billing import StripeBilling
 from db.models.accounts import Organization
-from db.models.billing import PaymentMethod, Plan, Subscription
+from db.models.billing import PaymentMethod, Plan, Subscription, SubscriptionPlanChange
 from db.seed import seed_reference_data
 from db.session import session_scope
 from forgeline.temporal_client import workflow_runner
@@ -143,6 +143,23 @@ async def subscribe(
                 )
             )
         return SubscribedOrg(org=org, subscription_id=subscription.id)
+
+
+async def record_change(
+    session: AsyncSession, subscription: Subscription, plan_id: uuid.UUID, at: datetime
+) -> None:
+    """A plan change made at `at` (in the past), as the API records one now."""
+    session.add(
+        SubscriptionPlanChange(
+            subscription_id=subscription.id,
+            organization_id=subscription.organization_id,
+            from_plan_id=subscription.plan_id,
+            to_plan_id=plan_id,
+            changed_at=at,
+        )
+    )
+    subscription.plan_id = plan_id
+    await session.flush()
 
 
 HISTORIES = Path(__file__).parent / "histories"

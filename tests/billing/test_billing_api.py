@@ -101,7 +101,8 @@ async def test_subscription_lifecycle(api_client, session_maker, plans):
         "/v1/billing/subscription", headers=h, json={"plan": "starter"}
     )
     assert changed.status_code == 200
-    assert changed.json()["pending_plan"] == "starter" and changed.json()["plan"] == "pro"
+    # A plan change applies at once (its billing is prorated by the period's invoice).
+    assert changed.json()["plan"] == "starter" and changed.json()["pending_plan"] is None
     cancelled = await api_client.patch(
         "/v1/billing/subscription", headers=h, json={"cancel_at_period_end": True}
     )

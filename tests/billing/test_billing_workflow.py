@@ -11,7 +11,7 @@ from decimal import Decimal
 from sqlalchemy import func, select
 
 from activities.billing.metering import record_usage
-from activities.billing.pricing import Period, round_cents
+from activities.billing.pricing import Period, round_cents, share_of_period
 from activities.billing.schedules import (
     BILLING_SCHEDULE_ID,
     backfill_billing,
@@ -22,7 +22,7 @@ from db.models.accounts import Notification
 from db.models.billing import Invoice, Payment, Subscription
 from db.session import session_scope
 from forgeline.settings import BILLING_TASK_QUEUE
-from tests.billing.conftest import billing_worker, record_history, subscribe
+from tests.billing.conftest import billing_worker, record_change, record_history, subscribe
 from workflows.billing import BillingWorkflow
 from workflows.billing_models import BillingInput, BillingResult, billing_workflow_id
 
@@ -200,8 +200,7 @@ async def test_plan_change_is_prorated_on_the_next_invoice(
     changed_at = LAST_MONTH.start + timedelta(days=10, hours=15)
     async with session_scope(session_maker) as session:
         subscription = await session.get_one(Subscription, sub.subscription_id)
-        subscription.pending_plan_id = plans["pro"].id
-        subscription.pending_change_at = changed_at
+        await record_change(session, subscription, plans["pro"].id, changed_at)
     async with billing_worker(temporal_client, task_queue, session_maker, None):
         result: BillingResult = await temporal_client.execute_workflow(
             BillingWorkflow.run,
@@ -209,13 +208,16 @@ async def test_plan_change_is_prorated_on_the_next_invoice(
             id=billing_workflow_id(str(sub.org_id), LAST_MONTH.key),
             task_queue=task_queue,
         )
-    credit = round_cents(Decimal(19 - 49) * 10 / LAST_MONTH.days)
-    assert Decimal(result.total) == Decimal("49.00") + credit
+    # Each plan for the time it was in effect, to the second.
+    starter = share_of_period(LAST_MONTH, LAST_MONTH.start, changed_at)
+    pro = share_of_period(LAST_MONTH, changed_at, LAST_MONTH.end)
+    fees = [round_cents(Decimal(19) * starter), round_cents(Decimal(49) * pro)]
+    assert Decimal(result.total) == sum(fees)
     (invoice,) = await _invoices(session_maker, sub.org_id)
     assert [(line["kind"], line["amount"]) for line in invoice.line_items] == [
-        ("plan", "49.00"),
-        ("credit", str(credit)),
+        ("plan", str(fees[0])),
+        ("plan", str(fees[1])),
     ]
     async with session_maker() as session:
         subscription = await session.get_one(Subscription, sub.subscription_id)
-    assert subscription.plan_id == plans["pro"].id and subscription.pending_plan_id is None
+    assert subscription.plan_id == plans["pro"].id

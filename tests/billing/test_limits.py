@@ -6,8 +6,9 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
+from activities.billing.plan_history import change_plan
 from api.billing.limits import LIMIT_NAMES, enforce_limit
 from db.models.accounts import OrganizationMember, User
 from db.models.billing import Subscription
@@ -139,12 +140,9 @@ async def test_upgrade_lifts_limits_immediately(session_maker, plans):
         await _project(session, sub.org_id)
         await _refused(session, sub.org_id, "projects")
         await _refused(session, sub.org_id, "preview_deployments")
-        # A plan change is billed at the next invoice but its limits apply now.
-        await session.execute(
-            update(Subscription)
-            .where(Subscription.id == sub.subscription_id)
-            .values(pending_plan_id=plans["pro"].id)
-        )
+        # A plan change applies at once, limits included.
+        subscription = await session.get_one(Subscription, sub.subscription_id)
+        await change_plan(session, subscription, plans["pro"].id)
         await enforce_limit(session, sub.org_id, "projects")
         await enforce_limit(session, sub.org_id, "preview_deployments")
         project = await _project(session, sub.org_id)
