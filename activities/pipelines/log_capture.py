@@ -133,20 +133,25 @@ class MaskingStream:
         self._pattern = masker._bytes_pattern
         self._hold = max(masker.longest - 1, 0)
         self._batch = max(2 * self._hold, 4096)
-        self._pending = b""
+        self._pending = bytearray()
 
     def feed(self, data: bytes) -> bytes:
         """The masked output that no later byte can change; the rest waits for more."""
         if self._pattern is None:
             return data
-        buf = self._pending + data if self._pending else data
-        if b"\n" not in data and len(buf) < self._batch:
+        self._pending += data
+        if len(self._pending) < self._batch and b"\n" not in data:
             # A partial line grows in small writes (progress bars): scanning the held-back
             # tail again on every write would cost hold x writes, so wait for a batch.
-            self._pending = buf
             return b""
+        buf = bytes(self._pending)
         # No match spans a newline, and any match that starts before `safe` ends inside `buf`.
-        safe = max(buf.rfind(b"\n") + 1, len(buf) - self._hold)
+        line_end = buf.rfind(b"\n") + 1
+        if line_end >= len(buf) - self._hold:
+            # Common case: whole lines are final, the partial line after them waits.
+            self._pending = bytearray(buf[line_end:])
+            return self._pattern.sub(_MASK_BYTES, buf[:line_end])
+        safe = len(buf) - self._hold
         out: list[bytes] = []
         pos = 0
         for match in self._pattern.finditer(buf):
@@ -156,11 +161,11 @@ class MaskingStream:
             pos = match.end()
         cut = max(pos, safe)
         out.append(buf[pos:cut])
-        self._pending = buf[cut:]
+        self._pending = bytearray(buf[cut:])
         return b"".join(out)
 
     def flush(self) -> bytes:
-        rest, self._pending = self._pending, b""
+        rest, self._pending = bytes(self._pending), bytearray()
         return self._pattern.sub(_MASK_BYTES, rest) if self._pattern is not None else rest
 
 
@@ -183,13 +188,20 @@ class LineSplitter:
     def feed(self, data: bytes) -> list[str]:
         lines: list[str] = []
         if b"\n" in data:
-            self._buffer.extend(data)
-            *complete, rest = bytes(self._buffer).split(b"\n")
-            self._buffer = bytearray(rest)
+            complete = data.split(b"\n")
+            rest = complete.pop()
+            if self._buffer:
+                self._buffer += complete[0]
+                complete[0] = bytes(self._buffer)
+            decode = self._decode
             for raw in complete:
-                lines.extend(self._cut(raw))
+                if len(raw) <= MAX_LINE_BYTES:
+                    lines.append(decode(raw))
+                else:
+                    lines.extend(self._cut(raw))
+            self._buffer = bytearray(rest)
         else:
-            self._buffer.extend(data)
+            self._buffer += data
         while len(self._buffer) > MAX_LINE_BYTES:
             cut = _char_boundary(self._buffer, MAX_LINE_BYTES)
             lines.append(self._decode(bytes(self._buffer[:cut])))
@@ -271,7 +283,9 @@ class LogCapture:
         # Masked before lines are cut, so a secret straddling a cut is still seen whole.
         if self._stream is None:
             self._stream = self.masker.stream()
-        self._accept(self._splitter.feed(self._stream.feed(data)))
+        masked = self._stream.feed(data)
+        if masked:
+            self._accept(self._splitter.feed(masked))
         if (
             len(self._pending) >= self.max_lines
             or self._pending_bytes >= self.max_bytes
