@@ -17,7 +17,9 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
+from api.accounts.mail import OutboxMailer
 from api.accounts.rate_limit import LastUsedThrottle, SlidingWindowRateLimiter
+from api.accounts.throttle import AuthThrottles
 from api.billing.request_meter import ApiRequestMeter
 from api.database import create_api_engine
 from api.errors import ServiceUnavailable, install_error_handlers, install_problem_openapi
@@ -137,8 +139,9 @@ def create_app(
     app.state.session_maker = session_maker
     app.state.temporal = temporal
     app.state.rate_limiter = SlidingWindowRateLimiter()
-    # Credential guessing: attempts per email per minute on login and password-reset requests.
-    app.state.login_limiter = SlidingWindowRateLimiter()
+    # Credential guessing: sign-in throttles in PostgreSQL, shared by every API process.
+    app.state.auth_throttles = AuthThrottles(session_maker)
+    app.state.mailer = OutboxMailer(settings.data_dir / "outbox")
     app.state.last_used = LastUsedThrottle(session_maker)
     app.state.api_meter = meter
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -264,10 +265,18 @@ async def app(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Any]:
         yield application
 
 
+def loopback_client_address() -> str:
+    """A client address of its own for each test client (in 127.0.0.0/8; no traffic goes
+    there): the sign-in throttles count per address, and tests must not share allowances."""
+    return "127." + ".".join(str(secrets.randbelow(254) + 1) for _ in range(3))
+
+
 @pytest.fixture
 async def api_client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
     state = getattr(app.state, "forgeline_lifespan_state", {})
-    transport = httpx.ASGITransport(app=_with_lifespan_state(app, state))
+    transport = httpx.ASGITransport(
+        app=_with_lifespan_state(app, state), client=(loopback_client_address(), 50000)
+    )
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
 

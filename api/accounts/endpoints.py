@@ -8,17 +8,20 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import Select, select
 
-from api.accounts import service
+from api.accounts import invitations, service
 from api.accounts.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyOut,
+    InvitationAccepted,
+    InvitationOut,
     LoginRequest,
     MemberAdd,
     MemberInvite,
     MemberOut,
     MemberRoleUpdate,
     MeOut,
+    MyInvitationOut,
     OrganizationOut,
     OrganizationUpdate,
     PasswordResetConfirm,
@@ -40,7 +43,14 @@ from api.deps import (
     require_session_principal,
 )
 from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
-from db.models.accounts import ApiKey, OrganizationMember, User, UserSession
+from db.models.accounts import (
+    ApiKey,
+    Organization,
+    OrganizationInvitation,
+    OrganizationMember,
+    User,
+    UserSession,
+)
 
 router = APIRouter(prefix="/v1")
 
@@ -67,6 +77,30 @@ def _member_out(member: OrganizationMember, user: User) -> MemberOut:
         name=user.name,
         role=member.role,  # type: ignore[arg-type]  # CHECK constraint keeps it in OrgRole
         created_at=member.created_at,
+    )
+
+
+def _invitation_out(invitation: OrganizationInvitation, user: User) -> InvitationOut:
+    return InvitationOut(
+        id=invitation.id,
+        user_id=user.id,
+        email=user.email,
+        role=invitation.role,  # type: ignore[arg-type]
+        status=invitation.status,  # type: ignore[arg-type]
+        expires_at=invitation.expires_at,
+        created_at=invitation.created_at,
+    )
+
+
+def _my_invitation_out(invitation: OrganizationInvitation, org: Organization) -> MyInvitationOut:
+    return MyInvitationOut(
+        id=invitation.id,
+        organization_id=org.id,
+        organization_name=org.name,
+        organization_slug=org.slug,
+        role=invitation.role,  # type: ignore[arg-type]
+        expires_at=invitation.expires_at,
+        created_at=invitation.created_at,
     )
 
 
@@ -222,33 +256,83 @@ async def list_members(
     )
 
 
-@router.post("/members", tags=["members"], status_code=201, response_model=MemberOut)
+@router.post("/members", tags=["members"], status_code=202, response_model=InvitationOut)
 async def add_member(
     body: MemberAdd, session: SessionDep, request: Request, principal: AdminPrincipal
-) -> MemberOut:
-    """Add an existing user to the organization."""
-    member, user = await service.add_member(
+) -> InvitationOut:
+    """Invite an existing user: they become a member when they accept
+    (`POST /v1/me/invitations/{id}/accept`)."""
+    invitation, user = await service.invite_member(
         session, request, principal, email=body.email, role=body.role
     )
-    return _member_out(member, user)
+    return _invitation_out(invitation, user)
 
 
-@router.post("/members/invitations", tags=["members"], status_code=201, response_model=MemberOut)
+@router.post(
+    "/members/invitations", tags=["members"], status_code=201, response_model=InvitationOut
+)
 async def invite_member(
     body: MemberInvite, session: SessionDep, request: Request, principal: AdminPrincipal
-) -> MemberOut:
-    """Invite by email: unknown emails get an account without a password and a set-password
-    link (recorded as a notification)."""
-    member, user = await service.add_member(
+) -> InvitationOut:
+    """Invite by email. An unknown email gets an account without a password and, by e-mail, a
+    set-password link that also accepts; an existing user accepts after signing in."""
+    invitation, user = await service.invite_member(
         session,
         request,
         principal,
         email=body.email,
         role=body.role,
         invite_name=body.name,
-        invite=True,
+        create_account=True,
     )
-    return _member_out(member, user)
+    return _invitation_out(invitation, user)
+
+
+@router.get("/members/invitations", tags=["members"], response_model=list[InvitationOut])
+async def list_invitations(session: SessionDep, principal: AdminPrincipal) -> list[InvitationOut]:
+    """Pending, unexpired invitations of the organization."""
+    rows = await service.list_invitations(session, principal)
+    return [_invitation_out(invitation, user) for invitation, user in rows]
+
+
+@router.delete("/members/invitations/{invitation_id}", tags=["members"], status_code=204)
+async def revoke_invitation(
+    invitation_id: UUID, session: SessionDep, request: Request, principal: AdminPrincipal
+) -> Response:
+    await service.revoke_invitation(session, request, principal, invitation_id)
+    return Response(status_code=204)
+
+
+@router.get("/me/invitations", tags=["members"], response_model=list[MyInvitationOut])
+async def my_invitations(session: SessionDep, principal: SessionPrincipal) -> list[MyInvitationOut]:
+    """Invitations waiting for my answer (pending and unexpired)."""
+    rows = await invitations.list_mine(session, principal)
+    return [_my_invitation_out(invitation, org) for invitation, org in rows]
+
+
+@router.post(
+    "/me/invitations/{invitation_id}/accept",
+    tags=["members"],
+    response_model=InvitationAccepted,
+)
+async def accept_invitation(
+    invitation_id: UUID, session: SessionDep, request: Request, principal: SessionPrincipal
+) -> InvitationAccepted:
+    """Join the organization; sign in to it with `organization_slug` at login."""
+    member, org = await invitations.accept(session, request, principal, invitation_id)
+    user = await session.get(User, member.user_id)
+    assert user is not None
+    return InvitationAccepted(
+        organization=OrganizationOut.model_validate(org), member=_member_out(member, user)
+    )
+
+
+@router.post("/me/invitations/{invitation_id}/decline", tags=["members"], status_code=204)
+async def decline_invitation(
+    invitation_id: UUID, session: SessionDep, request: Request, principal: SessionPrincipal
+) -> Response:
+    await invitations.decline(session, request, principal, invitation_id)
+    return Response(status_code=204)
 
 
 @router.patch("/members/{member_id}", tags=["members"], response_model=MemberOut)

@@ -12,6 +12,7 @@ from api.deps import core_execute
 from db.models.accounts import (
     ApiKey,
     Organization,
+    OrganizationInvitation,
     OrganizationMember,
     PasswordResetToken,
     User,
@@ -25,6 +26,15 @@ class UserRepository:
 
     async def get(self, user_id: UUID) -> User | None:
         return await self.session.get(User, user_id)
+
+    async def get_for_update(self, user_id: UUID) -> User | None:
+        stmt = (
+            select(User)
+            .where(User.id == user_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def get_by_email(self, email: str) -> User | None:
         # Matches the functional unique index uq_users_email_lower.
@@ -129,6 +139,19 @@ class SessionRepository:
     async def get(self, session_id: UUID) -> UserSession | None:
         return await self.session.get(UserSession, session_id)
 
+    async def used_address(self, user_id: UUID, ip_address: str, since: datetime) -> bool:
+        """Whether the user signed in from this address since `since` (a "known" address)."""
+        stmt = (
+            select(UserSession.id)
+            .where(
+                UserSession.user_id == user_id,
+                UserSession.ip_address == ip_address,
+                UserSession.created_at >= since,
+            )
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
     async def revoke_all_for_user(self, user_id: UUID, now: datetime) -> None:
         await self.session.execute(
             update(UserSession)
@@ -141,19 +164,126 @@ class PasswordResetRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def consume(self, token_hash: str, now: datetime) -> UUID | None:
-        """Mark an unused, unexpired token used and return its user; atomic, so single use."""
+    async def find(self, token_hash: str) -> PasswordResetToken | None:
+        stmt = select(PasswordResetToken).where(PasswordResetToken.token_hash == token_hash)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def consume(self, token_id: UUID, now: datetime) -> bool:
+        """Mark the token used if it is still live; atomic, so a token works once."""
         stmt = (
             update(PasswordResetToken)
             .where(
-                PasswordResetToken.token_hash == token_hash,
+                PasswordResetToken.id == token_id,
                 PasswordResetToken.used_at.is_(None),
+                PasswordResetToken.revoked_at.is_(None),
                 PasswordResetToken.expires_at > now,
             )
             .values(used_at=now)
-            .returning(PasswordResetToken.user_id)
+            .returning(PasswordResetToken.id)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def revoke_outstanding(
+        self, now: datetime, *, user_id: UUID | None = None, invitation_id: UUID | None = None
+    ) -> int:
+        stmt = update(PasswordResetToken).where(
+            PasswordResetToken.used_at.is_(None), PasswordResetToken.revoked_at.is_(None)
+        )
+        if user_id is not None:
+            stmt = stmt.where(PasswordResetToken.user_id == user_id)
+        if invitation_id is not None:
+            stmt = stmt.where(PasswordResetToken.invitation_id == invitation_id)
+        result = await self.session.execute(stmt.values(revoked_at=now))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class InvitationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, invitation_id: UUID) -> OrganizationInvitation | None:
+        return await self.session.get(OrganizationInvitation, invitation_id)
+
+    async def pending_for(
+        self, organization_id: UUID, user_id: UUID, now: datetime
+    ) -> OrganizationInvitation | None:
+        stmt = select(OrganizationInvitation).where(
+            OrganizationInvitation.organization_id == organization_id,
+            OrganizationInvitation.user_id == user_id,
+            OrganizationInvitation.status == "pending",
+            OrganizationInvitation.expires_at > now,
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def expire_stale(self, organization_id: UUID, user_id: UUID, now: datetime) -> None:
+        """Close pending invitations past their expiry, so the person can be invited again."""
+        await self.session.execute(
+            update(OrganizationInvitation)
+            .where(
+                OrganizationInvitation.organization_id == organization_id,
+                OrganizationInvitation.user_id == user_id,
+                OrganizationInvitation.status == "pending",
+                OrganizationInvitation.expires_at <= now,
+            )
+            .values(status="expired", responded_at=now)
+        )
+
+    async def respond(
+        self,
+        invitation_id: UUID,
+        now: datetime,
+        status: str,
+        *,
+        user_id: UUID | None = None,
+        organization_id: UUID | None = None,
+    ) -> OrganizationInvitation | None:
+        """Move a live pending invitation to `status`; None when it is not (or no longer) live.
+        The row lock makes a concurrent second answer wait, then find it answered."""
+        stmt = update(OrganizationInvitation).where(
+            OrganizationInvitation.id == invitation_id,
+            OrganizationInvitation.status == "pending",
+            OrganizationInvitation.expires_at > now,
+        )
+        if user_id is not None:
+            stmt = stmt.where(OrganizationInvitation.user_id == user_id)
+        if organization_id is not None:
+            stmt = stmt.where(OrganizationInvitation.organization_id == organization_id)
+        stmt = (
+            stmt.values(status=status, responded_at=now)
+            .returning(OrganizationInvitation)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def live_for_user(
+        self, user_id: UUID, now: datetime
+    ) -> list[tuple[OrganizationInvitation, Organization]]:
+        stmt = (
+            select(OrganizationInvitation, Organization)
+            .join(Organization, Organization.id == OrganizationInvitation.organization_id)
+            .where(
+                OrganizationInvitation.user_id == user_id,
+                OrganizationInvitation.status == "pending",
+                OrganizationInvitation.expires_at > now,
+            )
+            .order_by(OrganizationInvitation.created_at, OrganizationInvitation.id)
+        )
+        return [(i, o) for i, o in (await self.session.execute(stmt)).all()]
+
+    async def live_for_organization(
+        self, organization_id: UUID, now: datetime
+    ) -> list[tuple[OrganizationInvitation, User]]:
+        stmt = (
+            select(OrganizationInvitation, User)
+            .join(User, User.id == OrganizationInvitation.user_id)
+            .where(
+                OrganizationInvitation.organization_id == organization_id,
+                OrganizationInvitation.status == "pending",
+                OrganizationInvitation.expires_at > now,
+            )
+            .order_by(OrganizationInvitation.created_at, OrganizationInvitation.id)
+        )
+        return [(i, u) for i, u in (await self.session.execute(stmt)).all()]
 
 
 class ApiKeyRepository:

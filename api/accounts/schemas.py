@@ -159,6 +159,35 @@ class MemberRoleUpdate(RequestModel):
     role: OrgRole
 
 
+class InvitationOut(BaseModel):
+    """An invitation as the organization's administrators see it."""
+
+    id: UUID
+    user_id: UUID
+    email: str
+    role: OrgRole
+    status: Literal["pending", "accepted", "declined", "revoked", "expired"]
+    expires_at: datetime
+    created_at: datetime
+
+
+class MyInvitationOut(BaseModel):
+    """An invitation as the invited user sees it."""
+
+    id: UUID
+    organization_id: UUID
+    organization_name: str
+    organization_slug: str
+    role: OrgRole
+    expires_at: datetime
+    created_at: datetime
+
+
+class InvitationAccepted(BaseModel):
+    organization: OrganizationOut
+    member: MemberOut
+
+
 # ---------------------------------------------------------------- API keys
 
 

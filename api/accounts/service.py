@@ -16,9 +16,11 @@ from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.accounts import security
+from api.accounts import invitations, security, throttle
+from api.accounts.mail import AccountMail, Mailer
 from api.accounts.repository import (
     ApiKeyRepository,
+    InvitationRepository,
     MemberRepository,
     OrganizationRepository,
     PasswordResetRepository,
@@ -36,6 +38,7 @@ from db.models.accounts import (
     ApiKey,
     Notification,
     Organization,
+    OrganizationInvitation,
     OrganizationMember,
     PasswordResetToken,
     User,
@@ -60,8 +63,6 @@ PASSWORD_RESET_TTL = timedelta(hours=1)
 INVITATION_TTL = timedelta(days=7)
 # API keys whose creator left the organization keep no more power than a member.
 ORPHAN_KEY_ROLE = "member"
-LOGIN_ATTEMPTS_PER_MINUTE = 10
-RESET_REQUESTS_PER_MINUTE = 3
 
 
 class TotpRequired(Unauthorized):
@@ -83,21 +84,28 @@ def _settings(request: Request | None) -> Settings | None:
     return getattr(request.app.state, "settings", None) if request is not None else None
 
 
-def _throttle(request: Request, bucket: str, email: str, per_minute: int) -> None:
-    """Per-email attempt limit (per process, like the API key limit): slows password guessing
-    and reset-notification spam without revealing whether the account exists."""
-    limiter = getattr(request.app.state, "login_limiter", None)
-    if limiter is None:
-        return
-    retry_after = limiter.check(f"{bucket}:{email.strip().lower()}", per_minute)
-    if retry_after is not None:
-        raise RateLimited(
-            "Too many attempts for this account; retry later", retry_after=retry_after
-        )
-
-
 def _client_ip(request: Request | None) -> str | None:
     return request.client.host[:45] if request is not None and request.client else None
+
+
+def _throttles(request: Request) -> throttle.AuthThrottles | None:
+    return getattr(request.app.state, "auth_throttles", None)
+
+
+def _address_key(request: Request) -> str:
+    return throttle.client_address_key(_client_ip(request))
+
+
+def _mailer(request: Request | None) -> Mailer | None:
+    return getattr(request.app.state, "mailer", None) if request is not None else None
+
+
+async def _send(request: Request | None, mail: AccountMail) -> None:
+    mailer = _mailer(request)
+    if mailer is None:
+        logger.warning("no mailer configured; a %r e-mail was not sent", mail.subject)
+        return
+    await mailer.send(mail)
 
 
 # ---------------------------------------------------------------- authentication
@@ -262,6 +270,12 @@ async def signup(
     organization_name: str,
     organization_slug: str | None,
 ) -> tuple[OrgWithOwner, UserSession, str]:
+    throttles = _throttles(request)
+    if throttles is not None:
+        counts = await throttles.hit(
+            (throttle.SIGNUP_PER_ADDRESS, throttle.subject_digest(_address_key(request)))
+        )
+        throttle.raise_if_exceeded(counts, "Too many sign-ups from this address; retry later")
     created = await create_organization_with_owner(
         session,
         organization_name=organization_name,
@@ -305,8 +319,32 @@ async def login(
     totp_code: str | None,
     organization_slug: str | None,
 ) -> tuple[UserSession, str]:
-    _throttle(request, "login", email, LOGIN_ATTEMPTS_PER_MINUTE)
+    throttles = _throttles(request)
+    account = email.strip().lower()
+    address = _address_key(request)
+    per_pair = (throttle.LOGIN_PER_ACCOUNT_ADDRESS, throttle.subject_digest(account, address))
+    per_address = (throttle.LOGIN_PER_ADDRESS, throttle.subject_digest(address))
+    per_account = (throttle.LOGIN_PER_ACCOUNT, throttle.subject_digest(account))
+    counts = []
+    if throttles is not None:
+        # Counted before the password is checked, cleared on success: the counts are failures.
+        counts = await throttles.hit(per_pair, per_address, per_account)
+        throttle.raise_if_exceeded(counts[:2], "Too many sign-in attempts; retry later")
     user = await UserRepository(session).get_by_email(email)
+    if counts and counts[2].exceeded:
+        # Past the account's ceiling only addresses it signed in from before may keep trying,
+        # so a guesser elsewhere slows the account down without locking its owner out.
+        ip = _client_ip(request)
+        since = utcnow() - throttle.KNOWN_ADDRESS_AGE
+        known = False
+        if user is not None and ip is not None:
+            known = await SessionRepository(session).used_address(user.id, ip, since)
+        if not known:
+            raise RateLimited(
+                "Too many sign-in attempts for this account; retry later or sign in from a "
+                "device you used before",
+                retry_after=counts[2].retry_after,
+            )
     # verify_password runs Argon2 even for unknown emails: equal timing, no account probing.
     valid = security.verify_password(user.password_hash if user else None, password)
     if user is None or not valid or not user.is_active:
@@ -327,6 +365,8 @@ async def login(
     if user.password_hash and security.password_needs_rehash(user.password_hash):
         user.password_hash = security.hash_password(password)
     user.last_login_at = utcnow()
+    if throttles is not None:
+        await throttles.clear(session, per_pair, per_account)
     row, raw = await _new_session(
         session, request, user, organization_id, mfa_verified=user.totp_enabled
     )
@@ -383,18 +423,27 @@ async def logout(session: AsyncSession, request: Request, principal: Principal) 
 
 
 async def _issue_reset_token(
-    session: AsyncSession, request: Request | None, user: User, ttl: timedelta
+    session: AsyncSession,
+    request: Request | None,
+    user: User,
+    ttl: timedelta,
+    *,
+    invitation: OrganizationInvitation | None = None,
 ) -> tuple[str, datetime]:
+    """A set-password token: the raw value goes out by mail, only its SHA-256 is stored."""
     raw, token_hash = security.new_opaque_token(security.RESET_TOKEN_PREFIX)
-    expires_at = utcnow() + ttl
+    expires_at = invitation.expires_at if invitation is not None else utcnow() + ttl
     session.add(
         PasswordResetToken(
             user_id=user.id,
             token_hash=token_hash,
+            purpose="invitation" if invitation is not None else "password_reset",
+            invitation_id=invitation.id if invitation is not None else None,
             expires_at=expires_at,
             requested_ip=_client_ip(request),
         )
     )
+    await session.flush()
     return raw, expires_at
 
 
@@ -406,20 +455,36 @@ def _reset_url(request: Request | None, raw: str) -> str:
 
 async def request_password_reset(session: AsyncSession, request: Request, email: str) -> None:
     """Always succeeds from the caller's view, so it cannot be used to probe for accounts."""
-    _throttle(request, "reset", email, RESET_REQUESTS_PER_MINUTE)
+    throttles = _throttles(request)
+    if throttles is not None:
+        account, address = email.strip().lower(), _address_key(request)
+        counts = await throttles.hit(
+            (throttle.RESET_PER_ACCOUNT_ADDRESS, throttle.subject_digest(account, address)),
+            (throttle.RESET_PER_ADDRESS, throttle.subject_digest(address)),
+            (throttle.RESET_PER_ACCOUNT, throttle.subject_digest(account)),
+        )
+        throttle.raise_if_exceeded(counts, "Too many reset requests; retry later")
     user = await UserRepository(session).get_by_email(email)
     if user is None or not user.is_active:
         return
     raw, expires_at = await _issue_reset_token(session, request, user, PASSWORD_RESET_TTL)
-    url = _reset_url(request, raw)
-    # No mail server: the notification row is the delivery channel (the user's inbox in-app).
+    await _send(
+        request,
+        AccountMail(
+            to=user.email,
+            subject="Reset your Forgeline password",
+            body=f"Open {_reset_url(request, raw)} within one hour to choose a new password.\n"
+            "If you did not ask for this, ignore this message.",
+        ),
+    )
+    # The in-app notice says a link was sent; it holds no token.
     session.add(
         Notification(
             user_id=user.id,
             type="password_reset",
-            title="Reset your Forgeline password",
-            body=f"Open {url} within one hour to choose a new password.",
-            data={"reset_url": url, "expires_at": expires_at.isoformat()},
+            title="Password reset requested",
+            body="A link to choose a new password was sent to your e-mail address.",
+            data={"expires_at": expires_at.isoformat()},
         )
     )
     organization_id = await MemberRepository(session).first_organization_of(user.id)
@@ -432,20 +497,35 @@ async def request_password_reset(session: AsyncSession, request: Request, email:
 async def confirm_password_reset(
     session: AsyncSession, request: Request, token: str, new_password: str
 ) -> None:
+    """Set the password, then withdraw every other outstanding link of the user and end their
+    sessions. A link sent with an invitation also accepts that invitation."""
     now = utcnow()
-    user_id = await PasswordResetRepository(session).consume(security.sha256_hex(token), now)
-    if user_id is None:
-        raise InvalidToken("The reset token is invalid, expired or already used")
-    user = await UserRepository(session).get(user_id)
-    if user is None or not user.is_active:
-        raise InvalidToken("The reset token is invalid, expired or already used")
+    tokens = PasswordResetRepository(session)
+    token_hash = security.sha256_hex(token)
+    found = await tokens.find(token_hash)
+    invalid = InvalidToken("The reset token is invalid, expired or already used")
+    if found is None or not security.constant_time_equal(found.token_hash, token_hash):
+        raise invalid
+    # The user row lock orders concurrent confirmations of two links of one user: the second
+    # finds its link withdrawn by the first (no deadlock on each other's token rows).
+    user = await UserRepository(session).get_for_update(found.user_id)
+    if user is None or not user.is_active or not await tokens.consume(found.id, now):
+        raise invalid
     user.password_hash = security.hash_password(new_password)
+    revoked = await tokens.revoke_outstanding(now, user_id=user.id)
     # Whoever knew the old password loses every session with it.
     await SessionRepository(session).revoke_all_for_user(user.id, now)
-    organization_id = await MemberRepository(session).first_organization_of(user.id)
+    joined: uuid.UUID | None = None
+    if found.invitation_id is not None:
+        invitation = await InvitationRepository(session).respond(
+            found.invitation_id, now, "accepted", user_id=user.id
+        )
+        if invitation is not None:
+            joined = (await invitations.join(session, request, invitation, now)).organization_id
+    organization_id = joined or await MemberRepository(session).first_organization_of(user.id)
     await write_audit(
         session, None, request, "user.password_reset", "user", user.id,
-        new={"sessions_revoked": True},
+        new={"sessions_revoked": True, "links_revoked": revoked},
         organization_id=organization_id, actor_user_id=user.id, severity="notice",
     )  # fmt: skip
 
@@ -483,6 +563,25 @@ async def _accept_totp(session: AsyncSession, user: User, secret: str, code: str
     return True
 
 
+async def _check_totp_code(
+    session: AsyncSession, request: Request, user: User, secret: str, code: str
+) -> None:
+    """A session holder gets 10 codes per 15 minutes (shared by every API process): a stolen
+    session cannot walk the million codes to switch the second factor off."""
+    throttles = _throttles(request)
+    key = (throttle.TOTP_PER_USER, throttle.subject_digest(str(user.id)))
+    if throttles is not None:
+        # End the request's read-only transaction first, so the counter's own transaction
+        # never waits for a second pooled connection while this one is held.
+        await session.commit()
+        counts = await throttles.hit(key)
+        throttle.raise_if_exceeded(counts, "Too many TOTP codes tried; retry later")
+    if not await _accept_totp(session, user, secret, code):
+        raise ValidationFailed("The TOTP code does not match", field="code")
+    if throttles is not None:
+        await throttles.clear(session, key)
+
+
 async def totp_enroll(
     session: AsyncSession, request: Request, principal: Principal
 ) -> tuple[str, str]:
@@ -504,8 +603,7 @@ async def totp_confirm(
     if not user.totp_secret_encrypted:
         raise Conflict("Enroll first: POST /v1/auth/totp/enroll")
     secret = decrypt_str(user.totp_secret_encrypted, _settings(request))
-    if not await _accept_totp(session, user, secret, code):
-        raise ValidationFailed("The TOTP code does not match", field="code")
+    await _check_totp_code(session, request, user, secret, code)
     user.totp_enabled = True
     current = await _current_session(session, principal)
     current.mfa_verified = True
@@ -522,8 +620,7 @@ async def totp_disable(
     if not user.totp_enabled or not user.totp_secret_encrypted:
         raise Conflict("TOTP is not enabled for this account")
     secret = decrypt_str(user.totp_secret_encrypted, _settings(request))
-    if not await _accept_totp(session, user, secret, code):
-        raise ValidationFailed("The TOTP code does not match", field="code")
+    await _check_totp_code(session, request, user, secret, code)
     user.totp_enabled = False
     user.totp_secret_encrypted = None
     await write_audit(
@@ -575,7 +672,7 @@ async def _ensure_not_last_owner(session: AsyncSession, member: OrganizationMemb
         raise Conflict("An organization must keep at least one owner")
 
 
-async def add_member(
+async def invite_member(
     session: AsyncSession,
     request: Request,
     principal: Principal,
@@ -583,16 +680,20 @@ async def add_member(
     email: str,
     role: str,
     invite_name: str | None = None,
-    invite: bool = False,
-) -> tuple[OrganizationMember, User]:
+    create_account: bool = False,
+) -> tuple[OrganizationInvitation, User]:
+    """Offer membership; it exists only once the invited user accepts (see invitations.py).
+
+    An unknown e-mail (with `create_account`) gets an account without a password; it and any
+    existing account that never set one receive a set-password link that also accepts.
+    """
     _check_role_change_allowed(principal, role)
     # Before any write: an invitation over the plan's member limit creates no user either.
     await enforce_limit(session, principal.organization_id, "team_members")
     users = UserRepository(session)
     user = await users.get_by_email(email)
-    invited = False
     if user is None:
-        if not invite:
+        if not create_account:
             raise NotFound("No user with that email; send an invitation instead")
         user = User(
             id=uuid.uuid4(),
@@ -601,47 +702,94 @@ async def add_member(
             password_hash=None,
         )
         session.add(user)
-        await session.flush()
-        invited = True
+        try:
+            await session.flush()
+        except IntegrityError as exc:  # the same e-mail signed up or was invited concurrently
+            raise Conflict("That e-mail was registered concurrently; retry") from exc
     if await MemberRepository(session).get_by_user(principal.organization_id, user.id):
         raise Conflict("That user is already a member of this organization")
-    member = OrganizationMember(
+    now = utcnow()
+    invitations_repo = InvitationRepository(session)
+    await invitations_repo.expire_stale(principal.organization_id, user.id, now)
+    if await invitations_repo.pending_for(principal.organization_id, user.id, now):
+        raise Conflict("That user already has a pending invitation to this organization")
+    invitation = OrganizationInvitation(
         id=uuid.uuid4(),
         organization_id=principal.organization_id,
         user_id=user.id,
         role=role,
         invited_by_user_id=principal.user_id,
+        expires_at=now + INVITATION_TTL,
+        created_at=now,
     )
-    session.add(member)
+    session.add(invitation)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent invitation of the same person
+        raise Conflict("That user already has a pending invitation to this organization") from exc
     org = await current_organization(session, principal)
-    if invited:
-        raw, _ = await _issue_reset_token(session, request, user, INVITATION_TTL)
-        url = _reset_url(request, raw)
-        body = f"You were invited to {org.name}. Set your password at {url} within 7 days."
-        data: dict[str, Any] = {"organization_id": str(org.id), "set_password_url": url}
+    if user.password_hash is None:
+        raw, _ = await _issue_reset_token(
+            session, request, user, INVITATION_TTL, invitation=invitation
+        )
+        action = f"Set your password at {_reset_url(request, raw)} to join"
     else:
-        body = f"You were added to {org.name} as {role}."
-        data = {"organization_id": str(org.id)}
+        action = "Sign in and accept it (POST /v1/me/invitations/{id}/accept) to join".replace(
+            "{id}", str(invitation.id)
+        )
+    await _send(
+        request,
+        AccountMail(
+            to=user.email,
+            subject=f"You are invited to {org.name} on Forgeline",
+            body=f"You were invited to {org.name} as {role}. {action}; the invitation expires "
+            f"on {invitation.expires_at:%Y-%m-%d %H:%M} UTC.",
+        ),
+    )
     session.add(
         Notification(
             user_id=user.id,
             organization_id=org.id,
-            type="organization_invitation" if invited else "organization_membership",
-            title=f"You have joined {org.name}",
-            body=body,
-            data=data,
+            type="organization_invitation",
+            title=f"You are invited to {org.name}",
+            body=f"Invited as {role}; accept or decline the invitation.",
+            data={
+                "organization_id": str(org.id),
+                "invitation_id": str(invitation.id),
+                "role": role,
+                "expires_at": invitation.expires_at.isoformat(),
+            },
         )
     )
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        raise Conflict("That user is already a member of this organization") from exc
     await write_audit(
-        session, principal, request, "member.invited" if invited else "member.added",
-        "organization_member", member.id,
+        session, principal, request, "member.invited", "organization_invitation", invitation.id,
         new={"user_id": user.id, "email": user.email, "role": role},
     )  # fmt: skip
-    return member, user
+    return invitation, user
+
+
+async def list_invitations(
+    session: AsyncSession, principal: Principal
+) -> list[tuple[OrganizationInvitation, User]]:
+    return await InvitationRepository(session).live_for_organization(
+        principal.organization_id, utcnow()
+    )
+
+
+async def revoke_invitation(
+    session: AsyncSession, request: Request, principal: Principal, invitation_id: uuid.UUID
+) -> None:
+    now = utcnow()
+    invitation = await InvitationRepository(session).respond(
+        invitation_id, now, "revoked", organization_id=principal.organization_id
+    )
+    if invitation is None:
+        raise NotFound("No pending invitation with that ID")
+    await PasswordResetRepository(session).revoke_outstanding(now, invitation_id=invitation.id)
+    await write_audit(
+        session, principal, request, "member.invitation_revoked", "organization_invitation",
+        invitation.id, old={"user_id": invitation.user_id, "role": invitation.role},
+    )  # fmt: skip
 
 
 async def change_member_role(

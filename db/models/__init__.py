@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from db.models.accounts import (
     ApiKey,
+    AuthThrottle,
     Notification,
     Organization,
+    OrganizationInvitation,
     OrganizationMember,
     PasswordResetToken,
     ProjectMember,
@@ -64,6 +66,7 @@ __all__ = [
     "ApiKey",
     "Artifact",
     "AuditLog",
+    "AuthThrottle",
     "BuildSlotClaim",
     "BuildSlots",
     "CodeReview",
@@ -77,6 +80,7 @@ __all__ = [
     "Invoice",
     "Notification",
     "Organization",
+    "OrganizationInvitation",
     "OrganizationMember",
     "PasswordResetToken",
     "Payment",

@@ -172,20 +172,90 @@ class UserSession(UUIDPrimaryKey, Base):
             "expires_at",
             postgresql_where=text("revoked_at IS NULL"),
         ),
+        # "Known address" checks of the login throttle.
+        Index("ix_sessions_user_id_ip_address", "user_id", "ip_address"),
     )
 
 
+INVITATION_STATUSES = ("pending", "accepted", "declined", "revoked", "expired")
+
+
+class OrganizationInvitation(UUIDPrimaryKey, Base):
+    """An offer of membership to an existing user; the membership exists only once they accept."""
+
+    __tablename__ = "organization_invitations"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default="pending", server_default="pending")
+    invited_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    expires_at: Mapped[datetime] = mapped_column(TZ_DATETIME)
+    responded_at: Mapped[datetime | None] = mapped_column(TZ_DATETIME)
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        check_in("role", ORG_ROLES),
+        check_in("status", INVITATION_STATUSES),
+        # At most one open invitation per person and organization (a concurrent re-invite is 409).
+        Index(
+            "uq_organization_invitations_pending",
+            "organization_id",
+            "user_id",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_organization_invitations_user_id_status", "user_id", "status"),
+    )
+
+
+TOKEN_PURPOSES = ("password_reset", "invitation")
+
+
 class PasswordResetToken(UUIDPrimaryKey, Base):
+    """A set-password link: only the SHA-256 of the random token is stored."""
+
     __tablename__ = "password_reset_tokens"
 
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
     token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    purpose: Mapped[str] = mapped_column(
+        String(20), default="password_reset", server_default="password_reset"
+    )
+    # A set-password link sent with an invitation also accepts it (following it is consent).
+    invitation_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("organization_invitations.id", ondelete="CASCADE")
+    )
     expires_at: Mapped[datetime] = mapped_column(TZ_DATETIME)
     used_at: Mapped[datetime | None] = mapped_column(TZ_DATETIME)
+    # Set when a completed reset (or a migration) withdraws a token that was never used.
+    revoked_at: Mapped[datetime | None] = mapped_column(TZ_DATETIME)
     requested_ip: Mapped[str | None] = mapped_column(String(45))
     created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        check_in("purpose", TOKEN_PURPOSES),
+        CheckConstraint("token_hash ~ '^[0-9a-f]{64}$'", name="token_hash_sha256_hex"),
+    )
+
+
+class AuthThrottle(Base):
+    """One fixed-window attempt counter of the sign-in throttles (see api/accounts/throttle.py),
+    shared by every API process. `subject` is a SHA-256 digest: no e-mail or address in clear."""
+
+    __tablename__ = "auth_throttles"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime] = mapped_column(TZ_DATETIME)
+    expires_at: Mapped[datetime] = mapped_column(TZ_DATETIME, index=True)
 
 
 class ApiKey(UUIDPrimaryKey, Timestamps, Base):

@@ -15,8 +15,9 @@ from db.models.accounts import Notification, OrganizationMember, User
 from db.models.billing import LIVE_SUBSCRIPTION_STATUSES, Invoice, Plan, Subscription
 from db.models.operations import WorkflowExecution
 from forgeline.settings import BILLING_TASK_QUEUE, Settings
+from tests.api.mailbox import latest_token
 from tests.billing.conftest import billing_worker
-from tests.factories import make_org
+from tests.factories import DEFAULT_PASSWORD, make_org
 
 
 async def _live_subscriptions(session_maker, org_id: uuid.UUID) -> list[tuple[str, str]]:
@@ -122,14 +123,21 @@ async def _member_rows(session_maker, org_id: uuid.UUID) -> int:
         )
 
 
-async def test_members_are_limited_by_the_plan(api_client, session_maker, plans):
+async def test_members_are_limited_by_the_plan(app, api_client, session_maker, plans):
     org = await make_org(session_maker)  # the owner: 1 of Free's 2 members
+    second_email = f"second-{uuid.uuid4().hex[:8]}@example.com"
     invited = await api_client.post(
         "/v1/members/invitations",
         headers=org.headers,
-        json={"email": f"second-{uuid.uuid4().hex[:8]}@example.com", "role": "member"},
+        json={"email": second_email, "role": "member"},
     )
     assert invited.status_code == 201, invited.text
+    # The invitee joins by setting a password through the mailed link.
+    joined = await api_client.post(
+        "/v1/auth/password-reset/confirm",
+        json={"token": latest_token(app, second_email), "new_password": "second password"},
+    )
+    assert joined.status_code == 204, joined.text
 
     over_email = f"third-{uuid.uuid4().hex[:8]}@example.com"
     refused = await api_client.post(
@@ -179,5 +187,15 @@ async def test_members_are_limited_by_the_plan(api_client, session_maker, plans)
     added = await api_client.post(
         "/v1/members", headers=org.headers, json={"email": other.email, "role": "viewer"}
     )
-    assert added.status_code == 201, added.text
+    assert added.status_code == 202, added.text
+    assert await _member_rows(session_maker, org.org_id) == 2  # until they accept
+    login = await api_client.post(
+        "/v1/auth/login", json={"email": other.email, "password": DEFAULT_PASSWORD}
+    )
+    assert login.status_code == 200, login.text
+    accepted = await api_client.post(
+        f"/v1/me/invitations/{added.json()['id']}/accept",
+        headers={"Authorization": f"Bearer {login.json()['token']}"},
+    )
+    assert accepted.status_code == 200, accepted.text
     assert await _member_rows(session_maker, org.org_id) == 3
