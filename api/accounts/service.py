@@ -728,7 +728,12 @@ async def invite_member(
     except IntegrityError as exc:  # a concurrent invitation of the same person
         raise Conflict("That user already has a pending invitation to this organization") from exc
     org = await current_organization(session, principal)
-    if user.password_hash is None:
+    # Without a password, or without any organization to sign in to, the person could not
+    # accept through the API: their mail carries a set-password link that also accepts.
+    needs_link = user.password_hash is None or (
+        await MemberRepository(session).first_organization_of(user.id) is None
+    )
+    if needs_link:
         raw, _ = await _issue_reset_token(
             session, request, user, INVITATION_TTL, invitation=invitation
         )

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from activities.billing.pricing import Period
 from api.accounts.bootstrap import ensure_bootstrap
-from db.models.accounts import Notification, OrganizationMember, User
+from db.models.accounts import Notification, OrganizationInvitation, OrganizationMember, User
 from db.models.billing import LIVE_SUBSCRIPTION_STATUSES, Invoice, Plan, Subscription
 from db.models.operations import WorkflowExecution
 from forgeline.settings import BILLING_TASK_QUEUE, Settings
@@ -198,4 +199,57 @@ async def test_members_are_limited_by_the_plan(app, api_client, session_maker, p
         headers={"Authorization": f"Bearer {login.json()['token']}"},
     )
     assert accepted.status_code == 200, accepted.text
+    assert await _member_rows(session_maker, org.org_id) == 3
+
+
+async def test_an_accept_over_the_plan_is_refused_and_the_invitation_stays(
+    api_client, session_maker, plans
+):
+    """Invitations are offered while there is room; the plan is checked again when one is
+    accepted. A refused accept (402 after the invitation row was answered) rolls back whole:
+    the invitation is still pending, and it can be accepted once the plan has room."""
+    org = await make_org(session_maker)  # the owner: 1 of Free's 2 members
+    first, second = await make_org(session_maker), await make_org(session_maker)
+    offers = []
+    for person in (first, second):
+        offered = await api_client.post(
+            "/v1/members", headers=org.headers, json={"email": person.email, "role": "member"}
+        )
+        assert offered.status_code == 202, offered.text
+        offers.append(offered.json()["id"])
+
+    async def accept(person: Any, invitation_id: str) -> Any:
+        login = await api_client.post(
+            "/v1/auth/login", json={"email": person.email, "password": DEFAULT_PASSWORD}
+        )
+        assert login.status_code == 200, login.text
+        return await api_client.post(
+            f"/v1/me/invitations/{invitation_id}/accept",
+            headers={"Authorization": f"Bearer {login.json()['token']}"},
+        )
+
+    assert (await accept(first, offers[0])).status_code == 200
+    refused = await accept(second, offers[1])
+    assert refused.status_code == 402, refused.text
+    assert refused.json()["limit"] == "team_members"
+    assert await _member_rows(session_maker, org.org_id) == 2
+    async with session_maker() as session:
+        status = await session.scalar(
+            select(OrganizationInvitation.status).where(
+                OrganizationInvitation.id == uuid.UUID(offers[1])
+            )
+        )
+    assert status == "pending"
+
+    async with session_maker() as session, session.begin():
+        session.add(
+            Subscription(
+                organization_id=org.org_id,
+                plan_id=plans["pro"].id,
+                status="active",
+                current_period_start=datetime.now(UTC),
+                current_period_end=Period.containing(datetime.now(UTC)).end,
+            )
+        )
+    assert (await accept(second, offers[1])).status_code == 200
     assert await _member_rows(session_maker, org.org_id) == 3
