@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pyotp
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.accounts import throttle
@@ -566,3 +566,30 @@ async def test_set_password_link_of_an_invitation_accepts_it(app, client, sessio
     assert (await login(client, email, "invitee pass 1")).json()["organization_id"] == admin[
         "organization"
     ]["id"]
+
+
+async def test_someone_with_no_organization_is_invited_with_a_link(app, client, session_maker):
+    """Removed from their only organization, a person cannot sign in to accept through the API:
+    the invitation mails them a link that accepts (after choosing a password again)."""
+    admin = await signup(client)
+    admin_headers = bearer(admin["session"]["token"])
+    loner = await signup(client)
+    email = loner["user"]["email"]
+    async with session_maker() as session:
+        await session.execute(
+            delete(OrganizationMember).where(
+                OrganizationMember.user_id == uuid.UUID(loner["user"]["id"])
+            )
+        )
+        await session.commit()
+    before = len(tokens_sent_to(app, email))
+    offered = await _invite(client, admin_headers, email)
+    assert offered.status_code == 202, offered.text
+    assert len(tokens_sent_to(app, email)) == before + 1
+    done = await client.post(
+        "/v1/auth/password-reset/confirm",
+        json={"token": latest_token(app, email), "new_password": "back again 123"},
+    )
+    assert done.status_code == 204
+    signed_in = await login(client, email, "back again 123")
+    assert signed_in.json()["organization_id"] == admin["organization"]["id"]
