@@ -225,8 +225,14 @@ def task_queue() -> str:
 
 
 @pytest.fixture(scope="session")
-def settings(tmp_root: Path, database_url: str, temporal_address: str) -> Settings:
-    """Test settings: real services, fresh Fernet key, temp data dir; local repos allowed."""
+def settings(
+    tmp_root: Path,
+    database_url: str,
+    temporal_address: str,
+    postgres: EmbeddedPostgres | None,
+) -> Settings:
+    """Test settings: real services, fresh Fernet key, temp data dir; local repos allowed; build
+    hosts write through the build role, as `make run`'s does."""
     data_dir = tmp_root / "data"
     (data_dir / "objects").mkdir(parents=True, exist_ok=True)
     return Settings(
@@ -234,6 +240,9 @@ def settings(tmp_root: Path, database_url: str, temporal_address: str) -> Settin
         data_dir=data_dir,
         storage_dir=data_dir / "objects",
         database_url=database_url,
+        build_database_url=(
+            postgres.build_url if postgres else os.environ.get("FORGELINE_TEST_BUILD_DATABASE_URL")
+        ),
         temporal_address=temporal_address,
         temporal_namespace="default",
         encryption_keys=Fernet.generate_key().decode(),
