@@ -1,5 +1,6 @@
 """Kill the worker (SIGKILL) after Stripe committed the charge but before the payment is
-recorded: the retried attempt on a new worker replays the charge; one charge, one payment."""
+recorded, or in the middle of the invoice transaction: the retried attempt on a new worker
+makes one invoice, one charge, one payment."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import asyncio
 import os
 import signal
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from activities.billing.pricing import Period
-from db.models.billing import Invoice, Payment
-from tests.billing.conftest import subscribe
+from activities.billing.metering import record_usage
+from activities.billing.pricing import Period, round_cents, share_of_period
+from db.models.billing import Invoice, Payment, Subscription, UsageRecord
+from db.session import session_scope
+from tests.billing.conftest import record_change, subscribe
+from tests.runs.helpers import wait_for
 from workflows.billing import BillingWorkflow
 from workflows.billing_models import BillingInput, billing_workflow_id
 
@@ -97,3 +102,100 @@ async def test_sigkill_between_charge_and_record_payment(
         ).one()
     assert [(p.status, str(p.amount)) for p in payments] == [("succeeded", "19.00")]
     assert invoice.status == "paid"
+
+
+async def test_sigkill_in_the_middle_of_invoicing_a_period_with_plan_changes(
+    temporal_client,
+    temporal_address,
+    database_url,
+    task_queue,
+    session_maker,
+    plans,
+    fake_stripe,
+    stripe_billing,
+):
+    """The worker dies inside the invoice transaction (invoice row written, usage being rolled
+    up, nothing committed): the retried attempt on a new worker bills the period once, every
+    plan for its time, and Stripe charges it once."""
+    sub = await subscribe(
+        session_maker, plans, plan="starter", started=LAST_MONTH.start, stripe=stripe_billing
+    )
+    changed_at = LAST_MONTH.start + timedelta(days=12, hours=5)
+    async with session_scope(session_maker) as session:
+        subscription = await session.get_one(Subscription, sub.subscription_id)
+        await record_change(session, subscription, plans["pro"].id, changed_at)
+        await record_usage(
+            session,
+            organization_id=sub.org_id,
+            project_id=None,
+            usage_type="build_minutes",
+            quantity=Decimal(10),
+            idempotency_key=f"kill-{sub.org_id}",
+            recorded_at=LAST_MONTH.start + timedelta(days=2),
+        )
+    env = {
+        **os.environ,
+        "FORGELINE_ENVIRONMENT": "development",
+        "DATABASE_URL": database_url,
+        "TEMPORAL_ADDRESS": temporal_address,
+        "STRIPE_API_KEY": "sk_test_fake",
+        "STRIPE_API_BASE": fake_stripe.url,
+        "FORGELINE_STRIPE_TIMEOUT_SECONDS": "30",
+    }
+    blocker = session_maker()
+    # Holding the usage row makes the roll-up wait inside the invoice transaction.
+    await blocker.execute(
+        text("SELECT 1 FROM usage_records WHERE idempotency_key = :k FOR UPDATE"),
+        {"k": f"kill-{sub.org_id}"},
+    )
+    first = await _start_worker(task_queue, env)
+    second = None
+    try:
+        handle = await temporal_client.start_workflow(
+            BillingWorkflow.run,
+            BillingInput(organization_id=str(sub.org_id), period=LAST_MONTH.key),
+            id=billing_workflow_id(str(sub.org_id), LAST_MONTH.key),
+            task_queue=task_queue,
+        )
+
+        async def rolling_up() -> bool:
+            async with session_maker() as session:
+                waiting = await session.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query LIKE '%UPDATE usage_records SET invoice_id%'"
+                    )
+                )
+            return bool(waiting)
+
+        await wait_for(rolling_up, timeout=60)
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        await blocker.rollback()
+        second = await _start_worker(task_queue, env)
+        # Retried once the dead attempt's start-to-close timeout (60 s) has passed.
+        result = await asyncio.wait_for(handle.result(), 150)
+    finally:
+        await blocker.close()
+        for proc in (first, second):
+            if proc is not None and proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                await proc.wait()
+    starter = round_cents(Decimal(19) * share_of_period(LAST_MONTH, LAST_MONTH.start, changed_at))
+    pro = round_cents(Decimal(49) * share_of_period(LAST_MONTH, changed_at, LAST_MONTH.end))
+    assert result.status == "paid" and Decimal(result.total) == starter + pro
+    assert len(fake_stripe.successful_charges()) == 1
+    async with session_maker() as session:
+        invoices = (
+            await session.scalars(select(Invoice).where(Invoice.organization_id == sub.org_id))
+        ).all()
+        payments = (
+            await session.scalars(select(Payment).where(Payment.organization_id == sub.org_id))
+        ).all()
+        billed = await session.scalar(
+            select(UsageRecord.invoice_id).where(
+                UsageRecord.idempotency_key == f"kill-{sub.org_id}"
+            )
+        )
+    assert len(invoices) == 1 and invoices[0].status == "paid"
+    assert [p.status for p in payments] == ["succeeded"] and billed == invoices[0].id
