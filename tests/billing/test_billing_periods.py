@@ -300,3 +300,17 @@ async def test_concurrent_invoice_runs_of_one_period_make_one_invoice(
         * share_of_period(LAST_MONTH, LAST_MONTH.start + timedelta(days=5), LAST_MONTH.end)
     )
     assert invoices[0].total == fee
+
+
+def test_the_cli_refuses_bad_periods_before_calling_the_api() -> None:
+    from typer.testing import CliRunner
+
+    from forgeline.cli import app
+
+    for command in ("usage", "close"):
+        for bad in ("0001-01", "2026-13", "9999-12", "2026-1"):
+            result = CliRunner().invoke(app, ["billing", command, "--period", bad])
+            assert result.exit_code == 2, (command, bad, result.output)
+            assert "period" in result.output
+    helped = CliRunner().invoke(app, ["billing", "close", "--help"])
+    assert helped.exit_code == 0 and "not ended" in helped.output
