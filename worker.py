@@ -91,10 +91,8 @@ def load_registrations(
 
 def worker_database_url(settings: Settings) -> str | None:
     """A build host writes through the least-privilege build role when one is configured."""
-    if settings.build_host:
-        build_url: str | None = getattr(settings, "build_database_url", None)
-        if build_url:
-            return build_url
+    if settings.build_host and settings.build_database_url:
+        return settings.build_database_url
     return None
 
 

@@ -33,15 +33,14 @@ SCHEMA = "public"
 APP_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 APP_SEQUENCE_PRIVILEGES = ("USAGE", "SELECT")
 
-# What a build host may touch: its stage attempts (rows, log chunks, artifacts) and the run they
-# belong to, read only. A replayed attempt restarts its log and a log moved to the object store
-# leaves no chunks behind, hence DELETE on the chunks. No other table: not users, keys, secrets,
-# projects or organizations.
+# What a build host may touch: its stage attempts (rows, log chunks, artifacts). A replayed
+# attempt restarts its log and a log moved to the object store leaves no chunks behind, hence
+# DELETE on the chunks. No other table: not runs (an attempt of a missing run is refused by the
+# foreign key, which needs no read), users, keys, variables, secrets, projects or organizations.
 BUILD_ROLE_GRANTS: dict[str, tuple[str, ...]] = {
     "stage_executions": ("SELECT", "INSERT", "UPDATE"),
     "stage_log_chunks": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "artifacts": ("SELECT", "INSERT", "UPDATE"),
-    "pipeline_runs": ("SELECT",),
 }
 
 _TABLE_PRIVILEGES = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
@@ -26,6 +27,7 @@ from activities.pipelines.registration import WORKFLOWS, control_activities
 from activities.runners.docker_runner import DockerRunner
 from db.models.pipelines import Pipeline
 from db.models.projects import Project
+from db.roles import BUILD_ROLE
 from db.session import session_scope
 from forgeline import environment_variables as env_vars
 from forgeline.payload_codec import (
@@ -79,7 +81,7 @@ def host_environment(settings: Settings, build_queue: str, image: str) -> dict[s
         "FORGELINE_DEFAULT_STAGE_IMAGE": image,
         "FORGELINE_LOG_LEVEL": "WARNING",
     }
-    return build_host_environment(control, getattr(settings, "build_database_url", None))
+    return build_host_environment(control, settings.build_database_url)
 
 
 def spawn_build_host(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -201,11 +203,15 @@ async def test_sigkill_a_build_host_mid_stage_the_other_finishes_it(
 
 async def test_a_build_host_holds_no_keys(settings, build_queue, build_hosts) -> None:
     """Started as `make run` starts it, from an environment that holds every key: none of them
-    reaches the build host's process; it has its payload key and the build queue."""
+    reaches the build host's process; it has its payload key, the build queue and the build
+    database role (which the kill test's hosts wrote their attempts with)."""
+    assert settings.build_database_url, "the test database has its build role"
     for host in build_hosts:
         env = environ(host.pid)
         held = [name for name in env if any(key in name.upper() for key in KEY_NAMES)]
         assert held == []
+        assert make_url(env["FORGELINE_DATABASE_URL"]).username == BUILD_ROLE
+        assert "DATABASE_URL" not in env
         assert env["FORGELINE_BUILD_HOST"] == "true"
         assert env["FORGELINE_BUILD_TASK_QUEUE"] == build_queue
         assert env["FORGELINE_PAYLOAD_KEYS"]
