@@ -74,7 +74,7 @@ def boot_settings(settings: Settings, tmp_path) -> Settings:
     return settings.model_copy(update={"data_dir": tmp_path})
 
 
-async def test_bootstrap_org_is_on_free_and_a_manual_run_invoices_it(
+async def test_bootstrap_org_is_on_free_and_a_manual_run_bills_only_ended_months(
     api_client, session_maker, temporal_client, plans, boot_settings
 ):
     slug = f"boot-{uuid.uuid4().hex[:8]}"
@@ -86,16 +86,22 @@ async def test_bootstrap_org_is_on_free_and_a_manual_run_invoices_it(
     assert await _live_subscriptions(session_maker, first.org_id) == [("free", "active")]
 
     headers = {"Authorization": f"Bearer {first.api_key}"}
+    this_month = Period.containing(datetime.now(UTC))
     async with billing_worker(temporal_client, BILLING_TASK_QUEUE, session_maker, None):
+        # The current month is invoiced once it has ended, not before.
+        early = await api_client.post(
+            "/v1/billing/invoices/run", headers=headers, json={"period": this_month.key}
+        )
+        assert early.status_code == 409, early.text
         run = await api_client.post("/v1/billing/invoices/run", headers=headers, json={})
         assert run.status_code == 202, run.text
         await temporal_client.get_workflow_handle(run.json()["workflow_id"]).result()
-    period = Period.containing(datetime.now(UTC))
-    assert run.json()["period"] == period.key
+    # By default the last ended month, which closed before the organization existed.
+    assert run.json()["period"] == this_month.previous().key
     async with session_maker() as session:
-        invoice = (
+        invoices = (
             await session.scalars(select(Invoice).where(Invoice.organization_id == first.org_id))
-        ).one()
+        ).all()
         execution = (
             await session.scalars(
                 select(WorkflowExecution).where(
@@ -103,10 +109,7 @@ async def test_bootstrap_org_is_on_free_and_a_manual_run_invoices_it(
                 )
             )
         ).one()
-    assert invoice.period_start == period.start
-    assert (invoice.total, invoice.status) == (0, "paid")
-    assert invoice.line_items[0]["description"].startswith("Free plan")
-    assert execution.status == "completed"
+    assert invoices == [] and execution.status == "completed"
     # The period closed; the organization stays on Free for the next one.
     assert await _live_subscriptions(session_maker, first.org_id) == [("free", "active")]
     third = await ensure_bootstrap(session_maker, boot_settings, org_slug=slug, owner_email=email)
