@@ -4,14 +4,13 @@ finishes; and a stage whose attempt row cannot be opened does not keep running."
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from pathlib import Path
 
 import pytest
 
 from activities.pipelines.run_variables import RunVariablesCache, stage_variables
-from activities.pipelines.stage_execution import StageActivities
+from activities.pipelines.stage_execution import StageActivities, run_workspace
 from activities.runners.base import StageProcess
 from activities.storage import LocalObjectStore
 from db.models.pipelines import Pipeline
@@ -31,6 +30,7 @@ from tests.runs.helpers import (
     wait_for,
 )
 from tests.runs.sandbox import sandbox_runner
+from tests.runs.test_pipeline_run import process_gone
 
 
 async def set_project_variable(session_maker, settings, pipeline_id, value: str) -> None:
@@ -64,13 +64,13 @@ async def test_every_stage_sees_the_variables_the_run_started_with(
     """Edited while the run runs, a project's variables reach the next run, not the stages left
     in this one; the snapshot is gone from the run's row once it finishes."""
     org = await make_org(session_maker)
-    gate = tmp_path / "edited"
     pipeline_id = await make_pipeline(
         session_maker,
         org.org_id,
         [
             stage(
-                "first", f'echo "first=$GREETING"; while [ ! -e {gate} ]; do sleep 0.05; done', 0
+                # The gate is a file in the run's workspace (the only host path a stage sees).
+                "first", 'echo "first=$GREETING"; while [ ! -e edited ]; do sleep 0.05; done', 0
             ),
             stage("second", ['echo "second=$GREETING"', 'echo "token=$TOKEN"'], 1),
         ],
@@ -86,9 +86,12 @@ async def test_every_stage_sees_the_variables_the_run_started_with(
 
         await wait_for(first_running)
         await set_project_variable(session_maker, settings, pipeline_id, "after")
-        gate.touch()
+        (run_workspace(settings, str(run.id)) / "edited").touch()
         assert (await handle.result()).status == "success"
         later = await create_run(session_maker, settings, org.org_id, pipeline_id)
+        # Its gate is open from the start.
+        run_workspace(settings, str(later.id)).mkdir(parents=True)
+        (run_workspace(settings, str(later.id)) / "edited").touch()
         assert (await (await start(temporal_client, later, task_queue)).result()).status == (
             "success"
         )
@@ -137,10 +140,10 @@ async def test_a_failed_opening_kills_the_stage_process(
     activities = StageActivities(
         settings, session_maker, LocalObjectStore(tmp_path / "objects"), runner
     )
-    pid_file = tmp_path / "pid"
+    pid_file = tmp_path / "ws" / "started"
     process = StageProcess(
         name=f"opening-{uuid.uuid4().hex[:8]}",
-        script=f"echo $$ > {pid_file}; sleep 30",
+        script="touch started; sleep 30",
         workspace=tmp_path / "ws",
         timeout_seconds=60,
         image=None,
@@ -160,6 +163,4 @@ async def test_a_failed_opening_kills_the_stage_process(
     with pytest.raises(ConnectionError):
         await activities._run_while_opening(process, ignore, opening)  # type: ignore[arg-type]
     # Killed with its group, and reaped: not left to sleep out its 30 seconds.
-    pid = int(pid_file.read_text())
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    assert await process_gone(runner, process.name)
