@@ -75,9 +75,10 @@ async def test_concurrent_builds_limit_queues_fifo(
 async def prepare_attempt(client: Client, workflow_id: str) -> int:
     """The attempt on which the run's prepare_run local activity succeeded (its marker)."""
     async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
-            data = event.marker_recorded_event_attributes.details["data"].payloads[0].data
-            marker = json.loads(data)
+        details = event.marker_recorded_event_attributes.details
+        # Local activity markers only (a patch marker, recorded first, has no "data").
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and "data" in details:
+            marker = json.loads(details["data"].payloads[0].data)
             if marker["activity_type"] == "prepare_run":
                 return int(marker["attempt"])
     raise AssertionError(f"{workflow_id}: no prepare_run marker")
