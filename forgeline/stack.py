@@ -55,33 +55,39 @@ def _write_private(path: Path, text: str) -> None:
 
 
 # What the data dir holds for the service user alone: keys, passwords, the bootstrap owner's
-# credentials, every tenant's objects, logs and workspaces, the embedded servers' state.
-PRIVATE_TREES = ("objects", "spool", "temporal", "postgres-credentials")
-PRIVATE_DIRS = ("workspaces", "runner")
+# credentials, every tenant's objects, logs and workspaces, the embedded services' state.
+# Whole trees: what only the service user's processes write.
+PRIVATE_TREES = ("objects", "spool", "temporal", "postgres-credentials", "caddy")
+# Made before any process writes there, so nothing is ever created in a readable directory.
+PRECREATED = ("objects", "spool", "workspaces")
+# The server's own (initdb makes it 0700 for its system user).
+SERVER_OWNED = ("postgres",)
 
 
 def secure_data_dir(data_dir: Path) -> None:
     """Directories 0700 and files 0600 for the service user; repairs an older, laxer data dir.
 
-    Whole trees for what only this user writes; the top directory alone for `workspaces` and
-    `runner`, whose insides the build sandbox hands to the build user. `postgres` is the
-    server's own (initdb sets it 0700).
+    Whole trees for what only the service user's processes write; any other directory
+    (`workspaces`, `runner`) at its top only: the build sandbox hands the insides to the build
+    user. Symlinks are never followed.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     _restrict(data_dir, 0o700)
+    for name in PRECREATED:
+        (data_dir / name).mkdir(mode=0o700, exist_ok=True)
     for entry in data_dir.iterdir():
-        if entry.is_symlink():
+        if entry.is_symlink() or entry.name in SERVER_OWNED:
             continue
         if entry.is_file():
             _restrict(entry, 0o600)
-        elif entry.name in PRIVATE_DIRS:
-            _restrict(entry, 0o700)
         elif entry.name in PRIVATE_TREES:
             for root, dirs, files in os.walk(entry):
                 _restrict(Path(root), 0o700)
                 for name in files:
                     _restrict(Path(root) / name, 0o600)
                 dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
+        else:
+            _restrict(entry, 0o700)
 
 
 def _restrict(path: Path, ceiling: int) -> None:
@@ -263,6 +269,7 @@ class Stack:
                 ui_port=settings.embedded_temporal_ui_port,
                 namespace=settings.temporal_namespace,
             )
+            self.temporal.data_dir.mkdir(mode=0o700, exist_ok=True)
             print(f"Temporal: starting dev server ({self.temporal.db_file})", flush=True)
             await asyncio.to_thread(self.temporal.start)
             self.env["FORGELINE_TEMPORAL_ADDRESS"] = self.temporal.address

@@ -598,7 +598,13 @@ def test_a_trust_data_dir_is_upgraded_in_place(scratch: Path, case: str) -> None
 
 def _lax_older_data_dir(data: Path) -> None:
     """What an earlier `make run` left: readable by everyone."""
-    for directory in ("objects/runs/r1/logs", "spool", "workspaces/run-1", "temporal"):
+    for directory in (
+        "objects/runs/r1/logs",
+        "spool",
+        "workspaces/run-1",
+        "temporal",
+        "runner/etc",
+    ):
         (data / directory).mkdir(parents=True, exist_ok=True)
     files = {
         "encryption.key": Fernet.generate_key().decode(),
@@ -607,6 +613,7 @@ def _lax_older_data_dir(data: Path) -> None:
         "spool/e1.log": "spooled",
         "workspaces/run-1/Makefile": "all:",
         "temporal/temporal.sqlite": "",
+        "runner/etc/passwd": "build:x:61000:61000::/workspace:/bin/sh",
     }
     for name, content in files.items():
         (data / name).write_text(content)
@@ -634,12 +641,23 @@ def test_secure_data_dir_repairs_an_older_data_dir(scratch: Path) -> None:
             if not path.is_symlink():
                 assert _mode(path) == (0o700 if path.is_dir() else 0o600), path
     assert _mode(data / "workspaces") == 0o700
-    # A run's workspace belongs to its build (the sandbox hands it over): left as it is.
+    assert _mode(data / "runner") == 0o700
+    # A run's workspace belongs to its build (the sandbox hands it over), and the sandbox's
+    # identity files are read inside it by the build user: left as they are.
     assert _mode(data / "workspaces" / "run-1") == 0o755
+    assert _mode(data / "runner" / "etc" / "passwd") == 0o644
     # A symlink is not followed out of the data dir.
     assert _mode(scratch / "outside.txt") == 0o644
     secure_data_dir(data)  # idempotent
     assert _mode(data) == 0o700
+
+
+def test_a_fresh_data_dir_is_private_before_anything_writes_to_it(scratch: Path) -> None:
+    data = scratch / "fresh" / ".data"
+    secure_data_dir(data)
+    assert _mode(data) == 0o700
+    for name in ("objects", "spool", "workspaces"):
+        assert _mode(data / name) == 0o700
 
 
 async def test_make_run_secures_the_data_dir_and_hands_out_role_urls(
