@@ -78,10 +78,10 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
     baseline: list[float] = []
     for index in range(ROUNDS):
         baseline.append(await direct(workspace))
-        for name, runner, network, image in runners:
+        for name, runner, network, stage_image in runners:
             if name == "docker" and index >= ROUNDS // 4:
                 continue  # a container per stage: fewer rounds suffice to see its cost
-            samples[name].append(await through(runner, workspace, network, image))
+            samples[name].append(await through(runner, workspace, network, stage_image))
     for _, runner, *_ in runners:
         await runner.close()
     direct_p50 = statistics.median(baseline)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -253,9 +253,9 @@ async def test_memory_limit_is_enforced(
 
 
 @pytest.fixture
-async def sandbox(tmp_path: Path) -> SandboxRunner:
+async def sandbox(tmp_path: Path) -> AsyncIterator[SandboxRunner]:
     runner = sandbox_runner(tmp_path / "state", disk_check_seconds=0.2)
-    yield runner  # type: ignore[misc]
+    yield runner
     await runner.close()
 
 
