@@ -593,6 +593,19 @@ def test_a_trust_data_dir_is_upgraded_in_place(scratch: Path, case: str) -> None
         server.destroy()
 
 
+def test_a_lost_superuser_password_is_a_clear_error_not_a_way_in(scratch: Path) -> None:
+    server = EmbeddedPostgres(scratch / "pg", free_port(), server_options=FAST)
+    server.start()
+    try:
+        server.stop()
+        (server.credentials_dir / f"{SUPERUSER}.password").write_text("guessed")
+        with pytest.raises(RuntimeError, match="does not match"):
+            server.start()
+        assert not server.accepts_without_password()
+    finally:
+        server.destroy()
+
+
 # --------------------------------------------------------------------------- data dir modes
 
 

@@ -338,7 +338,12 @@ class EmbeddedPostgres:
             try:
                 with psycopg.connect(self.admin_url, connect_timeout=2):
                     return
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
+                if "password authentication failed" in str(exc):
+                    raise RuntimeError(
+                        f"the superuser's password in {self.credentials_dir} does not match the "
+                        f"server in {self.data_dir}"
+                    ) from exc
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
