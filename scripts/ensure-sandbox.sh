@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make the build sandbox work on this machine: bubblewrap (namespaces), socat (the in-sandbox
-# forwarder to the egress proxy), util-linux (setpriv, prlimit), iproute2 (test network
+# forwarder to the egress proxy), util-linux (setpriv), iproute2 (test network
 # namespaces). Checks that a trivial sandbox runs. Idempotent; used by `make run`, `make test`, CI.
 set -euo pipefail
 

@@ -145,7 +145,6 @@ class SandboxRunner(Runner):
         self.config = config
         self.bwrap = _require("bwrap")
         self.setpriv = _require("setpriv")
-        self.prlimit = _require("prlimit")
         self.socat = _require("socat")
         if os.geteuid() != 0:
             raise SandboxUnavailable("the sandbox runner needs root to create its namespaces")
@@ -271,17 +270,12 @@ class SandboxRunner(Runner):
         workdir = SANDBOX_WORKSPACE
         if process.workdir:
             workdir = f"{SANDBOX_WORKSPACE}/{process.workdir}"
-        disk_bytes = (process.disk_mb or cfg.disk_mb) * 1024 * 1024
         args = [*self._base_args, "--bind", str(root), SANDBOX_WORKSPACE]
         args += ["--bind", str(root / SANDBOX_DIR / "tmp"), SANDBOX_TMP, "--chdir", workdir]
         if process.network:
             args += ["--perms", "0755", "--dir", str(Path(PROXY_SOCKET).parent)]
             args += ["--ro-bind", str(self.proxy_socket), PROXY_SOCKET]
         args += [
-            "--",
-            self.prlimit,
-            f"--fsize={disk_bytes}",
-            "--core=0",
             "--",
             self.setpriv,
             f"--reuid={cfg.uid}",
@@ -320,13 +314,16 @@ class SandboxRunner(Runner):
             cpus=process.cpus or cfg.cpus,
         )
         group = await asyncio.to_thread(self.cgroups.create, process.name, limits)
-        # The launcher joins the stage's cgroup, then becomes the sandbox: every process of
-        # the stage is in the group from its first instruction.
+        # The launcher joins the stage's cgroup, sets the limits only rlimits can (largest file,
+        # no core dumps; soft and hard, so the build user cannot raise them), then becomes the
+        # sandbox: every process of the stage is in the group from its first instruction.
+        disk_blocks = (process.disk_mb or cfg.disk_mb) * 1024 * 1024 // 512  # sh counts 512 B
         join = 'for f in "$@"; do [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; shift; done; '
+        limit = f"ulimit -c 0 && ulimit -f {disk_blocks} || exit 125; "
         argv = [
             "/bin/sh",
             "-c",
-            join + 'shift; exec "$@"',
+            join + limit + 'shift; exec "$@"',
             "launcher",
             *map(str, group.procs_files),
             "--",
