@@ -28,6 +28,7 @@ from api.middleware import (
     BodySizeLimitMiddleware,
     ReadRetryMiddleware,
     RequestContextMiddleware,
+    SecurityHeadersMiddleware,
     install_request_id_log_records,
 )
 from api.temporal import TemporalConnection
@@ -151,6 +152,14 @@ def create_app(
     app.add_middleware(ReadRetryMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(RequestContextMiddleware)
+    # Outermost: every answer carries the security headers, a last-resort 500 included.
+    app.add_middleware(
+        SecurityHeadersMiddleware,
+        docs_paths={
+            p for p in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p
+        },
+        always_https=settings.public_base_url.startswith("https://"),
+    )
 
     app.include_router(health_router)
     app.state.router_modules = include_domain_routers(app, ROUTER_MODULES)

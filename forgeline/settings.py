@@ -166,6 +166,13 @@ class Settings(BaseSettings):
     proxy_http_port: int = 8080
     proxy_network: str | None = None
     allow_local_repositories: bool = False
+    # Where local repositories and deployment `source_dir`s may live: each organization only
+    # under `<root>/<organization id>/` of one of these roots (JSON list). Unset: `data_dir /
+    # local-repositories` in development and test, none in production.
+    local_repository_roots: list[Path] = Field(default_factory=list)
+    # Published static sites, one directory per deployment, served by the proxy's file server
+    # on the site's own host name. Unset: `data_dir/sites`.
+    sites_dir: Path | None = None
     # Repository clones (agent analysis, pipeline runs): refused past these limits.
     repo_max_bytes: int = 200_000_000
     repo_max_files: int = 50_000
@@ -218,6 +225,18 @@ class Settings(BaseSettings):
     @property
     def workspaces_dir(self) -> Path:
         return self.workspace_dir or self.data_dir / "workspaces"
+
+    @property
+    def published_sites_dir(self) -> Path:
+        return self.sites_dir or self.data_dir / "sites"
+
+    @property
+    def local_roots(self) -> list[Path]:
+        if self.local_repository_roots:
+            return list(self.local_repository_roots)
+        if self.environment == "production":
+            return []
+        return [self.data_dir / "local-repositories"]
 
 
 @lru_cache(maxsize=1)

@@ -83,6 +83,10 @@ DESCRIPTIONS: dict[str, str] = {
     "build_toolchain_paths": "extra read-only paths mounted into the sandbox (JSON list)",
     "docker_host": "Docker engine for builds and deployments",
     "allow_local_repositories": "accept local paths as repositories (`make run` enables it)",
+    "local_repository_roots": "roots of local repositories and `source_dir`s (JSON list); each "
+    "organization only under `<root>/<organization id>/`; unset = `data_dir/local-repositories` "
+    "outside production, none in production",
+    "sites_dir": "published static sites served by the proxy; unset = `data_dir/sites`",
     "repo_max_bytes": "largest repository checkout accepted",
     "repo_max_files": "most files in a repository checkout",
     "git_clone_timeout_seconds": "git clone timeout",

@@ -82,6 +82,8 @@ class DeploymentRuntimeConfig(_Model):
     region: str = "us-east-1"
     bucket_name: str | None = None
     health: HealthCheckPolicy = Field(default_factory=HealthCheckPolicy)
+    # Static sites: publish dotfiles too (`.git` never); the environment's `publish_dotfiles`.
+    publish_dotfiles: bool = False
 
 
 class DeploymentInput(_Model):
@@ -101,6 +103,8 @@ class DeploymentInput(_Model):
     config: DeploymentRuntimeConfig = Field(default_factory=DeploymentRuntimeConfig)
     approval_timeout_seconds: float = 24 * 3600.0
     approver_roles: list[str] = Field(default_factory=lambda: ["owner", "admin"])
+    # Distinct approvers a protected deployment needs (the environment's count when requested).
+    required_approvals: int = 1
     # Set when this deployment redeploys an earlier one (explicit rollback).
     rollback_of_deployment_id: str | None = None
     preview: bool = False
@@ -126,10 +130,19 @@ class ApprovalDecision(_Model):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+def unprintable(text: str) -> bool:
+    """Control characters other than tab and line breaks (NUL first of all: Postgres text cannot
+    hold it)."""
+    return any((ord(ch) < 0x20 and ch not in "\t\n\r") or 0x7F <= ord(ch) < 0xA0 for ch in text)
+
+
 class ApprovalOutcome(_Model):
     deployment_id: str
     approved: bool
     status: DeploymentStatus
+    # Distinct people who approved so far (recorded), and how many the deployment needs.
+    approved_by: list[str] = Field(default_factory=list)
+    required_approvals: int = 1
 
 
 class DeploymentProgress(_Model):

@@ -19,6 +19,7 @@ from typing import Any
 import docker
 import httpx
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client
@@ -32,7 +33,13 @@ from activities.deployments.health import Probe, check_url, probe_http, verify
 from activities.deployments.providers import require_available
 from activities.deployments.providers.aws import S3WebsitePublisher, bucket_name
 from activities.deployments.providers.docker import DockerReleaser, container_name
-from activities.deployments.providers.static import publish_directory, site_prefix, site_url
+from activities.deployments.providers.static import (
+    SitePublishRefused,
+    materialize_site,
+    publish_directory,
+    remove_site,
+    site_prefix,
+)
 from activities.deployments.routing import (
     DEPLOYMENT_ROUTE_PREFIX,
     ENV_ROUTE_PREFIX,
@@ -47,11 +54,12 @@ from activities.deployments.routing import (
 )
 from activities.storage import ObjectStore
 from db import app_hosts
-from db.models.deployments import Deployment
+from db.models.deployments import Deployment, DeploymentApproval
 from db.models.projects import Environment, Project
 from db.session import session_scope
 from forgeline.environment_variables import reveal
 from forgeline.errors import DomainError
+from forgeline.local_paths import is_inside_organization_roots
 from forgeline.settings import Settings
 from workflows.deployment_lock import EnvironmentDeploymentLock, LockState
 from workflows.deployment_models import (
@@ -175,20 +183,41 @@ class DeploymentActivities:
             return app_hosts.claimed_hosts(config)
 
     async def _point_environment(
-        self, environment_id: str, deployment_id: str, upstream: str
+        self, environment_id: str, deployment_id: str, upstream: str, root: str | None = None
     ) -> str:
         """Atomically route the environment's host names to one deployment; its stable URL."""
         hosts = await self._environment_hosts(environment_id)
         await self._routes.put(
-            Route(id=f"{ENV_ROUTE_PREFIX}{environment_id}", hosts=hosts, upstream=upstream)
+            Route(
+                id=f"{ENV_ROUTE_PREFIX}{environment_id}", hosts=hosts, upstream=upstream, root=root
+            )
         )
         return public_url(hosts[0], self._settings.proxy_http_port)
 
-    async def _route_deployment(self, deployment_id: str, upstream: str) -> None:
+    async def _route_deployment(
+        self, deployment_id: str, upstream: str, root: str | None = None
+    ) -> None:
         host = deployment_host(deployment_id, self._settings.apps_domain)
         await self._routes.put(
-            Route(id=f"{DEPLOYMENT_ROUTE_PREFIX}{deployment_id}", hosts=[host], upstream=upstream)
+            Route(
+                id=f"{DEPLOYMENT_ROUTE_PREFIX}{deployment_id}",
+                hosts=[host],
+                upstream=upstream,
+                root=root,
+            )
         )
+
+    async def _serve_site(self, deployment_id: str, static_prefix: str) -> str:
+        """Lay the site out for the proxy's file server and give it its own host (idempotent)."""
+        root = await asyncio.to_thread(
+            materialize_site,
+            self._store,
+            static_prefix,
+            self._settings.published_sites_dir,
+            deployment_id,
+        )
+        await self._route_deployment(deployment_id, "", root=str(root))
+        return str(root)
 
     async def _secret_variables(self, environment_id: str) -> dict[str, str]:
         """Secret environment variables, decrypted here and handed straight to Docker."""
@@ -233,20 +262,36 @@ class DeploymentActivities:
 
     @activity.defn(name="deployment_record_decision")
     async def record_decision(self, rec: DecisionRecord) -> None:
+        """One row per (deployment, person): a retried or repeated decision is the same row."""
         decision = rec.decision
+        # Postgres text cannot hold NUL: a decision sent before the API refused it must not
+        # wedge the deployment.
+        reason = decision.reason.replace("\x00", "\ufffd")
+        approver = uuid.UUID(decision.approver_user_id)
+        deployment_id = uuid.UUID(rec.deployment_id)
         async with session_scope(self._sessions) as session:
-            row = await session.get(Deployment, uuid.UUID(rec.deployment_id))
+            row = await session.get(Deployment, deployment_id, with_for_update=True)
             if row is None:
                 return
-            approver = uuid.UUID(decision.approver_user_id)
+            await session.execute(
+                insert(DeploymentApproval)
+                .values(
+                    deployment_id=deployment_id,
+                    user_id=approver,
+                    role=decision.approver_role,
+                    approved=decision.approved,
+                    reason=reason,
+                )
+                .on_conflict_do_nothing(index_elements=["deployment_id", "user_id"])
+            )
             if decision.approved:
                 row.approved_by_user_id = approver
                 row.approved_at = row.approved_at or projections.now()
-                row.approval_reason = decision.reason
+                row.approval_reason = reason
             else:
                 row.rejected_by_user_id = approver
                 row.rejected_at = row.rejected_at or projections.now()
-                row.rejection_reason = decision.reason
+                row.rejection_reason = reason
 
     @activity.defn(name="deployment_acquire_lock")
     async def acquire_lock(self, req: LockRequest) -> None:
@@ -263,7 +308,32 @@ class DeploymentActivities:
 
     # --- build ---------------------------------------------------------------------------------
 
-    def _context(self, req: BuildRequest, scratch: Path) -> Path:
+    async def _build_scope(self, deployment_id: str) -> tuple[str | None, str | None, bool]:
+        """The deployment's organization, pipeline run and whether dotfiles are published."""
+        async with self._sessions() as session:
+            row = await session.get(Deployment, uuid.UUID(deployment_id))
+        if row is None:
+            return None, None, False
+        config = DeploymentRuntimeConfig.model_validate(row.config_snapshot or {})
+        run = str(row.pipeline_run_id) if row.pipeline_run_id else None
+        return str(row.organization_id), run, config.publish_dotfiles
+
+    def _context_allowed(self, path: Path, organization_id: str | None, run_id: str | None) -> bool:
+        """A build context on this host: the deployment's own run workspace, or a directory
+        inside its organization's local root (never another tenant's files or the host's)."""
+        if run_id is not None and path == (self._settings.workspaces_dir / run_id).resolve():
+            return True
+        return organization_id is not None and is_inside_organization_roots(
+            path, self._settings, organization_id
+        )
+
+    def _context(
+        self,
+        req: BuildRequest,
+        scratch: Path,
+        organization_id: str | None = None,
+        run_id: str | None = None,
+    ) -> Path:
         source = req.source
         if source.context_key:
             archive = scratch / "context.tar.gz"
@@ -277,9 +347,7 @@ class DeploymentActivities:
             return target
         if source.context_dir:
             path = Path(source.context_dir).resolve()
-            allowed = self._settings.allow_local_repositories or path.is_relative_to(
-                self._settings.workspaces_dir.resolve()
-            )
+            allowed = self._context_allowed(path, organization_id, run_id)
             if not allowed or not path.is_dir():
                 raise BuildFailed(f"build context {source.context_dir!r} is not available")
             return path
@@ -315,10 +383,11 @@ class DeploymentActivities:
                 activity.heartbeat(f"build line {seq}")
                 await drain()
 
+        organization_id, run_id, publish_dotfiles = await self._build_scope(req.deployment_id)
         pump_task = asyncio.create_task(pump())
         try:
             with tempfile.TemporaryDirectory(prefix="fl-deploy-") as tmp:
-                context = self._context(req, Path(tmp))
+                context = self._context(req, Path(tmp), organization_id, run_id)
                 if provider == "docker":
                     if self._docker is None:
                         raise BuildFailed("no Docker engine on this worker")
@@ -342,11 +411,17 @@ class DeploymentActivities:
                     root = find_static_root(context, req.source.output_dir)
                     if root is None:
                         raise BuildFailed("no static output (index.html) to publish")
+                    if not root.resolve().is_relative_to(context.resolve()):
+                        raise BuildFailed("the static output is a link out of the build")
                     prefix = site_prefix(req.deployment_id)
-                    files = await asyncio.to_thread(publish_directory, self._store, root, prefix)
+                    files = await asyncio.to_thread(
+                        lambda: publish_directory(
+                            self._store, root, prefix, publish_dotfiles=publish_dotfiles
+                        )
+                    )
                     on_line(f"published {len(files)} files to {prefix}")
                     result = BuildResult(static_prefix=prefix, log_lines=len(files))
-        except (BuildFailed, DomainError, FileNotFoundError) as exc:
+        except (BuildFailed, DomainError, FileNotFoundError, SitePublishRefused) as exc:
             on_line(f"build failed: {exc}")
             raise _non_retryable(exc) from exc
         finally:
@@ -367,9 +442,24 @@ class DeploymentActivities:
         if provider == "docker":
             return await self._release_docker(req)
         if provider == "static":
-            assert req.static_prefix
-            return ReleaseResult(url=site_url(self._settings.public_base_url, req.deployment_id))
+            return await self._release_static(req)
         return await self._release_aws(req)
+
+    async def _release_static(self, req: ReleaseRequest) -> ReleaseResult:
+        """The site on its own host names through the proxy, never on the API's origin: its
+        deployment host now (health checks), the environment's once healthy (retire)."""
+        if not req.static_prefix:
+            raise ApplicationError(
+                "static release needs published files", type="BuildFailed", non_retryable=True
+            )
+        try:
+            await self._serve_site(req.deployment_id, req.static_prefix)
+            hosts = await self._environment_hosts(req.environment_id)
+        except ProxyUnavailable as exc:
+            raise ApplicationError(str(exc), type="ProxyUnavailable") from exc
+        except (SitePublishRefused, FileNotFoundError) as exc:
+            raise _non_retryable(exc) from exc
+        return ReleaseResult(url=public_url(hosts[0], self._settings.proxy_http_port))
 
     async def _release_docker(self, req: ReleaseRequest) -> ReleaseResult:
         if not req.image:
@@ -448,22 +538,10 @@ class DeploymentActivities:
             via = proxy_http_base(self._settings.proxy_admin_url, self._settings.proxy_http_port)
             return lambda: probe_http(http, url, req.policy, via=via)
         if req.provider == "static":
-            # Served by the API from the object store: probe the store the API reads.
-            async def static_probe() -> Probe:
-                key = f"{req.static_prefix}/{req.policy.path.strip('/') or 'index.html'}"
-                started = asyncio.get_running_loop().time()
-                ok = await asyncio.to_thread(self._store.exists, key)
-                latency = int((asyncio.get_running_loop().time() - started) * 1000)
-                return Probe(
-                    check_url(req.url, req.policy.path),
-                    ok,
-                    200 if ok else 404,
-                    latency,
-                    None if ok else f"{key} missing",
-                    projections.now(),
-                )
-
-            return static_probe
+            # Through the proxy's file server on the deployment's own host, as visitors get it.
+            url = check_url(self._deployment_url(req.deployment_id), req.policy.path)
+            via = proxy_http_base(self._settings.proxy_admin_url, self._settings.proxy_http_port)
+            return lambda: probe_http(http, url, req.policy, via=via)
         publisher = self._s3()
 
         async def s3_probe() -> Probe:
@@ -571,6 +649,8 @@ class DeploymentActivities:
     async def retire(self, req: RetireRequest) -> RetireResult:
         """The swap: route the environment to the kept deployment, drain, remove the others."""
         removed: list[str] = []
+        if req.provider == "static":
+            return await self._retire_static(req)
         if req.provider == "docker" and self._docker is not None:
             releaser = self._releaser()
             try:
@@ -587,6 +667,31 @@ class DeploymentActivities:
         async with session_scope(self._sessions) as session:
             await projections.mark_containers_removed(session, sorted(set(removed)))
         return RetireResult(removed=sorted(set(removed)))
+
+    async def _retire_static(self, req: RetireRequest) -> RetireResult:
+        """Switch the environment's hosts to the kept site in one route replacement (the
+        previous site served until then), or drop a failed release's route and files."""
+        try:
+            if req.keep_deployment_id:
+                async with self._sessions() as session:
+                    prefix = await session.scalar(
+                        select(Deployment.artifact_key).where(
+                            Deployment.id == uuid.UUID(req.keep_deployment_id)
+                        )
+                    )
+                if prefix:
+                    root = await self._serve_site(req.keep_deployment_id, prefix)
+                    await self._point_environment(
+                        req.environment_id, req.keep_deployment_id, "", root=root
+                    )
+            if req.drop_deployment_id:
+                await self._routes.remove([f"{DEPLOYMENT_ROUTE_PREFIX}{req.drop_deployment_id}"])
+                await asyncio.to_thread(
+                    remove_site, self._settings.published_sites_dir, req.drop_deployment_id
+                )
+        except ProxyUnavailable as exc:
+            raise ApplicationError(str(exc), type="ProxyUnavailable") from exc
+        return RetireResult(removed=[req.drop_deployment_id] if req.drop_deployment_id else [])
 
     async def _container_port(self, deployment_id: str) -> int:
         async with self._sessions() as session:
@@ -703,6 +808,12 @@ class DeploymentActivities:
                     fresh = await session.get(Deployment, row.id)
                     if fresh is not None:
                         fresh.url = url
+        elif row.provider == "static" and row.artifact_key:
+            try:
+                root = await self._serve_site(str(row.id), row.artifact_key)
+                await self._point_environment(str(row.environment_id), str(row.id), "", root=root)
+            except ProxyUnavailable as exc:
+                raise ApplicationError(str(exc), type="ProxyUnavailable") from exc
         elif row.provider == "aws" and row.artifact_key:
             bucket = bucket_name(str(row.environment_id), config.bucket_name)
             await asyncio.to_thread(
@@ -726,6 +837,8 @@ class DeploymentActivities:
     @activity.defn(name="deployment_teardown_environment")
     async def teardown_environment(self, req: TeardownRequest) -> list[str]:
         removed: list[str] = []
+        if req.provider == "static":
+            await self._teardown_sites(req.environment_id)
         if self._docker is not None:
             removed = await asyncio.to_thread(
                 self._releaser().remove_environment, req.environment_id
@@ -756,6 +869,27 @@ class DeploymentActivities:
                 self._s3().delete_site, bucket_name(req.environment_id, config.bucket_name)
             )
         return removed
+
+    async def _teardown_sites(self, environment_id: str) -> None:
+        async with self._sessions() as session:
+            ids = (
+                await session.scalars(
+                    select(Deployment.id).where(
+                        Deployment.environment_id == uuid.UUID(environment_id)
+                    )
+                )
+            ).all()
+        try:
+            await self._routes.remove(
+                [f"{ENV_ROUTE_PREFIX}{environment_id}"]
+                + [f"{DEPLOYMENT_ROUTE_PREFIX}{d}" for d in ids]
+            )
+        except ProxyUnavailable as exc:
+            raise ApplicationError(str(exc), type="ProxyUnavailable") from exc
+        for deployment_id in ids:
+            await asyncio.to_thread(
+                remove_site, self._settings.published_sites_dir, str(deployment_id)
+            )
 
     def all(self) -> list[Callable[..., Any]]:
         return [

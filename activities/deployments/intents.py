@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activities.deployments.providers import require_available
+from db.models.accounts import ApiKey
 from db.models.deployments import Deployment
 from db.models.pipelines import Artifact, PipelineRun
 from db.models.projects import Environment, Project
@@ -24,6 +25,24 @@ from workflows.deployment_models import (
 )
 
 APPROVER_ROLES = ["owner", "admin"]
+
+
+async def person_behind(
+    session: AsyncSession, user_id: uuid.UUID | None, api_key_id: uuid.UUID | None
+) -> uuid.UUID | None:
+    """The person who asked: the signed-in user, or the user an API key belongs to (a key is
+    its creator acting, so it cannot approve what its creator may not)."""
+    if user_id is not None or api_key_id is None:
+        return user_id
+    creator: uuid.UUID | None = await session.scalar(
+        select(ApiKey.created_by_user_id).where(ApiKey.id == api_key_id)
+    )
+    return creator
+
+
+def required_approvals(environment: Environment) -> int:
+    """A protected environment needs at least one approval (none when unprotected)."""
+    return max(1, environment.required_approvals) if environment.is_protected else 0
 
 
 async def environment_for(
@@ -82,6 +101,7 @@ def runtime_config(environment: Environment) -> DeploymentRuntimeConfig:
         region=str(cfg.get("region") or "us-east-1"),
         bucket_name=cfg.get("bucket_name"),
         health=health,
+        publish_dotfiles=cfg.get("publish_dotfiles") is True,
     )
 
 
@@ -91,10 +111,12 @@ def workflow_input(
     project: Project,
     source: DeploymentSource,
     *,
-    triggered_by: uuid.UUID | None,
     config: DeploymentRuntimeConfig | None = None,
 ) -> DeploymentInput:
+    """The workflow's input; the approval rules come from the deployment's own snapshot (what
+    the environment said when it was requested), never from the environment as it is now."""
     cfg = environment.config or {}
+    triggered_by = deployment.triggered_by_user_id
     return DeploymentInput(
         deployment_id=str(deployment.id),
         organization_id=str(project.organization_id),
@@ -103,13 +125,14 @@ def workflow_input(
         environment_name=environment.name,
         environment_type=environment.env_type,
         provider=environment.provider,
-        protected=environment.is_protected,
+        protected=deployment.approval_protected,
         triggered_by_user_id=str(triggered_by) if triggered_by else None,
         pipeline_run_id=str(deployment.pipeline_run_id) if deployment.pipeline_run_id else None,
         source=source,
         config=config or runtime_config(environment),
         approval_timeout_seconds=float(cfg.get("approval_timeout_seconds") or 24 * 3600),
-        approver_roles=APPROVER_ROLES,
+        approver_roles=list(deployment.approver_roles or APPROVER_ROLES),
+        required_approvals=max(1, deployment.required_approvals),
         rollback_of_deployment_id=str(deployment.rollback_of_id)
         if deployment.rollback_of_id
         else None,
@@ -137,6 +160,10 @@ async def create_deployment(
     if environment.status == "deleted":
         raise Conflict("environment is deleted")
     config = config or runtime_config(environment)
+    # Approvals compare people: a key's deployment is its creator's.
+    triggered_by_user_id = await person_behind(
+        session, triggered_by_user_id, triggered_by_api_key_id
+    )
     deployment = Deployment(
         id=deployment_id or uuid.uuid4(),
         environment_id=environment.id,
@@ -152,6 +179,9 @@ async def create_deployment(
         config_snapshot=config.model_dump(mode="json"),
         triggered_by_user_id=triggered_by_user_id,
         triggered_by_api_key_id=triggered_by_api_key_id,
+        approval_protected=environment.is_protected,
+        required_approvals=required_approvals(environment),
+        approver_roles=list(APPROVER_ROLES),
         rollback_of_id=rollback_of_id,
         promoted_from_id=promoted_from_id,
         is_preview=environment.env_type == "preview",
@@ -160,9 +190,7 @@ async def create_deployment(
     deployment.workflow_id = deployment_workflow_id(str(deployment.id))
     session.add(deployment)
     await session.flush()
-    inp = workflow_input(
-        deployment, environment, project, source, triggered_by=triggered_by_user_id, config=config
-    )
+    inp = workflow_input(deployment, environment, project, source, config=config)
     return deployment, inp
 
 

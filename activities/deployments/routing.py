@@ -72,12 +72,21 @@ def proxy_http_base(admin_url: str, http_port: int) -> str:
     return f"http://{host}:{http_port}"
 
 
+# Response headers of a static site served by the proxy: its own origin, no sniffing.
+SITE_RESPONSE_HEADERS: dict[str, list[str]] = {
+    "X-Content-Type-Options": ["nosniff"],
+    "Referrer-Policy": ["strict-origin-when-cross-origin"],
+}
+
+
 @dataclass(frozen=True)
 class Route:
     id: str
     hosts: list[str]
-    upstream: str  # host:port the proxy dials
+    upstream: str  # host:port the proxy dials ("" for a static site)
     meta: dict[str, str] = field(default_factory=dict)
+    # A static site: the directory the proxy's file server serves instead of dialling upstream.
+    root: str | None = None
 
 
 class RouteTable(Protocol):
@@ -208,6 +217,16 @@ class CaddyRoutes:
 
     @staticmethod
     def _to_caddy(route: Route) -> dict[str, Any]:
+        if route.root is not None:
+            return {
+                "@id": route.id,
+                "match": [{"host": list(route.hosts)}],
+                "handle": [
+                    {"handler": "headers", "response": {"set": SITE_RESPONSE_HEADERS}},
+                    {"handler": "file_server", "root": route.root},
+                ],
+                "terminal": True,
+            }
         return {
             "@id": route.id,
             "match": [{"host": list(route.hosts)}],
@@ -225,9 +244,14 @@ class CaddyRoutes:
     def _from_caddy(raw: dict[str, Any]) -> Route | None:
         try:
             hosts = raw["match"][0]["host"]
+            for handler in raw["handle"]:
+                if handler.get("handler") == "file_server":
+                    return Route(
+                        id=str(raw["@id"]), hosts=list(hosts), upstream="", root=handler["root"]
+                    )
             upstream = raw["handle"][0]["upstreams"][0]["dial"]
             return Route(id=str(raw["@id"]), hosts=list(hosts), upstream=str(upstream))
-        except (KeyError, IndexError, TypeError):
+        except (KeyError, IndexError, TypeError, AttributeError):
             return None
 
     async def put(self, route: Route) -> None:

@@ -46,6 +46,7 @@ from db.models.deployments import (
 )
 from db.models.projects import Project
 from forgeline.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from forgeline.local_paths import confine_local_path
 from workflows.deployment_models import (
     TERMINAL_STATUSES,
     ApprovalDecision,
@@ -121,10 +122,14 @@ async def create_deployment(
                 "deploying a version needs its source: give pipeline_run_id or the commit_sha of "
                 "a successful run (or source_dir in dev)"
             )
+        # Only inside this organization's local root: never another tenant's or the host's files.
+        source_dir = confine_local_path(
+            body.source_dir, settings, principal.organization_id, field="source_dir"
+        )
         source = DeploymentSource(
             version=(body.version or body.commit_sha or "")[:100],
             commit_sha=body.commit_sha,
-            context_dir=body.source_dir,
+            context_dir=str(source_dir),
             output_dir=body.output_dir,
             dockerfile=body.dockerfile,
             framework=project.framework,
@@ -226,6 +231,7 @@ async def get_deployment(
     ).all()
     return DeploymentDetail(
         **deployment_out(row).model_dump(),
+        approvals=await service.approvals_of(session, row),
         health_checks=[HealthCheckOut.model_validate(c, from_attributes=True) for c in checks],
         containers=[ContainerOut.model_validate(c, from_attributes=True) for c in containers],
         runtime_logs=[
@@ -262,9 +268,11 @@ async def _decide(
     member = await service.acting_user(session, principal)
     if member is None:
         raise Forbidden("approvals need a member, not an organization-wide key")
-    if principal.role not in service.APPROVER_ROLES:
-        raise Forbidden(f"role {principal.role!r} cannot decide deployments (owner or admin)")
-    if row.triggered_by_user_id == member:
+    roles = list(row.approver_roles or service.APPROVER_ROLES)
+    if principal.role not in roles:
+        raise Forbidden(f"role {principal.role!r} cannot decide deployments ({' or '.join(roles)})")
+    # The person, not the credential: a deployment requested with someone's API key is theirs.
+    if await service.triggering_person(session, row) == member:
         raise Forbidden("the member who triggered a deployment cannot approve or reject it")
     outcome = await service.decide(
         temporal,
@@ -286,7 +294,13 @@ async def _decide(
         old={"status": "awaiting_approval"},
         new={"status": outcome.status, "reason": body.reason},
     )
-    return DecisionOut(deployment_id=row.id, approved=approved, status=outcome.status)
+    return DecisionOut(
+        deployment_id=row.id,
+        approved=approved,
+        status=outcome.status,
+        approved_by=[uuid.UUID(u) for u in outcome.approved_by],
+        required_approvals=outcome.required_approvals,
+    )
 
 
 @router.post(
@@ -442,11 +456,22 @@ async def teardown_preview(
     return {"environment_id": str(environment.id), "status": "tearing_down"}
 
 
+# No allow-same-origin: the document runs in an opaque origin, never the API's.
+SITE_SANDBOX_HEADERS = {
+    "Content-Security-Policy": "sandbox allow-scripts allow-forms allow-popups allow-downloads; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
 @router.get("/sites/{deployment_id}/{path:path}", tags=["sites"], include_in_schema=True)
 async def serve_site(
     deployment_id: uuid.UUID, path: str, session: SessionDep, settings: SettingsDep
 ) -> Response:
-    """The local static host: a `static` deployment's published files (public, like a website)."""
+    """A `static` deployment's published files (public, like a website), kept for links made
+    before sites got their own host names. Served sandboxed (an opaque origin: the page's
+    scripts cannot act as the API's origin or read its storage); the deployment's URL on its
+    own host is the canonical one."""
     row = await session.scalar(
         select(Deployment).where(
             Deployment.id == deployment_id,
@@ -464,4 +489,4 @@ async def serve_site(
         body = await asyncio.to_thread(store.get_bytes, key)
     except ObjectNotFound as exc:
         raise NotFound("file not found", resource_type="site_file") from exc
-    return Response(content=body, media_type=content_type(key))
+    return Response(content=body, media_type=content_type(key), headers=SITE_SANDBOX_HEADERS)

@@ -17,6 +17,7 @@ from sqlalchemy import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from activities.deployments.intents import APPROVER_ROLES
 from api.audit import write_audit
 from api.billing.limits import enforce_limit
 from api.deps import Principal
@@ -38,7 +39,8 @@ from db import app_hosts
 from db.models.projects import Environment, Project, Repository
 from forgeline import environment_variables as env_vars
 from forgeline.crypto import encrypt_str
-from forgeline.errors import Conflict, NotFound, ValidationFailed
+from forgeline.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from forgeline.local_paths import confine_local_path
 from forgeline.settings import Settings
 from forgeline.url_safety import validate_repository_url
 
@@ -426,6 +428,8 @@ async def put_repository(
             "provider 'local' is for local paths only, and local paths need provider 'local'",
             field="provider",
         )
+    if validated.kind == "local":
+        confine_local_path(validated.url, settings, principal.organization_id, field="url")
     repo = await queries.get_repository(session, project.id)
     created = repo is None
     before = None if repo is None else _repository_snapshot(repo)
@@ -481,6 +485,30 @@ async def delete_repository(
 
 
 # --------------------------------------------------------------------------- environments
+
+
+# Environment config keys that are part of its approval rules.
+APPROVAL_CONFIG_KEYS = ("approval_timeout_seconds",)
+
+
+def _approval_rules(env: Environment) -> tuple[object, ...]:
+    config = env.config or {}
+    return (
+        env.is_protected,
+        env.required_approvals,
+        *(config.get(key) for key in APPROVAL_CONFIG_KEYS),
+    )
+
+
+def _require_approver(principal: Principal) -> None:
+    """Only the roles that approve deployments change what needs approving: otherwise a member
+    could switch protection off, deploy, and switch it back on."""
+    if principal.role not in APPROVER_ROLES:
+        raise Forbidden(
+            f"changing an environment's protection needs the role that approves deployments "
+            f"({' or '.join(APPROVER_ROLES)}); role {principal.role!r} cannot",
+            required_roles=list(APPROVER_ROLES),
+        )
 
 
 def _check_protection(is_protected: bool, required_approvals: int) -> None:
@@ -570,6 +598,7 @@ async def update_environment(
 ) -> EnvironmentOut:
     env = await _require_environment(session, principal, environment_id)
     before = _environment_snapshot(env)
+    rules_before = _approval_rules(env)
     fields = body.model_fields_set
     if "name" in fields and body.name is not None and body.name != env.name:
         if await queries.environment_name_taken(
@@ -598,6 +627,8 @@ async def update_environment(
     if "auto_deploy" in fields and body.auto_deploy is not None:
         env.auto_deploy = body.auto_deploy
     _check_protection(env.is_protected, env.required_approvals)
+    if _approval_rules(env) != rules_before:
+        _require_approver(principal)
     after = _environment_snapshot(env)
     if after == before:
         return environment_out(env)

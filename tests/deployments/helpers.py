@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -20,6 +21,7 @@ from api.deployments import service
 from db.models.deployments import Deployment
 from db.models.projects import Environment, Project
 from db.session import session_scope
+from forgeline.local_paths import organization_roots
 from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
 from workflows.deployment_models import DeploymentSource
@@ -173,3 +175,11 @@ async def get_app(settings: Settings, url: str) -> Any:
     target, headers = via_proxy(url, settings.proxy_http_port)
     async with httpx.AsyncClient() as http:
         return await http.get(target, headers=headers)
+
+
+def org_sources(settings: Settings, organization_id: uuid.UUID | str) -> Path:
+    """A fresh directory inside the organization's local root: the only place a deployment's
+    `source_dir` (or a local build context) of that organization may be."""
+    path = organization_roots(settings, organization_id)[0] / uuid.uuid4().hex
+    path.mkdir(parents=True)
+    return path

@@ -17,8 +17,14 @@ from db.models.operations import AuditLog
 from db.models.pipelines import Pipeline, PipelineRun
 from db.session import session_scope
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE
-from tests.deployments.helpers import make_activities, make_environment, running_worker
+from tests.deployments.helpers import (
+    make_activities,
+    make_environment,
+    org_sources,
+    running_worker,
+)
 from tests.deployments.images import HEALTHY, docker_client, write_context
+from tests.deployments.proxy import via_proxy
 from tests.factories import make_org
 
 TERMINAL = ("active", "failed", "rolled_back", "rejected", "cancelled")
@@ -66,9 +72,10 @@ async def second_key(session_maker, org, user_id) -> dict[str, str]:
 
 
 async def test_deploy_detail_rollback_and_delete(
-    api_client, session_maker, worker, docker, tmp_path: Path
+    api_client, session_maker, settings, worker, docker, tmp_path: Path
 ):
     org = await make_org(session_maker)
+    sources = org_sources(settings, org.org_id)
     project_id, env_id = await make_environment(session_maker, org.org_id)
     try:
         ids = []
@@ -77,7 +84,7 @@ async def test_deploy_detail_rollback_and_delete(
                 f"/v1/environments/{env_id}/deployments",
                 json={
                     "version": version,
-                    "source_dir": str(write_context(tmp_path / version, HEALTHY, version)),
+                    "source_dir": str(write_context(sources / version, HEALTHY, version)),
                 },
                 headers=org.headers,
             )
@@ -149,8 +156,9 @@ async def test_deploy_detail_rollback_and_delete(
         DockerReleaser(docker).remove_environment(str(env_id))
 
 
-async def test_static_site_approval_and_promotion(api_client, session_maker, worker, tmp_path):
+async def test_static_site_approval_and_promotion(api_client, session_maker, settings, worker):
     org = await make_org(session_maker, role="admin")
+    sources = org_sources(settings, org.org_id)
     owner_headers = await second_key(session_maker, org, org.owner_user_id)
     project_id, staging = await make_environment(session_maker, org.org_id, provider="static")
     _, production = await make_environment(
@@ -161,7 +169,7 @@ async def test_static_site_approval_and_promotion(api_client, session_maker, wor
         protected=True,
         project_id=project_id,
     )
-    site = write_context(tmp_path / "site", None, "hello static")
+    site = write_context(sources / "site", None, "hello static")
     r = await api_client.post(
         f"/v1/environments/{staging}/deployments",
         json={"version": "1.0.0", "source_dir": str(site), "output_dir": "www"},
@@ -170,12 +178,19 @@ async def test_static_site_approval_and_promotion(api_client, session_maker, wor
     assert r.status_code == 202, r.text
     dep = await wait_api(api_client, owner_headers, r.json()["id"])
     assert dep["status"] == "active", dep["error"]
-    # The URL the deployment advertises is the one the site host serves.
-    site_path = httpx.URL(dep["url"]).path
-    assert site_path == f"/v1/sites/{dep['id']}/"
-    page = await api_client.get(site_path)
+    # The URL the deployment advertises is the site's own host, served by the proxy.
+    assert httpx.URL(dep["url"]).host != httpx.URL(settings.public_base_url).host
+    url, host = via_proxy(dep["url"], settings.proxy_http_port)
+    async with httpx.AsyncClient() as http:
+        page = await http.get(url, headers=host)
     assert page.status_code == 200 and "hello static" in page.text
     assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["x-content-type-options"] == "nosniff"
+    # The API's old path still answers, sandboxed into an opaque origin.
+    old = await api_client.get(f"/v1/sites/{dep['id']}/")
+    assert old.status_code == 200 and "hello static" in old.text
+    assert "sandbox" in old.headers["content-security-policy"]
+    assert "allow-same-origin" not in old.headers["content-security-policy"]
     assert (await api_client.get(f"/v1/sites/{dep['id']}/../../etc/passwd")).status_code == 404
 
     # Promote to the protected production environment: same artifact, waits for approval.

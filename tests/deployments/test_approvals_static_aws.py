@@ -25,6 +25,7 @@ from tests.deployments.helpers import (
     deployment_row,
     make_activities,
     make_environment,
+    org_sources,
     running_worker,
     start_deployment,
     wait_status,
@@ -88,10 +89,11 @@ async def test_approval_times_out_and_rejects(
 ):
     client = skipping.client
     org = await make_org(session_maker, role="admin")
+    sources = org_sources(settings, org.org_id)
     activities = make_activities(settings, session_maker, client, None)
     async with running_worker(client, task_queue, activities):
         dep, handle = await _protected(
-            session_maker, org, tmp_path, client, task_queue, timeout_s=2 * 3600
+            session_maker, org, sources, client, task_queue, timeout_s=2 * 3600
         )
         # Two hours of waiting pass in (skipped) time.
         await skipping.sleep(2 * 3600 + 60)
@@ -106,9 +108,10 @@ async def test_approval_granted_then_static_site_is_active(
 ):
     client = skipping.client
     org = await make_org(session_maker, role="admin")
+    sources = org_sources(settings, org.org_id)
     activities = make_activities(settings, session_maker, client, None)
     async with running_worker(client, task_queue, activities):
-        dep, handle = await _protected(session_maker, org, tmp_path, client, task_queue)
+        dep, handle = await _protected(session_maker, org, sources, client, task_queue)
         # The triggering member cannot approve their own deployment; a viewer cannot either.
         with pytest.raises(WorkflowUpdateFailedError):
             await decide(handle, str(org.owner_user_id), "owner", approved=True, reason="self")
@@ -120,7 +123,8 @@ async def test_approval_granted_then_static_site_is_active(
         assert result.status == "active", result.reason
         row = await deployment_row(session_maker, dep)
         assert row.status == "active" and row.approval_reason == "ship it"
-        assert row.url and row.url.endswith(f"/v1/sites/{dep}/")
+        # Served on a host of its own under the apps domain, not on the API's origin.
+        assert row.url and row.url.split("//")[1].split(":")[0].endswith(f".{settings.apps_domain}")
         assert activities._store.exists(f"{row.artifact_key}/index.html")
         # The time-skipping server freezes time while any workflow task waits for a worker:
         # end what outlives this test (the environment lock, the monitor) while ours still runs.
@@ -131,9 +135,10 @@ async def test_approval_granted_then_static_site_is_active(
 async def test_approval_rejected(settings, session_maker, skipping, task_queue, tmp_path):
     client = skipping.client
     org = await make_org(session_maker, role="admin")
+    sources = org_sources(settings, org.org_id)
     activities = make_activities(settings, session_maker, client, None)
     async with running_worker(client, task_queue, activities):
-        dep, handle = await _protected(session_maker, org, tmp_path, client, task_queue)
+        dep, handle = await _protected(session_maker, org, sources, client, task_queue)
         await decide(handle, str(org.user_id), "admin", approved=False, reason="not on a Friday")
         result = await handle.result()
         assert result.status == "rejected"
@@ -161,6 +166,7 @@ async def test_aws_s3_website_deploy_records_resource_and_cost(
         aws_secret_access_key="test",
     )
     org = await make_org(session_maker)
+    sources = org_sources(settings, org.org_id)
     _, env_id = await make_environment(
         session_maker, org.org_id, provider="aws", config={"health_check_path": "/"}
     )
@@ -171,7 +177,7 @@ async def test_aws_s3_website_deploy_records_resource_and_cost(
             temporal_client,
             org.org_id,
             env_id,
-            site_source(tmp_path),
+            site_source(sources),
             task_queue=task_queue,
         )
         row = await wait_status(session_maker, dep, ("active", "failed", "rolled_back"))

@@ -15,6 +15,7 @@ from tests.deployments.helpers import (
     get_app,
     make_activities,
     make_environment,
+    org_sources,
     running_worker,
     start_deployment,
     wait_status,
@@ -35,6 +36,7 @@ async def test_deploy_then_broken_release_rolls_back(
     docker, settings, session_maker, temporal_client, task_queue, tmp_path: Path
 ):
     org = await make_org(session_maker)
+    sources = org_sources(settings, org.org_id)
     _, env_id = await make_environment(session_maker, org.org_id)
     activities = make_activities(settings, session_maker, temporal_client, docker)
     releaser = DockerReleaser(docker)
@@ -48,7 +50,7 @@ async def test_deploy_then_broken_release_rolls_back(
                 DeploymentSource(
                     version="v1",
                     commit_sha="a1b2c3d4e5",
-                    context_dir=str(write_context(tmp_path / "v1", HEALTHY, "v1")),
+                    context_dir=str(write_context(sources / "v1", HEALTHY, "v1")),
                 ),
                 task_queue=task_queue,
                 user_id=org.user_id,
@@ -65,7 +67,7 @@ async def test_deploy_then_broken_release_rolls_back(
                 org.org_id,
                 env_id,
                 DeploymentSource(
-                    version="v2", context_dir=str(write_context(tmp_path / "v2", NO_CONTENT, "v2"))
+                    version="v2", context_dir=str(write_context(sources / "v2", NO_CONTENT, "v2"))
                 ),
                 task_queue=task_queue,
                 user_id=org.user_id,
@@ -114,6 +116,7 @@ async def test_first_deploy_that_fails_health_is_failed_and_removed(
     docker, settings, session_maker, temporal_client, task_queue, tmp_path: Path
 ):
     org = await make_org(session_maker)
+    sources = org_sources(settings, org.org_id)
     _, env_id = await make_environment(session_maker, org.org_id)
     activities = make_activities(settings, session_maker, temporal_client, docker)
     try:
@@ -124,7 +127,7 @@ async def test_first_deploy_that_fails_health_is_failed_and_removed(
                 org.org_id,
                 env_id,
                 DeploymentSource(
-                    version="v1", context_dir=str(write_context(tmp_path / "b", NO_CONTENT))
+                    version="v1", context_dir=str(write_context(sources / "b", NO_CONTENT))
                 ),
                 task_queue=task_queue,
             )

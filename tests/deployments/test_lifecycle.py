@@ -15,6 +15,7 @@ from db.session import session_scope
 from tests.deployments.helpers import (
     make_activities,
     make_environment,
+    org_sources,
     running_worker,
     start_deployment,
     wait_status,
@@ -36,6 +37,7 @@ async def test_second_deployment_queues_behind_the_first(
     settings, session_maker, temporal_client, task_queue, tmp_path
 ):
     org = await make_org(session_maker)
+    sources = org_sources(settings, org.org_id)
     # 8 passes 0.3 s apart: the first deployment holds the environment for ~2.4 s.
     _, env_id = await make_environment(
         session_maker,
@@ -50,7 +52,7 @@ async def test_second_deployment_queues_behind_the_first(
             temporal_client,
             org.org_id,
             env_id,
-            site(tmp_path, "one"),
+            site(sources, "one"),
             task_queue=task_queue,
         )
         await wait_status(session_maker, first, ("verifying",))
@@ -59,7 +61,7 @@ async def test_second_deployment_queues_behind_the_first(
             temporal_client,
             org.org_id,
             env_id,
-            site(tmp_path, "two"),
+            site(sources, "two"),
             task_queue=task_queue,
         )
         await asyncio.sleep(1.0)
@@ -136,6 +138,7 @@ async def test_monitor_continues_as_new_and_stops_when_superseded(
     settings, session_maker, temporal_client, task_queue, tmp_path
 ):
     org = await make_org(session_maker)
+    sources = org_sources(settings, org.org_id)
     _, env_id = await make_environment(session_maker, org.org_id, provider="static")
     activities = make_activities(settings, session_maker, temporal_client, None)
     async with running_worker(temporal_client, task_queue, activities):
@@ -144,7 +147,7 @@ async def test_monitor_continues_as_new_and_stops_when_superseded(
             temporal_client,
             org.org_id,
             env_id,
-            site(tmp_path, "m"),
+            site(sources, "m"),
             task_queue=task_queue,
         )
         row = await wait_status(session_maker, dep, ("active",))
@@ -195,6 +198,7 @@ async def test_started_without_a_row_like_the_pipeline_deploy_stage(
     from workflows.deployment_models import DeploymentInput
 
     org = await make_org(session_maker)
+    sources = org_sources(settings, org.org_id)
     project_id, env_id = await make_environment(session_maker, org.org_id, provider="static")
     dep = uuid.uuid4()
     activities = make_activities(settings, session_maker, temporal_client, None)
@@ -207,7 +211,7 @@ async def test_started_without_a_row_like_the_pipeline_deploy_stage(
                 project_id=str(project_id),
                 environment_id=str(env_id),
                 provider="static",
-                source=site(tmp_path, "child"),
+                source=site(sources, "child"),
                 start_monitor=False,
             ),
             id=deployment_workflow_id(str(dep)),

@@ -28,6 +28,7 @@ from tests.deployments.helpers import (
     get_app,
     make_activities,
     make_environment,
+    org_sources,
     running_worker,
     start_deployment,
     wait_status,
@@ -72,6 +73,7 @@ async def test_swap_has_no_failed_request_and_a_broken_release_routes_back(
     docker, settings, session_maker, temporal_client, task_queue, tmp_path: Path
 ):
     org = await make_org(session_maker)
+    sources = org_sources(settings, org.org_id)
     _, env_id = await make_environment(session_maker, org.org_id)
     activities = make_activities(settings, session_maker, temporal_client, docker)
     releaser = DockerReleaser(docker)
@@ -83,7 +85,7 @@ async def test_swap_has_no_failed_request_and_a_broken_release_routes_back(
                 temporal_client,
                 org.org_id,
                 env_id,
-                source(tmp_path, "v1"),
+                source(sources, "v1"),
                 task_queue=task_queue,
             )
             row1 = await wait_status(session_maker, v1, DONE)
@@ -135,7 +137,7 @@ async def test_swap_has_no_failed_request_and_a_broken_release_routes_back(
                 temporal_client,
                 org.org_id,
                 env_id,
-                source(tmp_path, "v2"),
+                source(sources, "v2"),
                 task_queue=task_queue,
             )
             row2 = await wait_status(session_maker, v2, DONE)
@@ -159,7 +161,7 @@ async def test_swap_has_no_failed_request_and_a_broken_release_routes_back(
                 temporal_client,
                 org.org_id,
                 env_id,
-                source(tmp_path, "v3", NO_CONTENT),
+                source(sources, "v3", NO_CONTENT),
                 task_queue=task_queue,
             )
             row3 = await wait_status(session_maker, v3, DONE)
@@ -263,6 +265,7 @@ async def test_two_concurrent_deployments_leave_one_route_to_a_healthy_container
     docker, settings, session_maker, temporal_client, task_queue, tmp_path: Path
 ):
     org = await make_org(session_maker)
+    sources = org_sources(settings, org.org_id)
     _, env_id = await make_environment(session_maker, org.org_id)
     activities = make_activities(settings, session_maker, temporal_client, docker)
     releaser = DockerReleaser(docker)
@@ -276,7 +279,7 @@ async def test_two_concurrent_deployments_leave_one_route_to_a_healthy_container
                         temporal_client,
                         org.org_id,
                         env_id,
-                        source(tmp_path, v),
+                        source(sources, v),
                         task_queue=task_queue,
                     )
                     for v in ("a", "b")
@@ -328,6 +331,7 @@ async def test_proxy_restarted_mid_deploy_route_converges(
     docker, caddy, settings, session_maker, temporal_client, task_queue, tmp_path: Path
 ):
     org = await make_org(session_maker)
+    sources = org_sources(settings, org.org_id)
     _, env_id = await make_environment(session_maker, org.org_id)
     activities = CaddyDownDuringSwap(
         caddy,
@@ -345,7 +349,7 @@ async def test_proxy_restarted_mid_deploy_route_converges(
                 temporal_client,
                 org.org_id,
                 env_id,
-                source(tmp_path, "v1"),
+                source(sources, "v1"),
                 task_queue=task_queue,
             )
             row = await wait_status(session_maker, dep, DONE, timeout=90)

@@ -19,6 +19,7 @@ from tests.deployments.helpers import (
     get_app,
     make_activities,
     make_environment,
+    org_sources,
     running_worker,
     start_deployment,
     wait_status,
@@ -48,6 +49,7 @@ async def test_worker_killed_mid_deploy_leaves_one_container(
     tmp_path: Path,
 ):
     org = await make_org(session_maker)
+    sources = org_sources(settings, org.org_id)
     # Slow enough verification (8 passes, 0.5 s apart) that the kill lands inside it.
     _, env_id = await make_environment(
         session_maker,
@@ -60,6 +62,7 @@ async def test_worker_killed_mid_deploy_leaves_one_container(
         "FL_TEMPORAL_ADDRESS": temporal_address,
         "FL_TASK_QUEUE": task_queue,
         "FL_OBJECTS_DIR": str(settings.objects_dir),
+        "FORGELINE_DATA_DIR": str(settings.data_dir),
         "FORGELINE_PROXY_ADMIN_URL": settings.proxy_admin_url,
         "FORGELINE_PROXY_HTTP_PORT": str(settings.proxy_http_port),
     }
@@ -79,9 +82,7 @@ async def test_worker_killed_mid_deploy_leaves_one_container(
             temporal_client,
             org.org_id,
             env_id,
-            DeploymentSource(
-                version="v1", context_dir=str(write_context(tmp_path / "v1", HEALTHY))
-            ),
+            DeploymentSource(version="v1", context_dir=str(write_context(sources / "v1", HEALTHY))),
             task_queue=task_queue,
             user_id=org.user_id,
         )
