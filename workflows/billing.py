@@ -31,9 +31,11 @@ with workflow.unsafe.imports_passed_through():
     )
 
 DB_TIMEOUT = timedelta(seconds=60)
+# Up to ~20 minutes of attempts: a database restart is ridden out, bad data ends the attempt.
 DB_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
+    maximum_attempts=45,
     non_retryable_error_types=["ValueError", "LookupError"],
 )
 # Stripe calls: SDK retries are off, Temporal retries with the same idempotency keys. The heartbeat
@@ -223,7 +225,11 @@ class BillingCycleWorkflow:
                 ),
                 start_to_close_timeout=timedelta(minutes=5),
                 heartbeat_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(non_retryable_error_types=["ValueError"]),
+                retry_policy=RetryPolicy(
+                    maximum_interval=timedelta(seconds=30),
+                    maximum_attempts=45,
+                    non_retryable_error_types=["ValueError"],
+                ),
             )
             result.started += page.started
             result.already_started += page.already_started

@@ -49,13 +49,21 @@ with workflow.unsafe.imports_passed_through():
         RollbackRecord,
         StatusUpdate,
         UsageRequest,
+        unprintable,
     )
     from workflows.deployment_monitor import DeploymentMonitorWorkflow
 
 NON_RETRYABLE = ["BuildFailed", "ValidationFailed", "ProviderUnavailable", "NotFound", "Conflict"]
+# Bounded: ~5 minutes of attempts rides out a database restart; a write that can never succeed
+# (bad data) fails the deployment instead of retrying for ever.
 PROJECTION_RETRY = RetryPolicy(
-    maximum_interval=timedelta(seconds=5), non_retryable_error_types=NON_RETRYABLE
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=60,
+    non_retryable_error_types=NON_RETRYABLE,
 )
+# Patch: approvals are counted per distinct person up to the deployment's required number (a
+# history from before took the first decision as final).
+APPROVAL_QUORUM = "approval-quorum"
 RELEASE_RETRY = RetryPolicy(
     maximum_attempts=5,
     maximum_interval=timedelta(seconds=10),
@@ -83,6 +91,11 @@ class DeploymentWorkflow:
         self._step = "starting"
         self._url: str | None = None
         self._decision: ApprovalDecision | None = None
+        # Approval quorum: every accepted decision in arrival order (one per person) and how
+        # many of them are recorded in Postgres.
+        self._quorum = False
+        self._decisions: list[ApprovalDecision] = []
+        self._recorded = 0
         self._lock_granted = False
         self._superseded = False
         self._input: DeploymentInput | None = None
@@ -99,23 +112,58 @@ class DeploymentWorkflow:
 
     @workflow.update
     async def decide(self, decision: ApprovalDecision) -> ApprovalOutcome:
-        self._decision = decision
-        await workflow.wait_condition(lambda: self._status != "awaiting_approval")
+        if not self._quorum:
+            self._decision = decision
+            await workflow.wait_condition(lambda: self._status != "awaiting_approval")
+            return ApprovalOutcome(
+                deployment_id=self._inp.deployment_id,
+                approved=decision.approved,
+                status=self._status,
+            )
+        people = [d.approver_user_id for d in self._decisions]
+        if decision.approver_user_id not in people:
+            # Two approvals by the same person at once: both pass the validator, one counts.
+            self._decisions.append(decision)
+            people.append(decision.approver_user_id)
+        mine = people.index(decision.approver_user_id)
+        await workflow.wait_condition(
+            lambda: self._recorded > mine or self._status != "awaiting_approval"
+        )
         return ApprovalOutcome(
-            deployment_id=self._inp.deployment_id, approved=decision.approved, status=self._status
+            deployment_id=self._inp.deployment_id,
+            approved=self._decisions[mine].approved,
+            status=self._status,
+            approved_by=[
+                d.approver_user_id for d in self._decisions[: self._recorded] if d.approved
+            ],
+            required_approvals=self._required_approvals(),
         )
 
     @decide.validator
     def _validate_decision(self, decision: ApprovalDecision) -> None:
         inp = self._inp
-        if self._status != "awaiting_approval" or self._decision is not None:
+        if self._quorum:
+            if self._status != "awaiting_approval":
+                raise ApplicationError(f"deployment is {self._status}, not awaiting approval")
+            earlier = next(
+                (d for d in self._decisions if d.approver_user_id == decision.approver_user_id),
+                None,
+            )
+            if earlier is not None and earlier.approved != decision.approved:
+                raise ApplicationError("this person has already decided on the deployment")
+        elif self._status != "awaiting_approval" or self._decision is not None:
             raise ApplicationError(f"deployment is {self._status}, not awaiting approval")
+        if unprintable(decision.reason):
+            raise ApplicationError("the reason must not contain control characters")
         if inp.triggered_by_user_id and decision.approver_user_id == inp.triggered_by_user_id:
             raise ApplicationError("the member who triggered a deployment cannot approve it")
         if decision.approver_role not in inp.approver_roles:
             raise ApplicationError(
                 f"role {decision.approver_role!r} cannot approve; needs one of {inp.approver_roles}"
             )
+
+    def _required_approvals(self) -> int:
+        return max(1, self._inp.required_approvals)
 
     @workflow.query
     def progress(self) -> DeploymentProgress:
@@ -255,8 +303,13 @@ class DeploymentWorkflow:
 
     async def _await_approval(self) -> None:
         inp = self._inp
+        # Decided before the status opens the gate: every decision then takes the same path.
+        self._quorum = workflow.patched(APPROVAL_QUORUM)
         await self._set_status("awaiting_approval")
         self._step = "awaiting approval"
+        if self._quorum:
+            await self._await_quorum()
+            return
         try:
             await workflow.wait_condition(
                 lambda: self._decision is not None,
@@ -276,6 +329,48 @@ class DeploymentWorkflow:
             self._status = "rejected"
             raise ApprovalRejected(f"rejected: {self._decision.reason}")
         self._status = "pending"
+
+    async def _await_quorum(self) -> None:
+        """Wait for the required number of distinct approvers (a rejection ends the wait)."""
+        inp = self._inp
+        required = self._required_approvals()
+        deadline = workflow.now() + timedelta(seconds=inp.approval_timeout_seconds)
+        while True:
+            remaining = (deadline - workflow.now()).total_seconds()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                await workflow.wait_condition(
+                    lambda: len(self._decisions) > self._recorded,
+                    timeout=timedelta(seconds=remaining),
+                )
+            except TimeoutError:
+                self._status = "rejected"
+                raise ApprovalRejected(
+                    f"approval timed out after {inp.approval_timeout_seconds:.0f} seconds "
+                    f"({self._approvals()} of {required} approvals)"
+                ) from None
+            # Every decision that arrived is recorded before the verdict (one row per person).
+            pending = len(self._decisions)
+            for decision in self._decisions[self._recorded : pending]:
+                await self._projection(
+                    "deployment_record_decision",
+                    DecisionRecord(deployment_id=inp.deployment_id, decision=decision),
+                )
+            rejection = next((d for d in self._decisions[:pending] if not d.approved), None)
+            if rejection is not None:
+                self._status = "rejected"
+                self._recorded = pending
+                raise ApprovalRejected(f"rejected: {rejection.reason}")
+            if self._approvals(pending) >= required:
+                self._status = "pending"
+            self._recorded = pending
+            if self._status == "pending":
+                return
+
+    def _approvals(self, upto: int | None = None) -> int:
+        decisions = self._decisions[: self._recorded if upto is None else upto]
+        return len({d.approver_user_id for d in decisions if d.approved})
 
     async def _build(self) -> BuildResult:
         inp = self._inp
@@ -333,7 +428,9 @@ class DeploymentWorkflow:
                 ),
                 result_type=LogCollectResult,
                 start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=RetryPolicy(maximum_attempts=3),
+                retry_policy=RetryPolicy(
+                    maximum_attempts=3, non_retryable_error_types=NON_RETRYABLE
+                ),
             )
         except ActivityError:
             workflow.logger.warning("runtime logs of %s not collected", self._inp.deployment_id)

@@ -58,10 +58,12 @@ with workflow.unsafe.imports_passed_through():
         build_slot_key,
     )
 
-# Projection writes and bookkeeping: short, retried on anything but bad input.
+# Projection writes and bookkeeping: short, retried on anything but bad input, for up to ~20
+# minutes (a database restart is ridden out; a write that can never succeed ends).
 BOOKKEEPING = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     maximum_interval=timedelta(seconds=10),
+    maximum_attempts=120,
     non_retryable_error_types=[RUN_NOT_FOUND_ERROR, STAGE_INVALID_ERROR],
 )
 BOOKKEEPING_TIMEOUT = timedelta(seconds=60)

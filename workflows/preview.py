@@ -51,6 +51,11 @@ class PreviewEnvironmentWorkflow:
                 reason=self._teardown_reason,
             ),
             start_to_close_timeout=timedelta(minutes=5),
-            retry_policy=RetryPolicy(non_retryable_error_types=["NotFound"]),
+            # Bounded (~30 minutes): a teardown that cannot succeed ends visibly.
+            retry_policy=RetryPolicy(
+                maximum_interval=timedelta(minutes=1),
+                maximum_attempts=40,
+                non_retryable_error_types=["NotFound"],
+            ),
         )
         return self._teardown_reason

@@ -148,12 +148,7 @@ class PipelineDeployActivities:
                 # A retried activity (or a replayed stage): same row, same input.
                 config = DeploymentRuntimeConfig.model_validate(existing.config_snapshot or {})
                 inp_model = intents.workflow_input(
-                    existing,
-                    environment,
-                    project,
-                    source,
-                    triggered_by=existing.triggered_by_user_id,
-                    config=config,
+                    existing, environment, project, source, config=config
                 )
                 return inp_model.model_dump(mode="json")
             try:
@@ -165,6 +160,7 @@ class PipelineDeployActivities:
                     project,
                     source,
                     triggered_by_user_id=run.triggered_by_user_id,
+                    triggered_by_api_key_id=run.triggered_by_api_key_id,
                     pipeline_run_id=run.id,
                     deployment_id=deployment_id,
                 )

@@ -394,6 +394,9 @@ async def ensure_deployment(session: AsyncSession, inp: DeploymentInput) -> None
             triggered_by_user_id=(
                 uuid.UUID(inp.triggered_by_user_id) if inp.triggered_by_user_id else None
             ),
+            approval_protected=inp.protected,
+            required_approvals=max(1, inp.required_approvals) if inp.protected else 0,
+            approver_roles=list(inp.approver_roles),
             rollback_of_id=(
                 uuid.UUID(inp.rollback_of_deployment_id) if inp.rollback_of_deployment_id else None
             ),

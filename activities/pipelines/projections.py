@@ -67,7 +67,8 @@ async def upsert_stage_execution(
 # Data-modifying CTEs run exactly once, whether or not the outer statement reads them.
 
 # The variables a run's stages see, as stored (secret values still encrypted): the run's own, its
-# project's and each of its project's environments' (`r`: the run, `p`: its project).
+# project's and each of its project's environments' (`r`: the run, `p`: its project), and which
+# environments were protected (their secrets are withheld from stages).
 _RUN_VARIABLES = """jsonb_build_object(
     'run', r.env_vars_encrypted,
     'project', COALESCE(p.config -> 'environment_variables', '[]'::jsonb),
@@ -76,6 +77,10 @@ _RUN_VARIABLES = """jsonb_build_object(
          FROM environments e
          WHERE e.project_id = r.project_id AND e.config ? 'environment_variables'),
         '{}'::jsonb),
+    'protected', COALESCE(
+        (SELECT jsonb_agg(e.id::text) FROM environments e
+         WHERE e.project_id = r.project_id AND e.is_protected),
+        '[]'::jsonb),
     'environment_id', r.metadata ->> 'environment_id')"""
 
 _OPEN_ATTEMPT = """

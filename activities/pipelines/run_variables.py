@@ -1,7 +1,8 @@
 """A run's variables for one stage, from the snapshot the run took when it started.
 
 Every stage of a run sees the same values: the run's own variables, its project's, and its
-environment's (the stage's deploy environment, else the run's), taken when the run starts; later
+environment's (the stage's deploy environment, else the run's; without the secrets of a protected
+environment, which only an approved deployment's release receives), taken when the run starts; later
 edits apply to later runs (as a Vercel deployment keeps the variables it was built with). The
 control plane decrypts them once, when the run starts (`resolve_run_variables`), and each stage's
 share reaches its build host inside an encrypted Temporal payload: build hosts hold no key.
@@ -39,6 +40,10 @@ def _run_level(settings: Settings, encrypted: str | None) -> tuple[dict[str, str
     return env, secrets
 
 
+def _secret(variable: Any) -> bool:
+    return not isinstance(variable, dict) or bool(variable.get("secret"))
+
+
 def stage_variables(
     settings: Settings, snapshot: dict[str, Any], deploy_environment_id: str | None
 ) -> StageVariables:
@@ -48,6 +53,10 @@ def stage_variables(
     environment_id = deploy_environment_id or snapshot.get("environment_id") or ""
     # Only the run's project's environments are in the snapshot: another project's ID finds none.
     environment_vars = (snapshot.get("environments") or {}).get(environment_id) or []
+    if environment_id in (snapshot.get("protected") or []):
+        # A protected environment's secrets pass its approval gate first: only the release of an
+        # approved deployment reads them (inside the deployment activity), never a stage.
+        environment_vars = [v for v in environment_vars if not _secret(v)]
     return StageVariables(
         env={
             **env_vars.reveal(project_vars, settings),

@@ -6,7 +6,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from workflows.deployment_models import unprintable
+
+
+def _single_line(value: str | None) -> str | None:
+    """Free text stored in Postgres and shown in logs: no NUL, no control characters."""
+    if value is not None and (unprintable(value) or any(ch in value for ch in "\t\n\r")):
+        raise ValueError("must not contain control characters")
+    return value
 
 
 class DeploymentCreate(BaseModel):
@@ -24,6 +33,10 @@ class DeploymentCreate(BaseModel):
     output_dir: str | None = Field(default=None, max_length=255)
     dockerfile: str | None = Field(default=None, max_length=255)
 
+    _printable = field_validator(
+        "version", "branch", "source_dir", "output_dir", "dockerfile", mode="after"
+    )(_single_line)
+
     @model_validator(mode="after")
     def _one_source(self) -> DeploymentCreate:
         if self.pipeline_run_id is None and not (self.version or self.commit_sha):
@@ -35,6 +48,16 @@ class DecisionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(min_length=1, max_length=2000)
+
+    @field_validator("reason", mode="after")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        # Line breaks and tabs are fine in a reason; NUL and other control characters are not.
+        if unprintable(value):
+            raise ValueError("the reason must not contain NUL or other control characters")
+        if not value.strip():
+            raise ValueError("the reason must not be blank")
+        return value
 
 
 class PromoteBody(BaseModel):
@@ -91,6 +114,10 @@ class DeploymentOut(BaseModel):
     promoted_from_id: uuid.UUID | None
     approved_by_user_id: uuid.UUID | None
     rejected_by_user_id: uuid.UUID | None
+    # The approval rules the deployment was requested under (kept when the environment changes).
+    approval_protected: bool = False
+    required_approvals: int = 0
+    approver_roles: list[str] = []
     workflow_id: str | None
     created_at: datetime
     started_at: datetime | None
@@ -98,7 +125,29 @@ class DeploymentOut(BaseModel):
     rolled_back_at: datetime | None
 
 
+class ApprovalOut(BaseModel):
+    user_id: uuid.UUID | None
+    role: str
+    approved: bool
+    reason: str
+    decided_at: datetime
+
+
+class ApprovalsOut(BaseModel):
+    """Who approved a protected deployment and who is still needed."""
+
+    required: int
+    approved: int
+    # How many more distinct approvers the deployment needs (0 once approved or decided).
+    missing: int
+    approver_roles: list[str]
+    decisions: list[ApprovalOut]
+    # Members who may still approve: the approving role, not the triggerer, not yet decided.
+    eligible_user_ids: list[uuid.UUID]
+
+
 class DeploymentDetail(DeploymentOut):
+    approvals: ApprovalsOut | None = None
     health_checks: list[HealthCheckOut]
     containers: list[ContainerOut]
     runtime_logs: list[RuntimeLogOut]
@@ -108,3 +157,5 @@ class DecisionOut(BaseModel):
     deployment_id: uuid.UUID
     approved: bool
     status: str
+    approved_by: list[uuid.UUID] = []
+    required_approvals: int = 1

@@ -15,13 +15,14 @@ from temporalio.service import RPCError
 from activities.deployments.intents import APPROVER_ROLES as APPROVER_ROLES
 from activities.deployments.intents import create_deployment as create_deployment
 from activities.deployments.intents import environment_for as environment_for
+from activities.deployments.intents import person_behind, source_for_run
 from activities.deployments.intents import plain_variables as plain_variables
 from activities.deployments.intents import runtime_config as runtime_config
-from activities.deployments.intents import source_for_run
 from activities.deployments.intents import workflow_input as workflow_input
+from api.deployments.schemas import ApprovalOut, ApprovalsOut
 from api.deps import Principal
-from db.models.accounts import ApiKey
-from db.models.deployments import Deployment
+from db.models.accounts import ApiKey, OrganizationMember
+from db.models.deployments import Deployment, DeploymentApproval
 from db.models.pipelines import PipelineRun
 from db.models.projects import Project
 from forgeline.errors import Conflict, NotFound
@@ -65,6 +66,65 @@ async def acting_user(session: AsyncSession, principal: Principal) -> uuid.UUID 
         select(ApiKey.created_by_user_id).where(ApiKey.id == principal.api_key_id)
     )
     return creator
+
+
+async def triggering_person(session: AsyncSession, deployment: Deployment) -> uuid.UUID | None:
+    """The person behind a deployment: who requested it (directly or through their API key),
+    else who triggered the pipeline run that created it (rows written before the key's owner
+    was recorded on them included)."""
+    person = await person_behind(
+        session, deployment.triggered_by_user_id, deployment.triggered_by_api_key_id
+    )
+    if person is None and deployment.pipeline_run_id is not None:
+        run = (
+            await session.execute(
+                select(PipelineRun.triggered_by_user_id, PipelineRun.triggered_by_api_key_id).where(
+                    PipelineRun.id == deployment.pipeline_run_id
+                )
+            )
+        ).one_or_none()
+        if run is not None:
+            person = await person_behind(session, run[0], run[1])
+    return person
+
+
+async def approvals_of(session: AsyncSession, deployment: Deployment) -> ApprovalsOut | None:
+    """Who decided on a protected deployment, how many approvals it still needs, and which
+    members may still give one."""
+    if not deployment.approval_protected:
+        return None
+    decisions = (
+        await session.scalars(
+            select(DeploymentApproval)
+            .where(DeploymentApproval.deployment_id == deployment.id)
+            .order_by(DeploymentApproval.decided_at, DeploymentApproval.id)
+        )
+    ).all()
+    roles = list(deployment.approver_roles or APPROVER_ROLES)
+    required = max(1, deployment.required_approvals)
+    approved = len({d.user_id for d in decisions if d.approved})
+    open_ = deployment.status == "awaiting_approval"
+    eligible: list[uuid.UUID] = []
+    if open_ and deployment.organization_id is not None:
+        trigger = await triggering_person(session, deployment)
+        decided = {d.user_id for d in decisions}
+        members = await session.scalars(
+            select(OrganizationMember.user_id)
+            .where(
+                OrganizationMember.organization_id == deployment.organization_id,
+                OrganizationMember.role.in_(roles),
+            )
+            .order_by(OrganizationMember.user_id)
+        )
+        eligible = [m for m in members if m != trigger and m not in decided]
+    return ApprovalsOut(
+        required=required,
+        approved=approved,
+        missing=max(0, required - approved) if open_ else 0,
+        approver_roles=roles,
+        decisions=[ApprovalOut.model_validate(d, from_attributes=True) for d in decisions],
+        eligible_user_ids=eligible,
+    )
 
 
 async def source_from_run(
@@ -153,7 +213,13 @@ async def decide(
         raise Conflict(f"deployment is {deployment.status}, not awaiting approval")
     handle = temporal.get_workflow_handle(deployment.workflow_id or "")
     try:
-        outcome: ApprovalOutcome = await handle.execute_update(DeploymentWorkflow.decide, decision)
+        # One update ID per person: a repeated (or concurrent) decision by the same person is
+        # the same update, answered once and counted once.
+        outcome: ApprovalOutcome = await handle.execute_update(
+            DeploymentWorkflow.decide,
+            decision,
+            id=f"decision-{decision.approver_user_id}",
+        )
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         message = getattr(cause, "message", None) or str(cause or exc)

@@ -34,6 +34,7 @@ from db.models.billing import (
 )
 from db.models.deployments import (
     Deployment,
+    DeploymentApproval,
     DeploymentContainer,
     DeploymentHealthCheck,
     DeploymentRuntimeLog,
@@ -71,6 +72,7 @@ __all__ = [
     "BuildSlots",
     "CodeReview",
     "Deployment",
+    "DeploymentApproval",
     "DeploymentContainer",
     "DeploymentHealthCheck",
     "DeploymentRuntimeLog",

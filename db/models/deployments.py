@@ -22,7 +22,14 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, Timestamps, UUIDPrimaryKey
-from db.models.columns import PRECISE_MONEY, TZ_DATETIME, check_in, created_at_column, json_object
+from db.models.columns import (
+    PRECISE_MONEY,
+    TZ_DATETIME,
+    check_in,
+    created_at_column,
+    json_array,
+    json_object,
+)
 from db.models.projects import DEPLOY_PROVIDERS
 
 DEPLOYMENT_STATUSES = (
@@ -84,6 +91,14 @@ class Deployment(UUIDPrimaryKey, Timestamps, Base):
     )
     rejected_at: Mapped[datetime | None] = mapped_column(TZ_DATETIME)
     rejection_reason: Mapped[str | None] = mapped_column(Text)
+    # The approval rules the deployment was created under (a later change of the environment's
+    # protection does not move a deployment already waiting): protected or not, how many distinct
+    # approvers, and which roles approve.
+    approval_protected: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    required_approvals: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    approver_roles: Mapped[list[str]] = json_array()
     # This deployment redeploys an earlier one (a rollback) ...
     rollback_of_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("deployments.id", ondelete="SET NULL")
@@ -140,6 +155,26 @@ class Deployment(UUIDPrimaryKey, Timestamps, Base):
             postgresql_where=text("status IN ('active', 'superseded')"),
         ),
     )
+
+
+class DeploymentApproval(UUIDPrimaryKey, Base):
+    """One person's decision on a protected deployment: one row per (deployment, person), so a
+    repeated or concurrent approval by the same person counts once."""
+
+    __tablename__ = "deployment_approvals"
+
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(20))
+    approved: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (UniqueConstraint("deployment_id", "user_id"),)
 
 
 class DeploymentContainer(UUIDPrimaryKey, Base):
