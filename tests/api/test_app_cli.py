@@ -20,6 +20,7 @@ from api.app import create_app
 from db.models.accounts import User
 from forgeline.crypto import decrypt_str, encrypt_str, rotate_encrypted_columns
 from forgeline.embedded.postgres import free_port
+from forgeline.local_paths import organization_roots
 from forgeline.settings import Settings
 from tests.factories import make_org
 
@@ -50,8 +51,11 @@ async def invoke(*args: str, key: str | None = None) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-async def test_projects_repos_envs_through_the_api(api_url, session_maker, tmp_path):
+async def test_projects_repos_envs_through_the_api(api_url, settings, session_maker):
     org = await make_org(session_maker)
+    # Local repositories are accepted only inside the organization's own local root.
+    tmp_path = organization_roots(settings, org.org_id)[0] / uuid.uuid4().hex
+    tmp_path.mkdir(parents=True)
     (tmp_path / ".git").mkdir()  # the embedded demo's local repositories (no DNS in tests)
     slug = f"site-{uuid.uuid4().hex[:6]}"
     code, out = await invoke(

@@ -14,6 +14,7 @@ from db.models.operations import AuditLog
 from db.models.projects import Repository
 from forgeline import url_safety
 from forgeline.crypto import decrypt_str
+from forgeline.local_paths import organization_roots
 from tests.factories import make_org
 
 TOKEN = "ghp_" + "Z" * 36
@@ -173,8 +174,10 @@ async def test_bad_branch_names(api_client, project, branch) -> None:
     assert r.status_code == 422, branch
 
 
-async def test_local_repository_needs_local_provider(api_client, project, tmp_path) -> None:
+async def test_local_repository_needs_local_provider(api_client, project, settings) -> None:
     org, proj = project
+    tmp_path = organization_roots(settings, org.org_id)[0] / uuid.uuid4().hex
+    tmp_path.mkdir(parents=True)
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     url = f"/v1/projects/{proj['id']}/repository"
     r = await api_client.put(
