@@ -10,7 +10,6 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from db.models.agent import AgentExecution, AgentStep, AgentTask, ToolInvocation
@@ -141,8 +140,9 @@ async def test_planner_generates_validated_pipeline(
     assert not (settings.workspaces_dir / "agent" / str(task_id)).exists()
     # The recorded history replays deterministically against the current workflow code.
     history = await temporal_client.get_workflow_handle(f"agent-task-{task_id}").fetch_history()
+    # With the client's converter: payloads in the history are encrypted by its codec.
     await Replayer(
-        workflows=[AgentTaskWorkflow], data_converter=pydantic_data_converter
+        workflows=[AgentTaskWorkflow], data_converter=temporal_client.data_converter
     ).replay_workflow(history)
 
 
