@@ -507,3 +507,29 @@ def test_an_artifact_swapped_for_a_symlink_after_collection_is_not_uploaded(
     assert [a.name for a in uploaded] == ["dist/keep.txt"]
     stored = b"".join(p.read_bytes() for p in (tmp_path / "objects").rglob("*") if p.is_file())
     assert MARKER.encode() not in stored
+
+
+async def test_cpu_quota_is_set_on_the_stage_group(sandbox: SandboxRunner, tmp_path: Path) -> None:
+    """A stage limited to half a core gets that quota from the kernel (its group's cpu limit),
+    not from its own goodwill: a busy loop cannot take more."""
+    process = hostile(sandbox, tmp_path, "echo up; while :; do :; done", cpus=0.5, timeout=30)
+    out = Collected()
+    task = asyncio.create_task(sandbox.run(process, out))
+    try:
+        for _ in range(200):
+            if "up" in out.text:
+                break
+            await asyncio.sleep(0.05)
+        [group] = Cgroups().existing(process.name)
+        cpu = group.dirs["cpu"]
+        if group.unified:
+            assert (cpu / "cpu.max").read_text().split() == ["50000", "100000"]
+        else:
+            assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "50000"
+            assert (cpu / "cpu.cfs_period_us").read_text().strip() == "100000"
+        assert group.pids(), "the busy loop runs inside the group"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert await process_gone(sandbox, process.name)
