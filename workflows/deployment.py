@@ -350,13 +350,17 @@ class DeploymentWorkflow:
                     f"approval timed out after {inp.approval_timeout_seconds:.0f} seconds "
                     f"({self._approvals()} of {required} approvals)"
                 ) from None
-            # Every decision that arrived is recorded before the verdict (one row per person).
-            pending = len(self._decisions)
-            for decision in self._decisions[self._recorded : pending]:
+            # Every decision that arrived, also while recording, is recorded before the verdict
+            # (one row per person): people approving at once all count.
+            pending = self._recorded
+            while pending < len(self._decisions):
                 await self._projection(
                     "deployment_record_decision",
-                    DecisionRecord(deployment_id=inp.deployment_id, decision=decision),
+                    DecisionRecord(
+                        deployment_id=inp.deployment_id, decision=self._decisions[pending]
+                    ),
                 )
+                pending += 1
             rejection = next((d for d in self._decisions[:pending] if not d.approved), None)
             if rejection is not None:
                 self._status = "rejected"
