@@ -52,11 +52,12 @@ async def test_hostile_release_fails_and_the_previous_site_keeps_serving(
             task_queue=task_queue,
         )
         row = await wait_status(session_maker, v1, ("active", "failed"))
-        assert row.status == "active", row.error
-        assert httpx.URL(row.url).host != httpx.URL(settings.public_base_url).host
-        page = await fetch(row.url, settings.proxy_http_port)
+        assert row.status == "active" and row.url, row.error
+        site_url: str = row.url
+        assert httpx.URL(site_url).host != httpx.URL(settings.public_base_url).host
+        page = await fetch(site_url, settings.proxy_http_port)
         assert page.status_code == 200 and "v1" in page.text
-        dotfile = await fetch(row.url + "/.env.production", settings.proxy_http_port)
+        dotfile = await fetch(site_url + "/.env.production", settings.proxy_http_port)
         assert dotfile.status_code == 404
 
         bad = write_context(sources / "v2", None, "v2")
@@ -73,9 +74,9 @@ async def test_hostile_release_fails_and_the_previous_site_keeps_serving(
         assert failed.status == "failed"
         assert "passwd.txt is a symbolic link to a path outside" in (failed.error or "")
         # The environment's host still serves v1, and nothing of /etc/passwd is anywhere.
-        page = await fetch(row.url, settings.proxy_http_port)
+        page = await fetch(site_url, settings.proxy_http_port)
         assert page.status_code == 200 and "v1" in page.text
-        leak = await fetch(row.url + "/passwd.txt", settings.proxy_http_port)
+        leak = await fetch(site_url + "/passwd.txt", settings.proxy_http_port)
         assert leak.status_code == 404 and "root:" not in leak.text
         assert not activities._store.exists(f"{site_prefix(str(v2))}/passwd.txt")
 
@@ -91,7 +92,7 @@ async def test_hostile_release_fails_and_the_previous_site_keeps_serving(
         results = await asyncio.gather(
             activities._release_static(req), activities._release_static(req)
         )
-        assert {r.url for r in results} == {row.url}
+        assert {r.url for r in results} == {site_url}
         assert (await deployment_row(session_maker, v1)).status == "active"
         leftovers = [
             p.name
