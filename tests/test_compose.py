@@ -307,6 +307,21 @@ def test_control_workers_cannot_reach_the_build_engine(stack: dict[str, Any]) ->
     assert certs and certs[0].get("read_only") is True
 
 
+def test_checkouts_are_where_stages_build(stack: dict[str, Any]) -> None:
+    """The control worker checks a run out into the volume the build hosts and their engine build
+    from, at the same path (the Docker runner mounts a run's workspace by its path)."""
+    services = stack["services"]
+    for name in ("worker", "build-host", "build-engine"):
+        mounts = {
+            v.get("target"): v.get("source")
+            for v in services[name].get("volumes") or []
+            if v.get("type") == "volume"
+        }
+        assert mounts.get("/workspaces") == "build-workspaces", name
+    for name in ("worker", "build-host"):
+        assert env_of(services[name])["FORGELINE_WORKSPACE_DIR"] == "/workspaces", name
+
+
 def test_workers_serve_their_own_queues(stack: dict[str, Any]) -> None:
     command = stack["services"]["worker"]["command"]
     queues = {arg.split("=", 1)[1] for arg in command if arg.startswith("--task-queue=")}
