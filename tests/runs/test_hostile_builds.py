@@ -25,20 +25,9 @@ from activities.runners.cgroups import Cgroups
 from activities.runners.sandbox_runner import SandboxRunner, workspace_usage
 from tests.runs.sandbox import sandbox_runner
 from tests.runs.test_pipeline_run import process_gone
+from tests.runs.test_runners import Collected
 
 MARKER = f"hostile-marker-{uuid.uuid4().hex}"
-
-
-class Collected:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    async def __call__(self, chunk: bytes) -> None:
-        self.data.extend(chunk)
-
-    @property
-    def text(self) -> str:
-        return self.data.decode(errors="replace")
 
 
 class Listener:
