@@ -375,3 +375,29 @@ async def test_a_nul_reason_never_wedges_a_deployment(
             )
         )
     assert reason == "a\ufffdb"
+
+
+async def test_control_characters_in_free_text_are_refused(api_client, session_maker) -> None:
+    org = await make_org(session_maker)
+    _, env_id = await make_environment(session_maker, org.org_id, provider="static")
+    url = f"/v1/environments/{env_id}/deployments"
+    for body in (
+        {"version": "v1\x00"},
+        {"version": "v1\x1b[2J"},
+        {"version": "v1", "branch": "main\x00"},
+        {"version": "v1", "branch": "main\n"},
+        {"version": "v1", "source_dir": "/tmp/x\x00"},
+        {"version": "v1", "output_dir": "dist\x7f"},
+        {"version": "v1", "dockerfile": "Dockerfile\r"},
+    ):
+        r = await api_client.post(url, json=body, headers=org.headers)
+        assert r.status_code == 422, (body, r.text)
+        assert "control characters" in r.text, r.text
+    for body in ({"name": "prod\x00"}, {"config": {"region": "eu\x00"}}):
+        r = await api_client.patch(f"/v1/environments/{env_id}", json=body, headers=org.headers)
+        assert r.status_code == 422, (body, r.text)
+    async with session_maker() as session:
+        count = await session.scalar(
+            select(Deployment.id).where(Deployment.environment_id == env_id).limit(1)
+        )
+    assert count is None
