@@ -3,12 +3,13 @@ promotion and the static site host. Tenant scoping happens here (another org's I
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, RPCTimeoutOrCancelledError, WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -21,6 +22,7 @@ from activities.deployments.intents import runtime_config as runtime_config
 from activities.deployments.intents import workflow_input as workflow_input
 from api.deployments.schemas import ApprovalOut, ApprovalsOut
 from api.deps import Principal
+from api.errors import ServiceUnavailable
 from db.models.accounts import ApiKey, OrganizationMember
 from db.models.deployments import Deployment, DeploymentApproval
 from db.models.pipelines import PipelineRun
@@ -39,6 +41,8 @@ from workflows.deployment_models import (
 from workflows.preview import PreviewEnvironmentWorkflow, preview_workflow_id
 
 DEFAULT_PREVIEW_TTL_SECONDS = 3 * 24 * 3600.0
+# How long an approve/reject request waits for the workflow to record the decision.
+DECISION_WAIT_SECONDS = 30.0
 
 
 async def deployment_for(
@@ -214,12 +218,20 @@ async def decide(
     handle = temporal.get_workflow_handle(deployment.workflow_id or "")
     try:
         # One update ID per person: a repeated (or concurrent) decision by the same person is
-        # the same update, answered once and counted once.
-        outcome: ApprovalOutcome = await handle.execute_update(
-            DeploymentWorkflow.decide,
-            decision,
-            id=f"decision-{decision.approver_user_id}",
-        )
+        # the same update, answered once and counted once; so a request that gave up waiting
+        # can be sent again safely.
+        async with asyncio.timeout(DECISION_WAIT_SECONDS):
+            outcome: ApprovalOutcome = await handle.execute_update(
+                DeploymentWorkflow.decide,
+                decision,
+                id=f"decision-{decision.approver_user_id}",
+            )
+    except (TimeoutError, RPCTimeoutOrCancelledError) as exc:
+        # The SDK turns the timeout's cancellation into its own error.
+        raise ServiceUnavailable(
+            "the decision is not recorded yet (the deployment's worker is busy or down); "
+            "send the same request again"
+        ) from exc
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         message = getattr(cause, "message", None) or str(cause or exc)

@@ -405,3 +405,34 @@ async def test_control_characters_in_free_text_are_refused(api_client, session_m
             select(Deployment.id).where(Deployment.environment_id == env_id).limit(1)
         )
     assert written is None
+
+
+async def test_a_decision_waits_bounded_and_a_retry_counts_once(
+    api_client, settings, session_maker, temporal_client, task_queue, monkeypatch
+) -> None:
+    """No worker to record it: the request answers 503 with Retry-After instead of hanging; the
+    same request sent again once a worker is back is the same decision (counted once)."""
+    monkeypatch.setattr(service, "DECISION_WAIT_SECONDS", 1.0)
+    org = await make_org(session_maker)
+    _, env_id = await make_environment(session_maker, org.org_id, provider="static")
+    await protect(session_maker, env_id, 2)
+    admin_id, admin = await add_member(session_maker, org.org_id, "admin")
+    activities = make_activities(settings, session_maker, temporal_client, None)
+    async with running_worker(temporal_client, task_queue, activities):
+        dep = await request_deployment(
+            session_maker, temporal_client, org.org_id, env_id, task_queue, user_id=org.user_id
+        )
+    try:
+        url = f"/v1/deployments/{dep}/approve"
+        r = await api_client.post(url, json={"reason": "first try"}, headers=admin)
+        assert r.status_code == 503, r.text
+        assert r.headers.get("retry-after"), r.headers
+        async with running_worker(temporal_client, task_queue, activities):
+            r = await api_client.post(url, json={"reason": "first try"}, headers=admin)
+            assert r.status_code == 200, r.text
+            assert r.json()["approved_by"] == [str(admin_id)]
+            assert r.json()["status"] == "awaiting_approval"
+            detail = (await api_client.get(f"/v1/deployments/{dep}", headers=org.headers)).json()
+            assert detail["approvals"]["approved"] == 1 and detail["approvals"]["missing"] == 1
+    finally:
+        await stop(temporal_client, dep)
