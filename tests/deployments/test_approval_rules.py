@@ -436,3 +436,63 @@ async def test_a_decision_waits_bounded_and_a_retry_counts_once(
             assert detail["approvals"]["approved"] == 1 and detail["approvals"]["missing"] == 1
     finally:
         await stop(temporal_client, dep)
+
+
+async def test_promote_and_rollback_with_a_key_are_its_owners(
+    api_client, session_maker, temporal_client
+) -> None:
+    """Every path that creates a deployment records the person behind the key, and that person
+    cannot approve it with another credential."""
+    org = await make_org(session_maker, role="admin")
+    project_id, staging = await make_environment(session_maker, org.org_id, provider="static")
+    _, production = await make_environment(
+        session_maker, org.org_id, provider="static", project_id=project_id
+    )
+    await protect(session_maker, production, 1)
+    rows = {}
+    async with session_scope(session_maker) as session:
+        for name, env_id, status in (
+            ("staged", staging, "active"),
+            ("older", production, "superseded"),
+            ("newer", production, "active"),
+        ):
+            row = Deployment(
+                id=uuid.uuid4(),
+                environment_id=env_id,
+                project_id=project_id,
+                organization_id=org.org_id,
+                version=name,
+                provider="static",
+                status=status,
+                artifact_key=f"deployments/{uuid.uuid4()}/site",
+            )
+            session.add(row)
+            await session.flush()
+            rows[name] = row.id
+    created: list[str] = []
+    try:
+        r = await api_client.post(
+            f"/v1/deployments/{rows['staged']}/promote",
+            json={"target_environment_id": str(production)},
+            headers=org.headers,
+        )
+        assert r.status_code == 202, r.text
+        created.append(r.json()["id"])
+        r = await api_client.post(f"/v1/deployments/{rows['newer']}/rollback", headers=org.headers)
+        assert r.status_code == 202, r.text
+        created.append(r.json()["id"])
+        mine = await another_key(session_maker, org.org_id, org.user_id)
+        for dep in created:
+            async with session_maker() as session:
+                row = await session.get(Deployment, uuid.UUID(dep))
+                assert row is not None
+                assert row.triggered_by_user_id == org.user_id
+                assert row.triggered_by_api_key_id == org.api_key_id
+                assert row.approval_protected and row.required_approvals == 1
+            r = await api_client.post(
+                f"/v1/deployments/{dep}/approve", json={"reason": "mine"}, headers=mine
+            )
+            assert r.status_code == 403, r.text
+    finally:
+        for dep in created:
+            await stop(temporal_client, uuid.UUID(dep))
