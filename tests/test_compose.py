@@ -322,6 +322,16 @@ def test_checkouts_are_where_stages_build(stack: dict[str, Any]) -> None:
         assert env_of(services[name])["FORGELINE_WORKSPACE_DIR"] == "/workspaces", name
 
 
+def test_published_sites_are_served_by_the_proxy(stack: dict[str, Any]) -> None:
+    """Static sites the control worker writes are the directory Caddy serves, read-only there."""
+    services = stack["services"]
+    site_dir = env_of(services["worker"])["FORGELINE_SITES_DIR"]
+    worker = {v.get("target"): v for v in services["worker"]["volumes"]}
+    caddy = {v.get("target"): v for v in services["caddy"]["volumes"]}
+    assert worker[site_dir]["source"] == caddy[site_dir]["source"] == "sites"
+    assert caddy[site_dir].get("read_only") is True and not worker[site_dir].get("read_only")
+
+
 def test_workers_serve_their_own_queues(stack: dict[str, Any]) -> None:
     command = stack["services"]["worker"]["command"]
     queues = {arg.split("=", 1)[1] for arg in command if arg.startswith("--task-queue=")}
