@@ -20,6 +20,7 @@ import docker
 import httpx
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client
@@ -64,6 +65,7 @@ from forgeline.settings import Settings
 from workflows.deployment_lock import EnvironmentDeploymentLock, LockState
 from workflows.deployment_models import (
     ActivationRequest,
+    ApprovalDecision,
     BuildRequest,
     BuildResult,
     DecisionRecord,
@@ -269,6 +271,24 @@ class DeploymentActivities:
         reason = decision.reason.replace("\x00", "\ufffd")
         approver = uuid.UUID(decision.approver_user_id)
         deployment_id = uuid.UUID(rec.deployment_id)
+        try:
+            await self._record_decision(deployment_id, approver, decision, reason)
+        except (IntegrityError, DataError) as exc:
+            # Data the database refuses (an approver who is not a user) never becomes valid:
+            # fail now instead of retrying the same write.
+            raise ApplicationError(
+                f"the decision cannot be recorded: {exc.orig}",
+                type="ValidationFailed",
+                non_retryable=True,
+            ) from None
+
+    async def _record_decision(
+        self,
+        deployment_id: uuid.UUID,
+        approver: uuid.UUID,
+        decision: ApprovalDecision,
+        reason: str,
+    ) -> None:
         async with session_scope(self._sessions) as session:
             row = await session.get(Deployment, deployment_id, with_for_update=True)
             if row is None:

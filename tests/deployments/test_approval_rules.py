@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.deployments.pipeline_stage import PipelineDeployActivities
@@ -378,6 +379,21 @@ async def test_a_nul_reason_never_wedges_a_deployment(
             )
         )
     assert reason == "a\ufffdb"
+    # A decision the database can never take (no such person) fails at once, not 60 times.
+    with pytest.raises(ApplicationError) as failed:
+        await ActivityEnvironment().run(
+            activities.record_decision,
+            DecisionRecord(
+                deployment_id=str(dep),
+                decision=ApprovalDecision(
+                    approver_user_id=str(uuid.uuid4()),
+                    approver_role="admin",
+                    approved=True,
+                    reason="ghost",
+                ),
+            ),
+        )
+    assert failed.value.non_retryable and failed.value.type == "ValidationFailed"
 
 
 async def test_control_characters_in_free_text_are_refused(api_client, session_maker) -> None:
