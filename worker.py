@@ -14,7 +14,9 @@ import contextlib
 import importlib
 import inspect
 import logging
+import os
 import signal
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -246,5 +248,22 @@ async def main(argv: Sequence[str] | None = None) -> None:
     await run(settings, queues or ALL_TASK_QUEUES, stop=stop)
 
 
+def exit_without_finalizing(status: int) -> None:
+    """Leave without interpreter finalization: the Temporal SDK's Rust core can abort the
+    process while Python finalizes (sdk-python#300, SIGABRT) after a clean shutdown, which a
+    supervisor would read as a crash. Everything is stopped and flushed by then."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except SystemExit as stop:
+        exit_without_finalizing(stop.code if isinstance(stop.code, int) else 1)
+    except BaseException:
+        logging.getLogger("forgeline.worker").exception("worker failed")
+        exit_without_finalizing(1)
+    exit_without_finalizing(0)

@@ -121,6 +121,30 @@ async def member_factory(ctx: FactoryContext) -> uuid.UUID:
     return member_id
 
 
+async def invitation_factory(ctx: FactoryContext) -> uuid.UUID:
+    """A pending invitation of the owning organization, addressed to a person of its own: neither
+    the other organization's admin nor anyone but the invitee may revoke, accept or decline it."""
+    from datetime import UTC, datetime, timedelta
+
+    from db.models.accounts import OrganizationInvitation, User
+
+    invitation_id = uuid.uuid4()
+    async with session_scope(ctx.session_maker) as session:
+        user = User(id=uuid.uuid4(), email=f"i-{invitation_id.hex}@example.com", name="Invitee")
+        session.add(user)
+        await session.flush()
+        session.add(
+            OrganizationInvitation(
+                id=invitation_id,
+                organization_id=ctx.org.org_id,
+                user_id=user.id,
+                role="member",
+                expires_at=datetime.now(UTC) + timedelta(days=7),
+            )
+        )
+    return invitation_id
+
+
 async def pipeline_factory(ctx: FactoryContext) -> uuid.UUID:
     from db.models.pipelines import Pipeline, PipelineStage
 
@@ -279,6 +303,7 @@ FACTORIES: dict[str, Factory] = {
     "key_id": api_key_factory,
     "api_key_id": api_key_factory,
     "member_id": member_factory,
+    "invitation_id": invitation_factory,
     "pipeline_id": pipeline_factory,
     "run_id": run_factory,
     "artifact_id": artifact_factory,
@@ -316,6 +341,14 @@ BODIES: dict[tuple[str, str], Any] = {
 # (METHOD, path template) -> why the route is deliberately reachable across tenants (e.g. a
 # public, unguessable-URL site preview). Keep this empty unless there is a product reason.
 EXEMPT: dict[tuple[str, str], str] = {
+    ("POST", "/v1/me/invitations/{invitation_id}/accept"): (
+        "a person's own invitations: API keys are refused (403) before any lookup; another "
+        "person's invitation is 404 (tests/api/test_accounts_hardening.py)"
+    ),
+    ("POST", "/v1/me/invitations/{invitation_id}/decline"): (
+        "a person's own invitations: API keys are refused (403) before any lookup; another "
+        "person's invitation is 404 (tests/api/test_accounts_hardening.py)"
+    ),
     ("GET", "/v1/sites/{deployment_id}/{path:path}"): (
         "the local static host serves published sites publicly, like any website"
     ),
