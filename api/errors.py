@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from db.session import database_unavailable
 from forgeline.errors import DomainError, RateLimited
 
 logger = logging.getLogger("forgeline.api")
@@ -189,6 +190,8 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
             title=ServiceUnavailable.title,
             headers={"Retry-After": str(DatabaseUnavailable.retry_after)},
         )
+    if database_unavailable(exc):
+        return _database_unavailable(request, exc)
     sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
     if sqlstate.startswith("22"):
         logger.info("database rejected a value (SQLSTATE %s)", sqlstate)
@@ -221,7 +224,28 @@ def unhandled_problem(request: Request | None) -> JSONResponse:
     )
 
 
+def _database_unavailable(request: Request, exc: BaseException) -> JSONResponse:
+    """Starting, stopping, out of connection slots, unreachable: the client retries later."""
+    logger.warning(
+        "database unavailable on %s %s: %s",
+        request.method,
+        request.url.path,
+        exc.__class__.__name__,
+    )
+    return problem_response(
+        request,
+        status=503,
+        detail="The database is unavailable right now; retry shortly",
+        slug=ServiceUnavailable.type_slug,
+        title=ServiceUnavailable.title,
+        headers={"Retry-After": str(DatabaseUnavailable.retry_after)},
+    )
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    # The driver's own errors (a raw connection, a connect refused) never became DBAPIErrors.
+    if database_unavailable(exc):
+        return _database_unavailable(request, exc)
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return unhandled_problem(request)
 

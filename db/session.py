@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -99,6 +99,40 @@ def ping_idle_connections(engine: AsyncEngine) -> None:
             raise DisconnectionError("pooled connection is dead") from exc
 
 
+# SQLSTATEs of a server that cannot serve now: connection exceptions (class 08), too many
+# clients, and the operator-intervention codes of a shutdown, a crash and a start-up.
+_UNAVAILABLE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps) says the database is unreachable or going away rather than
+    that a statement was wrong: worth retrying later on a new connection, never a bug."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        error = pending.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, DBAPIError):
+            if error.connection_invalidated:
+                return True
+            pending.append(error.orig)
+        if isinstance(error, ConnectionError):  # refused, reset, broken pipe
+            return True
+        if (
+            isinstance(error, asyncpg.InterfaceError)
+            and "connection" in str(error)
+            and ("closed" in str(error) or "lost" in str(error))
+        ):
+            return True
+        sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        pending.extend((error.__cause__, error.__context__))
+    return False
+
+
 def create_session_maker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
@@ -129,4 +163,12 @@ async def driver_connection(
     engine: AsyncEngine = session_maker.kw["bind"]
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
-        yield cast(asyncpg.Connection, raw.driver_connection)
+        driver = cast(asyncpg.Connection, raw.driver_connection)
+        try:
+            yield driver
+        except BaseException as exc:
+            # Errors of the driver itself bypass SQLAlchemy's disconnect detection: a connection
+            # the server dropped would go back to the pool and fail the next user too.
+            if database_unavailable(exc) or driver.is_closed():
+                await conn.invalidate(exc if isinstance(exc, Exception) else None)
+            raise

@@ -1,0 +1,159 @@
+"""Every way PostgreSQL can be unavailable answers 503 with Retry-After, never a 500: a server
+shutting down (57P03 for new connections), a session terminated under a request (57P01), a server
+that is gone. Runs its own embedded PostgreSQL so stopping it hits no other test."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from api.app import create_app
+from db.session import create_engine, create_session_maker
+from forgeline.embedded.postgres import EmbeddedPostgres, free_port
+from forgeline.settings import Settings
+from forgeline.stack import run_migrations
+from tests.conftest import TEST_PG_OPTIONS
+from tests.factories import OrgFixture, make_org
+
+
+@pytest.fixture
+async def own_postgres(tmp_root: Path) -> AsyncIterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(
+        tmp_root / f"pg-{uuid.uuid4().hex[:8]}",
+        free_port(),
+        database="forgeline",
+        server_options=TEST_PG_OPTIONS,
+    )
+    await asyncio.to_thread(server.start)
+    try:
+        await asyncio.to_thread(run_migrations, server.migrator_url)
+        yield server
+    finally:
+        await asyncio.to_thread(server.destroy)
+
+
+@pytest.fixture
+async def org(own_postgres: EmbeddedPostgres, settings: Settings) -> AsyncIterator[OrgFixture]:
+    engine = create_engine(settings, url=own_postgres.app_url)
+    try:
+        yield await make_org(create_session_maker(engine))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def client(
+    own_postgres: EmbeddedPostgres, settings: Settings
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings.model_copy(update={"database_url": own_postgres.app_url}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            yield http
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.json()["type"].endswith("/service-unavailable")
+
+
+def _terminate_app_sessions(server: EmbeddedPostgres) -> int:
+    with psycopg.connect(server.admin_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE usename = 'forgeline_app'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_a_shutting_down_postgres_is_503(
+    own_postgres: EmbeddedPostgres, org: OrgFixture, client: httpx.AsyncClient, settings: Settings
+) -> None:
+    assert (await client.get("/v1/projects", headers=org.headers)).status_code == 200
+    # A smart shutdown waits for the sessions it has and refuses new ones with 57P03 ("the
+    # database system is shutting down") for as long as this one stays open.
+    holder: psycopg.Connection[tuple[object, ...]] = await asyncio.to_thread(
+        lambda: psycopg.connect(own_postgres.admin_url, autocommit=True)
+    )
+    try:
+        # Pooled connections die first, so every request needs a new one.
+        await asyncio.to_thread(_terminate_app_sessions, own_postgres)
+        await asyncio.to_thread(
+            own_postgres._run,
+            "pg_ctl",
+            "-D",
+            str(own_postgres.data_dir),
+            "-m",
+            "smart",
+            "-W",
+            "stop",
+        )
+
+        def refused() -> bool:
+            try:
+                psycopg.connect(own_postgres.app_url, connect_timeout=2).close()
+            except psycopg.OperationalError as exc:
+                return "shutting down" in str(exc)
+            return False
+
+        while not await asyncio.to_thread(refused):
+            await asyncio.sleep(0.05)
+        for _ in range(3):
+            assert_unavailable(await client.get("/v1/projects", headers=org.headers))
+        assert_unavailable(
+            await client.post(
+                "/v1/projects", json={"name": "Down", "project_type": "api"}, headers=org.headers
+            )
+        )
+        # The worker's engine (driver connections included) says the same through its errors.
+        engine = create_engine(settings, url=own_postgres.app_url)
+        try:
+            from db.session import database_unavailable, driver_connection
+
+            with pytest.raises(Exception) as caught:
+                async with driver_connection(create_session_maker(engine)) as conn:
+                    await conn.fetchval("SELECT 1")
+            assert database_unavailable(caught.value), repr(caught.value)
+        finally:
+            await engine.dispose()
+    finally:
+        await asyncio.to_thread(holder.close)
+    # The shutdown completes once the last session is gone; then the server comes back.
+    await asyncio.to_thread(own_postgres.stop)
+    await asyncio.to_thread(own_postgres.start)
+    assert (await client.get("/v1/projects", headers=org.headers)).status_code == 200
+
+
+async def test_sessions_terminated_under_requests_are_503_or_served(
+    own_postgres: EmbeddedPostgres, org: OrgFixture, client: httpx.AsyncClient
+) -> None:
+    """Requests in flight while the server kills their sessions (57P01 admin shutdown) end as a
+    success or a clean 503, then every request succeeds again on fresh connections."""
+    assert (await client.get("/v1/projects", headers=org.headers)).status_code == 200
+
+    async def killer() -> None:
+        for _ in range(20):
+            await asyncio.to_thread(_terminate_app_sessions, own_postgres)
+            await asyncio.sleep(0)
+
+    async def reader() -> list[int]:
+        codes = []
+        for _ in range(20):
+            response = await client.get("/v1/projects", headers=org.headers)
+            if response.status_code != 200:
+                assert_unavailable(response)
+            codes.append(response.status_code)
+        return codes
+
+    _, *codes = await asyncio.gather(killer(), reader(), reader())
+    assert all(code in (200, 503) for batch in codes for code in batch)
+    for _ in range(3):
+        assert (await client.get("/v1/projects", headers=org.headers)).status_code == 200
