@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from fastapi import Request
@@ -41,6 +42,7 @@ from workflows.agent_task import AgentTaskWorkflow
 log = logging.getLogger("forgeline.api.agent")
 KIND = "agent_task"
 TERMINAL = ("completed", "failed", "cancelled")
+DESCRIBE_TIMEOUT = timedelta(seconds=5)
 
 
 def workflow_id_for(task_id: uuid.UUID) -> str:
@@ -310,7 +312,8 @@ async def cancel_task(
     handle = temporal.get_workflow_handle(task.workflow_id or workflow_id_for(task.id))
     running = False
     with contextlib.suppress(RPCError):
-        desc = await handle.describe()
+        # Bounded: an unreachable or stalled Temporal must not hold the request.
+        desc = await handle.describe(rpc_timeout=DESCRIBE_TIMEOUT)
         running = desc.status == WorkflowExecutionStatus.RUNNING
     if running:
         await handle.cancel()

@@ -43,6 +43,9 @@ ACTIVE = ("queued", "running")
 # A status query waits for a workflow task: bounded, so a busy or absent worker cannot stall a
 # log follower.
 STATUS_QUERY_TIMEOUT = timedelta(seconds=5)
+# The live view of GET /v1/runs/{id}: with no worker up a query waits for a workflow task that
+# never comes; the projection answers instead after this long.
+LIVE_QUERY_TIMEOUT = timedelta(seconds=2)
 
 
 async def get_pipeline(
@@ -264,7 +267,9 @@ async def live_status(client: Client, run: PipelineRun) -> dict[str, Any] | None
         return None
     try:
         handle = client.get_workflow_handle(pipeline_run_workflow_id(str(run.id)))
-        view = await handle.query("status", result_type=RunStatusView)
+        view = await handle.query(
+            "status", result_type=RunStatusView, rpc_timeout=LIVE_QUERY_TIMEOUT
+        )
     except Exception:  # a live view is a bonus; Postgres stays the answer
         return None
     dumped: dict[str, Any] = view.model_dump(mode="json")
