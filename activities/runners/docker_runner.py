@@ -16,6 +16,26 @@ from activities.runners.base import OutputCallback, Runner, StageOutcome, StageP
 from activities.runners.sandbox_runner import SANDBOX_TMP, give_to_build_user
 
 WORKSPACE_MOUNT = "/workspace"
+# The engine's last messages, compared with the end of the streamed output.
+TAIL_MESSAGES = 4
+TAIL_CHECK_BYTES = 4 * 65536
+
+
+def missing_suffix(received: bytes, last: bytes) -> bytes:
+    """What of `last` (the stored log's end) the stream did not deliver: the part after its
+    longest prefix that `received` ends with (all of it when nothing overlaps)."""
+    if not last or received.endswith(last):
+        return b""
+    start = max(0, len(received) - len(last))
+    while (pos := received.find(last[:1], start)) >= 0:
+        if last.startswith(received[pos:]):
+            return last[len(received) - pos :]
+        start = pos + 1
+    # No overlap: nothing was streamed (all of it is missing), or more than the window was lost
+    # (unknown how much: nothing is repeated).
+    return b"" if received else last
+
+
 DEFAULT_PIDS_LIMIT = 512
 
 
@@ -58,8 +78,12 @@ class DockerRunner(Runner):
         try:
             await asyncio.to_thread(container.start)
 
+            received = bytearray()  # the last bytes streamed, to find what the stream dropped
+
             async def pump() -> None:
                 async for data in self.engine.stream_logs(container):
+                    received.extend(data)
+                    del received[:-TAIL_CHECK_BYTES]
                     await on_output(data)
 
             pump_task = asyncio.create_task(pump())
@@ -75,6 +99,14 @@ class DockerRunner(Runner):
             # The log stream ends when the engine has delivered everything: drain it all (a
             # 50 MB log takes seconds after the container exits), bounded by the stage timeout.
             await asyncio.wait_for(pump_task, max(60.0, process.timeout_seconds))
+            # A followed stream can end before the engine's last partial message (output with
+            # no final newline) reaches it; the stored log has it.
+            last = await asyncio.to_thread(
+                container.logs, stdout=True, stderr=True, tail=TAIL_MESSAGES
+            )
+            missing = missing_suffix(bytes(received), last)
+            if missing:
+                await on_output(missing)
             return StageOutcome(exit_code=exit_code)
         finally:
             # On success, failure and cancellation alike: the container does not outlive its stage.
