@@ -389,6 +389,22 @@ class Stack:
         print("Stopped. Data kept in", self.settings.data_dir.absolute(), flush=True)
 
 
+def builds_description(settings: Settings) -> str:
+    """Where stages run, as the build host will choose (`FORGELINE_CONTAINER_RUNNER`)."""
+    from activities.runners import sandbox_config
+    from activities.runners.sandbox_runner import sandbox_works
+
+    choice = settings.container_runner
+    if choice == "unsafe-local":
+        return "UNISOLATED local processes (FORGELINE_CONTAINER_RUNNER=unsafe-local)"
+    if choice == "docker":
+        return "Docker containers"
+    why_not = sandbox_works(sandbox_config(settings))
+    if why_not is None:
+        return "isolated sandbox (bubblewrap; egress through the build proxy)"
+    return f"sandbox unavailable ({why_not}); Docker if an engine answers"
+
+
 def banner(settings: Settings, shown: dict[str, Any]) -> str:
     api = f"http://localhost:{settings.api_port}"
     ui = (
@@ -406,6 +422,7 @@ def banner(settings: Settings, shown: dict[str, Any]) -> str:
         f"  Temporal gRPC  {temporal_target(settings)}",
         "  Deployed apps  "
         + public_url(f"<environment>.<project>.{settings.apps_domain}", settings.proxy_http_port),
+        f"  Builds         {builds_description(settings)}",
     ]
     if shown:
         lines.append("  Bootstrap organization (kept in .data/bootstrap.json):")
