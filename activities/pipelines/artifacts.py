@@ -3,7 +3,9 @@
 Declared paths that resolve outside the workspace (`../../etc/passwd`, symlinks out) are refused,
 and what is read is checked again on the open file (a concurrent stage of the same run may swap a
 path for a symlink between the check and the read); names are sanitised into run-scoped keys
-`runs/{run}/artifacts/{stage}/{attempt}/{name}`.
+`runs/{run}/artifacts/{stage}/{attempt}/{name}`. At most `max_files` files and `max_bytes` bytes
+are uploaded per stage attempt (in path order); what is left out is reported, never dropped
+silently.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from activities.runners.sandbox_runner import SANDBOX_DIR
 from activities.storage import ObjectStore, join_key, sanitize_key
 
 MAX_ARTIFACT_FILES = 1000
+MAX_ARTIFACT_BYTES = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,24 @@ def artifact_prefix(run_id: str, stage: str, attempt: int) -> str:
     return join_key("runs", run_id, "artifacts", stage, str(attempt))
 
 
+@dataclass(frozen=True)
+class Collected:
+    files: list[CollectedFile]
+    # Paths refused (outside the workspace, links out of it).
+    refused: list[str]
+    # Set when more files matched than the limit allows: what was left out, in words.
+    over_limit: str | None = None
+
+
 def collect(workspace: Path, patterns: list[str]) -> tuple[list[CollectedFile], list[str]]:
     """Files matching the declared patterns inside the workspace, and the refusals."""
+    found = collect_limited(workspace, patterns, MAX_ARTIFACT_FILES)
+    over = [found.over_limit] if found.over_limit else []
+    return found.files, [*found.refused, *over]
+
+
+def collect_limited(workspace: Path, patterns: list[str], max_files: int) -> Collected:
+    """Files matching the declared patterns inside the workspace, at most `max_files`."""
     root = workspace.resolve()
     found: dict[str, CollectedFile] = {}
     refused: list[str] = []
@@ -75,6 +95,8 @@ def collect(workspace: Path, patterns: list[str]) -> tuple[list[CollectedFile], 
         for match in sorted(root.glob(pattern)):
             paths = sorted(match.rglob("*")) if match.is_dir() else [match]
             for path in paths:
+                if SANDBOX_DIR in path.relative_to(root).parts:
+                    continue  # the sandbox's home and temporary files are not the stage's output
                 resolved = path.resolve()
                 if not resolved.is_relative_to(root):
                     refused.append(f"{path.relative_to(root)}: links outside the workspace")
@@ -85,10 +107,16 @@ def collect(workspace: Path, patterns: list[str]) -> tuple[list[CollectedFile], 
                     name = sanitize_key(path.relative_to(root).as_posix())
                 except ValueError:
                     continue
+                if name not in found and len(found) >= max_files:
+                    return Collected(
+                        list(found.values()),
+                        refused,
+                        f"more than {max_files} files matched the artifact paths: the first "
+                        f"{max_files} were uploaded, the others (from {name}) were not "
+                        "(limit: FORGELINE_ARTIFACT_MAX_FILES)",
+                    )
                 found.setdefault(name, CollectedFile(name=name, path=resolved, root=root))
-                if len(found) >= MAX_ARTIFACT_FILES:
-                    return list(found.values()), [*refused, "too many files; truncated"]
-    return list(found.values()), refused
+    return Collected(list(found.values()), refused)
 
 
 def _sha256(path: Path) -> str:
@@ -99,12 +127,28 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def upload(store: ObjectStore, prefix: str, files: list[CollectedFile]) -> list[UploadedArtifact]:
+def upload(
+    store: ObjectStore, prefix: str, files: list[CollectedFile], max_bytes: int | None = None
+) -> list[UploadedArtifact]:
+    return upload_within(store, prefix, files, max_bytes)[0]
+
+
+def upload_within(
+    store: ObjectStore, prefix: str, files: list[CollectedFile], max_bytes: int | None
+) -> tuple[list[UploadedArtifact], str | None]:
+    """Uploads in order while the total stays within `max_bytes`; files that would take it
+    past are not uploaded, and the second value says so."""
     uploaded: list[UploadedArtifact] = []
+    total = 0
+    left_out: list[str] = []
     for file in files:
         content_type = mimetypes.guess_type(file.name)[0]
         try:
             with opened_inside(file) as (path, size):
+                if max_bytes is not None and total + size > max_bytes:
+                    left_out.append(file.name)
+                    continue
+                total += size
                 key = store.put_file(join_key(prefix, file.name), path, content_type)
                 digest = _sha256(path)
         except (ArtifactMoved, OSError):
@@ -118,7 +162,14 @@ def upload(store: ObjectStore, prefix: str, files: list[CollectedFile]) -> list[
                 content_type=content_type,
             )
         )
-    return uploaded
+    note = None
+    if left_out:
+        note = (
+            f"{len(left_out)} artifact files (from {left_out[0]}) were not uploaded: together "
+            f"they would exceed the limit of {max_bytes} bytes per stage "
+            "(limit: FORGELINE_ARTIFACT_MAX_BYTES)"
+        )
+    return uploaded, note
 
 
 def restore(store: ObjectStore, object_key: str, workspace: Path, name: str) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from activities.runners.base import OutputCallback, Runner, StageOutcome, StageProcess
 from activities.runners.cgroups import Cgroups, Limits, StageCgroup
 from activities.runners.egress_proxy import EgressPolicy, EgressProxy
-from activities.runners.local_runner import pump_output
+from activities.runners.local_runner import close_output, end_output, pump_output
 
 log = logging.getLogger("forgeline.sandbox")
 
@@ -136,6 +136,58 @@ def give_to_build_user(root: Path, uid: int, gid: int) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.lchown(os.path.join(dirpath, name), uid, gid)
     os.chown(root, uid, gid)
+
+
+def _own_directory(parent_fd: int, name: str, uid: int, gid: int) -> int:
+    """An O_PATH descriptor of `name` in `parent_fd`, made a real directory of the build user's:
+    a symlink (or file) a build left there is removed first, and no link is followed."""
+    for _ in range(3):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, mode=0o755, dir_fd=parent_fd)
+        try:
+            fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+        except OSError:  # a link or a file: not ours to follow
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(name, dir_fd=parent_fd)
+            continue
+        try:
+            os.chown(name, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+    raise SandboxUnavailable(f"cannot make {name} a directory of the workspace")
+
+
+def prepare_workspace(root: Path, uid: int, gid: int) -> int:
+    """The run's home and temporary directory inside it, the whole of it the build user's, and
+    the temporary directory's descriptor to mount at /tmp (by descriptor: a build cannot turn
+    it into a link to a host path between this check and the mount).
+
+    On the first stage (a fresh checkout no build has touched yet) git is told to ignore them:
+    a pipeline checking for a clean tree must not see them."""
+    fresh = root.stat().st_uid != uid
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    try:
+        sandbox_fd = _own_directory(root_fd, SANDBOX_DIR, uid, gid)
+        try:
+            os.close(_own_directory(sandbox_fd, "home", uid, gid))
+            tmp_fd = _own_directory(sandbox_fd, "tmp", uid, gid)
+        finally:
+            os.close(sandbox_fd)
+    finally:
+        os.close(root_fd)
+    git = root / ".git"
+    if fresh and git.is_dir() and not git.is_symlink():
+        (git / "info").mkdir(exist_ok=True)
+        exclude = git / "info" / "exclude"
+        known = exclude.read_text() if exclude.is_file() else ""
+        if f"/{SANDBOX_DIR}/" not in known.splitlines():
+            with exclude.open("a") as handle:
+                lead = "" if not known or known.endswith("\n") else "\n"
+                handle.write(f"{lead}/{SANDBOX_DIR}/\n")
+    give_to_build_user(root, uid, gid)
+    return tmp_fd
 
 
 class SandboxRunner(Runner):
@@ -265,13 +317,13 @@ class SandboxRunner(Runner):
         env["FORGELINE_PROCESS"] = process.name
         return env
 
-    def _argv(self, process: StageProcess, root: Path, group: StageCgroup) -> list[str]:
+    def _argv(self, process: StageProcess, root: Path, tmp_fd: int) -> list[str]:
         cfg = self.config
         workdir = SANDBOX_WORKSPACE
         if process.workdir:
             workdir = f"{SANDBOX_WORKSPACE}/{process.workdir}"
         args = [*self._base_args, "--bind", str(root), SANDBOX_WORKSPACE]
-        args += ["--bind", str(root / SANDBOX_DIR / "tmp"), SANDBOX_TMP, "--chdir", workdir]
+        args += ["--bind-fd", str(tmp_fd), SANDBOX_TMP, "--chdir", workdir]
         if process.network:
             args += ["--perms", "0755", "--dir", str(Path(PROXY_SOCKET).parent)]
             args += ["--ro-bind", str(self.proxy_socket), PROXY_SOCKET]
@@ -303,9 +355,16 @@ class SandboxRunner(Runner):
         cfg = self.config
         root = process.root or process.workspace
         root.mkdir(parents=True, exist_ok=True)
-        for sub in ("home", "tmp"):
-            (root / SANDBOX_DIR / sub).mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(give_to_build_user, root, cfg.uid, cfg.gid)
+        tmp_fd = await asyncio.to_thread(prepare_workspace, root, cfg.uid, cfg.gid)
+        try:
+            return await self._run(process, on_output, root, tmp_fd)
+        finally:
+            os.close(tmp_fd)
+
+    async def _run(
+        self, process: StageProcess, on_output: OutputCallback, root: Path, tmp_fd: int
+    ) -> StageOutcome:
+        cfg = self.config
         if process.network:
             await self._ensure_proxy()
         limits = Limits(
@@ -327,7 +386,7 @@ class SandboxRunner(Runner):
             "launcher",
             *map(str, group.procs_files),
             "--",
-            *self._argv(process, root, group),
+            *self._argv(process, root, tmp_fd),
         ]
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -337,6 +396,7 @@ class SandboxRunner(Runner):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=(tmp_fd,),
             )
         except BaseException:
             await asyncio.to_thread(group.destroy)
@@ -356,8 +416,7 @@ class SandboxRunner(Runner):
             # Whatever the stage left running (background jobs, a SIGTERM-ignoring child) dies
             # with it and releases the output pipe.
             await asyncio.to_thread(group.kill)
-            exit_code = await proc.wait()
-            await pump
+            exit_code = await end_output(proc, pump)
             if over_disk.is_set():
                 await on_output(
                     f"\nforgeline: stage stopped: its workspace exceeded the disk limit of "
@@ -374,6 +433,7 @@ class SandboxRunner(Runner):
             await asyncio.shield(asyncio.to_thread(group.kill))
             if pump is not None:
                 pump.cancel()
+            close_output(proc)
             with contextlib.suppress(BaseException):
                 await asyncio.shield(proc.wait())
             raise

@@ -522,3 +522,61 @@ async def test_cpu_quota_is_set_on_the_stage_group(sandbox: SandboxRunner, tmp_p
         with pytest.raises(asyncio.CancelledError):
             await task
     assert await process_gone(sandbox, process.name)
+
+
+@pytest.mark.parametrize("planted", [".forgeline-sandbox/tmp", ".forgeline-sandbox"])
+async def test_a_link_planted_for_the_next_stage_does_not_mount_a_host_path(
+    sandbox: SandboxRunner, tmp_path: Path, planted: str
+) -> None:
+    """A stage turns the run's temporary directory (or its parent) into a link to a host path;
+    the next stage's /tmp is still a directory of the workspace, and the host path is
+    untouched."""
+    host_dir = tmp_path / "host-dir"
+    host_dir.mkdir()
+    (host_dir / "secret").write_text(MARKER)
+    first = hostile(sandbox, tmp_path, f"rm -rf /workspace/{planted}; echo planted")
+    await sandbox.run(first, Collected())
+    link = first.workspace / planted
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.exists() or link.is_symlink():
+        import shutil as _shutil
+
+        _shutil.rmtree(link) if link.is_dir() and not link.is_symlink() else link.unlink()
+    link.symlink_to(host_dir)  # as the stage would have (outside its view of the path)
+    out = Collected()
+    second = StageProcess(
+        name=f"fl-{uuid.uuid4().hex[:12]}-hostile-2",
+        script="cat /tmp/secret 2>&1; echo written > /tmp/dropped; ls /tmp",
+        workspace=first.workspace,
+        root=first.root,
+        timeout_seconds=30,
+    )
+    result = await sandbox.run(second, out)
+    assert result.exit_code == 0, out.text
+    assert MARKER not in out.text
+    assert sorted(p.name for p in host_dir.iterdir()) == ["secret"]
+    assert (first.workspace / ".forgeline-sandbox" / "tmp" / "dropped").is_file()
+
+
+async def test_the_sandbox_directory_does_not_dirty_a_checkout(
+    sandbox: SandboxRunner, tmp_path: Path
+) -> None:
+    """A pipeline checking for a clean tree sees none of the sandbox's home or /tmp, and a
+    declared artifact glob does not pick them up."""
+    process = hostile(sandbox, tmp_path, "echo cache > $HOME/c; echo t > /tmp/t; git status -s")
+    root = process.workspace
+    root.mkdir(parents=True)
+    git = ["git", "-C", str(root), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (root / "app.txt").write_text("app")
+    subprocess.run([*git, "add", "app.txt"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
+    out = Collected()
+    result = await sandbox.run(process, out)
+    assert result.exit_code == 0, out.text
+    assert out.text == "", out.text
+    from activities.pipelines import artifacts
+
+    files, _ = artifacts.collect(root, ["**"])
+    names = [f.name for f in files]
+    assert "app.txt" in names and not [n for n in names if "forgeline-sandbox" in n]
