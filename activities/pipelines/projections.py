@@ -102,11 +102,21 @@ WITH lost AS (
         log_size_bytes = 0, log_line_count = 0, log_object_key = NULL, log_tail = NULL,
         updated_at = now()
     RETURNING 1
+), never_opened AS (
+    -- Attempts Temporal started that died before their opening statement: recorded too.
+    INSERT INTO stage_executions (id, run_id, stage_name, attempt, stage_id, status, error,
+                                  finished_at, log_size_bytes, log_line_count)
+    SELECT earlier.id, $1, $2, earlier.attempt::int, $5, 'failed', $9, now(), 0, 0
+    FROM unnest($8::uuid[]) WITH ORDINALITY AS earlier(id, attempt)
+    ON CONFLICT (run_id, stage_name, attempt) DO NOTHING
+    RETURNING 1
 ), dropped AS (
     DELETE FROM stage_log_chunks WHERE stage_execution_id = $4 RETURNING 1
 )
 SELECT count(*) FROM opened
 """
+
+NEVER_OPENED_ERROR = "worker lost before the attempt started"
 
 _STORE_LOG_CHUNK = """
 INSERT INTO stage_log_chunks (id, stage_execution_id, seq, first_line, line_count, content)
@@ -172,9 +182,10 @@ async def open_attempt(
     runner: str,
     container_name: str,
 ) -> OpenedAttempt | None:
-    """Close attempts a dead worker left `running` and upsert this one as `running` (a replayed
-    attempt starts its log at line 0 again). None when the run does not exist: the foreign key
-    says so, without reading `pipeline_runs` (a build host's role may not)."""
+    """Close attempts a dead worker left `running`, record the earlier attempts that never opened,
+    and upsert this one as `running` (a replayed attempt starts its log at line 0 again). None
+    when the run does not exist: the foreign key says so, without reading `pipeline_runs` (a
+    build host's role may not)."""
     exec_id = stage_execution_id(run_id, stage_name, attempt)
     try:
         await conn.fetchval(
@@ -186,6 +197,8 @@ async def open_attempt(
             uuid.UUID(stage_id) if stage_id else None,
             runner,
             container_name,
+            [stage_execution_id(run_id, stage_name, n) for n in range(1, attempt)],
+            NEVER_OPENED_ERROR,
         )
     except asyncpg.ForeignKeyViolationError as exc:
         if "run_id" in (exc.constraint_name or ""):
@@ -299,8 +312,11 @@ SELECT project_id, metadata, variables_snapshot FROM run
 
 _FINISH_RUN = """
 WITH run AS (
+    -- Final: a closed run keeps its status and error whatever a later close says.
     UPDATE pipeline_runs
-    SET status = $2, error = $3, finished_at = COALESCE(finished_at, now()),
+    SET status = CASE WHEN status IN ('success', 'failed', 'cancelled') THEN status ELSE $2 END,
+        error = CASE WHEN status IN ('success', 'failed', 'cancelled') THEN error ELSE $3 END,
+        finished_at = COALESCE(finished_at, now()),
         duration_seconds = EXTRACT(EPOCH FROM COALESCE(finished_at, now()) - started_at)::int,
         metadata = metadata || jsonb_build_object('stage_spec_hashes', $8::jsonb),
         variables_snapshot = NULL, updated_at = now()
@@ -313,7 +329,7 @@ WITH run AS (
 ), operator_row AS (
     UPDATE workflow_executions
     SET status = $5, closed_at = now(), error = $3, updated_at = now()
-    WHERE workflow_id = $6 AND run_id = $7
+    WHERE workflow_id = $6 AND run_id = $7 AND closed_at IS NULL
     RETURNING 1
 )
 SELECT organization_id, project_id, pipeline_id,
@@ -386,6 +402,50 @@ async def finish_run(
         return None
     return FinishedRun(
         organization_id=row[0], project_id=row[1], pipeline_id=row[2], build_ms=int(row[3])
+    )
+
+
+_LAST_ATTEMPT = """
+SELECT s.id, s.attempt, s.status, s.exit_code, s.duration_ms, s.error,
+       (SELECT count(*) FROM artifacts a WHERE a.stage_execution_id = s.id) AS artifact_count,
+       (SELECT count(*) FROM stage_executions e
+        WHERE e.run_id = s.run_id AND e.stage_name = s.stage_name AND e.attempt < s.attempt
+          AND e.status = 'failed' AND e.exit_code IS NOT NULL) AS exit_failures_before
+FROM stage_executions s
+WHERE s.run_id = $1 AND s.stage_name = $2 AND s.attempt = $3
+"""
+
+
+@dataclass(frozen=True)
+class RecordedAttempt:
+    """How an earlier attempt of a stage ended, as its row says."""
+
+    execution_id: uuid.UUID
+    attempt: int
+    status: str
+    exit_code: int | None
+    duration_ms: int | None
+    error: str | None
+    artifact_count: int
+    exit_failures_before: int
+
+
+async def recorded_attempt(
+    conn: asyncpg.Connection, *, run_id: str, stage_name: str, attempt: int
+) -> RecordedAttempt | None:
+    """The row of one attempt (None when it never opened)."""
+    row = await conn.fetchrow(_LAST_ATTEMPT, uuid.UUID(run_id), stage_name, attempt)
+    if row is None:
+        return None
+    return RecordedAttempt(
+        execution_id=row[0],
+        attempt=row[1],
+        status=row[2],
+        exit_code=row[3],
+        duration_ms=row[4],
+        error=row[5],
+        artifact_count=int(row[6]),
+        exit_failures_before=int(row[7]),
     )
 
 

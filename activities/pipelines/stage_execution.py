@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.pipelines import artifacts as artifact_files
 from activities.pipelines import projections
+from activities.pipelines.bookkeeping import ride_out
 from activities.pipelines.log_capture import LogCapture, LogChunk, SecretMasker
 from activities.runners import Runner, StageOutcome, StageProcess, process_name, process_prefix
 from activities.storage import ObjectStore, join_key
@@ -94,6 +95,12 @@ class StageActivities:
         info = activity.info()
         attempt = info.attempt
         stage = inp.stage
+        if attempt > 1:
+            # The previous attempt ran to its end but Temporal never took its result (an outage
+            # longer than the heartbeat timeout): its recorded outcome stands, nothing runs again.
+            recorded = await self._recorded_outcome(inp, attempt - 1)
+            if recorded is not None:
+                return recorded
         name = process_name(inp.run_id, stage.name, attempt)
         workspace = run_workspace(self.settings, inp.run_id)
         workdir = workspace
@@ -135,15 +142,19 @@ class StageActivities:
         async def sink(chunk: LogChunk) -> None:
             nonlocal chunk_seq
             await opening  # the row exists and a replayed attempt's chunks are gone
-            async with driver_connection(self.session_maker) as conn:
-                await projections.store_log_chunk(
-                    conn,
-                    execution_id=exec_id,
-                    seq=chunk_seq,
-                    first_line=chunk.first_seq,
-                    line_count=len(chunk.lines),
-                    content=chunk.content,
-                )
+
+            async def store() -> None:
+                async with driver_connection(self.session_maker) as conn:
+                    await projections.store_log_chunk(
+                        conn,
+                        execution_id=exec_id,
+                        seq=chunk_seq,
+                        first_line=chunk.first_seq,
+                        line_count=len(chunk.lines),
+                        content=chunk.content,
+                    )
+
+            await ride_out("storing a log chunk", store)
             chunk_seq += 1
 
         spool = self.settings.data_dir / "spool" / f"{exec_id}.log"
@@ -242,16 +253,19 @@ class StageActivities:
         return result
 
     async def _open(self, inp: StageInput, attempt: int, name: str) -> projections.OpenedAttempt:
-        async with driver_connection(self.session_maker) as conn:
-            opened = await projections.open_attempt(
-                conn,
-                run_id=inp.run_id,
-                stage_name=inp.stage.name,
-                attempt=attempt,
-                stage_id=inp.stage.stage_id,
-                runner=self.runner.kind,
-                container_name=name,
-            )
+        async def open_row() -> projections.OpenedAttempt | None:
+            async with driver_connection(self.session_maker) as conn:
+                return await projections.open_attempt(
+                    conn,
+                    run_id=inp.run_id,
+                    stage_name=inp.stage.name,
+                    attempt=attempt,
+                    stage_id=inp.stage.stage_id,
+                    runner=self.runner.kind,
+                    container_name=name,
+                )
+
+        opened = await ride_out("opening a stage attempt", open_row)
         if opened is None:
             raise run_not_found(inp.run_id)
         return opened
@@ -281,10 +295,14 @@ class StageActivities:
     async def _failure(self, inp: StageInput, attempt: int, exit_code: int) -> ApplicationError:
         """Flaky exit codes retry up to retry_count times; everything else fails at once."""
         stage = inp.stage
-        async with session_scope(self.session_maker) as session:
-            earlier = await projections.count_exit_code_failures(
-                session, run_id=inp.run_id, stage_name=stage.name, before_attempt=attempt
-            )
+
+        async def count() -> int:
+            async with session_scope(self.session_maker) as session:
+                return await projections.count_exit_code_failures(
+                    session, run_id=inp.run_id, stage_name=stage.name, before_attempt=attempt
+                )
+
+        earlier = await ride_out("counting failed attempts", count)
         retryable = exit_code in stage.retryable_exit_codes and earlier < stage.retry_count
         return ApplicationError(
             f"stage {stage.name} exited with {exit_code}",
@@ -339,10 +357,15 @@ class StageActivities:
             artifacts=uploaded,
         )
         exec_id = (await opening).execution_id  # the row to close exists
-        async with driver_connection(self.session_maker) as conn:
-            await projections.close_attempt(
-                conn, run_id=inp.run_id, execution_id=exec_id, attempt=attempt, closed=closed
-            )
+
+        async def close_row() -> None:
+            async with driver_connection(self.session_maker) as conn:
+                await projections.close_attempt(
+                    conn, run_id=inp.run_id, execution_id=exec_id, attempt=attempt, closed=closed
+                )
+
+        # The commands ran: their outcome is written however long the database takes to return.
+        await ride_out("closing a stage attempt", close_row)
         with contextlib.suppress(OSError):
             summary.spool_path.unlink()
         return StageResult(
@@ -355,6 +378,52 @@ class StageActivities:
             artifact_count=len(uploaded),
             error=error,
         )
+
+    async def _recorded_outcome(self, inp: StageInput, attempt: int) -> StageResult | None:
+        """The result of `attempt` when it ended on its own: success is returned, a final failure
+        raised again. None when it must run again (lost mid-way, never opened, a retryable exit)."""
+        stage = inp.stage
+
+        async def read() -> projections.RecordedAttempt | None:
+            async with driver_connection(self.session_maker) as conn:
+                return await projections.recorded_attempt(
+                    conn, run_id=inp.run_id, stage_name=stage.name, attempt=attempt
+                )
+
+        row = await ride_out("reading the previous attempt", read)
+        if row is None:
+            return None
+        details = {"exit_code": row.exit_code}
+        if row.status == "success":
+            return StageResult(
+                stage_name=stage.name,
+                status="success",
+                exit_code=row.exit_code,
+                attempt=row.attempt,
+                execution_id=str(row.execution_id),
+                duration_ms=row.duration_ms,
+                artifact_count=row.artifact_count,
+            )
+        if row.status == "timed_out":
+            raise ApplicationError(
+                f"stage {stage.name} timed out after {stage.timeout_seconds}s",
+                details,
+                type=STAGE_TIMED_OUT_ERROR,
+                non_retryable=True,
+            )
+        if row.status == "failed" and row.exit_code is not None:
+            retryable = (
+                row.exit_code in stage.retryable_exit_codes
+                and row.exit_failures_before < stage.retry_count
+            )
+            if not retryable:
+                raise ApplicationError(
+                    f"stage {stage.name} exited with {row.exit_code}",
+                    details,
+                    type=STAGE_FAILED_ERROR,
+                    non_retryable=True,
+                )
+        return None
 
     @activity.defn(name="record_stage_skipped")
     async def record_stage_skipped(self, inp: SkipStageInput) -> StageResult:
