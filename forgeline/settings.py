@@ -147,6 +147,11 @@ class Settings(BaseSettings):
     build_pids_limit: int = 1024
     build_disk_mb: int = 10240
     build_cpus: float | None = None
+    # Per stage attempt: log bytes kept (a pipeline may set less in config.limits), and the
+    # artifacts uploaded (files, total bytes). Past them the stage says so (see README).
+    stage_log_max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096)
+    artifact_max_files: int = Field(default=1000, ge=1)
+    artifact_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
     # Egress of sandboxed stages: an upstream proxy to chain to, extra networks (CIDR) they may
     # reach although private (an internal registry mirror), a CA bundle mounted for them, or the
     # host's own CA variables passed through.

@@ -75,6 +75,11 @@ class StageSpec(_Model):
     retry_maximum_interval_seconds: float = 30.0
     # A deploy stage with an environment also starts the DeploymentWorkflow as a child.
     deploy_environment_id: str | None = None
+    # The pipeline's `config.limits`: log bytes kept (None: the operator's cap, never more), and
+    # what reaching the log or the artifact limits does to the stage.
+    log_max_bytes: int | None = None
+    on_log_limit: Literal["fail", "truncate"] = "fail"
+    on_artifact_limit: Literal["warn", "fail"] = "warn"
     # Hash of everything above that affects the result: rerun-from-failed reuses on equality.
     spec_hash: str = ""
 

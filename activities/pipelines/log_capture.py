@@ -180,12 +180,26 @@ def _char_boundary(data: bytes | bytearray, limit: int) -> int:
 
 class LineSplitter:
     """Incremental bytes → complete lines; overlong lines are cut at MAX_LINE_BYTES (on a
-    character boundary). Feed it masked bytes: a cut never splits a secret that way."""
+    character boundary). Feed it masked bytes: a cut never splits a secret that way.
+
+    A carriage return ends a line like a newline does (CRLF is one end): a stored line never
+    holds CR or LF, so every reader (download, SSE, whose framing splits on both) sees the same
+    lines. A progress bar redrawn with CR reads as one line per redraw."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._cr_pending = False
 
     def feed(self, data: bytes) -> list[str]:
+        if self._cr_pending:
+            data = b"\r" + data
+            self._cr_pending = False
+        if data.endswith(b"\r"):
+            # It may be the first half of a CRLF split across two reads.
+            data = data[:-1]
+            self._cr_pending = True
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines: list[str] = []
         if b"\n" in data:
             complete = data.split(b"\n")
@@ -209,6 +223,10 @@ class LineSplitter:
         return lines
 
     def flush(self) -> list[str]:
+        if self._cr_pending:
+            self._cr_pending = False
+            lines = self.feed(b"\n")
+            return lines
         if not self._buffer:
             return []
         rest = bytes(self._buffer)
@@ -253,11 +271,16 @@ class LogSummary:
     spool_path: Path
     large: bool
     last_chunk: LogChunk | None = None
+    # The output went past the capture's byte limit: the rest was dropped.
+    truncated: bool = False
 
 
 @dataclass
 class LogCapture:
-    """Feed raw output; chunks go to `sink` every `max_lines` lines or `max_delay` seconds."""
+    """Feed raw output; chunks go to `sink` every `max_lines` lines or `max_delay` seconds.
+
+    With `limit_bytes`, output past that many bytes of log is dropped: one marker line says
+    so, and `on_limit` is called once (the stage decides whether to stop the process)."""
 
     sink: LogChunkSink
     masker: SecretMasker
@@ -265,6 +288,9 @@ class LogCapture:
     max_lines: int = 2000
     max_bytes: int = 256 * 1024
     max_delay: float = 0.5
+    limit_bytes: int | None = None
+    on_limit: Callable[[], None] | None = None
+    _truncated: bool = False
     _splitter: LineSplitter = field(default_factory=LineSplitter)
     _stream: MaskingStream | None = None
     _pending: list[str] = field(default_factory=list)
@@ -279,7 +305,13 @@ class LogCapture:
     def next_seq(self) -> int:
         return self._next_seq
 
+    @property
+    def truncated(self) -> bool:
+        return self._truncated
+
     async def feed(self, data: bytes) -> None:
+        if self._truncated:
+            return  # past the limit: dropped unread (a flooding stage costs no masking)
         # Masked before lines are cut, so a secret straddling a cut is still seen whole.
         if self._stream is None:
             self._stream = self.masker.stream()
@@ -310,12 +342,23 @@ class LogCapture:
         self._pending_bytes = sum(len(x.encode()) + 1 for x in self._pending)
         self._flushed_seq += len(chunk.lines)
 
+    def note(self, text: str) -> None:
+        """Lines of Forgeline's own about the stage (limits reached, artifacts dropped): kept
+        even past the byte limit, after the output's pending partial line."""
+        if self._stream is not None and not self._truncated:
+            self._accept(self._splitter.feed(self._stream.flush()))
+            self._stream = None
+        if not self._truncated:
+            self._accept(self._splitter.flush())
+        self._accept(text.splitlines(), capped=False)
+
     async def close(self, *, hand_back_last: bool = False) -> LogSummary:
         """End of output. With `hand_back_last`, the lines not stored yet are not sent to the
         sink but returned as `last_chunk`, for the caller's own closing write to store."""
-        if self._stream is not None:
+        if self._stream is not None and not self._truncated:
             self._accept(self._splitter.feed(self._stream.flush()))
-        self._accept(self._splitter.flush())
+        if not self._truncated:
+            self._accept(self._splitter.flush())
         last: LogChunk | None = None
         if not hand_back_last:
             await self.flush()
@@ -333,21 +376,42 @@ class LogCapture:
             spool_path=self.spool_path,
             large=self._byte_count > LARGE_LOG_BYTES,
             last_chunk=last,
+            truncated=self._truncated,
         )
 
-    def _accept(self, lines: list[str]) -> None:
-        if not lines:
+    def _accept(self, lines: list[str], *, capped: bool = True) -> None:
+        if not lines or (capped and self._truncated):
             return
         if self._spool is None:
             self.spool_path.parent.mkdir(parents=True, exist_ok=True)
             self._spool = self.spool_path.open("w", encoding="utf-8")
+        limit = self.limit_bytes if capped else None
         for line in lines:
-            self._pending.append(line)
             size = len(line.encode()) + 1
-            self._pending_bytes += size
-            self._byte_count += size
-            self._spool.write(line + "\n")
-        self._next_seq += len(lines)
+            if limit is not None and self._byte_count + size > limit:
+                self._truncated = True
+                self._write(truncation_marker(limit))
+                if self.on_limit is not None:
+                    self.on_limit()
+                return
+            self._write(line)
+
+    def _write(self, line: str) -> None:
+        assert self._spool is not None
+        size = len(line.encode()) + 1
+        self._pending.append(line)
+        self._pending_bytes += size
+        self._byte_count += size
+        self._spool.write(line + "\n")
+        self._next_seq += 1
+
+
+def truncation_marker(limit: int) -> str:
+    return (
+        f"forgeline: log truncated: the stage's output reached the log limit of {limit} bytes "
+        "(FORGELINE_STAGE_LOG_MAX_BYTES or the pipeline's limits.log_max_bytes); "
+        "the rest of its output was dropped"
+    )
 
 
 def read_tail(path: Path, max_bytes: int) -> str:

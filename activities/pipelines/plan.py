@@ -49,8 +49,16 @@ def conditions_of(raw: dict[str, Any]) -> StageConditions:
     )
 
 
+# Fields added after specs were first hashed: left out at their defaults, so a rerun of a run
+# from before them still reuses its stages.
+_LATER_DEFAULTS = {"log_max_bytes": None, "on_log_limit": "fail", "on_artifact_limit": "warn"}
+
+
 def spec_hash(spec: StageSpec) -> str:
     data = spec.model_dump(mode="json", exclude={"spec_hash", "stage_id", "position"})
+    for key, default in _LATER_DEFAULTS.items():
+        if data.get(key) == default:
+            del data[key]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -61,6 +69,8 @@ def stage_spec(stage: Mapping[str, Any], pipeline: Mapping[str, Any]) -> StageSp
     env = {str(k): str(v) for k, v in (stage.get("environment") or {}).items()}
     limits = config.get("resources", {})
     conditions = stage.get("conditions") or {}
+    output_limits = config.get("limits") or {}
+    log_max = output_limits.get("log_max_bytes")
     spec = StageSpec(
         name=stage["name"],
         stage_id=str(stage["id"]),
@@ -85,6 +95,9 @@ def stage_spec(stage: Mapping[str, Any], pipeline: Mapping[str, Any]) -> StageSp
         retry_initial_interval_seconds=float(policy.get("initial_interval_seconds", 1.0)),
         retry_maximum_interval_seconds=float(policy.get("maximum_interval_seconds", 30.0)),
         deploy_environment_id=conditions.get("deploy_environment_id"),
+        log_max_bytes=log_max if type(log_max) is int and log_max > 0 else None,
+        on_log_limit="truncate" if output_limits.get("on_log_limit") == "truncate" else "fail",
+        on_artifact_limit="fail" if output_limits.get("on_artifact_limit") == "fail" else "warn",
     )
     spec.spec_hash = spec_hash(spec)
     return spec

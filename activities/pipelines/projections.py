@@ -137,7 +137,8 @@ WITH final_chunk AS (
 )
 UPDATE stage_executions
 SET status = $2, exit_code = $3, finished_at = now(), duration_ms = $4, log_size_bytes = $5,
-    log_line_count = $6, log_object_key = $7, log_tail = $8, error = $9, updated_at = now()
+    log_line_count = $6, log_object_key = $7, log_tail = $8, error = $9,
+    warnings = $17::text[], updated_at = now()
 WHERE id = $1 AND attempt = $10
 """
 
@@ -170,6 +171,7 @@ class ClosedAttempt:
     # Lines not stored yet: (seq, first line, line count, content), stored with the close.
     final_chunk: tuple[int, int, int, str] | None = None
     artifacts: list[UploadedArtifact] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 async def open_attempt(
@@ -255,6 +257,7 @@ async def close_attempt(
         attempt,
         *chunk_args,
         closed.log_object_key is not None,
+        closed.warnings,
     )
     if not closed.artifacts:
         await conn.execute(_CLOSE_ATTEMPT, *args)

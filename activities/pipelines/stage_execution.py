@@ -158,7 +158,15 @@ class StageActivities:
             chunk_seq += 1
 
         spool = self.settings.data_dir / "spool" / f"{exec_id}.log"
-        capture = LogCapture(sink, SecretMasker(secrets), spool)
+        # The pipeline may keep less log than the operator allows, never more.
+        log_limit = min(
+            self.settings.stage_log_max_bytes,
+            stage.log_max_bytes or self.settings.stage_log_max_bytes,
+        )
+        log_full = asyncio.Event()
+        capture = LogCapture(
+            sink, SecretMasker(secrets), spool, limit_bytes=log_limit, on_limit=log_full.set
+        )
 
         async def on_output(data: bytes) -> None:
             async with lock:
@@ -168,8 +176,9 @@ class StageActivities:
             while True:
                 await asyncio.sleep(HEARTBEAT_SECONDS)
                 activity.heartbeat({"lines": capture.next_seq})
-                async with lock:
-                    await capture.tick()
+                if not lock.locked():  # output being stored is stored by its own flush
+                    async with lock:
+                        await capture.tick()
 
         process = StageProcess(
             name=name,
@@ -193,7 +202,9 @@ class StageActivities:
 
         clock = time.monotonic()
         try:
-            outcome = await self._run_while_opening(process, on_output, opening)
+            outcome = await self._run_while_opening(
+                process, on_output, opening, log_full if stage.on_log_limit == "fail" else None
+            )
         except asyncio.CancelledError:
             closing = self._close(
                 inp, attempt, opening, capture, lambda: chunk_seq, "cancelled", None, clock
@@ -209,30 +220,37 @@ class StageActivities:
             raise
         await stop_beat()
         status: StageStatus = "success"
-        if outcome.timed_out:
+        error: str | None = None
+        if outcome is None or (capture.truncated and stage.on_log_limit == "fail"):
+            status = "failed"
+            error = f"stage stopped: its log reached the limit of {log_limit} bytes"
+        elif outcome.timed_out:
             status = "timed_out"
+            error = f"timed out after {stage.timeout_seconds}s"
         elif outcome.exit_code != 0:
             status = "failed"
+        exit_code = outcome.exit_code if outcome is not None else None
         result = await self._close(
-            inp,
-            attempt,
-            opening,
-            capture,
-            lambda: chunk_seq,
-            status,
-            outcome.exit_code,
-            clock,
-            f"timed out after {stage.timeout_seconds}s" if outcome.timed_out else None,
+            inp, attempt, opening, capture, lambda: chunk_seq, status, exit_code, clock, error
         )
+        status = result.status  # artifacts past their limit may fail a successful stage
+        if status == "failed" and result.error is not None:
+            # Stopped at the log limit, or failed by its artifacts' limits: never retried.
+            raise ApplicationError(
+                f"stage {stage.name}: {result.error}",
+                {"exit_code": exit_code},
+                type=STAGE_FAILED_ERROR,
+                non_retryable=True,
+            )
         if status == "timed_out":
             raise ApplicationError(
                 f"stage {stage.name} timed out after {stage.timeout_seconds}s",
-                {"exit_code": outcome.exit_code},
+                {"exit_code": exit_code},
                 type=STAGE_TIMED_OUT_ERROR,
                 non_retryable=True,
             )
         if status == "failed":
-            raise await self._failure(inp, attempt, outcome.exit_code)
+            raise await self._failure(inp, attempt, exit_code or 0)
         if inp.finish is not None and self.finish_run is not None:
             # Bounded well inside the heartbeat timeout: this attempt must not be lost (and its
             # stage run again) over bookkeeping that the workflow can do itself.
@@ -275,22 +293,34 @@ class StageActivities:
         process: StageProcess,
         on_output: Callable[[bytes], Awaitable[None]],
         opening: asyncio.Future[projections.OpenedAttempt],
-    ) -> StageOutcome:
+        stop: asyncio.Event | None = None,
+    ) -> StageOutcome | None:
         """The process runs while the attempt's row is being opened. If opening fails, the
-        process is killed and the failure raised: the attempt is retried like any lost write."""
+        process is killed and the failure raised: the attempt is retried like any lost write.
+        When `stop` is set first, the process is killed and None returned."""
         running = asyncio.ensure_future(self.runner.run(process, on_output))
+        stopping = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
             await asyncio.wait((running, opening), return_when=asyncio.FIRST_COMPLETED)
             if opening.done() and opening.exception() is not None:
                 running.cancel()
                 await asyncio.gather(running, return_exceptions=True)
                 opening.result()
+            if stopping is not None:
+                await asyncio.wait((running, stopping), return_when=asyncio.FIRST_COMPLETED)
+                if not running.done():
+                    running.cancel()
+                    await asyncio.gather(running, return_exceptions=True)
+                    return None
             return await running
         except BaseException:
             # Cancelled (the activity, or the failed opening above): the runner kills the process.
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
             raise
+        finally:
+            if stopping is not None:
+                stopping.cancel()
 
     async def _failure(self, inp: StageInput, attempt: int, exit_code: int) -> ApplicationError:
         """Flaky exit codes retry up to retry_count times; everything else fails at once."""
@@ -323,6 +353,17 @@ class StageActivities:
         clock: float,
         error: str | None = None,
     ) -> StageResult:
+        warnings: list[str] = []
+        uploaded: list[artifact_files.UploadedArtifact] = []
+        if inp.stage.artifact_paths and status != "cancelled":
+            uploaded, refused, over = await self._artifacts(inp, attempt)
+            warnings += refused + over
+            if over and status == "success" and inp.stage.on_artifact_limit == "fail":
+                status, error = "failed", f"artifact limit exceeded: {over[0]}"
+        if capture.truncated and status != "cancelled" and inp.stage.on_log_limit == "truncate":
+            warnings.append(f"log truncated at {capture.limit_bytes} bytes")
+        for note in warnings:
+            capture.note(f"forgeline: warning: {note}")
         # The last lines are stored by the closing statement itself, not a flush of their own.
         summary = await capture.close(hand_back_last=True)
         duration_ms = int((time.monotonic() - clock) * 1000)
@@ -330,16 +371,6 @@ class StageActivities:
         if summary.large:
             log_key = log_object_key(inp.run_id, inp.stage.name, attempt)
             await asyncio.to_thread(self.store.put_file, log_key, summary.spool_path, "text/plain")
-        uploaded: list[artifact_files.UploadedArtifact] = []
-        if inp.stage.artifact_paths and status != "cancelled":
-            workspace = run_workspace(self.settings, inp.run_id)
-            files, refused = await asyncio.to_thread(
-                artifact_files.collect, workspace, inp.stage.artifact_paths
-            )
-            if refused:
-                activity.logger.warning("artifact paths refused: %s", refused)
-            prefix = artifact_files.artifact_prefix(inp.run_id, inp.stage.name, attempt)
-            uploaded = await asyncio.to_thread(artifact_files.upload, self.store, prefix, files)
         last = summary.last_chunk
         closed = projections.ClosedAttempt(
             status=status,
@@ -355,6 +386,7 @@ class StageActivities:
             if last is None or log_key is not None
             else (next_chunk(), last.first_seq, len(last.lines), last.content),
             artifacts=uploaded,
+            warnings=warnings,
         )
         exec_id = (await opening).execution_id  # the row to close exists
 
@@ -378,6 +410,32 @@ class StageActivities:
             artifact_count=len(uploaded),
             error=error,
         )
+
+    async def _artifacts(
+        self, inp: StageInput, attempt: int
+    ) -> tuple[list[artifact_files.UploadedArtifact], list[str], list[str]]:
+        """The stage's artifacts uploaded within the limits, the paths refused, and what the
+        limits left out (in words)."""
+        workspace = run_workspace(self.settings, inp.run_id)
+        found = await asyncio.to_thread(
+            artifact_files.collect_limited,
+            workspace,
+            inp.stage.artifact_paths,
+            self.settings.artifact_max_files,
+        )
+        refused = [f"artifact path refused: {r}" for r in found.refused]
+        over = [found.over_limit] if found.over_limit else []
+        prefix = artifact_files.artifact_prefix(inp.run_id, inp.stage.name, attempt)
+        uploaded, left_out = await asyncio.to_thread(
+            artifact_files.upload_within,
+            self.store,
+            prefix,
+            found.files,
+            self.settings.artifact_max_bytes,
+        )
+        if left_out:
+            over.append(left_out)
+        return uploaded, refused, over
 
     async def _recorded_outcome(self, inp: StageInput, attempt: int) -> StageResult | None:
         """The result of `attempt` when it ended on its own: success is returned, a final failure

@@ -22,6 +22,9 @@ from pathlib import Path
 from activities.runners.base import OutputCallback, Runner, StageOutcome, StageProcess
 
 _BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
+# Once a stage's processes are killed, what is left in its pipe is short: a sink that has not
+# taken it after this long (a stalled log store) loses it rather than holding the stage open.
+PUMP_DRAIN_SECONDS = 10.0
 
 
 def _limited_argv(process: StageProcess) -> tuple[list[str], Callable[[], None] | None]:
@@ -90,6 +93,27 @@ async def pump_output(proc: asyncio.subprocess.Process, on_output: OutputCallbac
         await on_output(chunk)
 
 
+def close_output(proc: asyncio.subprocess.Process) -> None:
+    """Close the stage's output pipe. asyncio's wait() returns only once the pipe is closed,
+    and a pipe whose reader stopped (its sink stalled, its pump cancelled) never reaches EOF."""
+    transport = getattr(proc, "_transport", None)
+    if transport is not None:
+        transport.close()
+
+
+async def end_output(proc: asyncio.subprocess.Process, pump: asyncio.Task[None]) -> int:
+    """After the kill: the rest of the output, delivered within PUMP_DRAIN_SECONDS (else
+    dropped), then the exit code."""
+    done, _ = await asyncio.wait({pump}, timeout=PUMP_DRAIN_SECONDS)
+    if not done:
+        pump.cancel()
+        await asyncio.gather(pump, return_exceptions=True)
+        close_output(proc)
+        return await proc.wait()
+    pump.result()
+    return await proc.wait()
+
+
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
@@ -136,8 +160,7 @@ class LocalProcessRunner(Runner):
                 timed_out = True
             # Background children die with their stage (and release the pipe they hold).
             _kill_group(proc.pid)
-            exit_code = await proc.wait()
-            await pump
+            exit_code = await end_output(proc, pump)
             if timed_out:
                 return StageOutcome(exit_code=exit_code, timed_out=True)
             return StageOutcome(exit_code=exit_code)
@@ -145,6 +168,7 @@ class LocalProcessRunner(Runner):
             _kill_group(proc.pid)
             if pump is not None:
                 pump.cancel()
+            close_output(proc)
             with contextlib.suppress(BaseException):
                 await asyncio.shield(proc.wait())
             raise

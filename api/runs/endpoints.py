@@ -27,11 +27,11 @@ from api.errors import ServiceUnavailable
 from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
 from api.runs import service
 from api.runs.logs import (
+    download_blocks,
     first_attempt_events,
     follow_events,
     object_store,
     parse_event_id,
-    stage_lines,
 )
 from api.runs.schemas import ArtifactOut, RunCreate, RunDetailOut, RunOut
 from db.models.pipelines import Artifact, PipelineRun
@@ -217,12 +217,8 @@ async def stage_logs(
         download = await service.stage_execution_for_log(session, run.id, stage, attempt)
         filename = f"run-{run.run_number}-{download.stage_name}-{download.attempt}.log"
 
-        async def body() -> AsyncIterator[bytes]:
-            async for _, line in stage_lines(request, download, -1):
-                yield (line + "\n").encode()
-
         return StreamingResponse(
-            body(),
+            download_blocks(request, download),
             media_type="text/plain; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )

@@ -1,5 +1,9 @@
 """Stage logs for the API: numbered lines from stored chunks or the object store, and the SSE
-follower that carries on across a stage's retried attempts until the stage is really done."""
+follower that carries on across a stage's retried attempts until the stage is really done.
+
+Logs are read a bounded page at a time (no connection held while a client reads, no log held
+in memory whole), and a reader hands the event loop back every few hundred lines, so a client
+reading a flooding stage's log cannot starve other requests."""
 
 from __future__ import annotations
 
@@ -11,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.storage import ObjectStore, create_object_store
 from api.runs import service
-from db.models.pipelines import StageExecution
+from db.models.pipelines import StageExecution, StageLogChunk
 from db.session import session_scope
 
 FINISHED_STAGE = ("success", "failed", "cancelled", "skipped", "timed_out")
@@ -25,6 +31,12 @@ FOLLOW_POLL_SECONDS = 0.5
 # other stages keep the run going; the workflow can, but a query costs a workflow task: ask it at
 # most this often, and only in that gap.
 FOLLOW_QUERY_SECONDS = 2.0
+# Stored chunks read per query (a chunk holds at most ~320 KB): the most a reader holds at once.
+PAGE_CHUNKS = 16
+# Lines handed on between two yields to the event loop.
+LINES_PER_TURN = 256
+# Bytes per write of a download.
+DOWNLOAD_BLOCK_BYTES = 64 * 1024
 
 
 def object_store(request: Request) -> ObjectStore:
@@ -55,6 +67,43 @@ def _take(iterator: Iterator[tuple[int, str]], count: int) -> list[tuple[int, st
     return [item for _, item in zip(range(count), iterator, strict=False)]
 
 
+def chunk_lines(first_line: int, line_count: int, content: str) -> Iterator[tuple[int, str]]:
+    """The numbered lines of one stored chunk. Lines hold neither CR nor LF (the capture cuts
+    at both), so splitting at LF gives back exactly the lines stored; `str.splitlines` would
+    also cut at form feeds, U+2028 and the like and number lines twice."""
+    for offset, line in enumerate(content.split("\n")[:line_count]):
+        yield first_line + offset, line
+
+
+async def chunk_log_lines(
+    session_maker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID, after: int
+) -> AsyncIterator[tuple[int, str]]:
+    """(line number, text) of an attempt's stored chunks after line `after` (-1 for all), read
+    PAGE_CHUNKS chunks per query, each page on a connection returned before its lines go out."""
+    last_seq: int | None = None
+    while True:
+        query = select(
+            StageLogChunk.seq,
+            StageLogChunk.first_line,
+            StageLogChunk.line_count,
+            StageLogChunk.content,
+        ).where(StageLogChunk.stage_execution_id == execution_id)
+        if last_seq is None:
+            query = query.where(StageLogChunk.first_line + StageLogChunk.line_count > after + 1)
+        else:
+            query = query.where(StageLogChunk.seq > last_seq)
+        async with session_maker() as session:
+            query = query.order_by(StageLogChunk.seq).limit(PAGE_CHUNKS)
+            page = (await session.execute(query)).all()
+        for seq, first_line, line_count, content in page:
+            last_seq = seq
+            for number, line in chunk_lines(first_line, line_count, content):
+                if number > after:
+                    yield number, line
+        if len(page) < PAGE_CHUNKS:
+            return
+
+
 async def stage_lines(
     request: Request, execution: StageExecution, after: int
 ) -> AsyncIterator[tuple[int, str]]:
@@ -69,9 +118,23 @@ async def stage_lines(
             for item in batch:
                 yield item
     else:
-        async with request.app.state.session_maker() as session:
-            async for item in service.log_lines_after(session, execution.id, after):
-                yield item
+        async for item in chunk_log_lines(request.app.state.session_maker, execution.id, after):
+            yield item
+
+
+async def download_blocks(request: Request, execution: StageExecution) -> AsyncIterator[bytes]:
+    """The log as text, in blocks of about DOWNLOAD_BLOCK_BYTES."""
+    block: list[bytes] = []
+    size = 0
+    async for _, line in stage_lines(request, execution, -1):
+        data = (line + "\n").encode()
+        block.append(data)
+        size += len(data)
+        if size >= DOWNLOAD_BLOCK_BYTES:
+            yield b"".join(block)
+            block, size = [], 0
+    if block:
+        yield b"".join(block)
 
 
 @dataclass(frozen=True)
@@ -136,9 +199,16 @@ async def follow_events(
             return
         # Read before the lines: a finished row's log is complete.
         finished = current.status in FINISHED_STAGE
+        sent = 0
         async for number, line in stage_lines(request, current, position):
             position = number
             yield {"id": event_id(current.attempt, number), "event": "line", "data": line}
+            sent += 1
+            if sent % LINES_PER_TURN == 0:
+                # A socket that keeps up never makes the send wait: let other requests run.
+                await asyncio.sleep(0)
+                if sent % (LINES_PER_TURN * 64) == 0 and await request.is_disconnected():
+                    return
         if finished:
             if single_attempt or current.status in FINAL_STAGE:
                 yield {"event": "end", "data": current.status}

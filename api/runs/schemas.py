@@ -92,6 +92,8 @@ class StageExecutionOut(BaseModel):
     reused_from_id: uuid.UUID | None
     skip_reason: str | None
     error: str | None
+    # What the attempt did not keep: its log past the limit, artifacts past the limits.
+    warnings: list[str] = []
 
 
 class RunOut(BaseModel):

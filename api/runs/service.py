@@ -357,8 +357,9 @@ async def log_lines_after(
         )
         .order_by(StageLogChunk.seq)
     )
-    for first_line, _count, content in chunks:
-        for offset, line in enumerate(content.splitlines()):
+    for first_line, count, content in chunks:
+        # Stored lines hold no CR or LF: split at LF only (splitlines also cuts at FF, U+2028).
+        for offset, line in enumerate(content.split("\n")[:count]):
             number = first_line + offset
             if number > after:
                 yield number, line
@@ -404,4 +405,5 @@ def stage_out(row: StageExecution) -> StageExecutionOut:
         reused_from_id=row.reused_from_id,
         skip_reason=row.skip_reason,
         error=row.error,
+        warnings=list(row.warnings or []),
     )

@@ -241,6 +241,10 @@ class StageExecution(UUIDPrimaryKey, Timestamps, Base):
     )
     skip_reason: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    # What the attempt did not keep (log past its limit, artifacts past theirs), in words.
+    warnings: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), default=list, server_default=text("'{}'::text[]")
+    )
 
     run: Mapped[PipelineRun] = relationship(back_populates="stage_executions", lazy="raise")
 

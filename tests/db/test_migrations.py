@@ -86,7 +86,8 @@ def _relations(url: str) -> tuple[set[str], set[str]]:
 
 def test_revision_chain_is_linear_and_fixed() -> None:
     script = ScriptDirectory.from_config(alembic_config("postgresql+psycopg://unused/unused"))
-    assert script.get_heads() == ["0007_approvals"]
+    assert script.get_heads() == ["0009_log_limits"]
+    assert script.get_revision("0009_log_limits").down_revision == "0007_approvals"
     assert script.get_revision("0007_approvals").down_revision == "0006_accounts_hardening"
     assert script.get_revision("0006_accounts_hardening").down_revision == "0005_billing_periods"
     assert script.get_revision("0005_billing_periods").down_revision == "0004_stage_runners"
