@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -450,6 +450,30 @@ async def recorded_attempt(
         artifact_count=int(row[6]),
         exit_failures_before=int(row[7]),
     )
+
+
+# A reused stage shows the log of the attempt it reuses: the row takes its counters (and its
+# object-store key, for a log that moved there) and a copy of its chunks. Idempotent.
+_COPY_REUSED_LOG = text("""
+WITH source AS (
+    SELECT log_size_bytes, log_line_count, log_object_key, log_tail
+    FROM stage_executions WHERE id = :source
+), target AS (
+    UPDATE stage_executions t
+    SET log_size_bytes = s.log_size_bytes, log_line_count = s.log_line_count,
+        log_object_key = s.log_object_key, log_tail = s.log_tail, updated_at = now()
+    FROM source s WHERE t.id = :target
+    RETURNING 1
+)
+INSERT INTO stage_log_chunks (id, stage_execution_id, seq, first_line, line_count, content)
+SELECT gen_random_uuid(), :target, seq, first_line, line_count, content
+FROM stage_log_chunks WHERE stage_execution_id = :source
+ON CONFLICT (stage_execution_id, seq) DO NOTHING
+""")
+
+
+async def copy_reused_log(session: AsyncSession, *, target: uuid.UUID, source: uuid.UUID) -> None:
+    await session.execute(_COPY_REUSED_LOG, {"target": target, "source": source})
 
 
 def log_chunk_id(execution_id: uuid.UUID, seq: int) -> uuid.UUID:

@@ -524,6 +524,7 @@ class StageActivities:
                     "duration_ms": 0,
                 },
             )
+            await projections.copy_reused_log(session, target=exec_id, source=source_id)
             produced = (
                 await session.execute(
                     select(Artifact.name, Artifact.object_key).where(

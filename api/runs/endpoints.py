@@ -10,7 +10,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
 from api.audit import write_audit
@@ -131,9 +130,17 @@ async def get_run(
     run = await service.get_run(session, principal.organization_id, run_id)
     stages = await service.stage_executions(session, run.id)
     live = await service.live_status(temporal, run)
+    sources = await service.reused_from_runs(session, stages)
     return RunDetailOut(
         **service.run_out(run).model_dump(),
-        stages=[service.stage_out(s) for s in stages],
+        stages=[
+            service.stage_out(s).model_copy(
+                update={"reused_from_run_id": sources.get(s.reused_from_id)}
+                if s.reused_from_id
+                else {}
+            )
+            for s in stages
+        ],
         live=live,
         queue_position=await service.queue_position(session, run),
     )
@@ -263,9 +270,7 @@ async def list_artifacts(
     run_id: uuid.UUID, session: SessionDep, principal: Reader
 ) -> list[ArtifactOut]:
     run = await service.get_run(session, principal.organization_id, run_id)
-    rows = await session.scalars(
-        select(Artifact).where(Artifact.run_id == run.id).order_by(Artifact.name, Artifact.id)
-    )
+    rows = await session.scalars(service.run_artifacts(run.id).order_by(Artifact.name, Artifact.id))
     return [
         ArtifactOut(
             id=a.id,
@@ -275,6 +280,7 @@ async def list_artifacts(
             content_type=a.content_type,
             stage_execution_id=a.stage_execution_id,
             created_at=a.created_at,
+            produced_by_run_id=a.run_id,
         )
         for a in rows
     ]
@@ -292,9 +298,7 @@ async def download_artifact(
     request: Request,
 ) -> StreamingResponse:
     run = await service.get_run(session, principal.organization_id, run_id)
-    artifact = await session.scalar(
-        select(Artifact).where(Artifact.id == artifact_id, Artifact.run_id == run.id)
-    )
+    artifact = await session.scalar(service.run_artifacts(run.id).where(Artifact.id == artifact_id))
     if artifact is None:
         raise NotFound("artifact not found")
     store = object_store(request)

@@ -74,6 +74,8 @@ class ArtifactOut(BaseModel):
     content_type: str | None
     stage_execution_id: uuid.UUID | None
     created_at: datetime
+    # The run whose stage produced the artifact: an earlier run's for a reused stage.
+    produced_by_run_id: uuid.UUID | None = None
 
 
 class StageExecutionOut(BaseModel):
@@ -89,6 +91,8 @@ class StageExecutionOut(BaseModel):
     log_line_count: int
     log_size_bytes: int
     log_stored_externally: bool
+    # A reused stage: the run whose attempt it reuses (its log and artifacts are that attempt's).
+    reused_from_run_id: uuid.UUID | None = None
     reused_from_id: uuid.UUID | None
     skip_reason: str | None
     error: str | None

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -19,6 +19,7 @@ from temporalio.service import RPCError
 
 from api.runs.schemas import RunCreate, RunOut, StageExecutionOut
 from db.models.pipelines import (
+    Artifact,
     BuildSlotClaim,
     Pipeline,
     PipelineRun,
@@ -329,6 +330,29 @@ async def stage_executions(session: AsyncSession, run_id: uuid.UUID) -> list[Sta
         .order_by(StageExecution.created_at, StageExecution.stage_name, StageExecution.attempt)
     )
     return list(rows)
+
+
+async def reused_from_runs(
+    session: AsyncSession, rows: list[StageExecution]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """The run of each attempt that `rows` reuse, by that attempt's ID."""
+    sources = {r.reused_from_id for r in rows if r.reused_from_id is not None}
+    if not sources:
+        return {}
+    found = await session.execute(
+        select(StageExecution.id, StageExecution.run_id).where(StageExecution.id.in_(sources))
+    )
+    return {execution_id: run_id for execution_id, run_id in found.tuples()}
+
+
+def run_artifacts(run_id: uuid.UUID) -> Select[Artifact]:
+    """A run's artifacts: its own, and those of the earlier attempts its reused stages stand for."""
+    reused = select(StageExecution.reused_from_id).where(
+        StageExecution.run_id == run_id, StageExecution.reused_from_id.is_not(None)
+    )
+    return select(Artifact).where(
+        or_(Artifact.run_id == run_id, Artifact.stage_execution_id.in_(reused))
+    )
 
 
 async def stage_execution_for_log(
