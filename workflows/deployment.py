@@ -64,6 +64,13 @@ PROJECTION_RETRY = RetryPolicy(
 # Patch: approvals are counted per distinct person up to the deployment's required number (a
 # history from before took the first decision as final).
 APPROVAL_QUORUM = "approval-quorum"
+# Patch: a deployment granted the environment after a newer one went live ends instead of
+# replacing it (a worker crash had delayed it past the newer one).
+NEWER_LIVE_WINS = "newer-live-wins"
+# Bookkeeping writes take milliseconds: a lost worker's attempt is retried after this, not after a
+# minute during which newer deployments overtake this one.
+PROJECTION_TIMEOUT = timedelta(seconds=10)
+RETIRE_TIMEOUT = timedelta(seconds=60)  # stops and removes containers
 RELEASE_RETRY = RetryPolicy(
     maximum_attempts=5,
     maximum_interval=timedelta(seconds=10),
@@ -187,16 +194,22 @@ class DeploymentWorkflow:
         await workflow.execute_activity(
             "deployment_record_status",
             StatusUpdate(deployment_id=self._inp.deployment_id, status=status, **fields),
-            start_to_close_timeout=timedelta(seconds=30),
+            start_to_close_timeout=PROJECTION_TIMEOUT,
             retry_policy=PROJECTION_RETRY,
         )
 
-    async def _projection(self, name: str, arg: Any, result_type: type | None = None) -> Any:
+    async def _projection(
+        self,
+        name: str,
+        arg: Any,
+        result_type: type | None = None,
+        timeout: timedelta = PROJECTION_TIMEOUT,
+    ) -> Any:
         return await workflow.execute_activity(
             name,
             arg,
             result_type=result_type,
-            start_to_close_timeout=timedelta(seconds=60),
+            start_to_close_timeout=timeout,
             retry_policy=PROJECTION_RETRY,
         )
 
@@ -255,6 +268,19 @@ class DeploymentWorkflow:
             if self._superseded and not self._lock_granted:
                 holding_lock = False
                 return await self._finish("cancelled", "superseded by a newer preview deployment")
+            if workflow.patched(NEWER_LIVE_WINS):
+                newer: PreviousDeployment | None = await self._projection(
+                    "deployment_newer_live",
+                    PreviousLookup(
+                        environment_id=inp.environment_id, exclude_deployment_id=inp.deployment_id
+                    ),
+                    PreviousDeployment,
+                )
+                if newer is not None:
+                    return await self._finish(
+                        "cancelled",
+                        f"deployment {newer.deployment_id}, requested later, is already live",
+                    )
 
             artifact = await self._build()
             await self._set_status(
@@ -453,6 +479,7 @@ class DeploymentWorkflow:
                 keep_deployment_id=inp.deployment_id,
             ),
             RetireResult,
+            RETIRE_TIMEOUT,
         )
         await self._projection(
             "deployment_activate",
@@ -554,6 +581,7 @@ class DeploymentWorkflow:
                 drop_deployment_id=inp.deployment_id,
             ),
             RetireResult,
+            RETIRE_TIMEOUT,
         )
 
     async def _release_lock(self) -> None:

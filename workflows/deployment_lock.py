@@ -51,7 +51,16 @@ class EnvironmentDeploymentLock:
             for old in [q for q in self._queue if q.preview]:
                 self._queue.remove(old)
                 self._pending_signals.append((old.workflow_id, SUPERSEDED_SIGNAL))
-        self._queue.append(req)
+        # In request order: before the first queued request that was asked for later. Requests
+        # without a time (histories from before) keep arrival order.
+        later = [
+            i
+            for i, q in enumerate(self._queue)
+            if req.requested_at is not None
+            and q.requested_at is not None
+            and q.requested_at > req.requested_at
+        ]
+        self._queue.insert(later[0] if later else len(self._queue), req)
 
     @workflow.signal
     def release(self, workflow_id: str) -> None:

@@ -186,6 +186,9 @@ class LockRequest(_Model):
     workflow_id: str
     deployment_id: str
     preview: bool = False
+    # When the deployment was requested (its row's creation): the lock grants in this order, not
+    # in the order requests reach it (a retried activity after a worker crash arrives late).
+    requested_at: datetime | None = None
 
 
 class BuildRequest(_Model):

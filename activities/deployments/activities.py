@@ -316,6 +316,17 @@ class DeploymentActivities:
     @activity.defn(name="deployment_acquire_lock")
     async def acquire_lock(self, req: LockRequest) -> None:
         """Signal-with-start the environment's lock workflow; the grant comes back as a signal."""
+        if req.requested_at is None:
+            async with self._sessions() as session:
+                req = req.model_copy(
+                    update={
+                        "requested_at": await session.scalar(
+                            select(Deployment.created_at).where(
+                                Deployment.id == uuid.UUID(req.deployment_id)
+                            )
+                        )
+                    }
+                )
         await self._temporal.start_workflow(
             EnvironmentDeploymentLock.run,
             LockState(environment_id=req.environment_id),
@@ -784,6 +795,17 @@ class DeploymentActivities:
             container_name=container_name(str(row.id)) if row.provider == "docker" else None,
         )
 
+    @activity.defn(name="deployment_newer_live")
+    async def newer_live(self, req: PreviousLookup) -> PreviousDeployment | None:
+        """A deployment of the environment requested after this one and already live."""
+        async with session_scope(self._sessions) as session:
+            row = await projections.newer_live(
+                session, req.environment_id, req.exclude_deployment_id
+            )
+        if row is None:
+            return None
+        return PreviousDeployment(deployment_id=str(row.id), url=row.url, image=row.image_ref)
+
     @activity.defn(name="deployment_restore_previous")
     async def restore_previous(self, prev: PreviousDeployment) -> None:
         """Make sure the previous healthy version serves (restart its container / re-publish)."""
@@ -928,6 +950,7 @@ class DeploymentActivities:
             self.activate,
             self.record_usage,
             self.previous_healthy,
+            self.newer_live,
             self.restore_previous,
             self.record_rollback,
             self.teardown_environment,

@@ -316,6 +316,24 @@ async def activate(
     )
 
 
+async def newer_live(
+    session: AsyncSession, environment_id: str, deployment_id: str
+) -> Deployment | None:
+    """The environment's live deployment when it was requested after `deployment_id`: an older
+    deployment must not replace it."""
+    mine = select(Deployment.created_at).where(Deployment.id == uuid.UUID(deployment_id))
+    return await session.scalar(
+        select(Deployment)
+        .where(
+            Deployment.environment_id == uuid.UUID(environment_id),
+            Deployment.status == "active",
+            Deployment.id != uuid.UUID(deployment_id),
+            Deployment.created_at > mine.scalar_subquery(),
+        )
+        .limit(1)
+    )
+
+
 async def previous_healthy(
     session: AsyncSession, environment_id: str, exclude_deployment_id: str
 ) -> Deployment | None:
