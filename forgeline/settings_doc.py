@@ -75,6 +75,13 @@ DESCRIPTIONS: dict[str, str] = {
     "build_memory_mb": "memory limit of a stage that sets none",
     "build_pids_limit": "process limit of a stage that sets none",
     "build_disk_mb": "workspace disk limit of a stage",
+    "stage_log_max_bytes": "log bytes kept per stage attempt; past it the log ends with a "
+    "marker and the stage is stopped and failed (or carries on truncated: the pipeline's "
+    "`config.limits`)",
+    "artifact_max_files": "artifact files uploaded per stage attempt (in path order); the "
+    "rest is reported on the stage",
+    "artifact_max_bytes": "artifact bytes uploaded per stage attempt; files past it are "
+    "reported on the stage",
     "build_cpus": "CPU limit of a stage that sets none; unset = no CPU quota",
     "build_proxy": "upstream HTTP proxy the build egress proxy chains to",
     "build_egress_allow": "networks (CIDR, JSON list) builds may reach although internal",
