@@ -1,0 +1,1 @@
+"""Chaos scenarios: the stack's processes run separately and are killed and restarted mid-work."""
