@@ -24,6 +24,9 @@ EXECUTE_STAGE = "execute_stage"
 RECORD_STAGE_SKIPPED = "record_stage_skipped"
 REUSE_STAGE = "reuse_stage"
 FINISH_RUN = "finish_run"
+# The stage's last attempt was lost (timed out) before any later attempt could record it: every
+# attempt Temporal started gets its row.
+RECORD_LOST_ATTEMPTS = "record_lost_attempts"
 # A run waiting for a deployment approval gives its build slot back, then queues for it again.
 ACQUIRE_SLOT = "acquire_build_slot"
 RELEASE_SLOT = "release_build_slot"
@@ -236,6 +239,13 @@ class SkipStageInput(_Model):
     run_id: str
     stage: StageSpec
     reason: str
+
+
+class LostAttemptsInput(_Model):
+    run_id: str
+    stage: StageSpec
+    # Attempts 1..attempts were started; those without a row never opened one.
+    attempts: int
 
 
 class ReuseStageInput(_Model):

@@ -17,7 +17,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, RetryState
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         GRANT_SIGNAL,
         PREPARE_PIPELINE_DEPLOYMENT,
         PREPARE_RUN,
+        RECORD_LOST_ATTEMPTS,
         RECORD_STAGE_SKIPPED,
         RELEASE_SLOT,
         REUSE_STAGE,
@@ -40,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         CheckoutResult,
         DeployStageInput,
         FinishRunInput,
+        LostAttemptsInput,
         PipelineRunInput,
         ReuseStageInput,
         RunPlan,
@@ -81,6 +83,8 @@ FINISH_WITH_LAST_STAGE = "finish-with-last-stage"
 # Patch: stages run on build hosts with the variables resolved at start (and never close the run:
 # a build host does not write runs). Runs started before keep their stages on their own queue.
 STAGES_ON_BUILD_HOSTS = "stages-on-build-hosts"
+# Patch: a stage whose last attempt was lost (timed out) records the attempts without a row.
+RECORD_LOST_ATTEMPTS_PATCH = "record-lost-attempts"
 
 
 def stage_dependencies(stages: list[StageSpec]) -> dict[str, set[str]]:
@@ -397,6 +401,7 @@ class PipelineRunWorkflow:
             queue = plan.build_task_queue or queue
             if self.variables is not None:
                 variables = self.variables.for_stage(stage.deploy_environment_id)
+        max_attempts = stage.retry_count + 1 + INFRA_ATTEMPTS
         try:
             result: StageResult = await workflow.execute_activity(
                 EXECUTE_STAGE,
@@ -417,13 +422,26 @@ class PipelineRunWorkflow:
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=stage.retry_initial_interval_seconds),
                     maximum_interval=timedelta(seconds=stage.retry_maximum_interval_seconds),
-                    maximum_attempts=stage.retry_count + 1 + INFRA_ATTEMPTS,
+                    maximum_attempts=max_attempts,
                     non_retryable_error_types=[STAGE_TIMED_OUT_ERROR, STAGE_INVALID_ERROR],
                 ),
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
         except ActivityError as exc:
             cause = exc.cause
+            if (
+                not isinstance(cause, ApplicationError)
+                and exc.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED
+                and workflow.patched(RECORD_LOST_ATTEMPTS_PATCH)
+            ):
+                # The last attempt was lost too: no later attempt will record the ones that
+                # never opened their row.
+                await workflow.execute_local_activity(
+                    RECORD_LOST_ATTEMPTS,
+                    LostAttemptsInput(run_id=inp.run_id, stage=stage, attempts=max_attempts),
+                    start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+                    retry_policy=BOOKKEEPING,
+                )
             status: StageStatus = "failed"
             exit_code: int | None = None
             if isinstance(cause, ApplicationError):

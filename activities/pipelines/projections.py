@@ -118,6 +118,29 @@ SELECT count(*) FROM opened
 
 NEVER_OPENED_ERROR = "worker lost before the attempt started"
 
+_RECORD_NEVER_OPENED = """
+INSERT INTO stage_executions (id, run_id, stage_name, attempt, stage_id, status, error,
+                              finished_at, log_size_bytes, log_line_count)
+SELECT started.id, $1, $2, started.attempt::int, $3, 'failed', $5, now(), 0, 0
+FROM unnest($4::uuid[]) WITH ORDINALITY AS started(id, attempt)
+ON CONFLICT (run_id, stage_name, attempt) DO NOTHING
+"""
+
+
+async def record_never_opened(
+    conn: asyncpg.Connection, *, run_id: str, stage_name: str, stage_id: str | None, attempts: int
+) -> None:
+    """Rows for attempts 1..`attempts` that have none (each was lost before it opened one)."""
+    await conn.execute(
+        _RECORD_NEVER_OPENED,
+        uuid.UUID(run_id),
+        stage_name,
+        uuid.UUID(stage_id) if stage_id else None,
+        [stage_execution_id(run_id, stage_name, n) for n in range(1, attempts + 1)],
+        NEVER_OPENED_ERROR,
+    )
+
+
 _STORE_LOG_CHUNK = """
 INSERT INTO stage_log_chunks (id, stage_execution_id, seq, first_line, line_count, content)
 VALUES ($1, $2, $3, $4, $5, $6)

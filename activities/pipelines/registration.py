@@ -32,6 +32,7 @@ def control_activities(
         runs.prepare_run,
         runs.start_run,
         runs.finish_run,
+        runs.record_lost_attempts,
         runs.acquire_build_slot,
         runs.release_build_slot,
         stages.record_stage_skipped,

@@ -28,9 +28,11 @@ from forgeline.crypto import decrypt_str
 from forgeline.settings import Settings
 from workflows.pipeline_models import (
     ACQUIRE_SLOT,
+    RECORD_LOST_ATTEMPTS,
     RELEASE_SLOT,
     CheckoutResult,
     FinishRunInput,
+    LostAttemptsInput,
     PipelineRunInput,
     RunPlan,
     RunStarted,
@@ -248,6 +250,17 @@ class RunActivities:
         except (RepositoryUnavailable, UnsafeRepositoryUrl) as exc:
             raise ApplicationError(str(exc), type="GitError", non_retryable=True) from exc
         return result.commit_sha
+
+    @activity.defn(name=RECORD_LOST_ATTEMPTS)
+    async def record_lost_attempts(self, inp: LostAttemptsInput) -> None:
+        async with driver_connection(self.session_maker) as conn:
+            await projections.record_never_opened(
+                conn,
+                run_id=inp.run_id,
+                stage_name=inp.stage.name,
+                stage_id=inp.stage.stage_id,
+                attempts=inp.attempts,
+            )
 
     @activity.defn(name="finish_run")
     async def finish_run(self, inp: FinishRunInput) -> None:

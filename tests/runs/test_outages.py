@@ -267,3 +267,58 @@ async def test_a_closed_run_is_never_reopened(
     await asyncio.gather(close("failed", "late failure"), close("cancelled", "late cancel"))
     closed = await run_row(session_maker, run.id)
     assert (closed.status, closed.error) == ("success", None)
+
+
+async def test_every_attempt_lost_before_it_opened_has_its_row(
+    own_postgres: EmbeddedPostgres,
+    own_db: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    temporal_client: Client,
+    task_queue: str,
+) -> None:
+    """Each attempt's worker dies while the opening statement waits, the last one too: the run
+    fails, and every attempt Temporal started (1 + the infrastructure retries) has its row."""
+    from workflows.pipeline_run import INFRA_ATTEMPTS
+
+    org = await make_org(own_db)
+    pipeline_id = await make_pipeline(own_db, org.org_id, [stage("build", "echo built", 0)])
+    own = settings.model_copy(update={"database_url": own_postgres.app_url})
+    run = await create_run(own_db, own, org.org_id, pipeline_id)
+    locker = await asyncio.to_thread(
+        lambda: psycopg.connect(own_postgres.superuser_url, autocommit=False)
+    )
+    workers = []
+
+    def end_waiters() -> None:
+        with psycopg.connect(own_postgres.superuser_url, autocommit=True) as conn:
+            for pid in _waiting_on_lock(own_postgres.superuser_url):
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    async def opening_waits() -> bool:
+        return bool(await asyncio.to_thread(_waiting_on_lock, own_postgres.superuser_url))
+
+    try:
+        await asyncio.to_thread(locker.execute, "LOCK TABLE stage_executions IN SHARE MODE")
+        handle = await start(temporal_client, run, task_queue, heartbeat_seconds=1.0)
+        for _ in range(1 + INFRA_ATTEMPTS):
+            worker = spawn_worker(own, task_queue, "sandbox")
+            workers.append(worker)
+            await wait_for(opening_waits, timeout=60)
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            await asyncio.to_thread(end_waiters)
+        await asyncio.to_thread(locker.rollback)
+        workers.append(spawn_worker(own, task_queue, "sandbox"))
+        result = await asyncio.wait_for(handle.result(), 120)
+    finally:
+        await asyncio.to_thread(locker.close)
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert result.status == "failed"
+    assert (await run_row(own_db, run.id)).status == "failed"
+    rows = by_stage(await executions(own_db, run.id))
+    assert [(r.attempt, r.status, r.error) for r in rows["build"]] == [
+        (n, "failed", NEVER_OPENED_ERROR) for n in range(1, 2 + INFRA_ATTEMPTS)
+    ]
