@@ -150,6 +150,7 @@ class Settings(BaseSettings):
     # Per stage attempt: log bytes kept (a pipeline may set less in config.limits), and the
     # artifacts uploaded (files, total bytes). Past them the stage says so (see README).
     stage_log_max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096)
+    stage_log_rate_bytes: int = Field(default=8 * 1024 * 1024, ge=65536)
     artifact_max_files: int = Field(default=1000, ge=1)
     artifact_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
     # Egress of sandboxed stages: an upstream proxy to chain to, extra networks (CIDR) they may

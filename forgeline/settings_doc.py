@@ -78,6 +78,8 @@ DESCRIPTIONS: dict[str, str] = {
     "stage_log_max_bytes": "log bytes kept per stage attempt; past it the log ends with a "
     "marker and the stage is stopped and failed (or carries on truncated: the pipeline's "
     "`config.limits`)",
+    "stage_log_rate_bytes": "output bytes per second read from a stage after a first burst "
+    "as large; a stage writing faster waits on its pipe (the worker stays responsive)",
     "artifact_max_files": "artifact files uploaded per stage attempt (in path order); the "
     "rest is reported on the stage",
     "artifact_max_bytes": "artifact bytes uploaded per stage attempt; files past it are "

@@ -7,6 +7,7 @@ be moved to the object store (only the tail then stays in the row).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -404,6 +405,24 @@ class LogCapture:
         self._byte_count += size
         self._spool.write(line + "\n")
         self._next_seq += 1
+
+
+class OutputPace:
+    """Back-pressure on a stage's output: after a burst of `rate` bytes, at most `rate` bytes a
+    second are read. A stage writing faster blocks on its full pipe, and the worker's event loop
+    (log storage, heartbeats, other stages) keeps its share."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._tokens = float(rate)
+        self._at = time.monotonic()
+
+    async def take(self, size: int) -> None:
+        now = time.monotonic()
+        self._tokens = min(float(self.rate), self._tokens + (now - self._at) * self.rate) - size
+        self._at = now
+        if self._tokens < 0:
+            await asyncio.sleep(-self._tokens / self.rate)
 
 
 def truncation_marker(limit: int) -> str:

@@ -23,7 +23,7 @@ from temporalio.exceptions import ApplicationError
 from activities.pipelines import artifacts as artifact_files
 from activities.pipelines import projections
 from activities.pipelines.bookkeeping import ride_out
-from activities.pipelines.log_capture import LogCapture, LogChunk, SecretMasker
+from activities.pipelines.log_capture import LogCapture, LogChunk, OutputPace, SecretMasker
 from activities.runners import Runner, StageOutcome, StageProcess, process_name, process_prefix
 from activities.storage import ObjectStore, join_key
 from db.models.pipelines import Artifact
@@ -168,9 +168,12 @@ class StageActivities:
             sink, SecretMasker(secrets), spool, limit_bytes=log_limit, on_limit=log_full.set
         )
 
+        pace = OutputPace(self.settings.stage_log_rate_bytes)
+
         async def on_output(data: bytes) -> None:
             async with lock:
                 await capture.feed(data)
+            await pace.take(len(data))
 
         async def heartbeat() -> None:
             while True:

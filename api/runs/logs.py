@@ -34,7 +34,7 @@ FOLLOW_QUERY_SECONDS = 2.0
 # Stored chunks read per query (a chunk holds at most ~320 KB): the most a reader holds at once.
 PAGE_CHUNKS = 16
 # Lines handed on between two yields to the event loop.
-LINES_PER_TURN = 256
+LINES_PER_TURN = 64
 # Bytes per write of a download.
 DOWNLOAD_BLOCK_BYTES = 64 * 1024
 
