@@ -10,6 +10,7 @@ from typing import Any, cast
 import asyncpg
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -118,6 +119,8 @@ def database_unavailable(exc: BaseException) -> bool:
             if error.connection_invalidated:
                 return True
             pending.append(error.orig)
+        if isinstance(error, PoolTimeout):  # every pooled connection busy (or hanging)
+            return True
         if isinstance(error, ConnectionError):  # refused, reset, broken pipe
             return True
         if (

@@ -89,3 +89,27 @@ async def test_unavailable_is_not_a_bad_statement(
             assert await conn.fetchval("SELECT 1") == 1
     finally:
         await engine.dispose()
+
+
+async def test_a_pool_with_no_free_connection_is_unavailable(
+    own_postgres: EmbeddedPostgres,
+) -> None:
+    """Every pooled connection busy past the pool's wait: unavailable (a 503 at the API, a wait
+    for a stage's writes), not a bug."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from db.session import async_database_url
+
+    engine = create_async_engine(
+        async_database_url(own_postgres.app_url), pool_size=1, max_overflow=0, pool_timeout=0.2
+    )
+    maker = create_session_maker(engine)
+    try:
+        async with driver_connection(maker) as held:
+            assert await held.fetchval("SELECT 1") == 1
+            with pytest.raises(Exception) as caught:
+                async with driver_connection(maker):
+                    pass
+            assert database_unavailable(caught.value), repr(caught.value)
+    finally:
+        await engine.dispose()
