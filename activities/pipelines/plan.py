@@ -69,7 +69,9 @@ def stage_spec(stage: Mapping[str, Any], pipeline: Mapping[str, Any]) -> StageSp
     env = {str(k): str(v) for k, v in (stage.get("environment") or {}).items()}
     limits = config.get("resources", {})
     conditions = stage.get("conditions") or {}
-    output_limits = config.get("limits") or {}
+    output_limits = config.get("limits")
+    if not isinstance(output_limits, dict):
+        output_limits = {}
     log_max = output_limits.get("log_max_bytes")
     spec = StageSpec(
         name=stage["name"],

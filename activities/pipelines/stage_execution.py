@@ -46,6 +46,8 @@ from workflows.pipeline_models import (
 HEARTBEAT_SECONDS = 1.0
 # At most this long for the last stage to close its run (else the workflow's finish step does).
 FINISH_SECONDS = 10.0
+# Refused artifact paths named one by one in the stage's warnings; the rest are counted.
+MAX_REFUSALS_SHOWN = 20
 
 
 def _environment_uuid(value: str) -> uuid.UUID:
@@ -426,7 +428,9 @@ class StageActivities:
             inp.stage.artifact_paths,
             self.settings.artifact_max_files,
         )
-        refused = [f"artifact path refused: {r}" for r in found.refused]
+        refused = [f"artifact path refused: {r}" for r in found.refused[:MAX_REFUSALS_SHOWN]]
+        if len(found.refused) > MAX_REFUSALS_SHOWN:
+            refused.append(f"{len(found.refused) - MAX_REFUSALS_SHOWN} more artifact paths refused")
         over = [found.over_limit] if found.over_limit else []
         prefix = artifact_files.artifact_prefix(inp.run_id, inp.stage.name, attempt)
         uploaded, left_out = await asyncio.to_thread(

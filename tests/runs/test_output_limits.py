@@ -7,6 +7,8 @@ flood is bounded by a limit and a stage timeout."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
 
 from activities.pipelines.log_capture import LineSplitter, LogCapture, LogChunk, SecretMasker
+from activities.pipelines.plan import stage_spec
 from activities.runners import StageProcess
 from activities.runners.sandbox_runner import SandboxRunner
 from db.models.pipelines import Artifact, Pipeline
@@ -409,3 +412,74 @@ async def test_artifacts_past_the_byte_limit_fail_the_stage_when_the_pipeline_sa
     assert row.error is not None and row.error.startswith("artifact limit exceeded: 20 artifact")
     assert "FORGELINE_ARTIFACT_MAX_BYTES" in row.warnings[0]
     assert await artifact_rows(session_maker, run_id) == 10  # 10 files of 4 bytes
+
+
+# ------------------------------------------------------------------- the pipeline's limits
+
+
+def _stage_row(**extra: Any) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "name": "build",
+        "stage_type": "build",
+        "position": 0,
+        "commands": [{"run": "make"}],
+        "timeout_seconds": 60,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"log_max_bytes": -5, "on_log_limit": "explode", "on_artifact_limit": 3},
+        {"log_max_bytes": "1000000", "on_log_limit": None, "on_artifact_limit": ["fail"]},
+        {"log_max_bytes": True, "on_log_limit": "TRUNCATE", "on_artifact_limit": "Fail"},
+        {"log_max_bytes": 1e9},
+        "not an object",
+    ],
+)
+def test_hostile_pipeline_limits_fall_back_to_the_defaults(limits: Any) -> None:
+    spec = stage_spec(_stage_row(), {"config": {"limits": limits}})
+    assert (spec.log_max_bytes, spec.on_log_limit, spec.on_artifact_limit) == (
+        None,
+        "fail",
+        "warn",
+    )
+
+
+def test_pipeline_limits_are_read_and_change_the_spec_hash() -> None:
+    plain = stage_spec(_stage_row(), {"config": {}})
+    limited = stage_spec(
+        _stage_row(),
+        {
+            "config": {
+                "limits": {
+                    "log_max_bytes": 1_000_000,
+                    "on_log_limit": "truncate",
+                    "on_artifact_limit": "fail",
+                }
+            }
+        },
+    )
+    assert (limited.log_max_bytes, limited.on_log_limit, limited.on_artifact_limit) == (
+        1_000_000,
+        "truncate",
+        "fail",
+    )
+    assert limited.spec_hash != plain.spec_hash
+    # A spec at the defaults hashes as it did before the limits existed (reruns still reuse).
+    before = plain.model_dump(
+        mode="json",
+        exclude={
+            "spec_hash",
+            "stage_id",
+            "position",
+            "log_max_bytes",
+            "on_log_limit",
+            "on_artifact_limit",
+        },
+    )
+    assert (
+        plain.spec_hash == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
+    )
