@@ -39,7 +39,7 @@ from tests.factories import make_org
 from tests.runs.helpers import make_pipeline, stage
 from workflows.pipeline_models import EXECUTE_STAGE, PipelineRunInput, StageInput
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
 # Fixed counts: three waves of runs, one in FAILING_EVERY on the pipeline whose last stage fails.
 WAVES = 3
@@ -93,6 +93,8 @@ class ApiRecorder:
     # (phase, what was asked, status code or transport error) -> count
     codes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     bad: list[str] = field(default_factory=list)
+    # label -> (seconds, phase, status) of its slowest answer
+    slowest: dict[str, tuple[float, str, int]] = field(default_factory=dict)
 
     async def call(self, method: str, url: str, label: str, **kw: Any) -> httpx.Response | None:
         phase = self.phase
@@ -109,8 +111,9 @@ class ApiRecorder:
             return None
         code = response.status_code
         self.codes[(phase, label, str(code))] += 1
+        took = time.monotonic() - started
+        self.slowest[label] = max(self.slowest.get(label, (0.0, "", 0)), (took, phase, code))
         if code >= 500 and code != 503:
-            took = time.monotonic() - started
             self.bad.append(
                 f"{phase}: {method} {label} answered {code} after {took:.1f}s: "
                 f"{response.text[:300]}"
@@ -439,6 +442,32 @@ def check_log(where: str, row: Any, chunks: list[Any], problems: list[str]) -> N
         )
 
 
+async def check_api_view(scenario: Scenario, problems: list[str]) -> None:
+    """What the API says of each run once it ended: its true result and one entry per row."""
+    rows = await scenario.query(
+        "SELECT se.run_id::text, count(*) FROM stage_executions se JOIN pipeline_runs r "
+        "ON r.id = se.run_id WHERE r.organization_id = :org GROUP BY 1",
+        org=scenario.org_id,
+    )
+    counts = {r[0]: r[1] for r in rows}
+    workspaces = scenario.stack.settings.workspaces_dir
+    for run in scenario.runs:
+        r = await scenario.api.call("GET", f"/v1/runs/{run.id}", "run detail")
+        if r is None or r.status_code != 200:
+            problems.append(f"run #{run.number}: GET /v1/runs/{run.id} answered {r}")
+            continue
+        body = r.json()
+        if body["status"] != run.expected or len(body["stages"]) != counts.get(run.id, 0):
+            problems.append(
+                f"run #{run.number} ({run.id}): the API says {body['status']!r} with "
+                f"{len(body['stages'])} stage entries; expected {run.expected!r} and "
+                f"{counts.get(run.id, 0)} (the stage_executions rows)"
+            )
+        workspace = workspaces / run.id
+        if workspace.exists():
+            problems.append(f"run #{run.number} ({run.id}) ended; its workspace is left")
+
+
 async def check_usage_and_claims(scenario: Scenario, problems: list[str]) -> None:
     usage = await scenario.query(
         "SELECT source_refs->>'pipeline_run_id', count(*) FROM usage_records "
@@ -461,7 +490,9 @@ async def check_usage_and_claims(scenario: Scenario, problems: list[str]) -> Non
         problems.append(f"{len(claims)} build-slot claims left after every run ended: {claims}")
 
 
-async def check_deployments(scenario: Scenario, problems: list[str]) -> Counter[str]:
+async def check_deployments(
+    scenario: Scenario, problems: list[str]
+) -> dict[str, list[tuple[str, str]]]:
     rows = await scenario.query(
         "SELECT id::text, environment_id::text, version, status, error FROM deployments "
         "WHERE organization_id = :org",
@@ -493,7 +524,10 @@ async def check_deployments(scenario: Scenario, problems: list[str]) -> Counter[
                 f"environment {env_key}: its URL serves {page.status_code} {page.text[:120]!r}, "
                 f"expected {want!r}"
             )
-    return Counter(r[3] for r in rows)
+    return {
+        env_key: [(scenario.versions[i], by_id[i][3] if i in by_id else "no row") for i in ids]
+        for env_key, ids in scenario.deployments.items()
+    }
 
 
 async def during(
@@ -613,6 +647,7 @@ async def test_runs_and_deployments_survive_kills_and_outages() -> None:
         run_statuses = await check_runs(scenario, problems)
         attempts, retried, reused = await check_attempts(scenario, problems)
         await check_usage_and_claims(scenario, problems)
+        await check_api_view(scenario, problems)
         deployment_statuses = await check_deployments(scenario, problems)
         problems.extend(scenario.api.bad)
         for process in (stack.worker, stack.build_host, stack.api):
@@ -627,25 +662,33 @@ async def test_runs_and_deployments_survive_kills_and_outages() -> None:
             by_phase[phase][code] += count
             by_label[label][code] += count
         print(f"\nchaos scenario: {time.monotonic() - started:.0f}s, settled in {settled:.0f}s")
-        print(f"  runs by status: {dict(run_statuses)} (expected {expected_counts(scenario)})")
+        print(
+            f"  runs by status: {dict(run_statuses)} (expected {expected_counts(scenario)}, "
+            f"plus {scenario.outage_triggers['503']} refused with 503 during an outage)"
+        )
         print(
             f"  stage attempts: {attempts} rows, {retried} beyond the first attempt, "
             f"{reused} Temporal retries that reused a recorded outcome"
         )
-        print(f"  deployments by status: {dict(deployment_statuses)}")
+        print(f"  deployments in request order: {deployment_statuses}")
         print(f"  chaos: {dict(stack.events)}; down for {', '.join(_secs(outages))}")
         print(f"  restarts: {restarts(stack)}; timeline (UTC): {'; '.join(timeline)}")
         for phase, codes in sorted(by_phase.items()):
             print(f"  API during {phase}: {dict(sorted(codes.items()))}")
         for label, codes in sorted(by_label.items()):
-            print(f"  API {label}: {dict(sorted(codes.items()))}")
+            took, phase, code = scenario.api.slowest.get(label, (0.0, "", 0))
+            print(
+                f"  API {label}: {dict(sorted(codes.items()))}; slowest answer {code} in "
+                f"{took:.1f}s ({phase})"
+            )
         print(f"  runs triggered during outages: {dict(scenario.outage_triggers)}")
         if problems:
-            print("  worker log, errors:")
+            print("  the processes' last errors and warnings:")
             for process in (stack.worker, stack.build_host, stack.api):
                 assert process is not None
-                for line in process.log_lines("ERROR", 8):
-                    print(f"    {process.name}: {line[:300]}")
+                for level in ("ERROR", "WARNING"):
+                    for line in process.log_lines(f" {level} ", 5):
+                        print(f"    {process.name}: {line[:300]}")
         assert not problems, f"{len(problems)} invariants broken:\n" + "\n".join(problems[:60])
     finally:
         stop.set()
