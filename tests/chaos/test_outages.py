@@ -676,10 +676,10 @@ async def test_runs_and_deployments_survive_kills_and_outages() -> None:
         for phase, codes in sorted(by_phase.items()):
             print(f"  API during {phase}: {dict(sorted(codes.items()))}")
         for label, codes in sorted(by_label.items()):
-            took, phase, code = scenario.api.slowest.get(label, (0.0, "", 0))
+            took, when, status = scenario.api.slowest.get(label, (0.0, "", 0))
             print(
-                f"  API {label}: {dict(sorted(codes.items()))}; slowest answer {code} in "
-                f"{took:.1f}s ({phase})"
+                f"  API {label}: {dict(sorted(codes.items()))}; slowest answer {status} in "
+                f"{took:.1f}s ({when})"
             )
         print(f"  runs triggered during outages: {dict(scenario.outage_triggers)}")
         if problems:
