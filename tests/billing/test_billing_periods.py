@@ -10,6 +10,7 @@ import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
@@ -60,7 +61,7 @@ async def _move_changes_to(session_maker, org_id, times: list[datetime]) -> None
         await session.commit()
 
 
-async def _bill(api_client, temporal_client, headers, period: Period) -> dict:
+async def _bill(api_client, temporal_client, headers, period: Period) -> dict[str, Any]:
     run = await api_client.post(
         "/v1/billing/invoices/run", headers=headers, json={"period": period.key}
     )
@@ -151,7 +152,7 @@ async def test_the_current_month_cannot_be_closed_early(
         )
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
-    cause = failure.value.cause.cause
+    cause = failure.value.cause.cause  # type: ignore[attr-defined]
     assert isinstance(cause, ApplicationError) and cause.type == PERIOD_NOT_ENDED
     async with session_maker() as session:
         invoices = await session.scalar(
@@ -218,7 +219,7 @@ async def test_bad_periods_are_a_422_with_a_message_everywhere(
             )
             with pytest.raises(WorkflowFailureError) as failure:
                 await handle.result()
-            cause = failure.value.cause.cause
+            cause = failure.value.cause.cause  # type: ignore[attr-defined]
             assert isinstance(cause, ApplicationError) and cause.type == "ValueError"
             assert "out of range" in cause.message
     async with session_maker() as session:

@@ -35,8 +35,8 @@ def test_upgrade_withdraws_links_stored_in_clear(fresh_database_url: str) -> Non
             ("organization_invitation", "set_password_url"),
         ):
             conn.execute(
-                "INSERT INTO notifications (id, user_id, type, title, body, data)"
-                " VALUES (%s, %s, %s, 'T', %s, jsonb_build_object(%s::text, %s::text, 'keep', 'me'))",
+                "INSERT INTO notifications (id, user_id, type, title, body, data) VALUES"
+                " (%s, %s, %s, 'T', %s, jsonb_build_object(%s::text, %s::text, 'keep', 'me'))",
                 (
                     uuid.uuid4(),
                     user_id,

@@ -10,11 +10,11 @@ import psycopg
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from db.roles import MIGRATOR_ROLE
 from sqlalchemy import select
 
 from db.models.billing import Plan, PlanFeature
 from db.regen_migration import alembic_config, scratch_database
+from db.roles import MIGRATOR_ROLE
 from db.seed import PLANS, seed_reference_data
 from db.session import sync_database_url
 from forgeline.embedded.postgres import EmbeddedPostgres

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 from activities.deployments.routing import ENV_ROUTE_PREFIX, CaddyRoutes, Route
 from tests.deployments.helpers import make_activities
@@ -20,7 +21,7 @@ async def _project(api_client, session_maker):
     return org, r.json()["id"]
 
 
-def _env(name: str, domains: list[str]) -> dict:
+def _env(name: str, domains: list[str]) -> dict[str, Any]:
     return {
         "name": name,
         "env_type": "production",

@@ -31,7 +31,6 @@ from activities.deployments.pipeline_stage import (
 )
 from activities.deployments.registration import WORKFLOWS
 from activities.pipelines import build_slots
-from tests.runs.sandbox import sandbox_runner
 from activities.storage import LocalObjectStore
 from api.deployments import service
 from db.models.deployments import Deployment
@@ -53,6 +52,7 @@ from tests.runs.helpers import (
     start,
     wait_for,
 )
+from tests.runs.sandbox import sandbox_runner
 from workflows.deployment import DeploymentWorkflow, deployment_workflow_id
 from workflows.deployment_models import DeploymentInput
 from workflows.pipeline_models import (

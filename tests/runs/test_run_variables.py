@@ -70,7 +70,9 @@ async def test_every_stage_sees_the_variables_the_run_started_with(
         [
             stage(
                 # The gate is a file in the run's workspace (the only host path a stage sees).
-                "first", 'echo "first=$GREETING"; while [ ! -e edited ]; do sleep 0.05; done', 0
+                "first",
+                'echo "first=$GREETING"; while [ ! -e edited ]; do sleep 0.05; done',
+                0,
             ),
             stage("second", ['echo "second=$GREETING"', 'echo "token=$TOKEN"'], 1),
         ],
