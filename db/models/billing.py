@@ -194,9 +194,7 @@ class SubscriptionPlanChange(UUIDPrimaryKey, Base):
 
     __table_args__ = (
         CheckConstraint("from_plan_id <> to_plan_id", name="plan_changes"),
-        Index(
-            "ix_subscription_plan_changes_subscription_id_seq", "subscription_id", "seq"
-        ),
+        Index("ix_subscription_plan_changes_subscription_id_seq", "subscription_id", "seq"),
     )
 
 
