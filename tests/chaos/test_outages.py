@@ -59,6 +59,7 @@ TEMPORAL_OUTAGE = HEARTBEAT_TIMEOUT + 5
 POSTGRES_OUTAGE = 17.0
 CONCURRENT_BUILDS = 4
 MID_STAGE_TIMEOUT = 90.0
+FOLLOW_TIMEOUT = 200.0
 SETTLE_TIMEOUT = 150.0
 API_TIMEOUT = 30.0
 POLL_INTERVAL = 0.3
@@ -136,6 +137,7 @@ class Scenario:
     versions: dict[str, str] = field(default_factory=dict)
     # Runs triggered while a service was down, by the answer they got.
     outage_triggers: Counter[str] = field(default_factory=Counter)
+    followers: list[asyncio.Task[FollowedLog]] = field(default_factory=list)
 
     async def query(self, sql: str, **params: Any) -> list[Any]:
         async with self.engine.connect() as conn:
@@ -201,13 +203,15 @@ class Scenario:
                 f"{r.text[:300]}"
             )
 
-    async def wait_mid_stage(self, since: Any, what: str) -> None:
-        """Until an attempt of a `count` stage started after `since` has logged line 5."""
+    async def wait_mid_stage(self, since: Any, what: str) -> str:
+        """Until an attempt of a `count` stage started after `since` has logged line 5; its run
+        is then followed over SSE through what comes next."""
         deadline = time.monotonic() + MID_STAGE_TIMEOUT
         while True:
             rows = await self.query(
                 """
-                SELECT se.id FROM stage_executions se JOIN pipeline_runs r ON r.id = se.run_id
+                SELECT se.run_id::text FROM stage_executions se
+                JOIN pipeline_runs r ON r.id = se.run_id
                 WHERE r.organization_id = :org AND se.stage_name = 'count'
                   AND se.status = 'running' AND se.created_at >= :since
                   AND EXISTS (SELECT 1 FROM stage_log_chunks c WHERE c.stage_execution_id = se.id
@@ -218,7 +222,11 @@ class Scenario:
                 since=since,
             )
             if rows:
-                return
+                run_id: str = rows[0][0]
+                self.followers.append(
+                    asyncio.create_task(follow_stage_log(self.api.http, run_id, "count"))
+                )
+                return run_id
             assert time.monotonic() < deadline, (
                 f"before {what}: no count stage started since {since} logged line 5 in "
                 f"{MID_STAGE_TIMEOUT}s"
@@ -258,6 +266,59 @@ class Scenario:
             if ids:
                 targets.append((f"/v1/deployments/{ids[-1]}", "deployment detail"))
         return targets
+
+
+@dataclass
+class FollowedLog:
+    run_id: str
+    stage: str
+    lines: list[tuple[int, int, str]] = field(default_factory=list)  # (attempt, line, text)
+    end: str | None = None
+    answers: Counter[str] = field(default_factory=Counter)
+
+
+async def follow_stage_log(http: httpx.AsyncClient, run_id: str, stage: str) -> FollowedLog:
+    """A stage's log followed over SSE as a client does: when the stream breaks or is refused,
+    it reconnects with Last-Event-ID, until the `end` event (or FOLLOW_TIMEOUT)."""
+    log = FollowedLog(run_id, stage)
+    last_id: str | None = None
+    deadline = time.monotonic() + FOLLOW_TIMEOUT
+    while log.end is None and time.monotonic() < deadline:
+        headers = {"Accept": "text/event-stream"}
+        if last_id is not None:
+            headers["Last-Event-ID"] = last_id
+        try:
+            async with http.stream(
+                "GET",
+                f"/v1/runs/{run_id}/stages/{stage}/logs",
+                params={"follow": "true"},
+                headers=headers,
+                timeout=httpx.Timeout(API_TIMEOUT, read=60),
+            ) as response:
+                log.answers[str(response.status_code)] += 1
+                if response.status_code != 200:
+                    await asyncio.sleep(1.0)
+                    continue
+                event: dict[str, str] = {}
+                async for raw in response.aiter_lines():
+                    if raw:
+                        key, _, value = raw.partition(":")
+                        event[key] = value.removeprefix(" ")
+                        continue
+                    kind, event_id = event.get("event"), event.get("id")
+                    if kind == "line" and event_id:
+                        attempt, _, number = event_id.partition(":")
+                        log.lines.append((int(attempt), int(number), event.get("data", "")))
+                    if kind == "end":
+                        log.end = event.get("data")
+                        break
+                    if event_id:
+                        last_id = event_id
+                    event = {}
+        except httpx.HTTPError as exc:
+            log.answers[type(exc).__name__] += 1
+            await asyncio.sleep(1.0)
+    return log
 
 
 async def poll_api(scenario: Scenario, stop: asyncio.Event, offset: int) -> None:
@@ -468,6 +529,50 @@ async def check_api_view(scenario: Scenario, problems: list[str]) -> None:
             problems.append(f"run #{run.number} ({run.id}) ended; its workspace is left")
 
 
+async def check_followed_logs(scenario: Scenario, problems: list[str]) -> Counter[str]:
+    """What each SSE follower received equals, attempt by attempt, the stored log: every line
+    once, in order, across reconnects; and it ended with the stage's final status."""
+    answers: Counter[str] = Counter()
+    done, pending = await asyncio.wait(scenario.followers, timeout=30)
+    for task in pending:
+        task.cancel()
+        problems.append("an SSE follower was still reading 30 s after every run had ended")
+    for task in done:
+        followed = task.result()
+        answers.update(followed.answers)
+        where = f"SSE follow of run {followed.run_id} stage {followed.stage}"
+        rows = await scenario.query(
+            "SELECT se.attempt, se.status, c.seq, c.line_count, c.content "
+            "FROM stage_executions se LEFT JOIN stage_log_chunks c ON c.stage_execution_id = se.id "
+            "WHERE se.run_id = :run AND se.stage_name = :stage ORDER BY se.attempt, c.seq",
+            run=uuid.UUID(followed.run_id),
+            stage=followed.stage,
+        )
+        stored: dict[int, list[str]] = defaultdict(list)
+        final = None
+        for attempt, status, _seq, count, content in rows:
+            final = status
+            if content is not None:
+                stored[attempt] += content.split("\n")[:count]
+        if followed.end != final:
+            problems.append(f"{where}: ended with {followed.end!r}, the last attempt is {final!r}")
+        received: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        for attempt, number, line in followed.lines:
+            received[attempt].append((number, line))
+        first = min(received, default=None)
+        for attempt, lines in sorted(stored.items()):
+            if first is None or attempt < first:
+                continue  # ended before the follower connected
+            got = received.get(attempt, [])
+            if got != list(enumerate(lines)):
+                numbers = [n for n, _ in got]
+                problems.append(
+                    f"{where} attempt {attempt}: received lines {numbers} (reconnects: "
+                    f"{dict(followed.answers)}), stored {len(lines)}"
+                )
+    return answers
+
+
 async def check_usage_and_claims(scenario: Scenario, problems: list[str]) -> None:
     usage = await scenario.query(
         "SELECT source_refs->>'pipeline_run_id', count(*) FROM usage_records "
@@ -492,7 +597,7 @@ async def check_usage_and_claims(scenario: Scenario, problems: list[str]) -> Non
 
 async def check_deployments(
     scenario: Scenario, problems: list[str]
-) -> dict[str, list[tuple[str, str]]]:
+) -> dict[str, list[tuple[str, ...]]]:
     rows = await scenario.query(
         "SELECT id::text, environment_id::text, version, status, error FROM deployments "
         "WHERE organization_id = :org",
@@ -525,7 +630,13 @@ async def check_deployments(
                 f"expected {want!r}"
             )
     return {
-        env_key: [(scenario.versions[i], by_id[i][3] if i in by_id else "no row") for i in ids]
+        env_key: [
+            (scenario.versions[i], by_id[i][3], by_id[i][4])
+            if by_id[i][3] in ("failed", "rolled_back")
+            else (scenario.versions[i], by_id[i][3])
+            for i in ids
+            if i in by_id
+        ]
         for env_key, ids in scenario.deployments.items()
     }
 
@@ -554,6 +665,7 @@ async def test_runs_and_deployments_survive_kills_and_outages() -> None:
     engine: AsyncEngine | None = None
     stop = asyncio.Event()
     pollers: list[asyncio.Task[None]] = []
+    scenario: Scenario | None = None
     started = time.monotonic()
     try:
         await stack.start()
@@ -648,6 +760,7 @@ async def test_runs_and_deployments_survive_kills_and_outages() -> None:
         attempts, retried, reused = await check_attempts(scenario, problems)
         await check_usage_and_claims(scenario, problems)
         await check_api_view(scenario, problems)
+        followed = await check_followed_logs(scenario, problems)
         deployment_statuses = await check_deployments(scenario, problems)
         problems.extend(scenario.api.bad)
         for process in (stack.worker, stack.build_host, stack.api):
@@ -682,6 +795,7 @@ async def test_runs_and_deployments_survive_kills_and_outages() -> None:
                 f"{took:.1f}s ({when})"
             )
         print(f"  runs triggered during outages: {dict(scenario.outage_triggers)}")
+        print(f"  SSE followers: {len(scenario.followers)}, connections answered {dict(followed)}")
         if problems:
             print("  the processes' last errors and warnings:")
             for process in (stack.worker, stack.build_host, stack.api):
@@ -692,7 +806,7 @@ async def test_runs_and_deployments_survive_kills_and_outages() -> None:
         assert not problems, f"{len(problems)} invariants broken:\n" + "\n".join(problems[:60])
     finally:
         stop.set()
-        for task in pollers:
+        for task in [*pollers, *(scenario.followers if scenario else [])]:
             task.cancel()
         if engine is not None:
             await engine.dispose()
