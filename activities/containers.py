@@ -43,6 +43,8 @@ class ContainerSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     # host path → container path, read-write
     mounts: Mapping[str, str] = field(default_factory=dict)
+    # host path → container path, read-only
+    readonly_mounts: Mapping[str, str] = field(default_factory=dict)
     cpus: float | None = None
     memory_mb: int | None = None
     pids_limit: int | None = None
@@ -133,7 +135,10 @@ class ContainerEngine:
             "network_mode": spec.network,
             "labels": {**spec.labels, f"{LABEL_PREFIX}managed": "true"},
             "environment": dict(spec.env),
-            "volumes": {host: {"bind": inner, "mode": "rw"} for host, inner in spec.mounts.items()},
+            "volumes": {
+                **{host: {"bind": inner, "mode": "rw"} for host, inner in spec.mounts.items()},
+                **{h: {"bind": inner, "mode": "ro"} for h, inner in spec.readonly_mounts.items()},
+            },
         }
         if spec.workdir:
             host_config["working_dir"] = spec.workdir

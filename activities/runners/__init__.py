@@ -56,6 +56,7 @@ def create_runner(settings: Settings) -> Runner:
     here, else Docker when an engine answers; never the unisolated runner)."""
     from activities.containers import ContainerEngine, EngineUnavailable
     from activities.runners.docker_runner import DockerRunner
+    from activities.runners.egress_proxy import EgressPolicy, EgressProxy
     from activities.runners.local_runner import LocalProcessRunner
     from activities.runners.sandbox_runner import SandboxRunner, sandbox_works
 
@@ -82,6 +83,15 @@ def create_runner(settings: Settings) -> Runner:
             "Run scripts/ensure-sandbox.sh, or set FORGELINE_CONTAINER_RUNNER=unsafe-local "
             "for development only"
         ) from exc
+    local_engine = not settings.docker_host or settings.docker_host.startswith("unix://")
+    egress = EgressProxy(
+        EgressPolicy.from_strings(settings.build_egress_allow), settings.build_proxy
+    )
     return DockerRunner(
-        engine, settings.default_stage_image, settings.build_uid, settings.build_gid
+        engine,
+        settings.default_stage_image,
+        settings.build_uid,
+        settings.build_gid,
+        egress=egress if local_engine else None,
+        state_dir=settings.data_dir / "runner" if local_engine else None,
     )

@@ -1,8 +1,11 @@
 """Docker runner: one container per stage attempt from the stage's image, workspace bind-mounted.
 
 No privileged mode, no capabilities, no-new-privileges, the build user (never root, whose uid is
-the host's), no host path but the workspace, no network unless the stage asks, CPU/memory/pids
-limits, a private /tmp. The container name
+the host's), no host path but the workspace, CPU/memory/pids limits, a private /tmp. No network
+unless the stage asks; then, with an engine on this host, still no network of the container's own:
+the egress proxy listens on the container's loopback (a socket made in its namespace from here),
+the same single way out as the sandbox's. A remote engine (a build host's docker-in-docker) gives
+the container the engine's bridge, in the network zone the engine was given. The container name
 `fl-{run_id}-{stage}-{attempt}` lets a retry remove whatever its predecessor left behind.
 """
 
@@ -10,10 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+from pathlib import Path
 
 from activities.containers import ContainerEngine, ContainerSpec
 from activities.runners.base import OutputCallback, Runner, StageOutcome, StageProcess
+from activities.runners.egress_proxy import EgressProxy, listen_in_namespace, proxy_environment
 from activities.runners.sandbox_runner import SANDBOX_TMP, give_to_build_user
+
+# Inside the container: a read-only directory where `ready` appears once the proxy listens.
+EGRESS_SIGNAL_DIR = "/run/forgeline"
+WAIT_FOR_EGRESS = (
+    "i=0; until [ -e /run/forgeline/ready ]; do i=$((i+1)); "
+    '[ "$i" -gt 3000 ] && break; sleep 0.01; done; exec /bin/sh -c "$0"'
+)
 
 WORKSPACE_MOUNT = "/workspace"
 # The engine's last messages, compared with the end of the streamed output.
@@ -43,12 +56,23 @@ class DockerRunner(Runner):
     kind = "docker"
 
     def __init__(
-        self, engine: ContainerEngine, default_image: str, uid: int = 61000, gid: int = 61000
+        self,
+        engine: ContainerEngine,
+        default_image: str,
+        uid: int = 61000,
+        gid: int = 61000,
+        *,
+        egress: EgressProxy | None = None,
+        state_dir: Path | None = None,
     ) -> None:
+        """`egress` (with `state_dir`) when the engine runs on this host: network stages then
+        reach the internet only through it."""
         self.engine = engine
         self.default_image = default_image
         self.uid = uid
         self.gid = gid
+        self.egress = egress
+        self.state_dir = state_dir
 
     async def run(self, process: StageProcess, on_output: OutputCallback) -> StageOutcome:
         root = process.root or process.workspace
@@ -56,27 +80,44 @@ class DockerRunner(Runner):
         await asyncio.to_thread(give_to_build_user, root, self.uid, self.gid)
         image = process.image or self.default_image
         workdir = f"{WORKSPACE_MOUNT}/{process.workdir}" if process.workdir else WORKSPACE_MOUNT
+        through_proxy = process.network and self.egress is not None and self.state_dir is not None
+        command = ["/bin/sh", "-c", process.script]
+        env = {"HOME": WORKSPACE_MOUNT, "TMPDIR": SANDBOX_TMP}
+        readonly: dict[str, str] = {}
+        signal_dir: Path | None = None
+        if through_proxy:
+            assert self.state_dir is not None
+            signal_dir = self.state_dir / "egress" / process.name
+            shutil.rmtree(signal_dir, ignore_errors=True)
+            signal_dir.mkdir(parents=True)
+            readonly[str(signal_dir)] = EGRESS_SIGNAL_DIR
+            command = ["/bin/sh", "-c", WAIT_FOR_EGRESS, process.script]
+            env |= proxy_environment()
         spec = ContainerSpec(
             name=process.name,
             image=image,
-            command=["/bin/sh", "-c", process.script],
+            command=command,
             workdir=workdir,
-            env={"HOME": WORKSPACE_MOUNT, "TMPDIR": SANDBOX_TMP, **process.env},
+            env={**env, **process.env},
             mounts={str(root.resolve()): WORKSPACE_MOUNT},
+            readonly_mounts=readonly,
             user=f"{self.uid}:{self.gid}",
             cap_drop=("ALL",),
             tmpfs={SANDBOX_TMP: "rw,nosuid,nodev,size=1g"},
             cpus=process.cpus,
             memory_mb=process.memory_mb,
             pids_limit=process.pids_limit or DEFAULT_PIDS_LIMIT,
-            network="bridge" if process.network else "none",
+            network="bridge" if process.network and not through_proxy else "none",
             labels=process.labels,
         )
         await asyncio.to_thread(self.engine.remove, process.name)
         await asyncio.to_thread(self.engine.ensure_image, image)
         container = await asyncio.to_thread(self.engine.create, spec)
+        egress_server: asyncio.AbstractServer | None = None
         try:
             await asyncio.to_thread(container.start)
+            if signal_dir is not None and self.egress is not None:
+                egress_server = await self._open_egress(container, signal_dir)
 
             received = bytearray()  # the last bytes streamed, to find what the stream dropped
 
@@ -109,8 +150,25 @@ class DockerRunner(Runner):
                 await on_output(missing)
             return StageOutcome(exit_code=exit_code)
         finally:
+            if egress_server is not None:
+                egress_server.close()
+            if signal_dir is not None:
+                shutil.rmtree(signal_dir, ignore_errors=True)
             # On success, failure and cancellation alike: the container does not outlive its stage.
             await asyncio.shield(asyncio.to_thread(self.engine.remove, container))
+
+    async def _open_egress(self, container: object, signal_dir: Path) -> asyncio.AbstractServer:
+        """The proxy on the container's loopback, then the signal its script waits for."""
+        assert self.egress is not None
+
+        def pid() -> int:
+            container.reload()  # type: ignore[attr-defined]
+            return int(container.attrs["State"]["Pid"])  # type: ignore[attr-defined]
+
+        listener = await asyncio.to_thread(listen_in_namespace, await asyncio.to_thread(pid))
+        server = await self.egress.serve_socket(listener)
+        (signal_dir / "ready").touch()
+        return server
 
     async def remove_stale(self, prefix: str) -> int:
         return await asyncio.to_thread(self.engine.remove_by_prefix, prefix)

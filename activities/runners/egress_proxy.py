@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import ipaddress
 import logging
 import os
 import socket
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +30,13 @@ from urllib.parse import urlsplit
 
 log = logging.getLogger("forgeline.egress")
 
+CLONE_NEWNET = 0x40000000
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Where a stage finds the proxy: its own loopback, in its own network namespace.
+PROXY_PORT = 3128
 MAX_HEAD_BYTES = 16_384
 CONNECT_TIMEOUT = 15.0
 HEAD_TIMEOUT = 30.0
@@ -62,6 +68,59 @@ INTERNAL_NETWORKS = tuple(
         "ff00::/8",
     )
 )
+
+
+def proxy_environment(port: int = PROXY_PORT) -> dict[str, str]:
+    """The variables that point a stage's tools (curl, pip, npm, uv, git, JVM builds) at the
+    proxy on its loopback; its own loopback services stay direct."""
+    proxy = f"http://127.0.0.1:{port}"
+    no_proxy = "localhost,127.0.0.1,::1"
+    return {
+        "HTTP_PROXY": proxy,
+        "HTTPS_PROXY": proxy,
+        "http_proxy": proxy,
+        "https_proxy": proxy,
+        "NO_PROXY": no_proxy,
+        "no_proxy": no_proxy,
+        "JAVA_TOOL_OPTIONS": (
+            f"-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort={port} "
+            f"-Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort={port} "
+            "-Dhttp.nonProxyHosts=localhost|127.0.0.1"
+        ),
+    }
+
+
+def listen_in_namespace(pid: int, port: int = PROXY_PORT) -> socket.socket:
+    """A listening socket on 127.0.0.1:`port` inside the network namespace of process `pid` (a
+    container with no network of its own): made by a short-lived thread that joins that namespace,
+    so nothing needs to run inside the container. The socket stays in that namespace; accepting
+    from it works from any thread."""
+    result: list[socket.socket | BaseException] = []
+
+    def join_and_listen() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            with open(f"/proc/{pid}/ns/net", "rb") as namespace:
+                if libc.setns(namespace.fileno(), CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns into the stage's network: {os.strerror(err)}")
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", port))
+            listener.listen(64)
+            listener.setblocking(False)
+            result.append(listener)
+        except BaseException as exc:
+            result.append(exc)
+
+    # A thread of its own: the namespace it joins is never the worker's again.
+    thread = threading.Thread(target=join_and_listen, name=f"egress-listen-{pid}", daemon=True)
+    thread.start()
+    thread.join()
+    outcome = result[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 class EgressRefused(Exception):
@@ -131,6 +190,10 @@ class EgressProxy:
         # Sandboxes run as the unprivileged build user; the socket is reachable only where it
         # is bind-mounted (each sandbox) and by the host's own users.
         os.chmod(socket_path, 0o666)  # noqa: S103
+
+    async def serve_socket(self, listener: socket.socket) -> asyncio.AbstractServer:
+        """Serve connections arriving on a listening socket made elsewhere (a stage's loopback)."""
+        return await asyncio.start_server(self._handle, sock=listener, limit=MAX_HEAD_BYTES)
 
     async def close(self) -> None:
         if self._server is not None:

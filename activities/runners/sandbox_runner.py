@@ -26,7 +26,12 @@ from pathlib import Path
 
 from activities.runners.base import OutputCallback, Runner, StageOutcome, StageProcess
 from activities.runners.cgroups import Cgroups, Limits, StageCgroup
-from activities.runners.egress_proxy import EgressPolicy, EgressProxy
+from activities.runners.egress_proxy import (
+    PROXY_PORT,
+    EgressPolicy,
+    EgressProxy,
+    proxy_environment,
+)
 from activities.runners.local_runner import close_output, end_output, pump_output
 
 log = logging.getLogger("forgeline.sandbox")
@@ -37,7 +42,6 @@ SANDBOX_WORKSPACE = "/workspace"
 SANDBOX_DIR = ".forgeline-sandbox"
 # Inside the sandbox (its own mount namespace): not the host's /tmp.
 SANDBOX_TMP = "/tmp"  # noqa: S108
-PROXY_PORT = 3128
 PROXY_SOCKET = "/run/forgeline/egress.sock"
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Read-only host files a toolchain needs (TLS roots, dynamic linker, time zone, MIME, services).
@@ -298,21 +302,7 @@ class SandboxRunner(Runner):
         elif self.config.pass_host_ca:
             env |= {k: os.environ[k] for k in CA_VARIABLES if k in os.environ}
         if process.network:
-            proxy = f"http://127.0.0.1:{PROXY_PORT}"
-            no_proxy = "localhost,127.0.0.1,::1"
-            env |= {
-                "HTTP_PROXY": proxy,
-                "HTTPS_PROXY": proxy,
-                "http_proxy": proxy,
-                "https_proxy": proxy,
-                "NO_PROXY": no_proxy,
-                "no_proxy": no_proxy,
-                "JAVA_TOOL_OPTIONS": (
-                    f"-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort={PROXY_PORT} "
-                    f"-Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort={PROXY_PORT} "
-                    "-Dhttp.nonProxyHosts=localhost|127.0.0.1"
-                ),
-            }
+            env |= proxy_environment(PROXY_PORT)
         env |= process.env
         env["FORGELINE_PROCESS"] = process.name
         return env

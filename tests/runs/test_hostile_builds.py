@@ -580,3 +580,74 @@ async def test_the_sandbox_directory_does_not_dirty_a_checkout(
     files, _ = artifacts.collect(root, ["**"])
     names = [f.name for f in files]
     assert "app.txt" in names and not [n for n in names if "forgeline-sandbox" in n]
+
+
+class HTTPListener:
+    """A tiny HTTP server on a loopback address, counting the requests that reach it."""
+
+    def __init__(self, host: str) -> None:
+        import http.server
+
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hits.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"reached")
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["default-policy", "allow-listed"])
+async def test_docker_network_stages_leave_only_through_the_proxy(
+    docker_engine, busybox_image: str, tmp_path: Path, allowed: bool
+) -> None:
+    """A Docker stage that asks for network gets no network of its own: the egress proxy
+    listens on its loopback. A host address is refused by the proxy's policy, and reached
+    through it only when the operator allow-lists it; a direct connection goes nowhere."""
+    from activities.runners.docker_runner import DockerRunner
+    from activities.runners.egress_proxy import EgressPolicy, EgressProxy
+
+    target = HTTPListener("127.0.0.2")
+    policy = EgressPolicy.from_strings(["127.0.0.2/32"] if allowed else [])
+    runner = DockerRunner(
+        docker_engine,
+        busybox_image,
+        egress=EgressProxy(policy),
+        state_dir=tmp_path / "state",
+    )
+    url = f"http://127.0.0.2:{target.port}/"
+    script = (
+        f"echo interfaces=$(grep -c : /proc/net/dev); "
+        f"echo via-proxy=$(wget -q -O- {url} 2>&1); "
+        f"echo direct=$(http_proxy= wget -q -T 3 -O- {url} 2>&1 || echo failed)"
+    )
+    out = Collected()
+    try:
+        result = await runner.run(
+            hostile(runner, tmp_path, script, image=busybox_image, network=True), out
+        )
+    finally:
+        target.close()
+    assert result.exit_code == 0, out.text
+    lines = dict(line.split("=", 1) for line in out.text.splitlines() if "=" in line)
+    assert lines["interfaces"] == "1", out.text  # loopback only
+    if allowed:
+        assert lines["via-proxy"] == "reached", out.text
+        assert target.hits == ["/"]
+    else:
+        assert "403" in lines["via-proxy"], out.text
+        assert target.hits == []
+    assert "reached" not in lines["direct"], out.text
+    assert not list((tmp_path / "state" / "egress").iterdir())
