@@ -588,7 +588,8 @@ class HTTPListener:
     def __init__(self, host: str) -> None:
         import http.server
 
-        hits = self.hits = []
+        hits: list[str] = []
+        self.hits = hits
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
