@@ -804,12 +804,12 @@ async def test_runs_and_deployments_survive_kills_and_outages() -> None:
         print(f"  runs triggered during outages: {dict(scenario.outage_triggers)}")
         print(f"  SSE followers: {len(scenario.followers)}, connections answered {dict(followed)}")
         if problems:
-            print("  the processes' last errors and warnings:")
+            print("  the processes' last errors and waits for the database:")
             for process in (stack.worker, stack.build_host, stack.api):
                 assert process is not None
-                for level in ("ERROR", "WARNING"):
-                    for line in process.log_lines(f" {level} ", 5):
-                        print(f"    {process.name}: {line[:300]}")
+                for needle in (" ERROR ", "Traceback", "database unavailable"):
+                    for line in process.log_lines(needle, 4):
+                        print(f"    {process.name}: {line[:400]}")
         assert not problems, f"{len(problems)} invariants broken:\n" + "\n".join(problems[:60])
     finally:
         stop.set()
