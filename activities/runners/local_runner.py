@@ -101,10 +101,16 @@ def close_output(proc: asyncio.subprocess.Process) -> None:
         transport.close()
 
 
-async def end_output(proc: asyncio.subprocess.Process, pump: asyncio.Task[None]) -> int:
-    """After the kill: the rest of the output, delivered within PUMP_DRAIN_SECONDS (else
-    dropped), then the exit code."""
-    done, _ = await asyncio.wait({pump}, timeout=PUMP_DRAIN_SECONDS)
+async def end_output(
+    proc: asyncio.subprocess.Process, pump: asyncio.Task[None], *, stopped: bool
+) -> int:
+    """After the stage's processes are gone: the rest of their output, then the exit code.
+
+    A stage that ended by itself has produced all it will (what is left is buffered, bounded):
+    every byte is delivered, however long the log store takes (an outage of it is ridden out
+    by the store's own retries). A stage stopped by its timeout may have been flooding a
+    stalled store: what did not arrive within PUMP_DRAIN_SECONDS is dropped."""
+    done, _ = await asyncio.wait({pump}, timeout=PUMP_DRAIN_SECONDS if stopped else None)
     if not done:
         pump.cancel()
         await asyncio.gather(pump, return_exceptions=True)
@@ -160,7 +166,7 @@ class LocalProcessRunner(Runner):
                 timed_out = True
             # Background children die with their stage (and release the pipe they hold).
             _kill_group(proc.pid)
-            exit_code = await end_output(proc, pump)
+            exit_code = await end_output(proc, pump, stopped=timed_out)
             if timed_out:
                 return StageOutcome(exit_code=exit_code, timed_out=True)
             return StageOutcome(exit_code=exit_code)

@@ -406,7 +406,7 @@ class SandboxRunner(Runner):
             # Whatever the stage left running (background jobs, a SIGTERM-ignoring child) dies
             # with it and releases the output pipe.
             await asyncio.to_thread(group.kill)
-            exit_code = await end_output(proc, pump)
+            exit_code = await end_output(proc, pump, stopped=timed_out or over_disk.is_set())
             if over_disk.is_set():
                 await on_output(
                     f"\nforgeline: stage stopped: its workspace exceeded the disk limit of "

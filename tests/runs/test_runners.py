@@ -232,3 +232,29 @@ async def test_docker_output_without_final_newline_arrives_whole(
         )
         assert result.exit_code == 0
         assert out.data == b"a\n" + b"y" * 65533 + b"s3cr3t-Value/with+chars", attempt
+
+
+async def test_output_of_a_finished_stage_waits_out_a_stalled_log_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage that ends by itself while its log store stalls (a database outage) loses no line:
+    only a stage stopped by its timeout has its undelivered output dropped after a bound."""
+    from activities.runners import local_runner
+    from tests.runs.sandbox import sandbox_runner
+
+    monkeypatch.setattr(local_runner, "PUMP_DRAIN_SECONDS", 0.3)
+    runner = sandbox_runner(tmp_path / "state")
+    stalled = asyncio.Event()
+    out = Collected()
+
+    async def slow_store(chunk: bytes) -> None:
+        if not stalled.is_set():
+            stalled.set()
+            await asyncio.sleep(1.5)  # the store is down for five drain bounds
+        await out(chunk)
+
+    script = 'i=0; while [ $i -lt 20 ]; do echo "line-$i"; i=$((i+1)); done'
+    result = await runner.run(spec(tmp_path, script, name="fl-r1-stall-1"), slow_store)
+    await runner.close()
+    assert result.exit_code == 0
+    assert out.text.split() == [f"line-{i}" for i in range(20)]
