@@ -124,7 +124,8 @@ class DockerRunner(Runner):
             async def pump() -> None:
                 async for data in self.engine.stream_logs(container):
                     received.extend(data)
-                    del received[:-TAIL_CHECK_BYTES]
+                    if len(received) > 2 * TAIL_CHECK_BYTES:  # trimmed now and then, not per frame
+                        del received[:-TAIL_CHECK_BYTES]
                     await on_output(data)
 
             pump_task = asyncio.create_task(pump())

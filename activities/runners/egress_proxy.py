@@ -24,7 +24,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -154,7 +154,6 @@ class EgressPolicy:
 class EgressStats:
     tunnels: int = 0
     refused: int = 0
-    refused_targets: list[str] = field(default_factory=list)
 
 
 def _split_host_port(authority: str, default_port: int) -> tuple[str, int]:
@@ -290,7 +289,6 @@ class EgressProxy:
         except EgressRefused as refusal:
             if refusal.status == 403:
                 self.stats.refused += 1
-                self.stats.refused_targets.append(refusal.reason)
                 log.info("egress refused: %s", refusal.reason)
             body = f"forgeline egress proxy: {refusal.reason}\n".encode()
             with contextlib.suppress(OSError):
