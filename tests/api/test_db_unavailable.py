@@ -5,57 +5,18 @@ that is gone. Runs its own embedded PostgreSQL so stopping it hits no other test
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
-from api.app import create_app
 from db.session import create_engine, create_session_maker
-from forgeline.embedded.postgres import EmbeddedPostgres, free_port
+from forgeline.embedded.postgres import EmbeddedPostgres
 from forgeline.settings import Settings
-from forgeline.stack import run_migrations
-from tests.conftest import TEST_PG_OPTIONS
-from tests.factories import OrgFixture, make_org
 
-
-@pytest.fixture
-async def own_postgres(tmp_root: Path) -> AsyncIterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(
-        tmp_root / f"pg-{uuid.uuid4().hex[:8]}",
-        free_port(),
-        database="forgeline",
-        server_options=TEST_PG_OPTIONS,
-    )
-    await asyncio.to_thread(server.start)
-    try:
-        await asyncio.to_thread(run_migrations, server.migrator_url)
-        yield server
-    finally:
-        await asyncio.to_thread(server.destroy)
-
-
-@pytest.fixture
-async def org(own_postgres: EmbeddedPostgres, settings: Settings) -> AsyncIterator[OrgFixture]:
-    engine = create_engine(settings, url=own_postgres.app_url)
-    try:
-        yield await make_org(create_session_maker(engine))
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-async def client(
-    own_postgres: EmbeddedPostgres, settings: Settings
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.model_copy(update={"database_url": own_postgres.app_url}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            yield http
+# The fixtures of this module (imported to be found; used by name as test parameters).
+from tests.api.own_postgres import client, org, own_postgres  # noqa: F401
+from tests.factories import OrgFixture
 
 
 def assert_unavailable(response: httpx.Response) -> None:
@@ -75,7 +36,10 @@ def _terminate_app_sessions(server: EmbeddedPostgres) -> int:
 
 
 async def test_a_shutting_down_postgres_is_503(
-    own_postgres: EmbeddedPostgres, org: OrgFixture, client: httpx.AsyncClient, settings: Settings
+    own_postgres: EmbeddedPostgres,  # noqa: F811
+    org: OrgFixture,  # noqa: F811
+    client: httpx.AsyncClient,  # noqa: F811
+    settings: Settings,
 ) -> None:
     assert (await client.get("/v1/projects", headers=org.headers)).status_code == 200
     # A smart shutdown waits for the sessions it has and refuses new ones with 57P03 ("the
@@ -139,7 +103,9 @@ async def test_a_shutting_down_postgres_is_503(
 
 
 async def test_sessions_terminated_under_requests_are_503_or_served(
-    own_postgres: EmbeddedPostgres, org: OrgFixture, client: httpx.AsyncClient
+    own_postgres: EmbeddedPostgres,  # noqa: F811
+    org: OrgFixture,  # noqa: F811
+    client: httpx.AsyncClient,  # noqa: F811
 ) -> None:
     """Requests in flight while the server kills their sessions (57P01 admin shutdown) end as a
     success or a clean 503, then every request succeeds again on fresh connections."""
