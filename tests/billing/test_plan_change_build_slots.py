@@ -69,7 +69,9 @@ async def test_upgrading_starts_the_runs_queued_behind_the_free_plan(
 
 @workflow.defn(sandboxed=False)
 class SlotWaiter:
-    """Stands in for a queued run: done when the grant of its claim arrives."""
+    """Stands in for a queued run: builds (stays open) once the grant of its claim arrives, as a
+    real run holds its slot while it builds. A run that closed right after its grant would
+    rightly have its slot handed on by a later delivery, so the stand-in never closes by itself."""
 
     def __init__(self) -> None:
         self.grants: set[int] = set()
@@ -78,9 +80,14 @@ class SlotWaiter:
     def grant(self, grant: SlotGrant) -> None:
         self.grants.add(grant.seq)
 
+    @workflow.query
+    def granted(self) -> bool:
+        return bool(self.grants)
+
     @workflow.run
     async def run(self, seq: int) -> int:
         await workflow.wait_condition(lambda: seq in self.grants)
+        await workflow.wait_condition(lambda: False)
         return seq
 
 
@@ -101,12 +108,15 @@ async def _queue(
     return handles
 
 
-async def _done(handle: WorkflowHandle[SlotWaiter, int]) -> bool:
-    try:
-        await asyncio.wait_for(handle.result(), 0.5)
-    except TimeoutError:
-        return False
-    return True
+async def _granted(handle: WorkflowHandle[SlotWaiter, int]) -> bool:
+    return await handle.query(SlotWaiter.granted)
+
+
+async def _all_granted(handles: list[WorkflowHandle[SlotWaiter, int]]) -> None:
+    async def granted() -> bool:
+        return all([await _granted(h) for h in handles])
+
+    await wait_for(granted, timeout=20)
 
 
 async def test_concurrent_upgrades_promote_up_to_the_new_limit_only(
@@ -134,8 +144,8 @@ async def test_concurrent_upgrades_promote_up_to_the_new_limit_only(
         # Pro has 5 slots: the holder and the first four in line; the last three still wait.
         ids = [h.id for h in handles]
         assert view.limit == 5 and view.holders == ids[:5] and view.waiting == ids[5:]
-        await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles[1:5])), 20)
-        assert not any([await _done(h) for h in handles[5:]])
+        await _all_granted(handles[1:5])
+        assert not any([await _granted(h) for h in [handles[0], *handles[5:]]])
         async with driver_connection(session_maker) as conn:
             pending = await conn.fetchval(
                 "SELECT count(*) FROM build_slot_claims WHERE organization_key = $1"
@@ -145,7 +155,7 @@ async def test_concurrent_upgrades_promote_up_to_the_new_limit_only(
             assert pending == 0
             assert await slot_limit_for_key(conn, key, 1) == 5
             assert await slot_limit_for_key(conn, f"project-{uuid.uuid4()}", 3) == 3
-        for handle in [handles[0], *handles[5:]]:  # never granted: still waiting
+        for handle in handles:
             await handle.terminate()
 
 
@@ -168,14 +178,15 @@ async def test_grants_a_crashed_plan_change_left_pending_are_delivered_by_its_re
             await change_plan(session, subscription, plans["pro"].id)
             grants = await apply_build_slot_limit(session, sub.org_id)
         assert [g.run_workflow_id for g in grants] == [h.id for h in handles[1:]]
-        assert not any([await _done(h) for h in handles[1:]])
+        assert not any([await _granted(h) for h in handles[1:]])
         # The client retries its PATCH: no second change, and the grants go out.
         retried = await api_client.patch(
             "/v1/billing/subscription", headers=sub.org.headers, json={"plan": "pro"}
         )
         assert retried.status_code == 200 and retried.json()["plan"] == "pro"
-        await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles[1:])), 20)
-        await handles[0].terminate()
+        await _all_granted(handles[1:])
+        for handle in handles:
+            await handle.terminate()
     async with session_maker() as session:
         changes = await session.scalar(
             select(func.count())
