@@ -26,6 +26,8 @@ COPY alembic.ini worker.py ./
 COPY forgeline ./forgeline
 COPY api ./api
 COPY activities ./activities
+COPY core ./core
+COPY infra ./infra
 COPY workflows ./workflows
 COPY db ./db
 RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-default-groups

@@ -1,0 +1,1 @@
+"""Typed activity contracts, one pure module per domain."""
