@@ -23,4 +23,5 @@ def test_empty_short_and_hostile_names_get_a_usable_slug() -> None:
     assert slug("../../etc/passwd") == "etc-passwd"
     assert slug("ab", fallback="project", min_length=3) == "ab-project"
     assert slug("x" * 500, max_length=50) == "x" * 50
-    assert slug("a\x00b\u202ec") in {"a-bc", "a-b-c"}  # controls never survive
+    controls = slug("a\x00b\u202ec")
+    assert controls.startswith("a-b") and controls.replace("-", "").isalnum() and controls.isascii()
