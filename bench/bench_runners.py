@@ -66,7 +66,7 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
         ("sandbox + egress", SandboxRunner(SandboxConfig(state_dir=work / "net")), True, None),
     ]
     try:
-        from activities.containers import ContainerEngine
+        from infra.containers import ContainerEngine
         from tests.runs.images import ensure_busybox_image
 
         engine = ContainerEngine.connect()

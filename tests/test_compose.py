@@ -402,7 +402,7 @@ def test_docker_client_speaks_tls_to_a_remote_engine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The build host's DOCKER_HOST=tcp://build-engine:2376 + DOCKER_TLS_VERIFY/DOCKER_CERT_PATH."""
-    from activities.containers import docker_client
+    from infra.containers import docker_client
 
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",

@@ -6,12 +6,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from activities.containers import ContainerEngine, EngineUnavailable
 from activities.deployments.activities import DeploymentActivities
 from activities.deployments.pipeline_stage import PipelineDeployActivities
 from activities.deps import Registration, WorkerDeps
 from activities.storage import create_object_store, create_s3_client
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE
+from infra.containers import ContainerEngine, EngineUnavailable
 from workflows.deployment import DeploymentWorkflow
 from workflows.deployment_lock import EnvironmentDeploymentLock
 from workflows.deployment_monitor import DeploymentMonitorWorkflow

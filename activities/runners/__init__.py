@@ -54,11 +54,11 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
 def create_runner(settings: Settings) -> Runner:
     """`container_runner` = sandbox | docker | unsafe-local | auto (the sandbox when it works
     here, else Docker when an engine answers; never the unisolated runner)."""
-    from activities.containers import ContainerEngine, EngineUnavailable
     from activities.runners.docker_runner import DockerRunner
     from activities.runners.egress_proxy import EgressPolicy, EgressProxy
     from activities.runners.local_runner import LocalProcessRunner
     from activities.runners.sandbox_runner import SandboxRunner, sandbox_works
+    from infra.containers import ContainerEngine, EngineUnavailable
 
     choice = settings.container_runner
     if choice == "unsafe-local":

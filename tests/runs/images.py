@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from activities.containers import ContainerEngine, EngineUnavailable
+from infra.containers import ContainerEngine, EngineUnavailable
 
 BUSYBOX_IMAGE = "forgeline-test/busybox:1"
 ENSURE_DOCKER = Path(__file__).resolve().parents[2] / "scripts" / "ensure-docker.sh"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from activities.containers import ContainerEngine, ImageUnavailable
 from activities.runners import Runner, StageProcess, process_name, process_prefix
 from activities.runners.docker_runner import DockerRunner
+from infra.containers import ContainerEngine, ImageUnavailable
 
 
 class Collected:
