@@ -1,15 +1,13 @@
 """The FastAPI application factory: lifespan, middleware, error handling, and the /v1 routers.
 
-Domain routers are listed in ROUTER_MODULES; each module exposes `router: APIRouter`. Routers
-whose paths do not already start with /v1 are mounted under /v1. A module that does not exist
-yet is skipped (other domains land over time); any other import error fails loudly.
+Domain routers are imported explicitly and listed in DOMAIN_ROUTERS: a missing module is an
+ImportError at start. Routers whose paths do not already start with /v1 are mounted under /v1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -17,11 +15,16 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
+from api.accounts import endpoints as accounts_endpoints
 from api.accounts.mail import OutboxMailer
 from api.accounts.rate_limit import LastUsedThrottle, SlidingWindowRateLimiter
 from api.accounts.throttle import AuthThrottles
+from api.agent import endpoints as agent_endpoints
+from api.audit_logs import endpoints as audit_logs_endpoints
+from api.billing import endpoints as billing_endpoints
 from api.billing.request_meter import ApiRequestMeter
 from api.database import create_api_engine
+from api.deployments import endpoints as deployments_endpoints
 from api.errors import ServiceUnavailable, install_error_handlers, install_problem_openapi
 from api.health import router as health_router
 from api.middleware import (
@@ -31,6 +34,9 @@ from api.middleware import (
     SecurityHeadersMiddleware,
     install_request_id_log_records,
 )
+from api.pipelines import endpoints as pipelines_endpoints
+from api.projects import endpoints as projects_endpoints
+from api.runs import endpoints as runs_endpoints
 from api.temporal import TemporalConnection
 from db.session import create_session_maker
 from forgeline.settings import Settings, get_settings
@@ -39,45 +45,23 @@ logger = logging.getLogger("forgeline.api")
 
 API_PREFIX = "/v1"
 
-ROUTER_MODULES: list[str] = [
-    "api.accounts.endpoints",
-    "api.projects.endpoints",
-    "api.agent.endpoints",
-    "api.pipelines.endpoints",
-    "api.runs.endpoints",
-    "api.deployments.endpoints",
-    "api.billing.endpoints",
-    "api.audit_logs.endpoints",
-    "api.integrations.endpoints",
-]
+DOMAIN_ROUTERS: tuple[APIRouter, ...] = (
+    accounts_endpoints.router,
+    projects_endpoints.router,
+    agent_endpoints.router,
+    pipelines_endpoints.router,
+    runs_endpoints.router,
+    deployments_endpoints.router,
+    billing_endpoints.router,
+    audit_logs_endpoints.router,
+)
 
 
-def _load_router(module_name: str) -> APIRouter | None:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        # Only the listed module itself (or its package) being absent is tolerated.
-        if exc.name and module_name.startswith(exc.name):
-            logger.debug("router module %s not present; skipped", module_name)
-            return None
-        raise
-    router = getattr(module, "router", None)
-    if not isinstance(router, APIRouter):
-        raise TypeError(f"{module_name} must expose `router: APIRouter`")
-    return router
-
-
-def include_domain_routers(app: FastAPI, modules: list[str]) -> list[str]:
-    included: list[str] = []
-    for name in modules:
-        router = _load_router(name)
-        if router is None:
-            continue
+def include_domain_routers(app: FastAPI, routers: tuple[APIRouter, ...]) -> None:
+    for router in routers:
         paths = [getattr(route, "path", "") for route in router.routes]
         already_versioned = bool(paths) and all(p.startswith(API_PREFIX) for p in paths)
         app.include_router(router, prefix="" if already_versioned else API_PREFIX)
-        included.append(name)
-    return included
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -162,6 +146,6 @@ def create_app(
     )
 
     app.include_router(health_router)
-    app.state.router_modules = include_domain_routers(app, ROUTER_MODULES)
+    include_domain_routers(app, DOMAIN_ROUTERS)
     install_problem_openapi(app)
     return app

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from rich.console import Console
 
-import forgeline.cli as cli
+import forgeline.cli.common as cli
 
 
 def test_ids_are_not_truncated_in_an_80_column_table(monkeypatch: pytest.MonkeyPatch) -> None:

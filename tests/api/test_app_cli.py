@@ -16,6 +16,8 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 import forgeline.cli as cli
+import forgeline.cli.admin as cli_admin
+import forgeline.cli.common as cli_common
 from api.app import create_app
 from db.models.accounts import User
 from forgeline.crypto import decrypt_str, encrypt_str, rotate_encrypted_columns
@@ -99,7 +101,8 @@ async def test_cli_reports_problems_readably(api_url, session_maker):
 
 async def test_cli_bootstrap_prints_key_once_created(settings, tmp_path, monkeypatch, api_url):
     boot = settings.model_copy(update={"data_dir": tmp_path})
-    monkeypatch.setattr(cli, "get_settings", lambda: boot)
+    for module in (cli_admin, cli_common):
+        monkeypatch.setattr(module, "get_settings", lambda: boot)
     import api.accounts.bootstrap as bootstrap_module
 
     monkeypatch.setattr(bootstrap_module, "BOOTSTRAP_ORG_SLUG", f"cli-{uuid.uuid4().hex[:8]}")

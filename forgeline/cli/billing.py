@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from activities.billing.pricing import Period
-from forgeline.cli import ApiKey, ApiUrl, AsJson, client, emit, run
+from forgeline.cli.common import ApiKey, ApiUrl, AsJson, client, emit, run
 
 NAME = "billing"
 app = typer.Typer(help="Usage and invoices of your organization.", no_args_is_help=True)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from forgeline.api_client import ApiError, ForgelineClient
-from forgeline.cli import (
+from forgeline.cli.common import (
     ApiKey,
     ApiUrl,
     AsJson,
