@@ -1,6 +1,7 @@
 """Forgeline worker: builds clients once and runs one Temporal worker per task queue.
 
-Each domain contributes `activities/<domain>/registration.py: registration(deps) -> Registration`.
+Each domain contributes `activities/<domain>/registration.py: registration(deps) -> Registration`,
+imported here by name: a missing module is an ImportError at start.
 SIGTERM/SIGINT stop polling; in-flight activities get the grace period to finish or heartbeat out.
 `--build-host` (or `--task-queue builds`) runs a build host instead: stage execution only, on the
 build task queue, with no keys (refused in production when given any) and the build database role.
@@ -11,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import inspect
 import logging
 import os
@@ -25,10 +25,15 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.agent.registration import registration as agent_registration
+from activities.billing.registration import registration as billing_registration
 from activities.billing.schedules import ensure_billing_schedules
+from activities.deployments.registration import registration as deployments_registration
 from activities.deps import Registration, WorkerDeps
-from activities.pipelines.build_slots import retire_semaphore_workflows
+from activities.pipelines.registration import build_registration
+from activities.pipelines.registration import registration as runs_registration
 from activities.runners.local_runner import watch_children_with_pidfd
+from core.runs.build_slots import retire_semaphore_workflows
 from db.session import create_engine, create_session_maker
 from forgeline.settings import (
     AGENT_TASK_QUEUE,
@@ -44,15 +49,15 @@ from workflows.echo import DIAGNOSTICS_TASK_QUEUE, EchoWorkflow, echo_activity
 
 log = logging.getLogger("forgeline.worker")
 
-# Domain package under activities/ -> the task queue its registration serves.
-DOMAINS: dict[str, str] = {
-    "agent": AGENT_TASK_QUEUE,
-    "pipelines": PIPELINES_TASK_QUEUE,
-    "deployments": DEPLOYMENTS_TASK_QUEUE,
-    "billing": BILLING_TASK_QUEUE,
+# Task queue -> the registration that serves it (the build task queue is served by build hosts).
+DOMAINS: dict[str, Callable[[WorkerDeps], Registration]] = {
+    AGENT_TASK_QUEUE: agent_registration,
+    PIPELINES_TASK_QUEUE: runs_registration,
+    DEPLOYMENTS_TASK_QUEUE: deployments_registration,
+    BILLING_TASK_QUEUE: billing_registration,
 }
 # The control worker's queues; the build task queue is served by build hosts only.
-ALL_TASK_QUEUES = (*DOMAINS.values(), DIAGNOSTICS_TASK_QUEUE)
+ALL_TASK_QUEUES = (*DOMAINS, DIAGNOSTICS_TASK_QUEUE)
 
 
 def diagnostics_registration(deps: WorkerDeps) -> Registration:
@@ -64,29 +69,12 @@ def diagnostics_registration(deps: WorkerDeps) -> Registration:
 def load_registrations(
     deps: WorkerDeps, task_queues: Iterable[str] = ALL_TASK_QUEUES
 ) -> list[Registration]:
-    """Import each wanted domain's registration module and call it with the shared deps."""
+    """The registrations of the wanted task queues, built with the shared deps."""
     wanted = set(task_queues)
-    registrations: list[Registration] = []
-    for domain, queue in DOMAINS.items():
-        if queue not in wanted:
-            continue
-        module_name = f"activities.{domain}.registration"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            missing = exc.name or ""
-            # Only the registration module (or its package) being absent is tolerated, and only
-            # outside production; a broken import inside it is a real error.
-            if deps.settings.environment == "production" or not module_name.startswith(missing):
-                raise
-            log.warning("skipping task queue %r: %s does not exist yet", queue, module_name)
-            continue
-        registrations.append(module.registration(deps))
+    registrations = [register(deps) for queue, register in DOMAINS.items() if queue in wanted]
     if DIAGNOSTICS_TASK_QUEUE in wanted:
         registrations.append(diagnostics_registration(deps))
     if deps.settings.build_task_queue in wanted:
-        from activities.pipelines.registration import build_registration
-
         registrations.append(build_registration(deps))
     return registrations
 

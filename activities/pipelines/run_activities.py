@@ -18,10 +18,11 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.pipelines import build_slots, projections
-from activities.pipelines.plan import load_plan, slot_limit_for_key
+from activities.pipelines import projections
 from activities.pipelines.run_variables import resolve_run_variables
 from activities.pipelines.stage_execution import run_not_found, run_workspace
+from core.runs import build_slots
+from core.runs.plan import load_plan, slot_limit_for_key
 from db.models.projects import Repository
 from db.session import driver_connection, session_scope
 from forgeline.crypto import decrypt_str

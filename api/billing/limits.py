@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activities.pipelines import build_slots
-from activities.pipelines.plan import concurrent_builds
+from core.runs import build_slots
+from core.runs.plan import concurrent_builds
 from db.models.accounts import Organization, OrganizationMember
 from db.models.billing import LIVE_SUBSCRIPTION_STATUSES, Plan, PlanFeature, Subscription
 from db.models.deployments import Deployment

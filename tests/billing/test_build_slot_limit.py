@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import update
 
-from activities.pipelines.plan import UNLIMITED_CONCURRENT_BUILDS, load_plan
+from core.runs.plan import UNLIMITED_CONCURRENT_BUILDS, load_plan
 from db.models.accounts import Organization
 from db.models.billing import PlanFeature
 from db.session import driver_connection, session_scope

@@ -15,9 +15,9 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from activities.billing.plan_history import change_plan
-from activities.pipelines import build_slots
-from activities.pipelines.plan import slot_limit_for_key
 from api.billing.limits import apply_build_slot_limit
+from core.runs import build_slots
+from core.runs.plan import slot_limit_for_key
 from db.models.billing import Subscription, SubscriptionPlanChange
 from db.session import driver_connection, session_scope
 from forgeline.temporal_client import workflow_runner

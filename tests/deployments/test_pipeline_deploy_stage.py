@@ -30,9 +30,9 @@ from activities.deployments.pipeline_stage import (
     pipeline_deployment_id,
 )
 from activities.deployments.registration import WORKFLOWS
-from activities.pipelines import build_slots
 from activities.storage import LocalObjectStore
 from api.deployments import service
+from core.runs import build_slots
 from db.models.deployments import Deployment
 from db.models.operations import WorkflowExecution
 from db.models.pipelines import Pipeline, PipelineRun, PipelineStage

@@ -14,8 +14,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
-from activities.pipelines import build_slots
 from activities.pipelines.run_activities import RunActivities
+from core.runs import build_slots
 from db.session import driver_connection
 from forgeline.temporal_client import workflow_runner
 from tests.runs.helpers import wait_for

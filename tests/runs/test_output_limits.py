@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
 
 from activities.pipelines.log_capture import LineSplitter, LogCapture, LogChunk, SecretMasker
-from activities.pipelines.plan import stage_spec
 from activities.runners import StageProcess
 from activities.runners.sandbox_runner import SandboxRunner
+from core.runs.plan import stage_spec
 from db.models.pipelines import Artifact, Pipeline
 from db.session import session_scope
 from forgeline.settings import Settings

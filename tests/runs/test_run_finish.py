@@ -13,9 +13,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
-from activities.pipelines import build_slots
 from activities.pipelines.registration import WORKFLOWS, pipeline_activities
 from activities.pipelines.stage_execution import StageActivities, run_workspace
+from core.runs import build_slots
 from db.models.billing import UsageRecord
 from db.session import driver_connection
 from forgeline.temporal_client import workflow_runner
