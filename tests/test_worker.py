@@ -17,18 +17,12 @@ from forgeline.temporal_client import connect_temporal
 from workflows.echo import DIAGNOSTICS_TASK_QUEUE
 
 
-def test_missing_domain_is_skipped_in_development_only(
-    monkeypatch: pytest.MonkeyPatch, settings: Settings, temporal_client: Client
+def test_each_queue_loads_only_its_own_registration(
+    settings: Settings, temporal_client: Client
 ) -> None:
-    monkeypatch.setattr(worker, "DOMAINS", {"no_such_domain": "no-such-queue"})
     deps = WorkerDeps(settings=settings, session_maker=None, temporal=temporal_client)  # type: ignore[arg-type]
-    loaded = worker.load_registrations(deps, ["no-such-queue", DIAGNOSTICS_TASK_QUEUE])
+    loaded = worker.load_registrations(deps, [DIAGNOSTICS_TASK_QUEUE, "no-such-queue"])
     assert [r.task_queue for r in loaded] == [DIAGNOSTICS_TASK_QUEUE]
-
-    production = settings.model_copy(update={"environment": "production"})
-    deps = WorkerDeps(settings=production, session_maker=None, temporal=temporal_client)  # type: ignore[arg-type]
-    with pytest.raises(ModuleNotFoundError):
-        worker.load_registrations(deps, ["no-such-queue"])
 
 
 def test_registrations_for_one_queue_are_merged() -> None:
