@@ -25,7 +25,6 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.agent.activities import AgentActivities
-from activities.storage import LocalObjectStore
 from bench.baseline import measure_chain, percentile
 from bench.context import BenchContext, BenchRow
 from db.models.accounts import Organization
@@ -34,6 +33,7 @@ from db.models.projects import Project, Repository
 from db.session import create_engine, create_session_maker, session_scope
 from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
+from infra.storage import LocalObjectStore
 from tests.agent.corpus import CORPUS, write_corpus
 from workflows.agent_models import AgentTaskWorkflowInput
 from workflows.agent_task import AgentTaskWorkflow

@@ -24,7 +24,6 @@ from temporalio.worker import Worker
 from activities.deployments.activities import DeploymentActivities
 from activities.deployments.providers.docker import DockerReleaser
 from activities.deployments.registration import WORKFLOWS
-from activities.storage import LocalObjectStore
 from api.deployments import service
 from bench.context import BenchContext, BenchRow
 from db.models.accounts import Organization
@@ -33,6 +32,7 @@ from db.models.projects import Environment, Project
 from db.session import create_engine, create_session_maker, session_scope
 from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
+from infra.storage import LocalObjectStore
 from workflows.deployment import DeploymentWorkflow, deployment_workflow_id
 from workflows.deployment_models import DeploymentResult, DeploymentSource
 

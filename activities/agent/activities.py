@@ -30,7 +30,6 @@ from activities.git import (
     RepositoryUnavailable,
     clone_repository,
 )
-from activities.storage import ObjectNotFound, ObjectStore
 from db.models.agent import AgentTask
 from db.models.pipelines import PipelineRun, StageExecution, StageLogChunk
 from db.models.projects import ProjectFile, Repository
@@ -38,6 +37,7 @@ from db.session import session_scope
 from forgeline.crypto import DecryptionFailed, decrypt_str
 from forgeline.settings import Settings
 from forgeline.url_safety import UnsafeRepositoryUrl
+from infra.storage import ObjectNotFound, ObjectStore
 from workflows.agent_models import (
     PLANNER_VERSION,
     AgentTaskInputData,

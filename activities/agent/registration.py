@@ -5,8 +5,8 @@ from __future__ import annotations
 from activities.agent.activities import AgentActivities
 from activities.agent.llm import AnthropicLlm
 from activities.deps import Registration, WorkerDeps
-from activities.storage import create_object_store
 from forgeline.settings import AGENT_TASK_QUEUE
+from infra.storage import create_object_store
 from workflows.agent_task import AgentTaskWorkflow
 
 

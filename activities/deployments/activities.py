@@ -53,7 +53,6 @@ from activities.deployments.routing import (
     proxy_http_base,
     public_url,
 )
-from activities.storage import ObjectStore
 from db import app_hosts
 from db.models.deployments import Deployment, DeploymentApproval
 from db.models.projects import Environment, Project
@@ -62,6 +61,7 @@ from forgeline.environment_variables import reveal
 from forgeline.errors import DomainError
 from forgeline.local_paths import is_inside_organization_roots
 from forgeline.settings import Settings
+from infra.storage import ObjectStore
 from workflows.deployment_lock import EnvironmentDeploymentLock, LockState
 from workflows.deployment_models import (
     ActivationRequest,

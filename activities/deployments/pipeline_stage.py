@@ -17,7 +17,6 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deployments import intents
-from activities.storage import ObjectStore
 from api.billing.limits import enforce_limit
 from db.models.deployments import Deployment
 from db.models.pipelines import Artifact, PipelineRun
@@ -25,6 +24,7 @@ from db.models.projects import Environment, Project
 from db.session import session_scope
 from forgeline.errors import DomainError, PaymentRequired
 from forgeline.settings import Settings
+from infra.storage import ObjectStore
 from workflows.deployment_models import DeploymentRuntimeConfig
 from workflows.pipeline_models import PREPARE_PIPELINE_DEPLOYMENT, DeployStageInput
 

@@ -9,9 +9,9 @@ from typing import Any
 from activities.deployments.activities import DeploymentActivities
 from activities.deployments.pipeline_stage import PipelineDeployActivities
 from activities.deps import Registration, WorkerDeps
-from activities.storage import create_object_store, create_s3_client
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE
 from infra.containers import ContainerEngine, EngineUnavailable
+from infra.storage import create_object_store, create_s3_client
 from workflows.deployment import DeploymentWorkflow
 from workflows.deployment_lock import EnvironmentDeploymentLock
 from workflows.deployment_monitor import DeploymentMonitorWorkflow

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from activities.runners.sandbox_runner import SANDBOX_DIR
-from activities.storage import ObjectStore, join_key, sanitize_key
+from infra.storage import ObjectStore, join_key, sanitize_key
 
 MAX_ARTIFACT_FILES = 1000
 MAX_ARTIFACT_BYTES = 1024 * 1024 * 1024

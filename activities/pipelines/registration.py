@@ -13,8 +13,8 @@ from activities.pipelines.run_activities import RunActivities
 from activities.pipelines.stage_execution import StageActivities
 from activities.runners import Runner, StageOutcome, StageProcess, create_runner
 from activities.runners.base import OutputCallback
-from activities.storage import ObjectStore, create_object_store
 from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
+from infra.storage import ObjectStore, create_object_store
 from workflows.pipeline_run import PipelineRunWorkflow
 
 WORKFLOWS: list[type] = [PipelineRunWorkflow]

@@ -14,7 +14,6 @@ from sqlalchemy import select
 
 from activities.deployments.providers import require_available
 from activities.deployments.providers.static import content_type, resolve_site_key
-from activities.storage import ObjectNotFound, create_object_store
 from api.audit import write_audit
 from api.deployments import service
 from api.deployments.schemas import (
@@ -47,6 +46,7 @@ from db.models.deployments import (
 from db.models.projects import Project
 from forgeline.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from forgeline.local_paths import confine_local_path
+from infra.storage import ObjectNotFound, create_object_store
 from workflows.deployment_models import (
     TERMINAL_STATUSES,
     ApprovalDecision,

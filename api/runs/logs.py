@@ -18,10 +18,10 @@ from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from activities.storage import ObjectStore, create_object_store
 from api.runs import service
 from db.models.pipelines import StageExecution, StageLogChunk
 from db.session import session_scope
+from infra.storage import ObjectStore, create_object_store
 
 FINISHED_STAGE = ("success", "failed", "cancelled", "skipped", "timed_out")
 # An attempt that ended like this is the stage's last one: only a failure is ever retried.

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from activities.agent.tools import AgentToolbox, ToolInputError
-from activities.storage import LocalObjectStore
+from infra.storage import LocalObjectStore
 from tests.agent.corpus import CORPUS, write_repo
 from workflows.agent_models import AgentTaskInputData
 

@@ -203,7 +203,7 @@ async def artifact_factory(ctx: FactoryContext) -> uuid.UUID:
     key = f"matrix/{artifact_id}/dist.tar.gz"
     content = b"matrix artifact"
     if ctx.settings is not None:
-        from activities.storage import create_object_store
+        from infra.storage import create_object_store
 
         key = create_object_store(ctx.settings).put_bytes(key, content)
     async with session_scope(ctx.session_maker) as session:

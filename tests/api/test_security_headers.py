@@ -77,9 +77,9 @@ async def test_a_site_on_the_api_path_cannot_act_as_the_api(api_client, settings
     """A tenant page kept on /v1/sites runs sandboxed (opaque origin): its scripts cannot read the
     API's storage nor call the API as the API's origin; the canonical site is on another host."""
     from activities.deployments.providers.static import publish_directory, site_prefix
-    from activities.storage import LocalObjectStore
     from db.models.deployments import Deployment
     from db.session import session_scope
+    from infra.storage import LocalObjectStore
     from tests.deployments.helpers import make_environment
 
     org = await make_org(session_maker)

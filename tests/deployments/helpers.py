@@ -16,7 +16,6 @@ from temporalio.worker import Worker
 
 from activities.deployments.activities import DeploymentActivities
 from activities.deployments.registration import WORKFLOWS
-from activities.storage import LocalObjectStore
 from api.deployments import service
 from db.models.deployments import Deployment
 from db.models.projects import Environment, Project
@@ -24,6 +23,7 @@ from db.session import session_scope
 from forgeline.local_paths import organization_roots
 from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
+from infra.storage import LocalObjectStore
 from workflows.deployment_models import DeploymentSource
 
 FAST_HEALTH = {

@@ -13,20 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from api.accounts.scopes import ALL_SCOPES
 from sqlalchemy import select, update
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.deployments.pipeline_stage import PipelineDeployActivities
-from activities.storage import LocalObjectStore
-from api.accounts.scopes import ALL_SCOPES
 from api.deployments import service
 from db.models.accounts import OrganizationMember, User
 from db.models.deployments import Deployment, DeploymentApproval
 from db.models.pipelines import Pipeline, PipelineRun
 from db.models.projects import Environment
 from db.session import session_scope
+from infra.storage import LocalObjectStore
 from tests.deployments.helpers import (
     decide,
     make_activities,

@@ -30,7 +30,6 @@ from activities.deployments.pipeline_stage import (
     pipeline_deployment_id,
 )
 from activities.deployments.registration import WORKFLOWS
-from activities.storage import LocalObjectStore
 from api.deployments import service
 from core.runs import build_slots
 from db.models.deployments import Deployment
@@ -41,6 +40,7 @@ from db.session import driver_connection, session_scope
 from forgeline.errors import PaymentRequired
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE, Settings
 from forgeline.temporal_client import workflow_runner
+from infra.storage import LocalObjectStore
 from tests.deployments.helpers import decide, make_activities, make_environment, wait_status
 from tests.factories import make_org
 from tests.runs.helpers import (

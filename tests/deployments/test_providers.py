@@ -17,9 +17,9 @@ from activities.deployments.providers import require_available
 from activities.deployments.providers.aws import S3WebsitePublisher, estimated_monthly_cost
 from activities.deployments.providers.docker import DockerReleaser, container_name
 from activities.deployments.providers.static import publish_directory, resolve_site_key
-from activities.storage import LocalObjectStore
 from forgeline.embedded.postgres import free_port
 from forgeline.errors import ProviderUnavailable, ValidationFailed
+from infra.storage import LocalObjectStore
 from tests.deployments.images import EXITS, HEALTHY, NO_CONTENT, docker_client, write_context
 from workflows.deployment_models import HealthCheckPolicy
 

@@ -22,7 +22,7 @@ from activities.deployments.routing import (
     host_label,
     is_hostname,
 )
-from activities.storage import LocalObjectStore
+from infra.storage import LocalObjectStore
 from tests.deployments.helpers import (
     deployment_row,
     get_app,

@@ -17,7 +17,7 @@ from activities.deployments.providers.static import (
     publish_directory,
     remove_site,
 )
-from activities.storage import LocalObjectStore
+from infra.storage import LocalObjectStore
 
 DEP = "6f1b2a3c-0000-4000-8000-000000000001"
 OTHER = "6f1b2a3c-0000-4000-8000-000000000002"

@@ -11,10 +11,10 @@ from temporalio.worker import Worker
 
 from activities.deployments.activities import DeploymentActivities
 from activities.deployments.registration import WORKFLOWS
-from activities.storage import LocalObjectStore
 from db.session import create_engine, create_session_maker
 from forgeline.settings import Settings
 from forgeline.temporal_client import connect_temporal, workflow_runner
+from infra.storage import LocalObjectStore
 
 
 async def main() -> None:

@@ -479,7 +479,7 @@ def test_an_artifact_swapped_for_a_symlink_after_collection_is_not_uploaded(
     """A concurrent stage of the same run swaps a collected artifact for a link to a host file
     between collection and upload: the worker (root) reads nothing outside the workspace."""
     from activities.pipelines import artifacts
-    from activities.storage import LocalObjectStore
+    from infra.storage import LocalObjectStore
 
     secret = tmp_path / "host-secret"
     secret.write_text(MARKER)

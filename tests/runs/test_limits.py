@@ -10,9 +10,9 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from activities.storage import create_object_store
 from core.runs import build_slots
 from db.session import driver_connection
+from infra.storage import create_object_store
 from tests.factories import make_org
 from tests.runs.helpers import (
     create_run,

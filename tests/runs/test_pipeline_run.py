@@ -11,11 +11,11 @@ from sqlalchemy import select
 from temporalio.client import WorkflowFailureError
 
 from activities.runners import Runner, process_name
-from activities.storage import LocalObjectStore, ObjectStore
 from api.runs import service
 from db.models.billing import UsageRecord
 from db.models.operations import WorkflowExecution
 from db.models.pipelines import Artifact
+from infra.storage import LocalObjectStore, ObjectStore
 from tests.factories import make_org
 from tests.runs.helpers import (
     by_stage,

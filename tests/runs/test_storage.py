@@ -7,7 +7,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from activities.storage import (
+from infra.storage import (
     InvalidObjectKey,
     LocalObjectStore,
     ObjectNotFound,
