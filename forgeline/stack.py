@@ -9,27 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
-import importlib
-import importlib.util
-import inspect
 import json
 import logging
 import os
 import signal
-import stat
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from activities.billing.schedules import ensure_billing_schedules
 from activities.deployments.routing import embedded_caddy_command, public_url
+from core.accounts.bootstrap import ensure_bootstrap
+from db.seed import seed_reference_data as seed_reference_rows
 from db.session import (
     create_engine,
     create_session_maker,
@@ -37,105 +33,19 @@ from db.session import (
     session_scope,
     sync_database_url,
 )
+from forgeline.embedded.children import ChildProcesses, build_host_environment
+from forgeline.embedded.data_dir import (
+    development_encryption_key,
+    development_payload_key_env,
+    secure_data_dir,
+)
 from forgeline.embedded.postgres import EmbeddedPostgres, port_open
 from forgeline.embedded.temporal import EmbeddedTemporal, wait_for_temporal
-from forgeline.settings import PLACEHOLDER, Settings
+from forgeline.settings import Settings
 from forgeline.temporal_client import connect_temporal, temporal_target
 
 log = logging.getLogger("forgeline.stack")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    path.chmod(0o600)
-
-
-# What the data dir holds for the service user alone: keys, passwords, the bootstrap owner's
-# credentials, every tenant's objects, logs and workspaces, the embedded services' state.
-# Whole trees: what only the service user's processes write.
-PRIVATE_TREES = ("objects", "spool", "temporal", "postgres-credentials", "caddy")
-# Made before any process writes there, so nothing is ever created in a readable directory.
-PRECREATED = ("objects", "spool", "workspaces")
-# The server's own (initdb makes it 0700 for its system user).
-SERVER_OWNED = ("postgres",)
-
-
-def secure_data_dir(data_dir: Path) -> None:
-    """Directories 0700 and files 0600 for the service user; repairs an older, laxer data dir.
-
-    Whole trees for what only the service user's processes write; any other directory
-    (`workspaces`, `runner`) at its top only: the build sandbox hands the insides to the build
-    user. Symlinks are never followed.
-    """
-    data_dir.mkdir(parents=True, exist_ok=True)
-    _restrict(data_dir, 0o700)
-    for name in PRECREATED:
-        (data_dir / name).mkdir(mode=0o700, exist_ok=True)
-    for entry in data_dir.iterdir():
-        if entry.is_symlink() or entry.name in SERVER_OWNED:
-            continue
-        if entry.is_file():
-            _restrict(entry, 0o600)
-        elif entry.name in PRIVATE_TREES:
-            for root, dirs, files in os.walk(entry):
-                _restrict(Path(root), 0o700)
-                for name in files:
-                    _restrict(Path(root) / name, 0o600)
-                dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
-        else:
-            _restrict(entry, 0o700)
-
-
-def _restrict(path: Path, ceiling: int) -> None:
-    """Clear every permission bit beyond `ceiling` (group and other), keeping the owner's."""
-    with contextlib.suppress(FileNotFoundError):
-        info = path.lstat()
-        mode = stat.S_IMODE(info.st_mode)
-        # A symlink's target may be anywhere (chmod would follow it): never changed from here.
-        if mode & ~ceiling and not stat.S_ISLNK(info.st_mode):
-            path.chmod(mode & ceiling)
-
-
-def development_encryption_key(settings: Settings) -> str | None:
-    """In development with the placeholder key, one generated key kept in the data dir."""
-    if settings.encryption_keys.get_secret_value() not in ("", PLACEHOLDER):
-        return None
-    key_file = settings.data_dir / "encryption.key"
-    if not key_file.exists():
-        _write_private(key_file, Fernet.generate_key().decode())
-    return key_file.read_text().strip()
-
-
-# What a build host's environment never holds (it runs hostile code): the Fernet keys, payment and
-# LLM keys, the API key of the CLI.
-BUILD_HOST_WITHHELD = ("ENCRYPTION_KEY", "STRIPE", "ANTHROPIC", "FORGELINE_API_KEY")
-
-
-def build_host_environment(env: dict[str, str], build_database_url: str | None) -> dict[str, str]:
-    """The control worker's environment without any key, and with the build database role."""
-    kept = {
-        name: value
-        for name, value in env.items()
-        if not any(part in name.upper() for part in BUILD_HOST_WITHHELD)
-    }
-    if build_database_url:
-        kept.pop("DATABASE_URL", None)
-        kept["FORGELINE_DATABASE_URL"] = build_database_url
-    kept["FORGELINE_BUILD_HOST"] = "true"
-    return kept
-
-
-def development_payload_key_env(settings: Settings) -> str | None:
-    """In development without FORGELINE_PAYLOAD_KEYS, the key kept in the data dir."""
-    if settings.payload_keys is not None:
-        return None
-    from forgeline.payload_codec import development_payload_key
-
-    return development_payload_key(settings.data_dir.absolute())
 
 
 def run_migrations(url: str) -> None:
@@ -150,29 +60,9 @@ def run_migrations(url: str) -> None:
 
 async def seed_reference_data(session_maker: async_sessionmaker[AsyncSession]) -> None:
     """Idempotent reference data (plans and plan features), one unit of work."""
-    seed = _optional("db.seed", "seed_reference_data")
-    if seed is None:
-        return
     async with session_scope(session_maker) as session:
-        await seed(session)
+        await seed_reference_rows(session)
     print("Seeded reference data (plans, plan features)", flush=True)
-
-
-def _optional(module: str, name: str) -> Callable[..., Any] | None:
-    """A function from a module another engineer owns; None while that module does not exist."""
-    if importlib.util.find_spec(module.rpartition(".")[0]) is None:
-        return None
-    try:
-        found = getattr(importlib.import_module(module), name, None)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None
-        raise
-    return found if callable(found) else None
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 def _as_dict(result: Any) -> dict[str, Any]:
@@ -198,45 +88,6 @@ def bootstrap_display(settings: Settings, result: Any) -> dict[str, Any]:
     shown = {**saved, **fresh}
     shown.pop("created", None)
     return {k: str(v) for k, v in shown.items()}
-
-
-def _terminate_with_parent() -> None:
-    """In the child: SIGTERM when the stack dies, even by SIGKILL (Linux prctl)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class ChildProcesses:
-    """worker.py and uvicorn, each in its own session so Ctrl-C reaches the stack first."""
-
-    def __init__(self) -> None:
-        self.children: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        self.children[name] = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_terminate_with_parent,
-        )
-
-    def exited(self) -> list[tuple[str, int]]:
-        return [(n, p.returncode) for n, p in self.children.items() if p.poll() is not None]
-
-    def stop(self, timeout: float) -> None:
-        for process in self.children.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for name, process in self.children.items():
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in %ss; killing it", name, timeout)
-                process.kill()
-                process.wait()
 
 
 class Stack:
@@ -324,15 +175,11 @@ class Stack:
         shown: dict[str, Any] = {}
         try:
             await seed_reference_data(session_maker)
-            bootstrap = _optional("api.accounts.bootstrap", "ensure_bootstrap")
-            if bootstrap:
-                result = await _maybe_await(bootstrap(session_maker, settings))
-                shown = bootstrap_display(settings, result)
-            schedules = _optional("activities.billing.schedules", "ensure_billing_schedules")
-            if schedules:
-                client = await connect_temporal(settings)
-                await _maybe_await(schedules(client, session_maker))
-                print("Billing schedules ensured", flush=True)
+            result = await ensure_bootstrap(session_maker, settings)
+            shown = bootstrap_display(settings, result)
+            client = await connect_temporal(settings)
+            await ensure_billing_schedules(client, session_maker)
+            print("Billing schedules ensured", flush=True)
         finally:
             await engine.dispose()
         return shown
@@ -357,9 +204,6 @@ class Stack:
             [sys.executable, str(ROOT / "worker.py"), "--build-host"],
             build_host_environment(self.env, build_url),
         )
-        if importlib.util.find_spec("api.app") is None:
-            log.warning("api.app does not exist yet; not starting the API")
-            return
         self.children.start(
             "api",
             [

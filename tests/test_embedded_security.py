@@ -40,6 +40,7 @@ from db.roles import (
     ensure_roles,
     grant_build_role,
 )
+from forgeline.embedded.data_dir import secure_data_dir
 from forgeline.embedded.postgres import (
     PG_HBA,
     SUPERUSER,
@@ -50,7 +51,7 @@ from forgeline.embedded.postgres import (
 )
 from forgeline.embedded.temporal import EmbeddedTemporal
 from forgeline.settings import Settings
-from forgeline.stack import Stack, run_migrations, secure_data_dir
+from forgeline.stack import Stack, run_migrations
 from tests.factories import make_org
 from tests.runs.helpers import make_pipeline, stage
 

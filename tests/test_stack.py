@@ -14,10 +14,11 @@ import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from forgeline.embedded.data_dir import development_encryption_key
 from forgeline.embedded.postgres import EmbeddedPostgres, free_port
 from forgeline.embedded.temporal import EmbeddedTemporal
 from forgeline.settings import PLACEHOLDER, Settings
-from forgeline.stack import bootstrap_display, development_encryption_key
+from forgeline.stack import bootstrap_display
 from workflows.echo import EchoInput, EchoWorkflow
 
 

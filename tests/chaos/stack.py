@@ -23,10 +23,10 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
+from forgeline.embedded.children import build_host_environment
 from forgeline.embedded.postgres import EmbeddedPostgres, free_port
 from forgeline.embedded.temporal import EmbeddedTemporal
 from forgeline.settings import BUILDS_TASK_QUEUE, PIPELINES_TASK_QUEUE, Settings
-from forgeline.stack import build_host_environment
 from forgeline.temporal_client import connect_temporal
 from tests.deployments.proxy import CaddyProcess
 

@@ -30,6 +30,7 @@ from db.models.projects import Project
 from db.roles import BUILD_ROLE
 from db.session import session_scope
 from forgeline import environment_variables as env_vars
+from forgeline.embedded.children import build_host_environment
 from forgeline.payload_codec import (
     ENCODING,
     EncryptionCodec,
@@ -39,7 +40,6 @@ from forgeline.payload_codec import (
     parse_payload_keys,
 )
 from forgeline.settings import Settings
-from forgeline.stack import build_host_environment
 from forgeline.temporal_client import workflow_runner
 from tests.factories import make_org
 from tests.runs.helpers import (
