@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from collections.abc import Collection
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -18,7 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from forgeline.settings import PLACEHOLDER, Settings, get_settings
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    pass
 
 logger = logging.getLogger("forgeline.crypto")
 
@@ -77,67 +76,3 @@ def rotate_str(ciphertext: str, settings: Settings | None = None) -> str:
         return fernet_for(settings).rotate(ciphertext.encode()).decode()
     except InvalidToken as exc:
         raise DecryptionFailed("ciphertext does not decrypt with any configured key") from exc
-
-
-def encrypted_columns() -> list[tuple[str, list[str]]]:
-    """Every `*_encrypted` column of the model, by table: the convention marks them all."""
-    import db.models  # noqa: F401  # registers every table on Base.metadata
-    from db.base import Base
-
-    found = []
-    for table in Base.metadata.sorted_tables:
-        columns = [c.name for c in table.columns if c.name.endswith("_encrypted")]
-        if columns:
-            found.append((table.name, columns))
-    return found
-
-
-async def rotate_encrypted_columns(
-    session_maker: async_sessionmaker[AsyncSession],
-    settings: Settings | None = None,
-    *,
-    batch_size: int = 500,
-    tables: Collection[str] | None = None,
-) -> dict[str, int]:
-    """Re-encrypt every encrypted value under the newest key, batch by batch (keyset on id,
-    one commit per batch), and return the number of rewritten values per `table.column`."""
-    from sqlalchemy import column, select, table, update
-
-    fernet = fernet_for(settings)
-    counts: dict[str, int] = {}
-    for table_name, column_names in encrypted_columns():
-        if tables is not None and table_name not in tables:
-            continue
-        tbl = table(table_name, column("id"), *(column(name) for name in column_names))
-        for name in column_names:
-            counts[f"{table_name}.{name}"] = 0
-        last_id = None
-        while True:
-            stmt = select(tbl.c.id, *(tbl.c[name] for name in column_names)).order_by(tbl.c.id)
-            if last_id is not None:
-                stmt = stmt.where(tbl.c.id > last_id)
-            async with session_maker() as session:
-                rows = (await session.execute(stmt.limit(batch_size))).all()
-                if not rows:
-                    break
-                for row in rows:
-                    values: dict[str, str] = {}
-                    for index, name in enumerate(column_names, start=1):
-                        ciphertext = row[index]
-                        if ciphertext:
-                            try:
-                                values[name] = fernet.rotate(ciphertext.encode()).decode()
-                            except InvalidToken as exc:
-                                raise DecryptionFailed(
-                                    f"{table_name}.{name} of row {row[0]} does not decrypt with "
-                                    "any configured key; add the old key and run again"
-                                ) from exc
-                    if values:
-                        await session.execute(
-                            update(tbl).where(tbl.c.id == row[0]).values(**values)
-                        )
-                        for name in values:
-                            counts[f"{table_name}.{name}"] += 1
-                await session.commit()
-                last_id = rows[-1][0]
-    return counts

@@ -3,11 +3,8 @@ masked in every API answer, revealed only inside the activity that runs a build 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from forgeline.crypto import decrypt_str, encrypt_str, rotate_str
 from forgeline.settings import Settings
@@ -82,38 +79,6 @@ def rotate(
     return rotated
 
 
-async def rotate_config_secrets(
-    session_maker: async_sessionmaker[AsyncSession],
-    settings: Settings | None = None,
-    *,
-    batch_size: int = 500,
-) -> dict[str, int]:
-    """Key rotation for the secrets inside JSONB columns, which the `*_encrypted` column sweep
-    cannot see: `projects.config` and `environments.config` -> environment_variables[], and the
-    variables snapshots unfinished runs hold. Keyset batches, one commit per batch."""
-    from db.models.pipelines import PipelineRun
-    from db.models.projects import Environment, Project
-
-    def config(value: Any) -> tuple[Any, int] | None:
-        variables = (value or {}).get("environment_variables") or []
-        secrets = sum(1 for v in variables if v.get("secret"))
-        if not secrets:
-            return None
-        return {**value, "environment_variables": rotate(variables, settings)}, secrets
-
-    def snapshot(value: Any) -> tuple[Any, int]:
-        return rotate_snapshot(value, settings), 1
-
-    counts: dict[str, int] = {}
-    for model in (Project, Environment):
-        key = f"{model.__tablename__}.config.environment_variables"
-        counts[key] = await _rewrite_in_batches(session_maker, model.config, config, batch_size)
-    counts["pipeline_runs.variables_snapshot"] = await _rewrite_in_batches(
-        session_maker, PipelineRun.variables_snapshot, snapshot, batch_size
-    )
-    return counts
-
-
 def rotate_snapshot(
     snapshot: Mapping[str, Any], settings: Settings | None = None
 ) -> dict[str, Any]:
@@ -128,40 +93,3 @@ def rotate_snapshot(
         for env_id, variables in (rotated.get("environments") or {}).items()
     }
     return rotated
-
-
-async def _rewrite_in_batches(
-    session_maker: async_sessionmaker[AsyncSession],
-    column: Any,
-    rewrite: Callable[[Any], tuple[Any, int] | None],
-    batch_size: int,
-) -> int:
-    """Every row where `column` (a mapped JSONB attribute) is set, by keyset batches on `id`:
-    `rewrite` gives the new value and how many secrets it re-encrypted, or None to leave the row.
-    A value cleared meanwhile (a run that finished) stays cleared."""
-    from sqlalchemy import update
-
-    model = column.class_
-    rewritten = 0
-    last_id = None
-    while True:
-        stmt = select(model.id, column).where(column.is_not(None)).order_by(model.id)
-        if last_id is not None:
-            stmt = stmt.where(model.id > last_id)
-        async with session_maker() as session:
-            rows = (await session.execute(stmt.limit(batch_size))).all()
-            if not rows:
-                return rewritten
-            for row_id, value in rows:
-                result = rewrite(value)
-                if result is None:
-                    continue
-                new_value, secrets = result
-                await session.execute(
-                    update(model)
-                    .where(model.id == row_id, column.is_not(None))
-                    .values({column: new_value})
-                )
-                rewritten += secrets
-            await session.commit()
-            last_id = rows[-1][0]

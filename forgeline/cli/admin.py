@@ -15,7 +15,7 @@ from forgeline.settings import get_settings
 
 def bootstrap(as_json: AsJson = False) -> None:
     """Create the bootstrap organization with its owner (once) and print its API key."""
-    from api.accounts.bootstrap import ensure_bootstrap_with
+    from core.accounts.bootstrap import ensure_bootstrap_with
 
     result = asyncio.run(ensure_bootstrap_with(get_settings()))
     data = {
@@ -42,9 +42,9 @@ def bootstrap(as_json: AsJson = False) -> None:
 def rotate_keys(as_json: AsJson = False) -> None:
     """Re-encrypt every encrypted column (and the secret variables inside project and
     environment configs) under the first key of FORGELINE_ENCRYPTION_KEYS."""
+    from db.key_rotation import rotate_config_secrets, rotate_encrypted_columns
     from db.session import create_engine, create_session_maker
-    from forgeline.crypto import DecryptionFailed, rotate_encrypted_columns
-    from forgeline.environment_variables import rotate_config_secrets
+    from forgeline.crypto import DecryptionFailed
 
     settings = get_settings()
 

@@ -19,8 +19,9 @@ import forgeline.cli as cli
 import forgeline.cli.admin as cli_admin
 import forgeline.cli.common as cli_common
 from api.app import create_app
+from db.key_rotation import rotate_encrypted_columns
 from db.models.accounts import User
-from forgeline.crypto import decrypt_str, encrypt_str, rotate_encrypted_columns
+from forgeline.crypto import decrypt_str, encrypt_str
 from forgeline.embedded.postgres import free_port
 from forgeline.local_paths import organization_roots
 from forgeline.settings import Settings
@@ -103,7 +104,7 @@ async def test_cli_bootstrap_prints_key_once_created(settings, tmp_path, monkeyp
     boot = settings.model_copy(update={"data_dir": tmp_path})
     for module in (cli_admin, cli_common):
         monkeypatch.setattr(module, "get_settings", lambda: boot)
-    import api.accounts.bootstrap as bootstrap_module
+    import core.accounts.bootstrap as bootstrap_module
 
     monkeypatch.setattr(bootstrap_module, "BOOTSTRAP_ORG_SLUG", f"cli-{uuid.uuid4().hex[:8]}")
     monkeypatch.setattr(

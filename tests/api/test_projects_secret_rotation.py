@@ -8,6 +8,7 @@ import uuid
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
+from db.key_rotation import rotate_config_secrets
 from db.models.projects import Environment, Project
 from db.session import session_scope
 from forgeline import environment_variables as env_vars
@@ -58,7 +59,7 @@ async def test_rotation_moves_config_secrets_to_the_newest_key(app, session_make
     except DecryptionFailed:
         pass
 
-    counts = await env_vars.rotate_config_secrets(session_maker, both)
+    counts = await rotate_config_secrets(session_maker, both)
     assert counts["projects.config.environment_variables"] >= 1
     assert counts["environments.config.environment_variables"] >= 1
     async with session_maker() as session:
