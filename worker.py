@@ -32,7 +32,6 @@ from activities.deployments.registration import registration as deployments_regi
 from activities.deps import Registration, WorkerDeps
 from activities.pipelines.registration import build_registration
 from activities.pipelines.registration import registration as runs_registration
-from activities.runners.local_runner import watch_children_with_pidfd
 from core.runs.build_slots import retire_semaphore_workflows
 from db.session import create_engine, create_session_maker
 from forgeline.settings import (
@@ -45,6 +44,7 @@ from forgeline.settings import (
     get_settings,
 )
 from forgeline.temporal_client import connect_temporal, temporal_target, workflow_runner
+from infra.runners.local_runner import watch_children_with_pidfd
 from workflows.echo import DIAGNOSTICS_TASK_QUEUE, EchoWorkflow, echo_activity
 
 log = logging.getLogger("forgeline.worker")

@@ -15,11 +15,11 @@ import time
 import uuid
 from pathlib import Path
 
-from activities.runners import Runner, StageProcess
-from activities.runners.docker_runner import DockerRunner
-from activities.runners.local_runner import LocalProcessRunner
-from activities.runners.sandbox_runner import SandboxConfig, SandboxRunner
 from bench.context import BenchContext, BenchRow
+from infra.runners import Runner, StageProcess
+from infra.runners.docker_runner import DockerRunner
+from infra.runners.local_runner import LocalProcessRunner
+from infra.runners.sandbox_runner import SandboxConfig, SandboxRunner
 
 ROUNDS = int(os.environ.get("FORGELINE_BENCH_RUNNERS_ROUNDS", "40"))
 

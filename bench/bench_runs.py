@@ -23,7 +23,6 @@ from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
 from activities.pipelines.registration import WORKFLOWS, pipeline_activities
-from activities.runners import create_runner
 from api.runs import service
 from api.runs.schemas import RunCreate
 from bench.baseline import measure_chain, percentile, run_chain
@@ -35,6 +34,7 @@ from db.models.projects import Project
 from db.session import create_engine, create_session_maker, session_scope
 from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
+from infra.runners import create_runner
 
 REPEATS = int(os.environ.get("FORGELINE_BENCH_RUNS_REPEATS", "10"))
 CONCURRENT = int(os.environ.get("FORGELINE_BENCH_RUNS_CONCURRENT", "200"))

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from activities.runners.local_runner import watch_children_with_pidfd
 from bench.context import BenchContext, BenchRow
 from forgeline.embedded.postgres import free_port
 from forgeline.embedded.temporal import EmbeddedTemporal
+from infra.runners.local_runner import watch_children_with_pidfd
 
 BENCH_DIR = Path(__file__).resolve().parent
 CHAIN_LENGTHS = (1, 5, 20)

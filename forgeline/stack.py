@@ -235,8 +235,8 @@ class Stack:
 
 def builds_description(settings: Settings) -> str:
     """Where stages run, as the build host will choose (`FORGELINE_CONTAINER_RUNNER`)."""
-    from activities.runners import sandbox_config
-    from activities.runners.sandbox_runner import sandbox_works
+    from infra.runners import sandbox_config
+    from infra.runners.sandbox_runner import sandbox_works
 
     choice = settings.container_runner
     if choice == "unsafe-local":

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from activities.git import ASKPASS_SCRIPT, clone_config, clone_environment, clone_repository
 from forgeline.url_safety import CloneTarget, UnsafeRepositoryUrl, resolve_for_clone
+from infra.git import ASKPASS_SCRIPT, clone_config, clone_environment, clone_repository
 
 PUBLIC = "140.82.112.3"
 IDENTITY = ["-c", "user.email=t@example.com", "-c", "user.name=t"]

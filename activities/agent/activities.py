@@ -23,13 +23,6 @@ from activities.agent.llm import TOOL_SCHEMAS, AnthropicLlm
 from activities.agent.planner import RepoFiles
 from activities.agent.planner_turns import planner_turn as next_planner_turn
 from activities.agent.tools import AgentToolbox, ToolInputError, task_key
-from activities.git import (
-    CloneLimits,
-    GitError,
-    RepositoryTooLarge,
-    RepositoryUnavailable,
-    clone_repository,
-)
 from db.models.agent import AgentTask
 from db.models.pipelines import PipelineRun, StageExecution, StageLogChunk
 from db.models.projects import ProjectFile, Repository
@@ -37,6 +30,13 @@ from db.session import session_scope
 from forgeline.crypto import DecryptionFailed, decrypt_str
 from forgeline.settings import Settings
 from forgeline.url_safety import UnsafeRepositoryUrl
+from infra.git import (
+    CloneLimits,
+    GitError,
+    RepositoryTooLarge,
+    RepositoryUnavailable,
+    clone_repository,
+)
 from infra.storage import ObjectNotFound, ObjectStore
 from workflows.agent_models import (
     PLANNER_VERSION,

@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from activities.deps import Registration, WorkerDeps
 from activities.pipelines.run_activities import RunActivities
 from activities.pipelines.stage_execution import StageActivities
-from activities.runners import Runner, StageOutcome, StageProcess, create_runner
-from activities.runners.base import OutputCallback
 from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
+from infra.runners import Runner, StageOutcome, StageProcess, create_runner
+from infra.runners.base import OutputCallback
 from infra.storage import ObjectStore, create_object_store
 from workflows.pipeline_run import PipelineRunWorkflow
 

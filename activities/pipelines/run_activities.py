@@ -230,8 +230,8 @@ class RunActivities:
 
     async def _checkout(self, repo: Repository, workspace: Path, inp: RunStarted) -> str:
         """Clone the project's repository at the run's commit (or branch) into the workspace."""
-        from activities.git import RepositoryUnavailable, clone_repository
         from forgeline.url_safety import UnsafeRepositoryUrl
+        from infra.git import RepositoryUnavailable, clone_repository
 
         token = (
             decrypt_str(repo.access_token_encrypted, self.settings)

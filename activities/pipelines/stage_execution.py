@@ -24,10 +24,10 @@ from activities.pipelines import artifacts as artifact_files
 from activities.pipelines import projections
 from activities.pipelines.bookkeeping import ride_out
 from activities.pipelines.log_capture import LogCapture, LogChunk, OutputPace, SecretMasker
-from activities.runners import Runner, StageOutcome, StageProcess, process_name, process_prefix
 from db.models.pipelines import Artifact
 from db.session import driver_connection, session_scope
 from forgeline.settings import Settings
+from infra.runners import Runner, StageOutcome, StageProcess, process_name, process_prefix
 from infra.storage import ObjectStore, join_key
 from workflows.pipeline_models import (
     RUN_NOT_FOUND_ERROR,

@@ -9,16 +9,16 @@ from pathlib import Path
 import anthropic
 import httpx2 as httpx  # the HTTP client the anthropic SDK is built on
 import pytest
-
 from activities.agent.llm import cost_of, to_application_error
-from activities.git import (
+
+from forgeline.url_safety import UnsafeRepositoryUrl
+from infra.git import (
     ASKPASS_SCRIPT,
     CloneLimits,
     RepositoryTooLarge,
     RepositoryUnavailable,
     clone_repository,
 )
-from forgeline.url_safety import UnsafeRepositoryUrl
 from tests.agent.corpus import CORPUS, write_repo
 
 

@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.runners import Runner
-from activities.runners.docker_runner import DockerRunner
 from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
 from infra.containers import ContainerEngine
+from infra.runners import Runner
+from infra.runners.docker_runner import DockerRunner
 from tests.runs.helpers import pipeline_worker
 from tests.runs.images import connect_engine, ensure_busybox_image
 from tests.runs.sandbox import sandbox_runner

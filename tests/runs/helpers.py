@@ -15,7 +15,6 @@ from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
 from activities.pipelines.registration import WORKFLOWS, build_activities, control_activities
-from activities.runners import Runner
 from api.runs import service
 from api.runs.schemas import RunCreate
 from db.models.accounts import Organization
@@ -24,6 +23,7 @@ from db.models.projects import Project
 from db.session import session_scope
 from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
+from infra.runners import Runner
 from infra.storage import ObjectStore, create_object_store
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from activities.runners.sandbox_runner import SandboxConfig, SandboxRunner
+from infra.runners.sandbox_runner import SandboxConfig, SandboxRunner
 
 
 def sandbox_runner(state_dir: Path, **overrides: object) -> SandboxRunner:

@@ -24,7 +24,6 @@ from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
 from activities.pipelines.registration import WORKFLOWS, control_activities
-from activities.runners.docker_runner import DockerRunner
 from db.models.pipelines import Pipeline
 from db.models.projects import Project
 from db.roles import BUILD_ROLE
@@ -41,6 +40,7 @@ from forgeline.payload_codec import (
 )
 from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
+from infra.runners.docker_runner import DockerRunner
 from tests.factories import make_org
 from tests.runs.helpers import (
     by_stage,

@@ -105,7 +105,7 @@ async def test_sigkill_worker_mid_stage(
     assert_contiguous(await log_text(session_maker, rows["count"][1].id), complete=True)
     assert [r.attempt for r in rows["after"]] == [1]
     # The orphan of attempt 1 (its process group / container) was removed by attempt 2.
-    from activities.runners import process_name
+    from infra.runners import process_name
 
     assert await process_gone(runner, process_name(str(run.id), "count", 1))
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from activities.runners import Runner, StageProcess
-from activities.runners.cgroups import Cgroups
-from activities.runners.sandbox_runner import SandboxRunner, workspace_usage
+from infra.runners import Runner, StageProcess
+from infra.runners.cgroups import Cgroups
+from infra.runners.sandbox_runner import SandboxRunner, workspace_usage
 from tests.runs.sandbox import sandbox_runner
 from tests.runs.test_pipeline_run import process_gone
 from tests.runs.test_runners import Collected
@@ -387,7 +387,7 @@ async def test_private_and_metadata_addresses_refused_inside_a_namespace(
     socket_path = tmp_path / "egress.sock"
     proxy = subprocess.Popen(
         ["ip", "netns", "exec", test_namespace, sys.executable, "-m",
-         "activities.runners.egress_proxy", "--socket", str(socket_path)],
+         "infra.runners.egress_proxy", "--socket", str(socket_path)],
         cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
     try:
@@ -617,8 +617,8 @@ async def test_docker_network_stages_leave_only_through_the_proxy(
     """A Docker stage that asks for network gets no network of its own: the egress proxy
     listens on its loopback. A host address is refused by the proxy's policy, and reached
     through it only when the operator allow-lists it; a direct connection goes nowhere."""
-    from activities.runners.docker_runner import DockerRunner
-    from activities.runners.egress_proxy import EgressPolicy, EgressProxy
+    from infra.runners.docker_runner import DockerRunner
+    from infra.runners.egress_proxy import EgressPolicy, EgressProxy
 
     target = HTTPListener("127.0.0.2")
     policy = EgressPolicy.from_strings(["127.0.0.2/32"] if allowed else [])

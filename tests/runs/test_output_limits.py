@@ -19,12 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
 
 from activities.pipelines.log_capture import LineSplitter, LogCapture, LogChunk, SecretMasker
-from activities.runners import StageProcess
-from activities.runners.sandbox_runner import SandboxRunner
 from core.runs.plan import stage_spec
 from db.models.pipelines import Artifact, Pipeline
 from db.session import session_scope
 from forgeline.settings import Settings
+from infra.runners import StageProcess
+from infra.runners.sandbox_runner import SandboxRunner
 from tests.factories import make_org
 from tests.runs.helpers import (
     create_run,

@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import select
 from temporalio.client import WorkflowFailureError
 
-from activities.runners import Runner, process_name
 from api.runs import service
 from db.models.billing import UsageRecord
 from db.models.operations import WorkflowExecution
 from db.models.pipelines import Artifact
+from infra.runners import Runner, process_name
 from infra.storage import LocalObjectStore, ObjectStore
 from tests.factories import make_org
 from tests.runs.helpers import (

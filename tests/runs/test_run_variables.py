@@ -11,11 +11,11 @@ import pytest
 
 from activities.pipelines.run_variables import RunVariablesCache, stage_variables
 from activities.pipelines.stage_execution import StageActivities, run_workspace
-from activities.runners.base import StageProcess
 from db.models.pipelines import Pipeline
 from db.models.projects import Project
 from db.session import session_scope
 from forgeline import environment_variables as env_vars
+from infra.runners.base import StageProcess
 from infra.storage import LocalObjectStore
 from tests.factories import make_org
 from tests.runs.helpers import (

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from activities.runners import Runner, StageProcess, process_name, process_prefix
-from activities.runners.docker_runner import DockerRunner
 from infra.containers import ContainerEngine, ImageUnavailable
+from infra.runners import Runner, StageProcess, process_name, process_prefix
+from infra.runners.docker_runner import DockerRunner
 
 
 class Collected:
@@ -133,7 +133,7 @@ async def test_background_children_do_not_outlive_stage(runner: Runner, tmp_path
 
 
 def test_local_runner_is_not_leaking_pidfiles(tmp_path: Path) -> None:
-    from activities.runners.local_runner import LocalProcessRunner
+    from infra.runners.local_runner import LocalProcessRunner
 
     runner = LocalProcessRunner(tmp_path / "state")
     asyncio.run(runner.run(spec(tmp_path, "true"), Collected()))
@@ -141,7 +141,7 @@ def test_local_runner_is_not_leaking_pidfiles(tmp_path: Path) -> None:
 
 
 async def test_local_runner_applies_resource_limits(tmp_path: Path) -> None:
-    from activities.runners.local_runner import LocalProcessRunner
+    from infra.runners.local_runner import LocalProcessRunner
 
     out = Collected()
     runner = LocalProcessRunner(tmp_path / "state")
@@ -157,7 +157,7 @@ async def test_local_runner_applies_resource_limits(tmp_path: Path) -> None:
 async def test_local_runner_errors_keep_the_scripts_line_numbers(tmp_path: Path) -> None:
     """The limits are set on the script's first line, not on lines of their own: the shell
     reports the script's errors at the script's own line numbers."""
-    from activities.runners.local_runner import LocalProcessRunner
+    from infra.runners.local_runner import LocalProcessRunner
 
     out = Collected()
     runner = LocalProcessRunner(tmp_path / "state")
@@ -187,7 +187,7 @@ def test_local_runner_with_the_pidfd_child_watcher(tmp_path: Path) -> None:
     thread per process; exit codes and output arrive as with the default watcher."""
     import threading
 
-    from activities.runners.local_runner import LocalProcessRunner, watch_children_with_pidfd
+    from infra.runners.local_runner import LocalProcessRunner, watch_children_with_pidfd
 
     runner = LocalProcessRunner(tmp_path / "state")
 
@@ -208,7 +208,7 @@ def test_local_runner_with_the_pidfd_child_watcher(tmp_path: Path) -> None:
 
 
 def test_missing_suffix_finds_what_the_stream_dropped() -> None:
-    from activities.runners.docker_runner import missing_suffix
+    from infra.runners.docker_runner import missing_suffix
 
     assert missing_suffix(b"a\nyyys3c", b"yyys3cr3t") == b"r3t"
     assert missing_suffix(b"a\nyyys3cr3t", b"yyys3cr3t") == b""
@@ -239,7 +239,7 @@ async def test_output_of_a_finished_stage_waits_out_a_stalled_log_store(
 ) -> None:
     """A stage that ends by itself while its log store stalls (a database outage) loses no line:
     only a stage stopped by its timeout has its undelivered output dropped after a bound."""
-    from activities.runners import local_runner
+    from infra.runners import local_runner
     from tests.runs.sandbox import sandbox_runner
 
     monkeypatch.setattr(local_runner, "PUMP_DRAIN_SECONDS", 0.3)

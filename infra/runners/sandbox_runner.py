@@ -6,7 +6,7 @@ The embedded default. What a stage sees and may do:
   /workspace, and nothing else of the host: no data dir, no other run's workspace, no keys;
 - the build user (`FORGELINE_BUILD_UID`, never the worker's), no capabilities, no-new-privileges;
 - a network of loopback only; when the stage asks for network, a forwarder on 127.0.0.1:3128 to
-  the egress proxy outside (activities/runners/egress_proxy.py), the one way out;
+  the egress proxy outside (infra/runners/egress_proxy.py), the one way out;
 - CPU, memory and process limits from its own cgroup, a disk limit on the workspace, and a kill
   of every process in the group on exit, timeout or cancel.
 The environment is built from scratch: a clean PATH, HOME and TMPDIR inside the workspace, and
@@ -24,15 +24,15 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from activities.runners.base import OutputCallback, Runner, StageOutcome, StageProcess
-from activities.runners.cgroups import Cgroups, Limits, StageCgroup
-from activities.runners.egress_proxy import (
+from infra.runners.base import OutputCallback, Runner, StageOutcome, StageProcess
+from infra.runners.cgroups import Cgroups, Limits, StageCgroup
+from infra.runners.egress_proxy import (
     PROXY_PORT,
     EgressPolicy,
     EgressProxy,
     proxy_environment,
 )
-from activities.runners.local_runner import close_output, end_output, pump_output
+from infra.runners.local_runner import close_output, end_output, pump_output
 
 log = logging.getLogger("forgeline.sandbox")
 

@@ -9,7 +9,7 @@ absolute-form `GET http://...` requests are forwarded one per connection. Operat
 extra networks (an internal mirror) and chain to an upstream proxy (`FORGELINE_BUILD_PROXY`).
 
 Runs inside the build host (`EgressProxy.start`) or alone:
-`python -m activities.runners.egress_proxy --socket PATH [--allow CIDR]`.
+`python -m infra.runners.egress_proxy --socket PATH [--allow CIDR]`.
 """
 
 from __future__ import annotations

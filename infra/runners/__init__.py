@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from activities.runners.base import Runner, StageOutcome, StageProcess, process_name, process_prefix
 from forgeline.settings import Settings
+from infra.runners.base import Runner, StageOutcome, StageProcess, process_name, process_prefix
 
 if TYPE_CHECKING:
-    from activities.runners.sandbox_runner import SandboxConfig
+    from infra.runners.sandbox_runner import SandboxConfig
 
 # Image for stages that name none (Docker runner only).
 DEFAULT_STAGE_IMAGE = "debian:bookworm-slim"
@@ -33,7 +33,7 @@ class RunnerUnavailable(RuntimeError):
 
 
 def sandbox_config(settings: Settings) -> SandboxConfig:
-    from activities.runners.sandbox_runner import SandboxConfig
+    from infra.runners.sandbox_runner import SandboxConfig
 
     return SandboxConfig(
         state_dir=settings.data_dir / "runner",
@@ -54,11 +54,11 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
 def create_runner(settings: Settings) -> Runner:
     """`container_runner` = sandbox | docker | unsafe-local | auto (the sandbox when it works
     here, else Docker when an engine answers; never the unisolated runner)."""
-    from activities.runners.docker_runner import DockerRunner
-    from activities.runners.egress_proxy import EgressPolicy, EgressProxy
-    from activities.runners.local_runner import LocalProcessRunner
-    from activities.runners.sandbox_runner import SandboxRunner, sandbox_works
     from infra.containers import ContainerEngine, EngineUnavailable
+    from infra.runners.docker_runner import DockerRunner
+    from infra.runners.egress_proxy import EgressPolicy, EgressProxy
+    from infra.runners.local_runner import LocalProcessRunner
+    from infra.runners.sandbox_runner import SandboxRunner, sandbox_works
 
     choice = settings.container_runner
     if choice == "unsafe-local":

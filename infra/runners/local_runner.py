@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from activities.runners.base import OutputCallback, Runner, StageOutcome, StageProcess
+from infra.runners.base import OutputCallback, Runner, StageOutcome, StageProcess
 
 _BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
 # Once a stage's processes are killed, what is left in its pipe is short: a sink that has not
