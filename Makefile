@@ -13,7 +13,7 @@ RESULTS := .pytest_cache/forgeline-results.xml
 help:
 	@echo "make run      start the whole stack (embedded Temporal + PostgreSQL, worker, API)"
 	@echo "make test     run the test suite (real PostgreSQL and Temporal)"
-	@echo "make lint     ruff check, ruff format --check, mypy"
+	@echo "make lint     ruff check, ruff format --check, mypy, import-linter (layer contracts)"
 	@echo "make fmt      ruff format + ruff check --fix"
 	@echo "make bench    Temporal baseline + every bench/bench_*.py, as one table"
 	@echo "make migrate  alembic upgrade head (embedded PostgreSQL unless DATABASE_URL)"
@@ -59,6 +59,7 @@ lint: sync
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy .
+	$(UV) run --frozen lint-imports
 
 fmt: sync
 	$(UV) run --frozen ruff format .
