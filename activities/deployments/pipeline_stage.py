@@ -17,7 +17,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deployments import intents
-from api.billing.limits import enforce_limit
+from core.billing.limits import enforce_limit
 from db.models.deployments import Deployment
 from db.models.pipelines import Artifact, PipelineRun
 from db.models.projects import Environment, Project
@@ -26,7 +26,7 @@ from forgeline.errors import DomainError, PaymentRequired
 from forgeline.settings import Settings
 from infra.storage import ObjectStore
 from workflows.deployment_models import DeploymentRuntimeConfig
-from workflows.pipeline_models import PREPARE_PIPELINE_DEPLOYMENT, DeployStageInput
+from workflows.runs_models import PREPARE_PIPELINE_DEPLOYMENT, DeployStageInput
 
 # Stable namespace: the same (run, environment) always names the same deployment.
 DEPLOY_STAGE_NAMESPACE = uuid.UUID("6f0d4a52-7c1e-4b8e-9a3d-2f5b8c1e0d47")

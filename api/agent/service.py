@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import uuid
 from datetime import timedelta
@@ -28,6 +27,7 @@ from api.agent.schemas import (
 )
 from api.audit import write_audit
 from api.deps import Principal
+from core.billing.limits import enforce_limit
 from db.models.agent import AgentExecution, AgentStep, AgentTask, ToolInvocation
 from db.models.operations import WorkflowExecution
 from db.models.pipelines import PipelineRun
@@ -161,11 +161,7 @@ async def _resolve_deploy_environment(
 async def _enforce_pipeline_limit(
     session: AsyncSession, organization_id: uuid.UUID, project_id: uuid.UUID
 ) -> None:
-    try:
-        limits = importlib.import_module("api.billing.limits")
-    except ModuleNotFoundError:  # billing not installed in this build
-        return
-    await limits.enforce_limit(
+    await enforce_limit(
         session, organization_id, "pipelines_per_project", project_id=project_id
     )
 

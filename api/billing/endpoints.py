@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activities.billing.pricing import Period
-from api.billing import limits, service
+from api.billing import service
 from api.billing.schemas import (
     BillingRunOut,
     BillingRunRequest,
@@ -38,6 +38,7 @@ from api.deps import (
     require_scope,
 )
 from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
+from core.billing import limits
 from core.runs import build_slots
 from db.models.billing import Invoice
 

@@ -4,7 +4,6 @@ promote, preview teardown, and the static site host (`/v1/sites/{deployment_id}/
 from __future__ import annotations
 
 import asyncio
-import importlib
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated
@@ -37,6 +36,7 @@ from api.deps import (
     require_scope,
 )
 from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
+from core.billing.limits import enforce_limit
 from db.models.deployments import (
     Deployment,
     DeploymentContainer,
@@ -72,11 +72,7 @@ def deployment_out(row: Deployment) -> DeploymentOut:
 
 
 async def _limit(session: SessionDep, organization_id: uuid.UUID) -> None:
-    try:
-        limits = importlib.import_module("api.billing.limits")
-    except ModuleNotFoundError:  # billing not installed in this build
-        return
-    await limits.enforce_limit(session, organization_id, "deployments_per_month")
+    await enforce_limit(session, organization_id, "deployments_per_month")
 
 
 async def _commit_and_start(

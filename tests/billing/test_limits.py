@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from activities.billing.plan_history import change_plan
-from api.billing.limits import LIMIT_NAMES, enforce_limit
+from core.billing.limits import LIMIT_NAMES, enforce_limit
 from db.models.accounts import OrganizationMember, User
 from db.models.billing import Subscription
 from db.models.deployments import Deployment

@@ -15,7 +15,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from activities.billing.plan_history import change_plan
-from api.billing.limits import apply_build_slot_limit
+from core.billing.limits import apply_build_slot_limit
 from core.runs import build_slots
 from core.runs.plan import slot_limit_for_key
 from db.models.billing import Subscription, SubscriptionPlanChange
@@ -23,7 +23,7 @@ from db.session import driver_connection, session_scope
 from forgeline.temporal_client import workflow_runner
 from tests.billing.conftest import subscribe
 from tests.runs.helpers import create_run, make_pipeline, pipeline_worker, stage, start, wait_for
-from workflows.pipeline_models import GRANT_SIGNAL, SlotGrant
+from workflows.runs_models import GRANT_SIGNAL, SlotGrant
 
 
 async def slot_state(session_maker, key: str) -> build_slots.SlotState:

@@ -24,7 +24,7 @@ from db.models.deployments import Deployment
 from db.models.pipelines import Pipeline, PipelineRun
 from db.models.projects import Environment, Project
 from forgeline.errors import PaymentRequired
-from workflows.pipeline_models import build_slot_key
+from workflows.runs_models import build_slot_key
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ async def enforce_limit(
 
 async def concurrent_builds_limit(session: AsyncSession, organization_id: uuid.UUID) -> int:
     """The organization's number of build slots now: its own override, else its plan's
-    `concurrent_builds` (as a run's plan resolves it, activities/pipelines/plan.py)."""
+    `concurrent_builds` (as a run's plan resolves it, core/runs/plan.py)."""
     settings = await session.scalar(
         select(Organization.settings).where(Organization.id == organization_id)
     )

@@ -1,0 +1,1 @@
+"""Billing: plan limits, pricing, invoicing rules and the queries behind them."""
