@@ -18,11 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.agent import outcomes, projections
-from activities.agent.llm import TOOL_SCHEMAS, AnthropicLlm
-from activities.agent.planner import RepoFiles
-from activities.agent.planner_turns import planner_turn as next_planner_turn
-from activities.agent.tools import AgentToolbox, ToolInputError, task_key
+from core.agent import outcomes, projections
+from core.agent.planner import RepoFiles
+from core.agent.planner_turns import planner_turn as next_planner_turn
+from core.agent.tools import AgentToolbox, ToolInputError, task_key
 from db.models.agent import AgentTask
 from db.models.pipelines import PipelineRun, StageExecution, StageLogChunk
 from db.models.projects import ProjectFile, Repository
@@ -37,6 +36,7 @@ from infra.git import (
     RepositoryUnavailable,
     clone_repository,
 )
+from infra.llm import TOOL_SCHEMAS, AnthropicLlm
 from infra.storage import ObjectNotFound, ObjectStore
 from workflows.agent_models import (
     PLANNER_VERSION,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from activities.agent.activities import AgentActivities
-from activities.agent.llm import AnthropicLlm
 from activities.deps import Registration, WorkerDeps
 from forgeline.settings import AGENT_TASK_QUEUE
+from infra.llm import AnthropicLlm
 from infra.storage import create_object_store
 from workflows.agent_task import AgentTaskWorkflow
 

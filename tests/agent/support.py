@@ -13,13 +13,13 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.agent.activities import AgentActivities
-from activities.agent.llm import AnthropicLlm
 from db.models.agent import AgentExecution, AgentStep, AgentTask, ToolInvocation
 from db.models.pipelines import Pipeline
 from db.models.projects import Project, Repository
 from db.session import session_scope
 from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
+from infra.llm import AnthropicLlm
 from infra.storage import create_object_store
 from workflows.agent_task import AgentTaskWorkflow
 

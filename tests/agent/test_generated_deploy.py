@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from activities.agent.planner import analyze_repository, propose_pipeline
-from activities.agent.tools import pin_deploy_environment
+from core.agent.planner import analyze_repository, propose_pipeline
+from core.agent.tools import pin_deploy_environment
 from db.models.agent import AgentTask
 from db.models.pipelines import Pipeline, PipelineStage
 from db.models.projects import Environment

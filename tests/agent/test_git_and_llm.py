@@ -9,7 +9,6 @@ from pathlib import Path
 import anthropic
 import httpx2 as httpx  # the HTTP client the anthropic SDK is built on
 import pytest
-from activities.agent.llm import cost_of, to_application_error
 
 from forgeline.url_safety import UnsafeRepositoryUrl
 from infra.git import (
@@ -19,6 +18,7 @@ from infra.git import (
     RepositoryUnavailable,
     clone_repository,
 )
+from infra.llm import cost_of, to_application_error
 from tests.agent.corpus import CORPUS, write_repo
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.agent.planner import analyze_repository, propose_pipeline
+from core.agent.planner import analyze_repository, propose_pipeline
 from forgeline.pipeline_export import validate_proposal
 from tests.agent.corpus import CORPUS, SampleRepo, write_repo
 from workflows.agent_models import Preferences
@@ -112,6 +112,6 @@ def test_framework_hint_orders_monorepo_apps(corpus_root: Path) -> None:
     ],
 )
 def test_python_image_follows_the_project(pinned, requires, expected) -> None:
-    from activities.agent.planner import _python_version
+    from core.agent.planner import _python_version
 
     assert _python_version(pinned, requires) == expected

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.agent.planner import MAX_MANIFEST_BYTES, analyze_repository, propose_pipeline
+from core.agent.planner import MAX_MANIFEST_BYTES, analyze_repository, propose_pipeline
 from forgeline.safe_parsing import (
     MAX_DOCUMENT_BYTES,
     MAX_DOCUMENT_DEPTH,

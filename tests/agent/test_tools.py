@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.agent.tools import AgentToolbox, ToolInputError
+from core.agent.tools import AgentToolbox, ToolInputError
 from infra.storage import LocalObjectStore
 from tests.agent.corpus import CORPUS, write_repo
 from workflows.agent_models import AgentTaskInputData

@@ -15,12 +15,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activities.agent.llm import cost_of
 from db.models.agent import AgentExecution, AgentStep, AgentTask, ToolInvocation
 from db.models.billing import UsageRecord
 from db.models.operations import WorkflowExecution
 from db.models.pipelines import Pipeline, PipelineStage
 from db.models.projects import FRAMEWORKS, Project
+from infra.llm import cost_of
 from workflows.agent_models import PipelineProposal, ValidationReport
 
 NAMESPACE = uuid.UUID("5b0f3c1e-8f7a-4d61-9a53-6f0c2d7e4a10")

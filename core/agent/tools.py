@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from activities.agent.planner import RepoFiles, analyze_repository, propose_pipeline
+from core.agent.planner import RepoFiles, analyze_repository, propose_pipeline
 from forgeline.pipeline_export import validate_proposal
 from infra.storage import ObjectNotFound, ObjectStore
 from workflows.agent_models import (
