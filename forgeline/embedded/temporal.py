@@ -18,9 +18,9 @@ from forgeline.settings import SEARCH_ATTRIBUTES
 
 log = logging.getLogger(__name__)
 
-# Measured on 2 cores (DESIGN.md): the default transfer-queue poll rate (20/s) costs ~50 ms per
-# activity; 1000/s cuts it to ~17 ms. WAL + synchronous=normal recovers most of the SQLite
-# file's throughput loss against in-memory.
+# The default transfer-queue poll rate (20/s) adds tens of milliseconds to every activity of the
+# dev server; a high rate removes it. WAL + synchronous=normal keep the SQLite file close to the
+# in-memory store's throughput (figures in bench/README.md).
 TUNING_ARGS: tuple[str, ...] = (
     "--sqlite-pragma",
     "journal_mode=wal",
