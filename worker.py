@@ -30,8 +30,8 @@ from activities.billing.registration import registration as billing_registration
 from activities.billing.schedules import ensure_billing_schedules
 from activities.deployments.registration import registration as deployments_registration
 from activities.deps import Registration, WorkerDeps
-from activities.pipelines.registration import build_registration
-from activities.pipelines.registration import registration as runs_registration
+from activities.runs.registration import build_registration
+from activities.runs.registration import registration as runs_registration
 from core.runs.build_slots import retire_semaphore_workflows
 from db.session import create_engine, create_session_maker
 from forgeline.settings import (

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from activities.pipelines.log_capture import LogCapture, LogChunk, SecretMasker
+from activities.runs.log_capture import LogCapture, LogChunk, SecretMasker
 from bench.context import BenchContext, BenchRow
 
 LOG_BYTES = 50_000_000

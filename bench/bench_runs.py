@@ -22,7 +22,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
-from activities.pipelines.registration import WORKFLOWS, pipeline_activities
+from activities.runs.registration import WORKFLOWS, pipeline_activities
 from api.runs import service
 from api.runs.schemas import RunCreate
 from bench.baseline import measure_chain, percentile, run_chain

@@ -28,8 +28,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from activities.pipelines import projections
-from activities.pipelines.artifacts import UploadedArtifact
+from activities.runs import projections
+from activities.runs.artifacts import UploadedArtifact
 from db.regen_migration import alembic_config
 from db.roles import (
     APP_ROLE,

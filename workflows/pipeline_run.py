@@ -22,7 +22,7 @@ from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from forgeline.settings import DEPLOYMENTS_TASK_QUEUE
-    from workflows.pipeline_models import (
+    from workflows.runs_models import (
         ACQUIRE_SLOT,
         EXECUTE_STAGE,
         FINISH_RUN,

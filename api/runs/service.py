@@ -32,7 +32,7 @@ from forgeline.crypto import encrypt_str
 from forgeline.errors import Conflict, NotFound
 from forgeline.search_attributes import forgeline_search_attributes
 from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
-from workflows.pipeline_models import (
+from workflows.runs_models import (
     PipelineRunInput,
     RunStatusView,
     build_slot_key,

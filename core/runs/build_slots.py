@@ -24,7 +24,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from db.session import driver_connection
-from workflows.pipeline_models import GRANT_SIGNAL, SlotGrant
+from workflows.runs_models import GRANT_SIGNAL, SlotGrant
 
 log = logging.getLogger(__name__)
 

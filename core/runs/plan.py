@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from workflows.pipeline_models import ReusableStage, RunPlan, StageConditions, StageSpec
+from workflows.runs_models import ReusableStage, RunPlan, StageConditions, StageSpec
 
 # Without a subscription an organization is on the free tier: one build at a time.
 DEFAULT_CONCURRENT_BUILDS = 1

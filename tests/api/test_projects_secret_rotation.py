@@ -74,7 +74,7 @@ async def test_rotation_moves_config_secrets_to_the_newest_key(app, session_make
 def test_a_runs_variables_snapshot_rotates_with_its_sources(settings) -> None:
     """An unfinished run's snapshot holds the same ciphertexts as its sources: rotated to the
     newest key, every secret in it still reads the same."""
-    from activities.pipelines.run_variables import stage_variables
+    from activities.runs.run_variables import stage_variables
     from forgeline.crypto import encrypt_str
 
     old_key = Fernet.generate_key().decode()

@@ -38,7 +38,7 @@ from tests.deployments.images import write_context
 from tests.deployments.proxy import via_proxy
 from tests.factories import make_org
 from tests.runs.helpers import make_pipeline, stage
-from workflows.pipeline_models import EXECUTE_STAGE, PipelineRunInput, StageInput
+from workflows.runs_models import EXECUTE_STAGE, PipelineRunInput, StageInput
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 

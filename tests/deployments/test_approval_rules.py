@@ -37,7 +37,7 @@ from tests.deployments.helpers import (
 from tests.factories import make_org
 from workflows.deployment import DeploymentWorkflow, deployment_workflow_id
 from workflows.deployment_models import DecisionRecord, DeploymentSource
-from workflows.pipeline_models import DeployStageInput
+from workflows.runs_models import DeployStageInput
 
 # Already published files: the deployment needs no build (nothing here is about building).
 PUBLISHED = DeploymentSource(version="v1", static_prefix="deployments/none/site")

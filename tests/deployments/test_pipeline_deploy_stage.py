@@ -55,7 +55,7 @@ from tests.runs.helpers import (
 from tests.runs.sandbox import sandbox_runner
 from workflows.deployment import DeploymentWorkflow, deployment_workflow_id
 from workflows.deployment_models import DeploymentInput
-from workflows.pipeline_models import (
+from workflows.runs_models import (
     DeployStageInput,
     RunStatusView,
 )

@@ -14,7 +14,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
-from activities.pipelines.registration import WORKFLOWS, build_activities, control_activities
+from activities.runs.registration import WORKFLOWS, build_activities, control_activities
 from api.runs import service
 from api.runs.schemas import RunCreate
 from db.models.accounts import Organization

@@ -23,7 +23,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
-from activities.pipelines.registration import WORKFLOWS, control_activities
+from activities.runs.registration import WORKFLOWS, control_activities
 from db.models.pipelines import Pipeline
 from db.models.projects import Project
 from db.roles import BUILD_ROLE

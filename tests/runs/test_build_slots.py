@@ -14,12 +14,12 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
-from activities.pipelines.run_activities import RunActivities
+from activities.runs.run_activities import RunActivities
 from core.runs import build_slots
 from db.session import driver_connection
 from forgeline.temporal_client import workflow_runner
 from tests.runs.helpers import wait_for
-from workflows.pipeline_models import GRANT_SIGNAL, SlotClaim, SlotGrant, SlotRequest
+from workflows.runs_models import GRANT_SIGNAL, SlotClaim, SlotGrant, SlotRequest
 
 
 def new_key() -> str:

@@ -24,7 +24,7 @@ from tests.runs.helpers import (
     start,
     wait_for,
 )
-from workflows.pipeline_models import RunStatusView
+from workflows.runs_models import RunStatusView
 
 
 async def slot_state(session_maker, key: str) -> build_slots.SlotState:

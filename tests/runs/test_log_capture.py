@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
-from activities.pipelines.log_capture import (
+from activities.runs.log_capture import (
     MAX_LINE_BYTES,
     LineSplitter,
     LogCapture,

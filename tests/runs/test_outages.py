@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from activities.pipelines.projections import NEVER_OPENED_ERROR
+from activities.runs.projections import NEVER_OPENED_ERROR
 from db.session import create_engine, create_session_maker
 from forgeline.embedded.postgres import EmbeddedPostgres, free_port
 from forgeline.embedded.temporal import EmbeddedTemporal
@@ -242,7 +242,7 @@ async def test_a_closed_run_is_never_reopened(
 ) -> None:
     """Closing is final: a second close (a retried step, a late failure) changes neither the
     status nor the error, and concurrent closes agree on the first."""
-    from activities.pipelines import projections
+    from activities.runs import projections
     from db.session import driver_connection
 
     org = await make_org(session_maker)

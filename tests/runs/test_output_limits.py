@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
 
-from activities.pipelines.log_capture import LineSplitter, LogCapture, LogChunk, SecretMasker
+from activities.runs.log_capture import LineSplitter, LogCapture, LogChunk, SecretMasker
 from core.runs.plan import stage_spec
 from db.models.pipelines import Artifact, Pipeline
 from db.session import session_scope

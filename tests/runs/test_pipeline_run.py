@@ -29,7 +29,7 @@ from tests.runs.helpers import (
     start,
     wait_for,
 )
-from workflows.pipeline_models import RunStatusView
+from workflows.runs_models import RunStatusView
 
 
 @pytest.fixture
@@ -375,8 +375,8 @@ async def test_history_replays_deterministically(ctx) -> None:
     replays under the SDK's full default sandbox, which checks every call the workflow makes."""
     from temporalio.worker import Replayer
 
-    from activities.pipelines.registration import WORKFLOWS
-    from workflows.pipeline_models import pipeline_run_workflow_id
+    from activities.runs.registration import WORKFLOWS
+    from workflows.runs_models import pipeline_run_workflow_id
 
     run, result = await run_pipeline(
         ctx,
@@ -407,7 +407,7 @@ async def test_project_and_environment_variables(ctx) -> None:
     from db.models.projects import Environment, Project
     from db.session import session_scope
     from forgeline import environment_variables as env_vars
-    from workflows.pipeline_models import pipeline_run_workflow_id
+    from workflows.runs_models import pipeline_run_workflow_id
 
     secret, env_secret = "proj-s3cr3t-7c1f9e", "env-s3cr3t-42ab88"
     sm = ctx["session_maker"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from activities.pipelines.run_variables import stage_variables
+from activities.runs.run_variables import stage_variables
 from db.models.pipelines import Pipeline
 from db.models.projects import Environment
 from db.session import session_scope

@@ -13,8 +13,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
-from activities.pipelines.registration import WORKFLOWS, pipeline_activities
-from activities.pipelines.stage_execution import StageActivities, run_workspace
+from activities.runs.registration import WORKFLOWS, pipeline_activities
+from activities.runs.stage_execution import StageActivities, run_workspace
 from core.runs import build_slots
 from db.models.billing import UsageRecord
 from db.session import driver_connection
@@ -30,7 +30,7 @@ from tests.runs.helpers import (
     start,
 )
 from tests.runs.sandbox import sandbox_runner
-from workflows.pipeline_models import FinishRunInput
+from workflows.runs_models import FinishRunInput
 
 
 async def local_activities(client: Client, workflow_id: str) -> list[str]:

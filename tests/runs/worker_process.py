@@ -9,7 +9,7 @@ import sys
 from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
-from activities.pipelines.registration import WORKFLOWS, pipeline_activities
+from activities.runs.registration import WORKFLOWS, pipeline_activities
 from db.session import create_engine, create_session_maker
 from forgeline.settings import Settings
 from forgeline.temporal_client import connect_temporal, workflow_runner

@@ -16,7 +16,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activities.pipelines.artifacts import UploadedArtifact
+from activities.runs.artifacts import UploadedArtifact
 from db.models.pipelines import PipelineRun, StageExecution
 
 _NAMESPACE = uuid.UUID("6f1c8a55-8a57-4d0b-9a3e-3c1f0c6b2d11")

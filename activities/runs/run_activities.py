@@ -18,16 +18,16 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.pipelines import projections
-from activities.pipelines.run_variables import resolve_run_variables
-from activities.pipelines.stage_execution import run_not_found, run_workspace
+from activities.runs import projections
+from activities.runs.run_variables import resolve_run_variables
+from activities.runs.stage_execution import run_not_found, run_workspace
 from core.runs import build_slots
 from core.runs.plan import load_plan, slot_limit_for_key
 from db.models.projects import Repository
 from db.session import driver_connection, session_scope
 from forgeline.crypto import decrypt_str
 from forgeline.settings import Settings
-from workflows.pipeline_models import (
+from workflows.runs_models import (
     ACQUIRE_SLOT,
     RECORD_LOST_ATTEMPTS,
     RELEASE_SLOT,

@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError
 from forgeline import environment_variables as env_vars
 from forgeline.crypto import DecryptionFailed, decrypt_str
 from forgeline.settings import Settings
-from workflows.pipeline_models import STAGE_INVALID_ERROR, ResolvedVariables, RunVariables
+from workflows.runs_models import STAGE_INVALID_ERROR, ResolvedVariables, RunVariables
 
 
 @dataclass(frozen=True)

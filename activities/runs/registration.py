@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.deps import Registration, WorkerDeps
-from activities.pipelines.run_activities import RunActivities
-from activities.pipelines.stage_execution import StageActivities
+from activities.runs.run_activities import RunActivities
+from activities.runs.stage_execution import StageActivities
 from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
 from infra.runners import Runner, StageOutcome, StageProcess, create_runner
 from infra.runners.base import OutputCallback

@@ -20,16 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.pipelines import artifacts as artifact_files
-from activities.pipelines import projections
-from activities.pipelines.bookkeeping import ride_out
-from activities.pipelines.log_capture import LogCapture, LogChunk, OutputPace, SecretMasker
+from activities.runs import artifacts as artifact_files
+from activities.runs import projections
+from activities.runs.bookkeeping import ride_out
+from activities.runs.log_capture import LogCapture, LogChunk, OutputPace, SecretMasker
 from db.models.pipelines import Artifact
 from db.session import driver_connection, session_scope
 from forgeline.settings import Settings
 from infra.runners import Runner, StageOutcome, StageProcess, process_name, process_prefix
 from infra.storage import ObjectStore, join_key
-from workflows.pipeline_models import (
+from workflows.runs_models import (
     RUN_NOT_FOUND_ERROR,
     STAGE_FAILED_ERROR,
     STAGE_INVALID_ERROR,
