@@ -11,8 +11,6 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.billing.invoicing import BillingActivities
-    from activities.billing.schedules import BillingScheduleActivities
     from workflows.billing_models import (
         BillingCycleInput,
         BillingCycleResult,
@@ -29,14 +27,15 @@ with workflow.unsafe.imports_passed_through():
         StripeInvoiceRef,
         StripeInvoiceRequest,
     )
+    from workflows.contracts import billing as contracts
 
 DB_TIMEOUT = timedelta(seconds=60)
-# Up to ~20 minutes of attempts: a database restart is ridden out, bad data ends the attempt.
+# Up to ~20 minutes of attempts: a database restart is ridden out; bad data ends the attempt
+# (each contract names its non-retryable errors).
 DB_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=45,
-    non_retryable_error_types=["ValueError", "LookupError"],
 )
 # Stripe calls: SDK retries are off, Temporal retries with the same idempotency keys. The heartbeat
 # timeout lets a killed worker's attempt be retried in seconds, not after start_to_close.
@@ -47,7 +46,6 @@ STRIPE_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=20,
-    non_retryable_error_types=["PaymentDeclined", "StripeRequestRejected", "LookupError"],
 )
 
 # A run that fails or is cancelled closes its workflow_executions row (added after histories
@@ -95,8 +93,7 @@ class BillingWorkflow:
         cause = error.cause if isinstance(error, FailureError) else None
         message = f"{error}: {cause}" if cause is not None else str(error) or type(error).__name__
         try:
-            await workflow.execute_activity_method(
-                BillingActivities.close_failed_execution,
+            await contracts.CLOSE_FAILED_EXECUTION.execute(
                 CloseExecutionRequest(
                     organization_id=params.organization_id,
                     period=params.period,
@@ -114,8 +111,7 @@ class BillingWorkflow:
         result = BillingResult(organization_id=params.organization_id, period=params.period)
         self._status = "invoicing"
         as_of = workflow.now() if workflow.patched(PERIOD_ENDED_PATCH) else None
-        summary: InvoiceSummary = await workflow.execute_activity_method(
-            BillingActivities.create_invoice,
+        summary: InvoiceSummary = await contracts.CREATE_INVOICE.execute(
             InvoiceRequest(
                 organization_id=params.organization_id, period=params.period, as_of=as_of
             ),
@@ -133,8 +129,7 @@ class BillingWorkflow:
         invoice_id, number = summary.invoice_id, summary.invoice_number or ""
 
         self._status = "pushing_to_stripe"
-        ref: StripeInvoiceRef = await workflow.execute_activity_method(
-            BillingActivities.push_invoice_to_stripe,
+        ref: StripeInvoiceRef = await contracts.PUSH_INVOICE_TO_STRIPE.execute(
             StripeInvoiceRequest(invoice_id=invoice_id),
             start_to_close_timeout=STRIPE_TIMEOUT,
             heartbeat_timeout=STRIPE_HEARTBEAT,
@@ -153,8 +148,7 @@ class BillingWorkflow:
             self._attempts = attempt + 1
             charge = await self._charge(ref, number, attempt)
             next_day = retry_days[attempt + 1] if attempt + 1 < len(retry_days) else None
-            await workflow.execute_activity_method(
-                BillingActivities.record_payment,
+            await contracts.RECORD_PAYMENT.execute(
                 PaymentRecord(
                     invoice_id=invoice_id,
                     attempt=attempt,
@@ -172,8 +166,7 @@ class BillingWorkflow:
                 first_failure = workflow.now()
 
         self._status = "cancelling_for_nonpayment"
-        await workflow.execute_activity_method(
-            BillingActivities.end_subscription_for_nonpayment,
+        await contracts.END_SUBSCRIPTION_FOR_NONPAYMENT.execute(
             EndSubscriptionRequest(invoice_id=invoice_id, organization_id=params.organization_id),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
@@ -184,8 +177,7 @@ class BillingWorkflow:
 
     async def _charge(self, ref: StripeInvoiceRef, number: str, attempt: int) -> ChargeResult:
         try:
-            return await workflow.execute_activity_method(
-                BillingActivities.charge_invoice,
+            return await contracts.CHARGE_INVOICE.execute(
                 ChargeRequest(
                     invoice_id=ref.invoice_id,
                     stripe_invoice_id=ref.stripe_invoice_id,
@@ -218,8 +210,7 @@ class BillingCycleWorkflow:
         result = BillingCycleResult(period=period)
         cursor: str | None = None
         while True:
-            page = await workflow.execute_activity_method(
-                BillingScheduleActivities.start_due_billing_runs,
+            page = await contracts.START_DUE_BILLING_RUNS.execute(
                 StartBillingRunsRequest(
                     period=period, after_organization_id=cursor, limit=params.page_size
                 ),
@@ -228,7 +219,6 @@ class BillingCycleWorkflow:
                 retry_policy=RetryPolicy(
                     maximum_interval=timedelta(seconds=30),
                     maximum_attempts=45,
-                    non_retryable_error_types=["ValueError"],
                 ),
             )
             result.started += page.started

@@ -54,6 +54,7 @@ from workflows.billing_models import (
     StripeInvoiceRequest,
     billing_workflow_id,
 )
+from workflows.contracts import billing as contracts
 
 MANUAL_PAYMENT_TERMS = timedelta(days=14)
 
@@ -285,7 +286,7 @@ class BillingActivities:
 
     # ------------------------------------------------------------------ invoice
 
-    @activity.defn
+    @contracts.CREATE_INVOICE.implement
     async def create_invoice(self, request: InvoiceRequest) -> InvoiceSummary:
         """The (organization, period) invoice, created at most once (unique org + period_start)."""
         period = Period.parse(request.period)
@@ -544,7 +545,7 @@ class BillingActivities:
             raise LookupError("Stripe is not configured")
         return self.stripe
 
-    @activity.defn
+    @contracts.PUSH_INVOICE_TO_STRIPE.implement
     async def push_invoice_to_stripe(self, request: StripeInvoiceRequest) -> StripeInvoiceRef:
         """Customer (once per organization), invoice, items and finalize, each with its key."""
         stripe = self._stripe()
@@ -598,7 +599,7 @@ class BillingActivities:
             stripe_customer_id=customer_id,
         )
 
-    @activity.defn
+    @contracts.CHARGE_INVOICE.implement
     async def charge_invoice(self, request: ChargeRequest) -> ChargeResult:
         """Pay the invoice with the default card; PaymentDeclined is left to the dunning loop."""
         async with self.session_maker() as session:
@@ -615,7 +616,7 @@ class BillingActivities:
             paid=True, charge_id=result.charge_id, amount_paid_cents=result.amount_paid_cents
         )
 
-    @activity.defn
+    @contracts.RECORD_PAYMENT.implement
     async def record_payment(self, record: PaymentRecord) -> None:
         """The payment row of one attempt (idempotent by key) and its effect on the invoice and
         subscription; owners are notified once per failed attempt."""
@@ -695,7 +696,7 @@ class BillingActivities:
                     data={"invoice_id": str(invoice.id), "attempt": record.attempt + 1},
                 )
 
-    @activity.defn
+    @contracts.END_SUBSCRIPTION_FOR_NONPAYMENT.implement
     async def end_subscription_for_nonpayment(self, request: EndSubscriptionRequest) -> None:
         """After the last dunning attempt: invoice uncollectible, subscription cancelled, Free."""
         now = datetime.now(UTC)
@@ -730,7 +731,7 @@ class BillingActivities:
                 data={"invoice_id": str(invoice.id)},
             )
 
-    @activity.defn
+    @contracts.CLOSE_FAILED_EXECUTION.implement
     async def close_failed_execution(self, request: CloseExecutionRequest) -> None:
         """The workflow gave up (an activity failed for good, or it was cancelled): its
         workflow_executions row must not stay `running`."""

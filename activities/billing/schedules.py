@@ -46,6 +46,7 @@ from db.models.billing import Invoice, Subscription
 from db.models.operations import WorkflowExecution
 from forgeline.search_attributes import forgeline_search_attributes
 from forgeline.settings import BILLING_TASK_QUEUE
+from workflows.billing import BillingCycleWorkflow, BillingWorkflow
 from workflows.billing_models import (
     BILLING_WORKFLOW_KIND,
     BillingCycleInput,
@@ -54,6 +55,7 @@ from workflows.billing_models import (
     StartBillingRunsResult,
     billing_workflow_id,
 )
+from workflows.contracts import billing as contracts
 
 BILLING_SCHEDULE_ID = "forgeline-billing-monthly"
 BILLING_CYCLE_WORKFLOW_ID = "billing-cycle"
@@ -62,8 +64,6 @@ START_CONCURRENCY = 16
 
 
 def billing_schedule() -> Schedule:
-    from workflows.billing import BillingCycleWorkflow
-
     return Schedule(
         action=ScheduleActionStartWorkflow(
             BillingCycleWorkflow.run,
@@ -130,8 +130,6 @@ async def start_billing_workflow(
     client: Client, *, organization_id: uuid.UUID, period: Period, trigger: str
 ) -> tuple[str, str | None]:
     """Start `billing-{org}-{period}` (after the caller's commit); run ID None = already started."""
-    from workflows.billing import BillingWorkflow
-
     workflow_id = billing_workflow_id(str(organization_id), period.key)
     try:
         handle: WorkflowHandle[BillingWorkflow, object] = await client.start_workflow(
@@ -223,7 +221,7 @@ class BillingScheduleActivities:
         self._session_maker = session_maker
         self._temporal = temporal
 
-    @activity.defn
+    @contracts.START_DUE_BILLING_RUNS.implement
     async def start_due_billing_runs(
         self, request: StartBillingRunsRequest
     ) -> StartBillingRunsResult:
