@@ -5,22 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TaskType = Literal[
-    "generate_pipeline",
-    "analyze_repo",
-    "optimize_config",
-    "troubleshoot_failure",
-    "suggest_improvements",
-]
-TASK_TYPES: tuple[str, ...] = (
-    "generate_pipeline",
-    "analyze_repo",
-    "optimize_config",
-    "troubleshoot_failure",
-    "suggest_improvements",
-)
+from forgeline.statuses.agent import AgentProvider, AgentTaskStatus, AgentTaskType
+
+TaskType = AgentTaskType
 StageType = Literal["install", "lint", "test", "build", "security_scan", "deploy"]
 STAGE_ORDER: tuple[str, ...] = ("install", "lint", "test", "build", "security_scan", "deploy")
 PLANNER_VERSION = "forgeline-planner-1"
@@ -137,7 +126,33 @@ class ValidationReport(BaseModel):
 # --- workflow and activity payloads --------------------------------------------------------------
 
 
+class AgentTaskState(BaseModel):
+    """What one run of the workflow hands to the next through continue-as-new: the execution,
+    the checkout, the loop's counters and the tool results the next turn still has to see."""
+
+    execution: StartExecutionOutput | None = None
+    checkout: CheckoutResult | None = None
+    step_number: int = 0
+    tokens_used: int = 0
+    conversation_ref: str | None = None
+    planner_state: dict[str, Any] = Field(default_factory=dict)
+    pending_results: list[ToolActivityOutput] = Field(default_factory=list)
+    # A proposed pipeline passed validation (and no newer draft replaced it).
+    validated: bool = False
+    # The failed run's logs were read (what troubleshoot_failure needs before it may finish).
+    logs_read: bool = False
+    final_text: str = ""
+    llm_error: str | None = None
+    continued_runs: int = 0
+
+
+# Payloads written before the state had its own model carry these fields flat on the input.
+_FLAT_STATE_FIELDS = tuple(name for name in AgentTaskState.model_fields if name != "logs_read")
+
+
 class AgentTaskWorkflowInput(BaseModel):
+    """What the workflow is asked to do, plus the state carried across continue-as-new."""
+
     task_id: uuid.UUID
     organization_id: uuid.UUID
     project_id: uuid.UUID
@@ -146,23 +161,27 @@ class AgentTaskWorkflowInput(BaseModel):
     continue_as_new_after_steps: int = 40
     # A worker that dies mid-activity is noticed after this long (activities heartbeat).
     heartbeat_timeout_seconds: int = 30
-    # State carried across continue-as-new.
-    execution: StartExecutionOutput | None = None
-    checkout: CheckoutResult | None = None
-    step_number: int = 0
-    tokens_used: int = 0
-    conversation_ref: str | None = None
-    planner_state: dict[str, Any] = Field(default_factory=dict)
-    pending_results: list[ToolActivityOutput] = Field(default_factory=list)
-    validated: bool = False
-    final_text: str = ""
-    llm_error: str | None = None
-    continued_runs: int = 0
+    state: AgentTaskState = Field(default_factory=AgentTaskState)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_flat_state(cls, data: Any) -> Any:
+        """Decode continue-as-new payloads of the earlier flat shape (recorded histories)."""
+        if not isinstance(data, dict) or not any(k in data for k in _FLAT_STATE_FIELDS):
+            return data
+        data = dict(data)
+        flat = {k: data.pop(k) for k in _FLAT_STATE_FIELDS if k in data}
+        planner_state = flat.get("planner_state")
+        if isinstance(planner_state, dict) and planner_state.get("logs_read"):
+            flat["logs_read"] = True
+        nested = data.get("state")
+        data["state"] = {**flat, **(nested if isinstance(nested, dict) else {})}
+        return data
 
 
 class AgentTaskWorkflowOutput(BaseModel):
     task_id: uuid.UUID
-    status: Literal["completed", "failed", "cancelled"]
+    status: AgentTaskStatus
     output: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
 
@@ -177,7 +196,7 @@ class StartExecutionInput(BaseModel):
 class StartExecutionOutput(BaseModel):
     execution_id: uuid.UUID
     sequence: int
-    provider: Literal["anthropic", "planner"]
+    provider: AgentProvider
     agent_version: str
     input_data: dict[str, Any]
     max_steps: int
@@ -223,8 +242,24 @@ class ToolActivityOutput(BaseModel):
     ok: bool
     # What the model sees (capped); large results stay in the projection/object store.
     content: str
+    # Small facts about the result for the read model (counts, detected framework).
     data: dict[str, Any] = Field(default_factory=dict)
     duration_ms: int = 0
+    # validate_pipeline only: whether the current draft passed validation.
+    valid: bool | None = None
+
+    @model_validator(mode="after")
+    def _valid_from_data(self) -> ToolActivityOutput:
+        # Results recorded before `valid` was a field carried it in `data`.
+        if self.valid is None and self.name == "validate_pipeline":
+            recorded = self.data.get("valid")
+            if isinstance(recorded, bool):
+                self.valid = recorded
+        return self
+
+    @property
+    def passed_validation(self) -> bool:
+        return self.name == "validate_pipeline" and self.valid is True
 
 
 class LlmTurnInput(BaseModel):
@@ -272,7 +307,7 @@ class FinishInput(BaseModel):
     task_id: uuid.UUID
     execution_id: uuid.UUID | None
     task_type: TaskType
-    status: Literal["completed", "failed", "cancelled"]
+    status: AgentTaskStatus
     checkout: CheckoutResult | None = None
     final_text: str = ""
     error: str | None = None
@@ -284,10 +319,10 @@ class FinishInput(BaseModel):
 
 
 class FinishOutput(BaseModel):
-    status: Literal["completed", "failed", "cancelled"]
+    status: AgentTaskStatus
     output: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
 
 
+AgentTaskState.model_rebuild()
 AgentTaskWorkflowInput.model_rebuild()
-StartExecutionOutput.model_rebuild()

@@ -12,68 +12,54 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from forgeline.statuses.agent import AgentProvider, AgentTaskStatus, AgentTaskType
     from workflows.agent_models import (
         AgentTaskInputData,
+        AgentTaskState,
         AgentTaskWorkflowInput,
         AgentTaskWorkflowOutput,
         CheckoutInput,
-        CheckoutResult,
         FinishInput,
-        FinishOutput,
         LlmTurnInput,
-        LlmTurnOutput,
         PlannerTurnInput,
-        PlannerTurnOutput,
         StartExecutionInput,
         StartExecutionOutput,
         ToolActivityInput,
         ToolActivityOutput,
         ToolCall,
     )
+    from workflows.contracts.agent import (
+        CHECKOUT_REPOSITORY,
+        FINISH_TASK,
+        LLM_TURN,
+        PLANNER_TURN,
+        RUN_TOOL,
+        START_EXECUTION,
+    )
 
+# Each activity's contract adds the errors no attempt can fix (workflows/contracts/agent.py).
 DB_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=20),
     maximum_attempts=10,
-    non_retryable_error_types=["TaskNotFound"],
 )
 CLONE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=3,
-    non_retryable_error_types=[
-        "RepositoryMissing",
-        "RepositoryUnavailable",
-        "RepositoryTooLarge",
-        "UnsafeRepositoryUrl",
-        "RepositoryCredentials",
-        "TaskNotFound",
-    ],
 )
 LLM_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=60),
     maximum_attempts=8,
-    non_retryable_error_types=[
-        "LlmRequestRejected",
-        "LlmNotConfigured",
-        "TranscriptMissing",
-        "TaskNotFound",
-    ],
 )
 TOOL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=20),
     maximum_attempts=5,
-    non_retryable_error_types=[
-        "RepositoryMissing",
-        "RepositoryUnavailable",
-        "RepositoryTooLarge",
-        "UnsafeRepositoryUrl",
-        "TaskNotFound",
-    ],
 )
+Ending = Literal[AgentTaskStatus.COMPLETED, AgentTaskStatus.FAILED, AgentTaskStatus.CANCELLED]
 
 
 def _reason(err: BaseException) -> str:
@@ -85,6 +71,10 @@ def _reason(err: BaseException) -> str:
 
 @workflow.defn(name="AgentTaskWorkflow")
 class AgentTaskWorkflow:
+    """Start an execution, check the repository out, let the agent take turns (each tool call
+    one activity) until it is done or out of steps or tokens, make sure the task type's output
+    exists, then record the outcome."""
+
     def __init__(self) -> None:
         self._phase = "starting"
         self._step = 0
@@ -96,7 +86,8 @@ class AgentTaskWorkflow:
 
     @workflow.run
     async def run(self, inp: AgentTaskWorkflowInput) -> AgentTaskWorkflowOutput:
-        state = inp.model_copy(deep=True)
+        self._inp = inp
+        state = inp.state.model_copy(deep=True)
         self._step, self._tokens = state.step_number, state.tokens_used
         try:
             if state.execution is None:
@@ -107,59 +98,54 @@ class AgentTaskWorkflow:
             if state.checkout is None:
                 self._phase = "cloning"
                 data = AgentTaskInputData.model_validate(state.execution.input_data)
-                state.checkout = await workflow.execute_activity(
-                    "agent.checkout_repository",
+                state.checkout = await CHECKOUT_REPOSITORY.execute(
                     CheckoutInput(
                         task_id=inp.task_id,
                         project_id=inp.project_id,
                         branch=data.branch,
                         commit=data.commit,
                     ),
-                    result_type=CheckoutResult,
                     start_to_close_timeout=timedelta(minutes=10),
-                    heartbeat_timeout=self._heartbeat(state),
+                    heartbeat_timeout=self._heartbeat(),
                     retry_policy=CLONE_RETRY,
                 )
             stop_reason = await self._loop(state)
             if stop_reason == "continue_as_new":
                 state.continued_runs += 1
-                workflow.continue_as_new(state)
+                workflow.continue_as_new(inp.model_copy(update={"state": state}))
             await self._planner_fallback(state)
             if self._output_ready(state):
-                return await self._finish(state, "completed", stop_reason=stop_reason)
+                return await self._finish(state, AgentTaskStatus.COMPLETED, stop_reason=stop_reason)
             return await self._finish(
-                state, "failed", error="no pipeline passed validation", stop_reason=stop_reason
+                state,
+                AgentTaskStatus.FAILED,
+                error="no pipeline passed validation",
+                stop_reason=stop_reason,
             )
         except asyncio.CancelledError:
             # Cancellation reaches the awaiting activity; record it, then end as cancelled.
-            await self._finish(state, "cancelled", error="cancelled by user")
+            await self._finish(state, AgentTaskStatus.CANCELLED, error="cancelled by user")
             raise
         except ActivityError as err:
-            return await self._finish(state, "failed", error=_reason(err))
+            return await self._finish(state, AgentTaskStatus.FAILED, error=_reason(err))
 
-    @staticmethod
-    def _heartbeat(state: AgentTaskWorkflowInput) -> timedelta:
-        return timedelta(seconds=max(2, state.heartbeat_timeout_seconds))
+    def _heartbeat(self) -> timedelta:
+        return timedelta(seconds=max(2, self._inp.heartbeat_timeout_seconds))
 
-    def _output_ready(self, state: AgentTaskWorkflowInput) -> bool:
-        if state.task_type == "generate_pipeline":
+    def _output_ready(self, state: AgentTaskState) -> bool:
+        if self._inp.task_type == AgentTaskType.GENERATE_PIPELINE:
             return state.validated
-        if state.task_type == "troubleshoot_failure":
-            return bool(state.planner_state.get("logs_read"))
+        if self._inp.task_type == AgentTaskType.TROUBLESHOOT_FAILURE:
+            return state.logs_read
         return True
 
     async def _start_execution(self, inp: StartExecutionInput) -> StartExecutionOutput:
-        started: StartExecutionOutput = await workflow.execute_activity(
-            "agent.start_execution",
-            inp,
-            result_type=StartExecutionOutput,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=DB_RETRY,
+        return await START_EXECUTION.execute(
+            inp, start_to_close_timeout=timedelta(seconds=30), retry_policy=DB_RETRY
         )
-        return started
 
-    async def _loop(self, state: AgentTaskWorkflowInput) -> str:
-        assert state.execution is not None
+    async def _loop(self, state: AgentTaskState) -> str:
+        """Turns until the agent is done; the reason it stopped."""
         turns_this_run = 0
         while True:
             execution = state.execution
@@ -168,14 +154,14 @@ class AgentTaskWorkflow:
                 return "step_limit"
             if state.tokens_used >= execution.token_budget:
                 return "token_budget"
-            if turns_this_run >= state.continue_as_new_after_steps or (
+            if turns_this_run >= self._inp.continue_as_new_after_steps or (
                 turns_this_run > 0 and workflow.info().is_continue_as_new_suggested()
             ):
                 return "continue_as_new"
             state.step_number += 1
             self._step = state.step_number
             turns_this_run += 1
-            if execution.provider == "anthropic":
+            if execution.provider == AgentProvider.ANTHROPIC:
                 calls, done = await self._llm_turn(state)
             else:
                 calls, done = await self._planner_turn(state)
@@ -183,26 +169,24 @@ class AgentTaskWorkflow:
                 return "finished"
             state.pending_results = await self._run_tools(state, calls)
 
-    async def _llm_turn(self, state: AgentTaskWorkflowInput) -> tuple[list[ToolCall], bool]:
+    async def _llm_turn(self, state: AgentTaskState) -> tuple[list[ToolCall], bool]:
         execution = state.execution
         assert execution is not None
         self._phase = "llm_turn"
         try:
-            turn: LlmTurnOutput = await workflow.execute_activity(
-                "agent.llm_turn",
+            turn = await LLM_TURN.execute(
                 LlmTurnInput(
-                    task_id=state.task_id,
+                    task_id=self._inp.task_id,
                     execution_id=execution.execution_id,
                     sequence=execution.sequence,
                     step_number=state.step_number,
                     conversation_ref=state.conversation_ref,
                     tool_results=state.pending_results,
-                    task_type=state.task_type,
+                    task_type=self._inp.task_type,
                     input_data=execution.input_data,
                 ),
-                result_type=LlmTurnOutput,
                 start_to_close_timeout=timedelta(minutes=3),
-                heartbeat_timeout=self._heartbeat(state),
+                heartbeat_timeout=self._heartbeat(),
                 retry_policy=LLM_RETRY,
             )
         except ActivityError as err:
@@ -211,14 +195,14 @@ class AgentTaskWorkflow:
             state.llm_error = _reason(err)
             state.execution = await self._start_execution(
                 StartExecutionInput(
-                    task_id=state.task_id,
+                    task_id=self._inp.task_id,
                     sequence=execution.sequence + 1,
                     force_planner=True,
                     previous_error=state.llm_error,
                 )
             )
             state.step_number, state.pending_results, state.planner_state = 0, [], {}
-            state.validated = False
+            state.validated = state.logs_read = False
             return [], False
         state.conversation_ref = turn.conversation_ref
         state.tokens_used += turn.input_tokens + turn.output_tokens
@@ -228,22 +212,20 @@ class AgentTaskWorkflow:
             state.final_text = turn.text
         return turn.tool_calls, not turn.tool_calls
 
-    async def _planner_turn(self, state: AgentTaskWorkflowInput) -> tuple[list[ToolCall], bool]:
+    async def _planner_turn(self, state: AgentTaskState) -> tuple[list[ToolCall], bool]:
         execution = state.execution
         assert execution is not None
         self._phase = "planner_turn"
-        turn: PlannerTurnOutput = await workflow.execute_activity(
-            "agent.planner_turn",
+        turn = await PLANNER_TURN.execute(
             PlannerTurnInput(
-                task_id=state.task_id,
+                task_id=self._inp.task_id,
                 execution_id=execution.execution_id,
                 step_number=state.step_number,
-                task_type=state.task_type,
+                task_type=self._inp.task_type,
                 input_data=execution.input_data,
                 planner_state=state.planner_state,
                 tool_results=state.pending_results,
             ),
-            result_type=PlannerTurnOutput,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=DB_RETRY,
         )
@@ -255,7 +237,7 @@ class AgentTaskWorkflow:
         return turn.tool_calls, turn.done
 
     async def _run_tools(
-        self, state: AgentTaskWorkflowInput, calls: list[ToolCall]
+        self, state: AgentTaskState, calls: list[ToolCall]
     ) -> list[ToolActivityOutput]:
         execution = state.execution
         assert execution is not None and state.checkout is not None
@@ -263,40 +245,39 @@ class AgentTaskWorkflow:
         results: list[ToolActivityOutput] = []
         # Sequential on purpose: propose -> validate within one turn must see each other's output.
         for index, call in enumerate(calls):
-            result: ToolActivityOutput = await workflow.execute_activity(
-                "agent.run_tool",
+            result = await RUN_TOOL.execute(
                 ToolActivityInput(
-                    task_id=state.task_id,
+                    task_id=self._inp.task_id,
                     execution_id=execution.execution_id,
                     step_number=state.step_number,
                     invocation_key=(
-                        f"agent-task-{state.task_id}:{execution.sequence}:"
+                        f"agent-task-{self._inp.task_id}:{execution.sequence}:"
                         f"{state.step_number}:{index}:{call.call_id}"
                     )[:255],
                     call=call,
                     checkout=state.checkout,
                     input_data=execution.input_data,
                 ),
-                result_type=ToolActivityOutput,
                 start_to_close_timeout=timedelta(minutes=2),
-                heartbeat_timeout=self._heartbeat(state),
+                heartbeat_timeout=self._heartbeat(),
                 retry_policy=TOOL_RETRY,
             )
-            if result.name == "validate_pipeline" and result.data.get("valid") is True:
+            if result.passed_validation:
                 state.validated = True
             if result.name == "read_run_logs" and result.ok:
-                state.planner_state["logs_read"] = True
+                state.logs_read = True
             if result.name == "propose_pipeline" and result.ok:
                 state.validated = False  # a new draft needs its own validation
             results.append(result)
         return results
 
-    async def _planner_fallback(self, state: AgentTaskWorkflowInput) -> None:
+    async def _planner_fallback(self, state: AgentTaskState) -> None:
         """Honest fallback: when the agent stopped without what the task type needs (a valid
         pipeline, the failed run's logs), the planner's tools produce it, recorded as one step."""
         calls: list[ToolCall] = []
         run_id = (state.execution.input_data if state.execution else {}).get("pipeline_run_id")
-        if state.task_type == "troubleshoot_failure" and not state.planner_state.get("logs_read"):
+        task_type = self._inp.task_type
+        if task_type == AgentTaskType.TROUBLESHOOT_FAILURE and not state.logs_read:
             calls.append(
                 ToolCall(
                     call_id="fallback-logs",
@@ -304,7 +285,7 @@ class AgentTaskWorkflow:
                     arguments={"pipeline_run_id": str(run_id or "")},
                 )
             )
-        if state.task_type == "generate_pipeline" and not state.validated:
+        if task_type == AgentTaskType.GENERATE_PIPELINE and not state.validated:
             calls += [
                 ToolCall(call_id="fallback-propose", name="propose_pipeline", arguments={}),
                 ToolCall(call_id="fallback-validate", name="validate_pipeline", arguments={}),
@@ -313,16 +294,14 @@ class AgentTaskWorkflow:
             return
         state.step_number += 1
         self._step = state.step_number
-        await workflow.execute_activity(
-            "agent.planner_turn",
+        await PLANNER_TURN.execute(
             PlannerTurnInput(
-                task_id=state.task_id,
+                task_id=self._inp.task_id,
                 execution_id=state.execution.execution_id,
                 step_number=state.step_number,
-                task_type=state.task_type,
+                task_type=task_type,
                 description="Planner fallback: " + ", ".join(c.name for c in calls),
             ),
-            result_type=PlannerTurnOutput,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=DB_RETRY,
         )
@@ -330,19 +309,18 @@ class AgentTaskWorkflow:
 
     async def _finish(
         self,
-        state: AgentTaskWorkflowInput,
-        status: Literal["completed", "failed", "cancelled"],
+        state: AgentTaskState,
+        status: Ending,
         *,
         error: str | None = None,
         stop_reason: str | None = None,
     ) -> AgentTaskWorkflowOutput:
         self._phase = "finishing"
-        result: FinishOutput = await workflow.execute_activity(
-            "agent.finish_task",
+        result = await FINISH_TASK.execute(
             FinishInput(
-                task_id=state.task_id,
+                task_id=self._inp.task_id,
                 execution_id=state.execution.execution_id if state.execution else None,
-                task_type=state.task_type,
+                task_type=self._inp.task_type,
                 status=status,
                 checkout=state.checkout,
                 final_text=state.final_text,
@@ -353,12 +331,14 @@ class AgentTaskWorkflow:
                 llm_error=state.llm_error,
                 conversation_ref=state.conversation_ref,
             ),
-            result_type=FinishOutput,
             start_to_close_timeout=timedelta(minutes=3),
-            heartbeat_timeout=self._heartbeat(state),
+            heartbeat_timeout=self._heartbeat(),
             retry_policy=DB_RETRY,
         )
         self._phase = result.status
         return AgentTaskWorkflowOutput(
-            task_id=state.task_id, status=result.status, output=result.output, error=result.error
+            task_id=self._inp.task_id,
+            status=result.status,
+            output=result.output,
+            error=result.error,
         )

@@ -28,6 +28,7 @@ from db.models.projects import ProjectFile, Repository
 from db.session import session_scope
 from forgeline.crypto import DecryptionFailed, decrypt_str
 from forgeline.settings import Settings
+from forgeline.statuses.agent import AgentProvider, AgentTaskStatus, execution_status_of
 from forgeline.url_safety import UnsafeRepositoryUrl
 from infra.git import (
     CloneLimits,
@@ -54,6 +55,14 @@ from workflows.agent_models import (
     ToolActivityInput,
     ToolActivityOutput,
     ToolCall,
+)
+from workflows.contracts.agent import (
+    CHECKOUT_REPOSITORY,
+    FINISH_TASK,
+    LLM_TURN,
+    PLANNER_TURN,
+    RUN_TOOL,
+    START_EXECUTION,
 )
 
 MANIFEST_NAMES = {
@@ -99,10 +108,10 @@ class AgentActivities:
 
     # --- executions -------------------------------------------------------------------------
 
-    @activity.defn(name="agent.start_execution")
+    @START_EXECUTION.implement
     async def start_execution(self, inp: StartExecutionInput) -> StartExecutionOutput:
         use_llm = self.llm is not None and not inp.force_planner
-        provider = "anthropic" if use_llm else "planner"
+        provider = AgentProvider.ANTHROPIC if use_llm else AgentProvider.PLANNER
         version = self.llm.model if (use_llm and self.llm) else PLANNER_VERSION
         async with session_scope(self.session_maker) as session:
             task = await session.get(AgentTask, inp.task_id)
@@ -210,7 +219,7 @@ class AgentActivities:
         again = await self._clone(task_id, project_id, None, checkout.commit_sha)
         return Path(again.workspace)
 
-    @activity.defn(name="agent.checkout_repository")
+    @CHECKOUT_REPOSITORY.implement
     async def checkout_repository(self, inp: CheckoutInput) -> CheckoutResult:
         result = await self._clone(inp.task_id, inp.project_id, inp.branch, inp.commit)
         await self._index_files(inp.project_id, Path(result.workspace), result.commit_sha)
@@ -248,7 +257,7 @@ class AgentActivities:
 
     # --- turns --------------------------------------------------------------------------------
 
-    @activity.defn(name="agent.planner_turn")
+    @PLANNER_TURN.implement
     async def planner_turn(self, inp: PlannerTurnInput) -> PlannerTurnOutput:
         if inp.description:  # a fallback step the workflow drives itself: just record it
             async with session_scope(self.session_maker) as session:
@@ -288,7 +297,7 @@ class AgentActivities:
         except (ObjectNotFound, FileNotFoundError):
             return None
 
-    @activity.defn(name="agent.llm_turn")
+    @LLM_TURN.implement
     async def llm_turn(self, inp: LlmTurnInput) -> LlmTurnOutput:
         if self.llm is None:
             raise _non_retryable("no Anthropic key configured on this worker", "LlmNotConfigured")
@@ -388,12 +397,13 @@ class AgentActivities:
 
     # --- tools --------------------------------------------------------------------------------
 
-    @activity.defn(name="agent.run_tool")
+    @RUN_TOOL.implement
     async def run_tool(self, inp: ToolActivityInput) -> ToolActivityOutput:
         started = time.monotonic()
         call = inp.call
         status, error = "success", None
         data: dict[str, Any] = {}
+        valid: bool | None = None
         try:
             if "__invalid__" in call.arguments:
                 raise ToolInputError("tool input must be a JSON object")
@@ -412,6 +422,7 @@ class AgentActivities:
                     asyncio.to_thread(toolbox.run, call.name, call.arguments)
                 )
                 ok, content, summary, data = result.ok, result.content, result.summary, result.data
+                valid = result.valid
                 if not ok:
                     status = "failed"
         except ToolInputError as exc:
@@ -443,6 +454,7 @@ class AgentActivities:
             content=content,
             data=data,
             duration_ms=duration,
+            valid=valid,
         )
 
     async def _read_run_logs(
@@ -517,7 +529,7 @@ class AgentActivities:
 
     # --- output -------------------------------------------------------------------------------
 
-    @activity.defn(name="agent.finish_task")
+    @FINISH_TASK.implement
     async def finish_task(self, inp: FinishInput) -> FinishOutput:
         status, error = inp.status, inp.error
         output: dict[str, Any] = {}
@@ -527,13 +539,13 @@ class AgentActivities:
             if task is None:
                 raise _non_retryable(f"agent task {inp.task_id} not found", "TaskNotFound")
             input_data = AgentTaskInputData.model_validate(task.input_data or {})
-        if status == "completed" and inp.checkout is not None:
+        if status == AgentTaskStatus.COMPLETED and inp.checkout is not None:
             root = await self._ensure_checkout(inp.task_id, inp.checkout)
             toolbox = AgentToolbox(root, self.store, str(inp.task_id), input_data)
             try:
                 output = await heartbeat_while(asyncio.to_thread(self._build_output, inp, toolbox))
             except _OutputMissing as exc:
-                status, error = "failed", str(exc)
+                status, error = AgentTaskStatus.FAILED, str(exc)
         if inp.final_text:
             output["summary"] = inp.final_text[:8000]
         if inp.llm_error:
@@ -574,7 +586,7 @@ class AgentActivities:
                 await projections.finish_execution(
                     session,
                     inp.execution_id,
-                    status={"completed": "completed", "failed": "failed"}.get(status, "cancelled"),
+                    status=execution_status_of(status),
                     reasoning=(inp.final_text or output.get("summary") or None),
                     error=error,
                     transcript_key=inp.conversation_ref,

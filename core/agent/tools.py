@@ -61,6 +61,8 @@ class ToolResult:
     content: str
     data: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
+    # validate_pipeline only: whether the current draft passed.
+    valid: bool | None = None
 
 
 def task_key(task_id: str, name: str) -> str:
@@ -225,14 +227,15 @@ class AgentToolbox:
             return ToolResult(
                 ok=True,
                 content="OK: valid GitHub Actions (actionlint) and GitLab CI (schema) YAML",
-                data={"valid": True},
                 summary="valid",
+                valid=True,
             )
         return ToolResult(
             ok=True,
             content=_content({"valid": False, "errors": report.errors[:30]}),
-            data={"valid": False, "errors": len(report.errors)},
+            data={"errors": len(report.errors)},
             summary=f"{len(report.errors)} errors",
+            valid=False,
         )
 
     def validated(self) -> tuple[PipelineProposal, ValidationReport] | None:

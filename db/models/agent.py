@@ -29,19 +29,21 @@ from db.models.columns import (
     json_array,
     json_object,
 )
-
-TASK_TYPES = (
-    "generate_pipeline",
-    "analyze_repo",
-    "optimize_config",
-    "troubleshoot_failure",
-    "suggest_improvements",
+from forgeline.statuses.agent import (
+    AgentExecutionStatus,
+    AgentProvider,
+    AgentStepStatus,
+    AgentTaskStatus,
+    AgentTaskType,
+    ToolInvocationStatus,
 )
-TASK_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-AGENT_PROVIDERS = ("anthropic", "planner")
-EXECUTION_STATUSES = ("running", "completed", "failed", "timeout", "cancelled")
-STEP_STATUSES = ("pending", "running", "completed", "failed", "skipped")
-TOOL_STATUSES = ("running", "success", "failed", "timeout")
+
+TASK_TYPES = tuple(AgentTaskType)
+TASK_STATUSES = tuple(AgentTaskStatus)
+AGENT_PROVIDERS = tuple(AgentProvider)
+EXECUTION_STATUSES = tuple(AgentExecutionStatus)
+STEP_STATUSES = tuple(AgentStepStatus)
+TOOL_STATUSES = tuple(ToolInvocationStatus)
 TEST_TYPES = ("unit", "integration", "e2e")
 
 

@@ -43,7 +43,7 @@ def test_list_detect_propose_validate(toolbox: AgentToolbox) -> None:
     with pytest.raises(ToolInputError):
         toolbox.run("validate_pipeline", {})  # nothing proposed yet
     assert toolbox.run("propose_pipeline", {"preferences": {"include_tests": False}}).ok
-    assert toolbox.run("validate_pipeline", {}).data == {"valid": True}
+    assert toolbox.run("validate_pipeline", {}).valid is True
     validated = toolbox.validated()
     assert validated is not None
     assert "test" not in [s.stage_type for s in validated[0].stages]
@@ -60,5 +60,5 @@ def test_model_written_pipeline_is_checked(toolbox: AgentToolbox) -> None:
     }
     assert toolbox.run("propose_pipeline", {"pipeline": bad}).ok
     report = toolbox.run("validate_pipeline", {})
-    assert report.data["valid"] is False and "nope" in report.content
+    assert report.valid is False and "nope" in report.content
     assert toolbox.validated() is None
