@@ -20,6 +20,10 @@ GRANTED_SIGNAL = "lock_granted"
 SUPERSEDED_SIGNAL = "lock_superseded"
 
 
+def lock_workflow_id(environment_id: str) -> str:
+    return f"environment-lock-{environment_id}"
+
+
 class LockState(BaseModel):
     environment_id: str
     queue: list[LockRequest] = Field(default_factory=list)

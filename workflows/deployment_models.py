@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from forgeline.statuses.deployments import HEALTHY_STATUSES as HEALTHY_STATUSES
+from forgeline.statuses.deployments import TERMINAL_STATUSES as TERMINAL_STATUSES
+from forgeline.statuses.deployments import DeploymentStatus as DeploymentStatus
 
 # Providers that really release something; every other name the seeds mention is refused.
 AVAILABLE_PROVIDERS = ("docker", "static", "aws")
@@ -18,24 +21,6 @@ KNOWN_PROVIDERS = (
     "azure",
     "custom",
 )
-
-DeploymentStatus = Literal[
-    "pending",
-    "queued",
-    "awaiting_approval",
-    "building",
-    "deploying",
-    "verifying",
-    "active",
-    "superseded",
-    "failed",
-    "rolled_back",
-    "rejected",
-    "cancelled",
-]
-# A deployment that reached these statuses once served traffic healthily.
-HEALTHY_STATUSES = ("active", "superseded")
-TERMINAL_STATUSES = ("active", "superseded", "failed", "rolled_back", "rejected", "cancelled")
 
 
 class _Model(BaseModel):

@@ -10,15 +10,14 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from workflows.contracts.deployments import GONE, MONITOR_PROBE, STILL_ACTIVE
     from workflows.deployment_models import (
         HealthRequest,
-        HealthVerdict,
         MonitorInput,
         MonitorProbe,
-        StillActive,
     )
 
-MONITOR_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["NotFound"])
+MONITOR_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=list(GONE))
 
 
 @workflow.defn(name="DeploymentMonitorWorkflow")
@@ -47,17 +46,14 @@ class DeploymentMonitorWorkflow:
                 )
             if self._stop:
                 return self._checks
-            still: StillActive = await workflow.execute_activity(
-                "deployment_still_active",
+            still = await STILL_ACTIVE.execute(
                 MonitorProbe(deployment_id=inp.deployment_id),
-                result_type=StillActive,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=MONITOR_RETRY,
             )
             if not still.active:
                 return self._checks
-            verdict: HealthVerdict = await workflow.execute_activity(
-                "deployment_monitor_probe",
+            verdict = await MONITOR_PROBE.execute(
                 HealthRequest(
                     deployment_id=inp.deployment_id,
                     provider=inp.provider,
@@ -69,7 +65,6 @@ class DeploymentMonitorWorkflow:
                     policy=inp.policy,
                     single_probe=True,
                 ),
-                result_type=HealthVerdict,
                 start_to_close_timeout=timedelta(seconds=inp.policy.request_timeout_seconds + 30),
                 retry_policy=MONITOR_RETRY,
             )

@@ -9,6 +9,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from workflows.contracts.deployments import GONE, TEARDOWN_ENVIRONMENT
     from workflows.deployment_models import PreviewInput, TeardownRequest
 
 
@@ -43,8 +44,7 @@ class PreviewEnvironmentWorkflow:
                 self._teardown_reason = "ttl expired"
             if self._teardown_reason is not None:
                 break
-        await workflow.execute_activity(
-            "deployment_teardown_environment",
+        await TEARDOWN_ENVIRONMENT.execute(
             TeardownRequest(
                 environment_id=inp.environment_id,
                 provider=inp.provider,
@@ -55,7 +55,7 @@ class PreviewEnvironmentWorkflow:
             retry_policy=RetryPolicy(
                 maximum_interval=timedelta(minutes=1),
                 maximum_attempts=40,
-                non_retryable_error_types=["NotFound"],
+                non_retryable_error_types=list(GONE),
             ),
         )
         return self._teardown_reason

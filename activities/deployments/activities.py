@@ -62,6 +62,7 @@ from forgeline.errors import DomainError
 from forgeline.local_paths import is_inside_organization_roots
 from forgeline.settings import Settings
 from infra.storage import ObjectStore
+from workflows.contracts import deployments as contracts
 from workflows.deployment_lock import EnvironmentDeploymentLock, LockState
 from workflows.deployment_models import (
     ActivationRequest,
@@ -233,7 +234,7 @@ class DeploymentActivities:
 
     # --- projections ---------------------------------------------------------------------------
 
-    @activity.defn(name="deployment_record_status")
+    @contracts.RECORD_STATUS.implement
     async def record_status(self, upd: StatusUpdate) -> None:
         async with session_scope(self._sessions) as session:
             await projections.set_status(session, upd)
@@ -242,7 +243,7 @@ class DeploymentActivities:
                     session, activity.info().workflow_id or "", "completed"
                 )
 
-    @activity.defn(name="deployment_record_execution")
+    @contracts.RECORD_EXECUTION.implement
     async def record_execution(self, rec: ExecutionRecord) -> None:
         async with session_scope(self._sessions) as session:
             await projections.record_execution(
@@ -257,12 +258,12 @@ class DeploymentActivities:
                 resource_id=rec.subject_id,
             )
 
-    @activity.defn(name="deployment_ensure_row")
+    @contracts.ENSURE_ROW.implement
     async def ensure_row(self, inp: DeploymentInput) -> None:
         async with session_scope(self._sessions) as session:
             await projections.ensure_deployment(session, inp)
 
-    @activity.defn(name="deployment_record_decision")
+    @contracts.RECORD_DECISION.implement
     async def record_decision(self, rec: DecisionRecord) -> None:
         """One row per (deployment, person): a retried or repeated decision is the same row."""
         decision = rec.decision
@@ -313,7 +314,7 @@ class DeploymentActivities:
                 row.rejected_at = row.rejected_at or projections.now()
                 row.rejection_reason = reason
 
-    @activity.defn(name="deployment_acquire_lock")
+    @contracts.ACQUIRE_LOCK.implement
     async def acquire_lock(self, req: LockRequest) -> None:
         """Signal-with-start the environment's lock workflow; the grant comes back as a signal."""
         if req.requested_at is None:
@@ -384,7 +385,7 @@ class DeploymentActivities:
             return path
         raise BuildFailed("nothing to build: no source directory or stored source archive")
 
-    @activity.defn(name="deployment_build")
+    @contracts.BUILD.implement
     async def build(self, req: BuildRequest) -> BuildResult:
         """Image for `docker`, published static files for `static`/`aws`; logs stored as lines."""
         try:
@@ -464,7 +465,7 @@ class DeploymentActivities:
 
     # --- release -------------------------------------------------------------------------------
 
-    @activity.defn(name="deployment_release")
+    @contracts.RELEASE.implement
     async def release(self, req: ReleaseRequest) -> ReleaseResult:
         try:
             provider = require_available(req.provider)
@@ -621,11 +622,11 @@ class DeploymentActivities:
                 probe, record, policy, heartbeat=activity.heartbeat, dead_reason=dead
             )
 
-    @activity.defn(name="deployment_verify_health")
+    @contracts.VERIFY_HEALTH.implement
     async def verify_health(self, req: HealthRequest) -> HealthVerdict:
         return await self._run_checks(req, "verify")
 
-    @activity.defn(name="deployment_monitor_probe")
+    @contracts.MONITOR_PROBE.implement
     async def monitor_probe(self, req: HealthRequest) -> HealthVerdict:
         verdict = await self._run_checks(req, "monitor")
         summary = {
@@ -648,7 +649,7 @@ class DeploymentActivities:
             )
         return verdict
 
-    @activity.defn(name="deployment_still_active")
+    @contracts.STILL_ACTIVE.implement
     async def still_active(self, probe: MonitorProbe) -> StillActive:
         async with session_scope(self._sessions) as session:
             status = await session.scalar(
@@ -658,7 +659,7 @@ class DeploymentActivities:
             )
         return StillActive(active=status == "active")
 
-    @activity.defn(name="deployment_collect_logs")
+    @contracts.COLLECT_LOGS.implement
     async def collect_logs(self, req: LogCollectRequest) -> LogCollectResult:
         """Container stdout/stderr into deployment_runtime_logs; numbered after the build lines."""
         if self._docker is None:
@@ -676,7 +677,7 @@ class DeploymentActivities:
 
     # --- swap, rollback, teardown --------------------------------------------------------------
 
-    @activity.defn(name="deployment_retire")
+    @contracts.RETIRE.implement
     async def retire(self, req: RetireRequest) -> RetireResult:
         """The swap: route the environment to the kept deployment, drain, remove the others."""
         removed: list[str] = []
@@ -751,7 +752,7 @@ class DeploymentActivities:
             await self._routes.remove([f"{DEPLOYMENT_ROUTE_PREFIX}{d}" for d in others])
         return await asyncio.to_thread(releaser.retire_others, environment_id, deployment_id)
 
-    @activity.defn(name="deployment_activate")
+    @contracts.ACTIVATE.implement
     async def activate(self, req: ActivationRequest) -> None:
         async with session_scope(self._sessions) as session:
             await projections.activate(
@@ -766,7 +767,7 @@ class DeploymentActivities:
                 session, activity.info().workflow_id or "", "completed"
             )
 
-    @activity.defn(name="deployment_record_usage")
+    @contracts.RECORD_USAGE.implement
     async def record_usage(self, req: UsageRequest) -> None:
         """One `deployment` usage record per deployment (idempotent on its key)."""
         async with session_scope(self._sessions) as session:
@@ -780,7 +781,7 @@ class DeploymentActivities:
                 source_refs={"deployment_id": req.deployment_id},
             )
 
-    @activity.defn(name="deployment_previous_healthy")
+    @contracts.PREVIOUS_HEALTHY.implement
     async def previous_healthy(self, req: PreviousLookup) -> PreviousDeployment | None:
         async with session_scope(self._sessions) as session:
             row = await projections.previous_healthy(
@@ -795,7 +796,7 @@ class DeploymentActivities:
             container_name=container_name(str(row.id)) if row.provider == "docker" else None,
         )
 
-    @activity.defn(name="deployment_newer_live")
+    @contracts.NEWER_LIVE.implement
     async def newer_live(self, req: PreviousLookup) -> PreviousDeployment | None:
         """A deployment of the environment requested after this one and already live."""
         async with session_scope(self._sessions) as session:
@@ -806,7 +807,7 @@ class DeploymentActivities:
             return None
         return PreviousDeployment(deployment_id=str(row.id), url=row.url, image=row.image_ref)
 
-    @activity.defn(name="deployment_restore_previous")
+    @contracts.RESTORE_PREVIOUS.implement
     async def restore_previous(self, prev: PreviousDeployment) -> None:
         """Make sure the previous healthy version serves (restart its container / re-publish)."""
         async with session_scope(self._sessions) as session:
@@ -862,7 +863,7 @@ class DeploymentActivities:
                 self._s3().publish, self._store, row.artifact_key, bucket, config.region
             )
 
-    @activity.defn(name="deployment_record_rollback")
+    @contracts.RECORD_ROLLBACK.implement
     async def record_rollback(self, rec: RollbackRecord) -> None:
         async with session_scope(self._sessions) as session:
             await projections.record_rollback(
@@ -876,7 +877,7 @@ class DeploymentActivities:
                 session, activity.info().workflow_id or "", "completed"
             )
 
-    @activity.defn(name="deployment_teardown_environment")
+    @contracts.TEARDOWN_ENVIRONMENT.implement
     async def teardown_environment(self, req: TeardownRequest) -> list[str]:
         removed: list[str] = []
         if req.provider == "static":

@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deployments import intents
@@ -25,8 +24,9 @@ from db.session import session_scope
 from forgeline.errors import DomainError, PaymentRequired
 from forgeline.settings import Settings
 from infra.storage import ObjectStore
-from workflows.deployment_models import DeploymentRuntimeConfig
-from workflows.runs_models import PREPARE_PIPELINE_DEPLOYMENT, DeployStageInput
+from workflows.contracts.deployments import PREPARE_PIPELINE_DEPLOYMENT
+from workflows.deployment_models import DeploymentInput, DeploymentRuntimeConfig
+from workflows.runs_models import DeployStageInput
 
 # Stable namespace: the same (run, environment) always names the same deployment.
 DEPLOY_STAGE_NAMESPACE = uuid.UUID("6f0d4a52-7c1e-4b8e-9a3d-2f5b8c1e0d47")
@@ -99,8 +99,8 @@ class PipelineDeployActivities:
             .on_conflict_do_nothing(index_elements=["object_key"])
         )
 
-    @activity.defn(name=PREPARE_PIPELINE_DEPLOYMENT)
-    async def prepare_pipeline_deployment(self, inp: DeployStageInput) -> dict[str, Any]:
+    @PREPARE_PIPELINE_DEPLOYMENT.implement
+    async def prepare_pipeline_deployment(self, inp: DeployStageInput) -> DeploymentInput:
         """Validate the environment, enforce the monthly limit, create (or find) the row."""
         deployment_id = pipeline_deployment_id(inp.run_id, inp.environment_id)
         try:
@@ -150,7 +150,7 @@ class PipelineDeployActivities:
                 inp_model = intents.workflow_input(
                     existing, environment, project, source, config=config
                 )
-                return inp_model.model_dump(mode="json")
+                return inp_model
             try:
                 if project.organization_id is not None:
                     await enforce_limit(session, project.organization_id, "deployments_per_month")
@@ -168,7 +168,7 @@ class PipelineDeployActivities:
                 raise _non_retryable(exc.detail, "PaymentRequired", **exc.extra) from exc
             except DomainError as exc:
                 raise _non_retryable(exc.detail, type(exc).__name__) from exc
-            return deployment_input.model_dump(mode="json")
+            return deployment_input
 
     def all(self) -> list[Any]:
         return [self.prepare_pipeline_deployment]

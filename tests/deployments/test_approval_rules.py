@@ -36,7 +36,7 @@ from tests.deployments.helpers import (
 )
 from tests.factories import make_org
 from workflows.deployment import DeploymentWorkflow, deployment_workflow_id
-from workflows.deployment_models import DecisionRecord, DeploymentSource
+from workflows.deployment_models import DecisionRecord, DeploymentInput, DeploymentSource
 from workflows.runs_models import DeployStageInput
 
 # Already published files: the deployment needs no build (nothing here is about building).
@@ -208,11 +208,11 @@ async def test_a_pipeline_run_triggered_with_a_key_is_its_owners(
         env.run(prepare.prepare_pipeline_deployment, stage),
         return_exceptions=True,
     )
-    results = [r for r in both if isinstance(r, dict)]
+    results = [r for r in both if isinstance(r, DeploymentInput)]
     assert results, both
     for result in results:
-        assert result["triggered_by_user_id"] == str(org.user_id)
-        assert result["protected"] is True and result["required_approvals"] == 1
+        assert result.triggered_by_user_id == str(org.user_id)
+        assert result.protected is True and result.required_approvals == 1
     # The environment loses its protection afterwards: a retried stage keeps the rules.
     async with session_scope(session_maker) as session:
         await session.execute(
@@ -221,7 +221,7 @@ async def test_a_pipeline_run_triggered_with_a_key_is_its_owners(
             .values(is_protected=False, required_approvals=0)
         )
     retried = await env.run(prepare.prepare_pipeline_deployment, stage)
-    assert retried["protected"] is True and retried["triggered_by_user_id"] == str(org.user_id)
+    assert retried.protected is True and retried.triggered_by_user_id == str(org.user_id)
 
 
 async def test_required_approvals_count_distinct_people_and_the_rules_stay(
