@@ -31,24 +31,12 @@ from db.models.columns import (
     json_object,
 )
 from db.models.projects import DEPLOY_PROVIDERS
+from forgeline.statuses.deployments import ContainerStatus, DeploymentStatus, ResourceStatus
 
-DEPLOYMENT_STATUSES = (
-    "pending",
-    "queued",
-    "awaiting_approval",
-    "building",
-    "deploying",
-    "verifying",
-    "active",
-    "failed",
-    "rolled_back",
-    "superseded",
-    "cancelled",
-    "rejected",
-)
-CONTAINER_STATUSES = ("starting", "running", "stopped", "removed", "failed")
+DEPLOYMENT_STATUSES = tuple(DeploymentStatus)
+CONTAINER_STATUSES = tuple(ContainerStatus)
 LOG_STREAMS = ("stdout", "stderr", "build", "system")
-RESOURCE_STATUSES = ("provisioning", "active", "failed", "destroying", "destroyed")
+RESOURCE_STATUSES = tuple(ResourceStatus)
 
 
 class Deployment(UUIDPrimaryKey, Timestamps, Base):

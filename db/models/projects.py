@@ -23,6 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, Timestamps, UUIDPrimaryKey
 from db.models.columns import TZ_DATETIME, check_in, created_at_column, json_object
+from forgeline.statuses.deployments import EnvironmentStatus
 
 PROJECT_TYPES = ("static_site", "ssr_app", "spa", "api", "fullstack")
 # The seed's list ("nextjs, react, vue, angular, svelte, nuxt, etc.") widened to what the
@@ -73,7 +74,7 @@ DEPLOY_PROVIDERS = (
     "coolify",
     "custom",
 )
-ENVIRONMENT_STATUSES = ("active", "provisioning", "failed", "deleted")
+ENVIRONMENT_STATUSES = tuple(EnvironmentStatus)
 
 
 class Project(UUIDPrimaryKey, Timestamps, Base):
