@@ -264,9 +264,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    if RECORDER is None:
+        return
     import workflows
 
-    print(f"\nrecording from {Path(workflows.__file__).parent.parent}")
+    # The product is installed editable from another tree: a history recorded from the code
+    # under change, instead of the checkout, would prove nothing.
+    source = Path(workflows.__file__).resolve().parent.parent
+    if source != Path.cwd().resolve():
+        raise pytest.UsageError(f"workflows resolve to {source}, not to {Path.cwd()}")
+    print(f"\nrecording from {source}")
 
 
 @pytest.fixture(autouse=True)
