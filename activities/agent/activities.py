@@ -19,8 +19,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core.agent import outcomes, projections
-from core.agent.planner import RepoFiles
 from core.agent.planner_turns import planner_turn as next_planner_turn
+from core.agent.repo_files import RepoFiles
 from core.agent.tools import AgentToolbox, ToolInputError, task_key
 from db.models.agent import AgentTask
 from db.models.pipelines import PipelineRun, StageExecution, StageLogChunk

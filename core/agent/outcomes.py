@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from core.agent.planner import RepoFiles
+from core.agent.repo_files import RepoFiles
 from workflows.agent_models import PipelineProposal, RepoAnalysis
 
 

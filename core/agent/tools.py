@@ -14,7 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from core.agent.planner import RepoFiles, analyze_repository, propose_pipeline
+from core.agent.analysis import analyze_repository
+from core.agent.proposal import propose_pipeline
+from core.agent.repo_files import RepoFiles
 from forgeline.pipeline_export import validate_proposal
 from infra.storage import ObjectNotFound, ObjectStore
 from workflows.agent_models import (

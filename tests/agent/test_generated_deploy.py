@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from core.agent.planner import analyze_repository, propose_pipeline
+from core.agent.analysis import analyze_repository
+from core.agent.proposal import propose_pipeline
 from core.agent.tools import pin_deploy_environment
 from db.models.agent import AgentTask
 from db.models.pipelines import Pipeline, PipelineStage

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core.agent.planner import analyze_repository, propose_pipeline
+from core.agent.analysis import analyze_repository
+from core.agent.proposal import propose_pipeline
 from forgeline.pipeline_export import validate_proposal
 from tests.agent.corpus import CORPUS, SampleRepo, write_repo
 from workflows.agent_models import Preferences
@@ -112,6 +113,6 @@ def test_framework_hint_orders_monorepo_apps(corpus_root: Path) -> None:
     ],
 )
 def test_python_image_follows_the_project(pinned, requires, expected) -> None:
-    from core.agent.planner import _python_version
+    from core.agent.detectors.python import _python_version
 
     assert _python_version(pinned, requires) == expected

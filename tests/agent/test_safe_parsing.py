@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core.agent.planner import MAX_MANIFEST_BYTES, analyze_repository, propose_pipeline
+from core.agent.analysis import analyze_repository
+from core.agent.proposal import propose_pipeline
+from core.agent.repo_files import MAX_MANIFEST_BYTES
 from forgeline.safe_parsing import (
     MAX_DOCUMENT_BYTES,
     MAX_DOCUMENT_DEPTH,

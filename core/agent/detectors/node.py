@@ -1,0 +1,166 @@
+"""Node.js apps: framework from the dependencies and config files, package manager from the
+lockfile or the packageManager field."""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import Any
+
+from core.agent.repo_files import RepoFiles, join
+from workflows.agent_models import AppDetection
+
+NODE_DEFAULT_TEST = 'echo "Error: no test specified" && exit 1'
+NODE_FRAMEWORKS: tuple[tuple[str, tuple[str, ...], str | None, int], ...] = (
+    # framework, any-of dependencies, output directory, base build seconds
+    ("nextjs", ("next",), ".next", 150),
+    ("nuxt", ("nuxt", "nuxt3"), ".output", 140),
+    ("remix", ("@remix-run/react", "@remix-run/node", "@remix-run/dev"), "build", 110),
+    ("gatsby", ("gatsby",), "public", 180),
+    ("sveltekit", ("@sveltejs/kit",), "build", 90),
+    ("astro", ("astro",), "dist", 80),
+    ("angular", ("@angular/core",), "dist", 160),
+    ("vue", ("vue",), "dist", 80),
+    ("svelte", ("svelte",), "dist", 70),
+    ("react-cra", ("react-scripts",), "build", 120),
+    ("react-vite", ("react",), "dist", 80),
+    ("express", ("express",), None, 45),
+)
+NODE_CONFIG_FILES = {
+    "nextjs": ("next.config.js", "next.config.mjs", "next.config.ts"),
+    "nuxt": ("nuxt.config.ts", "nuxt.config.js"),
+    "remix": ("remix.config.js", "remix.config.mjs"),
+    "gatsby": ("gatsby-config.js", "gatsby-config.ts"),
+    "sveltekit": ("svelte.config.js",),
+    "astro": ("astro.config.mjs", "astro.config.ts", "astro.config.js"),
+    "angular": ("angular.json",),
+    "vue": ("vite.config.ts", "vite.config.js", "vue.config.js"),
+    "svelte": ("vite.config.ts", "vite.config.js", "svelte.config.js"),
+    "react-vite": ("vite.config.ts", "vite.config.js"),
+}
+
+
+def _node_package_manager(files: RepoFiles, base: str, pkg: dict[str, Any]) -> tuple[str, bool]:
+    """(manager, has lockfile) from the packageManager field or the lockfile present."""
+    declared = str(pkg.get("packageManager") or "").split("@", 1)[0]
+    lockfiles = (
+        ("bun", ("bun.lockb", "bun.lock")),
+        ("pnpm", ("pnpm-lock.yaml",)),
+        ("yarn", ("yarn.lock",)),
+        ("npm", ("package-lock.json", "npm-shrinkwrap.json")),
+    )
+    for manager, names in lockfiles:
+        if any(files.exists(join(base, n)) for n in names):
+            return (declared or manager), True
+    return (declared or "npm"), False
+
+
+def _node_install(manager: str, locked: bool, files: RepoFiles, base: str) -> str:
+    if manager == "pnpm":
+        return (
+            "corepack enable && pnpm install --frozen-lockfile"
+            if locked
+            else ("corepack enable && pnpm install")
+        )
+    if manager == "yarn":
+        if files.exists(join(base, ".yarnrc.yml")):
+            return "corepack enable && yarn install --immutable"
+        return "yarn install --frozen-lockfile" if locked else "yarn install"
+    if manager == "bun":
+        return "bun install --frozen-lockfile" if locked else "bun install"
+    return "npm ci" if locked else "npm install"
+
+
+def _node_run(manager: str, script: str) -> str:
+    if manager == "npm":
+        return "npm test" if script == "test" else f"npm run {script}"
+    if manager == "yarn":
+        return f"yarn {script}"
+    return f"{manager} run {script}"
+
+
+def _node_image(pkg: dict[str, Any], manager: str) -> str:
+    if manager == "bun":
+        return "oven/bun:1"
+    engines = pkg.get("engines") or {}
+    node = str(engines.get("node", "")) if isinstance(engines, dict) else ""
+    majors = [int(m) for m in re.findall(r"(\d{2})", node) if 16 <= int(m) <= 30]
+    return f"node:{max(majors)}" if majors else "node:20"
+
+
+def _node_cache(manager: str) -> list[str]:
+    return {
+        "npm": ["~/.npm", "node_modules"],
+        "yarn": ["~/.cache/yarn", "node_modules"],
+        "pnpm": ["~/.local/share/pnpm/store", "node_modules"],
+        "bun": ["~/.bun/install/cache", "node_modules"],
+    }.get(manager, ["node_modules"])
+
+
+class NodeDetector:
+    ecosystem = "node"
+
+    def detect(self, files: RepoFiles, base: str) -> AppDetection | None:
+        pkg = files.json(join(base, "package.json"))
+        if pkg is None:
+            return None
+        deps: dict[str, Any] = {}
+        for key in ("dependencies", "devDependencies", "peerDependencies"):
+            section = pkg.get(key)
+            if isinstance(section, dict):
+                deps.update(section)
+        scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
+        assert isinstance(scripts, dict)
+        manager, locked = _node_package_manager(files, base, pkg)
+        evidence = [f"{join(base, 'package.json')}"]
+        if locked:
+            evidence.append(f"{manager} lockfile")
+
+        framework, output, seconds, confidence = "node", None, 40, 0.6
+        for name, markers, out, secs in NODE_FRAMEWORKS:
+            hit = next((m for m in markers if m in deps), None)
+            if hit is None:
+                continue
+            framework, output, seconds = name, out, secs
+            configs = [c for c in NODE_CONFIG_FILES.get(name, ()) if files.exists(join(base, c))]
+            confidence = 0.95 if configs else 0.85
+            evidence.append(f"dependency {hit}")
+            evidence.extend(f"config {c}" for c in configs)
+            break
+        if framework == "react-vite" and "vite" not in deps:
+            framework, confidence = "react", 0.7
+        if framework == "nextjs":
+            config = "".join(files.text(join(base, c)) or "" for c in NODE_CONFIG_FILES["nextjs"])
+            if re.search(r"output\s*:\s*['\"]export['\"]", config):
+                output = "out"
+        if framework == "angular":
+            ng = files.json(join(base, "angular.json")) or {}
+            projects = ng.get("projects") if isinstance(ng.get("projects"), dict) else {}
+            if projects:
+                output = f"dist/{next(iter(projects))}"
+        if framework == "sveltekit" and "@sveltejs/adapter-static" not in deps:
+            output = ".svelte-kit"
+
+        test_script = scripts.get("test")
+        has_test = isinstance(test_script, str) and test_script.strip() != NODE_DEFAULT_TEST
+        lint_script = next((s for s in ("lint", "check", "typecheck") if s in scripts), None)
+        build = _node_run(manager, "build") if "build" in scripts else None
+        seconds += min(len(deps), 200) // 2
+        return AppDetection(
+            path=base or ".",
+            name=str(pkg.get("name") or PurePosixPath(base).name or "app"),
+            language="javascript" if "typescript" not in deps else "typescript",
+            framework=framework,
+            confidence=confidence,
+            package_manager=manager,
+            install_command=_node_install(manager, locked, files, base),
+            lint_command=_node_run(manager, lint_script) if lint_script else None,
+            test_command=_node_run(manager, "test") if has_test else None,
+            build_command=build,
+            output_directory=output if build else None,
+            image=_node_image(pkg, manager),
+            cache_paths=_node_cache(manager),
+            has_dockerfile=files.exists(join(base, "Dockerfile")),
+            estimated_build_seconds=seconds,
+            evidence=evidence,
+        )

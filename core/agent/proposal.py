@@ -1,0 +1,296 @@
+"""Pipeline proposals from a repository analysis: ordered stages per app (prefixed in a
+monorepo), then one security scan and one deploy."""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import Any
+
+from core.agent.detectors import LOCKFILE_NAMES
+from forgeline.slugs import slug
+from workflows.agent_models import (
+    AppDetection,
+    PipelineProposal,
+    Preferences,
+    ProposedStage,
+    RepoAnalysis,
+)
+
+SECURITY_COMMANDS = {
+    "npm": "npm audit --audit-level=high --omit=dev",
+    "pnpm": "corepack enable && pnpm audit --audit-level high --prod",
+    "yarn": "yarn audit --level high --groups dependencies || test $? -lt 8",
+    "bun": "bunx --bun audit-ci --high || true",
+    "poetry": "pip install pip-audit && pip-audit",
+    "uv": "pip install uv && uv export --frozen --no-hashes > /tmp/req.txt && "
+    "uvx pip-audit -r /tmp/req.txt",
+    "go modules": "go install golang.org/x/vuln/cmd/govulncheck@latest && govulncheck ./...",
+    "cargo": "cargo install cargo-audit --locked && cargo audit",
+    "bundler": "gem install bundler-audit && bundle-audit check --update",
+    "composer": "composer audit",
+}
+
+
+def _security_command(app: AppDetection) -> str | None:
+    if app.package_manager == "pip":
+        if app.install_command and "requirements" in app.install_command:
+            return "pip install pip-audit && pip-audit -r requirements.txt"
+        return "pip install pip-audit && pip-audit ."
+    return SECURITY_COMMANDS.get(app.package_manager or "")
+
+
+# Marks a deploy stage done by Forgeline itself: exports turn it into a call to the deployments API.
+FORGELINE_DEPLOY = "forgeline"
+NO_ENVIRONMENT_DEPLOY = (
+    'echo "No deploy environment chosen: this stage deploys nothing. Generate the pipeline with'
+    " input_data.preferences.deploy_environment_id, or set conditions.deploy_environment_id on"
+    ' this stage, to deploy through Forgeline."'
+)
+
+
+def _shell_label(text: str) -> str:
+    """An environment name made safe inside a double-quoted shell string."""
+    return re.sub(r"[^A-Za-z0-9 ._:/-]+", "-", text).strip()[:100] or "environment"
+
+
+def _deploy_commands(
+    app: AppDetection, prefs: Preferences
+) -> tuple[str | None, list[str], dict[str, Any]]:
+    """Image, commands and extra conditions of the deploy stage for the chosen provider."""
+    out = app.output_directory or "."
+    where = "." if app.path in ("", ".") else app.path
+    match (prefs.deploy_provider or "forgeline").lower():
+        case "vercel":
+            return "node:20", ['npx --yes vercel deploy --prod --yes --token "$VERCEL_TOKEN"'], {}
+        case "netlify":
+            return (
+                "node:20",
+                [f'npx --yes netlify-cli deploy --prod --dir "{out}" --auth "$NETLIFY_AUTH_TOKEN"'],
+                {},
+            )
+        case "docker":
+            return (
+                None,
+                [
+                    f'docker build -t "$IMAGE_NAME:$COMMIT_SHA" {where}',
+                    'docker push "$IMAGE_NAME:$COMMIT_SHA"',
+                ],
+                {},
+            )
+        case _:
+            # Inside Forgeline the run starts DeploymentWorkflow as a child when this stage
+            # succeeds (conditions.deploy_environment_id): the command needs no credentials.
+            # Exports replace it with a call to the deployments API (forgeline.pipeline_export).
+            extra: dict[str, Any] = {"deploy_via": FORGELINE_DEPLOY}
+            if prefs.deploy_environment_id is None:
+                return "alpine:3.20", [NO_ENVIRONMENT_DEPLOY], extra
+            label = _shell_label(prefs.deploy_environment_name or str(prefs.deploy_environment_id))
+            extra["deploy_environment_id"] = str(prefs.deploy_environment_id)
+            return (
+                "alpine:3.20",
+                [f'echo "Deploying $FORGELINE_COMMIT_SHA to {label} through Forgeline"'],
+                extra,
+            )
+
+
+def propose_pipeline(
+    analysis: RepoAnalysis,
+    preferences: Preferences | None = None,
+    *,
+    name: str | None = None,
+    default_branch: str = "main",
+) -> PipelineProposal:
+    """Ordered stages per app (prefixed in a monorepo), then one security scan and one deploy."""
+    prefs = preferences or Preferences()
+    branch = prefs.default_branch or default_branch
+    stages: list[ProposedStage] = []
+    multi = len(analysis.apps) > 1
+
+    def add(stage: ProposedStage) -> str:
+        stages.append(stage)
+        return stage.name
+
+    root_install: str | None = None
+    root_lockfiles = [
+        n
+        for n in LOCKFILE_NAMES
+        if analysis.workspace_install_command
+        and n in ("package-lock.json", "yarn.lock", "pnpm-lock.yaml", "bun.lockb", "bun.lock")
+    ]
+    if analysis.workspace_install_command:
+        root_install = add(
+            ProposedStage(
+                name="install",
+                stage_type="install",
+                commands=[analysis.workspace_install_command],
+                image=analysis.workspace_image,
+                cache_paths=analysis.apps[0].cache_paths,
+                cache_key_files=root_lockfiles,
+                timeout_seconds=900,
+            )
+        )
+
+    build_names: list[str] = []
+    for app in analysis.apps:
+        prefix = f"{slug(app.name, max_length=40, fallback='app')}-" if multi else ""
+        workdir = app.path or "."
+        services = ["docker:27-dind"] if app.framework == "dockerfile" else []
+        previous: list[str] = [root_install] if root_install else []
+        # Each CI job starts from a clean checkout: re-run the install (cached) where needed.
+        setup = [app.install_command] if app.install_command else []
+        if root_install and analysis.workspace_install_command and not app.install_command:
+            up = "/".join([".."] * len(PurePosixPath(workdir).parts)) or "."
+            setup = [f"(cd {up} && {analysis.workspace_install_command})"]
+        if app.install_command:
+            previous = [
+                add(
+                    ProposedStage(
+                        name=f"{prefix}install",
+                        stage_type="install",
+                        commands=[app.install_command],
+                        image=app.image,
+                        working_directory=workdir,
+                        cache_paths=app.cache_paths,
+                        cache_key_files=app.lockfiles or root_lockfiles,
+                        timeout_seconds=900,
+                    )
+                )
+            ]
+        checks: list[str] = []
+        if prefs.include_lint and app.lint_command:
+            image = app.image
+            if app.framework == "dockerfile":
+                image = "hadolint/hadolint:latest-debian"
+            checks.append(
+                add(
+                    ProposedStage(
+                        name=f"{prefix}lint",
+                        stage_type="lint",
+                        commands=[*setup, app.lint_command],
+                        image=image,
+                        working_directory=workdir,
+                        depends_on=previous,
+                        cache_paths=app.cache_paths,
+                        cache_key_files=app.lockfiles or root_lockfiles,
+                        timeout_seconds=600,
+                    )
+                )
+            )
+        if prefs.include_tests and app.test_command:
+            checks.append(
+                add(
+                    ProposedStage(
+                        name=f"{prefix}test",
+                        stage_type="test",
+                        commands=[*setup, app.test_command],
+                        image=app.image,
+                        working_directory=workdir,
+                        depends_on=previous,
+                        cache_paths=app.cache_paths,
+                        cache_key_files=app.lockfiles or root_lockfiles,
+                        env={"CI": "true"},
+                        timeout_seconds=1200,
+                    )
+                )
+            )
+        if app.build_command:
+            artifact = (
+                [app.output_directory if workdir == "." else f"{workdir}/{app.output_directory}"]
+                if app.output_directory
+                else []
+            )
+            build_names.append(
+                add(
+                    ProposedStage(
+                        name=f"{prefix}build",
+                        stage_type="build",
+                        commands=[*setup, app.build_command],
+                        image=app.image,
+                        services=services,
+                        working_directory=workdir,
+                        depends_on=checks or previous,
+                        cache_paths=app.cache_paths,
+                        cache_key_files=app.lockfiles or root_lockfiles,
+                        artifact_paths=artifact,
+                        timeout_seconds=max(600, app.estimated_build_seconds * 4),
+                    )
+                )
+            )
+        else:
+            build_names.extend(checks or previous)
+
+    primary = analysis.apps[0]
+    scan_name: str | None = None
+    scans = [(app, cmd) for app in analysis.apps if (cmd := _security_command(app))]
+    if prefs.include_security_scan and scans:
+        first = scans[0][0]
+        if len(scans) == 1:
+            commands, workdir = [scans[0][1]], first.path
+        else:
+            commands = [f"(cd {app.path} && {cmd})" for app, cmd in scans]
+            workdir = "."
+        scan_name = add(
+            ProposedStage(
+                name="security-scan",
+                stage_type="security_scan",
+                commands=commands,
+                image=first.image,
+                working_directory=workdir,
+                depends_on=[s for s in build_names if s],
+                timeout_seconds=600,
+            )
+        )
+    deploy_after = [scan_name] if scan_name else [s for s in build_names if s]
+    if primary.framework != "unknown" and (prefs.deploy_provider or "").lower() != "none":
+        image, commands, extra = _deploy_commands(primary, prefs)
+        conditions: dict[str, Any] = {
+            "branch": [branch],
+            "previous_stage_status": "success",
+            **extra,
+        }
+        add(
+            ProposedStage(
+                name="deploy",
+                stage_type="deploy",
+                commands=commands,
+                image=image,
+                services=["docker:27-dind"] if image is None else [],
+                depends_on=deploy_after,
+                conditions=conditions,
+                timeout_seconds=900,
+            )
+        )
+    if not stages:
+        add(
+            ProposedStage(
+                name="build",
+                stage_type="build",
+                commands=['echo "No build system detected; edit this pipeline." && exit 1'],
+                image="alpine:3.20",
+            )
+        )
+    triggers: dict[str, Any] = {
+        "on_push": {"branches": [branch]},
+        "on_pull_request": {"branches": [branch]},
+        "manual": True,
+    }
+    types = {s.stage_type for s in stages}
+    pipeline_type = (
+        "full_cicd"
+        if "deploy" in types and len(types) > 1
+        else (
+            "deploy_only"
+            if types == {"deploy"}
+            else ("build_only" if "build" in types else "test_only")
+        )
+    )
+    label = "monorepo" if analysis.is_monorepo else primary.framework
+    return PipelineProposal(
+        name=name or f"{label} CI/CD",
+        pipeline_type=pipeline_type,
+        framework=label if analysis.is_monorepo else primary.framework,
+        triggers=triggers,
+        stages=stages,
+        estimated_build_seconds=sum(a.estimated_build_seconds for a in analysis.apps),
+    )
