@@ -68,6 +68,16 @@ SCENARIOS: dict[str, str] = {
     "tests/billing/test_billing_time_skipping.py::"
     "test_dunning_ends_in_cancellation_and_free_plan": "dunning",
     "tests/e2e/test_smoke.py::test_worker_round_trips_a_pydantic_payload": "worker-process",
+    "tests/runs/test_pipeline_run.py::test_stage_timeout[sandbox]": "timeout",
+    "tests/deployments/test_pipeline_deploy_stage.py::"
+    "test_a_run_awaiting_approval_gives_its_build_slot_to_the_next_run": "protected-deploy-stage",
+    "tests/deployments/test_approvals_static_aws.py::"
+    "test_approval_times_out_and_rejects": "approval-timeout",
+    "tests/deployments/test_deployment_workflow.py::"
+    "test_first_deploy_that_fails_health_is_failed_and_removed": "first-unhealthy",
+    "tests/agent/test_agent_workflow.py::test_llm_rejected_falls_back_to_planner": "llm-fallback",
+    "tests/billing/test_billing_workflow.py::"
+    "test_plan_change_is_prorated_on_the_next_invoice": "plan-change",
 }
 
 
