@@ -20,12 +20,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
 
-from db.session import sync_database_url
+from db.session import async_database_url, driver_dsn
+from db.sql_quoting import quote_ident
+from forgeline.blocking import run_blocking
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "db" / "migrations"
@@ -35,7 +37,7 @@ INITIAL_REVISION = "0001_initial"
 
 @contextmanager
 def throwaway_postgres() -> Iterator[str]:
-    """A fresh embedded Postgres on a free port in a temp dir; yields a psycopg URL to it."""
+    """A fresh embedded Postgres on a free port in a temp dir; yields its superuser's URL."""
     from forgeline.embedded.postgres import EmbeddedPostgres, free_port
 
     workdir = Path(tempfile.mkdtemp(prefix="fl-regen-"))
@@ -44,39 +46,48 @@ def throwaway_postgres() -> Iterator[str]:
     )
     try:
         server.start()
-        yield sync_database_url(server.superuser_url)
+        yield server.superuser_url
     finally:
         server.destroy()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+async def _admin_execute(dsn: str, statement: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
 @contextmanager
 def scratch_database(server_url: str) -> Iterator[str]:
-    """Create an empty database on the server of `server_url`, drop it afterwards."""
-    url = make_url(sync_database_url(server_url))
+    """Create an empty database on the server of `server_url`, drop it afterwards; yields the
+    asyncpg URL to it (the given one when no database can be created there)."""
+    url = make_url(async_database_url(server_url))
     name = f"forgeline_regen_{uuid.uuid4().hex[:12]}"
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False
-    )
+    admin = driver_dsn(url.set(database="postgres").render_as_string(hide_password=False))
     try:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error:
+        run_blocking(lambda: _admin_execute(admin, f"CREATE DATABASE {quote_ident(name)}"))
+    except asyncpg.PostgresError:
         # No CREATEDB privilege: trust the given database to be empty.
         yield url.render_as_string(hide_password=False)
         return
     try:
         yield url.set(database=name).render_as_string(hide_password=False)
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        run_blocking(
+            lambda: _admin_execute(
+                admin, f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)"
+            )
+        )
 
 
 def alembic_config(url: str, script_location: Path = MIGRATIONS) -> Config:
     """An Alembic Config for this repository pointed at `url` (used by tests too)."""
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(script_location))
-    cfg.set_main_option("sqlalchemy.url", sync_database_url(url).replace("%", "%%"))
+    cfg.set_main_option("sqlalchemy.url", async_database_url(url).replace("%", "%%"))
     cfg.attributes["configure_logger"] = False
     return cfg
 

@@ -11,18 +11,18 @@ an operator runs it once against a production server (`python -m db.roles`, see 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import hashlib
 import hmac
 import secrets
 import sys
-import time
 from collections.abc import Mapping
-from typing import Any
 
-import psycopg
-from psycopg import sql
+import asyncpg
 from sqlalchemy.engine import make_url
+
+from db.sql_quoting import quote_ident, quote_literal, quote_qualified
 
 MIGRATOR_ROLE = "forgeline_migrator"
 APP_ROLE = "forgeline_app"
@@ -73,88 +73,86 @@ def scram_verifier(password: str, *, iterations: int = 4096) -> str:
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
-def _password_literal(password: str) -> sql.Composable:
+def _password_literal(password: str) -> str:
     if password.isascii():
-        return sql.Literal(scram_verifier(password))
-    return sql.Literal(password)  # the server hashes it (with SASLprep)
+        return quote_literal(scram_verifier(password))
+    return quote_literal(password)  # the server hashes it (with SASLprep)
 
 
-def ensure_roles(conn: psycopg.Connection[Any], passwords: Mapping[str, str | None]) -> None:
+async def ensure_roles(conn: asyncpg.Connection, passwords: Mapping[str, str | None]) -> None:
     """Create or repair the roles, hand the database and its objects to the migrator, and grant.
 
     `conn` is an admin's connection (superuser, or CREATEROLE and owner of the database) to the
-    target database; `passwords` maps role names to a password to set (None or absent: keep).
-    Safe to run any number of times, also concurrently.
+    target database, outside any transaction; `passwords` maps role names to a password to set
+    (None or absent: keep). Safe to run any number of times, also concurrently.
     """
     for attempt in range(_RETRIES):
         try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-                _ensure_role_rows(conn, passwords)
-                _ensure_database_and_schema(conn)
-                _adopt_objects(conn)
-                _grant_existing(conn)
-                grant_build_role(conn)
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+                await _ensure_role_rows(conn, passwords)
+                await _ensure_database_and_schema(conn)
+                await _adopt_objects(conn)
+                await _grant_existing(conn)
+                await grant_build_role(conn)
             return
         except (
-            psycopg.errors.DuplicateObject,
-            psycopg.errors.UniqueViolation,
-            psycopg.errors.DeadlockDetected,
+            asyncpg.DuplicateObjectError,
+            asyncpg.UniqueViolationError,
+            asyncpg.DeadlockDetectedError,
         ):
             pass  # a session on another database changed the same role rows first
-        except psycopg.errors.InternalError_ as exc:
+        except asyncpg.InternalServerError as exc:
             if "concurrently" not in str(exc):
                 raise
-        time.sleep(0.05 * (attempt + 1))
+        await asyncio.sleep(0.05 * (attempt + 1))
     raise RuntimeError("could not set up the database roles: too many concurrent changes")
 
 
-def _ensure_role_rows(conn: psycopg.Connection[Any], passwords: Mapping[str, str | None]) -> None:
+async def _ensure_role_rows(conn: asyncpg.Connection, passwords: Mapping[str, str | None]) -> None:
     columns = ", ".join(_ROLE_ATTRIBUTES)
     for role in ROLES:
-        row = conn.execute(
-            f"SELECT rolcanlogin, {columns} FROM pg_roles WHERE rolname = %s",  # noqa: S608
-            (role,),
-        ).fetchone()
+        row = await conn.fetchrow(
+            f"SELECT rolcanlogin, {columns} FROM pg_roles WHERE rolname = $1",  # noqa: S608
+            role,
+        )
         password = passwords.get(role)
         if row is None:
-            statement = sql.SQL("CREATE ROLE {} LOGIN {}").format(
-                sql.Identifier(role), sql.SQL(" ".join(_ROLE_ATTRIBUTES.values()))
+            statement = (
+                f"CREATE ROLE {quote_ident(role)} LOGIN {' '.join(_ROLE_ATTRIBUTES.values())}"
             )
         else:
+            held = tuple(row)
             wrong = [
-                off for held, off in zip(row[1:], _ROLE_ATTRIBUTES.values(), strict=True) if held
+                off for has, off in zip(held[1:], _ROLE_ATTRIBUTES.values(), strict=True) if has
             ]
-            if not row[0]:
+            if not held[0]:
                 wrong.append("LOGIN")
             if not wrong and password is None:
                 continue
-            statement = sql.SQL("ALTER ROLE {} {}").format(
-                sql.Identifier(role), sql.SQL(" ".join(wrong))
-            )
+            statement = f"ALTER ROLE {quote_ident(role)} {' '.join(wrong)}"
         if password is not None:
-            statement = sql.SQL("{} PASSWORD {}").format(statement, _password_literal(password))
-        conn.execute(statement)
-    superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-    if superuser.fetchone() != (True,):
+            statement = f"{statement} PASSWORD {_password_literal(password)}"
+        await conn.execute(statement)
+    if not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
         # A CREATEROLE admin (a managed server's) must act as the migrator to hand objects over.
-        conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(MIGRATOR_ROLE)))
+        await conn.execute(f"GRANT {quote_ident(MIGRATOR_ROLE)} TO CURRENT_USER")
 
 
-def _ensure_database_and_schema(conn: psycopg.Connection[Any]) -> None:
-    migrator, app, build = (sql.Identifier(role) for role in ROLES)
-    database = sql.Identifier(conn.info.dbname)
-    schema = sql.Identifier(SCHEMA)
-    db_owner = conn.execute(
+async def _ensure_database_and_schema(conn: asyncpg.Connection) -> None:
+    migrator, app, build = (quote_ident(role) for role in ROLES)
+    database = quote_ident(await conn.fetchval("SELECT current_database()"))
+    schema = quote_ident(SCHEMA)
+    db_owner = await conn.fetchval(
         "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
-    ).fetchone()
-    if db_owner != (MIGRATOR_ROLE,):
-        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(database, migrator))
-    schema_owner = conn.execute(
-        "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = %s", (SCHEMA,)
-    ).fetchone()
-    if schema_owner not in ((MIGRATOR_ROLE,), ("pg_database_owner",)):
-        conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(schema, migrator))
+    )
+    if db_owner != MIGRATOR_ROLE:
+        await conn.execute(f"ALTER DATABASE {database} OWNER TO {migrator}")
+    schema_owner = await conn.fetchval(
+        "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = $1", SCHEMA
+    )
+    if schema_owner not in (MIGRATOR_ROLE, "pg_database_owner"):
+        await conn.execute(f"ALTER SCHEMA {schema} OWNER TO {migrator}")
     for statement in (
         "REVOKE ALL ON DATABASE {database} FROM PUBLIC",
         "GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {app}",
@@ -163,31 +161,29 @@ def _ensure_database_and_schema(conn: psycopg.Connection[Any]) -> None:
         "REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC",
         "GRANT USAGE ON SCHEMA {schema} TO {app}, {build}",
     ):
-        conn.execute(
-            sql.SQL(statement).format(database=database, schema=schema, app=app, build=build)
-        )
+        await conn.execute(statement.format(database=database, schema=schema, app=app, build=build))
 
 
 # Objects of the schema the migrator does not own yet (a database migrated by a superuser before
 # the roles existed), extensions' own objects left alone. Tables before sequences: a table's owned
-# sequences follow it.
+# sequences follow it. Parameters: $1 schema, $2 owner (, $3 relation kinds).
 _FOREIGN_RELATIONS = """
-SELECT c.relkind, c.oid::regclass::text FROM pg_class c
-WHERE c.relnamespace = %(schema)s::regnamespace AND c.relkind = ANY(%(kinds)s)
-  AND c.relowner <> %(owner)s::regrole
+SELECT c.relkind::text, c.oid::regclass::text FROM pg_class c
+WHERE c.relnamespace = $1::regnamespace AND c.relkind::text = ANY($3::text[])
+  AND c.relowner <> $2::regrole
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                   AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
 """
 _FOREIGN_ROUTINES = """
 SELECT p.oid::regprocedure::text FROM pg_proc p
-WHERE p.pronamespace = %(schema)s::regnamespace AND p.proowner <> %(owner)s::regrole
+WHERE p.pronamespace = $1::regnamespace AND p.proowner <> $2::regrole
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
                   AND d.objid = p.oid AND d.deptype = 'e')
 """
 _FOREIGN_TYPES = """
 SELECT t.oid::regtype::text FROM pg_type t
 LEFT JOIN pg_class c ON c.oid = t.typrelid
-WHERE t.typnamespace = %(schema)s::regnamespace AND t.typowner <> %(owner)s::regrole
+WHERE t.typnamespace = $1::regnamespace AND t.typowner <> $2::regrole
   AND (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND c.relkind = 'c'))
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
                   AND d.objid = t.oid AND d.deptype = 'e')
@@ -202,31 +198,26 @@ _ALTER_RELATION = {
 }
 
 
-def _adopt_objects(conn: psycopg.Connection[Any]) -> None:
-    params: dict[str, Any] = {"schema": SCHEMA, "owner": MIGRATOR_ROLE}
-    migrator = sql.Identifier(MIGRATOR_ROLE)
+async def _adopt_objects(conn: asyncpg.Connection) -> None:
+    migrator = quote_ident(MIGRATOR_ROLE)
+    # The names below come from the server's reg* casts, already quoted where they need to be.
     for kinds in (["r", "p", "v", "m", "f"], ["S"]):
-        for kind, name in conn.execute(_FOREIGN_RELATIONS, {**params, "kinds": kinds}).fetchall():
-            # regclass text is already quoted where it needs to be.
-            conn.execute(
-                sql.SQL("ALTER {} {} OWNER TO {}").format(
-                    sql.SQL(_ALTER_RELATION[kind]), sql.SQL(name), migrator
-                )
-            )
-    for (signature,) in conn.execute(_FOREIGN_ROUTINES, params).fetchall():
-        conn.execute(sql.SQL("ALTER ROUTINE {} OWNER TO {}").format(sql.SQL(signature), migrator))
-    for (type_name,) in conn.execute(_FOREIGN_TYPES, params).fetchall():
-        conn.execute(sql.SQL("ALTER TYPE {} OWNER TO {}").format(sql.SQL(type_name), migrator))
+        for kind, name in await conn.fetch(_FOREIGN_RELATIONS, SCHEMA, MIGRATOR_ROLE, kinds):
+            await conn.execute(f"ALTER {_ALTER_RELATION[kind]} {name} OWNER TO {migrator}")
+    for (signature,) in await conn.fetch(_FOREIGN_ROUTINES, SCHEMA, MIGRATOR_ROLE):
+        await conn.execute(f"ALTER ROUTINE {signature} OWNER TO {migrator}")
+    for (type_name,) in await conn.fetch(_FOREIGN_TYPES, SCHEMA, MIGRATOR_ROLE):
+        await conn.execute(f"ALTER TYPE {type_name} OWNER TO {migrator}")
 
 
-def _grant_existing(conn: psycopg.Connection[Any]) -> None:
+async def _grant_existing(conn: asyncpg.Connection) -> None:
     """The app's rows on today's objects, and the same on everything the migrator creates later."""
     names = {
-        "migrator": sql.Identifier(MIGRATOR_ROLE),
-        "app": sql.Identifier(APP_ROLE),
-        "schema": sql.Identifier(SCHEMA),
-        "tables": sql.SQL(", ".join(APP_TABLE_PRIVILEGES)),
-        "sequences": sql.SQL(", ".join(APP_SEQUENCE_PRIVILEGES)),
+        "migrator": quote_ident(MIGRATOR_ROLE),
+        "app": quote_ident(APP_ROLE),
+        "schema": quote_ident(SCHEMA),
+        "tables": ", ".join(APP_TABLE_PRIVILEGES),
+        "sequences": ", ".join(APP_SEQUENCE_PRIVILEGES),
     }
     for statement in (
         "GRANT {tables} ON ALL TABLES IN SCHEMA {schema} TO {app}",
@@ -242,42 +233,37 @@ def _grant_existing(conn: psycopg.Connection[Any]) -> None:
         "ALTER DEFAULT PRIVILEGES FOR ROLE {migrator} IN SCHEMA {schema} "
         "GRANT EXECUTE ON FUNCTIONS TO {app}",
     ):
-        conn.execute(sql.SQL(statement).format(**names))
+        await conn.execute(statement.format(**names))
 
 
-def grant_build_role(conn: psycopg.Connection[Any]) -> None:
+async def grant_build_role(conn: asyncpg.Connection) -> None:
     """Exactly BUILD_ROLE_GRANTS on the tables that exist: whatever else the role held is revoked.
 
     Run by `ensure_roles` and, as the migrator (the tables' owner), after every migration, so a
     table a migration creates gets its grant. Does nothing where the build role does not exist.
     """
-    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (BUILD_ROLE,)).fetchone()
-    if exists is None:
+    if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", BUILD_ROLE) is None:
         return
-    build = sql.Identifier(BUILD_ROLE)
+    build = quote_ident(BUILD_ROLE)
     owned = {
         name
-        for (name,) in conn.execute(
-            "SELECT c.relname FROM pg_class c WHERE c.relnamespace = %s::regnamespace"
+        for (name,) in await conn.fetch(
+            "SELECT c.relname FROM pg_class c WHERE c.relnamespace = $1::regnamespace"
             " AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')"
             " AND pg_has_role(current_user, c.relowner, 'USAGE')",
-            (SCHEMA,),
-        ).fetchall()
+            SCHEMA,
+        )
     }
     for name in sorted(owned):
-        conn.execute(
-            sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.Identifier(SCHEMA, name), build)
-        )
+        await conn.execute(f"REVOKE ALL ON {quote_qualified(SCHEMA, name)} FROM {build}")
     for table, privileges in BUILD_ROLE_GRANTS.items():
         unknown = set(privileges) - _TABLE_PRIVILEGES
         if unknown:
             raise ValueError(f"BUILD_ROLE_GRANTS[{table!r}]: not a table privilege: {unknown}")
         if table not in owned:
             continue  # not migrated yet: granted after the migration that creates it
-        conn.execute(
-            sql.SQL("GRANT {} ON {} TO {}").format(
-                sql.SQL(", ".join(privileges)), sql.Identifier(SCHEMA, table), build
-            )
+        await conn.execute(
+            f"GRANT {', '.join(privileges)} ON {quote_qualified(SCHEMA, table)} TO {build}"
         )
 
 
@@ -320,9 +306,16 @@ def main(argv: list[str] | None = None) -> None:
         ),
     }
     admin = make_url(args.admin_url).set(drivername="postgresql")
-    with psycopg.connect(admin.render_as_string(hide_password=False)) as conn:
-        ensure_roles(conn, passwords)
+    asyncio.run(_ensure_roles_at(admin.render_as_string(hide_password=False), passwords))
     print(f"roles ready in {admin.database}: {', '.join(ROLES)}", file=sys.stderr)
+
+
+async def _ensure_roles_at(dsn: str, passwords: Mapping[str, str | None]) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await ensure_roles(conn, passwords)
+    finally:
+        await conn.close()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
@@ -22,19 +23,21 @@ from forgeline.settings import Settings
 
 
 def async_database_url(url: str) -> str:
-    """Normalise any postgres URL to the asyncpg driver."""
-    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
-    return url
+    """Any PostgreSQL URL (bare, another driver's, `postgres://`) for SQLAlchemy's asyncpg
+    dialect; any other database's URL unchanged."""
+    return _with_driver(url, "postgresql+asyncpg")
 
 
-def sync_database_url(url: str) -> str:
-    """The psycopg (sync) form of the same URL, for Alembic and admin tasks."""
-    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
+def driver_dsn(url: str) -> str:
+    """The same PostgreSQL URL without a SQLAlchemy driver name: what `asyncpg.connect` takes."""
+    return _with_driver(url, "postgresql")
+
+
+def _with_driver(url: str, drivername: str) -> str:
+    parsed = make_url(url)
+    if parsed.get_backend_name() not in ("postgresql", "postgres"):
+        return url
+    return parsed.set(drivername=drivername).render_as_string(hide_password=False)
 
 
 def database_url(settings: Settings) -> str:

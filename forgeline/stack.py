@@ -22,16 +22,16 @@ from typing import Any
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from activities.billing.schedules import ensure_billing_schedules
 from activities.deployments.routing import embedded_caddy_command, public_url
 from core.accounts.bootstrap import ensure_bootstrap
+from core.billing.schedules import ensure_billing_schedules
 from db.seed import seed_reference_data as seed_reference_rows
 from db.session import (
+    async_database_url,
     create_engine,
     create_session_maker,
     migration_database_url,
     session_scope,
-    sync_database_url,
 )
 from forgeline.embedded.children import ChildProcesses, build_host_environment
 from forgeline.embedded.data_dir import (
@@ -54,7 +54,7 @@ def run_migrations(url: str) -> None:
 
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "db" / "migrations"))
-    config.set_main_option("sqlalchemy.url", sync_database_url(url).replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", async_database_url(url).replace("%", "%%"))
     command.upgrade(config, "head")
 
 

@@ -26,7 +26,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
-from db.session import create_engine, create_session_maker, sync_database_url
+from db.session import async_database_url, create_engine, create_session_maker
 from forgeline.embedded.postgres import EmbeddedPostgres, free_port
 from forgeline.embedded.temporal import TUNING_ARGS, temporal_binary, test_server_binary
 from forgeline.payload_codec import (
@@ -99,7 +99,7 @@ def run_migrations(url: str) -> None:
     config.attributes["configure_logger"] = False  # keep pytest's logging setup
     config.set_main_option("script_location", str(ROOT / "db" / "migrations"))
     # configparser interpolates '%': escape it in URLs with percent-encoded passwords.
-    config.set_main_option("sqlalchemy.url", sync_database_url(url).replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", async_database_url(url).replace("%", "%%"))
     command.upgrade(config, "head")
 
 

@@ -16,14 +16,11 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import asyncpg
-import psycopg
 import pytest
 from alembic import command
 from cryptography.fernet import Fernet
-from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -40,6 +37,8 @@ from db.roles import (
     ensure_roles,
     grant_build_role,
 )
+from db.sql_quoting import quote_ident, quote_literal
+from forgeline.blocking import run_blocking
 from forgeline.embedded.data_dir import secure_data_dir
 from forgeline.embedded.postgres import (
     PG_HBA,
@@ -86,6 +85,41 @@ def _trust_url(server: EmbeddedPostgres, database: str = "postgres") -> str:
     return role_url(SUPERUSER, None, server.host, server.port, database)
 
 
+def _fetch(url: str, query: str, *args: object) -> list[asyncpg.Record]:
+    """One query on a connection of its own, from synchronous test code."""
+
+    async def fetch() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(url)
+        try:
+            return await conn.fetch(query, *args)
+        finally:
+            await conn.close()
+
+    return run_blocking(fetch)
+
+
+def _execute(url: str, *statements: str) -> None:
+    """Statements in order, each its own transaction, on one connection."""
+
+    async def execute() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    run_blocking(execute)
+
+
+async def _password_refused(url: str) -> None:
+    """`url` is turned away for its password (an explicit empty one when it carries none: no
+    password file or PGPASSWORD is consulted)."""
+    with pytest.raises(asyncpg.InvalidPasswordError, match="password"):
+        conn = await asyncpg.connect(url, timeout=5, password=make_url(url).password or "")
+        await conn.close()
+
+
 def legacy_trust_server(path: Path, *, migrate: bool = True) -> EmbeddedPostgres:
     """A data dir as earlier versions left it, running: initdb --auth=trust, a superuser without
     a password, the schema migrated by (and owned by) that superuser, one row of data."""
@@ -100,27 +134,28 @@ def legacy_trust_server(path: Path, *, migrate: bool = True) -> EmbeddedPostgres
     server._run(
         "pg_ctl", "-D", str(server.data_dir), "-l", str(server.log_file), "-o", opts, "-w", "start"
     )
-    with psycopg.connect(_trust_url(server), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE forgeline")
+    _execute(_trust_url(server), "CREATE DATABASE forgeline")
     if migrate:
         run_migrations(_trust_url(server, "forgeline"))
-        with psycopg.connect(_trust_url(server, "forgeline")) as conn:
-            conn.execute(
-                "INSERT INTO system_metrics (id, metric_category, metric_name) "
-                "VALUES (gen_random_uuid(), 'legacy', 'kept across the upgrade')"
-            )
+        _execute(
+            _trust_url(server, "forgeline"),
+            "INSERT INTO system_metrics (id, metric_category, metric_name) "
+            "VALUES (gen_random_uuid(), 'legacy', 'kept across the upgrade')",
+        )
     return server
 
 
-def _owners(conn: psycopg.Connection[Any]) -> set[str]:
-    rows = conn.execute(
-        "SELECT pg_get_userbyid(relowner) FROM pg_class"
-        " WHERE relnamespace = 'public'::regnamespace"
-        " UNION SELECT pg_get_userbyid(proowner) FROM pg_proc"
-        " WHERE pronamespace = 'public'::regnamespace"
-        " UNION SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
-    ).fetchall()
-    return {row[0] for row in rows}
+_OWNERS = (
+    "SELECT pg_get_userbyid(relowner) FROM pg_class"
+    " WHERE relnamespace = 'public'::regnamespace"
+    " UNION SELECT pg_get_userbyid(proowner) FROM pg_proc"
+    " WHERE pronamespace = 'public'::regnamespace"
+    " UNION SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+)
+
+
+def _owners(url: str) -> set[str]:
+    return {row[0] for row in _fetch(url, _OWNERS)}
 
 
 def _listening(inodes: set[str] | None = None, port: int | None = None) -> set[str]:
@@ -162,30 +197,33 @@ def _mode(path: Path) -> int:
 # --------------------------------------------------------------------------- authentication
 
 
-def test_every_role_needs_its_password_and_the_server_listens_on_loopback_only(
+async def test_every_role_needs_its_password_and_the_server_listens_on_loopback_only(
     postgres: EmbeddedPostgres | None, database_url: str
 ) -> None:
     assert postgres is not None, "these tests are about the embedded server"
     assert not postgres.accepts_without_password()
     for role in (SUPERUSER, *ROLES):
         for password in (None, "", "wrong", postgres.password(role) + "x", "' OR '1'='1"):
-            url = role_url(role, password, postgres.host, postgres.port, "forgeline")
-            with pytest.raises(psycopg.OperationalError, match="password"):
-                psycopg.connect(url, connect_timeout=5, passfile=os.devnull).close()
-        psycopg.connect(postgres.url_for(role), connect_timeout=5).close()
+            await _password_refused(
+                role_url(role, password, postgres.host, postgres.port, "forgeline")
+            )
+        conn = await asyncpg.connect(postgres.url_for(role), timeout=5)
+        await conn.close()
     # The Unix socket (inside the 0700 data dir) asks for the password too.
     socket_url = f"postgresql://{SUPERUSER}@/postgres?host={postgres.data_dir}&port={postgres.port}"
-    with pytest.raises(psycopg.OperationalError, match="password"):
-        psycopg.connect(socket_url, connect_timeout=5, passfile=os.devnull).close()
+    await _password_refused(socket_url)
 
-    with psycopg.connect(postgres.admin_url) as conn:
-        assert conn.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
-        methods = conn.execute("SELECT DISTINCT auth_method FROM pg_hba_file_rules").fetchall()
-        assert methods == [("scram-sha-256",)]
-        stored = conn.execute(
-            "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(%s)",
-            ([SUPERUSER, *ROLES],),
-        ).fetchall()
+    conn = await asyncpg.connect(postgres.admin_url)
+    try:
+        assert await conn.fetchval("SHOW listen_addresses") == "127.0.0.1"
+        methods = await conn.fetch("SELECT DISTINCT auth_method FROM pg_hba_file_rules")
+        assert [tuple(row) for row in methods] == [("scram-sha-256",)]
+        stored = await conn.fetch(
+            "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY($1::text[])",
+            [SUPERUSER, *ROLES],
+        )
+    finally:
+        await conn.close()
     assert len(stored) == 4 and all(pw.startswith("SCRAM-SHA-256$") for _, pw in stored)
     assert _listening(port=postgres.port) == {"127.0.0.1"}
     assert postgres.hba_file.read_text() == PG_HBA
@@ -234,72 +272,84 @@ APP_REFUSED = {
 
 
 @pytest.mark.parametrize("statement", APP_REFUSED.values(), ids=list(APP_REFUSED))
-def test_the_app_role_cannot_escalate(postgres: EmbeddedPostgres | None, statement: str) -> None:
+async def test_the_app_role_cannot_escalate(
+    postgres: EmbeddedPostgres | None, statement: str
+) -> None:
     assert postgres is not None
-    with (
-        psycopg.connect(postgres.app_url, autocommit=True) as conn,
-        pytest.raises(psycopg.errors.InsufficientPrivilege),
-    ):
-        conn.execute(statement)
+    conn = await asyncpg.connect(postgres.app_url)
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(statement)
+    finally:
+        await conn.close()
     assert not Path("/tmp/forgeline-pwned").exists()
 
 
-def test_the_app_role_holds_rows_only(postgres: EmbeddedPostgres | None, database_url: str) -> None:
+async def test_the_app_role_holds_rows_only(
+    postgres: EmbeddedPostgres | None, database_url: str
+) -> None:
     assert postgres is not None
-    with psycopg.connect(postgres.app_url) as conn:
-        attrs = conn.execute(
+    conn = await asyncpg.connect(postgres.app_url)
+    try:
+        attrs = await conn.fetchrow(
             "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls"
             " FROM pg_roles WHERE rolname = current_user"
-        ).fetchone()
-        assert attrs == (False, False, False, False, False)
-        missing = conn.execute(
+        )
+        assert attrs is not None and tuple(attrs) == (False, False, False, False, False)
+        missing = await conn.fetch(
             "SELECT c.relname, p.priv FROM pg_class c,"
             " unnest(ARRAY['SELECT','INSERT','UPDATE','DELETE']) AS p(priv)"
             " WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'"
             " AND NOT has_table_privilege(c.oid, p.priv)"
-        ).fetchall()
+        )
         assert missing == []
-        extra = conn.execute(
+        extra = await conn.fetch(
             "SELECT c.relname, p.priv FROM pg_class c,"
             " unnest(ARRAY['TRUNCATE','REFERENCES','TRIGGER']) AS p(priv)"
             " WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'"
             " AND has_table_privilege(c.oid, p.priv)"
-        ).fetchall()
+        )
         assert extra == []
-        refused = conn.execute(
+        refused = await conn.fetch(
             "SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
             " AND NOT has_function_privilege(oid, 'EXECUTE')"
-        ).fetchall()
+        )
         assert refused == []
+    finally:
+        await conn.close()
 
 
 # --------------------------------------------------------------------------- the build role
 
 
-def test_the_build_role_holds_exactly_its_grants(
+async def test_the_build_role_holds_exactly_its_grants(
     postgres: EmbeddedPostgres | None, database_url: str
 ) -> None:
     assert postgres is not None
-    with psycopg.connect(postgres.superuser_url) as conn:
-        rows = conn.execute(
-            "SELECT c.relname, p.priv FROM pg_class c, unnest(%s::text[]) AS p(priv)"
+    conn = await asyncpg.connect(postgres.superuser_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT c.relname, p.priv FROM pg_class c, unnest($1::text[]) AS p(priv)"
             " WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'S')"
-            " AND has_table_privilege(%s, c.oid, p.priv)",
-            (list(TABLE_PRIVILEGES), BUILD_ROLE),
-        ).fetchall()
-        functions = conn.execute(
+            " AND has_table_privilege($2, c.oid, p.priv)",
+            list(TABLE_PRIVILEGES),
+            BUILD_ROLE,
+        )
+        functions = await conn.fetch(
             "SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
-            " AND has_function_privilege(%s, oid, 'EXECUTE')",
-            (BUILD_ROLE,),
-        ).fetchall()
-        schema_create = conn.execute(
-            "SELECT has_schema_privilege(%s, 'public', 'CREATE')", (BUILD_ROLE,)
-        ).fetchone()
+            " AND has_function_privilege($1, oid, 'EXECUTE')",
+            BUILD_ROLE,
+        )
+        schema_create = await conn.fetchval(
+            "SELECT has_schema_privilege($1, 'public', 'CREATE')", BUILD_ROLE
+        )
+    finally:
+        await conn.close()
     held: dict[str, set[str]] = {}
     for table, privilege in rows:
         held.setdefault(table, set()).add(privilege)
     assert held == {table: set(privs) for table, privs in BUILD_ROLE_GRANTS.items()}
-    assert functions == [] and schema_create == (False,)
+    assert functions == [] and schema_create is False
 
 
 @pytest.mark.parametrize("table", FORBIDDEN_TO_BUILDS)
@@ -437,80 +487,110 @@ async def test_a_build_host_writes_its_attempt_through_the_build_role_and_nothin
 # --------------------------------------------------------------------------- later migrations
 
 
-def test_objects_a_later_migration_creates_are_granted(postgres: EmbeddedPostgres | None) -> None:
+async def test_objects_a_later_migration_creates_are_granted(
+    postgres: EmbeddedPostgres | None,
+) -> None:
     """Default privileges give the app what the migrator creates later; the migration run gives
     the build role back exactly its grants, whatever happened to them in between."""
     assert postgres is not None
     name = f"forgeline_later_{uuid.uuid4().hex[:10]}"
-    postgres.create_database(name)
+    await asyncio.to_thread(postgres.create_database, name)
     try:
         migrator = postgres.url_for(MIGRATOR_ROLE, name)
-        command.upgrade(alembic_config(migrator), "head")
-        with psycopg.connect(migrator, autocommit=True) as conn:
-            conn.execute("CREATE TABLE later_feature (id bigserial PRIMARY KEY, note text)")
-            conn.execute("CREATE FUNCTION later_answer() RETURNS int LANGUAGE sql AS 'SELECT 42'")
+        await asyncio.to_thread(command.upgrade, alembic_config(migrator), "head")
+        conn = await asyncpg.connect(migrator)
+        try:
+            await conn.execute("CREATE TABLE later_feature (id bigserial PRIMARY KEY, note text)")
+            await conn.execute(
+                "CREATE FUNCTION later_answer() RETURNS int LANGUAGE sql AS 'SELECT 42'"
+            )
             # Damage the build role's grants: one lost, one too many.
-            conn.execute(f"REVOKE ALL ON stage_log_chunks FROM {BUILD_ROLE}")
-            conn.execute(f"GRANT SELECT ON users TO {BUILD_ROLE}")
-        with psycopg.connect(postgres.url_for(APP_ROLE, name), autocommit=True) as conn:
-            conn.execute("INSERT INTO later_feature (note) VALUES ('x')")
-            conn.execute("UPDATE later_feature SET note = 'y'")
-            assert conn.execute("SELECT later_answer()").fetchone() == (42,)
-            conn.execute("DELETE FROM later_feature")
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("DROP TABLE later_feature")
-        with psycopg.connect(postgres.url_for(BUILD_ROLE, name), autocommit=True) as conn:
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("SELECT * FROM later_feature")
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("SELECT later_answer()")
-        command.upgrade(alembic_config(migrator), "head")  # at head: only the grants run
-        with psycopg.connect(postgres.url_for(BUILD_ROLE, name), autocommit=True) as conn:
-            conn.execute("SELECT count(*) FROM stage_log_chunks")
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("SELECT count(*) FROM users")
+            await conn.execute(f"REVOKE ALL ON stage_log_chunks FROM {BUILD_ROLE}")
+            await conn.execute(f"GRANT SELECT ON users TO {BUILD_ROLE}")
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(postgres.url_for(APP_ROLE, name))
+        try:
+            await conn.execute("INSERT INTO later_feature (note) VALUES ('x')")
+            await conn.execute("UPDATE later_feature SET note = 'y'")
+            assert await conn.fetchval("SELECT later_answer()") == 42
+            await conn.execute("DELETE FROM later_feature")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("DROP TABLE later_feature")
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(postgres.url_for(BUILD_ROLE, name))
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("SELECT * FROM later_feature")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("SELECT later_answer()")
+        finally:
+            await conn.close()
+        # At head: only the grants run.
+        await asyncio.to_thread(command.upgrade, alembic_config(migrator), "head")
+        conn = await asyncpg.connect(postgres.url_for(BUILD_ROLE, name))
+        try:
+            await conn.execute("SELECT count(*) FROM stage_log_chunks")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("SELECT count(*) FROM users")
+        finally:
+            await conn.close()
         # The migrator owns the chain: it downgrades and upgrades without superuser.
-        command.downgrade(alembic_config(migrator), "base")
-        command.upgrade(alembic_config(migrator), "head")
+        await asyncio.to_thread(command.downgrade, alembic_config(migrator), "base")
+        await asyncio.to_thread(command.upgrade, alembic_config(migrator), "head")
     finally:
-        postgres.drop_database(name)
+        await asyncio.to_thread(postgres.drop_database, name)
 
 
-def test_a_bad_grant_list_is_refused(
+async def test_a_bad_grant_list_is_refused(
     postgres: EmbeddedPostgres | None, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert postgres is not None
     monkeypatch.setitem(BUILD_ROLE_GRANTS, "stage_executions", ("SELECT; DROP TABLE users",))
-    with psycopg.connect(postgres.superuser_url) as conn:
+    conn = await asyncpg.connect(postgres.superuser_url)
+    try:
+        # In a transaction rolled back on the error: the revokes before it leave no trace.
         with pytest.raises(ValueError, match="not a table privilege"):
-            grant_build_role(conn)
-        conn.rollback()
-        assert conn.execute("SELECT to_regclass('users') IS NOT NULL").fetchone() == (True,)
+            async with conn.transaction():
+                await grant_build_role(conn)
+        assert await conn.fetchval("SELECT to_regclass('users') IS NOT NULL") is True
+    finally:
+        await conn.close()
 
 
 # --------------------------------------------------------------------------- ensure_roles
 
 
-def test_concurrent_ensure_roles_are_harmless(scratch: Path) -> None:
+async def _drop_roles(server: EmbeddedPostgres, databases: tuple[str, ...]) -> None:
+    """The three roles gone from the server, their objects handed to the superuser."""
+    for database in databases:
+        conn = await asyncpg.connect(server.url_for(SUPERUSER, database))
+        try:
+            await conn.execute(
+                f"REASSIGN OWNED BY {quote_ident(MIGRATOR_ROLE)} TO {quote_ident(SUPERUSER)}"
+            )
+            for role in ROLES:  # one at a time: their default ACLs share rows
+                await conn.execute(f"DROP OWNED BY {quote_ident(role)}")
+        finally:
+            await conn.close()
+    conn = await asyncpg.connect(server.admin_url)
+    try:
+        for role in ROLES:
+            await conn.execute(f"DROP ROLE {quote_ident(role)}")
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_ensure_roles_are_harmless(scratch: Path) -> None:
     """Eight calls at once on two databases of one server, the roles absent at first: every call
     succeeds and the roles, passwords and grants come out as one call would leave them."""
     server = EmbeddedPostgres(scratch / "pg", free_port(), server_options=FAST)
-    server.start()
+    await asyncio.to_thread(server.start)
     try:
-        server.create_database("other")
-        run_migrations(server.migrator_url)
-        for database in ("forgeline", "other"):
-            with psycopg.connect(server.url_for(SUPERUSER, database), autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("REASSIGN OWNED BY {} TO {}").format(
-                        sql.Identifier(MIGRATOR_ROLE), sql.Identifier(SUPERUSER)
-                    )
-                )
-                for role in ROLES:  # one at a time: their default ACLs share rows
-                    conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        with psycopg.connect(server.admin_url, autocommit=True) as conn:
-            for role in ROLES:
-                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        await asyncio.to_thread(server.create_database, "other")
+        await asyncio.to_thread(run_migrations, server.migrator_url)
+        await _drop_roles(server, ("forgeline", "other"))
         # Hostile passwords: quotes, SQL, and one the verifier cannot hash locally (non-ASCII).
         passwords: dict[str, str | None] = {
             MIGRATOR_ROLE: server.password(MIGRATOR_ROLE),
@@ -518,29 +598,37 @@ def test_concurrent_ensure_roles_are_harmless(scratch: Path) -> None:
             BUILD_ROLE: "pässwörd \"'\\",
         }
 
-        def call(database: str) -> None:
-            with psycopg.connect(server.url_for(SUPERUSER, database)) as conn:
-                ensure_roles(conn, passwords)
+        async def call(database: str) -> None:
+            conn = await asyncpg.connect(server.url_for(SUPERUSER, database))
+            try:
+                await ensure_roles(conn, passwords)
+            finally:
+                await conn.close()
 
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(call, ["forgeline", "other"] * 4))
-        with psycopg.connect(server.admin_url) as conn:
-            count = conn.execute(
-                "SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", (list(ROLES),)
-            ).fetchone()
-            assert count == (3,)
-            assert conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'postgres'").fetchone()
+        await asyncio.gather(*(call(database) for database in ["forgeline", "other"] * 4))
+        conn = await asyncpg.connect(server.admin_url)
+        try:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM pg_roles WHERE rolname = ANY($1::text[])", list(ROLES)
+            )
+            assert count == 3
+            assert await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = 'postgres'")
+        finally:
+            await conn.close()
         for database in ("forgeline", "other"):
             for role in ROLES:
                 url = role_url(role, passwords[role], server.host, server.port, database)
-                psycopg.connect(url).close()
-            with psycopg.connect(server.url_for(SUPERUSER, database)) as conn:
-                assert _owners(conn) == {MIGRATOR_ROLE}
+                await (await asyncpg.connect(url)).close()
+            owners = await asyncio.to_thread(_owners, server.url_for(SUPERUSER, database))
+            assert owners == {MIGRATOR_ROLE}
         app = role_url(APP_ROLE, passwords[APP_ROLE], server.host, server.port, "forgeline")
-        with psycopg.connect(app) as conn:
-            conn.execute("SELECT count(*) FROM users")
+        conn = await asyncpg.connect(app)
+        try:
+            await conn.fetchval("SELECT count(*) FROM users")
+        finally:
+            await conn.close()
     finally:
-        server.destroy()
+        await asyncio.to_thread(server.destroy)
 
 
 # --------------------------------------------------------------------------- older data dirs
@@ -559,12 +647,10 @@ def test_a_trust_data_dir_is_upgraded_in_place(scratch: Path, case: str) -> None
         if case == "stopped":
             server.stop()
         elif case == "crashed-after-password":
-            with psycopg.connect(_trust_url(server), autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("ALTER ROLE postgres PASSWORD {}").format(
-                        sql.Literal(server.password(SUPERUSER))
-                    )
-                )
+            _execute(
+                _trust_url(server),
+                f"ALTER ROLE postgres PASSWORD {quote_literal(server.password(SUPERUSER))}",
+            )
             server.stop()
         elif case == "crashed-before-reload":
             server._write_hba()  # the new rules on disk, the server still on the old ones
@@ -574,15 +660,14 @@ def test_a_trust_data_dir_is_upgraded_in_place(scratch: Path, case: str) -> None
 
         assert not server.accepts_without_password()
         assert server.hba_is_current()
-        with psycopg.connect(server.app_url) as conn:
-            kept = conn.execute(
-                "SELECT metric_name FROM system_metrics WHERE metric_category = 'legacy'"
-            ).fetchall()
-            assert kept == [("kept across the upgrade",)]
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("SELECT rolpassword FROM pg_authid")
-        with psycopg.connect(server.superuser_url) as conn:
-            assert _owners(conn) == {MIGRATOR_ROLE}
+        kept = _fetch(
+            server.app_url,
+            "SELECT metric_name FROM system_metrics WHERE metric_category = 'legacy'",
+        )
+        assert [tuple(row) for row in kept] == [("kept across the upgrade",)]
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            _fetch(server.app_url, "SELECT rolpassword FROM pg_authid")
+        assert _owners(server.superuser_url) == {MIGRATOR_ROLE}
         # The migrator takes the chain from there without superuser.
         command.downgrade(alembic_config(server.migrator_url), "-1")
         command.upgrade(alembic_config(server.migrator_url), "head")

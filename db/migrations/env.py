@@ -1,17 +1,19 @@
-"""Alembic environment: sync psycopg engine against the Forgeline database, all models loaded."""
+"""Alembic environment: an asyncpg engine against the Forgeline database, all models loaded."""
 
 from __future__ import annotations
 
 from logging.config import fileConfig
 
-import psycopg
+import asyncpg
 from alembic import context
-from sqlalchemy import Connection, create_engine, pool
+from sqlalchemy import Connection, pool
+from sqlalchemy.ext.asyncio import create_async_engine
 
 import db.models  # noqa: F401  (registers every table on Base.metadata)
 from db.base import Base
 from db.roles import grant_build_role
-from db.session import migration_database_url, sync_database_url
+from db.session import async_database_url, migration_database_url
+from forgeline.blocking import run_blocking
 from forgeline.settings import get_settings
 
 config = context.config
@@ -25,12 +27,8 @@ target_metadata = Base.metadata
 
 def _url() -> str:
     x_url = context.get_x_argument(as_dictionary=True).get("url")
-    if x_url:
-        return sync_database_url(x_url)
     configured = config.get_main_option("sqlalchemy.url")
-    if configured:
-        return sync_database_url(configured)
-    return sync_database_url(migration_database_url(get_settings()))
+    return async_database_url(x_url or configured or migration_database_url(get_settings()))
 
 
 def run_migrations_offline() -> None:
@@ -45,29 +43,35 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def do_run_migrations(connection: Connection) -> None:
+    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def run_async_migrations() -> None:
+    """The migrations and the build role's grants in one transaction: tables a migration created
+    get their grants (the migrator owns them), or neither happens."""
+    engine = create_async_engine(_url(), poolclass=pool.NullPool)
+    try:
+        # The transaction is begun here, so Alembic leaves the commit to us (after the grants).
+        async with engine.connect() as conn, conn.begin():
+            await conn.run_sync(do_run_migrations)
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            if isinstance(driver, asyncpg.Connection):
+                await grant_build_role(driver)
+    finally:
+        await engine.dispose()
+
+
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
         # A caller (e.g. a test) handed us an open connection: reuse it.
-        context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
-        with context.begin_transaction():
-            context.run_migrations()
+        do_run_migrations(connection)
         return
-
-    engine = create_engine(_url(), poolclass=pool.NullPool)
-    with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata, compare_type=True)
-        with context.begin_transaction():
-            context.run_migrations()
-            _grant_build_role(conn)
-    engine.dispose()
-
-
-def _grant_build_role(conn: Connection) -> None:
-    """Tables a migration created get the build role's grants (the migrator owns them)."""
-    raw = conn.connection.driver_connection
-    if isinstance(raw, psycopg.Connection):
-        grant_build_role(raw)
+    run_blocking(run_async_migrations)
 
 
 if context.is_offline_mode():

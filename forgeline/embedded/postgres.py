@@ -3,12 +3,10 @@ with password (SCRAM) authentication and Forgeline's roles (db/roles.py) set up 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import os
 import pwd
-import secrets
 import shutil
 import socket
 import stat
@@ -16,12 +14,31 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import quote
 
-import psycopg
-from psycopg import sql
+from db.roles import APP_ROLE, BUILD_ROLE, MIGRATOR_ROLE, ROLES
+from forgeline.blocking import run_blocking
+from forgeline.embedded import postgres_admin
+from forgeline.embedded.postgres_credentials import (
+    credentials_dir,
+    embedded_url,
+    ensure_password,
+    read_password,
+    role_url,
+)
 
-from db.roles import APP_ROLE, BUILD_ROLE, MIGRATOR_ROLE, ROLES, ensure_roles, scram_verifier
+__all__ = [
+    "PG_HBA",
+    "SUPERUSER",
+    "SYSTEM_USER",
+    "EmbeddedPostgres",
+    "credentials_dir",
+    "default_bin_dir",
+    "embedded_url",
+    "free_port",
+    "port_open",
+    "read_password",
+    "role_url",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,30 +56,6 @@ local   all       all                 scram-sha-256
 host    all       all   127.0.0.1/32  scram-sha-256
 host    all       all   ::1/128       scram-sha-256
 """
-
-
-def credentials_dir(data_dir: Path) -> Path:
-    """Where the passwords of a server in `data_dir` are kept: beside it, for the service user."""
-    data_dir = Path(data_dir).absolute()
-    return data_dir.with_name(f"{data_dir.name}-credentials")
-
-
-def read_password(data_dir: Path, role: str) -> str | None:
-    path = credentials_dir(data_dir) / f"{role}.password"
-    try:
-        return path.read_text().strip() or None
-    except FileNotFoundError:
-        return None
-
-
-def role_url(role: str, password: str | None, host: str, port: int, database: str) -> str:
-    auth = quote(role, safe="") + (f":{quote(password, safe='')}" if password else "")
-    return f"postgresql://{auth}@{host}:{port}/{quote(database, safe='')}"
-
-
-def embedded_url(data_dir: Path, port: int, role: str, database: str = "forgeline") -> str:
-    """The URL of `role` on the embedded server in `data_dir` (its password read from there)."""
-    return role_url(role, read_password(data_dir, role), "127.0.0.1", port, database)
 
 
 def default_bin_dir() -> Path:
@@ -121,20 +114,7 @@ class EmbeddedPostgres:
 
     def password(self, role: str) -> str:
         """The role's password, generated on first use and kept (0600) from then on."""
-        path = self.credentials_dir / f"{role}.password"
-        if not path.exists():
-            self.credentials_dir.mkdir(parents=True, exist_ok=True)
-            self.credentials_dir.chmod(0o700)
-            # Written aside and linked into place: two processes starting at once agree on one.
-            fd, staged = tempfile.mkstemp(dir=self.credentials_dir, prefix=".new-")
-            try:
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(secrets.token_urlsafe(32))
-                with contextlib.suppress(FileExistsError):
-                    os.link(staged, path)
-            finally:
-                os.unlink(staged)
-        return path.read_text().strip()
+        return ensure_password(self.credentials_dir, role)
 
     def url_for(self, role: str, database: str | None = None) -> str:
         return role_url(role, self.password(role), self.host, self.port, database or self.database)
@@ -333,38 +313,23 @@ class EmbeddedPostgres:
         self.create_database()
 
     def _wait_accepting(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with psycopg.connect(self.admin_url, connect_timeout=2):
-                    return
-            except psycopg.OperationalError as exc:
-                if "password authentication failed" in str(exc):
-                    raise RuntimeError(
-                        f"the superuser's password in {self.credentials_dir} does not match the "
-                        f"server in {self.data_dir}"
-                    ) from exc
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        try:
+            run_blocking(lambda: postgres_admin.wait_accepting(self.admin_url, timeout))
+        except postgres_admin.WrongPassword as exc:
+            raise RuntimeError(
+                f"the superuser's password in {self.credentials_dir} does not match the "
+                f"server in {self.data_dir}"
+            ) from exc
 
     def _require_passwords(self, timeout: float) -> None:
         """Upgrade in place from trust: the superuser's password first (while trust still lets
         us in), then pg_hba.conf, then a reload. Stopping anywhere in between is safe to redo."""
         log.info("requiring passwords on %s (was: %s)", self.data_dir, self.hba_file)
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                    sql.Identifier(SUPERUSER), sql.Literal(scram_verifier(self.password(SUPERUSER)))
-                )
+        run_blocking(
+            lambda: postgres_admin.require_passwords(
+                self.admin_url, SUPERUSER, self.password(SUPERUSER), self._write_hba
             )
-            self._write_hba()
-            errors = conn.execute(
-                "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL"
-            ).fetchone()
-            if errors != (0,):
-                raise RuntimeError(f"{self.hba_file} has errors; see pg_hba_file_rules")
-            conn.execute("SELECT pg_reload_conf()")
+        )
         # The postmaster reloads on SIGHUP, a moment later: wait until trust is really gone.
         deadline = time.monotonic() + timeout
         while self.accepts_without_password():
@@ -375,34 +340,21 @@ class EmbeddedPostgres:
     def accepts_without_password(self) -> bool:
         """Whether the superuser gets in over TCP with no password at all (trust)."""
         no_password = role_url(SUPERUSER, None, self.host, self.port, "postgres")
-        try:
-            # No password file either: only the server's own rules decide.
-            psycopg.connect(no_password, connect_timeout=5, passfile=os.devnull).close()
-        except psycopg.OperationalError:
-            return False
-        return True
+        return run_blocking(lambda: postgres_admin.accepts_without_password(no_password))
 
     def create_database(self, name: str | None = None) -> None:
         """The database (owned by the migrator) with the roles and their grants in it."""
         name = name or self.database
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
-            ).fetchone()
-            if not exists:
-                with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        run_blocking(lambda: postgres_admin.create_database(self.admin_url, name))
         self.ensure_roles(name)
 
     def ensure_roles(self, database: str | None = None) -> None:
-        with psycopg.connect(self.url_for(SUPERUSER, database or self.database)) as conn:
-            ensure_roles(conn, {role: self.password(role) for role in ROLES})
+        url = self.url_for(SUPERUSER, database or self.database)
+        passwords: dict[str, str | None] = {role: self.password(role) for role in ROLES}
+        run_blocking(lambda: postgres_admin.ensure_roles_in(url, passwords))
 
     def drop_database(self, name: str) -> None:
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        run_blocking(lambda: postgres_admin.drop_database(self.admin_url, name))
 
     def stop(self, timeout: float = 60) -> None:
         if not self.is_running():

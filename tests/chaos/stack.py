@@ -117,12 +117,12 @@ def run_migrations(url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from db.session import sync_database_url
+    from db.session import async_database_url
 
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["configure_logger"] = False  # keep pytest's logging setup
     config.set_main_option("script_location", str(ROOT / "db" / "migrations"))
-    config.set_main_option("sqlalchemy.url", sync_database_url(url).replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", async_database_url(url).replace("%", "%%"))
     command.upgrade(config, "head")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-import psycopg
+import asyncpg
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
@@ -16,7 +16,8 @@ from db.models.billing import Plan, PlanFeature
 from db.regen_migration import alembic_config, scratch_database
 from db.roles import MIGRATOR_ROLE
 from db.seed import PLANS, seed_reference_data
-from db.session import sync_database_url
+from db.session import async_database_url, driver_dsn
+from forgeline.blocking import run_blocking
 from forgeline.embedded.postgres import EmbeddedPostgres
 
 VIEWS = {
@@ -53,39 +54,38 @@ def fresh_database_url(
     name = f"forgeline_scratch_{uuid.uuid4().hex[:12]}"
     postgres.create_database(name)
     try:
-        yield sync_database_url(postgres.url_for(MIGRATOR_ROLE, name))
+        yield async_database_url(postgres.url_for(MIGRATOR_ROLE, name))
     finally:
         postgres.drop_database(name)
 
 
+def _names(url: str, query: str) -> set[str]:
+    async def fetch() -> set[str]:
+        conn = await asyncpg.connect(driver_dsn(url))
+        try:
+            return {row[0] for row in await conn.fetch(query)}
+        finally:
+            await conn.close()
+
+    return run_blocking(fetch)
+
+
 def _functions(url: str) -> set[str]:
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
-        rows = conn.execute(
-            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
-            " WHERE n.nspname = 'public'"
-        ).fetchall()
-    return {row[0] for row in rows}
+    return _names(
+        url,
+        "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = 'public'",
+    )
 
 
 def _relations(url: str) -> tuple[set[str], set[str]]:
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
-        tables = {
-            row[0]
-            for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-            ).fetchall()
-        }
-        views = {
-            row[0]
-            for row in conn.execute(
-                "SELECT viewname FROM pg_views WHERE schemaname = 'public'"
-            ).fetchall()
-        }
+    tables = _names(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    views = _names(url, "SELECT viewname FROM pg_views WHERE schemaname = 'public'")
     return tables, views
 
 
 def test_revision_chain_is_linear_and_fixed() -> None:
-    script = ScriptDirectory.from_config(alembic_config("postgresql+psycopg://unused/unused"))
+    script = ScriptDirectory.from_config(alembic_config("postgresql://unused/unused"))
     assert script.get_heads() == ["0009_log_limits"]
     assert script.get_revision("0009_log_limits").down_revision == "0007_approvals"
     assert script.get_revision("0007_approvals").down_revision == "0006_accounts_hardening"
