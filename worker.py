@@ -27,11 +27,11 @@ from temporalio.worker import Worker
 
 from activities.agent.registration import registration as agent_registration
 from activities.billing.registration import registration as billing_registration
-from activities.billing.schedules import ensure_billing_schedules
 from activities.deployments.registration import registration as deployments_registration
 from activities.deps import Registration, WorkerDeps
 from activities.runs.registration import build_registration
 from activities.runs.registration import registration as runs_registration
+from core.billing.schedules import ensure_billing_schedules
 from core.runs.build_slots import retire_semaphore_workflows
 from db.session import create_engine, create_session_maker
 from forgeline.settings import (

@@ -20,11 +20,12 @@ import asyncpg
 from sqlalchemy import text
 from temporalio.worker import Worker
 
-from activities.billing.invoicing import ROLL_UP_SQL, BillingActivities
-from activities.billing.metering import record_usage, record_usage_batch
-from activities.billing.pricing import Period
+from activities.billing.invoicing import BillingActivities
 from activities.billing.schedules import BillingScheduleActivities
 from bench.context import BenchContext, BenchRow
+from core.billing.metering import record_usage, record_usage_batch
+from core.billing.periods import Period
+from core.billing.repository import ROLL_UP_SQL
 from db.seed import seed_reference_data
 from db.session import create_session_maker, session_scope
 from forgeline.settings import BILLING_TASK_QUEUE

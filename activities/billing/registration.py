@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from activities.billing.invoicing import BillingActivities
 from activities.billing.schedules import BillingScheduleActivities
-from activities.billing.stripe_billing import StripeBilling
 from activities.deps import Registration, WorkerDeps
 from forgeline.settings import BILLING_TASK_QUEUE
+from infra.stripe_billing import StripeBilling
 from workflows.billing import BillingCycleWorkflow, BillingWorkflow
 
 

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activities.billing.pricing import Period
 from api.billing import service
 from api.billing.schemas import (
     BillingRunOut,
@@ -39,6 +38,7 @@ from api.deps import (
 )
 from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
 from core.billing import limits
+from core.billing.periods import Period
 from core.runs import build_slots
 from db.models.billing import Invoice
 

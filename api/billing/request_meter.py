@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from activities.billing.metering import record_usage, record_usage_batch
+from core.billing.metering import record_usage, record_usage_batch
 from db.session import session_scope
 
 log = logging.getLogger("forgeline.api.metering")

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
-from activities.billing.pricing import FIRST_PERIOD_YEAR, LAST_PERIOD_YEAR, Period
+from core.billing.periods import FIRST_PERIOD_YEAR, LAST_PERIOD_YEAR, Period
 
 Money = Annotated[Decimal, PlainSerializer(lambda v: f"{v:.2f}", return_type=str)]
 Quantity = Annotated[

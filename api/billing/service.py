@@ -17,10 +17,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
-from activities.billing.plan_history import change_plan
-from activities.billing.pricing import USAGE_UNITS, Period
-from activities.billing.schedules import record_billing_execution, start_billing_workflow
-from activities.billing.stripe_billing import PaymentDeclined, StripeBilling, StripeRequestRejected
 from api.audit import write_audit
 from api.billing.schemas import (
     BillingRunOut,
@@ -41,9 +37,13 @@ from api.billing.schemas import (
     WebhookAck,
 )
 from api.deps import Principal
+from core.billing.executions import record_billing_execution
+from core.billing.periods import Period
+from core.billing.plan_history import change_plan
+from core.billing.pricing import USAGE_UNITS
+from core.billing.schedules import start_billing_workflow
 from db.models.accounts import Organization
 from db.models.billing import (
-    LIVE_SUBSCRIPTION_STATUSES,
     Invoice,
     Payment,
     PaymentMethod,
@@ -62,6 +62,8 @@ from forgeline.errors import (
     ValidationFailed,
 )
 from forgeline.settings import Settings
+from forgeline.statuses.billing import LIVE_SUBSCRIPTION_STATUSES
+from infra.stripe_billing import PaymentDeclined, StripeBilling, StripeRequestRejected
 
 WEBHOOK_TOLERANCE_SECONDS = 300
 

@@ -19,11 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.runs import build_slots
 from core.runs.plan import concurrent_builds
 from db.models.accounts import Organization, OrganizationMember
-from db.models.billing import LIVE_SUBSCRIPTION_STATUSES, Plan, PlanFeature, Subscription
+from db.models.billing import Plan, PlanFeature, Subscription
 from db.models.deployments import Deployment
 from db.models.pipelines import Pipeline, PipelineRun
 from db.models.projects import Environment, Project
 from forgeline.errors import PaymentRequired
+from forgeline.statuses.billing import LIVE_SUBSCRIPTION_STATUSES
 from workflows.runs_models import build_slot_key
 
 log = logging.getLogger(__name__)

@@ -35,14 +35,14 @@ from db.models.columns import (
     json_array,
     json_object,
 )
+from forgeline.statuses.billing import (
+    CollectionMethod,
+    InvoiceStatus,
+    PaymentStatus,
+    SubscriptionStatus,
+)
 
-SUBSCRIPTION_STATUSES = ("trialing", "active", "past_due", "cancelled", "expired")
-# A subscription in one of these is "the" subscription of its organization.
-LIVE_SUBSCRIPTION_STATUSES = ("trialing", "active", "past_due")
 PAYMENT_METHOD_TYPES = ("card", "bank_account", "paypal")
-INVOICE_STATUSES = ("draft", "open", "paid", "void", "uncollectible")
-COLLECTION_METHODS = ("charge_automatically", "send_invoice")
-PAYMENT_STATUSES = ("pending", "processing", "succeeded", "failed", "refunded")
 USAGE_TYPES = (
     "build_minutes",
     "deployment",
@@ -161,7 +161,7 @@ class Subscription(UUIDPrimaryKey, Timestamps, Base):
     plan: Mapped[Plan] = relationship(lazy="raise", foreign_keys=[plan_id])
 
     __table_args__ = (
-        check_in("status", SUBSCRIPTION_STATUSES),
+        check_in("status", SubscriptionStatus),
         CheckConstraint("current_period_end > current_period_start", name="period_order"),
         Index(
             "uq_subscriptions_organization_id_live",
@@ -270,8 +270,8 @@ class Invoice(UUIDPrimaryKey, Timestamps, Base):
 
     __table_args__ = (
         UniqueConstraint("organization_id", "period_start"),
-        check_in("status", INVOICE_STATUSES),
-        check_in("collection_method", COLLECTION_METHODS),
+        check_in("status", InvoiceStatus),
+        check_in("collection_method", CollectionMethod),
         CheckConstraint("period_end > period_start", name="period_order"),
         CheckConstraint(
             "subtotal >= 0 AND tax >= 0 AND total >= 0 AND amount_paid >= 0",
@@ -310,7 +310,7 @@ class Payment(UUIDPrimaryKey, Timestamps, Base):
     paid_at: Mapped[datetime | None] = mapped_column(TZ_DATETIME)
 
     __table_args__ = (
-        check_in("status", PAYMENT_STATUSES),
+        check_in("status", PaymentStatus),
         CheckConstraint("amount >= 0", name="amount_non_negative"),
         Index("ix_payments_status", "status"),
         # At most one successful payment per invoice.

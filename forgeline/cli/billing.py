@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from activities.billing.pricing import Period
+from core.billing.periods import Period
 from forgeline.cli.common import ApiKey, ApiUrl, AsJson, client, emit, run
 
 NAME = "billing"

@@ -18,14 +18,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.billing.invoicing import BillingActivities
-from activities.billing.pricing import Period
 from activities.billing.schedules import BillingScheduleActivities
-from activities.billing.stripe_billing import StripeBilling
+from core.billing.periods import Period
 from db.models.accounts import Organization
 from db.models.billing import PaymentMethod, Plan, Subscription, SubscriptionPlanChange
 from db.seed import seed_reference_data
 from db.session import session_scope
 from forgeline.temporal_client import workflow_runner
+from infra.stripe_billing import StripeBilling
 from tests.billing.fake_stripe import FakeStripe
 from tests.factories import OrgFixture, make_org
 from workflows.billing import BillingCycleWorkflow, BillingWorkflow

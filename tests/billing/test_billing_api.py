@@ -16,8 +16,8 @@ import stripe
 from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
-from activities.billing.metering import record_usage
-from activities.billing.pricing import Period
+from core.billing.metering import record_usage
+from core.billing.periods import Period
 from db.models.billing import Invoice, Payment, Subscription
 from db.models.integrations import WebhookPayload
 from db.models.operations import WorkflowExecution

@@ -18,14 +18,16 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.billing.invoicing import PERIOD_NOT_ENDED, BillingActivities
-from activities.billing.pricing import Period, round_cents, share_of_period
+from activities.billing.invoicing import BillingActivities
+from core.billing.periods import Period
+from core.billing.pricing import round_cents, share_of_period
 from db.models.billing import Invoice, Subscription, SubscriptionPlanChange
 from db.models.operations import WorkflowExecution
 from forgeline.settings import BILLING_TASK_QUEUE
 from tests.billing.conftest import billing_worker, subscribe
 from workflows.billing import BillingWorkflow
 from workflows.billing_models import BillingInput, InvoiceRequest, billing_workflow_id
+from workflows.contracts.billing import PERIOD_NOT_ENDED
 
 NOW = datetime.now(UTC)
 THIS_MONTH = Period.containing(NOW)

@@ -8,8 +8,9 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from activities.billing.metering import record_usage
-from activities.billing.pricing import Period, round_cents
+from core.billing.metering import record_usage
+from core.billing.periods import Period
+from core.billing.pricing import round_cents
 from db.models.accounts import Notification
 from db.models.billing import Invoice, Payment, Plan, Subscription
 from db.session import session_scope

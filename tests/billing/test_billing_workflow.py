@@ -10,9 +10,10 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from activities.billing.metering import record_usage
-from activities.billing.pricing import Period, round_cents, share_of_period
-from activities.billing.schedules import (
+from core.billing.metering import record_usage
+from core.billing.periods import Period
+from core.billing.pricing import round_cents, share_of_period
+from core.billing.schedules import (
     BILLING_SCHEDULE_ID,
     backfill_billing,
     ensure_billing_schedules,

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
-from activities.billing.plan_history import change_plan
 from core.billing.limits import LIMIT_NAMES, enforce_limit
+from core.billing.plan_history import change_plan
 from db.models.accounts import OrganizationMember, User
 from db.models.billing import Subscription
 from db.models.deployments import Deployment

@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowFailureError
 
-from activities.billing.invoicing import storage_key
-from activities.billing.pricing import Period
-from activities.billing.schedules import record_billing_execution
 from api.billing.request_meter import ApiRequestMeter
+from core.billing.executions import record_billing_execution
+from core.billing.invoicing import storage_key
+from core.billing.periods import Period
 from db.models.billing import Invoice, UsageRecord
 from db.models.operations import WorkflowExecution
 from db.models.pipelines import Artifact, Pipeline, PipelineRun, StageExecution

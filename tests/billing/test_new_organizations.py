@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from activities.billing.pricing import Period
-from api.accounts.bootstrap import ensure_bootstrap
+from core.accounts.bootstrap import ensure_bootstrap
+from core.billing.periods import Period
 from db.models.accounts import Notification, OrganizationInvitation, OrganizationMember, User
-from db.models.billing import LIVE_SUBSCRIPTION_STATUSES, Invoice, Plan, Subscription
+from db.models.billing import Invoice, Plan, Subscription
 from db.models.operations import WorkflowExecution
 from forgeline.settings import BILLING_TASK_QUEUE, Settings
+from forgeline.statuses.billing import LIVE_SUBSCRIPTION_STATUSES
 from tests.api.mailbox import latest_token
 from tests.billing.conftest import billing_worker
 from tests.factories import DEFAULT_PASSWORD, make_org

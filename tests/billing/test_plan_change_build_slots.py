@@ -14,8 +14,8 @@ from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from activities.billing.plan_history import change_plan
 from core.billing.limits import apply_build_slot_limit
+from core.billing.plan_history import change_plan
 from core.runs import build_slots
 from core.runs.plan import slot_limit_for_key
 from db.models.billing import Subscription, SubscriptionPlanChange

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from activities.billing.pricing import (
+from core.billing.periods import Period
+from core.billing.pricing import (
     CENT,
     USAGE_TYPES,
     Adjustment,
-    Period,
     billable_days,
     build_invoice,
     invoice_number,

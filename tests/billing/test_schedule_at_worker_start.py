@@ -9,7 +9,7 @@ from temporalio.client import Client, ScheduleActionStartWorkflow
 from temporalio.service import RPCError, RPCStatusCode
 
 import worker
-from activities.billing.schedules import BILLING_CYCLE_WORKFLOW_ID, BILLING_SCHEDULE_ID
+from core.billing.schedules import BILLING_CYCLE_WORKFLOW_ID, BILLING_SCHEDULE_ID
 from forgeline.settings import BILLING_TASK_QUEUE, Settings
 
 

@@ -7,11 +7,7 @@ from typing import Any
 import pytest
 import stripe
 
-from activities.billing.stripe_billing import (
-    InvoiceLineCents,
-    PaymentDeclined,
-    StripeBilling,
-)
+from infra.stripe_billing import InvoiceLineCents, PaymentDeclined, StripeBilling
 from tests.billing.fake_stripe import FakeStripe
 
 

@@ -13,8 +13,9 @@ from decimal import Decimal
 
 from sqlalchemy import select, text
 
-from activities.billing.metering import record_usage
-from activities.billing.pricing import Period, round_cents, share_of_period
+from core.billing.metering import record_usage
+from core.billing.periods import Period
+from core.billing.pricing import round_cents, share_of_period
 from db.models.billing import Invoice, Payment, Subscription, UsageRecord
 from db.session import session_scope
 from tests.billing.conftest import record_change, subscribe

@@ -8,10 +8,10 @@ import sys
 from temporalio.worker import Worker
 
 from activities.billing.invoicing import BillingActivities
-from activities.billing.stripe_billing import StripeBilling
 from db.session import create_engine, create_session_maker
 from forgeline.settings import Settings
 from forgeline.temporal_client import connect_temporal, workflow_runner
+from infra.stripe_billing import StripeBilling
 from workflows.billing import BillingWorkflow
 
 

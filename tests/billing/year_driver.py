@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.billing.pricing import Period
+    from core.billing.periods import Period
     from workflows.billing import BillingWorkflow
     from workflows.billing_models import BillingInput, BillingResult, billing_workflow_id
 

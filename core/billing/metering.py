@@ -18,7 +18,8 @@ import asyncpg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activities.billing.pricing import USAGE_TYPES, USAGE_UNITS, Period
+from core.billing.periods import Period
+from core.billing.pricing import USAGE_TYPES, USAGE_UNITS
 from db.models.billing import UsageRecord
 
 

@@ -8,12 +8,16 @@ becomes a "credit carried forward" line and is returned so the next invoice can 
 
 from __future__ import annotations
 
-import calendar
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING
+
+from core.billing.periods import Period
+
+if TYPE_CHECKING:
+    from db.models.billing import Plan
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -41,69 +45,6 @@ USAGE_UNITS: dict[str, str] = {
 
 def round_cents(value: Decimal) -> Decimal:
     return value.quantize(CENT, rounding=ROUND_HALF_UP)
-
-
-# Billing periods Forgeline accepts anywhere (API, CLI, workflow inputs): months of these years.
-# Bounded so every period has a start and an end a datetime can hold, and a typo such as 0001-01
-# or 9999-12 is refused with a message instead of reaching the database.
-FIRST_PERIOD_YEAR = 2000
-LAST_PERIOD_YEAR = 2100
-_PERIOD_TEXT = re.compile(r"([0-9]{4})-?([0-9]{2})")
-
-
-@dataclass(frozen=True)
-class Period:
-    """A calendar month in UTC: every subscription is billed on calendar months."""
-
-    year: int
-    month: int
-
-    @classmethod
-    def parse(cls, text: str) -> Period:
-        """Parse `YYYY-MM` (or `YYYYMM`) of a real month from FIRST_PERIOD_YEAR to
-        LAST_PERIOD_YEAR; ValueError (with a message for the user) on anything else."""
-        match = _PERIOD_TEXT.fullmatch(text) if isinstance(text, str) else None
-        if match is None:
-            raise ValueError(f"period must be a month written YYYY-MM, got {str(text)[:40]!r}")
-        year, month = int(match[1]), int(match[2])
-        if not 1 <= month <= 12:
-            raise ValueError(f"period {text!r} names no month: the month is 01 to 12")
-        if not FIRST_PERIOD_YEAR <= year <= LAST_PERIOD_YEAR:
-            raise ValueError(
-                f"period {text!r} is out of range: {FIRST_PERIOD_YEAR}-01 to {LAST_PERIOD_YEAR}-12"
-            )
-        return cls(year, month)
-
-    @classmethod
-    def containing(cls, moment: datetime) -> Period:
-        moment = moment.astimezone(UTC)
-        return cls(moment.year, moment.month)
-
-    @property
-    def key(self) -> str:
-        return f"{self.year:04d}-{self.month:02d}"
-
-    @property
-    def compact(self) -> str:
-        return f"{self.year:04d}{self.month:02d}"
-
-    @property
-    def start(self) -> datetime:
-        return datetime(self.year, self.month, 1, tzinfo=UTC)
-
-    @property
-    def end(self) -> datetime:
-        return self.next().start
-
-    @property
-    def days(self) -> int:
-        return calendar.monthrange(self.year, self.month)[1]
-
-    def next(self) -> Period:
-        return Period(self.year + self.month // 12, self.month % 12 + 1)
-
-    def previous(self) -> Period:
-        return Period(self.year - (self.month == 1), (self.month - 2) % 12 + 1)
 
 
 def invoice_number(organization_id: str, period: Period) -> str:
@@ -383,3 +324,34 @@ def to_cents(amount: Decimal) -> int:
     if cents != cents.to_integral_value():
         raise ValueError(f"amount {amount} is not a whole number of cents")
     return int(cents)
+
+
+def included_quantities(plan: Plan) -> dict[str, Decimal | None]:
+    """Included quantity per usage type; None = unlimited (NULL on the plan)."""
+
+    def maybe(value: int | None) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+    return {
+        "build_minutes": maybe(plan.included_build_minutes),
+        "agent_tokens": maybe(plan.included_agent_tokens),
+        "storage_gb": maybe(plan.included_storage_gb),
+        "bandwidth_gb": maybe(plan.included_bandwidth_gb),
+        "api_requests": maybe(plan.included_api_requests),
+    }
+
+
+def overage_prices(plan: Plan) -> dict[str, Decimal | None]:
+    """Overage price per usage type as the plan sets it (None: the type is not billed)."""
+    return {
+        "build_minutes": plan.overage_build_minute_price,
+        "storage_gb": plan.overage_storage_gb_price,
+        "bandwidth_gb": plan.overage_bandwidth_gb_price,
+        "agent_tokens": plan.overage_agent_token_price,
+        "api_requests": plan.overage_api_request_price,
+    }
+
+
+def unit_prices(plan: Plan) -> dict[str, Decimal]:
+    """Overage price per usage type billed under the plan."""
+    return {key: value for key, value in overage_prices(plan).items() if value is not None}

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activities.billing.pricing import Period
+from core.billing.periods import Period
 from db.models.billing import Subscription, SubscriptionPlanChange
 
 

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activities.billing.pricing import Period
-from db.models.billing import LIVE_SUBSCRIPTION_STATUSES, Subscription
+from core.billing.periods import Period
+from db.models.billing import Subscription
 from db.seed import plan_id_by_slug
+from forgeline.statuses.billing import LIVE_SUBSCRIPTION_STATUSES
 
 FREE_PLAN_SLUG = "free"
 
