@@ -631,6 +631,65 @@ async def test_concurrent_ensure_roles_are_harmless(scratch: Path) -> None:
         await asyncio.to_thread(server.destroy)
 
 
+HOSTILE_DATABASES = (
+    'we"ird; DROP DATABASE forgeline; --',
+    "it's\\back\\slashed",
+    "Ünïcode base/with?url#syntax",
+)
+
+
+@pytest.mark.parametrize("name", HOSTILE_DATABASES)
+def test_a_hostile_database_name_is_created_set_up_and_dropped_as_given(
+    postgres: EmbeddedPostgres | None, database_url: str, name: str
+) -> None:
+    """Four creations of one hostile name at once: each succeeds, one database exists with
+    exactly that name, owned by the migrator, reachable by each role; dropping it twice is
+    harmless and leaves every other database in place."""
+    assert postgres is not None
+    before = {row[0] for row in _fetch(postgres.admin_url, "SELECT datname FROM pg_database")}
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: postgres.create_database(name), range(4)))
+        rows = _fetch(
+            postgres.admin_url,
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1",
+            name,
+        )
+        assert [tuple(row) for row in rows] == [(MIGRATOR_ROLE,)]
+        for role in ROLES:
+            (row,) = _fetch(postgres.url_for(role, name), "SELECT current_database()")
+            assert row[0] == name
+    finally:
+        postgres.drop_database(name)
+        postgres.drop_database(name)
+    after = {row[0] for row in _fetch(postgres.admin_url, "SELECT datname FROM pg_database")}
+    assert after == before
+
+
+async def test_a_migration_run_whose_grants_fail_leaves_nothing_half_done(
+    postgres: EmbeddedPostgres | None, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The migrations and the build role's grants commit together: when the grants fail after
+    every migration ran, the database is as empty as before, and the next run does it all."""
+    assert postgres is not None
+    name = f"forgeline_atomic_{uuid.uuid4().hex[:10]}"
+    await asyncio.to_thread(postgres.create_database, name)
+    try:
+        migrator = postgres.url_for(MIGRATOR_ROLE, name)
+        tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        with monkeypatch.context() as patch:
+            patch.setitem(BUILD_ROLE_GRANTS, "stage_executions", ("SELECT; DROP TABLE users",))
+            with pytest.raises(ValueError, match="not a table privilege"):
+                await asyncio.to_thread(command.upgrade, alembic_config(migrator), "head")
+        assert (await asyncio.to_thread(_fetch, migrator, tables))[0][0] == 0
+        await asyncio.to_thread(command.upgrade, alembic_config(migrator), "head")
+        assert (await asyncio.to_thread(_fetch, migrator, tables))[0][0] > 0
+        build = postgres.url_for(BUILD_ROLE, name)
+        await asyncio.to_thread(_fetch, build, "SELECT count(*) FROM stage_executions")
+    finally:
+        await asyncio.to_thread(postgres.drop_database, name)
+
+
 # --------------------------------------------------------------------------- older data dirs
 
 UPGRADE_CASES = ("stopped", "running", "crashed-after-password", "crashed-before-reload")

@@ -80,7 +80,9 @@ async def create_database(admin_url: str, name: str) -> None:
     async with connection(admin_url) as conn:
         if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
             return
-        with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+        # Two creations at once: the loser gets DuplicateDatabase, or the catalog's unique index
+        # when both passed the server's own existence check.
+        with contextlib.suppress(asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
             await conn.execute(f"CREATE DATABASE {quote_ident(name)}")
 
 
