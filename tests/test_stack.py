@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import stat
 import tempfile
@@ -9,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
+import asyncpg
 import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -47,20 +48,26 @@ def test_bootstrap_display_keeps_the_first_runs_password(scratch: Path) -> None:
     assert shown == {"api_key": "k1", "owner_password": "pw", "org_slug": "default"}
 
 
-def test_embedded_postgres_keeps_data_across_restarts(scratch: Path) -> None:
+async def test_embedded_postgres_keeps_data_across_restarts(scratch: Path) -> None:
     server = EmbeddedPostgres(scratch / "pg", free_port(), server_options={"fsync": "off"})
-    server.start()
+    await asyncio.to_thread(server.start)
     try:
-        with psycopg.connect(server.migrator_url, autocommit=True) as conn:
-            conn.execute("CREATE TABLE kept (v text)")
-            conn.execute("INSERT INTO kept VALUES ('still here')")
-        server.stop()
-        assert not server.is_running()
-        server.start()
-        with psycopg.connect(server.app_url) as conn:
-            assert conn.execute("SELECT v FROM kept").fetchone() == ("still here",)
+        conn = await asyncpg.connect(server.migrator_url)
+        try:
+            await conn.execute("CREATE TABLE kept (v text)")
+            await conn.execute("INSERT INTO kept VALUES ('still here')")
+        finally:
+            await conn.close()
+        await asyncio.to_thread(server.stop)
+        assert not await asyncio.to_thread(server.is_running)
+        await asyncio.to_thread(server.start)
+        conn = await asyncpg.connect(server.app_url)
+        try:
+            assert await conn.fetchval("SELECT v FROM kept") == "still here"
+        finally:
+            await conn.close()
     finally:
-        server.destroy()
+        await asyncio.to_thread(server.destroy)
 
 
 async def test_embedded_temporal_keeps_workflows_across_restarts(scratch: Path) -> None:
