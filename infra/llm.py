@@ -25,73 +25,6 @@ PRICES: dict[str, tuple[Decimal, Decimal]] = {
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 MAX_RETRY_AFTER = 300.0
 
-TOOL_SCHEMAS: list[dict[str, Any]] = [
-    {
-        "name": "list_files",
-        "description": "List repository files (paths relative to the root), optionally under a "
-        "directory and filtered by a glob such as '*.json'. At most 500 paths.",
-        "input_schema": {
-            "type": "object",
-            "properties": {
-                "path": {"type": "string", "description": "Directory, default the root."},
-                "pattern": {"type": "string", "description": "fnmatch glob on the file name."},
-            },
-        },
-    },
-    {
-        "name": "read_file",
-        "description": "Read one text file of the repository (first 32 KB at most).",
-        "input_schema": {
-            "type": "object",
-            "properties": {"path": {"type": "string"}},
-            "required": ["path"],
-        },
-    },
-    {
-        "name": "detect_framework",
-        "description": "Run Forgeline's manifest/lockfile analyser: apps, frameworks with "
-        "confidence, package manager, install/lint/test/build commands, output directory.",
-        "input_schema": {
-            "type": "object",
-            "properties": {
-                "framework_hint": {"type": "string"},
-                "app_path": {"type": "string"},
-            },
-        },
-    },
-    {
-        "name": "propose_pipeline",
-        "description": "Store a pipeline draft. Pass `pipeline` (name, pipeline_type, framework, "
-        "triggers, stages[name, stage_type in install|lint|test|build|security_scan|deploy, "
-        "commands, image, working_directory, conditions, timeout_seconds, depends_on, "
-        "cache_paths, artifact_paths, env]) or omit it to get the analyser's proposal for the "
-        "given preferences.",
-        "input_schema": {
-            "type": "object",
-            "properties": {
-                "pipeline": {"type": "object"},
-                "preferences": {"type": "object"},
-            },
-        },
-    },
-    {
-        "name": "validate_pipeline",
-        "description": "Validate the current draft: export to GitHub Actions (actionlint) and "
-        "GitLab CI (JSON schema). Returns errors to fix, or OK.",
-        "input_schema": {"type": "object", "properties": {}},
-    },
-    {
-        "name": "read_run_logs",
-        "description": "Failed stages of a pipeline run of this project with the end of their "
-        "logs (for troubleshooting).",
-        "input_schema": {
-            "type": "object",
-            "properties": {"pipeline_run_id": {"type": "string"}},
-            "required": ["pipeline_run_id"],
-        },
-    },
-]
-
 
 def price_for(model: str) -> tuple[Decimal, Decimal]:
     for prefix, price in PRICES.items():
@@ -178,7 +111,7 @@ class AnthropicLlm:
         *,
         system: str,
         messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None = None,
+        tools: list[dict[str, Any]],
         max_tokens: int = 4096,
     ) -> LlmReply:
         try:
@@ -186,7 +119,7 @@ class AnthropicLlm:
                 model=self.model,
                 system=system,
                 messages=messages,  # type: ignore[arg-type]
-                tools=tools or TOOL_SCHEMAS,  # type: ignore[arg-type]
+                tools=tools,  # type: ignore[arg-type]
                 max_tokens=max_tokens,
             )
         except anthropic.AnthropicError as exc:

@@ -42,10 +42,6 @@ def stage_id_for(pipeline: uuid.UUID, name: str) -> uuid.UUID:
     return uuid.uuid5(NAMESPACE, f"{pipeline}:stage:{name}")
 
 
-async def load_task(session: AsyncSession, task_id: uuid.UUID) -> AgentTask | None:
-    return await session.get(AgentTask, task_id)
-
-
 async def start_execution(
     session: AsyncSession,
     task_id: uuid.UUID,
@@ -110,15 +106,6 @@ async def record_step(
         .on_conflict_do_nothing(index_elements=["execution_id", "step_number"])
     )
     return sid
-
-
-async def step_exists(session: AsyncSession, execution: uuid.UUID, step_number: int) -> bool:
-    row = await session.execute(
-        select(AgentStep.id).where(
-            AgentStep.execution_id == execution, AgentStep.step_number == step_number
-        )
-    )
-    return row.first() is not None
 
 
 async def record_tool_invocation(
@@ -362,8 +349,3 @@ async def remember_framework(session: AsyncSession, project_id: uuid.UUID, detec
         .where(Project.id == project_id, Project.framework.is_(None))
         .values(framework=value)
     )
-
-
-async def project_name(session: AsyncSession, project_id: uuid.UUID) -> str | None:
-    row = await session.execute(select(Project.name).where(Project.id == project_id))
-    return row.scalar_one_or_none()
