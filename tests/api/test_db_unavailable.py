@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import httpx
-import psycopg
 import pytest
 
 from db.session import create_engine, create_session_maker
@@ -26,13 +26,16 @@ def assert_unavailable(response: httpx.Response) -> None:
     assert response.json()["type"].endswith("/service-unavailable")
 
 
-def _terminate_app_sessions(server: EmbeddedPostgres) -> int:
-    with psycopg.connect(server.admin_url, autocommit=True) as conn:
-        row = conn.execute(
+async def _terminate_app_sessions(server: EmbeddedPostgres) -> int:
+    conn = await asyncpg.connect(server.admin_url)
+    try:
+        count = await conn.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE usename = 'forgeline_app'"
-        ).fetchone()
-    return int(row[0]) if row else 0
+        )
+    finally:
+        await conn.close()
+    return int(count or 0)
 
 
 async def test_a_shutting_down_postgres_is_503(
@@ -44,12 +47,10 @@ async def test_a_shutting_down_postgres_is_503(
     assert (await client.get("/v1/projects", headers=org.headers)).status_code == 200
     # A smart shutdown waits for the sessions it has and refuses new ones with 57P03 ("the
     # database system is shutting down") for as long as this one stays open.
-    holder: psycopg.Connection[tuple[object, ...]] = await asyncio.to_thread(
-        lambda: psycopg.connect(own_postgres.admin_url, autocommit=True)
-    )
+    holder = await asyncpg.connect(own_postgres.admin_url)
     try:
         # Pooled connections die first, so every request needs a new one.
-        await asyncio.to_thread(_terminate_app_sessions, own_postgres)
+        await _terminate_app_sessions(own_postgres)
         await asyncio.to_thread(
             own_postgres._run,
             "pg_ctl",
@@ -61,14 +62,15 @@ async def test_a_shutting_down_postgres_is_503(
             "stop",
         )
 
-        def refused() -> bool:
+        async def refused() -> bool:
             try:
-                psycopg.connect(own_postgres.app_url, connect_timeout=2).close()
-            except psycopg.OperationalError as exc:
+                conn = await asyncpg.connect(own_postgres.app_url, timeout=2)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 return "shutting down" in str(exc)
+            await conn.close()
             return False
 
-        while not await asyncio.to_thread(refused):
+        while not await refused():
             await asyncio.sleep(0.05)
         for _ in range(3):
             assert_unavailable(await client.get("/v1/projects", headers=org.headers))
@@ -89,7 +91,7 @@ async def test_a_shutting_down_postgres_is_503(
         finally:
             await engine.dispose()
     finally:
-        await asyncio.to_thread(holder.close)
+        await holder.close()
     # The shutdown completes by itself once the last session is gone (stopping it again could
     # race it); then the server comes back.
     for _ in range(600):
@@ -113,7 +115,7 @@ async def test_sessions_terminated_under_requests_are_503_or_served(
 
     async def killer() -> None:
         for _ in range(20):
-            await asyncio.to_thread(_terminate_app_sessions, own_postgres)
+            await _terminate_app_sessions(own_postgres)
             await asyncio.sleep(0)
 
     async def reader() -> list[int]:
