@@ -112,15 +112,14 @@ async def _load(
 
 
 async def run(ctx: BenchContext) -> list[BenchRow]:
-    from db.session import create_engine
+    from db.session import create_engine, driver_dsn
     from forgeline.settings import Settings
 
     url = await ctx.database_url()
     settings = Settings(database_url=url, db_pool_size=CONCURRENCY + 4, db_max_overflow=8)
     engine = create_engine(settings)
     session_maker = create_session_maker(engine)
-    raw_url = url.replace("postgresql+psycopg://", "postgresql://")
-    conn = await asyncpg.connect(raw_url)
+    conn = await asyncpg.connect(driver_dsn(url))
     rows: list[BenchRow] = []
     try:
         async with session_scope(session_maker) as session:
