@@ -3,6 +3,7 @@ idempotent."""
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Iterator
 
@@ -185,3 +186,16 @@ async def test_seeded_plans_match_the_seed_design(db_session) -> None:
         )
     ).all()
     assert dict(features)["concurrent_builds"] == 2
+
+
+def test_offline_mode_renders_the_chain_as_sql_without_a_server() -> None:
+    """`alembic upgrade --sql`: the whole chain as a script, no connection made (the URL names
+    a closed loopback port)."""
+    output = io.StringIO()
+    config = alembic_config("postgresql://nobody:pw@127.0.0.1:9/none")
+    config.output_buffer = output
+    command.upgrade(config, "head", sql=True)
+    script = output.getvalue()
+    assert "CREATE TABLE organizations" in script
+    assert "build_slot_acquire" in script
+    assert "UPDATE alembic_version SET version_num='0009_log_limits'" in script
