@@ -7,6 +7,7 @@ instead of charging twice. SDK retries are off (max_network_retries=0): Temporal
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,31 @@ class PaymentDeclined(Exception):
 
 class StripeRequestRejected(Exception):
     """Stripe refused the request as invalid (4xx other than a decline); retrying cannot help."""
+
+
+class WebhookSignatureInvalid(Exception):
+    """A webhook delivery whose signature or timestamp does not verify, or that is no event."""
+
+
+# Any failure reaching or answered by Stripe that the wrapper does not translate (network,
+# authentication, rate limits, server errors): callers report Stripe as unavailable.
+StripeError = stripe.StripeError
+
+
+def verify_webhook(
+    payload: bytes, signature: str | None, secret: str, *, tolerance: int
+) -> dict[str, Any]:
+    """The event of a correctly signed delivery at most `tolerance` seconds old."""
+    try:
+        stripe.WebhookSignature.verify_header(
+            payload.decode("utf-8"), signature, secret, tolerance=tolerance
+        )
+        event = json.loads(payload)
+    except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError) as error:
+        raise WebhookSignatureInvalid(f"Signature verification failed: {error}") from error
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str):
+        raise WebhookSignatureInvalid("Not a Stripe event")
+    return event
 
 
 @dataclass(frozen=True)

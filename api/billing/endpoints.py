@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.billing import service
+from api.audit import origin_of
+from api.billing import render
 from api.billing.schemas import (
     BillingRunOut,
     BillingRunRequest,
@@ -37,7 +38,7 @@ from api.deps import (
     require_scope,
 )
 from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
-from core.billing import limits
+from core.billing import limits, payment_methods, plans, statements, subscriptions, webhooks
 from core.billing.periods import Period
 from core.runs import build_slots
 from db.models.billing import Invoice
@@ -52,12 +53,12 @@ Admin = Annotated[Principal, Depends(require_scope(ADMIN))]
 
 @router.get("/plans", summary="Public plan catalogue with limits and overage prices")
 async def list_plans(session: SessionDep) -> list[PlanOut]:
-    return await service.list_plans(session)
+    return [render.plan_out(entry) for entry in await plans.public_plans(session)]
 
 
 @router.get("/billing/subscription", responses={404: {"description": "No subscription (Free)"}})
 async def get_subscription(session: SessionDep, principal: Reader) -> SubscriptionOut:
-    return await service.get_subscription(session, principal.organization_id)
+    return render.subscription_out(await subscriptions.current(session, principal.organization_id))
 
 
 @router.post(
@@ -72,9 +73,16 @@ async def create_subscription(
     settings: SettingsDep,
     request: Request,
 ) -> SubscriptionOut:
-    subscription = await service.create_subscription(session, principal, request, settings, body)
+    subscription = await subscriptions.subscribe(
+        session,
+        principal,
+        origin_of(request),
+        plan_slug=body.plan,
+        trial_days=body.trial_days,
+        cards_required=settings.stripe_api_key is not None,
+    )
     await _apply_plan_to_build_slots(session, request, principal.organization_id)
-    return subscription
+    return render.subscription_out(subscription)
 
 
 @router.patch(
@@ -88,9 +96,16 @@ async def update_subscription(
     settings: SettingsDep,
     request: Request,
 ) -> SubscriptionOut:
-    subscription = await service.update_subscription(session, principal, request, settings, body)
+    subscription = await subscriptions.change(
+        session,
+        principal,
+        origin_of(request),
+        plan_slug=body.plan,
+        cancel_at_period_end=body.cancel_at_period_end,
+        cards_required=settings.stripe_api_key is not None,
+    )
     await _apply_plan_to_build_slots(session, request, principal.organization_id)
-    return subscription
+    return render.subscription_out(subscription)
 
 
 async def _apply_plan_to_build_slots(
@@ -115,7 +130,8 @@ async def _apply_plan_to_build_slots(
 
 @router.get("/billing/payment-methods")
 async def list_payment_methods(session: SessionDep, principal: Reader) -> list[PaymentMethodOut]:
-    return await service.list_payment_methods(session, principal.organization_id)
+    cards = await payment_methods.attached(session, principal.organization_id)
+    return [render.payment_method_out(card) for card in cards]
 
 
 @router.post("/billing/payment-methods", status_code=status.HTTP_201_CREATED)
@@ -126,7 +142,15 @@ async def attach_payment_method(
     settings: SettingsDep,
     request: Request,
 ) -> PaymentMethodOut:
-    return await service.attach_payment_method(session, principal, request, settings, body)
+    card = await payment_methods.attach(
+        session,
+        principal,
+        origin_of(request),
+        settings,
+        payment_method_id=body.payment_method_id,
+        make_default=body.make_default,
+    )
+    return render.payment_method_out(card)
 
 
 @router.delete(
@@ -139,7 +163,9 @@ async def delete_payment_method(
     settings: SettingsDep,
     request: Request,
 ) -> Response:
-    await service.delete_payment_method(session, principal, request, settings, payment_method_id)
+    await payment_methods.detach(
+        session, principal, origin_of(request), settings, payment_method_id
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -150,7 +176,7 @@ async def get_usage(
     period: Annotated[PeriodText | None, Query(description="YYYY-MM; default: this month")] = None,
 ) -> UsageOut:
     month = Period.parse(period) if period else Period.containing(datetime.now(UTC))
-    return await service.usage(session, principal.organization_id, month)
+    return render.usage_out(await statements.usage(session, principal.organization_id, month))
 
 
 @router.get("/billing/invoices")
@@ -172,7 +198,7 @@ async def list_invoices(
         rows,
         limit=limit,
         key=lambda inv: (inv.period_start, inv.id),
-        to_item=service.invoice_out,
+        to_item=render.invoice_out,
     )
 
 
@@ -180,7 +206,8 @@ async def list_invoices(
 async def get_invoice(
     invoice_id: uuid.UUID, session: SessionDep, principal: Reader
 ) -> InvoiceDetail:
-    return await service.get_invoice(session, principal.organization_id, invoice_id)
+    statement = await statements.invoice_statement(session, principal.organization_id, invoice_id)
+    return render.invoice_detail(statement)
 
 
 @router.post(
@@ -195,9 +222,9 @@ async def run_billing(
     request: Request,
     body: BillingRunRequest | None = None,
 ) -> BillingRunOut:
-    return await service.run_billing(
-        session, principal, request, temporal, body or BillingRunRequest()
-    )
+    period = body.period if body is not None else None
+    run = await statements.run_billing(session, principal, origin_of(request), temporal, period)
+    return render.billing_run_out(run)
 
 
 @router.post(
@@ -212,4 +239,5 @@ async def stripe_webhook(
     stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None,
 ) -> WebhookAck:
     payload = await request.body()
-    return await service.handle_stripe_webhook(session, settings, payload, stripe_signature)
+    outcome = await webhooks.handle_stripe_webhook(session, settings, payload, stripe_signature)
+    return render.webhook_ack(outcome)

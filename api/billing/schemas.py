@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
 from core.billing.periods import FIRST_PERIOD_YEAR, LAST_PERIOD_YEAR, Period
+from forgeline.statuses.billing import CollectionMethod, InvoiceStatus, SubscriptionStatus
 
 Money = Annotated[Decimal, PlainSerializer(lambda v: f"{v:.2f}", return_type=str)]
 Quantity = Annotated[
@@ -87,7 +88,7 @@ class SubscriptionOut(BaseModel):
         " each plan for the time it was in effect",
     )
     pending_change_at: datetime | None = None
-    status: Literal["trialing", "active", "past_due", "cancelled", "expired"]
+    status: SubscriptionStatus
     current_period_start: datetime
     current_period_end: datetime
     trial_end: datetime | None
@@ -147,14 +148,14 @@ class InvoiceOut(BaseModel):
     period: str
     period_start: datetime
     period_end: datetime
-    status: str
+    status: InvoiceStatus
     currency: str
     subtotal: Money
     tax_rate: Decimal
     tax: Money
     total: Money
     amount_paid: Money
-    collection_method: str
+    collection_method: CollectionMethod
     issued_at: datetime | None
     due_at: datetime | None
     paid_at: datetime | None
