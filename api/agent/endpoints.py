@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, status
-from sqlalchemy import select
 
-from api.agent import service
-from api.agent.schemas import AgentTaskCreate, AgentTaskDetail, AgentTaskOut
+from api.agent.schemas import (
+    AgentExecutionOut,
+    AgentStepOut,
+    AgentTaskCreate,
+    AgentTaskDetail,
+    AgentTaskOut,
+    ToolInvocationOut,
+)
+from api.audit import origin_of
 from api.deps import (
     PIPELINES_READ,
     PIPELINES_WRITE,
@@ -21,8 +27,9 @@ from api.deps import (
 )
 from api.errors import ServiceUnavailable
 from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
+from core.agent import repository, service
+from core.agent.repository import TaskHistory
 from db.models.agent import AgentTask
-from db.models.projects import Project
 from forgeline.errors import DomainError
 
 router = APIRouter(tags=["agent"])
@@ -51,21 +58,27 @@ async def create_agent_task(
     request: Request,
 ) -> AgentTaskOut:
     """Start an agent task; the workflow ID is `agent-task-{task id}`."""
-    task = await service.create_task(session, principal, request, settings, project_id, body)
-    project_name = (
-        await session.execute(select(Project.name).where(Project.id == project_id))
-    ).scalar_one()
+    task = await service.create_task(
+        session,
+        principal,
+        origin_of(request),
+        settings,
+        project_id,
+        body.task_type,
+        body.input_data,
+        body.token_budget,
+    )
     # The intent row is committed before the workflow starts (the workflow reads it back).
     await session.commit()
     try:
-        await service.start_task_workflow(session, temporal, task, project_name)
+        await service.start_task_workflow(session, temporal, task)
     except DomainError:
         raise
     except Exception as exc:
         await service.mark_start_failed(session, task.id, "the workflow could not be started")
         await session.commit()
         raise ServiceUnavailable("Temporal did not accept the workflow; retry shortly") from exc
-    return service.out(task)
+    return AgentTaskOut.model_validate(task)
 
 
 @router.get("/agent-tasks/{task_id}", responses=_PROBLEMS)
@@ -73,7 +86,7 @@ async def get_agent_task(
     task_id: uuid.UUID, session: SessionDep, principal: Reader
 ) -> AgentTaskDetail:
     task = await service.get_task(session, principal, task_id)
-    return await service.task_detail(session, task)
+    return _detail(task, await repository.task_history(session, task.id))
 
 
 @router.post(
@@ -86,8 +99,8 @@ async def cancel_agent_task(
     temporal: TemporalDep,
     request: Request,
 ) -> AgentTaskOut:
-    task = await service.cancel_task(session, principal, request, temporal, task_id)
-    return service.out(task)
+    task = await service.cancel_task(session, principal, origin_of(request), temporal, task_id)
+    return AgentTaskOut.model_validate(task)
 
 
 @router.get("/projects/{project_id}/agent-tasks", responses=_PROBLEMS)
@@ -98,13 +111,38 @@ async def list_agent_tasks(
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Page[AgentTaskOut]:
-    await service._project(session, principal, project_id)
+    await service.project_of(session, principal, project_id)
     stmt = paginate(
-        select(AgentTask).where(*service.list_filters(principal, project_id)),
+        repository.tasks_of_project(principal.organization_id, project_id),
         AgentTask.created_at,
         AgentTask.id,
         cursor=cursor,
         limit=limit,
     )
     rows = (await session.execute(stmt)).scalars().all()
-    return build_page(rows, limit=limit, key=lambda r: (r.created_at, r.id), to_item=service.out)
+    return build_page(
+        rows, limit=limit, key=lambda r: (r.created_at, r.id), to_item=AgentTaskOut.model_validate
+    )
+
+
+def _detail(task: AgentTask, history: TaskHistory) -> AgentTaskDetail:
+    """The task with its executions, each with its steps, each with its tool calls."""
+    by_step: dict[uuid.UUID | None, list[ToolInvocationOut]] = {}
+    for inv in history.invocations:
+        by_step.setdefault(inv.step_id, []).append(ToolInvocationOut.model_validate(inv))
+    steps_by_exec: dict[uuid.UUID, list[AgentStepOut]] = {}
+    for step in history.steps:
+        step_out = AgentStepOut.model_validate(step, from_attributes=True)
+        step_out.tool_invocations = by_step.get(step.id, [])
+        steps_by_exec.setdefault(step.execution_id, []).append(step_out)
+    detail = AgentTaskDetail(**AgentTaskOut.model_validate(task).model_dump())
+    for execution in history.executions:
+        exec_out = AgentExecutionOut.model_validate(_columns(execution))
+        exec_out.steps = steps_by_exec.get(execution.id, [])
+        detail.executions.append(exec_out)
+    return detail
+
+
+def _columns(row: Any) -> dict[str, Any]:
+    """Column values only: relationships are lazy='raise' and must not be touched."""
+    return {c.key: getattr(row, c.key) for c in row.__table__.columns}

@@ -9,13 +9,21 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.agent_models import AgentTaskInputData, TaskType
+from forgeline.statuses.agent import (
+    AgentExecutionStatus,
+    AgentProvider,
+    AgentStepStatus,
+    AgentTaskStatus,
+    AgentTaskType,
+    ToolInvocationStatus,
+)
+from workflows.agent_models import AgentTaskInputData
 
 
 class AgentTaskCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    task_type: TaskType
+    task_type: AgentTaskType
     input_data: AgentTaskInputData = Field(default_factory=AgentTaskInputData)
     token_budget: int | None = Field(default=None, ge=1_000, le=5_000_000)
 
@@ -29,7 +37,7 @@ class ToolInvocationOut(BaseModel):
     parameters: dict[str, Any]
     result_summary: str | None
     duration_ms: int | None
-    status: str
+    status: ToolInvocationStatus
     error: str | None
     invoked_at: datetime
 
@@ -41,7 +49,7 @@ class AgentStepOut(BaseModel):
     step_number: int
     step_type: str
     description: str | None
-    status: str
+    status: AgentStepStatus
     content: dict[str, Any]
     input_tokens: int
     output_tokens: int
@@ -54,10 +62,10 @@ class AgentExecutionOut(BaseModel):
 
     id: uuid.UUID
     sequence: int
-    provider: str
+    provider: AgentProvider
     model: str | None
     planner_version: str | None
-    status: str
+    status: AgentExecutionStatus
     reasoning_trace: str | None
     input_tokens: int
     output_tokens: int
@@ -73,8 +81,8 @@ class AgentTaskOut(BaseModel):
 
     id: uuid.UUID
     project_id: uuid.UUID
-    task_type: str
-    status: str
+    task_type: AgentTaskType
+    status: AgentTaskStatus
     input_data: dict[str, Any]
     output_data: dict[str, Any] | None
     error: str | None

@@ -20,6 +20,12 @@ from db.models.billing import UsageRecord
 from db.models.operations import WorkflowExecution
 from db.models.pipelines import Pipeline, PipelineStage
 from db.models.projects import FRAMEWORKS, Project
+from forgeline.statuses.agent import (
+    OPEN_TASK_STATUSES,
+    AgentExecutionStatus,
+    AgentStepStatus,
+    AgentTaskStatus,
+)
 from infra.llm import cost_of
 from workflows.agent_models import PipelineProposal, ValidationReport
 
@@ -61,15 +67,15 @@ async def start_execution(
             provider=provider,
             model=model,
             planner_version=planner_version,
-            status="running",
+            status=AgentExecutionStatus.RUNNING,
         )
         .on_conflict_do_nothing(index_elements=["id"])
     )
     await session.execute(
         update(AgentTask)
-        .where(AgentTask.id == task_id, AgentTask.status.in_(("pending", "running")))
+        .where(AgentTask.id == task_id, AgentTask.status.in_(OPEN_TASK_STATUSES))
         .values(
-            status="running",
+            status=AgentTaskStatus.RUNNING,
             started_at=func.coalesce(AgentTask.started_at, func.now()),
             retry_count=sequence - 1,
         )
@@ -85,7 +91,7 @@ async def record_step(
     step_type: str,
     description: str,
     content: dict[str, Any],
-    status: str = "completed",
+    status: str = AgentStepStatus.COMPLETED,
     input_tokens: int = 0,
     output_tokens: int = 0,
 ) -> uuid.UUID:
@@ -219,7 +225,9 @@ async def finish_execution(
 ) -> None:
     await session.execute(
         update(AgentExecution)
-        .where(AgentExecution.id == execution, AgentExecution.status == "running")
+        .where(
+            AgentExecution.id == execution, AgentExecution.status == AgentExecutionStatus.RUNNING
+        )
         .values(
             status=status,
             reasoning_trace=reasoning,
@@ -240,7 +248,7 @@ async def finish_task(
 ) -> None:
     await session.execute(
         update(AgentTask)
-        .where(AgentTask.id == task_id, AgentTask.status.in_(("pending", "running")))
+        .where(AgentTask.id == task_id, AgentTask.status.in_(OPEN_TASK_STATUSES))
         .values(status=status, output_data=output, error=error, completed_at=func.now())
     )
     await session.execute(
