@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from forgeline.pipeline_spec import STAGE_ORDER, PipelineProposal, ProposedStage
 from forgeline.statuses.agent import AgentProvider, AgentTaskStatus, AgentTaskType
 
+# Until every importer of the pipeline format reads it from forgeline.pipeline_spec.
+__all__ = ["STAGE_ORDER", "PipelineProposal", "ProposedStage"]
+
 TaskType = AgentTaskType
-StageType = Literal["install", "lint", "test", "build", "security_scan", "deploy"]
-STAGE_ORDER: tuple[str, ...] = ("install", "lint", "test", "build", "security_scan", "deploy")
 PLANNER_VERSION = "forgeline-planner-1"
 
 
@@ -81,46 +83,6 @@ class RepoAnalysis(BaseModel):
     @property
     def primary(self) -> AppDetection:
         return self.apps[0]
-
-
-# --- pipeline proposal ---------------------------------------------------------------------------
-
-
-class ProposedStage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    stage_type: StageType
-    commands: list[str] = Field(min_length=1)
-    image: str | None = None
-    services: list[str] = Field(default_factory=list)
-    working_directory: str = "."
-    conditions: dict[str, Any] = Field(default_factory=dict)
-    timeout_seconds: int = Field(default=600, ge=30, le=6 * 3600)
-    depends_on: list[str] = Field(default_factory=list)
-    cache_paths: list[str] = Field(default_factory=list)
-    # Files whose content keys the dependency cache (lockfiles), relative to the repo root.
-    cache_key_files: list[str] = Field(default_factory=list)
-    artifact_paths: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-
-
-class PipelineProposal(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=200)
-    pipeline_type: Literal["build_only", "test_only", "deploy_only", "full_cicd"] = "full_cicd"
-    framework: str = "unknown"
-    triggers: dict[str, Any] = Field(default_factory=dict)
-    stages: list[ProposedStage] = Field(min_length=1)
-    estimated_build_seconds: int = 0
-
-
-class ValidationReport(BaseModel):
-    valid: bool
-    errors: list[str] = Field(default_factory=list)
-    github_actions_yaml: str | None = None
-    gitlab_ci_yaml: str | None = None
 
 
 # --- workflow and activity payloads --------------------------------------------------------------

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.agent.repo_files import RepoFiles
-from workflows.agent_models import PipelineProposal, RepoAnalysis
+from forgeline.pipeline_spec import PipelineProposal
+from workflows.agent_models import RepoAnalysis
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from db.models.billing import UsageRecord
 from db.models.operations import WorkflowExecution
 from db.models.pipelines import Pipeline, PipelineStage
 from db.models.projects import FRAMEWORKS, Project
+from forgeline.pipeline_spec import PipelineProposal, ValidationReport
 from forgeline.statuses.agent import (
     OPEN_TASK_STATUSES,
     AgentExecutionStatus,
@@ -27,7 +28,6 @@ from forgeline.statuses.agent import (
     AgentTaskStatus,
 )
 from infra.llm import cost_of
-from workflows.agent_models import PipelineProposal, ValidationReport
 
 NAMESPACE = uuid.UUID("5b0f3c1e-8f7a-4d61-9a53-6f0c2d7e4a10")
 

@@ -8,14 +8,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from core.agent.detectors import LOCKFILE_NAMES
+from forgeline.pipeline_spec import PipelineProposal, ProposedStage
 from forgeline.slugs import slug
-from workflows.agent_models import (
-    AppDetection,
-    PipelineProposal,
-    Preferences,
-    ProposedStage,
-    RepoAnalysis,
-)
+from workflows.agent_models import AppDetection, Preferences, RepoAnalysis
 
 SECURITY_COMMANDS = {
     "npm": "npm audit --audit-level=high --omit=dev",

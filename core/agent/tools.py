@@ -17,15 +17,10 @@ from pydantic import ValidationError
 from core.agent.analysis import analyze_repository
 from core.agent.proposal import propose_pipeline
 from core.agent.repo_files import RepoFiles
-from forgeline.pipeline_export import validate_proposal
+from forgeline.pipeline_spec import PipelineProposal, ValidationReport
+from forgeline.pipeline_validation import validate_proposal
 from infra.storage import ObjectNotFound, ObjectStore
-from workflows.agent_models import (
-    AgentTaskInputData,
-    PipelineProposal,
-    Preferences,
-    RepoAnalysis,
-    ValidationReport,
-)
+from workflows.agent_models import AgentTaskInputData, Preferences, RepoAnalysis
 
 MAX_READ_BYTES = 32 * 1024
 MAX_LIST = 500

@@ -13,7 +13,7 @@ from db.models.agent import AgentTask
 from db.models.operations import WorkflowExecution
 from db.models.pipelines import Pipeline, PipelineRun, StageExecution, StageLogChunk
 from db.session import session_scope
-from forgeline.pipeline_export import validate_yaml
+from forgeline.pipeline_validation import validate_yaml
 from forgeline.settings import AGENT_TASK_QUEUE
 from tests.agent.corpus import CORPUS, write_repo
 from tests.agent.support import agent_worker, make_project, task_row

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from forgeline.embedded.postgres import free_port
-from forgeline.pipeline_export import validate_yaml
+from forgeline.pipeline_validation import validate_yaml
 from forgeline.settings import Settings
 from tests.agent.corpus import CORPUS, write_repo
 from tests.agent.support import make_project

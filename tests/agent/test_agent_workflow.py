@@ -17,7 +17,7 @@ from db.models.billing import UsageRecord
 from db.models.pipelines import Pipeline, PipelineStage
 from db.models.projects import Project, ProjectFile
 from db.session import session_scope
-from forgeline.pipeline_export import validate_yaml
+from forgeline.pipeline_validation import validate_yaml
 from tests.agent import fake_anthropic
 from tests.agent.corpus import CORPUS, write_repo
 from tests.agent.support import agent_worker, counts, make_project, task_row

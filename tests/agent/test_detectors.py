@@ -11,7 +11,7 @@ from core.agent.detectors import DETECTORS
 from core.agent.detectors.base import Detector
 from core.agent.proposal import propose_pipeline
 from core.agent.repo_files import RepoFiles
-from forgeline.pipeline_export import validate_proposal
+from forgeline.pipeline_validation import validate_proposal
 
 
 def test_every_detector_implements_the_protocol_once() -> None:

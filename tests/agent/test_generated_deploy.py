@@ -16,7 +16,7 @@ from db.models.agent import AgentTask
 from db.models.pipelines import Pipeline, PipelineStage
 from db.models.projects import Environment
 from db.session import session_scope
-from forgeline.pipeline_export import validate_proposal
+from forgeline.pipeline_validation import validate_proposal
 from forgeline.safe_parsing import load_yaml
 from forgeline.settings import AGENT_TASK_QUEUE
 from tests.agent.corpus import CORPUS, write_repo

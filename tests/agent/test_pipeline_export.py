@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from forgeline.pipeline_export import check_graph, validate_proposal, validate_yaml
+from forgeline.pipeline_spec import PipelineProposal, ProposedStage
+from forgeline.pipeline_validation import check_graph, validate_proposal, validate_yaml
 from forgeline.safe_parsing import UnsafeDocument, load_yaml
-from workflows.agent_models import PipelineProposal, ProposedStage
 
 BOMB = "a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\n"
 

@@ -8,7 +8,7 @@ import pytest
 
 from core.agent.analysis import analyze_repository
 from core.agent.proposal import propose_pipeline
-from forgeline.pipeline_export import validate_proposal
+from forgeline.pipeline_validation import validate_proposal
 from tests.agent.corpus import CORPUS, SampleRepo, write_repo
 from workflows.agent_models import Preferences
 
