@@ -16,9 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.accounts import endpoints as accounts_endpoints
-from api.accounts.mail import OutboxMailer
-from api.accounts.rate_limit import LastUsedThrottle, SlidingWindowRateLimiter
-from api.accounts.throttle import AuthThrottles
 from api.agent import endpoints as agent_endpoints
 from api.audit_logs import endpoints as audit_logs_endpoints
 from api.billing import endpoints as billing_endpoints
@@ -38,8 +35,11 @@ from api.pipelines import endpoints as pipelines_endpoints
 from api.projects import endpoints as projects_endpoints
 from api.runs import endpoints as runs_endpoints
 from api.temporal import TemporalConnection
+from core.accounts.rate_limit import LastUsedThrottle, SlidingWindowRateLimiter
+from core.accounts.throttle import AuthThrottles
 from db.session import create_session_maker
 from forgeline.settings import Settings, get_settings
+from infra.mail import OutboxMailer
 
 logger = logging.getLogger("forgeline.api")
 

@@ -9,18 +9,19 @@ checks, the Temporal client and the settings.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Annotated, Any
-from uuid import UUID
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import CursorResult, Executable
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
-from api.accounts.scopes import (
+from api.audit import origin_of
+from core.accounts.authentication import authenticate_bearer
+from core.accounts.context import AccountContext
+from core.accounts.principal import Principal
+from core.accounts.scopes import (
     ADMIN,
     ALL_SCOPES,
     BILLING_READ,
@@ -31,6 +32,7 @@ from api.accounts.scopes import (
     PROJECTS_READ,
     PROJECTS_WRITE,
 )
+from core.audit.origin import Origin
 from forgeline.errors import Forbidden, Unauthorized
 from forgeline.settings import Settings
 
@@ -44,12 +46,13 @@ __all__ = [
     "PIPELINES_WRITE",
     "PROJECTS_READ",
     "PROJECTS_WRITE",
+    "AccountContextDep",
+    "OriginDep",
     "Principal",
     "PrincipalDep",
     "SessionDep",
     "SettingsDep",
     "TemporalDep",
-    "core_execute",
     "require_scope",
     "require_session_principal",
 ]
@@ -79,35 +82,6 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-async def core_execute(
-    session: AsyncSession, stmt: Executable, params: Mapping[str, Any] | None = None
-) -> CursorResult[Any]:
-    """Run a Core statement on the request's connection (same transaction as the session),
-    skipping the ORM Session.execute path: hot reads pay for neither ORM compile state nor
-    identity-map bookkeeping they do not use."""
-    connection = await session.connection()
-    return await connection.execute(stmt, dict(params) if params is not None else None)
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling, on behalf of which organization, with which effective scopes."""
-
-    organization_id: UUID
-    user_id: UUID | None
-    api_key_id: UUID | None
-    role: str
-    scopes: frozenset[str] = field(default_factory=frozenset)
-    session_id: UUID | None = None
-
-    @property
-    def actor_type(self) -> str:
-        return "api_key" if self.api_key_id is not None else "user"
-
-    def has(self, scope: str) -> bool:
-        return scope in self.scopes
-
-
 _bearer = HTTPBearer(auto_error=False, description="An API key (fl_live_...) or a session token")
 
 
@@ -116,14 +90,17 @@ async def get_principal(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    from api.accounts.service import authenticate_bearer  # accounts imports this module
-
     cached = getattr(request.state, "principal", None)
     if isinstance(cached, Principal):
         return cached
     if credentials is None or not credentials.credentials:
         raise Unauthorized("Missing bearer token (Authorization: Bearer <API key or session>)")
-    principal = await authenticate_bearer(session, request, credentials.credentials.strip())
+    principal = await authenticate_bearer(
+        session,
+        credentials.credentials.strip(),
+        rate_limiter=request.app.state.rate_limiter,
+        last_used=request.app.state.last_used,
+    )
     request.state.principal = principal
     # Once per authenticated request (the principal is cached above): api_requests metering.
     meter = getattr(request.app.state, "api_meter", None)
@@ -174,3 +151,24 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_origin(request: Request) -> Origin:
+    return origin_of(request)
+
+
+OriginDep = Annotated[Origin, Depends(get_origin)]
+
+
+def get_account_context(request: Request) -> AccountContext:
+    """The process's settings, sign-in throttles and mailer, with the request's origin."""
+    state = request.app.state
+    return AccountContext(
+        origin=origin_of(request),
+        settings=getattr(state, "settings", None),
+        throttles=getattr(state, "auth_throttles", None),
+        mailer=getattr(state, "mailer", None),
+    )
+
+
+AccountContextDep = Annotated[AccountContext, Depends(get_account_context)]

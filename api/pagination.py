@@ -1,20 +1,36 @@
-"""Keyset (cursor) pagination: opaque base64 cursors over (sort key, id), newest first."""
+"""HTTP side of keyset pagination: the limit/cursor query parameters and the page envelope
+(the cursor rules and the SQL are in core/queries.py)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query, Response
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Select, tuple_
 
-from forgeline.errors import ValidationFailed
+from core.queries import (
+    after_cursor,
+    check_storable_datetime,
+    decode_cursor,
+    encode_cursor,
+    paginate,
+)
+
+__all__ = [
+    "CursorParam",
+    "LimitParam",
+    "Page",
+    "after_cursor",
+    "build_page",
+    "check_storable_datetime",
+    "decode_cursor",
+    "encode_cursor",
+    "json_page",
+    "paginate",
+]
 
 T = TypeVar("T")
 Row = TypeVar("Row")
@@ -32,63 +48,6 @@ CursorParam = Annotated[
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = None
-
-
-def check_storable_datetime(value: datetime) -> datetime:
-    """Refuse instants Postgres/asyncpg cannot take (e.g. year 1 at +14:00 overflows in UTC)."""
-    as_utc = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    if not 1900 <= as_utc.year <= 9999:
-        raise ValueError("timestamp out of range")
-    return value
-
-
-def encode_cursor(sort_value: datetime, row_id: uuid.UUID) -> str:
-    payload = json.dumps([sort_value.isoformat(), str(row_id)], separators=(",", ":"))
-    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """The (sort key, id) a cursor points after; anything forged or garbled is a 422."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        raw = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        sort_raw, id_raw = raw
-        sort_value = datetime.fromisoformat(sort_raw)
-        if sort_value.tzinfo is None:
-            raise ValueError("naive timestamp")
-        check_storable_datetime(sort_value)
-        return sort_value, uuid.UUID(id_raw)
-    except (
-        ValueError,
-        TypeError,
-        OverflowError,
-        binascii.Error,
-        UnicodeError,
-        json.JSONDecodeError,
-    ) as exc:
-        raise ValidationFailed("invalid pagination cursor", field="cursor") from exc
-
-
-def after_cursor(sort_col: Any, id_col: Any, cursor: str | None) -> ColumnElement[bool] | None:
-    """Rows strictly after the cursor in (sort_col DESC, id_col DESC) order.
-
-    A row comparison, not `a < x OR (a = x AND id < y)`: Postgres uses the row form as one
-    index condition on a (tenant, sort_col, id) btree, so deep pages cost the same as page one.
-    """
-    if cursor is None:
-        return None
-    sort_value, row_id = decode_cursor(cursor)
-    return tuple_(sort_col, id_col) < tuple_(sort_value, row_id)
-
-
-def paginate(
-    stmt: Select[Any], sort_col: Any, id_col: Any, *, cursor: str | None, limit: int
-) -> Select[Any]:
-    """Apply cursor, stable order and limit+1 (the extra row tells whether a next page exists)."""
-    condition = after_cursor(sort_col, id_col, cursor)
-    if condition is not None:
-        stmt = stmt.where(condition)
-    return stmt.order_by(sort_col.desc(), id_col.desc()).limit(limit + 1)
 
 
 def build_page(

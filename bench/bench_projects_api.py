@@ -23,8 +23,8 @@ from pathlib import Path
 
 import asyncpg
 
-from api.accounts import security
 from bench.context import BenchContext, BenchRow
+from core.accounts import security
 
 ORGS = 1_000
 PROJECTS_PER_ORG = 100

@@ -9,9 +9,10 @@ from functools import lru_cache
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.accounts import security
-from api.accounts.scopes import ALL_SCOPES
-from api.accounts.service import create_organization_with_owner, insert_api_key
+from core.accounts import security
+from core.accounts.keys import insert_api_key
+from core.accounts.organizations import create_organization_with_owner
+from core.accounts.scopes import ALL_SCOPES
 from db.models.accounts import OrganizationMember, User
 from db.session import session_scope
 

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from api.accounts.scopes import ALL_SCOPES
+from core.accounts.scopes import ALL_SCOPES
 
 Email = Annotated[
     str,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import AfterValidator, BaseModel
-from sqlalchemy import RowMapping, Select, or_, select
+from sqlalchemy import RowMapping
 
 from api.deps import ADMIN, Principal, SessionDep, require_scope
 from api.pagination import (
@@ -17,14 +17,12 @@ from api.pagination import (
     Page,
     check_storable_datetime,
     json_page,
-    paginate,
 )
-from api.projects.schemas import QueryText
-from db.models.operations import AuditLog
+from core.audit import repository
+from core.audit.repository import AuditFilter
+from core.projects.models import QueryText
 
 router = APIRouter(tags=["audit"])
-
-_COLUMNS = tuple(AuditLog.__table__.c)
 
 
 class AuditLogOut(BaseModel):
@@ -87,21 +85,19 @@ async def list_audit_logs(
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Response:
-    stmt: Select[Any] = select(*_COLUMNS).where(
-        AuditLog.organization_id == principal.organization_id
+    rows = await repository.list_entries(
+        session,
+        principal.organization_id,
+        AuditFilter(
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            actor=actor,
+            since=since,
+        ),
+        cursor=cursor,
+        limit=limit,
     )
-    if action is not None:
-        stmt = stmt.where(AuditLog.action == action)
-    if resource_type is not None:
-        stmt = stmt.where(AuditLog.resource_type == resource_type)
-    if resource_id is not None:
-        stmt = stmt.where(AuditLog.resource_id == resource_id)
-    if actor is not None:
-        stmt = stmt.where(or_(AuditLog.actor_user_id == actor, AuditLog.actor_api_key_id == actor))
-    if since is not None:
-        stmt = stmt.where(AuditLog.created_at >= since)
-    stmt = paginate(stmt, AuditLog.created_at, AuditLog.id, cursor=cursor, limit=limit)
-    rows = (await session.execute(stmt)).mappings().all()
     return json_page(
         rows,
         limit=limit,

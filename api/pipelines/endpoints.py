@@ -6,15 +6,12 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from sqlalchemy import select
 
 from api.deps import PIPELINES_READ, Principal, SessionDep, require_scope
-from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
-from api.pipelines import service
-from api.pipelines.schemas import PipelineDetail, PipelineOut
-from db.models.pipelines import Pipeline
-from db.models.projects import Project
-from forgeline.errors import NotFound
+from api.pagination import CursorParam, LimitParam, Page, build_page
+from api.pipelines.schemas import PipelineDetail, PipelineOut, PipelineStageOut
+from core.pipelines import service
+from db.models.pipelines import Pipeline, PipelineStage
 from forgeline.pipeline_export import ExportFormat
 
 router = APIRouter(tags=["pipelines"])
@@ -27,6 +24,13 @@ _PROBLEMS: dict[int | str, dict[str, str]] = {
 FILENAMES = {"github-actions": "forgeline.yml", "gitlab-ci": ".gitlab-ci.yml"}
 
 
+def _detail(pipeline: Pipeline, stages: list[PipelineStage]) -> PipelineDetail:
+    columns = {c.key: getattr(pipeline, c.key) for c in Pipeline.__table__.columns}
+    out = PipelineDetail.model_validate(columns)
+    out.stages = [PipelineStageOut.model_validate(s) for s in stages]
+    return out
+
+
 @router.get("/projects/{project_id}/pipelines", responses=_PROBLEMS)
 async def list_pipelines(
     project_id: uuid.UUID,
@@ -35,24 +39,9 @@ async def list_pipelines(
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Page[PipelineOut]:
-    found = await session.execute(
-        select(Project.id).where(
-            Project.id == project_id, Project.organization_id == principal.organization_id
-        )
+    rows = await service.list_for_project(
+        session, principal, project_id, cursor=cursor, limit=limit
     )
-    if found.first() is None:
-        raise NotFound("project not found", resource_type="project")
-    stmt = paginate(
-        select(Pipeline).where(
-            Pipeline.project_id == project_id,
-            Pipeline.organization_id == principal.organization_id,
-        ),
-        Pipeline.created_at,
-        Pipeline.id,
-        cursor=cursor,
-        limit=limit,
-    )
-    rows = (await session.execute(stmt)).scalars().all()
     return build_page(
         rows,
         limit=limit,
@@ -66,7 +55,7 @@ async def get_pipeline(
     pipeline_id: uuid.UUID, session: SessionDep, principal: Reader
 ) -> PipelineDetail:
     pipeline = await service.get_pipeline(session, principal, pipeline_id)
-    return service.detail(pipeline, await service.stages_of(session, pipeline.id))
+    return _detail(pipeline, await service.stages_of(session, pipeline.id))
 
 
 @router.get(

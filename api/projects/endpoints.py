@@ -5,33 +5,32 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel
 
 from api.deps import (
     ENVIRONMENTS_READ,
     PROJECTS_READ,
     PROJECTS_WRITE,
+    OriginDep,
     Principal,
     SessionDep,
     SettingsDep,
     require_scope,
 )
 from api.pagination import CursorParam, LimitParam, Page, json_page
-from api.projects import repository as queries
-from api.projects import service
-from api.projects.schemas import (
+from api.projects import render
+from api.projects.schemas import EnvironmentOut, ProjectOut, ProjectStatusFilter, RepositoryOut
+from core.projects import environments, repositories, service
+from core.projects import repository as queries
+from core.projects.models import (
     EnvironmentCreate,
-    EnvironmentOut,
     EnvironmentType,
     EnvironmentUpdate,
     ProjectCreate,
-    ProjectOut,
-    ProjectStatusFilter,
     ProjectType,
     ProjectUpdate,
     QueryText,
-    RepositoryOut,
     RepositoryPut,
 )
 from forgeline.errors import NotFound
@@ -63,9 +62,10 @@ async def create_project(
     session: SessionDep,
     principal: Writer,
     settings: SettingsDep,
-    request: Request,
+    origin: OriginDep,
 ) -> ProjectOut:
-    return await service.create_project(session, principal, request, settings, body)
+    project = await service.create_project(session, principal, origin, settings, body)
+    return render.project_out(project)
 
 
 @router.get("/projects", response_model=Page[ProjectOut])
@@ -101,7 +101,7 @@ async def list_projects(
         rows,
         limit=limit,
         key=lambda r: (r["created_at"], r["id"]),
-        to_data=service.project_data,
+        to_data=render.project_data,
         page_model=Page[ProjectOut],
     )
 
@@ -109,7 +109,7 @@ async def list_projects(
 @router.get("/projects/{project_id}", response_model=ProjectOut, responses=_PROBLEMS)
 async def get_project(project_id: uuid.UUID, session: SessionDep, principal: Reader) -> Response:
     # Validated once by the service, serialised once here (FastAPI would validate it again).
-    return _json(await service.get_project(session, principal, project_id))
+    return _json(render.project_out(await service.get_project(session, principal, project_id)))
 
 
 @router.patch("/projects/{project_id}", responses=_PROBLEMS)
@@ -119,23 +119,28 @@ async def update_project(
     session: SessionDep,
     principal: Writer,
     settings: SettingsDep,
-    request: Request,
+    origin: OriginDep,
 ) -> ProjectOut:
-    return await service.update_project(session, principal, request, settings, project_id, body)
+    project = await service.update_project(session, principal, origin, settings, project_id, body)
+    return render.project_out(project)
 
 
 @router.post("/projects/{project_id}/archive", responses=_PROBLEMS)
 async def archive_project(
-    project_id: uuid.UUID, session: SessionDep, principal: Writer, request: Request
+    project_id: uuid.UUID, session: SessionDep, principal: Writer, origin: OriginDep
 ) -> ProjectOut:
-    return await service.set_archived(session, principal, request, project_id, archived=True)
+    return render.project_out(
+        await service.set_archived(session, principal, origin, project_id, archived=True)
+    )
 
 
 @router.post("/projects/{project_id}/unarchive", responses=_PROBLEMS)
 async def unarchive_project(
-    project_id: uuid.UUID, session: SessionDep, principal: Writer, request: Request
+    project_id: uuid.UUID, session: SessionDep, principal: Writer, origin: OriginDep
 ) -> ProjectOut:
-    return await service.set_archived(session, principal, request, project_id, archived=False)
+    return render.project_out(
+        await service.set_archived(session, principal, origin, project_id, archived=False)
+    )
 
 
 # --------------------------------------------------------------------------- repository
@@ -145,7 +150,7 @@ async def unarchive_project(
 async def get_repository(
     project_id: uuid.UUID, session: SessionDep, principal: Reader
 ) -> RepositoryOut:
-    return await service.get_repository(session, principal, project_id)
+    return render.repository_out(await repositories.get_repository(session, principal, project_id))
 
 
 @router.put(
@@ -159,14 +164,14 @@ async def put_repository(
     session: SessionDep,
     principal: Writer,
     settings: SettingsDep,
-    request: Request,
+    origin: OriginDep,
     response: Response,
 ) -> RepositoryOut:
-    repo, created = await service.put_repository(
-        session, principal, request, settings, project_id, body
+    repo, created = await repositories.put_repository(
+        session, principal, origin, settings, project_id, body
     )
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    return repo
+    return render.repository_out(repo)
 
 
 @router.delete(
@@ -176,9 +181,9 @@ async def put_repository(
     responses=_PROBLEMS,
 )
 async def delete_repository(
-    project_id: uuid.UUID, session: SessionDep, principal: Writer, request: Request
+    project_id: uuid.UUID, session: SessionDep, principal: Writer, origin: OriginDep
 ) -> None:
-    await service.delete_repository(session, principal, request, project_id)
+    await repositories.delete_repository(session, principal, origin, project_id)
 
 
 # --------------------------------------------------------------------------- environments
@@ -196,9 +201,12 @@ async def create_environment(
     session: SessionDep,
     principal: Writer,
     settings: SettingsDep,
-    request: Request,
+    origin: OriginDep,
 ) -> EnvironmentOut:
-    return await service.create_environment(session, principal, request, settings, project_id, body)
+    env = await environments.create_environment(
+        session, principal, origin, settings, project_id, body
+    )
+    return render.environment_out(env)
 
 
 @router.get(
@@ -233,7 +241,7 @@ async def list_environments(
         rows,
         limit=limit,
         key=lambda r: (r["created_at"], r["id"]),
-        to_data=service.environment_data,
+        to_data=render.environment_data,
         page_model=Page[EnvironmentOut],
     )
 
@@ -247,7 +255,11 @@ async def list_environments(
 async def get_environment(
     environment_id: uuid.UUID, session: SessionDep, principal: EnvironmentReader
 ) -> Response:
-    return _json(await service.get_environment(session, principal, environment_id))
+    return _json(
+        render.environment_out(
+            await environments.get_environment(session, principal, environment_id)
+        )
+    )
 
 
 @router.patch("/environments/{environment_id}", tags=["environments"], responses=_PROBLEMS)
@@ -257,11 +269,12 @@ async def update_environment(
     session: SessionDep,
     principal: Writer,
     settings: SettingsDep,
-    request: Request,
+    origin: OriginDep,
 ) -> EnvironmentOut:
-    return await service.update_environment(
-        session, principal, request, settings, environment_id, body
+    env = await environments.update_environment(
+        session, principal, origin, settings, environment_id, body
     )
+    return render.environment_out(env)
 
 
 @router.delete(
@@ -271,6 +284,6 @@ async def update_environment(
     responses={**_PROBLEMS, 409: {"description": "Still referenced by deployments"}},
 )
 async def delete_environment(
-    environment_id: uuid.UUID, session: SessionDep, principal: Writer, request: Request
+    environment_id: uuid.UUID, session: SessionDep, principal: Writer, origin: OriginDep
 ) -> None:
-    await service.delete_environment(session, principal, request, environment_id)
+    await environments.delete_environment(session, principal, origin, environment_id)

@@ -91,7 +91,7 @@ async def environment_factory(ctx: FactoryContext) -> uuid.UUID:
 
 async def api_key_factory(ctx: FactoryContext) -> uuid.UUID:
     """A second key, so the owner's sanity call revoking it does not lock the test out."""
-    from api.accounts.service import insert_api_key
+    from core.accounts.keys import insert_api_key
 
     async with session_scope(ctx.session_maker) as session:
         key, _raw = await insert_api_key(

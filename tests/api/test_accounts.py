@@ -11,7 +11,7 @@ import pyotp
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.accounts.service import SESSION_TTL
+from core.accounts.sessions import SESSION_TTL
 from db.models.accounts import Notification, PasswordResetToken, User, UserSession
 from db.models.operations import AuditLog
 from tests.api.mailbox import latest_token

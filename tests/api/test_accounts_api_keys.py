@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select, update
 
-from api.accounts import security
-from api.accounts.scopes import effective_scopes
+from core.accounts import security
+from core.accounts.scopes import effective_scopes
 from db.models.accounts import ApiKey, OrganizationMember
 from tests.factories import make_org
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from api.accounts.bootstrap import bootstrap_path, ensure_bootstrap
+from core.accounts.bootstrap import bootstrap_path, ensure_bootstrap
 from db.models.accounts import ApiKey, Organization
 from forgeline.settings import Settings
 

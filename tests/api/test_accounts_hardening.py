@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.accounts import throttle
+from core.accounts import throttle
 from db.models.accounts import (
     AuthThrottle,
     Notification,

@@ -36,14 +36,14 @@ async def test_create_get_and_slug_generation(api_client, org, session_maker) ->
     r = await create(api_client, org, name="Hello Wörld Site!", framework="nextjs")
     assert r.status_code == 201, r.text
     project = r.json()
-    assert project["slug"] == "hello-world-site"
+    assert project["slug"] == "hello-woerld-site"
     assert project["organization_id"] == str(org.org_id)
     assert project["status"] == "active"
     got = await api_client.get(f"/v1/projects/{project['id']}", headers=org.headers)
     assert got.status_code == 200 and got.json()["name"] == "Hello Wörld Site!"
     # Same name again: a generated slug is de-duplicated, not refused.
     r2 = await create(api_client, org, name="Hello Wörld Site!")
-    assert r2.status_code == 201 and r2.json()["slug"] == "hello-world-site-2"
+    assert r2.status_code == 201 and r2.json()["slug"] == "hello-woerld-site-2"
     assert await audit_count(session_maker, org.org_id, "project.created") == 2
 
 

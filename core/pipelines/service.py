@@ -1,50 +1,49 @@
-"""Pipeline reads (tenant-scoped) and export; YAML is rebuilt from stages when not stored."""
+"""Pipeline definitions: tenant-scoped reads and export (YAML is rebuilt from the stored
+stages when none was stored)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import Principal
-from api.pipelines.schemas import PipelineDetail, PipelineStageOut
+from core.accounts.principal import Principal
+from core.pipelines import repository
 from db.models.pipelines import Pipeline, PipelineStage
 from forgeline.errors import NotFound, ValidationFailed
 from forgeline.pipeline_export import ExportFormat, export_yaml
-from workflows.agent_models import STAGE_ORDER, PipelineProposal, ProposedStage
+from forgeline.pipeline_spec import STAGE_ORDER, PipelineProposal, ProposedStage
 
 
 async def get_pipeline(
     session: AsyncSession, principal: Principal, pipeline_id: uuid.UUID
 ) -> Pipeline:
-    pipeline = (
-        await session.execute(
-            select(Pipeline).where(
-                Pipeline.id == pipeline_id, Pipeline.organization_id == principal.organization_id
-            )
-        )
-    ).scalar_one_or_none()
+    pipeline = await repository.get(session, principal.organization_id, pipeline_id)
     if pipeline is None:
         raise NotFound("pipeline not found", resource_type="pipeline")
     return pipeline
 
 
 async def stages_of(session: AsyncSession, pipeline_id: uuid.UUID) -> list[PipelineStage]:
-    rows = await session.execute(
-        select(PipelineStage)
-        .where(PipelineStage.pipeline_id == pipeline_id)
-        .order_by(PipelineStage.position)
+    return await repository.stages_of(session, pipeline_id)
+
+
+async def list_for_project(
+    session: AsyncSession,
+    principal: Principal,
+    project_id: uuid.UUID,
+    *,
+    cursor: str | None,
+    limit: int,
+) -> Sequence[Pipeline]:
+    """A page of the project's pipelines; another organization's project is a 404."""
+    if not await repository.project_exists(session, principal.organization_id, project_id):
+        raise NotFound("project not found", resource_type="project")
+    return await repository.list_for_project(
+        session, principal.organization_id, project_id, cursor=cursor, limit=limit
     )
-    return list(rows.scalars().all())
-
-
-def detail(pipeline: Pipeline, stages: list[PipelineStage]) -> PipelineDetail:
-    columns = {c.key: getattr(pipeline, c.key) for c in Pipeline.__table__.columns}
-    out = PipelineDetail.model_validate(columns)
-    out.stages = [PipelineStageOut.model_validate(s) for s in stages]
-    return out
 
 
 def _command(step: Any) -> str:

@@ -19,11 +19,13 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.accounts import security
-from api.accounts.scopes import ALL_SCOPES
-from api.accounts.service import create_organization_with_owner, insert_api_key, utcnow
-from api.audit import write_audit
-from api.billing.free_plan import ensure_free_subscription
+from core.accounts import security
+from core.accounts.context import utcnow
+from core.accounts.keys import insert_api_key
+from core.accounts.organizations import create_organization_with_owner
+from core.accounts.scopes import ALL_SCOPES
+from core.audit.service import write_audit
+from core.billing.free_plan import ensure_free_subscription
 from db.models.accounts import ApiKey, Organization, OrganizationMember, User
 from forgeline.settings import Settings
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import RowMapping, bindparam, func, select, tuple_, update
+from sqlalchemy import RowMapping, Select, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import core_execute
+from core.queries import core_execute, paginate
 from db.models.accounts import (
     ApiKey,
     Organization,
@@ -111,21 +112,22 @@ class MemberRepository:
         return list((await self.session.execute(stmt)).scalars())
 
     async def page(
-        self, organization_id: UUID, *, after: tuple[datetime, UUID] | None, limit: int
+        self, organization_id: UUID, *, cursor: str | None, limit: int
     ) -> list[tuple[OrganizationMember, User]]:
-        stmt = (
-            select(OrganizationMember, User)
+        """One page (limit + 1 rows, newest first) of the members with their users."""
+        members: Select[Any] = (
+            select(OrganizationMember, User)  # type: ignore[assignment]
             .join(User, User.id == OrganizationMember.user_id)
             .where(OrganizationMember.organization_id == organization_id)
-            .order_by(OrganizationMember.created_at, OrganizationMember.id)
-            .limit(limit)
         )
-        if after is not None:
-            stmt = stmt.where(
-                tuple_(OrganizationMember.created_at, OrganizationMember.id)
-                > tuple_(after[0], after[1])
-            )
-        return [(m, u) for m, u in (await self.session.execute(stmt)).all()]
+        stmt = paginate(
+            members,
+            OrganizationMember.created_at,
+            OrganizationMember.id,
+            cursor=cursor,
+            limit=limit,
+        )
+        return [(row[0], row[1]) for row in (await self.session.execute(stmt)).all()]
 
 
 class SessionRepository:
@@ -156,6 +158,19 @@ class SessionRepository:
         await self.session.execute(
             update(UserSession)
             .where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+
+    async def revoke_in_organization(
+        self, user_id: UUID, organization_id: UUID, now: datetime
+    ) -> None:
+        await self.session.execute(
+            update(UserSession)
+            .where(
+                UserSession.user_id == user_id,
+                UserSession.organization_id == organization_id,
+                UserSession.revoked_at.is_(None),
+            )
             .values(revoked_at=now)
         )
 
@@ -298,17 +313,15 @@ class ApiKeyRepository:
         stmt = select(ApiKey).where(ApiKey.id == key_id, ApiKey.organization_id == organization_id)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def page(
-        self, organization_id: UUID, *, after: tuple[datetime, UUID] | None, limit: int
-    ) -> list[ApiKey]:
-        stmt = (
-            select(ApiKey)
-            .where(ApiKey.organization_id == organization_id)
-            .order_by(ApiKey.created_at, ApiKey.id)
-            .limit(limit)
+    async def page(self, organization_id: UUID, *, cursor: str | None, limit: int) -> list[ApiKey]:
+        """One page (limit + 1 rows, newest first) of the organization's keys."""
+        stmt = paginate(
+            select(ApiKey).where(ApiKey.organization_id == organization_id),
+            ApiKey.created_at,
+            ApiKey.id,
+            cursor=cursor,
+            limit=limit,
         )
-        if after is not None:
-            stmt = stmt.where(tuple_(ApiKey.created_at, ApiKey.id) > tuple_(after[0], after[1]))
         return list((await self.session.execute(stmt)).scalars())
 
 

@@ -90,7 +90,10 @@ class Count:
 
     @property
     def retry_after(self) -> int:
-        return max(1, math.ceil((self.window_end - self.now).total_seconds()))
+        # `now` is this transaction's start; a concurrent attempt that committed the window
+        # first may have started it later, so the wait is capped at one window.
+        remaining = math.ceil((self.window_end - self.now).total_seconds())
+        return max(1, min(remaining, math.ceil(self.limit.window.total_seconds())))
 
 
 class AuthThrottles:

@@ -1,30 +1,28 @@
 """The invited person's side of an invitation: list mine, accept, decline.
 
 A membership of an existing user is created only here, by the user it is for: an administrator
-offers (see service.invite_member), the person accepts. Accepting is one conditional UPDATE of a
+offers (see members.invite_member), the person accepts. Accepting is one conditional UPDATE of a
 live pending row, so two concurrent accepts make one membership and the second answer is 409.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 
-from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.accounts.repository import InvitationRepository, PasswordResetRepository
-from api.audit import write_audit
-from api.billing.limits import enforce_limit
-from api.deps import Principal
-from db.models.accounts import Organization, OrganizationInvitation, OrganizationMember
+from core.accounts.context import utcnow
+from core.accounts.principal import Principal
+from core.accounts.repository import InvitationRepository, PasswordResetRepository
+from core.audit.origin import Origin
+from core.audit.service import write_audit
+from core.billing.limits import enforce_limit
+from db.models.accounts import Organization, OrganizationInvitation, OrganizationMember, User
 from forgeline.errors import Conflict, NotFound
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 async def list_mine(
@@ -49,7 +47,7 @@ async def _not_answerable(
 
 async def join(
     session: AsyncSession,
-    request: Request | None,
+    origin: Origin | None,
     invitation: OrganizationInvitation,
     now: datetime,
 ) -> OrganizationMember:
@@ -79,7 +77,7 @@ async def join(
         )
     ).scalar_one()
     await write_audit(
-        session, None, request, "member.joined", "organization_member", member.id,
+        session, None, origin, "member.joined", "organization_member", member.id,
         new={"user_id": invitation.user_id, "role": invitation.role,
              "invitation_id": invitation.id},
         organization_id=invitation.organization_id, actor_user_id=invitation.user_id,
@@ -87,9 +85,16 @@ async def join(
     return member
 
 
+@dataclass(frozen=True)
+class Joined:
+    member: OrganizationMember
+    user: User
+    organization: Organization
+
+
 async def accept(
-    session: AsyncSession, request: Request, principal: Principal, invitation_id: uuid.UUID
-) -> tuple[OrganizationMember, Organization]:
+    session: AsyncSession, origin: Origin, principal: Principal, invitation_id: uuid.UUID
+) -> Joined:
     assert principal.user_id is not None
     now = utcnow()
     invitation = await InvitationRepository(session).respond(
@@ -99,14 +104,15 @@ async def accept(
         raise await _not_answerable(session, invitation_id, principal.user_id, now)
     # A set-password link sent with it has nothing left to do.
     await PasswordResetRepository(session).revoke_outstanding(now, invitation_id=invitation.id)
-    member = await join(session, request, invitation, now)
+    member = await join(session, origin, invitation, now)
     organization = await session.get(Organization, invitation.organization_id)
-    assert organization is not None
-    return member, organization
+    user = await session.get(User, member.user_id)
+    assert organization is not None and user is not None
+    return Joined(member, user, organization)
 
 
 async def decline(
-    session: AsyncSession, request: Request, principal: Principal, invitation_id: uuid.UUID
+    session: AsyncSession, origin: Origin, principal: Principal, invitation_id: uuid.UUID
 ) -> None:
     assert principal.user_id is not None
     now = utcnow()
@@ -117,7 +123,7 @@ async def decline(
         raise await _not_answerable(session, invitation_id, principal.user_id, now)
     await PasswordResetRepository(session).revoke_outstanding(now, invitation_id=invitation.id)
     await write_audit(
-        session, None, request, "member.invitation_declined", "organization_invitation",
+        session, None, origin, "member.invitation_declined", "organization_invitation",
         invitation.id, organization_id=invitation.organization_id,
         actor_user_id=principal.user_id,
     )  # fmt: skip

@@ -1,0 +1,60 @@
+"""Response models of projects, repositories and environments, from ORM objects or Core rows
+(secrets masked)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import RowMapping
+
+from api.projects.schemas import EnvironmentOut, ProjectOut, RepositoryOut
+from core.projects.configs import environment_config_data, project_config_data
+from db.models.projects import Environment, Project, Repository
+
+_PROJECT_FIELDS = tuple(name for name in ProjectOut.model_fields if name != "config")
+_ENVIRONMENT_FIELDS = tuple(name for name in EnvironmentOut.model_fields if name != "config")
+
+
+def project_data(row: Project | RowMapping) -> dict[str, Any]:
+    """Response data of a project (secrets masked), from an ORM object or a Core row."""
+    if isinstance(row, Mapping):
+        data = {name: row[name] for name in _PROJECT_FIELDS}
+        data["config"] = project_config_data(row["config"])
+    else:
+        data = {name: getattr(row, name) for name in _PROJECT_FIELDS}
+        data["config"] = project_config_data(row.config)
+    return data
+
+
+def project_out(row: Project | RowMapping) -> ProjectOut:
+    return ProjectOut.model_validate(project_data(row))
+
+
+def environment_data(row: Environment | RowMapping) -> dict[str, Any]:
+    if isinstance(row, Mapping):
+        data = {name: row[name] for name in _ENVIRONMENT_FIELDS}
+        data["config"] = environment_config_data(row["config"])
+    else:
+        data = {name: getattr(row, name) for name in _ENVIRONMENT_FIELDS}
+        data["config"] = environment_config_data(row.config)
+    return data
+
+
+def environment_out(row: Environment | RowMapping) -> EnvironmentOut:
+    return EnvironmentOut.model_validate(environment_data(row))
+
+
+def repository_out(repo: Repository) -> RepositoryOut:
+    return RepositoryOut(
+        id=repo.id,
+        project_id=repo.project_id,
+        provider=repo.provider,
+        url=repo.url,
+        default_branch=repo.default_branch,
+        has_access_token=repo.access_token_encrypted is not None,
+        last_commit_sha=repo.last_commit_sha,
+        last_synced_at=repo.last_synced_at,
+        created_at=repo.created_at,
+        updated_at=repo.updated_at,
+    )

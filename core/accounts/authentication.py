@@ -1,0 +1,96 @@
+"""Resolving a bearer credential (an API key or a session token) into a Principal."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.accounts import security
+from core.accounts.context import utcnow
+from core.accounts.principal import Principal
+from core.accounts.rate_limit import LastUsedThrottle, SlidingWindowRateLimiter
+from core.accounts.repository import api_key_auth_row, session_auth_row
+from core.accounts.scopes import effective_scopes
+from forgeline.errors import RateLimited, Unauthorized
+
+# API keys whose creator left the organization keep no more power than a member.
+ORPHAN_KEY_ROLE = "member"
+
+
+async def authenticate_bearer(
+    session: AsyncSession,
+    token: str,
+    *,
+    rate_limiter: SlidingWindowRateLimiter,
+    last_used: LastUsedThrottle,
+) -> Principal:
+    if security.looks_like_api_key(token):
+        return await _authenticate_api_key(session, token, rate_limiter, last_used)
+    if token.startswith(security.SESSION_TOKEN_PREFIX):
+        return await _authenticate_session(session, token)
+    raise Unauthorized("Unrecognised bearer token")
+
+
+async def _authenticate_api_key(
+    session: AsyncSession,
+    raw: str,
+    rate_limiter: SlidingWindowRateLimiter,
+    last_used: LastUsedThrottle,
+) -> Principal:
+    # Format and checksum first: typos and forgeries never cost a database lookup.
+    if not security.api_key_well_formed(raw):
+        raise Unauthorized("Malformed API key")
+    # One round trip: key row + creator's membership role + organization (see repository).
+    key = await api_key_auth_row(session, raw[: security.DISPLAY_PREFIX_LENGTH])
+    if key is None or not security.constant_time_equal(key["key_hash"], security.sha256_hex(raw)):
+        raise Unauthorized("Invalid API key")
+    if key["revoked_at"] is not None:
+        raise Unauthorized("API key has been revoked")
+    if key["expires_at"] is not None and key["expires_at"] <= utcnow():
+        raise Unauthorized("API key has expired")
+    role: str = ORPHAN_KEY_ROLE
+    if key["created_by_user_id"] is not None:
+        if key["creator_role"] is None:
+            raise Unauthorized("API key belongs to a user who is no longer a member")
+        role = key["creator_role"]
+    key_id: uuid.UUID = key["id"]
+    per_minute: int = key["rate_limit_per_minute"]
+    retry_after = rate_limiter.check(key_id, per_minute)
+    if retry_after is not None:
+        raise RateLimited(
+            f"API key rate limit of {per_minute} requests per minute exceeded",
+            retry_after=retry_after,
+        )
+    await last_used.touch(key_id)
+    return Principal(
+        organization_id=key["organization_id"],
+        user_id=None,
+        api_key_id=key_id,
+        role=role,
+        scopes=effective_scopes(role, key["scopes"]),
+    )
+
+
+async def _authenticate_session(session: AsyncSession, raw: str) -> Principal:
+    # One round trip: session row + user + membership role in the session's organization.
+    row = await session_auth_row(session, security.sha256_hex(raw))
+    if row is None or row["revoked_at"] is not None:
+        raise Unauthorized("Invalid or revoked session")
+    if row["expires_at"] <= utcnow():
+        raise Unauthorized("Session has expired; sign in again")
+    if row["organization_id"] is None:
+        raise Unauthorized("Session has no organization; sign in again")
+    if not row["is_active"]:
+        raise Unauthorized("Invalid or revoked session")
+    role: str | None = row["role"]
+    if role is None:
+        raise Unauthorized("No longer a member of this organization")
+    return Principal(
+        organization_id=row["organization_id"],
+        user_id=row["user_id"],
+        api_key_id=None,
+        role=role,
+        scopes=effective_scopes(role, None),
+        session_id=row["id"],
+    )

@@ -1,0 +1,16 @@
+"""Errors of the accounts domain beyond the shared ones in forgeline.errors."""
+
+from __future__ import annotations
+
+from forgeline.errors import DomainError, Unauthorized
+
+
+class TotpRequired(Unauthorized):
+    title = "Second factor required"
+    type_slug = "totp-required"
+
+
+class InvalidToken(DomainError):
+    status_code = 400
+    title = "Invalid or expired token"
+    type_slug = "invalid-token"

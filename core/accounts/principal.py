@@ -1,0 +1,25 @@
+"""Who is calling: the authenticated identity every use case is authorized against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from uuid import UUID
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, on behalf of which organization, with which effective scopes."""
+
+    organization_id: UUID
+    user_id: UUID | None
+    api_key_id: UUID | None
+    role: str
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    session_id: UUID | None = None
+
+    @property
+    def actor_type(self) -> str:
+        return "api_key" if self.api_key_id is not None else "user"
+
+    def has(self, scope: str) -> bool:
+        return scope in self.scopes

@@ -1,0 +1,161 @@
+"""Sign-in sessions: login (throttled, with the second factor), rotation and logout."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.accounts import security, throttle, totp
+from core.accounts.context import AccountContext, utcnow
+from core.accounts.errors import TotpRequired
+from core.accounts.principal import Principal
+from core.accounts.repository import MemberRepository, SessionRepository, UserRepository
+from core.audit.service import write_audit
+from db.models.accounts import User, UserSession
+from forgeline.crypto import decrypt_str
+from forgeline.errors import Forbidden, RateLimited, Unauthorized
+
+SESSION_TTL = timedelta(days=7)
+
+
+async def new_session(
+    session: AsyncSession,
+    ctx: AccountContext,
+    user: User,
+    organization_id: uuid.UUID,
+    *,
+    mfa_verified: bool,
+) -> tuple[UserSession, str]:
+    """A session row (only the token's SHA-256 is stored) and the raw token, shown once."""
+    raw, token_hash = security.new_opaque_token(security.SESSION_TOKEN_PREFIX)
+    row = UserSession(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        organization_id=organization_id,
+        token_hash=token_hash,
+        expires_at=utcnow() + SESSION_TTL,
+        mfa_verified=mfa_verified,
+        ip_address=ctx.origin.ip,
+        user_agent=ctx.origin.user_agent,
+    )
+    session.add(row)
+    await session.flush()
+    return row, raw
+
+
+async def login(
+    session: AsyncSession,
+    ctx: AccountContext,
+    *,
+    email: str,
+    password: str,
+    totp_code: str | None,
+    organization_slug: str | None,
+) -> tuple[UserSession, str]:
+    throttles = ctx.throttles
+    account = email.strip().lower()
+    address = ctx.address_key
+    per_pair = (throttle.LOGIN_PER_ACCOUNT_ADDRESS, throttle.subject_digest(account, address))
+    per_address = (throttle.LOGIN_PER_ADDRESS, throttle.subject_digest(address))
+    per_account = (throttle.LOGIN_PER_ACCOUNT, throttle.subject_digest(account))
+    counts = []
+    if throttles is not None:
+        # Counted before the password is checked, cleared on success: the counts are failures.
+        counts = await throttles.hit(per_pair, per_address, per_account)
+        throttle.raise_if_exceeded(counts[:2], "Too many sign-in attempts; retry later")
+    user = await UserRepository(session).get_by_email(email)
+    if counts and counts[2].exceeded:
+        # Past the account's ceiling only addresses it signed in from before may keep trying,
+        # so a guesser elsewhere slows the account down without locking its owner out.
+        ip = ctx.origin.ip
+        since = utcnow() - throttle.KNOWN_ADDRESS_AGE
+        known = False
+        if user is not None and ip is not None:
+            known = await SessionRepository(session).used_address(user.id, ip, since)
+        if not known:
+            raise RateLimited(
+                "Too many sign-in attempts for this account; retry later or sign in from a "
+                "device you used before",
+                retry_after=counts[2].retry_after,
+            )
+    # verify_password runs Argon2 even for unknown emails: equal timing, no account probing.
+    valid = security.verify_password(user.password_hash if user else None, password)
+    if user is None or not valid or not user.is_active:
+        raise Unauthorized("Invalid email or password")
+    if user.totp_enabled:
+        if totp_code is None:
+            raise TotpRequired("This account requires a TOTP code (totp_code)")
+        secret = decrypt_str(user.totp_secret_encrypted or "", ctx.settings)
+        if not await totp.accept_code(session, user, secret, totp_code):
+            raise Unauthorized("Invalid TOTP code")
+    members = MemberRepository(session)
+    if organization_slug is not None:
+        organization_id = await members.organization_by_slug_for_user(organization_slug, user.id)
+    else:
+        organization_id = await members.first_organization_of(user.id)
+    if organization_id is None:
+        raise Forbidden("Not a member of that organization")
+    if user.password_hash and security.password_needs_rehash(user.password_hash):
+        user.password_hash = security.hash_password(password)
+    user.last_login_at = utcnow()
+    if throttles is not None:
+        await throttles.clear(session, per_pair, per_account)
+    row, raw = await new_session(
+        session, ctx, user, organization_id, mfa_verified=user.totp_enabled
+    )
+    await write_audit(
+        session,
+        None,
+        ctx.origin,
+        "session.created",
+        "session",
+        row.id,
+        new={"user_id": user.id, "mfa": user.totp_enabled},
+        organization_id=organization_id,
+        actor_user_id=user.id,
+    )
+    return row, raw
+
+
+async def _current_session(session: AsyncSession, principal: Principal) -> UserSession:
+    assert principal.session_id is not None
+    row = await SessionRepository(session).get(principal.session_id)
+    if row is None:
+        raise Unauthorized("Invalid or revoked session")
+    return row
+
+
+async def refresh(
+    session: AsyncSession, ctx: AccountContext, principal: Principal
+) -> tuple[UserSession, str]:
+    """Rotate: a new token replaces the presented one, which stops working immediately."""
+    old = await _current_session(session, principal)
+    user = await UserRepository(session).get(old.user_id)
+    assert user is not None and old.organization_id is not None
+    new, raw = await new_session(
+        session, ctx, user, old.organization_id, mfa_verified=old.mfa_verified
+    )
+    now = utcnow()
+    old.revoked_at = now
+    old.rotated_at = now
+    old.replaced_by_id = new.id
+    await write_audit(
+        session, principal, ctx.origin, "session.rotated", "session", old.id,
+        new={"replaced_by_id": new.id},
+    )  # fmt: skip
+    return new, raw
+
+
+async def logout(session: AsyncSession, ctx: AccountContext, principal: Principal) -> None:
+    row = await _current_session(session, principal)
+    row.revoked_at = utcnow()
+    await write_audit(session, principal, ctx.origin, "session.revoked", "session", row.id)
+
+
+async def current_user(session: AsyncSession, principal: Principal) -> User | None:
+    """The signed-in user; None for an API key."""
+    if principal.user_id is None:
+        return None
+    return await UserRepository(session).get(principal.user_id)

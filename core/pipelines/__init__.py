@@ -1,0 +1,1 @@
+"""Pipeline definitions (generated or edited): reads and export."""

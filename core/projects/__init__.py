@@ -1,0 +1,1 @@
+"""Projects, their repository connection and their environments."""
