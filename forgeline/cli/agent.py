@@ -19,11 +19,11 @@ from forgeline.cli.common import (
     resolve_project,
     run,
 )
+from forgeline.statuses.agent import TERMINAL_TASK_STATUSES, AgentTaskStatus
 
 NAME = "agent"
 app = typer.Typer(help="AI agent tasks: generate and troubleshoot pipelines.", no_args_is_help=True)
 TASK_COLUMNS = ("id", "task_type", "status", "tokens_used", "error")
-TERMINAL = {"completed", "failed", "cancelled"}
 
 
 def _export(api: ForgelineClient, pipeline_id: str, fmt: str) -> str:
@@ -39,7 +39,7 @@ def _wait(api: ForgelineClient, task_id: str, timeout: float) -> dict[str, Any]:
     with console.status("agent working..."):
         while True:
             task: dict[str, Any] = run(lambda: api.get(f"/v1/agent-tasks/{task_id}"))
-            if task["status"] in TERMINAL or time.monotonic() > deadline:
+            if task["status"] in TERMINAL_TASK_STATUSES or time.monotonic() > deadline:
                 return task
             time.sleep(1.0)
 
@@ -77,7 +77,11 @@ def generate(
             task = _wait(api, task["id"], timeout)
         emit(task, TASK_COLUMNS, as_json=as_json, title="Agent task")
         output = task.get("output_data") or {}
-        if task["status"] == "completed" and output.get("pipeline_id") and not as_json:
+        if (
+            task["status"] == AgentTaskStatus.COMPLETED
+            and output.get("pipeline_id")
+            and not as_json
+        ):
             console.print(
                 f"[green]{output.get('detected_framework')}[/green] "
                 f"(confidence {output.get('confidence')}), pipeline {output['pipeline_id']}"
