@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import yaml
 
-from forgeline.pipeline_spec import STAGE_ORDER, PipelineProposal, ProposedStage
+from forgeline.pipeline_spec import STAGE_ORDER, PipelineProposal, ProposedStage, step_name
 
 ExportFormat = Literal["github-actions", "gitlab-ci"]
 EXPORT_FORMATS: tuple[str, ...] = ("github-actions", "gitlab-ci")
@@ -221,7 +221,7 @@ def to_github_actions(proposal: PipelineProposal) -> dict[str, Any]:
                         }
                     )
         for command in stage.commands:
-            steps.append({"name": _step_name(command), "run": command})
+            steps.append({"name": step_name(command, 60), "run": command})
         for path in stage.artifact_paths[:1]:
             steps.append(
                 {
@@ -255,11 +255,6 @@ def _ancestors(proposal: PipelineProposal, stage: ProposedStage) -> list[str]:
         seen.append(name)
         todo.extend(by_name[name].depends_on)
     return [n for n in seen if by_name[n].artifact_paths]
-
-
-def _step_name(command: str) -> str:
-    first = command.strip().splitlines()[0] if command.strip() else "run"
-    return first if len(first) <= 60 else first[:57] + "..."
 
 
 # --- GitLab CI ------------------------------------------------------------------------------------

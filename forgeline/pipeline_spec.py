@@ -46,3 +46,9 @@ class ValidationReport(BaseModel):
     errors: list[str] = Field(default_factory=list)
     github_actions_yaml: str | None = None
     gitlab_ci_yaml: str | None = None
+
+
+def step_name(command: str, limit: int) -> str:
+    """A command's display name: its first line, cut to `limit` characters."""
+    first = command.strip().splitlines()[0] if command.strip() else "run"
+    return first if len(first) <= limit else first[: limit - 3] + "..."

@@ -20,7 +20,7 @@ from db.models.billing import UsageRecord
 from db.models.operations import WorkflowExecution
 from db.models.pipelines import Pipeline, PipelineStage
 from db.models.projects import FRAMEWORKS, Project
-from forgeline.pipeline_spec import PipelineProposal, ValidationReport
+from forgeline.pipeline_spec import PipelineProposal, ValidationReport, step_name
 from forgeline.statuses.agent import (
     OPEN_TASK_STATUSES,
     AgentExecutionStatus,
@@ -309,17 +309,12 @@ async def save_pipeline(
     return pid
 
 
-def _step_name(command: str) -> str:
-    first = command.strip().splitlines()[0] if command.strip() else "run"
-    return first if len(first) <= 80 else first[:77] + "..."
-
-
 def stage_columns(stage: Any) -> dict[str, Any]:
     """Map a ProposedStage onto pipeline_stages columns that exist in this schema version."""
     columns = set(PipelineStage.__table__.columns.keys())
     wanted: dict[str, Any] = {
         "stage_type": stage.stage_type,
-        "commands": [{"name": _step_name(c), "run": c} for c in stage.commands],
+        "commands": [{"name": step_name(c, 80), "run": c} for c in stage.commands],
         "image": stage.image,
         "conditions": dict(stage.conditions),
         "timeout_seconds": stage.timeout_seconds,
