@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated
@@ -10,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client
 
 from api.audit import origin_of
 from api.billing import render
@@ -40,10 +40,7 @@ from api.deps import (
 from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
 from core.billing import limits, payment_methods, plans, statements, subscriptions, webhooks
 from core.billing.periods import Period
-from core.runs import build_slots
 from db.models.billing import Invoice
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["billing"])
 
@@ -111,21 +108,13 @@ async def update_subscription(
 async def _apply_plan_to_build_slots(
     session: AsyncSession, request: Request, organization_id: uuid.UUID
 ) -> None:
-    """The plan's build-slot limit applies with the change: runs queued behind the old limit
-    are promoted in the same transaction, and told once it has committed. A grant that cannot be
-    told now stays pending (the organization's next claim or release, or a retried request,
-    delivers it); the plan change itself has succeeded either way."""
-    grants = await limits.apply_build_slot_limit(session, organization_id)
-    await session.commit()
-    if not grants:
-        return
-    try:
-        temporal = await request.app.state.temporal.get()
-        await build_slots.deliver_grants(
-            temporal, request.app.state.session_maker, str(organization_id), grants
-        )
-    except Exception:  # the change is committed; delivery is retried by the next touch
-        log.warning("build-slot grants of %s left pending", organization_id, exc_info=True)
+    async def temporal() -> Client:
+        client: Client = await request.app.state.temporal.get()
+        return client
+
+    await limits.apply_plan_to_build_slots(
+        session, request.app.state.session_maker, temporal, organization_id
+    )
 
 
 @router.get("/billing/payment-methods")

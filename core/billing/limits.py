@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
 
 from core.runs import build_slots
 from core.runs.plan import concurrent_builds
@@ -194,3 +196,25 @@ async def apply_build_slot_limit(
         )
     ).one()
     return build_slots.pending_of(list(row.pending_runs), list(row.pending_seqs))
+
+
+async def apply_plan_to_build_slots(
+    session: AsyncSession,
+    session_maker: async_sessionmaker[AsyncSession],
+    temporal: Callable[[], Awaitable[Client]],
+    organization_id: uuid.UUID,
+) -> None:
+    """Commit a plan change with its build-slot limit: runs queued behind the old limit are
+    promoted in the same transaction, and told once it has committed. A grant that cannot be
+    told now stays pending (the organization's next claim or release, or a retried request,
+    delivers it); the plan change itself has succeeded either way."""
+    grants = await apply_build_slot_limit(session, organization_id)
+    await session.commit()
+    if not grants:
+        return
+    try:
+        await build_slots.deliver_grants(
+            await temporal(), session_maker, str(organization_id), grants
+        )
+    except Exception:  # the change is committed; delivery is retried by the next touch
+        log.warning("build-slot grants of %s left pending", organization_id, exc_info=True)
