@@ -7,13 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from forgeline.pipeline_spec import STAGE_ORDER, PipelineProposal, ProposedStage
 from forgeline.statuses.agent import AgentProvider, AgentTaskStatus, AgentTaskType
 
-# Until every importer of the pipeline format reads it from forgeline.pipeline_spec.
-__all__ = ["STAGE_ORDER", "PipelineProposal", "ProposedStage"]
-
-TaskType = AgentTaskType
 PLANNER_VERSION = "forgeline-planner-1"
 
 
@@ -118,7 +113,7 @@ class AgentTaskWorkflowInput(BaseModel):
     task_id: uuid.UUID
     organization_id: uuid.UUID
     project_id: uuid.UUID
-    task_type: TaskType
+    task_type: AgentTaskType
     # Start a new run of the workflow after this many turns (history stays small).
     continue_as_new_after_steps: int = 40
     # A worker that dies mid-activity is noticed after this long (activities heartbeat).
@@ -232,7 +227,7 @@ class LlmTurnInput(BaseModel):
     conversation_ref: str | None
     # Tool results from the previous turn, appended to the stored conversation first.
     tool_results: list[ToolActivityOutput] = Field(default_factory=list)
-    task_type: TaskType
+    task_type: AgentTaskType
     input_data: dict[str, Any] = Field(default_factory=dict)
     max_tokens: int = 4096
 
@@ -252,7 +247,7 @@ class PlannerTurnInput(BaseModel):
     execution_id: uuid.UUID
     step_number: int
     description: str = ""
-    task_type: TaskType
+    task_type: AgentTaskType
     input_data: dict[str, Any] = Field(default_factory=dict)
     planner_state: dict[str, Any] = Field(default_factory=dict)
     tool_results: list[ToolActivityOutput] = Field(default_factory=list)
@@ -268,7 +263,7 @@ class PlannerTurnOutput(BaseModel):
 class FinishInput(BaseModel):
     task_id: uuid.UUID
     execution_id: uuid.UUID | None
-    task_type: TaskType
+    task_type: AgentTaskType
     status: AgentTaskStatus
     checkout: CheckoutResult | None = None
     final_text: str = ""
