@@ -9,9 +9,9 @@ from uuid import UUID
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.accounts.principal import Principal
 from core.audit import service
 from core.audit.origin import Origin
+from core.principal import Principal
 from db.models.operations import AuditLog
 
 

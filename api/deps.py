@@ -20,7 +20,6 @@ from temporalio.client import Client
 from api.audit import origin_of
 from core.accounts.authentication import authenticate_bearer
 from core.accounts.context import AccountContext
-from core.accounts.principal import Principal
 from core.accounts.scopes import (
     ADMIN,
     ALL_SCOPES,
@@ -33,6 +32,7 @@ from core.accounts.scopes import (
     PROJECTS_WRITE,
 )
 from core.audit.origin import Origin
+from core.principal import Principal
 from forgeline.errors import Forbidden, Unauthorized
 from forgeline.settings import Settings
 

@@ -8,10 +8,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.accounts import security
 from core.accounts.context import utcnow
-from core.accounts.principal import Principal
 from core.accounts.rate_limit import LastUsedThrottle, SlidingWindowRateLimiter
 from core.accounts.repository import api_key_auth_row, session_auth_row
 from core.accounts.scopes import effective_scopes
+from core.principal import Principal
 from forgeline.errors import RateLimited, Unauthorized
 
 # API keys whose creator left the organization keep no more power than a member.

@@ -16,11 +16,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.accounts.context import utcnow
-from core.accounts.principal import Principal
 from core.accounts.repository import InvitationRepository, PasswordResetRepository
 from core.audit.origin import Origin
 from core.audit.service import write_audit
 from core.billing.limits import enforce_limit
+from core.principal import Principal
 from db.models.accounts import Organization, OrganizationInvitation, OrganizationMember, User
 from forgeline.errors import Conflict, NotFound
 

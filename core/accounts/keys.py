@@ -10,11 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.accounts import security
 from core.accounts.context import utcnow
-from core.accounts.principal import Principal
 from core.accounts.repository import ApiKeyRepository
 from core.accounts.scopes import expand
 from core.audit.origin import Origin
 from core.audit.service import write_audit
+from core.principal import Principal
 from db.models.accounts import ApiKey
 from forgeline.errors import Forbidden, NotFound, ValidationFailed
 

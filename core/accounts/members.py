@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.accounts.context import AccountContext, utcnow
 from core.accounts.organizations import current_organization
 from core.accounts.passwords import issue_reset_token
-from core.accounts.principal import Principal
 from core.accounts.repository import (
     InvitationRepository,
     MemberRepository,
@@ -24,6 +23,7 @@ from core.accounts.scopes import ROLE_RANK
 from core.audit.origin import Origin
 from core.audit.service import write_audit
 from core.billing.limits import enforce_limit
+from core.principal import Principal
 from db.models.accounts import (
     Notification,
     OrganizationInvitation,

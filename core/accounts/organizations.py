@@ -13,11 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.accounts import security, throttle
 from core.accounts.context import AccountContext
-from core.accounts.principal import Principal
 from core.accounts.repository import OrganizationRepository, UserRepository
 from core.accounts.sessions import new_session
 from core.audit.service import write_audit
 from core.billing.free_plan import ensure_free_subscription
+from core.principal import Principal
 from db.models.accounts import Organization, OrganizationMember, User, UserSession
 from forgeline.errors import Conflict, NotFound
 from forgeline.slugs import slug

@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.accounts import security, throttle, totp
 from core.accounts.context import AccountContext, utcnow
 from core.accounts.errors import TotpRequired
-from core.accounts.principal import Principal
 from core.accounts.repository import MemberRepository, SessionRepository, UserRepository
 from core.audit.service import write_audit
+from core.principal import Principal
 from db.models.accounts import User, UserSession
 from forgeline.crypto import decrypt_str
 from forgeline.errors import Forbidden, RateLimited, Unauthorized

@@ -8,9 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.accounts import security, throttle
 from core.accounts.context import AccountContext
-from core.accounts.principal import Principal
 from core.accounts.repository import SessionRepository, UserRepository
 from core.audit.service import write_audit
+from core.principal import Principal
 from db.models.accounts import User
 from forgeline.crypto import decrypt_str, encrypt_str
 from forgeline.errors import Conflict, Unauthorized, ValidationFailed

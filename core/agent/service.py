@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy.dialects.postgresql import insert
@@ -14,11 +15,11 @@ from temporalio.common import TypedSearchAttributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from core.accounts.principal import Principal
 from core.agent import repository
 from core.audit.origin import Origin
 from core.audit.service import write_audit
 from core.billing.limits import enforce_limit
+from core.principal import Principal
 from db.models.agent import AgentTask
 from db.models.operations import WorkflowExecution
 from db.models.projects import Project
@@ -49,6 +50,21 @@ async def project_of(session: AsyncSession, principal: Principal, project_id: uu
     if project is None:
         raise NotFound("project not found", resource_type="project")
     return project
+
+
+async def list_tasks(
+    session: AsyncSession,
+    principal: Principal,
+    project_id: uuid.UUID,
+    *,
+    cursor: str | None,
+    limit: int,
+) -> Sequence[AgentTask]:
+    """A page of the project's tasks; another organization's project is not found."""
+    await project_of(session, principal, project_id)
+    return await repository.tasks_of_project(
+        session, principal.organization_id, project_id, cursor=cursor, limit=limit
+    )
 
 
 async def create_task(

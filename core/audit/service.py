@@ -14,8 +14,8 @@ from uuid import UUID
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.accounts.principal import Principal
 from core.audit.origin import Origin
+from core.principal import Principal
 from db.models.operations import AuditLog
 
 REDACTED = "[redacted]"

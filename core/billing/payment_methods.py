@@ -10,9 +10,9 @@ from functools import lru_cache
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.accounts.principal import Principal
 from core.audit.origin import Origin
 from core.audit.service import write_audit
+from core.principal import Principal
 from db.models.accounts import Organization
 from db.models.billing import PaymentMethod
 from forgeline.errors import NotFound, ProviderUnavailable, ValidationFailed

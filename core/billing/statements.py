@@ -12,7 +12,6 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
-from core.accounts.principal import Principal
 from core.audit.origin import Origin
 from core.audit.service import write_audit
 from core.billing import repository
@@ -20,6 +19,7 @@ from core.billing.errors import PeriodNotEnded
 from core.billing.executions import record_billing_execution
 from core.billing.periods import Period
 from core.billing.schedules import start_billing_workflow
+from core.principal import Principal
 from db.models.billing import Invoice, Payment, UsageRecord
 from forgeline.errors import NotFound, ValidationFailed
 

@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.accounts.principal import Principal
 from core.audit.origin import Origin
 from core.audit.service import write_audit
 from core.billing import repository
 from core.billing.periods import Period
 from core.billing.plan_history import change_plan
 from core.billing.plans import subscribable_plan
+from core.principal import Principal
 from db.models.billing import Plan, Subscription
 from forgeline.errors import Conflict, NotFound, PaymentRequired, ValidationFailed
 from forgeline.statuses.billing import SubscriptionStatus

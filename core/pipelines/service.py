@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.accounts.principal import Principal
 from core.pipelines import repository
+from core.principal import Principal
 from db.models.pipelines import Pipeline, PipelineStage
 from forgeline.errors import NotFound, ValidationFailed
 from forgeline.pipeline_export import ExportFormat, export_yaml

@@ -9,11 +9,11 @@ from sqlalchemy import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.accounts.principal import Principal
 from core.audit.origin import Origin
 from core.audit.service import write_audit
 from core.billing.limits import enforce_limit
 from core.deployments.config import APPROVER_ROLES
+from core.principal import Principal
 from core.projects import repository as queries
 from core.projects.configs import (
     claim_domains,

@@ -8,9 +8,9 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.accounts.principal import Principal
 from core.audit.origin import Origin
 from core.audit.service import write_audit
+from core.principal import Principal
 from core.projects import repository as queries
 from core.projects.configs import repository_snapshot
 from core.projects.models import RepositoryPut

@@ -13,8 +13,7 @@ from typing import Any
 from sqlalchemy import RowMapping, Select, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.pagination import paginate
-from core.queries import core_execute
+from core.queries import core_execute, paginate
 from db.models.projects import Environment, Project, Repository
 
 PROJECT_COLUMNS = tuple(Project.__table__.c)

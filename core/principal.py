@@ -1,4 +1,5 @@
-"""Who is calling: the authenticated identity every use case is authorized against."""
+"""Who is calling: the authenticated identity (organization, user or API key, role, scopes)
+every use case of every domain is authorized against."""
 
 from __future__ import annotations
 
