@@ -22,16 +22,16 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.worker import Worker
 
 from activities.deployments.activities import DeploymentActivities
-from activities.deployments.providers.docker import DockerReleaser
 from activities.deployments.registration import WORKFLOWS
-from api.deployments import service
 from bench.context import BenchContext, BenchRow
+from core.deployments import repository, service
 from db.models.accounts import Organization
 from db.models.deployments import DeploymentHealthCheck
 from db.models.projects import Environment, Project
 from db.session import create_engine, create_session_maker, session_scope
 from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
+from infra.deploy_containers import DockerReleaser
 from infra.storage import LocalObjectStore
 from workflows.deployment import DeploymentWorkflow, deployment_workflow_id
 from workflows.deployment_models import DeploymentResult, DeploymentSource
@@ -137,7 +137,7 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
 
     async def deploy(source: DeploymentSource) -> tuple[float, DeploymentResult, uuid.UUID]:
         async with session_scope(sessions) as session:
-            environment, proj = await service.environment_for(session, org_id, env_id)
+            environment, proj = await repository.environment_for(session, org_id, env_id)
             row, inp = await service.create_deployment(
                 session, environment, proj, source, triggered_by_user_id=None
             )

@@ -22,7 +22,6 @@ from typing import Any
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from activities.deployments.routing import embedded_caddy_command, public_url
 from core.accounts.bootstrap import ensure_bootstrap
 from core.billing.schedules import ensure_billing_schedules
 from db.seed import seed_reference_data as seed_reference_rows
@@ -43,6 +42,7 @@ from forgeline.embedded.postgres import EmbeddedPostgres, port_open
 from forgeline.embedded.temporal import EmbeddedTemporal, wait_for_temporal
 from forgeline.settings import Settings
 from forgeline.temporal_client import connect_temporal, temporal_target
+from infra.proxy_routes import embedded_caddy_command, public_url
 
 log = logging.getLogger("forgeline.stack")
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,21 +27,21 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 
-from activities.billing.metering import record_usage as record_usage_row
-from activities.deployments import projections
-from activities.deployments.build import BuildFailed, ImageBuilder, find_static_root, image_tag
-from activities.deployments.health import Probe, check_url, probe_http, verify
-from activities.deployments.providers import require_available
-from activities.deployments.providers.aws import S3WebsitePublisher, bucket_name
-from activities.deployments.providers.docker import DockerReleaser, container_name
-from activities.deployments.providers.static import (
-    SitePublishRefused,
-    materialize_site,
-    publish_directory,
-    remove_site,
-    site_prefix,
-)
-from activities.deployments.routing import (
+from core.billing.metering import record_usage as record_usage_row
+from core.deployments import projections, release_records, repository
+from core.deployments.health import Probe, check_url, probe_http, verify
+from core.deployments.providers import require_available
+from db import app_hosts
+from db.models.deployments import Deployment, DeploymentApproval
+from db.models.projects import Environment, Project
+from db.session import session_scope
+from forgeline.environment_variables import reveal
+from forgeline.errors import DomainError
+from forgeline.local_paths import is_inside_organization_roots
+from forgeline.settings import Settings
+from infra.deploy_containers import DockerReleaser, container_name
+from infra.image_builds import BuildFailed, ImageBuilder, find_static_root, image_tag
+from infra.proxy_routes import (
     DEPLOYMENT_ROUTE_PREFIX,
     ENV_ROUTE_PREFIX,
     CaddyRoutes,
@@ -53,14 +53,14 @@ from activities.deployments.routing import (
     proxy_http_base,
     public_url,
 )
-from db import app_hosts
-from db.models.deployments import Deployment, DeploymentApproval
-from db.models.projects import Environment, Project
-from db.session import session_scope
-from forgeline.environment_variables import reveal
-from forgeline.errors import DomainError
-from forgeline.local_paths import is_inside_organization_roots
-from forgeline.settings import Settings
+from infra.s3_sites import S3WebsitePublisher, bucket_name
+from infra.sites import (
+    SitePublishRefused,
+    materialize_site,
+    publish_directory,
+    remove_site,
+    site_prefix,
+)
 from infra.storage import ObjectStore
 from workflows.contracts import deployments as contracts
 from workflows.deployment_lock import EnvironmentDeploymentLock, LockState
@@ -307,11 +307,11 @@ class DeploymentActivities:
             )
             if decision.approved:
                 row.approved_by_user_id = approver
-                row.approved_at = row.approved_at or projections.now()
+                row.approved_at = row.approved_at or release_records.now()
                 row.approval_reason = reason
             else:
                 row.rejected_by_user_id = approver
-                row.rejected_at = row.rejected_at or projections.now()
+                row.rejected_at = row.rejected_at or release_records.now()
                 row.rejection_reason = reason
 
     @contracts.ACQUIRE_LOCK.implement
@@ -406,7 +406,7 @@ class DeploymentActivities:
             del pending[: len(batch)]
             if batch:
                 async with session_scope(self._sessions) as session:
-                    await projections.append_logs(session, req.deployment_id, batch)
+                    await release_records.append_logs(session, req.deployment_id, batch)
 
         async def pump() -> None:
             # Streams build lines to Postgres about once a second and heartbeats meanwhile.
@@ -518,7 +518,7 @@ class DeploymentActivities:
         except ProxyUnavailable as exc:
             raise ApplicationError(str(exc), type="ProxyUnavailable") from exc
         async with session_scope(self._sessions) as session:
-            await projections.upsert_container(
+            await release_records.upsert_container(
                 session,
                 deployment_id=req.deployment_id,
                 name=running.name,
@@ -546,7 +546,7 @@ class DeploymentActivities:
             publisher.publish, self._store, req.static_prefix, bucket, req.config.region
         )
         async with session_scope(self._sessions) as session:
-            await projections.upsert_resource(
+            await release_records.upsert_resource(
                 session,
                 organization_id=req.organization_id,
                 project_id=req.project_id,
@@ -580,18 +580,18 @@ class DeploymentActivities:
             started = asyncio.get_running_loop().time()
             ok, error = await asyncio.to_thread(publisher.probe, req.bucket_name or "")
             latency = int((asyncio.get_running_loop().time() - started) * 1000)
-            return Probe(req.url, ok, 200 if ok else 404, latency, error, projections.now())
+            return Probe(req.url, ok, 200 if ok else 404, latency, error, release_records.now())
 
         return s3_probe
 
     async def _run_checks(self, req: HealthRequest, phase: str) -> HealthVerdict:
         async with session_scope(self._sessions) as session:
-            number = await projections.next_check_number(session, req.deployment_id)
+            number = await release_records.next_check_number(session, req.deployment_id)
         counter = [number]
 
         async def record(probe: Probe) -> None:
             async with session_scope(self._sessions) as session:
-                await projections.insert_health_check(
+                await release_records.insert_health_check(
                     session,
                     deployment_id=req.deployment_id,
                     check_number=counter[0],
@@ -672,7 +672,7 @@ class DeploymentActivities:
             for i, line in enumerate(lines)
         ]
         async with session_scope(self._sessions) as session:
-            await projections.append_logs(session, req.deployment_id, batch)
+            await release_records.append_logs(session, req.deployment_id, batch)
         return LogCollectResult(lines=len(lines))
 
     # --- swap, rollback, teardown --------------------------------------------------------------
@@ -697,7 +697,7 @@ class DeploymentActivities:
             except ProxyUnavailable as exc:
                 raise ApplicationError(str(exc), type="ProxyUnavailable") from exc
         async with session_scope(self._sessions) as session:
-            await projections.mark_containers_removed(session, sorted(set(removed)))
+            await release_records.mark_containers_removed(session, sorted(set(removed)))
         return RetireResult(removed=sorted(set(removed)))
 
     async def _retire_static(self, req: RetireRequest) -> RetireResult:
@@ -784,7 +784,7 @@ class DeploymentActivities:
     @contracts.PREVIOUS_HEALTHY.implement
     async def previous_healthy(self, req: PreviousLookup) -> PreviousDeployment | None:
         async with session_scope(self._sessions) as session:
-            row = await projections.previous_healthy(
+            row = await repository.previous_healthy(
                 session, req.environment_id, req.exclude_deployment_id
             )
         if row is None:
@@ -800,7 +800,7 @@ class DeploymentActivities:
     async def newer_live(self, req: PreviousLookup) -> PreviousDeployment | None:
         """A deployment of the environment requested after this one and already live."""
         async with session_scope(self._sessions) as session:
-            row = await projections.newer_live(
+            row = await repository.newer_live(
                 session, req.environment_id, req.exclude_deployment_id
             )
         if row is None:
@@ -837,7 +837,7 @@ class DeploymentActivities:
             except ProxyUnavailable as exc:
                 raise ApplicationError(str(exc), type="ProxyUnavailable") from exc
             async with session_scope(self._sessions) as session:
-                await projections.upsert_container(
+                await release_records.upsert_container(
                     session,
                     deployment_id=str(row.id),
                     name=running.name,
@@ -901,7 +901,7 @@ class DeploymentActivities:
                 {k: v for k, v in (env.config or {}).items() if k in ("bucket_name", "region")}
             )
             env.status = "deleted"
-            await projections.mark_containers_removed(session, removed)
+            await release_records.mark_containers_removed(session, removed)
             await session.execute(
                 update(Deployment)
                 .where(Deployment.environment_id == env.id, Deployment.status == "active")

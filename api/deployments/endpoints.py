@@ -1,21 +1,18 @@
 """/v1 routes for deployments: trigger, list, inspect, soft delete, approve/reject, rollback,
-promote, preview teardown, and the static site host (`/v1/sites/{deployment_id}/...`)."""
+promote and preview teardown; the rules live in core/deployments."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
-from sqlalchemy import select
+from fastapi import APIRouter, Depends, Request, status
 
-from activities.deployments.providers import require_available
-from activities.deployments.providers.static import content_type, resolve_site_key
 from api.audit import write_audit
-from api.deployments import service
+from api.deployments import sites
 from api.deployments.schemas import (
+    ApprovalOut,
+    ApprovalsOut,
     ContainerOut,
     DecisionBody,
     DecisionOut,
@@ -35,28 +32,16 @@ from api.deps import (
     TemporalDep,
     require_scope,
 )
+from api.errors import ServiceUnavailable
 from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
-from core.billing.limits import enforce_limit
-from db.models.deployments import (
-    Deployment,
-    DeploymentContainer,
-    DeploymentHealthCheck,
-    DeploymentRuntimeLog,
-)
-from db.models.projects import Project
-from forgeline.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from forgeline.local_paths import confine_local_path
-from infra.storage import ObjectNotFound, create_object_store
-from workflows.deployment_models import (
-    TERMINAL_STATUSES,
-    ApprovalDecision,
-    DeploymentInput,
-    DeploymentRuntimeConfig,
-    DeploymentSource,
-)
-from workflows.preview import PreviewEnvironmentWorkflow, preview_workflow_id
+from core.deployments import approvals, repository, service
+from core.deployments.approvals import ApprovalState, DecisionNotRecorded
+from db.models.deployments import Deployment
+from forgeline.statuses.deployments import DeploymentStatus
+from workflows.deployment_models import DeploymentInput
 
 router = APIRouter(tags=["deployments"])
+router.include_router(sites.router)
 
 Reader = Annotated[Principal, Depends(require_scope(ENVIRONMENTS_READ))]
 Trigger = Annotated[Principal, Depends(require_scope(DEPLOYMENTS_TRIGGER))]
@@ -71,8 +56,25 @@ def deployment_out(row: Deployment) -> DeploymentOut:
     return DeploymentOut.model_validate(row, from_attributes=True)
 
 
-async def _limit(session: SessionDep, organization_id: uuid.UUID) -> None:
-    await enforce_limit(session, organization_id, "deployments_per_month")
+def approvals_out(state: ApprovalState | None) -> ApprovalsOut | None:
+    if state is None:
+        return None
+    return ApprovalsOut(
+        required=state.required,
+        approved=state.approved,
+        missing=state.missing,
+        approver_roles=state.approver_roles,
+        decisions=[ApprovalOut.model_validate(d, from_attributes=True) for d in state.decisions],
+        eligible_user_ids=state.eligible_user_ids,
+    )
+
+
+def _requester(principal: Principal) -> service.Requester:
+    return service.Requester(
+        organization_id=principal.organization_id,
+        user_id=principal.user_id,
+        api_key_id=principal.api_key_id,
+    )
 
 
 async def _commit_and_start(
@@ -97,48 +99,20 @@ async def create_deployment(
     settings: SettingsDep,
     request: Request,
 ) -> DeploymentOut:
-    environment, project = await service.environment_for(
-        session, principal.organization_id, environment_id
-    )
-    require_available(environment.provider)
-    pipeline_run_id = body.pipeline_run_id
-    if pipeline_run_id is None and body.commit_sha and not body.source_dir:
-        pipeline_run_id = await service.run_for_commit(
-            session, project, body.commit_sha, body.branch
-        )
-    if pipeline_run_id is not None:
-        source = await service.source_from_run(session, settings, project, pipeline_run_id)
-    else:
-        if body.source_dir and not settings.allow_local_repositories:
-            raise ValidationFailed(
-                "source_dir is only accepted when local repositories are allowed"
-            )
-        if not body.source_dir:
-            raise ValidationFailed(
-                "deploying a version needs its source: give pipeline_run_id or the commit_sha of "
-                "a successful run (or source_dir in dev)"
-            )
-        # Only inside this organization's local root: never another tenant's or the host's files.
-        source_dir = confine_local_path(
-            body.source_dir, settings, principal.organization_id, field="source_dir"
-        )
-        source = DeploymentSource(
-            version=(body.version or body.commit_sha or "")[:100],
+    deployment, inp = await service.request_version(
+        session,
+        settings,
+        _requester(principal),
+        environment_id,
+        service.VersionRequest(
+            pipeline_run_id=body.pipeline_run_id,
+            version=body.version,
             commit_sha=body.commit_sha,
-            context_dir=str(source_dir),
+            branch=body.branch,
+            source_dir=body.source_dir,
             output_dir=body.output_dir,
             dockerfile=body.dockerfile,
-            framework=project.framework,
-        )
-    await _limit(session, principal.organization_id)
-    deployment, inp = await service.create_deployment(
-        session,
-        environment,
-        project,
-        source,
-        triggered_by_user_id=await service.acting_user(session, principal),
-        triggered_by_api_key_id=principal.api_key_id,
-        pipeline_run_id=pipeline_run_id,
+        ),
     )
     await write_audit(
         session,
@@ -147,7 +121,7 @@ async def create_deployment(
         "deployment.create",
         "deployment",
         deployment.id,
-        new={"environment_id": str(environment.id), "version": deployment.version},
+        new={"environment_id": inp.environment_id, "version": deployment.version},
     )
     await _commit_and_start(session, temporal, inp)
     return deployment_out(deployment)
@@ -161,10 +135,8 @@ async def list_environment_deployments(
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Page[DeploymentOut]:
-    await service.environment_for(session, principal.organization_id, environment_id)
-    stmt = select(Deployment).where(
-        Deployment.environment_id == environment_id, Deployment.deleted_at.is_(None)
-    )
+    await repository.environment_for(session, principal.organization_id, environment_id)
+    stmt = repository.environment_deployments(environment_id)
     rows = (
         await session.scalars(
             paginate(stmt, Deployment.created_at, Deployment.id, cursor=cursor, limit=limit)
@@ -181,16 +153,8 @@ async def list_project_deployments(
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Page[DeploymentOut]:
-    owned = await session.scalar(
-        select(Project.id).where(
-            Project.id == project_id, Project.organization_id == principal.organization_id
-        )
-    )
-    if owned is None:
-        raise NotFound("project not found", resource_type="project")
-    stmt = select(Deployment).where(
-        Deployment.project_id == project_id, Deployment.deleted_at.is_(None)
-    )
+    await repository.require_project(session, principal.organization_id, project_id)
+    stmt = repository.project_deployments(project_id)
     rows = (
         await session.scalars(
             paginate(stmt, Deployment.created_at, Deployment.id, cursor=cursor, limit=limit)
@@ -203,36 +167,16 @@ async def list_project_deployments(
 async def get_deployment(
     deployment_id: uuid.UUID, session: SessionDep, principal: Reader, log_limit: int = 200
 ) -> DeploymentDetail:
-    row = await service.deployment_for(session, principal.organization_id, deployment_id)
-    checks = (
-        await session.scalars(
-            select(DeploymentHealthCheck)
-            .where(DeploymentHealthCheck.deployment_id == row.id)
-            .order_by(DeploymentHealthCheck.check_number.desc())
-            .limit(100)
-        )
-    ).all()
-    containers = (
-        await session.scalars(
-            select(DeploymentContainer).where(DeploymentContainer.deployment_id == row.id)
-        )
-    ).all()
-    logs = (
-        await session.scalars(
-            select(DeploymentRuntimeLog)
-            .where(DeploymentRuntimeLog.deployment_id == row.id)
-            .order_by(DeploymentRuntimeLog.seq.desc())
-            .limit(max(1, min(log_limit, 1000)))
-        )
-    ).all()
+    row = await repository.deployment_for(session, principal.organization_id, deployment_id)
+    checks = await repository.health_checks(session, row.id)
+    containers = await repository.containers(session, row.id)
+    logs = await repository.latest_runtime_logs(session, row.id, max(1, min(log_limit, 1000)))
     return DeploymentDetail(
         **deployment_out(row).model_dump(),
-        approvals=await service.approvals_of(session, row),
+        approvals=approvals_out(await approvals.approval_state(session, row)),
         health_checks=[HealthCheckOut.model_validate(c, from_attributes=True) for c in checks],
         containers=[ContainerOut.model_validate(c, from_attributes=True) for c in containers],
-        runtime_logs=[
-            RuntimeLogOut.model_validate(x, from_attributes=True) for x in reversed(logs)
-        ],
+        runtime_logs=[RuntimeLogOut.model_validate(x, from_attributes=True) for x in logs],
     )
 
 
@@ -242,12 +186,7 @@ async def get_deployment(
 async def delete_deployment(
     deployment_id: uuid.UUID, session: SessionDep, principal: Trigger, request: Request
 ) -> None:
-    row = await service.deployment_for(session, principal.organization_id, deployment_id)
-    if row.status == "active":
-        raise Conflict("the active deployment cannot be deleted; deploy or roll back first")
-    if row.status not in TERMINAL_STATUSES:
-        raise Conflict(f"deployment is {row.status}; wait for it to finish")
-    row.deleted_at = datetime.now(UTC)
+    row = await service.delete_deployment(session, principal.organization_id, deployment_id)
     await write_audit(session, principal, request, "deployment.delete", "deployment", row.id)
 
 
@@ -260,26 +199,20 @@ async def _decide(
     temporal: TemporalDep,
     request: Request,
 ) -> DecisionOut:
-    row = await service.deployment_for(session, principal.organization_id, deployment_id)
-    member = await service.acting_user(session, principal)
-    if member is None:
-        raise Forbidden("approvals need a member, not an organization-wide key")
-    roles = list(row.approver_roles or service.APPROVER_ROLES)
-    if principal.role not in roles:
-        raise Forbidden(f"role {principal.role!r} cannot decide deployments ({' or '.join(roles)})")
-    # The person, not the credential: a deployment requested with someone's API key is theirs.
-    if await service.triggering_person(session, row) == member:
-        raise Forbidden("the member who triggered a deployment cannot approve or reject it")
-    outcome = await service.decide(
-        temporal,
-        row,
-        ApprovalDecision(
-            approver_user_id=str(member),
-            approver_role=principal.role,
+    row = await repository.deployment_for(session, principal.organization_id, deployment_id)
+    member = await repository.person_behind(session, principal.user_id, principal.api_key_id)
+    try:
+        outcome = await approvals.decide(
+            session,
+            temporal,
+            row,
+            member=member,
+            role=principal.role,
             approved=approved,
             reason=body.reason,
-        ),
-    )
+        )
+    except DecisionNotRecorded as exc:
+        raise ServiceUnavailable(exc.detail) from exc
     await write_audit(
         session,
         principal,
@@ -287,7 +220,7 @@ async def _decide(
         "deployment.approve" if approved else "deployment.reject",
         "deployment",
         row.id,
-        old={"status": "awaiting_approval"},
+        old={"status": DeploymentStatus.AWAITING_APPROVAL},
         new={"status": outcome.status, "reason": body.reason},
     )
     return DecisionOut(
@@ -342,22 +275,8 @@ async def rollback_deployment(
     request: Request,
 ) -> DeploymentOut:
     """Redeploy the last healthy version before this one: same image and same config."""
-    row = await service.deployment_for(session, principal.organization_id, deployment_id)
-    target = await service.last_healthy_before(session, row)
-    if target is None:
-        raise Conflict("no earlier healthy deployment to roll back to")
-    environment, project = await service.environment_for(
-        session, principal.organization_id, row.environment_id
-    )
-    deployment, inp = await service.create_deployment(
-        session,
-        environment,
-        project,
-        service.artifact_source(target),
-        triggered_by_user_id=await service.acting_user(session, principal),
-        triggered_by_api_key_id=principal.api_key_id,
-        config=DeploymentRuntimeConfig.model_validate(target.config_snapshot or {}),
-        rollback_of_id=row.id,
+    target, deployment, inp = await service.request_rollback(
+        session, _requester(principal), deployment_id
     )
     await write_audit(
         session,
@@ -365,7 +284,7 @@ async def rollback_deployment(
         request,
         "deployment.rollback",
         "deployment",
-        row.id,
+        deployment_id,
         new={"redeploys": str(target.id), "new_deployment_id": str(deployment.id)},
     )
     await _commit_and_start(session, temporal, inp)
@@ -386,29 +305,8 @@ async def promote_deployment(
     request: Request,
 ) -> DeploymentOut:
     """Release the same artifact to another environment of the project (staging → production)."""
-    row = await service.deployment_for(session, principal.organization_id, deployment_id)
-    if row.status not in ("active", "superseded"):
-        raise Conflict(f"only a healthy deployment can be promoted (this one is {row.status})")
-    environment, project = await service.environment_for(
-        session, principal.organization_id, body.target_environment_id
-    )
-    if environment.project_id != row.project_id:
-        raise ValidationFailed("the target environment belongs to another project")
-    if environment.id == row.environment_id:
-        raise ValidationFailed("the target environment is the deployment's own environment")
-    if environment.provider != row.provider:
-        raise ValidationFailed(
-            f"cannot promote a {row.provider} artifact to a {environment.provider} environment"
-        )
-    deployment, inp = await service.create_deployment(
-        session,
-        environment,
-        project,
-        service.artifact_source(row),
-        triggered_by_user_id=await service.acting_user(session, principal),
-        triggered_by_api_key_id=principal.api_key_id,
-        pipeline_run_id=row.pipeline_run_id,
-        promoted_from_id=row.id,
+    deployment, inp = await service.request_promotion(
+        session, _requester(principal), deployment_id, body.target_environment_id
     )
     await write_audit(
         session,
@@ -417,7 +315,7 @@ async def promote_deployment(
         "deployment.promote",
         "deployment",
         deployment.id,
-        new={"from": str(row.id), "environment_id": str(environment.id)},
+        new={"from": str(deployment_id), "environment_id": inp.environment_id},
     )
     await _commit_and_start(session, temporal, inp)
     return deployment_out(deployment)
@@ -435,54 +333,11 @@ async def teardown_preview(
     temporal: TemporalDep,
     request: Request,
 ) -> dict[str, str]:
-    environment, _ = await service.environment_for(
+    environment = await service.preview_environment(
         session, principal.organization_id, environment_id
     )
-    if environment.env_type != "preview":
-        raise ValidationFailed("only preview environments are torn down")
     await write_audit(
         session, principal, request, "environment.teardown", "environment", environment.id
     )
-    try:
-        await temporal.get_workflow_handle(preview_workflow_id(str(environment.id))).signal(
-            PreviewEnvironmentWorkflow.teardown, "requested"
-        )
-    except Exception as exc:
-        raise Conflict("this preview has no running lifetime workflow") from exc
+    await service.tear_down_preview(temporal, environment.id)
     return {"environment_id": str(environment.id), "status": "tearing_down"}
-
-
-# No allow-same-origin: the document runs in an opaque origin, never the API's.
-SITE_SANDBOX_HEADERS = {
-    "Content-Security-Policy": "sandbox allow-scripts allow-forms allow-popups allow-downloads; "
-    "frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-}
-
-
-@router.get("/sites/{deployment_id}/{path:path}", tags=["sites"], include_in_schema=True)
-async def serve_site(
-    deployment_id: uuid.UUID, path: str, session: SessionDep, settings: SettingsDep
-) -> Response:
-    """A `static` deployment's published files (public, like a website), kept for links made
-    before sites got their own host names. Served sandboxed (an opaque origin: the page's
-    scripts cannot act as the API's origin or read its storage); the deployment's URL on its
-    own host is the canonical one."""
-    row = await session.scalar(
-        select(Deployment).where(
-            Deployment.id == deployment_id,
-            Deployment.provider == "static",
-            Deployment.deleted_at.is_(None),
-        )
-    )
-    if row is None or not row.artifact_key:
-        raise NotFound("site not found", resource_type="site")
-    key = resolve_site_key(row.artifact_key, path)
-    if key is None:
-        raise NotFound("file not found", resource_type="site_file")
-    store = create_object_store(settings)
-    try:
-        body = await asyncio.to_thread(store.get_bytes, key)
-    except ObjectNotFound as exc:
-        raise NotFound("file not found", resource_type="site_file") from exc
-    return Response(content=body, media_type=content_type(key), headers=SITE_SANDBOX_HEADERS)

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from forgeline.statuses.deployments import DeploymentStatus
 from workflows.deployment_models import unprintable
 
 
@@ -104,7 +105,7 @@ class DeploymentOut(BaseModel):
     version: str
     commit_sha: str | None
     image_ref: str | None
-    status: str
+    status: DeploymentStatus
     provider: str
     url: str | None
     health_summary: dict[str, Any]
@@ -156,6 +157,6 @@ class DeploymentDetail(DeploymentOut):
 class DecisionOut(BaseModel):
     deployment_id: uuid.UUID
     approved: bool
-    status: str
+    status: DeploymentStatus
     approved_by: list[uuid.UUID] = []
     required_approvals: int = 1

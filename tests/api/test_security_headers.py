@@ -76,9 +76,9 @@ async def test_hsts_when_served_over_https(settings, engine):
 async def test_a_site_on_the_api_path_cannot_act_as_the_api(api_client, settings, session_maker):
     """A tenant page kept on /v1/sites runs sandboxed (opaque origin): its scripts cannot read the
     API's storage nor call the API as the API's origin; the canonical site is on another host."""
-    from activities.deployments.providers.static import publish_directory, site_prefix
     from db.models.deployments import Deployment
     from db.session import session_scope
+    from infra.sites import publish_directory, site_prefix
     from infra.storage import LocalObjectStore
     from tests.deployments.helpers import make_environment
 

@@ -16,7 +16,7 @@ from temporalio.worker import Worker
 
 from activities.deployments.activities import DeploymentActivities
 from activities.deployments.registration import WORKFLOWS
-from api.deployments import service
+from core.deployments import repository, service
 from db.models.deployments import Deployment
 from db.models.projects import Environment, Project
 from db.session import session_scope
@@ -82,7 +82,7 @@ async def start_deployment(
     user_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     async with session_scope(session_maker) as session:
-        env, project = await service.environment_for(session, org_id, environment_id)
+        env, project = await repository.environment_for(session, org_id, environment_id)
         deployment, inp = await service.create_deployment(
             session, env, project, source, triggered_by_user_id=user_id
         )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from activities.deployments.routing import caddy_config
+from infra.proxy_routes import caddy_config
 
 
 def free_port() -> int:

@@ -11,12 +11,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from activities.deployments.providers.docker import DockerReleaser
 from api.accounts.scopes import ALL_SCOPES
 from db.models.operations import AuditLog
 from db.models.pipelines import Pipeline, PipelineRun
 from db.session import session_scope
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE
+from infra.deploy_containers import DockerReleaser
 from tests.deployments.helpers import (
     make_activities,
     make_environment,

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api.accounts.scopes import ALL_SCOPES
 from sqlalchemy import select, update
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.deployments.pipeline_stage import PipelineDeployActivities
-from api.deployments import service
+from api.accounts.scopes import ALL_SCOPES
+from core.deployments import approvals, repository, service
 from db.models.accounts import OrganizationMember, User
 from db.models.deployments import Deployment, DeploymentApproval
 from db.models.pipelines import Pipeline, PipelineRun
@@ -98,7 +98,7 @@ async def request_deployment(
     api_key_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     async with session_scope(session_maker) as session:
-        env, project = await service.environment_for(session, org_id, env_id)
+        env, project = await repository.environment_for(session, org_id, env_id)
         deployment, inp = await service.create_deployment(
             session,
             env,
@@ -428,7 +428,7 @@ async def test_a_decision_waits_bounded_and_a_retry_counts_once(
 ) -> None:
     """No worker to record it: the request answers 503 with Retry-After instead of hanging; the
     same request sent again once a worker is back is the same decision (counted once)."""
-    monkeypatch.setattr(service, "DECISION_WAIT_SECONDS", 1.0)
+    monkeypatch.setattr(approvals, "DECISION_WAIT_SECONDS", 1.0)
     org = await make_org(session_maker)
     _, env_id = await make_environment(session_maker, org.org_id, provider="static")
     await protect(session_maker, env_id, 2)

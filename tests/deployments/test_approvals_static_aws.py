@@ -16,7 +16,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from api.deployments import service
+from core.deployments import repository, service
 from db.models.deployments import InfrastructureResource
 from forgeline.embedded.postgres import free_port
 from forgeline.settings import SEARCH_ATTRIBUTES
@@ -201,7 +201,7 @@ async def test_unknown_or_unavailable_provider_is_refused_before_any_row(session
 
     with pytest.raises(ProviderUnavailable, match="provider not available"):
         async with session_scope(session_maker) as session:
-            env, project = await service.environment_for(session, org.org_id, env_id)
+            env, project = await repository.environment_for(session, org.org_id, env_id)
             await service.create_deployment(
                 session, env, project, DeploymentSource(version="v1"), triggered_by_user_id=None
             )

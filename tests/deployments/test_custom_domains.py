@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from typing import Any
 
-from activities.deployments.routing import ENV_ROUTE_PREFIX, CaddyRoutes, Route
+from infra.proxy_routes import ENV_ROUTE_PREFIX, CaddyRoutes, Route
 from tests.deployments.helpers import make_activities
 from tests.factories import make_org
 

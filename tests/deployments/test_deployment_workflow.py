@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from activities.deployments.providers.docker import DockerReleaser
 from db.models.deployments import DeploymentContainer, DeploymentHealthCheck, DeploymentRuntimeLog
 from db.models.projects import Environment
+from infra.deploy_containers import DockerReleaser
 from tests.deployments.helpers import (
     deployment_row,
     get_app,

@@ -24,13 +24,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from activities.deployments import pipeline_stage
-from activities.deployments.pipeline_stage import (
-    PipelineDeployActivities,
-    pipeline_deployment_id,
-)
+from activities.deployments.pipeline_stage import PipelineDeployActivities
 from activities.deployments.registration import WORKFLOWS
-from api.deployments import service
+from core.deployments import pipeline_stage, sources
+from core.deployments.pipeline_stage import pipeline_deployment_id
 from core.runs import build_slots
 from db.models.deployments import Deployment
 from db.models.operations import WorkflowExecution
@@ -212,7 +209,7 @@ async def test_deploy_stage_releases_the_run_to_a_static_environment(
         async with session_maker() as session:
             project = await session.get(Project, project_id)
             assert project is not None
-            source = await service.source_from_run(session, settings, project, run.id)
+            source = await sources.source_from_run(session, settings, project, run.id)
         assert source.context_key and source.context_key.endswith(".tar.gz")
         await _end_leftovers(temporal_client, env_id, str(deployment_id))
 

@@ -11,14 +11,14 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from activities.deployments.build import BuildFailed, ImageBuilder, image_tag
-from activities.deployments.health import Probe, check_url, probe_http, verify
-from activities.deployments.providers import require_available
-from activities.deployments.providers.aws import S3WebsitePublisher, estimated_monthly_cost
-from activities.deployments.providers.docker import DockerReleaser, container_name
-from activities.deployments.providers.static import publish_directory, resolve_site_key
+from core.deployments.health import Probe, check_url, probe_http, verify
+from core.deployments.providers import require_available
 from forgeline.embedded.postgres import free_port
 from forgeline.errors import ProviderUnavailable, ValidationFailed
+from infra.deploy_containers import DockerReleaser, container_name
+from infra.image_builds import BuildFailed, ImageBuilder, image_tag
+from infra.s3_sites import S3WebsitePublisher, estimated_monthly_cost
+from infra.sites import publish_directory, resolve_site_key
 from infra.storage import LocalObjectStore
 from tests.deployments.images import EXITS, HEALTHY, NO_CONTENT, docker_client, write_context
 from workflows.deployment_models import HealthCheckPolicy

@@ -12,7 +12,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from api.deployments import service
+from core.deployments import repository, service
 from db.session import session_scope
 from forgeline.settings import Settings
 from tests.deployments.helpers import (
@@ -45,7 +45,7 @@ async def test_an_older_deployment_never_replaces_a_newer_live_one(
     # v1 is requested first, but its workflow is held back (as a crashed worker would).
     v1_dir = write_context(sources / "v1", None, "v1")
     async with session_scope(session_maker) as session:
-        env, project = await service.environment_for(session, org.org_id, env_id)
+        env, project = await repository.environment_for(session, org.org_id, env_id)
         older, older_input = await service.create_deployment(
             session,
             env,

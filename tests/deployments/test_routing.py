@@ -13,8 +13,8 @@ import pytest
 from temporalio import activity
 
 from activities.deployments.activities import DeploymentActivities
-from activities.deployments.providers.docker import DockerReleaser
-from activities.deployments.routing import (
+from infra.deploy_containers import DockerReleaser
+from infra.proxy_routes import (
     ENV_ROUTE_PREFIX,
     CaddyRoutes,
     Route,

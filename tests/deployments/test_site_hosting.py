@@ -9,7 +9,7 @@ import uuid
 
 import httpx
 
-from activities.deployments.providers.static import site_prefix
+from infra.sites import site_prefix
 from tests.deployments.helpers import (
     deployment_row,
     make_activities,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.deployments.providers.static import (
+from infra.sites import (
     MANIFEST,
     SitePublishRefused,
     materialize_site,

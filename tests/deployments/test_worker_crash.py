@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from activities.deployments.providers.docker import DockerReleaser
 from db.models.deployments import DeploymentContainer
+from infra.deploy_containers import DockerReleaser
 from tests.deployments.helpers import (
     get_app,
     make_activities,

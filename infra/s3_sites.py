@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from activities.deployments.providers.static import SiteStore, content_type, manifest
+from infra.sites import SiteStore, content_type, manifest
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

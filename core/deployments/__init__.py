@@ -1,0 +1,2 @@
+"""Deployments: requesting, approving, rolling back and promoting releases; the read model the
+deployment workflow writes; the release providers."""
