@@ -15,6 +15,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
 from core.billing.periods import Period
+from forgeline.statuses.billing import UsageType
 
 if TYPE_CHECKING:
     from db.models.billing import Plan
@@ -32,7 +33,7 @@ USAGE_UNIT_PRICES: dict[str, Decimal] = {
     "agent_tokens": Decimal("0.000004"),
     "api_requests": Decimal("0.00005"),
 }
-USAGE_TYPES: tuple[str, ...] = tuple(USAGE_UNIT_PRICES)
+USAGE_TYPES: tuple[str, ...] = tuple(UsageType)
 USAGE_UNITS: dict[str, str] = {
     "build_minutes": "min",
     "deployment": "deployments",

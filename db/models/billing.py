@@ -40,17 +40,10 @@ from forgeline.statuses.billing import (
     InvoiceStatus,
     PaymentStatus,
     SubscriptionStatus,
+    UsageType,
 )
 
 PAYMENT_METHOD_TYPES = ("card", "bank_account", "paypal")
-USAGE_TYPES = (
-    "build_minutes",
-    "deployment",
-    "storage_gb",
-    "bandwidth_gb",
-    "agent_tokens",
-    "api_requests",
-)
 
 
 class Plan(UUIDPrimaryKey, Timestamps, Base):
@@ -353,7 +346,7 @@ class UsageRecord(UUIDPrimaryKey, Base):
     source_refs: Mapped[dict[str, Any]] = json_object()
 
     __table_args__ = (
-        check_in("usage_type", USAGE_TYPES),
+        check_in("usage_type", UsageType),
         CheckConstraint("quantity >= 0", name="quantity_non_negative"),
         CheckConstraint("period ~ '^[0-9]{4}-(0[1-9]|1[0-2])$'", name="period_format"),
         Index(

@@ -1,4 +1,4 @@
-"""Status vocabularies of subscriptions, invoices and payments.
+"""Status vocabularies of subscriptions, invoices and payments, and the metered usage types.
 
 The member order is the order the database check constraints list them in.
 """
@@ -43,3 +43,12 @@ class PaymentStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     REFUNDED = "refunded"
+
+
+class UsageType(StrEnum):
+    BUILD_MINUTES = "build_minutes"
+    DEPLOYMENT = "deployment"
+    STORAGE_GB = "storage_gb"
+    BANDWIDTH_GB = "bandwidth_gb"
+    AGENT_TOKENS = "agent_tokens"
+    API_REQUESTS = "api_requests"

@@ -13,6 +13,8 @@ from core.billing.periods import Period
 from core.billing.pricing import (
     CENT,
     USAGE_TYPES,
+    USAGE_UNIT_PRICES,
+    USAGE_UNITS,
     Adjustment,
     billable_days,
     build_invoice,
@@ -22,6 +24,7 @@ from core.billing.pricing import (
     round_cents,
     to_cents,
 )
+from forgeline.statuses.billing import UsageType
 
 money = st.decimals(min_value=Decimal("-500"), max_value=Decimal("5000"), places=4)
 prices = st.decimals(min_value=Decimal("0"), max_value=Decimal("999"), places=2)
@@ -198,3 +201,7 @@ def test_proration_pays_each_plan_for_its_days(old, new, period, day):
     # for its days, within the one rounding of the adjustment.
     assert abs(new + adjustment - exact) <= Decimal("0.005")
     assert (adjustment > 0) == (old > new and day > 0) or adjustment == 0
+
+
+def test_every_usage_type_has_a_unit_and_a_list_price() -> None:
+    assert set(USAGE_UNITS) == set(USAGE_UNIT_PRICES) == set(USAGE_TYPES) == set(UsageType)
