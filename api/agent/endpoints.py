@@ -26,8 +26,8 @@ from api.deps import (
     require_scope,
 )
 from api.errors import ServiceUnavailable
-from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
-from core.agent import repository, service
+from api.pagination import CursorParam, LimitParam, Page, build_page
+from core.agent import service
 from core.agent.repository import TaskHistory
 from db.models.agent import AgentTask
 from forgeline.errors import DomainError
@@ -85,8 +85,8 @@ async def create_agent_task(
 async def get_agent_task(
     task_id: uuid.UUID, session: SessionDep, principal: Reader
 ) -> AgentTaskDetail:
-    task = await service.get_task(session, principal, task_id)
-    return _detail(task, await repository.task_history(session, task.id))
+    task, history = await service.task_with_history(session, principal, task_id)
+    return _detail(task, history)
 
 
 @router.post(
@@ -111,15 +111,7 @@ async def list_agent_tasks(
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Page[AgentTaskOut]:
-    await service.project_of(session, principal, project_id)
-    stmt = paginate(
-        repository.tasks_of_project(principal.organization_id, project_id),
-        AgentTask.created_at,
-        AgentTask.id,
-        cursor=cursor,
-        limit=limit,
-    )
-    rows = (await session.execute(stmt)).scalars().all()
+    rows = await service.list_tasks(session, principal, project_id, cursor=cursor, limit=limit)
     return build_page(
         rows, limit=limit, key=lambda r: (r.created_at, r.id), to_item=AgentTaskOut.model_validate
     )

@@ -4,13 +4,15 @@ logs, the file index. Writes of the workflow's read model live in projections.py
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.queries import paginate
 from db.models.agent import AgentExecution, AgentStep, AgentTask, ToolInvocation
 from db.models.pipelines import PipelineRun, StageExecution, StageLogChunk
 from db.models.projects import Environment, Project, ProjectFile, Repository
@@ -75,11 +77,26 @@ async def task_in_org(
     ).scalar_one_or_none()
 
 
-def tasks_of_project(organization_id: uuid.UUID, project_id: uuid.UUID) -> Select[Any]:
-    """The project's tasks, for the caller to order and paginate."""
-    return select(AgentTask).where(
-        AgentTask.organization_id == organization_id, AgentTask.project_id == project_id
+async def tasks_of_project(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    project_id: uuid.UUID,
+    *,
+    cursor: str | None,
+    limit: int,
+) -> Sequence[AgentTask]:
+    """One page (limit + 1 rows, newest first) of the project's tasks."""
+    stmt = paginate(
+        select(AgentTask).where(
+            AgentTask.organization_id == organization_id, AgentTask.project_id == project_id
+        ),
+        AgentTask.created_at,
+        AgentTask.id,
+        cursor=cursor,
+        limit=limit,
     )
+    tasks: Sequence[AgentTask] = (await session.execute(stmt)).scalars().all()
+    return tasks
 
 
 @dataclass(frozen=True)

@@ -211,6 +211,14 @@ async def get_task(session: AsyncSession, principal: Principal, task_id: uuid.UU
     return task
 
 
+async def task_with_history(
+    session: AsyncSession, principal: Principal, task_id: uuid.UUID
+) -> tuple[AgentTask, repository.TaskHistory]:
+    """The caller's task with its executions, steps and tool calls."""
+    task = await get_task(session, principal, task_id)
+    return task, await repository.task_history(session, task.id)
+
+
 async def cancel_task(
     session: AsyncSession,
     principal: Principal,

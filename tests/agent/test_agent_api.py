@@ -301,3 +301,34 @@ async def test_pipeline_plan_limit_refuses_generation(api_client, session_maker,
     assert analyze.status_code == 202  # analysis creates no pipeline: not limited
     assert await _tasks_of(session_maker, project_id) == 1
     await api_client.post(f"/v1/agent-tasks/{analyze.json()['id']}/cancel", headers=org.headers)
+
+
+async def test_task_list_pages_and_refuses_forged_cursors(api_client, session_maker):
+    org = await make_org(session_maker)
+    project_id = await make_project(session_maker, org.org_id, None)
+    async with session_scope(session_maker) as session:
+        for _ in range(3):
+            session.add(
+                AgentTask(
+                    organization_id=org.org_id,
+                    project_id=project_id,
+                    task_type="analyze_repo",
+                    status="completed",
+                    input_data={},
+                )
+            )
+    path = f"/v1/projects/{project_id}/agent-tasks"
+    first = (await api_client.get(path, params={"limit": 2}, headers=org.headers)).json()
+    assert len(first["items"]) == 2 and first["next_cursor"]
+    second = (
+        await api_client.get(
+            path, params={"limit": 2, "cursor": first["next_cursor"]}, headers=org.headers
+        )
+    ).json()
+    assert len(second["items"]) == 1 and not second.get("next_cursor")
+    seen = {t["id"] for t in first["items"]} | {t["id"] for t in second["items"]}
+    assert len(seen) == 3
+    assert all(t["status"] == "completed" for t in first["items"])
+    for forged in ("not-a-cursor", "AAAA", "%00", "x" * 5000):
+        resp = await api_client.get(path, params={"cursor": forged}, headers=org.headers)
+        assert resp.status_code == 422, forged
