@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from forgeline.statuses.accounts import ActorType
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -19,8 +21,8 @@ class Principal:
     session_id: UUID | None = None
 
     @property
-    def actor_type(self) -> str:
-        return "api_key" if self.api_key_id is not None else "user"
+    def actor_type(self) -> ActorType:
+        return ActorType.API_KEY if self.api_key_id is not None else ActorType.USER
 
     def has(self, scope: str) -> bool:
         return scope in self.scopes

@@ -10,6 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from core.accounts.scopes import ALL_SCOPES
+from forgeline.statuses.accounts import InvitationStatus, OrgRole
 
 Email = Annotated[
     str,
@@ -24,7 +25,6 @@ Slug = Annotated[
     str, StringConstraints(min_length=2, max_length=60, pattern=r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
 ]
 TotpCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
-OrgRole = Literal["owner", "admin", "member", "viewer"]
 Scope = Literal[
     "projects:read",
     "projects:write",
@@ -146,13 +146,13 @@ class MemberOut(BaseModel):
 
 class MemberAdd(RequestModel):
     email: Email
-    role: OrgRole = "member"
+    role: OrgRole = OrgRole.MEMBER
 
 
 class MemberInvite(RequestModel):
     email: Email
     name: Name | None = None
-    role: OrgRole = "member"
+    role: OrgRole = OrgRole.MEMBER
 
 
 class MemberRoleUpdate(RequestModel):
@@ -166,7 +166,7 @@ class InvitationOut(BaseModel):
     user_id: UUID
     email: str
     role: OrgRole
-    status: Literal["pending", "accepted", "declined", "revoked", "expired"]
+    status: InvitationStatus
     expires_at: datetime
     created_at: datetime
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 
 from core.projects.models import ProjectConfigOut
-from db.models.projects import PROJECT_STATUSES
+from forgeline.statuses.projects import ProjectStatus
 
 
 class ProjectOut(BaseModel):
@@ -29,8 +29,7 @@ class ProjectOut(BaseModel):
     updated_at: datetime
 
 
-ProjectStatusFilter = Literal["active", "paused", "archived", "failed_setup"]
-assert set(ProjectStatusFilter.__args__) == set(PROJECT_STATUSES)  # type: ignore[attr-defined]
+ProjectStatusFilter = ProjectStatus
 
 
 class RepositoryOut(BaseModel):

@@ -13,9 +13,10 @@ from core.accounts.repository import api_key_auth_row, session_auth_row
 from core.accounts.scopes import effective_scopes
 from core.principal import Principal
 from forgeline.errors import RateLimited, Unauthorized
+from forgeline.statuses.accounts import OrgRole
 
 # API keys whose creator left the organization keep no more power than a member.
-ORPHAN_KEY_ROLE = "member"
+ORPHAN_KEY_ROLE = OrgRole.MEMBER
 
 
 async def authenticate_bearer(

@@ -28,6 +28,7 @@ from core.audit.service import write_audit
 from core.billing.free_plan import ensure_free_subscription
 from db.models.accounts import ApiKey, Organization, OrganizationMember, User
 from forgeline.settings import Settings
+from forgeline.statuses.accounts import OrgRole
 
 logger = logging.getLogger("forgeline.bootstrap")
 
@@ -126,7 +127,7 @@ async def ensure_bootstrap(
                     .join(OrganizationMember, OrganizationMember.user_id == User.id)
                     .where(
                         OrganizationMember.organization_id == org.id,
-                        OrganizationMember.role == "owner",
+                        OrganizationMember.role == OrgRole.OWNER,
                     )
                     .order_by(OrganizationMember.created_at)
                     .limit(1)

@@ -23,6 +23,7 @@ from core.billing.limits import enforce_limit
 from core.principal import Principal
 from db.models.accounts import Organization, OrganizationInvitation, OrganizationMember, User
 from forgeline.errors import Conflict, NotFound
+from forgeline.statuses.accounts import InvitationStatus
 
 
 async def list_mine(
@@ -38,9 +39,10 @@ async def _not_answerable(
     row = await InvitationRepository(session).get(invitation_id)
     if row is None or row.user_id != user_id:
         return NotFound("Invitation not found")
-    if row.status == "pending":  # pending but past its expiry
+    if row.status == InvitationStatus.PENDING:  # pending but past its expiry
         return Conflict(
-            "This invitation has expired; ask for a new one", invitation_status="expired"
+            "This invitation has expired; ask for a new one",
+            invitation_status=InvitationStatus.EXPIRED,
         )
     return Conflict(f"This invitation was already {row.status}", invitation_status=row.status)
 
@@ -98,7 +100,7 @@ async def accept(
     assert principal.user_id is not None
     now = utcnow()
     invitation = await InvitationRepository(session).respond(
-        invitation_id, now, "accepted", user_id=principal.user_id
+        invitation_id, now, InvitationStatus.ACCEPTED, user_id=principal.user_id
     )
     if invitation is None:
         raise await _not_answerable(session, invitation_id, principal.user_id, now)
@@ -117,7 +119,7 @@ async def decline(
     assert principal.user_id is not None
     now = utcnow()
     invitation = await InvitationRepository(session).respond(
-        invitation_id, now, "declined", user_id=principal.user_id
+        invitation_id, now, InvitationStatus.DECLINED, user_id=principal.user_id
     )
     if invitation is None:
         raise await _not_answerable(session, invitation_id, principal.user_id, now)

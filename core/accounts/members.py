@@ -31,6 +31,7 @@ from db.models.accounts import (
     User,
 )
 from forgeline.errors import Conflict, Forbidden, NotFound
+from forgeline.statuses.accounts import InvitationStatus, OrgRole
 from infra.mail import AccountMail
 
 INVITATION_TTL = timedelta(days=7)
@@ -48,7 +49,7 @@ async def list_members(
 def _check_role_change_allowed(principal: Principal, *roles: str) -> None:
     """Only owners grant or take away ownership; nobody grants more than they hold."""
     for role in roles:
-        if role == "owner" and principal.role != "owner":
+        if role == OrgRole.OWNER and principal.role != OrgRole.OWNER:
             raise Forbidden("Only an owner can grant or change the owner role")
         if ROLE_RANK[role] > ROLE_RANK.get(principal.role, -1):
             raise Forbidden("Cannot grant a role above your own")
@@ -56,7 +57,7 @@ def _check_role_change_allowed(principal: Principal, *roles: str) -> None:
 
 async def _ensure_not_last_owner(session: AsyncSession, member: OrganizationMember) -> None:
     owners = await MemberRepository(session).lock_owners(member.organization_id)
-    if member.role == "owner" and owners == [member.id]:
+    if member.role == OrgRole.OWNER and owners == [member.id]:
         raise Conflict("An organization must keep at least one owner")
 
 
@@ -171,7 +172,7 @@ async def revoke_invitation(
 ) -> None:
     now = utcnow()
     invitation = await InvitationRepository(session).respond(
-        invitation_id, now, "revoked", organization_id=principal.organization_id
+        invitation_id, now, InvitationStatus.REVOKED, organization_id=principal.organization_id
     )
     if invitation is None:
         raise NotFound("No pending invitation with that ID")
@@ -194,7 +195,7 @@ async def change_member_role(
     if member.role == role:
         return member, user
     _check_role_change_allowed(principal, member.role, role)
-    if role != "owner":
+    if role != OrgRole.OWNER:
         await _ensure_not_last_owner(session, member)
     old_role = member.role
     member.role = role

@@ -21,6 +21,7 @@ from core.principal import Principal
 from db.models.accounts import Organization, OrganizationMember, User, UserSession
 from forgeline.errors import Conflict, NotFound
 from forgeline.slugs import slug
+from forgeline.statuses.accounts import OrgRole
 
 SLUG_MAX = 50
 SLUG_MIN = 2
@@ -58,7 +59,7 @@ async def create_organization_with_owner(
     email: str,
     name: str,
     password_hash: str | None,
-    role: str = "owner",
+    role: str = OrgRole.OWNER,
 ) -> OrgWithOwner:
     """A new user, a new organization and the membership joining them (role: owner)."""
     email = email.strip().lower()

@@ -20,6 +20,7 @@ from core.accounts.repository import (
 )
 from core.audit.service import write_audit
 from db.models.accounts import Notification, OrganizationInvitation, PasswordResetToken, User
+from forgeline.statuses.accounts import InvitationStatus, TokenPurpose
 from infra.mail import AccountMail
 
 PASSWORD_RESET_TTL = timedelta(hours=1)
@@ -40,7 +41,9 @@ async def issue_reset_token(
         PasswordResetToken(
             user_id=user.id,
             token_hash=token_hash,
-            purpose="invitation" if invitation is not None else "password_reset",
+            purpose=TokenPurpose.INVITATION
+            if invitation is not None
+            else TokenPurpose.PASSWORD_RESET,
             invitation_id=invitation.id if invitation is not None else None,
             expires_at=expires_at,
             requested_ip=ctx.origin.ip,
@@ -113,7 +116,7 @@ async def confirm_password_reset(
     joined: uuid.UUID | None = None
     if found.invitation_id is not None:
         invitation = await InvitationRepository(session).respond(
-            found.invitation_id, now, "accepted", user_id=user.id
+            found.invitation_id, now, InvitationStatus.ACCEPTED, user_id=user.id
         )
         if invitation is not None:
             joined = (await invitations.join(session, ctx.origin, invitation, now)).organization_id

@@ -19,6 +19,7 @@ from db.models.accounts import (
     User,
     UserSession,
 )
+from forgeline.statuses.accounts import InvitationStatus, OrgRole
 
 
 class UserRepository:
@@ -104,7 +105,7 @@ class MemberRepository:
             select(OrganizationMember.id)
             .where(
                 OrganizationMember.organization_id == organization_id,
-                OrganizationMember.role == "owner",
+                OrganizationMember.role == OrgRole.OWNER,
             )
             .order_by(OrganizationMember.id)
             .with_for_update()
@@ -225,7 +226,7 @@ class InvitationRepository:
         stmt = select(OrganizationInvitation).where(
             OrganizationInvitation.organization_id == organization_id,
             OrganizationInvitation.user_id == user_id,
-            OrganizationInvitation.status == "pending",
+            OrganizationInvitation.status == InvitationStatus.PENDING,
             OrganizationInvitation.expires_at > now,
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
@@ -237,10 +238,10 @@ class InvitationRepository:
             .where(
                 OrganizationInvitation.organization_id == organization_id,
                 OrganizationInvitation.user_id == user_id,
-                OrganizationInvitation.status == "pending",
+                OrganizationInvitation.status == InvitationStatus.PENDING,
                 OrganizationInvitation.expires_at <= now,
             )
-            .values(status="expired", responded_at=now)
+            .values(status=InvitationStatus.EXPIRED, responded_at=now)
         )
 
     async def respond(
@@ -256,7 +257,7 @@ class InvitationRepository:
         The row lock makes a concurrent second answer wait, then find it answered."""
         stmt = update(OrganizationInvitation).where(
             OrganizationInvitation.id == invitation_id,
-            OrganizationInvitation.status == "pending",
+            OrganizationInvitation.status == InvitationStatus.PENDING,
             OrganizationInvitation.expires_at > now,
         )
         if user_id is not None:
@@ -278,7 +279,7 @@ class InvitationRepository:
             .join(Organization, Organization.id == OrganizationInvitation.organization_id)
             .where(
                 OrganizationInvitation.user_id == user_id,
-                OrganizationInvitation.status == "pending",
+                OrganizationInvitation.status == InvitationStatus.PENDING,
                 OrganizationInvitation.expires_at > now,
             )
             .order_by(OrganizationInvitation.created_at, OrganizationInvitation.id)
@@ -293,7 +294,7 @@ class InvitationRepository:
             .join(User, User.id == OrganizationInvitation.user_id)
             .where(
                 OrganizationInvitation.organization_id == organization_id,
-                OrganizationInvitation.status == "pending",
+                OrganizationInvitation.status == InvitationStatus.PENDING,
                 OrganizationInvitation.expires_at > now,
             )
             .order_by(OrganizationInvitation.created_at, OrganizationInvitation.id)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+
+from forgeline.statuses.accounts import OrgRole
 
 PROJECTS_READ = "projects:read"
 PROJECTS_WRITE = "projects:write"
@@ -39,16 +40,20 @@ IMPLIES: dict[str, frozenset[str]] = {
     ADMIN: ALL_SCOPES,
 }
 
-Role = Literal["owner", "admin", "member", "viewer"]
-ROLES: tuple[Role, ...] = ("owner", "admin", "member", "viewer")
-ROLE_RANK: dict[str, int] = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
+ROLES: tuple[OrgRole, ...] = tuple(OrgRole)
+ROLE_RANK: dict[str, int] = {
+    OrgRole.VIEWER: 0,
+    OrgRole.MEMBER: 1,
+    OrgRole.ADMIN: 2,
+    OrgRole.OWNER: 3,
+}
 
 # The most a principal of each role can ever hold, whatever its key says.
 ROLE_SCOPES: dict[str, frozenset[str]] = {
-    "owner": ALL_SCOPES,
-    "admin": ALL_SCOPES,
-    "member": ALL_SCOPES - {ADMIN, BILLING_READ},
-    "viewer": frozenset({PROJECTS_READ, PIPELINES_READ, ENVIRONMENTS_READ}),
+    OrgRole.OWNER: ALL_SCOPES,
+    OrgRole.ADMIN: ALL_SCOPES,
+    OrgRole.MEMBER: ALL_SCOPES - {ADMIN, BILLING_READ},
+    OrgRole.VIEWER: frozenset({PROJECTS_READ, PIPELINES_READ, ENVIRONMENTS_READ}),
 }
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.audit.origin import Origin
 from core.principal import Principal
 from db.models.operations import AuditLog
+from forgeline.statuses.accounts import ActorType
 
 REDACTED = "[redacted]"
 # Values under keys containing these never reach the audit trail, whatever a caller passes.
@@ -97,7 +98,7 @@ async def write_audit(
         actor_user_id = principal.user_id if actor_user_id is None else actor_user_id
         organization_id = organization_id or principal.organization_id
     else:
-        actor_type = "user" if actor_user_id is not None else "system"
+        actor_type = ActorType.USER if actor_user_id is not None else ActorType.SYSTEM
     origin = origin or Origin()
     row = AuditLog(
         organization_id=organization_id,

@@ -25,6 +25,7 @@ from core.projects.service import flush, refuse_if_archived, require_project
 from db.models.projects import Environment
 from forgeline.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from forgeline.settings import Settings
+from forgeline.statuses.deployments import EnvironmentStatus
 
 # Environment config keys that are part of its approval rules.
 APPROVAL_CONFIG_KEYS = ("approval_timeout_seconds",)
@@ -90,7 +91,7 @@ async def create_environment(
         is_protected=is_protected,
         required_approvals=approvals,
         auto_deploy=bool(body.auto_deploy),
-        status="active",
+        status=EnvironmentStatus.ACTIVE,
     )
     session.add(env)
     await flush(session, f"environment {body.name!r} already exists in this project")

@@ -28,6 +28,7 @@ from db.models.projects import (
     FRAMEWORKS,
     PROJECT_TYPES,
 )
+from forgeline.statuses.projects import SETTABLE_PROJECT_STATUSES
 
 MASK = "********"
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{1,61})[a-z0-9]$"
@@ -41,6 +42,7 @@ EnvironmentType = Literal["development", "staging", "production", "preview"]
 RepositoryProvider = Literal["github", "gitlab", "bitbucket", "git", "local"]
 # Statuses a caller may set directly; archive/unarchive and failed_setup have their own paths.
 SettableProjectStatus = Literal["active", "paused"]
+assert set(SettableProjectStatus.__args__) == set(SETTABLE_PROJECT_STATUSES)  # type: ignore[attr-defined]
 
 assert set(ProjectType.__args__) == set(PROJECT_TYPES)  # type: ignore[attr-defined]
 assert set(EnvironmentType.__args__) == set(ENVIRONMENT_TYPES)  # type: ignore[attr-defined]

@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.queries import core_execute, paginate
 from db.models.projects import Environment, Project, Repository
+from forgeline.statuses.deployments import DeploymentStatus
+from forgeline.statuses.projects import ProjectStatus
 
 PROJECT_COLUMNS = tuple(Project.__table__.c)
 ENVIRONMENT_COLUMNS = tuple(Environment.__table__.c)
@@ -41,7 +43,7 @@ _FIRST_PROJECTS_PAGE = (
     select(*PROJECT_COLUMNS)
     .where(
         _projects.c.organization_id == bindparam("organization_id"),
-        _projects.c.status != "archived",
+        _projects.c.status != ProjectStatus.ARCHIVED,
     )
     .order_by(_projects.c.created_at.desc(), _projects.c.id.desc())
     .limit(bindparam("fetch"))
@@ -81,7 +83,7 @@ async def list_projects(
     if status is not None:
         stmt = stmt.where(c.status == status)
     else:
-        stmt = stmt.where(c.status != "archived")
+        stmt = stmt.where(c.status != ProjectStatus.ARCHIVED)
     if project_type is not None:
         stmt = stmt.where(c.project_type == project_type)
     if framework is not None:
@@ -217,14 +219,14 @@ async def environment_name_taken(
 
 
 # Deployment states in which something is running or about to run in the environment.
-LIVE_DEPLOYMENT_STATUSES = (
-    "pending",
-    "queued",
-    "awaiting_approval",
-    "building",
-    "deploying",
-    "verifying",
-    "active",
+LIVE_DEPLOYMENT_STATUSES: tuple[DeploymentStatus, ...] = (
+    DeploymentStatus.PENDING,
+    DeploymentStatus.QUEUED,
+    DeploymentStatus.AWAITING_APPROVAL,
+    DeploymentStatus.BUILDING,
+    DeploymentStatus.DEPLOYING,
+    DeploymentStatus.VERIFYING,
+    DeploymentStatus.ACTIVE,
 )
 
 

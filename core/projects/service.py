@@ -21,6 +21,7 @@ from db.models.projects import Project
 from forgeline.errors import Conflict, NotFound
 from forgeline.settings import Settings
 from forgeline.slugs import slug
+from forgeline.statuses.projects import ProjectStatus
 
 SLUG_MAX = 63
 SLUG_MIN = 3
@@ -68,7 +69,7 @@ async def require_project(
 
 
 def refuse_if_archived(project: Project) -> None:
-    if project.status == "archived":
+    if project.status == ProjectStatus.ARCHIVED:
         raise Conflict("the project is archived; unarchive it first")
 
 
@@ -97,7 +98,7 @@ async def create_project(
         project_type=body.project_type,
         framework=body.framework,
         config=store_project_config(body.config, None, settings),
-        status="active",
+        status=ProjectStatus.ACTIVE,
     )
     session.add(project)
     await flush(session, f"slug {made!r} is already used in this organization")
@@ -174,13 +175,13 @@ async def set_archived(
     archived: bool,
 ) -> Project:
     project = await require_project(session, principal, project_id, for_update=True)
-    if (project.status == "archived") == archived:
+    if (project.status == ProjectStatus.ARCHIVED) == archived:
         return project  # idempotent
     if not archived:
         # Archived projects do not count against the plan; bringing one back does.
         await enforce_limit(session, principal.organization_id, "projects")
     before = {"status": project.status, "archived_at": project.archived_at}
-    project.status = "archived" if archived else "active"
+    project.status = ProjectStatus.ARCHIVED if archived else ProjectStatus.ACTIVE
     project.archived_at = datetime.now(UTC) if archived else None
     await flush(session, "conflict")
     await session.refresh(project)

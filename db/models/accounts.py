@@ -24,11 +24,12 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, Timestamps, UUIDPrimaryKey
 from db.models.columns import TZ_DATETIME, check_in, created_at_column, json_array, json_object
+from forgeline.statuses.accounts import InvitationStatus, OrgRole, TokenPurpose
 
 if TYPE_CHECKING:
     from db.models.projects import Project
 
-ORG_ROLES = ("owner", "admin", "member", "viewer")
+ORG_ROLES = tuple(OrgRole)
 PROJECT_ROLES = ("admin", "developer", "viewer")
 THEMES = ("light", "dark", "system")
 API_KEY_SCOPES = (
@@ -177,7 +178,7 @@ class UserSession(UUIDPrimaryKey, Base):
     )
 
 
-INVITATION_STATUSES = ("pending", "accepted", "declined", "revoked", "expired")
+INVITATION_STATUSES = tuple(InvitationStatus)
 
 
 class OrganizationInvitation(UUIDPrimaryKey, Base):
@@ -213,7 +214,7 @@ class OrganizationInvitation(UUIDPrimaryKey, Base):
     )
 
 
-TOKEN_PURPOSES = ("password_reset", "invitation")
+TOKEN_PURPOSES = tuple(TokenPurpose)
 
 
 class PasswordResetToken(UUIDPrimaryKey, Base):

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, Timestamps, UUIDPrimaryKey
 from db.models.columns import TZ_DATETIME, check_in, created_at_column, json_array, json_object
+from forgeline.statuses.accounts import ActorType
 
 # Temporal's closed statuses plus `running`; the seeds' workflows/tasks tables mapped onto Temporal.
 WORKFLOW_STATUSES = (
@@ -24,7 +25,7 @@ WORKFLOW_STATUSES = (
     "timed_out",
     "continued_as_new",
 )
-ACTOR_TYPES = ("user", "api_key", "system")
+ACTOR_TYPES = tuple(ActorType)
 AUDIT_SEVERITIES = ("debug", "info", "notice", "warning", "error", "critical")
 METRIC_TYPES = ("gauge", "counter", "histogram", "summary")
 

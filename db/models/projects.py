@@ -24,6 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from db.base import Base, Timestamps, UUIDPrimaryKey
 from db.models.columns import TZ_DATETIME, check_in, created_at_column, json_object
 from forgeline.statuses.deployments import EnvironmentStatus
+from forgeline.statuses.projects import ProjectStatus
 
 PROJECT_TYPES = ("static_site", "ssr_app", "spa", "api", "fullstack")
 # The seed's list ("nextjs, react, vue, angular, svelte, nuxt, etc.") widened to what the
@@ -58,7 +59,7 @@ FRAMEWORKS = (
     "monorepo",
     "other",
 )
-PROJECT_STATUSES = ("active", "paused", "archived", "failed_setup")
+PROJECT_STATUSES = tuple(ProjectStatus)
 GIT_PROVIDERS = ("github", "gitlab", "bitbucket", "git", "local")
 OAUTH_PROVIDERS = ("github", "gitlab", "bitbucket")
 ENVIRONMENT_TYPES = ("development", "staging", "production", "preview")
