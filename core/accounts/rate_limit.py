@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class SlidingWindowRateLimiter:
-    """Requests per minute per API key ID (sign-in throttles are in api/accounts/throttle.py)."""
+    """Requests per minute per API key ID (sign-in throttles are in core/accounts/throttle.py)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock

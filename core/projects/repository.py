@@ -1,7 +1,7 @@
 """Queries for projects, repositories and environments, always scoped to one organization.
 
-List queries are Core selects (no ORM identity map: DESIGN.md measured the ORM 3-7x slower on
-hot lists) shaped for the (organization_id, created_at, id) keyset indexes.
+List queries are Core selects (hot lists pay for no ORM identity map), shaped for the
+(organization_id, created_at, id) keyset indexes.
 """
 
 from __future__ import annotations

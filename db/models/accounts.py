@@ -247,7 +247,7 @@ class PasswordResetToken(UUIDPrimaryKey, Base):
 
 
 class AuthThrottle(Base):
-    """One fixed-window attempt counter of the sign-in throttles (see api/accounts/throttle.py),
+    """One fixed-window attempt counter of the sign-in throttles (see core/accounts/throttle.py),
     shared by every API process. `subject` is a SHA-256 digest: no e-mail or address in clear."""
 
     __tablename__ = "auth_throttles"
