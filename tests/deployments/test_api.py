@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from api.accounts.scopes import ALL_SCOPES
+from core.accounts.scopes import ALL_SCOPES
 from db.models.operations import AuditLog
 from db.models.pipelines import Pipeline, PipelineRun
 from db.session import session_scope
@@ -58,7 +58,7 @@ async def wait_api(api_client, headers, dep_id, statuses=TERMINAL, timeout=60):
 
 
 async def second_key(session_maker, org, user_id) -> dict[str, str]:
-    from api.accounts.service import insert_api_key
+    from core.accounts.keys import insert_api_key
 
     async with session_scope(session_maker) as session:
         _key, raw = await insert_api_key(

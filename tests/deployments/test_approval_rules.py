@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.deployments.pipeline_stage import PipelineDeployActivities
-from api.accounts.scopes import ALL_SCOPES
+from core.accounts.scopes import ALL_SCOPES
 from core.deployments import approvals, repository, service
 from db.models.accounts import OrganizationMember, User
 from db.models.deployments import Deployment, DeploymentApproval
@@ -47,7 +47,7 @@ async def add_member(
     session_maker: Any, org_id: uuid.UUID, role: str
 ) -> tuple[uuid.UUID, dict[str, str]]:
     """Another person in the organization, with an API key of their own."""
-    from api.accounts.service import insert_api_key
+    from core.accounts.keys import insert_api_key
 
     async with session_scope(session_maker) as session:
         user = User(id=uuid.uuid4(), email=f"{role}-{uuid.uuid4().hex[:8]}@example.com", name=role)
@@ -65,7 +65,7 @@ async def add_member(
 
 
 async def another_key(session_maker: Any, org_id: uuid.UUID, user_id: uuid.UUID) -> dict[str, str]:
-    from api.accounts.service import insert_api_key
+    from core.accounts.keys import insert_api_key
 
     async with session_scope(session_maker) as session:
         _key, raw = await insert_api_key(
