@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
@@ -37,10 +36,9 @@ from api.deps import (
     TemporalDep,
     require_scope,
 )
-from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
+from api.pagination import CursorParam, LimitParam, Page, build_page
 from core.billing import limits, payment_methods, plans, statements, subscriptions, webhooks
 from core.billing.periods import Period
-from db.models.billing import Invoice
 
 router = APIRouter(tags=["billing"])
 
@@ -175,14 +173,9 @@ async def list_invoices(
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Page[InvoiceOut]:
-    query = paginate(
-        select(Invoice).where(Invoice.organization_id == principal.organization_id),
-        Invoice.period_start,
-        Invoice.id,
-        cursor=cursor,
-        limit=limit,
+    rows = await statements.invoices_page(
+        session, principal.organization_id, cursor=cursor, limit=limit
     )
-    rows = (await session.scalars(query)).all()
     return build_page(
         rows,
         limit=limit,

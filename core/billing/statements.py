@@ -20,6 +20,7 @@ from core.billing.executions import record_billing_execution
 from core.billing.periods import Period
 from core.billing.schedules import start_billing_workflow
 from core.principal import Principal
+from core.queries import paginate
 from db.models.billing import Invoice, Payment, UsageRecord
 from forgeline.errors import NotFound, ValidationFailed
 
@@ -66,6 +67,21 @@ async def usage(session: AsyncSession, organization_id: uuid.UUID, period: Perio
         totals[usage_type] = totals.get(usage_type, Decimal(0)) + Decimal(quantity)
         by_project.append(ProjectUsage(project_id, usage_type, quantity))
     return PeriodUsage(period, dict(sorted(totals.items())), by_project)
+
+
+async def invoices_page(
+    session: AsyncSession, organization_id: uuid.UUID, *, cursor: str | None, limit: int
+) -> list[Invoice]:
+    """One page of the organization's invoices, newest period first (limit + 1 rows: the extra
+    one tells whether a next page exists)."""
+    query = paginate(
+        select(Invoice).where(Invoice.organization_id == organization_id),
+        Invoice.period_start,
+        Invoice.id,
+        cursor=cursor,
+        limit=limit,
+    )
+    return list((await session.scalars(query)).all())
 
 
 async def invoice_statement(
