@@ -25,6 +25,7 @@ import asyncpg
 
 from bench.context import BenchContext, BenchRow
 from core.accounts import security
+from db.session import driver_dsn
 
 ORGS = 1_000
 PROJECTS_PER_ORG = 100
@@ -303,9 +304,7 @@ async def start_api(
 
 async def run(ctx: BenchContext) -> list[BenchRow]:
     database_url = await ctx.database_url()
-    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://").replace(
-        "postgresql+psycopg://", "postgresql://"
-    )
+    dsn = driver_dsn(database_url)
     tenants = await seed(dsn)
     process, port = await start_api(database_url, ctx.temporal_address)
     rows: list[BenchRow] = []
