@@ -12,10 +12,16 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from core.accounts.scopes import ALL_SCOPES
 from forgeline.statuses.accounts import InvitationStatus, OrgRole
 
+# No whitespace and no control characters (C0, DEL, C1): an address goes into mail headers,
+# where a line break would end the header.
+_EMAIL_CHAR = r"[^@\s\x00-\x1f\x7f-\x9f]"
 Email = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, to_lower=True, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+        strip_whitespace=True,
+        to_lower=True,
+        max_length=320,
+        pattern=rf"^{_EMAIL_CHAR}+@{_EMAIL_CHAR}+\.{_EMAIL_CHAR}+$",
     ),
 ]
 # Upper bound keeps Argon2 from being handed megabytes to hash.

@@ -444,3 +444,35 @@ async def test_invited_user_sets_password_and_signs_in(app, api_client, session_
     )
     assert login.status_code == 200
     assert login.json()["organization_id"] == owner["organization"]["id"]
+
+
+async def test_addresses_with_line_breaks_or_control_characters_are_refused(
+    api_client, session_maker
+):
+    """An address goes into a mail header: a character Python reads as a line break there
+    (record separator, NEL, line separator) is a 422, never a half-sent invitation."""
+    owner = await signup(api_client)
+    headers = bearer(owner["session"]["token"])
+    org_id = owner["organization"]["id"]
+    before = await audit_actions(session_maker, org_id)
+    for email in (
+        "a\x1eb@example.com",
+        "ab@exa\x85mple.com",
+        "ab@example.com\u2028x",
+        "a\x00@b.cd",
+    ):
+        invited = await api_client.post(
+            "/v1/members/invitations", json={"email": email}, headers=headers
+        )
+        assert invited.status_code == 422, (email, invited.text)
+        signed_up = await api_client.post(
+            "/v1/auth/signup",
+            json={
+                "email": email,
+                "password": "a long enough password",
+                "name": "Person",
+                "organization_name": "Acme",
+            },
+        )
+        assert signed_up.status_code == 422, (email, signed_up.text)
+    assert await audit_actions(session_maker, org_id) == before
