@@ -22,7 +22,6 @@ from api.pagination import CursorParam, LimitParam, Page, json_page
 from api.projects import render
 from api.projects.schemas import EnvironmentOut, ProjectOut, ProjectStatusFilter, RepositoryOut
 from core.projects import environments, repositories, service
-from core.projects import repository as queries
 from core.projects.models import (
     EnvironmentCreate,
     EnvironmentType,
@@ -33,7 +32,6 @@ from core.projects.models import (
     QueryText,
     RepositoryPut,
 )
-from forgeline.errors import NotFound
 
 router = APIRouter(tags=["projects"])
 
@@ -87,9 +85,9 @@ async def list_projects(
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Response:
-    rows = await queries.list_projects(
+    rows = await service.list_projects(
         session,
-        principal.organization_id,
+        principal,
         status=status_filter,
         project_type=project_type,
         framework=framework,
@@ -223,20 +221,9 @@ async def list_environments(
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Response:
-    # The list query joins the project's organization, so rows imply access; only an empty
-    # page needs the second look that tells "no environments" from "no such project".
-    rows = await queries.list_environments(
-        session,
-        principal.organization_id,
-        project_id,
-        env_type=env_type,
-        cursor=cursor,
-        limit=limit,
+    rows = await environments.list_environments(
+        session, principal, project_id, env_type=env_type, cursor=cursor, limit=limit
     )
-    if not rows and not await queries.project_exists(
-        session, principal.organization_id, project_id
-    ):
-        raise NotFound("project not found", resource_type="project")
     return json_page(
         rows,
         limit=limit,

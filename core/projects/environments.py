@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import RowMapping
 from sqlalchemy.exc import IntegrityError
@@ -108,6 +109,34 @@ async def create_environment(
         metadata={"project_id": str(project.id)},
     )
     return env
+
+
+async def list_environments(
+    session: AsyncSession,
+    principal: Principal,
+    project_id: uuid.UUID,
+    *,
+    env_type: str | None,
+    cursor: str | None,
+    limit: int,
+) -> Sequence[RowMapping]:
+    """A page (limit + 1 rows, newest first) of the project's environments; another
+    organization's project is a 404."""
+    rows = await queries.list_environments(
+        session,
+        principal.organization_id,
+        project_id,
+        env_type=env_type,
+        cursor=cursor,
+        limit=limit,
+    )
+    # The list query joins the project's organization, so rows imply access; only an empty
+    # page needs the second look that tells "no environments" from "no such project".
+    if not rows and not await queries.project_exists(
+        session, principal.organization_id, project_id
+    ):
+        raise NotFound("project not found", resource_type="project")
+    return rows
 
 
 async def _require_environment(

@@ -4,6 +4,7 @@ mutation writes exactly one audit row in the caller's transaction."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import RowMapping
@@ -114,6 +115,31 @@ async def create_project(
         project_snapshot(project),
     )
     return project
+
+
+async def list_projects(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    status: str | None,
+    project_type: str | None,
+    framework: str | None,
+    search: str | None,
+    cursor: str | None,
+    limit: int,
+) -> Sequence[RowMapping]:
+    """A page (limit + 1 rows, newest first) of the organization's projects; archived ones
+    only when asked for by status."""
+    return await queries.list_projects(
+        session,
+        principal.organization_id,
+        status=status,
+        project_type=project_type,
+        framework=framework,
+        search=search,
+        cursor=cursor,
+        limit=limit,
+    )
 
 
 async def get_project(
