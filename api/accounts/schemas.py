@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from core.accounts.scopes import ALL_SCOPES
-from forgeline.statuses.accounts import InvitationStatus, OrgRole
+from forgeline.statuses.accounts import InvitationStatus, OrgRole, Scope
 
 # No whitespace and no control characters (C0, DEL, C1): an address goes into mail headers,
 # where a line break would end the header.
@@ -31,17 +31,6 @@ Slug = Annotated[
     str, StringConstraints(min_length=2, max_length=60, pattern=r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
 ]
 TotpCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
-Scope = Literal[
-    "projects:read",
-    "projects:write",
-    "pipelines:read",
-    "pipelines:write",
-    "deployments:trigger",
-    "environments:read",
-    "billing:read",
-    "admin",
-]
-assert set(Scope.__args__) == ALL_SCOPES  # type: ignore[attr-defined]
 
 
 class RequestModel(BaseModel):

@@ -4,29 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from forgeline.statuses.accounts import OrgRole
+from forgeline.statuses.accounts import OrgRole, Scope
 
-PROJECTS_READ = "projects:read"
-PROJECTS_WRITE = "projects:write"
-PIPELINES_READ = "pipelines:read"
-PIPELINES_WRITE = "pipelines:write"
-DEPLOYMENTS_TRIGGER = "deployments:trigger"
-ENVIRONMENTS_READ = "environments:read"
-BILLING_READ = "billing:read"
-ADMIN = "admin"
+# Plain strings (the values of the Scope vocabulary): they are compared with, and shown as,
+# the strings stored on API keys.
+PROJECTS_READ: str = Scope.PROJECTS_READ.value
+PROJECTS_WRITE: str = Scope.PROJECTS_WRITE.value
+PIPELINES_READ: str = Scope.PIPELINES_READ.value
+PIPELINES_WRITE: str = Scope.PIPELINES_WRITE.value
+DEPLOYMENTS_TRIGGER: str = Scope.DEPLOYMENTS_TRIGGER.value
+ENVIRONMENTS_READ: str = Scope.ENVIRONMENTS_READ.value
+BILLING_READ: str = Scope.BILLING_READ.value
+ADMIN: str = Scope.ADMIN.value
 
-ALL_SCOPES: frozenset[str] = frozenset(
-    {
-        PROJECTS_READ,
-        PROJECTS_WRITE,
-        PIPELINES_READ,
-        PIPELINES_WRITE,
-        DEPLOYMENTS_TRIGGER,
-        ENVIRONMENTS_READ,
-        BILLING_READ,
-        ADMIN,
-    }
-)
+ALL_SCOPES: frozenset[str] = frozenset(scope.value for scope in Scope)
 READ_SCOPES: frozenset[str] = frozenset(
     {PROJECTS_READ, PIPELINES_READ, ENVIRONMENTS_READ, BILLING_READ}
 )

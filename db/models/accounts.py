@@ -32,16 +32,6 @@ if TYPE_CHECKING:
 ORG_ROLES = tuple(OrgRole)
 PROJECT_ROLES = ("admin", "developer", "viewer")
 THEMES = ("light", "dark", "system")
-API_KEY_SCOPES = (
-    "projects:read",
-    "projects:write",
-    "pipelines:read",
-    "pipelines:write",
-    "deployments:trigger",
-    "environments:read",
-    "billing:read",
-    "admin",
-)
 
 
 class Organization(UUIDPrimaryKey, Timestamps, Base):

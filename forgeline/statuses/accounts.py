@@ -1,5 +1,5 @@
-"""Vocabularies of accounts and the audit trail: organization roles, invitation statuses,
-set-password token purposes and audit actor types.
+"""Vocabularies of accounts and the audit trail: organization roles, API scopes, invitation
+statuses, set-password token purposes and audit actor types.
 
 The member order is the order the database check constraints list them in.
 """
@@ -14,6 +14,17 @@ class OrgRole(StrEnum):
     ADMIN = "admin"
     MEMBER = "member"
     VIEWER = "viewer"
+
+
+class Scope(StrEnum):
+    PROJECTS_READ = "projects:read"
+    PROJECTS_WRITE = "projects:write"
+    PIPELINES_READ = "pipelines:read"
+    PIPELINES_WRITE = "pipelines:write"
+    DEPLOYMENTS_TRIGGER = "deployments:trigger"
+    ENVIRONMENTS_READ = "environments:read"
+    BILLING_READ = "billing:read"
+    ADMIN = "admin"
 
 
 class InvitationStatus(StrEnum):
