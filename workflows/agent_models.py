@@ -64,6 +64,16 @@ class AppDetection(BaseModel):
     has_dockerfile: bool = False
     estimated_build_seconds: int = 60
     evidence: list[str] = Field(default_factory=list)
+    # Run after the install and before the tests (an .env from its example, app keys, a
+    # generated client, migrations on a file database).
+    setup_commands: list[str] = Field(default_factory=list)
+    # End-to-end suites (Playwright, Cypress) are not the unit test stage; what they need first.
+    e2e_test_command: str | None = None
+    e2e_setup_commands: list[str] = Field(default_factory=list)
+    # app (deployable) | library | tooling | workspace (the root of a JS workspace)
+    role: str = "app"
+    # Which file declared each command ("test" -> ".github/workflows/ci.yml").
+    command_sources: dict[str, str] = Field(default_factory=dict)
 
 
 class RepoAnalysis(BaseModel):
@@ -72,6 +82,10 @@ class RepoAnalysis(BaseModel):
     workspace_tool: str | None = None
     workspace_install_command: str | None = None
     workspace_image: str | None = None
+    # turbo | nx | lerna | redwood: the task runner that builds and tests the workspace.
+    task_runner: str | None = None
+    # Workspace members that are no app of their own: path -> library | tooling.
+    workspace_packages: dict[str, str] = Field(default_factory=dict)
     file_count: int = 0
     notes: list[str] = Field(default_factory=list)
 

@@ -178,7 +178,7 @@ def propose_pipeline(
                     ProposedStage(
                         name=f"{prefix}test",
                         stage_type="test",
-                        commands=[*setup, app.test_command],
+                        commands=[*setup, *app.setup_commands, app.test_command],
                         image=app.image,
                         working_directory=workdir,
                         depends_on=previous,
@@ -200,7 +200,7 @@ def propose_pipeline(
                     ProposedStage(
                         name=f"{prefix}build",
                         stage_type="build",
-                        commands=[*setup, app.build_command],
+                        commands=[*setup, *app.setup_commands, app.build_command],
                         image=app.image,
                         services=services,
                         working_directory=workdir,
@@ -232,11 +232,12 @@ def propose_pipeline(
                 commands=commands,
                 image=first.image,
                 working_directory=workdir,
-                depends_on=[s for s in build_names if s],
+                depends_on=list(dict.fromkeys(s for s in build_names if s)),
                 timeout_seconds=600,
             )
         )
-    deploy_after = [scan_name] if scan_name else [s for s in build_names if s]
+    # A job listed twice in `needs` is rejected by actionlint.
+    deploy_after = [scan_name] if scan_name else list(dict.fromkeys(s for s in build_names if s))
     if primary.framework != "unknown" and (prefs.deploy_provider or "").lower() != "none":
         image, commands, extra = _deploy_commands(primary, prefs)
         conditions: dict[str, Any] = {

@@ -25,6 +25,8 @@ class SampleRepo:
     monorepo: bool = False
     app_frameworks: tuple[str, ...] = field(default_factory=tuple)
     output_directory: str | None = None
+    # Attributes the primary app must have (test_command, setup_commands, ...).
+    expect: dict[str, object] = field(default_factory=dict)
 
 
 CORPUS: tuple[SampleRepo, ...] = (
@@ -294,6 +296,128 @@ CORPUS: tuple[SampleRepo, ...] = (
         app_frameworks=("vue", "fastapi"),
     ),
 )
+
+
+# One layout per generator capability; each is also part of CORPUS (detected and validated).
+SCRIPT_SEMANTICS: tuple[SampleRepo, ...] = (
+    SampleRepo(
+        "node-e2e-test-script",
+        "react-vite",
+        {
+            "package.json": _pkg(
+                {"react": "18.3.0", "vite": "5.0.0", "@playwright/test": "1.45.0"},
+                {
+                    "test": "playwright test",
+                    "test:unit": "vitest run",
+                    "build:prod": "vite build --outDir site",
+                    "lint": "eslint . --fix",
+                    "lint:check": "eslint .",
+                },
+            ),
+            "package-lock.json": "{}",
+            "vite.config.ts": "export default {}",
+            ".env.example": "API_URL=http://localhost\n",
+        },
+        package_manager="npm",
+        output_directory="site",
+        expect={
+            "test_command": "npm run test:unit",
+            "e2e_test_command": "npm test",
+            "e2e_setup_commands": ["npx playwright install --with-deps"],
+            "build_command": "npm run build:prod",
+            "lint_command": "npm run lint:check",
+            "setup_commands": ["cp -n .env.example .env"],
+        },
+    ),
+    SampleRepo(
+        "node-placeholder-test",
+        "node",
+        {
+            "package.json": _pkg(
+                {"typescript": "5.4.0"},
+                {
+                    "test": 'echo "Error: no test specified" && exit 1',
+                    "compile": "tsc -p .",
+                    "watch": "tsc -w",
+                },
+            ),
+            "yarn.lock": "",
+        },
+        package_manager="yarn",
+        expect={"test_command": None, "build_command": "yarn compile", "lint_command": None},
+    ),
+    SampleRepo(
+        "node-composite-test",
+        "express",
+        {
+            "package.json": _pkg(
+                {"express": "4.19.0", "cypress": "13.0.0", "jest": "29.0.0"},
+                {
+                    "test": "npm run test:unit && npm run test:e2e",
+                    "test:unit": "jest --ci",
+                    "test:e2e": "start-server-and-test start 3000 'cypress run'",
+                    "start": "node server.js",
+                    "test:watch": "jest --watch",
+                },
+            ),
+            "pnpm-lock.yaml": "lockfileVersion: '9.0'\n",
+        },
+        package_manager="pnpm",
+        expect={
+            "test_command": "pnpm run test:unit",
+            "e2e_test_command": "pnpm run test:e2e",
+            "e2e_setup_commands": ["pnpm exec cypress install"],
+        },
+    ),
+    SampleRepo(
+        "angular-application-builder",
+        "angular",
+        {
+            "package.json": _pkg({"@angular/core": "18.0.0"}),
+            "angular.json": json.dumps(
+                {
+                    "projects": {
+                        "admin": {
+                            "architect": {
+                                "build": {
+                                    "builder": "@angular-devkit/build-angular:application",
+                                    "options": {"outputPath": "dist/admin-ui"},
+                                }
+                            }
+                        }
+                    }
+                }
+            ),
+            "package-lock.json": "{}",
+        },
+        package_manager="npm",
+        output_directory="dist/admin-ui/browser",
+    ),
+    SampleRepo(
+        "sveltekit-static-pages",
+        "sveltekit",
+        {
+            "package.json": _pkg({"@sveltejs/kit": "2.0.0", "@sveltejs/adapter-static": "3.0"}),
+            "svelte.config.js": "import adapter from '@sveltejs/adapter-static';\n"
+            "export default { kit: { adapter: adapter({ pages: 'public' }) } };\n",
+            "package-lock.json": "{}",
+        },
+        package_manager="npm",
+        output_directory="public",
+    ),
+    SampleRepo(
+        "astro-outdir",
+        "astro",
+        {
+            "package.json": _pkg({"astro": "4.0.0"}),
+            "astro.config.mjs": "export default defineConfig({ outDir: './www' })\n",
+            "package-lock.json": "{}",
+        },
+        package_manager="npm",
+        output_directory="www",
+    ),
+)
+CORPUS = CORPUS + SCRIPT_SEMANTICS
 
 
 def write_repo(sample: SampleRepo, root: Path, *, git: bool = False) -> Path:

