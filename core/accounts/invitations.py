@@ -94,18 +94,30 @@ class Joined:
     organization: Organization
 
 
-async def accept(
-    session: AsyncSession, origin: Origin, principal: Principal, invitation_id: uuid.UUID
-) -> Joined:
+async def _answer(
+    session: AsyncSession,
+    principal: Principal,
+    invitation_id: uuid.UUID,
+    answer: InvitationStatus,
+    now: datetime,
+) -> OrganizationInvitation:
+    """Record the invitee's answer on a live pending invitation (one conditional UPDATE); a
+    set-password link sent with it has nothing left to do."""
     assert principal.user_id is not None
-    now = utcnow()
     invitation = await InvitationRepository(session).respond(
-        invitation_id, now, InvitationStatus.ACCEPTED, user_id=principal.user_id
+        invitation_id, now, answer, user_id=principal.user_id
     )
     if invitation is None:
         raise await _not_answerable(session, invitation_id, principal.user_id, now)
-    # A set-password link sent with it has nothing left to do.
     await PasswordResetRepository(session).revoke_outstanding(now, invitation_id=invitation.id)
+    return invitation
+
+
+async def accept(
+    session: AsyncSession, origin: Origin, principal: Principal, invitation_id: uuid.UUID
+) -> Joined:
+    now = utcnow()
+    invitation = await _answer(session, principal, invitation_id, InvitationStatus.ACCEPTED, now)
     member = await join(session, origin, invitation, now)
     organization = await session.get(Organization, invitation.organization_id)
     user = await session.get(User, member.user_id)
@@ -116,14 +128,8 @@ async def accept(
 async def decline(
     session: AsyncSession, origin: Origin, principal: Principal, invitation_id: uuid.UUID
 ) -> None:
-    assert principal.user_id is not None
     now = utcnow()
-    invitation = await InvitationRepository(session).respond(
-        invitation_id, now, InvitationStatus.DECLINED, user_id=principal.user_id
-    )
-    if invitation is None:
-        raise await _not_answerable(session, invitation_id, principal.user_id, now)
-    await PasswordResetRepository(session).revoke_outstanding(now, invitation_id=invitation.id)
+    invitation = await _answer(session, principal, invitation_id, InvitationStatus.DECLINED, now)
     await write_audit(
         session, None, origin, "member.invitation_declined", "organization_invitation",
         invitation.id, organization_id=invitation.organization_id,
