@@ -23,8 +23,6 @@ from core.accounts import organizations, passwords, sessions, totp
 
 router = APIRouter()
 
-SessionPrincipal = SessionPrincipalDep
-
 
 @router.post("/auth/signup", tags=["auth"], status_code=201, response_model=SignupOut)
 async def signup(body: SignupRequest, session: SessionDep, ctx: AccountContextDep) -> SignupOut:
@@ -60,7 +58,7 @@ async def login(body: LoginRequest, session: SessionDep, ctx: AccountContextDep)
 
 @router.post("/auth/refresh", tags=["auth"], response_model=SessionOut)
 async def refresh(
-    session: SessionDep, ctx: AccountContextDep, principal: SessionPrincipal
+    session: SessionDep, ctx: AccountContextDep, principal: SessionPrincipalDep
 ) -> SessionOut:
     """Exchange the current session token for a new one; the old token is revoked."""
     row, raw = await sessions.refresh(session, ctx, principal)
@@ -69,7 +67,7 @@ async def refresh(
 
 @router.post("/auth/logout", tags=["auth"], status_code=204)
 async def logout(
-    session: SessionDep, ctx: AccountContextDep, principal: SessionPrincipal
+    session: SessionDep, ctx: AccountContextDep, principal: SessionPrincipalDep
 ) -> Response:
     await sessions.logout(session, ctx, principal)
     return Response(status_code=204)
@@ -94,7 +92,7 @@ async def password_reset_confirm(
 
 @router.post("/auth/totp/enroll", tags=["auth"], response_model=TotpEnrollOut)
 async def totp_enroll(
-    session: SessionDep, ctx: AccountContextDep, principal: SessionPrincipal
+    session: SessionDep, ctx: AccountContextDep, principal: SessionPrincipalDep
 ) -> TotpEnrollOut:
     secret, uri = await totp.enroll(session, ctx, principal)
     return TotpEnrollOut(secret=secret, otpauth_uri=uri)
@@ -102,7 +100,10 @@ async def totp_enroll(
 
 @router.post("/auth/totp/confirm", tags=["auth"], response_model=TotpStatusOut)
 async def totp_confirm(
-    body: TotpCodeRequest, session: SessionDep, ctx: AccountContextDep, principal: SessionPrincipal
+    body: TotpCodeRequest,
+    session: SessionDep,
+    ctx: AccountContextDep,
+    principal: SessionPrincipalDep,
 ) -> TotpStatusOut:
     await totp.confirm(session, ctx, principal, body.code)
     return TotpStatusOut(enabled=True)
@@ -110,7 +111,10 @@ async def totp_confirm(
 
 @router.post("/auth/totp/disable", tags=["auth"], response_model=TotpStatusOut)
 async def totp_disable(
-    body: TotpCodeRequest, session: SessionDep, ctx: AccountContextDep, principal: SessionPrincipal
+    body: TotpCodeRequest,
+    session: SessionDep,
+    ctx: AccountContextDep,
+    principal: SessionPrincipalDep,
 ) -> TotpStatusOut:
     await totp.disable(session, ctx, principal, body.code)
     return TotpStatusOut(enabled=False)

@@ -36,7 +36,6 @@ router = APIRouter()
 
 AdminPrincipal = Annotated[Principal, Depends(require_scope(ADMIN))]
 ReaderPrincipal = Annotated[Principal, Depends(require_scope(PROJECTS_READ))]
-SessionPrincipal = SessionPrincipalDep
 
 
 @router.get("/members", tags=["members"], response_model=Page[MemberOut])
@@ -103,7 +102,9 @@ async def revoke_invitation(
 
 
 @router.get("/me/invitations", tags=["members"], response_model=list[MyInvitationOut])
-async def my_invitations(session: SessionDep, principal: SessionPrincipal) -> list[MyInvitationOut]:
+async def my_invitations(
+    session: SessionDep, principal: SessionPrincipalDep
+) -> list[MyInvitationOut]:
     """Invitations waiting for my answer (pending and unexpired)."""
     rows = await invitations.list_mine(session, principal)
     return [render.my_invitation_out(invitation, org) for invitation, org in rows]
@@ -115,7 +116,7 @@ async def my_invitations(session: SessionDep, principal: SessionPrincipal) -> li
     response_model=InvitationAccepted,
 )
 async def accept_invitation(
-    invitation_id: UUID, session: SessionDep, origin: OriginDep, principal: SessionPrincipal
+    invitation_id: UUID, session: SessionDep, origin: OriginDep, principal: SessionPrincipalDep
 ) -> InvitationAccepted:
     """Join the organization; sign in to it with `organization_slug` at login."""
     joined = await invitations.accept(session, origin, principal, invitation_id)
@@ -127,7 +128,7 @@ async def accept_invitation(
 
 @router.post("/me/invitations/{invitation_id}/decline", tags=["members"], status_code=204)
 async def decline_invitation(
-    invitation_id: UUID, session: SessionDep, origin: OriginDep, principal: SessionPrincipal
+    invitation_id: UUID, session: SessionDep, origin: OriginDep, principal: SessionPrincipalDep
 ) -> Response:
     await invitations.decline(session, origin, principal, invitation_id)
     return Response(status_code=204)
