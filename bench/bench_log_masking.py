@@ -14,8 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from activities.runs.log_capture import LogCapture, LogChunk, SecretMasker
 from bench.context import BenchContext, BenchRow
+from core.runs.log_capture import LogCapture, LogChunk
+from forgeline.secret_masking import SecretMasker
 
 LOG_BYTES = 50_000_000
 SECRETS = [f"sk-live-{i:02d}-Zq8XwP4mT9aLr3Kc/+=" for i in range(10)]

@@ -23,11 +23,11 @@ from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
 from activities.runs.registration import WORKFLOWS, pipeline_activities
-from api.runs import service
-from api.runs.schemas import RunCreate
 from bench.baseline import measure_chain, percentile, run_chain
 from bench.chain_workflow import ChainWorkflow, increment
 from bench.context import BenchContext, BenchRow
+from core.runs import service
+from core.runs.schemas import RunCreate
 from db.models.accounts import Organization
 from db.models.pipelines import Pipeline, PipelineRun, PipelineStage
 from db.models.projects import Project

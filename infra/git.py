@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from forgeline.secret_masking import SecretMasker
 from forgeline.url_safety import CloneTarget, UnsafeRepositoryUrl, resolve_for_clone
 
 log = logging.getLogger("forgeline.git")
@@ -73,10 +74,9 @@ def _tree_usage(root: Path) -> tuple[int, int]:
 
 
 def _redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    """The secrets masked as stage logs mask them: verbatim and as git re-encodes them (a token
+    URL-encoded inside a remote URL, base64 inside an auth header)."""
+    return SecretMasker(secrets).mask(text)
 
 
 def _classify(stderr: str) -> Exception:

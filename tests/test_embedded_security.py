@@ -25,8 +25,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from activities.runs import projections
-from activities.runs.artifacts import UploadedArtifact
+from core.runs import stage_records as projections
+from core.runs.artifacts import UploadedArtifact
 from db.regen_migration import alembic_config
 from db.roles import (
     APP_ROLE,

@@ -82,6 +82,31 @@ class ActivityContract(Generic[InputT, OutputT]):
         )
         return result
 
+    async def execute_local(
+        self,
+        arg: InputT,
+        *,
+        start_to_close_timeout: timedelta | None = None,
+        schedule_to_close_timeout: timedelta | None = None,
+        retry_policy: RetryPolicy,
+        local_retry_threshold: timedelta | None = None,
+        cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
+        activity_id: str | None = None,
+    ) -> OutputT:
+        """Run the activity as a local activity (short bookkeeping: no server round trip)."""
+        result: OutputT = await workflow.execute_local_activity(
+            self.name,
+            arg,
+            result_type=self._result_type(),
+            start_to_close_timeout=start_to_close_timeout,
+            schedule_to_close_timeout=schedule_to_close_timeout,
+            retry_policy=self.retry_policy(retry_policy),
+            local_retry_threshold=local_retry_threshold,
+            cancellation_type=cancellation_type,
+            activity_id=activity_id,
+        )
+        return result
+
     def start(
         self,
         arg: InputT,

@@ -9,30 +9,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-RunStatus = Literal["queued", "running", "success", "failed", "cancelled"]
-StageStatus = Literal[
-    "pending", "queued", "running", "success", "failed", "cancelled", "skipped", "timed_out"
-]
-PreviousStatusRule = Literal["success", "failure", "always"]
+from forgeline.statuses.runs import PreviousStageRule, RunStatus, StageStatus
 
-# Activity names (called by name so workflows/ never imports the activity modules' I/O deps).
-# Load the plan and claim one of the organization's build slots (or queue for one).
-PREPARE_RUN = "prepare_run"
-# Mark the run running, record workflow_executions, check out the commit (one round trip).
-START_RUN = "start_run"
-EXECUTE_STAGE = "execute_stage"
-RECORD_STAGE_SKIPPED = "record_stage_skipped"
-REUSE_STAGE = "reuse_stage"
-FINISH_RUN = "finish_run"
-# The stage's last attempt was lost (timed out) before any later attempt could record it: every
-# attempt Temporal started gets its row.
-RECORD_LOST_ATTEMPTS = "record_lost_attempts"
-# A run waiting for a deployment approval gives its build slot back, then queues for it again.
-ACQUIRE_SLOT = "acquire_build_slot"
-RELEASE_SLOT = "release_build_slot"
-# Owned by the deployments domain (DEPLOYMENTS_TASK_QUEUE): creates the deployments row.
-PREPARE_PIPELINE_DEPLOYMENT = "prepare_pipeline_deployment"
-
+# Error types the run activities raise (their contracts: workflows/contracts/runs.py).
 STAGE_FAILED_ERROR = "StageFailed"
 STAGE_TIMED_OUT_ERROR = "StageTimedOut"
 STAGE_INVALID_ERROR = "StageInvalid"
@@ -51,7 +30,7 @@ class StageConditions(_Model):
 
     branches: list[str] = Field(default_factory=list)
     paths: list[str] = Field(default_factory=list)
-    previous_stage_status: PreviousStatusRule = "success"
+    previous_stage_status: PreviousStageRule = PreviousStageRule.SUCCESS
 
 
 class StageSpec(_Model):
@@ -156,7 +135,7 @@ class RunPlan(_Model):
     stages: list[StageSpec]
     reusable: dict[str, ReusableStage] = Field(default_factory=dict)
     concurrent_builds: int = 1
-    status: RunStatus = "queued"
+    status: RunStatus = RunStatus.QUEUED
     # Granted while preparing (a free slot): the run starts without waiting for a grant signal.
     slot_granted: bool = False
     # The run's build-slot claim (a grant signal for another claim is not for this one).

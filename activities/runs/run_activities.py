@@ -18,19 +18,25 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.runs import projections
 from activities.runs.run_variables import resolve_run_variables
 from activities.runs.stage_execution import run_not_found, run_workspace
-from core.runs import build_slots
+from core.runs import build_slots, run_records
 from core.runs.plan import load_plan, slot_limit_for_key
+from core.runs.stage_records import record_never_opened
 from db.models.projects import Repository
 from db.session import driver_connection, session_scope
 from forgeline.crypto import decrypt_str
 from forgeline.settings import Settings
-from workflows.runs_models import (
+from workflows.contracts.runs import (
     ACQUIRE_SLOT,
+    FINISH_RUN,
+    GIT_ERROR,
+    PREPARE_RUN,
     RECORD_LOST_ATTEMPTS,
     RELEASE_SLOT,
+    START_RUN,
+)
+from workflows.runs_models import (
     CheckoutResult,
     FinishRunInput,
     LostAttemptsInput,
@@ -82,7 +88,7 @@ class RunActivities:
         self.session_maker = session_maker
         self.temporal = temporal
 
-    @activity.defn(name="prepare_run")
+    @PREPARE_RUN.implement
     async def prepare_run(self, inp: PipelineRunInput) -> RunPlan:
         """Load the plan and claim a build slot (or queue for one). Granted with nothing to clone,
         the run is marked started too. One pooled connection for the three."""
@@ -118,7 +124,7 @@ class RunActivities:
             update |= {"started": True, "status": "running", "variables": variables}
         return plan.model_copy(update=update)
 
-    @activity.defn(name=ACQUIRE_SLOT)
+    @ACQUIRE_SLOT.implement
     async def acquire_build_slot(self, request: SlotRequest) -> SlotClaim:
         """Claim one of the organization's build slots: held now, or queued first come, first
         served (a `slot_granted` signal naming the claim follows when a slot frees).
@@ -143,7 +149,7 @@ class RunActivities:
         if not claim.holding:
             await self._free_gone_holders(key)
 
-    @activity.defn(name=RELEASE_SLOT)
+    @RELEASE_SLOT.implement
     async def release_build_slot(self, request: SlotRequest) -> bool:
         """Give the slot back (or leave the queue); the next waiting run is granted it."""
         await self._release_slot(request.organization_key, request.run_workflow_id)
@@ -182,7 +188,7 @@ class RunActivities:
                 activity.logger.warning("slot holder %s no longer runs; slot freed", workflow_id)
                 await self._release_slot(key, workflow_id)
 
-    @activity.defn(name="start_run")
+    @START_RUN.implement
     async def start_run(self, inp: RunStarted) -> CheckoutResult:
         """Mark the run running (+ its workflow_executions row), then check out its commit."""
         async with driver_connection(self.session_maker) as conn:
@@ -205,7 +211,7 @@ class RunActivities:
             )
         commit = await self._checkout(repo, workspace, inp)
         async with session_scope(self.session_maker) as session:
-            await projections.set_run_status(session, inp.run_id, commit_sha=commit)
+            await run_records.set_run_status(session, inp.run_id, commit_sha=commit)
         return CheckoutResult(commit_sha=commit, changed_paths=changed, variables=variables)
 
     async def _mark_started(
@@ -215,9 +221,9 @@ class RunActivities:
         workflow_id: str,
         workflow_run_id: str,
         queue: str,
-    ) -> projections.StartedRun:
+    ) -> run_records.StartedRun:
         """Running, with its operator row and the variables snapshot it took."""
-        started = await projections.mark_run_started(
+        started = await run_records.mark_run_started(
             conn,
             run_id=run_id,
             workflow_id=workflow_id,
@@ -249,13 +255,13 @@ class RunActivities:
                 on_progress=lambda: activity.heartbeat(),
             )
         except (RepositoryUnavailable, UnsafeRepositoryUrl) as exc:
-            raise ApplicationError(str(exc), type="GitError", non_retryable=True) from exc
+            raise ApplicationError(str(exc), type=GIT_ERROR, non_retryable=True) from exc
         return result.commit_sha
 
-    @activity.defn(name=RECORD_LOST_ATTEMPTS)
+    @RECORD_LOST_ATTEMPTS.implement
     async def record_lost_attempts(self, inp: LostAttemptsInput) -> None:
         async with driver_connection(self.session_maker) as conn:
-            await projections.record_never_opened(
+            await record_never_opened(
                 conn,
                 run_id=inp.run_id,
                 stage_name=inp.stage.name,
@@ -263,15 +269,15 @@ class RunActivities:
                 attempts=inp.attempts,
             )
 
-    @activity.defn(name="finish_run")
+    @FINISH_RUN.implement
     async def finish_run(self, inp: FinishRunInput) -> None:
         """Slot released, final status, unfinished stages closed, one build_minutes record,
         operator row closed. Idempotent: a retry releases and records nothing twice."""
-        from activities.billing.metering import record_usage_on
+        from core.billing.metering import record_usage_on
 
         async def close_run() -> None:
             async with driver_connection(self.session_maker) as conn:
-                run = await projections.finish_run(
+                run = await run_records.finish_run(
                     conn,
                     run_id=inp.run_id,
                     status=inp.status,

@@ -20,15 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.runs import artifacts as artifact_files
-from activities.runs import projections
 from activities.runs.bookkeeping import ride_out
-from activities.runs.log_capture import LogCapture, LogChunk, OutputPace, SecretMasker
+from core.runs import artifacts as artifact_files
+from core.runs import stage_records as projections
+from core.runs.log_capture import LogCapture, LogChunk, OutputPace
 from db.models.pipelines import Artifact
 from db.session import driver_connection, session_scope
+from forgeline.secret_masking import SecretMasker
 from forgeline.settings import Settings
+from forgeline.statuses.runs import StageStatus
 from infra.runners import Runner, StageOutcome, StageProcess, process_name, process_prefix
 from infra.storage import ObjectStore, join_key
+from workflows.contracts.runs import EXECUTE_STAGE, RECORD_STAGE_SKIPPED, REUSE_STAGE
 from workflows.runs_models import (
     RUN_NOT_FOUND_ERROR,
     STAGE_FAILED_ERROR,
@@ -40,7 +43,6 @@ from workflows.runs_models import (
     SkipStageInput,
     StageInput,
     StageResult,
-    StageStatus,
 )
 
 HEARTBEAT_SECONDS = 1.0
@@ -92,7 +94,7 @@ class StageActivities:
         # run when it succeeds (never on a build host, which does not write runs).
         self.finish_run = finish_run
 
-    @activity.defn(name="execute_stage")
+    @EXECUTE_STAGE.implement
     async def execute_stage(self, inp: StageInput) -> StageResult:
         info = activity.info()
         attempt = info.attempt
@@ -212,7 +214,14 @@ class StageActivities:
             )
         except asyncio.CancelledError:
             closing = self._close(
-                inp, attempt, opening, capture, lambda: chunk_seq, "cancelled", None, clock
+                inp,
+                attempt,
+                opening,
+                capture,
+                lambda: chunk_seq,
+                StageStatus.CANCELLED,
+                None,
+                clock,
             )
             await asyncio.shield(asyncio.gather(stop_beat(), return_exceptions=True))
             await asyncio.shield(closing)
@@ -220,26 +229,34 @@ class StageActivities:
         except Exception as exc:
             await stop_beat()
             await self._close(
-                inp, attempt, opening, capture, lambda: chunk_seq, "failed", None, clock, str(exc)
+                inp,
+                attempt,
+                opening,
+                capture,
+                lambda: chunk_seq,
+                StageStatus.FAILED,
+                None,
+                clock,
+                str(exc),
             )
             raise
         await stop_beat()
-        status: StageStatus = "success"
+        status = StageStatus.SUCCESS
         error: str | None = None
         if outcome is None or (capture.truncated and stage.on_log_limit == "fail"):
-            status = "failed"
+            status = StageStatus.FAILED
             error = f"stage stopped: its log reached the limit of {log_limit} bytes"
         elif outcome.timed_out:
-            status = "timed_out"
+            status = StageStatus.TIMED_OUT
             error = f"timed out after {stage.timeout_seconds}s"
         elif outcome.exit_code != 0:
-            status = "failed"
+            status = StageStatus.FAILED
         exit_code = outcome.exit_code if outcome is not None else None
         result = await self._close(
             inp, attempt, opening, capture, lambda: chunk_seq, status, exit_code, clock, error
         )
         status = result.status  # artifacts past their limit may fail a successful stage
-        if status == "failed" and result.error is not None:
+        if status == StageStatus.FAILED and result.error is not None:
             # Stopped at the log limit, or failed by its artifacts' limits: never retried.
             raise ApplicationError(
                 f"stage {stage.name}: {result.error}",
@@ -247,14 +264,14 @@ class StageActivities:
                 type=STAGE_FAILED_ERROR,
                 non_retryable=True,
             )
-        if status == "timed_out":
+        if status == StageStatus.TIMED_OUT:
             raise ApplicationError(
                 f"stage {stage.name} timed out after {stage.timeout_seconds}s",
                 {"exit_code": exit_code},
                 type=STAGE_TIMED_OUT_ERROR,
                 non_retryable=True,
             )
-        if status == "failed":
+        if status == StageStatus.FAILED:
             raise await self._failure(inp, attempt, exit_code or 0)
         if inp.finish is not None and self.finish_run is not None:
             # Bounded well inside the heartbeat timeout: this attempt must not be lost (and its
@@ -360,12 +377,16 @@ class StageActivities:
     ) -> StageResult:
         warnings: list[str] = []
         uploaded: list[artifact_files.UploadedArtifact] = []
-        if inp.stage.artifact_paths and status != "cancelled":
+        if inp.stage.artifact_paths and status != StageStatus.CANCELLED:
             uploaded, refused, over = await self._artifacts(inp, attempt)
             warnings += refused + over
-            if over and status == "success" and inp.stage.on_artifact_limit == "fail":
-                status, error = "failed", f"artifact limit exceeded: {over[0]}"
-        if capture.truncated and status != "cancelled" and inp.stage.on_log_limit == "truncate":
+            if over and status == StageStatus.SUCCESS and inp.stage.on_artifact_limit == "fail":
+                status, error = StageStatus.FAILED, f"artifact limit exceeded: {over[0]}"
+        if (
+            capture.truncated
+            and status != StageStatus.CANCELLED
+            and inp.stage.on_log_limit == "truncate"
+        ):
             warnings.append(f"log truncated at {capture.limit_bytes} bytes")
         for note in warnings:
             capture.note(f"forgeline: warning: {note}")
@@ -459,24 +480,24 @@ class StageActivities:
         if row is None:
             return None
         details = {"exit_code": row.exit_code}
-        if row.status == "success":
+        if row.status == StageStatus.SUCCESS:
             return StageResult(
                 stage_name=stage.name,
-                status="success",
+                status=StageStatus.SUCCESS,
                 exit_code=row.exit_code,
                 attempt=row.attempt,
                 execution_id=str(row.execution_id),
                 duration_ms=row.duration_ms,
                 artifact_count=row.artifact_count,
             )
-        if row.status == "timed_out":
+        if row.status == StageStatus.TIMED_OUT:
             raise ApplicationError(
                 f"stage {stage.name} timed out after {stage.timeout_seconds}s",
                 details,
                 type=STAGE_TIMED_OUT_ERROR,
                 non_retryable=True,
             )
-        if row.status == "failed" and row.exit_code is not None:
+        if row.status == StageStatus.FAILED and row.exit_code is not None:
             retryable = (
                 row.exit_code in stage.retryable_exit_codes
                 and row.exit_failures_before < stage.retry_count
@@ -490,7 +511,7 @@ class StageActivities:
                 )
         return None
 
-    @activity.defn(name="record_stage_skipped")
+    @RECORD_STAGE_SKIPPED.implement
     async def record_stage_skipped(self, inp: SkipStageInput) -> StageResult:
         async with session_scope(self.session_maker) as session:
             exec_id = await projections.upsert_stage_execution(
@@ -500,19 +521,19 @@ class StageActivities:
                 attempt=1,
                 values={
                     "stage_id": uuid.UUID(inp.stage.stage_id) if inp.stage.stage_id else None,
-                    "status": "skipped",
+                    "status": StageStatus.SKIPPED,
                     "skip_reason": inp.reason,
                     "finished_at": projections.now(),
                 },
             )
         return StageResult(
             stage_name=inp.stage.name,
-            status="skipped",
+            status=StageStatus.SKIPPED,
             execution_id=str(exec_id),
             skip_reason=inp.reason,
         )
 
-    @activity.defn(name="reuse_stage")
+    @REUSE_STAGE.implement
     async def reuse_stage(self, inp: ReuseStageInput) -> StageResult:
         source_id = uuid.UUID(inp.reused.execution_id)
         async with session_scope(self.session_maker) as session:
@@ -523,7 +544,7 @@ class StageActivities:
                 attempt=1,
                 values={
                     "stage_id": uuid.UUID(inp.stage.stage_id) if inp.stage.stage_id else None,
-                    "status": "success",
+                    "status": StageStatus.SUCCESS,
                     "exit_code": inp.reused.exit_code,
                     "reused_from_id": source_id,
                     "started_at": projections.now(),
@@ -545,7 +566,7 @@ class StageActivities:
             await asyncio.to_thread(artifact_files.restore, self.store, key, workspace, name)
         return StageResult(
             stage_name=inp.stage.name,
-            status="success",
+            status=StageStatus.SUCCESS,
             exit_code=inp.reused.exit_code,
             execution_id=str(exec_id),
             reused=True,

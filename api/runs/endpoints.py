@@ -24,17 +24,14 @@ from api.deps import (
 )
 from api.errors import ServiceUnavailable
 from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
-from api.runs import service
-from api.runs.logs import (
-    download_blocks,
-    first_attempt_events,
-    follow_events,
-    object_store,
-    parse_event_id,
-)
+from api.runs.logs import log_reader, object_store
+from api.runs.render import run_out, stage_out
 from api.runs.schemas import ArtifactOut, RunCreate, RunDetailOut, RunOut
+from core.runs import repository, service
+from core.runs.logs import download_blocks, first_attempt_events, follow_events, parse_event_id
 from db.models.pipelines import Artifact, PipelineRun
 from forgeline.errors import NotFound
+from forgeline.statuses.runs import RunStatus
 
 router = APIRouter(tags=["runs"])
 
@@ -48,14 +45,9 @@ _PROBLEMS: dict[int | str, dict[str, str]] = {
 
 
 async def _start(temporal: TemporalDep, session: SessionDep, run: PipelineRun) -> None:
-    """The row is committed first; a start failure closes it instead of leaving it queued."""
-    await session.commit()
     try:
-        await service.start_run_workflow(temporal, run)
-    except Exception as exc:
-        run.status = "failed"
-        run.error = f"could not start the run: {type(exc).__name__}"
-        await session.commit()
+        await service.start_committed_run(session, temporal, run)
+    except service.RunNotStarted as exc:
         raise ServiceUnavailable("Temporal is not reachable; the run was not started") from exc
 
 
@@ -90,7 +82,7 @@ async def trigger_run(
         new={"run_number": run.run_number, "branch": run.branch, "commit_sha": run.commit_sha},
     )
     await _start(temporal, session, run)
-    return service.run_out(run)
+    return run_out(run)
 
 
 @router.get("/pipelines/{pipeline_id}/runs", responses=_PROBLEMS)
@@ -99,14 +91,14 @@ async def list_runs(
     session: SessionDep,
     principal: Reader,
     status_filter: Annotated[
-        Literal["queued", "running", "success", "failed", "cancelled"] | None,
+        RunStatus | None,
         Query(alias="status"),
     ] = None,
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Page[RunOut]:
-    await service.get_pipeline(session, principal.organization_id, pipeline_id)
-    stmt = service.run_query(principal.organization_id).where(
+    await repository.get_pipeline(session, principal.organization_id, pipeline_id)
+    stmt = repository.run_query(principal.organization_id).where(
         PipelineRun.pipeline_id == pipeline_id
     )
     if status_filter:
@@ -118,23 +110,21 @@ async def list_runs(
             )
         ).all()
     )
-    return build_page(
-        rows, limit=limit, key=lambda r: (r.created_at, r.id), to_item=service.run_out
-    )
+    return build_page(rows, limit=limit, key=lambda r: (r.created_at, r.id), to_item=run_out)
 
 
 @router.get("/runs/{run_id}", responses=_PROBLEMS)
 async def get_run(
     run_id: uuid.UUID, session: SessionDep, principal: Reader, temporal: TemporalDep
 ) -> RunDetailOut:
-    run = await service.get_run(session, principal.organization_id, run_id)
-    stages = await service.stage_executions(session, run.id)
+    run = await repository.get_run(session, principal.organization_id, run_id)
+    stages = await repository.stage_executions(session, run.id)
     live = await service.live_status(temporal, run)
-    sources = await service.reused_from_runs(session, stages)
+    sources = await repository.reused_from_runs(session, stages)
     return RunDetailOut(
-        **service.run_out(run).model_dump(),
+        **run_out(run).model_dump(),
         stages=[
-            service.stage_out(s).model_copy(
+            stage_out(s).model_copy(
                 update={"reused_from_run_id": sources.get(s.reused_from_id)}
                 if s.reused_from_id
                 else {}
@@ -142,7 +132,7 @@ async def get_run(
             for s in stages
         ],
         live=live,
-        queue_position=await service.queue_position(session, run),
+        queue_position=await repository.queue_position(session, run),
     )
 
 
@@ -154,10 +144,10 @@ async def cancel_run(
     temporal: TemporalDep,
     request: Request,
 ) -> RunOut:
-    run = await service.get_run(session, principal.organization_id, run_id)
+    run = await repository.get_run(session, principal.organization_id, run_id)
     await service.cancel_run(temporal, run)
     await write_audit(session, principal, request, "pipeline_run.cancel", "pipeline_run", run.id)
-    return service.run_out(run)
+    return run_out(run)
 
 
 @router.post("/runs/{run_id}/rerun", status_code=status.HTTP_202_ACCEPTED, responses=_PROBLEMS)
@@ -192,7 +182,7 @@ async def rerun(
         new={"rerun_of": str(run_id), "from": from_},
     )
     await _start(temporal, session, run)
-    return service.run_out(run)
+    return run_out(run)
 
 
 @router.get(
@@ -219,13 +209,13 @@ async def stage_logs(
     (id `<attempt>:<line>`), `attempt` when a retry starts, then `end` with the final status.
     Without `attempt` the follower starts at the latest attempt and carries on through retries;
     a stage that has not started yet is waited for (`end` is `not_run` if the run ends first)."""
-    run = await service.get_run(session, principal.organization_id, run_id)
+    run = await repository.get_run(session, principal.organization_id, run_id)
     if not follow:
-        download = await service.stage_execution_for_log(session, run.id, stage, attempt)
+        download = await repository.stage_execution_for_log(session, run.id, stage, attempt)
         filename = f"run-{run.run_number}-{download.stage_name}-{download.attempt}.log"
 
         return StreamingResponse(
-            download_blocks(request, download),
+            download_blocks(log_reader(request), download),
             media_type="text/plain; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
@@ -233,21 +223,23 @@ async def stage_logs(
     resume = parse_event_id(last_event_id)
     if attempt is None and resume is not None and resume.attempt is not None:
         # A reconnect continues in the attempt it was reading, even if a retry has started since.
-        execution = await service.stage_execution_for_log(session, run.id, stage, resume.attempt)
+        execution = await repository.stage_execution_for_log(session, run.id, stage, resume.attempt)
         position = resume.line
     else:
         position = after if after is not None else -1
         try:
-            execution = await service.stage_execution_for_log(session, run.id, stage, attempt)
+            execution = await repository.stage_execution_for_log(session, run.id, stage, attempt)
         except NotFound:
             if attempt is not None:
                 raise
             # Not started yet: the stream waits for it (unknown stage names are still a 404).
-            await service.require_pipeline_stage(session, run.pipeline_id, stage)
+            await repository.require_pipeline_stage(session, run.pipeline_id, stage)
             if resume is not None:
                 position = max(position, resume.line)
             return EventSourceResponse(
-                first_attempt_events(request, run_id=run.id, stage=stage, after=position),
+                first_attempt_events(
+                    log_reader(request), run_id=run.id, stage=stage, after=position
+                ),
                 ping=15,
             )
         if resume is not None and resume.attempt is None:
@@ -255,7 +247,7 @@ async def stage_logs(
         elif resume is not None and resume.attempt == execution.attempt:
             position = resume.line
     events = follow_events(
-        request,
+        log_reader(request),
         run_id=run.id,
         stage=stage,
         execution=execution,
@@ -269,8 +261,10 @@ async def stage_logs(
 async def list_artifacts(
     run_id: uuid.UUID, session: SessionDep, principal: Reader
 ) -> list[ArtifactOut]:
-    run = await service.get_run(session, principal.organization_id, run_id)
-    rows = await session.scalars(service.run_artifacts(run.id).order_by(Artifact.name, Artifact.id))
+    run = await repository.get_run(session, principal.organization_id, run_id)
+    rows = await session.scalars(
+        repository.run_artifacts(run.id).order_by(Artifact.name, Artifact.id)
+    )
     return [
         ArtifactOut(
             id=a.id,
@@ -297,8 +291,10 @@ async def download_artifact(
     principal: Reader,
     request: Request,
 ) -> StreamingResponse:
-    run = await service.get_run(session, principal.organization_id, run_id)
-    artifact = await session.scalar(service.run_artifacts(run.id).where(Artifact.id == artifact_id))
+    run = await repository.get_run(session, principal.organization_id, run_id)
+    artifact = await session.scalar(
+        repository.run_artifacts(run.id).where(Artifact.id == artifact_id)
+    )
     if artifact is None:
         raise NotFound("artifact not found")
     store = object_store(request)

@@ -1,69 +1,16 @@
-"""Request and response schemas of pipeline runs, stage executions, logs and artifacts."""
+"""Response schemas of pipeline runs, stage executions, logs and artifacts; the request schema
+of a run is the core's (core/runs/schemas.py)."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
 
-# git check-ref-format, roughly: shell metacharacters are allowed (they stay data: the branch
-# reaches stages only as FORGELINE_BRANCH), but not what git itself refuses.
-_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
-VARIABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-
-
-def validate_branch(value: str) -> str:
-    if (
-        _REF_FORBIDDEN.search(value)
-        or value.startswith(("-", "/", "."))
-        or value.endswith(("/", ".", ".lock"))
-        or value == "@"
-    ):
-        raise ValueError("not a valid git branch name")
-    return value
-
-
-class RunVariable(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=VARIABLE_NAME)
-    value: str = Field(max_length=32_768)
-    secret: bool = False
-
-    @field_validator("name")
-    @classmethod
-    def _not_reserved(cls, value: str) -> str:
-        if value.upper().startswith("FORGELINE_") or value.upper() in ("CI", "HOME", "PATH"):
-            raise ValueError(f"{value} is reserved")
-        return value
-
-
-class RunCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    trigger: Literal["manual", "api"] = "api"
-    branch: str | None = Field(default=None, min_length=1, max_length=255)
-    commit_sha: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{7,64}$")
-    variables: list[RunVariable] = Field(default_factory=list, max_length=100)
-    changed_paths: list[str] | None = Field(default=None, max_length=10_000)
-    # Target environment: its config environment variables reach every stage (run > env > project).
-    environment_id: uuid.UUID | None = None
-
-    @field_validator("branch")
-    @classmethod
-    def _branch(cls, value: str | None) -> str | None:
-        return None if value is None else validate_branch(value)
-
-    @field_validator("variables")
-    @classmethod
-    def _unique(cls, value: list[RunVariable]) -> list[RunVariable]:
-        names = [v.name for v in value]
-        if len(names) != len(set(names)):
-            raise ValueError("variable names must be unique")
-        return value
+from core.runs.schemas import RunCreate as RunCreate
+from core.runs.schemas import RunVariable as RunVariable
+from forgeline.statuses.runs import RunStatus, StageStatus
 
 
 class ArtifactOut(BaseModel):
@@ -82,7 +29,7 @@ class StageExecutionOut(BaseModel):
     id: uuid.UUID
     stage_name: str
     attempt: int
-    status: str
+    status: StageStatus
     exit_code: int | None
     runner: str | None
     started_at: datetime | None
@@ -105,7 +52,7 @@ class RunOut(BaseModel):
     pipeline_id: uuid.UUID
     project_id: uuid.UUID
     run_number: int
-    status: str
+    status: RunStatus
     trigger: str
     branch: str | None
     commit_sha: str | None

@@ -38,7 +38,8 @@ from tests.deployments.images import write_context
 from tests.deployments.proxy import via_proxy
 from tests.factories import make_org
 from tests.runs.helpers import make_pipeline, stage
-from workflows.runs_models import EXECUTE_STAGE, PipelineRunInput, StageInput
+from workflows.contracts.runs import EXECUTE_STAGE
+from workflows.runs_models import PipelineRunInput, StageInput
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
@@ -345,7 +346,7 @@ async def stage_attempts_in_history(client: Client, workflow_id: str) -> dict[st
         last = event.event_type
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
-            if attrs.activity_type.name != EXECUTE_STAGE:
+            if attrs.activity_type.name != EXECUTE_STAGE.name:
                 continue
             (inp,) = await client.data_converter.decode(list(attrs.input.payloads), [StageInput])
             stages[event.event_id] = inp.stage.name

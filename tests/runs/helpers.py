@@ -15,8 +15,8 @@ from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
 from activities.runs.registration import WORKFLOWS, build_activities, control_activities
-from api.runs import service
-from api.runs.schemas import RunCreate
+from core.runs import repository, service
+from core.runs.schemas import RunCreate
 from db.models.accounts import Organization
 from db.models.pipelines import Pipeline, PipelineRun, PipelineStage, StageExecution
 from db.models.projects import Project
@@ -180,7 +180,7 @@ async def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1)
 
 async def log_text(session_maker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID) -> str:
     async with session_maker() as session:
-        lines = [line async for _, line in service.log_lines_after(session, execution_id, -1)]
+        lines = [line async for _, line in repository.log_lines_after(session, execution_id, -1)]
     return "\n".join(lines)
 
 

@@ -478,7 +478,7 @@ def test_an_artifact_swapped_for_a_symlink_after_collection_is_not_uploaded(
 ) -> None:
     """A concurrent stage of the same run swaps a collected artifact for a link to a host file
     between collection and upload: the worker (root) reads nothing outside the workspace."""
-    from activities.runs import artifacts
+    from core.runs import artifacts
     from infra.storage import LocalObjectStore
 
     secret = tmp_path / "host-secret"
@@ -575,7 +575,7 @@ async def test_the_sandbox_directory_does_not_dirty_a_checkout(
     result = await sandbox.run(process, out)
     assert result.exit_code == 0, out.text
     assert out.text == "", out.text
-    from activities.runs import artifacts
+    from core.runs import artifacts
 
     files, _ = artifacts.collect(root, ["**"])
     names = [f.name for f in files]

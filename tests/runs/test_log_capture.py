@@ -9,13 +9,8 @@ import re
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
-from activities.runs.log_capture import (
-    MAX_LINE_BYTES,
-    LineSplitter,
-    LogCapture,
-    LogChunk,
-    SecretMasker,
-)
+from core.runs.log_capture import MAX_LINE_BYTES, LineSplitter, LogCapture, LogChunk
+from forgeline.secret_masking import SecretMasker
 
 
 def test_masks_value_base64_and_multiline_lines() -> None:

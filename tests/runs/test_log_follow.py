@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from api.runs.logs import LogPosition, parse_event_id
+from core.runs.logs import LogPosition, parse_event_id
 from db.models.pipelines import StageExecution
 from tests.factories import OrgFixture, make_org
 from tests.runs.helpers import (

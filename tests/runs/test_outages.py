@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from activities.runs.projections import NEVER_OPENED_ERROR
+from core.runs.stage_records import NEVER_OPENED_ERROR
 from db.session import create_engine, create_session_maker
 from forgeline.embedded.postgres import EmbeddedPostgres, free_port
 from forgeline.embedded.temporal import EmbeddedTemporal
@@ -242,7 +242,7 @@ async def test_a_closed_run_is_never_reopened(
 ) -> None:
     """Closing is final: a second close (a retried step, a late failure) changes neither the
     status nor the error, and concurrent closes agree on the first."""
-    from activities.runs import projections
+    from core.runs import run_records
     from db.session import driver_connection
 
     org = await make_org(session_maker)
@@ -251,7 +251,7 @@ async def test_a_closed_run_is_never_reopened(
 
     async def close(status: str, error: str | None) -> None:
         async with driver_connection(session_maker) as conn:
-            await projections.finish_run(
+            await run_records.finish_run(
                 conn,
                 run_id=str(run.id),
                 status=status,
@@ -278,7 +278,7 @@ async def test_every_attempt_lost_before_it_opened_has_its_row(
 ) -> None:
     """Each attempt's worker dies while the opening statement waits, the last one too: the run
     fails, and every attempt Temporal started (1 + the infrastructure retries) has its row."""
-    from workflows.pipeline_run import INFRA_ATTEMPTS
+    from workflows.run_policies import INFRA_ATTEMPTS
 
     org = await make_org(own_db)
     pipeline_id = await make_pipeline(own_db, org.org_id, [stage("build", "echo built", 0)])

@@ -18,10 +18,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowFailureError
 
-from activities.runs.log_capture import LineSplitter, LogCapture, LogChunk, SecretMasker
+from core.runs.log_capture import LineSplitter, LogCapture, LogChunk
 from core.runs.plan import stage_spec
 from db.models.pipelines import Artifact, Pipeline
 from db.session import session_scope
+from forgeline.secret_masking import SecretMasker
 from forgeline.settings import Settings
 from infra.runners import StageProcess
 from infra.runners.sandbox_runner import SandboxRunner

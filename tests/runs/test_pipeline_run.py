@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from temporalio.client import WorkflowFailureError
 
-from api.runs import service
+from core.runs import service
 from db.models.billing import UsageRecord
 from db.models.operations import WorkflowExecution
 from db.models.pipelines import Artifact
