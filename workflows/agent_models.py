@@ -84,7 +84,8 @@ class RepoAnalysis(BaseModel):
     workspace_image: str | None = None
     # turbo | nx | lerna | redwood: the task runner that builds and tests the workspace.
     task_runner: str | None = None
-    # Workspace members that are no app of their own: path -> library | tooling.
+    # Workspace members that are no app of their own: path -> library | tooling | component
+    # (a side of the root app, such as Redwood's api/ and web/).
     workspace_packages: dict[str, str] = Field(default_factory=dict)
     file_count: int = 0
     notes: list[str] = Field(default_factory=list)

@@ -3,73 +3,35 @@ the primary one first."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 from core.agent.detectors import detect_app
+from core.agent.js_workspaces import detect_workspace
 from core.agent.repo_files import APP_CONTAINER_DIRS, RepoFiles
+from core.agent.workspace_projects import JS_LANGUAGES, workspace_projects
 from workflows.agent_models import AppDetection, RepoAnalysis
 
-
-def _workspace_globs(files: RepoFiles) -> tuple[str | None, list[str]]:
-    pkg = files.json("package.json") or {}
-    workspaces = pkg.get("workspaces")
-    if isinstance(workspaces, dict):
-        workspaces = workspaces.get("packages")
-    if isinstance(workspaces, list) and workspaces:
-        return "workspaces", [str(w) for w in workspaces]
-    data = files.yaml("pnpm-workspace.yaml")
-    if data:
-        packages = data.get("packages")
-        if isinstance(packages, list):
-            return "pnpm-workspace", [str(p) for p in packages]
-    for marker in ("turbo.json", "nx.json", "lerna.json"):
-        if files.exists(marker):
-            return marker.split(".")[0], [f"{d}/*" for d in APP_CONTAINER_DIRS]
-    return None, []
+MANIFESTS = (
+    "package.json",
+    "pyproject.toml",
+    "requirements.txt",
+    "go.mod",
+    "Cargo.toml",
+    "pom.xml",
+    "Gemfile",
+    "composer.json",
+)
 
 
-def _expand(files: RepoFiles, globs: Iterable[str]) -> list[str]:
-    out: list[str] = []
-    for pattern in globs:
-        pattern = pattern.rstrip("/")
-        if pattern.startswith("!"):
-            continue
-        if pattern.endswith("/*") or pattern.endswith("/**"):
-            out.extend(files.subdirs(pattern.split("/*", 1)[0]))
-        elif files.is_dir(pattern):
-            out.append(pattern)
-    return sorted(dict.fromkeys(out))
-
-
-def analyze_repository(
-    root: Path, *, framework_hint: str | None = None, app_path: str | None = None
-) -> RepoAnalysis:
-    """Detect every buildable app in the checkout; the primary one first."""
-    files = RepoFiles(root)
-    all_files = files.walk()
-    tool, globs = _workspace_globs(files)
-    candidates = _expand(files, globs) if globs else []
+def _folder_apps(
+    files: RepoFiles, root: Path, root_app: AppDetection | None, tool: str | None, notes: list[str]
+) -> tuple[list[AppDetection], bool]:
+    """Apps of a repository that is no JS workspace: apps/*, packages/*, services/*, or
+    top-level folders with their own manifests (frontend/ + backend/)."""
+    candidates = [d for c in APP_CONTAINER_DIRS for d in files.subdirs(c)]
     if not candidates:
-        candidates = [d for c in APP_CONTAINER_DIRS for d in files.subdirs(c)]
-    if not candidates:
-        # Several top-level folders with their own manifests (frontend/ + backend/).
         candidates = [
-            d
-            for d in files.subdirs(".")
-            if any(
-                files.exists(f"{d}/{m}")
-                for m in (
-                    "package.json",
-                    "pyproject.toml",
-                    "requirements.txt",
-                    "go.mod",
-                    "Cargo.toml",
-                    "pom.xml",
-                    "Gemfile",
-                    "composer.json",
-                )
-            )
+            d for d in files.subdirs(".") if any(files.exists(f"{d}/{m}") for m in MANIFESTS)
         ]
     sub_apps = [a for a in (detect_app(files, c) for c in candidates) if a is not None]
     # packages/* holding plain Node/React code are shared libraries, not deployable apps.
@@ -78,43 +40,58 @@ def analyze_repository(
         for a in sub_apps
         if not (a.path.startswith("packages/") and a.framework in ("node", "react"))
     ]
+    if len(sub_apps) >= 2 or (tool and sub_apps):
+        notes.append(f"monorepo with {len(sub_apps)} apps" + (f" ({tool})" if tool else ""))
+        return sub_apps, True
+    if root_app is not None:
+        return [root_app], False
+    if sub_apps:
+        return sub_apps, False
+    notes.append("nothing recognisable: the pipeline is a placeholder to edit")
+    unknown = AppDetection(
+        name=root.name or "app",
+        language="unknown",
+        framework="unknown",
+        confidence=0.1,
+        evidence=["no manifest, lockfile, index.html or Dockerfile found"],
+    )
+    return [unknown], False
+
+
+def analyze_repository(
+    root: Path, *, framework_hint: str | None = None, app_path: str | None = None
+) -> RepoAnalysis:
+    """Detect every buildable app in the checkout; the primary one first."""
+    files = RepoFiles(root)
+    all_files = files.walk()
     notes: list[str] = []
     root_app = detect_app(files, ".")
-    if len(sub_apps) >= 2 or (tool and sub_apps):
-        apps = sub_apps
-        is_monorepo = True
-        notes.append(f"monorepo with {len(apps)} apps" + (f" ({tool})" if tool else ""))
-    elif root_app is not None:
-        apps, is_monorepo = [root_app], False
-    elif sub_apps:
-        apps, is_monorepo = sub_apps, False
+    workspace = detect_workspace(files)
+    tool = workspace.source if workspace else None
+    packages: dict[str, str] = {}
+    projects = workspace_projects(files, workspace, root_app) if workspace else None
+    if projects is not None and projects.apps:
+        apps, packages, is_monorepo = projects.apps, projects.packages, True
+        notes.append(f"JS workspace with {len(apps)} projects ({tool})")
+        notes.extend(projects.notes)
+    elif projects is not None and projects.packages and root_app is not None:
+        # Only libraries and tooling: the workspace is its root (installed, nothing to deploy).
+        apps, packages, is_monorepo = [root_app], projects.packages, False
+        notes.extend(projects.notes)
     else:
-        apps, is_monorepo = (
-            [
-                AppDetection(
-                    name=root.name or "app",
-                    language="unknown",
-                    framework="unknown",
-                    confidence=0.1,
-                    evidence=["no manifest, lockfile, index.html or Dockerfile found"],
-                )
-            ],
-            False,
-        )
-        notes.append("nothing recognisable: the pipeline is a placeholder to edit")
-
+        apps, is_monorepo = _folder_apps(files, root, root_app, tool, notes)
     workspace_install = workspace_image = None
-    if is_monorepo and root_app is not None and root_app.language in ("javascript", "typescript"):
+    if is_monorepo and root_app is not None and root_app.language in JS_LANGUAGES:
         # JS workspaces install once at the root; each app then runs its scripts in place.
         workspace_install, workspace_image = root_app.install_command, root_app.image
         for app in apps:
-            if app.language in ("javascript", "typescript"):
+            if app.language in JS_LANGUAGES:
                 app.install_command = None
 
-    def rank(app: AppDetection) -> tuple[int, int, float]:
+    def rank(app: AppDetection) -> tuple[int, int, int, float]:
         hinted = framework_hint is not None and framework_hint.lower() in app.framework
         chosen = app_path is not None and app.path == app_path.strip("/")
-        return (int(chosen), int(hinted), app.confidence)
+        return (int(chosen), int(hinted), int(app.role == "app"), app.confidence)
 
     apps.sort(key=rank, reverse=True)
     if framework_hint and not any(framework_hint.lower() in a.framework for a in apps):
@@ -126,6 +103,8 @@ def analyze_repository(
         workspace_tool=tool,
         workspace_install_command=workspace_install,
         workspace_image=workspace_image,
+        task_runner=workspace.runner if workspace else None,
+        workspace_packages=packages,
         file_count=len(all_files),
         notes=notes,
     )

@@ -54,8 +54,8 @@ def _globs(files: RepoFiles) -> tuple[str | None, list[str]]:
 
 def expand(files: RepoFiles, globs: list[str]) -> list[str]:
     """Member directories holding a package.json; `!pattern` excludes, `**` reaches two levels."""
-    include = [g.strip().rstrip("/").removeprefix("./") for g in globs if not g.startswith("!")]
-    exclude = [g[1:].strip().rstrip("/").removeprefix("./") for g in globs if g.startswith("!")]
+    include = [_clean(g) for g in globs if not g.startswith("!")]
+    exclude = [_clean(g[1:]) for g in globs if g.startswith("!")]
     out: list[str] = []
     for pattern in include:
         if not pattern or ".." in pattern.split("/") or pattern.startswith("/"):
@@ -63,6 +63,10 @@ def expand(files: RepoFiles, globs: list[str]) -> list[str]:
         out.extend(_match(files, pattern))
     found = [p for p in dict.fromkeys(out) if files.exists(join(p, "package.json"))]
     return sorted(p for p in found if not any(_glob_hit(p, e) for e in exclude))[:MAX_MEMBERS]
+
+
+def _clean(pattern: str) -> str:
+    return pattern.strip().rstrip("/").removeprefix("./")
 
 
 def _match(files: RepoFiles, pattern: str) -> list[str]:
@@ -89,7 +93,7 @@ def _match(files: RepoFiles, pattern: str) -> list[str]:
 
 
 def _glob_hit(path: str, pattern: str) -> bool:
-    rx = re.escape(pattern).replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
+    rx = re.escape(pattern).replace(r"\*\*", ".*").replace(r"\*", "[^/]*").replace(r"\?", ".")
     return re.fullmatch(rx, path) is not None
 
 
@@ -139,7 +143,11 @@ def root_of(files: RepoFiles, base: str) -> str | None:
     source, globs = _globs(files)
     if source is None:
         return None
-    return "." if base in expand(files, globs) else None
+    include = [_clean(g) for g in globs if not g.startswith("!")]
+    exclude = [_clean(g[1:]) for g in globs if g.startswith("!")]
+    if any(_glob_hit(base, e) for e in exclude) or not any(_glob_hit(base, i) for i in include):
+        return None
+    return "." if files.exists(join(base, "package.json")) else None
 
 
 def member_role(framework: str, pkg: dict[str, Any], base: str, has_index_html: bool) -> Role:
@@ -152,9 +160,12 @@ def member_role(framework: str, pkg: dict[str, Any], base: str, has_index_html: 
     publishes = any(k in pkg for k in ("main", "module", "exports", "types", "files", "bin"))
     if framework in DEPLOYABLE_FRAMEWORKS - {"react-vite", "vue", "svelte", "express"}:
         return "app"
+    # apps/ is where workspaces keep what they ship (the turbo and nx convention).
+    if base.split("/", 1)[0] in ("apps", "sites", "services"):
+        return "app"
     if framework in ("react-vite", "vue", "svelte") and has_index_html and not publishes:
         return "app"
-    if framework == "express" and "start" in scripts and not publishes:
+    if "start" in scripts and not publishes:
         return "app"
     if not scripts and not publishes:
         return "tooling"

@@ -420,6 +420,143 @@ SCRIPT_SEMANTICS: tuple[SampleRepo, ...] = (
 CORPUS = CORPUS + SCRIPT_SEMANTICS
 
 
+def _json(body: object) -> str:
+    return json.dumps(body, indent=2)
+
+
+JS_WORKSPACES: tuple[SampleRepo, ...] = (
+    SampleRepo(
+        "turbo-pnpm",
+        "monorepo",
+        {
+            "package.json": _json(
+                {
+                    "name": "acme",
+                    "private": True,
+                    "packageManager": "pnpm@9.1.0",
+                    "engines": {"node": "22.x"},
+                    "scripts": {"build": "turbo run build", "lint": "turbo run lint"},
+                    "devDependencies": {"turbo": "2.0.0"},
+                }
+            ),
+            "pnpm-workspace.yaml": "packages:\n  - apps/*\n  - packages/*\n",
+            "pnpm-lock.yaml": "lockfileVersion: '9.0'\n",
+            "turbo.json": _json(
+                {
+                    "tasks": {
+                        "build": {"dependsOn": ["^build"]},
+                        "lint": {},
+                        "test": {"dependsOn": ["^build"]},
+                    }
+                }
+            ),
+            "apps/web/package.json": _pkg(
+                {"next": "14.2.0", "react": "18.3.0", "@acme/ui": "workspace:*"},
+                {"build": "next build", "lint": "next lint", "test": "vitest run"},
+                name="web",
+            ),
+            "apps/web/next.config.js": "module.exports = {}",
+            "apps/docs/package.json": _pkg(
+                {"astro": "4.0.0"}, {"build": "astro build"}, name="docs"
+            ),
+            "packages/ui/package.json": _pkg(
+                {"react": "18.3.0"},
+                {"build": "tsc", "test": "vitest run"},
+                name="@acme/ui",
+                main="dist/index.js",
+            ),
+            "packages/eslint-config/package.json": _pkg(
+                {"eslint": "9.0.0"}, {}, name="@acme/eslint-config"
+            ),
+            "packages/tsconfig/package.json": _json({"name": "@acme/tsconfig"}),
+        },
+        package_manager="pnpm",
+        monorepo=True,
+        app_frameworks=("turbo", "nextjs", "astro"),
+    ),
+    SampleRepo(
+        "nx-npm",
+        "monorepo",
+        {
+            "package.json": _json(
+                {
+                    "name": "shop",
+                    "private": True,
+                    "workspaces": ["apps/*", "libs/*"],
+                    "devDependencies": {"nx": "19.0.0"},
+                }
+            ),
+            "package-lock.json": "{}",
+            "nx.json": _json({"targetDefaults": {"build": {"dependsOn": ["^build"]}}}),
+            "apps/api/package.json": _pkg(
+                {"express": "4.19.0"},
+                {"build": "tsc -p .", "start": "node dist/main.js", "test": "jest"},
+                name="api",
+            ),
+            "apps/api/project.json": _json({"name": "shop-api", "targets": {"serve": {}}}),
+            "libs/util/package.json": _pkg(
+                {}, {"test": "jest", "build": "tsc"}, name="@shop/util", main="index.js"
+            ),
+        },
+        package_manager="npm",
+        monorepo=True,
+        app_frameworks=("nx", "express"),
+    ),
+    SampleRepo(
+        "redwood-yarn",
+        "monorepo",
+        {
+            "package.json": _json(
+                {
+                    "private": True,
+                    "workspaces": {"packages": ["api", "web"]},
+                    "packageManager": "yarn@4.1.0",
+                    "devDependencies": {"@redwoodjs/core": "7.0.0"},
+                }
+            ),
+            "redwood.toml": "[web]\n  port = 8910\n",
+            "yarn.lock": "",
+            ".yarnrc.yml": "nodeLinker: node-modules\n",
+            "api/package.json": _pkg({"@redwoodjs/api": "7.0.0"}, {}, name="api"),
+            "web/package.json": _pkg(
+                {"@redwoodjs/web": "7.0.0", "react": "18.3.0"}, {}, name="web"
+            ),
+        },
+        package_manager="yarn",
+        monorepo=True,
+        app_frameworks=("redwood",),
+    ),
+    SampleRepo(
+        "yarn-workspaces-root-app",
+        "monorepo",
+        {
+            "package.json": _pkg(
+                {"react": "18.3.0", "vite": "5.0.0"},
+                {"build": "vite build", "test": "vitest run"},
+                name="studio",
+                workspaces=["packages/*"],
+            ),
+            "yarn.lock": "",
+            "index.html": "<!doctype html>",
+            "vite.config.ts": "export default {}",
+            "packages/legacy-app/package.json": _pkg(
+                {"express": "4.19.0"},
+                {"start": "node .", "build": "tsc"},
+                name="legacy-app",
+                engines={"node": "18.x"},
+            ),
+            "packages/utils/package.json": _pkg(
+                {}, {"test": "jest"}, name="@studio/utils", main="index.js"
+            ),
+        },
+        package_manager="yarn",
+        monorepo=True,
+        app_frameworks=("react-vite", "express"),
+    ),
+)
+CORPUS = CORPUS + JS_WORKSPACES
+
+
 def write_repo(sample: SampleRepo, root: Path, *, git: bool = False) -> Path:
     """Write the sample under root/<name>; with git=True also commit it (for clone tests)."""
     repo = root / sample.name

@@ -1,0 +1,138 @@
+"""A JavaScript workspace turned into the projects a pipeline builds: the root kept (its own
+scripts, or the task runner across every member), each deployable member built through the
+runner, libraries and tooling covered by the root instead of stages of their own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from core.agent.detectors import detect_app
+from core.agent.js_workspaces import Workspace, member_role, runner_command
+from core.agent.repo_files import RepoFiles, join
+from workflows.agent_models import AppDetection
+
+JS_LANGUAGES = ("javascript", "typescript")
+
+
+@dataclass
+class WorkspaceProjects:
+    apps: list[AppDetection]
+    packages: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _engines_node(pkg: dict[str, Any]) -> bool:
+    engines = pkg.get("engines")
+    return isinstance(engines, dict) and bool(engines.get("node"))
+
+
+def _up(path: str) -> str:
+    return "/".join([".."] * len(PurePosixPath(path).parts)) or "."
+
+
+def _inherit(app: AppDetection, pkg: dict[str, Any], root_app: AppDetection) -> None:
+    """A member installs with the root and runs on the root's Node unless it pins its own."""
+    app.package_manager = root_app.package_manager
+    app.lockfiles = list(root_app.lockfiles)
+    app.cache_paths = list(root_app.cache_paths)
+    if not _engines_node(pkg) and root_app.image:
+        app.image = root_app.image
+    app.install_command = None
+
+
+def _member(
+    files: RepoFiles, path: str, workspace: Workspace, root_app: AppDetection | None
+) -> tuple[AppDetection | None, str]:
+    app = detect_app(files, path)
+    if app is None:
+        return None, "tooling"
+    if app.language not in JS_LANGUAGES:
+        return app, "app"
+    pkg = files.json(join(path, "package.json")) or {}
+    has_index = any(files.exists(join(path, n)) for n in ("index.html", "public/index.html"))
+    role = member_role(app.framework, pkg, path, has_index)
+    app.role = role
+    if root_app is not None and root_app.language in JS_LANGUAGES:
+        _inherit(app, pkg, root_app)
+    scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
+    runner = workspace.runner
+    if (
+        role == "app"
+        and runner in ("turbo", "nx", "lerna")
+        and isinstance(scripts, dict)
+        and "build" in scripts
+        and (runner != "turbo" or "build" in workspace.runner_tasks)
+    ):
+        project = files.json(join(path, "project.json")) or {}
+        name = str(project.get("name") or pkg.get("name") or PurePosixPath(path).name)
+        manager = app.package_manager or "npm"
+        # The runner builds the member's workspace dependencies first, from the root.
+        app.build_command = f"cd {_up(path)} && {runner_command(runner, manager, 'build', name)}"
+        app.command_sources["build"] = f"{runner} (workspace task runner)"
+    return app, role
+
+
+def _root_project(
+    files: RepoFiles, workspace: Workspace, root_app: AppDetection, has_apps: bool
+) -> AppDetection | None:
+    """The root as a project: its declared scripts, else the runner's tasks across members."""
+    root = root_app.model_copy(deep=True)
+    root.install_command = None
+    manager = root.package_manager or "npm"
+    runner = workspace.runner
+    if runner is not None:
+        for kind, attr in (("test", "test_command"), ("lint", "lint_command")):
+            if getattr(root, attr) is None and kind in workspace.runner_tasks:
+                setattr(root, attr, runner_command(runner, manager, kind))
+                root.command_sources[kind] = f"{runner} (workspace task runner)"
+        if root.build_command is None and "build" in workspace.runner_tasks and not has_apps:
+            root.build_command = runner_command(runner, manager, "build")
+    if runner == "redwood":
+        root.framework, root.role, root.output_directory = "redwood", "app", "web/dist"
+        root.confidence = 0.9
+        root.evidence.append("redwood.toml")
+        return root
+    if root.framework == "node":
+        root.role = "workspace"
+        root.framework = runner or "workspace"
+        if has_apps:
+            # Members build themselves (through the runner): the root would build them twice.
+            root.build_command = None
+    if root.role == "workspace" and root.build_command is None:
+        root.output_directory = None
+    if not (root.test_command or root.lint_command or root.build_command):
+        return None
+    return root
+
+
+def workspace_projects(
+    files: RepoFiles, workspace: Workspace, root_app: AppDetection | None
+) -> WorkspaceProjects:
+    result = WorkspaceProjects(apps=[])
+    redwood = workspace.runner == "redwood"
+    for path in workspace.members:
+        app, role = _member(files, path, workspace, root_app)
+        if app is None or role != "app" or redwood:
+            result.packages[path] = "component" if redwood else role
+            continue
+        result.apps.append(app)
+    root = None
+    if root_app is not None and root_app.language in JS_LANGUAGES:
+        root = _root_project(files, workspace, root_app, bool(result.apps))
+    if root is not None:
+        # What the root runs across the workspace, members do not run again.
+        for app in result.apps:
+            if root.test_command and app.language in JS_LANGUAGES:
+                app.test_command = None
+            if root.lint_command and app.language in JS_LANGUAGES:
+                app.lint_command = None
+        result.apps.insert(0, root)
+    if result.packages:
+        kinds = sorted(set(result.packages.values()))
+        result.notes.append(
+            f"{len(result.packages)} workspace packages ({', '.join(kinds)}) are built and tested "
+            "through the workspace, not deployed"
+        )
+    return result
