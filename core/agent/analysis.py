@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.agent.ci_configs import ci_lines
+from core.agent.declared import apply_declared
 from core.agent.detectors import detect_app
 from core.agent.js_workspaces import detect_workspace
 from core.agent.repo_files import APP_CONTAINER_DIRS, RepoFiles
+from core.agent.setup_steps import app_setup
 from core.agent.workspace_projects import JS_LANGUAGES, workspace_projects
 from workflows.agent_models import AppDetection, RepoAnalysis
 
@@ -80,6 +83,11 @@ def analyze_repository(
         notes.extend(projects.notes)
     else:
         apps, is_monorepo = _folder_apps(files, root, root_app, tool, notes)
+    ci = ci_lines(files)
+    for app in apps:
+        apply_declared(files, app, ci)
+        if app.language not in JS_LANGUAGES:
+            app.setup_commands += app_setup(files, app)
     workspace_install = workspace_image = None
     if is_monorepo and root_app is not None and root_app.language in JS_LANGUAGES:
         # JS workspaces install once at the root; each app then runs its scripts in place.

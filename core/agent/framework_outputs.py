@@ -48,7 +48,8 @@ def angular_output(files: RepoFiles, base: str) -> str | None:
     default = ng.get("defaultProject")
     name = default if isinstance(default, str) and default in projects else next(iter(projects))
     project = projects.get(name) if isinstance(projects.get(name), dict) else {}
-    build: Any = ((project or {}).get("architect") or {}).get("build") or {}
+    architect = (project or {}).get("architect")
+    build: Any = architect.get("build") if isinstance(architect, dict) else None
     builder = str(build.get("builder") or "") if isinstance(build, dict) else ""
     options = (build.get("options") or {}) if isinstance(build, dict) else {}
     # The application builder (Angular 17+) puts the browser bundle in a `browser` subfolder.

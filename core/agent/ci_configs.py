@@ -1,0 +1,176 @@
+"""Commands a repository's existing CI already runs: GitHub Actions run steps, GitLab CI scripts,
+CircleCI run steps and Travis scripts, each line with the directory it runs in and its file."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from core.agent.repo_files import RepoFiles
+
+CommandKind = Literal["test", "lint", "build"]
+MAX_CI_FILES = 20
+MAX_LINES_PER_FILE = 400
+GITLAB_RESERVED = {
+    "stages", "variables", "default", "include", "workflow", "image", "services", "cache",
+    "before_script", "after_script", "pages",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CiLine:
+    command: str
+    directory: str  # relative to the repository root, "." for the root
+    source: str  # the file that declares it
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """A mapping of an untrusted document, or an empty one when it holds something else."""
+    return value if isinstance(value, dict) else {}
+
+
+def _lines(script: Any) -> list[str]:
+    """Shell lines of a `run:`/`script:` value (a string or a list of strings)."""
+    if isinstance(script, list):
+        return [line for item in script for line in _lines(item)]
+    if not isinstance(script, str):
+        return []
+    joined = re.sub(r"\\\n\s*", " ", script)
+    return [line.strip() for line in joined.splitlines() if line.strip()]
+
+
+def _directory(value: Any, default: str = ".") -> str:
+    if not isinstance(value, str) or not value.strip():
+        return default
+    path = str(value).strip().removeprefix("./").rstrip("/")
+    # CircleCI's ~/project and absolute paths mean the checkout itself.
+    if path in ("", ".", "~/project") or path.startswith(("/", "~", "$")):
+        return "."
+    if ".." in path.split("/"):
+        return "."
+    return path
+
+
+def _github(files: RepoFiles, out: list[CiLine]) -> None:
+    folder = ".github/workflows"
+    if not files.is_dir(folder):
+        return
+    names = sorted(p.name for p in files.path(folder).iterdir() if p.suffix in (".yml", ".yaml"))
+    for name in names[:MAX_CI_FILES]:
+        rel = f"{folder}/{name}"
+        data = files.yaml(rel) or {}
+        top = _directory(_dict(_dict(data.get("defaults")).get("run")).get("working-directory"))
+        jobs = data.get("jobs")
+        if not isinstance(jobs, dict):
+            continue
+        for job in jobs.values():
+            if not isinstance(job, dict):
+                continue
+            defaults = _dict(_dict(job.get("defaults")).get("run"))
+            job_dir = _directory(defaults.get("working-directory"), top)
+            steps = job.get("steps")
+            for step in steps if isinstance(steps, list) else []:
+                if isinstance(step, dict) and "run" in step:
+                    where = _directory(step.get("working-directory"), job_dir)
+                    out.extend(CiLine(c, where, rel) for c in _lines(step["run"]))
+
+
+def _gitlab(files: RepoFiles, out: list[CiLine]) -> None:
+    rel = ".gitlab-ci.yml"
+    data = files.yaml(rel) or {}
+    for key, job in data.items():
+        if str(key).startswith(".") or key in GITLAB_RESERVED or not isinstance(job, dict):
+            continue
+        out.extend(CiLine(c, ".", rel) for c in _lines(job.get("script")))
+
+
+def _circleci(files: RepoFiles, out: list[CiLine]) -> None:
+    rel = ".circleci/config.yml"
+    jobs = _dict(files.yaml(rel)).get("jobs")
+    if not isinstance(jobs, dict):
+        return
+    for job in jobs.values():
+        if not isinstance(job, dict):
+            continue
+        job_dir = _directory(job.get("working_directory"))
+        steps = job.get("steps")
+        for step in steps if isinstance(steps, list) else []:
+            run = step.get("run") if isinstance(step, dict) else None
+            if isinstance(run, dict):
+                where = _directory(run.get("working_directory"), job_dir)
+                out.extend(CiLine(c, where, rel) for c in _lines(run.get("command")))
+            elif isinstance(run, str):
+                out.extend(CiLine(c, job_dir, rel) for c in _lines(run))
+
+
+def _travis(files: RepoFiles, out: list[CiLine]) -> None:
+    rel = ".travis.yml"
+    data = files.yaml(rel) or {}
+    out.extend(CiLine(c, ".", rel) for c in _lines(data.get("script")))
+    include = _dict(data.get("jobs") or data.get("matrix")).get("include")
+    for job in include if isinstance(include, list) else []:
+        if isinstance(job, dict):
+            out.extend(CiLine(c, ".", rel) for c in _lines(job.get("script")))
+
+
+def ci_lines(files: RepoFiles) -> list[CiLine]:
+    """Every run line of the repository's CI, newest systems first, bounded per file."""
+    out: list[CiLine] = []
+    for reader in (_github, _gitlab, _circleci, _travis):
+        found: list[CiLine] = []
+        reader(files, found)
+        by_source: dict[str, int] = {}
+        for line in found:
+            by_source[line.source] = by_source.get(line.source, 0) + 1
+            if by_source[line.source] <= MAX_LINES_PER_FILE:
+                out.append(line)
+    return out
+
+
+# Lines that start with these are plumbing, publishing or need the CI machine, not a check.
+_SKIP_START = re.compile(
+    r"^(docker|docker-compose|podman|kubectl|helm|terraform|aws|gcloud|az|gh|twine|codecov|"
+    r"coveralls|git|curl|wget|sudo|apt-get|apt|brew|choco|echo|printf|export|source|set|mkdir|"
+    r"rm|cp|mv|ls|cat|tar|unzip|chmod|ln|sleep|netlify|vercel|flyctl|fly|firebase|surge|"
+    r"semantic-release|changeset|npx\s+(semantic-release|changeset|netlify|vercel))\b"
+)
+_DEPLOY = re.compile(r"\b(publish|deploy|upload|semantic-release)\b")
+_INSTALL = re.compile(
+    r"^(npm\s+(ci|install|i)\b|yarn(\s+install)?$|yarn\s+install|pnpm\s+(i|install)\b|"
+    r"bun\s+install|pip3?\s+install|python3?\s+-m\s+pip\s+install|poetry\s+install|uv\s+sync|"
+    r"uv\s+pip\s+install|bundle\s+install|composer\s+install|go\s+mod\s+download|corepack)"
+)
+_E2E = re.compile(r"playwright|cypress|e2e|wdio|selenium|testcafe|nightwatch")
+_LINT = re.compile(
+    r"\b(lint|eslint|ruff|flake8|pylint|mypy|pyright|black\s+--check|isort\s+--check|"
+    r"prettier\s+(--check|-c)|clippy|golangci-lint|go\s+vet|gofmt|rubocop|pint|phpcs|phpstan|"
+    r"stylelint|typecheck|type-check|tsc\s+--noEmit|fmt\s+--check|format\s+--check|biome)\b"
+)
+_TEST = re.compile(
+    r"\b(test|tests|pytest|jest|vitest|mocha|tox|nox|rspec|phpunit|unittest|runtests|spec|"
+    r"coverage\s+run|ctest|verify)\b"
+)
+_BUILD = re.compile(r"\b(build|compile|dist|bundle|package|generate|export|assemble)\b")
+
+
+def kind_of(command: str) -> CommandKind | None:
+    """test, lint or build for a CI line; None for installs, deploys, shell plumbing and
+    lines that need the CI system's variables."""
+    line = command.strip()
+    if not line or line.startswith("#") or re.search(r"\$\{\{|\$[A-Z_{]", line):
+        return None
+    segments = [seg.strip() for seg in re.split(r"&&|;|\|\|", line) if seg.strip()]
+    if any(_INSTALL.match(seg) or _SKIP_START.match(seg) for seg in segments):
+        return None
+    if _DEPLOY.search(line):
+        return None
+    if _E2E.search(line):
+        return None
+    if _LINT.search(line):
+        return "lint"
+    if _TEST.search(line):
+        return "test"
+    if _BUILD.search(line):
+        return "build"
+    return None

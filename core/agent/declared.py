@@ -1,0 +1,220 @@
+"""Declared commands first: what the repository's CI, hosting configs (netlify.toml, vercel.json,
+fly.toml), Makefile/justfile, Dockerfile and test entry points say, laid over the detectors'
+guesses; a declared command is used only when the app's image can run it."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+
+from core.agent.build_files import dockerfile_build, entry_point_test, just_recipes, make_targets
+from core.agent.ci_configs import CiLine, CommandKind, kind_of
+from core.agent.framework_outputs import relative_dir
+from core.agent.js_workspaces import runner_exec
+from core.agent.repo_files import RepoFiles, join
+from workflows.agent_models import AppDetection
+
+JS = ("javascript", "typescript")
+MAX_JOINED_LINES = 4
+# First words each ecosystem's image runs; anything else needs a tool the image may lack.
+ECOSYSTEM_TOOLS: dict[str, tuple[str, ...]] = {
+    "go": ("go", "make"),
+    "rust": ("cargo", "make"),
+    "java": ("mvn", "./mvnw", "gradle", "./gradlew", "make"),
+    "kotlin": ("mvn", "./mvnw", "gradle", "./gradlew", "make"),
+    "ruby": ("bundle", "rake", "bin/rails", "bin/rake", "rails", "make"),
+    "php": ("composer", "php", "vendor/bin/", "./vendor/bin/", "make"),
+}
+PYTHON_TOOLS = ("pytest", "tox", "nox", "ruff", "flake8", "mypy", "black", "isort", "pylint",
+                "coverage", "pyright", "bandit", "django-admin")  # fmt: skip
+PACKAGING_BUILDS = ("poetry build", "uv build", "python -m build", "pip install build")
+
+
+def _words(segment: str) -> list[str]:
+    try:
+        return shlex.split(segment)
+    except ValueError:
+        return []
+
+
+def _python_deps_text(files: RepoFiles, base: str) -> str:
+    names = ("pyproject.toml", "setup.cfg", "setup.py", "tox.ini", "noxfile.py",
+             "requirements.txt", "requirements-dev.txt", "requirements/dev.txt",
+             "requirements/test.txt", "requirements_dev.txt", "Pipfile")  # fmt: skip
+    return "\n".join(files.text(join(base, n)) or "" for n in names).lower()
+
+
+def _fit_node(segment: str, words: list[str], app: AppDetection, pkg: dict[str, Any]) -> str | None:
+    scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
+    deps: dict[str, Any] = {}
+    for key in ("dependencies", "devDependencies"):
+        if isinstance(pkg.get(key), dict):
+            deps.update(pkg[key])
+    first, rest = words[0], words[1:]
+    if first in ("npm", "yarn", "pnpm", "bun"):
+        if not rest:
+            return None
+        if rest[0] in ("exec", "x", "dlx") or (first == "bun" and rest[0] == "test"):
+            return segment
+        if rest[0] in ("run", "run-script"):
+            script = rest[1] if len(rest) > 1 else ""
+        elif first == "npm":
+            script = {"test": "test", "t": "test", "start": "start"}.get(rest[0], "")
+        else:
+            script = rest[0]
+        return segment if isinstance(scripts, dict) and script in scripts else None
+    if first in ("npx", "bunx", "node", "corepack"):
+        return segment
+    if first in deps or (first == "tsc" and "typescript" in deps):
+        return f"{runner_exec(app.package_manager or 'npm')} {segment}"
+    return None
+
+
+def _fit_python(segment: str, words: list[str], app: AppDetection, deps_text: str) -> str | None:
+    first = words[0]
+    prefix = {"poetry": "poetry run ", "uv": "uv run "}.get(app.package_manager or "", "")
+    if first in ("poetry", "uv") and first == app.package_manager:
+        return segment
+    if first == "make":
+        return segment
+    if first in ("python", "python3"):
+        module = words[2] if len(words) > 2 and words[1] == "-m" else None
+        if module and module not in ("unittest", "compileall") and module not in deps_text:
+            return None
+        return prefix + segment
+    if first in PYTHON_TOOLS and first in deps_text:
+        return prefix + segment
+    return None
+
+
+def fit(command: str, app: AppDetection, files: RepoFiles) -> str | None:
+    """The command as the app's stage runs it, or None when its image lacks a tool it calls."""
+    out: list[str] = []
+    pkg = files.json(join(app.path, "package.json")) or {}
+    deps_text = _python_deps_text(files, app.path) if app.language == "python" else ""
+    for segment in (s.strip() for s in command.split("&&")):
+        words = _words(segment)
+        if not words or any(w in ("|", ">", ">>") for w in words):
+            return None
+        if app.language in JS:
+            fitted = _fit_node(segment, words, app, pkg)
+        elif app.language == "python":
+            fitted = _fit_python(segment, words, app, deps_text)
+        else:
+            tools = ECOSYSTEM_TOOLS.get(app.language, ())
+            ok = any(words[0] == t or (t.endswith("/") and words[0].startswith(t)) for t in tools)
+            # clippy and rustfmt are components the stock image does not carry.
+            fitted = segment if ok and not re.search(r"\b(clippy|fmt)\b", segment) else None
+        if fitted is None:
+            return None
+        out.append(fitted)
+    return " && ".join(out) if out else None
+
+
+def _ci_commands(
+    lines: list[CiLine], app: AppDetection, files: RepoFiles
+) -> dict[CommandKind, tuple[str, str]]:
+    """Per kind the fitting lines of the first CI file declaring it for the app's directory."""
+    where = app.path or "."
+    chosen: dict[CommandKind, tuple[list[str], str]] = {}
+    for line in lines:
+        directory, command = line.directory, line.command
+        cd = re.match(r"^cd\s+([A-Za-z0-9_./\-]+)\s*&&\s*(.+)$", command)
+        if cd:
+            sub = relative_dir(cd.group(1)) or "."
+            directory, command = (sub if directory == "." else join(directory, sub)), cd.group(2)
+        kind = kind_of(command)
+        if kind is None or directory != where:
+            continue
+        fitted = fit(command, app, files)
+        if fitted is None:
+            continue
+        picked, source = chosen.setdefault(kind, ([], line.source))
+        if source == line.source and fitted not in picked and len(picked) < MAX_JOINED_LINES:
+            picked.append(fitted)
+    return {k: (" && ".join(cmds), src) for k, (cmds, src) in chosen.items()}
+
+
+def _hosting(files: RepoFiles, app: AppDetection) -> tuple[str | None, str | None, str]:
+    """(build command, publish directory, source) from netlify.toml or vercel.json."""
+    netlify = files.toml("netlify.toml") or {}
+    build = netlify.get("build") if isinstance(netlify.get("build"), dict) else None
+    if build:
+        base = relative_dir(str(build.get("base") or "")) or "."
+        if base == (app.path or "."):
+            command = build.get("command")
+            publish = build.get("publish")
+            out = relative_dir(str(publish)) if isinstance(publish, str) else None
+            if out and base != "." and out.startswith(base + "/"):
+                out = out[len(base) + 1 :]
+            return (command if isinstance(command, str) else None), out, "netlify.toml"
+    vercel = files.json(join(app.path, "vercel.json")) or {}
+    command, output = vercel.get("buildCommand"), vercel.get("outputDirectory")
+    if isinstance(command, str) or isinstance(output, str):
+        out = relative_dir(output) if isinstance(output, str) else None
+        return (command if isinstance(command, str) else None), out, join(app.path, "vercel.json")
+    return None, None, ""
+
+
+def _declared_by_scripts(app: AppDetection, kind: CommandKind) -> bool:
+    """JS commands come from package.json scripts (or the workspace runner): declared too."""
+    return app.language in JS and getattr(app, f"{kind}_command") is not None
+
+
+def _set(app: AppDetection, kind: CommandKind, command: str, source: str) -> None:
+    setattr(app, f"{kind}_command", command)
+    app.command_sources[kind] = source
+    app.evidence.append(f"{kind} command declared in {source}")
+
+
+def apply_declared(files: RepoFiles, app: AppDetection, ci: list[CiLine]) -> None:
+    """Lay what the repository declares over the detector's guesses, most specific first."""
+    if app.language in ("unknown", "html"):
+        return
+    from_ci = _ci_commands(ci, app, files)
+    hosted_build, hosted_out, hosting_source = _hosting(files, app)
+    local = {**just_recipes(files, app.path), **make_targets(files, app.path)}
+    kinds: tuple[CommandKind, ...] = ("test", "lint", "build")
+    for kind in kinds:
+        if kind == "build" and app.role == "workspace":
+            continue  # the workspace's apps build themselves
+        if kind == "build" and hosted_build and (fitted := fit(hosted_build, app, files)):
+            _set(app, kind, fitted, hosting_source)
+        elif kind in from_ci:
+            _set(app, kind, *from_ci[kind])
+        elif kind in app.command_sources or _declared_by_scripts(app, kind):
+            continue
+        elif kind in local and all(fit(line, app, files) for line in local[kind].runs):
+            target = local[kind]
+            _set(app, kind, fit(target.command, app, files) or target.command, target.source)
+        elif kind == "test" and (entry := entry_point_test(files, app.path)):
+            fitted = fit(entry[0], app, files)
+            if fitted:
+                _set(app, kind, fitted, entry[1])
+    if hosted_out:
+        app.output_directory = hosted_out
+        app.evidence.append(f"output {hosted_out} declared in {hosting_source}")
+    docker_build, served, docker_source = dockerfile_build(files, app.path)
+    if app.build_command is None and docker_build and (fitted := fit(docker_build, app, files)):
+        _set(app, "build", fitted, docker_source)
+    if served and not hosted_out:
+        app.output_directory = served
+        app.evidence.append(f"output {served} served by {docker_source}")
+    _drop_packaging_build(files, app)
+
+
+def _drop_packaging_build(files: RepoFiles, app: AppDetection) -> None:
+    """An application is run, not published: a wheel build is no build stage for it."""
+    if app.language != "python" or "build" in app.command_sources or not app.build_command:
+        return
+    if not any(app.build_command.startswith(b) for b in PACKAGING_BUILDS):
+        return
+    pyproject = files.toml(join(app.path, "pyproject.toml")) or {}
+    tool = pyproject.get("tool")
+    poetry = tool.get("poetry") if isinstance(tool, dict) else None
+    package_mode = poetry.get("package-mode", True) if isinstance(poetry, dict) else True
+    if app.framework in ("django", "fastapi", "flask") or package_mode is False:
+        app.build_command = None
+        app.output_directory = None
+        app.evidence.append("an application: no package build")

@@ -1,0 +1,51 @@
+"""Steps an app's tests need after the install that no manifest lists: an .env from its
+example, a Laravel app key, migrations on a file database (Laravel, Rails)."""
+
+from __future__ import annotations
+
+import re
+
+from core.agent.repo_files import RepoFiles, join
+from workflows.agent_models import AppDetection
+
+ENV_EXAMPLES = (".env.example", ".env.sample", ".env.dist", ".env.template")
+
+
+def env_copy(files: RepoFiles, base: str) -> str | None:
+    """`cp -n .env.example .env` when the repository ships an example and no .env."""
+    if files.exists(join(base, ".env")):
+        return None
+    example = next((e for e in ENV_EXAMPLES if files.exists(join(base, e))), None)
+    return f"cp -n {example} .env" if example else None
+
+
+def _env_value(files: RepoFiles, base: str, key: str) -> str | None:
+    for name in ENV_EXAMPLES:
+        text = files.text(join(base, name)) or ""
+        match = re.search(rf"^\s*{re.escape(key)}\s*=\s*\"?([^\"\s#]*)", text, re.MULTILINE)
+        if match:
+            return match.group(1)
+    return None
+
+
+def app_setup(files: RepoFiles, app: AppDetection) -> list[str]:
+    """Setup commands for a non-JS app (Node apps get theirs from the Node detector)."""
+    base = app.path or "."
+    steps: list[str] = []
+    copy = env_copy(files, base)
+    if app.framework == "laravel":
+        if copy:
+            steps.append(copy)
+        if files.exists(join(base, ".env")) or copy:
+            steps.append("php artisan key:generate --force")
+        if _env_value(files, base, "DB_CONNECTION") == "sqlite":
+            steps.append("touch database/database.sqlite && php artisan migrate --force")
+    elif app.framework == "rails":
+        if copy:
+            steps.append(copy)
+        database = files.text(join(base, "config/database.yml")) or ""
+        if re.search(r"adapter:\s*sqlite3", database):
+            steps.append("bin/rails db:prepare")
+    elif copy:
+        steps.append(copy)
+    return [s for s in steps if s not in app.setup_commands]
