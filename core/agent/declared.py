@@ -11,7 +11,7 @@ from typing import Any
 from core.agent.build_files import dockerfile_build, entry_point_test, just_recipes, make_targets
 from core.agent.ci_configs import CiLine, CommandKind, kind_of
 from core.agent.framework_outputs import relative_dir
-from core.agent.js_workspaces import runner_exec
+from core.agent.js_workspaces import BUILT_BY_MEMBERS, runner_exec
 from core.agent.repo_files import RepoFiles, join
 from workflows.agent_models import AppDetection
 
@@ -157,6 +157,25 @@ def _hosting(files: RepoFiles, app: AppDetection) -> tuple[str | None, str | Non
     return None, None, ""
 
 
+def _fly(files: RepoFiles, app: AppDetection) -> None:
+    """fly.toml deploys an image: its Dockerfile and release command are evidence for the app."""
+    fly = files.toml(join(app.path, "fly.toml"))
+    if not fly:
+        return
+    build = fly.get("build") if isinstance(fly.get("build"), dict) else {}
+    deploy = fly.get("deploy") if isinstance(fly.get("deploy"), dict) else {}
+    assert isinstance(build, dict) and isinstance(deploy, dict)
+    dockerfile = build.get("dockerfile") if isinstance(build.get("dockerfile"), str) else None
+    if dockerfile and relative_dir(dockerfile) and files.exists(join(app.path, dockerfile)):
+        app.has_dockerfile = True
+        app.evidence.append(f"fly.toml deploys the image of {dockerfile}")
+    elif files.exists(join(app.path, "Dockerfile")) and not build.get("image"):
+        app.evidence.append("fly.toml deploys the image of Dockerfile")
+    release = deploy.get("release_command")
+    if isinstance(release, str) and release.strip():
+        app.evidence.append(f"fly.toml runs {release.strip()[:200]!r} before each release")
+
+
 def _declared_by_scripts(app: AppDetection, kind: CommandKind) -> bool:
     """JS commands come from package.json scripts (or the workspace runner): declared too."""
     return app.language in JS and getattr(app, f"{kind}_command") is not None
@@ -177,8 +196,8 @@ def apply_declared(files: RepoFiles, app: AppDetection, ci: list[CiLine]) -> Non
     local = {**just_recipes(files, app.path), **make_targets(files, app.path)}
     kinds: tuple[CommandKind, ...] = ("test", "lint", "build")
     for kind in kinds:
-        if kind == "build" and app.role == "workspace":
-            continue  # the workspace's apps build themselves
+        if app.command_sources.get(kind) == BUILT_BY_MEMBERS:
+            continue
         if kind == "build" and hosted_build and (fitted := fit(hosted_build, app, files)):
             _set(app, kind, fitted, hosting_source)
         elif kind in from_ci:
@@ -201,6 +220,7 @@ def apply_declared(files: RepoFiles, app: AppDetection, ci: list[CiLine]) -> Non
     if served and not hosted_out:
         app.output_directory = served
         app.evidence.append(f"output {served} served by {docker_source}")
+    _fly(files, app)
     _drop_packaging_build(files, app)
 
 

@@ -22,6 +22,8 @@ _TOOLING_NAME = re.compile(
     r"jest-presets?|tailwind-config|stylelint|commitlint|biome)(-config)?$"
 )
 MAX_MEMBERS = 200
+# The source of a workspace root's build when its apps build themselves: nothing overrides it.
+BUILT_BY_MEMBERS = "the workspace's apps"
 
 
 @dataclass
@@ -32,6 +34,8 @@ class Workspace:
     members: list[str] = field(default_factory=list)
     runner: TaskRunner | None = None
     runner_tasks: set[str] = field(default_factory=set)
+    # Projects only the runner knows (nx project.json without a package.json).
+    projects: list[str] = field(default_factory=list)
 
 
 def _globs(files: RepoFiles) -> tuple[str | None, list[str]]:
@@ -124,6 +128,8 @@ def detect_workspace(files: RepoFiles) -> Workspace | None:
     if runner == "turbo":
         workspace.runner_tasks = _turbo_tasks(files)
     elif runner in ("nx", "lerna"):
+        if runner == "nx":
+            _nx_projects(files, workspace)
         for member in workspace.members:
             scripts = (files.json(join(member, "package.json")) or {}).get("scripts")
             if isinstance(scripts, dict):
@@ -134,6 +140,42 @@ def detect_workspace(files: RepoFiles) -> Workspace | None:
     elif runner == "redwood":
         workspace.runner_tasks = {"build", "test", "lint"}
     return workspace
+
+
+_NX_PLUGIN_TASKS = (
+    ("eslint", "lint"),
+    ("jest", "test"),
+    ("vite", "test"),
+    ("vite", "build"),
+    ("next", "build"),
+    ("webpack", "build"),
+    ("rollup", "build"),
+    ("esbuild", "build"),
+    ("remix", "build"),
+    ("nuxt", "build"),
+    ("angular", "build"),
+)
+
+
+def _nx_projects(files: RepoFiles, workspace: Workspace) -> None:
+    """An integrated nx repository: projects with a project.json and no package.json, and
+    targets inferred by its plugins."""
+    nx = files.json("nx.json") or {}
+    defaults = nx.get("targetDefaults")
+    if isinstance(defaults, dict):
+        workspace.runner_tasks.update(str(t) for t in defaults)
+    plugins = nx.get("plugins")
+    for plugin in plugins if isinstance(plugins, list) else []:
+        name = str(plugin.get("plugin") if isinstance(plugin, dict) else plugin)
+        workspace.runner_tasks.update(task for key, task in _NX_PLUGIN_TASKS if key in name)
+    for folder in (*APP_CONTAINER_DIRS, "libs"):
+        for path in files.subdirs(folder)[:MAX_MEMBERS]:
+            if path in workspace.members or not files.exists(join(path, "project.json")):
+                continue
+            workspace.projects.append(path)
+            project = files.json(join(path, "project.json")) or {}
+            if isinstance(project.get("targets"), dict):
+                workspace.runner_tasks.update(str(t) for t in project["targets"])
 
 
 def root_of(files: RepoFiles, base: str) -> str | None:

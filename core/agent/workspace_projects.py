@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from core.agent.detectors import detect_app
-from core.agent.js_workspaces import Workspace, member_role, runner_command
+from core.agent.js_workspaces import BUILT_BY_MEMBERS, Workspace, member_role, runner_command
 from core.agent.repo_files import RepoFiles, join
 from workflows.agent_models import AppDetection
 
@@ -94,17 +94,42 @@ def _root_project(
         root.confidence = 0.9
         root.evidence.append("redwood.toml")
         return root
+    if workspace.projects:
+        # An integrated nx repository hoists every project's dependencies to the root: the
+        # framework they suggest is no app at the root.
+        root.framework = "node"
+        root.output_directory = _nx_output(files, workspace.projects)
     if root.framework == "node":
         root.role = "workspace"
         root.framework = runner or "workspace"
         if has_apps:
             # Members build themselves (through the runner): the root would build them twice.
             root.build_command = None
+            root.command_sources["build"] = BUILT_BY_MEMBERS
     if root.role == "workspace" and root.build_command is None:
+        root.output_directory = None
+    if root.role == "workspace" and root.build_command and not workspace.projects:
         root.output_directory = None
     if not (root.test_command or root.lint_command or root.build_command):
         return None
     return root
+
+
+def _nx_output(files: RepoFiles, projects: list[str]) -> str | None:
+    """Where nx puts the first app project's build (its outputPath, else nx's dist/<path>)."""
+    apps = [p for p in projects if p.startswith("apps/")] or projects
+    if not apps:
+        return None
+    project = files.json(join(apps[0], "project.json")) or {}
+    targets = project.get("targets")
+    build = targets.get("build") if isinstance(targets, dict) else None
+    options = build.get("options") if isinstance(build, dict) else None
+    declared = options.get("outputPath") if isinstance(options, dict) else None
+    if isinstance(declared, str):
+        cleaned = declared.replace("{workspaceRoot}/", "").removeprefix("./")
+        if cleaned and not cleaned.startswith("/") and ".." not in cleaned.split("/"):
+            return cleaned.rstrip("/")
+    return f"dist/{apps[0]}"
 
 
 def workspace_projects(
@@ -118,6 +143,8 @@ def workspace_projects(
             result.packages[path] = "component" if redwood else role
             continue
         result.apps.append(app)
+    for path in workspace.projects:
+        result.packages[path] = "component"
     root = None
     if root_app is not None and root_app.language in JS_LANGUAGES:
         root = _root_project(files, workspace, root_app, bool(result.apps))

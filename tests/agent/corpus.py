@@ -503,6 +503,35 @@ JS_WORKSPACES: tuple[SampleRepo, ...] = (
         app_frameworks=("nx", "express"),
     ),
     SampleRepo(
+        "nx-integrated",
+        "monorepo",
+        {
+            "package.json": _json(
+                {
+                    "name": "org",
+                    "private": True,
+                    "dependencies": {"next": "14.2.0", "react": "18.3.0"},
+                    "devDependencies": {"nx": "19.0.0", "@nx/next": "19.0.0"},
+                }
+            ),
+            "package-lock.json": "{}",
+            "nx.json": _json(
+                {"plugins": [{"plugin": "@nx/next/plugin"}, {"plugin": "@nx/eslint/plugin"}]}
+            ),
+            "apps/store/project.json": _json(
+                {
+                    "name": "store",
+                    "targets": {"build": {"options": {"outputPath": "dist/apps/store-web"}}},
+                }
+            ),
+            "apps/store/next.config.js": "module.exports = {}",
+            "libs/cart/project.json": _json({"name": "cart", "targets": {"test": {}}}),
+        },
+        package_manager="npm",
+        monorepo=True,
+        app_frameworks=("nx",),
+    ),
+    SampleRepo(
         "redwood-yarn",
         "monorepo",
         {

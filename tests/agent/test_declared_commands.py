@@ -155,3 +155,20 @@ def test_declared_commands_override_only_what_they_declare(tmp_path: Path) -> No
     assert app.test_command == "pytest"
     assert app.lint_command == "ruff check ."
     assert app.command_sources == {}
+
+
+def test_fly_toml_names_the_image_and_the_release_step(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("django\npytest-django\n")
+    (tmp_path / "manage.py").write_text("")
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "web.Dockerfile").write_text("FROM python:3.12\n")
+    (tmp_path / "fly.toml").write_text(
+        'app = "shop"\n[build]\ndockerfile = "deploy/web.Dockerfile"\n'
+        '[deploy]\nrelease_command = "python manage.py migrate"\n'
+    )
+    app = analyze_repository(tmp_path).primary
+    assert app.has_dockerfile
+    assert "fly.toml deploys the image of deploy/web.Dockerfile" in app.evidence
+    assert any("python manage.py migrate" in e for e in app.evidence)
+    (tmp_path / "fly.toml").write_text('[build]\ndockerfile = "../../etc/passwd"\n[deploy]\n')
+    assert not analyze_repository(tmp_path).primary.has_dockerfile

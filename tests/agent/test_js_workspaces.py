@@ -76,6 +76,19 @@ def test_nx_builds_members_by_project_name_and_tests_with_run_many(tmp_path: Pat
     assert validate_proposal(propose_pipeline(analysis)).valid
 
 
+def test_an_integrated_nx_repository_is_its_root_driven_by_nx(tmp_path: Path) -> None:
+    analysis = _analyse("nx-integrated", tmp_path)
+    [root] = analysis.apps
+    # The hoisted next dependency makes no Next.js app of the root.
+    assert (root.framework, root.role) == ("nx", "workspace")
+    assert root.build_command == "npx nx run-many -t build"
+    assert root.test_command == "npx nx run-many -t test"
+    assert root.lint_command == "npx nx run-many -t lint"
+    assert root.output_directory == "dist/apps/store-web"
+    assert analysis.workspace_packages == {"apps/store": "component", "libs/cart": "component"}
+    assert validate_proposal(propose_pipeline(analysis)).valid
+
+
 def test_redwood_is_one_app_built_by_its_cli(tmp_path: Path) -> None:
     analysis = _analyse("redwood-yarn", tmp_path)
     [app] = analysis.apps

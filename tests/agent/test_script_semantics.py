@@ -3,6 +3,7 @@ names, the setup a suite needs, and output directories the framework config decl
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,33 @@ def test_hostile_scripts_are_read_not_run() -> None:
     assert plan.lint is None
     assert output_from_script("vite build --outDir ../../outside") is None
     assert plan_scripts({"test": 3, 7: "x"}) == plan_scripts({})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("angular.json", json.dumps({"projects": {"a": {"architect": [1]}}})),
+        (
+            "angular.json",
+            json.dumps(
+                {"projects": {"a": {"architect": {"build": {"options": {"outputPath": "/etc"}}}}}}
+            ),
+        ),
+        ("angular.json", json.dumps({"projects": ["a"]})),
+        ("svelte.config.js", "import a from '@sveltejs/adapter-static'; a({ pages: '../../x' })"),
+        ("astro.config.mjs", "export default { outDir: '/var/www' }"),
+    ],
+)
+def test_hostile_framework_configs_give_no_output_outside_the_app(
+    name: str, content: str, tmp_path: Path
+) -> None:
+    deps = {"@angular/core": "18", "@sveltejs/kit": "2", "astro": "4"}
+    framework = {"angular.json": "@angular/core", "svelte.config.js": "@sveltejs/kit"}.get(
+        name, "astro"
+    )
+    pkg = {"name": "x", "scripts": {"build": "b"}, "dependencies": {framework: deps[framework]}}
+    (tmp_path / "package.json").write_text(json.dumps(pkg))
+    (tmp_path / name).write_text(content)
+    app = analyze_repository(tmp_path).primary
+    out = app.output_directory or ""
+    assert not out.startswith("/") and ".." not in out.split("/")
