@@ -10,10 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.deps import Registration, WorkerDeps
 from activities.runs.run_activities import RunActivities
+from activities.runs.stage_bookkeeping import StageBookkeepingActivities
 from activities.runs.stage_execution import StageActivities
 from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
-from infra.runners import Runner, StageOutcome, StageProcess, create_runner
-from infra.runners.base import OutputCallback
+from infra.runners import Runner, create_runner
 from infra.storage import ObjectStore, create_object_store
 from workflows.pipeline_run import PipelineRunWorkflow
 
@@ -26,8 +26,7 @@ def control_activities(
     """Run bookkeeping, checkout, variables (decrypted here), skipped and reused stages."""
     store = store or create_object_store(deps.settings)
     runs = RunActivities(deps.settings, deps.session_maker, deps.temporal)
-    # Skipping and reusing run no build: no runner, nothing started.
-    stages = StageActivities(deps.settings, deps.session_maker, store, runner=_NoRunner())
+    stages = StageBookkeepingActivities(deps.settings, deps.session_maker, store)
     return [
         runs.prepare_run,
         runs.start_run,
@@ -80,15 +79,3 @@ def build_registration(deps: WorkerDeps) -> Registration:
         activities=activities,
         on_shutdown=[runner.close],
     )
-
-
-class _NoRunner(Runner):
-    """The runner of the control side's stage activities, which start no process."""
-
-    kind = "none"
-
-    async def run(self, process: StageProcess, on_output: OutputCallback) -> StageOutcome:
-        raise RuntimeError("the control plane runs no stage")
-
-    async def remove_stale(self, prefix: str) -> int:
-        return 0

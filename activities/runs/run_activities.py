@@ -18,8 +18,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.runs.attempts import run_not_found, run_workspace
 from activities.runs.run_variables import resolve_run_variables
-from activities.runs.stage_execution import run_not_found, run_workspace
 from core.runs import build_slots, run_records
 from core.runs.plan import load_plan, slot_limit_for_key
 from core.runs.stage_records import record_never_opened

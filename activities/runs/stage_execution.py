@@ -1,4 +1,4 @@
-"""The stage activities: run one attempt (heartbeating, log capture, artifacts), skip, reuse.
+"""The build host's stage activity: run one attempt (heartbeating, log capture, artifacts).
 
 One `stage_executions` row per attempt, keyed by (run, stage, attempt). Cancellation arrives through
 the heartbeat and kills the container/process group before the row is closed as `cancelled`.
@@ -9,38 +9,36 @@ variables; the stage's resolved variables arrive in its (encrypted) input from t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.runs.attempts import (
+    environment_uuid,
+    recorded_outcome,
+    run_not_found,
+    run_workspace,
+)
 from activities.runs.bookkeeping import ride_out
-from core.runs import artifacts as artifact_files
+from activities.runs.closing import AttemptCloser
 from core.runs import stage_records as projections
 from core.runs.log_capture import LogCapture, LogChunk, OutputPace
-from db.models.pipelines import Artifact
 from db.session import driver_connection, session_scope
 from forgeline.secret_masking import SecretMasker
 from forgeline.settings import Settings
 from forgeline.statuses.runs import StageStatus
 from infra.runners import Runner, StageOutcome, StageProcess, process_name, process_prefix
-from infra.storage import ObjectStore, join_key
-from workflows.contracts.runs import EXECUTE_STAGE, RECORD_STAGE_SKIPPED, REUSE_STAGE
+from infra.storage import ObjectStore
+from workflows.contracts.runs import EXECUTE_STAGE
 from workflows.runs_models import (
-    RUN_NOT_FOUND_ERROR,
     STAGE_FAILED_ERROR,
     STAGE_INVALID_ERROR,
     STAGE_TIMED_OUT_ERROR,
     FinishRunInput,
     ResolvedVariables,
-    ReuseStageInput,
-    SkipStageInput,
     StageInput,
     StageResult,
 )
@@ -48,33 +46,6 @@ from workflows.runs_models import (
 HEARTBEAT_SECONDS = 1.0
 # At most this long for the last stage to close its run (else the workflow's finish step does).
 FINISH_SECONDS = 10.0
-# Refused artifact paths named one by one in the stage's warnings; the rest are counted.
-MAX_REFUSALS_SHOWN = 20
-
-
-def _environment_uuid(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise ApplicationError(
-            f"deploy environment {value!r} is not an ID",
-            type=STAGE_INVALID_ERROR,
-            non_retryable=True,
-        ) from None
-
-
-def run_not_found(run_id: str) -> ApplicationError:
-    return ApplicationError(
-        f"pipeline run {run_id} not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
-    )
-
-
-def run_workspace(settings: Settings, run_id: str) -> Path:
-    return settings.workspaces_dir / str(uuid.UUID(run_id))
-
-
-def log_object_key(run_id: str, stage: str, attempt: int) -> str:
-    return join_key("runs", run_id, "logs", stage, f"{attempt}.log")
 
 
 class StageActivities:
@@ -90,6 +61,7 @@ class StageActivities:
         self.session_maker = session_maker
         self.store = store
         self.runner = runner
+        self.closer = AttemptCloser(settings, session_maker, store)
         # The run activities' finish_run, where they share a process: the last stage closes its
         # run when it succeeds (never on a build host, which does not write runs).
         self.finish_run = finish_run
@@ -102,7 +74,7 @@ class StageActivities:
         if attempt > 1:
             # The previous attempt ran to its end but Temporal never took its result (an outage
             # longer than the heartbeat timeout): its recorded outcome stands, nothing runs again.
-            recorded = await self._recorded_outcome(inp, attempt - 1)
+            recorded = await recorded_outcome(self.session_maker, inp, attempt - 1)
             if recorded is not None:
                 return recorded
         name = process_name(inp.run_id, stage.name, attempt)
@@ -119,7 +91,7 @@ class StageActivities:
         # Whatever an earlier attempt left running (a crashed worker's container) goes first.
         await self.runner.remove_stale(process_prefix(inp.run_id, stage.name))
         if stage.deploy_environment_id:
-            _environment_uuid(stage.deploy_environment_id)
+            environment_uuid(stage.deploy_environment_id)
         exec_id = projections.stage_execution_id(inp.run_id, stage.name, attempt)
         # The attempt's row is opened while the process starts.
         opening = asyncio.ensure_future(self._open(inp, attempt, name))
@@ -213,7 +185,7 @@ class StageActivities:
                 process, on_output, opening, log_full if stage.on_log_limit == "fail" else None
             )
         except asyncio.CancelledError:
-            closing = self._close(
+            closing = self.closer.close(
                 inp,
                 attempt,
                 opening,
@@ -228,7 +200,7 @@ class StageActivities:
             raise
         except Exception as exc:
             await stop_beat()
-            await self._close(
+            await self.closer.close(
                 inp,
                 attempt,
                 opening,
@@ -252,7 +224,7 @@ class StageActivities:
         elif outcome.exit_code != 0:
             status = StageStatus.FAILED
         exit_code = outcome.exit_code if outcome is not None else None
-        result = await self._close(
+        result = await self.closer.close(
             inp, attempt, opening, capture, lambda: chunk_seq, status, exit_code, clock, error
         )
         status = result.status  # artifacts past their limit may fail a successful stage
@@ -361,213 +333,4 @@ class StageActivities:
             {"exit_code": exit_code},
             type=STAGE_FAILED_ERROR,
             non_retryable=not retryable,
-        )
-
-    async def _close(
-        self,
-        inp: StageInput,
-        attempt: int,
-        opening: asyncio.Future[projections.OpenedAttempt],
-        capture: LogCapture,
-        next_chunk: Callable[[], int],
-        status: StageStatus,
-        exit_code: int | None,
-        clock: float,
-        error: str | None = None,
-    ) -> StageResult:
-        warnings: list[str] = []
-        uploaded: list[artifact_files.UploadedArtifact] = []
-        if inp.stage.artifact_paths and status != StageStatus.CANCELLED:
-            uploaded, refused, over = await self._artifacts(inp, attempt)
-            warnings += refused + over
-            if over and status == StageStatus.SUCCESS and inp.stage.on_artifact_limit == "fail":
-                status, error = StageStatus.FAILED, f"artifact limit exceeded: {over[0]}"
-        if (
-            capture.truncated
-            and status != StageStatus.CANCELLED
-            and inp.stage.on_log_limit == "truncate"
-        ):
-            warnings.append(f"log truncated at {capture.limit_bytes} bytes")
-        for note in warnings:
-            capture.note(f"forgeline: warning: {note}")
-        # The last lines are stored by the closing statement itself, not a flush of their own.
-        summary = await capture.close(hand_back_last=True)
-        duration_ms = int((time.monotonic() - clock) * 1000)
-        log_key: str | None = None
-        if summary.large:
-            log_key = log_object_key(inp.run_id, inp.stage.name, attempt)
-            await asyncio.to_thread(self.store.put_file, log_key, summary.spool_path, "text/plain")
-        last = summary.last_chunk
-        closed = projections.ClosedAttempt(
-            status=status,
-            exit_code=exit_code,
-            duration_ms=duration_ms,
-            log_size_bytes=summary.byte_count,
-            log_line_count=summary.line_count,
-            # The whole log now lives in the object store; the row keeps the tail.
-            log_object_key=log_key,
-            log_tail=summary.tail if log_key else None,
-            error=error,
-            final_chunk=None
-            if last is None or log_key is not None
-            else (next_chunk(), last.first_seq, len(last.lines), last.content),
-            artifacts=uploaded,
-            warnings=warnings,
-        )
-        exec_id = (await opening).execution_id  # the row to close exists
-
-        async def close_row() -> None:
-            async with driver_connection(self.session_maker) as conn:
-                await projections.close_attempt(
-                    conn, run_id=inp.run_id, execution_id=exec_id, attempt=attempt, closed=closed
-                )
-
-        # The commands ran: their outcome is written however long the database takes to return.
-        await ride_out("closing a stage attempt", close_row)
-        with contextlib.suppress(OSError):
-            summary.spool_path.unlink()
-        return StageResult(
-            stage_name=inp.stage.name,
-            status=status,
-            exit_code=exit_code,
-            attempt=attempt,
-            execution_id=str(exec_id),
-            duration_ms=duration_ms,
-            artifact_count=len(uploaded),
-            error=error,
-        )
-
-    async def _artifacts(
-        self, inp: StageInput, attempt: int
-    ) -> tuple[list[artifact_files.UploadedArtifact], list[str], list[str]]:
-        """The stage's artifacts uploaded within the limits, the paths refused, and what the
-        limits left out (in words)."""
-        workspace = run_workspace(self.settings, inp.run_id)
-        found = await asyncio.to_thread(
-            artifact_files.collect_limited,
-            workspace,
-            inp.stage.artifact_paths,
-            self.settings.artifact_max_files,
-        )
-        refused = [f"artifact path refused: {r}" for r in found.refused[:MAX_REFUSALS_SHOWN]]
-        if len(found.refused) > MAX_REFUSALS_SHOWN:
-            refused.append(f"{len(found.refused) - MAX_REFUSALS_SHOWN} more artifact paths refused")
-        over = [found.over_limit] if found.over_limit else []
-        prefix = artifact_files.artifact_prefix(inp.run_id, inp.stage.name, attempt)
-        uploaded, left_out = await asyncio.to_thread(
-            artifact_files.upload_within,
-            self.store,
-            prefix,
-            found.files,
-            self.settings.artifact_max_bytes,
-        )
-        if left_out:
-            over.append(left_out)
-        return uploaded, refused, over
-
-    async def _recorded_outcome(self, inp: StageInput, attempt: int) -> StageResult | None:
-        """The result of `attempt` when it ended on its own: success is returned, a final failure
-        raised again. None when it must run again (lost mid-way, never opened, a retryable exit)."""
-        stage = inp.stage
-
-        async def read() -> projections.RecordedAttempt | None:
-            async with driver_connection(self.session_maker) as conn:
-                return await projections.recorded_attempt(
-                    conn, run_id=inp.run_id, stage_name=stage.name, attempt=attempt
-                )
-
-        row = await ride_out("reading the previous attempt", read)
-        if row is None:
-            return None
-        details = {"exit_code": row.exit_code}
-        if row.status == StageStatus.SUCCESS:
-            return StageResult(
-                stage_name=stage.name,
-                status=StageStatus.SUCCESS,
-                exit_code=row.exit_code,
-                attempt=row.attempt,
-                execution_id=str(row.execution_id),
-                duration_ms=row.duration_ms,
-                artifact_count=row.artifact_count,
-            )
-        if row.status == StageStatus.TIMED_OUT:
-            raise ApplicationError(
-                f"stage {stage.name} timed out after {stage.timeout_seconds}s",
-                details,
-                type=STAGE_TIMED_OUT_ERROR,
-                non_retryable=True,
-            )
-        if row.status == StageStatus.FAILED and row.exit_code is not None:
-            retryable = (
-                row.exit_code in stage.retryable_exit_codes
-                and row.exit_failures_before < stage.retry_count
-            )
-            if not retryable:
-                raise ApplicationError(
-                    f"stage {stage.name} exited with {row.exit_code}",
-                    details,
-                    type=STAGE_FAILED_ERROR,
-                    non_retryable=True,
-                )
-        return None
-
-    @RECORD_STAGE_SKIPPED.implement
-    async def record_stage_skipped(self, inp: SkipStageInput) -> StageResult:
-        async with session_scope(self.session_maker) as session:
-            exec_id = await projections.upsert_stage_execution(
-                session,
-                run_id=inp.run_id,
-                stage_name=inp.stage.name,
-                attempt=1,
-                values={
-                    "stage_id": uuid.UUID(inp.stage.stage_id) if inp.stage.stage_id else None,
-                    "status": StageStatus.SKIPPED,
-                    "skip_reason": inp.reason,
-                    "finished_at": projections.now(),
-                },
-            )
-        return StageResult(
-            stage_name=inp.stage.name,
-            status=StageStatus.SKIPPED,
-            execution_id=str(exec_id),
-            skip_reason=inp.reason,
-        )
-
-    @REUSE_STAGE.implement
-    async def reuse_stage(self, inp: ReuseStageInput) -> StageResult:
-        source_id = uuid.UUID(inp.reused.execution_id)
-        async with session_scope(self.session_maker) as session:
-            exec_id = await projections.upsert_stage_execution(
-                session,
-                run_id=inp.run_id,
-                stage_name=inp.stage.name,
-                attempt=1,
-                values={
-                    "stage_id": uuid.UUID(inp.stage.stage_id) if inp.stage.stage_id else None,
-                    "status": StageStatus.SUCCESS,
-                    "exit_code": inp.reused.exit_code,
-                    "reused_from_id": source_id,
-                    "started_at": projections.now(),
-                    "finished_at": projections.now(),
-                    "duration_ms": 0,
-                },
-            )
-            await projections.copy_reused_log(session, target=exec_id, source=source_id)
-            produced = (
-                await session.execute(
-                    select(Artifact.name, Artifact.object_key).where(
-                        Artifact.stage_execution_id == source_id
-                    )
-                )
-            ).all()
-        # Later stages may need what the reused stage built: put its artifacts back.
-        workspace = run_workspace(self.settings, inp.run_id)
-        for name, key in produced:
-            await asyncio.to_thread(artifact_files.restore, self.store, key, workspace, name)
-        return StageResult(
-            stage_name=inp.stage.name,
-            status=StageStatus.SUCCESS,
-            exit_code=inp.reused.exit_code,
-            execution_id=str(exec_id),
-            reused=True,
         )

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.runners.sandbox_runner import SANDBOX_DIR
+from infra.runners.sandbox_workspace import SANDBOX_DIR
 from infra.storage import ObjectStore, join_key, sanitize_key
 
 MAX_ARTIFACT_FILES = 1000

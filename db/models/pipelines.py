@@ -25,22 +25,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, Timestamps, UUIDPrimaryKey
 from db.models.columns import TZ_DATETIME, check_in, created_at_column, json_array, json_object
+from forgeline.statuses.runs import RunStatus, StageStatus
 
 PIPELINE_TYPES = ("build_only", "test_only", "deploy_only", "full_cicd")
 PIPELINE_STATUSES = ("draft", "active", "paused", "deprecated")
 STAGE_TYPES = ("install", "lint", "test", "build", "security_scan", "deploy", "custom")
-RUN_STATUSES = ("queued", "running", "success", "failed", "cancelled")
+RUN_STATUSES = tuple(RunStatus)
 RUN_TRIGGERS = ("manual", "api", "push", "pull_request", "schedule")
-STAGE_EXECUTION_STATUSES = (
-    "pending",
-    "queued",
-    "running",
-    "success",
-    "failed",
-    "cancelled",
-    "skipped",
-    "timed_out",
-)
+STAGE_EXECUTION_STATUSES = tuple(StageStatus)
 RUNNERS = ("sandbox", "docker", "unsafe-local")
 
 

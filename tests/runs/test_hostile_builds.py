@@ -22,7 +22,8 @@ import pytest
 
 from infra.runners import Runner, StageProcess
 from infra.runners.cgroups import Cgroups
-from infra.runners.sandbox_runner import SandboxRunner, workspace_usage
+from infra.runners.sandbox_runner import SandboxRunner
+from infra.runners.sandbox_workspace import workspace_usage
 from tests.runs.sandbox import sandbox_runner
 from tests.runs.test_pipeline_run import process_gone
 from tests.runs.test_runners import Collected

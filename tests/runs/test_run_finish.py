@@ -13,8 +13,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
+from activities.runs.attempts import run_workspace
 from activities.runs.registration import WORKFLOWS, pipeline_activities
-from activities.runs.stage_execution import StageActivities, run_workspace
+from activities.runs.stage_execution import StageActivities
 from core.runs import build_slots
 from db.models.billing import UsageRecord
 from db.session import driver_connection

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from activities.runs.attempts import run_workspace
 from activities.runs.run_variables import RunVariablesCache, stage_variables
-from activities.runs.stage_execution import StageActivities, run_workspace
+from activities.runs.stage_execution import StageActivities
 from db.models.pipelines import Pipeline
 from db.models.projects import Project
 from db.session import session_scope

@@ -1,0 +1,99 @@
+"""What the stage activities share: their errors, a run's workspace, where a large log goes,
+and the recorded outcome of an earlier attempt (an attempt that ended is not run again)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.exceptions import ApplicationError
+
+from activities.runs.bookkeeping import ride_out
+from core.runs import stage_records
+from db.session import driver_connection
+from forgeline.settings import Settings
+from forgeline.statuses.runs import StageStatus
+from infra.storage import join_key
+from workflows.runs_models import (
+    RUN_NOT_FOUND_ERROR,
+    STAGE_FAILED_ERROR,
+    STAGE_INVALID_ERROR,
+    STAGE_TIMED_OUT_ERROR,
+    StageInput,
+    StageResult,
+)
+
+
+def environment_uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ApplicationError(
+            f"deploy environment {value!r} is not an ID",
+            type=STAGE_INVALID_ERROR,
+            non_retryable=True,
+        ) from None
+
+
+def run_not_found(run_id: str) -> ApplicationError:
+    return ApplicationError(
+        f"pipeline run {run_id} not found", type=RUN_NOT_FOUND_ERROR, non_retryable=True
+    )
+
+
+def run_workspace(settings: Settings, run_id: str) -> Path:
+    return settings.workspaces_dir / str(uuid.UUID(run_id))
+
+
+def log_object_key(run_id: str, stage: str, attempt: int) -> str:
+    return join_key("runs", run_id, "logs", stage, f"{attempt}.log")
+
+
+async def recorded_outcome(
+    session_maker: async_sessionmaker[AsyncSession], inp: StageInput, attempt: int
+) -> StageResult | None:
+    """The result of `attempt` when it ended on its own: success is returned, a final failure
+    raised again. None when it must run again (lost mid-way, never opened, a retryable exit)."""
+    stage = inp.stage
+
+    async def read() -> stage_records.RecordedAttempt | None:
+        async with driver_connection(session_maker) as conn:
+            return await stage_records.recorded_attempt(
+                conn, run_id=inp.run_id, stage_name=stage.name, attempt=attempt
+            )
+
+    row = await ride_out("reading the previous attempt", read)
+    if row is None:
+        return None
+    details = {"exit_code": row.exit_code}
+    if row.status == StageStatus.SUCCESS:
+        return StageResult(
+            stage_name=stage.name,
+            status=StageStatus.SUCCESS,
+            exit_code=row.exit_code,
+            attempt=row.attempt,
+            execution_id=str(row.execution_id),
+            duration_ms=row.duration_ms,
+            artifact_count=row.artifact_count,
+        )
+    if row.status == StageStatus.TIMED_OUT:
+        raise ApplicationError(
+            f"stage {stage.name} timed out after {stage.timeout_seconds}s",
+            details,
+            type=STAGE_TIMED_OUT_ERROR,
+            non_retryable=True,
+        )
+    if row.status == StageStatus.FAILED and row.exit_code is not None:
+        retryable = (
+            row.exit_code in stage.retryable_exit_codes
+            and row.exit_failures_before < stage.retry_count
+        )
+        if not retryable:
+            raise ApplicationError(
+                f"stage {stage.name} exited with {row.exit_code}",
+                details,
+                type=STAGE_FAILED_ERROR,
+                non_retryable=True,
+            )
+    return None
