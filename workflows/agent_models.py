@@ -62,6 +62,8 @@ class AppDetection(BaseModel):
     cache_paths: list[str] = Field(default_factory=list)
     lockfiles: list[str] = Field(default_factory=list)
     has_dockerfile: bool = False
+    # The build runs in another image than the app's (a PHP app's front-end assets in Node).
+    build_image: str | None = None
     estimated_build_seconds: int = 60
     evidence: list[str] = Field(default_factory=list)
     # Run after the install and before the tests (an .env from its example, app keys, a

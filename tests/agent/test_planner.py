@@ -99,20 +99,3 @@ def test_framework_hint_orders_monorepo_apps(corpus_root: Path) -> None:
     root = write_repo(sample, corpus_root)
     assert analyze_repository(root, framework_hint="fastapi").primary.framework == "fastapi"
     assert analyze_repository(root, framework_hint="vue").primary.framework == "vue"
-
-
-@pytest.mark.parametrize(
-    ("pinned", "requires", "expected"),
-    [
-        (None, ">=3.11,<3.12", "3.11"),
-        (None, ">=3.10", "3.12"),
-        (None, ">=3.13", "3.13"),
-        (None, "==3.10.*", "3.10"),
-        ("3.9.18\n", ">=3.8", "3.9"),
-        (None, "", "3.12"),
-    ],
-)
-def test_python_image_follows_the_project(pinned, requires, expected) -> None:
-    from core.agent.detectors.python import _python_version
-
-    assert _python_version(pinned, requires) == expected

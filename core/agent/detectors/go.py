@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
+from core.agent.images import cache_paths, go_image
 from core.agent.repo_files import RepoFiles, join
+from core.agent.versions import go_version
 from workflows.agent_models import AppDetection
 
 
@@ -16,7 +18,8 @@ class GoDetector:
         if raw is None:
             return None
         module = re.search(r"^module\s+(\S+)", raw, re.M)
-        version = re.search(r"^go\s+(\d+\.\d+)", raw, re.M)
+        version = go_version(raw)
+        image = go_image(version.version)
         return AppDetection(
             path=base or ".",
             name=(module.group(1).rsplit("/", 1)[-1] if module else "app"),
@@ -29,9 +32,11 @@ class GoDetector:
             test_command="go test ./...",
             build_command="go build -o bin/ ./...",
             output_directory="bin",
-            image=f"golang:{version.group(1)}" if version else "golang:1.22",
-            cache_paths=["~/go/pkg/mod", "~/.cache/go-build"],
+            image=image,
+            cache_paths=cache_paths(image, "go"),
             has_dockerfile=files.exists(join(base, "Dockerfile")),
             estimated_build_seconds=60,
-            evidence=["go.mod"] + (["go.sum"] if files.exists(join(base, "go.sum")) else []),
+            evidence=["go.mod"]
+            + (["go.sum"] if files.exists(join(base, "go.sum")) else [])
+            + ([f"Go {version.version} from {version.source}"] if version.source else []),
         )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from core.agent.images import cache_paths, java_image
 from core.agent.repo_files import RepoFiles, join
+from core.agent.versions import java_version
 from workflows.agent_models import AppDetection
 
 
@@ -20,8 +22,11 @@ class JavaDetector:
             return None
         text = pom or files.text(join(base, gradle_file or "")) or ""
         spring = "spring-boot" in text or "org.springframework.boot" in text
+        jdk = java_version(files, base, text)
+        version_note = [f"JDK {jdk.version} from {jdk.source}"] if jdk.source else []
         if pom is not None:
             mvn = "./mvnw" if files.exists(join(base, "mvnw")) else "mvn"
+            image = java_image(jdk.version, "maven", wrapper=False)
             return AppDetection(
                 path=base or ".",
                 name=PurePosixPath(base).name or "app",
@@ -34,13 +39,15 @@ class JavaDetector:
                 test_command=f"{mvn} -B test",
                 build_command=f"{mvn} -B package -DskipTests",
                 output_directory="target",
-                image="maven:3.9-eclipse-temurin-21",
-                cache_paths=["~/.m2/repository"],
+                image=image,
+                cache_paths=cache_paths(image, "maven"),
                 has_dockerfile=files.exists(join(base, "Dockerfile")),
                 estimated_build_seconds=200,
-                evidence=["pom.xml"] + (["spring-boot"] if spring else []),
+                evidence=["pom.xml"] + (["spring-boot"] if spring else []) + version_note,
             )
-        gradle = "./gradlew" if files.exists(join(base, "gradlew")) else "gradle"
+        wrapper = files.exists(join(base, "gradlew"))
+        gradle = "./gradlew" if wrapper else "gradle"
+        image = java_image(jdk.version, "gradle", wrapper=wrapper)
         return AppDetection(
             path=base or ".",
             name=PurePosixPath(base).name or "app",
@@ -53,9 +60,12 @@ class JavaDetector:
             test_command=f"{gradle} test --no-daemon",
             build_command=f"{gradle} build -x test --no-daemon",
             output_directory="build/libs",
-            image="gradle:8-jdk21",
-            cache_paths=["~/.gradle/caches"],
+            image=image,
+            cache_paths=cache_paths(image, "gradle"),
             has_dockerfile=files.exists(join(base, "Dockerfile")),
             estimated_build_seconds=220,
-            evidence=[gradle_file or "build.gradle"] + (["spring-boot"] if spring else []),
+            evidence=[gradle_file or "build.gradle"]
+            + (["spring-boot"] if spring else [])
+            + version_note
+            + list(jdk.notes),
         )

@@ -8,9 +8,11 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from core.agent.framework_outputs import declared_output
+from core.agent.images import node_image
 from core.agent.js_workspaces import root_of, runner_exec
 from core.agent.repo_files import RepoFiles, join
 from core.agent.scripts import e2e_setup, plan_scripts
+from core.agent.versions import node_version
 from workflows.agent_models import AppDetection
 
 NODE_FRAMEWORKS: tuple[tuple[str, tuple[str, ...], str | None, int], ...] = (
@@ -65,9 +67,12 @@ def _node_install(manager: str, locked: bool, files: RepoFiles, base: str) -> st
             else ("corepack enable && pnpm install")
         )
     if manager == "yarn":
-        if files.exists(join(base, ".yarnrc.yml")):
-            return "corepack enable && yarn install --immutable"
-        return "yarn install --frozen-lockfile" if locked else "yarn install"
+        declared = str((files.json(join(base, "package.json")) or {}).get("packageManager") or "")
+        if files.exists(join(base, ".yarnrc.yml")) or re.match(r"yarn@[2-9]", declared):
+            return "corepack enable && yarn install" + (" --immutable" if locked else "")
+        # A declared Yarn 1 release runs through corepack too (the image's own may differ).
+        prefix = "corepack enable && " if declared else ""
+        return prefix + ("yarn install --frozen-lockfile" if locked else "yarn install")
     if manager == "bun":
         return "bun install --frozen-lockfile" if locked else "bun install"
     return "npm ci" if locked else "npm install"
@@ -81,13 +86,11 @@ def _node_run(manager: str, script: str) -> str:
     return f"{manager} run {script}"
 
 
-def _node_image(pkg: dict[str, Any], manager: str) -> str:
+def _node_image(files: RepoFiles, base: str, pkg: dict[str, Any], manager: str, root: str) -> str:
+    """volta, .nvmrc, .node-version or engines.node resolved by core.agent.versions."""
     if manager == "bun":
         return "oven/bun:1"
-    engines = pkg.get("engines") or {}
-    node = str(engines.get("node", "")) if isinstance(engines, dict) else ""
-    majors = [int(m) for m in re.findall(r"(\d{2})", node) if 16 <= int(m) <= 30]
-    return f"node:{max(majors)}" if majors else "node:20"
+    return node_image(node_version(files, base, pkg, root).version)
 
 
 def _node_cache(manager: str) -> list[str]:
@@ -186,7 +189,7 @@ class NodeDetector:
             test_command=_node_run(manager, plan.unit) if plan.unit else None,
             build_command=_node_run(manager, plan.build) if plan.build else None,
             output_directory=output if plan.build else None,
-            image=_node_image(pkg, manager),
+            image=_node_image(files, base, pkg, manager, lock_dir),
             cache_paths=_node_cache(manager),
             has_dockerfile=files.exists(join(base, "Dockerfile")),
             estimated_build_seconds=seconds,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from core.agent.images import cache_paths, node_image, php_image
 from core.agent.repo_files import RepoFiles, join
+from core.agent.versions import node_version, php_version
 from workflows.agent_models import AppDetection
 
 
@@ -26,7 +28,13 @@ class PhpDetector:
             test = "vendor/bin/phpunit"
         else:
             test = None
-        node_assets = laravel and files.exists(join(base, "package.json"))
+        php = php_version(composer)
+        image = php_image(php.version)
+        # Front-end assets build in a Node image: composer:2 and php:*-cli carry no npm.
+        pkg = files.json(join(base, "package.json"))
+        node_assets = laravel and pkg is not None
+        build_image = node_image(node_version(files, base, pkg).version) if pkg else None
+        npm_install = "npm ci" if files.exists(join(base, "package-lock.json")) else "npm install"
         return AppDetection(
             path=base or ".",
             name=str(composer.get("name") or "app").rsplit("/", 1)[-1],
@@ -37,11 +45,15 @@ class PhpDetector:
             install_command="composer install --no-interaction --prefer-dist",
             lint_command=lint,
             test_command=test,
-            build_command="npm ci && npm run build" if node_assets else None,
+            build_command=f"{npm_install} && npm run build" if node_assets else None,
+            build_image=build_image if node_assets else None,
             output_directory="public/build" if node_assets else None,
-            image="composer:2",
-            cache_paths=["vendor"],
+            image=image,
+            cache_paths=[*cache_paths(image, "composer"), "vendor"],
             has_dockerfile=files.exists(join(base, "Dockerfile")),
             estimated_build_seconds=100 if laravel else 50,
-            evidence=["composer.json"] + (["laravel/framework"] if laravel else []),
+            evidence=["composer.json"]
+            + (["laravel/framework"] if laravel else [])
+            + ([f"PHP {php.version} from {php.source}"] if php.source else [])
+            + list(php.notes),
         )

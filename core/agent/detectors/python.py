@@ -2,54 +2,38 @@
 
 from __future__ import annotations
 
-import re
+import shlex
 from pathlib import PurePosixPath
 from typing import Any
 
+from core.agent.images import cache_paths, python_image
+from core.agent.python_requirements import requirement_name, requirement_names
 from core.agent.repo_files import RepoFiles, join
+from core.agent.versions import python_version
 from workflows.agent_models import AppDetection
 
 
-def _python_deps(files: RepoFiles, base: str) -> tuple[set[str], dict[str, Any]]:
-    names: set[str] = set()
+def _python_deps(files: RepoFiles, base: str) -> tuple[set[str], dict[str, Any], list[str]]:
+    """Package names the app depends on (pyproject, Poetry, requirement files with their
+    includes), the parsed pyproject, and the requirement files to install from."""
     pyproject = files.toml(join(base, "pyproject.toml")) or {}
     project = pyproject.get("project") if isinstance(pyproject.get("project"), dict) else {}
     assert isinstance(project, dict)
-    specs: list[str] = list(project.get("dependencies") or [])
+    specs: list[Any] = list(project.get("dependencies") or [])
     for group in (project.get("optional-dependencies") or {}).values():
-        specs.extend(group)
+        specs.extend(group if isinstance(group, list) else [])
     for group in (pyproject.get("dependency-groups") or {}).values():
-        specs.extend(s for s in group if isinstance(s, str))
+        specs.extend(group if isinstance(group, list) else [])
+    names = {n for s in specs if isinstance(s, str) and (n := requirement_name(s))}
     poetry = (pyproject.get("tool") or {}).get("poetry") or {}
-    names.update(str(k).lower() for k in (poetry.get("dependencies") or {}))
-    names.update(str(k).lower() for k in (poetry.get("dev-dependencies") or {}))
-    for group in (poetry.get("group") or {}).values():
-        names.update(str(k).lower() for k in (group.get("dependencies") or {}))
-    for req in ("requirements.txt", "requirements-dev.txt", "requirements/base.txt"):
-        raw = files.text(join(base, req))
-        if raw:
-            specs.extend(line for line in raw.splitlines() if line and not line.startswith("#"))
-    for spec in specs:
-        match = re.match(r"\s*([A-Za-z0-9_.\-]+)", spec)
-        if match:
-            names.add(match.group(1).lower().replace("_", "-"))
-    return names, pyproject
-
-
-def _python_version(pinned: str | None, requires: str) -> str:
-    """The CI image's Python: .python-version, else the newest one `requires-python` allows."""
-    if pinned and re.match(r"^\s*3\.\d+", pinned):
-        return ".".join(pinned.strip().split(".")[:2])
-    upper = re.search(r"<\s*3\.(\d+)", requires)
-    exact = re.search(r"(?:==|~=)\s*3\.(\d+)", requires)
-    lower = re.search(r">=?\s*3\.(\d+)", requires)
-    if exact:
-        return f"3.{exact.group(1)}"
-    if upper:
-        return f"3.{int(upper.group(1)) - 1}"
-    if lower and int(lower.group(1)) > 12:
-        return f"3.{lower.group(1)}"
-    return "3.12"
+    poetry_sections = [poetry.get("dependencies"), poetry.get("dev-dependencies")]
+    poetry_sections += [g.get("dependencies") for g in (poetry.get("group") or {}).values()]
+    for section in poetry_sections:
+        if isinstance(section, dict):
+            names.update(n for k in section if k != "python" and (n := requirement_name(str(k))))
+    requirements = requirement_names(files, base)
+    names |= requirements.names
+    return names, pyproject, requirements.install_files(base)
 
 
 class PythonDetector:
@@ -59,7 +43,7 @@ class PythonDetector:
         manifests = ("pyproject.toml", "requirements.txt", "setup.py", "Pipfile", "manage.py")
         if not any(files.exists(join(base, m)) for m in manifests):
             return None
-        deps, pyproject = _python_deps(files, base)
+        deps, pyproject, req_files = _python_deps(files, base)
         tool = pyproject.get("tool") or {}
         evidence = [m for m in manifests if files.exists(join(base, m))]
         if files.exists(join(base, "uv.lock")):
@@ -68,8 +52,9 @@ class PythonDetector:
         elif files.exists(join(base, "poetry.lock")) or "poetry" in tool:
             manager, install = "poetry", "pip install poetry && poetry install --no-interaction"
             run = "poetry run "
-        elif files.exists(join(base, "requirements.txt")):
-            manager, install, run = "pip", "pip install -r requirements.txt", ""
+        elif req_files:
+            manager, run = "pip", ""
+            install = "pip install " + " ".join(f"-r {shlex.quote(r)}" for r in req_files)
         else:
             manager, install, run = "pip", "pip install .", ""
         if manager != "pip":
@@ -101,10 +86,11 @@ class PythonDetector:
             lint = f"{run}flake8"
         else:
             lint = None
-        version = _python_version(
-            files.text(join(base, ".python-version")),
-            str((pyproject.get("project") or {}).get("requires-python") or ""),
-        )
+        version = python_version(files, base)
+        image = python_image(version.version)
+        if version.source:
+            evidence.append(f"Python {version.version} from {version.source}")
+        evidence.extend(version.notes)
         build: str | None = None
         if framework == "django":
             build = f"{run}python manage.py collectstatic --noinput"
@@ -126,8 +112,8 @@ class PythonDetector:
             test_command=test,
             build_command=build,
             output_directory="dist" if build and framework != "django" else None,
-            image=f"python:{version}",
-            cache_paths=["~/.cache/pip"] if manager == "pip" else [f"~/.cache/{manager}"],
+            image=image,
+            cache_paths=cache_paths(image, manager),
             has_dockerfile=files.exists(join(base, "Dockerfile")),
             estimated_build_seconds=seconds + min(len(deps), 100),
             evidence=evidence,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
+from core.agent.images import cache_paths, ruby_image
 from core.agent.repo_files import RepoFiles, join
+from core.agent.versions import ruby_version
 from workflows.agent_models import AppDetection
 
 
@@ -18,8 +20,8 @@ class RubyDetector:
             return None
         gems = set(re.findall(r"^\s*gem\s+['\"]([^'\"]+)['\"]", gemfile, re.M))
         rails = "rails" in gems or files.exists(join(base, "config/application.rb"))
-        version = (files.text(join(base, ".ruby-version")) or "").strip().lstrip("ruby-")
-        major_minor = ".".join(version.split(".")[:2]) if re.match(r"^\d+\.\d+", version) else "3.3"
+        version = ruby_version(files, base, gemfile)
+        image = ruby_image(version.version)
         rspec = "rspec-rails" in gems or "rspec" in gems or files.is_dir(join(base, "spec"))
         test = "bundle exec rspec" if rspec else ("bundle exec rails test" if rails else None)
         return AppDetection(
@@ -36,9 +38,11 @@ class RubyDetector:
             test_command=test,
             build_command="bundle exec rails assets:precompile" if rails else None,
             output_directory="public/assets" if rails else None,
-            image=f"ruby:{major_minor}",
-            cache_paths=["vendor/bundle"],
+            image=image,
+            cache_paths=cache_paths(image, "bundler"),
             has_dockerfile=files.exists(join(base, "Dockerfile")),
             estimated_build_seconds=150 if rails else 60,
-            evidence=["Gemfile"] + (["gem rails"] if "rails" in gems else []),
+            evidence=["Gemfile"]
+            + (["gem rails"] if "rails" in gems else [])
+            + ([f"Ruby {version.version} from {version.source}"] if version.source else []),
         )
