@@ -12,8 +12,9 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import psycopg
+import asyncpg
 import pytest
+from asyncpg.transaction import Transaction
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
@@ -173,13 +174,39 @@ async def test_postgres_restart_mid_stage_costs_no_attempt(
     assert [(r.attempt, r.status) for r in rows["after"]] == [(1, "success")]
 
 
-def _waiting_on_lock(url: str) -> list[int]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
+async def _waiting_on_lock(url: str) -> list[int]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
             "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
             "AND query LIKE '%INSERT INTO stage_executions%'"
-        ).fetchall()
+        )
+    finally:
+        await conn.close()
     return [int(r[0]) for r in rows]
+
+
+async def _end_waiters(url: str) -> None:
+    """The sessions waiting on the lock end (their statements never complete)."""
+    conn = await asyncpg.connect(url)
+    try:
+        for pid in await _waiting_on_lock(url):
+            await conn.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await conn.close()
+
+
+async def _lock_stage_executions(url: str) -> tuple[asyncpg.Connection, Transaction]:
+    """A session holding a lock that keeps attempt rows from being written until rolled back."""
+    locker = await asyncpg.connect(url)
+    try:
+        transaction = locker.transaction()
+        await transaction.start()
+        await locker.execute("LOCK TABLE stage_executions IN SHARE MODE")
+    except BaseException:
+        await locker.close()
+        raise
+    return locker, transaction
 
 
 async def test_an_attempt_lost_before_it_opened_has_its_row(
@@ -195,35 +222,27 @@ async def test_an_attempt_lost_before_it_opened_has_its_row(
     pipeline_id = await make_pipeline(own_db, org.org_id, [stage("build", "echo built", 0)])
     own = settings.model_copy(update={"database_url": own_postgres.app_url})
     run = await create_run(own_db, own, org.org_id, pipeline_id)
-    locker = await asyncio.to_thread(
-        lambda: psycopg.connect(own_postgres.superuser_url, autocommit=False)
-    )
+    # Attempt rows cannot be written until this transaction ends.
+    locker, lock = await _lock_stage_executions(own_postgres.superuser_url)
     first = second = None
     try:
-        # Attempt rows cannot be written until this transaction ends.
-        await asyncio.to_thread(locker.execute, "LOCK TABLE stage_executions IN SHARE MODE")
         first = spawn_worker(own, task_queue, "sandbox")
         handle = await start(temporal_client, run, task_queue, heartbeat_seconds=1.0)
 
         async def opening_waits() -> bool:
-            return bool(await asyncio.to_thread(_waiting_on_lock, own_postgres.superuser_url))
+            return bool(await _waiting_on_lock(own_postgres.superuser_url))
 
         await wait_for(opening_waits, timeout=60)
         first.send_signal(signal.SIGKILL)
         first.wait()
 
-        def end_waiters() -> None:
-            with psycopg.connect(own_postgres.superuser_url, autocommit=True) as conn:
-                for pid in _waiting_on_lock(own_postgres.superuser_url):
-                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-
         # The dead worker's statement must never complete: its session goes before the lock.
-        await asyncio.to_thread(end_waiters)
-        await asyncio.to_thread(locker.rollback)
+        await _end_waiters(own_postgres.superuser_url)
+        await lock.rollback()
         second = spawn_worker(own, task_queue, "sandbox")
         result = await asyncio.wait_for(handle.result(), 120)
     finally:
-        await asyncio.to_thread(locker.close)
+        await locker.close()
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
                 proc.kill()
@@ -284,21 +303,13 @@ async def test_every_attempt_lost_before_it_opened_has_its_row(
     pipeline_id = await make_pipeline(own_db, org.org_id, [stage("build", "echo built", 0)])
     own = settings.model_copy(update={"database_url": own_postgres.app_url})
     run = await create_run(own_db, own, org.org_id, pipeline_id)
-    locker = await asyncio.to_thread(
-        lambda: psycopg.connect(own_postgres.superuser_url, autocommit=False)
-    )
     workers = []
 
-    def end_waiters() -> None:
-        with psycopg.connect(own_postgres.superuser_url, autocommit=True) as conn:
-            for pid in _waiting_on_lock(own_postgres.superuser_url):
-                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-
     async def opening_waits() -> bool:
-        return bool(await asyncio.to_thread(_waiting_on_lock, own_postgres.superuser_url))
+        return bool(await _waiting_on_lock(own_postgres.superuser_url))
 
+    locker, lock = await _lock_stage_executions(own_postgres.superuser_url)
     try:
-        await asyncio.to_thread(locker.execute, "LOCK TABLE stage_executions IN SHARE MODE")
         handle = await start(temporal_client, run, task_queue, heartbeat_seconds=1.0)
         for _ in range(1 + INFRA_ATTEMPTS):
             worker = spawn_worker(own, task_queue, "sandbox")
@@ -306,12 +317,12 @@ async def test_every_attempt_lost_before_it_opened_has_its_row(
             await wait_for(opening_waits, timeout=60)
             worker.send_signal(signal.SIGKILL)
             worker.wait()
-            await asyncio.to_thread(end_waiters)
-        await asyncio.to_thread(locker.rollback)
+            await _end_waiters(own_postgres.superuser_url)
+        await lock.rollback()
         workers.append(spawn_worker(own, task_queue, "sandbox"))
         result = await asyncio.wait_for(handle.result(), 120)
     finally:
-        await asyncio.to_thread(locker.close)
+        await locker.close()
         for proc in workers:
             if proc.poll() is None:
                 proc.kill()
