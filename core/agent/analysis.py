@@ -10,7 +10,7 @@ from core.agent.declared import apply_declared
 from core.agent.detectors import detect_app
 from core.agent.js_workspaces import detect_workspace
 from core.agent.repo_files import APP_CONTAINER_DIRS, RepoFiles
-from core.agent.setup_steps import app_setup
+from core.agent.setup_steps import app_setup, node_unit_setup
 from core.agent.workspace_projects import JS_LANGUAGES, workspace_projects
 from workflows.agent_models import AppDetection, RepoAnalysis
 
@@ -86,7 +86,9 @@ def analyze_repository(
     ci = ci_lines(files)
     for app in apps:
         apply_declared(files, app, ci)
-        if app.language not in JS_LANGUAGES:
+        if app.language in JS_LANGUAGES:
+            app.setup_commands += node_unit_setup(files, app)
+        else:
             app.setup_commands += app_setup(files, app)
     workspace_install = workspace_image = None
     if is_monorepo and root_app is not None and root_app.language in JS_LANGUAGES:

@@ -6,15 +6,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from core.agent.ci_configs import CommandKind, kind_of
+from core.agent.ci_configs import TARGETS, CommandKind, kind_of
 from core.agent.framework_outputs import relative_dir
 from core.agent.repo_files import RepoFiles, join
 
-TARGETS: dict[CommandKind, tuple[str, ...]] = {
-    "test": ("test", "tests", "check", "unit", "test-unit"),
-    "lint": ("lint", "style", "fmt-check", "format-check", "typecheck"),
-    "build": ("build", "dist", "compile"),
-}
 # A recipe that needs a container engine or a VM does not run inside a CI job's container.
 _NEEDS_HOST = re.compile(r"\b(docker|docker-compose|podman|vagrant|kind|minikube|sudo)\b")
 _MAKE_TARGET = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.\-]*)\s*:(?![=:])(.*)$")
@@ -76,6 +71,14 @@ def make_targets(files: RepoFiles, base: str) -> dict[CommandKind, LocalTarget]:
                     break
         break
     return found
+
+
+def has_make_target(files: RepoFiles, base: str, target: str) -> bool:
+    for name in ("Makefile", "makefile", "GNUmakefile"):
+        text = files.text(join(base, name))
+        if text is not None:
+            return target in _recipes(text, _MAKE_TARGET, make=True)
+    return False
 
 
 def _expanded(recipe: Recipe, recipes: dict[str, Recipe], depth: int = 0) -> str:

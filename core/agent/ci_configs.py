@@ -11,11 +11,20 @@ from core.agent.repo_files import RepoFiles
 
 CommandKind = Literal["test", "lint", "build"]
 MAX_CI_FILES = 20
+WIN_SHELLS = {"pwsh", "powershell", "cmd"}
 MAX_LINES_PER_FILE = 400
 GITLAB_RESERVED = {
     "stages", "variables", "default", "include", "workflow", "image", "services", "cache",
     "before_script", "after_script", "pages",
 }  # fmt: skip
+
+
+# Conventional Makefile/justfile target names per kind.
+TARGETS: dict[CommandKind, tuple[str, ...]] = {
+    "test": ("test", "tests", "check", "unit", "test-unit"),
+    "lint": ("lint", "style", "fmt-check", "format-check", "typecheck"),
+    "build": ("build", "dist", "compile"),
+}
 
 
 @dataclass(frozen=True)
@@ -65,15 +74,24 @@ def _github(files: RepoFiles, out: list[CiLine]) -> None:
         if not isinstance(jobs, dict):
             continue
         for job in jobs.values():
-            if not isinstance(job, dict):
+            if not isinstance(job, dict) or _foreign_runner(job.get("runs-on")):
                 continue
             defaults = _dict(_dict(job.get("defaults")).get("run"))
             job_dir = _directory(defaults.get("working-directory"), top)
             steps = job.get("steps")
             for step in steps if isinstance(steps, list) else []:
-                if isinstance(step, dict) and "run" in step:
-                    where = _directory(step.get("working-directory"), job_dir)
-                    out.extend(CiLine(c, where, rel) for c in _lines(step["run"]))
+                if not isinstance(step, dict) or "run" not in step:
+                    continue
+                if str(step.get("shell") or defaults.get("shell") or "").lower() in WIN_SHELLS:
+                    continue
+                where = _directory(step.get("working-directory"), job_dir)
+                out.extend(CiLine(c, where, rel) for c in _lines(step["run"]))
+
+
+def _foreign_runner(runs_on: Any) -> bool:
+    """Windows and macOS jobs run commands a Linux container cannot."""
+    labels = runs_on if isinstance(runs_on, list) else [runs_on]
+    return any(isinstance(x, str) and re.search(r"windows|macos", x, re.I) for x in labels)
 
 
 def _gitlab(files: RepoFiles, out: list[CiLine]) -> None:
@@ -167,6 +185,9 @@ def kind_of(command: str) -> CommandKind | None:
         return None
     if _E2E.search(line):
         return None
+    target = re.fullmatch(r"(?:make|just)\s+([A-Za-z0-9_.\-]+)", line)
+    if target:
+        return next((k for k, names in TARGETS.items() if target.group(1) in names), None)
     if _LINT.search(line):
         return "lint"
     if _TEST.search(line):

@@ -8,7 +8,13 @@ import re
 import shlex
 from typing import Any
 
-from core.agent.build_files import dockerfile_build, entry_point_test, just_recipes, make_targets
+from core.agent.build_files import (
+    dockerfile_build,
+    entry_point_test,
+    has_make_target,
+    just_recipes,
+    make_targets,
+)
 from core.agent.ci_configs import CiLine, CommandKind, kind_of
 from core.agent.framework_outputs import relative_dir
 from core.agent.js_workspaces import BUILT_BY_MEMBERS, runner_exec
@@ -76,8 +82,6 @@ def _fit_python(segment: str, words: list[str], app: AppDetection, deps_text: st
     prefix = {"poetry": "poetry run ", "uv": "uv run "}.get(app.package_manager or "", "")
     if first in ("poetry", "uv") and first == app.package_manager:
         return segment
-    if first == "make":
-        return segment
     if first in ("python", "python3"):
         module = words[2] if len(words) > 2 and words[1] == "-m" else None
         if module and module not in ("unittest", "compileall") and module not in deps_text:
@@ -97,7 +101,12 @@ def fit(command: str, app: AppDetection, files: RepoFiles) -> str | None:
         words = _words(segment)
         if not words or any(w in ("|", ">", ">>") for w in words):
             return None
-        if app.language in JS:
+        if words[0] == "make":
+            # Make ships in the stock images; the target must exist (a bare `make` builds all).
+            target = words[1] if len(words) > 1 else None
+            known = target is None or has_make_target(files, app.path, target)
+            fitted = segment if known and len(words) <= 2 else None
+        elif app.language in JS:
             fitted = _fit_node(segment, words, app, pkg)
         elif app.language == "python":
             fitted = _fit_python(segment, words, app, deps_text)

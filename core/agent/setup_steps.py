@@ -4,7 +4,9 @@ example, a Laravel app key, migrations on a file database (Laravel, Rails)."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
+from core.agent.js_workspaces import runner_exec
 from core.agent.repo_files import RepoFiles, join
 from workflows.agent_models import AppDetection
 
@@ -48,4 +50,22 @@ def app_setup(files: RepoFiles, app: AppDetection) -> list[str]:
             steps.append("bin/rails db:prepare")
     elif copy:
         steps.append(copy)
+    return [s for s in steps if s not in app.setup_commands]
+
+
+def node_unit_setup(files: RepoFiles, app: AppDetection) -> list[str]:
+    """Unit suites that run in a browser (Vitest browser mode on Playwright) need it installed;
+    Karma needs a Chrome the image must carry (noted, not installed)."""
+    if not app.test_command:
+        return []
+    pkg = files.json(join(app.path, "package.json")) or {}
+    deps: dict[str, Any] = {}
+    for key in ("dependencies", "devDependencies"):
+        if isinstance(pkg.get(key), dict):
+            deps.update(pkg[key])
+    steps: list[str] = []
+    if "@vitest/browser" in deps and ("playwright" in deps or "@playwright/test" in deps):
+        steps.append(f"{runner_exec(app.package_manager or 'npm')} playwright install --with-deps")
+    if "karma" in deps and "karma runs the unit tests in Chrome" not in app.evidence:
+        app.evidence.append("karma runs the unit tests in Chrome")
     return [s for s in steps if s not in app.setup_commands]

@@ -172,3 +172,21 @@ def test_fly_toml_names_the_image_and_the_release_step(tmp_path: Path) -> None:
     assert any("python manage.py migrate" in e for e in app.evidence)
     (tmp_path / "fly.toml").write_text('[build]\ndockerfile = "../../etc/passwd"\n[deploy]\n')
     assert not analyze_repository(tmp_path).primary.has_dockerfile
+
+
+def test_make_targets_from_ci_must_exist_and_foreign_runners_are_skipped(tmp_path: Path) -> None:
+    _node_repo(tmp_path, {"test": "jest", "start": "node ."})
+    (tmp_path / "Makefile").write_text("check:\n\tnpm test\n")
+    _workflow(
+        tmp_path,
+        "jobs:\n"
+        "  win:\n    runs-on: windows-latest\n    steps:\n      - run: npm run test:win\n"
+        "  pwsh:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - run: Invoke-Pester\n        shell: pwsh\n"
+        "  unix:\n    runs-on: [self-hosted, linux]\n    steps:\n"
+        "      - run: make test\n"  # no such target: not taken
+        "      - run: make check\n",
+    )
+    app = analyze_repository(tmp_path).primary
+    assert app.test_command == "make check"
+    assert app.command_sources["test"] == ".github/workflows/ci.yml"

@@ -101,3 +101,13 @@ def test_hostile_framework_configs_give_no_output_outside_the_app(
     app = analyze_repository(tmp_path).primary
     out = app.output_directory or ""
     assert not out.startswith("/") and ".." not in out.split("/")
+
+
+def test_a_unit_suite_in_browser_mode_installs_its_browser(tmp_path: Path) -> None:
+    deps = {"vite": "5", "react": "18", "@vitest/browser": "2", "playwright": "1.45"}
+    pkg = {"name": "ui", "scripts": {"test": "vitest --browser.headless"}, "devDependencies": deps}
+    (tmp_path / "package.json").write_text(json.dumps(pkg))
+    (tmp_path / "pnpm-lock.yaml").write_text("lockfileVersion: '9.0'\n")
+    app = analyze_repository(tmp_path).primary
+    assert app.test_command == "pnpm run test"
+    assert app.setup_commands == ["pnpm exec playwright install --with-deps"]
