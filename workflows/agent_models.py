@@ -64,6 +64,8 @@ class AppDetection(BaseModel):
     has_dockerfile: bool = False
     # The build runs in another image than the app's (a PHP app's front-end assets in Node).
     build_image: str | None = None
+    # Executables the app's own install puts on PATH (pip's console scripts of its packages).
+    provided_tools: list[str] = Field(default_factory=list)
     estimated_build_seconds: int = 60
     evidence: list[str] = Field(default_factory=list)
     # Run after the install and before the tests (an .env from its example, app keys, a

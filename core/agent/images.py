@@ -233,6 +233,8 @@ def _segments(command: str) -> list[list[str]]:
             words = part.split()
         while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
             words = words[1:]  # FOO=bar cmd
+        if words and words[0].startswith("("):
+            words = [words[0].lstrip("("), *words[1:]] if words[0] != "(" else words[1:]
         if words:
             out.append(words)
     return out
@@ -287,13 +289,15 @@ def installed_tools(command: str) -> set[str]:
     return {tool for words in _segments(command) for tool in _installed(words)}
 
 
-def missing_tools(image: str | None, commands: list[str]) -> list[str]:
-    """Tools the commands call that neither the image nor an earlier step provides ([] when
-    the image is not in the catalog: nothing can be said about it)."""
+def missing_tools(
+    image: str | None, commands: list[str], provided: Iterable[str] = ()
+) -> list[str]:
+    """Tools the commands call that neither the image, an earlier step nor the project's own
+    install (`provided`) puts on PATH ([] when the image is not in the catalog)."""
     available = image_tools(image)
     if available is None:
         return []
-    have = set(available)
+    have = set(available) | set(provided)
     missing: list[str] = []
     for words in (w for command in commands for w in _segments(command)):
         tool = _called(words)
@@ -303,10 +307,12 @@ def missing_tools(image: str | None, commands: list[str]) -> list[str]:
     return missing
 
 
-def install_steps(image: str | None, commands: list[str]) -> list[str]:
+def install_steps(
+    image: str | None, commands: list[str], provided: Iterable[str] = ()
+) -> list[str]:
     """Steps to run first so that every tool the commands call is there (known installers only)."""
     steps: list[str] = []
-    for tool in missing_tools(image, commands):
+    for tool in missing_tools(image, commands, provided):
         step = INSTALLERS.get(tool)
         if step and step not in steps:
             steps.append(step)

@@ -8,6 +8,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from core.agent.detectors import LOCKFILE_NAMES
+from core.agent.images import cache_paths, install_steps
 from forgeline.pipeline_spec import PipelineProposal, ProposedStage
 from forgeline.slugs import slug
 from workflows.agent_models import AppDetection, Preferences, RepoAnalysis
@@ -190,6 +191,12 @@ def propose_pipeline(
                 )
             )
         if app.build_command:
+            build_image, build_setup = app.image, [*setup, *app.setup_commands]
+            build_caches = app.cache_paths
+            if app.build_image and app.build_image != app.image:
+                # Built in its own image: the app's install and setup belong to the other one.
+                build_image, build_setup = app.build_image, []
+                build_caches = [*cache_paths(app.build_image, "npm"), "node_modules"]
             artifact = (
                 [app.output_directory if workdir == "." else f"{workdir}/{app.output_directory}"]
                 if app.output_directory
@@ -200,12 +207,12 @@ def propose_pipeline(
                     ProposedStage(
                         name=f"{prefix}build",
                         stage_type="build",
-                        commands=[*setup, *app.setup_commands, app.build_command],
-                        image=app.image,
+                        commands=[*build_setup, app.build_command],
+                        image=build_image,
                         services=services,
                         working_directory=workdir,
                         depends_on=checks or previous,
-                        cache_paths=app.cache_paths,
+                        cache_paths=build_caches,
                         cache_key_files=app.lockfiles or root_lockfiles,
                         artifact_paths=artifact,
                         timeout_seconds=max(600, app.estimated_build_seconds * 4),
@@ -216,28 +223,36 @@ def propose_pipeline(
             build_names.extend(checks or previous)
 
     primary = analysis.apps[0]
-    scan_name: str | None = None
     scans = [(app, cmd) for app in analysis.apps if (cmd := _security_command(app))]
+    scan_names: list[str] = []
     if prefs.include_security_scan and scans:
-        first = scans[0][0]
-        if len(scans) == 1:
-            commands, workdir = [scans[0][1]], first.path
-        else:
-            commands = [f"(cd {app.path} && {cmd})" for app, cmd in scans]
-            workdir = "."
-        scan_name = add(
-            ProposedStage(
-                name="security-scan",
-                stage_type="security_scan",
-                commands=commands,
-                image=first.image,
-                working_directory=workdir,
-                depends_on=list(dict.fromkeys(s for s in build_names if s)),
-                timeout_seconds=600,
+        # One scan per image: a polyglot repository's npm audit cannot run in a Python image.
+        by_image: dict[str | None, list[tuple[AppDetection, str]]] = {}
+        for app, cmd in scans:
+            by_image.setdefault(app.image, []).append((app, cmd))
+        for image, group in by_image.items():
+            first = group[0][0]
+            if len(group) == 1:
+                commands, workdir = [group[0][1]], first.path
+            else:
+                commands = [f"(cd {app.path} && {cmd})" for app, cmd in group]
+                workdir = "."
+            suffix = "" if len(by_image) == 1 else f"-{slug(first.name, max_length=30)}"
+            scan_names.append(
+                add(
+                    ProposedStage(
+                        name=f"security-scan{suffix}",
+                        stage_type="security_scan",
+                        commands=commands,
+                        image=image,
+                        working_directory=workdir,
+                        depends_on=list(dict.fromkeys(s for s in build_names if s)),
+                        timeout_seconds=600,
+                    )
+                )
             )
-        )
     # A job listed twice in `needs` is rejected by actionlint.
-    deploy_after = [scan_name] if scan_name else list(dict.fromkeys(s for s in build_names if s))
+    deploy_after = scan_names or list(dict.fromkeys(s for s in build_names if s))
     if primary.framework != "unknown" and (prefs.deploy_provider or "").lower() != "none":
         image, commands, extra = _deploy_commands(primary, prefs)
         conditions: dict[str, Any] = {
@@ -257,6 +272,14 @@ def propose_pipeline(
                 timeout_seconds=900,
             )
         )
+    provided: dict[str, list[str]] = {}
+    for app in analysis.apps:
+        provided.setdefault(app.path or ".", []).extend(app.provided_tools)
+    for stage in stages:
+        # A tool the image lacks is installed by the stage's first step (clippy, Composer, ...).
+        own = provided.get(stage.working_directory, [])
+        if first_steps := install_steps(stage.image, stage.commands, own):
+            stage.commands = [*first_steps, *stage.commands]
     if not stages:
         add(
             ProposedStage(

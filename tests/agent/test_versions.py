@@ -286,5 +286,5 @@ def test_pip_installs_the_dev_requirements_that_include_the_base(tmp_path: Path)
     )
     app = analyze_repository(tmp_path).primary
     assert app.install_command == "pip install -r requirements-dev.txt"
-    assert app.test_command == "pytest"
+    assert app.test_command == "python -m pytest"
     assert app.framework == "flask"

@@ -36,6 +36,25 @@ def _python_deps(files: RepoFiles, base: str) -> tuple[set[str], dict[str, Any],
     return names, pyproject, requirements.install_files(base)
 
 
+# Console scripts named otherwise than their package.
+CONSOLE_SCRIPTS = {
+    "django": ("django-admin",),
+    "pytest": ("pytest", "py.test"),
+    "black": ("black",),
+}
+
+
+def _console_scripts(deps: set[str]) -> set[str]:
+    """What pip puts on PATH for these packages (most name their command after themselves)."""
+    return {script for dep in deps for script in CONSOLE_SCRIPTS.get(dep, (dep,))}
+
+
+def _tool(run: str, module: str, args: str = "") -> str:
+    """A dependency's command: through the manager's `run`, or as a module of the image's
+    Python when pip installed it (the image has no such executable; cwd lands on sys.path)."""
+    return f"{run}{module}{args}" if run else f"python -m {module}{args}"
+
+
 class PythonDetector:
     ecosystem = "python"
 
@@ -73,7 +92,7 @@ class PythonDetector:
 
         uses_pytest = "pytest" in deps or any(d.startswith("pytest-") for d in deps)
         if uses_pytest or files.exists(join(base, "pytest.ini")) or "pytest" in tool:
-            test: str | None = f"{run}pytest"
+            test: str | None = _tool(run, "pytest")
         elif framework == "django":
             test = f"{run}python manage.py test"
         elif files.is_dir(join(base, "tests")):
@@ -81,9 +100,9 @@ class PythonDetector:
         else:
             test = None
         if "ruff" in deps or "ruff" in tool or files.exists(join(base, "ruff.toml")):
-            lint: str | None = f"{run}ruff check ."
+            lint: str | None = _tool(run, "ruff", " check .")
         elif "flake8" in deps or files.exists(join(base, ".flake8")):
-            lint = f"{run}flake8"
+            lint = _tool(run, "flake8")
         else:
             lint = None
         version = python_version(files, base)
@@ -115,6 +134,7 @@ class PythonDetector:
             image=image,
             cache_paths=cache_paths(image, manager),
             has_dockerfile=files.exists(join(base, "Dockerfile")),
+            provided_tools=sorted(_console_scripts(deps)) if manager == "pip" else [],
             estimated_build_seconds=seconds + min(len(deps), 100),
             evidence=evidence,
         )
