@@ -92,6 +92,16 @@ def _fit_python(segment: str, words: list[str], app: AppDetection, deps_text: st
     return None
 
 
+def _with_components(segment: str) -> str:
+    """clippy and rustfmt are rustup components the stock Rust image does not carry."""
+    words = segment.split()
+    if words[:2] == ["cargo", "clippy"]:
+        return f"rustup component add clippy && {segment}"
+    if words[:2] == ["cargo", "fmt"]:
+        return f"rustup component add rustfmt && {segment}"
+    return segment
+
+
 def fit(command: str, app: AppDetection, files: RepoFiles) -> str | None:
     """The command as the app's stage runs it, or None when its image lacks a tool it calls."""
     out: list[str] = []
@@ -113,8 +123,7 @@ def fit(command: str, app: AppDetection, files: RepoFiles) -> str | None:
         else:
             tools = ECOSYSTEM_TOOLS.get(app.language, ())
             ok = any(words[0] == t or (t.endswith("/") and words[0].startswith(t)) for t in tools)
-            # clippy and rustfmt are components the stock image does not carry.
-            fitted = segment if ok and not re.search(r"\b(clippy|fmt)\b", segment) else None
+            fitted = _with_components(segment) if ok else None
         if fitted is None:
             return None
         out.append(fitted)

@@ -718,6 +718,7 @@ DECLARED_COMMANDS: tuple[SampleRepo, ...] = (
         package_manager="cargo",
         expect={
             "test_command": "cargo test --all-features",
+            "lint_command": "rustup component add clippy && cargo clippy -- -D warnings",
             "build_command": "cargo build --release --locked",
         },
     ),
