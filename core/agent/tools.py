@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.agent.analysis import analyze_repository
+from core.agent.git_checkout import default_branch
 from core.agent.proposal import propose_pipeline
 from core.agent.repo_files import RepoFiles
 from forgeline.pipeline_spec import PipelineProposal, ValidationReport
@@ -192,9 +193,8 @@ class AgentToolbox:
                 raise ToolInputError(f"invalid pipeline: {exc.errors()[:5]}") from None
             proposal = pin_deploy_environment(proposal, prefs)
         else:
-            proposal = propose_pipeline(
-                self.analysis(), prefs, default_branch=self.input.branch or "main"
-            )
+            branch = default_branch(self.files.root) or self.input.branch or "main"
+            proposal = propose_pipeline(self.analysis(), prefs, default_branch=branch)
         self._put("draft.json", proposal)
         stages = [f"{s.name} ({s.stage_type})" for s in proposal.stages]
         return ToolResult(
