@@ -163,7 +163,7 @@ def propose_pipeline(
                     ProposedStage(
                         name=f"{prefix}lint",
                         stage_type="lint",
-                        commands=[*setup, app.lint_command],
+                        commands=[*setup, *app.setup_commands, app.lint_command],
                         image=image,
                         working_directory=workdir,
                         depends_on=previous,

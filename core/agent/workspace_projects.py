@@ -40,6 +40,9 @@ def _inherit(app: AppDetection, pkg: dict[str, Any], root_app: AppDetection) -> 
     if not _engines_node(pkg) and root_app.image:
         app.image = root_app.image
     app.install_command = None
+    # What the root sets up (its .env, a generated client) the member's tools read too.
+    inherited = [f"(cd {_up(app.path)} && {step})" for step in root_app.setup_commands]
+    app.setup_commands = [*inherited, *(s for s in app.setup_commands if s not in inherited)]
 
 
 def _member(

@@ -441,6 +441,7 @@ JS_WORKSPACES: tuple[SampleRepo, ...] = (
             ),
             "pnpm-workspace.yaml": "packages:\n  - apps/*\n  - packages/*\n",
             "pnpm-lock.yaml": "lockfileVersion: '9.0'\n",
+            ".env.example": "DATABASE_URL=postgres://localhost/acme\n",
             "turbo.json": _json(
                 {
                     "tasks": {

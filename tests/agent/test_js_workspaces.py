@@ -63,6 +63,10 @@ def test_turbo_workspace_is_one_project_driven_by_its_runner(tmp_path: Path) -> 
         assert not any(c.startswith("npm ") for c in stage.commands), stage.name
     web = next(s for s in proposal.stages if s.name == "web-build")
     assert web.artifact_paths == ["apps/web/.next"]
+    # The root's .env (from its example) is what the members' builds read.
+    assert web.commands[1] == "(cd ../.. && cp -n .env.example .env)"
+    lint = next(s for s in proposal.stages if s.name == "acme-lint")
+    assert lint.commands[1:] == ["cp -n .env.example .env", "pnpm run lint"]
     report = validate_proposal(proposal)
     assert report.valid, report.errors
 
