@@ -192,13 +192,27 @@ def root_of(files: RepoFiles, base: str) -> str | None:
     return "." if files.exists(join(base, "package.json")) else None
 
 
-def member_role(framework: str, pkg: dict[str, Any], base: str, has_index_html: bool) -> Role:
-    """A deployable app, a library other members import, or tooling (shared configs)."""
+def member_role(
+    framework: str,
+    pkg: dict[str, Any],
+    base: str,
+    has_index_html: bool,
+    project: dict[str, Any] | None = None,
+) -> Role:
+    """A deployable app, a library other members import, or tooling (shared configs, an
+    end-to-end suite of another member)."""
     name = str(pkg.get("name") or base.rsplit("/", 1)[-1]).lower()
     scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
     assert isinstance(scripts, dict)
-    if _TOOLING_NAME.search(name) or _TOOLING_NAME.search(base.rsplit("/", 1)[-1].lower()):
+    folder = base.rsplit("/", 1)[-1].lower()
+    if _TOOLING_NAME.search(name) or _TOOLING_NAME.search(folder):
         return "tooling"
+    if re.search(r"(^|[-_.])e2e$", name) or re.search(r"(^|[-_.])e2e$", folder):
+        return "tooling"
+    # nx says what a project is.
+    declared = (project or {}).get("projectType")
+    if declared in ("application", "library"):
+        return "app" if declared == "application" else "library"
     publishes = any(k in pkg for k in ("main", "module", "exports", "types", "files", "bin"))
     if framework in DEPLOYABLE_FRAMEWORKS - {"react-vite", "vue", "svelte", "express"}:
         return "app"

@@ -4,6 +4,7 @@ runner, libraries and tooling covered by the root instead of stages of their own
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -54,27 +55,61 @@ def _member(
     if app.language not in JS_LANGUAGES:
         return app, "app"
     pkg = files.json(join(path, "package.json")) or {}
+    project = files.json(join(path, "project.json")) or {}
     has_index = any(files.exists(join(path, n)) for n in ("index.html", "public/index.html"))
-    role = member_role(app.framework, pkg, path, has_index)
+    role = member_role(app.framework, pkg, path, has_index, project)
     app.role = role
     if root_app is not None and root_app.language in JS_LANGUAGES:
         _inherit(app, pkg, root_app)
     scripts = pkg.get("scripts") if isinstance(pkg.get("scripts"), dict) else {}
+    targets = project.get("targets") if isinstance(project.get("targets"), dict) else {}
     runner = workspace.runner
+    builds = (isinstance(scripts, dict) and "build" in scripts) or (
+        runner == "nx" and isinstance(targets, dict) and "build" in targets
+    )
     if (
         role == "app"
         and runner in ("turbo", "nx", "lerna")
-        and isinstance(scripts, dict)
-        and "build" in scripts
+        and builds
         and (runner != "turbo" or "build" in workspace.runner_tasks)
     ):
-        project = files.json(join(path, "project.json")) or {}
         name = str(project.get("name") or pkg.get("name") or PurePosixPath(path).name)
         manager = app.package_manager or "npm"
         # The runner builds the member's workspace dependencies first, from the root.
         app.build_command = f"cd {_up(path)} && {runner_command(runner, manager, 'build', name)}"
         app.command_sources["build"] = f"{runner} (workspace task runner)"
     return app, role
+
+
+def _hoisted(files: RepoFiles, root: AppDetection) -> bool:
+    """A workspace root whose framework comes only from dependencies hoisted for its members:
+    none of the framework's config files, no index.html, no src/ at the root."""
+    if root.framework in ("node", "workspace") or any(
+        e.startswith("config ") for e in root.evidence
+    ):
+        return False
+    return not (files.exists("index.html") or files.is_dir("src") or files.is_dir("app"))
+
+
+def _runner_scripts(files: RepoFiles, root: AppDetection, workspace: Workspace) -> None:
+    """A root script that is only `nx build` runs the default project: across the workspace
+    the runner's run-many is meant."""
+    if workspace.runner != "nx":
+        return
+    scripts = (files.json("package.json") or {}).get("scripts")
+    if not isinstance(scripts, dict):
+        return
+    manager = root.package_manager or "npm"
+    for kind, attr in (
+        ("test", "test_command"),
+        ("lint", "lint_command"),
+        ("build", "build_command"),
+    ):
+        command = getattr(root, attr)
+        body = scripts.get(command.split()[-1]) if isinstance(command, str) else None
+        if isinstance(body, str) and re.fullmatch(rf"\s*nx\s+{kind}\s*", body):
+            setattr(root, attr, runner_command("nx", manager, kind))
+            root.command_sources[kind] = "nx (workspace task runner)"
 
 
 def _root_project(
@@ -85,6 +120,7 @@ def _root_project(
     root.install_command = None
     manager = root.package_manager or "npm"
     runner = workspace.runner
+    _runner_scripts(files, root, workspace)
     if runner is not None:
         for kind, attr in (("test", "test_command"), ("lint", "lint_command")):
             if getattr(root, attr) is None and kind in workspace.runner_tasks:
@@ -102,6 +138,8 @@ def _root_project(
         # framework they suggest is no app at the root.
         root.framework = "node"
         root.output_directory = _nx_output(files, workspace.projects)
+    elif has_apps and _hoisted(files, root):
+        root.framework = "node"
     if root.framework == "node":
         root.role = "workspace"
         root.framework = runner or "workspace"

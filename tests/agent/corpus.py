@@ -484,7 +484,10 @@ JS_WORKSPACES: tuple[SampleRepo, ...] = (
                     "name": "shop",
                     "private": True,
                     "workspaces": ["apps/*", "libs/*"],
+                    # Hoisted for the members: no Angular app at the root.
+                    "dependencies": {"@angular/core": "18.0.0"},
                     "devDependencies": {"nx": "19.0.0"},
+                    "scripts": {"test": "nx test", "build": "nx build"},
                 }
             ),
             "package-lock.json": "{}",
@@ -495,13 +498,18 @@ JS_WORKSPACES: tuple[SampleRepo, ...] = (
                 name="api",
             ),
             "apps/api/project.json": _json({"name": "shop-api", "targets": {"serve": {}}}),
+            "apps/admin/package.json": _json({"name": "@shop/admin", "private": True}),
+            "apps/admin/project.json": _json(
+                {"name": "admin", "projectType": "application", "targets": {"build": {}}}
+            ),
+            "apps/admin-e2e/package.json": _pkg({"cypress": "13"}, {"e2e": "cypress run"}),
             "libs/util/package.json": _pkg(
                 {}, {"test": "jest", "build": "tsc"}, name="@shop/util", main="index.js"
             ),
         },
         package_manager="npm",
         monorepo=True,
-        app_frameworks=("nx", "express"),
+        app_frameworks=("nx", "express", "node"),
     ),
     SampleRepo(
         "nx-integrated",

@@ -74,9 +74,14 @@ def test_turbo_workspace_is_one_project_driven_by_its_runner(tmp_path: Path) -> 
 def test_nx_builds_members_by_project_name_and_tests_with_run_many(tmp_path: Path) -> None:
     analysis = _analyse("nx-npm", tmp_path)
     assert analysis.task_runner == "nx"
-    assert analysis.workspace_packages == {"libs/util": "library"}
+    assert analysis.workspace_packages == {"apps/admin-e2e": "tooling", "libs/util": "library"}
     assert _app(analysis, "apps/api").build_command == "cd ../.. && npx nx run shop-api:build"
-    assert _app(analysis, ".").test_command == "npx nx run-many -t test"
+    # An nx application without a build script still builds through its project's target.
+    assert _app(analysis, "apps/admin").build_command == "cd ../.. && npx nx run admin:build"
+    root = _app(analysis, ".")
+    # `nx test` alone tests the default project: the workspace is tested with run-many.
+    assert (root.framework, root.test_command) == ("nx", "npx nx run-many -t test")
+    assert root.build_command is None
     assert validate_proposal(propose_pipeline(analysis)).valid
 
 
