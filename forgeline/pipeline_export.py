@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 
 from forgeline.pipeline_spec import STAGE_ORDER, PipelineProposal, ProposedStage, step_name
+from forgeline.service_containers import service_env, service_of
 
 ExportFormat = Literal["github-actions", "gitlab-ci"]
 EXPORT_FORMATS: tuple[str, ...] = ("github-actions", "gitlab-ci")
@@ -162,6 +163,24 @@ def _gha_env(stage: ProposedStage) -> dict[str, str]:
     return env
 
 
+def _gha_services(stage: ProposedStage) -> dict[str, Any]:
+    """Service containers keyed by the hostname the stage's variables use, health-waited."""
+    services: dict[str, Any] = {}
+    for image in stage.services:
+        service = service_of(image)
+        if service is None:
+            continue
+        spec: dict[str, Any] = {
+            "image": image,
+            "options": f'--health-cmd "{service.health_command}" --health-interval 5s '
+            "--health-timeout 5s --health-retries 20",
+        }
+        if env := service_env(service, stage.env):
+            spec["env"] = env
+        services[service.repository] = spec
+    return services
+
+
 def to_github_actions(proposal: PipelineProposal) -> dict[str, Any]:
     proposal = for_export(proposal)
     by_name = {s.name: s for s in proposal.stages}
@@ -186,6 +205,8 @@ def to_github_actions(proposal: PipelineProposal) -> dict[str, Any]:
         job["timeout-minutes"] = max(1, -(-stage.timeout_seconds // 60))
         if env := _gha_env(stage):
             job["env"] = env
+        if services := _gha_services(stage):
+            job["services"] = services
         if stage.working_directory not in ("", "."):
             job["defaults"] = {"run": {"working-directory": stage.working_directory}}
         steps: list[dict[str, Any]] = [{"uses": "actions/checkout@v4"}]

@@ -66,6 +66,10 @@ class AppDetection(BaseModel):
     build_image: str | None = None
     # Executables the app's own install puts on PATH (pip's console scripts of its packages).
     provided_tools: list[str] = Field(default_factory=list)
+    # Service containers its tests need (images such as postgres:16) and the variables that
+    # configure them and point the tests at them (DATABASE_URL, POSTGRES_PASSWORD, ...).
+    services: list[str] = Field(default_factory=list)
+    service_env: dict[str, str] = Field(default_factory=dict)
     estimated_build_seconds: int = 60
     evidence: list[str] = Field(default_factory=list)
     # Run after the install and before the tests (an .env from its example, app keys, a

@@ -181,11 +181,13 @@ def propose_pipeline(
                         stage_type="test",
                         commands=[*setup, *app.setup_commands, app.test_command],
                         image=app.image,
+                        # Databases and caches the tests reach at the services' hostnames.
+                        services=list(app.services),
                         working_directory=workdir,
                         depends_on=previous,
                         cache_paths=app.cache_paths,
                         cache_key_files=app.lockfiles or root_lockfiles,
-                        env={"CI": "true"},
+                        env={"CI": "true", **app.service_env},
                         timeout_seconds=1200,
                     )
                 )

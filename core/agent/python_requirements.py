@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
@@ -150,3 +151,26 @@ def requirement_name(spec: str) -> str | None:
         return _canonical(Requirement(spec).name)
     except InvalidRequirement:
         return None
+
+
+def python_dependencies(files: RepoFiles, base: str) -> tuple[set[str], dict[str, Any], list[str]]:
+    """Package names the app depends on (pyproject, Poetry, requirement files with their
+    includes), the parsed pyproject, and the requirement files to install from."""
+    pyproject = files.toml(join(base, "pyproject.toml")) or {}
+    project = pyproject.get("project") if isinstance(pyproject.get("project"), dict) else {}
+    assert isinstance(project, dict)
+    specs: list[Any] = list(project.get("dependencies") or [])
+    for group in (project.get("optional-dependencies") or {}).values():
+        specs.extend(group if isinstance(group, list) else [])
+    for group in (pyproject.get("dependency-groups") or {}).values():
+        specs.extend(group if isinstance(group, list) else [])
+    names = {n for s in specs if isinstance(s, str) and (n := requirement_name(s))}
+    poetry = (pyproject.get("tool") or {}).get("poetry") or {}
+    poetry_sections = [poetry.get("dependencies"), poetry.get("dev-dependencies")]
+    poetry_sections += [g.get("dependencies") for g in (poetry.get("group") or {}).values()]
+    for section in poetry_sections:
+        if isinstance(section, dict):
+            names.update(n for k in section if k != "python" and (n := requirement_name(str(k))))
+    requirements = requirement_names(files, base)
+    names |= requirements.names
+    return names, pyproject, requirements.install_files(base)

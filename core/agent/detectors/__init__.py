@@ -17,6 +17,7 @@ from core.agent.detectors.ruby import RubyDetector
 from core.agent.detectors.rust import RustDetector
 from core.agent.detectors.static import StaticSiteDetector
 from core.agent.repo_files import RepoFiles, join
+from core.agent.services import service_plan
 from workflows.agent_models import AppDetection
 
 DETECTORS: tuple[Detector, ...] = (
@@ -65,4 +66,8 @@ def detect_app(files: RepoFiles, base: str) -> AppDetection | None:
         others = [d for d in found if d.framework not in ("node", "static", "dockerfile")]
         if others:
             best = others[0]
+    if best.test_command:
+        plan = service_plan(files, base)
+        best.services, best.service_env = plan.images, plan.env
+        best.evidence.extend(plan.evidence)
     return best

@@ -4,37 +4,12 @@ from __future__ import annotations
 
 import shlex
 from pathlib import PurePosixPath
-from typing import Any
 
 from core.agent.images import cache_paths, python_image
-from core.agent.python_requirements import requirement_name, requirement_names
+from core.agent.python_requirements import python_dependencies
 from core.agent.repo_files import RepoFiles, join
 from core.agent.versions import python_version
 from workflows.agent_models import AppDetection
-
-
-def _python_deps(files: RepoFiles, base: str) -> tuple[set[str], dict[str, Any], list[str]]:
-    """Package names the app depends on (pyproject, Poetry, requirement files with their
-    includes), the parsed pyproject, and the requirement files to install from."""
-    pyproject = files.toml(join(base, "pyproject.toml")) or {}
-    project = pyproject.get("project") if isinstance(pyproject.get("project"), dict) else {}
-    assert isinstance(project, dict)
-    specs: list[Any] = list(project.get("dependencies") or [])
-    for group in (project.get("optional-dependencies") or {}).values():
-        specs.extend(group if isinstance(group, list) else [])
-    for group in (pyproject.get("dependency-groups") or {}).values():
-        specs.extend(group if isinstance(group, list) else [])
-    names = {n for s in specs if isinstance(s, str) and (n := requirement_name(s))}
-    poetry = (pyproject.get("tool") or {}).get("poetry") or {}
-    poetry_sections = [poetry.get("dependencies"), poetry.get("dev-dependencies")]
-    poetry_sections += [g.get("dependencies") for g in (poetry.get("group") or {}).values()]
-    for section in poetry_sections:
-        if isinstance(section, dict):
-            names.update(n for k in section if k != "python" and (n := requirement_name(str(k))))
-    requirements = requirement_names(files, base)
-    names |= requirements.names
-    return names, pyproject, requirements.install_files(base)
-
 
 # Console scripts named otherwise than their package.
 CONSOLE_SCRIPTS = {
@@ -62,7 +37,7 @@ class PythonDetector:
         manifests = ("pyproject.toml", "requirements.txt", "setup.py", "Pipfile", "manage.py")
         if not any(files.exists(join(base, m)) for m in manifests):
             return None
-        deps, pyproject, req_files = _python_deps(files, base)
+        deps, pyproject, req_files = python_dependencies(files, base)
         tool = pyproject.get("tool") or {}
         evidence = [m for m in manifests if files.exists(join(base, m))]
         if files.exists(join(base, "uv.lock")):

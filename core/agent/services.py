@@ -1,0 +1,382 @@
+"""Service containers an app's tests need (Postgres, MySQL/MariaDB, Redis, MongoDB), inferred
+from its dependencies, its compose files and its .env example, with the variables its tests read
+pointed at the service's hostname."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote, urlsplit
+
+from core.agent.python_requirements import python_dependencies
+from core.agent.repo_files import RepoFiles, join
+from forgeline.service_containers import ServiceContainer, service_of
+
+# Client libraries that talk to a server of that kind (all ecosystems; names lower case).
+CLIENT_LIBRARIES: dict[str, frozenset[str]] = {
+    "postgres": frozenset({
+        "psycopg", "psycopg2", "psycopg2-binary", "psycopg-binary", "psycopg-c", "asyncpg",
+        "pg8000", "pg", "pg-promise", "postgres", "tokio-postgres", "github.com/lib/pq",
+        "github.com/jackc/pgx", "github.com/jackc/pgx/v4", "github.com/jackc/pgx/v5",
+        "org.postgresql:postgresql",
+    }),
+    "mysql": frozenset({
+        "mysqlclient", "pymysql", "mysql-connector-python", "aiomysql", "asyncmy", "mysql",
+        "mysql2", "mysql_async", "github.com/go-sql-driver/mysql", "com.mysql:mysql-connector-j",
+        "mysql:mysql-connector-java",
+    }),
+    "redis": frozenset({
+        "redis", "aioredis", "django-redis", "rq", "ioredis", "bull", "bullmq", "sidekiq",
+        "resque", "predis/predis", "github.com/redis/go-redis/v9", "github.com/go-redis/redis/v8",
+    }),
+    "mongo": frozenset({
+        "pymongo", "motor", "mongoengine", "beanie", "mongodb", "mongoose", "mongoid", "mongo",
+        "go.mongodb.org/mongo-driver", "go.mongodb.org/mongo-driver/v2",
+    }),
+}  # fmt: skip
+# Libraries that bring their own server for tests: no service container then.
+SELF_HOSTED = {
+    "mongo": frozenset({"mongodb-memory-server", "mongomock", "mongomock-motor"}),
+    "redis": frozenset({"fakeredis", "ioredis-mock", "redis-mock"}),
+    "postgres": frozenset({"pg-mem", "pglite", "@electric-sql/pglite"}),
+    "mysql": frozenset(),
+}
+URL_SCHEMES = {
+    "postgres": "postgres", "postgresql": "postgres", "postgis": "postgres", "mysql": "mysql",
+    "mysql2": "mysql", "mariadb": "mysql", "redis": "redis", "rediss": "redis", "mongodb": "mongo",
+}  # fmt: skip
+COMPOSE_FILES = (
+    "docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml",
+    "docker-compose.test.yml", "docker-compose.ci.yml", "docker-compose.dev.yml",
+)  # fmt: skip
+ENV_EXAMPLES = (
+    ".env.test", ".env.testing", ".env.ci", ".env.example", ".env.sample", ".env.dist",
+    ".env.template", ".env.local.example",
+)  # fmt: skip
+DEFAULT_DATABASE = "test"
+DEFAULT_USERS = {"postgres": "postgres", "mysql": "root", "mariadb": "root"}
+# What may reach a generated variable: no shell or CI-expression syntax from the repository.
+_SAFE = re.compile(r"^[A-Za-z0-9._~-]{1,63}$")
+_SAFE_QUERY = re.compile(r"^[A-Za-z0-9._~=&%-]{0,200}$")
+MAX_ENV_LINES = 500
+HOST_KEYS = re.compile(r"^(?P<prefix>[A-Z][A-Z0-9_]*?)_?HOST$")
+
+
+@dataclass
+class Credentials:
+    user: str | None = None
+    password: str | None = None
+    database: str | None = None
+
+
+@dataclass
+class ServiceNeed:
+    service: ServiceContainer
+    image: str
+    evidence: list[str] = field(default_factory=list)
+    credentials: Credentials = field(default_factory=Credentials)
+
+    @property
+    def host(self) -> str:
+        return self.service.repository
+
+
+@dataclass
+class ServicePlan:
+    """The service images a test stage runs beside it and the variables it sets."""
+
+    images: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    evidence: list[str] = field(default_factory=list)
+
+
+def _safe(value: str | None) -> str | None:
+    return value if value is not None and _SAFE.match(value) else None
+
+
+def _kind(repository: str) -> str:
+    """MariaDB serves what a MySQL client expects."""
+    return "mysql" if repository == "mariadb" else repository
+
+
+# --- what the app depends on ---------------------------------------------------------------------
+
+
+def dependency_names(files: RepoFiles, base: str) -> set[str]:
+    """Package names of every manifest in the app directory, lower case."""
+    names: set[str] = set()
+    pkg = files.json(join(base, "package.json"))
+    if pkg:
+        for key in ("dependencies", "devDependencies", "optionalDependencies"):
+            section = pkg.get(key)
+            if isinstance(section, dict):
+                names.update(str(k).lower() for k in section)
+    if any(
+        files.exists(join(base, m))
+        for m in ("pyproject.toml", "requirements.txt", "setup.py", "Pipfile", "manage.py")
+    ):
+        names |= python_dependencies(files, base)[0]
+    gemfile = files.text(join(base, "Gemfile")) or ""
+    names.update(g.lower() for g in re.findall(r"^\s*gem\s+['\"]([^'\"]+)['\"]", gemfile, re.M))
+    composer = files.json(join(base, "composer.json")) or {}
+    for key in ("require", "require-dev"):
+        section = composer.get(key)
+        if isinstance(section, dict):
+            names.update(str(k).lower() for k in section)
+    go_mod = files.text(join(base, "go.mod")) or ""
+    names.update(
+        m.lower()
+        for m in re.findall(r"^\s*(?:require\s+)?([a-z0-9.\-]+\.[a-z]+/\S+)\s+v", go_mod, re.M)
+    )
+    cargo = files.toml(join(base, "Cargo.toml")) or {}
+    for key in ("dependencies", "dev-dependencies"):
+        section = cargo.get(key)
+        if isinstance(section, dict):
+            names.update(str(k).lower() for k in section)
+    for build_file in ("pom.xml", "build.gradle", "build.gradle.kts"):
+        text = files.text(join(base, build_file)) or ""
+        names.update(
+            f"{g}:{a}".lower()
+            for g, a in re.findall(
+                r"<groupId>\s*([\w.\-]+)\s*</groupId>\s*<artifactId>\s*([\w.\-]+)\s*<", text
+            )
+        )
+        names.update(
+            m.lower() for m in re.findall(r"['\"]([\w.\-]+:[\w.\-]+)(?::[^'\"]*)?['\"]", text)
+        )
+    return names
+
+
+# --- compose files and .env examples -------------------------------------------------------------
+
+
+def _compose_services(files: RepoFiles, places: list[str]) -> list[tuple[str, str, dict[str, str]]]:
+    """(image, file, environment) of each catalogued service a compose file runs."""
+    found: list[tuple[str, str, dict[str, str]]] = []
+    for place in places:
+        for name in COMPOSE_FILES:
+            rel = join(place, name)
+            services = (files.yaml(rel) or {}).get("services")
+            if not isinstance(services, dict):
+                continue
+            for spec in list(services.values())[:50]:
+                if not isinstance(spec, dict) or not isinstance(spec.get("image"), str):
+                    continue
+                image = spec["image"].strip()
+                if service_of(image) is None:
+                    continue
+                env = spec.get("environment")
+                if isinstance(env, list):
+                    env = dict(str(e).split("=", 1) for e in env if "=" in str(e))
+                found.append((image, rel, {str(k): str(v) for k, v in (env or {}).items()}))
+    return found
+
+
+def _env_example(files: RepoFiles, places: list[str]) -> tuple[dict[str, str], str | None]:
+    for place in places:
+        for name in ENV_EXAMPLES:
+            rel = join(place, name)
+            text = files.text(rel)
+            if text is None:
+                continue
+            values: dict[str, str] = {}
+            for line in text.splitlines()[:MAX_ENV_LINES]:
+                match = re.match(
+                    r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]{0,80})\s*=\s*(.*)$", line
+                )
+                if match:
+                    values[match.group(1)] = match.group(2).strip().strip("'\"")
+            return values, rel
+    return {}, None
+
+
+def _url_kind(value: str) -> str | None:
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    return URL_SCHEMES.get(scheme.split("+", 1)[0])
+
+
+def _credentials_of_url(value: str) -> Credentials:
+    try:
+        parts = urlsplit(value)
+        user, password = parts.username, parts.password
+    except ValueError:
+        return Credentials()
+    database = parts.path.lstrip("/").split("/", 1)[0] or None
+    return Credentials(
+        _safe(unquote(user)) if user else None,
+        _safe(unquote(password)) if password else None,
+        _safe(database),
+    )
+
+
+def _service_url(value: str, need: ServiceNeed) -> str:
+    """The example's URL pointed at the service: its scheme and query kept, host and port the
+    service's, credentials and database the container's."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = urlsplit(_default_url(need)[1])
+    creds = need.credentials
+    auth = ""
+    # The user the container creates when the example named none.
+    user = creds.user or DEFAULT_USERS.get(need.service.repository)
+    if user:
+        auth = quote(user, safe="")
+        if creds.password:
+            auth += ":" + quote(creds.password, safe="")
+        auth += "@"
+    scheme = (
+        parts.scheme if re.match(r"^[a-z0-9+]{1,30}$", parts.scheme) else need.service.repository
+    )
+    if need.service.repository == "redis":
+        path = parts.path if re.fullmatch(r"/\d{1,2}", parts.path) else "/0"
+    else:
+        path = f"/{creds.database or DEFAULT_DATABASE}"
+    query = f"?{parts.query}" if parts.query and _SAFE_QUERY.match(parts.query) else ""
+    return f"{scheme}://{auth}{need.host}:{need.service.port}{path}{query}"
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+
+def _container_env(need: ServiceNeed) -> dict[str, str]:
+    creds = need.credentials
+    repo = need.service.repository
+    if repo == "postgres":
+        env = {
+            "POSTGRES_USER": creds.user or "postgres",
+            "POSTGRES_DB": creds.database or DEFAULT_DATABASE,
+        }
+        if creds.password:
+            env["POSTGRES_PASSWORD"] = creds.password
+        else:
+            env["POSTGRES_HOST_AUTH_METHOD"] = "trust"
+        return env
+    if repo in ("mysql", "mariadb"):
+        prefix = "MARIADB" if repo == "mariadb" else "MYSQL"
+        env = {f"{prefix}_DATABASE": creds.database or DEFAULT_DATABASE}
+        if creds.user and creds.user != "root":
+            env[f"{prefix}_USER"] = creds.user
+            env[f"{prefix}_PASSWORD"] = creds.password or "password"
+            env[f"{prefix}_ROOT_PASSWORD"] = creds.password or "password"
+        elif creds.password:
+            env[f"{prefix}_ROOT_PASSWORD"] = creds.password
+        else:
+            env[f"{prefix}_ALLOW_EMPTY_{'ROOT_' if repo == 'mariadb' else ''}PASSWORD"] = "yes"
+        return env
+    return {}
+
+
+def _default_url(need: ServiceNeed) -> tuple[str, str]:
+    repo = need.service.repository
+    if repo == "postgres":
+        return "DATABASE_URL", f"postgresql://{need.host}:5432/x"
+    if repo in ("mysql", "mariadb"):
+        return "DATABASE_URL", f"mysql://{need.host}:3306/x"
+    if repo == "redis":
+        return "REDIS_URL", f"redis://{need.host}:6379/0"
+    return "MONGODB_URI", f"mongodb://{need.host}:27017/x"
+
+
+HOST_PREFIXES = (
+    ("redis", ("REDIS",)),
+    ("mongo", ("MONGO",)),
+    ("mysql", ("MYSQL", "MARIADB")),
+    ("postgres", ("PG", "POSTGRES")),
+)
+
+
+def _host_kind(prefix: str, needs: dict[str, ServiceNeed]) -> str | None:
+    """The service a `<PREFIX>_HOST` variable names: REDIS_HOST -> redis, DB_HOST -> the SQL one."""
+    for kind, names in HOST_PREFIXES:
+        if prefix.startswith(names) and kind in needs:
+            return kind
+    if prefix in ("DB", "DATABASE"):
+        return next((k for k in ("postgres", "mysql") if k in needs), None)
+    return None
+
+
+def service_plan(files: RepoFiles, base: str) -> ServicePlan:
+    """The services the app's tests need and the variables pointing them at the services."""
+    places = list(dict.fromkeys([base or ".", "."]))
+    deps = dependency_names(files, base)
+    needs: dict[str, ServiceNeed] = {}
+    catalogue = {s.repository: s for s in (service_of(img) for img in
+                 ("postgres:16", "mysql:8.0", "redis:7", "mongo:7")) if s}  # fmt: skip
+
+    def need(kind: str, image: str | None, why: str) -> ServiceNeed:
+        if kind not in needs:
+            chosen = image or catalogue[kind].default_image
+            service = service_of(chosen) or catalogue[kind]
+            needs[kind] = ServiceNeed(service, chosen)
+        needs[kind].evidence.append(why)
+        return needs[kind]
+
+    for image, rel, env in _compose_services(files, places):
+        service = service_of(image)
+        assert service is not None
+        kind = _kind(service.repository)
+        tag_ok = re.match(r"^[a-z0-9./-]{1,100}:[A-Za-z0-9._-]{1,60}$", image)
+        found = need(kind, image if tag_ok else None, f"{rel} runs {image[:80]}")
+        prefix = {"postgres": "POSTGRES", "mysql": "MYSQL", "mariadb": "MARIADB"}.get(
+            service.repository
+        )
+        if prefix and found.credentials.user is None:
+            found.credentials = Credentials(
+                _safe(env.get(f"{prefix}_USER")),
+                _safe(env.get(f"{prefix}_PASSWORD") or env.get(f"{prefix}_ROOT_PASSWORD")),
+                _safe(env.get(f"{prefix}_DB") or env.get(f"{prefix}_DATABASE")),
+            )
+    example, example_file = _env_example(files, places)
+    urls: dict[str, tuple[str, str]] = {}
+    for key, value in example.items():
+        url_kind = _url_kind(value)
+        if url_kind is None:
+            continue
+        found = need(url_kind, None, f"{example_file} {key}")
+        urls[key] = (url_kind, value)
+        if found.credentials.user is None and found.credentials.password is None:
+            found.credentials = _credentials_of_url(value)
+    laravel = example.get("DB_CONNECTION", "").lower()
+    if laravel in ("pgsql", "mysql", "mariadb"):
+        kind = "postgres" if laravel == "pgsql" else "mysql"
+        found = need(
+            kind, "mariadb:11" if laravel == "mariadb" else None, f"{example_file} DB_CONNECTION"
+        )
+        if found.credentials.user is None:
+            found.credentials = Credentials(
+                _safe(example.get("DB_USERNAME")), _safe(example.get("DB_PASSWORD")),
+                _safe(example.get("DB_DATABASE")),
+            )  # fmt: skip
+    for kind, libraries in CLIENT_LIBRARIES.items():
+        hits = sorted(deps & libraries)
+        if hits and not deps & SELF_HOSTED[kind]:
+            need(kind, None, f"dependency {hits[0]}")
+
+    plan = ServicePlan()
+    for kind in ("postgres", "mysql", "redis", "mongo"):
+        if kind not in needs:
+            continue
+        found = needs[kind]
+        plan.images.append(found.image)
+        plan.env.update(_container_env(found))
+        plan.evidence.append(f"{found.host} service: " + ", ".join(found.evidence[:3]))
+    by_kind = needs
+    pointed: set[str] = set()  # services some variable already points the tests at
+    for key, (kind, value) in urls.items():
+        plan.env[key] = _service_url(value, by_kind[kind])
+        pointed.add(kind)
+    for key, value in example.items():
+        host = HOST_KEYS.match(key)
+        if host and value in ("localhost", "127.0.0.1", "db", "database") and by_kind:
+            prefix = host.group("prefix")
+            host_kind = _host_kind(prefix, by_kind)
+            if host_kind:
+                plan.env[key] = by_kind[host_kind].host
+                pointed.add(host_kind)
+    for kind, found in by_kind.items():
+        # No variable in an example: the conventional one, so the tests find the service.
+        if kind not in pointed:
+            key, url = _default_url(found)
+            plan.env.setdefault(key, _service_url(url, found))
+    return plan
