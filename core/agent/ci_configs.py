@@ -84,8 +84,18 @@ def _github(files: RepoFiles, out: list[CiLine]) -> None:
                     continue
                 if str(step.get("shell") or defaults.get("shell") or "").lower() in WIN_SHELLS:
                     continue
+                if _conditional(step.get("if")):
+                    continue
                 where = _directory(step.get("working-directory"), job_dir)
                 out.extend(CiLine(c, where, rel) for c in _lines(step["run"]))
+
+
+def _conditional(condition: Any) -> bool:
+    """A step that runs only for one matrix entry or event is not the job's usual check."""
+    if condition is None or condition is True:
+        return False
+    text = str(condition).replace("${{", "").replace("}}", "").strip()
+    return text not in ("always()", "success()", "!cancelled()", "true")
 
 
 def _foreign_runner(runs_on: Any) -> bool:

@@ -44,10 +44,18 @@ def _words(segment: str) -> list[str]:
         return []
 
 
-def _python_deps_text(files: RepoFiles, base: str) -> str:
-    names = ("pyproject.toml", "setup.cfg", "setup.py", "tox.ini", "noxfile.py",
-             "requirements.txt", "requirements-dev.txt", "requirements/dev.txt",
-             "requirements/test.txt", "requirements_dev.txt", "Pipfile")  # fmt: skip
+def _installed_text(files: RepoFiles, app: AppDetection) -> str:
+    """The dependency declarations the app's install command installs from (lowercased)."""
+    base = app.path or "."
+    names = ["pyproject.toml", "setup.cfg", "setup.py"]
+    install = app.install_command or ""
+    if app.package_manager == "pip":
+        named = re.findall(r"(?:-r|--requirement)\s+([^\s&;|]+)", install)
+        names = [n for n in named if relative_dir(n)]
+        if re.search(r"pip install\s+(-e\s+)?\.(\[|\s|$)", install):
+            names += ["pyproject.toml", "setup.cfg", "setup.py"]
+    elif app.package_manager == "pipenv":
+        names = ["Pipfile"]
     return "\n".join(files.text(join(base, n)) or "" for n in names).lower()
 
 
@@ -77,18 +85,29 @@ def _fit_node(segment: str, words: list[str], app: AppDetection, pkg: dict[str, 
     return None
 
 
-def _fit_python(segment: str, words: list[str], app: AppDetection, deps_text: str) -> str | None:
+STDLIB_MODULES = ("unittest", "compileall", "doctest", "venv", "pip", "json.tool")
+
+
+def _fit_python(segment: str, words: list[str], app: AppDetection, installed: str) -> str | None:
+    """Python commands run through the app's environment; a tool the install does not bring
+    is installed first with pip, or refused where the environment is managed (Poetry, uv)."""
     first = words[0]
     prefix = {"poetry": "poetry run ", "uv": "uv run "}.get(app.package_manager or "", "")
     if first in ("poetry", "uv") and first == app.package_manager:
         return segment
     if first in ("python", "python3"):
         module = words[2] if len(words) > 2 and words[1] == "-m" else None
-        if module and module not in ("unittest", "compileall") and module not in deps_text:
-            return None
+        if module is None or module in STDLIB_MODULES:
+            return prefix + segment
+        tool = module
+    elif first in PYTHON_TOOLS:
+        tool = first
+    else:
+        return None
+    if re.search(rf"(^|[^a-z0-9_-]){re.escape(tool)}([^a-z0-9_-]|$)", installed):
         return prefix + segment
-    if first in PYTHON_TOOLS and first in deps_text:
-        return prefix + segment
+    if app.package_manager == "pip":
+        return f"pip install {tool} && {segment}"
     return None
 
 
@@ -106,7 +125,7 @@ def fit(command: str, app: AppDetection, files: RepoFiles) -> str | None:
     """The command as the app's stage runs it, or None when its image lacks a tool it calls."""
     out: list[str] = []
     pkg = files.json(join(app.path, "package.json")) or {}
-    deps_text = _python_deps_text(files, app.path) if app.language == "python" else ""
+    installed = _installed_text(files, app) if app.language == "python" else ""
     for segment in (s.strip() for s in command.split("&&")):
         words = _words(segment)
         if not words or any(w in ("|", ">", ">>") for w in words):
@@ -119,7 +138,7 @@ def fit(command: str, app: AppDetection, files: RepoFiles) -> str | None:
         elif app.language in JS:
             fitted = _fit_node(segment, words, app, pkg)
         elif app.language == "python":
-            fitted = _fit_python(segment, words, app, deps_text)
+            fitted = _fit_python(segment, words, app, installed)
         else:
             tools = ECOSYSTEM_TOOLS.get(app.language, ())
             ok = any(words[0] == t or (t.endswith("/") and words[0].startswith(t)) for t in tools)

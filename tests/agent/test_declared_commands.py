@@ -191,3 +191,27 @@ def test_make_targets_from_ci_must_exist_and_foreign_runners_are_skipped(tmp_pat
     app = analyze_repository(tmp_path).primary
     assert app.test_command == "make check"
     assert app.command_sources["test"] == ".github/workflows/ci.yml"
+
+
+def test_python_tools_the_install_does_not_bring_are_installed_or_refused(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("flask\n")
+    _workflow(
+        tmp_path,
+        "jobs:\n  a:\n    steps:\n"
+        "      - run: pytest -m slow\n        if: github.event_name == 'schedule'\n"
+        "      - run: tox -e py\n"
+        "      - run: python -m flake8 src\n",
+    )
+    app = analyze_repository(tmp_path).primary
+    # A conditional step is no usual check; tox is not in requirements.txt: pip brings it.
+    assert app.test_command == "pip install tox && tox -e py"
+    assert app.lint_command == "pip install flake8 && python -m flake8 src"
+    (tmp_path / "requirements.txt").unlink()
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.poetry]\nname = "x"\n[tool.poetry.dependencies]\npython = "^3.12"\nflask = "*"\n'
+    )
+    (tmp_path / "poetry.lock").write_text("")
+    app = analyze_repository(tmp_path).primary
+    # Poetry manages the environment: a tool it does not declare is not run.
+    assert app.command_sources.get("test") != ".github/workflows/ci.yml"
+    assert app.command_sources.get("lint") != ".github/workflows/ci.yml"
