@@ -84,7 +84,8 @@ def _github(files: RepoFiles, out: list[CiLine]) -> None:
                     continue
                 if str(step.get("shell") or defaults.get("shell") or "").lower() in WIN_SHELLS:
                     continue
-                if _conditional(step.get("if")):
+                if _conditional(step.get("if")) or "${{" in str(step.get("env") or ""):
+                    # The step's command reads values only the CI system fills in.
                     continue
                 where = _directory(step.get("working-directory"), job_dir)
                 out.extend(CiLine(c, where, rel) for c in _lines(step["run"]))
@@ -170,8 +171,12 @@ _INSTALL = re.compile(
     r"uv\s+pip\s+install|bundle\s+install|composer\s+install|go\s+mod\s+download|corepack)"
 )
 _E2E = re.compile(r"playwright|cypress|e2e|wdio|selenium|testcafe|nightwatch")
+# A tox/nox environment named for a check is a lint step, whatever runs it.
+_LINT_ENV = re.compile(
+    r"\b(tox|nox)\b.*\s-(e|s)\s*['\"]?(lint|typing|types|mypy|style|flake8|pre-commit|format)"
+)
 _LINT = re.compile(
-    r"\b(lint|eslint|ruff|flake8|pylint|mypy|pyright|black\s+--check|isort\s+--check|"
+    r"\b(pre-commit\s+run|lint|eslint|ruff|flake8|pylint|mypy|pyright|black\s+--check|isort\s+--check|"
     r"prettier\s+(--check|-c)|clippy|golangci-lint|go\s+vet|gofmt|rubocop|pint|phpcs|phpstan|"
     r"stylelint|typecheck|type-check|tsc\s+--noEmit|fmt\s+--check|format\s+--check|biome)\b"
 )
@@ -198,7 +203,7 @@ def kind_of(command: str) -> CommandKind | None:
     target = re.fullmatch(r"(?:make|just)\s+([A-Za-z0-9_.\-]+)", line)
     if target:
         return next((k for k, names in TARGETS.items() if target.group(1) in names), None)
-    if _LINT.search(line):
+    if _LINT_ENV.search(line) or _LINT.search(line):
         return "lint"
     if _TEST.search(line):
         return "test"

@@ -127,6 +127,11 @@ def _watches(body: str) -> bool:
     return bool(words) and (words[0] == "nodemon" or words[:2] == ["vitest", "watch"])
 
 
+def _interactive(body: str) -> bool:
+    """A suite opened in a window (cypress open, playwright --ui) waits for a person."""
+    return bool(re.search(r"cypress\s+open|--ui\b|--headed\b|--debug\b", body))
+
+
 def _writes(body: str) -> bool:
     """A fixer (eslint --fix, prettier --write) changes the tree instead of checking it."""
     return bool(re.search(r"--fix\b|--write\b|(?<!\w)-w(?!\w)", body))
@@ -159,8 +164,11 @@ def plan_scripts(scripts: dict[str, str]) -> ScriptPlan:
             if unit:
                 plan.unit = unit
                 break
-    for name in (*E2E_NAMES, "test"):
-        if name in clean and classify(name, clean) == "e2e":
+    others = sorted(n for n in clean if "e2e" in n or "integration" in n)
+    for name in (*E2E_NAMES, *others, "test"):
+        if name not in clean or _interactive(clean[name]) or re.search(r"(^|:)dev($|:)", name):
+            continue
+        if classify(name, clean) == "e2e":
             plan.e2e = name
             plan.e2e_tools = _e2e_tools(name, clean)
             break

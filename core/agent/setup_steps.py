@@ -68,4 +68,25 @@ def node_unit_setup(files: RepoFiles, app: AppDetection) -> list[str]:
         steps.append(f"{runner_exec(app.package_manager or 'npm')} playwright install --with-deps")
     if "karma" in deps and "karma runs the unit tests in Chrome" not in app.evidence:
         app.evidence.append("karma runs the unit tests in Chrome")
+    if "prisma" in deps or "@prisma/client" in deps:
+        steps += _prisma_file_database(files, app)
     return [s for s in steps if s not in app.setup_commands]
+
+
+def _prisma_file_database(files: RepoFiles, app: AppDetection) -> list[str]:
+    """A Prisma schema on SQLite needs its database file migrated before the tests; other
+    providers need a database service instead."""
+    base = app.path or "."
+    schema = files.text(join(base, "prisma/schema.prisma")) or ""
+    datasource = re.search(r"datasource\s+\w+\s*\{([^}]*)\}", schema)
+    if datasource is None or not re.search(r'provider\s*=\s*"sqlite"', datasource.group(1)):
+        return []
+    url = re.search(r"url\s*=\s*(.+)", datasource.group(1))
+    literal = url is not None and '"file:' in url.group(1)
+    from_env = url is not None and "env(" in url.group(1)
+    if not literal and not (from_env and _env_value(files, base, "DATABASE_URL")):
+        return []
+    run = runner_exec(app.package_manager or "npm")
+    if files.is_dir(join(base, "prisma/migrations")):
+        return [f"{run} prisma migrate deploy"]
+    return [f"{run} prisma db push --skip-generate"]

@@ -330,6 +330,37 @@ SCRIPT_SEMANTICS: tuple[SampleRepo, ...] = (
         },
     ),
     SampleRepo(
+        "remix-prisma-sqlite",
+        "remix",
+        {
+            "package.json": _pkg(
+                {"@remix-run/react": "2.0.0", "@prisma/client": "5.0.0", "prisma": "5.0.0"},
+                {
+                    "build": "remix build",
+                    "test": "vitest",
+                    "test:e2e:dev": "start-server-and-test dev 3000 'npx cypress open'",
+                    "test:e2e:run": "start-server-and-test start 8811 'npx cypress run'",
+                },
+            ),
+            ".env.example": 'DATABASE_URL="file:./data.db?connection_limit=1"\n',
+            "prisma/schema.prisma": 'datasource db {\n  provider = "sqlite"\n'
+            '  url      = env("DATABASE_URL")\n}\n',
+            "prisma/migrations/20240101_init/migration.sql": "CREATE TABLE x (id int);\n",
+        },
+        package_manager="npm",
+        output_directory="build",
+        expect={
+            "test_command": "npm test",
+            "e2e_test_command": "npm run test:e2e:run",
+            "e2e_setup_commands": ["npx cypress install"],
+            "setup_commands": [
+                "cp -n .env.example .env",
+                "npx prisma generate",
+                "npx prisma migrate deploy",
+            ],
+        },
+    ),
+    SampleRepo(
         "node-placeholder-test",
         "node",
         {

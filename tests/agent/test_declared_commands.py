@@ -49,6 +49,11 @@ def test_layouts_run_what_the_repository_declares(sample: SampleRepo, tmp_path: 
         ("echo $GITHUB_SHA", None),
         ("git diff --exit-code && npm test", None),
         ("# pytest", None),
+        ("uv run tox run -e typing", "lint"),
+        ("nox -s lint", "lint"),
+        ("pre-commit run --all-files", "lint"),
+        ("make check", "test"),
+        ("just build", "build"),
     ],
 )
 def test_ci_lines_are_classified(line: str, kind: str | None) -> None:
@@ -215,3 +220,15 @@ def test_python_tools_the_install_does_not_bring_are_installed_or_refused(tmp_pa
     # Poetry manages the environment: a tool it does not declare is not run.
     assert app.command_sources.get("test") != ".github/workflows/ci.yml"
     assert app.command_sources.get("lint") != ".github/workflows/ci.yml"
+
+
+def test_steps_whose_environment_the_ci_fills_in_are_not_taken(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("flask\npytest\ntox\n")
+    _workflow(
+        tmp_path,
+        "jobs:\n  a:\n    steps:\n"
+        "      - run: tox run\n        env:\n          TOX_ENV: ${{ matrix.tox }}\n"
+        "      - run: pytest tests/fast\n        if: ${{ always() }}\n",
+    )
+    app = analyze_repository(tmp_path).primary
+    assert app.test_command == "pytest tests/fast"
