@@ -145,8 +145,15 @@ def _gha_if(stage: ProposedStage) -> str | None:
     return " && ".join(parts) or None
 
 
+def _gha_matrix_image(image: str, stage: ProposedStage) -> str:
+    """`python:${PYTHON_VERSION}` -> `python:${{ matrix.PYTHON_VERSION }}`."""
+    for name in stage.matrix:
+        image = image.replace("${" + name + "}", "${{ matrix." + name + " }}")
+    return image
+
+
 def _gha_env(stage: ProposedStage) -> dict[str, str]:
-    env = dict(stage.env)
+    env = {**{name: "${{ matrix." + name + " }}" for name in stage.matrix}, **stage.env}
     for var in _variables(stage):
         if var in env:
             continue
@@ -200,8 +207,10 @@ def to_github_actions(proposal: PipelineProposal) -> dict[str, Any]:
             job["needs"] = [job_id(d) for d in stage.depends_on]
         if cond := _gha_if(stage):
             job["if"] = cond
+        if stage.matrix:
+            job["strategy"] = {"fail-fast": False, "matrix": dict(stage.matrix)}
         if stage.image and not stage.image.startswith(RUNNER_NATIVE_IMAGES):
-            job["container"] = stage.image
+            job["container"] = _gha_matrix_image(stage.image, stage)
         job["timeout-minutes"] = max(1, -(-stage.timeout_seconds // 60))
         if env := _gha_env(stage):
             job["env"] = env
@@ -329,6 +338,9 @@ def to_gitlab_ci(proposal: PipelineProposal) -> dict[str, Any]:
             job["variables"] = {"DOCKER_TLS_CERTDIR": "/certs"}
         if stage.services and "services" not in job:
             job["services"] = list(stage.services)
+        if stage.matrix:
+            # GitLab expands the matrix variables in `image`.
+            job["parallel"] = {"matrix": [dict(stage.matrix)]}
         job["needs"] = [job_id(d) for d in stage.depends_on]
         job["timeout"] = f"{max(1, -(-stage.timeout_seconds // 60))} minutes"
         if stage.env:

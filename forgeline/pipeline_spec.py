@@ -3,9 +3,9 @@ pipelines (what exports render): stages with commands, images, conditions and de
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 StageType = Literal["install", "lint", "test", "build", "security_scan", "deploy"]
 STAGE_ORDER: tuple[str, ...] = ("install", "lint", "test", "build", "security_scan", "deploy")
@@ -28,6 +28,15 @@ class ProposedStage(BaseModel):
     cache_key_files: list[str] = Field(default_factory=list)
     artifact_paths: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
+    # Runs once per value (PYTHON_VERSION -> ["3.11", "3.12"]); `${NAME}` in the image and
+    # the variable NAME in the commands take each value.
+    matrix: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{0,39}$")],
+        Annotated[
+            list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,40}$")]],
+            Field(min_length=1, max_length=20),
+        ],
+    ] = Field(default_factory=dict, max_length=3)
 
 
 class PipelineProposal(BaseModel):

@@ -70,6 +70,8 @@ class AppDetection(BaseModel):
     # configure them and point the tests at them (DATABASE_URL, POSTGRES_PASSWORD, ...).
     services: list[str] = Field(default_factory=list)
     service_env: dict[str, str] = Field(default_factory=dict)
+    # Toolchain versions the repository already tests against (its CI matrix, tox, nox).
+    version_matrix: list[str] = Field(default_factory=list)
     estimated_build_seconds: int = 60
     evidence: list[str] = Field(default_factory=list)
     # Run after the install and before the tests (an .env from its example, app keys, a

@@ -90,6 +90,19 @@ def _deploy_commands(
             )
 
 
+# Toolchains whose image follows a matrix variable: image repository -> variable.
+MATRIX_VARIABLES = {"python": "PYTHON_VERSION", "node": "NODE_VERSION"}
+
+
+def _test_matrix(app: AppDetection) -> tuple[dict[str, list[str]], str | None]:
+    """The test stage's matrix and image template when the repository declares versions."""
+    repository = (app.image or "").split(":", 1)[0]
+    variable = MATRIX_VARIABLES.get(repository)
+    if variable is None or len(app.version_matrix) < 2:
+        return {}, app.image
+    return {variable: list(app.version_matrix)}, f"{repository}:${{{variable}}}"
+
+
 def propose_pipeline(
     analysis: RepoAnalysis,
     preferences: Preferences | None = None,
@@ -174,13 +187,15 @@ def propose_pipeline(
                 )
             )
         if prefs.include_tests and app.test_command:
+            matrix, test_image = _test_matrix(app)
             checks.append(
                 add(
                     ProposedStage(
                         name=f"{prefix}test",
                         stage_type="test",
                         commands=[*setup, *app.setup_commands, app.test_command],
-                        image=app.image,
+                        image=test_image,
+                        matrix=matrix,
                         # Databases and caches the tests reach at the services' hostnames.
                         services=list(app.services),
                         working_directory=workdir,

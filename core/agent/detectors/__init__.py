@@ -16,6 +16,7 @@ from core.agent.detectors.python import PythonDetector
 from core.agent.detectors.ruby import RubyDetector
 from core.agent.detectors.rust import RustDetector
 from core.agent.detectors.static import StaticSiteDetector
+from core.agent.matrix import declared_matrix
 from core.agent.repo_files import RepoFiles, join
 from core.agent.services import service_plan
 from workflows.agent_models import AppDetection
@@ -70,4 +71,5 @@ def detect_app(files: RepoFiles, base: str) -> AppDetection | None:
         plan = service_plan(files, base)
         best.services, best.service_env = plan.images, plan.env
         best.evidence.extend(plan.evidence)
+        best.version_matrix = declared_matrix(files, base, best.language)
     return best
