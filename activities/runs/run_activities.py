@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Coroutine
-from datetime import timedelta
-from decimal import ROUND_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +11,20 @@ import asyncpg
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
 from activities.runs.attempts import run_not_found, run_workspace
 from activities.runs.run_variables import resolve_run_variables
-from core.runs import build_slots, run_records
+from core.runs import build_slots, finishing, run_records
 from core.runs.plan import load_plan, slot_limit_for_key
+from core.runs.slot_grants import SlotGrants
 from core.runs.stage_records import record_never_opened
 from db.models.projects import Repository
 from db.session import driver_connection, session_scope
 from forgeline.crypto import decrypt_str
 from forgeline.settings import Settings
+from forgeline.statuses.runs import RunStatus
 from workflows.contracts.runs import (
     ACQUIRE_SLOT,
     FINISH_RUN,
@@ -48,33 +46,10 @@ from workflows.runs_models import (
     build_slot_key,
 )
 
-# Bounds each grant signal and holder check: a local activity must not hang on an unreachable
-# Temporal until the default RPC timeout.
-SLOT_RPC_TIMEOUT = timedelta(seconds=10)
-# Holder checks in flight at once when a run has to queue.
-HOLDER_CHECKS = 20
-WORKFLOW_STATUS = {"success": "completed", "failed": "failed", "cancelled": "cancelled"}
-
 
 def stage_environment_ids(plan: RunPlan) -> list[str]:
     """The deploy environments a run's stages name (their variables are resolved at start)."""
     return sorted({s.deploy_environment_id for s in plan.stages if s.deploy_environment_id})
-
-
-def build_minutes(total_ms: int) -> Decimal:
-    """Billed to the hundredth of a minute, rounded up (a 1 ms build is not free)."""
-    return (Decimal(total_ms) / Decimal(60_000)).quantize(Decimal("0.01"), rounding=ROUND_UP)
-
-
-async def remove_workspace(workspace: Path) -> None:
-    """An empty workspace (nothing cloned, nothing written) goes at once; a full one is removed
-    on a thread, off the event loop."""
-    try:
-        workspace.rmdir()
-    except FileNotFoundError:
-        return
-    except OSError:
-        await asyncio.to_thread(shutil.rmtree, workspace, ignore_errors=True)
 
 
 class RunActivities:
@@ -87,6 +62,7 @@ class RunActivities:
         self.settings = settings
         self.session_maker = session_maker
         self.temporal = temporal
+        self.slots = SlotGrants(temporal, session_maker)
 
     @PREPARE_RUN.implement
     async def prepare_run(self, inp: PipelineRunInput) -> RunPlan:
@@ -110,7 +86,7 @@ class RunActivities:
                 started = await self._mark_started(
                     conn, inp.run_id, info.workflow_id, info.workflow_run_id, info.task_queue
                 )
-        await self._settle_claim(key, claim, pending)
+        await self.slots.settle(key, claim, pending)
         update: dict[str, object] = {
             "slot_granted": claim.holding,
             "slot_claim": claim.seq,
@@ -121,7 +97,7 @@ class RunActivities:
             variables = resolve_run_variables(
                 self.settings, started.variables, stage_environment_ids(plan)
             )
-            update |= {"started": True, "status": "running", "variables": variables}
+            update |= {"started": True, "status": RunStatus.RUNNING, "variables": variables}
         return plan.model_copy(update=update)
 
     @ACQUIRE_SLOT.implement
@@ -136,57 +112,14 @@ class RunActivities:
             # The plan's limit now, not the one the run was prepared under.
             limit = await slot_limit_for_key(conn, key, request.limit)
             claim, pending = await build_slots.acquire(conn, key, request.run_workflow_id, limit)
-        await self._settle_claim(key, claim, pending)
+        await self.slots.settle(key, claim, pending)
         return SlotClaim(granted=claim.holding, seq=claim.seq)
-
-    async def _settle_claim(
-        self, key: str, claim: build_slots.Claim, pending: list[build_slots.PendingGrant]
-    ) -> None:
-        """Deliver the grants still pending. A run that has to queue first checks that every
-        holder still runs: a terminated run never releases, so its slot is freed here instead of
-        blocking the organization for ever."""
-        await self._deliver(key, pending)
-        if not claim.holding:
-            await self._free_gone_holders(key)
 
     @RELEASE_SLOT.implement
     async def release_build_slot(self, request: SlotRequest) -> bool:
         """Give the slot back (or leave the queue); the next waiting run is granted it."""
-        await self._release_slot(request.organization_key, request.run_workflow_id)
+        await self.slots.release(request.organization_key, request.run_workflow_id)
         return True
-
-    async def _release_slot(self, key: str, run_workflow_id: str) -> None:
-        async with driver_connection(self.session_maker) as conn:
-            pending = await build_slots.release(conn, key, run_workflow_id)
-        await self._deliver(key, pending)
-
-    async def _deliver(self, key: str, pending: list[build_slots.PendingGrant]) -> None:
-        """Signal each promoted run its grant (a run that is gone frees its slot at once)."""
-        await build_slots.deliver_grants(self.temporal, self.session_maker, key, pending)
-
-    async def _free_gone_holders(self, key: str) -> None:
-        async with driver_connection(self.session_maker) as conn:
-            holders = await build_slots.holders(conn, key)
-        limit = asyncio.Semaphore(HOLDER_CHECKS)
-
-        async def gone(workflow_id: str) -> bool:
-            async with limit:
-                try:
-                    desc = await self.temporal.get_workflow_handle(workflow_id).describe(
-                        rpc_timeout=SLOT_RPC_TIMEOUT
-                    )
-                except RPCError as exc:
-                    if exc.status == RPCStatusCode.NOT_FOUND:
-                        return True
-                    raise
-                return desc.status != WorkflowExecutionStatus.RUNNING
-
-        for workflow_id, is_gone in zip(
-            holders, await asyncio.gather(*(gone(h) for h in holders)), strict=True
-        ):
-            if is_gone:
-                activity.logger.warning("slot holder %s no longer runs; slot freed", workflow_id)
-                await self._release_slot(key, workflow_id)
 
     @START_RUN.implement
     async def start_run(self, inp: RunStarted) -> CheckoutResult:
@@ -273,45 +206,17 @@ class RunActivities:
     async def finish_run(self, inp: FinishRunInput) -> None:
         """Slot released, final status, unfinished stages closed, one build_minutes record,
         operator row closed. Idempotent: a retry releases and records nothing twice."""
-        from core.billing.metering import record_usage_on
-
-        async def close_run() -> None:
-            async with driver_connection(self.session_maker) as conn:
-                run = await run_records.finish_run(
-                    conn,
-                    run_id=inp.run_id,
-                    status=inp.status,
-                    error=inp.error,
-                    unfinished_stage_status="cancelled" if inp.status == "cancelled" else "failed",
-                    workflow_status=WORKFLOW_STATUS[inp.status],
-                    workflow_id=inp.workflow_id,
-                    workflow_run_id=inp.workflow_run_id,
-                    spec_hashes=inp.spec_hashes,
-                )
-                if run is None:
-                    raise run_not_found(inp.run_id)
-                if run.organization_id is not None:
-                    # A retry finds the run finished already and records the minutes once.
-                    await record_usage_on(
-                        conn,
-                        organization_id=run.organization_id,
-                        project_id=run.project_id,
-                        usage_type="build_minutes",
-                        quantity=build_minutes(run.build_ms),
-                        idempotency_key=f"pipeline-run-{inp.run_id}:build_minutes",
-                        source_refs={
-                            "pipeline_run_id": inp.run_id,
-                            "pipeline_id": str(run.pipeline_id),
-                        },
-                    )
-
         # The slot is released alongside the bookkeeping, not after it: a finished run must
         # never hold a slot, even if the bookkeeping fails (it is retried; releasing twice is
         # harmless).
-        steps: list[Coroutine[Any, Any, object]] = [close_run()]
+        steps: list[Coroutine[Any, Any, object]] = [self._close_run(inp)]
         if inp.slot_key is not None:
-            steps.append(self._release_slot(inp.slot_key, inp.workflow_id))
+            steps.append(self.slots.release(inp.slot_key, inp.workflow_id))
         for outcome in await asyncio.gather(*steps, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 raise outcome
-        await remove_workspace(run_workspace(self.settings, inp.run_id))
+        await finishing.remove_workspace(run_workspace(self.settings, inp.run_id))
+
+    async def _close_run(self, inp: FinishRunInput) -> None:
+        if not await finishing.finish_run(self.session_maker, inp):
+            raise run_not_found(inp.run_id)

@@ -146,7 +146,7 @@ async def reused_from_runs(
     found = await session.execute(
         select(StageExecution.id, StageExecution.run_id).where(StageExecution.id.in_(sources))
     )
-    return {execution_id: run_id for execution_id, run_id in found.tuples()}
+    return {execution_id: run_id for execution_id, run_id in found}
 
 
 def run_artifacts(run_id: uuid.UUID) -> Select[Artifact]:
