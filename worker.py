@@ -29,6 +29,7 @@ from activities.agent.registration import registration as agent_registration
 from activities.billing.registration import registration as billing_registration
 from activities.deployments.registration import registration as deployments_registration
 from activities.deps import Registration, WorkerDeps
+from activities.integrations.registration import registration as integrations_registration
 from activities.runs.registration import build_registration
 from activities.runs.registration import registration as runs_registration
 from core.billing.schedules import ensure_billing_schedules
@@ -39,6 +40,7 @@ from forgeline.settings import (
     BILLING_TASK_QUEUE,
     BUILDS_TASK_QUEUE,
     DEPLOYMENTS_TASK_QUEUE,
+    INTEGRATIONS_TASK_QUEUE,
     PIPELINES_TASK_QUEUE,
     Settings,
     get_settings,
@@ -55,6 +57,7 @@ DOMAINS: dict[str, Callable[[WorkerDeps], Registration]] = {
     PIPELINES_TASK_QUEUE: runs_registration,
     DEPLOYMENTS_TASK_QUEUE: deployments_registration,
     BILLING_TASK_QUEUE: billing_registration,
+    INTEGRATIONS_TASK_QUEUE: integrations_registration,
 }
 # The control worker's queues; the build task queue is served by build hosts only.
 ALL_TASK_QUEUES = (*DOMAINS, DIAGNOSTICS_TASK_QUEUE)

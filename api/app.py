@@ -24,6 +24,7 @@ from api.database import create_api_engine
 from api.deployments import endpoints as deployments_endpoints
 from api.errors import ServiceUnavailable, install_error_handlers, install_problem_openapi
 from api.health import router as health_router
+from api.integrations import endpoints as integrations_endpoints
 from api.middleware import (
     BodySizeLimitMiddleware,
     ReadRetryMiddleware,
@@ -54,6 +55,7 @@ DOMAIN_ROUTERS: tuple[APIRouter, ...] = (
     deployments_endpoints.router,
     billing_endpoints.router,
     audit_logs_endpoints.router,
+    integrations_endpoints.router,
 )
 
 

@@ -19,6 +19,8 @@ AGENT_TASK_QUEUE = "agent"
 PIPELINES_TASK_QUEUE = "pipelines"
 DEPLOYMENTS_TASK_QUEUE = "deployments"
 BILLING_TASK_QUEUE = "billing"
+# Forge events (webhook deliveries) and commit statuses reported back to the forge.
+INTEGRATIONS_TASK_QUEUE = "integrations"
 TASK_QUEUES = (AGENT_TASK_QUEUE, PIPELINES_TASK_QUEUE, DEPLOYMENTS_TASK_QUEUE, BILLING_TASK_QUEUE)
 # Stage execution: served by build hosts only (`forgeline build-host`), never the control worker.
 BUILDS_TASK_QUEUE = "builds"
@@ -83,6 +85,12 @@ class Settings(BaseSettings):
     api_port: int = 8000
     public_base_url: str = "http://localhost:8000"
     max_request_body_bytes: int = 1_048_576
+
+    # Forges: the REST APIs commit statuses are reported to (GitHub Enterprise, self-hosted GitLab).
+    github_api_url: str = "https://api.github.com"
+    gitlab_api_url: str = "https://gitlab.com/api/v4"
+    # Webhook deliveries larger than this are refused (GitHub caps its payloads at 25 MB).
+    webhook_max_body_bytes: int = 25 * 1024 * 1024
 
     # Secrets. Fernet keys (comma-separated, newest first) encrypt tokens at rest.
     encryption_keys: SecretStr = Field(

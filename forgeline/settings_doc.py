@@ -45,6 +45,11 @@ DESCRIPTIONS: dict[str, str] = {
     "api_port": "API port",
     "public_base_url": "external URL of the API (links, webhooks)",
     "max_request_body_bytes": "request body limit",
+    "github_api_url": "GitHub REST API commit statuses are reported to (GitHub Enterprise: its "
+    "`/api/v3`)",
+    "gitlab_api_url": "GitLab REST API (`/api/v4`) commit statuses are reported to",
+    "webhook_max_body_bytes": "webhook deliveries above this size are refused (413); the request "
+    "body limit applies first",
     "encryption_keys": "Fernet keys, comma-separated, newest first (tokens at rest); `make run` "
     "generates `.data/encryption.key` in development",
     "payload_keys": "AES-GCM keys (base64, 32 bytes), comma-separated, newest first: Temporal "

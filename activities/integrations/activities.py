@@ -1,0 +1,155 @@
+"""Temporal adapters of the forge-integration domain: unpack the contract input, call the core
+or the forge and git wrappers, map their errors to retry decisions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from core.integrations import commit_status, event_runs
+from core.integrations import repository as queries
+from db.session import session_scope
+from forgeline.crypto import decrypt_str
+from forgeline.settings import INTEGRATIONS_TASK_QUEUE, PIPELINES_TASK_QUEUE, Settings
+from infra.forges import (
+    CommitStatus,
+    ForgeRateLimited,
+    ForgeRejected,
+    ForgeUnavailable,
+    status_client,
+)
+from infra.git import GitError
+from infra.git_changes import changed_paths
+from workflows.contracts.integrations import (
+    COMPUTE_CHANGED_PATHS,
+    MATCH_TRIGGERS,
+    RECORD_DELIVERY_OUTCOME,
+    REPORT_COMMIT_STATUS,
+    START_RUNS,
+)
+from workflows.integrations_models import (
+    DELIVERY_NOT_FOUND_ERROR,
+    FORGE_REJECTED_ERROR,
+    ChangedPaths,
+    ChangedPathsInput,
+    CommitStatusInput,
+    CommitStatusResult,
+    DeliveryOutcome,
+    ForgeEvent,
+    StartedRuns,
+    StartRunsInput,
+    TriggerCandidates,
+)
+
+
+class IntegrationActivities:
+    def __init__(
+        self,
+        settings: Settings,
+        session_maker: async_sessionmaker[AsyncSession],
+        temporal: Client,
+        *,
+        run_task_queue: str = PIPELINES_TASK_QUEUE,
+        status_task_queue: str = INTEGRATIONS_TASK_QUEUE,
+    ) -> None:
+        self.settings = settings
+        self.session_maker = session_maker
+        self.temporal = temporal
+        self.run_task_queue = run_task_queue
+        self.status_task_queue = status_task_queue
+
+    @MATCH_TRIGGERS.implement
+    async def match_triggers(self, event: ForgeEvent) -> TriggerCandidates:
+        async with self.session_maker() as session:
+            return await event_runs.match_triggers(session, event)
+
+    @COMPUTE_CHANGED_PATHS.implement
+    async def compute_changed_paths(self, inp: ChangedPathsInput) -> ChangedPaths:
+        event = inp.event
+        async with self.session_maker() as session:
+            access = await queries.repository_access(session, uuid.UUID(event.repository_id))
+        if access is None:
+            return ChangedPaths()
+        url, token_encrypted = access
+        try:
+            paths = await changed_paths(
+                url,
+                head=event.head_sha,
+                before=event.before_sha if event.kind == "push" else None,
+                base_sha=event.base_sha,
+                base_branch=event.base_branch,
+                token=decrypt_str(token_encrypted, self.settings) if token_encrypted else None,
+                allow_local=self.settings.allow_local_repositories,
+                on_progress=activity.heartbeat,
+            )
+        except GitError as exc:
+            raise ApplicationError(str(exc), type="GitError") from exc
+        return ChangedPaths(paths=paths)
+
+    @START_RUNS.implement
+    async def start_runs(self, inp: StartRunsInput) -> StartedRuns:
+        return await event_runs.start_runs(
+            self.session_maker,
+            self.temporal,
+            self.settings,
+            inp,
+            run_task_queue=self.run_task_queue,
+            status_task_queue=self.status_task_queue,
+        )
+
+    @RECORD_DELIVERY_OUTCOME.implement
+    async def record_delivery_outcome(self, outcome: DeliveryOutcome) -> None:
+        async with session_scope(self.session_maker) as session:
+            found = await queries.record_outcome(
+                session, uuid.UUID(outcome.delivery_row_id), outcome.status, outcome.error
+            )
+        if not found:
+            raise ApplicationError(
+                f"delivery {outcome.delivery_row_id} not found", type=DELIVERY_NOT_FOUND_ERROR
+            )
+
+    @REPORT_COMMIT_STATUS.implement
+    async def report_commit_status(self, inp: CommitStatusInput) -> CommitStatusResult:
+        async with self.session_maker() as session:
+            report, reason = await commit_status.build_report(
+                session, self.settings, inp.run_id, inp.state
+            )
+        if report is None:
+            return CommitStatusResult(reported=False, reason=reason)
+        if report.token is None:
+            return CommitStatusResult(
+                reported=False, reason="the repository has no access token for its forge"
+            )
+        try:
+            client = status_client(
+                report.provider,
+                token=report.token,
+                github_api_url=self.settings.github_api_url,
+                gitlab_api_url=self.settings.gitlab_api_url,
+            )
+            await client.set_status(
+                report.forge_repository,
+                CommitStatus(
+                    sha=report.sha,
+                    state=report.state,
+                    context=report.context,
+                    target_url=report.target_url,
+                    description=report.description,
+                ),
+            )
+        except ForgeRateLimited as exc:
+            raise ApplicationError(
+                str(exc),
+                type="ForgeRateLimited",
+                next_retry_delay=timedelta(seconds=max(exc.retry_after, 1.0)),
+            ) from exc
+        except ForgeUnavailable as exc:
+            raise ApplicationError(str(exc), type="ForgeUnavailable") from exc
+        except ForgeRejected as exc:
+            raise ApplicationError(str(exc), type=FORGE_REJECTED_ERROR) from exc
+        return CommitStatusResult(reported=True)

@@ -1,0 +1,26 @@
+"""Integrations task queue: forge deliveries to runs, and commit statuses back to the forge."""
+
+from __future__ import annotations
+
+from activities.deps import Registration, WorkerDeps
+from activities.integrations.activities import IntegrationActivities
+from forgeline.settings import INTEGRATIONS_TASK_QUEUE
+from workflows.commit_status import CommitStatusWorkflow
+from workflows.webhook_delivery import WebhookDeliveryWorkflow
+
+WORKFLOWS: list[type] = [WebhookDeliveryWorkflow, CommitStatusWorkflow]
+
+
+def registration(deps: WorkerDeps) -> Registration:
+    integrations = IntegrationActivities(deps.settings, deps.session_maker, deps.temporal)
+    return Registration(
+        task_queue=INTEGRATIONS_TASK_QUEUE,
+        workflows=WORKFLOWS,
+        activities=[
+            integrations.match_triggers,
+            integrations.compute_changed_paths,
+            integrations.start_runs,
+            integrations.record_delivery_outcome,
+            integrations.report_commit_status,
+        ],
+    )

@@ -1,0 +1,176 @@
+"""Commit statuses of runs started by forge events: which state a run status reports, the one
+context per pipeline, the link to the run, and the report workflows (one per run and state,
+started when the run projection records the change; they never touch the run itself)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from db.models.pipelines import Pipeline, PipelineRun
+from db.models.projects import Repository
+from forgeline.crypto import decrypt_str
+from forgeline.search_attributes import forgeline_search_attributes
+from forgeline.settings import INTEGRATIONS_TASK_QUEUE, Settings
+from forgeline.statuses.runs import RunStatus
+from workflows.commit_status import CommitStatusWorkflow
+from workflows.integrations_models import (
+    FINAL_COMMIT_STATES,
+    CommitState,
+    CommitStatusInput,
+    commit_status_workflow_id,
+)
+
+log = logging.getLogger("forgeline.integrations")
+
+CONTEXT_PREFIX = "forgeline"
+RUN_STATUS_STATES: dict[str, CommitState] = {
+    RunStatus.QUEUED: "pending",
+    RunStatus.RUNNING: "running",
+    RunStatus.SUCCESS: "success",
+    RunStatus.FAILED: "failure",
+    RunStatus.CANCELLED: "cancelled",
+}
+DESCRIPTIONS: dict[CommitState, str] = {
+    "pending": "Queued",
+    "running": "Running",
+    "success": "Passed",
+    "failure": "Failed",
+    "cancelled": "Cancelled",
+}
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """One commit status as every forge gets it; `token` stays inside the activity."""
+
+    provider: str
+    forge_repository: str
+    sha: str
+    state: CommitState
+    context: str
+    target_url: str
+    description: str
+    token: str | None
+
+
+def _rank(state: CommitState) -> int:
+    """Reports only move forward: pending, then running, then a final state."""
+    if state in FINAL_COMMIT_STATES:
+        return 2
+    return 1 if state == "running" else 0
+
+
+def status_context(pipeline_name: str) -> str:
+    return f"{CONTEXT_PREFIX}/{pipeline_name}"[:255]
+
+
+def run_url(settings: Settings, run_id: str) -> str:
+    return f"{settings.public_base_url.rstrip('/')}/v1/runs/{run_id}"
+
+
+def forge_metadata(
+    provider: str, delivery_id: str, forge_repository: str, event: str
+) -> dict[str, Any]:
+    """What a run started by a forge event keeps to report back to that forge."""
+    return {
+        "provider": provider,
+        "delivery_id": delivery_id,
+        "repository": forge_repository,
+        "event": event,
+    }
+
+
+async def build_report(
+    session: AsyncSession, settings: Settings, run_id: str, state: CommitState
+) -> tuple[StatusReport | None, str | None]:
+    """(report, None) or (None, why nothing is sent). A report older than the run's status (a
+    pending or running one retried after the run moved on) is dropped: it would overwrite a later
+    state on the forge."""
+    row = (
+        await session.execute(
+            select(PipelineRun, Pipeline.name, Repository.access_token_encrypted)
+            .join(Pipeline, Pipeline.id == PipelineRun.pipeline_id)
+            .outerjoin(Repository, Repository.project_id == PipelineRun.project_id)
+            .where(PipelineRun.id == uuid.UUID(run_id))
+        )
+    ).one_or_none()
+    if row is None:
+        return None, "the run no longer exists"
+    run, pipeline_name, token_encrypted = row
+    forge = (run.metadata_ or {}).get("forge")
+    if not isinstance(forge, dict) or not run.commit_sha:
+        return None, "the run was not started by a forge event"
+    if _rank(state) < _rank(RUN_STATUS_STATES.get(run.status, "pending")):
+        return None, f"the run is {run.status} already; {state} is stale"
+    return (
+        StatusReport(
+            provider=str(forge["provider"]),
+            forge_repository=str(forge["repository"]),
+            sha=run.commit_sha,
+            state=state,
+            context=status_context(pipeline_name),
+            target_url=run_url(settings, run_id),
+            description=DESCRIPTIONS[state],
+            token=decrypt_str(token_encrypted, settings) if token_encrypted else None,
+        ),
+        None,
+    )
+
+
+async def start_report(
+    client: Client,
+    run_id: str,
+    state: CommitState,
+    *,
+    organization_id: str | None = None,
+    task_queue: str = INTEGRATIONS_TASK_QUEUE,
+) -> None:
+    """Start the report of `state` for the run; announcing it again starts nothing."""
+    with contextlib.suppress(WorkflowAlreadyStartedError):
+        await client.start_workflow(
+            CommitStatusWorkflow.run,
+            CommitStatusInput(run_id=run_id, state=state),
+            id=commit_status_workflow_id(run_id, state),
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=forgeline_search_attributes(
+                "commit_status", organization_id=organization_id
+            ),
+        )
+
+
+async def announce_run_status(
+    client: Client,
+    session_maker: async_sessionmaker[AsyncSession],
+    run_id: str,
+    run_status: str,
+) -> None:
+    """Called where the run projection records a status: reports it when the run came from a
+    forge event. Never raises: a commit status must not fail or delay the run."""
+    state = RUN_STATUS_STATES.get(run_status)
+    if state is None:
+        return
+    try:
+        async with session_maker() as session:
+            row = (
+                await session.execute(
+                    select(
+                        PipelineRun.organization_id, PipelineRun.metadata_["forge"].isnot(None)
+                    ).where(PipelineRun.id == uuid.UUID(run_id))
+                )
+            ).one_or_none()
+        if row is None or not row[1]:
+            return
+        await start_report(client, run_id, state, organization_id=str(row[0]) if row[0] else None)
+    except Exception:
+        log.warning("commit status %s of run %s not announced", state, run_id, exc_info=True)

@@ -1,0 +1,140 @@
+"""A local fake of the GitHub and GitLab commit status APIs: a real HTTP server on loopback that
+records every request it receives and can be told to fail the next ones (an outage, a rate limit
+with its headers) before it accepts again."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+GITHUB_STATUS = re.compile(r"^/repos/([^/]+)/([^/]+)/statuses/([0-9a-f]+)$")
+GITLAB_STATUS = re.compile(r"^/api/v4/projects/([^/]+)/statuses/([0-9a-f]+)$")
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    answered: int
+
+
+@dataclass
+class Failure:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=lambda: {"message": "failure"})
+
+
+@dataclass
+class FakeForge:
+    """Both forges' status endpoints; `statuses()` lists what was accepted, in order."""
+
+    url: str = ""
+    received: list[Received] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def github_api_url(self) -> str:
+        return self.url
+
+    @property
+    def gitlab_api_url(self) -> str:
+        return f"{self.url}/api/v4"
+
+    def fail_next(self, *failures: Failure) -> None:
+        with self.lock:
+            self.failures.extend(failures)
+
+    def accepted(self) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if r.answered < 300]
+
+    def states(self, sha: str | None = None) -> list[tuple[str, str]]:
+        """(context, state) of each accepted status, in arrival order."""
+        out = []
+        for r in self.accepted():
+            if sha is not None and not r.path.endswith(sha):
+                continue
+            context = r.body.get("context") or r.body.get("name") or ""
+            out.append((str(context), str(r.body.get("state"))))
+        return out
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Failure:
+        try:
+            parsed = json.loads(body or b"{}")
+        except ValueError:
+            parsed = {"unparsed": body.decode(errors="replace")}
+        with self.lock:
+            outcome = self.failures.pop(0) if self.failures else None
+            if outcome is None:
+                known = GITHUB_STATUS.match(path) or GITLAB_STATUS.match(path)
+                if method != "POST" or not known:
+                    outcome = Failure(404, body={"message": "Not Found"})
+                elif headers.get("authorization") is None and headers.get("private-token") is None:
+                    outcome = Failure(401, body={"message": "Requires authentication"})
+                else:
+                    outcome = Failure(201, body=_status_body(parsed, path))
+            kept = parsed if isinstance(parsed, dict) else {}
+            self.received.append(Received(method, path, headers, kept, outcome.status))
+        return outcome
+
+
+def _status_body(request: dict[str, Any], path: str) -> dict[str, Any]:
+    return {
+        "url": f"https://api.example.test{path}",
+        "avatar_url": None,
+        "id": 1,
+        "node_id": "SC_1",
+        "state": request.get("state", "pending"),
+        "description": request.get("description"),
+        "target_url": request.get("target_url"),
+        "context": request.get("context", request.get("name", "default")),
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+        "creator": None,
+    }
+
+
+def _handler(forge: FakeForge) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            outcome = forge.answer("POST", self.path, headers, body)
+            payload = json.dumps(outcome.body).encode()
+            self.send_response(outcome.status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            for name, value in outcome.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@contextmanager
+def running_fake_forge() -> Iterator[FakeForge]:
+    forge = FakeForge()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(forge))
+    forge.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield forge
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,241 @@
+"""Builders for integration tests: a local git repository with history, a connected project
+with pipelines and a webhook secret, signed deliveries, and the integrations worker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.integrations.activities import IntegrationActivities
+from activities.integrations.registration import WORKFLOWS
+from core.integrations.signatures import github_signature
+from core.integrations.webhook_secrets import issue_secret
+from db.models.integrations import WebhookPayload
+from db.models.pipelines import Pipeline, PipelineRun, PipelineStage
+from db.models.projects import Project, Repository
+from db.session import session_scope
+from forgeline.crypto import encrypt_str
+from forgeline.settings import INTEGRATIONS_TASK_QUEUE, Settings
+from forgeline.temporal_client import workflow_runner
+
+ZERO = "0" * 40
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "PATH": "/usr/bin:/bin:/usr/local/bin",
+    }
+    out = subprocess.run(
+        ["git", "-C", str(repo), *args], env=env, check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+def commit(repo: Path, files: dict[str, str], message: str = "change") -> str:
+    for name, content in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def make_git_repo(root: Path) -> tuple[Path, str]:
+    """A repository on `main` with one commit; returns (path, sha)."""
+    repo = root / f"repo-{uuid.uuid4().hex[:8]}"
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    sha = commit(repo, {"README.md": "hello\n", "src/app.py": "print(1)\n"}, "initial")
+    return repo, sha
+
+
+@dataclass
+class Connected:
+    org_id: uuid.UUID
+    project_id: uuid.UUID
+    repository_id: uuid.UUID
+    secret: str
+    pipeline_ids: list[uuid.UUID]
+
+
+async def connect_project(
+    session_maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    org_id: uuid.UUID,
+    *,
+    url: str,
+    provider: str = "local",
+    pipelines: list[dict[str, Any]],
+    token: str | None = None,
+    stages: list[dict[str, Any]] | None = None,
+) -> Connected:
+    """A project whose repository has a webhook secret, and one pipeline per triggers dict."""
+    suffix = uuid.uuid4().hex[:8]
+    async with session_scope(session_maker) as session:
+        project = Project(
+            id=uuid.uuid4(),
+            organization_id=org_id,
+            name=f"Hooks {suffix}",
+            slug=f"hooks-{suffix}",
+            project_type="api",
+        )
+        session.add(project)
+        await session.flush()
+        repo = Repository(
+            id=uuid.uuid4(),
+            project_id=project.id,
+            provider=provider,
+            url=url,
+            default_branch="main",
+            access_token_encrypted=encrypt_str(token, settings) if token else None,
+        )
+        session.add(repo)
+        setup = issue_secret(settings, repo)
+        ids = []
+        for index, triggers in enumerate(pipelines):
+            pipeline = Pipeline(
+                id=uuid.uuid4(),
+                project_id=project.id,
+                organization_id=org_id,
+                name=f"ci-{index}",
+                triggers=triggers,
+                retry_policy={"initial_interval_seconds": 0.2},
+            )
+            session.add(pipeline)
+            await session.flush()
+            for position, spec in enumerate(stages or [{"name": "noop", "run": "true"}]):
+                session.add(
+                    PipelineStage(
+                        id=uuid.uuid4(),
+                        pipeline_id=pipeline.id,
+                        name=spec["name"],
+                        position=position,
+                        stage_type="custom",
+                        commands=[{"run": spec["run"]}],
+                        timeout_seconds=60,
+                    )
+                )
+            ids.append(pipeline.id)
+    return Connected(org_id, project.id, repo.id, setup.secret, ids)
+
+
+def github_headers(
+    secret: str, body: bytes, event: str = "push", delivery: str | None = None
+) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "X-Hub-Signature-256": github_signature(secret, body),
+    }
+
+
+def github_push(
+    ref: str,
+    after: str,
+    before: str = ZERO,
+    *,
+    full_name: str = "acme/widgets",
+    clone_url: str = "https://github.com/acme/widgets.git",
+    deleted: bool = False,
+) -> bytes:
+    return json.dumps(
+        {
+            "ref": ref,
+            "before": before,
+            "after": after,
+            "deleted": deleted,
+            "created": before == ZERO,
+            "repository": {
+                "full_name": full_name,
+                "clone_url": clone_url,
+                "html_url": clone_url.removesuffix(".git"),
+            },
+        }
+    ).encode()
+
+
+def github_pull(
+    action: str, number: int, head_ref: str, head_sha: str, base_ref: str, base_sha: str
+) -> bytes:
+    return json.dumps(
+        {
+            "action": action,
+            "number": number,
+            "pull_request": {
+                "head": {"ref": head_ref, "sha": head_sha, "repo": {"full_name": "acme/widgets"}},
+                "base": {"ref": base_ref, "sha": base_sha, "repo": {"full_name": "acme/widgets"}},
+                "merged": False,
+            },
+            "repository": {"full_name": "acme/widgets"},
+        }
+    ).encode()
+
+
+@asynccontextmanager
+async def integrations_worker(
+    client: Client,
+    settings: Settings,
+    session_maker: async_sessionmaker[AsyncSession],
+    *,
+    run_task_queue: str,
+) -> AsyncIterator[Worker]:
+    """The integrations queue's workflows and activities; runs start on `run_task_queue`."""
+    activities = IntegrationActivities(
+        settings, session_maker, client, run_task_queue=run_task_queue
+    )
+    worker = Worker(
+        client,
+        task_queue=INTEGRATIONS_TASK_QUEUE,
+        workflows=WORKFLOWS,
+        activities=[
+            activities.match_triggers,
+            activities.compute_changed_paths,
+            activities.start_runs,
+            activities.record_delivery_outcome,
+            activities.report_commit_status,
+        ],
+        workflow_runner=workflow_runner(True),
+    )
+    async with worker:
+        yield worker
+
+
+async def runs_of(
+    session_maker: async_sessionmaker[AsyncSession], pipeline_ids: list[uuid.UUID]
+) -> list[PipelineRun]:
+    async with session_maker() as session:
+        rows = await session.scalars(
+            select(PipelineRun)
+            .where(PipelineRun.pipeline_id.in_(pipeline_ids))
+            .order_by(PipelineRun.created_at)
+        )
+        return list(rows)
+
+
+async def deliveries_of(
+    session_maker: async_sessionmaker[AsyncSession], project_id: uuid.UUID
+) -> list[WebhookPayload]:
+    async with session_maker() as session:
+        rows = await session.scalars(
+            select(WebhookPayload).where(WebhookPayload.project_id == project_id)
+        )
+        return list(rows)

@@ -1,0 +1,43 @@
+"""Every activity of the forge-integration domain: registered name, input, output and the errors
+that are never retried. Pure: importable inside the workflow sandbox.
+"""
+
+from __future__ import annotations
+
+from workflows.contract import ActivityContract
+from workflows.integrations_models import (
+    DELIVERY_NOT_FOUND_ERROR,
+    FORGE_REJECTED_ERROR,
+    ChangedPaths,
+    ChangedPathsInput,
+    CommitStatusInput,
+    CommitStatusResult,
+    DeliveryOutcome,
+    ForgeEvent,
+    StartedRuns,
+    StartRunsInput,
+    TriggerCandidates,
+)
+
+# Pipelines of the event's project whose ref/event/type filters match (paths come later).
+MATCH_TRIGGERS = ActivityContract("integrations.match_triggers", ForgeEvent, TriggerCandidates)
+# Paths changed by the pushed range or the pull request, computed from git.
+COMPUTE_CHANGED_PATHS = ActivityContract(
+    "integrations.compute_changed_paths", ChangedPathsInput, ChangedPaths
+)
+# Apply path filters, create one run per matching pipeline (once per delivery), start them.
+START_RUNS = ActivityContract("integrations.start_runs", StartRunsInput, StartedRuns)
+# The delivery row's final status.
+RECORD_DELIVERY_OUTCOME = ActivityContract(
+    "integrations.record_delivery_outcome",
+    DeliveryOutcome,
+    type(None),
+    non_retryable=(DELIVERY_NOT_FOUND_ERROR,),
+)
+# One commit status on the forge; rate limits are retried after the delay the forge asks for.
+REPORT_COMMIT_STATUS = ActivityContract(
+    "integrations.report_commit_status",
+    CommitStatusInput,
+    CommitStatusResult,
+    non_retryable=(FORGE_REJECTED_ERROR,),
+)
