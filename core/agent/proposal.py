@@ -28,7 +28,15 @@ SECURITY_COMMANDS = {
 }
 
 
+NPM_LOCKFILES = ("package-lock.json", "npm-shrinkwrap.json")
+
+
 def _security_command(app: AppDetection) -> str | None:
+    if app.package_manager == "npm" and not any(
+        PurePosixPath(f).name in NPM_LOCKFILES for f in app.lockfiles
+    ):
+        # npm audit reads the lockfile: resolve one first (nothing is installed or run).
+        return "npm install --package-lock-only --ignore-scripts && " + SECURITY_COMMANDS["npm"]
     if app.package_manager == "pip":
         if app.install_command and "requirements" in app.install_command:
             return "pip install pip-audit && pip-audit -r requirements.txt"

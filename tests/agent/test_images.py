@@ -129,6 +129,22 @@ def test_an_older_php_gets_composer_installed_first(tmp_path: Path) -> None:
     assert missing_tools(test.image, test.commands) == []
 
 
+def test_node_caches_and_audit_follow_the_package_manager(tmp_path: Path) -> None:
+    berry = {"name": "a", "scripts": {"build": "vite build"}, "packageManager": "yarn@4.1.0"}
+    root = _write(tmp_path / "berry", {"package.json": json.dumps(berry), "yarn.lock": ""})
+    assert analyze_repository(root).primary.cache_paths == ["~/.yarn/berry/cache", "node_modules"]
+    classic = {"name": "b", "scripts": {"build": "vite build"}}
+    root = _write(tmp_path / "classic", {"package.json": json.dumps(classic), "yarn.lock": ""})
+    assert analyze_repository(root).primary.cache_paths == ["~/.cache/yarn", "node_modules"]
+    root = _write(tmp_path / "unlocked", {"package.json": json.dumps(classic)})
+    app = analyze_repository(root).primary
+    assert app.install_command == "npm install"
+    scan = next(
+        s for s in propose_pipeline(analyze_repository(root)).stages if s.name == "security-scan"
+    )
+    assert scan.commands[0].startswith("npm install --package-lock-only --ignore-scripts && ")
+
+
 def test_rust_lint_adds_clippy_and_caches_under_cargo_home(tmp_path: Path) -> None:
     root = _write(
         tmp_path,

@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from core.agent.framework_outputs import declared_output
-from core.agent.images import node_image
+from core.agent.images import cache_paths, node_image
 from core.agent.js_workspaces import root_of, runner_exec
 from core.agent.repo_files import RepoFiles, join
 from core.agent.scripts import e2e_setup, plan_scripts
@@ -59,6 +59,12 @@ def _node_package_manager(files: RepoFiles, base: str, pkg: dict[str, Any]) -> t
     return (declared or "npm"), False
 
 
+def _yarn_berry(files: RepoFiles, base: str) -> bool:
+    """Yarn 2+: a .yarnrc.yml, or packageManager naming a release from 2 on."""
+    declared = str((files.json(join(base, "package.json")) or {}).get("packageManager") or "")
+    return files.exists(join(base, ".yarnrc.yml")) or bool(re.match(r"yarn@[2-9]", declared))
+
+
 def _node_install(manager: str, locked: bool, files: RepoFiles, base: str) -> str:
     if manager == "pnpm":
         return (
@@ -68,7 +74,7 @@ def _node_install(manager: str, locked: bool, files: RepoFiles, base: str) -> st
         )
     if manager == "yarn":
         declared = str((files.json(join(base, "package.json")) or {}).get("packageManager") or "")
-        if files.exists(join(base, ".yarnrc.yml")) or re.match(r"yarn@[2-9]", declared):
+        if _yarn_berry(files, base):
             return "corepack enable && yarn install" + (" --immutable" if locked else "")
         # A declared Yarn 1 release runs through corepack too (the image's own may differ).
         prefix = "corepack enable && " if declared else ""
@@ -94,12 +100,9 @@ def _node_image(files: RepoFiles, base: str, pkg: dict[str, Any], manager: str, 
 
 
 def _node_cache(manager: str) -> list[str]:
-    return {
-        "npm": ["~/.npm", "node_modules"],
-        "yarn": ["~/.cache/yarn", "node_modules"],
-        "pnpm": ["~/.local/share/pnpm/store", "node_modules"],
-        "bun": ["~/.bun/install/cache", "node_modules"],
-    }.get(manager, ["node_modules"])
+    """The download cache where the image keeps it (core.agent.images), and node_modules."""
+    image = "oven/bun:1" if manager == "bun" else "node:lts"
+    return [*cache_paths(image, manager), "node_modules"]
 
 
 def _manager_of(files: RepoFiles, base: str, pkg: dict[str, Any]) -> tuple[str, bool, str]:
@@ -190,7 +193,9 @@ class NodeDetector:
             build_command=_node_run(manager, plan.build) if plan.build else None,
             output_directory=output if plan.build else None,
             image=_node_image(files, base, pkg, manager, lock_dir),
-            cache_paths=_node_cache(manager),
+            cache_paths=_node_cache(
+                "yarn-berry" if manager == "yarn" and _yarn_berry(files, lock_dir) else manager
+            ),
             has_dockerfile=files.exists(join(base, "Dockerfile")),
             estimated_build_seconds=seconds,
             evidence=evidence,
