@@ -156,9 +156,11 @@ def github_push(
     full_name: str = "acme/widgets",
     clone_url: str = "https://github.com/acme/widgets.git",
     deleted: bool = False,
+    **extra: Any,
 ) -> bytes:
     return json.dumps(
         {
+            **extra,
             "ref": ref,
             "before": before,
             "after": after,
