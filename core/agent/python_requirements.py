@@ -171,6 +171,11 @@ def python_dependencies(files: RepoFiles, base: str) -> tuple[set[str], dict[str
     for section in poetry_sections:
         if isinstance(section, dict):
             names.update(n for k in section if k != "python" and (n := requirement_name(str(k))))
+    pipfile = files.toml(join(base, "Pipfile")) or {}
+    for key in ("packages", "dev-packages"):
+        section = pipfile.get(key)
+        if isinstance(section, dict):
+            names.update(n for k in section if (n := requirement_name(str(k))))
     requirements = requirement_names(files, base)
     names |= requirements.names
     return names, pyproject, requirements.install_files(base)

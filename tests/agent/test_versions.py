@@ -276,6 +276,22 @@ def test_requirement_includes_are_bounded(tmp_path: Path) -> None:
     assert reader.names == {"a", "b"}
 
 
+def test_pipenv_projects_install_and_run_through_pipenv(tmp_path: Path) -> None:
+    _repo(
+        tmp_path,
+        {
+            "Pipfile": '[packages]\nflask = "*"\n[dev-packages]\npytest = "*"\n'
+            '[requires]\npython_version = "3.11"\n',
+            "Pipfile.lock": "{}",
+        },
+    )
+    app = analyze_repository(tmp_path).primary
+    assert (app.framework, app.package_manager, app.image) == ("flask", "pipenv", "python:3.11")
+    assert app.install_command == "pip install pipenv && pipenv install --dev --deploy"
+    assert app.test_command == "pipenv run pytest"
+    assert app.cache_paths == ["~/.cache/pipenv", "~/.cache/pip"]
+
+
 def test_pip_installs_the_dev_requirements_that_include_the_base(tmp_path: Path) -> None:
     _repo(
         tmp_path,

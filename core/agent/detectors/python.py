@@ -46,6 +46,10 @@ class PythonDetector:
         elif files.exists(join(base, "poetry.lock")) or "poetry" in tool:
             manager, install = "poetry", "pip install poetry && poetry install --no-interaction"
             run = "poetry run "
+        elif files.exists(join(base, "Pipfile")) and not req_files:
+            locked = files.exists(join(base, "Pipfile.lock"))
+            manager, run = "pipenv", "pipenv run "
+            install = "pip install pipenv && pipenv install --dev" + (" --deploy" if locked else "")
         elif req_files:
             manager, run = "pip", ""
             install = "pip install " + " ".join(f"-r {shlex.quote(r)}" for r in req_files)
