@@ -8,12 +8,22 @@ from pathlib import Path
 from core.agent.ci_configs import ci_lines
 from core.agent.declared import apply_declared
 from core.agent.detectors import detect_app
+from core.agent.detectors.node import NodeDetector
 from core.agent.js_workspaces import detect_workspace
 from core.agent.repo_files import APP_CONTAINER_DIRS, RepoFiles
 from core.agent.setup_steps import app_setup, node_unit_setup
 from core.agent.workspace_projects import JS_LANGUAGES, workspace_projects
 from workflows.agent_models import AppDetection, RepoAnalysis
 
+NODE = NodeDetector()
+JS_LOCKFILES = (
+    "package-lock.json",
+    "npm-shrinkwrap.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+    "bun.lockb",
+    "bun.lock",
+)
 MANIFESTS = (
     "package.json",
     "pyproject.toml",
@@ -61,6 +71,22 @@ def _folder_apps(
     return [unknown], False
 
 
+def _beside_the_workspace(
+    files: RepoFiles, taken: set[str], root_app: AppDetection | None
+) -> list[AppDetection]:
+    """Apps in other ecosystems next to a JS workspace (a Python backend beside the frontend)."""
+    found: list[AppDetection] = []
+    for folder in files.subdirs("."):
+        if folder in taken or not any(files.exists(f"{folder}/{m}") for m in MANIFESTS):
+            continue
+        app = detect_app(files, folder)
+        if app is not None and app.language not in JS_LANGUAGES:
+            found.append(app)
+    if not found and root_app is not None and root_app.language not in JS_LANGUAGES:
+        found.append(root_app)
+    return found
+
+
 def analyze_repository(
     root: Path, *, framework_hint: str | None = None, app_path: str | None = None
 ) -> RepoAnalysis:
@@ -72,14 +98,19 @@ def analyze_repository(
     workspace = detect_workspace(files)
     tool = workspace.source if workspace else None
     packages: dict[str, str] = {}
-    projects = workspace_projects(files, workspace, root_app) if workspace else None
-    if projects is not None and projects.apps:
-        apps, packages, is_monorepo = projects.apps, projects.packages, True
-        notes.append(f"JS workspace with {len(apps)} projects ({tool})")
-        notes.extend(projects.notes)
-    elif projects is not None and projects.packages and root_app is not None:
-        # Only libraries and tooling: the workspace is its root (installed, nothing to deploy).
-        apps, packages, is_monorepo = [root_app], projects.packages, False
+    # A root with a package.json and a pyproject is a JS workspace root and a Python project.
+    js_root = NODE.detect(files, ".") if workspace else None
+    if js_root is not None:
+        js_root.lockfiles = [n for n in JS_LOCKFILES if files.exists(n)]
+    projects = workspace_projects(files, workspace, js_root) if workspace else None
+    if projects is not None and (projects.apps or projects.packages):
+        apps, packages = projects.apps, projects.packages
+        if not apps and js_root is not None:
+            # Only libraries and tooling: the workspace is its root (nothing to deploy).
+            apps = [js_root]
+        apps += _beside_the_workspace(files, set(packages) | {a.path for a in apps}, root_app)
+        is_monorepo = len(apps) > 1 or bool(projects.apps)
+        notes.append(f"JS workspace with {len(projects.apps)} projects ({tool})")
         notes.extend(projects.notes)
     else:
         apps, is_monorepo = _folder_apps(files, root, root_app, tool, notes)
@@ -91,9 +122,10 @@ def analyze_repository(
         else:
             app.setup_commands += app_setup(files, app)
     workspace_install = workspace_image = None
-    if is_monorepo and root_app is not None and root_app.language in JS_LANGUAGES:
+    js_base = js_root if workspace else root_app
+    if is_monorepo and js_base is not None and js_base.language in JS_LANGUAGES:
         # JS workspaces install once at the root; each app then runs its scripts in place.
-        workspace_install, workspace_image = root_app.install_command, root_app.image
+        workspace_install, workspace_image = js_base.install_command, js_base.image
         for app in apps:
             if app.language in JS_LANGUAGES:
                 app.install_command = None

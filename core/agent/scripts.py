@@ -215,3 +215,35 @@ def e2e_setup(tools: list[str], run_exec: str) -> list[str]:
     if "cypress" in tools:
         steps.append(f"{run_exec} cypress install")
     return steps
+
+
+def delegation(body: str) -> tuple[str, str] | None:
+    """(member, script) when a workspace root's script only runs one member's script:
+    `pnpm --filter web test`, `bun run --filter web test`, `yarn workspace web test`,
+    `npm run test --workspace=web`."""
+    try:
+        words = shlex.split(body)
+    except ValueError:
+        return None
+    if len(words) < 3 or words[0] not in ("npm", "pnpm", "yarn", "bun") or "&&" in body:
+        return None
+    member: str | None = None
+    rest: list[str] = []
+    i = 1
+    while i < len(words):
+        word = words[i]
+        if word in ("--filter", "-F", "--workspace", "-w", "workspace") and i + 1 < len(words):
+            member, i = words[i + 1], i + 2
+            continue
+        if word.startswith(("--filter=", "--workspace=")):
+            member = word.split("=", 1)[1]
+        elif word not in ("run", "run-script") and not word.startswith("-"):
+            rest.append(word)
+        i += 1
+    if member is None or len(rest) != 1:
+        return None
+    return member, rest[0]
+
+
+def writes(body: str) -> bool:
+    return _writes(body)

@@ -12,6 +12,7 @@ from typing import Any
 from core.agent.detectors import detect_app
 from core.agent.js_workspaces import BUILT_BY_MEMBERS, Workspace, member_role, runner_command
 from core.agent.repo_files import RepoFiles, join
+from core.agent.scripts import classify, delegation, writes
 from workflows.agent_models import AppDetection
 
 JS_LANGUAGES = ("javascript", "typescript")
@@ -91,6 +92,42 @@ def _hoisted(files: RepoFiles, root: AppDetection) -> bool:
     return not (files.exists("index.html") or files.is_dir("src") or files.is_dir("app"))
 
 
+def _delegated(files: RepoFiles, root: AppDetection, workspace: Workspace) -> None:
+    """A root script that runs one member's script means what that script means: an
+    end-to-end suite is no unit test stage, a fixer no lint stage."""
+    scripts = (files.json("package.json") or {}).get("scripts")
+    if not isinstance(scripts, dict):
+        return
+    for attr in ("test_command", "lint_command"):
+        command = getattr(root, attr)
+        body = scripts.get(command.split()[-1]) if isinstance(command, str) else None
+        target = delegation(body) if isinstance(body, str) else None
+        if target is None:
+            continue
+        member_scripts = _member_scripts(files, workspace, target[0])
+        inner = member_scripts.get(target[1])
+        if not isinstance(inner, str):
+            continue
+        kind = classify(target[1], member_scripts)
+        if attr == "test_command" and kind != "unit":
+            if kind == "e2e":
+                root.e2e_test_command = command
+            root.test_command = None
+            root.evidence.append(f"root script runs {target[0]}'s {kind} script {target[1]!r}")
+        elif attr == "lint_command" and writes(inner):
+            root.lint_command = None
+            root.evidence.append(f"root lint runs {target[0]}'s fixer {target[1]!r}")
+
+
+def _member_scripts(files: RepoFiles, workspace: Workspace, member: str) -> dict[str, Any]:
+    for path in workspace.members:
+        pkg = files.json(join(path, "package.json")) or {}
+        if member in (path, pkg.get("name"), PurePosixPath(path).name):
+            scripts = pkg.get("scripts")
+            return {str(k): v for k, v in scripts.items()} if isinstance(scripts, dict) else {}
+    return {}
+
+
 def _runner_scripts(files: RepoFiles, root: AppDetection, workspace: Workspace) -> None:
     """A root script that is only `nx build` runs the default project: across the workspace
     the runner's run-many is meant."""
@@ -121,6 +158,7 @@ def _root_project(
     manager = root.package_manager or "npm"
     runner = workspace.runner
     _runner_scripts(files, root, workspace)
+    _delegated(files, root, workspace)
     if runner is not None:
         for kind, attr in (("test", "test_command"), ("lint", "lint_command")):
             if getattr(root, attr) is None and kind in workspace.runner_tasks:

@@ -572,6 +572,44 @@ JS_WORKSPACES: tuple[SampleRepo, ...] = (
         app_frameworks=("nx",),
     ),
     SampleRepo(
+        "bun-frontend-python-backend",
+        "monorepo",
+        {
+            "package.json": _json(
+                {
+                    "name": "fullstack",
+                    "private": True,
+                    "workspaces": ["frontend", "packages/*"],
+                    "scripts": {
+                        "test": "bun run --filter frontend test",
+                        "lint": "bun run --filter frontend lint",
+                    },
+                }
+            ),
+            "bun.lock": "{}",
+            "pyproject.toml": '[tool.uv.workspace]\nmembers = ["backend"]\n',
+            "uv.lock": "",
+            "frontend/package.json": _pkg(
+                {"react": "18.3.0", "vite": "5.0.0", "@playwright/test": "1.45.0"},
+                {
+                    "build": "vite build",
+                    "test": "bunx playwright test",
+                    "lint": "biome check --write .",
+                },
+                name="frontend",
+            ),
+            "frontend/index.html": "<!doctype html>",
+            "packages/emails/package.json": _pkg(
+                {}, {"build": "email export"}, name="emails", main="x.js"
+            ),
+            "backend/pyproject.toml": '[project]\nname = "api"\nrequires-python = ">=3.12"\n'
+            'dependencies = ["fastapi"]\n[dependency-groups]\ndev = ["pytest"]\n',
+        },
+        package_manager="bun",
+        monorepo=True,
+        app_frameworks=("react-vite", "fastapi"),
+    ),
+    SampleRepo(
         "redwood-yarn",
         "monorepo",
         {

@@ -98,6 +98,19 @@ def test_an_integrated_nx_repository_is_its_root_driven_by_nx(tmp_path: Path) ->
     assert validate_proposal(propose_pipeline(analysis)).valid
 
 
+def test_apps_of_other_ecosystems_beside_a_workspace_are_kept(tmp_path: Path) -> None:
+    analysis = _analyse("bun-frontend-python-backend", tmp_path)
+    assert sorted(a.path for a in analysis.apps) == ["backend", "frontend"]
+    frontend = _app(analysis, "frontend")
+    assert (frontend.package_manager, frontend.lockfiles) == ("bun", ["bun.lock"])
+    assert frontend.e2e_test_command == "bun run test"
+    assert frontend.test_command is None and frontend.lint_command is None
+    assert analysis.workspace_install_command == "bun install --frozen-lockfile"
+    # The root's scripts only run the frontend's end-to-end suite and its fixer: no root stage.
+    assert "." not in {a.path for a in analysis.apps}
+    assert validate_proposal(propose_pipeline(analysis)).valid
+
+
 def test_redwood_is_one_app_built_by_its_cli(tmp_path: Path) -> None:
     analysis = _analyse("redwood-yarn", tmp_path)
     [app] = analysis.apps

@@ -111,3 +111,23 @@ def test_a_unit_suite_in_browser_mode_installs_its_browser(tmp_path: Path) -> No
     app = analyze_repository(tmp_path).primary
     assert app.test_command == "pnpm run test"
     assert app.setup_commands == ["pnpm exec playwright install --with-deps"]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("pnpm --filter web test", ("web", "test")),
+        ("pnpm -F @acme/web run lint", ("@acme/web", "lint")),
+        ("bun run --filter frontend test", ("frontend", "test")),
+        ("yarn workspace api test", ("api", "test")),
+        ("npm run test --workspace=apps/web", ("apps/web", "test")),
+        ("pnpm --filter web test && pnpm --filter api test", None),
+        ("turbo run test", None),
+        ("pnpm --filter 'unbalanced test", None),
+        ("npm test", None),
+    ],
+)
+def test_root_scripts_that_run_one_members_script(body: str, expected: object) -> None:
+    from core.agent.scripts import delegation
+
+    assert delegation(body) == expected
