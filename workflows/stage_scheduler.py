@@ -9,7 +9,7 @@ import fnmatch
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from forgeline.statuses.runs import RunStatus, StageStatus
+from forgeline.statuses.runs import PreviousStageRule, RunStatus, StageStatus
 from workflows.runs_models import ReusableStage, StageSpec
 
 # A stage that ended so, and is not allowed to fail, breaks the stages that need it.
@@ -42,9 +42,9 @@ def skip_reason(
     """Why a stage does not run, or None when it does."""
     cond = stage.conditions
     rule = cond.previous_stage_status
-    if rule == "success" and broken_deps:
+    if rule == PreviousStageRule.SUCCESS and broken_deps:
         return f"dependency failed: {', '.join(sorted(broken_deps))}"
-    if rule == "failure" and not broken_deps:
+    if rule == PreviousStageRule.FAILURE and not broken_deps:
         return "runs only when a previous stage failed"
     if cond.branches and not (branch and _matches_any(branch, cond.branches)):
         return f"branch {branch!r} does not match {cond.branches}"
@@ -135,7 +135,7 @@ class StageScheduler:
                 broken_deps=[d for d in self.deps[name] if d in self.broken],
             )
             if reason is not None:
-                if stage.conditions.previous_stage_status == "success" and (
+                if stage.conditions.previous_stage_status == PreviousStageRule.SUCCESS and (
                     self.deps[name] & self.broken
                 ):
                     self.broken.add(name)

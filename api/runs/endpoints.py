@@ -23,13 +23,13 @@ from api.deps import (
     require_scope,
 )
 from api.errors import ServiceUnavailable
-from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
+from api.pagination import CursorParam, LimitParam, Page, build_page
 from api.runs.logs import log_reader, object_store
 from api.runs.render import run_out, stage_out
 from api.runs.schemas import ArtifactOut, RunCreate, RunDetailOut, RunOut
 from core.runs import repository, service
 from core.runs.logs import download_blocks, first_attempt_events, follow_events, parse_event_id
-from db.models.pipelines import Artifact, PipelineRun
+from db.models.pipelines import PipelineRun
 from forgeline.errors import NotFound
 from forgeline.statuses.runs import RunStatus
 
@@ -97,18 +97,13 @@ async def list_runs(
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Page[RunOut]:
-    await repository.get_pipeline(session, principal.organization_id, pipeline_id)
-    stmt = repository.run_query(principal.organization_id).where(
-        PipelineRun.pipeline_id == pipeline_id
-    )
-    if status_filter:
-        stmt = stmt.where(PipelineRun.status == status_filter)
-    rows = list(
-        (
-            await session.scalars(
-                paginate(stmt, PipelineRun.created_at, PipelineRun.id, cursor=cursor, limit=limit)
-            )
-        ).all()
+    rows = await repository.list_runs(
+        session,
+        principal.organization_id,
+        pipeline_id,
+        status=status_filter,
+        cursor=cursor,
+        limit=limit,
     )
     return build_page(rows, limit=limit, key=lambda r: (r.created_at, r.id), to_item=run_out)
 
@@ -262,9 +257,7 @@ async def list_artifacts(
     run_id: uuid.UUID, session: SessionDep, principal: Reader
 ) -> list[ArtifactOut]:
     run = await repository.get_run(session, principal.organization_id, run_id)
-    rows = await session.scalars(
-        repository.run_artifacts(run.id).order_by(Artifact.name, Artifact.id)
-    )
+    rows = await repository.list_artifacts(session, run.id)
     return [
         ArtifactOut(
             id=a.id,
@@ -292,11 +285,7 @@ async def download_artifact(
     request: Request,
 ) -> StreamingResponse:
     run = await repository.get_run(session, principal.organization_id, run_id)
-    artifact = await session.scalar(
-        repository.run_artifacts(run.id).where(Artifact.id == artifact_id)
-    )
-    if artifact is None:
-        raise NotFound("artifact not found")
+    artifact = await repository.get_artifact(session, run.id, artifact_id)
     store = object_store(request)
     chunks = await asyncio.to_thread(store.iter_chunks, artifact.object_key)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from forgeline.statuses.runs import PreviousStageRule
 from workflows.runs_models import ReusableStage, RunPlan, StageConditions, StageSpec
 
 # Without a subscription an organization is on the free tier: one build at a time.
@@ -39,9 +40,9 @@ def stage_script(commands: list[Any]) -> str:
 def conditions_of(raw: dict[str, Any]) -> StageConditions:
     branches = raw.get("branch") or raw.get("branches") or []
     paths = raw.get("files_changed") or raw.get("paths") or []
-    rule = raw.get("previous_stage_status") or "success"
-    if rule not in ("success", "failure", "always"):
-        rule = "success"
+    rule = raw.get("previous_stage_status") or PreviousStageRule.SUCCESS
+    if rule not in tuple(PreviousStageRule):
+        rule = PreviousStageRule.SUCCESS
     return StageConditions(
         branches=[branches] if isinstance(branches, str) else list(branches),
         paths=[paths] if isinstance(paths, str) else list(paths),

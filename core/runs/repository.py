@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.queries import paginate
 from db.models.pipelines import (
     Artifact,
     BuildSlotClaim,
@@ -40,6 +41,25 @@ async def get_pipeline(
 
 def run_query(organization_id: uuid.UUID) -> Select[Any]:
     return select(PipelineRun).where(PipelineRun.organization_id == organization_id)
+
+
+async def list_runs(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    pipeline_id: uuid.UUID,
+    *,
+    status: RunStatus | None,
+    cursor: str | None,
+    limit: int,
+) -> list[PipelineRun]:
+    """One page of a pipeline's runs, newest first (limit + 1 rows: the extra one says whether a
+    next page exists)."""
+    await get_pipeline(session, organization_id, pipeline_id)
+    stmt = run_query(organization_id).where(PipelineRun.pipeline_id == pipeline_id)
+    if status:
+        stmt = stmt.where(PipelineRun.status == status)
+    page = paginate(stmt, PipelineRun.created_at, PipelineRun.id, cursor=cursor, limit=limit)
+    return list((await session.scalars(page)).all())
 
 
 async def get_run(
@@ -157,6 +177,22 @@ def run_artifacts(run_id: uuid.UUID) -> Select[Artifact]:
     return select(Artifact).where(
         or_(Artifact.run_id == run_id, Artifact.stage_execution_id.in_(reused))
     )
+
+
+async def list_artifacts(session: AsyncSession, run_id: uuid.UUID) -> list[Artifact]:
+    rows = await session.scalars(run_artifacts(run_id).order_by(Artifact.name, Artifact.id))
+    return list(rows)
+
+
+async def get_artifact(
+    session: AsyncSession, run_id: uuid.UUID, artifact_id: uuid.UUID
+) -> Artifact:
+    artifact: Artifact | None = await session.scalar(
+        run_artifacts(run_id).where(Artifact.id == artifact_id)
+    )
+    if artifact is None:
+        raise NotFound("artifact not found")
+    return artifact
 
 
 async def stage_execution_for_log(

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.runs.artifacts import UploadedArtifact
 from db.models.pipelines import StageExecution
+from forgeline.statuses.runs import StageStatus
 
 _NAMESPACE = uuid.UUID("6f1c8a55-8a57-4d0b-9a3e-3c1f0c6b2d11")
 
@@ -371,7 +372,7 @@ async def count_exit_code_failures(
             StageExecution.run_id == uuid.UUID(run_id),
             StageExecution.stage_name == stage_name,
             StageExecution.attempt < before_attempt,
-            StageExecution.status == "failed",
+            StageExecution.status == StageStatus.FAILED,
             StageExecution.exit_code.is_not(None),
         )
     )
