@@ -18,6 +18,11 @@ from core.agent.build_files import (
 from core.agent.ci_configs import CiLine, CommandKind, kind_of
 from core.agent.framework_outputs import relative_dir
 from core.agent.js_workspaces import BUILT_BY_MEMBERS, runner_exec
+from core.agent.python_requirements import (
+    RequirementFiles,
+    python_dependencies,
+    requirement_name,
+)
 from core.agent.repo_files import RepoFiles, join
 from workflows.agent_models import AppDetection
 
@@ -44,19 +49,38 @@ def _words(segment: str) -> list[str]:
         return []
 
 
-def _installed_text(files: RepoFiles, app: AppDetection) -> str:
-    """The dependency declarations the app's install command installs from (lowercased)."""
+def _project_names(files: RepoFiles, base: str, extras: list[str]) -> set[str]:
+    """What `pip install .[extras]` installs: the project's dependencies and those extras."""
+    pyproject = files.toml(join(base, "pyproject.toml")) or {}
+    project = pyproject.get("project") if isinstance(pyproject.get("project"), dict) else {}
+    assert isinstance(project, dict)
+    specs: list[Any] = list(project.get("dependencies") or [])
+    optional = project.get("optional-dependencies")
+    for extra in extras:
+        group = optional.get(extra) if isinstance(optional, dict) else None
+        specs.extend(group if isinstance(group, list) else [])
+    names = {n for spec in specs if isinstance(spec, str) and (n := requirement_name(spec))}
+    setup = (files.text(join(base, "setup.py")) or "") + (files.text(join(base, "setup.cfg")) or "")
+    names.update(m.lower() for m in re.findall(r"[\"'\n]\s*([A-Za-z0-9][A-Za-z0-9_.\-]*)", setup))
+    return names
+
+
+def _installed_names(files: RepoFiles, app: AppDetection) -> set[str]:
+    """Packages the app's install command brings (canonical names)."""
     base = app.path or "."
-    names = ["pyproject.toml", "setup.cfg", "setup.py"]
+    if app.package_manager != "pip":
+        return python_dependencies(files, base)[0]
     install = app.install_command or ""
-    if app.package_manager == "pip":
-        named = re.findall(r"(?:-r|--requirement)\s+([^\s&;|]+)", install)
-        names = [n for n in named if relative_dir(n)]
-        if re.search(r"pip install\s+(-e\s+)?\.(\[|\s|$)", install):
-            names += ["pyproject.toml", "setup.cfg", "setup.py"]
-    elif app.package_manager == "pipenv":
-        names = ["Pipfile"]
-    return "\n".join(files.text(join(base, n)) or "" for n in names).lower()
+    reader = RequirementFiles(files)
+    for rel in re.findall(r"(?:-r|--requirement)\s+([^\s&;|]+)", install):
+        if relative_dir(rel):
+            reader.add(join(base, rel))
+    names = set(reader.names)
+    local = re.search(r"pip install\s+(?:-e\s+)?['\"]?\.(?:\[([^\]]*)\])?", install)
+    if local or reader.local_paths:
+        extras = [e.strip() for e in (local.group(1) or "").split(",")] if local else []
+        names |= _project_names(files, base, [e for e in extras if e])
+    return names
 
 
 def _fit_node(segment: str, words: list[str], app: AppDetection, pkg: dict[str, Any]) -> str | None:
@@ -88,7 +112,9 @@ def _fit_node(segment: str, words: list[str], app: AppDetection, pkg: dict[str, 
 STDLIB_MODULES = ("unittest", "compileall", "doctest", "venv", "pip", "json.tool")
 
 
-def _fit_python(segment: str, words: list[str], app: AppDetection, installed: str) -> str | None:
+def _fit_python(
+    segment: str, words: list[str], app: AppDetection, installed: set[str]
+) -> str | None:
     """Python commands run through the app's environment; a tool the install does not bring
     is installed first with pip, or refused where the environment is managed (Poetry, uv)."""
     first = words[0]
@@ -104,7 +130,7 @@ def _fit_python(segment: str, words: list[str], app: AppDetection, installed: st
         tool = first
     else:
         return None
-    if re.search(rf"(^|[^a-z0-9_-]){re.escape(tool)}([^a-z0-9_-]|$)", installed):
+    if re.sub(r"[-_.]+", "-", tool).lower() in installed:
         return prefix + segment
     if app.package_manager == "pip":
         return f"pip install {tool} && {segment}"
@@ -125,7 +151,7 @@ def fit(command: str, app: AppDetection, files: RepoFiles) -> str | None:
     """The command as the app's stage runs it, or None when its image lacks a tool it calls."""
     out: list[str] = []
     pkg = files.json(join(app.path, "package.json")) or {}
-    installed = _installed_text(files, app) if app.language == "python" else ""
+    installed = _installed_names(files, app) if app.language == "python" else set()
     for segment in (s.strip() for s in command.split("&&")):
         words = _words(segment)
         if not words or any(w in ("|", ">", ">>") for w in words):

@@ -232,3 +232,15 @@ def test_steps_whose_environment_the_ci_fills_in_are_not_taken(tmp_path: Path) -
     )
     app = analyze_repository(tmp_path).primary
     assert app.test_command == "pytest tests/fast"
+
+
+def test_a_tool_in_the_installed_requirements_runs_as_declared(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text(
+        "-r requirements/base.txt\nPyTest==8.0 ; python_version>'3'\n"
+    )
+    (tmp_path / "requirements").mkdir()
+    (tmp_path / "requirements" / "base.txt").write_text("flask\nMy_Lint.Tool\n")
+    _workflow(tmp_path, "jobs:\n  a:\n    steps:\n      - run: python -m pytest -x\n")
+    app = analyze_repository(tmp_path).primary
+    assert app.install_command is not None and "requirements" in app.install_command
+    assert app.test_command == "python -m pytest -x"
