@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.runs.attempts import run_not_found, run_workspace
 from activities.runs.run_variables import resolve_run_variables
+from core.integrations.commit_status import announce_run_status
 from core.runs import build_slots, finishing, run_records
 from core.runs.plan import load_plan, slot_limit_for_key
 from core.runs.slot_grants import SlotGrants
@@ -165,6 +166,8 @@ class RunActivities:
         )
         if started is None:
             raise run_not_found(run_id)
+        # A run started by a forge event reports `running` on its commit (never raises).
+        await announce_run_status(self.temporal, self.session_maker, run_id)
         return started
 
     async def _checkout(self, repo: Repository, workspace: Path, inp: RunStarted) -> str:
@@ -215,6 +218,8 @@ class RunActivities:
         for outcome in await asyncio.gather(*steps, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 raise outcome
+        # The final status as recorded goes to the commit of a forge event's run (never raises).
+        await announce_run_status(self.temporal, self.session_maker, inp.run_id)
         await finishing.remove_workspace(run_workspace(self.settings, inp.run_id))
 
     async def _close_run(self, inp: FinishRunInput) -> None:

@@ -153,24 +153,28 @@ async def announce_run_status(
     client: Client,
     session_maker: async_sessionmaker[AsyncSession],
     run_id: str,
-    run_status: str,
 ) -> None:
-    """Called where the run projection records a status: reports it when the run came from a
-    forge event. Never raises: a commit status must not fail or delay the run."""
-    state = RUN_STATUS_STATES.get(run_status)
-    if state is None:
-        return
+    """Called where the run projection has recorded a status: reports the run's status as
+    stored when the run came from a forge event. Never raises: a commit status must not fail
+    or delay the run."""
     try:
         async with session_maker() as session:
             row = (
                 await session.execute(
                     select(
-                        PipelineRun.organization_id, PipelineRun.metadata_["forge"].isnot(None)
+                        PipelineRun.status,
+                        PipelineRun.organization_id,
+                        PipelineRun.metadata_["forge"].isnot(None),
                     ).where(PipelineRun.id == uuid.UUID(run_id))
                 )
             ).one_or_none()
-        if row is None or not row[1]:
+        if row is None or not row[2] or row[0] not in RUN_STATUS_STATES:
             return
-        await start_report(client, run_id, state, organization_id=str(row[0]) if row[0] else None)
+        await start_report(
+            client,
+            run_id,
+            RUN_STATUS_STATES[row[0]],
+            organization_id=str(row[1]) if row[1] else None,
+        )
     except Exception:
-        log.warning("commit status %s of run %s not announced", state, run_id, exc_info=True)
+        log.warning("commit status of run %s not announced", run_id, exc_info=True)

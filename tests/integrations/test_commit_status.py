@@ -1,0 +1,232 @@
+"""Commit statuses on a local fake GitHub and GitLab (real HTTP servers) for runs started by
+signed pushes, on real Postgres, Temporal, git and the sandbox runner: pending, running, then
+success or failure under one context per pipeline with a link to the run; a forge that answers
+500 or rate-limits (403 + Retry-After / X-RateLimit-*) never fails the run, and the status
+arrives later."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from core.integrations.commit_status import announce_run_status
+from forgeline.settings import Settings
+from tests.factories import make_org
+from tests.integrations.fake_forge import Failure, FakeForge, running_fake_forge
+from tests.integrations.support import (
+    Connected,
+    commit,
+    connect_project,
+    github_headers,
+    github_push,
+    integrations_worker,
+    make_git_repo,
+    runs_of,
+)
+from tests.runs.helpers import pipeline_worker, run_row, wait_for
+from tests.runs.sandbox import sandbox_runner
+
+TOKEN = "ghp_" + "T" * 36
+
+
+@pytest.fixture
+def forge() -> Iterator[FakeForge]:
+    with running_fake_forge() as fake:
+        yield fake
+
+
+@pytest.fixture
+def forge_settings(settings: Settings, forge: FakeForge) -> Settings:
+    return settings.model_copy(
+        update={"github_api_url": forge.github_api_url, "gitlab_api_url": forge.gitlab_api_url}
+    )
+
+
+@asynccontextmanager
+async def workers(
+    client: Client, settings: Settings, session_maker: Any, task_queue: str, tmp_path: Path
+) -> AsyncIterator[None]:
+    runner = sandbox_runner(tmp_path / "runner-state")
+    async with (
+        integrations_worker(client, settings, session_maker, run_task_queue=task_queue),
+        pipeline_worker(client, task_queue, settings, session_maker, runner),
+    ):
+        yield
+    await runner.close()
+
+
+async def push(api_client: Any, connected: Connected, head: str, before: str) -> None:
+    body = github_push("refs/heads/main", head, before)
+    r = await api_client.post(
+        f"/v1/webhooks/github?repository={connected.repository_id}",
+        content=body,
+        headers=github_headers(connected.secret, body),
+    )
+    assert r.status_code == 202, r.text
+
+
+async def finished_run(session_maker: Any, connected: Connected) -> Any:
+    async def done() -> bool:
+        runs = await runs_of(session_maker, connected.pipeline_ids)
+        return bool(runs) and runs[0].status in ("success", "failed", "cancelled")
+
+    await wait_for(done, timeout=60)
+    (run,) = await runs_of(session_maker, connected.pipeline_ids)
+    return run
+
+
+async def final_state(forge: FakeForge, sha: str, state: str, timeout: float = 60) -> None:
+    async def arrived() -> bool:
+        states = forge.states(sha)
+        return bool(states) and states[-1][1] == state
+
+    await wait_for(arrived, timeout=timeout)
+
+
+# The stage lasts long enough for the running report to reach the forge before the run ends
+# (a report older than the run's status is dropped, so a shorter run shows pending then final).
+@pytest.mark.parametrize(
+    ("command", "run_status", "state"),
+    [
+        ("sleep 3; echo ok", "success", "success"),
+        ("sleep 3; exit 3", "failed", "failure"),
+    ],
+)
+async def test_github_status_sequence(
+    api_client,
+    temporal_client,
+    forge,
+    forge_settings,
+    session_maker,
+    tmp_path,
+    task_queue,
+    command,
+    run_status,
+    state,
+) -> None:
+    repo, first = make_git_repo(tmp_path)
+    head = commit(repo, {"src/app.py": "print(3)\n"})
+    org = await make_org(session_maker)
+    connected = await connect_project(
+        session_maker,
+        forge_settings,
+        org.org_id,
+        url=str(repo),
+        token=TOKEN,
+        pipelines=[{"on_push": {"branches": ["main"]}}],
+        stages=[{"name": "check", "run": command}],
+    )
+    async with workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
+        await push(api_client, connected, head, first)
+        run = await finished_run(session_maker, connected)
+        await final_state(forge, head, state)
+    assert run.status == run_status
+    assert forge.states(head) == [("forgeline/ci-0", s) for s in ("pending", "pending", state)]
+    requests = forge.accepted()
+    assert [r.path for r in requests] == [f"/repos/acme/widgets/statuses/{head}"] * 3
+    final = "Passed" if state == "success" else "Failed"
+    assert [r.body["description"] for r in requests] == ["Queued", "Running", final]
+    assert all(r.headers["authorization"] == f"token {TOKEN}" for r in requests)
+    assert all(r.body["target_url"].endswith(f"/v1/runs/{run.id}") for r in requests)
+    # Announcing the same state again (a retried activity) sends nothing more.
+    await announce_run_status(temporal_client, session_maker, str(run.id))
+    assert len(forge.accepted()) == 3
+
+
+async def test_forge_outage_and_rate_limit_never_fail_the_run(
+    api_client, temporal_client, forge, forge_settings, session_maker, tmp_path, task_queue
+) -> None:
+    repo, first = make_git_repo(tmp_path)
+    head = commit(repo, {"src/app.py": "print(4)\n"})
+    org = await make_org(session_maker)
+    connected = await connect_project(
+        session_maker,
+        forge_settings,
+        org.org_id,
+        url=str(repo),
+        token=TOKEN,
+        pipelines=[{"on_push": {}}],
+    )
+    reset = str(int(time.time()) + 2)
+    forge.fail_next(
+        Failure(500, body={"message": "Server Error"}),
+        Failure(403, {"Retry-After": "1"}, {"message": "You have exceeded a secondary rate limit"}),
+        Failure(
+            403,
+            {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset},
+            {"message": "API rate limit exceeded"},
+        ),
+        Failure(502),
+        Failure(429, {"Retry-After": "1"}),
+    )
+    async with workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
+        await push(api_client, connected, head, first)
+        run = await finished_run(session_maker, connected)
+        assert run.status == "success"  # whatever the forge said
+        await final_state(forge, head, "success")
+    answered = [r.answered for r in forge.received]
+    assert answered[:5] == [500, 403, 403, 502, 429]
+    # Reports only move forward: whatever arrived, the last one is the run's final state.
+    assert forge.states(head)[-1] == ("forgeline/ci-0", "success")
+    assert (await run_row(session_maker, run.id)).status == "success"
+
+
+async def test_gitlab_statuses_and_missing_token(
+    api_client, temporal_client, forge, forge_settings, session_maker, tmp_path, task_queue
+) -> None:
+    repo, first = make_git_repo(tmp_path)
+    head = commit(repo, {"src/app.py": "print(5)\n"})
+    org = await make_org(session_maker)
+    connected = await connect_project(
+        session_maker,
+        forge_settings,
+        org.org_id,
+        url=str(repo),
+        token="glpat-" + "x" * 20,
+        pipelines=[{"on_push": {}}],
+        stages=[{"name": "check", "run": "sleep 3"}],
+    )
+    untokened = await connect_project(
+        session_maker,
+        forge_settings,
+        org.org_id,
+        url=str(repo),
+        pipelines=[{"on_push": {}}],
+    )
+    payload = {
+        "object_kind": "push",
+        "ref": "refs/heads/main",
+        "before": first,
+        "after": head,
+        "project": {"path_with_namespace": "group/sub/widgets", "git_http_url": "https://gl/x"},
+    }
+    body = json.dumps(payload).encode()
+    async with workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
+        for target in (connected, untokened):
+            r = await api_client.post(
+                f"/v1/webhooks/gitlab?repository={target.repository_id}",
+                content=body,
+                headers={
+                    "X-Gitlab-Event": "Push Hook",
+                    "X-Gitlab-Token": target.secret,
+                    "X-Gitlab-Event-UUID": str(uuid.uuid4()),
+                },
+            )
+            assert r.status_code == 202, r.text
+        run = await finished_run(session_maker, connected)
+        await finished_run(session_maker, untokened)
+        await final_state(forge, head, "success")
+    assert run.status == "success"
+    requests = forge.accepted()
+    assert {r.path for r in requests} == {f"/api/v4/projects/group%2Fsub%2Fwidgets/statuses/{head}"}
+    assert [r.body["state"] for r in requests] == ["pending", "running", "success"]
+    assert all(r.headers["private-token"].startswith("glpat-") for r in requests)
+    assert all(r.body["name"] == "forgeline/ci-0" for r in requests)
