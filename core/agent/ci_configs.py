@@ -111,7 +111,14 @@ def _gitlab(files: RepoFiles, out: list[CiLine]) -> None:
     for key, job in data.items():
         if str(key).startswith(".") or key in GITLAB_RESERVED or not isinstance(job, dict):
             continue
-        out.extend(CiLine(c, ".", rel) for c in _lines(job.get("script")))
+        script = job.get("script")
+        parents = job.get("extends")
+        for parent in (parents if isinstance(parents, list) else [parents])[:5]:
+            # A job without a script of its own runs the one of the template it extends.
+            template = data.get(parent) if isinstance(parent, str) else None
+            if script is None and isinstance(template, dict):
+                script = template.get("script")
+        out.extend(CiLine(c, ".", rel) for c in _lines(script))
 
 
 def _circleci(files: RepoFiles, out: list[CiLine]) -> None:

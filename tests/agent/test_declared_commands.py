@@ -244,3 +244,15 @@ def test_a_tool_in_the_installed_requirements_runs_as_declared(tmp_path: Path) -
     app = analyze_repository(tmp_path).primary
     assert app.install_command is not None and "requirements" in app.install_command
     assert app.test_command == "python -m pytest -x"
+
+
+def test_a_gitlab_job_runs_the_script_of_the_template_it_extends(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("flask\npytest\n")
+    (tmp_path / ".gitlab-ci.yml").write_text(
+        ".py:\n  image: python:3.12\n  script:\n    - pytest -q tests\n"
+        "unit:\n  extends: .py\n"
+        "odd:\n  extends: [7, .missing]\n"
+    )
+    app = analyze_repository(tmp_path).primary
+    assert app.test_command == "pytest -q tests"
+    assert app.command_sources["test"] == ".gitlab-ci.yml"
