@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from core.agent.python_requirements import python_dependencies
@@ -54,6 +55,7 @@ ENV_EXAMPLES = (
     ".env.template", ".env.local.example",
 )  # fmt: skip
 DEFAULT_DATABASE = "test"
+MAX_CI_FILES = 20
 DEFAULT_USERS = {"postgres": "postgres", "mysql": "root", "mariadb": "root"}
 # What may reach a generated variable: no shell or CI-expression syntax from the repository.
 _SAFE = re.compile(r"^[A-Za-z0-9._~-]{1,63}$")
@@ -165,11 +167,61 @@ def _compose_services(files: RepoFiles, places: list[str]) -> list[tuple[str, st
                 image = spec["image"].strip()
                 if service_of(image) is None:
                     continue
-                env = spec.get("environment")
-                if isinstance(env, list):
-                    env = dict(str(e).split("=", 1) for e in env if "=" in str(e))
-                found.append((image, rel, {str(k): str(v) for k, v in (env or {}).items()}))
+                found.append((image, rel, _env_mapping(spec.get("environment"))))
     return found
+
+
+def _env_mapping(env: Any) -> dict[str, str]:
+    """A compose/CI environment (mapping or KEY=value list); keys without a value dropped."""
+    if isinstance(env, list):
+        env = dict(str(e).split("=", 1) for e in env[:200] if "=" in str(e))
+    if not isinstance(env, dict):
+        return {}
+    return {str(k): str(v) for k, v in list(env.items())[:200] if isinstance(v, str | int)}
+
+
+def _ci_services(
+    files: RepoFiles,
+) -> tuple[list[tuple[str, str, dict[str, str]]], dict[str, str], str | None]:
+    """Services the repository's own CI runs beside its tests (GitHub Actions job services,
+    GitLab CI services) and the variables it gives those jobs."""
+    found: list[tuple[str, str, dict[str, str]]] = []
+    env: dict[str, str] = {}
+    source: str | None = None
+    workflows = [
+        f
+        for f in files.walk()
+        if f.startswith(".github/workflows/") and f.endswith((".yml", ".yaml"))
+    ][:MAX_CI_FILES]
+    for rel in workflows:
+        jobs = (files.yaml(rel) or {}).get("jobs")
+        for job in list(jobs.values())[:50] if isinstance(jobs, dict) else []:
+            services = job.get("services") if isinstance(job, dict) else None
+            if not isinstance(services, dict) or not services:
+                continue
+            for spec in list(services.values())[:10]:
+                image = spec.get("image") if isinstance(spec, dict) else None
+                if isinstance(image, str) and service_of(image.strip()) is not None:
+                    found.append((image.strip(), rel, _env_mapping(spec.get("env"))))
+            env.update(_env_mapping(job.get("env")))
+            source = source or rel
+    gitlab = files.yaml(".gitlab-ci.yml") or {}
+    shared = _env_mapping(gitlab.get("variables"))
+    for key, job in list(gitlab.items())[:100]:
+        services = gitlab.get("services") if key == "services" else None
+        if isinstance(job, dict):
+            services = job.get("services")
+        for spec in services[:10] if isinstance(services, list) else []:
+            image = spec.get("name") if isinstance(spec, dict) else spec
+            if isinstance(image, str) and service_of(image.strip()) is not None:
+                variables = {
+                    **shared,
+                    **_env_mapping(job.get("variables") if isinstance(job, dict) else None),
+                }
+                found.append((image.strip(), ".gitlab-ci.yml", variables))
+                env.update(variables)
+                source = source or ".gitlab-ci.yml"
+    return found, env, source
 
 
 def _env_example(files: RepoFiles, places: list[str]) -> tuple[dict[str, str], str | None]:
@@ -206,6 +258,15 @@ def _credentials_of_url(value: str) -> Credentials:
         _safe(unquote(user)) if user else None,
         _safe(unquote(password)) if password else None,
         _safe(database),
+    )
+
+
+def _merged(known: Credentials, more: Credentials) -> Credentials:
+    """What the container already says, its gaps filled from a URL that uses it."""
+    return Credentials(
+        known.user or more.user,
+        known.password or more.password if known.user in (None, more.user) else known.password,
+        known.database or more.database,
     )
 
 
@@ -312,7 +373,8 @@ def service_plan(files: RepoFiles, base: str) -> ServicePlan:
         needs[kind].evidence.append(why)
         return needs[kind]
 
-    for image, rel, env in _compose_services(files, places):
+    ci_found, ci_env, ci_file = _ci_services(files)
+    for image, rel, env in ci_found + _compose_services(files, places):
         service = service_of(image)
         assert service is not None
         kind = _kind(service.repository)
@@ -328,6 +390,9 @@ def service_plan(files: RepoFiles, base: str) -> ServicePlan:
                 _safe(env.get(f"{prefix}_DB") or env.get(f"{prefix}_DATABASE")),
             )
     example, example_file = _env_example(files, places)
+    if ci_env:
+        # What the repository's CI gives its tests beats an example for developers.
+        example, example_file = {**example, **ci_env}, ci_file
     urls: dict[str, tuple[str, str]] = {}
     for key, value in example.items():
         url_kind = _url_kind(value)
@@ -335,8 +400,7 @@ def service_plan(files: RepoFiles, base: str) -> ServicePlan:
             continue
         found = need(url_kind, None, f"{example_file} {key}")
         urls[key] = (url_kind, value)
-        if found.credentials.user is None and found.credentials.password is None:
-            found.credentials = _credentials_of_url(value)
+        found.credentials = _merged(found.credentials, _credentials_of_url(value))
     laravel = example.get("DB_CONNECTION", "").lower()
     if laravel in ("pgsql", "mysql", "mariadb"):
         kind = "postgres" if laravel == "pgsql" else "mysql"

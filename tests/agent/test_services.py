@@ -155,3 +155,49 @@ def test_test_stages_get_services_and_exports_carry_them(tmp_path: Path) -> None
     assert gitlab["variables"]["POSTGRES_PASSWORD"] == "django"
     report = validate_proposal(proposal)
     assert report.valid, report.errors
+
+
+def test_the_repository_ci_services_and_job_variables_are_reused(tmp_path: Path) -> None:
+    workflow = {
+        "jobs": {
+            "test": {
+                "runs-on": "ubuntu-latest",
+                "services": {
+                    "db": {
+                        "image": "postgres:14",
+                        "env": {
+                            "POSTGRES_PASSWORD": "ci",
+                            "POSTGRES_USER": "ci",
+                            "POSTGRES_DB": None,
+                        },
+                    },
+                    "matrix": {"image": "${{ matrix.db }}"},
+                },
+                "env": {
+                    "TEST_DATABASE_URL": "postgresql://ci:ci@localhost:5432/ci_test",
+                    "TOKEN": "${{ secrets.TOKEN }}",
+                },
+            }
+        }
+    }
+    plan = _plan(
+        tmp_path / "gha",
+        {
+            ".github/workflows/ci.yml": yaml.safe_dump(workflow),
+            "package.json": json.dumps({"dependencies": {"express": "4"}}),
+        },
+    )
+    assert plan.images == ["postgres:14"]
+    assert plan.env["TEST_DATABASE_URL"] == "postgresql://ci:ci@postgres:5432/ci_test"
+    assert plan.env["POSTGRES_PASSWORD"] == "ci"
+    assert "TOKEN" not in plan.env
+    gitlab = {
+        "variables": {"MYSQL_ROOT_PASSWORD": "root", "MYSQL_DATABASE": "app"},
+        "test": {"services": [{"name": "mysql:5.7"}, "redis:6"], "script": ["make test"]},
+    }
+    plan = _plan(
+        tmp_path / "gl", {".gitlab-ci.yml": yaml.safe_dump(gitlab), "go.mod": "module x\n"}
+    )
+    assert plan.images == ["mysql:5.7", "redis:6"]
+    assert plan.env["MYSQL_ROOT_PASSWORD"] == "root" and plan.env["MYSQL_DATABASE"] == "app"
+    assert plan.env["DATABASE_URL"] == "mysql://root:root@mysql:3306/app"
