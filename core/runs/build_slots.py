@@ -7,8 +7,8 @@ holders, queueing and promoting never race. A waiting run sleeps in its workflow
 signal names its claim; the claim is marked `grant_pending` in the same transaction that promotes
 it, so a signal lost to a crash is sent again by whoever touches the semaphore next.
 
-One round trip per claim or release (~0.5 ms), where a semaphore workflow costs a workflow-update
-round trip (~10-13 ms) per run and serializes an organization's bursts on one workflow's history.
+One round trip per claim or release, where a semaphore workflow costs a workflow update per run
+and serializes an organization's bursts on one workflow's history (bench/README.md).
 """
 
 from __future__ import annotations

@@ -30,11 +30,11 @@ PUMP_DRAIN_SECONDS = 10.0
 def _limited_argv(process: StageProcess) -> tuple[list[str], Callable[[], None] | None]:
     """`sh -c script` under resource limits, without a preexec_fn.
 
-    A preexec_fn forces fork() of the whole worker (~15 ms per stage, on the event loop) instead
+    A preexec_fn forces fork() of the whole worker (on the event loop, for every stage) instead
     of Python's fast vfork path. So the shell sets the limits itself, with `ulimit` on the
     script's first line (line numbers in its errors stay the script's own): one exec per stage.
     Limits `ulimit` cannot set portably (processes: `-p` in dash, `-u` in bash) go through
-    util-linux `prlimit`, which execs the shell (~0.7 ms more); without it, a preexec_fn.
+    util-linux `prlimit`, which execs the shell (one exec more); without it, a preexec_fn.
     """
     cpu_seconds = int(process.timeout_seconds) + 5
     memory = process.memory_mb * 1024 * 1024 if process.memory_mb else None
