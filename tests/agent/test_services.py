@@ -201,3 +201,20 @@ def test_the_repository_ci_services_and_job_variables_are_reused(tmp_path: Path)
     assert plan.images == ["mysql:5.7", "redis:6"]
     assert plan.env["MYSQL_ROOT_PASSWORD"] == "root" and plan.env["MYSQL_DATABASE"] == "app"
     assert plan.env["DATABASE_URL"] == "mysql://root:root@mysql:3306/app"
+
+
+def test_malformed_ci_compose_and_env_files_never_break_the_generator(tmp_path: Path) -> None:
+    shapes: list[object] = [None, 1, "x", [], {}, [1, "a", {}], {"a": None}, {"image": 5}]
+    shapes += [{"image": "postgres:16", "env": [1, 2]}, {"image": "redis", "environment": "A=b"}]
+    for index, shape in enumerate(shapes):
+        root = tmp_path / str(index)
+        workflow = {"jobs": {"t": {"services": shape, "env": shape, "strategy": {"matrix": shape}}}}
+        files = {
+            ".github/workflows/ci.yml": yaml.safe_dump(workflow),
+            ".gitlab-ci.yml": yaml.safe_dump({"services": shape, "variables": shape, "j": shape}),
+            "docker-compose.yml": yaml.safe_dump({"services": shape}),
+            "requirements.txt": "-r\n-e\n--hash\na @\n[x]\npytest\n",
+            ".env.example": "DATABASE_URL=postgres://\nX=mongodb://:@:/\nREDIS_URL=redis://:p@h:9999999/x\n",
+        }
+        proposal = propose_pipeline(analyze_repository(_write(root, files)))
+        assert validate_proposal(proposal).valid, shape
