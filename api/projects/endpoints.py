@@ -20,7 +20,14 @@ from api.deps import (
 )
 from api.pagination import CursorParam, LimitParam, Page, json_page
 from api.projects import render
-from api.projects.schemas import EnvironmentOut, ProjectOut, ProjectStatusFilter, RepositoryOut
+from api.projects.schemas import (
+    EnvironmentOut,
+    ProjectOut,
+    ProjectStatusFilter,
+    RepositoryOut,
+    WebhookSetupOut,
+)
+from core.integrations import webhook_secrets
 from core.projects import environments, repositories, service
 from core.projects.models import (
     EnvironmentCreate,
@@ -169,7 +176,15 @@ async def put_repository(
         session, principal, origin, settings, project_id, body
     )
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    return render.repository_out(repo)
+    out = render.repository_out(repo)
+    if created:
+        # Its webhook secret is made with it and shown this once.
+        setup = webhook_secrets.issue_secret(settings, repo)
+        await session.flush()
+        out.webhook = WebhookSetupOut(
+            urls=setup.urls, secret=setup.secret, content_type=setup.content_type
+        )
+    return out
 
 
 @router.delete(

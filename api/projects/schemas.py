@@ -32,6 +32,15 @@ class ProjectOut(BaseModel):
 ProjectStatusFilter = ProjectStatus
 
 
+class WebhookSetupOut(BaseModel):
+    """Shown once, when the repository is connected: paste the URL of your forge and the secret
+    into its webhook form (rotate with POST /v1/projects/{id}/repository/webhook-secret)."""
+
+    urls: dict[str, str]
+    secret: str
+    content_type: str
+
+
 class RepositoryOut(BaseModel):
     id: uuid.UUID
     project_id: uuid.UUID
@@ -43,6 +52,7 @@ class RepositoryOut(BaseModel):
     last_synced_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    webhook: WebhookSetupOut | None = None
 
 
 class EnvironmentOut(BaseModel):

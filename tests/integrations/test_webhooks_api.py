@@ -264,6 +264,16 @@ async def test_webhook_secret_rotation(api_client, app, settings, session_maker)
         headers=org.headers,
     )
     assert r.status_code == 201, r.text
+    # Connecting made a secret, shown this once.
+    on_connect = r.json()["webhook"]
+    assert on_connect["urls"]["gitlab"].endswith(f"?repository={r.json()['id']}")
+    assert len(on_connect["secret"]) >= 40
+    again = await api_client.put(
+        f"/v1/projects/{project_id}/repository",
+        json={"provider": "github", "url": "https://github.com/acme/rotate.git"},
+        headers=org.headers,
+    )
+    assert again.status_code == 200 and again.json()["webhook"] is None
     first = await api_client.post(url, headers=org.headers)
     assert first.status_code == 201, first.text
     data = first.json()
@@ -283,12 +293,14 @@ async def test_webhook_secret_rotation(api_client, app, settings, session_maker)
     # The secret is not readable afterwards.
     shown = await api_client.get(f"/v1/projects/{project_id}/repository", headers=org.headers)
     assert data["secret"] not in shown.text
+    assert on_connect["secret"] not in shown.text
     second = (await api_client.post(url, headers=org.headers)).json()
     assert second["secret"] != data["secret"]
     body = github_push("refs/heads/main", SHA2, SHA1)
     repo_id = uuid.UUID(data["repository_id"])
-    old = await post_github(api_client, repo_id, body, github_headers(data["secret"], body))
-    assert old.status_code == 401
+    for previous in (on_connect["secret"], data["secret"]):
+        old = await post_github(api_client, repo_id, body, github_headers(previous, body))
+        assert old.status_code == 401
     new = await post_github(api_client, repo_id, body, github_headers(second["secret"], body))
     assert new.status_code == 202
     # Another organization's project is a 404.
@@ -300,3 +312,38 @@ async def test_webhook_secret_rotation(api_client, app, settings, session_maker)
             select(WebhookPayload).where(WebhookPayload.project_id == uuid.UUID(project_id))
         )
         assert len(list(rows)) == 1
+
+
+async def test_redelivery_after_a_crash_between_commit_and_start(
+    api_client, temporal_client, settings, session_maker, connected, task_queue
+) -> None:
+    """The API stored the delivery and died before starting its workflow: the forge's
+    redelivery finds the row and starts the workflow it derives from it, once."""
+    body = github_push("refs/heads/main", SHA2, SHA1)
+    delivery = str(uuid.uuid4())
+    async with session_maker() as session:
+        session.add(
+            WebhookPayload(
+                id=uuid.uuid4(),
+                provider="github",
+                delivery_id=delivery,
+                event_type="push",
+                organization_id=connected.org_id,
+                project_id=connected.project_id,
+                payload=json.loads(body),
+                headers={},
+                signature_valid=True,
+            )
+        )
+        await session.commit()
+    headers = github_headers(connected.secret, body, delivery=delivery)
+    async with integrations_worker(
+        temporal_client, settings, session_maker, run_task_queue=task_queue
+    ):
+        r = await post_github(api_client, connected.repository_id, body, headers)
+        assert r.status_code == 202 and r.json()["status"] == "duplicate"
+        handle = temporal_client.get_workflow_handle_for(
+            WebhookDeliveryWorkflow.run, r.json()["workflow_id"]
+        )
+        assert (await handle.result()).status == "processed"
+    assert len(await runs_of(session_maker, connected.pipeline_ids)) == 1
