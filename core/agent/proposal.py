@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from core.agent.detectors import LOCKFILE_NAMES
-from core.agent.images import cache_paths, install_steps
+from core.agent.images import cache_paths, install_steps, repository_of
 from forgeline.pipeline_spec import PipelineProposal, ProposedStage
 from forgeline.slugs import slug
 from workflows.agent_models import AppDetection, Preferences, RepoAnalysis
@@ -64,12 +64,16 @@ def _deploy_commands(
     """Image, commands and extra conditions of the deploy stage for the chosen provider."""
     out = app.output_directory or "."
     where = "." if app.path in ("", ".") else app.path
+    # The deploy CLIs run on the app's own Node when it has one.
+    node = next(
+        (i for i in (app.build_image, app.image) if i and repository_of(i) == "node"), "node:20"
+    )
     match (prefs.deploy_provider or "forgeline").lower():
         case "vercel":
-            return "node:20", ['npx --yes vercel deploy --prod --yes --token "$VERCEL_TOKEN"'], {}
+            return node, ['npx --yes vercel deploy --prod --yes --token "$VERCEL_TOKEN"'], {}
         case "netlify":
             return (
-                "node:20",
+                node,
                 [f'npx --yes netlify-cli deploy --prod --dir "{out}" --auth "$NETLIFY_AUTH_TOKEN"'],
                 {},
             )

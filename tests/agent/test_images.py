@@ -145,6 +145,15 @@ def test_node_caches_and_audit_follow_the_package_manager(tmp_path: Path) -> Non
     assert scan.commands[0].startswith("npm install --package-lock-only --ignore-scripts && ")
 
 
+def test_deploy_clis_run_on_the_apps_node(tmp_path: Path) -> None:
+    pkg = {"name": "a", "scripts": {"build": "vite build"}, "dependencies": {"vue": "3"}}
+    root = _write(tmp_path, {"package.json": json.dumps(pkg), ".nvmrc": "lts/jod"})
+    analysis = analyze_repository(root)
+    for provider in ("vercel", "netlify"):
+        stages = propose_pipeline(analysis, Preferences(deploy_provider=provider)).stages
+        assert next(s for s in stages if s.stage_type == "deploy").image == "node:22"
+
+
 def test_rust_lint_adds_clippy_and_caches_under_cargo_home(tmp_path: Path) -> None:
     root = _write(
         tmp_path,
