@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.runs.attempts import run_not_found, run_workspace
 from activities.runs.run_variables import resolve_run_variables
+from core.billing.metering import record_usage_on
 from core.integrations.commit_status import announce_run_status
 from core.runs import build_slots, finishing, run_records
 from core.runs.plan import load_plan, slot_limit_for_key
@@ -223,5 +224,10 @@ class RunActivities:
         await finishing.remove_workspace(run_workspace(self.settings, inp.run_id))
 
     async def _close_run(self, inp: FinishRunInput) -> None:
-        if not await finishing.finish_run(self.session_maker, inp):
-            raise run_not_found(inp.run_id)
+        async with driver_connection(self.session_maker) as conn:
+            run = await finishing.close_run(conn, inp)
+            if run is None:
+                raise run_not_found(inp.run_id)
+            if run.organization_id is not None:
+                # A retry finds the run finished already and records the minutes once.
+                await record_usage_on(conn, **finishing.build_minutes_usage(inp.run_id, run))
