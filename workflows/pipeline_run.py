@@ -119,7 +119,8 @@ class PipelineRunWorkflow:
             # Also asks for a build slot: the grant arrives as a signal, maybe before this returns.
             self.slot.waiting = True
             # Short DB-only bookkeeping runs as local activities: no server round trip (a
-            # handful per run; stages stay regular activities, see DESIGN on local activities).
+            # handful per run). Stages stay regular activities: many long local activities at
+            # once starve workflow tasks.
             plan = await PREPARE_RUN.execute_local(
                 inp,
                 start_to_close_timeout=BOOKKEEPING_TIMEOUT,
