@@ -230,3 +230,35 @@ async def test_gitlab_statuses_and_missing_token(
     assert [r.body["state"] for r in requests] == ["pending", "running", "success"]
     assert all(r.headers["private-token"].startswith("glpat-") for r in requests)
     assert all(r.body["name"] == "forgeline/ci-0" for r in requests)
+
+
+async def test_cancelled_run_reports_cancelled(
+    api_client, temporal_client, forge, forge_settings, session_maker, tmp_path, task_queue
+) -> None:
+    from core.runs.service import cancel_run
+
+    repo, first = make_git_repo(tmp_path)
+    head = commit(repo, {"src/app.py": "print(6)\n"})
+    org = await make_org(session_maker)
+    connected = await connect_project(
+        session_maker,
+        forge_settings,
+        org.org_id,
+        url=str(repo),
+        token=TOKEN,
+        pipelines=[{"on_push": {}}],
+        stages=[{"name": "long", "run": "sleep 120"}],
+    )
+    async with workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
+        await push(api_client, connected, head, first)
+
+        async def running() -> bool:
+            return [r.body["description"] for r in forge.accepted()][-1:] == ["Running"]
+
+        await wait_for(running, timeout=60)
+        (run,) = await runs_of(session_maker, connected.pipeline_ids)
+        await cancel_run(temporal_client, run)
+        run = await finished_run(session_maker, connected)
+        await final_state(forge, head, "error")
+    assert run.status == "cancelled"
+    assert [r.body["description"] for r in forge.accepted()] == ["Queued", "Running", "Cancelled"]
