@@ -136,7 +136,11 @@ def create_app(
     # Added innermost first: the request context wraps everything, so even a 413 carries an ID;
     # a read retried after a lost database connection reruns only the routing and the endpoint.
     app.add_middleware(ReadRetryMiddleware)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_request_body_bytes,
+        path_limits={"/v1/webhooks/": settings.webhook_max_body_bytes},
+    )
     app.add_middleware(RequestContextMiddleware)
     # Outermost: every answer carries the security headers, a last-resort 500 included.
     app.add_middleware(

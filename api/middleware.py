@@ -103,19 +103,31 @@ class RequestContextMiddleware:
 
 class BodySizeLimitMiddleware:
     """Refuses bodies over `max_bytes` with 413: up front from Content-Length, and while
-    streaming for chunked uploads that lie about (or omit) their length."""
+    streaming for chunked uploads that lie about (or omit) their length. `path_limits` gives
+    paths under a prefix a limit of their own (forge webhooks carry up to 25 MB)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = path_limits or {}
+
+    def _limit(self, scope: Scope) -> int:
+        path = str(scope.get("path", ""))
+        for prefix, limit in self.path_limits.items():
+            if path.startswith(prefix):
+                return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope)
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, send, limit)
             return
         received = 0
 
@@ -124,17 +136,17 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         await self.app(scope, counting_receive, send)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
+    async def _reject(self, scope: Scope, send: Send, limit: int) -> None:
         response = problem_response(
             Request(scope),
             status=413,
-            detail=f"Request body exceeds the limit of {self.max_bytes} bytes",
+            detail=f"Request body exceeds the limit of {limit} bytes",
             slug="payload-too-large",
             headers={"Connection": "close"},
         )

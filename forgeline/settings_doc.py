@@ -48,8 +48,8 @@ DESCRIPTIONS: dict[str, str] = {
     "github_api_url": "GitHub REST API commit statuses are reported to (GitHub Enterprise: its "
     "`/api/v3`)",
     "gitlab_api_url": "GitLab REST API (`/api/v4`) commit statuses are reported to",
-    "webhook_max_body_bytes": "webhook deliveries above this size are refused (413); the request "
-    "body limit applies first",
+    "webhook_max_body_bytes": "body limit of forge webhook deliveries (`/v1/webhooks/…`, 413 "
+    "above); other requests keep the request body limit",
     "encryption_keys": "Fernet keys, comma-separated, newest first (tokens at rest); `make run` "
     "generates `.data/encryption.key` in development",
     "payload_keys": "AES-GCM keys (base64, 32 bytes), comma-separated, newest first: Temporal "
