@@ -78,6 +78,10 @@ SCENARIOS: dict[str, str] = {
     "tests/agent/test_agent_workflow.py::test_llm_rejected_falls_back_to_planner": "llm-fallback",
     "tests/billing/test_billing_workflow.py::"
     "test_plan_change_is_prorated_on_the_next_invoice": "plan-change",
+    "tests/integrations/test_commit_status.py::"
+    "test_github_status_sequence[sleep 3; echo ok-success-success]": "commit-status",
+    "tests/integrations/test_commit_status.py::"
+    "test_forge_outage_and_rate_limit_never_fail_the_run": "forge-outage",
 }
 
 

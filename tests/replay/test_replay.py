@@ -36,6 +36,9 @@ REQUIRED = {
     "BillingWorkflow-stripe-faults",
     "BillingCycleWorkflow-schedule",
     "EchoWorkflow-worker-process",
+    "WebhookDeliveryWorkflow-commit-status",
+    "CommitStatusWorkflow-commit-status",
+    "CommitStatusWorkflow-forge-outage",
 }
 
 
