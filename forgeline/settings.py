@@ -21,7 +21,13 @@ DEPLOYMENTS_TASK_QUEUE = "deployments"
 BILLING_TASK_QUEUE = "billing"
 # Forge events (webhook deliveries) and commit statuses reported back to the forge.
 INTEGRATIONS_TASK_QUEUE = "integrations"
-TASK_QUEUES = (AGENT_TASK_QUEUE, PIPELINES_TASK_QUEUE, DEPLOYMENTS_TASK_QUEUE, BILLING_TASK_QUEUE)
+TASK_QUEUES = (
+    AGENT_TASK_QUEUE,
+    PIPELINES_TASK_QUEUE,
+    DEPLOYMENTS_TASK_QUEUE,
+    BILLING_TASK_QUEUE,
+    INTEGRATIONS_TASK_QUEUE,
+)
 # Stage execution: served by build hosts only (`forgeline build-host`), never the control worker.
 BUILDS_TASK_QUEUE = "builds"
 
