@@ -14,6 +14,7 @@ from forgeline.cli.common import (
     ApiUrl,
     AsJson,
     client,
+    console,
     emit,
     err_console,
     resolve_project,
@@ -96,6 +97,35 @@ def repos_connect(
         project_id = resolve_project(api, project)
         repo = run(lambda: api.put(f"/v1/projects/{project_id}/repository", body))
     emit({**repo, "project": project}, REPO_COLUMNS, as_json=as_json, title="Repository")
+    if not as_json and repo.get("webhook"):
+        print_webhook(repo["webhook"])
+
+
+def print_webhook(setup: dict[str, Any]) -> None:
+    """What to paste into the forge's webhook form; the secret is never shown again."""
+    console.print("Webhook (the secret is shown only this once):", markup=False)
+    for forge, url in setup["urls"].items():
+        console.print(f"  {forge} URL: {url}", markup=False, highlight=False)
+    console.print(f"  secret: {setup['secret']}", markup=False, highlight=False)
+    console.print(f"  content type: {setup['content_type']}", markup=False, highlight=False)
+
+
+@repos_app.command("webhook")
+def repos_webhook(
+    project: Annotated[str, typer.Argument(help="Project ID or slug.")],
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_json: AsJson = False,
+) -> None:
+    """A new webhook secret for the project's repository (the previous one stops working), with
+    the URL to paste into GitHub or GitLab."""
+    with client(api_url, api_key) as api:
+        project_id = resolve_project(api, project)
+        setup = run(lambda: api.post(f"/v1/projects/{project_id}/repository/webhook-secret", {}))
+    if as_json:
+        typer.echo(json.dumps(setup, indent=2))
+        return
+    print_webhook(setup)
 
 
 @repos_app.command("list")
