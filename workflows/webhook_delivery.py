@@ -41,6 +41,20 @@ GIT_RETRY = RetryPolicy(
 class WebhookDeliveryWorkflow:
     @workflow.run
     async def run(self, inp: DeliveryInput) -> DeliveryOutcome:
+        try:
+            return await self._process(inp)
+        except ActivityError as exc:
+            # Recorded on the delivery, never dropped silently; the forge can redeliver it.
+            await self._record(
+                DeliveryOutcome(
+                    delivery_row_id=inp.delivery_row_id,
+                    status="failed",
+                    error=str(exc.cause or exc)[:1000],
+                )
+            )
+            raise
+
+    async def _process(self, inp: DeliveryInput) -> DeliveryOutcome:
         candidates = await MATCH_TRIGGERS.execute(
             inp.event, start_to_close_timeout=timedelta(seconds=30), retry_policy=BOOKKEEPING_RETRY
         )

@@ -245,7 +245,7 @@ async def receive(
 async def start_processing(
     client: Client, row_id: str, event: ForgeEvent, *, task_queue: str = INTEGRATIONS_TASK_QUEUE
 ) -> str:
-    """Start the delivery's workflow; a redelivery (even after it finished) starts nothing."""
+    """Start the delivery's workflow; a redelivery starts nothing unless processing failed."""
     workflow_id = webhook_delivery_workflow_id(event.provider, event.delivery_id)
     with contextlib.suppress(WorkflowAlreadyStartedError):
         await client.start_workflow(
@@ -253,7 +253,8 @@ async def start_processing(
             DeliveryInput(delivery_row_id=row_id, event=event),
             id=workflow_id,
             task_queue=task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            # A processed delivery is never processed again; a failed one is, when redelivered.
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             search_attributes=forgeline_search_attributes(
                 "webhook_delivery",
                 organization_id=uuid.UUID(event.organization_id) if event.organization_id else None,

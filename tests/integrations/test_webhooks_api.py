@@ -352,3 +352,48 @@ async def test_redelivery_after_a_crash_between_commit_and_start(
         )
         assert (await handle.result()).status == "processed"
     assert len(await runs_of(session_maker, connected.pipeline_ids)) == 1
+
+
+async def test_failed_processing_is_retried_by_a_redelivery(
+    api_client, temporal_client, settings, session_maker, connected, task_queue
+) -> None:
+    """Processing that failed (here: its delivery row vanished) is recorded as failed and
+    started again by the forge's redelivery; one that succeeded never is."""
+    from temporalio.client import WorkflowFailureError
+
+    from core.integrations.deliveries import start_processing
+    from workflows.integrations_models import ForgeEvent
+
+    delivery = str(uuid.uuid4())
+    event = ForgeEvent(
+        provider="github",
+        delivery_id=delivery,
+        kind="push",
+        repository_id=str(connected.repository_id),
+        project_id=str(connected.project_id),
+        organization_id=str(connected.org_id),
+        forge_repository="acme/widgets",
+        ref_name="main",
+        head_sha=SHA2,
+        before_sha=SHA1,
+    )
+    body = github_push("refs/heads/main", SHA2, SHA1)
+    headers = github_headers(connected.secret, body, delivery=delivery)
+    async with integrations_worker(
+        temporal_client, settings, session_maker, run_task_queue=task_queue
+    ):
+        workflow_id = await start_processing(temporal_client, str(uuid.uuid4()), event)
+        handle = temporal_client.get_workflow_handle_for(WebhookDeliveryWorkflow.run, workflow_id)
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        r = await post_github(api_client, connected.repository_id, body, headers)
+        assert r.status_code == 202 and r.json()["workflow_id"] == workflow_id
+        retried = temporal_client.get_workflow_handle_for(WebhookDeliveryWorkflow.run, workflow_id)
+        assert (await retried.result()).status == "processed"
+        again = await post_github(api_client, connected.repository_id, body, headers)
+        assert again.json()["status"] == "duplicate"
+        assert (await retried.result()).status == "processed"
+    # The failed attempt had already started the run: the retry found it (one run).
+    assert len(await runs_of(session_maker, connected.pipeline_ids)) == 1
+    rows = await deliveries_of(session_maker, connected.project_id)
+    assert [row.status for row in rows] == ["processed"]
