@@ -82,7 +82,7 @@ def rotate(
 def rotate_snapshot(
     snapshot: Mapping[str, Any], settings: Settings | None = None
 ) -> dict[str, Any]:
-    """A run's variables snapshot (see activities/pipelines/run_variables.py) under the newest
+    """A run's variables snapshot (see activities/runs/run_variables.py) under the newest
     key: the run's own encrypted variables and every secret of its project and environments."""
     rotated = dict(snapshot)
     if rotated.get("run"):
