@@ -15,7 +15,7 @@ from db.base import Base, Timestamps, UUIDPrimaryKey
 from db.models.columns import TZ_DATETIME, check_in, created_at_column, json_array, json_object
 from forgeline.statuses.accounts import ActorType
 
-# Temporal's closed statuses plus `running`; the seeds' workflows/tasks tables mapped onto Temporal.
+# Temporal's closed statuses plus `running`: these rows mirror Temporal executions.
 WORKFLOW_STATUSES = (
     "running",
     "completed",

@@ -95,7 +95,7 @@ class Pipeline(UUIDPrimaryKey, Timestamps, Base):
 
 
 class PipelineStage(UUIDPrimaryKey, Timestamps, Base):
-    """One stage of a pipeline; `position` is the seeds' `order` (a reserved word in SQL)."""
+    """One stage of a pipeline; `position` orders the stages (`order` is a reserved word in SQL)."""
 
     __tablename__ = "pipeline_stages"
 
