@@ -53,6 +53,22 @@ FINISHED_STAGE_STATUSES: tuple[StageStatus, ...] = (
 )
 
 
+class FailureClass(StrEnum):
+    """Whose fault a failed stage attempt was, which decides whether it is retried."""
+
+    INFRASTRUCTURE = "infrastructure"  # runner lost, OOM, network, registry: retried
+    FLAKY = "flaky"  # known flaky patterns: retried
+    CODE = "code"  # the repository's tests or build fail: not retried
+    CONFIG = "config"  # the pipeline's fault: not retried, for the agent to repair
+
+
+# Failure classes a stage is retried for automatically (a bounded number of times).
+RETRIED_FAILURE_CLASSES: tuple[FailureClass, ...] = (
+    FailureClass.INFRASTRUCTURE,
+    FailureClass.FLAKY,
+)
+
+
 class PreviousStageRule(StrEnum):
     """When a stage runs, given how its dependencies ended."""
 
