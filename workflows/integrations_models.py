@@ -112,3 +112,23 @@ class CommitStatusResult(BaseModel):
 
     reported: bool
     reason: str | None = None
+
+
+def pipeline_schedule_id(pipeline_id: str, index: int) -> str:
+    """The Temporal Schedule of a pipeline's schedule entry (by its position in `schedule`)."""
+    return f"pipeline-schedule-{pipeline_id}-{index}"
+
+
+class ScheduledRunInput(BaseModel):
+    """What a pipeline schedule's action starts: a run of the pipeline with trigger=schedule."""
+
+    pipeline_id: str
+    schedule_id: str
+    # The firing's workflow ID (schedule action ID + fire time) and first run ID: one run each.
+    firing_id: str = ""
+
+
+class ScheduledRun(BaseModel):
+    run_id: str | None = None
+    # Why no run started (pipeline gone, paused, no longer scheduled).
+    skipped: str | None = None

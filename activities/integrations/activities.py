@@ -11,7 +11,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from core.integrations import commit_status, event_runs
+from core.integrations import commit_status, event_runs, schedules
 from core.integrations import repository as queries
 from db.session import session_scope
 from forgeline.crypto import decrypt_str
@@ -31,6 +31,7 @@ from workflows.contracts.integrations import (
     RECORD_DELIVERY_OUTCOME,
     REPORT_COMMIT_STATUS,
     START_RUNS,
+    START_SCHEDULED_RUN,
 )
 from workflows.integrations_models import (
     DELIVERY_NOT_FOUND_ERROR,
@@ -41,6 +42,8 @@ from workflows.integrations_models import (
     CommitStatusResult,
     DeliveryOutcome,
     ForgeEvent,
+    ScheduledRun,
+    ScheduledRunInput,
     StartedRuns,
     StartRunsInput,
     TriggerCandidates,
@@ -100,6 +103,16 @@ class IntegrationActivities:
             inp,
             run_task_queue=self.run_task_queue,
             status_task_queue=self.status_task_queue,
+        )
+
+    @START_SCHEDULED_RUN.implement
+    async def start_scheduled_run(self, inp: ScheduledRunInput) -> ScheduledRun:
+        return await schedules.start_scheduled_run(
+            self.session_maker,
+            self.temporal,
+            self.settings,
+            inp,
+            run_task_queue=self.run_task_queue,
         )
 
     @RECORD_DELIVERY_OUTCOME.implement

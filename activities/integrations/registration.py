@@ -1,4 +1,5 @@
-"""Integrations task queue: forge deliveries to runs, and commit statuses back to the forge."""
+"""Integrations task queue: forge deliveries and schedule firings to runs, and commit statuses
+back to the forge."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from activities.deps import Registration, WorkerDeps
 from activities.integrations.activities import IntegrationActivities
 from forgeline.settings import INTEGRATIONS_TASK_QUEUE
 from workflows.commit_status import CommitStatusWorkflow
+from workflows.scheduled_run import ScheduledRunWorkflow
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
-WORKFLOWS: list[type] = [WebhookDeliveryWorkflow, CommitStatusWorkflow]
+WORKFLOWS: list[type] = [WebhookDeliveryWorkflow, CommitStatusWorkflow, ScheduledRunWorkflow]
 
 
 def registration(deps: WorkerDeps) -> Registration:
@@ -20,6 +22,7 @@ def registration(deps: WorkerDeps) -> Registration:
             integrations.match_triggers,
             integrations.compute_changed_paths,
             integrations.start_runs,
+            integrations.start_scheduled_run,
             integrations.record_delivery_outcome,
             integrations.report_commit_status,
         ],

@@ -1,15 +1,24 @@
-"""/v1 routes of pipelines: per-project list, detail with stages, YAML export."""
+"""/v1 routes of pipelines: per-project list, detail with stages, edit of triggers and status,
+delete, YAML export."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from api.deps import PIPELINES_READ, Principal, SessionDep, require_scope
+from api.audit import write_audit
+from api.deps import (
+    PIPELINES_READ,
+    PIPELINES_WRITE,
+    Principal,
+    SessionDep,
+    TemporalDep,
+    require_scope,
+)
 from api.pagination import CursorParam, LimitParam, Page, build_page
-from api.pipelines.schemas import PipelineDetail, PipelineOut, PipelineStageOut
+from api.pipelines.schemas import PipelineDetail, PipelineOut, PipelineStageOut, PipelineUpdate
 from core.pipelines import service
 from db.models.pipelines import Pipeline, PipelineStage
 from forgeline.pipeline_export import ExportFormat
@@ -17,8 +26,10 @@ from forgeline.pipeline_export import ExportFormat
 router = APIRouter(tags=["pipelines"])
 
 Reader = Annotated[Principal, Depends(require_scope(PIPELINES_READ))]
+Writer = Annotated[Principal, Depends(require_scope(PIPELINES_WRITE))]
 _PROBLEMS: dict[int | str, dict[str, str]] = {
     404: {"description": "Not found (or owned by another organization)"},
+    409: {"description": "The pipeline has runs in progress (delete)"},
     422: {"description": "Validation failed"},
 }
 FILENAMES = {"github-actions": "forgeline.yml", "gitlab-ci": ".gitlab-ci.yml"}
@@ -56,6 +67,39 @@ async def get_pipeline(
 ) -> PipelineDetail:
     pipeline = await service.get_pipeline(session, principal, pipeline_id)
     return _detail(pipeline, await service.stages_of(session, pipeline.id))
+
+
+@router.patch("/pipelines/{pipeline_id}", responses=_PROBLEMS)
+async def update_pipeline(
+    pipeline_id: uuid.UUID,
+    body: PipelineUpdate,
+    session: SessionDep,
+    principal: Writer,
+    temporal: TemporalDep,
+    request: Request,
+) -> PipelineDetail:
+    """Replace the triggers (validated, stored normalized) and/or the status; each `schedule`
+    entry becomes a Temporal Schedule, paused while the pipeline is."""
+    pipeline = await service.update_pipeline(
+        session, temporal, principal, pipeline_id, triggers=body.triggers, status=body.status
+    )
+    await write_audit(session, principal, request, "pipeline.update", "pipeline", pipeline.id)
+    return _detail(pipeline, await service.stages_of(session, pipeline.id))
+
+
+@router.delete(
+    "/pipelines/{pipeline_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_PROBLEMS
+)
+async def delete_pipeline(
+    pipeline_id: uuid.UUID,
+    session: SessionDep,
+    principal: Writer,
+    temporal: TemporalDep,
+    request: Request,
+) -> Response:
+    await service.delete_pipeline(session, temporal, principal, pipeline_id)
+    await write_audit(session, principal, request, "pipeline.delete", "pipeline", pipeline_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from core.integrations.triggers import Triggers
 
 
 class PipelineStageOut(BaseModel):
@@ -49,3 +51,13 @@ class PipelineDetail(PipelineOut):
     config: dict[str, Any]
     stages: list[PipelineStageOut] = Field(default_factory=list)
     export_formats: list[str] = Field(default_factory=lambda: ["github-actions", "gitlab-ci"])
+
+
+class PipelineUpdate(BaseModel):
+    """PATCH body: the fields given are replaced (triggers as a whole)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    triggers: Triggers | None = None
+    # Paused pipelines start no runs and their schedules are paused.
+    status: Literal["active", "paused"] | None = None

@@ -1,8 +1,9 @@
 """`pipelines.triggers` as a validated model, and whether a forge event starts a pipeline.
 
 `on_push {branches, tags, paths, paths_ignore}`, `on_pull_request {branches, types, paths,
-paths_ignore}`, `manual`, `schedule`: the filters of GitHub Actions with its glob semantics
-(core.integrations.globs). An event with no trigger for it starts nothing.
+paths_ignore}`, `manual`, `schedule [{cron, timezone}]` (core.integrations.cron) and
+`concurrency`: the filters of GitHub Actions with its glob semantics (core.integrations.globs).
+An event with no trigger for it starts nothing.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from core.integrations.cron import InvalidCron, validate_cron, validate_timezone
 from core.integrations.globs import InvalidPattern, matches, validate_patterns
 from workflows.integrations_models import ForgeEvent
 
 log = logging.getLogger("forgeline.integrations")
 
 MAX_PATTERNS = 100
+MAX_SCHEDULES = 20
 PullRequestType = Literal["opened", "synchronize", "reopened", "closed"]
 DEFAULT_PR_TYPES: list[PullRequestType] = ["opened", "synchronize", "reopened"]
 
@@ -96,14 +99,54 @@ class OnPullRequest(_Filter):
         return _check(value)
 
 
+class ScheduleEntry(BaseModel):
+    """One cron entry; each becomes a Temporal Schedule of the pipeline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str = Field(max_length=200)
+    timezone: str = Field(default="UTC", max_length=64)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        try:
+            return validate_cron(value)
+        except InvalidCron as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            return validate_timezone(value)
+        except InvalidCron as exc:
+            raise ValueError(str(exc)) from exc
+
+
+class Concurrency(BaseModel):
+    """Like GitHub's `concurrency.cancel-in-progress`: a newer event of the same pull request
+    (or branch) cancels the pipeline's runs of it still in progress."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cancel_in_progress_pull_requests: bool = True
+    cancel_in_progress_pushes: bool = False
+
+
 class Triggers(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     on_push: OnPush | None = None
     on_pull_request: OnPullRequest | None = None
     manual: bool = True
-    # Cron entries; run by Temporal Schedules, not by forge events.
-    schedule: list[dict[str, Any]] = Field(default_factory=list, max_length=20)
+    # Run by Temporal Schedules (core.integrations.schedules), not by forge events.
+    schedule: list[ScheduleEntry] = Field(default_factory=list, max_length=MAX_SCHEDULES)
+    concurrency: Concurrency = Field(default_factory=Concurrency)
+
+    def normalized(self) -> dict[str, Any]:
+        """What is stored: every default spelled out, absent filters left out."""
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 def parse_triggers(raw: dict[str, Any] | None) -> Triggers | None:

@@ -212,6 +212,7 @@ async def integrations_worker(
             activities.match_triggers,
             activities.compute_changed_paths,
             activities.start_runs,
+            activities.start_scheduled_run,
             activities.record_delivery_outcome,
             activities.report_commit_status,
         ],

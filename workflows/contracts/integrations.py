@@ -14,6 +14,8 @@ from workflows.integrations_models import (
     CommitStatusResult,
     DeliveryOutcome,
     ForgeEvent,
+    ScheduledRun,
+    ScheduledRunInput,
     StartedRuns,
     StartRunsInput,
     TriggerCandidates,
@@ -40,4 +42,8 @@ REPORT_COMMIT_STATUS = ActivityContract(
     CommitStatusInput,
     CommitStatusResult,
     non_retryable=(FORGE_REJECTED_ERROR,),
+)
+# A schedule's firing: one run of the pipeline with trigger=schedule, once per firing.
+START_SCHEDULED_RUN = ActivityContract(
+    "integrations.start_scheduled_run", ScheduledRunInput, ScheduledRun
 )
