@@ -82,6 +82,8 @@ SCENARIOS: dict[str, str] = {
     "test_github_status_sequence[sleep 3; echo ok-success-success]": "commit-status",
     "tests/integrations/test_commit_status.py::"
     "test_forge_outage_and_rate_limit_never_fail_the_run": "forge-outage",
+    "tests/integrations/test_schedules.py::"
+    "test_schedule_lifecycle_with_the_pipeline": "schedule-firing",
 }
 
 

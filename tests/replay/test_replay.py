@@ -39,6 +39,7 @@ REQUIRED = {
     "WebhookDeliveryWorkflow-commit-status",
     "CommitStatusWorkflow-commit-status",
     "CommitStatusWorkflow-forge-outage",
+    "ScheduledRunWorkflow-schedule-firing",
 }
 
 
