@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from forgeline.statuses.runs import PreviousStageRule, RunStatus, StageStatus
+from forgeline.statuses.runs import FailureClass, PreviousStageRule, RunStatus, StageStatus
 
 # Error types the run activities raise (their contracts: workflows/contracts/runs.py).
 STAGE_FAILED_ERROR = "StageFailed"
@@ -212,6 +212,8 @@ class StageResult(_Model):
     error: str | None = None
     # The attempt also closed the run (StageInput.finish).
     run_finished: bool = False
+    # A failed or timed-out attempt: whose fault it was (it decides the retry).
+    failure_class: FailureClass | None = None
 
 
 class SkipStageInput(_Model):

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.exceptions import ApplicationError
 
 from activities.runs.bookkeeping import ride_out
-from core.runs import stage_records
+from core.runs import stage_records, stage_retries
 from db.session import driver_connection
 from forgeline.settings import Settings
 from forgeline.statuses.runs import StageStatus
@@ -85,9 +85,13 @@ async def recorded_outcome(
             non_retryable=True,
         )
     if row.status == StageStatus.FAILED and row.exit_code is not None:
-        retryable = (
-            row.exit_code in stage.retryable_exit_codes
-            and row.exit_failures_before < stage.retry_count
+        retryable = stage_retries.retried(
+            failure_class=row.failure_class,
+            class_failures_before=row.class_failures_before,
+            exit_code=row.exit_code,
+            retryable_exit_codes=stage.retryable_exit_codes,
+            exit_failures_before=row.exit_failures_before,
+            retry_count=stage.retry_count,
         )
         if not retryable:
             raise ApplicationError(

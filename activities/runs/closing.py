@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -14,10 +15,11 @@ from activities.runs.attempts import log_object_key, run_workspace
 from activities.runs.bookkeeping import ride_out
 from core.runs import artifacts as artifact_files
 from core.runs import stage_records
+from core.runs.failure_classes import FailureClassification, FailureSignals, classify
 from core.runs.log_capture import LogCapture
 from db.session import driver_connection
 from forgeline.settings import Settings
-from forgeline.statuses.runs import StageStatus
+from forgeline.statuses.runs import FailureClass, StageStatus
 from infra.storage import ObjectStore
 from workflows.runs_models import StageInput, StageResult
 
@@ -47,14 +49,21 @@ class AttemptCloser:
         exit_code: int | None,
         clock: float,
         error: str | None = None,
+        signals: FailureSignals | None = None,
     ) -> StageResult:
         warnings: list[str] = []
         uploaded: list[artifact_files.UploadedArtifact] = []
+        failure: FailureClassification | None = None
         if inp.stage.artifact_paths and status != StageStatus.CANCELLED:
             uploaded, refused, over = await self.artifacts(inp, attempt)
             warnings += refused + over
             if over and status == StageStatus.SUCCESS and inp.stage.on_artifact_limit == "fail":
                 status, error = StageStatus.FAILED, f"artifact limit exceeded: {over[0]}"
+                failure = FailureClassification(
+                    FailureClass.CONFIG,
+                    "the stage's artifacts exceeded the pipeline's artifact limits",
+                    [error[:300]],
+                )
         if (
             capture.truncated
             and status != StageStatus.CANCELLED
@@ -65,6 +74,15 @@ class AttemptCloser:
             capture.note(f"forgeline: warning: {note}")
         # The last lines are stored by the closing statement itself, not a flush of their own.
         summary = await capture.close(hand_back_last=True)
+        if failure is None and status in (StageStatus.FAILED, StageStatus.TIMED_OUT):
+            seen = signals or FailureSignals(exit_code=exit_code)
+            seen = replace(
+                seen,
+                timed_out=seen.timed_out or status == StageStatus.TIMED_OUT,
+                timeout_seconds=inp.stage.timeout_seconds,
+                log_tail=summary.tail,  # masked as stored
+            )
+            failure = await asyncio.to_thread(classify, seen)
         duration_ms = int((time.monotonic() - clock) * 1000)
         log_key: str | None = None
         if summary.large:
@@ -86,6 +104,7 @@ class AttemptCloser:
             else (next_chunk(), last.first_seq, len(last.lines), last.content),
             artifacts=uploaded,
             warnings=warnings,
+            failure=failure,
         )
         exec_id = (await opening).execution_id  # the row to close exists
 
@@ -108,6 +127,7 @@ class AttemptCloser:
             duration_ms=duration_ms,
             artifact_count=len(uploaded),
             error=error,
+            failure_class=failure.failure_class if failure else None,
         )
 
     async def artifacts(

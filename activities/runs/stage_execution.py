@@ -25,11 +25,13 @@ from activities.runs.attempts import (
 from activities.runs.bookkeeping import ride_out
 from activities.runs.closing import AttemptCloser
 from core.runs import stage_records as projections
+from core.runs import stage_retries
+from core.runs.failure_classes import FailureSignals
 from core.runs.log_capture import LogCapture, LogChunk, OutputPace
 from db.session import driver_connection, session_scope
 from forgeline.secret_masking import SecretMasker
 from forgeline.settings import Settings
-from forgeline.statuses.runs import StageStatus
+from forgeline.statuses.runs import FailureClass, StageStatus
 from infra.runners import Runner, StageOutcome, StageProcess, process_name, process_prefix
 from infra.storage import ObjectStore
 from workflows.contracts.runs import EXECUTE_STAGE
@@ -210,22 +212,39 @@ class StageActivities:
                 None,
                 clock,
                 str(exc),
+                FailureSignals(runner_error=capture.masker.mask(str(exc))),
             )
             raise
         await stop_beat()
         status = StageStatus.SUCCESS
         error: str | None = None
+        log_limit_reached = False
         if outcome is None or (capture.truncated and stage.on_log_limit == "fail"):
             status = StageStatus.FAILED
             error = f"stage stopped: its log reached the limit of {log_limit} bytes"
+            log_limit_reached = True
         elif outcome.timed_out:
             status = StageStatus.TIMED_OUT
             error = f"timed out after {stage.timeout_seconds}s"
         elif outcome.exit_code != 0:
             status = StageStatus.FAILED
         exit_code = outcome.exit_code if outcome is not None else None
+        signals = FailureSignals(
+            exit_code=exit_code,
+            timed_out=outcome is not None and outcome.timed_out,
+            log_limit_reached=log_limit_reached,
+        )
         result = await self.closer.close(
-            inp, attempt, opening, capture, lambda: chunk_seq, status, exit_code, clock, error
+            inp,
+            attempt,
+            opening,
+            capture,
+            lambda: chunk_seq,
+            status,
+            exit_code,
+            clock,
+            error,
+            signals,
         )
         status = result.status  # artifacts past their limit may fail a successful stage
         if status == StageStatus.FAILED and result.error is not None:
@@ -244,7 +263,7 @@ class StageActivities:
                 non_retryable=True,
             )
         if status == StageStatus.FAILED:
-            raise await self._failure(inp, attempt, exit_code or 0)
+            raise await self._failure(inp, attempt, exit_code or 0, result.failure_class)
         if inp.finish is not None and self.finish_run is not None:
             # Bounded well inside the heartbeat timeout: this attempt must not be lost (and its
             # stage run again) over bookkeeping that the workflow can do itself.
@@ -316,21 +335,37 @@ class StageActivities:
             if stopping is not None:
                 stopping.cancel()
 
-    async def _failure(self, inp: StageInput, attempt: int, exit_code: int) -> ApplicationError:
-        """Flaky exit codes retry up to retry_count times; everything else fails at once."""
+    async def _failure(
+        self, inp: StageInput, attempt: int, exit_code: int, failure_class: FailureClass | None
+    ) -> ApplicationError:
+        """Infrastructure and flaky failures retry a bounded number of times, exit codes the
+        pipeline declared retryable up to retry_count times; everything else fails at once."""
         stage = inp.stage
 
-        async def count() -> int:
+        async def count() -> tuple[int, int]:
             async with session_scope(self.session_maker) as session:
-                return await projections.count_exit_code_failures(
+                exits = await projections.count_exit_code_failures(
                     session, run_id=inp.run_id, stage_name=stage.name, before_attempt=attempt
                 )
+            async with driver_connection(self.session_maker) as conn:
+                classed = await stage_retries.count_class_failures(
+                    conn, run_id=inp.run_id, stage_name=stage.name, before_attempt=attempt
+                )
+            return exits, classed
 
-        earlier = await ride_out("counting failed attempts", count)
-        retryable = exit_code in stage.retryable_exit_codes and earlier < stage.retry_count
+        earlier, classed = await ride_out("counting failed attempts", count)
+        retryable = stage_retries.retried(
+            failure_class=failure_class,
+            class_failures_before=classed,
+            exit_code=exit_code,
+            retryable_exit_codes=stage.retryable_exit_codes,
+            exit_failures_before=earlier,
+            retry_count=stage.retry_count,
+        )
+        kind = f" ({failure_class})" if failure_class else ""
         return ApplicationError(
-            f"stage {stage.name} exited with {exit_code}",
-            {"exit_code": exit_code},
+            f"stage {stage.name} exited with {exit_code}{kind}",
+            {"exit_code": exit_code, "failure_class": failure_class},
             type=STAGE_FAILED_ERROR,
             non_retryable=not retryable,
         )

@@ -47,4 +47,7 @@ def stage_out(row: StageExecution) -> StageExecutionOut:
         skip_reason=row.skip_reason,
         error=row.error,
         warnings=list(row.warnings or []),
+        failure_class=row.failure_class,
+        failure_cause=row.failure_cause,
+        failure_evidence=list(row.failure_evidence or []),
     )

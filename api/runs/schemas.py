@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from core.runs.schemas import RunCreate as RunCreate
 from core.runs.schemas import RunVariable as RunVariable
-from forgeline.statuses.runs import RunStatus, StageStatus
+from forgeline.statuses.runs import FailureClass, RunStatus, StageStatus
 
 
 class ArtifactOut(BaseModel):
@@ -45,6 +45,11 @@ class StageExecutionOut(BaseModel):
     error: str | None
     # What the attempt did not keep: its log past the limit, artifacts past the limits.
     warnings: list[str] = []
+    # A failed or timed-out attempt: whose fault it was (infrastructure, flaky, code, config),
+    # the cause in words and the log lines that show it.
+    failure_class: FailureClass | None = None
+    failure_cause: str | None = None
+    failure_evidence: list[str] = []
 
 
 class RunOut(BaseModel):

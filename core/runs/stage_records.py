@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.runs.artifacts import UploadedArtifact
+from core.runs.failure_classes import FailureClassification
 from db.models.pipelines import StageExecution
 from forgeline.statuses.runs import StageStatus
 
@@ -71,6 +72,7 @@ _OPEN_ATTEMPT = """
 WITH lost AS (
     UPDATE stage_executions
     SET status = 'failed', error = 'worker lost during the attempt',
+        failure_class = 'infrastructure', failure_cause = 'the runner was lost during the attempt',
         finished_at = now(), updated_at = now()
     WHERE run_id = $1 AND stage_name = $2 AND attempt < $3
       AND status IN ('pending', 'queued', 'running')
@@ -84,13 +86,15 @@ WITH lost AS (
         container_name = excluded.container_name, started_at = excluded.started_at,
         finished_at = NULL, exit_code = NULL, error = NULL, duration_ms = NULL,
         log_size_bytes = 0, log_line_count = 0, log_object_key = NULL, log_tail = NULL,
-        updated_at = now()
+        failure_class = NULL, failure_cause = NULL, failure_evidence = '{}', updated_at = now()
     RETURNING 1
 ), never_opened AS (
     -- Attempts Temporal started that died before their opening statement: recorded too.
     INSERT INTO stage_executions (id, run_id, stage_name, attempt, stage_id, status, error,
-                                  finished_at, log_size_bytes, log_line_count)
-    SELECT earlier.id, $1, $2, earlier.attempt::int, $5, 'failed', $9, now(), 0, 0
+                                  failure_class, failure_cause, finished_at, log_size_bytes,
+                                  log_line_count)
+    SELECT earlier.id, $1, $2, earlier.attempt::int, $5, 'failed', $9, 'infrastructure', $9,
+           now(), 0, 0
     FROM unnest($8::uuid[]) WITH ORDINALITY AS earlier(id, attempt)
     ON CONFLICT (run_id, stage_name, attempt) DO NOTHING
     RETURNING 1
@@ -104,8 +108,10 @@ NEVER_OPENED_ERROR = "worker lost before the attempt started"
 
 _RECORD_NEVER_OPENED = """
 INSERT INTO stage_executions (id, run_id, stage_name, attempt, stage_id, status, error,
-                              finished_at, log_size_bytes, log_line_count)
-SELECT started.id, $1, $2, started.attempt::int, $3, 'failed', $5, now(), 0, 0
+                              failure_class, failure_cause, finished_at, log_size_bytes,
+                              log_line_count)
+SELECT started.id, $1, $2, started.attempt::int, $3, 'failed', $5, 'infrastructure', $5, now(),
+       0, 0
 FROM unnest($4::uuid[]) WITH ORDINALITY AS started(id, attempt)
 ON CONFLICT (run_id, stage_name, attempt) DO NOTHING
 """
@@ -145,7 +151,8 @@ WITH final_chunk AS (
 UPDATE stage_executions
 SET status = $2, exit_code = $3, finished_at = now(), duration_ms = $4, log_size_bytes = $5,
     log_line_count = $6, log_object_key = $7, log_tail = $8, error = $9,
-    warnings = $17::text[], updated_at = now()
+    warnings = $17::text[], failure_class = $18, failure_cause = $19,
+    failure_evidence = $20::text[], updated_at = now()
 WHERE id = $1 AND attempt = $10
 """
 
@@ -179,6 +186,8 @@ class ClosedAttempt:
     final_chunk: tuple[int, int, int, str] | None = None
     artifacts: list[UploadedArtifact] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # A failed or timed-out attempt's class, cause and evidence (masked log lines).
+    failure: FailureClassification | None = None
 
 
 async def open_attempt(
@@ -265,6 +274,9 @@ async def close_attempt(
         *chunk_args,
         closed.log_object_key is not None,
         closed.warnings,
+        closed.failure.failure_class if closed.failure else None,
+        closed.failure.cause if closed.failure else None,
+        closed.failure.evidence if closed.failure else [],
     )
     if not closed.artifacts:
         await conn.execute(_CLOSE_ATTEMPT, *args)
@@ -294,7 +306,12 @@ SELECT s.id, s.attempt, s.status, s.exit_code, s.duration_ms, s.error,
        (SELECT count(*) FROM artifacts a WHERE a.stage_execution_id = s.id) AS artifact_count,
        (SELECT count(*) FROM stage_executions e
         WHERE e.run_id = s.run_id AND e.stage_name = s.stage_name AND e.attempt < s.attempt
-          AND e.status = 'failed' AND e.exit_code IS NOT NULL) AS exit_failures_before
+          AND e.status = 'failed' AND e.exit_code IS NOT NULL) AS exit_failures_before,
+       s.failure_class,
+       (SELECT count(*) FROM stage_executions e
+        WHERE e.run_id = s.run_id AND e.stage_name = s.stage_name AND e.attempt < s.attempt
+          AND e.status = 'failed' AND e.exit_code IS NOT NULL
+          AND e.failure_class IN ('infrastructure', 'flaky')) AS class_failures_before
 FROM stage_executions s
 WHERE s.run_id = $1 AND s.stage_name = $2 AND s.attempt = $3
 """
@@ -312,6 +329,8 @@ class RecordedAttempt:
     error: str | None
     artifact_count: int
     exit_failures_before: int
+    failure_class: str | None = None
+    class_failures_before: int = 0  # earlier attempts retried for their failure class
 
 
 async def recorded_attempt(
@@ -330,6 +349,8 @@ async def recorded_attempt(
         error=row[5],
         artifact_count=int(row[6]),
         exit_failures_before=int(row[7]),
+        failure_class=row[8],
+        class_failures_before=int(row[9]),
     )
 
 

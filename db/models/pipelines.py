@@ -25,7 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, Timestamps, UUIDPrimaryKey
 from db.models.columns import TZ_DATETIME, check_in, created_at_column, json_array, json_object
-from forgeline.statuses.runs import RunStatus, StageStatus
+from forgeline.statuses.runs import FailureClass, RunStatus, StageStatus
 
 PIPELINE_TYPES = ("build_only", "test_only", "deploy_only", "full_cicd")
 PIPELINE_STATUSES = ("draft", "active", "paused", "deprecated")
@@ -237,6 +237,13 @@ class StageExecution(UUIDPrimaryKey, Timestamps, Base):
     warnings: Mapped[list[str]] = mapped_column(
         ARRAY(Text), default=list, server_default=text("'{}'::text[]")
     )
+    # A failed or timed-out attempt: whose fault it was, why, and the (masked) log lines that
+    # show it. The class decides whether the stage is retried.
+    failure_class: Mapped[str | None] = mapped_column(String(20))
+    failure_cause: Mapped[str | None] = mapped_column(Text)
+    failure_evidence: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), default=list, server_default=text("'{}'::text[]")
+    )
 
     run: Mapped[PipelineRun] = relationship(back_populates="stage_executions", lazy="raise")
 
@@ -244,6 +251,7 @@ class StageExecution(UUIDPrimaryKey, Timestamps, Base):
         UniqueConstraint("run_id", "stage_name", "attempt"),
         check_in("status", STAGE_EXECUTION_STATUSES),
         check_in("runner", RUNNERS),
+        check_in("failure_class", tuple(FailureClass)),
         CheckConstraint("attempt >= 1", name="attempt_positive"),
         Index("ix_stage_executions_status", "status"),
     )

@@ -87,7 +87,8 @@ def _relations(url: str) -> tuple[set[str], set[str]]:
 
 def test_revision_chain_is_linear_and_fixed() -> None:
     script = ScriptDirectory.from_config(alembic_config("postgresql://unused/unused"))
-    assert script.get_heads() == ["0009_log_limits"]
+    assert script.get_heads() == ["0010_failure_classes"]
+    assert script.get_revision("0010_failure_classes").down_revision == "0009_log_limits"
     assert script.get_revision("0009_log_limits").down_revision == "0007_approvals"
     assert script.get_revision("0007_approvals").down_revision == "0006_accounts_hardening"
     assert script.get_revision("0006_accounts_hardening").down_revision == "0005_billing_periods"
@@ -198,4 +199,4 @@ def test_offline_mode_renders_the_chain_as_sql_without_a_server() -> None:
     script = output.getvalue()
     assert "CREATE TABLE organizations" in script
     assert "build_slot_acquire" in script
-    assert "UPDATE alembic_version SET version_num='0009_log_limits'" in script
+    assert "UPDATE alembic_version SET version_num='0010_failure_classes'" in script

@@ -1,0 +1,50 @@
+"""Whether a failed stage attempt is tried again: for its failure class (infrastructure and
+flaky failures, a bounded number of times) or for an exit code the pipeline declared retryable
+(up to the stage's retry_count). Code and config failures are not retried."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from forgeline.statuses.runs import RETRIED_FAILURE_CLASSES
+
+# Automatic retries of a stage for infrastructure or flaky failures, on top of its own
+# retry_count (the workflow's attempt budget bounds both).
+CLASS_RETRIES = 2
+
+
+def retried(
+    *,
+    failure_class: str | None,
+    class_failures_before: int,
+    exit_code: int,
+    retryable_exit_codes: list[int],
+    exit_failures_before: int,
+    retry_count: int,
+) -> bool:
+    if failure_class in RETRIED_FAILURE_CLASSES and class_failures_before < CLASS_RETRIES:
+        return True
+    return exit_code in retryable_exit_codes and exit_failures_before < retry_count
+
+
+_CLASS_FAILURES = """
+SELECT count(*) FROM stage_executions
+WHERE run_id = $1 AND stage_name = $2 AND attempt < $3 AND status = 'failed'
+  AND exit_code IS NOT NULL AND failure_class = ANY($4::text[])
+"""
+
+
+async def count_class_failures(
+    conn: asyncpg.Connection, *, run_id: str, stage_name: str, before_attempt: int
+) -> int:
+    """Earlier attempts that failed on their own exit with a class that is retried."""
+    count = await conn.fetchval(
+        _CLASS_FAILURES,
+        uuid.UUID(run_id),
+        stage_name,
+        before_attempt,
+        [str(c) for c in RETRIED_FAILURE_CLASSES],
+    )
+    return int(count or 0)
