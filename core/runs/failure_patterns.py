@@ -41,13 +41,20 @@ PATTERNS: tuple[FailurePattern, ...] = (
     ),
     _rule(
         CONFIG,
+        "the lockfile is out of sync with the manifest",
+        r"can only install packages when your package\.json and package-lock\.json",
+        r"Your lockfile needs to be updated, but yarn was run with `--frozen-lockfile`",
+        r"ERR_PNPM_OUTDATED_LOCKFILE",
+        r"poetry\.lock (?:is not consistent|was last generated)",
+        r"pyproject\.toml changed significantly",
+        r"(?:uv\.lock|The lockfile at `uv\.lock`) needs to be updated",
+    ),
+    _rule(
+        CONFIG,
         "the install command needs a lockfile the repository does not have",
         r"`?npm ci`? (?:command )?can only install",
         r"ERR_PNPM_NO_LOCKFILE",
-        r"Your lockfile needs to be updated, but yarn was run with `--frozen-lockfile`",
-        r"ERR_PNPM_OUTDATED_LOCKFILE",
         r"Unable to find a (?:lockfile|poetry\.lock)",
-        r"uv\.lock` needs to be updated",
     ),
     _rule(
         CONFIG,

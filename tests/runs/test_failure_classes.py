@@ -186,6 +186,21 @@ npm ERR! npm-shrinkwrap.json with lockfileVersion >= 1.""",
         "npm ERR! The `npm ci` command can only install with an existing package-lock.json or",
     ),
     (
+        "npm ci with a lockfile out of sync",
+        """npm ERR! code EUSAGE
+npm ERR! `npm ci` can only install packages when your package.json and package-lock.json or npm-shrinkwrap.json are in sync. Please update your lock file with `npm install` before continuing.""",
+        1,
+        CONFIG,
+        "npm ERR! `npm ci` can only install packages when your package.json and package-lock.json",
+    ),
+    (
+        "yarn frozen lockfile",
+        "error Your lockfile needs to be updated, but yarn was run with `--frozen-lockfile`.",
+        1,
+        CONFIG,
+        "error Your lockfile needs to be updated, but yarn was run with `--frozen-lockfile`.",
+    ),
+    (
         "image lacks the tool",
         "/bin/sh: 1: pnpm: not found",
         127,
