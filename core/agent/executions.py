@@ -114,7 +114,9 @@ class TaskEndings:
             except OutputMissing as exc:
                 status, error = AgentTaskStatus.FAILED, str(exc)
         if inp.final_text:
-            output["summary"] = inp.final_text[:8000]
+            # The model's own words sit beside a specific diagnosis, never over it.
+            key = "agent_summary" if output.get("summary") else "summary"
+            output[key] = inp.final_text[:8000]
         if inp.llm_error:
             output["llm_fallback_reason"] = inp.llm_error
         output.update({"steps": inp.steps, "tokens_used": inp.tokens_used})

@@ -11,119 +11,187 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.agent.repo_files import RepoFiles
+from core.runs.failure_classes import (
+    GENERIC_CAUSE,
+    MAX_EVIDENCE,
+    FailureClassification,
+    FailureSignals,
+    classify,
+)
 from forgeline.pipeline_spec import PipelineProposal
+from forgeline.statuses.runs import FailureClass
 from workflows.agent_models import RepoAnalysis
 
 
 @dataclass(frozen=True)
-class FailureRule:
-    pattern: str
+class FailureFix:
+    """What to do about a failure whose cause matches `cause` (within its class)."""
+
+    failure_class: FailureClass
     cause: str
     fix: str
     change: str | None = None  # "timeout", "retry", "memory", "image"
 
 
-FAILURE_RULES: tuple[FailureRule, ...] = (
-    FailureRule(
-        r"npm ERR! Missing script: \"?([\w:-]+)|error Command \"([\w:-]+)\" not found",
-        "the stage runs a package.json script that does not exist",
+FIXES: tuple[FailureFix, ...] = (
+    FailureFix(
+        FailureClass.CONFIG,
+        r"script that does not exist",
         "add the script to package.json or remove the command from the stage",
     ),
-    FailureRule(
-        r"npm ci` can only install|npm ci can only install|lockfile.*(?:out of date|needs to be "
-        r"updated|not up to date)|--frozen-lockfile|ERR_PNPM_OUTDATED_LOCKFILE|uv\.lock.*needs",
-        "the lockfile is out of sync with the manifest",
+    FailureFix(
+        FailureClass.CONFIG,
+        r"lockfile is out of sync",
         "run the install locally and commit the updated lockfile",
     ),
-    FailureRule(
-        r"JavaScript heap out of memory|Killed|out of memory|ENOMEM|exit code 137",
-        "the build ran out of memory",
-        "raise the stage memory limit or set NODE_OPTIONS=--max-old-space-size=4096",
-        "memory",
+    FailureFix(
+        FailureClass.CONFIG,
+        r"needs a lockfile",
+        "install without the lockfile-only command (npm install) or commit a lockfile",
     ),
-    FailureRule(
-        r"timed out|deadline exceeded|Timeout",
-        "the stage hit its timeout",
-        "raise timeout_seconds (proposed: double it) or cache dependencies",
-        "timeout",
-    ),
-    FailureRule(
-        r"Could not resolve host|Temporary failure in name resolution|ETIMEDOUT|ECONNRESET|"
-        r"EAI_AGAIN|network is unreachable",
-        "a network call failed (registry or download)",
-        "retry the stage (proposed: 2 retries) and make sure the stage has network access",
-        "retry",
-    ),
-    FailureRule(
-        r"ModuleNotFoundError: No module named '([^']+)'|Cannot find module '([^']+)'",
-        "a dependency is missing from the manifest",
-        "add the missing package to the dependencies and commit the lockfile",
-    ),
-    FailureRule(
-        r"command not found|executable file not found|not found in \$PATH",
-        "a tool the stage calls is not installed in its image",
+    FailureFix(
+        FailureClass.CONFIG,
+        r"not installed in its image|not found \(exit 127\)",
         "use an image that ships the tool or install it first in the stage",
         "image",
     ),
-    FailureRule(
-        r"\b\d+ (?:failed|failing)\b|FAILED|AssertionError|Tests:\s+\d+ failed|--- FAIL",
-        "tests failed",
-        "fix the failing tests; the pipeline itself is fine",
+    FailureFix(
+        FailureClass.CONFIG,
+        r"does not exist|not executable",
+        "check the stage's working directory, the script's path and its file mode",
     ),
-    FailureRule(
-        r"SyntaxError|TS\d{4}:|error\[E\d{4}\]|cannot find symbol|compilation failed",
-        "the code does not compile",
+    FailureFix(
+        FailureClass.CONFIG,
+        r"timeout",
+        "raise timeout_seconds (proposed: double it) or cache dependencies",
+        "timeout",
+    ),
+    FailureFix(
+        FailureClass.CONFIG,
+        r"log limit",
+        "raise the pipeline's limits.log_max_bytes or make the step less verbose",
+    ),
+    FailureFix(
+        FailureClass.CONFIG,
+        r"disk limit|artifact limits",
+        "raise the pipeline's limits or keep caches and artifacts smaller",
+    ),
+    FailureFix(
+        FailureClass.INFRASTRUCTURE,
+        r"memory",
+        "raise the stage memory limit or set NODE_OPTIONS=--max-old-space-size=4096",
+        "memory",
+    ),
+    FailureFix(
+        FailureClass.INFRASTRUCTURE,
+        r"network|DNS|registry|host name",
+        "retry the stage (proposed: 2 retries) and make sure the stage has network access",
+        "retry",
+    ),
+    FailureFix(
+        FailureClass.FLAKY,
+        r"",
+        "retry the stage (proposed: 2 retries); make the test independent of timing and ports",
+        "retry",
+    ),
+    FailureFix(
+        FailureClass.CODE,
+        r"module the code imports",
+        "add the missing package to the dependencies and commit the lockfile",
+    ),
+    FailureFix(
+        FailureClass.CODE,
+        r"compile",
         "fix the compile errors shown in the log",
     ),
-    FailureRule(
-        r"[Pp]ermission denied|EACCES",
-        "a file or directory is not writable/executable in the stage",
-        "check file modes (chmod +x for scripts) and the working directory",
+    FailureFix(
+        FailureClass.CODE,
+        r"",
+        "fix the failing tests or checks shown in the evidence; the pipeline itself is fine",
+    ),
+    FailureFix(
+        FailureClass.INFRASTRUCTURE,
+        r"",
+        "run the stage again; the runner or the host failed, not the pipeline",
+        "retry",
+    ),
+    FailureFix(
+        FailureClass.CONFIG,
+        r"",
+        "repair the stage's command, image or setup as the evidence shows",
     ),
 )
 
 
+def classification(stage: dict[str, Any]) -> FailureClassification:
+    """The stage's failure as its attempt recorded it (the runner saw what a log cannot show:
+    a lost worker, an OOM kill), unless the record is the generic fallback and the log says
+    more; a specific cause is never replaced by a generic one."""
+    status = stage.get("status")
+    exit_code = stage.get("exit_code")
+    read = classify(
+        FailureSignals(
+            exit_code=exit_code if isinstance(exit_code, int) else None,
+            timed_out=status == "timed_out",
+            log_tail=str(stage.get("log_tail") or ""),
+        )
+    )
+    recorded_class = stage.get("failure_class")
+    if recorded_class not in set(FailureClass):
+        return read
+    recorded = FailureClassification(
+        FailureClass(recorded_class),
+        str(stage.get("failure_cause") or read.cause),
+        [str(line) for line in _lines(stage.get("failure_evidence"))][:MAX_EVIDENCE]
+        or read.evidence,
+    )
+    if is_generic(recorded) and not is_generic(read):
+        return read
+    return recorded
+
+
+def _lines(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def is_generic(found: FailureClassification) -> bool:
+    return found.cause.endswith(GENERIC_CAUSE)
+
+
 def diagnose(run_logs: dict[str, Any], proposal: PipelineProposal | None) -> dict[str, Any]:
-    """Match failed stages' logs against known failure shapes; propose one pipeline change."""
+    """Each failed stage's failure class, cause and evidence lines; one pipeline change proposed."""
     diagnoses: list[dict[str, Any]] = []
     change: dict[str, Any] | None = None
     for stage in run_logs.get("failed_stages", []):
-        text = f"{stage.get('error') or ''}\n{stage.get('log_tail') or ''}"
-        if stage.get("status") == "timed_out":
-            text += "\ntimed out"
-        if stage.get("exit_code") == 137:
-            text += "\nexit code 137"
-        rule = next((r for r in FAILURE_RULES if re.search(r.pattern, text)), None)
-        evidence = _evidence(text, rule.pattern if rule else None)
+        found = classification(stage)
+        fix = next(
+            f
+            for f in FIXES
+            if f.failure_class == found.failure_class and re.search(f.cause, found.cause)
+        )
         diagnoses.append(
             {
                 "stage": stage.get("stage_name"),
                 "exit_code": stage.get("exit_code"),
-                "cause": rule.cause if rule else "unrecognised failure",
-                "fix": rule.fix if rule else "read the log tail below; no known pattern matched",
-                "evidence": evidence,
+                "failure_class": str(found.failure_class),
+                "cause": found.cause,
+                "fix": fix.fix,
+                "evidence": found.evidence,
             }
         )
-        if change is None and rule and rule.change:
-            change = _change_for(rule.change, stage)
+        if change is None and fix.change:
+            change = _change_for(fix.change, stage)
     return {
         "pipeline_run_id": run_logs.get("pipeline_run_id"),
         "run_status": run_logs.get("status"),
         "failed_stages": [d["stage"] for d in diagnoses],
         "diagnosis": diagnoses,
         "proposed_change": change,
-        "summary": "; ".join(f"{d['stage']}: {d['cause']}" for d in diagnoses)
+        "summary": "; ".join(
+            f"{d['stage']}: {d['cause']} ({d['failure_class']})" for d in diagnoses
+        )
         or "no failed stage found in this run",
     }
-
-
-def _evidence(text: str, pattern: str | None) -> list[str]:
-    lines = [line for line in text.splitlines() if line.strip()]
-    if pattern:
-        hits = [line for line in lines if re.search(pattern, line)]
-        if hits:
-            return hits[:5]
-    return lines[-5:]
 
 
 def _change_for(kind: str, stage: dict[str, Any]) -> dict[str, Any]:

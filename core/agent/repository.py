@@ -155,24 +155,33 @@ async def cancel_open_task(session: AsyncSession, task_id: uuid.UUID, reason: st
     )
 
 
+FAILED_STATUSES = ("failed", "timed_out")
+
+
 async def failed_stages(
     session: AsyncSession, run_id: uuid.UUID, *, tail_chars: int
 ) -> list[dict[str, Any]]:
-    """The run's failed or timed-out stages with the tail of their logs, oldest first."""
-    stages = (
+    """The run's stages whose last attempt failed or timed out, with the tail of their logs and
+    their recorded failure class, oldest first. An attempt a later retry made good is left out:
+    it is not why the run failed."""
+    attempts = (
         (
             await session.execute(
                 select(StageExecution)
-                .where(
-                    StageExecution.run_id == run_id,
-                    StageExecution.status.in_(("failed", "timed_out")),
-                )
-                .order_by(StageExecution.created_at)
+                .where(StageExecution.run_id == run_id)
+                .order_by(StageExecution.created_at, StageExecution.attempt)
             )
         )
         .scalars()
         .all()
     )
+    last: dict[str, StageExecution] = {}
+    for row in attempts:
+        if row.stage_name not in last or row.attempt > last[row.stage_name].attempt:
+            last[row.stage_name] = row
+    stages = [
+        row for row in attempts if last[row.stage_name] is row and row.status in FAILED_STATUSES
+    ]
     failed = []
     for stage in stages:
         chunks = (
@@ -196,6 +205,9 @@ async def failed_stages(
                 "attempt": stage.attempt,
                 "error": stage.error,
                 "log_tail": tail,
+                "failure_class": stage.failure_class,
+                "failure_cause": stage.failure_cause,
+                "failure_evidence": list(stage.failure_evidence or []),
             }
         )
     return failed

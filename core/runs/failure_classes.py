@@ -19,6 +19,8 @@ SCAN_LINES = 400
 # A line is matched on its first characters only (a minified bundle is one line).
 MATCH_CHARS = 1000
 MAX_EVIDENCE = 5
+# How a cause ends when nothing specific was found (a specific cause never gives way to it).
+GENERIC_CAUSE = "no known pattern matched"
 EVIDENCE_CHARS = 300
 
 # Forgeline's own lines about a stage (written into its log by the runners and the capture).
@@ -200,5 +202,5 @@ def _by_exit_status(exit_code: int | None, lines: list[str]) -> FailureClassific
         return _by_exit_status(128 - exit_code, lines)
     code = "" if exit_code is None else f" with {exit_code}"
     return FailureClassification(
-        FailureClass.CODE, f"the stage's commands exited{code}; no known pattern matched", evidence
+        FailureClass.CODE, f"the stage's commands exited{code}; {GENERIC_CAUSE}", evidence
     )

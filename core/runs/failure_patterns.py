@@ -62,6 +62,7 @@ PATTERNS: tuple[FailurePattern, ...] = (
         r"\bcommand not found\b",
         r"\bsh: \d+: [^:\s]{1,200}: not found",
         r"executable file not found in \$PATH",
+        r"error: no such (?:sub)?command: `",
         r"No module named (?:'?pytest'?|'?pip'?|'?poetry'?|'?uv'?)\b",
     ),
     _rule(
