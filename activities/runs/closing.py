@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from activities.runs.attempts import log_object_key, run_workspace
 from activities.runs.bookkeeping import ride_out
 from core.runs import artifacts as artifact_files
-from core.runs import stage_records
+from core.runs import stage_records, stage_retries
 from core.runs.failure_classes import FailureClassification, FailureSignals, classify
 from core.runs.log_capture import LogCapture
 from db.session import driver_connection
@@ -116,6 +116,15 @@ class AttemptCloser:
 
         # The commands ran: their outcome is written however long the database takes to return.
         await ride_out("closing a stage attempt", close_row)
+        if status == StageStatus.SUCCESS and attempt > 1:
+
+            async def mark_flaky() -> None:
+                async with driver_connection(self.session_maker) as conn:
+                    await stage_retries.mark_passed_on_retry(
+                        conn, run_id=inp.run_id, stage_name=inp.stage.name, attempt=attempt
+                    )
+
+            await ride_out("marking earlier attempts flaky", mark_flaky)
         with contextlib.suppress(OSError):
             summary.spool_path.unlink()
         return StageResult(

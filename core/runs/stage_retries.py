@@ -48,3 +48,22 @@ async def count_class_failures(
         [str(c) for c in RETRIED_FAILURE_CLASSES],
     )
     return int(count or 0)
+
+
+# A failure read as the repository's (or unknown) that a later attempt passed was flaky.
+_PASSED_ON_RETRY = """
+UPDATE stage_executions
+SET failure_class = 'flaky',
+    failure_cause = 'passed on a retry (first read as: '
+        || coalesce(failure_cause, 'unknown') || ')',
+    updated_at = now()
+WHERE run_id = $1 AND stage_name = $2 AND attempt < $3 AND status = 'failed'
+  AND failure_class = 'code'
+"""
+
+
+async def mark_passed_on_retry(
+    conn: asyncpg.Connection, *, run_id: str, stage_name: str, attempt: int
+) -> None:
+    """`attempt` succeeded: the earlier attempts classed `code` were flaky. Idempotent."""
+    await conn.execute(_PASSED_ON_RETRY, uuid.UUID(run_id), stage_name, attempt)

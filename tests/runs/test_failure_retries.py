@@ -120,6 +120,25 @@ async def test_config_failure_is_not_retried_and_evidence_is_masked(
     assert secret not in str(detail)
 
 
+async def test_a_failure_that_passes_on_retry_is_flaky(api_client, session_maker, worker) -> None:
+    org = await make_org(session_maker)
+    once = ["if [ -f .tried ]; then exit 0; fi", "touch .tried", *PYTEST_FAILURE[:-1], "exit 75"]
+    pipeline_id = await make_pipeline(
+        session_maker,
+        org.org_id,
+        [stage("test", once, retry_count=1, retryable_exit_codes=[75])],
+    )
+    run = await wait_finished(session_maker, await trigger(api_client, org, pipeline_id))
+    assert run.status == "success"
+    rows = await executions(session_maker, run.id)
+    assert [(r.attempt, r.status, r.failure_class) for r in rows] == [
+        (1, "failed", "flaky"),
+        (2, "success", None),
+    ]
+    assert rows[0].failure_cause == "passed on a retry (first read as: a test assertion failed)"
+    assert "E       assert 3 == 4" in rows[0].failure_evidence
+
+
 @pytest.mark.parametrize(
     ("failure_class", "rerun"),
     [(FailureClass.INFRASTRUCTURE, True), (FailureClass.CODE, False)],
