@@ -4,6 +4,7 @@ waits for a repair; the API shows each class with its evidence, masked as the lo
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -171,9 +172,10 @@ async def test_an_attempt_recorded_before_a_crash_keeps_its_class_decision(
             runner="sandbox",
             container_name="c",
         )
-        assert opened is not None
-        # Closed twice, as a retried close does: one row, the same class.
-        for _ in range(2):
+    assert opened is not None
+
+    async def close() -> None:
+        async with driver_connection(session_maker) as conn:
             await stage_records.close_attempt(
                 conn,
                 run_id=str(run.id),
@@ -181,6 +183,9 @@ async def test_an_attempt_recorded_before_a_crash_keeps_its_class_decision(
                 attempt=1,
                 closed=closed,
             )
+
+    # Closed twice at once, as a retried close racing the first does: one row, the same class.
+    await asyncio.gather(close(), close())
     if rerun:
         assert await recorded_outcome(session_maker, inp, 1) is None
     else:
