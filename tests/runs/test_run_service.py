@@ -115,8 +115,7 @@ async def test_starting_the_same_run_twice_at_once_starts_one_workflow(
     try:
         assert first.id == second.id == run.workflow_id
         runs = [
-            w
-            async for w in temporal_client.list_workflows(f'WorkflowId = "{run.workflow_id}"')
+            w async for w in temporal_client.list_workflows(f'WorkflowId = "{run.workflow_id}"')
         ]
         assert len({w.run_id for w in runs}) <= 1
         described = await first.describe()

@@ -79,7 +79,9 @@ def test_order_then_parallel_by_depends_on() -> None:
 
 def test_failure_skips_dependents_and_fails_the_run() -> None:
     stages = [spec("build", 0), spec("test", 1), spec("deploy", 2)]
-    log = drive(scheduler(stages), lambda n: StageStatus.FAILED if n == "build" else "success")
+    log = drive(
+        scheduler(stages), lambda n: StageStatus.FAILED if n == "build" else StageStatus.SUCCESS
+    )
     assert log == [("run", "build"), ("skip", "test"), ("skip", "deploy")]
 
 
@@ -168,7 +170,8 @@ def test_hostile_names_and_patterns_are_data() -> None:
     ]
     sched = scheduler(stages, branch="main", changed_paths=["a.PY", "b.py"])
     steps = {s.stage.name: s for s in sched.sweep()}
-    assert isinstance(steps[odd], Skip) and "does not match" in steps[odd].reason
+    skipped = steps[odd]
+    assert isinstance(skipped, Skip) and "does not match" in skipped.reason
     assert isinstance(steps["Case"], Skip)
 
 
@@ -254,6 +257,7 @@ def test_no_stages_is_a_success() -> None:
 
 def test_statuses_serialize_as_before() -> None:
     """StrEnum members compare and format as the strings histories and rows hold."""
-    assert StageStatus.TIMED_OUT == "timed_out" and f"{RunStatus.CANCELLED}" == "cancelled"
+    assert str(StageStatus.TIMED_OUT) == "timed_out" and f"{RunStatus.CANCELLED}" == "cancelled"
+    assert StageStatus("timed_out") is StageStatus.TIMED_OUT
     dumped = spec("s", 0).model_dump(mode="json")
     assert dumped["conditions"]["previous_stage_status"] == "success"
