@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from core.integrations.commit_status import forge_metadata, start_report
+from core.integrations.concurrency import cancel_superseded
 from core.integrations.triggers import parse_triggers, paths_selected, ref_selected
 from core.runs import service as runs
 from core.runs.schemas import RunCreate
@@ -124,8 +125,10 @@ async def start_runs(
     run_task_queue: str = PIPELINES_TASK_QUEUE,
     status_task_queue: str = INTEGRATIONS_TASK_QUEUE,
 ) -> StartedRuns:
-    """Create (once) and start the runs; each queued run reports `pending` to the forge.
-    Retrying after a crash finds the runs already created and starts them again (harmless)."""
+    """Create (once) and start the runs; each queued run reports `pending` to the forge, then
+    the older runs of its concurrency group are cancelled (after the new one started, so a
+    crash in between never leaves the pull request without a run). Retrying after a crash finds
+    the runs already created and starts them again (harmless)."""
     started = StartedRuns()
     for raw_id in inp.pipeline_ids:
         async with session_scope(session_maker) as session:
@@ -142,5 +145,6 @@ async def start_runs(
             task_queue=status_task_queue,
         )
         await runs.start_run_workflow(client, run, task_queue=run_task_queue)
+        await cancel_superseded(session_maker, client, run.id, inp.event)
         started.run_ids.append(str(run.id))
     return started
