@@ -1,10 +1,19 @@
-"""A small synchronous client for the Forgeline HTTP API (used by the CLI and scripts)."""
+"""A small synchronous client for the Forgeline HTTP API (used by the CLI and scripts): JSON
+calls with problem details turned into one-line errors, text downloads, and server-sent event
+streams that resume after a dropped connection."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+# A followed stream reconnects this many times in a row without receiving anything new.
+STREAM_RECONNECTS = 5
+STREAM_BACKOFF_SECONDS = 0.5
 
 
 class ApiError(Exception):
@@ -17,11 +26,39 @@ class ApiError(Exception):
         self.errors = errors or []
 
     def __str__(self) -> str:
-        lines = [f"HTTP {self.status}: {self.detail}" if self.status else self.detail]
+        head = f"HTTP {self.status}: {self.detail}" if self.status else self.detail
+        fields = []
         for error in self.errors:
             location = ".".join(str(part) for part in error.get("loc", []))
-            lines.append(f"  {location}: {error.get('msg', '')}")
-        return "\n".join(lines)
+            fields.append(f"{location}: {error.get('msg', '')}")
+        text = "; ".join([head, *fields])
+        # One line whatever the server sent: no line breaks, no control characters.
+        return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    """One server-sent event: its type (`message` when unnamed), data and ID."""
+
+    event: str
+    data: str
+    id: str | None
+
+
+def _problem(response: httpx.Response) -> ApiError:
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    if not isinstance(problem, dict):
+        text = response.text[:300].strip() or response.reason_phrase
+        return ApiError(response.status_code, text)
+    errors = problem.get("errors")
+    return ApiError(
+        response.status_code,
+        str(problem.get("detail") or problem.get("title") or response.reason_phrase),
+        [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else None,
+    )
 
 
 class ForgelineClient:
@@ -43,18 +80,102 @@ class ForgelineClient:
         except httpx.HTTPError as exc:
             raise ApiError(0, f"Cannot reach {self._http.base_url}: {exc}") from exc
         if response.status_code >= 400:
-            try:
-                problem = response.json()
-            except ValueError:
-                problem = {"detail": response.text[:500]}
-            raise ApiError(
-                response.status_code,
-                str(problem.get("detail") or response.reason_phrase),
-                problem.get("errors"),
-            )
+            raise _problem(response)
         if response.status_code == 204 or not response.content:
             return None
-        return response.json()
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiError(
+                response.status_code,
+                f"{self._http.base_url} answered {method} {path} with something that is not JSON",
+            ) from exc
+
+    def text(self, path: str, **params: Any) -> str:
+        """A text answer (a log download, a YAML export)."""
+        clean = {k: v for k, v in params.items() if v is not None}
+        try:
+            response = self._http.get(path, params=clean)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"Cannot reach {self._http.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _problem(response)
+        return response.text
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        return self.request("PATCH", path, json=body)
+
+    def _events_once(
+        self, path: str, params: dict[str, Any], last_event_id: str | None
+    ) -> Iterator[ServerEvent]:
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        timeout = httpx.Timeout(self._http.timeout.connect, read=None)
+        with self._http.stream(
+            "GET", path, params=params, headers=headers, timeout=timeout
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _problem(response)
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                raise ApiError(response.status_code, f"{path} did not answer with an event stream")
+            fields: dict[str, str] = {}
+            data: list[str] = []
+            for line in response.iter_lines():
+                if line == "":
+                    if data or fields:
+                        yield ServerEvent(
+                            fields.get("event", "message"), "\n".join(data), fields.get("id")
+                        )
+                    fields, data = {}, []
+                    continue
+                if line.startswith(":"):
+                    continue  # a comment (keep-alive ping)
+                name, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if name == "data":
+                    data.append(value)
+                elif name in ("event", "id"):
+                    fields[name] = value
+            # An event the stream did not finish (no blank line) is dropped: the resume
+            # from the last complete event's ID sends it again.
+
+    def events(
+        self,
+        path: str,
+        *,
+        until: frozenset[str] = frozenset({"end"}),
+        **params: Any,
+    ) -> Iterator[ServerEvent]:
+        """Follow an event stream to an event of a type in `until`, reconnecting with
+        Last-Event-ID after a dropped connection so no event is repeated or lost. Gives up with
+        an ApiError after STREAM_RECONNECTS attempts in a row that brought nothing new."""
+        clean = {k: v for k, v in params.items() if v is not None}
+        last_id: str | None = None
+        failures = 0
+        while True:
+            progressed = False
+            try:
+                for event in self._events_once(path, clean, last_id):
+                    progressed = True
+                    failures = 0
+                    if event.id is not None:
+                        last_id = event.id
+                    yield event
+                    if event.event in until:
+                        return
+                reason = "the server closed the stream"
+            except (httpx.TransportError, httpx.DecodingError) as exc:
+                reason = f"the connection dropped ({type(exc).__name__})"
+            if not progressed:
+                failures += 1
+                if failures > STREAM_RECONNECTS:
+                    raise ApiError(0, f"Stream {path} lost: {reason}, {failures} times in a row")
+            time.sleep(STREAM_BACKOFF_SECONDS * min(failures, 4))
 
     def get(self, path: str, **params: Any) -> Any:
         clean = {k: v for k, v in params.items() if v is not None}

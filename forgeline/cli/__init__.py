@@ -1,14 +1,48 @@
 """`forgeline`: bootstrap an organization and drive the API (projects, repositories,
-environments, agent tasks, billing); rotate encryption keys. Output as rich tables, or JSON with
---json. Every sub-app is imported here explicitly: a missing module fails at start."""
+environments, pipelines, runs, deployments, agent tasks, billing); rotate encryption keys.
+Output as rich tables, or JSON with --output json (or --json). Every sub-app is imported here
+explicitly: a missing module fails at start."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from forgeline.cli import admin, agent, billing, projects
+from forgeline.cli import (
+    admin,
+    agent,
+    billing,
+    common,
+    config,
+    deployments,
+    pipelines,
+    projects,
+    runs,
+)
+from forgeline.cli.output import ForgelineGroup
 
-app = typer.Typer(help="Forgeline: durable, AI-driven CI/CD.", no_args_is_help=True)
+app = typer.Typer(
+    help="Forgeline: durable, AI-driven CI/CD. Every read command takes --output json.",
+    no_args_is_help=True,
+    cls=ForgelineGroup,
+)
+
+
+@app.callback()
+def main(
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            envvar="FORGELINE_PROFILE",
+            help="Config profile (server URL and key) from $XDG_CONFIG_HOME/forgeline/config.toml.",
+        ),
+    ] = None,
+) -> None:
+    common.selected_profile = profile
+
+
 app.command()(admin.bootstrap)
 app.command("rotate-keys")(admin.rotate_keys)
 app.add_typer(projects.projects_app, name="projects")
@@ -16,5 +50,10 @@ app.add_typer(projects.repos_app, name="repos")
 app.add_typer(projects.envs_app, name="envs")
 app.add_typer(agent.app, name=agent.NAME)
 app.add_typer(billing.app, name=billing.NAME)
+app.add_typer(runs.app, name=runs.NAME)
+app.add_typer(pipelines.app, name=pipelines.NAME)
+app.command("deploy")(deployments.deploy)
+app.add_typer(deployments.app, name=deployments.NAME)
+app.add_typer(config.app, name=config.NAME)
 
 __all__ = ["app"]

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from forgeline.api_client import ApiError, ForgelineClient
+from forgeline.cli import config
 from forgeline.settings import Settings, get_settings
 
 console = Console()
@@ -31,7 +32,11 @@ ApiKey = Annotated[
         show_default=False,
     ),
 ]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print JSON instead of a table (also: --output json).")
+]
+# Set by the root command's --profile (or FORGELINE_PROFILE): which config profile to use.
+selected_profile: str | None = None
 
 
 def _bootstrap_key(settings: Settings) -> str | None:
@@ -44,15 +49,29 @@ def _bootstrap_key(settings: Settings) -> str | None:
 
 
 def client(api_url: str | None, api_key: str | None) -> ForgelineClient:
+    """Flags and environment first, then the config profile, then the local settings."""
+    try:
+        chosen = config.profile(selected_profile)
+    except config.ConfigError as exc:
+        err_console.print(f"Error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
     settings = get_settings()
-    key = api_key or _bootstrap_key(settings)
+    key = api_key or chosen.get("api_key") or _bootstrap_key(settings)
     if not key:
         err_console.print(
-            "[red]No API key[/red]: pass --api-key, set FORGELINE_API_KEY, "
-            "or run `forgeline bootstrap` first."
+            "[red]No API key[/red]: pass --api-key, set FORGELINE_API_KEY, add a profile "
+            "(`forgeline config set`), or run `forgeline bootstrap` first."
         )
         raise typer.Exit(2)
-    return ForgelineClient(api_url or settings.public_base_url, key)
+    return ForgelineClient(api_url or chosen.get("api_url") or settings.public_base_url, key)
+
+
+def uuid_arg(value: str) -> str:
+    """A typer callback: the value must be a UUID (checked before any request is made)."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError) as exc:
+        raise typer.BadParameter(f"{value!r} is not an ID (a UUID)") from exc
 
 
 def emit(data: Any, columns: Sequence[str], *, as_json: bool, title: str | None = None) -> None:
@@ -78,8 +97,14 @@ def run(call: Any) -> Any:
     try:
         return call()
     except ApiError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        fail(exc)
+
+
+def fail(exc: ApiError) -> NoReturn:
+    """Print the problem as one line and exit 1."""
+    # markup=False: the server's words are printed as they are, never read as rich markup.
+    err_console.print(f"Error: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1) from exc
 
 
 def resolve_project(api: ForgelineClient, ref: str) -> str:
