@@ -231,7 +231,7 @@ class StripeBilling:
 
     async def close(self) -> None:
         """Release the underlying HTTP connection pool."""
-        http_client = self._client._requestor._client  # type: ignore[attr-defined]
+        http_client = self._client._requestor._client
         close = getattr(http_client, "close_async", None)
         if close is not None:
             await close()

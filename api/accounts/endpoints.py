@@ -35,7 +35,7 @@ async def me(session: SessionDep, principal: PrincipalDep) -> MeOut:
     return MeOut(
         user=UserOut.model_validate(user) if user else None,
         organization=OrganizationOut.model_validate(org),
-        role=principal.role,  # type: ignore[arg-type]
+        role=principal.role,
         scopes=sorted(principal.scopes),
         auth_method="api_key" if principal.api_key_id else "session",
         api_key_id=principal.api_key_id,

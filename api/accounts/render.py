@@ -28,7 +28,7 @@ def member_out(member: OrganizationMember, user: User) -> MemberOut:
         user_id=user.id,
         email=user.email,
         name=user.name,
-        role=member.role,  # type: ignore[arg-type]  # CHECK constraint keeps it in OrgRole
+        role=member.role,  # CHECK constraint keeps it in OrgRole
         created_at=member.created_at,
     )
 
@@ -38,8 +38,8 @@ def invitation_out(invitation: OrganizationInvitation, user: User) -> Invitation
         id=invitation.id,
         user_id=user.id,
         email=user.email,
-        role=invitation.role,  # type: ignore[arg-type]
-        status=invitation.status,  # type: ignore[arg-type]
+        role=invitation.role,
+        status=invitation.status,
         expires_at=invitation.expires_at,
         created_at=invitation.created_at,
     )
@@ -51,7 +51,7 @@ def my_invitation_out(invitation: OrganizationInvitation, org: Organization) -> 
         organization_id=org.id,
         organization_name=org.name,
         organization_slug=org.slug,
-        role=invitation.role,  # type: ignore[arg-type]
+        role=invitation.role,
         expires_at=invitation.expires_at,
         created_at=invitation.created_at,
     )

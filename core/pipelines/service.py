@@ -121,13 +121,13 @@ def proposal_from_rows(pipeline: Pipeline, stages: list[PipelineStage]) -> Pipel
     """Rebuild the exportable model from stored rows (pipelines edited after generation)."""
     return PipelineProposal(
         name=pipeline.name,
-        pipeline_type=pipeline.pipeline_type,  # type: ignore[arg-type]
+        pipeline_type=pipeline.pipeline_type,
         framework=str((pipeline.config or {}).get("framework") or "custom"),
         triggers=pipeline.triggers or {},
         stages=[
             ProposedStage(
                 name=s.name,
-                stage_type=s.stage_type if s.stage_type in STAGE_ORDER else "build",  # type: ignore[arg-type]
+                stage_type=s.stage_type if s.stage_type in STAGE_ORDER else "build",
                 commands=[c for c in (_command(x) for x in s.commands or []) if c] or ["true"],
                 image=s.image,
                 working_directory=s.working_directory or ".",

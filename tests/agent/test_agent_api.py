@@ -97,7 +97,7 @@ async def test_generate_read_and_export(
         )
         assert exported.status_code == 200
         assert exported.headers["content-type"].startswith("application/yaml")
-        assert validate_yaml(exported.text, fmt) == []  # type: ignore[arg-type]
+        assert validate_yaml(exported.text, fmt) == []
     bad = await api_client.get(
         f"/v1/pipelines/{pipeline['id']}/export", params={"format": "circleci"}, headers=org.headers
     )

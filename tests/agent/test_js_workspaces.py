@@ -24,7 +24,7 @@ def _analyse(name: str, tmp_path: Path) -> RepoAnalysis:
     return analyze_repository(write_repo(LAYOUTS[name], tmp_path))
 
 
-def _app(analysis: RepoAnalysis, path: str):  # type: ignore[no-untyped-def]
+def _app(analysis: RepoAnalysis, path: str):
     return next(a for a in analysis.apps if a.path == path)
 
 

@@ -36,7 +36,7 @@ def messages_to(app: Any, email: str) -> list[EmailMessage]:
 def body(message: EmailMessage) -> str:
     part = message.get_body(("plain",))
     assert part is not None
-    return str(part.get_content())  # type: ignore[attr-defined]
+    return str(part.get_content())
 
 
 def tokens_sent_to(app: Any, email: str) -> list[str]:

@@ -119,7 +119,7 @@ def _push(ref_type: str = "branch", name: str = "main", **kw: Any) -> ForgeEvent
         project_id="p",
         organization_id="o",
         forge_repository="acme/widgets",
-        ref_type=ref_type,  # type: ignore[arg-type]
+        ref_type=ref_type,
         ref_name=name,
         head_sha=SHA_B,
         before_sha=SHA_A,
@@ -139,7 +139,7 @@ def _pull(action: str = "opened", base: str = "main") -> ForgeEvent:
         ref_name="feature/x",
         head_sha=SHA_B,
         pr_number=7,
-        pr_action=action,  # type: ignore[arg-type]
+        pr_action=action,
         base_branch=base,
     )
 

@@ -121,7 +121,7 @@ def test_allowed_failure_breaks_nothing() -> None:
 def test_previous_stage_rules(rule: str, first: StageStatus, expected: tuple[str, str]) -> None:
     stages = [
         spec("build", 0),
-        spec("cleanup", 1, conditions=StageConditions(previous_stage_status=rule)),  # type: ignore[arg-type]
+        spec("cleanup", 1, conditions=StageConditions(previous_stage_status=rule)),
     ]
     log = drive(scheduler(stages), lambda n: first if n == "build" else StageStatus.SUCCESS)
     assert log[1] == expected
