@@ -66,21 +66,18 @@ class ActivityContract(Generic[InputT, OutputT]):
         summary: str | None = None,
     ) -> OutputT:
         """Run the activity from a workflow and return its typed result."""
-        result: OutputT = await workflow.execute_activity(
-            self.name,
+        return await self.start(
             arg,
-            result_type=self._result_type(),
             start_to_close_timeout=start_to_close_timeout,
             schedule_to_close_timeout=schedule_to_close_timeout,
             schedule_to_start_timeout=schedule_to_start_timeout,
             heartbeat_timeout=heartbeat_timeout,
-            retry_policy=self.retry_policy(retry_policy),
+            retry_policy=retry_policy,
             task_queue=task_queue,
             cancellation_type=cancellation_type,
             activity_id=activity_id,
             summary=summary,
         )
-        return result
 
     async def execute_local(
         self,
@@ -113,6 +110,7 @@ class ActivityContract(Generic[InputT, OutputT]):
         *,
         start_to_close_timeout: timedelta | None = None,
         schedule_to_close_timeout: timedelta | None = None,
+        schedule_to_start_timeout: timedelta | None = None,
         heartbeat_timeout: timedelta | None = None,
         retry_policy: RetryPolicy,
         task_queue: str | None = None,
@@ -127,6 +125,7 @@ class ActivityContract(Generic[InputT, OutputT]):
             result_type=self._result_type(),
             start_to_close_timeout=start_to_close_timeout,
             schedule_to_close_timeout=schedule_to_close_timeout,
+            schedule_to_start_timeout=schedule_to_start_timeout,
             heartbeat_timeout=heartbeat_timeout,
             retry_policy=self.retry_policy(retry_policy),
             task_queue=task_queue,
