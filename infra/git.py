@@ -16,7 +16,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,40 +108,65 @@ class _GitRunner:
     on_progress: Callable[[], None] | None
 
     async def run(self, args: list[str], *, watch: Path | None = None) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            "git",
-            *args,
-            env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
+        def check() -> None:
+            if time.monotonic() > self.deadline:
+                raise GitError("git clone timed out")
+
+        async def check_size() -> None:
+            if watch is not None and watch.exists():
+                files, size = await asyncio.to_thread(_tree_usage, watch)
+                if size > self.limits.max_bytes or files > self.limits.max_files:
+                    raise RepositoryTooLarge(_limit_message(files, size, self.limits))
+
+        returncode, stdout, stderr = await run_git(
+            args, self.env, on_progress=self.on_progress, check=check, check_async=check_size
         )
-        communicate = asyncio.ensure_future(proc.communicate())
-        try:
-            while True:
-                done, _ = await asyncio.wait({communicate}, timeout=0.5)
-                if done:
-                    break
-                if self.on_progress:
-                    self.on_progress()
-                if time.monotonic() > self.deadline:
-                    raise GitError("git clone timed out")
-                if watch is not None and watch.exists():
-                    files, size = await asyncio.to_thread(_tree_usage, watch)
-                    if size > self.limits.max_bytes or files > self.limits.max_files:
-                        raise RepositoryTooLarge(_limit_message(files, size, self.limits))
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            with contextlib.suppress(BaseException):
-                await proc.wait()
-            communicate.cancel()
-            raise
-        stdout, stderr = communicate.result()
-        if proc.returncode != 0:
+        if returncode != 0:
             raise _classify(_redact(stderr.decode(errors="replace"), self.secrets))
         return stdout.decode(errors="replace").strip()
+
+
+async def run_git(
+    args: list[str],
+    env: dict[str, str],
+    *,
+    on_progress: Callable[[], None] | None = None,
+    check: Callable[[], None] | None = None,
+    check_async: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[int, bytes, bytes]:
+    """Run git in its own session, every half second calling `on_progress` (heartbeats) and the
+    checks (deadline, disk), which stop it by raising; the process is killed on any exit but its
+    own. Returns the exit status, stdout and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        "git",
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    communicate = asyncio.ensure_future(proc.communicate())
+    try:
+        while True:
+            done, _ = await asyncio.wait({communicate}, timeout=0.5)
+            if done:
+                break
+            if on_progress:
+                on_progress()
+            if check:
+                check()
+            if check_async:
+                await check_async()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        with contextlib.suppress(BaseException):
+            await proc.wait()
+        communicate.cancel()
+        raise
+    stdout, stderr = communicate.result()
+    return proc.returncode or 0, stdout, stderr
 
 
 def _limit_message(files: int, size: int, limits: CloneLimits) -> str:

@@ -8,7 +8,6 @@ only through GIT_ASKPASS; ref names and SHAs reach git as data after `--end-of-o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import stat
 import tempfile
@@ -16,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from forgeline.url_safety import resolve_for_clone
-from infra.git import ASKPASS_SCRIPT, GitError, clone_config, clone_environment
+from infra.git import ASKPASS_SCRIPT, GitError, clone_config, clone_environment, run_git
 
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 BASE_REF = "refs/forgeline/base"
@@ -27,34 +26,14 @@ DEFAULT_TIMEOUT_SECONDS = 120.0
 async def _git(
     args: list[str], env: dict[str, str], timeout: float, on_progress: Callable[[], None] | None
 ) -> bytes:
-    proc = await asyncio.create_subprocess_exec(
-        "git",
-        *args,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    communicate = asyncio.ensure_future(proc.communicate())
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    try:
-        while not communicate.done():
-            await asyncio.wait({communicate}, timeout=0.5)
-            if on_progress:
-                on_progress()
-            if loop.time() > deadline:
-                raise GitError("git timed out computing changed paths")
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        with contextlib.suppress(BaseException):
-            await proc.wait()
-        communicate.cancel()
-        raise
-    stdout, stderr = communicate.result()
-    if proc.returncode != 0:
+    deadline = asyncio.get_running_loop().time() + timeout
+
+    def check() -> None:
+        if asyncio.get_running_loop().time() > deadline:
+            raise GitError("git timed out computing changed paths")
+
+    returncode, stdout, stderr = await run_git(args, env, on_progress=on_progress, check=check)
+    if returncode != 0:
         # stderr never carries the token (askpass); the first line says enough.
         first = stderr.decode(errors="replace").strip().splitlines()[:1]
         raise GitError(f"git {args[-1][:40]!r}: {first[0][:300] if first else 'failed'}")
