@@ -92,6 +92,12 @@ def deploy(
         str | None, typer.Option(help="Deploy the newest good run of a commit.")
     ] = None,
     branch: Annotated[str | None, typer.Option(help="With --commit: the run's branch.")] = None,
+    source_dir: Annotated[
+        str | None, typer.Option(help="A local checkout (development servers only).")
+    ] = None,
+    output_dir: Annotated[
+        str | None, typer.Option(help="Static output directory inside the source.")
+    ] = None,
     wait: Wait = False,
     timeout: Timeout = 1800,
     api_url: ApiUrl = None,
@@ -105,6 +111,8 @@ def deploy(
         ("version", version),
         ("commit_sha", commit),
         ("branch", branch),
+        ("source_dir", source_dir),
+        ("output_dir", output_dir),
     ):
         if value:
             body[key] = value
