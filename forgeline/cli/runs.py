@@ -7,6 +7,7 @@ import os
 import time
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Group
@@ -275,7 +276,8 @@ def logs(
         else:
             names = [stage]
         for name in names:
-            path = f"/v1/runs/{run_id}/stages/{name}/logs"
+            # Quoted whole: a stage name never adds path segments (`..`, `/`, `?`).
+            path = f"/v1/runs/{run_id}/stages/{quote(name, safe='')}/logs"
             if not follow:
                 text: str = run(lambda path=path: api.text(path, attempt=attempt))
                 if len(names) > 1:

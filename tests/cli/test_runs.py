@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 
 from sqlalchemy import select
@@ -35,6 +36,12 @@ async def test_trigger_wait_exit_status_list_show_rerun(api_url, session_maker, 
     )
     assert code == 0, err
     assert "built-hi" in out
+    # A stage name stays one path segment: no traversal to another route.
+    for name in ("../../../projects", "build?follow=true", "%2e%2e"):
+        code, _, err = await invoke(
+            "runs", "logs", detail["id"], name, "--api-url", api_url, key=org.api_key
+        )
+        assert code == 1 and err.startswith("Error: HTTP 404"), err
 
     bad = await make_pipeline(
         session_maker,
@@ -50,7 +57,8 @@ async def test_trigger_wait_exit_status_list_show_rerun(api_url, session_maker, 
     )  # fmt: skip
     assert code == 1, err
     # The live view's last frame: the stage graph with statuses and durations.
-    assert "compile" in out and "test" in out and "failed" in out and "s" in out
+    assert "compile" in out and "test" in out and "failed" in out
+    assert re.search(r"compile\s+success\s+1\s+\d+\.\ds", out), out
 
     code, out, err = await invoke(
         "runs", "list", str(bad), "--json", "--api-url", api_url, key=org.api_key
