@@ -270,11 +270,7 @@ def logs(
     if stage is not None and (not stage or len(stage) > 100 or not stage.isprintable()):
         raise typer.BadParameter("1 to 100 printable characters", param_hint="STAGE")
     with client(api_url, api_key) as api:
-        if stage is None:
-            detail: dict[str, Any] = run(lambda: api.get(f"/v1/runs/{run_id}"))
-            names = list(dict.fromkeys(s["stage_name"] for s in detail["stages"]))
-        else:
-            names = [stage]
+        names = _stage_names(api, run_id) if stage is None else [stage]
         for name in names:
             # Quoted whole: a stage name never adds path segments (`..`, `/`, `?`).
             path = f"/v1/runs/{run_id}/stages/{quote(name, safe='')}/logs"
@@ -289,6 +285,17 @@ def logs(
             end = run(lambda path=path: _follow(api, path, attempt))
             if end not in ("success", "skipped") and stage is not None:
                 err_console.print(f"stage {name} ended: {end}", highlight=False)
+
+
+def _stage_names(api: ForgelineClient, run_id: str) -> list[str]:
+    """The pipeline's stages in order (a run just triggered has no executions yet), then any
+    stage the run executed that the pipeline no longer has."""
+    detail: dict[str, Any] = run(lambda: api.get(f"/v1/runs/{run_id}"))
+    pipeline: dict[str, Any] = run(lambda: api.get(f"/v1/pipelines/{detail['pipeline_id']}"))
+    ordered = sorted(pipeline["stages"], key=lambda s: s["position"])
+    names = [s["name"] for s in ordered]
+    names += [s["stage_name"] for s in detail["stages"]]
+    return list(dict.fromkeys(names))
 
 
 def _follow(api: ForgelineClient, path: str, attempt: int | None) -> str:

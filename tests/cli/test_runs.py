@@ -179,6 +179,28 @@ async def test_follow_resumes_after_dropped_connections(api_url, session_maker, 
     assert all(b"last-event-id: 1:" in r.lower() for r in follows[1:])
 
 
+async def test_follow_every_stage_of_a_run_just_triggered(api_url, session_maker, worker) -> None:
+    org = await make_org(session_maker)
+    pipeline_id = await make_pipeline(
+        session_maker,
+        org.org_id,
+        [
+            stage("first", "for i in 1 2 3; do echo a-$i; sleep 0.05; done"),
+            stage("second", "echo b-1", 1, depends_on=["first"]),
+        ],
+    )
+    code, out, err = await invoke(
+        "runs", "trigger", str(pipeline_id), "--json", "--api-url", api_url, key=org.api_key
+    )
+    assert code == 0, err
+    code, out, err = await invoke(
+        "runs", "logs", json.loads(out)["id"], "--follow", "--api-url", api_url, key=org.api_key
+    )
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line.startswith(("==>", "a-", "b-"))]
+    assert lines == ["==> first <==", "a-1", "a-2", "a-3", "==> second <==", "b-1"]
+
+
 async def test_bad_input_is_one_readable_line(api_url, session_maker) -> None:
     org = await make_org(session_maker)
     for args in (
