@@ -32,6 +32,15 @@ def commit_status_workflow_id(run_id: str, state: str) -> str:
     return f"commit-status-{run_id}-{state}"
 
 
+class PullRequestInfo(BaseModel):
+    """What pull request tracking keeps of a pull/merge request event (cleaned, bounded)."""
+
+    title: str = ""
+    url: str = ""
+    author: str | None = None
+    draft: bool = False
+
+
 class ForgeEvent(BaseModel):
     """A push or pull/merge request event of a connected repository, as triggers see it."""
 
@@ -56,6 +65,7 @@ class ForgeEvent(BaseModel):
     base_sha: str | None = None
     merged: bool = False
     from_fork: bool = False
+    pull_request: PullRequestInfo | None = None
 
 
 class DeliveryInput(BaseModel):

@@ -1,5 +1,6 @@
-"""A verified forge delivery becomes pipeline runs: match triggers, compute changed paths from
-git when a path filter needs them, start one run per matching pipeline, record the outcome."""
+"""A verified forge delivery becomes pipeline runs: track a pull request, match triggers,
+compute changed paths from git when a path filter needs them, start one run per matching
+pipeline, record the outcome."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ with workflow.unsafe.imports_passed_through():
         COMPUTE_CHANGED_PATHS,
         MATCH_TRIGGERS,
         RECORD_DELIVERY_OUTCOME,
+        RECORD_PULL_REQUEST,
         START_RUNS,
     )
     from workflows.integrations_models import (
@@ -55,6 +57,14 @@ class WebhookDeliveryWorkflow:
             raise
 
     async def _process(self, inp: DeliveryInput) -> DeliveryOutcome:
+        # Tracked before anything starts: the runs' statuses update the row. Executions that
+        # began before tracking existed replay without it.
+        if inp.event.kind == "pull_request" and workflow.patched("pr-tracking"):
+            await RECORD_PULL_REQUEST.execute(
+                inp.event,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=BOOKKEEPING_RETRY,
+            )
         candidates = await MATCH_TRIGGERS.execute(
             inp.event, start_to_close_timeout=timedelta(seconds=30), retry_policy=BOOKKEEPING_RETRY
         )

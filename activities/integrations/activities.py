@@ -11,7 +11,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from core.integrations import commit_status, event_runs, schedules
+from core.integrations import commit_status, event_runs, pull_requests, schedules
 from core.integrations import repository as queries
 from db.session import session_scope
 from forgeline.crypto import decrypt_str
@@ -29,6 +29,7 @@ from workflows.contracts.integrations import (
     COMPUTE_CHANGED_PATHS,
     MATCH_TRIGGERS,
     RECORD_DELIVERY_OUTCOME,
+    RECORD_PULL_REQUEST,
     REPORT_COMMIT_STATUS,
     START_RUNS,
     START_SCHEDULED_RUN,
@@ -126,8 +127,22 @@ class IntegrationActivities:
                 f"delivery {outcome.delivery_row_id} not found", type=DELIVERY_NOT_FOUND_ERROR
             )
 
+    @RECORD_PULL_REQUEST.implement
+    async def record_pull_request(self, event: ForgeEvent) -> None:
+        async with session_scope(self.session_maker) as session:
+            await pull_requests.record_pull_request(session, event)
+
     @REPORT_COMMIT_STATUS.implement
     async def report_commit_status(self, inp: CommitStatusInput) -> CommitStatusResult:
+        try:
+            return await self._report_commit_status(inp)
+        finally:
+            # The pull request's CI status follows every status its runs announce, after the
+            # forge's report (never delaying it) and whether or not the forge took it.
+            async with session_scope(self.session_maker) as session:
+                await pull_requests.record_run_status(session, uuid.UUID(inp.run_id))
+
+    async def _report_commit_status(self, inp: CommitStatusInput) -> CommitStatusResult:
         async with self.session_maker() as session:
             report, reason = await commit_status.build_report(
                 session, self.settings, inp.run_id, inp.state

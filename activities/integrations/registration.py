@@ -24,6 +24,7 @@ def registration(deps: WorkerDeps) -> Registration:
             integrations.start_runs,
             integrations.start_scheduled_run,
             integrations.record_delivery_outcome,
+            integrations.record_pull_request,
             integrations.report_commit_status,
         ],
     )

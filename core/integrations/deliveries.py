@@ -232,6 +232,7 @@ async def receive(
         base_sha=parsed.base_sha,
         merged=parsed.merged,
         from_fork=parsed.from_fork,
+        pull_request=parsed.pull_request,
     )
     # Temporal is reached only for a verified, stored delivery.
     workflow_id = await start_processing(await temporal(), str(row_id), event)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.integrations.errors import MalformedDelivery, UnsupportedEvent
 from core.runs.schemas import validate_branch
-from workflows.integrations_models import EventKind, PullRequestAction, RefType
+from workflows.integrations_models import EventKind, PullRequestAction, PullRequestInfo, RefType
 
 SHA = r"^[0-9a-f]{40}([0-9a-f]{24})?$"
 _ZERO = re.compile(r"^0+$")
@@ -33,6 +33,7 @@ class ParsedEvent:
     base_sha: str | None = None
     merged: bool = False
     from_fork: bool = False
+    pull_request: PullRequestInfo | None = None
     # URLs of the repository as the forge names it (matched against connected repositories).
     repository_urls: tuple[str, ...] = field(default_factory=tuple)
 
@@ -78,10 +79,18 @@ class _GitHubRef(_Loose):
     repo: _GitHubRepo | None = None
 
 
+class _GitHubUser(_Loose):
+    login: str | None = None
+
+
 class _GitHubPull(_Loose):
     head: _GitHubRef
     base: _GitHubRef
     merged: bool | None = False
+    title: str | None = None
+    html_url: str | None = None
+    user: _GitHubUser | None = None
+    draft: bool | None = False
 
 
 class _GitHubPullEvent(_Loose):
@@ -120,12 +129,39 @@ class _GitLabMergeAttributes(_Loose):
     target_project_id: int | None = None
     last_commit: _GitLabCommit
     oldrev: str | None = None
+    title: str | None = None
+    url: str | None = None
+    draft: bool | None = False
+    work_in_progress: bool | None = False
+
+
+class _GitLabUser(_Loose):
+    username: str | None = None
 
 
 class _GitLabMerge(_Loose):
     object_kind: Literal["merge_request"]
     project: _GitLabProject
     object_attributes: _GitLabMergeAttributes
+    user: _GitLabUser | None = None
+
+
+def _text(value: str | None, limit: int) -> str:
+    """Forge text as stored: no NUL (Postgres refuses it), bounded."""
+    return (value or "").replace("\x00", "")[:limit]
+
+
+def _pull_request_info(
+    title: str | None, url: str | None, author: str | None, draft: bool
+) -> PullRequestInfo:
+    link = _text(url, 500)
+    return PullRequestInfo(
+        title=_text(title, 500),
+        # Shown as a link: only a web address, never javascript: or the like.
+        url=link if link.startswith(("https://", "http://")) else "",
+        author=_text(author, 255) or None,
+        draft=draft,
+    )
 
 
 GITHUB_PR_ACTIONS: dict[str, PullRequestAction] = {
@@ -213,6 +249,9 @@ def parse_github(event: str, payload: dict[str, Any]) -> Parsed:
             base_sha=pull.base.sha,
             merged=bool(pull.merged),
             from_fork=head_repo != repo.full_name,
+            pull_request=_pull_request_info(
+                pull.title, pull.html_url, pull.user.login if pull.user else None, bool(pull.draft)
+            ),
             repository_urls=urls,
         )
     raise UnsupportedEvent(f"GitHub event {event[:100]!r} is not supported", event=event[:100])
@@ -257,6 +296,12 @@ def parse_gitlab(event: str, payload: dict[str, Any]) -> Parsed:
             from_fork=(
                 attrs.source_project_id is not None
                 and attrs.source_project_id != attrs.target_project_id
+            ),
+            pull_request=_pull_request_info(
+                attrs.title,
+                attrs.url,
+                merge.user.username if merge.user else None,
+                bool(attrs.draft or attrs.work_in_progress),
             ),
             repository_urls=urls,
         )

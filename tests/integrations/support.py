@@ -214,6 +214,7 @@ async def integrations_worker(
             activities.start_runs,
             activities.start_scheduled_run,
             activities.record_delivery_outcome,
+            activities.record_pull_request,
             activities.report_commit_status,
         ],
         workflow_runner=workflow_runner(True),

@@ -47,3 +47,5 @@ REPORT_COMMIT_STATUS = ActivityContract(
 START_SCHEDULED_RUN = ActivityContract(
     "integrations.start_scheduled_run", ScheduledRunInput, ScheduledRun
 )
+# The pull request's pr_tracking row from a pull/merge request event.
+RECORD_PULL_REQUEST = ActivityContract("integrations.record_pull_request", ForgeEvent, type(None))
