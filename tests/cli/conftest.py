@@ -28,22 +28,46 @@ from tests.runs.sandbox import sandbox_runner
 runner = CliRunner()
 
 
+class ApiServer:
+    """The API app under uvicorn on a loopback port, in a thread; `stop(force=True)` ends it
+    with streams still open, as a crashed or redeployed server would."""
+
+    def __init__(self, settings: Settings, port: int | None = None) -> None:
+        self.port = port or free_port()
+        config = uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ApiServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        return self
+
+    def stop(self, *, force: bool = False) -> None:
+        self.server.should_exit = True
+        self.server.force_exit = force
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
 @pytest.fixture(scope="module")
 def api_url(settings: Settings) -> Iterator[str]:
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    server = ApiServer(settings).start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(autouse=True)

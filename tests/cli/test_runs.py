@@ -12,7 +12,7 @@ import uuid
 from sqlalchemy import select
 
 from db.models.pipelines import PipelineRun
-from tests.cli.conftest import invoke, spawn
+from tests.cli.conftest import ApiServer, invoke, spawn
 from tests.cli.servers import CuttingProxy
 from tests.factories import make_org
 from tests.runs.helpers import make_pipeline, run_row, stage, wait_for
@@ -177,6 +177,44 @@ async def test_follow_resumes_after_dropped_connections(api_url, session_maker, 
     assert len(follows) >= 3
     assert b"last-event-id" not in follows[0].lower()
     assert all(b"last-event-id: 1:" in r.lower() for r in follows[1:])
+
+
+async def test_follow_survives_an_api_server_restart(
+    api_url, settings, session_maker, worker
+) -> None:
+    org = await make_org(session_maker)
+    pipeline_id = await make_pipeline(
+        session_maker,
+        org.org_id,
+        [stage("count", "for i in $(seq 1 150); do echo line-$i; sleep 0.02; done")],
+    )
+    first = ApiServer(settings).start()
+    try:
+        code, out, err = await invoke(
+            "runs", "trigger", str(pipeline_id), "--json", "--api-url", api_url, key=org.api_key
+        )
+        assert code == 0, err
+        run_id = json.loads(out)["id"]
+        follow = asyncio.create_task(
+            invoke("runs", "logs", run_id, "count", "-f", "--api-url", first.url, key=org.api_key)
+        )
+        await _only_run(session_maker, pipeline_id)
+        await asyncio.sleep(0.5)
+        # The server goes away with the stream open, and comes back on the same address.
+        await asyncio.to_thread(first.stop, force=True)
+        assert not follow.done()
+        assert (await run_row(session_maker, uuid.UUID(run_id))).status == "running"
+        second = ApiServer(settings, first.port).start()
+        try:
+            code, out, err = await asyncio.wait_for(follow, timeout=120)
+        finally:
+            await asyncio.to_thread(second.stop)
+    finally:
+        if first.thread.is_alive():
+            await asyncio.to_thread(first.stop, force=True)
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line.startswith("line-")]
+    assert lines == [f"line-{i}" for i in range(1, 151)]
 
 
 async def test_follow_every_stage_of_a_run_just_triggered(api_url, session_maker, worker) -> None:
