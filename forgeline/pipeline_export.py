@@ -196,8 +196,12 @@ def to_github_actions(proposal: PipelineProposal) -> dict[str, Any]:
         on["push"] = {"branches": push}
     if pr := _branches(proposal, "on_pull_request"):
         on["pull_request"] = {"branches": pr}
-    if proposal.triggers.get("schedule"):
-        on["schedule"] = [{"cron": str(proposal.triggers["schedule"])}]
+    if schedule := proposal.triggers.get("schedule"):
+        # Stored triggers hold [{cron, timezone}] entries; older proposals a single cron string.
+        entries = schedule if isinstance(schedule, list) else [{"cron": schedule}]
+        on["schedule"] = [
+            {"cron": str(e["cron"] if isinstance(e, dict) else e)} for e in entries if e
+        ]
     if proposal.triggers.get("manual", True):
         on["workflow_dispatch"] = {}
     jobs: dict[str, Any] = {}

@@ -82,6 +82,9 @@ async def update_pipeline(
     pipeline = await _locked(session, principal, pipeline_id)
     if triggers is not None:
         pipeline.triggers = triggers.normalized()
+        # The YAML stored at generation has the old triggers: exports are rebuilt from now on.
+        pipeline.github_actions_yaml = None
+        pipeline.gitlab_ci_yaml = None
     if status is not None:
         pipeline.status = status
     if triggers is not None or status is not None:

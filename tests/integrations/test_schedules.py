@@ -14,7 +14,7 @@ from temporalio.client import Client, ScheduleOverlapPolicy, ScheduleRange
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.integrations import schedules
-from db.models.pipelines import PipelineRun
+from db.models.pipelines import Pipeline, PipelineRun
 from forgeline.settings import Settings
 from tests.factories import make_org
 from tests.integrations.support import connect_project, integrations_worker, runs_of
@@ -85,6 +85,10 @@ async def test_triggers_are_stored_normalized_and_other_tenants_get_404(
     api_client, session_maker, settings: Settings, temporal_client: Client
 ) -> None:
     org, pipeline_id = await _pipeline(session_maker, settings)
+    async with session_maker() as session, session.begin():
+        await session.execute(
+            update(Pipeline).where(Pipeline.id == pipeline_id).values(github_actions_yaml="stale")
+        )
     r = await _patch(
         api_client,
         org,
@@ -102,6 +106,8 @@ async def test_triggers_are_stored_normalized_and_other_tenants_get_404(
         },
     }
     assert r.json()["version"] == 2
+    exported = await api_client.get(f"/v1/pipelines/{pipeline_id}/export", headers=org.headers)
+    assert "stale" not in exported.text and "release/**" in exported.text
     other = await make_org(session_maker)
     r = await _patch(api_client, other, pipeline_id, {"triggers": {}})
     assert r.status_code == 404
@@ -155,6 +161,9 @@ async def test_schedule_lifecycle_with_the_pipeline(
     assert described.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
     assert not described.schedule.state.paused
     assert await _exists(temporal_client, second)
+    exported = await api_client.get(f"/v1/pipelines/{pipeline_id}/export", headers=org.headers)
+    assert exported.status_code == 200, exported.text
+    assert "cron: 0 3 * * mon-fri" in exported.text and "cron: '@hourly'" in exported.text
 
     # A firing starts one run with trigger=schedule through the run service.
     fired = await _fire(temporal_client, first)
