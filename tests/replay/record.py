@@ -84,6 +84,8 @@ SCENARIOS: dict[str, str] = {
     "test_forge_outage_and_rate_limit_never_fail_the_run": "forge-outage",
     "tests/integrations/test_schedules.py::"
     "test_schedule_lifecycle_with_the_pipeline": "schedule-firing",
+    "tests/integrations/test_pull_requests.py::"
+    "test_pull_request_rows_follow_events_and_runs": "pr-tracking",
 }
 
 

@@ -40,6 +40,7 @@ REQUIRED = {
     "CommitStatusWorkflow-commit-status",
     "CommitStatusWorkflow-forge-outage",
     "ScheduledRunWorkflow-schedule-firing",
+    "WebhookDeliveryWorkflow-pr-tracking",
 }
 
 
