@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from core.integrations import events
+from core.integrations.cron import InvalidCron, validate_cron
 from core.integrations.errors import MalformedDelivery, UnsupportedEvent
 from core.integrations.globs import InvalidPattern, compile_pattern, matches
 from core.integrations.signatures import (
@@ -294,3 +295,65 @@ def test_gitlab_payloads() -> None:
     assert isinstance(parsed, events.ParsedEvent) and parsed.merged and parsed.pr_action == "closed"
     with pytest.raises(UnsupportedEvent):
         events.parse_gitlab("Pipeline Hook", {})
+
+
+def test_gitlab_merge_request_details_for_tracking() -> None:
+    project = {"path_with_namespace": "group/widgets", "git_http_url": "https://gl/x.git"}
+    attrs = {
+        "iid": 6,
+        "action": "open",
+        "source_branch": "topic",
+        "target_branch": "main",
+        "last_commit": {"id": SHA_B},
+        "title": "Draft: faster builds" + "x" * 600,
+        "url": "https://gitlab.example/group/widgets/-/merge_requests/6",
+        "draft": True,
+    }
+    merge = {
+        "object_kind": "merge_request",
+        "project": project,
+        "object_attributes": attrs,
+        "user": {"username": "dev"},
+    }
+    parsed = events.parse_gitlab("Merge Request Hook", merge)
+    assert isinstance(parsed, events.ParsedEvent) and parsed.pull_request is not None
+    info = parsed.pull_request
+    assert len(info.title) == 500 and info.title.startswith("Draft: faster builds")
+    assert info.url == attrs["url"] and info.author == "dev" and info.draft
+    merge["object_attributes"] = {**attrs, "url": "data:text/html,x", "title": None}
+    merge["user"] = "not an object"
+    with pytest.raises(MalformedDelivery):
+        events.parse_gitlab("Merge Request Hook", merge)
+    del merge["user"]
+    parsed = events.parse_gitlab("Merge Request Hook", merge)
+    assert isinstance(parsed, events.ParsedEvent) and parsed.pull_request is not None
+    assert parsed.pull_request.url == "" and parsed.pull_request.title == ""
+
+
+@pytest.mark.parametrize(
+    ("cron", "valid"),
+    [
+        ("*/5 * * * *", True),
+        ("0 9-17/2 1,15 jan-jun mon-fri", True),
+        ("0 0 * * 7", True),
+        ("@weekly", True),
+        ("60 * * * *", False),
+        ("0 24 * * *", False),
+        ("0 0 0 * *", False),
+        ("0 0 * 13 *", False),
+        ("* * * * * *", False),
+        ("*/0 * * * *", False),
+        ("0 0 * * fun", False),
+        ("@reboot", False),
+        ("", False),
+        ("0 0 * * 1\n0 0 * * 2", False),
+        ("1-2-3 * * * *", False),
+        ("999999999999999999999 * * * *", False),
+    ],
+)
+def test_cron_expressions(cron: str, valid: bool) -> None:
+    if valid:
+        assert validate_cron(cron)
+    else:
+        with pytest.raises(InvalidCron):
+            validate_cron(cron)
