@@ -144,6 +144,16 @@ class Triggers(BaseModel):
     schedule: list[ScheduleEntry] = Field(default_factory=list, max_length=MAX_SCHEDULES)
     concurrency: Concurrency = Field(default_factory=Concurrency)
 
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _one_entry(cls, value: Any) -> Any:
+        """A lone cron string or entry (as some generated pipelines hold) is a list of one."""
+        if isinstance(value, str):
+            return [{"cron": value}]
+        if isinstance(value, dict):
+            return [value]
+        return value
+
     def normalized(self) -> dict[str, Any]:
         """What is stored: every default spelled out, absent filters left out."""
         return self.model_dump(mode="json", exclude_none=True)

@@ -357,3 +357,11 @@ def test_cron_expressions(cron: str, valid: bool) -> None:
     else:
         with pytest.raises(InvalidCron):
             validate_cron(cron)
+
+
+def test_a_lone_schedule_is_a_list_of_one() -> None:
+    for raw in ("0 3 * * *", {"cron": "0 3 * * *"}, [{"cron": "0 3 * * *"}]):
+        triggers = Triggers.model_validate({"schedule": raw})
+        assert triggers.normalized()["schedule"] == [{"cron": "0 3 * * *", "timezone": "UTC"}]
+    with pytest.raises(ValidationError):
+        Triggers.model_validate({"schedule": 5})
