@@ -258,3 +258,29 @@ async def test_a_retried_or_racing_firing_starts_one_run(
     )
     assert result.run_id is None and result.skipped == "the pipeline no longer exists"
     await temporal_client.get_workflow_handle(f"pipeline-run-{run.id}").terminate("test")
+
+
+async def test_an_edit_repairs_schedules_a_crashed_sync_left_behind(
+    api_client, session_maker, settings: Settings, temporal_client: Client
+) -> None:
+    """A sync that died half-way (a schedule created for an entry the row no longer has, one
+    missing for an entry it has): the next edit leaves exactly what is stored."""
+    org, pipeline_id = await _pipeline(session_maker, settings)
+    async with session_maker() as session:
+        pipeline = await session.get(Pipeline, pipeline_id)
+        assert pipeline is not None
+    pipeline.triggers = {"schedule": [{"cron": "5 * * * *"}] * 4}
+    await schedules.sync_schedules(temporal_client, pipeline)
+    await temporal_client.get_schedule_handle(pipeline_schedule_id(str(pipeline_id), 1)).delete()
+    r = await _patch(
+        api_client, org, pipeline_id, {"triggers": {"schedule": [{"cron": "7 * * * *"}] * 2}}
+    )
+    assert r.status_code == 200, r.text
+    for index in (0, 1):
+        described = await temporal_client.get_schedule_handle(
+            pipeline_schedule_id(str(pipeline_id), index)
+        ).describe()
+        assert described.schedule.spec.calendars[0].minute == (ScheduleRange(7),)
+    for index in (2, 3):
+        assert not await _exists(temporal_client, pipeline_schedule_id(str(pipeline_id), index))
+    await schedules.delete_schedules(temporal_client, pipeline_id)
