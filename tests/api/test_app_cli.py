@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from typer.testing import CliRunner
@@ -18,13 +15,12 @@ from typer.testing import CliRunner
 import forgeline.cli as cli
 import forgeline.cli.admin as cli_admin
 import forgeline.cli.common as cli_common
-from api.app import create_app
 from db.key_rotation import rotate_encrypted_columns
 from db.models.accounts import User
 from forgeline.crypto import decrypt_str, encrypt_str
-from forgeline.embedded.postgres import free_port
 from forgeline.local_paths import organization_roots
 from forgeline.settings import Settings
+from tests.api_server import ApiServer
 from tests.factories import make_org
 
 runner = CliRunner()
@@ -32,20 +28,9 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def api_url(settings: Settings) -> Iterator[str]:
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    server = ApiServer(settings).start()
+    yield server.url
+    server.stop()
 
 
 async def invoke(*args: str, key: str | None = None) -> tuple[int, str]:

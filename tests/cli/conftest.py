@@ -7,60 +7,21 @@ import asyncio
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from typer.testing import CliRunner
 
 import forgeline.cli as cli
-from api.app import create_app
-from forgeline.embedded.postgres import free_port
 from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
+from tests.api_server import ApiServer
 from tests.runs.helpers import pipeline_worker
 from tests.runs.sandbox import sandbox_runner
 
 runner = CliRunner()
-
-
-class ApiServer:
-    """The API app under uvicorn on a loopback port, in a thread; `stop(force=True)` ends it
-    with streams still open, as a crashed or redeployed server would."""
-
-    def __init__(self, settings: Settings, port: int | None = None) -> None:
-        self.port = port or free_port()
-        config = uvicorn.Config(
-            create_app(settings),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            lifespan="on",
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ApiServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.05)
-        return self
-
-    def stop(self, *, force: bool = False) -> None:
-        self.server.should_exit = True
-        self.server.force_exit = force
-        self.thread.join(timeout=30)
-        assert not self.thread.is_alive(), "uvicorn did not stop"
 
 
 @pytest.fixture(scope="module")

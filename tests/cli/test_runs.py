@@ -12,7 +12,8 @@ import uuid
 from sqlalchemy import select
 
 from db.models.pipelines import PipelineRun
-from tests.cli.conftest import ApiServer, invoke, spawn
+from tests.api_server import ApiServer
+from tests.cli.conftest import invoke, spawn
 from tests.cli.servers import CuttingProxy
 from tests.factories import make_org
 from tests.runs.helpers import make_pipeline, run_row, stage, wait_for
@@ -108,7 +109,7 @@ async def _only_run(session_maker, pipeline_id: uuid.UUID) -> PipelineRun:
 
     await wait_for(exists, timeout=60)
     async with session_maker() as session:
-        row = await session.scalar(
+        row: PipelineRun | None = await session.scalar(
             select(PipelineRun).where(PipelineRun.pipeline_id == pipeline_id)
         )
     assert row is not None
