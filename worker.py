@@ -33,6 +33,7 @@ from activities.integrations.registration import registration as integrations_re
 from activities.runs.registration import build_registration
 from activities.runs.registration import registration as runs_registration
 from core.billing.schedules import ensure_billing_schedules
+from core.integrations.schedules import ensure_pipeline_schedules
 from core.runs.build_slots import retire_semaphore_workflows
 from db.session import create_engine, create_session_maker
 from forgeline.settings import (
@@ -178,6 +179,9 @@ async def run(
         # Every billing worker makes sure the monthly schedule exists (idempotent: the schedule ID
         # is unique, so concurrent starts create one), so no deployment depends on `make run`.
         await ensure_billing_schedules(client)
+    if INTEGRATIONS_TASK_QUEUE in registrations:
+        # Pipelines' schedules follow their rows even when written without the API.
+        await ensure_pipeline_schedules(client, session_maker)
     grace = timedelta(seconds=settings.worker_shutdown_grace_seconds)
     executor = ThreadPoolExecutor(max_workers=settings.worker_activity_threads)
     workers = build_workers(

@@ -97,6 +97,34 @@ async def sync_schedules(
     return ids
 
 
+async def ensure_pipeline_schedules(
+    client: Client,
+    session_maker: async_sessionmaker[AsyncSession],
+    *,
+    task_queue: str = INTEGRATIONS_TASK_QUEUE,
+) -> int:
+    """Bring every scheduled pipeline's Temporal Schedules in line with its row (a pipeline
+    written without the API, a Temporal cluster that lost them); returns how many pipelines.
+    Each under its row lock, so a concurrent edit's sync is never overwritten by stale data."""
+    async with session_maker() as session:
+        ids = list(
+            await session.scalars(
+                select(Pipeline.id).where(
+                    func.jsonb_typeof(Pipeline.triggers["schedule"]) == "array",
+                    func.jsonb_array_length(Pipeline.triggers["schedule"]) > 0,
+                )
+            )
+        )
+    for pipeline_id in ids:
+        async with session_scope(session_maker) as session:
+            pipeline = await session.scalar(
+                select(Pipeline).where(Pipeline.id == pipeline_id).with_for_update()
+            )
+            if pipeline is not None:
+                await sync_schedules(client, pipeline, task_queue=task_queue)
+    return len(ids)
+
+
 async def delete_schedules(client: Client, pipeline_id: uuid.UUID) -> None:
     for index in range(MAX_SCHEDULES):
         await _delete(client, pipeline_schedule_id(str(pipeline_id), index))

@@ -284,3 +284,21 @@ async def test_an_edit_repairs_schedules_a_crashed_sync_left_behind(
     for index in (2, 3):
         assert not await _exists(temporal_client, pipeline_schedule_id(str(pipeline_id), index))
     await schedules.delete_schedules(temporal_client, pipeline_id)
+
+
+async def test_worker_start_creates_schedules_of_pipelines_written_without_the_api(
+    session_maker, settings: Settings, temporal_client: Client
+) -> None:
+    _, pipeline_id = await _pipeline(session_maker, settings)
+    async with session_maker() as session, session.begin():
+        await session.execute(
+            update(Pipeline)
+            .where(Pipeline.id == pipeline_id)
+            .values(triggers={"schedule": [{"cron": "@daily", "timezone": "Asia/Tokyo"}]})
+        )
+    assert await schedules.ensure_pipeline_schedules(temporal_client, session_maker) >= 1
+    described = await temporal_client.get_schedule_handle(
+        pipeline_schedule_id(str(pipeline_id), 0)
+    ).describe()
+    assert described.schedule.spec.time_zone_name == "Asia/Tokyo"
+    await schedules.delete_schedules(temporal_client, pipeline_id)
