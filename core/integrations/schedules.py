@@ -92,9 +92,32 @@ async def sync_schedules(
 
             await client.get_schedule_handle(schedule_id).update(replace)
         ids.append(schedule_id)
-    for index in range(len(entries), MAX_SCHEDULES):
-        await _delete(client, pipeline_schedule_id(str(pipeline.id), index))
+    await _delete_from(client, pipeline.id, len(entries))
     return ids
+
+
+async def _exists(client: Client, schedule_id: str) -> bool:
+    try:
+        await client.get_schedule_handle(schedule_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def _delete_from(client: Client, pipeline_id: uuid.UUID, first: int) -> None:
+    """Delete the schedules from index `first` on. Schedules are created in ascending and
+    deleted in descending order, so the existing ones stay a prefix 0..n-1 even when a sync
+    stops half-way: probe up to the first missing one, then delete backwards. (One deleted by
+    hand in the Temporal UI can leave a later one behind; its firings start nothing.)"""
+    last = first
+    while last < MAX_SCHEDULES and await _exists(
+        client, pipeline_schedule_id(str(pipeline_id), last)
+    ):
+        last += 1
+    for index in range(last - 1, first - 1, -1):
+        await _delete(client, pipeline_schedule_id(str(pipeline_id), index))
 
 
 async def ensure_pipeline_schedules(
@@ -126,8 +149,7 @@ async def ensure_pipeline_schedules(
 
 
 async def delete_schedules(client: Client, pipeline_id: uuid.UUID) -> None:
-    for index in range(MAX_SCHEDULES):
-        await _delete(client, pipeline_schedule_id(str(pipeline_id), index))
+    await _delete_from(client, pipeline_id, 0)
 
 
 async def _create_scheduled_run(
@@ -151,6 +173,10 @@ async def _create_scheduled_run(
         return None, "the pipeline no longer exists"
     if pipeline.status != SCHEDULED_STATUS:
         return None, f"the pipeline is {pipeline.status}"
+    triggers = parse_triggers(pipeline.triggers)
+    entries = len(triggers.schedule) if triggers is not None else 0
+    if inp.schedule_id not in {pipeline_schedule_id(str(pipeline.id), i) for i in range(entries)}:
+        return None, "the pipeline no longer has this schedule"
     run = await runs.create_run(
         session,
         settings,

@@ -235,6 +235,12 @@ async def test_a_retried_or_racing_firing_starts_one_run(
     session_maker, settings: Settings, temporal_client: Client, task_queue: str
 ) -> None:
     _, pipeline_id = await _pipeline(session_maker, settings)
+    async with session_maker() as session, session.begin():
+        await session.execute(
+            update(Pipeline)
+            .where(Pipeline.id == pipeline_id)
+            .values(triggers={"schedule": [{"cron": "@daily"}]})
+        )
     inp = ScheduledRunInput(
         pipeline_id=str(pipeline_id),
         schedule_id=pipeline_schedule_id(str(pipeline_id), 0),
@@ -257,6 +263,15 @@ async def test_a_retried_or_racing_firing_starts_one_run(
         session_maker, temporal_client, settings, gone, run_task_queue=task_queue
     )
     assert result.run_id is None and result.skipped == "the pipeline no longer exists"
+    # A schedule left behind for an entry the pipeline no longer has starts nothing either.
+    stray = inp.model_copy(
+        update={"schedule_id": pipeline_schedule_id(str(pipeline_id), 5), "firing_id": "stray"}
+    )
+    result = await schedules.start_scheduled_run(
+        session_maker, temporal_client, settings, stray, run_task_queue=task_queue
+    )
+    assert result.skipped == "the pipeline no longer has this schedule"
+    assert len(await runs_of(session_maker, [pipeline_id])) == 1
     await temporal_client.get_workflow_handle(f"pipeline-run-{run.id}").terminate("test")
 
 
