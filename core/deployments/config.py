@@ -4,10 +4,15 @@ that row, so a rollback or a retried stage releases exactly what was requested."
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models.deployments import Deployment
 from db.models.projects import Environment, Project
+from forgeline.environment_variables import reveal
+from forgeline.settings import Settings
 from workflows.deployment_models import (
     DeploymentInput,
     DeploymentRuntimeConfig,
@@ -102,3 +107,15 @@ def workflow_input(
         preview=environment.env_type == "preview",
         monitor_interval_seconds=float(cfg.get("monitor_interval_seconds") or 60),
     )
+
+
+async def secret_variables(
+    session: AsyncSession, settings: Settings, environment_id: uuid.UUID
+) -> dict[str, str]:
+    """The environment's secret variables, decrypted: for the release only, never a payload."""
+    env = await session.get(Environment, environment_id)
+    stored = (env.config or {}).get("environment_variables") if env else None
+    if not isinstance(stored, list):
+        return {}
+    secrets = [v for v in stored if isinstance(v, dict) and v.get("secret")]
+    return reveal(secrets, settings) if secrets else {}

@@ -113,20 +113,3 @@ async def verify(
         reason=reason,
         checked_at=last.checked_at,
     )
-
-
-def summarise(verdict: HealthVerdict) -> dict[str, object]:
-    """The `health_checks` JSON summarised on the deployment row (seed shape)."""
-    return {
-        "status": "healthy" if verdict.healthy else "unhealthy",
-        "last_check_at": verdict.checked_at.isoformat() if verdict.checked_at else None,
-        "response_time_ms": verdict.last_latency_ms,
-        "http_status": verdict.last_status,
-        "checks_run": verdict.checks,
-        "consecutive_passes": verdict.consecutive_passes,
-        "failures": verdict.failures,
-        "reason": verdict.reason,
-        "checks": [
-            {"name": "http_status", "passed": verdict.healthy},
-        ],
-    }

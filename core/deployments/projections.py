@@ -4,6 +4,7 @@ deterministic IDs; a retried activity never duplicates a row)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,13 +12,18 @@ from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.deployments.release_records import mark_containers_removed
 from db.models.deployments import (
     Deployment,
     DeploymentApproval,
 )
 from db.models.operations import WorkflowExecution
 from db.models.projects import Environment
-from forgeline.statuses.deployments import TERMINAL_STATUSES
+from forgeline.statuses.deployments import (
+    TERMINAL_STATUSES,
+    DeploymentStatus,
+    EnvironmentStatus,
+)
 from workflows.deployment_models import ApprovalDecision, DeploymentInput, StatusUpdate
 
 DONE_STATUSES = set(TERMINAL_STATUSES)
@@ -251,3 +257,28 @@ async def record_decision(
         row.rejected_by_user_id = approver
         row.rejected_at = row.rejected_at or now()
         row.rejection_reason = reason
+
+
+async def retire_environment(
+    session: AsyncSession, environment_id: str, removed: Sequence[str], reason: str
+) -> None:
+    """A torn-down preview: the environment deleted, its containers removed, its live
+    deployment superseded."""
+    env = await session.get(Environment, uuid.UUID(environment_id))
+    if env is None:
+        return
+    env.status = EnvironmentStatus.DELETED
+    await mark_containers_removed(session, removed)
+    await session.execute(
+        update(Deployment)
+        .where(Deployment.environment_id == env.id, Deployment.status == DeploymentStatus.ACTIVE)
+        .values(status=DeploymentStatus.SUPERSEDED, error=f"preview torn down: {reason}")
+    )
+
+
+async def merge_health_summary(
+    session: AsyncSession, deployment_id: str, summary: dict[str, Any]
+) -> None:
+    row = await session.get(Deployment, uuid.UUID(deployment_id))
+    if row is not None:
+        row.health_summary = {**(row.health_summary or {}), **summary}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Select, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +23,7 @@ from db.models.pipelines import Artifact, PipelineRun
 from db.models.projects import Environment, Project
 from forgeline.errors import NotFound
 from forgeline.statuses.deployments import HEALTHY_STATUSES, DeploymentStatus
+from workflows.deployment_models import DeploymentRuntimeConfig
 
 # --- tenant-scoped lookups ---------------------------------------------------------------------
 
@@ -316,3 +319,76 @@ async def is_active(session: AsyncSession, deployment_id: str) -> bool:
         )
     )
     return status == DeploymentStatus.ACTIVE
+
+
+# --- what the release activities read ----------------------------------------------------------
+
+
+async def container_port(session: AsyncSession, deployment_id: str) -> int:
+    snapshot = await session.scalar(
+        select(Deployment.config_snapshot).where(Deployment.id == uuid.UUID(deployment_id))
+    )
+    return DeploymentRuntimeConfig.model_validate(snapshot or {}).container_port
+
+
+async def artifact_key(session: AsyncSession, deployment_id: str) -> str | None:
+    key: str | None = await session.scalar(
+        select(Deployment.artifact_key).where(Deployment.id == uuid.UUID(deployment_id))
+    )
+    return key
+
+
+async def environment_deployment_ids(session: AsyncSession, environment_id: str) -> list[str]:
+    ids = await session.scalars(
+        select(Deployment.id).where(Deployment.environment_id == uuid.UUID(environment_id))
+    )
+    return [str(i) for i in ids]
+
+
+async def requested_at(session: AsyncSession, deployment_id: str) -> datetime | None:
+    """When the deployment was requested (its row's creation)."""
+    created: datetime | None = await session.scalar(
+        select(Deployment.created_at).where(Deployment.id == uuid.UUID(deployment_id))
+    )
+    return created
+
+
+@dataclass(frozen=True)
+class BuildScope:
+    """Whose build it is: where its context may come from, and what its site publishes."""
+
+    organization_id: str | None = None
+    pipeline_run_id: str | None = None
+    publish_dotfiles: bool = False
+
+
+async def build_scope(session: AsyncSession, deployment_id: str) -> BuildScope:
+    row = await session.get(Deployment, uuid.UUID(deployment_id))
+    if row is None:
+        return BuildScope()
+    config = DeploymentRuntimeConfig.model_validate(row.config_snapshot or {})
+    return BuildScope(
+        organization_id=str(row.organization_id),
+        pipeline_run_id=str(row.pipeline_run_id) if row.pipeline_run_id else None,
+        publish_dotfiles=config.publish_dotfiles,
+    )
+
+
+async def restorable(session: AsyncSession, deployment_id: str) -> Deployment | None:
+    """An earlier deployment to serve again, while its environment exists."""
+    row = await session.get(Deployment, uuid.UUID(deployment_id))
+    if row is None or await session.get(Environment, row.environment_id) is None:
+        return None
+    return row
+
+
+async def environment_release_config(
+    session: AsyncSession, environment_id: str
+) -> DeploymentRuntimeConfig | None:
+    """Where an environment's releases live (bucket, region), while the environment exists."""
+    env = await session.get(Environment, uuid.UUID(environment_id))
+    if env is None:
+        return None
+    return DeploymentRuntimeConfig.model_validate(
+        {k: v for k, v in (env.config or {}).items() if k in ("bucket_name", "region")}
+    )

@@ -8,6 +8,7 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.deployments import repository
+from core.deployments.providers import releases_image
 from db.models.deployments import Deployment
 from db.models.pipelines import PipelineRun
 from db.models.projects import Project
@@ -106,13 +107,14 @@ def local_source(
 
 def artifact_source(deployment: Deployment) -> DeploymentSource:
     """The exact artifact a deployment released (rollback and promotion reuse it)."""
-    if deployment.provider == "docker" and not deployment.image_ref:
+    image = releases_image(deployment.provider)
+    if image and not deployment.image_ref:
         raise Conflict("that deployment has no built image to reuse")
-    if deployment.provider in ("static", "aws") and not deployment.artifact_key:
+    if not image and not deployment.artifact_key:
         raise Conflict("that deployment has no published files to reuse")
     return DeploymentSource(
         version=deployment.version,
         commit_sha=deployment.commit_sha,
-        image=deployment.image_ref if deployment.provider == "docker" else None,
-        static_prefix=deployment.artifact_key if deployment.provider != "docker" else None,
+        image=deployment.image_ref if image else None,
+        static_prefix=None if image else deployment.artifact_key,
     )

@@ -100,7 +100,7 @@ async def test_domains_validated_unique_across_tenants_and_routed(
 
     # The route serves the generated host and the custom domains.
     activities = make_activities(settings, session_maker, temporal_client, None)
-    hosts = await activities._environment_hosts(env_a["id"])
+    hosts = await activities.providers.routing.environment_hosts(env_a["id"])
     assert hosts[0].endswith(f".{settings.apps_domain}") and domain in hosts
     routes = CaddyRoutes(settings.proxy_admin_url, http_port=settings.proxy_http_port)
     route_id = f"{ENV_ROUTE_PREFIX}{env_a['id']}"
@@ -115,6 +115,6 @@ async def test_domains_validated_unique_across_tenants_and_routed(
             headers=a.headers,
         )
         assert r.status_code == 200
-        assert (await activities._environment_hosts(env_a["id"]))[0] == hosts[0]
+        assert (await activities.providers.routing.environment_hosts(env_a["id"]))[0] == hosts[0]
     finally:
         await routes.remove([route_id])

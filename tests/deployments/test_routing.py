@@ -228,11 +228,11 @@ async def test_hostile_names_route_and_same_names_across_tenants_get_distinct_ho
                 env_ids.append(env.id)
     claimed: list[str] = []
     for env_id in env_ids:
-        hosts = await activities._environment_hosts(str(env_id))
+        hosts = await activities.providers.routing.environment_hosts(str(env_id))
         assert len(hosts) == 1 and is_hostname(hosts[0])
         claimed.append(hosts[0])
         # Idempotent: the assigned host is kept.
-        assert await activities._environment_hosts(str(env_id)) == hosts
+        assert await activities.providers.routing.environment_hosts(str(env_id)) == hosts
         await routes.put(
             Route(id=f"{ENV_ROUTE_PREFIX}{env_id}", hosts=hosts, upstream="127.0.0.1:9")
         )

@@ -90,7 +90,7 @@ async def test_hostile_release_fails_and_the_previous_site_keeps_serving(
             static_prefix=row.artifact_key,
         )
         results = await asyncio.gather(
-            activities._release_static(req), activities._release_static(req)
+            activities.providers.static.release(req), activities.providers.static.release(req)
         )
         assert {r.url for r in results} == {site_url}
         assert (await deployment_row(session_maker, v1)).status == "active"
