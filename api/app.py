@@ -20,6 +20,7 @@ from api.agent import endpoints as agent_endpoints
 from api.audit_logs import endpoints as audit_logs_endpoints
 from api.billing import endpoints as billing_endpoints
 from api.billing.request_meter import ApiRequestMeter
+from api.console.routes import install_console
 from api.database import create_api_engine
 from api.deployments import endpoints as deployments_endpoints
 from api.errors import ServiceUnavailable, install_error_handlers, install_problem_openapi
@@ -153,5 +154,7 @@ def create_app(
 
     app.include_router(health_router)
     include_domain_routers(app, DOMAIN_ROUTERS)
+    # The web console: HTML pages at / (no /v1 prefix) and its static files at /static.
+    install_console(app)
     install_problem_openapi(app)
     return app

@@ -1,0 +1,1 @@
+"""The web console: server-rendered pages (Jinja2 + htmx) served by the API process at /."""

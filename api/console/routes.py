@@ -1,0 +1,396 @@
+"""Console pages: sign in/out, organization switch, projects, a project's pipelines and runs, a
+run's stage graph with live logs (server-sent events), and run actions (cancel, re-run)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
+from sse_starlette.sse import EventSourceResponse
+
+from api.audit import write_audit
+from api.console.ansi import ansi_to_html
+from api.console.auth import (
+    ConsoleUser,
+    CsrfRejected,
+    SignInRequired,
+    check_csrf,
+    check_login_csrf,
+    clear_session_cookie,
+    console_user,
+    login_csrf,
+    set_login_csrf_cookie,
+    set_session_cookie,
+)
+from api.deps import AccountContextDep, SessionDep, SettingsDep, TemporalDep
+from api.runs.logs import log_reader
+from core.accounts import sessions
+from core.accounts.context import utcnow
+from core.accounts.errors import TotpRequired
+from core.accounts.repository import MemberRepository, SessionRepository, UserRepository
+from core.accounts.scopes import PIPELINES_READ, PIPELINES_WRITE, PROJECTS_READ
+from core.pipelines import repository as pipelines
+from core.projects import repository as projects
+from core.runs import repository as runs
+from core.runs import service as run_service
+from core.runs.logs import first_attempt_events, follow_events
+from forgeline.errors import DomainError, Forbidden, NotFound
+from forgeline.statuses.runs import FINISHED_RUN_STATUSES
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(
+    env=Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
+)
+templates.env.filters["ansi"] = ansi_to_html
+
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_MAX_FORM_BYTES = 16_384
+
+router = APIRouter(include_in_schema=False)
+
+
+def _page(
+    request: Request, name: str, context: dict[str, Any], status_code: int = 200
+) -> HTMLResponse:
+    response: HTMLResponse = templates.TemplateResponse(
+        request, name, context, status_code=status_code
+    )
+    response.headers["Content-Security-Policy"] = CONSOLE_CSP
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _error(request: Request, user: ConsoleUser | None, exc: DomainError) -> HTMLResponse:
+    status = exc.status_code if exc.status_code in (403, 404, 409, 422, 429) else 400
+    return _page(request, "error.html", {"user": user, "message": exc.detail}, status)
+
+
+def _uuid(value: str) -> uuid.UUID:
+    """Hostile path IDs are a plain 404, never a validation echo."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound("not found") from None
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await request.body()
+    if len(body) > _MAX_FORM_BYTES:
+        raise CsrfRejected()
+    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {key: values[0] for key, values in parsed.items() if values}
+
+
+def _require(user: ConsoleUser, scope: str) -> None:
+    if not user.principal.has(scope):
+        raise Forbidden(f"This needs the {scope!r} scope")
+
+
+# --- sign in / out / switch -------------------------------------------------------------------
+
+
+@router.get("/")
+async def home(request: Request, session: SessionDep) -> Response:
+    await console_user(request, session)
+    return RedirectResponse("/projects", status_code=303)
+
+
+@router.get("/login")
+async def login_page(request: Request) -> Response:
+    token = login_csrf(request)
+    response = _page(request, "login.html", {"user": None, "csrf": token, "error": None})
+    set_login_csrf_cookie(request, response, token)
+    return response
+
+
+@router.post("/login")
+async def login_submit(request: Request, session: SessionDep, ctx: AccountContextDep) -> Response:
+    form = await _form(request)
+    check_login_csrf(request, form.get("csrf", ""))
+    email = form.get("email", "")[:320]
+    totp_code = form.get("totp_code", "").strip()[:12] or None
+    slug = form.get("organization", "").strip()[:100] or None
+    try:
+        _row, raw = await sessions.login(
+            session,
+            ctx,
+            email=email,
+            password=form.get("password", "")[:1024],
+            totp_code=totp_code,
+            organization_slug=slug,
+        )
+    except TotpRequired:
+        context = {
+            "user": None,
+            "csrf": login_csrf(request),
+            "error": None,
+            "email": email,
+            "need_totp": True,
+        }
+        return _page(request, "login.html", context, 401)
+    except DomainError as exc:
+        context = {
+            "user": None,
+            "csrf": login_csrf(request),
+            "error": exc.detail,
+            "email": email,
+            "need_totp": totp_code is not None,
+        }
+        return _page(request, "login.html", context, exc.status_code)
+    response = RedirectResponse("/projects", status_code=303)
+    set_session_cookie(request, response, raw)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, session: SessionDep, ctx: AccountContextDep) -> Response:
+    user = await console_user(request, session)
+    check_csrf(user, (await _form(request)).get("csrf", ""))
+    await sessions.logout(session, ctx, user.principal)
+    response = RedirectResponse("/login", status_code=303)
+    clear_session_cookie(request, response)
+    return response
+
+
+@router.post("/organization")
+async def switch_organization(
+    request: Request, session: SessionDep, ctx: AccountContextDep
+) -> Response:
+    """A new session in another organization the user belongs to; the old one is revoked."""
+    user = await console_user(request, session)
+    form = await _form(request)
+    check_csrf(user, form.get("csrf", ""))
+    principal = user.principal
+    slug = form.get("organization", "").strip()[:100]
+    if principal.user_id is None or principal.session_id is None:
+        raise SignInRequired()
+    organization_id = await MemberRepository(session).organization_by_slug_for_user(
+        slug, principal.user_id
+    )
+    account = await UserRepository(session).get(principal.user_id)
+    if organization_id is None or account is None:
+        return _page(
+            request,
+            "error.html",
+            {"user": user, "message": "Not a member of that organization"},
+            404,
+        )
+    current = await SessionRepository(session).get(principal.session_id)
+    if current is None:
+        raise SignInRequired()
+    current.revoked_at = utcnow()
+    row, raw = await sessions.new_session(
+        session, ctx, account, organization_id, mfa_verified=account.totp_enabled
+    )
+    await write_audit(
+        session,
+        principal,
+        request,
+        "session.switched_organization",
+        "session",
+        row.id,
+        new={"organization_id": organization_id},
+    )
+    response = RedirectResponse("/projects", status_code=303)
+    set_session_cookie(request, response, raw)
+    return response
+
+
+# --- projects, pipelines, runs ----------------------------------------------------------------
+
+
+@router.get("/projects")
+async def project_list(request: Request, session: SessionDep) -> Response:
+    user = await console_user(request, session)
+    try:
+        _require(user, PROJECTS_READ)
+        rows = await projects.list_projects(
+            session,
+            user.principal.organization_id,
+            status=None,
+            project_type=None,
+            framework=None,
+            search=None,
+            cursor=None,
+            limit=100,
+        )
+    except DomainError as exc:
+        return _error(request, user, exc)
+    return _page(request, "projects.html", {"user": user, "projects": rows[:100]})
+
+
+@router.get("/projects/{project_id}")
+async def project_page(request: Request, project_id: str, session: SessionDep) -> Response:
+    user = await console_user(request, session)
+    org = user.principal.organization_id
+    try:
+        _require(user, PROJECTS_READ)
+        project = await projects.get_project(session, org, _uuid(project_id))
+        if project is None:
+            raise NotFound("project not found")
+        pipeline_rows = list(
+            await pipelines.list_for_project(session, org, project.id, cursor=None, limit=50)
+        )[:50]
+        recent: dict[uuid.UUID, list[Any]] = {}
+        if user.principal.has(PIPELINES_READ):
+            for pipeline in pipeline_rows:
+                found = await runs.list_runs(
+                    session, org, pipeline.id, status=None, cursor=None, limit=10
+                )
+                recent[pipeline.id] = found[:10]
+    except DomainError as exc:
+        return _error(request, user, exc)
+    context = {"user": user, "project": project, "pipelines": pipeline_rows, "runs": recent}
+    return _page(request, "project.html", context)
+
+
+@router.get("/runs/{run_id}")
+async def run_page(
+    request: Request, run_id: str, session: SessionDep, temporal: TemporalDep
+) -> Response:
+    user = await console_user(request, session)
+    try:
+        _require(user, PIPELINES_READ)
+        run = await runs.get_run(session, user.principal.organization_id, _uuid(run_id))
+        stages = await runs.stage_executions(session, run.id)
+    except DomainError as exc:
+        return _error(request, user, exc)
+    latest: dict[str, Any] = {}
+    for stage in stages:
+        latest[stage.stage_name] = stage
+    context = {
+        "user": user,
+        "run": run,
+        "stages": list(latest.values()),
+        "can_write": user.principal.has(PIPELINES_WRITE),
+        "finished": run.status in FINISHED_RUN_STATUSES,
+    }
+    return _page(request, "run.html", context)
+
+
+@router.post("/runs/{run_id}/cancel")
+async def cancel(
+    request: Request, run_id: str, session: SessionDep, temporal: TemporalDep
+) -> Response:
+    user = await console_user(request, session)
+    check_csrf(user, (await _form(request)).get("csrf", ""))
+    try:
+        _require(user, PIPELINES_WRITE)
+        run = await runs.get_run(session, user.principal.organization_id, _uuid(run_id))
+        await run_service.cancel_run(temporal, run)
+    except DomainError as exc:
+        return _error(request, user, exc)
+    await write_audit(
+        session, user.principal, request, "pipeline_run.cancel", "pipeline_run", run.id
+    )
+    return RedirectResponse(f"/runs/{run.id}", status_code=303)
+
+
+@router.post("/runs/{run_id}/rerun")
+async def rerun(
+    request: Request,
+    run_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+) -> Response:
+    user = await console_user(request, session)
+    form = await _form(request)
+    check_csrf(user, form.get("csrf", ""))
+    from_failed = form.get("from") == "failed"
+    try:
+        _require(user, PIPELINES_WRITE)
+        new = await run_service.rerun(
+            session,
+            settings,
+            organization_id=user.principal.organization_id,
+            run_id=_uuid(run_id),
+            from_failed=from_failed,
+            user_id=user.principal.user_id,
+        )
+        await write_audit(
+            session,
+            user.principal,
+            request,
+            "pipeline_run.rerun",
+            "pipeline_run",
+            new.id,
+            new={"rerun_of": run_id, "from": form.get("from", "start")},
+        )
+        await run_service.start_committed_run(session, temporal, new)
+    except run_service.RunNotStarted:
+        return _page(
+            request,
+            "error.html",
+            {"user": user, "message": "Temporal is not reachable; retry later"},
+            503,
+        )
+    except DomainError as exc:
+        return _error(request, user, exc)
+    return RedirectResponse(f"/runs/{new.id}", status_code=303)
+
+
+@router.get("/runs/{run_id}/stages/{stage}/stream")
+async def stage_stream(request: Request, run_id: str, stage: str, session: SessionDep) -> Response:
+    """A stage's log as server-sent events for the page's EventSource (the session cookie)."""
+    user = await console_user(request, session)
+    try:
+        _require(user, PIPELINES_READ)
+        if len(stage) > 100:
+            raise NotFound("stage not found")
+        run = await runs.get_run(session, user.principal.organization_id, _uuid(run_id))
+        try:
+            execution = await runs.stage_execution_for_log(session, run.id, stage, None)
+        except NotFound:
+            await runs.require_pipeline_stage(session, run.pipeline_id, stage)
+            events = first_attempt_events(log_reader(request), run_id=run.id, stage=stage, after=-1)
+            return EventSourceResponse(events, ping=15)
+    except DomainError as exc:
+        return _error(request, user, exc)
+    return EventSourceResponse(
+        follow_events(
+            log_reader(request),
+            run_id=run.id,
+            stage=stage,
+            execution=execution,
+            after=-1,
+            single_attempt=False,
+        ),
+        ping=15,
+    )
+
+
+# --- wiring -----------------------------------------------------------------------------------
+
+
+def install_console(app: FastAPI) -> None:
+    """The console's routes at /, its static files, and its sign-in and CSRF answers."""
+
+    async def sign_in(request: Request, exc: Exception) -> Response:
+        response = RedirectResponse("/login", status_code=303)
+        if request.cookies.get("fl_console_session"):
+            clear_session_cookie(request, response)
+        return response
+
+    async def csrf(request: Request, exc: Exception) -> Response:
+        return _page(
+            request,
+            "error.html",
+            {"user": None, "message": "The form expired; reload the page and retry"},
+            403,
+        )
+
+    app.add_exception_handler(SignInRequired, sign_in)
+    app.add_exception_handler(CsrfRejected, csrf)
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="console-static")

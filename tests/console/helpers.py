@@ -1,0 +1,103 @@
+"""Console test helpers: sign in through the HTML form, and committed rows to look at."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.models.pipelines import Pipeline, PipelineRun, PipelineStage, StageExecution
+from db.models.projects import Project
+from db.session import session_scope
+from tests.factories import OrgFixture
+
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    match = _CSRF.search(html)
+    assert match is not None, "no CSRF field in the page"
+    return match.group(1)
+
+
+async def sign_in(client: httpx.AsyncClient, org: OrgFixture, **extra: str) -> httpx.Response:
+    page = await client.get("/login")
+    assert page.status_code == 200
+    form = {"csrf": csrf_of(page.text), "email": org.email, "password": org.password, **extra}
+    return await client.post("/login", data=form)
+
+
+@dataclass
+class RunRows:
+    project_id: uuid.UUID
+    pipeline_id: uuid.UUID
+    run_id: uuid.UUID
+
+
+async def make_run(
+    session_maker: async_sessionmaker[AsyncSession],
+    org: OrgFixture,
+    *,
+    project_name: str = "Console project",
+    log_tail: str = "hello\n",
+    status: str = "failed",
+) -> RunRows:
+    """A project with one pipeline and one finished run whose `build` stage has a log tail."""
+    project_id, pipeline_id, run_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    async with session_scope(session_maker) as session:
+        session.add(
+            Project(
+                id=project_id,
+                organization_id=org.org_id,
+                name=project_name,
+                slug=f"console-{project_id.hex[:12]}",
+                project_type="static_site",
+                framework="static_html",
+                config={},
+            )
+        )
+        await session.flush()
+        session.add(
+            Pipeline(
+                id=pipeline_id,
+                project_id=project_id,
+                organization_id=org.org_id,
+                name="ci",
+                next_run_number=2,
+            )
+        )
+        await session.flush()
+        session.add(
+            PipelineStage(
+                pipeline_id=pipeline_id,
+                name="build",
+                position=0,
+                stage_type="build",
+                commands=[{"name": "build", "run": "true"}],
+            )
+        )
+        session.add(
+            PipelineRun(
+                id=run_id,
+                pipeline_id=pipeline_id,
+                organization_id=org.org_id,
+                project_id=project_id,
+                run_number=1,
+                status=status,
+            )
+        )
+        await session.flush()
+        session.add(
+            StageExecution(
+                run_id=run_id,
+                stage_name="build",
+                status=status,
+                duration_ms=1500,
+                log_tail=log_tail,
+                log_line_count=log_tail.count("\n"),
+            )
+        )
+    return RunRows(project_id, pipeline_id, run_id)
