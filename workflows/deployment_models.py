@@ -6,8 +6,6 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from forgeline.statuses.deployments import HEALTHY_STATUSES as HEALTHY_STATUSES
-from forgeline.statuses.deployments import TERMINAL_STATUSES as TERMINAL_STATUSES
 from forgeline.statuses.deployments import DeploymentStatus as DeploymentStatus
 
 # Providers that really release something; every other name the seeds mention is refused.

@@ -203,10 +203,12 @@ async def test_a_pipeline_run_triggered_with_a_key_is_its_owners(
     )
     env = ActivityEnvironment()
     # Two attempts at once (a retried stage): one row, both answers name the key's owner.
-    both: list[Any] = await asyncio.gather(
-        env.run(prepare.prepare_pipeline_deployment, stage),
-        env.run(prepare.prepare_pipeline_deployment, stage),
-        return_exceptions=True,
+    both: list[Any] = list(
+        await asyncio.gather(
+            env.run(prepare.prepare_pipeline_deployment, stage),
+            env.run(prepare.prepare_pipeline_deployment, stage),
+            return_exceptions=True,
+        )
     )
     results = [r for r in both if isinstance(r, DeploymentInput)]
     assert results, both
