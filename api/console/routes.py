@@ -4,21 +4,15 @@ run's stage graph with live logs (server-sent events), and run actions (cancel, 
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
-from jinja2 import Environment, FileSystemLoader
 from sse_starlette.sse import EventSourceResponse
 
 from api.audit import write_audit
-from api.console.ansi import ansi_to_html
 from api.console.auth import (
-    ConsoleUser,
     CsrfRejected,
     SignInRequired,
     check_csrf,
@@ -29,6 +23,8 @@ from api.console.auth import (
     set_login_csrf_cookie,
     set_session_cookie,
 )
+from api.console.deployments import router as deployments_router
+from api.console.pages import HERE, error_page, form_fields, page, parse_id, require_scope
 from api.deps import AccountContextDep, SessionDep, SettingsDep, TemporalDep
 from api.runs.logs import log_reader
 from core.accounts import sessions
@@ -41,59 +37,10 @@ from core.projects import repository as projects
 from core.runs import repository as runs
 from core.runs import service as run_service
 from core.runs.logs import first_attempt_events, follow_events
-from forgeline.errors import DomainError, Forbidden, NotFound
+from forgeline.errors import DomainError, NotFound
 from forgeline.statuses.runs import FINISHED_RUN_STATUSES
 
-HERE = Path(__file__).parent
-templates = Jinja2Templates(
-    env=Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
-)
-templates.env.filters["ansi"] = ansi_to_html
-
-CONSOLE_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
-_MAX_FORM_BYTES = 16_384
-
 router = APIRouter(include_in_schema=False)
-
-
-def _page(
-    request: Request, name: str, context: dict[str, Any], status_code: int = 200
-) -> HTMLResponse:
-    response: HTMLResponse = templates.TemplateResponse(
-        request, name, context, status_code=status_code
-    )
-    response.headers["Content-Security-Policy"] = CONSOLE_CSP
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def _error(request: Request, user: ConsoleUser | None, exc: DomainError) -> HTMLResponse:
-    status = exc.status_code if exc.status_code in (403, 404, 409, 422, 429) else 400
-    return _page(request, "error.html", {"user": user, "message": exc.detail}, status)
-
-
-def _uuid(value: str) -> uuid.UUID:
-    """Hostile path IDs are a plain 404, never a validation echo."""
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise NotFound("not found") from None
-
-
-async def _form(request: Request) -> dict[str, str]:
-    body = await request.body()
-    if len(body) > _MAX_FORM_BYTES:
-        raise CsrfRejected()
-    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-    return {key: values[0] for key, values in parsed.items() if values}
-
-
-def _require(user: ConsoleUser, scope: str) -> None:
-    if not user.principal.has(scope):
-        raise Forbidden(f"This needs the {scope!r} scope")
 
 
 # --- sign in / out / switch -------------------------------------------------------------------
@@ -106,16 +53,16 @@ async def home(request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/login")
-async def login_page(request: Request) -> Response:
+async def loginpage(request: Request) -> Response:
     token = login_csrf(request)
-    response = _page(request, "login.html", {"user": None, "csrf": token, "error": None})
+    response = page(request, "login.html", {"user": None, "csrf": token, "error": None})
     set_login_csrf_cookie(request, response, token)
     return response
 
 
 @router.post("/login")
 async def login_submit(request: Request, session: SessionDep, ctx: AccountContextDep) -> Response:
-    form = await _form(request)
+    form = await form_fields(request)
     check_login_csrf(request, form.get("csrf", ""))
     email = form.get("email", "")[:320]
     totp_code = form.get("totp_code", "").strip()[:12] or None
@@ -137,7 +84,7 @@ async def login_submit(request: Request, session: SessionDep, ctx: AccountContex
             "email": email,
             "need_totp": True,
         }
-        return _page(request, "login.html", context, 401)
+        return page(request, "login.html", context, 401)
     except DomainError as exc:
         context = {
             "user": None,
@@ -146,7 +93,7 @@ async def login_submit(request: Request, session: SessionDep, ctx: AccountContex
             "email": email,
             "need_totp": totp_code is not None,
         }
-        return _page(request, "login.html", context, exc.status_code)
+        return page(request, "login.html", context, exc.status_code)
     response = RedirectResponse("/projects", status_code=303)
     set_session_cookie(request, response, raw)
     return response
@@ -155,7 +102,7 @@ async def login_submit(request: Request, session: SessionDep, ctx: AccountContex
 @router.post("/logout")
 async def logout(request: Request, session: SessionDep, ctx: AccountContextDep) -> Response:
     user = await console_user(request, session)
-    check_csrf(user, (await _form(request)).get("csrf", ""))
+    check_csrf(user, (await form_fields(request)).get("csrf", ""))
     await sessions.logout(session, ctx, user.principal)
     response = RedirectResponse("/login", status_code=303)
     clear_session_cookie(request, response)
@@ -168,7 +115,7 @@ async def switch_organization(
 ) -> Response:
     """A new session in another organization the user belongs to; the old one is revoked."""
     user = await console_user(request, session)
-    form = await _form(request)
+    form = await form_fields(request)
     check_csrf(user, form.get("csrf", ""))
     principal = user.principal
     slug = form.get("organization", "").strip()[:100]
@@ -179,7 +126,7 @@ async def switch_organization(
     )
     account = await UserRepository(session).get(principal.user_id)
     if organization_id is None or account is None:
-        return _page(
+        return page(
             request,
             "error.html",
             {"user": user, "message": "Not a member of that organization"},
@@ -213,7 +160,7 @@ async def switch_organization(
 async def project_list(request: Request, session: SessionDep) -> Response:
     user = await console_user(request, session)
     try:
-        _require(user, PROJECTS_READ)
+        require_scope(user, PROJECTS_READ)
         rows = await projects.list_projects(
             session,
             user.principal.organization_id,
@@ -225,17 +172,17 @@ async def project_list(request: Request, session: SessionDep) -> Response:
             limit=100,
         )
     except DomainError as exc:
-        return _error(request, user, exc)
-    return _page(request, "projects.html", {"user": user, "projects": rows[:100]})
+        return error_page(request, user, exc)
+    return page(request, "projects.html", {"user": user, "projects": rows[:100]})
 
 
 @router.get("/projects/{project_id}")
-async def project_page(request: Request, project_id: str, session: SessionDep) -> Response:
+async def projectpage(request: Request, project_id: str, session: SessionDep) -> Response:
     user = await console_user(request, session)
     org = user.principal.organization_id
     try:
-        _require(user, PROJECTS_READ)
-        project = await projects.get_project(session, org, _uuid(project_id))
+        require_scope(user, PROJECTS_READ)
+        project = await projects.get_project(session, org, parse_id(project_id))
         if project is None:
             raise NotFound("project not found")
         pipeline_rows = list(
@@ -249,22 +196,22 @@ async def project_page(request: Request, project_id: str, session: SessionDep) -
                 )
                 recent[pipeline.id] = found[:10]
     except DomainError as exc:
-        return _error(request, user, exc)
+        return error_page(request, user, exc)
     context = {"user": user, "project": project, "pipelines": pipeline_rows, "runs": recent}
-    return _page(request, "project.html", context)
+    return page(request, "project.html", context)
 
 
 @router.get("/runs/{run_id}")
-async def run_page(
+async def runpage(
     request: Request, run_id: str, session: SessionDep, temporal: TemporalDep
 ) -> Response:
     user = await console_user(request, session)
     try:
-        _require(user, PIPELINES_READ)
-        run = await runs.get_run(session, user.principal.organization_id, _uuid(run_id))
+        require_scope(user, PIPELINES_READ)
+        run = await runs.get_run(session, user.principal.organization_id, parse_id(run_id))
         stages = await runs.stage_executions(session, run.id)
     except DomainError as exc:
-        return _error(request, user, exc)
+        return error_page(request, user, exc)
     latest: dict[str, Any] = {}
     for stage in stages:
         latest[stage.stage_name] = stage
@@ -275,7 +222,7 @@ async def run_page(
         "can_write": user.principal.has(PIPELINES_WRITE),
         "finished": run.status in FINISHED_RUN_STATUSES,
     }
-    return _page(request, "run.html", context)
+    return page(request, "run.html", context)
 
 
 @router.post("/runs/{run_id}/cancel")
@@ -283,13 +230,13 @@ async def cancel(
     request: Request, run_id: str, session: SessionDep, temporal: TemporalDep
 ) -> Response:
     user = await console_user(request, session)
-    check_csrf(user, (await _form(request)).get("csrf", ""))
+    check_csrf(user, (await form_fields(request)).get("csrf", ""))
     try:
-        _require(user, PIPELINES_WRITE)
-        run = await runs.get_run(session, user.principal.organization_id, _uuid(run_id))
+        require_scope(user, PIPELINES_WRITE)
+        run = await runs.get_run(session, user.principal.organization_id, parse_id(run_id))
         await run_service.cancel_run(temporal, run)
     except DomainError as exc:
-        return _error(request, user, exc)
+        return error_page(request, user, exc)
     await write_audit(
         session, user.principal, request, "pipeline_run.cancel", "pipeline_run", run.id
     )
@@ -305,16 +252,16 @@ async def rerun(
     temporal: TemporalDep,
 ) -> Response:
     user = await console_user(request, session)
-    form = await _form(request)
+    form = await form_fields(request)
     check_csrf(user, form.get("csrf", ""))
     from_failed = form.get("from") == "failed"
     try:
-        _require(user, PIPELINES_WRITE)
+        require_scope(user, PIPELINES_WRITE)
         new = await run_service.rerun(
             session,
             settings,
             organization_id=user.principal.organization_id,
-            run_id=_uuid(run_id),
+            run_id=parse_id(run_id),
             from_failed=from_failed,
             user_id=user.principal.user_id,
         )
@@ -329,14 +276,14 @@ async def rerun(
         )
         await run_service.start_committed_run(session, temporal, new)
     except run_service.RunNotStarted:
-        return _page(
+        return page(
             request,
             "error.html",
             {"user": user, "message": "Temporal is not reachable; retry later"},
             503,
         )
     except DomainError as exc:
-        return _error(request, user, exc)
+        return error_page(request, user, exc)
     return RedirectResponse(f"/runs/{new.id}", status_code=303)
 
 
@@ -345,10 +292,10 @@ async def stage_stream(request: Request, run_id: str, stage: str, session: Sessi
     """A stage's log as server-sent events for the page's EventSource (the session cookie)."""
     user = await console_user(request, session)
     try:
-        _require(user, PIPELINES_READ)
+        require_scope(user, PIPELINES_READ)
         if len(stage) > 100:
             raise NotFound("stage not found")
-        run = await runs.get_run(session, user.principal.organization_id, _uuid(run_id))
+        run = await runs.get_run(session, user.principal.organization_id, parse_id(run_id))
         try:
             execution = await runs.stage_execution_for_log(session, run.id, stage, None)
         except NotFound:
@@ -356,7 +303,7 @@ async def stage_stream(request: Request, run_id: str, stage: str, session: Sessi
             events = first_attempt_events(log_reader(request), run_id=run.id, stage=stage, after=-1)
             return EventSourceResponse(events, ping=15)
     except DomainError as exc:
-        return _error(request, user, exc)
+        return error_page(request, user, exc)
     return EventSourceResponse(
         follow_events(
             log_reader(request),
@@ -383,7 +330,7 @@ def install_console(app: FastAPI) -> None:
         return response
 
     async def csrf(request: Request, exc: Exception) -> Response:
-        return _page(
+        return page(
             request,
             "error.html",
             {"user": None, "message": "The form expired; reload the page and retry"},
@@ -393,4 +340,5 @@ def install_console(app: FastAPI) -> None:
     app.add_exception_handler(SignInRequired, sign_in)
     app.add_exception_handler(CsrfRejected, csrf)
     app.include_router(router)
+    app.include_router(deployments_router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="console-static")

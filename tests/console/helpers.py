@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db.models.deployments import Deployment
 from db.models.pipelines import Pipeline, PipelineRun, PipelineStage, StageExecution
-from db.models.projects import Project
+from db.models.projects import Environment, Project
 from db.session import session_scope
 from tests.factories import OrgFixture
 
@@ -101,3 +102,42 @@ async def make_run(
             )
         )
     return RunRows(project_id, pipeline_id, run_id)
+
+
+async def make_deployment(
+    session_maker: async_sessionmaker[AsyncSession],
+    org: OrgFixture,
+    project_id: uuid.UUID,
+    *,
+    status: str,
+    version: str = "v1",
+    url: str | None = None,
+) -> uuid.UUID:
+    """An environment of the project with one deployment in `status`."""
+    environment_id, deployment_id = uuid.uuid4(), uuid.uuid4()
+    async with session_scope(session_maker) as session:
+        session.add(
+            Environment(
+                id=environment_id,
+                project_id=project_id,
+                name=f"env-{environment_id.hex[:8]}",
+                env_type="staging",
+                provider="static",
+                config={},
+            )
+        )
+        await session.flush()
+        session.add(
+            Deployment(
+                id=deployment_id,
+                environment_id=environment_id,
+                project_id=project_id,
+                organization_id=org.org_id,
+                version=version,
+                status=status,
+                provider="static",
+                url=url,
+                approval_protected=status == "awaiting_approval",
+            )
+        )
+    return deployment_id

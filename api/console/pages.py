@@ -1,0 +1,66 @@
+"""Shared pieces of the console's pages: templates, the page CSP, form parsing, ID parsing."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
+
+from api.console.ansi import ansi_to_html
+from api.console.auth import ConsoleUser, CsrfRejected
+from forgeline.errors import DomainError, Forbidden, NotFound
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(
+    env=Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
+)
+templates.env.filters["ansi"] = ansi_to_html
+
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_MAX_FORM_BYTES = 16_384
+
+
+def page(
+    request: Request, name: str, context: dict[str, Any], status_code: int = 200
+) -> HTMLResponse:
+    response: HTMLResponse = templates.TemplateResponse(
+        request, name, context, status_code=status_code
+    )
+    response.headers["Content-Security-Policy"] = CONSOLE_CSP
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def error_page(request: Request, user: ConsoleUser | None, exc: DomainError) -> HTMLResponse:
+    status = exc.status_code if exc.status_code in (403, 404, 409, 422, 429) else 400
+    return page(request, "error.html", {"user": user, "message": exc.detail}, status)
+
+
+def parse_id(value: str) -> uuid.UUID:
+    """Hostile path IDs are a plain 404, never a validation echo."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound("not found") from None
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    body = await request.body()
+    if len(body) > _MAX_FORM_BYTES:
+        raise CsrfRejected()
+    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {key: values[0] for key, values in parsed.items() if values}
+
+
+def require_scope(user: ConsoleUser, scope: str) -> None:
+    if not user.principal.has(scope):
+        raise Forbidden(f"This needs the {scope!r} scope")
