@@ -127,6 +127,23 @@ def concurrent_builds(
 
 # The run, its pipeline's policy and config, whether the project has a repository, the
 # organization's settings, the stages in order and the plan's build limit, in one round trip.
+# The organization's concurrent-builds limit: the live subscription's plan wins over the free
+# plan. `{org}` is the column naming the organization (a constant of this module, never input).
+_LIMIT_LATERAL = """
+LEFT JOIN LATERAL (
+    SELECT true AS found, limit_value FROM (
+        SELECT pf.limit_value, 0 AS rank
+        FROM plan_features pf JOIN subscriptions sub ON sub.plan_id = pf.plan_id
+        WHERE sub.organization_id = {org} AND sub.status = ANY($2::text[])
+          AND pf.feature_key = 'concurrent_builds'
+        UNION ALL
+        SELECT pf.limit_value, 1
+        FROM plan_features pf JOIN plans pl ON pl.id = pf.plan_id
+        WHERE pl.slug = 'free' AND pf.feature_key = 'concurrent_builds'
+        ORDER BY rank LIMIT 1
+    ) ranked
+) lim"""
+
 _PLAN = """
 SELECT r.run_number, r.pipeline_id, r.project_id, r.organization_id, r.branch, r.commit_sha,
        r.status, r.metadata, r.reuse_from_run_id, p.retry_policy, p.config, o.settings,
@@ -137,43 +154,18 @@ SELECT r.run_number, r.pipeline_id, r.project_id, r.organization_id, r.branch, r
 FROM pipeline_runs r
 JOIN pipelines p ON p.id = r.pipeline_id
 LEFT JOIN organizations o ON o.id = r.organization_id
-LEFT JOIN LATERAL (
-    -- The live subscription's plan wins over the free plan.
-    SELECT true AS found, limit_value FROM (
-        SELECT pf.limit_value, 0 AS rank
-        FROM plan_features pf JOIN subscriptions sub ON sub.plan_id = pf.plan_id
-        WHERE sub.organization_id = r.organization_id AND sub.status = ANY($2::text[])
-          AND pf.feature_key = 'concurrent_builds'
-        UNION ALL
-        SELECT pf.limit_value, 1
-        FROM plan_features pf JOIN plans pl ON pl.id = pf.plan_id
-        WHERE pl.slug = 'free' AND pf.feature_key = 'concurrent_builds'
-        ORDER BY rank LIMIT 1
-    ) ranked
-) lim ON r.organization_id IS NOT NULL
+{limit} ON r.organization_id IS NOT NULL
 WHERE r.id = $1
-"""
+""".format(limit=_LIMIT_LATERAL.format(org="r.organization_id"))  # noqa: S608 (constants)
 
 # An organization's limit as it stands now (the same resolution as _PLAN's): read again where a
 # claim is made, so a plan change applies to runs that were queued before it.
 _ORGANIZATION_LIMIT = """
 SELECT o.settings, lim.found, lim.limit_value
 FROM organizations o
-LEFT JOIN LATERAL (
-    SELECT true AS found, limit_value FROM (
-        SELECT pf.limit_value, 0 AS rank
-        FROM plan_features pf JOIN subscriptions sub ON sub.plan_id = pf.plan_id
-        WHERE sub.organization_id = o.id AND sub.status = ANY($2::text[])
-          AND pf.feature_key = 'concurrent_builds'
-        UNION ALL
-        SELECT pf.limit_value, 1
-        FROM plan_features pf JOIN plans pl ON pl.id = pf.plan_id
-        WHERE pl.slug = 'free' AND pf.feature_key = 'concurrent_builds'
-        ORDER BY rank LIMIT 1
-    ) ranked
-) lim ON true
+{limit} ON true
 WHERE o.id = $1
-"""
+""".format(limit=_LIMIT_LATERAL.format(org="o.id"))
 
 
 async def slot_limit_for_key(conn: asyncpg.Connection, key: str, fallback: int) -> int:
