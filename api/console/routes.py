@@ -4,9 +4,9 @@ run's stage graph with live logs (server-sent events), and run actions (cancel, 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sse_starlette.sse import EventSourceResponse
@@ -36,11 +36,12 @@ from core.pipelines import repository as pipelines
 from core.projects import repository as projects
 from core.runs import repository as runs
 from core.runs import service as run_service
-from core.runs.logs import first_attempt_events, follow_events
+from core.runs.logs import first_attempt_events, follow_events, parse_event_id
 from forgeline.errors import DomainError, NotFound
 from forgeline.statuses.runs import FINISHED_RUN_STATUSES
 
 router = APIRouter(include_in_schema=False)
+_MAX_LINE = 2**31 - 2
 
 
 # --- sign in / out / switch -------------------------------------------------------------------
@@ -288,19 +289,35 @@ async def rerun(
 
 
 @router.get("/runs/{run_id}/stages/{stage}/stream")
-async def stage_stream(request: Request, run_id: str, stage: str, session: SessionDep) -> Response:
-    """A stage's log as server-sent events for the page's EventSource (the session cookie)."""
+async def stage_stream(
+    request: Request,
+    run_id: str,
+    stage: str,
+    session: SessionDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> Response:
+    """A stage's log as server-sent events for the page's EventSource (the session cookie). A
+    reconnecting EventSource sends the last event ID: the stream goes on after that line."""
     user = await console_user(request, session)
+    resume = parse_event_id(last_event_id[:40] if last_event_id else None)
+    if resume is not None and (resume.line > _MAX_LINE or (resume.attempt or 1) > _MAX_LINE):
+        resume = None  # beyond any stored log (the columns are 32-bit): ignored, not an error
     try:
         require_scope(user, PIPELINES_READ)
         if len(stage) > 100:
             raise NotFound("stage not found")
         run = await runs.get_run(session, user.principal.organization_id, parse_id(run_id))
+        wanted = resume.attempt if resume is not None else None
         try:
-            execution = await runs.stage_execution_for_log(session, run.id, stage, None)
+            execution = await runs.stage_execution_for_log(session, run.id, stage, wanted)
         except NotFound:
+            if wanted is not None:
+                raise
             await runs.require_pipeline_stage(session, run.pipeline_id, stage)
-            events = first_attempt_events(log_reader(request), run_id=run.id, stage=stage, after=-1)
+            after = resume.line if resume is not None else -1
+            events = first_attempt_events(
+                log_reader(request), run_id=run.id, stage=stage, after=after
+            )
             return EventSourceResponse(events, ping=15)
     except DomainError as exc:
         return error_page(request, user, exc)
@@ -310,7 +327,7 @@ async def stage_stream(request: Request, run_id: str, stage: str, session: Sessi
             run_id=run.id,
             stage=stage,
             execution=execution,
-            after=-1,
+            after=resume.line if resume is not None else -1,
             single_attempt=False,
         ),
         ping=15,

@@ -145,3 +145,43 @@ async def test_signed_out_streams_are_refused(
     rows = await make_run(session_maker, org)
     answer = await api_client.get(f"/runs/{rows.run_id}/stages/build/stream")
     assert answer.status_code == 303 and answer.headers["location"] == "/login"
+
+
+async def test_a_reconnect_goes_on_after_the_last_event_and_hostile_ids_are_harmless(
+    api_client: httpx.AsyncClient, session_maker: async_sessionmaker[AsyncSession]
+) -> None:
+    org = await make_org(session_maker)
+    rows = await make_run(session_maker, org, status="success")
+    async with session_scope(session_maker) as session:
+        execution = await session.scalar(
+            select(StageExecution.id).where(StageExecution.run_id == rows.run_id)
+        )
+        assert execution is not None
+        session.add(
+            StageLogChunk(
+                id=uuid.uuid4(),
+                stage_execution_id=execution,
+                seq=0,
+                first_line=0,
+                line_count=3,
+                content="zero\none\ntwo",
+            )
+        )
+    await sign_in(api_client, org)
+    path = f"/runs/{rows.run_id}/stages/build/stream"
+    whole = await api_client.get(path)
+    assert [x for x in ("data: zero", "data: one", "data: two") if x in whole.text] == [
+        "data: zero",
+        "data: one",
+        "data: two",
+    ]
+    resumed = await api_client.get(path, headers={"Last-Event-ID": "1:0"})
+    assert "data: zero" not in resumed.text
+    assert "data: one" in resumed.text and "data: two" in resumed.text
+    assert "event: end" in resumed.text
+    for hostile in ("<script>", "1:-7", "0:1", "-3", "1:" + "9" * 100, "x" * 5000):
+        answer = await api_client.get(path, headers={"Last-Event-ID": hostile})
+        assert answer.status_code == 200, hostile
+        assert "event: end" in answer.text and "<script>" not in answer.text
+    missing_attempt = await api_client.get(path, headers={"Last-Event-ID": "7:0"})
+    assert missing_attempt.status_code == 404
