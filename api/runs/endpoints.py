@@ -28,7 +28,13 @@ from api.runs.logs import log_reader, object_store
 from api.runs.render import run_out, stage_out
 from api.runs.schemas import ArtifactOut, RunCreate, RunDetailOut, RunOut
 from core.runs import repository, service
-from core.runs.logs import download_blocks, first_attempt_events, follow_events, parse_event_id
+from core.runs.logs import (
+    MAX_LINE,
+    download_blocks,
+    first_attempt_events,
+    follow_events,
+    parse_event_id,
+)
 from db.models.pipelines import PipelineRun
 from forgeline.errors import NotFound
 from forgeline.statuses.runs import RunStatus
@@ -196,7 +202,11 @@ async def stage_logs(
     ] = None,
     after: Annotated[
         int | None,
-        Query(ge=-1, description="Last line number already seen, in the first attempt followed"),
+        Query(
+            ge=-1,
+            le=MAX_LINE,
+            description="Last line number already seen, in the first attempt followed",
+        ),
     ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Any:

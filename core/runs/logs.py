@@ -148,6 +148,10 @@ async def download_blocks(reader: LogReader, execution: StageExecution) -> Async
         yield b"".join(block)
 
 
+# Line numbers and attempts are 32-bit columns: a resume position past them names no line.
+MAX_LINE = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class LogPosition:
     """Where a follower resumes: after `line` of `attempt`; attempt None means the first
@@ -171,7 +175,7 @@ def parse_event_id(value: str | None) -> LogPosition | None:
         attempt, line = (int(head), int(tail)) if sep else (None, int(head))
     except ValueError:
         return None
-    if line < -1 or (attempt is not None and attempt < 1):
+    if not -1 <= line <= MAX_LINE or (attempt is not None and not 1 <= attempt <= MAX_LINE):
         return None
     return LogPosition(attempt, line)
 

@@ -105,7 +105,8 @@ def test_event_ids_parse_both_forms() -> None:
     assert parse_event_id("2:17") == LogPosition(2, 17)
     assert parse_event_id(" 40 ") == LogPosition(None, 40)
     assert parse_event_id("3:-1") == LogPosition(3, -1)
-    for bad in (None, "", "x", "0:4", "1:-2", "1:2:3", "a:1"):
+    huge = str(2**31)
+    for bad in (None, "", "x", "0:4", "1:-2", "1:2:3", "a:1", huge, f"1:{huge}", f"{huge}:1"):
         assert parse_event_id(bad) is None, bad
 
 
@@ -170,6 +171,17 @@ async def test_follow_continues_into_the_retry_and_resumes(
     assert lines_of(only_first, 1) == numbered(1, first)
     assert only_first[-1] == (None, "end", "failed")
     assert "attempt" not in [t for _, t, _ in only_first]
+
+    # A resume position past any line (beyond the 32-bit line column) is refused or ignored,
+    # never a server error: `after` is a 422, a Last-Event-ID replays from the start.
+    too_far = await api_client.get(
+        f"/v1/runs/{run_id}/stages/flaky/logs",
+        params={"follow": "true", "after": str(2**40)},
+        headers=org.headers,
+    )
+    assert too_far.status_code == 422
+    from_start = await follow(api_client, org, run_id, "flaky", last_event_id=f"2:{2**40}")
+    assert lines_of(from_start, 2) == numbered(2, second)
 
 
 async def test_follow_ends_after_the_last_failed_attempt_while_the_run_goes_on(
