@@ -44,6 +44,7 @@ run: sync
 test: sync
 	@bash scripts/ensure-sandbox.sh || echo "build sandbox unavailable: the sandbox tests will fail"
 	@bash scripts/ensure-caddy.sh || echo "caddy unavailable: the deployment tests will fail"
+	@bash scripts/ensure-chromium.sh || echo "chromium unavailable: the console browser test will fail"
 	@if [ -f scripts/ensure-docker.sh ]; then \
 		bash scripts/ensure-docker.sh || echo "Docker engine unavailable: the Docker-backed tests will fail"; \
 	fi
