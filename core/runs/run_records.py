@@ -155,7 +155,6 @@ async def finish_run(
     )
 
 
-
 async def set_run_status(session: AsyncSession, run_id: str, **values: Any) -> None:
     await session.execute(
         update(PipelineRun)
