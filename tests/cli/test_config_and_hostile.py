@@ -112,7 +112,11 @@ async def test_garbage_answers_are_one_readable_line(monkeypatch) -> None:
         ),
     }
     for name, answer in answers.items():
-        with GarbageServer(lambda _line, answer=answer: answer) as server:
+
+        def reply(_line: bytes, answer: bytes = answer) -> bytes:
+            return answer
+
+        with GarbageServer(reply) as server:
             code, out, err = await invoke("runs", "show", run_id, "--api-url", server.url, key="k")
         assert code == 1, (name, out, err)
         assert err.startswith("Error:") and err.count("\n") == 1, (name, err)
