@@ -58,7 +58,7 @@ def migration_database_url(settings: Settings) -> str:
 
 
 def _embedded_url(settings: Settings, role: str) -> str:
-    from forgeline.embedded.postgres import embedded_url
+    from forgeline.embedded.postgres_credentials import embedded_url
 
     data_dir = settings.data_dir.absolute() / "postgres"
     return embedded_url(data_dir, settings.embedded_postgres_port, role)
