@@ -7,6 +7,8 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.audit import write_audit
 from api.deployments import sites
@@ -127,6 +129,18 @@ async def create_deployment(
     return deployment_out(deployment)
 
 
+async def _deployment_page(
+    session: AsyncSession, stmt: Select[Deployment], cursor: str | None, limit: int
+) -> Page[DeploymentOut]:
+    """One page of deployments, newest first, keyed by (created_at, id)."""
+    rows = (
+        await session.scalars(
+            paginate(stmt, Deployment.created_at, Deployment.id, cursor=cursor, limit=limit)
+        )
+    ).all()
+    return build_page(rows, limit=limit, key=lambda r: (r.created_at, r.id), to_item=deployment_out)
+
+
 @router.get("/environments/{environment_id}/deployments", responses=_PROBLEMS)
 async def list_environment_deployments(
     environment_id: uuid.UUID,
@@ -137,12 +151,7 @@ async def list_environment_deployments(
 ) -> Page[DeploymentOut]:
     await repository.environment_for(session, principal.organization_id, environment_id)
     stmt = repository.environment_deployments(environment_id)
-    rows = (
-        await session.scalars(
-            paginate(stmt, Deployment.created_at, Deployment.id, cursor=cursor, limit=limit)
-        )
-    ).all()
-    return build_page(rows, limit=limit, key=lambda r: (r.created_at, r.id), to_item=deployment_out)
+    return await _deployment_page(session, stmt, cursor, limit)
 
 
 @router.get("/projects/{project_id}/deployments", responses=_PROBLEMS)
@@ -155,12 +164,7 @@ async def list_project_deployments(
 ) -> Page[DeploymentOut]:
     await repository.require_project(session, principal.organization_id, project_id)
     stmt = repository.project_deployments(project_id)
-    rows = (
-        await session.scalars(
-            paginate(stmt, Deployment.created_at, Deployment.id, cursor=cursor, limit=limit)
-        )
-    ).all()
-    return build_page(rows, limit=limit, key=lambda r: (r.created_at, r.id), to_item=deployment_out)
+    return await _deployment_page(session, stmt, cursor, limit)
 
 
 @router.get("/deployments/{deployment_id}", responses=_PROBLEMS)

@@ -7,11 +7,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
 
 from core.agent.python_requirements import python_dependencies
 from core.agent.repo_files import RepoFiles, join
-from forgeline.service_containers import ServiceContainer, service_of
+from core.agent.service_urls import (
+    Credentials,
+    ServiceNeed,
+    container_env,
+    credentials_of_url,
+    default_url,
+    merged,
+    safe_value,
+    service_url,
+    url_kind,
+)
+from forgeline.service_containers import service_of
 
 # Client libraries that talk to a server of that kind (all ecosystems; names lower case).
 CLIENT_LIBRARIES: dict[str, frozenset[str]] = {
@@ -42,10 +52,6 @@ SELF_HOSTED = {
     "postgres": frozenset({"pg-mem", "pglite", "@electric-sql/pglite"}),
     "mysql": frozenset(),
 }
-URL_SCHEMES = {
-    "postgres": "postgres", "postgresql": "postgres", "postgis": "postgres", "mysql": "mysql",
-    "mysql2": "mysql", "mariadb": "mysql", "redis": "redis", "rediss": "redis", "mongodb": "mongo",
-}  # fmt: skip
 COMPOSE_FILES = (
     "docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml",
     "docker-compose.test.yml", "docker-compose.ci.yml", "docker-compose.dev.yml",
@@ -54,33 +60,9 @@ ENV_EXAMPLES = (
     ".env.test", ".env.testing", ".env.ci", ".env.example", ".env.sample", ".env.dist",
     ".env.template", ".env.local.example",
 )  # fmt: skip
-DEFAULT_DATABASE = "test"
 MAX_CI_FILES = 20
-DEFAULT_USERS = {"postgres": "postgres", "mysql": "root", "mariadb": "root"}
-# What may reach a generated variable: no shell or CI-expression syntax from the repository.
-_SAFE = re.compile(r"^[A-Za-z0-9._~-]{1,63}$")
-_SAFE_QUERY = re.compile(r"^[A-Za-z0-9._~=&%-]{0,200}$")
 MAX_ENV_LINES = 500
 HOST_KEYS = re.compile(r"^(?P<prefix>[A-Z][A-Z0-9_]*?)_?HOST$")
-
-
-@dataclass
-class Credentials:
-    user: str | None = None
-    password: str | None = None
-    database: str | None = None
-
-
-@dataclass
-class ServiceNeed:
-    service: ServiceContainer
-    image: str
-    evidence: list[str] = field(default_factory=list)
-    credentials: Credentials = field(default_factory=Credentials)
-
-    @property
-    def host(self) -> str:
-        return self.service.repository
 
 
 @dataclass
@@ -90,10 +72,6 @@ class ServicePlan:
     images: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     evidence: list[str] = field(default_factory=list)
-
-
-def _safe(value: str | None) -> str | None:
-    return value if value is not None and _SAFE.match(value) else None
 
 
 def _kind(repository: str) -> str:
@@ -242,101 +220,7 @@ def _env_example(files: RepoFiles, places: list[str]) -> tuple[dict[str, str], s
     return {}, None
 
 
-def _url_kind(value: str) -> str | None:
-    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
-    return URL_SCHEMES.get(scheme.split("+", 1)[0])
-
-
-def _credentials_of_url(value: str) -> Credentials:
-    try:
-        parts = urlsplit(value)
-        user, password = parts.username, parts.password
-    except ValueError:
-        return Credentials()
-    database = parts.path.lstrip("/").split("/", 1)[0] or None
-    return Credentials(
-        _safe(unquote(user)) if user else None,
-        _safe(unquote(password)) if password else None,
-        _safe(database),
-    )
-
-
-def _merged(known: Credentials, more: Credentials) -> Credentials:
-    """What the container already says, its gaps filled from a URL that uses it."""
-    return Credentials(
-        known.user or more.user,
-        known.password or more.password if known.user in (None, more.user) else known.password,
-        known.database or more.database,
-    )
-
-
-def _service_url(value: str, need: ServiceNeed) -> str:
-    """The example's URL pointed at the service: its scheme and query kept, host and port the
-    service's, credentials and database the container's."""
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        parts = urlsplit(_default_url(need)[1])
-    creds = need.credentials
-    auth = ""
-    # The user the container creates when the example named none.
-    user = creds.user or DEFAULT_USERS.get(need.service.repository)
-    if user:
-        auth = quote(user, safe="")
-        if creds.password:
-            auth += ":" + quote(creds.password, safe="")
-        auth += "@"
-    scheme = (
-        parts.scheme if re.match(r"^[a-z0-9+]{1,30}$", parts.scheme) else need.service.repository
-    )
-    if need.service.repository == "redis":
-        path = parts.path if re.fullmatch(r"/\d{1,2}", parts.path) else "/0"
-    else:
-        path = f"/{creds.database or DEFAULT_DATABASE}"
-    query = f"?{parts.query}" if parts.query and _SAFE_QUERY.match(parts.query) else ""
-    return f"{scheme}://{auth}{need.host}:{need.service.port}{path}{query}"
-
-
 # --- the plan ------------------------------------------------------------------------------------
-
-
-def _container_env(need: ServiceNeed) -> dict[str, str]:
-    creds = need.credentials
-    repo = need.service.repository
-    if repo == "postgres":
-        env = {
-            "POSTGRES_USER": creds.user or "postgres",
-            "POSTGRES_DB": creds.database or DEFAULT_DATABASE,
-        }
-        if creds.password:
-            env["POSTGRES_PASSWORD"] = creds.password
-        else:
-            env["POSTGRES_HOST_AUTH_METHOD"] = "trust"
-        return env
-    if repo in ("mysql", "mariadb"):
-        prefix = "MARIADB" if repo == "mariadb" else "MYSQL"
-        env = {f"{prefix}_DATABASE": creds.database or DEFAULT_DATABASE}
-        if creds.user and creds.user != "root":
-            env[f"{prefix}_USER"] = creds.user
-            env[f"{prefix}_PASSWORD"] = creds.password or "password"
-            env[f"{prefix}_ROOT_PASSWORD"] = creds.password or "password"
-        elif creds.password:
-            env[f"{prefix}_ROOT_PASSWORD"] = creds.password
-        else:
-            env[f"{prefix}_ALLOW_EMPTY_{'ROOT_' if repo == 'mariadb' else ''}PASSWORD"] = "yes"
-        return env
-    return {}
-
-
-def _default_url(need: ServiceNeed) -> tuple[str, str]:
-    repo = need.service.repository
-    if repo == "postgres":
-        return "DATABASE_URL", f"postgresql://{need.host}:5432/x"
-    if repo in ("mysql", "mariadb"):
-        return "DATABASE_URL", f"mysql://{need.host}:3306/x"
-    if repo == "redis":
-        return "REDIS_URL", f"redis://{need.host}:6379/0"
-    return "MONGODB_URI", f"mongodb://{need.host}:27017/x"
 
 
 HOST_PREFIXES = (
@@ -385,9 +269,9 @@ def service_plan(files: RepoFiles, base: str) -> ServicePlan:
         )
         if prefix and found.credentials.user is None:
             found.credentials = Credentials(
-                _safe(env.get(f"{prefix}_USER")),
-                _safe(env.get(f"{prefix}_PASSWORD") or env.get(f"{prefix}_ROOT_PASSWORD")),
-                _safe(env.get(f"{prefix}_DB") or env.get(f"{prefix}_DATABASE")),
+                safe_value(env.get(f"{prefix}_USER")),
+                safe_value(env.get(f"{prefix}_PASSWORD") or env.get(f"{prefix}_ROOT_PASSWORD")),
+                safe_value(env.get(f"{prefix}_DB") or env.get(f"{prefix}_DATABASE")),
             )
     example, example_file = _env_example(files, places)
     if ci_env:
@@ -395,12 +279,12 @@ def service_plan(files: RepoFiles, base: str) -> ServicePlan:
         example, example_file = {**example, **ci_env}, ci_file
     urls: dict[str, tuple[str, str]] = {}
     for key, value in example.items():
-        url_kind = _url_kind(value)
-        if url_kind is None:
+        found_kind = url_kind(value)
+        if found_kind is None:
             continue
-        found = need(url_kind, None, f"{example_file} {key}")
-        urls[key] = (url_kind, value)
-        found.credentials = _merged(found.credentials, _credentials_of_url(value))
+        found = need(found_kind, None, f"{example_file} {key}")
+        urls[key] = (found_kind, value)
+        found.credentials = merged(found.credentials, credentials_of_url(value))
     laravel = example.get("DB_CONNECTION", "").lower()
     if laravel in ("pgsql", "mysql", "mariadb"):
         kind = "postgres" if laravel == "pgsql" else "mysql"
@@ -409,8 +293,8 @@ def service_plan(files: RepoFiles, base: str) -> ServicePlan:
         )
         if found.credentials.user is None:
             found.credentials = Credentials(
-                _safe(example.get("DB_USERNAME")), _safe(example.get("DB_PASSWORD")),
-                _safe(example.get("DB_DATABASE")),
+                safe_value(example.get("DB_USERNAME")), safe_value(example.get("DB_PASSWORD")),
+                safe_value(example.get("DB_DATABASE")),
             )  # fmt: skip
     for kind, libraries in CLIENT_LIBRARIES.items():
         hits = sorted(deps & libraries)
@@ -423,12 +307,12 @@ def service_plan(files: RepoFiles, base: str) -> ServicePlan:
             continue
         found = needs[kind]
         plan.images.append(found.image)
-        plan.env.update(_container_env(found))
+        plan.env.update(container_env(found))
         plan.evidence.append(f"{found.host} service: " + ", ".join(found.evidence[:3]))
     by_kind = needs
     pointed: set[str] = set()  # services some variable already points the tests at
     for key, (kind, value) in urls.items():
-        plan.env[key] = _service_url(value, by_kind[kind])
+        plan.env[key] = service_url(value, by_kind[kind])
         pointed.add(kind)
     for key, value in example.items():
         host = HOST_KEYS.match(key)
@@ -441,6 +325,6 @@ def service_plan(files: RepoFiles, base: str) -> ServicePlan:
     for kind, found in by_kind.items():
         # No variable in an example: the conventional one, so the tests find the service.
         if kind not in pointed:
-            key, url = _default_url(found)
-            plan.env.setdefault(key, _service_url(url, found))
+            key, url = default_url(found)
+            plan.env.setdefault(key, service_url(url, found))
     return plan
