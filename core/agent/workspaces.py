@@ -23,6 +23,7 @@ from forgeline.settings import Settings
 from forgeline.url_safety import UnsafeRepositoryUrl
 from infra.git import (
     CloneLimits,
+    CloneResult,
     GitError,
     RepositoryTooLarge,
     RepositoryUnavailable,
@@ -99,17 +100,29 @@ class Workspaces:
             timeout_seconds=self.settings.git_clone_timeout_seconds,
         )
         use_branch = None if commit else (branch or default_branch)
-        try:
-            result = await clone_repository(
+
+        async def clone_at(at_branch: str | None) -> CloneResult:
+            return await clone_repository(
                 url,
                 self.path(task_id),
-                branch=use_branch,
+                branch=at_branch,
                 commit=commit,
                 token=token,
                 allow_local=self.settings.allow_local_repositories,
                 limits=limits,
                 on_progress=tick,
             )
+
+        try:
+            try:
+                result = await clone_at(use_branch)
+            except RepositoryUnavailable:
+                # The stored default branch is only a guess (it defaults to "main"): a repository
+                # whose default is another branch is cloned at its own HEAD. A branch the task
+                # asked for is never swapped for another.
+                if commit or branch or use_branch is None:
+                    raise
+                result = await clone_at(None)
         except UnsafeRepositoryUrl as exc:
             raise AgentFailure(
                 "UnsafeRepositoryUrl", f"repository URL refused: {exc.detail}"

@@ -125,3 +125,43 @@ async def test_concurrent_duplicate_start_records_one_execution(
     async with session_maker() as session:
         task = await session.get(AgentTask, task_id)
         assert task is not None and task.status == AgentTaskStatus.RUNNING
+
+
+def _git(*args: str, cwd: Path) -> None:
+    import subprocess
+
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _repo_on(tmp_path: Path, branch: str) -> Path:
+    repo = tmp_path / f"repo-{branch}"
+    repo.mkdir()
+    _git("init", "-q", "-b", branch, cwd=repo)
+    (repo / "index.html").write_text("<!doctype html><title>x</title>")
+    _git("add", ".", cwd=repo)
+    _git("-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "x", cwd=repo)
+    return repo
+
+
+async def test_a_repository_whose_default_is_not_the_stored_guess_is_cloned_at_its_head(
+    settings: Settings, session_maker: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """The stored default branch starts as "main"; a repository on `master` still checks out,
+    at its own HEAD. A branch the task names is never swapped for another."""
+    repo = _repo_on(tmp_path, "master")
+    org = await make_org(session_maker)
+    project_id = await make_project(session_maker, org.org_id, str(repo))
+    local = settings.model_copy(update={"allow_local_repositories": True})
+    agent = _activities(local, session_maker, tmp_path)
+    task_id = uuid.uuid4()
+    checkout = await ActivityEnvironment().run(
+        agent.checkout_repository, CheckoutInput(task_id=task_id, project_id=project_id)
+    )
+    assert (Path(checkout.workspace) / "index.html").exists() and len(checkout.commit_sha) == 40
+
+    with pytest.raises(ApplicationError) as err:
+        await ActivityEnvironment().run(
+            agent.checkout_repository,
+            CheckoutInput(task_id=uuid.uuid4(), project_id=project_id, branch="release"),
+        )
+    assert err.value.type == "RepositoryUnavailable"
