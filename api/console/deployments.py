@@ -9,11 +9,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from api.audit import write_audit
+from api.audit import origin_of
 from api.console.auth import check_csrf, console_user
 from api.console.pages import error_page, form_fields, page, parse_id, require_scope
 from api.deps import SessionDep, TemporalDep
 from core.accounts.scopes import DEPLOYMENTS_TRIGGER, ENVIRONMENTS_READ
+from core.audit.service import write_audit
 from core.deployments import approvals
 from core.deployments import repository as deployments
 from core.deployments.approvals import DecisionNotRecorded
@@ -107,7 +108,7 @@ async def decide(
     await write_audit(
         session,
         principal,
-        request,
+        origin_of(request),
         "deployment.approve" if approved else "deployment.reject",
         "deployment",
         row.id,

@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sse_starlette.sse import EventSourceResponse
 
-from api.audit import write_audit
+from api.audit import origin_of
 from api.console.auth import (
     CsrfRejected,
     SignInRequired,
@@ -32,6 +32,7 @@ from core.accounts.context import utcnow
 from core.accounts.errors import TotpRequired
 from core.accounts.repository import MemberRepository, SessionRepository, UserRepository
 from core.accounts.scopes import PIPELINES_READ, PIPELINES_WRITE, PROJECTS_READ
+from core.audit.service import write_audit
 from core.pipelines import repository as pipelines
 from core.projects import repository as projects
 from core.runs import repository as runs
@@ -143,7 +144,7 @@ async def switch_organization(
     await write_audit(
         session,
         principal,
-        request,
+        origin_of(request),
         "session.switched_organization",
         "session",
         row.id,
@@ -239,7 +240,7 @@ async def cancel(
     except DomainError as exc:
         return error_page(request, user, exc)
     await write_audit(
-        session, user.principal, request, "pipeline_run.cancel", "pipeline_run", run.id
+        session, user.principal, origin_of(request), "pipeline_run.cancel", "pipeline_run", run.id
     )
     return RedirectResponse(f"/runs/{run.id}", status_code=303)
 
@@ -269,7 +270,7 @@ async def rerun(
         await write_audit(
             session,
             user.principal,
-            request,
+            origin_of(request),
             "pipeline_run.rerun",
             "pipeline_run",
             new.id,

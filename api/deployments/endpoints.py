@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request, status
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.audit import write_audit
+from api.audit import origin_of
 from api.deployments import sites
 from api.deployments.schemas import (
     ApprovalOut,
@@ -36,6 +36,7 @@ from api.deps import (
 )
 from api.errors import ServiceUnavailable
 from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
+from core.audit.service import write_audit
 from core.deployments import approvals, repository, service
 from core.deployments.approvals import ApprovalState, DecisionNotRecorded
 from db.models.deployments import Deployment
@@ -119,7 +120,7 @@ async def create_deployment(
     await write_audit(
         session,
         principal,
-        request,
+        origin_of(request),
         "deployment.create",
         "deployment",
         deployment.id,
@@ -191,7 +192,9 @@ async def delete_deployment(
     deployment_id: uuid.UUID, session: SessionDep, principal: Trigger, request: Request
 ) -> None:
     row = await service.delete_deployment(session, principal.organization_id, deployment_id)
-    await write_audit(session, principal, request, "deployment.delete", "deployment", row.id)
+    await write_audit(
+        session, principal, origin_of(request), "deployment.delete", "deployment", row.id
+    )
 
 
 async def _decide(
@@ -220,7 +223,7 @@ async def _decide(
     await write_audit(
         session,
         principal,
-        request,
+        origin_of(request),
         "deployment.approve" if approved else "deployment.reject",
         "deployment",
         row.id,
@@ -285,7 +288,7 @@ async def rollback_deployment(
     await write_audit(
         session,
         principal,
-        request,
+        origin_of(request),
         "deployment.rollback",
         "deployment",
         deployment_id,
@@ -315,7 +318,7 @@ async def promote_deployment(
     await write_audit(
         session,
         principal,
-        request,
+        origin_of(request),
         "deployment.promote",
         "deployment",
         deployment.id,
@@ -341,7 +344,12 @@ async def teardown_preview(
         session, principal.organization_id, environment_id
     )
     await write_audit(
-        session, principal, request, "environment.teardown", "environment", environment.id
+        session,
+        principal,
+        origin_of(request),
+        "environment.teardown",
+        "environment",
+        environment.id,
     )
     await service.tear_down_preview(temporal, environment.id)
     return {"environment_id": str(environment.id), "status": "tearing_down"}

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from api.audit import write_audit
+from api.audit import origin_of
 from api.deps import (
     PIPELINES_READ,
     PIPELINES_WRITE,
@@ -19,6 +19,7 @@ from api.deps import (
 )
 from api.pagination import CursorParam, LimitParam, Page, build_page
 from api.pipelines.schemas import PipelineDetail, PipelineOut, PipelineStageOut, PipelineUpdate
+from core.audit.service import write_audit
 from core.pipelines import service
 from db.models.pipelines import Pipeline, PipelineStage
 from forgeline.pipeline_export import ExportFormat
@@ -83,7 +84,9 @@ async def update_pipeline(
     pipeline = await service.update_pipeline(
         session, temporal, principal, pipeline_id, triggers=body.triggers, status=body.status
     )
-    await write_audit(session, principal, request, "pipeline.update", "pipeline", pipeline.id)
+    await write_audit(
+        session, principal, origin_of(request), "pipeline.update", "pipeline", pipeline.id
+    )
     return _detail(pipeline, await service.stages_of(session, pipeline.id))
 
 
@@ -98,7 +101,9 @@ async def delete_pipeline(
     request: Request,
 ) -> Response:
     await service.delete_pipeline(session, temporal, principal, pipeline_id)
-    await write_audit(session, principal, request, "pipeline.delete", "pipeline", pipeline_id)
+    await write_audit(
+        session, principal, origin_of(request), "pipeline.delete", "pipeline", pipeline_id
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

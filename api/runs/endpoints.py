@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
 from sse_starlette.sse import EventSourceResponse
 
-from api.audit import write_audit
+from api.audit import origin_of
 from api.deps import (
     PIPELINES_READ,
     PIPELINES_WRITE,
@@ -27,6 +27,7 @@ from api.pagination import CursorParam, LimitParam, Page, build_page
 from api.runs.logs import log_reader, object_store
 from api.runs.render import run_out, stage_out
 from api.runs.schemas import ArtifactOut, RunCreate, RunDetailOut, RunOut
+from core.audit.service import write_audit
 from core.runs import repository, service
 from core.runs.logs import (
     MAX_LINE,
@@ -81,7 +82,7 @@ async def trigger_run(
     await write_audit(
         session,
         principal,
-        request,
+        origin_of(request),
         "pipeline_run.trigger",
         "pipeline_run",
         run.id,
@@ -147,7 +148,9 @@ async def cancel_run(
 ) -> RunOut:
     run = await repository.get_run(session, principal.organization_id, run_id)
     await service.cancel_run(temporal, run)
-    await write_audit(session, principal, request, "pipeline_run.cancel", "pipeline_run", run.id)
+    await write_audit(
+        session, principal, origin_of(request), "pipeline_run.cancel", "pipeline_run", run.id
+    )
     return run_out(run)
 
 
@@ -176,7 +179,7 @@ async def rerun(
     await write_audit(
         session,
         principal,
-        request,
+        origin_of(request),
         "pipeline_run.rerun",
         "pipeline_run",
         run.id,

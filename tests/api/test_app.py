@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
 from api.app import create_app
-from api.audit import write_audit
+from api.audit import origin_of
 from api.deps import SessionDep, TemporalDep
+from core.audit.service import write_audit
 from db.models.operations import AuditLog
 from forgeline.errors import Conflict
 from forgeline.settings import Settings
@@ -44,7 +45,7 @@ async def conflict() -> None:
 
 @probe.post("/half-written")
 async def half_written(session: SessionDep, request: Request) -> None:
-    await write_audit(session, None, request, "probe.written", "probe", None)
+    await write_audit(session, None, origin_of(request), "probe.written", "probe", None)
     await session.flush()  # the row reached the database inside the transaction...
     raise Conflict("...and the failure rolls it back")
 
