@@ -28,6 +28,8 @@ from db.session import session_scope
 from forgeline.crypto import encrypt_str
 from forgeline.settings import INTEGRATIONS_TASK_QUEUE, Settings
 from forgeline.temporal_client import workflow_runner
+from workflows.integrations_models import DeliveryOutcome, webhook_delivery_workflow_id
+from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 ZERO = "0" * 40
 
@@ -243,3 +245,20 @@ async def deliveries_of(
             select(WebhookPayload).where(WebhookPayload.project_id == project_id)
         )
         return list(rows)
+
+
+async def deliver(
+    api_client: Any, client: Client, connected: Connected, body: bytes, event: str = "push"
+) -> DeliveryOutcome:
+    """Send one signed GitHub delivery and wait for its processing workflow's outcome."""
+    delivery = str(uuid.uuid4())
+    r = await api_client.post(
+        f"/v1/webhooks/github?repository={connected.repository_id}",
+        content=body,
+        headers=github_headers(connected.secret, body, event, delivery),
+    )
+    assert r.status_code == 202, r.text
+    handle = client.get_workflow_handle_for(
+        WebhookDeliveryWorkflow.run, webhook_delivery_workflow_id("github", delivery)
+    )
+    return await handle.result()

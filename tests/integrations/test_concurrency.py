@@ -18,11 +18,10 @@ from db.session import session_scope
 from forgeline.settings import Settings
 from tests.factories import make_org
 from tests.integrations.support import (
-    Connected,
     commit,
     connect_project,
+    deliver,
     git,
-    github_headers,
     github_pull,
     github_push,
     integrations_worker,
@@ -32,12 +31,9 @@ from tests.integrations.support import (
 from tests.runs.helpers import pipeline_worker, run_row, wait_for
 from tests.runs.sandbox import sandbox_runner
 from workflows.integrations_models import (
-    DeliveryOutcome,
     ForgeEvent,
     StartRunsInput,
-    webhook_delivery_workflow_id,
 )
-from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 SLOW = [{"name": "slow", "run": "sleep 50"}]
 
@@ -50,22 +46,6 @@ async def org_with_builds(session_maker: Any) -> Any:
         assert row is not None
         row.settings = {**(row.settings or {}), "concurrent_builds": 10}
     return org
-
-
-async def deliver(
-    api_client: Any, client: Client, connected: Connected, body: bytes, event: str
-) -> DeliveryOutcome:
-    delivery = str(uuid.uuid4())
-    r = await api_client.post(
-        f"/v1/webhooks/github?repository={connected.repository_id}",
-        content=body,
-        headers=github_headers(connected.secret, body, event, delivery),
-    )
-    assert r.status_code == 202, r.text
-    handle = client.get_workflow_handle_for(
-        WebhookDeliveryWorkflow.run, webhook_delivery_workflow_id("github", delivery)
-    )
-    return await handle.result()
 
 
 async def by_pipeline(session_maker: Any, run_ids: list[str]) -> dict[uuid.UUID, str]:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
 
 from core.integrations import event_runs
 from forgeline.settings import Settings
@@ -19,6 +18,7 @@ from tests.integrations.support import (
     Connected,
     commit,
     connect_project,
+    deliver,
     git,
     github_headers,
     github_pull,
@@ -32,25 +32,7 @@ from workflows.integrations_models import (
     DeliveryOutcome,
     ForgeEvent,
     StartRunsInput,
-    webhook_delivery_workflow_id,
 )
-from workflows.webhook_delivery import WebhookDeliveryWorkflow
-
-
-async def deliver(
-    api_client: Any, client: Client, connected: Connected, body: bytes, event: str = "push"
-) -> DeliveryOutcome:
-    delivery = str(uuid.uuid4())
-    r = await api_client.post(
-        f"/v1/webhooks/github?repository={connected.repository_id}",
-        content=body,
-        headers=github_headers(connected.secret, body, event, delivery),
-    )
-    assert r.status_code == 202, r.text
-    handle = client.get_workflow_handle_for(
-        WebhookDeliveryWorkflow.run, webhook_delivery_workflow_id("github", delivery)
-    )
-    return await handle.result()
 
 
 @pytest.fixture

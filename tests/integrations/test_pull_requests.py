@@ -23,15 +23,15 @@ from tests.integrations.support import (
     commit,
     connect_project,
     git,
-    github_headers,
     github_pull,
     integrations_worker,
     make_git_repo,
 )
+from tests.integrations.support import (
+    deliver as deliver_event,
+)
 from tests.runs.helpers import pipeline_worker, wait_for
 from tests.runs.sandbox import sandbox_runner
-from workflows.integrations_models import webhook_delivery_workflow_id
-from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 
 def pull_body(action: str, number: int, head: str, base: str, **pull: Any) -> bytes:
@@ -41,16 +41,7 @@ def pull_body(action: str, number: int, head: str, base: str, **pull: Any) -> by
 
 
 async def deliver(api_client: Any, client: Client, connected: Connected, body: bytes) -> Any:
-    delivery = str(uuid.uuid4())
-    r = await api_client.post(
-        f"/v1/webhooks/github?repository={connected.repository_id}",
-        content=body,
-        headers=github_headers(connected.secret, body, "pull_request", delivery),
-    )
-    assert r.status_code == 202, r.text
-    return await client.get_workflow_handle_for(
-        WebhookDeliveryWorkflow.run, webhook_delivery_workflow_id("github", delivery)
-    ).result()
+    return await deliver_event(api_client, client, connected, body, "pull_request")
 
 
 async def tracked(session_maker: Any, project_id: uuid.UUID) -> list[PullRequest]:
