@@ -108,6 +108,12 @@ class PullRequest(UUIDPrimaryKey, Timestamps, Base):
     labels: Mapped[list[Any]] = json_array()
     merged_at: Mapped[datetime | None] = mapped_column(TZ_DATETIME)
     closed_at: Mapped[datetime | None] = mapped_column(TZ_DATETIME)
+    # The one comment Forgeline keeps on the pull request (edited on every push).
+    comment_id: Mapped[str | None] = mapped_column(String(64))
+    # pipeline id -> {name, run_id, status}: the latest run of each pipeline for this PR.
+    pipeline_checks: Mapped[dict[str, Any]] = json_object()
+    # Why no coverage figure is shown (a report too large, malformed, refused).
+    coverage_note: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("project_id", "pr_number"),

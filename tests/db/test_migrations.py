@@ -87,7 +87,10 @@ def _relations(url: str) -> tuple[set[str], set[str]]:
 
 def test_revision_chain_is_linear_and_fixed() -> None:
     script = ScriptDirectory.from_config(alembic_config("postgresql://unused/unused"))
-    assert script.get_heads() == ["0010_failure_classes"]
+    assert script.get_heads() == ["0011_pull_request_reports"]
+    assert (
+        script.get_revision("0011_pull_request_reports").down_revision == "0010_failure_classes"
+    )
     assert script.get_revision("0010_failure_classes").down_revision == "0009_log_limits"
     assert script.get_revision("0009_log_limits").down_revision == "0007_approvals"
     assert script.get_revision("0007_approvals").down_revision == "0006_accounts_hardening"
