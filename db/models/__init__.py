@@ -41,6 +41,14 @@ from db.models.deployments import (
     InfrastructureResource,
 )
 from db.models.integrations import PullRequest, WebhookPayload
+from db.models.notifications import (
+    NotificationAttempt,
+    NotificationChannelSettings,
+    NotificationDelivery,
+    NotificationEvent,
+    NotificationPreference,
+    WebhookEndpoint,
+)
 from db.models.operations import AuditLog, SystemMetric, WorkflowExecution
 from db.models.pipelines import (
     Artifact,
@@ -81,6 +89,11 @@ __all__ = [
     "InfrastructureResource",
     "Invoice",
     "Notification",
+    "NotificationAttempt",
+    "NotificationChannelSettings",
+    "NotificationDelivery",
+    "NotificationEvent",
+    "NotificationPreference",
     "Organization",
     "OrganizationInvitation",
     "OrganizationMember",
@@ -107,6 +120,7 @@ __all__ = [
     "User",
     "UserPreference",
     "UserSession",
+    "WebhookEndpoint",
     "WebhookPayload",
     "WorkflowExecution",
 ]

@@ -87,7 +87,15 @@ def _relations(url: str) -> tuple[set[str], set[str]]:
 
 def test_revision_chain_is_linear_and_fixed() -> None:
     script = ScriptDirectory.from_config(alembic_config("postgresql://unused/unused"))
-    assert script.get_heads() == ["0011_pull_request_reports"]
+    assert script.get_heads() == ["0013_notification_delivery"]
+    assert (
+        script.get_revision("0013_notification_delivery").down_revision
+        == "0012_pipeline_versions"
+    )
+    assert (
+        script.get_revision("0012_pipeline_versions").down_revision
+        == "0011_pull_request_reports"
+    )
     assert (
         script.get_revision("0011_pull_request_reports").down_revision == "0010_failure_classes"
     )
