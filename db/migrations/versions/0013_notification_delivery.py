@@ -24,10 +24,16 @@ def _id() -> sa.Column:
 def _timestamps() -> list[sa.Column]:
     return [
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         sa.Column(
-            "updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
     ]
 
@@ -43,7 +49,10 @@ def _org_fk(table: str) -> sa.ForeignKeyConstraint:
 
 def _jsonb(name: str, default: str) -> sa.Column:
     return sa.Column(
-        name, postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text(default), nullable=False
+        name,
+        postgresql.JSONB(astext_type=sa.Text()),
+        server_default=sa.text(default),
+        nullable=False,
     )
 
 
@@ -59,7 +68,10 @@ def upgrade() -> None:
         _jsonb("data", "'{}'::jsonb"),
         sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         _org_fk("notification_events"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_events")),
@@ -207,7 +219,10 @@ def upgrade() -> None:
         sa.Column("response_excerpt", sa.Text(), nullable=True),
         sa.Column("duration_ms", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         sa.ForeignKeyConstraint(
             ["delivery_id"],
@@ -216,9 +231,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_attempts")),
-        sa.UniqueConstraint(
-            "attempt_key", name=op.f("uq_notification_attempts_attempt_key")
-        ),
+        sa.UniqueConstraint("attempt_key", name=op.f("uq_notification_attempts_attempt_key")),
     )
     op.create_index(
         op.f("ix_notification_attempts_delivery_id_created_at"),
