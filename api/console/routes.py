@@ -1,15 +1,14 @@
-"""Console pages: sign in/out, organization switch, projects, a project's pipelines and runs, a
-run's stage graph with live logs (server-sent events), and run actions (cancel, re-run)."""
+"""Console pages: sign in/out, organization switch, the project list and a project's overview;
+and the wiring of every console router."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, FastAPI, Header, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sse_starlette.sse import EventSourceResponse
 
 from api.audit import origin_of
 from api.console.auth import (
@@ -25,24 +24,21 @@ from api.console.auth import (
 )
 from api.console.deployments import router as deployments_router
 from api.console.pages import HERE, error_page, form_fields, page, parse_id, require_scope
-from api.deps import AccountContextDep, SessionDep, SettingsDep, TemporalDep
-from api.runs.logs import log_reader
+from api.console.pipelines import router as pipelines_router
+from api.console.runs import router as runs_router
+from api.deps import AccountContextDep, SessionDep
 from core.accounts import sessions
 from core.accounts.context import utcnow
 from core.accounts.errors import TotpRequired
 from core.accounts.repository import MemberRepository, SessionRepository, UserRepository
-from core.accounts.scopes import PIPELINES_READ, PIPELINES_WRITE, PROJECTS_READ
+from core.accounts.scopes import PIPELINES_READ, PROJECTS_READ
 from core.audit.service import write_audit
 from core.pipelines import repository as pipelines
 from core.projects import repository as projects
 from core.runs import repository as runs
-from core.runs import service as run_service
-from core.runs.logs import first_attempt_events, follow_events, parse_event_id
 from forgeline.errors import DomainError, NotFound
-from forgeline.statuses.runs import FINISHED_RUN_STATUSES
 
 router = APIRouter(include_in_schema=False)
-_MAX_LINE = 2**31 - 2
 
 
 # --- sign in / out / switch -------------------------------------------------------------------
@@ -203,138 +199,6 @@ async def projectpage(request: Request, project_id: str, session: SessionDep) ->
     return page(request, "project.html", context)
 
 
-@router.get("/runs/{run_id}")
-async def runpage(
-    request: Request, run_id: str, session: SessionDep, temporal: TemporalDep
-) -> Response:
-    user = await console_user(request, session)
-    try:
-        require_scope(user, PIPELINES_READ)
-        run = await runs.get_run(session, user.principal.organization_id, parse_id(run_id))
-        stages = await runs.stage_executions(session, run.id)
-    except DomainError as exc:
-        return error_page(request, user, exc)
-    latest: dict[str, Any] = {}
-    for stage in stages:
-        latest[stage.stage_name] = stage
-    context = {
-        "user": user,
-        "run": run,
-        "stages": list(latest.values()),
-        "can_write": user.principal.has(PIPELINES_WRITE),
-        "finished": run.status in FINISHED_RUN_STATUSES,
-    }
-    return page(request, "run.html", context)
-
-
-@router.post("/runs/{run_id}/cancel")
-async def cancel(
-    request: Request, run_id: str, session: SessionDep, temporal: TemporalDep
-) -> Response:
-    user = await console_user(request, session)
-    check_csrf(user, (await form_fields(request)).get("csrf", ""))
-    try:
-        require_scope(user, PIPELINES_WRITE)
-        run = await runs.get_run(session, user.principal.organization_id, parse_id(run_id))
-        await run_service.cancel_run(temporal, run)
-    except DomainError as exc:
-        return error_page(request, user, exc)
-    await write_audit(
-        session, user.principal, origin_of(request), "pipeline_run.cancel", "pipeline_run", run.id
-    )
-    return RedirectResponse(f"/runs/{run.id}", status_code=303)
-
-
-@router.post("/runs/{run_id}/rerun")
-async def rerun(
-    request: Request,
-    run_id: str,
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
-) -> Response:
-    user = await console_user(request, session)
-    form = await form_fields(request)
-    check_csrf(user, form.get("csrf", ""))
-    from_failed = form.get("from") == "failed"
-    try:
-        require_scope(user, PIPELINES_WRITE)
-        new = await run_service.rerun(
-            session,
-            settings,
-            organization_id=user.principal.organization_id,
-            run_id=parse_id(run_id),
-            from_failed=from_failed,
-            user_id=user.principal.user_id,
-        )
-        await write_audit(
-            session,
-            user.principal,
-            origin_of(request),
-            "pipeline_run.rerun",
-            "pipeline_run",
-            new.id,
-            new={"rerun_of": run_id, "from": form.get("from", "start")},
-        )
-        await run_service.start_committed_run(session, temporal, new)
-    except run_service.RunNotStarted:
-        return page(
-            request,
-            "error.html",
-            {"user": user, "message": "Temporal is not reachable; retry later"},
-            503,
-        )
-    except DomainError as exc:
-        return error_page(request, user, exc)
-    return RedirectResponse(f"/runs/{new.id}", status_code=303)
-
-
-@router.get("/runs/{run_id}/stages/{stage}/stream")
-async def stage_stream(
-    request: Request,
-    run_id: str,
-    stage: str,
-    session: SessionDep,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> Response:
-    """A stage's log as server-sent events for the page's EventSource (the session cookie). A
-    reconnecting EventSource sends the last event ID: the stream goes on after that line."""
-    user = await console_user(request, session)
-    resume = parse_event_id(last_event_id[:40] if last_event_id else None)
-    if resume is not None and (resume.line > _MAX_LINE or (resume.attempt or 1) > _MAX_LINE):
-        resume = None  # beyond any stored log (the columns are 32-bit): ignored, not an error
-    try:
-        require_scope(user, PIPELINES_READ)
-        if len(stage) > 100:
-            raise NotFound("stage not found")
-        run = await runs.get_run(session, user.principal.organization_id, parse_id(run_id))
-        wanted = resume.attempt if resume is not None else None
-        try:
-            execution = await runs.stage_execution_for_log(session, run.id, stage, wanted)
-        except NotFound:
-            if wanted is not None:
-                raise
-            await runs.require_pipeline_stage(session, run.pipeline_id, stage)
-            after = resume.line if resume is not None else -1
-            events = first_attempt_events(
-                log_reader(request), run_id=run.id, stage=stage, after=after
-            )
-            return EventSourceResponse(events, ping=15)
-    except DomainError as exc:
-        return error_page(request, user, exc)
-    return EventSourceResponse(
-        follow_events(
-            log_reader(request),
-            run_id=run.id,
-            stage=stage,
-            execution=execution,
-            after=resume.line if resume is not None else -1,
-            single_attempt=False,
-        ),
-        ping=15,
-    )
-
-
 # --- wiring -----------------------------------------------------------------------------------
 
 
@@ -359,4 +223,6 @@ def install_console(app: FastAPI) -> None:
     app.add_exception_handler(CsrfRejected, csrf)
     app.include_router(router)
     app.include_router(deployments_router)
+    app.include_router(runs_router)
+    app.include_router(pipelines_router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="console-static")

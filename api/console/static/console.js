@@ -1,5 +1,6 @@
 // Live stage logs over server-sent events (the session cookie authenticates the EventSource).
 // Lines are added as text nodes: ANSI colour codes become class names, never markup.
+// Each line has an anchor (#<stage>-L<n>); the search box marks matching lines.
 (function () {
   "use strict";
   var SGR = /\x1b\[([0-9;]{0,32})m/g;
@@ -21,17 +22,34 @@
     return out;
   }
 
-  function appendLine(pre, text) {
+  function lineNumber(pre, lastEventId) {
+    // Event IDs are "<attempt>:<line>" with 0-based lines; anchors count from 1.
+    var parts = (lastEventId || "").split(":");
+    var n = parseInt(parts[parts.length - 1], 10);
+    if (isNaN(n)) { n = pre.querySelectorAll("span.line").length; }
+    return n + 1;
+  }
+
+  function appendLine(pre, text, number) {
     var classes = [];
     var last = 0;
-    var frag = document.createDocumentFragment();
+    var anchorId = (pre.getAttribute("data-anchor") || "log") + "-L" + number;
+    var line = document.createElement("span");
+    line.className = "line";
+    line.id = anchorId;
+    var link = document.createElement("a");
+    link.className = "ln";
+    link.href = "#" + anchorId;
+    link.setAttribute("aria-label", "Line " + number);
+    link.textContent = String(number);
+    line.appendChild(link);
     function add(raw) {
       var clean = raw.replace(OTHER, "");
       if (!clean) { return; }
       var span = document.createElement("span");
       if (classes.length) { span.className = classes.join(" "); }
       span.textContent = clean;
-      frag.appendChild(span);
+      line.appendChild(span);
     }
     var m;
     SGR.lastIndex = 0;
@@ -41,8 +59,39 @@
       last = SGR.lastIndex;
     }
     add(text.slice(last));
-    frag.appendChild(document.createTextNode("\n"));
-    pre.appendChild(frag);
+    line.appendChild(document.createTextNode("\n"));
+    pre.appendChild(line);
+    markSearch(line);
+    if (window.location.hash === "#" + anchorId) { target(line); }
+  }
+
+  function target(line) {
+    var details = line.closest("details");
+    if (details) { details.open = true; }
+    line.classList.add("target");
+    line.scrollIntoView({ block: "center" });
+  }
+
+  var query = "";
+  function markSearch(line) {
+    var hit = query && line.textContent.toLowerCase().indexOf(query) !== -1;
+    line.classList.toggle("hit", !!hit);
+    return hit;
+  }
+
+  function search(input, counter) {
+    query = input.value.trim().toLowerCase();
+    var hits = 0;
+    document.querySelectorAll("pre.log span.line").forEach(function (line) {
+      if (markSearch(line)) {
+        hits += 1;
+        var details = line.closest("details");
+        if (details) { details.open = true; }
+      }
+    });
+    counter.textContent = query ? hits + (hits === 1 ? " matching line" : " matching lines") : "";
+    var first = document.querySelector("pre.log span.line.hit");
+    if (first) { first.scrollIntoView({ block: "nearest" }); }
   }
 
   function follow(pre) {
@@ -53,7 +102,7 @@
     source.addEventListener("line", function (event) {
       if (!cleared) { pre.textContent = ""; cleared = true; }
       var atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-      appendLine(pre, event.data);
+      appendLine(pre, event.data, lineNumber(pre, event.lastEventId));
       if (atBottom) { pre.scrollTop = pre.scrollHeight; }
     });
     source.addEventListener("attempt", function () {
@@ -67,5 +116,16 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("pre.log[data-stream]").forEach(follow);
+    var form = document.querySelector("form[data-log-search]");
+    if (form) {
+      var input = form.querySelector("input");
+      var counter = form.querySelector("[data-search-count]");
+      form.addEventListener("submit", function (event) { event.preventDefault(); search(input, counter); });
+      input.addEventListener("input", function () { search(input, counter); });
+    }
+    if (window.location.hash.indexOf("-L") !== -1) {
+      var line = document.getElementById(window.location.hash.slice(1));
+      if (line) { target(line); }
+    }
   });
 })();

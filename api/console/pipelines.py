@@ -1,0 +1,94 @@
+"""Console pages of pipelines: a pipeline's stage graph and stages, and triggering a run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+
+from api.audit import origin_of
+from api.console.auth import check_csrf, console_user
+from api.console.graph import StageShape, layout
+from api.console.pages import error_page, form_fields, page, parse_id, require_scope
+from api.deps import SessionDep, SettingsDep, TemporalDep
+from core.accounts.scopes import PIPELINES_READ, PIPELINES_WRITE
+from core.audit.service import write_audit
+from core.pipelines import repository as pipelines
+from core.runs import repository as runs
+from core.runs import service as run_service
+from core.runs.schemas import RunCreate
+from forgeline.errors import DomainError, NotFound, ValidationFailed
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/pipelines/{pipeline_id}")
+async def pipeline_page(request: Request, pipeline_id: str, session: SessionDep) -> Response:
+    user = await console_user(request, session)
+    org = user.principal.organization_id
+    try:
+        require_scope(user, PIPELINES_READ)
+        pipeline = await pipelines.get(session, org, parse_id(pipeline_id))
+        if pipeline is None:
+            raise NotFound("pipeline not found")
+        stages = await pipelines.stages_of(session, pipeline.id)
+        recent = (
+            await runs.list_runs(session, org, pipeline.id, status=None, cursor=None, limit=10)
+        )[:10]
+    except DomainError as exc:
+        return error_page(request, user, exc)
+    graph = layout([StageShape(s.name, s.position, list(s.depends_on or [])) for s in stages])
+    context: dict[str, Any] = {
+        "user": user,
+        "pipeline": pipeline,
+        "stages": stages,
+        "graph": graph,
+        "runs": recent,
+        "can_write": user.principal.has(PIPELINES_WRITE),
+    }
+    return page(request, "pipeline.html", context)
+
+
+@router.post("/pipelines/{pipeline_id}/runs")
+async def trigger(
+    request: Request,
+    pipeline_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+) -> Response:
+    user = await console_user(request, session)
+    form = await form_fields(request)
+    check_csrf(user, form.get("csrf", ""))
+    try:
+        require_scope(user, PIPELINES_WRITE)
+        try:
+            body = RunCreate(trigger="manual", branch=form.get("branch", "").strip() or None)
+        except ValidationError:
+            raise ValidationFailed("That is not a valid branch name") from None
+        run = await run_service.create_run(
+            session,
+            settings,
+            organization_id=user.principal.organization_id,
+            pipeline_id=parse_id(pipeline_id),
+            body=body,
+            user_id=user.principal.user_id,
+        )
+        await write_audit(
+            session,
+            user.principal,
+            origin_of(request),
+            "pipeline_run.trigger",
+            "pipeline_run",
+            run.id,
+            new={"run_number": run.run_number, "branch": run.branch},
+        )
+        await run_service.start_committed_run(session, temporal, run)
+    except run_service.RunNotStarted:
+        message = "Temporal is not reachable; retry later"
+        return page(request, "error.html", {"user": user, "message": message}, 503)
+    except DomainError as exc:
+        return error_page(request, user, exc)
+    return RedirectResponse(f"/runs/{run.id}", status_code=303)
