@@ -187,13 +187,15 @@ class ForgelineClient:
     def put(self, path: str, body: dict[str, Any]) -> Any:
         return self.request("PUT", path, json=body)
 
-    def paginate(self, path: str, *, limit: int = 100, **params: Any) -> list[dict[str, Any]]:
-        """Every item of a keyset-paginated list, following next_cursor."""
+    def paginate(
+        self, path: str, *, limit: int = 100, most: int | None = None, **params: Any
+    ) -> list[dict[str, Any]]:
+        """Every item of a keyset-paginated list (or its first `most`), following next_cursor."""
         items: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
             page = self.get(path, limit=limit, cursor=cursor, **params)
             items.extend(page["items"])
             cursor = page.get("next_cursor")
-            if not cursor:
-                return items
+            if not cursor or (most is not None and len(items) >= most):
+                return items[:most]

@@ -7,12 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from forgeline.api_client import ApiError, ForgelineClient
+from forgeline.api_client import ForgelineClient
 from forgeline.cli.common import (
-    ApiKey,
-    ApiUrl,
-    AsJson,
-    client,
+    Connection,
+    ProjectRef,
+    api_command,
     console,
     emit,
     err_console,
@@ -28,10 +27,8 @@ TASK_COLUMNS = ("id", "task_type", "status", "tokens_used", "error")
 
 def _export(api: ForgelineClient, pipeline_id: str, fmt: str) -> str:
     # The export endpoint answers YAML, not JSON: read the body as text.
-    response = api._http.get(f"/v1/pipelines/{pipeline_id}/export", params={"format": fmt})
-    if response.status_code >= 400:
-        raise ApiError(response.status_code, response.text[:300])
-    return response.text
+    text: str = api.text(f"/v1/pipelines/{pipeline_id}/export", format=fmt)
+    return text
 
 
 def _wait(api: ForgelineClient, task_id: str, timeout: float) -> dict[str, Any]:
@@ -44,9 +41,10 @@ def _wait(api: ForgelineClient, task_id: str, timeout: float) -> dict[str, Any]:
             time.sleep(1.0)
 
 
-@app.command("generate")
+@api_command(app, "generate")
 def generate(
-    project: Annotated[str, typer.Argument(help="Project ID or slug.")],
+    conn: Connection,
+    project: ProjectRef,
     branch: Annotated[str | None, typer.Option(help="Branch to analyse.")] = None,
     framework: Annotated[str | None, typer.Option(help="Framework hint.")] = None,
     deploy_provider: Annotated[
@@ -57,9 +55,6 @@ def generate(
     ] = "github-actions",
     wait: Annotated[bool, typer.Option(help="Wait and print the generated YAML.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 300.0,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
 ) -> None:
     """Generate a validated CI/CD pipeline for the project's repository."""
     input_data: dict[str, Any] = {}
@@ -69,18 +64,18 @@ def generate(
         input_data["framework_hint"] = framework
     if deploy_provider:
         input_data["preferences"] = {"deploy_provider": deploy_provider}
-    with client(api_url, api_key) as api:
+    with conn.client() as api:
         project_id = resolve_project(api, project)
         body = {"task_type": "generate_pipeline", "input_data": input_data}
         task = run(lambda: api.post(f"/v1/projects/{project_id}/agent-tasks", body))
         if wait:
             task = _wait(api, task["id"], timeout)
-        emit(task, TASK_COLUMNS, as_json=as_json, title="Agent task")
+        conn.emit(task, TASK_COLUMNS, title="Agent task")
         output = task.get("output_data") or {}
         if (
             task["status"] == AgentTaskStatus.COMPLETED
             and output.get("pipeline_id")
-            and not as_json
+            and not conn.as_json
         ):
             console.print(
                 f"[green]{output.get('detected_framework')}[/green] "
@@ -92,15 +87,11 @@ def generate(
             raise typer.Exit(1)
 
 
-@app.command("show")
-def show(
-    task_id: str, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False
-) -> None:
+@api_command(app, "show")
+def show(conn: Connection, task_id: str) -> None:
     """A task with its executions, steps and tool calls."""
-    with client(api_url, api_key) as api:
-        task = run(lambda: api.get(f"/v1/agent-tasks/{task_id}"))
-    if as_json:
-        emit(task, TASK_COLUMNS, as_json=True)
+    task = conn.call(lambda api: api.get(f"/v1/agent-tasks/{task_id}"))
+    if conn.printed_json(task):
         return
     emit(task, TASK_COLUMNS, as_json=False, title="Agent task")
     for execution in task.get("executions", []):
@@ -111,13 +102,11 @@ def show(
             console.print(f"{step['step_number']:>3} {step['description'] or ''} [{tools}]")
 
 
-@app.command("export")
+@api_command(app, "export", json_output=False)
 def export(
+    conn: Connection,
     pipeline_id: str,
     fmt: Annotated[str, typer.Option("--format")] = "github-actions",
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
 ) -> None:
     """Print a pipeline as GitHub Actions or GitLab CI YAML."""
-    with client(api_url, api_key) as api:
-        typer.echo(run(lambda: _export(api, pipeline_id, fmt)))
+    typer.echo(conn.call(lambda api: _export(api, pipeline_id, fmt)))

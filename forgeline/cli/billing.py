@@ -9,7 +9,7 @@ import typer
 
 from core.billing.periods import Period
 from forgeline.api_client import ApiError
-from forgeline.cli.common import ApiKey, ApiUrl, AsJson, client, emit, fail, run, uuid_arg
+from forgeline.cli.common import Connection, api_command, emit, fail, run, uuid_arg
 
 NAME = "billing"
 app = typer.Typer(help="Usage and invoices of your organization.", no_args_is_help=True)
@@ -32,61 +32,42 @@ PeriodOption = Annotated[
 ]
 
 
-@app.command("usage")
-def usage(
-    period: PeriodOption = None,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
-) -> None:
+@api_command(app, "usage")
+def usage(conn: Connection, period: PeriodOption = None) -> None:
     """Usage of a period by type (default: this month)."""
-    with client(api_url, api_key) as api:
-        data: dict[str, Any] = run(lambda: api.get("/v1/billing/usage", period=period))
-        if as_json:
-            emit(data, (), as_json=True)
-            return
-        emit(
-            data["by_type"], ("usage_type", "quantity", "unit"), as_json=False, title=data["period"]
-        )
+    data: dict[str, Any] = conn.call(lambda api: api.get("/v1/billing/usage", period=period))
+    if conn.printed_json(data):
+        return
+    emit(data["by_type"], ("usage_type", "quantity", "unit"), as_json=False, title=data["period"])
 
 
-@app.command("close")
-def close(
-    period: PeriodOption = None,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
-) -> None:
+@api_command(app, "close")
+def close(conn: Connection, period: PeriodOption = None) -> None:
     """Invoice an ended period now (default: the subscription's open period once ended, else
     last month); a period that has not ended is refused."""
     body = {"period": period} if period else {}
-    with client(api_url, api_key) as api:
-        data = run(lambda: api.post("/v1/billing/invoices/run", body))
-        emit(data, ("workflow_id", "period", "started"), as_json=as_json, title="Billing run")
+    data = conn.call(lambda api: api.post("/v1/billing/invoices/run", body))
+    conn.emit(data, ("workflow_id", "period", "started"), title="Billing run")
 
 
 INVOICE_COLUMNS = ("id", "invoice_number", "period", "status", "total", "amount_paid", "due_at")
 
 
-@app.command("invoices")
+@api_command(app, "invoices")
 def invoices(
+    conn: Connection,
     invoice: Annotated[
         str | None,
         typer.Argument(callback=lambda v: v and uuid_arg(v), help="One invoice, with its lines."),
     ] = None,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
 ) -> None:
     """The organization's invoices, or one invoice with its line items and payments."""
-    with client(api_url, api_key) as api:
-        if invoice is None:
-            items = run(lambda: api.paginate("/v1/billing/invoices"))
-            emit(items, INVOICE_COLUMNS, as_json=as_json, title="Invoices")
-            return
-        detail: dict[str, Any] = run(lambda: api.get(f"/v1/billing/invoices/{invoice}"))
-    if as_json:
-        emit(detail, (), as_json=True)
+    if invoice is None:
+        items = conn.call(lambda api: api.paginate("/v1/billing/invoices"))
+        conn.emit(items, INVOICE_COLUMNS, title="Invoices")
+        return
+    detail: dict[str, Any] = conn.call(lambda api: api.get(f"/v1/billing/invoices/{invoice}"))
+    if conn.printed_json(detail):
         return
     emit(detail, INVOICE_COLUMNS, as_json=False, title=detail["invoice_number"])
     emit(
@@ -97,10 +78,10 @@ def invoices(
     )
 
 
-@app.command("plan")
-def plan(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+@api_command(app, "plan")
+def plan(conn: Connection) -> None:
     """The organization's subscription and the limits of its plan (Free without one)."""
-    with client(api_url, api_key) as api:
+    with conn.client() as api:
         try:
             subscription: dict[str, Any] | None = api.get("/v1/billing/subscription")
         except ApiError as exc:
@@ -110,9 +91,7 @@ def plan(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False
         plans: list[dict[str, Any]] = run(lambda: api.get("/v1/plans"))
     slug = subscription["plan"] if subscription else "free"
     current = next((p for p in plans if p["slug"] == slug), {"slug": slug})
-    data = {"subscription": subscription, "plan": current}
-    if as_json:
-        emit(data, (), as_json=True)
+    if conn.printed_json({"subscription": subscription, "plan": current}):
         return
     emit(
         {**current, **(subscription or {"status": "no subscription"})},

@@ -3,9 +3,12 @@ errors as one readable line with a non-zero exit status."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -35,6 +38,7 @@ ApiKey = Annotated[
 AsJson = Annotated[
     bool, typer.Option("--json", help="Print JSON instead of a table (also: --output json).")
 ]
+ProjectRef = Annotated[str, typer.Argument(help="Project ID or slug.")]
 # Set by the root command's --profile (or FORGELINE_PROFILE): which config profile to use.
 selected_profile: str | None = None
 
@@ -118,3 +122,77 @@ def resolve_project(api: ForgelineClient, ref: str) -> str:
             return str(project["id"])
     err_console.print(f"[red]No project with slug {ref!r}[/red]")
     raise typer.Exit(1)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """The options every API command takes: where the API is, its key, and the output format."""
+
+    api_url: str | None = None
+    api_key: str | None = None
+    as_json: bool = False
+
+    def client(self) -> ForgelineClient:
+        return client(self.api_url, self.api_key)
+
+    def call(self, request: Callable[[ForgelineClient], Any]) -> Any:
+        """One request on a fresh client; a problem answer exits 1 (see `run`)."""
+        with self.client() as api:
+            return run(lambda: request(api))
+
+    def emit(self, data: Any, columns: Sequence[str], *, title: str | None = None) -> None:
+        emit(data, columns, as_json=self.as_json, title=title)
+
+    def printed_json(self, data: Any) -> bool:
+        """With --json, print the whole answer and say so (the caller then draws no tables)."""
+        if self.as_json:
+            emit(data, (), as_json=True)
+        return self.as_json
+
+
+_CONNECTION_OPTIONS = (
+    inspect.Parameter("api_url", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ApiUrl),
+    inspect.Parameter("api_key", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ApiKey),
+)
+_JSON_OPTION = inspect.Parameter(
+    "as_json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=AsJson
+)
+
+
+def connected(command: Callable[..., None], *, json_output: bool = True) -> Callable[..., None]:
+    """The command as typer sees it: its own parameters minus `conn: Connection`, plus
+    --api-url, --api-key and (with json_output) --json, gathered into `conn` on the call."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "conn"]
+    added = (*_CONNECTION_OPTIONS, _JSON_OPTION) if json_output else _CONNECTION_OPTIONS
+
+    @functools.wraps(command)
+    def invoke(*args: Any, **kwargs: Any) -> None:
+        conn = Connection(
+            api_url=kwargs.pop("api_url", None),
+            api_key=kwargs.pop("api_key", None),
+            as_json=kwargs.pop("as_json", False),
+        )
+        command(*args, conn=conn, **kwargs)
+
+    parameters = [
+        *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own),
+        *added,
+    ]
+    invoke.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    invoke.__annotations__ = {p.name: p.annotation for p in parameters}
+    return invoke
+
+
+def api_command(
+    app: typer.Typer, name: str, *, json_output: bool = True
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register a command that talks to the API: `@api_command(app, "list")` over a function
+    taking `conn: Connection` and its own arguments."""
+
+    def register(command: Callable[..., None]) -> Callable[..., None]:
+        wrapped = connected(command, json_output=json_output)
+        app.command(name)(wrapped)
+        return wrapped
+
+    return register

@@ -109,6 +109,22 @@ def _fail(exc: ConfigError) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _load() -> dict[str, Any]:
+    """The configuration file, or exit 2 with the reason it cannot be read."""
+    try:
+        return load()
+    except ConfigError as exc:
+        raise _fail(exc) from exc
+
+
+def _profiles(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """A copy of the profiles, which must include `name` (else exit 2)."""
+    profiles = dict(data.get("profiles", {}))
+    if name not in profiles:
+        raise _fail(ConfigError(f"No profile {name!r} in {config_path()}"))
+    return profiles
+
+
 def _check_name(name: str) -> str:
     if not re.match(PROFILE_NAME, name):
         raise typer.BadParameter("letters, digits, '.', '_' and '-', at most 64")
@@ -136,10 +152,7 @@ def set_profile(
             raise typer.Exit(2)
     else:
         key = sys.stdin.readline().strip()
-    try:
-        data = load()
-    except ConfigError as exc:
-        raise _fail(exc) from exc
+    data = _load()
     profiles = dict(data.get("profiles", {}))
     profiles[name] = {"api_url": api_url, **({"api_key": key} if key else {})}
     data["profiles"] = profiles
@@ -152,12 +165,8 @@ def set_profile(
 @app.command("use")
 def use_profile(name: str) -> None:
     """Make a profile the default."""
-    try:
-        data = load()
-    except ConfigError as exc:
-        raise _fail(exc) from exc
-    if name not in data.get("profiles", {}):
-        raise _fail(ConfigError(f"No profile {name!r} in {config_path()}"))
+    data = _load()
+    _profiles(data, name)
     data["default_profile"] = name
     save(data)
     typer.echo(f"Default profile: {name}")
@@ -168,10 +177,7 @@ def list_profiles(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Profiles with their server URL (keys are never printed)."""
-    try:
-        data = load()
-    except ConfigError as exc:
-        raise _fail(exc) from exc
+    data = _load()
     rows = [
         {
             "name": name,
@@ -191,13 +197,9 @@ def list_profiles(
 
 @app.command("remove")
 def remove_profile(name: str) -> None:
-    try:
-        data = load()
-    except ConfigError as exc:
-        raise _fail(exc) from exc
-    profiles = dict(data.get("profiles", {}))
-    if profiles.pop(name, None) is None:
-        raise _fail(ConfigError(f"No profile {name!r} in {config_path()}"))
+    data = _load()
+    profiles = _profiles(data, name)
+    del profiles[name]
     data["profiles"] = profiles
     if data.get("default_profile") == name:
         data.pop("default_profile")

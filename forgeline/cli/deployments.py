@@ -6,16 +6,16 @@ commands exit 0 when the deployment is live, 1 when it failed, rolled back or wa
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
 from forgeline.api_client import ForgelineClient
 from forgeline.cli.common import (
-    ApiKey,
-    ApiUrl,
-    AsJson,
-    client,
+    Connection,
+    api_command,
+    connected,
     emit,
     err_console,
     resolve_project,
@@ -60,19 +60,22 @@ def _wait(api: ForgelineClient, deployment_id: str, timeout: float) -> dict[str,
         time.sleep(0.5)
 
 
-def _finish(
-    api: ForgelineClient,
-    started: dict[str, Any],
+def _start(
+    conn: Connection,
+    request: Callable[[ForgelineClient], Any],
     wait: bool,
     timeout: float,
-    as_json: bool,
     title: str,
 ) -> None:
-    if not wait:
-        emit(started, DEPLOYMENT_COLUMNS, as_json=as_json, title=title)
-        return
-    detail = _wait(api, started["id"], timeout)
-    emit(detail, DEPLOYMENT_COLUMNS, as_json=as_json, title=title)
+    """Start a deployment (or a rollback, a promotion): print it, or wait for it and exit with
+    its outcome."""
+    with conn.client() as api:
+        started: dict[str, Any] = run(lambda: request(api))
+        if not wait:
+            conn.emit(started, DEPLOYMENT_COLUMNS, title=title)
+            return
+        detail = _wait(api, started["id"], timeout)
+    conn.emit(detail, DEPLOYMENT_COLUMNS, title=title)
     status = detail["status"]
     if status == DeploymentStatus.AWAITING_APPROVAL:
         err_console.print(f"Deployment {detail['id']} awaits approval", highlight=False)
@@ -82,7 +85,9 @@ def _finish(
     raise typer.Exit(EXIT_STATUS.get(status, 1))
 
 
+@connected
 def deploy(
+    conn: Connection,
     environment: Annotated[str, typer.Argument(callback=uuid_arg, help="Environment ID.")],
     run_id: Annotated[
         str | None, typer.Option("--run", callback=_optional_uuid, help="A successful run's ID.")
@@ -100,9 +105,6 @@ def deploy(
     ] = None,
     wait: Wait = False,
     timeout: Timeout = 1800,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
 ) -> None:
     """Deploy a run's build, a commit's or a version to an environment."""
     body: dict[str, Any] = {}
@@ -118,45 +120,40 @@ def deploy(
             body[key] = value
     if not (run_id or version or commit):
         raise typer.BadParameter("give --run, --commit or --version")
-    with client(api_url, api_key) as api:
-        started = run(lambda: api.post(f"/v1/environments/{environment}/deployments", body))
-        _finish(api, started, wait, timeout, as_json, "Deployment started")
+    _start(
+        conn,
+        lambda api: api.post(f"/v1/environments/{environment}/deployments", body),
+        wait,
+        timeout,
+        "Deployment started",
+    )
 
 
-@app.command("list")
+@api_command(app, "list")
 def list_deployments(
+    conn: Connection,
     project: Annotated[str | None, typer.Option(help="Project ID or slug.")] = None,
     env: Annotated[
         str | None, typer.Option("--env", callback=_optional_uuid, help="Environment ID.")
     ] = None,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
 ) -> None:
     """Deployments of an environment or of a whole project, newest first."""
     if (project is None) == (env is None):
         raise typer.BadParameter("give exactly one of --project and --env")
-    with client(api_url, api_key) as api:
+    with conn.client() as api:
         if env is not None:
             path = f"/v1/environments/{env}/deployments"
         else:
             path = f"/v1/projects/{resolve_project(api, str(project))}/deployments"
         items = run(lambda: api.paginate(path))
-    emit(items, DEPLOYMENT_COLUMNS, as_json=as_json, title="Deployments")
+    conn.emit(items, DEPLOYMENT_COLUMNS, title="Deployments")
 
 
-@app.command("show")
-def show(
-    deployment: DeploymentId,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
-) -> None:
+@api_command(app, "show")
+def show(conn: Connection, deployment: DeploymentId) -> None:
     """A deployment with its approvals, health checks and containers."""
-    with client(api_url, api_key) as api:
-        detail: dict[str, Any] = run(lambda: api.get(f"/v1/deployments/{deployment}"))
-    if as_json:
-        emit(detail, (), as_json=True)
+    detail: dict[str, Any] = conn.call(lambda api: api.get(f"/v1/deployments/{deployment}"))
+    if conn.printed_json(detail):
         return
     emit(detail, DEPLOYMENT_COLUMNS, as_json=False, title="Deployment")
     approvals = detail.get("approvals")
@@ -171,71 +168,57 @@ def show(
         )
 
 
-def _decide(
-    deployment: str, verb: str, reason: str, api_url: str | None, api_key: str | None, as_json: bool
+def _decide(conn: Connection, deployment: str, verb: str, reason: str) -> None:
+    data = conn.call(
+        lambda api: api.post(f"/v1/deployments/{deployment}/{verb}", {"reason": reason})
+    )
+    conn.emit(data, ("deployment_id", "approved", "status", "required_approvals"), title=verb)
+
+
+@api_command(app, "approve")
+def approve(conn: Connection, deployment: DeploymentId, reason: Reason = "approved") -> None:
+    """Approve a deployment waiting at a protected environment's gate."""
+    _decide(conn, deployment, "approve", reason)
+
+
+@api_command(app, "reject")
+def reject(
+    conn: Connection,
+    deployment: DeploymentId,
+    reason: Annotated[str, typer.Option("--reason", help="Why (required, audited).")],
 ) -> None:
-    with client(api_url, api_key) as api:
-        data = run(lambda: api.post(f"/v1/deployments/{deployment}/{verb}", {"reason": reason}))
-    emit(
-        data,
-        ("deployment_id", "approved", "status", "required_approvals"),
-        as_json=as_json,
-        title=verb,
+    """Reject a deployment waiting for approval."""
+    _decide(conn, deployment, "reject", reason)
+
+
+@api_command(app, "rollback")
+def rollback(
+    conn: Connection, deployment: DeploymentId, wait: Wait = False, timeout: Timeout = 1800
+) -> None:
+    """Redeploy the last healthy version before this one (same image, same config)."""
+    _start(
+        conn,
+        lambda api: api.post(f"/v1/deployments/{deployment}/rollback", {}),
+        wait,
+        timeout,
+        "Rollback started",
     )
 
 
-@app.command("approve")
-def approve(
-    deployment: DeploymentId,
-    reason: Reason = "approved",
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
-) -> None:
-    """Approve a deployment waiting at a protected environment's gate."""
-    _decide(deployment, "approve", reason, api_url, api_key, as_json)
-
-
-@app.command("reject")
-def reject(
-    deployment: DeploymentId,
-    reason: Annotated[str, typer.Option("--reason", help="Why (required, audited).")],
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
-) -> None:
-    """Reject a deployment waiting for approval."""
-    _decide(deployment, "reject", reason, api_url, api_key, as_json)
-
-
-@app.command("rollback")
-def rollback(
-    deployment: DeploymentId,
-    wait: Wait = False,
-    timeout: Timeout = 1800,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
-) -> None:
-    """Redeploy the last healthy version before this one (same image, same config)."""
-    with client(api_url, api_key) as api:
-        started = run(lambda: api.post(f"/v1/deployments/{deployment}/rollback", {}))
-        _finish(api, started, wait, timeout, as_json, "Rollback started")
-
-
-@app.command("promote")
+@api_command(app, "promote")
 def promote(
+    conn: Connection,
     deployment: DeploymentId,
     to: Annotated[str, typer.Option("--to", callback=uuid_arg, help="Target environment ID.")],
     wait: Wait = False,
     timeout: Timeout = 1800,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
 ) -> None:
     """Release the same artifact to another environment of the project."""
-    with client(api_url, api_key) as api:
-        started = run(
-            lambda: api.post(f"/v1/deployments/{deployment}/promote", {"target_environment_id": to})
-        )
-        _finish(api, started, wait, timeout, as_json, "Promotion started")
+    body = {"target_environment_id": to}
+    _start(
+        conn,
+        lambda api: api.post(f"/v1/deployments/{deployment}/promote", body),
+        wait,
+        timeout,
+        "Promotion started",
+    )

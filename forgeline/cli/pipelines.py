@@ -10,13 +10,11 @@ from typing import Annotated, Any, Literal
 import typer
 
 from forgeline.cli.common import (
-    ApiKey,
-    ApiUrl,
-    AsJson,
-    client,
+    Connection,
+    ProjectRef,
+    api_command,
     emit,
     resolve_project,
-    run,
     uuid_arg,
 )
 
@@ -28,28 +26,19 @@ STAGE_COLUMNS = ("position", "name", "stage_type", "depends_on", "timeout_second
 PipelineId = Annotated[str, typer.Argument(callback=uuid_arg, help="Pipeline ID.")]
 
 
-@app.command("list")
-def list_pipelines(
-    project: Annotated[str, typer.Argument(help="Project ID or slug.")],
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
-) -> None:
-    with client(api_url, api_key) as api:
-        project_id = resolve_project(api, project)
-        items = run(lambda: api.paginate(f"/v1/projects/{project_id}/pipelines"))
-    emit(items, PIPELINE_COLUMNS, as_json=as_json, title="Pipelines")
+@api_command(app, "list")
+def list_pipelines(conn: Connection, project: ProjectRef) -> None:
+    items = conn.call(
+        lambda api: api.paginate(f"/v1/projects/{resolve_project(api, project)}/pipelines")
+    )
+    conn.emit(items, PIPELINE_COLUMNS, title="Pipelines")
 
 
-@app.command("show")
-def show(
-    pipeline: PipelineId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False
-) -> None:
+@api_command(app, "show")
+def show(conn: Connection, pipeline: PipelineId) -> None:
     """A pipeline with its stages and triggers."""
-    with client(api_url, api_key) as api:
-        detail: dict[str, Any] = run(lambda: api.get(f"/v1/pipelines/{pipeline}"))
-    if as_json:
-        emit(detail, (), as_json=True)
+    detail: dict[str, Any] = conn.call(lambda api: api.get(f"/v1/pipelines/{pipeline}"))
+    if conn.printed_json(detail):
         return
     emit(detail, PIPELINE_COLUMNS, as_json=False, title=detail["name"])
     emit(detail["stages"], STAGE_COLUMNS, as_json=False, title="Stages")
@@ -57,23 +46,24 @@ def show(
         typer.echo("triggers: " + json.dumps(detail["triggers"], sort_keys=True))
 
 
-@app.command("export")
+@api_command(app, "export", json_output=False)
 def export(
+    conn: Connection,
     pipeline: PipelineId,
     export_format: Annotated[
         Literal["github-actions", "gitlab-ci"], typer.Option("--format", help="YAML dialect.")
     ] = "github-actions",
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
 ) -> None:
     """The pipeline as CI YAML on standard output."""
-    with client(api_url, api_key) as api:
-        text: str = run(lambda: api.text(f"/v1/pipelines/{pipeline}/export", format=export_format))
+    text: str = conn.call(
+        lambda api: api.text(f"/v1/pipelines/{pipeline}/export", format=export_format)
+    )
     typer.echo(text, nl=not text.endswith("\n"))
 
 
-@app.command("edit")
+@api_command(app, "edit")
 def edit(
+    conn: Connection,
     pipeline: PipelineId,
     status: Annotated[
         Literal["active", "paused"] | None,
@@ -88,9 +78,6 @@ def edit(
             help="JSON object replacing the triggers ('-' is not accepted: use a file).",
         ),
     ] = None,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
 ) -> None:
     """Pause or resume a pipeline, or replace its triggers (validated by the API)."""
     body: dict[str, Any] = {}
@@ -103,21 +90,18 @@ def edit(
             raise typer.BadParameter(f"not JSON: {exc}", param_hint="--triggers-file") from exc
     if not body:
         raise typer.BadParameter("nothing to change: give --status or --triggers-file")
-    with client(api_url, api_key) as api:
-        detail = run(lambda: api.patch(f"/v1/pipelines/{pipeline}", body))
-    emit(detail, PIPELINE_COLUMNS, as_json=as_json, title="Pipeline updated")
+    detail = conn.call(lambda api: api.patch(f"/v1/pipelines/{pipeline}", body))
+    conn.emit(detail, PIPELINE_COLUMNS, title="Pipeline updated")
 
 
-@app.command("delete")
+@api_command(app, "delete", json_output=False)
 def delete(
+    conn: Connection,
     pipeline: PipelineId,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
 ) -> None:
     """Delete a pipeline (refused while it has runs in progress)."""
     if not yes:
         typer.confirm(f"Delete pipeline {pipeline}?", abort=True)
-    with client(api_url, api_key) as api:
-        run(lambda: api.delete(f"/v1/pipelines/{pipeline}"))
+    conn.call(lambda api: api.delete(f"/v1/pipelines/{pipeline}"))
     typer.echo(f"Pipeline {pipeline} deleted")

@@ -10,12 +10,10 @@ import typer
 
 from forgeline.api_client import ApiError
 from forgeline.cli.common import (
-    ApiKey,
-    ApiUrl,
-    AsJson,
-    client,
+    Connection,
+    ProjectRef,
+    api_command,
     console,
-    emit,
     err_console,
     resolve_project,
     run,
@@ -29,38 +27,32 @@ envs_app = typer.Typer(help="Deployment environments of a project.", no_args_is_
 PROJECT_COLUMNS = ("id", "slug", "name", "project_type", "framework", "status")
 
 
-@projects_app.command("list")
+@api_command(projects_app, "list")
 def projects_list(
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
+    conn: Connection,
     search: Annotated[str | None, typer.Option(help="Substring of name or slug.")] = None,
 ) -> None:
-    with client(api_url, api_key) as api:
-        items = run(lambda: api.paginate("/v1/projects", search=search))
-    emit(items, PROJECT_COLUMNS, as_json=as_json, title="Projects")
+    items = conn.call(lambda api: api.paginate("/v1/projects", search=search))
+    conn.emit(items, PROJECT_COLUMNS, title="Projects")
 
 
-@projects_app.command("create")
+@api_command(projects_app, "create")
 def projects_create(
+    conn: Connection,
     name: str,
     project_type: Annotated[
         str, typer.Option("--type", help="static_site, ssr_app, spa, api or fullstack.")
     ] = "static_site",
     framework: Annotated[str | None, typer.Option(help="nextjs, react, vue, ...")] = None,
     slug: Annotated[str | None, typer.Option(help="Default: derived from the name.")] = None,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
 ) -> None:
     body: dict[str, Any] = {"name": name, "project_type": project_type}
     if framework:
         body["framework"] = framework
     if slug:
         body["slug"] = slug
-    with client(api_url, api_key) as api:
-        project = run(lambda: api.post("/v1/projects", body))
-    emit(project, PROJECT_COLUMNS, as_json=as_json, title="Project created")
+    project = conn.call(lambda api: api.post("/v1/projects", body))
+    conn.emit(project, PROJECT_COLUMNS, title="Project created")
 
 
 # ---------------------------------------------------------------- repositories
@@ -68,9 +60,10 @@ def projects_create(
 REPO_COLUMNS = ("project", "provider", "url", "default_branch", "has_access_token")
 
 
-@repos_app.command("connect")
+@api_command(repos_app, "connect")
 def repos_connect(
-    project: Annotated[str, typer.Argument(help="Project ID or slug.")],
+    conn: Connection,
+    project: ProjectRef,
     url: Annotated[str, typer.Argument(help="https:// or ssh git URL.")],
     provider: Annotated[
         str, typer.Option(help="github, gitlab, bitbucket, git (or local, when enabled).")
@@ -80,9 +73,6 @@ def repos_connect(
         str | None,
         typer.Option(help="Name of an environment variable holding the access token."),
     ] = None,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
 ) -> None:
     """Connect (or replace) the repository of a project. The token is read from an environment
     variable, never from the command line (shell history, process lists)."""
@@ -93,11 +83,11 @@ def repos_connect(
             err_console.print(f"[red]{token_env} is not set[/red]")
             raise typer.Exit(2)
         body["access_token"] = token
-    with client(api_url, api_key) as api:
-        project_id = resolve_project(api, project)
-        repo = run(lambda: api.put(f"/v1/projects/{project_id}/repository", body))
-    emit({**repo, "project": project}, REPO_COLUMNS, as_json=as_json, title="Repository")
-    if not as_json and repo.get("webhook"):
+    repo = conn.call(
+        lambda api: api.put(f"/v1/projects/{resolve_project(api, project)}/repository", body)
+    )
+    conn.emit({**repo, "project": project}, REPO_COLUMNS, title="Repository")
+    if not conn.as_json and repo.get("webhook"):
         print_webhook(repo["webhook"])
 
 
@@ -110,29 +100,24 @@ def print_webhook(setup: dict[str, Any]) -> None:
     console.print(f"  content type: {setup['content_type']}", markup=False, highlight=False)
 
 
-@repos_app.command("webhook")
-def repos_webhook(
-    project: Annotated[str, typer.Argument(help="Project ID or slug.")],
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
-) -> None:
+@api_command(repos_app, "webhook")
+def repos_webhook(conn: Connection, project: ProjectRef) -> None:
     """A new webhook secret for the project's repository (the previous one stops working), with
     the URL to paste into GitHub or GitLab."""
-    with client(api_url, api_key) as api:
-        project_id = resolve_project(api, project)
-        setup = run(lambda: api.post(f"/v1/projects/{project_id}/repository/webhook-secret", {}))
-    if as_json:
-        typer.echo(json.dumps(setup, indent=2))
-        return
-    print_webhook(setup)
+    setup = conn.call(
+        lambda api: api.post(
+            f"/v1/projects/{resolve_project(api, project)}/repository/webhook-secret", {}
+        )
+    )
+    if not conn.printed_json(setup):
+        print_webhook(setup)
 
 
-@repos_app.command("list")
-def repos_list(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+@api_command(repos_app, "list")
+def repos_list(conn: Connection) -> None:
     """The repository of every project that has one."""
     rows = []
-    with client(api_url, api_key) as api:
+    with conn.client() as api:
         for project in run(lambda: api.paginate("/v1/projects")):
             try:
                 repo = api.get(f"/v1/projects/{project['id']}/repository")
@@ -142,7 +127,7 @@ def repos_list(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson =
                 err_console.print(f"[red]{exc}[/red]")
                 raise typer.Exit(1) from exc
             rows.append({**repo, "project": project["slug"]})
-    emit(rows, REPO_COLUMNS, as_json=as_json, title="Repositories")
+    conn.emit(rows, REPO_COLUMNS, title="Repositories")
 
 
 # ---------------------------------------------------------------- environments
@@ -150,9 +135,10 @@ def repos_list(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson =
 ENV_COLUMNS = ("id", "name", "env_type", "provider", "is_protected", "status", "url")
 
 
-@envs_app.command("create")
+@api_command(envs_app, "create")
 def envs_create(
-    project: Annotated[str, typer.Argument(help="Project ID or slug.")],
+    conn: Connection,
+    project: ProjectRef,
     name: str,
     env_type: Annotated[
         str, typer.Option("--type", help="development, staging, production or preview.")
@@ -160,9 +146,6 @@ def envs_create(
     provider: Annotated[str, typer.Option(help="docker, static, aws, ...")] = "static",
     protected: Annotated[bool, typer.Option(help="Require approvals to deploy.")] = False,
     config: Annotated[str | None, typer.Option(help="Provider config as a JSON object.")] = None,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
 ) -> None:
     body: dict[str, Any] = {"name": name, "env_type": env_type, "provider": provider}
     if protected:
@@ -173,20 +156,15 @@ def envs_create(
         except ValueError as exc:
             err_console.print(f"[red]--config is not valid JSON: {exc}[/red]")
             raise typer.Exit(2) from exc
-    with client(api_url, api_key) as api:
-        project_id = resolve_project(api, project)
-        env = run(lambda: api.post(f"/v1/projects/{project_id}/environments", body))
-    emit(env, ENV_COLUMNS, as_json=as_json, title="Environment created")
+    env = conn.call(
+        lambda api: api.post(f"/v1/projects/{resolve_project(api, project)}/environments", body)
+    )
+    conn.emit(env, ENV_COLUMNS, title="Environment created")
 
 
-@envs_app.command("list")
-def envs_list(
-    project: Annotated[str, typer.Argument(help="Project ID or slug.")],
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
-) -> None:
-    with client(api_url, api_key) as api:
-        project_id = resolve_project(api, project)
-        items = run(lambda: api.paginate(f"/v1/projects/{project_id}/environments"))
-    emit(items, ENV_COLUMNS, as_json=as_json, title="Environments")
+@api_command(envs_app, "list")
+def envs_list(conn: Connection, project: ProjectRef) -> None:
+    items = conn.call(
+        lambda api: api.paginate(f"/v1/projects/{resolve_project(api, project)}/environments")
+    )
+    conn.emit(items, ENV_COLUMNS, title="Environments")

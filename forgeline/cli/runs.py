@@ -17,10 +17,8 @@ from rich.text import Text
 
 from forgeline.api_client import ForgelineClient
 from forgeline.cli.common import (
-    ApiKey,
-    ApiUrl,
-    AsJson,
-    client,
+    Connection,
+    api_command,
     console,
     emit,
     err_console,
@@ -47,6 +45,8 @@ STATUS_STYLE = {
 }
 
 RunId = Annotated[str, typer.Argument(callback=uuid_arg, help="Run ID.")]
+PipelineId = Annotated[str, typer.Argument(callback=uuid_arg, help="Pipeline ID.")]
+Wait = Annotated[bool, typer.Option("--wait", help="Wait; exit 0/1/2 = ok/failed/cancelled.")]
 Interval = Annotated[float, typer.Option(min=0.1, max=60, help="Seconds between polls.")]
 Timeout = Annotated[
     float, typer.Option(min=1, help="Give up waiting after this many seconds (exit 3).")
@@ -141,9 +141,31 @@ def exit_for(detail: dict[str, Any]) -> int:
     return EXIT_STATUS.get(str(detail.get("status")), EXIT_TIMEOUT)
 
 
-@app.command("trigger")
+def finish(
+    conn: Connection,
+    api: ForgelineClient,
+    started: dict[str, Any],
+    *,
+    title: str,
+    wait: bool,
+    interval: float,
+    timeout: float,
+) -> None:
+    """After a run was started: print it, or wait for it and exit with its outcome."""
+    if not wait:
+        conn.emit(started, RUN_COLUMNS, title=title)
+        return
+    detail = wait_for_run(
+        api, started["id"], interval=interval, timeout=timeout, live=not conn.as_json
+    )
+    conn.printed_json(detail)
+    raise typer.Exit(exit_for(detail))
+
+
+@api_command(app, "trigger")
 def trigger(
-    pipeline: Annotated[str, typer.Argument(callback=uuid_arg, help="Pipeline ID.")],
+    conn: Connection,
+    pipeline: PipelineId,
     branch: Annotated[str | None, typer.Option(help="Branch (default: the repository's).")] = None,
     commit: Annotated[str | None, typer.Option(help="Commit SHA (default: branch head).")] = None,
     var: Annotated[list[str] | None, typer.Option("--var", help="NAME=VALUE, repeatable.")] = None,
@@ -154,14 +176,9 @@ def trigger(
     environment: Annotated[
         str | None, typer.Option("--env", callback=lambda v: v and uuid_arg(v), help="Env ID.")
     ] = None,
-    wait: Annotated[
-        bool, typer.Option("--wait", help="Wait; exit 0/1/2 = ok/failed/cancelled.")
-    ] = False,
+    wait: Wait = False,
     interval: Interval = 1.0,
     timeout: Timeout = 3600,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
 ) -> None:
     """Start a run of a pipeline."""
     body: dict[str, Any] = {
@@ -171,105 +188,80 @@ def trigger(
     for key, value in (("branch", branch), ("commit_sha", commit), ("environment_id", environment)):
         if value:
             body[key] = value
-    with client(api_url, api_key) as api:
+    with conn.client() as api:
         started: dict[str, Any] = run(lambda: api.post(f"/v1/pipelines/{pipeline}/runs", body))
-        if not wait:
-            emit(started, RUN_COLUMNS, as_json=as_json, title="Run started")
-            return
-        if not as_json:
+        if wait and not conn.as_json:
             err_console.print(f"Run #{started['run_number']} {started['id']}", highlight=False)
-        detail = wait_for_run(
-            api, started["id"], interval=interval, timeout=timeout, live=not as_json
+        finish(
+            conn, api, started, title="Run started", wait=wait, interval=interval, timeout=timeout
         )
-    if as_json:
-        emit(detail, (), as_json=True)
-    raise typer.Exit(exit_for(detail))
 
 
-@app.command("list")
+@api_command(app, "list")
 def list_runs(
-    pipeline: Annotated[str, typer.Argument(callback=uuid_arg, help="Pipeline ID.")],
+    conn: Connection,
+    pipeline: PipelineId,
     status: Annotated[RunStatus | None, typer.Option(help="Only runs in this status.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 50,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
 ) -> None:
     """Runs of a pipeline, newest first."""
-    with client(api_url, api_key) as api:
-        page = run(
-            lambda: api.get(
-                f"/v1/pipelines/{pipeline}/runs",
-                status=status.value if status else None,
-                limit=min(limit, 100),
-            )
+    items = conn.call(
+        lambda api: api.paginate(
+            f"/v1/pipelines/{pipeline}/runs",
+            limit=min(limit, 100),
+            most=limit,
+            status=status.value if status else None,
         )
-        items: list[dict[str, Any]] = page["items"]
-        while (cursor := page.get("next_cursor")) and len(items) < limit:
-            page = run(
-                lambda cursor=cursor: api.get(
-                    f"/v1/pipelines/{pipeline}/runs",
-                    status=status.value if status else None,
-                    cursor=cursor,
-                    limit=100,
-                )
-            )
-            items.extend(page["items"])
-    emit(items[:limit], RUN_COLUMNS, as_json=as_json, title="Runs")
+    )
+    conn.emit(items, RUN_COLUMNS, title="Runs")
 
 
-@app.command("show")
-def show(
-    run_id: RunId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False
-) -> None:
+@api_command(app, "show")
+def show(conn: Connection, run_id: RunId) -> None:
     """A run with its stage executions."""
-    with client(api_url, api_key) as api:
-        detail: dict[str, Any] = run(lambda: api.get(f"/v1/runs/{run_id}"))
-    if as_json:
-        emit(detail, (), as_json=True)
+    detail: dict[str, Any] = conn.call(lambda api: api.get(f"/v1/runs/{run_id}"))
+    if conn.printed_json(detail):
         return
     emit(detail, RUN_COLUMNS, as_json=False, title=f"Run #{detail['run_number']}")
     console.print(stage_graph(detail, _now(detail)))
 
 
-@app.command("watch")
+@api_command(app, "watch")
 def watch(
+    conn: Connection,
     run_id: RunId,
     interval: Interval = 1.0,
     timeout: Timeout = 3600,
     exit_status: Annotated[
         bool, typer.Option("--exit-status/--no-exit-status", help="Exit 1/2 if failed/cancelled.")
     ] = True,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
 ) -> None:
     """The stage graph with live statuses and durations until the run ends."""
-    with client(api_url, api_key) as api:
-        detail = wait_for_run(api, run_id, interval=interval, timeout=timeout, live=not as_json)
-    if as_json:
-        emit(detail, (), as_json=True)
+    with conn.client() as api:
+        detail = wait_for_run(
+            api, run_id, interval=interval, timeout=timeout, live=not conn.as_json
+        )
+    conn.printed_json(detail)
     code = exit_for(detail)
     if exit_status or code == EXIT_TIMEOUT:
         raise typer.Exit(code)
 
 
-@app.command("logs")
+@api_command(app, "logs", json_output=False)
 def logs(
+    conn: Connection,
     run_id: RunId,
     stage: Annotated[str | None, typer.Argument(help="Stage name (default: every stage).")] = None,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Stream new lines until the stage ends.")
     ] = False,
     attempt: Annotated[int | None, typer.Option(min=1, max=1000, help="One attempt.")] = None,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
 ) -> None:
     """A stage's log (its latest attempt), or every stage's one after the other; with
     --follow, live lines that survive dropped connections (resumed where they stopped)."""
     if stage is not None and (not stage or len(stage) > 100 or not stage.isprintable()):
         raise typer.BadParameter("1 to 100 printable characters", param_hint="STAGE")
-    with client(api_url, api_key) as api:
+    with conn.client() as api:
         names = _stage_names(api, run_id) if stage is None else [stage]
         for name in names:
             # Quoted whole: a stage name never adds path segments (`..`, `/`, `?`).
@@ -309,43 +301,30 @@ def _follow(api: ForgelineClient, path: str, attempt: int | None) -> str:
     return "unknown"
 
 
-@app.command("cancel")
-def cancel(
-    run_id: RunId, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False
-) -> None:
+@api_command(app, "cancel")
+def cancel(conn: Connection, run_id: RunId) -> None:
     """Cancel a queued or running run (its stages are stopped)."""
-    with client(api_url, api_key) as api:
-        data = run(lambda: api.post(f"/v1/runs/{run_id}/cancel", {}))
-    emit(data, RUN_COLUMNS, as_json=as_json, title="Cancel requested")
+    data = conn.call(lambda api: api.post(f"/v1/runs/{run_id}/cancel", {}))
+    conn.emit(data, RUN_COLUMNS, title="Cancel requested")
 
 
-@app.command("rerun")
+@api_command(app, "rerun")
 def rerun(
+    conn: Connection,
     run_id: RunId,
     from_failed: Annotated[
         bool, typer.Option("--from-failed", help="Reuse the stages that succeeded.")
     ] = False,
-    wait: Annotated[
-        bool, typer.Option("--wait", help="Wait; exit 0/1/2 = ok/failed/cancelled.")
-    ] = False,
+    wait: Wait = False,
     interval: Interval = 1.0,
     timeout: Timeout = 3600,
-    api_url: ApiUrl = None,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
 ) -> None:
     """Run a finished run again (same commit and variables) as a new run."""
     mode = "failed" if from_failed else "start"
-    with client(api_url, api_key) as api:
+    with conn.client() as api:
         started: dict[str, Any] = run(
             lambda: api.request("POST", f"/v1/runs/{run_id}/rerun", params={"from": mode})
         )
-        if not wait:
-            emit(started, RUN_COLUMNS, as_json=as_json, title="Rerun started")
-            return
-        detail = wait_for_run(
-            api, started["id"], interval=interval, timeout=timeout, live=not as_json
+        finish(
+            conn, api, started, title="Rerun started", wait=wait, interval=interval, timeout=timeout
         )
-    if as_json:
-        emit(detail, (), as_json=True)
-    raise typer.Exit(exit_for(detail))
