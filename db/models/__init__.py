@@ -50,6 +50,7 @@ from db.models.notifications import (
     WebhookEndpoint,
 )
 from db.models.operations import AuditLog, SystemMetric, WorkflowExecution
+from db.models.pipeline_versions import PipelineVersion
 from db.models.pipelines import (
     Artifact,
     BuildSlotClaim,
@@ -103,6 +104,7 @@ __all__ = [
     "Pipeline",
     "PipelineRun",
     "PipelineStage",
+    "PipelineVersion",
     "Plan",
     "PlanFeature",
     "Project",

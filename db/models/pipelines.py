@@ -76,6 +76,8 @@ class Pipeline(UUIDPrimaryKey, Timestamps, Base):
     # Maximum concurrent runs of this pipeline (NULL: only the organization's plan limit).
     concurrency: Mapped[int | None] = mapped_column(Integer)
     next_run_number: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    # Deleted through the API: hidden from lists and reads, starts no run; its runs are kept.
+    archived_at: Mapped[datetime | None] = mapped_column(TZ_DATETIME)
 
     stages: Mapped[list[PipelineStage]] = relationship(
         back_populates="pipeline",
@@ -181,6 +183,12 @@ class PipelineRun(UUIDPrimaryKey, Timestamps, Base):
     duration_seconds: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict[str, Any]] = json_object("metadata")
+    # The stored pipeline version the run was created under, and what it executed: that version
+    # (`stored`) or the `.forgeline.yml` of its commit (`repository`).
+    pipeline_version: Mapped[int | None] = mapped_column(Integer)
+    pipeline_source: Mapped[str] = mapped_column(
+        String(20), default="stored", server_default="stored"
+    )
 
     stage_executions: Mapped[list[StageExecution]] = relationship(
         back_populates="run", lazy="raise", passive_deletes=True
@@ -190,6 +198,7 @@ class PipelineRun(UUIDPrimaryKey, Timestamps, Base):
         UniqueConstraint("pipeline_id", "run_number"),
         check_in("status", RUN_STATUSES),
         check_in("trigger", RUN_TRIGGERS),
+        check_in("pipeline_source", ("stored", "repository")),
         CheckConstraint("run_number > 0", name="run_number_positive"),
         Index("ix_pipeline_runs_pipeline_id_created_at", "pipeline_id", "created_at", "id"),
         Index("ix_pipeline_runs_project_id_created_at", "project_id", "created_at", "id"),
