@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -200,3 +201,32 @@ def parse_sse(text: str) -> list[tuple[str | None, str | None, str]]:
         if ev_type or data:
             events.append((ev_id, ev_type, "\n".join(data)))
     return events
+
+
+class Collected:
+    """A stage's output as a runner streams it, kept in memory."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    async def __call__(self, chunk: bytes) -> None:
+        self.data.extend(chunk)
+
+    @property
+    def text(self) -> str:
+        return self.data.decode()
+
+
+async def process_gone(runner: Runner, name: str) -> bool:
+    if runner.kind == "docker":
+        return runner.engine.get(name) is None  # type: ignore[attr-defined]
+    marker = f"FORGELINE_PROCESS={name}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                return False
+        except OSError:
+            continue
+    return True

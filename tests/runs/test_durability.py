@@ -23,12 +23,12 @@ from tests.runs.helpers import (
     log_text,
     make_pipeline,
     pipeline_worker,
+    process_gone,
     run_row,
     stage,
     start,
     wait_for,
 )
-from tests.runs.test_pipeline_run import process_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNT_SCRIPT = 'i=0; while [ $i -lt 40 ]; do echo "line-$i"; i=$((i+1)); sleep 0.1; done'

@@ -24,9 +24,8 @@ from infra.runners import Runner, StageProcess
 from infra.runners.cgroups import Cgroups
 from infra.runners.sandbox_runner import SandboxRunner
 from infra.runners.sandbox_workspace import workspace_usage
+from tests.runs.helpers import Collected, process_gone
 from tests.runs.sandbox import sandbox_runner
-from tests.runs.test_pipeline_run import process_gone
-from tests.runs.test_runners import Collected
 
 MARKER = f"hostile-marker-{uuid.uuid4().hex}"
 

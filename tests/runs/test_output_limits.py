@@ -33,13 +33,13 @@ from tests.runs.helpers import (
     log_text,
     make_pipeline,
     pipeline_worker,
+    process_gone,
     run_row,
     stage,
     start,
     wait_for,
 )
 from tests.runs.sandbox import sandbox_runner
-from tests.runs.test_pipeline_run import process_gone
 
 # An endless flood of short lines, and one of a single endless line.
 FLOOD = "yes 'flood flood flood flood flood flood flood'"

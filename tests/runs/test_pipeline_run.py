@@ -24,6 +24,7 @@ from tests.runs.helpers import (
     log_text,
     make_pipeline,
     pipeline_worker,
+    process_gone,
     run_row,
     stage,
     start,
@@ -189,21 +190,6 @@ async def test_retries_flaky_exit_codes_only(ctx) -> None:
     assert result.status == "failed"
     rows = await executions(ctx["session_maker"], run.id)
     assert [r.attempt for r in rows] == [1, 2]  # retry_count=1: exactly one retry
-
-
-async def process_gone(runner: Runner, name: str) -> bool:
-    if runner.kind == "docker":
-        return runner.engine.get(name) is None  # type: ignore[attr-defined]
-    marker = f"FORGELINE_PROCESS={name}".encode()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if marker in (proc / "environ").read_bytes().split(b"\0"):
-                return False
-        except OSError:
-            continue
-    return True
 
 
 async def test_cancel_mid_stage_kills(ctx) -> None:

@@ -25,13 +25,13 @@ from tests.runs.helpers import (
     log_text,
     make_pipeline,
     pipeline_worker,
+    process_gone,
     run_row,
     stage,
     start,
     wait_for,
 )
 from tests.runs.sandbox import sandbox_runner
-from tests.runs.test_pipeline_run import process_gone
 
 
 async def set_project_variable(session_maker, settings, pipeline_id, value: str) -> None:

@@ -13,18 +13,7 @@ import pytest
 from infra.containers import ContainerEngine, ImageUnavailable
 from infra.runners import Runner, StageProcess, process_name, process_prefix
 from infra.runners.docker_runner import DockerRunner
-
-
-class Collected:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    async def __call__(self, chunk: bytes) -> None:
-        self.data.extend(chunk)
-
-    @property
-    def text(self) -> str:
-        return self.data.decode()
+from tests.runs.helpers import Collected
 
 
 def spec(tmp_path: Path, script: str, *, name: str = "fl-r1-build-1", timeout: float = 20, **kw):
