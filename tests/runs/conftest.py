@@ -16,7 +16,9 @@ from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
 from infra.containers import ContainerEngine
 from infra.runners import Runner
 from infra.runners.docker_runner import DockerRunner
+from infra.runners.sandbox_runner import SandboxRunner
 from tests.runs.helpers import pipeline_worker
+from tests.runs.hostile import Listener
 from tests.runs.images import connect_engine, ensure_busybox_image
 from tests.runs.sandbox import sandbox_runner
 
@@ -74,3 +76,19 @@ async def worker(
         temporal_client, PIPELINES_TASK_QUEUE, settings, session_maker, runner
     ) as w:
         yield w
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    """A loopback TCP listener of the test's own, counting what reaches it."""
+    server = Listener()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path) -> AsyncIterator[SandboxRunner]:
+    """A sandbox runner that checks its stages' disk use every 0.2 s."""
+    runner = sandbox_runner(tmp_path / "state", disk_check_seconds=0.2)
+    yield runner
+    await runner.close()
