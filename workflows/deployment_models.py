@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -209,8 +210,10 @@ class ReleaseResult(_Model):
     monthly_cost: str | None = None
 
 
-class HealthRequest(_Model):
-    deployment_id: str
+class ProbeTarget(_Model):
+    """Where a released deployment answers and how its health is judged: the same for the
+    release's verification and for the monitor that keeps probing it."""
+
     provider: str
     url: str
     container_name: str | None = None
@@ -218,6 +221,14 @@ class HealthRequest(_Model):
     bucket_name: str | None = None
     region: str = "us-east-1"
     policy: HealthCheckPolicy = Field(default_factory=HealthCheckPolicy)
+
+    def probe_target(self) -> dict[str, Any]:
+        """The target's fields alone, to build another payload that probes the same release."""
+        return {name: getattr(self, name) for name in ProbeTarget.model_fields}
+
+
+class HealthRequest(ProbeTarget):
+    deployment_id: str
     # Monitor probes record results but never need N passes.
     single_probe: bool = False
 
@@ -290,17 +301,10 @@ class UsageRequest(_Model):
     project_id: str
 
 
-class MonitorInput(_Model):
+class MonitorInput(ProbeTarget):
     deployment_id: str
     environment_id: str
     organization_id: str
-    provider: str
-    url: str
-    container_name: str | None = None
-    static_prefix: str | None = None
-    bucket_name: str | None = None
-    region: str = "us-east-1"
-    policy: HealthCheckPolicy = Field(default_factory=HealthCheckPolicy)
     interval_seconds: float = 60.0
     checks_done: int = 0
     consecutive_failures: int = 0

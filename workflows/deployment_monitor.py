@@ -55,15 +55,7 @@ class DeploymentMonitorWorkflow:
                 return self._checks
             verdict = await MONITOR_PROBE.execute(
                 HealthRequest(
-                    deployment_id=inp.deployment_id,
-                    provider=inp.provider,
-                    url=inp.url,
-                    container_name=inp.container_name,
-                    static_prefix=inp.static_prefix,
-                    bucket_name=inp.bucket_name,
-                    region=inp.region,
-                    policy=inp.policy,
-                    single_probe=True,
+                    deployment_id=inp.deployment_id, single_probe=True, **inp.probe_target()
                 ),
                 start_to_close_timeout=timedelta(seconds=inp.policy.request_timeout_seconds + 30),
                 retry_policy=MONITOR_RETRY,
