@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models.billing import Plan, PlanFeature
 
+MIB = 1024 * 1024
+
 # Unit prices beyond the included quantities (same figures as the invoice arithmetic).
 STANDARD_OVERAGE = {
     "overage_build_minute_price": Decimal("0.02"),
@@ -65,6 +67,8 @@ def _features(
     preview_deployments: bool,
     rollback: bool,
     advanced_caching: bool,
+    stage_log_max_bytes: int | None,
+    run_disk_mb: int | None,
 ) -> dict[str, FeatureSpec]:
     return {
         "team_members": FeatureSpec(team_members),
@@ -75,6 +79,10 @@ def _features(
         "preview_deployments": FeatureSpec(enabled=preview_deployments),
         "rollback": FeatureSpec(enabled=rollback),
         "advanced_caching": FeatureSpec(enabled=advanced_caching),
+        # Per stage attempt and per run; None = the operator's caps (FORGELINE_STAGE_LOG_MAX_BYTES,
+        # FORGELINE_BUILD_DISK_MB), which also bound every plan's value.
+        "stage_log_max_bytes": FeatureSpec(stage_log_max_bytes),
+        "run_disk_mb": FeatureSpec(run_disk_mb),
     }
 
 
@@ -105,6 +113,8 @@ PLANS: tuple[PlanSpec, ...] = (
             preview_deployments=False,
             rollback=True,
             advanced_caching=False,
+            stage_log_max_bytes=4 * MIB,
+            run_disk_mb=2048,
         ),
     ),
     PlanSpec(
@@ -131,6 +141,8 @@ PLANS: tuple[PlanSpec, ...] = (
             preview_deployments=True,
             rollback=True,
             advanced_caching=False,
+            stage_log_max_bytes=16 * MIB,
+            run_disk_mb=5120,
         ),
     ),
     PlanSpec(
@@ -157,6 +169,8 @@ PLANS: tuple[PlanSpec, ...] = (
             preview_deployments=True,
             rollback=True,
             advanced_caching=True,
+            stage_log_max_bytes=64 * MIB,
+            run_disk_mb=10240,
         ),
     ),
     PlanSpec(
@@ -184,6 +198,8 @@ PLANS: tuple[PlanSpec, ...] = (
             preview_deployments=True,
             rollback=True,
             advanced_caching=True,
+            stage_log_max_bytes=None,
+            run_disk_mb=None,
         ),
     ),
 )

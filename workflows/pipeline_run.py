@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         PipelineRunInput,
         ReusableStage,
         ReuseStageInput,
+        RunLimits,
         RunPlan,
         RunStarted,
         RunStatusView,
@@ -91,6 +92,7 @@ class PipelineRunWorkflow:
         self.on_build_hosts = False
         # Resolved by the control plane when the run started; only in (encrypted) payloads.
         self.variables: RunVariables | None = None
+        self.limits: RunLimits | None = None
 
     @workflow.signal(name=GRANT_SIGNAL)
     def grant(self, grant: SlotGrant) -> None:
@@ -149,6 +151,7 @@ class PipelineRunWorkflow:
                     commit_sha=plan.commit_sha,
                     changed_paths=plan.changed_paths,
                     variables=plan.variables,
+                    limits=plan.limits,
                 )
             elif plan.has_repository:
                 # A clone is long and heartbeats: a regular activity.
@@ -169,6 +172,8 @@ class PipelineRunWorkflow:
                     retry_policy=BOOKKEEPING,
                 )
             self.variables = checkout.variables
+            # As the plan stood when the run started (a run queued before an upgrade gets it).
+            self.limits = checkout.limits or plan.limits
             status = await self._run_stages(inp, plan, checkout)
         except asyncio.CancelledError:
             status = RunStatus.CANCELLED
@@ -320,6 +325,7 @@ class PipelineRunWorkflow:
                     run_number=plan.run_number,
                     finish=finish,
                     variables=variables,
+                    limits=self.limits,
                 ),
                 task_queue=queue,
                 start_to_close_timeout=timedelta(seconds=stage.timeout_seconds) + STAGE_GRACE,

@@ -66,6 +66,15 @@ class StageSpec(_Model):
     spec_hash: str = ""
 
 
+class RunLimits(_Model):
+    """The run's plan limits, read when the run starts (None: the operator's cap applies)."""
+
+    # Log bytes one stage attempt keeps.
+    log_max_bytes: int | None = None
+    # Disk the run may take: its workspace and its stages' log spools together.
+    disk_mb: int | None = None
+
+
 class ResolvedVariables(_Model):
     """One stage's variables, decrypted by the control plane for the build host that runs it.
 
@@ -147,6 +156,8 @@ class RunPlan(_Model):
     build_task_queue: str | None = None
     # Set when preparing also started the run (else the checkout's result carries them).
     variables: RunVariables | None = None
+    # The plan's limits when the run was prepared (a queued run reads them again at start).
+    limits: RunLimits | None = None
 
 
 class RunStarted(_Model):
@@ -172,6 +183,8 @@ class CheckoutResult(_Model):
     changed_paths: list[str] | None = None
     # The run's variables, resolved when it started (build hosts cannot decrypt them).
     variables: RunVariables | None = None
+    # The plan's limits as they stood when the run started (None: a run from before them).
+    limits: RunLimits | None = None
 
 
 class FinishRunInput(_Model):
@@ -197,6 +210,8 @@ class StageInput(_Model):
     finish: FinishRunInput | None = None
     # The stage's resolved variables (None: a run from before build hosts, or none at all).
     variables: ResolvedVariables | None = None
+    # The run's plan limits (None: the operator's caps only).
+    limits: RunLimits | None = None
 
 
 class StageResult(_Model):

@@ -20,6 +20,7 @@ from core.billing.metering import record_usage_on
 from core.integrations.commit_status import announce_run_status
 from core.runs import build_slots, finishing, run_records
 from core.runs.plan import load_plan, slot_limit_for_key
+from core.runs.run_limits import remove_empty_spool_dir, run_spool_dir
 from core.runs.slot_grants import SlotGrants
 from core.runs.stage_records import record_never_opened
 from db.models.projects import Repository
@@ -142,12 +143,17 @@ class RunActivities:
         if repo is None:
             workspace.mkdir(parents=True, exist_ok=True)
             return CheckoutResult(
-                commit_sha=inp.commit_sha, changed_paths=changed, variables=variables
+                commit_sha=inp.commit_sha,
+                changed_paths=changed,
+                variables=variables,
+                limits=started.limits,
             )
         commit = await self._checkout(repo, workspace, inp)
         async with session_scope(self.session_maker) as session:
             await run_records.set_run_status(session, inp.run_id, commit_sha=commit)
-        return CheckoutResult(commit_sha=commit, changed_paths=changed, variables=variables)
+        return CheckoutResult(
+            commit_sha=commit, changed_paths=changed, variables=variables, limits=started.limits
+        )
 
     async def _mark_started(
         self,
@@ -222,6 +228,7 @@ class RunActivities:
         # The final status as recorded goes to the commit of a forge event's run (never raises).
         await announce_run_status(self.temporal, self.session_maker, inp.run_id)
         await finishing.remove_workspace(run_workspace(self.settings, inp.run_id))
+        remove_empty_spool_dir(run_spool_dir(self.settings.data_dir, inp.run_id))
 
     async def _close_run(self, inp: FinishRunInput) -> None:
         async with driver_connection(self.session_maker) as conn:

@@ -28,6 +28,13 @@ from core.runs import stage_records as projections
 from core.runs import stage_retries
 from core.runs.failure_classes import FailureSignals
 from core.runs.log_capture import LogCapture, LogChunk, OutputPace
+from core.runs.run_limits import (
+    RunDiskWatch,
+    disk_quota_marker,
+    run_disk_mb,
+    run_spool_dir,
+    stage_log_limit,
+)
 from db.session import driver_connection, session_scope
 from forgeline.secret_masking import SecretMasker
 from forgeline.settings import Settings
@@ -135,16 +142,21 @@ class StageActivities:
             await ride_out("storing a log chunk", store)
             chunk_seq += 1
 
-        spool = self.settings.data_dir / "spool" / f"{exec_id}.log"
-        # The pipeline may keep less log than the operator allows, never more.
-        log_limit = min(
-            self.settings.stage_log_max_bytes,
-            stage.log_max_bytes or self.settings.stage_log_max_bytes,
+        spool_dir = run_spool_dir(self.settings.data_dir, inp.run_id)
+        # The plan and the pipeline may keep less log than the operator allows, never more.
+        log_limit = stage_log_limit(
+            self.settings.stage_log_max_bytes, inp.limits, stage.log_max_bytes
         )
-        log_full = asyncio.Event()
+        stop = asyncio.Event()  # the log limit (when it fails the stage) or the run's disk
         capture = LogCapture(
-            sink, SecretMasker(secrets), spool, limit_bytes=log_limit, on_limit=log_full.set
+            sink,
+            SecretMasker(secrets),
+            spool_dir / f"{exec_id}.log",
+            limit_bytes=log_limit,
+            on_limit=stop.set if stage.on_log_limit == "fail" else None,
         )
+        disk_mb = run_disk_mb(self.settings.build_disk_mb, inp.limits)
+        disk = RunDiskWatch(workspace, spool_dir, disk_mb, stop.set)
 
         pace = OutputPace(self.settings.stage_log_rate_bytes)
 
@@ -172,20 +184,21 @@ class StageActivities:
             cpus=stage.cpus,
             memory_mb=stage.memory_mb,
             pids_limit=stage.pids_limit,
+            disk_mb=disk_mb,
             network=stage.network_enabled,
             labels={"forgeline.run_id": inp.run_id, "forgeline.stage": stage.name},
         )
         beat = asyncio.create_task(heartbeat())
+        watch = asyncio.create_task(disk.watch())
 
         async def stop_beat() -> None:
             beat.cancel()
-            await asyncio.gather(beat, return_exceptions=True)
+            watch.cancel()
+            await asyncio.gather(beat, watch, return_exceptions=True)
 
         clock = time.monotonic()
         try:
-            outcome = await self._run_while_opening(
-                process, on_output, opening, log_full if stage.on_log_limit == "fail" else None
-            )
+            outcome = await self._run_while_opening(process, on_output, opening, stop)
         except asyncio.CancelledError:
             closing = self.closer.close(
                 inp,
@@ -219,7 +232,11 @@ class StageActivities:
         status = StageStatus.SUCCESS
         error: str | None = None
         log_limit_reached = False
-        if outcome is None or (capture.truncated and stage.on_log_limit == "fail"):
+        if outcome is None and disk.over:
+            status = StageStatus.FAILED
+            error = f"stage stopped: the run's workspace and logs reached {disk_mb} MB"
+            capture.note(disk_quota_marker(disk_mb))
+        elif outcome is None or (capture.truncated and stage.on_log_limit == "fail"):
             status = StageStatus.FAILED
             error = f"stage stopped: its log reached the limit of {log_limit} bytes"
             log_limit_reached = True

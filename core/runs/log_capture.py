@@ -279,7 +279,8 @@ class OutputPace:
 def truncation_marker(limit: int) -> str:
     return (
         f"forgeline: log truncated: the stage's output reached the log limit of {limit} bytes "
-        "(FORGELINE_STAGE_LOG_MAX_BYTES or the pipeline's limits.log_max_bytes); "
+        "(the smallest of FORGELINE_STAGE_LOG_MAX_BYTES, the plan's stage_log_max_bytes and "
+        "the pipeline's limits.log_max_bytes); "
         "the rest of its output was dropped"
     )
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from core.runs.run_limits import plan_limits_sql, run_limits
 from forgeline.statuses.runs import PreviousStageRule
 from workflows.runs_models import ReusableStage, RunPlan, StageConditions, StageSpec
 
@@ -126,7 +127,8 @@ def concurrent_builds(
 
 
 # The run, its pipeline's policy and config, whether the project has a repository, the
-# organization's settings, the stages in order and the plan's build limit, in one round trip.
+# organization's settings, the stages in order, the plan's build limit and its log and disk
+# limits (core/runs/run_limits.py), in one round trip.
 # The organization's concurrent-builds limit: the live subscription's plan wins over the free
 # plan. `{org}` is the column naming the organization (a constant of this module, never input).
 _LIMIT_LATERAL = """
@@ -150,13 +152,15 @@ SELECT r.run_number, r.pipeline_id, r.project_id, r.organization_id, r.branch, r
        EXISTS (SELECT 1 FROM repositories repo WHERE repo.project_id = r.project_id),
        COALESCE((SELECT jsonb_agg(to_jsonb(s) ORDER BY s.position, s.name)
                  FROM pipeline_stages s WHERE s.pipeline_id = r.pipeline_id), '[]'::jsonb),
-       lim.found, lim.limit_value
+       lim.found, lim.limit_value, {run_limits}
 FROM pipeline_runs r
 JOIN pipelines p ON p.id = r.pipeline_id
 LEFT JOIN organizations o ON o.id = r.organization_id
 {limit} ON r.organization_id IS NOT NULL
 WHERE r.id = $1
-""".format(limit=_LIMIT_LATERAL.format(org="r.organization_id"))  # noqa: S608 (constants)
+""".replace("{limit}", _LIMIT_LATERAL.format(org="r.organization_id")).replace(
+    "{run_limits}", plan_limits_sql("r.organization_id")
+)
 
 # An organization's limit as it stands now (the same resolution as _PLAN's): read again where a
 # claim is made, so a plan change applies to runs that were queued before it.
@@ -240,6 +244,7 @@ async def load_plan(conn: asyncpg.Connection, run_id: str) -> RunPlan | None:
         stages,
         plan_found,
         plan_limit,
+        limits,
     ) = row
     pipeline = {"retry_policy": retry_policy, "config": config}
     specs = [stage_spec(stage, pipeline) for stage in stages]
@@ -259,4 +264,5 @@ async def load_plan(conn: asyncpg.Connection, run_id: str) -> RunPlan | None:
             organization_id, org_settings, (plan_limit,) if plan_found else None
         ),
         status=status,
+        limits=run_limits(limits),
     )

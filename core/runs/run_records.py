@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.runs.run_limits import plan_limits_sql, run_limits
 from db.models.pipelines import PipelineRun
+from workflows.runs_models import RunLimits
 
 # The variables a run's stages see, as stored (secret values still encrypted): the run's own, its
 # project's and each of its project's environments' (`r`: the run, `p`: its project), and which
@@ -57,8 +59,10 @@ WITH run AS (
         updated_at = now()
     RETURNING 1
 )
-SELECT project_id, metadata, variables_snapshot FROM run
-""".replace("{RUN_VARIABLES}", _RUN_VARIABLES)
+SELECT project_id, metadata, variables_snapshot, {PLAN_LIMITS} FROM run
+""".replace("{RUN_VARIABLES}", _RUN_VARIABLES).replace(
+    "{PLAN_LIMITS}", plan_limits_sql("run.organization_id")
+)
 
 _FINISH_RUN = """
 WITH run AS (
@@ -94,6 +98,8 @@ class StartedRun:
     project_id: uuid.UUID
     metadata: dict[str, Any]
     variables: dict[str, Any]
+    # The plan's limits as they stand when the run starts (a queued run sees a plan change).
+    limits: RunLimits = field(default_factory=RunLimits)
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,12 @@ async def mark_run_started(
     )
     if row is None:
         return None
-    return StartedRun(project_id=row[0], metadata=row[1] or {}, variables=row[2] or {})
+    return StartedRun(
+        project_id=row[0],
+        metadata=row[1] or {},
+        variables=row[2] or {},
+        limits=run_limits(row[3]),
+    )
 
 
 async def finish_run(
