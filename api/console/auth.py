@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.accounts import security
 from core.accounts.authentication import authenticate_bearer
+from core.accounts.memberships import Membership, organizations_of
 from core.principal import Principal
 from forgeline.errors import Unauthorized
 
@@ -36,6 +37,7 @@ class CsrfRejected(Exception):
 class ConsoleUser:
     principal: Principal
     token: str
+    organizations: tuple[Membership, ...] = field(default=())
 
     @property
     def csrf(self) -> str:
@@ -119,4 +121,7 @@ async def console_user(request: Request, session: AsyncSession) -> ConsoleUser:
     except Unauthorized as exc:
         raise SignInRequired() from exc
     request.state.principal = principal
-    return ConsoleUser(principal=principal, token=token)
+    memberships: tuple[Membership, ...] = ()
+    if principal.user_id is not None:
+        memberships = tuple(await organizations_of(session, principal.user_id))
+    return ConsoleUser(principal=principal, token=token, organizations=memberships)

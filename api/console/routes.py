@@ -22,9 +22,12 @@ from api.console.auth import (
     set_login_csrf_cookie,
     set_session_cookie,
 )
+from api.console.billing import router as billing_router
 from api.console.deployments import router as deployments_router
+from api.console.members import router as members_router
 from api.console.pages import HERE, error_page, form_fields, page, parse_id, require_scope
 from api.console.pipelines import router as pipelines_router
+from api.console.projects import router as projects_router
 from api.console.runs import router as runs_router
 from api.deps import AccountContextDep, SessionDep
 from core.accounts import sessions
@@ -221,7 +224,10 @@ def install_console(app: FastAPI) -> None:
 
     app.add_exception_handler(SignInRequired, sign_in)
     app.add_exception_handler(CsrfRejected, csrf)
+    app.include_router(projects_router)  # before /projects/{project_id}: /projects/new
     app.include_router(router)
+    app.include_router(billing_router)
+    app.include_router(members_router)
     app.include_router(deployments_router)
     app.include_router(runs_router)
     app.include_router(pipelines_router)
