@@ -1,29 +1,35 @@
-"""Shared setup for deployment workflow/API tests: rows, activities, worker, waiting."""
+"""Shared setup for deployment workflow/API tests: rows, activities, worker, waiting; people and
+API keys of an organization, protected environments and deployments awaiting approval."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.deployments.activities import DeploymentActivities
 from activities.deployments.registration import WORKFLOWS
+from core.accounts.scopes import ALL_SCOPES
 from core.deployments import repository, service
+from db.models.accounts import OrganizationMember, User
 from db.models.deployments import Deployment
+from db.models.pipelines import Pipeline, PipelineRun
 from db.models.projects import Environment, Project
 from db.session import session_scope
 from forgeline.local_paths import organization_roots
 from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
 from infra.storage import LocalObjectStore
+from workflows.deployment import deployment_workflow_id
 from workflows.deployment_models import DeploymentSource
 
 FAST_HEALTH = {
@@ -183,3 +189,116 @@ def org_sources(settings: Settings, organization_id: uuid.UUID | str) -> Path:
     path = organization_roots(settings, organization_id)[0] / uuid.uuid4().hex
     path.mkdir(parents=True)
     return path
+
+
+# Already published files: the deployment needs no build (nothing here is about building).
+PUBLISHED = DeploymentSource(version="v1", static_prefix="deployments/none/site")
+
+
+async def add_member(
+    session_maker: Any, org_id: uuid.UUID, role: str
+) -> tuple[uuid.UUID, dict[str, str]]:
+    """Another person in the organization, with an API key of their own."""
+    from core.accounts.keys import insert_api_key
+
+    async with session_scope(session_maker) as session:
+        user = User(id=uuid.uuid4(), email=f"{role}-{uuid.uuid4().hex[:8]}@example.com", name=role)
+        session.add(user)
+        await session.flush()
+        session.add(OrganizationMember(organization_id=org_id, user_id=user.id, role=role))
+        _key, raw = await insert_api_key(
+            session,
+            organization_id=org_id,
+            created_by_user_id=user.id,
+            name=f"{role} key",
+            scopes=sorted(ALL_SCOPES),
+        )
+    return user.id, {"Authorization": f"Bearer {raw}"}
+
+
+async def another_key(session_maker: Any, org_id: uuid.UUID, user_id: uuid.UUID) -> dict[str, str]:
+    from core.accounts.keys import insert_api_key
+
+    async with session_scope(session_maker) as session:
+        _key, raw = await insert_api_key(
+            session,
+            organization_id=org_id,
+            created_by_user_id=user_id,
+            name="another",
+            scopes=sorted(ALL_SCOPES),
+        )
+    return {"Authorization": f"Bearer {raw}"}
+
+
+async def protect(session_maker: Any, env_id: uuid.UUID, required: int) -> None:
+    async with session_scope(session_maker) as session:
+        await session.execute(
+            update(Environment)
+            .where(Environment.id == env_id)
+            .values(is_protected=True, required_approvals=required)
+        )
+
+
+async def protected_environment(
+    session_maker: async_sessionmaker[AsyncSession], org_id: uuid.UUID, required: int
+) -> uuid.UUID:
+    """A static environment of a new project whose deployments need `required` approvals."""
+    _, env_id = await make_environment(session_maker, org_id, provider="static")
+    await protect(session_maker, env_id, required)
+    return env_id
+
+
+async def request_deployment(
+    session_maker: Any,
+    client: Any,
+    org_id: uuid.UUID,
+    env_id: uuid.UUID,
+    task_queue: str,
+    *,
+    user_id: uuid.UUID | None = None,
+    api_key_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    async with session_scope(session_maker) as session:
+        env, project = await repository.environment_for(session, org_id, env_id)
+        deployment, inp = await service.create_deployment(
+            session,
+            env,
+            project,
+            PUBLISHED,
+            triggered_by_user_id=user_id,
+            triggered_by_api_key_id=api_key_id,
+        )
+    await service.start_workflow(client, inp, task_queue=task_queue)
+    await wait_status(session_maker, deployment.id, ("awaiting_approval",))
+    return deployment.id
+
+
+async def stop(client: Any, deployment_id: uuid.UUID) -> None:
+    handle = client.get_workflow_handle(deployment_workflow_id(str(deployment_id)))
+    with contextlib.suppress(Exception):
+        await handle.terminate("test over")
+
+
+async def make_pipeline_run(
+    session_maker: async_sessionmaker[AsyncSession],
+    org_id: uuid.UUID,
+    project_id: uuid.UUID,
+    **fields: Any,
+) -> PipelineRun:
+    """A pipeline of the project with one run row (number 1) as `fields` describe it."""
+    async with session_scope(session_maker) as session:
+        pipeline = Pipeline(
+            id=uuid.uuid4(), project_id=project_id, organization_id=org_id, name="p"
+        )
+        session.add(pipeline)
+        await session.flush()
+        run = PipelineRun(
+            id=uuid.uuid4(),
+            pipeline_id=pipeline.id,
+            organization_id=org_id,
+            project_id=project_id,
+            run_number=1,
+            **fields,
+        )
+        session.add(run)
+    return run

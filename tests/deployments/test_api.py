@@ -13,13 +13,13 @@ from sqlalchemy import select
 
 from core.accounts.scopes import ALL_SCOPES
 from db.models.operations import AuditLog
-from db.models.pipelines import Pipeline, PipelineRun
 from db.session import session_scope
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE
 from infra.deploy_containers import DockerReleaser
 from tests.deployments.helpers import (
     make_activities,
     make_environment,
+    make_pipeline_run,
     org_sources,
     running_worker,
 )
@@ -252,21 +252,7 @@ async def test_bad_input_is_a_clear_4xx(api_client, session_maker, tmp_path):
         await api_client.post(url, json={"version": "1", "bogus": 1}, headers=org.headers)
     ).status_code == 422
     # A failed pipeline run cannot be deployed.
-    async with session_scope(session_maker) as session:
-        pipeline = Pipeline(
-            id=uuid.uuid4(), project_id=project_id, organization_id=org.org_id, name="p"
-        )
-        session.add(pipeline)
-        await session.flush()
-        run = PipelineRun(
-            id=uuid.uuid4(),
-            pipeline_id=pipeline.id,
-            organization_id=org.org_id,
-            project_id=project_id,
-            run_number=1,
-            status="failed",
-        )
-        session.add(run)
+    run = await make_pipeline_run(session_maker, org.org_id, project_id, status="failed")
     r = await api_client.post(url, json={"pipeline_run_id": str(run.id)}, headers=org.headers)
     assert r.status_code == 409 and "only a successful run" in r.text
     r = await api_client.post(url, json={"pipeline_run_id": str(uuid.uuid4())}, headers=org.headers)
