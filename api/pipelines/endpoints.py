@@ -1,12 +1,12 @@
-"""/v1 routes of pipelines: per-project list, detail with stages, edit of triggers and status,
-delete, YAML export."""
+"""/v1 routes of pipelines: per-project list, detail with stages (or its YAML document), edit of
+name, triggers, variables and status, archive, export (documents and versions: documents.py)."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from api.audit import origin_of
 from api.deps import (
@@ -18,9 +18,11 @@ from api.deps import (
     require_scope,
 )
 from api.pagination import CursorParam, LimitParam, Page, build_page
+from api.pipelines import documents
 from api.pipelines.schemas import PipelineDetail, PipelineOut, PipelineStageOut, PipelineUpdate
 from core.audit.service import write_audit
 from core.pipelines import service
+from core.pipelines.stored import document_of
 from db.models.pipelines import Pipeline, PipelineStage
 from forgeline.pipeline_export import ExportFormat
 
@@ -34,6 +36,8 @@ _PROBLEMS: dict[int | str, dict[str, str]] = {
     422: {"description": "Validation failed"},
 }
 FILENAMES = {"github-actions": "forgeline.yml", "gitlab-ci": ".gitlab-ci.yml"}
+# Documents, versions and the schema: one router for the app to include.
+router.include_router(documents.router)
 
 
 def _detail(pipeline: Pipeline, stages: list[PipelineStage]) -> PipelineDetail:
@@ -62,12 +66,28 @@ async def list_pipelines(
     )
 
 
-@router.get("/pipelines/{pipeline_id}", responses=_PROBLEMS)
+@router.get(
+    "/pipelines/{pipeline_id}",
+    responses={**_PROBLEMS, 200: {"content": {"application/yaml": {}}}},
+)
 async def get_pipeline(
-    pipeline_id: uuid.UUID, session: SessionDep, principal: Reader
-) -> PipelineDetail:
-    pipeline = await service.get_pipeline(session, principal, pipeline_id)
-    return _detail(pipeline, await service.stages_of(session, pipeline.id))
+    pipeline_id: uuid.UUID,
+    session: SessionDep,
+    principal: Reader,
+    response: Response,
+    accept: Annotated[str | None, Header()] = None,
+    include_archived: bool = False,
+) -> Any:
+    """The pipeline with its stages, or (`Accept: application/yaml`) its definition in
+    Forgeline's pipeline format; the ETag names its version (for `If-Match`)."""
+    pipeline = await service.get_pipeline(
+        session, principal, pipeline_id, include_archived=include_archived
+    )
+    stages = await service.stages_of(session, pipeline.id)
+    if documents.wants_yaml(accept):
+        return documents.document_response(document_of(pipeline, stages), pipeline.version)
+    response.headers["ETag"] = documents.etag(pipeline.version)
+    return _detail(pipeline, stages)
 
 
 @router.patch("/pipelines/{pipeline_id}", responses=_PROBLEMS)
@@ -78,11 +98,21 @@ async def update_pipeline(
     principal: Writer,
     temporal: TemporalDep,
     request: Request,
+    if_match: Annotated[str | None, Header()] = None,
 ) -> PipelineDetail:
-    """Replace the triggers (validated, stored normalized) and/or the status; each `schedule`
-    entry becomes a Temporal Schedule, paused while the pipeline is."""
+    """Replace the name, triggers (validated, stored normalized) or variables (each a new
+    version) and/or the status; each `schedule` entry becomes a Temporal Schedule, paused while
+    the pipeline is. With `If-Match`, a pipeline changed since is a 409."""
     pipeline = await service.update_pipeline(
-        session, temporal, principal, pipeline_id, triggers=body.triggers, status=body.status
+        session,
+        temporal,
+        principal,
+        pipeline_id,
+        triggers=body.triggers,
+        status=body.status,
+        name=body.name,
+        variables=body.variables,
+        expected_version=documents.parse_if_match(if_match),
     )
     await write_audit(
         session, principal, origin_of(request), "pipeline.update", "pipeline", pipeline.id
@@ -100,6 +130,8 @@ async def delete_pipeline(
     temporal: TemporalDep,
     request: Request,
 ) -> Response:
+    """Archive the pipeline: gone from lists and reads (`include_archived=true` still reads
+    it), no new runs; its runs and versions are kept."""
     await service.delete_pipeline(session, temporal, principal, pipeline_id)
     await write_audit(
         session, principal, origin_of(request), "pipeline.delete", "pipeline", pipeline_id

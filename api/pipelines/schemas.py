@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.integrations.triggers import Triggers
+from core.pipelines.document import VariableName, VariableValue
 
 
 class PipelineStageOut(BaseModel):
@@ -45,6 +46,7 @@ class PipelineOut(BaseModel):
     triggers: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    archived_at: datetime | None = None
 
 
 class PipelineDetail(PipelineOut):
@@ -54,10 +56,38 @@ class PipelineDetail(PipelineOut):
 
 
 class PipelineUpdate(BaseModel):
-    """PATCH body: the fields given are replaced (triggers as a whole)."""
+    """PATCH body: the fields given are replaced (triggers and variables as a whole); a change
+    of name, triggers or variables is a new version."""
 
     model_config = ConfigDict(extra="forbid")
 
+    name: str | None = Field(default=None, min_length=1, max_length=255)
     triggers: Triggers | None = None
+    variables: dict[VariableName, VariableValue] | None = Field(default=None, max_length=200)
     # Paused pipelines start no runs and their schedules are paused.
     status: Literal["active", "paused"] | None = None
+
+
+class PipelineVersionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    version: int
+    change: str
+    author_user_id: uuid.UUID | None
+    author_api_key_id: uuid.UUID | None
+    agent_task_id: uuid.UUID | None
+    created_at: datetime
+    # The whole document (in the read of one version).
+    spec: dict[str, Any] | None = None
+
+
+class VersionPage(BaseModel):
+    items: list[PipelineVersionOut]
+    # Pass as `before` for the next (older) page.
+    next_before: int | None = None
+
+
+class VersionDiffOut(BaseModel):
+    from_version: int
+    to_version: int
+    diff: str

@@ -26,6 +26,8 @@ def run_out(run: PipelineRun) -> RunOut:
         duration_seconds=run.duration_seconds,
         error=run.error,
         created_at=run.created_at,
+        pipeline_version=run.pipeline_version,
+        pipeline_source=run.pipeline_source,
     )
 
 

@@ -71,6 +71,10 @@ class RunOut(BaseModel):
     duration_seconds: int | None
     error: str | None
     created_at: datetime
+    # The pipeline version the run was created under, and what it executed: that version
+    # (`stored`) or the `.forgeline.yml` of its commit (`repository`).
+    pipeline_version: int | None = None
+    pipeline_source: str = "stored"
 
 
 class RunDetailOut(RunOut):

@@ -14,14 +14,20 @@ from db.models.projects import Project
 
 
 async def get(
-    session: AsyncSession, organization_id: uuid.UUID, pipeline_id: uuid.UUID
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    pipeline_id: uuid.UUID,
+    *,
+    include_archived: bool = False,
 ) -> Pipeline | None:
-    found = await session.execute(
-        select(Pipeline).where(
-            Pipeline.id == pipeline_id, Pipeline.organization_id == organization_id
-        )
+    """The organization's pipeline; an archived one only when asked for."""
+    stmt = select(Pipeline).where(
+        Pipeline.id == pipeline_id, Pipeline.organization_id == organization_id
     )
-    return found.scalar_one_or_none()
+    if not include_archived:
+        stmt = stmt.where(Pipeline.archived_at.is_(None))
+    found: Pipeline | None = (await session.execute(stmt)).scalar_one_or_none()
+    return found
 
 
 async def project_exists(
@@ -48,6 +54,7 @@ async def list_for_project(
         select(Pipeline).where(
             Pipeline.project_id == project_id,
             Pipeline.organization_id == organization_id,
+            Pipeline.archived_at.is_(None),
         ),
         Pipeline.created_at,
         Pipeline.id,

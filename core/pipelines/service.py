@@ -1,6 +1,6 @@
-"""Pipeline definitions: tenant-scoped reads, edits of triggers and status (their Temporal
-Schedules kept in step), deletion, and export (YAML is rebuilt from the stored stages when none
-was stored)."""
+"""Pipeline definitions: tenant-scoped reads, creation and edits (each a new version; the
+Temporal Schedules kept in step), archiving, and export (YAML is rebuilt from the stored stages
+when none was stored)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
+from core.billing.limits import enforce_limit
 from core.integrations.schedules import delete_schedules, sync_schedules
 from core.integrations.triggers import Triggers
-from core.pipelines import repository
+from core.pipelines import repository, versions
+from core.pipelines.document import PipelineDocument, validate_document
+from core.pipelines.stored import document_of, write_document
+from core.pipelines.versions import Author
 from core.principal import Principal
 from db.models.pipelines import Pipeline, PipelineRun, PipelineStage
 from forgeline.errors import Conflict, NotFound, ValidationFailed
@@ -25,9 +29,15 @@ from forgeline.statuses.runs import ACTIVE_RUN_STATUSES
 
 
 async def get_pipeline(
-    session: AsyncSession, principal: Principal, pipeline_id: uuid.UUID
+    session: AsyncSession,
+    principal: Principal,
+    pipeline_id: uuid.UUID,
+    *,
+    include_archived: bool = False,
 ) -> Pipeline:
-    pipeline = await repository.get(session, principal.organization_id, pipeline_id)
+    pipeline = await repository.get(
+        session, principal.organization_id, pipeline_id, include_archived=include_archived
+    )
     if pipeline is None:
         raise NotFound("pipeline not found", resource_type="pipeline")
     return pipeline
@@ -53,16 +63,92 @@ async def list_for_project(
     )
 
 
+def author_of(principal: Principal) -> Author:
+    return Author(user_id=principal.user_id, api_key_id=principal.api_key_id)
+
+
 async def _locked(session: AsyncSession, principal: Principal, pipeline_id: uuid.UUID) -> Pipeline:
-    pipeline = await session.scalar(
-        select(Pipeline)
-        .where(Pipeline.id == pipeline_id, Pipeline.organization_id == principal.organization_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+    return await versions.lock(session, principal.organization_id, pipeline_id)
+
+
+async def create_pipeline(
+    session: AsyncSession,
+    client: Client,
+    principal: Principal,
+    project_id: uuid.UUID,
+    document: PipelineDocument,
+    *,
+    schedule_task_queue: str = INTEGRATIONS_TASK_QUEUE,
+) -> Pipeline:
+    """A new pipeline of the project from a document: version 1, its schedules created."""
+    if not await repository.project_exists(session, principal.organization_id, project_id):
+        raise NotFound("project not found", resource_type="project")
+    await enforce_limit(
+        session, principal.organization_id, "pipelines_per_project", project_id=project_id
     )
-    if pipeline is None:
-        raise NotFound("pipeline not found", resource_type="pipeline")
+    pipeline = Pipeline(
+        id=uuid.uuid4(),
+        project_id=project_id,
+        organization_id=principal.organization_id,
+        created_by_user_id=principal.user_id,
+        name=document.name,
+        version=1,
+        config={},
+        triggers={},
+    )
+    session.add(pipeline)
+    await session.flush()
+    await write_document(session, pipeline, [], document)
+    await versions.record_initial(session, pipeline, author_of(principal))
+    await session.commit()
+    return await _sync(session, client, principal, pipeline.id, schedule_task_queue)
+
+
+async def _sync(
+    session: AsyncSession,
+    client: Client,
+    principal: Principal,
+    pipeline_id: uuid.UUID,
+    schedule_task_queue: str,
+) -> Pipeline:
+    """After a committed change: the Temporal Schedules as the committed row says. The sync
+    holds the row lock and reads the committed row, so of two concurrent edits the schedules
+    end as the later one says; a failed sync is repaired by sending the edit again."""
+    pipeline = await _locked(session, principal, pipeline_id)
+    await sync_schedules(client, pipeline, task_queue=schedule_task_queue)
+    await session.commit()
     return pipeline
+
+
+async def put_document(
+    session: AsyncSession,
+    client: Client,
+    principal: Principal,
+    pipeline_id: uuid.UUID,
+    document: PipelineDocument,
+    *,
+    expected_version: int | None = None,
+    schedule_task_queue: str = INTEGRATIONS_TASK_QUEUE,
+) -> int:
+    """Replace the whole definition: the next version (a rename when only the name changed).
+    The version the document is now (the current one when nothing changed)."""
+    pipeline = await _locked(session, principal, pipeline_id)
+    stages = await stages_of(session, pipeline.id)
+    before = document_of(pipeline, stages)
+    if before == document and expected_version in (None, pipeline.version):
+        return pipeline.version  # nothing changed: no version of nothing
+    renamed_only = before.model_copy(update={"name": document.name}) == document
+    written = await versions.commit_change(
+        session,
+        pipeline,
+        document,
+        change="rename" if renamed_only else "update",
+        author=author_of(principal),
+        expected_version=expected_version,
+    )
+    await session.commit()
+    await _sync(session, client, principal, pipeline_id, schedule_task_queue)
+    return written.version
 
 
 async def update_pipeline(
@@ -73,34 +159,51 @@ async def update_pipeline(
     *,
     triggers: Triggers | None = None,
     status: str | None = None,
+    name: str | None = None,
+    variables: dict[str, str] | None = None,
+    expected_version: int | None = None,
     schedule_task_queue: str = INTEGRATIONS_TASK_QUEUE,
 ) -> Pipeline:
-    """Store the triggers (normalized) and status, commit, then bring the Temporal Schedules in
-    line with what is stored. The sync holds the row lock and reads the committed row, so of two
-    concurrent edits the schedules end as the later one says; a failed sync is repaired by
-    sending the edit again."""
+    """Replace the triggers, name and/or variables (a new version) and/or the status (not part
+    of the definition: no version), commit, then bring the Temporal Schedules in line."""
     pipeline = await _locked(session, principal, pipeline_id)
-    if triggers is not None:
-        pipeline.triggers = triggers.normalized()
-        # The YAML stored at generation has the old triggers: exports are rebuilt from now on.
-        pipeline.github_actions_yaml = None
-        pipeline.gitlab_ci_yaml = None
+    if triggers is not None or name is not None or variables is not None:
+        before = document_of(pipeline, await stages_of(session, pipeline.id))
+        update: dict[str, Any] = {}
+        if triggers is not None:
+            update["triggers"] = triggers
+        if name is not None:
+            update["name"] = name
+        if variables is not None:
+            update["variables"] = variables
+        document = validate_document(
+            before.model_copy(update=update).model_dump(mode="json", exclude_defaults=True)
+        )
+        await versions.commit_change(
+            session,
+            pipeline,
+            document,
+            change="rename" if set(update) == {"name"} else "update",
+            author=author_of(principal),
+            expected_version=expected_version,
+        )
+    elif expected_version is not None and expected_version != pipeline.version:
+        raise versions.StaleVersion(
+            f"the pipeline is at version {pipeline.version}, not {expected_version}",
+            current_version=pipeline.version,
+        )
     if status is not None:
         pipeline.status = status
-    if triggers is not None or status is not None:
-        pipeline.version += 1
     await session.commit()
-    pipeline = await _locked(session, principal, pipeline_id)
-    await sync_schedules(client, pipeline, task_queue=schedule_task_queue)
-    await session.commit()
-    return pipeline
+    return await _sync(session, client, principal, pipeline_id, schedule_task_queue)
 
 
 async def delete_pipeline(
     session: AsyncSession, client: Client, principal: Principal, pipeline_id: uuid.UUID
 ) -> None:
-    """Schedules first (nothing fires for a pipeline about to go), then the row with its
-    stages and finished runs. A pipeline with runs in progress is refused: cancel them first."""
+    """Archive: schedules first (nothing fires for a pipeline about to go), then the pipeline
+    leaves lists and reads and starts no run; its runs, stages and versions are kept. A
+    pipeline with runs in progress is refused: cancel them first."""
     pipeline = await _locked(session, principal, pipeline_id)
     in_progress = await session.scalar(
         select(
@@ -113,7 +216,9 @@ async def delete_pipeline(
     if in_progress:
         raise Conflict("the pipeline has runs in progress; cancel them first")
     await delete_schedules(client, pipeline.id)
-    await session.execute(delete(Pipeline).where(Pipeline.id == pipeline.id))
+    pipeline.archived_at = func.now()
+    # Deprecated: forge events and schedules start nothing for it either.
+    pipeline.status = "deprecated"
 
 
 def _command(step: Any) -> str:

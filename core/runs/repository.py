@@ -27,13 +27,19 @@ from workflows.runs_models import build_slot_key
 
 
 async def get_pipeline(
-    session: AsyncSession, organization_id: uuid.UUID, pipeline_id: uuid.UUID
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    pipeline_id: uuid.UUID,
+    *,
+    include_archived: bool = False,
 ) -> Pipeline:
-    pipeline = await session.scalar(
-        select(Pipeline).where(
-            Pipeline.id == pipeline_id, Pipeline.organization_id == organization_id
-        )
+    """The organization's pipeline; an archived one starts no run, its runs stay readable."""
+    stmt = select(Pipeline).where(
+        Pipeline.id == pipeline_id, Pipeline.organization_id == organization_id
     )
+    if not include_archived:
+        stmt = stmt.where(Pipeline.archived_at.is_(None))
+    pipeline = await session.scalar(stmt)
     if pipeline is None:
         raise NotFound("pipeline not found")
     return pipeline
@@ -54,7 +60,7 @@ async def list_runs(
 ) -> list[PipelineRun]:
     """One page of a pipeline's runs, newest first (limit + 1 rows: the extra one says whether a
     next page exists)."""
-    await get_pipeline(session, organization_id, pipeline_id)
+    await get_pipeline(session, organization_id, pipeline_id, include_archived=True)
     stmt = run_query(organization_id).where(PipelineRun.pipeline_id == pipeline_id)
     if status:
         stmt = stmt.where(PipelineRun.status == status)

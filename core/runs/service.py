@@ -96,6 +96,7 @@ async def create_run(
         triggered_by_user_id=user_id,
         triggered_by_api_key_id=api_key_id,
         metadata_=metadata,
+        pipeline_version=pipeline.version,
     )
     run.workflow_id = pipeline_run_workflow_id(str(run.id))
     session.add(run)

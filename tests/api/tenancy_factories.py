@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models.projects import Environment, Project, Repository
 from db.session import session_scope
+from tests.api.notification_factories import NOTIFICATION_FACTORIES
 from tests.factories import OrgFixture
 
 
@@ -311,10 +312,11 @@ FACTORIES: dict[str, Factory] = {
     "deployment_id": deployment_factory,
     "invoice_id": invoice_factory,
     "payment_method_id": payment_method_factory,
+    **NOTIFICATION_FACTORIES,
 }
 
 # Values for path parameters that are not ids (`{period}`, `{name}` ...).
-PATH_VALUES: dict[str, str] = {"stage": "build", "path": "index.html"}
+PATH_VALUES: dict[str, str] = {"stage": "build", "path": "index.html", "version": "1"}
 
 
 async def promote_body(ctx: FactoryContext) -> dict[str, str]:
@@ -324,7 +326,10 @@ async def promote_body(ctx: FactoryContext) -> dict[str, str]:
 
 # (METHOD, path template) -> JSON body (or an async `ctx -> body`), where the body generated
 # from the OpenAPI schema would not pass validation or would point at the wrong objects.
+_PIPELINE_DOCUMENT = {"name": "matrix", "stages": [{"name": "build", "commands": ["true"]}]}
 BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/v1/projects/{project_id}/pipelines"): _PIPELINE_DOCUMENT,
+    ("PUT", "/v1/pipelines/{pipeline_id}"): _PIPELINE_DOCUMENT,
     ("POST", "/v1/deployments/{deployment_id}/promote"): promote_body,
     ("PUT", "/v1/projects/{project_id}/repository"): {
         "provider": "github",
