@@ -94,17 +94,30 @@ async def run_list(
     return page(request, "runs.html", context)
 
 
+async def _run_view(request: Request, run_id: str, session: SessionDep) -> dict[str, Any]:
+    """What the run page and its live header show; DomainError for a run not the user's."""
+    user = await console_user(request, session)
+    require_scope(user, PIPELINES_READ)
+    run = await runs.get_run(session, user.principal.organization_id, parse_id(run_id))
+    return {
+        "user": user,
+        "run": run,
+        "can_write": user.principal.has(PIPELINES_WRITE),
+        "finished": run.status in FINISHED_RUN_STATUSES,
+        "failed": run.status in ("failed", "cancelled"),
+    }
+
+
 @router.get("/runs/{run_id}")
 async def runpage(request: Request, run_id: str, session: SessionDep) -> Response:
-    user = await console_user(request, session)
     try:
-        require_scope(user, PIPELINES_READ)
-        run = await runs.get_run(session, user.principal.organization_id, parse_id(run_id))
+        context = await _run_view(request, run_id, session)
+        run = context["run"]
         stages = await runs.stage_executions(session, run.id)
         definitions = await pipelines.stages_of(session, run.pipeline_id)
         artifacts = await runs.list_artifacts(session, run.id)
     except DomainError as exc:
-        return error_page(request, user, exc)
+        return error_page(request, await console_user(request, session), exc)
     latest: dict[str, Any] = {}
     for stage in stages:
         latest[stage.stage_name] = stage
@@ -117,19 +130,21 @@ async def runpage(request: Request, run_id: str, session: SessionDep) -> Respons
         {name: s.status for name, s in latest.items()},
         {name: s.duration_ms for name, s in latest.items()},
     )
-    anchors = {node.name: node.anchor for node in graph.nodes}
-    context = {
-        "user": user,
-        "run": run,
-        "stages": list(latest.values()),
-        "graph": graph,
-        "anchors": anchors,
-        "artifacts": artifacts,
-        "can_write": user.principal.has(PIPELINES_WRITE),
-        "finished": run.status in FINISHED_RUN_STATUSES,
-        "failed": run.status in ("failed", "cancelled"),
-    }
+    # Every stage of the graph gets a log pane, started or not: a stage that has not started
+    # yet is followed too, and its lines arrive when it runs.
+    panes = [(node.name, node.anchor, latest.get(node.name)) for node in graph.nodes]
+    context.update(graph=graph, panes=panes, artifacts=artifacts)
     return page(request, "run.html", context)
+
+
+@router.get("/runs/{run_id}/head")
+async def run_head(request: Request, run_id: str, session: SessionDep) -> Response:
+    """The run's status and actions, polled by the page (htmx) until the run has finished."""
+    try:
+        context = await _run_view(request, run_id, session)
+    except DomainError as exc:
+        return error_page(request, await console_user(request, session), exc)
+    return page(request, "_run_head.html", context)
 
 
 @router.post("/runs/{run_id}/cancel")

@@ -175,3 +175,24 @@ async def test_triggering_a_run_needs_csrf_the_tenant_and_a_valid_branch(
             .where(PipelineRun.pipeline_id == rows.pipeline_id, PipelineRun.run_number > 1)
             .values(status="cancelled")
         )
+
+
+async def test_the_run_header_is_polled_until_the_run_finishes_and_only_by_its_tenant(
+    api_client: httpx.AsyncClient, session_maker: async_sessionmaker[AsyncSession]
+) -> None:
+    org, other = await make_org(session_maker), await make_org(session_maker)
+    rows = await make_run(session_maker, org, status="running", log_tail="")
+    theirs = await make_run(session_maker, other)
+    await sign_in(api_client, org)
+    page = await api_client.get(f"/runs/{rows.run_id}")
+    assert f'hx-get="/runs/{rows.run_id}/head"' in page.text and ">Cancel<" in page.text
+    head = await api_client.get(f"/runs/{rows.run_id}/head")
+    assert head.status_code == 200 and 'hx-trigger="every 2s"' in head.text
+    assert "<html" not in head.text
+    async with session_scope(session_maker) as session:
+        await session.execute(
+            update(PipelineRun).where(PipelineRun.id == rows.run_id).values(status="failed")
+        )
+    head = await api_client.get(f"/runs/{rows.run_id}/head")
+    assert "hx-trigger" not in head.text and "Re-run from failed" in head.text
+    assert (await api_client.get(f"/runs/{theirs.run_id}/head")).status_code == 404

@@ -99,8 +99,15 @@
     if (!url || !window.EventSource) { return; }
     var source = new EventSource(url, { withCredentials: true });
     var cleared = false;
+    var stage = pre.closest("li.stage");
+    var label = stage ? stage.querySelector("[data-stage-status]") : null;
+    function show(status) {
+      if (!label) { return; }
+      label.textContent = status.replace(/_/g, " ");
+      label.className = "status status-" + status;
+    }
     source.addEventListener("line", function (event) {
-      if (!cleared) { pre.textContent = ""; cleared = true; }
+      if (!cleared) { pre.textContent = ""; cleared = true; show("running"); }
       var atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
       appendLine(pre, event.data, lineNumber(pre, event.lastEventId));
       if (atBottom) { pre.scrollTop = pre.scrollHeight; }
@@ -110,6 +117,7 @@
     });
     source.addEventListener("end", function (event) {
       pre.setAttribute("data-ended", event.data);
+      if (/^[a-z_]{1,20}$/.test(event.data)) { show(event.data); }
       source.close();
     });
   }
