@@ -30,6 +30,7 @@ from activities.billing.registration import registration as billing_registration
 from activities.deployments.registration import registration as deployments_registration
 from activities.deps import Registration, WorkerDeps
 from activities.integrations.registration import registration as integrations_registration
+from activities.notifications.registration import registration as notifications_registration
 from activities.runs.registration import build_registration
 from activities.runs.registration import registration as runs_registration
 from core.billing.schedules import ensure_billing_schedules
@@ -42,6 +43,7 @@ from forgeline.settings import (
     BUILDS_TASK_QUEUE,
     DEPLOYMENTS_TASK_QUEUE,
     INTEGRATIONS_TASK_QUEUE,
+    NOTIFICATIONS_TASK_QUEUE,
     PIPELINES_TASK_QUEUE,
     Settings,
     get_settings,
@@ -59,6 +61,7 @@ DOMAINS: dict[str, Callable[[WorkerDeps], Registration]] = {
     DEPLOYMENTS_TASK_QUEUE: deployments_registration,
     BILLING_TASK_QUEUE: billing_registration,
     INTEGRATIONS_TASK_QUEUE: integrations_registration,
+    NOTIFICATIONS_TASK_QUEUE: notifications_registration,
 }
 # The control worker's queues; the build task queue is served by build hosts only.
 ALL_TASK_QUEUES = (*DOMAINS, DIAGNOSTICS_TASK_QUEUE)

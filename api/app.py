@@ -33,6 +33,7 @@ from api.middleware import (
     SecurityHeadersMiddleware,
     install_request_id_log_records,
 )
+from api.notifications import endpoints as notifications_endpoints
 from api.pipelines import endpoints as pipelines_endpoints
 from api.projects import endpoints as projects_endpoints
 from api.runs import endpoints as runs_endpoints
@@ -57,6 +58,7 @@ DOMAIN_ROUTERS: tuple[APIRouter, ...] = (
     billing_endpoints.router,
     audit_logs_endpoints.router,
     integrations_endpoints.router,
+    notifications_endpoints.router,
 )
 
 

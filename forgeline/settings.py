@@ -21,12 +21,15 @@ DEPLOYMENTS_TASK_QUEUE = "deployments"
 BILLING_TASK_QUEUE = "billing"
 # Forge events (webhook deliveries) and commit statuses reported back to the forge.
 INTEGRATIONS_TASK_QUEUE = "integrations"
+# Notifications: recording events and delivering them (webhooks, e-mail, Slack).
+NOTIFICATIONS_TASK_QUEUE = "notifications"
 TASK_QUEUES = (
     AGENT_TASK_QUEUE,
     PIPELINES_TASK_QUEUE,
     DEPLOYMENTS_TASK_QUEUE,
     BILLING_TASK_QUEUE,
     INTEGRATIONS_TASK_QUEUE,
+    NOTIFICATIONS_TASK_QUEUE,
 )
 # Stage execution: served by build hosts only (`forgeline build-host`), never the control worker.
 BUILDS_TASK_QUEUE = "builds"
@@ -148,6 +151,20 @@ class Settings(BaseSettings):
     )
     tax_rate: Decimal = Decimal("0")
     stripe_timeout_seconds: float = 30.0
+
+    # Notifications: e-mail over SMTP (unset host: .eml files in data_dir/outbox), and the
+    # bounded retries with exponential backoff of each webhook, Slack or e-mail delivery.
+    smtp_host: str | None = Field(default=None, validation_alias=_env("SMTP_HOST"))
+    smtp_port: int = Field(default=587, validation_alias=_env("SMTP_PORT"))
+    smtp_username: str | None = Field(default=None, validation_alias=_env("SMTP_USERNAME"))
+    smtp_password: SecretStr | None = Field(default=None, validation_alias=_env("SMTP_PASSWORD"))
+    smtp_starttls: bool = True
+    smtp_implicit_tls: bool = False
+    mail_from: str = "Forgeline <no-reply@forgeline.local>"
+    notification_max_attempts: int = Field(default=6, ge=1, le=50)
+    notification_retry_initial_seconds: float = Field(default=10.0, gt=0)
+    notification_retry_max_seconds: float = Field(default=900.0, gt=0)
+    notification_request_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Builds and deployments.
     # auto = the sandbox (bubblewrap) when it works here, else Docker when an engine answers.

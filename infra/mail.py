@@ -19,6 +19,8 @@ from email.policy import default as default_policy
 from pathlib import Path
 from typing import Protocol
 
+from forgeline.settings import Settings
+
 SENDER = "Forgeline <no-reply@forgeline.local>"
 
 
@@ -57,3 +59,60 @@ class OutboxMailer:
         with os.fdopen(fd, "wb") as handle:
             handle.write(message.as_bytes())
         os.replace(tmp, self.directory / name)
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    host: str
+    port: int = 587
+    username: str | None = None
+    password: str | None = None
+    # STARTTLS after connecting (port 587), or TLS from the first byte (port 465).
+    starttls: bool = True
+    implicit_tls: bool = False
+    sender: str = SENDER
+    timeout_seconds: float = 30.0
+
+
+class SmtpMailer:
+    """Sends each message over SMTP (aiosmtplib); an error is the caller's to retry."""
+
+    def __init__(self, server: SmtpServer) -> None:
+        self.server = server
+
+    async def send(self, mail: AccountMail) -> None:
+        import aiosmtplib
+
+        message = EmailMessage(policy=default_policy)
+        message["From"] = self.server.sender
+        message["To"] = mail.to
+        message["Subject"] = mail.subject
+        message["Date"] = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+        message.set_content(mail.body)
+        await aiosmtplib.send(
+            message,
+            hostname=self.server.host,
+            port=self.server.port,
+            username=self.server.username,
+            password=self.server.password,
+            start_tls=self.server.starttls and not self.server.implicit_tls,
+            use_tls=self.server.implicit_tls,
+            timeout=self.server.timeout_seconds,
+        )
+
+
+def mailer_for(settings: Settings) -> Mailer:
+    """SMTP when a host is configured, else the outbox directory under the data directory."""
+    if not settings.smtp_host:
+        return OutboxMailer(settings.data_dir / "outbox")
+    return SmtpMailer(
+        SmtpServer(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            starttls=settings.smtp_starttls,
+            implicit_tls=settings.smtp_implicit_tls,
+            sender=settings.mail_from,
+        )
+    )

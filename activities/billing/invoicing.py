@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from core.billing.charging import Charging
@@ -21,7 +22,11 @@ from core.billing.errors import PeriodNotEnded
 from core.billing.executions import ExecutionRef, close_execution
 from core.billing.invoicing import Invoicing, ensure_period_ended
 from core.billing.periods import Period
+from core.notifications.sources import announce_invoice
 from db.session import session_scope
+from forgeline.settings import Settings
+from forgeline.statuses.billing import InvoiceStatus
+from forgeline.statuses.notifications import NotificationEventType
 from infra.stripe_billing import StripeBilling
 from workflows.billing_models import (
     ChargeRequest,
@@ -73,6 +78,9 @@ class BillingActivities:
     session_maker: async_sessionmaker[AsyncSession]
     stripe: StripeBilling | None
     tax_rate: Decimal = Decimal("0")
+    # Where invoice and payment events are announced (none: no notifications, e.g. benchmarks).
+    temporal: Client | None = None
+    settings: Settings | None = None
 
     def __post_init__(self) -> None:
         self._invoicing = Invoicing(self.stripe is not None, self.tax_rate)
@@ -96,7 +104,17 @@ class BillingActivities:
             summary = await self._invoicing.create_invoice(session, organization_id, period)
             if not summary.collect_with_stripe:
                 await close_execution(session, current_execution(), organization_id, period.key)
-            return summary
+        if summary.invoice_id and summary.status == InvoiceStatus.OPEN:
+            await self._announce(summary.invoice_id, NotificationEventType.INVOICE_ISSUED)
+        return summary
+
+    async def _announce(
+        self, invoice_id: str, kind: NotificationEventType, attempt: int = 0
+    ) -> None:
+        if self.temporal is not None and self.settings is not None:
+            await announce_invoice(
+                self.temporal, self.session_maker, self.settings, invoice_id, kind, attempt=attempt
+            )
 
     @contracts.PUSH_INVOICE_TO_STRIPE.implement
     async def push_invoice_to_stripe(self, request: StripeInvoiceRequest) -> StripeInvoiceRef:
@@ -112,6 +130,10 @@ class BillingActivities:
     async def record_payment(self, record: PaymentRecord) -> None:
         """The payment row of one attempt and its effect on the invoice and subscription."""
         await self._charging.record_payment(record, current_execution())
+        if not record.charge.paid:
+            await self._announce(
+                record.invoice_id, NotificationEventType.PAYMENT_FAILED, record.attempt + 1
+            )
 
     @contracts.END_SUBSCRIPTION_FOR_NONPAYMENT.implement
     async def end_subscription_for_nonpayment(self, request: EndSubscriptionRequest) -> None:

@@ -12,7 +12,9 @@ from workflows.billing import BillingCycleWorkflow, BillingWorkflow
 
 def registration(deps: WorkerDeps) -> Registration:
     stripe = StripeBilling.from_settings(deps.settings)
-    billing = BillingActivities(deps.session_maker, stripe, deps.settings.tax_rate)
+    billing = BillingActivities(
+        deps.session_maker, stripe, deps.settings.tax_rate, deps.temporal, deps.settings
+    )
     fan_out = BillingScheduleActivities(deps.session_maker, deps.temporal)
     return Registration(
         task_queue=BILLING_TASK_QUEUE,

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from activities.deployments.activities import DeploymentActivities
+from activities.deployments.notifying import NotifyingDeploymentActivities
 from activities.deployments.pipeline_stage import PipelineDeployActivities
 from activities.deps import Registration, WorkerDeps
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE
@@ -44,7 +44,7 @@ def registration(deps: WorkerDeps) -> Registration:
         return s3_client
 
     store = create_object_store(deps.settings)
-    activities = DeploymentActivities(
+    activities = NotifyingDeploymentActivities(
         settings=deps.settings,
         session_maker=deps.session_maker,
         temporal=deps.temporal,

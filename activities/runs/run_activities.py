@@ -18,6 +18,7 @@ from activities.runs.attempts import run_not_found, run_workspace
 from activities.runs.run_variables import resolve_run_variables
 from core.billing.metering import record_usage_on
 from core.integrations.commit_status import announce_run_status
+from core.notifications.sources import announce_run
 from core.runs import build_slots, finishing, run_records
 from core.runs.plan import load_plan, slot_limit_for_key
 from core.runs.run_limits import remove_empty_spool_dir, run_spool_dir
@@ -227,6 +228,8 @@ class RunActivities:
                 raise outcome
         # The final status as recorded goes to the commit of a forge event's run (never raises).
         await announce_run_status(self.temporal, self.session_maker, inp.run_id)
+        # run.failed, or run.fixed after a red run on its pipeline and branch (never raises).
+        await announce_run(self.temporal, self.session_maker, self.settings, inp.run_id)
         await finishing.remove_workspace(run_workspace(self.settings, inp.run_id))
         remove_empty_spool_dir(run_spool_dir(self.settings.data_dir, inp.run_id))
 

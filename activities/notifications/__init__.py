@@ -1,0 +1,1 @@
+"""Temporal adapters of the notifications domain."""

@@ -1,0 +1,1 @@
+"""HTTP routes of notifications: the inbox, preferences, webhook endpoints and Slack."""
