@@ -142,3 +142,28 @@ class ScheduledRun(BaseModel):
     run_id: str | None = None
     # Why no run started (pipeline gone, paused, no longer scheduled).
     skipped: str | None = None
+
+
+def pull_request_report_workflow_id(project_id: str, pr_number: int) -> str:
+    """One report workflow per pull request: its comment is written by one writer at a time."""
+    return f"pr-report-{project_id}-{pr_number}"
+
+
+class PullRequestRef(BaseModel):
+    """A tracked pull request and where its comment goes."""
+
+    project_id: str
+    pr_number: int
+    provider: ForgeProvider
+    forge_repository: str
+    organization_id: str | None = None
+    # Fork pull requests run nothing; their comment says so.
+    from_fork: bool = False
+
+
+class CommentResult(BaseModel):
+    """Whether the forge holds the pull request's comment as rendered, or why not."""
+
+    published: bool
+    comment_id: str | None = None
+    reason: str | None = None

@@ -11,11 +11,16 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from core.integrations import commit_status, event_runs, pull_requests, schedules
+from core.integrations import commit_status, event_runs, pr_reports, pull_requests, schedules
 from core.integrations import repository as queries
 from db.session import session_scope
 from forgeline.crypto import decrypt_str
-from forgeline.settings import INTEGRATIONS_TASK_QUEUE, PIPELINES_TASK_QUEUE, Settings
+from forgeline.settings import (
+    DEPLOYMENTS_TASK_QUEUE,
+    INTEGRATIONS_TASK_QUEUE,
+    PIPELINES_TASK_QUEUE,
+    Settings,
+)
 from infra.forges import (
     CommitStatus,
     ForgeRateLimited,
@@ -60,7 +65,9 @@ class IntegrationActivities:
         *,
         run_task_queue: str = PIPELINES_TASK_QUEUE,
         status_task_queue: str = INTEGRATIONS_TASK_QUEUE,
+        deployments_task_queue: str = DEPLOYMENTS_TASK_QUEUE,
     ) -> None:
+        self.deployments_task_queue = deployments_task_queue
         self.settings = settings
         self.session_maker = session_maker
         self.temporal = temporal
@@ -129,8 +136,13 @@ class IntegrationActivities:
 
     @RECORD_PULL_REQUEST.implement
     async def record_pull_request(self, event: ForgeEvent) -> None:
-        async with session_scope(self.session_maker) as session:
-            await pull_requests.record_pull_request(session, event)
+        # The row, the previews torn down when it closes, then its report and comment.
+        await pr_reports.after_pull_request_event(
+            self.session_maker,
+            self.temporal,
+            event,
+            deployments_task_queue=self.deployments_task_queue,
+        )
 
     @REPORT_COMMIT_STATUS.implement
     async def report_commit_status(self, inp: CommitStatusInput) -> CommitStatusResult:
@@ -141,6 +153,9 @@ class IntegrationActivities:
             # forge's report (never delaying it) and whether or not the forge took it.
             async with session_scope(self.session_maker) as session:
                 await pull_requests.record_run_status(session, uuid.UUID(inp.run_id))
+            await pr_reports.request_for_run(
+                self.session_maker, self.temporal, uuid.UUID(inp.run_id)
+            )
 
     async def _report_commit_status(self, inp: CommitStatusInput) -> CommitStatusResult:
         async with self.session_maker() as session:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.billing.limits import enforce_limit
 from core.deployments import repository, service, sources
 from core.deployments.config import workflow_input
+from core.deployments.pr_previews import preview_for_run
 from db.models.deployments import Deployment
 from db.models.pipelines import Artifact, PipelineRun
 from forgeline.errors import NotFound
@@ -117,6 +118,8 @@ async def prepare(
     run = await session.get(PipelineRun, uuid.UUID(inp.run_id))
     if run is None or run.project_id != project.id:
         raise RunNotFound(f"pipeline run {inp.run_id} not found")
+    # A pull request's run deploys to the pull request's own preview.
+    environment = await preview_for_run(session, run, environment)
     await store_workspace(session, settings, store, run)
     source = await sources.source_for_run(session, settings, project, run)
     # The run has not recorded its checkout commit for pure-workspace runs: use the stage's

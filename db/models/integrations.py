@@ -110,6 +110,8 @@ class PullRequest(UUIDPrimaryKey, Timestamps, Base):
     closed_at: Mapped[datetime | None] = mapped_column(TZ_DATETIME)
     # The one comment Forgeline keeps on the pull request (edited on every push).
     comment_id: Mapped[str | None] = mapped_column(String(64))
+    # SHA-256 of the body last published: an unchanged comment is not edited again.
+    comment_digest: Mapped[str | None] = mapped_column(String(64))
     # pipeline id -> {name, run_id, status}: the latest run of each pipeline for this PR.
     pipeline_checks: Mapped[dict[str, Any]] = json_object()
     # Why no coverage figure is shown (a report too large, malformed, refused).

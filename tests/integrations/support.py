@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.integrations.activities import IntegrationActivities
+from activities.integrations.pull_requests import PullRequestActivities
 from activities.integrations.registration import WORKFLOWS
 from core.integrations.signatures import github_signature
 from core.integrations.webhook_secrets import issue_secret
@@ -206,6 +207,7 @@ async def integrations_worker(
     activities = IntegrationActivities(
         settings, session_maker, client, run_task_queue=run_task_queue
     )
+    pull_requests = PullRequestActivities(settings, session_maker, client)
     worker = Worker(
         client,
         task_queue=INTEGRATIONS_TASK_QUEUE,
@@ -218,6 +220,8 @@ async def integrations_worker(
             activities.record_delivery_outcome,
             activities.record_pull_request,
             activities.report_commit_status,
+            pull_requests.summarize_pull_request,
+            pull_requests.publish_pull_request_comment,
         ],
         workflow_runner=workflow_runner(True),
     )

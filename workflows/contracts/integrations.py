@@ -10,10 +10,12 @@ from workflows.integrations_models import (
     FORGE_REJECTED_ERROR,
     ChangedPaths,
     ChangedPathsInput,
+    CommentResult,
     CommitStatusInput,
     CommitStatusResult,
     DeliveryOutcome,
     ForgeEvent,
+    PullRequestRef,
     ScheduledRun,
     ScheduledRunInput,
     StartedRuns,
@@ -49,3 +51,14 @@ START_SCHEDULED_RUN = ActivityContract(
 )
 # The pull request's pr_tracking row from a pull/merge request event.
 RECORD_PULL_REQUEST = ActivityContract("integrations.record_pull_request", ForgeEvent, type(None))
+# The pull request's CI status per pipeline, coverage from its runs' reports, quality score.
+SUMMARIZE_PULL_REQUEST = ActivityContract(
+    "integrations.summarize_pull_request", PullRequestRef, type(None)
+)
+# The pull request's one comment on the forge, created once and edited afterwards.
+PUBLISH_PULL_REQUEST_COMMENT = ActivityContract(
+    "integrations.publish_pull_request_comment",
+    PullRequestRef,
+    CommentResult,
+    non_retryable=(FORGE_REJECTED_ERROR,),
+)

@@ -1,5 +1,6 @@
 """Pull request reports: the one forge comment a pull request gets (its ID, kept so every push
-edits it), the CI status of each pipeline, and why a coverage report was not read.
+edits it, and the digest of its body, so an unchanged comment is not edited again), the CI
+status of each pipeline, and why a coverage report was not read.
 
 Revision ID: 0011_pull_request_reports
 Revises: 0010_failure_classes
@@ -19,6 +20,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("pr_tracking", sa.Column("comment_id", sa.String(64), nullable=True))
+    op.add_column("pr_tracking", sa.Column("comment_digest", sa.String(64), nullable=True))
     op.add_column(
         "pr_tracking",
         sa.Column(
@@ -34,4 +36,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_column("pr_tracking", "coverage_note")
     op.drop_column("pr_tracking", "pipeline_checks")
+    op.drop_column("pr_tracking", "comment_digest")
     op.drop_column("pr_tracking", "comment_id")
