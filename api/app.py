@@ -26,6 +26,7 @@ from api.deployments import endpoints as deployments_endpoints
 from api.errors import ServiceUnavailable, install_error_handlers, install_problem_openapi
 from api.health import router as health_router
 from api.integrations import endpoints as integrations_endpoints
+from api.integrations import pull_requests as pull_requests_endpoints
 from api.middleware import (
     BodySizeLimitMiddleware,
     ReadRetryMiddleware,
@@ -58,6 +59,7 @@ DOMAIN_ROUTERS: tuple[APIRouter, ...] = (
     billing_endpoints.router,
     audit_logs_endpoints.router,
     integrations_endpoints.router,
+    pull_requests_endpoints.router,
     notifications_endpoints.router,
 )
 
