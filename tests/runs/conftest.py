@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from moto.server import ThreadedMotoServer
@@ -17,6 +18,7 @@ from infra.containers import ContainerEngine
 from infra.runners import Runner
 from infra.runners.docker_runner import DockerRunner
 from infra.runners.sandbox_runner import SandboxRunner
+from tests.factories import OrgFixture, make_org
 from tests.runs.helpers import pipeline_worker
 from tests.runs.hostile import Listener
 from tests.runs.images import connect_engine, ensure_busybox_image
@@ -92,3 +94,37 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[SandboxRunner]:
     runner = sandbox_runner(tmp_path / "state", disk_check_seconds=0.2)
     yield runner
     await runner.close()
+
+
+@pytest.fixture
+async def org(session_maker: async_sessionmaker[AsyncSession]) -> OrgFixture:
+    """A fresh organization of the test's own."""
+    return await make_org(session_maker)
+
+
+@pytest.fixture
+def image(runner: Runner, request: pytest.FixtureRequest) -> str | None:
+    """The image a Docker runner builds in; the sandbox needs none."""
+    return request.getfixturevalue("busybox_image") if runner.kind == "docker" else None
+
+
+@pytest.fixture
+def ctx(
+    session_maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    temporal_client: Client,
+    task_queue: str,
+    runner: Runner,
+    org: OrgFixture,
+    image: str | None,
+) -> dict[str, Any]:
+    """What `run_pipeline` needs: the services, the runner, the organization and the image."""
+    return {
+        "session_maker": session_maker,
+        "settings": settings,
+        "client": temporal_client,
+        "task_queue": task_queue,
+        "runner": runner,
+        "org": org,
+        "image": image,
+    }

@@ -230,3 +230,33 @@ async def process_gone(runner: Runner, name: str) -> bool:
         except OSError:
             continue
     return True
+
+
+async def run_pipeline(
+    ctx: dict[str, Any],
+    stages: list[dict[str, Any]],
+    *,
+    store: ObjectStore | None = None,
+    sandboxed: bool = True,
+    **body: Any,
+) -> tuple[PipelineRun, Any]:
+    """The pipeline of `stages` run once on the test's worker (see the `ctx` fixture); the run
+    row and the workflow's result."""
+    pipeline_id = await make_pipeline(
+        ctx["session_maker"], ctx["org"].org_id, stages, image=ctx["image"]
+    )
+    run = await create_run(
+        ctx["session_maker"], ctx["settings"], ctx["org"].org_id, pipeline_id, **body
+    )
+    async with pipeline_worker(
+        ctx["client"],
+        ctx["task_queue"],
+        ctx["settings"],
+        ctx["session_maker"],
+        ctx["runner"],
+        store,
+        sandboxed=sandboxed,
+    ):
+        handle = await start(ctx["client"], run, ctx["task_queue"])
+        result = await handle.result()
+    return run, result

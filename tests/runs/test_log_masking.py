@@ -3,13 +3,12 @@ stored log: a real run on real Temporal + Postgres, over each runner."""
 
 from __future__ import annotations
 
-from tests.runs.helpers import executions, log_text, stage
-from tests.runs.test_pipeline_run import ctx, image, org, run_pipeline  # noqa: F401
+from tests.runs.helpers import executions, log_text, run_pipeline, stage
 
 SECRET = "s3cr3t-Value/with+chars"
 
 
-async def test_transformed_and_straddling_secrets_are_masked(ctx) -> None:  # noqa: F811
+async def test_transformed_and_straddling_secrets_are_masked(ctx) -> None:
     commands = [
         'echo "hex: $(printf %s "$TOKEN" | od -An -tx1 | tr -d " \\n")"',
         'echo "b64 with newline: $(echo "$TOKEN" | base64)"',
