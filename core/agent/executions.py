@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.agent import outcomes, projections
 from core.agent.errors import task_not_found
+from core.agent.generated_pipelines import save_generated
 from core.agent.progress import Tick, while_ticking
 from core.agent.tools import AgentToolbox
 from core.agent.workspaces import Workspaces
@@ -153,7 +154,7 @@ async def _save_pipeline(
     assert validated is not None
     proposal, report = validated
     analysis = toolbox.analysis()
-    pid = await projections.save_pipeline(
+    pid = await save_generated(
         session,
         task=task,
         proposal=proposal,
