@@ -125,3 +125,4 @@ async def save(
     for event, channels in change.items():
         current.setdefault(event, {}).update(channels)
     row.settings = current
+    await session.flush()

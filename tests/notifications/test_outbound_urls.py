@@ -3,7 +3,7 @@ loopback addresses are refused without a connection; plain http only to loopback
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
@@ -14,7 +14,7 @@ async def never_resolve(host: str, port: int) -> Sequence[str]:
     raise AssertionError(f"no lookup expected for {host}")
 
 
-def answering(*addresses: str):  # type: ignore[no-untyped-def]
+def answering(*addresses: str) -> Callable[[str, int], Awaitable[Sequence[str]]]:
     async def resolve(host: str, port: int) -> Sequence[str]:
         return list(addresses)
 
