@@ -2,9 +2,7 @@
 checks, the Temporal client and the settings.
 
     @router.get("/projects")
-    async def list_projects(
-        session: SessionDep, principal: Annotated[Principal, Depends(require_scope(PROJECTS_READ))]
-    ) -> ...
+    async def list_projects(session: SessionDep, principal: ProjectsReader) -> ...
 """
 
 from __future__ import annotations
@@ -47,9 +45,17 @@ __all__ = [
     "PROJECTS_READ",
     "PROJECTS_WRITE",
     "AccountContextDep",
+    "Admin",
+    "BillingReader",
+    "DeploymentsTrigger",
+    "EnvironmentsReader",
     "OriginDep",
+    "PipelinesReader",
+    "PipelinesWriter",
     "Principal",
     "PrincipalDep",
+    "ProjectsReader",
+    "ProjectsWriter",
     "SessionDep",
     "SettingsDep",
     "TemporalDep",
@@ -125,6 +131,17 @@ def require_scope(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
     dependency.__name__ = f"require_{scope.replace(':', '_')}"
     dependency.required_scope = scope  # type: ignore[attr-defined]  # read by route-table tests
     return dependency
+
+
+# The principal of each scope an endpoint can demand: one dependency per scope for every router.
+ProjectsReader = Annotated[Principal, Depends(require_scope(PROJECTS_READ))]
+ProjectsWriter = Annotated[Principal, Depends(require_scope(PROJECTS_WRITE))]
+EnvironmentsReader = Annotated[Principal, Depends(require_scope(ENVIRONMENTS_READ))]
+PipelinesReader = Annotated[Principal, Depends(require_scope(PIPELINES_READ))]
+PipelinesWriter = Annotated[Principal, Depends(require_scope(PIPELINES_WRITE))]
+DeploymentsTrigger = Annotated[Principal, Depends(require_scope(DEPLOYMENTS_TRIGGER))]
+BillingReader = Annotated[Principal, Depends(require_scope(BILLING_READ))]
+Admin = Annotated[Principal, Depends(require_scope(ADMIN))]
 
 
 async def require_session_principal(principal: PrincipalDep) -> Principal:

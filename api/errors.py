@@ -77,6 +77,20 @@ class Problem(BaseModel):
     request_id: str | None = None
 
 
+def problems(
+    conflict: str | None = None,
+    *,
+    not_found: str = "Not found (or owned by another organization)",
+    invalid: str = "Validation failed",
+) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a router's endpoints: the problem answers it documents."""
+    documented: dict[int | str, dict[str, Any]] = {404: {"description": not_found}}
+    if conflict is not None:
+        documented[409] = {"description": conflict}
+    documented[422] = {"description": invalid}
+    return documented
+
+
 def problem_response(
     request: Request | None,
     *,

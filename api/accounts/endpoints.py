@@ -3,29 +3,22 @@ in their own modules, all served by this module's router."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from api.accounts import auth, keys, members
 from api.accounts.schemas import MeOut, OrganizationOut, OrganizationUpdate, UserOut
 from api.deps import (
-    ADMIN,
-    PROJECTS_READ,
     AccountContextDep,
-    Principal,
+    Admin,
     PrincipalDep,
+    ProjectsReader,
     SessionDep,
-    require_scope,
 )
 from core.accounts import organizations, sessions
 
 router = APIRouter()  # mounted under /v1 by the app
 # Included in the order the routes are documented: auth, the caller, members, API keys.
 router.include_router(auth.router)
-
-AdminPrincipal = Annotated[Principal, Depends(require_scope(ADMIN))]
-ReaderPrincipal = Annotated[Principal, Depends(require_scope(PROJECTS_READ))]
 
 
 @router.get("/me", tags=["accounts"], response_model=MeOut)
@@ -43,7 +36,7 @@ async def me(session: SessionDep, principal: PrincipalDep) -> MeOut:
 
 
 @router.get("/organizations/current", tags=["accounts"], response_model=OrganizationOut)
-async def get_organization(session: SessionDep, principal: ReaderPrincipal) -> OrganizationOut:
+async def get_organization(session: SessionDep, principal: ProjectsReader) -> OrganizationOut:
     return OrganizationOut.model_validate(
         await organizations.current_organization(session, principal)
     )
@@ -51,7 +44,7 @@ async def get_organization(session: SessionDep, principal: ReaderPrincipal) -> O
 
 @router.patch("/organizations/current", tags=["accounts"], response_model=OrganizationOut)
 async def update_organization(
-    body: OrganizationUpdate, session: SessionDep, ctx: AccountContextDep, principal: AdminPrincipal
+    body: OrganizationUpdate, session: SessionDep, ctx: AccountContextDep, principal: Admin
 ) -> OrganizationOut:
     org = await organizations.update_organization(
         session, ctx, principal, body.model_dump(exclude_unset=True, exclude_none=True)

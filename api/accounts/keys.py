@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
 from api.accounts.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
-from api.deps import ADMIN, OriginDep, Principal, SessionDep, require_scope
+from api.deps import Admin, OriginDep, SessionDep
 from api.pagination import CursorParam, LimitParam, Page, build_page
 from core.accounts import keys
 
 router = APIRouter()
 
-AdminPrincipal = Annotated[Principal, Depends(require_scope(ADMIN))]
-
 
 @router.post("/api-keys", tags=["api-keys"], status_code=201, response_model=ApiKeyCreated)
 async def create_api_key(
-    body: ApiKeyCreate, session: SessionDep, origin: OriginDep, principal: AdminPrincipal
+    body: ApiKeyCreate, session: SessionDep, origin: OriginDep, principal: Admin
 ) -> ApiKeyCreated:
     """The full key is in this response only; store it now."""
     key, raw = await keys.create_api_key(
@@ -38,7 +35,7 @@ async def create_api_key(
 @router.get("/api-keys", tags=["api-keys"], response_model=Page[ApiKeyOut])
 async def list_api_keys(
     session: SessionDep,
-    principal: AdminPrincipal,
+    principal: Admin,
     limit: LimitParam = 50,
     cursor: CursorParam = None,
 ) -> Page[ApiKeyOut]:
@@ -50,7 +47,7 @@ async def list_api_keys(
 
 @router.delete("/api-keys/{key_id}", tags=["api-keys"], status_code=204)
 async def revoke_api_key(
-    key_id: UUID, session: SessionDep, origin: OriginDep, principal: AdminPrincipal
+    key_id: UUID, session: SessionDep, origin: OriginDep, principal: Admin
 ) -> Response:
     await keys.revoke_api_key(session, origin, principal, key_id)
     return Response(status_code=204)

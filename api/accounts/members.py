@@ -3,10 +3,9 @@ changing roles, removing members."""
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
 from api.accounts import render
 from api.accounts.schemas import (
@@ -20,28 +19,23 @@ from api.accounts.schemas import (
     OrganizationOut,
 )
 from api.deps import (
-    ADMIN,
-    PROJECTS_READ,
     AccountContextDep,
+    Admin,
     OriginDep,
-    Principal,
+    ProjectsReader,
     SessionDep,
     SessionPrincipalDep,
-    require_scope,
 )
 from api.pagination import CursorParam, LimitParam, Page, build_page
 from core.accounts import invitations, members
 
 router = APIRouter()
 
-AdminPrincipal = Annotated[Principal, Depends(require_scope(ADMIN))]
-ReaderPrincipal = Annotated[Principal, Depends(require_scope(PROJECTS_READ))]
-
 
 @router.get("/members", tags=["members"], response_model=Page[MemberOut])
 async def list_members(
     session: SessionDep,
-    principal: ReaderPrincipal,
+    principal: ProjectsReader,
     limit: LimitParam = 50,
     cursor: CursorParam = None,
 ) -> Page[MemberOut]:
@@ -56,7 +50,7 @@ async def list_members(
 
 @router.post("/members", tags=["members"], status_code=202, response_model=InvitationOut)
 async def add_member(
-    body: MemberAdd, session: SessionDep, ctx: AccountContextDep, principal: AdminPrincipal
+    body: MemberAdd, session: SessionDep, ctx: AccountContextDep, principal: Admin
 ) -> InvitationOut:
     """Invite an existing user: they become a member when they accept
     (`POST /v1/me/invitations/{id}/accept`)."""
@@ -70,7 +64,7 @@ async def add_member(
     "/members/invitations", tags=["members"], status_code=201, response_model=InvitationOut
 )
 async def invite_member(
-    body: MemberInvite, session: SessionDep, ctx: AccountContextDep, principal: AdminPrincipal
+    body: MemberInvite, session: SessionDep, ctx: AccountContextDep, principal: Admin
 ) -> InvitationOut:
     """Invite by email. An unknown email gets an account without a password and, by e-mail, a
     set-password link that also accepts; an existing user accepts after signing in."""
@@ -87,7 +81,7 @@ async def invite_member(
 
 
 @router.get("/members/invitations", tags=["members"], response_model=list[InvitationOut])
-async def list_invitations(session: SessionDep, principal: AdminPrincipal) -> list[InvitationOut]:
+async def list_invitations(session: SessionDep, principal: Admin) -> list[InvitationOut]:
     """Pending, unexpired invitations of the organization."""
     rows = await members.list_invitations(session, principal)
     return [render.invitation_out(invitation, user) for invitation, user in rows]
@@ -95,7 +89,7 @@ async def list_invitations(session: SessionDep, principal: AdminPrincipal) -> li
 
 @router.delete("/members/invitations/{invitation_id}", tags=["members"], status_code=204)
 async def revoke_invitation(
-    invitation_id: UUID, session: SessionDep, origin: OriginDep, principal: AdminPrincipal
+    invitation_id: UUID, session: SessionDep, origin: OriginDep, principal: Admin
 ) -> Response:
     await members.revoke_invitation(session, origin, principal, invitation_id)
     return Response(status_code=204)
@@ -140,7 +134,7 @@ async def change_member_role(
     body: MemberRoleUpdate,
     session: SessionDep,
     origin: OriginDep,
-    principal: AdminPrincipal,
+    principal: Admin,
 ) -> MemberOut:
     member, user = await members.change_member_role(
         session, origin, principal, member_id, body.role
@@ -150,7 +144,7 @@ async def change_member_role(
 
 @router.delete("/members/{member_id}", tags=["members"], status_code=204)
 async def remove_member(
-    member_id: UUID, session: SessionDep, origin: OriginDep, principal: AdminPrincipal
+    member_id: UUID, session: SessionDep, origin: OriginDep, principal: Admin
 ) -> Response:
     await members.remove_member(session, origin, principal, member_id)
     return Response(status_code=204)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Request, status
 
 from api.agent.schemas import (
     AgentExecutionOut,
@@ -17,15 +17,13 @@ from api.agent.schemas import (
 )
 from api.audit import origin_of
 from api.deps import (
-    PIPELINES_READ,
-    PIPELINES_WRITE,
-    Principal,
+    PipelinesReader,
+    PipelinesWriter,
     SessionDep,
     SettingsDep,
     TemporalDep,
-    require_scope,
 )
-from api.errors import ServiceUnavailable
+from api.errors import ServiceUnavailable, problems
 from api.pagination import CursorParam, LimitParam, Page, build_page
 from core.agent import service
 from core.agent.repository import TaskHistory
@@ -34,13 +32,7 @@ from forgeline.errors import DomainError
 
 router = APIRouter(tags=["agent"])
 
-Reader = Annotated[Principal, Depends(require_scope(PIPELINES_READ))]
-Writer = Annotated[Principal, Depends(require_scope(PIPELINES_WRITE))]
-_PROBLEMS: dict[int | str, dict[str, str]] = {
-    404: {"description": "Not found (or owned by another organization)"},
-    409: {"description": "Conflict with the task's state"},
-    422: {"description": "Validation failed"},
-}
+_PROBLEMS = problems("Conflict with the task's state")
 
 
 @router.post(
@@ -52,7 +44,7 @@ async def create_agent_task(
     project_id: uuid.UUID,
     body: AgentTaskCreate,
     session: SessionDep,
-    principal: Writer,
+    principal: PipelinesWriter,
     temporal: TemporalDep,
     settings: SettingsDep,
     request: Request,
@@ -83,7 +75,7 @@ async def create_agent_task(
 
 @router.get("/agent-tasks/{task_id}", responses=_PROBLEMS)
 async def get_agent_task(
-    task_id: uuid.UUID, session: SessionDep, principal: Reader
+    task_id: uuid.UUID, session: SessionDep, principal: PipelinesReader
 ) -> AgentTaskDetail:
     task, history = await service.task_with_history(session, principal, task_id)
     return _detail(task, history)
@@ -95,7 +87,7 @@ async def get_agent_task(
 async def cancel_agent_task(
     task_id: uuid.UUID,
     session: SessionDep,
-    principal: Writer,
+    principal: PipelinesWriter,
     temporal: TemporalDep,
     request: Request,
 ) -> AgentTaskOut:
@@ -107,7 +99,7 @@ async def cancel_agent_task(
 async def list_agent_tasks(
     project_id: uuid.UUID,
     session: SessionDep,
-    principal: Reader,
+    principal: PipelinesReader,
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Page[AgentTaskOut]:

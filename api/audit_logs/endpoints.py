@@ -6,11 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import AfterValidator, BaseModel
 from sqlalchemy import RowMapping
 
-from api.deps import ADMIN, Principal, SessionDep, require_scope
+from api.deps import Admin, SessionDep
 from api.pagination import (
     CursorParam,
     LimitParam,
@@ -72,7 +72,7 @@ def _data(row: RowMapping) -> dict[str, Any]:
 @router.get("/audit-logs", response_model=Page[AuditLogOut])
 async def list_audit_logs(
     session: SessionDep,
-    principal: Annotated[Principal, Depends(require_scope(ADMIN))],
+    principal: Admin,
     action: Annotated[QueryText | None, Query(max_length=100, examples=["project.created"])] = None,
     resource_type: Annotated[QueryText | None, Query(max_length=100)] = None,
     resource_id: uuid.UUID | None = None,

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
@@ -28,22 +28,17 @@ from api.billing.schemas import (
     WebhookAck,
 )
 from api.deps import (
-    ADMIN,
-    BILLING_READ,
-    Principal,
+    Admin,
+    BillingReader,
     SessionDep,
     SettingsDep,
     TemporalDep,
-    require_scope,
 )
 from api.pagination import CursorParam, LimitParam, Page, build_page
 from core.billing import limits, payment_methods, plans, statements, subscriptions, webhooks
 from core.billing.periods import Period
 
 router = APIRouter(tags=["billing"])
-
-Reader = Annotated[Principal, Depends(require_scope(BILLING_READ))]
-Admin = Annotated[Principal, Depends(require_scope(ADMIN))]
 
 
 @router.get("/plans", summary="Public plan catalogue with limits and overage prices")
@@ -52,7 +47,7 @@ async def list_plans(session: SessionDep) -> list[PlanOut]:
 
 
 @router.get("/billing/subscription", responses={404: {"description": "No subscription (Free)"}})
-async def get_subscription(session: SessionDep, principal: Reader) -> SubscriptionOut:
+async def get_subscription(session: SessionDep, principal: BillingReader) -> SubscriptionOut:
     return render.subscription_out(await subscriptions.current(session, principal.organization_id))
 
 
@@ -116,7 +111,9 @@ async def _apply_plan_to_build_slots(
 
 
 @router.get("/billing/payment-methods")
-async def list_payment_methods(session: SessionDep, principal: Reader) -> list[PaymentMethodOut]:
+async def list_payment_methods(
+    session: SessionDep, principal: BillingReader
+) -> list[PaymentMethodOut]:
     cards = await payment_methods.attached(session, principal.organization_id)
     return [render.payment_method_out(card) for card in cards]
 
@@ -159,7 +156,7 @@ async def delete_payment_method(
 @router.get("/billing/usage", summary="Usage of a period by type and by project")
 async def get_usage(
     session: SessionDep,
-    principal: Reader,
+    principal: BillingReader,
     period: Annotated[PeriodText | None, Query(description="YYYY-MM; default: this month")] = None,
 ) -> UsageOut:
     month = Period.parse(period) if period else Period.containing(datetime.now(UTC))
@@ -169,7 +166,7 @@ async def get_usage(
 @router.get("/billing/invoices")
 async def list_invoices(
     session: SessionDep,
-    principal: Reader,
+    principal: BillingReader,
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Page[InvoiceOut]:
@@ -186,7 +183,7 @@ async def list_invoices(
 
 @router.get("/billing/invoices/{invoice_id}")
 async def get_invoice(
-    invoice_id: uuid.UUID, session: SessionDep, principal: Reader
+    invoice_id: uuid.UUID, session: SessionDep, principal: BillingReader
 ) -> InvoiceDetail:
     statement = await statements.invoice_statement(session, principal.organization_id, invoice_id)
     return render.invoice_detail(statement)

@@ -4,9 +4,8 @@ promote and preview teardown; the rules live in core/deployments."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Request, status
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,15 +25,14 @@ from api.deployments.schemas import (
     RuntimeLogOut,
 )
 from api.deps import (
-    DEPLOYMENTS_TRIGGER,
-    ENVIRONMENTS_READ,
+    DeploymentsTrigger,
+    EnvironmentsReader,
     Principal,
     SessionDep,
     SettingsDep,
     TemporalDep,
-    require_scope,
 )
-from api.errors import ServiceUnavailable
+from api.errors import ServiceUnavailable, problems
 from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
 from core.audit.service import write_audit
 from core.deployments import approvals, repository, service
@@ -46,13 +44,11 @@ from workflows.deployment_models import DeploymentInput
 router = APIRouter(tags=["deployments"])
 router.include_router(sites.router)
 
-Reader = Annotated[Principal, Depends(require_scope(ENVIRONMENTS_READ))]
-Trigger = Annotated[Principal, Depends(require_scope(DEPLOYMENTS_TRIGGER))]
-_PROBLEMS: dict[int | str, dict[str, str]] = {
-    404: {"description": "Not found (or another organization's)"},
-    409: {"description": "Conflict with the deployment's state"},
-    422: {"description": "Invalid input or provider not available"},
-}
+_PROBLEMS = problems(
+    "Conflict with the deployment's state",
+    not_found="Not found (or another organization's)",
+    invalid="Invalid input or provider not available",
+)
 
 
 def deployment_out(row: Deployment) -> DeploymentOut:
@@ -97,7 +93,7 @@ async def create_deployment(
     environment_id: uuid.UUID,
     body: DeploymentCreate,
     session: SessionDep,
-    principal: Trigger,
+    principal: DeploymentsTrigger,
     temporal: TemporalDep,
     settings: SettingsDep,
     request: Request,
@@ -146,7 +142,7 @@ async def _deployment_page(
 async def list_environment_deployments(
     environment_id: uuid.UUID,
     session: SessionDep,
-    principal: Reader,
+    principal: EnvironmentsReader,
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Page[DeploymentOut]:
@@ -159,7 +155,7 @@ async def list_environment_deployments(
 async def list_project_deployments(
     project_id: uuid.UUID,
     session: SessionDep,
-    principal: Reader,
+    principal: EnvironmentsReader,
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Page[DeploymentOut]:
@@ -170,7 +166,10 @@ async def list_project_deployments(
 
 @router.get("/deployments/{deployment_id}", responses=_PROBLEMS)
 async def get_deployment(
-    deployment_id: uuid.UUID, session: SessionDep, principal: Reader, log_limit: int = 200
+    deployment_id: uuid.UUID,
+    session: SessionDep,
+    principal: EnvironmentsReader,
+    log_limit: int = 200,
 ) -> DeploymentDetail:
     row = await repository.deployment_for(session, principal.organization_id, deployment_id)
     checks = await repository.health_checks(session, row.id)
@@ -189,7 +188,7 @@ async def get_deployment(
     "/deployments/{deployment_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_PROBLEMS
 )
 async def delete_deployment(
-    deployment_id: uuid.UUID, session: SessionDep, principal: Trigger, request: Request
+    deployment_id: uuid.UUID, session: SessionDep, principal: DeploymentsTrigger, request: Request
 ) -> None:
     row = await service.delete_deployment(session, principal.organization_id, deployment_id)
     await write_audit(
@@ -247,7 +246,7 @@ async def approve_deployment(
     deployment_id: uuid.UUID,
     body: DecisionBody,
     session: SessionDep,
-    principal: Trigger,
+    principal: DeploymentsTrigger,
     temporal: TemporalDep,
     request: Request,
 ) -> DecisionOut:
@@ -262,7 +261,7 @@ async def reject_deployment(
     deployment_id: uuid.UUID,
     body: DecisionBody,
     session: SessionDep,
-    principal: Trigger,
+    principal: DeploymentsTrigger,
     temporal: TemporalDep,
     request: Request,
 ) -> DecisionOut:
@@ -277,7 +276,7 @@ async def reject_deployment(
 async def rollback_deployment(
     deployment_id: uuid.UUID,
     session: SessionDep,
-    principal: Trigger,
+    principal: DeploymentsTrigger,
     temporal: TemporalDep,
     request: Request,
 ) -> DeploymentOut:
@@ -307,7 +306,7 @@ async def promote_deployment(
     deployment_id: uuid.UUID,
     body: PromoteBody,
     session: SessionDep,
-    principal: Trigger,
+    principal: DeploymentsTrigger,
     temporal: TemporalDep,
     request: Request,
 ) -> DeploymentOut:
@@ -336,7 +335,7 @@ async def promote_deployment(
 async def teardown_preview(
     environment_id: uuid.UUID,
     session: SessionDep,
-    principal: Trigger,
+    principal: DeploymentsTrigger,
     temporal: TemporalDep,
     request: Request,
 ) -> dict[str, str]:

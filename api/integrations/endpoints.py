@@ -6,16 +6,20 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel
 from temporalio.client import Client
 
-from api.deps import PROJECTS_WRITE, OriginDep, Principal, SessionDep, SettingsDep, require_scope
+from api.deps import (
+    OriginDep,
+    ProjectsWriter,
+    SessionDep,
+    SettingsDep,
+)
 from core.integrations import deliveries, webhook_secrets
 
 router = APIRouter(tags=["integrations"])
 
-Writer = Annotated[Principal, Depends(require_scope(PROJECTS_WRITE))]
 RepositoryParam = Annotated[
     uuid.UUID | None,
     Query(description="The connected repository (in the URL shown when its secret was made)"),
@@ -117,7 +121,7 @@ async def gitlab_webhook(
 async def rotate_webhook_secret(
     project_id: uuid.UUID,
     session: SessionDep,
-    principal: Writer,
+    principal: ProjectsWriter,
     settings: SettingsDep,
     origin: OriginDep,
 ) -> WebhookSecretOut:

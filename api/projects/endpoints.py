@@ -5,19 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel
 
 from api.deps import (
-    ENVIRONMENTS_READ,
-    PROJECTS_READ,
-    PROJECTS_WRITE,
+    EnvironmentsReader,
     OriginDep,
-    Principal,
+    ProjectsReader,
+    ProjectsWriter,
     SessionDep,
     SettingsDep,
-    require_scope,
 )
+from api.errors import problems
 from api.pagination import CursorParam, LimitParam, Page, json_page
 from api.projects import render
 from api.projects.schemas import (
@@ -48,13 +47,7 @@ def _json(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
 
-Reader = Annotated[Principal, Depends(require_scope(PROJECTS_READ))]
-Writer = Annotated[Principal, Depends(require_scope(PROJECTS_WRITE))]
-EnvironmentReader = Annotated[Principal, Depends(require_scope(ENVIRONMENTS_READ))]
-_PROBLEMS: dict[int | str, dict[str, str]] = {
-    404: {"description": "Not found (or owned by another organization)"},
-    422: {"description": "Validation failed"},
-}
+_PROBLEMS = problems()
 
 
 @router.post(
@@ -65,7 +58,7 @@ _PROBLEMS: dict[int | str, dict[str, str]] = {
 async def create_project(
     body: ProjectCreate,
     session: SessionDep,
-    principal: Writer,
+    principal: ProjectsWriter,
     settings: SettingsDep,
     origin: OriginDep,
 ) -> ProjectOut:
@@ -76,7 +69,7 @@ async def create_project(
 @router.get("/projects", response_model=Page[ProjectOut])
 async def list_projects(
     session: SessionDep,
-    principal: Reader,
+    principal: ProjectsReader,
     status_filter: Annotated[
         ProjectStatusFilter | None,
         Query(
@@ -112,7 +105,9 @@ async def list_projects(
 
 
 @router.get("/projects/{project_id}", response_model=ProjectOut, responses=_PROBLEMS)
-async def get_project(project_id: uuid.UUID, session: SessionDep, principal: Reader) -> Response:
+async def get_project(
+    project_id: uuid.UUID, session: SessionDep, principal: ProjectsReader
+) -> Response:
     # Validated once by the service, serialised once here (FastAPI would validate it again).
     return _json(render.project_out(await service.get_project(session, principal, project_id)))
 
@@ -122,7 +117,7 @@ async def update_project(
     project_id: uuid.UUID,
     body: ProjectUpdate,
     session: SessionDep,
-    principal: Writer,
+    principal: ProjectsWriter,
     settings: SettingsDep,
     origin: OriginDep,
 ) -> ProjectOut:
@@ -132,7 +127,7 @@ async def update_project(
 
 @router.post("/projects/{project_id}/archive", responses=_PROBLEMS)
 async def archive_project(
-    project_id: uuid.UUID, session: SessionDep, principal: Writer, origin: OriginDep
+    project_id: uuid.UUID, session: SessionDep, principal: ProjectsWriter, origin: OriginDep
 ) -> ProjectOut:
     return render.project_out(
         await service.set_archived(session, principal, origin, project_id, archived=True)
@@ -141,7 +136,7 @@ async def archive_project(
 
 @router.post("/projects/{project_id}/unarchive", responses=_PROBLEMS)
 async def unarchive_project(
-    project_id: uuid.UUID, session: SessionDep, principal: Writer, origin: OriginDep
+    project_id: uuid.UUID, session: SessionDep, principal: ProjectsWriter, origin: OriginDep
 ) -> ProjectOut:
     return render.project_out(
         await service.set_archived(session, principal, origin, project_id, archived=False)
@@ -153,7 +148,7 @@ async def unarchive_project(
 
 @router.get("/projects/{project_id}/repository", tags=["repositories"], responses=_PROBLEMS)
 async def get_repository(
-    project_id: uuid.UUID, session: SessionDep, principal: Reader
+    project_id: uuid.UUID, session: SessionDep, principal: ProjectsReader
 ) -> RepositoryOut:
     return render.repository_out(await repositories.get_repository(session, principal, project_id))
 
@@ -167,7 +162,7 @@ async def put_repository(
     project_id: uuid.UUID,
     body: RepositoryPut,
     session: SessionDep,
-    principal: Writer,
+    principal: ProjectsWriter,
     settings: SettingsDep,
     origin: OriginDep,
     response: Response,
@@ -194,7 +189,7 @@ async def put_repository(
     responses=_PROBLEMS,
 )
 async def delete_repository(
-    project_id: uuid.UUID, session: SessionDep, principal: Writer, origin: OriginDep
+    project_id: uuid.UUID, session: SessionDep, principal: ProjectsWriter, origin: OriginDep
 ) -> None:
     await repositories.delete_repository(session, principal, origin, project_id)
 
@@ -212,7 +207,7 @@ async def create_environment(
     project_id: uuid.UUID,
     body: EnvironmentCreate,
     session: SessionDep,
-    principal: Writer,
+    principal: ProjectsWriter,
     settings: SettingsDep,
     origin: OriginDep,
 ) -> EnvironmentOut:
@@ -231,7 +226,7 @@ async def create_environment(
 async def list_environments(
     project_id: uuid.UUID,
     session: SessionDep,
-    principal: EnvironmentReader,
+    principal: EnvironmentsReader,
     env_type: EnvironmentType | None = None,
     cursor: CursorParam = None,
     limit: LimitParam = 50,
@@ -255,7 +250,7 @@ async def list_environments(
     responses=_PROBLEMS,
 )
 async def get_environment(
-    environment_id: uuid.UUID, session: SessionDep, principal: EnvironmentReader
+    environment_id: uuid.UUID, session: SessionDep, principal: EnvironmentsReader
 ) -> Response:
     return _json(
         render.environment_out(
@@ -269,7 +264,7 @@ async def update_environment(
     environment_id: uuid.UUID,
     body: EnvironmentUpdate,
     session: SessionDep,
-    principal: Writer,
+    principal: ProjectsWriter,
     settings: SettingsDep,
     origin: OriginDep,
 ) -> EnvironmentOut:
@@ -286,6 +281,6 @@ async def update_environment(
     responses={**_PROBLEMS, 409: {"description": "Still referenced by deployments"}},
 )
 async def delete_environment(
-    environment_id: uuid.UUID, session: SessionDep, principal: Writer, origin: OriginDep
+    environment_id: uuid.UUID, session: SessionDep, principal: ProjectsWriter, origin: OriginDep
 ) -> None:
     await environments.delete_environment(session, principal, origin, environment_id)

@@ -8,21 +8,19 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
+from fastapi import APIRouter, Header, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
 from sse_starlette.sse import EventSourceResponse
 
 from api.audit import origin_of
 from api.deps import (
-    PIPELINES_READ,
-    PIPELINES_WRITE,
-    Principal,
+    PipelinesReader,
+    PipelinesWriter,
     SessionDep,
     SettingsDep,
     TemporalDep,
-    require_scope,
 )
-from api.errors import ServiceUnavailable
+from api.errors import ServiceUnavailable, problems
 from api.pagination import CursorParam, LimitParam, Page, build_page
 from api.runs.logs import log_reader, object_store
 from api.runs.render import run_out, stage_out
@@ -42,13 +40,7 @@ from forgeline.statuses.runs import RunStatus
 
 router = APIRouter(tags=["runs"])
 
-Reader = Annotated[Principal, Depends(require_scope(PIPELINES_READ))]
-Writer = Annotated[Principal, Depends(require_scope(PIPELINES_WRITE))]
-_PROBLEMS: dict[int | str, dict[str, str]] = {
-    404: {"description": "Not found (or owned by another organization)"},
-    409: {"description": "Conflict with the run's state"},
-    422: {"description": "Validation failed"},
-}
+_PROBLEMS = problems("Conflict with the run's state")
 
 
 async def _start(temporal: TemporalDep, session: SessionDep, run: PipelineRun) -> None:
@@ -65,7 +57,7 @@ async def trigger_run(
     pipeline_id: uuid.UUID,
     body: RunCreate,
     session: SessionDep,
-    principal: Writer,
+    principal: PipelinesWriter,
     settings: SettingsDep,
     temporal: TemporalDep,
     request: Request,
@@ -96,7 +88,7 @@ async def trigger_run(
 async def list_runs(
     pipeline_id: uuid.UUID,
     session: SessionDep,
-    principal: Reader,
+    principal: PipelinesReader,
     status_filter: Annotated[
         RunStatus | None,
         Query(alias="status"),
@@ -117,7 +109,7 @@ async def list_runs(
 
 @router.get("/runs/{run_id}", responses=_PROBLEMS)
 async def get_run(
-    run_id: uuid.UUID, session: SessionDep, principal: Reader, temporal: TemporalDep
+    run_id: uuid.UUID, session: SessionDep, principal: PipelinesReader, temporal: TemporalDep
 ) -> RunDetailOut:
     run = await repository.get_run(session, principal.organization_id, run_id)
     stages = await repository.stage_executions(session, run.id)
@@ -142,7 +134,7 @@ async def get_run(
 async def cancel_run(
     run_id: uuid.UUID,
     session: SessionDep,
-    principal: Writer,
+    principal: PipelinesWriter,
     temporal: TemporalDep,
     request: Request,
 ) -> RunOut:
@@ -158,7 +150,7 @@ async def cancel_run(
 async def rerun(
     run_id: uuid.UUID,
     session: SessionDep,
-    principal: Writer,
+    principal: PipelinesWriter,
     settings: SettingsDep,
     temporal: TemporalDep,
     request: Request,
@@ -197,7 +189,7 @@ async def stage_logs(
     run_id: uuid.UUID,
     stage: Annotated[str, Path(max_length=100)],
     session: SessionDep,
-    principal: Reader,
+    principal: PipelinesReader,
     request: Request,
     follow: bool = False,
     attempt: Annotated[
@@ -267,7 +259,7 @@ async def stage_logs(
 
 @router.get("/runs/{run_id}/artifacts", responses=_PROBLEMS)
 async def list_artifacts(
-    run_id: uuid.UUID, session: SessionDep, principal: Reader
+    run_id: uuid.UUID, session: SessionDep, principal: PipelinesReader
 ) -> list[ArtifactOut]:
     run = await repository.get_run(session, principal.organization_id, run_id)
     rows = await repository.list_artifacts(session, run.id)
@@ -294,7 +286,7 @@ async def download_artifact(
     run_id: uuid.UUID,
     artifact_id: uuid.UUID,
     session: SessionDep,
-    principal: Reader,
+    principal: PipelinesReader,
     request: Request,
 ) -> StreamingResponse:
     run = await repository.get_run(session, principal.organization_id, run_id)
