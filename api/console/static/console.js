@@ -131,9 +131,13 @@
       form.addEventListener("submit", function (event) { event.preventDefault(); search(input, counter); });
       input.addEventListener("input", function () { search(input, counter); });
     }
-    if (window.location.hash.indexOf("-L") !== -1) {
+    function toHash() {
+      if (window.location.hash.indexOf("-L") === -1) { return; }
+      document.querySelectorAll("span.line.target").forEach(function (l) { l.classList.remove("target"); });
       var line = document.getElementById(window.location.hash.slice(1));
       if (line) { target(line); }
     }
+    window.addEventListener("hashchange", toHash);
+    toHash();
   });
 })();
