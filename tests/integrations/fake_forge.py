@@ -108,7 +108,7 @@ class FakeForge:
                 page = [_comment_body(c) for c in self.comments.values() if c.thread == thread]
                 return Failure(200, body=page)
             if method == "POST" and isinstance(body, str):
-                comment = Comment(len(self.comments) + 1, thread, body)
+                comment = Comment(max(self.comments, default=0) + 1, thread, body)
                 self.comments[comment.id] = comment
                 return Failure(201, body=_comment_body(comment))
             return Failure(422, body={"message": "Validation Failed"})
