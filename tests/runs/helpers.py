@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.worker import Worker
 
 from activities.deps import WorkerDeps
@@ -26,6 +26,8 @@ from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
 from infra.runners import Runner
 from infra.storage import ObjectStore, create_object_store
+from tests.factories import make_org
+from tests.runs.sandbox import sandbox_runner
 
 
 def stage(name: str, run: str | list[str], position: int = 0, **kw: Any) -> dict[str, Any]:
@@ -260,3 +262,50 @@ async def run_pipeline(
         handle = await start(ctx["client"], run, ctx["task_queue"])
         result = await handle.result()
     return run, result
+
+
+# An endless flood of short lines, and one of a single endless line.
+FLOOD = "yes 'flood flood flood flood flood flood flood'"
+ENDLESS_LINE = "tr '\\0' x < /dev/zero"
+
+
+async def set_limits(
+    session_maker: async_sessionmaker[AsyncSession], pipeline_id: uuid.UUID, **limits: Any
+) -> None:
+    async with session_scope(session_maker) as session:
+        pipeline = await session.get(Pipeline, pipeline_id)
+        assert pipeline is not None
+        pipeline.config = {**(pipeline.config or {}), "limits": limits}
+
+
+async def run_stages(
+    session_maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    client: Client,
+    task_queue: str,
+    tmp_path: Path,
+    stages: list[dict[str, Any]],
+    **limits: Any,
+) -> tuple[uuid.UUID, str]:
+    org = await make_org(session_maker)
+    pipeline_id = await make_pipeline(session_maker, org.org_id, stages)
+    if limits:
+        await set_limits(session_maker, pipeline_id, **limits)
+    run = await create_run(session_maker, settings, org.org_id, pipeline_id)
+    runner = sandbox_runner(tmp_path / "state")
+    try:
+        async with pipeline_worker(client, task_queue, settings, session_maker, runner):
+            handle = await start(client, run, task_queue)
+            try:
+                result = await handle.result()
+                status = result.status
+            except WorkflowFailureError:
+                status = "failed"
+    finally:
+        await runner.close()
+    return run.id, status
+
+
+def spool_files(settings: Settings) -> list[Path]:
+    spool = settings.data_dir / "spool"
+    return list(spool.iterdir()) if spool.exists() else []

@@ -28,17 +28,18 @@ from forgeline.statuses.runs import FailureClass
 from tests.billing.conftest import seeded_plans
 from tests.factories import make_org
 from tests.runs.helpers import (
+    FLOOD,
     create_run,
     executions,
     log_text,
     make_pipeline,
     pipeline_worker,
+    set_limits,
     stage,
     start,
     wait_for,
 )
 from tests.runs.sandbox import sandbox_runner
-from tests.runs.test_output_limits import FLOOD, set_limits
 
 FREE_CAP = 4 * MIB
 # The pipeline's own limit: above the free plan's cap, below Pro's.
