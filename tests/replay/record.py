@@ -86,6 +86,9 @@ SCENARIOS: dict[str, str] = {
     "test_schedule_lifecycle_with_the_pipeline": "schedule-firing",
     "tests/integrations/test_pull_requests.py::"
     "test_pull_request_rows_follow_events_and_runs": "pr-tracking",
+    "tests/integrations/test_pr_previews.py::test_pull_request_preview_lifecycle": "pr-preview",
+    "tests/integrations/test_pr_comment_failures.py::"
+    "test_forge_failures_delay_the_comment_never_the_run": "pr-comment-outage",
 }
 
 
