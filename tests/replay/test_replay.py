@@ -41,6 +41,8 @@ REQUIRED = {
     "CommitStatusWorkflow-forge-outage",
     "ScheduledRunWorkflow-schedule-firing",
     "WebhookDeliveryWorkflow-pr-tracking",
+    "PullRequestReportWorkflow-pr-preview",
+    "PullRequestReportWorkflow-pr-comment-outage",
 }
 
 
