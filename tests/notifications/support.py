@@ -156,3 +156,22 @@ async def history_payloads(client: Client, workflow_id: str) -> list[bytes]:
                     payloads = await codec.decode(payloads)
                 found.extend(p.data for p in payloads)
     return found
+
+
+async def notification_outcome(client: Client, key: str, timeout: float = 30.0) -> Any:
+    """The result of the event's notification workflow, once its emitter has started it (the
+    emitter starts it right after committing the change a test may already have seen)."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from workflows.notification import NotificationWorkflow
+    from workflows.notifications_models import notification_workflow_id
+
+    handle = client.get_workflow_handle_for(NotificationWorkflow.run, notification_workflow_id(key))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await handle.result()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.05)

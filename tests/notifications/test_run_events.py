@@ -17,16 +17,15 @@ from temporalio.worker import Worker
 
 from forgeline.settings import Settings
 from tests.factories import OrgFixture, make_org
-from tests.notifications.support import Receiver
+from tests.notifications.support import Receiver, notification_outcome
 from tests.runs.helpers import create_run, make_pipeline, pipeline_worker, stage, start
 from tests.runs.sandbox import sandbox_runner
-from workflows.notification import NotificationWorkflow
 from workflows.notifications_models import NotificationOutcome, notification_workflow_id
 
 
 async def outcome(client: Client, key: str) -> NotificationOutcome:
-    handle = client.get_workflow_handle_for(NotificationWorkflow.run, notification_workflow_id(key))
-    return await handle.result()
+    found: NotificationOutcome = await notification_outcome(client, key)
+    return found
 
 
 async def never_started(client: Client, key: str) -> bool:
