@@ -54,6 +54,10 @@ class StageCgroup:
         self.unified = unified
 
     @property
+    def name(self) -> str:
+        return next(iter(self.dirs.values())).name
+
+    @property
     def procs_files(self) -> list[Path]:
         return [d / "cgroup.procs" for d in self.dirs.values()]
 
@@ -77,6 +81,16 @@ class StageCgroup:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
+
+    def signal_all(self) -> None:
+        """One SIGKILL to every process listed now (with a sandbox's pid 1 among them, the
+        kernel kills the rest of its namespace); `kill` also waits until the group is empty."""
+        if self.unified:
+            self.kill()
+            return
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
     def destroy(self) -> None:
         self.kill()
@@ -154,6 +168,28 @@ class Cgroups:
             group.destroy()
             raise
         return group
+
+    def rename(self, group: StageCgroup, name: str) -> StageCgroup:
+        """The same group (and its processes) under `name`; unchanged where the hierarchy cannot
+        rename (cgroup v2 has no rename)."""
+        dirs = self._dirs(name)
+        moved: list[tuple[Path, Path]] = []
+        try:
+            for controller, old in group.dirs.items():
+                if any(old == done for done, _ in moved):
+                    continue  # the unified hierarchy: one directory for every controller
+                new = dirs[controller]
+                old.rename(new)
+                moved.append((old, new))
+        except (OSError, KeyError):
+            for old, new in reversed(moved):
+                with contextlib.suppress(OSError):
+                    new.rename(old)
+            return group
+        return StageCgroup(dirs, self.unified)
+
+    def apply(self, group: StageCgroup, limits: Limits) -> None:
+        self._apply(group, limits)
 
     def _apply(self, group: StageCgroup, limits: Limits) -> None:
         pids, memory = group.dirs["pids"], group.dirs["memory"]

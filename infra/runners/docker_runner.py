@@ -19,7 +19,7 @@ from pathlib import Path
 from infra.containers import ContainerEngine, ContainerSpec
 from infra.runners.base import OutputCallback, Runner, StageOutcome, StageProcess
 from infra.runners.egress_proxy import EgressProxy, listen_in_namespace, proxy_environment
-from infra.runners.sandbox_runner import SANDBOX_TMP
+from infra.runners.sandbox_args import SANDBOX_TMP
 from infra.runners.sandbox_workspace import give_to_build_user
 
 # Inside the container: a read-only directory where `ready` appears once the proxy listens.

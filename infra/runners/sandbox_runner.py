@@ -11,6 +11,10 @@ The embedded default. What a stage sees and may do:
   of every process in the group on exit, timeout or cancel.
 The environment is built from scratch: a clean PATH, HOME and TMPDIR inside the workspace, and
 only the proxy and CA settings the operator configured.
+
+Sandboxes are started ahead of their stages (infra/runners/sandbox_pool.py): each serves one
+stage and is torn down after it. A stage the waiting shell cannot take (a variable name it cannot
+export) or a host without the mount API starts its own sandbox instead.
 """
 
 from __future__ import annotations
@@ -19,98 +23,50 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from infra.runners import mounts
 from infra.runners.base import OutputCallback, Runner, StageOutcome, StageProcess
 from infra.runners.cgroups import Cgroups, Limits, StageCgroup
-from infra.runners.egress_proxy import (
-    PROXY_PORT,
-    EgressPolicy,
-    EgressProxy,
-    proxy_environment,
+from infra.runners.egress_proxy import EgressPolicy, EgressProxy
+from infra.runners.local_runner import PUMP_DRAIN_SECONDS, close_output, pump_output
+from infra.runners.sandbox_args import (
+    DISK_EXCEEDED_EXIT,
+    PROXY_SOCKET,
+    SANDBOX_TMP,
+    SANDBOX_WORKSPACE,
+    STANDARD_PATH,
+    SandboxConfig,
+    become_build_user,
+    forward_script,
+    launcher,
+    require_tool,
+    stage_environment,
+    static_args,
+    write_identity_files,
 )
-from infra.runners.local_runner import close_output, end_output, pump_output
+from infra.runners.sandbox_pool import (
+    CONTROL,
+    WAITER,
+    PooledSandbox,
+    SandboxPool,
+    can_hand_over,
+    handover,
+    read_pipe,
+    workspace_path,
+)
 from infra.runners.sandbox_workspace import (
-    SANDBOX_DIR,
     SandboxUnavailable,
     prepare_workspace,
     workspace_usage,
 )
 
+__all__ = ["SandboxConfig", "SandboxRunner", "sandbox_works"]
+
 log = logging.getLogger("forgeline.sandbox")
-
-SANDBOX_WORKSPACE = "/workspace"
-# Inside the sandbox (its own mount namespace): not the host's /tmp.
-SANDBOX_TMP = "/tmp"  # noqa: S108
-PROXY_SOCKET = "/run/forgeline/egress.sock"
-STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Read-only host files a toolchain needs (TLS roots, dynamic linker, time zone, MIME, services).
-ETC_FILES = (
-    "ssl",
-    "ca-certificates",
-    "ca-certificates.conf",
-    "alternatives",
-    "localtime",
-    "timezone",
-    "mime.types",
-    "os-release",
-    "debian_version",
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "protocols",
-    "services",
-    "profile",
-    "bash.bashrc",
-    "inputrc",
-    "java-17-openjdk",
-    "java-21-openjdk",
-)
-ROOT_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
-CA_VARIABLES = (
-    "SSL_CERT_FILE",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "NODE_EXTRA_CA_CERTS",
-    "PIP_CERT",
-    "GIT_SSL_CAINFO",
-    "AWS_CA_BUNDLE",
-    "CARGO_HTTP_CAINFO",
-)
-SANDBOX_CA = "/etc/forgeline/ca.pem"
-DISK_EXCEEDED_EXIT = 137
-
-
-@dataclass(frozen=True)
-class SandboxConfig:
-    state_dir: Path
-    uid: int = 61000
-    gid: int = 61000
-    memory_mb: int = 4096
-    pids_limit: int = 1024
-    disk_mb: int = 10240
-    cpus: float | None = None
-    toolchain: tuple[Path, ...] = ()
-    ca_bundle: Path | None = None
-    pass_host_ca: bool = False
-    egress_allow: tuple[str, ...] = ()
-    upstream_proxy: str | None = None
-    # An egress proxy run elsewhere (its own process or service): the runner starts none.
-    proxy_socket: Path | None = None
-    disk_check_seconds: float = 1.0
-
-
-def _require(tool: str) -> str:
-    path = shutil.which(tool, path=STANDARD_PATH)
-    if path is None:
-        raise SandboxUnavailable(
-            f"{tool} is not installed: run scripts/ensure-sandbox.sh (apt-get install "
-            "bubblewrap socat util-linux)"
-        )
-    return path
+PIPE_BUFFER = 65536  # a larger hand-over is written from a thread while the shell reads it
 
 
 class SandboxRunner(Runner):
@@ -118,79 +74,23 @@ class SandboxRunner(Runner):
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
-        self.bwrap = _require("bwrap")
-        self.setpriv = _require("setpriv")
-        self.socat = _require("socat")
+        self.bwrap = require_tool("bwrap")
+        self.setpriv = require_tool("setpriv")
+        self.socat = require_tool("socat")
         if os.geteuid() != 0:
             raise SandboxUnavailable("the sandbox runner needs root to create its namespaces")
         self.cgroups = Cgroups()
         self.state_dir = config.state_dir
         self.etc_dir = self.state_dir / "etc"
-        self._write_identity_files()
+        write_identity_files(self.etc_dir, config.uid, config.gid)
         self.proxy_socket = config.proxy_socket or self.state_dir / "egress" / "egress.sock"
         self._proxy: EgressProxy | None = None
         self._proxy_lock = asyncio.Lock()
-        self._base_args = self._static_args()
-
-    # Set-up, once per runner -------------------------------------------------------------
-    def _write_identity_files(self) -> None:
-        uid, gid = self.config.uid, self.config.gid
-        home = f"{SANDBOX_WORKSPACE}/{SANDBOX_DIR}/home"
-        files = {
-            "passwd": f"root:x:0:0::/nonexistent:/usr/sbin/nologin\n"
-            f"build:x:{uid}:{gid}:Forgeline build:{home}:/bin/sh\n",
-            "group": f"root:x:0:\nbuild:x:{gid}:\n",
-            "hosts": "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
-            "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
-            "hostname": "forgeline-build\n",
-        }
-        self.etc_dir.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            (self.etc_dir / name).write_text(text)
-
-    def _static_args(self) -> list[str]:
-        args = [
-            self.bwrap,
-            "--unshare-pid",
-            "--unshare-net",
-            "--unshare-ipc",
-            "--unshare-uts",
-            "--unshare-cgroup-try",
-            "--hostname",
-            "forgeline-build",
-            "--die-with-parent",
-            "--new-session",
-            # setpriv (below) needs these to become the build user; it then drops every one.
-            "--cap-drop",
-            "ALL",
-            "--cap-add",
-            "CAP_SETUID",
-            "--cap-add",
-            "CAP_SETGID",
-            "--cap-add",
-            "CAP_SETPCAP",
-            "--ro-bind",
-            "/usr",
-            "/usr",
-        ]
-        for name in ROOT_DIRS:
-            path = Path("/") / name
-            if path.is_symlink():
-                args += ["--symlink", os.readlink(path), f"/{name}"]
-            elif path.is_dir():
-                args += ["--ro-bind", str(path), f"/{name}"]
-        args += ["--perms", "0755", "--dir", "/etc"]
-        for name in ETC_FILES:
-            if (Path("/etc") / name).exists():
-                args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
-        for name in ("passwd", "group", "hosts", "nsswitch.conf", "hostname"):
-            args += ["--ro-bind", str(self.etc_dir / name), f"/etc/{name}"]
-        for extra in self.config.toolchain:
-            args += ["--ro-bind", str(extra), str(extra)]
-        if self.config.ca_bundle is not None:
-            args += ["--ro-bind", str(self.config.ca_bundle), SANDBOX_CA]
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "0755", "--tmpfs", "/run"]
-        return args
+        self._base_args = static_args(self.bwrap, self.etc_dir, config)
+        self.pool: SandboxPool | None = None
+        if config.pool_size > 0:
+            self.pool = SandboxPool(config, self.cgroups, self._waiting_command)
+        self._pool_ready = False
 
     async def _ensure_proxy(self) -> None:
         if self._proxy is not None or self.config.proxy_socket is not None:
@@ -204,99 +104,164 @@ class SandboxRunner(Runner):
                 await proxy.start(self.proxy_socket)
                 self._proxy = proxy
 
-    # One stage ---------------------------------------------------------------------------
     def environment(self, process: StageProcess) -> dict[str, str]:
-        home = f"{SANDBOX_WORKSPACE}/{SANDBOX_DIR}/home"
-        env = {
-            "PATH": f"{home}/.local/bin:{STANDARD_PATH}",
-            "HOME": home,
-            "TMPDIR": SANDBOX_TMP,
-            "USER": "build",
-            "LOGNAME": "build",
-            "SHELL": "/bin/sh",
-            "LANG": "C.UTF-8",
-        }
-        if self.config.ca_bundle is not None:
-            env |= dict.fromkeys(CA_VARIABLES, SANDBOX_CA)
-        elif self.config.pass_host_ca:
-            env |= {k: os.environ[k] for k in CA_VARIABLES if k in os.environ}
-        if process.network:
-            env |= proxy_environment(PROXY_PORT)
-        env |= process.env
-        env["FORGELINE_PROCESS"] = process.name
-        return env
+        return stage_environment(self.config, process)
 
-    def _argv(self, process: StageProcess, root: Path, tmp_fd: int) -> list[str]:
-        cfg = self.config
-        workdir = SANDBOX_WORKSPACE
-        if process.workdir:
-            workdir = f"{SANDBOX_WORKSPACE}/{process.workdir}"
-        args = [*self._base_args, "--bind", str(root), SANDBOX_WORKSPACE]
-        args += ["--bind-fd", str(tmp_fd), SANDBOX_TMP, "--chdir", workdir]
+    def _stage_argv(self, process: StageProcess) -> list[str]:
         if process.network:
-            args += ["--perms", "0755", "--dir", str(Path(PROXY_SOCKET).parent)]
-            args += ["--ro-bind", str(self.proxy_socket), PROXY_SOCKET]
-        args += [
-            "--",
-            self.setpriv,
-            f"--reuid={cfg.uid}",
-            f"--regid={cfg.gid}",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--no-new-privs",
-            "--",
-        ]
-        if process.network:
-            # The forwarder first, then the script once it listens (the script's own line
-            # numbers stay its own: it runs as `sh -c` of its own).
-            forward = (
-                f"{self.socat} TCP-LISTEN:{PROXY_PORT},bind=127.0.0.1,fork,reuseaddr "
-                f"UNIX-CONNECT:{PROXY_SOCKET} 2>/dev/null & "
-                "i=0; until grep -q ':0C38 00000000:0000 0A' /proc/net/tcp; do "
-                'i=$((i+1)); [ "$i" -gt 400 ] && break; sleep 0.005; done; '
-                'exec /bin/sh -c "$0"'
-            )
-            return [*args, "/bin/sh", "-c", forward, process.script]
-        return [*args, "/bin/sh", "-c", process.script]
+            return ["/bin/sh", "-c", forward_script(self.socat), process.script]
+        return ["/bin/sh", "-c", process.script]
 
-    async def run(self, process: StageProcess, on_output: OutputCallback) -> StageOutcome:
+    def _limits(self, process: StageProcess) -> Limits:
         cfg = self.config
-        root = process.root or process.workspace
-        root.mkdir(parents=True, exist_ok=True)
-        tmp_fd = await asyncio.to_thread(prepare_workspace, root, cfg.uid, cfg.gid)
-        try:
-            return await self._run(process, on_output, root, tmp_fd)
-        finally:
-            os.close(tmp_fd)
-
-    async def _run(
-        self, process: StageProcess, on_output: OutputCallback, root: Path, tmp_fd: int
-    ) -> StageOutcome:
-        cfg = self.config
-        if process.network:
-            await self._ensure_proxy()
-        limits = Limits(
+        return Limits(
             memory_bytes=(process.memory_mb or cfg.memory_mb) * 1024 * 1024,
             pids=process.pids_limit or cfg.pids_limit,
             cpus=process.cpus or cfg.cpus,
         )
+
+    # A sandbox that waits for its stage --------------------------------------------------
+    def _waiting_command(self, slot: Path, procs_files: list[Path]) -> list[str]:
+        args = [*self._base_args, "--bind", str(slot / "ws"), SANDBOX_WORKSPACE]
+        args += ["--bind", str(slot / "tmp"), SANDBOX_TMP, "--ro-bind", str(slot / "ctl"), CONTROL]
+        args += ["--chdir", "/", "--", *become_build_user(self.setpriv, self.config)]
+        return launcher(procs_files, self.config.disk_mb, [*args, "/bin/sh", "-c", WAITER])
+
+    async def _pool_takes(self, process: StageProcess) -> bool:
+        if self.pool is None:
+            return False
+        if process.disk_mb is not None and process.disk_mb > self.config.disk_mb:
+            return False  # the waiting shell can lower its file-size limit, never raise it
+        if not can_hand_over(self.environment(process), process.script):
+            return False
+        if not self._pool_ready:
+            try:
+                await asyncio.to_thread(self.pool.prepare)
+                why_not = await asyncio.to_thread(mounts.mount_api_works, self.state_dir / "probe")
+                if why_not is not None:
+                    raise mounts.MountUnavailable(why_not)
+            except OSError as exc:
+                log.warning("sandboxes start with their stages (no pool): %s", exc)
+                self.pool = None
+                return False
+            self._pool_ready = True
+        return True
+
+    # One stage ---------------------------------------------------------------------------
+    async def run(self, process: StageProcess, on_output: OutputCallback) -> StageOutcome:
+        cfg = self.config
+        root = process.root or process.workspace
+        root.mkdir(parents=True, exist_ok=True)
+        if root.stat().st_uid == cfg.uid:  # already the build user's: a few system calls
+            tmp_fd = prepare_workspace(root, cfg.uid, cfg.gid)
+        else:  # the first stage: the whole checkout changes hands
+            tmp_fd = await asyncio.to_thread(prepare_workspace, root, cfg.uid, cfg.gid)
+        try:
+            if process.network:
+                await self._ensure_proxy()
+            pool = self.pool
+            if pool is not None and await self._pool_takes(process):
+                sandbox = await pool.take()
+                try:
+                    if self._assign(sandbox, process, root, tmp_fd):
+                        return await self._run_pooled(sandbox, process, on_output)
+                finally:
+                    pool.retire(sandbox)
+            return await self._run_started(process, on_output, root, tmp_fd)
+        finally:
+            os.close(tmp_fd)
+
+    def _assign(
+        self, sandbox: PooledSandbox, process: StageProcess, root: Path, tmp_fd: int
+    ) -> bool:
+        """The stage's cgroup name and limits, its workspace, temporary directory and (with
+        network) the proxy's socket bound onto the sandbox's slot. False, and no more pool,
+        when this host cannot make those mounts."""
+        cfg = self.config
+        limits = self._limits(process)
+        # Named after the attempt, as a sandbox started for it would be (remove_stale finds it).
+        sandbox.group = self.cgroups.rename(sandbox.group, process.name)
+        if limits != Limits(cfg.memory_mb * 1024 * 1024, cfg.pids_limit, cfg.cpus):
+            self.cgroups.apply(sandbox.group, limits)
+        try:
+            root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                sandbox.bind(root_fd, sandbox.workspace_mount)
+            finally:
+                os.close(root_fd)
+            sandbox.bind(tmp_fd, sandbox.tmp_mount)
+            if process.network:
+                socket_fd = os.open(self.proxy_socket, os.O_PATH | os.O_CLOEXEC)
+                try:
+                    sandbox.bind(socket_fd, sandbox.socket_mount)
+                finally:
+                    os.close(socket_fd)
+        except OSError as exc:
+            log.warning("sandboxes start with their stages (no pool): %s", exc)
+            self.pool = None
+            return False
+        return True
+
+    async def _run_pooled(
+        self, sandbox: PooledSandbox, process: StageProcess, on_output: OutputCallback
+    ) -> StageOutcome:
+        cfg = self.config
+        limits = self._limits(process)
+        root = process.root or process.workspace
+        disk_blocks = None
+        if process.disk_mb is not None and process.disk_mb < cfg.disk_mb:
+            disk_blocks = process.disk_mb * 1024 * 1024 // 512
+        message = handover(
+            workspace_path(process.workdir),
+            self.environment(process),
+            self._stage_argv(process),
+            disk_blocks,
+        )
+        output_fd, sandbox.output_fd = sandbox.output_fd, -1
+        reader, transport = await read_pipe(output_fd)
+        try:
+            if len(message) <= PIPE_BUFFER:
+                sandbox.send(message)
+            else:
+                await asyncio.to_thread(sandbox.send, message)
+
+            async def pump() -> None:
+                while chunk := await reader.read(65536):
+                    await on_output(chunk)
+
+            async def ended() -> None:
+                # Every process of the stage gets its SIGKILL; the FIFO then reaches EOF once
+                # the last of them is gone (the namespaces are torn down after the result).
+                sandbox.group.signal_all()
+                sandbox.release_output()
+
+            return await self._supervise(
+                process, on_output, root, sandbox.group, limits, sandbox.proc, pump(), ended
+            )
+        finally:
+            transport.close()
+
+    # A sandbox started for its stage -----------------------------------------------------
+    def _argv(self, process: StageProcess, root: Path, tmp_fd: int) -> list[str]:
+        args = [*self._base_args, "--bind", str(root), SANDBOX_WORKSPACE]
+        args += ["--bind-fd", str(tmp_fd), SANDBOX_TMP]
+        args += ["--chdir", workspace_path(process.workdir)]
+        if process.network:
+            args += ["--perms", "0755", "--dir", str(Path(PROXY_SOCKET).parent)]
+            args += ["--ro-bind", str(self.proxy_socket), PROXY_SOCKET]
+        args += ["--", *become_build_user(self.setpriv, self.config)]
+        return [*args, *self._stage_argv(process)]
+
+    async def _run_started(
+        self, process: StageProcess, on_output: OutputCallback, root: Path, tmp_fd: int
+    ) -> StageOutcome:
+        limits = self._limits(process)
         group = await asyncio.to_thread(self.cgroups.create, process.name, limits)
-        # The launcher joins the stage's cgroup, sets the limits only rlimits can (largest file,
-        # no core dumps; soft and hard, so the build user cannot raise them), then becomes the
-        # sandbox: every process of the stage is in the group from its first instruction.
-        disk_blocks = (process.disk_mb or cfg.disk_mb) * 1024 * 1024 // 512  # sh counts 512 B
-        join = 'for f in "$@"; do [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; shift; done; '
-        limit = f"ulimit -c 0 && ulimit -f {disk_blocks} || exit 125; "
-        argv = [
-            "/bin/sh",
-            "-c",
-            join + limit + 'shift; exec "$@"',
-            "launcher",
-            *map(str, group.procs_files),
-            "--",
-            *self._argv(process, root, tmp_fd),
-        ]
+        argv = launcher(
+            group.procs_files,
+            process.disk_mb or self.config.disk_mb,
+            self._argv(process, root, tmp_fd),
+        )
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -310,12 +275,41 @@ class SandboxRunner(Runner):
         except BaseException:
             await asyncio.to_thread(group.destroy)
             raise
-        pump: asyncio.Task[None] | None = None
+        try:
+            return await self._supervise(
+                process,
+                on_output,
+                root,
+                group,
+                limits,
+                proc,
+                pump_output(proc, on_output),
+                lambda: asyncio.to_thread(group.kill),
+                close=lambda: close_output(proc),
+            )
+        finally:
+            await asyncio.shield(asyncio.to_thread(group.destroy))
+
+    async def _supervise(
+        self,
+        process: StageProcess,
+        on_output: OutputCallback,
+        root: Path,
+        group: StageCgroup,
+        limits: Limits,
+        proc: asyncio.subprocess.Process,
+        output: Awaitable[None],
+        ended: Callable[[], Awaitable[None]],
+        close: Callable[[], None] | None = None,
+    ) -> StageOutcome:
+        """Until the stage's first process exits (or its timeout, disk limit or cancel): then
+        every process of it killed, the rest of its output delivered, the exit code returned."""
+        cfg = self.config
         disk_limit = (process.disk_mb or cfg.disk_mb) * 1024 * 1024
         over_disk = asyncio.Event()
         watch = asyncio.create_task(self._watch_disk(root, disk_limit, group, over_disk))
+        pump = asyncio.ensure_future(output)
         try:
-            pump = asyncio.create_task(pump_output(proc, on_output))
             timed_out = False
             try:
                 async with asyncio.timeout(process.timeout_seconds):
@@ -324,8 +318,17 @@ class SandboxRunner(Runner):
                 timed_out = True
             # Whatever the stage left running (background jobs, a SIGTERM-ignoring child) dies
             # with it and releases the output pipe.
-            await asyncio.to_thread(group.kill)
-            exit_code = await end_output(proc, pump, stopped=timed_out or over_disk.is_set())
+            await ended()
+            stopped = timed_out or over_disk.is_set()
+            done, _ = await asyncio.wait({pump}, timeout=PUMP_DRAIN_SECONDS if stopped else None)
+            if done:
+                pump.result()
+            else:  # a stalled log store: what it did not take is dropped
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+                if close is not None:
+                    close()
+            exit_code = await proc.wait()
             if over_disk.is_set():
                 await on_output(
                     f"\nforgeline: stage stopped: its workspace exceeded the disk limit of "
@@ -339,17 +342,16 @@ class SandboxRunner(Runner):
                 )
             return StageOutcome(exit_code=exit_code, timed_out=timed_out)
         except BaseException:
-            await asyncio.shield(asyncio.to_thread(group.kill))
-            if pump is not None:
-                pump.cancel()
-            close_output(proc)
+            await asyncio.shield(ended())
+            pump.cancel()
+            if close is not None:
+                close()
             with contextlib.suppress(BaseException):
                 await asyncio.shield(proc.wait())
             raise
         finally:
             watch.cancel()
-            await asyncio.gather(watch, return_exceptions=True)
-            await asyncio.shield(asyncio.to_thread(group.destroy))
+            await asyncio.gather(watch, pump, return_exceptions=True)
 
     async def _watch_disk(
         self, root: Path, limit: int, group: StageCgroup, over: asyncio.Event
@@ -362,12 +364,14 @@ class SandboxRunner(Runner):
                 return
 
     async def remove_stale(self, prefix: str) -> int:
-        stale = await asyncio.to_thread(self.cgroups.existing, prefix)
+        stale = self.cgroups.existing(prefix)  # a directory listing: no thread hop
         for group in stale:
             await asyncio.to_thread(group.destroy)
         return len(stale)
 
     async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
         if self._proxy is not None:
             await self._proxy.close()
             self._proxy = None
