@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Query, Response
+from fastapi import Depends, Query, Response
 from pydantic import BaseModel
 
 from core.queries import (
@@ -23,6 +24,8 @@ __all__ = [
     "CursorParam",
     "LimitParam",
     "Page",
+    "PageDep",
+    "PageRequest",
     "after_cursor",
     "build_page",
     "check_storable_datetime",
@@ -43,6 +46,21 @@ CursorParam = Annotated[
     str | None,
     Query(max_length=256, description="`next_cursor` from the previous page."),
 ]
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """The page a list endpoint is asked for: after `cursor`, at most `limit` items."""
+
+    cursor: str | None
+    limit: int
+
+
+def page_request(cursor: CursorParam = None, limit: LimitParam = DEFAULT_LIMIT) -> PageRequest:
+    return PageRequest(cursor=cursor, limit=limit)
+
+
+PageDep = Annotated[PageRequest, Depends(page_request)]
 
 
 class Page(BaseModel, Generic[T]):

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 
 from api.accounts.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 from api.deps import Admin, OriginDep, SessionDep
-from api.pagination import CursorParam, LimitParam, Page, build_page
+from api.pagination import Page, PageDep, build_page
 from core.accounts import keys
 
 router = APIRouter()
@@ -36,12 +36,11 @@ async def create_api_key(
 async def list_api_keys(
     session: SessionDep,
     principal: Admin,
-    limit: LimitParam = 50,
-    cursor: CursorParam = None,
+    page: PageDep,
 ) -> Page[ApiKeyOut]:
-    rows = await keys.list_api_keys(session, principal, cursor=cursor, limit=limit)
+    rows = await keys.list_api_keys(session, principal, cursor=page.cursor, limit=page.limit)
     return build_page(
-        rows, limit=limit, key=lambda k: (k.created_at, k.id), to_item=ApiKeyOut.model_validate
+        rows, limit=page.limit, key=lambda k: (k.created_at, k.id), to_item=ApiKeyOut.model_validate
     )
 
 

@@ -26,7 +26,7 @@ from api.deps import (
     SessionDep,
     SessionPrincipalDep,
 )
-from api.pagination import CursorParam, LimitParam, Page, build_page
+from api.pagination import Page, PageDep, build_page
 from core.accounts import invitations, members
 
 router = APIRouter()
@@ -36,13 +36,12 @@ router = APIRouter()
 async def list_members(
     session: SessionDep,
     principal: ProjectsReader,
-    limit: LimitParam = 50,
-    cursor: CursorParam = None,
+    page: PageDep,
 ) -> Page[MemberOut]:
-    rows = await members.list_members(session, principal, cursor=cursor, limit=limit)
+    rows = await members.list_members(session, principal, cursor=page.cursor, limit=page.limit)
     return build_page(
         rows,
-        limit=limit,
+        limit=page.limit,
         key=lambda row: (row[0].created_at, row[0].id),
         to_item=lambda row: render.member_out(row[0], row[1]),
     )

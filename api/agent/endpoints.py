@@ -24,7 +24,7 @@ from api.deps import (
     TemporalDep,
 )
 from api.errors import ServiceUnavailable, problems
-from api.pagination import CursorParam, LimitParam, Page, build_page
+from api.pagination import Page, PageDep, build_page
 from core.agent import service
 from core.agent.repository import TaskHistory
 from db.models.agent import AgentTask
@@ -100,12 +100,16 @@ async def list_agent_tasks(
     project_id: uuid.UUID,
     session: SessionDep,
     principal: PipelinesReader,
-    cursor: CursorParam = None,
-    limit: LimitParam = 50,
+    page: PageDep,
 ) -> Page[AgentTaskOut]:
-    rows = await service.list_tasks(session, principal, project_id, cursor=cursor, limit=limit)
+    rows = await service.list_tasks(
+        session, principal, project_id, cursor=page.cursor, limit=page.limit
+    )
     return build_page(
-        rows, limit=limit, key=lambda r: (r.created_at, r.id), to_item=AgentTaskOut.model_validate
+        rows,
+        limit=page.limit,
+        key=lambda r: (r.created_at, r.id),
+        to_item=AgentTaskOut.model_validate,
     )
 
 

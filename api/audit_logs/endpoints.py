@@ -12,9 +12,8 @@ from sqlalchemy import RowMapping
 
 from api.deps import Admin, SessionDep
 from api.pagination import (
-    CursorParam,
-    LimitParam,
     Page,
+    PageDep,
     check_storable_datetime,
     json_page,
 )
@@ -73,6 +72,7 @@ def _data(row: RowMapping) -> dict[str, Any]:
 async def list_audit_logs(
     session: SessionDep,
     principal: Admin,
+    page: PageDep,
     action: Annotated[QueryText | None, Query(max_length=100, examples=["project.created"])] = None,
     resource_type: Annotated[QueryText | None, Query(max_length=100)] = None,
     resource_id: uuid.UUID | None = None,
@@ -82,8 +82,6 @@ async def list_audit_logs(
         Query(description="Only entries at or after."),
         AfterValidator(_storable_since),
     ] = None,
-    cursor: CursorParam = None,
-    limit: LimitParam = 50,
 ) -> Response:
     rows = await repository.list_entries(
         session,
@@ -95,12 +93,12 @@ async def list_audit_logs(
             actor=actor,
             since=since,
         ),
-        cursor=cursor,
-        limit=limit,
+        cursor=page.cursor,
+        limit=page.limit,
     )
     return json_page(
         rows,
-        limit=limit,
+        limit=page.limit,
         key=lambda r: (r["created_at"], r["id"]),
         to_data=_data,
         page_model=Page[AuditLogOut],

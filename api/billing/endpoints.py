@@ -34,7 +34,7 @@ from api.deps import (
     SettingsDep,
     TemporalDep,
 )
-from api.pagination import CursorParam, LimitParam, Page, build_page
+from api.pagination import Page, PageDep, build_page
 from core.billing import limits, payment_methods, plans, statements, subscriptions, webhooks
 from core.billing.periods import Period
 
@@ -167,15 +167,14 @@ async def get_usage(
 async def list_invoices(
     session: SessionDep,
     principal: BillingReader,
-    cursor: CursorParam = None,
-    limit: LimitParam = 50,
+    page: PageDep,
 ) -> Page[InvoiceOut]:
     rows = await statements.invoices_page(
-        session, principal.organization_id, cursor=cursor, limit=limit
+        session, principal.organization_id, cursor=page.cursor, limit=page.limit
     )
     return build_page(
         rows,
-        limit=limit,
+        limit=page.limit,
         key=lambda inv: (inv.period_start, inv.id),
         to_item=render.invoice_out,
     )

@@ -33,7 +33,7 @@ from api.deps import (
     TemporalDep,
 )
 from api.errors import ServiceUnavailable, problems
-from api.pagination import CursorParam, LimitParam, Page, build_page, paginate
+from api.pagination import Page, PageDep, PageRequest, build_page, paginate
 from core.audit.service import write_audit
 from core.deployments import approvals, repository, service
 from core.deployments.approvals import ApprovalState, DecisionNotRecorded
@@ -127,15 +127,16 @@ async def create_deployment(
 
 
 async def _deployment_page(
-    session: AsyncSession, stmt: Select[Deployment], cursor: str | None, limit: int
+    session: AsyncSession, stmt: Select[Deployment], page: PageRequest
 ) -> Page[DeploymentOut]:
     """One page of deployments, newest first, keyed by (created_at, id)."""
-    rows = (
-        await session.scalars(
-            paginate(stmt, Deployment.created_at, Deployment.id, cursor=cursor, limit=limit)
-        )
-    ).all()
-    return build_page(rows, limit=limit, key=lambda r: (r.created_at, r.id), to_item=deployment_out)
+    keyed = paginate(
+        stmt, Deployment.created_at, Deployment.id, cursor=page.cursor, limit=page.limit
+    )
+    rows = (await session.scalars(keyed)).all()
+    return build_page(
+        rows, limit=page.limit, key=lambda r: (r.created_at, r.id), to_item=deployment_out
+    )
 
 
 @router.get("/environments/{environment_id}/deployments", responses=_PROBLEMS)
@@ -143,12 +144,11 @@ async def list_environment_deployments(
     environment_id: uuid.UUID,
     session: SessionDep,
     principal: EnvironmentsReader,
-    cursor: CursorParam = None,
-    limit: LimitParam = 50,
+    page: PageDep,
 ) -> Page[DeploymentOut]:
     await repository.environment_for(session, principal.organization_id, environment_id)
     stmt = repository.environment_deployments(environment_id)
-    return await _deployment_page(session, stmt, cursor, limit)
+    return await _deployment_page(session, stmt, page)
 
 
 @router.get("/projects/{project_id}/deployments", responses=_PROBLEMS)
@@ -156,12 +156,11 @@ async def list_project_deployments(
     project_id: uuid.UUID,
     session: SessionDep,
     principal: EnvironmentsReader,
-    cursor: CursorParam = None,
-    limit: LimitParam = 50,
+    page: PageDep,
 ) -> Page[DeploymentOut]:
     await repository.require_project(session, principal.organization_id, project_id)
     stmt = repository.project_deployments(project_id)
-    return await _deployment_page(session, stmt, cursor, limit)
+    return await _deployment_page(session, stmt, page)
 
 
 @router.get("/deployments/{deployment_id}", responses=_PROBLEMS)

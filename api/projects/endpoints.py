@@ -17,7 +17,7 @@ from api.deps import (
     SettingsDep,
 )
 from api.errors import problems
-from api.pagination import CursorParam, LimitParam, Page, json_page
+from api.pagination import Page, PageDep, json_page
 from api.projects import render
 from api.projects.schemas import (
     EnvironmentOut,
@@ -70,6 +70,7 @@ async def create_project(
 async def list_projects(
     session: SessionDep,
     principal: ProjectsReader,
+    page: PageDep,
     status_filter: Annotated[
         ProjectStatusFilter | None,
         Query(
@@ -82,8 +83,6 @@ async def list_projects(
     search: Annotated[
         QueryText | None, Query(max_length=100, description="Substring of the name or slug.")
     ] = None,
-    cursor: CursorParam = None,
-    limit: LimitParam = 50,
 ) -> Response:
     rows = await service.list_projects(
         session,
@@ -92,12 +91,12 @@ async def list_projects(
         project_type=project_type,
         framework=framework,
         search=search,
-        cursor=cursor,
-        limit=limit,
+        cursor=page.cursor,
+        limit=page.limit,
     )
     return json_page(
         rows,
-        limit=limit,
+        limit=page.limit,
         key=lambda r: (r["created_at"], r["id"]),
         to_data=render.project_data,
         page_model=Page[ProjectOut],
@@ -227,16 +226,15 @@ async def list_environments(
     project_id: uuid.UUID,
     session: SessionDep,
     principal: EnvironmentsReader,
+    page: PageDep,
     env_type: EnvironmentType | None = None,
-    cursor: CursorParam = None,
-    limit: LimitParam = 50,
 ) -> Response:
     rows = await environments.list_environments(
-        session, principal, project_id, env_type=env_type, cursor=cursor, limit=limit
+        session, principal, project_id, env_type=env_type, cursor=page.cursor, limit=page.limit
     )
     return json_page(
         rows,
-        limit=limit,
+        limit=page.limit,
         key=lambda r: (r["created_at"], r["id"]),
         to_data=render.environment_data,
         page_model=Page[EnvironmentOut],

@@ -21,7 +21,7 @@ from api.deps import (
     TemporalDep,
 )
 from api.errors import ServiceUnavailable, problems
-from api.pagination import CursorParam, LimitParam, Page, build_page
+from api.pagination import Page, PageDep, build_page
 from api.runs.logs import log_reader, object_store
 from api.runs.render import run_out, stage_out
 from api.runs.schemas import ArtifactOut, RunCreate, RunDetailOut, RunOut
@@ -89,22 +89,21 @@ async def list_runs(
     pipeline_id: uuid.UUID,
     session: SessionDep,
     principal: PipelinesReader,
+    page: PageDep,
     status_filter: Annotated[
         RunStatus | None,
         Query(alias="status"),
     ] = None,
-    cursor: CursorParam = None,
-    limit: LimitParam = 50,
 ) -> Page[RunOut]:
     rows = await repository.list_runs(
         session,
         principal.organization_id,
         pipeline_id,
         status=status_filter,
-        cursor=cursor,
-        limit=limit,
+        cursor=page.cursor,
+        limit=page.limit,
     )
-    return build_page(rows, limit=limit, key=lambda r: (r.created_at, r.id), to_item=run_out)
+    return build_page(rows, limit=page.limit, key=lambda r: (r.created_at, r.id), to_item=run_out)
 
 
 @router.get("/runs/{run_id}", responses=_PROBLEMS)
