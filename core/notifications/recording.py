@@ -69,7 +69,7 @@ async def _existing(session: AsyncSession, event_id: uuid.UUID) -> RecordedEvent
         await session.execute(
             select(NotificationDelivery.id, NotificationDelivery.channel)
             .where(NotificationDelivery.event_id == event_id)
-            .order_by(NotificationDelivery.created_at, NotificationDelivery.id)
+            .order_by(NotificationDelivery.id)
         )
     ).all()
     return RecordedEvent(
@@ -161,4 +161,6 @@ async def record_event(session: AsyncSession, event: EventPayload) -> RecordedEv
         )
         deliveries.append(DeliveryRef(delivery_id=str(delivery_id), channel=channel))
     await session.flush()
+    # In id order, as a retry reads them back.
+    deliveries.sort(key=lambda ref: ref.delivery_id)
     return RecordedEvent(event_id=str(event_id), deliveries=deliveries)
