@@ -42,4 +42,5 @@ ENV FORGELINE_ENVIRONMENT=production \
     FORGELINE_DATA_DIR=/app/.data
 EXPOSE 8000
 
-CMD ["uvicorn", "api.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+# FORGELINE_API_WORKERS worker processes (default: one per CPU core the container may use).
+CMD ["python", "-m", "forgeline.api_server", "--host", "0.0.0.0", "--port", "8000"]

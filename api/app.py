@@ -39,7 +39,7 @@ from api.pipelines import endpoints as pipelines_endpoints
 from api.projects import endpoints as projects_endpoints
 from api.runs import endpoints as runs_endpoints
 from api.temporal import TemporalConnection
-from core.accounts.rate_limit import LastUsedThrottle, SlidingWindowRateLimiter
+from core.accounts.rate_limit import ApiKeyRateLimiter, LastUsedThrottle
 from core.accounts.throttle import AuthThrottles
 from db.session import create_session_maker
 from forgeline.settings import Settings, get_settings
@@ -130,8 +130,8 @@ def create_app(
     app.state.engine = engine
     app.state.session_maker = session_maker
     app.state.temporal = temporal
-    app.state.rate_limiter = SlidingWindowRateLimiter()
-    # Credential guessing: sign-in throttles in PostgreSQL, shared by every API process.
+    # API-key rate limits and sign-in throttles in PostgreSQL, shared by every API process.
+    app.state.rate_limiter = ApiKeyRateLimiter(session_maker)
     app.state.auth_throttles = AuthThrottles(session_maker)
     app.state.mailer = OutboxMailer(settings.data_dir / "outbox")
     app.state.last_used = LastUsedThrottle(session_maker)

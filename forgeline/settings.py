@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     # HTTP API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # API worker processes behind the one port (None: one per CPU core available): a slow or
+    # streaming request never holds the only event loop. Shared state lives in PostgreSQL.
+    api_workers: int | None = Field(default=None, ge=1, le=64)
     public_base_url: str = "http://localhost:8000"
     max_request_body_bytes: int = 1_048_576
 

@@ -43,6 +43,7 @@ DESCRIPTIONS: dict[str, str] = {
     ),
     "api_host": "API bind address",
     "api_port": "API port",
+    "api_workers": "API worker processes (`make run`, the image); unset = one per CPU core",
     "public_base_url": "external URL of the API (links, webhooks)",
     "max_request_body_bytes": "request body limit",
     "github_api_url": "GitHub REST API commit statuses are reported to (GitHub Enterprise: its "
@@ -90,10 +91,11 @@ DESCRIPTIONS: dict[str, str] = {
     "build_gid": "gid stages run as",
     "build_memory_mb": "memory limit of a stage that sets none",
     "build_pids_limit": "process limit of a stage that sets none",
-    "build_disk_mb": "workspace disk limit of a stage",
+    "build_disk_mb": "disk of one run (its workspace and stage logs together); a plan's "
+    "`run_disk_mb` may lower it",
     "stage_log_max_bytes": "log bytes kept per stage attempt; past it the log ends with a "
     "marker and the stage is stopped and failed (or carries on truncated: the pipeline's "
-    "`config.limits`)",
+    "`config.limits`); a plan's `stage_log_max_bytes` or the pipeline may lower it",
     "stage_log_rate_bytes": "output bytes per second read from a stage after a first burst "
     "as large; a stage writing faster waits on its pipe (the worker stays responsive)",
     "artifact_max_files": "artifact files uploaded per stage attempt (in path order); the "

@@ -206,12 +206,11 @@ class Stack:
         )
         self.children.start(
             "api",
+            # FORGELINE_API_WORKERS processes (default: one per core) behind the one port.
             [
                 sys.executable,
                 "-m",
-                "uvicorn",
-                "api.app:create_app",
-                "--factory",
+                "forgeline.api_server",
                 "--host",
                 settings.api_host,
                 "--port",

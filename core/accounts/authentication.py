@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from core.accounts import security
 from core.accounts.context import utcnow
-from core.accounts.rate_limit import LastUsedThrottle, SlidingWindowRateLimiter
+from core.accounts.rate_limit import ApiKeyRateLimiter, LastUsedThrottle
 from core.accounts.repository import api_key_auth_row, session_auth_row
 from core.accounts.scopes import effective_scopes
 from core.principal import Principal
@@ -23,7 +25,7 @@ async def authenticate_bearer(
     session: AsyncSession,
     token: str,
     *,
-    rate_limiter: SlidingWindowRateLimiter,
+    rate_limiter: ApiKeyRateLimiter,
     last_used: LastUsedThrottle,
 ) -> Principal:
     if security.looks_like_api_key(token):
@@ -33,31 +35,55 @@ async def authenticate_bearer(
     raise Unauthorized("Unrecognised bearer token")
 
 
+@contextlib.asynccontextmanager
+async def _autocommit(session: AsyncSession) -> AsyncIterator[AsyncConnection]:
+    """Where an API key is looked up and counted: the session's connection when it is in
+    autocommit (reads), else a pooled autocommit connection of its own, returned before the
+    session takes one (a request then never holds two). Either way the rate-limit row lock
+    lasts one statement, never the request."""
+    if session.in_transaction():
+        connection = await session.connection()
+        if connection.sync_connection is not None and (
+            connection.sync_connection.get_execution_options().get("isolation_level")
+            == "AUTOCOMMIT"
+        ):
+            yield connection
+            return
+    engine = session.bind
+    assert isinstance(engine, AsyncEngine)
+    async with engine.connect() as own:
+        yield await own.execution_options(isolation_level="AUTOCOMMIT")
+
+
 async def _authenticate_api_key(
     session: AsyncSession,
     raw: str,
-    rate_limiter: SlidingWindowRateLimiter,
+    rate_limiter: ApiKeyRateLimiter,
     last_used: LastUsedThrottle,
 ) -> Principal:
     # Format and checksum first: typos and forgeries never cost a database lookup.
     if not security.api_key_well_formed(raw):
         raise Unauthorized("Malformed API key")
-    # One round trip: key row + creator's membership role + organization (see repository).
-    key = await api_key_auth_row(session, raw[: security.DISPLAY_PREFIX_LENGTH])
-    if key is None or not security.constant_time_equal(key["key_hash"], security.sha256_hex(raw)):
-        raise Unauthorized("Invalid API key")
-    if key["revoked_at"] is not None:
-        raise Unauthorized("API key has been revoked")
-    if key["expires_at"] is not None and key["expires_at"] <= utcnow():
-        raise Unauthorized("API key has expired")
-    role: str = ORPHAN_KEY_ROLE
-    if key["created_by_user_id"] is not None:
-        if key["creator_role"] is None:
-            raise Unauthorized("API key belongs to a user who is no longer a member")
-        role = key["creator_role"]
-    key_id: uuid.UUID = key["id"]
-    per_minute: int = key["rate_limit_per_minute"]
-    retry_after = rate_limiter.check(key_id, per_minute)
+    async with _autocommit(session) as connection:
+        # One round trip: key row + creator's membership role + organization (see repository).
+        key = await api_key_auth_row(connection, raw[: security.DISPLAY_PREFIX_LENGTH])
+        if key is None or not security.constant_time_equal(
+            key["key_hash"], security.sha256_hex(raw)
+        ):
+            raise Unauthorized("Invalid API key")
+        if key["revoked_at"] is not None:
+            raise Unauthorized("API key has been revoked")
+        if key["expires_at"] is not None and key["expires_at"] <= utcnow():
+            raise Unauthorized("API key has expired")
+        role: str = ORPHAN_KEY_ROLE
+        if key["created_by_user_id"] is not None:
+            if key["creator_role"] is None:
+                raise Unauthorized("API key belongs to a user who is no longer a member")
+            role = key["creator_role"]
+        key_id: uuid.UUID = key["id"]
+        per_minute: int = key["rate_limit_per_minute"]
+        # One more round trip, counted by every API process alike.
+        retry_after = await rate_limiter.check(connection, key_id, per_minute)
     if retry_after is not None:
         raise RateLimited(
             f"API key rate limit of {per_minute} requests per minute exceeded",

@@ -1,11 +1,16 @@
-"""Per-API-key request rate limit (requests per minute, from the key row).
+"""Per-API-key request rate limit (requests per minute, from the key row), shared by every API
+process, and the throttled `last_used_at` refresh.
 
-Storage choice: a per-process sliding-window log (a deque of request times per key). The
-embedded stack and the default compose file run one API process, where this is exact, costs no
-database round trip and takes no row lock on the hot path. With N API processes behind a load
-balancer a key could get up to N x its limit; the step up then is a Postgres fixed window (one
-`INSERT ... ON CONFLICT DO UPDATE SET count = count + 1 RETURNING count` per request on a
-(key_id, minute) row, in its own short transaction so the lock is not held for the request).
+The count lives in PostgreSQL (`api_key_rate_windows`): one statement per request bumps the
+key's row of the current minute (an atomic upsert, so concurrent requests on any process get
+distinct counts), drops the key's rows older than the previous minute and reads the previous
+minute's count. The decision is a sliding-window estimate (previous minute weighted by how much
+of it is still inside the last 60 s, plus the current minute), so a burst across a minute
+boundary cannot pass twice the limit. Every request is counted, refused ones included.
+
+The statement runs on a connection in autocommit, so the row lock lasts that statement only and
+never the request: the request's own connection when it already is (reads), else one of its own
+taken before the request's unit of work holds any (see core/accounts/authentication.py).
 """
 
 from __future__ import annotations
@@ -15,12 +20,12 @@ import logging
 import math
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, or_, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import func, or_, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from db.models.accounts import ApiKey
 
@@ -28,29 +33,70 @@ WINDOW_SECONDS = 60.0
 
 log = logging.getLogger(__name__)
 
+_BUMP = text(
+    """
+WITH bump AS (
+    INSERT INTO api_key_rate_windows AS w (api_key_id, window_start, hits)
+    VALUES (:key_id,
+            date_bin('60 seconds', clock_timestamp(), TIMESTAMPTZ '2000-01-01 00:00:00+00'), 1)
+    ON CONFLICT (api_key_id, window_start) DO UPDATE SET hits = w.hits + 1
+    RETURNING w.window_start, w.hits
+), expired AS (
+    DELETE FROM api_key_rate_windows old USING bump
+    WHERE old.api_key_id = :key_id AND old.window_start < bump.window_start - interval '60 s'
+)
+SELECT bump.hits, COALESCE(prev.hits, 0),
+       EXTRACT(EPOCH FROM clock_timestamp() - bump.window_start)::float8
+FROM bump LEFT JOIN api_key_rate_windows prev
+  ON prev.api_key_id = :key_id AND prev.window_start = bump.window_start - interval '60 s'
+"""
+)
 
-class SlidingWindowRateLimiter:
-    """Requests per minute per API key ID (sign-in throttles are in core/accounts/throttle.py)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._hits: dict[uuid.UUID | str, deque[float]] = {}
+@dataclass(frozen=True)
+class WindowCount:
+    """One request counted: this minute's hits (it included), the previous minute's, and how far
+    into this minute it came."""
 
-    def check(self, key_id: uuid.UUID | str, limit_per_minute: int | None) -> int | None:
-        """Record one request; return None when allowed, else the seconds until a slot frees."""
+    hits: int
+    previous: int
+    elapsed: float
+
+    def retry_after(self, limit: int) -> int | None:
+        """None when allowed, else the seconds until a request would be."""
+        elapsed = min(max(self.elapsed, 0.0), WINDOW_SECONDS)
+        weight = (WINDOW_SECONDS - elapsed) / WINDOW_SECONDS
+        if self.previous * weight + self.hits <= limit:
+            return None
+        if self.hits >= limit or self.previous == 0:
+            # This minute alone is spent: the next one starts afresh (a hint, not a promise).
+            wait = WINDOW_SECONDS - elapsed
+        else:
+            # The previous minute weighs less as time passes: when it leaves room for one more.
+            free_at = WINDOW_SECONDS * (1 - (limit - self.hits) / self.previous)
+            wait = free_at - elapsed
+        return max(1, min(math.ceil(wait), int(WINDOW_SECONDS)))
+
+
+class ApiKeyRateLimiter:
+    """Requests per minute per API key, counted in PostgreSQL (sign-in throttles are in
+    core/accounts/throttle.py)."""
+
+    def __init__(self, session_maker: async_sessionmaker[AsyncSession]) -> None:
+        self._session_maker = session_maker
+
+    async def count(self, connection: AsyncConnection, key_id: uuid.UUID) -> WindowCount:
+        """Count one request of `key_id` on `connection` (which must be in autocommit)."""
+        hits, previous, elapsed = (await connection.execute(_BUMP, {"key_id": key_id})).one()
+        return WindowCount(int(hits), int(previous), float(elapsed))
+
+    async def check(
+        self, connection: AsyncConnection, key_id: uuid.UUID, limit_per_minute: int | None
+    ) -> int | None:
+        """Record one request; None when allowed, else the seconds until a slot frees."""
         if not limit_per_minute or limit_per_minute <= 0:
             return None
-        now = self._clock()
-        hits = self._hits.setdefault(key_id, deque())
-        while hits and hits[0] <= now - WINDOW_SECONDS:
-            hits.popleft()
-        if len(hits) >= limit_per_minute:
-            return max(1, math.ceil(hits[0] + WINDOW_SECONDS - now))
-        hits.append(now)
-        return None
-
-    def reset(self, key_id: uuid.UUID | str) -> None:
-        self._hits.pop(key_id, None)
+        return (await self.count(connection, key_id)).retry_after(limit_per_minute)
 
 
 class LastUsedThrottle:

@@ -7,7 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import RowMapping, Select, bindparam, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from core.queries import core_execute, paginate
 from db.models.accounts import (
@@ -378,8 +378,8 @@ _SESSION_AUTH_STMT = (
 )
 
 
-async def api_key_auth_row(session: AsyncSession, prefix: str) -> RowMapping | None:
-    result = await core_execute(session, _KEY_AUTH_STMT, {"prefix": prefix})
+async def api_key_auth_row(connection: AsyncConnection, prefix: str) -> RowMapping | None:
+    result = await connection.execute(_KEY_AUTH_STMT, {"prefix": prefix})
     return result.mappings().first()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from db.models.accounts import (
     ApiKey,
+    ApiKeyRateWindow,
     AuthThrottle,
     Notification,
     Organization,
@@ -74,6 +75,7 @@ __all__ = [
     "AgentStep",
     "AgentTask",
     "ApiKey",
+    "ApiKeyRateWindow",
     "Artifact",
     "AuditLog",
     "AuthThrottle",

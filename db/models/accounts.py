@@ -249,6 +249,22 @@ class AuthThrottle(Base):
     expires_at: Mapped[datetime] = mapped_column(TZ_DATETIME, index=True)
 
 
+class ApiKeyRateWindow(Base):
+    """Requests of one API key in one minute (see core/accounts/rate_limit.py), shared by every
+    API process. A key keeps its current and previous minute; older rows go as it is used."""
+
+    __tablename__ = "api_key_rate_windows"
+
+    api_key_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    window_start: Mapped[datetime] = mapped_column(TZ_DATETIME, primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer)
+
+    # Unlogged: a count costs no WAL flush (a crash only forgets the current minute's counts).
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
+
+
 class ApiKey(UUIDPrimaryKey, Timestamps, Base):
     """Programmatic access: shown once, stored as prefix + SHA-256 hex digest."""
 
