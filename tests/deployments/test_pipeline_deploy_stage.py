@@ -1,4 +1,6 @@
-"""A pipeline deploy stage: `prepare_pipeline_deployment`, then DeploymentWorkflow as a child.
+"""A pipeline deploy stage: `prepare_pipeline_deployment`, then DeploymentWorkflow as a child:
+the run released, a deployment that does not go live, another organization's environment, the
+monthly limit, and a commit deployed from its newest successful run.
 
 A real run (local process runner) builds a static site into its workspace; its deploy stage
 releases it to a `static` environment. PipelineRunWorkflow sends that stage to the production
@@ -8,156 +10,38 @@ session has its own Temporal server, so the name is not shared with anyone else)
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
-from temporalio.worker import Worker
 
 from activities.deployments.pipeline_stage import PipelineDeployActivities
-from activities.deployments.registration import WORKFLOWS
 from core.deployments import pipeline_stage, sources
 from core.deployments.pipeline_stage import pipeline_deployment_id
-from core.runs import build_slots
 from db.models.deployments import Deployment
 from db.models.operations import WorkflowExecution
-from db.models.pipelines import Pipeline, PipelineRun, PipelineStage
+from db.models.pipelines import PipelineRun
 from db.models.projects import Project
-from db.session import driver_connection, session_scope
+from db.session import session_scope
 from forgeline.errors import PaymentRequired
-from forgeline.settings import DEPLOYMENTS_TASK_QUEUE, Settings
-from forgeline.temporal_client import workflow_runner
 from infra.storage import LocalObjectStore
-from tests.deployments.helpers import decide, make_activities, make_environment, wait_status
+from tests.deployments.helpers import make_environment
+from tests.deployments.pipeline_deploy import (
+    end_leftovers,
+    make_deploy_pipeline,
+    run_to_end,
+    workers,
+)
 from tests.factories import make_org
 from tests.runs.helpers import (
     create_run,
-    make_pipeline,
-    pipeline_worker,
-    run_row,
-    stage,
-    start,
-    wait_for,
 )
-from tests.runs.sandbox import sandbox_runner
-from workflows.deployment import DeploymentWorkflow, deployment_workflow_id
 from workflows.deployment_models import DeploymentInput
 from workflows.runs_models import (
     DeployStageInput,
-    RunStatusView,
 )
-
-BUILD = (
-    "mkdir -p dist && printf '<h1>from the pipeline</h1>\\n' > dist/index.html"
-    " && printf 'ok\\n' > dist/healthz"
-)
-
-
-async def make_deploy_pipeline(
-    session_maker: async_sessionmaker[AsyncSession],
-    org_id: uuid.UUID,
-    project_id: uuid.UUID,
-    environment_id: uuid.UUID,
-    *,
-    build: str = BUILD,
-    deploy_check: str = "test -f dist/index.html",
-) -> uuid.UUID:
-    async with session_scope(session_maker) as session:
-        pipeline = Pipeline(
-            id=uuid.uuid4(),
-            project_id=project_id,
-            organization_id=org_id,
-            name="ship",
-            config={},
-            retry_policy={"initial_interval_seconds": 0.2},
-        )
-        session.add(pipeline)
-        await session.flush()
-        session.add(
-            PipelineStage(
-                id=uuid.uuid4(),
-                pipeline_id=pipeline.id,
-                name="build",
-                position=0,
-                stage_type="build",
-                timeout_seconds=60,
-                commands=[{"run": build}],
-            )
-        )
-        session.add(
-            PipelineStage(
-                id=uuid.uuid4(),
-                pipeline_id=pipeline.id,
-                name="deploy",
-                position=1,
-                stage_type="deploy",
-                timeout_seconds=60,
-                commands=[{"run": deploy_check}],
-                conditions={"deploy_environment_id": str(environment_id)},
-            )
-        )
-    return pipeline.id
-
-
-@asynccontextmanager
-async def workers(
-    client: Client,
-    task_queue: str,
-    settings: Settings,
-    session_maker: async_sessionmaker[AsyncSession],
-    tmp_path: Path,
-) -> AsyncIterator[PipelineDeployActivities]:
-    store = LocalObjectStore(settings.objects_dir)
-    deployments = make_activities(settings, session_maker, client, None)
-    stage = PipelineDeployActivities(settings=settings, session_maker=session_maker, store=store)
-    deployment_worker = Worker(
-        client,
-        task_queue=DEPLOYMENTS_TASK_QUEUE,
-        workflows=WORKFLOWS,
-        activities=[*deployments.all(), *stage.all()],
-        workflow_runner=workflow_runner(),
-    )
-    runner = sandbox_runner(tmp_path / "runner-state")
-    async with (
-        deployment_worker,
-        pipeline_worker(client, task_queue, settings, session_maker, runner, store),
-    ):
-        yield stage
-
-
-async def _run(
-    client: Client,
-    settings: Settings,
-    session_maker: async_sessionmaker[AsyncSession],
-    task_queue: str,
-    org_id: uuid.UUID,
-    pipeline_id: uuid.UUID,
-) -> Any:
-    run = await create_run(session_maker, settings, org_id, pipeline_id)
-    handle = await start(client, run, task_queue)
-    await handle.result()
-    return await run_row(session_maker, run.id)
-
-
-async def _end_leftovers(client: Client, environment_id: uuid.UUID, deployment_id: str) -> None:
-    """The environment lock and the health monitor outlive the run by design."""
-    for workflow_id in (
-        f"environment-lock-{environment_id}",
-        f"deployment-monitor-{deployment_id}",
-    ):
-        # Already closed is fine.
-        with contextlib.suppress(RPCError):
-            await client.get_workflow_handle(workflow_id).terminate("test over")
 
 
 async def test_deploy_stage_releases_the_run_to_a_static_environment(
@@ -167,7 +51,7 @@ async def test_deploy_stage_releases_the_run_to_a_static_environment(
     project_id, env_id = await make_environment(session_maker, org.org_id, provider="static")
     pipeline_id = await make_deploy_pipeline(session_maker, org.org_id, project_id, env_id)
     async with workers(temporal_client, task_queue, settings, session_maker, tmp_path) as stage:
-        run = await _run(
+        run = await run_to_end(
             temporal_client, settings, session_maker, task_queue, org.org_id, pipeline_id
         )
         assert run.status == "success", run.error
@@ -211,7 +95,7 @@ async def test_deploy_stage_releases_the_run_to_a_static_environment(
             assert project is not None
             source = await sources.source_from_run(session, settings, project, run.id)
         assert source.context_key and source.context_key.endswith(".tar.gz")
-        await _end_leftovers(temporal_client, env_id, str(deployment_id))
+        await end_leftovers(temporal_client, env_id, str(deployment_id))
 
 
 async def test_a_deployment_that_does_not_go_live_fails_the_stage_and_the_run(
@@ -229,7 +113,7 @@ async def test_a_deployment_that_does_not_go_live_fails_the_stage_and_the_run(
         deploy_check="test -d dist",
     )
     async with workers(temporal_client, task_queue, settings, session_maker, tmp_path):
-        run = await _run(
+        run = await run_to_end(
             temporal_client, settings, session_maker, task_queue, org.org_id, pipeline_id
         )
     assert run.status == "failed"
@@ -238,7 +122,7 @@ async def test_a_deployment_that_does_not_go_live_fails_the_stage_and_the_run(
     async with session_maker() as session:
         row = await session.get(Deployment, deployment_id)
     assert row is not None and row.status == "failed"
-    await _end_leftovers(temporal_client, env_id, str(deployment_id))
+    await end_leftovers(temporal_client, env_id, str(deployment_id))
 
 
 async def test_deploy_stage_to_another_orgs_environment_fails_the_run(
@@ -250,7 +134,7 @@ async def test_deploy_stage_to_another_orgs_environment_fails_the_run(
     _, foreign_env = await make_environment(session_maker, other.org_id, provider="static")
     pipeline_id = await make_deploy_pipeline(session_maker, org.org_id, project_id, foreign_env)
     async with workers(temporal_client, task_queue, settings, session_maker, tmp_path):
-        run = await _run(
+        run = await run_to_end(
             temporal_client, settings, session_maker, task_queue, org.org_id, pipeline_id
         )
     assert run.status == "failed"
@@ -309,7 +193,7 @@ async def test_a_commit_deploys_its_newest_successful_run(
     pipeline_id = await make_deploy_pipeline(session_maker, org.org_id, project_id, env_id)
     sha = "0123456789abcdef0123456789abcdef01234567"
     async with workers(temporal_client, task_queue, settings, session_maker, tmp_path):
-        run = await _run(
+        run = await run_to_end(
             temporal_client, settings, session_maker, task_queue, org.org_id, pipeline_id
         )
         assert run.status == "success", run.error
@@ -343,66 +227,7 @@ async def test_a_commit_deploys_its_newest_successful_run(
         handle = temporal_client.get_workflow_handle(f"deployment-{body['id']}")
         outcome = await handle.result()
         assert outcome["status"] == "active", outcome
-    await _end_leftovers(temporal_client, env_id, body["id"])
-    await _end_leftovers(
+    await end_leftovers(temporal_client, env_id, body["id"])
+    await end_leftovers(
         temporal_client, env_id, str(pipeline_deployment_id(str(run.id), str(env_id)))
     )
-
-
-async def test_a_run_awaiting_approval_gives_its_build_slot_to_the_next_run(
-    settings, session_maker, temporal_client, task_queue, tmp_path: Path
-):
-    """One build slot: while run A's deploy stage waits for approval of a protected environment,
-    run B (same organization) builds and finishes; approved, A queues for a slot again, deploys
-    and succeeds; no slot is left held."""
-    org = await make_org(session_maker, role="admin")
-    project_id, env_id = await make_environment(
-        session_maker, org.org_id, provider="static", env_type="production", protected=True
-    )
-    pipeline_id = await make_deploy_pipeline(session_maker, org.org_id, project_id, env_id)
-    quick_id = await make_pipeline(
-        session_maker, org.org_id, [stage("quick", "echo quick")], concurrent_builds=1
-    )
-
-    async def slots() -> build_slots.SlotState:
-        async with driver_connection(session_maker) as conn:
-            return await build_slots.state(conn, str(org.org_id))
-
-    async with workers(temporal_client, task_queue, settings, session_maker, tmp_path):
-        run_a = await create_run(session_maker, settings, org.org_id, pipeline_id)
-        handle_a = await start(temporal_client, run_a, task_queue)
-        deployment_id = pipeline_deployment_id(str(run_a.id), str(env_id))
-
-        async def deployment_exists() -> bool:
-            async with session_maker() as session:
-                return await session.get(Deployment, deployment_id) is not None
-
-        await wait_for(deployment_exists)
-        await wait_status(session_maker, deployment_id, ("awaiting_approval",))
-
-        async def slot_free() -> bool:
-            return (await slots()).holders == []
-
-        await wait_for(slot_free)
-        run_b = await create_run(session_maker, settings, org.org_id, quick_id)
-        # Liveness, not speed: with A holding the only slot, B would wait for ever.
-        handle_b = await start(temporal_client, run_b, task_queue)
-        result_b = await asyncio.wait_for(handle_b.result(), timeout=60)
-        assert result_b.status == "success"
-        assert (await handle_a.query("status", result_type=RunStatusView)).stages == {
-            "build": "success",
-            "deploy": "running",
-        }
-
-        deployment = temporal_client.get_workflow_handle_for(
-            DeploymentWorkflow.run, deployment_workflow_id(str(deployment_id))
-        )
-        await decide(deployment, str(org.user_id), "admin", approved=True, reason="ship it")
-        result_a = await handle_a.result()
-        assert result_a.status == "success", result_a
-        view = await slots()
-        assert view.holders == [] and view.waiting == []
-        await _end_leftovers(temporal_client, env_id, str(deployment_id))
-    async with session_maker() as session:
-        row = await session.get(Deployment, deployment_id)
-    assert row is not None and row.status == "active"

@@ -69,7 +69,7 @@ SCENARIOS: dict[str, str] = {
     "test_dunning_ends_in_cancellation_and_free_plan": "dunning",
     "tests/e2e/test_smoke.py::test_worker_round_trips_a_pydantic_payload": "worker-process",
     "tests/runs/test_pipeline_run.py::test_stage_timeout[sandbox]": "timeout",
-    "tests/deployments/test_pipeline_deploy_stage.py::"
+    "tests/deployments/test_deploy_stage_build_slots.py::"
     "test_a_run_awaiting_approval_gives_its_build_slot_to_the_next_run": "protected-deploy-stage",
     "tests/deployments/test_approvals_static_aws.py::"
     "test_approval_times_out_and_rejects": "approval-timeout",
