@@ -38,7 +38,6 @@ from core.audit.service import write_audit
 from core.deployments import approvals, repository, service
 from core.deployments.approvals import ApprovalState, DecisionNotRecorded
 from db.models.deployments import Deployment
-from forgeline.statuses.deployments import DeploymentStatus
 from workflows.deployment_models import DeploymentInput
 
 router = APIRouter(tags=["deployments"])
@@ -204,30 +203,18 @@ async def _decide(
     temporal: TemporalDep,
     request: Request,
 ) -> DecisionOut:
-    row = await repository.deployment_for(session, principal.organization_id, deployment_id)
-    member = await repository.person_behind(session, principal.user_id, principal.api_key_id)
     try:
-        outcome = await approvals.decide(
+        row, outcome = await approvals.decide_as(
             session,
             temporal,
-            row,
-            member=member,
-            role=principal.role,
+            principal,
+            origin_of(request),
+            deployment_id,
             approved=approved,
             reason=body.reason,
         )
     except DecisionNotRecorded as exc:
         raise ServiceUnavailable(exc.detail) from exc
-    await write_audit(
-        session,
-        principal,
-        origin_of(request),
-        "deployment.approve" if approved else "deployment.reject",
-        "deployment",
-        row.id,
-        old={"status": DeploymentStatus.AWAITING_APPROVAL},
-        new={"status": outcome.status, "reason": body.reason},
-    )
     return DecisionOut(
         deployment_id=row.id,
         approved=approved,

@@ -12,8 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, RPCTimeoutOrCancelledError, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from core.audit.origin import Origin
+from core.audit.service import write_audit
 from core.deployments import repository
 from core.deployments.config import APPROVER_ROLES
+from core.principal import Principal
 from db.models.deployments import Deployment, DeploymentApproval
 from forgeline.errors import Conflict, DomainError, Forbidden
 from forgeline.statuses.deployments import DeploymentStatus
@@ -69,6 +72,36 @@ async def decide(
         approver_user_id=str(member), approver_role=role, approved=approved, reason=reason
     )
     return await send_decision(temporal, deployment, decision)
+
+
+async def decide_as(
+    session: AsyncSession,
+    temporal: Client,
+    principal: Principal,
+    origin: Origin,
+    deployment_id: uuid.UUID,
+    *,
+    approved: bool,
+    reason: str,
+) -> tuple[Deployment, ApprovalOutcome]:
+    """The caller's decision on a deployment of their organization (see `decide`), written to
+    the audit trail once the workflow recorded it."""
+    row = await repository.deployment_for(session, principal.organization_id, deployment_id)
+    member = await repository.person_behind(session, principal.user_id, principal.api_key_id)
+    outcome = await decide(
+        session, temporal, row, member=member, role=principal.role, approved=approved, reason=reason
+    )
+    await write_audit(
+        session,
+        principal,
+        origin,
+        "deployment.approve" if approved else "deployment.reject",
+        "deployment",
+        row.id,
+        old={"status": DeploymentStatus.AWAITING_APPROVAL},
+        new={"status": outcome.status, "reason": reason},
+    )
+    return row, outcome
 
 
 async def send_decision(
