@@ -140,9 +140,7 @@ class PipelineRunWorkflow:
                 task_queue=info.task_queue,
                 branch=plan.branch,
                 commit_sha=plan.commit_sha,
-                environment_ids=sorted(
-                    {s.deploy_environment_id for s in plan.stages if s.deploy_environment_id}
-                ),
+                environment_ids=plan.deploy_environment_ids(),
             )
             checkout: CheckoutResult
             if plan.started:
@@ -174,6 +172,8 @@ class PipelineRunWorkflow:
             self.variables = checkout.variables
             # As the plan stood when the run started (a run queued before an upgrade gets it).
             self.limits = checkout.limits or plan.limits
+            # The commit's own `.forgeline.yml`, when it has one, is what the run executes.
+            plan, self.stage_status = checkout.applied_to(plan, self.stage_status)
             status = await self._run_stages(inp, plan, checkout)
         except asyncio.CancelledError:
             status = RunStatus.CANCELLED

@@ -159,6 +159,10 @@ class RunPlan(_Model):
     # The plan's limits when the run was prepared (a queued run reads them again at start).
     limits: RunLimits | None = None
 
+    def deploy_environment_ids(self) -> list[str]:
+        """The deploy environments its stages name (their variables are resolved at start)."""
+        return sorted({s.deploy_environment_id for s in self.stages if s.deploy_environment_id})
+
 
 class RunStarted(_Model):
     run_id: str
@@ -185,6 +189,19 @@ class CheckoutResult(_Model):
     variables: RunVariables | None = None
     # The plan's limits as they stood when the run started (None: a run from before them).
     limits: RunLimits | None = None
+    # The commit's `.forgeline.yml` (validated), when it has one: its stages replace the stored
+    # pipeline's for this run, with the stages a rerun may reuse among them.
+    stages: list[StageSpec] | None = None
+    reusable: dict[str, ReusableStage] = Field(default_factory=dict)
+
+    def applied_to(
+        self, plan: RunPlan, status: dict[str, StageStatus]
+    ) -> tuple[RunPlan, dict[str, StageStatus]]:
+        """The plan this run executes, and its stages' statuses (all pending) to match."""
+        if self.stages is None:
+            return plan, status
+        update = {"stages": self.stages, "reusable": self.reusable}
+        return plan.model_copy(update=update), {s.name: StageStatus.PENDING for s in self.stages}
 
 
 class FinishRunInput(_Model):

@@ -19,6 +19,13 @@ from activities.runs.run_variables import resolve_run_variables
 from core.billing.metering import record_usage_on
 from core.integrations.commit_status import announce_run_status
 from core.notifications.sources import announce_run
+from core.pipelines.pipeline_file import (
+    PIPELINE_FILE_ERROR,
+    PipelineFileInvalid,
+    RepositoryPipeline,
+    load_repository_pipeline,
+    record_invalid_file,
+)
 from core.runs import build_slots, finishing, run_records
 from core.runs.plan import load_plan, slot_limit_for_key
 from core.runs.run_limits import remove_empty_spool_dir, run_spool_dir
@@ -152,9 +159,34 @@ class RunActivities:
         commit = await self._checkout(repo, workspace, inp)
         async with session_scope(self.session_maker) as session:
             await run_records.set_run_status(session, inp.run_id, commit_sha=commit)
+        from_file = await self._pipeline_file(inp.run_id, workspace, commit)
+        if from_file is None:
+            return CheckoutResult(
+                commit_sha=commit, changed_paths=changed, variables=variables, limits=started.limits
+            )
+        environments = sorted({s.deploy_environment_id or "" for s in from_file.stages} - {""})
         return CheckoutResult(
-            commit_sha=commit, changed_paths=changed, variables=variables, limits=started.limits
+            commit_sha=commit,
+            changed_paths=changed,
+            variables=resolve_run_variables(self.settings, started.variables, environments),
+            limits=started.limits,
+            stages=from_file.stages,
+            reusable=from_file.reusable,
         )
+
+    async def _pipeline_file(
+        self, run_id: str, workspace: Path, commit: str
+    ) -> RepositoryPipeline | None:
+        """The commit's `.forgeline.yml`, validated; an invalid one fails the run (its errors in
+        a `pipeline-file` stage's log) without a retry: the commit will not change."""
+        async with driver_connection(self.session_maker) as conn:
+            try:
+                return await load_repository_pipeline(conn, run_id, workspace, commit)
+            except PipelineFileInvalid as exc:
+                await record_invalid_file(conn, run_id, exc)
+                raise ApplicationError(
+                    exc.message, type=PIPELINE_FILE_ERROR, non_retryable=True
+                ) from None
 
     async def _mark_started(
         self,

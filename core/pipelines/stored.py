@@ -115,6 +115,16 @@ def stage_columns(stage: StageDocument, position: int) -> dict[str, Any]:
     }
 
 
+def document_config(config: dict[str, Any] | None, document: PipelineDocument) -> dict[str, Any]:
+    """A pipeline's `config` with the document's variables and default image in place."""
+    out = {k: v for k, v in (config or {}).items() if k not in DOCUMENT_CONFIG_KEYS}
+    if document.variables:
+        out["variables"] = dict(document.variables)
+    if document.image:
+        out["default_image"] = document.image
+    return out
+
+
 async def write_document(
     session: AsyncSession,
     pipeline: Pipeline,
@@ -126,12 +136,7 @@ async def write_document(
     pipeline.description = document.description
     pipeline.pipeline_type = document.type
     pipeline.triggers = document.triggers.normalized()
-    config = {k: v for k, v in (pipeline.config or {}).items() if k not in DOCUMENT_CONFIG_KEYS}
-    if document.variables:
-        config["variables"] = dict(document.variables)
-    if document.image:
-        config["default_image"] = document.image
-    pipeline.config = config
+    pipeline.config = document_config(pipeline.config, document)
     # Exports stored at generation describe the old definition: rebuilt from the rows now.
     pipeline.github_actions_yaml = None
     pipeline.gitlab_ci_yaml = None

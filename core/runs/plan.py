@@ -65,10 +65,15 @@ def spec_hash(spec: StageSpec) -> str:
 
 
 def stage_spec(stage: Mapping[str, Any], pipeline: Mapping[str, Any]) -> StageSpec:
-    """A `pipeline_stages` row (column names as keys) with its pipeline's retry policy/config."""
+    """A `pipeline_stages` row (column names as keys) with its pipeline's retry policy/config
+    (its `variables` under the stage's own environment) and its project's root directory (the
+    working directory of a stage that names none)."""
     policy = pipeline.get("retry_policy") or {}
     config = pipeline.get("config") or {}
-    env = {str(k): str(v) for k, v in (stage.get("environment") or {}).items()}
+    variables = config.get("variables")
+    if not isinstance(variables, dict):
+        variables = {}
+    env = {str(k): str(v) for k, v in {**variables, **(stage.get("environment") or {})}.items()}
     limits = config.get("resources", {})
     conditions = stage.get("conditions") or {}
     output_limits = config.get("limits")
@@ -91,7 +96,7 @@ def stage_spec(stage: Mapping[str, Any], pipeline: Mapping[str, Any]) -> StageSp
         allow_failure=bool(stage.get("allow_failure")),
         artifact_paths=list(stage.get("artifact_paths") or []),
         network_enabled=bool(stage.get("network_enabled")),
-        working_directory=stage.get("working_directory"),
+        working_directory=stage.get("working_directory") or pipeline.get("root_directory"),
         environment=env,
         cpus=limits.get("cpus"),
         memory_mb=limits.get("memory_mb"),
@@ -152,7 +157,8 @@ SELECT r.run_number, r.pipeline_id, r.project_id, r.organization_id, r.branch, r
        EXISTS (SELECT 1 FROM repositories repo WHERE repo.project_id = r.project_id),
        COALESCE((SELECT jsonb_agg(to_jsonb(s) ORDER BY s.position, s.name)
                  FROM pipeline_stages s WHERE s.pipeline_id = r.pipeline_id), '[]'::jsonb),
-       lim.found, lim.limit_value, {run_limits}
+       lim.found, lim.limit_value, {run_limits},
+       (SELECT pr.config ->> 'root_directory' FROM projects pr WHERE pr.id = r.project_id)
 FROM pipeline_runs r
 JOIN pipelines p ON p.id = r.pipeline_id
 LEFT JOIN organizations o ON o.id = r.organization_id
@@ -245,8 +251,9 @@ async def load_plan(conn: asyncpg.Connection, run_id: str) -> RunPlan | None:
         plan_found,
         plan_limit,
         limits,
+        root_directory,
     ) = row
-    pipeline = {"retry_policy": retry_policy, "config": config}
+    pipeline = {"retry_policy": retry_policy, "config": config, "root_directory": root_directory}
     specs = [stage_spec(stage, pipeline) for stage in stages]
     return RunPlan(
         run_id=run_id,
