@@ -16,6 +16,7 @@ from forgeline.cli import (
     common,
     config,
     deployments,
+    notifications,
     pipelines,
     projects,
     runs,
@@ -54,6 +55,7 @@ app.add_typer(runs.app, name=runs.NAME)
 app.add_typer(pipelines.app, name=pipelines.NAME)
 app.command("deploy")(deployments.deploy)
 app.add_typer(deployments.app, name=deployments.NAME)
+app.add_typer(notifications.app, name=notifications.NAME)
 app.add_typer(config.app, name=config.NAME)
 
 __all__ = ["app"]
