@@ -25,12 +25,11 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://forgeline.dev/problems/"
 
 
-class ServiceUnavailable(DomainError):
+class ServiceUnavailable(
+    DomainError, status=503, title="Service unavailable", slug="service-unavailable"
+):
     """A backing service (Temporal, the database) cannot be reached right now."""
 
-    status_code = 503
-    title = "Service unavailable"
-    type_slug = "service-unavailable"
     retry_after = 2
 
 

@@ -1,4 +1,6 @@
-"""Domain errors: raised anywhere, turned into application/problem+json by the API in one place."""
+"""Domain errors: raised anywhere, turned into application/problem+json by the API in one place.
+Each kind declares its problem in its class line: `class Gone(DomainError, status=410,
+title="Gone", slug="gone"): ...` (a kind that omits one keeps its parent's)."""
 
 from __future__ import annotations
 
@@ -10,61 +12,55 @@ class DomainError(Exception):
     title = "Bad request"
     type_slug = "bad-request"
 
+    def __init_subclass__(
+        cls,
+        *,
+        status: int | None = None,
+        title: str | None = None,
+        slug: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status_code = status
+        if title is not None:
+            cls.title = title
+        if slug is not None:
+            cls.type_slug = slug
+
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
 
 
-class ValidationFailed(DomainError):
-    status_code = 422
-    title = "Validation failed"
-    type_slug = "validation-failed"
+class ValidationFailed(
+    DomainError, status=422, title="Validation failed", slug="validation-failed"
+): ...
 
 
-class Unauthorized(DomainError):
-    status_code = 401
-    title = "Unauthorized"
-    type_slug = "unauthorized"
+class Unauthorized(DomainError, status=401, title="Unauthorized", slug="unauthorized"): ...
 
 
-class Forbidden(DomainError):
-    status_code = 403
-    title = "Forbidden"
-    type_slug = "forbidden"
+class Forbidden(DomainError, status=403, title="Forbidden", slug="forbidden"): ...
 
 
-class NotFound(DomainError):
-    status_code = 404
-    title = "Not found"
-    type_slug = "not-found"
+class NotFound(DomainError, status=404, title="Not found", slug="not-found"): ...
 
 
-class Conflict(DomainError):
-    status_code = 409
-    title = "Conflict"
-    type_slug = "conflict"
+class Conflict(DomainError, status=409, title="Conflict", slug="conflict"): ...
 
 
-class PaymentRequired(DomainError):
+class PaymentRequired(DomainError, status=402, title="Plan limit reached", slug="plan-limit"):
     """A plan limit was reached; extra carries the limit name and the plan."""
 
-    status_code = 402
-    title = "Plan limit reached"
-    type_slug = "plan-limit"
 
-
-class RateLimited(DomainError):
-    status_code = 429
-    title = "Too many requests"
-    type_slug = "rate-limited"
-
+class RateLimited(DomainError, status=429, title="Too many requests", slug="rate-limited"):
     def __init__(self, detail: str, *, retry_after: int, **extra: Any) -> None:
         super().__init__(detail, **extra)
         self.retry_after = retry_after
 
 
-class ProviderUnavailable(DomainError):
-    status_code = 422
-    title = "Provider not available"
-    type_slug = "provider-not-available"
+class ProviderUnavailable(
+    DomainError, status=422, title="Provider not available", slug="provider-not-available"
+): ...

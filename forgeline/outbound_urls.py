@@ -18,11 +18,8 @@ from forgeline.url_safety import system_resolver as _system_resolver
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 
 
-class UnsafeOutboundUrl(ValidationFailed):
+class UnsafeOutboundUrl(ValidationFailed, title="Unsafe URL", slug="unsafe-url"):
     """A URL notifications must not be sent to."""
-
-    title = "Unsafe URL"
-    type_slug = "unsafe-url"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, field="url")

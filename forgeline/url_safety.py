@@ -51,11 +51,10 @@ _BAD_PATH_CHARS = re.compile(r"[\s\x00-\x1f\x7f'\"`$;&|<>\\]")
 _SSH_SCHEMES = {"ssh", "git+ssh", "ssh+git"}
 
 
-class UnsafeRepositoryUrl(ValidationFailed):
+class UnsafeRepositoryUrl(
+    ValidationFailed, title="Unsafe repository URL", slug="unsafe-repository-url"
+):
     """The URL is not one Forgeline will clone; never retried."""
-
-    title = "Unsafe repository URL"
-    type_slug = "unsafe-repository-url"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, field="url")

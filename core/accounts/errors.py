@@ -5,12 +5,9 @@ from __future__ import annotations
 from forgeline.errors import DomainError, Unauthorized
 
 
-class TotpRequired(Unauthorized):
-    title = "Second factor required"
-    type_slug = "totp-required"
+class TotpRequired(Unauthorized, title="Second factor required", slug="totp-required"): ...
 
 
-class InvalidToken(DomainError):
-    status_code = 400
-    title = "Invalid or expired token"
-    type_slug = "invalid-token"
+class InvalidToken(
+    DomainError, status=400, title="Invalid or expired token", slug="invalid-token"
+): ...

@@ -6,14 +6,8 @@ from __future__ import annotations
 from forgeline.errors import Conflict, DomainError
 
 
-class PeriodNotEnded(Conflict):
+class PeriodNotEnded(Conflict, title="Billing period not ended", slug="period-not-ended"):
     """A billing period is invoiced only once it has ended."""
 
-    title = "Billing period not ended"
-    type_slug = "period-not-ended"
 
-
-class BadWebhook(DomainError):
-    status_code = 400
-    title = "Invalid webhook"
-    type_slug = "invalid-webhook"
+class BadWebhook(DomainError, status=400, title="Invalid webhook", slug="invalid-webhook"): ...

@@ -27,13 +27,11 @@ from workflows.deployment_models import ApprovalDecision, ApprovalOutcome
 DECISION_WAIT_SECONDS = 30.0
 
 
-class DecisionNotRecorded(DomainError):
+class DecisionNotRecorded(
+    DomainError, status=503, title="Service unavailable", slug="service-unavailable"
+):
     """The workflow did not record the decision in time (its worker is busy or down); the same
     request sent again is the same decision."""
-
-    status_code = 503
-    title = "Service unavailable"
-    type_slug = "service-unavailable"
 
 
 @dataclass(frozen=True)

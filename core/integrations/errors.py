@@ -6,28 +6,24 @@ from __future__ import annotations
 from forgeline.errors import DomainError, NotFound, Unauthorized
 
 
-class UnknownRepository(NotFound):
-    type_slug = "unknown-repository"
+class UnknownRepository(NotFound, slug="unknown-repository"): ...
 
 
-class SignatureInvalid(Unauthorized):
-    title = "Webhook signature invalid"
-    type_slug = "webhook-signature-invalid"
+class SignatureInvalid(
+    Unauthorized, title="Webhook signature invalid", slug="webhook-signature-invalid"
+): ...
 
 
-class UnsupportedEvent(DomainError):
-    status_code = 400
-    title = "Unsupported event"
-    type_slug = "unsupported-event"
+class UnsupportedEvent(
+    DomainError, status=400, title="Unsupported event", slug="unsupported-event"
+): ...
 
 
-class MalformedDelivery(DomainError):
-    status_code = 400
-    title = "Malformed delivery"
-    type_slug = "malformed-delivery"
+class MalformedDelivery(
+    DomainError, status=400, title="Malformed delivery", slug="malformed-delivery"
+): ...
 
 
-class DeliveryTooLarge(DomainError):
-    status_code = 413
-    title = "Payload too large"
-    type_slug = "payload-too-large"
+class DeliveryTooLarge(
+    DomainError, status=413, title="Payload too large", slug="payload-too-large"
+): ...
