@@ -209,6 +209,24 @@ def _urls(*candidates: str | None) -> tuple[str, ...]:
     return tuple(c for c in candidates if c)
 
 
+def _push(
+    forge_repository: str, ref: str, before: str, after: str, urls: tuple[str, ...]
+) -> Parsed:
+    """A push to a branch or tag (either forge); one that deleted the ref starts nothing."""
+    if _ZERO.match(after):
+        return Ignored("the push deleted the ref", urls)
+    ref_type, name = _split_ref(ref)
+    return ParsedEvent(
+        kind="push",
+        forge_repository=forge_repository,
+        ref_type=ref_type,
+        ref_name=name,
+        head_sha=after,
+        before_sha=None if _ZERO.match(before) else before,
+        repository_urls=urls,
+    )
+
+
 def parse_github(event: str, payload: dict[str, Any]) -> Parsed:
     if event == "ping":
         return Ping()
@@ -216,18 +234,9 @@ def parse_github(event: str, payload: dict[str, Any]) -> Parsed:
         push = _validate(_GitHubPush, payload)
         repo = push.repository
         urls = _urls(repo.clone_url, repo.html_url, repo.ssh_url)
-        if push.deleted or _ZERO.match(push.after):
+        if push.deleted:
             return Ignored("the push deleted the ref", urls)
-        ref_type, name = _split_ref(push.ref)
-        return ParsedEvent(
-            kind="push",
-            forge_repository=repo.full_name,
-            ref_type=ref_type,
-            ref_name=name,
-            head_sha=push.after,
-            before_sha=None if _ZERO.match(push.before) else push.before,
-            repository_urls=urls,
-        )
+        return _push(repo.full_name, push.ref, push.before, push.after, urls)
     if event == "pull_request":
         pull_event = _validate(_GitHubPullEvent, payload)
         repo = pull_event.repository
@@ -262,18 +271,7 @@ def parse_gitlab(event: str, payload: dict[str, Any]) -> Parsed:
         push = _validate(_GitLabPush, payload)
         project = push.project
         urls = _urls(project.git_http_url, project.web_url, project.git_ssh_url)
-        if _ZERO.match(push.after):
-            return Ignored("the push deleted the ref", urls)
-        ref_type, name = _split_ref(push.ref)
-        return ParsedEvent(
-            kind="push",
-            forge_repository=project.path_with_namespace,
-            ref_type=ref_type,
-            ref_name=name,
-            head_sha=push.after,
-            before_sha=None if _ZERO.match(push.before) else push.before,
-            repository_urls=urls,
-        )
+        return _push(project.path_with_namespace, push.ref, push.before, push.after, urls)
     if event == "Merge Request Hook":
         merge = _validate(_GitLabMerge, payload)
         project = merge.project
