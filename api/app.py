@@ -35,6 +35,7 @@ from api.middleware import (
     install_request_id_log_records,
 )
 from api.notifications import endpoints as notifications_endpoints
+from api.notifications.limits import install_limit_announcements
 from api.pipelines import endpoints as pipelines_endpoints
 from api.projects import endpoints as projects_endpoints
 from api.runs import endpoints as runs_endpoints
@@ -138,6 +139,7 @@ def create_app(
     app.state.api_meter = meter
 
     install_error_handlers(app)
+    install_limit_announcements(app)
     # Added innermost first: the request context wraps everything, so even a 413 carries an ID;
     # a read retried after a lost database connection reruns only the routing and the endpoint.
     app.add_middleware(ReadRetryMiddleware)

@@ -223,3 +223,31 @@ async def announce_invoice(
         f"invoice {invoice_id}",
         lambda s: invoice_event(s, settings, invoice_id, kind, attempt=attempt),
     )
+
+
+def limit_event(
+    settings: Settings,
+    organization_id: uuid.UUID,
+    detail: str,
+    facts: dict[str, object],
+    *,
+    actor_user_id: uuid.UUID | None,
+    month: str,
+) -> NotificationEvent:
+    """billing.limit_reached: once per organization, limit and month, however often refused."""
+    limit = str(facts.get("limit"))
+    data: dict[str, str | int | float | bool | None] = {
+        key: value if isinstance(value, str | int | float | bool) else None
+        for key, value in facts.items()
+        if key in ("limit", "plan", "maximum", "current")
+    }
+    return emit.event(
+        settings,
+        key=f"{Ev.SPENDING_LIMIT_REACHED}:{organization_id}:{limit}:{month}",
+        event_type=Ev.SPENDING_LIMIT_REACHED,
+        organization_id=organization_id,
+        title=f"Plan limit reached: {limit.replace('_', ' ')}",
+        body=detail,
+        data={**data, "url": f"{_base_url(settings)}/v1/billing/plan"},
+        actor_user_id=actor_user_id,
+    )
