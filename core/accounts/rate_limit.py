@@ -102,6 +102,10 @@ class ApiKeyRateLimiter:
 class LastUsedThrottle:
     """Writes `api_keys.last_used_at` at most once per `interval` per key and process.
 
+    Per process on purpose: N API processes write it at most N times per interval (the UPDATE
+    itself skips a fresh value), and its memory holds at most one entry per key that
+    authenticated, never one per credential an attacker tried.
+
     Its own short transaction, never the request's: an UPDATE there would hold the key row's
     lock for the whole request and serialise every concurrent request of that key. The write
     runs as a background task the request does not await: awaiting it would make each request
