@@ -29,11 +29,22 @@ class ApiError(Exception):
         head = f"HTTP {self.status}: {self.detail}" if self.status else self.detail
         fields = []
         for error in self.errors:
-            location = ".".join(str(part) for part in error.get("loc", []))
-            fields.append(f"{location}: {error.get('msg', '')}")
+            # Request validation names a `loc`; a document's schema errors name their `path`.
+            location = str(error.get("path") or ".".join(str(p) for p in error.get("loc", [])))
+            fields.append(f"{location}: {error.get('msg') or error.get('message', '')}")
         text = "; ".join([head, *fields])
         # One line whatever the server sent: no line breaks, no control characters.
         return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """A YAML answer and its ETag (the version it is, for If-Match)."""
+
+    text: str
+    etag: str | None
+    # Where a created pipeline lives (`/v1/pipelines/<id>`).
+    location: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,29 @@ class ForgelineClient:
 
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
+
+    def _yaml(self, method: str, path: str, **kwargs: Any) -> YamlDocument:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"Cannot reach {self._http.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _problem(response)
+        headers = response.headers
+        return YamlDocument(response.text, headers.get("etag"), headers.get("location"))
+
+    def get_yaml(self, path: str) -> YamlDocument:
+        """A pipeline as its YAML document, with the ETag naming its version."""
+        return self._yaml("GET", path, headers={"Accept": "application/yaml"})
+
+    def send_yaml(
+        self, method: str, path: str, text: str, *, if_match: str | None = None
+    ) -> YamlDocument:
+        """PUT (or POST) a YAML document; `if_match` refuses (409) a pipeline changed since."""
+        headers = {"Content-Type": "application/yaml", "Accept": "application/yaml"}
+        if if_match:
+            headers["If-Match"] = if_match
+        return self._yaml(method, path, content=text.encode("utf-8"), headers=headers)
 
     def patch(self, path: str, body: dict[str, Any]) -> Any:
         return self.request("PATCH", path, json=body)
