@@ -4,7 +4,9 @@ title="Gone", slug="gone"): ...` (a kind that omits one keeps its parent's)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class DomainError(Exception):
@@ -64,3 +66,11 @@ class RateLimited(DomainError, status=429, title="Too many requests", slug="rate
 class ProviderUnavailable(
     DomainError, status=422, title="Provider not available", slug="provider-not-available"
 ): ...
+
+
+def found(value: T | None, resource_type: str, detail: str | None = None) -> T:
+    """`value`, or NotFound ("<resource type> not found" unless told) when there is none."""
+    if value is None:
+        words = resource_type.replace("_", " ")
+        raise NotFound(detail or f"{words} not found", resource_type=resource_type)
+    return value

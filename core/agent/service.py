@@ -23,7 +23,7 @@ from core.principal import Principal
 from db.models.agent import AgentTask
 from db.models.operations import WorkflowExecution
 from db.models.projects import Project
-from forgeline.errors import Conflict, NotFound, ValidationFailed
+from forgeline.errors import Conflict, NotFound, ValidationFailed, found
 from forgeline.search_attributes import forgeline_search_attributes
 from forgeline.settings import AGENT_TASK_QUEUE, Settings
 from forgeline.statuses.agent import TERMINAL_TASK_STATUSES, AgentTaskStatus, AgentTaskType
@@ -46,10 +46,10 @@ def search_attributes(org_id: uuid.UUID, project_id: uuid.UUID) -> TypedSearchAt
 
 async def project_of(session: AsyncSession, principal: Principal, project_id: uuid.UUID) -> Project:
     """The caller's project; another organization's is not found."""
-    project = await repository.project_in_org(session, principal.organization_id, project_id)
-    if project is None:
-        raise NotFound("project not found", resource_type="project")
-    return project
+    return found(
+        await repository.project_in_org(session, principal.organization_id, project_id),
+        "project",
+    )
 
 
 async def list_tasks(
@@ -205,10 +205,10 @@ async def mark_start_failed(session: AsyncSession, task_id: uuid.UUID, reason: s
 
 async def get_task(session: AsyncSession, principal: Principal, task_id: uuid.UUID) -> AgentTask:
     """The caller's task; another organization's is not found."""
-    task = await repository.task_in_org(session, principal.organization_id, task_id)
-    if task is None:
-        raise NotFound("agent task not found", resource_type="agent_task")
-    return task
+    return found(
+        await repository.task_in_org(session, principal.organization_id, task_id),
+        "agent_task",
+    )
 
 
 async def task_with_history(

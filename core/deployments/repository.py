@@ -21,7 +21,7 @@ from db.models.deployments import (
 )
 from db.models.pipelines import Artifact, PipelineRun
 from db.models.projects import Environment, Project
-from forgeline.errors import NotFound
+from forgeline.errors import NotFound, found
 from forgeline.statuses.deployments import HEALTHY_STATUSES, DeploymentStatus
 from workflows.deployment_models import DeploymentRuntimeConfig
 
@@ -67,28 +67,29 @@ async def environment_in_project(
 async def deployment_for(
     session: AsyncSession, organization_id: uuid.UUID, deployment_id: uuid.UUID
 ) -> Deployment:
-    row = await session.scalar(
-        select(Deployment).where(
-            Deployment.id == deployment_id,
-            Deployment.organization_id == organization_id,
-            Deployment.deleted_at.is_(None),
-        )
+    return found(
+        await session.scalar(
+            select(Deployment).where(
+                Deployment.id == deployment_id,
+                Deployment.organization_id == organization_id,
+                Deployment.deleted_at.is_(None),
+            )
+        ),
+        "deployment",
     )
-    if row is None:
-        raise NotFound("deployment not found", resource_type="deployment")
-    return row
 
 
 async def require_project(
     session: AsyncSession, organization_id: uuid.UUID, project_id: uuid.UUID
 ) -> None:
-    owned = await session.scalar(
-        select(Project.id).where(
-            Project.id == project_id, Project.organization_id == organization_id
-        )
+    found(
+        await session.scalar(
+            select(Project.id).where(
+                Project.id == project_id, Project.organization_id == organization_id
+            )
+        ),
+        "project",
     )
-    if owned is None:
-        raise NotFound("project not found", resource_type="project")
 
 
 def environment_deployments(environment_id: uuid.UUID) -> Select[Deployment]:

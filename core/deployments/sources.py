@@ -12,7 +12,7 @@ from core.deployments.providers import releases_image
 from db.models.deployments import Deployment
 from db.models.pipelines import PipelineRun
 from db.models.projects import Project
-from forgeline.errors import Conflict, NotFound, ValidationFailed
+from forgeline.errors import Conflict, ValidationFailed, found
 from forgeline.local_paths import confine_local_path
 from forgeline.settings import Settings
 from workflows.deployment_models import DeploymentSource
@@ -44,9 +44,10 @@ async def source_for_run(
 async def source_from_run(
     session: AsyncSession, settings: Settings, project: Project, run_id: uuid.UUID
 ) -> DeploymentSource:
-    run = await repository.run_in_project(session, project.id, run_id)
-    if run is None:
-        raise NotFound("pipeline run not found", resource_type="pipeline_run")
+    run = found(
+        await repository.run_in_project(session, project.id, run_id),
+        "pipeline_run",
+    )
     if run.status not in SUCCESSFUL_RUN_STATUSES:
         raise Conflict(
             f"pipeline run {run.run_number} is {run.status}; only a successful run can be deployed",

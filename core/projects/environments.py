@@ -24,7 +24,7 @@ from core.projects.configs import (
 from core.projects.models import EnvironmentCreate, EnvironmentUpdate
 from core.projects.service import flush, refuse_if_archived, require_project
 from db.models.projects import Environment
-from forgeline.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from forgeline.errors import Conflict, Forbidden, NotFound, ValidationFailed, found
 from forgeline.settings import Settings
 from forgeline.statuses.deployments import EnvironmentStatus
 
@@ -142,19 +142,19 @@ async def list_environments(
 async def _require_environment(
     session: AsyncSession, principal: Principal, environment_id: uuid.UUID
 ) -> Environment:
-    env = await queries.get_environment(session, principal.organization_id, environment_id)
-    if env is None:
-        raise NotFound("environment not found", resource_type="environment")
-    return env
+    return found(
+        await queries.get_environment(session, principal.organization_id, environment_id),
+        "environment",
+    )
 
 
 async def get_environment(
     session: AsyncSession, principal: Principal, environment_id: uuid.UUID
 ) -> RowMapping:
-    row = await queries.get_environment_row(session, principal.organization_id, environment_id)
-    if row is None:
-        raise NotFound("environment not found", resource_type="environment")
-    return row
+    return found(
+        await queries.get_environment_row(session, principal.organization_id, environment_id),
+        "environment",
+    )
 
 
 async def update_environment(

@@ -17,7 +17,7 @@ from core.projects.models import RepositoryPut
 from core.projects.service import flush, refuse_if_archived, require_project
 from db.models.projects import Repository
 from forgeline.crypto import encrypt_str
-from forgeline.errors import NotFound, ValidationFailed
+from forgeline.errors import ValidationFailed, found
 from forgeline.local_paths import confine_local_path
 from forgeline.settings import Settings
 from forgeline.url_safety import validate_repository_url
@@ -29,10 +29,11 @@ async def get_repository(
     session: AsyncSession, principal: Principal, project_id: uuid.UUID
 ) -> Repository:
     project = await require_project(session, principal, project_id)
-    repo = await queries.get_repository(session, project.id)
-    if repo is None:
-        raise NotFound("the project has no repository connected", resource_type="repository")
-    return repo
+    return found(
+        await queries.get_repository(session, project.id),
+        "repository",
+        "the project has no repository connected",
+    )
 
 
 async def put_repository(
@@ -95,9 +96,11 @@ async def delete_repository(
     session: AsyncSession, principal: Principal, origin: Origin, project_id: uuid.UUID
 ) -> None:
     project = await require_project(session, principal, project_id, for_update=True)
-    repo = await queries.get_repository(session, project.id)
-    if repo is None:
-        raise NotFound("the project has no repository connected", resource_type="repository")
+    repo = found(
+        await queries.get_repository(session, project.id),
+        "repository",
+        "the project has no repository connected",
+    )
     before = repository_snapshot(repo)
     await session.delete(repo)
     await session.flush()

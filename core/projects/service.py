@@ -19,7 +19,7 @@ from core.projects import repository as queries
 from core.projects.configs import project_snapshot, store_project_config
 from core.projects.models import ProjectCreate, ProjectUpdate
 from db.models.projects import Project
-from forgeline.errors import Conflict, NotFound
+from forgeline.errors import Conflict, found
 from forgeline.settings import Settings
 from forgeline.slugs import slug
 from forgeline.statuses.projects import ProjectStatus
@@ -61,12 +61,12 @@ async def flush(session: AsyncSession, conflict_message: str) -> None:
 async def require_project(
     session: AsyncSession, principal: Principal, project_id: uuid.UUID, *, for_update: bool = False
 ) -> Project:
-    project = await queries.get_project(
-        session, principal.organization_id, project_id, for_update=for_update
+    return found(
+        await queries.get_project(
+            session, principal.organization_id, project_id, for_update=for_update
+        ),
+        "project",
     )
-    if project is None:
-        raise NotFound("project not found", resource_type="project")
-    return project
 
 
 def refuse_if_archived(project: Project) -> None:
@@ -145,10 +145,10 @@ async def list_projects(
 async def get_project(
     session: AsyncSession, principal: Principal, project_id: uuid.UUID
 ) -> RowMapping:
-    row = await queries.get_project_row(session, principal.organization_id, project_id)
-    if row is None:
-        raise NotFound("project not found", resource_type="project")
-    return row
+    return found(
+        await queries.get_project_row(session, principal.organization_id, project_id),
+        "project",
+    )
 
 
 async def update_project(
