@@ -110,7 +110,11 @@ async def _create_run(
     if is_tag:
         forge["tag"] = event.ref_name
     if event.pr_number is not None:
-        forge |= {"pr_number": event.pr_number, "base_branch": event.base_branch}
+        forge |= {
+            "pr_number": event.pr_number,
+            "base_branch": event.base_branch,
+            "from_fork": event.from_fork,
+        }
     run.metadata_ = {**(run.metadata_ or {}), "forge": forge}
     await session.flush()
     return run
