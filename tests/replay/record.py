@@ -89,6 +89,10 @@ SCENARIOS: dict[str, str] = {
     "tests/integrations/test_pr_previews.py::test_pull_request_preview_lifecycle": "pr-preview",
     "tests/integrations/test_pr_comment_failures.py::"
     "test_forge_failures_delay_the_comment_never_the_run": "pr-comment-outage",
+    "tests/notifications/test_delivery.py::"
+    "test_a_500_is_retried_and_delivered_once": "notification-retry",
+    "tests/notifications/test_delivery.py::"
+    "test_receiver_down_past_the_retries_then_redelivered": "notification-redelivery",
 }
 
 

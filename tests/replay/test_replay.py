@@ -43,6 +43,8 @@ REQUIRED = {
     "WebhookDeliveryWorkflow-pr-tracking",
     "PullRequestReportWorkflow-pr-preview",
     "PullRequestReportWorkflow-pr-comment-outage",
+    "NotificationWorkflow-notification-retry",
+    "NotificationRedeliveryWorkflow-notification-redelivery",
 }
 
 
