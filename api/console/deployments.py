@@ -29,6 +29,16 @@ from workflows.deployment_models import unprintable
 router = APIRouter(include_in_schema=False)
 
 _RECENT = 50
+_FOLLOWED = frozenset(
+    {
+        DeploymentStatus.AWAITING_APPROVAL,
+        DeploymentStatus.PENDING,
+        DeploymentStatus.QUEUED,
+        DeploymentStatus.BUILDING,
+        DeploymentStatus.DEPLOYING,
+        DeploymentStatus.VERIFYING,
+    }
+)
 _MAX_REASON = 2000
 
 
@@ -85,6 +95,9 @@ async def deployments_page(request: Request, project_id: str, session: SessionDe
         "why_not": why_not,
         "healthy": tuple(HEALTHY_STATUSES),
         "awaiting": DeploymentStatus.AWAITING_APPROVAL.value,
+        # Follow deployments in progress or waiting for a decision (a reason being typed is
+        # kept across refreshes: hx-preserve).
+        "poll": any(r.status in _FOLLOWED for r in recent),
     }
     return page(request, "deployments.html", context)
 
