@@ -114,5 +114,6 @@ def mailer_for(settings: Settings) -> Mailer:
             starttls=settings.smtp_starttls,
             implicit_tls=settings.smtp_implicit_tls,
             sender=settings.mail_from,
+            timeout_seconds=settings.notification_request_timeout_seconds,
         )
     )

@@ -34,7 +34,7 @@ router = APIRouter(prefix="/webhook-endpoints", tags=["notifications"])
 Admin = Annotated[Principal, Depends(require_scope(ADMIN))]
 _PROBLEMS: dict[int | str, dict[str, str]] = {
     404: {"description": "Not found (or another organization's)"},
-    409: {"description": "Too many endpoints"},
+    409: {"description": "Too many endpoints, or the delivery is still being sent"},
     422: {"description": "Invalid input or a URL that may not be contacted"},
 }
 

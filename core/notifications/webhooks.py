@@ -238,6 +238,9 @@ async def redeliver(
     )
     if delivery is None:
         raise NotFound("Delivery not found")
+    if delivery.status == DeliveryStatus.PENDING:
+        # Its retries (or an earlier redelivery) are still going: one sender at a time.
+        raise Conflict("The delivery is still being sent; redeliver it once it has ended")
     delivery.redeliveries += 1
     delivery.status = DeliveryStatus.PENDING
     await session.flush()
