@@ -14,6 +14,7 @@ from core.agent import outcomes, projections
 from core.agent.errors import task_not_found
 from core.agent.generated_pipelines import save_generated
 from core.agent.progress import Tick, while_ticking
+from core.agent.project_settings import build_settings_of
 from core.agent.tools import AgentToolbox
 from core.agent.workspaces import Workspaces
 from db.models.agent import AgentTask
@@ -107,9 +108,10 @@ class TaskEndings:
             if task is None:
                 raise task_not_found(inp.task_id)
             input_data = AgentTaskInputData.model_validate(task.input_data or {})
+            project = await build_settings_of(session, inp.task_id)
         if status == AgentTaskStatus.COMPLETED and inp.checkout is not None:
             root = await self.workspaces.ensure(inp.task_id, inp.checkout, tick)
-            toolbox = AgentToolbox(root, self.store, str(inp.task_id), input_data)
+            toolbox = AgentToolbox(root, self.store, str(inp.task_id), input_data, project)
             try:
                 output = await while_ticking(asyncio.to_thread(build_output, inp, toolbox), tick)
             except OutputMissing as exc:

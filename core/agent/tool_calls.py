@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.agent import projections, repository
 from core.agent.progress import Tick, while_ticking
+from core.agent.project_settings import build_settings_of
 from core.agent.tools import AgentToolbox, ToolInputError, task_key
 from core.agent.workspaces import Workspaces
 from db.models.agent import AgentTask
@@ -54,11 +55,14 @@ class ToolCalls:
                 ok = True
             else:
                 root = await self.workspaces.ensure(inp.task_id, inp.checkout, tick)
+                async with self.session_maker() as session:
+                    project = await build_settings_of(session, inp.task_id)
                 toolbox = AgentToolbox(
                     root,
                     self.store,
                     str(inp.task_id),
                     AgentTaskInputData.model_validate(inp.input_data),
+                    project,
                 )
                 result = await while_ticking(
                     asyncio.to_thread(toolbox.run, call.name, call.arguments), tick

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from core.agent.analysis import analyze_repository
 from core.agent.git_checkout import default_branch
+from core.agent.project_settings import BuildSettings, apply_build_settings
 from core.agent.proposal import propose_pipeline
 from core.agent.repo_files import RepoFiles
 from forgeline.pipeline_spec import PipelineProposal, ValidationReport
@@ -76,12 +77,27 @@ def _content(payload: Any) -> str:
 
 class AgentToolbox:
     def __init__(
-        self, root: Path, store: ObjectStore, task_id: str, input_data: AgentTaskInputData
+        self,
+        root: Path,
+        store: ObjectStore,
+        task_id: str,
+        input_data: AgentTaskInputData,
+        project: BuildSettings | None = None,
     ) -> None:
         self.files = RepoFiles(root)
         self.store = store
         self.task_id = task_id
         self.input = input_data
+        # The project's own build settings: they win over what the analysis detects.
+        self.project = project or BuildSettings()
+
+    def _analyze(self, framework_hint: str | None, app_path: str | None) -> RepoAnalysis:
+        found = analyze_repository(
+            self.files.root,
+            framework_hint=framework_hint,
+            app_path=app_path or self.project.root_directory,
+        )
+        return apply_build_settings(found, self.project)
 
     def run(self, name: str, arguments: dict[str, Any]) -> ToolResult:
         handler = {
@@ -114,9 +130,7 @@ class AgentToolbox:
         raw = self.stored("analysis.json")
         if raw is not None:
             return RepoAnalysis.model_validate_json(raw)
-        result = analyze_repository(
-            self.files.root, framework_hint=self.input.framework_hint, app_path=self.input.app_path
-        )
+        result = self._analyze(self.input.framework_hint, self.input.app_path)
         self._put("analysis.json", result)
         return result
 
@@ -167,7 +181,7 @@ class AgentToolbox:
     def detect_framework(self, args: dict[str, Any]) -> ToolResult:
         hint = args.get("framework_hint") or self.input.framework_hint
         app_path = args.get("app_path") or self.input.app_path
-        result = analyze_repository(self.files.root, framework_hint=hint, app_path=app_path)
+        result = self._analyze(hint, app_path)
         self._put("analysis.json", result)
         primary = result.primary
         return ToolResult(

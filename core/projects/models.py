@@ -185,13 +185,14 @@ class RedirectRule(StrictModel):
 
 
 class ProjectConfig(StrictModel):
-    """Build and serve settings of a project (everything optional; the agent fills gaps)."""
+    """Build and serve settings of a project (everything optional; the agent fills gaps).
+    The generator builds the app at `root_directory` with these commands and runtime
+    versions; the runner works in `root_directory` for stages that name no directory."""
 
     root_directory: RelativePath | None = None
     install_command: Command | None = None
     build_command: Command | None = None
     test_command: Command | None = None
-    start_command: Command | None = None
     output_directory: RelativePath | None = None
     node_version: Annotated[str, StringConstraints(pattern=VERSION_PATTERN)] | None = None
     python_version: Annotated[str, StringConstraints(pattern=VERSION_PATTERN)] | None = None
@@ -206,7 +207,6 @@ class ProjectConfigOut(BaseModel):
     install_command: str | None = None
     build_command: str | None = None
     test_command: str | None = None
-    start_command: str | None = None
     output_directory: str | None = None
     node_version: str | None = None
     python_version: str | None = None
