@@ -1,5 +1,6 @@
 """Builders for integration tests: a local git repository with history, a connected project
-with pipelines and a webhook secret, signed deliveries, and the integrations worker."""
+with pipelines and a webhook secret, signed deliveries, the integrations worker and the workers
+that run what events start."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from db.session import session_scope
 from forgeline.crypto import encrypt_str
 from forgeline.settings import INTEGRATIONS_TASK_QUEUE, Settings
 from forgeline.temporal_client import workflow_runner
+from tests.runs.helpers import pipeline_worker
+from tests.runs.sandbox import sandbox_runner
 from workflows.integrations_models import DeliveryOutcome, webhook_delivery_workflow_id
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
@@ -266,3 +269,24 @@ async def deliver(
         WebhookDeliveryWorkflow.run, webhook_delivery_workflow_id("github", delivery)
     )
     return await handle.result()
+
+
+@asynccontextmanager
+async def run_workers(
+    client: Client,
+    settings: Settings,
+    session_maker: async_sessionmaker[AsyncSession],
+    task_queue: str,
+    tmp_path: Path,
+) -> AsyncIterator[None]:
+    """The integrations worker and a pipelines worker (sandbox runner) on `task_queue`: events
+    start runs and the runs execute."""
+    runner = sandbox_runner(tmp_path / "runner-state")
+    try:
+        async with (
+            integrations_worker(client, settings, session_maker, run_task_queue=task_queue),
+            pipeline_worker(client, task_queue, settings, session_maker, runner),
+        ):
+            yield
+    finally:
+        await runner.close()

@@ -9,58 +9,26 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
 
 from core.integrations.commit_status import announce_run_status
-from forgeline.settings import Settings
 from tests.factories import make_org
-from tests.integrations.fake_forge import Failure, FakeForge, running_fake_forge
+from tests.integrations.fake_forge import Failure, FakeForge
 from tests.integrations.support import (
     Connected,
     commit,
     connect_project,
     github_headers,
     github_push,
-    integrations_worker,
     make_git_repo,
+    run_workers,
     runs_of,
 )
-from tests.runs.helpers import pipeline_worker, run_row, wait_for
-from tests.runs.sandbox import sandbox_runner
+from tests.runs.helpers import run_row, wait_for
 
 TOKEN = "ghp_" + "T" * 36
-
-
-@pytest.fixture
-def forge() -> Iterator[FakeForge]:
-    with running_fake_forge() as fake:
-        yield fake
-
-
-@pytest.fixture
-def forge_settings(settings: Settings, forge: FakeForge) -> Settings:
-    return settings.model_copy(
-        update={"github_api_url": forge.github_api_url, "gitlab_api_url": forge.gitlab_api_url}
-    )
-
-
-@asynccontextmanager
-async def workers(
-    client: Client, settings: Settings, session_maker: Any, task_queue: str, tmp_path: Path
-) -> AsyncIterator[None]:
-    runner = sandbox_runner(tmp_path / "runner-state")
-    async with (
-        integrations_worker(client, settings, session_maker, run_task_queue=task_queue),
-        pipeline_worker(client, task_queue, settings, session_maker, runner),
-    ):
-        yield
-    await runner.close()
 
 
 async def push(api_client: Any, connected: Connected, head: str, before: str) -> None:
@@ -124,7 +92,7 @@ async def test_github_status_sequence(
         pipelines=[{"on_push": {"branches": ["main"]}}],
         stages=[{"name": "check", "run": command}],
     )
-    async with workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
+    async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
         await push(api_client, connected, head, first)
         run = await finished_run(session_maker, connected)
         await final_state(forge, head, state)
@@ -167,7 +135,7 @@ async def test_forge_outage_and_rate_limit_never_fail_the_run(
         Failure(502),
         Failure(429, {"Retry-After": "1"}),
     )
-    async with workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
+    async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
         await push(api_client, connected, head, first)
         run = await finished_run(session_maker, connected)
         assert run.status == "success"  # whatever the forge said
@@ -209,7 +177,7 @@ async def test_gitlab_statuses_and_missing_token(
         "project": {"path_with_namespace": "group/sub/widgets", "git_http_url": "https://gl/x"},
     }
     body = json.dumps(payload).encode()
-    async with workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
+    async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
         for target in (connected, untokened):
             r = await api_client.post(
                 f"/v1/webhooks/gitlab?repository={target.repository_id}",
@@ -249,7 +217,7 @@ async def test_cancelled_run_reports_cancelled(
         pipelines=[{"on_push": {}}],
         stages=[{"name": "long", "run": "sleep 120"}],
     )
-    async with workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
+    async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
         await push(api_client, connected, head, first)
 
         async def running() -> bool:

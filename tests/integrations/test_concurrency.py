@@ -24,12 +24,11 @@ from tests.integrations.support import (
     git,
     github_pull,
     github_push,
-    integrations_worker,
     make_git_repo,
+    run_workers,
     runs_of,
 )
-from tests.runs.helpers import pipeline_worker, run_row, wait_for
-from tests.runs.sandbox import sandbox_runner
+from tests.runs.helpers import run_row, wait_for
 from workflows.integrations_models import (
     ForgeEvent,
     StartRunsInput,
@@ -97,11 +96,7 @@ async def test_pull_request_synchronize_cancels_the_superseded_run(
         stages=SLOW,
     )
     cancelling, keeping = connected.pipeline_ids
-    runner = sandbox_runner(tmp_path / "runner-state")
-    async with (
-        integrations_worker(temporal_client, settings, session_maker, run_task_queue=task_queue),
-        pipeline_worker(temporal_client, task_queue, settings, session_maker, runner),
-    ):
+    async with run_workers(temporal_client, settings, session_maker, task_queue, tmp_path):
         opened = await deliver(
             api_client,
             temporal_client,
@@ -174,7 +169,6 @@ async def test_pull_request_synchronize_cancels_the_superseded_run(
                 await runs.cancel_run(temporal_client, run)
         for run in await runs_of(session_maker, connected.pipeline_ids):
             await ended(session_maker, str(run.id))
-    await runner.close()
 
 
 async def test_pushes_cancel_older_runs_of_the_branch_only_when_asked(
@@ -199,11 +193,7 @@ async def test_pushes_cancel_older_runs_of_the_branch_only_when_asked(
         stages=SLOW,
     )
     default, cancelling = connected.pipeline_ids
-    runner = sandbox_runner(tmp_path / "runner-state")
-    async with (
-        integrations_worker(temporal_client, settings, session_maker, run_task_queue=task_queue),
-        pipeline_worker(temporal_client, task_queue, settings, session_maker, runner),
-    ):
+    async with run_workers(temporal_client, settings, session_maker, task_queue, tmp_path):
         second = commit(repo, {"a.txt": "1"})
         one = await deliver(
             api_client,
@@ -232,4 +222,3 @@ async def test_pushes_cancel_older_runs_of_the_branch_only_when_asked(
                 await runs.cancel_run(temporal_client, run)
         for run_id in [kept, *two.run_ids]:
             await ended(session_maker, run_id)
-    await runner.close()

@@ -5,7 +5,6 @@ Retry-After or the rate-limit reset headers."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from email.utils import formatdate
 
 import httpx
@@ -21,7 +20,7 @@ from infra.forges import (
     retry_after_seconds,
     status_client,
 )
-from tests.integrations.fake_forge import Failure, FakeForge, running_fake_forge
+from tests.integrations.fake_forge import Failure, FakeForge
 
 STATUS = CommitStatus(
     sha="a" * 40,
@@ -30,12 +29,6 @@ STATUS = CommitStatus(
     target_url="http://localhost:8000/v1/runs/1",
     description="Cancelled",
 )
-
-
-@pytest.fixture
-def forge() -> Iterator[FakeForge]:
-    with running_fake_forge() as fake:
-        yield fake
 
 
 def test_retry_after_headers() -> None:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select, update
 from temporalio.client import Client
 
@@ -21,20 +19,19 @@ from db.models.pipelines import PipelineStage
 from db.session import session_scope
 from forgeline.settings import Settings
 from tests.factories import make_org
-from tests.integrations.fake_forge import Failure, FakeForge, running_fake_forge
+from tests.integrations.fake_forge import Failure, FakeForge
 from tests.integrations.support import (
     commit,
     connect_project,
     deliver,
     git,
     github_pull,
-    integrations_worker,
     make_git_repo,
+    run_workers,
     runs_of,
 )
 from tests.integrations.test_pr_previews import comment_says
-from tests.runs.helpers import pipeline_worker, wait_for
-from tests.runs.sandbox import sandbox_runner
+from tests.runs.helpers import wait_for
 
 TOKEN = "ghp_" + "F" * 36
 BOMB = (
@@ -47,19 +44,6 @@ HOSTILE_BUILD = (
     " && head -c 52428800 /dev/zero > lcov.info"
     " && head -c 4096 /dev/urandom > jacoco.xml"
 )
-
-
-@pytest.fixture
-def forge() -> Iterator[FakeForge]:
-    with running_fake_forge() as fake:
-        yield fake
-
-
-@pytest.fixture
-def forge_settings(settings: Settings, forge: FakeForge) -> Settings:
-    return settings.model_copy(
-        update={"github_api_url": forge.github_api_url, "gitlab_api_url": forge.gitlab_api_url}
-    )
 
 
 def pull(action: str, number: int, head: str, base: str) -> bytes:
@@ -109,13 +93,7 @@ async def test_forge_failures_delay_the_comment_never_the_run(
         Failure(403, headers={"Retry-After": "2"}),
         Failure(429, headers={"Retry-After": "1"}),
     )
-    runner = sandbox_runner(tmp_path / "runner-state")
-    async with (
-        integrations_worker(
-            temporal_client, forge_settings, session_maker, run_task_queue=task_queue
-        ),
-        pipeline_worker(temporal_client, task_queue, forge_settings, session_maker, runner),
-    ):
+    async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
         outcome = await deliver(
             api_client, temporal_client, connected, pull("opened", 4, head, base), "pull_request"
         )
@@ -129,7 +107,6 @@ async def test_forge_failures_delay_the_comment_never_the_run(
         [run] = await runs_of(session_maker, connected.pipeline_ids)
         assert run.status == "success"
         await comment_says(forge, 4, "success", "coverage note", timeout=120)
-    await runner.close()
     refused = [r.answered for r in forge.received if "/comments" in r.path and r.answered >= 400]
     assert refused == [500, 403, 403, 429]
     body = forge.comments_on("acme/widgets#4")[0].body
@@ -177,13 +154,7 @@ async def test_gitlab_merge_request_gets_one_note(
             "title": "Feature",
         },
     }
-    runner = sandbox_runner(tmp_path / "runner-state")
-    async with (
-        integrations_worker(
-            temporal_client, forge_settings, session_maker, run_task_queue=task_queue
-        ),
-        pipeline_worker(temporal_client, task_queue, forge_settings, session_maker, runner),
-    ):
+    async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
         r = await api_client.post(
             f"/v1/webhooks/gitlab?repository={connected.repository_id}",
             content=json.dumps(event).encode(),
@@ -201,6 +172,5 @@ async def test_gitlab_merge_request_gets_one_note(
             return len(notes) == 1 and "success" in notes[0].body
 
         await wait_for(noted, timeout=90)
-    await runner.close()
     [note_request] = [r for r in forge.received if r.method == "POST" and "/notes" in r.path]
     assert note_request.headers.get("private-token", "").startswith("glpat-")

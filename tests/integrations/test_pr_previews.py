@@ -33,7 +33,7 @@ from infra.storage import LocalObjectStore
 from tests.deployments.helpers import get_app, make_activities, make_environment
 from tests.deployments.proxy import CaddyProcess
 from tests.factories import make_org
-from tests.integrations.fake_forge import FakeForge, running_fake_forge
+from tests.integrations.fake_forge import FakeForge
 from tests.integrations.support import (
     Connected,
     commit,
@@ -63,12 +63,6 @@ def caddy(tmp_root: Path) -> Iterator[CaddyProcess]:
     proc.start()
     yield proc
     proc.stop()
-
-
-@pytest.fixture
-def forge() -> Iterator[FakeForge]:
-    with running_fake_forge() as fake:
-        yield fake
 
 
 @pytest.fixture

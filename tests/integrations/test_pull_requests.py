@@ -26,12 +26,12 @@ from tests.integrations.support import (
     github_pull,
     integrations_worker,
     make_git_repo,
+    run_workers,
 )
 from tests.integrations.support import (
     deliver as deliver_event,
 )
-from tests.runs.helpers import pipeline_worker, wait_for
-from tests.runs.sandbox import sandbox_runner
+from tests.runs.helpers import wait_for
 
 
 def pull_body(action: str, number: int, head: str, base: str, **pull: Any) -> bytes:
@@ -80,11 +80,7 @@ async def test_pull_request_rows_follow_events_and_runs(
         pipelines=[{"on_pull_request": {"types": ["opened", "synchronize"]}}],
         stages=[{"name": "check", "run": "test ! -e failing"}],
     )
-    runner = sandbox_runner(tmp_path / "runner-state")
-    async with (
-        integrations_worker(temporal_client, settings, session_maker, run_task_queue=task_queue),
-        pipeline_worker(temporal_client, task_queue, settings, session_maker, runner),
-    ):
+    async with run_workers(temporal_client, settings, session_maker, task_queue, tmp_path):
         opened = pull_body(
             "opened",
             5,
@@ -128,7 +124,6 @@ async def test_pull_request_rows_follow_events_and_runs(
         await deliver(api_client, temporal_client, connected, merged)
         [row] = await tracked(session_maker, connected.project_id)
         assert row.status == "merged" and row.merged_at is not None and row.closed_at is not None
-    await runner.close()
 
 
 async def test_hostile_text_and_concurrent_deliveries_write_one_clean_row(
