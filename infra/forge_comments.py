@@ -5,19 +5,19 @@ instead of posted twice. Errors are those of infra.forges: wait, retry, or give 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
-from githubkit import GitHub
-from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed
 
 from infra.forges import (
-    REQUEST_TIMEOUT_SECONDS,
-    ForgeRateLimited,
     ForgeRejected,
-    ForgeUnavailable,
     _classify,
+    github_call,
+    github_client,
+    github_repository,
+    gitlab_request,
 )
 
 # Pages of 100 comments read when looking for the marker: a pull request with more than
@@ -38,62 +38,48 @@ class PullRequestComments(Protocol):
     async def update(self, repository: str, number: int, comment_id: str, body: str) -> None: ...
 
 
-def _owner_name(repository: str) -> tuple[str, str]:
-    owner, _, name = repository.partition("/")
-    if not owner or not name or "/" in name:
-        raise ForgeRejected(f"{repository!r} is not an owner/name GitHub repository")
-    return owner, name
+async def _marked(page_of: Callable[[int], Awaitable[Any]], marker: str) -> str | None:
+    """The ID of the first comment whose body holds the marker, read 100 a page."""
+    for page in range(1, MAX_PAGES + 1):
+        found = await page_of(page)
+        if not isinstance(found, list):
+            return None
+        for comment in found:
+            if isinstance(comment, dict) and marker in str(comment.get("body") or ""):
+                return str(comment.get("id"))
+        if len(found) < 100:
+            return None
+    return None
 
 
 class GitHubComments:
     """`/repos/{owner}/{repo}/issues/{number}/comments` and `/issues/comments/{id}`."""
 
     def __init__(self, api_url: str, token: str) -> None:
-        self.github = GitHub(
-            token,
-            base_url=api_url,
-            timeout=REQUEST_TIMEOUT_SECONDS,
-            auto_retry=False,
-            http_cache=False,
-            user_agent="forgeline",
-        )
+        self.github = github_client(api_url, token)
 
     async def _call(self, what: str, request: Any) -> Any:
         try:
-            response = await request
-        except RateLimitExceeded as exc:
-            raise ForgeRateLimited(
-                f"GitHub {what}: rate limited", exc.retry_after.total_seconds()
-            ) from exc
-        except RequestFailed as exc:
-            if exc.response.status_code == 404 and what == "comment update":
+            response = await github_call(f"GitHub {what}", request)
+        except ForgeRejected as exc:
+            if exc.status_code == 404 and what == "comment update":
                 raise CommentGone(what) from exc
-            raise _classify(
-                exc.response.status_code, exc.response.headers, f"GitHub {what}"
-            ) from exc
-        except RequestError as exc:
-            raise ForgeUnavailable(f"GitHub {what}: {type(exc.exc).__name__}") from exc
+            raise
         return response.json()
 
     async def find(self, repository: str, number: int, marker: str) -> str | None:
-        owner, name = _owner_name(repository)
+        owner, name = github_repository(repository)
         issues = self.github.rest.issues
-        for page in range(1, MAX_PAGES + 1):
-            found = await self._call(
+        return await _marked(
+            lambda page: self._call(
                 "comment list",
                 issues.async_list_comments(owner, name, number, per_page=100, page=page),
-            )
-            if not isinstance(found, list):
-                return None
-            for comment in found:
-                if isinstance(comment, dict) and marker in str(comment.get("body") or ""):
-                    return str(comment.get("id"))
-            if len(found) < 100:
-                return None
-        return None
+            ),
+            marker,
+        )
 
     async def create(self, repository: str, number: int, body: str) -> str:
-        owner, name = _owner_name(repository)
+        owner, name = github_repository(repository)
         created = await self._call(
             "comment",
             self.github.rest.issues.async_create_comment(
@@ -103,7 +89,7 @@ class GitHubComments:
         return str(created["id"])
 
     async def update(self, repository: str, number: int, comment_id: str, body: str) -> None:
-        owner, name = _owner_name(repository)
+        owner, name = github_repository(repository)
         if not comment_id.isdigit():
             raise CommentGone(f"comment id {comment_id!r}")
         await self._call(
@@ -126,15 +112,7 @@ class GitLabNotes:
         return f"{self.api_url}/projects/{project}/merge_requests/{number}/notes{suffix}"
 
     async def _send(self, what: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        try:
-            async with httpx.AsyncClient(
-                timeout=REQUEST_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
-            ) as client:
-                response = await client.request(
-                    method, url, headers={"PRIVATE-TOKEN": self.token}, **kwargs
-                )
-        except httpx.HTTPError as exc:
-            raise ForgeUnavailable(f"GitLab {what}: {type(exc).__name__}") from exc
+        response = await gitlab_request(f"GitLab {what}", method, url, self.token, **kwargs)
         if response.is_success:
             return response
         if response.status_code == 404 and what == "note update":
@@ -142,22 +120,16 @@ class GitLabNotes:
         raise _classify(response.status_code, response.headers, f"GitLab {what}")
 
     async def find(self, repository: str, number: int, marker: str) -> str | None:
-        for page in range(1, MAX_PAGES + 1):
+        async def page_of(page: int) -> Any:
             response = await self._send(
                 "note list",
                 "GET",
                 self._url(repository, number),
                 params={"per_page": 100, "page": page, "sort": "asc"},
             )
-            found = response.json()
-            if not isinstance(found, list):
-                return None
-            for note in found:
-                if isinstance(note, dict) and marker in str(note.get("body") or ""):
-                    return str(note.get("id"))
-            if len(found) < 100:
-                return None
-        return None
+            return response.json()
+
+        return await _marked(page_of, marker)
 
     async def create(self, repository: str, number: int, body: str) -> str:
         response = await self._send(

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
-from githubkit import GitHub
+from githubkit import GitHub, Response
 from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed
+
+T = TypeVar("T")
 
 Provider = Literal["github", "gitlab"]
 State = Literal["pending", "running", "success", "failure", "cancelled"]
@@ -52,6 +55,10 @@ class ForgeUnavailable(Exception):
 
 class ForgeRejected(Exception):
     """The forge refused the request for good (401, 404, 422...)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 @dataclass(frozen=True)
@@ -101,29 +108,67 @@ def _classify(status_code: int, headers: httpx.Headers, what: str) -> Exception:
             )
     if status_code >= 500 or status_code == 408:
         return ForgeUnavailable(f"{what}: the forge answered {status_code}")
-    return ForgeRejected(f"{what}: the forge refused the request ({status_code})")
+    return ForgeRejected(
+        f"{what}: the forge refused the request ({status_code})", status_code=status_code
+    )
+
+
+def github_client(api_url: str, token: str) -> GitHub[Any]:
+    return GitHub(
+        token,
+        base_url=api_url,
+        timeout=REQUEST_TIMEOUT_SECONDS,
+        # Retries are the caller's (durable, and they honour Retry-After across restarts).
+        auto_retry=False,
+        http_cache=False,
+        user_agent="forgeline",
+    )
+
+
+def github_repository(repository: str) -> tuple[str, str]:
+    """`owner/name` split; anything else is refused before a request is made."""
+    owner, _, name = repository.partition("/")
+    if not owner or not name or "/" in name:
+        raise ForgeRejected(f"{repository!r} is not an owner/name GitHub repository")
+    return owner, name
+
+
+async def github_call(what: str, request: Awaitable[Response[T]]) -> Response[T]:
+    """A githubkit request with its failures as the forge errors (wait, retry, give up)."""
+    try:
+        return await request
+    except RateLimitExceeded as exc:
+        raise ForgeRateLimited(f"{what}: rate limited", exc.retry_after.total_seconds()) from exc
+    except RequestFailed as exc:
+        raise _classify(exc.response.status_code, exc.response.headers, what) from exc
+    except RequestError as exc:
+        raise ForgeUnavailable(f"{what}: {type(exc.exc).__name__}") from exc
+
+
+async def gitlab_request(
+    what: str, method: str, url: str, token: str, **kwargs: Any
+) -> httpx.Response:
+    """A GitLab REST request; a transport failure is an outage, the answer is the caller's."""
+    try:
+        async with httpx.AsyncClient(
+            timeout=REQUEST_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
+        ) as client:
+            return await client.request(method, url, headers={"PRIVATE-TOKEN": token}, **kwargs)
+    except httpx.HTTPError as exc:
+        raise ForgeUnavailable(f"{what}: {type(exc).__name__}") from exc
 
 
 class GitHubStatuses:
     """GitHub's statuses API (`POST /repos/{owner}/{repo}/statuses/{sha}`)."""
 
     def __init__(self, api_url: str, token: str) -> None:
-        self.github = GitHub(
-            token,
-            base_url=api_url,
-            timeout=REQUEST_TIMEOUT_SECONDS,
-            # Retries are the caller's (durable, and they honour Retry-After across restarts).
-            auto_retry=False,
-            http_cache=False,
-            user_agent="forgeline",
-        )
+        self.github = github_client(api_url, token)
 
     async def set_status(self, repository: str, status: CommitStatus) -> None:
-        owner, _, name = repository.partition("/")
-        if not owner or not name or "/" in name:
-            raise ForgeRejected(f"{repository!r} is not an owner/name GitHub repository")
-        try:
-            await self.github.rest.repos.async_create_commit_status(
+        owner, name = github_repository(repository)
+        await github_call(
+            "GitHub commit status",
+            self.github.rest.repos.async_create_commit_status(
                 owner,
                 name,
                 status.sha,
@@ -131,16 +176,8 @@ class GitHubStatuses:
                 target_url=status.target_url,
                 description=status.description[:140],
                 context=status.context,
-            )
-        except RateLimitExceeded as exc:
-            raise ForgeRateLimited(
-                "GitHub commit status: rate limited", exc.retry_after.total_seconds()
-            ) from exc
-        except RequestFailed as exc:
-            response = exc.response
-            raise _classify(response.status_code, response.headers, "GitHub commit status") from exc
-        except RequestError as exc:
-            raise ForgeUnavailable(f"GitHub commit status: {type(exc.exc).__name__}") from exc
+            ),
+        )
 
 
 class GitLabStatuses:
@@ -152,23 +189,18 @@ class GitLabStatuses:
 
     async def set_status(self, repository: str, status: CommitStatus) -> None:
         project = quote(repository, safe="")
-        url = f"{self.api_url}/projects/{project}/statuses/{status.sha}"
-        try:
-            async with httpx.AsyncClient(
-                timeout=REQUEST_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
-            ) as client:
-                response = await client.post(
-                    url,
-                    headers={"PRIVATE-TOKEN": self.token},
-                    json={
-                        "state": GITLAB_STATES[status.state],
-                        "name": status.context,
-                        "target_url": status.target_url,
-                        "description": status.description[:255],
-                    },
-                )
-        except httpx.HTTPError as exc:
-            raise ForgeUnavailable(f"GitLab commit status: {type(exc).__name__}") from exc
+        response = await gitlab_request(
+            "GitLab commit status",
+            "POST",
+            f"{self.api_url}/projects/{project}/statuses/{status.sha}",
+            self.token,
+            json={
+                "state": GITLAB_STATES[status.state],
+                "name": status.context,
+                "target_url": status.target_url,
+                "description": status.description[:255],
+            },
+        )
         if response.is_success:
             return
         if response.status_code == 400 and "Cannot transition status" in response.text:
