@@ -258,6 +258,7 @@ def banner(settings: Settings, shown: dict[str, Any]) -> str:
     lines = [
         "",
         "Forgeline is running",
+        f"  Web console    {api}/",
         f"  API            {api}",
         f"  OpenAPI docs   {api}/docs",
         f"  Health         {api}/healthz",
