@@ -56,19 +56,32 @@ async def post_checked(
     started = time.monotonic()
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
     try:
-        async with httpx.AsyncClient(
-            timeout=timeout_seconds, follow_redirects=False, trust_env=False
-        ) as client:
-            response = await client.post(
+        async with (
+            httpx.AsyncClient(
+                timeout=timeout_seconds, follow_redirects=False, trust_env=False
+            ) as client,
+            client.stream(
+                "POST",
                 _pinned_url(target),
                 content=body,
                 headers={**headers, "Host": _host_header(target)},
                 extensions=extensions,
-            )
+            ) as response,
+        ):
+            # Only the start of the answer is kept; an endless body is not read to its end.
+            excerpt = await _excerpt(response)
     except httpx.HTTPError as exc:
         elapsed = int((time.monotonic() - started) * 1000)
         return PostResult(None, None, f"{type(exc).__name__}: {exc}"[:500] or "error", elapsed)
     elapsed = int((time.monotonic() - started) * 1000)
-    excerpt = response.content[:EXCERPT_BYTES].decode("utf-8", "replace")
     error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
     return PostResult(response.status_code, excerpt, error, elapsed)
+
+
+async def _excerpt(response: httpx.Response) -> str:
+    kept = b""
+    async for chunk in response.aiter_bytes():
+        kept += chunk[: EXCERPT_BYTES - len(kept)]
+        if len(kept) >= EXCERPT_BYTES:
+            break
+    return kept.decode("utf-8", "replace")
