@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,6 +22,20 @@ from workflows.contracts.runs import RECORD_STAGE_SKIPPED, REUSE_STAGE
 from workflows.runs_models import ReuseStageInput, SkipStageInput, StageResult
 
 
+async def _record_first_attempt(
+    session: AsyncSession, inp: SkipStageInput | ReuseStageInput, values: dict[str, Any]
+) -> uuid.UUID:
+    """The stage's only attempt of this run, recorded without running it."""
+    stage_id = uuid.UUID(inp.stage.stage_id) if inp.stage.stage_id else None
+    return await stage_records.upsert_stage_execution(
+        session,
+        run_id=inp.run_id,
+        stage_name=inp.stage.name,
+        attempt=1,
+        values={"stage_id": stage_id, **values},
+    )
+
+
 class StageBookkeepingActivities:
     def __init__(
         self,
@@ -35,13 +50,10 @@ class StageBookkeepingActivities:
     @RECORD_STAGE_SKIPPED.implement
     async def record_stage_skipped(self, inp: SkipStageInput) -> StageResult:
         async with session_scope(self.session_maker) as session:
-            exec_id = await stage_records.upsert_stage_execution(
+            exec_id = await _record_first_attempt(
                 session,
-                run_id=inp.run_id,
-                stage_name=inp.stage.name,
-                attempt=1,
-                values={
-                    "stage_id": uuid.UUID(inp.stage.stage_id) if inp.stage.stage_id else None,
+                inp,
+                {
                     "status": StageStatus.SKIPPED,
                     "skip_reason": inp.reason,
                     "finished_at": stage_records.now(),
@@ -58,13 +70,10 @@ class StageBookkeepingActivities:
     async def reuse_stage(self, inp: ReuseStageInput) -> StageResult:
         source_id = uuid.UUID(inp.reused.execution_id)
         async with session_scope(self.session_maker) as session:
-            exec_id = await stage_records.upsert_stage_execution(
+            exec_id = await _record_first_attempt(
                 session,
-                run_id=inp.run_id,
-                stage_name=inp.stage.name,
-                attempt=1,
-                values={
-                    "stage_id": uuid.UUID(inp.stage.stage_id) if inp.stage.stage_id else None,
+                inp,
+                {
                     "status": StageStatus.SUCCESS,
                     "exit_code": inp.reused.exit_code,
                     "reused_from_id": source_id,
