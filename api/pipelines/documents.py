@@ -198,6 +198,7 @@ async def list_versions(
 
 @router.get(
     "/pipelines/{pipeline_id}/versions/{version}",
+    response_model=PipelineVersionOut,
     responses={**_PROBLEMS, 200: {"content": {"application/yaml": {}}}},
 )
 async def get_version(

@@ -68,6 +68,7 @@ async def list_pipelines(
 
 @router.get(
     "/pipelines/{pipeline_id}",
+    response_model=PipelineDetail,
     responses={**_PROBLEMS, 200: {"content": {"application/yaml": {}}}},
 )
 async def get_pipeline(
