@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -181,6 +184,21 @@ async def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1)
         await asyncio.sleep(interval)
 
 
+async def wait_for_log_line(
+    session_maker: async_sessionmaker[AsyncSession],
+    run_id: uuid.UUID,
+    line: str,
+    timeout: float = 60.0,
+) -> None:
+    """Until the run's first stage execution has logged `line` (the stage is mid-way)."""
+
+    async def logged() -> bool:
+        rows = await executions(session_maker, run_id)
+        return bool(rows) and line in await log_text(session_maker, rows[0].id)
+
+    await wait_for(logged, timeout=timeout)
+
+
 async def log_text(session_maker: async_sessionmaker[AsyncSession], execution_id: uuid.UUID) -> str:
     async with session_maker() as session:
         lines = [line async for _, line in repository.log_lines_after(session, execution_id, -1)]
@@ -307,5 +325,42 @@ async def run_stages(
 
 
 def spool_files(settings: Settings) -> list[Path]:
+    """Every stage attempt's log spool left on disk (they live under `spool/<run id>/`)."""
     spool = settings.data_dir / "spool"
-    return list(spool.iterdir()) if spool.exists() else []
+    return [p for p in spool.rglob("*") if p.is_file()] if spool.exists() else []
+
+
+# Forty numbered lines, 0.1 s apart: a stage still running when a test strikes mid-way.
+COUNT_SCRIPT = 'i=0; while [ $i -lt 40 ]; do echo "line-$i"; i=$((i+1)); sleep 0.1; done'
+
+
+def spawn_worker(settings: Settings, task_queue: str, runner_kind: str) -> subprocess.Popen[bytes]:
+    """A pipelines worker in a process of its own (tests.runs.worker_process), to SIGKILL."""
+    assert settings.database_url is not None and settings.temporal_address is not None
+    env = {
+        **os.environ,
+        "FORGELINE_ENVIRONMENT": "test",
+        "FORGELINE_DATA_DIR": str(settings.data_dir),
+        "FORGELINE_STORAGE_DIR": str(settings.objects_dir),
+        "FORGELINE_DATABASE_URL": settings.database_url,
+        "FORGELINE_TEMPORAL_ADDRESS": settings.temporal_address,
+        "FORGELINE_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
+        "FORGELINE_CONTAINER_RUNNER": runner_kind,
+        "FORGELINE_LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.runs.worker_process", task_queue],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def assert_contiguous(text: str, complete: bool) -> None:
+    """COUNT_SCRIPT's lines in the log have no gap and no repeat (all 40 when `complete`)."""
+    lines = [x for x in text.splitlines() if x.startswith("line-")]
+    numbers = [int(x.removeprefix("line-")) for x in lines]
+    assert numbers == list(range(len(numbers))), "gap or duplicate in the log"
+    if complete:
+        assert len(numbers) == 40
