@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from core.deployments import release_records
 from core.deployments.health import Probe
-from core.deployments.providers.base import HealthTarget, LineSink, ReleaseContext
-from core.deployments.providers.static import publish_build_output
+from core.deployments.providers.base import HealthTarget, ReleaseContext
+from core.deployments.providers.static import PublishedOutputBuild
 from db.models.deployments import Deployment
 from db.session import session_scope
 from forgeline.errors import ProviderUnavailable
 from infra.image_builds import BuildFailed
 from infra.s3_sites import S3WebsitePublisher, bucket_name
 from workflows.deployment_models import (
-    BuildRequest,
-    BuildResult,
     DeploymentRuntimeConfig,
     HealthRequest,
     ReleaseRequest,
@@ -30,7 +27,7 @@ from workflows.deployment_models import (
 )
 
 
-class AwsProvider:
+class AwsProvider(PublishedOutputBuild):
     name = "aws"
 
     def __init__(self, ctx: ReleaseContext, s3_factory: Callable[[], Any] | None) -> None:
@@ -42,13 +39,6 @@ class AwsProvider:
             raise ProviderUnavailable("AWS is not configured on this worker")
         return S3WebsitePublisher(
             self._s3_factory(), endpoint_url=self._ctx.settings.s3_endpoint_url
-        )
-
-    async def build(
-        self, req: BuildRequest, context: Path, *, publish_dotfiles: bool, on_line: LineSink
-    ) -> BuildResult:
-        return await publish_build_output(
-            self._ctx.store, req, context, publish_dotfiles=publish_dotfiles, on_line=on_line
         )
 
     async def release(self, req: ReleaseRequest) -> ReleaseResult:

@@ -15,7 +15,6 @@ from core.deployments.providers.routing import ProxyRouting, deployment_route, e
 from db.models.deployments import Deployment
 from infra.image_builds import BuildFailed, find_static_root
 from infra.sites import materialize_site, publish_directory, remove_site, site_prefix
-from infra.storage import ObjectStore
 from workflows.deployment_models import (
     BuildRequest,
     BuildResult,
@@ -27,42 +26,35 @@ from workflows.deployment_models import (
 )
 
 
-async def publish_build_output(
-    store: ObjectStore,
-    req: BuildRequest,
-    context: Path,
-    *,
-    publish_dotfiles: bool,
-    on_line: LineSink,
-) -> BuildResult:
-    """The static output of a build, published under the deployment's prefix (the `static` and
-    `aws` providers build alike)."""
-    root = find_static_root(context, req.source.output_dir)
-    if root is None:
-        raise BuildFailed("no static output (index.html) to publish")
-    if not root.resolve().is_relative_to(context.resolve()):
-        raise BuildFailed("the static output is a link out of the build")
-    prefix = site_prefix(req.deployment_id)
-    files = await asyncio.to_thread(
-        lambda: publish_directory(store, root, prefix, publish_dotfiles=publish_dotfiles)
-    )
-    on_line(f"published {len(files)} files to {prefix}")
-    return BuildResult(static_prefix=prefix, log_lines=len(files))
+class PublishedOutputBuild:
+    """The build of the providers that serve files (`static`, `aws`): the build's static output
+    published under the deployment's prefix."""
+
+    _ctx: ReleaseContext
+
+    async def build(
+        self, req: BuildRequest, context: Path, *, publish_dotfiles: bool, on_line: LineSink
+    ) -> BuildResult:
+        root = find_static_root(context, req.source.output_dir)
+        if root is None:
+            raise BuildFailed("no static output (index.html) to publish")
+        if not root.resolve().is_relative_to(context.resolve()):
+            raise BuildFailed("the static output is a link out of the build")
+        prefix = site_prefix(req.deployment_id)
+        store = self._ctx.store
+        files = await asyncio.to_thread(
+            lambda: publish_directory(store, root, prefix, publish_dotfiles=publish_dotfiles)
+        )
+        on_line(f"published {len(files)} files to {prefix}")
+        return BuildResult(static_prefix=prefix, log_lines=len(files))
 
 
-class StaticProvider:
+class StaticProvider(PublishedOutputBuild):
     name = "static"
 
     def __init__(self, ctx: ReleaseContext, routing: ProxyRouting) -> None:
         self._ctx = ctx
         self._routing = routing
-
-    async def build(
-        self, req: BuildRequest, context: Path, *, publish_dotfiles: bool, on_line: LineSink
-    ) -> BuildResult:
-        return await publish_build_output(
-            self._ctx.store, req, context, publish_dotfiles=publish_dotfiles, on_line=on_line
-        )
 
     async def release(self, req: ReleaseRequest) -> ReleaseResult:
         """The site on its deployment host now (health checks), the environment's once healthy."""
