@@ -167,6 +167,8 @@ async def update_pipeline(
     """Replace the triggers, name and/or variables (a new version) and/or the status (not part
     of the definition: no version), commit, then bring the Temporal Schedules in line."""
     pipeline = await _locked(session, principal, pipeline_id)
+    document: PipelineDocument | None = None
+    change = "update"
     if triggers is not None or name is not None or variables is not None:
         before = document_of(pipeline, await stages_of(session, pipeline.id))
         update: dict[str, Any] = {}
@@ -176,14 +178,18 @@ async def update_pipeline(
             update["name"] = name
         if variables is not None:
             update["variables"] = variables
-        document = validate_document(
+        edited = validate_document(
             before.model_copy(update=update).model_dump(mode="json", exclude_defaults=True)
         )
+        if edited != before:  # the same values again are no new version
+            document = edited
+            change = "rename" if set(update) == {"name"} else "update"
+    if document is not None:
         await versions.commit_change(
             session,
             pipeline,
             document,
-            change="rename" if set(update) == {"name"} else "update",
+            change=change,
             author=author_of(principal),
             expected_version=expected_version,
         )

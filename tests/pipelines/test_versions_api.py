@@ -36,6 +36,8 @@ async def test_each_change_is_a_version_with_author_and_diff(api_client, session
     assert (await api_client.put(url, content=edited, headers=headers(org, **YAML))).is_success
     renamed = await api_client.patch(url, json={"name": "web-app"}, headers=org.headers)
     assert renamed.status_code == 200 and renamed.json()["version"] == 3
+    same = await api_client.patch(url, json={"name": "web-app"}, headers=org.headers)
+    assert same.status_code == 200 and same.json()["version"] == 3  # nothing changed
     triggers = await api_client.patch(
         url, json={"triggers": {"manual": True}, "variables": {"A": "1"}}, headers=org.headers
     )
