@@ -9,18 +9,37 @@ sign-in throttles, build slots) is in PostgreSQL, never in a worker's memory.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+from pathlib import Path
 
 import uvicorn
 
 from forgeline.settings import Settings, get_settings
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cgroup_cpu_limit(cpu_max: Path = CGROUP_CPU_MAX) -> int | None:
+    """Whole CPUs a cgroup v2 quota allows this process (`quota period` in cpu.max), rounded up;
+    None without a quota."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota == "max":
+            return None
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        return None
+
 
 def available_cores() -> int:
+    """CPU cores this process may use: its affinity, lowered by a container's CPU quota."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return max(1, min(cores, limit) if limit else cores)
 
 
 def api_workers(settings: Settings) -> int:

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from db.models.accounts import ApiKeyRateWindow
+from forgeline.api_server import api_workers, available_cores, cgroup_cpu_limit
 from forgeline.settings import Settings
 from tests.api_process import ApiProcess
 from tests.factories import make_org
@@ -113,3 +115,25 @@ def test_the_server_runs_its_workers_and_survives_losing_one(
     finally:
         api.stop()
     assert api.workers() == []
+
+
+def test_the_worker_count_defaults_to_the_cores_and_refuses_nonsense(
+    settings: Settings, tmp_path: Path
+) -> None:
+    assert api_workers(settings.model_copy(update={"api_workers": None})) == available_cores()
+    assert api_workers(settings.model_copy(update={"api_workers": 3})) == 3
+    cpu_max = tmp_path / "cpu.max"
+    for content, expected in (
+        ("max 100000\n", None),
+        ("150000 100000\n", 2),
+        ("50000 100000\n", 1),
+        ("garbage\n", None),
+        ("", None),
+    ):
+        cpu_max.write_text(content)
+        assert cgroup_cpu_limit(cpu_max) == expected, content
+    assert cgroup_cpu_limit(tmp_path / "missing") is None
+    assert Settings(environment="development", api_workers="4").api_workers == 4
+    for bad in ("0", "-2", "65", "many"):
+        with pytest.raises(ValidationError):
+            Settings(environment="development", api_workers=bad)
