@@ -7,6 +7,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from core.billing.metering import record_usage
 from core.billing.periods import Period
@@ -14,6 +17,7 @@ from core.billing.pricing import round_cents
 from db.models.accounts import Notification
 from db.models.billing import Invoice, Payment, Plan, Subscription
 from db.session import session_scope
+from infra.stripe_billing import StripeBilling
 from tests.billing.conftest import billing_worker, record_history, subscribe
 from tests.billing.year_driver import MonthlyBillingDriver, MonthsInput
 from workflows.billing_models import billing_workflow_id
@@ -27,6 +31,23 @@ async def _drive(env, task_queue, org_id, first: Period, months: int):
         MonthsInput(organization_id=str(org_id), first_period=first.key, months=months),
         id=f"driver-{uuid.uuid4()}",
         task_queue=task_queue,
+    )
+
+
+def driver_worker(
+    env: WorkflowEnvironment,
+    task_queue: str,
+    session_maker: async_sessionmaker[AsyncSession],
+    stripe_billing: StripeBilling,
+) -> Worker:
+    """The billing worker at the test's tax rate, with the driver that bills month after month."""
+    return billing_worker(
+        env.client,
+        task_queue,
+        session_maker,
+        stripe_billing,
+        TAX,
+        extra_workflows=(MonthlyBillingDriver,),
     )
 
 
@@ -53,14 +74,7 @@ async def test_a_year_of_monthly_billing(
                 idempotency_key=f"year-{sub.org_id}-{i}",
                 recorded_at=period.start + timedelta(days=3),
             )
-    async with billing_worker(
-        env.client,
-        task_queue,
-        session_maker,
-        stripe_billing,
-        TAX,
-        extra_workflows=(MonthlyBillingDriver,),
-    ):
+    async with driver_worker(env, task_queue, session_maker, stripe_billing):
         results = await _drive(env, task_queue, sub.org_id, first, 12)
 
     expected = [round_cents((Decimal(49) + 2 * i) * (1 + TAX)) for i in range(12)]
@@ -98,14 +112,7 @@ async def test_trial_converts_to_active(
         trial_end=trial_end,
         stripe=stripe_billing,
     )
-    async with billing_worker(
-        env.client,
-        task_queue,
-        session_maker,
-        stripe_billing,
-        TAX,
-        extra_workflows=(MonthlyBillingDriver,),
-    ):
+    async with driver_worker(env, task_queue, session_maker, stripe_billing):
         results = await _drive(env, task_queue, sub.org_id, first, 2)
     paid_days = first.days - 14
     trial_month = round_cents(round_cents(Decimal(49) * paid_days / first.days) * (1 + TAX))
@@ -128,14 +135,7 @@ async def test_dunning_ends_in_cancellation_and_free_plan(
         stripe=stripe_billing,
         card="pm_card_chargeDeclined",
     )
-    async with billing_worker(
-        env.client,
-        task_queue,
-        session_maker,
-        stripe_billing,
-        TAX,
-        extra_workflows=(MonthlyBillingDriver,),
-    ):
+    async with driver_worker(env, task_queue, session_maker, stripe_billing):
         before = await env.get_current_time()
         (result,) = await _drive(env, task_queue, sub.org_id, first, 1)
         after = await env.get_current_time()
@@ -191,14 +191,7 @@ async def test_trial_without_a_card_expires_to_free(
         stripe=stripe_billing,
         card=None,
     )
-    async with billing_worker(
-        env.client,
-        task_queue,
-        session_maker,
-        stripe_billing,
-        TAX,
-        extra_workflows=(MonthlyBillingDriver,),
-    ):
+    async with driver_worker(env, task_queue, session_maker, stripe_billing):
         (result,) = await _drive(env, task_queue, sub.org_id, first, 1)
     assert (result.total, result.status) == ("0.00", "paid")
     async with session_maker() as session:

@@ -29,6 +29,7 @@ from forgeline.local_paths import organization_roots
 from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
 from infra.storage import LocalObjectStore
+from tests.deployments.images import write_context
 from workflows.deployment import deployment_workflow_id
 from workflows.deployment_models import DeploymentSource
 
@@ -302,3 +303,12 @@ async def make_pipeline_run(
         )
         session.add(run)
     return run
+
+
+def static_site(root: Path, version: str = "v1") -> DeploymentSource:
+    """A static site whose page says `version`, written under root/<version>."""
+    return DeploymentSource(
+        version=version,
+        context_dir=str(write_context(root / version, None, version)),
+        output_dir="www",
+    )

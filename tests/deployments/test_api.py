@@ -23,18 +23,11 @@ from tests.deployments.helpers import (
     org_sources,
     running_worker,
 )
-from tests.deployments.images import HEALTHY, docker_client, write_context
+from tests.deployments.images import HEALTHY, write_context
 from tests.deployments.proxy import via_proxy
 from tests.factories import make_org
 
 TERMINAL = ("active", "failed", "rolled_back", "rejected", "cancelled")
-
-
-@pytest.fixture(scope="module")
-def docker():
-    client = docker_client()
-    yield client
-    client.close()
 
 
 @pytest.fixture

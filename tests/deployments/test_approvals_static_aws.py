@@ -28,9 +28,9 @@ from tests.deployments.helpers import (
     org_sources,
     running_worker,
     start_deployment,
+    static_site,
     wait_status,
 )
-from tests.deployments.images import write_context
 from tests.factories import make_org
 from workflows.deployment import DeploymentWorkflow, deployment_workflow_id
 from workflows.deployment_models import DeploymentSource
@@ -54,12 +54,6 @@ async def skipping(time_skipping_env):
     return time_skipping_env
 
 
-def site_source(tmp_path: Path, body: str = "v1") -> DeploymentSource:
-    return DeploymentSource(
-        version=body, context_dir=str(write_context(tmp_path / body, None, body)), output_dir="www"
-    )
-
-
 async def _protected(session_maker, org, tmp_path, client, task_queue, timeout_s: float = 3600):
     _, env_id = await make_environment(
         session_maker,
@@ -74,7 +68,7 @@ async def _protected(session_maker, org, tmp_path, client, task_queue, timeout_s
         client,
         org.org_id,
         env_id,
-        site_source(tmp_path),
+        static_site(tmp_path),
         task_queue=task_queue,
         user_id=org.owner_user_id,
     )
@@ -177,7 +171,7 @@ async def test_aws_s3_website_deploy_records_resource_and_cost(
             temporal_client,
             org.org_id,
             env_id,
-            site_source(sources),
+            static_site(sources),
             task_queue=task_queue,
         )
         row = await wait_status(session_maker, dep, ("active", "failed", "rolled_back"))

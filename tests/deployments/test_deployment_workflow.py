@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 
 from db.models.deployments import DeploymentContainer, DeploymentHealthCheck, DeploymentRuntimeLog
@@ -20,16 +19,9 @@ from tests.deployments.helpers import (
     start_deployment,
     wait_status,
 )
-from tests.deployments.images import HEALTHY, NO_CONTENT, docker_client, write_context
+from tests.deployments.images import HEALTHY, NO_CONTENT, write_context
 from tests.factories import make_org
 from workflows.deployment_models import DeploymentSource
-
-
-@pytest.fixture(scope="module")
-def docker():
-    client = docker_client()
-    yield client
-    client.close()
 
 
 async def test_deploy_then_broken_release_rolls_back(

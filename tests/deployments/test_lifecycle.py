@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select, update
+from temporalio.client import Client, WorkflowHandle
 
 from db.models.deployments import Deployment, DeploymentHealthCheck
 from db.models.projects import Environment
@@ -18,19 +19,13 @@ from tests.deployments.helpers import (
     org_sources,
     running_worker,
     start_deployment,
+    static_site,
     wait_status,
 )
-from tests.deployments.images import write_context
 from tests.factories import make_org
-from workflows.deployment_models import DeploymentSource, MonitorInput, PreviewInput
+from workflows.deployment_models import MonitorInput, PreviewInput
 from workflows.deployment_monitor import DeploymentMonitorWorkflow
 from workflows.preview import PreviewEnvironmentWorkflow, preview_workflow_id
-
-
-def site(tmp_path: Path, name: str) -> DeploymentSource:
-    return DeploymentSource(
-        version=name, context_dir=str(write_context(tmp_path / name, None, name)), output_dir="www"
-    )
 
 
 async def test_second_deployment_queues_behind_the_first(
@@ -52,7 +47,7 @@ async def test_second_deployment_queues_behind_the_first(
             temporal_client,
             org.org_id,
             env_id,
-            site(sources, "one"),
+            static_site(sources, "one"),
             task_queue=task_queue,
         )
         await wait_status(session_maker, first, ("verifying",))
@@ -61,7 +56,7 @@ async def test_second_deployment_queues_behind_the_first(
             temporal_client,
             org.org_id,
             env_id,
-            site(sources, "two"),
+            static_site(sources, "two"),
             task_queue=task_queue,
         )
         await asyncio.sleep(1.0)
@@ -82,6 +77,29 @@ async def test_second_deployment_queues_behind_the_first(
         assert (await wait_status(session_maker, first, ("superseded",), 5)).finished_at is not None
 
 
+async def start_preview(
+    client: Client,
+    org_id: uuid.UUID,
+    project_id: uuid.UUID,
+    env_id: uuid.UUID,
+    ttl_seconds: int,
+    task_queue: str,
+) -> WorkflowHandle[Any, str]:
+    """The preview environment's workflow, as a pull request opens it."""
+    return await client.start_workflow(
+        PreviewEnvironmentWorkflow.run,
+        PreviewInput(
+            environment_id=str(env_id),
+            organization_id=str(org_id),
+            project_id=str(project_id),
+            provider="static",
+            ttl_seconds=ttl_seconds,
+        ),
+        id=preview_workflow_id(str(env_id)),
+        task_queue=task_queue,
+    )
+
+
 async def test_preview_torn_down_on_request(settings, session_maker, temporal_client, task_queue):
     org = await make_org(session_maker)
     project_id, env_id = await make_environment(
@@ -89,17 +107,8 @@ async def test_preview_torn_down_on_request(settings, session_maker, temporal_cl
     )
     activities = make_activities(settings, session_maker, temporal_client, None)
     async with running_worker(temporal_client, task_queue, activities):
-        handle = await temporal_client.start_workflow(
-            PreviewEnvironmentWorkflow.run,
-            PreviewInput(
-                environment_id=str(env_id),
-                organization_id=str(org.org_id),
-                project_id=str(project_id),
-                provider="static",
-                ttl_seconds=3600,
-            ),
-            id=preview_workflow_id(str(env_id)),
-            task_queue=task_queue,
+        handle = await start_preview(
+            temporal_client, org.org_id, project_id, env_id, 3600, task_queue
         )
         await handle.signal(PreviewEnvironmentWorkflow.teardown, "pull request closed")
         assert await handle.result() == "pull request closed"
@@ -117,18 +126,7 @@ async def test_preview_ttl_expires_on_a_durable_timer(
     )
     activities = make_activities(settings, session_maker, client, None)
     async with running_worker(client, task_queue, activities):
-        handle = await client.start_workflow(
-            PreviewEnvironmentWorkflow.run,
-            PreviewInput(
-                environment_id=str(env_id),
-                organization_id=str(org.org_id),
-                project_id=str(project_id),
-                provider="static",
-                ttl_seconds=2 * 3600,
-            ),
-            id=preview_workflow_id(str(env_id)),
-            task_queue=task_queue,
-        )
+        handle = await start_preview(client, org.org_id, project_id, env_id, 2 * 3600, task_queue)
         assert await handle.result() == "ttl expired"
     async with session_maker() as session:
         assert (await session.get(Environment, env_id)).status == "deleted"
@@ -147,7 +145,7 @@ async def test_monitor_continues_as_new_and_stops_when_superseded(
             temporal_client,
             org.org_id,
             env_id,
-            site(sources, "m"),
+            static_site(sources, "m"),
             task_queue=task_queue,
         )
         row = await wait_status(session_maker, dep, ("active",))
@@ -211,7 +209,7 @@ async def test_started_without_a_row_like_the_pipeline_deploy_stage(
                 project_id=str(project_id),
                 environment_id=str(env_id),
                 provider="static",
-                source=site(sources, "child"),
+                source=static_site(sources, "child"),
                 start_monitor=False,
             ),
             id=deployment_workflow_id(str(dep)),

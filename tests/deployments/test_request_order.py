@@ -22,13 +22,13 @@ from tests.deployments.helpers import (
     org_sources,
     running_worker,
     start_deployment,
+    static_site,
     wait_status,
 )
-from tests.deployments.images import write_context
 from tests.deployments.proxy import via_proxy
 from tests.factories import make_org
 from workflows.deployment_lock import EnvironmentDeploymentLock, LockState
-from workflows.deployment_models import DeploymentSource, LockRequest
+from workflows.deployment_models import LockRequest
 
 
 async def test_an_older_deployment_never_replaces_a_newer_live_one(
@@ -43,25 +43,23 @@ async def test_an_older_deployment_never_replaces_a_newer_live_one(
         session_maker, org.org_id, provider="static", config={"health_check_passes": 1}
     )
     # v1 is requested first, but its workflow is held back (as a crashed worker would).
-    v1_dir = write_context(sources / "v1", None, "v1")
     async with session_scope(session_maker) as session:
         env, project = await repository.environment_for(session, org.org_id, env_id)
         older, older_input = await service.create_deployment(
             session,
             env,
             project,
-            DeploymentSource(version="v1", context_dir=str(v1_dir), output_dir="www"),
+            static_site(sources, "v1"),
             triggered_by_user_id=None,
         )
     activities = make_activities(settings, session_maker, temporal_client, None)
     async with running_worker(temporal_client, task_queue, activities):
-        v2_dir = write_context(sources / "v2", None, "v2")
         newer = await start_deployment(
             session_maker,
             temporal_client,
             org.org_id,
             env_id,
-            DeploymentSource(version="v2", context_dir=str(v2_dir), output_dir="www"),
+            static_site(sources, "v2"),
             task_queue=task_queue,
         )
         live = await wait_status(session_maker, newer, ("active", "failed"))

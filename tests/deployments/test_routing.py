@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from temporalio import activity
 
 from activities.deployments.activities import DeploymentActivities
@@ -33,7 +32,7 @@ from tests.deployments.helpers import (
     start_deployment,
     wait_status,
 )
-from tests.deployments.images import HEALTHY, NO_CONTENT, docker_client, write_context
+from tests.deployments.images import HEALTHY, NO_CONTENT, write_context
 from tests.deployments.proxy import CaddyProcess, via_proxy
 from tests.factories import make_org
 from workflows.deployment_models import DeploymentSource, RetireRequest, RetireResult
@@ -51,13 +50,6 @@ HOSTILE = [
     "x.y.z",
     "..",
 ]
-
-
-@pytest.fixture(scope="module")
-def docker():
-    client = docker_client()
-    yield client
-    client.close()
 
 
 def routes_of(settings: Any) -> CaddyRoutes:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from db.models.deployments import DeploymentContainer
@@ -24,18 +23,11 @@ from tests.deployments.helpers import (
     start_deployment,
     wait_status,
 )
-from tests.deployments.images import HEALTHY, docker_client, write_context
+from tests.deployments.images import HEALTHY, write_context
 from tests.factories import make_org
 from workflows.deployment_models import DeploymentSource
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def docker():
-    client = docker_client()
-    yield client
-    client.close()
 
 
 async def test_worker_killed_mid_deploy_leaves_one_container(
