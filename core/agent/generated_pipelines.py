@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.integrations.triggers import parse_triggers
 from core.pipelines import versions
 from core.pipelines.stored import document_of
 from core.pipelines.versions import Author
@@ -109,6 +110,9 @@ async def _regenerate(
     # The proposal as it would be stored, read back as a document: the same mapping a first
     # generation's rows go through.
     draft = Pipeline(**_values(task, proposal, config))
+    # Triggers a model made up that do not validate start on no event (as stored ones would).
+    parsed = parse_triggers(proposal.triggers)
+    draft.triggers = parsed.normalized() if parsed is not None else {"manual": True}
     draft_stages = [
         PipelineStage(
             name=s.name,

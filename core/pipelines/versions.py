@@ -4,6 +4,7 @@ consecutive numbers and a crash leaves either both or neither."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import uuid
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from core.pipelines.stored import document_of, write_document
 from db.models.accounts import ApiKey
 from db.models.pipeline_versions import PipelineVersion
 from db.models.pipelines import Pipeline
-from forgeline.errors import Conflict, NotFound
+from forgeline.errors import Conflict, NotFound, ValidationFailed
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,11 @@ async def commit_change(
         )
     )
     if not has_current:
-        current = document_of(pipeline, stages)
-        session.add(_row(pipeline, pipeline.version, "create", Author(), None, current))
+        # A pipeline from before versions: its current state becomes its first recorded one
+        # (unless the format cannot hold it; its history then starts with this change).
+        with contextlib.suppress(ValidationFailed):
+            current = document_of(pipeline, stages)
+            session.add(_row(pipeline, pipeline.version, "create", Author(), None, current))
     row = _row(
         pipeline,
         pipeline.version + 1,

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from core.agent.generated_pipelines import save_generated
 from db.models.agent import AgentTask
 from db.models.pipeline_versions import PipelineVersion
+from db.models.pipelines import Pipeline
 from db.session import session_scope
 from forgeline.pipeline_spec import PipelineProposal, ValidationReport
 from forgeline.settings import AGENT_TASK_QUEUE
@@ -113,6 +114,20 @@ async def test_a_retried_save_writes_nothing_twice(session_maker):
                     session, task=task, proposal=proposal, report=report, config={}
                 )
             )
+    # A model's proposal with triggers that do not validate: regenerated, starting on no event.
+    odd = proposal.model_copy(update={"triggers": {"on_push": {"branches": "main"}, "x": 1}})
+    async with session_scope(session_maker) as session:
+        third = AgentTask(
+            organization_id=org.org_id,
+            project_id=project_id,
+            task_type="generate_pipeline",
+            created_by_user_id=org.user_id,
+        )
+        session.add(third)
+    async with session_scope(session_maker) as session:
+        ids.append(
+            await save_generated(session, task=third, proposal=odd, report=report, config={})
+        )
     assert len(set(ids)) == 1
     async with session_maker() as session:
         rows = (
@@ -122,4 +137,7 @@ async def test_a_retried_save_writes_nothing_twice(session_maker):
                 )
             )
         ).all()
-    assert sorted(rows) == [(1, "create"), (2, "regenerate")]
+    assert sorted(rows) == [(1, "create"), (2, "regenerate"), (3, "regenerate")]
+    async with session_maker() as session:
+        pipeline = await session.get(Pipeline, ids[0])
+    assert pipeline is not None and "on_push" not in pipeline.triggers
