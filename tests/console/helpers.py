@@ -7,10 +7,17 @@ import uuid
 from dataclasses import dataclass
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models.deployments import Deployment
-from db.models.pipelines import Pipeline, PipelineRun, PipelineStage, StageExecution
+from db.models.pipelines import (
+    Pipeline,
+    PipelineRun,
+    PipelineStage,
+    StageExecution,
+    StageLogChunk,
+)
 from db.models.projects import Environment, Project
 from db.session import session_scope
 from tests.factories import OrgFixture
@@ -141,3 +148,27 @@ async def make_deployment(
             )
         )
     return deployment_id
+
+
+def log_chunk(execution_id: uuid.UUID, seq: int, first_line: int, content: str) -> StageLogChunk:
+    """A stored piece of a stage's log: `content`'s lines, numbered from `first_line`."""
+    return StageLogChunk(
+        id=uuid.uuid4(),
+        stage_execution_id=execution_id,
+        seq=seq,
+        first_line=first_line,
+        line_count=len(content.split("\n")),
+        content=content,
+    )
+
+
+async def stage_execution_id(
+    session_maker: async_sessionmaker[AsyncSession], run_id: uuid.UUID
+) -> uuid.UUID:
+    """The id of the run's (one) stage execution."""
+    async with session_scope(session_maker) as session:
+        execution = await session.scalar(
+            select(StageExecution.id).where(StageExecution.run_id == run_id)
+        )
+    assert execution is not None
+    return execution

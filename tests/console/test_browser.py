@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import uuid
 from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,10 @@ from typing import Any
 import pytest
 import uvicorn
 from playwright.async_api import async_playwright
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.models.pipelines import StageExecution, StageLogChunk
 from db.session import session_scope
-from tests.console.helpers import make_run
+from tests.console.helpers import log_chunk, make_run, stage_execution_id
 from tests.factories import make_org
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -74,10 +71,7 @@ async def test_sign_in_and_watch_a_log_line_arrive_live(
     rows = await make_run(
         session_maker, org, project_name="Browser project", status="running", log_tail=""
     )
-    async with session_scope(session_maker) as session:
-        execution = await session.scalar(
-            select(StageExecution.id).where(StageExecution.run_id == rows.run_id)
-        )
+    execution = await stage_execution_id(session_maker, rows.run_id)
     csp_reports: list[str] = []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
@@ -106,14 +100,7 @@ async def test_sign_in_and_watch_a_log_line_arrive_live(
             await log.wait_for()
             async with session_scope(session_maker) as session:
                 session.add(
-                    StageLogChunk(
-                        id=uuid.uuid4(),
-                        stage_execution_id=execution,
-                        seq=0,
-                        first_line=0,
-                        line_count=2,
-                        content="\x1b[32mcompiled <b>ok</b>\x1b[0m\nsecret: ***",
-                    )
+                    log_chunk(execution, 0, 0, "\x1b[32mcompiled <b>ok</b>\x1b[0m\nsecret: ***")
                 )
             green = log.locator("span.ansi-fg32")
             await green.wait_for()

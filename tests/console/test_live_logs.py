@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.console.auth import SESSION_COOKIE
-from db.models.pipelines import StageExecution, StageLogChunk
+from db.models.pipelines import StageExecution
 from db.session import session_scope
-from tests.console.helpers import make_run, sign_in
+from tests.console.helpers import log_chunk, make_run, sign_in, stage_execution_id
 from tests.factories import make_org
 
 # Only a guard against a hung test, never a measure of speed.
@@ -92,40 +91,18 @@ async def test_a_line_written_while_following_arrives_and_the_end_closes_the_str
     await sign_in(api_client, org)
     cookie = api_client.cookies.get(SESSION_COOKIE)
     assert cookie is not None
-    async with session_scope(session_maker) as session:
-        execution = await session.scalar(
-            select(StageExecution.id).where(StageExecution.run_id == rows.run_id)
-        )
-    assert execution is not None
+    execution = await stage_execution_id(session_maker, rows.run_id)
     stream = StreamedResponse(app, f"/runs/{rows.run_id}/stages/build/stream", cookie)
     stream.start()
     try:
         async with session_scope(session_maker) as session:
-            session.add(
-                StageLogChunk(
-                    id=uuid.uuid4(),
-                    stage_execution_id=execution,
-                    seq=0,
-                    first_line=0,
-                    line_count=2,
-                    content="\x1b[32mstarting <b>build</b>\nsecret: ***",
-                )
-            )
+            session.add(log_chunk(execution, 0, 0, "\x1b[32mstarting <b>build</b>\nsecret: ***"))
         await stream.wait_for(b"secret: ***")
         assert stream.status == 200
         assert b"event: line" in stream.body and b"starting <b>build</b>" in stream.body
         assert b"event: end" not in stream.body
         async with session_scope(session_maker) as session:
-            session.add(
-                StageLogChunk(
-                    id=uuid.uuid4(),
-                    stage_execution_id=execution,
-                    seq=1,
-                    first_line=2,
-                    line_count=1,
-                    content="done",
-                )
-            )
+            session.add(log_chunk(execution, 1, 2, "done"))
             await session.execute(
                 update(StageExecution)
                 .where(StageExecution.id == execution)
@@ -152,21 +129,9 @@ async def test_a_reconnect_goes_on_after_the_last_event_and_hostile_ids_are_harm
 ) -> None:
     org = await make_org(session_maker)
     rows = await make_run(session_maker, org, status="success")
+    execution = await stage_execution_id(session_maker, rows.run_id)
     async with session_scope(session_maker) as session:
-        execution = await session.scalar(
-            select(StageExecution.id).where(StageExecution.run_id == rows.run_id)
-        )
-        assert execution is not None
-        session.add(
-            StageLogChunk(
-                id=uuid.uuid4(),
-                stage_execution_id=execution,
-                seq=0,
-                first_line=0,
-                line_count=3,
-                content="zero\none\ntwo",
-            )
-        )
+        session.add(log_chunk(execution, 0, 0, "zero\none\ntwo"))
     await sign_in(api_client, org)
     path = f"/runs/{rows.run_id}/stages/build/stream"
     whole = await api_client.get(path)
