@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
+from core.runs.service import rerun
 from db.models.projects import Project
 from db.session import session_scope
 from forgeline.statuses.runs import RunStatus
@@ -151,3 +152,31 @@ async def test_an_invalid_file_fails_the_run_clearly(
     log = await log_text(session_maker, first.id)
     assert needle in log and "/v1/schemas/pipeline.json" in log
     assert "root:" not in log  # nothing of /etc/passwd
+
+
+async def test_rerun_from_failed_reuses_the_files_passed_stages(
+    project, session_maker, settings, temporal_client, task_queue, tmp_path
+):
+    org, repo, _, connected = project
+    failing = VALID.replace('test "$GREETING" = hello', "exit 3")
+    sha = commit(repo, {".forgeline.yml": failing}, "a failing check")
+    first, stages = await _run(
+        session_maker, settings, temporal_client, task_queue, org, connected, sha, tmp_path
+    )
+    assert first.status == RunStatus.FAILED and stages["build"][0].status == "success"
+    async with session_scope(session_maker) as session:
+        again = await rerun(
+            session, settings, organization_id=org.org_id, run_id=first.id, from_failed=True
+        )
+    async with pipeline_worker(
+        temporal_client,
+        task_queue,
+        settings,
+        session_maker,
+        sandbox_runner(Path(tempfile.mkdtemp(prefix="fl-"))),
+    ):
+        await (await start(temporal_client, again, task_queue)).result()
+    second = by_stage(await executions(session_maker, again.id))
+    assert (await run_row(session_maker, again.id)).pipeline_source == "repository"
+    assert second["build"][0].reused_from_id == stages["build"][0].id
+    assert second["check"][0].reused_from_id is None and second["check"][0].exit_code == 3
