@@ -15,12 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
 from core.deployments.service import DEFAULT_PREVIEW_TTL_SECONDS
+from db.models.deployments import Deployment
 from db.models.integrations import PullRequest
 from db.models.pipelines import PipelineRun
 from db.models.projects import Environment
 from forgeline.errors import Conflict
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE
-from forgeline.statuses.deployments import EnvironmentStatus
+from forgeline.statuses.deployments import DeploymentStatus, EnvironmentStatus
 from workflows.deployment import search_attributes
 from workflows.deployment_models import PreviewInput
 from workflows.preview import PreviewEnvironmentWorkflow, preview_workflow_id
@@ -176,6 +177,23 @@ async def previews_of(
             Environment.env_type == "preview",
             Environment.preview_pr_number == pr_number,
             Environment.status != EnvironmentStatus.DELETED,
+        )
+    )
+    return list(rows)
+
+
+async def serving_previews_of(
+    session: AsyncSession, project_id: uuid.UUID, pr_number: int
+) -> list[Environment]:
+    """The pull request's previews with a live deployment, torn down or not: a deployment that
+    went live after its pull request closed (and its preview was torn down) shows up here."""
+    live = select(Deployment.environment_id).where(Deployment.status == DeploymentStatus.ACTIVE)
+    rows = await session.scalars(
+        select(Environment).where(
+            Environment.project_id == project_id,
+            Environment.env_type == "preview",
+            Environment.preview_pr_number == pr_number,
+            Environment.id.in_(live),
         )
     )
     return list(rows)

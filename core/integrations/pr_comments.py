@@ -93,9 +93,11 @@ def render(
 def _preview_text(row: PullRequest, preview: Preview | None) -> str:
     if preview is None:
         return "no deploy stage ran for this pull request"
+    if row.status in ("closed", "merged"):
+        # Its teardown started with the closing (a durable workflow), done or under way.
+        return f"removed (the pull request was {row.status})"
     if preview.status == EnvironmentStatus.DELETED:
-        closing = "merged" if row.status == "merged" else "closed"
-        return f"removed (the pull request was {closing})"
+        return "removed (its time to live ran out; the next push deploys it again)"
     if preview.url and preview.commit_sha:
         return f"{preview.url} (commit `{preview.commit_sha[:12]}`)"
     return "being deployed"

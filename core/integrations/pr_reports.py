@@ -208,7 +208,8 @@ async def keep_previews_alive(
     task_queue: str = DEPLOYMENTS_TASK_QUEUE,
 ) -> None:
     """An open pull request's live previews: their lifetimes started or extended (TTL from now).
-    A closed pull request's are left to the teardown its closing started."""
+    A closed pull request's previews that still serve are torn down (again): a deploy that went
+    live after the teardown its closing started."""
     project_id = uuid.UUID(ref.project_id)
     async with session_maker() as session:
         state = await session.scalar(
@@ -216,18 +217,25 @@ async def keep_previews_alive(
                 PullRequest.project_id == project_id, PullRequest.pr_number == ref.pr_number
             )
         )
-        if state is None or state in pr_previews.CLOSED_STATES:
+        if state is None:
             return
-        organization_id = await session.scalar(
-            select(Project.organization_id).where(Project.id == project_id)
+        organization_id = str(
+            await session.scalar(select(Project.organization_id).where(Project.id == project_id))
+            or ""
         )
-        live = [
-            env
-            for env in await pr_previews.previews_of(session, project_id, ref.pr_number)
-            if env.url
-        ]
+        closed = state in pr_previews.CLOSED_STATES
+        if closed:
+            live = await pr_previews.serving_previews_of(session, project_id, ref.pr_number)
+        else:
+            previews = await pr_previews.previews_of(session, project_id, ref.pr_number)
+            live = [env for env in previews if env.url]
     for env in live:
-        await pr_previews.keep_alive(temporal, env, organization_id or "", task_queue=task_queue)
+        if closed:
+            await pr_previews.tear_down(
+                temporal, env, organization_id, f"pull request {state}", task_queue=task_queue
+            )
+        else:
+            await pr_previews.keep_alive(temporal, env, organization_id, task_queue=task_queue)
 
 
 async def after_pull_request_event(

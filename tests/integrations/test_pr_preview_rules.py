@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from core.deployments.pr_previews import preview_for_run, preview_name
+from core.integrations import pr_reports
+from db.models.deployments import Deployment
 from db.models.integrations import PullRequest
 from db.models.pipelines import PipelineRun
 from db.models.projects import Environment
@@ -35,7 +37,8 @@ from tests.integrations.support import (
     runs_of,
 )
 from tests.runs.helpers import create_run, make_pipeline, stage
-from workflows.integrations_models import pull_request_report_workflow_id
+from workflows.integrations_models import PullRequestRef, pull_request_report_workflow_id
+from workflows.preview import preview_workflow_id
 
 NAMED_CONFIG = {
     "health_check_path": "/ready",
@@ -183,3 +186,54 @@ async def test_a_fork_pull_request_starts_nothing_and_its_comment_says_why(
         [comment] = forge.comments_on("acme/widgets#11")
     assert "from forks" in comment.body and "preview" in comment.body
     assert await runs_of(session_maker, connected.pipeline_ids) == []
+
+
+async def test_a_preview_that_went_live_after_its_pull_request_closed_is_torn_down_again(
+    settings: Settings, session_maker: Any, temporal_client: Client
+) -> None:
+    run, named = await pull_request_run(session_maker, settings, 9)
+    preview = await resolve(session_maker, run, named)
+    async with session_scope(session_maker) as session:
+        env = await session.get(Environment, preview.id)
+        assert env is not None
+        env.status = "deleted"  # the teardown of the pull request's closing ran
+        session.add(
+            Deployment(
+                id=uuid.uuid4(),
+                environment_id=preview.id,
+                project_id=run.project_id,
+                organization_id=run.organization_id,
+                version="late",
+                status="active",  # a deploy already under way went live afterwards
+                provider="static",
+                is_preview=True,
+            )
+        )
+        session.add(
+            PullRequest(
+                id=uuid.uuid4(),
+                project_id=run.project_id,
+                pr_number=9,
+                pr_url="",
+                repository_name="acme/widgets",
+                title="closed",
+                branch_name="topic",
+                status="closed",
+            )
+        )
+    ref = PullRequestRef(
+        project_id=str(run.project_id), pr_number=9, provider="github", forge_repository="a/b"
+    )
+    queue = f"no-worker-{uuid.uuid4()}"
+    await pr_reports.keep_previews_alive(session_maker, temporal_client, ref, task_queue=queue)
+    lifetime = temporal_client.get_workflow_handle(preview_workflow_id(str(preview.id)))
+    described = await lifetime.describe()
+    assert described.status == WorkflowExecutionStatus.RUNNING and described.task_queue == queue
+    history = [e async for e in lifetime.fetch_history_events()]
+    signals = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in history
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert signals == ["teardown"]
+    await lifetime.terminate("test done")
