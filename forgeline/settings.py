@@ -196,6 +196,9 @@ class Settings(BaseSettings):
     build_pass_host_ca: bool = False
     # Extra read-only paths mounted into the sandbox (toolchains outside /usr, e.g. /opt/tools).
     build_toolchain_paths: list[Path] = Field(default_factory=list)
+    # Sandboxes a build host starts ahead of its stages (each serves one stage, then is torn
+    # down); 0 starts each sandbox when its stage asks.
+    build_sandbox_pool: int = Field(default=2, ge=0, le=64)
     docker_host: str | None = Field(default=None, validation_alias=_env("DOCKER_HOST"))
     # Docker deployments are served by a reverse proxy (Caddy, configured through its admin API)
     # at <environment>.<project>.<apps_domain> on proxy_http_port. proxy_network: a Docker

@@ -108,6 +108,8 @@ DESCRIPTIONS: dict[str, str] = {
     "build_ca_bundle": "CA bundle mounted into the sandbox, with the CA variables pointing at it",
     "build_pass_host_ca": "pass the host's CA variables (`SSL_CERT_FILE`, ...) to stages",
     "build_toolchain_paths": "extra read-only paths mounted into the sandbox (JSON list)",
+    "build_sandbox_pool": "sandboxes a build host starts ahead of its stages (each serves one "
+    "stage, then is torn down); 0 starts each with its stage",
     "docker_host": "Docker engine for builds and deployments",
     "allow_local_repositories": "accept local paths as repositories (`make run` enables it)",
     "local_repository_roots": "roots of local repositories and `source_dir`s (JSON list); each "

@@ -48,6 +48,7 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
         pass_host_ca=settings.build_pass_host_ca,
         egress_allow=tuple(settings.build_egress_allow),
         upstream_proxy=settings.build_proxy,
+        pool_size=settings.build_sandbox_pool,
     )
 
 

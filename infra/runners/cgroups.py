@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +107,15 @@ class StageCgroup:
                 except OSError:
                     self.kill()
                     os.sched_yield()
+
+    def destroy_patiently(self, poll: float = 0.002, limit: float = 5.0) -> None:
+        """`destroy` for a background thread: while killed processes are still exiting (a
+        sandbox's pid 1 tearing its namespaces down), sleep between tries instead of spinning."""
+        deadline = time.monotonic() + limit
+        while self.pids() and time.monotonic() < deadline:
+            self.signal_all()
+            time.sleep(poll)
+        self.destroy()
 
     def memory_exceeded(self) -> bool:
         """Whether the kernel had to kill for memory in this group (OOM)."""

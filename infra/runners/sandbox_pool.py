@@ -21,6 +21,7 @@ import re
 import shlex
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,7 +114,8 @@ class PooledSandbox:
 
     def destroy(self) -> None:
         """Kill what is left, unmount the slot, remove the group and the slot (blocking)."""
-        self.group.destroy()
+        self.group.signal_all()
+        self.group.destroy_patiently()
         for target in reversed(self.bound):
             with contextlib.suppress(OSError):
                 mounts.detach(target)
@@ -143,7 +145,10 @@ class SandboxPool:
         self.prefix = f"{os.getpid()}-{next(_names)}-"
         self.ready: list[PooledSandbox] = []
         self.starting = 0
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Future[None]] = set()
+        # Slot set-up and tear-down block on the kernel (cgroup directories, dying namespaces):
+        # threads of the pool's own, so a burst of stages never starves the default executor.
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandbox-pool")
         self.closed = False
         self.prepared = False
 
@@ -197,9 +202,10 @@ class SandboxPool:
         else:
             self.ready.append(sandbox)
 
-    async def start(self) -> PooledSandbox:
+    def _prepare_slot(self, name: str) -> tuple[Path, StageCgroup]:
+        """The slot's directories, its output FIFO (the build user's) and the sandbox's cgroup
+        (blocking: cgroup directories take a kernel-wide lock)."""
         cfg = self.config
-        name = f"{self.prefix}{next(_names)}"
         slot = cfg.slots_dir / name
         control = slot / "ctl"
         for directory in (slot, slot / "ws", slot / "tmp", control):
@@ -208,6 +214,20 @@ class SandboxPool:
         fifo = control / OUTPUT_FIFO
         os.mkfifo(fifo, 0o600)
         os.chown(fifo, cfg.uid, cfg.gid)
+        limits = Limits(cfg.memory_mb * 1024 * 1024, cfg.pids_limit, cfg.cpus)
+        try:
+            return slot, self.cgroups.create(f"{GROUP_PREFIX}{name}", limits)
+        except BaseException:
+            shutil.rmtree(slot, ignore_errors=True)
+            raise
+
+    async def start(self) -> PooledSandbox:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        slot, group = await loop.run_in_executor(
+            self.executor, self._prepare_slot, f"{self.prefix}{next(_names)}"
+        )
+        fifo = slot / "ctl" / OUTPUT_FIFO
         output_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         keepalive_fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         read_fd, message_fd = os.pipe2(os.O_CLOEXEC)
@@ -216,10 +236,7 @@ class SandboxPool:
         # bwrap's own output (and the ready line). Not an asyncio pipe of the process: its wait()
         # would then last until the sandbox's pid 1 has torn its namespaces down.
         control_read, control_write = os.pipe2(os.O_CLOEXEC)
-        limits = Limits(cfg.memory_mb * 1024 * 1024, cfg.pids_limit, cfg.cpus)
-        group: StageCgroup | None = None
         try:
-            group = self.cgroups.create(f"{GROUP_PREFIX}{name}", limits)
             proc = await asyncio.create_subprocess_exec(
                 *self.command(slot, group.procs_files),
                 env={"PATH": "/usr/bin:/bin"},
@@ -231,8 +248,7 @@ class SandboxPool:
         except BaseException:
             for fd in (message_fd, output_fd, keepalive_fd, control_read):
                 os.close(fd)
-            if group is not None:
-                group.destroy()
+            await loop.run_in_executor(self.executor, group.destroy)
             shutil.rmtree(slot, ignore_errors=True)
             raise
         finally:
@@ -245,12 +261,17 @@ class SandboxPool:
                 raise SandboxUnavailable(line.decode(errors="replace").strip() or "bwrap failed")
         except BaseException:
             sandbox.group.signal_all()
-            await asyncio.shield(asyncio.to_thread(sandbox.destroy))
+            await asyncio.shield(loop.run_in_executor(self.executor, sandbox.destroy))
             raise
         return sandbox
 
     def _discard(self, sandbox: PooledSandbox) -> None:
-        task = asyncio.create_task(asyncio.to_thread(sandbox.destroy))
+        loop = asyncio.get_running_loop()
+        task: asyncio.Future[None]
+        try:
+            task = loop.run_in_executor(self.executor, sandbox.destroy)
+        except RuntimeError:  # closed: a stage that outlived its runner's close
+            task = asyncio.ensure_future(asyncio.to_thread(sandbox.destroy))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -267,6 +288,7 @@ class SandboxPool:
             self._discard(self.ready.pop())
         while self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        self.executor.shutdown(wait=False)
 
 
 async def read_pipe(fd: int) -> tuple[asyncio.StreamReader, asyncio.ReadTransport]:
