@@ -1,9 +1,11 @@
 """Pipeline runs: N no-op stages (N = 1, 5, 20) against the bare chain of N activities, the two
 interleaved run by run, then 200 concurrent runs (runs/minute, p95) against 200 concurrent bare
-chains. A history breakdown of one run says where the overhead goes.
+chains. A profile of one run of 1 and of 20 stages beside a bare chain says where the overhead
+goes (bench/run_profile.py: histories, and the statements sent to PostgreSQL by kind).
 
 Run alone: `uv run python -m bench.run --only runs --skip-baseline`.
-Repeats: FORGELINE_BENCH_RUNS_REPEATS (10); concurrent runs: FORGELINE_BENCH_RUNS_CONCURRENT (200).
+Repeats: FORGELINE_BENCH_RUNS_REPEATS (10); concurrent runs: FORGELINE_BENCH_RUNS_CONCURRENT (200);
+the profile alone: FORGELINE_BENCH_RUNS_PROFILE_ONLY=1.
 """
 
 from __future__ import annotations
@@ -14,10 +16,8 @@ import statistics
 import sys
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -26,6 +26,13 @@ from activities.runs.registration import WORKFLOWS, pipeline_activities
 from bench.baseline import measure_chain, percentile, run_chain
 from bench.chain_workflow import ChainWorkflow, increment
 from bench.context import BenchContext, BenchRow
+from bench.run_profile import (
+    StageTimers,
+    StatementCounter,
+    chain_workflow_id,
+    history_profile,
+    statements_line,
+)
 from core.runs import service
 from core.runs.schemas import RunCreate
 from db.models.accounts import Organization
@@ -39,6 +46,8 @@ from infra.runners import create_runner
 REPEATS = int(os.environ.get("FORGELINE_BENCH_RUNS_REPEATS", "10"))
 CONCURRENT = int(os.environ.get("FORGELINE_BENCH_RUNS_CONCURRENT", "200"))
 CONCURRENT_ACTIVITIES = int(os.environ.get("FORGELINE_BENCH_RUNS_ACTIVITIES", "40"))
+# Only the profile (histories, statements), none of the timed rounds.
+PROFILE_ONLY = os.environ.get("FORGELINE_BENCH_RUNS_PROFILE_ONLY") == "1"
 
 
 def log(message: str) -> None:
@@ -116,46 +125,43 @@ async def interleaved(
     return runs, chains
 
 
-async def breakdown(client: Client, workflow_id: str) -> str:
-    """Mean ms per activity type (scheduled → completed) in one run's history."""
-    scheduled: dict[int, tuple[str, float]] = {}
-    spent: dict[str, list[float]] = defaultdict(list)
-    wft: list[float] = []
-    wft_started = 0.0
-    gaps: list[float] = []
-    last_completed: float | None = None
-    events = 0
-    markers = 0
-    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
-        events += 1
-        ts = event.event_time.ToDatetime().timestamp() * 1000
-        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
-            wft_started = ts
-        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-            wft.append(ts - wft_started)
-        if (
-            event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-            and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
-        ):
-            markers += 1  # a local activity: its time is inside a workflow task
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            if last_completed is not None:
-                gaps.append(ts - last_completed)
-            name = event.activity_task_scheduled_event_attributes.activity_type.name
-            scheduled[event.event_id] = (name, ts)
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            sched_id = event.activity_task_completed_event_attributes.scheduled_event_id
-            name, t0 = scheduled[sched_id]
-            spent[name].append(ts - t0)
-            last_completed = ts
-    parts = [f"{k} {statistics.fmean(v):.0f}ms x{len(v)}" for k, v in spent.items()]
-    return (
-        f"{events} history events; activity scheduled->completed: "
-        + ", ".join(parts)
-        + f"; local activities x{markers}"
-        + f"; workflow task started->completed {statistics.fmean(wft):.1f}ms x{len(wft)}"
-        + f" (max {max(wft or [0]):.0f}ms)"
-        + f"; activity completed->next scheduled {statistics.fmean(gaps or [0]):.1f}ms"
+async def profile(
+    client: Client,
+    session_maker,
+    settings: Settings,
+    org_id: uuid.UUID,
+    queue: str,
+    counter: StatementCounter,
+    timers: StageTimers,
+) -> None:
+    """One run of 1 and of 20 stages beside a bare chain of as many: their histories, and the
+    statements the run sent (per stage = the difference / 19)."""
+    chain_queue = f"bench-chain-{uuid.uuid4()}"
+    per_run = {}
+    async with Worker(
+        client, task_queue=chain_queue, workflows=[ChainWorkflow], activities=[increment]
+    ):
+        for n in (1, 20):
+            pipeline_id = await make_pipeline(session_maker, org_id, n)
+            run_row = await create_run(session_maker, settings, org_id, pipeline_id)
+            counter.take()
+            counter.on = timers.on = True
+            await start_and_finish(client, run_row, queue)
+            counter.on = timers.on = False
+            log(f"profile N={n} run:   " + timers.take())
+            per_run[n] = counter.take()
+            log(
+                f"profile N={n} run:   "
+                + (await history_profile(client, run_row.workflow_id)).line()
+            )
+            chain_id = await chain_workflow_id(client, n, chain_queue)
+            log(f"profile N={n} chain: " + (await history_profile(client, chain_id)).line())
+            log(f"profile N={n} run:   " + statements_line(*per_run[n], runs=1))
+    (c1, e1), (c20, e20) = per_run[1], per_run[20]
+    stage = c20 - c1
+    log(
+        "profile per stage: "
+        + statements_line(stage, {k: e20.get(k, 0) - e1.get(k, 0) for k in stage}, runs=19)
     )
 
 
@@ -170,6 +176,7 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
         db_max_overflow=20,
     )
     engine = create_engine(settings, url=url)
+    counter = StatementCounter(engine)
     session_maker = create_session_maker(engine)
     org_id = uuid.uuid4()
     async with session_scope(session_maker) as session:
@@ -189,6 +196,9 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
     # Isolation on, as `make run` runs stages.
     runner = create_runner(settings.model_copy(update={"container_runner": "sandbox"}))
     activities, _ = pipeline_activities(deps, runner=runner)
+    timers = StageTimers(
+        next(a.__self__ for a in activities if getattr(a, "__name__", "") == "execute_stage")
+    )
     rows: list[BenchRow] = []
     # As worker.py runs them (FORGELINE_WORKFLOW_SANDBOX); the baseline chain keeps SDK defaults.
     where = "inside" if settings.workflow_sandbox else "outside"
@@ -205,6 +215,8 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
             workflow_runner=workflow_runner(settings.workflow_sandbox),
         ):
             for n in (1, 5, 20):
+                if PROFILE_ONLY:
+                    break
                 pipeline_id = await make_pipeline(session_maker, org_id, n)
 
                 async def run_once(pipeline_id: uuid.UUID = pipeline_id) -> float:
@@ -247,19 +259,9 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
                         note="same number of activities",
                     )
                 )
-            async with session_maker() as session:
-                from sqlalchemy import select
-
-                from db.models.pipelines import PipelineRun
-
-                last = await session.scalar(
-                    select(PipelineRun.workflow_id)
-                    .where(PipelineRun.organization_id == org_id)
-                    .order_by(PipelineRun.created_at.desc())
-                    .limit(1)
-                )
-            if last:
-                log("breakdown (N=20): " + await breakdown(ctx.client, last))
+            await profile(ctx.client, session_maker, settings, org_id, queue, counter, timers)
+            if PROFILE_ONLY:
+                return rows
 
             # Throughput: CONCURRENT runs of 5 stages in flight at once. Their rows are written
             # first, as the API (its own process in production) does before starting each run;
