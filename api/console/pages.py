@@ -53,9 +53,9 @@ def parse_id(value: str) -> uuid.UUID:
         raise NotFound("not found") from None
 
 
-async def form_fields(request: Request) -> dict[str, str]:
+async def form_fields(request: Request, limit: int = _MAX_FORM_BYTES) -> dict[str, str]:
     body = await request.body()
-    if len(body) > _MAX_FORM_BYTES:
+    if len(body) > limit:
         raise CsrfRejected()
     parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {key: values[0] for key, values in parsed.items() if values}

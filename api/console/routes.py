@@ -26,6 +26,7 @@ from api.console.billing import router as billing_router
 from api.console.deployments import router as deployments_router
 from api.console.members import router as members_router
 from api.console.pages import HERE, error_page, form_fields, page, parse_id, require_scope
+from api.console.pipeline_versions import router as versions_router
 from api.console.pipelines import router as pipelines_router
 from api.console.projects import router as projects_router
 from api.console.runs import router as runs_router
@@ -231,4 +232,5 @@ def install_console(app: FastAPI) -> None:
     app.include_router(deployments_router)
     app.include_router(runs_router)
     app.include_router(pipelines_router)
+    app.include_router(versions_router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="console-static")

@@ -5,6 +5,7 @@ route lists are read from the console's routers, so a new form or page cannot mi
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import uuid
 from datetime import UTC, datetime
 
@@ -12,6 +13,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+import api.console
 from db.models.accounts import OrganizationMember
 from db.models.billing import Invoice
 from db.models.deployments import Deployment
@@ -22,14 +24,14 @@ from infra.storage import create_object_store
 from tests.console.helpers import RunRows, csrf_of, make_deployment, make_run, sign_in
 from tests.factories import OrgFixture, make_org
 
-MODULES = ("routes", "runs", "pipelines", "projects", "members", "billing", "deployments")
-
 
 def console_routes(method: str) -> set[str]:
+    """The paths of every console router (each api/console module that has one)."""
     paths: set[str] = set()
-    for name in MODULES:
-        router = importlib.import_module(f"api.console.{name}").router
-        paths |= {r.path for r in router.routes if method in getattr(r, "methods", ())}
+    for module in pkgutil.iter_modules(api.console.__path__):
+        router = getattr(importlib.import_module(f"api.console.{module.name}"), "router", None)
+        if router is not None:
+            paths |= {r.path for r in router.routes if method in getattr(r, "methods", ())}
     return paths
 
 
