@@ -9,6 +9,7 @@ Repeats: FORGELINE_BENCH_DEPLOY_REPEATS (5).
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import docker
+import httpx
 from sqlalchemy import select
 from temporalio.api.enums.v1 import EventType
 from temporalio.worker import Worker
@@ -29,9 +31,11 @@ from db.models.accounts import Organization
 from db.models.deployments import DeploymentHealthCheck
 from db.models.projects import Environment, Project
 from db.session import create_engine, create_session_maker, session_scope
+from forgeline.embedded.postgres import free_port
 from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
 from infra.deploy_containers import DockerReleaser
+from infra.proxy_routes import embedded_caddy_command
 from infra.storage import LocalObjectStore
 from workflows.deployment import DeploymentWorkflow, deployment_workflow_id
 from workflows.deployment_models import DeploymentResult, DeploymentSource
@@ -85,9 +89,35 @@ def p50(samples: list[float]) -> float:
     return statistics.median(samples)
 
 
+def _start_caddy(state_dir: Path) -> tuple[subprocess.Popen[bytes], str, int]:
+    """The reverse proxy Docker deployments are published through (as `make run` starts it):
+    admin API and HTTP port on loopback, on free ports."""
+    if shutil.which("caddy") is None:
+        subprocess.run(["bash", str(ROOT / "scripts" / "ensure-caddy.sh")], check=True)
+    admin_url = f"http://127.0.0.1:{free_port()}"
+    http_port = free_port()
+    command = embedded_caddy_command(
+        admin_url=admin_url, http_host="127.0.0.1", http_port=http_port, state_dir=state_dir
+    )
+    assert command is not None, "caddy is not installed"
+    env = {"HOME": str(state_dir), "XDG_CONFIG_HOME": str(state_dir), "PATH": "/usr/bin:/bin"}
+    with (state_dir / "caddy.log").open("ab") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=out, env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{admin_url}/config/", timeout=1).status_code == 200:
+                return proc, admin_url, http_port
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"caddy did not start (see {state_dir / 'caddy.log'})")
+
+
 async def run(ctx: BenchContext) -> list[BenchRow]:
     url = await ctx.database_url()
     work = ctx.work_dir / "deployments"
+    caddy, admin_url, http_port = _start_caddy(work / "caddy")
     settings = Settings(
         environment="development",
         database_url=url,
@@ -95,6 +125,10 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
         storage_dir=work / "objects",
         allow_local_repositories=True,
         log_level="WARNING",
+        proxy_admin_url=admin_url,
+        proxy_http_port=http_port,
+        # Build contexts on this host must be inside the organization's local root.
+        local_repository_roots=[work / "repos"],
     )
     engine = create_engine(settings)
     sessions = create_session_maker(engine)
@@ -193,7 +227,9 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
 
             built: list[float] = []
             for i in range(REPEATS):
-                context = _context(work / f"src-{i}", APP, f"build {i} {uuid.uuid4()}")
+                context = _context(
+                    work / "repos" / str(org_id) / f"src-{i}", APP, f"build {i} {uuid.uuid4()}"
+                )
                 ms, result, last_id = await deploy(
                     DeploymentSource(
                         version=f"b{i}", commit_sha=f"{i:07x}", context_dir=str(context)
@@ -231,6 +267,8 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
     finally:
         releaser.remove_environment(str(env_id))
         await engine.dispose()
+        caddy.terminate()
+        caddy.wait(10)
 
     for n in sorted({n_pre, n_built, n_rb}):
         await ctx.chain(n, repeats=10)
