@@ -135,6 +135,8 @@ async def ensure_pipeline_schedules(
                 select(Pipeline.id).where(
                     func.jsonb_typeof(Pipeline.triggers["schedule"]) == "array",
                     func.jsonb_array_length(Pipeline.triggers["schedule"]) > 0,
+                    # An archived pipeline's schedules went with it.
+                    Pipeline.archived_at.is_(None),
                 )
             )
         )
