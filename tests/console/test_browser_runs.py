@@ -131,6 +131,23 @@ async def test_run_watch_live_and_rerun_from_failed_in_the_browser(
         SHOTS.append(await shot(page, "runs-filtered"))
         assert await page.get_by_role("cell", name="#2").count() == 1
         assert await page.get_by_role("cell", name="#1").count() == 0  # #1 was manual
+        # The YAML editor: a schema error is shown with its path, focusable and announced.
+        await page.goto(f"{base}/pipelines/{pipeline_id}/edit")
+        SHOTS.append(await shot(page, "pipeline-edit"))
+        editor = page.get_by_label("Pipeline (YAML)")
+        await editor.fill(
+            (await editor.input_value()).replace("timeout_seconds: 60", "timeout_seconds: -1")
+        )
+        await page.get_by_role("button", name="Save as a new version").click()
+        await page.get_by_role("alert").get_by_text("/stages/0/timeout_seconds").wait_for()
+        SHOTS.append(await shot(page, "pipeline-edit-errors"))
+        await editor.fill(
+            (await editor.input_value()).replace("timeout_seconds: -1", "timeout_seconds: 90")
+        )
+        await page.get_by_role("button", name="Save as a new version").click()
+        await page.get_by_role("heading", name="Versions of ci").wait_for()
+        await page.locator("span.d-add", has_text="timeout_seconds: 90").first.wait_for()
+        SHOTS.append(await shot(page, "pipeline-versions"))
         for path, name in (
             (f"/projects/{project_id}/settings", "project-settings"),
             ("/projects/new", "project-new"),
