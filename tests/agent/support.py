@@ -14,7 +14,7 @@ from temporalio.worker import Worker
 
 from activities.agent.activities import AgentActivities
 from db.models.agent import AgentExecution, AgentStep, AgentTask, ToolInvocation
-from db.models.pipelines import Pipeline
+from db.models.pipelines import Pipeline, PipelineRun
 from db.models.projects import Project, Repository
 from db.session import session_scope
 from forgeline.settings import Settings
@@ -22,6 +22,29 @@ from forgeline.temporal_client import workflow_runner
 from infra.llm import AnthropicLlm
 from infra.storage import create_object_store
 from workflows.agent_task import AgentTaskWorkflow
+
+
+async def add_failed_run(
+    session: AsyncSession, org_id: uuid.UUID, project_id: uuid.UUID
+) -> uuid.UUID:
+    """A pipeline of the project and one failed run of it (number 1), flushed in `session`; the
+    caller adds the run's stage executions."""
+    pipeline = Pipeline(id=uuid.uuid4(), project_id=project_id, organization_id=org_id, name="ci")
+    session.add(pipeline)
+    await session.flush()
+    run_id = uuid.uuid4()
+    session.add(
+        PipelineRun(
+            id=run_id,
+            pipeline_id=pipeline.id,
+            organization_id=org_id,
+            project_id=project_id,
+            run_number=1,
+            status="failed",
+        )
+    )
+    await session.flush()
+    return run_id
 
 
 async def make_project(

@@ -11,12 +11,12 @@ from temporalio.client import WorkflowExecutionStatus
 
 from db.models.agent import AgentTask
 from db.models.operations import WorkflowExecution
-from db.models.pipelines import Pipeline, PipelineRun, StageExecution, StageLogChunk
+from db.models.pipelines import Pipeline, StageExecution, StageLogChunk
 from db.session import session_scope
 from forgeline.pipeline_validation import validate_yaml
 from forgeline.settings import AGENT_TASK_QUEUE
 from tests.agent.corpus import CORPUS, write_repo
-from tests.agent.support import agent_worker, make_project, task_row
+from tests.agent.support import add_failed_run, agent_worker, make_project, task_row
 from tests.factories import make_org
 
 pytestmark = pytest.mark.timeout(120)
@@ -220,24 +220,8 @@ async def test_cancel_before_a_worker_picks_it_up(
 async def test_troubleshoot_failed_run(api_client, temporal_client, settings, session_maker, repos):
     org = await make_org(session_maker)
     project_id = await make_project(session_maker, org.org_id, str(repos["react-vite-yarn"]))
-    run_id = uuid.uuid4()
     async with session_scope(session_maker) as session:
-        pipeline = Pipeline(
-            id=uuid.uuid4(), project_id=project_id, organization_id=org.org_id, name="ci"
-        )
-        session.add(pipeline)
-        await session.flush()
-        session.add(
-            PipelineRun(
-                id=run_id,
-                pipeline_id=pipeline.id,
-                organization_id=org.org_id,
-                project_id=project_id,
-                run_number=1,
-                status="failed",
-            )
-        )
-        await session.flush()
+        run_id = await add_failed_run(session, org.org_id, project_id)
         stage = StageExecution(
             id=uuid.uuid4(), run_id=run_id, stage_name="install", status="failed", exit_code=1
         )

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from db.models.pipelines import Pipeline, PipelineRun, StageExecution, StageLogChunk
+from db.models.pipelines import StageExecution, StageLogChunk
 from db.session import session_scope
 from forgeline.settings import AGENT_TASK_QUEUE
 from tests.agent.corpus import CORPUS, write_repo
-from tests.agent.support import agent_worker, make_project, task_row
+from tests.agent.support import add_failed_run, agent_worker, make_project, task_row
 from tests.factories import make_org
 
 pytestmark = pytest.mark.timeout(120)
@@ -33,24 +33,8 @@ async def test_troubleshoot_reads_the_recorded_classes(
 ) -> None:
     org = await make_org(session_maker)
     project_id = await make_project(session_maker, org.org_id, str(repo))
-    run_id = uuid.uuid4()
     async with session_scope(session_maker) as session:
-        pipeline = Pipeline(
-            id=uuid.uuid4(), project_id=project_id, organization_id=org.org_id, name="ci"
-        )
-        session.add(pipeline)
-        await session.flush()
-        session.add(
-            PipelineRun(
-                id=run_id,
-                pipeline_id=pipeline.id,
-                organization_id=org.org_id,
-                project_id=project_id,
-                run_number=1,
-                status="failed",
-            )
-        )
-        await session.flush()
+        run_id = await add_failed_run(session, org.org_id, project_id)
         rows = [
             StageExecution(
                 id=uuid.uuid4(),
