@@ -57,7 +57,11 @@ async def test_run_watch_live_and_rerun_from_failed_in_the_browser(
                 "build",
                 ["sleep 1", "printf '\\033[32mcompiled <i>step</i> 1\\033[0m\\n'", "echo step 2"],
             ),
-            stage("test", ["echo '3 tests failed'", "exit 1"], 1),
+            *(
+                stage(name, [f"echo {name} ok"], 1, depends_on=["build"])
+                for name in ("lint", "docs", "pack")
+            ),
+            stage("test", ["echo '3 tests failed'", "exit 1"], 2),
         ],
     )
     async with session_maker() as session:
@@ -88,19 +92,24 @@ async def test_run_watch_live_and_rerun_from_failed_in_the_browser(
             page, lambda: page.get_by_role("button", name="Run pipeline").click()
         )
         assert "compiled" not in served and "3 tests failed" not in served
-        build = page.locator("#stage-0 pre.log")
+        build = page.locator('li[data-stage="build"] pre.log')
         green = build.locator("span.ansi-fg32")
         await green.wait_for()
         assert await green.text_content() == "compiled <i>step</i> 1"
         assert await build.locator("i").count() == 0  # markup in a log line stays text
-        failing = page.locator("#stage-1 pre.log")
+        failing = page.locator('li[data-stage="test"] pre.log')
         await failing.get_by_text("3 tests failed").wait_for()
+        # Five logs followed, at most three streams at once: every line arrives.
+        for name in ("lint", "docs", "pack"):
+            pane = page.locator(f'li[data-stage="{name}"] pre.log')
+            await pane.get_by_text(f"{name} ok").wait_for()
         assert await page.evaluate("window.sameDocument") is True  # no reload: streamed
         # The header follows the run to its end and offers the re-run from the failed stage.
         rerun_button = page.get_by_role("button", name="Re-run from failed")
         await rerun_button.wait_for()
         assert await page.locator("[data-run-status]").text_content() == "failed"
-        assert await page.locator("#stage-0 [data-stage-status]").text_content() == "success"
+        status = page.locator('li[data-stage="build"] [data-stage-status]')
+        assert await status.text_content() == "success"
         # A link to a line: its number is the link; the anchor marks the line, and opened
         # afresh, the page opens that stage's log at the line.
         line = failing.locator("span.line", has_text="3 tests failed")
@@ -121,10 +130,10 @@ async def test_run_watch_live_and_rerun_from_failed_in_the_browser(
             page, lambda: page.get_by_role("button", name="Re-run from failed").click()
         )
         assert page.url != first_url
-        await page.locator("#stage-1 pre.log").get_by_text("3 tests failed").wait_for()
+        await page.locator('li[data-stage="test"] pre.log').get_by_text("3 tests failed").wait_for()
         await page.get_by_role("button", name="Re-run from failed").wait_for()
         await page.reload()
-        await page.locator("#stage-0 summary").get_by_text("reused").wait_for()
+        await page.locator('li[data-stage="build"] summary').get_by_text("reused").wait_for()
         SHOTS.append(await shot(page, "run-rerun-from-failed"))
 
         await page.goto(f"{base}/projects/{project_id}/runs?status=failed&trigger=api")

@@ -94,10 +94,25 @@
     if (first) { first.scrollIntoView({ block: "nearest" }); }
   }
 
+  // A browser keeps about six connections per server: at most MAX_STREAMS logs are followed at
+  // once, the others wait their turn (a stage's stream ends when the stage does).
+  var MAX_STREAMS = 3;
+  var waiting = [];
+  var open = 0;
+  function next() {
+    while (open < MAX_STREAMS && waiting.length) { open += 1; follow(waiting.shift()); }
+  }
+  function done() { open -= 1; next(); }
+
   function follow(pre) {
     var url = pre.getAttribute("data-stream");
-    if (!url || !window.EventSource) { return; }
+    if (!url || !window.EventSource) { done(); return; }
     var source = new EventSource(url, { withCredentials: true });
+    var finished = false;
+    function release() { if (!finished) { finished = true; done(); } }
+    source.addEventListener("error", function () {
+      if (source.readyState === EventSource.CLOSED) { release(); }
+    });
     var cleared = false;
     var stage = pre.closest("li.stage");
     var label = stage ? stage.querySelector("[data-stage-status]") : null;
@@ -119,11 +134,13 @@
       pre.setAttribute("data-ended", event.data);
       if (/^[a-z_]{1,20}$/.test(event.data)) { show(event.data); }
       source.close();
+      release();
     });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    document.querySelectorAll("pre.log[data-stream]").forEach(follow);
+    document.querySelectorAll("pre.log[data-stream]").forEach(function (pre) { waiting.push(pre); });
+    next();
     var form = document.querySelector("form[data-log-search]");
     if (form) {
       var input = form.querySelector("input");
