@@ -4,13 +4,13 @@ or the forge and git wrappers, map their errors to retry decisions."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities.integrations.errors import forge_errors
 from core.integrations import commit_status, event_runs, pr_reports, pull_requests, schedules
 from core.integrations import repository as queries
 from db.session import session_scope
@@ -23,9 +23,6 @@ from forgeline.settings import (
 )
 from infra.forges import (
     CommitStatus,
-    ForgeRateLimited,
-    ForgeRejected,
-    ForgeUnavailable,
     status_client,
 )
 from infra.git import GitError
@@ -41,7 +38,6 @@ from workflows.contracts.integrations import (
 )
 from workflows.integrations_models import (
     DELIVERY_NOT_FOUND_ERROR,
-    FORGE_REJECTED_ERROR,
     ChangedPaths,
     ChangedPathsInput,
     CommitStatusInput,
@@ -168,7 +164,7 @@ class IntegrationActivities:
             return CommitStatusResult(
                 reported=False, reason="the repository has no access token for its forge"
             )
-        try:
+        async with forge_errors():
             client = status_client(
                 report.provider,
                 token=report.token,
@@ -185,14 +181,4 @@ class IntegrationActivities:
                     description=report.description,
                 ),
             )
-        except ForgeRateLimited as exc:
-            raise ApplicationError(
-                str(exc),
-                type="ForgeRateLimited",
-                next_retry_delay=timedelta(seconds=max(exc.retry_after, 1.0)),
-            ) from exc
-        except ForgeUnavailable as exc:
-            raise ApplicationError(str(exc), type="ForgeUnavailable") from exc
-        except ForgeRejected as exc:
-            raise ApplicationError(str(exc), type=FORGE_REJECTED_ERROR) from exc
         return CommitStatusResult(reported=True)

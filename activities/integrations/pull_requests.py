@@ -4,37 +4,16 @@ decisions (a rate limit waits the delay the forge asked for)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import timedelta
-
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError
 
+from activities.integrations.errors import forge_errors
 from core.integrations import pr_comments, pr_reports
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE, Settings
 from infra.forge_comments import comments_client
-from infra.forges import ForgeRateLimited, ForgeRejected, ForgeUnavailable
 from infra.storage import ObjectStore, create_object_store
 from workflows.contracts.integrations import PUBLISH_PULL_REQUEST_COMMENT, SUMMARIZE_PULL_REQUEST
-from workflows.integrations_models import FORGE_REJECTED_ERROR, CommentResult, PullRequestRef
-
-
-@asynccontextmanager
-async def forge_errors() -> AsyncIterator[None]:
-    try:
-        yield
-    except ForgeRateLimited as exc:
-        raise ApplicationError(
-            str(exc),
-            type="ForgeRateLimited",
-            next_retry_delay=timedelta(seconds=max(exc.retry_after, 1.0)),
-        ) from exc
-    except ForgeUnavailable as exc:
-        raise ApplicationError(str(exc), type="ForgeUnavailable") from exc
-    except ForgeRejected as exc:
-        raise ApplicationError(str(exc), type=FORGE_REJECTED_ERROR) from exc
+from workflows.integrations_models import CommentResult, PullRequestRef
 
 
 class PullRequestActivities:
