@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     api_workers: int | None = Field(default=None, ge=1, le=64)
     public_base_url: str = "http://localhost:8000"
     max_request_body_bytes: int = 1_048_576
+    # GET /metrics needs `Authorization: Bearer <token>` when set; unset, loopback clients only.
+    metrics_token: SecretStr | None = None
+    # host:port the worker serves the Temporal SDK's Prometheus metrics on (unset: not served).
+    worker_metrics_address: str | None = None
 
     # Forges: the REST APIs commit statuses are reported to (GitHub Enterprise, self-hosted GitLab).
     github_api_url: str = "https://api.github.com"
@@ -168,6 +172,8 @@ class Settings(BaseSettings):
     notification_retry_initial_seconds: float = Field(default=10.0, gt=0)
     notification_retry_max_seconds: float = Field(default=900.0, gt=0)
     notification_request_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The queue notification workflows run on (tests give each test its own).
+    notifications_task_queue: str = NOTIFICATIONS_TASK_QUEUE
 
     # Builds and deployments.
     # auto = the sandbox (bubblewrap) when it works here, else Docker when an engine answers.

@@ -85,6 +85,7 @@ DESCRIPTIONS: dict[str, str] = {
     "notification_retry_initial_seconds": "wait before the second try (doubling after each)",
     "notification_retry_max_seconds": "longest wait between two tries",
     "notification_request_timeout_seconds": "HTTP timeout of one webhook or Slack delivery",
+    "notifications_task_queue": "task queue of the notification workflows",
     "container_runner": "`auto` (the bubblewrap sandbox when it works here, else Docker), "
     "`sandbox`, `docker`, `unsafe-local` (unisolated, development only)",
     "build_uid": "uid stages run as (sandbox and Docker runners); never the worker's",

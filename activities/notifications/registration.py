@@ -5,7 +5,6 @@ from __future__ import annotations
 from activities.deps import Registration, WorkerDeps
 from activities.notifications.activities import NotificationActivities
 from core.notifications.delivery import DeliveryContext
-from forgeline.settings import NOTIFICATIONS_TASK_QUEUE
 from infra.mail import Mailer, mailer_for
 from workflows.notification import NotificationRedeliveryWorkflow, NotificationWorkflow
 
@@ -20,7 +19,7 @@ def registration(deps: WorkerDeps, *, mailer: Mailer | None = None) -> Registrat
     )
     activities = NotificationActivities(context)
     return Registration(
-        task_queue=NOTIFICATIONS_TASK_QUEUE,
+        task_queue=deps.settings.notifications_task_queue,
         workflows=WORKFLOWS,
         activities=[activities.record_event, activities.deliver, activities.mark_failed],
     )

@@ -32,7 +32,7 @@ async def _announce(request: Request, principal: Principal, exc: PaymentRequired
             actor_user_id=principal.user_id,
             month=datetime.now(UTC).strftime("%Y-%m"),
         )
-        await emit(client, event)
+        await emit(client, settings, event)
     except Exception:
         log.warning("plan limit of %s not announced", principal.organization_id, exc_info=True)
 

@@ -12,7 +12,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from forgeline.search_attributes import forgeline_search_attributes
-from forgeline.settings import NOTIFICATIONS_TASK_QUEUE, Settings
+from forgeline.settings import Settings
 from workflows.notification import NotificationWorkflow
 from workflows.notifications_models import (
     DeliveryPolicy,
@@ -61,9 +61,7 @@ def event(
     )
 
 
-async def emit(
-    client: Client, notification: NotificationEvent, *, task_queue: str = NOTIFICATIONS_TASK_QUEUE
-) -> bool:
+async def emit(client: Client, settings: Settings, notification: NotificationEvent) -> bool:
     """True when this call started the event's workflow; False when it was started before or
     could not be started (logged)."""
     try:
@@ -71,7 +69,7 @@ async def emit(
             NotificationWorkflow.run,
             notification,
             id=notification_workflow_id(notification.key),
-            task_queue=task_queue,
+            task_queue=settings.notifications_task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=forgeline_search_attributes(
                 "notification", organization_id=notification.organization_id

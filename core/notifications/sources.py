@@ -178,6 +178,7 @@ async def invoice_event(
 async def _announce(
     client: Client,
     session_maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
     what: str,
     build: Callable[[AsyncSession], Awaitable[NotificationEvent | None]],
 ) -> None:
@@ -187,7 +188,7 @@ async def _announce(
         async with session_maker() as session:
             found = await build(session)
         if found is not None:
-            await emit.emit(client, found)
+            await emit.emit(client, settings, found)
     except Exception:
         log.warning("notification for %s not announced", what, exc_info=True)
 
@@ -197,7 +198,7 @@ async def announce_run(
     run_id: str,
 ) -> None:  # fmt: skip
     await _announce(
-        client, session_maker, f"run {run_id}", lambda s: run_event(s, settings, run_id)
+        client, session_maker, settings, f"run {run_id}", lambda s: run_event(s, settings, run_id)
     )
 
 
@@ -208,6 +209,7 @@ async def announce_deployment(
     await _announce(
         client,
         session_maker,
+        settings,
         f"deployment {deployment_id}",
         lambda s: deployment_event(s, settings, deployment_id, status),
     )
@@ -220,6 +222,7 @@ async def announce_invoice(
     await _announce(
         client,
         session_maker,
+        settings,
         f"invoice {invoice_id}",
         lambda s: invoice_event(s, settings, invoice_id, kind, attempt=attempt),
     )

@@ -34,7 +34,7 @@ from forgeline.crypto import encrypt_str
 from forgeline.errors import Conflict, NotFound, ValidationFailed
 from forgeline.outbound_urls import check_outbound_url
 from forgeline.search_attributes import forgeline_search_attributes
-from forgeline.settings import NOTIFICATIONS_TASK_QUEUE, Settings
+from forgeline.settings import Settings
 from forgeline.standard_webhooks import generate_secret
 from forgeline.statuses.notifications import DeliveryStatus
 from forgeline.url_safety import Resolver
@@ -251,7 +251,7 @@ async def redeliver(
             NotificationRedeliveryWorkflow.run,
             RedeliveryInput(delivery_id=str(delivery_id), policy=delivery_policy(settings)),
             id=redelivery_workflow_id(str(delivery_id), delivery.redeliveries),
-            task_queue=NOTIFICATIONS_TASK_QUEUE,
+            task_queue=settings.notifications_task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=forgeline_search_attributes(
                 "notification", organization_id=principal.organization_id

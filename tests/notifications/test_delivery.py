@@ -52,7 +52,7 @@ async def add_endpoint(api: httpx.AsyncClient, org: OrgFixture, url: str) -> dic
 
 
 async def test_signed_webhook_and_email_arrive(
-    api_client: httpx.AsyncClient,
+    notify_api: httpx.AsyncClient,
     temporal_client: Client,
     session_maker: async_sessionmaker[AsyncSession],
     notify_settings: Settings,
@@ -61,10 +61,10 @@ async def test_signed_webhook_and_email_arrive(
     smtp: SmtpSink,
 ) -> None:
     org = await make_org(session_maker)
-    endpoint = await add_endpoint(api_client, org, receiver.url)
+    endpoint = await add_endpoint(notify_api, org, receiver.url)
     secret = endpoint["secret"]
     event = run_failed(notify_settings, org)
-    assert await emit.emit(temporal_client, event)
+    assert await emit.emit(temporal_client, notify_settings, event)
     outcome = await outcome_of(temporal_client, event.key)
     assert outcome == NotificationOutcome(delivered=2, failed=0)
 
@@ -88,7 +88,7 @@ async def test_signed_webhook_and_email_arrive(
 
 
 async def test_a_500_is_retried_and_delivered_once(
-    api_client: httpx.AsyncClient,
+    notify_api: httpx.AsyncClient,
     temporal_client: Client,
     session_maker: async_sessionmaker[AsyncSession],
     notify_settings: Settings,
@@ -96,16 +96,16 @@ async def test_a_500_is_retried_and_delivered_once(
     receiver: Receiver,
 ) -> None:
     org = await make_org(session_maker)
-    endpoint = await add_endpoint(api_client, org, receiver.url)
+    endpoint = await add_endpoint(notify_api, org, receiver.url)
     receiver.statuses = [500]
     event = run_failed(notify_settings, org)
-    await emit.emit(temporal_client, event)
+    await emit.emit(temporal_client, notify_settings, event)
     assert (await outcome_of(temporal_client, event.key)).failed == 0
     assert [r.status for r in receiver.requests] == [500, 200]
     # Same message id on the retry: a receiver can tell it is the same message.
     assert len({r.headers["webhook-id"] for r in receiver.requests}) == 1
 
-    log = await api_client.get(
+    log = await notify_api.get(
         f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=org.headers
     )
     [delivery] = log.json()["items"]
@@ -117,7 +117,7 @@ async def test_a_500_is_retried_and_delivered_once(
 
 
 async def test_receiver_down_past_the_retries_then_redelivered(
-    api_client: httpx.AsyncClient,
+    notify_api: httpx.AsyncClient,
     temporal_client: Client,
     session_maker: async_sessionmaker[AsyncSession],
     notify_settings: Settings,
@@ -126,15 +126,15 @@ async def test_receiver_down_past_the_retries_then_redelivered(
     org = await make_org(session_maker)
     down = Receiver()
     port = down.port
-    endpoint = await add_endpoint(api_client, org, down.url)
+    endpoint = await add_endpoint(notify_api, org, down.url)
     down.close()  # nothing listens there now: every try is refused
     event = run_failed(notify_settings, org)
-    await emit.emit(temporal_client, event)
+    await emit.emit(temporal_client, notify_settings, event)
     outcome = await outcome_of(temporal_client, event.key)
     assert outcome.failed == 1  # the webhook; the e-mail went out
 
     deliveries = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries"
-    [failed] = (await api_client.get(deliveries, headers=org.headers)).json()["items"]
+    [failed] = (await notify_api.get(deliveries, headers=org.headers)).json()["items"]
     assert failed["status"] == "failed" and failed["attempt_count"] == 3
     assert all(not a["succeeded"] and a["status_code"] is None for a in failed["attempts"])
 
@@ -143,27 +143,27 @@ async def test_receiver_down_past_the_retries_then_redelivered(
         # Asked twice at once: one redelivery; the other is told it is under way.
         both = await asyncio.gather(
             *(
-                api_client.post(f"{deliveries}/{failed['id']}/redeliver", headers=org.headers)
+                notify_api.post(f"{deliveries}/{failed['id']}/redeliver", headers=org.headers)
                 for _ in range(2)
             )
         )
         assert sorted(r.status_code for r in both) == [202, 409], [r.text for r in both]
 
         async def delivered() -> bool:
-            items = (await api_client.get(deliveries, headers=org.headers)).json()["items"]
+            items = (await notify_api.get(deliveries, headers=org.headers)).json()["items"]
             return bool(items[0]["status"] == "delivered")
 
         await wait_until(delivered)
         [request] = back.requests
         assert request.headers["webhook-id"] == f"msg_{uuid.UUID(failed['id']).hex}"
-        [after] = (await api_client.get(deliveries, headers=org.headers)).json()["items"]
+        [after] = (await notify_api.get(deliveries, headers=org.headers)).json()["items"]
         assert after["attempt_count"] == 4 and after["redeliveries"] == 1
     finally:
         back.close()
 
 
 async def test_emitted_twice_at_once_delivers_once(
-    api_client: httpx.AsyncClient,
+    notify_api: httpx.AsyncClient,
     temporal_client: Client,
     session_maker: async_sessionmaker[AsyncSession],
     notify_settings: Settings,
@@ -171,9 +171,11 @@ async def test_emitted_twice_at_once_delivers_once(
     receiver: Receiver,
 ) -> None:
     org = await make_org(session_maker)
-    await add_endpoint(api_client, org, receiver.url)
+    await add_endpoint(notify_api, org, receiver.url)
     event = run_failed(notify_settings, org)
-    started = await asyncio.gather(*(emit.emit(temporal_client, event) for _ in range(5)))
+    started = await asyncio.gather(
+        *(emit.emit(temporal_client, notify_settings, event) for _ in range(5))
+    )
     assert sorted(started) == [False] * 4 + [True]
     await outcome_of(temporal_client, event.key)
     assert len(receiver.requests) == 1
@@ -193,7 +195,7 @@ async def test_emitted_twice_at_once_delivers_once(
 
 
 async def test_slack_incoming_webhook(
-    api_client: httpx.AsyncClient,
+    notify_api: httpx.AsyncClient,
     temporal_client: Client,
     session_maker: async_sessionmaker[AsyncSession],
     notify_settings: Settings,
@@ -201,16 +203,16 @@ async def test_slack_incoming_webhook(
     receiver: Receiver,
 ) -> None:
     org = await make_org(session_maker)
-    response = await api_client.put(
+    response = await notify_api.put(
         "/v1/notification-channels/slack", json={"url": receiver.url}, headers=org.headers
     )
     assert response.status_code == 204, response.text
     event = run_failed(notify_settings, org)
-    await emit.emit(temporal_client, event)
+    await emit.emit(temporal_client, notify_settings, event)
     await outcome_of(temporal_client, event.key)
     [request] = receiver.requests
     assert request.headers["content-type"] == "application/json"
     text = json.loads(request.body)["text"]
     assert text.startswith(f"*{event.title}*\n") and str(event.data["url"]) in text
-    prefs = await api_client.get("/v1/notification-preferences", headers=org.headers)
+    prefs = await notify_api.get("/v1/notification-preferences", headers=org.headers)
     assert prefs.json()["slack_configured"] is True

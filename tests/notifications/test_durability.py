@@ -52,7 +52,7 @@ async def test_a_worker_stopped_between_tries_is_replaced(
         return len(receiver.requests) >= 1
 
     async with notification_worker(temporal_client, patient, session_maker):
-        assert await emit.emit(temporal_client, event)
+        assert await emit.emit(temporal_client, patient, event)
         await wait_until(tried_once)
     # No worker now: the next try waits on the server, not in a process.
     async with notification_worker(temporal_client, patient, session_maker):
@@ -79,7 +79,7 @@ async def test_emitting_never_raises(
         settings, key=f"run.failed:{uuid.uuid4()}", event_type="run.failed",
         organization_id=org.org_id, title="t", body="b", data={},
     )  # fmt: skip
-    assert await emit.emit(refused, event) is False
+    assert await emit.emit(refused, settings, event) is False
     # Nothing to tell about a run that does not exist; a broken start is logged, not raised.
     await sources.announce_run(refused, session_maker, settings, str(uuid.uuid4()))
     await sources.announce_deployment(refused, session_maker, settings, str(uuid.uuid4()), "failed")

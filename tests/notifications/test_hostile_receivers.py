@@ -85,7 +85,7 @@ async def deliver_to(
         settings, key=key, event_type="deployment.failed", organization_id=org.org_id,
         title="Deployment failed", body="Health check failed.", data={},
     )  # fmt: skip
-    await emit.emit(client, event)
+    await emit.emit(client, settings, event)
     await notification_outcome(client, key)
     page = await api.get(
         f"/v1/webhook-endpoints/{endpoint.json()['id']}/deliveries", headers=org.headers

@@ -29,7 +29,7 @@ async def plans(
 
 
 async def test_limit_reached_is_announced_once(
-    api_client: httpx.AsyncClient,
+    notify_api: httpx.AsyncClient,
     temporal_client: Client,
     session_maker: async_sessionmaker[AsyncSession],
     notifications: Worker,
@@ -37,7 +37,7 @@ async def test_limit_reached_is_announced_once(
     plans: dict[str, Plan],
 ) -> None:
     org = await make_org(session_maker)
-    hook = await api_client.post(
+    hook = await notify_api.post(
         "/v1/webhook-endpoints",
         json={"url": receiver.url, "event_types": ["billing.limit_reached"]},
         headers=org.headers,
@@ -45,10 +45,10 @@ async def test_limit_reached_is_announced_once(
     assert hook.status_code == 201, hook.text
     body: dict[str, Any] = {"name": "First", "project_type": "api"}
     assert (
-        await api_client.post("/v1/projects", json=body, headers=org.headers)
+        await notify_api.post("/v1/projects", json=body, headers=org.headers)
     ).status_code == 201
     for attempt in range(3):
-        refused = await api_client.post(
+        refused = await notify_api.post(
             "/v1/projects", json={"name": f"More {attempt}", "project_type": "api"},
             headers=org.headers,
         )  # fmt: skip
@@ -67,5 +67,5 @@ async def test_limit_reached_is_announced_once(
         "free",
         1,
     )
-    inbox = (await api_client.get("/v1/notifications", headers=org.headers)).json()
+    inbox = (await notify_api.get("/v1/notifications", headers=org.headers)).json()
     assert [n["type"] for n in inbox["items"]] == ["billing.limit_reached"]
