@@ -196,3 +196,20 @@ async def test_the_run_header_is_polled_until_the_run_finishes_and_only_by_its_t
     head = await api_client.get(f"/runs/{rows.run_id}/head")
     assert "hx-trigger" not in head.text and "Re-run from failed" in head.text
     assert (await api_client.get(f"/runs/{theirs.run_id}/head")).status_code == 404
+
+
+async def test_a_viewer_follows_runs_but_is_told_why_there_are_no_run_actions(
+    api_client: httpx.AsyncClient, session_maker: async_sessionmaker[AsyncSession]
+) -> None:
+    viewer = await make_org(session_maker, role="viewer")
+    rows = await make_run(session_maker, viewer)
+    await sign_in(api_client, viewer)
+    page = await api_client.get(f"/runs/{rows.run_id}")
+    assert page.status_code == 200
+    assert "Your role can follow runs but not start, cancel or re-run them." in page.text
+    assert "Re-run from failed" not in page.text
+    pipeline = await api_client.get(f"/pipelines/{rows.pipeline_id}")
+    assert "Run pipeline" not in pipeline.text and "not run it" in pipeline.text
+    token = csrf_of(page.text)
+    for path in (f"/runs/{rows.run_id}/rerun", f"/pipelines/{rows.pipeline_id}/runs"):
+        assert (await api_client.post(path, data={"csrf": token})).status_code == 403
