@@ -15,6 +15,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,34 @@ async def db_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
             await session.close()
             if transaction.is_active:
                 await transaction.rollback()
+
+
+@asynccontextmanager
+async def own_postgres_server(
+    tmp_root: Path, *, migrated: bool = True
+) -> AsyncIterator[EmbeddedPostgres]:
+    """A PostgreSQL server of one test's own (stopping or restarting it hits no other test),
+    with the schema migrated unless told otherwise; destroyed afterwards."""
+    server = EmbeddedPostgres(
+        tmp_root / f"pg-{uuid.uuid4().hex[:8]}",
+        free_port(),
+        database="forgeline",
+        server_options=TEST_PG_OPTIONS,
+    )
+    await asyncio.to_thread(server.start)
+    try:
+        if migrated:
+            await asyncio.to_thread(run_migrations, server.migrator_url)
+        yield server
+    finally:
+        await asyncio.to_thread(server.destroy)
+
+
+@pytest.fixture
+async def own_postgres(tmp_root: Path) -> AsyncIterator[EmbeddedPostgres]:
+    """A migrated PostgreSQL server of the test's own."""
+    async with own_postgres_server(tmp_root) as server:
+        yield server
 
 
 # --------------------------------------------------------------------------- Temporal

@@ -12,7 +12,7 @@ import httpx
 from forgeline.embedded.postgres import EmbeddedPostgres
 
 # The fixtures of this module (imported to be found; used by name as test parameters).
-from tests.api.own_postgres import client, org, own_postgres  # noqa: F401
+from tests.api.own_postgres import client, org  # noqa: F401
 from tests.factories import OrgFixture
 
 
@@ -33,7 +33,7 @@ def assert_unavailable(response: httpx.Response) -> None:
 
 
 async def test_reads_and_writes_survive_a_postgres_restart(
-    own_postgres: EmbeddedPostgres,  # noqa: F811
+    own_postgres: EmbeddedPostgres,
     org: OrgFixture,  # noqa: F811
     client: httpx.AsyncClient,  # noqa: F811
 ) -> None:
@@ -65,7 +65,7 @@ async def test_reads_and_writes_survive_a_postgres_restart(
 
 
 async def test_a_stopped_postgres_is_503_until_it_is_back(
-    own_postgres: EmbeddedPostgres,  # noqa: F811
+    own_postgres: EmbeddedPostgres,
     org: OrgFixture,  # noqa: F811
     client: httpx.AsyncClient,  # noqa: F811
 ) -> None:

@@ -15,7 +15,7 @@ from forgeline.embedded.postgres import EmbeddedPostgres
 from forgeline.settings import Settings
 
 # The fixtures of this module (imported to be found; used by name as test parameters).
-from tests.api.own_postgres import client, org, own_postgres  # noqa: F401
+from tests.api.own_postgres import client, org  # noqa: F401
 from tests.factories import OrgFixture
 
 
@@ -39,7 +39,7 @@ async def _terminate_app_sessions(server: EmbeddedPostgres) -> int:
 
 
 async def test_a_shutting_down_postgres_is_503(
-    own_postgres: EmbeddedPostgres,  # noqa: F811
+    own_postgres: EmbeddedPostgres,
     org: OrgFixture,  # noqa: F811
     client: httpx.AsyncClient,  # noqa: F811
     settings: Settings,
@@ -105,7 +105,7 @@ async def test_a_shutting_down_postgres_is_503(
 
 
 async def test_sessions_terminated_under_requests_are_503_or_served(
-    own_postgres: EmbeddedPostgres,  # noqa: F811
+    own_postgres: EmbeddedPostgres,
     org: OrgFixture,  # noqa: F811
     client: httpx.AsyncClient,  # noqa: F811
 ) -> None:

@@ -8,10 +8,13 @@ import asyncio
 import os
 import signal
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select, text
+from temporalio.client import Client, WorkflowHandle
 
 from core.billing.metering import record_usage
 from core.billing.periods import Period
@@ -19,9 +22,10 @@ from core.billing.pricing import round_cents, share_of_period
 from db.models.billing import Invoice, Payment, Subscription, UsageRecord
 from db.session import session_scope
 from tests.billing.conftest import record_change, subscribe
+from tests.billing.fake_stripe import FakeStripe
 from tests.runs.helpers import wait_for
 from workflows.billing import BillingWorkflow
-from workflows.billing_models import BillingInput, billing_workflow_id
+from workflows.billing_models import BillingInput, BillingResult, billing_workflow_id
 
 LAST_MONTH = Period.containing(datetime.now(UTC)).previous()
 
@@ -39,6 +43,38 @@ async def _start_worker(task_queue: str, env: dict[str, str]) -> asyncio.subproc
     line = await asyncio.wait_for(proc.stdout.readline(), 60)
     assert line.strip() == b"ready"
     return proc
+
+
+def worker_env(database_url: str, temporal_address: str, fake_stripe: FakeStripe) -> dict[str, str]:
+    """A worker process's environment: this session's database and Temporal, the fake Stripe."""
+    return {
+        **os.environ,
+        "FORGELINE_ENVIRONMENT": "development",
+        "DATABASE_URL": database_url,
+        "TEMPORAL_ADDRESS": temporal_address,
+        "STRIPE_API_KEY": "sk_test_fake",
+        "STRIPE_API_BASE": fake_stripe.url,
+        "FORGELINE_STRIPE_TIMEOUT_SECONDS": "30",
+    }
+
+
+async def bill_last_month(
+    client: Client, org_id: uuid.UUID, task_queue: str
+) -> WorkflowHandle[Any, BillingResult]:
+    return await client.start_workflow(
+        BillingWorkflow.run,
+        BillingInput(organization_id=str(org_id), period=LAST_MONTH.key),
+        id=billing_workflow_id(str(org_id), LAST_MONTH.key),
+        task_queue=task_queue,
+    )
+
+
+async def stop_workers(*procs: asyncio.subprocess.Process | None) -> None:
+    """SIGTERM each worker process still running, and wait for it."""
+    for proc in procs:
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
 
 
 async def test_sigkill_between_charge_and_record_payment(
@@ -62,24 +98,11 @@ async def test_sigkill_between_charge_and_record_payment(
             await release.wait()  # the worker dies while waiting for this response
 
     fake_stripe.after_commit = hold_pay_response
-    env = {
-        **os.environ,
-        "FORGELINE_ENVIRONMENT": "development",
-        "DATABASE_URL": database_url,
-        "TEMPORAL_ADDRESS": temporal_address,
-        "STRIPE_API_KEY": "sk_test_fake",
-        "STRIPE_API_BASE": fake_stripe.url,
-        "FORGELINE_STRIPE_TIMEOUT_SECONDS": "30",
-    }
+    env = worker_env(database_url, temporal_address, fake_stripe)
     first = await _start_worker(task_queue, env)
     second = None
     try:
-        handle = await temporal_client.start_workflow(
-            BillingWorkflow.run,
-            BillingInput(organization_id=str(sub.org_id), period=LAST_MONTH.key),
-            id=billing_workflow_id(str(sub.org_id), LAST_MONTH.key),
-            task_queue=task_queue,
-        )
+        handle = await bill_last_month(temporal_client, sub.org_id, task_queue)
         await asyncio.wait_for(committed.wait(), 60)
         first.send_signal(signal.SIGKILL)
         await first.wait()
@@ -88,10 +111,7 @@ async def test_sigkill_between_charge_and_record_payment(
         second = await _start_worker(task_queue, env)
         result = await asyncio.wait_for(handle.result(), 90)
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                await proc.wait()
+        await stop_workers(first, second)
     assert result.status == "paid" and result.total == "19.00"
     assert len(fake_stripe.successful_charges()) == 1
     async with session_maker() as session:
@@ -134,15 +154,7 @@ async def test_sigkill_in_the_middle_of_invoicing_a_period_with_plan_changes(
             idempotency_key=f"kill-{sub.org_id}",
             recorded_at=LAST_MONTH.start + timedelta(days=2),
         )
-    env = {
-        **os.environ,
-        "FORGELINE_ENVIRONMENT": "development",
-        "DATABASE_URL": database_url,
-        "TEMPORAL_ADDRESS": temporal_address,
-        "STRIPE_API_KEY": "sk_test_fake",
-        "STRIPE_API_BASE": fake_stripe.url,
-        "FORGELINE_STRIPE_TIMEOUT_SECONDS": "30",
-    }
+    env = worker_env(database_url, temporal_address, fake_stripe)
     blocker = session_maker()
     # Holding the usage row makes the roll-up wait inside the invoice transaction.
     await blocker.execute(
@@ -152,12 +164,7 @@ async def test_sigkill_in_the_middle_of_invoicing_a_period_with_plan_changes(
     first = await _start_worker(task_queue, env)
     second = None
     try:
-        handle = await temporal_client.start_workflow(
-            BillingWorkflow.run,
-            BillingInput(organization_id=str(sub.org_id), period=LAST_MONTH.key),
-            id=billing_workflow_id(str(sub.org_id), LAST_MONTH.key),
-            task_queue=task_queue,
-        )
+        handle = await bill_last_month(temporal_client, sub.org_id, task_queue)
 
         async def rolling_up() -> bool:
             async with session_maker() as session:
@@ -178,10 +185,7 @@ async def test_sigkill_in_the_middle_of_invoicing_a_period_with_plan_changes(
         result = await asyncio.wait_for(handle.result(), 150)
     finally:
         await blocker.close()
-        for proc in (first, second):
-            if proc is not None and proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                await proc.wait()
+        await stop_workers(first, second)
     starter = round_cents(Decimal(19) * share_of_period(LAST_MONTH, LAST_MONTH.start, changed_at))
     pro = round_cents(Decimal(49) * share_of_period(LAST_MONTH, changed_at, LAST_MONTH.end))
     assert result.status == "paid" and Decimal(result.total) == starter + pro

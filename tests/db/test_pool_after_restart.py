@@ -5,7 +5,6 @@ Runs its own embedded PostgreSQL so restarting it hits no other test."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,24 +18,16 @@ from db.session import (
     driver_connection,
     session_scope,
 )
-from forgeline.embedded.postgres import EmbeddedPostgres, free_port
+from forgeline.embedded.postgres import EmbeddedPostgres
 from forgeline.settings import Settings
-from tests.conftest import TEST_PG_OPTIONS
+from tests.conftest import own_postgres_server
 
 
 @pytest.fixture
 async def own_postgres(tmp_root: Path) -> AsyncIterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(
-        tmp_root / f"pg-{uuid.uuid4().hex[:8]}",
-        free_port(),
-        database="forgeline",
-        server_options=TEST_PG_OPTIONS,
-    )
-    await asyncio.to_thread(server.start)
-    try:
+    """A server of the test's own, empty: the pool needs no schema."""
+    async with own_postgres_server(tmp_root, migrated=False) as server:
         yield server
-    finally:
-        await asyncio.to_thread(server.destroy)
 
 
 async def test_a_dropped_driver_connection_is_not_pooled_again(

@@ -43,6 +43,8 @@ from forgeline.temporal_client import workflow_runner
 from infra.runners.docker_runner import DockerRunner
 from tests.factories import make_org
 from tests.runs.helpers import (
+    COUNT_SCRIPT,
+    assert_contiguous,
     by_stage,
     create_run,
     executions,
@@ -52,11 +54,10 @@ from tests.runs.helpers import (
     run_row,
     stage,
     start,
-    wait_for,
+    wait_for_log_line,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-COUNT_SCRIPT = 'i=0; while [ $i -lt 40 ]; do echo "line-$i"; i=$((i+1)); sleep 0.1; done'
 # Names a build host's environment must never carry.
 KEY_NAMES = ("ENCRYPTION_KEYS", "STRIPE", "ANTHROPIC")
 
@@ -144,13 +145,6 @@ def environ(pid: int) -> dict[str, str]:
     return {k.decode(): v.decode(errors="replace") for k, _, v in pairs}
 
 
-def assert_contiguous(text: str, complete: bool) -> None:
-    numbers = [int(x.removeprefix("line-")) for x in text.splitlines() if x.startswith("line-")]
-    assert numbers == list(range(len(numbers))), "gap or duplicate in the log"
-    if complete:
-        assert len(numbers) == 40
-
-
 async def running_host(client: Client, workflow_id: str) -> int:
     """The pid of the build host whose worker holds the stage's activity (its identity is
     `pid@hostname`)."""
@@ -179,11 +173,7 @@ async def test_sigkill_a_build_host_mid_stage_the_other_finishes_it(
     async with control_worker(temporal_client, task_queue, build_queue, settings, session_maker):
         handle = await start(temporal_client, run, task_queue, heartbeat_seconds=1.0)
 
-        async def mid_stage() -> bool:
-            rows = await executions(session_maker, run.id)
-            return bool(rows) and "line-5" in await log_text(session_maker, rows[0].id)
-
-        await wait_for(mid_stage, timeout=90)
+        await wait_for_log_line(session_maker, run.id, "line-5", timeout=90)
         victim_pid = await running_host(temporal_client, handle.id)
         (victim,) = [h for h in build_hosts if h.pid == victim_pid]
         (survivor,) = [h for h in build_hosts if h.pid != victim_pid]

@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,6 +14,8 @@ from forgeline.embedded.temporal import EmbeddedTemporal
 from forgeline.temporal_client import connect_temporal
 from tests.factories import make_org
 from tests.runs.helpers import (
+    COUNT_SCRIPT,
+    assert_contiguous,
     by_stage,
     create_run,
     executions,
@@ -25,42 +24,11 @@ from tests.runs.helpers import (
     pipeline_worker,
     process_gone,
     run_row,
+    spawn_worker,
     stage,
     start,
-    wait_for,
+    wait_for_log_line,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
-COUNT_SCRIPT = 'i=0; while [ $i -lt 40 ]; do echo "line-$i"; i=$((i+1)); sleep 0.1; done'
-
-
-def spawn_worker(settings, task_queue: str, runner_kind: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "FORGELINE_ENVIRONMENT": "test",
-        "FORGELINE_DATA_DIR": str(settings.data_dir),
-        "FORGELINE_STORAGE_DIR": str(settings.objects_dir),
-        "FORGELINE_DATABASE_URL": settings.database_url,
-        "FORGELINE_TEMPORAL_ADDRESS": settings.temporal_address,
-        "FORGELINE_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
-        "FORGELINE_CONTAINER_RUNNER": runner_kind,
-        "FORGELINE_LOG_LEVEL": "WARNING",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.runs.worker_process", task_queue],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def assert_contiguous(text: str, complete: bool) -> None:
-    lines = [x for x in text.splitlines() if x.startswith("line-")]
-    numbers = [int(x.removeprefix("line-")) for x in lines]
-    assert numbers == list(range(len(numbers))), "gap or duplicate in the log"
-    if complete:
-        assert len(numbers) == 40
 
 
 @pytest.mark.parametrize("runner", ["sandbox", "docker"], indirect=True)
@@ -81,11 +49,7 @@ async def test_sigkill_worker_mid_stage(
     try:
         handle = await start(temporal_client, run, task_queue, heartbeat_seconds=1.0)
 
-        async def mid_stage() -> bool:
-            rows = await executions(session_maker, run.id)
-            return bool(rows) and "line-5" in await log_text(session_maker, rows[0].id)
-
-        await wait_for(mid_stage, timeout=60)
+        await wait_for_log_line(session_maker, run.id, "line-5", timeout=60)
         first.send_signal(signal.SIGKILL)
         first.wait()
         second = spawn_worker(settings, task_queue, runner.kind)
@@ -131,11 +95,7 @@ async def test_temporal_server_restart_mid_run(
         async with pipeline_worker(client, task_queue, settings, session_maker, runner):
             handle = await start(client, run, task_queue, heartbeat_seconds=2.0)
 
-            async def mid_stage() -> bool:
-                rows = await executions(session_maker, run.id)
-                return bool(rows) and "line-3" in await log_text(session_maker, rows[0].id)
-
-            await wait_for(mid_stage, timeout=60)
+            await wait_for_log_line(session_maker, run.id, "line-3", timeout=60)
             await asyncio.to_thread(server.stop)
             await asyncio.sleep(1.0)
             await asyncio.to_thread(server.start)

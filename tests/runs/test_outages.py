@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,11 +22,11 @@ from db.session import create_engine, create_session_maker
 from forgeline.embedded.postgres import EmbeddedPostgres, free_port
 from forgeline.embedded.temporal import EmbeddedTemporal
 from forgeline.settings import Settings
-from forgeline.stack import run_migrations
 from forgeline.temporal_client import connect_temporal
-from tests.conftest import TEST_PG_OPTIONS
 from tests.factories import make_org
 from tests.runs.helpers import (
+    COUNT_SCRIPT,
+    assert_contiguous,
     by_stage,
     create_run,
     executions,
@@ -35,32 +34,16 @@ from tests.runs.helpers import (
     make_pipeline,
     pipeline_worker,
     run_row,
+    spawn_worker,
     stage,
     start,
     wait_for,
+    wait_for_log_line,
 )
 from tests.runs.sandbox import sandbox_runner
-from tests.runs.test_durability import assert_contiguous, spawn_worker
 
 # Refuses to run twice in one run's workspace: a second run of the commands fails the stage.
 ONCE = '[ ! -e ran-once ] || { echo "ran again"; exit 3; }; touch ran-once; '
-COUNT = 'i=0; while [ $i -lt 40 ]; do echo "line-$i"; i=$((i+1)); sleep 0.1; done'
-
-
-@pytest.fixture
-async def own_postgres(tmp_root: Path) -> AsyncIterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(
-        tmp_root / f"pg-{uuid.uuid4().hex[:8]}",
-        free_port(),
-        database="forgeline",
-        server_options=TEST_PG_OPTIONS,
-    )
-    await asyncio.to_thread(server.start)
-    try:
-        await asyncio.to_thread(run_migrations, server.migrator_url)
-        yield server
-    finally:
-        await asyncio.to_thread(server.destroy)
 
 
 @pytest.fixture
@@ -147,7 +130,7 @@ async def test_postgres_restart_mid_stage_costs_no_attempt(
     pipeline_id = await make_pipeline(
         own_db,
         org.org_id,
-        [stage("count", ONCE + COUNT, 0), stage("after", "echo after", 1)],
+        [stage("count", ONCE + COUNT_SCRIPT, 0), stage("after", "echo after", 1)],
         retry_policy={"initial_interval_seconds": 0.2, "retry_count": 0},
     )
     own = settings.model_copy(update={"database_url": own_postgres.app_url})
@@ -156,11 +139,7 @@ async def test_postgres_restart_mid_stage_costs_no_attempt(
     async with pipeline_worker(temporal_client, task_queue, own, own_db, runner):
         handle = await start(temporal_client, run, task_queue, heartbeat_seconds=1.0)
 
-        async def mid_stage() -> bool:
-            rows = await executions(own_db, run.id)
-            return bool(rows) and "line-5" in await log_text(own_db, rows[0].id)
-
-        await wait_for(mid_stage, timeout=60)
+        await wait_for_log_line(own_db, run.id, "line-5", timeout=60)
         await asyncio.to_thread(own_postgres.stop)
         # Down while the stage prints its remaining lines (~3.5 s) and tries to close.
         await asyncio.sleep(8.0)
