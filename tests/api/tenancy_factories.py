@@ -348,11 +348,11 @@ BODIES: dict[tuple[str, str], Any] = {
 EXEMPT: dict[tuple[str, str], str] = {
     ("POST", "/v1/me/invitations/{invitation_id}/accept"): (
         "a person's own invitations: API keys are refused (403) before any lookup; another "
-        "person's invitation is 404 (tests/api/test_accounts_hardening.py)"
+        "person's invitation is 404 (tests/api/test_accounts_consent.py)"
     ),
     ("POST", "/v1/me/invitations/{invitation_id}/decline"): (
         "a person's own invitations: API keys are refused (403) before any lookup; another "
-        "person's invitation is 404 (tests/api/test_accounts_hardening.py)"
+        "person's invitation is 404 (tests/api/test_accounts_consent.py)"
     ),
     ("GET", "/v1/sites/{deployment_id}/{path:path}"): (
         "the local static host serves published sites publicly, like any website"
