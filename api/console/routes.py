@@ -35,7 +35,7 @@ from core.accounts import sessions
 from core.accounts.context import utcnow
 from core.accounts.errors import TotpRequired
 from core.accounts.repository import MemberRepository, SessionRepository, UserRepository
-from core.accounts.scopes import PIPELINES_READ, PROJECTS_READ
+from core.accounts.scopes import PIPELINES_READ, PROJECTS_READ, PROJECTS_WRITE
 from core.audit.service import write_audit
 from core.pipelines import repository as pipelines
 from core.projects import repository as projects
@@ -175,7 +175,12 @@ async def project_list(request: Request, session: SessionDep) -> Response:
         )
     except DomainError as exc:
         return error_page(request, user, exc)
-    return page(request, "projects.html", {"user": user, "projects": rows[:100]})
+    context = {
+        "user": user,
+        "projects": rows[:100],
+        "can_create": user.principal.has(PROJECTS_WRITE),
+    }
+    return page(request, "projects.html", context)
 
 
 @router.get("/projects/{project_id}")
