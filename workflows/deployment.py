@@ -28,10 +28,9 @@ with workflow.unsafe.imports_passed_through():
         RECORD_USAGE,
     )
     from workflows.deployment_approval import (
-        PROJECTION_RETRY,
-        PROJECTION_TIMEOUT,
         ApprovalRejected,
         DeploymentApprovalGate,
+        record,
     )
     from workflows.deployment_lock import (
         GRANTED_SIGNAL,
@@ -119,10 +118,9 @@ class DeploymentWorkflow(DeploymentApprovalGate):
                 "commit_sha": inp.source.commit_sha or "",
             }
         )
-        await ENSURE_ROW.execute(
-            inp, start_to_close_timeout=PROJECTION_TIMEOUT, retry_policy=PROJECTION_RETRY
-        )
-        await RECORD_EXECUTION.execute(
+        await record(ENSURE_ROW, inp)
+        await record(
+            RECORD_EXECUTION,
             ExecutionRecord(
                 workflow_id=info.workflow_id,
                 run_id=info.run_id,
@@ -132,8 +130,6 @@ class DeploymentWorkflow(DeploymentApprovalGate):
                 subject_id=inp.deployment_id,
                 task_queue=info.task_queue,
             ),
-            start_to_close_timeout=PROJECTION_TIMEOUT,
-            retry_policy=PROJECTION_RETRY,
         )
         release: ReleaseResult | None = None
         holding_lock = False
@@ -141,15 +137,14 @@ class DeploymentWorkflow(DeploymentApprovalGate):
             if inp.protected:
                 await self._await_approval()
             await self._set_status(DeploymentStatus.QUEUED)
-            await ACQUIRE_LOCK.execute(
+            await record(
+                ACQUIRE_LOCK,
                 LockRequest(
                     environment_id=inp.environment_id,
                     workflow_id=info.workflow_id,
                     deployment_id=inp.deployment_id,
                     preview=inp.preview,
                 ),
-                start_to_close_timeout=PROJECTION_TIMEOUT,
-                retry_policy=PROJECTION_RETRY,
             )
             holding_lock = True
             self._step = "waiting for the environment"
@@ -160,12 +155,11 @@ class DeploymentWorkflow(DeploymentApprovalGate):
                     DeploymentStatus.CANCELLED, "superseded by a newer preview deployment"
                 )
             if workflow.patched(NEWER_LIVE_WINS):
-                newer = await NEWER_LIVE.execute(
+                newer = await record(
+                    NEWER_LIVE,
                     PreviousLookup(
                         environment_id=inp.environment_id, exclude_deployment_id=inp.deployment_id
                     ),
-                    start_to_close_timeout=PROJECTION_TIMEOUT,
-                    retry_policy=PROJECTION_RETRY,
                 )
                 if newer is not None:
                     return await self._finish(
@@ -224,7 +218,8 @@ class DeploymentWorkflow(DeploymentApprovalGate):
                 keep_deployment_id=inp.deployment_id,
             )
         )
-        await ACTIVATE.execute(
+        await record(
+            ACTIVATE,
             ActivationRequest(
                 deployment_id=inp.deployment_id,
                 environment_id=inp.environment_id,
@@ -234,19 +229,16 @@ class DeploymentWorkflow(DeploymentApprovalGate):
                 health_summary=steps.health_summary(verdict),
                 rollback_of_deployment_id=inp.rollback_of_deployment_id,
             ),
-            start_to_close_timeout=PROJECTION_TIMEOUT,
-            retry_policy=PROJECTION_RETRY,
         )
         self._status = DeploymentStatus.ACTIVE
         self._step = DeploymentStatus.ACTIVE
-        await RECORD_USAGE.execute(
+        await record(
+            RECORD_USAGE,
             UsageRequest(
                 deployment_id=inp.deployment_id,
                 organization_id=inp.organization_id,
                 project_id=inp.project_id,
             ),
-            start_to_close_timeout=PROJECTION_TIMEOUT,
-            retry_policy=PROJECTION_RETRY,
         )
         if inp.start_monitor:
             health = steps.health_request(inp, release, artifact)
@@ -275,27 +267,25 @@ class DeploymentWorkflow(DeploymentApprovalGate):
     async def _roll_back(self, verdict: HealthVerdict) -> DeploymentResult:
         inp = self._inp
         self._step = "rolling back"
-        previous = await PREVIOUS_HEALTHY.execute(
+        previous = await record(
+            PREVIOUS_HEALTHY,
             PreviousLookup(
                 environment_id=inp.environment_id, exclude_deployment_id=inp.deployment_id
             ),
-            start_to_close_timeout=PROJECTION_TIMEOUT,
-            retry_policy=PROJECTION_RETRY,
         )
         await self._drop_release()
         if previous is not None:
             # Normally still serving (never removed before a healthy swap); restart it if not.
             await steps.restore_previous(previous)
         reason = verdict.reason or "health checks failed"
-        await RECORD_ROLLBACK.execute(
+        await record(
+            RECORD_ROLLBACK,
             RollbackRecord(
                 deployment_id=inp.deployment_id,
                 reason=reason,
                 previous=previous,
                 health_summary=steps.health_summary(verdict),
             ),
-            start_to_close_timeout=PROJECTION_TIMEOUT,
-            retry_policy=PROJECTION_RETRY,
         )
         status = DeploymentStatus.ROLLED_BACK if previous is not None else DeploymentStatus.FAILED
         self._status = status

@@ -14,6 +14,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from workflows.contract import ActivityContract, InputT, OutputT
     from workflows.contracts.deployments import NON_RETRYABLE, RECORD_DECISION, RECORD_STATUS
     from workflows.deployment_models import (
         ApprovalDecision,
@@ -35,6 +36,15 @@ PROJECTION_RETRY = RetryPolicy(
 # Bookkeeping writes take milliseconds: a lost worker's attempt is retried after this, not after a
 # minute during which newer deployments overtake this one.
 PROJECTION_TIMEOUT = timedelta(seconds=10)
+
+
+async def record(contract: ActivityContract[InputT, OutputT], arg: InputT) -> OutputT:
+    """A bookkeeping write (a projection into Postgres): short, and retried until it lands."""
+    return await contract.execute(
+        arg, start_to_close_timeout=PROJECTION_TIMEOUT, retry_policy=PROJECTION_RETRY
+    )
+
+
 # Patch: approvals are counted per distinct person up to the deployment's required number (a
 # history from before took the first decision as final).
 APPROVAL_QUORUM = "approval-quorum"
@@ -66,10 +76,9 @@ class DeploymentApprovalGate:
     async def _set_status(self, status: DeploymentStatus, **fields: Any) -> None:
         self._status = status
         self._step = status
-        await RECORD_STATUS.execute(
+        await record(
+            RECORD_STATUS,
             StatusUpdate(deployment_id=self._inp.deployment_id, status=status, **fields),
-            start_to_close_timeout=PROJECTION_TIMEOUT,
-            retry_policy=PROJECTION_RETRY,
         )
 
     # --- the approve / reject Update -----------------------------------------------------------
@@ -193,10 +202,9 @@ class DeploymentApprovalGate:
                 return
 
     async def _record_decision(self, decision: ApprovalDecision) -> None:
-        await RECORD_DECISION.execute(
+        await record(
+            RECORD_DECISION,
             DecisionRecord(deployment_id=self._inp.deployment_id, decision=decision),
-            start_to_close_timeout=PROJECTION_TIMEOUT,
-            retry_policy=PROJECTION_RETRY,
         )
 
     def _approvals(self, upto: int | None = None) -> int:
