@@ -87,10 +87,24 @@ def _link(event: NotificationEvent) -> str:
     return f"\n\n{url}" if isinstance(url, str) and url else ""
 
 
-async def _send(ctx: DeliveryContext, session: AsyncSession, delivery: NotificationDelivery,
-                event: NotificationEvent, timeout: float) -> PostResult:  # fmt: skip
-    channel = delivery.channel
-    if channel == DeliveryChannel.WEBHOOK:
+@dataclass(frozen=True)
+class Outgoing:
+    """What one try sends, read from the database before any connection is opened: a POST
+    (webhook, Slack) or a mail. Holds a decrypted secret: lives only inside the activity."""
+
+    url: str | None = None
+    body: bytes = b""
+    headers: dict[str, str] | None = None
+    mail: AccountMail | None = None
+
+
+async def _prepare(
+    ctx: DeliveryContext,
+    session: AsyncSession,
+    delivery: NotificationDelivery,
+    event: NotificationEvent,
+) -> Outgoing:
+    if delivery.channel == DeliveryChannel.WEBHOOK:
         endpoint = (
             await session.get(WebhookEndpoint, delivery.endpoint_id)
             if delivery.endpoint_id
@@ -102,20 +116,11 @@ async def _send(ctx: DeliveryContext, session: AsyncSession, delivery: Notificat
             raise DeliveryRefused("the webhook endpoint is disabled")
         body = webhook_body(event)
         secret = decrypt_str(endpoint.secret_encrypted, ctx.settings)
-        headers = signed_headers(secret, message_id(delivery.id), int(time.time()), body)
-        return await post_checked(
-            endpoint.url,
-            body,
-            {
-                **headers.as_dict(),
-                "content-type": "application/json",
-                "user-agent": USER_AGENT,
-            },
-            allow_loopback=ctx.allow_loopback,
-            timeout_seconds=timeout,
-            resolver=ctx.resolver,
-        )
-    if channel == DeliveryChannel.SLACK:
+        # Signed at send time: the timestamp is this try's.
+        signed = signed_headers(secret, message_id(delivery.id), int(time.time()), body)
+        headers = {**signed.as_dict(), "content-type": "application/json"}
+        return Outgoing(url=endpoint.url, body=body, headers=headers)
+    if delivery.channel == DeliveryChannel.SLACK:
         encrypted = await session.scalar(
             select(NotificationChannelSettings.slack_webhook_url_encrypted).where(
                 NotificationChannelSettings.organization_id == delivery.organization_id
@@ -124,24 +129,34 @@ async def _send(ctx: DeliveryContext, session: AsyncSession, delivery: Notificat
         if not encrypted:
             raise DeliveryRefused("the organization has no Slack webhook any more")
         text = f"*{event.title}*\n{event.body}{_link(event)}"
-        return await post_checked(
-            decrypt_str(encrypted, ctx.settings),
-            json.dumps({"text": text}).encode(),
-            {"content-type": "application/json", "user-agent": USER_AGENT},
-            allow_loopback=ctx.allow_loopback,
-            timeout_seconds=timeout,
-            resolver=ctx.resolver,
+        return Outgoing(
+            url=decrypt_str(encrypted, ctx.settings),
+            body=json.dumps({"text": text}).encode(),
+            headers={"content-type": "application/json"},
         )
     address = await session.scalar(
         select(User.email).where(User.id == delivery.user_id, User.is_active.is_(True))
     )
     if not address:
         raise DeliveryRefused("the member has no active account with an e-mail address")
+    text = f"{event.body}{_link(event)}\n"
+    return Outgoing(mail=AccountMail(to=address, subject=event.title, body=text))
+
+
+async def _transmit(ctx: DeliveryContext, outgoing: Outgoing, timeout: float) -> PostResult:
+    if outgoing.url is not None:
+        return await post_checked(
+            outgoing.url,
+            outgoing.body,
+            {**(outgoing.headers or {}), "user-agent": USER_AGENT},
+            allow_loopback=ctx.allow_loopback,
+            timeout_seconds=timeout,
+            resolver=ctx.resolver,
+        )
+    assert outgoing.mail is not None
     started = time.monotonic()
     try:
-        await ctx.mailer.send(
-            AccountMail(to=address, subject=event.title, body=f"{event.body}{_link(event)}\n")
-        )
+        await ctx.mailer.send(outgoing.mail)
     except Exception as exc:  # any SMTP or network error: this try failed, the next may not
         elapsed = int((time.monotonic() - started) * 1000)
         return PostResult(None, None, f"{type(exc).__name__}: {exc}"[:500], elapsed)
@@ -183,6 +198,8 @@ async def attempt_delivery(
 ) -> None:
     """Send once; raise DeliveryFailed (retry), DeliveryRefused or DeliveryGone (do not)."""
     key = uuid.UUID(delivery_id)
+    refused: Exception | None = None
+    # The session is closed before anything is sent: no pooled connection waits on a receiver.
     async with ctx.session_maker() as session:
         delivery = await session.get(NotificationDelivery, key)
         if delivery is None:
@@ -191,15 +208,17 @@ async def attempt_delivery(
             return
         event = await session.get_one(NotificationEvent, delivery.event_id)
         try:
-            result = await _send(ctx, session, delivery, event, timeout)
+            outgoing: Outgoing | None = await _prepare(ctx, session, delivery, event)
+        except DeliveryRefused as exc:
+            outgoing, refused = None, exc
+    if outgoing is None:
+        result = PostResult(None, None, f"refused: {refused}", 0)
+    else:
+        try:
+            result = await _transmit(ctx, outgoing, timeout)
         except UnsafeOutboundUrl as exc:
             result = PostResult(None, None, f"refused: {exc.detail}", 0)
-            refused: Exception | None = DeliveryRefused(str(exc.detail))
-        except DeliveryRefused as exc:
-            result = PostResult(None, None, f"refused: {exc}", 0)
-            refused = exc
-        else:
-            refused = None
+            refused = DeliveryRefused(str(exc.detail))
     async with session_scope(ctx.session_maker) as session:
         await _log_attempt(session, key, attempt_key, result)
     if refused is not None:
