@@ -14,7 +14,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from db.base import Base, UUIDPrimaryKey
 from db.models.columns import check_in, created_at_column
 
-PIPELINE_CHANGES = ("create", "update", "rename", "regenerate", "archive")
+PIPELINE_CHANGES = ("create", "update", "rename", "regenerate", "archive", "repair")
 PIPELINE_SOURCES = ("stored", "repository")
 
 
@@ -38,6 +38,8 @@ class PipelineVersion(UUIDPrimaryKey, Base):
         ForeignKey("agent_tasks.id", ondelete="SET NULL")
     )
     spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # What running this version showed (a verification run): verified, run, failing stage.
+    verification: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = created_at_column()
 
     __table_args__ = (

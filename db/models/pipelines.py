@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    Uuid,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -31,7 +32,7 @@ PIPELINE_TYPES = ("build_only", "test_only", "deploy_only", "full_cicd")
 PIPELINE_STATUSES = ("draft", "active", "paused", "deprecated")
 STAGE_TYPES = ("install", "lint", "test", "build", "security_scan", "deploy", "custom")
 RUN_STATUSES = tuple(RunStatus)
-RUN_TRIGGERS = ("manual", "api", "push", "pull_request", "schedule")
+RUN_TRIGGERS = ("manual", "api", "push", "pull_request", "schedule", "verification")
 STAGE_EXECUTION_STATUSES = tuple(StageStatus)
 RUNNERS = ("sandbox", "docker", "unsafe-local")
 
@@ -78,6 +79,11 @@ class Pipeline(UUIDPrimaryKey, Timestamps, Base):
     next_run_number: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     # Deleted through the API: hidden from lists and reads, starts no run; its runs are kept.
     archived_at: Mapped[datetime | None] = mapped_column(TZ_DATETIME)
+    # Proven by running it (a generation with verification): true with the green run, false
+    # with the failing stage, its diagnosis and evidence lines (`verification`); NULL: never run.
+    verified: Mapped[bool | None] = mapped_column(Boolean)
+    verified_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    verification: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     stages: Mapped[list[PipelineStage]] = relationship(
         back_populates="pipeline",
