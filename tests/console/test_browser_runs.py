@@ -55,7 +55,13 @@ async def test_run_watch_live_and_rerun_from_failed_in_the_browser(
         [
             stage(
                 "build",
-                ["sleep 1", "printf '\\033[32mcompiled <i>step</i> 1\\033[0m\\n'", "echo step 2"],
+                [
+                    "sleep 1",
+                    "printf '\\033[32mcompiled <i>step</i> 1\\033[0m\\n'",
+                    "echo step 2",
+                    "echo built > app.bin",
+                ],
+                artifact_paths=["app.bin"],
             ),
             *(
                 stage(name, [f"echo {name} ok"], 1, depends_on=["build"])
@@ -123,6 +129,11 @@ async def test_run_watch_live_and_rerun_from_failed_in_the_browser(
         await page.get_by_text("1 matching line").wait_for()
         assert await page.locator("span.line.hit").count() == 1
         await page.get_by_label("Search the logs").fill("")
+        await page.reload()  # the artifact list is the server's
+        async with page.expect_download() as download:
+            await page.get_by_role("link", name="app.bin").click()
+        saved = await (await download.value).path()
+        assert saved.read_bytes() == b"built\n"
         SHOTS.append(await shot(page, "run-failed"))
         first_url = page.url.split("#")[0]
 
