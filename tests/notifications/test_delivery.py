@@ -216,3 +216,6 @@ async def test_slack_incoming_webhook(
     assert text.startswith(f"*{event.title}*\n") and str(event.data["url"]) in text
     prefs = await notify_api.get("/v1/notification-preferences", headers=org.headers)
     assert prefs.json()["slack_configured"] is True
+    # The Slack URL is the channel's credential: read by the activity, never in a payload.
+    payloads = await history_payloads(temporal_client, notification_workflow_id(event.key))
+    assert payloads and not any(receiver.url.encode() in p for p in payloads)
