@@ -30,6 +30,7 @@ from db.session import session_scope
 from forgeline.crypto import encrypt_str
 from forgeline.settings import INTEGRATIONS_TASK_QUEUE, Settings
 from forgeline.temporal_client import workflow_runner
+from tests.factories import make_org
 from tests.runs.helpers import pipeline_worker
 from tests.runs.sandbox import sandbox_runner
 from workflows.integrations_models import DeliveryOutcome, webhook_delivery_workflow_id
@@ -141,6 +142,18 @@ async def connect_project(
                 )
             ids.append(pipeline.id)
     return Connected(org_id, project.id, repo.id, setup.secret, ids)
+
+
+async def connect_repo(
+    session_maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    repo: Path,
+    **connect: Any,
+) -> Connected:
+    """A new organization's project connected to the local repository `repo` (see
+    connect_project for the pipelines, stages and token)."""
+    org = await make_org(session_maker)
+    return await connect_project(session_maker, settings, org.org_id, url=str(repo), **connect)
 
 
 def github_headers(

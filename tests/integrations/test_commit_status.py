@@ -20,6 +20,7 @@ from tests.integrations.support import (
     Connected,
     commit,
     connect_project,
+    connect_repo,
     github_headers,
     github_push,
     make_git_repo,
@@ -82,12 +83,10 @@ async def test_github_status_sequence(
 ) -> None:
     repo, first = make_git_repo(tmp_path)
     head = commit(repo, {"src/app.py": "print(3)\n"})
-    org = await make_org(session_maker)
-    connected = await connect_project(
+    connected = await connect_repo(
         session_maker,
         forge_settings,
-        org.org_id,
-        url=str(repo),
+        repo,
         token=TOKEN,
         pipelines=[{"on_push": {"branches": ["main"]}}],
         stages=[{"name": "check", "run": command}],
@@ -114,12 +113,10 @@ async def test_forge_outage_and_rate_limit_never_fail_the_run(
 ) -> None:
     repo, first = make_git_repo(tmp_path)
     head = commit(repo, {"src/app.py": "print(4)\n"})
-    org = await make_org(session_maker)
-    connected = await connect_project(
+    connected = await connect_repo(
         session_maker,
         forge_settings,
-        org.org_id,
-        url=str(repo),
+        repo,
         token=TOKEN,
         pipelines=[{"on_push": {}}],
     )
@@ -207,12 +204,10 @@ async def test_cancelled_run_reports_cancelled(
 
     repo, first = make_git_repo(tmp_path)
     head = commit(repo, {"src/app.py": "print(6)\n"})
-    org = await make_org(session_maker)
-    connected = await connect_project(
+    connected = await connect_repo(
         session_maker,
         forge_settings,
-        org.org_id,
-        url=str(repo),
+        repo,
         token=TOKEN,
         pipelines=[{"on_push": {}}],
         stages=[{"name": "long", "run": "sleep 120"}],

@@ -18,6 +18,7 @@ from tests.integrations.support import (
     Connected,
     commit,
     connect_project,
+    connect_repo,
     deliver,
     git,
     github_headers,
@@ -47,12 +48,10 @@ async def test_path_filters_use_changes_computed_from_git(
     api_client, temporal_client, settings: Settings, session_maker, tmp_path: Path, worker
 ) -> None:
     repo, first = make_git_repo(tmp_path)
-    org = await make_org(session_maker)
-    connected = await connect_project(
+    connected = await connect_repo(
         session_maker,
         settings,
-        org.org_id,
-        url=str(repo),
+        repo,
         pipelines=[
             {"on_push": {"branches": ["main"], "paths": ["src/**"]}},
             {"on_push": {"branches": ["main"], "paths_ignore": ["docs/**", "**.md"]}},
@@ -99,12 +98,10 @@ async def test_tags_and_hostile_branch_names(
     api_client, temporal_client, settings, session_maker, tmp_path: Path, worker
 ) -> None:
     repo, first = make_git_repo(tmp_path)
-    org = await make_org(session_maker)
-    connected = await connect_project(
+    connected = await connect_repo(
         session_maker,
         settings,
-        org.org_id,
-        url=str(repo),
+        repo,
         pipelines=[
             {"on_push": {"tags": ["v[0-9]*"], "paths": ["nothing/**"]}},
             {"on_push": {"branches": ["feat/**"], "paths": ["src/**"]}},
@@ -144,12 +141,10 @@ async def test_pull_requests_against_their_merge_base(
     api_client, temporal_client, settings, session_maker, tmp_path: Path, worker
 ) -> None:
     repo, _ = make_git_repo(tmp_path)
-    org = await make_org(session_maker)
-    connected = await connect_project(
+    connected = await connect_repo(
         session_maker,
         settings,
-        org.org_id,
-        url=str(repo),
+        repo,
         pipelines=[
             {"on_pull_request": {"branches": ["main"], "paths": ["src/**"]}},
             {"on_pull_request": {"branches": ["main"], "types": ["closed"]}},

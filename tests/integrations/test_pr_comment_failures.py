@@ -18,11 +18,10 @@ from db.models.integrations import PullRequest
 from db.models.pipelines import PipelineStage
 from db.session import session_scope
 from forgeline.settings import Settings
-from tests.factories import make_org
 from tests.integrations.fake_forge import Failure, FakeForge
 from tests.integrations.support import (
     commit,
-    connect_project,
+    connect_repo,
     deliver,
     git,
     github_pull,
@@ -71,12 +70,10 @@ async def test_forge_failures_delay_the_comment_never_the_run(
     repo, base = make_git_repo(tmp_path)
     git(repo, "checkout", "-q", "-b", "topic")
     head = commit(repo, {"src/feature.py": "x = 1\n"}, "feature")
-    org = await make_org(session_maker)
-    connected = await connect_project(
+    connected = await connect_repo(
         session_maker,
         forge_settings,
-        org.org_id,
-        url=str(repo),
+        repo,
         pipelines=[{"on_pull_request": {}}],
         token=TOKEN,
         stages=[{"name": "test", "run": HOSTILE_BUILD}],
@@ -129,12 +126,10 @@ async def test_gitlab_merge_request_gets_one_note(
     repo, _ = make_git_repo(tmp_path)
     git(repo, "checkout", "-q", "-b", "topic")
     head = commit(repo, {"src/feature.py": "x = 2\n"}, "feature")
-    org = await make_org(session_maker)
-    connected = await connect_project(
+    connected = await connect_repo(
         session_maker,
         forge_settings,
-        org.org_id,
-        url=str(repo),
+        repo,
         provider="gitlab",
         pipelines=[{"on_pull_request": {}}],
         token="glpat-" + "G" * 20,

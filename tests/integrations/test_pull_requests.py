@@ -22,6 +22,7 @@ from tests.integrations.support import (
     Connected,
     commit,
     connect_project,
+    connect_repo,
     git,
     github_pull,
     integrations_worker,
@@ -71,12 +72,10 @@ async def test_pull_request_rows_follow_events_and_runs(
     repo, first = make_git_repo(tmp_path)
     git(repo, "checkout", "-q", "-b", "topic")
     head = commit(repo, {"src/feature.py": "1"}, "feature")
-    org = await make_org(session_maker)
-    connected = await connect_project(
+    connected = await connect_repo(
         session_maker,
         settings,
-        org.org_id,
-        url=str(repo),
+        repo,
         pipelines=[{"on_pull_request": {"types": ["opened", "synchronize"]}}],
         stages=[{"name": "check", "run": "test ! -e failing"}],
     )

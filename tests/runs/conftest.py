@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from infra.runners import Runner
 from infra.runners.docker_runner import DockerRunner
 from infra.runners.sandbox_runner import SandboxRunner
 from tests.factories import OrgFixture, make_org
-from tests.runs.helpers import pipeline_worker
+from tests.runs.helpers import pipeline_worker, run_stages
 from tests.runs.hostile import Listener
 from tests.runs.images import connect_engine, ensure_busybox_image
 from tests.runs.sandbox import sandbox_runner
@@ -128,3 +129,24 @@ def ctx(
         "org": org,
         "image": image,
     }
+
+
+@pytest.fixture
+def run_limited(
+    session_maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    temporal_client: Client,
+    task_queue: str,
+    tmp_path: Path,
+) -> Callable[..., Awaitable[tuple[uuid.UUID, str]]]:
+    """`run_stages` bound to the test's services: a new organization's pipeline of `stages`
+    with the pipeline limits given, run once (under other `settings` when given)."""
+
+    async def run(
+        stages: list[dict[str, Any]], settings: Settings = settings, **limits: Any
+    ) -> tuple[uuid.UUID, str]:
+        return await run_stages(
+            session_maker, settings, temporal_client, task_queue, tmp_path, stages, **limits
+        )
+
+    return run

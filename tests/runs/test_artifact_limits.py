@@ -18,7 +18,6 @@ from db.models.pipelines import Artifact
 from tests.runs.helpers import (
     executions,
     log_text,
-    run_stages,
     stage,
 )
 
@@ -37,16 +36,12 @@ async def artifact_rows(session_maker: async_sessionmaker[AsyncSession], run_id:
 
 
 async def test_artifacts_past_the_file_limit_are_reported_on_the_stage(
-    session_maker, settings, temporal_client, task_queue, tmp_path
+    session_maker, settings, run_limited
 ) -> None:
     limited = settings.model_copy(update={"artifact_max_files": 20})
-    run_id, status = await run_stages(
-        session_maker,
-        limited,
-        temporal_client,
-        task_queue,
-        tmp_path,
+    run_id, status = await run_limited(
         [stage("build", ARTIFACTS, artifact_paths=["out/**"])],
+        settings=limited,
     )
     assert status == "success"
     (row,) = await executions(session_maker, run_id)
@@ -58,16 +53,12 @@ async def test_artifacts_past_the_file_limit_are_reported_on_the_stage(
 
 
 async def test_artifacts_past_the_byte_limit_fail_the_stage_when_the_pipeline_says_so(
-    session_maker, settings, temporal_client, task_queue, tmp_path
+    session_maker, settings, run_limited
 ) -> None:
     limited = settings.model_copy(update={"artifact_max_bytes": 40})
-    run_id, status = await run_stages(
-        session_maker,
-        limited,
-        temporal_client,
-        task_queue,
-        tmp_path,
+    run_id, status = await run_limited(
         [stage("build", ARTIFACTS, artifact_paths=["out/**"])],
+        settings=limited,
         on_artifact_limit="fail",
     )
     assert status == "failed"

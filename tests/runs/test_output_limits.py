@@ -21,7 +21,6 @@ from tests.runs.helpers import (
     pipeline_worker,
     process_gone,
     run_row,
-    run_stages,
     set_limits,
     spool_files,
     stage,
@@ -32,14 +31,9 @@ from tests.runs.sandbox import sandbox_runner
 
 
 async def test_a_flood_stops_at_the_log_limit_and_fails_the_stage(
-    session_maker, settings, temporal_client, task_queue, tmp_path
+    session_maker, settings, run_limited
 ) -> None:
-    run_id, status = await run_stages(
-        session_maker,
-        settings,
-        temporal_client,
-        task_queue,
-        tmp_path,
+    run_id, status = await run_limited(
         [stage("loud", FLOOD, timeout_seconds=120), stage("after", "echo never", 1)],
         log_max_bytes=2_000_000,
     )
@@ -58,16 +52,12 @@ async def test_a_flood_stops_at_the_log_limit_and_fails_the_stage(
 
 
 async def test_the_operator_cap_wins_over_a_larger_pipeline_limit(
-    session_maker, settings, temporal_client, task_queue, tmp_path
+    session_maker, settings, run_limited
 ) -> None:
     capped = settings.model_copy(update={"stage_log_max_bytes": 300_000})
-    run_id, status = await run_stages(
-        session_maker,
-        capped,
-        temporal_client,
-        task_queue,
-        tmp_path,
+    run_id, status = await run_limited(
         [stage("line", ENDLESS_LINE, timeout_seconds=120)],
+        settings=capped,
         log_max_bytes=50_000_000,
     )
     assert status == "failed"
@@ -77,16 +67,9 @@ async def test_the_operator_cap_wins_over_a_larger_pipeline_limit(
     assert (await log_text(session_maker, row.id)).endswith("the rest of its output was dropped")
 
 
-async def test_truncate_keeps_the_stage_running_and_says_so(
-    session_maker, settings, temporal_client, task_queue, tmp_path
-) -> None:
+async def test_truncate_keeps_the_stage_running_and_says_so(session_maker, run_limited) -> None:
     script = ["yes 'before the end' | head -n 100000", "echo finished-ok"]
-    run_id, status = await run_stages(
-        session_maker,
-        settings,
-        temporal_client,
-        task_queue,
-        tmp_path,
+    run_id, status = await run_limited(
         [stage("loud", script, timeout_seconds=120)],
         log_max_bytes=100_000,
         on_log_limit="truncate",
@@ -144,14 +127,9 @@ async def test_cancel_ends_a_flooding_stage_and_closes_its_attempt(
 
 
 async def test_timeout_ends_a_flooding_stage_and_closes_its_attempt(
-    session_maker, settings, temporal_client, task_queue, tmp_path
+    session_maker, tmp_path, run_limited
 ) -> None:
-    run_id, status = await run_stages(
-        session_maker,
-        settings,
-        temporal_client,
-        task_queue,
-        tmp_path,
+    run_id, status = await run_limited(
         [stage("loud", FLOOD, timeout_seconds=3)],
         log_max_bytes=3_000_000,
         on_log_limit="truncate",
