@@ -85,13 +85,19 @@ class ForgelineClient:
     def __exit__(self, *exc: object) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The answer of a successful request; a transport failure or a problem answer is an
+        ApiError."""
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ApiError(0, f"Cannot reach {self._http.base_url}: {exc}") from exc
         if response.status_code >= 400:
             raise _problem(response)
+        return response
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
         if response.status_code == 204 or not response.content:
             return None
         try:
@@ -105,24 +111,13 @@ class ForgelineClient:
     def text(self, path: str, **params: Any) -> str:
         """A text answer (a log download, a YAML export)."""
         clean = {k: v for k, v in params.items() if v is not None}
-        try:
-            response = self._http.get(path, params=clean)
-        except httpx.HTTPError as exc:
-            raise ApiError(0, f"Cannot reach {self._http.base_url}: {exc}") from exc
-        if response.status_code >= 400:
-            raise _problem(response)
-        return response.text
+        return self._send("GET", path, params=clean).text
 
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 
     def _yaml(self, method: str, path: str, **kwargs: Any) -> YamlDocument:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ApiError(0, f"Cannot reach {self._http.base_url}: {exc}") from exc
-        if response.status_code >= 400:
-            raise _problem(response)
+        response = self._send(method, path, **kwargs)
         headers = response.headers
         return YamlDocument(response.text, headers.get("etag"), headers.get("location"))
 
