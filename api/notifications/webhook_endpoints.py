@@ -120,6 +120,24 @@ async def update_endpoint(
     return WebhookEndpointOut.model_validate(endpoint)
 
 
+@router.post(
+    "/{endpoint_id}/rotate-secret", response_model=WebhookEndpointCreated, responses=_PROBLEMS
+)
+async def rotate_secret(
+    endpoint_id: uuid.UUID,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Admin,
+    origin: OriginDep,
+) -> WebhookEndpointCreated:
+    """A new signing secret, shown this once; the old one stops working at once."""
+    endpoint, secret = await webhooks.rotate_secret(
+        session, settings, principal, origin, endpoint_id
+    )
+    shown = WebhookEndpointOut.model_validate(endpoint).model_dump()
+    return WebhookEndpointCreated(**shown, secret=secret)
+
+
 @router.delete("/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_PROBLEMS)
 async def delete_endpoint(
     endpoint_id: uuid.UUID, session: SessionDep, principal: Admin, origin: OriginDep

@@ -155,6 +155,25 @@ async def update_endpoint(
     return endpoint
 
 
+async def rotate_secret(
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    origin: Origin | None,
+    endpoint_id: uuid.UUID,
+) -> tuple[WebhookEndpoint, str]:
+    """A new secret (returned this once); every delivery from now on is signed with it."""
+    endpoint = await get_endpoint(session, principal, endpoint_id)
+    secret = generate_secret()
+    endpoint.secret_encrypted = encrypt_str(secret, settings)
+    await session.flush()
+    await write_audit(
+        session, principal, origin, "webhook_endpoint.secret_rotated", "webhook_endpoint",
+        endpoint.id,
+    )  # fmt: skip
+    return endpoint, secret
+
+
 async def delete_endpoint(
     session: AsyncSession, principal: Principal, origin: Origin | None, endpoint_id: uuid.UUID
 ) -> None:

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -19,7 +20,7 @@ from temporalio.worker import Worker
 from core.notifications import emit
 from db.models.notifications import NotificationDelivery, NotificationEvent
 from forgeline.settings import Settings
-from forgeline.standard_webhooks import verify
+from forgeline.standard_webhooks import SignatureError, verify
 from tests.factories import OrgFixture, make_org
 from tests.notifications.support import Receiver, SmtpSink, history_payloads, wait_until
 from workflows.notification import NotificationWorkflow
@@ -219,3 +220,26 @@ async def test_slack_incoming_webhook(
     # The Slack URL is the channel's credential: read by the activity, never in a payload.
     payloads = await history_payloads(temporal_client, notification_workflow_id(event.key))
     assert payloads and not any(receiver.url.encode() in p for p in payloads)
+
+
+async def test_a_rotated_secret_signs_from_then_on(
+    notify_api: httpx.AsyncClient,
+    temporal_client: Client,
+    session_maker: async_sessionmaker[AsyncSession],
+    notify_settings: Settings,
+    notifications: Worker,
+    receiver: Receiver,
+) -> None:
+    org = await make_org(session_maker)
+    endpoint = await add_endpoint(notify_api, org, receiver.url)
+    rotated = await notify_api.post(
+        f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret", headers=org.headers
+    )
+    assert rotated.status_code == 200 and rotated.json()["secret"] != endpoint["secret"]
+    event = run_failed(notify_settings, org)
+    await emit.emit(temporal_client, notify_settings, event)
+    await outcome_of(temporal_client, event.key)
+    [request] = receiver.requests
+    verify(rotated.json()["secret"], request.headers, request.body, now=int(time.time()))
+    with pytest.raises(SignatureError):
+        verify(endpoint["secret"], request.headers, request.body, now=int(time.time()))

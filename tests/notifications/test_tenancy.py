@@ -32,6 +32,7 @@ async def test_other_tenants_ids_are_404(
         ("GET", base, None),
         ("PATCH", base, {"enabled": False}),
         ("PATCH", base, {"url": "http://169.254.169.254/"}),
+        ("POST", f"{base}/rotate-secret", None),
         ("DELETE", base, None),
         ("GET", f"{base}/deliveries", None),
         ("POST", f"{base}/deliveries/{delivery}/redeliver", None),
