@@ -14,7 +14,6 @@ from api.console.graph import StageShape, layout
 from api.console.pages import error_page, form_fields, page, parse_id, require_scope
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from core.accounts.scopes import PIPELINES_READ, PIPELINES_WRITE
-from core.audit.service import write_audit
 from core.pipelines import repository as pipelines
 from core.runs import repository as runs
 from core.runs import service as run_service
@@ -68,24 +67,15 @@ async def trigger(
             body = RunCreate(trigger="manual", branch=form.get("branch", "").strip() or None)
         except ValidationError:
             raise ValidationFailed("That is not a valid branch name") from None
-        run = await run_service.create_run(
+        run = await run_service.trigger_as(
             session,
             settings,
-            organization_id=user.principal.organization_id,
-            pipeline_id=parse_id(pipeline_id),
-            body=body,
-            user_id=user.principal.user_id,
-        )
-        await write_audit(
-            session,
+            temporal,
             user.principal,
             origin_of(request),
-            "pipeline_run.trigger",
-            "pipeline_run",
-            run.id,
-            new={"run_number": run.run_number, "branch": run.branch},
+            parse_id(pipeline_id),
+            body,
         )
-        await run_service.start_committed_run(session, temporal, run)
     except run_service.RunNotStarted:
         message = "Temporal is not reachable; retry later"
         return page(request, "error.html", {"user": user, "message": message}, 503)

@@ -179,24 +179,15 @@ async def rerun(
     from_failed = form.get("from") == "failed"
     try:
         require_scope(user, PIPELINES_WRITE)
-        new = await run_service.rerun(
+        new = await run_service.rerun_as(
             session,
             settings,
-            organization_id=user.principal.organization_id,
-            run_id=parse_id(run_id),
-            from_failed=from_failed,
-            user_id=user.principal.user_id,
-        )
-        await write_audit(
-            session,
+            temporal,
             user.principal,
             origin_of(request),
-            "pipeline_run.rerun",
-            "pipeline_run",
-            new.id,
-            new={"rerun_of": run_id, "from": "failed" if from_failed else "start"},
+            parse_id(run_id),
+            from_failed=from_failed,
         )
-        await run_service.start_committed_run(session, temporal, new)
     except run_service.RunNotStarted:
         message = "Temporal is not reachable; retry later"
         return page(request, "error.html", {"user": user, "message": message}, 503)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, status
@@ -43,9 +43,9 @@ router = APIRouter(tags=["runs"])
 _PROBLEMS = problems("Conflict with the run's state")
 
 
-async def _start(temporal: TemporalDep, session: SessionDep, run: PipelineRun) -> None:
+async def _started(start: Awaitable[PipelineRun]) -> RunOut:
     try:
-        await service.start_committed_run(session, temporal, run)
+        return run_out(await start)
     except service.RunNotStarted as exc:
         raise ServiceUnavailable("Temporal is not reachable; the run was not started") from exc
 
@@ -62,26 +62,11 @@ async def trigger_run(
     temporal: TemporalDep,
     request: Request,
 ) -> RunOut:
-    run = await service.create_run(
-        session,
-        settings,
-        organization_id=principal.organization_id,
-        pipeline_id=pipeline_id,
-        body=body,
-        user_id=principal.user_id,
-        api_key_id=principal.api_key_id,
+    return await _started(
+        service.trigger_as(
+            session, settings, temporal, principal, origin_of(request), pipeline_id, body
+        )
     )
-    await write_audit(
-        session,
-        principal,
-        origin_of(request),
-        "pipeline_run.trigger",
-        "pipeline_run",
-        run.id,
-        new={"run_number": run.run_number, "branch": run.branch, "commit_sha": run.commit_sha},
-    )
-    await _start(temporal, session, run)
-    return run_out(run)
 
 
 @router.get("/pipelines/{pipeline_id}/runs", responses=_PROBLEMS)
@@ -158,26 +143,17 @@ async def rerun(
         Query(alias="from", description="`failed` reuses stages that succeeded"),
     ] = "start",
 ) -> RunOut:
-    run = await service.rerun(
-        session,
-        settings,
-        organization_id=principal.organization_id,
-        run_id=run_id,
-        from_failed=from_ == "failed",
-        user_id=principal.user_id,
-        api_key_id=principal.api_key_id,
+    return await _started(
+        service.rerun_as(
+            session,
+            settings,
+            temporal,
+            principal,
+            origin_of(request),
+            run_id,
+            from_failed=from_ == "failed",
+        )
     )
-    await write_audit(
-        session,
-        principal,
-        origin_of(request),
-        "pipeline_run.rerun",
-        "pipeline_run",
-        run.id,
-        new={"rerun_of": str(run_id), "from": from_},
-    )
-    await _start(temporal, session, run)
-    return run_out(run)
 
 
 @router.get(

@@ -14,6 +14,9 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from core.audit.origin import Origin
+from core.audit.service import write_audit
+from core.principal import Principal
 from core.runs.repository import get_pipeline, get_run, next_run_number
 from core.runs.schemas import RunCreate
 from db.models.pipelines import PipelineRun
@@ -221,6 +224,72 @@ async def start_committed_run(session: AsyncSession, client: Client, run: Pipeli
         run.error = f"could not start the run: {type(exc).__name__}"
         await session.commit()
         raise RunNotStarted(str(run.id)) from exc
+
+
+async def trigger_as(
+    session: AsyncSession,
+    settings: Settings,
+    temporal: Client,
+    principal: Principal,
+    origin: Origin,
+    pipeline_id: uuid.UUID,
+    body: RunCreate,
+) -> PipelineRun:
+    """A run the caller asked for: created, audited, committed and started (RunNotStarted when
+    Temporal did not take it)."""
+    run = await create_run(
+        session,
+        settings,
+        organization_id=principal.organization_id,
+        pipeline_id=pipeline_id,
+        body=body,
+        user_id=principal.user_id,
+        api_key_id=principal.api_key_id,
+    )
+    await write_audit(
+        session,
+        principal,
+        origin,
+        "pipeline_run.trigger",
+        "pipeline_run",
+        run.id,
+        new={"run_number": run.run_number, "branch": run.branch, "commit_sha": run.commit_sha},
+    )
+    await start_committed_run(session, temporal, run)
+    return run
+
+
+async def rerun_as(
+    session: AsyncSession,
+    settings: Settings,
+    temporal: Client,
+    principal: Principal,
+    origin: Origin,
+    run_id: uuid.UUID,
+    *,
+    from_failed: bool,
+) -> PipelineRun:
+    """The caller's rerun of a finished run (see `rerun`), audited, committed and started."""
+    run = await rerun(
+        session,
+        settings,
+        organization_id=principal.organization_id,
+        run_id=run_id,
+        from_failed=from_failed,
+        user_id=principal.user_id,
+        api_key_id=principal.api_key_id,
+    )
+    await write_audit(
+        session,
+        principal,
+        origin,
+        "pipeline_run.rerun",
+        "pipeline_run",
+        run.id,
+        new={"rerun_of": str(run_id), "from": "failed" if from_failed else "start"},
+    )
+    await start_committed_run(session, temporal, run)
+    return run
 
 
 class RunNotStarted(Exception):
