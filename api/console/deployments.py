@@ -116,7 +116,6 @@ async def decide(
     check_csrf(user, form.get("csrf", ""))
     if decision in ("rollback", "promote"):
         return await _release(request, user, form, deployment_id, decision, session, temporal)
-    principal = user.principal
     try:
         if decision not in ("approve", "reject"):
             raise NotFound("not found")
@@ -124,34 +123,19 @@ async def decide(
         reason = form.get("reason", "").strip()
         if not reason or len(reason) > _MAX_REASON or unprintable(reason):
             raise ValidationFailed(f"A reason of 1 to {_MAX_REASON} printable characters is needed")
-        row = await deployments.deployment_for(
-            session, principal.organization_id, parse_id(deployment_id)
-        )
-        member = await deployments.person_behind(session, principal.user_id, principal.api_key_id)
-        approved = decision == "approve"
-        outcome = await approvals.decide(
+        row, _ = await approvals.decide_as(
             session,
             temporal,
-            row,
-            member=member,
-            role=principal.role,
-            approved=approved,
+            user.principal,
+            origin_of(request),
+            parse_id(deployment_id),
+            approved=decision == "approve",
             reason=reason,
         )
     except DecisionNotRecorded as exc:
         return page(request, "error.html", {"user": user, "message": exc.detail}, 503)
     except DomainError as exc:
         return error_page(request, user, exc)
-    await write_audit(
-        session,
-        principal,
-        origin_of(request),
-        "deployment.approve" if approved else "deployment.reject",
-        "deployment",
-        row.id,
-        old={"status": DeploymentStatus.AWAITING_APPROVAL},
-        new={"status": outcome.status, "reason": reason},
-    )
     return RedirectResponse(f"/projects/{row.project_id}/deployments", status_code=303)
 
 
