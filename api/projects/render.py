@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import RowMapping
@@ -16,15 +16,24 @@ _PROJECT_FIELDS = tuple(name for name in ProjectOut.model_fields if name != "con
 _ENVIRONMENT_FIELDS = tuple(name for name in EnvironmentOut.model_fields if name != "config")
 
 
+def _row_data(
+    row: Project | Environment | RowMapping,
+    fields: tuple[str, ...],
+    masked_config: Callable[[Any], dict[str, Any]],
+) -> dict[str, Any]:
+    """The response fields of an ORM object or a Core row, its config with secrets masked."""
+    if isinstance(row, Mapping):
+        data = {name: row[name] for name in fields}
+        data["config"] = masked_config(row["config"])
+    else:
+        data = {name: getattr(row, name) for name in fields}
+        data["config"] = masked_config(row.config)
+    return data
+
+
 def project_data(row: Project | RowMapping) -> dict[str, Any]:
     """Response data of a project (secrets masked), from an ORM object or a Core row."""
-    if isinstance(row, Mapping):
-        data = {name: row[name] for name in _PROJECT_FIELDS}
-        data["config"] = project_config_data(row["config"])
-    else:
-        data = {name: getattr(row, name) for name in _PROJECT_FIELDS}
-        data["config"] = project_config_data(row.config)
-    return data
+    return _row_data(row, _PROJECT_FIELDS, project_config_data)
 
 
 def project_out(row: Project | RowMapping) -> ProjectOut:
@@ -32,13 +41,7 @@ def project_out(row: Project | RowMapping) -> ProjectOut:
 
 
 def environment_data(row: Environment | RowMapping) -> dict[str, Any]:
-    if isinstance(row, Mapping):
-        data = {name: row[name] for name in _ENVIRONMENT_FIELDS}
-        data["config"] = environment_config_data(row["config"])
-    else:
-        data = {name: getattr(row, name) for name in _ENVIRONMENT_FIELDS}
-        data["config"] = environment_config_data(row.config)
-    return data
+    return _row_data(row, _ENVIRONMENT_FIELDS, environment_config_data)
 
 
 def environment_out(row: Environment | RowMapping) -> EnvironmentOut:
