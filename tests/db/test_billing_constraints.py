@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -76,38 +77,30 @@ async def test_one_default_payment_method_and_card_checks(db_session: AsyncSessi
 
 async def test_invoice_arithmetic_and_uniqueness(db_session: AsyncSession) -> None:
     org = await new_org(db_session)
-    period = {"period_start": NOW, "period_end": NOW + timedelta(days=31)}
-    money = {"subtotal": Decimal("59.00"), "tax_rate": Decimal("0.1000"), "tax": Decimal("5.90")}
-    await add_rows(
-        db_session,
-        Invoice(
-            organization_id=org.id,
-            invoice_number=f"FL-{suffix()}",
-            total=Decimal("64.90"),
-            **period,
-            **money,
-        ),
-    )
+
+    def invoice(**overrides: Any) -> Invoice:
+        """A $59 + 10% invoice of the organization for the month from NOW, numbered afresh."""
+        fields: dict[str, Any] = {
+            "period_start": NOW,
+            "period_end": NOW + timedelta(days=31),
+            "subtotal": Decimal("59.00"),
+            "tax_rate": Decimal("0.1000"),
+            "tax": Decimal("5.90"),
+            "total": Decimal("64.90"),
+        }
+        return Invoice(
+            organization_id=org.id, invoice_number=f"FL-{suffix()}", **{**fields, **overrides}
+        )
+
+    await add_rows(db_session, invoice())
     # Same organization and period: one invoice only, whatever its number.
+    await rejects(db_session, invoice())
     await rejects(
         db_session,
-        Invoice(
-            organization_id=org.id,
-            invoice_number=f"FL-{suffix()}",
-            total=Decimal("64.90"),
-            **period,
-            **money,
-        ),
-    )
-    await rejects(
-        db_session,
-        Invoice(
-            organization_id=org.id,
-            invoice_number=f"FL-{suffix()}",
+        invoice(
             total=Decimal("64.91"),
             period_start=NOW + timedelta(days=40),
             period_end=NOW + timedelta(days=70),
-            **money,
         ),
     )
     stored = await db_session.scalar(select(Invoice.total).where(Invoice.organization_id == org.id))
