@@ -12,9 +12,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, Timestamps, UUIDPrimaryKey
 from db.models.columns import TZ_DATETIME, check_in, created_at_column, json_array, json_object
+from forgeline.statuses.notifications import DeliveryChannel, DeliveryStatus
 
-DELIVERY_CHANNELS = ("webhook", "email", "slack")
-DELIVERY_STATUSES = ("pending", "delivered", "failed")
+DELIVERY_CHANNELS = tuple(DeliveryChannel)
+DELIVERY_STATUSES = tuple(DeliveryStatus)
 
 
 class NotificationEvent(UUIDPrimaryKey, Base):
