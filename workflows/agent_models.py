@@ -39,6 +39,10 @@ class AgentTaskInputData(BaseModel):
     app_path: str | None = Field(default=None, max_length=300)
     pipeline_run_id: uuid.UUID | None = None
     preferences: Preferences = Field(default_factory=Preferences)
+    # generate_pipeline: run the validated pipeline on the commit and repair what is its fault
+    # until it runs green or `verify_attempts` runs were made.
+    verify: bool = False
+    verify_attempts: int = Field(default=3, ge=1, le=10)
 
 
 # --- repository analysis -------------------------------------------------------------------------
@@ -143,6 +147,11 @@ class AgentTaskWorkflowInput(BaseModel):
     continue_as_new_after_steps: int = 40
     # A worker that dies mid-activity is noticed after this long (activities heartbeat).
     heartbeat_timeout_seconds: int = 30
+    # Verification (generate_pipeline): run the pipeline as a child PipelineRunWorkflow on this
+    # task queue, at most `verify_attempts` runs. Off in every history recorded before it.
+    verify: bool = False
+    verify_attempts: int = 3
+    verification_task_queue: str = "pipelines"
     state: AgentTaskState = Field(default_factory=AgentTaskState)
 
     @model_validator(mode="before")
@@ -298,6 +307,8 @@ class FinishInput(BaseModel):
     steps: int = 0
     llm_error: str | None = None
     conversation_ref: str | None = None
+    # The verification's verdict (a Verification dumped), stored with the pipeline.
+    verification: dict[str, Any] | None = None
 
 
 class FinishOutput(BaseModel):

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         RUN_TOOL,
         START_EXECUTION,
     )
+from workflows.agent_verification import verify_pipeline
 
 # Each activity's contract adds the errors no attempt can fix (workflows/contracts/agent.py).
 DB_RETRY = RetryPolicy(
@@ -115,7 +116,13 @@ class AgentTaskWorkflow:
                 workflow.continue_as_new(inp.model_copy(update={"state": state}))
             await self._planner_fallback(state)
             if self._output_ready(state):
-                return await self._finish(state, AgentTaskStatus.COMPLETED, stop_reason=stop_reason)
+                verification = await self._verify(state)
+                return await self._finish(
+                    state,
+                    AgentTaskStatus.COMPLETED,
+                    stop_reason=stop_reason,
+                    verification=verification,
+                )
             return await self._finish(
                 state,
                 AgentTaskStatus.FAILED,
@@ -138,6 +145,28 @@ class AgentTaskWorkflow:
         if self._inp.task_type == AgentTaskType.TROUBLESHOOT_FAILURE:
             return state.logs_read
         return True
+
+    async def _verify(self, state: AgentTaskState) -> dict[str, object] | None:
+        """Only when asked (histories from before verification never ask): the validated
+        pipeline run on the commit, repaired until green or out of attempts."""
+        if not self._inp.verify or self._inp.task_type != AgentTaskType.GENERATE_PIPELINE:
+            return None
+        assert state.checkout is not None and state.execution is not None
+        budget = state.execution.token_budget
+
+        def on_phase(phase: str) -> None:
+            self._phase = phase
+
+        verdict = await verify_pipeline(
+            self._inp.task_id,
+            state.checkout,
+            attempts=self._inp.verify_attempts,
+            task_queue=self._inp.verification_task_queue,
+            heartbeat=self._heartbeat(),
+            budget_left=lambda: state.tokens_used < budget,
+            on_phase=on_phase,
+        )
+        return verdict.as_output()
 
     async def _start_execution(self, inp: StartExecutionInput) -> StartExecutionOutput:
         return await START_EXECUTION.execute(
@@ -314,6 +343,7 @@ class AgentTaskWorkflow:
         *,
         error: str | None = None,
         stop_reason: str | None = None,
+        verification: dict[str, object] | None = None,
     ) -> AgentTaskWorkflowOutput:
         self._phase = "finishing"
         result = await FINISH_TASK.execute(
@@ -330,6 +360,7 @@ class AgentTaskWorkflow:
                 steps=state.step_number,
                 llm_error=state.llm_error,
                 conversation_ref=state.conversation_ref,
+                verification=verification,
             ),
             start_to_close_timeout=timedelta(minutes=3),
             heartbeat_timeout=self._heartbeat(),

@@ -62,6 +62,8 @@ class StageSpec(_Model):
     log_max_bytes: int | None = None
     on_log_limit: Literal["fail", "truncate"] = "fail"
     on_artifact_limit: Literal["warn", "fail"] = "warn"
+    # The plan decided the stage does not run, and why (a verification run's deploy stage).
+    skip: str | None = None
     # Hash of everything above that affects the result: rerun-from-failed reuses on equality.
     spec_hash: str = ""
 

@@ -40,6 +40,8 @@ def skip_reason(
     broken_deps: list[str],
 ) -> str | None:
     """Why a stage does not run, or None when it does."""
+    if stage.skip:
+        return stage.skip
     cond = stage.conditions
     rule = cond.previous_stage_status
     if rule == PreviousStageRule.SUCCESS and broken_deps:

@@ -15,6 +15,7 @@ from core.agent.errors import AgentFailure
 from core.agent.executions import TaskEndings, start_execution
 from core.agent.tool_calls import ToolCalls
 from core.agent.turns import ModelTurns, take_planner_turn
+from core.agent.verification import VerificationRuns
 from core.agent.workspaces import Workspaces
 from forgeline.settings import Settings
 from infra.llm import AnthropicLlm
@@ -35,11 +36,19 @@ from workflows.agent_models import (
 )
 from workflows.contracts.agent import (
     CHECKOUT_REPOSITORY,
+    EXAMINE_VERIFICATION_RUN,
     FINISH_TASK,
     LLM_TURN,
     PLANNER_TURN,
+    PREPARE_VERIFICATION,
     RUN_TOOL,
     START_EXECUTION,
+)
+from workflows.verification_models import (
+    ExamineRunInput,
+    PrepareVerificationInput,
+    RunExamination,
+    VerificationRun,
 )
 
 
@@ -77,6 +86,7 @@ class AgentActivities:
         self.model_turns = ModelTurns(session_maker, store, llm) if llm else None
         self.tool_calls = ToolCalls(session_maker, store, self.workspaces)
         self.endings = TaskEndings(session_maker, store, self.workspaces)
+        self.verifications = VerificationRuns(settings, session_maker, store, self.workspaces)
 
     @START_EXECUTION.implement
     async def start_execution(self, inp: StartExecutionInput) -> StartExecutionOutput:
@@ -116,6 +126,16 @@ class AgentActivities:
         async with temporal_errors():
             return await self.endings.finish(inp, heartbeat)
 
+    @PREPARE_VERIFICATION.implement
+    async def prepare_verification(self, inp: PrepareVerificationInput) -> VerificationRun:
+        async with temporal_errors():
+            return await self.verifications.prepare(inp, heartbeat)
+
+    @EXAMINE_VERIFICATION_RUN.implement
+    async def examine_verification_run(self, inp: ExamineRunInput) -> RunExamination:
+        async with temporal_errors():
+            return await self.verifications.examine(inp, heartbeat)
+
     @property
     def activities(self) -> list[Any]:
         return [
@@ -125,4 +145,6 @@ class AgentActivities:
             self.llm_turn,
             self.run_tool,
             self.finish_task,
+            self.prepare_verification,
+            self.examine_verification_run,
         ]

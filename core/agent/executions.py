@@ -16,6 +16,7 @@ from core.agent.generated_pipelines import save_generated
 from core.agent.progress import Tick, while_ticking
 from core.agent.project_settings import build_settings_of
 from core.agent.tools import AgentToolbox
+from core.agent.verdicts import record_verification
 from core.agent.workspaces import Workspaces
 from db.models.agent import AgentTask
 from db.session import session_scope
@@ -31,6 +32,7 @@ from infra.storage import ObjectStore
 from workflows.agent_models import (
     PLANNER_VERSION,
     AgentTaskInputData,
+    CheckoutResult,
     FinishInput,
     FinishOutput,
     StartExecutionInput,
@@ -132,7 +134,12 @@ class TaskEndings:
             assert task is not None
             generated = inp.task_type == AgentTaskType.GENERATE_PIPELINE
             if status == AgentTaskStatus.COMPLETED and generated and toolbox:
-                output["pipeline_id"] = str(await _save_pipeline(session, task, inp, toolbox))
+                pid = await save_task_pipeline(session, task, inp.checkout, toolbox)
+                output["pipeline_id"] = str(pid)
+                if inp.verification is not None:
+                    output["verification"] = await record_verification(
+                        session, pid, inp.verification
+                    )
             if inp.execution_id is not None:
                 await projections.finish_execution(
                     session,
@@ -149,9 +156,13 @@ class TaskEndings:
         return FinishOutput(status=status, output=output, error=error)
 
 
-async def _save_pipeline(
-    session: AsyncSession, task: AgentTask, inp: FinishInput, toolbox: AgentToolbox
+async def save_task_pipeline(
+    session: AsyncSession,
+    task: AgentTask,
+    checkout: CheckoutResult | None,
+    toolbox: AgentToolbox,
 ) -> uuid.UUID:
+    """The task's validated pipeline, saved (idempotent: a second call finds the first's)."""
     validated = toolbox.validated()
     assert validated is not None
     proposal, report = validated
@@ -166,7 +177,7 @@ async def _save_pipeline(
             "apps": [a.model_dump(mode="json") for a in analysis.apps],
             "default_image": analysis.primary.image,
             "estimated_build_seconds": proposal.estimated_build_seconds,
-            "commit_sha": inp.checkout.commit_sha if inp.checkout else None,
+            "commit_sha": checkout.commit_sha if checkout else None,
         },
     )
     await projections.remember_framework(

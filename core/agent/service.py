@@ -25,7 +25,7 @@ from db.models.operations import WorkflowExecution
 from db.models.projects import Project
 from forgeline.errors import Conflict, NotFound, ValidationFailed, found
 from forgeline.search_attributes import forgeline_search_attributes
-from forgeline.settings import AGENT_TASK_QUEUE, Settings
+from forgeline.settings import AGENT_TASK_QUEUE, PIPELINES_TASK_QUEUE, Settings
 from forgeline.statuses.agent import TERMINAL_TASK_STATUSES, AgentTaskStatus, AgentTaskType
 from forgeline.url_safety import parse_repository_url
 from workflows.agent_models import AgentTaskInputData, AgentTaskWorkflowInput
@@ -96,6 +96,10 @@ async def create_task(
             )
         if not await repository.run_in_project(session, data.pipeline_run_id, project.id):
             raise NotFound("pipeline run not found in this project", resource_type="pipeline_run")
+    if data.verify and task_type != AgentTaskType.GENERATE_PIPELINE:
+        raise ValidationFailed(
+            "verify runs a generated pipeline: only generate_pipeline takes it", field="verify"
+        )
     await _resolve_deploy_environment(session, project.id, data)
     if task_type == AgentTaskType.GENERATE_PIPELINE:
         # The generated pipeline counts against the plan: refuse before any work starts.
@@ -152,9 +156,11 @@ async def start_task_workflow(
     task: AgentTask,
     *,
     task_queue: str = AGENT_TASK_QUEUE,
+    runs_task_queue: str = PIPELINES_TASK_QUEUE,
 ) -> None:
     """Called after the task row is committed; an already-started workflow is fine."""
     assert task.organization_id is not None
+    data = AgentTaskInputData.model_validate(task.input_data or {})
     wf_id = workflow_id_for(task.id)
     project_name = await repository.project_name(session, task.project_id)
     memo = {"project": project_name, "task_type": task.task_type}
@@ -166,6 +172,9 @@ async def start_task_workflow(
                 organization_id=task.organization_id,
                 project_id=task.project_id,
                 task_type=AgentTaskType(task.task_type),
+                verify=data.verify,
+                verify_attempts=data.verify_attempts,
+                verification_task_queue=runs_task_queue,
             ),
             id=wf_id,
             task_queue=task_queue,

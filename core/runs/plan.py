@@ -53,7 +53,15 @@ def conditions_of(raw: dict[str, Any]) -> StageConditions:
 
 # Fields added after specs were first hashed: left out at their defaults, so a rerun of a run
 # from before them still reuses its stages.
-_LATER_DEFAULTS = {"log_max_bytes": None, "on_log_limit": "fail", "on_artifact_limit": "warn"}
+_LATER_DEFAULTS = {
+    "log_max_bytes": None,
+    "on_log_limit": "fail",
+    "on_artifact_limit": "warn",
+    "skip": None,
+}
+
+
+VERIFICATION_SKIP = "verification run: deploy stages do not run"
 
 
 def spec_hash(spec: StageSpec) -> str:
@@ -255,6 +263,11 @@ async def load_plan(conn: asyncpg.Connection, run_id: str) -> RunPlan | None:
     ) = row
     pipeline = {"retry_policy": retry_policy, "config": config, "root_directory": root_directory}
     specs = [stage_spec(stage, pipeline) for stage in stages]
+    if (metadata or {}).get("verification_task_id"):
+        # A verification run proves the pipeline builds and tests; it deploys nothing.
+        for spec in specs:
+            if spec.stage_type == "deploy" or spec.deploy_environment_id:
+                spec.skip = VERIFICATION_SKIP
     return RunPlan(
         run_id=run_id,
         run_number=run_number,

@@ -21,6 +21,12 @@ from workflows.agent_models import (
     ToolActivityOutput,
 )
 from workflows.contract import ActivityContract
+from workflows.verification_models import (
+    ExamineRunInput,
+    PrepareVerificationInput,
+    RunExamination,
+    VerificationRun,
+)
 
 # The task row is gone: nothing left to work for.
 TASK_GONE = ("TaskNotFound",)
@@ -58,4 +64,18 @@ RUN_TOOL = ActivityContract(
 )
 FINISH_TASK = ActivityContract(
     "agent.finish_task", FinishInput, FinishOutput, non_retryable=TASK_GONE
+)
+
+# Verification of a generated pipeline (workflows/verification_models.py).
+PREPARE_VERIFICATION = ActivityContract(
+    "agent.prepare_verification",
+    PrepareVerificationInput,
+    VerificationRun,
+    non_retryable=("VerificationRefused", *TASK_GONE),
+)
+EXAMINE_VERIFICATION_RUN = ActivityContract(
+    "agent.examine_verification_run",
+    ExamineRunInput,
+    RunExamination,
+    non_retryable=("VerificationRefused", *TASK_GONE),
 )

@@ -1,0 +1,204 @@
+"""Verification of a generated pipeline by running it: the verification run (trigger
+`verification`, on the task's commit; a rerun from the failed stage after a repair) and the
+examination of a finished run: green, or the failed stage's class, evidence and log tail, and
+a rule-based repair committed as the pipeline's next version when the failure is its fault."""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+
+from core.agent.errors import AgentFailure, task_not_found
+from core.agent.executions import save_task_pipeline
+from core.agent.progress import Tick
+from core.agent.project_settings import build_settings_of
+from core.agent.repairs import repair_stage
+from core.agent.tools import AgentToolbox
+from core.agent.workspaces import Workspaces
+from core.pipelines import versions
+from core.pipelines.document import PipelineDocument
+from core.pipelines.repository import stages_of
+from core.pipelines.stored import document_of
+from core.runs import service as runs
+from core.runs.logs import LogReader, stage_lines
+from core.runs.schemas import RunCreate
+from db.models.agent import AgentTask
+from db.models.pipelines import PipelineRun, StageExecution
+from db.session import session_scope
+from forgeline.errors import DomainError
+from forgeline.settings import Settings
+from forgeline.statuses.runs import FailureClass, RunStatus
+from infra.storage import ObjectStore
+from workflows.agent_models import AgentTaskInputData
+from workflows.verification_models import (
+    ExamineRunInput,
+    PrepareVerificationInput,
+    RunExamination,
+    VerificationRun,
+)
+
+LOG_TAIL_LINES = 200
+
+
+def _no_temporal() -> Client:
+    raise RuntimeError("reading a finished stage's log needs no Temporal client")
+
+
+async def _temporal() -> Client:
+    return _no_temporal()
+
+
+async def _connected() -> bool:
+    return False
+
+
+@dataclass
+class VerificationRuns:
+    settings: Settings
+    session_maker: async_sessionmaker[AsyncSession]
+    store: ObjectStore
+    workspaces: Workspaces
+
+    async def prepare(self, inp: PrepareVerificationInput, tick: Tick) -> VerificationRun:
+        """The task's pipeline saved and its verification run committed (the same run again on
+        a retried attempt)."""
+        root = await self.workspaces.ensure(inp.task_id, inp.checkout, tick)
+        async with session_scope(self.session_maker) as session:
+            task = await session.get(AgentTask, inp.task_id)
+            if task is None or task.organization_id is None:
+                raise task_not_found(inp.task_id)
+            data = AgentTaskInputData.model_validate(task.input_data or {})
+            project = await build_settings_of(session, inp.task_id)
+            toolbox = AgentToolbox(root, self.store, str(inp.task_id), data, project)
+            pipeline_id = await save_task_pipeline(session, task, inp.checkout, toolbox)
+            marker = {"verification_task_id": str(task.id), "verification_attempt": inp.attempt}
+            run = await session.scalar(
+                select(PipelineRun).where(
+                    PipelineRun.pipeline_id == pipeline_id,
+                    PipelineRun.metadata_.contains(marker),
+                )
+            )
+            if run is None:
+                run = await self._new_run(session, task, pipeline_id, inp, marker)
+            return VerificationRun(
+                run_id=run.id,
+                pipeline_id=pipeline_id,
+                project_id=run.project_id,
+                organization_id=run.organization_id,
+                workflow_id=run.workflow_id or "",
+                attempt=inp.attempt,
+            )
+
+    async def _new_run(
+        self,
+        session: AsyncSession,
+        task: AgentTask,
+        pipeline_id: uuid.UUID,
+        inp: PrepareVerificationInput,
+        marker: dict[str, object],
+    ) -> PipelineRun:
+        assert task.organization_id is not None
+        source = await session.get(PipelineRun, inp.rerun_of) if inp.rerun_of else None
+        try:
+            run = await runs.create_run(
+                session,
+                self.settings,
+                organization_id=task.organization_id,
+                pipeline_id=pipeline_id,
+                body=RunCreate(branch=inp.checkout.branch, commit_sha=inp.checkout.commit_sha),
+                user_id=task.created_by_user_id,
+                rerun_of=source,
+                reuse_results=source is not None,
+            )
+        except DomainError as exc:
+            # The pipeline cannot be run (paused, over the plan's limits): say so, once.
+            raise AgentFailure("VerificationRefused", str(exc)) from exc
+        run.trigger = "verification"
+        run.metadata_ = {**(run.metadata_ or {}), **marker}
+        await session.flush()
+        return run
+
+    async def examine(self, inp: ExamineRunInput, tick: Tick) -> RunExamination:
+        """Green, or the failed stage with its evidence; a config failure with a known repair is
+        committed as the pipeline's next version (author: the task)."""
+        async with session_scope(self.session_maker) as session:
+            run = await session.get(PipelineRun, inp.run_id)
+            if run is None:
+                raise task_not_found(inp.task_id)
+            exam = RunExamination(run_id=run.id, status=run.status)
+            if run.status == RunStatus.SUCCESS:
+                exam.green = True
+                return exam
+            failed = await _failed_execution(session, run.id)
+            if failed is None:
+                exam.diagnosis = run.error or f"the verification run ended {run.status}"
+                return exam
+            exam.failed_stage = failed.stage_name
+            exam.failure_class = failed.failure_class
+            exam.diagnosis = failed.failure_cause or failed.error
+            exam.evidence = list(failed.failure_evidence or [])
+            tail = await self._log_tail(failed)
+        root = await self.workspaces.ensure(inp.task_id, inp.checkout, tick)
+        async with session_scope(self.session_maker) as session:
+            pipeline = await versions.lock(session, None, run.pipeline_id)
+            stages = await stages_of(session, pipeline.id)
+            document = document_of(pipeline, stages)
+            data = document.model_dump(mode="json")
+            index = next(
+                (i for i, s in enumerate(data["stages"]) if s["name"] == exam.failed_stage), None
+            )
+            if index is None:
+                return exam
+            repair = repair_stage(data["stages"][index], exam.evidence, tail, root)
+            if repair is None:
+                return exam
+            exam.repairable = True
+            exam.failure_class = FailureClass.CONFIG
+            exam.diagnosis = repair.diagnosis
+            if not inp.may_repair:
+                return exam
+            data["stages"][index] = repair.stage
+            await versions.commit_change(
+                session,
+                pipeline,
+                PipelineDocument.model_validate(data),
+                change="repair",
+                author=versions.Author(
+                    user_id=await _task_author(session, inp.task_id), agent_task_id=inp.task_id
+                ),
+            )
+            exam.repaired = True
+            exam.repair = f"{exam.failed_stage}: {repair.diagnosis}"
+            return exam
+
+    async def _log_tail(self, execution: StageExecution) -> str:
+        reader = LogReader(
+            session_maker=self.session_maker,
+            store=lambda: self.store,
+            temporal=_temporal,
+            disconnected=_connected,
+        )
+        lines: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        async for _, line in stage_lines(reader, execution, -1):
+            lines.append(line[:2000])
+        return "\n".join(lines)
+
+
+async def _task_author(session: AsyncSession, task_id: uuid.UUID) -> uuid.UUID | None:
+    task = await session.get(AgentTask, task_id)
+    return task.created_by_user_id if task else None
+
+
+async def _failed_execution(session: AsyncSession, run_id: uuid.UUID) -> StageExecution | None:
+    """The last attempt of the first stage that failed (not a skip, not an allowed failure)."""
+    rows = await session.scalars(
+        select(StageExecution)
+        .where(StageExecution.run_id == run_id, StageExecution.status.in_(("failed", "timed_out")))
+        .order_by(StageExecution.started_at.nulls_last(), StageExecution.attempt.desc())
+    )
+    return next(iter(rows), None)
