@@ -48,7 +48,12 @@ from forgeline.settings import (
     Settings,
     get_settings,
 )
-from forgeline.temporal_client import connect_temporal, temporal_target, workflow_runner
+from forgeline.temporal_client import (
+    connect_temporal,
+    metrics_runtime,
+    temporal_target,
+    workflow_runner,
+)
 from infra.runners.local_runner import watch_children_with_pidfd
 from workflows.echo import DIAGNOSTICS_TASK_QUEUE, EchoWorkflow, echo_activity
 
@@ -145,11 +150,17 @@ async def connect_with_retry(
 ) -> Client | None:
     """The server may still be starting (compose, make run): retry for about a minute.
 
-    Returns None when `stop` is set while waiting.
+    Returns None when `stop` is set while waiting. With FORGELINE_WORKER_METRICS_ADDRESS the
+    client's runtime serves the SDK's Prometheus metrics there (created once: it binds the port).
     """
+    runtime = (
+        metrics_runtime(settings.worker_metrics_address)
+        if settings.worker_metrics_address
+        else None
+    )
     for attempt in range(1, attempts + 1):
         try:
-            return await connect_temporal(settings)
+            return await connect_temporal(settings, runtime=runtime)
         except Exception as exc:
             if attempt == attempts:
                 raise

@@ -27,6 +27,8 @@ from api.errors import ServiceUnavailable, install_error_handlers, install_probl
 from api.health import router as health_router
 from api.integrations import endpoints as integrations_endpoints
 from api.integrations import pull_requests as pull_requests_endpoints
+from api.metrics import endpoint as metrics_endpoint
+from api.metrics.instrumentation import RequestMetricsMiddleware
 from api.middleware import (
     BodySizeLimitMiddleware,
     ReadRetryMiddleware,
@@ -143,6 +145,8 @@ def create_app(
     # Added innermost first: the request context wraps everything, so even a 413 carries an ID;
     # a read retried after a lost database connection reruns only the routing and the endpoint.
     app.add_middleware(ReadRetryMiddleware)
+    # Outside the retry (a retried read is one request), inside everything that answers early.
+    app.add_middleware(RequestMetricsMiddleware)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_request_body_bytes,
@@ -159,6 +163,7 @@ def create_app(
     )
 
     app.include_router(health_router)
+    app.include_router(metrics_endpoint.router)
     include_domain_routers(app, DOMAIN_ROUTERS)
     # The web console: HTML pages at / (no /v1 prefix) and its static files at /static.
     install_console(app)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import uvicorn
@@ -46,6 +48,20 @@ def api_workers(settings: Settings) -> int:
     return settings.api_workers or available_cores()
 
 
+# prometheus-client's multiprocess mode: each worker writes its samples here, a scrape sums them.
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_metrics_dir(workers: int) -> Path | None:
+    """A fresh, empty directory for the workers' metric files when there are several workers
+    (stale files of an earlier server would be summed in); None with one worker."""
+    if workers <= 1 or os.environ.get(MULTIPROC_DIR_ENV):
+        return None
+    path = Path(tempfile.mkdtemp(prefix="forgeline-api-metrics-"))
+    os.environ[MULTIPROC_DIR_ENV] = str(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m forgeline.api_server")
     parser.add_argument("--host", help="bind address (default FORGELINE_API_HOST)")
@@ -53,12 +69,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-access-log", action="store_true")
     args = parser.parse_args(argv)
     settings = get_settings()
+    workers = api_workers(settings)
+    metrics_dir = prepare_metrics_dir(workers)
+    try:
+        _serve(settings, args, workers)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(settings: Settings, args: argparse.Namespace, workers: int) -> None:
     uvicorn.run(
         "api.app:create_app",
         factory=True,
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,
-        workers=api_workers(settings),
+        workers=workers,
         # X-Forwarded-* are trusted from FORWARDED_ALLOW_IPS only (uvicorn's default: loopback).
         proxy_headers=True,
         access_log=not args.no_access_log,

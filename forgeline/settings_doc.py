@@ -46,6 +46,10 @@ DESCRIPTIONS: dict[str, str] = {
     "api_workers": "API worker processes (`make run`, the image); unset = one per CPU core",
     "public_base_url": "external URL of the API (links, webhooks)",
     "max_request_body_bytes": "request body limit",
+    "metrics_token": "bearer token `GET /metrics` requires; unset = loopback clients only "
+    "(docs/operations.md)",
+    "worker_metrics_address": "`host:port` the worker serves the Temporal SDK's Prometheus "
+    "metrics on; unset = not served",
     "github_api_url": "GitHub REST API commit statuses are reported to (GitHub Enterprise: its "
     "`/api/v3`)",
     "gitlab_api_url": "GitLab REST API (`/api/v4`) commit statuses are reported to",

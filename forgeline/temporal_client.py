@@ -4,6 +4,7 @@ workflow runner every worker uses."""
 from __future__ import annotations
 
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -15,7 +16,15 @@ def temporal_target(settings: Settings) -> str:
     return settings.temporal_address or f"127.0.0.1:{settings.embedded_temporal_port}"
 
 
-async def connect_temporal(settings: Settings, *, target: str | None = None) -> Client:
+def metrics_runtime(bind_address: str) -> Runtime:
+    """A Temporal SDK runtime serving its metrics (polls, task latencies, slots, requests) in
+    Prometheus format on `bind_address` (host:port); one per process, it binds at creation."""
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind_address)))
+
+
+async def connect_temporal(
+    settings: Settings, *, target: str | None = None, runtime: Runtime | None = None
+) -> Client:
     """Connect with the pydantic data converter so payload models round-trip everywhere, and the
     payload codec so the server only stores ciphertext (forgeline/payload_codec.py)."""
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
@@ -25,6 +34,7 @@ async def connect_temporal(settings: Settings, *, target: str | None = None) -> 
         data_converter=data_converter(settings),
         tls=settings.temporal_tls,
         api_key=api_key,
+        runtime=runtime,
     )
 
 
