@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Generic, TypeVar
+from typing import Generic, TypedDict, TypeVar, Unpack
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
@@ -18,6 +18,19 @@ from temporalio.workflow import ActivityCancellationType
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
 SelfT = TypeVar("SelfT")
+
+
+class ActivityOptions(TypedDict, total=False):
+    """How one call of an activity runs (Temporal's options beside its retry policy)."""
+
+    start_to_close_timeout: timedelta | None
+    schedule_to_close_timeout: timedelta | None
+    schedule_to_start_timeout: timedelta | None
+    heartbeat_timeout: timedelta | None
+    task_queue: str | None
+    cancellation_type: ActivityCancellationType
+    activity_id: str | None
+    summary: str | None
 
 
 @dataclass(frozen=True)
@@ -52,32 +65,10 @@ class ActivityContract(Generic[InputT, OutputT]):
         return replace(base, non_retryable_error_types=[*known, *extra])
 
     async def execute(
-        self,
-        arg: InputT,
-        *,
-        start_to_close_timeout: timedelta | None = None,
-        schedule_to_close_timeout: timedelta | None = None,
-        schedule_to_start_timeout: timedelta | None = None,
-        heartbeat_timeout: timedelta | None = None,
-        retry_policy: RetryPolicy,
-        task_queue: str | None = None,
-        cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
-        activity_id: str | None = None,
-        summary: str | None = None,
+        self, arg: InputT, *, retry_policy: RetryPolicy, **options: Unpack[ActivityOptions]
     ) -> OutputT:
         """Run the activity from a workflow and return its typed result."""
-        return await self.start(
-            arg,
-            start_to_close_timeout=start_to_close_timeout,
-            schedule_to_close_timeout=schedule_to_close_timeout,
-            schedule_to_start_timeout=schedule_to_start_timeout,
-            heartbeat_timeout=heartbeat_timeout,
-            retry_policy=retry_policy,
-            task_queue=task_queue,
-            cancellation_type=cancellation_type,
-            activity_id=activity_id,
-            summary=summary,
-        )
+        return await self.start(arg, retry_policy=retry_policy, **options)
 
     async def execute_local(
         self,
@@ -105,33 +96,15 @@ class ActivityContract(Generic[InputT, OutputT]):
         return result
 
     def start(
-        self,
-        arg: InputT,
-        *,
-        start_to_close_timeout: timedelta | None = None,
-        schedule_to_close_timeout: timedelta | None = None,
-        schedule_to_start_timeout: timedelta | None = None,
-        heartbeat_timeout: timedelta | None = None,
-        retry_policy: RetryPolicy,
-        task_queue: str | None = None,
-        cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
-        activity_id: str | None = None,
-        summary: str | None = None,
+        self, arg: InputT, *, retry_policy: RetryPolicy, **options: Unpack[ActivityOptions]
     ) -> workflow.ActivityHandle[OutputT]:
         """Start the activity without waiting (to race it against a signal or a timer)."""
         handle: workflow.ActivityHandle[OutputT] = workflow.start_activity(
             self.name,
             arg,
             result_type=self._result_type(),
-            start_to_close_timeout=start_to_close_timeout,
-            schedule_to_close_timeout=schedule_to_close_timeout,
-            schedule_to_start_timeout=schedule_to_start_timeout,
-            heartbeat_timeout=heartbeat_timeout,
             retry_policy=self.retry_policy(retry_policy),
-            task_queue=task_queue,
-            cancellation_type=cancellation_type,
-            activity_id=activity_id,
-            summary=summary,
+            **options,
         )
         return handle
 
