@@ -30,6 +30,7 @@ from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
 from infra.storage import LocalObjectStore
 from tests.deployments.images import write_context
+from tests.factories import OrgFixture, make_org
 from workflows.deployment import deployment_workflow_id
 from workflows.deployment_models import DeploymentSource
 
@@ -312,3 +313,17 @@ def static_site(root: Path, version: str = "v1") -> DeploymentSource:
         context_dir=str(write_context(root / version, None, version)),
         output_dir="www",
     )
+
+
+async def docker_environment(
+    settings: Settings,
+    session_maker: async_sessionmaker[AsyncSession],
+    client: Client,
+    docker: Any,
+) -> tuple[OrgFixture, Path, uuid.UUID, DeploymentActivities]:
+    """A new organization with a docker environment: the organization, the directory its
+    sources go in, the environment, and deployment activities on the Docker engine."""
+    org = await make_org(session_maker)
+    _, env_id = await make_environment(session_maker, org.org_id)
+    activities = make_activities(settings, session_maker, client, docker)
+    return org, org_sources(settings, org.org_id), env_id, activities

@@ -11,26 +11,22 @@ from db.models.projects import Environment
 from infra.deploy_containers import DockerReleaser
 from tests.deployments.helpers import (
     deployment_row,
+    docker_environment,
     get_app,
-    make_activities,
-    make_environment,
-    org_sources,
     running_worker,
     start_deployment,
     wait_status,
 )
 from tests.deployments.images import HEALTHY, NO_CONTENT, write_context
-from tests.factories import make_org
 from workflows.deployment_models import DeploymentSource
 
 
 async def test_deploy_then_broken_release_rolls_back(
     docker, settings, session_maker, temporal_client, task_queue, tmp_path: Path
 ):
-    org = await make_org(session_maker)
-    sources = org_sources(settings, org.org_id)
-    _, env_id = await make_environment(session_maker, org.org_id)
-    activities = make_activities(settings, session_maker, temporal_client, docker)
+    org, sources, env_id, activities = await docker_environment(
+        settings, session_maker, temporal_client, docker
+    )
     releaser = DockerReleaser(docker)
     try:
         async with running_worker(temporal_client, task_queue, activities):
@@ -107,10 +103,9 @@ async def test_deploy_then_broken_release_rolls_back(
 async def test_first_deploy_that_fails_health_is_failed_and_removed(
     docker, settings, session_maker, temporal_client, task_queue, tmp_path: Path
 ):
-    org = await make_org(session_maker)
-    sources = org_sources(settings, org.org_id)
-    _, env_id = await make_environment(session_maker, org.org_id)
-    activities = make_activities(settings, session_maker, temporal_client, docker)
+    org, sources, env_id, activities = await docker_environment(
+        settings, session_maker, temporal_client, docker
+    )
     try:
         async with running_worker(temporal_client, task_queue, activities):
             dep = await start_deployment(

@@ -24,6 +24,7 @@ from infra.proxy_routes import (
 from infra.storage import LocalObjectStore
 from tests.deployments.helpers import (
     deployment_row,
+    docker_environment,
     get_app,
     make_activities,
     make_environment,
@@ -64,10 +65,9 @@ def source(tmp_path: Path, version: str, dockerfile: str = HEALTHY) -> Deploymen
 async def test_swap_has_no_failed_request_and_a_broken_release_routes_back(
     docker, settings, session_maker, temporal_client, task_queue, tmp_path: Path
 ):
-    org = await make_org(session_maker)
-    sources = org_sources(settings, org.org_id)
-    _, env_id = await make_environment(session_maker, org.org_id)
-    activities = make_activities(settings, session_maker, temporal_client, docker)
+    org, sources, env_id, activities = await docker_environment(
+        settings, session_maker, temporal_client, docker
+    )
     releaser = DockerReleaser(docker)
     routes = routes_of(settings)
     try:
@@ -256,10 +256,9 @@ async def test_concurrent_writers_leave_one_route_per_id(settings):
 async def test_two_concurrent_deployments_leave_one_route_to_a_healthy_container(
     docker, settings, session_maker, temporal_client, task_queue, tmp_path: Path
 ):
-    org = await make_org(session_maker)
-    sources = org_sources(settings, org.org_id)
-    _, env_id = await make_environment(session_maker, org.org_id)
-    activities = make_activities(settings, session_maker, temporal_client, docker)
+    org, sources, env_id, activities = await docker_environment(
+        settings, session_maker, temporal_client, docker
+    )
     releaser = DockerReleaser(docker)
     routes = routes_of(settings)
     try:

@@ -25,8 +25,10 @@ from db.models.accounts import Organization
 from db.models.pipelines import Pipeline, PipelineRun, PipelineStage, StageExecution
 from db.models.projects import Project
 from db.session import session_scope
+from forgeline.embedded.postgres import free_port
+from forgeline.embedded.temporal import EmbeddedTemporal
 from forgeline.settings import Settings
-from forgeline.temporal_client import workflow_runner
+from forgeline.temporal_client import connect_temporal, workflow_runner
 from infra.runners import Runner
 from infra.storage import ObjectStore, create_object_store
 from tests.factories import make_org
@@ -364,3 +366,18 @@ def assert_contiguous(text: str, complete: bool) -> None:
     assert numbers == list(range(len(numbers))), "gap or duplicate in the log"
     if complete:
         assert len(numbers) == 40
+
+
+@asynccontextmanager
+async def own_temporal(
+    tmp_path: Path, settings: Settings
+) -> AsyncIterator[tuple[EmbeddedTemporal, Client]]:
+    """A Temporal server of the test's own (stopping it hits no other test), ready, and a client
+    of it; stopped afterwards."""
+    server = EmbeddedTemporal(tmp_path / "temporal", port=free_port(), ui_port=None)
+    await asyncio.to_thread(server.start)
+    try:
+        await server.wait_ready()
+        yield server, await connect_temporal(settings, target=server.address)
+    finally:
+        await asyncio.to_thread(server.stop)

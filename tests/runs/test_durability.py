@@ -9,9 +9,6 @@ import subprocess
 
 import pytest
 
-from forgeline.embedded.postgres import free_port
-from forgeline.embedded.temporal import EmbeddedTemporal
-from forgeline.temporal_client import connect_temporal
 from tests.factories import make_org
 from tests.runs.helpers import (
     COUNT_SCRIPT,
@@ -21,6 +18,7 @@ from tests.runs.helpers import (
     executions,
     log_text,
     make_pipeline,
+    own_temporal,
     pipeline_worker,
     process_gone,
     run_row,
@@ -79,11 +77,7 @@ async def test_temporal_server_restart_mid_run(
 ) -> None:
     from tests.runs.sandbox import sandbox_runner
 
-    server = EmbeddedTemporal(tmp_path / "temporal", port=free_port(), ui_port=None)
-    await asyncio.to_thread(server.start)
-    try:
-        await server.wait_ready()
-        client = await connect_temporal(settings, target=server.address)
+    async with own_temporal(tmp_path, settings) as (server, client):
         org = await make_org(session_maker)
         pipeline_id = await make_pipeline(
             session_maker,
@@ -107,5 +101,3 @@ async def test_temporal_server_restart_mid_run(
         assert_contiguous(await log_text(session_maker, rows["count"][-1].id), complete=True)
         assert rows["after"][0].status == "success"
         assert (await run_row(session_maker, run.id)).status == "success"
-    finally:
-        await asyncio.to_thread(server.stop)

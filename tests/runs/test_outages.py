@@ -19,10 +19,8 @@ from temporalio.client import Client
 
 from core.runs.stage_records import NEVER_OPENED_ERROR
 from db.session import create_engine, create_session_maker
-from forgeline.embedded.postgres import EmbeddedPostgres, free_port
-from forgeline.embedded.temporal import EmbeddedTemporal
+from forgeline.embedded.postgres import EmbeddedPostgres
 from forgeline.settings import Settings
-from forgeline.temporal_client import connect_temporal
 from tests.factories import make_org
 from tests.runs.helpers import (
     COUNT_SCRIPT,
@@ -32,6 +30,7 @@ from tests.runs.helpers import (
     executions,
     log_text,
     make_pipeline,
+    own_temporal,
     pipeline_worker,
     run_row,
     spawn_worker,
@@ -66,11 +65,7 @@ async def test_stage_finishing_during_a_temporal_outage_keeps_its_success(
     """The last stage ends while Temporal is down for longer than the heartbeat timeout: the
     attempt Temporal retries reuses the recorded success instead of running the commands again
     (which here would fail), and the run closes once, as success."""
-    server = EmbeddedTemporal(tmp_path / "temporal", port=free_port(), ui_port=None)
-    await asyncio.to_thread(server.start)
-    try:
-        await server.wait_ready()
-        client = await connect_temporal(settings, target=server.address)
+    async with own_temporal(tmp_path, settings) as (server, client):
         org = await make_org(session_maker)
         pipeline_id = await make_pipeline(
             session_maker,
@@ -112,8 +107,6 @@ async def test_stage_finishing_during_a_temporal_outage_keeps_its_success(
         assert [(r.attempt, r.status) for r in rows["last"]] == [(1, "success")]
         text = await log_text(session_maker, rows["last"][0].id)
         assert "ran again" not in text and text.count("started") == 1
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 async def test_postgres_restart_mid_stage_costs_no_attempt(
