@@ -14,8 +14,9 @@ from sse_starlette.sse import EventSourceResponse
 
 from api.audit import origin_of
 from api.console.auth import check_csrf, console_user
-from api.console.graph import StageShape, layout
+from api.console.graph import layout
 from api.console.pages import error_page, form_fields, page, parse_id, require_scope
+from api.console.run_stages import run_stage_shapes
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.runs.logs import log_reader, object_store
 from core.accounts.scopes import PIPELINES_READ, PIPELINES_WRITE
@@ -114,17 +115,13 @@ async def runpage(request: Request, run_id: str, session: SessionDep) -> Respons
         context = await _run_view(request, run_id, session)
         run = context["run"]
         stages = await runs.stage_executions(session, run.id)
-        definitions = await pipelines.stages_of(session, run.pipeline_id)
         artifacts = await runs.list_artifacts(session, run.id)
     except DomainError as exc:
         return error_page(request, await console_user(request, session), exc)
     latest: dict[str, Any] = {}
     for stage in stages:
         latest[stage.stage_name] = stage
-    shapes = [StageShape(d.name, d.position, list(d.depends_on or [])) for d in definitions]
-    known = {s.name for s in shapes}
-    last = max((s.position for s in shapes), default=0)
-    shapes += [StageShape(n, last + 1 + i) for i, n in enumerate(latest) if n not in known]
+    shapes = await run_stage_shapes(session, run, list(latest))
     graph = layout(
         shapes,
         {name: s.status for name, s in latest.items()},

@@ -10,6 +10,8 @@ import httpx
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.pipelines.document import PipelineDocument, canonical_data
+from db.models.pipeline_versions import PipelineVersion
 from db.models.pipelines import Artifact, PipelineRun, PipelineStage
 from db.session import session_scope
 from forgeline.settings import Settings
@@ -213,3 +215,42 @@ async def test_a_viewer_follows_runs_but_is_told_why_there_are_no_run_actions(
     token = csrf_of(page.text)
     for path in (f"/runs/{rows.run_id}/rerun", f"/pipelines/{rows.pipeline_id}/runs"):
         assert (await api_client.post(path, data={"csrf": token})).status_code == 403
+
+
+async def test_the_graph_is_the_runs_pipeline_version_or_what_its_pipeline_file_ran(
+    api_client: httpx.AsyncClient, session_maker: async_sessionmaker[AsyncSession]
+) -> None:
+    org = await make_org(session_maker)
+    rows = await make_run(session_maker, org)
+    then = PipelineDocument.model_validate(
+        {"name": "ci", "stages": [
+            {"name": "build", "commands": ["true"]},
+            {"name": "old-check", "commands": ["true"], "depends_on": ["build"]},
+        ]}
+    )  # fmt: skip
+    async with session_scope(session_maker) as session:
+        session.add(
+            PipelineVersion(
+                pipeline_id=rows.pipeline_id,
+                organization_id=org.org_id,
+                version=1,
+                change="create",
+                spec=canonical_data(then),
+            )
+        )
+        await session.execute(
+            update(PipelineRun).where(PipelineRun.id == rows.run_id).values(pipeline_version=1)
+        )
+    await sign_in(api_client, org)
+    page = await api_client.get(f"/runs/{rows.run_id}")
+    svg = page.text[page.text.index("<svg") : page.text.index("</svg>")]
+    assert "old-check needs build" in svg and 'data-stage="old-check"' in page.text
+    async with session_scope(session_maker) as session:
+        await session.execute(
+            update(PipelineRun)
+            .where(PipelineRun.id == rows.run_id)
+            .values(pipeline_source="repository")
+        )
+    page = await api_client.get(f"/runs/{rows.run_id}")
+    assert 'data-stage="build"' in page.text and "old-check" not in page.text
+    assert 'class="edge"' not in page.text
