@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     # Forges: the REST APIs commit statuses are reported to (GitHub Enterprise, self-hosted GitLab).
     github_api_url: str = "https://api.github.com"
     gitlab_api_url: str = "https://gitlab.com/api/v4"
+    # The operator's GitHub App (repositories connected through its installations, check runs):
+    # its ID, its private key (PEM) and the secret its webhook deliveries are signed with.
+    github_app_id: int | None = None
+    github_app_private_key: SecretStr | None = None
+    github_app_webhook_secret: SecretStr | None = None
     # Webhook deliveries larger than this are refused (GitHub caps its payloads at 25 MB).
     webhook_max_body_bytes: int = 25 * 1024 * 1024
 

@@ -149,8 +149,15 @@ class GitProviderConnection(UUIDPrimaryKey, Timestamps, Base):
     provider: Mapped[str] = mapped_column(String(50))
     external_account_id: Mapped[str | None] = mapped_column(String(255))
     external_username: Mapped[str | None] = mapped_column(String(255))
-    access_token_encrypted: Mapped[str] = mapped_column(Text)
+    # None for a GitHub App installation: its tokens are minted per use, never stored.
+    access_token_encrypted: Mapped[str | None] = mapped_column(Text)
     refresh_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    # The GitHub App installation this connection is, and the repositories (owner/name) it
+    # covers as its installation webhooks last said.
+    installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    installation_repositories: Mapped[list[str]] = mapped_column(
+        ARRAY(String(300)), default=list, server_default=text("'{}'::varchar[]")
+    )
     scopes: Mapped[list[str]] = mapped_column(
         ARRAY(String(100)), default=list, server_default=text("'{}'::varchar[]")
     )
@@ -166,6 +173,17 @@ class GitProviderConnection(UUIDPrimaryKey, Timestamps, Base):
             "provider",
             unique=True,
             postgresql_where=text("user_id IS NOT NULL AND organization_id IS NULL"),
+        ),
+        # One organization holds an installation.
+        Index(
+            "uq_git_provider_connections_installation_id",
+            "installation_id",
+            unique=True,
+            postgresql_where=text("installation_id IS NOT NULL"),
+        ),
+        CheckConstraint(
+            "installation_id IS NOT NULL OR access_token_encrypted IS NOT NULL",
+            name="has_credential",
         ),
     )
 
