@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -22,6 +23,7 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     TemporalDep,
+    get_temporal,
 )
 from api.errors import ServiceUnavailable, problems
 from api.pagination import Page, PageDep, build_page
@@ -29,6 +31,7 @@ from core.agent import service
 from core.agent.repository import TaskHistory
 from db.models.agent import AgentTask
 from forgeline.errors import DomainError
+from forgeline.statuses.agent import TERMINAL_TASK_STATUSES
 
 router = APIRouter(tags=["agent"])
 
@@ -75,10 +78,16 @@ async def create_agent_task(
 
 @router.get("/agent-tasks/{task_id}", responses=_PROBLEMS)
 async def get_agent_task(
-    task_id: uuid.UUID, session: SessionDep, principal: PipelinesReader
+    task_id: uuid.UUID, session: SessionDep, principal: PipelinesReader, request: Request
 ) -> AgentTaskDetail:
     task, history = await service.task_with_history(session, principal, task_id)
-    return _detail(task, history)
+    detail = _detail(task, history)
+    if task.status not in TERMINAL_TASK_STATUSES:
+        # The live phase is a bonus: without Temporal the stored task still answers.
+        with contextlib.suppress(ServiceUnavailable):
+            temporal = await get_temporal(request)
+            detail.live = await service.live_progress(temporal, task)
+    return detail
 
 
 @router.post(

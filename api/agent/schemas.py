@@ -97,3 +97,6 @@ class AgentTaskOut(BaseModel):
 
 class AgentTaskDetail(AgentTaskOut):
     executions: list[AgentExecutionOut] = Field(default_factory=list)
+    # While the task runs: its workflow's live phase (e.g. "verifying (run 2 of 3)"), step and
+    # tokens; null when finished or when the workflow cannot answer in time.
+    live: dict[str, Any] | None = None

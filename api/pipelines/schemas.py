@@ -47,10 +47,16 @@ class PipelineOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     archived_at: datetime | None = None
+    # Proven by a verification run: true (with the green run), false, or null (never run).
+    verified: bool | None = None
+    verified_run_id: uuid.UUID | None = None
 
 
 class PipelineDetail(PipelineOut):
     config: dict[str, Any]
+    # The verification's verdict: runs, attempts, repairs; the failing stage, its class,
+    # diagnosis and evidence lines when it did not run green.
+    verification: dict[str, Any] | None = None
     stages: list[PipelineStageOut] = Field(default_factory=list)
     export_formats: list[str] = Field(default_factory=lambda: ["github-actions", "gitlab-ci"])
 
@@ -79,6 +85,8 @@ class PipelineVersionOut(BaseModel):
     created_at: datetime
     # The whole document (in the read of one version).
     spec: dict[str, Any] | None = None
+    # What running this version showed (a verification run).
+    verification: dict[str, Any] | None = None
 
 
 class VersionPage(BaseModel):

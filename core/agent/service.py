@@ -228,6 +228,21 @@ async def task_with_history(
     return task, await repository.task_history(session, task.id)
 
 
+async def live_progress(temporal: Client, task: AgentTask) -> dict[str, object] | None:
+    """The running workflow's phase, step and tokens; None when finished or unreachable (the
+    stored task is the answer then)."""
+    if task.status in TERMINAL_TASK_STATUSES:
+        return None
+    handle = temporal.get_workflow_handle(task.workflow_id or workflow_id_for(task.id))
+    try:
+        progress: dict[str, object] = await handle.query(
+            AgentTaskWorkflow.progress, rpc_timeout=DESCRIBE_TIMEOUT
+        )
+    except Exception:  # a live view is a bonus; Postgres stays the answer
+        return None
+    return progress
+
+
 async def cancel_task(
     session: AsyncSession,
     principal: Principal,

@@ -33,12 +33,42 @@ def _export(api: ForgelineClient, pipeline_id: str, fmt: str) -> str:
 
 def _wait(api: ForgelineClient, task_id: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
-    with console.status("agent working..."):
+    with console.status("agent working...") as status:
         while True:
             task: dict[str, Any] = run(lambda: api.get(f"/v1/agent-tasks/{task_id}"))
             if task["status"] in TERMINAL_TASK_STATUSES or time.monotonic() > deadline:
                 return task
+            # The workflow's live phase: turns, then the verification runs one by one.
+            phase = (task.get("live") or {}).get("phase")
+            if phase:
+                status.update(f"agent: {phase}...")
             time.sleep(1.0)
+
+
+def _print_verification(verdict: dict[str, Any]) -> bool:
+    """The verification's verdict in words; whether the pipeline ran green."""
+    # markup=False: repairs, diagnoses and evidence quote the repository's own log lines.
+    for repair in verdict.get("repairs") or []:
+        console.print(f"repaired: {repair}", markup=False, highlight=False)
+    runs = len(verdict.get("runs") or [])
+    if verdict.get("verified"):
+        console.print(
+            f"verified: run {verdict.get('run_id')} green ({runs} runs)",
+            style="green",
+            markup=False,
+        )
+        return True
+    where = verdict.get("failed_stage") or "the run"
+    err_console.print(
+        f"not verified ({verdict.get('stop_reason')}): stage {where}, "
+        f"{verdict.get('failure_class') or 'unclassified'}: {verdict.get('diagnosis')}",
+        style="red",
+        markup=False,
+        highlight=False,
+    )
+    for line in verdict.get("evidence") or []:
+        err_console.print(f"  | {line}", markup=False, highlight=False)
+    return False
 
 
 @api_command(app, "generate")
@@ -55,9 +85,17 @@ def generate(
     ] = "github-actions",
     wait: Annotated[bool, typer.Option(help="Wait and print the generated YAML.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 300.0,
+    verify: Annotated[
+        bool, typer.Option(help="Run the pipeline on the commit and repair it until green.")
+    ] = False,
+    verify_attempts: Annotated[
+        int, typer.Option(min=1, max=10, help="Verification runs at most.")
+    ] = 3,
 ) -> None:
     """Generate a validated CI/CD pipeline for the project's repository."""
     input_data: dict[str, Any] = {}
+    if verify:
+        input_data.update(verify=True, verify_attempts=verify_attempts)
     if branch:
         input_data["branch"] = branch
     if framework:
@@ -82,6 +120,9 @@ def generate(
                 f"(confidence {output.get('confidence')}), pipeline {output['pipeline_id']}"
             )
             typer.echo(run(lambda: _export(api, output["pipeline_id"], fmt)))
+            verdict = output.get("verification")
+            if verdict is not None and not _print_verification(verdict):
+                raise typer.Exit(1)
         elif task["status"] == "failed":
             err_console.print(f"[red]{task.get('error')}[/red]")
             raise typer.Exit(1)

@@ -4,8 +4,6 @@ pipeline's fault, reported honestly when it is the repository's."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from db.models.pipelines import Pipeline, PipelineRun, PipelineStage, StageExecu
 from db.session import session_scope
 from forgeline.settings import Settings
 from tests.agent.support import agent_worker, make_project
+from tests.agent.verify_repos import FAILS, NEEDS_ENV, NO_SCAN, node_repo
 from tests.factories import make_org
 from tests.runs.helpers import pipeline_worker
 from tests.runs.sandbox import sandbox_runner
@@ -29,38 +28,6 @@ from workflows.agent_models import AgentTaskWorkflowInput, AgentTaskWorkflowOutp
 from workflows.agent_task import AgentTaskWorkflow
 
 pytestmark = pytest.mark.timeout(240)
-
-# Offline npm: the sandbox's npm never reaches a registry (no dependencies, no audit).
-NPMRC = "offline=true\naudit=false\nfund=false\nupdate-notifier=false\n"
-# Reads its settings from .env, which the repository ships as .env.defaults only.
-NEEDS_ENV = (
-    "const fs = require('fs');\n"
-    "const env = fs.readFileSync('.env', 'utf8');\n"
-    "if (!env.includes('GREETING=hello')) { throw new Error('no greeting'); }\n"
-    "console.log('tests passed');\n"
-)
-FAILS = "const assert = require('assert');\nassert.strictEqual(1 + 1, 3, 'arithmetic is broken');\n"
-NO_SCAN = {"include_security_scan": False, "include_lint": False}
-
-
-def git_repo(root: Path, files: dict[str, str]) -> Path:
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-    ident = ["-c", "user.email=t@example.com", "-c", "user.name=t"]
-    subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
-    subprocess.run(["git", "-C", str(root), "add", "-A"], check=True)
-    subprocess.run(["git", *ident, "-C", str(root), "commit", "-q", "-m", "c"], check=True)
-    return root
-
-
-def node_repo(root: Path, test_js: str, **extra: str) -> Path:
-    package = {"name": "sample", "version": "1.0.0", "scripts": {"test": "node test.js"}}
-    return git_repo(
-        root,
-        {"package.json": json.dumps(package), ".npmrc": NPMRC, "test.js": test_js, **extra},
-    )
 
 
 @pytest.fixture
