@@ -1,8 +1,9 @@
 """A pull request's report as pr_tracking keeps it: the CI status of each pipeline (its latest run
 for the pull request), line coverage from the coverage reports those runs published as artifacts,
-the quality score (core/integrations/quality.py), and the pull request's preview environment; plus
-the request that brings the forge comment up to date (PullRequestReportWorkflow); a pull/merge
-request event's effects (row, previews torn down on close, report)."""
+the security scan's status from their `security_scan` stages, the quality score
+(core/integrations/quality.py) and the pull request's preview environment; the request that
+brings the forge comment up to date (PullRequestReportWorkflow); a pull/merge request event's
+effects (row, previews torn down on close, report)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
@@ -23,11 +25,12 @@ from core.integrations.pull_requests import pipeline_statuses, record_pull_reque
 from core.integrations.quality import quality_score
 from core.runs.repository import run_artifacts
 from db.models.integrations import PullRequest
-from db.models.pipelines import Artifact, Pipeline, PipelineRun
+from db.models.pipelines import Artifact, Pipeline, PipelineRun, PipelineStage, StageExecution
 from db.models.projects import Environment, Project
 from db.session import session_scope
 from forgeline.search_attributes import forgeline_search_attributes
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE, INTEGRATIONS_TASK_QUEUE
+from forgeline.statuses.runs import StageStatus
 from infra.storage import ObjectStore
 from workflows.integrations_models import (
     ForgeEvent,
@@ -41,6 +44,8 @@ log = logging.getLogger("forgeline.integrations")
 # Coverage reports read per pull request (the newest run of each pipeline, in name order).
 MAX_REPORTS = 20
 FINISHED_CHECKS = ("success", "failure")
+# Stages of this type decide the pull request's security_scan_status (and its share of the score).
+SECURITY_SCAN_STAGE = "security_scan"
 
 
 @dataclass
@@ -98,6 +103,29 @@ async def _report_artifacts(
     return reports
 
 
+async def security_scan_status(session: AsyncSession, run_ids: list[uuid.UUID]) -> str | None:
+    """'failure' when a security_scan stage of the runs failed (its last attempt), 'success' when
+    every one passed, None when the runs have none (or none finished)."""
+    if not run_ids:
+        return None
+    rows = await session.execute(
+        select(StageExecution.status)
+        .join(PipelineStage, PipelineStage.id == StageExecution.stage_id)
+        .where(
+            StageExecution.run_id.in_(run_ids),
+            PipelineStage.stage_type == SECURITY_SCAN_STAGE,
+        )
+        .order_by(StageExecution.run_id, StageExecution.stage_name, StageExecution.attempt.desc())
+        .ext(distinct_on(StageExecution.run_id, StageExecution.stage_name))
+    )
+    statuses = [status for (status,) in rows]
+    if any(s in (StageStatus.FAILED, StageStatus.TIMED_OUT) for s in statuses):
+        return "failure"
+    if statuses and all(s == StageStatus.SUCCESS for s in statuses):
+        return "success"
+    return None
+
+
 async def summarize(
     session_maker: async_sessionmaker[AsyncSession], store: ObjectStore, ref: PullRequestRef
 ) -> None:
@@ -108,6 +136,7 @@ async def summarize(
         latest = await pipeline_statuses(session, project_id, ref.forge_repository, ref.pr_number)
         finished = [uuid.UUID(r) for r, s in latest.values() if s in FINISHED_CHECKS]
         reports = await _report_artifacts(session, finished)
+        security = await security_scan_status(session, finished)
         found = await session.execute(
             select(Pipeline.id, Pipeline.name).where(
                 Pipeline.id.in_([uuid.UUID(p) for p in latest])
@@ -136,6 +165,8 @@ async def summarize(
         if finished:
             row.test_coverage_percentage = reading.percentage
             row.coverage_note = "; ".join(reading.notes)[:2000] or None
+        if security is not None:
+            row.security_scan_status = security
         row.quality_score = quality_score(
             [status for _, status in latest.values()],
             row.test_coverage_percentage,

@@ -8,7 +8,7 @@ computed from (CI status, test coverage, security scan) without weights; Forgeli
     signal     weight  value
     CI         50      share of the pull request's pipelines whose latest run passed
     coverage   30      line coverage / 100 (from the runs' coverage reports)
-    security   20      1 when the security scan passed, 0 when it failed
+    security   20      1 when the runs' security_scan stages passed, 0 when one failed
 
 A signal that is not known yet (a pipeline still queued or running, no coverage report, no
 security scan) is left out of both sums, so a pull request is not marked down for what was not

@@ -2,7 +2,7 @@
 real Postgres, Temporal, git and the sandbox runner: the run succeeds regardless and the comment
 arrives later; hostile coverage reports (billion laughs, 50 MB, garbage) published by the run
 give a note on the pull request, never a crash or a figure. GitLab merge requests get their
-note the same way."""
+note the same way, and a passed security_scan stage counts in the quality score."""
 
 from __future__ import annotations
 
@@ -20,14 +20,12 @@ from db.session import session_scope
 from forgeline.settings import Settings
 from tests.integrations.fake_forge import Failure, FakeForge
 from tests.integrations.support import (
-    commit,
     connect_repo,
     deliver,
-    git,
     github_pull,
-    make_git_repo,
     run_workers,
     runs_of,
+    topic_repo,
 )
 from tests.integrations.test_pr_previews import comment_says
 from tests.runs.helpers import wait_for
@@ -67,9 +65,7 @@ async def test_forge_failures_delay_the_comment_never_the_run(
     tmp_path: Path,
     task_queue: str,
 ) -> None:
-    repo, base = make_git_repo(tmp_path)
-    git(repo, "checkout", "-q", "-b", "topic")
-    head = commit(repo, {"src/feature.py": "x = 1\n"}, "feature")
+    repo, base, head = topic_repo(tmp_path, {"src/feature.py": "x = 1\n"})
     connected = await connect_repo(
         session_maker,
         forge_settings,
@@ -123,9 +119,7 @@ async def test_gitlab_merge_request_gets_one_note(
     tmp_path: Path,
     task_queue: str,
 ) -> None:
-    repo, _ = make_git_repo(tmp_path)
-    git(repo, "checkout", "-q", "-b", "topic")
-    head = commit(repo, {"src/feature.py": "x = 2\n"}, "feature")
+    repo, _, head = topic_repo(tmp_path, {"src/feature.py": "x = 2\n"})
     connected = await connect_repo(
         session_maker,
         forge_settings,
@@ -133,7 +127,15 @@ async def test_gitlab_merge_request_gets_one_note(
         provider="gitlab",
         pipelines=[{"on_pull_request": {}}],
         token="glpat-" + "G" * 20,
+        stages=[{"name": "test", "run": "true"}, {"name": "scan", "run": "true"}],
     )
+    async with session_scope(session_maker) as session:
+        await session.execute(
+            update(PipelineStage)
+            .where(PipelineStage.pipeline_id == connected.pipeline_ids[0])
+            .where(PipelineStage.name == "scan")
+            .values(stage_type="security_scan")
+        )
     event = {
         "object_kind": "merge_request",
         "project": {"id": 1, "path_with_namespace": "group/widgets"},
@@ -169,3 +171,6 @@ async def test_gitlab_merge_request_gets_one_note(
         await wait_for(noted, timeout=90)
     [note_request] = [r for r in forge.received if r.method == "POST" and "/notes" in r.path]
     assert note_request.headers.get("private-token", "").startswith("glpat-")
+    # The passed security_scan stage counts in the score: 100 * (50 + 20) / 70.
+    row = await pr_row(session_maker, connected.project_id)
+    assert (row.security_scan_status, str(row.quality_score)) == ("success", "100.00")
