@@ -74,6 +74,14 @@ def make_git_repo(root: Path) -> tuple[Path, str]:
     return repo, sha
 
 
+def topic_repo(root: Path, files: dict[str, str]) -> tuple[Path, str, str]:
+    """A repository whose `topic` branch adds one commit of `files` on top of `main`; returns
+    (path, main's sha, the topic's sha), the topic checked out."""
+    repo, base = make_git_repo(root)
+    git(repo, "checkout", "-q", "-b", "topic")
+    return repo, base, commit(repo, files, "feature")
+
+
 @dataclass
 class Connected:
     org_id: uuid.UUID

@@ -21,12 +21,12 @@ from tests.integrations.support import (
     commit,
     connect_project,
     deliver,
-    git,
     github_pull,
     github_push,
     make_git_repo,
     run_workers,
     runs_of,
+    topic_repo,
 )
 from tests.runs.helpers import run_row, wait_for
 from workflows.integrations_models import (
@@ -77,9 +77,7 @@ async def test_pull_request_synchronize_cancels_the_superseded_run(
     tmp_path: Path,
     task_queue: str,
 ) -> None:
-    repo, first = make_git_repo(tmp_path)
-    git(repo, "checkout", "-q", "-b", "topic")
-    head = commit(repo, {"src/feature.py": "1"}, "feature")
+    repo, first, head = topic_repo(tmp_path, {"src/feature.py": "1"})
     org = await org_with_builds(session_maker)
     connected = await connect_project(
         session_maker,

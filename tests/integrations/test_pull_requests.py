@@ -23,11 +23,11 @@ from tests.integrations.support import (
     commit,
     connect_project,
     connect_repo,
-    git,
     github_pull,
     integrations_worker,
     make_git_repo,
     run_workers,
+    topic_repo,
 )
 from tests.integrations.support import (
     deliver as deliver_event,
@@ -69,9 +69,7 @@ async def test_pull_request_rows_follow_events_and_runs(
     tmp_path: Path,
     task_queue: str,
 ) -> None:
-    repo, first = make_git_repo(tmp_path)
-    git(repo, "checkout", "-q", "-b", "topic")
-    head = commit(repo, {"src/feature.py": "1"}, "feature")
+    repo, first, head = topic_repo(tmp_path, {"src/feature.py": "1"})
     connected = await connect_repo(
         session_maker,
         settings,
