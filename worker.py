@@ -31,10 +31,12 @@ from activities.deployments.registration import registration as deployments_regi
 from activities.deps import Registration, WorkerDeps
 from activities.integrations.registration import registration as integrations_registration
 from activities.notifications.registration import registration as notifications_registration
+from activities.operations.registration import registration as operations_registration
 from activities.runs.registration import build_registration
 from activities.runs.registration import registration as runs_registration
 from core.billing.schedules import ensure_billing_schedules
 from core.integrations.schedules import ensure_pipeline_schedules
+from core.operations.schedules import ensure_reconciler_schedule
 from core.runs.build_slots import retire_semaphore_workflows
 from db.session import create_engine, create_session_maker
 from forgeline.settings import (
@@ -44,6 +46,7 @@ from forgeline.settings import (
     DEPLOYMENTS_TASK_QUEUE,
     INTEGRATIONS_TASK_QUEUE,
     NOTIFICATIONS_TASK_QUEUE,
+    OPERATIONS_TASK_QUEUE,
     PIPELINES_TASK_QUEUE,
     Settings,
     get_settings,
@@ -67,6 +70,7 @@ DOMAINS: dict[str, Callable[[WorkerDeps], Registration]] = {
     BILLING_TASK_QUEUE: billing_registration,
     INTEGRATIONS_TASK_QUEUE: integrations_registration,
     NOTIFICATIONS_TASK_QUEUE: notifications_registration,
+    OPERATIONS_TASK_QUEUE: operations_registration,
 }
 # The control worker's queues; the build task queue is served by build hosts only.
 ALL_TASK_QUEUES = (*DOMAINS, DIAGNOSTICS_TASK_QUEUE)
@@ -196,6 +200,9 @@ async def run(
     if INTEGRATIONS_TASK_QUEUE in registrations:
         # Pipelines' schedules follow their rows even when written without the API.
         await ensure_pipeline_schedules(client, session_maker)
+    if settings.operations_task_queue in registrations:
+        # The reconciler's schedule, created once whoever starts first (idempotent).
+        await ensure_reconciler_schedule(client, settings)
     grace = timedelta(seconds=settings.worker_shutdown_grace_seconds)
     executor = ThreadPoolExecutor(max_workers=settings.worker_activity_threads)
     workers = build_workers(

@@ -23,6 +23,8 @@ BILLING_TASK_QUEUE = "billing"
 INTEGRATIONS_TASK_QUEUE = "integrations"
 # Notifications: recording events and delivering them (webhooks, e-mail, Slack).
 NOTIFICATIONS_TASK_QUEUE = "notifications"
+# Operations: the scheduled reconciler of projections with Temporal.
+OPERATIONS_TASK_QUEUE = "operations"
 TASK_QUEUES = (
     AGENT_TASK_QUEUE,
     PIPELINES_TASK_QUEUE,
@@ -30,6 +32,7 @@ TASK_QUEUES = (
     BILLING_TASK_QUEUE,
     INTEGRATIONS_TASK_QUEUE,
     NOTIFICATIONS_TASK_QUEUE,
+    OPERATIONS_TASK_QUEUE,
 )
 # Stage execution: served by build hosts only (`forgeline build-host`), never the control worker.
 BUILDS_TASK_QUEUE = "builds"
@@ -179,6 +182,11 @@ class Settings(BaseSettings):
     notification_request_timeout_seconds: float = Field(default=10.0, gt=0)
     # The queue notification workflows run on (tests give each test its own).
     notifications_task_queue: str = NOTIFICATIONS_TASK_QUEUE
+    # The reconciler: a Temporal Schedule every `interval`, looking `lookback` back for executions
+    # closed outside Forgeline (terminated, cancelled, timed out) to reflect in their rows.
+    operations_task_queue: str = OPERATIONS_TASK_QUEUE
+    reconciler_interval_seconds: float = Field(default=10.0, ge=1)
+    reconciler_lookback_seconds: float = Field(default=3600.0, gt=0)
 
     # Builds and deployments.
     # auto = the sandbox (bubblewrap) when it works here, else Docker when an engine answers.

@@ -90,6 +90,9 @@ DESCRIPTIONS: dict[str, str] = {
     "notification_retry_max_seconds": "longest wait between two tries",
     "notification_request_timeout_seconds": "HTTP timeout of one webhook or Slack delivery",
     "notifications_task_queue": "task queue of the notification workflows",
+    "operations_task_queue": "task queue of the reconciler (executions closed outside Forgeline)",
+    "reconciler_interval_seconds": "how often the reconciler's Temporal Schedule runs a pass",
+    "reconciler_lookback_seconds": "how far back a pass looks for executions closed abnormally",
     "container_runner": "`auto` (the bubblewrap sandbox when it works here, else Docker), "
     "`sandbox`, `docker`, `unsafe-local` (unisolated, development only)",
     "build_uid": "uid stages run as (sandbox and Docker runners); never the worker's",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -165,6 +166,7 @@ async def reconcile_closed_executions(
     *,
     lookback: timedelta = timedelta(hours=1),
     now: datetime | None = None,
+    on_progress: Callable[[], object] | None = None,
 ) -> ReconcileResult:
     """One pass over the executions closed abnormally within `lookback`; idempotent."""
     since = (now or datetime.now(UTC)) - lookback
@@ -172,6 +174,8 @@ async def reconcile_closed_executions(
     slots = SlotGrants(client, session_maker)
     async for execution in client.list_workflows(closed_executions_query(since)):
         result.examined += 1
+        if on_progress is not None:
+            on_progress()
         kind = execution.typed_search_attributes.get(KIND_KEY)
         if kind not in ENTITIES:
             continue

@@ -1,0 +1,1 @@
+"""Temporal adapters of the operations domain (the reconciler)."""

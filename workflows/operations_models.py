@@ -1,0 +1,18 @@
+"""Payloads of the operations workflows (the scheduled reconciler)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+RECONCILER_WORKFLOW_ID = "forgeline-reconciler-pass"
+
+
+class ReconcileInput(BaseModel):
+    # Executions closed this long ago at most are looked at (each pass is idempotent, so a
+    # window wider than the schedule's interval only costs re-reading the same closures).
+    lookback_seconds: float = Field(default=3600.0, gt=0)
+
+
+class ReconcileResult(BaseModel):
+    examined: int = 0
+    corrected: list[str] = Field(default_factory=list)
