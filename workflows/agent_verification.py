@@ -33,6 +33,13 @@ VERIFY_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=20),
     maximum_attempts=10,
 )
+# The first run also waits (as retries) for an earlier verification of the project to end.
+FIRST_RUN_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=1.5,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=400,
+)
 
 
 def _stop_reason(exam: RunExamination, attempts_left: bool) -> str:
@@ -66,7 +73,7 @@ async def verify_pipeline(
             ),
             start_to_close_timeout=timedelta(minutes=5),
             heartbeat_timeout=heartbeat,
-            retry_policy=VERIFY_RETRY,
+            retry_policy=FIRST_RUN_RETRY if attempt == 1 else VERIFY_RETRY,
         )
         verdict.runs.append(run.run_id)
         verdict.attempts = attempt

@@ -9,7 +9,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
@@ -32,6 +32,7 @@ from db.models.pipelines import PipelineRun, StageExecution
 from db.session import session_scope
 from forgeline.errors import DomainError
 from forgeline.settings import Settings
+from forgeline.statuses.agent import TERMINAL_TASK_STATUSES, AgentTaskType
 from forgeline.statuses.runs import FailureClass, RunStatus
 from infra.storage import ObjectStore
 from workflows.agent_models import AgentTaskInputData
@@ -72,6 +73,14 @@ class VerificationRuns:
             task = await session.get(AgentTask, inp.task_id)
             if task is None or task.organization_id is None:
                 raise task_not_found(inp.task_id)
+            if inp.attempt == 1 and await _earlier_verification(session, task):
+                # One verification of a project at a time, in arrival order: two would repair
+                # and regenerate the same pipeline under each other's runs.
+                raise AgentFailure(
+                    "VerificationWaiting",
+                    "an earlier verification of this project is still running",
+                    retryable=True,
+                )
             data = AgentTaskInputData.model_validate(task.input_data or {})
             project = await build_settings_of(session, inp.task_id)
             toolbox = AgentToolbox(root, self.store, str(inp.task_id), data, project)
@@ -202,3 +211,21 @@ async def _failed_execution(session: AsyncSession, run_id: uuid.UUID) -> StageEx
         .order_by(StageExecution.started_at.nulls_last(), StageExecution.attempt.desc())
     )
     return next(iter(rows), None)
+
+
+async def _earlier_verification(session: AsyncSession, task: AgentTask) -> bool:
+    """Whether a generation of the same project that asked for verification, started before
+    this one, has not finished yet."""
+    earlier = await session.scalar(
+        select(AgentTask.id)
+        .where(
+            AgentTask.project_id == task.project_id,
+            AgentTask.id != task.id,
+            AgentTask.task_type == AgentTaskType.GENERATE_PIPELINE,
+            AgentTask.status.not_in(TERMINAL_TASK_STATUSES),
+            AgentTask.input_data.contains({"verify": True}),
+            tuple_(AgentTask.created_at, AgentTask.id) < tuple_(task.created_at, task.id),
+        )
+        .limit(1)
+    )
+    return earlier is not None
