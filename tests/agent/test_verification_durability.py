@@ -39,11 +39,11 @@ ENV_DEFAULTS = {".env.defaults": "GREETING=hello\n"}
 
 
 def agent_process(settings: Settings, task_queue: str) -> subprocess.Popen[bytes]:
-    env = {
+    env: dict[str, str] = {
         **os.environ,
         "FORGELINE_ENVIRONMENT": "test",
-        "FORGELINE_DATABASE_URL": settings.database_url,
-        "FORGELINE_TEMPORAL_ADDRESS": settings.temporal_address,
+        "FORGELINE_DATABASE_URL": str(settings.database_url),
+        "FORGELINE_TEMPORAL_ADDRESS": str(settings.temporal_address),
         "FORGELINE_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
         "FORGELINE_DATA_DIR": str(settings.data_dir),
         "FORGELINE_STORAGE_DIR": str(settings.objects_dir),
