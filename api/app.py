@@ -38,6 +38,7 @@ from api.middleware import (
 )
 from api.notifications import endpoints as notifications_endpoints
 from api.notifications.limits import install_limit_announcements
+from api.operations import endpoints as operations_endpoints
 from api.pipelines import endpoints as pipelines_endpoints
 from api.projects import endpoints as projects_endpoints
 from api.runs import endpoints as runs_endpoints
@@ -64,6 +65,7 @@ DOMAIN_ROUTERS: tuple[APIRouter, ...] = (
     integrations_endpoints.router,
     pull_requests_endpoints.router,
     notifications_endpoints.router,
+    operations_endpoints.router,
 )
 
 

@@ -1,0 +1,1 @@
+"""Operational reads: workflow executions, infrastructure resources, project files."""
