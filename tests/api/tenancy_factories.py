@@ -18,8 +18,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db.models.integrations import PullRequest
 from db.models.projects import Environment, Project, Repository
 from db.session import session_scope
 from tests.api.notification_factories import NOTIFICATION_FACTORIES
@@ -68,6 +70,22 @@ async def project_factory(ctx: FactoryContext) -> uuid.UUID:
                 provider="github",
                 url="https://github.com/forgeline/matrix.git",
                 default_branch="main",
+            )
+        )
+    async with session_scope(ctx.session_maker) as session:
+        # Routes under /projects/{project_id}/pull-requests/{number} need pull request 1.
+        repository_id = await session.scalar(
+            select(Repository.id).where(Repository.project_id == project_id)
+        )
+        session.add(
+            PullRequest(
+                project_id=project_id,
+                repository_id=repository_id,
+                pr_number=int(PATH_VALUES["number"]),
+                pr_url="https://github.com/forgeline/matrix/pull/1",
+                repository_name="forgeline/matrix",
+                title="Matrix pull request",
+                branch_name="feature",
             )
         )
     return project_id
@@ -316,7 +334,12 @@ FACTORIES: dict[str, Factory] = {
 }
 
 # Values for path parameters that are not ids (`{period}`, `{name}` ...).
-PATH_VALUES: dict[str, str] = {"stage": "build", "path": "index.html", "version": "1"}
+PATH_VALUES: dict[str, str] = {
+    "stage": "build",
+    "path": "index.html",
+    "version": "1",
+    "number": "1",
+}
 
 
 async def promote_body(ctx: FactoryContext) -> dict[str, str]:
