@@ -15,6 +15,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from core.integrations.triggers import Triggers
+from core.pipelines.stage_runtime import (
+    CacheKeyDocument,
+    MatrixDocument,
+    ServiceDocument,
+    runtime_errors,
+)
 from forgeline.pipeline_export import dump_yaml
 from forgeline.safe_parsing import UnsafeDocument, load_yaml
 
@@ -65,6 +71,12 @@ class StageDocument(_Strict):
     environment: Annotated[dict[VariableName, VariableValue], Field(max_length=200)] = Field(
         default_factory=dict
     )
+    # Containers beside the stage (Docker runner), reachable by their names.
+    services: Annotated[list[ServiceDocument], Field(max_length=20)] = Field(default_factory=list)
+    # One leg per combination, each with its own log and status; `depends_on` waits for all.
+    matrix: MatrixDocument | None = None
+    # How the `cache` paths are keyed (default: the stage's name, no key files).
+    cache_key: CacheKeyDocument | None = None
 
 
 class PipelineDocument(_Strict):
@@ -130,6 +142,7 @@ def graph_errors(document: PipelineDocument) -> list[dict[str, Any]]:
         if stage.name in seen:
             errors.append({"path": f"{at}/name", "message": f"duplicate stage name {stage.name!r}"})
         seen.add(stage.name)
+        errors.extend(runtime_errors(at, stage.services, stage.matrix, stage.cache_key))
         for dep_index, dep in enumerate(stage.depends_on):
             if dep not in names:
                 errors.append(

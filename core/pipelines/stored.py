@@ -19,6 +19,8 @@ from forgeline.pipeline_spec import step_name
 # `config` keys the document owns; everything else in `config` (framework, limits, resources)
 # is the generator's or the operator's and survives an edit.
 DOCUMENT_CONFIG_KEYS = ("variables", "default_image")
+# Document fields kept together in the `runtime` column.
+RUNTIME_KEYS = ("services", "matrix", "cache_key")
 
 
 def _strings(value: Any) -> list[str]:
@@ -62,6 +64,7 @@ def stage_document(row: PipelineStage) -> dict[str, Any]:
         "artifacts": list(row.artifact_paths or []),
         "cache": list(row.cache_paths or []),
         "environment": {str(k): str(v) for k, v in (row.environment or {}).items()},
+        **{k: v for k, v in (row.runtime or {}).items() if k in RUNTIME_KEYS},
     }
 
 
@@ -112,6 +115,7 @@ def stage_columns(stage: StageDocument, position: int) -> dict[str, Any]:
         "network_enabled": stage.network,
         "working_directory": None if stage.working_directory == "." else stage.working_directory,
         "environment": dict(stage.environment),
+        "runtime": stage.model_dump(mode="json", include=set(RUNTIME_KEYS), exclude_defaults=True),
     }
 
 

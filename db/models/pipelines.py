@@ -133,6 +133,8 @@ class PipelineStage(UUIDPrimaryKey, Timestamps, Base):
     working_directory: Mapped[str | None] = mapped_column(String(1000))
     # Non-secret environment variables; secrets are referenced by name only.
     environment: Mapped[dict[str, Any]] = json_object()
+    # {"services": [...], "matrix": {...}, "cache_key": {...}} as in the pipeline document.
+    runtime: Mapped[dict[str, Any]] = json_object()
 
     pipeline: Mapped[Pipeline] = relationship(back_populates="stages", lazy="raise")
 
