@@ -11,7 +11,14 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.integrations.errors import forge_errors
-from core.integrations import commit_status, event_runs, pr_reports, pull_requests, schedules
+from core.integrations import (
+    check_runs,
+    commit_status,
+    event_runs,
+    pr_reports,
+    pull_requests,
+    schedules,
+)
 from core.integrations import repository as queries
 from db.session import session_scope
 from forgeline.crypto import decrypt_str
@@ -21,6 +28,7 @@ from forgeline.settings import (
     PIPELINES_TASK_QUEUE,
     Settings,
 )
+from infra import github_app
 from infra.forges import (
     CommitStatus,
     status_client,
@@ -160,6 +168,11 @@ class IntegrationActivities:
             )
         if report is None:
             return CommitStatusResult(reported=False, reason=reason)
+        if report.provider == "github":
+            async with self.session_maker() as session:
+                installation = await check_runs.installation_of_run(session, inp.run_id)
+            if installation is not None:
+                return await self._report_check_run(report, inp.run_id, installation)
         if report.token is None:
             return CommitStatusResult(
                 reported=False, reason="the repository has no access token for its forge"
@@ -181,4 +194,27 @@ class IntegrationActivities:
                     description=report.description,
                 ),
             )
+        return CommitStatusResult(reported=True)
+
+    async def _report_check_run(
+        self, report: commit_status.StatusReport, run_id: str, installation_id: int
+    ) -> CommitStatusResult:
+        """The run's one check run: created by its first report, updated by the later ones."""
+        app = check_runs.github_app(self.settings)
+        if app is None:
+            return CommitStatusResult(
+                reported=False, reason="the GitHub App is not configured (FORGELINE_GITHUB_APP_*)"
+            )
+        async with self.session_maker() as session:
+            check = await check_runs.check_run_report(session, report, run_id)
+        async with forge_errors(), check_runs.check_run_slot(self.session_maker, run_id) as slot:
+            if slot.check_run_id is None:
+                created = await github_app.create_check_run(
+                    app, installation_id, report.forge_repository, check
+                )
+                await slot.record(created)
+            else:
+                await github_app.update_check_run(
+                    app, installation_id, report.forge_repository, slot.check_run_id, check
+                )
         return CommitStatusResult(reported=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -56,6 +56,10 @@ class FakeForge:
     # Failures of the comment endpoints only (statuses keep being accepted meanwhile).
     comment_failures: list[Failure] = field(default_factory=list)
     comments: dict[int, Comment] = field(default_factory=dict)
+    # More endpoints (GitHub App, check runs, OAuth): each answers its paths, None for others.
+    routes: list[Callable[[str, str, dict[str, str], Any], Failure | None]] = field(
+        default_factory=list
+    )
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -132,6 +136,9 @@ class FakeForge:
             outcome = self._comment(method, path, parsed) if authenticated else None
             if outcome is None:
                 outcome = self.failures.pop(0) if self.failures else None
+            for route in self.routes:
+                if outcome is None:
+                    outcome = route(method, path, headers, parsed)
             if outcome is None:
                 known = GITHUB_STATUS.match(path) or GITLAB_STATUS.match(path)
                 if method != "POST" or not known:

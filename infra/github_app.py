@@ -1,0 +1,138 @@
+"""The operator's GitHub App through githubkit: installation tokens minted per use (a fresh
+token cache per client, so no token outlives the request it was minted for), the repositories
+an installation covers, and check runs. Errors are the forge errors of `infra.forges`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from githubkit import AppInstallationAuthStrategy, GitHub
+from githubkit.cache import MemCacheStrategy
+
+from infra.forges import REQUEST_TIMEOUT_SECONDS, ForgeRejected, github_call, github_repository
+
+CheckStatus = Literal["queued", "in_progress", "completed"]
+CheckConclusion = Literal["success", "failure", "cancelled"]
+# GitHub's limits on a check run's output fields.
+MAX_SUMMARY_CHARS = 65_000
+MAX_TEXT_CHARS = 65_000
+MAX_INSTALLATION_REPOSITORIES = 5_000
+
+
+@dataclass(frozen=True)
+class GitHubApp:
+    """The App's identity as the operator configured it."""
+
+    api_url: str
+    app_id: int
+    private_key: str
+
+
+@dataclass(frozen=True)
+class CheckRunReport:
+    name: str
+    head_sha: str
+    external_id: str
+    details_url: str
+    status: CheckStatus
+    conclusion: CheckConclusion | None = None
+    title: str = ""
+    summary: str = ""
+    text: str = ""
+
+
+def installation_client(app: GitHubApp, installation_id: int) -> GitHub[Any]:
+    """A client acting as the installation; its token is minted on its first request."""
+    if installation_id <= 0:
+        raise ForgeRejected(f"{installation_id} is not a GitHub App installation")
+    return GitHub(
+        AppInstallationAuthStrategy(app.app_id, app.private_key, installation_id),
+        base_url=app.api_url,
+        timeout=REQUEST_TIMEOUT_SECONDS,
+        auto_retry=False,
+        http_cache=False,
+        # Per client: the installation token dies with the client instead of being cached.
+        cache_strategy=MemCacheStrategy(),
+        user_agent="forgeline",
+    )
+
+
+async def installation_repositories(app: GitHubApp, installation_id: int) -> list[str]:
+    """`owner/name` of every repository the installation covers (bounded)."""
+    github = installation_client(app, installation_id)
+    names: list[str] = []
+    page = 1
+    while len(names) < MAX_INSTALLATION_REPOSITORIES:
+        response = await github_call(
+            "GitHub App installation repositories",
+            github.rest.apps.async_list_repos_accessible_to_installation(per_page=100, page=page),
+        )
+        body = response.json()
+        repos = body.get("repositories") if isinstance(body, dict) else None
+        if not isinstance(repos, list) or not repos:
+            break
+        names.extend(
+            str(r["full_name"])[:300]
+            for r in repos
+            if isinstance(r, dict) and isinstance(r.get("full_name"), str)
+        )
+        if len(repos) < 100:
+            break
+        page += 1
+    return names[:MAX_INSTALLATION_REPOSITORIES]
+
+
+def _output(report: CheckRunReport) -> dict[str, str] | None:
+    if not report.title:
+        return None
+    output = {"title": report.title[:255], "summary": report.summary[:MAX_SUMMARY_CHARS]}
+    if report.text:
+        output["text"] = report.text[-MAX_TEXT_CHARS:]
+    return output
+
+
+def _fields(report: CheckRunReport) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "name": report.name[:255],
+        "details_url": report.details_url,
+        "external_id": report.external_id,
+        "status": report.status,
+    }
+    if report.conclusion is not None:
+        fields["conclusion"] = report.conclusion
+    if (output := _output(report)) is not None:
+        fields["output"] = output
+    return fields
+
+
+async def create_check_run(
+    app: GitHubApp, installation_id: int, repository: str, report: CheckRunReport
+) -> int:
+    """A new check run on the commit; its ID."""
+    owner, name = github_repository(repository)
+    github = installation_client(app, installation_id)
+    response = await github_call(
+        "GitHub check run",
+        github.rest.checks.async_create(
+            # The request body's TypedDict union is GitHub's; _fields builds one member.
+            owner,
+            name,
+            data=cast(Any, {"head_sha": report.head_sha, **_fields(report)}),
+        ),
+    )
+    body = response.json()
+    if not isinstance(body, dict) or not isinstance(body.get("id"), int):
+        raise ForgeRejected("GitHub check run: the answer has no check run ID")
+    return int(body["id"])
+
+
+async def update_check_run(
+    app: GitHubApp, installation_id: int, repository: str, check_run_id: int, report: CheckRunReport
+) -> None:
+    owner, name = github_repository(repository)
+    github = installation_client(app, installation_id)
+    await github_call(
+        "GitHub check run",
+        github.rest.checks.async_update(owner, name, check_run_id, data=cast(Any, _fields(report))),
+    )

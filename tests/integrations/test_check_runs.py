@@ -1,0 +1,192 @@
+"""Check runs on a fake GitHub (real HTTP server) for repositories connected through the GitHub
+App, on real Postgres, Temporal, git and the sandbox runner: one check run per run, queued then
+in_progress then completed, with the failed stages and their (masked, bounded) log tail; a rate
+limit never fails the run; installation tokens are minted per use and stored nowhere."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import text, update
+
+from db.models.projects import GitProviderConnection, Repository
+from db.session import session_scope
+from forgeline.settings import Settings
+from tests.integrations.fake_forge import Failure, FakeForge
+from tests.integrations.fake_github_app import FakeGitHubApp, install_app
+from tests.integrations.support import (
+    Connected,
+    commit,
+    connect_repo,
+    github_headers,
+    github_push,
+    make_git_repo,
+    run_workers,
+    runs_of,
+)
+from tests.runs.helpers import wait_for
+
+
+@pytest.fixture
+def installation() -> int:
+    # Installations are unique across the shared database: one of its own per test.
+    return secrets.randbelow(10**12) + 1
+
+
+@pytest.fixture
+def app_forge(forge: FakeForge, installation: int) -> tuple[FakeGitHubApp, str]:
+    app, pem = install_app(forge)
+    app.installations[installation] = ["acme/widgets"]
+    return app, pem
+
+
+@pytest.fixture
+def app_settings(forge_settings: Settings, app_forge: tuple[FakeGitHubApp, str]) -> Settings:
+    app, pem = app_forge
+    return forge_settings.model_copy(
+        update={"github_app_id": app.app_id, "github_app_private_key": SecretStr(pem)}
+    )
+
+
+async def connect_through_app(session_maker: Any, connected: Connected, installation: int) -> None:
+    async with session_scope(session_maker) as session:
+        connection = GitProviderConnection(
+            id=uuid.uuid4(),
+            organization_id=connected.org_id,
+            provider="github",
+            installation_id=installation,
+            installation_repositories=["acme/widgets"],
+        )
+        session.add(connection)
+        await session.flush()
+        await session.execute(
+            update(Repository)
+            .where(Repository.id == connected.repository_id)
+            .values(connection_id=connection.id)
+        )
+
+
+async def push(api_client: Any, connected: Connected, head: str, before: str) -> None:
+    body = github_push("refs/heads/main", head, before)
+    r = await api_client.post(
+        f"/v1/webhooks/github?repository={connected.repository_id}",
+        content=body,
+        headers=github_headers(connected.secret, body),
+    )
+    assert r.status_code == 202, r.text
+
+
+async def completed(app: FakeGitHubApp, conclusion: str) -> None:
+    async def done() -> bool:
+        runs = list(app.check_runs.values())
+        return bool(runs) and app.sequence(runs[0].id)[-1] == ("completed", conclusion)
+
+    await wait_for(done, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("command", "conclusion"),
+    [("sleep 3; echo ok", "success"), ("sleep 3; echo boom-line; exit 3", "failure")],
+)
+async def test_check_run_sequence(
+    api_client,
+    temporal_client,
+    forge,
+    app_forge,
+    app_settings,
+    session_maker,
+    tmp_path,
+    task_queue,
+    command,
+    conclusion,
+    installation,
+) -> None:
+    app, _ = app_forge
+    repo, first = make_git_repo(tmp_path)
+    head = commit(repo, {"src/app.py": "print(3)\n"})
+    connected = await connect_repo(
+        session_maker,
+        app_settings,
+        repo,
+        pipelines=[{"on_push": {"branches": ["main"]}}],
+        stages=[{"name": "check", "run": command}],
+    )
+    await connect_through_app(session_maker, connected, installation)
+    async with run_workers(temporal_client, app_settings, session_maker, task_queue, tmp_path):
+        await push(api_client, connected, head, first)
+        await completed(app, conclusion)
+    (check,) = app.check_runs.values()
+    (run,) = await runs_of(session_maker, connected.pipeline_ids)
+    assert check.repository == "acme/widgets"
+    assert check.fields["head_sha"] == head
+    assert check.fields["name"] == "forgeline/ci-0"
+    assert check.fields["external_id"] == str(run.id)
+    assert check.fields["details_url"].endswith(f"/v1/runs/{run.id}")
+    # Created by the first report that is not stale (queued, unless the run was running
+    # already), moved forward only, completed last.
+    sequence = app.sequence(check.id)
+    assert sequence[-1] == ("completed", conclusion)
+    assert sequence[:-1] in ([("queued", None), ("in_progress", None)], [("in_progress", None)])
+    final = check.updates[-1]["output"]
+    if conclusion == "failure":
+        assert "| check | failed | 3 |" in final["summary"]
+        assert "boom-line" in final["text"]
+        assert len(final["text"]) < 5_000
+    else:
+        assert final["title"] == "All stages passed"
+        assert "text" not in final
+    # No commit status is sent for an App repository: the check run is the report.
+    assert not [r for r in forge.accepted() if "/statuses/" in r.path]
+    # A token per report, never stored: not in the run, its delivery or any workflow history.
+    assert app.mints(installation) == len(sequence)
+    async with session_maker() as session:
+        dump = await session.scalar(
+            text(
+                "SELECT string_agg(t::text, '') FROM (SELECT metadata FROM pipeline_runs"
+                " WHERE id = :id UNION ALL SELECT payload FROM webhook_payloads"
+                " WHERE project_id = :p UNION ALL SELECT to_jsonb(c) FROM"
+                " git_provider_connections c WHERE installation_id = :i) t"
+            ),
+            {"id": run.id, "p": connected.project_id, "i": installation},
+        )
+    histories = ""
+    async for execution in temporal_client.list_workflows(f"TaskQueue = '{task_queue}'"):
+        history = await temporal_client.get_workflow_handle(execution.id).fetch_history()
+        histories += history.to_json()
+    for token in app.all_tokens():
+        assert token not in (dump or "")
+        assert token not in histories
+
+
+async def test_rate_limited_check_run_arrives_later(
+    api_client,
+    temporal_client,
+    forge,
+    app_forge,
+    app_settings,
+    session_maker,
+    tmp_path,
+    task_queue,
+    installation,
+) -> None:
+    app, _ = app_forge
+    repo, first = make_git_repo(tmp_path)
+    head = commit(repo, {"src/app.py": "print(4)\n"})
+    connected = await connect_repo(session_maker, app_settings, repo, pipelines=[{"on_push": {}}])
+    await connect_through_app(session_maker, connected, installation)
+    forge.fail_next(
+        Failure(403, {"Retry-After": "1"}, {"message": "You have exceeded a secondary rate limit"}),
+        Failure(500, body={"message": "Server Error"}),
+    )
+    async with run_workers(temporal_client, app_settings, session_maker, task_queue, tmp_path):
+        await push(api_client, connected, head, first)
+        await completed(app, "success")
+    (run,) = await runs_of(session_maker, connected.pipeline_ids)
+    assert run.status == "success"
+    assert [r.answered for r in forge.received][:2] == [403, 500]
+    # Reports raced the rate limit, yet the run has one check run that ends completed.
+    assert len(app.check_runs) == 1
