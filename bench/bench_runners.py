@@ -1,5 +1,6 @@
 """Stage overhead per runner: one no-op stage (`true`) through each runner, interleaved round by
 round with the same command started directly (`sh -c true`), the baseline every ratio is to.
+The sandbox twice: from its pool of waiting sandboxes (the default), and started per stage.
 
 Run alone: `uv run python -m bench.run --only runners --skip-baseline`.
 Rounds: FORGELINE_BENCH_RUNNERS_ROUNDS (40).
@@ -64,6 +65,19 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
         ("unsafe-local (unisolated)", LocalProcessRunner(work / "local"), False, None),
         ("sandbox", SandboxRunner(SandboxConfig(state_dir=work / "sandbox")), False, None),
         ("sandbox + egress", SandboxRunner(SandboxConfig(state_dir=work / "net")), True, None),
+        # Each sandbox started when its stage asks (FORGELINE_BUILD_SANDBOX_POOL=0).
+        (
+            "sandbox, started with its stage",
+            SandboxRunner(SandboxConfig(state_dir=work / "unpooled", pool_size=0)),
+            False,
+            None,
+        ),
+        (
+            "sandbox + egress, started with its stage",
+            SandboxRunner(SandboxConfig(state_dir=work / "unpooled-net", pool_size=0)),
+            True,
+            None,
+        ),
     ]
     try:
         from infra.containers import ContainerEngine
