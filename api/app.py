@@ -25,6 +25,7 @@ from api.database import create_api_engine
 from api.deployments import endpoints as deployments_endpoints
 from api.errors import ServiceUnavailable, install_error_handlers, install_problem_openapi
 from api.health import router as health_router
+from api.insights import endpoints as insights_endpoints
 from api.integrations import endpoints as integrations_endpoints
 from api.integrations import pull_requests as pull_requests_endpoints
 from api.metrics import endpoint as metrics_endpoint
@@ -66,6 +67,7 @@ DOMAIN_ROUTERS: tuple[APIRouter, ...] = (
     pull_requests_endpoints.router,
     notifications_endpoints.router,
     operations_endpoints.router,
+    insights_endpoints.router,
 )
 
 

@@ -1,0 +1,149 @@
+"""Insight of one project over a window ending now: run success rate, run and stage durations,
+queue time, flakiest stages, and the four DORA metrics."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.insights import repository
+from forgeline.errors import ValidationFailed
+
+WINDOW_PATTERN = re.compile(r"^([1-9][0-9]{0,2})d$")
+MAX_WINDOW_DAYS = 365
+
+
+def parse_window(window: str) -> int:
+    """`Nd` with 1 <= N <= 365, as days; anything else is a 422."""
+    match = WINDOW_PATTERN.match(window)
+    if match is None or int(match.group(1)) > MAX_WINDOW_DAYS:
+        raise ValidationFailed("window must be Nd with N from 1 to 365 (for example 30d)")
+    return int(match.group(1))
+
+
+class Percentiles(BaseModel):
+    p50: float | None = None
+    p95: float | None = None
+
+
+class PipelineInsight(BaseModel):
+    pipeline_id: uuid.UUID
+    pipeline_name: str
+    runs: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    success_rate: float | None
+    duration_seconds: Percentiles
+    queue_seconds: Percentiles
+
+
+class StageInsight(BaseModel):
+    pipeline_id: uuid.UUID
+    stage_name: str
+    runs: int
+    success_rate: float | None
+    duration_ms: Percentiles
+    passed_on_retry: int
+    failed_then_passed: int
+
+    @property
+    def flaky(self) -> int:
+        return self.passed_on_retry + self.failed_then_passed
+
+
+class Dora(BaseModel):
+    deployments: int
+    deployment_frequency_per_day: float
+    lead_time_seconds: Percentiles
+    lead_time_mean_seconds: float | None
+    change_failure_rate: float | None
+    failed_changes: int
+    time_to_restore_mean_seconds: float | None
+    unrestored_failures: int
+
+
+class ProjectInsights(BaseModel):
+    project_id: uuid.UUID
+    window_days: int
+    since: datetime
+    until: datetime
+    runs: int
+    success_rate: float | None
+    pipelines: list[PipelineInsight]
+    stages: list[StageInsight]
+    flakiest_stages: list[StageInsight]
+    dora: Dora
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+async def project_insights(
+    session: AsyncSession, project_id: uuid.UUID, window_days: int, *, now: datetime | None = None
+) -> ProjectInsights:
+    until = now or datetime.now(UTC)
+    since = until - timedelta(days=window_days)
+    params = {"project_id": project_id, "since": since, "until": until}
+    run_rows, stage_rows, dora = await repository.insight_rows(session, params)
+    pipelines = [
+        PipelineInsight(
+            pipeline_id=r["pipeline_id"],
+            pipeline_name=r["pipeline_name"],
+            runs=r["total"],
+            succeeded=r["succeeded"],
+            failed=r["failed"],
+            cancelled=r["cancelled"],
+            success_rate=_rate(r["succeeded"], r["succeeded"] + r["failed"]),
+            duration_seconds=Percentiles(p50=_num(r["duration_p50"]), p95=_num(r["duration_p95"])),
+            queue_seconds=Percentiles(p50=_num(r["queue_p50"]), p95=_num(r["queue_p95"])),
+        )
+        for r in run_rows
+    ]
+    stages = [
+        StageInsight(
+            pipeline_id=r["pipeline_id"],
+            stage_name=r["stage_name"],
+            runs=r["total"],
+            success_rate=_rate(r["succeeded"], r["total"]),
+            duration_ms=Percentiles(p50=_num(r["duration_p50_ms"]), p95=_num(r["duration_p95_ms"])),
+            passed_on_retry=r["passed_on_retry"],
+            failed_then_passed=r["failed_then_passed"],
+        )
+        for r in stage_rows
+    ]
+    flakiest = sorted((s for s in stages if s.flaky), key=lambda s: (-s.flaky, s.stage_name))
+    succeeded = sum(p.succeeded for p in pipelines)
+    failed = sum(p.failed for p in pipelines)
+    changes = dora["deployments"] + dora["failures"]
+    return ProjectInsights(
+        project_id=project_id,
+        window_days=window_days,
+        since=since,
+        until=until,
+        runs=sum(p.runs for p in pipelines),
+        success_rate=_rate(succeeded, succeeded + failed),
+        pipelines=pipelines,
+        stages=stages,
+        flakiest_stages=flakiest[:10],
+        dora=Dora(
+            deployments=dora["deployments"],
+            deployment_frequency_per_day=round(dora["deployments"] / window_days, 4),
+            lead_time_seconds=Percentiles(p50=_num(dora["lead_p50"])),
+            lead_time_mean_seconds=_num(dora["lead_mean"]),
+            change_failure_rate=_rate(dora["failures"], changes),
+            failed_changes=dora["failures"],
+            time_to_restore_mean_seconds=_num(dora["restore_mean"]),
+            unrestored_failures=dora["unrestored"],
+        ),
+    )
