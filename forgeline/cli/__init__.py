@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from forgeline.cli import (
+    accounts,
     admin,
     agent,
     billing,
@@ -46,6 +47,10 @@ def main(
 
 app.command()(admin.bootstrap)
 app.command("rotate-keys")(admin.rotate_keys)
+app.command("signup")(accounts.signup)
+app.command("login")(accounts.login)
+app.add_typer(accounts.members_app, name="members")
+app.add_typer(accounts.invitations_app, name="invitations")
 app.add_typer(projects.projects_app, name="projects")
 app.add_typer(projects.repos_app, name="repos")
 app.add_typer(projects.envs_app, name="envs")

@@ -49,10 +49,14 @@ def _optional_uuid(value: str | None) -> str | None:
     return None if value is None else uuid_arg(value)
 
 
-def _wait(api: ForgelineClient, deployment_id: str, timeout: float) -> dict[str, Any]:
-    """Poll until the deployment ends or stops to wait for an approval."""
+def _wait(
+    api: ForgelineClient, deployment_id: str, timeout: float, *, past_gate: bool = False
+) -> dict[str, Any]:
+    """Poll until the deployment ends or (unless past_gate) stops to wait for an approval."""
     deadline = time.monotonic() + timeout
-    stops = {*TERMINAL_STATUSES, DeploymentStatus.AWAITING_APPROVAL}
+    stops = {*TERMINAL_STATUSES}
+    if not past_gate:
+        stops.add(DeploymentStatus.AWAITING_APPROVAL)
     while True:
         detail: dict[str, Any] = run(lambda: api.get(f"/v1/deployments/{deployment_id}"))
         if detail["status"] in stops or time.monotonic() > deadline:
@@ -75,6 +79,12 @@ def _start(
             conn.emit(started, DEPLOYMENT_COLUMNS, title=title)
             return
         detail = _wait(api, started["id"], timeout)
+    _outcome(conn, detail, title)
+
+
+def _outcome(conn: Connection, detail: dict[str, Any], title: str) -> None:
+    """Print where the deployment stands and exit with it (0 live, 1 failed, 2 cancelled, 3
+    still under way; 0 with a note when it awaits approval)."""
     conn.emit(detail, DEPLOYMENT_COLUMNS, title=title)
     status = detail["status"]
     if status == DeploymentStatus.AWAITING_APPROVAL:
@@ -222,3 +232,15 @@ def promote(
         timeout,
         "Promotion started",
     )
+
+
+@api_command(app, "watch")
+def watch(conn: Connection, deployment: DeploymentId, timeout: Timeout = 1800) -> None:
+    """Wait until the deployment ends, through its approval gate; exit 0 live, 1 failed,
+    rolled back or rejected, 2 cancelled, 3 still under way at the timeout."""
+    with conn.client() as api:
+        detail = _wait(api, deployment, timeout, past_gate=True)
+    if detail["status"] == DeploymentStatus.AWAITING_APPROVAL:
+        conn.emit(detail, DEPLOYMENT_COLUMNS, title="Deployment (still awaiting approval)")
+        raise typer.Exit(EXIT_TIMEOUT)
+    _outcome(conn, detail, "Deployment")
