@@ -130,6 +130,10 @@ class AgentTaskState(BaseModel):
     final_text: str = ""
     llm_error: str | None = None
     continued_runs: int = 0
+    # Verification runs the model made with run_pipeline (a Verification dumped), and whether
+    # it patched the pipeline since the last of them.
+    verification: dict[str, Any] | None = None
+    patched_since_run: bool = False
 
 
 # Payloads written before the state had its own model carry these fields flat on the input.

@@ -36,7 +36,12 @@ with workflow.unsafe.imports_passed_through():
         RUN_TOOL,
         START_EXECUTION,
     )
-from workflows.agent_verification import verify_pipeline
+    from workflows.verification_models import Verification
+from workflows.agent_verification import (
+    VerificationContext,
+    run_pipeline_tool,
+    verify_pipeline,
+)
 
 # Each activity's contract adds the errors no attempt can fix (workflows/contracts/agent.py).
 DB_RETRY = RetryPolicy(
@@ -146,27 +151,38 @@ class AgentTaskWorkflow:
             return state.logs_read
         return True
 
+    def _set_phase(self, phase: str) -> None:
+        self._phase = phase
+
+    def _verifies(self) -> bool:
+        return self._inp.verify and self._inp.task_type == AgentTaskType.GENERATE_PIPELINE
+
     async def _verify(self, state: AgentTaskState) -> dict[str, object] | None:
         """Only when asked (histories from before verification never ask): the validated
         pipeline run on the commit, repaired until green or out of attempts."""
-        if not self._inp.verify or self._inp.task_type != AgentTaskType.GENERATE_PIPELINE:
+        if not self._verifies():
             return None
         assert state.checkout is not None and state.execution is not None
         budget = state.execution.token_budget
 
-        def on_phase(phase: str) -> None:
-            self._phase = phase
-
         verdict = await verify_pipeline(
-            self._inp.task_id,
-            state.checkout,
+            self._verification_context(state),
+            Verification.model_validate(state.verification or {"verified": False}),
+            changed=state.patched_since_run,
+            budget_left=lambda: state.tokens_used < budget,
+            on_phase=self._set_phase,
+        )
+        return verdict.as_output()
+
+    def _verification_context(self, state: AgentTaskState) -> VerificationContext:
+        assert state.checkout is not None
+        return VerificationContext(
+            task_id=self._inp.task_id,
+            checkout=state.checkout,
             attempts=self._inp.verify_attempts,
             task_queue=self._inp.verification_task_queue,
             heartbeat=self._heartbeat(),
-            budget_left=lambda: state.tokens_used < budget,
-            on_phase=on_phase,
         )
-        return verdict.as_output()
 
     async def _start_execution(self, inp: StartExecutionInput) -> StartExecutionOutput:
         return await START_EXECUTION.execute(
@@ -274,6 +290,10 @@ class AgentTaskWorkflow:
         results: list[ToolActivityOutput] = []
         # Sequential on purpose: propose -> validate within one turn must see each other's output.
         for index, call in enumerate(calls):
+            if call.name == "run_pipeline" and self._verifies():
+                ctx = self._verification_context(state)
+                results.append(await run_pipeline_tool(ctx, state, call, self._set_phase))
+                continue
             result = await RUN_TOOL.execute(
                 ToolActivityInput(
                     task_id=self._inp.task_id,
@@ -297,6 +317,11 @@ class AgentTaskWorkflow:
                 state.logs_read = True
             if result.name == "propose_pipeline" and result.ok:
                 state.validated = False  # a new draft needs its own validation
+            if result.name == "patch_stage" and result.ok and result.data.get("version"):
+                state.patched_since_run = True
+                if state.verification is not None:
+                    done = list(state.verification.get("repairs") or [])
+                    state.verification["repairs"] = [*done, result.content]
             results.append(result)
         return results
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
@@ -17,7 +18,12 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from forgeline.statuses.runs import FailureClass
-    from workflows.agent_models import CheckoutResult
+    from workflows.agent_models import (
+        AgentTaskState,
+        CheckoutResult,
+        ToolActivityOutput,
+        ToolCall,
+    )
     from workflows.contracts.agent import EXAMINE_VERIFICATION_RUN, PREPARE_VERIFICATION
     from workflows.pipeline_run import PipelineRunWorkflow
     from workflows.runs_models import PipelineRunInput
@@ -52,65 +58,132 @@ def _stop_reason(exam: RunExamination, attempts_left: bool) -> str:
     return "no known repair for this failure"
 
 
-async def verify_pipeline(
-    task_id: uuid.UUID,
-    checkout: CheckoutResult,
+@dataclass
+class VerificationContext:
+    task_id: uuid.UUID
+    checkout: CheckoutResult
+    attempts: int
+    task_queue: str
+    heartbeat: timedelta
+
+
+async def run_once(
+    ctx: VerificationContext,
+    attempt: int,
+    rerun_of: uuid.UUID | None,
     *,
-    attempts: int,
-    task_queue: str,
-    heartbeat: timedelta,
+    may_repair: bool,
+) -> RunExamination:
+    """One verification run (a rerun from `rerun_of`'s failed stage when given), examined."""
+    run = await PREPARE_VERIFICATION.execute(
+        PrepareVerificationInput(
+            task_id=ctx.task_id, checkout=ctx.checkout, attempt=attempt, rerun_of=rerun_of
+        ),
+        start_to_close_timeout=timedelta(minutes=5),
+        heartbeat_timeout=ctx.heartbeat,
+        retry_policy=FIRST_RUN_RETRY if attempt == 1 else VERIFY_RETRY,
+    )
+    # A failed run ends its workflow in error; the run's rows say how, the examination reads
+    # them.
+    with contextlib.suppress(ChildWorkflowError):
+        await workflow.execute_child_workflow(
+            PipelineRunWorkflow.run,
+            PipelineRunInput(
+                run_id=str(run.run_id),
+                pipeline_id=str(run.pipeline_id),
+                project_id=str(run.project_id),
+                organization_id=str(run.organization_id) if run.organization_id else None,
+            ),
+            id=run.workflow_id,
+            task_queue=ctx.task_queue,
+            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+        )
+    return await EXAMINE_VERIFICATION_RUN.execute(
+        ExamineRunInput(
+            task_id=ctx.task_id, run_id=run.run_id, checkout=ctx.checkout, may_repair=may_repair
+        ),
+        start_to_close_timeout=timedelta(minutes=5),
+        heartbeat_timeout=ctx.heartbeat,
+        retry_policy=VERIFY_RETRY,
+    )
+
+
+def record(verdict: Verification, exam: RunExamination) -> None:
+    """A run's examination into the verdict (the last run speaks for the pipeline)."""
+    verdict.runs.append(exam.run_id)
+    verdict.attempts = len(verdict.runs)
+    verdict.run_id = exam.run_id
+    verdict.verified = exam.green
+    verdict.failed_stage, verdict.failure_class = exam.failed_stage, exam.failure_class
+    verdict.diagnosis, verdict.evidence = exam.diagnosis, exam.evidence
+    if exam.repaired:
+        verdict.repairs.append(exam.repair or "")
+
+
+async def verify_pipeline(
+    ctx: VerificationContext,
+    verdict: Verification,
+    *,
+    changed: bool,
     budget_left: Callable[[], bool],
     on_phase: Callable[[str], None],
 ) -> Verification:
-    """Runs until green or the budget is spent; the verdict, honest either way."""
-    verdict = Verification(verified=False)
-    rerun_of: uuid.UUID | None = None
-    for attempt in range(1, max(1, attempts) + 1):
-        on_phase(f"verifying (run {attempt} of {attempts})")
-        run = await PREPARE_VERIFICATION.execute(
-            PrepareVerificationInput(
-                task_id=task_id, checkout=checkout, attempt=attempt, rerun_of=rerun_of
-            ),
-            start_to_close_timeout=timedelta(minutes=5),
-            heartbeat_timeout=heartbeat,
-            retry_policy=FIRST_RUN_RETRY if attempt == 1 else VERIFY_RETRY,
-        )
-        verdict.runs.append(run.run_id)
-        verdict.attempts = attempt
-        # A failed run ends its workflow in error; the run's rows say how, the examination
-        # reads them.
-        with contextlib.suppress(ChildWorkflowError):
-            await workflow.execute_child_workflow(
-                PipelineRunWorkflow.run,
-                PipelineRunInput(
-                    run_id=str(run.run_id),
-                    pipeline_id=str(run.pipeline_id),
-                    project_id=str(run.project_id),
-                    organization_id=str(run.organization_id) if run.organization_id else None,
-                ),
-                id=run.workflow_id,
-                task_queue=task_queue,
-                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-            )
-        on_phase(f"examining run {attempt}")
-        more = attempt < attempts and budget_left()
-        exam = await EXAMINE_VERIFICATION_RUN.execute(
-            ExamineRunInput(task_id=task_id, run_id=run.run_id, checkout=checkout, may_repair=more),
-            start_to_close_timeout=timedelta(minutes=5),
-            heartbeat_timeout=heartbeat,
-            retry_policy=VERIFY_RETRY,
-        )
+    """Runs (after those already in `verdict`, made by the model) until green or the budget is
+    spent; `changed`: the pipeline changed since the last of them. Honest either way."""
+    if verdict.runs and verdict.verified and not changed:
+        verdict.stop_reason = "green"
+        return verdict
+    while True:
+        attempt = len(verdict.runs) + 1
+        if attempt > ctx.attempts:
+            verdict.verified = False
+            verdict.stop_reason = "attempt budget spent"
+            return verdict
+        rerun_of = verdict.runs[-1] if verdict.runs else None
+        on_phase(f"verifying (run {attempt} of {ctx.attempts})")
+        more = attempt < ctx.attempts and budget_left()
+        exam = await run_once(ctx, attempt, rerun_of, may_repair=more)
+        on_phase(f"examined run {attempt}")
+        record(verdict, exam)
         if exam.green:
-            verdict.verified, verdict.run_id = True, run.run_id
             verdict.stop_reason = "green"
             return verdict
-        verdict.run_id = run.run_id
-        verdict.failed_stage, verdict.failure_class = exam.failed_stage, exam.failure_class
-        verdict.diagnosis, verdict.evidence = exam.diagnosis, exam.evidence
         if not exam.repaired:
             verdict.stop_reason = _stop_reason(exam, more)
             return verdict
-        verdict.repairs.append(exam.repair or "")
-        rerun_of = run.run_id
-    verdict.stop_reason = "attempt budget spent"
-    return verdict
+
+
+async def run_pipeline_tool(
+    ctx: VerificationContext,
+    state: AgentTaskState,
+    call: ToolCall,
+    on_phase: Callable[[str], None],
+) -> ToolActivityOutput:
+    """The model's run_pipeline: a verification run as a child workflow, examined (the model
+    repairs with patch_stage; nothing is repaired for it), recorded in the task's state."""
+    verdict = Verification.model_validate(state.verification or {"verified": False})
+    attempt = len(verdict.runs) + 1
+
+    def refused(reason: str) -> ToolActivityOutput:
+        return ToolActivityOutput(
+            call_id=call.call_id, name=call.name, ok=False, content=f"error: {reason}"
+        )
+
+    if not state.validated:
+        return refused("validate_pipeline must pass before run_pipeline")
+    if attempt > ctx.attempts:
+        return refused(f"the {ctx.attempts} verification runs are spent")
+    on_phase(f"verifying (run {attempt} of {ctx.attempts})")
+    rerun_of = verdict.runs[-1] if verdict.runs else None
+    exam = await run_once(ctx, attempt, rerun_of, may_repair=False)
+    record(verdict, exam)
+    state.verification = verdict.model_dump(mode="json")
+    state.patched_since_run = False
+    on_phase("tools")
+    return ToolActivityOutput(
+        call_id=call.call_id,
+        name=call.name,
+        ok=True,
+        content=exam.model_dump_json(exclude={"repaired", "repair"}),
+        data={"green": exam.green, "run_id": str(exam.run_id)},
+    )

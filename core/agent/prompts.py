@@ -37,10 +37,8 @@ GOALS: dict[AgentTaskType, str] = {
 
 def task_prompt(task_type: AgentTaskType, input_data: dict[str, Any]) -> str:
     """The first user message of a conversation."""
-    return (
-        f"Task: {task_type}. {GOALS[task_type]}\n"
-        f"Input: {json.dumps(input_data, default=str)[:4000]}"
-    )
+    goal = GOALS[task_type] + (VERIFY_PROMPT if verifies(task_type, input_data) else "")
+    return f"Task: {task_type}. {goal}\nInput: {json.dumps(input_data, default=str)[:4000]}"
 
 
 TOOL_SCHEMAS: list[dict[str, Any]] = [
@@ -109,3 +107,62 @@ TOOL_SCHEMAS: list[dict[str, Any]] = [
         },
     },
 ]
+
+VERIFY_PROMPT = (
+    " Then prove it runs: run_pipeline runs the validated pipeline on the repository's commit "
+    "(deploy stages skipped). When a stage fails, read_stage_log shows its log; when the failure "
+    "is the pipeline's fault (a command, image, setup step, service or cache path) repair it with "
+    "patch_stage and call run_pipeline again, which reruns from the failed stage. When the "
+    "repository's own tests or build fail, do not hide it: stop and say so."
+)
+
+VERIFY_TOOL_SCHEMAS: list[dict[str, Any]] = [
+    {
+        "name": "run_pipeline",
+        "description": "Run the validated pipeline on the repository's commit (a verification "
+        "run; after a failed one it reruns from the failed stage). Returns green, or the failed "
+        "stage with its failure class, cause and evidence lines.",
+        "input_schema": {"type": "object", "properties": {}},
+    },
+    {
+        "name": "read_stage_log",
+        "description": "The end of a stage's log in a verification run (by default the latest).",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "stage": {"type": "string"},
+                "pipeline_run_id": {"type": "string"},
+            },
+            "required": ["stage"],
+        },
+    },
+    {
+        "name": "patch_stage",
+        "description": "Change one stage of the saved pipeline (a new pipeline version): any of "
+        "commands (the whole list), image, environment (merged; null removes a variable), "
+        "cache (paths), working_directory.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "stage": {"type": "string"},
+                "commands": {"type": "array", "items": {"type": "string"}},
+                "image": {"type": "string"},
+                "environment": {"type": "object"},
+                "cache": {"type": "array", "items": {"type": "string"}},
+                "working_directory": {"type": "string"},
+            },
+            "required": ["stage"],
+        },
+    },
+]
+
+
+def verifies(task_type: AgentTaskType, input_data: dict[str, Any]) -> bool:
+    return task_type == AgentTaskType.GENERATE_PIPELINE and input_data.get("verify") is True
+
+
+def tool_schemas(task_type: AgentTaskType, input_data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tools of a task: the verification tools only when it verifies."""
+    if verifies(task_type, input_data):
+        return [*TOOL_SCHEMAS, *VERIFY_TOOL_SCHEMAS]
+    return TOOL_SCHEMAS

@@ -15,6 +15,7 @@ from core.agent import projections, repository
 from core.agent.progress import Tick, while_ticking
 from core.agent.project_settings import build_settings_of
 from core.agent.tools import AgentToolbox, ToolInputError, task_key
+from core.agent.verification_tools import VERIFY_TOOLS, verifies_input
 from core.agent.workspaces import Workspaces
 from db.models.agent import AgentTask
 from db.models.pipelines import PipelineRun
@@ -52,6 +53,11 @@ class ToolCalls:
                 raise ToolInputError("tool input must be a JSON object")
             if call.name == "read_run_logs":
                 content, summary, data = await self._read_run_logs(inp.task_id, call.arguments)
+                ok = True
+            elif call.name in VERIFY_TOOLS and verifies_input(inp.input_data):
+                content, summary, data = await VERIFY_TOOLS[call.name](
+                    self.session_maker, self.store, inp.task_id, call.arguments
+                )
                 ok = True
             else:
                 root = await self.workspaces.ensure(inp.task_id, inp.checkout, tick)

@@ -14,7 +14,7 @@ from core.agent import projections
 from core.agent.errors import AgentFailure
 from core.agent.planner_turns import planner_turn
 from core.agent.progress import Tick, while_ticking
-from core.agent.prompts import SYSTEM_PROMPT, TOOL_SCHEMAS, task_prompt
+from core.agent.prompts import SYSTEM_PROMPT, task_prompt, tool_schemas
 from core.agent.tools import task_key
 from db.models.agent import AgentTask
 from db.session import session_scope
@@ -94,7 +94,7 @@ class ModelTurns:
             self.llm.create(
                 system=SYSTEM_PROMPT,
                 messages=messages,
-                tools=TOOL_SCHEMAS,
+                tools=tool_schemas(inp.task_type, inp.input_data),
                 max_tokens=inp.max_tokens,
             ),
             tick,

@@ -6,12 +6,10 @@ a rule-based repair committed as the pipeline's next version when the failure is
 from __future__ import annotations
 
 import uuid
-from collections import deque
 from dataclasses import dataclass
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import Client
 
 from core.agent.errors import AgentFailure, task_not_found
 from core.agent.executions import save_task_pipeline
@@ -19,13 +17,13 @@ from core.agent.progress import Tick
 from core.agent.project_settings import build_settings_of
 from core.agent.repairs import repair_stage
 from core.agent.tools import AgentToolbox
+from core.agent.verification_tools import stage_log_tail
 from core.agent.workspaces import Workspaces
 from core.pipelines import versions
 from core.pipelines.document import PipelineDocument
 from core.pipelines.repository import stages_of
 from core.pipelines.stored import document_of
 from core.runs import service as runs
-from core.runs.logs import LogReader, stage_lines
 from core.runs.schemas import RunCreate
 from db.models.agent import AgentTask
 from db.models.pipelines import PipelineRun, StageExecution
@@ -42,20 +40,6 @@ from workflows.verification_models import (
     RunExamination,
     VerificationRun,
 )
-
-LOG_TAIL_LINES = 200
-
-
-def _no_temporal() -> Client:
-    raise RuntimeError("reading a finished stage's log needs no Temporal client")
-
-
-async def _temporal() -> Client:
-    return _no_temporal()
-
-
-async def _connected() -> bool:
-    return False
 
 
 @dataclass
@@ -151,7 +135,7 @@ class VerificationRuns:
             exam.failure_class = failed.failure_class
             exam.diagnosis = failed.failure_cause or failed.error
             exam.evidence = list(failed.failure_evidence or [])
-            tail = await self._log_tail(failed)
+            tail = await stage_log_tail(self.session_maker, self.store, failed)
         root = await self.workspaces.ensure(inp.task_id, inp.checkout, tick)
         async with session_scope(self.session_maker) as session:
             pipeline = await versions.lock(session, None, run.pipeline_id)
@@ -184,18 +168,6 @@ class VerificationRuns:
             exam.repaired = True
             exam.repair = f"{exam.failed_stage}: {repair.diagnosis}"
             return exam
-
-    async def _log_tail(self, execution: StageExecution) -> str:
-        reader = LogReader(
-            session_maker=self.session_maker,
-            store=lambda: self.store,
-            temporal=_temporal,
-            disconnected=_connected,
-        )
-        lines: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-        async for _, line in stage_lines(reader, execution, -1):
-            lines.append(line[:2000])
-        return "\n".join(lines)
 
 
 async def _task_author(session: AsyncSession, task_id: uuid.UUID) -> uuid.UUID | None:
