@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from db.models.agent import AgentTask
+from db.models.billing import UsageRecord
 from db.models.pipeline_versions import PipelineVersion
 from db.models.pipelines import Pipeline, PipelineRun, PipelineStage, StageExecution
 from db.session import session_scope
@@ -148,6 +149,17 @@ async def test_a_missing_setup_step_is_repaired_and_the_pipeline_verified(
                 )
             )
         )
+        # Billed as build minutes like any run.
+        billed = set(
+            await session.scalars(
+                select(UsageRecord.idempotency_key).where(
+                    UsageRecord.idempotency_key.in_(
+                        [f"pipeline-run-{r.id}:build_minutes" for r in runs]
+                    )
+                )
+            )
+        )
+    assert len(billed) == 2
     assert [d.status for d in deploys] == ["skipped"]
     assert "verification" in (deploys[0].skip_reason or "")
 
