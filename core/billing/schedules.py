@@ -37,6 +37,7 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from core.audit.system import record_system_action
 from core.billing import repository
 from core.billing.executions import record_billing_execution
 from core.billing.periods import Period
@@ -178,6 +179,14 @@ async def start_due_billing_runs(
                     workflow_id=workflow_id,
                     run_id=run_id,
                     trigger="schedule",
+                )
+                await record_system_action(
+                    session,
+                    organization_id=org_id,
+                    action="billing.run",
+                    resource_type="billing_period",
+                    resource_id=None,
+                    new={"period": period.key, "workflow_id": workflow_id, "trigger": "schedule"},
                 )
         await session.commit()
     started = sum(1 for _, _, run_id in outcomes if run_id is not None)

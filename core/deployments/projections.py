@@ -12,6 +12,7 @@ from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.audit.system import record_system_action
 from core.deployments.release_records import mark_containers_removed
 from db.models.deployments import (
     Deployment,
@@ -176,7 +177,24 @@ async def record_rollback(
     if previous_id:
         values["rolled_back_at"] = func.coalesce(Deployment.rolled_back_at, func.now())
         values["rolled_back_to_id"] = uuid.UUID(previous_id)
-    await session.execute(update(Deployment).where(Deployment.id == dep).values(**values))
+    organization_id = (
+        await session.execute(
+            update(Deployment)
+            .where(Deployment.id == dep)
+            .values(**values)
+            .returning(Deployment.organization_id)
+        )
+    ).scalar_one_or_none()
+    await record_system_action(
+        session,
+        organization_id=organization_id,
+        action="deployment.rolled_back" if previous_id else "deployment.failed",
+        resource_type="deployment",
+        resource_id=dep,
+        new={"status": values["status"], "rolled_back_to_id": previous_id},
+        metadata={"reason": reason[:500]},
+        severity="warning",
+    )
     if previous_id:
         prev = uuid.UUID(previous_id)
         # The previous version serves again: it is the environment's active deployment.
