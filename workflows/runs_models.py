@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from forgeline.statuses.runs import FailureClass, PreviousStageRule, RunStatus, StageStatus
+from workflows.stage_runtime_models import MatrixLeg, ServiceSpec, StageCache
 
 # Error types the run activities raise (their contracts: workflows/contracts/runs.py).
 STAGE_FAILED_ERROR = "StageFailed"
@@ -64,6 +65,10 @@ class StageSpec(_Model):
     on_artifact_limit: Literal["warn", "fail"] = "warn"
     # The plan decided the stage does not run, and why (a verification run's deploy stage).
     skip: str | None = None
+    cache: StageCache | None = None
+    services: list[ServiceSpec] = Field(default_factory=list)
+    # A leg of a matrix stage (its name is the leg's: `test (3.12)`).
+    matrix_leg: MatrixLeg | None = None
     # Hash of everything above that affects the result: rerun-from-failed reuses on equality.
     spec_hash: str = ""
 

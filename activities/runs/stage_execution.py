@@ -24,6 +24,7 @@ from activities.runs.attempts import (
 )
 from activities.runs.bookkeeping import ride_out
 from activities.runs.closing import AttemptCloser
+from activities.runs.stage_caching import restore_cache, save_cache
 from core.runs import stage_records as projections
 from core.runs import stage_retries
 from core.runs.failure_classes import FailureSignals
@@ -198,6 +199,7 @@ class StageActivities:
 
         clock = time.monotonic()
         try:
+            restored = await restore_cache(self.store, stage, workdir, workspace, capture)
             outcome = await self._run_while_opening(process, on_output, opening, stop)
         except asyncio.CancelledError:
             closing = self.closer.close(
@@ -228,6 +230,8 @@ class StageActivities:
                 FailureSignals(runner_error=capture.masker.mask(str(exc))),
             )
             raise
+        if outcome is not None and outcome.exit_code == 0 and not outcome.timed_out:
+            await save_cache(self.store, stage, restored, workdir, workspace, capture)
         await stop_beat()
         status = StageStatus.SUCCESS
         error: str | None = None

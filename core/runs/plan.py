@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from core.runs.run_limits import plan_limits_sql, run_limits
+from core.runs.stage_runtime_plan import expand_legs, stage_cache, stage_matrix, stage_services
 from forgeline.statuses.runs import PreviousStageRule
 from workflows.runs_models import ReusableStage, RunPlan, StageConditions, StageSpec
 
@@ -53,11 +54,14 @@ def conditions_of(raw: dict[str, Any]) -> StageConditions:
 
 # Fields added after specs were first hashed: left out at their defaults, so a rerun of a run
 # from before them still reuses its stages.
-_LATER_DEFAULTS = {
+_LATER_DEFAULTS: dict[str, Any] = {
     "log_max_bytes": None,
     "on_log_limit": "fail",
     "on_artifact_limit": "warn",
     "skip": None,
+    "cache": None,
+    "services": [],
+    "matrix_leg": None,
 }
 
 
@@ -115,6 +119,8 @@ def stage_spec(stage: Mapping[str, Any], pipeline: Mapping[str, Any]) -> StageSp
         log_max_bytes=log_max if type(log_max) is int and log_max > 0 else None,
         on_log_limit="truncate" if output_limits.get("on_log_limit") == "truncate" else "fail",
         on_artifact_limit="fail" if output_limits.get("on_artifact_limit") == "fail" else "warn",
+        cache=stage_cache(stage),
+        services=stage_services(stage),
     )
     spec.spec_hash = spec_hash(spec)
     return spec
@@ -263,6 +269,8 @@ async def load_plan(conn: asyncpg.Connection, run_id: str) -> RunPlan | None:
     ) = row
     pipeline = {"retry_policy": retry_policy, "config": config, "root_directory": root_directory}
     specs = [stage_spec(stage, pipeline) for stage in stages]
+    matrices = {s["name"]: m for s in stages if (m := stage_matrix(s)) is not None}
+    specs = expand_legs(specs, matrices, spec_hash)
     if (metadata or {}).get("verification_task_id"):
         # A verification run proves the pipeline builds and tests; it deploys nothing.
         for spec in specs:

@@ -1,0 +1,58 @@
+"""The stage activity's cache steps: restore before the process starts, save after it succeeded.
+A cache never fails a stage: what went wrong is a line of the stage's log."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from core.runs import stage_cache
+from core.runs.cache_archive import CacheTooLarge, UnsafeCacheArchive
+from core.runs.log_capture import LogCapture
+from infra.storage import ObjectStore
+from workflows.runs_models import StageSpec
+
+
+async def restore_cache(
+    store: ObjectStore, stage: StageSpec, workdir: Path, root: Path, capture: LogCapture
+) -> stage_cache.Restored | None:
+    if stage.cache is None:
+        return None
+    try:
+        restored = await asyncio.to_thread(stage_cache.restore, store, stage.cache, workdir, root)
+    except (UnsafeCacheArchive, CacheTooLarge) as exc:
+        capture.note(f"[forgeline] cache not restored: {exc}")
+        return None
+    except Exception as exc:
+        capture.note(f"[forgeline] cache not restored: {type(exc).__name__}")
+        return None
+    if restored.matched is None:
+        capture.note(f"[forgeline] cache miss: {restored.key}")
+    else:
+        how = "hit" if restored.exact else "restored from restore key"
+        capture.note(f"[forgeline] cache {how}: {restored.matched} ({restored.bytes} bytes)")
+    return restored
+
+
+async def save_cache(
+    store: ObjectStore,
+    stage: StageSpec,
+    restored: stage_cache.Restored | None,
+    workdir: Path,
+    root: Path,
+    capture: LogCapture,
+) -> None:
+    if stage.cache is None or (restored is not None and restored.exact):
+        return  # like actions/cache, an entry is never overwritten
+    cache = stage.cache
+    try:
+        key = restored.key if restored else stage_cache.cache_key(cache, workdir, root)
+        size = await asyncio.to_thread(stage_cache.save, store, cache, key, workdir, root)
+    except CacheTooLarge as exc:
+        capture.note(f"[forgeline] cache not saved: {exc}")
+        return
+    except Exception as exc:
+        capture.note(f"[forgeline] cache not saved: {type(exc).__name__}")
+        return
+    if size is not None:
+        capture.note(f"[forgeline] cache saved: {key} ({size} bytes)")
