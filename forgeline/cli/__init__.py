@@ -17,6 +17,7 @@ from forgeline.cli import (
     common,
     config,
     deployments,
+    environments,
     notifications,
     pipelines,
     projects,
@@ -53,7 +54,7 @@ app.add_typer(accounts.members_app, name="members")
 app.add_typer(accounts.invitations_app, name="invitations")
 app.add_typer(projects.projects_app, name="projects")
 app.add_typer(projects.repos_app, name="repos")
-app.add_typer(projects.envs_app, name="envs")
+app.add_typer(environments.app, name="envs")
 app.add_typer(agent.app, name=agent.NAME)
 app.add_typer(billing.app, name=billing.NAME)
 app.add_typer(runs.app, name=runs.NAME)
