@@ -27,6 +27,7 @@ from api.errors import ServiceUnavailable, install_error_handlers, install_probl
 from api.health import router as health_router
 from api.insights import endpoints as insights_endpoints
 from api.integrations import endpoints as integrations_endpoints
+from api.integrations import github_app as github_app_endpoints
 from api.integrations import pull_requests as pull_requests_endpoints
 from api.metrics import endpoint as metrics_endpoint
 from api.metrics.instrumentation import RequestMetricsMiddleware
@@ -64,6 +65,7 @@ DOMAIN_ROUTERS: tuple[APIRouter, ...] = (
     billing_endpoints.router,
     audit_logs_endpoints.router,
     integrations_endpoints.router,
+    github_app_endpoints.router,
     pull_requests_endpoints.router,
     notifications_endpoints.router,
     operations_endpoints.router,

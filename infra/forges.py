@@ -142,6 +142,10 @@ async def github_call(what: str, request: Awaitable[Response[T]]) -> Response[T]
     except RequestFailed as exc:
         raise _classify(exc.response.status_code, exc.response.headers, what) from exc
     except RequestError as exc:
+        # A failure of the request an auth flow makes first (a GitHub App's installation token).
+        if isinstance(exc.exc, RequestFailed):
+            response = exc.exc.response
+            raise _classify(response.status_code, response.headers, what) from exc
         raise ForgeUnavailable(f"{what}: {type(exc.exc).__name__}") from exc
 
 

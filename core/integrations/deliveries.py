@@ -40,7 +40,7 @@ from workflows.integrations_models import (
 )
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
-_DELIVERY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
+DELIVERY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
 # Headers kept with the delivery: what identifies it, never a signature or token.
 _KEPT_HEADERS = (
     "x-github-event",
@@ -107,7 +107,7 @@ class Delivery:
         return self.header("idempotency-key") or self.header("x-gitlab-event-uuid")
 
 
-def _payload(body: bytes) -> dict[str, Any]:
+def parse_payload(body: bytes) -> dict[str, Any]:
     if b"\\u0000" in body:
         raise MalformedDelivery("the payload contains NUL characters")
     try:
@@ -161,17 +161,17 @@ async def authenticate(
         candidates = await queries.candidates_by_id(session, delivery.repository_id)
         payload: dict[str, Any] | None = None
     else:
-        payload = _payload(delivery.body)
+        payload = parse_payload(delivery.body)
         candidates = await queries.candidates_by_urls(
             session, _payload_urls(delivery.provider, payload)
         )
     if not candidates:
         raise UnknownRepository("no connected repository matches this delivery")
     candidate = _verified(delivery, candidates, settings)
-    return candidate, payload if payload is not None else _payload(delivery.body)
+    return candidate, payload if payload is not None else parse_payload(delivery.body)
 
 
-def _stored_headers(delivery: Delivery) -> dict[str, str]:
+def stored_headers(delivery: Delivery) -> dict[str, str]:
     return {k: delivery.headers[k][:300] for k in _KEPT_HEADERS if k in delivery.headers}
 
 
@@ -186,6 +186,22 @@ async def receive(
     a DomainError (a 4xx) after counting it, and writes nothing."""
     try:
         candidate, payload = await authenticate(session, settings, delivery)
+    except DomainError as exc:
+        rejected.count(delivery.provider, exc.type_slug)
+        raise
+    return await accept(session, temporal, delivery, candidate, payload, rejected)
+
+
+async def accept(
+    session: AsyncSession,
+    temporal: Callable[[], Awaitable[Client]],
+    delivery: Delivery,
+    candidate: queries.RepositoryCandidate,
+    payload: dict[str, Any],
+    rejected: RejectedDeliveries,
+) -> DeliveryReceipt:
+    """An authenticated delivery of `candidate`'s repository: stored once, then processed."""
+    try:
         parsed = (
             events.parse_github(delivery.event_type, payload)
             if delivery.provider == "github"
@@ -194,7 +210,7 @@ async def receive(
         if isinstance(parsed, events.Ping):
             return DeliveryReceipt(status="pong")
         delivery_id = delivery.delivery_id
-        if delivery_id is None or not _DELIVERY_ID.match(delivery_id):
+        if delivery_id is None or not DELIVERY_ID.match(delivery_id):
             raise MalformedDelivery("the delivery ID header is missing or not an ID")
     except DomainError as exc:
         rejected.count(delivery.provider, exc.type_slug)
@@ -206,7 +222,7 @@ async def receive(
         "organization_id": candidate.organization_id,
         "project_id": candidate.project_id,
         "payload": payload,
-        "headers": _stored_headers(delivery),
+        "headers": stored_headers(delivery),
         "signature_valid": True,
         "status": "ignored" if isinstance(parsed, events.Ignored) else "received",
     }

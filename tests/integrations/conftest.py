@@ -1,14 +1,19 @@
 """Fixtures of the integration tests: a fake GitHub and GitLab on loopback, and settings that
-point the forge clients at it."""
+point the forge clients at it; the GitHub App on that fake and the settings that name it."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from forgeline.settings import Settings
+from tests.integrations.app_support import APP_WEBHOOK_SECRET
 from tests.integrations.fake_forge import FakeForge, running_fake_forge
+from tests.integrations.fake_github_app import FakeGitHubApp, install_app
 
 
 @pytest.fixture
@@ -22,3 +27,39 @@ def forge_settings(settings: Settings, forge: FakeForge) -> Settings:
     return settings.model_copy(
         update={"github_api_url": forge.github_api_url, "gitlab_api_url": forge.gitlab_api_url}
     )
+
+
+@pytest.fixture
+def installation() -> int:
+    # Installations are unique across the shared database: one of its own per test.
+    return secrets.randbelow(10**12) + 1
+
+
+@pytest.fixture
+def app_forge(forge: FakeForge, installation: int) -> tuple[FakeGitHubApp, str]:
+    app, pem = install_app(forge)
+    app.installations[installation] = ["acme/widgets"]
+    return app, pem
+
+
+@pytest.fixture
+def app_settings(forge_settings: Settings, app_forge: tuple[FakeGitHubApp, str]) -> Settings:
+    app, pem = app_forge
+    return forge_settings.model_copy(
+        update={
+            "github_app_id": app.app_id,
+            "github_app_private_key": SecretStr(pem),
+            "github_app_webhook_secret": SecretStr(APP_WEBHOOK_SECRET),
+        }
+    )
+
+
+@pytest.fixture
+def app_api(app: Any, app_settings: Settings) -> Iterator[None]:
+    """The API answers with the App's settings for the test's duration."""
+    previous = app.state.settings
+    app.state.settings = app_settings
+    try:
+        yield
+    finally:
+        app.state.settings = previous

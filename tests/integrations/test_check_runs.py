@@ -5,19 +5,16 @@ limit never fails the run; installation tokens are minted per use and stored now
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import text, update
 
 from db.models.projects import GitProviderConnection, Repository
 from db.session import session_scope
-from forgeline.settings import Settings
-from tests.integrations.fake_forge import Failure, FakeForge
-from tests.integrations.fake_github_app import FakeGitHubApp, install_app
+from tests.integrations.fake_forge import Failure
+from tests.integrations.fake_github_app import FakeGitHubApp
 from tests.integrations.support import (
     Connected,
     commit,
@@ -29,27 +26,6 @@ from tests.integrations.support import (
     runs_of,
 )
 from tests.runs.helpers import wait_for
-
-
-@pytest.fixture
-def installation() -> int:
-    # Installations are unique across the shared database: one of its own per test.
-    return secrets.randbelow(10**12) + 1
-
-
-@pytest.fixture
-def app_forge(forge: FakeForge, installation: int) -> tuple[FakeGitHubApp, str]:
-    app, pem = install_app(forge)
-    app.installations[installation] = ["acme/widgets"]
-    return app, pem
-
-
-@pytest.fixture
-def app_settings(forge_settings: Settings, app_forge: tuple[FakeGitHubApp, str]) -> Settings:
-    app, pem = app_forge
-    return forge_settings.model_copy(
-        update={"github_app_id": app.app_id, "github_app_private_key": SecretStr(pem)}
-    )
 
 
 async def connect_through_app(session_maker: Any, connected: Connected, installation: int) -> None:

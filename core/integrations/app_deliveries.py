@@ -1,0 +1,193 @@
+"""Deliveries of the GitHub App's webhook (one secret for every installation, set by the
+operator): installation changes update the connection that holds the installation; a check run
+or suite's "Re-run" reruns the runs it reports from their failed stage; pushes and pull
+requests of repositories connected through the installation go the way of every delivery."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client
+
+from core.integrations import deliveries
+from core.integrations import repository as queries
+from core.integrations.app_installations import record_installation_event
+from core.integrations.check_runs import METADATA_KEY
+from core.integrations.errors import (
+    DeliveryTooLarge,
+    MalformedDelivery,
+    SignatureInvalid,
+    UnknownRepository,
+    UnsupportedEvent,
+)
+from core.integrations.signatures import github_signature_valid
+from core.runs.service import rerun, start_run_workflow
+from db.models.pipelines import PipelineRun
+from db.models.projects import GitProviderConnection, Project, Repository
+from forgeline.errors import Conflict, DomainError
+from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
+from forgeline.statuses.runs import RunStatus
+
+INSTALLATION_EVENTS = ("installation", "installation_repositories")
+RERUN_EVENTS = ("check_run", "check_suite")
+FORWARDED_EVENTS = ("push", "pull_request")
+RERUNNABLE = (RunStatus.FAILED, RunStatus.CANCELLED)
+MAX_RERUNS = 20
+
+
+def _authenticated(settings: Settings, delivery: deliveries.Delivery) -> dict[str, Any]:
+    if len(delivery.body) > settings.webhook_max_body_bytes:
+        raise DeliveryTooLarge(f"payloads over {settings.webhook_max_body_bytes} bytes are refused")
+    secret = settings.github_app_webhook_secret
+    if secret is None:
+        raise SignatureInvalid("the GitHub App's webhook secret is not configured")
+    header = delivery.header("x-hub-signature-256")
+    if not github_signature_valid(secret.get_secret_value(), delivery.body, header):
+        raise SignatureInvalid("X-Hub-Signature-256 does not match the App's webhook secret")
+    return deliveries.parse_payload(delivery.body)
+
+
+def _installation_id(payload: dict[str, Any]) -> int:
+    installation = payload.get("installation")
+    value = installation.get("id") if isinstance(installation, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise MalformedDelivery("the delivery names no installation")
+    return value
+
+
+async def _candidate(
+    session: AsyncSession, installation_id: int, payload: dict[str, Any]
+) -> queries.RepositoryCandidate:
+    repository = payload.get("repository")
+    full_name = repository.get("full_name") if isinstance(repository, dict) else None
+    if not isinstance(full_name, str):
+        raise MalformedDelivery("the delivery names no repository")
+    row = (
+        await session.execute(
+            select(Repository.id, Repository.project_id, Project.organization_id)
+            .join(Project, Project.id == Repository.project_id)
+            .join(GitProviderConnection, GitProviderConnection.id == Repository.connection_id)
+            .where(
+                GitProviderConnection.installation_id == installation_id,
+                GitProviderConnection.revoked_at.is_(None),
+                Repository.url.in_(queries.url_variants((f"https://github.com/{full_name}",))),
+            )
+            .limit(1)
+        )
+    ).one_or_none()
+    if row is None:
+        raise UnknownRepository("no repository is connected through this installation")
+    return queries.RepositoryCandidate(row[0], row[1], row[2], "github", None)
+
+
+async def _rerequested_runs(
+    session: AsyncSession, installation_id: int, event: str, payload: dict[str, Any]
+) -> list[PipelineRun]:
+    """The finished runs the check run (by its external ID) or suite (by its commit) reports,
+    of repositories connected through this installation only."""
+    query = (
+        select(PipelineRun)
+        .join(Repository, Repository.project_id == PipelineRun.project_id)
+        .join(GitProviderConnection, GitProviderConnection.id == Repository.connection_id)
+        .where(
+            GitProviderConnection.installation_id == installation_id,
+            PipelineRun.metadata_[METADATA_KEY].isnot(None),
+        )
+    )
+    holder = payload.get(event)
+    if not isinstance(holder, dict):
+        raise MalformedDelivery(f"the delivery has no {event}")
+    if event == "check_run":
+        try:
+            run_id = uuid.UUID(str(holder.get("external_id")))
+        except ValueError:
+            return []
+        query = query.where(PipelineRun.id == run_id)
+    else:
+        sha = holder.get("head_sha")
+        if not isinstance(sha, str) or len(sha) > 64:
+            raise MalformedDelivery("the check suite has no head SHA")
+        query = query.where(PipelineRun.commit_sha == sha, PipelineRun.status.in_(RERUNNABLE))
+    rows = (await session.scalars(query.order_by(PipelineRun.created_at).limit(MAX_RERUNS))).all()
+    # A suite reruns the latest run of each pipeline.
+    latest: dict[uuid.UUID, PipelineRun] = {}
+    for run in rows:
+        latest[run.pipeline_id] = run
+    return [r for r in latest.values() if r.status in RERUNNABLE]
+
+
+async def receive_app(
+    session: AsyncSession,
+    temporal: Callable[[], Awaitable[Client]],
+    settings: Settings,
+    delivery: deliveries.Delivery,
+    rejected: deliveries.RejectedDeliveries,
+    *,
+    run_task_queue: str = PIPELINES_TASK_QUEUE,
+) -> deliveries.DeliveryReceipt:
+    """Verify with the App's secret, then act on the event (once per delivery ID)."""
+    event = delivery.event_type
+    try:
+        payload = _authenticated(settings, delivery)
+        if event == "ping":
+            return deliveries.DeliveryReceipt(status="pong")
+        installation_id = _installation_id(payload)
+        if event in FORWARDED_EVENTS:
+            candidate = await _candidate(session, installation_id, payload)
+        elif event not in INSTALLATION_EVENTS + RERUN_EVENTS:
+            raise UnsupportedEvent(f"the App does not handle {event[:100]!r} events")
+        delivery_id = delivery.delivery_id
+        if delivery_id is None or not deliveries.DELIVERY_ID.match(delivery_id):
+            raise MalformedDelivery("the delivery ID header is missing or not an ID")
+    except DomainError as exc:
+        rejected.count(delivery.provider, exc.type_slug)
+        raise
+    if event in FORWARDED_EVENTS:
+        return await deliveries.accept(session, temporal, delivery, candidate, payload, rejected)
+    runs: list[PipelineRun] = []
+    if event in RERUN_EVENTS and payload.get("action") == "rerequested":
+        runs = await _rerequested_runs(session, installation_id, event, payload)
+    _, created = await queries.insert_delivery(
+        session,
+        {
+            "provider": "github",
+            "delivery_id": delivery_id,
+            "event_type": event[:100],
+            "organization_id": runs[0].organization_id if runs else None,
+            "project_id": runs[0].project_id if runs else None,
+            "payload": payload,
+            "headers": deliveries.stored_headers(delivery),
+            "signature_valid": True,
+            "status": "processed",
+        },
+    )
+    started: list[PipelineRun] = []
+    if created and event in INSTALLATION_EVENTS:
+        await record_installation_event(session, event, payload)
+    elif created:
+        for source in runs:
+            try:
+                assert source.organization_id is not None
+                started.append(
+                    await rerun(
+                        session,
+                        settings,
+                        organization_id=source.organization_id,
+                        run_id=source.id,
+                        from_failed=True,
+                    )
+                )
+            except Conflict:
+                continue  # not finished yet: nothing to rerun
+    await session.commit()
+    if started:
+        client = await temporal()
+        for run in started:
+            await start_run_workflow(client, run, task_queue=run_task_queue)
+    return deliveries.DeliveryReceipt(
+        status="accepted" if created else "duplicate", delivery_id=delivery_id
+    )
