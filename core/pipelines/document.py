@@ -15,14 +15,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from core.integrations.triggers import Triggers
-from core.pipelines.stage_runtime import (
+from forgeline.pipeline_export import dump_yaml
+from forgeline.safe_parsing import UnsafeDocument, load_yaml
+from forgeline.stage_runtime import (
     CacheKeyDocument,
     MatrixDocument,
     ServiceDocument,
     runtime_errors,
 )
-from forgeline.pipeline_export import dump_yaml
-from forgeline.safe_parsing import UnsafeDocument, load_yaml
 
 SCHEMA_ID = "/v1/schemas/pipeline.json"
 MAX_STAGES = 100

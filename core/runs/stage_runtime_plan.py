@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from core.pipelines.stage_runtime import (
+from forgeline.stage_runtime import (
     CacheKeyDocument,
     MatrixDocument,
     ServiceDocument,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.pipelines.stage_runtime import (
+from forgeline.stage_runtime import (
     MAX_MATRIX_LEGS,
     MatrixDocument,
     MatrixTooLarge,

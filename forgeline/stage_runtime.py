@@ -1,7 +1,7 @@
 """What a stage needs around its commands: service containers beside it, a build matrix that
 fans it out into legs, and a dependency cache keyed like actions/cache.
 
-Part of the pipeline document (`StageDocument.services`, `.matrix`, `.cache_key`) and stored in
+Part of the pipeline document (core/pipelines/document.py) (`StageDocument.services`, `.matrix`, `.cache_key`) and stored in
 the `pipeline_stages.runtime` column; the run plan turns a matrix into one leg per combination.
 """
 
