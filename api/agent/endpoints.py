@@ -11,9 +11,11 @@ from fastapi import APIRouter, Request, status
 from api.agent.schemas import (
     AgentExecutionOut,
     AgentStepOut,
+    AgentTaskApply,
     AgentTaskCreate,
     AgentTaskDetail,
     AgentTaskOut,
+    AppliedProposal,
     ToolInvocationOut,
 )
 from api.audit import origin_of
@@ -28,6 +30,7 @@ from api.deps import (
 from api.errors import ServiceUnavailable, problems
 from api.pagination import Page, PageDep, build_page
 from core.agent import service
+from core.agent.apply import apply_proposal
 from core.agent.repository import TaskHistory
 from db.models.agent import AgentTask
 from forgeline.errors import DomainError
@@ -102,6 +105,22 @@ async def cancel_agent_task(
 ) -> AgentTaskOut:
     task = await service.cancel_task(session, principal, origin_of(request), temporal, task_id)
     return AgentTaskOut.model_validate(task)
+
+
+@router.post("/agent-tasks/{task_id}/apply", responses=_PROBLEMS)
+async def apply_agent_task(
+    task_id: uuid.UUID,
+    session: SessionDep,
+    principal: PipelinesWriter,
+    request: Request,
+    body: AgentTaskApply | None = None,
+) -> AppliedProposal:
+    """The task's proposed pipeline as the next version of a pipeline of its project; 409 when
+    that pipeline changed after the task started, or the task proposed nothing."""
+    row = await apply_proposal(
+        session, principal, origin_of(request), task_id, body.pipeline_id if body else None
+    )
+    return AppliedProposal.model_validate(row, from_attributes=True)
 
 
 @router.get("/projects/{project_id}/agent-tasks", responses=_PROBLEMS)

@@ -100,3 +100,20 @@ class AgentTaskDetail(AgentTaskOut):
     # While the task runs: its workflow's live phase (e.g. "verifying (run 2 of 3)"), step and
     # tokens; null when finished or when the workflow cannot answer in time.
     live: dict[str, Any] | None = None
+
+
+class AgentTaskApply(BaseModel):
+    """Which pipeline the proposal becomes the next version of (by default the failed run's
+    pipeline, or the project's pipeline of the proposal's name, or its only one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline_id: uuid.UUID | None = None
+
+
+class AppliedProposal(BaseModel):
+    pipeline_id: uuid.UUID
+    version: int
+    change: str
+    agent_task_id: uuid.UUID | None
+    created_at: datetime

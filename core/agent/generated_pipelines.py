@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.integrations.triggers import parse_triggers
 from core.pipelines import versions
+from core.pipelines.document import PipelineDocument
 from core.pipelines.stored import document_of
 from core.pipelines.versions import Author
 from db.models.agent import AgentTask
@@ -99,16 +100,11 @@ async def _same_name(
     return found
 
 
-async def _regenerate(
-    session: AsyncSession,
-    pipeline: Pipeline,
-    task: AgentTask,
-    proposal: PipelineProposal,
-    report: ValidationReport,
-    config: dict[str, Any],
-) -> None:
-    # The proposal as it would be stored, read back as a document: the same mapping a first
-    # generation's rows go through.
+def proposal_document(
+    task: AgentTask, proposal: PipelineProposal, config: dict[str, Any]
+) -> PipelineDocument:
+    """The proposal as it would be stored, read back as a document: the same mapping a first
+    generation's rows go through."""
     draft = Pipeline(**_values(task, proposal, config))
     # Triggers a model made up that do not validate start on no event (as stored ones would).
     parsed = parse_triggers(proposal.triggers)
@@ -124,7 +120,18 @@ async def _regenerate(
         )
         for i, s in enumerate(proposal.stages)
     ]
-    document = document_of(draft, draft_stages)
+    return document_of(draft, draft_stages)
+
+
+async def _regenerate(
+    session: AsyncSession,
+    pipeline: Pipeline,
+    task: AgentTask,
+    proposal: PipelineProposal,
+    report: ValidationReport,
+    config: dict[str, Any],
+) -> None:
+    document = proposal_document(task, proposal, config)
     await versions.commit_change(
         session, pipeline, document, change="regenerate", author=_author(task)
     )
