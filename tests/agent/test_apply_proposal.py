@@ -52,7 +52,7 @@ async def add_task(
     proposal: dict[str, Any] | None = PROPOSAL,
 ) -> uuid.UUID:
     task_id = uuid.uuid4()
-    output = {"proposed_pipeline": proposal} if proposal else {"suggestions": []}
+    output: dict[str, Any] = {"proposed_pipeline": proposal} if proposal else {"suggestions": []}
     async with session_scope(session_maker) as session:
         session.add(
             AgentTask(
