@@ -258,11 +258,14 @@ class RunActivities:
         for outcome in await asyncio.gather(*steps, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 raise outcome
-        # The final status as recorded goes to the commit of a forge event's run (never raises).
-        await announce_run_status(self.temporal, self.session_maker, inp.run_id)
-        # run.failed, or run.fixed after a red run on its pipeline and branch (never raises).
-        await announce_run(self.temporal, self.session_maker, self.settings, inp.run_id)
-        await finishing.remove_workspace(run_workspace(self.settings, inp.run_id))
+        # Once the final status is recorded, side by side (each its own round trips): it goes to
+        # the commit of a forge event's run and to the notifications (run.failed, or run.fixed
+        # after a red run on its pipeline and branch; neither raises), and the workspace goes.
+        await asyncio.gather(
+            announce_run_status(self.temporal, self.session_maker, inp.run_id),
+            announce_run(self.temporal, self.session_maker, self.settings, inp.run_id),
+            finishing.remove_workspace(run_workspace(self.settings, inp.run_id)),
+        )
         remove_empty_spool_dir(run_spool_dir(self.settings.data_dir, inp.run_id))
 
     async def _close_run(self, inp: FinishRunInput) -> None:
