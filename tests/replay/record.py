@@ -93,6 +93,10 @@ SCENARIOS: dict[str, str] = {
     "test_a_500_is_retried_and_delivered_once": "notification-retry",
     "tests/notifications/test_delivery.py::"
     "test_receiver_down_past_the_retries_then_redelivered": "notification-redelivery",
+    "tests/agent/test_verification.py::"
+    "test_a_missing_setup_step_is_repaired_and_the_pipeline_verified": "verify-repair",
+    "tests/agent/test_verification_llm.py::"
+    "test_the_model_runs_reads_patches_and_verifies": "verify-llm",
 }
 
 
