@@ -50,6 +50,7 @@ from db.models.notifications import (
     NotificationPreference,
     WebhookEndpoint,
 )
+from db.models.oauth import OAuthState
 from db.models.operations import AuditLog, SystemMetric, WorkflowExecution
 from db.models.pipeline_versions import PipelineVersion
 from db.models.pipelines import (
@@ -97,6 +98,7 @@ __all__ = [
     "NotificationDelivery",
     "NotificationEvent",
     "NotificationPreference",
+    "OAuthState",
     "Organization",
     "OrganizationInvitation",
     "OrganizationMember",

@@ -174,6 +174,17 @@ class GitProviderConnection(UUIDPrimaryKey, Timestamps, Base):
             unique=True,
             postgresql_where=text("user_id IS NOT NULL AND organization_id IS NULL"),
         ),
+        # A forge account signs in one user.
+        Index(
+            "uq_git_provider_connections_identity",
+            "provider",
+            "external_account_id",
+            unique=True,
+            postgresql_where=text(
+                "user_id IS NOT NULL AND organization_id IS NULL"
+                " AND external_account_id IS NOT NULL"
+            ),
+        ),
         # One organization holds an installation.
         Index(
             "uq_git_provider_connections_installation_id",
