@@ -1,13 +1,16 @@
 """What a stage needs around its commands: service containers beside it, a build matrix that
 fans it out into legs, and a dependency cache keyed like actions/cache.
 
-Part of the pipeline document (core/pipelines/document.py) (`StageDocument.services`, `.matrix`, `.cache_key`) and stored in
-the `pipeline_stages.runtime` column; the run plan turns a matrix into one leg per combination.
+Part of the pipeline document (core/pipelines/document.py: `StageDocument.services`, `.matrix`,
+`.cache_key`), stored in the `pipeline_stages.runtime` column; the run plan turns a matrix into
+one leg per combination.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -15,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 # A matrix may expand to at most this many legs (GitHub Actions allows 256 per job).
 MAX_MATRIX_LEGS = 256
 MAX_SERVICES = 10
+MAX_LEG_NAME = 100
 # The product of the axes (before `exclude`) may be at most this many times the leg limit.
 PRODUCT_FACTOR = 16
 
@@ -108,8 +112,13 @@ def expand_matrix(matrix: MatrixDocument, limit: int = MAX_MATRIX_LEGS) -> list[
 
 
 def leg_name(stage: str, leg: dict[str, str]) -> str:
-    """A leg's stage-execution name: `test (3.11, ubuntu)`, unique per combination."""
-    return f"{stage} ({', '.join(leg.values())})"
+    """A leg's stage-execution name: `test (3.11, ubuntu)`, unique per combination; a long one
+    ends in a hash of the combination instead (names are at most 100 characters)."""
+    name = f"{stage} ({', '.join(leg.values())})"
+    if len(name) <= MAX_LEG_NAME:
+        return name
+    digest = hashlib.sha256(json.dumps(leg, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{name[: MAX_LEG_NAME - 16]}.. {digest})"
 
 
 def runtime_errors(

@@ -256,10 +256,12 @@ class PipelineRunWorkflow:
                 done, _ = await workflow.wait(list(running), return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     name = running.pop(task)
-                    result = task.result()
+                    result = stages.leg_result(name, task.result())
                     self.stage_status[name] = result.status
                     self.finished_by_stage = self.finished_by_stage or result.run_finished
                     stages.record(name, result.status, result.error)
+                    for sibling in stages.fail_fast_cancels(name):  # matrix legs only
+                        next(t for t, n in running.items() if n == sibling).cancel()
         except asyncio.CancelledError:
             for task in running:
                 task.cancel()

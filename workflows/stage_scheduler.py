@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from forgeline.statuses.runs import PreviousStageRule, RunStatus, StageStatus
-from workflows.runs_models import ReusableStage, StageSpec
+from workflows.runs_models import ReusableStage, StageResult, StageSpec
 
 # A stage that ended so, and is not allowed to fail, breaks the stages that need it.
 BROKEN_STATUSES = frozenset({StageStatus.FAILED, StageStatus.TIMED_OUT, StageStatus.CANCELLED})
@@ -116,6 +116,8 @@ class StageScheduler:
         self.failed: set[str] = set()
         # Why the run failed, stage by stage.
         self.failures: list[str] = []
+        # Matrix legs cancelled because a sibling failed (fail-fast), and why.
+        self.cancelled_legs: dict[str, str] = {}
 
     @property
     def done(self) -> bool:
@@ -143,6 +145,10 @@ class StageScheduler:
                     self.broken.add(name)
                 yield Skip(stage, reason)
                 continue
+            failed_leg = self._failed_sibling(stage)
+            if failed_leg is not None:
+                yield Skip(stage, f"fail-fast: matrix leg {failed_leg} failed")
+                continue
             reusable = self.reusable.get(name)
             if reusable is not None and reusable.spec_hash == stage.spec_hash:
                 yield Reuse(stage, reusable)
@@ -164,6 +170,38 @@ class StageScheduler:
             self.broken.add(name)
             self.failed.add(name)
             self.failures.append(f"stage {name} {status}: {error or 'no detail'}")
+
+    def _failed_sibling(self, stage: StageSpec) -> str | None:
+        leg = stage.matrix_leg
+        if leg is None or not leg.fail_fast:
+            return None
+        for name in sorted(self.failed):
+            other = self.specs[name].matrix_leg
+            if other is not None and other.stage == leg.stage:
+                return name
+        return None
+
+    def fail_fast_cancels(self, name: str) -> list[str]:
+        """The running sibling legs to cancel now that leg `name` failed (its matrix being
+        fail-fast); none for a stage that is not a leg."""
+        leg = self.specs[name].matrix_leg
+        if leg is None or not leg.fail_fast or name not in self.failed:
+            return []
+        cancels = sorted(
+            n
+            for n in self.running
+            if (other := self.specs[n].matrix_leg) is not None and other.stage == leg.stage
+        )
+        for sibling in cancels:
+            self.cancelled_legs.setdefault(sibling, f"cancelled: matrix leg {name} failed")
+        return cancels
+
+    def leg_result(self, name: str, result: StageResult) -> StageResult:
+        """A leg cancelled by `fail_fast_cancels` ended cancelled, whatever its activity said."""
+        why = self.cancelled_legs.get(name)
+        if why is None:
+            return result
+        return result.model_copy(update={"status": StageStatus.CANCELLED, "error": why})
 
     def unreachable(self) -> list[StageSpec]:
         """Stages that can never become ready (a dependency cycle), in order."""
