@@ -13,7 +13,7 @@ from activities.runs.bookkeeping import ride_out
 from core.runs import stage_records, stage_retries
 from db.session import driver_connection
 from forgeline.settings import Settings
-from forgeline.statuses.runs import StageStatus
+from forgeline.statuses.runs import RETRIED_FAILURE_CLASSES, StageStatus
 from infra.storage import join_key
 from workflows.runs_models import (
     RUN_NOT_FOUND_ERROR,
@@ -54,7 +54,8 @@ async def recorded_outcome(
     session_maker: async_sessionmaker[AsyncSession], inp: StageInput, attempt: int
 ) -> StageResult | None:
     """The result of `attempt` when it ended on its own: success is returned, a final failure
-    raised again. None when it must run again (lost mid-way, never opened, a retryable exit)."""
+    raised again (a stop at the log limit or the run's disk quota included). None when it must
+    run again (lost mid-way, never opened, a runner error, a retryable exit)."""
     stage = inp.stage
 
     async def read() -> stage_records.RecordedAttempt | None:
@@ -82,6 +83,20 @@ async def recorded_outcome(
             f"stage {stage.name} timed out after {stage.timeout_seconds}s",
             details,
             type=STAGE_TIMED_OUT_ERROR,
+            non_retryable=True,
+        )
+    if (
+        row.status == StageStatus.FAILED
+        and row.error is not None
+        and row.failure_class is not None
+        and row.failure_class not in RETRIED_FAILURE_CLASSES
+    ):
+        # Stopped by Forgeline (log limit, disk quota, artifact limits): final as it was when
+        # the attempt raised it, whether or not the process had exited.
+        raise ApplicationError(
+            f"stage {stage.name}: {row.error}",
+            details,
+            type=STAGE_FAILED_ERROR,
             non_retryable=True,
         )
     if row.status == StageStatus.FAILED and row.exit_code is not None:

@@ -313,7 +313,9 @@ SELECT s.id, s.attempt, s.status, s.exit_code, s.duration_ms, s.error,
           AND e.status = 'failed' AND e.exit_code IS NOT NULL
           AND e.failure_class IN ('infrastructure', 'flaky')) AS class_failures_before
 FROM stage_executions s
-WHERE s.run_id = $1 AND s.stage_name = $2 AND s.attempt = $3
+WHERE s.run_id = $1 AND s.stage_name = $2 AND s.attempt <= $3
+ORDER BY s.attempt DESC
+LIMIT 1
 """
 
 
@@ -336,7 +338,8 @@ class RecordedAttempt:
 async def recorded_attempt(
     conn: asyncpg.Connection, *, run_id: str, stage_name: str, attempt: int
 ) -> RecordedAttempt | None:
-    """The row of one attempt (None when it never opened)."""
+    """The row of the last attempt up to `attempt` that has one (None when none opened): an
+    attempt that only reused an earlier attempt's recorded outcome has no row of its own."""
     row = await conn.fetchrow(_LAST_ATTEMPT, uuid.UUID(run_id), stage_name, attempt)
     if row is None:
         return None
