@@ -150,6 +150,7 @@ async def profile(
             counter.on = timers.on = False
             log(f"profile N={n} run:   " + timers.take())
             per_run[n] = counter.take()
+            assert run_row.workflow_id is not None
             log(
                 f"profile N={n} run:   "
                 + (await history_profile(client, run_row.workflow_id)).line()
@@ -197,7 +198,11 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
     runner = create_runner(settings.model_copy(update={"container_runner": "sandbox"}))
     activities, _ = pipeline_activities(deps, runner=runner)
     timers = StageTimers(
-        next(a.__self__ for a in activities if getattr(a, "__name__", "") == "execute_stage")
+        next(
+            getattr(a, "__self__", None)
+            for a in activities
+            if getattr(a, "__name__", "") == "execute_stage"
+        )
     )
     rows: list[BenchRow] = []
     # As worker.py runs them (FORGELINE_WORKFLOW_SANDBOX); the baseline chain keeps SDK defaults.
