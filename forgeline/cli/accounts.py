@@ -148,4 +148,5 @@ def accept(conn: Connection, invitation: InvitationId) -> None:
     if conn.printed_json(joined):
         return
     org = joined["organization"]
-    conn.emit({**joined["member"], "organization": org["slug"]}, ("organization", *MEMBER_COLUMNS))
+    joined_as = {**joined["member"], "organization": org["slug"]}
+    conn.emit(joined_as, ("organization", "email", "role"), title="Joined")

@@ -20,6 +20,7 @@ import pytest
 
 from tests.cli.conftest import invoke, spawn
 from tests.cli.deploy.conftest import caddy, deploy_worker, settings
+from tests.cli.signups import fresh_signup_allowance
 from tests.factories import make_org
 from tests.runs.helpers import make_pipeline, stage
 
@@ -180,6 +181,7 @@ async def test_day_to_day_section_runs_as_written(
 ) -> None:
     steps = day_to_day_steps()
     assert len(steps) >= 25
+    await fresh_signup_allowance(session_maker)  # Ada and Bob sign up from 127.0.0.1
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pipeline.yml").write_text(PIPELINE_YML)
     walk = Walk(api_url)
