@@ -36,7 +36,7 @@ from activities.runs.registration import build_registration
 from activities.runs.registration import registration as runs_registration
 from core.billing.schedules import ensure_billing_schedules
 from core.integrations.schedules import ensure_pipeline_schedules
-from core.operations.schedules import ensure_reconciler_schedule
+from core.operations.schedules import ensure_insights_rollup_schedule, ensure_reconciler_schedule
 from core.runs.build_slots import retire_semaphore_workflows
 from db.session import create_engine, create_session_maker
 from forgeline.settings import (
@@ -201,8 +201,9 @@ async def run(
         # Pipelines' schedules follow their rows even when written without the API.
         await ensure_pipeline_schedules(client, session_maker)
     if settings.operations_task_queue in registrations:
-        # The reconciler's schedule, created once whoever starts first (idempotent).
+        # The operations schedules, created once whoever starts first (idempotent).
         await ensure_reconciler_schedule(client, settings)
+        await ensure_insights_rollup_schedule(client, settings)
     grace = timedelta(seconds=settings.worker_shutdown_grace_seconds)
     executor = ThreadPoolExecutor(max_workers=settings.worker_activity_threads)
     workers = build_workers(

@@ -187,6 +187,8 @@ class Settings(BaseSettings):
     operations_task_queue: str = OPERATIONS_TASK_QUEUE
     reconciler_interval_seconds: float = Field(default=10.0, ge=1)
     reconciler_lookback_seconds: float = Field(default=3600.0, gt=0)
+    # How often the insights rollup (daily aggregates in system_metrics) runs.
+    insights_rollup_seconds: float = Field(default=3600.0, ge=1)
 
     # Builds and deployments.
     # auto = the sandbox (bubblewrap) when it works here, else Docker when an engine answers.

@@ -93,6 +93,7 @@ DESCRIPTIONS: dict[str, str] = {
     "operations_task_queue": "task queue of the reconciler (executions closed outside Forgeline)",
     "reconciler_interval_seconds": "how often the reconciler's Temporal Schedule runs a pass",
     "reconciler_lookback_seconds": "how far back a pass looks for executions closed abnormally",
+    "insights_rollup_seconds": "how often the Temporal Schedule rolls up project insight per day",
     "container_runner": "`auto` (the bubblewrap sandbox when it works here, else Docker), "
     "`sandbox`, `docker`, `unsafe-local` (unisolated, development only)",
     "build_uid": "uid stages run as (sandbox and Docker runners); never the worker's",

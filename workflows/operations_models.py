@@ -16,3 +16,15 @@ class ReconcileInput(BaseModel):
 class ReconcileResult(BaseModel):
     examined: int = 0
     corrected: list[str] = Field(default_factory=list)
+
+
+INSIGHTS_ROLLUP_WORKFLOW_ID = "forgeline-insights-rollup-pass"
+
+
+class InsightsRollupInput(BaseModel):
+    # Days recomputed on each pass (late restores and reruns of those days are seen).
+    horizon_days: int = Field(default=3, ge=1, le=365)
+
+
+class InsightsRollupResult(BaseModel):
+    projects: int = 0

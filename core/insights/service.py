@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.insights import repository
+from core.insights import aggregate, rollups
 from forgeline.errors import ValidationFailed
 
 WINDOW_PATTERN = re.compile(r"^([1-9][0-9]{0,2})d$")
@@ -89,42 +89,57 @@ def _num(value: Any) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
+def _pct(values: list[float | None]) -> Percentiles:
+    return Percentiles(
+        p50=_num(aggregate.percentile(values, 0.5)), p95=_num(aggregate.percentile(values, 0.95))
+    )
+
+
 async def project_insights(
     session: AsyncSession, project_id: uuid.UUID, window_days: int, *, now: datetime | None = None
 ) -> ProjectInsights:
     until = now or datetime.now(UTC)
     since = until - timedelta(days=window_days)
-    params = {"project_id": project_id, "since": since, "until": until}
-    run_rows, stage_rows, dora = await repository.insight_rows(session, params)
-    pipelines = [
-        PipelineInsight(
-            pipeline_id=r["pipeline_id"],
-            pipeline_name=r["pipeline_name"],
-            runs=r["total"],
-            succeeded=r["succeeded"],
-            failed=r["failed"],
-            cancelled=r["cancelled"],
-            success_rate=_rate(r["succeeded"], r["succeeded"] + r["failed"]),
-            duration_seconds=Percentiles(p50=_num(r["duration_p50"]), p95=_num(r["duration_p95"])),
-            queue_seconds=Percentiles(p50=_num(r["queue_p50"]), p95=_num(r["queue_p95"])),
-        )
-        for r in run_rows
-    ]
-    stages = [
-        StageInsight(
-            pipeline_id=r["pipeline_id"],
-            stage_name=r["stage_name"],
-            runs=r["total"],
-            success_rate=_rate(r["succeeded"], r["total"]),
-            duration_ms=Percentiles(p50=_num(r["duration_p50_ms"]), p95=_num(r["duration_p95_ms"])),
-            passed_on_retry=r["passed_on_retry"],
-            failed_then_passed=r["failed_then_passed"],
-        )
-        for r in stage_rows
-    ]
+    total = await rollups.window_aggregate(session, project_id, since, until)
+    pipelines = sorted(
+        (
+            PipelineInsight(
+                pipeline_id=uuid.UUID(pid),
+                pipeline_name=p["name"],
+                runs=p["total"],
+                succeeded=p["succeeded"],
+                failed=p["failed"],
+                cancelled=p["cancelled"],
+                success_rate=_rate(p["succeeded"], p["succeeded"] + p["failed"]),
+                duration_seconds=_pct(p["durations"]),
+                queue_seconds=_pct(p["queue"]),
+            )
+            for pid, p in total["pipelines"].items()
+        ),
+        key=lambda p: (p.pipeline_name, str(p.pipeline_id)),
+    )
+    stages = sorted(
+        (
+            StageInsight(
+                pipeline_id=uuid.UUID(s["pipeline_id"]),
+                stage_name=s["stage_name"],
+                runs=s["total"],
+                success_rate=_rate(s["succeeded"], s["total"]),
+                duration_ms=_pct(s["durations"]),
+                passed_on_retry=s["passed_on_retry"],
+                failed_then_passed=s["failed_then_passed"],
+            )
+            for s in total["stages"].values()
+        ),
+        key=lambda s: (str(s.pipeline_id), s.stage_name),
+    )
     flakiest = sorted((s for s in stages if s.flaky), key=lambda s: (-s.flaky, s.stage_name))
     succeeded = sum(p.succeeded for p in pipelines)
     failed = sum(p.failed for p in pipelines)
+    dora = total["dora"]
+    lead: list[float | None] = dora.get("lead", [])
+    restore: list[float | None] = dora.get("restore", [])
+    restored = [r for r in restore if r is not None]
     changes = dora["deployments"] + dora["failures"]
     return ProjectInsights(
         project_id=project_id,
@@ -139,11 +154,11 @@ async def project_insights(
         dora=Dora(
             deployments=dora["deployments"],
             deployment_frequency_per_day=round(dora["deployments"] / window_days, 4),
-            lead_time_seconds=Percentiles(p50=_num(dora["lead_p50"])),
-            lead_time_mean_seconds=_num(dora["lead_mean"]),
+            lead_time_seconds=Percentiles(p50=_num(aggregate.percentile(lead, 0.5))),
+            lead_time_mean_seconds=_num(sum(lead) / len(lead)) if lead else None,  # type: ignore[arg-type]
             change_failure_rate=_rate(dora["failures"], changes),
             failed_changes=dora["failures"],
-            time_to_restore_mean_seconds=_num(dora["restore_mean"]),
-            unrestored_failures=dora["unrestored"],
+            time_to_restore_mean_seconds=_num(sum(restored) / len(restored)) if restored else None,
+            unrestored_failures=len(restore) - len(restored),
         ),
     )
