@@ -8,7 +8,10 @@ few hundred kilobytes of `[` exhaust the parsers' recursion: neither may reach a
 from __future__ import annotations
 
 import json
+import os
+import stat
 import tomllib
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -98,3 +101,21 @@ def load_toml(
         raise UnsafeDocument("TOML", f"does not parse: {exc}") from exc
     _check_depth(value, "TOML", max_depth)
     return value
+
+
+def read_document(
+    path: Path, document_format: DocumentFormat, *, max_bytes: int = MAX_DOCUMENT_BYTES
+) -> str:
+    """A repository file's text for one of the loaders above: at most `max_bytes` read (a larger
+    file is refused, never read whole); a symbolic link, a FIFO or a device is not opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise UnsafeDocument(document_format, f"cannot be read: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafeDocument(document_format, "is not a regular file")
+        data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise UnsafeDocument(document_format, f"document larger than {max_bytes} bytes")
+    return data.decode("utf-8", errors="replace")

@@ -3,7 +3,6 @@ static sites and the frameworks the planner knows, tagged with the commit SHA.""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import tempfile
@@ -15,6 +14,7 @@ import docker
 from docker.errors import BuildError
 
 from forgeline.errors import ValidationFailed
+from forgeline.safe_parsing import UnsafeDocument, load_json, read_document
 
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 STATIC_FRAMEWORKS = {"static", "html", "hugo", "jekyll", "eleventy", "gatsby", "astro"}
@@ -101,8 +101,7 @@ def generated_dockerfile(context: Path, framework: str | None) -> str | None:
     if (framework or "").lower() in STATIC_FRAMEWORKS:
         return STATIC_DOCKERFILE
     if (context / "package.json").is_file():
-        scripts = json.loads((context / "package.json").read_text() or "{}").get("scripts", {})
-        if "start" in scripts:
+        if "start" in _package_scripts(context / "package.json"):
             return NODE_DOCKERFILE
         return None  # a front-end without a server: served as static output
     if (context / "pyproject.toml").is_file() or (context / "requirements.txt").is_file():
@@ -110,6 +109,17 @@ def generated_dockerfile(context: Path, framework: str | None) -> str | None:
     if (context / "go.mod").is_file():
         return GO_DOCKERFILE
     return None
+
+
+def _package_scripts(path: Path) -> dict[str, object]:
+    """The `scripts` of the repository's package.json, through the bounded loader: a huge,
+    deeply nested or broken manifest fails the build with its reason."""
+    try:
+        data = load_json(read_document(path, "JSON") or "{}")
+    except UnsafeDocument as exc:
+        raise BuildFailed(f"package.json: {exc}") from exc
+    scripts = data.get("scripts") if isinstance(data, dict) else None
+    return scripts if isinstance(scripts, dict) else {}
 
 
 def _busybox() -> Path:

@@ -5,7 +5,6 @@ number of concurrent redeliveries start one workflow. The work happens in the wo
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import threading
 import uuid
@@ -30,6 +29,7 @@ from core.integrations.errors import (
 from core.integrations.signatures import github_signature_valid, gitlab_token_valid
 from forgeline.crypto import decrypt_str
 from forgeline.errors import DomainError
+from forgeline.safe_parsing import load_json
 from forgeline.search_attributes import forgeline_search_attributes
 from forgeline.settings import INTEGRATIONS_TASK_QUEUE, Settings
 from workflows.integrations_models import (
@@ -111,8 +111,9 @@ def parse_payload(body: bytes) -> dict[str, Any]:
     if b"\\u0000" in body:
         raise MalformedDelivery("the payload contains NUL characters")
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+        # Read before the signature is checked: bounded in depth (its size is capped upstream).
+        payload = load_json(body.decode("utf-8"), max_bytes=max(len(body), 1))
+    except (UnicodeDecodeError, ValueError) as exc:  # UnsafeDocument is a ValueError
         raise MalformedDelivery("the payload is not JSON (content type application/json)") from exc
     if not isinstance(payload, dict):
         raise MalformedDelivery("the payload is not a JSON object")
