@@ -1,5 +1,6 @@
-"""`forgeline`: bootstrap an organization and drive the API (projects, repositories,
-environments, pipelines, runs, deployments, agent tasks, billing); rotate encryption keys.
+"""`forgeline`: bootstrap an organization or sign up, and drive the API (members, projects,
+repositories, environments, pipelines, runs, deployments, agent tasks, billing, notifications);
+rotate encryption keys.
 Output as rich tables, or JSON with --output json (or --json). Every sub-app is imported here
 explicitly: a missing module fails at start."""
 
