@@ -55,6 +55,8 @@ class ContainerSpec:
     user: str | None = None
     cap_drop: tuple[str, ...] = ()
     tmpfs: Mapping[str, str] = field(default_factory=dict)
+    # Other names the container answers to on `network` (a user-defined network).
+    network_aliases: tuple[str, ...] = ()
 
 
 def docker_client(base_url: str | None, version: str | None = None) -> docker.DockerClient:
@@ -132,7 +134,6 @@ class ContainerEngine:
         host_config: dict[str, Any] = {
             "privileged": False,
             "security_opt": ["no-new-privileges"],
-            "network_mode": spec.network,
             "labels": {**spec.labels, f"{LABEL_PREFIX}managed": "true"},
             "environment": dict(spec.env),
             "volumes": {
@@ -140,6 +141,15 @@ class ContainerEngine:
                 **{h: {"bind": inner, "mode": "ro"} for h, inner in spec.readonly_mounts.items()},
             },
         }
+        if spec.network_aliases:
+            host_config["network"] = spec.network
+            host_config["networking_config"] = {
+                spec.network: self.client.api.create_endpoint_config(
+                    aliases=list(spec.network_aliases)
+                )
+            }
+        else:
+            host_config["network_mode"] = spec.network
         if spec.workdir:
             host_config["working_dir"] = spec.workdir
         if spec.user:
@@ -158,7 +168,7 @@ class ContainerEngine:
         if spec.ports:
             host_config["ports"] = dict(spec.ports)
         container: Container = self.client.containers.create(
-            spec.image, spec.command, name=spec.name, detach=True, **host_config
+            spec.image, spec.command or None, name=spec.name, detach=True, **host_config
         )
         return container
 
@@ -185,6 +195,53 @@ class ContainerEngine:
                 self.remove(container)
                 removed += 1
         return removed
+
+    # Networks ------------------------------------------------------------------------------
+    def create_network(self, name: str, labels: Mapping[str, str], *, internal: bool) -> None:
+        """A user-defined bridge (`internal`: no route out); one already there is reused."""
+        if self.client.networks.list(names=[name]):
+            return
+        self.client.networks.create(
+            name,
+            driver="bridge",
+            internal=internal,
+            labels={**labels, f"{LABEL_PREFIX}managed": "true"},
+        )
+
+    def remove_network(self, name: str) -> None:
+        for network in self.client.networks.list(names=[name]):
+            if network.name == name:
+                with contextlib.suppress(NotFound):
+                    network.remove()
+
+    def remove_networks_by_prefix(self, prefix: str) -> int:
+        removed = 0
+        for network in self.client.networks.list(filters={"label": f"{LABEL_PREFIX}managed"}):
+            if network.name and network.name.startswith(prefix):
+                with contextlib.suppress(NotFound, APIError):
+                    network.remove()
+                    removed += 1
+        return removed
+
+    def connect_network(self, container: Container, network: str) -> None:
+        self.client.networks.get(network).connect(container)
+
+    def exec_succeeds(self, container: Container, command: list[str]) -> bool:
+        """`command` run inside the container exits 0 (False when it cannot run at all)."""
+        try:
+            result = container.exec_run(command, demux=False)
+        except (APIError, NotFound):
+            return False
+        return bool(result.exit_code == 0)
+
+    def health(self, container: Container) -> str | None:
+        """The image's HEALTHCHECK status (None without one); `exited` once it stopped."""
+        container.reload()
+        state = container.attrs.get("State") or {}
+        if state.get("Status") in ("exited", "dead"):
+            return "exited"
+        health = state.get("Health")
+        return str(health.get("Status")) if isinstance(health, dict) else None
 
     def kill(self, container: Container) -> None:
         with contextlib.suppress(NotFound, APIError):

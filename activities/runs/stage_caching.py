@@ -1,5 +1,6 @@
-"""The stage activity's cache steps: restore before the process starts, save after it succeeded.
-A cache never fails a stage: what went wrong is a line of the stage's log."""
+"""The stage activity's runtime steps: the cache restored before the process starts and saved
+after it succeeded (a cache never fails a stage: what went wrong is a line of its log), and the
+stage's services as the runner's processes."""
 
 from __future__ import annotations
 
@@ -9,8 +10,23 @@ from pathlib import Path
 from core.runs import stage_cache
 from core.runs.cache_archive import CacheTooLarge, UnsafeCacheArchive
 from core.runs.log_capture import LogCapture
+from infra.runners.base import ServiceProcess
 from infra.storage import ObjectStore
 from workflows.runs_models import StageSpec
+from workflows.stage_runtime_models import ServiceSpec
+
+
+def service_processes(services: list[ServiceSpec]) -> tuple[ServiceProcess, ...]:
+    return tuple(
+        ServiceProcess(
+            name=s.name,
+            image=s.image,
+            env=dict(s.environment),
+            health_command=s.health_command,
+            health_timeout_seconds=float(s.health_timeout_seconds),
+        )
+        for s in services
+    )
 
 
 async def restore_cache(

@@ -24,7 +24,7 @@ from activities.runs.attempts import (
 )
 from activities.runs.bookkeeping import ride_out
 from activities.runs.closing import AttemptCloser
-from activities.runs.stage_caching import restore_cache, save_cache
+from activities.runs.stage_caching import restore_cache, save_cache, service_processes
 from core.runs import stage_records as projections
 from core.runs import stage_retries
 from core.runs.failure_classes import FailureSignals
@@ -41,6 +41,7 @@ from forgeline.secret_masking import SecretMasker
 from forgeline.settings import Settings
 from forgeline.statuses.runs import FailureClass, StageStatus
 from infra.runners import Runner, StageOutcome, StageProcess, process_name, process_prefix
+from infra.runners.base import run_stage
 from infra.storage import ObjectStore
 from workflows.contracts.runs import EXECUTE_STAGE
 from workflows.runs_models import (
@@ -188,6 +189,7 @@ class StageActivities:
             disk_mb=disk_mb,
             network=stage.network_enabled,
             labels={"forgeline.run_id": inp.run_id, "forgeline.stage": stage.name},
+            services=service_processes(stage.services),
         )
         beat = asyncio.create_task(heartbeat())
         watch = asyncio.create_task(disk.watch())
@@ -332,7 +334,7 @@ class StageActivities:
         """The process runs while the attempt's row is being opened. If opening fails, the
         process is killed and the failure raised: the attempt is retried like any lost write.
         When `stop` is set first, the process is killed and None returned."""
-        running = asyncio.ensure_future(self.runner.run(process, on_output))
+        running = asyncio.ensure_future(run_stage(self.runner, process, on_output))
         stopping = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
             await asyncio.wait((running, opening), return_when=asyncio.FIRST_COMPLETED)

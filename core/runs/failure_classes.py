@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from core.runs.failure_patterns import CLASS_PRECEDENCE, PATTERNS, FailurePattern
 from forgeline.statuses.runs import FailureClass
+from infra.runners.base import SERVICE_MARKER
 
 # Only the end of the log is read: where a failure explains itself.
 SCAN_CHARS = 64 * 1024
@@ -145,6 +146,11 @@ def classify(signals: FailureSignals) -> FailureClassification:
     if memory:
         return FailureClassification(
             FailureClass.INFRASTRUCTURE, "the stage ran out of memory (OOM kill)", memory
+        )
+    services = _marker(lines, SERVICE_MARKER)
+    if services:
+        return FailureClassification(
+            FailureClass.CONFIG, "the stage's services did not start", services
         )
     disk = _marker(lines, DISK_MARKER)
     if disk:

@@ -24,6 +24,18 @@ def process_prefix(run_id: str, stage: str) -> str:
 
 
 @dataclass(frozen=True)
+class ServiceProcess:
+    """A container started beside a stage, reachable by `name` from it (Docker runner)."""
+
+    name: str
+    image: str
+    env: dict[str, str] = field(default_factory=dict)
+    # Run inside the service until it exits 0; None: the image's HEALTHCHECK, else started.
+    health_command: str | None = None
+    health_timeout_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class StageProcess:
     """What to run for one attempt of one stage; `script` runs under `sh -c`."""
 
@@ -43,6 +55,7 @@ class StageProcess:
     # mount the root and start in `workspace`.
     root: Path | None = None
     disk_mb: int | None = None
+    services: tuple[ServiceProcess, ...] = ()
 
     @property
     def workdir(self) -> str:
@@ -61,6 +74,8 @@ class StageOutcome:
 
 class Runner(ABC):
     kind: str
+    # Starts a stage's service containers beside it (else a stage with services is refused).
+    supports_services = False
 
     @abstractmethod
     async def run(self, process: StageProcess, on_output: OutputCallback) -> StageOutcome:
@@ -72,3 +87,25 @@ class Runner(ABC):
 
     async def close(self) -> None:
         return None
+
+
+# A stage whose services did not start ends with this exit code (Docker's "could not run").
+SERVICE_EXIT = 125
+# Forgeline's own line about it in the stage's log (its failure class is `config`).
+SERVICE_MARKER = "forgeline: stage services:"
+
+
+async def run_stage(
+    runner: Runner, process: StageProcess, on_output: OutputCallback
+) -> StageOutcome:
+    """`runner.run`, except that a runner without service containers refuses a stage that
+    declares services, with the reason in the stage's log."""
+    if process.services and not runner.supports_services:
+        names = ", ".join(s.name for s in process.services)
+        await on_output(
+            f"{SERVICE_MARKER} refused: the {runner.kind} runner cannot start service "
+            f"containers ({names}); run this pipeline on a Docker build host "
+            "(FORGELINE_CONTAINER_RUNNER=docker)\n".encode()
+        )
+        return StageOutcome(exit_code=SERVICE_EXIT)
+    return await runner.run(process, on_output)

@@ -14,10 +14,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from infra.containers import ContainerEngine, ContainerSpec
-from infra.runners.base import OutputCallback, Runner, StageOutcome, StageProcess
+from infra.runners.base import (
+    SERVICE_EXIT,
+    SERVICE_MARKER,
+    OutputCallback,
+    Runner,
+    StageOutcome,
+    StageProcess,
+)
+from infra.runners.docker_services import (
+    ServiceFailed,
+    network_name,
+    start_services,
+    stop_services,
+)
 from infra.runners.egress_proxy import EgressProxy, listen_in_namespace, proxy_environment
 from infra.runners.sandbox_args import SANDBOX_TMP
 from infra.runners.sandbox_workspace import give_to_build_user
@@ -55,6 +69,7 @@ DEFAULT_PIDS_LIMIT = 512
 
 class DockerRunner(Runner):
     kind = "docker"
+    supports_services = True
 
     def __init__(
         self,
@@ -111,11 +126,24 @@ class DockerRunner(Runner):
             network="bridge" if process.network and not through_proxy else "none",
             labels=process.labels,
         )
+        if process.services:
+            # The services' network instead of none (or of the bridge, joined after creation).
+            spec = replace(spec, network=network_name(process))
         await asyncio.to_thread(self.engine.remove, process.name)
-        await asyncio.to_thread(self.engine.ensure_image, image)
-        container = await asyncio.to_thread(self.engine.create, spec)
         egress_server: asyncio.AbstractServer | None = None
         try:
+            if process.services:
+                try:
+                    await start_services(self.engine, process, process.labels)
+                except ServiceFailed as exc:
+                    await on_output(f"{SERVICE_MARKER} {exc}\n".encode())
+                    return StageOutcome(exit_code=SERVICE_EXIT)
+                names = ", ".join(s.name for s in process.services)
+                await on_output(f"[forgeline] services ready: {names}\n".encode())
+            await asyncio.to_thread(self.engine.ensure_image, image)
+            container = await asyncio.to_thread(self.engine.create, spec)
+            if process.services and process.network and not through_proxy:
+                await asyncio.to_thread(self.engine.connect_network, container, "bridge")
             await asyncio.to_thread(container.start)
             if signal_dir is not None and self.egress is not None:
                 egress_server = await self._open_egress(container, signal_dir)
@@ -157,7 +185,9 @@ class DockerRunner(Runner):
             if signal_dir is not None:
                 shutil.rmtree(signal_dir, ignore_errors=True)
             # On success, failure and cancellation alike: the container does not outlive its stage.
-            await asyncio.shield(asyncio.to_thread(self.engine.remove, container))
+            await asyncio.shield(asyncio.to_thread(self.engine.remove, process.name))
+            if process.services:
+                await asyncio.shield(stop_services(self.engine, process))
 
     async def _open_egress(self, container: object, signal_dir: Path) -> asyncio.AbstractServer:
         """The proxy on the container's loopback, then the signal its script waits for."""
@@ -173,7 +203,9 @@ class DockerRunner(Runner):
         return server
 
     async def remove_stale(self, prefix: str) -> int:
-        return await asyncio.to_thread(self.engine.remove_by_prefix, prefix)
+        removed = await asyncio.to_thread(self.engine.remove_by_prefix, prefix)
+        await asyncio.to_thread(self.engine.remove_networks_by_prefix, prefix)
+        return removed
 
     async def close(self) -> None:
         await asyncio.to_thread(self.engine.close)
