@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.accounts import endpoints as accounts_endpoints
+from api.accounts import oauth as oauth_endpoints
 from api.agent import endpoints as agent_endpoints
 from api.audit_logs import endpoints as audit_logs_endpoints
 from api.billing import endpoints as billing_endpoints
@@ -57,6 +58,7 @@ API_PREFIX = "/v1"
 
 DOMAIN_ROUTERS: tuple[APIRouter, ...] = (
     accounts_endpoints.router,
+    oauth_endpoints.router,
     projects_endpoints.router,
     agent_endpoints.router,
     pipelines_endpoints.router,

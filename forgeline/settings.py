@@ -113,6 +113,13 @@ class Settings(BaseSettings):
     github_app_id: int | None = None
     github_app_private_key: SecretStr | None = None
     github_app_webhook_secret: SecretStr | None = None
+    # Sign in with GitHub / GitLab (OAuth apps): unset, that provider's buttons are absent.
+    github_web_url: str = "https://github.com"
+    gitlab_web_url: str = "https://gitlab.com"
+    github_oauth_client_id: str | None = None
+    github_oauth_client_secret: SecretStr | None = None
+    gitlab_oauth_client_id: str | None = None
+    gitlab_oauth_client_secret: SecretStr | None = None
     # Webhook deliveries larger than this are refused (GitHub caps its payloads at 25 MB).
     webhook_max_body_bytes: int = 25 * 1024 * 1024
 

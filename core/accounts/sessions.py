@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.accounts import security, throttle, totp
+from core.accounts import security, sign_in_policy, throttle, totp
 from core.accounts.context import AccountContext, utcnow
 from core.accounts.errors import TotpRequired
 from core.accounts.repository import MemberRepository, SessionRepository, UserRepository
@@ -97,6 +97,7 @@ async def login(
         organization_id = await members.first_organization_of(user.id)
     if organization_id is None:
         raise Forbidden("Not a member of that organization")
+    await sign_in_policy.check(session, organization_id, "password")
     if user.password_hash and security.password_needs_rehash(user.password_hash):
         user.password_hash = security.hash_password(password)
     user.last_login_at = utcnow()

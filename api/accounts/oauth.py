@@ -1,0 +1,83 @@
+"""/v1/auth/oauth routes: sign in with GitHub or GitLab (authorization code + PKCE + state),
+and linking a forge account to the signed-in user."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel
+
+from api.accounts import render
+from api.accounts.schemas import SessionOut
+from api.deps import AccountContextDep, SessionDep, SessionPrincipalDep, SettingsDep
+from core.accounts import oauth
+
+router = APIRouter(tags=["auth"])
+Provider = Literal["github", "gitlab"]
+
+
+class AuthorizationOut(BaseModel):
+    """Send the browser here; the forge comes back to the callback."""
+
+    authorization_url: str
+
+
+class OAuthSessionOut(SessionOut):
+    created: bool
+    linked: bool
+
+
+class ProvidersOut(BaseModel):
+    providers: list[str]
+
+
+@router.get("/auth/oauth/providers")
+async def providers(settings: SettingsDep) -> ProvidersOut:
+    """The forges configured for sign-in."""
+    return ProvidersOut(providers=oauth.configured_providers(settings))
+
+
+@router.get("/auth/oauth/{provider}/start", response_model=None, responses={404: {}})
+async def start(
+    provider: Provider,
+    session: SessionDep,
+    settings: SettingsDep,
+    organization: Annotated[str | None, Query(max_length=100)] = None,
+    redirect: bool = False,
+) -> AuthorizationOut | RedirectResponse:
+    """A sign-in request: the forge's authorization URL (or a redirect to it)."""
+    url = await oauth.start(session, settings, provider, organization_slug=organization)
+    await session.commit()
+    if redirect:
+        return RedirectResponse(url, status_code=302)
+    return AuthorizationOut(authorization_url=url)
+
+
+@router.post("/auth/oauth/{provider}/link", responses={404: {}})
+async def link(
+    provider: Provider, session: SessionDep, settings: SettingsDep, principal: SessionPrincipalDep
+) -> AuthorizationOut:
+    """Link a forge account to the signed-in user: its callback links instead of signing in."""
+    url = await oauth.start(session, settings, provider, link_user_id=principal.user_id)
+    await session.commit()
+    return AuthorizationOut(authorization_url=url)
+
+
+@router.get(
+    "/auth/oauth/{provider}/callback",
+    responses={400: {"description": "State, code or verifier refused"}, 409: {}},
+)
+async def callback(
+    provider: Provider,
+    session: SessionDep,
+    ctx: AccountContextDep,
+    code: Annotated[str, Query(max_length=500)] = "",
+    state: Annotated[str, Query(max_length=200)] = "",
+) -> OAuthSessionOut:
+    """The forge's redirect: signs in (or links) and returns a session."""
+    signed = await oauth.callback(session, ctx, provider, code=code, state=state)
+    await session.commit()
+    out = render.session_out(signed.session, signed.token)
+    return OAuthSessionOut(**out.model_dump(), created=signed.created, linked=signed.linked)

@@ -1,0 +1,267 @@
+"""Sign in with GitHub and GitLab: an authorization request (random state and PKCE verifier,
+stored hashed / encrypted and used once), then its callback: the forge account signs in the
+user it is linked to, is linked to the signed-in user who started the request, or becomes a
+new user. An existing account is never taken over by an e-mail address the forge reports:
+its owner signs in first and links the forge account."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.accounts import sign_in_policy
+from core.accounts.context import AccountContext, utcnow
+from core.accounts.organizations import create_organization_with_owner
+from core.accounts.repository import MemberRepository, UserRepository
+from core.accounts.sessions import new_session
+from core.audit.service import write_audit
+from db.models.accounts import User, UserSession
+from db.models.oauth import OAuthState
+from db.models.projects import GitProviderConnection
+from forgeline.crypto import decrypt_str, encrypt_str
+from forgeline.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
+from forgeline.settings import Settings
+from infra.forges import ForgeRejected, ForgeUnavailable
+from infra.oauth import (
+    ForgeIdentity,
+    OAuthProvider,
+    authorization_url,
+    exchange_code,
+    github_provider,
+    gitlab_provider,
+)
+
+STATE_TTL = timedelta(minutes=10)
+
+
+class OAuthStateInvalid(
+    DomainError, status=400, title="Sign-in request invalid", slug="oauth-state-invalid"
+): ...
+
+
+class ForgeSignInFailed(
+    DomainError, status=400, title="The forge refused the sign-in", slug="oauth-refused"
+): ...
+
+
+class ForgeSignInUnavailable(
+    DomainError, status=502, title="The forge did not answer", slug="oauth-forge-unreachable"
+): ...
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    session: UserSession
+    token: str
+    user: User
+    created: bool
+    linked: bool
+
+
+def provider(settings: Settings, name: str) -> OAuthProvider:
+    """The configured provider called `name`; an unknown or unconfigured one is a 404."""
+    if name == "github" and settings.github_oauth_client_id and settings.github_oauth_client_secret:
+        return github_provider(
+            settings.github_web_url,
+            settings.github_api_url,
+            settings.github_oauth_client_id,
+            settings.github_oauth_client_secret.get_secret_value(),
+        )
+    if name == "gitlab" and settings.gitlab_oauth_client_id and settings.gitlab_oauth_client_secret:
+        return gitlab_provider(
+            settings.gitlab_web_url,
+            settings.gitlab_api_url,
+            settings.gitlab_oauth_client_id,
+            settings.gitlab_oauth_client_secret.get_secret_value(),
+        )
+    raise NotFound(f"sign-in with {name[:20]!r} is not configured")
+
+
+def configured_providers(settings: Settings) -> list[str]:
+    names = []
+    for name in ("github", "gitlab"):
+        try:
+            provider(settings, name)
+        except NotFound:
+            continue
+        names.append(name)
+    return names
+
+
+def redirect_uri(settings: Settings, name: str) -> str:
+    return f"{settings.public_base_url.rstrip('/')}/v1/auth/oauth/{name}/callback"
+
+
+def _digest(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+async def start(
+    session: AsyncSession,
+    settings: Settings,
+    name: str,
+    *,
+    link_user_id: uuid.UUID | None = None,
+    organization_slug: str | None = None,
+) -> str:
+    """A new authorization request; the forge's URL to send the browser to."""
+    chosen = provider(settings, name)
+    state = secrets.token_urlsafe(32)
+    verifier = secrets.token_urlsafe(64)
+    session.add(
+        OAuthState(
+            state_hash=_digest(state),
+            provider=chosen.name,
+            code_verifier_encrypted=encrypt_str(verifier, settings),
+            link_user_id=link_user_id,
+            organization_slug=organization_slug,
+            expires_at=utcnow() + STATE_TTL,
+        )
+    )
+    await session.flush()
+    return authorization_url(chosen, redirect_uri(settings, chosen.name), state, verifier)
+
+
+async def _consume(session: AsyncSession, name: str, state: str) -> OAuthState:
+    """The request `state` names, deleted and committed before the code is exchanged: a second
+    callback with the same state (a replay, a concurrent duplicate) finds nothing."""
+    if not state or len(state) > 200:
+        raise OAuthStateInvalid("the state does not match a sign-in request")
+    row = (
+        await session.execute(
+            delete(OAuthState)
+            .where(OAuthState.state_hash == _digest(state), OAuthState.provider == name)
+            .returning(OAuthState)
+        )
+    ).scalar_one_or_none()
+    await session.commit()
+    if row is None or row.expires_at < utcnow():
+        raise OAuthStateInvalid("the state does not match a sign-in request (or it expired)")
+    return row
+
+
+async def _linked_user(session: AsyncSession, identity: ForgeIdentity) -> User | None:
+    return await session.scalar(
+        select(User)
+        .join(GitProviderConnection, GitProviderConnection.user_id == User.id)
+        .where(
+            GitProviderConnection.provider == identity.provider,
+            GitProviderConnection.external_account_id == identity.account_id,
+            GitProviderConnection.organization_id.is_(None),
+            GitProviderConnection.installation_id.is_(None),
+        )
+    )
+
+
+async def _link(
+    session: AsyncSession, settings: Settings, user: User, identity: ForgeIdentity
+) -> None:
+    await session.execute(
+        insert(GitProviderConnection)
+        .values(
+            id=uuid.uuid4(),
+            user_id=user.id,
+            provider=identity.provider,
+            external_account_id=identity.account_id,
+            external_username=identity.username,
+            access_token_encrypted=encrypt_str(identity.access_token, settings),
+        )
+        .on_conflict_do_nothing()
+    )
+    linked = await _linked_user(session, identity)
+    if linked is None or linked.id != user.id:
+        raise Conflict("this account already has another account of that forge linked")
+
+
+async def _new_user(session: AsyncSession, settings: Settings, identity: ForgeIdentity) -> User:
+    email = identity.email or (
+        f"{identity.account_id}+{identity.username}@users.noreply.{identity.provider}.invalid"
+    )
+    if await UserRepository(session).get_by_email(email) is not None:
+        # Never a link by e-mail: whoever controls the forge account may not own the address.
+        raise Conflict(
+            "An account with this e-mail already exists: sign in to it, then link "
+            f"{identity.provider} from your account"
+        )
+    created = await create_organization_with_owner(
+        session,
+        organization_name=f"{identity.username}'s organization",
+        organization_slug=None,
+        email=email,
+        name=identity.name or identity.username,
+        password_hash=None,
+    )
+    await _link(session, settings, created.user, identity)
+    return created.user
+
+
+async def _organization(session: AsyncSession, user: User, slug: str | None) -> uuid.UUID:
+    members = MemberRepository(session)
+    if slug is not None:
+        found = await members.organization_by_slug_for_user(slug, user.id)
+    else:
+        found = await members.first_organization_of(user.id)
+    if found is None:
+        raise Forbidden("Not a member of that organization")
+    return found
+
+
+async def callback(
+    session: AsyncSession, ctx: AccountContext, name: str, *, code: str, state: str
+) -> SignedIn:
+    settings = ctx.settings
+    assert settings is not None
+    chosen = provider(settings, name)
+    request = await _consume(session, chosen.name, state)
+    if not code or len(code) > 500:
+        raise ValidationFailed("the callback carries no code")
+    verifier = decrypt_str(request.code_verifier_encrypted, settings)
+    try:
+        identity = await exchange_code(chosen, redirect_uri(settings, chosen.name), code, verifier)
+    except ForgeRejected as exc:
+        raise ForgeSignInFailed(str(exc)) from exc
+    except ForgeUnavailable as exc:
+        raise ForgeSignInUnavailable(str(exc)) from exc
+    created = linked = False
+    try:
+        user = await _linked_user(session, identity)
+        if request.link_user_id is not None:
+            if user is not None and user.id != request.link_user_id:
+                raise Conflict(f"this {chosen.name} account is linked to another account")
+            if user is None:
+                user = await session.get(User, request.link_user_id)
+                if user is None:
+                    raise OAuthStateInvalid("the account that asked for the link is gone")
+                await _link(session, settings, user, identity)
+                linked = True
+        elif user is None:
+            user = await _new_user(session, settings, identity)
+            created = True
+    except IntegrityError as exc:  # a concurrent first sign-in of the same forge account
+        raise Conflict("this forge account signed in concurrently; retry") from exc
+    if not user.is_active:
+        raise Forbidden("the account is disabled")
+    organization_id = await _organization(session, user, request.organization_slug)
+    await sign_in_policy.check(session, organization_id, chosen.name)
+    user.last_login_at = utcnow()
+    row, raw = await new_session(session, ctx, user, organization_id, mfa_verified=False)
+    await write_audit(
+        session,
+        None,
+        ctx.origin,
+        "session.created",
+        "session",
+        row.id,
+        new={"user_id": user.id, "via": chosen.name, "created": created, "linked": linked},
+        organization_id=organization_id,
+        actor_user_id=user.id,
+    )
+    return SignedIn(row, raw, user, created, linked)
