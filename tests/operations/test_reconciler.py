@@ -9,10 +9,13 @@ from datetime import timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import workflow
 from temporalio.client import Client
+from temporalio.worker import Worker
 
 from core.operations.reconciler import reconcile_closed_executions
 from forgeline.settings import Settings
+from forgeline.temporal_client import workflow_runner
 from tests.factories import make_org
 from tests.operations.reconcile_support import (
     deploying_deployment,
@@ -149,3 +152,30 @@ async def test_a_row_that_finished_normally_is_left_alone(
     result = await reconcile_closed_executions(temporal_client, session_maker)
     assert handle.id not in result.corrected
     assert await status_of(session_maker, "pipeline_runs", run_id) == ("success", None)
+
+
+@workflow.defn(name="UnpolledWorkflow")
+class WaitingWorkflow:
+    """Stands in for a run's workflow: waits until cancelled."""
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+
+async def test_a_run_cancelled_in_temporal_is_cancelled(
+    temporal_client: Client, session_maker: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    org = await make_org(session_maker)
+    run_id, handle = await running_run(temporal_client, session_maker, settings, org)
+    description = await handle.describe()
+    async with Worker(
+        temporal_client,
+        task_queue=str(description.task_queue),
+        workflows=[WaitingWorkflow],
+        workflow_runner=workflow_runner(True),
+    ):
+        await handle.cancel()
+        status, error = await reconciled(temporal_client, session_maker, "pipeline_runs", run_id)
+    assert status == "cancelled" and error is not None and "cancelled" in error
+    assert await operator_status(session_maker, handle.id) == "cancelled"
