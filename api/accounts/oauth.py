@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel
 
 from api.accounts import render
 from api.accounts.schemas import SessionOut
+from api.console.auth import secure_cookies, set_session_cookie
 from api.deps import AccountContextDep, SessionDep, SessionPrincipalDep, SettingsDep
 from core.accounts import oauth
 
 router = APIRouter(tags=["auth"])
 Provider = Literal["github", "gitlab"]
+# Set by a browser sign-in started from the console's buttons.
+CONSOLE_MARKER = "forgeline_oauth_console"
 
 
 class AuthorizationOut(BaseModel):
@@ -42,6 +45,7 @@ async def providers(settings: SettingsDep) -> ProvidersOut:
 @router.get("/auth/oauth/{provider}/start", response_model=None, responses={404: {}})
 async def start(
     provider: Provider,
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     organization: Annotated[str | None, Query(max_length=100)] = None,
@@ -51,7 +55,18 @@ async def start(
     url = await oauth.start(session, settings, provider, organization_slug=organization)
     await session.commit()
     if redirect:
-        return RedirectResponse(url, status_code=302)
+        # A browser (the console's buttons): the callback signs the console in.
+        response = RedirectResponse(url, status_code=302)
+        response.set_cookie(
+            CONSOLE_MARKER,
+            "1",
+            max_age=600,
+            path="/v1/auth/oauth",
+            httponly=True,
+            samesite="lax",
+            secure=secure_cookies(request),
+        )
+        return response
     return AuthorizationOut(authorization_url=url)
 
 
@@ -67,17 +82,25 @@ async def link(
 
 @router.get(
     "/auth/oauth/{provider}/callback",
+    response_model=None,
     responses={400: {"description": "State, code or verifier refused"}, 409: {}},
 )
 async def callback(
     provider: Provider,
+    request: Request,
     session: SessionDep,
     ctx: AccountContextDep,
     code: Annotated[str, Query(max_length=500)] = "",
     state: Annotated[str, Query(max_length=200)] = "",
-) -> OAuthSessionOut:
-    """The forge's redirect: signs in (or links) and returns a session."""
+) -> OAuthSessionOut | RedirectResponse:
+    """The forge's redirect: signs in (or links) and returns a session (to the console, as its
+    cookie, when the console started the sign-in)."""
     signed = await oauth.callback(session, ctx, provider, code=code, state=state)
     await session.commit()
+    if request.cookies.get(CONSOLE_MARKER):
+        redirect = RedirectResponse("/projects", status_code=303)
+        set_session_cookie(request, redirect, signed.token)
+        redirect.delete_cookie(CONSOLE_MARKER, path="/v1/auth/oauth")
+        return redirect
     out = render.session_out(signed.session, signed.token)
     return OAuthSessionOut(**out.model_dump(), created=signed.created, linked=signed.linked)

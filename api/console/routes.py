@@ -31,7 +31,7 @@ from api.console.pipelines import router as pipelines_router
 from api.console.projects import router as projects_router
 from api.console.runs import router as runs_router
 from api.deps import AccountContextDep, SessionDep
-from core.accounts import sessions
+from core.accounts import oauth, sessions
 from core.accounts.context import utcnow
 from core.accounts.errors import TotpRequired
 from core.accounts.repository import MemberRepository, SessionRepository, UserRepository
@@ -57,7 +57,9 @@ async def home(request: Request, session: SessionDep) -> Response:
 @router.get("/login")
 async def loginpage(request: Request) -> Response:
     token = login_csrf(request)
-    response = page(request, "login.html", {"user": None, "csrf": token, "error": None})
+    forges = oauth.configured_providers(request.app.state.settings)
+    context = {"user": None, "csrf": token, "error": None, "oauth_providers": forges}
+    response = page(request, "login.html", context)
     set_login_csrf_cookie(request, response, token)
     return response
 

@@ -1,5 +1,6 @@
 """Fixtures of the integration tests: a fake GitHub and GitLab on loopback, and settings that
-point the forge clients at it; the GitHub App on that fake and the settings that name it."""
+point the forge clients at it; the GitHub App and the OAuth endpoints on that fake, and the
+settings (and API) that name them."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from forgeline.settings import Settings
 from tests.integrations.app_support import APP_WEBHOOK_SECRET
 from tests.integrations.fake_forge import FakeForge, running_fake_forge
 from tests.integrations.fake_github_app import FakeGitHubApp, install_app
+from tests.integrations.fake_oauth import CLIENT_ID, CLIENT_SECRET, FakeOAuth, install_oauth
 
 
 @pytest.fixture
@@ -59,6 +61,33 @@ def app_api(app: Any, app_settings: Settings) -> Iterator[None]:
     """The API answers with the App's settings for the test's duration."""
     previous = app.state.settings
     app.state.settings = app_settings
+    try:
+        yield
+    finally:
+        app.state.settings = previous
+
+
+@pytest.fixture
+def oauth(forge: FakeForge) -> FakeOAuth:
+    return install_oauth(forge)
+
+
+@pytest.fixture
+def oauth_api(
+    app: Any, forge_settings: Settings, forge: FakeForge, oauth: FakeOAuth
+) -> Iterator[None]:
+    settings = forge_settings.model_copy(
+        update={
+            "github_web_url": forge.url,
+            "gitlab_web_url": forge.url,
+            "github_oauth_client_id": CLIENT_ID,
+            "github_oauth_client_secret": SecretStr(CLIENT_SECRET),
+            "gitlab_oauth_client_id": CLIENT_ID,
+            "gitlab_oauth_client_secret": SecretStr(CLIENT_SECRET),
+        }
+    )
+    previous = app.state.settings
+    app.state.settings = settings
     try:
         yield
     finally:

@@ -8,47 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
 from db.models.accounts import Organization, User
 from db.models.projects import GitProviderConnection
 from db.session import session_scope
-from forgeline.settings import Settings
 from tests.factories import make_org
-from tests.integrations.fake_forge import FakeForge
-from tests.integrations.fake_oauth import CLIENT_ID, CLIENT_SECRET, FakeOAuth, install_oauth
-
-
-@pytest.fixture
-def oauth(forge: FakeForge) -> FakeOAuth:
-    return install_oauth(forge)
-
-
-@pytest.fixture
-def oauth_api(
-    app: Any, forge_settings: Settings, forge: FakeForge, oauth: FakeOAuth
-) -> Iterator[None]:
-    settings = forge_settings.model_copy(
-        update={
-            "github_web_url": forge.url,
-            "gitlab_web_url": forge.url,
-            "github_oauth_client_id": CLIENT_ID,
-            "github_oauth_client_secret": SecretStr(CLIENT_SECRET),
-            "gitlab_oauth_client_id": CLIENT_ID,
-            "gitlab_oauth_client_secret": SecretStr(CLIENT_SECRET),
-        }
-    )
-    previous = app.state.settings
-    app.state.settings = settings
-    try:
-        yield
-    finally:
-        app.state.settings = previous
 
 
 def forge_user(email: str | None = None) -> dict[str, Any]:
