@@ -147,3 +147,49 @@ def runtime_errors(
             {"path": f"{at}/cache_key/files", "message": "must stay inside the repository"}
         )
     return errors
+
+
+def proposal_runtime(
+    services: list[str],
+    matrix: dict[str, list[str]],
+    cache_key_files: list[str],
+    env: dict[str, str],
+) -> dict[str, Any]:
+    """A generated stage's services (by image), matrix and cache key files as the `runtime` of
+    its stored row: catalogued services get their name, health check and prefixed variables."""
+    from forgeline.service_containers import service_env, service_of
+
+    out: dict[str, Any] = {}
+    documents: list[dict[str, Any]] = []
+    for image in services:
+        known = service_of(image)
+        name = known.repository if known else image.rsplit("/", 1)[-1].split(":", 1)[0]
+        if any(d["name"] == name for d in documents):
+            continue
+        document: dict[str, Any] = {"name": name, "image": image}
+        if known is not None:
+            document["health_command"] = known.health_command
+            if variables := service_env(known, env):
+                document["environment"] = variables
+        documents.append(document)
+    if documents:
+        out["services"] = documents
+    if matrix:
+        # The exports' strategy: every leg runs to its end.
+        out["matrix"] = {"axes": {k: list(v) for k, v in matrix.items()}, "fail_fast": False}
+    if cache_key_files:
+        out["cache_key"] = {"prefix": "deps", "files": list(cache_key_files)}
+    return out
+
+
+def export_runtime(runtime: dict[str, Any]) -> dict[str, Any]:
+    """A stored `runtime` as the exportable stage's `services` (images) and `matrix` (axes;
+    left out when the export's narrower form cannot hold it)."""
+    out: dict[str, Any] = {}
+    images = [s.get("image") for s in runtime.get("services") or [] if isinstance(s, dict)]
+    if images := [str(i) for i in images if i]:
+        out["services"] = images
+    axes = (runtime.get("matrix") or {}).get("axes")
+    if isinstance(axes, dict) and axes:
+        out["matrix"] = {str(k): [str(v) for v in vs] for k, vs in axes.items()}
+    return out

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
@@ -25,6 +26,7 @@ from forgeline.errors import Conflict, NotFound, ValidationFailed
 from forgeline.pipeline_export import ExportFormat, export_yaml
 from forgeline.pipeline_spec import STAGE_ORDER, PipelineProposal, ProposedStage
 from forgeline.settings import INTEGRATIONS_TASK_QUEUE
+from forgeline.stage_runtime import export_runtime
 from forgeline.statuses.runs import ACTIVE_RUN_STATUSES
 
 
@@ -239,7 +241,7 @@ def proposal_from_rows(pipeline: Pipeline, stages: list[PipelineStage]) -> Pipel
         framework=str((pipeline.config or {}).get("framework") or "custom"),
         triggers=pipeline.triggers or {},
         stages=[
-            ProposedStage(
+            _proposed_stage(
                 name=s.name,
                 stage_type=s.stage_type if s.stage_type in STAGE_ORDER else "build",
                 commands=[c for c in (_command(x) for x in s.commands or []) if c] or ["true"],
@@ -251,10 +253,20 @@ def proposal_from_rows(pipeline: Pipeline, stages: list[PipelineStage]) -> Pipel
                 cache_paths=list(s.cache_paths or []),
                 artifact_paths=list(s.artifact_paths or []),
                 env={str(k): str(v) for k, v in (s.environment or {}).items()},
+                **export_runtime(s.runtime or {}),
             )
             for s in stages
         ],
     )
+
+
+def _proposed_stage(**fields: Any) -> ProposedStage:
+    """The stage with its services and matrix, or without the matrix when the export's form
+    cannot hold it (more axes or values than GitHub Actions' starter matrices)."""
+    try:
+        return ProposedStage(**fields)
+    except ValidationError:
+        return ProposedStage(**{k: v for k, v in fields.items() if k != "matrix"})
 
 
 async def export(
