@@ -106,6 +106,29 @@ def _fields(report: CheckRunReport) -> dict[str, Any]:
     return fields
 
 
+async def find_check_run(
+    app: GitHubApp, installation_id: int, repository: str, report: CheckRunReport
+) -> int | None:
+    """The check run of this report's run on the commit, if one was created already (its
+    creation's answer may have been lost to a crash or a timeout)."""
+    owner, name = github_repository(repository)
+    github = installation_client(app, installation_id)
+    response = await github_call(
+        "GitHub check runs",
+        github.rest.checks.async_list_for_ref(
+            owner, name, report.head_sha, check_name=report.name[:255], filter_="all", per_page=100
+        ),
+    )
+    body = response.json()
+    runs = body.get("check_runs") if isinstance(body, dict) else None
+    for run in runs if isinstance(runs, list) else []:
+        if isinstance(run, dict) and run.get("external_id") == report.external_id:
+            found = run.get("id")
+            if isinstance(found, int):
+                return found
+    return None
+
+
 async def create_check_run(
     app: GitHubApp, installation_id: int, repository: str, report: CheckRunReport
 ) -> int:

@@ -209,10 +209,18 @@ class IntegrationActivities:
             check = await check_runs.check_run_report(session, report, run_id)
         async with forge_errors(), check_runs.check_run_slot(self.session_maker, run_id) as slot:
             if slot.check_run_id is None:
-                created = await github_app.create_check_run(
-                    app, installation_id, report.forge_repository, check
-                )
-                await slot.record(created)
+                repository = report.forge_repository
+                found = await github_app.find_check_run(app, installation_id, repository, check)
+                if found is None:
+                    created = await github_app.create_check_run(
+                        app, installation_id, repository, check
+                    )
+                    await slot.record(created)
+                else:
+                    await slot.record(found)
+                    await github_app.update_check_run(
+                        app, installation_id, repository, found, check
+                    )
             else:
                 await github_app.update_check_run(
                     app, installation_id, report.forge_repository, slot.check_run_id, check

@@ -18,6 +18,7 @@ from tests.integrations.fake_forge import Failure, FakeForge
 ACCESS_TOKENS = re.compile(r"^/app/installations/(\d+)/access_tokens$")
 CHECK_RUNS = re.compile(r"^/repos/([^/]+)/([^/]+)/check-runs$")
 CHECK_RUN = re.compile(r"^/repos/([^/]+)/([^/]+)/check-runs/(\d+)$")
+COMMIT_CHECK_RUNS = re.compile(r"^/repos/([^/]+)/([^/]+)/commits/([0-9a-f]+)/check-runs(\?.*)?$")
 INSTALLATION_REPOSITORIES = re.compile(r"^/installation/repositories(\?.*)?$")
 
 
@@ -47,6 +48,8 @@ class FakeGitHubApp:
     # Installation ID -> tokens minted, in order.
     minted: dict[int, list[str]] = field(default_factory=dict)
     check_runs: dict[int, CheckRun] = field(default_factory=dict)
+    # Creations whose answer is lost (the run exists on the forge, the client sees a 502).
+    lose_created: int = 0
 
     def mints(self, installation_id: int) -> int:
         return len(self.minted.get(installation_id, []))
@@ -71,6 +74,16 @@ class FakeGitHubApp:
                 return Failure(401, body={"message": "Bad credentials"})
             repos = [{"full_name": n} for n in self.installations.get(installation, [])]
             return Failure(200, body={"total_count": len(repos), "repositories": repos})
+        if (listed := COMMIT_CHECK_RUNS.match(path)) and method == "GET":
+            if self._installation_of(headers) is None:
+                return Failure(401, body={"message": "Bad credentials"})
+            repository, sha = "/".join(listed.groups()[:2]), listed.group(3)
+            runs = [
+                {"id": r.id, **r.fields}
+                for r in self.check_runs.values()
+                if r.repository == repository and r.fields.get("head_sha") == sha
+            ]
+            return Failure(200, body={"total_count": len(runs), "check_runs": runs})
         many = CHECK_RUNS.match(path)
         one = CHECK_RUN.match(path)
         if many is None and one is None:
@@ -83,6 +96,9 @@ class FakeGitHubApp:
         if many is not None and method == "POST":
             run = CheckRun(max(self.check_runs, default=0) + 1, repository, dict(fields))
             self.check_runs[run.id] = run
+            if self.lose_created > 0:
+                self.lose_created -= 1
+                return Failure(502, body={"message": "Bad Gateway"})
             return Failure(201, body={"id": run.id, **fields})
         if one is not None and method == "PATCH":
             found = self.check_runs.get(int(one.group(3)))

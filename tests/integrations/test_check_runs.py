@@ -118,7 +118,8 @@ async def test_check_run_sequence(
     # No commit status is sent for an App repository: the check run is the report.
     assert not [r for r in forge.accepted() if "/statuses/" in r.path]
     # A token per report, never stored: not in the run, its delivery or any workflow history.
-    assert app.mints(installation) == len(sequence)
+    # One token per request: the first report looks for its check run, then creates it.
+    assert app.mints(installation) == len(sequence) + 1
     async with session_maker() as session:
         dump = await session.scalar(
             text(
@@ -165,4 +166,30 @@ async def test_rate_limited_check_run_arrives_later(
     assert run.status == "success"
     assert [r.answered for r in forge.received][:2] == [403, 500]
     # Reports raced the rate limit, yet the run has one check run that ends completed.
+    assert len(app.check_runs) == 1
+
+
+async def test_lost_creation_answer_creates_no_second_check_run(
+    api_client,
+    temporal_client,
+    forge,
+    app_forge,
+    app_settings,
+    session_maker,
+    tmp_path,
+    task_queue,
+    installation,
+) -> None:
+    """The forge creates the check run but its answer is lost (a crash, a 502 on the way back):
+    the retried report finds that check run by its external ID and updates it."""
+    app, _ = app_forge
+    app.lose_created = 1
+    repo, first = make_git_repo(tmp_path)
+    head = commit(repo, {"src/app.py": "print(5)\n"})
+    connected = await connect_repo(session_maker, app_settings, repo, pipelines=[{"on_push": {}}])
+    await connect_through_app(session_maker, connected, installation)
+    async with run_workers(temporal_client, app_settings, session_maker, task_queue, tmp_path):
+        await push(api_client, connected, head, first)
+        await completed(app, "success")
+    assert app.lose_created == 0
     assert len(app.check_runs) == 1
