@@ -17,8 +17,9 @@ import asyncpg
 
 from core.pipelines.document import DocumentInvalid, PipelineDocument, parse_yaml
 from core.pipelines.stored import document_config, stage_columns
-from core.runs.plan import reusable_stages, stage_spec
+from core.runs.plan import reusable_stages, spec_hash, stage_spec
 from core.runs.stage_records import stage_execution_id, store_log_chunk
+from core.runs.stage_runtime_plan import expand_legs
 from forgeline.safe_parsing import MAX_DOCUMENT_BYTES
 from workflows.runs_models import ReusableStage, StageSpec
 
@@ -72,7 +73,8 @@ def _read(workspace: Path) -> str | None:
 _RUN = """
 SELECT p.retry_policy, p.config, pr.config ->> 'root_directory', r.reuse_from_run_id,
        COALESCE((SELECT array_agg(e.id::text) FROM environments e
-                 WHERE e.project_id = r.project_id), '{}')
+                 WHERE e.project_id = r.project_id), '{}'),
+       r.pipeline_id
 FROM pipeline_runs r
 JOIN pipelines p ON p.id = r.pipeline_id
 JOIN projects pr ON pr.id = r.project_id
@@ -95,12 +97,13 @@ def _foreign_environments(document: PipelineDocument, known: set[str]) -> list[d
 def _specs(document: PipelineDocument, pipeline: dict[str, Any]) -> list[StageSpec]:
     specs = []
     for position, stage in enumerate(document.stages):
-        spec = stage_spec(
-            {"id": None, "name": stage.name, **stage_columns(stage, position)}, pipeline
-        )
+        columns = stage_columns(stage, position)
+        row = {"id": None, "pipeline_id": pipeline.get("id"), "name": stage.name, **columns}
+        spec = stage_spec(row, pipeline)
         # No stored stage row: its executions link to none.
         specs.append(spec.model_copy(update={"stage_id": None}))
-    return specs
+    matrices = {s.name: s.matrix for s in document.stages if s.matrix is not None}
+    return expand_legs(specs, matrices, spec_hash)
 
 
 def invalid(exc: DocumentInvalid) -> PipelineFileInvalid:
@@ -129,7 +132,7 @@ async def load_repository_pipeline(
     row = await conn.fetchrow(_RUN, uuid.UUID(run_id))
     if row is None:
         return None
-    retry_policy, config, root_directory, reuse_from, environments = row
+    retry_policy, config, root_directory, reuse_from, environments, pipeline_id = row
     foreign = _foreign_environments(document, set(environments))
     if foreign:
         raise invalid(DocumentInvalid(foreign))
@@ -137,6 +140,7 @@ async def load_repository_pipeline(
         "retry_policy": retry_policy,
         "config": document_config(config, document),
         "root_directory": root_directory,
+        "id": str(pipeline_id),
     }
     specs = _specs(document, pipeline)
     reusable = await reusable_stages(conn, reuse_from, commit_sha, specs)

@@ -26,8 +26,8 @@ _PLACEHOLDER = re.compile(r"\$\{\{\s*matrix\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}|\$\
 
 def stage_cache(stage: Mapping[str, Any]) -> StageCache | None:
     paths = [str(p) for p in stage.get("cache_paths") or []]
-    if not paths:
-        return None
+    if not paths or not stage.get("pipeline_id"):
+        return None  # entries belong to one pipeline: none without its ID
     raw = (stage.get("runtime") or {}).get("cache_key")
     key = CacheKeyDocument()
     if isinstance(raw, dict):
@@ -36,7 +36,7 @@ def stage_cache(stage: Mapping[str, Any]) -> StageCache | None:
     prefix = key.prefix if raw else f"{stage.get('name', 'stage')}"
     return StageCache(
         paths=paths,
-        scope=str(stage.get("pipeline_id") or "pipeline"),
+        scope=str(stage["pipeline_id"]),
         prefix=prefix,
         key_files=list(key.files),
         restore_keys=list(key.restore_keys),

@@ -134,3 +134,25 @@ async def test_hostile_runtime_is_422_and_writes_nothing(
     assert message in hit[0]["message"]
     detail = (await api_client.get(f"/v1/pipelines/{pipeline_id}", headers=org.headers)).json()
     assert detail["version"] == 1
+
+
+def test_repository_file_stages_fan_out_and_cache_per_pipeline() -> None:
+    from core.pipelines.document import parse_yaml
+    from core.pipelines.pipeline_file import _specs
+
+    document = parse_yaml(
+        "name: ci\nstages:\n"
+        "- name: test\n  commands: [pytest]\n  cache: [.venv]\n"
+        "  matrix:\n    axes:\n      PY: ['3.11', '3.12']\n"
+        "- name: report\n  commands: [echo]\n  depends_on: [test]\n"
+    )
+    pipeline = {"retry_policy": {}, "config": {}, "root_directory": None, "id": "p-1"}
+    specs = {s.name: s for s in _specs(document, pipeline)}
+    assert sorted(specs) == ["report", "test (3.11)", "test (3.12)"]
+    assert specs["report"].depends_on == ["test (3.11)", "test (3.12)"]
+    leg = specs["test (3.12)"]
+    assert leg.environment["PY"] == "3.12" and leg.matrix_leg is not None
+    assert leg.cache is not None and leg.cache.scope == "p-1" and leg.cache.prefix == "test"
+    # Without the pipeline's ID there is no cache at all (never one shared across pipelines).
+    unscoped = _specs(document, {**pipeline, "id": None})
+    assert all(s.cache is None for s in unscoped)
