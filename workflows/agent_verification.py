@@ -5,7 +5,7 @@ attempt budget is spent. Pure workflow code."""
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,11 +13,11 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ChildWorkflowError
+from temporalio.exceptions import CancelledError, ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from forgeline.statuses.runs import FailureClass
+    from forgeline.statuses.runs import FailureClass, RunStatus
     from workflows.agent_models import (
         AgentTaskState,
         CheckoutResult,
@@ -83,10 +83,8 @@ async def run_once(
         heartbeat_timeout=ctx.heartbeat,
         retry_policy=FIRST_RUN_RETRY if attempt == 1 else VERIFY_RETRY,
     )
-    # A failed run ends its workflow in error; the run's rows say how, the examination reads
-    # them.
-    with contextlib.suppress(ChildWorkflowError):
-        await workflow.execute_child_workflow(
+    try:
+        view = await workflow.execute_child_workflow(
             PipelineRunWorkflow.run,
             PipelineRunInput(
                 run_id=str(run.run_id),
@@ -98,6 +96,16 @@ async def run_once(
             task_queue=ctx.task_queue,
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
         )
+    except ChildWorkflowError as err:
+        # A failed run ends its workflow in error: its rows say how, the examination reads
+        # them. A cancelled one ends the verification (below).
+        cancelled = isinstance(err.cause, CancelledError)
+    else:
+        cancelled = view.status == RunStatus.CANCELLED
+    # The child is waited for until it has stopped, which swallows the task's own cancellation:
+    # asked again here. Someone cancelling the run ends the verification as cancelled too.
+    if cancelled or workflow.cancellation_reason() is not None:
+        raise asyncio.CancelledError("the verification was cancelled")
     return await EXAMINE_VERIFICATION_RUN.execute(
         ExamineRunInput(
             task_id=ctx.task_id, run_id=run.run_id, checkout=ctx.checkout, may_repair=may_repair
