@@ -10,7 +10,13 @@ from typing import Any, Literal, cast
 from githubkit import AppInstallationAuthStrategy, GitHub
 from githubkit.cache import MemCacheStrategy
 
-from infra.forges import REQUEST_TIMEOUT_SECONDS, ForgeRejected, github_call, github_repository
+from infra.forges import (
+    REQUEST_TIMEOUT_SECONDS,
+    ForgeRejected,
+    github_call,
+    github_client,
+    github_repository,
+)
 
 CheckStatus = Literal["queued", "in_progress", "completed"]
 CheckConclusion = Literal["success", "failure", "cancelled"]
@@ -159,3 +165,27 @@ async def update_check_run(
         "GitHub check run",
         github.rest.checks.async_update(owner, name, check_run_id, data=cast(Any, _fields(report))),
     )
+
+
+async def user_can_administer(api_url: str, user_token: str, installation_id: int) -> bool:
+    """Whether the GitHub user behind `user_token` (their sign-in) sees the installation among
+    theirs: what proves an organization may claim it."""
+    github = github_client(api_url, user_token)
+    page = 1
+    while page <= 10:
+        response = await github_call(
+            "GitHub user installations",
+            github.rest.apps.async_list_installations_for_authenticated_user(
+                per_page=100, page=page
+            ),
+        )
+        body = response.json()
+        found = body.get("installations") if isinstance(body, dict) else None
+        if not isinstance(found, list) or not found:
+            return False
+        if any(isinstance(i, dict) and i.get("id") == installation_id for i in found):
+            return True
+        if len(found) < 100:
+            return False
+        page += 1
+    return False

@@ -14,10 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.integrations.check_runs import github_app
 from core.principal import Principal
 from db.models.projects import GitProviderConnection, Project, Repository
-from forgeline.errors import Conflict, DomainError, NotFound, ValidationFailed
+from forgeline.crypto import decrypt_str
+from forgeline.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from forgeline.settings import Settings
 from infra.forges import ForgeRateLimited, ForgeRejected, ForgeUnavailable
-from infra.github_app import MAX_INSTALLATION_REPOSITORIES, installation_repositories
+from infra.github_app import (
+    MAX_INSTALLATION_REPOSITORIES,
+    installation_repositories,
+    user_can_administer,
+)
 
 GITHUB_WEB_URL = "https://github.com"
 
@@ -40,6 +45,7 @@ async def claim_installation(
     app = github_app(settings)
     if app is None:
         raise AppNotConfigured("set FORGELINE_GITHUB_APP_ID and FORGELINE_GITHUB_APP_PRIVATE_KEY")
+    await _prove_access(session, settings, principal, installation_id)
     try:
         repositories = await installation_repositories(app, installation_id)
     except ForgeRejected as exc:
@@ -70,6 +76,38 @@ async def claim_installation(
     connection = await session.get(GitProviderConnection, connection_id, populate_existing=True)
     assert connection is not None
     return connection
+
+
+async def _prove_access(
+    session: AsyncSession, settings: Settings, principal: Principal, installation_id: int
+) -> None:
+    """The claiming user's own GitHub account (linked by signing in with GitHub) must see the
+    installation: knowing an installation's number proves nothing."""
+    token_encrypted = None
+    if principal.user_id is not None:
+        token_encrypted = await session.scalar(
+            select(GitProviderConnection.access_token_encrypted).where(
+                GitProviderConnection.user_id == principal.user_id,
+                GitProviderConnection.provider == "github",
+                GitProviderConnection.organization_id.is_(None),
+                GitProviderConnection.installation_id.is_(None),
+                GitProviderConnection.revoked_at.is_(None),
+            )
+        )
+    if token_encrypted is None:
+        raise Forbidden(
+            "sign in with GitHub (or link GitHub to your account) first: the installation is "
+            "claimed by a GitHub user who can see it"
+        )
+    token = decrypt_str(token_encrypted, settings)
+    try:
+        allowed = await user_can_administer(settings.github_api_url, token, installation_id)
+    except ForgeRejected:
+        allowed = False
+    except (ForgeUnavailable, ForgeRateLimited) as exc:
+        raise ForgeUnreachable(str(exc)) from exc
+    if not allowed:
+        raise NotFound("your GitHub account has no such installation")
 
 
 async def organization_installation(

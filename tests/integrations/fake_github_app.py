@@ -48,6 +48,8 @@ class FakeGitHubApp:
     # Installation ID -> tokens minted, in order.
     minted: dict[int, list[str]] = field(default_factory=dict)
     check_runs: dict[int, CheckRun] = field(default_factory=dict)
+    # A GitHub user's token -> the installations that user administers.
+    user_installations: dict[str, list[int]] = field(default_factory=dict)
     # Creations whose answer is lost (the run exists on the forge, the client sees a 502).
     lose_created: int = 0
 
@@ -68,6 +70,13 @@ class FakeGitHubApp:
     def route(self, method: str, path: str, headers: dict[str, str], body: Any) -> Failure | None:
         if (m := ACCESS_TOKENS.match(path)) and method == "POST":
             return self._mint(int(m.group(1)), headers)
+        if path.split("?", 1)[0] == "/user/installations" and method == "GET":
+            token = headers.get("authorization", "").split(" ", 1)[-1]
+            if token not in self.user_installations:
+                return Failure(401, body={"message": "Bad credentials"})
+            ids = self.user_installations[token]
+            installs = [{"id": i} for i in ids]
+            return Failure(200, body={"total_count": len(ids), "installations": installs})
         if INSTALLATION_REPOSITORIES.match(path) and method == "GET":
             installation = self._installation_of(headers)
             if installation is None:

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models.projects import GitProviderConnection, Project, Repository
 from db.session import session_scope
+from forgeline.crypto import encrypt_str
+from forgeline.settings import Settings
 from tests.factories import make_org
 from tests.integrations.app_support import app_delivery
+from tests.integrations.fake_github_app import FakeGitHubApp
 
 
 async def new_project(
@@ -47,20 +51,71 @@ async def connection_row(
     return row
 
 
+async def link_github(
+    session_maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    app: FakeGitHubApp,
+    user_id: uuid.UUID,
+    installations: list[int],
+) -> str:
+    """The user signed in with a GitHub account that administers `installations`; its token."""
+    token = "gho_" + uuid.uuid4().hex
+    app.user_installations[token] = installations
+    async with session_scope(session_maker) as session:
+        session.add(
+            GitProviderConnection(
+                id=uuid.uuid4(),
+                user_id=user_id,
+                provider="github",
+                external_account_id=str(uuid.uuid4().int % 10**12),
+                access_token_encrypted=encrypt_str(token, settings),
+            )
+        )
+    return token
+
+
+async def signed_in(api_client: Any, org: Any) -> dict[str, str]:
+    """A session of the organization's user: an installation is claimed by a person."""
+    r = await api_client.post("/v1/auth/login", json={"email": org.email, "password": org.password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
 async def test_claim_and_connect_through_installation(
-    api_client, app_api, app_forge, installation, session_maker
+    api_client, app_api, app_forge, app_settings, installation, session_maker
 ) -> None:
     app, _ = app_forge
     app.installations[installation] = ["acme/widgets", "acme/gadgets"]
     org = await make_org(session_maker)
     other = await make_org(session_maker)
+    stranger = await make_org(session_maker)
+    org_user, other_user, stranger_user = [
+        await signed_in(api_client, o) for o in (org, other, stranger)
+    ]
+    org_token = await link_github(session_maker, app_settings, app, org.user_id, [installation])
+    # Knowing the number is not enough: a user without GitHub linked, or whose GitHub account
+    # does not administer the installation, cannot claim it.
+    r = await api_client.post(
+        "/v1/github-app/installations",
+        json={"installation_id": installation},
+        headers=stranger_user,
+    )
+    assert r.status_code == 403, r.text
+    await link_github(session_maker, app_settings, app, stranger.user_id, [])
+    r = await api_client.post(
+        "/v1/github-app/installations",
+        json={"installation_id": installation},
+        headers=stranger_user,
+    )
+    assert r.status_code == 404, r.text
+    await link_github(session_maker, app_settings, app, other.user_id, [installation])
     # Concurrent claims of one installation by its organization: one connection.
     answers = await asyncio.gather(
         *(
             api_client.post(
                 "/v1/github-app/installations",
                 json={"installation_id": installation},
-                headers=org.headers,
+                headers=org_user,
             )
             for _ in range(5)
         )
@@ -70,17 +125,18 @@ async def test_claim_and_connect_through_installation(
     claimed = answers[0].json()
     assert claimed["repositories"] == ["acme/widgets", "acme/gadgets"]
     assert app.mints(installation) == 5  # one token per use
-    # Another organization cannot take it; an installation the App does not have is a 404.
+    # Another organization cannot take it, even through a user who administers it.
     taken = await api_client.post(
         "/v1/github-app/installations",
         json={"installation_id": installation},
-        headers=other.headers,
+        headers=other_user,
     )
     assert taken.status_code == 409, taken.text
+    app.user_installations[org_token].append(1)
     missing = await api_client.post(
-        "/v1/github-app/installations", json={"installation_id": 1}, headers=org.headers
+        "/v1/github-app/installations", json={"installation_id": 1}, headers=org_user
     )
-    assert missing.status_code == 404, missing.text
+    assert missing.status_code == 404, missing.text  # the App has no installation 1
     # The connection keeps no token.
     row = await connection_row(session_maker, installation)
     assert row.access_token_encrypted is None and row.organization_id == org.org_id
@@ -115,11 +171,14 @@ async def test_claim_and_connect_through_installation(
 
 
 async def test_installation_webhooks(
-    api_client, app_api, app_forge, installation, session_maker
+    api_client, app_api, app_forge, app_settings, installation, session_maker
 ) -> None:
     org = await make_org(session_maker)
+    await link_github(session_maker, app_settings, app_forge[0], org.user_id, [installation])
     r = await api_client.post(
-        "/v1/github-app/installations", json={"installation_id": installation}, headers=org.headers
+        "/v1/github-app/installations",
+        json={"installation_id": installation},
+        headers=await signed_in(api_client, org),
     )
     assert r.status_code == 201, r.text
     added = {
