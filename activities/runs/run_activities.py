@@ -206,8 +206,10 @@ class RunActivities:
         )
         if started is None:
             raise run_not_found(run_id)
-        # A run started by a forge event reports `running` on its commit (never raises).
-        await announce_run_status(self.temporal, self.session_maker, run_id)
+        # A run started by a forge event reports `running` on its commit (never raises); the
+        # metadata just returned says whether it was one, so other runs read nothing more.
+        if "forge" in started.metadata:
+            await announce_run_status(self.temporal, self.session_maker, run_id)
         return started
 
     async def _checkout(self, repo: Repository, workspace: Path, inp: RunStarted) -> str:
@@ -255,20 +257,27 @@ class RunActivities:
         steps: list[Coroutine[Any, Any, object]] = [self._close_run(inp)]
         if inp.slot_key is not None:
             steps.append(self.slots.release(inp.slot_key, inp.workflow_id))
-        for outcome in await asyncio.gather(*steps, return_exceptions=True):
+        outcomes = await asyncio.gather(*steps, return_exceptions=True)
+        for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+        run = outcomes[0]
+        assert isinstance(run, run_records.FinishedRun)
         # Once the final status is recorded, side by side (each its own round trips): it goes to
         # the commit of a forge event's run and to the notifications (run.failed, or run.fixed
         # after a red run on its pipeline and branch; neither raises), and the workspace goes.
-        await asyncio.gather(
-            announce_run_status(self.temporal, self.session_maker, inp.run_id),
-            announce_run(self.temporal, self.session_maker, self.settings, inp.run_id),
-            finishing.remove_workspace(run_workspace(self.settings, inp.run_id)),
-        )
+        # Closing the run returned what decides that neither applies: then nothing is read.
+        after: list[Coroutine[Any, Any, None]] = [
+            finishing.remove_workspace(run_workspace(self.settings, inp.run_id))
+        ]
+        if run.forge:
+            after.append(announce_run_status(self.temporal, self.session_maker, inp.run_id))
+        if finishing.may_notify(run):
+            after.append(announce_run(self.temporal, self.session_maker, self.settings, inp.run_id))
+        await asyncio.gather(*after)
         remove_empty_spool_dir(run_spool_dir(self.settings.data_dir, inp.run_id))
 
-    async def _close_run(self, inp: FinishRunInput) -> None:
+    async def _close_run(self, inp: FinishRunInput) -> run_records.FinishedRun:
         async with driver_connection(self.session_maker) as conn:
             run = await finishing.close_run(conn, inp)
             if run is None:
@@ -276,3 +285,4 @@ class RunActivities:
             if run.organization_id is not None:
                 # A retry finds the run finished already and records the minutes once.
                 await record_usage_on(conn, **finishing.build_minutes_usage(inp.run_id, run))
+        return run

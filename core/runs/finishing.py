@@ -48,6 +48,15 @@ async def close_run(
     )
 
 
+def may_notify(run: run_records.FinishedRun) -> bool:
+    """False when the notifications' own rules (core/notifications/sources.run_event) already
+    say no event from what closing the run returned: no organization, not failed or succeeded,
+    or a success after anything but a failure. True: they read the run and decide."""
+    if run.organization_id is None or run.status not in (RunStatus.FAILED, RunStatus.SUCCESS):
+        return False
+    return run.status == RunStatus.FAILED or run.previous_status == RunStatus.FAILED
+
+
 def build_minutes_usage(run_id: str, run: run_records.FinishedRun) -> dict[str, Any]:
     """The usage record of a finished run's build minutes, keyed so that it counts once."""
     return {

@@ -75,7 +75,8 @@ WITH run AS (
         metadata = metadata || jsonb_build_object('stage_spec_hashes', $8::jsonb),
         variables_snapshot = NULL, updated_at = now()
     WHERE id = $1
-    RETURNING id, organization_id, project_id, pipeline_id
+    RETURNING id, organization_id, project_id, pipeline_id, status, branch, run_number,
+              (metadata -> 'forge') IS NOT NULL AS forge
 ), unfinished AS (
     UPDATE stage_executions SET status = $4, finished_at = now(), updated_at = now()
     WHERE run_id = $1 AND status IN ('pending', 'queued', 'running')
@@ -88,7 +89,15 @@ WITH run AS (
 )
 SELECT organization_id, project_id, pipeline_id,
        (SELECT COALESCE(SUM(duration_ms), 0) FROM stage_executions
-        WHERE run_id = $1 AND reused_from_id IS NULL) AS build_ms
+        WHERE run_id = $1 AND reused_from_id IS NULL) AS build_ms,
+       status, forge,
+       -- The previous finished run on the same pipeline and branch (run.fixed needs it).
+       (SELECT earlier.status FROM pipeline_runs earlier
+        WHERE earlier.pipeline_id = run.pipeline_id
+          AND earlier.branch IS NOT DISTINCT FROM run.branch
+          AND earlier.id <> run.id AND earlier.run_number < run.run_number
+          AND earlier.status IN ('failed', 'success')
+        ORDER BY earlier.run_number DESC LIMIT 1) AS previous_status
 FROM run
 """
 
@@ -108,6 +117,12 @@ class FinishedRun:
     project_id: uuid.UUID
     pipeline_id: uuid.UUID
     build_ms: int
+    # The final status, whether a forge event started the run (metadata names `forge`), and
+    # the status of the previous finished run on its pipeline and branch: what the commit
+    # status and the notifications would otherwise each read again.
+    status: str | None = None
+    forge: bool = True
+    previous_status: str | None = None
 
 
 async def mark_run_started(
@@ -162,7 +177,13 @@ async def finish_run(
     if row is None:
         return None
     return FinishedRun(
-        organization_id=row[0], project_id=row[1], pipeline_id=row[2], build_ms=int(row[3])
+        organization_id=row[0],
+        project_id=row[1],
+        pipeline_id=row[2],
+        build_ms=int(row[3]),
+        status=row[4],
+        forge=bool(row[5]),
+        previous_status=row[6],
     )
 
 
