@@ -25,9 +25,29 @@ async def run_stage_shapes(
     if run.pipeline_source == "repository":
         # Side by side: what ran, without guessing at the order the file gave it.
         return [StageShape(name, 0, ()) for name in executed]
+    shapes = with_matrix_legs(shapes, executed)
+    known = {s.name for s in shapes}
     last = max((s.position for s in shapes), default=0)
     extra = [n for n in executed if n not in known]
     return shapes + [StageShape(n, last + 1 + i) for i, n in enumerate(extra)]
+
+
+def with_matrix_legs(shapes: list[StageShape], executed: Sequence[str]) -> list[StageShape]:
+    """A matrix stage's node becomes one node per leg that ran (`test (3.11, ubuntu)`), with the
+    stage's needs; a stage that needs it needs every leg (as the run plan has it)."""
+    legs_of = {
+        s.name: [n for n in executed if n.startswith(f"{s.name} (") and n.endswith(")")]
+        for s in shapes
+    }
+    legs_of = {name: legs for name, legs in legs_of.items() if legs}
+    if not legs_of:
+        return shapes
+    out: list[StageShape] = []
+    for shape in shapes:
+        needs = [leg for dep in shape.depends_on for leg in legs_of.get(dep, [dep])]
+        for name in legs_of.get(shape.name, [shape.name]):
+            out.append(StageShape(name, shape.position, needs))
+    return out
 
 
 async def _defined(session: AsyncSession, run: PipelineRun) -> list[StageShape]:

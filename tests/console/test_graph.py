@@ -4,6 +4,7 @@ dependencies (cycles, unknown or self references) drawn without hanging."""
 from __future__ import annotations
 
 from api.console.graph import StageShape, duration_text, layout
+from api.console.run_stages import with_matrix_legs
 
 
 def _edges(stages: list[StageShape]) -> set[tuple[str, str]]:
@@ -45,3 +46,20 @@ def test_durations_read_like_a_person_would_say_them() -> None:
     assert duration_text(None) == ""
     assert duration_text(1500) == "1.5 s"
     assert duration_text(3_600_000) == "60 min 0 s"
+
+
+def test_a_matrix_stage_is_drawn_as_the_legs_that_ran() -> None:
+    shapes = [
+        StageShape("build", 0),
+        StageShape("test", 1, ["build"]),
+        StageShape("deploy", 2, ["test"]),
+    ]
+    legs = ["test (3.11)", "test (3.12)"]
+    drawn = with_matrix_legs(shapes, ["build", *legs, "testing (x)"])
+    assert [s.name for s in drawn] == ["build", *legs, "deploy"]
+    edges = {(e.source, e.target) for e in layout(drawn).edges}
+    assert edges == {
+        ("build", "test (3.11)"), ("build", "test (3.12)"),
+        ("test (3.11)", "deploy"), ("test (3.12)", "deploy"),
+    }  # fmt: skip
+    assert with_matrix_legs(shapes, ["build"]) == shapes
