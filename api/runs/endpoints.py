@@ -24,7 +24,7 @@ from api.errors import ServiceUnavailable, problems
 from api.pagination import Page, PageDep, build_page
 from api.runs.logs import log_reader, object_store
 from api.runs.render import run_out, stage_out
-from api.runs.schemas import ArtifactOut, RunCreate, RunDetailOut, RunOut
+from api.runs.schemas import ArtifactOut, MatrixStageOut, RunCreate, RunDetailOut, RunOut
 from core.audit.service import write_audit
 from core.runs import repository, service
 from core.runs.logs import (
@@ -34,6 +34,7 @@ from core.runs.logs import (
     follow_events,
     parse_event_id,
 )
+from core.runs.matrix_status import matrix_statuses
 from db.models.pipelines import PipelineRun
 from forgeline.errors import NotFound
 from forgeline.statuses.runs import RunStatus
@@ -99,8 +100,10 @@ async def get_run(
     stages = await repository.stage_executions(session, run.id)
     live = await service.live_status(temporal, run)
     sources = await repository.reused_from_runs(session, stages)
+    matrices = matrix_statuses((s.stage_name, s.attempt, s.status) for s in stages)
     return RunDetailOut(
         **run_out(run).model_dump(),
+        matrices=[MatrixStageOut(stage=m.stage, status=m.status, legs=m.legs) for m in matrices],
         stages=[
             stage_out(s).model_copy(
                 update={"reused_from_run_id": sources.get(s.reused_from_id)}

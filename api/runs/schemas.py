@@ -77,8 +77,17 @@ class RunOut(BaseModel):
     pipeline_source: str = "stored"
 
 
+class MatrixStageOut(BaseModel):
+    """A matrix stage: the aggregate of its legs' statuses (their last attempts)."""
+
+    stage: str
+    status: StageStatus
+    legs: dict[str, StageStatus]
+
+
 class RunDetailOut(RunOut):
     stages: list[StageExecutionOut]
+    matrices: list[MatrixStageOut] = []
     live: dict[str, object] | None = None
     # Queued for a build slot: 1 starts next when one of the organization's slots frees.
     queue_position: int | None = None

@@ -8,13 +8,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from db.models.pipelines import StageExecution
 from forgeline.settings import Settings
-from tests.factories import make_org
+from tests.factories import OrgFixture, make_org
 from tests.runs.helpers import (
     by_stage,
     create_run,
@@ -62,7 +63,7 @@ async def _run(
     task_queue: str,
     tmp_path: Path,
     stages: list[dict[str, Any]],
-) -> tuple[str, dict[str, list[StageExecution]]]:
+) -> tuple[str, dict[str, list[StageExecution]], OrgFixture, uuid.UUID]:
     org = await make_org(session_maker)
     pipeline_id = await make_pipeline(session_maker, org.org_id, stages)
     run = await create_run(session_maker, settings, org.org_id, pipeline_id)
@@ -70,9 +71,8 @@ async def _run(
         client, task_queue, settings, session_maker, sandbox_runner(tmp_path / "state")
     ):
         await (await start(client, run, task_queue)).result()
-    return (await run_row(session_maker, run.id)).status, by_stage(
-        await executions(session_maker, run.id)
-    )
+    rows = by_stage(await executions(session_maker, run.id))
+    return (await run_row(session_maker, run.id)).status, rows, org, run.id
 
 
 async def test_legs_run_in_parallel_and_needs_waits_for_all(
@@ -82,7 +82,7 @@ async def test_legs_run_in_parallel_and_needs_waits_for_all(
     task_queue: str,
     tmp_path: Path,
 ) -> None:
-    status, rows = await _run(
+    status, rows, _, _ = await _run(
         session_maker,
         settings,
         temporal_client,
@@ -106,6 +106,7 @@ async def test_legs_run_in_parallel_and_needs_waits_for_all(
 
 
 async def test_one_failing_leg_without_fail_fast_lets_the_others_finish(
+    api_client: httpx.AsyncClient,
     session_maker: async_sessionmaker[AsyncSession],
     settings: Settings,
     temporal_client: Client,
@@ -113,7 +114,7 @@ async def test_one_failing_leg_without_fail_fast_lets_the_others_finish(
     tmp_path: Path,
 ) -> None:
     script = 'echo "leg=$LEG"; [ "$LEG" != b ] || exit 3; sleep 1; echo "done=$LEG"'
-    status, rows = await _run(
+    status, rows, org, run_id = await _run(
         session_maker,
         settings,
         temporal_client,
@@ -134,6 +135,15 @@ async def test_one_failing_leg_without_fail_fast_lets_the_others_finish(
     assert rows["report"][-1].status == "skipped"
     # One row per leg attempt: no leg ran twice.
     assert all(len(rows[leg]) == 1 for leg in LEGS)
+    # The API shows the matrix stage's aggregate beside its legs.
+    detail = (await api_client.get(f"/v1/runs/{run_id}", headers=org.headers)).json()
+    assert detail["matrices"] == [
+        {
+            "stage": "test",
+            "status": "failed",
+            "legs": {"test (a)": "success", "test (b)": "failed", "test (c)": "success"},
+        }
+    ]
 
 
 async def test_fail_fast_cancels_the_running_siblings(
@@ -147,7 +157,7 @@ async def test_fail_fast_cancels_the_running_siblings(
     script = (
         'echo "leg=$LEG"; if [ "$LEG" = b ]; then sleep 2; exit 3; fi; sleep 120; echo finished'
     )
-    status, rows = await _run(
+    status, rows, _, _ = await _run(
         session_maker,
         settings,
         temporal_client,
@@ -163,3 +173,18 @@ async def test_fail_fast_cancels_the_running_siblings(
         assert "finished" not in await log_text(session_maker, row.id)
     assert rows["report"][-1].status == "skipped"
     assert uuid.UUID(str(rows["report"][-1].run_id))
+
+
+def test_aggregate_status_of_legs() -> None:
+    from core.runs.matrix_status import matrix_statuses
+
+    rows = [
+        ("test (a)", 1, "failed"),
+        ("test (a)", 2, "success"),  # a retry made it good: its last attempt counts
+        ("test (b)", 1, "running"),
+        ("lint", 1, "failed"),  # not a leg
+        ("build (x)", 1, "skipped"),
+        ("build (y)", 1, "skipped"),
+    ]
+    got = {m.stage: m.status for m in matrix_statuses(rows)}
+    assert got == {"build": "skipped", "test": "running"}
