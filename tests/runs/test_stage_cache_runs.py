@@ -116,3 +116,31 @@ async def test_cache_hit_then_restore_key_after_a_key_change(
         assert failed.startswith("failed") and "cache saved" not in failed
     entries = [k for k in store.list("caches") if k.endswith(".tar.gz")]
     assert sorted(k.split("/")[-1].split("-")[1] for k in entries) == ["a", "a", "b"]
+
+
+def test_concurrent_saves_of_one_key_leave_one_whole_entry(tmp_path: Path) -> None:
+    """Two legs (or a duplicate attempt) saving the same key at once: the entry that stays is
+    whole, and restores."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.runs import stage_cache
+    from workflows.stage_runtime_models import StageCache
+
+    store = LocalObjectStore(tmp_path / "objects")
+    cache = StageCache(paths=["deps"], scope=str(uuid.uuid4()), prefix="deps")
+    workspaces = []
+    for i in range(4):
+        ws = tmp_path / f"ws{i}"
+        (ws / "deps").mkdir(parents=True)
+        (ws / "deps" / "blob").write_bytes(bytes([i]) * 200_000)
+        workspaces.append(ws)
+    key = stage_cache.cache_key(cache, workspaces[0], workspaces[0])
+    with ThreadPoolExecutor(4) as pool:
+        sizes = list(pool.map(lambda ws: stage_cache.save(store, cache, key, ws, ws), workspaces))
+    assert sizes == [200_000] * 4
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    restored = stage_cache.restore(store, cache, fresh, fresh)
+    assert restored.exact and restored.bytes == 200_000
+    blob = (fresh / "deps" / "blob").read_bytes()
+    assert len(blob) == 200_000 and len(set(blob)) == 1  # one writer's whole file, not a mix
