@@ -31,7 +31,7 @@ RUNS_SQL = text(
 )
 # Per day, pipeline and stage: the last attempt's outcome and duration (reused stages excluded),
 # and flakiness: passed on a retry within the run, or failed in a run and passed in a later run
-# of the same pipeline at the same commit (counted on the failing run's day).
+# of the same pipeline at the same commit within the range (counted on the failing run's day).
 STAGES_SQL = text(
     """
     WITH runs AS (
@@ -46,23 +46,24 @@ STAGES_SQL = text(
         FROM stage_executions s JOIN runs r ON r.id = s.run_id
         WHERE s.reused_from_id IS NULL AND s.status NOT IN ('skipped', 'pending', 'queued')
         GROUP BY s.run_id, s.stage_name, r.pipeline_id, r.commit_sha, r.created_at
+    ), marked AS (
+        SELECT a.*, coalesce(bool_or(a.passed) OVER (
+                   PARTITION BY a.pipeline_id, a.stage_name, a.commit_sha
+                   ORDER BY a.created_at, a.run_id
+                   ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), false) AS passed_later
+        FROM attempts a
     )
-    SELECT to_char(date_trunc('day', a.created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD') AS day,
-           a.pipeline_id::text AS pipeline_id, a.stage_name,
+    SELECT to_char(date_trunc('day', m.created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD') AS day,
+           m.pipeline_id::text AS pipeline_id, m.stage_name,
            count(*) AS total,
-           count(*) FILTER (WHERE a.final_status = 'success') AS succeeded,
-           coalesce(array_agg(a.final_ms::float8) FILTER (WHERE a.final_ms IS NOT NULL), '{}')
+           count(*) FILTER (WHERE m.final_status = 'success') AS succeeded,
+           coalesce(array_agg(m.final_ms::float8) FILTER (WHERE m.final_ms IS NOT NULL), '{}')
                AS durations,
-           count(*) FILTER (WHERE a.passed AND a.had_failure) AS passed_on_retry,
+           count(*) FILTER (WHERE m.passed AND m.had_failure) AS passed_on_retry,
            count(*) FILTER (
-               WHERE NOT a.passed AND EXISTS (
-                   SELECT 1 FROM pipeline_runs later
-                   JOIN stage_executions ls ON ls.run_id = later.id
-                   WHERE later.project_id = :project_id AND later.pipeline_id = a.pipeline_id
-                     AND later.commit_sha = a.commit_sha AND later.created_at > a.created_at
-                     AND ls.stage_name = a.stage_name AND ls.status = 'success')
+               WHERE NOT m.passed AND m.commit_sha IS NOT NULL AND m.passed_later
            ) AS failed_then_passed
-    FROM attempts a
+    FROM marked m
     GROUP BY 1, 2, 3
     """
 )
@@ -79,21 +80,28 @@ DORA_SQL = text(
           AND d.rollback_of_id IS NULL AND d.deleted_at IS NULL
           AND d.finished_at >= :since AND d.finished_at < :until
           AND d.status IN ('active', 'superseded', 'failed', 'rolled_back')
+    ), first_seen AS (
+        SELECT r.commit_sha, min(r.queued_at) AS at FROM pipeline_runs r
+        WHERE r.project_id = :project_id
+          AND r.commit_sha IN (SELECT commit_sha FROM changes WHERE commit_sha IS NOT NULL)
+        GROUP BY r.commit_sha
+    ), healthy_at AS (
+        SELECT n.environment_id, n.finished_at FROM deployments n
+        WHERE n.environment_id IN (SELECT environment_id FROM changes)
+          AND n.status IN ('active', 'superseded') AND n.deleted_at IS NULL
+          AND n.finished_at >= :since
     )
     SELECT to_char(date_trunc('day', c.finished_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD') AS day,
            count(*) FILTER (WHERE c.status IN ('active', 'superseded')) AS deployments,
            count(*) FILTER (WHERE c.status IN ('failed', 'rolled_back')) AS failures,
-           coalesce(array_agg(EXTRACT(EPOCH FROM c.finished_at - (
-               SELECT min(r.queued_at) FROM pipeline_runs r
-               WHERE r.project_id = :project_id AND r.commit_sha = c.commit_sha))::float8)
+           coalesce(array_agg(EXTRACT(EPOCH FROM c.finished_at - f.at)::float8)
                FILTER (WHERE c.status IN ('active', 'superseded')), '{}') AS lead,
            coalesce(array_agg(EXTRACT(EPOCH FROM (
-               SELECT min(n.finished_at) FROM deployments n
-               WHERE n.environment_id = c.environment_id
-                 AND n.status IN ('active', 'superseded')
-                 AND n.finished_at > c.failed_at AND n.deleted_at IS NULL) - c.failed_at)::float8)
+               SELECT min(h.finished_at) FROM healthy_at h
+               WHERE h.environment_id = c.environment_id AND h.finished_at > c.failed_at)
+               - c.failed_at)::float8)
                FILTER (WHERE c.status IN ('failed', 'rolled_back')), '{}') AS restore
-    FROM changes c
+    FROM changes c LEFT JOIN first_seen f ON f.commit_sha = c.commit_sha
     GROUP BY 1
     """
 )
