@@ -1,6 +1,6 @@
 """A stage's service containers on the Docker runner: a network of the attempt's own (internal:
 no route out), one container per service answering to its service name there, each waited for
-until healthy. Named and labelled after the attempt, so a retry or a restarted worker reaps what a
+until healthy. Named and labelled after the attempt, so the next attempt of the stage reaps what a
 crashed one left (`remove_stale` by name prefix).
 """
 
