@@ -97,6 +97,10 @@ SCENARIOS: dict[str, str] = {
     "test_a_missing_setup_step_is_repaired_and_the_pipeline_verified": "verify-repair",
     "tests/agent/test_verification_llm.py::"
     "test_the_model_runs_reads_patches_and_verifies": "verify-llm",
+    "tests/operations/test_reconciler_schedule.py::"
+    "test_the_schedule_reflects_a_terminated_run_without_being_asked": "reconciler-schedule",
+    "tests/operations/test_insights_rollups.py::"
+    "test_the_rollup_schedule_stores_days_without_being_asked": "insights-rollup-schedule",
 }
 
 
