@@ -204,6 +204,10 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
             if getattr(a, "__name__", "") == "execute_stage"
         )
     )
+    activities = [
+        timers.activity(a) if getattr(a, "__name__", "") == "execute_stage" else a
+        for a in activities
+    ]
     rows: list[BenchRow] = []
     # As worker.py runs them (FORGELINE_WORKFLOW_SANDBOX); the baseline chain keeps SDK defaults.
     where = "inside" if settings.workflow_sandbox else "outside"
