@@ -33,7 +33,6 @@ from core.agent import service
 from core.agent.apply import apply_proposal
 from core.agent.repository import TaskHistory
 from db.models.agent import AgentTask
-from forgeline.errors import DomainError
 from forgeline.statuses.agent import TERMINAL_TASK_STATUSES
 
 router = APIRouter(tags=["agent"])
@@ -56,25 +55,19 @@ async def create_agent_task(
     request: Request,
 ) -> AgentTaskOut:
     """Start an agent task; the workflow ID is `agent-task-{task id}`."""
-    task = await service.create_task(
-        session,
-        principal,
-        origin_of(request),
-        settings,
-        project_id,
-        body.task_type,
-        body.input_data,
-        body.token_budget,
-    )
-    # The intent row is committed before the workflow starts (the workflow reads it back).
-    await session.commit()
     try:
-        await service.start_task_workflow(session, temporal, task)
-    except DomainError:
-        raise
-    except Exception as exc:
-        await service.mark_start_failed(session, task.id, "the workflow could not be started")
-        await session.commit()
+        task = await service.create_and_start(
+            session,
+            principal,
+            origin_of(request),
+            settings,
+            temporal,
+            project_id,
+            body.task_type,
+            body.input_data,
+            body.token_budget,
+        )
+    except service.TaskNotStarted as exc:
         raise ServiceUnavailable("Temporal did not accept the workflow; retry shortly") from exc
     return AgentTaskOut.model_validate(task)
 

@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from api.audit import origin_of
+from api.console.agent_tasks import router as agent_tasks_router
 from api.console.auth import (
     CsrfRejected,
     SignInRequired,
@@ -35,7 +36,12 @@ from core.accounts import oauth, sessions
 from core.accounts.context import utcnow
 from core.accounts.errors import TotpRequired
 from core.accounts.repository import MemberRepository, SessionRepository, UserRepository
-from core.accounts.scopes import PIPELINES_READ, PROJECTS_READ, PROJECTS_WRITE
+from core.accounts.scopes import (
+    PIPELINES_READ,
+    PIPELINES_WRITE,
+    PROJECTS_READ,
+    PROJECTS_WRITE,
+)
 from core.audit.service import write_audit
 from core.pipelines import repository as pipelines
 from core.projects import repository as projects
@@ -206,7 +212,13 @@ async def projectpage(request: Request, project_id: str, session: SessionDep) ->
                 recent[pipeline.id] = found[:10]
     except DomainError as exc:
         return error_page(request, user, exc)
-    context = {"user": user, "project": project, "pipelines": pipeline_rows, "runs": recent}
+    context = {
+        "user": user,
+        "project": project,
+        "pipelines": pipeline_rows,
+        "runs": recent,
+        "can_generate": user.principal.has(PIPELINES_WRITE),
+    }
     return page(request, "project.html", context)
 
 
@@ -240,4 +252,5 @@ def install_console(app: FastAPI) -> None:
     app.include_router(runs_router)
     app.include_router(pipelines_router)
     app.include_router(versions_router)
+    app.include_router(agent_tasks_router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="console-static")

@@ -23,7 +23,7 @@ from core.principal import Principal
 from db.models.agent import AgentTask
 from db.models.operations import WorkflowExecution
 from db.models.projects import Project
-from forgeline.errors import Conflict, NotFound, ValidationFailed, found
+from forgeline.errors import Conflict, DomainError, NotFound, ValidationFailed, found
 from forgeline.search_attributes import forgeline_search_attributes
 from forgeline.settings import AGENT_TASK_QUEUE, PIPELINES_TASK_QUEUE, Settings
 from forgeline.statuses.agent import TERMINAL_TASK_STATUSES, AgentTaskStatus, AgentTaskType
@@ -34,6 +34,10 @@ from workflows.agent_task import AgentTaskWorkflow
 KIND = "agent_task"
 DESCRIBE_TIMEOUT = timedelta(seconds=5)
 CANCELLED_BY_USER = "cancelled by user"
+
+
+class TaskNotStarted(Exception):
+    """Temporal did not accept the task's workflow; the task is marked failed and committed."""
 
 
 def workflow_id_for(task_id: uuid.UUID) -> str:
@@ -206,6 +210,34 @@ async def start_task_workflow(
         )
         .on_conflict_do_nothing(index_elements=["workflow_id", "run_id"])
     )
+
+
+async def create_and_start(
+    session: AsyncSession,
+    principal: Principal,
+    origin: Origin,
+    settings: Settings,
+    temporal: Client,
+    project_id: uuid.UUID,
+    task_type: AgentTaskType,
+    data: AgentTaskInputData,
+    token_budget: int | None,
+) -> AgentTask:
+    """Create the task, commit the intent row (the workflow reads it back), start the workflow;
+    TaskNotStarted when Temporal refuses (the task is then committed as failed)."""
+    task = await create_task(
+        session, principal, origin, settings, project_id, task_type, data, token_budget
+    )
+    await session.commit()
+    try:
+        await start_task_workflow(session, temporal, task)
+    except DomainError:
+        raise
+    except Exception as exc:
+        await mark_start_failed(session, task.id, "the workflow could not be started")
+        await session.commit()
+        raise TaskNotStarted() from exc
+    return task
 
 
 async def mark_start_failed(session: AsyncSession, task_id: uuid.UUID, reason: str) -> None:

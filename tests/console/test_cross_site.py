@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import api.console
 from db.models.accounts import OrganizationMember
+from db.models.agent import AgentTask
 from db.models.billing import Invoice
 from db.models.deployments import Deployment
 from db.models.pipelines import Artifact, PipelineRun
@@ -43,7 +44,7 @@ async def _objects(
     deployment = await make_deployment(
         session_maker, org, rows.project_id, status="awaiting_approval"
     )
-    artifact, invoice = uuid.uuid4(), uuid.uuid4()
+    artifact, invoice, task = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     create_object_store(settings).put_bytes(f"x/{artifact}", b"artifact")
     async with session_scope(session_maker) as session:
         session.add(
@@ -53,6 +54,17 @@ async def _objects(
                 name="a.txt",
                 object_key=f"x/{artifact}",
                 size_bytes=8,
+            )
+        )
+        session.add(
+            AgentTask(
+                id=task,
+                organization_id=org.org_id,
+                project_id=rows.project_id,
+                task_type="generate_pipeline",
+                status="failed",
+                input_data={"verify": True},
+                error="the workflow could not be started",
             )
         )
         session.add(
@@ -77,6 +89,7 @@ async def _objects(
         "deployment_id": str(deployment),
         "invoice_id": str(invoice),
         "member_id": str(member),
+        "task_id": str(task),
     }
 
 
@@ -98,7 +111,10 @@ async def _state(
                 OrganizationMember.role == "owner",
             )
         )
-    return int(runs or 0), int(deployments or 0), int(roles or 0)
+        tasks = await session.scalar(
+            select(func.count()).where(AgentTask.organization_id == org.org_id)
+        )
+    return int(runs or 0), int(deployments or 0), int(roles or 0), int(tasks or 0)
 
 
 async def test_every_form_refuses_a_request_without_its_sessions_csrf_token(
@@ -137,6 +153,7 @@ async def test_every_form_refuses_a_request_without_its_sessions_csrf_token(
                 assert "The form expired" in answer.text
         covered.add(path)
     assert covered == forms and len(forms) >= 11
+    assert f"/projects/{ids['project_id']}/agent-tasks" in forms
     assert await _state(session_maker, org) == before
     assert (await api_client.get("/projects")).status_code == 200  # still signed in
 
@@ -151,7 +168,7 @@ async def test_every_page_with_an_id_is_404_for_another_organizations_ids(
     my_ids = await _objects(session_maker, mine, settings)
     await sign_in(api_client, mine)
     pages = {p for p in console_routes("GET") if "{" in p}
-    assert len(pages) >= 10
+    assert len(pages) >= 10 and "/agent-tasks/{task_id}" in pages
     for path in sorted(pages):
         answer = await api_client.get(path.format(**their_ids))
         assert answer.status_code == 404, (path, answer.status_code)

@@ -1,0 +1,96 @@
+"""Console pages of agent tasks: generate a pipeline from a project's page (optionally verified
+by running it), and a task page that follows its phase, its verification runs and its verdict."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from api.audit import origin_of
+from api.console.auth import check_csrf, console_user
+from api.console.pages import error_page, form_fields, page, parse_id, require_scope
+from api.deps import SessionDep, SettingsDep, TemporalDep, get_temporal
+from api.errors import ServiceUnavailable
+from core.accounts.scopes import PIPELINES_READ, PIPELINES_WRITE
+from core.agent import service
+from core.agent.task_runs import verification_runs
+from forgeline.errors import DomainError
+from forgeline.statuses.agent import TERMINAL_TASK_STATUSES, AgentTaskType
+from workflows.agent_models import AgentTaskInputData
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.post("/projects/{project_id}/agent-tasks")
+async def generate(
+    request: Request,
+    project_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+) -> Response:
+    user = await console_user(request, session)
+    form = await form_fields(request)
+    check_csrf(user, form.get("csrf", ""))
+    try:
+        require_scope(user, PIPELINES_WRITE)
+        data = AgentTaskInputData.model_validate(
+            {
+                "verify": form.get("verify") == "on",
+                "preferences": {
+                    "include_lint": form.get("lint") == "on",
+                    "include_security_scan": form.get("scan") == "on",
+                },
+            }
+        )
+        task = await service.create_and_start(
+            session,
+            user.principal,
+            origin_of(request),
+            settings,
+            temporal,
+            parse_id(project_id),
+            AgentTaskType.GENERATE_PIPELINE,
+            data,
+            None,
+        )
+    except service.TaskNotStarted:
+        message = "Temporal is not reachable; the task was not started. Retry later."
+        return page(request, "error.html", {"user": user, "message": message}, 503)
+    except DomainError as exc:
+        return error_page(request, user, exc)
+    return RedirectResponse(f"/agent-tasks/{task.id}", status_code=303)
+
+
+@router.get("/agent-tasks/{task_id}")
+async def task_page(request: Request, task_id: str, session: SessionDep) -> Response:
+    user = await console_user(request, session)
+    org = user.principal.organization_id
+    try:
+        require_scope(user, PIPELINES_READ)
+        task = await service.get_task(session, user.principal, parse_id(task_id))
+        runs = await verification_runs(session, org, task.id)
+    except DomainError as exc:
+        return error_page(request, user, exc)
+    finished = task.status in TERMINAL_TASK_STATUSES
+    live: dict[str, Any] | None = None
+    if not finished:
+        # The live phase is a bonus: without Temporal the stored task still answers.
+        with contextlib.suppress(ServiceUnavailable):
+            live = await service.live_progress(await get_temporal(request), task)
+    output: dict[str, Any] = task.output_data or {}
+    context: dict[str, Any] = {
+        "user": user,
+        "task": task,
+        "finished": finished,
+        "phase": (live or {}).get("phase") or task.status,
+        "live": live,
+        "output": output,
+        "verdict": output.get("verification"),
+        "verify": bool((task.input_data or {}).get("verify")),
+        "runs": runs,
+    }
+    return page(request, "agent_task.html", context)

@@ -1,0 +1,153 @@
+"""Generating a pipeline from the console: the project's form (CSRF-checked, only for roles that
+may create pipelines) starts the agent task the API would, and the task page follows it to its
+verdict, with the verification run linked. A double submit makes at most two tasks, each with
+its own workflow, as the API would."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+
+from db.models.agent import AgentTask
+from db.models.operations import WorkflowExecution
+from forgeline.settings import AGENT_TASK_QUEUE, PIPELINES_TASK_QUEUE, Settings
+from tests.agent.support import agent_worker, make_project
+from tests.agent.verify_repos import FAILS, node_repo
+from tests.console.helpers import csrf_of, sign_in
+from tests.factories import make_org
+from tests.runs.helpers import pipeline_worker, wait_for
+from tests.runs.sandbox import sandbox_runner
+
+pytestmark = pytest.mark.timeout(240)
+_TASK = re.compile(r"/agent-tasks/([0-9a-f-]{36})$")
+
+
+@pytest.fixture
+async def workers(
+    temporal_client: Client,
+    settings: Settings,
+    session_maker: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> AsyncIterator[None]:
+    runner = sandbox_runner(tmp_path / "runner-state")
+    async with (
+        agent_worker(temporal_client, settings, session_maker, AGENT_TASK_QUEUE),
+        pipeline_worker(temporal_client, PIPELINES_TASK_QUEUE, settings, session_maker, runner),
+    ):
+        yield
+    await runner.close()
+
+
+async def _tasks(session_maker: async_sessionmaker[AsyncSession], project: uuid.UUID) -> int:
+    async with session_maker() as session:
+        count = await session.scalar(
+            select(func.count()).select_from(AgentTask).where(AgentTask.project_id == project)
+        )
+    return int(count or 0)
+
+
+async def test_generate_with_verification_reaches_the_failing_verdict(
+    api_client: httpx.AsyncClient,
+    session_maker: async_sessionmaker[AsyncSession],
+    workers: None,
+    tmp_path: Path,
+) -> None:
+    org = await make_org(session_maker)
+    project = await make_project(session_maker, org.org_id, str(node_repo(tmp_path / "r", FAILS)))
+    await sign_in(api_client, org)
+    overview = await api_client.get(f"/projects/{project}")
+    assert 'action="/projects/' in overview.text and "Generate pipeline" in overview.text
+    form = {"csrf": csrf_of(overview.text), "verify": "on"}  # lint and scan off: offline
+    answer = await api_client.post(f"/projects/{project}/agent-tasks", data=form)
+    assert answer.status_code == 303, answer.text
+    match = _TASK.search(answer.headers["location"])
+    assert match is not None
+    task_url = f"/agent-tasks/{match.group(1)}"
+    first = await api_client.get(task_url)
+    assert first.status_code == 200 and "verified by running it" in first.text
+    page: dict[str, str] = {}
+
+    async def verdict() -> bool:
+        page["html"] = html.unescape((await api_client.get(task_url)).text)
+        return "Verdict" in page["html"]
+
+    await wait_for(verdict, timeout=200, interval=1.0)
+    text = page["html"]
+    assert "hx-trigger" not in text  # finished: the page stops polling
+    assert "Not verified" in text and "Failing stage" in text
+    assert "<dd>test</dd>" in text and "<dd>code</dd>" in text
+    assert "arithmetic is broken" in text
+    assert re.search(r'href="/runs/[0-9a-f-]{36}">Run #1 \(live logs\)', text)
+    assert "Proposed stages" in text and "<li>test</li>" in text
+    # The API tells the same story about the same task.
+    async with session_maker() as session:
+        row = await session.get(AgentTask, uuid.UUID(match.group(1)))
+        assert row is not None and row.input_data["verify"] is True
+        assert row.output_data is not None
+        assert row.output_data["verification"]["failed_stage"] == "test"
+
+
+async def test_hostile_and_unauthorised_generation_is_refused(
+    api_client: httpx.AsyncClient, session_maker: async_sessionmaker[AsyncSession]
+) -> None:
+    viewer = await make_org(session_maker, role="viewer")
+    other = await make_org(session_maker)
+    project = await make_project(session_maker, viewer.org_id, "/nonexistent/repo")
+    theirs = await make_project(session_maker, other.org_id, "/nonexistent/repo")
+    await sign_in(api_client, viewer)
+    overview = await api_client.get(f"/projects/{project}")
+    assert overview.status_code == 200 and "Generate pipeline" not in overview.text
+    token = csrf_of(overview.text)
+    denied = await api_client.post(f"/projects/{project}/agent-tasks", data={"csrf": token})
+    assert denied.status_code == 403
+    for target in ("not-a-uuid", "../../v1", str(theirs), "%00"):
+        answer = await api_client.post(f"/projects/{target}/agent-tasks", data={"csrf": token})
+        assert answer.status_code in (403, 404), (target, answer.status_code)
+    assert (await api_client.get("/agent-tasks/not-a-uuid")).status_code == 404
+    assert (await api_client.get(f"/agent-tasks/{uuid.uuid4()}")).status_code == 404
+    assert await _tasks(session_maker, project) == 0
+    assert await _tasks(session_maker, theirs) == 0
+
+
+async def test_a_concurrent_double_submit_makes_two_serialized_tasks_at_most(
+    api_client: httpx.AsyncClient,
+    session_maker: async_sessionmaker[AsyncSession],
+    workers: None,
+    tmp_path: Path,
+) -> None:
+    org = await make_org(session_maker)
+    project = await make_project(session_maker, org.org_id, str(node_repo(tmp_path / "r", FAILS)))
+    await sign_in(api_client, org)
+    token = csrf_of((await api_client.get(f"/projects/{project}")).text)
+    form = {"csrf": token, "lint": "on"}  # generate without verification
+    answers = await asyncio.gather(
+        *(api_client.post(f"/projects/{project}/agent-tasks", data=form) for _ in range(2))
+    )
+    assert [a.status_code for a in answers] == [303, 303]
+    urls = {a.headers["location"] for a in answers}
+    assert 1 <= len(urls) <= 2 and await _tasks(session_maker, project) == len(urls)
+    async with session_maker() as session:
+        started = await session.scalar(
+            select(func.count())
+            .select_from(WorkflowExecution)
+            .where(WorkflowExecution.project_id == project, WorkflowExecution.kind == "agent_task")
+        )
+    assert started == len(urls)  # every task has its own workflow; none is left unstarted
+    for url in urls:
+
+        async def done(url: str = url) -> bool:
+            return "Proposed stages" in (await api_client.get(url)).text
+
+        await wait_for(done, timeout=200, interval=1.0)
+        text = (await api_client.get(url)).text
+        assert "not verified by a run" in text and "Verdict" not in text
