@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
 
 from api.audit import origin_of
 from api.console.auth import check_csrf, console_user
@@ -17,7 +18,7 @@ from api.errors import ServiceUnavailable
 from core.accounts.scopes import PIPELINES_READ, PIPELINES_WRITE
 from core.agent import service
 from core.agent.task_runs import verification_runs
-from forgeline.errors import DomainError
+from forgeline.errors import DomainError, ValidationFailed
 from forgeline.statuses.agent import TERMINAL_TASK_STATUSES, AgentTaskType
 from workflows.agent_models import AgentTaskInputData
 
@@ -37,15 +38,7 @@ async def generate(
     check_csrf(user, form.get("csrf", ""))
     try:
         require_scope(user, PIPELINES_WRITE)
-        data = AgentTaskInputData.model_validate(
-            {
-                "verify": form.get("verify") == "on",
-                "preferences": {
-                    "include_lint": form.get("lint") == "on",
-                    "include_security_scan": form.get("scan") == "on",
-                },
-            }
-        )
+        data = _input_data(form)
         task = await service.create_and_start(
             session,
             user.principal,
@@ -63,6 +56,26 @@ async def generate(
     except DomainError as exc:
         return error_page(request, user, exc)
     return RedirectResponse(f"/agent-tasks/{task.id}", status_code=303)
+
+
+def _input_data(form: dict[str, str]) -> AgentTaskInputData:
+    """The form's choices (an unticked box is absent from the form: off)."""
+    attempts = form.get("attempts", "").strip() or "3"
+    try:
+        return AgentTaskInputData.model_validate(
+            {
+                "verify": form.get("verify") == "on",
+                "verify_attempts": int(attempts)
+                if attempts.isdecimal() and len(attempts) < 3
+                else -1,
+                "preferences": {
+                    "include_lint": form.get("lint") == "on",
+                    "include_security_scan": form.get("scan") == "on",
+                },
+            }
+        )
+    except ValidationError:
+        raise ValidationFailed("Verification runs must be a whole number from 1 to 10") from None
 
 
 @router.get("/agent-tasks/{task_id}")

@@ -22,7 +22,7 @@ from db.models.agent import AgentTask
 from db.models.operations import WorkflowExecution
 from forgeline.settings import AGENT_TASK_QUEUE, PIPELINES_TASK_QUEUE, Settings
 from tests.agent.support import agent_worker, make_project
-from tests.agent.verify_repos import FAILS, node_repo
+from tests.agent.verify_repos import FAILS, NEEDS_ENV, node_repo
 from tests.console.helpers import csrf_of, sign_in
 from tests.factories import make_org
 from tests.runs.helpers import pipeline_worker, wait_for
@@ -97,6 +97,51 @@ async def test_generate_with_verification_reaches_the_failing_verdict(
         assert row.output_data["verification"]["failed_stage"] == "test"
 
 
+async def _generated(client: httpx.AsyncClient, project: uuid.UUID, attempts: str) -> str:
+    """Submit the form (verify on, lint and scan off); the task page once it has a verdict."""
+    token = csrf_of((await client.get(f"/projects/{project}")).text)
+    form = {"csrf": token, "verify": "on", "attempts": attempts}
+    answer = await client.post(f"/projects/{project}/agent-tasks", data=form)
+    assert answer.status_code == 303, answer.text
+    page: dict[str, str] = {}
+
+    async def verdict() -> bool:
+        page["html"] = html.unescape((await client.get(answer.headers["location"])).text)
+        return "Verdict" in page["html"]
+
+    await wait_for(verdict, timeout=200, interval=1.0)
+    return page["html"]
+
+
+async def test_a_repaired_pipeline_is_verified_and_a_spent_budget_said_so(
+    api_client: httpx.AsyncClient,
+    session_maker: async_sessionmaker[AsyncSession],
+    workers: None,
+    tmp_path: Path,
+) -> None:
+    org = await make_org(session_maker)
+    await sign_in(api_client, org)
+    env = {".env.defaults": "GREETING=hello\n"}
+    repaired, spent = [
+        await make_project(
+            session_maker, org.org_id, str(node_repo(tmp_path / name, NEEDS_ENV, **env))
+        )
+        for name in ("repaired", "spent")
+    ]
+    text = await _generated(api_client, repaired, "3")
+    green = re.search(
+        r'Verified</strong>: the pipeline ran green in <a href="/runs/([0-9a-f-]+)"', text
+    )
+    assert green is not None, text
+    assert "after 2 runs" in text and ".env.defaults" in text  # the repair is listed
+    assert text.count("(live logs)") == 2
+    assert (await api_client.get(f"/runs/{green.group(1)}")).status_code == 200
+    text = await _generated(api_client, spent, "1")
+    assert "Not verified</strong>: attempt budget spent" in text
+    assert "<dd>config</dd>" in text and ".env.defaults" in text
+    assert text.count("(live logs)") == 1
+
+
 async def test_hostile_and_unauthorised_generation_is_refused(
     api_client: httpx.AsyncClient, session_maker: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -113,6 +158,17 @@ async def test_hostile_and_unauthorised_generation_is_refused(
     for target in ("not-a-uuid", "../../v1", str(theirs), "%00"):
         answer = await api_client.post(f"/projects/{target}/agent-tasks", data={"csrf": token})
         assert answer.status_code in (403, 404), (target, answer.status_code)
+    owner = await make_org(session_maker)
+    mine = await make_project(session_maker, owner.org_id, "/nonexistent/repo")
+    api_client.cookies.clear()
+    await sign_in(api_client, owner)
+    token = csrf_of((await api_client.get(f"/projects/{mine}")).text)
+    for attempts in ("0", "11", "-1", "1e3", "9" * 5000, "٣٣٣", "<b>"):
+        form = {"csrf": token, "verify": "on", "attempts": attempts}
+        answer = await api_client.post(f"/projects/{mine}/agent-tasks", data=form)
+        assert answer.status_code == 422, (attempts[:10], answer.status_code)
+        assert "whole number from 1 to 10" in answer.text and "<b>" not in answer.text
+    assert await _tasks(session_maker, mine) == 0
     assert (await api_client.get("/agent-tasks/not-a-uuid")).status_code == 404
     assert (await api_client.get(f"/agent-tasks/{uuid.uuid4()}")).status_code == 404
     assert await _tasks(session_maker, project) == 0
