@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
+from api.deps import get_temporal
 from db.models.agent import AgentTask
 from db.models.operations import WorkflowExecution
 from forgeline.settings import AGENT_TASK_QUEUE, PIPELINES_TASK_QUEUE, Settings
@@ -207,3 +209,37 @@ async def test_a_concurrent_double_submit_makes_two_serialized_tasks_at_most(
         await wait_for(done, timeout=200, interval=1.0)
         text = (await api_client.get(url)).text
         assert "not verified by a run" in text and "Verdict" not in text
+
+
+async def test_a_refused_workflow_start_is_a_503_and_a_failed_task_on_its_page(
+    app: Any,
+    api_client: httpx.AsyncClient,
+    session_maker: async_sessionmaker[AsyncSession],
+    temporal_client: Client,
+    tmp_path: Path,
+) -> None:
+    """Temporal refuses the start (a namespace it does not know) after the intent row was
+    committed: the form answers 503 and the task is closed as failed, not left pending."""
+    org = await make_org(session_maker)
+    project = await make_project(session_maker, org.org_id, str(node_repo(tmp_path / "r", FAILS)))
+    refusing = Client(
+        temporal_client.service_client,
+        namespace=f"missing-{uuid.uuid4().hex}",
+        data_converter=temporal_client.data_converter,
+    )
+    await sign_in(api_client, org)
+    token = csrf_of((await api_client.get(f"/projects/{project}")).text)
+    app.dependency_overrides[get_temporal] = lambda: refusing
+    try:
+        answer = await api_client.post(
+            f"/projects/{project}/agent-tasks", data={"csrf": token, "verify": "on"}
+        )
+    finally:
+        app.dependency_overrides.pop(get_temporal, None)
+    assert answer.status_code == 503 and "the task was not started" in answer.text
+    async with session_maker() as session:
+        task = await session.scalar(select(AgentTask).where(AgentTask.project_id == project))
+    assert task is not None and task.status == "failed"
+    shown = html.unescape((await api_client.get(f"/agent-tasks/{task.id}")).text)
+    assert "The task failed: the workflow could not be started" in shown
+    assert "hx-trigger" not in shown
