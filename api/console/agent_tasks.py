@@ -105,5 +105,23 @@ async def task_page(request: Request, task_id: str, session: SessionDep) -> Resp
         "verdict": output.get("verification"),
         "verify": bool((task.input_data or {}).get("verify")),
         "runs": runs,
+        "can_cancel": not finished and user.principal.has(PIPELINES_WRITE),
     }
     return page(request, "agent_task.html", context)
+
+
+@router.post("/agent-tasks/{task_id}/cancel")
+async def cancel(
+    request: Request, task_id: str, session: SessionDep, temporal: TemporalDep
+) -> Response:
+    """Cancel a task still under way (its verification run is cancelled with it)."""
+    user = await console_user(request, session)
+    check_csrf(user, (await form_fields(request)).get("csrf", ""))
+    try:
+        require_scope(user, PIPELINES_WRITE)
+        task = await service.cancel_task(
+            session, user.principal, origin_of(request), temporal, parse_id(task_id)
+        )
+    except DomainError as exc:
+        return error_page(request, user, exc)
+    return RedirectResponse(f"/agent-tasks/{task.id}", status_code=303)
