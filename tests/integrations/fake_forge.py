@@ -74,16 +74,20 @@ class FakeForge:
         with self.lock:
             self.failures.extend(failures)
 
-    def accepted(self) -> list[Received]:
+    def accepted(self, sha: str | None = None) -> list[Received]:
+        """Requests answered with success, in arrival order; with `sha`, only that commit's
+        (a report left over from an earlier test may reach this forge too)."""
         with self.lock:
-            return [r for r in self.received if r.answered < 300]
+            return [
+                r
+                for r in self.received
+                if r.answered < 300 and (sha is None or r.path.endswith(sha))
+            ]
 
     def states(self, sha: str | None = None) -> list[tuple[str, str]]:
         """(context, state) of each accepted status, in arrival order."""
         out = []
-        for r in self.accepted():
-            if sha is not None and not r.path.endswith(sha):
-                continue
+        for r in self.accepted(sha):
             context = r.body.get("context") or r.body.get("name") or ""
             out.append((str(context), str(r.body.get("state"))))
         return out

@@ -57,7 +57,10 @@ async def final_state(forge: FakeForge, sha: str, state: str, timeout: float = 6
         states = forge.states(sha)
         return bool(states) and states[-1][1] == state
 
-    await wait_for(arrived, timeout=timeout)
+    try:
+        await wait_for(arrived, timeout=timeout)
+    except AssertionError:
+        raise AssertionError(f"{sha}: last status not {state}: {forge.states(sha)}") from None
 
 
 # The stage lasts long enough for the running report to reach the forge before the run ends
@@ -97,7 +100,7 @@ async def test_github_status_sequence(
         await final_state(forge, head, state)
     assert run.status == run_status
     assert forge.states(head) == [("forgeline/ci-0", s) for s in ("pending", "pending", state)]
-    requests = forge.accepted()
+    requests = forge.accepted(head)
     assert [r.path for r in requests] == [f"/repos/acme/widgets/statuses/{head}"] * 3
     final = "Passed" if state == "success" else "Failed"
     assert [r.body["description"] for r in requests] == ["Queued", "Running", final]
@@ -105,7 +108,7 @@ async def test_github_status_sequence(
     assert all(r.body["target_url"].endswith(f"/v1/runs/{run.id}") for r in requests)
     # Announcing the same state again (a retried activity) sends nothing more.
     await announce_run_status(temporal_client, session_maker, str(run.id))
-    assert len(forge.accepted()) == 3
+    assert len(forge.accepted(head)) == 3
 
 
 async def test_forge_outage_and_rate_limit_never_fail_the_run(
@@ -190,7 +193,7 @@ async def test_gitlab_statuses_and_missing_token(
         await finished_run(session_maker, untokened)
         await final_state(forge, head, "success")
     assert run.status == "success"
-    requests = forge.accepted()
+    requests = forge.accepted(head)
     assert {r.path for r in requests} == {f"/api/v4/projects/group%2Fsub%2Fwidgets/statuses/{head}"}
     assert [r.body["state"] for r in requests] == ["pending", "running", "success"]
     assert all(r.headers["private-token"].startswith("glpat-") for r in requests)
@@ -216,7 +219,7 @@ async def test_cancelled_run_reports_cancelled(
         await push(api_client, connected, head, first)
 
         async def running() -> bool:
-            return [r.body["description"] for r in forge.accepted()][-1:] == ["Running"]
+            return [r.body["description"] for r in forge.accepted(head)][-1:] == ["Running"]
 
         await wait_for(running, timeout=60)
         (run,) = await runs_of(session_maker, connected.pipeline_ids)
@@ -224,4 +227,8 @@ async def test_cancelled_run_reports_cancelled(
         run = await finished_run(session_maker, connected)
         await final_state(forge, head, "error")
     assert run.status == "cancelled"
-    assert [r.body["description"] for r in forge.accepted()] == ["Queued", "Running", "Cancelled"]
+    assert [r.body["description"] for r in forge.accepted(head)] == [
+        "Queued",
+        "Running",
+        "Cancelled",
+    ]
