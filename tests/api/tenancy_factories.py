@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models.integrations import PullRequest
-from db.models.projects import Environment, Project, Repository
+from db.models.projects import Environment, GitProviderConnection, Project, Repository
 from db.session import session_scope
 from tests.api.notification_factories import NOTIFICATION_FACTORIES
 from tests.factories import OrgFixture
@@ -315,6 +315,30 @@ async def payment_method_factory(ctx: FactoryContext) -> uuid.UUID:
     return method_id
 
 
+async def app_connection_factory(ctx: FactoryContext) -> uuid.UUID:
+    """A GitHub App installation held by ctx.org, covering the matrix repository."""
+    connection_id = uuid.uuid4()
+    async with session_scope(ctx.session_maker) as session:
+        session.add(
+            GitProviderConnection(
+                id=connection_id,
+                organization_id=ctx.org.org_id,
+                provider="github",
+                installation_id=uuid.uuid4().int % 2**62,
+                installation_repositories=["forgeline/matrix"],
+            )
+        )
+    return connection_id
+
+
+async def app_repository_body(ctx: FactoryContext) -> dict[str, str]:
+    """The project's repository through the organization's App installation."""
+    return {
+        "connection_id": str(await ctx.ensure("connection_id")),
+        "repository": "forgeline/matrix",
+    }
+
+
 # Path parameter name -> factory creating that object in ctx.org. Add yours here.
 FACTORIES: dict[str, Factory] = {
     "project_id": project_factory,
@@ -330,6 +354,7 @@ FACTORIES: dict[str, Factory] = {
     "deployment_id": deployment_factory,
     "invoice_id": invoice_factory,
     "payment_method_id": payment_method_factory,
+    "connection_id": app_connection_factory,
     **NOTIFICATION_FACTORIES,
 }
 
@@ -354,6 +379,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/projects/{project_id}/pipelines"): _PIPELINE_DOCUMENT,
     ("PUT", "/v1/pipelines/{pipeline_id}"): _PIPELINE_DOCUMENT,
     ("POST", "/v1/deployments/{deployment_id}/promote"): promote_body,
+    ("POST", "/v1/projects/{project_id}/repository/github-app"): app_repository_body,
     ("PUT", "/v1/projects/{project_id}/repository"): {
         "provider": "github",
         "url": "https://github.com/forgeline/matrix.git",
