@@ -22,8 +22,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models.integrations import PullRequest
-from db.models.projects import Environment, GitProviderConnection, Project, Repository
+from db.models.projects import Environment, Project, Repository
 from db.session import session_scope
+from tests.api.integration_factories import INTEGRATION_FACTORIES, app_repository_body
 from tests.api.notification_factories import NOTIFICATION_FACTORIES
 from tests.factories import OrgFixture
 
@@ -315,30 +316,6 @@ async def payment_method_factory(ctx: FactoryContext) -> uuid.UUID:
     return method_id
 
 
-async def app_connection_factory(ctx: FactoryContext) -> uuid.UUID:
-    """A GitHub App installation held by ctx.org, covering the matrix repository."""
-    connection_id = uuid.uuid4()
-    async with session_scope(ctx.session_maker) as session:
-        session.add(
-            GitProviderConnection(
-                id=connection_id,
-                organization_id=ctx.org.org_id,
-                provider="github",
-                installation_id=uuid.uuid4().int % 2**62,
-                installation_repositories=["forgeline/matrix"],
-            )
-        )
-    return connection_id
-
-
-async def app_repository_body(ctx: FactoryContext) -> dict[str, str]:
-    """The project's repository through the organization's App installation."""
-    return {
-        "connection_id": str(await ctx.ensure("connection_id")),
-        "repository": "forgeline/matrix",
-    }
-
-
 # Path parameter name -> factory creating that object in ctx.org. Add yours here.
 FACTORIES: dict[str, Factory] = {
     "project_id": project_factory,
@@ -354,7 +331,7 @@ FACTORIES: dict[str, Factory] = {
     "deployment_id": deployment_factory,
     "invoice_id": invoice_factory,
     "payment_method_id": payment_method_factory,
-    "connection_id": app_connection_factory,
+    **INTEGRATION_FACTORIES,
     **NOTIFICATION_FACTORIES,
 }
 
