@@ -27,6 +27,7 @@ from db.models.pipelines import Pipeline, PipelineStage
 from db.models.projects import Project
 from forgeline.errors import ValidationFailed
 from forgeline.pipeline_spec import PipelineProposal, ValidationReport, step_name
+from forgeline.stage_runtime import proposal_runtime
 
 # The agent projections' namespace: IDs of pipelines saved before this module stay the same.
 NAMESPACE = uuid.UUID("5b0f3c1e-8f7a-4d61-9a53-6f0c2d7e4a10")
@@ -58,6 +59,9 @@ def stage_columns(stage: Any) -> dict[str, Any]:
         "artifact_paths": list(stage.artifact_paths),
         # Generated stages install dependencies or call out (scans, deploys).
         "network_enabled": True,
+        # Its services, matrix and cache key: what Forgeline's own runner starts, fans out
+        # and restores, as the exports do.
+        "runtime": proposal_runtime(stage.services, stage.matrix, stage.cache_key_files, stage.env),
     }
     return {k: v for k, v in wanted.items() if k in columns}
 

@@ -33,6 +33,8 @@ CONTRACTS: list[ActivityContract[Any, Any]] = [
     contracts.LLM_TURN,
     contracts.RUN_TOOL,
     contracts.FINISH_TASK,
+    contracts.PREPARE_VERIFICATION,
+    contracts.EXAMINE_VERIFICATION_RUN,
 ]
 
 
