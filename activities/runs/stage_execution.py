@@ -163,9 +163,10 @@ class StageActivities:
         pace = OutputPace(self.settings.stage_log_rate_bytes)
 
         async def on_output(data: bytes) -> None:
+            busy = capture.busy_seconds
             async with lock:
                 await capture.feed(data)
-            await pace.take(len(data))
+            await pace.take(len(data), capture.busy_seconds - busy)
 
         async def heartbeat() -> None:
             while True:

@@ -8,6 +8,7 @@ be moved to the object store (only the tail then stays in the row).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ from forgeline.secret_masking import MaskingStream, SecretMasker
 MAX_LINE_BYTES = 64 * 1024
 LARGE_LOG_BYTES = 1_048_576
 TAIL_BYTES = 64 * 1024
+# The most of the worker's event loop one stage's log handling (masking, cutting lines,
+# spooling, building chunks) may take: the rest is other stages', whatever this one writes.
+LOOP_SHARE = 0.25
 
 
 def _char_boundary(data: bytes | bytearray, limit: int) -> int:
@@ -106,7 +110,7 @@ class LogChunk:
     first_seq: int
     lines: list[str]
 
-    @property
+    @functools.cached_property
     def content(self) -> str:
         return "".join(line + "\n" for line in self.lines)
 
@@ -152,6 +156,8 @@ class LogCapture:
     _byte_count: int = 0
     _last_flush: float = field(default_factory=time.monotonic)
     _spool: IO[str] | None = None
+    # Seconds of the event loop spent on this log's own work (not waiting for the sink).
+    busy_seconds: float = 0.0
 
     @property
     def next_seq(self) -> int:
@@ -165,11 +171,13 @@ class LogCapture:
         if self._truncated:
             return  # past the limit: dropped unread (a flooding stage costs no masking)
         # Masked before lines are cut, so a secret straddling a cut is still seen whole.
+        began = time.perf_counter()
         if self._stream is None:
             self._stream = self.masker.stream()
         masked = self._stream.feed(data)
         if masked:
             self._accept(self._splitter.feed(masked))
+        self.busy_seconds += time.perf_counter() - began
         if (
             len(self._pending) >= self.max_lines
             or self._pending_bytes >= self.max_bytes
@@ -186,7 +194,10 @@ class LogCapture:
         self._last_flush = time.monotonic()
         if not self._pending:
             return
+        began = time.perf_counter()
         chunk = LogChunk(first_seq=self._flushed_seq, lines=list(self._pending))
+        _ = chunk.content  # built here, where its cost is counted (cached on the chunk)
+        self.busy_seconds += time.perf_counter() - began
         # Lines leave `pending` only once stored: a flush cancelled mid-write is redone whole
         # by the next one (the sink is idempotent per chunk), so nothing is lost or doubled.
         await self.sink(chunk)
@@ -260,20 +271,24 @@ class LogCapture:
 
 class OutputPace:
     """Back-pressure on a stage's output: after a burst of `rate` bytes, at most `rate` bytes a
-    second are read. A stage writing faster blocks on its full pipe, and the worker's event loop
-    (log storage, heartbeats, other stages) keeps its share."""
+    second are read, and the log's own work (`busy` seconds of the event loop per read) takes at
+    most `share` of the loop: the next read waits busy x (1 - share) / share. A stage writing
+    faster blocks on its full pipe, and the worker's event loop (log storage, heartbeats, other
+    stages) keeps its share whatever the cost per byte (masking, short lines)."""
 
-    def __init__(self, rate: int) -> None:
+    def __init__(self, rate: int, share: float = LOOP_SHARE) -> None:
         self.rate = rate
+        self.share = share
         self._tokens = float(rate)
         self._at = time.monotonic()
 
-    async def take(self, size: int) -> None:
+    async def take(self, size: int, busy: float = 0.0) -> None:
         now = time.monotonic()
         self._tokens = min(float(self.rate), self._tokens + (now - self._at) * self.rate) - size
         self._at = now
-        if self._tokens < 0:
-            await asyncio.sleep(-self._tokens / self.rate)
+        wait = max(-self._tokens / self.rate, busy * (1 - self.share) / self.share)
+        if wait > 0:
+            await asyncio.sleep(wait)
 
 
 def truncation_marker(limit: int) -> str:
