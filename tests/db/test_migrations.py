@@ -105,16 +105,12 @@ def test_revision_chain_is_linear_and_fixed() -> None:
         == "0013_notification_delivery"
     )
     assert (
-        script.get_revision("0013_notification_delivery").down_revision
-        == "0012_pipeline_versions"
+        script.get_revision("0013_notification_delivery").down_revision == "0012_pipeline_versions"
     )
     assert (
-        script.get_revision("0012_pipeline_versions").down_revision
-        == "0011_pull_request_reports"
+        script.get_revision("0012_pipeline_versions").down_revision == "0011_pull_request_reports"
     )
-    assert (
-        script.get_revision("0011_pull_request_reports").down_revision == "0010_failure_classes"
-    )
+    assert script.get_revision("0011_pull_request_reports").down_revision == "0010_failure_classes"
     assert script.get_revision("0010_failure_classes").down_revision == "0009_log_limits"
     assert script.get_revision("0009_log_limits").down_revision == "0007_approvals"
     assert script.get_revision("0007_approvals").down_revision == "0006_accounts_hardening"

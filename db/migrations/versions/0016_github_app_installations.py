@@ -48,7 +48,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_constraint(op.f("ck_git_provider_connections_has_credential"), TABLE, type_="check")
     op.drop_index("uq_git_provider_connections_installation_id", table_name=TABLE)
-    op.execute(f"DELETE FROM {TABLE} WHERE access_token_encrypted IS NULL")
+    op.execute("DELETE FROM git_provider_connections WHERE access_token_encrypted IS NULL")
     op.alter_column(TABLE, "access_token_encrypted", existing_type=sa.Text(), nullable=False)
     op.drop_column(TABLE, "installation_repositories")
     op.drop_column(TABLE, "installation_id")

@@ -26,7 +26,10 @@ def upgrade() -> None:
         sa.Column("organization_slug", sa.String(length=100), nullable=True),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         sa.CheckConstraint(
             "provider IN ('github', 'gitlab')", name=op.f("ck_oauth_states_provider_valid")
