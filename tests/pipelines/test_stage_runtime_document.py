@@ -3,6 +3,8 @@ byte, GitHub Actions matrix semantics, and hostile documents refused with 422 an
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from forgeline.stage_runtime import (
@@ -146,7 +148,12 @@ def test_repository_file_stages_fan_out_and_cache_per_pipeline() -> None:
         "  matrix:\n    axes:\n      PY: ['3.11', '3.12']\n"
         "- name: report\n  commands: [echo]\n  depends_on: [test]\n"
     )
-    pipeline = {"retry_policy": {}, "config": {}, "root_directory": None, "id": "p-1"}
+    pipeline: dict[str, Any] = {
+        "retry_policy": {},
+        "config": {},
+        "root_directory": None,
+        "id": "p-1",
+    }
     specs = {s.name: s for s in _specs(document, pipeline)}
     assert sorted(specs) == ["report", "test (3.11)", "test (3.12)"]
     assert specs["report"].depends_on == ["test (3.11)", "test (3.12)"]

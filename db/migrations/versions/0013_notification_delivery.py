@@ -6,6 +6,7 @@ Revises: 0012_pipeline_versions
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -17,11 +18,11 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _id() -> sa.Column:
+def _id() -> sa.Column[Any]:
     return sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False)
 
 
-def _timestamps() -> list[sa.Column]:
+def _timestamps() -> list[sa.Column[Any]]:
     return [
         sa.Column(
             "created_at",
@@ -47,7 +48,7 @@ def _org_fk(table: str) -> sa.ForeignKeyConstraint:
     )
 
 
-def _jsonb(name: str, default: str) -> sa.Column:
+def _jsonb(name: str, default: str) -> sa.Column[Any]:
     return sa.Column(
         name,
         postgresql.JSONB(astext_type=sa.Text()),
