@@ -11,8 +11,15 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from api.audit import origin_of
-from api.console.auth import check_csrf, console_user
-from api.console.pages import error_page, form_fields, page, parse_id, require_scope
+from api.console.auth import console_user
+from api.console.pages import (
+    error_page,
+    page,
+    parse_id,
+    posted_form,
+    require_scope,
+    unavailable_page,
+)
 from api.deps import SessionDep, SettingsDep, TemporalDep, get_temporal
 from api.errors import ServiceUnavailable
 from core.accounts.scopes import PIPELINES_READ, PIPELINES_WRITE
@@ -33,9 +40,7 @@ async def generate(
     settings: SettingsDep,
     temporal: TemporalDep,
 ) -> Response:
-    user = await console_user(request, session)
-    form = await form_fields(request)
-    check_csrf(user, form.get("csrf", ""))
+    user, form = await posted_form(request, session)
     try:
         require_scope(user, PIPELINES_WRITE)
         data = _input_data(form)
@@ -52,7 +57,7 @@ async def generate(
         )
     except service.TaskNotStarted:
         message = "Temporal is not reachable; the task was not started. Retry later."
-        return page(request, "error.html", {"user": user, "message": message}, 503)
+        return unavailable_page(request, user, message)
     except DomainError as exc:
         return error_page(request, user, exc)
     return RedirectResponse(f"/agent-tasks/{task.id}", status_code=303)
@@ -115,8 +120,7 @@ async def cancel(
     request: Request, task_id: str, session: SessionDep, temporal: TemporalDep
 ) -> Response:
     """Cancel a task still under way (its verification run is cancelled with it)."""
-    user = await console_user(request, session)
-    check_csrf(user, (await form_fields(request)).get("csrf", ""))
+    user, _form = await posted_form(request, session)
     try:
         require_scope(user, PIPELINES_WRITE)
         task = await service.cancel_task(

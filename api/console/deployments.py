@@ -11,8 +11,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from api.audit import origin_of
-from api.console.auth import ConsoleUser, check_csrf, console_user
-from api.console.pages import error_page, form_fields, page, parse_id, require_scope
+from api.console.auth import ConsoleUser, console_user
+from api.console.pages import (
+    error_page,
+    page,
+    parse_id,
+    posted_form,
+    require_project,
+    require_scope,
+)
 from api.deps import SessionDep, TemporalDep
 from core.accounts.scopes import DEPLOYMENTS_TRIGGER, ENVIRONMENTS_READ
 from core.audit.service import write_audit
@@ -54,9 +61,7 @@ async def deployments_page(request: Request, project_id: str, session: SessionDe
     org = principal.organization_id
     try:
         require_scope(user, ENVIRONMENTS_READ)
-        project = await projects.get_project(session, org, parse_id(project_id))
-        if project is None:
-            raise NotFound("project not found")
+        project = await require_project(session, user, project_id)
         environments = list(
             await projects.list_environments(
                 session, org, project.id, env_type=None, cursor=None, limit=100
@@ -111,9 +116,7 @@ async def decide(
     temporal: TemporalDep,
 ) -> Response:
     """approve / reject (with a reason), rollback, promote (to a target environment)."""
-    user = await console_user(request, session)
-    form = await form_fields(request)
-    check_csrf(user, form.get("csrf", ""))
+    user, form = await posted_form(request, session)
     if decision in ("rollback", "promote"):
         return await _release(request, user, form, deployment_id, decision, session, temporal)
     try:

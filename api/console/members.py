@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from api.audit import origin_of
-from api.console.auth import check_csrf, console_user
-from api.console.pages import error_page, form_fields, page, parse_id, require_scope
+from api.console.auth import console_user
+from api.console.pages import error_page, page, parse_id, posted_form, require_scope
 from api.deps import SessionDep
 from core.accounts import members
 from core.accounts.scopes import ADMIN, PROJECTS_READ, ROLE_SCOPES, ROLES
@@ -56,9 +56,7 @@ async def members_page(request: Request, session: SessionDep) -> Response:
 
 @router.post("/members/{member_id}/role")
 async def change_role(request: Request, member_id: str, session: SessionDep) -> Response:
-    user = await console_user(request, session)
-    form = await form_fields(request)
-    check_csrf(user, form.get("csrf", ""))
+    user, form = await posted_form(request, session)
     try:
         require_scope(user, ADMIN)
         role = form.get("role", "")

@@ -11,9 +11,12 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.console.ansi import ansi_to_html
-from api.console.auth import ConsoleUser, CsrfRejected
+from api.console.auth import ConsoleUser, CsrfRejected, check_csrf, console_user
+from core.projects import repository as projects
+from db.models.projects import Project
 from forgeline.errors import DomainError, Forbidden, NotFound
 
 HERE = Path(__file__).parent
@@ -45,6 +48,11 @@ def error_page(request: Request, user: ConsoleUser | None, exc: DomainError) -> 
     return page(request, "error.html", {"user": user, "message": exc.detail}, status)
 
 
+def unavailable_page(request: Request, user: ConsoleUser, message: str) -> HTMLResponse:
+    """The page of an action that needs Temporal while it is not reachable."""
+    return page(request, "error.html", {"user": user, "message": message}, 503)
+
+
 def parse_id(value: str) -> uuid.UUID:
     """Hostile path IDs are a plain 404, never a validation echo."""
     try:
@@ -64,3 +72,22 @@ async def form_fields(request: Request, limit: int = _MAX_FORM_BYTES) -> dict[st
 def require_scope(user: ConsoleUser, scope: str) -> None:
     if not user.principal.has(scope):
         raise Forbidden(f"This needs the {scope!r} scope")
+
+
+async def posted_form(
+    request: Request, session: AsyncSession, limit: int = _MAX_FORM_BYTES
+) -> tuple[ConsoleUser, dict[str, str]]:
+    """The signed-in user and the fields of a form they posted, its CSRF token checked."""
+    user = await console_user(request, session)
+    form = await form_fields(request, limit)
+    check_csrf(user, form.get("csrf", ""))
+    return user, form
+
+
+async def require_project(session: AsyncSession, user: ConsoleUser, project_id: str) -> Project:
+    """A project of the user's organization, after the scope check; any other ID is a 404."""
+    org = user.principal.organization_id
+    project = await projects.get_project(session, org, parse_id(project_id))
+    if project is None:
+        raise NotFound("project not found")
+    return project

@@ -9,9 +9,16 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from api.audit import origin_of
-from api.console.auth import check_csrf, console_user
+from api.console.auth import console_user
 from api.console.graph import StageShape, layout
-from api.console.pages import error_page, form_fields, page, parse_id, require_scope
+from api.console.pages import (
+    error_page,
+    page,
+    parse_id,
+    posted_form,
+    require_scope,
+    unavailable_page,
+)
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from core.accounts.scopes import PIPELINES_READ, PIPELINES_WRITE
 from core.pipelines import repository as pipelines
@@ -58,9 +65,7 @@ async def trigger(
     settings: SettingsDep,
     temporal: TemporalDep,
 ) -> Response:
-    user = await console_user(request, session)
-    form = await form_fields(request)
-    check_csrf(user, form.get("csrf", ""))
+    user, form = await posted_form(request, session)
     try:
         require_scope(user, PIPELINES_WRITE)
         try:
@@ -78,7 +83,7 @@ async def trigger(
         )
     except run_service.RunNotStarted:
         message = "Temporal is not reachable; retry later"
-        return page(request, "error.html", {"user": user, "message": message}, 503)
+        return unavailable_page(request, user, message)
     except DomainError as exc:
         return error_page(request, user, exc)
     return RedirectResponse(f"/runs/{run.id}", status_code=303)

@@ -10,8 +10,15 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from api.audit import origin_of
-from api.console.auth import ConsoleUser, check_csrf, console_user
-from api.console.pages import error_page, form_fields, page, parse_id, require_scope
+from api.console.auth import ConsoleUser, console_user
+from api.console.pages import (
+    error_page,
+    page,
+    parse_id,
+    posted_form,
+    require_project,
+    require_scope,
+)
 from api.deps import SessionDep, SettingsDep
 from core.accounts.scopes import PROJECTS_READ, PROJECTS_WRITE
 from core.projects import repositories
@@ -19,7 +26,7 @@ from core.projects import repository as projects
 from core.projects import service as project_service
 from core.projects.models import ProjectCreate, ProjectUpdate, RepositoryPut
 from db.models.projects import PROJECT_TYPES
-from forgeline.errors import DomainError, NotFound, ValidationFailed
+from forgeline.errors import DomainError, ValidationFailed
 
 router = APIRouter(include_in_schema=False)
 PROVIDERS = ("github", "gitlab", "bitbucket", "git", "local")
@@ -63,9 +70,7 @@ async def new_project(request: Request, session: SessionDep) -> Response:
 
 @router.post("/projects")
 async def create_project(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
-    user = await console_user(request, session)
-    form = await form_fields(request)
-    check_csrf(user, form.get("csrf", ""))
+    user, form = await posted_form(request, session)
     try:
         require_scope(user, PROJECTS_WRITE)
         try:
@@ -93,12 +98,9 @@ async def create_project(request: Request, session: SessionDep, settings: Settin
 @router.get("/projects/{project_id}/settings")
 async def settings_page(request: Request, project_id: str, session: SessionDep) -> Response:
     user = await console_user(request, session)
-    org = user.principal.organization_id
     try:
         require_scope(user, PROJECTS_READ)
-        project = await projects.get_project(session, org, parse_id(project_id))
-        if project is None:
-            raise NotFound("project not found")
+        project = await require_project(session, user, project_id)
         repo = await projects.get_repository(session, project.id)
     except DomainError as exc:
         return error_page(request, user, exc)
@@ -116,9 +118,7 @@ async def settings_page(request: Request, project_id: str, session: SessionDep) 
 async def save_settings(
     request: Request, project_id: str, session: SessionDep, settings: SettingsDep
 ) -> Response:
-    user = await console_user(request, session)
-    form = await form_fields(request)
-    check_csrf(user, form.get("csrf", ""))
+    user, form = await posted_form(request, session)
     try:
         require_scope(user, PROJECTS_WRITE)
         try:
@@ -140,9 +140,7 @@ async def save_settings(
 async def connect_repository(
     request: Request, project_id: str, session: SessionDep, settings: SettingsDep
 ) -> Response:
-    user = await console_user(request, session)
-    form = await form_fields(request)
-    check_csrf(user, form.get("csrf", ""))
+    user, form = await posted_form(request, session)
     try:
         require_scope(user, PROJECTS_WRITE)
         try:

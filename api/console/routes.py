@@ -15,7 +15,6 @@ from api.console.agent_tasks import router as agent_tasks_router
 from api.console.auth import (
     CsrfRejected,
     SignInRequired,
-    check_csrf,
     check_login_csrf,
     clear_session_cookie,
     console_user,
@@ -26,7 +25,15 @@ from api.console.auth import (
 from api.console.billing import router as billing_router
 from api.console.deployments import router as deployments_router
 from api.console.members import router as members_router
-from api.console.pages import HERE, error_page, form_fields, page, parse_id, require_scope
+from api.console.pages import (
+    HERE,
+    error_page,
+    form_fields,
+    page,
+    posted_form,
+    require_project,
+    require_scope,
+)
 from api.console.pipeline_versions import router as versions_router
 from api.console.pipelines import router as pipelines_router
 from api.console.projects import router as projects_router
@@ -46,7 +53,7 @@ from core.audit.service import write_audit
 from core.pipelines import repository as pipelines
 from core.projects import repository as projects
 from core.runs import repository as runs
-from forgeline.errors import DomainError, NotFound
+from forgeline.errors import DomainError
 
 router = APIRouter(include_in_schema=False)
 
@@ -111,8 +118,7 @@ async def login_submit(request: Request, session: SessionDep, ctx: AccountContex
 
 @router.post("/logout")
 async def logout(request: Request, session: SessionDep, ctx: AccountContextDep) -> Response:
-    user = await console_user(request, session)
-    check_csrf(user, (await form_fields(request)).get("csrf", ""))
+    user, _form = await posted_form(request, session)
     await sessions.logout(session, ctx, user.principal)
     response = RedirectResponse("/login", status_code=303)
     clear_session_cookie(request, response)
@@ -124,9 +130,7 @@ async def switch_organization(
     request: Request, session: SessionDep, ctx: AccountContextDep
 ) -> Response:
     """A new session in another organization the user belongs to; the old one is revoked."""
-    user = await console_user(request, session)
-    form = await form_fields(request)
-    check_csrf(user, form.get("csrf", ""))
+    user, form = await posted_form(request, session)
     principal = user.principal
     slug = form.get("organization", "").strip()[:100]
     if principal.user_id is None or principal.session_id is None:
@@ -197,9 +201,7 @@ async def projectpage(request: Request, project_id: str, session: SessionDep) ->
     org = user.principal.organization_id
     try:
         require_scope(user, PROJECTS_READ)
-        project = await projects.get_project(session, org, parse_id(project_id))
-        if project is None:
-            raise NotFound("project not found")
+        project = await require_project(session, user, project_id)
         pipeline_rows = list(
             await pipelines.list_for_project(session, org, project.id, cursor=None, limit=50)
         )[:50]

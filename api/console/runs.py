@@ -13,16 +13,23 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sse_starlette.sse import EventSourceResponse
 
 from api.audit import origin_of
-from api.console.auth import check_csrf, console_user
+from api.console.auth import console_user
 from api.console.graph import layout
-from api.console.pages import error_page, form_fields, page, parse_id, require_scope
+from api.console.pages import (
+    error_page,
+    page,
+    parse_id,
+    posted_form,
+    require_project,
+    require_scope,
+    unavailable_page,
+)
 from api.console.run_stages import run_stage_shapes
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.runs.logs import log_reader, object_store
 from core.accounts.scopes import PIPELINES_READ, PIPELINES_WRITE
 from core.audit.service import write_audit
 from core.pipelines import repository as pipelines
-from core.projects import repository as projects
 from core.queries import encode_cursor
 from core.runs import repository as runs
 from core.runs import service as run_service
@@ -66,9 +73,7 @@ async def run_list(
     wanted = RunFilter.parse(status[:20], branch, trigger[:20], _optional_id(pipeline[:40]))
     try:
         require_scope(user, PIPELINES_READ)
-        project = await projects.get_project(session, org, parse_id(project_id))
-        if project is None:
-            raise NotFound("project not found")
+        project = await require_project(session, user, project_id)
         rows = await project_runs(
             session, org, project.id, wanted, cursor=(cursor or None) and cursor[:200], limit=_PAGE
         )
@@ -148,8 +153,7 @@ async def run_head(request: Request, run_id: str, session: SessionDep) -> Respon
 async def cancel(
     request: Request, run_id: str, session: SessionDep, temporal: TemporalDep
 ) -> Response:
-    user = await console_user(request, session)
-    check_csrf(user, (await form_fields(request)).get("csrf", ""))
+    user, _form = await posted_form(request, session)
     try:
         require_scope(user, PIPELINES_WRITE)
         run = await runs.get_run(session, user.principal.organization_id, parse_id(run_id))
@@ -170,9 +174,7 @@ async def rerun(
     settings: SettingsDep,
     temporal: TemporalDep,
 ) -> Response:
-    user = await console_user(request, session)
-    form = await form_fields(request)
-    check_csrf(user, form.get("csrf", ""))
+    user, form = await posted_form(request, session)
     from_failed = form.get("from") == "failed"
     try:
         require_scope(user, PIPELINES_WRITE)
@@ -187,7 +189,7 @@ async def rerun(
         )
     except run_service.RunNotStarted:
         message = "Temporal is not reachable; retry later"
-        return page(request, "error.html", {"user": user, "message": message}, 503)
+        return unavailable_page(request, user, message)
     except DomainError as exc:
         return error_page(request, user, exc)
     return RedirectResponse(f"/runs/{new.id}", status_code=303)
