@@ -247,8 +247,7 @@ class PipelineRunWorkflow:
                     else:
                         running[self._start(inp, plan, step, commit)] = name
                 if not running:
-                    # Unreachable unless the stages' dependencies form a cycle: skip what is
-                    # left, visibly.
+                    # Only if the stages' dependencies form a cycle: skip what is left, visibly.
                     for stage in stages.unreachable():
                         result = await self._skip(inp, stage, "dependency cycle")
                         stages.record_unreachable(stage.name, result.status)
@@ -347,8 +346,7 @@ class PipelineRunWorkflow:
                 and exc.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED
                 and workflow.patched(RECORD_LOST_ATTEMPTS_PATCH)
             ):
-                # The last attempt was lost too: no later attempt will record the ones that
-                # never opened their row.
+                # The last attempt was lost too: record here the ones that never opened a row.
                 await RECORD_LOST_ATTEMPTS.execute_local(
                     LostAttemptsInput(run_id=inp.run_id, stage=stage, attempts=max_attempts),
                     start_to_close_timeout=BOOKKEEPING_TIMEOUT,

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.exceptions import ApplicationError
 
 from activities.runs.bookkeeping import ride_out
-from core.runs import stage_records, stage_retries
+from core.runs import recorded_attempts, stage_retries
 from db.session import driver_connection
 from forgeline.settings import Settings
 from forgeline.statuses.runs import RETRIED_FAILURE_CLASSES, StageStatus
@@ -58,9 +58,9 @@ async def recorded_outcome(
     run again (lost mid-way, never opened, a runner error, a retryable exit)."""
     stage = inp.stage
 
-    async def read() -> stage_records.RecordedAttempt | None:
+    async def read() -> recorded_attempts.RecordedAttempt | None:
         async with driver_connection(session_maker) as conn:
-            return await stage_records.recorded_attempt(
+            return await recorded_attempts.recorded_attempt(
                 conn, run_id=inp.run_id, stage_name=stage.name, attempt=attempt
             )
 
