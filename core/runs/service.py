@@ -246,17 +246,10 @@ async def trigger_as(
         user_id=principal.user_id,
         api_key_id=principal.api_key_id,
     )
-    await write_audit(
-        session,
-        principal,
-        origin,
-        "pipeline_run.trigger",
-        "pipeline_run",
-        run.id,
-        new={"run_number": run.run_number, "branch": run.branch, "commit_sha": run.commit_sha},
+    new = {"run_number": run.run_number, "branch": run.branch, "commit_sha": run.commit_sha}
+    return await _audit_and_start(
+        session, temporal, principal, origin, run, "pipeline_run.trigger", new
     )
-    await start_committed_run(session, temporal, run)
-    return run
 
 
 async def rerun_as(
@@ -279,15 +272,23 @@ async def rerun_as(
         user_id=principal.user_id,
         api_key_id=principal.api_key_id,
     )
-    await write_audit(
-        session,
-        principal,
-        origin,
-        "pipeline_run.rerun",
-        "pipeline_run",
-        run.id,
-        new={"rerun_of": str(run_id), "from": "failed" if from_failed else "start"},
+    new = {"rerun_of": str(run_id), "from": "failed" if from_failed else "start"}
+    return await _audit_and_start(
+        session, temporal, principal, origin, run, "pipeline_run.rerun", new
     )
+
+
+async def _audit_and_start(
+    session: AsyncSession,
+    temporal: Client,
+    principal: Principal,
+    origin: Origin,
+    run: PipelineRun,
+    action: str,
+    new: dict[str, Any],
+) -> PipelineRun:
+    """The audit record of a run the caller asked for, then the run committed and started."""
+    await write_audit(session, principal, origin, action, "pipeline_run", run.id, new=new)
     await start_committed_run(session, temporal, run)
     return run
 
