@@ -6,17 +6,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 
 from api.audit import origin_of
-from api.deps import (
-    PIPELINES_READ,
-    PIPELINES_WRITE,
-    Principal,
-    SessionDep,
-    TemporalDep,
-    require_scope,
-)
+from api.deps import PipelinesReader, PipelinesWriter, SessionDep, TemporalDep
 from api.pipelines.schemas import PipelineVersionOut, VersionDiffOut, VersionPage
 from core.audit.service import write_audit
 from core.pipelines import service, versions
@@ -34,8 +27,6 @@ from forgeline.safe_parsing import UnsafeDocument, load_json
 
 router = APIRouter(tags=["pipelines"])
 
-Reader = Annotated[Principal, Depends(require_scope(PIPELINES_READ))]
-Writer = Annotated[Principal, Depends(require_scope(PIPELINES_WRITE))]
 YAML_TYPES = ("application/yaml", "text/yaml", "application/x-yaml", "text/x-yaml")
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     404: {"description": "Not found (or owned by another organization)"},
@@ -126,7 +117,7 @@ async def create_pipeline(
     project_id: uuid.UUID,
     request: Request,
     session: SessionDep,
-    principal: Writer,
+    principal: PipelinesWriter,
     temporal: TemporalDep,
 ) -> Response:
     """A pipeline from a document (version 1); the answer is its canonical YAML."""
@@ -150,7 +141,7 @@ async def put_pipeline(
     pipeline_id: uuid.UUID,
     request: Request,
     session: SessionDep,
-    principal: Writer,
+    principal: PipelinesWriter,
     temporal: TemporalDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -184,7 +175,7 @@ def version_out(row: PipelineVersion, *, with_spec: bool = False) -> PipelineVer
 async def list_versions(
     pipeline_id: uuid.UUID,
     session: SessionDep,
-    principal: Reader,
+    principal: PipelinesReader,
     before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> VersionPage:
@@ -205,7 +196,7 @@ async def get_version(
     pipeline_id: uuid.UUID,
     version: Annotated[int, Path(ge=1, le=2**31 - 1)],
     session: SessionDep,
-    principal: Reader,
+    principal: PipelinesReader,
     accept: Annotated[str | None, Header()] = None,
 ) -> Any:
     """One version with its whole document (YAML with `Accept: application/yaml`)."""
@@ -220,7 +211,7 @@ async def get_version(
 async def diff_versions(
     pipeline_id: uuid.UUID,
     session: SessionDep,
-    principal: Reader,
+    principal: PipelinesReader,
     from_version: Annotated[int | None, Query(alias="from", ge=1, le=2**31 - 1)] = None,
     to_version: Annotated[int | None, Query(alias="to", ge=1, le=2**31 - 1)] = None,
 ) -> VersionDiffOut:

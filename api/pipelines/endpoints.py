@@ -6,17 +6,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from api.audit import origin_of
-from api.deps import (
-    PIPELINES_READ,
-    PIPELINES_WRITE,
-    Principal,
-    SessionDep,
-    TemporalDep,
-    require_scope,
-)
+from api.deps import PipelinesReader, PipelinesWriter, SessionDep, TemporalDep
 from api.pagination import CursorParam, LimitParam, Page, build_page
 from api.pipelines import documents
 from api.pipelines.schemas import PipelineDetail, PipelineOut, PipelineStageOut, PipelineUpdate
@@ -28,8 +21,6 @@ from forgeline.pipeline_export import ExportFormat
 
 router = APIRouter(tags=["pipelines"])
 
-Reader = Annotated[Principal, Depends(require_scope(PIPELINES_READ))]
-Writer = Annotated[Principal, Depends(require_scope(PIPELINES_WRITE))]
 _PROBLEMS: dict[int | str, dict[str, str]] = {
     404: {"description": "Not found (or owned by another organization)"},
     409: {"description": "The pipeline has runs in progress (delete)"},
@@ -51,7 +42,7 @@ def _detail(pipeline: Pipeline, stages: list[PipelineStage]) -> PipelineDetail:
 async def list_pipelines(
     project_id: uuid.UUID,
     session: SessionDep,
-    principal: Reader,
+    principal: PipelinesReader,
     cursor: CursorParam = None,
     limit: LimitParam = 50,
 ) -> Page[PipelineOut]:
@@ -74,7 +65,7 @@ async def list_pipelines(
 async def get_pipeline(
     pipeline_id: uuid.UUID,
     session: SessionDep,
-    principal: Reader,
+    principal: PipelinesReader,
     response: Response,
     accept: Annotated[str | None, Header()] = None,
     include_archived: bool = False,
@@ -96,7 +87,7 @@ async def update_pipeline(
     pipeline_id: uuid.UUID,
     body: PipelineUpdate,
     session: SessionDep,
-    principal: Writer,
+    principal: PipelinesWriter,
     temporal: TemporalDep,
     request: Request,
     if_match: Annotated[str | None, Header()] = None,
@@ -127,7 +118,7 @@ async def update_pipeline(
 async def delete_pipeline(
     pipeline_id: uuid.UUID,
     session: SessionDep,
-    principal: Writer,
+    principal: PipelinesWriter,
     temporal: TemporalDep,
     request: Request,
 ) -> Response:
@@ -148,7 +139,7 @@ async def delete_pipeline(
 async def export_pipeline(
     pipeline_id: uuid.UUID,
     session: SessionDep,
-    principal: Reader,
+    principal: PipelinesReader,
     export_format: Annotated[ExportFormat, Query(alias="format")] = "github-actions",
 ) -> Response:
     """The pipeline as GitHub Actions or GitLab CI YAML (validated when it was generated)."""
