@@ -6,7 +6,9 @@ still runs."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio.client import (
     Client,
@@ -31,31 +33,23 @@ from workflows.operations_models import (
 )
 from workflows.reconciler import ReconcilerWorkflow
 
+ParamT = TypeVar("ParamT")
+
 RECONCILER_SCHEDULE_ID = "forgeline-reconciler"
 INSIGHTS_ROLLUP_SCHEDULE_ID = "forgeline-insights-rollup"
 
 
 def reconciler_schedule(settings: Settings, workflow_id: str = RECONCILER_WORKFLOW_ID) -> Schedule:
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            ReconcilerWorkflow.run,
-            ReconcileInput(lookback_seconds=settings.reconciler_lookback_seconds),
-            id=workflow_id,
-            task_queue=settings.operations_task_queue,
-            typed_search_attributes=forgeline_search_attributes("reconciler"),
-            execution_timeout=timedelta(minutes=10),
-        ),
-        spec=ScheduleSpec(
-            intervals=[
-                ScheduleIntervalSpec(every=timedelta(seconds=settings.reconciler_interval_seconds))
-            ]
-        ),
-        # A pass still running makes the next firing pointless, not queued.
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-        state=ScheduleState(
-            note="Reflects executions closed outside Forgeline in their runs, deployments and "
-            "agent tasks"
-        ),
+    return _pass_schedule(
+        settings,
+        ReconcilerWorkflow.run,
+        ReconcileInput(lookback_seconds=settings.reconciler_lookback_seconds),
+        workflow_id=workflow_id,
+        kind="reconciler",
+        execution_timeout=timedelta(minutes=10),
+        every_seconds=settings.reconciler_interval_seconds,
+        note="Reflects executions closed outside Forgeline in their runs, deployments and "
+        "agent tasks",
     )
 
 
@@ -63,32 +57,22 @@ async def ensure_reconciler_schedule(
     client: Client, settings: Settings, schedule_id: str = RECONCILER_SCHEDULE_ID
 ) -> str:
     """Create the schedule when missing; concurrent starts create one (the ID is unique)."""
-    with contextlib.suppress(ScheduleAlreadyRunningError):
-        await client.create_schedule(
-            schedule_id, reconciler_schedule(settings, workflow_id=f"{schedule_id}-pass")
-        )
-    return schedule_id
+    schedule = reconciler_schedule(settings, workflow_id=f"{schedule_id}-pass")
+    return await _ensure(client, schedule_id, schedule)
 
 
 def insights_rollup_schedule(
     settings: Settings, workflow_id: str = INSIGHTS_ROLLUP_WORKFLOW_ID
 ) -> Schedule:
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            InsightsRollupWorkflow.run,
-            InsightsRollupInput(),
-            id=workflow_id,
-            task_queue=settings.operations_task_queue,
-            typed_search_attributes=forgeline_search_attributes("insights-rollup"),
-            execution_timeout=timedelta(hours=1),
-        ),
-        spec=ScheduleSpec(
-            intervals=[
-                ScheduleIntervalSpec(every=timedelta(seconds=settings.insights_rollup_seconds))
-            ]
-        ),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-        state=ScheduleState(note="Rolls up each active project's insight per day"),
+    return _pass_schedule(
+        settings,
+        InsightsRollupWorkflow.run,
+        InsightsRollupInput(),
+        workflow_id=workflow_id,
+        kind="insights-rollup",
+        execution_timeout=timedelta(hours=1),
+        every_seconds=settings.insights_rollup_seconds,
+        note="Rolls up each active project's insight per day",
     )
 
 
@@ -96,8 +80,39 @@ async def ensure_insights_rollup_schedule(
     client: Client, settings: Settings, schedule_id: str = INSIGHTS_ROLLUP_SCHEDULE_ID
 ) -> str:
     """Create the schedule when missing; concurrent starts create one (the ID is unique)."""
+    schedule = insights_rollup_schedule(settings, workflow_id=f"{schedule_id}-pass")
+    return await _ensure(client, schedule_id, schedule)
+
+
+def _pass_schedule(
+    settings: Settings,
+    run: Callable[[Any, ParamT], Awaitable[Any]],
+    arg: ParamT,
+    *,
+    workflow_id: str,
+    kind: str,
+    execution_timeout: timedelta,
+    every_seconds: float,
+    note: str,
+) -> Schedule:
+    """A pass of `run` on the operations queue every `every_seconds`; a pass still running
+    makes the next firing pointless, not queued."""
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            run,
+            arg,
+            id=workflow_id,
+            task_queue=settings.operations_task_queue,
+            typed_search_attributes=forgeline_search_attributes(kind),
+            execution_timeout=execution_timeout,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every_seconds))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        state=ScheduleState(note=note),
+    )
+
+
+async def _ensure(client: Client, schedule_id: str, schedule: Schedule) -> str:
     with contextlib.suppress(ScheduleAlreadyRunningError):
-        await client.create_schedule(
-            schedule_id, insights_rollup_schedule(settings, workflow_id=f"{schedule_id}-pass")
-        )
+        await client.create_schedule(schedule_id, schedule)
     return schedule_id
