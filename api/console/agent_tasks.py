@@ -40,9 +40,8 @@ async def generate(
     settings: SettingsDep,
     temporal: TemporalDep,
 ) -> Response:
-    user, form = await posted_form(request, session)
+    user, form = await posted_form(request, session, PIPELINES_WRITE)
     try:
-        require_scope(user, PIPELINES_WRITE)
         data = _input_data(form)
         task = await service.create_and_start(
             session,
@@ -120,9 +119,8 @@ async def cancel(
     request: Request, task_id: str, session: SessionDep, temporal: TemporalDep
 ) -> Response:
     """Cancel a task still under way (its verification run is cancelled with it)."""
-    user, _form = await posted_form(request, session)
+    user, _form = await posted_form(request, session, PIPELINES_WRITE)
     try:
-        require_scope(user, PIPELINES_WRITE)
         task = await service.cancel_task(
             session, user.principal, origin_of(request), temporal, parse_id(task_id)
         )

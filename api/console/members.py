@@ -56,9 +56,8 @@ async def members_page(request: Request, session: SessionDep) -> Response:
 
 @router.post("/members/{member_id}/role")
 async def change_role(request: Request, member_id: str, session: SessionDep) -> Response:
-    user, form = await posted_form(request, session)
+    user, form = await posted_form(request, session, ADMIN)
     try:
-        require_scope(user, ADMIN)
         role = form.get("role", "")
         if role not in ROLES:
             raise ValidationFailed("Unknown role")

@@ -74,13 +74,28 @@ def require_scope(user: ConsoleUser, scope: str) -> None:
         raise Forbidden(f"This needs the {scope!r} scope")
 
 
+class PageRefused(Exception):
+    """A signed-in user without the scope an action needs: the error page, shown to them."""
+
+    def __init__(self, user: ConsoleUser, error: DomainError) -> None:
+        super().__init__(error.detail)
+        self.user = user
+        self.error = error
+
+
 async def posted_form(
-    request: Request, session: AsyncSession, limit: int = _MAX_FORM_BYTES
+    request: Request, session: AsyncSession, scope: str | None = None
 ) -> tuple[ConsoleUser, dict[str, str]]:
-    """The signed-in user and the fields of a form they posted, its CSRF token checked."""
+    """The signed-in user and the fields of a form they posted, its CSRF token checked and
+    (PageRefused otherwise) `scope` held."""
     user = await console_user(request, session)
-    form = await form_fields(request, limit)
+    form = await form_fields(request)
     check_csrf(user, form.get("csrf", ""))
+    if scope is not None:
+        try:
+            require_scope(user, scope)
+        except Forbidden as exc:
+            raise PageRefused(user, exc) from None
     return user, form
 
 

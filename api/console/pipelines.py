@@ -65,9 +65,8 @@ async def trigger(
     settings: SettingsDep,
     temporal: TemporalDep,
 ) -> Response:
-    user, form = await posted_form(request, session)
+    user, form = await posted_form(request, session, PIPELINES_WRITE)
     try:
-        require_scope(user, PIPELINES_WRITE)
         try:
             body = RunCreate(trigger="manual", branch=form.get("branch", "").strip() or None)
         except ValidationError:

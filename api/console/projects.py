@@ -70,9 +70,8 @@ async def new_project(request: Request, session: SessionDep) -> Response:
 
 @router.post("/projects")
 async def create_project(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
-    user, form = await posted_form(request, session)
+    user, form = await posted_form(request, session, PROJECTS_WRITE)
     try:
-        require_scope(user, PROJECTS_WRITE)
         try:
             body = ProjectCreate.model_validate(
                 {"name": form.get("name", ""), "project_type": form.get("project_type", "")}
@@ -118,9 +117,8 @@ async def settings_page(request: Request, project_id: str, session: SessionDep) 
 async def save_settings(
     request: Request, project_id: str, session: SessionDep, settings: SettingsDep
 ) -> Response:
-    user, form = await posted_form(request, session)
+    user, form = await posted_form(request, session, PROJECTS_WRITE)
     try:
-        require_scope(user, PROJECTS_WRITE)
         try:
             body = ProjectUpdate(
                 name=form.get("name", "").strip() or None,
@@ -140,9 +138,8 @@ async def save_settings(
 async def connect_repository(
     request: Request, project_id: str, session: SessionDep, settings: SettingsDep
 ) -> Response:
-    user, form = await posted_form(request, session)
+    user, form = await posted_form(request, session, PROJECTS_WRITE)
     try:
-        require_scope(user, PROJECTS_WRITE)
         try:
             body = _repository_body(form)
         except ValidationError as exc:

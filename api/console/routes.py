@@ -27,6 +27,7 @@ from api.console.deployments import router as deployments_router
 from api.console.members import router as members_router
 from api.console.pages import (
     HERE,
+    PageRefused,
     error_page,
     form_fields,
     page,
@@ -244,8 +245,13 @@ def install_console(app: FastAPI) -> None:
             403,
         )
 
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, PageRefused)
+        return error_page(request, exc.user, exc.error)
+
     app.add_exception_handler(SignInRequired, sign_in)
     app.add_exception_handler(CsrfRejected, csrf)
+    app.add_exception_handler(PageRefused, refused)
     app.include_router(projects_router)  # before /projects/{project_id}: /projects/new
     app.include_router(router)
     app.include_router(billing_router)

@@ -153,9 +153,8 @@ async def run_head(request: Request, run_id: str, session: SessionDep) -> Respon
 async def cancel(
     request: Request, run_id: str, session: SessionDep, temporal: TemporalDep
 ) -> Response:
-    user, _form = await posted_form(request, session)
+    user, _form = await posted_form(request, session, PIPELINES_WRITE)
     try:
-        require_scope(user, PIPELINES_WRITE)
         run = await runs.get_run(session, user.principal.organization_id, parse_id(run_id))
         await run_service.cancel_run(temporal, run)
     except DomainError as exc:
@@ -174,10 +173,9 @@ async def rerun(
     settings: SettingsDep,
     temporal: TemporalDep,
 ) -> Response:
-    user, form = await posted_form(request, session)
+    user, form = await posted_form(request, session, PIPELINES_WRITE)
     from_failed = form.get("from") == "failed"
     try:
-        require_scope(user, PIPELINES_WRITE)
         new = await run_service.rerun_as(
             session,
             settings,
