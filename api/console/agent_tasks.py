@@ -11,13 +11,12 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from api.audit import origin_of
-from api.console.auth import console_user
 from api.console.pages import (
     error_page,
     page,
+    page_user,
     parse_id,
     posted_form,
-    require_scope,
     unavailable_page,
 )
 from api.deps import SessionDep, SettingsDep, TemporalDep, get_temporal
@@ -84,10 +83,9 @@ def _input_data(form: dict[str, str]) -> AgentTaskInputData:
 
 @router.get("/agent-tasks/{task_id}")
 async def task_page(request: Request, task_id: str, session: SessionDep) -> Response:
-    user = await console_user(request, session)
+    user = await page_user(request, session, PIPELINES_READ)
     org = user.principal.organization_id
     try:
-        require_scope(user, PIPELINES_READ)
         task = await service.get_task(session, user.principal, parse_id(task_id))
         runs = await verification_runs(session, org, task.id)
     except DomainError as exc:

@@ -8,8 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.console.auth import console_user
-from api.console.pages import error_page, page, parse_id, require_scope
+from api.console.pages import error_page, page, page_user, parse_id
 from api.deps import SessionDep
 from core.accounts.scopes import BILLING_READ
 from core.billing import statements, subscriptions
@@ -23,10 +22,9 @@ _INVOICES = 24
 
 @router.get("/billing")
 async def billing_page(request: Request, session: SessionDep) -> Response:
-    user = await console_user(request, session)
+    user = await page_user(request, session, BILLING_READ)
     org = user.principal.organization_id
     try:
-        require_scope(user, BILLING_READ)
         plan = await effective_plan(session, org)
         try:
             subscription = (await subscriptions.current(session, org)).subscription
@@ -52,9 +50,8 @@ async def billing_page(request: Request, session: SessionDep) -> Response:
 
 @router.get("/billing/invoices/{invoice_id}")
 async def invoice_page(request: Request, invoice_id: str, session: SessionDep) -> Response:
-    user = await console_user(request, session)
+    user = await page_user(request, session, BILLING_READ)
     try:
-        require_scope(user, BILLING_READ)
         statement = await statements.invoice_statement(
             session, user.principal.organization_id, parse_id(invoice_id)
         )

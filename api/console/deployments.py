@@ -11,10 +11,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from api.audit import origin_of
-from api.console.auth import ConsoleUser, console_user
+from api.console.auth import ConsoleUser
 from api.console.pages import (
     error_page,
     page,
+    page_user,
     parse_id,
     posted_form,
     require_project,
@@ -56,11 +57,10 @@ def _requester(user: ConsoleUser) -> service.Requester:
 
 @router.get("/projects/{project_id}/deployments")
 async def deployments_page(request: Request, project_id: str, session: SessionDep) -> Response:
-    user = await console_user(request, session)
+    user = await page_user(request, session, ENVIRONMENTS_READ)
     principal = user.principal
     org = principal.organization_id
     try:
-        require_scope(user, ENVIRONMENTS_READ)
         project = await require_project(session, user, project_id)
         environments = list(
             await projects.list_environments(

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from api.audit import origin_of
-from api.console.auth import console_user
-from api.console.pages import error_page, page, parse_id, posted_form, require_scope
+from api.console.pages import error_page, page, page_user, parse_id, posted_form
 from api.deps import SessionDep
 from core.accounts import members
 from core.accounts.scopes import ADMIN, PROJECTS_READ, ROLE_SCOPES, ROLES
@@ -33,9 +32,8 @@ CAPABILITIES: tuple[tuple[str, str], ...] = (
 
 @router.get("/members")
 async def members_page(request: Request, session: SessionDep) -> Response:
-    user = await console_user(request, session)
+    user = await page_user(request, session, PROJECTS_READ)
     try:
-        require_scope(user, PROJECTS_READ)
         rows = (await members.list_members(session, user.principal, cursor=None, limit=_LISTED))[
             :_LISTED
         ]

@@ -92,11 +92,22 @@ async def posted_form(
     form = await form_fields(request)
     check_csrf(user, form.get("csrf", ""))
     if scope is not None:
-        try:
-            require_scope(user, scope)
-        except Forbidden as exc:
-            raise PageRefused(user, exc) from None
+        _refuse_without(user, scope)
     return user, form
+
+
+async def page_user(request: Request, session: AsyncSession, scope: str) -> ConsoleUser:
+    """The signed-in user, holding `scope` (PageRefused otherwise)."""
+    user = await console_user(request, session)
+    _refuse_without(user, scope)
+    return user
+
+
+def _refuse_without(user: ConsoleUser, scope: str) -> None:
+    try:
+        require_scope(user, scope)
+    except Forbidden as exc:
+        raise PageRefused(user, exc) from None
 
 
 async def require_project(session: AsyncSession, user: ConsoleUser, project_id: str) -> Project:

@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from api.audit import origin_of
 from api.console.auth import ConsoleUser, check_csrf, console_user
-from api.console.pages import error_page, form_fields, page, parse_id, require_scope
+from api.console.pages import error_page, form_fields, page, page_user, parse_id, require_scope
 from api.deps import SessionDep, TemporalDep
 from core.accounts.repository import UserRepository
 from core.accounts.scopes import PIPELINES_READ, PIPELINES_WRITE
@@ -55,9 +55,8 @@ async def _authors(session: SessionDep, rows: list[Any]) -> dict[uuid.UUID, str]
 async def versions_page(
     request: Request, pipeline_id: str, session: SessionDep, to: str = "", base: str = ""
 ) -> Response:
-    user = await console_user(request, session)
+    user = await page_user(request, session, PIPELINES_READ)
     try:
-        require_scope(user, PIPELINES_READ)
         pipeline = await service.get_pipeline(
             session, user.principal, parse_id(pipeline_id), include_archived=True
         )
@@ -107,9 +106,8 @@ def _editor(
 
 @router.get("/pipelines/{pipeline_id}/edit")
 async def edit_page(request: Request, pipeline_id: str, session: SessionDep) -> Response:
-    user = await console_user(request, session)
+    user = await page_user(request, session, PIPELINES_READ)
     try:
-        require_scope(user, PIPELINES_READ)
         pipeline = await service.get_pipeline(session, user.principal, parse_id(pipeline_id))
         text = await _current_yaml(session, pipeline)
     except DomainError as exc:

@@ -9,14 +9,13 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from api.audit import origin_of
-from api.console.auth import console_user
 from api.console.graph import StageShape, layout
 from api.console.pages import (
     error_page,
     page,
+    page_user,
     parse_id,
     posted_form,
-    require_scope,
     unavailable_page,
 )
 from api.deps import SessionDep, SettingsDep, TemporalDep
@@ -32,10 +31,9 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/pipelines/{pipeline_id}")
 async def pipeline_page(request: Request, pipeline_id: str, session: SessionDep) -> Response:
-    user = await console_user(request, session)
+    user = await page_user(request, session, PIPELINES_READ)
     org = user.principal.organization_id
     try:
-        require_scope(user, PIPELINES_READ)
         pipeline = await pipelines.get(session, org, parse_id(pipeline_id))
         if pipeline is None:
             raise NotFound("pipeline not found")

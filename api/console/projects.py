@@ -14,10 +14,10 @@ from api.console.auth import ConsoleUser, console_user
 from api.console.pages import (
     error_page,
     page,
+    page_user,
     parse_id,
     posted_form,
     require_project,
-    require_scope,
 )
 from api.deps import SessionDep, SettingsDep
 from core.accounts.scopes import PROJECTS_READ, PROJECTS_WRITE
@@ -96,9 +96,8 @@ async def create_project(request: Request, session: SessionDep, settings: Settin
 
 @router.get("/projects/{project_id}/settings")
 async def settings_page(request: Request, project_id: str, session: SessionDep) -> Response:
-    user = await console_user(request, session)
+    user = await page_user(request, session, PROJECTS_READ)
     try:
-        require_scope(user, PROJECTS_READ)
         project = await require_project(session, user, project_id)
         repo = await projects.get_repository(session, project.id)
     except DomainError as exc:

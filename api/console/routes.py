@@ -31,9 +31,9 @@ from api.console.pages import (
     error_page,
     form_fields,
     page,
+    page_user,
     posted_form,
     require_project,
-    require_scope,
 )
 from api.console.pipeline_versions import router as versions_router
 from api.console.pipelines import router as pipelines_router
@@ -173,9 +173,8 @@ async def switch_organization(
 
 @router.get("/projects")
 async def project_list(request: Request, session: SessionDep) -> Response:
-    user = await console_user(request, session)
+    user = await page_user(request, session, PROJECTS_READ)
     try:
-        require_scope(user, PROJECTS_READ)
         rows = await projects.list_projects(
             session,
             user.principal.organization_id,
@@ -198,10 +197,9 @@ async def project_list(request: Request, session: SessionDep) -> Response:
 
 @router.get("/projects/{project_id}")
 async def projectpage(request: Request, project_id: str, session: SessionDep) -> Response:
-    user = await console_user(request, session)
+    user = await page_user(request, session, PROJECTS_READ)
     org = user.principal.organization_id
     try:
-        require_scope(user, PROJECTS_READ)
         project = await require_project(session, user, project_id)
         pipeline_rows = list(
             await pipelines.list_for_project(session, org, project.id, cursor=None, limit=50)

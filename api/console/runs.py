@@ -18,6 +18,7 @@ from api.console.graph import layout
 from api.console.pages import (
     error_page,
     page,
+    page_user,
     parse_id,
     posted_form,
     require_project,
@@ -244,9 +245,8 @@ async def artifact_download(
     request: Request, run_id: str, artifact_id: str, session: SessionDep
 ) -> Response:
     """An artifact of a run of the user's organization, streamed from the object store."""
-    user = await console_user(request, session)
+    user = await page_user(request, session, PIPELINES_READ)
     try:
-        require_scope(user, PIPELINES_READ)
         run = await runs.get_run(session, user.principal.organization_id, parse_id(run_id))
         artifact = await runs.get_artifact(session, run.id, parse_id(artifact_id))
     except DomainError as exc:

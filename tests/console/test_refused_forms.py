@@ -1,6 +1,6 @@
-"""A signed-in user whose role lacks the scope a posted form needs gets the console's error page
-(403, their own navigation, the scope named), and nothing is written; a form without its CSRF
-token is still refused first, as the expired-form page."""
+"""A signed-in user whose role lacks the scope a posted form or a page needs gets the console's
+error page (403, their own navigation, the scope named), and nothing is written; a form without
+its CSRF token is still refused first, as the expired-form page."""
 
 from __future__ import annotations
 
@@ -51,3 +51,15 @@ async def test_a_form_posted_without_its_scope_is_the_error_page(
     # Without the CSRF token the form is refused before any scope is looked at.
     forged = await api_client.post("/projects", data={"name": "x"})
     assert forged.status_code == 403 and "The form expired" in forged.text
+
+
+async def test_a_page_read_without_its_scope_is_the_error_page(
+    api_client: httpx.AsyncClient, session_maker: async_sessionmaker[AsyncSession]
+) -> None:
+    viewer = await make_org(session_maker, role="viewer")
+    await sign_in(api_client, viewer)
+    for url in ("/billing", "/billing/invoices/not-a-uuid", "/billing/invoices/%00"):
+        answer = await api_client.get(url)
+        assert answer.status_code == 403, (url, answer.status_code)
+        assert "This needs the 'billing:read' scope" in html.unescape(answer.text), url
+        assert 'action="/logout"' in answer.text, url
