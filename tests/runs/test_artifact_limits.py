@@ -123,7 +123,9 @@ def test_pipeline_limits_are_read_and_change_the_spec_hash() -> None:
         "fail",
     )
     assert limited.spec_hash != plain.spec_hash
-    # A spec at the defaults hashes as it did before the limits existed (reruns still reuse).
+    # A spec at the defaults hashes as it did before the limits (and later the verification
+    # skip, caches, services and matrix legs) existed: reruns of older runs still reuse.
+    assert (plain.skip, plain.cache, plain.services, plain.matrix_leg) == (None, None, [], None)
     before = plain.model_dump(
         mode="json",
         exclude={
@@ -133,6 +135,10 @@ def test_pipeline_limits_are_read_and_change_the_spec_hash() -> None:
             "log_max_bytes",
             "on_log_limit",
             "on_artifact_limit",
+            "skip",
+            "cache",
+            "services",
+            "matrix_leg",
         },
     )
     assert (
