@@ -99,6 +99,28 @@ async def agent_worker(
         await llm.close()
 
 
+@asynccontextmanager
+async def verifying_workers(
+    client: Client,
+    settings: Settings,
+    session_maker: async_sessionmaker[AsyncSession],
+    state_dir: Path,
+) -> AsyncIterator[None]:
+    """The agent worker and a pipelines worker on the sandbox runner: what a generate task with
+    `verify` needs (its verification runs are pipeline runs)."""
+    from forgeline.settings import AGENT_TASK_QUEUE, PIPELINES_TASK_QUEUE
+    from tests.runs.helpers import pipeline_worker
+    from tests.runs.sandbox import sandbox_runner
+
+    runner = sandbox_runner(state_dir)
+    async with (
+        agent_worker(client, settings, session_maker, AGENT_TASK_QUEUE),
+        pipeline_worker(client, PIPELINES_TASK_QUEUE, settings, session_maker, runner),
+    ):
+        yield
+    await runner.close()
+
+
 async def counts(
     session_maker: async_sessionmaker[AsyncSession], task_id: uuid.UUID
 ) -> dict[str, int]:

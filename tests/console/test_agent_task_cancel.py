@@ -16,13 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from db.models.pipelines import PipelineRun
-from forgeline.settings import AGENT_TASK_QUEUE, PIPELINES_TASK_QUEUE, Settings
-from tests.agent.support import agent_worker, make_project
+from forgeline.settings import Settings
+from tests.agent.support import make_project, verifying_workers
 from tests.agent.verify_repos import node_repo
 from tests.console.helpers import csrf_of, sign_in
 from tests.factories import make_org
-from tests.runs.helpers import pipeline_worker, wait_for
-from tests.runs.sandbox import sandbox_runner
+from tests.runs.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 # A test stage that logs until the run is cancelled.
@@ -36,13 +35,10 @@ async def workers(
     session_maker: async_sessionmaker[AsyncSession],
     tmp_path: Path,
 ) -> AsyncIterator[None]:
-    runner = sandbox_runner(tmp_path / "runner-state")
-    async with (
-        agent_worker(temporal_client, settings, session_maker, AGENT_TASK_QUEUE),
-        pipeline_worker(temporal_client, PIPELINES_TASK_QUEUE, settings, session_maker, runner),
+    async with verifying_workers(
+        temporal_client, settings, session_maker, tmp_path / "runner-state"
     ):
         yield
-    await runner.close()
 
 
 async def test_live_phase_and_run_then_cancel_from_the_task_page(

@@ -22,13 +22,12 @@ from temporalio.client import Client
 from api.deps import get_temporal
 from db.models.agent import AgentTask
 from db.models.operations import WorkflowExecution
-from forgeline.settings import AGENT_TASK_QUEUE, PIPELINES_TASK_QUEUE, Settings
-from tests.agent.support import agent_worker, make_project
+from forgeline.settings import Settings
+from tests.agent.support import make_project, verifying_workers
 from tests.agent.verify_repos import FAILS, NEEDS_ENV, node_repo
 from tests.console.helpers import csrf_of, sign_in
 from tests.factories import make_org
-from tests.runs.helpers import pipeline_worker, wait_for
-from tests.runs.sandbox import sandbox_runner
+from tests.runs.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 _TASK = re.compile(r"/agent-tasks/([0-9a-f-]{36})$")
@@ -41,13 +40,10 @@ async def workers(
     session_maker: async_sessionmaker[AsyncSession],
     tmp_path: Path,
 ) -> AsyncIterator[None]:
-    runner = sandbox_runner(tmp_path / "runner-state")
-    async with (
-        agent_worker(temporal_client, settings, session_maker, AGENT_TASK_QUEUE),
-        pipeline_worker(temporal_client, PIPELINES_TASK_QUEUE, settings, session_maker, runner),
+    async with verifying_workers(
+        temporal_client, settings, session_maker, tmp_path / "runner-state"
     ):
         yield
-    await runner.close()
 
 
 async def _tasks(session_maker: async_sessionmaker[AsyncSession], project: uuid.UUID) -> int:

@@ -12,13 +12,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from forgeline.settings import AGENT_TASK_QUEUE, PIPELINES_TASK_QUEUE, Settings
-from tests.agent.support import agent_worker, make_project
+from forgeline.settings import Settings
+from tests.agent.support import make_project, verifying_workers
 from tests.agent.verify_repos import FAILS, node_repo
 from tests.console.browser import chromium, phone_page, serve, shot, sign_in
 from tests.factories import make_org
-from tests.runs.helpers import pipeline_worker
-from tests.runs.sandbox import sandbox_runner
 
 
 async def test_generate_and_watch_the_verification_in_the_browser(
@@ -32,10 +30,8 @@ async def test_generate_and_watch_the_verification_in_the_browser(
     repo = node_repo(tmp_path / "repo", FAILS)
     project_id = await make_project(session_maker, org.org_id, str(repo), name="Generated")
     csp: list[str] = []
-    runner = sandbox_runner(tmp_path / "sandbox")
     async with (
-        agent_worker(temporal_client, settings, session_maker, AGENT_TASK_QUEUE),
-        pipeline_worker(temporal_client, PIPELINES_TASK_QUEUE, settings, session_maker, runner),
+        verifying_workers(temporal_client, settings, session_maker, tmp_path / "sandbox"),
         serve(app) as base,
         chromium() as browser,
     ):
@@ -68,6 +64,5 @@ async def test_generate_and_watch_the_verification_in_the_browser(
         )
         await page.goto(task_url)
         await page.get_by_role("heading", name="Verdict").wait_for()
-    await runner.close()
     assert csp == []
     assert (Path(__file__).resolve().parents[2] / "artifacts/console/agent-task.png").exists()
