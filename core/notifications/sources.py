@@ -36,6 +36,20 @@ def _base_url(settings: Settings) -> str:
     return settings.public_base_url.rstrip("/")
 
 
+def run_event_kind(
+    organization_id: uuid.UUID | None, status: str | None, previous_status: str | None
+) -> Ev | None:
+    """The rule for runs: run.failed for a failed run of an organization; run.fixed for a
+    success whose previous finished run on the same pipeline and branch failed."""
+    if organization_id is None:
+        return None
+    if status == RunStatus.FAILED:
+        return Ev.RUN_FAILED
+    if status == RunStatus.SUCCESS and previous_status == RunStatus.FAILED:
+        return Ev.RUN_FIXED
+    return None
+
+
 async def run_event(
     session: AsyncSession, settings: Settings, run_id: str
 ) -> NotificationEvent | None:
@@ -84,7 +98,7 @@ async def run_event(
             .order_by(PipelineRun.run_number.desc())
             .limit(1)
         )
-        if previous != RunStatus.FAILED:
+        if run_event_kind(run.organization_id, run.status, previous) is None:
             return None
         kind, title, body = Ev.RUN_FIXED, f"Run fixed: {where}", "Passing again after a failure."
     return emit.event(

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from core.notifications.sources import run_event_kind
 from core.runs import run_records
 from forgeline.statuses.billing import UsageType
 from forgeline.statuses.runs import RunStatus, StageStatus
@@ -49,12 +50,9 @@ async def close_run(
 
 
 def may_notify(run: run_records.FinishedRun) -> bool:
-    """False when the notifications' own rules (core/notifications/sources.run_event) already
-    say no event from what closing the run returned: no organization, not failed or succeeded,
-    or a success after anything but a failure. True: they read the run and decide."""
-    if run.organization_id is None or run.status not in (RunStatus.FAILED, RunStatus.SUCCESS):
-        return False
-    return run.status == RunStatus.FAILED or run.previous_status == RunStatus.FAILED
+    """Whether the notifications' rule (core/notifications/sources.run_event_kind) gives an
+    event for what closing the run returned: only then are they read and announced."""
+    return run_event_kind(run.organization_id, run.status, run.previous_status) is not None
 
 
 def build_minutes_usage(run_id: str, run: run_records.FinishedRun) -> dict[str, Any]:
