@@ -16,13 +16,11 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from db.models.pipelines import PipelineRun, StageExecution
 from forgeline.settings import Settings
 from tests.agent.support import make_project, verifying_workers
-from tests.agent.verify_repos import NO_SCAN, node_repo
+from tests.agent.verify_repos import NO_SCAN, WAITS, node_repo
 from tests.factories import make_org
 from tests.runs.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(240)
-# A test stage that waits until the run is cancelled.
-WAITS = "setInterval(() => console.log('still testing'), 200);\n"
 
 
 @pytest.fixture

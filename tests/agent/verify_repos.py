@@ -17,6 +17,8 @@ NEEDS_ENV = (
     "console.log('tests passed');\n"
 )
 FAILS = "const assert = require('assert');\nassert.strictEqual(1 + 1, 3, 'arithmetic is broken');\n"
+# A test that logs until its run is cancelled.
+WAITS = "setInterval(() => console.log('still testing'), 200);\n"
 NO_SCAN = {"include_security_scan": False, "include_lint": False}
 
 

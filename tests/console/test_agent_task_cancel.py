@@ -18,14 +18,12 @@ from temporalio.client import Client
 from db.models.pipelines import PipelineRun
 from forgeline.settings import Settings
 from tests.agent.support import make_project, verifying_workers
-from tests.agent.verify_repos import node_repo
+from tests.agent.verify_repos import WAITS, node_repo
 from tests.console.helpers import csrf_of, sign_in
 from tests.factories import make_org
 from tests.runs.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(240)
-# A test stage that logs until the run is cancelled.
-WAITS = "setInterval(() => console.log('still testing'), 200);\n"
 
 
 @pytest.fixture
