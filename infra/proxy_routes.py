@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from db.app_hosts import is_hostname
+from infra.site_rules import SiteRules, caddy_site_routes
 
 __all__ = ["is_hostname"]
 
@@ -87,6 +88,8 @@ class Route:
     meta: dict[str, str] = field(default_factory=dict)
     # A static site: the directory the proxy's file server serves instead of dialling upstream.
     root: str | None = None
+    # A static site's own headers, rewrites and redirects (applied before the file server).
+    rules: SiteRules | None = None
 
 
 class RouteTable(Protocol):
@@ -218,13 +221,17 @@ class CaddyRoutes:
     @staticmethod
     def _to_caddy(route: Route) -> dict[str, Any]:
         if route.root is not None:
+            serve: list[dict[str, Any]] = [
+                {"handler": "headers", "response": {"set": SITE_RESPONSE_HEADERS}},
+                {"handler": "file_server", "root": route.root},
+            ]
+            if route.rules:
+                site = [*caddy_site_routes(route.rules, route.root), {"handle": serve}]
+                serve = [{"handler": "subroute", "routes": site}]
             return {
                 "@id": route.id,
                 "match": [{"host": list(route.hosts)}],
-                "handle": [
-                    {"handler": "headers", "response": {"set": SITE_RESPONSE_HEADERS}},
-                    {"handler": "file_server", "root": route.root},
-                ],
+                "handle": serve,
                 "terminal": True,
             }
         return {
@@ -244,11 +251,9 @@ class CaddyRoutes:
     def _from_caddy(raw: dict[str, Any]) -> Route | None:
         try:
             hosts = raw["match"][0]["host"]
-            for handler in raw["handle"]:
-                if handler.get("handler") == "file_server":
-                    return Route(
-                        id=str(raw["@id"]), hosts=list(hosts), upstream="", root=handler["root"]
-                    )
+            root = _file_server_root(raw["handle"])
+            if root is not None:
+                return Route(id=str(raw["@id"]), hosts=list(hosts), upstream="", root=root)
             upstream = raw["handle"][0]["upstreams"][0]["dial"]
             return Route(id=str(raw["@id"]), hosts=list(hosts), upstream=str(upstream))
         except (KeyError, IndexError, TypeError, AttributeError):
@@ -298,6 +303,19 @@ class CaddyRoutes:
     async def remove(self, route_ids: list[str]) -> None:
         dropped = set(route_ids)
         await self._edit(lambda routes: [r for r in routes if r.get("@id") not in dropped])
+
+
+def _file_server_root(handlers: list[dict[str, Any]]) -> str | None:
+    """The root a route's file server serves, looking into subroutes (a site with rules)."""
+    for handler in handlers:
+        if handler.get("handler") == "file_server":
+            return str(handler["root"])
+        if handler.get("handler") == "subroute":
+            for inner in handler.get("routes") or []:
+                found = _file_server_root(inner.get("handle") or [])
+                if found is not None:
+                    return found
+    return None
 
 
 def _has_hosts(raw: dict[str, Any]) -> bool:

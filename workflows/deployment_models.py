@@ -58,6 +58,30 @@ class DeploymentSource(_Model):
     static_prefix: str | None = None
 
 
+class SiteHeaderRule(_Model):
+    source: str
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class SiteRewrite(_Model):
+    source: str
+    destination: str
+
+
+class SiteRedirect(_Model):
+    source: str
+    destination: str
+    status_code: int = 308
+
+
+class SiteConfig(_Model):
+    """A static site's own rules (the project's `headers`, `rewrites`, `redirects`)."""
+
+    headers: list[SiteHeaderRule] = Field(default_factory=list)
+    rewrites: list[SiteRewrite] = Field(default_factory=list)
+    redirects: list[SiteRedirect] = Field(default_factory=list)
+
+
 class DeploymentRuntimeConfig(_Model):
     """Config snapshot released with the artifact (rollback restores it together with the image)."""
 
@@ -68,6 +92,8 @@ class DeploymentRuntimeConfig(_Model):
     health: HealthCheckPolicy = Field(default_factory=HealthCheckPolicy)
     # Static sites: publish dotfiles too (`.git` never); the environment's `publish_dotfiles`.
     publish_dotfiles: bool = False
+    # Static sites: the project's rules, released (and rolled back) with the files.
+    site: SiteConfig = Field(default_factory=SiteConfig)
 
 
 class DeploymentInput(_Model):

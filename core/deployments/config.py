@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.deployments.site_config import site_config
 from db.models.deployments import Deployment
 from db.models.projects import Environment, Project
 from forgeline.environment_variables import reveal
@@ -46,8 +47,11 @@ def plain_variables(raw: Any) -> dict[str, str]:
     return {}
 
 
-def runtime_config(environment: Environment) -> DeploymentRuntimeConfig:
-    """The environment's config as released with this deployment (snapshotted on the row).
+def runtime_config(
+    environment: Environment, project: Project | None = None
+) -> DeploymentRuntimeConfig:
+    """The environment's config as released with this deployment (snapshotted on the row),
+    with the project's static-site rules.
 
     Reads the environments API's keys (`port`, `healthy_threshold`,
     `health_check_timeout_seconds`) and the finer-grained ones operators may set directly.
@@ -70,6 +74,7 @@ def runtime_config(environment: Environment) -> DeploymentRuntimeConfig:
         bucket_name=cfg.get("bucket_name"),
         health=health,
         publish_dotfiles=cfg.get("publish_dotfiles") is True,
+        site=site_config(project.config if project is not None else None),
     )
 
 
@@ -97,7 +102,7 @@ def workflow_input(
         triggered_by_user_id=str(triggered_by) if triggered_by else None,
         pipeline_run_id=str(deployment.pipeline_run_id) if deployment.pipeline_run_id else None,
         source=source,
-        config=config or runtime_config(environment),
+        config=config or runtime_config(environment, project),
         approval_timeout_seconds=float(cfg.get("approval_timeout_seconds") or 24 * 3600),
         approver_roles=list(deployment.approver_roles or APPROVER_ROLES),
         required_approvals=max(1, deployment.required_approvals),

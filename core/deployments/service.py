@@ -86,7 +86,7 @@ async def create_deployment(
     require_available(environment.provider)
     if environment.status == EnvironmentStatus.DELETED:
         raise Conflict("environment is deleted")
-    config = config or runtime_config(environment)
+    config = config or runtime_config(environment, project)
     # Approvals compare people: a key's deployment is its creator's.
     triggered_by_user_id = await repository.person_behind(
         session, triggered_by_user_id, triggered_by_api_key_id

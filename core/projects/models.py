@@ -29,6 +29,7 @@ from db.models.projects import (
     PROJECT_TYPES,
 )
 from forgeline.statuses.projects import SETTABLE_PROJECT_STATUSES
+from infra.site_rules import InvalidSiteRule, source_regex
 
 MASK = "********"
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{1,61})[a-z0-9]$"
@@ -107,6 +108,18 @@ RelativePath = Annotated[
     AfterValidator(_relative_path),
 ]
 UrlPath = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=r"^/[^\s]*$")]
+
+
+def _source_pattern(value: str) -> str:
+    try:
+        source_regex(value)
+    except InvalidSiteRule as exc:
+        raise ValueError(str(exc)) from exc
+    return value
+
+
+# A rule's source: `:name`, `:name*`, `(regex)` and `*` as in Vercel's and Netlify's rules.
+SourcePattern = Annotated[UrlPath, AfterValidator(_source_pattern)]
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 Name = Annotated[
     str,
@@ -154,7 +167,7 @@ EnvironmentVariables = Annotated[
 
 
 class HeaderRule(StrictModel):
-    source: UrlPath
+    source: SourcePattern
     headers: Annotated[
         dict[str, Annotated[str, StringConstraints(max_length=4096)]],
         Field(min_length=1, max_length=50),
@@ -172,12 +185,12 @@ class HeaderRule(StrictModel):
 
 
 class RewriteRule(StrictModel):
-    source: UrlPath
+    source: SourcePattern
     destination: UrlPath
 
 
 class RedirectRule(StrictModel):
-    source: UrlPath
+    source: SourcePattern
     destination: Annotated[
         str, StringConstraints(min_length=1, max_length=2000, pattern=r"^(/|https://)[^\s]*$")
     ]

@@ -23,6 +23,7 @@ from infra.proxy_routes import (
     proxy_http_base,
     public_url,
 )
+from infra.site_rules import SiteRules
 
 
 def deployment_route(deployment_id: str) -> str:
@@ -84,21 +85,41 @@ class ProxyRouting:
         return public_url(hosts[0], self._http_port)
 
     async def point_environment(
-        self, environment_id: str, upstream: str, root: str | None = None
+        self,
+        environment_id: str,
+        upstream: str,
+        root: str | None = None,
+        rules: SiteRules | None = None,
     ) -> str:
         """Atomically route the environment's host names to one deployment; its stable URL."""
         hosts = await self.environment_hosts(environment_id)
         await self.table.put(
-            Route(id=environment_route(environment_id), hosts=hosts, upstream=upstream, root=root)
+            Route(
+                id=environment_route(environment_id),
+                hosts=hosts,
+                upstream=upstream,
+                root=root,
+                rules=rules,
+            )
         )
         return public_url(hosts[0], self._http_port)
 
     async def route_deployment(
-        self, deployment_id: str, upstream: str, root: str | None = None
+        self,
+        deployment_id: str,
+        upstream: str,
+        root: str | None = None,
+        rules: SiteRules | None = None,
     ) -> None:
         host = deployment_host(deployment_id, self._ctx.settings.apps_domain)
         await self.table.put(
-            Route(id=deployment_route(deployment_id), hosts=[host], upstream=upstream, root=root)
+            Route(
+                id=deployment_route(deployment_id),
+                hosts=[host],
+                upstream=upstream,
+                root=root,
+                rules=rules,
+            )
         )
 
     async def remove(self, route_ids: list[str]) -> None:

@@ -12,6 +12,7 @@ from core.deployments import repository
 from core.deployments.health import check_url, probe_http
 from core.deployments.providers.base import HealthTarget, LineSink, ReleaseContext
 from core.deployments.providers.routing import ProxyRouting, deployment_route, environment_route
+from core.deployments.site_config import released_rules
 from db.models.deployments import Deployment
 from infra.image_builds import BuildFailed, find_static_root
 from infra.sites import materialize_site, publish_directory, remove_site, site_prefix
@@ -76,8 +77,9 @@ class StaticProvider(PublishedOutputBuild):
             async with self._ctx.sessions() as session:
                 prefix = await repository.artifact_key(session, req.keep_deployment_id)
             if prefix:
-                root = await self.serve_site(req.keep_deployment_id, prefix)
-                await self._routing.point_environment(req.environment_id, "", root=root)
+                await self.serve_site(
+                    req.keep_deployment_id, prefix, environment_id=req.environment_id
+                )
         if req.drop_deployment_id:
             await self._routing.remove([deployment_route(req.drop_deployment_id)])
             await asyncio.to_thread(
@@ -89,8 +91,9 @@ class StaticProvider(PublishedOutputBuild):
     async def restore(self, previous: Deployment) -> None:
         if not previous.artifact_key:
             return
-        root = await self.serve_site(str(previous.id), previous.artifact_key)
-        await self._routing.point_environment(str(previous.environment_id), "", root=root)
+        await self.serve_site(
+            str(previous.id), previous.artifact_key, environment_id=str(previous.environment_id)
+        )
 
     async def teardown(self, environment_id: str, config: DeploymentRuntimeConfig) -> list[str]:
         async with self._ctx.sessions() as session:
@@ -104,8 +107,14 @@ class StaticProvider(PublishedOutputBuild):
             )
         return []
 
-    async def serve_site(self, deployment_id: str, static_prefix: str) -> str:
-        """Lay the site out for the proxy's file server and give it its own host (idempotent)."""
+    async def serve_site(
+        self, deployment_id: str, static_prefix: str, *, environment_id: str | None = None
+    ) -> str:
+        """Lay the site out for the proxy's file server and give it its own host (idempotent),
+        with the rules it was released with; with `environment_id`, the environment's hosts
+        too, in one route replacement."""
+        async with self._ctx.sessions() as session:
+            rules = await released_rules(session, deployment_id)
         root = await asyncio.to_thread(
             materialize_site,
             self._ctx.store,
@@ -113,5 +122,7 @@ class StaticProvider(PublishedOutputBuild):
             self._ctx.settings.published_sites_dir,
             deployment_id,
         )
-        await self._routing.route_deployment(deployment_id, "", root=str(root))
+        await self._routing.route_deployment(deployment_id, "", root=str(root), rules=rules)
+        if environment_id is not None:
+            await self._routing.point_environment(environment_id, "", root=str(root), rules=rules)
         return str(root)
