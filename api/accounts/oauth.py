@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, StringConstraints
 
 from api.accounts import render
-from api.accounts.schemas import SessionOut
+from api.accounts.schemas import RequestModel, SessionOut, TotpCode
 from api.console.auth import secure_cookies, set_session_cookie
 from api.deps import AccountContextDep, SessionDep, SessionPrincipalDep, SettingsDep
 from core.accounts import oauth
@@ -25,6 +25,13 @@ class AuthorizationOut(BaseModel):
     """Send the browser here; the forge comes back to the callback."""
 
     authorization_url: str
+
+
+class LinkRequest(RequestModel):
+    """The account's proof, given again with each link request."""
+
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    totp_code: TotpCode | None = None
 
 
 class OAuthSessionOut(SessionOut):
@@ -70,12 +77,22 @@ async def start(
     return AuthorizationOut(authorization_url=url)
 
 
-@router.post("/auth/oauth/{provider}/link", responses={404: {}})
+@router.post(
+    "/auth/oauth/{provider}/link",
+    responses={403: {"description": "Password or TOTP code missing or refused"}, 404: {}, 429: {}},
+)
 async def link(
-    provider: Provider, session: SessionDep, settings: SettingsDep, principal: SessionPrincipalDep
+    provider: Provider,
+    body: LinkRequest,
+    session: SessionDep,
+    ctx: AccountContextDep,
+    principal: SessionPrincipalDep,
 ) -> AuthorizationOut:
-    """Link a forge account to the signed-in user: its callback links instead of signing in."""
-    url = await oauth.start(session, settings, provider, link_user_id=principal.user_id)
+    """Link a forge account to the signed-in user, who confirms the account with its password
+    (and TOTP code when enabled); the callback then links instead of signing in."""
+    url = await oauth.start_link(
+        session, ctx, provider, principal, password=body.password, totp_code=body.totp_code
+    )
     await session.commit()
     return AuthorizationOut(authorization_url=url)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from forgeline.errors import DomainError, Unauthorized
+from forgeline.errors import DomainError, Forbidden, Unauthorized
 
 
 class TotpRequired(Unauthorized, title="Second factor required", slug="totp-required"): ...
@@ -10,4 +10,15 @@ class TotpRequired(Unauthorized, title="Second factor required", slug="totp-requ
 
 class InvalidToken(
     DomainError, status=400, title="Invalid or expired token", slug="invalid-token"
+): ...
+
+
+class ReauthenticationRequired(
+    Forbidden, title="Confirm it is you", slug="reauthentication-required"
+):
+    """A sensitive change needs the account's password (and TOTP code) given with it."""
+
+
+class ReauthenticationFailed(
+    Forbidden, title="Password or code refused", slug="reauthentication-failed"
 ): ...

@@ -2,7 +2,11 @@
 stored hashed / encrypted and used once), then its callback: the forge account signs in the
 user it is linked to, is linked to the signed-in user who started the request, or becomes a
 new user. An existing account is never taken over by an e-mail address the forge reports:
-its owner signs in first and links the forge account."""
+its owner signs in first and links the forge account, giving the account's password (and TOTP
+code, when enabled) again with the link request: a session alone never links (a stolen or
+forgotten one cannot attach the thief's forge account). The proof is checked and counted as a
+login is, and the request it opens lives ten minutes, so a link completes at most ten minutes
+after its proof."""
 
 from __future__ import annotations
 
@@ -17,17 +21,25 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.accounts import sign_in_policy
+from core.accounts import sessions, sign_in_policy
 from core.accounts.context import AccountContext, utcnow
+from core.accounts.errors import ReauthenticationFailed, ReauthenticationRequired, TotpRequired
 from core.accounts.organizations import create_organization_with_owner
 from core.accounts.repository import MemberRepository, UserRepository
-from core.accounts.sessions import new_session
 from core.audit.service import write_audit
+from core.principal import Principal
 from db.models.accounts import User, UserSession
 from db.models.oauth import OAuthState
 from db.models.projects import GitProviderConnection
 from forgeline.crypto import decrypt_str, encrypt_str
-from forgeline.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
+from forgeline.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    ValidationFailed,
+)
 from forgeline.settings import Settings
 from infra.forges import ForgeRejected, ForgeUnavailable
 from infra.oauth import (
@@ -130,6 +142,53 @@ async def start(
     return authorization_url(chosen, redirect_uri(settings, chosen.name), state, verifier)
 
 
+async def start_link(
+    session: AsyncSession,
+    ctx: AccountContext,
+    name: str,
+    principal: Principal,
+    *,
+    password: str,
+    totp_code: str | None,
+) -> str:
+    """A link request for the signed-in user, opened only once the account is proven again:
+    its password and, when enabled, a TOTP code, counted by the login throttles."""
+    settings = ctx.settings
+    assert settings is not None and principal.user_id is not None
+    provider(settings, name)  # an unconfigured forge is a 404 before anything is counted
+    user = await session.get(User, principal.user_id)
+    if user is None:
+        raise Unauthorized("Invalid or revoked session")
+    if user.password_hash is None:
+        raise ReauthenticationRequired(
+            "This account has no password to confirm it with: set one (password reset), "
+            "then link the forge account"
+        )
+    email = user.email
+    # The counters take their own connection: end the request's read first (see totp).
+    await session.commit()
+    try:
+        proof = await sessions.check_credentials(
+            session, ctx, email=email, password=password, totp_code=totp_code
+        )
+    except TotpRequired as exc:
+        raise ReauthenticationRequired(
+            "This account requires a TOTP code (totp_code) with its password"
+        ) from exc
+    except Unauthorized as exc:
+        raise ReauthenticationFailed(
+            "The password or TOTP code does not match", field="password"
+        ) from exc
+    if proof.user.id != principal.user_id:  # the e-mail changed hands meanwhile
+        raise ReauthenticationFailed("The password or TOTP code does not match")
+    await sessions.clear_counters(session, ctx, proof)
+    await write_audit(
+        session, principal, ctx.origin, "user.reauthenticated", "user", proof.user.id,
+        new={"purpose": f"link {name}"},
+    )  # fmt: skip
+    return await start(session, settings, name, link_user_id=proof.user.id)
+
+
 async def _consume(session: AsyncSession, name: str, state: str) -> OAuthState:
     """The request `state` names, deleted and committed before the code is exchanged: a second
     callback with the same state (a replay, a concurrent duplicate) finds nothing."""
@@ -177,8 +236,11 @@ async def _link(
         .on_conflict_do_nothing()
     )
     linked = await _linked_user(session, identity)
-    if linked is None or linked.id != user.id:
-        raise Conflict("this account already has another account of that forge linked")
+    if linked is not None and linked.id != user.id:
+        # A concurrent link of the same forge account to another user committed first.
+        raise Conflict(f"this {identity.provider} account is linked to another account")
+    if linked is None:
+        raise Conflict(f"this account already has another {identity.provider} account linked")
 
 
 async def _new_user(session: AsyncSession, settings: Settings, identity: ForgeIdentity) -> User:
@@ -252,7 +314,7 @@ async def callback(
     organization_id = await _organization(session, user, request.organization_slug)
     await sign_in_policy.check(session, organization_id, chosen.name)
     user.last_login_at = utcnow()
-    row, raw = await new_session(session, ctx, user, organization_id, mfa_verified=False)
+    row, raw = await sessions.new_session(session, ctx, user, organization_id, mfa_verified=False)
     await write_audit(
         session,
         None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,15 +46,25 @@ async def new_session(
     return row, raw
 
 
-async def login(
+@dataclass(frozen=True)
+class ProvenCredentials:
+    """A user whose password (and TOTP code, when enabled) matched, and the sign-in counters
+    the caller clears once its use of the proof commits."""
+
+    user: User
+    clearable: tuple[tuple[throttle.Limit, str], ...]
+
+
+async def check_credentials(
     session: AsyncSession,
     ctx: AccountContext,
     *,
     email: str,
     password: str,
     totp_code: str | None,
-    organization_slug: str | None,
-) -> tuple[UserSession, str]:
+) -> ProvenCredentials:
+    """The password and second-factor check of a sign-in, counted by the sign-in throttles
+    (login and every other proof of an account share one allowance)."""
     throttles = ctx.throttles
     account = email.strip().lower()
     address = ctx.address_key
@@ -90,6 +101,31 @@ async def login(
         secret = decrypt_str(user.totp_secret_encrypted or "", ctx.settings)
         if not await totp.accept_code(session, user, secret, totp_code):
             raise Unauthorized("Invalid TOTP code")
+    if user.password_hash and security.password_needs_rehash(user.password_hash):
+        user.password_hash = security.hash_password(password)
+    return ProvenCredentials(user, (per_pair, per_account))
+
+
+async def clear_counters(
+    session: AsyncSession, ctx: AccountContext, proof: ProvenCredentials
+) -> None:
+    if ctx.throttles is not None:
+        await ctx.throttles.clear(session, *proof.clearable)
+
+
+async def login(
+    session: AsyncSession,
+    ctx: AccountContext,
+    *,
+    email: str,
+    password: str,
+    totp_code: str | None,
+    organization_slug: str | None,
+) -> tuple[UserSession, str]:
+    proof = await check_credentials(
+        session, ctx, email=email, password=password, totp_code=totp_code
+    )
+    user = proof.user
     members = MemberRepository(session)
     if organization_slug is not None:
         organization_id = await members.organization_by_slug_for_user(organization_slug, user.id)
@@ -98,11 +134,8 @@ async def login(
     if organization_id is None:
         raise Forbidden("Not a member of that organization")
     await sign_in_policy.check(session, organization_id, "password")
-    if user.password_hash and security.password_needs_rehash(user.password_hash):
-        user.password_hash = security.hash_password(password)
     user.last_login_at = utcnow()
-    if throttles is not None:
-        await throttles.clear(session, per_pair, per_account)
+    await clear_counters(session, ctx, proof)
     row, raw = await new_session(
         session, ctx, user, organization_id, mfa_verified=user.totp_enabled
     )

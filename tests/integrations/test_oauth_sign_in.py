@@ -1,7 +1,8 @@
 """Sign in with GitHub and GitLab against a fake forge (real HTTP server, the real authlib client)
 and real Postgres: first sign-in creates the user, later ones find it; a wrong or replayed
 state, a replayed code and a wrong PKCE verifier are refused; a forge account reporting an
-existing user's e-mail never takes that account over (its owner links it after signing in);
+existing user's e-mail never takes that account over (its owner links it after signing in and
+confirming the password: tests/integrations/test_oauth_link_proof.py);
 concurrent callbacks with one code sign in once; an organization can require forge sign-in."""
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ async def test_email_match_never_takes_an_account_over(
     assert login.status_code == 200, login.text
     auth = {"Authorization": f"Bearer {login.json()['token']}"}
     owner = forge_user(victim.email)
-    link = await api_client.post("/v1/auth/oauth/github/link", headers=auth)
+    link = await api_client.post(
+        "/v1/auth/oauth/github/link", headers=auth, json={"password": victim.password}
+    )
     assert link.status_code == 200, link.text
     linked = await callback(
         api_client, "github", *oauth.authorize(link.json()["authorization_url"], owner)
@@ -130,7 +133,9 @@ async def test_email_match_never_takes_an_account_over(
         "/v1/auth/login", json={"email": other.email, "password": other.password}
     )
     link = await api_client.post(
-        "/v1/auth/oauth/github/link", headers={"Authorization": f"Bearer {login.json()['token']}"}
+        "/v1/auth/oauth/github/link",
+        headers={"Authorization": f"Bearer {login.json()['token']}"},
+        json={"password": other.password},
     )
     r = await callback(
         api_client, "github", *oauth.authorize(link.json()["authorization_url"], owner)
