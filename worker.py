@@ -109,6 +109,7 @@ def merge_by_queue(registrations: Sequence[Registration]) -> dict[str, Registrat
         into.workflows = [*into.workflows, *reg.workflows]
         into.activities = [*into.activities, *reg.activities]
         into.on_shutdown = [*into.on_shutdown, *reg.on_shutdown]
+        into.background = [*into.background, *reg.background]
     return merged
 
 
@@ -215,6 +216,9 @@ async def run(
     )
     log.info("worker polling %s on %s", [w.task_queue for w in workers], temporal_target(settings))
     running = [asyncio.create_task(w.run(), name=f"worker:{w.task_queue}") for w in workers]
+    chores = [
+        asyncio.create_task(job()) for reg in registrations.values() for job in reg.background
+    ]
     stopping = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait([*running, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -226,6 +230,9 @@ async def run(
         await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
         await asyncio.gather(*running, return_exceptions=True)
         stopping.cancel()
+        for chore in chores:
+            chore.cancel()
+        await asyncio.gather(*chores, return_exceptions=True)
         for reg in registrations.values():
             await _call_hooks(reg.on_shutdown)
         executor.shutdown(wait=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,3 +28,5 @@ class Registration:
     activities: Sequence[Callable[..., Any]] = field(default_factory=list)
     # Called when the worker shuts down (close SDK clients, stop background tasks).
     on_shutdown: Sequence[Callable[[], Any]] = field(default_factory=list)
+    # Chores the worker runs beside its pollers (started with it, cancelled when it stops).
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)

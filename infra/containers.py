@@ -24,6 +24,15 @@ from docker.models.containers import Container
 from forgeline.settings import Settings
 
 LABEL_PREFIX = "forgeline."
+# Label (after the prefix) with the epoch second after which a container is a leftover.
+EXPIRES_AT = "expires_at"
+
+
+def _expired(value: str | None, now: float) -> bool:
+    try:
+        return value is not None and float(value) < now
+    except ValueError:
+        return False
 
 
 class EngineUnavailable(RuntimeError):
@@ -185,8 +194,14 @@ class ContainerEngine:
         )
         if container is None:
             return
-        with contextlib.suppress(NotFound):
+        try:
             container.remove(force=True)
+        except NotFound:
+            return
+        except APIError as exc:
+            # Another remover got there first (a retry racing the sweep): it is going away.
+            if exc.status_code != 409 or "already in progress" not in str(exc):
+                raise
 
     def remove_by_prefix(self, prefix: str) -> int:
         removed = 0
@@ -194,6 +209,22 @@ class ContainerEngine:
             if container.name and container.name.startswith(prefix):
                 self.remove(container)
                 removed += 1
+        return removed
+
+    def remove_expired(self, now: float) -> int:
+        """Remove the containers, then the networks, whose `forgeline.expires_at` label is
+        before `now` (a stage's leftovers when nothing retried it); unlabelled ones stay."""
+        label = f"{LABEL_PREFIX}{EXPIRES_AT}"
+        removed = 0
+        for container in self.client.containers.list(all=True, filters={"label": label}):
+            if _expired(container.labels.get(label), now):
+                self.remove(container)
+                removed += 1
+        for network in self.client.networks.list(filters={"label": label}):
+            if _expired((network.attrs.get("Labels") or {}).get(label), now):
+                with contextlib.suppress(NotFound, APIError):
+                    network.remove()
+                    removed += 1
         return removed
 
     # Networks ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from activities.runs.stage_bookkeeping import StageBookkeepingActivities
 from activities.runs.stage_execution import StageActivities
 from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
 from infra.runners import Runner, create_runner
+from infra.runners.janitor import sweep_forever
 from infra.storage import ObjectStore, create_object_store
 from workflows.pipeline_run import PipelineRunWorkflow
 
@@ -78,4 +79,5 @@ def build_registration(deps: WorkerDeps) -> Registration:
         task_queue=deps.settings.build_task_queue,
         activities=activities,
         on_shutdown=[runner.close],
+        background=[lambda: sweep_forever(runner)],
     )

@@ -70,6 +70,9 @@ class StageProcess:
 class StageOutcome:
     exit_code: int
     timed_out: bool = False
+    # What the runner did otherwise than the stage asked (a Python version the host lacks),
+    # recorded with the stage's result.
+    notes: tuple[str, ...] = ()
 
 
 class Runner(ABC):
@@ -84,6 +87,11 @@ class Runner(ABC):
     @abstractmethod
     async def remove_stale(self, prefix: str) -> int:
         """Kill and remove leftovers (earlier attempts, a crashed worker's) named `prefix*`."""
+
+    async def sweep_expired(self) -> int:
+        """Remove leftovers whose stage's deadline has passed (none for runners whose
+        processes cannot outlive their worker)."""
+        return 0
 
     async def close(self) -> None:
         return None

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
-from infra.containers import ContainerEngine, ContainerSpec
+from infra.containers import EXPIRES_AT, LABEL_PREFIX, ContainerEngine, ContainerSpec
 from infra.runners.base import (
     SERVICE_EXIT,
     SERVICE_MARKER,
@@ -36,6 +37,9 @@ from infra.runners.egress_proxy import EgressProxy, listen_in_namespace, proxy_e
 from infra.runners.sandbox_args import SANDBOX_TMP
 from infra.runners.sandbox_workspace import give_to_build_user
 
+# How long after its stage's timeout a container left behind (its worker crashed, and no attempt
+# came to remove it) is swept away by the build host.
+LEFTOVER_GRACE_SECONDS = 600.0
 # Inside the container: a read-only directory where `ready` appears once the proxy listens.
 EGRESS_SIGNAL_DIR = "/run/forgeline"
 WAIT_FOR_EGRESS = (
@@ -109,6 +113,9 @@ class DockerRunner(Runner):
             readonly[str(signal_dir)] = EGRESS_SIGNAL_DIR
             command = ["/bin/sh", "-c", WAIT_FOR_EGRESS, process.script]
             env |= proxy_environment()
+        # Past this, a container of the attempt is a leftover (`sweep_expired` removes it).
+        expires = time.time() + process.timeout_seconds + LEFTOVER_GRACE_SECONDS
+        labels = {**process.labels, f"{LABEL_PREFIX}{EXPIRES_AT}": f"{expires:.0f}"}
         spec = ContainerSpec(
             name=process.name,
             image=image,
@@ -124,7 +131,7 @@ class DockerRunner(Runner):
             memory_mb=process.memory_mb,
             pids_limit=process.pids_limit or DEFAULT_PIDS_LIMIT,
             network="bridge" if process.network and not through_proxy else "none",
-            labels=process.labels,
+            labels=labels,
         )
         if process.services:
             # The services' network instead of none (or of the bridge, joined after creation).
@@ -134,7 +141,7 @@ class DockerRunner(Runner):
         try:
             if process.services:
                 try:
-                    await start_services(self.engine, process, process.labels)
+                    await start_services(self.engine, process, labels)
                 except ServiceFailed as exc:
                     await on_output(f"{SERVICE_MARKER} {exc}\n".encode())
                     return StageOutcome(exit_code=SERVICE_EXIT)
@@ -201,6 +208,9 @@ class DockerRunner(Runner):
         server = await self.egress.serve_socket(listener)
         (signal_dir / "ready").touch()
         return server
+
+    async def sweep_expired(self) -> int:
+        return await asyncio.to_thread(self.engine.remove_expired, time.time())
 
     async def remove_stale(self, prefix: str) -> int:
         removed = await asyncio.to_thread(self.engine.remove_by_prefix, prefix)
