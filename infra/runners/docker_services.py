@@ -1,7 +1,8 @@
 """A stage's service containers on the Docker runner: a network of the attempt's own (internal:
 no route out), one container per service answering to its service name there, each waited for
 until healthy. Named and labelled after the attempt, so the next attempt of the stage reaps what a
-crashed one left (`remove_stale` by name prefix).
+crashed one left (`remove_stale` by name prefix), and labelled with the stage's deadline, past
+which the build host's sweep removes them when no attempt came (`infra/runners/janitor.py`).
 """
 
 from __future__ import annotations
