@@ -1,29 +1,31 @@
-"""Projects API under load: 100k projects across 1k organizations, 100 concurrent clients against
-a real uvicorn process, side by side with the same queries sent straight through asyncpg.
+"""Projects API under load: 100k projects across 1k organizations, 100 concurrent keep-alive
+clients against the API under uvicorn, side by side in the same run with a bare FastAPI + asyncpg
+app serving the same endpoints with the same SQL (bench/bare_api.py), and with the same queries
+sent straight through asyncpg (no HTTP) as context.
 
 Run alone: `uv run python -m bench.run --only projects_api --skip-baseline`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
-import socket
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 
 from bench.context import BenchContext, BenchRow
+from bench.http_load import KeepAliveClient, LoadResult, run_load, start_uvicorn, stop
 from core.accounts import security
 from db.session import driver_dsn
 
@@ -34,9 +36,10 @@ CLIENTS = int(os.environ.get("FORGELINE_BENCH_CLIENTS", "100"))
 REQUESTS_PER_CLIENT = int(os.environ.get("FORGELINE_BENCH_REQUESTS", "30"))
 SEQUENTIAL_REQUESTS = 200
 API_WORKERS = int(os.environ.get("FORGELINE_BENCH_API_WORKERS", "1"))
+# Loaded rounds per side and scenario, the sides alternating (the machine's load drifts).
+ROUNDS = int(os.environ.get("FORGELINE_BENCH_ROUNDS", "2"))
 # The API process's SQLAlchemy pool (pool_size + max_overflow); the raw pool gets the same.
 POOL_SIZE, POOL_OVERFLOW = 10, 20
-ROOT = Path(__file__).resolve().parent.parent
 
 PROJECT_COLUMNS = (
     "id, organization_id, owner_user_id, created_by_user_id, name, slug, description, "
@@ -65,21 +68,6 @@ class Tenant:
     api_key: str
     project_ids: list[uuid.UUID]
     environment_ids: list[tuple[uuid.UUID, uuid.UUID]]  # (project_id, environment_id)
-
-
-@dataclass
-class LoadResult:
-    latencies_ms: list[float]
-    wall_s: float
-    errors: int
-
-    def pct(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    @property
-    def rps(self) -> float:
-        return len(self.latencies_ms) / self.wall_s
 
 
 # --------------------------------------------------------------------------- seeding
@@ -169,70 +157,6 @@ async def seed(dsn: str) -> list[Tenant]:
 # --------------------------------------------------------------------------- load generation
 
 
-class KeepAliveClient:
-    """A minimal HTTP/1.1 keep-alive GET client, so the load generator's own CPU cost stays
-    small next to the server's (both share the machine)."""
-
-    def __init__(self, host: str, port: int, api_key: str) -> None:
-        self.host, self.port, self.api_key = host, port, api_key
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            return await self._get(path)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            # The server closed an idle keep-alive connection: reconnect once.
-            await self.close()
-            return await self._get(path)
-
-    async def _get(self, path: str) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        self.writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n"
-            f"Authorization: Bearer {self.api_key}\r\nAccept: application/json\r\n\r\n".encode()
-        )
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        length = 0
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if name.lower() == "content-length":
-                length = int(value.strip())
-        body = await self.reader.readexactly(length) if length else b""
-        return status, body
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-
-async def run_load(
-    clients: list[Tenant],
-    request: Callable[[int, Tenant, random.Random], Awaitable[bool]],
-    requests_per_client: int = REQUESTS_PER_CLIENT,
-) -> LoadResult:
-    latencies: list[float] = []
-    errors = 0
-
-    async def one_client(index: int, tenant: Tenant) -> None:
-        nonlocal errors
-        rnd = random.Random(index)
-        for _ in range(requests_per_client):
-            began = time.perf_counter()
-            ok = await request(index, tenant, rnd)
-            latencies.append((time.perf_counter() - began) * 1000)
-            errors += 0 if ok else 1
-
-    began = time.perf_counter()
-    await asyncio.gather(*(one_client(i, t) for i, t in enumerate(clients)))
-    return LoadResult(latencies, time.perf_counter() - began, errors)
-
-
 def api_paths(tenant: Tenant, rnd: random.Random) -> dict[str, str]:
     project_id = rnd.choice(tenant.project_ids)
     env_project, env_id = rnd.choice(tenant.environment_ids)
@@ -255,21 +179,14 @@ def raw_args(tenant: Tenant, rnd: random.Random) -> dict[str, tuple[object, ...]
     }
 
 
-# --------------------------------------------------------------------------- the API process
+# --------------------------------------------------------------------------- the benchmark
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def start_api(
-    database_url: str, temporal_address: str
-) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
-    env = {
-        **os.environ,
+async def _start_servers(
+    database_url: str, temporal_address: str, metrics_dir: str
+) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
+    """The API and the bare baseline, each under uvicorn with the same workers and settings."""
+    api_env = {
         "FORGELINE_ENVIRONMENT": "development",
         "FORGELINE_DATABASE_URL": database_url,
         "FORGELINE_TEMPORAL_ADDRESS": temporal_address,
@@ -277,103 +194,133 @@ async def start_api(
         "FORGELINE_DB_POOL_SIZE": str(POOL_SIZE),
         "FORGELINE_DB_MAX_OVERFLOW": str(POOL_OVERFLOW),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", str(API_WORKERS),
-         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-         "--timeout-keep-alive", "600"],
-        cwd=ROOT,
-        env=env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            await reader.readuntil(b"\r\n\r\n")
-            writer.close()
-            return process, port
-        except (OSError, asyncio.IncompleteReadError):
-            await asyncio.sleep(0.2)
-    process.terminate()
-    raise RuntimeError("the API did not start")
+    if API_WORKERS > 1:
+        # As forgeline.api_server runs several workers: metrics in multiprocess mode.
+        api_env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    bare_env = {
+        "FORGELINE_BENCH_BARE_DSN": driver_dsn(database_url),
+        "FORGELINE_BENCH_BARE_POOL": str(POOL_SIZE + POOL_OVERFLOW),
+    }
+    servers = {"api": await start_uvicorn("api.app:create_app", api_env, API_WORKERS)}
+    try:
+        servers["bare"] = await start_uvicorn("bench.bare_api:create_app", bare_env, API_WORKERS)
+    except BaseException:
+        stop(servers["api"][0])
+        raise
+    return servers
 
 
-# --------------------------------------------------------------------------- the benchmark
+async def _warm_up(http: dict[str, list[KeepAliveClient]], tenants: list[Tenant]) -> None:
+    """Connections, prepared statements, compiled-SQL caches, and the two apps' answers compared:
+    the same items in the same JSON shape."""
+    for side, clients in http.items():
+        for i, tenant in enumerate(tenants):
+            for path in api_paths(tenant, random.Random(i)).values():
+                status, body = await clients[i].get(path)
+                assert status == 200, (side, path, status, body[:200])
+    for path in api_paths(tenants[0], random.Random(0)).values():
+        api = json.loads((await http["api"][0].get(path))[1])
+        bare = json.loads((await http["bare"][0].get(path))[1])
+        if "items" in api:
+            assert [i["id"] for i in api["items"]] == [i["id"] for i in bare["items"]], path
+            assert bool(api["next_cursor"]) == bool(bare["next_cursor"]), path
+            api, bare = api["items"][0], bare["items"][0]
+        assert sorted(api) == sorted(bare), (path, sorted(api), sorted(bare))
+        if "config" in api:
+            assert sorted(api["config"]) == sorted(bare["config"]), path
+    # The API refreshes api_keys.last_used_at at most once a minute per key: touch every key
+    # now, so the measured rounds read.
+    for index in range(len(tenants)):
+        await http["api"][index].get("/v1/projects?limit=1")
+
+
+def _rows(scenario: str, res: dict[str, LoadResult], one: dict[str, LoadResult]) -> list[BenchRow]:
+    api, bare, raw = res["api"], res["bare"], res["raw"]
+    load = "load avg {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+    note = (
+        f"{API_WORKERS} worker(s), {CLIENTS} clients x {REQUESTS_PER_CLIENT} x {ROUNDS} rounds, "
+        f"errors api={api.errors} bare={bare.errors}, {load}"
+    )
+    print(
+        f"  {scenario} (1 client p50): api {one['api'].pct(0.5):.2f} ms | bare "
+        f"{one['bare'].pct(0.5):.2f} ms | raw {one['raw'].pct(0.5):.2f} ms",
+        file=sys.stderr,
+    )
+    for side, r in res.items():
+        print(
+            f"  {scenario} [{side}]: p50 {r.pct(0.5):.1f} p95 {r.pct(0.95):.1f} "
+            f"p99 {r.pct(0.99):.1f} ms, {r.rps:.0f} req/s",
+            file=sys.stderr,
+        )
+    print(
+        f"  {scenario}: api/bare p95 {api.pct(0.95) / bare.pct(0.95):.2f}x, "
+        f"req/s {api.rps / bare.rps:.2f}x ({note})",
+        file=sys.stderr,
+    )
+    name = f"projects api: {scenario}"
+    rows = [BenchRow(name, "1 client p50 (bare as baseline)", one["api"].pct(0.5),
+                     baseline=one["bare"].pct(0.5))]  # fmt: skip
+    for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        rows.append(BenchRow(name, f"latency {label} (bare FastAPI as baseline)", api.pct(q),
+                             baseline=bare.pct(q), note=note))  # fmt: skip
+    rows.append(BenchRow(name, "throughput (bare FastAPI as baseline)", api.rps, unit="req/s",
+                         baseline=bare.rps))  # fmt: skip
+    rows.append(BenchRow(name, "throughput (raw asyncpg, no HTTP, as baseline)", api.rps,
+                         unit="req/s", baseline=raw.rps))  # fmt: skip
+    rows.append(BenchRow(name, "mean latency (bare as baseline)",
+                         statistics.fmean(api.latencies_ms),
+                         baseline=statistics.fmean(bare.latencies_ms)))  # fmt: skip
+    return rows
 
 
 async def run(ctx: BenchContext) -> list[BenchRow]:
     database_url = await ctx.database_url()
     dsn = driver_dsn(database_url)
     tenants = await seed(dsn)
-    process, port = await start_api(database_url, ctx.temporal_address)
+    metrics_dir = tempfile.mkdtemp(prefix="fl-bench-metrics-")
+    servers = await _start_servers(database_url, ctx.temporal_address, metrics_dir)
     rows: list[BenchRow] = []
     pool = await asyncpg.create_pool(dsn, min_size=POOL_SIZE + POOL_OVERFLOW,
                                      max_size=POOL_SIZE + POOL_OVERFLOW)  # fmt: skip
-    http = [KeepAliveClient("127.0.0.1", port, t.api_key) for t in tenants]
+    http = {
+        side: [KeepAliveClient("127.0.0.1", port, t.api_key) for t in tenants]
+        for side, (_, port) in servers.items()
+    }
     try:
-        # Warm up: connections, prepared statements, compiled-SQL caches, response sanity.
-        for i, tenant in enumerate(tenants):
-            for path in api_paths(tenant, random.Random(i)).values():
-                status, body = await http[i].get(path)
-                assert status == 200, (path, status, body[:200])
-        first = json.loads((await http[0].get("/v1/projects?limit=50"))[1])
-        assert len(first["items"]) == 50 and first["next_cursor"]
-
+        await _warm_up(http, tenants)
         for scenario, sql in RAW_SQL.items():
 
-            async def api_call(index: int, tenant: Tenant, rnd: random.Random) -> bool:
-                status, _ = await http[index].get(api_paths(tenant, rnd)[scenario])  # noqa: B023
-                return status == 200
+            def over_http(side: str) -> Callable[[int, Tenant, random.Random], Awaitable[bool]]:
+                async def call(index: int, tenant: Tenant, rnd: random.Random) -> bool:
+                    path = api_paths(tenant, rnd)[scenario]  # noqa: B023
+                    status, _ = await http[side][index].get(path)
+                    return status == 200
+
+                return call
 
             async def raw_call(index: int, tenant: Tenant, rnd: random.Random) -> bool:
                 async with pool.acquire() as conn:
                     records = await conn.fetch(sql, *raw_args(tenant, rnd)[scenario])  # noqa: B023
                 return bool(records)
 
+            calls = {"api": over_http("api"), "bare": over_http("bare"), "raw": raw_call}
             # One client first: the per-request floor without queueing.
-            api_1 = await run_load(tenants[:1], api_call, SEQUENTIAL_REQUESTS)
-            raw_1 = await run_load(tenants[:1], raw_call, SEQUENTIAL_REQUESTS)
-            # Sequential touch of every key first: the API refreshes api_keys.last_used_at at
-            # most once a minute per key on a *second* pooled connection, and 100 keys doing it
-            # at once exhaust the pool (requests hold one connection, wait for another) until
-            # the 30 s pool timeout. Reported to api-core; this keeps the run measuring reads.
-            for index in range(len(tenants)):
-                await http[index].get("/v1/projects?limit=1")
-            api = await run_load(tenants, api_call)
-            raw = await run_load(tenants, raw_call)
-            note = (
-                f"{CLIENTS} clients x {REQUESTS_PER_CLIENT}, "
-                f"errors api={api.errors} raw={raw.errors}"
-            )
-            print(
-                f"  {scenario} (1 client): api p50 {api_1.pct(0.5):.2f} ms | raw p50 "
-                f"{raw_1.pct(0.5):.2f} ms",
-                file=sys.stderr,
-            )
-            print(
-                f"  {scenario}: api p50 {api.pct(0.5):.1f} p95 {api.pct(0.95):.1f} "
-                f"p99 {api.pct(0.99):.1f} ms {api.rps:.0f} req/s | raw p50 {raw.pct(0.5):.2f} "
-                f"p95 {raw.pct(0.95):.2f} p99 {raw.pct(0.99):.2f} ms {raw.rps:.0f} q/s",
-                file=sys.stderr,
-            )
-            name = f"projects api: {scenario}"
-            rows.append(BenchRow(name, "1 client latency p50 (raw as baseline)", api_1.pct(0.5),
-                                 baseline=raw_1.pct(0.5)))  # fmt: skip
-            for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
-                rows.append(BenchRow(name, f"latency {label} (raw asyncpg as baseline)",
-                                     api.pct(q), baseline=raw.pct(q), note=note))  # fmt: skip
-            rows.append(BenchRow(name, "throughput (raw as baseline)", api.rps, unit="req/s",
-                                 baseline=raw.rps))  # fmt: skip
-            rows.append(BenchRow(name, "mean latency", statistics.fmean(api.latencies_ms),
-                                 baseline=statistics.fmean(raw.latencies_ms)))  # fmt: skip
+            one = {s: await run_load(tenants[:1], c, SEQUENTIAL_REQUESTS) for s, c in calls.items()}
+            # Then all clients, the sides alternating round by round so they share the load
+            # the machine has at the time.
+            results: dict[str, LoadResult] = {}
+            for round_index in range(ROUNDS):
+                order = list(calls) if round_index % 2 == 0 else list(reversed(calls))
+                for side in order:
+                    r = await run_load(tenants, calls[side], REQUESTS_PER_CLIENT)
+                    results[side] = results[side].merge(r) if side in results else r
+            rows += _rows(scenario, {s: results[s] for s in calls}, one)
     finally:
-        for client in http:
-            await client.close()
+        for clients in http.values():
+            for client in clients:
+                await client.close()
         await pool.close()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        for process, _ in servers.values():
+            stop(process)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return rows
