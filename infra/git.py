@@ -19,9 +19,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from forgeline.secret_masking import SecretMasker
-from forgeline.url_safety import CloneTarget, UnsafeRepositoryUrl, resolve_for_clone
+from forgeline.url_safety import CloneTarget, UnsafeRepositoryUrl, ValidatedUrl, resolve_for_clone
 
 log = logging.getLogger("forgeline.git")
 
@@ -190,6 +191,31 @@ def clone_environment(target: CloneTarget, *, home: Path, askpass: Path) -> dict
     }
 
 
+def operator_clone_target(url: str) -> CloneTarget:
+    """The target of a remote on the forge the operator configured (a repository connected
+    through the GitHub App): its host is the operator's choice, not a tenant's, so it is not
+    held to public addresses (GitHub Enterprise on a private network); redirects and every other
+    transport stay refused."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http") or not parts.hostname:
+        raise UnsafeRepositoryUrl("the forge's URL must be http(s)://host")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise UnsafeRepositoryUrl("the forge's repository URL must carry no credentials or query")
+    config = (
+        "protocol.allow=never",
+        "protocol.ext.allow=never",
+        f"protocol.{scheme}.allow=always",
+        "http.followRedirects=false",
+        "core.askPass=true",
+    )
+    validated = ValidatedUrl(
+        url=url, kind="https", host=parts.hostname, port=parts.port, path=parts.path
+    )
+    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": scheme}
+    return CloneTarget(validated=validated, git_config=config, env=env)
+
+
 def clone_config(target: CloneTarget) -> list[str]:
     """`-c` options of every git command of a clone: no hooks, no fsmonitor, no submodules."""
     return [
@@ -207,17 +233,24 @@ async def clone_repository(
     commit: str | None = None,
     token: str | None = None,
     allow_local: bool = False,
+    operator_host: bool = False,
     limits: CloneLimits | None = None,
     on_progress: Callable[[], None] | None = None,
 ) -> CloneResult:
-    """Clone `url` at `branch` (or exactly `commit`) into `dest` (replaced if present)."""
+    """Clone `url` at `branch` (or exactly `commit`) into `dest` (replaced if present);
+    `operator_host`: the URL is on the forge the operator configured (see
+    operator_clone_target), not a tenant's URL to check."""
     limits = limits or CloneLimits()
     if branch is not None and not _BRANCH.match(branch):
         raise UnsafeRepositoryUrl(f"invalid branch name {branch!r}")
     if commit is not None and not _SHA.match(commit):
         raise UnsafeRepositoryUrl(f"invalid commit {commit!r}")
     # Re-resolve now: DNS may have changed since the URL was stored; pin the checked address.
-    target = await resolve_for_clone(url, allow_local=allow_local)
+    target = (
+        operator_clone_target(url)
+        if operator_host
+        else await resolve_for_clone(url, allow_local=allow_local)
+    )
     remote = target.validated.url
     if target.validated.kind == "local":
         local = Path(remote).expanduser().resolve()

@@ -15,7 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from forgeline.url_safety import resolve_for_clone
-from infra.git import ASKPASS_SCRIPT, GitError, clone_config, clone_environment, run_git
+from infra.git import (
+    ASKPASS_SCRIPT,
+    GitError,
+    clone_config,
+    clone_environment,
+    operator_clone_target,
+    run_git,
+)
 
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 BASE_REF = "refs/forgeline/base"
@@ -49,19 +56,24 @@ async def changed_paths(
     base_sha: str | None = None,
     token: str | None = None,
     allow_local: bool = False,
+    operator_host: bool = False,
     max_paths: int = DEFAULT_MAX_PATHS,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     on_progress: Callable[[], None] | None = None,
 ) -> list[str] | None:
     """Paths changed by `before..head` (a push), or by `head` since its merge base with
     `base_sha` / `base_branch` (a pull request). None when git cannot tell (no base) or more than
-    `max_paths` changed: path filters then match."""
+    `max_paths` changed: path filters then match. `operator_host` as for clone_repository."""
     for sha in (head, before, base_sha):
         if sha is not None and not _SHA.match(sha):
             raise GitError(f"not a commit SHA: {sha[:80]!r}")
     if before is None and base_sha is None and base_branch is None:
         return None
-    target = await resolve_for_clone(url, allow_local=allow_local)
+    target = (
+        operator_clone_target(url)
+        if operator_host
+        else await resolve_for_clone(url, allow_local=allow_local)
+    )
     remote = target.validated.url
     if target.validated.kind == "local":
         remote = Path(remote).expanduser().resolve().as_uri()

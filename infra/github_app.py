@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from githubkit import AppInstallationAuthStrategy, GitHub
+from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
 from githubkit.cache import MemCacheStrategy
 
 from infra.forges import (
@@ -62,6 +62,35 @@ def installation_client(app: GitHubApp, installation_id: int) -> GitHub[Any]:
         cache_strategy=MemCacheStrategy(),
         user_agent="forgeline",
     )
+
+
+async def mint_repository_token(app: GitHubApp, installation_id: int, repository: str) -> str:
+    """A fresh installation token that can read `owner/name`'s contents and nothing else, for
+    one checkout: returned to the caller only, never cached or stored."""
+    if installation_id <= 0:
+        raise ForgeRejected(f"{installation_id} is not a GitHub App installation")
+    _owner, name = github_repository(repository)
+    github = GitHub(
+        AppAuthStrategy(app.app_id, app.private_key),
+        base_url=app.api_url,
+        timeout=REQUEST_TIMEOUT_SECONDS,
+        auto_retry=False,
+        http_cache=False,
+        # Per client: neither the App's JWT nor the token outlives this call.
+        cache_strategy=MemCacheStrategy(),
+        user_agent="forgeline",
+    )
+    response = await github_call(
+        "GitHub App installation token",
+        github.rest.apps.async_create_installation_access_token(
+            installation_id, repositories=[name], permissions={"contents": "read"}
+        ),
+    )
+    body = response.json()
+    token = body.get("token") if isinstance(body, dict) else None
+    if not isinstance(token, str) or not token:
+        raise ForgeRejected("GitHub App installation token: the answer has no token")
+    return token
 
 
 async def installation_repositories(app: GitHubApp, installation_id: int) -> list[str]:

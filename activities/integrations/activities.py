@@ -20,8 +20,13 @@ from core.integrations import (
     schedules,
 )
 from core.integrations import repository as queries
+from core.integrations.clone_access import (
+    InstallationTokenUnavailable,
+    InstallationUnusable,
+    clone_access,
+    clone_plan,
+)
 from db.session import session_scope
-from forgeline.crypto import decrypt_str
 from forgeline.settings import (
     DEPLOYMENTS_TASK_QUEUE,
     INTEGRATIONS_TASK_QUEUE,
@@ -87,19 +92,26 @@ class IntegrationActivities:
     async def compute_changed_paths(self, inp: ChangedPathsInput) -> ChangedPaths:
         event = inp.event
         async with self.session_maker() as session:
-            access = await queries.repository_access(session, uuid.UUID(event.repository_id))
-        if access is None:
+            plan = await clone_plan(session, uuid.UUID(event.repository_id))
+        if plan is None:
             return ChangedPaths()
-        url, token_encrypted = access
+        try:
+            access = await clone_access(self.settings, plan)
+        except InstallationUnusable:
+            # Path filters then match, as when git cannot tell; the run's checkout says why.
+            return ChangedPaths()
+        except InstallationTokenUnavailable as exc:
+            raise ApplicationError(exc.detail, type="GitError") from None
         try:
             paths = await changed_paths(
-                url,
+                access.url,
                 head=event.head_sha,
                 before=event.before_sha if event.kind == "push" else None,
                 base_sha=event.base_sha,
                 base_branch=event.base_branch,
-                token=decrypt_str(token_encrypted, self.settings) if token_encrypted else None,
+                token=access.token,
                 allow_local=self.settings.allow_local_repositories,
+                operator_host=access.operator_host,
                 on_progress=activity.heartbeat,
             )
         except GitError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,12 @@ from temporalio.exceptions import ApplicationError
 from activities.runs.attempts import run_not_found, run_workspace
 from activities.runs.run_variables import resolve_run_variables
 from core.billing.metering import record_usage_on
+from core.integrations.clone_access import (
+    InstallationTokenUnavailable,
+    InstallationUnusable,
+    clone_access,
+    clone_plan,
+)
 from core.integrations.commit_status import announce_run_status
 from core.notifications.sources import announce_run
 from core.pipelines.pipeline_file import (
@@ -33,7 +40,6 @@ from core.runs.slot_grants import SlotGrants
 from core.runs.stage_records import record_never_opened
 from db.models.projects import Repository
 from db.session import driver_connection, session_scope
-from forgeline.crypto import decrypt_str
 from forgeline.settings import Settings
 from forgeline.statuses.runs import RunStatus
 from workflows.contracts.runs import (
@@ -56,6 +62,9 @@ from workflows.runs_models import (
     SlotRequest,
     build_slot_key,
 )
+
+# GitHub did not mint an App installation token for the clone now: retried per the policy.
+INSTALLATION_TOKEN_UNAVAILABLE = "InstallationTokenUnavailable"
 
 
 def stage_environment_ids(plan: RunPlan) -> list[str]:
@@ -213,23 +222,33 @@ class RunActivities:
         return started
 
     async def _checkout(self, repo: Repository, workspace: Path, inp: RunStarted) -> str:
-        """Clone the project's repository at the run's commit (or branch) into the workspace."""
+        """Clone the project's repository at the run's commit (or branch) into the workspace,
+        with its stored token or a token of its GitHub App installation minted for this clone."""
         from forgeline.url_safety import UnsafeRepositoryUrl
         from infra.git import RepositoryUnavailable, clone_repository
 
-        token = (
-            decrypt_str(repo.access_token_encrypted, self.settings)
-            if repo.access_token_encrypted
-            else None
-        )
+        async with self.session_maker() as session:
+            plan = await clone_plan(session, repo.id)
+        if plan is None:
+            raise ApplicationError("the repository was disconnected", type=GIT_ERROR)
+        try:
+            access = await clone_access(self.settings, plan)
+        except InstallationUnusable as exc:
+            raise ApplicationError(exc.detail, type=GIT_ERROR, non_retryable=True) from None
+        except InstallationTokenUnavailable as exc:
+            delay = timedelta(seconds=exc.retry_after) if exc.retry_after is not None else None
+            raise ApplicationError(
+                exc.detail, type=INSTALLATION_TOKEN_UNAVAILABLE, next_retry_delay=delay
+            ) from None
         try:
             result = await clone_repository(
-                repo.url,
+                access.url,
                 workspace,
                 branch=None if inp.commit_sha else inp.branch or repo.default_branch,
                 commit=inp.commit_sha,
-                token=token,
+                token=access.token,
                 allow_local=self.settings.allow_local_repositories,
+                operator_host=access.operator_host,
                 on_progress=lambda: activity.heartbeat(),
             )
         except (RepositoryUnavailable, UnsafeRepositoryUrl) as exc:

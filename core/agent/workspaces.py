@@ -16,9 +16,15 @@ from core.agent.errors import AgentFailure, task_not_found
 from core.agent.progress import Tick
 from core.agent.projections import NAMESPACE
 from core.agent.repo_files import RepoFiles
+from core.integrations.clone_access import (
+    InstallationTokenUnavailable,
+    InstallationUnusable,
+    clone_access,
+    clone_plan,
+)
 from db.models.agent import AgentTask
 from db.session import session_scope
-from forgeline.crypto import DecryptionFailed, decrypt_str
+from forgeline.crypto import DecryptionFailed
 from forgeline.settings import Settings
 from forgeline.url_safety import UnsafeRepositoryUrl
 from infra.git import (
@@ -80,20 +86,21 @@ class Workspaces:
             repo = await repository.repository_of(session, project_id)
             if repo is None:
                 raise AgentFailure("RepositoryMissing", "the project has no repository connected")
-            url, default_branch, encrypted = (
-                repo.url,
-                repo.default_branch,
-                repo.access_token_encrypted,
-            )
-        token: str | None = None
-        if encrypted:
-            try:
-                token = decrypt_str(encrypted, self.settings)
-            except DecryptionFailed:
-                raise AgentFailure(
-                    "RepositoryCredentials",
-                    "the repository access token cannot be decrypted; set it again",
-                ) from None
+            default_branch = repo.default_branch
+            plan = await clone_plan(session, repo.id)
+        if plan is None:
+            raise AgentFailure("RepositoryMissing", "the project has no repository connected")
+        try:
+            access = await clone_access(self.settings, plan)
+        except DecryptionFailed:
+            raise AgentFailure(
+                "RepositoryCredentials",
+                "the repository access token cannot be decrypted; set it again",
+            ) from None
+        except InstallationUnusable as exc:
+            raise AgentFailure("RepositoryCredentials", exc.detail) from None
+        except InstallationTokenUnavailable as exc:
+            raise AgentFailure("GitError", exc.detail, retryable=True) from None
         limits = CloneLimits(
             max_bytes=self.settings.repo_max_bytes,
             max_files=self.settings.repo_max_files,
@@ -103,12 +110,13 @@ class Workspaces:
 
         async def clone_at(at_branch: str | None) -> CloneResult:
             return await clone_repository(
-                url,
+                access.url,
                 self.path(task_id),
                 branch=at_branch,
                 commit=commit,
-                token=token,
+                token=access.token,
                 allow_local=self.settings.allow_local_repositories,
+                operator_host=access.operator_host,
                 limits=limits,
                 on_progress=tick,
             )

@@ -98,17 +98,3 @@ async def record_outcome(
         .returning(WebhookPayload.id)
     )
     return found is not None
-
-
-async def repository_access(
-    session: AsyncSession, repository_id: uuid.UUID
-) -> tuple[str, str | None] | None:
-    """(url, encrypted token) of a connected repository."""
-    row = (
-        await session.execute(
-            select(Repository.url, Repository.access_token_encrypted).where(
-                Repository.id == repository_id
-            )
-        )
-    ).one_or_none()
-    return None if row is None else (row[0], row[1])

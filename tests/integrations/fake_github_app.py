@@ -52,6 +52,12 @@ class FakeGitHubApp:
     user_installations: dict[str, list[int]] = field(default_factory=dict)
     # Creations whose answer is lost (the run exists on the forge, the client sees a 502).
     lose_created: int = 0
+    # Token -> what its request asked for (`repositories`, `permissions`; empty: everything).
+    scopes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Token requests scoped to repositories (a checkout's): their bodies, in arrival order, and
+    # the failures the next ones get instead of a token.
+    scoped_requests: list[dict[str, Any]] = field(default_factory=list)
+    scoped_failures: list[Failure] = field(default_factory=list)
 
     def mints(self, installation_id: int) -> int:
         return len(self.minted.get(installation_id, []))
@@ -69,7 +75,7 @@ class FakeGitHubApp:
 
     def route(self, method: str, path: str, headers: dict[str, str], body: Any) -> Failure | None:
         if (m := ACCESS_TOKENS.match(path)) and method == "POST":
-            return self._mint(int(m.group(1)), headers)
+            return self._mint(int(m.group(1)), headers, body if isinstance(body, dict) else {})
         if path.split("?", 1)[0] == "/user/installations" and method == "GET":
             token = headers.get("authorization", "").split(" ", 1)[-1]
             if token not in self.user_installations:
@@ -117,7 +123,11 @@ class FakeGitHubApp:
             return Failure(200, body={"id": found.id, **found.fields, **fields})
         return Failure(422, body={"message": "Validation Failed"})
 
-    def _mint(self, installation_id: int, headers: dict[str, str]) -> Failure:
+    def _mint(self, installation_id: int, headers: dict[str, str], body: dict[str, Any]) -> Failure:
+        if "repositories" in body:
+            self.scoped_requests.append(body)
+            if self.scoped_failures:
+                return self.scoped_failures.pop(0)
         token = headers.get("authorization", "").removeprefix("Bearer ")
         try:
             claims = jwt.decode(token, self.public_key, algorithms=["RS256"])
@@ -127,8 +137,12 @@ class FakeGitHubApp:
             return Failure(401, body={"message": "Wrong issuer"})
         if installation_id not in self.installations:
             return Failure(404, body={"message": "Not Found"})
+        covered = {n.split("/", 1)[-1] for n in self.installations[installation_id]}
+        if not set(body.get("repositories", [])) <= covered:
+            return Failure(422, body={"message": "There is at least one repository not covered"})
         minted = "ghs_" + secrets.token_hex(18)
         self.minted.setdefault(installation_id, []).append(minted)
+        self.scopes[minted] = body
         return Failure(
             201, body={"token": minted, "expires_at": "2099-01-01T00:00:00Z", "permissions": {}}
         )
