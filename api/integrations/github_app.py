@@ -89,10 +89,11 @@ async def connect_app_repository(
     body: Annotated[AppRepositoryIn, Body()],
     session: SessionDep,
     principal: ProjectsWriter,
+    settings: SettingsDep,
 ) -> AppRepositoryOut:
     """The project's repository, reached through a GitHub App installation (no stored token)."""
     repo = await app_installations.connect_repository(
-        session, principal, project_id, body.connection_id, body.repository
+        session, settings, principal, project_id, body.connection_id, body.repository
     )
     await session.commit()
     assert repo.connection_id is not None

@@ -60,7 +60,7 @@ def _installation_id(payload: dict[str, Any]) -> int:
 
 
 async def _candidate(
-    session: AsyncSession, installation_id: int, payload: dict[str, Any]
+    session: AsyncSession, settings: Settings, installation_id: int, payload: dict[str, Any]
 ) -> queries.RepositoryCandidate:
     repository = payload.get("repository")
     full_name = repository.get("full_name") if isinstance(repository, dict) else None
@@ -74,7 +74,9 @@ async def _candidate(
             .where(
                 GitProviderConnection.installation_id == installation_id,
                 GitProviderConnection.revoked_at.is_(None),
-                Repository.url.in_(queries.url_variants((f"https://github.com/{full_name}",))),
+                Repository.url.in_(
+                    queries.url_variants((f"{settings.github_web_url.rstrip('/')}/{full_name}",))
+                ),
             )
             .limit(1)
         )
@@ -137,7 +139,7 @@ async def receive_app(
             return deliveries.DeliveryReceipt(status="pong")
         installation_id = _installation_id(payload)
         if event in FORWARDED_EVENTS:
-            candidate = await _candidate(session, installation_id, payload)
+            candidate = await _candidate(session, settings, installation_id, payload)
         elif event not in INSTALLATION_EVENTS + RERUN_EVENTS:
             raise UnsupportedEvent(f"the App does not handle {event[:100]!r} events")
         delivery_id = delivery.delivery_id

@@ -24,8 +24,6 @@ from infra.github_app import (
     user_can_administer,
 )
 
-GITHUB_WEB_URL = "https://github.com"
-
 
 class AppNotConfigured(
     DomainError, status=409, title="GitHub App not configured", slug="github-app-not-configured"
@@ -127,6 +125,7 @@ async def organization_installation(
 
 async def connect_repository(
     session: AsyncSession,
+    settings: Settings,
     principal: Principal,
     project_id: uuid.UUID,
     connection_id: uuid.UUID,
@@ -153,7 +152,8 @@ async def connect_repository(
         repo = Repository(id=uuid.uuid4(), project_id=project_id, provider="github", url="")
         session.add(repo)
     repo.provider = "github"
-    repo.url = f"{GITHUB_WEB_URL}/{full_name}.git"
+    # On the operator's GitHub (GitHub Enterprise included): what a checkout mints a token for.
+    repo.url = f"{settings.github_web_url.rstrip('/')}/{full_name}.git"
     repo.connection_id = connection.id
     repo.access_token_encrypted = None
     await session.flush()
