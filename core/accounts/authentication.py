@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from core.accounts import security
+from core.accounts.api_key_lookup import resolve_and_count
 from core.accounts.context import utcnow
 from core.accounts.rate_limit import ApiKeyRateLimiter, LastUsedThrottle
-from core.accounts.repository import api_key_auth_row, session_auth_row
+from core.accounts.repository import session_auth_row
 from core.accounts.scopes import effective_scopes
 from core.principal import Principal
 from forgeline.errors import RateLimited, Unauthorized
@@ -64,26 +65,26 @@ async def _authenticate_api_key(
     # Format and checksum first: typos and forgeries never cost a database lookup.
     if not security.api_key_well_formed(raw):
         raise Unauthorized("Malformed API key")
+    key_hash = security.sha256_hex(raw)
     async with _autocommit(session) as connection:
-        # One round trip: key row + creator's membership role + organization (see repository).
-        key = await api_key_auth_row(connection, raw[: security.DISPLAY_PREFIX_LENGTH])
-        if key is None or not security.constant_time_equal(
-            key["key_hash"], security.sha256_hex(raw)
-        ):
-            raise Unauthorized("Invalid API key")
-        if key["revoked_at"] is not None:
-            raise Unauthorized("API key has been revoked")
-        if key["expires_at"] is not None and key["expires_at"] <= utcnow():
-            raise Unauthorized("API key has expired")
-        role: str = ORPHAN_KEY_ROLE
-        if key["created_by_user_id"] is not None:
-            if key["creator_role"] is None:
-                raise Unauthorized("API key belongs to a user who is no longer a member")
-            role = key["creator_role"]
-        key_id: uuid.UUID = key["id"]
-        per_minute: int = key["rate_limit_per_minute"]
-        # One more round trip, counted by every API process alike.
-        retry_after = await rate_limiter.check(connection, key_id, per_minute)
+        # One round trip: key row + creator's membership role + organization, and this request
+        # counted in the key's rate window when the secret matches (see api_key_lookup).
+        found = await resolve_and_count(connection, raw[: security.DISPLAY_PREFIX_LENGTH], key_hash)
+    if found is None or not security.constant_time_equal(found.row["key_hash"], key_hash):
+        raise Unauthorized("Invalid API key")
+    key = found.row
+    if key["revoked_at"] is not None:
+        raise Unauthorized("API key has been revoked")
+    if key["expires_at"] is not None and key["expires_at"] <= utcnow():
+        raise Unauthorized("API key has expired")
+    role: str = ORPHAN_KEY_ROLE
+    if key["created_by_user_id"] is not None:
+        if key["creator_role"] is None:
+            raise Unauthorized("API key belongs to a user who is no longer a member")
+        role = key["creator_role"]
+    key_id: uuid.UUID = key["id"]
+    per_minute: int = key["rate_limit_per_minute"]
+    retry_after = rate_limiter.decide(found.count, per_minute)
     if retry_after is not None:
         raise RateLimited(
             f"API key rate limit of {per_minute} requests per minute exceeded",

@@ -98,6 +98,14 @@ class ApiKeyRateLimiter:
             return None
         return (await self.count(connection, key_id)).retry_after(limit_per_minute)
 
+    @staticmethod
+    def decide(count: WindowCount | None, limit_per_minute: int | None) -> int | None:
+        """The decision on a request counted by the key lookup itself
+        (core/accounts/api_key_lookup.py); None (allowed) when nothing was counted."""
+        if not limit_per_minute or limit_per_minute <= 0 or count is None:
+            return None
+        return count.retry_after(limit_per_minute)
+
 
 class LastUsedThrottle:
     """Writes `api_keys.last_used_at` at most once per `interval` per key and process.
