@@ -360,6 +360,10 @@ class TeardownRequest(_Model):
     environment_id: str
     provider: str
     reason: str = "ttl"
+    # Set when the time to live ran out: the preview has been quiet since then, unless a deploy
+    # to it began meanwhile or is still under way (then it is kept: PreviewInUse). None: a
+    # teardown that was asked for, done whatever is deploying.
+    quiet_since: datetime | None = None
 
 
 class DecisionRecord(_Model):

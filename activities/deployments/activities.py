@@ -25,12 +25,13 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 
 from core.billing.metering import record_usage as record_usage_row
-from core.deployments import projections, release_records, repository
+from core.deployments import pr_previews, projections, release_records, repository
 from core.deployments.builds import BuildLog, build_context
 from core.deployments.providers import releases_image
 from core.deployments.providers.base import ReleaseContext, ReleaseNotServing, ReleaseProvider
 from core.deployments.providers.registry import ReleaseProviders
 from core.deployments.verification import check_health, monitor_summary
+from core.integrations import pr_reports
 from db.session import session_scope
 from forgeline.errors import DomainError
 from forgeline.settings import Settings
@@ -48,7 +49,6 @@ from workflows.deployment_models import (
     BuildResult,
     DecisionRecord,
     DeploymentInput,
-    DeploymentRuntimeConfig,
     ExecutionRecord,
     HealthRequest,
     HealthVerdict,
@@ -363,14 +363,10 @@ class DeploymentActivities:
     @contracts.TEARDOWN_ENVIRONMENT.implement
     async def teardown_environment(self, req: TeardownRequest) -> list[str]:
         provider = self._provider(req.provider)
-        async with self._sessions() as session:
-            config = await repository.environment_release_config(session, req.environment_id)
-        async with _refusals(DomainError):
-            removed = await provider.teardown(
-                req.environment_id, config or DeploymentRuntimeConfig()
-            )
-        async with session_scope(self._sessions) as session:
-            await projections.retire_environment(session, req.environment_id, removed, req.reason)
+        async with _refusals(DomainError):  # PreviewInUse: a push deploys to it, kept
+            removed = await pr_previews.tear_down_environment(self._sessions, provider, req)
+        # A pull request's preview: its comment no longer shows the URL as live.
+        await pr_reports.request_for_preview(self._sessions, self._temporal, req.environment_id)
         return removed
 
     def all(self) -> list[Callable[..., Any]]:

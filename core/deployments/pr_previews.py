@@ -3,27 +3,37 @@ pull request's own preview environment (`preview-pr-<number>`, created on its fi
 reused by every later push) instead of the environment its deploy stage names. The preview takes
 the named environment's provider and release settings (health checks, port), never its host names,
 domains or variables: a pull request must not take another environment's traffic or secrets.
-Its lifetime (TTL, teardown when the pull request closes) is PreviewEnvironmentWorkflow's."""
+Its lifetime (TTL, teardown when the pull request closes) is PreviewEnvironmentWorkflow's; a
+teardown holds the lock deploys to the preview take, and one because the TTL ran out refuses
+(PreviewInUse) when a push began deploying to the preview meanwhile: the push's preview wins."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
+from core.deployments import projections, repository
+from core.deployments.providers.base import ReleaseProvider
 from core.deployments.service import DEFAULT_PREVIEW_TTL_SECONDS
 from db.models.deployments import Deployment
 from db.models.integrations import PullRequest
 from db.models.pipelines import PipelineRun
 from db.models.projects import Environment
+from db.session import session_scope
 from forgeline.errors import Conflict
 from forgeline.settings import DEPLOYMENTS_TASK_QUEUE
-from forgeline.statuses.deployments import DeploymentStatus, EnvironmentStatus
+from forgeline.statuses.deployments import (
+    TERMINAL_STATUSES,
+    DeploymentStatus,
+    EnvironmentStatus,
+)
 from workflows.deployment import search_attributes
-from workflows.deployment_models import PreviewInput
+from workflows.deployment_models import DeploymentRuntimeConfig, PreviewInput, TeardownRequest
 from workflows.preview import PreviewEnvironmentWorkflow, preview_workflow_id
 
 # What a preview copies from the environment the deploy stage names.
@@ -43,6 +53,16 @@ COPIED_SETTINGS = (
     "monitor_interval_seconds",
 )
 CLOSED_STATES = ("closed", "merged")
+
+
+class PreviewInUse(Conflict, title="Preview in use", slug="preview-in-use"):
+    """The preview's time to live ran out while a push was deploying to it: it is kept."""
+
+
+def _name_lock(project_id: uuid.UUID, name: str) -> Select[Any]:
+    """The lock a deploy to the environment called `name` and its teardown take (held until
+    the transaction ends)."""
+    return select(func.pg_advisory_xact_lock(func.hashtextextended(f"{project_id}:{name}", 0)))
 
 
 def preview_name(pr_number: int) -> str:
@@ -82,9 +102,7 @@ async def preview_for_run(
     if state in CLOSED_STATES:
         raise Conflict(f"pull request #{number} is {state}: no preview is deployed for it")
     name = preview_name(number)
-    await session.execute(
-        select(func.pg_advisory_xact_lock(func.hashtextextended(f"{run.project_id}:{name}", 0)))
-    )
+    await session.execute(_name_lock(run.project_id, name))
     preview = await session.scalar(
         select(Environment)
         .where(Environment.project_id == run.project_id, Environment.name == name)
@@ -197,3 +215,47 @@ async def serving_previews_of(
         )
     )
     return list(rows)
+
+
+async def hold_for_teardown(
+    session: AsyncSession, environment_id: str, quiet_since: datetime | None
+) -> None:
+    """Take the lock deploys to the environment take, until the caller's transaction ends: no
+    deploy begins while it is torn down. With `quiet_since` (its time to live ran out), refuse
+    with PreviewInUse when a deploy to it began since then or is still under way."""
+    env = await session.get(Environment, uuid.UUID(environment_id))
+    if env is None:
+        return
+    await session.execute(_name_lock(env.project_id, env.name))
+    if quiet_since is None:
+        return
+    deploying = await session.scalar(
+        select(Deployment.id)
+        .where(
+            Deployment.environment_id == env.id,
+            or_(
+                Deployment.created_at > quiet_since,
+                Deployment.status.not_in(TERMINAL_STATUSES),
+            ),
+        )
+        .limit(1)
+    )
+    if deploying is not None:
+        raise PreviewInUse(
+            f"a deploy to {env.name} began after its time to live ran out: the preview is kept"
+        )
+
+
+async def tear_down_environment(
+    session_maker: async_sessionmaker[AsyncSession],
+    provider: ReleaseProvider,
+    req: TeardownRequest,
+) -> list[str]:
+    """Remove what the environment serves and mark it deleted (its live deployment
+    superseded), under the deploy lock; the IDs of the removed deployments."""
+    async with session_scope(session_maker) as session:
+        await hold_for_teardown(session, req.environment_id, req.quiet_since)
+        config = await repository.environment_release_config(session, req.environment_id)
+        removed = await provider.teardown(req.environment_id, config or DeploymentRuntimeConfig())
+        await projections.retire_environment(session, req.environment_id, removed, req.reason)
+    return removed

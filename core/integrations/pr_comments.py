@@ -97,7 +97,8 @@ def _preview_text(row: PullRequest, preview: Preview | None) -> str:
         # Its teardown started with the closing (a durable workflow), done or under way.
         return f"removed (the pull request was {row.status})"
     if preview.status == EnvironmentStatus.DELETED:
-        return "removed (its time to live ran out; the next push deploys it again)"
+        # Never the URL: it no longer serves.
+        return "expired (removed when its time to live ran out; the next push deploys it again)"
     if preview.url and preview.commit_sha:
         return f"{preview.url} (commit `{preview.commit_sha[:12]}`)"
     return "being deployed"

@@ -24,6 +24,7 @@ from core.integrations import coverage
 from core.integrations.pull_requests import pipeline_statuses, record_pull_request, summary
 from core.integrations.quality import quality_score
 from core.runs.repository import run_artifacts
+from db.models.deployments import Deployment
 from db.models.integrations import PullRequest
 from db.models.pipelines import Artifact, Pipeline, PipelineRun, PipelineStage, StageExecution
 from db.models.projects import Environment, Project
@@ -326,3 +327,28 @@ async def request_for_run(
     ref = ref_from_run_metadata(found[0], found[1], found[2])
     if ref is not None:
         await request_report(temporal, ref)
+
+
+async def request_for_preview(
+    session_maker: async_sessionmaker[AsyncSession], temporal: Client, environment_id: str
+) -> None:
+    """A pull request's preview changed outside a run (torn down when its time to live ran
+    out): the report of the pull request whose run deployed it last brought up to date, so the
+    comment no longer shows a dead URL as live. Never raises."""
+    try:
+        async with session_maker() as session:
+            run_id = await session.scalar(
+                select(Deployment.pipeline_run_id)
+                .join(Environment, Environment.id == Deployment.environment_id)
+                .where(
+                    Deployment.environment_id == uuid.UUID(environment_id),
+                    Deployment.pipeline_run_id.is_not(None),
+                    Environment.env_type == "preview",
+                )
+                .order_by(Deployment.created_at.desc())
+                .limit(1)
+            )
+        if run_id is not None:
+            await request_for_run(session_maker, temporal, run_id)
+    except Exception:
+        log.warning("report of preview %s not requested", environment_id, exc_info=True)

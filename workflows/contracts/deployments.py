@@ -39,6 +39,9 @@ from workflows.runs_models import DeployStageInput
 NON_RETRYABLE = ("BuildFailed", "ValidationFailed", "ProviderUnavailable", "NotFound", "Conflict")
 # The monitor and the preview teardown only stop on a deployment or environment that is gone.
 GONE = ("NotFound",)
+# A preview whose time to live ran out while a deploy to it was under way or had just begun:
+# kept (its lifetime waits again), never torn down under the new deploy.
+PREVIEW_IN_USE = "PreviewInUse"
 
 # --- bookkeeping (projections into Postgres) ----------------------------------------------------
 
@@ -101,7 +104,10 @@ MONITOR_PROBE = ActivityContract(
     "deployment_monitor_probe", HealthRequest, HealthVerdict, non_retryable=GONE
 )
 TEARDOWN_ENVIRONMENT = ActivityContract[TeardownRequest, list[str]](
-    "deployment_teardown_environment", TeardownRequest, list, non_retryable=GONE
+    "deployment_teardown_environment",
+    TeardownRequest,
+    list,
+    non_retryable=(*GONE, PREVIEW_IN_USE),
 )
 
 # --- the pipeline's deploy stage ---------------------------------------------------------------
