@@ -26,6 +26,7 @@ from core.integrations.errors import (
 )
 from core.integrations.signatures import github_signature_valid
 from core.runs.service import rerun, start_run_workflow
+from db.models.integrations import WebhookPayload
 from db.models.pipelines import PipelineRun
 from db.models.projects import GitProviderConnection, Project, Repository
 from forgeline.errors import Conflict, DomainError
@@ -37,6 +38,10 @@ RERUN_EVENTS = ("check_run", "check_suite")
 FORWARDED_EVENTS = ("push", "pull_request")
 RERUNNABLE = (RunStatus.FAILED, RunStatus.CANCELLED)
 MAX_RERUNS = 20
+MAX_SUITE_RUNS = 200
+# The rerun's metadata names the delivery that asked for it: a redelivery starts the reruns a
+# crash left unstarted between their commit and their workflow's start.
+REQUESTED_BY = "forge_rerequest"
 
 
 def _authenticated(settings: Settings, delivery: deliveries.Delivery) -> dict[str, Any]:
@@ -86,6 +91,26 @@ async def _candidate(
     return queries.RepositoryCandidate(row[0], row[1], row[2], "github", None)
 
 
+async def _covered_repository(
+    session: AsyncSession, installation_id: int, payload: dict[str, Any]
+) -> None:
+    """The delivery's repository is one this live installation covers for an organization;
+    anything else is refused before a row is read or written."""
+    repository = payload.get("repository")
+    full_name = repository.get("full_name") if isinstance(repository, dict) else None
+    if not isinstance(full_name, str) or len(full_name) > 300:
+        raise MalformedDelivery("the delivery names no repository")
+    covered = await session.scalar(
+        select(GitProviderConnection.id).where(
+            GitProviderConnection.installation_id == installation_id,
+            GitProviderConnection.revoked_at.is_(None),
+            GitProviderConnection.installation_repositories.contains([full_name]),
+        )
+    )
+    if covered is None:
+        raise UnknownRepository("no repository is connected through this installation")
+
+
 async def _rerequested_runs(
     session: AsyncSession, installation_id: int, event: str, payload: dict[str, Any]
 ) -> list[PipelineRun]:
@@ -113,13 +138,14 @@ async def _rerequested_runs(
         sha = holder.get("head_sha")
         if not isinstance(sha, str) or len(sha) > 64:
             raise MalformedDelivery("the check suite has no head SHA")
-        query = query.where(PipelineRun.commit_sha == sha, PipelineRun.status.in_(RERUNNABLE))
-    rows = (await session.scalars(query.order_by(PipelineRun.created_at).limit(MAX_RERUNS))).all()
-    # A suite reruns the latest run of each pipeline.
+        query = query.where(PipelineRun.commit_sha == sha)
+    newest_first = query.order_by(PipelineRun.created_at.desc()).limit(MAX_SUITE_RUNS)
+    # A suite reruns the latest run of each pipeline on the commit, when that one failed: a
+    # failed run already rerun successfully is not rerun again.
     latest: dict[uuid.UUID, PipelineRun] = {}
-    for run in rows:
-        latest[run.pipeline_id] = run
-    return [r for r in latest.values() if r.status in RERUNNABLE]
+    for run in (await session.scalars(newest_first)).all():
+        latest.setdefault(run.pipeline_id, run)
+    return [r for r in latest.values() if r.status in RERUNNABLE][:MAX_RERUNS]
 
 
 async def receive_app(
@@ -140,7 +166,10 @@ async def receive_app(
         installation_id = _installation_id(payload)
         if event in FORWARDED_EVENTS:
             candidate = await _candidate(session, settings, installation_id, payload)
-        elif event not in INSTALLATION_EVENTS + RERUN_EVENTS:
+        elif event in RERUN_EVENTS:
+            if payload.get("action") == "rerequested":
+                await _covered_repository(session, installation_id, payload)
+        elif event not in INSTALLATION_EVENTS:
             raise UnsupportedEvent(f"the App does not handle {event[:100]!r} events")
         delivery_id = delivery.delivery_id
         if delivery_id is None or not deliveries.DELIVERY_ID.match(delivery_id):
@@ -150,42 +179,97 @@ async def receive_app(
         raise
     if event in FORWARDED_EVENTS:
         return await deliveries.accept(session, temporal, delivery, candidate, payload, rejected)
-    runs: list[PipelineRun] = []
-    if event in RERUN_EVENTS and payload.get("action") == "rerequested":
-        runs = await _rerequested_runs(session, installation_id, event, payload)
-    _, created = await queries.insert_delivery(
-        session,
-        {
-            "provider": "github",
-            "delivery_id": delivery_id,
-            "event_type": event[:100],
-            "organization_id": runs[0].organization_id if runs else None,
-            "project_id": runs[0].project_id if runs else None,
-            "payload": payload,
-            "headers": deliveries.stored_headers(delivery),
-            "signature_valid": True,
-            "status": "processed",
-        },
-    )
-    started: list[PipelineRun] = []
-    if created and event in INSTALLATION_EVENTS:
+    if event in RERUN_EVENTS:
+        return await _rerequest(
+            session, temporal, settings, delivery, installation_id, payload, run_task_queue
+        )
+    _, created = await queries.insert_delivery(session, _row(delivery, delivery_id, payload))
+    if created:
         await record_installation_event(session, event, payload)
-    elif created:
-        for source in runs:
+    await session.commit()
+    return deliveries.DeliveryReceipt(
+        status="accepted" if created else "duplicate", delivery_id=delivery_id
+    )
+
+
+def _row(
+    delivery: deliveries.Delivery,
+    delivery_id: str,
+    payload: dict[str, Any],
+    source: PipelineRun | None = None,
+) -> dict[str, Any]:
+    return {
+        "provider": "github",
+        "delivery_id": delivery_id,
+        "event_type": delivery.event_type[:100],
+        "organization_id": source.organization_id if source else None,
+        "project_id": source.project_id if source else None,
+        "payload": payload,
+        "headers": deliveries.stored_headers(delivery),
+        "signature_valid": True,
+        "status": "processed",
+    }
+
+
+async def _rerequest(
+    session: AsyncSession,
+    temporal: Callable[[], Awaitable[Client]],
+    settings: Settings,
+    delivery: deliveries.Delivery,
+    installation_id: int,
+    payload: dict[str, Any],
+    run_task_queue: str,
+) -> deliveries.DeliveryReceipt:
+    """A check run or suite's "Re-run": its failed runs rerun from their failed stage, once per
+    delivery. Another action, or no finished run of this installation to rerun: ignored, and
+    nothing is written."""
+    event, delivery_id = delivery.event_type, delivery.delivery_id
+    assert delivery_id is not None
+    if payload.get("action") != "rerequested":
+        return deliveries.DeliveryReceipt(
+            status="ignored", delivery_id=delivery_id, reason=f"{event} events need nothing"
+        )
+    sources = await _rerequested_runs(session, installation_id, event, payload)
+    known = (
+        await session.execute(
+            select(WebhookPayload.organization_id).where(
+                WebhookPayload.provider == "github", WebhookPayload.delivery_id == delivery_id
+            )
+        )
+    ).one_or_none()
+    if not sources and known is None:
+        return deliveries.DeliveryReceipt(
+            status="ignored",
+            delivery_id=delivery_id,
+            reason="no finished run of this installation matches",
+        )
+    created = False
+    if known is None:
+        _, created = await queries.insert_delivery(
+            session, _row(delivery, delivery_id, payload, sources[0])
+        )
+    started: list[PipelineRun] = []
+    if created:
+        for source in sources:
             try:
                 assert source.organization_id is not None
-                started.append(
-                    await rerun(
-                        session,
-                        settings,
-                        organization_id=source.organization_id,
-                        run_id=source.id,
-                        from_failed=True,
-                    )
+                run = await rerun(
+                    session,
+                    settings,
+                    organization_id=source.organization_id,
+                    run_id=source.id,
+                    from_failed=True,
                 )
             except Conflict:
                 continue  # not finished yet: nothing to rerun
-    await session.commit()
+            run.metadata_ = {**run.metadata_, REQUESTED_BY: delivery_id}
+            started.append(run)
+        await session.commit()
+    else:
+        # Read before the rollback expires the source rows.
+        organization_id = known[0] if known is not None else sources[0].organization_id
+        await session.rollback()
+        started = await _unstarted_reruns(session, organization_id, delivery_id)
     if started:
         client = await temporal()
         for run in started:
@@ -193,3 +277,22 @@ async def receive_app(
     return deliveries.DeliveryReceipt(
         status="accepted" if created else "duplicate", delivery_id=delivery_id
     )
+
+
+async def _unstarted_reruns(
+    session: AsyncSession, organization_id: uuid.UUID | None, delivery_id: str
+) -> list[PipelineRun]:
+    """The reruns a first delivery created that are still queued (their start may have been
+    lost to a crash after the commit): starting them again is harmless."""
+    if organization_id is None:
+        return []
+    rows = await session.scalars(
+        select(PipelineRun)
+        .where(
+            PipelineRun.organization_id == organization_id,
+            PipelineRun.status == RunStatus.QUEUED,
+            PipelineRun.metadata_[REQUESTED_BY].astext == delivery_id,
+        )
+        .limit(MAX_RERUNS)
+    )
+    return list(rows)

@@ -74,12 +74,12 @@ async def test_rerequested_check_run_reruns_from_failed_stage(
             "check_run": {"external_id": str(source.id), "head_sha": head},
             "repository": {"full_name": "acme/widgets"},
         }
-        # Another installation asking for this run's rerun starts nothing.
+        # Another installation asking for this run's rerun is refused: it covers no repository.
         body, headers = app_delivery(
             "check_run", {**rerequest, "installation": {"id": installation + 1}}
         )
         r = await api_client.post("/v1/webhooks/github-app", content=body, headers=headers)
-        assert r.status_code == 202, r.text
+        assert r.status_code == 404, r.text
         # The same delivery five times at once: one rerun.
         body, headers = app_delivery("check_run", rerequest)
         answers = await asyncio.gather(
