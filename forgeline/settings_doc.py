@@ -53,6 +53,8 @@ DESCRIPTIONS: dict[str, str] = {
     "github_api_url": "GitHub REST API commit statuses are reported to (GitHub Enterprise: its "
     "`/api/v3`)",
     "gitlab_api_url": "GitLab REST API (`/api/v4`) commit statuses are reported to",
+    "github_web_url": "GitHub's web and git URL: sign-in, and where repositories connected "
+    "through the GitHub App are cloned from (GitHub Enterprise: its URL)",
     "webhook_max_body_bytes": "body limit of forge webhook deliveries (`/v1/webhooks/…`, 413 "
     "above); other requests keep the request body limit",
     "encryption_keys": "Fernet keys, comma-separated, newest first (tokens at rest); `make run` "
