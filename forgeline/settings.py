@@ -224,6 +224,11 @@ class Settings(BaseSettings):
     build_pass_host_ca: bool = False
     # Extra read-only paths mounted into the sandbox (toolchains outside /usr, e.g. /opt/tools).
     build_toolchain_paths: list[Path] = Field(default_factory=list)
+    # Python installations for sandboxed Python stages besides /usr (prefixes, or directories of
+    # them such as pyenv's versions/); None: pyenv, uv-managed and /opt/python where present.
+    build_python_roots: list[Path] | None = None
+    # A package index (registry mirror) pip and uv use in sandboxed Python stages.
+    build_python_index_url: str | None = None
     # Sandboxes a build host starts ahead of its stages (each serves one stage, then is torn
     # down); 0 starts each sandbox when its stage asks.
     build_sandbox_pool: int = Field(default=2, ge=0, le=64)

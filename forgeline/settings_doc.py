@@ -119,6 +119,10 @@ DESCRIPTIONS: dict[str, str] = {
     "build_ca_bundle": "CA bundle mounted into the sandbox, with the CA variables pointing at it",
     "build_pass_host_ca": "pass the host's CA variables (`SSL_CERT_FILE`, ...) to stages",
     "build_toolchain_paths": "extra read-only paths mounted into the sandbox (JSON list)",
+    "build_python_roots": "Python installations for sandboxed Python stages besides /usr "
+    "(JSON list of prefixes or directories of them); unset = pyenv, uv-managed, /opt/python",
+    "build_python_index_url": "package index (registry mirror) pip and uv use in sandboxed "
+    "Python stages",
     "build_sandbox_pool": "sandboxes a build host starts ahead of its stages (each serves one "
     "stage, then is torn down); 0 starts each with its stage",
     "docker_host": "Docker engine for builds and deployments",

@@ -253,6 +253,8 @@ class StageResult(_Model):
     run_finished: bool = False
     # A failed or timed-out attempt: whose fault it was (it decides the retry).
     failure_class: FailureClass | None = None
+    # What the attempt's row records as its warnings (e.g. the Python that ran instead).
+    warnings: list[str] = []
 
 
 class SkipStageInput(_Model):

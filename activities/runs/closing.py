@@ -50,8 +50,9 @@ class AttemptCloser:
         clock: float,
         error: str | None = None,
         signals: FailureSignals | None = None,
+        notes: tuple[str, ...] = (),
     ) -> StageResult:
-        warnings: list[str] = []
+        warnings: list[str] = list(notes)  # the runner's (a Python version the host lacks)
         uploaded: list[artifact_files.UploadedArtifact] = []
         failure: FailureClassification | None = None
         if inp.stage.artifact_paths and status != StageStatus.CANCELLED:
@@ -137,6 +138,7 @@ class AttemptCloser:
             artifact_count=len(uploaded),
             error=error,
             failure_class=failure.failure_class if failure else None,
+            warnings=warnings,
         )
 
     async def artifacts(

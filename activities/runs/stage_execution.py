@@ -269,6 +269,7 @@ class StageActivities:
             clock,
             error,
             signals,
+            notes=outcome.notes if outcome is not None else (),
         )
         status = result.status  # artifacts past their limit may fail a successful stage
         if status == StageStatus.FAILED and result.error is not None:

@@ -86,6 +86,10 @@ class SandboxConfig:
     pool_size: int = 2
     # A tmpfs of the pool's slot directories, shared by every runner of this host.
     slots_dir: Path = Path("/run/forgeline-sandbox-slots")
+    # Where Python installations besides /usr are looked for (infra/runners/python_toolchain.py);
+    # None: the usual roots (pyenv, uv-managed, /opt/python). A registry mirror for pip and uv.
+    python_roots: tuple[Path, ...] | None = None
+    python_index_url: str | None = None
 
 
 def require_tool(tool: str) -> str:
@@ -151,7 +155,13 @@ def static_args(bwrap: str, etc_dir: Path, config: SandboxConfig) -> list[str]:
             args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
     for name in ("passwd", "group", "hosts", "nsswitch.conf", "hostname"):
         args += ["--ro-bind", str(etc_dir / name), f"/etc/{name}"]
+    made: set[Path] = set()
     for extra in config.toolchain:
+        # Its parents made traversable (bwrap would create /root of a /root/... path 0700).
+        for parent in reversed(extra.parents[:-1]):
+            if parent.parts[1] not in ("usr", "etc", *ROOT_DIRS) and parent not in made:
+                made.add(parent)
+                args += ["--perms", "0755", "--dir", str(parent)]
         args += ["--ro-bind", str(extra), str(extra)]
     if config.ca_bundle is not None:
         args += ["--ro-bind", str(config.ca_bundle), SANDBOX_CA]

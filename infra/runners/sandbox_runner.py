@@ -25,6 +25,7 @@ import logging
 import os
 import subprocess
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 from infra.runners import mounts
@@ -32,6 +33,8 @@ from infra.runners.base import OutputCallback, Runner, StageOutcome, StageProces
 from infra.runners.cgroups import Cgroups, Limits, StageCgroup
 from infra.runners.egress_proxy import EgressPolicy, EgressProxy
 from infra.runners.local_runner import PUMP_DRAIN_SECONDS, close_output, pump_output
+from infra.runners.python_stages import run_python_aware
+from infra.runners.python_toolchain import discover_pythons, install_mounts
 from infra.runners.sandbox_args import (
     DISK_EXCEEDED_EXIT,
     PROXY_SOCKET,
@@ -86,7 +89,9 @@ class SandboxRunner(Runner):
         self.proxy_socket = config.proxy_socket or self.state_dir / "egress" / "egress.sock"
         self._proxy: EgressProxy | None = None
         self._proxy_lock = asyncio.Lock()
-        self._base_args = static_args(self.bwrap, self.etc_dir, config)
+        self.pythons = discover_pythons(config.python_roots)  # outside /usr: mounted read-only
+        extra = replace(config, toolchain=(*config.toolchain, *install_mounts(self.pythons)))
+        self._base_args = static_args(self.bwrap, self.etc_dir, extra)
         self.pool: SandboxPool | None = None
         if config.pool_size > 0:
             self.pool = SandboxPool(config, self.cgroups, self._waiting_command)
@@ -149,6 +154,9 @@ class SandboxRunner(Runner):
 
     # One stage ---------------------------------------------------------------------------
     async def run(self, process: StageProcess, on_output: OutputCallback) -> StageOutcome:
+        return await run_python_aware(process, on_output, self.pythons, self.config, self._run)
+
+    async def _run(self, process: StageProcess, on_output: OutputCallback) -> StageOutcome:
         cfg = self.config
         root = process.root or process.workspace
         root.mkdir(parents=True, exist_ok=True)
@@ -383,16 +391,7 @@ def sandbox_works(config: SandboxConfig) -> str | None:
         runner = SandboxRunner(config)
     except (SandboxUnavailable, OSError) as exc:
         return str(exc)
-    probe = [
-        *runner._base_args,
-        "--",
-        runner.setpriv,
-        f"--reuid={config.uid}",
-        f"--regid={config.gid}",
-        "--clear-groups",
-        "--",
-        "/bin/true",
-    ]
+    probe = [*runner._base_args, "--", *become_build_user(runner.setpriv, config), "/bin/true"]
     result = subprocess.run(probe, capture_output=True, env={"PATH": STANDARD_PATH}, timeout=30)
     if result.returncode != 0:
         return result.stderr.decode(errors="replace").strip() or "bwrap failed"

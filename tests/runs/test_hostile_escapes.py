@@ -70,8 +70,9 @@ async def test_stage_cannot_read_the_data_dir_or_another_workspace(
         "cat /etc/shadow 2>&1 | head -2; true"
     )
     out = Collected()
+    # The grep reads the whole read-only toolchain (/usr and the Python installations mounted).
     result = await runner.run(
-        hostile(runner, tmp_path, script, image=image_for(runner, request)), out
+        hostile(runner, tmp_path, script, image=image_for(runner, request), timeout=180), out
     )
     assert result.exit_code == 0, out.text
     assert MARKER not in out.text
