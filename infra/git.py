@@ -202,6 +202,9 @@ def operator_clone_target(url: str) -> CloneTarget:
         raise UnsafeRepositoryUrl("the forge's URL must be http(s)://host")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise UnsafeRepositoryUrl("the forge's repository URL must carry no credentials or query")
+    if scheme == "http" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
+        # A token must not cross a network in clear: plain http only to this machine.
+        raise UnsafeRepositoryUrl("the forge's URL must be https (http only on loopback)")
     config = (
         "protocol.allow=never",
         "protocol.ext.allow=never",

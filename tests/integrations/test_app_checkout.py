@@ -7,6 +7,7 @@ run failure. Real Postgres, Temporal, git and the sandbox runner; GitHub is a fa
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,8 @@ from core.agent.workspaces import Workspaces
 from core.integrations.app_installations import record_installation_event
 from db.models.pipelines import StageExecution
 from db.session import session_scope
+from forgeline.url_safety import UnsafeRepositoryUrl
+from infra.git import operator_clone_target
 from tests.factories import make_org
 from tests.integrations.app_checkout_support import (
     connect_app_project,
@@ -248,3 +251,29 @@ async def test_agent_checkout_of_app_repository(
 
 def tick() -> None:
     pass
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("https://ghe.internal.example/acme/widgets.git", None),
+        ("http://127.0.0.1:3000/acme/widgets.git", None),
+        ("http://ghe.internal.example/acme/widgets.git", "https"),
+        ("https://user:pw@ghe.internal.example/acme/widgets.git", "credentials"),
+        ("https://ghe.internal.example/acme/widgets.git?x=1", "credentials"),
+        ("ext::sh -c touch% /tmp/x", "http(s)"),
+        ("file:///srv/git/acme/widgets.git", "http(s)"),
+    ],
+)
+def test_operator_forge_remote(url: str, refused: str | None) -> None:
+    """The operator's forge may sit on a private network, but only its own transport is
+    allowed, never a redirect, and a token never goes over plain http off this machine."""
+    if refused is not None:
+        with pytest.raises(UnsafeRepositoryUrl, match=re.escape(refused)):
+            operator_clone_target(url)
+        return
+    target = operator_clone_target(url)
+    scheme = url.split(":", 1)[0]
+    assert target.env["GIT_ALLOW_PROTOCOL"] == scheme
+    assert "http.followRedirects=false" in target.git_config
+    assert "protocol.allow=never" in target.git_config
