@@ -122,6 +122,11 @@ async def test_private_app_repository_is_cloned_with_a_scoped_token_kept_nowhere
     [
         (Failure(500, body={"message": "Server Error"}), 3, "did not mint an installation token"),
         (
+            Failure(429, {"Retry-After": "1"}, {"message": "API rate limit exceeded"}),
+            3,
+            "rate-limited the installation token",
+        ),
+        (
             Failure(403, body={"message": "Resource not accessible by integration"}),
             1,
             "refused an installation token",
@@ -143,8 +148,9 @@ async def test_token_endpoint_failure_fails_the_run_clearly(
     attempts,
     message,
 ) -> None:
-    """A 500 is retried per the checkout's policy (3 attempts), a 403 is not; either way the
-    run fails saying why, and nothing reached the git forge with a token."""
+    """A 500 or a rate limit (after its Retry-After) is retried per the checkout's policy (3
+    attempts), a 403 is not; either way the run fails saying why, and nothing reached the git
+    forge with a token."""
     app, _ = app_forge
     app.scoped_failures = [failure] * 5
     with private_forge(app, installation, tmp_path) as git_forge:
