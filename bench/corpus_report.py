@@ -1,0 +1,146 @@
+"""What bench/corpus.py prints: one row per repository, the totals, and for each first-run failure
+whether `troubleshoot_failure` named the cause the repair that made the pipeline green found."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from typing import Any
+
+# What a cause is about, read from the words a diagnosis uses: a repair and a troubleshoot
+# diagnosis of the same failure name the same kind when the troubleshooter is right.
+CAUSE_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("lockfile", re.compile(r"lockfile|npm ci\b", re.I)),
+    ("missing script", re.compile(r"script", re.I)),
+    ("requirements file", re.compile(r"requirements", re.I)),
+    ("env file", re.compile(r"\.env\b", re.I)),
+    ("import path", re.compile(r"import path|PYTHONPATH|No module named|module", re.I)),
+    ("tool missing", re.compile(r"not installed|not found|corepack|image", re.I)),
+    ("timeout", re.compile(r"timeout|timed out", re.I)),
+    ("network", re.compile(r"network|DNS|registry|host name", re.I)),
+)
+
+
+def cause_kind(text: str | None) -> str | None:
+    for kind, pattern in CAUSE_KINDS:
+        if text and pattern.search(text):
+            return kind
+    return None
+
+
+def judge_cause(repair: str | None, troubleshoot: dict[str, Any] | None) -> bool | None:
+    """Right when the troubleshooter calls the failure the pipeline's (config) and names the
+    same kind of cause as the repair; None when there is no repair to judge against."""
+    if not repair or troubleshoot is None:
+        return None
+    said = f"{troubleshoot.get('cause') or ''} {troubleshoot.get('fix') or ''}"
+    expected = cause_kind(repair.split(": ", 1)[-1])
+    return troubleshoot.get("failure_class") == "config" and cause_kind(said) == expected
+
+
+def _first_run(result: dict[str, Any]) -> str:
+    first = result.get("first_run") or {}
+    if not first:
+        return result.get("error") or "-"
+    if first.get("status") == "success":
+        return "green"
+    return f"{first.get('failed_stage')} ({first.get('failure_class') or '?'})"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} s"
+
+
+def rows(results: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = [
+        ("repository", "stages", "first run", "verified", "attempts", "time to verified")
+    ]
+    for r in results:
+        out.append(
+            (
+                r["name"],
+                str(len(r.get("stages") or [])),
+                _first_run(r),
+                "yes" if r.get("verified") else f"no: {r.get('stop_reason') or r.get('error')}",
+                str(r.get("attempts") or 0),
+                _seconds(r.get("verified_seconds")),
+            )
+        )
+    return out
+
+
+def table(lines: list[tuple[str, ...]]) -> str:
+    """A Markdown table (readable in a terminal, pasted as is into bench/README.md)."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    text = []
+    for index, line in enumerate(lines):
+        text.append("| " + " | ".join(c.ljust(widths[i]) for i, c in enumerate(line)) + " |")
+        if index == 0:
+            text.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(text)
+
+
+def causes(results: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = [
+        ("repository", "first-run failure", "troubleshoot_failure says", "repair found", "right")
+    ]
+    for r in results:
+        first = r.get("first_run") or {}
+        if not first or first.get("status") == "success":
+            continue
+        said = r.get("troubleshoot") or {}
+        verdict = r.get("right_cause")
+        out.append(
+            (
+                r["name"],
+                f"{first.get('failed_stage')}: {_short(first.get('cause'))}",
+                f"{said.get('failure_class')}: {_short(said.get('cause'))}" if said else "-",
+                _short(r.get("first_repair")) or "none",
+                {True: "yes", False: "no", None: "n/a"}[verdict],
+            )
+        )
+    return out
+
+
+def _short(text: str | None, limit: int = 90) -> str:
+    text = " ".join((text or "").split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def totals(results: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(results)
+    first_green = sum(1 for r in results if (r.get("first_run") or {}).get("status") == "success")
+    verified = sum(1 for r in results if r.get("verified"))
+    times = [r["verified_seconds"] for r in results if r.get("verified_seconds") is not None]
+    judged = [r["right_cause"] for r in results if r.get("right_cause") is not None]
+    return {
+        "repositories": n,
+        "first_run_green": first_green,
+        "verified": verified,
+        "first_run_green_pct": 100 * first_green / n if n else 0.0,
+        "verified_pct": 100 * verified / n if n else 0.0,
+        "median_seconds": statistics.median(times) if times else None,
+        "right_cause": sum(judged),
+        "judged": len(judged),
+        "right_cause_pct": 100 * sum(judged) / len(judged) if judged else None,
+    }
+
+
+def summary(results: list[dict[str, Any]]) -> str:
+    t = totals(results)
+    right = (
+        f"{t['right_cause']}/{t['judged']} = {t['right_cause_pct']:.0f}%"
+        if t["judged"]
+        else "no first-run failure was repaired to green"
+    )
+    return "\n".join(
+        [
+            f"repositories: {t['repositories']}",
+            f"first-run green: {t['first_run_green']}/{t['repositories']} = "
+            f"{t['first_run_green_pct']:.0f}% (target >= 70%)",
+            f"verified green: {t['verified']}/{t['repositories']} = "
+            f"{t['verified_pct']:.0f}% (target >= 90%)",
+            f"median time to a verified pipeline: {_seconds(t['median_seconds'])}",
+            f"right cause (troubleshoot_failure vs the repair): {right} (target >= 80%)",
+        ]
+    )
