@@ -81,7 +81,7 @@ class ProjectInsights(BaseModel):
     dora: Dora
 
 
-def _rate(part: int, whole: int) -> float | None:
+def ratio(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
@@ -89,18 +89,16 @@ def _num(value: Any) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
-def _pct(values: list[float | None]) -> Percentiles:
+def percentiles(values: list[float | None]) -> Percentiles:
     return Percentiles(
         p50=_num(aggregate.percentile(values, 0.5)), p95=_num(aggregate.percentile(values, 0.95))
     )
 
 
-async def project_insights(
-    session: AsyncSession, project_id: uuid.UUID, window_days: int, *, now: datetime | None = None
-) -> ProjectInsights:
-    until = now or datetime.now(UTC)
-    since = until - timedelta(days=window_days)
-    total = await rollups.window_aggregate(session, project_id, since, until)
+def summarize(
+    total: aggregate.Aggregate, window_days: int, since: datetime, until: datetime
+) -> dict[str, Any]:
+    """The insight fields of an aggregate over a window (of a project, or several merged)."""
     pipelines = sorted(
         (
             PipelineInsight(
@@ -110,9 +108,9 @@ async def project_insights(
                 succeeded=p["succeeded"],
                 failed=p["failed"],
                 cancelled=p["cancelled"],
-                success_rate=_rate(p["succeeded"], p["succeeded"] + p["failed"]),
-                duration_seconds=_pct(p["durations"]),
-                queue_seconds=_pct(p["queue"]),
+                success_rate=ratio(p["succeeded"], p["succeeded"] + p["failed"]),
+                duration_seconds=percentiles(p["durations"]),
+                queue_seconds=percentiles(p["queue"]),
             )
             for pid, p in total["pipelines"].items()
         ),
@@ -124,8 +122,8 @@ async def project_insights(
                 pipeline_id=uuid.UUID(s["pipeline_id"]),
                 stage_name=s["stage_name"],
                 runs=s["total"],
-                success_rate=_rate(s["succeeded"], s["total"]),
-                duration_ms=_pct(s["durations"]),
+                success_rate=ratio(s["succeeded"], s["total"]),
+                duration_ms=percentiles(s["durations"]),
                 passed_on_retry=s["passed_on_retry"],
                 failed_then_passed=s["failed_then_passed"],
             )
@@ -136,29 +134,45 @@ async def project_insights(
     flakiest = sorted((s for s in stages if s.flaky), key=lambda s: (-s.flaky, s.stage_name))
     succeeded = sum(p.succeeded for p in pipelines)
     failed = sum(p.failed for p in pipelines)
+    return {
+        "window_days": window_days,
+        "since": since,
+        "until": until,
+        "runs": sum(p.runs for p in pipelines),
+        "success_rate": ratio(succeeded, succeeded + failed),
+        "pipelines": pipelines,
+        "stages": stages,
+        "flakiest_stages": flakiest[:10],
+        "dora": dora_of(total, window_days),
+    }
+
+
+def dora_of(total: aggregate.Aggregate, window_days: int) -> Dora:
     dora = total["dora"]
     lead: list[float | None] = dora.get("lead", [])
     restore: list[float | None] = dora.get("restore", [])
     restored = [r for r in restore if r is not None]
     changes = dora["deployments"] + dora["failures"]
-    return ProjectInsights(
-        project_id=project_id,
-        window_days=window_days,
-        since=since,
-        until=until,
-        runs=sum(p.runs for p in pipelines),
-        success_rate=_rate(succeeded, succeeded + failed),
-        pipelines=pipelines,
-        stages=stages,
-        flakiest_stages=flakiest[:10],
-        dora=Dora(
-            deployments=dora["deployments"],
-            deployment_frequency_per_day=round(dora["deployments"] / window_days, 4),
-            lead_time_seconds=Percentiles(p50=_num(aggregate.percentile(lead, 0.5))),
-            lead_time_mean_seconds=_num(sum(lead) / len(lead)) if lead else None,  # type: ignore[arg-type]
-            change_failure_rate=_rate(dora["failures"], changes),
-            failed_changes=dora["failures"],
-            time_to_restore_mean_seconds=_num(sum(restored) / len(restored)) if restored else None,
-            unrestored_failures=len(restore) - len(restored),
-        ),
+    return Dora(
+        deployments=dora["deployments"],
+        deployment_frequency_per_day=round(dora["deployments"] / window_days, 4),
+        lead_time_seconds=Percentiles(p50=_num(aggregate.percentile(lead, 0.5))),
+        lead_time_mean_seconds=_num(sum(lead) / len(lead)) if lead else None,  # type: ignore[arg-type]
+        change_failure_rate=ratio(dora["failures"], changes),
+        failed_changes=dora["failures"],
+        time_to_restore_mean_seconds=_num(sum(restored) / len(restored)) if restored else None,
+        unrestored_failures=len(restore) - len(restored),
     )
+
+
+def window_bounds(window_days: int, now: datetime | None = None) -> tuple[datetime, datetime]:
+    until = now or datetime.now(UTC)
+    return until - timedelta(days=window_days), until
+
+
+async def project_insights(
+    session: AsyncSession, project_id: uuid.UUID, window_days: int, *, now: datetime | None = None
+) -> ProjectInsights:
+    since, until = window_bounds(window_days, now)
+    total = await rollups.window_aggregate(session, project_id, since, until)
+    return ProjectInsights(project_id=project_id, **summarize(total, window_days, since, until))

@@ -19,6 +19,7 @@ from forgeline.cli import (
     config,
     deployments,
     environments,
+    insights,
     notifications,
     pipelines,
     projects,
@@ -63,6 +64,7 @@ app.add_typer(pipelines.app, name=pipelines.NAME)
 app.command("deploy")(deployments.deploy)
 app.add_typer(deployments.app, name=deployments.NAME)
 app.add_typer(notifications.app, name=notifications.NAME)
+app.add_typer(insights.app, name=insights.NAME)
 app.add_typer(config.app, name=config.NAME)
 
 __all__ = ["app"]

@@ -316,8 +316,14 @@ async def payment_method_factory(ctx: FactoryContext) -> uuid.UUID:
     return method_id
 
 
+async def organization_factory(ctx: FactoryContext) -> uuid.UUID:
+    """Routes under /organizations/{organization_id}: the organization itself."""
+    return ctx.org.org_id
+
+
 # Path parameter name -> factory creating that object in ctx.org. Add yours here.
 FACTORIES: dict[str, Factory] = {
+    "organization_id": organization_factory,
     "project_id": project_factory,
     "environment_id": environment_factory,
     "key_id": api_key_factory,
