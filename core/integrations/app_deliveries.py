@@ -91,15 +91,20 @@ async def _candidate(
     return queries.RepositoryCandidate(row[0], row[1], row[2], "github", None)
 
 
+def _repository_name(payload: dict[str, Any]) -> str:
+    repository = payload.get("repository")
+    full_name = repository.get("full_name") if isinstance(repository, dict) else None
+    if not isinstance(full_name, str) or len(full_name) > 300:
+        raise MalformedDelivery("the delivery names no repository")
+    return full_name
+
+
 async def _covered_repository(
     session: AsyncSession, installation_id: int, payload: dict[str, Any]
 ) -> None:
     """The delivery's repository is one this live installation covers for an organization;
     anything else is refused before a row is read or written."""
-    repository = payload.get("repository")
-    full_name = repository.get("full_name") if isinstance(repository, dict) else None
-    if not isinstance(full_name, str) or len(full_name) > 300:
-        raise MalformedDelivery("the delivery names no repository")
+    full_name = _repository_name(payload)
     covered = await session.scalar(
         select(GitProviderConnection.id).where(
             GitProviderConnection.installation_id == installation_id,
@@ -115,7 +120,8 @@ async def _rerequested_runs(
     session: AsyncSession, installation_id: int, event: str, payload: dict[str, Any]
 ) -> list[PipelineRun]:
     """The finished runs the check run (by its external ID) or suite (by its commit) reports,
-    of repositories connected through this installation only."""
+    of repositories connected through this installation only, reported on the repository the
+    delivery names (a fork sharing the commit is another repository)."""
     query = (
         select(PipelineRun)
         .join(Repository, Repository.project_id == PipelineRun.project_id)
@@ -123,6 +129,7 @@ async def _rerequested_runs(
         .where(
             GitProviderConnection.installation_id == installation_id,
             PipelineRun.metadata_[METADATA_KEY].isnot(None),
+            PipelineRun.metadata_["forge"]["repository"].astext == _repository_name(payload),
         )
     )
     holder = payload.get(event)

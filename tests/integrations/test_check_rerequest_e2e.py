@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from core.integrations import app_deliveries, deliveries
 from db.models.integrations import WebhookPayload
@@ -144,6 +144,12 @@ async def test_check_run_rerequest_reruns_from_failed_stage_once(
             "repository": {"full_name": "acme/widgets"},
         }
         other = await other_installation(session_maker, installation)
+        async with session_scope(session_maker) as session:
+            await session.execute(
+                update(GitProviderConnection)
+                .where(GitProviderConnection.installation_id == installation)
+                .values(installation_repositories=["acme/widgets", "acme/gadgets"])
+            )
         before = await run_count(session_maker)
         hostile = {
             # Another installation naming this repository: it does not cover it.
@@ -154,6 +160,8 @@ async def test_check_run_rerequest_reruns_from_failed_stage_once(
                 "installation": {"id": other},
                 "repository": {"full_name": "rival/app"},
             },
+            # This installation's other repository, naming this run: not that repository's.
+            "another repository": {**rerequest, "repository": {"full_name": "acme/gadgets"}},
             "unknown check run": {
                 **rerequest,
                 "check_run": {"external_id": str(uuid.uuid4()), "head_sha": head},
