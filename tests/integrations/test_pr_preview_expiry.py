@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -82,6 +83,12 @@ async def short_lifetime(
     )
 
 
+async def settled(client: Client, connected: Connected, number: int) -> None:
+    """Until the pull request's report has no pass left (none outlives its test's forge)."""
+    report = pull_request_report_workflow_id(str(connected.project_id), number)
+    await client.get_workflow_handle(report).result()
+
+
 async def test_an_expired_preview_edits_its_comment_in_place(
     api_client,
     temporal_client: Client,
@@ -101,8 +108,7 @@ async def test_an_expired_preview_edits_its_comment_in_place(
             api_client, temporal_client, connected, pull("opened", 12, head, base), "pull_request"
         )
         await comment_says(forge, 12, head[:12], "success")
-        report = pull_request_report_workflow_id(str(connected.project_id), 12)
-        await temporal_client.get_workflow_handle(report).result()
+        await settled(temporal_client, connected, 12)
         env = await preview_of(session_maker, connected, 12)
         assert env.url and "short-lived" in (await get_app(pr_settings, env.url)).text
         [before] = forge.comments_on(thread)
@@ -133,6 +139,7 @@ async def test_an_expired_preview_edits_its_comment_in_place(
         ]
         assert (await preview_of(session_maker, connected, 12)).status == "deleted"
         assert "short-lived" not in (await get_app(pr_settings, env.url)).text
+        await settled(temporal_client, connected, 12)
     assert len(forge.comments_on(thread)) == 1
     created = [r for r in forge.received if r.method == "POST" and "/comments" in r.path]
     assert len(created) == 1
@@ -284,10 +291,7 @@ async def test_an_expiry_during_a_push_keeps_the_push_preview(
             temporal_client, env, tracked.connected.org_id, 0.2, task_queue
         )
 
-        async def refused() -> bool:
-            return await teardown_refused(lifetime)
-
-        await wait_for(refused, timeout=30)
+        await wait_for(functools.partial(teardown_refused, lifetime), timeout=30)
         # Nothing was torn down and the lifetime waits again.
         assert (await lifetime.describe()).status == WorkflowExecutionStatus.RUNNING
         async with session_maker() as session:
@@ -306,8 +310,9 @@ async def test_an_expiry_during_a_push_keeps_the_push_preview(
         await goes_live(session_maker, push, pushed)
         await pr_reports.request_for_run(session_maker, temporal_client, push.id)
         await comment_says(forge, 21, env.url, SHA_B[:12])
+        await settled(temporal_client, tracked.connected, 21)
         [comment] = forge.comments_on(thread)
-        assert "expired" not in comment.body
+        assert "expired" not in comment.body and env.url in comment.body
 
 
 class GatedTeardown:
@@ -370,10 +375,7 @@ async def test_a_push_after_the_expiry_took_the_lock_gets_its_preview_back(
         push = await pull_request_run(session_maker, pr_settings, tracked, "running")
         pushing = asyncio.create_task(deploy(session_maker, tracked, push, SHA_B, "building"))
 
-        async def waiting() -> bool:
-            return await lock_awaited(session_maker)
-
-        await wait_for(waiting, timeout=30)
+        await wait_for(functools.partial(lock_awaited, session_maker), timeout=30)
         assert not pushing.done()
         gated.go.set()
         await expiry
@@ -388,5 +390,6 @@ async def test_a_push_after_the_expiry_took_the_lock_gets_its_preview_back(
         await goes_live(session_maker, push, pushed)
         await pr_reports.request_for_run(session_maker, temporal_client, push.id)
         await comment_says(forge, 22, env.url, SHA_B[:12])
+        await settled(temporal_client, tracked.connected, 22)
         [comment] = forge.comments_on(thread)
-        assert "expired" not in comment.body
+        assert "expired" not in comment.body and env.url in comment.body
