@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make the build sandbox work on this machine: bubblewrap (namespaces), socat (the in-sandbox
 # forwarder to the egress proxy), util-linux (setpriv), iproute2 (test network
-# namespaces). Checks that a trivial sandbox runs. Idempotent; used by `make run`, `make test`, CI.
+# namespaces), python3-venv (virtualenvs of Python stages). Checks that a trivial sandbox runs.
+# Idempotent; used by `make run`, `make test`, CI.
 set -euo pipefail
 
 log() { echo "ensure-sandbox: $*" >&2; }
@@ -11,6 +12,8 @@ command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v socat >/dev/null 2>&1 || need+=(socat)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# Python stages make their virtualenvs with the host's python3 (venv + ensurepip).
+/usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing ${need[*]} and not root: install them, or the sandbox runner is unavailable"

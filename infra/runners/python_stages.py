@@ -96,14 +96,16 @@ def setup_script(install: PythonInstall, base: str, script: str) -> str:
     )
 
 
-def python_environment(base: str, config: SandboxConfig) -> dict[str, str]:
-    """The virtualenv first on PATH, pip quiet about itself and never prompting; the operator's
-    package index (a registry mirror) for pip and uv when one is configured, and the host's
-    trust store when no CA is (the runner sets the operator's CA variables itself)."""
+def python_environment(install: PythonInstall, base: str, config: SandboxConfig) -> dict[str, str]:
+    """The virtualenv first on PATH, the image's Python for uv's own environments too (`uv
+    sync` would take the first system Python), pip quiet about itself and never prompting; the
+    operator's package index (a registry mirror) for pip and uv when one is configured, and the
+    host's trust store when no CA is (the runner sets the operator's CA variables itself)."""
     home = f"{SANDBOX_WORKSPACE}/{SANDBOX_DIR}/home"
     env = {
         "PATH": f"{base}/venv/bin:{base}/shims:{home}/.local/bin:{STANDARD_PATH}",
         "VIRTUAL_ENV": f"{base}/venv",
+        "UV_PYTHON": str(install.executable),
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PIP_NO_INPUT": "1",
     }
@@ -133,7 +135,9 @@ def prepare_python_stage(
     if choice.install is None:
         return PythonStage(process, warning.encode(), notes)
     base = stage_base(process.name)
-    env = python_environment(base, config) | process.env  # the stage's own variables win
+    env = (
+        python_environment(choice.install, base, config) | process.env
+    )  # the stage's own variables win
     opening = (
         f"{warning}forgeline: Python {choice.install.version} for image {request.image}, "
         f"in a new virtualenv first on PATH ({base}/venv)\n"

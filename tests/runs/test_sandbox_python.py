@@ -156,13 +156,17 @@ async def test_a_version_the_host_lacks_is_said_first_and_recorded(
     assert expected is not None
     out = Collected()
     outcome = await runner.run(
-        python_stage(tmp_path / "ws", "python -V", image="python:3.99", network=False), out
+        python_stage(
+            tmp_path / "ws", 'python -V && "$UV_PYTHON" -V', image="python:3.99", network=False
+        ),
+        out,
     )
     assert outcome.exit_code == 0, out.text
     first = out.text.splitlines()[0]
     assert first.startswith("forgeline: warning: image python:3.99 asks for Python 3.99"), first
     assert f"runs with Python {expected.version} instead" in first
-    assert f"Python {expected.version}" in out.text.splitlines()[-1]
+    # The virtualenv's Python, and the one uv makes its own environments with.
+    assert out.text.splitlines()[-2:] == [f"Python {expected.version}"] * 2, out.text
     assert len(outcome.notes) == 1 and "Python 3.99" in outcome.notes[0]
 
 
