@@ -80,7 +80,8 @@ def setup_script(install: PythonInstall, base: str, script: str) -> str:
     tools = " ".join(ON_DEMAND_TOOLS)
     return (
         f"fl_base={q(base)}\n"
-        'mkdir -p "$fl_base/shims" "$fl_base/tools" || exit 125\n'
+        # Whatever an earlier process of this name left (a crashed worker's) goes first.
+        'rm -rf "$fl_base" && mkdir -p "$fl_base/shims" "$fl_base/tools" || exit 125\n'
         f'{q(str(install.executable))} -m venv "$fl_base/venv" || {{ echo "forgeline: could '
         f"not create the stage's virtualenv with Python {install.version}\" >&2; "
         f"exit {SETUP_EXIT}; }}\n"

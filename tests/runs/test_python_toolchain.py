@@ -35,6 +35,8 @@ HOST = (
         ("python", None, None),
         ("python:latest", None, None),
         ("ghcr.io/astral-sh/uv:python3.12-bookworm-slim", 3, 12),
+        # Only ever read, never run: what follows the version is no command.
+        ("python:3.11 $(touch pwned); `id`", 3, 11),
     ],
 )
 def test_python_images_are_read_as_versions(

@@ -1,0 +1,105 @@
+"""Python stages against hostile builds and interrupted ones, in the real sandbox: a link the
+build leaves where its virtualenvs live is never followed by the host's clean-up, a half-made
+virtualenv of a crashed process is not reused, and a stage stopped mid-way leaves none behind."""
+
+from __future__ import annotations
+
+import shlex
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from infra.runners import StageProcess
+from infra.runners.python_stages import VENVS, setup_script, stage_base
+from infra.runners.python_toolchain import PythonInstall
+from infra.runners.sandbox_runner import SandboxRunner
+from infra.runners.sandbox_workspace import SANDBOX_DIR
+from tests.runs.helpers import Collected
+from tests.runs.sandbox import sandbox_runner
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+async def runner(tmp_path: Path) -> AsyncIterator[SandboxRunner]:
+    runner = sandbox_runner(tmp_path / "state")
+    yield runner
+    await runner.close()
+
+
+def python_stage(root: Path, script: str, *, timeout: float = 120) -> StageProcess:
+    return StageProcess(
+        name=f"fl-{uuid.uuid4().hex[:12]}-python-1",
+        script=script,
+        workspace=root,
+        root=root,
+        timeout_seconds=timeout,
+        image="python:3.11",
+    )
+
+
+async def test_a_link_left_where_the_venvs_live_is_not_followed_by_the_clean_up(
+    runner: SandboxRunner, tmp_path: Path
+) -> None:
+    """The stage swaps its virtualenvs directory for a link to a host directory holding a
+    directory of the stage's name: the host's removal after the stage leaves it alone."""
+    process = python_stage(tmp_path / "ws", "")
+    victim = tmp_path / "victim"
+    (victim / process.name).mkdir(parents=True)
+    (victim / process.name / "keep").write_text("host data")
+    venvs = f"/workspace/{SANDBOX_DIR}/{VENVS}"
+    script = f"rm -rf {venvs} && ln -s {victim} {venvs} && echo swapped"
+    process = StageProcess(**{**process.__dict__, "script": script})
+    out = Collected()
+    outcome = await runner.run(process, out)
+    assert outcome.exit_code == 0, out.text
+    assert "swapped" in out.text
+    assert (victim / process.name / "keep").read_text() == "host data"
+
+
+async def test_a_crashed_processs_half_made_venv_is_not_reused(
+    runner: SandboxRunner, tmp_path: Path
+) -> None:
+    root = tmp_path / "ws"
+    process = python_stage(root, "")
+    script = (
+        'test -e "$VIRTUAL_ENV/lib/leftover" && echo reused || echo clean; '
+        "python -c 'import sys; print(sys.prefix)'"
+    )
+    process = StageProcess(**{**process.__dict__, "script": script})
+    leftover = root / SANDBOX_DIR / VENVS / process.name / "venv"
+    (leftover / "lib").mkdir(parents=True)
+    (leftover / "lib" / "leftover").write_text("from a crashed worker")
+    (leftover / "pyvenv.cfg").write_text("home = /nonexistent\n")
+    out = Collected()
+    outcome = await runner.run(process, out)
+    assert outcome.exit_code == 0, out.text
+    assert "clean" in out.text and "reused" not in out.text
+    assert f"{stage_base(process.name)}/venv" in out.text
+    assert not (root / SANDBOX_DIR / VENVS / process.name).exists()
+
+
+async def test_a_stage_stopped_mid_way_leaves_no_venv(
+    runner: SandboxRunner, tmp_path: Path
+) -> None:
+    root = tmp_path / "ws"
+    process = python_stage(root, "echo started; sleep 120", timeout=30)
+    out = Collected()
+    outcome = await runner.run(process, out)
+    assert outcome.timed_out, out.text
+    assert "started" in out.text
+    assert not (root / SANDBOX_DIR / VENVS / process.name).exists()
+
+
+@pytest.mark.parametrize(
+    "script", ["echo 'it''s' \"$0\"", "exit 7", "printf '%s\\n' \"$(printf 'a\\tb')\"; #'"]
+)
+def test_the_stages_own_script_reaches_its_shell_unchanged(script: str) -> None:
+    """The stage's script is one quoted word of the setup: whatever it holds runs as written,
+    never as part of the setup."""
+    install = PythonInstall("3.11.2", Path("/usr/bin/python3.11"))
+    setup = setup_script(install, stage_base("fl-x-test-1"), script)
+    last = setup.rstrip("\n").splitlines()[-1]
+    assert shlex.split(last) == ["exec", "/bin/sh", "-c", script]
