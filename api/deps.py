@@ -30,6 +30,7 @@ from core.accounts.scopes import (
     PROJECTS_WRITE,
 )
 from core.audit.origin import Origin
+from core.driver import hold_read_connection
 from core.principal import Principal
 from forgeline.errors import Forbidden, Unauthorized
 from forgeline.settings import Settings
@@ -76,7 +77,15 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             if request.method in _READ_ONLY_METHODS:
                 # Reads need no BEGIN/COMMIT round trips: each statement runs in its own
                 # implicit transaction (asyncpg autocommit), as a raw asyncpg query would.
-                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+                connection = await session.connection(
+                    execution_options={"isolation_level": "AUTOCOMMIT"}
+                )
+                await hold_read_connection(session, connection)
+                yield session
+                # Each statement committed itself; only ORM changes left pending need a flush.
+                if session.new or session.dirty or session.deleted:
+                    await session.commit()
+                return
             yield session
             await session.commit()
         except BaseException:

@@ -6,12 +6,14 @@ as a DBAPIError with `connection_invalidated`), so the API maps them as before."
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import asyncpg
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import ClauseElement
 
 from db.session import database_unavailable
@@ -33,12 +35,58 @@ class DriverStatement:
         return [params[name] if name in params else self._bound[name] for name in self._names]
 
 
-async def driver_fetch(connection: AsyncConnection, sql: str, *args: Any) -> list[asyncpg.Record]:
-    """`sql` on `connection`'s asyncpg connection (inside its transaction, if one is open)."""
-    raw = await connection.get_raw_connection()
+@dataclass(frozen=True)
+class HeldConnection:
+    """A SQLAlchemy connection with its pooled DBAPI connection, looked up once."""
+
+    connection: AsyncConnection
+    raw: PoolProxiedConnection
+
+    @property
+    def usable(self) -> bool:
+        return not (self.connection.closed or self.connection.invalidated)
+
+
+# session.info key: the autocommit connection a read-only request holds for its whole duration.
+_READ_CONNECTION = "forgeline.read_connection"
+
+
+async def hold_read_connection(session: AsyncSession, connection: AsyncConnection) -> None:
+    """Remember the autocommit connection a read-only request's session holds (api.deps), so
+    the request's hot statements skip looking it up again (each lookup is a greenlet switch)."""
+    session.info[_READ_CONNECTION] = HeldConnection(
+        connection, await connection.get_raw_connection()
+    )
+
+
+def read_connection(session: AsyncSession) -> HeldConnection | None:
+    """The held autocommit connection, while the session still holds it (a commit or rollback
+    in the middle of the request gives it back to the pool: then None)."""
+    held = session.info.get(_READ_CONNECTION)
+    return held if isinstance(held, HeldConnection) and held.usable else None
+
+
+async def driver_fetch(
+    connection: AsyncConnection | HeldConnection, sql: str, *args: Any
+) -> list[asyncpg.Record]:
+    """`sql` on the asyncpg connection under `connection` (inside its transaction, if one is
+    open)."""
+    if isinstance(connection, HeldConnection):
+        raw = connection.raw
+        connection = connection.connection
+    else:
+        raw = await connection.get_raw_connection()
     driver = cast(asyncpg.Connection, raw.driver_connection)
+    # Listeners of the engine's cursor events (statement capture, tracing) see these statements
+    # as they see SQLAlchemy's own; without listeners this costs one attribute check.
+    sync = connection.sync_connection
+    observed = sync if sync is not None and (sync._has_events or sync.engine._has_events) else None
+    if observed is not None:
+        observed.dispatch.before_cursor_execute(observed, None, sql, args, None, False)
     try:
         records: list[asyncpg.Record] = await driver.fetch(sql, *args)
+        if observed is not None:
+            observed.dispatch.after_cursor_execute(observed, None, sql, args, None, False)
         return records
     except Exception as exc:
         lost = database_unavailable(exc) or driver.is_closed()
@@ -55,6 +103,6 @@ async def driver_rows(
     session: AsyncSession, statement: DriverStatement, params: Mapping[str, Any]
 ) -> Sequence[dict[str, Any]]:
     """A prebuilt statement's rows, as dicts, on the session's connection."""
-    connection = await session.connection()
+    connection = read_connection(session) or await session.connection()
     records = await driver_fetch(connection, statement.sql, *statement.args(params))
     return [dict(record) for record in records]

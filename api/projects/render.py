@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import RowMapping
-
 from api.projects.schemas import EnvironmentOut, ProjectOut, RepositoryOut
 from core.projects.configs import environment_config_data, project_config_data
 from db.models.projects import Environment, Project, Repository
@@ -17,7 +15,7 @@ _ENVIRONMENT_FIELDS = tuple(name for name in EnvironmentOut.model_fields if name
 
 
 def _row_data(
-    row: Project | Environment | RowMapping,
+    row: Project | Environment | Mapping[str, Any],
     fields: tuple[str, ...],
     masked_config: Callable[[Any], dict[str, Any]],
 ) -> dict[str, Any]:
@@ -31,20 +29,20 @@ def _row_data(
     return data
 
 
-def project_data(row: Project | RowMapping) -> dict[str, Any]:
+def project_data(row: Project | Mapping[str, Any]) -> dict[str, Any]:
     """Response data of a project (secrets masked), from an ORM object or a Core row."""
     return _row_data(row, _PROJECT_FIELDS, project_config_data)
 
 
-def project_out(row: Project | RowMapping) -> ProjectOut:
+def project_out(row: Project | Mapping[str, Any]) -> ProjectOut:
     return ProjectOut.model_validate(project_data(row))
 
 
-def environment_data(row: Environment | RowMapping) -> dict[str, Any]:
+def environment_data(row: Environment | Mapping[str, Any]) -> dict[str, Any]:
     return _row_data(row, _ENVIRONMENT_FIELDS, environment_config_data)
 
 
-def environment_out(row: Environment | RowMapping) -> EnvironmentOut:
+def environment_out(row: Environment | Mapping[str, Any]) -> EnvironmentOut:
     return EnvironmentOut.model_validate(environment_data(row))
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.accounts.rate_limit import WindowCount
-from core.driver import driver_fetch
+from core.driver import HeldConnection, driver_fetch
 
 _RESOLVE_AND_COUNT = """
 WITH cred AS (
@@ -64,7 +64,7 @@ class KeyLookup:
 
 
 async def resolve_and_count(
-    connection: AsyncConnection, prefix: str, key_hash: str
+    connection: AsyncConnection | HeldConnection, prefix: str, key_hash: str
 ) -> KeyLookup | None:
     """None when no key has `prefix`. `connection` must not hold the request's transaction
     open: the window row's lock lasts this one statement."""

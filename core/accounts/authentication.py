@@ -14,6 +14,7 @@ from core.accounts.context import utcnow
 from core.accounts.rate_limit import ApiKeyRateLimiter, LastUsedThrottle
 from core.accounts.repository import session_auth_row
 from core.accounts.scopes import effective_scopes
+from core.driver import HeldConnection, read_connection
 from core.principal import Principal
 from forgeline.errors import RateLimited, Unauthorized
 from forgeline.statuses.accounts import OrgRole
@@ -37,11 +38,17 @@ async def authenticate_bearer(
 
 
 @contextlib.asynccontextmanager
-async def _autocommit(session: AsyncSession) -> AsyncIterator[AsyncConnection]:
+async def _autocommit(
+    session: AsyncSession,
+) -> AsyncIterator[AsyncConnection | HeldConnection]:
     """Where an API key is looked up and counted: the session's connection when it is in
     autocommit (reads), else a pooled autocommit connection of its own, returned before the
     session takes one (a request then never holds two). Either way the rate-limit row lock
     lasts one statement, never the request."""
+    held = read_connection(session)
+    if held is not None:
+        yield held
+        return
     if session.in_transaction():
         connection = await session.connection()
         if connection.sync_connection is not None and (

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -119,7 +119,7 @@ async def list_environments(
     env_type: str | None,
     cursor: str | None,
     limit: int,
-) -> Sequence[RowMapping]:
+) -> Sequence[Mapping[str, Any]]:
     """A page (limit + 1 rows, newest first) of the project's environments; another
     organization's project is a 404."""
     rows = await queries.list_environments(
@@ -150,7 +150,7 @@ async def _require_environment(
 
 async def get_environment(
     session: AsyncSession, principal: Principal, environment_id: uuid.UUID
-) -> RowMapping:
+) -> Mapping[str, Any]:
     return found(
         await queries.get_environment_row(session, principal.organization_id, environment_id),
         "environment",

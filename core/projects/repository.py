@@ -7,12 +7,13 @@ List queries are Core selects (hot lists pay for no ORM identity map), shaped fo
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
-from sqlalchemy import RowMapping, Select, bindparam, func, or_, select
+from sqlalchemy import Select, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.driver import DriverStatement, driver_rows
 from core.queries import core_execute, paginate
 from db.models.projects import Environment, Project, Repository
 from forgeline.statuses.deployments import DeploymentStatus
@@ -23,7 +24,9 @@ ENVIRONMENT_COLUMNS = tuple(Environment.__table__.c)
 _projects = Project.__table__
 _environments = Environment.__table__
 
-# Hot single-row reads: built once (bind parameters), run as Core on the request connection.
+# Hot single-row reads and the unfiltered first page of each list (by far the most requested
+# shape): built once with bind parameters, compiled once for asyncpg, and sent through the
+# request connection's driver (core/driver.py). Rows come back as dicts.
 _GET_PROJECT_ROW = select(*PROJECT_COLUMNS).where(
     _projects.c.id == bindparam("project_id"),
     _projects.c.organization_id == bindparam("organization_id"),
@@ -37,8 +40,7 @@ _GET_ENVIRONMENT_ROW = (
     )
 )
 
-# The unfiltered first page of each list (by far the most requested shape), built once; the
-# same statement paginate() would build, with the tenant and the limit as bind parameters.
+# The first pages: the same statements paginate() would build, tenant and limit as parameters.
 _FIRST_PROJECTS_PAGE = (
     select(*PROJECT_COLUMNS)
     .where(
@@ -60,6 +62,12 @@ _FIRST_ENVIRONMENTS_PAGE = (
 )
 
 
+_GET_PROJECT = DriverStatement(_GET_PROJECT_ROW)
+_GET_ENVIRONMENT = DriverStatement(_GET_ENVIRONMENT_ROW)
+_FIRST_PROJECTS = DriverStatement(_FIRST_PROJECTS_PAGE)
+_FIRST_ENVIRONMENTS = DriverStatement(_FIRST_ENVIRONMENTS_PAGE)
+
+
 def _escape_like(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -74,10 +82,10 @@ async def list_projects(
     search: str | None,
     cursor: str | None,
     limit: int,
-) -> Sequence[RowMapping]:
+) -> Sequence[Mapping[str, Any]]:
     if (status, project_type, framework, search, cursor) == (None, None, None, None, None):
         params = {"organization_id": organization_id, "fetch": limit + 1}
-        return (await core_execute(session, _FIRST_PROJECTS_PAGE, params)).mappings().all()
+        return await driver_rows(session, _FIRST_PROJECTS, params)
     c = _projects.c  # table columns: a plain Core statement, no ORM compile state
     stmt: Select[Any] = select(*PROJECT_COLUMNS).where(c.organization_id == organization_id)
     if status is not None:
@@ -97,8 +105,8 @@ async def list_projects(
             )
         )
     stmt = paginate(stmt, c.created_at, c.id, cursor=cursor, limit=limit)
-    rows: Sequence[RowMapping] = (await core_execute(session, stmt)).mappings().all()
-    return rows
+    rows = (await core_execute(session, stmt)).mappings().all()
+    return cast(Sequence[Mapping[str, Any]], rows)
 
 
 async def get_project(
@@ -118,9 +126,10 @@ async def get_project(
 
 async def get_project_row(
     session: AsyncSession, organization_id: uuid.UUID, project_id: uuid.UUID
-) -> RowMapping | None:
+) -> Mapping[str, Any] | None:
     params = {"project_id": project_id, "organization_id": organization_id}
-    return (await core_execute(session, _GET_PROJECT_ROW, params)).mappings().one_or_none()
+    rows = await driver_rows(session, _GET_PROJECT, params)
+    return rows[0] if rows else None
 
 
 async def project_exists(
@@ -170,12 +179,12 @@ async def list_environments(
     env_type: str | None,
     cursor: str | None,
     limit: int,
-) -> Sequence[RowMapping]:
+) -> Sequence[Mapping[str, Any]]:
     # The join re-checks the tenant even though the caller already loaded the project: a list
     # must never be the one query that forgot it.
     if env_type is None and cursor is None:
         params = {"project_id": project_id, "organization_id": organization_id, "fetch": limit + 1}
-        return (await core_execute(session, _FIRST_ENVIRONMENTS_PAGE, params)).mappings().all()
+        return await driver_rows(session, _FIRST_ENVIRONMENTS, params)
     e, p = _environments.c, _projects.c
     stmt: Select[Any] = (
         select(*ENVIRONMENT_COLUMNS)
@@ -185,8 +194,8 @@ async def list_environments(
     if env_type is not None:
         stmt = stmt.where(e.env_type == env_type)
     stmt = paginate(stmt, e.created_at, e.id, cursor=cursor, limit=limit)
-    rows: Sequence[RowMapping] = (await core_execute(session, stmt)).mappings().all()
-    return rows
+    rows = (await core_execute(session, stmt)).mappings().all()
+    return cast(Sequence[Mapping[str, Any]], rows)
 
 
 async def get_environment(
@@ -202,9 +211,10 @@ async def get_environment(
 
 async def get_environment_row(
     session: AsyncSession, organization_id: uuid.UUID, environment_id: uuid.UUID
-) -> RowMapping | None:
+) -> Mapping[str, Any] | None:
     params = {"environment_id": environment_id, "organization_id": organization_id}
-    return (await core_execute(session, _GET_ENVIRONMENT_ROW, params)).mappings().one_or_none()
+    rows = await driver_rows(session, _GET_ENVIRONMENT, params)
+    return rows[0] if rows else None
 
 
 async def environment_name_taken(

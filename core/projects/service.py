@@ -4,10 +4,10 @@ mutation writes exactly one audit row in the caller's transaction."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -127,7 +127,7 @@ async def list_projects(
     search: str | None,
     cursor: str | None,
     limit: int,
-) -> Sequence[RowMapping]:
+) -> Sequence[Mapping[str, Any]]:
     """A page (limit + 1 rows, newest first) of the organization's projects; archived ones
     only when asked for by status."""
     return await queries.list_projects(
@@ -144,7 +144,7 @@ async def list_projects(
 
 async def get_project(
     session: AsyncSession, principal: Principal, project_id: uuid.UUID
-) -> RowMapping:
+) -> Mapping[str, Any]:
     return found(
         await queries.get_project_row(session, principal.organization_id, project_id),
         "project",
