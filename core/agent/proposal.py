@@ -102,6 +102,40 @@ def _deploy_commands(
             )
 
 
+# The manifests that key a dependency cache when the repository commits no lockfile, by package
+# manager (else by language). The runner hashes those that exist.
+MANIFESTS = {
+    "npm": ("package.json",),
+    "pnpm": ("package.json", "pnpm-workspace.yaml"),
+    "yarn": ("package.json",),
+    "bun": ("package.json",),
+    "pip": ("requirements.txt", "pyproject.toml", "setup.py", "setup.cfg"),
+    "poetry": ("pyproject.toml",),
+    "uv": ("pyproject.toml",),
+    "pipenv": ("Pipfile",),
+}
+LANGUAGE_MANIFESTS = {
+    "javascript": MANIFESTS["npm"],
+    "typescript": MANIFESTS["npm"],
+    "python": MANIFESTS["pip"],
+    "go": ("go.mod",),
+    "rust": ("Cargo.toml",),
+    "ruby": ("Gemfile",),
+    "php": ("composer.json",),
+}
+
+
+def cache_key_files(app: AppDetection, root_lockfiles: list[str]) -> list[str]:
+    """What keys the stages' shared dependency cache: the lockfiles, else the manifests. Every
+    stage of the app then has the same key, so the first to finish saves it and the others
+    restore it (one stage's name per key made each stage, each matrix leg, save its own copy)."""
+    if app.lockfiles or root_lockfiles:
+        return app.lockfiles or root_lockfiles
+    names = MANIFESTS.get(app.package_manager or "") or LANGUAGE_MANIFESTS.get(app.language, ())
+    base = PurePosixPath(app.path or ".")
+    return [str(base / name) for name in names]
+
+
 # Toolchains whose image follows a matrix variable: image repository -> variable.
 MATRIX_VARIABLES = {"python": "PYTHON_VERSION", "node": "NODE_VERSION"}
 
@@ -163,6 +197,7 @@ def propose_pipeline(
         if root_install and analysis.workspace_install_command and not app.install_command:
             up = "/".join([".."] * len(PurePosixPath(workdir).parts)) or "."
             setup = [f"(cd {up} && {analysis.workspace_install_command})"]
+        key_files = cache_key_files(app, root_lockfiles)
         if app.install_command:
             previous = [
                 add(
@@ -173,7 +208,7 @@ def propose_pipeline(
                         image=app.image,
                         working_directory=workdir,
                         cache_paths=app.cache_paths,
-                        cache_key_files=app.lockfiles or root_lockfiles,
+                        cache_key_files=key_files,
                         timeout_seconds=900,
                     )
                 )
@@ -193,7 +228,7 @@ def propose_pipeline(
                         working_directory=workdir,
                         depends_on=previous,
                         cache_paths=app.cache_paths,
-                        cache_key_files=app.lockfiles or root_lockfiles,
+                        cache_key_files=key_files,
                         timeout_seconds=600,
                     )
                 )
@@ -213,7 +248,7 @@ def propose_pipeline(
                         working_directory=workdir,
                         depends_on=previous,
                         cache_paths=app.cache_paths,
-                        cache_key_files=app.lockfiles or root_lockfiles,
+                        cache_key_files=key_files,
                         env={"CI": "true", **app.service_env},
                         timeout_seconds=1200,
                     )
@@ -242,7 +277,7 @@ def propose_pipeline(
                         working_directory=workdir,
                         depends_on=checks or previous,
                         cache_paths=build_caches,
-                        cache_key_files=app.lockfiles or root_lockfiles,
+                        cache_key_files=key_files,
                         artifact_paths=artifact,
                         timeout_seconds=max(600, app.estimated_build_seconds * 4),
                     )
