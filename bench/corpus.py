@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -295,6 +296,8 @@ async def run_corpus(todo: list[CorpusRepo], cache: Path, args: argparse.Namespa
 
     # As worker.py does: stage processes are children of this process.
     watch_children_with_pidfd()
+    # `kill -USR1 <pid>` prints where every task of this process waits (a stuck repository).
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     # The run's own state (Temporal, Postgres, runner, objects) beside the cache, not in /tmp.
     (cache / "runs").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=cache / "runs"))
@@ -356,6 +359,11 @@ async def run_corpus(todo: list[CorpusRepo], cache: Path, args: argparse.Namespa
             ctx.close()
         temporal.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _dump_tasks() -> None:
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=sys.stderr)
 
 
 def _report_stopped(task: asyncio.Task[None]) -> None:
