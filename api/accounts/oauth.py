@@ -1,28 +1,78 @@
 """/v1/auth/oauth routes: sign in with GitHub or GitLab (authorization code + PKCE + state),
-and linking a forge account to the signed-in user."""
+and linking a forge account to the signed-in user. The start (and link) response gives the
+calling browser the request's binding cookie; the callback completes only with it."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, StringConstraints
 
 from api.accounts import render
 from api.accounts.schemas import RequestModel, SessionOut, TotpCode
 from api.console.auth import secure_cookies, set_session_cookie
+from api.console.pages import error_page
 from api.deps import AccountContextDep, SessionDep, SessionPrincipalDep, SettingsDep
 from core.accounts import oauth
+from forgeline.errors import DomainError
 
 router = APIRouter(tags=["auth"])
 Provider = Literal["github", "gitlab"]
 # Set by a browser sign-in started from the console's buttons.
 CONSOLE_MARKER = "forgeline_oauth_console"
+# Holds the binding secret of the browser's pending request. Scoped to the callback path, so
+# `__Host-` (which requires Path=/) does not apply; `__Secure-` does behind https.
+BINDING_COOKIE = "forgeline_oauth_binding"
+
+
+def callback_path(provider: str) -> str:
+    return f"/v1/auth/oauth/{provider}/callback"
+
+
+def binding_cookie_name(request: Request) -> str:
+    return f"__Secure-{BINDING_COOKIE}" if secure_cookies(request) else BINDING_COOKIE
+
+
+def set_binding_cookie(
+    request: Request, response: Response, provider: str, started: oauth.AuthorizationRequest
+) -> None:
+    """The secret only the starting browser holds; one pending request per browser and forge
+    (a newer start replaces it)."""
+    response.set_cookie(
+        binding_cookie_name(request),
+        started.binding,
+        max_age=int(oauth.STATE_TTL.total_seconds()),
+        path=callback_path(provider),
+        httponly=True,
+        samesite="lax",
+        secure=secure_cookies(request),
+    )
+
+
+def clear_binding_cookie(request: Request, response: Response, provider: str) -> None:
+    response.delete_cookie(
+        binding_cookie_name(request),
+        path=callback_path(provider),
+        httponly=True,
+        secure=secure_cookies(request),
+        samesite="lax",
+    )
+
+
+def _browser(request: Request) -> bool:
+    """A browser that navigated here (the console's buttons, or a page's link)."""
+    return bool(request.cookies.get(CONSOLE_MARKER)) or "text/html" in request.headers.get(
+        "accept", ""
+    )
 
 
 class AuthorizationOut(BaseModel):
-    """Send the browser here; the forge comes back to the callback."""
+    """Send the browser here; the forge comes back to the callback, which completes only in the
+    client that received this answer (it carries the request's binding cookie, set on the
+    callback path): a browser calling this API, or a script that keeps the cookie and requests
+    the callback URL itself."""
 
     authorization_url: str
 
@@ -53,17 +103,20 @@ async def providers(settings: SettingsDep) -> ProvidersOut:
 async def start(
     provider: Provider,
     request: Request,
+    response: Response,
     session: SessionDep,
     settings: SettingsDep,
     organization: Annotated[str | None, Query(max_length=100)] = None,
     redirect: bool = False,
 ) -> AuthorizationOut | RedirectResponse:
-    """A sign-in request: the forge's authorization URL (or a redirect to it)."""
-    url = await oauth.start(session, settings, provider, organization_slug=organization)
+    """A sign-in request: the forge's authorization URL (or a redirect to it), and the binding
+    cookie the callback requires from this client."""
+    started = await oauth.start(session, settings, provider, organization_slug=organization)
     await session.commit()
     if redirect:
         # A browser (the console's buttons): the callback signs the console in.
-        response = RedirectResponse(url, status_code=302)
+        response = RedirectResponse(started.url, status_code=302)
+        set_binding_cookie(request, response, provider, started)
         response.set_cookie(
             CONSOLE_MARKER,
             "1",
@@ -74,7 +127,8 @@ async def start(
             secure=secure_cookies(request),
         )
         return response
-    return AuthorizationOut(authorization_url=url)
+    set_binding_cookie(request, response, provider, started)
+    return AuthorizationOut(authorization_url=started.url)
 
 
 @router.post(
@@ -84,40 +138,61 @@ async def start(
 async def link(
     provider: Provider,
     body: LinkRequest,
+    request: Request,
+    response: Response,
     session: SessionDep,
     ctx: AccountContextDep,
     principal: SessionPrincipalDep,
 ) -> AuthorizationOut:
     """Link a forge account to the signed-in user, who confirms the account with its password
-    (and TOTP code when enabled); the callback then links instead of signing in."""
-    url = await oauth.start_link(
+    (and TOTP code when enabled); the callback then links instead of signing in, in the
+    client that received this answer's binding cookie."""
+    started = await oauth.start_link(
         session, ctx, provider, principal, password=body.password, totp_code=body.totp_code
     )
     await session.commit()
-    return AuthorizationOut(authorization_url=url)
+    set_binding_cookie(request, response, provider, started)
+    return AuthorizationOut(authorization_url=started.url)
 
 
 @router.get(
     "/auth/oauth/{provider}/callback",
     response_model=None,
-    responses={400: {"description": "State, code or verifier refused"}, 409: {}},
+    responses={
+        400: {"description": "State, code or verifier refused"},
+        403: {"description": "The request was started in another browser (no binding cookie)"},
+        409: {},
+    },
 )
 async def callback(
     provider: Provider,
     request: Request,
+    response: Response,
     session: SessionDep,
     ctx: AccountContextDep,
     code: Annotated[str, Query(max_length=500)] = "",
     state: Annotated[str, Query(max_length=200)] = "",
-) -> OAuthSessionOut | RedirectResponse:
+) -> OAuthSessionOut | RedirectResponse | HTMLResponse:
     """The forge's redirect: signs in (or links) and returns a session (to the console, as its
-    cookie, when the console started the sign-in)."""
-    signed = await oauth.callback(session, ctx, provider, code=code, state=state)
-    await session.commit()
+    cookie, when the console started the sign-in). Only the client holding the request's
+    binding cookie completes it; any other is refused and nothing is written."""
+    binding = request.cookies.get(binding_cookie_name(request))
+    try:
+        signed = await oauth.callback(
+            session, ctx, provider, code=code, state=state, binding=binding
+        )
+        await session.commit()
+    except DomainError as exc:
+        if not _browser(request):
+            raise
+        await session.rollback()
+        return error_page(request, None, exc)
     if request.cookies.get(CONSOLE_MARKER):
         redirect = RedirectResponse("/projects", status_code=303)
         set_session_cookie(request, redirect, signed.token)
         redirect.delete_cookie(CONSOLE_MARKER, path="/v1/auth/oauth")
+        clear_binding_cookie(request, redirect, provider)
         return redirect
+    clear_binding_cookie(request, response, provider)
     out = render.session_out(signed.session, signed.token)
     return OAuthSessionOut(**out.model_dump(), created=signed.created, linked=signed.linked)

@@ -6,11 +6,15 @@ its owner signs in first and links the forge account, giving the account's passw
 code, when enabled) again with the link request: a session alone never links (a stolen or
 forgotten one cannot attach the thief's forge account). The proof is checked and counted as a
 login is, and the request it opens lives ten minutes, so a link completes at most ten minutes
-after its proof."""
+after its proof. Each request is bound to the browser that started it (RFC 6749 10.12): a random
+binding secret goes to that browser as a cookie and its hash is stored with the state, so a
+victim's browser sent to an attacker's authorization URL cannot finish the attacker's sign-in
+or link."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -59,6 +63,14 @@ class OAuthStateInvalid(
 ): ...
 
 
+class OAuthBrowserMismatch(
+    DomainError,
+    status=403,
+    title="Sign-in started in another browser",
+    slug="oauth-browser-mismatch",
+): ...
+
+
 class ForgeSignInFailed(
     DomainError, status=400, title="The forge refused the sign-in", slug="oauth-refused"
 ): ...
@@ -67,6 +79,14 @@ class ForgeSignInFailed(
 class ForgeSignInUnavailable(
     DomainError, status=502, title="The forge did not answer", slug="oauth-forge-unreachable"
 ): ...
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """Where to send the browser, and the binding secret that browser must hold as a cookie."""
+
+    url: str
+    binding: str
 
 
 @dataclass(frozen=True)
@@ -123,23 +143,34 @@ async def start(
     *,
     link_user_id: uuid.UUID | None = None,
     organization_slug: str | None = None,
-) -> str:
-    """A new authorization request; the forge's URL to send the browser to."""
+) -> AuthorizationRequest:
+    """A new authorization request: the forge's URL to send the browser to, and the secret
+    that browser must present (as a cookie) when the forge sends it back."""
     chosen = provider(settings, name)
     state = secrets.token_urlsafe(32)
     verifier = secrets.token_urlsafe(64)
+    binding = secrets.token_urlsafe(32)
+    # Requests abandoned on the forge are never called back: each start drops a few.
+    expired = select(OAuthState.state_hash).where(OAuthState.expires_at < utcnow()).limit(20)
+    await session.execute(
+        delete(OAuthState)
+        .where(OAuthState.state_hash.in_(expired))
+        .execution_options(synchronize_session=False)
+    )
     session.add(
         OAuthState(
             state_hash=_digest(state),
             provider=chosen.name,
             code_verifier_encrypted=encrypt_str(verifier, settings),
+            binding_hash=_digest(binding),
             link_user_id=link_user_id,
             organization_slug=organization_slug,
             expires_at=utcnow() + STATE_TTL,
         )
     )
     await session.flush()
-    return authorization_url(chosen, redirect_uri(settings, chosen.name), state, verifier)
+    url = authorization_url(chosen, redirect_uri(settings, chosen.name), state, verifier)
+    return AuthorizationRequest(url, binding)
 
 
 async def start_link(
@@ -150,7 +181,7 @@ async def start_link(
     *,
     password: str,
     totp_code: str | None,
-) -> str:
+) -> AuthorizationRequest:
     """A link request for the signed-in user, opened only once the account is proven again:
     its password and, when enabled, a TOTP code, counted by the login throttles."""
     settings = ctx.settings
@@ -189,21 +220,38 @@ async def start_link(
     return await start(session, settings, name, link_user_id=proof.user.id)
 
 
-async def _consume(session: AsyncSession, name: str, state: str) -> OAuthState:
-    """The request `state` names, deleted and committed before the code is exchanged: a second
-    callback with the same state (a replay, a concurrent duplicate) finds nothing."""
+async def _consume(session: AsyncSession, name: str, state: str, binding: str | None) -> OAuthState:
+    """The request `state` names, if the browser presents its binding secret; deleted and
+    committed before the code is exchanged, so a second callback with the same state (a
+    replay, a concurrent duplicate) finds nothing. A callback from another browser changes
+    nothing: the request stays for the browser that started it."""
     if not state or len(state) > 200:
         raise OAuthStateInvalid("the state does not match a sign-in request")
-    row = (
+    key = _digest(state)
+    row = await session.scalar(
+        select(OAuthState).where(OAuthState.state_hash == key, OAuthState.provider == name)
+    )
+    if row is None:
+        raise OAuthStateInvalid("the state does not match a sign-in request (or it was used)")
+    if row.expires_at < utcnow():
+        raise OAuthStateInvalid("the sign-in request expired: start it again")
+    presented = _digest(binding) if binding and len(binding) <= 200 else ""
+    if not hmac.compare_digest(presented, row.binding_hash):
+        raise OAuthBrowserMismatch(
+            "This sign-in was not started in this browser (or its cookie is gone): "
+            "start it again from here"
+        )
+    consumed = (
         await session.execute(
             delete(OAuthState)
-            .where(OAuthState.state_hash == _digest(state), OAuthState.provider == name)
-            .returning(OAuthState)
+            .where(OAuthState.state_hash == key, OAuthState.provider == name)
+            .returning(OAuthState.state_hash)
+            .execution_options(synchronize_session=False)
         )
     ).scalar_one_or_none()
     await session.commit()
-    if row is None or row.expires_at < utcnow():
-        raise OAuthStateInvalid("the state does not match a sign-in request (or it expired)")
+    if consumed is None:  # a concurrent callback with the same state consumed it first
+        raise OAuthStateInvalid("the state does not match a sign-in request (or it was used)")
     return row
 
 
@@ -277,12 +325,19 @@ async def _organization(session: AsyncSession, user: User, slug: str | None) -> 
 
 
 async def callback(
-    session: AsyncSession, ctx: AccountContext, name: str, *, code: str, state: str
+    session: AsyncSession,
+    ctx: AccountContext,
+    name: str,
+    *,
+    code: str,
+    state: str,
+    binding: str | None,
 ) -> SignedIn:
+    """The forge's redirect, from the browser holding the request's `binding` secret."""
     settings = ctx.settings
     assert settings is not None
     chosen = provider(settings, name)
-    request = await _consume(session, chosen.name, state)
+    request = await _consume(session, chosen.name, state, binding)
     if not code or len(code) > 500:
         raise ValidationFailed("the callback carries no code")
     verifier = decrypt_str(request.code_verifier_encrypted, settings)

@@ -23,6 +23,8 @@ class OAuthState(Base):
     state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     provider: Mapped[str] = mapped_column(String(20))
     code_verifier_encrypted: Mapped[str] = mapped_column(Text)
+    # SHA-256 of the secret in the starting browser's cookie: the callback must present it.
+    binding_hash: Mapped[str] = mapped_column(String(64))
     # Set when a signed-in user links the forge identity to their account.
     link_user_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE")

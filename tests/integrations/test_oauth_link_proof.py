@@ -145,20 +145,25 @@ async def test_wrong_passwords_spend_the_login_allowance(
 
 
 async def test_one_forge_account_linked_to_two_users_at_once_links_one(
-    api_client, oauth_api, oauth, session_maker
+    app, api_client, oauth_api, oauth, session_maker
 ) -> None:
     for _ in range(3):
         first, second = await signup(api_client), await signup(api_client)
         identity = forge_user()
-        urls = []
-        for owner in (first, second):
-            r = await link(api_client, owner["session"]["token"], {"password": PASSWORD})
-            assert r.status_code == 200, r.text
-            urls.append(r.json()["authorization_url"])
-        grants = [oauth.authorize(url, identity) for url in urls]
-        answers = await asyncio.gather(
-            *(callback(api_client, "github", code, state) for code, state in grants)
-        )
+        # Each user in a browser of their own: the callback needs its start's binding cookie.
+        async with client_at(app) as one, client_at(app) as two:
+            urls = []
+            for owner, browser in ((first, one), (second, two)):
+                r = await link(browser, owner["session"]["token"], {"password": PASSWORD})
+                assert r.status_code == 200, r.text
+                urls.append(r.json()["authorization_url"])
+            grants = [oauth.authorize(url, identity) for url in urls]
+            answers = await asyncio.gather(
+                *(
+                    callback(browser, "github", code, state)
+                    for browser, (code, state) in zip((one, two), grants, strict=True)
+                )
+            )
         assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
         loser = next(r for r in answers if r.status_code == 409)
         assert loser.headers["content-type"].startswith(PROBLEM)
