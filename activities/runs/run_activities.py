@@ -218,7 +218,12 @@ class RunActivities:
         # A run started by a forge event reports `running` on its commit (never raises); the
         # metadata just returned says whether it was one, so other runs read nothing more.
         if "forge" in started.metadata:
-            await announce_run_status(self.temporal, self.session_maker, run_id)
+            await announce_run_status(
+                self.temporal,
+                self.session_maker,
+                run_id,
+                task_queue=self.settings.integrations_task_queue,
+            )
         return started
 
     async def _checkout(self, repo: Repository, workspace: Path, inp: RunStarted) -> str:
@@ -273,7 +278,12 @@ class RunActivities:
         # The slot is released alongside the bookkeeping, not after it: a finished run must
         # never hold a slot, even if the bookkeeping fails (it is retried; releasing twice is
         # harmless).
-        steps: list[Coroutine[Any, Any, object]] = [self._close_run(inp)]
+        # Every stage has ended (or confirmed its cancel): the workspace goes side by side with
+        # the bookkeeping, which never reads it (a retry finds it gone).
+        steps: list[Coroutine[Any, Any, object]] = [
+            self._close_run(inp),
+            finishing.remove_workspace(run_workspace(self.settings, inp.run_id)),
+        ]
         if inp.slot_key is not None:
             steps.append(self.slots.release(inp.slot_key, inp.workflow_id))
         outcomes = await asyncio.gather(*steps, return_exceptions=True)
@@ -284,13 +294,18 @@ class RunActivities:
         assert isinstance(run, run_records.FinishedRun)
         # Once the final status is recorded, side by side (each its own round trips): it goes to
         # the commit of a forge event's run and to the notifications (run.failed, or run.fixed
-        # after a red run on its pipeline and branch; neither raises), and the workspace goes.
+        # after a red run on its pipeline and branch; neither raises).
         # Closing the run returned what decides that neither applies: then nothing is read.
-        after: list[Coroutine[Any, Any, None]] = [
-            finishing.remove_workspace(run_workspace(self.settings, inp.run_id))
-        ]
+        after: list[Coroutine[Any, Any, None]] = []
         if run.forge:
-            after.append(announce_run_status(self.temporal, self.session_maker, inp.run_id))
+            after.append(
+                announce_run_status(
+                    self.temporal,
+                    self.session_maker,
+                    inp.run_id,
+                    task_queue=self.settings.integrations_task_queue,
+                )
+            )
         if finishing.may_notify(run):
             after.append(announce_run(self.temporal, self.session_maker, self.settings, inp.run_id))
         await asyncio.gather(*after)
