@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from activities.runs.attempts import log_object_key, run_workspace
+from activities.runs.attempt_opening import AttemptOpening
+from activities.runs.attempts import log_object_key, run_not_found, run_workspace
 from activities.runs.bookkeeping import ride_out
 from core.runs import artifacts as artifact_files
-from core.runs import stage_records, stage_retries
+from core.runs import short_attempts, stage_records, stage_retries
 from core.runs.failure_classes import FailureClassification, FailureSignals, classify
 from core.runs.log_capture import LogCapture
 from db.session import driver_connection
@@ -42,7 +44,7 @@ class AttemptCloser:
         self,
         inp: StageInput,
         attempt: int,
-        opening: asyncio.Future[stage_records.OpenedAttempt],
+        opening: AttemptOpening,
         capture: LogCapture,
         next_chunk: Callable[[], int],
         status: StageStatus,
@@ -107,16 +109,40 @@ class AttemptCloser:
             warnings=warnings,
             failure=failure,
         )
-        exec_id = (await opening).execution_id  # the row to close exists
+        if not uploaded and opening.take_over():
+            # Ended before its row was opened: one statement opens and closes it.
+            async def open_and_close_row() -> uuid.UUID | None:
+                async with driver_connection(self.session_maker) as conn:
+                    return await short_attempts.open_and_close_attempt(
+                        conn,
+                        run_id=inp.run_id,
+                        stage_name=inp.stage.name,
+                        attempt=attempt,
+                        stage_id=inp.stage.stage_id,
+                        runner=opening.runner,
+                        container_name=opening.container_name,
+                        closed=closed,
+                    )
 
-        async def close_row() -> None:
-            async with driver_connection(self.session_maker) as conn:
-                await stage_records.close_attempt(
-                    conn, run_id=inp.run_id, execution_id=exec_id, attempt=attempt, closed=closed
-                )
+            written = await ride_out("writing a stage attempt", open_and_close_row)
+            if written is None:
+                raise run_not_found(inp.run_id)
+            exec_id = written
+        else:
+            exec_id = (await opening.start()).execution_id  # the row to close exists
 
-        # The commands ran: their outcome is written however long the database takes to return.
-        await ride_out("closing a stage attempt", close_row)
+            async def close_row() -> None:
+                async with driver_connection(self.session_maker) as conn:
+                    await stage_records.close_attempt(
+                        conn,
+                        run_id=inp.run_id,
+                        execution_id=exec_id,
+                        attempt=attempt,
+                        closed=closed,
+                    )
+
+            # The commands ran: their outcome is written however long the database takes.
+            await ride_out("closing a stage attempt", close_row)
         if status == StageStatus.SUCCESS and attempt > 1:
 
             async def mark_flaky() -> None:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.runs.attempt_opening import AttemptOpening
 from activities.runs.attempts import (
     environment_uuid,
     recorded_outcome,
@@ -104,8 +105,11 @@ class StageActivities:
         if stage.deploy_environment_id:
             environment_uuid(stage.deploy_environment_id)
         exec_id = projections.stage_execution_id(inp.run_id, stage.name, attempt)
-        # The attempt's row is opened while the process starts.
-        opening = asyncio.ensure_future(self._open(inp, attempt, name))
+        # The attempt's row is opened while the process runs (unless it ends first: then its
+        # closing statement opens it too).
+        opening = AttemptOpening(
+            lambda: self._open(inp, attempt, name), runner=self.runner.kind, container_name=name
+        )
         # Resolved and decrypted by the control plane for this stage (the deploy environment's
         # variables when it names one): this host holds no key and reads no variables table.
         variables = inp.variables or ResolvedVariables()
@@ -128,7 +132,7 @@ class StageActivities:
 
         async def sink(chunk: LogChunk) -> None:
             nonlocal chunk_seq
-            await opening  # the row exists and a replayed attempt's chunks are gone
+            await opening.start()  # the row exists and a replayed attempt's chunks are gone
 
             async def store() -> None:
                 async with driver_connection(self.session_maker) as conn:
@@ -203,7 +207,7 @@ class StageActivities:
         clock = time.monotonic()
         try:
             restored = await restore_cache(self.store, stage, workdir, workspace, capture)
-            outcome = await self._run_while_opening(process, on_output, opening, stop)
+            outcome = await self._run_while_opening(process, on_output, opening.opened, stop)
         except asyncio.CancelledError:
             closing = self.closer.close(
                 inp,
