@@ -198,9 +198,11 @@ async def run(
         # Every billing worker makes sure the monthly schedule exists (idempotent: the schedule ID
         # is unique, so concurrent starts create one), so no deployment depends on `make run`.
         await ensure_billing_schedules(client)
-    if INTEGRATIONS_TASK_QUEUE in registrations:
+    if settings.integrations_task_queue in registrations:
         # Pipelines' schedules follow their rows even when written without the API.
-        await ensure_pipeline_schedules(client, session_maker)
+        await ensure_pipeline_schedules(
+            client, session_maker, task_queue=settings.integrations_task_queue
+        )
     if settings.operations_task_queue in registrations:
         # The operations schedules, created once whoever starts first (idempotent).
         await ensure_reconciler_schedule(client, settings)

@@ -189,6 +189,9 @@ class Settings(BaseSettings):
     notification_request_timeout_seconds: float = Field(default=10.0, gt=0)
     # The queue notification workflows run on (tests give each test its own).
     notifications_task_queue: str = NOTIFICATIONS_TASK_QUEUE
+    # The queue of forge deliveries, commit statuses, pull request reports and schedule firings
+    # (tests give each test its own, so none of an earlier test's reaches a later one's forge).
+    integrations_task_queue: str = INTEGRATIONS_TASK_QUEUE
     # The reconciler: a Temporal Schedule every `interval`, looking `lookback` back for executions
     # closed outside Forgeline (terminated, cancelled, timed out) to reflect in their rows.
     operations_task_queue: str = OPERATIONS_TASK_QUEUE

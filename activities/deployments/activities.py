@@ -366,7 +366,12 @@ class DeploymentActivities:
         async with _refusals(DomainError):  # PreviewInUse: a push deploys to it, kept
             removed = await pr_previews.tear_down_environment(self._sessions, provider, req)
         # A pull request's preview: its comment no longer shows the URL as live.
-        await pr_reports.request_for_preview(self._sessions, self._temporal, req.environment_id)
+        await pr_reports.request_for_preview(
+            self._sessions,
+            self._temporal,
+            req.environment_id,
+            task_queue=self._settings.integrations_task_queue,
+        )
         return removed
 
     def all(self) -> list[Callable[..., Any]]:

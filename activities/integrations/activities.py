@@ -29,7 +29,6 @@ from core.integrations.clone_access import (
 from db.session import session_scope
 from forgeline.settings import (
     DEPLOYMENTS_TASK_QUEUE,
-    INTEGRATIONS_TASK_QUEUE,
     PIPELINES_TASK_QUEUE,
     Settings,
 )
@@ -73,7 +72,7 @@ class IntegrationActivities:
         temporal: Client,
         *,
         run_task_queue: str = PIPELINES_TASK_QUEUE,
-        status_task_queue: str = INTEGRATIONS_TASK_QUEUE,
+        status_task_queue: str | None = None,
         deployments_task_queue: str = DEPLOYMENTS_TASK_QUEUE,
     ) -> None:
         self.deployments_task_queue = deployments_task_queue
@@ -81,7 +80,8 @@ class IntegrationActivities:
         self.session_maker = session_maker
         self.temporal = temporal
         self.run_task_queue = run_task_queue
-        self.status_task_queue = status_task_queue
+        # Commit statuses and pull request reports: the settings' integrations queue unless told.
+        self.status_task_queue = status_task_queue or settings.integrations_task_queue
 
     @MATCH_TRIGGERS.implement
     async def match_triggers(self, event: ForgeEvent) -> TriggerCandidates:
@@ -158,6 +158,7 @@ class IntegrationActivities:
             self.temporal,
             event,
             deployments_task_queue=self.deployments_task_queue,
+            report_task_queue=self.status_task_queue,
         )
 
     @REPORT_COMMIT_STATUS.implement
@@ -170,7 +171,10 @@ class IntegrationActivities:
             async with session_scope(self.session_maker) as session:
                 await pull_requests.record_run_status(session, uuid.UUID(inp.run_id))
             await pr_reports.request_for_run(
-                self.session_maker, self.temporal, uuid.UUID(inp.run_id)
+                self.session_maker,
+                self.temporal,
+                uuid.UUID(inp.run_id),
+                task_queue=self.status_task_queue,
             )
 
     async def _report_commit_status(self, inp: CommitStatusInput) -> CommitStatusResult:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from activities.deps import Registration, WorkerDeps
 from activities.integrations.activities import IntegrationActivities
 from activities.integrations.pull_requests import PullRequestActivities
-from forgeline.settings import INTEGRATIONS_TASK_QUEUE
 from workflows.commit_status import CommitStatusWorkflow
 from workflows.pull_request_report import PullRequestReportWorkflow
 from workflows.scheduled_run import ScheduledRunWorkflow
@@ -24,7 +23,7 @@ def registration(deps: WorkerDeps) -> Registration:
     integrations = IntegrationActivities(deps.settings, deps.session_maker, deps.temporal)
     pull_requests = PullRequestActivities(deps.settings, deps.session_maker, deps.temporal)
     return Registration(
-        task_queue=INTEGRATIONS_TASK_QUEUE,
+        task_queue=deps.settings.integrations_task_queue,
         workflows=WORKFLOWS,
         activities=[
             integrations.match_triggers,

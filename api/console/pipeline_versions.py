@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from api.audit import origin_of
 from api.console.auth import ConsoleUser, check_csrf, console_user
 from api.console.pages import error_page, form_fields, page, page_user, parse_id, require_scope
-from api.deps import SessionDep, TemporalDep
+from api.deps import SessionDep, SettingsDep, TemporalDep
 from core.accounts.repository import UserRepository
 from core.accounts.scopes import PIPELINES_READ, PIPELINES_WRITE
 from core.audit.service import write_audit
@@ -117,7 +117,11 @@ async def edit_page(request: Request, pipeline_id: str, session: SessionDep) -> 
 
 @router.post("/pipelines/{pipeline_id}/edit")
 async def save(
-    request: Request, pipeline_id: str, session: SessionDep, temporal: TemporalDep
+    request: Request,
+    pipeline_id: str,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
 ) -> Response:
     """A new version from the edited YAML, made against the version the editor was opened on."""
     user = await console_user(request, session)
@@ -139,7 +143,13 @@ async def save(
             )
         document = parse_yaml(text)
         version = await service.put_document(
-            session, temporal, user.principal, pipeline.id, document, expected_version=expected
+            session,
+            temporal,
+            user.principal,
+            pipeline.id,
+            document,
+            expected_version=expected,
+            schedule_task_queue=settings.integrations_task_queue,
         )
     except DocumentInvalid as exc:
         context = _editor(user, pipeline, text, expected, errors=exc.errors[:50])

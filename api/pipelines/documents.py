@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 
 from api.audit import origin_of
-from api.deps import PipelinesReader, PipelinesWriter, SessionDep, TemporalDep
+from api.deps import PipelinesReader, PipelinesWriter, SessionDep, SettingsDep, TemporalDep
 from api.pipelines.schemas import PipelineVersionOut, VersionDiffOut, VersionPage
 from core.audit.service import write_audit
 from core.pipelines import service, versions
@@ -119,10 +119,18 @@ async def create_pipeline(
     session: SessionDep,
     principal: PipelinesWriter,
     temporal: TemporalDep,
+    settings: SettingsDep,
 ) -> Response:
     """A pipeline from a document (version 1); the answer is its canonical YAML."""
     document = await read_document(request)
-    pipeline = await service.create_pipeline(session, temporal, principal, project_id, document)
+    pipeline = await service.create_pipeline(
+        session,
+        temporal,
+        principal,
+        project_id,
+        document,
+        schedule_task_queue=settings.integrations_task_queue,
+    )
     await write_audit(
         session, principal, origin_of(request), "pipeline.create", "pipeline", pipeline.id
     )
@@ -143,6 +151,7 @@ async def put_pipeline(
     session: SessionDep,
     principal: PipelinesWriter,
     temporal: TemporalDep,
+    settings: SettingsDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Replace the definition: a new version unless nothing changed. With `If-Match` (the ETag
@@ -150,7 +159,13 @@ async def put_pipeline(
     expected = parse_if_match(if_match)
     document = await read_document(request)
     version = await service.put_document(
-        session, temporal, principal, pipeline_id, document, expected_version=expected
+        session,
+        temporal,
+        principal,
+        pipeline_id,
+        document,
+        expected_version=expected,
+        schedule_task_queue=settings.integrations_task_queue,
     )
     await write_audit(
         session,

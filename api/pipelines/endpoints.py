@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from api.audit import origin_of
-from api.deps import PipelinesReader, PipelinesWriter, SessionDep, TemporalDep
+from api.deps import PipelinesReader, PipelinesWriter, SessionDep, SettingsDep, TemporalDep
 from api.pagination import CursorParam, LimitParam, Page, build_page
 from api.pipelines import documents
 from api.pipelines.schemas import PipelineDetail, PipelineOut, PipelineStageOut, PipelineUpdate
@@ -90,6 +90,7 @@ async def update_pipeline(
     principal: PipelinesWriter,
     temporal: TemporalDep,
     request: Request,
+    settings: SettingsDep,
     if_match: Annotated[str | None, Header()] = None,
 ) -> PipelineDetail:
     """Replace the name, triggers (validated, stored normalized) or variables (each a new
@@ -105,6 +106,7 @@ async def update_pipeline(
         name=body.name,
         variables=body.variables,
         expected_version=documents.parse_if_match(if_match),
+        schedule_task_queue=settings.integrations_task_queue,
     )
     await write_audit(
         session, principal, origin_of(request), "pipeline.update", "pipeline", pipeline.id

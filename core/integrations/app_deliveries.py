@@ -185,7 +185,15 @@ async def receive_app(
         rejected.count(delivery.provider, exc.type_slug)
         raise
     if event in FORWARDED_EVENTS:
-        return await deliveries.accept(session, temporal, delivery, candidate, payload, rejected)
+        return await deliveries.accept(
+            session,
+            temporal,
+            delivery,
+            candidate,
+            payload,
+            rejected,
+            task_queue=settings.integrations_task_queue,
+        )
     if event in RERUN_EVENTS:
         return await _rerequest(
             session, temporal, settings, delivery, installation_id, payload, run_task_queue

@@ -153,6 +153,8 @@ async def announce_run_status(
     client: Client,
     session_maker: async_sessionmaker[AsyncSession],
     run_id: str,
+    *,
+    task_queue: str = INTEGRATIONS_TASK_QUEUE,
 ) -> None:
     """Called where the run projection has recorded a status: reports the run's status as
     stored when the run came from a forge event. Never raises: a commit status must not fail
@@ -175,6 +177,7 @@ async def announce_run_status(
             run_id,
             RUN_STATUS_STATES[row[0]],
             organization_id=str(row[1]) if row[1] else None,
+            task_queue=task_queue,
         )
     except Exception:
         log.warning("commit status of run %s not announced", run_id, exc_info=True)

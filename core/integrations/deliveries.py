@@ -190,7 +190,15 @@ async def receive(
     except DomainError as exc:
         rejected.count(delivery.provider, exc.type_slug)
         raise
-    return await accept(session, temporal, delivery, candidate, payload, rejected)
+    return await accept(
+        session,
+        temporal,
+        delivery,
+        candidate,
+        payload,
+        rejected,
+        task_queue=settings.integrations_task_queue,
+    )
 
 
 async def accept(
@@ -200,8 +208,11 @@ async def accept(
     candidate: queries.RepositoryCandidate,
     payload: dict[str, Any],
     rejected: RejectedDeliveries,
+    *,
+    task_queue: str = INTEGRATIONS_TASK_QUEUE,
 ) -> DeliveryReceipt:
-    """An authenticated delivery of `candidate`'s repository: stored once, then processed."""
+    """An authenticated delivery of `candidate`'s repository: stored once, then processed on
+    `task_queue` (the settings' integrations queue)."""
     try:
         parsed = (
             events.parse_github(delivery.event_type, payload)
@@ -252,7 +263,9 @@ async def accept(
         pull_request=parsed.pull_request,
     )
     # Temporal is reached only for a verified, stored delivery.
-    workflow_id = await start_processing(await temporal(), str(row_id), event)
+    workflow_id = await start_processing(
+        await temporal(), str(row_id), event, task_queue=task_queue
+    )
     return DeliveryReceipt(
         status="accepted" if created else "duplicate",
         delivery_id=delivery_id,

@@ -185,7 +185,9 @@ async def summarize(
         )
 
 
-async def request_report(client: Client, ref: PullRequestRef) -> None:
+async def request_report(
+    client: Client, ref: PullRequestRef, *, task_queue: str = INTEGRATIONS_TASK_QUEUE
+) -> None:
     """Bring the pull request's report and comment up to date (one writer per pull request;
     requests during a pass fold into one more pass). Never raises."""
     try:
@@ -193,7 +195,7 @@ async def request_report(client: Client, ref: PullRequestRef) -> None:
             PullRequestReportWorkflow.run,
             ref,
             id=pull_request_report_workflow_id(ref.project_id, ref.pr_number),
-            task_queue=INTEGRATIONS_TASK_QUEUE,
+            task_queue=task_queue,
             start_signal="refresh",
             search_attributes=forgeline_search_attributes(
                 "pull_request_report",
@@ -276,6 +278,7 @@ async def after_pull_request_event(
     event: ForgeEvent,
     *,
     deployments_task_queue: str = DEPLOYMENTS_TASK_QUEUE,
+    report_task_queue: str = INTEGRATIONS_TASK_QUEUE,
 ) -> None:
     """A pull/merge request event: the row recorded; on close or merge its previews torn down;
     then its report brought up to date."""
@@ -307,11 +310,16 @@ async def after_pull_request_event(
             organization_id=event.organization_id,
             from_fork=event.from_fork,
         ),
+        task_queue=report_task_queue,
     )
 
 
 async def request_for_run(
-    session_maker: async_sessionmaker[AsyncSession], temporal: Client, run_id: uuid.UUID
+    session_maker: async_sessionmaker[AsyncSession],
+    temporal: Client,
+    run_id: uuid.UUID,
+    *,
+    task_queue: str = INTEGRATIONS_TASK_QUEUE,
 ) -> None:
     """The run's pull request (when it has one) gets its report brought up to date."""
     async with session_maker() as session:
@@ -326,11 +334,15 @@ async def request_for_run(
         return
     ref = ref_from_run_metadata(found[0], found[1], found[2])
     if ref is not None:
-        await request_report(temporal, ref)
+        await request_report(temporal, ref, task_queue=task_queue)
 
 
 async def request_for_preview(
-    session_maker: async_sessionmaker[AsyncSession], temporal: Client, environment_id: str
+    session_maker: async_sessionmaker[AsyncSession],
+    temporal: Client,
+    environment_id: str,
+    *,
+    task_queue: str = INTEGRATIONS_TASK_QUEUE,
 ) -> None:
     """A pull request's preview changed outside a run (torn down when its time to live ran
     out): the report of the pull request whose run deployed it last brought up to date, so the
@@ -349,6 +361,6 @@ async def request_for_preview(
                 .limit(1)
             )
         if run_id is not None:
-            await request_for_run(session_maker, temporal, run_id)
+            await request_for_run(session_maker, temporal, run_id, task_queue=task_queue)
     except Exception:
         log.warning("report of preview %s not requested", environment_id, exc_info=True)

@@ -1,21 +1,39 @@
 """Fixtures of the integration tests: a fake GitHub and GitLab on loopback, and settings that
 point the forge clients at it; the GitHub App and the OAuth endpoints on that fake, and the
-settings (and API) that name them."""
+settings (and API) that name them. Every test has an integrations task queue of its own and has
+the workflows it started terminated at its end, so none reaches a later test's forge."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from temporalio.client import Client
 
 from forgeline.settings import Settings
 from tests.integrations.app_support import APP_WEBHOOK_SECRET
 from tests.integrations.fake_forge import FakeForge, running_fake_forge
 from tests.integrations.fake_github_app import FakeGitHubApp, install_app
 from tests.integrations.fake_oauth import CLIENT_ID, CLIENT_SECRET, FakeOAuth, install_oauth
+from tests.integrations.isolation import own_queue_name, terminate_started_since
+
+
+@pytest.fixture(autouse=True)
+async def integrations_queue(
+    settings: Settings, temporal_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[str]:
+    """The test's own integrations task queue, carried by the session's settings (and so by the
+    API's, the workers' and every copy the test makes) for the test's duration; at its end every
+    workflow it started that still runs is terminated."""
+    queue = own_queue_name()
+    monkeypatch.setattr(settings, "integrations_task_queue", queue)
+    started = datetime.now(UTC)
+    yield queue
+    await terminate_started_since(temporal_client, started)
 
 
 @pytest.fixture
@@ -25,7 +43,7 @@ def forge() -> Iterator[FakeForge]:
 
 
 @pytest.fixture
-def forge_settings(settings: Settings, forge: FakeForge) -> Settings:
+def forge_settings(settings: Settings, forge: FakeForge, integrations_queue: str) -> Settings:
     return settings.model_copy(
         update={"github_api_url": forge.github_api_url, "gitlab_api_url": forge.gitlab_api_url}
     )

@@ -28,7 +28,7 @@ from db.models.pipelines import Pipeline, PipelineRun, PipelineStage
 from db.models.projects import Project, Repository
 from db.session import session_scope
 from forgeline.crypto import encrypt_str
-from forgeline.settings import INTEGRATIONS_TASK_QUEUE, Settings
+from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
 from tests.factories import make_org
 from tests.runs.helpers import pipeline_worker
@@ -227,14 +227,15 @@ async def integrations_worker(
     *,
     run_task_queue: str,
 ) -> AsyncIterator[Worker]:
-    """The integrations queue's workflows and activities; runs start on `run_task_queue`."""
+    """The integrations workflows and activities on the settings' integrations queue (each
+    test's own); runs start on `run_task_queue`."""
     activities = IntegrationActivities(
         settings, session_maker, client, run_task_queue=run_task_queue
     )
     pull_requests = PullRequestActivities(settings, session_maker, client)
     worker = Worker(
         client,
-        task_queue=INTEGRATIONS_TASK_QUEUE,
+        task_queue=settings.integrations_task_queue,
         workflows=WORKFLOWS,
         activities=[
             activities.match_triggers,

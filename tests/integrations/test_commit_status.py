@@ -107,7 +107,12 @@ async def test_github_status_sequence(
     assert all(r.headers["authorization"] == f"token {TOKEN}" for r in requests)
     assert all(r.body["target_url"].endswith(f"/v1/runs/{run.id}") for r in requests)
     # Announcing the same state again (a retried activity) sends nothing more.
-    await announce_run_status(temporal_client, session_maker, str(run.id))
+    await announce_run_status(
+        temporal_client,
+        session_maker,
+        str(run.id),
+        task_queue=forge_settings.integrations_task_queue,
+    )
     assert len(forge.accepted(head)) == 3
 
 

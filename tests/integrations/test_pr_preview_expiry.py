@@ -282,7 +282,9 @@ async def test_an_expiry_during_a_push_keeps_the_push_preview(
         integrations_worker(temporal_client, pr_settings, session_maker, run_task_queue="none"),
         running_worker(temporal_client, task_queue, activities),
     ):
-        await pr_reports.request_for_run(session_maker, temporal_client, first.id)
+        await pr_reports.request_for_run(
+            session_maker, temporal_client, first.id, task_queue=pr_settings.integrations_task_queue
+        )
         await comment_says(forge, 21, env.url, SHA_A[:12])
         # A push begins deploying to the preview; its time to live runs out meanwhile.
         push = await pull_request_run(session_maker, pr_settings, tracked, "running")
@@ -308,7 +310,9 @@ async def test_an_expiry_during_a_push_keeps_the_push_preview(
         await lifetime.terminate("the short time to live was a stand-in")
 
         await goes_live(session_maker, push, pushed)
-        await pr_reports.request_for_run(session_maker, temporal_client, push.id)
+        await pr_reports.request_for_run(
+            session_maker, temporal_client, push.id, task_queue=pr_settings.integrations_task_queue
+        )
         await comment_says(forge, 21, env.url, SHA_B[:12])
         await settled(temporal_client, tracked.connected, 21)
         [comment] = forge.comments_on(thread)
@@ -355,7 +359,9 @@ async def test_a_push_after_the_expiry_took_the_lock_gets_its_preview_back(
     async with integrations_worker(
         temporal_client, pr_settings, session_maker, run_task_queue="none"
     ):
-        await pr_reports.request_for_run(session_maker, temporal_client, first.id)
+        await pr_reports.request_for_run(
+            session_maker, temporal_client, first.id, task_queue=pr_settings.integrations_task_queue
+        )
         await comment_says(forge, 22, env.url, SHA_A[:12])
         # The expiry's teardown holds the deploy lock ...
         expiry = asyncio.create_task(
@@ -386,9 +392,16 @@ async def test_a_push_after_the_expiry_took_the_lock_gets_its_preview_back(
         assert torn is not None and torn.status == "superseded"
 
         # The expiry's report, then the push's once its deployment is live.
-        await pr_reports.request_for_preview(session_maker, temporal_client, str(env.id))
+        await pr_reports.request_for_preview(
+            session_maker,
+            temporal_client,
+            str(env.id),
+            task_queue=pr_settings.integrations_task_queue,
+        )
         await goes_live(session_maker, push, pushed)
-        await pr_reports.request_for_run(session_maker, temporal_client, push.id)
+        await pr_reports.request_for_run(
+            session_maker, temporal_client, push.id, task_queue=pr_settings.integrations_task_queue
+        )
         await comment_says(forge, 22, env.url, SHA_B[:12])
         await settled(temporal_client, tracked.connected, 22)
         [comment] = forge.comments_on(thread)

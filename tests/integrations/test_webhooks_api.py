@@ -382,7 +382,9 @@ async def test_failed_processing_is_retried_by_a_redelivery(
     async with integrations_worker(
         temporal_client, settings, session_maker, run_task_queue=task_queue
     ):
-        workflow_id = await start_processing(temporal_client, str(uuid.uuid4()), event)
+        workflow_id = await start_processing(
+            temporal_client, str(uuid.uuid4()), event, task_queue=settings.integrations_task_queue
+        )
         handle = temporal_client.get_workflow_handle_for(WebhookDeliveryWorkflow.run, workflow_id)
         with pytest.raises(WorkflowFailureError):
             await handle.result()
