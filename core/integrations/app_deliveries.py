@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
+from core.audit.system import record_system_action
 from core.integrations import deliveries
 from core.integrations import repository as queries
 from core.integrations.app_installations import record_installation_event
@@ -278,6 +279,22 @@ async def _rerequest(
             except Conflict:
                 continue  # not finished yet: nothing to rerun
             run.metadata_ = {**run.metadata_, REQUESTED_BY: delivery_id}
+            # Audited as API reruns are, with the system as actor: the forge's button was
+            # pressed by someone the forge knows and Forgeline does not.
+            await record_system_action(
+                session,
+                organization_id=source.organization_id,
+                action="pipeline_run.rerun",
+                resource_type="pipeline_run",
+                resource_id=run.id,
+                new={"rerun_of": str(source.id), "from": "failed"},
+                metadata={
+                    "requested_by": "github_app",
+                    "event": event,
+                    "delivery_id": delivery_id,
+                    "installation_id": installation_id,
+                },
+            )
             started.append(run)
         await session.commit()
     else:
