@@ -38,7 +38,8 @@ SEQUENTIAL_REQUESTS = 200
 API_WORKERS = int(os.environ.get("FORGELINE_BENCH_API_WORKERS", "1"))
 # Loaded rounds per side and scenario, the sides alternating (the machine's load drifts).
 ROUNDS = int(os.environ.get("FORGELINE_BENCH_ROUNDS", "2"))
-# The API process's SQLAlchemy pool (pool_size + max_overflow); the raw pool gets the same.
+# Connections of each side (pool_size + max_overflow of the API's SQLAlchemy pool), split
+# across the workers so every side has the same total and all three fit max_connections (100).
 POOL_SIZE, POOL_OVERFLOW = 10, 20
 
 PROJECT_COLUMNS = (
@@ -191,15 +192,15 @@ async def _start_servers(
         "FORGELINE_DATABASE_URL": database_url,
         "FORGELINE_TEMPORAL_ADDRESS": temporal_address,
         "FORGELINE_LOG_LEVEL": "WARNING",
-        "FORGELINE_DB_POOL_SIZE": str(POOL_SIZE),
-        "FORGELINE_DB_MAX_OVERFLOW": str(POOL_OVERFLOW),
+        "FORGELINE_DB_POOL_SIZE": str(max(1, POOL_SIZE // API_WORKERS)),
+        "FORGELINE_DB_MAX_OVERFLOW": str(POOL_OVERFLOW // API_WORKERS),
     }
     if API_WORKERS > 1:
         # As forgeline.api_server runs several workers: metrics in multiprocess mode.
         api_env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     bare_env = {
         "FORGELINE_BENCH_BARE_DSN": driver_dsn(database_url),
-        "FORGELINE_BENCH_BARE_POOL": str(POOL_SIZE + POOL_OVERFLOW),
+        "FORGELINE_BENCH_BARE_POOL": str((POOL_SIZE + POOL_OVERFLOW) // API_WORKERS),
     }
     servers = {"api": await start_uvicorn("api.app:create_app", api_env, API_WORKERS)}
     try:
