@@ -27,7 +27,7 @@ from tests.integrations.support import (
     run_workers,
     runs_of,
 )
-from tests.runs.helpers import run_row, wait_for
+from tests.runs.helpers import executions, run_row, wait_for
 
 TOKEN = "ghp_" + "T" * 36
 
@@ -63,13 +63,37 @@ async def final_state(forge: FakeForge, sha: str, state: str, timeout: float = 6
         raise AssertionError(f"{sha}: last status not {state}: {forge.states(sha)}") from None
 
 
-# The stage lasts long enough for the running report to reach the forge before the run ends
-# (a report older than the run's status is dropped, so a shorter run shows pending then final).
+async def open_gate(
+    forge: FakeForge, session_maker: Any, settings: Any, connected: Connected, head: str
+) -> None:
+    """Once the forge has the running report and the stage runs, let the stage end (it waits
+    for GATE in its workspace)."""
+
+    async def reported_running() -> bool:
+        return [r.body["description"] for r in forge.accepted(head)][-1:] == ["Running"]
+
+    await wait_for(reported_running, timeout=60)
+    (run,) = await runs_of(session_maker, connected.pipeline_ids)
+
+    async def stage_running() -> bool:
+        return any(e.status == "running" for e in await executions(session_maker, run.id))
+
+    await wait_for(stage_running, timeout=60)
+    (settings.workspaces_dir / str(run.id) / GATE).touch()
+
+
+# The stage ends only once the running report has reached the forge: a report older than the
+# run's status is dropped, so a run that ended first would show pending then final, however
+# slow or loaded the machine.
+GATE = ".running-reported"
+WAIT = f"until [ -e {GATE} ]; do sleep 0.1; done"
+
+
 @pytest.mark.parametrize(
     ("command", "run_status", "state"),
     [
-        ("sleep 3; echo ok", "success", "success"),
-        ("sleep 3; exit 3", "failed", "failure"),
+        (f"{WAIT}; echo ok", "success", "success"),
+        (f"{WAIT}; exit 3", "failed", "failure"),
     ],
 )
 async def test_github_status_sequence(
@@ -96,6 +120,7 @@ async def test_github_status_sequence(
     )
     async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
         await push(api_client, connected, head, first)
+        await open_gate(forge, session_maker, forge_settings, connected, head)
         run = await finished_run(session_maker, connected)
         await final_state(forge, head, state)
     assert run.status == run_status
@@ -165,7 +190,7 @@ async def test_gitlab_statuses_and_missing_token(
         url=str(repo),
         token="glpat-" + "x" * 20,
         pipelines=[{"on_push": {}}],
-        stages=[{"name": "check", "run": "sleep 3"}],
+        stages=[{"name": "check", "run": f"{WAIT}; echo ok"}],
     )
     untokened = await connect_project(
         session_maker,
@@ -194,6 +219,7 @@ async def test_gitlab_statuses_and_missing_token(
                 },
             )
             assert r.status_code == 202, r.text
+        await open_gate(forge, session_maker, forge_settings, connected, head)
         run = await finished_run(session_maker, connected)
         await finished_run(session_maker, untokened)
         await final_state(forge, head, "success")
