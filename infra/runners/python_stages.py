@@ -17,9 +17,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from infra.runners.base import OutputCallback, StageOutcome, StageProcess
+from infra.runners.python_seeds import ensure_seed
 from infra.runners.python_toolchain import (
     PythonChoice,
     PythonInstall,
+    PythonRequest,
     choose_python,
     requested_python,
 )
@@ -73,7 +75,24 @@ def stage_base(name: str) -> str:
     return f"{SANDBOX_WORKSPACE}/{SANDBOX_DIR}/{VENVS}/{name}"
 
 
-def setup_script(install: PythonInstall, base: str, script: str) -> str:
+def _make_venv(install: PythonInstall, seed: Path | None) -> str:
+    """Shell that makes "$fl_base/venv": from the seed (a copy, no pip install) when there is
+    one, else through ensurepip."""
+    python = shlex.quote(str(install.executable))
+    if seed is None:
+        return f'{python} -m venv "$fl_base/venv"'
+    major, minor = install.minor
+    site = f'"$fl_base/venv/lib/python{major}.{minor}/site-packages"'
+    pips = f"pip pip{major} pip{major}.{minor}"
+    return (
+        f'{python} -m venv --without-pip "$fl_base/venv" && '
+        f"cp -R {shlex.quote(str(seed))}/. {site}/ && for fl_pip in {pips}; do "
+        'printf \'#!/bin/sh\\nexec "%s/venv/bin/python" -m pip "$@"\\n\' "$fl_base" '
+        '> "$fl_base/venv/bin/$fl_pip" && chmod 755 "$fl_base/venv/bin/$fl_pip" || exit 125; done'
+    )
+
+
+def setup_script(install: PythonInstall, base: str, script: str, seed: Path | None = None) -> str:
     """The virtualenv and the on-demand tools made as the build user, then the stage's own
     script in a shell of its own."""
     q = shlex.quote
@@ -82,7 +101,7 @@ def setup_script(install: PythonInstall, base: str, script: str) -> str:
         f"fl_base={q(base)}\n"
         # Whatever an earlier process of this name left (a crashed worker's) goes first.
         'rm -rf "$fl_base" && mkdir -p "$fl_base/shims" "$fl_base/tools" || exit 125\n'
-        f'{q(str(install.executable))} -m venv "$fl_base/venv" || {{ echo "forgeline: could '
+        f'{_make_venv(install, seed)} || {{ echo "forgeline: could '
         f"not create the stage's virtualenv with Python {install.version}\" >&2; "
         f"exit {SETUP_EXIT}; }}\n"
         "cat > \"$fl_base/shims/.tool\" <<'FORGELINE_TOOL_SHIM'\n"
@@ -92,7 +111,7 @@ def setup_script(install: PythonInstall, base: str, script: str) -> str:
         '"$fl_base" "$fl_base" "$fl_tool" > "$fl_base/shims/$fl_tool" || exit 125\n'
         "done\n"
         'chmod 755 "$fl_base/shims/"* "$fl_base/shims/.tool" || exit 125\n'
-        "unset fl_base fl_tool\n"
+        "unset fl_base fl_tool fl_pip\n"
         f"exec /bin/sh -c {q(script)}\n"
     )
 
@@ -121,16 +140,21 @@ def python_environment(install: PythonInstall, base: str, config: SandboxConfig)
     return env
 
 
-def prepare_python_stage(
-    process: StageProcess,
-    installs: tuple[PythonInstall, ...],
-    config: SandboxConfig,
-) -> PythonStage | None:
+def python_choice(
+    process: StageProcess, installs: tuple[PythonInstall, ...]
+) -> tuple[PythonRequest, PythonChoice] | None:
     """None for a stage whose image is not a Python one (it runs as before)."""
     request = requested_python(process.image)
-    if request is None:
-        return None
-    choice: PythonChoice = choose_python(request, installs)
+    return None if request is None else (request, choose_python(request, installs))
+
+
+def prepare_python_stage(
+    process: StageProcess,
+    request: PythonRequest,
+    choice: PythonChoice,
+    config: SandboxConfig,
+    seed: Path | None = None,
+) -> PythonStage:
     notes = (choice.note,) if choice.note else ()
     warning = f"forgeline: warning: {choice.note}\n" if choice.note else ""
     if choice.install is None:
@@ -143,7 +167,7 @@ def prepare_python_stage(
         f"{warning}forgeline: Python {choice.install.version} for image {request.image}, "
         f"in a new virtualenv first on PATH ({base}/venv)\n"
     )
-    script = setup_script(choice.install, base, process.script)
+    script = setup_script(choice.install, base, process.script, seed)
     return PythonStage(replace(process, script=script, env=env), opening.encode(), notes)
 
 
@@ -175,9 +199,14 @@ async def run_python_aware(
     run: Callable[[StageProcess, OutputCallback], Awaitable[StageOutcome]],
 ) -> StageOutcome:
     """`run` the stage; a Python stage in its own virtualenv, its notes in the outcome."""
-    python = prepare_python_stage(process, installs, config)
-    if python is None:
+    chosen = python_choice(process, installs)
+    if chosen is None:
         return await run(process, on_output)
+    request, choice = chosen
+    seed = None
+    if choice.install is not None:
+        seed = await asyncio.to_thread(ensure_seed, config, choice.install)
+    python = prepare_python_stage(process, request, choice, config, seed)
     await on_output(python.opening)
     try:
         outcome = await run(python.process, on_output)

@@ -17,6 +17,10 @@ SANDBOX_WORKSPACE = "/workspace"
 # Inside the sandbox (its own mount namespace): not the host's /tmp.
 SANDBOX_TMP = "/tmp"  # noqa: S108
 PROXY_SOCKET = "/run/forgeline/egress.sock"
+# What new virtualenvs start with (infra/runners/python_seeds.py): the state directory's
+# python-seeds, read-only at a fixed path (the state directory may lie under /tmp).
+PYTHON_SEEDS = "python-seeds"
+PYTHON_SEEDS_MOUNT = "/opt/forgeline/python-seeds"
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Read-only host files a toolchain needs (TLS roots, dynamic linker, time zone, MIME, services).
 ETC_FILES = (
@@ -163,6 +167,10 @@ def static_args(bwrap: str, etc_dir: Path, config: SandboxConfig) -> list[str]:
                 made.add(parent)
                 args += ["--perms", "0755", "--dir", str(parent)]
         args += ["--ro-bind", str(extra), str(extra)]
+    seeds = config.state_dir / PYTHON_SEEDS
+    if seeds.is_dir():
+        args += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", "/opt/forgeline"]
+        args += ["--ro-bind", str(seeds), PYTHON_SEEDS_MOUNT]
     if config.ca_bundle is not None:
         args += ["--ro-bind", str(config.ca_bundle), SANDBOX_CA]
     args += ["--proc", "/proc", "--dev", "/dev", "--perms", "0755", "--tmpfs", "/run"]

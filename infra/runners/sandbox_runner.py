@@ -33,8 +33,9 @@ from infra.runners.base import OutputCallback, Runner, StageOutcome, StageProces
 from infra.runners.cgroups import Cgroups, Limits, StageCgroup
 from infra.runners.egress_proxy import EgressPolicy, EgressProxy
 from infra.runners.local_runner import PUMP_DRAIN_SECONDS, close_output, pump_output
+from infra.runners.python_seeds import python_mounts
 from infra.runners.python_stages import run_python_aware
-from infra.runners.python_toolchain import discover_pythons, install_mounts
+from infra.runners.python_toolchain import discover_pythons
 from infra.runners.sandbox_args import (
     DISK_EXCEEDED_EXIT,
     PROXY_SOCKET,
@@ -90,7 +91,7 @@ class SandboxRunner(Runner):
         self._proxy: EgressProxy | None = None
         self._proxy_lock = asyncio.Lock()
         self.pythons = discover_pythons(config.python_roots)  # outside /usr: mounted read-only
-        extra = replace(config, toolchain=(*config.toolchain, *install_mounts(self.pythons)))
+        extra = replace(config, toolchain=(*config.toolchain, *python_mounts(config, self.pythons)))
         self._base_args = static_args(self.bwrap, self.etc_dir, extra)
         self.pool: SandboxPool | None = None
         if config.pool_size > 0:

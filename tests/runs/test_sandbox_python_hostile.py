@@ -4,6 +4,7 @@ virtualenv of a crashed process is not reused, and a stage stopped mid-way leave
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import uuid
 from collections.abc import AsyncIterator
@@ -103,3 +104,28 @@ def test_the_stages_own_script_reaches_its_shell_unchanged(script: str) -> None:
     setup = setup_script(install, stage_base("fl-x-test-1"), script)
     last = setup.rstrip("\n").splitlines()[-1]
     assert shlex.split(last) == ["exec", "/bin/sh", "-c", script]
+
+
+async def test_concurrent_first_stages_share_one_read_only_seed(
+    runner: SandboxRunner, tmp_path: Path
+) -> None:
+    """Two stages of a fresh build host at once: one seed is made (a crashed maker's half-made
+    one beside it is ignored), both virtualenvs get pip by copy, and no stage can change it."""
+    seeds = runner.config.state_dir / "python-seeds"
+    (seeds / ".3.11.0-crashed").mkdir(parents=True)  # a maker killed mid-way left this
+    script = (
+        "pip --version; touch /opt/forgeline/python-seeds/x 2>/dev/null && echo seed-written; "
+        "rm -rf /opt/forgeline/python-seeds/3.* 2>/dev/null; true"
+    )
+    outs = [Collected(), Collected()]
+    outcomes = await asyncio.gather(
+        *(runner.run(python_stage(tmp_path / f"ws{i}", script), outs[i]) for i in range(2))
+    )
+    for outcome, out in zip(outcomes, outs, strict=True):
+        assert outcome.exit_code == 0, out.text
+        assert "/venv/lib/python3" in out.text and "site-packages/pip" in out.text, out.text
+        assert "seed-written" not in out.text
+    made = sorted(p.name for p in seeds.iterdir() if not p.name.startswith("."))
+    assert len(made) == 1 and made[0].startswith("3.11."), made
+    assert (seeds / made[0] / "site-packages").is_dir()
+    assert [p.name for p in seeds.iterdir() if p.name.startswith(".")] == [".3.11.0-crashed"]
