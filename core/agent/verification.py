@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,7 +27,7 @@ from core.pipelines.stored import document_of
 from core.runs import service as runs
 from core.runs.schemas import RunCreate
 from db.models.agent import AgentTask
-from db.models.pipelines import PipelineRun, StageExecution
+from db.models.pipelines import PipelineRun, PipelineStage, StageExecution
 from db.session import session_scope
 from forgeline.errors import DomainError
 from forgeline.settings import Settings
@@ -176,13 +177,28 @@ async def _task_author(session: AsyncSession, task_id: uuid.UUID) -> uuid.UUID |
 
 
 async def _failed_execution(session: AsyncSession, run_id: uuid.UUID) -> StageExecution | None:
-    """The last attempt of the first stage that failed (not a skip, not an allowed failure)."""
-    rows = await session.scalars(
-        select(StageExecution)
-        .where(StageExecution.run_id == run_id, StageExecution.status.in_(("failed", "timed_out")))
-        .order_by(StageExecution.started_at.nulls_last(), StageExecution.attempt.desc())
+    """The last attempt of the first stage that failed the run: its last attempt failed (an
+    attempt a retry made good is not it) and it was not allowed to fail."""
+    rows = await session.execute(
+        select(StageExecution, PipelineStage.allow_failure)
+        .outerjoin(PipelineStage, PipelineStage.id == StageExecution.stage_id)
+        .where(StageExecution.run_id == run_id)
+        .order_by(StageExecution.attempt)
     )
-    return next(iter(rows), None)
+    last: dict[str, tuple[StageExecution, bool]] = {}
+    for execution, allowed in rows:
+        last[execution.stage_name] = (execution, bool(allowed))
+    failed = [
+        execution
+        for execution, allowed in last.values()
+        if execution.status in ("failed", "timed_out") and not allowed
+    ]
+    return min(failed, key=_started, default=None)
+
+
+def _started(execution: StageExecution) -> tuple[bool, datetime]:
+    started = execution.started_at
+    return (started is None, started or datetime.max.replace(tzinfo=UTC))
 
 
 async def _earlier_verification(session: AsyncSession, task: AgentTask) -> bool:
