@@ -8,7 +8,13 @@ from typing import Any, Literal
 
 import yaml
 
-from forgeline.pipeline_spec import STAGE_ORDER, PipelineProposal, ProposedStage, step_name
+from forgeline.pipeline_spec import (
+    ADVISORY_STAGE_TYPES,
+    STAGE_ORDER,
+    PipelineProposal,
+    ProposedStage,
+    step_name,
+)
 from forgeline.service_containers import service_env, service_of
 
 ExportFormat = Literal["github-actions", "gitlab-ci"]
@@ -216,6 +222,8 @@ def to_github_actions(proposal: PipelineProposal) -> dict[str, Any]:
         if stage.image and not stage.image.startswith(RUNNER_NATIVE_IMAGES):
             job["container"] = _gha_matrix_image(stage.image, stage)
         job["timeout-minutes"] = max(1, -(-stage.timeout_seconds // 60))
+        if stage.stage_type in ADVISORY_STAGE_TYPES:
+            job["continue-on-error"] = True
         if env := _gha_env(stage):
             job["env"] = env
         if services := _gha_services(stage):
@@ -347,6 +355,8 @@ def to_gitlab_ci(proposal: PipelineProposal) -> dict[str, Any]:
             job["parallel"] = {"matrix": [dict(stage.matrix)]}
         job["needs"] = [job_id(d) for d in stage.depends_on]
         job["timeout"] = f"{max(1, -(-stage.timeout_seconds // 60))} minutes"
+        if stage.stage_type in ADVISORY_STAGE_TYPES:
+            job["allow_failure"] = True
         if stage.env:
             job.setdefault("variables", {}).update(stage.env)
         if "IMAGE_NAME" in _variables(stage):

@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 StageType = Literal["install", "lint", "test", "build", "security_scan", "deploy"]
 STAGE_ORDER: tuple[str, ...] = ("install", "lint", "test", "build", "security_scan", "deploy")
+# Stages whose failure is reported without failing the run (continue-on-error / allow_failure):
+# a dependency audit fails on advisories published after the commit, and on registries that
+# offer no audit endpoint, neither of which the commit broke.
+ADVISORY_STAGE_TYPES: frozenset[str] = frozenset({"security_scan"})
 
 
 class ProposedStage(BaseModel):

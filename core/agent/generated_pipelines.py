@@ -26,7 +26,12 @@ from db.models.pipeline_versions import PipelineVersion
 from db.models.pipelines import Pipeline, PipelineStage
 from db.models.projects import Project
 from forgeline.errors import ValidationFailed
-from forgeline.pipeline_spec import PipelineProposal, ValidationReport, step_name
+from forgeline.pipeline_spec import (
+    ADVISORY_STAGE_TYPES,
+    PipelineProposal,
+    ValidationReport,
+    step_name,
+)
 from forgeline.stage_runtime import proposal_runtime
 
 # The agent projections' namespace: IDs of pipelines saved before this module stay the same.
@@ -59,6 +64,8 @@ def stage_columns(stage: Any) -> dict[str, Any]:
         "artifact_paths": list(stage.artifact_paths),
         # Generated stages install dependencies or call out (scans, deploys).
         "network_enabled": True,
+        # A dependency audit reports; it does not fail the run (forgeline.pipeline_spec).
+        "allow_failure": stage.stage_type in ADVISORY_STAGE_TYPES,
         # Its services, matrix and cache key: what Forgeline's own runner starts, fans out
         # and restores, as the exports do.
         "runtime": proposal_runtime(stage.services, stage.matrix, stage.cache_key_files, stage.env),
@@ -118,7 +125,6 @@ def proposal_document(
             name=s.name,
             position=i,
             retry_count=0,
-            allow_failure=False,
             retryable_exit_codes=[],
             **stage_columns(s),
         )

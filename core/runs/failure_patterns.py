@@ -117,6 +117,7 @@ PATTERNS: tuple[FailurePattern, ...] = (
         "a package registry answered with a server error",
         r"npm (?:ERR!|error) (?:code E5\d\d|5\d\d )",
         r"npm (?:ERR!|error) (?:code E405|405 Method Not Allowed)",
+        r"npm (?:ERR!|error) audit endpoint returned an error",
         r"\b5\d\d (?:Internal Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out)\b",
         r"returned error: 5\d\d",
         r"\bHTTP (?:status|code|error)?:? ?5\d\d\b",
