@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import stat
 import tempfile
 import time
@@ -160,8 +161,10 @@ async def run_git(
             if check_async:
                 await check_async()
     except BaseException:
+        # The whole session: a child git started (upload-pack of a local remote, ssh, a remote
+        # helper) would otherwise live on holding the output pipes, and wait() with them.
         with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(BaseException):
             await proc.wait()
         communicate.cancel()

@@ -19,9 +19,9 @@ from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from forgeline.statuses.runs import RunStatus, StageStatus
+    from workflows import run_cancellation as cancellation
     from workflows.contracts.runs import (
         EXECUTE_STAGE,
-        FINISH_RUN,
         GIT_ERROR,
         PREPARE_RUN,
         RECORD_LOST_ATTEMPTS,
@@ -175,13 +175,11 @@ class PipelineRunWorkflow:
             # The commit's own `.forgeline.yml`, when it has one, is what the run executes.
             plan, self.stage_status = checkout.applied_to(plan, self.stage_status)
             status = await self._run_stages(inp, plan, checkout)
-        except asyncio.CancelledError:
-            status = RunStatus.CANCELLED
-            await self._finish(inp, plan, status, "cancelled by request")
-            raise
-        except (ActivityError, ChildWorkflowError) as exc:
-            error = str(exc.cause or exc)
-            status = RunStatus.FAILED
+        except (asyncio.CancelledError, ActivityError, ChildWorkflowError) as exc:
+            if cancellation.run_cancelled(exc):
+                await self._finish(inp, plan, RunStatus.CANCELLED, cancellation.BY_REQUEST)
+                raise
+            error, status = cancellation.failure_text(exc), RunStatus.FAILED
         if status == RunStatus.FAILED and error is None and self.failures:
             error = "; ".join(self.failures)[:2000]
         if self.finished_by_stage and status == RunStatus.SUCCESS:
@@ -201,11 +199,7 @@ class PipelineRunWorkflow:
         for name, stage_status in self.stage_status.items():
             if stage_status in ACTIVE_STAGE and status == RunStatus.CANCELLED:
                 self.stage_status[name] = StageStatus.CANCELLED
-        await FINISH_RUN.execute_local(
-            self._finish_input(inp, plan, status, error),
-            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-            retry_policy=BOOKKEEPING,
-        )
+        await cancellation.close_run(self._finish_input(inp, plan, status, error))
 
     def _finish_input(
         self, inp: PipelineRunInput, plan: RunPlan | None, status: RunStatus, error: str | None
@@ -220,6 +214,7 @@ class PipelineRunWorkflow:
             spec_hashes={s.name: s.spec_hash for s in plan.stages} if plan else {},
             # finish_run releases the build slot alongside its bookkeeping, even if that fails.
             slot_key=build_slot_key(inp.organization_id, inp.project_id),
+            cancelled_stages=cancellation.cut_short(status, self.stage_status),
         )
 
     async def _run_stages(
@@ -261,7 +256,10 @@ class PipelineRunWorkflow:
                     stages.record(name, result.status, result.error)
                     for sibling in stages.fail_fast_cancels(name):  # matrix legs only
                         next(t for t, n in running.items() if n == sibling).cancel()
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ActivityError) as exc:
+            # Cancelled while waiting on its stages or on a skip's bookkeeping.
+            if not cancellation.run_cancelled(exc):
+                raise
             for task in running:
                 task.cancel()
             # Wait until every activity confirmed the kill (WAIT_CANCELLATION_COMPLETED).

@@ -220,6 +220,8 @@ class FinishRunInput(_Model):
     spec_hashes: dict[str, str] = Field(default_factory=dict)
     # The build-slot semaphore to release (its organization key); None = nothing held.
     slot_key: str | None = None
+    # A cancelled run's stages that were running: their last attempt is closed `cancelled`.
+    cancelled_stages: list[str] = Field(default_factory=list)
 
 
 class StageInput(_Model):

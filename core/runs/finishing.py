@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import uuid
 from decimal import ROUND_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,23 @@ def build_minutes(total_ms: int) -> Decimal:
     return (Decimal(total_ms) / Decimal(60_000)).quantize(Decimal("0.01"), rounding=ROUND_UP)
 
 
+# A cancelled run's stages that were running end cancelled: their last attempt, even when its
+# process ended with a failure of its own once the cancel was under way (killed, or failing).
+_CUT_SHORT = """
+UPDATE stage_executions cut SET status = 'cancelled', updated_at = now()
+WHERE cut.run_id = $1 AND cut.stage_name = ANY($2::text[]) AND cut.status = 'failed'
+  AND cut.attempt = (SELECT max(last.attempt) FROM stage_executions last
+                     WHERE last.run_id = $1 AND last.stage_name = cut.stage_name)
+"""
+
+
 async def close_run(
     conn: asyncpg.Connection, inp: FinishRunInput
 ) -> run_records.FinishedRun | None:
-    """Final status, unfinished stages closed, operator row closed. Idempotent. None when the
-    run does not exist."""
+    """Final status, unfinished stages closed (a cancelled run's `cancelled_stages` too),
+    operator row closed. Idempotent. None when the run does not exist."""
     cancelled = inp.status == RunStatus.CANCELLED
-    return await run_records.finish_run(
+    run = await run_records.finish_run(
         conn,
         run_id=inp.run_id,
         status=inp.status,
@@ -47,6 +58,9 @@ async def close_run(
         workflow_run_id=inp.workflow_run_id,
         spec_hashes=inp.spec_hashes,
     )
+    if run is not None and run.status == RunStatus.CANCELLED and inp.cancelled_stages:
+        await conn.execute(_CUT_SHORT, uuid.UUID(inp.run_id), inp.cancelled_stages)
+    return run
 
 
 def may_notify(run: run_records.FinishedRun) -> bool:

@@ -1,0 +1,213 @@
+"""A cancelled run is cancelled however its work ends relative to the cancellation: cancelled
+while its commit is being checked out (the checkout's activity ends cancelled), or while a stage's
+process dies with a failure of its own (the stage activity ends failed after the cancel was
+requested). The run, its stage attempts and the commit status on a local fake GitHub all say
+cancelled, and no `failure` report ever reaches the forge. Real Postgres, Temporal, git and the
+sandbox runner."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from temporalio.client import Client
+
+from core.runs.service import cancel_run
+from core.runs.stage_records import stage_execution_id
+from db.models.pipelines import PipelineRun
+from tests.integrations.fake_forge import FakeForge
+from tests.integrations.support import (
+    Connected,
+    commit,
+    connect_repo,
+    github_headers,
+    github_push,
+    make_git_repo,
+    run_workers,
+    runs_of,
+)
+from tests.runs.helpers import executions, wait_for
+from workflows.runs_models import pipeline_run_workflow_id
+
+TOKEN = "ghp_" + "C" * 36
+
+
+@contextmanager
+def stalled_objects(repo: Path) -> Iterator[None]:
+    """Every git process that reads `repo`'s objects blocks (a slow clone, deterministically):
+    its alternates file is a FIFO nobody writes. Leaving releases whatever still waits on it."""
+    fifo = repo / ".git" / "objects" / "info" / "alternates"
+    fifo.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(fifo)
+    try:
+        yield
+    finally:
+        # A writer end opens every blocked reader; closing it gives them EOF (no alternates).
+        fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+        fifo.unlink()
+        os.close(fd)
+
+
+async def push(api_client: Any, connected: Connected, head: str, before: str) -> None:
+    body = github_push("refs/heads/main", head, before)
+    r = await api_client.post(
+        f"/v1/webhooks/github?repository={connected.repository_id}",
+        content=body,
+        headers=github_headers(connected.secret, body),
+    )
+    assert r.status_code == 202, r.text
+
+
+async def the_run(session_maker: Any, connected: Connected) -> PipelineRun:
+    async def created() -> bool:
+        return bool(await runs_of(session_maker, connected.pipeline_ids))
+
+    await wait_for(created, timeout=60)
+    (run,) = await runs_of(session_maker, connected.pipeline_ids)
+    return run
+
+
+async def finished(session_maker: Any, connected: Connected) -> PipelineRun:
+    async def done() -> bool:
+        (run,) = await runs_of(session_maker, connected.pipeline_ids)
+        return run.status in ("success", "failed", "cancelled")
+
+    await wait_for(done, timeout=60)
+    return await the_run(session_maker, connected)
+
+
+async def reported_running(forge: FakeForge, sha: str) -> None:
+    async def running() -> bool:
+        return [r.body["description"] for r in forge.accepted(sha)][-1:] == ["Running"]
+
+    await wait_for(running, timeout=60)
+
+
+async def cancel_requested_to_stage(client: Client, run_id: uuid.UUID) -> None:
+    """Until the run's workflow has asked its stage activity to stop (it took the cancel)."""
+    handle = client.get_workflow_handle(pipeline_run_workflow_id(str(run_id)))
+
+    async def requested() -> bool:
+        history = await handle.fetch_history()
+        return any(
+            e.HasField("activity_task_cancel_requested_event_attributes") for e in history.events
+        )
+
+    await wait_for(requested, timeout=60)
+
+
+async def assert_cancelled_on_forge(forge: FakeForge, sha: str) -> None:
+    """The last status is GitHub's `error` (cancelled) and no `failure` was ever sent."""
+
+    async def final() -> bool:
+        states = forge.states(sha)
+        return bool(states) and states[-1][1] == "error"
+
+    try:
+        await wait_for(final, timeout=60)
+    except AssertionError:
+        raise AssertionError(f"last status not error: {forge.states(sha)}") from None
+    # A report that would arrive late (a retried one) has had the time to: give it a beat.
+    await asyncio.sleep(1)
+    assert "failure" not in [state for _, state in forge.states(sha)]
+    descriptions = [r.body["description"] for r in forge.accepted(sha)]
+    # `Queued` is dropped when its report comes after the run's `Running` (never sent late).
+    assert descriptions in (["Queued", "Running", "Cancelled"], ["Running", "Cancelled"])
+
+
+async def test_cancelled_while_checking_out_is_cancelled(
+    api_client, temporal_client, forge, forge_settings, session_maker, tmp_path, task_queue
+) -> None:
+    repo, first = make_git_repo(tmp_path)
+    head = commit(repo, {"src/app.py": "print(7)\n"})
+    connected = await connect_repo(
+        session_maker,
+        forge_settings,
+        repo,
+        token=TOKEN,
+        pipelines=[{"on_push": {}}],
+        stages=[{"name": "never", "run": "echo never ran"}],
+    )
+    with stalled_objects(repo):
+        async with run_workers(
+            temporal_client, forge_settings, session_maker, task_queue, tmp_path
+        ):
+            await push(api_client, connected, head, first)
+            # Marked running, its checkout blocked on the repository's objects.
+            await reported_running(forge, head)
+            run = await the_run(session_maker, connected)
+            assert run.status == "running"
+            await cancel_run(temporal_client, run)
+            run = await finished(session_maker, connected)
+            await assert_cancelled_on_forge(forge, head)
+    assert run.status == "cancelled"
+    assert run.error == "cancelled by request"
+    assert await executions(session_maker, run.id) == []
+
+
+# Waits for the test's word (a file in its workspace), then fails on its own: exit 1.
+FAILS_WHEN_TOLD = "while [ ! -e .fail-now ]; do sleep 0.05; done; echo failing; exit 1"
+
+
+@pytest.mark.parametrize("order", ["cancel-then-failure", "failure-being-recorded-then-cancel"])
+async def test_a_stage_failing_while_the_run_is_cancelled_ends_cancelled(
+    api_client,
+    temporal_client,
+    forge,
+    forge_settings,
+    session_maker,
+    tmp_path,
+    task_queue,
+    order,
+) -> None:
+    repo, first = make_git_repo(tmp_path)
+    head = commit(repo, {"src/app.py": "print(8)\n"})
+    connected = await connect_repo(
+        session_maker,
+        forge_settings,
+        repo,
+        token=TOKEN,
+        pipelines=[{"on_push": {}}],
+        stages=[{"name": "flaky", "run": FAILS_WHEN_TOLD}],
+    )
+    async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
+        await push(api_client, connected, head, first)
+        await reported_running(forge, head)
+        run = await the_run(session_maker, connected)
+
+        async def stage_running() -> bool:
+            rows = await executions(session_maker, run.id)
+            return [r.status for r in rows] == ["running"]
+
+        await wait_for(stage_running, timeout=60)
+        fail_now = forge_settings.workspaces_dir / str(run.id) / ".fail-now"
+        row = stage_execution_id(str(run.id), "flaky", 1)
+        if order == "cancel-then-failure":
+            # The workflow took the cancel and asked the stage to stop; before the activity
+            # hears of it (its next heartbeat), the stage's process fails on its own.
+            await cancel_run(temporal_client, run)
+            await cancel_requested_to_stage(temporal_client, run.id)
+            fail_now.touch()
+        else:
+            # The process fails and its attempt is being closed `failed` (held on the row's
+            # lock) when the cancel arrives; the close ends after the workflow took the cancel.
+            async with session_maker() as session, session.begin():
+                await session.execute(
+                    text("SELECT 1 FROM stage_executions WHERE id = :id FOR UPDATE"), {"id": row}
+                )
+                fail_now.touch()
+                await cancel_run(temporal_client, run)
+                await cancel_requested_to_stage(temporal_client, run.id)
+        run = await finished(session_maker, connected)
+        await assert_cancelled_on_forge(forge, head)
+    assert run.status == "cancelled"
+    assert run.error == "cancelled by request"
+    rows = await executions(session_maker, run.id)
+    assert [(r.stage_name, r.attempt, r.status) for r in rows] == [("flaky", 1, "cancelled")]
