@@ -12,6 +12,7 @@ import asyncpg
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.runs import build_slots
 from core.runs.run_limits import plan_limits_sql, run_limits
 from db.models.pipelines import PipelineRun
 from workflows.runs_models import RunLimits
@@ -33,8 +34,10 @@ _RUN_VARIABLES = """jsonb_build_object(
         '[]'::jsonb),
     'environment_id', r.metadata ->> 'environment_id')"""
 
-_MARK_RUN_STARTED = """
-WITH run AS (
+# Marking a run started: the run row and the operators' row. `{GRANTED}` narrows the update
+# (nothing, or the claim of the statement that also asks for the run's build slot).
+_START_CTES = """
+run AS (
     UPDATE pipeline_runs r
     SET status = CASE WHEN r.status = 'queued' THEN 'running' ELSE r.status END,
         started_at = COALESCE(r.started_at, now()), workflow_id = $2, updated_at = now(),
@@ -43,7 +46,7 @@ WITH run AS (
             r.variables_snapshot,
             (SELECT {RUN_VARIABLES} FROM projects p WHERE p.id = r.project_id)
         )
-    WHERE r.id = $1
+    WHERE r.id = $1{GRANTED}
     RETURNING r.id, r.organization_id, r.project_id, r.pipeline_id, r.run_number, r.metadata,
               r.variables_snapshot
 ), operator_row AS (
@@ -59,10 +62,26 @@ WITH run AS (
         updated_at = now()
     RETURNING 1
 )
+""".replace("{RUN_VARIABLES}", _RUN_VARIABLES)
+
+_MARK_RUN_STARTED = """
+WITH {START}
 SELECT project_id, metadata, variables_snapshot, {PLAN_LIMITS} FROM run
-""".replace("{RUN_VARIABLES}", _RUN_VARIABLES).replace(
+""".replace("{START}", _START_CTES.replace("{GRANTED}", "")).replace(
     "{PLAN_LIMITS}", plan_limits_sql("run.organization_id")
 )
+
+# A build slot claimed (build_slot_acquire, $5 the slot key, $2 the run's workflow, $6 the
+# limit) and, when the claim holds one, the run marked started, in one round trip. The claim is
+# materialized: the function runs exactly once, whether or not the run is started.
+_CLAIM_AND_START = """
+WITH claim AS MATERIALIZED (SELECT * FROM build_slot_acquire($5, $2, $6)), {START}
+SELECT claim.claim_seq, claim.claim_holding, claim.pending_runs, claim.pending_seqs,
+       run.id IS NOT NULL, run.project_id, run.metadata, run.variables_snapshot, {PLAN_LIMITS}
+FROM claim LEFT JOIN run ON true
+""".replace(
+    "{START}", _START_CTES.replace("{GRANTED}", " AND (SELECT claim_holding FROM claim)")
+).replace("{PLAN_LIMITS}", plan_limits_sql("run.organization_id"))
 
 _FINISH_RUN = """
 WITH run AS (
@@ -146,6 +165,39 @@ async def mark_run_started(
         variables=row[2] or {},
         limits=run_limits(row[3]),
     )
+
+
+async def claim_slot_and_start(
+    conn: asyncpg.Connection,
+    *,
+    run_id: str,
+    workflow_id: str,
+    workflow_run_id: str,
+    task_queue: str,
+    slot_key: str,
+    limit: int,
+) -> tuple[build_slots.Claim, list[build_slots.PendingGrant], StartedRun | None]:
+    """`build_slots.acquire`, then `mark_run_started` when the claim holds a slot, as one
+    statement: the claim, the grants still to deliver to other runs, and the started run (None
+    when the claim waits, or when the run does not exist)."""
+    row = await conn.fetchrow(
+        _CLAIM_AND_START,
+        uuid.UUID(run_id),
+        workflow_id,
+        workflow_run_id,
+        task_queue,
+        slot_key,
+        max(1, limit),
+    )
+    assert row is not None  # the claim always answers one row
+    claim = build_slots.Claim(seq=row[0], holding=row[1])
+    pending = build_slots.pending_of(row[2], row[3])
+    if not row[4]:
+        return claim, pending, None
+    started = StartedRun(
+        project_id=row[5], metadata=row[6] or {}, variables=row[7] or {}, limits=run_limits(row[8])
+    )
+    return claim, pending, started
 
 
 async def finish_run(

@@ -75,8 +75,9 @@ class FakeForge:
             self.failures.extend(failures)
 
     def accepted(self, sha: str | None = None) -> list[Received]:
-        """Requests answered with success, in arrival order; with `sha`, only that commit's
-        (a report left over from an earlier test may reach this forge too)."""
+        """Requests answered with success, in arrival order; with `sha`, only that commit's.
+        (Nothing of an earlier test reaches this forge: each test's integrations workflows run
+        on a task queue of its own, see isolation.py.)"""
         with self.lock:
             return [
                 r

@@ -13,8 +13,10 @@ from sqlalchemy import text, update
 
 from db.models.projects import GitProviderConnection, Repository
 from db.session import session_scope
+from forgeline.settings import Settings
 from tests.integrations.fake_forge import Failure
 from tests.integrations.fake_github_app import FakeGitHubApp
+from tests.integrations.stage_gate import WAIT, open_gate
 from tests.integrations.support import (
     Connected,
     commit,
@@ -64,9 +66,22 @@ async def completed(app: FakeGitHubApp, conclusion: str) -> None:
     await wait_for(done, timeout=60)
 
 
+async def release_when_in_progress(
+    app: FakeGitHubApp, session_maker: Any, settings: Settings, connected: Connected
+) -> None:
+    """Once the check run shows the run in progress, let its waiting stage end."""
+
+    async def in_progress() -> bool:
+        return any(("in_progress", None) in app.sequence(c) for c in list(app.check_runs))
+
+    await wait_for(in_progress, timeout=60)
+    (run,) = await runs_of(session_maker, connected.pipeline_ids)
+    await open_gate(session_maker, settings, run.id)
+
+
 @pytest.mark.parametrize(
     ("command", "conclusion"),
-    [("sleep 3; echo ok", "success"), ("sleep 3; echo boom-line; exit 3", "failure")],
+    [(f"{WAIT}; echo ok", "success"), (f"{WAIT}; echo boom-line; exit 3", "failure")],
 )
 async def test_check_run_sequence(
     api_client,
@@ -94,6 +109,7 @@ async def test_check_run_sequence(
     await connect_through_app(session_maker, connected, installation)
     async with run_workers(temporal_client, app_settings, session_maker, task_queue, tmp_path):
         await push(api_client, connected, head, first)
+        await release_when_in_progress(app, session_maker, app_settings, connected)
         await completed(app, conclusion)
     (check,) = app.check_runs.values()
     (run,) = await runs_of(session_maker, connected.pipeline_ids)

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from core.integrations.commit_status import announce_run_status
+from forgeline.settings import Settings
 from tests.factories import make_org
 from tests.integrations.fake_forge import Failure, FakeForge
+from tests.integrations.stage_gate import WAIT, open_gate
 from tests.integrations.support import (
     Connected,
     commit,
@@ -27,7 +29,7 @@ from tests.integrations.support import (
     run_workers,
     runs_of,
 )
-from tests.runs.helpers import executions, run_row, wait_for
+from tests.runs.helpers import run_row, wait_for
 
 TOKEN = "ghp_" + "T" * 36
 
@@ -63,30 +65,17 @@ async def final_state(forge: FakeForge, sha: str, state: str, timeout: float = 6
         raise AssertionError(f"{sha}: last status not {state}: {forge.states(sha)}") from None
 
 
-async def open_gate(
-    forge: FakeForge, session_maker: Any, settings: Any, connected: Connected, head: str
+async def release_when_running(
+    forge: FakeForge, session_maker: Any, settings: Settings, connected: Connected, head: str
 ) -> None:
-    """Once the forge has the running report and the stage runs, let the stage end (it waits
-    for GATE in its workspace)."""
+    """Once the forge has the running report, let the run's waiting stage end."""
 
     async def reported_running() -> bool:
         return [r.body["description"] for r in forge.accepted(head)][-1:] == ["Running"]
 
     await wait_for(reported_running, timeout=60)
     (run,) = await runs_of(session_maker, connected.pipeline_ids)
-
-    async def stage_running() -> bool:
-        return any(e.status == "running" for e in await executions(session_maker, run.id))
-
-    await wait_for(stage_running, timeout=60)
-    (settings.workspaces_dir / str(run.id) / GATE).touch()
-
-
-# The stage ends only once the running report has reached the forge: a report older than the
-# run's status is dropped, so a run that ended first would show pending then final, however
-# slow or loaded the machine.
-GATE = ".running-reported"
-WAIT = f"until [ -e {GATE} ]; do sleep 0.1; done"
+    await open_gate(session_maker, settings, run.id)
 
 
 @pytest.mark.parametrize(
@@ -120,7 +109,7 @@ async def test_github_status_sequence(
     )
     async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
         await push(api_client, connected, head, first)
-        await open_gate(forge, session_maker, forge_settings, connected, head)
+        await release_when_running(forge, session_maker, forge_settings, connected, head)
         run = await finished_run(session_maker, connected)
         await final_state(forge, head, state)
     assert run.status == run_status
@@ -219,7 +208,7 @@ async def test_gitlab_statuses_and_missing_token(
                 },
             )
             assert r.status_code == 202, r.text
-        await open_gate(forge, session_maker, forge_settings, connected, head)
+        await release_when_running(forge, session_maker, forge_settings, connected, head)
         run = await finished_run(session_maker, connected)
         await finished_run(session_maker, untokened)
         await final_state(forge, head, "success")
