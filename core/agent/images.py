@@ -212,10 +212,17 @@ PACKAGE_EXECUTABLES = {
     "uv": ("uv", "uvx"), "bundler-audit": ("bundle-audit",), "build": (),
     "pip-audit": ("pip-audit",), "poetry": ("poetry",), "pipenv": ("pipenv",),
 }  # fmt: skip
+# pnpm/yarn through corepack. Its shims go beside node, which only root may write; a build user
+# with a read-only toolchain (Forgeline's sandbox, rootless runners) gets them in ~/.local/bin,
+# on its PATH there, instead.
+COREPACK_ENABLE = (
+    "(corepack enable 2>/dev/null || "
+    '(mkdir -p "$HOME/.local/bin" && corepack enable --install-directory "$HOME/.local/bin"))'
+)
 INSTALLERS = {
     "cargo-clippy": "rustup component add clippy",
     "cargo-fmt": "rustup component add rustfmt",
-    "pnpm": "corepack enable",
+    "pnpm": COREPACK_ENABLE,
     "composer": COMPOSER_SETUP,
 }
 _SEPARATORS = re.compile(r"\s*(?:&&|\|\||;|\||\n)\s*")
@@ -265,7 +272,9 @@ def _installed(words: list[str]) -> set[str]:
             name = re.split(r"[<>=!~\[ ;@]", package, maxsplit=1)[0].lower()
             out.update(PACKAGE_EXECUTABLES.get(name, (name,)))
     elif tool == "corepack" and args[:1] == ["enable"]:
-        out.update(args[1:] or ("pnpm", "yarn"))
+        # Its operands are package managers; a redirection or an option's value is not one.
+        named = [a for a in args[1:] if a in ("pnpm", "yarn", "npm")]
+        out.update(named or ("pnpm", "yarn"))
     elif tool in ("npm", "pnpm", "yarn", "bun") and ("-g" in words or "global" in words):
         out.update(re.sub(r"(?<=.)@.*$", "", a).rsplit("/", 1)[-1] for a in args[1:])
     elif tool == "gem" and args[:1] == ["install"]:

@@ -8,14 +8,14 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from core.agent.detectors import LOCKFILE_NAMES
-from core.agent.images import cache_paths, install_steps, repository_of
+from core.agent.images import COREPACK_ENABLE, cache_paths, install_steps, repository_of
 from forgeline.pipeline_spec import PipelineProposal, ProposedStage
 from forgeline.slugs import slug
 from workflows.agent_models import AppDetection, Preferences, RepoAnalysis
 
 SECURITY_COMMANDS = {
     "npm": "npm audit --audit-level=high --omit=dev",
-    "pnpm": "corepack enable && pnpm audit --audit-level high --prod",
+    "pnpm": f"{COREPACK_ENABLE} && pnpm audit --audit-level high --prod",
     "yarn": "yarn audit --level high --groups dependencies || test $? -lt 8",
     "bun": "bunx --bun audit-ci --high || true",
     "poetry": "pip install pip-audit && pip-audit",

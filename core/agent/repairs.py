@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.agent.images import COREPACK_ENABLE
+
 _MODULE = re.compile(r"ModuleNotFoundError: No module named '([A-Za-z_][\w.]{0,200})'")
 _MISSING_ENV = re.compile(r"(?:No such file or directory|ENOENT)[^\n]{0,200}?['\"]?(\.env)\b")
 _NOT_FOUND = re.compile(
@@ -91,10 +93,10 @@ def _package_manager(stage: dict[str, Any], text: str, root: Path) -> Repair | N
     """pnpm/yarn called in an image that only has npm: corepack provides them."""
     match = _NOT_FOUND.search(text)
     commands = list(stage.get("commands") or [])
-    if match is None or "corepack enable" in commands:
+    if match is None or any("corepack enable" in c for c in commands):
         return None
     return Repair(
-        _with(stage, commands=["corepack enable", *commands]),
+        _with(stage, commands=[COREPACK_ENABLE, *commands]),
         f"{match.group(1)} is not installed in the stage's image: enable it with corepack",
     )
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.agent.analysis import analyze_repository
+from core.agent.images import COREPACK_ENABLE
 from core.agent.js_workspaces import MAX_MEMBERS, runner_command
 from core.agent.proposal import propose_pipeline
 from forgeline.pipeline_validation import validate_proposal
@@ -57,7 +58,7 @@ def test_turbo_workspace_is_one_project_driven_by_its_runner(tmp_path: Path) -> 
     proposal = propose_pipeline(analysis)
     assert [s.name for s in proposal.stages].count("install") == 1
     install = proposal.stages[0]
-    assert install.commands == ["corepack enable && pnpm install --frozen-lockfile"]
+    assert install.commands == [f"{COREPACK_ENABLE} && pnpm install --frozen-lockfile"]
     for stage in proposal.stages:
         assert len(stage.depends_on) == len(set(stage.depends_on)), stage.name
         assert not any(c.startswith("npm ") for c in stage.commands), stage.name
@@ -116,7 +117,7 @@ def test_redwood_is_one_app_built_by_its_cli(tmp_path: Path) -> None:
     [app] = analysis.apps
     assert (app.framework, app.path, app.output_directory) == ("redwood", ".", "web/dist")
     assert (app.build_command, app.test_command) == ("yarn rw build", "yarn rw test --no-watch")
-    assert analysis.workspace_install_command == "corepack enable && yarn install --immutable"
+    assert analysis.workspace_install_command == f"{COREPACK_ENABLE} && yarn install --immutable"
     assert analysis.workspace_packages == {"api": "component", "web": "component"}
 
 

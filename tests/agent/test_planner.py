@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.agent.analysis import analyze_repository
+from core.agent.images import COREPACK_ENABLE
 from core.agent.proposal import propose_pipeline
 from forgeline.pipeline_validation import validate_proposal
 from tests.agent.corpus import CORPUS, SampleRepo, write_repo
@@ -52,7 +53,7 @@ def test_generated_pipeline_validates(sample: SampleRepo, corpus_root: Path) -> 
 def test_node_commands_follow_the_package_manager(corpus_root: Path) -> None:
     by_name = {s.name: s for s in CORPUS}
     pnpm = analyze_repository(write_repo(by_name["nextjs-export-pnpm"], corpus_root)).primary
-    assert pnpm.install_command == "corepack enable && pnpm install --frozen-lockfile"
+    assert pnpm.install_command == f"{COREPACK_ENABLE} && pnpm install --frozen-lockfile"
     assert pnpm.build_command == "pnpm run build"
     yarn = analyze_repository(write_repo(by_name["react-vite-yarn"], corpus_root)).primary
     assert yarn.install_command == "yarn install --frozen-lockfile"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from core.agent.images import COREPACK_ENABLE
 from core.agent.repairs import repair_stage
 
 
@@ -37,7 +38,7 @@ def test_npm_ci_without_a_lockfile_becomes_npm_install(tmp_path: Path) -> None:
 
 def test_a_package_manager_the_image_lacks_is_enabled(tmp_path: Path) -> None:
     repaired = repair_stage(stage("pnpm install"), ["sh: 1: pnpm: not found"], "", tmp_path)
-    assert repaired is not None and repaired.stage["commands"][0] == "corepack enable"
+    assert repaired is not None and repaired.stage["commands"][0] == COREPACK_ENABLE
 
 
 def test_a_script_the_package_does_not_declare_is_dropped(tmp_path: Path) -> None:

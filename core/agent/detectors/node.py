@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from core.agent.framework_outputs import declared_output
-from core.agent.images import cache_paths, node_image
+from core.agent.images import COREPACK_ENABLE, cache_paths, node_image
 from core.agent.js_workspaces import root_of, runner_exec
 from core.agent.repo_files import RepoFiles, join
 from core.agent.scripts import e2e_setup, plan_scripts
@@ -68,16 +68,16 @@ def _yarn_berry(files: RepoFiles, base: str) -> bool:
 def _node_install(manager: str, locked: bool, files: RepoFiles, base: str) -> str:
     if manager == "pnpm":
         return (
-            "corepack enable && pnpm install --frozen-lockfile"
+            f"{COREPACK_ENABLE} && pnpm install --frozen-lockfile"
             if locked
-            else ("corepack enable && pnpm install")
+            else f"{COREPACK_ENABLE} && pnpm install"
         )
     if manager == "yarn":
         declared = str((files.json(join(base, "package.json")) or {}).get("packageManager") or "")
         if _yarn_berry(files, base):
-            return "corepack enable && yarn install" + (" --immutable" if locked else "")
+            return f"{COREPACK_ENABLE} && yarn install" + (" --immutable" if locked else "")
         # A declared Yarn 1 release runs through corepack too (the image's own may differ).
-        prefix = "corepack enable && " if declared else ""
+        prefix = f"{COREPACK_ENABLE} && " if declared else ""
         return prefix + ("yarn install --frozen-lockfile" if locked else "yarn install")
     if manager == "bun":
         return "bun install --frozen-lockfile" if locked else "bun install"

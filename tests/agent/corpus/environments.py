@@ -3,6 +3,7 @@ matrices."""
 
 from __future__ import annotations
 
+from core.agent.images import COREPACK_ENABLE
 from tests.agent.corpus.sample import SampleRepo, json_text, package_json
 
 _GRADLE_74 = "distributionUrl=https\\://services.gradle.org/distributions/gradle-7.4.2-bin.zip\n"
@@ -47,7 +48,7 @@ ENVIRONMENTS: tuple[SampleRepo, ...] = (
         package_manager="yarn",
         expect={
             "image": "node:22",
-            "install_command": "corepack enable && yarn install --immutable",
+            "install_command": f"{COREPACK_ENABLE} && yarn install --immutable",
         },
     ),
     SampleRepo(
