@@ -92,6 +92,8 @@ DESCRIPTIONS: dict[str, str] = {
     "notification_retry_max_seconds": "longest wait between two tries",
     "notification_request_timeout_seconds": "HTTP timeout of one webhook or Slack delivery",
     "notifications_task_queue": "task queue of the notification workflows",
+    "integrations_task_queue": "task queue of forge deliveries, commit statuses, pull request "
+    "reports and schedule firings (the API, the worker and the schedules use the same)",
     "operations_task_queue": "task queue of the reconciler (executions closed outside Forgeline)",
     "reconciler_interval_seconds": "how often the reconciler's Temporal Schedule runs a pass",
     "reconciler_lookback_seconds": "how far back a pass looks for executions closed abnormally",
