@@ -92,20 +92,31 @@ class RunActivities:
         # Always set for an activity of a workflow (only standalone activities lack them).
         assert info.workflow_id is not None and info.workflow_run_id is not None
         key = build_slot_key(inp.organization_id, inp.project_id)
+        started: run_records.StartedRun | None = None
         async with driver_connection(self.session_maker) as conn:
             plan = await load_plan(conn, inp.run_id)
             if plan is None:
                 raise run_not_found(inp.run_id)
-            claim, pending = await build_slots.acquire(
-                conn, key, info.workflow_id, plan.concurrent_builds
-            )
-            # Nothing to clone: a granted run starts now, without a start_run step of its own.
-            starts = claim.holding and not plan.has_repository
-            started = None
-            if starts:
-                started = await self._mark_started(
-                    conn, inp.run_id, info.workflow_id, info.workflow_run_id, info.task_queue
+            if plan.has_repository:
+                claim, pending = await build_slots.acquire(
+                    conn, key, info.workflow_id, plan.concurrent_builds
                 )
+            else:
+                # Nothing to clone: a granted run starts now, without a start_run step of its
+                # own; the claim and the start are one statement.
+                claim, pending, started = await run_records.claim_slot_and_start(
+                    conn,
+                    run_id=inp.run_id,
+                    workflow_id=info.workflow_id,
+                    workflow_run_id=info.workflow_run_id,
+                    task_queue=info.task_queue,
+                    slot_key=key,
+                    limit=plan.concurrent_builds,
+                )
+                if claim.holding and started is None:
+                    raise run_not_found(inp.run_id)
+        if started is not None:
+            await self._announce_start(inp.run_id, started)
         await self.slots.settle(key, claim, pending)
         update: dict[str, object] = {
             "slot_granted": claim.holding,
@@ -215,6 +226,10 @@ class RunActivities:
         )
         if started is None:
             raise run_not_found(run_id)
+        await self._announce_start(run_id, started)
+        return started
+
+    async def _announce_start(self, run_id: str, started: run_records.StartedRun) -> None:
         # A run started by a forge event reports `running` on its commit (never raises); the
         # metadata just returned says whether it was one, so other runs read nothing more.
         if "forge" in started.metadata:
@@ -224,7 +239,6 @@ class RunActivities:
                 run_id,
                 task_queue=self.settings.integrations_task_queue,
             )
-        return started
 
     async def _checkout(self, repo: Repository, workspace: Path, inp: RunStarted) -> str:
         """Clone the project's repository at the run's commit (or branch) into the workspace,
