@@ -27,6 +27,7 @@ from bench.baseline import measure_chain, percentile, run_chain
 from bench.chain_workflow import ChainWorkflow, increment
 from bench.context import BenchContext, BenchRow
 from bench.run_profile import (
+    CpuMeter,
     StageTimers,
     StatementCounter,
     chain_workflow_id,
@@ -108,21 +109,29 @@ async def one_run(client: Client, session_maker, settings, org_id, pipeline_id, 
 
 
 async def interleaved(
-    client: Client, n: int, run_once: Callable[[], Awaitable[float]]
-) -> tuple[list[float], list[float]]:
+    client: Client, n: int, run_once: Callable[[], Awaitable[float]], meter: CpuMeter
+) -> tuple[list[float], list[float], list[float], list[float]]:
     """REPEATS pipeline runs and REPEATS bare chains of n activities, alternating (after two
-    warm-ups of each); the chain's worker runs in this process with the SDK's defaults."""
+    warm-ups of each); the chain's worker runs in this process with the SDK's defaults. Also the
+    CPU milliseconds each used (`meter`: this process, Temporal, PostgreSQL)."""
     queue = f"bench-chain-{uuid.uuid4()}"
     runs: list[float] = []
     chains: list[float] = []
+    run_cpu: list[float] = []
+    chain_cpu: list[float] = []
     async with Worker(client, task_queue=queue, workflows=[ChainWorkflow], activities=[increment]):
         for i in range(REPEATS + 2):
+            before = meter.seconds()
             chain_ms = await run_chain(client, n, queue)
+            between = meter.seconds()
             run_ms = await run_once()
+            after = meter.seconds()
             if i >= 2:
                 chains.append(chain_ms)
                 runs.append(run_ms)
-    return runs, chains
+                chain_cpu.append((between - before) * 1000)
+                run_cpu.append((after - between) * 1000)
+    return runs, chains, run_cpu, chain_cpu
 
 
 async def profile(
@@ -209,6 +218,7 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
         for a in activities
     ]
     rows: list[BenchRow] = []
+    meter = CpuMeter(ctx.work_dir)
     # As worker.py runs them (FORGELINE_WORKFLOW_SANDBOX); the baseline chain keeps SDK defaults.
     where = "inside" if settings.workflow_sandbox else "outside"
     log(f"pipeline runs {where} the workflow sandbox")
@@ -235,10 +245,21 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
 
                 # Interleaved with the bare chain of N activities, one of each in turn, so both
                 # see the same machine load (it is shared, and moves by 2x within minutes).
-                runs, chains = await interleaved(ctx.client, n, run_once)
+                runs, chains, run_cpu, chain_cpu = await interleaved(ctx.client, n, run_once, meter)
                 p50 = statistics.median(runs)
                 chain_p50 = statistics.median(chains)
                 log(f"N={n}: p50 {p50:.0f} ms vs chain {chain_p50:.0f} ms (interleaved)")
+                cpu, chain_cpu_p50 = statistics.median(run_cpu), statistics.median(chain_cpu)
+                log(f"N={n}: CPU {cpu:.0f} ms per run vs {chain_cpu_p50:.0f} ms per chain")
+                rows.append(
+                    BenchRow(
+                        f"pipeline run, {n} no-op stages (sandbox)",
+                        "CPU per run p50",
+                        cpu,
+                        baseline=chain_cpu_p50,
+                        note="worker + Temporal + PostgreSQL",
+                    )
+                )
                 rows.append(
                     BenchRow(
                         f"pipeline run, {n} no-op stages (sandbox)",
@@ -282,12 +303,20 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
                 for _ in range(CONCURRENT)
             ]
             started = time.perf_counter()
+            cpu_started = meter.seconds()
             samples = await asyncio.gather(
                 *(start_and_finish(ctx.client, run, queue) for run in burst)
             )
             elapsed = time.perf_counter() - started
+            burst_cpu = meter.seconds() - cpu_started
+        cpu_started = meter.seconds()
         chain_tp = await measure_chain(
             ctx.client, 5, 3, concurrency=CONCURRENT, throughput_workflows=CONCURRENT
+        )
+        chains_cpu = meter.seconds() - cpu_started
+        log(
+            f"{CONCURRENT} concurrent: CPU {burst_cpu:.1f} s for the runs vs {chains_cpu:.1f} s "
+            "for the chains (their latency rounds included)"
         )
         per_minute = CONCURRENT / elapsed * 60
         base_per_minute = (chain_tp.throughput_wps or 0) * 60

@@ -6,13 +6,16 @@ Used by bench_runs.py after its timed rounds; prints lines, returns nothing the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import re
 import statistics
 import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event as sa_event
@@ -200,3 +203,44 @@ class StageTimers:
         ]
         self.samples = defaultdict(list)
         return "stage activity parts (medians): " + ", ".join(parts)
+
+
+class CpuMeter:
+    """CPU seconds used so far by the benchmark's own processes: this one (with the stage
+    processes it reaped), the Temporal dev server and PostgreSQL (the postmaster, with the
+    backends it reaped, and its live backends), read from /proc. Less sensitive to a shared
+    machine's load than wall time: what a run costs, not how long it waited for a core."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.pids = [os.getpid()]
+        for pid_file in (*work_dir.glob("**/temporal.pid"), *work_dir.glob("**/postmaster.pid")):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                self.pids.append(int(pid_file.read_text().split()[0]))
+
+    def seconds(self) -> float:
+        parents = set(self.pids)
+        ticks = 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            fields = _stat_fields(entry.name)
+            if fields is None:
+                continue
+            pid, ppid = int(entry.name), int(fields[1])
+            if pid in parents:
+                ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+            elif ppid in parents:
+                # Live: a backend, a waiting sandbox (reaped, it counts in its parent's cutime).
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / self.tick
+
+
+def _stat_fields(pid: str) -> list[str] | None:
+    """/proc/<pid>/stat after the command name (field 3 on), or None for a process gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
