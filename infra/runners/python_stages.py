@@ -28,8 +28,10 @@ from infra.runners.python_toolchain import (
 from infra.runners.sandbox_args import SANDBOX_WORKSPACE, STANDARD_PATH, SandboxConfig
 from infra.runners.sandbox_workspace import SANDBOX_DIR
 
-# Per stage attempt, inside the run's workspace: <name>/venv, <name>/shims, <name>/tools.
-VENVS = "venvs"
+# Per stage attempt, inside the run's workspace: <name>/venv, <name>/shims, <name>/tools. Named
+# `.tox`: the one directory name flake8, black, ruff, isort, bandit and pytest all leave out by
+# default, so a lint or test run over `.` never reads the stage's own virtualenv.
+VENVS = ".tox"
 # Commands installed on first use when the stage has not installed them itself.
 ON_DEMAND_TOOLS = ("poetry", "uv", "pipenv", "pdm", "hatch", "tox", "nox")
 # The sandbox's trust store (the host's /etc/ssl), for pip, uv and requests when the operator
