@@ -178,15 +178,20 @@ class IntegrationActivities:
             )
 
     async def _report_commit_status(self, inp: CommitStatusInput) -> CommitStatusResult:
-        async with self.session_maker() as session:
-            report, reason = await commit_status.build_report(
-                session, self.settings, inp.run_id, inp.state
-            )
+        # Checked and sent in the run's turn: a later state's report waits for this one.
+        async with commit_status.reporting_turn(self.session_maker, inp.run_id) as session:
+            return await self._report_in_turn(session, inp)
+
+    async def _report_in_turn(
+        self, session: AsyncSession, inp: CommitStatusInput
+    ) -> CommitStatusResult:
+        report, reason = await commit_status.build_report(
+            session, self.settings, inp.run_id, inp.state
+        )
         if report is None:
             return CommitStatusResult(reported=False, reason=reason)
         if report.provider == "github":
-            async with self.session_maker() as session:
-                installation = await check_runs.installation_of_run(session, inp.run_id)
+            installation = await check_runs.installation_of_run(session, inp.run_id)
             if installation is not None:
                 return await self._report_check_run(report, inp.run_id, installation)
         if report.token is None:

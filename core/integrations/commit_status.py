@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
@@ -110,7 +111,8 @@ async def build_report(
     forge = (run.metadata_ or {}).get("forge")
     if not isinstance(forge, dict) or not run.commit_sha:
         return None, "the run was not started by a forge event"
-    if _rank(state) < _rank(RUN_STATUS_STATES.get(run.status, "pending")):
+    current = RUN_STATUS_STATES.get(run.status, "pending")
+    if _rank(state) < _rank(current) or (state in FINAL_COMMIT_STATES and state != current):
         return None, f"the run is {run.status} already; {state} is stale"
     return (
         StatusReport(
@@ -125,6 +127,21 @@ async def build_report(
         ),
         None,
     )
+
+
+@contextlib.asynccontextmanager
+async def reporting_turn(
+    session_maker: async_sessionmaker[AsyncSession], run_id: str
+) -> AsyncIterator[AsyncSession]:
+    """The run's reports one at a time, each from its staleness check (build_report, in the
+    session given) to the forge's answer: a report found current reaches the forge before a
+    later state's report is checked, so an earlier state never lands after a later one and the
+    final state is the last the forge receives."""
+    async with session_maker() as session, session.begin():
+        await session.execute(
+            select(func.pg_advisory_xact_lock(func.hashtextextended(f"commit-status:{run_id}", 0)))
+        )
+        yield session
 
 
 async def start_report(

@@ -1,0 +1,75 @@
+"""A run's commit statuses reach the forge one at a time, each from its staleness check to the
+forge's answer: the final state's report waits while an earlier report is being sent, so it can
+never be overtaken by it. Real Postgres (the run's reporting turn), Temporal, git, the sandbox
+runner and a local fake GitHub."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import text
+
+from core.integrations.commit_status import build_report, reporting_turn
+from core.runs.service import cancel_run
+from tests.integrations.support import commit, connect_repo, make_git_repo, run_workers
+from tests.integrations.test_cancel_races import (
+    TOKEN,
+    assert_cancelled_on_forge,
+    finished,
+    push,
+    reported_running,
+    the_run,
+)
+from tests.runs.helpers import wait_for
+
+WAITING_FOR_TURN = """
+SELECT count(*) FROM pg_locks
+WHERE locktype = 'advisory' AND NOT granted
+  AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(:key, 0)
+"""
+
+
+async def waiting_for_turn(session_maker: Any, run_id: uuid.UUID) -> bool:
+    async with session_maker() as session:
+        waiting = await session.scalar(text(WAITING_FOR_TURN), {"key": f"commit-status:{run_id}"})
+    return bool(waiting)
+
+
+async def test_the_final_state_waits_for_the_report_being_sent(
+    api_client, temporal_client, forge, forge_settings, session_maker, tmp_path, task_queue
+) -> None:
+    repo, first = make_git_repo(tmp_path)
+    head = commit(repo, {"src/app.py": "print(9)\n"})
+    connected = await connect_repo(
+        session_maker,
+        forge_settings,
+        repo,
+        token=TOKEN,
+        pipelines=[{"on_push": {}}],
+        stages=[{"name": "long", "run": "sleep 120"}],
+    )
+    async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
+        await push(api_client, connected, head, first)
+        await reported_running(forge, head)
+        run = await the_run(session_maker, connected)
+        # The run's turn is taken, as by a report checked current and still on its way to the
+        # forge: the cancelled run's report waits for it, before its own check.
+        async with reporting_turn(session_maker, str(run.id)):
+            await cancel_run(temporal_client, run)
+            run = await finished(session_maker, connected)
+            assert run.status == "cancelled"
+
+            async def waiting() -> bool:
+                return await waiting_for_turn(session_maker, run.id)
+
+            await wait_for(waiting, timeout=60)
+            assert [r.body["description"] for r in forge.accepted(head)][-1] == "Running"
+        # Its turn comes: the final state is the last the forge receives.
+        await assert_cancelled_on_forge(forge, head)
+    # Another final state of the run (a failure report, were one ever announced) is stale.
+    async with session_maker() as session:
+        for state in ("failure", "success", "running"):
+            report, reason = await build_report(session, forge_settings, str(run.id), state)
+            assert report is None
+            assert reason == f"the run is cancelled already; {state} is stale"
