@@ -135,7 +135,8 @@ class VerificationRuns:
             exam.failed_stage = failed.stage_name
             exam.failure_class = failed.failure_class
             exam.diagnosis = failed.failure_cause or failed.error
-            exam.evidence = list(failed.failure_evidence or [])
+            # What the runner did otherwise than asked (a Python the host lacks) comes first.
+            exam.evidence = [*(failed.warnings or []), *(failed.failure_evidence or [])]
             tail = await stage_log_tail(self.session_maker, self.store, failed)
         root = await self.workspaces.ensure(inp.task_id, inp.checkout, tick)
         async with session_scope(self.session_maker) as session:

@@ -115,3 +115,32 @@ async def test_a_flask_repository_verifies_green_in_the_sandbox(
     assert "1 passed" in log, log[-2000:]
     assert "/simple/flask/" in index.hits.read_text()
     assert uuid.UUID(verdict["run_id"]) == runs[-1].id
+
+
+async def test_a_python_the_host_lacks_is_in_the_verdicts_evidence(
+    temporal_client: Client,
+    session_maker: async_sessionmaker[AsyncSession],
+    task_queue: str,
+    workers: str,
+    tmp_path: Path,
+) -> None:
+    """The repository pins a Python no build host has; its test needs that version: the run
+    fails on the nearest one, and the verdict's evidence says which ran instead of which."""
+    repo = git_repo(
+        tmp_path / "repo",
+        {
+            "requirements.txt": "\n",
+            ".python-version": "3.99\n",
+            "tests/test_version.py": (
+                "import sys\nimport unittest\n\n\nclass T(unittest.TestCase):\n"
+                "    def test_version(self):\n"
+                "        self.assertEqual(sys.version_info[:2], (3, 99))\n"
+            ),
+        },
+    )
+    _, out = await generate(temporal_client, session_maker, task_queue, workers, repo)
+    verdict = out.output["verification"]
+    assert verdict["verified"] is False, verdict
+    assert verdict["failed_stage"] == "test"
+    assert "asks for Python 3.99" in verdict["evidence"][0], verdict
+    assert "instead" in verdict["evidence"][0]
