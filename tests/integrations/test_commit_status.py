@@ -17,7 +17,7 @@ from core.integrations.commit_status import announce_run_status
 from forgeline.settings import Settings
 from tests.factories import make_org
 from tests.integrations.fake_forge import Failure, FakeForge
-from tests.integrations.stage_gate import WAIT, open_gate
+from tests.integrations.stage_gate import WAIT, open_gate, run_executor
 from tests.integrations.support import (
     Connected,
     commit,
@@ -25,6 +25,7 @@ from tests.integrations.support import (
     connect_repo,
     github_headers,
     github_push,
+    integrations_worker,
     make_git_repo,
     run_workers,
     runs_of,
@@ -65,15 +66,18 @@ async def final_state(forge: FakeForge, sha: str, state: str, timeout: float = 6
         raise AssertionError(f"{sha}: last status not {state}: {forge.states(sha)}") from None
 
 
+async def reported(forge: FakeForge, head: str, description: str) -> None:
+    async def arrived() -> bool:
+        return [r.body["description"] for r in forge.accepted(head)][-1:] == [description]
+
+    await wait_for(arrived, timeout=60)
+
+
 async def release_when_running(
     forge: FakeForge, session_maker: Any, settings: Settings, connected: Connected, head: str
 ) -> None:
     """Once the forge has the running report, let the run's waiting stage end."""
-
-    async def reported_running() -> bool:
-        return [r.body["description"] for r in forge.accepted(head)][-1:] == ["Running"]
-
-    await wait_for(reported_running, timeout=60)
+    await reported(forge, head, "Running")
     (run,) = await runs_of(session_maker, connected.pipeline_ids)
     await open_gate(session_maker, settings, run.id)
 
@@ -107,11 +111,17 @@ async def test_github_status_sequence(
         pipelines=[{"on_push": {"branches": ["main"]}}],
         stages=[{"name": "check", "run": command}],
     )
-    async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
+    async with integrations_worker(
+        temporal_client, forge_settings, session_maker, run_task_queue=task_queue
+    ):
         await push(api_client, connected, head, first)
-        await release_when_running(forge, session_maker, forge_settings, connected, head)
-        run = await finished_run(session_maker, connected)
-        await final_state(forge, head, state)
+        await reported(forge, head, "Queued")
+        async with run_executor(
+            temporal_client, forge_settings, session_maker, task_queue, tmp_path
+        ):
+            await release_when_running(forge, session_maker, forge_settings, connected, head)
+            run = await finished_run(session_maker, connected)
+            await final_state(forge, head, state)
     assert run.status == run_status
     assert forge.states(head) == [("forgeline/ci-0", s) for s in ("pending", "pending", state)]
     requests = forge.accepted(head)
@@ -196,7 +206,9 @@ async def test_gitlab_statuses_and_missing_token(
         "project": {"path_with_namespace": "group/sub/widgets", "git_http_url": "https://gl/x"},
     }
     body = json.dumps(payload).encode()
-    async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
+    async with integrations_worker(
+        temporal_client, forge_settings, session_maker, run_task_queue=task_queue
+    ):
         for target in (connected, untokened):
             r = await api_client.post(
                 f"/v1/webhooks/gitlab?repository={target.repository_id}",
@@ -208,10 +220,14 @@ async def test_gitlab_statuses_and_missing_token(
                 },
             )
             assert r.status_code == 202, r.text
-        await release_when_running(forge, session_maker, forge_settings, connected, head)
-        run = await finished_run(session_maker, connected)
-        await finished_run(session_maker, untokened)
-        await final_state(forge, head, "success")
+        await reported(forge, head, "Queued")
+        async with run_executor(
+            temporal_client, forge_settings, session_maker, task_queue, tmp_path
+        ):
+            await release_when_running(forge, session_maker, forge_settings, connected, head)
+            run = await finished_run(session_maker, connected)
+            await finished_run(session_maker, untokened)
+            await final_state(forge, head, "success")
     assert run.status == "success"
     requests = forge.accepted(head)
     assert {r.path for r in requests} == {f"/api/v4/projects/group%2Fsub%2Fwidgets/statuses/{head}"}
