@@ -33,7 +33,7 @@ from infra.runners.sandbox_workspace import SANDBOX_DIR
 # default, so a lint or test run over `.` never reads the stage's own virtualenv.
 VENVS = ".tox"
 # Commands installed on first use when the stage has not installed them itself.
-ON_DEMAND_TOOLS = ("poetry", "uv", "pipenv", "pdm", "hatch", "tox", "nox")
+ON_DEMAND_TOOLS = ("poetry", "uv", "pipenv", "pdm", "hatch", "tox", "nox", "pipx", "twine")
 # The sandbox's trust store (the host's /etc/ssl), for pip, uv and requests when the operator
 # configured no CA: they would otherwise trust only the roots they bundle.
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
