@@ -320,6 +320,10 @@ async def run_corpus(todo: list[CorpusRepo], cache: Path, args: argparse.Namespa
             allow_local_repositories=True,
             local_repository_roots=[checkouts],
             container_runner="sandbox",
+            # This host reaches the registries through a TLS mirror signed by its own CA: stages
+            # get the host's CA settings, as an operator here would configure (corepack's
+            # downloads use Node's fetch, which trusts only NODE_EXTRA_CA_CERTS beside its own).
+            build_pass_host_ca=True,
             worker_shutdown_grace_seconds=5,
             log_level="WARNING",
         )
