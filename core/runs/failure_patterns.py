@@ -139,6 +139,9 @@ PATTERNS: tuple[FailurePattern, ...] = (
         r"ReadTimeoutError",
         r"Retrying \(Retry\(total=",
         r"npm (?:ERR!|error) network",
+        # An HTTP(S) proxy (the build's egress path) could not reach the host.
+        r"CONNECT tunnel failed, response [45]\d\d",
+        r"Received HTTP code [45]\d\d from proxy after CONNECT",
         r"request to https?://\S{1,500} failed, reason:",
         r"There appears to be trouble with your network connection",
         r"ERR_PNPM_META_FETCH_FAIL|ERR_PNPM_FETCH_\d+",
