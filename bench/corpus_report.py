@@ -10,6 +10,7 @@ from typing import Any
 # What a cause is about, read from the words a diagnosis uses: a repair and a troubleshoot
 # diagnosis of the same failure name the same kind when the troubleshooter is right.
 CAUSE_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("registry signatures", re.compile(r"signature", re.I)),
     ("lockfile", re.compile(r"lockfile|npm ci\b", re.I)),
     ("missing script", re.compile(r"script", re.I)),
     ("requirements file", re.compile(r"requirements", re.I)),

@@ -30,10 +30,14 @@ ENV_EXAMPLES = (".env.example", ".env.sample", ".env.dist", ".env.template", ".e
 
 @dataclass(frozen=True)
 class Repair:
-    """A stage rewritten, and what was wrong with it (a config failure's diagnosis)."""
+    """A stage rewritten, and what was wrong with it (a config failure's diagnosis).
+    `shared_env`: variables every stage that calls `shared_by` needs as well (the same tool
+    fails the same way in each of them)."""
 
     stage: dict[str, Any]
     diagnosis: str
+    shared_env: tuple[tuple[str, str], ...] = ()
+    shared_by: str = ""
 
 
 Rule = Callable[[dict[str, Any], str, Path], Repair | None]
@@ -145,7 +149,42 @@ def _requirements_file(stage: dict[str, Any], text: str, root: Path) -> Repair |
     )
 
 
+_NO_SIGNATURES = re.compile(r"No compatible signature found in package metadata")
+
+
+def _registry_signatures(stage: dict[str, Any], text: str, root: Path) -> Repair | None:
+    """corepack checks the npm registry's signatures of the pnpm/yarn it downloads; a registry
+    mirror that serves none fails every download: corepack is told to check none there."""
+    env = dict(stage.get("environment") or {})
+    if _NO_SIGNATURES.search(text) is None or env.get("COREPACK_INTEGRITY_KEYS") == "0":
+        return None
+    env["COREPACK_INTEGRITY_KEYS"] = "0"
+    return Repair(
+        _with(stage, environment=env),
+        "the package registry serves no signatures for the package managers corepack "
+        "downloads (a mirror): COREPACK_INTEGRITY_KEYS=0",
+        shared_env=(("COREPACK_INTEGRITY_KEYS", "0"),),
+        shared_by="corepack",
+    )
+
+
+def apply_repair(stages: list[dict[str, Any]], index: int, repair: Repair) -> None:
+    """The repaired stage in place, and its shared variables in every other stage that calls
+    the same tool (they would each fail the same way on the rerun)."""
+    stages[index] = repair.stage
+    if not repair.shared_env:
+        return
+    for at, stage in enumerate(stages):
+        commands = [str(c.get("run") if isinstance(c, dict) else c) for c in stage["commands"]]
+        if at == index or not any(repair.shared_by in c for c in commands):
+            continue
+        env = dict(stage.get("environment") or {})
+        env.update(repair.shared_env)
+        stages[at] = _with(stage, environment=env)
+
+
 RULES: tuple[Rule, ...] = (
+    _registry_signatures,
     _package_manager,
     _npm_ci_without_lock,
     _missing_script,

@@ -16,7 +16,7 @@ from core.agent.errors import AgentFailure, task_not_found
 from core.agent.executions import save_task_pipeline
 from core.agent.progress import Tick
 from core.agent.project_settings import build_settings_of
-from core.agent.repairs import repair_stage
+from core.agent.repairs import apply_repair, repair_stage
 from core.agent.tools import AgentToolbox
 from core.agent.verification_tools import stage_log_tail
 from core.agent.workspaces import Workspaces
@@ -157,7 +157,7 @@ class VerificationRuns:
             exam.diagnosis = repair.diagnosis
             if not inp.may_repair:
                 return exam
-            data["stages"][index] = repair.stage
+            apply_repair(data["stages"], index, repair)
             await versions.commit_change(
                 session,
                 pipeline,

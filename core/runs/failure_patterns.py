@@ -58,6 +58,12 @@ PATTERNS: tuple[FailurePattern, ...] = (
     ),
     _rule(
         CONFIG,
+        "corepack cannot verify the package manager it downloads: the registry serves no "
+        "signatures (a mirror)",
+        r"No compatible signature found in package metadata",
+    ),
+    _rule(
+        CONFIG,
         "a tool the stage calls is not installed in its image",
         r"\bcommand not found\b",
         r"\bsh: \d+: [^:\s]{1,200}: not found",
