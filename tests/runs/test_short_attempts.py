@@ -203,11 +203,17 @@ async def test_fast_stages_end_in_one_write_and_a_slow_one_shows_running(
     tmp_path: Path,
 ) -> None:
     """Through the worker: a stage that ends at once has its final row and its output; a stage
-    that runs on is `running` (its row opened) before it ends."""
+    that runs on is `running` (its row opened) before it ends, with no output to open it."""
     org = await make_org(session_maker)
     stages = [
         stage("fast", 'printf \'%s\\n\' "$FORGELINE_STAGE" "it\'s"', position=0),
-        stage("slow", "echo waiting; sleep 1; echo done", position=1),
+        # Ends only once the test has seen it running (bounded by its timeout).
+        stage(
+            "slow",
+            "while [ ! -e go ]; do sleep 0.05; done; echo done",
+            position=1,
+            timeout_seconds=60,
+        ),
     ]
     pipeline_id = await make_pipeline(session_maker, org.org_id, stages)
     run = await create_run(session_maker, settings, org.org_id, pipeline_id)
@@ -222,6 +228,7 @@ async def test_fast_stages_end_in_one_write_and_a_slow_one_shows_running(
                 return any(r.stage_name == "slow" and r.status == "running" for r in rows)
 
             await wait_for(slow_running)
+            (settings.workspaces_dir / str(run.id) / "go").touch()
             result = await handle.result()
     finally:
         await runner.close()
