@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -144,9 +145,7 @@ class VerificationRuns:
             stages = await stages_of(session, pipeline.id)
             document = document_of(pipeline, stages)
             data = document.model_dump(mode="json")
-            index = next(
-                (i for i, s in enumerate(data["stages"]) if s["name"] == exam.failed_stage), None
-            )
+            index = stage_index(data["stages"], exam.failed_stage)
             if index is None:
                 return exam
             repair = repair_stage(data["stages"][index], exam.evidence, tail, root)
@@ -170,6 +169,22 @@ class VerificationRuns:
             exam.repaired = True
             exam.repair = f"{exam.failed_stage}: {repair.diagnosis}"
             return exam
+
+
+def stage_index(stages: list[dict[str, Any]], failed: str | None) -> int | None:
+    """The document stage a failed execution ran: itself, or the matrix stage of a failed leg
+    (`test (22)` is a leg of `test`; the longest such name wins)."""
+    if failed is None:
+        return None
+    for i, stage in enumerate(stages):
+        if stage["name"] == failed:
+            return i
+    legs = [
+        (len(stage["name"]), i)
+        for i, stage in enumerate(stages)
+        if (stage.get("runtime") or {}).get("matrix") and failed.startswith(f"{stage['name']} (")
+    ]
+    return max(legs)[1] if legs else None
 
 
 async def _task_author(session: AsyncSession, task_id: uuid.UUID) -> uuid.UUID | None:
