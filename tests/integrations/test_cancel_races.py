@@ -2,12 +2,13 @@
 while its commit is being checked out (the checkout's activity ends cancelled), or while a stage's
 process dies with a failure of its own (the stage activity ends failed after the cancel was
 requested). The run, its stage attempts and the commit status on a local fake GitHub all say
-cancelled, and no `failure` report ever reaches the forge. Real Postgres, Temporal, git and the
-sandbox runner."""
+cancelled, and no `failure` report ever reaches the forge. The runs' worker starts only once the
+forge has the queued report and the run is cancelled only once it has the running one (see
+stage_gate.py), so the forge's sequence is exactly queued, running, cancelled however loaded the
+machine is. Real Postgres, Temporal, git and the sandbox runner."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -17,23 +18,26 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from core.runs.service import cancel_run
 from core.runs.stage_records import stage_execution_id
 from db.models.pipelines import PipelineRun
 from tests.integrations.fake_forge import FakeForge
+from tests.integrations.stage_gate import run_executor
 from tests.integrations.support import (
     Connected,
     commit,
     connect_repo,
     github_headers,
     github_push,
+    integrations_worker,
     make_git_repo,
-    run_workers,
     runs_of,
 )
 from tests.runs.helpers import executions, wait_for
+from workflows.integrations_models import CommitState, commit_status_workflow_id
 from workflows.runs_models import pipeline_run_workflow_id
 
 TOKEN = "ghp_" + "C" * 36
@@ -83,11 +87,13 @@ async def finished(session_maker: Any, connected: Connected) -> PipelineRun:
     return await the_run(session_maker, connected)
 
 
-async def reported_running(forge: FakeForge, sha: str) -> None:
-    async def running() -> bool:
-        return [r.body["description"] for r in forge.accepted(sha)][-1:] == ["Running"]
+async def reported(forge: FakeForge, sha: str, description: str) -> None:
+    """Until the forge's latest accepted status of `sha` is `description`."""
 
-    await wait_for(running, timeout=60)
+    async def arrived() -> bool:
+        return [r.body["description"] for r in forge.accepted(sha)][-1:] == [description]
+
+    await wait_for(arrived, timeout=60)
 
 
 async def cancel_requested_to_stage(client: Client, run_id: uuid.UUID) -> None:
@@ -103,8 +109,35 @@ async def cancel_requested_to_stage(client: Client, run_id: uuid.UUID) -> None:
     await wait_for(requested, timeout=60)
 
 
-async def assert_cancelled_on_forge(forge: FakeForge, sha: str) -> None:
-    """The last status is GitHub's `error` (cancelled) and no `failure` was ever sent."""
+REPORTED_STATES: tuple[CommitState, ...] = ("pending", "running", "success", "failure", "cancelled")
+
+
+async def reports_settled(client: Client, run_id: uuid.UUID) -> None:
+    """Until the run's workflow and every report workflow started for the run (one per state)
+    are closed: nothing is left that could still send a status, a late `failure` included."""
+    ids = [pipeline_run_workflow_id(str(run_id))]
+    ids += [commit_status_workflow_id(str(run_id), state) for state in REPORTED_STATES]
+
+    async def closed() -> bool:
+        for workflow_id in ids:
+            try:
+                described = await client.get_workflow_handle(workflow_id).describe()
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    continue  # never started
+                raise
+            if described.status == WorkflowExecutionStatus.RUNNING:
+                return False
+        return True
+
+    await wait_for(closed, timeout=60)
+
+
+async def assert_cancelled_on_forge(
+    client: Client, forge: FakeForge, sha: str, run_id: uuid.UUID
+) -> None:
+    """The last status is GitHub's `error` (cancelled), the forge got queued, running and
+    cancelled in that order, and no `failure` was ever sent."""
 
     async def final() -> bool:
         states = forge.states(sha)
@@ -114,12 +147,10 @@ async def assert_cancelled_on_forge(forge: FakeForge, sha: str) -> None:
         await wait_for(final, timeout=60)
     except AssertionError:
         raise AssertionError(f"last status not error: {forge.states(sha)}") from None
-    # A report that would arrive late (a retried one) has had the time to: give it a beat.
-    await asyncio.sleep(1)
+    await reports_settled(client, run_id)
     assert "failure" not in [state for _, state in forge.states(sha)]
     descriptions = [r.body["description"] for r in forge.accepted(sha)]
-    # `Queued` is dropped when its report comes after the run's `Running` (never sent late).
-    assert descriptions in (["Queued", "Running", "Cancelled"], ["Running", "Cancelled"])
+    assert descriptions == ["Queued", "Running", "Cancelled"], forge.states(sha)
 
 
 async def test_cancelled_while_checking_out_is_cancelled(
@@ -136,17 +167,21 @@ async def test_cancelled_while_checking_out_is_cancelled(
         stages=[{"name": "never", "run": "echo never ran"}],
     )
     with stalled_objects(repo):
-        async with run_workers(
-            temporal_client, forge_settings, session_maker, task_queue, tmp_path
+        async with integrations_worker(
+            temporal_client, forge_settings, session_maker, run_task_queue=task_queue
         ):
             await push(api_client, connected, head, first)
-            # Marked running, its checkout blocked on the repository's objects.
-            await reported_running(forge, head)
-            run = await the_run(session_maker, connected)
-            assert run.status == "running"
-            await cancel_run(temporal_client, run)
-            run = await finished(session_maker, connected)
-            await assert_cancelled_on_forge(forge, head)
+            await reported(forge, head, "Queued")
+            async with run_executor(
+                temporal_client, forge_settings, session_maker, task_queue, tmp_path
+            ):
+                # Marked running, its checkout blocked on the repository's objects.
+                await reported(forge, head, "Running")
+                run = await the_run(session_maker, connected)
+                assert run.status == "running"
+                await cancel_run(temporal_client, run)
+                run = await finished(session_maker, connected)
+                await assert_cancelled_on_forge(temporal_client, forge, head, run.id)
     assert run.status == "cancelled"
     assert run.error == "cancelled by request"
     assert await executions(session_maker, run.id) == []
@@ -177,36 +212,44 @@ async def test_a_stage_failing_while_the_run_is_cancelled_ends_cancelled(
         pipelines=[{"on_push": {}}],
         stages=[{"name": "flaky", "run": FAILS_WHEN_TOLD}],
     )
-    async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
+    async with integrations_worker(
+        temporal_client, forge_settings, session_maker, run_task_queue=task_queue
+    ):
         await push(api_client, connected, head, first)
-        await reported_running(forge, head)
-        run = await the_run(session_maker, connected)
+        await reported(forge, head, "Queued")
+        async with run_executor(
+            temporal_client, forge_settings, session_maker, task_queue, tmp_path
+        ):
+            # The stage ends only when the test says (its own gate), after the cancel.
+            await reported(forge, head, "Running")
+            run = await the_run(session_maker, connected)
 
-        async def stage_running() -> bool:
-            rows = await executions(session_maker, run.id)
-            return [r.status for r in rows] == ["running"]
+            async def stage_running() -> bool:
+                rows = await executions(session_maker, run.id)
+                return [r.status for r in rows] == ["running"]
 
-        await wait_for(stage_running, timeout=60)
-        fail_now = forge_settings.workspaces_dir / str(run.id) / ".fail-now"
-        row = stage_execution_id(str(run.id), "flaky", 1)
-        if order == "cancel-then-failure":
-            # The workflow took the cancel and asked the stage to stop; before the activity
-            # hears of it (its next heartbeat), the stage's process fails on its own.
-            await cancel_run(temporal_client, run)
-            await cancel_requested_to_stage(temporal_client, run.id)
-            fail_now.touch()
-        else:
-            # The process fails and its attempt is being closed `failed` (held on the row's
-            # lock) when the cancel arrives; the close ends after the workflow took the cancel.
-            async with session_maker() as session, session.begin():
-                await session.execute(
-                    text("SELECT 1 FROM stage_executions WHERE id = :id FOR UPDATE"), {"id": row}
-                )
-                fail_now.touch()
+            await wait_for(stage_running, timeout=60)
+            fail_now = forge_settings.workspaces_dir / str(run.id) / ".fail-now"
+            row = stage_execution_id(str(run.id), "flaky", 1)
+            if order == "cancel-then-failure":
+                # The workflow took the cancel and asked the stage to stop; before the activity
+                # hears of it (its next heartbeat), the stage's process fails on its own.
                 await cancel_run(temporal_client, run)
                 await cancel_requested_to_stage(temporal_client, run.id)
-        run = await finished(session_maker, connected)
-        await assert_cancelled_on_forge(forge, head)
+                fail_now.touch()
+            else:
+                # The process fails and its attempt is being closed `failed` (held on the row's
+                # lock) when the cancel arrives; the close ends after the workflow took the cancel.
+                async with session_maker() as session, session.begin():
+                    await session.execute(
+                        text("SELECT 1 FROM stage_executions WHERE id = :id FOR UPDATE"),
+                        {"id": row},
+                    )
+                    fail_now.touch()
+                    await cancel_run(temporal_client, run)
+                    await cancel_requested_to_stage(temporal_client, run.id)
+            run = await finished(session_maker, connected)
+            await assert_cancelled_on_forge(temporal_client, forge, head, run.id)
     assert run.status == "cancelled"
     assert run.error == "cancelled by request"
     rows = await executions(session_maker, run.id)
