@@ -1,27 +1,22 @@
 """The webhook receivers over HTTP on real Postgres and Temporal: verification before anything is
 written (a refused delivery leaves only the rejected-delivery counter), ping, size cap, hostile
 payloads, deleted refs, dedup of concurrent redeliveries (one row, one workflow, one run), GitLab's
-token, matching by the payload's URL, and the webhook secret's rotation."""
+token, and a redelivery after a crash or a failed processing. (Matching by the payload's URL and
+the webhook secret's rotation: test_webhook_secrets.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 from temporalio.client import Client
 
 from core.integrations.signatures import github_signature
 from db.models.integrations import WebhookPayload
-from db.models.operations import AuditLog
-from db.models.projects import Repository
-from forgeline import url_safety
-from forgeline.crypto import decrypt_str
 from forgeline.settings import Settings
 from tests.factories import make_org
 from tests.integrations.support import connect_project as _connect
@@ -32,21 +27,14 @@ from tests.integrations.support import (
     integrations_worker,
     runs_of,
 )
+from tests.integrations.webhook_support import SHA1, SHA2, post_github, resolve_forges_publicly
 from workflows.integrations_models import webhook_delivery_workflow_id
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
-
-SHA1 = "1" * 40
-SHA2 = "2" * 40
 
 
 @pytest.fixture(autouse=True)
 def public_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No DNS in the sandbox: forge hosts resolve to a public address, never contacted."""
-
-    async def resolve(host: str, port: int) -> Sequence[str]:
-        return ["140.82.112.3"]
-
-    monkeypatch.setattr(url_safety, "system_resolver", resolve)
+    resolve_forges_publicly(monkeypatch)
 
 
 @pytest.fixture
@@ -64,13 +52,6 @@ async def connected(session_maker: Any, settings: Settings, tmp_path: Path) -> A
 def rejected(app: Any) -> int:
     counter = getattr(app.state, "rejected_deliveries", None)
     return 0 if counter is None else counter.total()
-
-
-async def post_github(
-    api_client: Any, repository: uuid.UUID | None, body: bytes, headers: dict[str, str]
-) -> Any:
-    query = f"?repository={repository}" if repository else ""
-    return await api_client.post(f"/v1/webhooks/github{query}", content=body, headers=headers)
 
 
 async def test_bad_signatures_write_nothing(api_client, app, session_maker, connected) -> None:
@@ -225,98 +206,6 @@ async def test_gitlab_token_and_idempotency_key(api_client, app, session_maker, 
     assert (first.json()["status"], retry.json()["status"]) == ("accepted", "duplicate")
     rows = await deliveries_of(session_maker, connected.project_id)
     assert [(row.provider, row.delivery_id) for row in rows] == [("gitlab", key)]
-
-
-async def test_repository_found_by_payload_url(api_client, settings, session_maker) -> None:
-    org = await make_org(session_maker)
-    clone_url = f"https://github.com/acme/widgets-{uuid.uuid4().hex[:6]}.git"
-    hooked = await _connect(
-        session_maker,
-        settings,
-        org.org_id,
-        url=clone_url.removesuffix(".git"),
-        provider="github",
-        pipelines=[{"on_push": {}}],
-    )
-    # Another project with the same public repository has its own secret.
-    other = await _connect(
-        session_maker,
-        settings,
-        org.org_id,
-        url=clone_url,
-        provider="github",
-        pipelines=[{"on_push": {}}],
-    )
-    body = github_push("refs/heads/main", SHA2, SHA1, clone_url=clone_url)
-    for target in (hooked, other):
-        r = await post_github(api_client, None, body, github_headers(target.secret, body))
-        assert r.status_code == 202, r.text
-        rows = await deliveries_of(session_maker, target.project_id)
-        assert len(rows) == 1
-
-
-async def test_webhook_secret_rotation(api_client, app, settings, session_maker) -> None:
-    org = await make_org(session_maker)
-    r = await api_client.post(
-        "/v1/projects", json={"name": "Hooked", "project_type": "api"}, headers=org.headers
-    )
-    project_id = r.json()["id"]
-    url = f"/v1/projects/{project_id}/repository/webhook-secret"
-    assert (await api_client.post(url, headers=org.headers)).status_code == 404  # no repository
-    r = await api_client.put(
-        f"/v1/projects/{project_id}/repository",
-        json={"provider": "github", "url": "https://github.com/acme/rotate.git"},
-        headers=org.headers,
-    )
-    assert r.status_code == 201, r.text
-    # Connecting made a secret, shown this once.
-    on_connect = r.json()["webhook"]
-    assert on_connect["urls"]["gitlab"].endswith(f"?repository={r.json()['id']}")
-    assert len(on_connect["secret"]) >= 40
-    again = await api_client.put(
-        f"/v1/projects/{project_id}/repository",
-        json={"provider": "github", "url": "https://github.com/acme/rotate.git"},
-        headers=org.headers,
-    )
-    assert again.status_code == 200 and again.json()["webhook"] is None
-    first = await api_client.post(url, headers=org.headers)
-    assert first.status_code == 201, first.text
-    data = first.json()
-    assert data["urls"]["github"].endswith(
-        f"/v1/webhooks/github?repository={data['repository_id']}"
-    )
-    assert len(data["secret"]) >= 40
-    async with session_maker() as session:
-        repo = await session.scalar(
-            select(Repository).where(Repository.project_id == uuid.UUID(project_id))
-        )
-        assert repo is not None and repo.webhook_secret_encrypted is not None
-        assert data["secret"] not in repo.webhook_secret_encrypted
-        assert decrypt_str(repo.webhook_secret_encrypted, settings) == data["secret"]
-        audit = await session.scalars(select(AuditLog).where(AuditLog.resource_id == repo.id))
-        assert all(data["secret"] not in json.dumps(a.metadata_ or {}) for a in audit)
-    # The secret is not readable afterwards.
-    shown = await api_client.get(f"/v1/projects/{project_id}/repository", headers=org.headers)
-    assert data["secret"] not in shown.text
-    assert on_connect["secret"] not in shown.text
-    second = (await api_client.post(url, headers=org.headers)).json()
-    assert second["secret"] != data["secret"]
-    body = github_push("refs/heads/main", SHA2, SHA1)
-    repo_id = uuid.UUID(data["repository_id"])
-    for previous in (on_connect["secret"], data["secret"]):
-        old = await post_github(api_client, repo_id, body, github_headers(previous, body))
-        assert old.status_code == 401
-    new = await post_github(api_client, repo_id, body, github_headers(second["secret"], body))
-    assert new.status_code == 202
-    # Another organization's project is a 404.
-    stranger = await make_org(session_maker)
-    assert (await api_client.post(url, headers=stranger.headers)).status_code == 404
-    assert (await api_client.post(url)).status_code == 401
-    async with session_maker() as session:
-        rows = await session.scalars(
-            select(WebhookPayload).where(WebhookPayload.project_id == uuid.UUID(project_id))
-        )
-        assert len(list(rows)) == 1
 
 
 async def test_redelivery_after_a_crash_between_commit_and_start(
