@@ -105,8 +105,7 @@ class StageActivities:
         if stage.deploy_environment_id:
             environment_uuid(stage.deploy_environment_id)
         exec_id = projections.stage_execution_id(inp.run_id, stage.name, attempt)
-        # The attempt's row is opened while the process runs (unless it ends first: then its
-        # closing statement opens it too).
+        # The row is opened while the process runs (or by the closing statement, if it ends first).
         opening = AttemptOpening(
             lambda: self._open(inp, attempt, name), runner=self.runner.kind, container_name=name
         )
