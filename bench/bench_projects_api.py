@@ -63,6 +63,15 @@ RAW_SQL = {
 }
 
 
+# Which scenarios run, in which order (comma-separated names of RAW_SQL; default: all).
+SCENARIOS = [
+    name.strip()
+    for name in os.environ.get("FORGELINE_BENCH_SCENARIOS", ",".join(RAW_SQL)).split(",")
+    if name.strip()
+]
+assert set(SCENARIOS) <= set(RAW_SQL), f"FORGELINE_BENCH_SCENARIOS: one of {list(RAW_SQL)}"
+
+
 @dataclass
 class Tenant:
     org_id: uuid.UUID
@@ -289,7 +298,8 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
     }
     try:
         await _warm_up(http, tenants)
-        for scenario, sql in RAW_SQL.items():
+        for scenario in SCENARIOS:
+            sql = RAW_SQL[scenario]
 
             def over_http(side: str) -> Callable[[int, Tenant, random.Random], Awaitable[bool]]:
                 async def call(index: int, tenant: Tenant, rnd: random.Random) -> bool:
