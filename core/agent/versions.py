@@ -16,6 +16,7 @@ import nodesemver  # type: ignore[import-untyped]
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from core.agent.ci_versions import ci_setup_version
 from core.agent.repo_files import RepoFiles, join
 
 # Image versions the generator may choose, oldest first. The newest one is the default.
@@ -153,6 +154,7 @@ def python_version(files: RepoFiles, base: str) -> VersionChoice:
         ("runtime.txt", files.text(join(base, "runtime.txt"))),
         (".tool-versions", _tool_versions(files, base, "python")),
         (".python-version", files.text(".python-version") if base not in ("", ".") else None),
+        ("the CI's setup-python", ci_setup_version(files, "python-version")),
     )
     for where, raw in pins:
         pinned = _pinned_python(raw)
