@@ -116,6 +116,8 @@ class Corpus:
     client: Client
     attempts: int
     timeout: float
+    # The commit whose code this process loaded (HEAD moves while it runs).
+    commit: str = "unknown"
 
     async def add_project(self, repo: CorpusRepo, path: Path) -> uuid.UUID:
         project_id = uuid.uuid4()
@@ -184,7 +186,7 @@ class Corpus:
             "commit": repo.commit,
             "kind": repo.kind,
             "ci": repo.ci,
-            "forgeline": forgeline_commit(),
+            "forgeline": self.commit,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "load_before": os.getloadavg()[0],
         }
@@ -292,6 +294,7 @@ def cached(cache: Path, repo: CorpusRepo) -> dict[str, Any] | None:
 
 
 async def run_corpus(todo: list[CorpusRepo], cache: Path, args: argparse.Namespace) -> None:
+    loaded = forgeline_commit()
     import worker
 
     # As worker.py does: stage processes are children of this process.
@@ -336,7 +339,7 @@ async def run_corpus(todo: list[CorpusRepo], cache: Path, args: argparse.Namespa
         queues = (AGENT_TASK_QUEUE, PIPELINES_TASK_QUEUE, settings.build_task_queue)
         workers = asyncio.create_task(worker.run(settings, queues, stop=stop))
         workers.add_done_callback(_report_stopped)
-        corpus = Corpus(settings, sessions, client, args.attempts, args.timeout)
+        corpus = Corpus(settings, sessions, client, args.attempts, args.timeout, loaded)
         mirrors = Path(os.environ.get("FORGELINE_CORPUS_MIRROR", "/work/.mirror"))
         for repo in todo:
             try:

@@ -54,7 +54,7 @@ def _seconds(value: float | None) -> str:
 
 def rows(results: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = [
-        ("repository", "stages", "first run", "verified", "attempts", "time to verified")
+        ("repository", "stages", "first run", "verified", "attempts", "time to verified", "at")
     ]
     for r in results:
         out.append(
@@ -65,6 +65,7 @@ def rows(results: list[dict[str, Any]]) -> list[tuple[str, ...]]:
                 "yes" if r.get("verified") else f"no: {r.get('stop_reason') or r.get('error')}",
                 str(r.get("attempts") or 0),
                 _seconds(r.get("verified_seconds")),
+                str(r.get("forgeline") or "?"),
             )
         )
     return out
