@@ -25,6 +25,7 @@ from api.billing.request_meter import ApiRequestMeter
 from api.console.routes import install_console
 from api.database import create_api_engine
 from api.deployments import endpoints as deployments_endpoints
+from api.edge import ApiEdgeMiddleware
 from api.errors import ServiceUnavailable, install_error_handlers, install_problem_openapi
 from api.health import router as health_router
 from api.insights import endpoints as insights_endpoints
@@ -32,14 +33,7 @@ from api.integrations import endpoints as integrations_endpoints
 from api.integrations import github_app as github_app_endpoints
 from api.integrations import pull_requests as pull_requests_endpoints
 from api.metrics import endpoint as metrics_endpoint
-from api.metrics.instrumentation import RequestMetricsMiddleware
-from api.middleware import (
-    BodySizeLimitMiddleware,
-    ReadRetryMiddleware,
-    RequestContextMiddleware,
-    SecurityHeadersMiddleware,
-    install_request_id_log_records,
-)
+from api.middleware import install_request_id_log_records
 from api.notifications import endpoints as notifications_endpoints
 from api.notifications.limits import install_limit_announcements
 from api.operations import endpoints as operations_endpoints
@@ -155,20 +149,13 @@ def create_app(
 
     install_error_handlers(app)
     install_limit_announcements(app)
-    # Added innermost first: the request context wraps everything, so even a 413 carries an ID;
-    # a read retried after a lost database connection reruns only the routing and the endpoint.
-    app.add_middleware(ReadRetryMiddleware)
-    # Outside the retry (a retried read is one request), inside everything that answers early.
-    app.add_middleware(RequestMetricsMiddleware)
+    # One layer (api/edge.py): security headers outermost, then the request ID (so even a 413
+    # carries one), the body limit, the metrics histogram, and a read retried after a lost
+    # database connection, which reruns only the routing and the endpoint.
     app.add_middleware(
-        BodySizeLimitMiddleware,
+        ApiEdgeMiddleware,
         max_bytes=settings.max_request_body_bytes,
         path_limits={"/v1/webhooks/": settings.webhook_max_body_bytes},
-    )
-    app.add_middleware(RequestContextMiddleware)
-    # Outermost: every answer carries the security headers, a last-resort 500 included.
-    app.add_middleware(
-        SecurityHeadersMiddleware,
         docs_paths={
             p for p in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p
         },

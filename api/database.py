@@ -1,5 +1,5 @@
 """The API's engine: no per-checkout ping; a server that cannot be reached answers 503, and a
-connection it dropped while pooled costs a read one retry (see ReadRetryMiddleware)."""
+connection it dropped while pooled costs a read one retry (see api/edge.py)."""
 
 from __future__ import annotations
 

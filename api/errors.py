@@ -40,7 +40,7 @@ class DatabaseUnavailable(ServiceUnavailable):
 
 
 # Set on request.state when a request met a pooled connection the server had dropped; the
-# ReadRetryMiddleware then runs a GET/HEAD once more instead of sending the 503.
+# edge middleware (api/edge.py) then runs a GET/HEAD once more instead of sending the 503.
 CONNECTION_LOST_STATE = "database_connection_lost"
 
 

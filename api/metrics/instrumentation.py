@@ -10,11 +10,10 @@ restarted worker's samples stay counted, as a counter's must.
 from __future__ import annotations
 
 import os
-import time
 
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED_ROUTE = "<unmatched>"
@@ -43,32 +42,12 @@ def route_template(scope: Scope) -> str:
     return UNMATCHED_ROUTE
 
 
-class RequestMetricsMiddleware:
-    """Observes each HTTP request's duration once its response has been sent (or has failed)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            method = str(scope.get("method", "GET")).upper()
-            REQUEST_SECONDS.labels(
-                method if method in _METHODS else "other", route_template(scope), str(status)
-            ).observe(time.perf_counter() - started)
+def observe_request(scope: Scope, status: int, seconds: float) -> None:
+    """Count one request's duration under its method, route template and status."""
+    method = str(scope.get("method", "GET")).upper()
+    REQUEST_SECONDS.labels(
+        method if method in _METHODS else "other", route_template(scope), str(status)
+    ).observe(seconds)
 
 
 def process_metrics() -> bytes:
