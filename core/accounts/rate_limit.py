@@ -16,6 +16,7 @@ taken before the request's unit of work holds any (see core/accounts/authenticat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -108,17 +109,18 @@ class ApiKeyRateLimiter:
 
 
 class LastUsedThrottle:
-    """Writes `api_keys.last_used_at` at most once per `interval` per key and process.
+    """Writes `api_keys.last_used_at` at most once per `interval` per key and process, every due
+    key of a process in one statement.
 
     Per process on purpose: N API processes write it at most N times per interval (the UPDATE
     itself skips a fresh value), and its memory holds at most one entry per key that
     authenticated, never one per credential an attacker tried.
 
-    Its own short transaction, never the request's: an UPDATE there would hold the key row's
-    lock for the whole request and serialise every concurrent request of that key. The write
-    runs as a background task the request does not await: awaiting it would make each request
-    hold two pooled connections at once, and a burst of keys refreshing together would then
-    exhaust the pool and stall every request until the pool timeout.
+    Off the request path: a request only adds its key to the due set. One background flusher
+    per process gathers the keys due within `batch_seconds` and refreshes them all with one
+    UPDATE in its own short transaction, so a burst of many keys costs one pooled connection
+    for one statement, not one connection per key competing with the requests for the pool
+    (and never the request's transaction, whose row lock would serialise a key's requests).
     """
 
     def __init__(
@@ -126,13 +128,17 @@ class LastUsedThrottle:
         session_maker: async_sessionmaker[AsyncSession],
         *,
         interval_seconds: float = 60.0,
+        batch_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._session_maker = session_maker
         self._interval = interval_seconds
+        self._batch_seconds = batch_seconds
         self._clock = clock
         self._last: dict[uuid.UUID, float] = {}
-        self._pending: set[asyncio.Task[None]] = set()
+        self._due: set[uuid.UUID] = set()
+        self._flusher: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
 
     async def touch(self, key_id: uuid.UUID) -> None:
         now = self._clock()
@@ -140,31 +146,46 @@ class LastUsedThrottle:
         if last is not None and now - last < self._interval:
             return
         self._last[key_id] = now
-        task = asyncio.create_task(self._write(key_id))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._due.add(key_id)
+        if self._flusher is None or self._flusher.done():
+            self._wake = asyncio.Event()
+            self._flusher = asyncio.create_task(self._flush(self._wake))
 
     async def drain(self) -> None:
-        """Wait for the writes in flight (at shutdown, and in tests)."""
-        if self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        """Write the due keys now and wait for it (at shutdown, and in tests)."""
+        if self._wake is not None:
+            self._wake.set()
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
 
-    async def _write(self, key_id: uuid.UUID) -> None:
+    async def _flush(self, wake: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), self._batch_seconds)
+        # Keys that become due while a batch is written go out in the next statement.
+        while self._due:
+            batch, self._due = self._due, set()
+            await self._write(batch)
+
+    async def _write(self, key_ids: set[uuid.UUID]) -> None:
         try:
             async with self._session_maker() as session:
                 await session.execute(
                     update(ApiKey)
                     .where(
-                        ApiKey.id == key_id,
+                        ApiKey.id.in_(sorted(key_ids)),
                         or_(
                             ApiKey.last_used_at.is_(None),
                             ApiKey.last_used_at < func.now() - timedelta(seconds=self._interval),
                         ),
                     )
                     .values(last_used_at=func.now())
+                    .execution_options(synchronize_session=False)
                 )
                 await session.commit()
         except Exception:
-            # Best effort: a missed refresh is retried after the next interval.
-            self._last.pop(key_id, None)
-            log.warning("could not refresh last_used_at for API key %s", key_id, exc_info=True)
+            # Best effort: a missed refresh is retried at each key's next request.
+            for key_id in key_ids:
+                self._last.pop(key_id, None)
+            log.warning(
+                "could not refresh last_used_at for %d API keys", len(key_ids), exc_info=True
+            )
