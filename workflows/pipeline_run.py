@@ -37,12 +37,12 @@ with workflow.unsafe.imports_passed_through():
         CHECKOUT_TIMEOUT,
         INFRA_ATTEMPTS,
         STAGE_GRACE,
+        final_stage_errors,
     )
     from workflows.runs_models import (
         GRANT_SIGNAL,
         RUN_NOT_FOUND_ERROR,
         STAGE_FAILED_ERROR,
-        STAGE_INVALID_ERROR,
         STAGE_TIMED_OUT_ERROR,
         CheckoutResult,
         DeployStageInput,
@@ -333,7 +333,7 @@ class PipelineRunWorkflow:
                     initial_interval=timedelta(seconds=stage.retry_initial_interval_seconds),
                     maximum_interval=timedelta(seconds=stage.retry_maximum_interval_seconds),
                     maximum_attempts=max_attempts,
-                    non_retryable_error_types=[STAGE_TIMED_OUT_ERROR, STAGE_INVALID_ERROR],
+                    non_retryable_error_types=final_stage_errors(stage.retry_count),
                 ),
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )

@@ -42,6 +42,36 @@ def run_not_found(run_id: str) -> ApplicationError:
     )
 
 
+async def timed_out_error(
+    session_maker: async_sessionmaker[AsyncSession],
+    inp: StageInput,
+    attempt: int,
+    exit_code: int | None,
+) -> ApplicationError:
+    """`attempt` hit its stage timeout: retryable while the stage's own retries last (a run
+    whose workflow lists the timeout as non-retryable never retries it)."""
+    stage = inp.stage
+    retryable = False
+    if stage.retry_count > 0:
+
+        async def count() -> int:
+            async with driver_connection(session_maker) as conn:
+                return await stage_retries.count_retries_used(
+                    conn, run_id=inp.run_id, stage_name=stage.name, before_attempt=attempt
+                )
+
+        used = await ride_out("counting retried attempts", count)
+        retryable = stage_retries.timeout_retried(
+            retries_used_before=used, retry_count=stage.retry_count
+        )
+    return ApplicationError(
+        f"stage {stage.name} timed out after {stage.timeout_seconds}s",
+        {"exit_code": exit_code},
+        type=STAGE_TIMED_OUT_ERROR,
+        non_retryable=not retryable,
+    )
+
+
 def run_workspace(settings: Settings, run_id: str) -> Path:
     return settings.workspaces_dir / str(uuid.UUID(run_id))
 
@@ -55,7 +85,7 @@ async def recorded_outcome(
 ) -> StageResult | None:
     """The result of `attempt` when it ended on its own: success is returned, a final failure
     raised again (a stop at the log limit or the run's disk quota included). None when it must
-    run again (lost mid-way, never opened, a runner error, a retryable exit)."""
+    run again (lost mid-way, never opened, a runner error, a retryable exit or timeout)."""
     stage = inp.stage
 
     async def read() -> recorded_attempts.RecordedAttempt | None:
@@ -79,12 +109,10 @@ async def recorded_outcome(
             artifact_count=row.artifact_count,
         )
     if row.status == StageStatus.TIMED_OUT:
-        raise ApplicationError(
-            f"stage {stage.name} timed out after {stage.timeout_seconds}s",
-            details,
-            type=STAGE_TIMED_OUT_ERROR,
-            non_retryable=True,
-        )
+        timed_out = await timed_out_error(session_maker, inp, row.attempt, row.exit_code)
+        if timed_out.non_retryable:
+            raise timed_out
+        return None  # retried: this attempt is the retry
     if (
         row.status == StageStatus.FAILED
         and row.error is not None

@@ -22,6 +22,7 @@ from activities.runs.attempts import (
     recorded_outcome,
     run_not_found,
     run_workspace,
+    timed_out_error,
 )
 from activities.runs.bookkeeping import ride_out
 from activities.runs.closing import AttemptCloser
@@ -48,7 +49,6 @@ from workflows.contracts.runs import EXECUTE_STAGE
 from workflows.runs_models import (
     STAGE_FAILED_ERROR,
     STAGE_INVALID_ERROR,
-    STAGE_TIMED_OUT_ERROR,
     FinishRunInput,
     ResolvedVariables,
     StageInput,
@@ -284,12 +284,7 @@ class StageActivities:
                 non_retryable=True,
             )
         if status == StageStatus.TIMED_OUT:
-            raise ApplicationError(
-                f"stage {stage.name} timed out after {stage.timeout_seconds}s",
-                {"exit_code": exit_code},
-                type=STAGE_TIMED_OUT_ERROR,
-                non_retryable=True,
-            )
+            raise await timed_out_error(self.session_maker, inp, attempt, exit_code)
         if status == StageStatus.FAILED:
             raise await self._failure(inp, attempt, exit_code or 0, result.failure_class)
         if inp.finish is not None and self.finish_run is not None:

@@ -1,6 +1,7 @@
 """Whether a failed stage attempt is tried again: for its failure class (infrastructure and
-flaky failures, a bounded number of times) or for an exit code the pipeline declared retryable
-(up to the stage's retry_count). Code and config failures are not retried."""
+flaky failures, a bounded number of times), for an exit code the pipeline declared retryable, or
+for its stage timeout (both up to the stage's retry_count, one budget for the two). Code and
+config failures are not retried."""
 
 from __future__ import annotations
 
@@ -27,6 +28,37 @@ def retried(
     if failure_class in RETRIED_FAILURE_CLASSES and class_failures_before < CLASS_RETRIES:
         return True
     return exit_code in retryable_exit_codes and exit_failures_before < retry_count
+
+
+def timeout_retried(*, retries_used_before: int, retry_count: int) -> bool:
+    """A timed-out attempt is tried again while the stage's own retries are not used up: the
+    earlier timed-out attempts and the earlier exit failures retried for their exit code."""
+    return retries_used_before < retry_count
+
+
+# Earlier attempts that used the stage's own retries: timed out, or failed on an exit code
+# outside the retried failure classes (those have a budget of their own).
+RETRIES_USED_BEFORE_SQL = """
+SELECT count(*) FROM stage_executions e
+WHERE e.run_id = $1 AND e.stage_name = $2 AND e.attempt < $3
+  AND (e.status = 'timed_out'
+       OR (e.status = 'failed' AND e.exit_code IS NOT NULL
+           AND (e.failure_class IS NULL OR NOT e.failure_class = ANY($4::text[]))))
+"""
+
+
+async def count_retries_used(
+    conn: asyncpg.Connection, *, run_id: str, stage_name: str, before_attempt: int
+) -> int:
+    """Earlier attempts of the stage that used its own retries (see RETRIES_USED_BEFORE_SQL)."""
+    count = await conn.fetchval(
+        RETRIES_USED_BEFORE_SQL,
+        uuid.UUID(run_id),
+        stage_name,
+        before_attempt,
+        [str(c) for c in RETRIED_FAILURE_CLASSES],
+    )
+    return int(count or 0)
 
 
 _CLASS_FAILURES = """

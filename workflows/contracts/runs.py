@@ -10,7 +10,6 @@ from workflows.contract import ActivityContract
 from workflows.runs_models import (
     RUN_NOT_FOUND_ERROR,
     STAGE_INVALID_ERROR,
-    STAGE_TIMED_OUT_ERROR,
     CheckoutResult,
     FinishRunInput,
     LostAttemptsInput,
@@ -38,12 +37,10 @@ PREPARE_RUN = ActivityContract(
 START_RUN = ActivityContract(
     "start_run", RunStarted, CheckoutResult, non_retryable=(RUN_NOT_FOUND_ERROR, GIT_ERROR)
 )
-# One attempt of one stage, on a build host.
+# One attempt of one stage, on a build host. A timed-out attempt is retried while its stage's
+# retries last: the workflow's policy (workflows/run_policies.py) decides which runs may.
 EXECUTE_STAGE = ActivityContract(
-    "execute_stage",
-    StageInput,
-    StageResult,
-    non_retryable=(STAGE_TIMED_OUT_ERROR, STAGE_INVALID_ERROR),
+    "execute_stage", StageInput, StageResult, non_retryable=(STAGE_INVALID_ERROR,)
 )
 RECORD_STAGE_SKIPPED = ActivityContract(
     "record_stage_skipped", SkipStageInput, StageResult, non_retryable=BOOKKEEPING_ERRORS
