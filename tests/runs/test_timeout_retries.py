@@ -23,6 +23,7 @@ from infra.runners import process_name
 from infra.runners.sandbox_runner import SandboxRunner
 from tests.factories import OrgFixture
 from tests.runs.helpers import (
+    FLOOD,
     create_run,
     executions,
     log_text,
@@ -137,6 +138,26 @@ async def test_retries_end_after_retries_plus_one_timed_out_attempts(svc: Servic
             assert f"attempt {row.attempt}" in await log_text(svc.session_maker, row.id)
     for attempt in (1, 2, 3):
         assert await process_gone(svc.runner, process_name(str(run.id), "build", attempt))
+
+
+async def test_a_log_limit_stop_on_the_retry_is_not_retried(
+    session_maker: async_sessionmaker[AsyncSession], run_limited: Any
+) -> None:
+    """Attempt 1 times out and is retried; attempt 2 floods its log past the cap: that stop is
+    final, although the stage has retries left for a timeout."""
+    flood_after_timeout = [
+        "if [ -f .timed-out-once ]; then " + FLOOD + "; fi",
+        "touch .timed-out-once",
+        "sleep 60",
+    ]
+    run_id, status = await run_limited(
+        [stage("loud", flood_after_timeout, timeout_seconds=5, retry_count=2)],
+        log_max_bytes=200_000,
+    )
+    assert status == "failed"
+    rows = await executions(session_maker, run_id)
+    assert [(r.attempt, r.status) for r in rows] == [(1, "timed_out"), (2, "failed")]
+    assert rows[1].error == "stage stopped: its log reached the limit of 200000 bytes"
 
 
 async def test_cancel_during_the_retry_ends_cancelled(svc: Services) -> None:
