@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from core.agent.errors import AgentFailure
@@ -67,6 +68,14 @@ async def temporal_errors() -> AsyncIterator[None]:
         raise ApplicationError(
             exc.message, type=exc.kind, non_retryable=not exc.retryable
         ) from None
+
+
+def _worker_client() -> Client | None:
+    """The worker's Temporal client (absent when the activity runs outside a worker)."""
+    try:
+        return activity.client()
+    except RuntimeError:
+        return None
 
 
 class AgentActivities:
@@ -129,7 +138,7 @@ class AgentActivities:
     @PREPARE_VERIFICATION.implement
     async def prepare_verification(self, inp: PrepareVerificationInput) -> VerificationRun:
         async with temporal_errors():
-            return await self.verifications.prepare(inp, heartbeat)
+            return await self.verifications.prepare(inp, heartbeat, _worker_client())
 
     @EXAMINE_VERIFICATION_RUN.implement
     async def examine_verification_run(self, inp: ExamineRunInput) -> RunExamination:

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
 
 from core.agent.errors import AgentFailure, task_not_found
 from core.agent.executions import save_task_pipeline
@@ -20,6 +21,7 @@ from core.agent.project_settings import build_settings_of
 from core.agent.repairs import apply_repair, repair_stage
 from core.agent.tools import AgentToolbox
 from core.agent.verification_tools import stage_log_tail
+from core.agent.verification_turns import turn_is_held
 from core.agent.workspaces import Workspaces
 from core.pipelines import versions
 from core.pipelines.document import PipelineDocument
@@ -32,7 +34,6 @@ from db.models.pipelines import PipelineRun, PipelineStage, StageExecution
 from db.session import session_scope
 from forgeline.errors import DomainError
 from forgeline.settings import Settings
-from forgeline.statuses.agent import TERMINAL_TASK_STATUSES, AgentTaskType
 from forgeline.statuses.runs import FailureClass, RunStatus
 from infra.storage import ObjectStore
 from workflows.agent_models import AgentTaskInputData
@@ -51,22 +52,25 @@ class VerificationRuns:
     store: ObjectStore
     workspaces: Workspaces
 
-    async def prepare(self, inp: PrepareVerificationInput, tick: Tick) -> VerificationRun:
+    async def prepare(
+        self, inp: PrepareVerificationInput, tick: Tick, temporal: Client | None = None
+    ) -> VerificationRun:
         """The task's pipeline saved and its verification run committed (the same run again on
-        a retried attempt)."""
+        a retried attempt). `temporal` lets the turn go past an earlier verification whose
+        workflow was closed outside Forgeline."""
         root = await self.workspaces.ensure(inp.task_id, inp.checkout, tick)
+        if inp.attempt == 1 and await turn_is_held(temporal, self.session_maker, inp.task_id):
+            # One verification of a project at a time, in arrival order: two would repair
+            # and regenerate the same pipeline under each other's runs.
+            raise AgentFailure(
+                "VerificationWaiting",
+                "an earlier verification of this project is still running",
+                retryable=True,
+            )
         async with session_scope(self.session_maker) as session:
             task = await session.get(AgentTask, inp.task_id)
             if task is None or task.organization_id is None:
                 raise task_not_found(inp.task_id)
-            if inp.attempt == 1 and await _earlier_verification(session, task):
-                # One verification of a project at a time, in arrival order: two would repair
-                # and regenerate the same pipeline under each other's runs.
-                raise AgentFailure(
-                    "VerificationWaiting",
-                    "an earlier verification of this project is still running",
-                    retryable=True,
-                )
             data = AgentTaskInputData.model_validate(task.input_data or {})
             project = await build_settings_of(session, inp.task_id)
             toolbox = AgentToolbox(root, self.store, str(inp.task_id), data, project)
@@ -215,21 +219,3 @@ async def _failed_execution(session: AsyncSession, run_id: uuid.UUID) -> StageEx
 def _started(execution: StageExecution) -> tuple[bool, datetime]:
     started = execution.started_at
     return (started is None, started or datetime.max.replace(tzinfo=UTC))
-
-
-async def _earlier_verification(session: AsyncSession, task: AgentTask) -> bool:
-    """Whether a generation of the same project that asked for verification, started before
-    this one, has not finished yet."""
-    earlier = await session.scalar(
-        select(AgentTask.id)
-        .where(
-            AgentTask.project_id == task.project_id,
-            AgentTask.id != task.id,
-            AgentTask.task_type == AgentTaskType.GENERATE_PIPELINE,
-            AgentTask.status.not_in(TERMINAL_TASK_STATUSES),
-            AgentTask.input_data.contains({"verify": True}),
-            tuple_(AgentTask.created_at, AgentTask.id) < tuple_(task.created_at, task.id),
-        )
-        .limit(1)
-    )
-    return earlier is not None

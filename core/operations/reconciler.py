@@ -104,7 +104,7 @@ async def _close_operator_row(
     )
 
 
-async def _correct(
+async def correct_closed_execution(
     session: AsyncSession, execution: WorkflowExecution, kind: str
 ) -> tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None] | None:
     """Close the business row if it is still unfinished; (id, organization, project) when it was."""
@@ -180,7 +180,7 @@ async def reconcile_closed_executions(
         if kind not in ENTITIES:
             continue
         async with session_scope(session_maker) as session:
-            corrected = await _correct(session, execution, kind)
+            corrected = await correct_closed_execution(session, execution, kind)
         if corrected is None:
             continue
         result.corrected.append(execution.id)
