@@ -30,7 +30,7 @@ from core.accounts.scopes import (
     PROJECTS_WRITE,
 )
 from core.audit.origin import Origin
-from core.driver import hold_read_connection
+from core.driver import HeldConnection, ReadSource, autocommit_connection, hold_read_connection
 from core.principal import Principal
 from forgeline.errors import Forbidden, Unauthorized
 from forgeline.settings import Settings
@@ -49,14 +49,17 @@ __all__ = [
     "Admin",
     "BillingReader",
     "DeploymentsTrigger",
+    "EnvironmentsConnectionReader",
     "EnvironmentsReader",
     "OriginDep",
     "PipelinesReader",
     "PipelinesWriter",
     "Principal",
     "PrincipalDep",
+    "ProjectsConnectionReader",
     "ProjectsReader",
     "ProjectsWriter",
+    "ReadConnectionDep",
     "SessionDep",
     "SettingsDep",
     "TemporalDep",
@@ -100,10 +103,31 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 _bearer = HTTPBearer(auto_error=False, description="An API key (fl_live_...) or a session token")
 
 
-async def get_principal(
-    request: Request,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+async def get_read_connection(request: Request) -> AsyncIterator[HeldConnection]:
+    """A hot GET's one autocommit connection, without an AsyncSession: for endpoints that only
+    read through core/driver.py statements (their key lookup included)."""
+    engine = request.app.state.session_maker.kw["bind"]
+    async with autocommit_connection(engine) as connection:
+        yield connection
+
+
+ReadConnectionDep = Annotated[HeldConnection, Depends(get_read_connection, scope="function")]
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def get_principal(request: Request, session: SessionDep, credentials: BearerDep) -> Principal:
+    return await _resolve_principal(request, session, credentials)
+
+
+async def get_read_principal(
+    request: Request, connection: ReadConnectionDep, credentials: BearerDep
+) -> Principal:
+    """The principal of a request served on the bare read connection (no session)."""
+    return await _resolve_principal(request, connection, credentials)
+
+
+async def _resolve_principal(
+    request: Request, session: ReadSource, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
     cached = getattr(request.state, "principal", None)
     if isinstance(cached, Principal):
@@ -125,17 +149,30 @@ async def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+ReadPrincipalDep = Annotated[Principal, Depends(get_read_principal)]
 
 
-def require_scope(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
-    """A dependency that authenticates the caller and demands `scope` (typos fail at import)."""
+def require_scope(
+    scope: str, *, on_read_connection: bool = False
+) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that authenticates the caller and demands `scope` (typos fail at import);
+    `on_read_connection`: authenticated on the request's bare read connection (ReadConnectionDep)
+    instead of its session."""
     if scope not in ALL_SCOPES:
         raise ValueError(f"unknown scope {scope!r}; known: {sorted(ALL_SCOPES)}")
 
-    async def dependency(principal: PrincipalDep) -> Principal:
+    def check(principal: Principal) -> Principal:
         if not principal.has(scope):
             raise Forbidden(f"This action needs the {scope!r} scope", required_scope=scope)
         return principal
+
+    async def on_session(principal: PrincipalDep) -> Principal:
+        return check(principal)
+
+    async def on_connection(principal: ReadPrincipalDep) -> Principal:
+        return check(principal)
+
+    dependency = on_connection if on_read_connection else on_session
 
     dependency.__name__ = f"require_{scope.replace(':', '_')}"
     dependency.required_scope = scope  # type: ignore[attr-defined]  # read by route-table tests
@@ -146,6 +183,13 @@ def require_scope(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
 ProjectsReader = Annotated[Principal, Depends(require_scope(PROJECTS_READ))]
 ProjectsWriter = Annotated[Principal, Depends(require_scope(PROJECTS_WRITE))]
 EnvironmentsReader = Annotated[Principal, Depends(require_scope(ENVIRONMENTS_READ))]
+# Hot reads served without a session: the endpoint takes ReadConnectionDep alongside.
+ProjectsConnectionReader = Annotated[
+    Principal, Depends(require_scope(PROJECTS_READ, on_read_connection=True))
+]
+EnvironmentsConnectionReader = Annotated[
+    Principal, Depends(require_scope(ENVIRONMENTS_READ, on_read_connection=True))
+]
 PipelinesReader = Annotated[Principal, Depends(require_scope(PIPELINES_READ))]
 PipelinesWriter = Annotated[Principal, Depends(require_scope(PIPELINES_WRITE))]
 DeploymentsTrigger = Annotated[Principal, Depends(require_scope(DEPLOYMENTS_TRIGGER))]

@@ -5,14 +5,15 @@ as a DBAPIError with `connection_invalidated`), so the API maps them as before."
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import asyncpg
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import ClauseElement
 
@@ -45,6 +46,21 @@ class HeldConnection:
     @property
     def usable(self) -> bool:
         return not (self.connection.closed or self.connection.invalidated)
+
+
+# What a read-only query runs on: a request's session, or a bare autocommit connection (a hot
+# read that needs no session at all, see `autocommit_connection`).
+ReadSource: TypeAlias = AsyncSession | HeldConnection
+
+
+@contextlib.asynccontextmanager
+async def autocommit_connection(engine: AsyncEngine) -> AsyncIterator[HeldConnection]:
+    """A pooled connection in autocommit for a read-only request, without an AsyncSession (no
+    session object, no ORM transaction, no session close): each statement is its own implicit
+    transaction, as a raw asyncpg query's would be."""
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield HeldConnection(connection, await connection.get_raw_connection())
 
 
 # session.info key: the autocommit connection a read-only request holds for its whole duration.
@@ -100,9 +116,13 @@ async def driver_fetch(
 
 
 async def driver_rows(
-    session: AsyncSession, statement: DriverStatement, params: Mapping[str, Any]
+    source: ReadSource, statement: DriverStatement, params: Mapping[str, Any]
 ) -> Sequence[dict[str, Any]]:
-    """A prebuilt statement's rows, as dicts, on the session's connection."""
-    connection = read_connection(session) or await session.connection()
+    """A prebuilt statement's rows, as dicts, on the session's (or the bare) connection."""
+    connection: AsyncConnection | HeldConnection
+    if isinstance(source, HeldConnection):
+        connection = source
+    else:
+        connection = read_connection(source) or await source.connection()
     records = await driver_fetch(connection, statement.sql, *statement.args(params))
     return [dict(record) for record in records]

@@ -12,17 +12,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, CursorResult, Executable, Select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.driver import HeldConnection, ReadSource
 from forgeline.errors import ValidationFailed
 
 
 async def core_execute(
-    session: AsyncSession, stmt: Executable, params: Mapping[str, Any] | None = None
+    session: ReadSource, stmt: Executable, params: Mapping[str, Any] | None = None
 ) -> CursorResult[Any]:
     """Run a Core statement on the session's connection (same transaction as the session),
     skipping the ORM Session.execute path: hot reads pay for neither ORM compile state nor
-    identity-map bookkeeping they do not use."""
+    identity-map bookkeeping they do not use. A bare read connection runs it as is."""
+    if isinstance(session, HeldConnection):
+        return await session.connection.execute(stmt, dict(params) if params is not None else None)
     connection = await session.connection()
     return await connection.execute(stmt, dict(params) if params is not None else None)
 

@@ -9,10 +9,12 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel
 
 from api.deps import (
-    EnvironmentsReader,
+    EnvironmentsConnectionReader,
     OriginDep,
+    ProjectsConnectionReader,
     ProjectsReader,
     ProjectsWriter,
+    ReadConnectionDep,
     SessionDep,
     SettingsDep,
 )
@@ -68,8 +70,8 @@ async def create_project(
 
 @router.get("/projects", response_model=Page[ProjectOut])
 async def list_projects(
-    session: SessionDep,
-    principal: ProjectsReader,
+    session: ReadConnectionDep,
+    principal: ProjectsConnectionReader,
     page: PageDep,
     status_filter: Annotated[
         ProjectStatusFilter | None,
@@ -105,7 +107,7 @@ async def list_projects(
 
 @router.get("/projects/{project_id}", response_model=ProjectOut, responses=_PROBLEMS)
 async def get_project(
-    project_id: uuid.UUID, session: SessionDep, principal: ProjectsReader
+    project_id: uuid.UUID, session: ReadConnectionDep, principal: ProjectsConnectionReader
 ) -> Response:
     # Validated once by the service, serialised once here (FastAPI would validate it again).
     return _json(render.project_out(await service.get_project(session, principal, project_id)))
@@ -224,8 +226,8 @@ async def create_environment(
 )
 async def list_environments(
     project_id: uuid.UUID,
-    session: SessionDep,
-    principal: EnvironmentsReader,
+    session: ReadConnectionDep,
+    principal: EnvironmentsConnectionReader,
     page: PageDep,
     env_type: EnvironmentType | None = None,
 ) -> Response:
@@ -248,7 +250,7 @@ async def list_environments(
     responses=_PROBLEMS,
 )
 async def get_environment(
-    environment_id: uuid.UUID, session: SessionDep, principal: EnvironmentsReader
+    environment_id: uuid.UUID, session: ReadConnectionDep, principal: EnvironmentsConnectionReader
 ) -> Response:
     return _json(
         render.environment_out(

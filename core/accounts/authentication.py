@@ -6,7 +6,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.accounts import security
 from core.accounts.api_key_lookup import resolve_and_count
@@ -14,7 +14,7 @@ from core.accounts.context import utcnow
 from core.accounts.rate_limit import ApiKeyRateLimiter, LastUsedThrottle
 from core.accounts.repository import session_auth_row
 from core.accounts.scopes import effective_scopes
-from core.driver import HeldConnection, read_connection
+from core.driver import HeldConnection, ReadSource, read_connection
 from core.principal import Principal
 from forgeline.errors import RateLimited, Unauthorized
 from forgeline.statuses.accounts import OrgRole
@@ -24,7 +24,7 @@ ORPHAN_KEY_ROLE = OrgRole.MEMBER
 
 
 async def authenticate_bearer(
-    session: AsyncSession,
+    session: ReadSource,
     token: str,
     *,
     rate_limiter: ApiKeyRateLimiter,
@@ -39,12 +39,15 @@ async def authenticate_bearer(
 
 @contextlib.asynccontextmanager
 async def _autocommit(
-    session: AsyncSession,
+    session: ReadSource,
 ) -> AsyncIterator[AsyncConnection | HeldConnection]:
-    """Where an API key is looked up and counted: the session's connection when it is in
+    """Where an API key is looked up and counted: the request's connection when it is in
     autocommit (reads), else a pooled autocommit connection of its own, returned before the
     session takes one (a request then never holds two). Either way the rate-limit row lock
     lasts one statement, never the request."""
+    if isinstance(session, HeldConnection):  # a hot read's bare autocommit connection
+        yield session
+        return
     held = read_connection(session)
     if held is not None:
         yield held
@@ -64,7 +67,7 @@ async def _autocommit(
 
 
 async def _authenticate_api_key(
-    session: AsyncSession,
+    session: ReadSource,
     raw: str,
     rate_limiter: ApiKeyRateLimiter,
     last_used: LastUsedThrottle,
@@ -107,7 +110,7 @@ async def _authenticate_api_key(
     )
 
 
-async def _authenticate_session(session: AsyncSession, raw: str) -> Principal:
+async def _authenticate_session(session: ReadSource, raw: str) -> Principal:
     # One round trip: session row + user + membership role in the session's organization.
     row = await session_auth_row(session, security.sha256_hex(raw))
     if row is None or row["revoked_at"] is not None:

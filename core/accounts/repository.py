@@ -9,6 +9,7 @@ from uuid import UUID
 from sqlalchemy import RowMapping, Select, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from core.driver import ReadSource
 from core.queries import core_execute, paginate
 from db.models.accounts import (
     ApiKey,
@@ -383,6 +384,6 @@ async def api_key_auth_row(connection: AsyncConnection, prefix: str) -> RowMappi
     return result.mappings().first()
 
 
-async def session_auth_row(session: AsyncSession, token_hash: str) -> RowMapping | None:
+async def session_auth_row(session: ReadSource, token_hash: str) -> RowMapping | None:
     result = await core_execute(session, _SESSION_AUTH_STMT, {"token_hash": token_hash})
     return result.mappings().first()

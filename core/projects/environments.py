@@ -14,6 +14,7 @@ from core.audit.origin import Origin
 from core.audit.service import write_audit
 from core.billing.limits import enforce_limit
 from core.deployments.config import APPROVER_ROLES
+from core.driver import ReadSource
 from core.principal import Principal
 from core.projects import repository as queries
 from core.projects.configs import (
@@ -112,7 +113,7 @@ async def create_environment(
 
 
 async def list_environments(
-    session: AsyncSession,
+    session: ReadSource,
     principal: Principal,
     project_id: uuid.UUID,
     *,
@@ -149,7 +150,7 @@ async def _require_environment(
 
 
 async def get_environment(
-    session: AsyncSession, principal: Principal, environment_id: uuid.UUID
+    session: ReadSource, principal: Principal, environment_id: uuid.UUID
 ) -> Mapping[str, Any]:
     return found(
         await queries.get_environment_row(session, principal.organization_id, environment_id),

@@ -13,7 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Select, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.driver import DriverStatement, driver_rows
+from core.driver import DriverStatement, ReadSource, driver_rows
 from core.queries import core_execute, paginate
 from db.models.projects import Environment, Project, Repository
 from forgeline.statuses.deployments import DeploymentStatus
@@ -73,7 +73,7 @@ def _escape_like(term: str) -> str:
 
 
 async def list_projects(
-    session: AsyncSession,
+    session: ReadSource,
     organization_id: uuid.UUID,
     *,
     status: str | None,
@@ -125,7 +125,7 @@ async def get_project(
 
 
 async def get_project_row(
-    session: AsyncSession, organization_id: uuid.UUID, project_id: uuid.UUID
+    session: ReadSource, organization_id: uuid.UUID, project_id: uuid.UUID
 ) -> Mapping[str, Any] | None:
     params = {"project_id": project_id, "organization_id": organization_id}
     rows = await driver_rows(session, _GET_PROJECT, params)
@@ -133,12 +133,11 @@ async def get_project_row(
 
 
 async def project_exists(
-    session: AsyncSession, organization_id: uuid.UUID, project_id: uuid.UUID
+    session: ReadSource, organization_id: uuid.UUID, project_id: uuid.UUID
 ) -> bool:
-    stmt = select(Project.id).where(
-        Project.id == project_id, Project.organization_id == organization_id
-    )
-    return (await session.execute(stmt)).first() is not None
+    p = _projects.c
+    stmt = select(p.id).where(p.id == project_id, p.organization_id == organization_id)
+    return (await core_execute(session, stmt)).first() is not None
 
 
 async def slugs_with_prefix(
@@ -172,7 +171,7 @@ async def get_repository(session: AsyncSession, project_id: uuid.UUID) -> Reposi
 
 
 async def list_environments(
-    session: AsyncSession,
+    session: ReadSource,
     organization_id: uuid.UUID,
     project_id: uuid.UUID,
     *,
@@ -210,7 +209,7 @@ async def get_environment(
 
 
 async def get_environment_row(
-    session: AsyncSession, organization_id: uuid.UUID, environment_id: uuid.UUID
+    session: ReadSource, organization_id: uuid.UUID, environment_id: uuid.UUID
 ) -> Mapping[str, Any] | None:
     params = {"environment_id": environment_id, "organization_id": organization_id}
     rows = await driver_rows(session, _GET_ENVIRONMENT, params)

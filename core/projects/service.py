@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.audit.origin import Origin
 from core.audit.service import write_audit
 from core.billing.limits import enforce_limit
+from core.driver import ReadSource
 from core.principal import Principal
 from core.projects import repository as queries
 from core.projects.configs import project_snapshot, store_project_config
@@ -118,7 +119,7 @@ async def create_project(
 
 
 async def list_projects(
-    session: AsyncSession,
+    session: ReadSource,
     principal: Principal,
     *,
     status: str | None,
@@ -143,7 +144,7 @@ async def list_projects(
 
 
 async def get_project(
-    session: AsyncSession, principal: Principal, project_id: uuid.UUID
+    session: ReadSource, principal: Principal, project_id: uuid.UUID
 ) -> Mapping[str, Any]:
     return found(
         await queries.get_project_row(session, principal.organization_id, project_id),
