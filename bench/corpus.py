@@ -37,7 +37,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench.context import BenchContext
-from bench.corpus_report import causes, judge_cause, rows, summary, table
+from bench.corpus_report import causes, right_cause, rows, summary, table
 from core.agent.service import start_task_workflow
 from db.models.accounts import Organization
 from db.models.agent import AgentTask
@@ -221,10 +221,7 @@ class Corpus:
             if len(runs) > 1 and result["repairs"]:
                 result["first_repair"] = result["repairs"][0]
             result["troubleshoot"] = await self._troubleshoot(project_id, runs[0], first)
-            if result["verified"]:
-                result["right_cause"] = judge_cause(
-                    result.get("first_repair"), result["troubleshoot"]
-                )
+            result["right_cause"] = right_cause(result)
         return result
 
     async def _run_facts(self, run_id: uuid.UUID) -> dict[str, Any]:

@@ -39,6 +39,20 @@ def judge_cause(repair: str | None, troubleshoot: dict[str, Any] | None) -> bool
     return troubleshoot.get("failure_class") == "config" and cause_kind(said) == expected
 
 
+def right_cause(result: dict[str, Any]) -> bool | None:
+    """For a failed first run whose failed stage passed on the run after the repair (the repair
+    found the cause): whether troubleshoot_failure named it. None when nothing is to judge."""
+    runs = result.get("runs") or []
+    first = result.get("first_run") or {}
+    if len(runs) < 2 or not first or first.get("status") == "success":
+        return None
+    failed = first.get("failed_stage")
+    fixed = any(s["name"] == failed and s["status"] == "success" for s in runs[1]["stages"])
+    if not fixed:
+        return None
+    return judge_cause(result.get("first_repair"), result.get("troubleshoot"))
+
+
 def _first_run(result: dict[str, Any]) -> str:
     first = result.get("first_run") or {}
     if not first:
@@ -91,7 +105,7 @@ def causes(results: list[dict[str, Any]]) -> list[tuple[str, ...]]:
         if not first or first.get("status") == "success":
             continue
         said = r.get("troubleshoot") or {}
-        verdict = r.get("right_cause")
+        verdict = right_cause(r)
         out.append(
             (
                 r["name"],
@@ -114,7 +128,7 @@ def totals(results: list[dict[str, Any]]) -> dict[str, Any]:
     first_green = sum(1 for r in results if (r.get("first_run") or {}).get("status") == "success")
     verified = sum(1 for r in results if r.get("verified"))
     times = [r["verified_seconds"] for r in results if r.get("verified_seconds") is not None]
-    judged = [r["right_cause"] for r in results if r.get("right_cause") is not None]
+    judged = [v for r in results if (v := right_cause(r)) is not None]
     return {
         "repositories": n,
         "first_run_green": first_green,
