@@ -12,13 +12,14 @@ from sqlalchemy import text
 
 from core.integrations.commit_status import build_report, reporting_turn
 from core.runs.service import cancel_run
+from tests.integrations.fake_forge import FakeForge
 from tests.integrations.support import commit, connect_repo, make_git_repo, run_workers
 from tests.integrations.test_cancel_races import (
     TOKEN,
-    assert_cancelled_on_forge,
     finished,
     push,
-    reported_running,
+    reported,
+    reports_settled,
     the_run,
 )
 from tests.runs.helpers import wait_for
@@ -36,6 +37,21 @@ async def waiting_for_turn(session_maker: Any, run_id: uuid.UUID) -> bool:
     return bool(waiting)
 
 
+async def cancelled_last(client: Any, forge: FakeForge, sha: str, run_id: uuid.UUID) -> None:
+    """The forge's last status is GitHub's `error` (cancelled), right after `Running`, and no
+    `failure` was sent once every report of the run has settled."""
+
+    async def final() -> bool:
+        states = forge.states(sha)
+        return bool(states) and states[-1][1] == "error"
+
+    await wait_for(final, timeout=60)
+    await reports_settled(client, run_id)
+    assert "failure" not in [state for _, state in forge.states(sha)]
+    descriptions = [r.body["description"] for r in forge.accepted(sha)]
+    assert descriptions[-2:] == ["Running", "Cancelled"], forge.states(sha)
+
+
 async def test_the_final_state_waits_for_the_report_being_sent(
     api_client, temporal_client, forge, forge_settings, session_maker, tmp_path, task_queue
 ) -> None:
@@ -51,7 +67,7 @@ async def test_the_final_state_waits_for_the_report_being_sent(
     )
     async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
         await push(api_client, connected, head, first)
-        await reported_running(forge, head)
+        await reported(forge, head, "Running")
         run = await the_run(session_maker, connected)
         # The run's turn is taken, as by a report checked current and still on its way to the
         # forge: the cancelled run's report waits for it, before its own check.
@@ -66,7 +82,7 @@ async def test_the_final_state_waits_for_the_report_being_sent(
             await wait_for(waiting, timeout=60)
             assert [r.body["description"] for r in forge.accepted(head)][-1] == "Running"
         # Its turn comes: the final state is the last the forge receives.
-        await assert_cancelled_on_forge(forge, head)
+        await cancelled_last(temporal_client, forge, head, run.id)
     # Another final state of the run (a failure report, were one ever announced) is stale.
     async with session_maker() as session:
         for state in ("failure", "success", "running"):
