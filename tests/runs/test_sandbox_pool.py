@@ -107,7 +107,9 @@ async def test_each_of_many_concurrent_stages_gets_a_sandbox_of_its_own(
     outs = [Collected() for _ in range(6)]
     results = await asyncio.gather(
         *(
-            pooled.run(stage(tmp_path / f"run-{i}", f"{WHERE}; ls /workspace"), outs[i])
+            # Each stays alive a while, so the six overlap: the kernel reuses the number of a
+            # namespace that is gone, and only live namespaces can be compared.
+            pooled.run(stage(tmp_path / f"run-{i}", f"{WHERE}; ls /workspace; sleep 3"), outs[i])
             for i in range(6)
         )
     )
