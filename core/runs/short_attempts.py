@@ -14,6 +14,7 @@ import uuid
 import asyncpg
 
 from core.runs.stage_records import (
+    EARLIER_ATTEMPTS,
     NEVER_OPENED_ERROR,
     ClosedAttempt,
     log_chunk_id,
@@ -28,25 +29,11 @@ from core.runs.stage_records import (
 # Data-modifying CTEs each touch rows no other one does: earlier attempts (lost, never_opened),
 # this attempt's row (attempt_row), its chunks other than the final one (dropped) and the final
 # chunk (the outer insert, whose foreign key is checked at the end of the statement).
-_OPEN_AND_CLOSE = """
-WITH lost AS (
-    UPDATE stage_executions
-    SET status = 'failed', error = 'worker lost during the attempt',
-        failure_class = 'infrastructure', failure_cause = 'the runner was lost during the attempt',
-        finished_at = now(), updated_at = now()
-    WHERE run_id = $1 AND stage_name = $2 AND attempt < $3
-      AND status IN ('pending', 'queued', 'running')
-    RETURNING 1
-), never_opened AS (
-    INSERT INTO stage_executions (id, run_id, stage_name, attempt, stage_id, status, error,
-                                  failure_class, failure_cause, finished_at, log_size_bytes,
-                                  log_line_count)
-    SELECT earlier.id, $1, $2, earlier.attempt::int, $5, 'failed', $9, 'infrastructure', $9,
-           now(), 0, 0
-    FROM unnest($8::uuid[]) WITH ORDINALITY AS earlier(id, attempt)
-    ON CONFLICT (run_id, stage_name, attempt) DO NOTHING
-    RETURNING 1
-), dropped AS (
+_OPEN_AND_CLOSE = (
+    "WITH "  # noqa: S608 (constants only)
+    + EARLIER_ATTEMPTS
+    + """,
+dropped AS (
     DELETE FROM stage_log_chunks
     WHERE stage_execution_id = $4 AND seq IS DISTINCT FROM $23::int
     RETURNING 1
@@ -75,6 +62,7 @@ WHERE $26::text IS NOT NULL
 ON CONFLICT (stage_execution_id, seq) DO UPDATE SET
     first_line = excluded.first_line, line_count = excluded.line_count, content = excluded.content
 """
+)
 
 
 async def open_and_close_attempt(

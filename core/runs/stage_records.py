@@ -68,25 +68,17 @@ async def upsert_stage_execution(
 # statement construction costs several times the round trip (bench/README.md).
 # Data-modifying CTEs run exactly once, whether or not the outer statement reads them.
 
-_OPEN_ATTEMPT = """
-WITH lost AS (
+# The earlier attempts of a stage, closed by whichever statement opens (or opens and closes) an
+# attempt: $1 run, $2 stage, $3 attempt, $5 stage id, $8 ids of attempts Temporal started that
+# died before their opening statement, $9 their error.
+EARLIER_ATTEMPTS = """
+lost AS (
     UPDATE stage_executions
     SET status = 'failed', error = 'worker lost during the attempt',
         failure_class = 'infrastructure', failure_cause = 'the runner was lost during the attempt',
         finished_at = now(), updated_at = now()
     WHERE run_id = $1 AND stage_name = $2 AND attempt < $3
       AND status IN ('pending', 'queued', 'running')
-    RETURNING 1
-), opened AS (
-    INSERT INTO stage_executions (id, run_id, stage_name, attempt, stage_id, status, runner,
-                                  container_name, started_at, log_size_bytes, log_line_count)
-    VALUES ($4, $1, $2, $3, $5, 'running', $6, $7, now(), 0, 0)
-    ON CONFLICT (run_id, stage_name, attempt) DO UPDATE SET
-        stage_id = excluded.stage_id, status = 'running', runner = excluded.runner,
-        container_name = excluded.container_name, started_at = excluded.started_at,
-        finished_at = NULL, exit_code = NULL, error = NULL, duration_ms = NULL,
-        log_size_bytes = 0, log_line_count = 0, log_object_key = NULL, log_tail = NULL,
-        failure_class = NULL, failure_cause = NULL, failure_evidence = '{}', updated_at = now()
     RETURNING 1
 ), never_opened AS (
     -- Attempts Temporal started that died before their opening statement: recorded too.
@@ -98,11 +90,29 @@ WITH lost AS (
     FROM unnest($8::uuid[]) WITH ORDINALITY AS earlier(id, attempt)
     ON CONFLICT (run_id, stage_name, attempt) DO NOTHING
     RETURNING 1
+)"""
+
+_OPEN_ATTEMPT = (
+    "WITH "  # noqa: S608 (constants only)
+    + EARLIER_ATTEMPTS
+    + """,
+opened AS (
+    INSERT INTO stage_executions (id, run_id, stage_name, attempt, stage_id, status, runner,
+                                  container_name, started_at, log_size_bytes, log_line_count)
+    VALUES ($4, $1, $2, $3, $5, 'running', $6, $7, now(), 0, 0)
+    ON CONFLICT (run_id, stage_name, attempt) DO UPDATE SET
+        stage_id = excluded.stage_id, status = 'running', runner = excluded.runner,
+        container_name = excluded.container_name, started_at = excluded.started_at,
+        finished_at = NULL, exit_code = NULL, error = NULL, duration_ms = NULL,
+        log_size_bytes = 0, log_line_count = 0, log_object_key = NULL, log_tail = NULL,
+        failure_class = NULL, failure_cause = NULL, failure_evidence = '{}', updated_at = now()
+    RETURNING 1
 ), dropped AS (
     DELETE FROM stage_log_chunks WHERE stage_execution_id = $4 RETURNING 1
 )
 SELECT count(*) FROM opened
 """
+)
 
 NEVER_OPENED_ERROR = "worker lost before the attempt started"
 
