@@ -48,20 +48,25 @@ class CheckRunReport:
     text: str = ""
 
 
-def installation_client(app: GitHubApp, installation_id: int) -> GitHub[Any]:
-    """A client acting as the installation; its token is minted on its first request."""
-    if installation_id <= 0:
-        raise ForgeRejected(f"{installation_id} is not a GitHub App installation")
+def _client(app: GitHubApp, auth: AppAuthStrategy | AppInstallationAuthStrategy) -> GitHub[Any]:
+    """A client of the App's GitHub with its own token cache: the App's JWT and any installation
+    token die with the client instead of being cached between uses."""
     return GitHub(
-        AppInstallationAuthStrategy(app.app_id, app.private_key, installation_id),
+        auth,
         base_url=app.api_url,
         timeout=REQUEST_TIMEOUT_SECONDS,
         auto_retry=False,
         http_cache=False,
-        # Per client: the installation token dies with the client instead of being cached.
         cache_strategy=MemCacheStrategy(),
         user_agent="forgeline",
     )
+
+
+def installation_client(app: GitHubApp, installation_id: int) -> GitHub[Any]:
+    """A client acting as the installation; its token is minted on its first request."""
+    if installation_id <= 0:
+        raise ForgeRejected(f"{installation_id} is not a GitHub App installation")
+    return _client(app, AppInstallationAuthStrategy(app.app_id, app.private_key, installation_id))
 
 
 async def mint_repository_token(app: GitHubApp, installation_id: int, repository: str) -> str:
@@ -70,16 +75,7 @@ async def mint_repository_token(app: GitHubApp, installation_id: int, repository
     if installation_id <= 0:
         raise ForgeRejected(f"{installation_id} is not a GitHub App installation")
     _owner, name = github_repository(repository)
-    github = GitHub(
-        AppAuthStrategy(app.app_id, app.private_key),
-        base_url=app.api_url,
-        timeout=REQUEST_TIMEOUT_SECONDS,
-        auto_retry=False,
-        http_cache=False,
-        # Per client: neither the App's JWT nor the token outlives this call.
-        cache_strategy=MemCacheStrategy(),
-        user_agent="forgeline",
-    )
+    github = _client(app, AppAuthStrategy(app.app_id, app.private_key))
     response = await github_call(
         "GitHub App installation token",
         github.rest.apps.async_create_installation_access_token(
