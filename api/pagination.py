@@ -29,6 +29,8 @@ __all__ = [
     "after_cursor",
     "build_page",
     "check_storable_datetime",
+    "created_field_key",
+    "created_key",
     "decode_cursor",
     "encode_cursor",
     "json_page",
@@ -68,16 +70,34 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
+def created_key(row: Any) -> tuple[datetime, uuid.UUID]:
+    """The usual keyset of a list: (created_at, id) of a mapped row."""
+    return row.created_at, row.id
+
+
+def created_field_key(row: Any) -> tuple[datetime, uuid.UUID]:
+    """The usual keyset of a list read as plain row data: its created_at and id fields."""
+    return row["created_at"], row["id"]
+
+
+def _window(
+    rows: Sequence[Row], limit: int, key: Callable[[Row], tuple[datetime, uuid.UUID]]
+) -> tuple[Sequence[Row], str | None]:
+    """The rows shown (a query reads limit + 1 to learn whether more follow) and the cursor of
+    the next page, None on the last one."""
+    visible = rows[:limit]
+    has_more = len(rows) > limit
+    return visible, encode_cursor(*key(visible[-1])) if has_more and visible else None
+
+
 def build_page(
     rows: Sequence[Row],
     *,
     limit: int,
-    key: Callable[[Row], tuple[datetime, uuid.UUID]],
+    key: Callable[[Row], tuple[datetime, uuid.UUID]] = created_key,
     to_item: Callable[[Row], T],
 ) -> Page[T]:
-    has_more = len(rows) > limit
-    visible = rows[:limit]
-    next_cursor = encode_cursor(*key(visible[-1])) if has_more and visible else None
+    visible, next_cursor = _window(rows, limit, key)
     return Page[T](items=[to_item(r) for r in visible], next_cursor=next_cursor)
 
 
@@ -85,16 +105,14 @@ def json_page(
     rows: Sequence[Row],
     *,
     limit: int,
-    key: Callable[[Row], tuple[datetime, uuid.UUID]],
+    key: Callable[[Row], tuple[datetime, uuid.UUID]] = created_field_key,
     to_data: Callable[[Row], Mapping[str, Any]],
     page_model: type[Page[Any]],
 ) -> Response:
     """For hot lists: validate plain row data and serialise the page to JSON bytes in one
     pydantic-core pass, instead of building models in Python and having FastAPI walk them again.
     Declare `response_model=page_model` on the route so the OpenAPI document stays exact."""
-    has_more = len(rows) > limit
-    visible = rows[:limit]
-    next_cursor = encode_cursor(*key(visible[-1])) if has_more and visible else None
+    visible, next_cursor = _window(rows, limit, key)
     page = page_model.model_validate(
         {"items": [to_data(r) for r in visible], "next_cursor": next_cursor}
     )

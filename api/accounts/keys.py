@@ -39,9 +39,7 @@ async def list_api_keys(
     page: PageDep,
 ) -> Page[ApiKeyOut]:
     rows = await keys.list_api_keys(session, principal, cursor=page.cursor, limit=page.limit)
-    return build_page(
-        rows, limit=page.limit, key=lambda k: (k.created_at, k.id), to_item=ApiKeyOut.model_validate
-    )
+    return build_page(rows, limit=page.limit, to_item=ApiKeyOut.model_validate)
 
 
 @router.delete("/api-keys/{key_id}", tags=["api-keys"], status_code=204)

@@ -129,7 +129,6 @@ async def list_agent_tasks(
     return build_page(
         rows,
         limit=page.limit,
-        key=lambda r: (r.created_at, r.id),
         to_item=AgentTaskOut.model_validate,
     )
 

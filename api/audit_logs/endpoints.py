@@ -99,7 +99,6 @@ async def list_audit_logs(
     return json_page(
         rows,
         limit=page.limit,
-        key=lambda r: (r["created_at"], r["id"]),
         to_data=_data,
         page_model=Page[AuditLogOut],
     )

@@ -133,9 +133,7 @@ async def _deployment_page(
         stmt, Deployment.created_at, Deployment.id, cursor=page.cursor, limit=page.limit
     )
     rows = (await session.scalars(keyed)).all()
-    return build_page(
-        rows, limit=page.limit, key=lambda r: (r.created_at, r.id), to_item=deployment_out
-    )
+    return build_page(rows, limit=page.limit, to_item=deployment_out)
 
 
 @router.get("/environments/{environment_id}/deployments", responses=_PROBLEMS)

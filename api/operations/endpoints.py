@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
-from sqlalchemy import RowMapping
 
 from api.deps import ProjectsReader, SessionDep
 from api.pagination import Page, PageDep, json_page
@@ -84,10 +83,6 @@ def _fields(model: type[BaseModel]) -> Any:
     return lambda row: {name: row[name] for name in names}
 
 
-def _key(row: RowMapping) -> tuple[datetime, uuid.UUID]:
-    return row["created_at"], row["id"]
-
-
 @router.get("/workflow-executions", response_model=Page[WorkflowExecutionOut])
 async def list_workflow_executions(
     session: SessionDep,
@@ -139,7 +134,6 @@ async def list_infrastructure_resources(
     return json_page(
         rows,
         limit=page.limit,
-        key=_key,
         to_data=_fields(InfrastructureResourceOut),
         page_model=Page[InfrastructureResourceOut],
     )
@@ -165,7 +159,6 @@ async def list_project_files(
     return json_page(
         rows,
         limit=page.limit,
-        key=_key,
         to_data=_fields(ProjectFileOut),
         page_model=Page[ProjectFileOut],
     )

@@ -52,7 +52,6 @@ async def list_pipelines(
     return build_page(
         rows,
         limit=limit,
-        key=lambda r: (r.created_at, r.id),
         to_item=PipelineOut.model_validate,
     )
 

@@ -99,7 +99,6 @@ async def list_projects(
     return json_page(
         rows,
         limit=page.limit,
-        key=lambda r: (r["created_at"], r["id"]),
         to_data=render.project_data,
         page_model=Page[ProjectOut],
     )
@@ -237,7 +236,6 @@ async def list_environments(
     return json_page(
         rows,
         limit=page.limit,
-        key=lambda r: (r["created_at"], r["id"]),
         to_data=render.environment_data,
         page_model=Page[EnvironmentOut],
     )

@@ -89,7 +89,7 @@ async def list_runs(
         cursor=page.cursor,
         limit=page.limit,
     )
-    return build_page(rows, limit=page.limit, key=lambda r: (r.created_at, r.id), to_item=run_out)
+    return build_page(rows, limit=page.limit, to_item=run_out)
 
 
 @router.get("/runs/{run_id}", responses=_PROBLEMS)
