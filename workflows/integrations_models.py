@@ -41,15 +41,10 @@ class PullRequestInfo(BaseModel):
     draft: bool = False
 
 
-class ForgeEvent(BaseModel):
-    """A push or pull/merge request event of a connected repository, as triggers see it."""
+class RefEvent(BaseModel):
+    """A push or pull/merge request as the forge's payload tells it (validated, bounded)."""
 
-    provider: ForgeProvider
-    delivery_id: str
     kind: EventKind
-    repository_id: str
-    project_id: str
-    organization_id: str | None = None
     # owner/name on GitHub, the project's path (group/sub/name) on GitLab: where statuses go.
     forge_repository: str
     ref_type: RefType = "branch"
@@ -66,6 +61,16 @@ class ForgeEvent(BaseModel):
     merged: bool = False
     from_fork: bool = False
     pull_request: PullRequestInfo | None = None
+
+
+class ForgeEvent(RefEvent):
+    """A push or pull/merge request event of a connected repository, as triggers see it."""
+
+    provider: ForgeProvider
+    delivery_id: str
+    repository_id: str
+    project_id: str
+    organization_id: str | None = None
 
 
 class DeliveryInput(BaseModel):

@@ -245,22 +245,10 @@ async def accept(
     event = ForgeEvent(
         provider=delivery.provider,
         delivery_id=delivery_id,
-        kind=parsed.kind,
         repository_id=str(candidate.repository_id),
         project_id=str(candidate.project_id),
         organization_id=str(candidate.organization_id) if candidate.organization_id else None,
-        forge_repository=parsed.forge_repository,
-        ref_type=parsed.ref_type,
-        ref_name=parsed.ref_name,
-        head_sha=parsed.head_sha,
-        before_sha=parsed.before_sha,
-        pr_number=parsed.pr_number,
-        pr_action=parsed.pr_action,
-        base_branch=parsed.base_branch,
-        base_sha=parsed.base_sha,
-        merged=parsed.merged,
-        from_fork=parsed.from_fork,
-        pull_request=parsed.pull_request,
+        **parsed.model_dump(exclude={"repository_urls"}),
     )
     # Temporal is reached only for a verified, stored delivery.
     workflow_id = await start_processing(

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.integrations.errors import MalformedDelivery, UnsupportedEvent
 from core.runs.schemas import validate_branch
-from workflows.integrations_models import EventKind, PullRequestAction, PullRequestInfo, RefType
+from workflows.integrations_models import PullRequestAction, PullRequestInfo, RefEvent, RefType
 
 SHA = r"^[0-9a-f]{40}([0-9a-f]{24})?$"
 _ZERO = re.compile(r"^0+$")
@@ -19,23 +19,11 @@ MAX_REF_LENGTH = 255
 M = TypeVar("M", bound=BaseModel)
 
 
-@dataclass(frozen=True)
-class ParsedEvent:
-    kind: EventKind
-    forge_repository: str
-    ref_type: RefType
-    ref_name: str
-    head_sha: str
-    before_sha: str | None = None
-    pr_number: int | None = None
-    pr_action: PullRequestAction | None = None
-    base_branch: str | None = None
-    base_sha: str | None = None
-    merged: bool = False
-    from_fork: bool = False
-    pull_request: PullRequestInfo | None = None
+class ParsedEvent(RefEvent):
+    model_config = ConfigDict(frozen=True)
+
     # URLs of the repository as the forge names it (matched against connected repositories).
-    repository_urls: tuple[str, ...] = field(default_factory=tuple)
+    repository_urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
