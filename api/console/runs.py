@@ -3,13 +3,11 @@ graph, live stage logs (server-sent events), artifacts; cancel, re-run, re-run f
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi.responses import RedirectResponse, Response
 from sse_starlette.sse import EventSourceResponse
 
 from api.audit import origin_of
@@ -27,7 +25,8 @@ from api.console.pages import (
 )
 from api.console.run_stages import run_stage_shapes
 from api.deps import SessionDep, SettingsDep, TemporalDep
-from api.runs.logs import log_reader, object_store
+from api.runs.downloads import artifact_response
+from api.runs.logs import log_reader
 from core.accounts.scopes import PIPELINES_READ, PIPELINES_WRITE
 from core.audit.service import write_audit
 from core.pipelines import repository as pipelines
@@ -251,23 +250,12 @@ async def artifact_download(
         artifact = await runs.get_artifact(session, run.id, parse_id(artifact_id))
     except DomainError as exc:
         return error_page(request, user, exc)
-    chunks = await asyncio.to_thread(object_store(request).iter_chunks, artifact.object_key)
-
-    async def body() -> AsyncIterator[bytes]:
-        while True:
-            block = await asyncio.to_thread(next, chunks, b"")
-            if not block:
-                return
-            yield block
-
     base = artifact.name.rsplit("/", 1)[-1]
     filename = "".join(c for c in base if c.isalnum() or c in "._-")[:200]
-    return StreamingResponse(
-        body(),
+    return await artifact_response(
+        request,
+        artifact,
+        filename=filename or "artifact",
         media_type="application/octet-stream",
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename or "artifact"}"',
-            "Content-Length": str(artifact.size_bytes),
-            "X-Content-Type-Options": "nosniff",
-        },
+        headers={"X-Content-Type-Options": "nosniff"},
     )

@@ -3,9 +3,8 @@ artifacts."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, status
@@ -22,7 +21,8 @@ from api.deps import (
 )
 from api.errors import ServiceUnavailable, problems
 from api.pagination import Page, PageDep, build_page
-from api.runs.logs import log_reader, object_store
+from api.runs.downloads import artifact_response
+from api.runs.logs import log_reader
 from api.runs.render import run_out, stage_out
 from api.runs.schemas import ArtifactOut, MatrixStageOut, RunCreate, RunDetailOut, RunOut
 from core.audit.service import write_audit
@@ -269,22 +269,9 @@ async def download_artifact(
 ) -> StreamingResponse:
     run = await repository.get_run(session, principal.organization_id, run_id)
     artifact = await repository.get_artifact(session, run.id, artifact_id)
-    store = object_store(request)
-    chunks = await asyncio.to_thread(store.iter_chunks, artifact.object_key)
-
-    async def body() -> AsyncIterator[bytes]:
-        while True:
-            block = await asyncio.to_thread(next, chunks, b"")
-            if not block:
-                return
-            yield block
-
-    filename = artifact.name.rsplit("/", 1)[-1]
-    return StreamingResponse(
-        body(),
+    return await artifact_response(
+        request,
+        artifact,
+        filename=artifact.name.rsplit("/", 1)[-1],
         media_type=artifact.content_type or "application/octet-stream",
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            "Content-Length": str(artifact.size_bytes),
-        },
     )
