@@ -29,7 +29,7 @@ from core.accounts import sessions, sign_in_policy
 from core.accounts.context import AccountContext, utcnow
 from core.accounts.errors import ReauthenticationFailed, ReauthenticationRequired, TotpRequired
 from core.accounts.organizations import create_organization_with_owner
-from core.accounts.repository import MemberRepository, UserRepository
+from core.accounts.repository import UserRepository
 from core.audit.service import write_audit
 from core.principal import Principal
 from db.models.accounts import User, UserSession
@@ -313,17 +313,6 @@ async def _new_user(session: AsyncSession, settings: Settings, identity: ForgeId
     return created.user
 
 
-async def _organization(session: AsyncSession, user: User, slug: str | None) -> uuid.UUID:
-    members = MemberRepository(session)
-    if slug is not None:
-        found = await members.organization_by_slug_for_user(slug, user.id)
-    else:
-        found = await members.first_organization_of(user.id)
-    if found is None:
-        raise Forbidden("Not a member of that organization")
-    return found
-
-
 async def callback(
     session: AsyncSession,
     ctx: AccountContext,
@@ -366,7 +355,7 @@ async def callback(
         raise Conflict("this forge account signed in concurrently; retry") from exc
     if not user.is_active:
         raise Forbidden("the account is disabled")
-    organization_id = await _organization(session, user, request.organization_slug)
+    organization_id = await sessions.member_organization(session, user, request.organization_slug)
     await sign_in_policy.check(session, organization_id, chosen.name)
     user.last_login_at = utcnow()
     row, raw = await sessions.new_session(session, ctx, user, organization_id, mfa_verified=False)

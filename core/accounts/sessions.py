@@ -113,6 +113,19 @@ async def clear_counters(
         await ctx.throttles.clear(session, *proof.clearable)
 
 
+async def member_organization(session: AsyncSession, user: User, slug: str | None) -> uuid.UUID:
+    """The organization a sign-in opens: the one named by slug, else the user's first; the
+    user must be a member of it."""
+    members = MemberRepository(session)
+    if slug is not None:
+        found = await members.organization_by_slug_for_user(slug, user.id)
+    else:
+        found = await members.first_organization_of(user.id)
+    if found is None:
+        raise Forbidden("Not a member of that organization")
+    return found
+
+
 async def login(
     session: AsyncSession,
     ctx: AccountContext,
@@ -126,13 +139,7 @@ async def login(
         session, ctx, email=email, password=password, totp_code=totp_code
     )
     user = proof.user
-    members = MemberRepository(session)
-    if organization_slug is not None:
-        organization_id = await members.organization_by_slug_for_user(organization_slug, user.id)
-    else:
-        organization_id = await members.first_organization_of(user.id)
-    if organization_id is None:
-        raise Forbidden("Not a member of that organization")
+    organization_id = await member_organization(session, user, organization_slug)
     await sign_in_policy.check(session, organization_id, "password")
     user.last_login_at = utcnow()
     await clear_counters(session, ctx, proof)
