@@ -4,17 +4,18 @@ the repository's webhook secret, not a bearer token) and the webhook secret's ro
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel
-from temporalio.client import Client
 
 from api.deps import (
     OriginDep,
     ProjectsWriter,
     SessionDep,
     SettingsDep,
+    get_temporal,
 )
 from core.integrations import deliveries, webhook_secrets
 
@@ -57,27 +58,19 @@ def rejected_deliveries(request: Request) -> deliveries.RejectedDeliveries:
     return counter
 
 
-async def _receive(
-    provider: Literal["github", "gitlab"],
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    settings: SettingsDep,
-    repository: uuid.UUID | None,
-) -> DeliveryOut:
-    async def temporal() -> Client:
-        client: Client = await request.app.state.temporal.get()
-        return client
-
-    delivery = deliveries.Delivery(
+async def incoming_delivery(
+    provider: Literal["github", "gitlab"], request: Request, repository: uuid.UUID | None = None
+) -> deliveries.Delivery:
+    return deliveries.Delivery(
         provider=provider,
         headers={k.lower(): v for k, v in request.headers.items()},
         body=await request.body(),
         repository_id=repository,
     )
-    receipt = await deliveries.receive(
-        session, temporal, settings, delivery, rejected_deliveries(request)
-    )
+
+
+def delivery_out(receipt: deliveries.DeliveryReceipt, response: Response) -> DeliveryOut:
+    """The receipt as the forge sees it: a ping is answered 200, anything accepted 202."""
     if receipt.status == "pong":
         response.status_code = status.HTTP_200_OK
     return DeliveryOut(
@@ -86,6 +79,25 @@ async def _receive(
         workflow_id=receipt.workflow_id,
         reason=receipt.reason,
     )
+
+
+async def _receive(
+    provider: Literal["github", "gitlab"],
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    repository: uuid.UUID | None,
+) -> DeliveryOut:
+    receipt = await deliveries.receive(
+        session,
+        # Temporal is reached only when a verified delivery starts a workflow.
+        partial(get_temporal, request),
+        settings,
+        await incoming_delivery(provider, request, repository),
+        rejected_deliveries(request),
+    )
+    return delivery_out(receipt, response)
 
 
 @router.post("/webhooks/github", status_code=status.HTTP_202_ACCEPTED, responses=_WEBHOOK_PROBLEMS)

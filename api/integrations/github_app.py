@@ -4,15 +4,20 @@ project's repository through it, and the App's webhook (signed with the App's se
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, Response, status
 from pydantic import BaseModel, Field
-from temporalio.client import Client
 
-from api.deps import Admin, ProjectsReader, ProjectsWriter, SessionDep, SettingsDep
-from api.integrations.endpoints import DeliveryOut, rejected_deliveries
-from core.integrations import app_deliveries, app_installations, deliveries
+from api.deps import Admin, ProjectsReader, ProjectsWriter, SessionDep, SettingsDep, get_temporal
+from api.integrations.endpoints import (
+    DeliveryOut,
+    delivery_out,
+    incoming_delivery,
+    rejected_deliveries,
+)
+from core.integrations import app_deliveries, app_installations
 from db.models.projects import GitProviderConnection
 
 router = APIRouter(tags=["integrations"])
@@ -107,23 +112,11 @@ async def github_app_webhook(
     """A delivery of the GitHub App's webhook (installation, installation_repositories,
     check_run/check_suite rerequested, push, pull_request), signed with the App's secret."""
 
-    async def temporal() -> Client:
-        client: Client = await request.app.state.temporal.get()
-        return client
-
-    delivery = deliveries.Delivery(
-        provider="github",
-        headers={k.lower(): v for k, v in request.headers.items()},
-        body=await request.body(),
-    )
     receipt = await app_deliveries.receive_app(
-        session, temporal, settings, delivery, rejected_deliveries(request)
+        session,
+        partial(get_temporal, request),
+        settings,
+        await incoming_delivery("github", request),
+        rejected_deliveries(request),
     )
-    if receipt.status == "pong":
-        response.status_code = status.HTTP_200_OK
-    return DeliveryOut(
-        status=receipt.status,
-        delivery_id=receipt.delivery_id,
-        workflow_id=receipt.workflow_id,
-        reason=receipt.reason,
-    )
+    return delivery_out(receipt, response)
