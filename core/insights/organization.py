@@ -16,8 +16,7 @@ from core.insights import aggregate, rollups
 from core.insights.service import (
     Dora,
     Percentiles,
-    PipelineInsight,
-    StageInsight,
+    WindowInsights,
     dora_of,
     percentiles,
     ratio,
@@ -39,17 +38,8 @@ class ProjectBreakdown(BaseModel):
     dora: Dora
 
 
-class OrganizationInsights(BaseModel):
+class OrganizationInsights(WindowInsights):
     organization_id: uuid.UUID
-    window_days: int
-    since: datetime
-    until: datetime
-    runs: int
-    success_rate: float | None
-    pipelines: list[PipelineInsight]
-    stages: list[StageInsight]
-    flakiest_stages: list[StageInsight]
-    dora: Dora
     # Projects with runs or production changes in the window, most runs first.
     projects: list[ProjectBreakdown]
 

@@ -68,8 +68,9 @@ class Dora(BaseModel):
     unrestored_failures: int
 
 
-class ProjectInsights(BaseModel):
-    project_id: uuid.UUID
+class WindowInsights(BaseModel):
+    """The metrics of an insight over a window (a project's, or an organization's merged)."""
+
     window_days: int
     since: datetime
     until: datetime
@@ -79,6 +80,10 @@ class ProjectInsights(BaseModel):
     stages: list[StageInsight]
     flakiest_stages: list[StageInsight]
     dora: Dora
+
+
+class ProjectInsights(WindowInsights):
+    project_id: uuid.UUID
 
 
 def ratio(part: int, whole: int) -> float | None:
