@@ -61,6 +61,21 @@ def _print_session(answer: dict[str, Any], session: dict[str, Any], as_json: boo
     )
 
 
+def _open_session(
+    path: str,
+    body: dict[str, Any],
+    api_url: str | None,
+    as_json: bool,
+    *,
+    nested: str | None = None,
+) -> None:
+    """Post the credentials without a key and print the session the API answers (under
+    `nested` when the answer holds more than the session)."""
+    with _anonymous(api_url) as api:
+        answer: dict[str, Any] = common.run(lambda: api.post(path, body))
+    _print_session(answer, answer[nested] if nested else answer, as_json)
+
+
 def signup(
     email: Email,
     name: Annotated[str, typer.Option("--name", help="Your name.")],
@@ -80,9 +95,7 @@ def signup(
         "organization_name": organization,
         "organization_slug": slug,
     }
-    with _anonymous(api_url) as api:
-        answer: dict[str, Any] = common.run(lambda: api.post("/v1/auth/signup", body))
-    _print_session(answer, answer["session"], as_json)
+    _open_session("/v1/auth/signup", body, api_url, as_json, nested="session")
 
 
 def login(
@@ -102,9 +115,7 @@ def login(
         "organization_slug": organization,
         "totp_code": totp,
     }
-    with _anonymous(api_url) as api:
-        answer: dict[str, Any] = common.run(lambda: api.post("/v1/auth/login", body))
-    _print_session(answer, answer, as_json)
+    _open_session("/v1/auth/login", body, api_url, as_json)
 
 
 @api_command(members_app, "list")
