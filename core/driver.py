@@ -126,3 +126,11 @@ async def driver_rows(
         connection = read_connection(source) or await source.connection()
     records = await driver_fetch(connection, statement.sql, *statement.args(params))
     return [dict(record) for record in records]
+
+
+async def driver_row(
+    source: ReadSource, statement: DriverStatement, params: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """A prebuilt statement's one row (a lookup by key), None when nothing matches."""
+    rows = await driver_rows(source, statement, params)
+    return rows[0] if rows else None

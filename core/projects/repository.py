@@ -13,7 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Select, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.driver import DriverStatement, ReadSource, driver_rows
+from core.driver import DriverStatement, ReadSource, driver_row, driver_rows
 from core.queries import core_execute, paginate
 from db.models.projects import Environment, Project, Repository
 from forgeline.statuses.deployments import DeploymentStatus
@@ -128,8 +128,7 @@ async def get_project_row(
     session: ReadSource, organization_id: uuid.UUID, project_id: uuid.UUID
 ) -> Mapping[str, Any] | None:
     params = {"project_id": project_id, "organization_id": organization_id}
-    rows = await driver_rows(session, _GET_PROJECT, params)
-    return rows[0] if rows else None
+    return await driver_row(session, _GET_PROJECT, params)
 
 
 async def project_exists(
@@ -212,8 +211,7 @@ async def get_environment_row(
     session: ReadSource, organization_id: uuid.UUID, environment_id: uuid.UUID
 ) -> Mapping[str, Any] | None:
     params = {"environment_id": environment_id, "organization_id": organization_id}
-    rows = await driver_rows(session, _GET_ENVIRONMENT, params)
-    return rows[0] if rows else None
+    return await driver_row(session, _GET_ENVIRONMENT, params)
 
 
 async def environment_name_taken(
