@@ -88,6 +88,17 @@ class Runner(ABC):
     async def remove_stale(self, prefix: str) -> int:
         """Kill and remove leftovers (earlier attempts, a crashed worker's) named `prefix*`."""
 
+    def service_refusal(self, process: StageProcess) -> str | None:
+        """None when this runner starts the stage's services, else why not (a line for its log)."""
+        if self.supports_services:
+            return None
+        names = ", ".join(s.name for s in process.services)
+        return (
+            f"{SERVICE_MARKER} refused: the {self.kind} runner cannot start service "
+            f"containers ({names}); run this pipeline on a Docker build host "
+            "(FORGELINE_CONTAINER_RUNNER=docker)\n"
+        )
+
     async def sweep_expired(self) -> int:
         """Remove leftovers whose stage's deadline has passed (none for runners whose
         processes cannot outlive their worker)."""
@@ -106,14 +117,10 @@ SERVICE_MARKER = "forgeline: stage services:"
 async def run_stage(
     runner: Runner, process: StageProcess, on_output: OutputCallback
 ) -> StageOutcome:
-    """`runner.run`, except that a runner without service containers refuses a stage that
-    declares services, with the reason in the stage's log."""
-    if process.services and not runner.supports_services:
-        names = ", ".join(s.name for s in process.services)
-        await on_output(
-            f"{SERVICE_MARKER} refused: the {runner.kind} runner cannot start service "
-            f"containers ({names}); run this pipeline on a Docker build host "
-            "(FORGELINE_CONTAINER_RUNNER=docker)\n".encode()
-        )
+    """`runner.run`, except that a runner that cannot start the services a stage declares
+    refuses it, with the reason in the stage's log."""
+    refusal = runner.service_refusal(process) if process.services else None
+    if refusal is not None:
+        await on_output(refusal.encode())
         return StageOutcome(exit_code=SERVICE_EXIT)
     return await runner.run(process, on_output)

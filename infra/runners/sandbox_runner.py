@@ -11,10 +11,8 @@ The embedded default. What a stage sees and may do:
   of every process in the group on exit, timeout or cancel.
 The environment is built from scratch: a clean PATH, HOME and TMPDIR inside the workspace, and
 only the proxy and CA settings the operator configured.
-
-Sandboxes are started ahead of their stages (infra/runners/sandbox_pool.py): each serves one
-stage and is torn down after it. A stage the waiting shell cannot take (a variable name it cannot
-export) or a host without the mount API starts its own sandbox instead.
+Sandboxes start ahead of their stages, one stage each (infra/runners/sandbox_pool.py); a stage
+with services (infra/runners/sandbox_services.py) or that the pool cannot take starts its own.
 """
 
 from __future__ import annotations
@@ -61,6 +59,7 @@ from infra.runners.sandbox_pool import (
     read_pipe,
     workspace_path,
 )
+from infra.runners.sandbox_services import refuse_services, with_services
 from infra.runners.sandbox_workspace import (
     SandboxUnavailable,
     prepare_workspace,
@@ -75,6 +74,7 @@ PIPE_BUFFER = 65536  # a larger hand-over is written from a thread while the she
 
 class SandboxRunner(Runner):
     kind = "sandbox"
+    service_refusal = refuse_services
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
@@ -134,7 +134,7 @@ class SandboxRunner(Runner):
         return launcher(procs_files, self.config.disk_mb, [*args, "/bin/sh", "-c", WAITER])
 
     async def _pool_takes(self, process: StageProcess) -> bool:
-        if self.pool is None:
+        if self.pool is None or process.services:
             return False
         if process.disk_mb is not None and process.disk_mb > self.config.disk_mb:
             return False  # the waiting shell can lower its file-size limit, never raise it
@@ -258,8 +258,8 @@ class SandboxRunner(Runner):
         if process.network:
             args += ["--perms", "0755", "--dir", str(Path(PROXY_SOCKET).parent)]
             args += ["--ro-bind", str(self.proxy_socket), PROXY_SOCKET]
-        args += ["--", *become_build_user(self.setpriv, self.config)]
-        return [*args, *self._stage_argv(process)]
+        user = ["--", *become_build_user(self.setpriv, self.config)]
+        return with_services(process, self.state_dir, args, user, self._stage_argv(process))
 
     async def _run_started(
         self, process: StageProcess, on_output: OutputCallback, root: Path, tmp_fd: int
