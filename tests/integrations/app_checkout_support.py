@@ -5,21 +5,27 @@ never turn up (rows, workflow histories)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import text
 from temporalio.client import Client
 
 from forgeline.settings import Settings
+from tests.factories import make_org
 from tests.integrations.fake_github_app import FakeGitHubApp
 from tests.integrations.git_http_server import GitForge, running_git_forge
-from tests.integrations.support import Connected, commit, connect_project, make_git_repo
-from tests.integrations.test_check_runs import connect_through_app
+from tests.integrations.support import (
+    Connected,
+    commit,
+    connect_project,
+    connect_through_app,
+    make_git_repo,
+)
 
 FULL_NAME = "acme/widgets"
 
@@ -81,6 +87,34 @@ async def connect_app_project(
     )
     await connect_through_app(session_maker, connected, installation)
     return connected
+
+
+class PrivateProject(NamedTuple):
+    forge: GitForge
+    repo: PrivateRepo
+    settings: Settings
+    connected: Connected
+
+
+@asynccontextmanager
+async def private_app_project(
+    app: FakeGitHubApp,
+    installation: int,
+    tmp_path: Path,
+    session_maker: Any,
+    app_settings: Settings,
+    **connect: Any,
+) -> AsyncIterator[PrivateProject]:
+    """The private repository published on its loopback forge (the operator's GitHub) and
+    connected through the App to a project of a new organization."""
+    with private_forge(app, installation, tmp_path) as forge:
+        repo = publish_private_repo(forge, tmp_path)
+        settings = forge_settings_for(app_settings, forge)
+        org = await make_org(session_maker)
+        connected = await connect_app_project(
+            session_maker, settings, org.org_id, forge, installation, **connect
+        )
+        yield PrivateProject(forge, repo, settings, connected)
 
 
 async def rows_holding(session_maker: Any, needles: list[str]) -> list[str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -25,13 +25,14 @@ from core.integrations.signatures import github_signature
 from core.integrations.webhook_secrets import issue_secret
 from db.models.integrations import WebhookPayload
 from db.models.pipelines import Pipeline, PipelineRun, PipelineStage
-from db.models.projects import Project, Repository
+from db.models.projects import GitProviderConnection, Project, Repository
 from db.session import session_scope
 from forgeline.crypto import encrypt_str
 from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
 from tests.factories import make_org
-from tests.runs.helpers import pipeline_worker
+from tests.integrations.fake_forge import FakeForge
+from tests.runs.helpers import pipeline_worker, wait_for
 from tests.runs.sandbox import sandbox_runner
 from workflows.integrations_models import DeliveryOutcome, webhook_delivery_workflow_id
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
@@ -312,3 +313,78 @@ async def run_workers(
             yield
     finally:
         await runner.close()
+
+
+async def repo_with_change(
+    tmp_path: Path,
+    session_maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    change: dict[str, str],
+    **connect: Any,
+) -> tuple[Connected, str, str]:
+    """A connected repository whose main has one commit (`change`) the forge has not announced
+    yet: (connected, head, the commit before it)."""
+    repo, first = make_git_repo(tmp_path)
+    head = commit(repo, change)
+    return await connect_repo(session_maker, settings, repo, **connect), head, first
+
+
+async def push_main(api_client: Any, connected: Connected, head: str, before: str) -> None:
+    """GitHub's push of main from `before` to `head`, delivered to the repository's webhook."""
+    body = github_push("refs/heads/main", head, before)
+    r = await api_client.post(
+        f"/v1/webhooks/github?repository={connected.repository_id}",
+        content=body,
+        headers=github_headers(connected.secret, body),
+    )
+    assert r.status_code == 202, r.text
+
+
+async def the_run(session_maker: Any, connected: Connected) -> PipelineRun:
+    """The one run the connected repository's pipelines started (waits for it)."""
+
+    async def created() -> bool:
+        return bool(await runs_of(session_maker, connected.pipeline_ids))
+
+    await wait_for(created, timeout=60)
+    (run,) = await runs_of(session_maker, connected.pipeline_ids)
+    return run
+
+
+async def finished(session_maker: Any, connected: Connected, timeout: float = 60) -> PipelineRun:
+    """That run once it has ended (success, failed or cancelled)."""
+
+    async def done() -> bool:
+        runs = await runs_of(session_maker, connected.pipeline_ids)
+        return bool(runs) and runs[0].status in ("success", "failed", "cancelled")
+
+    await wait_for(done, timeout=timeout)
+    return await the_run(session_maker, connected)
+
+
+async def reported(forge: FakeForge, sha: str, description: str) -> None:
+    """Until the forge's latest accepted status of `sha` is `description`."""
+
+    async def arrived() -> bool:
+        return [r.body["description"] for r in forge.accepted(sha)][-1:] == [description]
+
+    await wait_for(arrived, timeout=60)
+
+
+async def connect_through_app(session_maker: Any, connected: Connected, installation: int) -> None:
+    """The connected repository reached through the GitHub App's `installation` instead."""
+    async with session_scope(session_maker) as session:
+        connection = GitProviderConnection(
+            id=uuid.uuid4(),
+            organization_id=connected.org_id,
+            provider="github",
+            installation_id=installation,
+            installation_repositories=["acme/widgets"],
+        )
+        session.add(connection)
+        await session.flush()
+        await session.execute(
+            update(Repository)
+            .where(Repository.id == connected.repository_id)
+            .values(connection_id=connection.id)
+        )

@@ -23,32 +23,17 @@ from db.models.pipelines import StageExecution
 from db.session import session_scope
 from forgeline.url_safety import UnsafeRepositoryUrl
 from infra.git import operator_clone_target
-from tests.factories import make_org
 from tests.integrations.app_checkout_support import (
-    connect_app_project,
-    forge_settings_for,
     histories_since,
-    private_forge,
-    publish_private_repo,
+    private_app_project,
     rows_holding,
 )
 from tests.integrations.app_support import app_delivery
 from tests.integrations.fake_forge import Failure
-from tests.integrations.support import run_workers, runs_of
-from tests.integrations.test_check_runs import push
-from tests.runs.helpers import log_text, wait_for
+from tests.integrations.support import finished, push_main, run_workers
+from tests.runs.helpers import log_text
 
 ON_PUSH: list[dict[str, Any]] = [{"on_push": {}}]
-
-
-async def finished_run(session_maker: Any, connected: Any) -> Any:
-    async def done() -> bool:
-        runs = await runs_of(session_maker, connected.pipeline_ids)
-        return bool(runs) and runs[0].status in ("success", "failed")
-
-    await wait_for(done, timeout=90)
-    (run,) = await runs_of(session_maker, connected.pipeline_ids)
-    return run
 
 
 async def stage_logs(session_maker: Any, run_id: Any) -> str:
@@ -74,23 +59,19 @@ async def test_private_app_repository_is_cloned_with_a_scoped_token_kept_nowhere
     caplog.set_level(logging.DEBUG)
     started = datetime.now(UTC)
     app, _ = app_forge
-    with private_forge(app, installation, tmp_path) as git_forge:
-        repo = publish_private_repo(git_forge, tmp_path)
-        settings = forge_settings_for(app_settings, git_forge)
-        org = await make_org(session_maker)
-        connected = await connect_app_project(
-            session_maker,
-            settings,
-            org.org_id,
-            git_forge,
-            installation,
-            # A path filter: the push's changed paths are computed from git, with a token too.
-            pipelines=[{"on_push": {"paths": ["src/**"]}}],
-            stages=[{"name": "build", "run": "cat src/app.py; env | sort; echo built"}],
-        )
+    async with private_app_project(
+        app,
+        installation,
+        tmp_path,
+        session_maker,
+        app_settings,
+        # A path filter: the push's changed paths are computed from git, with a token too.
+        pipelines=[{"on_push": {"paths": ["src/**"]}}],
+        stages=[{"name": "build", "run": "cat src/app.py; env | sort; echo built"}],
+    ) as (git_forge, repo, settings, connected):
         async with run_workers(temporal_client, settings, session_maker, task_queue, tmp_path):
-            await push(api_client, connected, repo.head, repo.before)
-            run = await finished_run(session_maker, connected)
+            await push_main(api_client, connected, repo.head, repo.before)
+            run = await finished(session_maker, connected, timeout=90)
         assert run.status == "success", run.error
         assert run.commit_sha == repo.head
         logs = await stage_logs(session_maker, run.id)
@@ -153,21 +134,17 @@ async def test_token_endpoint_failure_fails_the_run_clearly(
     forge with a token."""
     app, _ = app_forge
     app.scoped_failures = [failure] * 5
-    with private_forge(app, installation, tmp_path) as git_forge:
-        repo = publish_private_repo(git_forge, tmp_path)
-        settings = forge_settings_for(app_settings, git_forge)
-        org = await make_org(session_maker)
-        connected = await connect_app_project(
-            session_maker,
-            settings,
-            org.org_id,
-            git_forge,
-            installation,
-            pipelines=[{"on_push": {}}],
-        )
+    async with private_app_project(
+        app,
+        installation,
+        tmp_path,
+        session_maker,
+        app_settings,
+        pipelines=[{"on_push": {}}],
+    ) as (git_forge, repo, settings, connected):
         async with run_workers(temporal_client, settings, session_maker, task_queue, tmp_path):
-            await push(api_client, connected, repo.head, repo.before)
-            run = await finished_run(session_maker, connected)
+            await push_main(api_client, connected, repo.head, repo.before)
+            run = await finished(session_maker, connected, timeout=90)
         assert git_forge.tokens_used() == set()
     assert run.status == "failed"
     assert message in (run.error or ""), run.error
@@ -193,18 +170,14 @@ async def test_removed_installation_fails_the_run_clearly(
     """Removed or suspended on GitHub (its webhook said so): no token is asked for. Removed
     without Forgeline hearing of it: GitHub's 404 says so. Either way a clear, single failure."""
     app, _ = app_forge
-    with private_forge(app, installation, tmp_path) as git_forge:
-        repo = publish_private_repo(git_forge, tmp_path)
-        settings = forge_settings_for(app_settings, git_forge)
-        org = await make_org(session_maker)
-        connected = await connect_app_project(
-            session_maker,
-            settings,
-            org.org_id,
-            git_forge,
-            installation,
-            pipelines=[{"on_push": {}}],
-        )
+    async with private_app_project(
+        app,
+        installation,
+        tmp_path,
+        session_maker,
+        app_settings,
+        pipelines=[{"on_push": {}}],
+    ) as (git_forge, repo, settings, connected):
         if removal == "unknown to github":
             app.installations.pop(installation)
         else:
@@ -214,8 +187,8 @@ async def test_removed_installation_fails_the_run_clearly(
             r = await api_client.post("/v1/webhooks/github-app", content=body, headers=headers)
             assert r.status_code == 202, r.text
         async with run_workers(temporal_client, settings, session_maker, task_queue, tmp_path):
-            await push(api_client, connected, repo.head, repo.before)
-            run = await finished_run(session_maker, connected)
+            await push_main(api_client, connected, repo.head, repo.before)
+            run = await finished(session_maker, connected, timeout=90)
         assert git_forge.tokens_used() == set()
     assert run.status == "failed"
     if removal == "unknown to github":
@@ -232,13 +205,9 @@ async def test_agent_checkout_of_app_repository(
     """The agent's checkout mints its own token too; a suspended installation is a clear,
     non-retryable failure of the task, not a git error."""
     app, _ = app_forge
-    with private_forge(app, installation, tmp_path) as git_forge:
-        repo = publish_private_repo(git_forge, tmp_path)
-        settings = forge_settings_for(app_settings, git_forge)
-        org = await make_org(session_maker)
-        connected = await connect_app_project(
-            session_maker, settings, org.org_id, git_forge, installation, pipelines=[]
-        )
+    async with private_app_project(
+        app, installation, tmp_path, session_maker, app_settings, pipelines=[]
+    ) as (git_forge, repo, settings, connected):
         workspaces = Workspaces(settings, session_maker)
         checkout = await workspaces.clone(uuid.uuid4(), connected.project_id, None, None, tick)
         assert checkout.commit_sha == repo.head

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -23,18 +22,18 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core.runs.service import cancel_run
 from core.runs.stage_records import stage_execution_id
-from db.models.pipelines import PipelineRun
 from tests.integrations.fake_forge import FakeForge
 from tests.integrations.stage_gate import run_executor
 from tests.integrations.support import (
-    Connected,
     commit,
     connect_repo,
-    github_headers,
-    github_push,
+    finished,
     integrations_worker,
     make_git_repo,
-    runs_of,
+    push_main,
+    repo_with_change,
+    reported,
+    the_run,
 )
 from tests.runs.helpers import executions, wait_for
 from workflows.integrations_models import CommitState, commit_status_workflow_id
@@ -57,43 +56,6 @@ def stalled_objects(repo: Path) -> Iterator[None]:
         fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
         fifo.unlink()
         os.close(fd)
-
-
-async def push(api_client: Any, connected: Connected, head: str, before: str) -> None:
-    body = github_push("refs/heads/main", head, before)
-    r = await api_client.post(
-        f"/v1/webhooks/github?repository={connected.repository_id}",
-        content=body,
-        headers=github_headers(connected.secret, body),
-    )
-    assert r.status_code == 202, r.text
-
-
-async def the_run(session_maker: Any, connected: Connected) -> PipelineRun:
-    async def created() -> bool:
-        return bool(await runs_of(session_maker, connected.pipeline_ids))
-
-    await wait_for(created, timeout=60)
-    (run,) = await runs_of(session_maker, connected.pipeline_ids)
-    return run
-
-
-async def finished(session_maker: Any, connected: Connected) -> PipelineRun:
-    async def done() -> bool:
-        (run,) = await runs_of(session_maker, connected.pipeline_ids)
-        return run.status in ("success", "failed", "cancelled")
-
-    await wait_for(done, timeout=60)
-    return await the_run(session_maker, connected)
-
-
-async def reported(forge: FakeForge, sha: str, description: str) -> None:
-    """Until the forge's latest accepted status of `sha` is `description`."""
-
-    async def arrived() -> bool:
-        return [r.body["description"] for r in forge.accepted(sha)][-1:] == [description]
-
-    await wait_for(arrived, timeout=60)
 
 
 async def cancel_requested_to_stage(client: Client, run_id: uuid.UUID) -> None:
@@ -170,7 +132,7 @@ async def test_cancelled_while_checking_out_is_cancelled(
         async with integrations_worker(
             temporal_client, forge_settings, session_maker, run_task_queue=task_queue
         ):
-            await push(api_client, connected, head, first)
+            await push_main(api_client, connected, head, first)
             await reported(forge, head, "Queued")
             async with run_executor(
                 temporal_client, forge_settings, session_maker, task_queue, tmp_path
@@ -202,12 +164,11 @@ async def test_a_stage_failing_while_the_run_is_cancelled_ends_cancelled(
     task_queue,
     order,
 ) -> None:
-    repo, first = make_git_repo(tmp_path)
-    head = commit(repo, {"src/app.py": "print(8)\n"})
-    connected = await connect_repo(
+    connected, head, first = await repo_with_change(
+        tmp_path,
         session_maker,
         forge_settings,
-        repo,
+        {"src/app.py": "print(8)\n"},
         token=TOKEN,
         pipelines=[{"on_push": {}}],
         stages=[{"name": "flaky", "run": FAILS_WHEN_TOLD}],
@@ -215,7 +176,7 @@ async def test_a_stage_failing_while_the_run_is_cancelled_ends_cancelled(
     async with integrations_worker(
         temporal_client, forge_settings, session_maker, run_task_queue=task_queue
     ):
-        await push(api_client, connected, head, first)
+        await push_main(api_client, connected, head, first)
         await reported(forge, head, "Queued")
         async with run_executor(
             temporal_client, forge_settings, session_maker, task_queue, tmp_path

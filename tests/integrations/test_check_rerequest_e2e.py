@@ -24,9 +24,16 @@ from forgeline.settings import PIPELINES_TASK_QUEUE
 from tests.factories import make_org
 from tests.integrations.app_support import app_delivery
 from tests.integrations.fake_github_app import FakeGitHubApp
-from tests.integrations.support import Connected, commit, connect_repo, make_git_repo, run_workers
+from tests.integrations.support import (
+    Connected,
+    commit,
+    connect_repo,
+    connect_through_app,
+    make_git_repo,
+    push_main,
+    run_workers,
+)
 from tests.integrations.test_check_rerequested import completed_checks, finished_runs
-from tests.integrations.test_check_runs import connect_through_app, push
 
 BUILD = {"name": "build", "run": "echo built-once"}
 
@@ -88,7 +95,7 @@ async def failed_source(
         stages=[BUILD, {"name": "test", "run": test_command}],
     )
     await connect_through_app(session_maker, connected, installation)
-    await push(api_client, connected, head, first)
+    await push_main(api_client, connected, head, first)
     (source,) = await finished_runs(session_maker, connected.pipeline_ids, 1)
     await completed_checks(app, 1)
     assert source.status == "failed"

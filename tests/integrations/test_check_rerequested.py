@@ -15,8 +15,15 @@ from db.models.pipelines import StageExecution
 from forgeline.settings import PIPELINES_TASK_QUEUE
 from tests.integrations.app_support import app_delivery
 from tests.integrations.fake_github_app import FakeGitHubApp
-from tests.integrations.support import commit, connect_repo, make_git_repo, run_workers, runs_of
-from tests.integrations.test_check_runs import connect_through_app, push
+from tests.integrations.support import (
+    commit,
+    connect_repo,
+    connect_through_app,
+    make_git_repo,
+    push_main,
+    run_workers,
+    runs_of,
+)
 from tests.runs.helpers import wait_for
 
 
@@ -64,7 +71,7 @@ async def test_rerequested_check_run_reruns_from_failed_stage(
     async with run_workers(
         temporal_client, app_settings, session_maker, PIPELINES_TASK_QUEUE, tmp_path
     ):
-        await push(api_client, connected, head, first)
+        await push_main(api_client, connected, head, first)
         (source,) = await finished_runs(session_maker, connected.pipeline_ids, 1)
         await completed_checks(app, 1)
         assert source.status == "failed"

@@ -5,57 +5,24 @@ limit never fails the run; installation tokens are minted per use and stored now
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import text
 
-from db.models.projects import GitProviderConnection, Repository
-from db.session import session_scope
 from forgeline.settings import Settings
 from tests.integrations.fake_forge import Failure
 from tests.integrations.fake_github_app import FakeGitHubApp
 from tests.integrations.stage_gate import WAIT, open_gate
 from tests.integrations.support import (
     Connected,
-    commit,
-    connect_repo,
-    github_headers,
-    github_push,
-    make_git_repo,
+    connect_through_app,
+    push_main,
+    repo_with_change,
     run_workers,
     runs_of,
 )
 from tests.runs.helpers import wait_for
-
-
-async def connect_through_app(session_maker: Any, connected: Connected, installation: int) -> None:
-    async with session_scope(session_maker) as session:
-        connection = GitProviderConnection(
-            id=uuid.uuid4(),
-            organization_id=connected.org_id,
-            provider="github",
-            installation_id=installation,
-            installation_repositories=["acme/widgets"],
-        )
-        session.add(connection)
-        await session.flush()
-        await session.execute(
-            update(Repository)
-            .where(Repository.id == connected.repository_id)
-            .values(connection_id=connection.id)
-        )
-
-
-async def push(api_client: Any, connected: Connected, head: str, before: str) -> None:
-    body = github_push("refs/heads/main", head, before)
-    r = await api_client.post(
-        f"/v1/webhooks/github?repository={connected.repository_id}",
-        content=body,
-        headers=github_headers(connected.secret, body),
-    )
-    assert r.status_code == 202, r.text
 
 
 async def completed(app: FakeGitHubApp, conclusion: str) -> None:
@@ -97,18 +64,17 @@ async def test_check_run_sequence(
     installation,
 ) -> None:
     app, _ = app_forge
-    repo, first = make_git_repo(tmp_path)
-    head = commit(repo, {"src/app.py": "print(3)\n"})
-    connected = await connect_repo(
+    connected, head, first = await repo_with_change(
+        tmp_path,
         session_maker,
         app_settings,
-        repo,
+        {"src/app.py": "print(3)\n"},
         pipelines=[{"on_push": {"branches": ["main"]}}],
         stages=[{"name": "check", "run": command}],
     )
     await connect_through_app(session_maker, connected, installation)
     async with run_workers(temporal_client, app_settings, session_maker, task_queue, tmp_path):
-        await push(api_client, connected, head, first)
+        await push_main(api_client, connected, head, first)
         await release_when_in_progress(app, session_maker, app_settings, connected)
         await completed(app, conclusion)
     (check,) = app.check_runs.values()
@@ -167,16 +133,20 @@ async def test_rate_limited_check_run_arrives_later(
     installation,
 ) -> None:
     app, _ = app_forge
-    repo, first = make_git_repo(tmp_path)
-    head = commit(repo, {"src/app.py": "print(4)\n"})
-    connected = await connect_repo(session_maker, app_settings, repo, pipelines=[{"on_push": {}}])
+    connected, head, first = await repo_with_change(
+        tmp_path,
+        session_maker,
+        app_settings,
+        {"src/app.py": "print(4)\n"},
+        pipelines=[{"on_push": {}}],
+    )
     await connect_through_app(session_maker, connected, installation)
     forge.fail_next(
         Failure(403, {"Retry-After": "1"}, {"message": "You have exceeded a secondary rate limit"}),
         Failure(500, body={"message": "Server Error"}),
     )
     async with run_workers(temporal_client, app_settings, session_maker, task_queue, tmp_path):
-        await push(api_client, connected, head, first)
+        await push_main(api_client, connected, head, first)
         await completed(app, "success")
     (run,) = await runs_of(session_maker, connected.pipeline_ids)
     assert run.status == "success"
@@ -200,12 +170,16 @@ async def test_lost_creation_answer_creates_no_second_check_run(
     the retried report finds that check run by its external ID and updates it."""
     app, _ = app_forge
     app.lose_created = 1
-    repo, first = make_git_repo(tmp_path)
-    head = commit(repo, {"src/app.py": "print(5)\n"})
-    connected = await connect_repo(session_maker, app_settings, repo, pipelines=[{"on_push": {}}])
+    connected, head, first = await repo_with_change(
+        tmp_path,
+        session_maker,
+        app_settings,
+        {"src/app.py": "print(5)\n"},
+        pipelines=[{"on_push": {}}],
+    )
     await connect_through_app(session_maker, connected, installation)
     async with run_workers(temporal_client, app_settings, session_maker, task_queue, tmp_path):
-        await push(api_client, connected, head, first)
+        await push_main(api_client, connected, head, first)
         await completed(app, "success")
     assert app.lose_created == 0
     assert len(app.check_runs) == 1

@@ -22,37 +22,19 @@ from tests.integrations.support import (
     Connected,
     commit,
     connect_project,
-    connect_repo,
-    github_headers,
-    github_push,
+    finished,
     integrations_worker,
     make_git_repo,
+    push_main,
+    repo_with_change,
+    reported,
     run_workers,
     runs_of,
+    the_run,
 )
 from tests.runs.helpers import run_row, wait_for
 
 TOKEN = "ghp_" + "T" * 36
-
-
-async def push(api_client: Any, connected: Connected, head: str, before: str) -> None:
-    body = github_push("refs/heads/main", head, before)
-    r = await api_client.post(
-        f"/v1/webhooks/github?repository={connected.repository_id}",
-        content=body,
-        headers=github_headers(connected.secret, body),
-    )
-    assert r.status_code == 202, r.text
-
-
-async def finished_run(session_maker: Any, connected: Connected) -> Any:
-    async def done() -> bool:
-        runs = await runs_of(session_maker, connected.pipeline_ids)
-        return bool(runs) and runs[0].status in ("success", "failed", "cancelled")
-
-    await wait_for(done, timeout=60)
-    (run,) = await runs_of(session_maker, connected.pipeline_ids)
-    return run
 
 
 async def final_state(forge: FakeForge, sha: str, state: str, timeout: float = 60) -> None:
@@ -64,13 +46,6 @@ async def final_state(forge: FakeForge, sha: str, state: str, timeout: float = 6
         await wait_for(arrived, timeout=timeout)
     except AssertionError:
         raise AssertionError(f"{sha}: last status not {state}: {forge.states(sha)}") from None
-
-
-async def reported(forge: FakeForge, head: str, description: str) -> None:
-    async def arrived() -> bool:
-        return [r.body["description"] for r in forge.accepted(head)][-1:] == [description]
-
-    await wait_for(arrived, timeout=60)
 
 
 async def release_when_running(
@@ -101,12 +76,11 @@ async def test_github_status_sequence(
     run_status,
     state,
 ) -> None:
-    repo, first = make_git_repo(tmp_path)
-    head = commit(repo, {"src/app.py": "print(3)\n"})
-    connected = await connect_repo(
+    connected, head, first = await repo_with_change(
+        tmp_path,
         session_maker,
         forge_settings,
-        repo,
+        {"src/app.py": "print(3)\n"},
         token=TOKEN,
         pipelines=[{"on_push": {"branches": ["main"]}}],
         stages=[{"name": "check", "run": command}],
@@ -114,13 +88,13 @@ async def test_github_status_sequence(
     async with integrations_worker(
         temporal_client, forge_settings, session_maker, run_task_queue=task_queue
     ):
-        await push(api_client, connected, head, first)
+        await push_main(api_client, connected, head, first)
         await reported(forge, head, "Queued")
         async with run_executor(
             temporal_client, forge_settings, session_maker, task_queue, tmp_path
         ):
             await release_when_running(forge, session_maker, forge_settings, connected, head)
-            run = await finished_run(session_maker, connected)
+            run = await finished(session_maker, connected)
             await final_state(forge, head, state)
     assert run.status == run_status
     assert forge.states(head) == [("forgeline/ci-0", s) for s in ("pending", "pending", state)]
@@ -143,12 +117,11 @@ async def test_github_status_sequence(
 async def test_forge_outage_and_rate_limit_never_fail_the_run(
     api_client, temporal_client, forge, forge_settings, session_maker, tmp_path, task_queue
 ) -> None:
-    repo, first = make_git_repo(tmp_path)
-    head = commit(repo, {"src/app.py": "print(4)\n"})
-    connected = await connect_repo(
+    connected, head, first = await repo_with_change(
+        tmp_path,
         session_maker,
         forge_settings,
-        repo,
+        {"src/app.py": "print(4)\n"},
         token=TOKEN,
         pipelines=[{"on_push": {}}],
     )
@@ -165,8 +138,8 @@ async def test_forge_outage_and_rate_limit_never_fail_the_run(
         Failure(429, {"Retry-After": "1"}),
     )
     async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
-        await push(api_client, connected, head, first)
-        run = await finished_run(session_maker, connected)
+        await push_main(api_client, connected, head, first)
+        run = await finished(session_maker, connected)
         assert run.status == "success"  # whatever the forge said
         await final_state(forge, head, "success")
     answered = [r.answered for r in forge.received]
@@ -225,8 +198,8 @@ async def test_gitlab_statuses_and_missing_token(
             temporal_client, forge_settings, session_maker, task_queue, tmp_path
         ):
             await release_when_running(forge, session_maker, forge_settings, connected, head)
-            run = await finished_run(session_maker, connected)
-            await finished_run(session_maker, untokened)
+            run = await finished(session_maker, connected)
+            await finished(session_maker, untokened)
             await final_state(forge, head, "success")
     assert run.status == "success"
     requests = forge.accepted(head)
@@ -241,26 +214,22 @@ async def test_cancelled_run_reports_cancelled(
 ) -> None:
     from core.runs.service import cancel_run
 
-    repo, first = make_git_repo(tmp_path)
-    head = commit(repo, {"src/app.py": "print(6)\n"})
-    connected = await connect_repo(
+    connected, head, first = await repo_with_change(
+        tmp_path,
         session_maker,
         forge_settings,
-        repo,
+        {"src/app.py": "print(6)\n"},
         token=TOKEN,
         pipelines=[{"on_push": {}}],
         stages=[{"name": "long", "run": "sleep 120"}],
     )
     async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
-        await push(api_client, connected, head, first)
+        await push_main(api_client, connected, head, first)
 
-        async def running() -> bool:
-            return [r.body["description"] for r in forge.accepted(head)][-1:] == ["Running"]
-
-        await wait_for(running, timeout=60)
-        (run,) = await runs_of(session_maker, connected.pipeline_ids)
+        await reported(forge, head, "Running")
+        run = await the_run(session_maker, connected)
         await cancel_run(temporal_client, run)
-        run = await finished_run(session_maker, connected)
+        run = await finished(session_maker, connected)
         await final_state(forge, head, "error")
     assert run.status == "cancelled"
     assert [r.body["description"] for r in forge.accepted(head)] == [

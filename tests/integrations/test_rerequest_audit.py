@@ -19,8 +19,13 @@ from db.models.pipelines import PipelineRun
 from db.session import session_scope
 from forgeline.settings import Settings
 from tests.integrations.app_support import app_delivery
-from tests.integrations.support import Connected, connect_repo, make_git_repo, runs_of
-from tests.integrations.test_check_runs import connect_through_app
+from tests.integrations.support import (
+    Connected,
+    connect_repo,
+    connect_through_app,
+    make_git_repo,
+    runs_of,
+)
 from tests.runs.helpers import create_run
 
 SHA = "c" * 40

@@ -13,15 +13,15 @@ from sqlalchemy import text
 from core.integrations.commit_status import build_report, reporting_turn
 from core.runs.service import cancel_run
 from tests.integrations.fake_forge import FakeForge
-from tests.integrations.support import commit, connect_repo, make_git_repo, run_workers
-from tests.integrations.test_cancel_races import (
-    TOKEN,
+from tests.integrations.support import (
     finished,
-    push,
+    push_main,
+    repo_with_change,
     reported,
-    reports_settled,
+    run_workers,
     the_run,
 )
+from tests.integrations.test_cancel_races import TOKEN, reports_settled
 from tests.runs.helpers import wait_for
 
 WAITING_FOR_TURN = """
@@ -55,18 +55,17 @@ async def cancelled_last(client: Any, forge: FakeForge, sha: str, run_id: uuid.U
 async def test_the_final_state_waits_for_the_report_being_sent(
     api_client, temporal_client, forge, forge_settings, session_maker, tmp_path, task_queue
 ) -> None:
-    repo, first = make_git_repo(tmp_path)
-    head = commit(repo, {"src/app.py": "print(9)\n"})
-    connected = await connect_repo(
+    connected, head, first = await repo_with_change(
+        tmp_path,
         session_maker,
         forge_settings,
-        repo,
+        {"src/app.py": "print(9)\n"},
         token=TOKEN,
         pipelines=[{"on_push": {}}],
         stages=[{"name": "long", "run": "sleep 120"}],
     )
     async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
-        await push(api_client, connected, head, first)
+        await push_main(api_client, connected, head, first)
         await reported(forge, head, "Running")
         run = await the_run(session_maker, connected)
         # The run's turn is taken, as by a report checked current and still on its way to the
