@@ -1,5 +1,6 @@
 """Steps an app's tests need after the install that no manifest lists: an .env from its
-example, a Laravel app key, migrations on a file database (Laravel, Rails)."""
+example, a Laravel app key, migrations on a file database (Laravel, Rails), Django's collected
+static files when its storage keeps a manifest."""
 
 from __future__ import annotations
 
@@ -48,9 +49,30 @@ def app_setup(files: RepoFiles, app: AppDetection) -> list[str]:
         database = files.text(join(base, "config/database.yml")) or ""
         if re.search(r"adapter:\s*sqlite3", database):
             steps.append("bin/rails db:prepare")
+    elif app.framework == "django":
+        if copy:
+            steps.append(copy)
+        if _manifest_static_storage(files, base):
+            # Tests run with DEBUG off: a manifest storage then needs the collected manifest.
+            steps.append(app.build_command or "python manage.py collectstatic --noinput")
     elif copy:
         steps.append(copy)
     return [s for s in steps if s not in app.setup_commands]
+
+
+def _manifest_static_storage(files: RepoFiles, base: str) -> bool:
+    """Django settings (`settings.py` or a `settings/` package, at most two levels down) that
+    store static files through a manifest (Django's or WhiteNoise's)."""
+    tops = [base, *files.subdirs(base)]
+    candidates = [join(top, "settings.py") for top in tops]
+    packages = [top for top in tops if top.rsplit("/", 1)[-1] == "settings"]
+    packages += [
+        d for top in tops for d in files.subdirs(top) if d.rsplit("/", 1)[-1] == "settings"
+    ]
+    for package in packages:
+        names = sorted(f.name for f in files.path(package).iterdir() if f.suffix == ".py")
+        candidates += [join(package, name) for name in names[:20]]
+    return any("ManifestStaticFilesStorage" in (files.text(c) or "") for c in candidates)
 
 
 def node_unit_setup(files: RepoFiles, app: AppDetection) -> list[str]:
