@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.accounts import sessions, sign_in_policy
+from core.accounts import sessions
 from core.accounts.context import AccountContext, utcnow
 from core.accounts.errors import ReauthenticationFailed, ReauthenticationRequired, TotpRequired
 from core.accounts.organizations import create_organization_with_owner
@@ -355,19 +355,13 @@ async def callback(
         raise Conflict("this forge account signed in concurrently; retry") from exc
     if not user.is_active:
         raise Forbidden("the account is disabled")
-    organization_id = await sessions.member_organization(session, user, request.organization_slug)
-    await sign_in_policy.check(session, organization_id, chosen.name)
-    user.last_login_at = utcnow()
-    row, raw = await sessions.new_session(session, ctx, user, organization_id, mfa_verified=False)
-    await write_audit(
+    row, raw = await sessions.sign_in(
         session,
-        None,
-        ctx.origin,
-        "session.created",
-        "session",
-        row.id,
-        new={"user_id": user.id, "via": chosen.name, "created": created, "linked": linked},
-        organization_id=organization_id,
-        actor_user_id=user.id,
+        ctx,
+        user,
+        request.organization_slug,
+        method=chosen.name,
+        mfa_verified=False,
+        audit={"via": chosen.name, "created": created, "linked": linked},
     )
     return SignedIn(row, raw, user, created, linked)

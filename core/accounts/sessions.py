@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -113,7 +114,7 @@ async def clear_counters(
         await ctx.throttles.clear(session, *proof.clearable)
 
 
-async def member_organization(session: AsyncSession, user: User, slug: str | None) -> uuid.UUID:
+async def _member_organization(session: AsyncSession, user: User, slug: str | None) -> uuid.UUID:
     """The organization a sign-in opens: the one named by slug, else the user's first; the
     user must be a member of it."""
     members = MemberRepository(session)
@@ -139,13 +140,35 @@ async def login(
         session, ctx, email=email, password=password, totp_code=totp_code
     )
     user = proof.user
-    organization_id = await member_organization(session, user, organization_slug)
-    await sign_in_policy.check(session, organization_id, "password")
-    user.last_login_at = utcnow()
-    await clear_counters(session, ctx, proof)
-    row, raw = await new_session(
-        session, ctx, user, organization_id, mfa_verified=user.totp_enabled
+    row, raw = await sign_in(
+        session,
+        ctx,
+        user,
+        organization_slug,
+        method="password",
+        mfa_verified=user.totp_enabled,
+        audit={"mfa": user.totp_enabled},
     )
+    await clear_counters(session, ctx, proof)
+    return row, raw
+
+
+async def sign_in(
+    session: AsyncSession,
+    ctx: AccountContext,
+    user: User,
+    organization_slug: str | None,
+    *,
+    method: str,
+    mfa_verified: bool,
+    audit: dict[str, Any],
+) -> tuple[UserSession, str]:
+    """A new session of a user whose identity `method` proved, in the organization named by
+    slug (else their first), if its sign-in policy allows that method; audited."""
+    organization_id = await _member_organization(session, user, organization_slug)
+    await sign_in_policy.check(session, organization_id, method)
+    user.last_login_at = utcnow()
+    row, raw = await new_session(session, ctx, user, organization_id, mfa_verified=mfa_verified)
     await write_audit(
         session,
         None,
@@ -153,7 +176,7 @@ async def login(
         "session.created",
         "session",
         row.id,
-        new={"user_id": user.id, "mfa": user.totp_enabled},
+        new={"user_id": user.id, **audit},
         organization_id=organization_id,
         actor_user_id=user.id,
     )
