@@ -1,10 +1,14 @@
-"""Console test helpers: sign in through the HTML form, and committed rows to look at."""
+"""Console test helpers: sign in through the HTML form, generate from a project page and follow
+the task page, and committed rows to look at."""
 
 from __future__ import annotations
 
+import html
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from sqlalchemy import select
@@ -20,7 +24,9 @@ from db.models.pipelines import (
 )
 from db.models.projects import Environment, Project
 from db.session import session_scope
-from tests.factories import OrgFixture
+from tests.agent.support import make_project
+from tests.factories import OrgFixture, make_org
+from tests.runs.helpers import wait_for
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -36,6 +42,38 @@ async def sign_in(client: httpx.AsyncClient, org: OrgFixture, **extra: str) -> h
     assert page.status_code == 200
     form = {"csrf": csrf_of(page.text), "email": org.email, "password": org.password, **extra}
     return await client.post("/login", data=form)
+
+
+async def signed_in_project(
+    client: httpx.AsyncClient, session_maker: async_sessionmaker[AsyncSession], repo: Path
+) -> tuple[OrgFixture, uuid.UUID]:
+    """A new organization with a project on the git repository `repo`, its owner signed in."""
+    org = await make_org(session_maker)
+    project = await make_project(session_maker, org.org_id, str(repo))
+    await sign_in(client, org)
+    return org, project
+
+
+async def submit_generation(
+    client: httpx.AsyncClient, project: uuid.UUID, **form: str
+) -> httpx.Response:
+    """The project page's generate form posted with its CSRF token and the `form` fields."""
+    token = csrf_of((await client.get(f"/projects/{project}")).text)
+    return await client.post(f"/projects/{project}/agent-tasks", data={"csrf": token, **form})
+
+
+async def page_until(
+    client: httpx.AsyncClient, url: str, shows: Callable[[str], bool], timeout: float
+) -> str:
+    """The page at `url` (entities unescaped), read again until `shows` accepts it."""
+    page: dict[str, str] = {}
+
+    async def shown() -> bool:
+        page["html"] = html.unescape((await client.get(url)).text)
+        return shows(page["html"])
+
+    await wait_for(shown, timeout=timeout, interval=1.0)
+    return page["html"]
 
 
 @dataclass

@@ -4,39 +4,20 @@ and the run it started; the page then says cancelled and stops polling."""
 
 from __future__ import annotations
 
-import html
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import Client
 
 from db.models.pipelines import PipelineRun
-from forgeline.settings import Settings
-from tests.agent.support import make_project, verifying_workers
 from tests.agent.verify_repos import WAITS, node_repo
-from tests.console.helpers import csrf_of, sign_in
-from tests.factories import make_org
+from tests.console.helpers import csrf_of, page_until, signed_in_project, submit_generation
 from tests.runs.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-async def workers(
-    temporal_client: Client,
-    settings: Settings,
-    session_maker: async_sessionmaker[AsyncSession],
-    tmp_path: Path,
-) -> AsyncIterator[None]:
-    async with verifying_workers(
-        temporal_client, settings, session_maker, tmp_path / "runner-state"
-    ):
-        yield
 
 
 async def test_live_phase_and_run_then_cancel_from_the_task_page(
@@ -45,23 +26,18 @@ async def test_live_phase_and_run_then_cancel_from_the_task_page(
     workers: None,
     tmp_path: Path,
 ) -> None:
-    org = await make_org(session_maker)
-    project = await make_project(session_maker, org.org_id, str(node_repo(tmp_path / "r", WAITS)))
-    await sign_in(api_client, org)
-    token = csrf_of((await api_client.get(f"/projects/{project}")).text)
-    answer = await api_client.post(
-        f"/projects/{project}/agent-tasks", data={"csrf": token, "verify": "on"}
+    _, project = await signed_in_project(
+        api_client, session_maker, node_repo(tmp_path / "r", WAITS)
     )
+    answer = await submit_generation(api_client, project, verify="on")
     assert answer.status_code == 303, answer.text
     task_url = answer.headers["location"]
-    page: dict[str, str] = {}
-
-    async def verifying() -> bool:
-        page["html"] = html.unescape((await api_client.get(task_url)).text)
-        return "verifying (run 1 of 3)" in page["html"] and "status-running" in page["html"]
-
-    await wait_for(verifying, timeout=150, interval=1.0)
-    text = page["html"]
+    text = await page_until(
+        api_client,
+        task_url,
+        lambda t: "verifying (run 1 of 3)" in t and "status-running" in t,
+        timeout=150,
+    )
     assert 'hx-trigger="every 2s"' in text and "Verdict" not in text
     run = re.search(r'href="/runs/([0-9a-f-]{36})">Run #1 \(live logs\)', text)
     assert run is not None, text
@@ -71,13 +47,13 @@ async def test_live_phase_and_run_then_cancel_from_the_task_page(
     assert "Cancel the task" in (await api_client.get(task_url)).text
     cancelled = await api_client.post(f"{task_url}/cancel", data={"csrf": csrf_of(text)})
     assert cancelled.status_code == 303
-
-    async def ended() -> bool:
-        page["html"] = html.unescape((await api_client.get(task_url)).text)
-        return "status-cancelled" in page["html"] and "hx-trigger" not in page["html"]
-
-    await wait_for(ended, timeout=120, interval=1.0)
-    assert "Cancel the task" not in page["html"]
+    ended = await page_until(
+        api_client,
+        task_url,
+        lambda t: "status-cancelled" in t and "hx-trigger" not in t,
+        timeout=120,
+    )
+    assert "Cancel the task" not in ended
 
     async def run_cancelled() -> bool:
         async with session_maker() as session:
@@ -87,5 +63,5 @@ async def test_live_phase_and_run_then_cancel_from_the_task_page(
         return status == "cancelled"
 
     await wait_for(run_cancelled, timeout=60, interval=0.5)
-    again = await api_client.post(f"{task_url}/cancel", data={"csrf": csrf_of(page["html"])})
+    again = await api_client.post(f"{task_url}/cancel", data={"csrf": csrf_of(ended)})
     assert again.status_code == 409  # already cancelled: said so, nothing changes

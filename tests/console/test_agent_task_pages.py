@@ -9,7 +9,6 @@ import asyncio
 import html
 import re
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +21,20 @@ from temporalio.client import Client
 from api.deps import get_temporal
 from db.models.agent import AgentTask
 from db.models.operations import WorkflowExecution
-from forgeline.settings import Settings
-from tests.agent.support import make_project, verifying_workers
+from tests.agent.support import make_project
 from tests.agent.verify_repos import FAILS, NEEDS_ENV, node_repo
-from tests.console.helpers import csrf_of, sign_in
+from tests.console.helpers import (
+    csrf_of,
+    page_until,
+    sign_in,
+    signed_in_project,
+    submit_generation,
+)
 from tests.factories import make_org
 from tests.runs.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 _TASK = re.compile(r"/agent-tasks/([0-9a-f-]{36})$")
-
-
-@pytest.fixture
-async def workers(
-    temporal_client: Client,
-    settings: Settings,
-    session_maker: async_sessionmaker[AsyncSession],
-    tmp_path: Path,
-) -> AsyncIterator[None]:
-    async with verifying_workers(
-        temporal_client, settings, session_maker, tmp_path / "runner-state"
-    ):
-        yield
 
 
 async def _tasks(session_maker: async_sessionmaker[AsyncSession], project: uuid.UUID) -> int:
@@ -60,27 +51,19 @@ async def test_generate_with_verification_reaches_the_failing_verdict(
     workers: None,
     tmp_path: Path,
 ) -> None:
-    org = await make_org(session_maker)
-    project = await make_project(session_maker, org.org_id, str(node_repo(tmp_path / "r", FAILS)))
-    await sign_in(api_client, org)
+    _, project = await signed_in_project(
+        api_client, session_maker, node_repo(tmp_path / "r", FAILS)
+    )
     overview = await api_client.get(f"/projects/{project}")
     assert 'action="/projects/' in overview.text and "Generate pipeline" in overview.text
-    form = {"csrf": csrf_of(overview.text), "verify": "on"}  # lint and scan off: offline
-    answer = await api_client.post(f"/projects/{project}/agent-tasks", data=form)
+    answer = await submit_generation(api_client, project, verify="on")  # lint, scan off: offline
     assert answer.status_code == 303, answer.text
     match = _TASK.search(answer.headers["location"])
     assert match is not None
     task_url = f"/agent-tasks/{match.group(1)}"
     first = await api_client.get(task_url)
     assert first.status_code == 200 and "verified by running it" in first.text
-    page: dict[str, str] = {}
-
-    async def verdict() -> bool:
-        page["html"] = html.unescape((await api_client.get(task_url)).text)
-        return "Verdict" in page["html"]
-
-    await wait_for(verdict, timeout=200, interval=1.0)
-    text = page["html"]
+    text = await page_until(api_client, task_url, lambda t: "Verdict" in t, timeout=200)
     assert "hx-trigger" not in text  # finished: the page stops polling
     assert "Not verified" in text and "Failing stage" in text
     assert "<dd>test</dd>" in text and "<dd>code</dd>" in text
@@ -97,18 +80,11 @@ async def test_generate_with_verification_reaches_the_failing_verdict(
 
 async def _generated(client: httpx.AsyncClient, project: uuid.UUID, attempts: str) -> str:
     """Submit the form (verify on, lint and scan off); the task page once it has a verdict."""
-    token = csrf_of((await client.get(f"/projects/{project}")).text)
-    form = {"csrf": token, "verify": "on", "attempts": attempts}
-    answer = await client.post(f"/projects/{project}/agent-tasks", data=form)
+    answer = await submit_generation(client, project, verify="on", attempts=attempts)
     assert answer.status_code == 303, answer.text
-    page: dict[str, str] = {}
-
-    async def verdict() -> bool:
-        page["html"] = html.unescape((await client.get(answer.headers["location"])).text)
-        return "Verdict" in page["html"]
-
-    await wait_for(verdict, timeout=200, interval=1.0)
-    return page["html"]
+    return await page_until(
+        client, answer.headers["location"], lambda t: "Verdict" in t, timeout=200
+    )
 
 
 async def test_a_repaired_pipeline_is_verified_and_a_spent_budget_said_so(
@@ -179,9 +155,9 @@ async def test_a_concurrent_double_submit_makes_two_serialized_tasks_at_most(
     workers: None,
     tmp_path: Path,
 ) -> None:
-    org = await make_org(session_maker)
-    project = await make_project(session_maker, org.org_id, str(node_repo(tmp_path / "r", FAILS)))
-    await sign_in(api_client, org)
+    _, project = await signed_in_project(
+        api_client, session_maker, node_repo(tmp_path / "r", FAILS)
+    )
     token = csrf_of((await api_client.get(f"/projects/{project}")).text)
     form = {"csrf": token, "lint": "on"}  # generate without verification
     answers = await asyncio.gather(
@@ -216,20 +192,17 @@ async def test_a_refused_workflow_start_is_a_503_and_a_failed_task_on_its_page(
 ) -> None:
     """Temporal refuses the start (a namespace it does not know) after the intent row was
     committed: the form answers 503 and the task is closed as failed, not left pending."""
-    org = await make_org(session_maker)
-    project = await make_project(session_maker, org.org_id, str(node_repo(tmp_path / "r", FAILS)))
+    _, project = await signed_in_project(
+        api_client, session_maker, node_repo(tmp_path / "r", FAILS)
+    )
     refusing = Client(
         temporal_client.service_client,
         namespace=f"missing-{uuid.uuid4().hex}",
         data_converter=temporal_client.data_converter,
     )
-    await sign_in(api_client, org)
-    token = csrf_of((await api_client.get(f"/projects/{project}")).text)
     app.dependency_overrides[get_temporal] = lambda: refusing
     try:
-        answer = await api_client.post(
-            f"/projects/{project}/agent-tasks", data={"csrf": token, "verify": "on"}
-        )
+        answer = await submit_generation(api_client, project, verify="on")
     finally:
         app.dependency_overrides.pop(get_temporal, None)
     assert answer.status_code == 503 and "the task was not started" in answer.text
