@@ -195,14 +195,7 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if database_connection_lost(exc):
         logger.warning("database connection lost on %s %s", request.method, request.url.path)
         setattr(request.state, CONNECTION_LOST_STATE, True)
-        return problem_response(
-            request,
-            status=503,
-            detail="The database connection was lost; retry the request",
-            slug=ServiceUnavailable.type_slug,
-            title=ServiceUnavailable.title,
-            headers={"Retry-After": str(DatabaseUnavailable.retry_after)},
-        )
+        return _database_retry_later(request, "The database connection was lost; retry the request")
     if database_unavailable(exc):
         return _database_unavailable(request, exc)
     sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
@@ -245,10 +238,15 @@ def _database_unavailable(request: Request, exc: BaseException) -> JSONResponse:
         request.url.path,
         exc.__class__.__name__,
     )
+    return _database_retry_later(request, "The database is unavailable right now; retry shortly")
+
+
+def _database_retry_later(request: Request, detail: str) -> JSONResponse:
+    """A 503 with the database's Retry-After: nothing the client sent was wrong."""
     return problem_response(
         request,
         status=503,
-        detail="The database is unavailable right now; retry shortly",
+        detail=detail,
         slug=ServiceUnavailable.type_slug,
         title=ServiceUnavailable.title,
         headers={"Retry-After": str(DatabaseUnavailable.retry_after)},
