@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client
 
 from api.audit import origin_of
 from api.billing import render
@@ -33,6 +33,7 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     TemporalDep,
+    get_temporal,
 )
 from api.pagination import Page, PageDep, build_page
 from core.billing import limits, payment_methods, plans, statements, subscriptions, webhooks
@@ -101,12 +102,8 @@ async def update_subscription(
 async def _apply_plan_to_build_slots(
     session: AsyncSession, request: Request, organization_id: uuid.UUID
 ) -> None:
-    async def temporal() -> Client:
-        client: Client = await request.app.state.temporal.get()
-        return client
-
     await limits.apply_plan_to_build_slots(
-        session, request.app.state.session_maker, temporal, organization_id
+        session, request.app.state.session_maker, partial(get_temporal, request), organization_id
     )
 
 

@@ -3,9 +3,11 @@ client's connection, handed to the core's log reader (core/runs/logs.py)."""
 
 from __future__ import annotations
 
-from fastapi import Request
-from temporalio.client import Client
+from functools import partial
 
+from fastapi import Request
+
+from api.deps import get_temporal
 from core.runs.logs import LogReader
 from infra.storage import ObjectStore, create_object_store
 
@@ -19,13 +21,9 @@ def object_store(request: Request) -> ObjectStore:
 
 
 def log_reader(request: Request) -> LogReader:
-    async def temporal() -> Client:
-        client: Client = await request.app.state.temporal.get()
-        return client
-
     return LogReader(
         session_maker=request.app.state.session_maker,
         store=lambda: object_store(request),
-        temporal=temporal,
+        temporal=partial(get_temporal, request),
         disconnected=request.is_disconnected,
     )
