@@ -30,7 +30,7 @@ from core.runs.service import rerun, start_run_workflow
 from db.models.integrations import WebhookPayload
 from db.models.pipelines import PipelineRun
 from db.models.projects import GitProviderConnection, Project, Repository
-from forgeline.errors import Conflict, DomainError
+from forgeline.errors import Conflict
 from forgeline.settings import PIPELINES_TASK_QUEUE, Settings
 from forgeline.statuses.runs import RunStatus
 
@@ -167,7 +167,7 @@ async def receive_app(
 ) -> deliveries.DeliveryReceipt:
     """Verify with the App's secret, then act on the event (once per delivery ID)."""
     event = delivery.event_type
-    try:
+    with rejected.counted(delivery.provider):
         payload = _authenticated(settings, delivery)
         if event == "ping":
             return deliveries.DeliveryReceipt(status="pong")
@@ -179,12 +179,7 @@ async def receive_app(
                 await _covered_repository(session, installation_id, payload)
         elif event not in INSTALLATION_EVENTS:
             raise UnsupportedEvent(f"the App does not handle {event[:100]!r} events")
-        delivery_id = delivery.delivery_id
-        if delivery_id is None or not deliveries.DELIVERY_ID.match(delivery_id):
-            raise MalformedDelivery("the delivery ID header is missing or not an ID")
-    except DomainError as exc:
-        rejected.count(delivery.provider, exc.type_slug)
-        raise
+        delivery_id = deliveries.delivery_id_of(delivery)
     if event in FORWARDED_EVENTS:
         return await deliveries.accept(
             session,

@@ -9,7 +9,7 @@ import re
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -64,6 +64,15 @@ class RejectedDeliveries:
     def count(self, provider: str, reason: str) -> None:
         with self._lock:
             self._counts[(provider, reason)] += 1
+
+    @contextlib.contextmanager
+    def counted(self, provider: str) -> Iterator[None]:
+        """A refusal (a DomainError) raised inside is counted under its reason, then raised."""
+        try:
+            yield
+        except DomainError as exc:
+            self.count(provider, exc.type_slug)
+            raise
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -172,6 +181,14 @@ async def authenticate(
     return candidate, payload if payload is not None else parse_payload(delivery.body)
 
 
+def delivery_id_of(delivery: Delivery) -> str:
+    """The forge's ID of the delivery (redeliveries repeat it), refused when absent or odd."""
+    delivery_id = delivery.delivery_id
+    if delivery_id is None or not DELIVERY_ID.match(delivery_id):
+        raise MalformedDelivery("the delivery ID header is missing or not an ID")
+    return delivery_id
+
+
 def stored_headers(delivery: Delivery) -> dict[str, str]:
     return {k: delivery.headers[k][:300] for k in _KEPT_HEADERS if k in delivery.headers}
 
@@ -185,11 +202,8 @@ async def receive(
 ) -> DeliveryReceipt:
     """Verify, store once (committed), start the processing workflow. A refused delivery raises
     a DomainError (a 4xx) after counting it, and writes nothing."""
-    try:
+    with rejected.counted(delivery.provider):
         candidate, payload = await authenticate(session, settings, delivery)
-    except DomainError as exc:
-        rejected.count(delivery.provider, exc.type_slug)
-        raise
     return await accept(
         session,
         temporal,
@@ -213,7 +227,7 @@ async def accept(
 ) -> DeliveryReceipt:
     """An authenticated delivery of `candidate`'s repository: stored once, then processed on
     `task_queue` (the settings' integrations queue)."""
-    try:
+    with rejected.counted(delivery.provider):
         parsed = (
             events.parse_github(delivery.event_type, payload)
             if delivery.provider == "github"
@@ -221,12 +235,7 @@ async def accept(
         )
         if isinstance(parsed, events.Ping):
             return DeliveryReceipt(status="pong")
-        delivery_id = delivery.delivery_id
-        if delivery_id is None or not DELIVERY_ID.match(delivery_id):
-            raise MalformedDelivery("the delivery ID header is missing or not an ID")
-    except DomainError as exc:
-        rejected.count(delivery.provider, exc.type_slug)
-        raise
+        delivery_id = delivery_id_of(delivery)
     values: dict[str, Any] = {
         "provider": delivery.provider,
         "delivery_id": delivery_id,
