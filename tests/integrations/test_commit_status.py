@@ -225,7 +225,6 @@ async def test_cancelled_run_reports_cancelled(
     )
     async with run_workers(temporal_client, forge_settings, session_maker, task_queue, tmp_path):
         await push_main(api_client, connected, head, first)
-
         await reported(forge, head, "Running")
         run = await the_run(session_maker, connected)
         await cancel_run(temporal_client, run)
