@@ -34,6 +34,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "json_page",
+    "page_window",
     "paginate",
 ]
 
@@ -80,8 +81,10 @@ def created_field_key(row: Any) -> tuple[datetime, uuid.UUID]:
     return row["created_at"], row["id"]
 
 
-def _window(
-    rows: Sequence[Row], limit: int, key: Callable[[Row], tuple[datetime, uuid.UUID]]
+def page_window(
+    rows: Sequence[Row],
+    limit: int,
+    key: Callable[[Row], tuple[datetime, uuid.UUID]] = created_key,
 ) -> tuple[Sequence[Row], str | None]:
     """The rows shown (a query reads limit + 1 to learn whether more follow) and the cursor of
     the next page, None on the last one."""
@@ -97,7 +100,7 @@ def build_page(
     key: Callable[[Row], tuple[datetime, uuid.UUID]] = created_key,
     to_item: Callable[[Row], T],
 ) -> Page[T]:
-    visible, next_cursor = _window(rows, limit, key)
+    visible, next_cursor = page_window(rows, limit, key)
     return Page[T](items=[to_item(r) for r in visible], next_cursor=next_cursor)
 
 
@@ -112,7 +115,7 @@ def json_page(
     """For hot lists: validate plain row data and serialise the page to JSON bytes in one
     pydantic-core pass, instead of building models in Python and having FastAPI walk them again.
     Declare `response_model=page_model` on the route so the OpenAPI document stays exact."""
-    visible, next_cursor = _window(rows, limit, key)
+    visible, next_cursor = page_window(rows, limit, key)
     page = page_model.model_validate(
         {"items": [to_data(r) for r in visible], "next_cursor": next_cursor}
     )

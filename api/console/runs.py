@@ -25,12 +25,12 @@ from api.console.pages import (
 )
 from api.console.run_stages import run_stage_shapes
 from api.deps import SessionDep, SettingsDep, TemporalDep
+from api.pagination import created_key, page_window
 from api.runs.downloads import artifact_response
 from api.runs.logs import log_reader
 from core.accounts.scopes import PIPELINES_READ, PIPELINES_WRITE
 from core.audit.service import write_audit
 from core.pipelines import repository as pipelines
-from core.queries import encode_cursor
 from core.runs import repository as runs
 from core.runs import service as run_service
 from core.runs.logs import first_attempt_events, follow_events, parse_event_id
@@ -83,13 +83,11 @@ async def run_list(
         )[:50]
     except DomainError as exc:
         return error_page(request, user, exc)
-    more = len(rows) > _PAGE
-    rows = rows[:_PAGE]
-    next_cursor = encode_cursor(rows[-1][0].created_at, rows[-1][0].id) if more else None
+    shown, next_cursor = page_window(rows, _PAGE, key=lambda row: created_key(row[0]))
     context: dict[str, Any] = {
         "user": user,
         "project": project,
-        "rows": rows,
+        "rows": shown,
         "wanted": wanted,
         "statuses": RUN_STATUS_VALUES,
         "triggers": TRIGGER_VALUES,

@@ -26,7 +26,7 @@ from api.notifications.schemas import (
     PreferencesUpdate,
     SlackChannelUpdate,
 )
-from api.pagination import CursorParam, LimitParam, encode_cursor
+from api.pagination import CursorParam, LimitParam, page_window
 from core.notifications import inbox, preferences
 from core.notifications.webhooks import set_slack_url, slack_configured
 from forgeline.errors import Forbidden
@@ -52,11 +52,10 @@ async def list_notifications(
 ) -> NotificationPage:
     """The caller's notifications, newest first, with the number still unread."""
     page = await inbox.list_page(session, principal, cursor=cursor, limit=limit, unread_only=unread)
-    visible = page.rows[:limit]
-    more = len(page.rows) > limit
+    visible, next_cursor = page_window(page.rows, limit)
     return NotificationPage(
         items=[NotificationOut.model_validate(r) for r in visible],
-        next_cursor=encode_cursor(visible[-1].created_at, visible[-1].id) if more else None,
+        next_cursor=next_cursor,
         unread_count=page.unread,
     )
 

@@ -25,7 +25,7 @@ from api.notifications.schemas import (
     WebhookEndpointOut,
     WebhookEndpointUpdate,
 )
-from api.pagination import CursorParam, LimitParam, Page, encode_cursor
+from api.pagination import CursorParam, LimitParam, Page, build_page
 from core.notifications import webhooks
 from core.notifications.webhooks import DeliveryView, EndpointChange
 
@@ -157,12 +157,11 @@ async def list_deliveries(
     views = await webhooks.list_deliveries(
         session, principal, endpoint_id, cursor=cursor, limit=limit
     )
-    visible = views[:limit]
-    last = visible[-1].delivery if visible else None
-    more = len(views) > limit and last is not None
-    return Page[DeliveryOut](
-        items=[_delivery_out(v) for v in visible],
-        next_cursor=encode_cursor(last.created_at, last.id) if more and last else None,
+    return build_page(
+        views,
+        limit=limit,
+        key=lambda v: (v.delivery.created_at, v.delivery.id),
+        to_item=_delivery_out,
     )
 
 
