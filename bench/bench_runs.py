@@ -1,7 +1,9 @@
-"""Pipeline runs: N no-op stages (N = 1, 5, 20) against the bare chain of N activities, the two
-interleaved run by run, then 200 concurrent runs (runs/minute, p95) against 200 concurrent bare
-chains. A profile of one run of 1 and of 20 stages beside a bare chain says where the overhead
-goes (bench/run_profile.py: histories, and the statements sent to PostgreSQL by kind).
+"""Pipeline runs: N no-op stages (N = 1, 5, 20) against the bare chain of N activities and
+against a chain of N activities that each run the same sandboxed no-op process
+(bench/sandboxed_chain.py), the three interleaved run by run, then 200 concurrent runs
+(runs/minute, p95) against 200 concurrent chains of each kind. A profile of one run of 1 and
+of 20 stages beside a bare chain says where the overhead goes (bench/run_profile.py: histories,
+and the statements sent to PostgreSQL by kind).
 
 Run alone: `uv run python -m bench.run --only runs --skip-baseline`.
 Repeats: FORGELINE_BENCH_RUNS_REPEATS (10); concurrent runs: FORGELINE_BENCH_RUNS_CONCURRENT (200);
@@ -11,6 +13,7 @@ the profile alone: FORGELINE_BENCH_RUNS_PROFILE_ONLY=1.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import statistics
 import sys
@@ -26,6 +29,7 @@ from activities.runs.registration import WORKFLOWS, pipeline_activities
 from bench.baseline import measure_chain, percentile, run_chain
 from bench.chain_workflow import ChainWorkflow, increment
 from bench.context import BenchContext, BenchRow
+from bench.run_fixtures import create_run, make_pipeline, one_run, start_and_finish
 from bench.run_profile import (
     CpuMeter,
     StageTimers,
@@ -34,11 +38,8 @@ from bench.run_profile import (
     history_profile,
     statements_line,
 )
-from core.runs import service
-from core.runs.schemas import RunCreate
+from bench.sandboxed_chain import sandboxed_chains
 from db.models.accounts import Organization
-from db.models.pipelines import Pipeline, PipelineRun, PipelineStage
-from db.models.projects import Project
 from db.session import create_engine, create_session_maker, session_scope
 from forgeline.settings import Settings
 from forgeline.temporal_client import workflow_runner
@@ -55,83 +56,35 @@ def log(message: str) -> None:
     print(f"  runs: {message}", file=sys.stderr, flush=True)
 
 
-async def make_pipeline(session_maker, org_id: uuid.UUID, n: int) -> uuid.UUID:
-    suffix = uuid.uuid4().hex[:8]
-    async with session_scope(session_maker) as session:
-        project = Project(
-            id=uuid.uuid4(),
-            organization_id=org_id,
-            name=suffix,
-            slug=f"b-{suffix}",
-            project_type="api",
-        )
-        session.add(project)
-        await session.flush()
-        pipeline = Pipeline(
-            id=uuid.uuid4(), project_id=project.id, organization_id=org_id, name=f"noop-{n}"
-        )
-        session.add(pipeline)
-        await session.flush()
-        for i in range(n):
-            session.add(
-                PipelineStage(
-                    id=uuid.uuid4(),
-                    pipeline_id=pipeline.id,
-                    name=f"s{i}",
-                    position=i,
-                    stage_type="custom",
-                    commands=[{"run": "true"}],
-                )
-            )
-    return pipeline.id
-
-
-async def create_run(session_maker, settings, org_id, pipeline_id) -> PipelineRun:
-    """The run's row, as `POST /v1/pipelines/{id}/runs` writes it before starting the workflow."""
-    async with session_scope(session_maker) as session:
-        return await service.create_run(
-            session, settings, organization_id=org_id, pipeline_id=pipeline_id, body=RunCreate()
-        )
-
-
-async def start_and_finish(client: Client, run: PipelineRun, queue: str) -> float:
-    """ms from starting the run's workflow to its result (what the bare chain is timed on)."""
-    started = time.perf_counter()
-    handle = await service.start_run_workflow(client, run, task_queue=queue)
-    result = await handle.result()
-    assert result.status == "success", result
-    return (time.perf_counter() - started) * 1000
-
-
-async def one_run(client: Client, session_maker, settings, org_id, pipeline_id, queue) -> float:
-    run = await create_run(session_maker, settings, org_id, pipeline_id)
-    return await start_and_finish(client, run, queue)
-
-
 async def interleaved(
-    client: Client, n: int, run_once: Callable[[], Awaitable[float]], meter: CpuMeter
-) -> tuple[list[float], list[float], list[float], list[float]]:
-    """REPEATS pipeline runs and REPEATS bare chains of n activities, alternating (after two
-    warm-ups of each); the chain's worker runs in this process with the SDK's defaults. Also the
-    CPU milliseconds each used (`meter`: this process, Temporal, PostgreSQL)."""
+    client: Client,
+    n: int,
+    run_once: Callable[[], Awaitable[float]],
+    meter: CpuMeter,
+    sandboxed: Callable[[int], Awaitable[float]],
+) -> tuple[list[float], ...]:
+    """REPEATS pipeline runs, REPEATS bare chains of n activities and REPEATS chains of n
+    sandboxed no-op activities, in turn (after two warm-ups of each); the bare chain's worker
+    runs in this process with the SDK's defaults. Also the CPU milliseconds each used (`meter`:
+    this process, Temporal, PostgreSQL). Returns runs, chains, sandboxed chains, then their CPU."""
     queue = f"bench-chain-{uuid.uuid4()}"
-    runs: list[float] = []
-    chains: list[float] = []
-    run_cpu: list[float] = []
-    chain_cpu: list[float] = []
+    samples: tuple[list[float], ...] = ([], [], [], [], [], [])
     async with Worker(client, task_queue=queue, workflows=[ChainWorkflow], activities=[increment]):
         for i in range(REPEATS + 2):
-            before = meter.seconds()
+            marks = [meter.seconds()]
             chain_ms = await run_chain(client, n, queue)
-            between = meter.seconds()
+            marks.append(meter.seconds())
+            boxed_ms = await sandboxed(n)
+            marks.append(meter.seconds())
             run_ms = await run_once()
-            after = meter.seconds()
+            marks.append(meter.seconds())
             if i >= 2:
-                chains.append(chain_ms)
-                runs.append(run_ms)
-                chain_cpu.append((between - before) * 1000)
-                run_cpu.append((after - between) * 1000)
-    return runs, chains, run_cpu, chain_cpu
+                cpu = [(b - a) * 1000 for a, b in itertools.pairwise(marks)]
+                for into, value in zip(
+                    samples, (run_ms, chain_ms, boxed_ms, cpu[2], cpu[0], cpu[1]), strict=True
+                ):
+                    into.append(value)
+    return samples
 
 
 async def profile(
@@ -223,15 +176,20 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
     where = "inside" if settings.workflow_sandbox else "outside"
     log(f"pipeline runs {where} the workflow sandbox")
     try:
-        async with Worker(
-            ctx.client,
-            task_queue=queue,
-            workflows=WORKFLOWS,
-            activities=activities,
-            # Bounded, as DESIGN.md advises: past this the worker's event loop (process
-            # spawns, DB writes) starves heartbeats; queued activities wait in Temporal instead.
-            max_concurrent_activities=CONCURRENT_ACTIVITIES,
-            workflow_runner=workflow_runner(settings.workflow_sandbox),
+        async with (
+            Worker(
+                ctx.client,
+                task_queue=queue,
+                workflows=WORKFLOWS,
+                activities=activities,
+                # Bounded, as DESIGN.md advises: past this the worker's event loop (process
+                # spawns, DB writes) starves heartbeats; queued activities wait in Temporal instead.
+                max_concurrent_activities=CONCURRENT_ACTIVITIES,
+                workflow_runner=workflow_runner(settings.workflow_sandbox),
+            ),
+            sandboxed_chains(
+                ctx.client, runner, ctx.work_dir / "chain-workspaces", CONCURRENT_ACTIVITIES
+            ) as boxed,
         ):
             for n in (1, 5, 20):
                 if PROFILE_ONLY:
@@ -245,12 +203,39 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
 
                 # Interleaved with the bare chain of N activities, one of each in turn, so both
                 # see the same machine load (it is shared, and moves by 2x within minutes).
-                runs, chains, run_cpu, chain_cpu = await interleaved(ctx.client, n, run_once, meter)
+                runs, chains, boxes, run_cpu, chain_cpu, box_cpu = await interleaved(
+                    ctx.client, n, run_once, meter, boxed.one
+                )
                 p50 = statistics.median(runs)
-                chain_p50 = statistics.median(chains)
-                log(f"N={n}: p50 {p50:.0f} ms vs chain {chain_p50:.0f} ms (interleaved)")
+                chain_p50, box_p50 = statistics.median(chains), statistics.median(boxes)
+                log(
+                    f"N={n}: p50 {p50:.0f} ms vs chain {chain_p50:.0f} ms vs sandboxed chain "
+                    f"{box_p50:.0f} ms (interleaved)"
+                )
                 cpu, chain_cpu_p50 = statistics.median(run_cpu), statistics.median(chain_cpu)
-                log(f"N={n}: CPU {cpu:.0f} ms per run vs {chain_cpu_p50:.0f} ms per chain")
+                box_cpu_p50 = statistics.median(box_cpu)
+                log(
+                    f"N={n}: CPU {cpu:.0f} ms per run vs {chain_cpu_p50:.0f} ms per chain vs "
+                    f"{box_cpu_p50:.0f} ms per sandboxed chain"
+                )
+                rows.append(
+                    BenchRow(
+                        f"pipeline run, {n} no-op stages (sandbox)",
+                        "latency p50 vs sandboxed chain",
+                        p50,
+                        baseline=box_p50,
+                        note=f"chain of {n} activities each running `true` in the sandbox",
+                    )
+                )
+                rows.append(
+                    BenchRow(
+                        f"pipeline run, {n} no-op stages (sandbox)",
+                        "CPU per run vs sandboxed chain",
+                        cpu,
+                        baseline=box_cpu_p50,
+                        note="the same sandboxed process per activity",
+                    )
+                )
                 rows.append(
                     BenchRow(
                         f"pipeline run, {n} no-op stages (sandbox)",
@@ -309,6 +294,9 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
             )
             elapsed = time.perf_counter() - started
             burst_cpu = meter.seconds() - cpu_started
+            cpu_started = meter.seconds()
+            boxed_elapsed = await boxed.burst(CONCURRENT, 5)
+            boxed_cpu = meter.seconds() - cpu_started
         cpu_started = meter.seconds()
         chain_tp = await measure_chain(
             ctx.client, 5, 3, concurrency=CONCURRENT, throughput_workflows=CONCURRENT
@@ -319,6 +307,11 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
             "for the chains (their latency rounds included)"
         )
         per_minute = CONCURRENT / elapsed * 60
+        boxed_per_minute = CONCURRENT / boxed_elapsed * 60
+        log(
+            f"{CONCURRENT} concurrent sandboxed chains: {boxed_per_minute:.0f}/min, "
+            f"CPU {boxed_cpu:.1f} s"
+        )
         base_per_minute = (chain_tp.throughput_wps or 0) * 60
         log(
             f"{CONCURRENT} concurrent: {per_minute:.0f} runs/min "
@@ -332,6 +325,26 @@ async def run(ctx: BenchContext) -> list[BenchRow]:
                 unit="runs/min",
                 baseline=base_per_minute,
                 note="bare 5-chains/min",
+            )
+        )
+        rows.append(
+            BenchRow(
+                f"{CONCURRENT} concurrent runs, 5 stages (sandbox)",
+                "throughput vs sandboxed chains",
+                per_minute,
+                unit="runs/min",
+                baseline=boxed_per_minute,
+                note="5-chains/min, each activity `true` in the sandbox",
+            )
+        )
+        rows.append(
+            BenchRow(
+                f"{CONCURRENT} concurrent runs, 5 stages (sandbox)",
+                "CPU vs sandboxed chains",
+                burst_cpu,
+                unit="s",
+                baseline=boxed_cpu,
+                note=f"bare chains: {chains_cpu:.1f} s (their latency rounds included)",
             )
         )
         rows.append(
