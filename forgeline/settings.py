@@ -232,6 +232,8 @@ class Settings(BaseSettings):
     build_python_roots: list[Path] | None = None
     # A package index (registry mirror) pip and uv use in sandboxed Python stages.
     build_python_index_url: str | None = None
+    # The npm registry (or a mirror) Node.js toolchains of sandboxed stages come from.
+    build_node_registry_url: str | None = None
     # Sandboxes a build host starts ahead of its stages (each serves one stage, then is torn
     # down); 0 starts each sandbox when its stage asks.
     build_sandbox_pool: int = Field(default=2, ge=0, le=64)

@@ -125,6 +125,8 @@ DESCRIPTIONS: dict[str, str] = {
     "(JSON list of prefixes or directories of them); unset = pyenv, uv-managed, /opt/python",
     "build_python_index_url": "package index (registry mirror) pip and uv use in sandboxed "
     "Python stages",
+    "build_node_registry_url": "npm registry (or mirror) the Node.js of sandboxed stages is "
+    "downloaded from (node-linux-<arch>, npm, corepack); unset = registry.npmjs.org",
     "build_sandbox_pool": "sandboxes a build host starts ahead of its stages (each serves one "
     "stage, then is torn down); 0 starts each with its stage",
     "docker_host": "Docker engine for builds and deployments",

@@ -53,6 +53,7 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
         if settings.build_python_roots is None
         else tuple(settings.build_python_roots),
         python_index_url=settings.build_python_index_url,
+        node_registry_url=settings.build_node_registry_url,
     )
 
 

@@ -94,6 +94,8 @@ class SandboxConfig:
     # None: the usual roots (pyenv, uv-managed, /opt/python). A registry mirror for pip and uv.
     python_roots: tuple[Path, ...] | None = None
     python_index_url: str | None = None
+    # The npm registry (or mirror) Node.js toolchains are downloaded from; None: npmjs.org.
+    node_registry_url: str | None = None
 
 
 def require_tool(tool: str) -> str:

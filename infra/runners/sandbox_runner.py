@@ -31,6 +31,7 @@ from infra.runners.base import OutputCallback, Runner, StageOutcome, StageProces
 from infra.runners.cgroups import Cgroups, Limits, StageCgroup
 from infra.runners.egress_proxy import EgressPolicy, EgressProxy
 from infra.runners.local_runner import PUMP_DRAIN_SECONDS, close_output, pump_output
+from infra.runners.node_stages import node_mount_args, sandbox_toolchains, wrap_runner
 from infra.runners.python_seeds import python_mounts
 from infra.runners.python_stages import run_python_aware
 from infra.runners.python_toolchain import discover_pythons
@@ -92,7 +93,9 @@ class SandboxRunner(Runner):
         self._proxy_lock = asyncio.Lock()
         self.pythons = discover_pythons(config.python_roots)  # outside /usr: mounted read-only
         extra = replace(config, toolchain=(*config.toolchain, *python_mounts(config, self.pythons)))
-        self._base_args = static_args(self.bwrap, self.etc_dir, extra)
+        self.node = sandbox_toolchains(config)  # Node.js per image, mounted read-only
+        self._base_args = static_args(self.bwrap, self.etc_dir, extra) + node_mount_args(self.node)
+        self._staged = wrap_runner(self.node, self._run)
         self.pool: SandboxPool | None = None
         if config.pool_size > 0:
             self.pool = SandboxPool(config, self.cgroups, self._waiting_command)
@@ -155,7 +158,7 @@ class SandboxRunner(Runner):
 
     # One stage ---------------------------------------------------------------------------
     async def run(self, process: StageProcess, on_output: OutputCallback) -> StageOutcome:
-        return await run_python_aware(process, on_output, self.pythons, self.config, self._run)
+        return await run_python_aware(process, on_output, self.pythons, self.config, self._staged)
 
     async def _run(self, process: StageProcess, on_output: OutputCallback) -> StageOutcome:
         cfg = self.config
