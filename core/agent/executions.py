@@ -224,7 +224,7 @@ def build_output(inp: FinishInput, toolbox: AgentToolbox) -> dict[str, Any]:
         raw = toolbox.stored("run_logs.json")
         if raw is None:
             raise OutputMissing("the failed run's logs could not be read")
-        base.update(outcomes.diagnose(json.loads(raw), proposal))
+        base.update(outcomes.diagnose(json.loads(raw), proposal, toolbox.files))
         if validated:
             base["proposed_pipeline"] = validated[0].model_dump(mode="json")
         return base

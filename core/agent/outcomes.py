@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.agent.repo_files import RepoFiles
+from core.agent.submodules import Submodule, declared_submodules, missing_submodule
 from core.runs.failure_classes import (
     GENERIC_CAUSE,
     MAX_EVIDENCE,
     FailureClassification,
     FailureSignals,
     classify,
+    tail_lines,
 )
 from forgeline.pipeline_spec import PipelineProposal
 from forgeline.statuses.runs import FailureClass
@@ -54,6 +56,28 @@ FIXES: tuple[FailureFix, ...] = (
         r"not installed in its image|not found \(exit 127\)",
         "use an image that ships the tool or install it first in the stage",
         "image",
+    ),
+    FailureFix(
+        FailureClass.CONFIG,
+        r"network does not reach",
+        "run the tools the repository configures from the package registries instead of "
+        "fetching them from the unreachable host (e.g. the linters pre-commit would clone)",
+    ),
+    FailureFix(
+        FailureClass.CONFIG,
+        r"version of a tool",
+        "pin the tool to the release the repository's configuration was written for",
+    ),
+    FailureFix(
+        FailureClass.CONFIG,
+        r"submodule",
+        "check out the repository's git submodules (reachable from the build network) "
+        "before the stage",
+    ),
+    FailureFix(
+        FailureClass.CONFIG,
+        r"service the stage does not start",
+        "give the stage the service (services:) or run the tests against an embedded database",
     ),
     FailureFix(
         FailureClass.CONFIG,
@@ -150,6 +174,19 @@ def classification(stage: dict[str, Any]) -> FailureClassification:
     return recorded
 
 
+def with_checkout(
+    found: FailureClassification, stage: dict[str, Any], submodules: list[Submodule]
+) -> FailureClassification:
+    """A failure blamed on the code that is a file of a submodule the checkout lacks."""
+    if found.failure_class != FailureClass.CODE or not submodules:
+        return found
+    lines = [*found.evidence, *tail_lines(str(stage.get("log_tail") or ""))]
+    missing = missing_submodule(submodules, lines)
+    if missing is None:
+        return found
+    return FailureClassification(FailureClass.CONFIG, missing[0], missing[1])
+
+
 def _lines(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
@@ -158,12 +195,16 @@ def is_generic(found: FailureClassification) -> bool:
     return found.cause.endswith(GENERIC_CAUSE)
 
 
-def diagnose(run_logs: dict[str, Any], proposal: PipelineProposal | None) -> dict[str, Any]:
-    """Each failed stage's failure class, cause and evidence lines; one pipeline change proposed."""
+def diagnose(
+    run_logs: dict[str, Any], proposal: PipelineProposal | None, files: RepoFiles | None = None
+) -> dict[str, Any]:
+    """Each failed stage's failure class, cause and evidence lines; one pipeline change proposed.
+    `files`: the checkout, for what a log alone cannot tell (a declared submodule it lacks)."""
     diagnoses: list[dict[str, Any]] = []
     change: dict[str, Any] | None = None
+    submodules = declared_submodules(files.text(".gitmodules")) if files is not None else []
     for stage in run_logs.get("failed_stages", []):
-        found = classification(stage)
+        found = with_checkout(classification(stage), stage, submodules)
         fix = next(
             f
             for f in FIXES

@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -16,9 +17,12 @@ from temporalio.client import Client
 
 from core.agent.errors import AgentFailure, task_not_found
 from core.agent.executions import save_task_pipeline
+from core.agent.outcomes import with_checkout
 from core.agent.progress import Tick
 from core.agent.project_settings import build_settings_of
 from core.agent.repairs import apply_repair, repair_stage
+from core.agent.repo_files import RepoFiles
+from core.agent.submodules import declared_submodules
 from core.agent.tools import AgentToolbox
 from core.agent.verification_tools import stage_log_tail
 from core.agent.verification_turns import turn_is_held
@@ -28,6 +32,7 @@ from core.pipelines.document import PipelineDocument
 from core.pipelines.repository import stages_of
 from core.pipelines.stored import document_of
 from core.runs import service as runs
+from core.runs.failure_classes import FailureClassification
 from core.runs.schemas import RunCreate
 from db.models.agent import AgentTask
 from db.models.pipelines import PipelineRun, PipelineStage, StageExecution
@@ -154,6 +159,7 @@ class VerificationRuns:
                 return exam
             repair = repair_stage(data["stages"][index], exam.evidence, tail, root)
             if repair is None:
+                _blame_checkout(exam, tail, root)
                 return exam
             exam.repairable = True
             exam.failure_class = FailureClass.CONFIG
@@ -173,6 +179,21 @@ class VerificationRuns:
             exam.repaired = True
             exam.repair = f"{exam.failed_stage}: {repair.diagnosis}"
             return exam
+
+
+def _blame_checkout(exam: RunExamination, tail: str, root: Path) -> None:
+    """A code failure that is a file of a declared submodule the checkout lacks is config."""
+    if exam.failure_class != FailureClass.CODE:
+        return
+    found = with_checkout(
+        FailureClassification(FailureClass.CODE, exam.diagnosis or "", list(exam.evidence)),
+        {"log_tail": tail},
+        declared_submodules(RepoFiles(root).text(".gitmodules")),
+    )
+    if found.failure_class == FailureClass.CONFIG:
+        exam.failure_class = found.failure_class
+        exam.diagnosis = found.cause
+        exam.evidence = found.evidence
 
 
 def stage_index(stages: list[dict[str, Any]], failed: str | None) -> int | None:

@@ -93,6 +93,38 @@ PATTERNS: tuple[FailurePattern, ...] = (
         "a script the stage runs is not executable",
         r"(?:ba)?sh: (?:line \d+: )?[^:\s]{1,300}: Permission denied",
     ),
+    _rule(
+        CONFIG,
+        "the stage fetches from a host the build network does not reach (the egress proxy "
+        "refused the tunnel): git hook repositories or downloads outside the package registries",
+        # A refusal by the build's own egress path: the same on every retry.
+        r"CONNECT tunnel failed, response [45]\d\d",
+        r"Received HTTP code [45]\d\d from proxy after CONNECT",
+    ),
+    _rule(
+        CONFIG,
+        "the installed version of a tool does not match the version the repository's "
+        "configuration was written for (pin the tool to a matching release)",
+        r"'NoxfileOptions' object has no attribute",
+        r"The Nox version does not satisfy|nox\.needs_version",
+        r"This version of \S{1,100} requires (?:a )?(?:newer|older|different) ",
+        r"requires (?:a )?(?:newer|more recent) version of (?:nox|tox|pip|poetry|pre-commit)\b",
+        r"ERR_PNPM_UNSUPPORTED_ENGINE|npm (?:ERR!|error) (?:code )?EBADENGINE",
+        r"ERROR: Package '[^']{1,200}' requires a different Python",
+        r"The current project's supported Python range",
+        r"pre-commit version \S{1,50} (?:is|was) (?:less|older) than|minimum_pre_commit_version",
+    ),
+    _rule(
+        CONFIG,
+        "the tests need a database or cache service the stage does not start "
+        "(Postgres, MySQL, Redis or MongoDB on localhost)",
+        r"connection to server at \"?(?:localhost|127\.0\.0\.1)\"?[^\n]{0,80}(?:5432|failed)",
+        r"could not connect to server: (?:Connection refused|No such file or directory)",
+        r"Can't connect to (?:local )?MySQL server",
+        r"Error 111 connecting to (?:localhost|127\.0\.0\.1):6379",
+        r"Redis::CannotConnectError|redis\.exceptions\.ConnectionError",
+        r"MongoServerSelectionError|ServerSelectionTimeoutError",
+    ),
     # -- infrastructure: the runner, the network, the registries ------------------------------
     _rule(
         INFRA,
@@ -145,9 +177,6 @@ PATTERNS: tuple[FailurePattern, ...] = (
         r"ReadTimeoutError",
         r"Retrying \(Retry\(total=",
         r"npm (?:ERR!|error) network",
-        # An HTTP(S) proxy (the build's egress path) could not reach the host.
-        r"CONNECT tunnel failed, response [45]\d\d",
-        r"Received HTTP code [45]\d\d from proxy after CONNECT",
         r"request to https?://\S{1,500} failed, reason:",
         r"There appears to be trouble with your network connection",
         r"ERR_PNPM_META_FETCH_FAIL|ERR_PNPM_FETCH_\d+",

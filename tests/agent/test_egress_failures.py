@@ -1,6 +1,6 @@
-"""A host the build's egress path cannot reach (a git hook repository, a download outside the
-package registries) is a network failure, and troubleshoot_failure says so, instead of blaming
-the repository's code."""
+"""A host the build's egress path refuses (a git hook repository, a download outside the package
+registries) is the pipeline's failure (config: the same on every retry), and troubleshoot_failure
+names the network, instead of blaming the repository's code."""
 
 from __future__ import annotations
 
@@ -22,11 +22,12 @@ CURL = "curl: (56) Received HTTP code 403 from proxy after CONNECT\n"
 def test_a_refused_tunnel_is_a_network_failure() -> None:
     for log in (PRE_COMMIT, CURL):
         found = classify(FailureSignals(exit_code=3, log_tail=log))
-        assert found.failure_class == FailureClass.INFRASTRUCTURE, log
+        assert found.failure_class == FailureClass.CONFIG, log
+        assert "network" in found.cause
         assert any("CONNECT" in line for line in found.evidence)
 
 
-def test_troubleshoot_names_the_network_and_proposes_a_retry() -> None:
+def test_troubleshoot_names_the_network() -> None:
     report = diagnose(
         {
             "pipeline_run_id": "r",
@@ -38,7 +39,7 @@ def test_troubleshoot_names_the_network_and_proposes_a_retry() -> None:
         None,
     )
     [lint] = report["diagnosis"]
-    assert lint["failure_class"] == "infrastructure"
+    assert lint["failure_class"] == "config"
     assert "network" in lint["cause"]
 
 
@@ -46,4 +47,4 @@ def test_the_words_deep_in_a_hostile_line_are_not_read() -> None:
     # A minified bundle or binary noise on one line: only its first characters are matched.
     log = "\x1b[31m" + "x" * 5000 + " CONNECT tunnel failed, response 502\n1 failing\n"
     found = classify(FailureSignals(exit_code=1, log_tail=log))
-    assert found.failure_class != FailureClass.INFRASTRUCTURE
+    assert found.failure_class == FailureClass.CODE
