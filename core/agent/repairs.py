@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from core.agent.images import COREPACK_ENABLE
+from core.agent.precommit_tools import calls_pre_commit, configured_linters, hooks_unreachable
+from core.agent.repo_files import RepoFiles
 
 _MODULE = re.compile(r"ModuleNotFoundError: No module named '([A-Za-z_][\w.]{0,200})'")
 _MISSING_ENV = re.compile(r"(?:No such file or directory|ENOENT)[^\n]{0,200}?['\"]?(\.env)\b")
@@ -168,6 +170,24 @@ def _registry_signatures(stage: dict[str, Any], text: str, root: Path) -> Repair
     )
 
 
+def _pre_commit_hosts(stage: dict[str, Any], text: str, root: Path) -> Repair | None:
+    """pre-commit clones its hook repositories from their git hosts; when the build network does
+    not reach them, the stage runs the linters the config pins from the package registries."""
+    commands = [str(c) for c in stage.get("commands") or []]
+    if not hooks_unreachable(text) or not any(calls_pre_commit(c) for c in commands):
+        return None
+    config = RepoFiles(_workdir(stage, root)).text(".pre-commit-config.yaml")
+    linters = configured_linters(config)
+    if not linters:
+        return None
+    kept = [c for c in commands if not calls_pre_commit(c)]
+    return Repair(
+        _with(stage, commands=[*kept, *linters]),
+        "pre-commit's hook repositories are on a host the build network does not reach: the "
+        f"stage runs the linters its config pins from the package registries ({linters[0]})",
+    )
+
+
 def apply_repair(stages: list[dict[str, Any]], index: int, repair: Repair) -> None:
     """The repaired stage in place, and its shared variables in every other stage that calls
     the same tool (they would each fail the same way on the rerun)."""
@@ -185,6 +205,7 @@ def apply_repair(stages: list[dict[str, Any]], index: int, repair: Repair) -> No
 
 RULES: tuple[Rule, ...] = (
     _registry_signatures,
+    _pre_commit_hosts,
     _package_manager,
     _npm_ci_without_lock,
     _missing_script,
