@@ -91,14 +91,13 @@ def setup_script(toolchain: NodeToolchain, name: str, script: str) -> str:
 def prepare_node_stage(
     process: StageProcess, request: NodeRequest, toolchain: NodeToolchain, registry: str
 ) -> NodeStage:
-    where = (
-        "the build host's own"
-        if toolchain.host
-        else f"{toolchain.bin_dir} first on PATH"
-        + (f", downloaded from {registry}" if toolchain.downloaded else "")
+    where = f"{toolchain.bin_dir} first on PATH" + (
+        f", downloaded from {registry}" if toolchain.downloaded else ""
     )
     warning = f"forgeline: warning: {toolchain.note}\n" if toolchain.note else ""
     opening = f"{warning}forgeline: Node.js {toolchain.version} for {request.source} ({where})\n"
+    if toolchain.host:  # the host's own Node, as every stage had before: nothing to say
+        opening = warning
     script = setup_script(toolchain, process.name, process.script)
     notes = (toolchain.note,) if toolchain.note else ()
     return NodeStage(replace(process, script=script), opening.encode(), notes)
