@@ -30,12 +30,20 @@ def service_processes(services: list[ServiceSpec]) -> tuple[ServiceProcess, ...]
 
 
 async def restore_cache(
-    store: ObjectStore, stage: StageSpec, workdir: Path, root: Path, capture: LogCapture
+    store: ObjectStore,
+    stage: StageSpec,
+    workdir: Path,
+    root: Path,
+    capture: LogCapture,
+    home: Path | None = None,
 ) -> stage_cache.Restored | None:
+    """`home`: the runner's home of the stage on the host (`~/...` cache paths), if it has one."""
     if stage.cache is None:
         return None
     try:
-        restored = await asyncio.to_thread(stage_cache.restore, store, stage.cache, workdir, root)
+        restored = await asyncio.to_thread(
+            stage_cache.restore, store, stage.cache, workdir, root, home=home
+        )
     except (UnsafeCacheArchive, CacheTooLarge) as exc:
         capture.note(f"[forgeline] cache not restored: {exc}")
         return None
@@ -57,13 +65,16 @@ async def save_cache(
     workdir: Path,
     root: Path,
     capture: LogCapture,
+    home: Path | None = None,
 ) -> None:
     if stage.cache is None or (restored is not None and restored.exact):
         return  # like actions/cache, an entry is never overwritten
     cache = stage.cache
     try:
-        key = restored.key if restored else stage_cache.cache_key(cache, workdir, root)
-        size = await asyncio.to_thread(stage_cache.save, store, cache, key, workdir, root)
+        key = restored.key if restored else stage_cache.cache_key(cache, root)
+        size = await asyncio.to_thread(
+            stage_cache.save, store, cache, key, workdir, root, home=home
+        )
     except CacheTooLarge as exc:
         capture.note(f"[forgeline] cache not saved: {exc}")
         return

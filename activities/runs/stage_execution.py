@@ -205,7 +205,9 @@ class StageActivities:
 
         clock = time.monotonic()
         try:
-            restored = await restore_cache(self.store, stage, workdir, workspace, capture)
+            # The runner's home of the run on the host (`~/...` cache paths), when it has one.
+            home = await self.runner.stage_home(workspace) if stage.cache else None
+            restored = await restore_cache(self.store, stage, workdir, workspace, capture, home)
             outcome = await self._run_while_opening(process, on_output, opening.opened, stop)
         except asyncio.CancelledError:
             closing = self.closer.close(
@@ -237,7 +239,7 @@ class StageActivities:
             )
             raise
         if outcome is not None and outcome.exit_code == 0 and not outcome.timed_out:
-            await save_cache(self.store, stage, restored, workdir, workspace, capture)
+            await save_cache(self.store, stage, restored, workdir, workspace, capture, home)
         await stop_beat()
         status = StageStatus.SUCCESS
         error: str | None = None

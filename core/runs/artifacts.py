@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.runners.sandbox_workspace import SANDBOX_DIR
 from infra.storage import ObjectStore, join_key, sanitize_key
 
 MAX_ARTIFACT_FILES = 1000
@@ -95,8 +94,6 @@ def collect_limited(workspace: Path, patterns: list[str], max_files: int) -> Col
         for match in sorted(root.glob(pattern)):
             paths = sorted(match.rglob("*")) if match.is_dir() else [match]
             for path in paths:
-                if SANDBOX_DIR in path.relative_to(root).parts:
-                    continue  # the sandbox's home and temporary files are not the stage's output
                 resolved = path.resolve()
                 if not resolved.is_relative_to(root):
                     refused.append(f"{path.relative_to(root)}: links outside the workspace")

@@ -16,6 +16,7 @@ from core.notifications.sources import run_event_kind
 from core.runs import run_records
 from forgeline.statuses.billing import UsageType
 from forgeline.statuses.runs import RunStatus, StageStatus
+from infra.runners.sandbox_workspace import remove_run_state, run_state_dir
 from workflows.runs_models import FinishRunInput
 
 # The operators' workflow_executions status of a run that ended so.
@@ -83,7 +84,9 @@ def build_minutes_usage(run_id: str, run: run_records.FinishedRun) -> dict[str, 
 
 async def remove_workspace(workspace: Path) -> None:
     """An empty workspace (nothing cloned, nothing written) goes at once; a full one is removed
-    on a thread, off the event loop."""
+    on a thread, off the event loop; the sandbox's home and /tmp of the run with it."""
+    if run_state_dir(workspace).exists():
+        await asyncio.to_thread(remove_run_state, workspace)
     try:
         workspace.rmdir()
     except FileNotFoundError:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.runners.sandbox_workspace import workspace_usage
+from infra.runners.sandbox_workspace import run_usage, workspace_usage
 from workflows.runs_models import RunLimits
 
 LOG_FEATURE = "stage_log_max_bytes"
@@ -99,8 +99,9 @@ def run_spool_dir(data_dir: Path, run_id: str) -> Path:
 
 
 def run_disk_usage(workspace: Path, spool_dir: Path, limit: int) -> int:
-    """Bytes the run's workspace and log spools take (counting stops early past `limit`)."""
-    used = workspace_usage(workspace, limit)
+    """Bytes the run's workspace (with the sandbox's home and /tmp beside it) and log spools
+    take (counting stops early past `limit`)."""
+    used = run_usage(workspace, limit)
     if used > limit:
         return used
     return used + workspace_usage(spool_dir, limit - used)

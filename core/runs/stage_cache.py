@@ -22,13 +22,15 @@ _ARCHIVE = ".tar.gz"
 _META = ".json"
 
 
-def cache_key(cache: StageCache, workdir: Path, root: Path) -> str:
-    """The exact key: the prefix, then a hash of the key files' contents (missing files count
-    as absent; a file outside the workspace is never read)."""
+def cache_key(cache: StageCache, root: Path) -> str:
+    """The exact key: the prefix, then a hash of the key files' contents. Key files are named
+    from the repository's root whatever the stage's directory, as `hashFiles()` names them in
+    the exported workflows (missing files count as absent; a file outside the workspace is
+    never read)."""
     digest = hashlib.sha256()
     root = root.resolve()
     for name in cache.key_files:
-        path = (workdir / name).resolve()
+        path = (root / name).resolve()
         digest.update(name.encode() + b"\0")
         if path.is_relative_to(root) and path.is_file():
             digest.update(hashlib.sha256(path.read_bytes()).digest())
@@ -68,9 +70,11 @@ def restore(
     workdir: Path,
     root: Path,
     max_bytes: int = CACHE_MAX_BYTES,
+    home: Path | None = None,
 ) -> Restored:
-    """Unpack the best entry into the workspace. Blocking (run it in a thread)."""
-    key = cache_key(cache, workdir, root)
+    """Unpack the best entry into the workspace (`~/...` paths into `home`). Blocking (run it
+    in a thread)."""
+    key = cache_key(cache, root)
     matched: str | None = key if store.exists(_entry(cache, key) + _ARCHIVE) else None
     exact = matched is not None
     for prefix in cache.restore_keys if matched is None else []:
@@ -84,7 +88,7 @@ def restore(
         with store.open(_entry(cache, matched) + _ARCHIVE) as src, archive.open("wb") as out:
             while chunk := src.read(1 << 20):
                 out.write(chunk)
-        size = unpack(archive, root, max_bytes)
+        size = unpack(archive, root, max_bytes, home)
     return Restored(key=key, matched=matched, exact=exact, bytes=size)
 
 
@@ -95,14 +99,15 @@ def save(
     workdir: Path,
     root: Path,
     max_bytes: int = CACHE_MAX_BYTES,
+    home: Path | None = None,
 ) -> int | None:
     """Pack the declared paths under `key`; None when none of them exists. Blocking."""
-    sources = resolve_cache_paths(root, workdir, cache.paths)
+    sources = resolve_cache_paths(root, workdir, cache.paths, home)
     if not sources:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "cache.tar.gz"
-        size = pack(root, sources, archive, max_bytes)
+        size = pack(root, sources, archive, max_bytes, home)
         store.put_file(_entry(cache, key) + _ARCHIVE, archive, "application/gzip")
     meta = {"saved_at": time.time(), "bytes": size, "paths": cache.paths}
     # Written last: an entry without its metadata is never a restore-key candidate.

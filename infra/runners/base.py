@@ -88,6 +88,12 @@ class Runner(ABC):
     async def remove_stale(self, prefix: str) -> int:
         """Kill and remove leftovers (earlier attempts, a crashed worker's) named `prefix*`."""
 
+    async def stage_home(self, root: Path) -> Path | None:
+        """The host directory a stage of the run whose workspace is `root` sees as `~`, ready
+        before the stage starts (the stage cache restores `~/...` paths into it); None when the
+        runner's home is not on the host (`~` cache paths are then not kept)."""
+        return None
+
     def service_refusal(self, process: StageProcess) -> str | None:
         """None when this runner starts the stage's services, else why not (a line for its log)."""
         if self.supports_services:

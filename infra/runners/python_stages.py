@@ -1,5 +1,5 @@
 """A Python stage in the sandbox: the interpreter its image maps to (infra/runners/
-python_toolchain.py), a clean virtualenv of its own inside the run's workspace, first on PATH,
+python_toolchain.py), a clean virtualenv of its own in the run's home, first on PATH,
 and Poetry, uv and the like installed from the package index (each in a virtualenv of its own,
 like pipx) the first time the stage calls one it did not install. The virtualenv goes with the
 stage; concurrent stages of a run never share one."""
@@ -25,13 +25,12 @@ from infra.runners.python_toolchain import (
     choose_python,
     requested_python,
 )
-from infra.runners.sandbox_args import SANDBOX_WORKSPACE, STANDARD_PATH, SandboxConfig
-from infra.runners.sandbox_workspace import SANDBOX_DIR
+from infra.runners.sandbox_args import SANDBOX_HOME, STANDARD_PATH, SandboxConfig
+from infra.runners.sandbox_workspace import run_home
 
-# Per stage attempt, inside the run's workspace: <name>/venv, <name>/shims, <name>/tools. Named
-# `.tox`: the one directory name flake8, black, ruff, isort, bandit and pytest all leave out by
-# default, so a lint or test run over `.` never reads the stage's own virtualenv.
-VENVS = ".tox"
+# Per stage attempt, in the run's home (outside the checkout, so a lint or test run over `.`
+# never reads the stage's own virtualenv): <name>/venv, <name>/shims, <name>/tools.
+VENVS = (".cache", "forgeline", "venvs")
 # Commands installed on first use when the stage has not installed them itself.
 ON_DEMAND_TOOLS = ("poetry", "uv", "pipenv", "pdm", "hatch", "tox", "nox", "pipx", "twine")
 # The sandbox's trust store (the host's /etc/ssl), for pip, uv and requests when the operator
@@ -74,7 +73,12 @@ class PythonStage:
 
 def stage_base(name: str) -> str:
     """The stage attempt's Python directory as the sandbox sees it."""
-    return f"{SANDBOX_WORKSPACE}/{SANDBOX_DIR}/{VENVS}/{name}"
+    return "/".join((SANDBOX_HOME, *VENVS, name))
+
+
+def host_stage_dir(root: Path, name: str) -> Path:
+    """The stage attempt's Python directory on the host (the run whose workspace is `root`)."""
+    return run_home(root).joinpath(*VENVS, name)
 
 
 def _make_venv(install: PythonInstall, seed: Path | None) -> str:
@@ -123,7 +127,7 @@ def python_environment(install: PythonInstall, base: str, config: SandboxConfig)
     sync` would take the first system Python), pip quiet about itself and never prompting; the
     operator's package index (a registry mirror) for pip and uv when one is configured, and the
     host's trust store when no CA is (the runner sets the operator's CA variables itself)."""
-    home = f"{SANDBOX_WORKSPACE}/{SANDBOX_DIR}/home"
+    home = SANDBOX_HOME
     env = {
         "PATH": f"{base}/venv/bin:{base}/shims:{home}/.local/bin:{STANDARD_PATH}",
         "VIRTUAL_ENV": f"{base}/venv",
@@ -174,13 +178,13 @@ def prepare_python_stage(
 
 
 def remove_stage_venv(root: Path, name: str) -> None:
-    """The stage's Python directory removed from the run's workspace after the stage; no link
-    the build left on the way is followed."""
+    """The stage's Python directory removed from the run's home after the stage; no link the
+    build left on the way is followed."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     fds: list[int] = []
     try:
-        fds.append(os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
-        for part in (SANDBOX_DIR, VENVS):
+        fds.append(os.open(run_home(root), flags))
+        for part in VENVS:
             fds.append(os.open(part, flags, dir_fd=fds[-1]))
         shutil.rmtree(name, dir_fd=fds[-1])
     except FileNotFoundError:

@@ -11,11 +11,13 @@ from pathlib import Path
 
 from infra.runners.base import StageProcess
 from infra.runners.egress_proxy import PROXY_PORT, proxy_environment
-from infra.runners.sandbox_workspace import SANDBOX_DIR, SandboxUnavailable
+from infra.runners.sandbox_workspace import SandboxUnavailable
 
 SANDBOX_WORKSPACE = "/workspace"
 # Inside the sandbox (its own mount namespace): not the host's /tmp.
 SANDBOX_TMP = "/tmp"  # noqa: S108
+# The build user's home: the run's own (infra/runners/sandbox_workspace.py), outside the checkout.
+SANDBOX_HOME = "/home/build"
 PROXY_SOCKET = "/run/forgeline/egress.sock"
 # What new virtualenvs start with (infra/runners/python_seeds.py): the state directory's
 # python-seeds, read-only at a fixed path (the state directory may lie under /tmp).
@@ -96,6 +98,9 @@ class SandboxConfig:
     python_index_url: str | None = None
     # The npm registry (or mirror) Node.js toolchains are downloaded from; None: npmjs.org.
     node_registry_url: str | None = None
+    # Each sandbox's own /dev/shm (POSIX semaphores and shared memory: multiprocessing, browsers);
+    # its pages count against the stage's memory limit too.
+    shm_mb: int = 512
 
 
 def require_tool(tool: str) -> str:
@@ -109,7 +114,7 @@ def require_tool(tool: str) -> str:
 
 
 def write_identity_files(etc_dir: Path, uid: int, gid: int) -> None:
-    home = f"{SANDBOX_WORKSPACE}/{SANDBOX_DIR}/home"
+    home = SANDBOX_HOME
     files = {
         "passwd": f"root:x:0:0::/nonexistent:/usr/sbin/nologin\n"
         f"build:x:{uid}:{gid}:Forgeline build:{home}:/bin/sh\n",
@@ -176,6 +181,13 @@ def static_args(bwrap: str, etc_dir: Path, config: SandboxConfig) -> list[str]:
     if config.ca_bundle is not None:
         args += ["--ro-bind", str(config.ca_bundle), SANDBOX_CA]
     args += ["--proc", "/proc", "--dev", "/dev", "--perms", "0755", "--tmpfs", "/run"]
+    # What a CI runner has and common tools expect: a private, bounded /dev/shm, /var/tmp
+    # (the run's /tmp), /etc/mtab, and /home for the build user's home mounted per stage.
+    shm = str(config.shm_mb * 1024 * 1024)
+    args += ["--perms", "1777", "--size", shm, "--tmpfs", "/dev/shm"]  # noqa: S108 - its own
+    args += ["--perms", "0755", "--dir", "/var", "--symlink", "../tmp", "/var/tmp"]  # noqa: S108
+    args += ["--symlink", "../proc/self/mounts", "/etc/mtab"]
+    args += ["--perms", "0755", "--dir", "/home"]
     return args
 
 
@@ -216,9 +228,9 @@ def forward_script(socat: str) -> str:
 
 
 def stage_environment(config: SandboxConfig, process: StageProcess) -> dict[str, str]:
-    """A stage's environment from scratch: clean PATH, HOME and TMPDIR inside the workspace,
-    only the operator's proxy and CA settings, then the stage's own variables."""
-    home = f"{SANDBOX_WORKSPACE}/{SANDBOX_DIR}/home"
+    """A stage's environment from scratch: clean PATH, the run's HOME and TMPDIR, only the
+    operator's proxy and CA settings, then the stage's own variables."""
+    home = SANDBOX_HOME
     env = {
         "PATH": f"{home}/.local/bin:{STANDARD_PATH}",
         "HOME": home,

@@ -2,12 +2,12 @@
 a shell of the build user's waiting on a pipe. One stage each, then the whole sandbox is gone.
 
 A slot directory per sandbox on a shared tmpfs (`SandboxConfig.slots_dir`) is bound into it at
-/workspace, /tmp and /run/forgeline (read-only). When a stage takes the sandbox, the host binds
-the run's workspace, its temporary directory and (for a networked stage) the egress proxy's
-socket onto the slot; mount propagation carries them into the waiting sandbox. The stage's
-commands and environment then arrive over the pipe; its output leaves through a FIFO of the
-slot, so the stage's end is seen when its own processes end, not after the namespaces are torn
-down (which happens after the result, with the slot's removal).
+/workspace, /tmp, the build user's home and /run/forgeline (read-only). When a stage takes the
+sandbox, the host binds the run's workspace, its temporary directory, its home and (for a
+networked stage) the egress proxy's socket onto the slot; mount propagation carries them into
+the waiting sandbox. The stage's commands and environment then arrive over the pipe; its output
+leaves through a FIFO of the slot, so the stage's end is seen when its own processes end, not
+after the namespaces are torn down (which happens after the result, with the slot's removal).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ READY = b"forgeline-sandbox-ready\n"
 WAITER = "printf 'forgeline-sandbox-ready\\n'; . /dev/stdin; exit 125"
 CONTROL = "/run/forgeline"
 OUTPUT_FIFO = "out"
+# A slot's mount points of the run's checkout, temporary directory and home.
+SLOT_DIRS = ("ws", "tmp", "home")
 SPAWN_SECONDS = 30.0
 GROUP_PREFIX = "fl-pool-"
 _names = itertools.count(1)
@@ -86,6 +88,10 @@ class PooledSandbox:
     @property
     def tmp_mount(self) -> Path:
         return self.slot / "tmp"
+
+    @property
+    def home_mount(self) -> Path:
+        return self.slot / "home"
 
     @property
     def socket_mount(self) -> Path:
@@ -166,7 +172,7 @@ class SandboxPool:
                 if not entry.is_dir(follow_symlinks=False) or _alive(entry.name):
                     continue
                 slot = Path(entry.path)
-                for target in (slot / "ws", slot / "tmp", slot / "ctl" / "egress.sock"):
+                for target in (*(slot / d for d in SLOT_DIRS), slot / "ctl" / "egress.sock"):
                     with contextlib.suppress(OSError):
                         mounts.detach(target)
                 shutil.rmtree(slot, ignore_errors=True)
@@ -208,7 +214,7 @@ class SandboxPool:
         cfg = self.config
         slot = cfg.slots_dir / name
         control = slot / "ctl"
-        for directory in (slot, slot / "ws", slot / "tmp", control):
+        for directory in (slot, *(slot / d for d in SLOT_DIRS), control):
             directory.mkdir(mode=0o755)
         (control / "egress.sock").touch(mode=0o644)
         fifo = control / OUTPUT_FIFO

@@ -9,8 +9,8 @@ The embedded default. What a stage sees and may do:
   the egress proxy outside (infra/runners/egress_proxy.py), the one way out;
 - CPU, memory and process limits from its own cgroup, a disk limit on the workspace, and a kill
   of every process in the group on exit, timeout or cancel.
-The environment is built from scratch: a clean PATH, HOME and TMPDIR inside the workspace, and
-only the proxy and CA settings the operator configured.
+The environment is built from scratch: a clean PATH, the run's HOME and /tmp (beside the checkout,
+never in it), a private bounded /dev/shm, and only the operator's proxy and CA settings.
 Sandboxes start ahead of their stages, one stage each (infra/runners/sandbox_pool.py); a stage
 with services (infra/runners/sandbox_services.py) or that the pool cannot take starts its own.
 """
@@ -38,6 +38,7 @@ from infra.runners.python_toolchain import discover_pythons
 from infra.runners.sandbox_args import (
     DISK_EXCEEDED_EXIT,
     PROXY_SOCKET,
+    SANDBOX_HOME,
     SANDBOX_TMP,
     SANDBOX_WORKSPACE,
     STANDARD_PATH,
@@ -62,9 +63,11 @@ from infra.runners.sandbox_pool import (
 )
 from infra.runners.sandbox_services import refuse_services, with_services
 from infra.runners.sandbox_workspace import (
+    RunDirectories,
     SandboxUnavailable,
+    ensure_run_home,
     prepare_workspace,
-    workspace_usage,
+    watch_run_disk,
 )
 
 __all__ = ["SandboxConfig", "SandboxRunner", "sandbox_works"]
@@ -133,6 +136,7 @@ class SandboxRunner(Runner):
     def _waiting_command(self, slot: Path, procs_files: list[Path]) -> list[str]:
         args = [*self._base_args, "--bind", str(slot / "ws"), SANDBOX_WORKSPACE]
         args += ["--bind", str(slot / "tmp"), SANDBOX_TMP, "--ro-bind", str(slot / "ctl"), CONTROL]
+        args += ["--bind", str(slot / "home"), SANDBOX_HOME]
         args += ["--chdir", "/", "--", *become_build_user(self.setpriv, self.config)]
         return launcher(procs_files, self.config.disk_mb, [*args, "/bin/sh", "-c", WAITER])
 
@@ -165,9 +169,9 @@ class SandboxRunner(Runner):
         root = process.root or process.workspace
         root.mkdir(parents=True, exist_ok=True)
         if root.stat().st_uid == cfg.uid:  # already the build user's: a few system calls
-            tmp_fd = prepare_workspace(root, cfg.uid, cfg.gid)
+            dirs = prepare_workspace(root, cfg.uid, cfg.gid)
         else:  # the first stage: the whole checkout changes hands
-            tmp_fd = await asyncio.to_thread(prepare_workspace, root, cfg.uid, cfg.gid)
+            dirs = await asyncio.to_thread(prepare_workspace, root, cfg.uid, cfg.gid)
         try:
             if process.network:
                 await self._ensure_proxy()
@@ -175,16 +179,16 @@ class SandboxRunner(Runner):
             if pool is not None and await self._pool_takes(process):
                 sandbox = await pool.take()
                 try:
-                    if self._assign(sandbox, process, root, tmp_fd):
+                    if self._assign(sandbox, process, root, dirs):
                         return await self._run_pooled(sandbox, process, on_output)
                 finally:
                     pool.retire(sandbox)
-            return await self._run_started(process, on_output, root, tmp_fd)
+            return await self._run_started(process, on_output, root, dirs)
         finally:
-            os.close(tmp_fd)
+            dirs.close()
 
     def _assign(
-        self, sandbox: PooledSandbox, process: StageProcess, root: Path, tmp_fd: int
+        self, sandbox: PooledSandbox, process: StageProcess, root: Path, dirs: RunDirectories
     ) -> bool:
         """The stage's cgroup name and limits, its workspace, temporary directory and (with
         network) the proxy's socket bound onto the sandbox's slot. False, and no more pool,
@@ -201,7 +205,8 @@ class SandboxRunner(Runner):
                 sandbox.bind(root_fd, sandbox.workspace_mount)
             finally:
                 os.close(root_fd)
-            sandbox.bind(tmp_fd, sandbox.tmp_mount)
+            sandbox.bind(dirs.tmp_fd, sandbox.tmp_mount)
+            sandbox.bind(dirs.home_fd, sandbox.home_mount)
             if process.network:
                 socket_fd = os.open(self.proxy_socket, os.O_PATH | os.O_CLOEXEC)
                 try:
@@ -254,9 +259,10 @@ class SandboxRunner(Runner):
             transport.close()
 
     # A sandbox started for its stage -----------------------------------------------------
-    def _argv(self, process: StageProcess, root: Path, tmp_fd: int) -> list[str]:
+    def _argv(self, process: StageProcess, root: Path, dirs: RunDirectories) -> list[str]:
         args = [*self._base_args, "--bind", str(root), SANDBOX_WORKSPACE]
-        args += ["--bind-fd", str(tmp_fd), SANDBOX_TMP]
+        args += ["--bind-fd", str(dirs.tmp_fd), SANDBOX_TMP]
+        args += ["--bind-fd", str(dirs.home_fd), SANDBOX_HOME]
         args += ["--chdir", workspace_path(process.workdir)]
         if process.network:
             args += ["--perms", "0755", "--dir", str(Path(PROXY_SOCKET).parent)]
@@ -265,14 +271,14 @@ class SandboxRunner(Runner):
         return with_services(process, self.state_dir, args, user, self._stage_argv(process))
 
     async def _run_started(
-        self, process: StageProcess, on_output: OutputCallback, root: Path, tmp_fd: int
+        self, process: StageProcess, on_output: OutputCallback, root: Path, dirs: RunDirectories
     ) -> StageOutcome:
         limits = self._limits(process)
         group = await asyncio.to_thread(self.cgroups.create, process.name, limits)
         argv = launcher(
             group.procs_files,
             process.disk_mb or self.config.disk_mb,
-            self._argv(process, root, tmp_fd),
+            self._argv(process, root, dirs),
         )
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -282,7 +288,7 @@ class SandboxRunner(Runner):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                pass_fds=(tmp_fd,),
+                pass_fds=(dirs.tmp_fd, dirs.home_fd),
             )
         except BaseException:
             await asyncio.to_thread(group.destroy)
@@ -319,7 +325,9 @@ class SandboxRunner(Runner):
         cfg = self.config
         disk_limit = (process.disk_mb or cfg.disk_mb) * 1024 * 1024
         over_disk = asyncio.Event()
-        watch = asyncio.create_task(self._watch_disk(root, disk_limit, group, over_disk))
+        watch = asyncio.create_task(
+            watch_run_disk(root, disk_limit, cfg.disk_check_seconds, group.kill, over_disk)
+        )
         pump = asyncio.ensure_future(output)
         try:
             timed_out = False
@@ -365,15 +373,8 @@ class SandboxRunner(Runner):
             watch.cancel()
             await asyncio.gather(watch, pump, return_exceptions=True)
 
-    async def _watch_disk(
-        self, root: Path, limit: int, group: StageCgroup, over: asyncio.Event
-    ) -> None:
-        while True:
-            await asyncio.sleep(self.config.disk_check_seconds)
-            if await asyncio.to_thread(workspace_usage, root, limit) > limit:
-                over.set()
-                await asyncio.to_thread(group.kill)
-                return
+    async def stage_home(self, root: Path) -> Path | None:
+        return await asyncio.to_thread(ensure_run_home, root, self.config.uid, self.config.gid)
 
     async def remove_stale(self, prefix: str) -> int:
         stale = self.cgroups.existing(prefix)  # a directory listing: no thread hop

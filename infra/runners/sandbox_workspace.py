@@ -1,20 +1,54 @@
-"""A run's workspace as the sandbox hands it to the build user: its home and temporary
-directory made real directories of the build user's (no link a build left is followed), the
-checkout given to the build user, and the disk it takes."""
+"""A run's workspace as the sandbox hands it to the build user: the checkout given to the build
+user, and beside it (never inside: a repository-wide `prettier --check .`, `xo` or `git status`
+must not see them) the run's home and temporary directory, made real directories of the build
+user's (no link a build left is followed); and the disk all of it takes."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-# Per run, inside the workspace: the build user's home (caches shared by the run's stages) and
-# its temporary directory (also mounted at /tmp, so fixed paths like /tmp/x are per run).
-SANDBOX_DIR = ".forgeline-sandbox"
+# Per run, a sibling of the checkout: `home` (the build user's HOME, tool caches shared by the
+# run's stages) and `tmp` (mounted at /tmp, so fixed paths like /tmp/x are per run). The
+# directory itself stays the worker's and is never mounted: a build cannot replace its entries.
+STATE_SUFFIX = ".sandbox"
 
 
 class SandboxUnavailable(RuntimeError):
     """bubblewrap, setpriv, socat or a writable cgroup hierarchy is missing on this host."""
+
+
+@dataclass(frozen=True)
+class RunDirectories:
+    """O_PATH descriptors of the run's home and temporary directory, to mount by descriptor (a
+    build cannot turn them into links to host paths between the check and the mount)."""
+
+    home_fd: int
+    tmp_fd: int
+
+    def close(self) -> None:
+        for fd in (self.home_fd, self.tmp_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def run_state_dir(root: Path) -> Path:
+    """Where the run whose checkout is `root` keeps its home and temporary directory."""
+    return root.with_name(root.name + STATE_SUFFIX)
+
+
+def run_home(root: Path) -> Path:
+    return run_state_dir(root) / "home"
+
+
+def remove_run_state(root: Path) -> None:
+    """The run's home and temporary directory, gone with its checkout (blocking)."""
+    shutil.rmtree(run_state_dir(root), ignore_errors=True)
 
 
 def workspace_usage(root: Path, limit: int) -> int:
@@ -32,6 +66,26 @@ def workspace_usage(root: Path, limit: int) -> int:
                 if total > limit:
                     return total
     return total
+
+
+def run_usage(root: Path, limit: int) -> int:
+    """Bytes the run's checkout, home and temporary directory take together."""
+    used = workspace_usage(root, limit)
+    if used > limit:
+        return used
+    return used + workspace_usage(run_state_dir(root), limit - used)
+
+
+async def watch_run_disk(
+    root: Path, limit: int, every: float, kill: Callable[[], None], over: asyncio.Event
+) -> None:
+    """Every `every` seconds until cancelled: past `limit`, `over` set and the stage killed."""
+    while True:
+        await asyncio.sleep(every)
+        if await asyncio.to_thread(run_usage, root, limit) > limit:
+            over.set()
+            await asyncio.to_thread(kill)
+            return
 
 
 def give_to_build_user(root: Path, uid: int, gid: int) -> None:
@@ -52,7 +106,9 @@ def _own_directory(parent_fd: int, name: str, uid: int, gid: int) -> int:
         with contextlib.suppress(FileExistsError):
             os.mkdir(name, mode=0o755, dir_fd=parent_fd)
         try:
-            fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+            fd = os.open(
+                name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd
+            )
         except OSError:  # a link or a file: not ours to follow
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 os.unlink(name, dir_fd=parent_fd)
@@ -63,35 +119,39 @@ def _own_directory(parent_fd: int, name: str, uid: int, gid: int) -> int:
             os.close(fd)
             raise
         return fd
-    raise SandboxUnavailable(f"cannot make {name} a directory of the workspace")
+    raise SandboxUnavailable(f"cannot make {name} a directory of the run")
 
 
-def prepare_workspace(root: Path, uid: int, gid: int) -> int:
-    """The run's home and temporary directory inside it, the whole of it the build user's, and
-    the temporary directory's descriptor to mount at /tmp (by descriptor: a build cannot turn
-    it into a link to a host path between this check and the mount).
-
-    On the first stage (a fresh checkout no build has touched yet) git is told to ignore them:
-    a pipeline checking for a clean tree must not see them."""
-    fresh = root.stat().st_uid != uid
-    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+def prepare_run_directories(root: Path, uid: int, gid: int) -> RunDirectories:
+    """The run's home and temporary directory (beside the checkout), the build user's."""
+    state = run_state_dir(root)
+    with contextlib.suppress(FileExistsError):
+        state.mkdir(mode=0o755)
+    state_fd = os.open(state, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        sandbox_fd = _own_directory(root_fd, SANDBOX_DIR, uid, gid)
+        home_fd = _own_directory(state_fd, "home", uid, gid)
         try:
-            os.close(_own_directory(sandbox_fd, "home", uid, gid))
-            tmp_fd = _own_directory(sandbox_fd, "tmp", uid, gid)
-        finally:
-            os.close(sandbox_fd)
+            tmp_fd = _own_directory(state_fd, "tmp", uid, gid)
+        except BaseException:
+            os.close(home_fd)
+            raise
     finally:
-        os.close(root_fd)
-    git = root / ".git"
-    if fresh and git.is_dir() and not git.is_symlink():
-        (git / "info").mkdir(exist_ok=True)
-        exclude = git / "info" / "exclude"
-        known = exclude.read_text() if exclude.is_file() else ""
-        if f"/{SANDBOX_DIR}/" not in known.splitlines():
-            with exclude.open("a") as handle:
-                lead = "" if not known or known.endswith("\n") else "\n"
-                handle.write(f"{lead}/{SANDBOX_DIR}/\n")
-    give_to_build_user(root, uid, gid)
-    return tmp_fd
+        os.close(state_fd)
+    return RunDirectories(home_fd=home_fd, tmp_fd=tmp_fd)
+
+
+def ensure_run_home(root: Path, uid: int, gid: int) -> Path:
+    """The run's home (a stage's `~`) on the host, ready and the build user's (blocking)."""
+    prepare_run_directories(root, uid, gid).close()
+    return run_home(root)
+
+
+def prepare_workspace(root: Path, uid: int, gid: int) -> RunDirectories:
+    """The run's home and temporary directory ready, and the whole checkout the build user's."""
+    dirs = prepare_run_directories(root, uid, gid)
+    try:
+        give_to_build_user(root, uid, gid)
+    except BaseException:
+        dirs.close()
+        raise
+    return dirs

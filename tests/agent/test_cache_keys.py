@@ -67,13 +67,13 @@ def _rows(proposal: PipelineProposal, pipeline_id: uuid.UUID) -> list[dict[str, 
 
 
 def _keys(proposal: PipelineProposal, repo: Path) -> set[str]:
-    """The exact cache key the runner computes for each cached stage, at its working directory."""
+    """The exact cache key the runner computes for each cached stage (key files named from the
+    repository's root, whatever the stage's working directory)."""
     keys = set()
     for row in _rows(proposal, uuid.uuid4()):
         cache = stage_cache(row)
         assert cache is not None
-        workdir = repo / (row.get("working_directory") or ".")
-        keys.add(cache_key(cache, workdir, repo))
+        keys.add(cache_key(cache, repo))
     return keys
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from infra.runners import StageProcess
 from infra.runners.sandbox_runner import SandboxRunner
+from infra.runners.sandbox_workspace import run_state_dir
 from tests.runs.helpers import Collected
 from tests.runs.hostile import (
     MARKER,
@@ -34,7 +35,7 @@ async def test_environment_is_built_from_scratch(sandbox: SandboxRunner, tmp_pat
     env = dict(line.split("=", 1) for line in out.text.splitlines() if "=" in line)
     assert MARKER not in out.text
     assert env["MINE"] == "1"
-    assert env["HOME"].startswith("/workspace/") and env["TMPDIR"] == "/tmp"
+    assert env["HOME"] == "/home/build" and env["TMPDIR"] == "/tmp"
     assert ".venv" not in env["PATH"] and sys.prefix not in env["PATH"]
     assert not {k for k in env if "PROXY" in k.upper()}, "no proxy without network"
 
@@ -93,19 +94,19 @@ def test_an_artifact_swapped_for_a_symlink_after_collection_is_not_uploaded(
     assert MARKER.encode() not in stored
 
 
-@pytest.mark.parametrize("planted", [".forgeline-sandbox/tmp", ".forgeline-sandbox"])
+@pytest.mark.parametrize("planted", ["tmp", "home"])
 async def test_a_link_planted_for_the_next_stage_does_not_mount_a_host_path(
     sandbox: SandboxRunner, tmp_path: Path, planted: str
 ) -> None:
-    """A stage turns the run's temporary directory (or its parent) into a link to a host path;
-    the next stage's /tmp is still a directory of the workspace, and the host path is
-    untouched."""
+    """The run's temporary directory (or home) beside the checkout is found a link to a host
+    path; the next stage's /tmp and home are still directories of the run's, and the host path
+    is untouched."""
     host_dir = tmp_path / "host-dir"
     host_dir.mkdir()
     (host_dir / "secret").write_text(MARKER)
-    first = hostile(sandbox, tmp_path, f"rm -rf /workspace/{planted}; echo planted")
+    first = hostile(sandbox, tmp_path, "echo first")
     await sandbox.run(first, Collected())
-    link = first.workspace / planted
+    link = run_state_dir(first.workspace) / planted
     link.parent.mkdir(parents=True, exist_ok=True)
     if link.exists() or link.is_symlink():
         import shutil as _shutil
@@ -115,7 +116,7 @@ async def test_a_link_planted_for_the_next_stage_does_not_mount_a_host_path(
     out = Collected()
     second = StageProcess(
         name=f"fl-{uuid.uuid4().hex[:12]}-hostile-2",
-        script="cat /tmp/secret 2>&1; echo written > /tmp/dropped; ls /tmp",
+        script="cat /tmp/secret ~/secret 2>&1; echo written > /tmp/dropped; ls /tmp ~",
         workspace=first.workspace,
         root=first.root,
         timeout_seconds=30,
@@ -124,7 +125,7 @@ async def test_a_link_planted_for_the_next_stage_does_not_mount_a_host_path(
     assert result.exit_code == 0, out.text
     assert MARKER not in out.text
     assert sorted(p.name for p in host_dir.iterdir()) == ["secret"]
-    assert (first.workspace / ".forgeline-sandbox" / "tmp" / "dropped").is_file()
+    assert (run_state_dir(first.workspace) / "tmp" / "dropped").is_file()
 
 
 async def test_the_sandbox_directory_does_not_dirty_a_checkout(
@@ -148,4 +149,5 @@ async def test_the_sandbox_directory_does_not_dirty_a_checkout(
 
     files, _ = artifacts.collect(root, ["**"])
     names = [f.name for f in files]
-    assert "app.txt" in names and not [n for n in names if "forgeline-sandbox" in n]
+    assert [n for n in names if not n.startswith(".git/")] == ["app.txt"], names
+    assert sorted(p.name for p in root.iterdir()) == [".git", "app.txt"]

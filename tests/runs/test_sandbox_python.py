@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from infra.runners import StageProcess
-from infra.runners.python_stages import VENVS, stage_base
+from infra.runners.python_stages import host_stage_dir, stage_base
 from infra.runners.python_toolchain import choose_python, discover_pythons, requested_python
 from infra.runners.sandbox_runner import SandboxRunner
-from infra.runners.sandbox_workspace import SANDBOX_DIR
 from tests.runs.helpers import Collected
 from tests.runs.python_index import PackageIndex, closure, package_index, repack, tiny_wheel
 from tests.runs.sandbox import sandbox_runner
@@ -89,7 +88,7 @@ async def test_pip_installs_from_the_index_and_pytest_passes(
     assert f"pip={venv}/bin/pip" in out.text
     # Through the proxy to the namespace's index; the venv is gone with its stage.
     assert "/simple/tiny/" in index.hits.read_text()
-    assert not (root / SANDBOX_DIR / VENVS / process.name).exists()
+    assert not (host_stage_dir(root, process.name)).exists()
 
 
 async def test_the_workers_venv_is_not_reachable_and_writes_outside_fail(
@@ -113,7 +112,7 @@ async def test_the_workers_venv_is_not_reachable_and_writes_outside_fail(
     lines = dict(line.split("=", 1) for line in out.text.splitlines() if "=" in line)
     assert worker_prefix not in lines["path"]
     assert lines["path"].split(":")[0].endswith("/venv/bin")
-    assert lines["prefix"].startswith(f"/workspace/{SANDBOX_DIR}/{VENVS}/")
+    assert lines["prefix"].startswith("/home/build/.cache/forgeline/venvs/")
     assert lines["base"] != worker_prefix
     for refused in ("worker-venv-visible", "wrote-base", "wrote-usr", "wrote-opt"):
         assert refused not in out.text, out.text

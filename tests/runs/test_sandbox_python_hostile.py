@@ -5,6 +5,7 @@ virtualenv of a crashed process is not reused, and a stage stopped mid-way leave
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import uuid
 from collections.abc import AsyncIterator
@@ -13,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from infra.runners import StageProcess
-from infra.runners.python_stages import VENVS, setup_script, stage_base
+from infra.runners.python_stages import VENVS, host_stage_dir, setup_script, stage_base
 from infra.runners.python_toolchain import PythonInstall
 from infra.runners.sandbox_runner import SandboxRunner
-from infra.runners.sandbox_workspace import SANDBOX_DIR
+from infra.runners.sandbox_workspace import run_home
 from tests.runs.helpers import Collected
 from tests.runs.sandbox import sandbox_runner
 
@@ -50,7 +51,7 @@ async def test_a_link_left_where_the_venvs_live_is_not_followed_by_the_clean_up(
     victim = tmp_path / "victim"
     (victim / process.name).mkdir(parents=True)
     (victim / process.name / "keep").write_text("host data")
-    venvs = f"/workspace/{SANDBOX_DIR}/{VENVS}"
+    venvs = "/home/build/" + "/".join(VENVS)
     script = f"rm -rf {venvs} && ln -s {victim} {venvs} && echo swapped"
     process = StageProcess(**{**process.__dict__, "script": script})
     out = Collected()
@@ -70,16 +71,19 @@ async def test_a_crashed_processs_half_made_venv_is_not_reused(
         "python -c 'import sys; print(sys.prefix)'"
     )
     process = StageProcess(**{**process.__dict__, "script": script})
-    leftover = root / SANDBOX_DIR / VENVS / process.name / "venv"
+    leftover = host_stage_dir(root, process.name) / "venv"
     (leftover / "lib").mkdir(parents=True)
     (leftover / "lib" / "leftover").write_text("from a crashed worker")
     (leftover / "pyvenv.cfg").write_text("home = /nonexistent\n")
+    # As the crashed stage (the build user) left it.
+    for path in [run_home(root), *run_home(root).rglob("*")]:
+        os.lchown(path, runner.config.uid, runner.config.gid)
     out = Collected()
     outcome = await runner.run(process, out)
     assert outcome.exit_code == 0, out.text
     assert "clean" in out.text and "reused" not in out.text
     assert f"{stage_base(process.name)}/venv" in out.text
-    assert not (root / SANDBOX_DIR / VENVS / process.name).exists()
+    assert not (host_stage_dir(root, process.name)).exists()
 
 
 async def test_a_stage_stopped_mid_way_leaves_no_venv(
@@ -91,7 +95,7 @@ async def test_a_stage_stopped_mid_way_leaves_no_venv(
     outcome = await runner.run(process, out)
     assert outcome.timed_out, out.text
     assert "started" in out.text
-    assert not (root / SANDBOX_DIR / VENVS / process.name).exists()
+    assert not (host_stage_dir(root, process.name)).exists()
 
 
 @pytest.mark.parametrize(

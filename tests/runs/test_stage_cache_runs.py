@@ -134,7 +134,7 @@ def test_concurrent_saves_of_one_key_leave_one_whole_entry(tmp_path: Path) -> No
         (ws / "deps").mkdir(parents=True)
         (ws / "deps" / "blob").write_bytes(bytes([i]) * 200_000)
         workspaces.append(ws)
-    key = stage_cache.cache_key(cache, workspaces[0], workspaces[0])
+    key = stage_cache.cache_key(cache, workspaces[0])
     with ThreadPoolExecutor(4) as pool:
         sizes = list(pool.map(lambda ws: stage_cache.save(store, cache, key, ws, ws), workspaces))
     assert sizes == [200_000] * 4
