@@ -113,6 +113,9 @@ PATTERNS: tuple[FailurePattern, ...] = (
         r"ERROR: Package '[^']{1,200}' requires a different Python",
         r"The current project's supported Python range",
         r"pre-commit version \S{1,50} (?:is|was) (?:less|older) than|minimum_pre_commit_version",
+        # A Node older than the repository's tools need (a builtin or flag it does not know).
+        r"ERR_UNKNOWN_BUILTIN_MODULE",
+        r"is not allowed in NODE_OPTIONS|node: bad option: --",
     ),
     _rule(
         CONFIG,
@@ -132,6 +135,11 @@ PATTERNS: tuple[FailurePattern, ...] = (
         r"JavaScript heap out of memory",
         r"\bOut of memory\b|\bout of memory\b|Cannot allocate memory|\bENOMEM\b",
         r"^Killed$",
+    ),
+    _rule(
+        INFRA,
+        "the build environment refuses shared-memory semaphores (no writable /dev/shm)",
+        r"_multiprocessing\.SemLock\(|SemLock\.__init__\(",
     ),
     _rule(
         INFRA,

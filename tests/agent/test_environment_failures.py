@@ -17,6 +17,11 @@ Traceback (most recent call last):
 AttributeError: 'NoxfileOptions' object has no attribute 'needs_version'
 """
 PNPM_ENGINE = " ERR_PNPM_UNSUPPORTED_ENGINE  Unsupported environment (bad pnpm and/or Node.js)\n"
+NODE_BUILTIN = "  code: 'ERR_UNKNOWN_BUILTIN_MODULE'\n}\nNode.js v20.20.2\n"
+NODE_FLAG = "/usr/bin/node: --experimental-strip-types is not allowed in NODE_OPTIONS\n"
+SEMLOCK = """    sl = self._semlock = _multiprocessing.SemLock(
+PermissionError: [Errno 13] Permission denied
+"""
 PIP_PYTHON = "ERROR: Package 'demo' requires a different Python: 3.8.10 not in '>=3.10'\n"
 POSTGRES = (
     (
@@ -40,7 +45,7 @@ def _class(log: str, exit_code: int = 1) -> tuple[FailureClass, str]:
 
 
 def test_a_tool_release_the_configuration_does_not_fit_is_config() -> None:
-    for log in (NOX, PNPM_ENGINE, PIP_PYTHON):
+    for log in (NOX, PNPM_ENGINE, PIP_PYTHON, NODE_BUILTIN, NODE_FLAG):
         failure_class, cause = _class(log)
         assert failure_class == FailureClass.CONFIG, log
         assert "version" in cause
@@ -51,6 +56,12 @@ def test_a_missing_local_service_is_config_with_that_cause() -> None:
         failure_class, cause = _class(log)
         assert failure_class == FailureClass.CONFIG, log
         assert "service" in cause
+
+
+def test_a_sandbox_without_shared_memory_is_infrastructure() -> None:
+    failure_class, cause = _class(SEMLOCK)
+    assert failure_class == FailureClass.INFRASTRUCTURE
+    assert "/dev/shm" in cause
 
 
 def test_a_real_test_failure_stays_the_code() -> None:
