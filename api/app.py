@@ -39,6 +39,7 @@ from api.notifications.limits import install_limit_announcements
 from api.operations import endpoints as operations_endpoints
 from api.pipelines import endpoints as pipelines_endpoints
 from api.projects import endpoints as projects_endpoints
+from api.route_index import install_route_index
 from api.runs import endpoints as runs_endpoints
 from api.temporal import TemporalConnection
 from core.accounts.rate_limit import ApiKeyRateLimiter, LastUsedThrottle
@@ -168,4 +169,6 @@ def create_app(
     # The web console: HTML pages at / (no /v1 prefix) and its static files at /static.
     install_console(app)
     install_problem_openapi(app)
+    # Last: the index is built from the finished route table (and rebuilt if it changes).
+    install_route_index(app)
     return app
