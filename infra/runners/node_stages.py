@@ -83,6 +83,8 @@ def setup_script(toolchain: NodeToolchain, name: str, script: str) -> str:
         '  } > "$fl_node/bin/corepack" && chmod 755 "$fl_node/bin/corepack" || exit 125\n'
         "fi\n"
         f'export PATH="$fl_node/bin:"{q(toolchain.bin_dir)}":$PATH" NPM_CONFIG_PREFIX="$fl_node"\n'
+        # Node's own fetch (corepack 0.35+, undici) takes the egress proxy only when told to.
+        '[ -n "${HTTPS_PROXY:-}" ] && export NODE_USE_ENV_PROXY="${NODE_USE_ENV_PROXY:-1}"\n'
         "unset fl_node\n"
         f"exec /bin/sh -c {q(script)}\n"
     )
