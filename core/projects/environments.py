@@ -143,8 +143,11 @@ async def list_environments(
 async def _require_environment(
     session: AsyncSession, principal: Principal, environment_id: uuid.UUID
 ) -> Environment:
+    """The environment a change is about, its row locked until the change commits."""
     return found(
-        await queries.get_environment(session, principal.organization_id, environment_id),
+        await queries.get_environment(
+            session, principal.organization_id, environment_id, for_update=True
+        ),
         "environment",
     )
 

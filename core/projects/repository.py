@@ -197,13 +197,21 @@ async def list_environments(
 
 
 async def get_environment(
-    session: AsyncSession, organization_id: uuid.UUID, environment_id: uuid.UUID
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    environment_id: uuid.UUID,
+    *,
+    for_update: bool = False,
 ) -> Environment | None:
     stmt = (
         select(Environment)
         .join(Project, Project.id == Environment.project_id)
         .where(Environment.id == environment_id, Project.organization_id == organization_id)
     )
+    if for_update:
+        # The environment's row only: two deletes (or an update and a delete) at once queue
+        # here, and the second finds nothing left instead of reporting a delete it did not do.
+        stmt = stmt.with_for_update(of=Environment)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 

@@ -11,7 +11,6 @@ import base64
 import contextlib
 import fcntl
 import hashlib
-import json
 import platform
 import re
 import shutil
@@ -29,11 +28,15 @@ from typing import Any
 
 import nodesemver  # type: ignore[import-untyped]
 
+from forgeline.safe_parsing import load_json, read_document
+
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
 NODE_TOOLCHAINS = "node-toolchains"  # under the runner's state directory
 HOST_NODE = Path("/usr/bin/node")
 HTTP_SECONDS = 60.0
 PACKUMENT_TTL_SECONDS = 600.0
+# The full packument of a package with hundreds of releases runs to tens of megabytes.
+PACKUMENT_MAX_BYTES = 64 * 1024 * 1024
 _ARCH = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}
 _ARCH.update(ppc64le="ppc64le", s390x="s390x")
 # The npm major a Node release line ships (npm 10 up to Node 23, 11 for 24 and 25); a newer
@@ -226,7 +229,10 @@ class NodeToolchains:
         )
         try:
             with urllib.request.urlopen(request, timeout=HTTP_SECONDS) as response:  # noqa: S310
-                document = json.loads(response.read())
+                body = response.read(PACKUMENT_MAX_BYTES + 1)
+            document = load_json(
+                body.decode("utf-8", errors="replace"), max_bytes=PACKUMENT_MAX_BYTES
+            )
         except urllib.error.HTTPError as exc:
             raise NodeToolchainError(
                 f"the registry {self.registry} answered HTTP {exc.code} for {name}"
@@ -370,8 +376,8 @@ class NodeToolchains:
 def _bins(name: str, package: Path) -> dict[str, str]:
     """The commands a Node.js release links in its bin/: npm and npx, and corepack."""
     try:
-        declared = json.loads((package / "package.json").read_text()).get("bin") or {}
-    except (OSError, ValueError):
+        declared = load_json(read_document(package / "package.json", "JSON")).get("bin") or {}
+    except (OSError, ValueError, AttributeError):
         declared = {}
     wanted = ("npm", "npx") if name == "npm" else (name,)
     found = {}
