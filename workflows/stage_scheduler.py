@@ -6,8 +6,9 @@ what to do and carries each step out as an activity.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from forgeline.statuses.runs import PreviousStageRule, RunStatus, StageStatus
 from workflows.runs_models import ReusableStage, StageResult, StageSpec
@@ -16,7 +17,18 @@ from workflows.runs_models import ReusableStage, StageResult, StageSpec
 BROKEN_STATUSES = frozenset({StageStatus.FAILED, StageStatus.TIMED_OUT, StageStatus.CANCELLED})
 
 
-def stage_dependencies(stages: list[StageSpec]) -> dict[str, set[str]]:
+class StageOrder(Protocol):
+    """What the dependency rule reads of a stage (a run's StageSpec, the console's graph shape)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def depends_on(self) -> Sequence[str]: ...
+
+
+def stage_dependencies(stages: Sequence[StageOrder]) -> dict[str, set[str]]:
     """Explicit depends_on wins; otherwise a stage waits for every stage earlier in `order`."""
     names = {s.name for s in stages}
     deps: dict[str, set[str]] = {}

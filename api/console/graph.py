@@ -1,13 +1,16 @@
 """The stage graph of a pipeline or a run, laid out on the server for an inline SVG: stages are
 nodes in columns by dependency depth, edges join a stage to the stages it needs.
 
-The dependency rule is the run scheduler's: explicit `depends_on` wins, otherwise a stage needs
-every stage at an earlier position. Only direct edges are drawn (a transitive reduction)."""
+The dependency rule is the run scheduler's (`workflows.stage_scheduler.stage_dependencies`):
+explicit `depends_on` wins, otherwise a stage needs every stage at an earlier position. Only
+direct edges are drawn (a transitive reduction)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from workflows.stage_scheduler import stage_dependencies
 
 NODE_W = 168
 NODE_H = 52
@@ -48,17 +51,6 @@ class Graph:
     edges: list[Edge] = field(default_factory=list)
     width: int = 0
     height: int = 0
-
-
-def dependencies(stages: Sequence[StageShape]) -> dict[str, set[str]]:
-    names = {s.name for s in stages}
-    deps: dict[str, set[str]] = {}
-    for stage in stages:
-        if stage.depends_on:
-            deps[stage.name] = {d for d in stage.depends_on if d in names and d != stage.name}
-        else:
-            deps[stage.name] = {s.name for s in stages if s.position < stage.position}
-    return deps
 
 
 def _reachable(deps: Mapping[str, set[str]], start: str) -> set[str]:
@@ -120,7 +112,7 @@ def layout(
     status = status or {}
     durations = durations or {}
     ordered = sorted(stages, key=lambda s: (s.position, s.name))
-    deps = _direct(dependencies(ordered))
+    deps = _direct(stage_dependencies(ordered))
     depth = _depths([s.name for s in ordered], deps)
     rows: dict[int, int] = {}
     place: dict[str, tuple[int, int]] = {}
