@@ -15,9 +15,10 @@ import asyncpg
 
 from core.runs.stage_records import (
     EARLIER_ATTEMPTS,
-    NEVER_OPENED_ERROR,
     ClosedAttempt,
-    log_chunk_id,
+    failure_args,
+    final_chunk_args,
+    run_opening,
     stage_execution_id,
 )
 
@@ -81,30 +82,16 @@ async def open_and_close_attempt(
     ID, or None when the run does not exist (its foreign key says so)."""
     if closed.artifacts:
         raise ValueError("an attempt with artifacts is opened before it is closed")
-    exec_id = stage_execution_id(run_id, stage_name, attempt)
-    chunk: tuple[uuid.UUID | None, int | None, int | None, int | None, str | None] = (
-        None,
-        None,
-        None,
-        None,
-        None,
-    )
-    if closed.final_chunk is not None:
-        seq, first_line, line_count, content = closed.final_chunk
-        chunk = (log_chunk_id(exec_id, seq), seq, first_line, line_count, content)
-    failure = closed.failure
-    try:
-        await conn.execute(
-            _OPEN_AND_CLOSE,
-            uuid.UUID(run_id),
-            stage_name,
-            attempt,
-            exec_id,
-            uuid.UUID(stage_id) if stage_id else None,
-            runner,
-            container_name,
-            [stage_execution_id(run_id, stage_name, n) for n in range(1, attempt)],
-            NEVER_OPENED_ERROR,
+    return await run_opening(
+        conn,
+        _OPEN_AND_CLOSE,
+        run_id=run_id,
+        stage_name=stage_name,
+        attempt=attempt,
+        stage_id=stage_id,
+        runner=runner,
+        container_name=container_name,
+        more=(
             closed.status,
             closed.exit_code,
             closed.duration_ms,
@@ -114,13 +101,7 @@ async def open_and_close_attempt(
             closed.log_tail,
             closed.error,
             closed.warnings,
-            failure.failure_class if failure else None,
-            failure.cause if failure else None,
-            failure.evidence if failure else [],
-            *chunk,
-        )
-    except asyncpg.ForeignKeyViolationError as exc:
-        if "run_id" in (exc.constraint_name or ""):
-            return None
-        raise
-    return exec_id
+            *failure_args(closed),
+            *final_chunk_args(stage_execution_id(run_id, stage_name, attempt), closed),
+        ),
+    )

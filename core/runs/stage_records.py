@@ -200,6 +200,61 @@ class ClosedAttempt:
     failure: FailureClassification | None = None
 
 
+async def run_opening(
+    conn: asyncpg.Connection,
+    statement: str,
+    *,
+    run_id: str,
+    stage_name: str,
+    attempt: int,
+    stage_id: str | None,
+    runner: str,
+    container_name: str,
+    more: tuple[Any, ...] = (),
+) -> uuid.UUID | None:
+    """Run a statement that opens an attempt: its $1-$9 are the run, stage, attempt, execution
+    ID, stage ID, runner, container name, the earlier attempts' IDs and the never-opened error,
+    then `more`. The execution's ID, or None when the run does not exist: the foreign key says
+    so, without reading `pipeline_runs` (a build host's role may not)."""
+    exec_id = stage_execution_id(run_id, stage_name, attempt)
+    try:
+        await conn.execute(
+            statement,
+            uuid.UUID(run_id),
+            stage_name,
+            attempt,
+            exec_id,
+            uuid.UUID(stage_id) if stage_id else None,
+            runner,
+            container_name,
+            [stage_execution_id(run_id, stage_name, n) for n in range(1, attempt)],
+            NEVER_OPENED_ERROR,
+            *more,
+        )
+    except asyncpg.ForeignKeyViolationError as exc:
+        if "run_id" in (exc.constraint_name or ""):
+            return None
+        raise
+    return exec_id
+
+
+def final_chunk_args(execution_id: uuid.UUID, closed: ClosedAttempt) -> tuple[Any, ...]:
+    """The closing statements' last lines: chunk ID, seq, first line, line count, content (all
+    None when there are none)."""
+    if closed.final_chunk is None:
+        return (None, None, None, None, None)
+    seq, first_line, line_count, content = closed.final_chunk
+    return (log_chunk_id(execution_id, seq), seq, first_line, line_count, content)
+
+
+def failure_args(closed: ClosedAttempt) -> tuple[Any, ...]:
+    """The closing statements' failure class, cause and evidence."""
+    failure = closed.failure
+    if failure is None:
+        return (None, None, [])
+    return (failure.failure_class, failure.cause, failure.evidence)
+
+
 async def open_attempt(
     conn: asyncpg.Connection,
     *,
@@ -212,27 +267,18 @@ async def open_attempt(
 ) -> OpenedAttempt | None:
     """Close attempts a dead worker left `running`, record the earlier attempts that never opened,
     and upsert this one as `running` (a replayed attempt starts its log at line 0 again). None
-    when the run does not exist: the foreign key says so, without reading `pipeline_runs` (a
-    build host's role may not)."""
-    exec_id = stage_execution_id(run_id, stage_name, attempt)
-    try:
-        await conn.fetchval(
-            _OPEN_ATTEMPT,
-            uuid.UUID(run_id),
-            stage_name,
-            attempt,
-            exec_id,
-            uuid.UUID(stage_id) if stage_id else None,
-            runner,
-            container_name,
-            [stage_execution_id(run_id, stage_name, n) for n in range(1, attempt)],
-            NEVER_OPENED_ERROR,
-        )
-    except asyncpg.ForeignKeyViolationError as exc:
-        if "run_id" in (exc.constraint_name or ""):
-            return None
-        raise
-    return OpenedAttempt(execution_id=exec_id)
+    when the run does not exist."""
+    exec_id = await run_opening(
+        conn,
+        _OPEN_ATTEMPT,
+        run_id=run_id,
+        stage_name=stage_name,
+        attempt=attempt,
+        stage_id=stage_id,
+        runner=runner,
+        container_name=container_name,
+    )
+    return OpenedAttempt(execution_id=exec_id) if exec_id is not None else None
 
 
 async def store_log_chunk(
@@ -266,10 +312,6 @@ async def close_attempt(
 ) -> None:
     """The attempt's final row with its last log lines (or, when the whole log moved to the
     object store, without its chunks) and its artifacts, in one transaction."""
-    chunk_args: tuple[Any, ...] = (None, None, None, None, None)
-    if closed.final_chunk is not None:
-        seq, first_line, line_count, content = closed.final_chunk
-        chunk_args = (log_chunk_id(execution_id, seq), seq, first_line, line_count, content)
     args = (
         execution_id,
         closed.status,
@@ -281,12 +323,10 @@ async def close_attempt(
         closed.log_tail,
         closed.error,
         attempt,
-        *chunk_args,
+        *final_chunk_args(execution_id, closed),
         closed.log_object_key is not None,
         closed.warnings,
-        closed.failure.failure_class if closed.failure else None,
-        closed.failure.cause if closed.failure else None,
-        closed.failure.evidence if closed.failure else [],
+        *failure_args(closed),
     )
     if not closed.artifacts:
         await conn.execute(_CLOSE_ATTEMPT, *args)
