@@ -7,7 +7,7 @@ from pathlib import Path
 
 from core.agent.ci_configs import ci_lines
 from core.agent.declared import apply_declared
-from core.agent.detectors import detect_app
+from core.agent.detectors import JS_LOCKFILES, detect_app
 from core.agent.detectors.node import NodeDetector
 from core.agent.js_workspaces import detect_workspace
 from core.agent.repo_files import APP_CONTAINER_DIRS, RepoFiles
@@ -16,14 +16,6 @@ from core.agent.workspace_projects import JS_LANGUAGES, workspace_projects
 from workflows.agent_models import AppDetection, RepoAnalysis
 
 NODE = NodeDetector()
-JS_LOCKFILES = (
-    "package-lock.json",
-    "npm-shrinkwrap.json",
-    "yarn.lock",
-    "pnpm-lock.yaml",
-    "bun.lockb",
-    "bun.lock",
-)
 MANIFESTS = (
     "package.json",
     "pyproject.toml",

@@ -33,13 +33,17 @@ DETECTORS: tuple[Detector, ...] = (
     DockerfileDetector(),
 )
 
-LOCKFILE_NAMES = (
+# The JavaScript package managers' lockfiles (a workspace root's too), then every other's.
+JS_LOCKFILES = (
     "package-lock.json",
     "npm-shrinkwrap.json",
     "yarn.lock",
     "pnpm-lock.yaml",
     "bun.lockb",
     "bun.lock",
+)
+LOCKFILE_NAMES = (
+    *JS_LOCKFILES,
     "poetry.lock",
     "uv.lock",
     "requirements.txt",
