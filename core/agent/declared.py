@@ -23,6 +23,7 @@ from core.agent.python_requirements import (
     python_dependencies,
     requirement_name,
 )
+from core.agent.python_tool_pins import tool_requirement
 from core.agent.repo_files import RepoFiles, join
 from workflows.agent_models import AppDetection
 
@@ -113,7 +114,7 @@ STDLIB_MODULES = ("unittest", "compileall", "doctest", "venv", "pip", "json.tool
 
 
 def _fit_python(
-    segment: str, words: list[str], app: AppDetection, installed: set[str]
+    segment: str, words: list[str], app: AppDetection, installed: set[str], files: RepoFiles
 ) -> str | None:
     """Python commands run through the app's environment; a tool the install does not bring
     is installed first with pip, or refused where the environment is managed (Poetry, uv)."""
@@ -133,7 +134,7 @@ def _fit_python(
     if re.sub(r"[-_.]+", "-", tool).lower() in installed:
         return prefix + segment
     if app.package_manager == "pip":
-        return f"pip install {tool} && {segment}"
+        return f"pip install {tool_requirement(tool, files, app.path or '.')} && {segment}"
     return None
 
 
@@ -164,7 +165,7 @@ def fit(command: str, app: AppDetection, files: RepoFiles) -> str | None:
         elif app.language in JS:
             fitted = _fit_node(segment, words, app, pkg)
         elif app.language == "python":
-            fitted = _fit_python(segment, words, app, installed)
+            fitted = _fit_python(segment, words, app, installed, files)
         else:
             tools = ECOSYSTEM_TOOLS.get(app.language, ())
             ok = any(words[0] == t or (t.endswith("/") and words[0].startswith(t)) for t in tools)

@@ -17,6 +17,7 @@ from typing import Any
 
 from core.agent.images import COREPACK_ENABLE
 from core.agent.precommit_tools import calls_pre_commit, configured_linters, hooks_unreachable
+from core.agent.python_repairs import nox_release
 from core.agent.repo_files import RepoFiles
 
 _MODULE = re.compile(r"ModuleNotFoundError: No module named '([A-Za-z_][\w.]{0,200})'")
@@ -188,6 +189,12 @@ def _pre_commit_hosts(stage: dict[str, Any], text: str, root: Path) -> Repair | 
     )
 
 
+def _nox_release(stage: dict[str, Any], text: str, root: Path) -> Repair | None:
+    commands = [str(c) for c in stage.get("commands") or []]
+    found = nox_release(commands, text, _workdir(stage, root))
+    return Repair(_with(stage, commands=found[0]), found[1]) if found else None
+
+
 def apply_repair(stages: list[dict[str, Any]], index: int, repair: Repair) -> None:
     """The repaired stage in place, and its shared variables in every other stage that calls
     the same tool (they would each fail the same way on the rerun)."""
@@ -206,6 +213,7 @@ def apply_repair(stages: list[dict[str, Any]], index: int, repair: Repair) -> No
 RULES: tuple[Rule, ...] = (
     _registry_signatures,
     _pre_commit_hosts,
+    _nox_release,
     _package_manager,
     _npm_ci_without_lock,
     _missing_script,
