@@ -4,6 +4,7 @@ the directory it serves, and conventional test entry points (runtests.py, script
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core.agent.ci_configs import TARGETS, CommandKind, kind_of
@@ -53,32 +54,52 @@ class LocalTarget:
     runs: tuple[str, ...]
 
 
-def make_targets(files: RepoFiles, base: str) -> dict[CommandKind, LocalTarget]:
-    """Per kind the Makefile's conventional target."""
-    found: dict[CommandKind, LocalTarget] = {}
-    for name in ("Makefile", "makefile", "GNUmakefile"):
+MAKEFILES = ("Makefile", "makefile", "GNUmakefile")
+JUSTFILES = ("justfile", "Justfile", ".justfile")
+
+
+def _first_recipes(
+    files: RepoFiles, base: str, names: tuple[str, ...], pattern: re.Pattern[str], *, make: bool
+) -> tuple[str, dict[str, Recipe]]:
+    """The first of `names` the directory has, and its recipes ("" and none without one)."""
+    for name in names:
         text = files.text(join(base, name))
-        if text is None:
-            continue
-        recipes = _recipes(text, _MAKE_TARGET, make=True)
-        for kind, targets in TARGETS.items():
-            for target in targets:
-                recipe = recipes.get(target)
-                body = _expanded(recipe, recipes) if recipe else ""
-                if recipe and body.strip() and not _NEEDS_HOST.search(body):
-                    runs = tuple(line for line in body.splitlines() if line.strip())
-                    found[kind] = LocalTarget(f"make {target}", join(base, name), runs)
-                    break
-        break
+        if text is not None:
+            return join(base, name), _recipes(text, pattern, make)
+    return "", {}
+
+
+def _per_kind(
+    recipes: dict[str, Recipe], take: Callable[[Recipe], LocalTarget | None]
+) -> dict[CommandKind, LocalTarget]:
+    """Per kind the first of its conventional targets that `take` accepts."""
+    found: dict[CommandKind, LocalTarget] = {}
+    for kind, targets in TARGETS.items():
+        for target in targets:
+            recipe = recipes.get(target)
+            chosen = take(recipe) if recipe is not None else None
+            if chosen is not None:
+                found[kind] = chosen
+                break
     return found
 
 
+def make_targets(files: RepoFiles, base: str) -> dict[CommandKind, LocalTarget]:
+    """Per kind the Makefile's conventional target."""
+    source, recipes = _first_recipes(files, base, MAKEFILES, _MAKE_TARGET, make=True)
+
+    def take(recipe: Recipe) -> LocalTarget | None:
+        body = _expanded(recipe, recipes)
+        if not body.strip() or _NEEDS_HOST.search(body):
+            return None
+        runs = tuple(line for line in body.splitlines() if line.strip())
+        return LocalTarget(f"make {recipe.name}", source, runs)
+
+    return _per_kind(recipes, take)
+
+
 def has_make_target(files: RepoFiles, base: str, target: str) -> bool:
-    for name in ("Makefile", "makefile", "GNUmakefile"):
-        text = files.text(join(base, name))
-        if text is not None:
-            return target in _recipes(text, _MAKE_TARGET, make=True)
-    return False
+    return target in _first_recipes(files, base, MAKEFILES, _MAKE_TARGET, make=True)[1]
 
 
 def _expanded(recipe: Recipe, recipes: dict[str, Recipe], depth: int = 0) -> str:
@@ -91,24 +112,17 @@ def _expanded(recipe: Recipe, recipes: dict[str, Recipe], depth: int = 0) -> str
 
 def just_recipes(files: RepoFiles, base: str) -> dict[CommandKind, LocalTarget]:
     """The body of a justfile recipe, inlined (CI images do not ship `just`)."""
-    found: dict[CommandKind, LocalTarget] = {}
-    for name in ("justfile", "Justfile", ".justfile"):
-        text = files.text(join(base, name))
-        if text is None:
-            continue
-        recipes = _recipes(text, _JUST_RECIPE, make=False)
-        for kind, targets in TARGETS.items():
-            for target in targets:
-                recipe = recipes.get(target)
-                if recipe is None or not recipe.lines or len(recipe.lines) > MAX_RECIPE_LINES:
-                    continue
-                body = " && ".join(recipe.lines)
-                if recipe.prerequisites or "{{" in body or _NEEDS_HOST.search(body):
-                    continue
-                found[kind] = LocalTarget(body, join(base, name), tuple(recipe.lines))
-                break
-        break
-    return found
+    source, recipes = _first_recipes(files, base, JUSTFILES, _JUST_RECIPE, make=False)
+
+    def take(recipe: Recipe) -> LocalTarget | None:
+        if not recipe.lines or len(recipe.lines) > MAX_RECIPE_LINES:
+            return None
+        body = " && ".join(recipe.lines)
+        if recipe.prerequisites or "{{" in body or _NEEDS_HOST.search(body):
+            return None
+        return LocalTarget(body, source, tuple(recipe.lines))
+
+    return _per_kind(recipes, take)
 
 
 def entry_point_test(files: RepoFiles, base: str) -> tuple[str, str] | None:
