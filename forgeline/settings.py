@@ -237,6 +237,8 @@ class Settings(BaseSettings):
     # Sandboxes a build host starts ahead of its stages (each serves one stage, then is torn
     # down); 0 starts each sandbox when its stage asks.
     build_sandbox_pool: int = Field(default=2, ge=0, le=64)
+    # How many may wait when stages keep finding none waiting (back down when the host idles).
+    build_sandbox_pool_max: int = Field(default=6, ge=0, le=64)
     docker_host: str | None = Field(default=None, validation_alias=_env("DOCKER_HOST"))
     # Docker deployments are served by a reverse proxy (Caddy, configured through its admin API)
     # at <environment>.<project>.<apps_domain> on proxy_http_port. proxy_network: a Docker

@@ -129,6 +129,8 @@ DESCRIPTIONS: dict[str, str] = {
     "downloaded from (node-linux-<arch>, npm, corepack); unset = registry.npmjs.org",
     "build_sandbox_pool": "sandboxes a build host starts ahead of its stages (each serves one "
     "stage, then is torn down); 0 starts each with its stage",
+    "build_sandbox_pool_max": "how many sandboxes may wait when stages keep finding none "
+    "waiting (one more per such stage; back to build_sandbox_pool after 30 s without a stage)",
     "docker_host": "Docker engine for builds and deployments",
     "allow_local_repositories": "accept local paths as repositories (`make run` enables it)",
     "local_repository_roots": "roots of local repositories and `source_dir`s (JSON list); each "

@@ -49,6 +49,7 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
         egress_allow=tuple(settings.build_egress_allow),
         upstream_proxy=settings.build_proxy,
         pool_size=settings.build_sandbox_pool,
+        pool_max=settings.build_sandbox_pool_max,
         python_roots=None
         if settings.build_python_roots is None
         else tuple(settings.build_python_roots),

@@ -90,6 +90,8 @@ class SandboxConfig:
     # Sandboxes started ahead of the stages that will use them (one stage each, then gone);
     # 0 starts every sandbox when its stage asks.
     pool_size: int = 2
+    # How many may wait when stages keep finding none waiting (back to pool_size when idle).
+    pool_max: int = 6
     # A tmpfs of the pool's slot directories, shared by every runner of this host.
     slots_dir: Path = Path("/run/forgeline-sandbox-slots")
     # Where Python installations besides /usr are looked for (infra/runners/python_toolchain.py);

@@ -41,6 +41,8 @@ OUTPUT_FIFO = "out"
 # A slot's mount points of the run's checkout, temporary directory and home.
 SLOT_DIRS = ("ws", "tmp", "home")
 SPAWN_SECONDS = 30.0
+# A pool grown by demand goes back to its configured size after this long without a take.
+IDLE_SECONDS = 30.0
 GROUP_PREFIX = "fl-pool-"
 _names = itertools.count(1)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -135,8 +137,10 @@ class PooledSandbox:
 
 
 class SandboxPool:
-    """Up to `config.pool_size` sandboxes waiting; `take()` hands one out (starting one now if
-    none waits), `retire()` tears it down after its stage and starts a replacement."""
+    """Sandboxes waiting for stages. `take()` hands one out and starts its replacement at once
+    (while the stage runs, not after it); `retire()` tears it down after its stage. The number
+    waiting follows demand: `config.pool_size` at rest, one more each time a stage finds none
+    waiting (up to `config.pool_max`), back to `pool_size` after IDLE_SECONDS without a take."""
 
     def __init__(
         self,
@@ -151,12 +155,21 @@ class SandboxPool:
         self.prefix = f"{os.getpid()}-{next(_names)}-"
         self.ready: list[PooledSandbox] = []
         self.starting = 0
+        self.target = config.pool_size
+        # Stages that found no sandbox waiting and started their own.
+        self.misses = 0
+        self.last_take = 0.0
+        self._trim_handle: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Future[None]] = set()
         # Slot set-up and tear-down block on the kernel (cgroup directories, dying namespaces):
-        # threads of the pool's own, so a burst of stages never starves the default executor.
+        # threads of the pool's own, so a burst of stages never starves the default executor,
+        # and tear-down has its own, so a replacement is never queued behind dying sandboxes.
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandbox-pool")
+        self.teardown = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandbox-teardown")
         self.closed = False
         self.prepared = False
+        self.usable = False  # prepared, and the mount API probed
+        self._preparing = asyncio.Lock()
 
     def prepare(self) -> None:
         """The shared slots tmpfs mounted, and what dead processes' pools left there removed."""
@@ -165,6 +178,19 @@ class SandboxPool:
         mounts.ensure_shared_tmpfs(self.config.slots_dir)
         self._remove_orphans()
         self.prepared = True
+
+    async def prepare_once(self, probe: Path) -> None:
+        """`prepare()` and a probe that this host can bind by descriptor, once however many
+        stages ask at once (OSError: no pool here)."""
+        if self.usable:
+            return
+        async with self._preparing:
+            if not self.usable:
+                await asyncio.to_thread(self.prepare)
+                why_not = await asyncio.to_thread(mounts.mount_api_works, probe)
+                if why_not is not None:
+                    raise mounts.MountUnavailable(why_not)
+                self.usable = True
 
     def _remove_orphans(self) -> None:
         with contextlib.suppress(OSError), os.scandir(self.config.slots_dir) as entries:
@@ -181,15 +207,44 @@ class SandboxPool:
                 group.destroy()
 
     async def take(self) -> PooledSandbox:
-        while self.ready:
-            sandbox = self.ready.pop()
-            if sandbox.proc.returncode is None:
-                return sandbox
-            self._discard(sandbox)  # died while waiting: never handed out
-        return await self.start()
+        loop = asyncio.get_running_loop()
+        self.last_take = loop.time()
+        try:
+            while self.ready:
+                sandbox = self.ready.pop()
+                if sandbox.proc.returncode is None:
+                    return sandbox
+                self._discard(sandbox)  # died while waiting: never handed out
+            self.misses += 1
+            self._grow(loop)
+            return await self.start()
+        finally:
+            self._refill()  # the replacement starts while this stage runs
+
+    def _grow(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One more waiting sandbox wanted (up to `pool_max`); shrunk again when idle."""
+        ceiling = max(self.config.pool_size, self.config.pool_max)
+        if self.target >= ceiling:
+            return
+        self.target += 1
+        if self._trim_handle is None:
+            self._trim_handle = loop.call_later(IDLE_SECONDS, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_handle = None
+        if self.closed or self.target <= self.config.pool_size:
+            return
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self.last_take
+        if idle < IDLE_SECONDS:
+            self._trim_handle = loop.call_later(IDLE_SECONDS - idle, self._trim)
+            return
+        self.target = self.config.pool_size
+        while len(self.ready) > self.target:
+            self._discard(self.ready.pop(0))  # the oldest first
 
     def _refill(self) -> None:
-        while not self.closed and len(self.ready) + self.starting < self.config.pool_size:
+        while not self.closed and len(self.ready) + self.starting < self.target:
             self.starting += 1
             task = asyncio.create_task(self._start_waiting())
             self.tasks.add(task)
@@ -254,7 +309,7 @@ class SandboxPool:
         except BaseException:
             for fd in (message_fd, output_fd, keepalive_fd, control_read):
                 os.close(fd)
-            await loop.run_in_executor(self.executor, group.destroy)
+            await loop.run_in_executor(self.teardown, group.destroy)
             shutil.rmtree(slot, ignore_errors=True)
             raise
         finally:
@@ -267,7 +322,7 @@ class SandboxPool:
                 raise SandboxUnavailable(line.decode(errors="replace").strip() or "bwrap failed")
         except BaseException:
             sandbox.group.signal_all()
-            await asyncio.shield(loop.run_in_executor(self.executor, sandbox.destroy))
+            await asyncio.shield(loop.run_in_executor(self.teardown, sandbox.destroy))
             raise
         return sandbox
 
@@ -275,26 +330,29 @@ class SandboxPool:
         loop = asyncio.get_running_loop()
         task: asyncio.Future[None]
         try:
-            task = loop.run_in_executor(self.executor, sandbox.destroy)
+            task = loop.run_in_executor(self.teardown, sandbox.destroy)
         except RuntimeError:  # closed: a stage that outlived its runner's close
             task = asyncio.ensure_future(asyncio.to_thread(sandbox.destroy))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     def retire(self, sandbox: PooledSandbox) -> None:
-        """The stage is over: the sandbox is torn down in the background, never used again, and
-        a replacement starts (now, while the next stage is being scheduled, not while this one
-        was starting)."""
+        """The stage is over: the sandbox is torn down in the background, never used again (its
+        replacement started when the stage took it; one more if that start failed)."""
         self._discard(sandbox)
         self._refill()
 
     async def close(self) -> None:
         self.closed = True
+        if self._trim_handle is not None:
+            self._trim_handle.cancel()
+            self._trim_handle = None
         while self.ready:
             self._discard(self.ready.pop())
         while self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
         self.executor.shutdown(wait=False)
+        self.teardown.shutdown(wait=False)
 
 
 async def read_pipe(fd: int) -> tuple[asyncio.StreamReader, asyncio.ReadTransport]:

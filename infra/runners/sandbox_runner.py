@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
-from infra.runners import mounts
 from infra.runners.base import OutputCallback, Runner, StageOutcome, StageProcess
 from infra.runners.cgroups import Cgroups, Limits, StageCgroup
 from infra.runners.egress_proxy import EgressPolicy, EgressProxy
@@ -102,7 +101,6 @@ class SandboxRunner(Runner):
         self.pool: SandboxPool | None = None
         if config.pool_size > 0:
             self.pool = SandboxPool(config, self.cgroups, self._waiting_command)
-        self._pool_ready = False
 
     async def _ensure_proxy(self) -> None:
         if self._proxy is not None or self.config.proxy_socket is not None:
@@ -147,17 +145,12 @@ class SandboxRunner(Runner):
             return False  # the waiting shell can lower its file-size limit, never raise it
         if not can_hand_over(self.environment(process), process.script):
             return False
-        if not self._pool_ready:
-            try:
-                await asyncio.to_thread(self.pool.prepare)
-                why_not = await asyncio.to_thread(mounts.mount_api_works, self.state_dir / "probe")
-                if why_not is not None:
-                    raise mounts.MountUnavailable(why_not)
-            except OSError as exc:
-                log.warning("sandboxes start with their stages (no pool): %s", exc)
-                self.pool = None
-                return False
-            self._pool_ready = True
+        try:  # once, however many first stages ask at once (they share the probe's paths)
+            await self.pool.prepare_once(self.state_dir / "probe")
+        except OSError as exc:
+            log.warning("sandboxes start with their stages (no pool): %s", exc)
+            self.pool = None
+            return False
         return True
 
     # One stage ---------------------------------------------------------------------------
