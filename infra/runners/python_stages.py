@@ -31,6 +31,9 @@ from infra.runners.sandbox_workspace import run_home
 # Per stage attempt, in the run's home (outside the checkout, so a lint or test run over `.`
 # never reads the stage's own virtualenv): <name>/venv, <name>/shims, <name>/tools.
 VENVS = (".cache", "forgeline", "venvs")
+# uv's project environment of the stage (`uv sync`, `uv run`), beside its virtualenv: `uv sync`
+# makes it exact, which would remove pip and uv themselves from the stage's virtualenv.
+UV_PROJECT_DIR = "uv-project"
 # Commands installed on first use when the stage has not installed them itself.
 ON_DEMAND_TOOLS = ("poetry", "uv", "pipenv", "pdm", "hatch", "tox", "nox", "pipx", "twine")
 # The sandbox's trust store (the host's /etc/ssl), for pip, uv and requests when the operator
@@ -124,7 +127,10 @@ def setup_script(install: PythonInstall, base: str, script: str, seed: Path | No
 
 def python_environment(install: PythonInstall, base: str, config: SandboxConfig) -> dict[str, str]:
     """The virtualenv first on PATH, the image's Python for uv's own environments too (`uv
-    sync` would take the first system Python), pip quiet about itself and never prompting; the
+    sync` would take the first system Python), and uv's project environment in the stage's own
+    directory (`uv sync` and `uv run` would otherwise share `.venv` in the checkout with every
+    stage running beside it: matrix legs removing each other's files); pip quiet about itself
+    and never prompting; the
     operator's package index (a registry mirror) for pip and uv when one is configured, and the
     host's trust store when no CA is (the runner sets the operator's CA variables itself)."""
     home = SANDBOX_HOME
@@ -132,6 +138,7 @@ def python_environment(install: PythonInstall, base: str, config: SandboxConfig)
         "PATH": f"{base}/venv/bin:{base}/shims:{home}/.local/bin:{STANDARD_PATH}",
         "VIRTUAL_ENV": f"{base}/venv",
         "UV_PYTHON": str(install.executable),
+        "UV_PROJECT_ENVIRONMENT": f"{base}/{UV_PROJECT_DIR}",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PIP_NO_INPUT": "1",
     }
