@@ -12,6 +12,7 @@ from core.agent.detectors.node import NodeDetector
 from core.agent.js_workspaces import detect_workspace
 from core.agent.repo_files import APP_CONTAINER_DIRS, RepoFiles
 from core.agent.setup_steps import app_setup, node_unit_setup
+from core.agent.submodule_checkout import submodule_setup
 from core.agent.workspace_projects import JS_LANGUAGES, workspace_projects
 from workflows.agent_models import AppDetection, RepoAnalysis
 
@@ -107,12 +108,14 @@ def analyze_repository(
     else:
         apps, is_monorepo = _folder_apps(files, root, root_app, tool, notes)
     ci = ci_lines(files)
+    submodules = submodule_setup(files)
     for app in apps:
         apply_declared(files, app, ci)
         if app.language in JS_LANGUAGES:
             app.setup_commands += node_unit_setup(files, app)
         else:
             app.setup_commands += app_setup(files, app)
+        app.setup_commands = [*submodules, *(s for s in app.setup_commands if s not in submodules)]
     workspace_install = workspace_image = None
     js_base = js_root if workspace else root_app
     if is_monorepo and js_base is not None and js_base.language in JS_LANGUAGES:
