@@ -9,7 +9,6 @@ The effective cap is the smallest of the operator's, the plan's and the pipeline
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infra.runners.disk_pacing import watch_usage
 from infra.runners.sandbox_workspace import run_usage, workspace_usage
 from workflows.runs_models import RunLimits
 
@@ -130,13 +130,14 @@ class RunDiskWatch:
 
     async def watch(self) -> None:
         limit = self.limit_mb * 1024 * 1024
-        while True:
-            await asyncio.sleep(self.every)
-            used = await asyncio.to_thread(run_disk_usage, self.workspace, self.spool_dir, limit)
-            if used > limit:
-                self.over = True
-                self.on_over()
-                return
+        spool = self.spool_dir
+        # The workspace's walk is shared with the run's other watchers (and paced by its cost);
+        # the spools are this watcher's own.
+        await watch_usage(
+            self.workspace, limit, self.every, run_usage, lambda room: workspace_usage(spool, room)
+        )
+        self.over = True
+        self.on_over()
 
 
 def remove_empty_spool_dir(spool_dir: Path) -> None:

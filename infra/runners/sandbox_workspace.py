@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.runners.disk_pacing import watch_usage
+
 # Per run, a sibling of the checkout: `home` (the build user's HOME, tool caches shared by the
 # run's stages) and `tmp` (mounted at /tmp, so fixed paths like /tmp/x are per run). The
 # directory itself stays the worker's and is never mounted: a build cannot replace its entries.
@@ -79,13 +81,11 @@ def run_usage(root: Path, limit: int) -> int:
 async def watch_run_disk(
     root: Path, limit: int, every: float, kill: Callable[[], None], over: asyncio.Event
 ) -> None:
-    """Every `every` seconds until cancelled: past `limit`, `over` set and the stage killed."""
-    while True:
-        await asyncio.sleep(every)
-        if await asyncio.to_thread(run_usage, root, limit) > limit:
-            over.set()
-            await asyncio.to_thread(kill)
-            return
+    """Every `every` seconds (slower when the tree is slow to walk; one walk shared by the
+    run's watchers) until cancelled: past `limit`, `over` set and the stage killed."""
+    await watch_usage(root, limit, every, run_usage)
+    over.set()
+    await asyncio.to_thread(kill)
 
 
 def give_to_build_user(root: Path, uid: int, gid: int) -> None:
