@@ -95,8 +95,9 @@ def print_webhook(setup: dict[str, Any]) -> None:
     """What to paste into the forge's webhook form; the secret is never shown again."""
     console.print("Webhook (the secret is shown only this once):", markup=False)
     for forge, url in setup["urls"].items():
-        console.print(f"  {forge} URL: {url}", markup=False, highlight=False)
-    console.print(f"  secret: {setup['secret']}", markup=False, highlight=False)
+        # soft_wrap: a URL or secret wrapped at the terminal's width would be pasted broken.
+        console.print(f"  {forge} URL: {url}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"  secret: {setup['secret']}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"  content type: {setup['content_type']}", markup=False, highlight=False)
 
 
