@@ -107,6 +107,7 @@ async def profile(
             pipeline_id = await make_pipeline(session_maker, org_id, n)
             run_row = await create_run(session_maker, settings, org_id, pipeline_id)
             counter.take()
+            timers.take()  # only this run's parts and pool misses
             counter.on = timers.on = True
             await start_and_finish(client, run_row, queue)
             counter.on = timers.on = False

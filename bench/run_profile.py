@@ -163,9 +163,10 @@ def statements_line(counts: Counter[str], elapsed: dict[str, float], runs: int) 
 
 class StageTimers:
     """Time spent in the stage activity's parts (wrapped on its instance): the sandboxed
-    process, opening the attempt's row (overlapped with the process), closing it."""
+    process (of which: waiting for a sandbox from the pool), opening the attempt's row
+    (overlapped with the process), closing it."""
 
-    PARTS = ("activity body", "runner.run", "open attempt", "close attempt")
+    PARTS = ("activity body", "runner.run", "pool take", "open attempt", "close attempt")
 
     def __init__(self, stage_activities: Any) -> None:
         self.samples: defaultdict[str, list[float]] = defaultdict(list)
@@ -173,6 +174,10 @@ class StageTimers:
         runner = stage_activities.runner
         closer = stage_activities.closer
         runner.run = self._timed("runner.run", runner.run)
+        self.pool = getattr(runner, "pool", None)
+        self.misses = 0
+        if self.pool is not None:
+            self.pool.take = self._timed("pool take", self.pool.take)
         stage_activities._open = self._timed("open attempt", stage_activities._open)
         closer.close = self._timed("close attempt", closer.close)
 
@@ -197,11 +202,16 @@ class StageTimers:
 
     def take(self) -> str:
         parts = [
-            f"{name} {statistics.median(v):.1f} ms x{len(v)}"
+            f"{name} {statistics.median(v):.1f} ms (max {max(v):.1f}) x{len(v)}"
             for name in self.PARTS
             if (v := self.samples.get(name))
         ]
         self.samples = defaultdict(list)
+        if (total := getattr(self.pool, "misses", None)) is not None:
+            misses, self.misses = total - self.misses, total
+            parts.append(
+                f"pool empty at take x{misses} (waiting now: {getattr(self.pool, 'target', '?')})"
+            )
         return "stage activity parts (medians): " + ", ".join(parts)
 
 
