@@ -11,9 +11,15 @@ from core.runs import stage_cache
 from core.runs.cache_archive import CacheTooLarge, UnsafeCacheArchive
 from core.runs.log_capture import LogCapture
 from infra.runners.base import ServiceProcess
+from infra.runners.sandbox_workspace import run_state_dir
 from infra.storage import ObjectStore
 from workflows.runs_models import StageSpec
 from workflows.stage_runtime_models import ServiceSpec
+
+
+def cache_ledger(root: Path) -> Path:
+    """The run's record of the cache entries already in its checkout (beside it, the worker's)."""
+    return run_state_dir(root) / "caches"
 
 
 def service_processes(services: list[ServiceSpec]) -> tuple[ServiceProcess, ...]:
@@ -42,7 +48,13 @@ async def restore_cache(
         return None
     try:
         restored = await asyncio.to_thread(
-            stage_cache.restore, store, stage.cache, workdir, root, home=home
+            stage_cache.restore,
+            store,
+            stage.cache,
+            workdir,
+            root,
+            home=home,
+            ledger=cache_ledger(root),
         )
     except (UnsafeCacheArchive, CacheTooLarge) as exc:
         capture.note(f"[forgeline] cache not restored: {exc}")
@@ -52,6 +64,8 @@ async def restore_cache(
         return None
     if restored.matched is None:
         capture.note(f"[forgeline] cache miss: {restored.key}")
+    elif restored.in_place:
+        capture.note(f"[forgeline] cache in place: {restored.matched} (this run has it already)")
     else:
         how = "hit" if restored.exact else "restored from restore key"
         capture.note(f"[forgeline] cache {how}: {restored.matched} ({restored.bytes} bytes)")
@@ -73,7 +87,7 @@ async def save_cache(
     try:
         key = restored.key if restored else stage_cache.cache_key(cache, root)
         size = await asyncio.to_thread(
-            stage_cache.save, store, cache, key, workdir, root, home=home
+            stage_cache.save, store, cache, key, workdir, root, home=home, ledger=cache_ledger(root)
         )
     except CacheTooLarge as exc:
         capture.note(f"[forgeline] cache not saved: {exc}")
