@@ -59,7 +59,11 @@ class PageRequest:
     limit: int
 
 
-def page_request(cursor: CursorParam = None, limit: LimitParam = DEFAULT_LIMIT) -> PageRequest:
+async def page_request(
+    cursor: CursorParam = None, limit: LimitParam = DEFAULT_LIMIT
+) -> PageRequest:
+    # async: FastAPI runs a plain `def` dependency in its thread pool (a thread hop per list
+    # request for two parameters).
     return PageRequest(cursor=cursor, limit=limit)
 
 

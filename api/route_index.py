@@ -174,13 +174,30 @@ class RouteIndex:
         self.inner = inner
         self._buckets: dict[Key, APIRouter] = {}
         self._built_for: tuple[int, tuple[int, ...]] | None = None
+        # The router and every router included in it, as of the last build.
+        self._routers: tuple[APIRouter, ...] = (router,)
 
     def _version(self) -> tuple[int, tuple[int, ...]]:
-        # FastAPI's own version of the table, and its top-level routes as they stand (a route
-        # appended, removed or moved without a version bump).
-        return self.router._get_routes_version(), tuple(map(id, self.router.routes))
+        # FastAPI's own version of the table (the sum of its routers' own counters, as its
+        # _get_routes_version adds them, without walking every route of every router on each
+        # request; a router included anywhere bumps its parent's counter), and the top-level
+        # routes as they stand (a route appended, removed or moved without a version bump).
+        return sum(r._routes_version for r in self._routers), tuple(map(id, self.router.routes))
+
+    def _collect_routers(self) -> tuple[APIRouter, ...]:
+        found: dict[int, APIRouter] = {}
+        pending = [self.router]
+        while pending:
+            router = pending.pop()
+            if id(router) in found:
+                continue
+            found[id(router)] = router
+            if _INCLUDED is not None:
+                pending += [r.original_router for r in router.routes if isinstance(r, _INCLUDED)]
+        return tuple(found.values())
 
     def rebuild(self) -> None:
+        self._routers = self._collect_routers()
         version = self._version()
         self._buckets = self._build()
         self._built_for = version
