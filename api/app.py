@@ -42,6 +42,7 @@ from api.projects import endpoints as projects_endpoints
 from api.route_index import install_route_index
 from api.runs import endpoints as runs_endpoints
 from api.temporal import TemporalConnection
+from core.accounts.key_leases import KeyLeases
 from core.accounts.rate_limit import ApiKeyRateLimiter, LastUsedThrottle
 from core.accounts.throttle import AuthThrottles
 from db.session import create_session_maker
@@ -146,6 +147,8 @@ def create_app(
     app.state.auth_throttles = AuthThrottles(session_maker)
     app.state.mailer = OutboxMailer(settings.data_dir / "outbox")
     app.state.last_used = LastUsedThrottle(session_maker)
+    # Busy API keys' principals and pre-counted rate-limit slots, per process (key_leases.py).
+    app.state.key_leases = KeyLeases()
     app.state.api_meter = meter
 
     install_error_handlers(app)

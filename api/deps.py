@@ -139,6 +139,7 @@ async def _resolve_principal(
         credentials.credentials.strip(),
         rate_limiter=request.app.state.rate_limiter,
         last_used=request.app.state.last_used,
+        leases=getattr(request.app.state, "key_leases", None),
     )
     request.state.principal = principal
     # Once per authenticated request (the principal is cached above): api_requests metering.

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from api.accounts.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 from api.deps import Admin, OriginDep, SessionDep
 from api.pagination import Page, PageDep, build_page
 from core.accounts import keys
+from core.accounts.key_leases import KeyLeases
 
 router = APIRouter()
 
@@ -44,7 +45,11 @@ async def list_api_keys(
 
 @router.delete("/api-keys/{key_id}", tags=["api-keys"], status_code=204)
 async def revoke_api_key(
-    key_id: UUID, session: SessionDep, origin: OriginDep, principal: Admin
+    key_id: UUID, session: SessionDep, origin: OriginDep, principal: Admin, request: Request
 ) -> Response:
     await keys.revoke_api_key(session, origin, principal, key_id)
+    # This process's lease of the key ends now; other processes' within their TTL.
+    leases: KeyLeases | None = getattr(request.app.state, "key_leases", None)
+    if leases is not None:
+        leases.forget(key_id)
     return Response(status_code=204)

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.accounts.key_leases import MAX_BLOCK
 from core.accounts.rate_limit import WindowCount
 from core.driver import HeldConnection, driver_fetch
 
@@ -31,14 +32,15 @@ WITH cred AS (
 ), bump AS (
     INSERT INTO api_key_rate_windows AS w (api_key_id, window_start, hits)
     SELECT cred.id,
-           date_bin('60 seconds', clock_timestamp(), TIMESTAMPTZ '2000-01-01 00:00:00+00'), 1
+           date_bin('60 seconds', clock_timestamp(), TIMESTAMPTZ '2000-01-01 00:00:00+00'),
+           $3::int
     FROM cred
     WHERE cred.key_hash = $2
       AND cred.revoked_at IS NULL
       AND (cred.expires_at IS NULL OR cred.expires_at > clock_timestamp())
       AND (cred.created_by_user_id IS NULL OR cred.creator_role IS NOT NULL)
       AND cred.rate_limit_per_minute > 0
-    ON CONFLICT (api_key_id, window_start) DO UPDATE SET hits = w.hits + 1
+    ON CONFLICT (api_key_id, window_start) DO UPDATE SET hits = w.hits + $3::int
     RETURNING w.api_key_id, w.window_start, w.hits
 ), expired AS (
     DELETE FROM api_key_rate_windows old USING bump
@@ -64,11 +66,14 @@ class KeyLookup:
 
 
 async def resolve_and_count(
-    connection: AsyncConnection | HeldConnection, prefix: str, key_hash: str
+    connection: AsyncConnection | HeldConnection, prefix: str, key_hash: str, counted: int = 1
 ) -> KeyLookup | None:
     """None when no key has `prefix`. `connection` must not hold the request's transaction
-    open: the window row's lock lasts this one statement."""
-    records = await driver_fetch(connection, _RESOLVE_AND_COUNT, prefix, key_hash)
+    open: the window row's lock lasts this one statement. `counted` requests are counted (more
+    than one: a lease's block, core/accounts/key_leases.py); the count returned is the last."""
+    if not 1 <= counted <= MAX_BLOCK:
+        raise ValueError(f"counted must be within 1..{MAX_BLOCK}")
+    records = await driver_fetch(connection, _RESOLVE_AND_COUNT, prefix, key_hash, counted)
     if not records:
         return None
     row = dict(records[0])

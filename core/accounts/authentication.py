@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from core.accounts import security
 from core.accounts.api_key_lookup import resolve_and_count
 from core.accounts.context import utcnow
-from core.accounts.rate_limit import ApiKeyRateLimiter, LastUsedThrottle
+from core.accounts.key_leases import KeyLeases
+from core.accounts.rate_limit import ApiKeyRateLimiter, LastUsedThrottle, WindowCount
 from core.accounts.repository import session_auth_row
 from core.accounts.scopes import effective_scopes
 from core.driver import HeldConnection, ReadSource, read_connection
@@ -29,9 +30,12 @@ async def authenticate_bearer(
     *,
     rate_limiter: ApiKeyRateLimiter,
     last_used: LastUsedThrottle,
+    leases: KeyLeases | None = None,
 ) -> Principal:
+    """`leases`: this process's leases of busy API keys (core/accounts/key_leases.py); without
+    them every request of a key is looked up and counted on its own."""
     if security.looks_like_api_key(token):
-        return await _authenticate_api_key(session, token, rate_limiter, last_used)
+        return await _authenticate_api_key(session, token, rate_limiter, last_used, leases)
     if token.startswith(security.SESSION_TOKEN_PREFIX):
         return await _authenticate_session(session, token)
     raise Unauthorized("Unrecognised bearer token")
@@ -71,15 +75,28 @@ async def _authenticate_api_key(
     raw: str,
     rate_limiter: ApiKeyRateLimiter,
     last_used: LastUsedThrottle,
+    leases: KeyLeases | None,
 ) -> Principal:
     # Format and checksum first: typos and forgeries never cost a database lookup.
     if not security.api_key_well_formed(raw):
         raise Unauthorized("Malformed API key")
     key_hash = security.sha256_hex(raw)
+    counted = 1
+    if leases is not None:
+        # A busy key's request on a slot this process already counted: no round trip.
+        granted = leases.take(key_hash, utcnow())
+        if granted is not None:
+            return await _admit(
+                granted.principal, granted.count, granted.per_minute, rate_limiter, last_used
+            )
+        counted = leases.block_size(key_hash)
     async with _autocommit(session) as connection:
         # One round trip: key row + creator's membership role + organization, and this request
-        # counted in the key's rate window when the secret matches (see api_key_lookup).
-        found = await resolve_and_count(connection, raw[: security.DISPLAY_PREFIX_LENGTH], key_hash)
+        # (or a lease's block of requests) counted in the key's rate window when the secret
+        # matches (see api_key_lookup).
+        found = await resolve_and_count(
+            connection, raw[: security.DISPLAY_PREFIX_LENGTH], key_hash, counted
+        )
     if found is None or not security.constant_time_equal(found.row["key_hash"], key_hash):
         raise Unauthorized("Invalid API key")
     key = found.row
@@ -94,20 +111,44 @@ async def _authenticate_api_key(
         role = key["creator_role"]
     key_id: uuid.UUID = key["id"]
     per_minute: int = key["rate_limit_per_minute"]
-    retry_after = rate_limiter.decide(found.count, per_minute)
-    if retry_after is not None:
-        raise RateLimited(
-            f"API key rate limit of {per_minute} requests per minute exceeded",
-            retry_after=retry_after,
-        )
-    await last_used.touch(key_id)
-    return Principal(
+    principal = Principal(
         organization_id=key["organization_id"],
         user_id=None,
         api_key_id=key_id,
         role=role,
         scopes=effective_scopes(role, key["scopes"]),
     )
+    count = found.count
+    if leases is not None and count is not None:
+        leases.store(
+            key_hash,
+            principal,
+            per_minute=per_minute,
+            expires_at=key["expires_at"],
+            count=count,
+            counted=counted,
+        )
+        count = leases.first_count(count, counted)
+    return await _admit(principal, count, per_minute, rate_limiter, last_used)
+
+
+async def _admit(
+    principal: Principal,
+    count: WindowCount | None,
+    per_minute: int,
+    rate_limiter: ApiKeyRateLimiter,
+    last_used: LastUsedThrottle,
+) -> Principal:
+    """The rate-limit decision on the request's count, then its key marked used."""
+    retry_after = rate_limiter.decide(count, per_minute)
+    if retry_after is not None:
+        raise RateLimited(
+            f"API key rate limit of {per_minute} requests per minute exceeded",
+            retry_after=retry_after,
+        )
+    assert principal.api_key_id is not None
+    await last_used.touch(principal.api_key_id)
+    return principal
 
 
 async def _authenticate_session(session: ReadSource, raw: str) -> Principal:
