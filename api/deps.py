@@ -155,7 +155,7 @@ ReadPrincipalDep = Annotated[Principal, Depends(get_read_principal)]
 
 def require_scope(
     scope: str, *, on_read_connection: bool = False
-) -> Callable[[Principal], Awaitable[Principal]]:
+) -> Callable[..., Awaitable[Principal]]:
     """A dependency that authenticates the caller and demands `scope` (typos fail at import);
     `on_read_connection`: authenticated on the request's bare read connection (ReadConnectionDep)
     instead of its session."""
@@ -170,10 +170,16 @@ def require_scope(
     async def on_session(principal: PrincipalDep) -> Principal:
         return check(principal)
 
-    async def on_connection(principal: ReadPrincipalDep) -> Principal:
-        return check(principal)
+    async def on_connection(
+        request: Request, connection: ReadConnectionDep, credentials: BearerDep
+    ) -> Principal:
+        # Flat: the principal resolved here rather than in a dependency of its own (one level
+        # of dependency solving less on every hot read).
+        return check(await _resolve_principal(request, connection, credentials))
 
-    dependency = on_connection if on_read_connection else on_session
+    dependency: Callable[..., Awaitable[Principal]] = (
+        on_connection if on_read_connection else on_session
+    )
 
     dependency.__name__ = f"require_{scope.replace(':', '_')}"
     dependency.required_scope = scope  # type: ignore[attr-defined]  # read by route-table tests
