@@ -16,6 +16,7 @@ import nodesemver  # type: ignore[import-untyped]
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from core.agent.ci_node import newest_ci_node
 from core.agent.ci_versions import ci_setup_version
 from core.agent.repo_files import RepoFiles, join
 
@@ -215,8 +216,9 @@ def node_version(
     files: RepoFiles, base: str, pkg: dict[str, Any], root: str | None = None
 ) -> VersionChoice:
     """The Node image tag: volta or .nvmrc/.node-version/.tool-versions (of the app, then of its
-    workspace root) when `engines.node` admits them, else the newest known major `engines`
-    admits, else the default."""
+    workspace root) when `engines.node` admits them, else the newest version the repository's
+    CI runs (core/agent/ci_node.py) when engines admits it, else the newest known major
+    `engines` admits, else the default."""
     engines = pkg.get("engines")
     engines_node = str(engines.get("node") or "") if isinstance(engines, dict) else ""
     volta = pkg.get("volta")
@@ -240,6 +242,11 @@ def node_version(
             notes.append(f"{where} pins {tag}, outside engines.node {engines_node!r}")
             continue
         return VersionChoice(tag, where, tuple(notes))
+    ci = newest_ci_node(files, NODE_MAJORS[-1])
+    if ci is not None:
+        if not engines_node or node_major_for(engines_node, (int(ci.split(".")[0]),)):
+            return VersionChoice(ci, "the CI's newest Node", tuple(notes))
+        notes.append(f"the CI runs Node {ci}, outside engines.node {engines_node!r}")
     if engines_node:
         newest = node_major_for(engines_node)
         if newest is not None:
