@@ -39,6 +39,7 @@ from infra.forges import (
 )
 from infra.git import GitError
 from infra.git_changes import changed_paths
+from infra.github_app import CheckRunReport
 from workflows.contracts.integrations import (
     COMPUTE_CHANGED_PATHS,
     MATCH_TRIGGERS,
@@ -178,22 +179,31 @@ class IntegrationActivities:
             )
 
     async def _report_commit_status(self, inp: CommitStatusInput) -> CommitStatusResult:
-        # Checked and sent in the run's turn: a later state's report waits for this one.
-        async with commit_status.reporting_turn(self.session_maker, inp.run_id) as session:
-            return await self._report_in_turn(session, inp)
+        # Checked and sent in the run's turn: a later state's report waits for this one. The
+        # check reads in a short session, closed before the forge is called: a forge that hangs
+        # pins no database connection (nor does waiting for the turn).
+        async with commit_status.reporting_turn(self.session_maker, inp.run_id, on_wait=_heartbeat):
+            async with self.session_maker() as session:
+                report, reason = await commit_status.build_report(
+                    session, self.settings, inp.run_id, inp.state
+                )
+                installation = None
+                check: CheckRunReport | None = None
+                check_run_id = None
+                if report is not None and report.provider == "github":
+                    installation = await check_runs.installation_of_run(session, inp.run_id)
+                    if installation is not None:
+                        check = await check_runs.check_run_report(session, report, inp.run_id)
+                        check_run_id = await check_runs.stored_check_run(session, inp.run_id)
+            if report is None:
+                return CommitStatusResult(reported=False, reason=reason)
+            if installation is not None and check is not None:
+                return await self._report_check_run(
+                    report.forge_repository, inp.run_id, installation, check, check_run_id
+                )
+            return await self._send_status(report)
 
-    async def _report_in_turn(
-        self, session: AsyncSession, inp: CommitStatusInput
-    ) -> CommitStatusResult:
-        report, reason = await commit_status.build_report(
-            session, self.settings, inp.run_id, inp.state
-        )
-        if report is None:
-            return CommitStatusResult(reported=False, reason=reason)
-        if report.provider == "github":
-            installation = await check_runs.installation_of_run(session, inp.run_id)
-            if installation is not None:
-                return await self._report_check_run(report, inp.run_id, installation)
+    async def _send_status(self, report: commit_status.StatusReport) -> CommitStatusResult:
         if report.token is None:
             return CommitStatusResult(
                 reported=False, reason="the repository has no access token for its forge"
@@ -218,32 +228,37 @@ class IntegrationActivities:
         return CommitStatusResult(reported=True)
 
     async def _report_check_run(
-        self, report: commit_status.StatusReport, run_id: str, installation_id: int
+        self,
+        repository: str,
+        run_id: str,
+        installation_id: int,
+        check: CheckRunReport,
+        check_run_id: int | None,
     ) -> CommitStatusResult:
-        """The run's one check run: created by its first report, updated by the later ones."""
+        """The run's one check run: created by its first report, updated by the later ones
+        (the run's turn is held: no other report of the run creates one meanwhile)."""
         app = check_runs.github_app(self.settings)
         if app is None:
             return CommitStatusResult(
                 reported=False, reason="the GitHub App is not configured (FORGELINE_GITHUB_APP_*)"
             )
-        async with self.session_maker() as session:
-            check = await check_runs.check_run_report(session, report, run_id)
-        async with forge_errors(), check_runs.check_run_slot(self.session_maker, run_id) as slot:
-            if slot.check_run_id is None:
-                repository = report.forge_repository
-                found = await github_app.find_check_run(app, installation_id, repository, check)
-                if found is None:
-                    created = await github_app.create_check_run(
-                        app, installation_id, repository, check
-                    )
-                    await slot.record(created)
-                else:
-                    await slot.record(found)
-                    await github_app.update_check_run(
-                        app, installation_id, repository, found, check
-                    )
-            else:
+        async with forge_errors():
+            if check_run_id is not None:
                 await github_app.update_check_run(
-                    app, installation_id, report.forge_repository, slot.check_run_id, check
+                    app, installation_id, repository, check_run_id, check
                 )
+                return CommitStatusResult(reported=True)
+            found = await github_app.find_check_run(app, installation_id, repository, check)
+            if found is None:
+                created = await github_app.create_check_run(app, installation_id, repository, check)
+                await check_runs.record_check_run(self.session_maker, run_id, created)
+            else:
+                await check_runs.record_check_run(self.session_maker, run_id, found)
+                await github_app.update_check_run(app, installation_id, repository, found, check)
         return CommitStatusResult(reported=True)
+
+
+def _heartbeat() -> None:
+    """While a report waits for its run's turn (the activity's, when called as one)."""
+    if activity.in_activity():
+        activity.heartbeat()

@@ -1,17 +1,15 @@
 """Check runs for runs of repositories connected through the GitHub App: one check run per run
 (named after its pipeline), created at the first report and updated by the later ones, with a
 summary of the failed stages and their log tail (stored logs are masked at capture; bounded
-here). Reports of one run are serialized by an advisory lock, so two states reported at once
-never create two check runs."""
+here). Reports of one run take its reporting turn (commit_status.reporting_turn), so two states
+reported at once never create two check runs; no database connection is held while GitHub
+answers."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.integrations.commit_status import StatusReport
@@ -132,44 +130,28 @@ async def check_run_report(
     )
 
 
-@dataclass
-class CheckRunSlot:
-    """The run's check run ID under the run's lock; `record` stores a newly created one."""
+async def stored_check_run(session: AsyncSession, run_id: str) -> int | None:
+    """The ID of the run's check run, once its first report has created (or found) it."""
+    stored = await session.scalar(
+        select(PipelineRun.metadata_[METADATA_KEY]).where(PipelineRun.id == uuid.UUID(run_id))
+    )
+    if isinstance(stored, dict) and stored.get("run") == run_id:
+        value = stored.get("id")
+        return value if isinstance(value, int) else None
+    return None
 
-    session: AsyncSession
-    run_id: str
-    check_run_id: int | None
 
-    async def record(self, check_run_id: int) -> None:
-        # Keyed by the run: a rerun copies its source's metadata but not its check run.
-        await self.session.execute(
+async def record_check_run(
+    session_maker: async_sessionmaker[AsyncSession], run_id: str, check_run_id: int
+) -> None:
+    """Keep the run's check run ID for its later reports (its own short transaction, after the
+    forge answered). Keyed by the run: a rerun copies its source's metadata but not its check
+    run."""
+    async with session_maker() as session, session.begin():
+        await session.execute(
             text(
                 "UPDATE pipeline_runs SET metadata = jsonb_set(coalesce(metadata, '{}'::jsonb),"
                 " '{check_run}', CAST(:value AS jsonb)) WHERE id = :id"
             ),
-            {"value": f'{{"run": "{self.run_id}", "id": {int(check_run_id)}}}', "id": self.run_id},
+            {"value": f'{{"run": "{run_id}", "id": {int(check_run_id)}}}', "id": run_id},
         )
-        await self.session.commit()
-        self.check_run_id = check_run_id
-
-
-@asynccontextmanager
-async def check_run_slot(
-    session_maker: async_sessionmaker[AsyncSession], run_id: str
-) -> AsyncIterator[CheckRunSlot]:
-    async with session_maker() as session:
-        await session.execute(
-            select(func.pg_advisory_xact_lock(func.hashtextextended(f"check-run:{run_id}", 0)))
-        )
-        stored = await session.scalar(
-            select(PipelineRun.metadata_[METADATA_KEY]).where(PipelineRun.id == uuid.UUID(run_id))
-        )
-        check_run_id = None
-        if isinstance(stored, dict) and stored.get("run") == run_id:
-            value = stored.get("id")
-            check_run_id = value if isinstance(value, int) else None
-        slot = CheckRunSlot(session, run_id, check_run_id)
-        try:
-            yield slot
-        finally:
-            await session.rollback()

@@ -4,19 +4,23 @@ started when the run projection records the change; they never touch the run its
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from db.models.integrations import CommitStatusTurn
 from db.models.pipelines import Pipeline, PipelineRun
 from db.models.projects import Repository
 from forgeline.crypto import decrypt_str
@@ -34,6 +38,11 @@ from workflows.integrations_models import (
 log = logging.getLogger("forgeline.integrations")
 
 CONTEXT_PREFIX = "forgeline"
+# A report holds its run's turn at most this long: longer than the report activity's
+# start-to-close timeout (30 s), after which a crashed report's turn is taken over.
+TURN_LEASE_SECONDS = 45.0
+# Waiting for the turn: the first and the longest pause between two tries.
+TURN_POLL_SECONDS = (0.05, 1.0)
 RUN_STATUS_STATES: dict[str, CommitState] = {
     RunStatus.QUEUED: "pending",
     RunStatus.RUNNING: "running",
@@ -131,17 +140,60 @@ async def build_report(
 
 @contextlib.asynccontextmanager
 async def reporting_turn(
-    session_maker: async_sessionmaker[AsyncSession], run_id: str
-) -> AsyncIterator[AsyncSession]:
-    """The run's reports one at a time, each from its staleness check (build_report, in the
-    session given) to the forge's answer: a report found current reaches the forge before a
-    later state's report is checked, so an earlier state never lands after a later one and the
-    final state is the last the forge receives."""
-    async with session_maker() as session, session.begin():
-        await session.execute(
-            select(func.pg_advisory_xact_lock(func.hashtextextended(f"commit-status:{run_id}", 0)))
+    session_maker: async_sessionmaker[AsyncSession],
+    run_id: str,
+    *,
+    on_wait: Callable[[], None] | None = None,
+) -> AsyncIterator[None]:
+    """The run's reports one at a time, each from its staleness check (build_report) to the
+    forge's answer: a report found current reaches the forge before a later state's report is
+    checked, so an earlier state never lands after a later one and the final state is the last
+    the forge receives. The turn is a leased row, taken and released in short transactions: no
+    database connection is held while waiting for it or while the forge answers (`on_wait` is
+    called between tries: the activity's heartbeat)."""
+    holder = uuid.uuid4().hex
+    run = uuid.UUID(run_id)
+    await _take_turn(session_maker, run, holder, on_wait)
+    try:
+        yield
+    finally:
+        async with session_maker() as session, session.begin():
+            await session.execute(
+                delete(CommitStatusTurn).where(
+                    CommitStatusTurn.run_id == run, CommitStatusTurn.holder == holder
+                )
+            )
+
+
+async def _take_turn(
+    session_maker: async_sessionmaker[AsyncSession],
+    run_id: uuid.UUID,
+    holder: str,
+    on_wait: Callable[[], None] | None,
+) -> None:
+    """Until the run's turn is this holder's: free, or left by a report that outlived its lease
+    (a crashed worker)."""
+    expires = func.now() + timedelta(seconds=TURN_LEASE_SECONDS)
+    stmt = (
+        insert(CommitStatusTurn)
+        .values(run_id=run_id, holder=holder, expires_at=expires)
+        .on_conflict_do_update(
+            index_elements=[CommitStatusTurn.run_id],
+            set_={"holder": holder, "expires_at": expires},
+            where=CommitStatusTurn.expires_at < func.now(),
         )
-        yield session
+        .returning(CommitStatusTurn.holder)
+    )
+    delay = TURN_POLL_SECONDS[0]
+    while True:
+        async with session_maker() as session, session.begin():
+            taken = await session.scalar(stmt)
+        if taken == holder:
+            return
+        if on_wait is not None:
+            on_wait()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, TURN_POLL_SECONDS[1])
 
 
 async def start_report(

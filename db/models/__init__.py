@@ -41,7 +41,7 @@ from db.models.deployments import (
     DeploymentRuntimeLog,
     InfrastructureResource,
 )
-from db.models.integrations import PullRequest, WebhookPayload
+from db.models.integrations import CommitStatusTurn, PullRequest, WebhookPayload
 from db.models.notifications import (
     NotificationAttempt,
     NotificationChannelSettings,
@@ -83,6 +83,7 @@ __all__ = [
     "BuildSlotClaim",
     "BuildSlots",
     "CodeReview",
+    "CommitStatusTurn",
     "Deployment",
     "DeploymentApproval",
     "DeploymentContainer",

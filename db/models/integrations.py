@@ -126,3 +126,16 @@ class PullRequest(UUIDPrimaryKey, Timestamps, Base):
         Index("ix_pr_tracking_ci_status", "ci_status"),
         Index("ix_pr_tracking_quality_score", "quality_score"),
     )
+
+
+class CommitStatusTurn(Base):
+    """The run whose commit status (or check run) is on its way to the forge, and until when the
+    report that took the turn may hold it: a run's reports are sent one at a time without a
+    database connection held while the forge answers. The row is deleted when the report ends;
+    one left by a crashed report is taken over once `expires_at` has passed."""
+
+    __tablename__ = "commit_status_turns"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(TZ_DATETIME)

@@ -1,14 +1,16 @@
 """A run's commit statuses reach the forge one at a time, each from its staleness check to the
 forge's answer: the final state's report waits while an earlier report is being sent, so it can
-never be overtaken by it. Real Postgres (the run's reporting turn), Temporal, git, the sandbox
-runner and a local fake GitHub."""
+never be overtaken by it. Real Postgres (the run's reporting turn, a leased row), Temporal, git,
+the sandbox runner and a local fake GitHub."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from sqlalchemy import text
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client
+from temporalio.service import RPCError
 
 from core.integrations.commit_status import build_report, reporting_turn
 from core.runs.service import cancel_run
@@ -23,18 +25,19 @@ from tests.integrations.support import (
 )
 from tests.integrations.test_cancel_races import TOKEN, reports_settled
 from tests.runs.helpers import wait_for
-
-WAITING_FOR_TURN = """
-SELECT count(*) FROM pg_locks
-WHERE locktype = 'advisory' AND NOT granted
-  AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(:key, 0)
-"""
+from workflows.integrations_models import commit_status_workflow_id
 
 
-async def waiting_for_turn(session_maker: Any, run_id: uuid.UUID) -> bool:
-    async with session_maker() as session:
-        waiting = await session.scalar(text(WAITING_FOR_TURN), {"key": f"commit-status:{run_id}"})
-    return bool(waiting)
+async def waiting_for_turn(client: Client, run_id: uuid.UUID) -> bool:
+    """The cancelled state's report is under way (its activity started) and has sent nothing:
+    it waits for the run's turn."""
+    handle = client.get_workflow_handle(commit_status_workflow_id(str(run_id), "cancelled"))
+    try:
+        described = await handle.describe()
+    except RPCError:
+        return False
+    pending = described.raw_description.pending_activities
+    return bool(pending) and pending[0].state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
 
 
 async def cancelled_last(client: Any, forge: FakeForge, sha: str, run_id: uuid.UUID) -> None:
@@ -76,7 +79,7 @@ async def test_the_final_state_waits_for_the_report_being_sent(
             assert run.status == "cancelled"
 
             async def waiting() -> bool:
-                return await waiting_for_turn(session_maker, run.id)
+                return await waiting_for_turn(temporal_client, run.id)
 
             await wait_for(waiting, timeout=60)
             assert [r.body["description"] for r in forge.accepted(head)][-1] == "Running"
