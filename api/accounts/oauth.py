@@ -170,16 +170,20 @@ async def callback(
     response: Response,
     session: SessionDep,
     ctx: AccountContextDep,
-    code: Annotated[str, Query(max_length=500)] = "",
+    # Bounded, but loosely: a code too long is refused by the callback after it has spent the
+    # request (a 422 here would leave the state usable for a replay).
+    code: Annotated[str, Query(max_length=4096)] = "",
     state: Annotated[str, Query(max_length=200)] = "",
+    error: Annotated[str, Query(max_length=4096)] = "",
 ) -> OAuthSessionOut | RedirectResponse | HTMLResponse:
     """The forge's redirect: signs in (or links) and returns a session (to the console, as its
     cookie, when the console started the sign-in). Only the client holding the request's
-    binding cookie completes it; any other is refused and nothing is written."""
+    binding cookie completes it; any other is refused and nothing is written. Any other
+    outcome spends the request: the forge's refusal (`error`), a bad or refused code."""
     binding = request.cookies.get(binding_cookie_name(request))
     try:
         signed = await oauth.callback(
-            session, ctx, provider, code=code, state=state, binding=binding
+            session, ctx, provider, code=code, state=state, binding=binding, error=error or None
         )
         await session.commit()
     except DomainError as exc:

@@ -56,6 +56,9 @@ from infra.oauth import (
 )
 
 STATE_TTL = timedelta(minutes=10)
+# Authorization codes are short (GitHub: 20 characters); a longer one is refused, after the
+# request it names is spent.
+MAX_CODE_CHARS = 500
 
 
 class OAuthStateInvalid(
@@ -255,6 +258,11 @@ async def _consume(session: AsyncSession, name: str, state: str, binding: str | 
     return row
 
 
+def _printable(value: str) -> str:
+    """A forge's error code as it may be echoed back: at most 100 plain characters."""
+    return "".join(ch for ch in value[:100] if ch.isprintable() and ch not in "<>&\"'")
+
+
 async def _linked_user(session: AsyncSession, identity: ForgeIdentity) -> User | None:
     return await session.scalar(
         select(User)
@@ -321,13 +329,19 @@ async def callback(
     code: str,
     state: str,
     binding: str | None,
+    error: str | None = None,
 ) -> SignedIn:
-    """The forge's redirect, from the browser holding the request's `binding` secret."""
+    """The forge's redirect, from the browser holding the request's `binding` secret. The
+    request is spent (committed) before anything else is looked at, whatever follows: the
+    forge's own refusal (`error`), a missing, malformed or refused code all end it, so its
+    state can never be replayed."""
     settings = ctx.settings
     assert settings is not None
     chosen = provider(settings, name)
     request = await _consume(session, chosen.name, state, binding)
-    if not code or len(code) > 500:
+    if error:
+        raise ForgeSignInFailed(f"the forge refused the sign-in: {_printable(error)}")
+    if not code or len(code) > MAX_CODE_CHARS:
         raise ValidationFailed("the callback carries no code")
     verifier = decrypt_str(request.code_verifier_encrypted, settings)
     try:
