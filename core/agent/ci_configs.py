@@ -46,7 +46,33 @@ def _lines(script: Any) -> list[str]:
     if not isinstance(script, str):
         return []
     joined = re.sub(r"\\\n\s*", " ", script)
-    return [line.strip() for line in joined.splitlines() if line.strip()]
+    return _first_branches([line.strip() for line in joined.splitlines() if line.strip()])
+
+
+def _first_branches(lines: list[str]) -> list[str]:
+    """The lines a shell `if` runs in its first branch: `elif`/`else` branches are alternatives
+    (`if nyc is installed; then npm run test-ci; else npm test; fi` runs the tests once, not
+    twice), and the if/elif/else/fi lines are no commands."""
+    out: list[str] = []
+    # Per open `if`: whether its current branch is an alternative.
+    stack: list[bool] = []
+    for line in lines:
+        word = line.split(maxsplit=1)[0].rstrip(";")
+        if word == "if" and not re.search(r"\bfi\s*;?$", line):
+            stack.append(False)
+        elif word in ("elif", "else") and stack:
+            stack[-1] = True
+        elif word == "fi" and stack:
+            stack.pop()
+        elif word == "then" or (stack and any(stack)):
+            continue
+        else:
+            out.append(line)
+            continue
+        rest = re.sub(r"^.*?\b(then|else)\s+", "", line) if word in ("if", "else") else ""
+        if rest and rest != line and not any(stack) and not re.match(r"^(fi|if)\b", rest):
+            out.append(rest.removesuffix(";").strip())
+    return out
 
 
 def _directory(value: Any, default: str = ".") -> str:
