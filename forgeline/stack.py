@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -279,6 +281,34 @@ def banner(settings: Settings, shown: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+API_READY_TIMEOUT_SECONDS = 120.0
+
+
+def _reachable(host: str) -> str:
+    """Where this machine reaches a server bound to `host` (all interfaces: loopback)."""
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_unspecified:
+            return "127.0.0.1"
+    return host or "127.0.0.1"
+
+
+async def api_answers(settings: Settings, stack: Stack, stop: asyncio.Event) -> bool:
+    """Until the API answers its health check (any status), a child exits, Ctrl-C, or the
+    timeout; True when it answered."""
+    url = f"http://{_reachable(settings.api_host)}:{settings.api_port}/healthz"
+    deadline = asyncio.get_running_loop().time() + API_READY_TIMEOUT_SECONDS
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+        while asyncio.get_running_loop().time() < deadline:
+            if stop.is_set() or stack.children.exited():
+                return False
+            with contextlib.suppress(httpx.HTTPError):
+                await client.get(url)
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.25)
+    return False
+
+
 async def serve(settings: Settings, ready: Callable[[Stack], Awaitable[None]] | None = None) -> int:
     stack = Stack(settings)
     stop = asyncio.Event()
@@ -292,6 +322,13 @@ async def serve(settings: Settings, ready: Callable[[Stack], Awaitable[None]] | 
             return 0
         shown = await stack.prepare_data()
         stack.start_children()
+        # The banner says "running" once the API answers: its worker processes take a few
+        # seconds to import, and a command typed right after the banner must not be refused.
+        answered = await api_answers(settings, stack, stop)
+        if stop.is_set():
+            return 0
+        if not answered and not stack.children.exited():
+            print("The API has not answered yet: it may still be starting", flush=True)
         print(banner(settings, shown), flush=True)
         if ready:
             await ready(stack)
