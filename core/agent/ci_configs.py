@@ -213,6 +213,12 @@ _LINT = re.compile(
     r"prettier\s+(--check|-c)|clippy|golangci-lint|go\s+vet|gofmt|rubocop|pint|phpcs|phpstan|"
     r"stylelint|typecheck|type-check|tsc\s+--noEmit|fmt\s+--check|format\s+--check|biome)\b"
 )
+# Commands that rewrite the code instead of checking it: `lint:fix`, `eslint --fix`,
+# `prettier -w`, `ruff format` without --check.
+_FIXER = re.compile(
+    r"(^|\s)--(fix|write)\b|\b(prettier|oxfmt|biome\s+format)\b[^&;|]*\s-w\b|"
+    r"[\w.-]:fix\b|\bfix:[\w-]|\bruff\s+format\b(?![^&;|]*--check)"
+)
 _TEST = re.compile(
     r"\b(test|tests|pytest|jest|vitest|mocha|tox|nox|rspec|phpunit|unittest|runtests|spec|"
     r"coverage\s+run|ctest|verify)\b"
@@ -236,6 +242,8 @@ def kind_of(command: str) -> CommandKind | None:
     target = re.fullmatch(r"(?:make|just)\s+([A-Za-z0-9_.\-]+)", line)
     if target:
         return next((k for k, names in TARGETS.items() if target.group(1) in names), None)
+    if _FIXER.search(line):
+        return None  # rewrites the code (an autofix workflow): never the pipeline's check
     if _LINT_ENV.search(line) or _LINT.search(line):
         return "lint"
     if _TEST.search(line):

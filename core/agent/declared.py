@@ -102,7 +102,15 @@ def _fit_node(segment: str, words: list[str], app: AppDetection, pkg: dict[str, 
             script = {"test": "test", "t": "test", "start": "start"}.get(rest[0], "")
         else:
             script = rest[0]
-        return segment if isinstance(scripts, dict) and script in scripts else None
+        if isinstance(scripts, dict) and script in scripts:
+            return segment
+        # `pnpm vitest`, `yarn jest`: a package's own command when no script has that name.
+        local_bin = first != "npm" and rest[0] not in ("run", "run-script")
+        return (
+            segment
+            if local_bin and (script in deps or (script == "tsc" and "typescript" in deps))
+            else None
+        )
     if first in ("npx", "bunx", "node", "corepack"):
         return segment
     if first in deps or (first == "tsc" and "typescript" in deps):
