@@ -18,6 +18,8 @@ import stat
 import tarfile
 from pathlib import Path
 
+from core.runs.cache_tar import host_tar, tar_pack
+
 # A cache archive holds at most this much (uncompressed) by default.
 CACHE_MAX_BYTES = 1 << 30
 # Archive names of the home's entries start with this.
@@ -70,38 +72,64 @@ def pack(
     home: Path | None = None,
 ) -> int:
     """Write `sources` (inside `root`, or `home`) to a gzip tar at `dest`, names relative to
-    `root` (or `~/` and relative to `home`). Returns the bytes packed; CacheTooLarge past
-    `max_bytes` (the partial file removed)."""
+    `root` (or `~/` and relative to `home`): with the host's GNU tar when it has one
+    (core/runs/cache_tar.py), else Python's tarfile. Returns the bytes packed; CacheTooLarge
+    past `max_bytes` (the partial file removed)."""
     root = root.resolve()
     home = home.resolve() if home is not None else None
-    total = 0
+    chosen, total = _entries(root, sources, max_bytes, home)
+    tools = host_tar()
     try:
-        with tarfile.open(dest, "w:gz") as tar:
-            for source in sources:
-                base, prefix = root, ""
-                if home is not None and source.resolve().is_relative_to(home):
-                    base, prefix = home, HOME_PREFIX
-                for path in _walk(source):
-                    info = path.lstat()
-                    name = prefix + path.relative_to(base).as_posix()
-                    if stat.S_ISLNK(info.st_mode):
-                        target = os.readlink(path)
-                        if not _inside(base, path, target):
-                            continue
-                    elif not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
-                        continue  # sockets, fifos, devices
-                    elif stat.S_ISREG(info.st_mode):
-                        total += info.st_size
-                        if total > max_bytes:
-                            raise CacheTooLarge(f"the cache is over {max_bytes} bytes")
-                    try:
-                        tar.add(path, arcname=name, recursive=False)
-                    except OSError:
-                        continue  # unreadable (another user's file): left out
+        if tools is not None:
+            tar_pack(
+                tools,
+                dest,
+                root,
+                [name for prefix, name, _ in chosen if not prefix],
+                home,
+                [name for prefix, name, _ in chosen if prefix],
+            )
+            return total
+        with tarfile.open(dest, "w:gz", compresslevel=1) as tar:
+            for prefix, name, path in chosen:
+                try:
+                    tar.add(path, arcname=prefix + name, recursive=False)
+                except OSError:
+                    continue  # unreadable (another user's file): left out
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
     return total
+
+
+def _entries(
+    root: Path, sources: list[Path], max_bytes: int, home: Path | None
+) -> tuple[list[tuple[str, str, Path]], int]:
+    """(prefix, name relative to its tree, path) of what goes in the archive, and the bytes of
+    its files: links leaving their tree, sockets, fifos and devices left out; CacheTooLarge
+    past `max_bytes`."""
+    chosen: list[tuple[str, str, Path]] = []
+    total = 0
+    for source in sources:
+        base, prefix = root, ""
+        if home is not None and source.resolve().is_relative_to(home):
+            base, prefix = home, HOME_PREFIX
+        for path in _walk(source):
+            try:
+                info = path.lstat()
+            except OSError:
+                continue  # gone since the walk
+            if stat.S_ISLNK(info.st_mode):
+                if not _inside(base, path, os.readlink(path)):
+                    continue
+            elif not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+                continue  # sockets, fifos, devices
+            elif stat.S_ISREG(info.st_mode):
+                total += info.st_size
+                if total > max_bytes:
+                    raise CacheTooLarge(f"the cache is over {max_bytes} bytes")
+            chosen.append((prefix, path.relative_to(base).as_posix(), path))
+    return chosen, total
 
 
 def _walk(source: Path) -> list[Path]:
