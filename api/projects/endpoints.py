@@ -99,7 +99,7 @@ async def list_projects(
     return json_page(
         rows,
         limit=page.limit,
-        to_data=render.project_data,
+        to_model=render.project_read,
         page_model=Page[ProjectOut],
     )
 
@@ -108,8 +108,8 @@ async def list_projects(
 async def get_project(
     project_id: uuid.UUID, session: ReadConnectionDep, principal: ProjectsConnectionReader
 ) -> Response:
-    # Validated once by the service, serialised once here (FastAPI would validate it again).
-    return _json(render.project_out(await service.get_project(session, principal, project_id)))
+    # Built from the row (its config validated), serialised once here (no response model pass).
+    return _json(render.project_read(await service.get_project(session, principal, project_id)))
 
 
 @router.patch("/projects/{project_id}", responses=_PROBLEMS)
@@ -236,7 +236,7 @@ async def list_environments(
     return json_page(
         rows,
         limit=page.limit,
-        to_data=render.environment_data,
+        to_model=render.environment_read,
         page_model=Page[EnvironmentOut],
     )
 
@@ -251,7 +251,7 @@ async def get_environment(
     environment_id: uuid.UUID, session: ReadConnectionDep, principal: EnvironmentsConnectionReader
 ) -> Response:
     return _json(
-        render.environment_out(
+        render.environment_read(
             await environments.get_environment(session, principal, environment_id)
         )
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from api.projects.schemas import EnvironmentOut, ProjectOut, RepositoryOut
 from core.projects.configs import environment_config_data, project_config_data
+from core.projects.models import ProjectConfigOut
 from db.models.projects import Environment, Project, Repository
 
 _PROJECT_FIELDS = tuple(name for name in ProjectOut.model_fields if name != "config")
@@ -36,6 +37,21 @@ def project_data(row: Project | Mapping[str, Any]) -> dict[str, Any]:
 
 def project_out(row: Project | Mapping[str, Any]) -> ProjectOut:
     return ProjectOut.model_validate(project_data(row))
+
+
+def project_read(row: Mapping[str, Any]) -> ProjectOut:
+    """A hot read's project from its Core row: only the stored config is validated (defaults
+    filled in, as project_out does); the columns, typed by the database, are taken as they
+    are. Serialises exactly as project_out's model."""
+    data = project_data(row)
+    data["config"] = ProjectConfigOut.model_validate(data["config"])
+    return ProjectOut.model_construct(**data)
+
+
+def environment_read(row: Mapping[str, Any]) -> EnvironmentOut:
+    """A hot read's environment from its Core row, without validating what the database typed
+    (its config is a free-form mapping)."""
+    return EnvironmentOut.model_construct(**environment_data(row))
 
 
 def environment_data(row: Environment | Mapping[str, Any]) -> dict[str, Any]:
