@@ -203,6 +203,16 @@ PATTERNS: tuple[FailurePattern, ...] = (
     ),
     _rule(
         FLAKY,
+        "a test asserted on elapsed wall-clock time (a known flaky pattern on a busy host)",
+        # Node's assert prints the failing expression: assert.ok(Date.now() - time <= 1100).
+        r"assert\w*(?:\.\w+)?\(.{0,200}?(?:Date\.now\(\)|performance\.now\(\)|"
+        r"process\.hrtime(?:\.bigint)?\(\S{0,40}\)|new Date\(\)\.getTime\(\))\s*-",
+        r"expect\(.{0,200}?(?:Date\.now\(\)|performance\.now\(\))\s*-.{0,200}\)\s*"
+        r"\.toBe(?:LessThan|GreaterThan)",
+        r"assert .{0,200}?time\.(?:time|monotonic|perf_counter)\(\)\s*-\s*\w+\s*[<>]",
+    ),
+    _rule(
+        FLAKY,
         "a port or file was still held by another process (a known flaky pattern)",
         r"\bEADDRINUSE\b|Address already in use",
         r"Text file busy",
