@@ -5,8 +5,8 @@
 
 It accepts commit statuses (and pull request comments) on 127.0.0.1 like the forges' APIs do
 and prints one JSON line per request it answers: method, path, answer, and the status's
-context, state and description. Start the stack with FORGELINE_GITHUB_API_URL (GitLab:
-FORGELINE_GITLAB_API_URL, with `/api/v4`) pointing at it."""
+context (GitLab: name), state and description. Start the stack with FORGELINE_GITHUB_API_URL
+(GitLab: FORGELINE_GITLAB_API_URL, with `/api/v4`) pointing at it."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class PrintingForge(FakeForge):
         with self.lock:
             kept = self.received[-1].body if self.received else {}
         line: dict[str, Any] = {"method": method, "path": path, "answered": outcome.status}
-        for key in ("context", "state", "description", "target_url"):
+        for key in ("context", "name", "state", "description", "target_url"):
             if key in kept:
                 line[key] = kept[key]
         print(json.dumps(line), flush=True)

@@ -33,7 +33,10 @@ from tests.runs.helpers import wait_for
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 FORGE_LINE = "uv run python -m tests.integrations.fake_forge_server --port 9100"
-STACK_LINE = "FORGELINE_GITHUB_API_URL=http://127.0.0.1:9100 make run"
+STACK_LINE = (
+    "FORGELINE_GITHUB_API_URL=http://127.0.0.1:9100 "
+    "FORGELINE_GITLAB_API_URL=http://127.0.0.1:9100/api/v4 make run"
+)
 UV_SHIM = """#!/bin/sh
 # `uv run [--frozen] PROGRAM ARGS...` as this test's virtualenv runs it.
 [ "$1" = run ] || exit 2
@@ -209,8 +212,14 @@ async def stack(
     bootstrap = {"org_id": str(org.org_id), "org_slug": org.slug, "api_key": org.api_key}
     (walkthrough_dir / ".data" / "bootstrap.json").write_text(json.dumps(bootstrap))
     server = ApiServer(settings).start()
-    forge_url = STACK_LINE.split("=", 1)[1].split()[0].replace("9100", str(fake_forge_port))
-    worker_settings = settings.model_copy(update={"github_api_url": forge_url})
+    urls = dict(word.split("=", 1) for word in STACK_LINE.split()[:2])
+    port = str(fake_forge_port)
+    worker_settings = settings.model_copy(
+        update={
+            "github_api_url": urls["FORGELINE_GITHUB_API_URL"].replace("9100", port),
+            "gitlab_api_url": urls["FORGELINE_GITLAB_API_URL"].replace("9100", port),
+        }
+    )
     try:
         await wait_for(lambda: _listening(forge), timeout=30)
         async with run_workers(
@@ -257,7 +266,7 @@ async def test_the_readme_walkthrough_runs_as_written(
     server, forge = stack
     shell.substitutions["http://localhost:8000"] = server.url
     shell.env["FORGELINE_API_URL"] = server.url
-    _, setup, push, see = section_blocks()
+    _, setup, push, see, gitlab = section_blocks()
     pipeline = ""
     try:
         outputs = [await asyncio.to_thread(shell.run, c.text) for c in setup]
@@ -281,22 +290,40 @@ async def test_the_readme_walkthrough_runs_as_written(
             scheduled_before = shown.count('"trigger":"schedule"')
 
         async def statuses_arrived() -> bool:
-            return len(_statuses(forge, new_sha)) >= 3
+            return ("forgeline/ci", "success", "Passed") in _statuses(forge, new_sha)
 
         try:
             await wait_for(statuses_arrived, timeout=60)
         except AssertionError:
             raise AssertionError(f"the fake forge printed {forge.read()}") from None
-        assert _statuses(forge, new_sha) == [
-            ("forgeline/ci", "pending", "Queued"),
+        github = _statuses(forge, new_sha)
+        assert github[-2:] == [
             ("forgeline/ci", "pending", "Running"),
             ("forgeline/ci", "success", "Passed"),
         ]
+        # Queued comes first, or not at all when the run was running before it was checked.
+        assert github[:-2] in ([], [("forgeline/ci", "pending", "Queued")])
         assert all(
             str(line.get("target_url", "")).startswith("http")
             for line in forge.read()
             if "state" in line
         )
+        # GitLab's push of the next commit: its statuses on GitLab's API.
+        for command in gitlab:
+            output = await asyncio.to_thread(shell.run, command.text)
+            assert matches(command.expected, output), (command.text, output)
+        gitlab_sha = re.search(r'NEW_SHA="([0-9a-f]{40})"', shell.state.read_text()).group(1)  # type: ignore[union-attr]
+        assert gitlab_sha != new_sha
+
+        async def gitlab_statuses_arrived() -> bool:
+            return ("forgeline/ci", "success") in _gitlab_statuses(forge, gitlab_sha)
+
+        try:
+            await wait_for(gitlab_statuses_arrived, timeout=60)
+        except AssertionError:
+            raise AssertionError(f"the fake forge printed {forge.read()}") from None
+        states = [state for _, state in _gitlab_statuses(forge, gitlab_sha)]
+        assert states in (["pending", "running", "success"], ["running", "success"]), states
     finally:
         if pipeline:
             # The every-minute schedule must not outlive the test in the shared Temporal.
@@ -313,4 +340,13 @@ def _statuses(forge: ForgeProcess, sha: str) -> list[tuple[str, str, str]]:
         (str(line["context"]), str(line["state"]), str(line["description"]))
         for line in forge.read()
         if line.get("path") == f"/repos/acme/widgets/statuses/{sha}" and line.get("answered") == 201
+    ]
+
+
+def _gitlab_statuses(forge: ForgeProcess, sha: str) -> list[tuple[str, str]]:
+    return [
+        (str(line["name"]), str(line["state"]))
+        for line in forge.read()
+        if line.get("path") == f"/api/v4/projects/acme%2Fwidgets/statuses/{sha}"
+        and line.get("answered") == 201
     ]
