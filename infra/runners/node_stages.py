@@ -20,6 +20,7 @@ from infra.runners.node_toolchain import (
     NodeToolchains,
     requested_node,
 )
+from infra.runners.registry_signatures import UNSIGNED_SETUP, registry_unsigned, unsigned_note
 from infra.runners.sandbox_args import SandboxConfig
 
 # The toolchains' directory inside every sandbox (the state directory may lie under /tmp).
@@ -67,7 +68,9 @@ def node_mount_args(toolchains: NodeToolchains) -> list[str]:
     return [*args, "--ro-bind", str(toolchains.root), NODE_TOOLCHAINS_MOUNT]
 
 
-def setup_script(toolchain: NodeToolchain, name: str, script: str) -> str:
+def setup_script(
+    toolchain: NodeToolchain, name: str, script: str, unsigned_registry: bool = False
+) -> str:
     """The stage's own bin/ made (with the corepack stand-in when the toolchain has corepack),
     the toolchain and it first on PATH, then the stage's script in a shell of its own."""
     q = shlex.quote
@@ -85,13 +88,18 @@ def setup_script(toolchain: NodeToolchain, name: str, script: str) -> str:
         f'export PATH="$fl_node/bin:"{q(toolchain.bin_dir)}":$PATH" NPM_CONFIG_PREFIX="$fl_node"\n'
         # Node's own fetch (corepack 0.35+, undici) takes the egress proxy only when told to.
         '[ -n "${HTTPS_PROXY:-}" ] && export NODE_USE_ENV_PROXY="${NODE_USE_ENV_PROXY:-1}"\n'
-        "unset fl_node\n"
+        + (UNSIGNED_SETUP if unsigned_registry else "")
+        + "unset fl_node\n"
         f"exec /bin/sh -c {q(script)}\n"
     )
 
 
 def prepare_node_stage(
-    process: StageProcess, request: NodeRequest, toolchain: NodeToolchain, registry: str
+    process: StageProcess,
+    request: NodeRequest,
+    toolchain: NodeToolchain,
+    registry: str,
+    unsigned_registry: bool = False,
 ) -> NodeStage:
     where = f"{toolchain.bin_dir} first on PATH" + (
         f", downloaded from {registry}" if toolchain.downloaded else ""
@@ -100,7 +108,9 @@ def prepare_node_stage(
     opening = f"{warning}forgeline: Node.js {toolchain.version} for {request.source} ({where})\n"
     if toolchain.host:  # the host's own Node, as every stage had before: nothing to say
         opening = warning
-    script = setup_script(toolchain, process.name, process.script)
+    if unsigned_registry:
+        opening += unsigned_note(registry)
+    script = setup_script(toolchain, process.name, process.script, unsigned_registry)
     notes = (toolchain.note,) if toolchain.note else ()
     return NodeStage(replace(process, script=script), opening.encode(), notes)
 
@@ -123,7 +133,8 @@ async def run_node_aware(
             message = f"{request.source} asks for {request.wanted}, not installed: {exc}"
         await on_output(f"{NODE_MARKER} {message}: the stage does not run\n".encode())
         return StageOutcome(exit_code=SETUP_EXIT, notes=(message,))
-    stage = prepare_node_stage(process, request, toolchain, toolchains.registry)
+    unsigned = process.network and await asyncio.to_thread(registry_unsigned, toolchains)
+    stage = prepare_node_stage(process, request, toolchain, toolchains.registry, unsigned)
     await on_output(stage.opening)
     outcome = await run(stage.process, on_output)
     return replace(outcome, notes=(*outcome.notes, *stage.notes))
