@@ -6,7 +6,9 @@ key's row of the current minute (an atomic upsert, so concurrent requests on any
 distinct counts), drops the key's rows older than the previous minute and reads the previous
 minute's count. The decision is a sliding-window estimate (previous minute weighted by how much
 of it is still inside the last 60 s, plus the current minute), so a burst across a minute
-boundary cannot pass twice the limit. Every request is counted, refused ones included.
+boundary cannot pass twice the limit. Every request is counted, refused ones included; a busy
+key's requests are counted in blocks, each block before any of its requests is let through
+(core/accounts/key_leases.py).
 
 The statement runs on a connection in autocommit, so the row lock lasts that statement only and
 never the request: the request's own connection when it already is (reads), else one of its own
