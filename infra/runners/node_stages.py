@@ -43,6 +43,16 @@ esac
 exec "$FL_COREPACK" "$@"
 """
 
+# The checkout and the home are separate mounts: pnpm, finding its default store on another
+# device than the project, makes one at the root of the project's mount (/workspace/.pnpm-store,
+# which `prettier --check .` then lints). Named, the home's store is used as is (files copied,
+# never linked, across the mounts). A stage that names one keeps it.
+PNPM_STORE_SETUP = (
+    'if [ -z "${npm_config_store_dir+x}${NPM_CONFIG_STORE_DIR+x}${pnpm_config_store_dir+x}" ]; '
+    'then export npm_config_store_dir="$HOME/.local/share/pnpm/store" '
+    'pnpm_config_store_dir="$HOME/.local/share/pnpm/store"; fi\n'
+)
+
 
 @dataclass(frozen=True)
 class NodeStage:
@@ -89,6 +99,7 @@ def setup_script(
         # Node's own fetch (corepack 0.35+, undici) takes the egress proxy only when told to.
         '[ -n "${HTTPS_PROXY:-}" ] && export NODE_USE_ENV_PROXY="${NODE_USE_ENV_PROXY:-1}"\n'
         + (UNSIGNED_SETUP if unsigned_registry else "")
+        + PNPM_STORE_SETUP
         + "unset fl_node\n"
         f"exec /bin/sh -c {q(script)}\n"
     )
