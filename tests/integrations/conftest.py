@@ -20,6 +20,7 @@ from tests.integrations.fake_forge import FakeForge, running_fake_forge
 from tests.integrations.fake_github_app import FakeGitHubApp, install_app
 from tests.integrations.fake_oauth import CLIENT_ID, CLIENT_SECRET, FakeOAuth, install_oauth
 from tests.integrations.isolation import own_queue_name, terminate_started_since
+from tests.integrations.support import integrations_worker
 
 
 @pytest.fixture(autouse=True)
@@ -110,3 +111,15 @@ def oauth_api(
         yield
     finally:
         app.state.settings = previous
+
+
+@pytest.fixture
+async def worker(
+    temporal_client: Client, settings: Settings, session_maker: Any, task_queue: str
+) -> AsyncIterator[Any]:
+    """The integrations worker, its runs on the test's own task queue (a module that needs
+    another worker defines its own `worker`)."""
+    async with integrations_worker(
+        temporal_client, settings, session_maker, run_task_queue=task_queue
+    ) as w:
+        yield w

@@ -9,8 +9,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from core.integrations import event_runs
 from forgeline.settings import Settings
 from tests.factories import make_org
@@ -24,7 +22,6 @@ from tests.integrations.support import (
     github_headers,
     github_pull,
     github_push,
-    integrations_worker,
     make_git_repo,
     runs_of,
 )
@@ -34,14 +31,6 @@ from workflows.integrations_models import (
     ForgeEvent,
     StartRunsInput,
 )
-
-
-@pytest.fixture
-async def worker(temporal_client, settings, session_maker, task_queue) -> Any:
-    async with integrations_worker(
-        temporal_client, settings, session_maker, run_task_queue=task_queue
-    ) as w:
-        yield w
 
 
 async def test_path_filters_use_changes_computed_from_git(

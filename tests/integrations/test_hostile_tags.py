@@ -4,27 +4,15 @@ forge named it, nothing in it is executed, and a tag the filter does not admit s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from tests.integrations.support import (
     connect_repo,
     deliver,
     git,
     github_push,
-    integrations_worker,
     make_git_repo,
     runs_of,
 )
-
-
-@pytest.fixture
-async def worker(temporal_client, settings, session_maker, task_queue) -> Any:
-    async with integrations_worker(
-        temporal_client, settings, session_maker, run_task_queue=task_queue
-    ) as w:
-        yield w
 
 
 async def test_hostile_tag_names_are_data(

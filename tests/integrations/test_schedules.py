@@ -17,17 +17,9 @@ from core.integrations import schedules
 from db.models.pipelines import Pipeline, PipelineRun
 from forgeline.settings import Settings
 from tests.factories import make_org
-from tests.integrations.support import connect_project, integrations_worker, runs_of
+from tests.integrations.support import connect_project, runs_of
 from workflows.integrations_models import ScheduledRunInput, pipeline_schedule_id
 from workflows.scheduled_run import ScheduledRunWorkflow
-
-
-@pytest.fixture
-async def worker(temporal_client, settings, session_maker, task_queue) -> Any:
-    async with integrations_worker(
-        temporal_client, settings, session_maker, run_task_queue=task_queue
-    ) as w:
-        yield w
 
 
 async def _pipeline(session_maker, settings: Settings) -> tuple[Any, uuid.UUID]:
