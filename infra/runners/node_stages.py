@@ -7,6 +7,7 @@ that cannot be provided fails the stage with the reason, never silently the host
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -27,6 +28,9 @@ from infra.runners.sandbox_args import SandboxConfig
 NODE_TOOLCHAINS_MOUNT = "/opt/forgeline/node"
 # Per stage attempt, under the run's home: bin/ (corepack's shims, npm's global commands).
 STAGE_DIR = ".cache/forgeline/node"
+# A stage that calls a package manager corepack provides (or corepack itself): only then is the
+# registry asked whether it signs what it serves.
+COREPACK_COMMANDS = re.compile(r"(?<![\w.-])(?:corepack|pnpm|pnpx|yarn|yarnpkg)(?![\w.-])")
 # Exit code of a stage whose Node.js could not be provided (the runner's "could not run").
 SETUP_EXIT = 125
 NODE_MARKER = "forgeline: Node.js:"
@@ -144,7 +148,11 @@ async def run_node_aware(
             message = f"{request.source} asks for {request.wanted}, not installed: {exc}"
         await on_output(f"{NODE_MARKER} {message}: the stage does not run\n".encode())
         return StageOutcome(exit_code=SETUP_EXIT, notes=(message,))
-    unsigned = process.network and await asyncio.to_thread(registry_unsigned, toolchains)
+    unsigned = (
+        process.network
+        and COREPACK_COMMANDS.search(process.script) is not None
+        and await asyncio.to_thread(registry_unsigned, toolchains)
+    )
     stage = prepare_node_stage(process, request, toolchain, toolchains.registry, unsigned)
     await on_output(stage.opening)
     outcome = await run(stage.process, on_output)
