@@ -117,6 +117,14 @@ class StageCgroup:
             time.sleep(poll)
         self.destroy()
 
+    def wait_empty(self, poll: float = 0.005, limit: float = 5.0) -> None:
+        """Until no process of the group is left (SIGKILLed again on each poll), at most `limit`
+        seconds: a cancelled stage returns once its processes are gone, not while they exit."""
+        deadline = time.monotonic() + limit
+        while self.pids() and time.monotonic() < deadline:
+            self.signal_all()
+            time.sleep(poll)
+
     def memory_exceeded(self) -> bool:
         """Whether the kernel had to kill for memory in this group (OOM)."""
         memory = self.dirs.get("memory")

@@ -361,6 +361,7 @@ class SandboxRunner(Runner):
                 close()
             with contextlib.suppress(BaseException):
                 await asyncio.shield(proc.wait())
+                await asyncio.shield(asyncio.to_thread(group.wait_empty))
             raise
         finally:
             watch.cancel()
