@@ -11,8 +11,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.loopback_http import serving
 
 GITHUB_STATUS = re.compile(r"^/repos/([^/]+)/([^/]+)/statuses/([0-9a-f]+)$")
 GITLAB_STATUS = re.compile(r"^/api/v4/projects/([^/]+)/statuses/([0-9a-f]+)$")
@@ -221,12 +223,5 @@ def _handler(forge: FakeForge) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def running_fake_forge() -> Iterator[FakeForge]:
     forge = FakeForge()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(forge))
-    forge.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(forge)) as forge.url:
         yield forge
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -11,9 +11,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from tests.loopback_http import serving
 
 # (token, "owner/name") -> whether the token may read that repository.
 Authorize = Callable[[str, str], bool]
@@ -140,12 +142,5 @@ def _handler(forge: GitForge) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def running_git_forge(root: Path, authorize: Authorize) -> Iterator[GitForge]:
     forge = GitForge(root=root, authorize=authorize)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(forge))
-    forge.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(forge)) as forge.url:
         yield forge
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -32,6 +32,7 @@ from forgeline.settings import Settings
 from tests.factories import make_org
 from tests.integrations.fake_forge import _status_body
 from tests.integrations.support import connect_project
+from tests.loopback_http import serving
 from tests.runs.helpers import wait_for
 from workflows.integrations_models import CommitState, CommitStatusInput, CommitStatusResult
 
@@ -80,16 +81,11 @@ def _handler(forge: HangingForge) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def hanging_forge() -> Iterator[HangingForge]:
     forge = HangingForge()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(forge))
-    forge.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield forge
-    finally:
-        forge.release()
-        server.shutdown()
-        server.server_close()
+    with serving(_handler(forge)) as forge.url:
+        try:
+            yield forge
+        finally:
+            forge.release()
 
 
 @pytest.fixture

@@ -17,10 +17,11 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from infra.runners.node_toolchain import registry_arch
+from tests.loopback_http import serving
 
 HOST_MODULES = Path("/usr/lib/node_modules")
 STAND_IN = """#!/bin/sh
@@ -158,13 +159,5 @@ def fake_registry(
     registry = FakeRegistry()
     for name, (version, engines, data) in host_packages.items():
         registry.packages[name] = {version: (data, engines)}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(registry))
-    server.daemon_threads = True
-    registry.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(registry)) as registry.url:
         yield registry
-    finally:
-        server.shutdown()
-        server.server_close()
