@@ -232,19 +232,16 @@ async def test_a_run_without_branch_or_commit_builds_the_default_branch(
 async def test_queued_runs_show_their_place_in_the_build_slot_queue(
     api_client, session_maker, worker
 ) -> None:
-    """One build slot: while the first run builds, the next two wait in order (positions 1, 2),
-    then each starts in turn; a running or finished run has no position."""
+    """One build slot: while the first run builds, the next two wait in the order they claimed
+    the slot (positions 1, 2); when the first ends (cancelled here, so the test and not a sleep
+    decides when) each queued run starts in turn; a running or finished run has no position.
+
+    Each run is triggered once the one before holds its place: runs triggered in the same instant
+    queue in the order their workflows claim, which the test does not try to predict."""
     org = await make_org(session_maker)
     pipeline_id = await make_pipeline(
-        session_maker, org.org_id, [stage("work", "sleep 2")], concurrent_builds=1
+        session_maker, org.org_id, [stage("work", "sleep ${HOLD:-1}")], concurrent_builds=1
     )
-    ids = []
-    for _ in range(3):
-        resp = await api_client.post(
-            f"/v1/pipelines/{pipeline_id}/runs", json={}, headers=org.headers
-        )
-        assert resp.status_code == 202, resp.text
-        ids.append(resp.json()["id"])
 
     async def detail(run_id: str) -> dict[str, Any]:
         resp = await api_client.get(f"/v1/runs/{run_id}", headers=org.headers)
@@ -252,20 +249,39 @@ async def test_queued_runs_show_their_place_in_the_build_slot_queue(
         body: dict[str, Any] = resp.json()
         return body
 
-    async def all_claimed() -> bool:
-        return [(await detail(i))["queue_position"] for i in ids[1:]] == [1, 2]
+    def placed(run_id: str, position: int | None, status: str) -> Any:
+        async def check() -> bool:
+            body = await detail(run_id)
+            return bool(body["status"] == status and body["queue_position"] == position)
 
-    await wait_for(all_claimed, timeout=30)
-    first = await detail(ids[0])
-    assert first["status"] == "running" and first["queue_position"] is None
+        return check
+
+    ids: list[str] = []
+    for hold, position, run_status in (
+        ("600", None, "running"),
+        ("1", 1, "queued"),
+        ("1", 2, "queued"),
+    ):
+        resp = await api_client.post(
+            f"/v1/pipelines/{pipeline_id}/runs",
+            json={"variables": [{"name": "HOLD", "value": hold}]},
+            headers=org.headers,
+        )
+        assert resp.status_code == 202, resp.text
+        ids.append(resp.json()["id"])
+        await wait_for(placed(ids[-1], position, run_status), timeout=60)
+
+    assert [(await detail(i))["queue_position"] for i in ids] == [None, 1, 2]
     queued = await detail(ids[2])
-    assert queued["status"] == "queued" and queued["live"]["queued_for_slot"] is True
+    assert queued["live"]["queued_for_slot"] is True
 
-    async def second_running() -> bool:
-        return bool((await detail(ids[1]))["status"] == "running")
-
-    await wait_for(second_running, timeout=30)
-    assert (await detail(ids[2]))["queue_position"] == 1
-    for run_id in ids:
-        assert (await wait_finished(session_maker, uuid.UUID(run_id))).status == "success"
+    cancel = await api_client.post(f"/v1/runs/{ids[0]}/cancel", headers=org.headers)
+    assert cancel.status_code == 202, cancel.text
+    assert (await wait_finished(session_maker, uuid.UUID(ids[0]))).status == "cancelled"
+    second = await wait_finished(session_maker, uuid.UUID(ids[1]))
+    third = await wait_finished(session_maker, uuid.UUID(ids[2]))
+    assert second.status == third.status == "success"
+    # One slot: the third run started only once the second had finished.
+    assert second.finished_at is not None and third.started_at is not None
+    assert second.finished_at <= third.started_at
     assert (await detail(ids[2]))["queue_position"] is None
