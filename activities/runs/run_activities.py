@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Coroutine
 from datetime import timedelta
 from pathlib import Path
@@ -99,7 +100,7 @@ class RunActivities:
                 raise run_not_found(inp.run_id)
             if plan.has_repository:
                 claim, pending = await build_slots.acquire(
-                    conn, key, info.workflow_id, plan.concurrent_builds
+                    conn, key, info.workflow_id, plan.concurrent_builds, uuid.UUID(inp.run_id)
                 )
             else:
                 # Nothing to clone: a granted run starts now, without a start_run step of its
@@ -133,8 +134,8 @@ class RunActivities:
 
     @ACQUIRE_SLOT.implement
     async def acquire_build_slot(self, request: SlotRequest) -> SlotClaim:
-        """Claim one of the organization's build slots: held now, or queued first come, first
-        served (a `slot_granted` signal naming the claim follows when a slot frees).
+        """Claim one of the organization's build slots: held now, or queued in trigger
+        order (a `slot_granted` signal naming the claim follows when a slot frees).
 
         Idempotent: a holder holds, a waiter keeps its place.
         """

@@ -1,4 +1,5 @@
-"""Per-organization build slots in Postgres: a counting semaphore with a first-come queue.
+"""Per-organization build slots in Postgres: a counting semaphore whose queue serves waiting
+runs in trigger order (the run's `queued_at`, then the claim's `seq`; migration 0021).
 
 A run claims a slot before it builds and gives it back however it ends. Claims live in
 `build_slot_claims`; claiming and releasing are server-side functions (migration
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -28,7 +30,7 @@ from workflows.runs_models import GRANT_SIGNAL, SlotGrant
 
 log = logging.getLogger(__name__)
 
-_ACQUIRE = "SELECT * FROM build_slot_acquire($1, $2, $3)"
+_ACQUIRE = "SELECT * FROM build_slot_acquire($1, $2, $3, $4)"
 _RELEASE = "SELECT * FROM build_slot_release($1, $2)"
 # A plan change: the organization's limit now, and its queue promoted up to it (0005).
 SET_LIMIT_SQL = "SELECT pending_runs, pending_seqs FROM build_slot_set_limit($1, $2)"
@@ -45,7 +47,7 @@ SELECT b.slot_limit, c.run_workflow_id, c.holding
 FROM build_slots b
 LEFT JOIN build_slot_claims c ON c.organization_key = b.organization_key
 WHERE b.organization_key = $1
-ORDER BY c.seq
+ORDER BY c.queued_at, c.seq
 """
 
 
@@ -76,13 +78,18 @@ def _pending(row: asyncpg.Record) -> list[PendingGrant]:
 
 
 async def acquire(
-    conn: asyncpg.Connection, key: str, run_workflow_id: str, limit: int
+    conn: asyncpg.Connection,
+    key: str,
+    run_workflow_id: str,
+    limit: int,
+    run_id: uuid.UUID | None = None,
 ) -> tuple[Claim, list[PendingGrant]]:
     """Hold a slot now or queue for one; idempotent (a holder holds, a waiter keeps its place).
+    A new claim queues at its run's trigger time (`run_id`), else at the time it is made.
 
     Also returns the grants still to be delivered to other runs.
     """
-    row = await conn.fetchrow(_ACQUIRE, key, run_workflow_id, max(1, limit))
+    row = await conn.fetchrow(_ACQUIRE, key, run_workflow_id, max(1, limit), run_id)
     assert row is not None  # the function always answers one row
     return Claim(seq=row["claim_seq"], holding=row["claim_holding"]), _pending(row)
 

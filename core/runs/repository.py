@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.queries import paginate
@@ -100,21 +100,24 @@ async def queue_position(session: AsyncSession, run: PipelineRun) -> int | None:
         str(run.organization_id) if run.organization_id else None, str(run.project_id)
     )
     own = (
-        select(BuildSlotClaim.seq)
-        .where(
-            BuildSlotClaim.organization_key == key,
-            BuildSlotClaim.run_workflow_id == run.workflow_id,
-            BuildSlotClaim.holding.is_(False),
+        await session.execute(
+            select(BuildSlotClaim.queued_at, BuildSlotClaim.seq).where(
+                BuildSlotClaim.organization_key == key,
+                BuildSlotClaim.run_workflow_id == run.workflow_id,
+                BuildSlotClaim.holding.is_(False),
+            )
         )
-        .scalar_subquery()
-    )
+    ).one_or_none()
+    if own is None:
+        return None
+    # The queue's order (migration 0021): trigger time, then claim.
     ahead = await session.scalar(
         select(func.count())
         .select_from(BuildSlotClaim)
         .where(
             BuildSlotClaim.organization_key == key,
             BuildSlotClaim.holding.is_(False),
-            BuildSlotClaim.seq <= own,
+            tuple_(BuildSlotClaim.queued_at, BuildSlotClaim.seq) <= tuple_(own[0], own[1]),
         )
     )
     return int(ahead) if ahead else None

@@ -72,10 +72,11 @@ SELECT project_id, metadata, variables_snapshot, {PLAN_LIMITS} FROM run
 )
 
 # A build slot claimed (build_slot_acquire, $5 the slot key, $2 the run's workflow, $6 the
-# limit) and, when the claim holds one, the run marked started, in one round trip. The claim is
-# materialized: the function runs exactly once, whether or not the run is started.
+# limit, $1 the run: a waiting claim queues at its trigger time) and, when the claim holds one,
+# the run marked started, in one round trip. The claim is materialized: the function runs
+# exactly once, whether or not the run is started.
 _CLAIM_AND_START = """
-WITH claim AS MATERIALIZED (SELECT * FROM build_slot_acquire($5, $2, $6)), {START}
+WITH claim AS MATERIALIZED (SELECT * FROM build_slot_acquire($5, $2, $6, $1)), {START}
 SELECT claim.claim_seq, claim.claim_holding, claim.pending_runs, claim.pending_seqs,
        run.id IS NOT NULL, run.project_id, run.metadata, run.variables_snapshot, {PLAN_LIMITS}
 FROM claim LEFT JOIN run ON true

@@ -335,7 +335,8 @@ class BuildSlots(Base):
 
 
 class BuildSlotClaim(Base):
-    """A run holding one of its organization's build slots, or waiting for one (FIFO by `seq`).
+    """A run holding one of its organization's build slots, or waiting for one, in the order
+    the runs were triggered (`queued_at`, the run's trigger time; then `seq`).
 
     `grant_pending`: promoted from the queue, the run's grant signal not yet delivered; whoever
     touches the semaphore next sends it again, so a crash between commit and signal loses nothing.
@@ -363,6 +364,13 @@ class BuildSlotClaim(Base):
             "ix_build_slot_claims_organization_key_holding_seq",
             "organization_key",
             "holding",
+            "seq",
+        ),
+        Index(
+            "ix_build_slot_claims_organization_key_holding_queued_at",
+            "organization_key",
+            "holding",
+            "queued_at",
             "seq",
         ),
     )

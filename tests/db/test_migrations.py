@@ -87,7 +87,11 @@ def _relations(url: str) -> tuple[set[str], set[str]]:
 
 def test_revision_chain_is_linear_and_fixed() -> None:
     script = ScriptDirectory.from_config(alembic_config("postgresql://unused/unused"))
-    assert script.get_heads() == ["0020_commit_status_turns"]
+    assert script.get_heads() == ["0021_build_slot_trigger_order"]
+    assert (
+        script.get_revision("0021_build_slot_trigger_order").down_revision
+        == "0020_commit_status_turns"
+    )
     assert (
         script.get_revision("0020_commit_status_turns").down_revision
         == "0019_oauth_browser_binding"
