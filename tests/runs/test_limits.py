@@ -39,7 +39,7 @@ async def test_concurrent_builds_limit_queues_fifo(
 
     org = await make_org(session_maker)
     pipeline_id = await make_pipeline(
-        session_maker, org.org_id, [stage("work", "sleep 3")], concurrent_builds=2
+        session_maker, org.org_id, [stage("work", "sleep 5")], concurrent_builds=2
     )
     runs = [await create_run(session_maker, settings, org.org_id, pipeline_id) for _ in range(4)]
     runner = sandbox_runner(tmp_path / "state")

@@ -34,8 +34,13 @@ FLAKY = [
 ]
 
 
-async def trigger(api_client: httpx.AsyncClient, org: OrgFixture, pipeline_id: uuid.UUID) -> str:
-    resp = await api_client.post(f"/v1/pipelines/{pipeline_id}/runs", json={}, headers=org.headers)
+async def trigger(
+    api_client: httpx.AsyncClient, org: OrgFixture, pipeline_id: uuid.UUID, **variables: str
+) -> str:
+    body = {"variables": [{"name": k, "value": v} for k, v in variables.items()]}
+    resp = await api_client.post(
+        f"/v1/pipelines/{pipeline_id}/runs", json=body, headers=org.headers
+    )
     assert resp.status_code == 202, resp.text
     run_id: str = resp.json()["id"]
     return run_id
@@ -231,7 +236,7 @@ async def test_follow_a_stage_before_it_starts(api_client, session_maker, worker
         session_maker,
         org.org_id,
         [
-            stage("first", ["echo starting", "sleep 2", "echo one"]),
+            stage("first", ["echo starting", "sleep ${HOLD:-2}", "echo one"]),
             stage("second", ["echo two-a", "echo two-b"], 1),
         ],
     )
@@ -248,7 +253,8 @@ async def test_follow_a_stage_before_it_starts(api_client, session_maker, worker
     )
     assert missing.status_code == 404 and "nope" in missing.json()["detail"]
 
-    cancelled = await trigger(api_client, org, pipeline_id)
+    # Held until cancelled: the cancel lands while `first` runs, whatever the machine's load.
+    cancelled = await trigger(api_client, org, pipeline_id, HOLD="600")
     follower = asyncio.create_task(follow(api_client, org, cancelled, "second"))
     await wait_attempt_running(session_maker, cancelled, "first", 1)
     resp = await api_client.post(f"/v1/runs/{cancelled}/cancel", headers=org.headers)

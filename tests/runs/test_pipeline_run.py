@@ -157,13 +157,24 @@ async def test_cancel_mid_stage_kills(ctx) -> None:
     assert await process_gone(ctx["runner"], process_name(str(run.id), "forever", 1))
 
 
+def rendezvous(me: str, other: str) -> str:
+    """Marks `me` started in the run's shared checkout, then waits (bounded: 45 s, under the
+    stage timeout) for `other` to be started too: both succeed only if they run at the same
+    time, however slow the start."""
+    return (
+        f"touch .{me}-started; i=0; "
+        f"while [ ! -f .{other}-started ] && [ $i -lt 450 ]; do sleep 0.1; i=$((i+1)); done; "
+        f"test -f .{other}-started"
+    )
+
+
 async def test_depends_on_runs_in_parallel(ctx) -> None:
     run, result = await run_pipeline(
         ctx,
         [
             stage("setup", "echo setup", 0),
-            stage("unit", "sleep 1.5", 1, depends_on=["setup"]),
-            stage("lint", "sleep 1.5", 1, depends_on=["setup"]),
+            stage("unit", rendezvous("unit", "lint"), 1, depends_on=["setup"]),
+            stage("lint", rendezvous("lint", "unit"), 1, depends_on=["setup"]),
             stage("package", "echo done", 2, depends_on=["unit", "lint"]),
         ],
     )
