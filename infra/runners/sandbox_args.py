@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.runners.base import StageProcess
+from infra.runners.cgroups import Limits
 from infra.runners.egress_proxy import PROXY_PORT, proxy_environment
+from infra.runners.sandbox_network import LOOPBACK_NAME_ADDRESS, SANDBOX_HOSTNAME, hosts_text
 from infra.runners.sandbox_workspace import SandboxUnavailable
 
 SANDBOX_WORKSPACE = "/workspace"
@@ -115,23 +117,29 @@ def require_tool(tool: str) -> str:
     return path
 
 
-def write_identity_files(etc_dir: Path, uid: int, gid: int) -> None:
+def write_identity_files(
+    etc_dir: Path, uid: int, gid: int, hostname_address: str = LOOPBACK_NAME_ADDRESS
+) -> None:
     home = SANDBOX_HOME
     files = {
         "passwd": f"root:x:0:0::/nonexistent:/usr/sbin/nologin\n"
         f"build:x:{uid}:{gid}:Forgeline build:{home}:/bin/sh\n",
         "group": f"root:x:0:\nbuild:x:{gid}:\n",
-        "hosts": "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
+        # The host name resolves (infra/runners/sandbox_network.py), as on a CI host.
+        "hosts": hosts_text([], hostname_address),
         "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
-        "hostname": "forgeline-build\n",
+        "hostname": f"{SANDBOX_HOSTNAME}\n",
     }
     etc_dir.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (etc_dir / name).write_text(text)
 
 
-def static_args(bwrap: str, etc_dir: Path, config: SandboxConfig) -> list[str]:
-    """The bwrap arguments every sandbox shares: namespaces, capabilities, the read-only host."""
+def static_args(
+    bwrap: str, etc_dir: Path, config: SandboxConfig, extra_caps: tuple[str, ...] = ()
+) -> list[str]:
+    """The bwrap arguments every sandbox shares: namespaces, capabilities, the read-only host.
+    `extra_caps`: what a step before setpriv needs (it drops them all with the others)."""
     args = [
         bwrap,
         "--unshare-pid",
@@ -140,7 +148,7 @@ def static_args(bwrap: str, etc_dir: Path, config: SandboxConfig) -> list[str]:
         "--unshare-uts",
         "--unshare-cgroup-try",
         "--hostname",
-        "forgeline-build",
+        SANDBOX_HOSTNAME,
         "--die-with-parent",
         "--new-session",
         # setpriv (below) needs these to become the build user; it then drops every one.
@@ -152,6 +160,7 @@ def static_args(bwrap: str, etc_dir: Path, config: SandboxConfig) -> list[str]:
         "CAP_SETGID",
         "--cap-add",
         "CAP_SETPCAP",
+        *(arg for cap in extra_caps for arg in ("--cap-add", cap)),
         "--ro-bind",
         "/usr",
         "/usr",
@@ -251,3 +260,12 @@ def stage_environment(config: SandboxConfig, process: StageProcess) -> dict[str,
     env |= process.env
     env["FORGELINE_PROCESS"] = process.name
     return env
+
+
+def stage_limits(config: SandboxConfig, process: StageProcess) -> Limits:
+    """The stage's cgroup limits: its own where it sets them, else the runner's."""
+    return Limits(
+        memory_bytes=(process.memory_mb or config.memory_mb) * 1024 * 1024,
+        pids=process.pids_limit or config.pids_limit,
+        cpus=process.cpus or config.cpus,
+    )

