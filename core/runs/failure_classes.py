@@ -10,7 +10,13 @@ import re
 import signal
 from dataclasses import dataclass, field
 
-from core.runs.failure_patterns import CLASS_PRECEDENCE, PATTERNS, FailurePattern
+from core.runs.failure_patterns import (
+    CLASS_PRECEDENCE,
+    ENDS_ITS_COMMAND,
+    PATTERNS,
+    TESTS_FAILED,
+    FailurePattern,
+)
 from forgeline.statuses.runs import FailureClass
 from infra.runners.base import SERVICE_MARKER
 
@@ -29,6 +35,8 @@ MEMORY_MARKER = "forgeline: a process of the stage was killed: memory limit"
 DISK_MARKER = "forgeline: stage stopped: its workspace exceeded the disk limit"
 LOG_LIMIT_MARKER = "forgeline: log truncated:"
 
+_ENDS_ITS_COMMAND = frozenset(i for i, p in enumerate(PATTERNS) if p.cause in ENDS_ITS_COMMAND)
+_TEST_REPORTS = frozenset(i for i, p in enumerate(PATTERNS) if p.cause == TESTS_FAILED)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -116,7 +124,24 @@ def _scan(lines: list[str]) -> _Hits:
         for rank, rule in enumerate(PATTERNS):
             if rule.pattern.search(line):
                 hits.add(index, rank, rule, line)
+    _drop_test_output(hits)
     return hits
+
+
+def _drop_test_output(hits: _Hits) -> None:
+    """Lines of a cause that ends its command at once (a missing package.json script) that a
+    test run's report follows were that run's output (a snapshot diff, a test's expected text),
+    not what ended the stage: the command they would have ended ran the tests after them."""
+    reports = [i for r, i, _ in hits.lines.get(FailureClass.CODE, []) if r in _TEST_REPORTS]
+    found = hits.lines.get(FailureClass.CONFIG)
+    if not reports or not found:
+        return
+    last = max(reports)
+    kept = [hit for hit in found if not (hit[0] in _ENDS_ITS_COMMAND and hit[1] < last)]
+    if kept:
+        hits.lines[FailureClass.CONFIG] = kept
+    else:
+        del hits.lines[FailureClass.CONFIG]
 
 
 def _marker(lines: list[str], marker: str) -> list[str]:

@@ -21,6 +21,12 @@ def _rule(failure_class: FailureClass, cause: str, *alternatives: str) -> Failur
     return FailurePattern(failure_class, cause, re.compile("|".join(alternatives)))
 
 
+MISSING_SCRIPT = "the stage runs a package.json script that does not exist"
+TESTS_FAILED = "the repository's tests failed"
+# Causes that end their command at once: a test run's report after such a line means the line
+# was the tests' own output (core/runs/failure_classes.py).
+ENDS_ITS_COMMAND = (MISSING_SCRIPT,)
+
 INFRA = FailureClass.INFRASTRUCTURE
 FLAKY = FailureClass.FLAKY
 CODE = FailureClass.CODE
@@ -33,7 +39,7 @@ PATTERNS: tuple[FailurePattern, ...] = (
     # -- config: the pipeline's fault ---------------------------------------------------------
     _rule(
         CONFIG,
-        "the stage runs a package.json script that does not exist",
+        MISSING_SCRIPT,
         r"npm (?:ERR!|error) Missing script",
         r"error Command \"[^\"]{1,200}\" not found",
         r"ERR_PNPM_NO_SCRIPT",
@@ -254,10 +260,11 @@ PATTERNS: tuple[FailurePattern, ...] = (
     ),
     _rule(
         CODE,
-        "the repository's tests failed",
+        TESTS_FAILED,
         r"^FAILED \S",
         r"=+ (?:\d+ \w+, )*\d+ failed",
         r"Tests:\s+\d+ failed",
+        r"^Tests\s+\d+ failed\b",
         r"\b\d+ failing\b",
         r"^--- FAIL: ",
         r"^FAIL\s",
