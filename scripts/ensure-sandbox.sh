@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make the build sandbox work on this machine: bubblewrap (namespaces), socat (the in-sandbox
-# forwarder to the egress proxy), util-linux (setpriv), iproute2 (test network
-# namespaces), python3-venv (virtualenvs of Python stages). Checks that a trivial sandbox runs.
+# forwarder to the egress proxy), util-linux (setpriv, unshare), iproute2 (each sandbox's eth0,
+# test network namespaces), python3-venv (virtualenvs of Python stages). Checks that a trivial
+# sandbox runs.
 # Idempotent; used by `make run`, `make test`, CI.
 set -euo pipefail
 
