@@ -204,6 +204,7 @@ PATTERNS: tuple[FailurePattern, ...] = (
         "a test timed out waiting (a known flaky pattern)",
         r"Exceeded timeout of \d+ ?ms for a (?:test|hook)",
         r"Timeout of \d+ms exceeded",
+        r"\b(?:Test|Hook) timed out in \d+ ?ms",  # vitest
         r"Navigation timeout of \d+ ?ms exceeded",
         r"StaleElementReferenceException",
     ),
