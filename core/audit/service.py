@@ -92,6 +92,40 @@ async def write_audit(
     `organization_id` / `actor_user_id` are for actions without a principal yet (sign-up, login,
     password reset); otherwise they come from the principal.
     """
+    row = AuditLog(
+        **audit_values(
+            principal,
+            origin,
+            action,
+            resource_type,
+            resource_id,
+            old,
+            new,
+            organization_id=organization_id,
+            actor_user_id=actor_user_id,
+            severity=severity,
+            metadata=metadata,
+        )
+    )
+    session.add(row)
+    return row
+
+
+def audit_values(
+    principal: Principal | None,
+    origin: Origin | None,
+    action: str,
+    resource_type: str,
+    resource_id: UUID | None,
+    old: dict[str, Any] | None = None,
+    new: dict[str, Any] | None = None,
+    *,
+    organization_id: UUID | None = None,
+    actor_user_id: UUID | None = None,
+    severity: str = "info",
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The audit_logs row `write_audit` adds, as AuditLog attribute values (for bulk inserts)."""
     old_values, new_values = redact(old), redact(new)
     if principal is not None:
         actor_type = principal.actor_type
@@ -100,23 +134,21 @@ async def write_audit(
     else:
         actor_type = ActorType.USER if actor_user_id is not None else ActorType.SYSTEM
     origin = origin or Origin()
-    row = AuditLog(
-        organization_id=organization_id,
-        actor_type=actor_type,
-        actor_user_id=actor_user_id,
-        actor_api_key_id=principal.api_key_id if principal is not None else None,
-        action=action,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        old_values=old_values,
-        new_values=new_values,
-        changed_fields=changed_fields(old_values, new_values),
-        request_id=origin.request_id,
-        correlation_id=origin.correlation_id,
-        ip_address=origin.ip,
-        user_agent=origin.user_agent,
-        severity=severity,
-        metadata_=_jsonable(metadata or {}),
-    )
-    session.add(row)
-    return row
+    return {
+        "organization_id": organization_id,
+        "actor_type": actor_type,
+        "actor_user_id": actor_user_id,
+        "actor_api_key_id": principal.api_key_id if principal is not None else None,
+        "action": action,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "old_values": old_values,
+        "new_values": new_values,
+        "changed_fields": changed_fields(old_values, new_values),
+        "request_id": origin.request_id,
+        "correlation_id": origin.correlation_id,
+        "ip_address": origin.ip,
+        "user_agent": origin.user_agent,
+        "severity": severity,
+        "metadata_": _jsonable(metadata or {}),
+    }

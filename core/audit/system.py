@@ -5,13 +5,15 @@ step that writes them is retried."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.audit.origin import SYSTEM
-from core.audit.service import write_audit
+from core.audit.service import audit_values, write_audit
 from db.models.operations import AuditLog
 
 
@@ -54,3 +56,36 @@ async def record_system_action(
         metadata=metadata,
     )
     return True
+
+
+@dataclass(frozen=True)
+class SystemAction:
+    """An action the system took on no one resource (nothing to look up before writing it)."""
+
+    organization_id: uuid.UUID | None
+    action: str
+    resource_type: str
+    new: dict[str, Any] | None = None
+
+
+async def record_system_actions(session: AsyncSession, actions: Sequence[SystemAction]) -> None:
+    """The entries `record_system_action` writes for `actions` (resource_id None), in one INSERT
+    instead of one per entry."""
+    if not actions:
+        return
+    await session.execute(
+        insert(AuditLog),
+        [
+            audit_values(
+                None,
+                SYSTEM,
+                entry.action,
+                entry.resource_type,
+                None,
+                None,
+                entry.new,
+                organization_id=entry.organization_id,
+            )
+            for entry in actions
+        ],
+    )

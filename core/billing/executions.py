@@ -4,6 +4,7 @@ run's own last step (or by its failure path)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func
@@ -42,18 +43,49 @@ async def record_billing_execution(
     trigger: str,
 ) -> None:
     """The workflow_executions row operators list; idempotent on (workflow_id, run_id)."""
+    await record_billing_executions(
+        session,
+        [StartedRun(organization_id, workflow_id, run_id)],
+        period=period,
+        trigger=trigger,
+    )
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    """A billing run its starter has just started."""
+
+    organization_id: uuid.UUID
+    workflow_id: str
+    run_id: str
+
+
+async def record_billing_executions(
+    session: AsyncSession, runs: Sequence[StartedRun], *, period: Period, trigger: str
+) -> None:
+    """The workflow_executions rows of `runs` in one statement; idempotent on (workflow_id,
+    run_id). One statement, not one per run: until the caller commits, a run's own last step
+    waits on its uncommitted row (its close is an upsert on the same key), so the rows are
+    written and committed in one round trip."""
+    if not runs:
+        return
     await session.execute(
         pg_insert(WorkflowExecution)
         .values(
-            kind=BILLING_WORKFLOW_KIND,
-            workflow_type="BillingWorkflow",
-            workflow_id=workflow_id,
-            run_id=run_id,
-            task_queue=BILLING_TASK_QUEUE,
-            organization_id=organization_id,
-            resource_type="billing_period",
-            memo={"period": period.key, "trigger": trigger},
-            search_attributes=_search_attributes(organization_id),
+            [
+                {
+                    "kind": BILLING_WORKFLOW_KIND,
+                    "workflow_type": "BillingWorkflow",
+                    "workflow_id": run.workflow_id,
+                    "run_id": run.run_id,
+                    "task_queue": BILLING_TASK_QUEUE,
+                    "organization_id": run.organization_id,
+                    "resource_type": "billing_period",
+                    "memo": {"period": period.key, "trigger": trigger},
+                    "search_attributes": _search_attributes(run.organization_id),
+                }
+                for run in runs
+            ]
         )
         .on_conflict_do_nothing()
     )

@@ -37,9 +37,9 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from core.audit.system import record_system_action
+from core.audit.system import SystemAction, record_system_actions
 from core.billing import repository
-from core.billing.executions import record_billing_execution
+from core.billing.executions import StartedRun, record_billing_executions
 from core.billing.periods import Period
 from forgeline.search_attributes import forgeline_search_attributes
 from forgeline.settings import BILLING_TASK_QUEUE
@@ -169,25 +169,31 @@ async def start_due_billing_runs(
             return org_id, workflow_id, run_id
 
     outcomes = await asyncio.gather(*(start(org_id) for org_id in org_ids))
+    runs = [
+        StartedRun(org_id, workflow_id, run_id)
+        for org_id, workflow_id, run_id in outcomes
+        if run_id is not None
+    ]
     async with session_maker() as session:
-        for org_id, workflow_id, run_id in outcomes:
-            if run_id is not None:
-                await record_billing_execution(
-                    session,
-                    organization_id=org_id,
-                    period=period,
-                    workflow_id=workflow_id,
-                    run_id=run_id,
-                    trigger="schedule",
-                )
-                await record_system_action(
-                    session,
-                    organization_id=org_id,
+        # The page's rows and its audit entries in one statement each: every started run's
+        # invoice step waits on its row (an upsert on the same key) until this commits.
+        await record_billing_executions(session, runs, period=period, trigger="schedule")
+        await record_system_actions(
+            session,
+            [
+                SystemAction(
+                    organization_id=run.organization_id,
                     action="billing.run",
                     resource_type="billing_period",
-                    resource_id=None,
-                    new={"period": period.key, "workflow_id": workflow_id, "trigger": "schedule"},
+                    new={
+                        "period": period.key,
+                        "workflow_id": run.workflow_id,
+                        "trigger": "schedule",
+                    },
                 )
+                for run in runs
+            ],
+        )
         await session.commit()
     started = sum(1 for _, _, run_id in outcomes if run_id is not None)
     return StartBillingRunsResult(
