@@ -4,8 +4,11 @@ its rlimits, and the environment a stage starts with (built from scratch)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shlex
 import shutil
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,3 +272,38 @@ def stage_limits(config: SandboxConfig, process: StageProcess) -> Limits:
         pids=process.pids_limit or config.pids_limit,
         cpus=process.cpus or config.cpus,
     )
+
+
+# A started sandbox: the host's launcher, bwrap and the root steps inside the sandbox run with
+# this fixed environment, never the stage's (a pipeline's LD_PRELOAD or PATH would otherwise
+# reach processes that run as root). The first process after the switch to the build user reads
+# the stage's environment from its stdin and execs the stage with exactly that environment.
+HOST_ENVIRONMENT = {"PATH": STANDARD_PATH}
+# (stdin is read, not reopened: the host's pipe is not the build user's to open.)
+STAGE_ENVIRONMENT_READER = ["/bin/sh", "-c", 'eval "$(cat)"; exit 125', "stage"]
+
+
+def stage_environment_message(env: dict[str, str]) -> bytes:
+    """What the reader runs: stdin back to /dev/null, then the stage (its argv are the
+    reader's arguments) with the stage's environment and nothing else."""
+    pairs = " ".join(shlex.quote(f"{key}={value}") for key, value in env.items())
+    return f'exec 0</dev/null || exit 125\nexec /usr/bin/env -i -- {pairs} "$@"\n'.encode()
+
+
+async def feed_environment(
+    stdin: asyncio.StreamWriter | None, env: dict[str, str], output: Awaitable[None]
+) -> None:
+    """The stage's environment written to the started sandbox's reader, beside its output."""
+
+    async def feed() -> None:
+        if stdin is None:
+            return
+        try:
+            stdin.write(stage_environment_message(env))
+            await stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the sandbox ended before reading it: its exit code says why
+        finally:
+            stdin.close()
+
+    await asyncio.gather(feed(), output)

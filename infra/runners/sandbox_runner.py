@@ -36,13 +36,16 @@ from infra.runners.python_stages import run_python_aware
 from infra.runners.python_toolchain import discover_pythons
 from infra.runners.sandbox_args import (
     DISK_EXCEEDED_EXIT,
+    HOST_ENVIRONMENT,
     PROXY_SOCKET,
     SANDBOX_HOME,
     SANDBOX_TMP,
     SANDBOX_WORKSPACE,
+    STAGE_ENVIRONMENT_READER,
     STANDARD_PATH,
     SandboxConfig,
     become_build_user,
+    feed_environment,
     forward_script,
     launcher,
     require_tool,
@@ -119,16 +122,10 @@ class SandboxRunner(Runner):
                 await proxy.start(self.proxy_socket)
                 self._proxy = proxy
 
-    def environment(self, process: StageProcess) -> dict[str, str]:
-        return stage_environment(self.config, process)
-
     def _stage_argv(self, process: StageProcess) -> list[str]:
         if process.network:
             return ["/bin/sh", "-c", forward_script(self.socat), process.script]
         return ["/bin/sh", "-c", process.script]
-
-    def _limits(self, process: StageProcess) -> Limits:
-        return stage_limits(self.config, process)
 
     # A sandbox that waits for its stage --------------------------------------------------
     def _waiting_command(self, slot: Path, procs_files: list[Path]) -> list[str]:
@@ -143,7 +140,7 @@ class SandboxRunner(Runner):
             return False
         if process.disk_mb is not None and process.disk_mb > self.config.disk_mb:
             return False  # the waiting shell can lower its file-size limit, never raise it
-        if not can_hand_over(self.environment(process), process.script):
+        if not can_hand_over(stage_environment(self.config, process), process.script):
             return False
         try:  # once, however many first stages ask at once (they share the probe's paths)
             await self.pool.prepare_once(self.state_dir / "probe")
@@ -187,7 +184,7 @@ class SandboxRunner(Runner):
         network) the proxy's socket bound onto the sandbox's slot. False, and no more pool,
         when this host cannot make those mounts."""
         cfg = self.config
-        limits = self._limits(process)
+        limits = stage_limits(self.config, process)
         # Named after the attempt, as a sandbox started for it would be (remove_stale finds it).
         sandbox.group = self.cgroups.rename(sandbox.group, process.name)
         if limits != Limits(cfg.memory_mb * 1024 * 1024, cfg.pids_limit, cfg.cpus):
@@ -216,14 +213,14 @@ class SandboxRunner(Runner):
         self, sandbox: PooledSandbox, process: StageProcess, on_output: OutputCallback
     ) -> StageOutcome:
         cfg = self.config
-        limits = self._limits(process)
+        limits = stage_limits(self.config, process)
         root = process.root or process.workspace
         disk_blocks = None
         if process.disk_mb is not None and process.disk_mb < cfg.disk_mb:
             disk_blocks = process.disk_mb * 1024 * 1024 // 512
         message = handover(
             workspace_path(process.workdir),
-            self.environment(process),
+            stage_environment(self.config, process),
             self._stage_argv(process),
             disk_blocks,
         )
@@ -260,14 +257,14 @@ class SandboxRunner(Runner):
         if process.network:
             args += ["--perms", "0755", "--dir", str(Path(PROXY_SOCKET).parent)]
             args += ["--ro-bind", str(self.proxy_socket), PROXY_SOCKET]
-        user = ["--", *self._become]
+        user = ["--", *self._become, *STAGE_ENVIRONMENT_READER]
         argv, host = self._stage_argv(process), self.network.hostname_address
         return with_services(process, self.state_dir, args, user, argv, host)
 
     async def _run_started(
         self, process: StageProcess, on_output: OutputCallback, root: Path, dirs: RunDirectories
     ) -> StageOutcome:
-        limits = self._limits(process)
+        limits = stage_limits(self.config, process)
         group = await asyncio.to_thread(self.cgroups.create, process.name, limits)
         argv = launcher(
             group.procs_files,
@@ -277,8 +274,8 @@ class SandboxRunner(Runner):
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
-                env=self.environment(process),
-                stdin=asyncio.subprocess.DEVNULL,
+                env=HOST_ENVIRONMENT,
+                stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
@@ -295,7 +292,11 @@ class SandboxRunner(Runner):
                 group,
                 limits,
                 proc,
-                pump_output(proc, on_output),
+                feed_environment(
+                    proc.stdin,
+                    stage_environment(self.config, process),
+                    pump_output(proc, on_output),
+                ),
                 lambda: asyncio.to_thread(group.kill),
                 close=lambda: close_output(proc),
             )
