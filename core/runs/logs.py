@@ -229,8 +229,11 @@ async def follow_events(
                 yield {"event": "end", "data": current.status}
                 return
             async with session_scope(session_maker) as session:
+                # The run's state first: an attempt recorded before the run ended is then
+                # visible to the read after it (the other order could miss an attempt that
+                # started and ended, with its run, between the two reads).
+                run_active = await repository.run_is_active(session, run_id)
                 newer = await repository.next_attempt(session, run_id, stage, current.attempt)
-                run_active = newer is None and await repository.run_is_active(session, run_id)
             if newer is not None:
                 current_id, position = newer.id, -1
                 yield {
@@ -269,8 +272,8 @@ async def first_attempt_events(
     session_maker = reader.session_maker
     while True:
         async with session_scope(session_maker) as session:
+            active = await repository.run_is_active(session, run_id)  # first: see follow_events
             first = await repository.next_attempt(session, run_id, stage, 0)
-            active = first is None and await repository.run_is_active(session, run_id)
         if first is not None:
             async for event in follow_events(
                 reader,

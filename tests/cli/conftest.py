@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -64,7 +65,9 @@ async def invoke(
 
 
 def spawn(*args: str, key: str) -> subprocess.Popen[str]:
-    """The CLI as a script would run it: its own process."""
+    """The CLI as a script would run it from a terminal: its own process, with Ctrl-C's SIGINT
+    at its default (a suite started in the background of a non-interactive shell has it
+    ignored, and children inherit that)."""
     env = {**os.environ, "FORGELINE_API_KEY": key}
     return subprocess.Popen(
         [sys.executable, "-c", "from forgeline.cli import app; app()", *args],
@@ -72,4 +75,5 @@ def spawn(*args: str, key: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
