@@ -9,6 +9,7 @@ from typing import Any
 
 from core.agent.detectors import LOCKFILE_NAMES
 from core.agent.images import COREPACK_ENABLE, cache_paths, install_steps, repository_of
+from core.agent.yarn_classic import with_yarn
 from forgeline.pipeline_spec import PipelineProposal, ProposedStage
 from forgeline.slugs import slug
 from workflows.agent_models import AppDetection, Preferences, RepoAnalysis
@@ -16,7 +17,7 @@ from workflows.agent_models import AppDetection, Preferences, RepoAnalysis
 SECURITY_COMMANDS = {
     "npm": "npm audit --audit-level=high --omit=dev",
     "pnpm": f"{COREPACK_ENABLE} && pnpm audit --audit-level high --prod",
-    "yarn": "yarn audit --level high --groups dependencies || test $? -lt 8",
+    "yarn": with_yarn("yarn audit --level high --groups dependencies") + " || test $? -lt 8",
     "bun": "bunx --bun audit-ci --high || true",
     "poetry": "pip install pip-audit && pip-audit",
     "uv": "pip install uv && uv export --frozen --no-hashes > /tmp/req.txt && "

@@ -9,6 +9,7 @@ import pytest
 from core.agent.analysis import analyze_repository
 from core.agent.images import COREPACK_ENABLE
 from core.agent.proposal import propose_pipeline
+from core.agent.yarn_classic import with_yarn
 from forgeline.pipeline_validation import validate_proposal
 from tests.agent.corpus import CORPUS, SampleRepo, write_repo
 from workflows.agent_models import Preferences
@@ -56,7 +57,7 @@ def test_node_commands_follow_the_package_manager(corpus_root: Path) -> None:
     assert pnpm.install_command == f"{COREPACK_ENABLE} && pnpm install --frozen-lockfile"
     assert pnpm.build_command == "pnpm run build"
     yarn = analyze_repository(write_repo(by_name["react-vite-yarn"], corpus_root)).primary
-    assert yarn.install_command == "yarn install --frozen-lockfile"
+    assert yarn.install_command == with_yarn("yarn install --frozen-lockfile")
     assert yarn.test_command == "yarn test"
     bun = analyze_repository(write_repo(by_name["vue-vite-bun"], corpus_root)).primary
     assert bun.image == "oven/bun:1"

@@ -13,6 +13,7 @@ from core.agent.js_workspaces import root_of, runner_exec
 from core.agent.repo_files import RepoFiles, join
 from core.agent.scripts import e2e_setup, plan_scripts
 from core.agent.versions import node_version
+from core.agent.yarn_classic import with_yarn
 from workflows.agent_models import AppDetection
 
 NODE_FRAMEWORKS: tuple[tuple[str, tuple[str, ...], str | None, int], ...] = (
@@ -77,8 +78,8 @@ def _node_install(manager: str, locked: bool, files: RepoFiles, base: str) -> st
         if _yarn_berry(files, base):
             return f"{COREPACK_ENABLE} && yarn install" + (" --immutable" if locked else "")
         # A declared Yarn 1 release runs through corepack too (the image's own may differ).
-        prefix = f"{COREPACK_ENABLE} && " if declared else ""
-        return prefix + ("yarn install --frozen-lockfile" if locked else "yarn install")
+        install = "yarn install --frozen-lockfile" if locked else "yarn install"
+        return f"{COREPACK_ENABLE} && {install}" if declared else with_yarn(install)
     if manager == "bun":
         return "bun install --frozen-lockfile" if locked else "bun install"
     return "npm ci" if locked else "npm install"
