@@ -13,6 +13,7 @@ from core.agent.js_workspaces import detect_workspace
 from core.agent.repo_files import APP_CONTAINER_DIRS, RepoFiles
 from core.agent.setup_steps import app_setup, node_unit_setup
 from core.agent.submodule_checkout import submodule_setup
+from core.agent.tox_legs import tox_per_leg
 from core.agent.workspace_projects import JS_LANGUAGES, workspace_projects
 from workflows.agent_models import AppDetection, RepoAnalysis
 
@@ -111,6 +112,7 @@ def analyze_repository(
     submodules = submodule_setup(files)
     for app in apps:
         apply_declared(files, app, ci)
+        tox_per_leg(files, app)
         if app.language in JS_LANGUAGES:
             app.setup_commands += node_unit_setup(files, app)
         else:
