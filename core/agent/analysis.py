@@ -10,6 +10,7 @@ from core.agent.declared import apply_declared
 from core.agent.detectors import JS_LOCKFILES, detect_app
 from core.agent.detectors.node import NodeDetector
 from core.agent.js_workspaces import detect_workspace
+from core.agent.lint_install import install_detected_linter
 from core.agent.repo_files import APP_CONTAINER_DIRS, RepoFiles
 from core.agent.setup_steps import app_setup, node_unit_setup
 from core.agent.submodule_checkout import submodule_setup
@@ -113,6 +114,7 @@ def analyze_repository(
     for app in apps:
         apply_declared(files, app, ci)
         tox_per_leg(files, app)
+        install_detected_linter(files, app)
         if app.language in JS_LANGUAGES:
             app.setup_commands += node_unit_setup(files, app)
         else:
