@@ -20,7 +20,7 @@ from core.agent.executions import save_task_pipeline
 from core.agent.outcomes import with_checkout
 from core.agent.progress import Tick
 from core.agent.project_settings import build_settings_of
-from core.agent.repairs import apply_repair, repair_stage
+from core.agent.repairs import Repair, apply_repair, repair_stage
 from core.agent.repo_files import RepoFiles
 from core.agent.submodules import declared_submodules
 from core.agent.tools import AgentToolbox
@@ -48,6 +48,9 @@ from workflows.verification_models import (
     RunExamination,
     VerificationRun,
 )
+
+# Failed stages a verification reads (their log tails) in one examination.
+MAX_EXAMINED_STAGES = 8
 
 
 @dataclass
@@ -128,8 +131,9 @@ class VerificationRuns:
         return run
 
     async def examine(self, inp: ExamineRunInput, tick: Tick) -> RunExamination:
-        """Green, or the failed stage with its evidence; a config failure with a known repair is
-        committed as the pipeline's next version (author: the task)."""
+        """Green, or the failed stage with its evidence. Every failed stage is examined: the
+        config failures with a known repair (parallel stages often fail the same way) are
+        committed together as the pipeline's next version (author: the task)."""
         async with session_scope(self.session_maker) as session:
             run = await session.get(PipelineRun, inp.run_id)
             if run is None:
@@ -138,35 +142,45 @@ class VerificationRuns:
             if run.status == RunStatus.SUCCESS:
                 exam.green = True
                 return exam
-            failed = await _failed_execution(session, run.id)
-            if failed is None:
+            failures = await _failed_executions(session, run.id)
+            if not failures:
                 exam.diagnosis = run.error or f"the verification run ended {run.status}"
                 return exam
+            failed = failures[0]
             exam.failed_stage = failed.stage_name
             exam.failure_class = failed.failure_class
             exam.diagnosis = failed.failure_cause or failed.error
-            # What the runner did otherwise than asked (a Python the host lacks) comes first.
-            exam.evidence = [*(failed.warnings or []), *(failed.failure_evidence or [])]
-            tail = await stage_log_tail(self.session_maker, self.store, failed)
+            found: list[tuple[StageExecution, list[str], str]] = []
+            for execution in failures[:MAX_EXAMINED_STAGES]:
+                # What the runner did otherwise than asked (a Python the host lacks) first.
+                evidence = [*(execution.warnings or []), *(execution.failure_evidence or [])]
+                tail = await stage_log_tail(self.session_maker, self.store, execution)
+                found.append((execution, evidence, tail))
+            exam.evidence = found[0][1]
         root = await self.workspaces.ensure(inp.task_id, inp.checkout, tick)
         async with session_scope(self.session_maker) as session:
             pipeline = await versions.lock(session, None, run.pipeline_id)
             stages = await stages_of(session, pipeline.id)
             document = document_of(pipeline, stages)
             data = document.model_dump(mode="json")
-            index = stage_index(data["stages"], exam.failed_stage)
-            if index is None:
-                return exam
-            repair = repair_stage(data["stages"][index], exam.evidence, tail, root)
-            if repair is None:
-                _blame_checkout(exam, tail, root)
+            repairs: dict[int, tuple[str, Repair]] = {}
+            for execution, evidence, tail in found:
+                index = stage_index(data["stages"], execution.stage_name)
+                if index is None or index in repairs:
+                    continue
+                repair = repair_stage(data["stages"][index], evidence, tail, root)
+                if repair is not None:
+                    repairs[index] = (execution.stage_name, repair)
+            if not repairs:
+                _blame_checkout(exam, found[0][2], root)
                 return exam
             exam.repairable = True
             exam.failure_class = FailureClass.CONFIG
-            exam.diagnosis = repair.diagnosis
+            exam.diagnosis = next(iter(repairs.values()))[1].diagnosis
             if not inp.may_repair:
                 return exam
-            apply_repair(data["stages"], index, repair)
+            for index, (_, repair) in repairs.items():
+                apply_repair(data["stages"], index, repair)
             await versions.commit_change(
                 session,
                 pipeline,
@@ -177,7 +191,7 @@ class VerificationRuns:
                 ),
             )
             exam.repaired = True
-            exam.repair = f"{exam.failed_stage}: {repair.diagnosis}"
+            exam.repair = "; ".join(f"{name}: {r.diagnosis}" for name, r in repairs.values())
             return exam
 
 
@@ -218,8 +232,14 @@ async def _task_author(session: AsyncSession, task_id: uuid.UUID) -> uuid.UUID |
 
 
 async def _failed_execution(session: AsyncSession, run_id: uuid.UUID) -> StageExecution | None:
-    """The last attempt of the first stage that failed the run: its last attempt failed (an
-    attempt a retry made good is not it) and it was not allowed to fail."""
+    """The last attempt of the first stage that failed the run (see _failed_executions)."""
+    failures = await _failed_executions(session, run_id)
+    return failures[0] if failures else None
+
+
+async def _failed_executions(session: AsyncSession, run_id: uuid.UUID) -> list[StageExecution]:
+    """The last attempt of each stage that failed the run, first started first: its last
+    attempt failed (an attempt a retry made good is not one) and it was not allowed to fail."""
     rows = await session.execute(
         select(StageExecution, PipelineStage.allow_failure)
         .outerjoin(PipelineStage, PipelineStage.id == StageExecution.stage_id)
@@ -234,7 +254,7 @@ async def _failed_execution(session: AsyncSession, run_id: uuid.UUID) -> StageEx
         for execution, allowed in last.values()
         if execution.status in ("failed", "timed_out") and not allowed
     ]
-    return min(failed, key=_started, default=None)
+    return sorted(failed, key=_started)
 
 
 def _started(execution: StageExecution) -> tuple[bool, datetime]:
