@@ -182,8 +182,8 @@ async def test_depends_on_runs_in_parallel(ctx) -> None:
     rows = {r.stage_name: r for r in await executions(ctx["session_maker"], run.id)}
     unit, lint = rows["unit"], rows["lint"]
     assert unit.started_at and lint.started_at and unit.finished_at and lint.finished_at
-    # Overlap: each started before the other finished.
-    assert unit.started_at < lint.finished_at and lint.started_at < unit.finished_at
+    # Overlap is proven by the rendezvous itself (each succeeds only if the other started while
+    # it waited); the recorded times are bookkeeping (a short attempt is recorded when it ends).
     assert rows["package"].started_at and rows["setup"].finished_at
     assert rows["package"].started_at >= max(unit.finished_at, lint.finished_at)
     assert rows["setup"].finished_at <= min(unit.started_at, lint.started_at)
