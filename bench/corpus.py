@@ -38,6 +38,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from bench.context import BenchContext
 from bench.corpus_report import read_result, report, right_cause, rows, table, write_result
 from core.agent.service import start_task_workflow
+from core.agent.verification_tools import stage_log_tail
 from db.models.accounts import Organization
 from db.models.agent import AgentTask
 from db.models.pipeline_versions import PipelineVersion
@@ -49,11 +50,14 @@ from forgeline.embedded.temporal import EmbeddedTemporal
 from forgeline.settings import AGENT_TASK_QUEUE, PIPELINES_TASK_QUEUE, Settings
 from forgeline.temporal_client import connect_temporal
 from infra.runners.local_runner import watch_children_with_pidfd
+from infra.storage import create_object_store
 from workflows.agent_models import AgentTaskWorkflowOutput
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS_FILE = Path(__file__).resolve().parent / "corpus_repos.toml"
 # One organization owns every checkout (local repositories live under `<root>/<org id>/`).
+# The end of a failed stage's log a result keeps.
+LOG_TAIL_CHARS = 3000
 ORG_ID = uuid.uuid5(uuid.NAMESPACE_URL, "forgeline-corpus")
 
 
@@ -241,7 +245,7 @@ class Corpus:
                 "seconds": (e.duration_ms or 0) / 1000,
                 "failure_class": e.failure_class,
                 "cause": e.failure_cause or e.error,
-                "log_tail": (e.log_tail or "")[-3000:] if e.status != "success" else "",
+                "log_tail": await self._log_tail(e) if e.status != "success" else "",
             }
             for e in executions
         ]
@@ -251,6 +255,14 @@ class Corpus:
             facts["failure_class"] = failed["failure_class"]
             facts["cause"] = failed["cause"]
         return facts
+
+    async def _log_tail(self, execution: StageExecution) -> str:
+        """The end of a stage's log, read before this run's state directory goes away (the row's
+        own `log_tail` is set only for a log moved to the object store)."""
+        if execution.status in ("skipped", "cancelled", "pending", "running"):
+            return ""
+        tail = await stage_log_tail(self.sessions, create_object_store(self.settings), execution)
+        return tail[-LOG_TAIL_CHARS:]
 
     async def _versions(self, pipeline_id: str | None) -> list[dict[str, Any]]:
         if not pipeline_id:
