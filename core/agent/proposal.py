@@ -4,6 +4,7 @@ monorepo), then one security scan and one deploy."""
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -39,10 +40,35 @@ def _security_command(app: AppDetection) -> str | None:
         # npm audit reads the lockfile: resolve one first (nothing is installed or run).
         return "npm install --package-lock-only --ignore-scripts && " + SECURITY_COMMANDS["npm"]
     if app.package_manager == "pip":
-        if app.install_command and "requirements" in app.install_command:
-            return "pip install pip-audit && pip-audit -r requirements.txt"
+        files = requirement_files(app.install_command or "")
+        if files:
+            audited = " ".join(f"-r {shlex.quote(f)}" for f in files)
+            return f"pip install pip-audit && pip-audit {audited}"
         return "pip install pip-audit && pip-audit ."
     return SECURITY_COMMANDS.get(app.package_manager or "")
+
+
+def requirement_files(command: str) -> list[str]:
+    """The requirement files a pip install command names (`-r FILE`, `-rFILE`,
+    `--requirement FILE`, `--requirement=FILE`), in order, each once; none for an unparsable
+    command or one that names none."""
+    try:
+        words = shlex.split(command, comments=True)
+    except ValueError:
+        return []
+    found: list[str] = []
+    for i, word in enumerate(words):
+        if word in ("-r", "--requirement"):
+            name = words[i + 1] if i + 1 < len(words) else ""
+        elif word.startswith("--requirement="):
+            name = word.partition("=")[2]
+        elif word.startswith("-r") and not word.startswith("--") and len(word) > 2:
+            name = word[2:]
+        else:
+            continue
+        if name and not name.startswith("-") and name not in found:
+            found.append(name)
+    return found
 
 
 # Marks a deploy stage done by Forgeline itself: exports turn it into a call to the deployments API.
