@@ -45,19 +45,35 @@ NODE_CONFIG_FILES = {
 }
 
 
+NODE_MANAGERS = ("npm", "pnpm", "yarn", "bun")
+
+
+def _declared_manager(pkg: dict[str, Any]) -> str:
+    """The manager `packageManager` names (`pnpm@9.1.0`), or "" when the field is absent or
+    names none Forgeline knows (corepack would refuse it too)."""
+    declared = pkg.get("packageManager")
+    if not isinstance(declared, str):
+        return ""
+    name = declared.split("@", 1)[0].strip()
+    return name if name in NODE_MANAGERS else ""
+
+
 def _node_package_manager(files: RepoFiles, base: str, pkg: dict[str, Any]) -> tuple[str, bool]:
-    """(manager, has lockfile) from the packageManager field or the lockfile present."""
-    declared = str(pkg.get("packageManager") or "").split("@", 1)[0]
+    """(manager, has lockfile): the packageManager field's manager, locked when its own lockfile
+    is there; else the first lockfile present; else npm without one."""
+    declared = _declared_manager(pkg)
     lockfiles = (
         ("bun", ("bun.lockb", "bun.lock")),
         ("pnpm", ("pnpm-lock.yaml",)),
         ("yarn", ("yarn.lock",)),
         ("npm", ("package-lock.json", "npm-shrinkwrap.json")),
     )
-    for manager, names in lockfiles:
-        if any(files.exists(join(base, n)) for n in names):
-            return (declared or manager), True
-    return (declared or "npm"), False
+    present = [m for m, names in lockfiles if any(files.exists(join(base, n)) for n in names)]
+    if declared:
+        return declared, declared in present
+    if present:
+        return present[0], True
+    return "npm", False
 
 
 def _yarn_berry(files: RepoFiles, base: str) -> bool:
@@ -74,7 +90,7 @@ def _node_install(manager: str, locked: bool, files: RepoFiles, base: str) -> st
             else f"{COREPACK_ENABLE} && pnpm install"
         )
     if manager == "yarn":
-        declared = str((files.json(join(base, "package.json")) or {}).get("packageManager") or "")
+        declared = _declared_manager(files.json(join(base, "package.json")) or {})
         if _yarn_berry(files, base):
             return f"{COREPACK_ENABLE} && yarn install" + (" --immutable" if locked else "")
         # A declared Yarn 1 release runs through corepack too (the image's own may differ).
