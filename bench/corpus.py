@@ -5,11 +5,9 @@ judged against the cause the repair that made the pipeline green found.
 
 `uv run --frozen python -m bench.corpus [--only owner/name] [--rerun] [--report]`.
 Repositories come from a mirror directory of bare git snapshots (`owner+name/repo`,
-FORGELINE_CORPUS_MIRROR, default /work/.mirror) or from a clone of GitHub when the network allows;
-they are checked out into FORGELINE_CORPUS_CACHE (default ~/.cache/forgeline-corpus), outside this
-repository, where each result is kept per repository and commit: a rerun resumes.
-Repositories run one at a time, each bounded by --timeout seconds.
-"""
+FORGELINE_CORPUS_MIRROR, default /work/.mirror) or a clone of GitHub when the network allows, into
+FORGELINE_CORPUS_CACHE (default ~/.cache/forgeline-corpus), outside this repository, where each
+result is kept per repository and commit (a rerun resumes); one at a time, each within --timeout."""
 
 from __future__ import annotations
 
@@ -56,8 +54,7 @@ from workflows.agent_models import AgentTaskWorkflowOutput
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS_FILE = Path(__file__).resolve().parent / "corpus_repos.toml"
 # One organization owns every checkout (local repositories live under `<root>/<org id>/`).
-# The end of a failed stage's log a result keeps.
-LOG_TAIL_CHARS = 3000
+LOG_TAIL_CHARS = 3000  # the end of a failed stage's log a result keeps
 ORG_ID = uuid.uuid5(uuid.NAMESPACE_URL, "forgeline-corpus")
 
 
@@ -238,6 +235,7 @@ class Corpus:
                 )
             )
         facts: dict[str, Any] = {"run_id": str(run_id), "status": run.status if run else None}
+        store = create_object_store(self.settings)
         facts["stages"] = [
             {
                 "name": e.stage_name,
@@ -245,7 +243,10 @@ class Corpus:
                 "seconds": (e.duration_ms or 0) / 1000,
                 "failure_class": e.failure_class,
                 "cause": e.failure_cause or e.error,
-                "log_tail": await self._log_tail(e) if e.status != "success" else "",
+                # The row's own log_tail is set only for a log moved to the object store.
+                "log_tail": (await stage_log_tail(self.sessions, store, e))[-LOG_TAIL_CHARS:]
+                if e.status in ("failed", "timed_out")
+                else "",
             }
             for e in executions
         ]
@@ -255,14 +256,6 @@ class Corpus:
             facts["failure_class"] = failed["failure_class"]
             facts["cause"] = failed["cause"]
         return facts
-
-    async def _log_tail(self, execution: StageExecution) -> str:
-        """The end of a stage's log, read before this run's state directory goes away (the row's
-        own `log_tail` is set only for a log moved to the object store)."""
-        if execution.status in ("skipped", "cancelled", "pending", "running"):
-            return ""
-        tail = await stage_log_tail(self.sessions, create_object_store(self.settings), execution)
-        return tail[-LOG_TAIL_CHARS:]
 
     async def _versions(self, pipeline_id: str | None) -> list[dict[str, Any]]:
         if not pipeline_id:

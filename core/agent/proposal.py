@@ -10,6 +10,7 @@ from typing import Any
 
 from core.agent.detectors import LOCKFILE_NAMES
 from core.agent.images import COREPACK_ENABLE, cache_paths, install_steps, repository_of
+from core.agent.python_requirements import requirement_files
 from core.agent.yarn_classic import with_yarn
 from forgeline.pipeline_spec import PipelineProposal, ProposedStage
 from forgeline.slugs import slug
@@ -46,29 +47,6 @@ def _security_command(app: AppDetection) -> str | None:
             return f"pip install pip-audit && pip-audit {audited}"
         return "pip install pip-audit && pip-audit ."
     return SECURITY_COMMANDS.get(app.package_manager or "")
-
-
-def requirement_files(command: str) -> list[str]:
-    """The requirement files a pip install command names (`-r FILE`, `-rFILE`,
-    `--requirement FILE`, `--requirement=FILE`), in order, each once; none for an unparsable
-    command or one that names none."""
-    try:
-        words = shlex.split(command, comments=True)
-    except ValueError:
-        return []
-    found: list[str] = []
-    for i, word in enumerate(words):
-        if word in ("-r", "--requirement"):
-            name = words[i + 1] if i + 1 < len(words) else ""
-        elif word.startswith("--requirement="):
-            name = word.partition("=")[2]
-        elif word.startswith("-r") and not word.startswith("--") and len(word) > 2:
-            name = word[2:]
-        else:
-            continue
-        if name and not name.startswith("-") and name not in found:
-            found.append(name)
-    return found
 
 
 # Marks a deploy stage done by Forgeline itself: exports turn it into a call to the deployments API.

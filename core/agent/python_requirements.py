@@ -5,6 +5,7 @@ named by their `#egg=` fragment, every other line parsed by `packaging`."""
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -179,3 +180,26 @@ def python_dependencies(files: RepoFiles, base: str) -> tuple[set[str], dict[str
     requirements = requirement_names(files, base)
     names |= requirements.names
     return names, pyproject, requirements.install_files(base)
+
+
+def requirement_files(command: str) -> list[str]:
+    """The requirement files a pip install command names (`-r FILE`, `-rFILE`,
+    `--requirement FILE`, `--requirement=FILE`), in order, each once; none for an unparsable
+    command or one that names none."""
+    try:
+        words = shlex.split(command, comments=True)
+    except ValueError:
+        return []
+    found: list[str] = []
+    for i, word in enumerate(words):
+        if word in ("-r", "--requirement"):
+            name = words[i + 1] if i + 1 < len(words) else ""
+        elif word.startswith("--requirement="):
+            name = word.partition("=")[2]
+        elif word.startswith("-r") and not word.startswith("--") and len(word) > 2:
+            name = word[2:]
+        else:
+            continue
+        if name and not name.startswith("-") and name not in found:
+            found.append(name)
+    return found

@@ -3,8 +3,7 @@ image version the generator knows that satisfies them.
 
 Python constraints go through `packaging` (PEP 440, Poetry's ^/~ forms translated first); Node
 ranges and composer's PHP constraints through node-semver. A constraint nothing satisfies falls
-back to the default and says so, rather than guessing a version the repository refused.
-"""
+back to the default and says so, rather than guessing a version the repository refused."""
 
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.agent.proposal import _security_command, requirement_files
+from core.agent.proposal import _security_command
+from core.agent.python_requirements import requirement_files
 from workflows.agent_models import AppDetection
 
 
